@@ -1,0 +1,25 @@
+# Both targets do all set-up from a fresh clone: a .venv in the repo root.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+run: $(STAMP)
+	$(VENV)/bin/geoseg tile $${GEOSEG_DATA:-../shared/data}/buildings/zanzibar/zanzibar_z19_1.tif \
+		--labels $${GEOSEG_DATA:-../shared/data}/buildings/zanzibar/labels.geojson \
+		--out out/chips --size 512 --target buildings
+
+clean:
+	rm -rf $(VENV) out
