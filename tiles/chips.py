@@ -1,0 +1,193 @@
+"""Training chips (image + label rasters + index) from scenes and their labels.
+
+Why: training must see exactly what inference sees — same tiling, same uint8
+normalisation, same working GSD — and must know where every chip came from so the
+splits stay by area. Writes the chip directory format of docs/ARCHITECTURE.md:
+``images/<id>.tif``, ``labels/<id>.tif`` and ``index.geojson``. Every grid window is
+recorded: ``status`` "ok" (has objects), "empty" (valid imagery, no labelled object:
+written, kept for negatives) or "skipped" (valid fraction below the threshold: not
+written, ``image``/``label`` null).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.warp import transform as warp_transform
+from rasterio.windows import Window
+
+from tiles.errors import UnsupportedRaster
+from tiles.grid import Tile, tile_grid
+from tiles.labels import LabelIndex, window_labels
+from tiles.masks import valid_fraction
+from tiles.source import Scene
+
+LANDCOVER_UNLABELED = 0
+
+
+@dataclass(frozen=True)
+class ChipOptions:
+    """How chips are cut: size and overlap in working-grid pixels, optional target GSD."""
+
+    size: int = 512
+    overlap: int = 0
+    gsd: float | None = None
+    min_valid: float = 0.5
+    bands: tuple[int, ...] | None = None
+
+
+@dataclass
+class ChipRecord:
+    """One grid window of one scene, as listed in ``index.geojson``."""
+
+    chip_id: str
+    scene: str
+    area: str
+    split: str
+    target: str
+    status: str
+    valid_fraction: float
+    n_objects: int
+    gsd: float | None
+    image: str | None
+    label: str | None
+    row: int
+    col: int
+    window: list[int]
+    geometry: dict | None = field(default=None, repr=False)
+
+    def to_feature(self) -> dict:
+        props = asdict(self)
+        geometry = props.pop("geometry")
+        return {"type": "Feature", "geometry": geometry, "properties": props}
+
+
+def footprint_lonlat(crs, transform: Affine, width: int, height: int) -> dict | None:
+    """RFC 7946 Polygon (lon/lat, counter-clockwise) of a window's footprint, None if no CRS."""
+    if crs is None:
+        return None
+    cols = [0, width, width, 0, 0]
+    rows = [height, height, 0, 0, height]
+    xs, ys = zip(*(transform * (c, r) for c, r in zip(cols, rows)))
+    lon, lat = warp_transform(crs, "EPSG:4326", list(xs), list(ys))
+    ring = [[round(x, 8), round(y, 8)] for x, y in zip(lon, lat)]
+    area2 = sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(ring[:-1], ring[1:]))
+    if area2 < 0:
+        ring.reverse()
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def write_chip(path: Path, data: np.ndarray, crs, transform: Affine | None) -> None:
+    """Write a small uint8 GeoTIFF (bands, h, w), georeferenced when ``crs`` is known."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype="uint8", compress="deflate", predictor=2)
+    if crs is not None:
+        profile.update(crs=crs, transform=transform)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+
+
+def _record(chip_id: str, scene: Scene, scene_name: str, area: str, split: str, target: str, tile: Tile,
+            frac: float, n_objects: int, written: bool) -> ChipRecord:
+    win = tile.read
+    status = "skipped" if not written else ("ok" if n_objects else "empty")
+    w_transform = scene.window_transform(win)
+    return ChipRecord(
+        chip_id=chip_id, scene=scene_name, area=area, split=split, target=target, status=status,
+        valid_fraction=round(frac, 4), n_objects=n_objects, gsd=scene.gsd,
+        image=f"images/{chip_id}.tif" if written else None,
+        label=f"labels/{chip_id}.tif" if written else None,
+        row=tile.row, col=tile.col,
+        window=[int(win.col_off), int(win.row_off), int(win.width), int(win.height)],
+        geometry=footprint_lonlat(scene.crs, w_transform, int(win.width), int(win.height)),
+    )
+
+
+def building_chips(scene: Scene, labels: LabelIndex, out_dir: Path, opts: ChipOptions, scene_name: str,
+                   area: str, split: str) -> Iterator[ChipRecord]:
+    """Cut one scene into building chips (0/1/2 + 255 ignore), yielding a record per window."""
+    stem = Path(scene_name).stem
+    for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
+        chip_id = f"{stem}_r{tile.row:03d}_c{tile.col:03d}"
+        rgb, valid = scene.read(tile.read)
+        frac = valid_fraction(valid)
+        if frac < opts.min_valid:
+            yield _record(chip_id, scene, scene_name, area, split, "buildings", tile, frac, 0, False)
+            continue
+        transform = scene.window_transform(tile.read)
+        label, n_objects = window_labels(labels, transform, valid.shape, valid)
+        write_chip(out_dir / "images" / f"{chip_id}.tif", rgb, scene.crs, transform)
+        write_chip(out_dir / "labels" / f"{chip_id}.tif", label[None], scene.crs, transform)
+        yield _record(chip_id, scene, scene_name, area, split, "buildings", tile, frac, n_objects, True)
+
+
+def landcover_chips(scene: Scene, label_path: Path, out_dir: Path, opts: ChipOptions, scene_name: str,
+                    chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
+    """Cut an image + class-index mask pair into land-cover chips (0 = unlabeled/ignore)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        mask_ds = rasterio.open(label_path)
+    with mask_ds:
+        if (mask_ds.width, mask_ds.height) != (scene.src_width, scene.src_height) or scene.is_warped:
+            raise UnsupportedRaster(
+                f"{label_path.name}: label size {mask_ds.width}x{mask_ds.height} does not match image "
+                f"{scene.src_width}x{scene.src_height} (land-cover pairs are cut at native resolution)")
+        for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
+            chip_id = f"{chip_prefix}_r{tile.row:03d}_c{tile.col:03d}"
+            rgb, valid = scene.read(tile.read)
+            frac = valid_fraction(valid)
+            if frac < opts.min_valid:
+                yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, 0, False)
+                continue
+            label = np.full(valid.shape, LANDCOVER_UNLABELED, dtype=np.uint8)
+            w = tile.read
+            x0, y0 = max(int(w.col_off), 0), max(int(w.row_off), 0)
+            x1 = min(int(w.col_off + w.width), scene.width)
+            y1 = min(int(w.row_off + w.height), scene.height)
+            inner = mask_ds.read(1, window=Window(x0, y0, x1 - x0, y1 - y0))
+            label[y0 - int(w.row_off):y1 - int(w.row_off), x0 - int(w.col_off):x1 - int(w.col_off)] = inner
+            label[~valid] = LANDCOVER_UNLABELED
+            n_classes = int(np.unique(label[label != LANDCOVER_UNLABELED]).size)
+            transform = scene.window_transform(w) if scene.crs is not None else None
+            write_chip(out_dir / "images" / f"{chip_id}.tif", rgb, scene.crs, transform)
+            write_chip(out_dir / "labels" / f"{chip_id}.tif", label[None], scene.crs, transform)
+            yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, n_classes, True)
+
+
+def landcover_pairs(root: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs under ``root``: ``X.jpg|png|tif`` beside ``X_label.png``."""
+    pairs = []
+    for label in sorted(root.rglob("*_label.png")):
+        stem = label.name[: -len("_label.png")]
+        images = [p for p in label.parent.glob(stem + ".*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif")]
+        if not images:
+            raise FileNotFoundError(f"{label}: no image {stem}.jpg/.png/.tif beside it")
+        pairs.append((images[0], label))
+    return pairs
+
+
+def write_index(out_dir: Path, records: list[ChipRecord]) -> Path:
+    """Write ``index.geojson``, replacing earlier entries of the same scenes (re-runs merge)."""
+    path = out_dir / "index.geojson"
+    scenes = {r.scene for r in records}
+    kept = []
+    if path.exists():
+        old = json.loads(path.read_text())
+        kept = [f for f in old.get("features", []) if f["properties"].get("scene") not in scenes]
+    features = kept + [r.to_feature() for r in records]
+    features.sort(key=lambda f: f["properties"]["chip_id"])
+    tmp = path.with_suffix(".geojson.tmp")
+    tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    tmp.replace(path)
+    return path
+

@@ -1,0 +1,81 @@
+"""Window grid over a raster: fixed-size read windows whose cores partition the raster.
+
+Why: models see fixed-size tiles with context (overlap) but every output pixel must
+be written exactly once. ``tile_grid`` gives read windows of exactly ``size`` pixels
+stepping by ``size - overlap``; the last window is snapped back inside the raster
+when the raster is at least ``size`` wide (full context, no padding), and extends
+past the raster (boundless padding) only when the raster is smaller than ``size``.
+Each tile's *core* is the part of the raster it owns: cores meet at the middle of
+each overlap, so they tile the raster with no gap and no double counting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rasterio.windows import Window
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One grid cell. ``read`` may extend past the raster (pad those pixels)."""
+
+    row: int
+    col: int
+    read: Window
+    core: Window
+
+    @property
+    def core_slices(self) -> tuple[slice, slice]:
+        """(rows, cols) slices of the core inside an array of the ``read`` window."""
+        r0 = int(self.core.row_off - self.read.row_off)
+        c0 = int(self.core.col_off - self.read.col_off)
+        return slice(r0, r0 + int(self.core.height)), slice(c0, c0 + int(self.core.width))
+
+
+def axis_starts(length: int, size: int, overlap: int) -> list[int]:
+    """Start offsets of read windows along one axis (last one snapped inside if possible)."""
+    if length <= size:
+        return [0]
+    stride = size - overlap
+    starts = [0]
+    while starts[-1] + size < length:
+        starts.append(min(starts[-1] + stride, length - size))
+    return starts
+
+
+def axis_cores(length: int, size: int, starts: list[int]) -> list[tuple[int, int]]:
+    """Core intervals ``[a, b)`` along one axis: boundaries at the middle of each overlap."""
+    bounds = [0]
+    for prev, cur in zip(starts[:-1], starts[1:]):
+        bounds.append((cur + prev + size) // 2)
+    bounds.append(length)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def tile_grid(width: int, height: int, size: int, overlap: int = 0) -> list[Tile]:
+    """Tiles of ``size`` x ``size`` pixels overlapping by ``overlap`` pixels, row-major.
+
+    Raises ``ValueError`` for non-positive sizes or an overlap outside ``[0, size)``.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"raster size must be positive, got {width}x{height}")
+    if size <= 0:
+        raise ValueError(f"tile size must be positive, got {size}")
+    if not 0 <= overlap < size:
+        raise ValueError(f"overlap must be in [0, size={size}), got {overlap}")
+    xs = axis_starts(width, size, overlap)
+    ys = axis_starts(height, size, overlap)
+    xc = axis_cores(width, size, xs)
+    yc = axis_cores(height, size, ys)
+    tiles = []
+    for r, (y0, (ya, yb)) in enumerate(zip(ys, yc)):
+        for c, (x0, (xa, xb)) in enumerate(zip(xs, xc)):
+            tiles.append(
+                Tile(
+                    row=r,
+                    col=c,
+                    read=Window(x0, y0, size, size),
+                    core=Window(xa, ya, xb - xa, yb - ya),
+                )
+            )
+    return tiles

@@ -1,0 +1,92 @@
+"""Ground sample distance (metres on the ground per pixel) of any georeferenced grid.
+
+Why: CRS units lie. Web Mercator "metres" are 1/cos(latitude) too long, geographic
+CRSs are in degrees, custom WKT CRSs may use feet, and rotated geotransforms mix
+axes. We measure instead: step one pixel along each image axis at the scene centre,
+convert the points to lon/lat and take geodesic distances on the WGS84 ellipsoid.
+When a CRS cannot be converted to lon/lat we fall back to its linear unit.
+"""
+from __future__ import annotations
+
+import math
+
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from pyproj import Geod, Transformer
+from rasterio.crs import CRS
+
+_GEOD = Geod(ellps="WGS84")
+
+
+def _to_lonlat(crs: CRS):
+    pcrs = ProjCRS.from_wkt(crs.to_wkt())
+    return Transformer.from_crs(pcrs, ProjCRS.from_epsg(4326), always_xy=True)
+
+
+def _ground_distance(crs: CRS, p: tuple[float, float], q: tuple[float, float]) -> float | None:
+    """Geodesic metres between two CRS points, or None if they cannot be placed on Earth."""
+    try:
+        tr = _to_lonlat(crs)
+        (lon1, lon2), (lat1, lat2) = tr.transform([p[0], q[0]], [p[1], q[1]])
+    except Exception:  # pyproj raises several types for unusable CRSs
+        return None
+    if not all(math.isfinite(v) for v in (lon1, lon2, lat1, lat2)):
+        return None
+    _, _, dist = _GEOD.inv(lon1, lat1, lon2, lat2)
+    return float(dist)
+
+
+def _linear_unit_metres(crs: CRS) -> float | None:
+    """Metres per CRS unit for projected CRSs (fallback), None otherwise."""
+    if crs.is_geographic:
+        return None
+    try:
+        factor = crs.linear_units_factor[1]
+    except Exception:
+        return None
+    return float(factor) if factor else None
+
+
+def metres_per_unit(crs: CRS, x: float, y: float, step: float) -> tuple[float, float] | None:
+    """Ground metres per CRS unit along the CRS x and y axes around (x, y)."""
+    dx = _ground_distance(crs, (x, y), (x + step, y))
+    dy = _ground_distance(crs, (x, y), (x, y + step))
+    if dx is None or dy is None or dx <= 0 or dy <= 0:
+        unit = _linear_unit_metres(crs)
+        return None if unit is None else (unit, unit)
+    return dx / step, dy / step
+
+
+def pixel_size_m(crs: CRS | None, transform: Affine, width: int, height: int) -> tuple[float, float] | None:
+    """Ground metres of one pixel step along image columns and rows, at the grid centre.
+
+    None when the grid has no CRS (not georeferenced): GSD unknown.
+    """
+    if crs is None or not crs:
+        return None
+    cx, cy = width / 2.0, height / 2.0
+    p0 = transform * (cx, cy)
+    px = transform * (cx + 1, cy)
+    py = transform * (cx, cy + 1)
+    dx = _ground_distance(crs, p0, px)
+    dy = _ground_distance(crs, p0, py)
+    if dx is None or dy is None or dx <= 0 or dy <= 0:
+        unit = _linear_unit_metres(crs)
+        if unit is None:
+            return None
+        dx = math.hypot(transform.a, transform.d) * unit
+        dy = math.hypot(transform.b, transform.e) * unit
+    return dx, dy
+
+
+def gsd_m(crs: CRS | None, transform: Affine, width: int, height: int) -> float | None:
+    """Ground sample distance in metres (geometric mean of both pixel axes), None if unknown."""
+    size = pixel_size_m(crs, transform, width, height)
+    if size is None:
+        return None
+    return math.sqrt(size[0] * size[1])
+
+
+def dataset_gsd_m(dataset) -> float | None:
+    """GSD in metres of an open rasterio dataset (None when not georeferenced)."""
+    return gsd_m(dataset.crs, dataset.transform, dataset.width, dataset.height)

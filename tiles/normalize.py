@@ -1,0 +1,99 @@
+"""Band selection and dtype -> uint8 scaling with per-scene statistics.
+
+Why: models take 3-band uint8 RGB. uint8 imagery passes through untouched; uint16 and
+float imagery is stretched per band between low/high percentiles computed once per
+scene (from overviews or a decimated read, never the full-resolution scene), so every
+tile of a scene gets the same scaling and there are no brightness seams.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.enums import ColorInterp, Resampling
+
+from tiles.errors import UnsupportedRaster
+
+RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Per-band percentile bounds used to stretch to 0..255."""
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+
+def select_bands(count: int, colorinterp: tuple, dtype: str, requested: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """1-based band indexes for R, G, B.
+
+    Rules: an explicit request wins (checked against ``count``); otherwise bands
+    labelled red/green/blue in that order (e.g. BGRA files); otherwise bands 1-3
+    (RGBA, RGB+NIR). Complex data and fewer than three bands raise UnsupportedRaster.
+    """
+    if np.issubdtype(np.dtype(dtype), np.complexfloating) or dtype.startswith("complex"):
+        raise UnsupportedRaster(f"complex data ({dtype}, e.g. SAR) is not supported: convert to amplitude first")
+    if requested is not None:
+        if len(requested) != 3:
+            raise UnsupportedRaster(f"exactly three bands are needed, got {requested}")
+        bad = [b for b in requested if not 1 <= b <= count]
+        if bad:
+            raise UnsupportedRaster(f"band(s) {bad} do not exist: the raster has {count} band(s)")
+        return tuple(int(b) for b in requested)
+    if count < 3:
+        raise UnsupportedRaster(
+            f"{count} band(s): three bands (RGB) are needed; pass explicit bands if the raster holds them"
+        )
+    if all(ci in colorinterp for ci in RGB):
+        return tuple(colorinterp.index(ci) + 1 for ci in RGB)
+    return (1, 2, 3)
+
+
+def decimated_shape(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(height, width) of a read that fits in ``max_side`` keeping the aspect ratio."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def scene_stats(dataset, bands: tuple[int, ...], max_side: int = 1024,
+                percentiles: tuple[float, float] = (2.0, 98.0)) -> BandStats | None:
+    """Percentile stretch bounds from a decimated read (GDAL uses overviews if present).
+
+    Returns None for uint8 data (no stretch needed). Raises UnsupportedRaster when the
+    sample holds no valid pixel.
+    """
+    h, w = decimated_shape(dataset.width, dataset.height, max_side)
+    mask = dataset.dataset_mask(out_shape=(h, w), resampling=Resampling.nearest) > 0
+    dtype = dataset.dtypes[bands[0] - 1]
+    data = None
+    if dtype != "uint8":
+        data = dataset.read(list(bands), out_shape=(len(bands), h, w), resampling=Resampling.nearest)
+        if np.issubdtype(data.dtype, np.floating):
+            mask &= np.isfinite(data).all(axis=0)
+    if not mask.any():
+        raise UnsupportedRaster("no valid pixels: the raster is entirely nodata/masked")
+    if data is None:
+        return None
+    low, high = [], []
+    for band in data:
+        vals = band[mask].astype(np.float64)
+        lo, hi = np.percentile(vals, percentiles)
+        if hi <= lo:
+            hi = lo + 1.0
+        low.append(float(lo))
+        high.append(float(hi))
+    return BandStats(tuple(low), tuple(high))
+
+
+def to_uint8(data: np.ndarray, stats: BandStats | None) -> np.ndarray:
+    """Scale (bands, h, w) data to uint8 with ``stats`` (None: data must already be uint8)."""
+    if stats is None:
+        if data.dtype != np.uint8:
+            raise ValueError(f"no statistics given for {data.dtype} data")
+        return data
+    lo = np.asarray(stats.low, dtype=np.float32)[:, None, None]
+    hi = np.asarray(stats.high, dtype=np.float32)[:, None, None]
+    scaled = (data.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

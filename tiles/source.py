@@ -1,0 +1,136 @@
+"""``Scene``: a raster opened for tiled reading, optionally resampled to a target GSD.
+
+Why: every consumer (chips, inference, benchmarks) needs the same thing — uint8 RGB
+windows plus a validity mask, read window by window, never the whole scene. With a
+target GSD the scene is wrapped in a ``WarpedVRT`` in its own CRS with north-up
+square-metre pixels (works for geographic CRSs, custom WKT and rotated transforms),
+so tiles at 0.075 m and 0.3 m imagery look alike to the model. ``width``, ``height``,
+``transform`` and ``crs`` describe the working grid (the VRT's when warped);
+``src_*`` describe the file's own grid, which ``tiles.warp`` brings results back to.
+
+Usage::
+
+    with Scene(path, gsd=0.3) as scene:
+        for tile in tile_grid(scene.width, scene.height, 512, 64):
+            rgb, valid = scene.read(tile.read)   # (3,512,512) uint8, (512,512) bool
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from tiles.errors import UnsupportedRaster
+from tiles.gsd import gsd_m, metres_per_unit
+from tiles.masks import window_valid_mask
+from tiles.normalize import BandStats, scene_stats, select_bands, to_uint8
+
+__all__ = ["Scene", "UnsupportedRaster", "working_grid"]
+
+
+def working_grid(crs, transform: Affine, width: int, height: int, target_gsd: float) -> tuple[Affine, int, int]:
+    """North-up grid in ``crs`` covering the raster footprint with ``target_gsd`` metre pixels."""
+    corners = [transform * (c, r) for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
+    xs = [p[0] for p in corners]
+    ys = [p[1] for p in corners]
+    left, right, bottom, top = min(xs), max(xs), min(ys), max(ys)
+    cx, cy = transform * (width / 2.0, height / 2.0)
+    step = max(abs(transform.a), abs(transform.b), abs(transform.d), abs(transform.e))
+    mpu = metres_per_unit(crs, cx, cy, step)
+    if mpu is None:
+        raise UnsupportedRaster("cannot resample to a GSD: the CRS has no known relation to metres")
+    rx, ry = target_gsd / mpu[0], target_gsd / mpu[1]
+    out_w = max(1, math.ceil((right - left) / rx - 1e-6))
+    out_h = max(1, math.ceil((top - bottom) / ry - 1e-6))
+    return Affine(rx, 0.0, left, 0.0, -ry, top), out_w, out_h
+
+
+class Scene:
+    """A raster opened for windowed uint8 RGB reads (see module docstring)."""
+
+    def __init__(self, path: str | Path, bands: tuple[int, ...] | None = None, gsd: float | None = None,
+                 gsd_tolerance: float = 0.02, resampling: Resampling = Resampling.bilinear):
+        self.path = Path(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            try:
+                self._src = rasterio.open(self.path)
+            except RasterioIOError as exc:
+                raise UnsupportedRaster(f"{self.path}: cannot be opened as a raster ({exc})") from exc
+        src = self._src
+        try:
+            self.bands = select_bands(src.count, tuple(src.colorinterp), src.dtypes[0], bands)
+            self.stats: BandStats | None = scene_stats(src, self.bands)
+        except UnsupportedRaster as exc:
+            src.close()
+            raise UnsupportedRaster(f"{self.path.name}: {exc}") from exc
+        self.src_width, self.src_height = src.width, src.height
+        self.src_transform, self.crs = src.transform, (src.crs if src.crs else None)
+        self.native_gsd = gsd_m(self.crs, src.transform, src.width, src.height)
+        self._ds = src
+        self._vrt: WarpedVRT | None = None
+        if gsd is not None:
+            if self.native_gsd is None:
+                src.close()
+                raise UnsupportedRaster(f"{self.path.name}: not georeferenced, cannot resample to {gsd} m")
+            rotated = not src.transform.is_rectilinear
+            if rotated or abs(self.native_gsd - gsd) / gsd > gsd_tolerance:
+                transform, width, height = working_grid(self.crs, src.transform, src.width, src.height, gsd)
+                self._vrt = WarpedVRT(src, crs=self.crs, transform=transform, width=width, height=height,
+                                      resampling=resampling,
+                                      add_alpha=ColorInterp.alpha not in src.colorinterp)
+                self._ds = self._vrt
+        self.width, self.height = self._ds.width, self._ds.height
+        self.transform = self._ds.transform
+        self.gsd = gsd_m(self.crs, self.transform, self.width, self.height) if self.crs else None
+
+    @property
+    def is_warped(self) -> bool:
+        """True when reads come from a resampled grid rather than the file's own."""
+        return self._vrt is not None
+
+    @property
+    def dataset(self):
+        """The rasterio dataset reads come from (the WarpedVRT when warped)."""
+        return self._ds
+
+    def window_transform(self, window: Window) -> Affine:
+        """Affine transform of a (possibly boundless) window of the working grid."""
+        return self.transform * Affine.translation(window.col_off, window.row_off)
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (3, h, w) RGB and bool (h, w) validity for ``window``; outside pixels are 0/False."""
+        h, w = int(window.height), int(window.width)
+        c0, r0 = int(window.col_off), int(window.row_off)
+        rgb = np.zeros((3, h, w), dtype=np.uint8)
+        valid = np.zeros((h, w), dtype=bool)
+        x0, y0 = max(c0, 0), max(r0, 0)
+        x1, y1 = min(c0 + w, self.width), min(r0 + h, self.height)
+        if x1 <= x0 or y1 <= y0:
+            return rgb, valid
+        inner = Window(x0, y0, x1 - x0, y1 - y0)
+        data = self._ds.read(list(self.bands), window=inner)
+        ok = window_valid_mask(self._ds, inner, data)
+        sl = (slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0))
+        rgb[(slice(None),) + sl] = to_uint8(data, self.stats) * ok
+        valid[sl] = ok
+        return rgb, valid
+
+    def close(self) -> None:
+        if self._vrt is not None:
+            self._vrt.close()
+        self._src.close()
+
+    def __enter__(self) -> "Scene":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,40 @@
+"""Which split (train/val/test) a scene's chips belong to, and the area it comes from.
+
+Why: the same buildings appear at three zooms, so splitting by chip would leak test
+ground into training. Splits are by AREA or block (docs/ARCHITECTURE.md):
+buildings — kampala = test, nairobi block 2 = val, everything else train;
+Dubai land cover — tile 1-4 train, 5 val, 6 test. Unknown areas default to train.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+_SCENE = re.compile(r"^(?P<area>[A-Za-z]+)_z(?P<zoom>\d+)_(?P<block>\d+)$")
+_DUBAI_TILE = re.compile(r"^tile_(?P<n>\d+)$")
+
+
+def scene_area(path: Path) -> tuple[str, str | None]:
+    """(area, block) of a buildings scene ``<area>_z<zoom>_<block>.tif``; else (parent dir, None)."""
+    m = _SCENE.match(path.stem)
+    if m:
+        return m["area"], m["block"]
+    return path.parent.name, None
+
+
+def buildings_split(area: str, block: str | None) -> str:
+    """Split of a buildings scene by area/block."""
+    if area == "kampala":
+        return "test"
+    if area == "nairobi" and block == "2":
+        return "val"
+    return "train"
+
+
+def landcover_split(tile_dir: str) -> str:
+    """Split of a Dubai image by its ``tile_N`` folder."""
+    m = _DUBAI_TILE.match(tile_dir)
+    if not m:
+        return "train"
+    n = int(m["n"])
+    return "test" if n == 6 else "val" if n == 5 else "train"
