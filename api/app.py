@@ -1,0 +1,93 @@
+"""The FastAPI application factory (``uvicorn api.app:create_app --factory``)."""
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import IO
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from api.jobs import JobStore
+from api.limits import BodySizeLimit
+from api.routes import health, jobs, models, segment
+from api.security import require_api_key
+from api.settings import Settings
+from api.validate import UploadRejected
+from api.worker import Runner, Supervisor, runner_spec
+
+log = logging.getLogger("geoseg.api")
+
+_MULTIPART_SLACK = 1024 * 1024  # form boundaries and the small option fields
+
+
+def _lock_data_dir(settings: Settings) -> IO[str]:
+    """One server per data dir: two supervisors would run the same jobs twice."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(settings.data_dir / "server.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise RuntimeError(f"another geoseg server is using {settings.data_dir}") from exc
+    return handle
+
+
+def create_app(settings: Settings | None = None, runner: Runner | str | None = None) -> FastAPI:
+    """Build the service. ``runner`` (default: the real pipeline) runs one job in a worker process."""
+    settings = settings or Settings.from_env()
+    spec = runner_spec(runner) if runner is not None else settings.runner
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lock = _lock_data_dir(settings)
+        store = JobStore(settings.db_path)
+        settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in settings.uploads_dir.iterdir():  # uploads cut off by a crash: never 202'd
+            leftover.unlink(missing_ok=True)
+        requeued, failed = store.recover_interrupted(settings.max_attempts)
+        if requeued or failed:
+            log.warning("recovered interrupted jobs: %d requeued, %d failed", len(requeued), len(failed))
+        supervisor = Supervisor(settings, store, spec)
+        app.state.store, app.state.supervisor = store, supervisor
+        supervisor.start()
+        if settings.api_key is None:
+            log.warning("GEOSEG_API_KEY is not set: the service is OPEN, /v1 needs no key")
+        else:
+            log.info("API key required on /v1 (header X-API-Key)")
+        log.info("geoseg service: data dir %s, %d worker(s), runner %s", settings.data_dir,
+                 settings.workers, spec)
+        try:
+            yield
+        finally:
+            supervisor.stop()
+            lock.close()
+
+    app = FastAPI(
+        title="geoseg",
+        version="0.1.0",
+        summary="Building footprints and land-cover class maps from GeoTIFFs",
+        description="Submit a GeoTIFF to `/v1/jobs`, poll the job, fetch its GeoJSON, GeoPackage "
+                    "and COG. Small scenes: `/v1/segment`.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    @app.exception_handler(UploadRejected)
+    async def _rejected(_: Request, exc: UploadRejected) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    guarded = [Depends(require_api_key)]
+    app.include_router(health.router)
+    app.include_router(jobs.router, dependencies=guarded)
+    app.include_router(segment.router, dependencies=guarded)
+    app.include_router(models.router, dependencies=guarded)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key"])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK)
+    return app

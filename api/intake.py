@@ -1,0 +1,71 @@
+"""Turn an upload into a durable queued job: stream to disk, validate, move, insert.
+
+The job row is written only after the input file is complete, fsync'd and in
+its final place, so a 202 always points at a job the server can run after a crash.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from api.jobs import Job, JobStore
+from api.settings import Settings
+from api.validate import RasterLimits, UploadRejected, copy_upload, discard, display_name, inspect_raster
+from api.worker import INPUT_NAME, job_dir
+
+OUTPUTS = ("buildings", "classmap")
+
+
+def parse_options(refine: bool, regularize: bool, outputs: str, profile: str | None) -> dict[str, Any]:
+    """Form fields -> pipeline options (names of ``geoseg.pipeline.PredictOptions``)."""
+    wanted = {o.strip() for o in outputs.split(",") if o.strip()}
+    unknown = sorted(wanted - set(OUTPUTS))
+    if unknown or not wanted:
+        raise UploadRejected(422, f"outputs must be a comma-separated subset of {', '.join(OUTPUTS)}"
+                                  f" (got {outputs!r})")
+    options: dict[str, Any] = {"refine": refine, "regularize": regularize,
+                               "buildings": "buildings" in wanted, "classmap": "classmap" in wanted}
+    if profile:
+        options["profile"] = profile
+    return options
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _stage_and_inspect(upload: UploadFile, staged: Path, settings: Settings) -> dict[str, Any]:
+    copy_upload(upload.file, staged, settings.max_upload_bytes)
+    return inspect_raster(staged, RasterLimits(settings.max_side, settings.max_pixels))
+
+
+async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: Settings,
+                        store: JobStore, kind: str = "job", priority: int = 0,
+                        max_pixels: int | None = None) -> Job:
+    """Validate the upload and queue it; raises ``UploadRejected`` (nothing is kept) if unusable."""
+    job_id = str(uuid.uuid4())
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    staged = settings.uploads_dir / f"{job_id}.tif"
+    try:
+        summary = await run_in_threadpool(_stage_and_inspect, upload, staged, settings)
+        pixels = summary["width"] * summary["height"]
+        if max_pixels is not None and pixels > max_pixels:
+            raise UploadRejected(413, f"raster has {pixels} pixels; synchronous segmentation takes "
+                                      f"at most {max_pixels}: submit it with POST /v1/jobs instead")
+        summary["filename"] = display_name(upload.filename)
+        target = job_dir(settings, job_id)
+        target.mkdir(parents=True)
+        os.replace(staged, target / INPUT_NAME)
+        _fsync_dir(target)
+        return store.create(job_id, options, summary, kind=kind, priority=priority)
+    finally:
+        discard(staged)

@@ -1,0 +1,260 @@
+"""Durable job table in SQLite (WAL): the single source of truth for every accepted job.
+
+The server process and its worker processes each open their own connections;
+state changes are single UPDATE statements guarded by the attempt number, so a
+stale worker (from before a crash) can never overwrite a newer attempt.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("queued", "running", "succeeded", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL DEFAULT 'job',
+    status TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    stage TEXT,
+    error TEXT,
+    last_error TEXT,
+    options TEXT NOT NULL,
+    input TEXT NOT NULL,
+    report TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    priority INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    heartbeat_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, deleted, priority, created_at);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the job table, decoded."""
+
+    id: str
+    kind: str
+    status: str
+    progress: float
+    stage: str | None
+    error: str | None
+    last_error: str | None
+    options: dict[str, Any]
+    input: dict[str, Any]
+    report: dict[str, Any] | None
+    attempts: int
+    priority: int
+    deleted: bool
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    heartbeat_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Job":
+        return cls(
+            id=row["id"], kind=row["kind"], status=row["status"], progress=row["progress"],
+            stage=row["stage"], error=row["error"], last_error=row["last_error"],
+            options=json.loads(row["options"]), input=json.loads(row["input"]),
+            report=json.loads(row["report"]) if row["report"] else None,
+            attempts=row["attempts"], priority=row["priority"], deleted=bool(row["deleted"]),
+            created_at=row["created_at"], updated_at=row["updated_at"],
+            started_at=row["started_at"], finished_at=row["finished_at"],
+            heartbeat_at=row["heartbeat_at"],
+        )
+
+
+class JobStore:
+    """CRUD and state transitions of jobs; safe to use from several threads and processes."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # -- creation and reads -------------------------------------------------
+    def create(self, job_id: str, options: dict[str, Any], input_summary: dict[str, Any],
+               kind: str = "job", priority: int = 0) -> Job:
+        now = time.time()
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO jobs (id, kind, status, options, input, priority, created_at, updated_at)"
+                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+                (job_id, kind, json.dumps(options), json.dumps(input_summary), priority, now, now),
+            )
+        job = self.get(job_id)
+        assert job is not None
+        return job
+
+    def get(self, job_id: str, include_deleted: bool = False) -> Job | None:
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or (row["deleted"] and not include_deleted):
+            return None
+        return Job.from_row(row)
+
+    def list(self, limit: int, offset: int, status: str | None = None) -> tuple[list[Job], int]:
+        where, args = "deleted = 0", []
+        if status is not None:
+            where += " AND status = ?"
+            args.append(status)
+        with self._connect() as con:
+            total = con.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", args).fetchone()[0]
+            rows = con.execute(
+                f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+        return [Job.from_row(r) for r in rows], int(total)
+
+    def counts(self) -> dict[str, int]:
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT status, COUNT(*) FROM jobs WHERE deleted = 0 GROUP BY status"
+            ).fetchall()
+        found = {r[0]: int(r[1]) for r in rows}
+        return {s: found.get(s, 0) for s in STATUSES}
+
+    # -- transitions ----------------------------------------------------------
+    def claim_next(self) -> Job | None:
+        """Atomically move the oldest highest-priority queued job to running (attempts + 1)."""
+        now = time.time()
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                row = con.execute(
+                    "SELECT id FROM jobs WHERE status = 'queued' AND deleted = 0"
+                    " ORDER BY priority DESC, created_at LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    con.execute("COMMIT")
+                    return None
+                con.execute(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, progress = 0,"
+                    " stage = 'starting', started_at = ?, heartbeat_at = ?, updated_at = ?"
+                    " WHERE id = ?",
+                    (now, now, now, row["id"]),
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return self.get(row["id"], include_deleted=True)
+
+    def _update_running(self, job_id: str, attempt: int, sql: str, args: tuple) -> bool:
+        with self._connect() as con:
+            cur = con.execute(
+                f"UPDATE jobs SET {sql} WHERE id = ? AND status = 'running' AND attempts = ?",
+                (*args, job_id, attempt),
+            )
+        return cur.rowcount == 1
+
+    def set_progress(self, job_id: str, attempt: int, progress: float, stage: str) -> bool:
+        now = time.time()
+        progress = min(1.0, max(0.0, float(progress)))
+        return self._update_running(job_id, attempt,
+                                    "progress = ?, stage = ?, heartbeat_at = ?, updated_at = ?",
+                                    (progress, stage, now, now))
+
+    def heartbeat(self, job_id: str, attempt: int) -> bool:
+        return self._update_running(job_id, attempt, "heartbeat_at = ?", (time.time(),))
+
+    def mark_succeeded(self, job_id: str, attempt: int, report: dict[str, Any]) -> bool:
+        now = time.time()
+        return self._update_running(
+            job_id, attempt,
+            "status = 'succeeded', progress = 1, stage = 'done', error = NULL, report = ?,"
+            " finished_at = ?, updated_at = ?",
+            (json.dumps(report, default=str), now, now),
+        )
+
+    def note_error(self, job_id: str, attempt: int, error: str) -> bool:
+        """Record why an attempt failed (the supervisor then decides: retry or fail)."""
+        return self._update_running(job_id, attempt, "last_error = ?, updated_at = ?",
+                                    (error, time.time()))
+
+    def mark_failed(self, job_id: str, error: str) -> None:
+        now = time.time()
+        with self._connect() as con:
+            con.execute(
+                "UPDATE jobs SET status = 'failed', stage = 'failed', error = ?, finished_at = ?,"
+                " updated_at = ? WHERE id = ?",
+                (error, now, now, job_id),
+            )
+
+    def requeue(self, job_id: str, error: str) -> None:
+        with self._connect() as con:
+            con.execute(
+                "UPDATE jobs SET status = 'queued', stage = 'queued (retry)', progress = 0,"
+                " last_error = ?, updated_at = ? WHERE id = ?",
+                (error, time.time(), job_id),
+            )
+
+    def release(self, job_id: str) -> None:
+        """Give a running job back to the queue without counting the attempt (graceful stop)."""
+        with self._connect() as con:
+            con.execute(
+                "UPDATE jobs SET status = 'queued', stage = 'queued', progress = 0,"
+                " attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ? AND status = 'running'",
+                (time.time(), job_id),
+            )
+
+    def recover_interrupted(self, max_attempts: int) -> tuple[list[str], list[str]]:
+        """At start-up: jobs left 'running' by a dead server go back to the queue (or fail)."""
+        requeued: list[str] = []
+        failed: list[str] = []
+        with self._connect() as con:
+            rows = con.execute("SELECT id, attempts, deleted FROM jobs WHERE status = 'running'").fetchall()
+        for row in rows:
+            if row["attempts"] >= max_attempts:
+                self.mark_failed(row["id"], f"interrupted {row['attempts']} times (server stopped"
+                                            " while running); giving up")
+                failed.append(row["id"])
+            else:
+                self.requeue(row["id"], "interrupted: the server stopped while this job ran")
+                requeued.append(row["id"])
+        return requeued, failed
+
+    # -- deletion ---------------------------------------------------------------
+    def mark_deleted(self, job_id: str) -> Job | None:
+        """Tombstone a job (invisible at once); returns it as it was, or None if unknown."""
+        job = self.get(job_id)
+        if job is None:
+            return None
+        with self._connect() as con:
+            con.execute("UPDATE jobs SET deleted = 1, updated_at = ? WHERE id = ?", (time.time(), job_id))
+        return job
+
+    def deleted_ids(self) -> list[str]:
+        with self._connect() as con:
+            return [r[0] for r in con.execute("SELECT id FROM jobs WHERE deleted = 1").fetchall()]
+
+    def purge(self, job_id: str) -> None:
+        with self._connect() as con:
+            con.execute("DELETE FROM jobs WHERE id = ?", (job_id,))

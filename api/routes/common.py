@@ -1,0 +1,37 @@
+"""Shared pieces of the routers: state accessors, form fields, documented error answers."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Form, Request
+
+from api.jobs import JobStore
+from api.schemas import Problem
+from api.settings import Settings
+from api.worker import Supervisor
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def store_of(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+def supervisor_of(request: Request) -> Supervisor:
+    return request.app.state.supervisor
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give."""
+    text = {400: "Malformed upload (empty, damaged, truncated)", 401: "Missing or wrong API key",
+            404: "No such job or file", 409: "Job not finished", 413: "Upload or raster too large",
+            415: "Not a GeoTIFF", 422: "Unusable raster or invalid option"}
+    return {code: {"model": Problem, "description": text[code]} for code in codes}
+
+
+Refine = Annotated[bool, Form(description="Refine the class map with the superpixel GCN.")]
+Regularize = Annotated[bool, Form(description="Square building outlines.")]
+Profile = Annotated[str | None, Form(max_length=32, pattern=r"^[A-Za-z0-9_-]+$",
+                                     description="Pipeline profile name (e.g. fast).")]

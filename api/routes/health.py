@@ -1,0 +1,20 @@
+"""``GET /healthz``: liveness for load balancers and the Docker HEALTHCHECK (no API key)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.routes.common import settings_of, store_of, supervisor_of
+from api.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+def healthz(request: Request) -> JSONResponse:
+    """200 while the job table answers and the supervisor runs; 503 otherwise."""
+    supervisor = supervisor_of(request)
+    health = Health(status="ok" if supervisor.alive else "degraded",
+                    open=settings_of(request).api_key is None, workers=settings_of(request).workers,
+                    running=supervisor.running_count, jobs=store_of(request).counts())
+    return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)

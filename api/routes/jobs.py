@@ -1,0 +1,91 @@
+"""``/v1/jobs``: submit, poll, list, fetch results, delete."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+
+from api.intake import accept_upload, parse_options
+from api.jobs import STATUSES, Job, JobStore
+from api.routes.common import Profile, Refine, Regularize, problems, settings_of, store_of, supervisor_of
+from api.schemas import RESULT_FILES, JobAccepted, JobPage, JobStatus, job_links, job_status
+from api.worker import RESULT_DIR, job_dir
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+ResultName = Literal["buildings.geojson", "buildings.gpkg", "classmap.tif", "report.json"]
+
+
+def _get_job(store: JobStore, job_id: UUID) -> Job:
+    job = store.get(str(job_id))
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}: it never existed or was deleted")
+    return job
+
+
+@router.post("", status_code=202, response_model=JobAccepted,
+             responses=problems(400, 401, 413, 415, 422))
+async def submit_job(
+    request: Request,
+    file: Annotated[UploadFile, File(description="A georeferenced GeoTIFF (RGB).")],
+    refine: Refine = False,
+    regularize: Regularize = False,
+    outputs: Annotated[str, Form(max_length=64, description="buildings,classmap")] = "buildings,classmap",
+    profile: Profile = None,
+) -> JSONResponse:
+    """Queue a scene for prediction; poll the ``self`` link until it succeeds."""
+    options = parse_options(refine, regularize, outputs, profile)
+    job = await accept_upload(file, options, settings_of(request), store_of(request))
+    supervisor_of(request).wake()
+    body = JobAccepted(id=job.id, status=job.status, links=job_links(job), input=job_status(job).input)
+    return JSONResponse(body.model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.get("", response_model=JobPage, responses=problems(401, 422))
+def list_jobs(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
+) -> JobPage:
+    """Newest first; follow ``next`` for the following page."""
+    jobs, total = store_of(request).list(limit, offset, status)
+    following = offset + limit
+    nxt = None
+    if following < total:
+        nxt = f"/v1/jobs?limit={limit}&offset={following}" + (f"&status={status}" if status else "")
+    return JobPage(items=[job_status(j) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
+
+
+@router.get("/{job_id}", response_model=JobStatus, responses=problems(401, 404, 422))
+def get_job(request: Request, job_id: UUID) -> JobStatus:
+    """Status, progress (0..1), current pipeline stage, error, timestamps and input summary."""
+    return job_status(_get_job(store_of(request), job_id))
+
+
+@router.delete("/{job_id}", status_code=204, responses=problems(401, 404, 422))
+def delete_job(request: Request, job_id: UUID) -> Response:
+    """Cancel the job if it runs, and remove it and all its files."""
+    if store_of(request).mark_deleted(str(job_id)) is None:
+        raise HTTPException(404, f"no job {job_id}: it never existed or was already deleted")
+    supervisor_of(request).wake()
+    return Response(status_code=204)
+
+
+@router.get("/{job_id}/{name}", response_class=FileResponse,
+            responses={200: {"content": {m.split(";")[0]: {} for m in RESULT_FILES.values()},
+                             "description": "The result file"},
+                       **problems(401, 404, 409, 422)})
+def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse:
+    """One result file of a succeeded job."""
+    job = _get_job(store_of(request), job_id)
+    if job.status != "succeeded":
+        raise HTTPException(409, f"job is {job.status}; results exist once it has succeeded "
+                                 f"(poll /v1/jobs/{job.id})")
+    path = job_dir(settings_of(request), job.id) / RESULT_DIR / name
+    if not path.is_file():
+        raise HTTPException(404, f"this job did not produce {name} (check its 'outputs' option)")
+    return FileResponse(path, media_type=RESULT_FILES[name], filename=f"{job.id}-{name}")

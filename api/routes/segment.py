@@ -1,0 +1,67 @@
+"""``POST /v1/segment``: the synchronous path for small scenes (answers GeoJSON).
+
+It runs as a high-priority job in a worker process (never in the event loop)
+and waits for it; if it takes longer than the sync timeout the client gets the
+202 of an ordinary job to poll instead of a gateway timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from api.intake import accept_upload, parse_options
+from api.routes.common import Profile, Refine, Regularize, problems, settings_of, store_of, supervisor_of
+from api.schemas import JobAccepted, job_links, job_status
+from api.worker import RESULT_DIR, job_dir
+
+router = APIRouter(prefix="/v1", tags=["segment"])
+
+SYNC_PRIORITY = 10
+
+
+@router.post(
+    "/segment",
+    response_class=Response,
+    responses={200: {"content": {"application/geo+json": {}},
+                     "description": "Building footprints (RFC 7946 FeatureCollection, WGS84)"},
+               202: {"model": JobAccepted, "description": "Not finished in time: poll the job"},
+               **problems(400, 401, 413, 415, 422)},
+)
+async def segment(
+    request: Request,
+    file: Annotated[UploadFile, File(description="A small georeferenced GeoTIFF (RGB).")],
+    refine: Refine = False,
+    regularize: Regularize = False,
+    profile: Profile = None,
+) -> Response:
+    """Building footprints of a small scene in one request (pixel limit: GEOSEG_SYNC_MAX_PIXELS)."""
+    settings, store = settings_of(request), store_of(request)
+    options = parse_options(refine, regularize, "buildings", profile)
+    job = await accept_upload(file, options, settings, store, kind="segment",
+                              priority=SYNC_PRIORITY, max_pixels=settings.sync_max_pixels)
+    supervisor = supervisor_of(request)
+    supervisor.wake()
+    deadline = time.monotonic() + settings.sync_timeout_s
+    while time.monotonic() < deadline:
+        current = store.get(job.id)
+        if current is None:
+            raise HTTPException(404, "the job was deleted while running")
+        if current.status == "succeeded":
+            body = (job_dir(settings, job.id) / RESULT_DIR / "buildings.geojson").read_bytes()
+            store.mark_deleted(job.id)
+            supervisor.wake()
+            return Response(body, media_type="application/geo+json")
+        if current.status == "failed":
+            store.mark_deleted(job.id)
+            supervisor.wake()
+            raise HTTPException(422, f"segmentation failed: {current.error}")
+        await asyncio.sleep(0.1)
+    current = store.get(job.id) or job
+    accepted = JobAccepted(id=current.id, status=current.status, links=job_links(current),
+                           input=job_status(current).input)
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/v1/jobs/{job.id}"})

@@ -1,0 +1,111 @@
+"""Response bodies of the service (pydantic), shared by the routers and the OpenAPI schema."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.jobs import Job
+
+RESULT_FILES: dict[str, str] = {
+    "buildings.geojson": "application/geo+json",
+    "buildings.gpkg": "application/geopackage+sqlite3",
+    "classmap.tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+    "report.json": "application/json",
+}
+
+
+class Problem(BaseModel):
+    """Every 4xx/5xx answer: what is wrong and what to do."""
+
+    detail: Any = Field(description="What is wrong and what to do about it.")
+
+
+class InputSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    filename: str
+    bytes: int
+    width: int
+    height: int
+    bands: int
+    dtype: str
+    crs: str
+    gsd_m: float = Field(description="Ground sample distance at the scene centre, metres.")
+    bounds_wgs84: list[float] | None = None
+
+
+class JobLinks(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    self: str
+
+
+class JobStatus(BaseModel):
+    id: str
+    kind: Literal["job", "segment"]
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: float = Field(ge=0, le=1)
+    stage: str | None
+    error: str | None
+    attempts: int
+    options: dict[str, Any]
+    input: InputSummary
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None = Field(description="Last sign of life of the running worker.")
+    links: JobLinks
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    links: JobLinks
+    input: InputSummary
+
+
+class JobPage(BaseModel):
+    items: list[JobStatus]
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    open: bool = Field(description="True when no API key is required.")
+    workers: int
+    running: int
+    jobs: dict[str, int]
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    task: str
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def job_links(job: Job) -> JobLinks:
+    base = f"/v1/jobs/{job.id}"
+    links: dict[str, str] = {"self": base}
+    if job.status == "succeeded":
+        links.update({name: f"{base}/{name}" for name in RESULT_FILES})
+    return JobLinks(**links)
+
+
+def job_status(job: Job) -> JobStatus:
+    return JobStatus(
+        id=job.id, kind=job.kind, status=job.status, progress=job.progress, stage=job.stage,
+        error=job.error, attempts=job.attempts, options=job.options, input=InputSummary(**job.input),
+        created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), started_at=_ts(job.started_at),
+        finished_at=_ts(job.finished_at), heartbeat_at=_ts(job.heartbeat_at), links=job_links(job),
+    )

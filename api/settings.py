@@ -1,0 +1,99 @@
+"""Service settings: one frozen dataclass, read from ``GEOSEG_*`` environment variables.
+
+`geoseg serve` turns its command-line options into these variables, so the app
+factory can be started by uvicorn from an import string (no ``geoseg -> api``
+import) and every worker sees the same configuration.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_RUNNER = "api.worker:run_pipeline"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not an integer") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a number") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told; limits guard the machine against hostile uploads."""
+
+    data_dir: Path = Path("geoseg-data")
+    api_key: str | None = None
+    workers: int = 1
+    max_upload_bytes: int = 2 * 1024**3
+    max_side: int = 100_000
+    max_pixels: int = 1_000_000_000
+    sync_max_pixels: int = 4_000_000
+    sync_timeout_s: float = 300.0
+    max_attempts: int = 3
+    heartbeat_s: float = 2.0
+    stale_after_s: float = 120.0
+    poll_s: float = 0.2
+    page_max: int = 200
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    runner: str = DEFAULT_RUNNER
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if min(self.max_upload_bytes, self.max_side, self.max_pixels, self.sync_max_pixels) < 1:
+            raise ValueError("size limits must be positive")
+        if self.stale_after_s <= self.heartbeat_s:
+            raise ValueError("stale_after_s must exceed heartbeat_s")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "Settings":
+        """Read ``GEOSEG_*`` variables; keyword overrides win (used by tests and the CLI)."""
+        d = cls()
+        cors = os.environ.get("GEOSEG_CORS_ORIGINS", "")
+        settings = cls(
+            data_dir=Path(os.environ.get("GEOSEG_SERVICE_DIR", str(d.data_dir))),
+            api_key=os.environ.get("GEOSEG_API_KEY") or None,
+            workers=_env_int("GEOSEG_WORKERS", d.workers),
+            max_upload_bytes=_env_int("GEOSEG_MAX_UPLOAD_MB", d.max_upload_bytes // 1024**2) * 1024**2,
+            max_side=_env_int("GEOSEG_MAX_SIDE", d.max_side),
+            max_pixels=_env_int("GEOSEG_MAX_PIXELS", d.max_pixels),
+            sync_max_pixels=_env_int("GEOSEG_SYNC_MAX_PIXELS", d.sync_max_pixels),
+            sync_timeout_s=_env_float("GEOSEG_SYNC_TIMEOUT_S", d.sync_timeout_s),
+            max_attempts=_env_int("GEOSEG_MAX_ATTEMPTS", d.max_attempts),
+            heartbeat_s=_env_float("GEOSEG_HEARTBEAT_S", d.heartbeat_s),
+            stale_after_s=_env_float("GEOSEG_STALE_AFTER_S", d.stale_after_s),
+            cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()),
+            runner=os.environ.get("GEOSEG_RUNNER", d.runner),
+        )
+        return replace(settings, **overrides) if overrides else settings
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"

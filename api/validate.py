@@ -1,0 +1,219 @@
+"""Upload checks, run before a job is accepted: cheap, header-first, never a full read.
+
+Order matters: signature, then GDAL header, then size limits (so a tiny sparse
+file declaring 300000 x 300000 pixels is refused before any pixel is touched),
+then georeferencing, bands and dtype, and finally one block read at each end of
+the file to catch truncation.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import rasterio
+import tifffile
+from pyproj import Geod, Transformer
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+_CHUNK = 1024 * 1024
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_OTHER_FORMATS = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"%PDF": "a PDF document",
+    b"PK\x03\x04": "a ZIP archive",
+    b"\x00\x00\x00\x0cjP": "a JPEG 2000 image",
+}
+_CONVERT_HINT = ("Convert it to a georeferenced GeoTIFF first, e.g. "
+                 "`gdal_translate -of COG -a_srs EPSG:<code> in out.tif`.")
+USABLE_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+class UploadRejected(Exception):
+    """An upload we refuse: HTTP status and a message saying what is wrong and what to do."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RasterLimits:
+    max_side: int
+    max_pixels: int
+
+
+def copy_upload(source: BinaryIO, dest: Path, max_bytes: int) -> int:
+    """Stream an upload to ``dest`` in 1 MiB chunks, refusing it past ``max_bytes``; fsync'd."""
+    written = 0
+    try:
+        with open(dest, "wb") as out:
+            while chunk := source.read(_CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise UploadRejected(413, f"upload larger than the limit of {max_bytes} bytes; "
+                                              "split the scene or ask the operator to raise "
+                                              "GEOSEG_MAX_UPLOAD_MB")
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def check_signature(path: Path) -> None:
+    """Refuse empty files and anything that is not a TIFF, naming what it looks like."""
+    size = path.stat().st_size
+    if size == 0:
+        raise UploadRejected(400, "the uploaded file is empty; send a GeoTIFF in the multipart "
+                                  "field 'file'")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] in _TIFF_MAGIC:
+        return
+    for magic, what in _OTHER_FORMATS.items():
+        if head.startswith(magic):
+            raise UploadRejected(415, f"the file is {what}, not a GeoTIFF. {_CONVERT_HINT}")
+    looks_text = all(32 <= b < 127 or b in (9, 10, 13) for b in head)
+    what = "text" if looks_text else "not a TIFF (unknown signature)"
+    raise UploadRejected(415, f"the file is {what}; only GeoTIFF uploads are accepted. {_CONVERT_HINT}")
+
+
+def _crs_label(crs: rasterio.crs.CRS) -> str:
+    epsg = crs.to_epsg()
+    if epsg:
+        return f"EPSG:{epsg}"
+    authority = crs.to_authority()
+    if authority:
+        return ":".join(authority)
+    name = re.search(r'^\w+\["([^"]+)"', crs.to_wkt())
+    return name.group(1) if name else "custom"
+
+
+def ground_sample_distance(src: rasterio.io.DatasetReader) -> float:
+    """Metres per pixel at the scene centre, via geodesic distances (any CRS, rotation)."""
+    to_lonlat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
+    cx, cy = src.width / 2, src.height / 2
+    pts = [src.transform * (cx, cy), src.transform * (cx + 1, cy), src.transform * (cx, cy + 1)]
+    lon, lat = to_lonlat.transform([p[0] for p in pts], [p[1] for p in pts])
+    geod = Geod(ellps="WGS84")
+    _, _, dx = geod.inv(lon[0], lat[0], lon[1], lat[1])
+    _, _, dy = geod.inv(lon[0], lat[0], lon[2], lat[2])
+    gsd = (abs(dx) + abs(dy)) / 2
+    if not np.isfinite(gsd) or gsd <= 0:
+        raise ValueError("non-finite ground sample distance")
+    return float(gsd)
+
+
+def _bounds_wgs84(src: rasterio.io.DatasetReader) -> list[float] | None:
+    try:
+        from rasterio.warp import transform_bounds
+
+        b = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+    except Exception:  # noqa: BLE001 - e.g. geostationary corners off the globe
+        return None
+    return [round(v, 7) for v in b] if all(np.isfinite(b)) else None
+
+
+def _check_complete(path: Path) -> None:
+    """Every image, overview and mask block must lie inside the file (truncation check)."""
+    size = path.stat().st_size
+    try:
+        with tifffile.TiffFile(path) as tif:
+            for page in tif.pages:
+                offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+                counts = np.asarray(page.databytecounts, dtype=np.int64)
+                if offsets.size and int((offsets + counts).max()) > size:
+                    raise UploadRejected(400, f"the GeoTIFF is truncated: its blocks need "
+                                              f"{int((offsets + counts).max())} bytes but {size} "
+                                              "arrived; upload the complete file again")
+    except UploadRejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tifffile raises several types on bad structure
+        raise UploadRejected(400, f"the TIFF structure is damaged ({exc}); upload the complete "
+                                  "file again") from exc
+
+
+def _check_readable(src: rasterio.io.DatasetReader) -> None:
+    """Read the first and last block of every band: catches truncated files cheaply."""
+    bh, bw = src.block_shapes[0]
+    windows = [Window(0, 0, min(bw, src.width), min(bh, src.height))]
+    last_col = ((src.width - 1) // bw) * bw
+    last_row = ((src.height - 1) // bh) * bh
+    windows.append(Window(last_col, last_row, src.width - last_col, src.height - last_row))
+    try:
+        for window in windows:
+            src.read(window=window)
+    except RasterioError as exc:
+        raise UploadRejected(400, f"the GeoTIFF is damaged or truncated (reading a block failed: "
+                                  f"{exc}); upload the complete file again") from exc
+
+
+def inspect_raster(path: Path, limits: RasterLimits) -> dict[str, Any]:
+    """Open the upload as a GeoTIFF and return its summary, or raise ``UploadRejected``."""
+    check_signature(path)
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            src = rasterio.open(path, driver="GTiff")
+        except RasterioError as exc:
+            raise UploadRejected(400, f"GDAL cannot open the file as a GeoTIFF ({exc}); it is "
+                                      "damaged or truncated: upload the complete file") from exc
+        with src:
+            w, h = src.width, src.height
+            if w > limits.max_side or h > limits.max_side or w * h > limits.max_pixels:
+                raise UploadRejected(413, f"raster is {w} x {h} pixels; the limits are "
+                                          f"{limits.max_side} pixels a side and {limits.max_pixels} "
+                                          "pixels in all: cut it into smaller scenes")
+            if src.crs is None:
+                raise UploadRejected(422, "the raster has no CRS; assign one, e.g. "
+                                          "`gdal_edit.py -a_srs EPSG:<code> file.tif`")
+            if src.transform.is_identity:
+                hint = ("it has only GCPs: warp it first, e.g. `gdalwarp -t_srs EPSG:<code> in out`"
+                        if src.gcps[0] else "set one with `gdal_edit.py -a_ullr ...`")
+                raise UploadRejected(422, f"the raster has no geotransform; {hint}")
+            dtypes = set(src.dtypes)
+            bad = sorted(dtypes - set(USABLE_DTYPES))
+            if bad:
+                raise UploadRejected(422, f"pixel type {', '.join(bad)} is not supported; use "
+                                          f"one of {', '.join(USABLE_DTYPES)}")
+            if src.count < 3:
+                raise UploadRejected(422, f"the raster has {src.count} band(s); RGB imagery with at "
+                                          "least 3 bands is needed")
+            try:
+                gsd = ground_sample_distance(src)
+            except Exception as exc:  # noqa: BLE001 - pyproj raises several types
+                raise UploadRejected(422, f"cannot compute the pixel size in metres ({exc}); "
+                                          "check the CRS and geotransform") from exc
+            _check_complete(path)
+            _check_readable(src)
+            return {
+                "width": w, "height": h, "bands": src.count, "dtype": src.dtypes[0],
+                "crs": _crs_label(src.crs), "gsd_m": round(gsd, 4),
+                "bounds_wgs84": _bounds_wgs84(src), "bytes": path.stat().st_size,
+            }
+
+
+def display_name(filename: str | None) -> str:
+    """The client's file name, for display only (never used as a path)."""
+    base = re.split(r"[\\/]", filename or "")[-1]
+    clean = "".join(ch for ch in base if ch.isprintable())[:200]
+    return clean or "upload.tif"
+
+
+def discard(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

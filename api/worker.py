@@ -1,0 +1,276 @@
+"""Job execution outside the event loop: one child process per running job, and a supervisor.
+
+Why a process per job: inference is CPU-heavy and holds the GIL, a crash or an
+out-of-memory kill must not take the server down, cancelling must be able to
+stop it, and the memory of a large scene is returned when the job ends.
+
+The supervisor (a thread of the server process) claims queued jobs up to the
+configured concurrency, starts their processes, watches heartbeats, kills
+cancelled or stuck jobs, and turns abnormal exits into bounded retries.
+Children die with the server (``PR_SET_PDEATHSIG`` + parent check) so that after
+a ``kill -9`` only the restarted server runs the requeued job.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import importlib
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from api.jobs import Job, JobStore
+from api.settings import Settings
+
+log = logging.getLogger("geoseg.api.worker")
+
+Progress = Callable[[float, str], None]
+Runner = Callable[[Path, Path, dict[str, Any], Progress], dict[str, Any]]
+
+INPUT_NAME = "input.tif"
+RESULT_DIR = "result"
+EXIT_OK = 0
+EXIT_RETRY = 1
+EXIT_PERMANENT = 3
+
+# Exceptions that say "this input/option can never work": retrying would only waste time.
+_PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, NotImplementedError)
+
+
+def run_pipeline(input_path: Path, out_dir: Path, options: dict[str, Any],
+                 progress: Progress) -> dict[str, Any]:
+    """Default runner: ``geoseg.pipeline.predict_scene`` with the job's options."""
+    from geoseg.pipeline import PredictOptions, predict_scene
+
+    known = {f.name for f in dataclasses.fields(PredictOptions)}
+    kwargs = {k: v for k, v in options.items() if k in known and v is not None}
+    return predict_scene(input_path, out_dir, PredictOptions(**kwargs), progress)
+
+
+def runner_spec(runner: Runner | str) -> str:
+    """``module:function`` for a runner, so a fresh child process can import it."""
+    if isinstance(runner, str):
+        return runner
+    return f"{runner.__module__}:{runner.__qualname__}"
+
+
+def resolve_runner(spec: str) -> Runner:
+    """Import the runner named ``module:function``; a clear error if it is not there."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"runner {spec!r} is not of the form 'module:function'")
+    fn = getattr(importlib.import_module(module_name), attr, None)
+    if not callable(fn):
+        raise ValueError(f"runner {spec!r} is not a callable")
+    return fn
+
+
+def job_dir(settings: Settings, job_id: str) -> Path:
+    return settings.jobs_dir / job_id
+
+
+def is_permanent(exc: BaseException) -> bool:
+    return isinstance(exc, _PERMANENT_ERRORS) or any(
+        "Unsupported" in cls.__name__ for cls in type(exc).__mro__)
+
+
+# --------------------------------------------------------------------------- child side
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when the server dies; no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_RETRY)
+
+
+def _heartbeat(store: JobStore, job_id: str, attempt: int, every_s: float, parent_pid: int,
+               stop: threading.Event) -> None:
+    while not stop.wait(every_s):
+        if os.getppid() != parent_pid:  # orphaned: the server is gone
+            os._exit(EXIT_RETRY)
+        store.heartbeat(job_id, attempt)
+
+
+def job_process_main(db_path: str, job_id: str, attempt: int, jdir: str, options: dict[str, Any],
+                     runner: str, heartbeat_s: float, parent_pid: int) -> None:
+    """Entry point of a job's process: run, publish results atomically, record the outcome."""
+    _die_with_parent(parent_pid)
+    store = JobStore(Path(db_path))
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(store, job_id, attempt, heartbeat_s, parent_pid, stop),
+                     daemon=True).start()
+    root = Path(jdir)
+    work = root / f"attempt-{attempt}"
+    last = {"t": 0.0, "stage": ""}
+
+    def progress(fraction: float, stage: str) -> None:
+        now = time.monotonic()
+        if stage != last["stage"] or now - last["t"] >= 0.5 or fraction >= 1.0:
+            last.update(t=now, stage=stage)
+            store.set_progress(job_id, attempt, fraction, stage)
+
+    try:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        report = resolve_runner(runner)(root / INPUT_NAME, work, options, progress)
+        result = root / RESULT_DIR
+        shutil.rmtree(result, ignore_errors=True)  # a previous attempt died after its rename
+        os.replace(work, result)
+        store.mark_succeeded(job_id, attempt, report if isinstance(report, dict) else {})
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the job table
+        message = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc(file=sys.stderr)
+        store.note_error(job_id, attempt, message[:2000])
+        shutil.rmtree(work, ignore_errors=True)
+        stop.set()
+        sys.stderr.flush()
+        os._exit(EXIT_PERMANENT if is_permanent(exc) else EXIT_RETRY)
+    stop.set()
+
+
+# --------------------------------------------------------------------------- server side
+@dataclasses.dataclass
+class _Running:
+    job: Job
+    process: mp.process.BaseProcess
+    killed_because: str | None = None
+
+
+class Supervisor:
+    """Claims jobs, runs each in its own process, enforces retries, cancellation, heartbeats."""
+
+    def __init__(self, settings: Settings, store: JobStore, runner: str) -> None:
+        self.settings = settings
+        self.store = store
+        self.runner = runner
+        self._ctx = mp.get_context("spawn")
+        self._running: dict[str, _Running] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="geoseg-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Graceful stop: kill running children and give their jobs back (attempt not counted)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._lock:
+            for job_id, run in list(self._running.items()):
+                run.process.kill()
+                run.process.join(timeout=5)
+                self.store.release(job_id)
+            self._running.clear()
+
+    def wake(self) -> None:
+        """Called after a job is queued or deleted, so it is picked up without waiting a poll."""
+        self._wake.set()
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._lock:
+                    self.tick()
+            except Exception:  # noqa: BLE001 - the supervisor must outlive any one bad tick
+                log.exception("supervisor tick failed")
+            self._wake.wait(self.settings.poll_s)
+            self._wake.clear()
+
+    # one pass
+    def tick(self) -> None:
+        self._reap()
+        self._police()
+        self._purge_deleted()
+        self._launch()
+
+    def _reap(self) -> None:
+        for job_id, run in list(self._running.items()):
+            if run.process.is_alive():
+                continue
+            run.process.join()
+            del self._running[job_id]
+            code = run.process.exitcode
+            job = self.store.get(job_id, include_deleted=True)
+            if job is None or job.deleted or job.status == "succeeded":
+                continue
+            error = run.killed_because or job.last_error or _describe_exit(code)
+            if code == EXIT_PERMANENT:
+                self.store.mark_failed(job_id, error)
+            elif job.attempts >= self.settings.max_attempts:
+                self.store.mark_failed(job_id, f"{error} (gave up after {job.attempts} attempts)")
+            else:
+                log.warning("job %s attempt %d failed (%s); retrying", job_id, job.attempts, error)
+                self.store.requeue(job_id, error)
+
+    def _police(self) -> None:
+        now = time.time()
+        for job_id, run in self._running.items():
+            job = self.store.get(job_id, include_deleted=True)
+            if job is None or job.deleted:
+                run.killed_because = "cancelled"
+                run.process.kill()
+            elif job.heartbeat_at is not None and now - job.heartbeat_at > self.settings.stale_after_s:
+                run.killed_because = (f"no heartbeat for {now - job.heartbeat_at:.0f} s "
+                                      f"(stage {job.stage!r}); worker killed")
+                run.process.kill()
+
+    def _purge_deleted(self) -> None:
+        for job_id in self.store.deleted_ids():
+            if job_id in self._running:
+                continue
+            shutil.rmtree(job_dir(self.settings, job_id), ignore_errors=True)
+            self.store.purge(job_id)
+
+    def _launch(self) -> None:
+        while len(self._running) < self.settings.workers and not self._stop.is_set():
+            job = self.store.claim_next()
+            if job is None:
+                return
+            process = self._ctx.Process(
+                target=job_process_main,
+                args=(str(self.store.db_path), job.id, job.attempts, str(job_dir(self.settings, job.id)),
+                      job.options, self.runner, self.settings.heartbeat_s, os.getpid()),
+                name=f"geoseg-job-{job.id}",
+                daemon=False,
+            )
+            process.start()
+            self._running[job.id] = _Running(job, process)
+            log.info("job %s attempt %d started (pid %s)", job.id, job.attempts, process.pid)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "worker did not exit"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"worker killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    return f"worker exited with code {code}"

@@ -1,0 +1,81 @@
+"""Job runners the API tests inject instead of the real pipeline (they run in worker processes).
+
+They honour the pipeline contract (``runner(input, out_dir, options, progress) -> report``)
+and write real files from the real uploaded raster: the footprint as a building
+polygon (GeoJSON in WGS84, GeoPackage in the source CRS), a small class map with a
+colour table, and a report. The test at the bottom checks the fakes themselves.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+from rasterio.warp import transform_geom
+from shapely.geometry import box, shape
+
+SLEEP_ENV = "GEOSEG_TEST_RUNNER_SECONDS"
+
+
+def footprint_runner(input_path: Path, out_dir: Path, options: dict[str, Any], progress) -> dict[str, Any]:
+    """Fast fake: the scene footprint is 'the building'."""
+    progress(0.1, "reading")
+    seconds = float(os.environ.get(SLEEP_ENV, "0"))
+    steps = max(1, int(seconds / 0.2))
+    for i in range(steps if seconds else 0):
+        time.sleep(seconds / steps)
+        progress(0.1 + 0.7 * (i + 1) / steps, "inference")
+    with rasterio.open(input_path) as src:
+        footprint = box(*src.bounds)
+        crs, transform, width, height = src.crs, src.transform, src.width, src.height
+    written = []
+    if options.get("buildings", True):
+        geom = transform_geom(crs, "EPSG:4326", footprint.__geo_interface__)
+        fc = {"type": "FeatureCollection",
+              "features": [{"type": "Feature", "geometry": geom, "properties": {"confidence": 1.0}}]}
+        (out_dir / "buildings.geojson").write_text(json.dumps(fc))
+        gpd.GeoDataFrame({"confidence": [1.0]}, geometry=[footprint], crs=crs).to_file(
+            out_dir / "buildings.gpkg", driver="GPKG")
+        written += ["buildings.geojson", "buildings.gpkg"]
+    if options.get("classmap", True):
+        profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8",
+                       crs=crs, transform=transform, tiled=True, compress="deflate")
+        with rasterio.open(out_dir / "classmap.tif", "w", **profile) as dst:
+            dst.write(np.ones((1, height, width), dtype="uint8"))
+            dst.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 0, 0, 255)})
+        written.append("classmap.tif")
+    report = {"input": input_path.name, "options": options, "outputs": written, "n_buildings": 1}
+    (out_dir / "report.json").write_text(json.dumps(report))
+    progress(1.0, "done")
+    return report
+
+
+def failing_runner(input_path: Path, out_dir: Path, options: dict[str, Any], progress) -> dict[str, Any]:
+    """Fails like an unusable input (a ValueError): no retry expected."""
+    progress(0.2, "reading")
+    raise ValueError("no valid pixel in the scene")
+
+
+def crashing_runner(input_path: Path, out_dir: Path, options: dict[str, Any], progress) -> dict[str, Any]:
+    """Dies like an out-of-memory kill: retried, then failed."""
+    progress(0.2, "inference")
+    os._exit(137)
+
+
+def test_footprint_runner_writes_all_outputs(tmp_path):
+    from geoseg.paths import data_root
+
+    scene = data_root() / "buildings/kampala/kampala_z19_2.tif"
+    seen = []
+    report = footprint_runner(scene, tmp_path, {"buildings": True, "classmap": True},
+                              lambda f, s: seen.append((f, s)))
+    assert sorted(report["outputs"]) == ["buildings.geojson", "buildings.gpkg", "classmap.tif"]
+    fc = json.loads((tmp_path / "buildings.geojson").read_text())
+    lon, lat = shape(fc["features"][0]["geometry"]).centroid.coords[0]
+    assert 32 < lon < 33 and 0 < lat < 1  # Kampala, in lon/lat order
+    assert seen[-1] == (1.0, "done")
