@@ -1,0 +1,144 @@
+"""``BlendingWriter``: seamless mosaics of overlapping per-tile predictions, on disk.
+
+Why: predicting tiles independently leaves seams at tile borders, and full-scene
+float accumulators blow up memory on large rasters. Each tile's float predictions
+are multiplied by a 2-D Hann (cosine) window — high in the tile centre, near zero at
+its edges — and added into a weighted sum and a weight total kept in ``np.memmap``
+files in a temporary folder (disk, not RAM; pages are written back as we go).
+``finalise`` then walks the raster block by block and writes sum / weight as
+probabilities and/or the argmax class map. Pixels no valid tile covered get
+``nodata`` in the class map and 0 probabilities.
+
+Usage::
+
+    with BlendingWriter(width, height, n_classes=3, transform=t, crs=crs) as bw:
+        for tile in tile_grid(width, height, 512, 64):
+            bw.add(tile.read, probs, valid)            # probs (3,512,512) float
+        bw.finalise(classes_path="classes.tif", probs_path="probs.tif")
+
+Disk use: 4 * (n_classes + 1) bytes per pixel in the temporary folder.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+
+from tiles.grid import tile_grid
+
+__all__ = ["BlendingWriter", "hann_weights"]
+
+
+def hann_weights(height: int, width: int) -> np.ndarray:
+    """Separable 2-D Hann window, strictly positive (``sin^2`` at pixel centres)."""
+    wy = np.sin(np.pi * (np.arange(height) + 0.5) / height) ** 2
+    wx = np.sin(np.pi * (np.arange(width) + 0.5) / width) ** 2
+    return np.outer(wy, wx).astype(np.float32)
+
+
+class BlendingWriter:
+    """Accumulates weighted per-tile class scores on disk (see module docstring)."""
+
+    def __init__(self, width: int, height: int, n_classes: int, transform: Affine | None = None,
+                 crs=None, tmp_dir: str | Path | None = None):
+        if width <= 0 or height <= 0 or n_classes <= 0:
+            raise ValueError(f"bad writer shape {n_classes}x{height}x{width}")
+        self.width, self.height, self.n_classes = width, height, n_classes
+        self.transform = transform if transform is not None else Affine.identity()
+        self.crs = crs
+        self._dir = Path(tempfile.mkdtemp(prefix="geoseg-blend-", dir=tmp_dir))
+        self._sum = np.memmap(self._dir / "sum.f32", dtype=np.float32, mode="w+",
+                              shape=(n_classes, height, width))
+        self._weight = np.memmap(self._dir / "weight.f32", dtype=np.float32, mode="w+", shape=(height, width))
+        self._window_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def _weights(self, h: int, w: int) -> np.ndarray:
+        key = (h, w)
+        if key not in self._window_cache:
+            self._window_cache[key] = hann_weights(h, w)
+        return self._window_cache[key]
+
+    def add(self, window: Window, probs: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Blend ``probs`` (n_classes, h, w) predicted for ``window`` (may extend past the raster).
+
+        ``valid`` (h, w) bool: pixels to ignore (nodata) get zero weight.
+        """
+        c, h, w = probs.shape
+        if c != self.n_classes or (h, w) != (int(window.height), int(window.width)):
+            raise ValueError(f"probs shape {probs.shape} does not match window {window} x {self.n_classes}")
+        weight = self._weights(h, w)
+        if valid is not None:
+            weight = weight * valid
+        c0, r0 = int(window.col_off), int(window.row_off)
+        x0, y0 = max(c0, 0), max(r0, 0)
+        x1, y1 = min(c0 + w, self.width), min(r0 + h, self.height)
+        if x1 <= x0 or y1 <= y0:
+            return
+        sl = (slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0))
+        wt = weight[sl]
+        self._sum[:, y0:y1, x0:x1] += probs[(slice(None),) + sl].astype(np.float32) * wt
+        self._weight[y0:y1, x0:x1] += wt
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised probabilities (n_classes, h, w) float32 and covered mask (h, w) of a window inside the raster."""
+        r0, c0 = int(window.row_off), int(window.col_off)
+        r1, c1 = r0 + int(window.height), c0 + int(window.width)
+        weight = np.asarray(self._weight[r0:r1, c0:c1])
+        covered = weight > 0
+        probs = np.asarray(self._sum[:, r0:r1, c0:c1]) / np.where(covered, weight, 1.0)
+        return probs.astype(np.float32, copy=False), covered
+
+    def _profile(self, count: int, dtype: str, nodata) -> dict:
+        profile = dict(driver="GTiff", width=self.width, height=self.height, count=count, dtype=dtype,
+                       tiled=True, blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER",
+                       transform=self.transform, nodata=nodata)
+        if self.crs is not None:
+            profile["crs"] = self.crs
+        return profile
+
+    def finalise(self, classes_path: str | Path | None = None, probs_path: str | Path | None = None,
+                 probs_dtype: str = "uint8", nodata: int = 255, block: int = 1024) -> None:
+        """Write the argmax class map (uint8, ``nodata`` where uncovered) and/or probabilities.
+
+        ``probs_dtype`` "uint8" stores round(p * 255) (compact), "float32" stores p.
+        Plain tiled GeoTIFFs; make COGs from them with ``tiles.cog.write_cog``.
+        """
+        self._sum.flush()
+        self._weight.flush()
+        cls_ds = rasterio.open(classes_path, "w", **self._profile(1, "uint8", nodata)) if classes_path else None
+        prob_ds = (rasterio.open(probs_path, "w", **self._profile(self.n_classes, probs_dtype, None))
+                   if probs_path else None)
+        try:
+            for tile in tile_grid(self.width, self.height, block, 0):
+                win = tile.core
+                probs, covered = self.read(win)
+                if cls_ds is not None:
+                    classes = np.argmax(probs, axis=0).astype(np.uint8)
+                    classes[~covered] = nodata
+                    cls_ds.write(classes, 1, window=win)
+                if prob_ds is not None:
+                    probs[:, ~covered] = 0.0
+                    out = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8) if probs_dtype == "uint8" else probs
+                    prob_ds.write(out.astype(probs_dtype, copy=False), window=win)
+        finally:
+            for ds in (cls_ds, prob_ds):
+                if ds is not None:
+                    ds.close()
+
+    def close(self) -> None:
+        """Delete the temporary accumulators."""
+        for name in ("_sum", "_weight"):
+            if hasattr(self, name):
+                delattr(self, name)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> "BlendingWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
