@@ -1,10 +1,43 @@
-"""`geoseg serve` (placeholder until its issue lands)."""
+"""`geoseg serve`: start the REST service (FastAPI + uvicorn) on a data dir.
+
+Options become ``GEOSEG_*`` environment variables and uvicorn imports the app
+factory by name, so ``geoseg`` never imports ``api`` (imports flow api -> geoseg)
+and worker processes see the same configuration.
+"""
 from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
-def serve() -> None:
-    """Not implemented yet."""
-    typer.echo("geoseg serve: not implemented yet", err=True)
-    raise typer.Exit(2)
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 inside containers.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Job table and result files.")] = Path("geoseg-data"),
+    workers: Annotated[int, typer.Option(min=1, help="Jobs running at the same time (one process each).")] = 1,
+    max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest accepted upload.")] = 2048,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted raster (width x height).")] = 1_000_000_000,
+    sync_max_pixels: Annotated[int, typer.Option(min=1, help="Pixel limit of POST /v1/segment.")] = 4_000_000,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Serve the REST API (jobs, synchronous segmentation, model cards; OpenAPI at /docs).
+
+    Set GEOSEG_API_KEY to require the header X-API-Key on every /v1 route.
+    """
+    import uvicorn
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.update({
+        "GEOSEG_SERVICE_DIR": str(data_dir.resolve()),
+        "GEOSEG_WORKERS": str(workers),
+        "GEOSEG_MAX_UPLOAD_MB": str(max_upload_mb),
+        "GEOSEG_MAX_PIXELS": str(max_pixels),
+        "GEOSEG_SYNC_MAX_PIXELS": str(sync_max_pixels),
+    })
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level=log_level.lower(),
+                timeout_graceful_shutdown=10)

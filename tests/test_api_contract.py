@@ -1,0 +1,217 @@
+"""The REST contract through TestClient, with a fake pipeline in real worker processes.
+
+Jobs run in spawned worker processes exactly as in production; only the model
+is replaced (tests/test_api_fakes.py) so the suite stays fast.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyogrio
+import pytest
+import rasterio
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.settings import Settings
+from geoseg.paths import data_root
+from test_api_fakes import SLEEP_ENV, crashing_runner, failing_runner, footprint_runner
+
+SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
+
+
+@contextmanager
+def service(tmp_path: Path, runner=footprint_runner, **overrides) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path / "svc", poll_s=0.05, **overrides)
+    with TestClient(create_app(settings, runner=runner)) as client:
+        yield client
+
+
+def submit(client: TestClient, path: Path = SCENE, **form) -> dict:
+    with open(path, "rb") as f:
+        r = client.post("/v1/jobs", files={"file": (path.name, f, "image/tiff")}, data=form)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def wait(client: TestClient, job_id: str, until=("succeeded", "failed"), timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in until:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+def test_submit_poll_and_fetch_every_result(tmp_path):
+    with service(tmp_path) as client:
+        accepted = submit(client, refine="true", regularize="false")
+        assert uuid.UUID(accepted["id"]).version == 4
+        assert accepted["status"] == "queued"
+        assert accepted["links"]["self"] == f"/v1/jobs/{accepted['id']}"
+        with rasterio.open(SCENE) as src:
+            assert (accepted["input"]["width"], accepted["input"]["height"]) == (src.width, src.height)
+            assert accepted["input"]["crs"] == f"EPSG:{src.crs.to_epsg()}"
+            crs = src.crs
+        assert 0.25 < accepted["input"]["gsd_m"] < 0.35  # zoom 19 = about 0.3 m
+
+        job = wait(client, accepted["id"])
+        assert job["status"] == "succeeded", job
+        assert job["progress"] == 1.0 and job["attempts"] == 1 and job["error"] is None
+        assert job["options"]["refine"] is True and job["options"]["regularize"] is False
+        assert job["started_at"] >= job["created_at"] and job["finished_at"] >= job["started_at"]
+
+        r = client.get(job["links"]["buildings.geojson"])
+        assert r.status_code == 200 and r.headers["content-type"] == "application/geo+json"
+        fc = r.json()
+        assert fc["type"] == "FeatureCollection" and "crs" not in fc
+        west, south, east, north = accepted["input"]["bounds_wgs84"]
+        lon, lat = fc["features"][0]["geometry"]["coordinates"][0][0]
+        assert west - 1e-6 <= lon <= east + 1e-6 and south - 1e-6 <= lat <= north + 1e-6
+
+        gpkg = tmp_path / "b.gpkg"
+        gpkg.write_bytes(client.get(job["links"]["buildings.gpkg"]).content)
+        assert pyogrio.read_info(gpkg)["crs"] == f"EPSG:{crs.to_epsg()}"
+
+        cog = tmp_path / "c.tif"
+        r = client.get(job["links"]["classmap.tif"])
+        assert r.headers["content-type"].startswith("image/tiff")
+        cog.write_bytes(r.content)
+        with rasterio.open(cog) as dst:
+            assert dst.crs == crs and dst.colormap(1)[1][:3] == (255, 0, 0)
+
+        report = client.get(job["links"]["report.json"]).json()
+        assert report["options"]["refine"] is True
+
+
+def test_progress_is_visible_while_running_and_results_wait(tmp_path, monkeypatch):
+    monkeypatch.setenv(SLEEP_ENV, "2")
+    with service(tmp_path) as client:
+        job_id = submit(client)["id"]
+        running = wait(client, job_id, until=("running",))
+        deadline = time.monotonic() + 20
+        while running["stage"] != "inference" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            running = client.get(f"/v1/jobs/{job_id}").json()
+        assert running["status"] == "running" and 0 < running["progress"] < 1
+        assert running["heartbeat_at"] is not None
+        r = client.get(f"/v1/jobs/{job_id}/buildings.geojson")
+        assert r.status_code == 409 and "poll" in r.json()["detail"]
+        health = client.get("/healthz").json()
+        assert health["jobs"]["running"] == 1 and health["status"] == "ok"
+        assert wait(client, job_id)["status"] == "succeeded"
+
+
+def test_cancel_running_job_removes_it_and_its_files(tmp_path, monkeypatch):
+    monkeypatch.setenv(SLEEP_ENV, "20")
+    with service(tmp_path) as client:
+        job_id = submit(client)["id"]
+        wait(client, job_id, until=("running",))
+        folder = tmp_path / "svc" / "jobs" / job_id
+        assert folder.is_dir()
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+        assert client.get(f"/v1/jobs/{job_id}").status_code == 404
+        deadline = time.monotonic() + 10
+        while folder.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not folder.exists()
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 404
+        assert client.get("/healthz").json()["running"] == 0
+
+
+def test_outputs_option_limits_the_files(tmp_path):
+    with service(tmp_path) as client:
+        job = wait(client, submit(client, outputs="buildings")["id"])
+        assert client.get(f"/v1/jobs/{job['id']}/buildings.geojson").status_code == 200
+        r = client.get(f"/v1/jobs/{job['id']}/classmap.tif")
+        assert r.status_code == 404 and "outputs" in r.json()["detail"]
+        with open(SCENE, "rb") as f:
+            bad = client.post("/v1/jobs", files={"file": ("a.tif", f)}, data={"outputs": "roads"})
+        assert bad.status_code == 422 and "outputs" in bad.json()["detail"]
+
+
+def test_input_error_fails_once_and_crashes_are_retried_then_failed(tmp_path):
+    with service(tmp_path / "a", runner=failing_runner) as client:
+        job = wait(client, submit(client)["id"])
+        assert job["status"] == "failed" and job["attempts"] == 1
+        assert "no valid pixel" in job["error"]
+    with service(tmp_path / "b", runner=crashing_runner, max_attempts=2) as client:
+        job = wait(client, submit(client)["id"])
+        assert job["status"] == "failed" and job["attempts"] == 2
+        assert "2 attempts" in job["error"] and "137" in job["error"]
+
+
+def test_list_is_paginated_newest_first(tmp_path, monkeypatch):
+    monkeypatch.setenv(SLEEP_ENV, "30")  # keep them queued/running: listing must not wait
+    with service(tmp_path) as client:
+        ids = [submit(client)["id"] for _ in range(3)]
+        page = client.get("/v1/jobs", params={"limit": 2}).json()
+        assert page["total"] == 3 and [j["id"] for j in page["items"]] == ids[::-1][:2]
+        rest = client.get(page["next"]).json()
+        assert [j["id"] for j in rest["items"]] == [ids[0]] and rest["next"] is None
+        queued = client.get("/v1/jobs", params={"status": "queued"}).json()
+        assert all(j["status"] == "queued" for j in queued["items"])
+        assert client.get("/v1/jobs", params={"limit": 0}).status_code == 422
+
+
+def test_segment_answers_geojson_and_keeps_nothing(tmp_path):
+    with service(tmp_path) as client:
+        with open(SCENE, "rb") as f:
+            r = client.post("/v1/segment", files={"file": ("k.tif", f, "image/tiff")})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/geo+json"
+        assert r.json()["type"] == "FeatureCollection" and len(r.json()["features"]) == 1
+        time.sleep(0.3)
+        assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_segment_refuses_scenes_over_its_pixel_limit(tmp_path):
+    with service(tmp_path, sync_max_pixels=256 * 255) as client:
+        with open(SCENE, "rb") as f:
+            r = client.post("/v1/segment", files={"file": ("k.tif", f, "image/tiff")})
+        assert r.status_code == 413 and "/v1/jobs" in r.json()["detail"]
+
+
+def test_api_key_guards_every_v1_route_but_not_health(tmp_path):
+    with service(tmp_path, api_key="s3cret") as client:
+        job_path = f"/v1/jobs/{uuid.uuid4()}"
+        for method, path in [("get", "/v1/jobs"), ("get", job_path), ("delete", job_path),
+                             ("get", "/v1/models"), ("get", f"{job_path}/report.json"),
+                             ("post", "/v1/jobs"), ("post", "/v1/segment")]:
+            assert getattr(client, method)(path).status_code == 401, path
+            r = getattr(client, method)(path, headers={"X-API-Key": "wrong"})
+            assert r.status_code == 401 and "X-API-Key" in r.json()["detail"]
+        assert client.get("/v1/jobs", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert client.get("/healthz").json()["open"] is False
+
+
+def test_unknown_and_malformed_ids(tmp_path):
+    with service(tmp_path) as client:
+        assert client.get(f"/v1/jobs/{uuid.uuid4()}").status_code == 404
+        assert client.get("/v1/jobs/..%2F..%2Fetc").status_code in (404, 422)
+        assert client.get("/v1/jobs/not-a-uuid").status_code == 422
+        assert client.get(f"/v1/jobs/{uuid.uuid4()}/input.tif").status_code == 422
+
+
+def test_models_lists_the_shipped_cards(tmp_path):
+    from geoseg.paths import weights_dir
+
+    expected = sorted(json.loads(p.read_text())["name"] for p in weights_dir().glob("*.json"))
+    with service(tmp_path) as client:
+        cards = client.get("/v1/models").json()
+    assert sorted(c["name"] for c in cards) == expected
+    assert all({"name", "task"} <= set(c) for c in cards)
+
+
+def test_openapi_documents_the_contract(tmp_path):
+    with service(tmp_path) as client:
+        spec = client.get("/openapi.json").json()
+        assert client.get("/docs").status_code == 200
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/{name}", "/v1/segment",
+            "/v1/models", "/healthz"} <= set(spec["paths"])
+    assert "X-API-Key" in json.dumps(spec["components"]["securitySchemes"])
