@@ -1,0 +1,229 @@
+"""Model cards (JSON beside each weight file) and loading of models from them.
+
+A card says everything a consumer needs to run a model correctly: architecture and its
+kwargs, classes and colours, input bands and normalisation, working GSD, how it was
+trained and how well it scores. Weights are stored as fp16 state dicts (half the size,
+no measurable accuracy change for inference) and loaded back as float32.
+
+No rasterio/typer/fastapi imports here: this module also runs on the GPU machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from geoseg.paths import REPO_ROOT, weights_dir
+
+CREDITS_BUILDINGS = [
+    "Imagery: OpenAerialMap / Open Imagery Network contributors, CC BY 4.0",
+    "Building labels: (c) OpenStreetMap contributors, ODbL 1.0 (via HOT fAIr ramp data)",
+]
+CREDITS_LANDCOVER = [
+    "Imagery and masks: 'Semantic segmentation of aerial imagery', Humans in the Loop, "
+    "MBRSC satellite imagery of Dubai (open data, commonly listed CC0 1.0)",
+]
+
+BUILDING_CLASSES = [
+    {"index": 0, "name": "background", "colour": "#000000"},
+    {"index": 1, "name": "building", "colour": "#E31A1C"},
+    {"index": 2, "name": "outline", "colour": "#FDBF6F"},
+]
+LANDCOVER_CLASSES = [
+    {"index": 0, "name": "unlabeled", "colour": "#9B9B9B"},
+    {"index": 1, "name": "building", "colour": "#E31A1C"},
+    {"index": 2, "name": "road", "colour": "#6E6E6E"},
+    {"index": 3, "name": "vegetation", "colour": "#33A02C"},
+    {"index": 4, "name": "water", "colour": "#1F78B4"},
+    {"index": 5, "name": "land", "colour": "#D8B365"},
+]
+
+# Name of the shipped model card (without .json) for each default task.
+DEFAULT_NAMES = {
+    "buildings": "buildings-u2net",
+    "landcover": "landcover-attresunet",
+    "gcn": "landcover-gcn",
+}
+
+
+class ModelCardError(ValueError):
+    """A model card or its weights are missing or inconsistent."""
+
+
+def build_module(architecture: str, arch_kwargs: dict[str, Any]) -> nn.Module:
+    """Instantiate the architecture a card names (imports kept lazy: the GCN needs torch-geometric)."""
+    if architecture == "U2Net":
+        from geoseg.models.u2net import U2Net
+
+        return U2Net(**arch_kwargs)
+    if architecture == "AttResUNet":
+        from geoseg.models.attresunet import AttResUNet
+
+        kwargs = dict(arch_kwargs)
+        if "widths" in kwargs:
+            kwargs["widths"] = tuple(kwargs["widths"])
+        return AttResUNet(**kwargs)
+    if architecture == "SuperpixelGCN":
+        from geoseg.models.gcn import SuperpixelGCN
+
+        return SuperpixelGCN(**arch_kwargs)
+    if architecture == "FastSegNet":
+        from geoseg.models.students import FastSegNet  # owned by the distillation engineer
+
+        return FastSegNet(**arch_kwargs)
+    raise ModelCardError(f"unknown architecture {architecture!r}")
+
+
+def code_version() -> str:
+    """Git sha of the working tree (``+dirty`` if modified), else $GEOSEG_CODE_VERSION, else 'unknown'."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        if sha:
+            return sha
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return os.environ.get("GEOSEG_CODE_VERSION", "unknown")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fp16_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with floating tensors in fp16 on CPU (integers such as BN counters kept)."""
+    return {
+        k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
+        for k, v in model.state_dict().items()
+    }
+
+
+def save_model(model: nn.Module, card: dict[str, Any], out_dir: Path) -> Path:
+    """Write ``<name>.pt`` (fp16) and ``<name>.json`` into ``out_dir``; returns the card path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = card["name"]
+    card = dict(card)
+    card["weights"] = f"{name}.pt"
+    card.setdefault("date", utc_now())
+    card.setdefault("code_version", code_version())
+    card["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
+    tmp = out_dir / f".{name}.pt.tmp"
+    torch.save(fp16_state_dict(model), tmp)
+    tmp.replace(out_dir / f"{name}.pt")
+    return write_card(card, out_dir / f"{name}.json")
+
+
+def write_card(card: dict[str, Any], path: Path) -> Path:
+    """Write a card atomically (temp file then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    """Read and check a card's required keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelCardError(f"model card not found: {path}")
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelCardError(f"model card {path} is not valid JSON: {exc}") from exc
+    missing = [k for k in ("name", "task", "architecture", "arch_kwargs", "classes", "normalisation") if k not in card]
+    if missing:
+        raise ModelCardError(f"model card {path} lacks {missing}")
+    return card
+
+
+def find_card(model_dir_or_card: Path) -> Path:
+    """A card path from a card path or a directory holding exactly one card."""
+    p = Path(model_dir_or_card)
+    if p.suffix == ".json":
+        return p
+    if not p.is_dir():
+        raise ModelCardError(f"no model directory or card at {p}")
+    cards = sorted(c for c in p.glob("*.json") if not c.name.startswith("."))
+    cards = [c for c in cards if _looks_like_card(c)]
+    if len(cards) != 1:
+        raise ModelCardError(f"{p} holds {len(cards)} model cards {[c.name for c in cards]}; pass the card path")
+    return cards[0]
+
+
+def _looks_like_card(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "architecture" in data and "arch_kwargs" in data
+
+
+def load_model(model_dir_or_card: Path | str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model and its card; the model is float32, in eval mode, on ``device``.
+
+    A card whose ``weights`` is null is an *untrained placeholder*: the module is built with
+    a fixed seed and a warning is raised (lets integrators run before weights ship).
+    """
+    card_path = find_card(Path(model_dir_or_card))
+    card = read_card(card_path)
+    model = build_module(card["architecture"], card["arch_kwargs"])
+    weights = card.get("weights")
+    if weights:
+        wpath = card_path.parent / weights
+        if not wpath.is_file():
+            raise ModelCardError(f"weights {wpath} named by {card_path} not found")
+        state = torch.load(wpath, map_location="cpu", weights_only=True)
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelCardError(f"weights {wpath} do not match {card['architecture']}{card['arch_kwargs']}: {exc}") from exc
+    else:
+        warnings.warn(f"model card {card_path.name} has no weights: untrained placeholder (seed 0)", stacklevel=2)
+        torch.manual_seed(0)
+        model = build_module(card["architecture"], card["arch_kwargs"])
+    model.eval().to(device)
+    card["card_path"] = str(card_path)
+    return model, card
+
+
+def default_card_path(task: str, profile: str = "accurate") -> Path:
+    """Path of the shipped card for ``task`` (buildings | landcover | gcn); ``profile='fast'`` -> ``*-fast``."""
+    if task not in DEFAULT_NAMES:
+        raise ModelCardError(f"unknown task {task!r}; expected one of {sorted(DEFAULT_NAMES)}")
+    name = DEFAULT_NAMES[task] + ("-fast" if profile == "fast" else "")
+    return weights_dir() / f"{name}.json"
+
+
+def load_default(task: str, profile: str = "accurate", device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load the shipped model for ``task`` from ``geoseg/weights``."""
+    return load_model(default_card_path(task, profile), device=device)
+
+
+def normalise(images: torch.Tensor, card: dict[str, Any]) -> torch.Tensor:
+    """uint8 (B,3,H,W) (or float 0..255) -> float input the model expects, per the card."""
+    norm = card["normalisation"]
+    mean = torch.tensor(norm["mean"], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(norm["std"], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean) / std

@@ -1,0 +1,131 @@
+"""Training data as arrays: from a chip directory (rasterio) or a packed ``.npz`` (no rasterio).
+
+A dataset is a plain dict of numpy arrays, the form the GPU job and the distillation
+module share (docs/ARCHITECTURE.md):
+``images`` (N,3,H,W) uint8, ``labels`` (N,H,W) uint8, ``split``/``area``/``chip_id``
+(N,) str, ``gsd`` (N,) float32, and ``target`` (str: buildings | landcover).
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IGNORE_INDEX = {"buildings": 255, "landcover": 0}
+
+
+class ChipDataError(ValueError):
+    """The chip directory or pack is missing or malformed."""
+
+
+def read_index(chips_dir: Path) -> list[dict[str, Any]]:
+    """Feature properties of ``index.geojson`` (one dict per chip)."""
+    index = Path(chips_dir) / "index.geojson"
+    if not index.is_file():
+        raise ChipDataError(f"{chips_dir} is not a chip directory: no index.geojson")
+    features = json.loads(index.read_text()).get("features", [])
+    if not features:
+        raise ChipDataError(f"{index} lists no chips")
+    return [f["properties"] for f in features]
+
+
+def _pad_to(a: np.ndarray, h: int, w: int, fill: int) -> np.ndarray:
+    if a.shape[-2:] == (h, w):
+        return a
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, h - a.shape[-2]), (0, w - a.shape[-1])]
+    return np.pad(a, pad, constant_values=fill)
+
+
+def load_chip_dir(chips_dir: Path) -> dict[str, Any]:
+    """Read every chip of a chip directory into arrays (chips of unequal size are padded, labels with ignore)."""
+    import rasterio  # lazy: the GPU machine has no rasterio and never calls this
+
+    chips_dir = Path(chips_dir)
+    props = read_index(chips_dir)
+    targets = {p.get("target") for p in props}
+    if len(targets) != 1 or next(iter(targets)) not in IGNORE_INDEX:
+        raise ChipDataError(f"{chips_dir}: expected one target of {sorted(IGNORE_INDEX)}, got {targets}")
+    target = next(iter(targets))
+    images, labels = [], []
+    for p in props:
+        with rasterio.open(chips_dir / p["image"]) as src:
+            img = src.read()
+        with rasterio.open(chips_dir / p["label"]) as src:
+            lab = src.read(1)
+        if img.shape[0] != 3 or img.dtype != np.uint8 or lab.dtype != np.uint8 or img.shape[1:] != lab.shape:
+            raise ChipDataError(f"chip {p['chip_id']}: image {img.shape} {img.dtype} / label {lab.shape} {lab.dtype}")
+        images.append(img)
+        labels.append(lab)
+    h = max(a.shape[1] for a in images)
+    w = max(a.shape[2] for a in images)
+    fill = IGNORE_INDEX[target]
+    return {
+        "images": np.stack([_pad_to(a, h, w, 0) for a in images]),
+        "labels": np.stack([_pad_to(a, h, w, fill) for a in labels]),
+        "split": np.array([p["split"] for p in props]),
+        "area": np.array([str(p.get("area", "")) for p in props]),
+        "chip_id": np.array([str(p["chip_id"]) for p in props]),
+        "gsd": np.array([float(p.get("gsd") or np.nan) for p in props], np.float32),
+        "target": target,
+    }
+
+
+def _decode_jpeg(buf: bytes) -> np.ndarray:
+    try:
+        from PIL import Image
+
+        return np.asarray(Image.open(io.BytesIO(buf)).convert("RGB"))
+    except ImportError:  # pragma: no cover - the GPU machine always has one of the two
+        import cv2
+
+        bgr = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+        return bgr[:, :, ::-1]
+
+
+def load_packed(npz_path: Path) -> dict[str, Any]:
+    """Read a pack written by :func:`geoseg.training.pack.pack_chip_dir`."""
+    npz_path = Path(npz_path)
+    if not npz_path.is_file():
+        raise ChipDataError(f"no pack at {npz_path}")
+    with np.load(npz_path, allow_pickle=False) as z:
+        offsets = z["jpeg_offsets"]
+        blob = z["jpeg"].tobytes()
+        images = np.stack(
+            [_decode_jpeg(blob[offsets[i] : offsets[i + 1]]).transpose(2, 0, 1) for i in range(len(offsets) - 1)]
+        )
+        meta = json.loads(str(z["meta"]))
+        return {
+            "images": np.ascontiguousarray(images),
+            "labels": z["labels"],
+            "split": z["split"].astype(str),
+            "area": z["area"].astype(str),
+            "chip_id": z["chip_id"].astype(str),
+            "gsd": z["gsd"],
+            "target": meta["target"],
+            "meta": meta,
+        }
+
+
+def load_dataset(path: Path) -> dict[str, Any]:
+    """A chip directory or a ``.npz`` pack."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return load_packed(path)
+    return load_chip_dir(path)
+
+
+def select(data: dict[str, Any], split: str) -> dict[str, Any]:
+    """The chips of one split (arrays indexed, scalars kept)."""
+    keep = data["split"] == split
+    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in data.items()}
+
+
+def channel_stats(images: np.ndarray, max_pixels: int = 2_000_000) -> tuple[list[float], list[float]]:
+    """Per-band mean and std on the 0..1 scale (subsampled) for the model card's normalisation."""
+    flat = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
+    step = max(1, flat.shape[1] // max_pixels)
+    sample = flat[:, ::step].astype(np.float64) / 255.0
+    return sample.mean(1).round(4).tolist(), np.maximum(sample.std(1), 1e-3).round(4).tolist()
