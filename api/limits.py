@@ -37,27 +37,33 @@ class BodySizeLimit:
                 await self._refuse(send, 413, self._message())
                 return
         received = 0
-        started = False
+        exceeded = False
+        replaced = False
 
         async def limited_receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def guarded_send(message: dict[str, Any]) -> None:
+            # The body parser may turn our exception into its own 400: answer 413 instead.
+            nonlocal replaced
+            if exceeded:
+                if message["type"] == "http.response.start" and not replaced:
+                    replaced = True
+                    await self._refuse(send, 413, self._message())
+                return
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
-            if not started:
+            if not replaced:
                 await self._refuse(send, 413, self._message())
 
     def _message(self) -> str:

@@ -105,7 +105,7 @@ def ground_sample_distance(src: rasterio.io.DatasetReader) -> float:
     """Metres per pixel at the scene centre, via geodesic distances (any CRS, rotation)."""
     to_lonlat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
     cx, cy = src.width / 2, src.height / 2
-    pts = [src.transform * (cx, cy), src.transform * (cx + 1, cy), src.transform * (cx, cy + 1)]
+    pts = [src.transform @ (cx, cy), src.transform @ (cx + 1, cy), src.transform @ (cx, cy + 1)]
     lon, lat = to_lonlat.transform([p[0] for p in pts], [p[1] for p in pts])
     geod = Geod(ellps="WGS84")
     _, _, dx = geod.inv(lon[0], lat[0], lon[1], lat[1])

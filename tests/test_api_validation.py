@@ -1,0 +1,183 @@
+"""Upload validation: the bad-input corpus and the odd real rasters of ../shared/data/rasters.
+
+Every refusal must be a 4xx with a JSON ``detail`` that names the problem, and
+the server must stay healthy afterwards.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from fastapi.testclient import TestClient
+from PIL import Image
+from rasterio.transform import from_origin
+
+from api.app import create_app
+from api.settings import Settings
+from api.validate import RasterLimits, UploadRejected, inspect_raster
+from geoseg.paths import data_root
+from test_api_fakes import footprint_runner
+
+SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
+RASTERS = data_root() / "rasters"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    settings = Settings(data_dir=tmp_path_factory.mktemp("svc"), max_upload_bytes=8 * 1024**2,
+                        max_side=50_000, max_pixels=200_000_000)
+    with TestClient(create_app(settings, runner=footprint_runner)) as c:
+        yield c
+
+
+def post(client: TestClient, name: str, content: bytes, endpoint: str = "/v1/jobs"):
+    return client.post(endpoint, files={"file": (name, content, "image/tiff")})
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _tiff_without_crs() -> bytes:
+    with rasterio.open(SCENE) as src:
+        data = src.read()
+    with rasterio.MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=data.shape[2], height=data.shape[1], count=3,
+                      dtype="uint8") as dst:
+            dst.write(data)
+        return mem.read()
+
+
+def _sparse_huge(tmp: Path) -> bytes:
+    path = tmp / "huge.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=300_000, height=300_000, count=3,
+                       dtype="uint8", crs="EPSG:3857", transform=from_origin(0, 0, 0.3, 0.3),
+                       tiled=True, blockxsize=4096, blockysize=4096, SPARSE_OK=True) as dst:
+        pass
+    return path.read_bytes()
+
+
+BAD_UPLOADS = {
+    "empty": (lambda tmp: b"", 400, "empty"),
+    "text named .tif": (lambda tmp: b"just some text, not an image\n" * 10, 415, "text"),
+    "png": (lambda tmp: _png(), 415, "PNG"),
+    "truncated (half)": (lambda tmp: SCENE.read_bytes()[: SCENE.stat().st_size // 2], 400, "truncated"),
+    "truncated (last block)": (lambda tmp: SCENE.read_bytes()[:-300], 400, "truncated"),
+    "tiff header only": (lambda tmp: b"II*\x00" + b"\x00" * 4, 400, "GDAL cannot open"),
+    "no crs": (lambda tmp: _tiff_without_crs(), 422, "no CRS"),
+    "sparse 300000 x 300000": (_sparse_huge, 413, "300000 x 300000"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_UPLOADS))
+def test_bad_uploads_are_refused_with_a_useful_detail(client, tmp_path, case):
+    make, status, words = BAD_UPLOADS[case]
+    content = make(tmp_path)
+    assert len(content) < 8 * 1024**2
+    for endpoint in ("/v1/jobs", "/v1/segment"):
+        r = post(client, "upload.tif", content, endpoint)
+        assert r.status_code == status, (case, r.text)
+        assert r.headers["content-type"] == "application/json"
+        assert words in r.json()["detail"]
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_refused_uploads_leave_no_files(client):
+    post(client, "x.tif", b"garbage")
+    svc = client.app.state.settings
+    assert list(svc.uploads_dir.iterdir()) == [] and list(svc.jobs_dir.iterdir()) == []
+
+
+def test_upload_over_the_size_limit_is_413(client):
+    r = post(client, "big.tif", b"II*\x00" + b"\x00" * (9 * 1024**2))
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_missing_file_field_is_422(client):
+    r = client.post("/v1/jobs", data={"refine": "true"})
+    assert r.status_code == 422 and "file" in str(r.json()["detail"])
+
+
+def _odd_rasters() -> list[Path]:
+    return sorted(p for p in RASTERS.rglob("*.tif"))
+
+
+def _expected(path: Path) -> tuple[bool, str]:
+    """What the service should say, decided from rasterio's own view of the file."""
+    with rasterio.open(path) as src:
+        if src.crs is None:
+            return False, "no CRS"
+        if src.transform.is_identity:
+            return False, "geotransform"
+        if src.count < 3:
+            return False, "band"
+    return True, ""
+
+
+@pytest.mark.parametrize("path", _odd_rasters(), ids=lambda p: str(p.relative_to(RASTERS)))
+def test_odd_rasters_are_accepted_or_refused_for_the_right_reason(path):
+    accepted, reason = _expected(path)
+    limits = RasterLimits(max_side=50_000, max_pixels=200_000_000)
+    if accepted:
+        summary = inspect_raster(path, limits)
+        with rasterio.open(path) as src:
+            assert (summary["width"], summary["height"], summary["bands"]) == (src.width, src.height, src.count)
+        assert summary["gsd_m"] > 0
+    else:
+        with pytest.raises(UploadRejected) as err:
+            inspect_raster(path, limits)
+        assert err.value.status_code == 422 and reason in err.value.detail
+
+
+@pytest.mark.parametrize("name", ["rasterio/rotated.tif", "rasterio/byte.tif", "rasterio/goes.tif",
+                                  "rasterio/RGBA.uint16.tif", "opengeos_naip/m_4709963_se_14_1_20200831.tif"])
+def test_odd_rasters_over_http(client, name):
+    path = RASTERS / name
+    accepted, reason = _expected(path)
+    r = post(client, path.name, path.read_bytes())
+    if accepted:
+        assert r.status_code == 202, r.text
+        with rasterio.open(path) as src:
+            assert r.json()["input"]["bands"] == src.count
+        assert client.delete(r.json()["links"]["self"]).status_code == 204
+    else:
+        assert r.status_code == 422 and reason in r.json()["detail"]
+
+
+def test_gsd_is_in_metres_for_projected_and_geographic_scenes():
+    limits = RasterLimits(max_side=50_000, max_pixels=200_000_000)
+    swiss = inspect_raster(RASTERS / "detectree_swissimage/img/1091-322_00.tif", limits)
+    assert swiss["gsd_m"] == pytest.approx(0.5, rel=0.01) and swiss["crs"] == "EPSG:2056"
+    world = inspect_raster(RASTERS / "rasterio/world.rgb.tif", limits)
+    with rasterio.open(RASTERS / "rasterio/world.rgb.tif") as src:
+        degrees = src.res[0]
+    assert world["gsd_m"] == pytest.approx(degrees * 111_320, rel=0.02)  # centre on the equator
+
+
+def test_upload_just_over_the_limit_is_cut_while_copying(client):
+    r = post(client, "big.tif", b"II*\x00" + b"\x00" * (8 * 1024**2 + 10))
+    assert r.status_code == 413 and "GEOSEG_MAX_UPLOAD_MB" in r.json()["detail"]
+    assert list(client.app.state.settings.uploads_dir.iterdir()) == []
+
+
+def test_streamed_upload_without_length_is_cut_at_the_limit(client):
+    boundary = "geosegboundary"
+
+    def body():
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.tif\"\r\n"
+               "Content-Type: image/tiff\r\n\r\nII*\x00").encode()
+        for _ in range(12):
+            yield b"\x00" * 1024**2
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = client.post("/v1/jobs", content=body(),
+                    headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 413, r.text
+    assert client.get("/healthz").status_code == 200
