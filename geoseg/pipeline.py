@@ -1,0 +1,477 @@
+"""``predict_scene``: one raster in, class map COG + building polygons + report out.
+
+Stages (each streams window by window, so memory does not grow with the scene):
+
+1. every head runs on its own working grid (the input resampled to the model card's
+   ``gsd_m`` through ``tiles.source.Scene``), tiles with overlap, tiles without a valid
+   pixel skipped, batches read in a background thread while the model computes;
+   predictions are Hann-blended on disk (``tiles.stitch.BlendingWriter``);
+2. land cover (optionally re-labelled per superpixel by the GCN) is brought back to the
+   input's exact grid (bilinear on probabilities, then argmax), masked by the input's
+   valid mask and written as a COG with a colour table;
+3. buildings are vectorised on the working grid straight from the blended probabilities
+   (``geoseg.vectorize``, strip by strip: a building crossing tile borders is one
+   polygon), optionally squared (``geoseg.regularize``), then written as GeoPackage in
+   the input CRS and RFC 7946 GeoJSON in WGS84.
+
+All outputs are written into a staging folder inside ``out_dir`` and renamed into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from geoseg import vectorize
+from geoseg.infer import TileModel, load_head, refine_with_gcn, resolve_device
+from geoseg.regularize import regularize_buildings
+from tiles.cog import colormap_from_hex, write_cog
+from tiles.errors import UnsupportedRaster
+from tiles.grid import tile_grid
+from tiles.source import Scene
+from tiles.stitch import BlendingWriter
+
+Progress = Callable[[float, str], None]
+OUTPUT_FILES = ("classmap.tif", "buildings.geojson", "buildings.gpkg", "report.json")
+
+
+class PredictError(ValueError):
+    """A prediction that cannot run, with a one-line reason for the user."""
+
+
+@dataclass
+class PredictOptions:
+    """The options of ``geoseg predict`` (and of the service's jobs)."""
+
+    tile_size: int = 512
+    overlap: int = 64
+    refine: str = "gcn"  # gcn | none
+    buildings: bool = True
+    classmap: bool = True
+    regularize: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    gsd: float | None = None  # metres: overrides the input's own GSD
+    profile: str = "accurate"  # accurate | fast
+    batch_size: int = 4
+    min_area_m2: float = 3.0
+    simplify_m: float = 0.3
+    #: task (buildings | landcover | gcn) -> model card or folder, instead of the shipped weights
+    model_dirs: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise ``PredictError`` on inconsistent options."""
+        if self.tile_size < 32:
+            raise PredictError(f"--tile-size must be >= 32, got {self.tile_size}")
+        if not 0 <= self.overlap < self.tile_size // 2:
+            raise PredictError(f"--overlap must be in [0, tile_size/2), got {self.overlap}")
+        if self.refine not in ("gcn", "none"):
+            raise PredictError(f"--refine must be gcn or none, got {self.refine!r}")
+        if self.profile not in ("fast", "accurate"):
+            raise PredictError(f"--profile must be fast or accurate, got {self.profile!r}")
+        if self.gsd is not None and not self.gsd > 0:
+            raise PredictError(f"--gsd must be a positive number of metres, got {self.gsd}")
+        if not (self.buildings or self.classmap):
+            raise PredictError("nothing to do: both --no-buildings and --no-classmap given")
+        if self.batch_size < 1:
+            raise PredictError("batch size must be >= 1")
+
+
+@dataclass
+class HeadResult:
+    """A head's blended predictions on its working grid."""
+
+    writer: BlendingWriter
+    transform: Affine
+    crs: Any
+    width: int
+    height: int
+    gsd: float | None
+    warped: bool
+    tiles: int
+    tiles_skipped: int
+
+
+class _Stages:
+    """Maps per-stage fractions onto one 0..1 progress callback."""
+
+    def __init__(self, progress: Progress | None, weights: dict[str, float]) -> None:
+        self.progress = progress
+        total = sum(weights.values())
+        self.spans: dict[str, tuple[float, float]] = {}
+        start = 0.0
+        for name, w in weights.items():
+            self.spans[name] = (start, start + w / total)
+            start += w / total
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self.progress is None or stage not in self.spans:
+            return
+        a, b = self.spans[stage]
+        self.progress(min(1.0, a + (b - a) * min(max(fraction, 0.0), 1.0)), stage)
+
+
+def predict_scene(
+    input_path: Path | str, out_dir: Path | str, options: PredictOptions | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the whole predict job for one raster (see module docstring); returns the report."""
+    options = options or PredictOptions()
+    options.check()
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    if not input_path.is_file():
+        raise PredictError(f"input not found: {input_path}")
+    device = resolve_device(options.device)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with Scene(input_path) as scene:
+                grid = dict(crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
+                            height=scene.src_height, native_gsd=scene.native_gsd)
+        except UnsupportedRaster as exc:
+            raise PredictError(str(exc)) from exc
+    georeferenced = grid["crs"] is not None
+    if not georeferenced:
+        notes.append("input is not georeferenced: class map on the pixel grid without CRS; building "
+                     "polygons in pixel coordinates in buildings.gpkg only (no GeoJSON can be georeferenced)")
+        if options.gsd is not None:
+            notes.append("--gsd only sets areas and tolerances for a non-georeferenced input: it is not resampled")
+    input_gsd = options.gsd or grid["native_gsd"]
+
+    t = time.perf_counter()
+    heads = _load_heads(options, device)
+    timings["load_models"] = time.perf_counter() - t
+    weights = {}
+    if "buildings" in heads:
+        weights.update(buildings=4.0, vectorize=1.0)
+    if "landcover" in heads:
+        weights.update(landcover=4.0 + (3.0 if "gcn" in heads else 0.0), classmap=1.0)
+    weights["write"] = 0.3
+    stages = _Stages(progress, weights)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f".partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    work = Path(tempfile.mkdtemp(prefix="geoseg-predict-", dir=staging))
+    report: dict[str, Any] = {
+        "input": str(input_path),
+        "device": device,
+        "options": {k: v for k, v in asdict(options).items() if k != "model_dirs"},
+        "models": {task: _model_summary(card) for task, (_, card) in heads.items()},
+        "grid": {"width": grid["width"], "height": grid["height"],
+                 "crs": grid["crs"].to_string() if georeferenced else None},
+        "gsd": {"input_m": grid["native_gsd"], "override_m": options.gsd, "used_m": input_gsd, "working_m": {}},
+        "tiles": {"size": options.tile_size, "overlap": options.overlap},
+        "counts": {},
+        "warnings": notes,
+    }
+    try:
+        if "landcover" in heads:
+            model = TileModel(*heads["landcover"], device=device)
+            gcn = heads.get("gcn")
+            t = time.perf_counter()
+            result = _run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("landcover", f),
+                               gcn=gcn)
+            timings["landcover"] = time.perf_counter() - t
+            report["gsd"]["working_m"]["landcover"] = result.gsd
+            report["tiles"]["landcover"] = {"tiles": result.tiles, "skipped_nodata": result.tiles_skipped,
+                                            "working_width": result.width, "working_height": result.height}
+            t = time.perf_counter()
+            counts = _write_classmap(input_path, result, grid, model.card, work, staging / "classmap.tif",
+                                     lambda f: stages("classmap", f))
+            result.writer.close()
+            timings["classmap"] = time.perf_counter() - t
+            report["counts"]["classmap_pixels"] = counts
+        if "buildings" in heads:
+            model = TileModel(*heads["buildings"], device=device)
+            t = time.perf_counter()
+            result = _run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("buildings", f))
+            timings["buildings"] = time.perf_counter() - t
+            report["gsd"]["working_m"]["buildings"] = result.gsd
+            report["tiles"]["buildings"] = {"tiles": result.tiles, "skipped_nodata": result.tiles_skipped,
+                                            "working_width": result.width, "working_height": result.height}
+            t = time.perf_counter()
+            frame = _vectorise(result, options, input_gsd, grid, lambda f: stages("vectorize", f))
+            result.writer.close()
+            timings["vectorize"] = time.perf_counter() - t
+            t = time.perf_counter()
+            frame["source"] = input_path.name
+            _write_buildings(frame, staging, georeferenced)
+            timings["write_buildings"] = time.perf_counter() - t
+            report["counts"]["buildings"] = int(len(frame))
+        shutil.rmtree(work, ignore_errors=True)
+        timings["total"] = time.perf_counter() - t_start
+        report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        report["mpx_per_s"] = round(grid["width"] * grid["height"] / 1e6 / timings["total"], 4)
+        report["outputs"] = sorted(p.name for p in staging.iterdir() if p.is_file()) + ["report.json"]
+        (staging / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        for name in OUTPUT_FILES:  # stale outputs of an earlier run must not survive
+            if (out_dir / name).exists() and not (staging / name).exists():
+                (out_dir / name).unlink()
+        for path in staging.iterdir():
+            if path.is_file():
+                os.replace(path, out_dir / path.name)
+        stages("write", 1.0)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return report
+
+
+def _load_heads(options: PredictOptions, device: str) -> dict[str, tuple]:
+    tasks = []
+    if options.classmap:
+        tasks.append("landcover")
+        if options.refine == "gcn":
+            tasks.append("gcn")
+    if options.buildings:
+        tasks.append("buildings")
+    heads = {}
+    for task in tasks:
+        model_dir = options.model_dirs.get(task)
+        try:
+            heads[task] = load_head(task, options.profile, device, Path(model_dir) if model_dir else None)
+        except (ValueError, OSError) as exc:
+            raise PredictError(f"cannot load the {task} model: {exc}") from exc
+    return heads
+
+
+def _model_summary(card: dict[str, Any]) -> dict[str, Any]:
+    keys = ("name", "architecture", "profile", "weights", "gsd_m", "tile_size", "date", "code_version", "metrics")
+    return {k: card.get(k) for k in keys if k in card}
+
+
+def _scene_gsd(model_gsd: float | None, native_gsd: float | None, input_gsd: float | None) -> float | None:
+    """Target GSD to open the Scene at, in the file's own measure (None: no resampling).
+
+    With ``--gsd`` the user says one pixel is really ``input_gsd`` metres; the Scene
+    measures ``native_gsd``, so the model's ``model_gsd`` maps to ``model_gsd * native / input``.
+    """
+    if model_gsd is None or native_gsd is None or input_gsd is None:
+        return None
+    return model_gsd * native_gsd / input_gsd
+
+
+def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate ``items`` produced by a background thread (GDAL reads release the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as exc:  # re-raised in the consumer
+            failure.append(exc)
+        finally:
+            q.put(done)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    while True:
+        item = q.get()
+        if item is done:
+            break
+        yield item
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def _run_head(
+    input_path: Path, model: TileModel, options: PredictOptions, input_gsd: float | None, grid: dict,
+    work: Path, progress: Callable[[float], None], gcn: tuple | None = None,
+) -> HeadResult:
+    """Predict one head over the working grid into a BlendingWriter."""
+    target = _scene_gsd(model.gsd_m, grid["native_gsd"], input_gsd)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        scene = Scene(input_path, gsd=target)
+    with scene:
+        tiles = tile_grid(scene.width, scene.height, options.tile_size, options.overlap)
+        writer = BlendingWriter(scene.width, scene.height, model.n_classes, transform=scene.transform,
+                                crs=scene.crs, tmp_dir=work)
+
+        def batches() -> Iterator:
+            for i in range(0, len(tiles), options.batch_size):
+                chunk = tiles[i:i + options.batch_size]
+                reads = [scene.read(t.read) for t in chunk]
+                yield i + len(chunk), chunk, reads
+
+        skipped = 0
+        for done, chunk, reads in _prefetch(batches()):
+            keep = [k for k, (_, valid) in enumerate(reads) if valid.any()]
+            skipped += len(chunk) - len(keep)
+            if keep:
+                images = np.stack([reads[k][0] for k in keep])
+                if gcn is None:
+                    probs = model.probabilities(images)
+                    feats = None
+                else:
+                    probs, feats = model.probabilities_and_features(images)
+                for j, k in enumerate(keep):
+                    p = probs[j]
+                    valid = reads[k][1]
+                    if gcn is not None:
+                        p = refine_with_gcn(images[j], p, feats[j], valid, gcn[0], gcn[1])
+                    writer.add(chunk[k].read, p, valid)
+            progress(done / len(tiles))
+        return HeadResult(writer, scene.transform, scene.crs, scene.width, scene.height, scene.gsd,
+                          scene.is_warped, len(tiles), skipped)
+
+
+def _write_classmap(
+    input_path: Path, head: HeadResult, grid: dict, card: dict, work: Path, out_path: Path,
+    progress: Callable[[float], None],
+) -> dict[str, int]:
+    """Argmax land cover on the input's exact grid, 0 outside the valid mask; a COG with colours."""
+    classes = card["classes"]
+    width, height = grid["width"], grid["height"]
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", nodata=0,
+                   tiled=True, blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER",
+                   transform=grid["transform"])
+    if grid["crs"] is not None:
+        profile["crs"] = grid["crs"]
+    counts = np.zeros(len(classes), dtype=np.int64)
+    plain = work / "classmap_plain.tif"
+    vrt = probs_ds = None
+    if head.warped:
+        probs_path = work / "landcover_probs.tif"
+        head.writer.finalise(probs_path=probs_path, probs_dtype="uint8")
+        probs_ds = rasterio.open(probs_path)
+        vrt = WarpedVRT(probs_ds, crs=grid["crs"], transform=grid["transform"], width=width, height=height,
+                        resampling=Resampling.bilinear, nodata=0)
+    blocks = tile_grid(width, height, 1024, 0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            native = Scene(input_path)
+        with native, rasterio.open(plain, "w", **profile) as dst:
+            for i, block in enumerate(blocks):
+                win = block.core
+                _, valid = native.read(win)
+                if vrt is not None:
+                    probs = vrt.read(window=win).astype(np.float32)
+                    covered = probs.sum(axis=0) > 0
+                else:
+                    probs, covered = head.writer.read(win)
+                out = np.argmax(probs, axis=0).astype(np.uint8)
+                out[~(valid & covered)] = 0
+                counts += np.bincount(out.ravel(), minlength=len(classes))[: len(classes)]
+                dst.write(out, 1, window=win)
+                progress((i + 1) / len(blocks))
+    finally:
+        if vrt is not None:
+            vrt.close()
+            probs_ds.close()
+    colours = [c["colour"] for c in sorted(classes, key=lambda c: c["index"])]
+    colormap = colormap_from_hex(colours, nodata=None)
+    colormap[0] = (0, 0, 0, 0)  # 0 = no data / outside the valid mask
+    names = {str(c["index"]): c["name"] for c in classes}
+    names["0"] = "nodata"
+    tags = {"classes": json.dumps(names), "model": card.get("name", ""), "nodata_class": "0"}
+    write_cog(plain, out_path, colormap=colormap, tags=tags)
+    return {names[str(i)]: int(n) for i, n in enumerate(counts)}
+
+
+def _vectorise(
+    head: HeadResult, options: PredictOptions, input_gsd: float | None, grid: dict,
+    progress: Callable[[float], None],
+) -> gpd.GeoDataFrame:
+    """Building polygons from the blended probabilities, in the working grid's CRS coordinates."""
+    # ground size of one working pixel: the Scene's own measure, scaled when --gsd overrides it
+    if head.gsd is not None and grid["native_gsd"]:
+        pixel_m = head.gsd * (input_gsd / grid["native_gsd"])
+    else:
+        pixel_m = input_gsd  # not georeferenced: pixels as given by --gsd, else unknown
+    scale = pixel_m if pixel_m else None
+    vopts = vectorize.VectorizeOptions(
+        min_area_px=options.min_area_m2 / scale**2 if scale else 4.0,
+        simplify_px=options.simplify_m / scale if scale else 0.5,
+    )
+
+    def read(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        probs, covered = head.writer.read(Window(0, start, head.width, stop - start))
+        classes = np.argmax(probs, axis=0).astype(np.uint8)
+        classes[~covered] = vectorize.BACKGROUND  # never a building over nodata
+        building = np.where(covered, 1.0 - probs[0], 0.0).astype(np.float32)
+        return classes, building
+
+    found = vectorize.vectorize_strips(read, head.height, vopts, progress)
+    geoms = found.geometries
+    if options.regularize and geoms:
+        geoms = regularize_buildings(geoms, found.group, vopts.simplify_px)
+    geoms = np.asarray(geoms, dtype=object)
+    if geoms.size:
+        t = head.transform
+        geoms = shapely.transform(geoms, lambda xy: np.column_stack([
+            t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f]))
+        geoms = shapely.make_valid(geoms)
+        geoms = np.asarray([_as_polygon(g) for g in geoms], dtype=object)
+    frame = gpd.GeoDataFrame(
+        {"id": np.arange(1, len(geoms) + 1, dtype=np.int64), "confidence": np.round(found.confidence, 4)},
+        geometry=gpd.GeoSeries(list(geoms), crs=head.crs), crs=head.crs,
+    )
+    frame = frame[~frame.geometry.is_empty].reset_index(drop=True)
+    frame["id"] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    frame["area_m2"] = _areas_m2(frame, pixel_m, head.transform)
+    # orient rings the RFC 7946 way (exterior counter-clockwise)
+    frame["geometry"] = shapely.orient_polygons(frame.geometry.values) if len(frame) else frame.geometry
+    return frame[["id", "area_m2", "confidence", "geometry"]]
+
+
+def _as_polygon(geom) -> shapely.Polygon:
+    """The largest polygon of a geometry (after make_valid a building may gain slivers)."""
+    parts = [p for p in shapely.get_parts(geom) if isinstance(p, shapely.Polygon) and not p.is_empty]
+    if not parts:
+        return shapely.Polygon()
+    return max(parts, key=lambda p: p.area)
+
+
+def _areas_m2(frame: gpd.GeoDataFrame, pixel_m: float | None, transform: Affine) -> np.ndarray:
+    """Areas in square metres: in the local UTM zone for georeferenced data, from the GSD otherwise."""
+    if len(frame) == 0:
+        return np.zeros(0)
+    if frame.crs is not None:
+        metric = frame.to_crs(frame.estimate_utm_crs())
+        return np.round(metric.area.to_numpy(), 2)
+    if pixel_m:
+        px_area = abs(transform.a * transform.e - transform.b * transform.d)
+        return np.round(frame.area.to_numpy() / px_area * pixel_m**2, 2)
+    return np.full(len(frame), np.nan)
+
+
+def _write_buildings(frame: gpd.GeoDataFrame, staging: Path, georeferenced: bool) -> None:
+    """GeoPackage in the input CRS; RFC 7946 GeoJSON in WGS84 when georeferenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        frame.to_file(staging / "buildings.gpkg", driver="GPKG", layer="buildings", engine="pyogrio",
+                      geometry_type="Polygon")
+        if georeferenced:
+            wgs84 = frame.to_crs(4326)
+            wgs84.to_file(staging / "buildings.geojson", driver="GeoJSON", engine="pyogrio",
+                          layer_options={"RFC7946": "YES", "WRITE_NAME": "NO"})

@@ -1,0 +1,256 @@
+"""Building class rasters -> separated, simplified, valid building polygons.
+
+The building head predicts three classes per pixel: 0 background, 1 interior,
+2 outline. A building is a 4-connected component of non-background pixels;
+components holding several interior "seeds" are split between the seeds by a
+watershed (touching houses sharing a wall), the others are kept whole. Only
+the few multi-seed components pay for the watershed, which keeps the whole
+thing within a small factor of ``rasterio.features.shapes`` on big masks.
+
+Large rasters are processed in horizontal strips with a halo: every component
+is emitted by exactly one strip (the one holding its top row) and only when it
+lies wholly inside that strip's read window; otherwise the window grows. A
+building that crosses strip or tile borders is therefore always one polygon
+and the result does not depend on the strip height.
+
+Everything works in pixel coordinates (column, row of the whole raster);
+callers apply the affine transform. Pure numpy/scipy/skimage/shapely, no I/O.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio import features
+from scipy import ndimage
+from skimage.segmentation import watershed
+
+BACKGROUND, INTERIOR, OUTLINE = 0, 1, 2
+
+#: reads rows [start, stop) of the whole raster -> (classes uint8 (h, w), building probability (h, w) or None)
+StripReader = Callable[[int, int], tuple[np.ndarray, np.ndarray | None]]
+
+
+@dataclass(frozen=True)
+class VectorizeOptions:
+    """Knobs of the vectoriser, in pixels of the raster being vectorised."""
+
+    min_area_px: float = 4.0
+    simplify_px: float = 0.5
+    strip_rows: int = 2048
+    halo_rows: int = 256
+
+
+@dataclass
+class BuildingPolygons:
+    """Polygons in pixel coordinates (x = column, y = row) plus per-building attributes."""
+
+    geometries: list = field(default_factory=list)
+    confidence: list = field(default_factory=list)
+    #: index of the pre-separation component; buildings sharing a group touched in the raster
+    group: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.geometries)
+
+    def extend(self, other: "BuildingPolygons") -> None:
+        self.geometries.extend(other.geometries)
+        self.confidence.extend(other.confidence)
+        self.group.extend(other.group)
+
+
+@dataclass
+class Separation:
+    """Buildings labelled 1..n (0 = background) and where each came from."""
+
+    labels: np.ndarray  # int32 (h, w)
+    owner: np.ndarray  # int64: owner[label] = connected component the building came from
+    component_slices: list  # ndimage.find_objects of the components (index = component - 1)
+
+    @property
+    def n_components(self) -> int:
+        return len(self.component_slices)
+
+
+def separate_buildings(classes: np.ndarray) -> Separation:
+    """Label buildings (4-connected non-background), splitting touching ones between interior seeds.
+
+    Components with at most one interior seed keep their component number; the others are
+    split by a watershed on the distance to the seeds, computed in their bounding box only.
+    """
+    if classes.ndim != 2:
+        raise ValueError(f"classes must be a 2-D array, got shape {classes.shape}")
+    comp, n_comp = ndimage.label(classes != BACKGROUND)
+    labels = comp.astype(np.int32, copy=False)
+    if n_comp == 0:
+        return Separation(labels, np.zeros(1, np.int64), [])
+    slices = ndimage.find_objects(comp)
+    seeds, n_seeds = ndimage.label(classes == INTERIOR)
+    seeds_per_comp = np.zeros(n_comp + 1, np.int64)
+    if n_seeds:
+        # every pixel of a seed lies in one component: scatter instead of a (sorting) ndimage.maximum
+        is_seed = seeds > 0
+        comp_of_seed = np.zeros(n_seeds + 1, dtype=np.int64)
+        comp_of_seed[seeds[is_seed]] = comp[is_seed]
+        seeds_per_comp = np.bincount(comp_of_seed[1:], minlength=n_comp + 1)
+    owner = list(range(n_comp + 1))
+    next_label = n_comp + 1
+    for c in np.flatnonzero(seeds_per_comp >= 2):
+        sl = slices[c - 1]
+        inside = comp[sl] == c
+        local_seeds, n_local = ndimage.label((seeds[sl] > 0) & inside)
+        distance = ndimage.distance_transform_edt(local_seeds == 0)
+        split = watershed(distance, markers=local_seeds, mask=inside)
+        # the first seed keeps the component's number, the others get fresh ones
+        new_ids = np.concatenate([[0, c], np.arange(next_label, next_label + n_local - 1)]).astype(np.int32)
+        labels[sl][inside] = new_ids[split[inside]]
+        owner.extend([int(c)] * (n_local - 1))
+        next_label += n_local - 1
+    return Separation(labels, np.asarray(owner, dtype=np.int64), slices)
+
+
+def keep_labels(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Zero every label whose ``keep[label]`` is False, in one lookup pass."""
+    lut = np.where(keep, np.arange(keep.size, dtype=np.int32), 0).astype(np.int32)
+    lut[0] = 0
+    return lut[labels]
+
+
+def polygons_from_labels(
+    labels: np.ndarray, row_offset: int = 0, col_offset: int = 0
+) -> tuple[list, np.ndarray]:
+    """Polygonise a label raster: one (multi-part merged) geometry per label value, in pixel coordinates."""
+    transform = Affine.translation(col_offset, row_offset)
+    geoms, values = [], []
+    for geom, value in features.shapes(labels, mask=labels > 0, connectivity=4, transform=transform):
+        rings = geom["coordinates"]
+        geoms.append(shapely.Polygon(rings[0], rings[1:]))
+        values.append(int(value))
+    return geoms, np.asarray(values, dtype=np.int64)
+
+
+def clean_polygons(geoms: list, simplify_px: float, min_area_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Simplify, make valid, explode to Polygons, drop those under ``min_area_px``.
+
+    Returns ``(polygons, index of the input geometry each came from)``; vectorised shapely calls.
+    """
+    arr = np.asarray(geoms, dtype=object)
+    if arr.size == 0:
+        return arr, np.zeros(0, dtype=np.int64)
+    if simplify_px > 0:
+        arr = shapely.simplify(arr, simplify_px, preserve_topology=True)
+    invalid = ~shapely.is_valid(arr)
+    if invalid.any():
+        arr[invalid] = shapely.make_valid(arr[invalid])
+    parts, index = shapely.get_parts(arr, return_index=True)
+    if parts.size and (invalid.any()):
+        # make_valid may return collections holding lines or points: keep only surfaces
+        parts_of_parts, sub = shapely.get_parts(parts, return_index=True)
+        parts, index = parts_of_parts, index[sub]
+    keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) >= min_area_px)
+    return parts[keep], index[keep]
+
+
+def vectorize_array(
+    classes: np.ndarray,
+    building_probability: np.ndarray | None = None,
+    options: VectorizeOptions = VectorizeOptions(),
+) -> BuildingPolygons:
+    """Vectorise one whole class raster held in memory."""
+    sep = separate_buildings(classes)
+    keep = np.ones(sep.owner.size, dtype=bool)
+    return _polygons_with_attributes(sep, keep, building_probability, options, row_offset=0)
+
+
+def _polygons_with_attributes(
+    sep: Separation,
+    keep: np.ndarray,
+    building_probability: np.ndarray | None,
+    options: VectorizeOptions,
+    row_offset: int,
+) -> BuildingPolygons:
+    out = BuildingPolygons()
+    n = sep.owner.size
+    counts = np.bincount(sep.labels.ravel(), minlength=n)
+    keep = keep & (counts >= options.min_area_px)  # drop tiny regions before polygonising: much cheaper
+    keep[0] = False
+    if not keep.any():
+        return out
+    labels = keep_labels(sep.labels, keep)
+    if building_probability is not None:
+        prob = building_probability
+        if prob.shape != labels.shape:
+            raise ValueError(f"probability shape {prob.shape} != class raster shape {labels.shape}")
+        sums = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n)
+        scale = 255.0 if prob.dtype == np.uint8 else 1.0
+        mean_prob = sums / np.maximum(counts, 1) / scale
+    else:
+        mean_prob = np.full(n, np.nan)
+    geoms, values = polygons_from_labels(labels, row_offset=row_offset)
+    parts, part_of = clean_polygons(geoms, options.simplify_px, options.min_area_px)
+    values = values[part_of]
+    out.geometries = list(parts)
+    out.confidence = mean_prob[values].tolist()
+    out.group = sep.owner[values].tolist()
+    return out
+
+
+def vectorize_strips(
+    read: StripReader,
+    height: int,
+    options: VectorizeOptions = VectorizeOptions(),
+    progress: Callable[[float], None] | None = None,
+) -> BuildingPolygons:
+    """Vectorise a raster too big for memory, strip by strip, with no building cut at strip borders.
+
+    ``read(start, stop)`` returns the class raster rows ``[start, stop)`` (and the building
+    probability or None). Each component is emitted by the strip holding its top row, and
+    only once it is wholly inside the read window (the window grows downwards if needed).
+    """
+    if options.strip_rows < 1 or options.halo_rows < 1:
+        raise ValueError("strip_rows and halo_rows must be >= 1")
+    out = BuildingPolygons()
+    group_offset = 0
+    start = 0
+    while start < height:
+        core_stop = min(start + options.strip_rows, height)
+        read_start = max(0, start - 1)  # one row above tells whether a component began earlier
+        halo = options.halo_rows
+        while True:
+            read_stop = min(core_stop + halo, height)
+            classes, prob = read(read_start, read_stop)
+            sep = separate_buildings(classes)
+            owned = _components_owned_by_strip(sep, start - read_start, core_stop - read_start,
+                                               at_bottom=read_stop >= height)
+            if owned is not None:
+                break
+            halo *= 2  # a component runs past the window: read further down
+        strip = _polygons_with_attributes(sep, owned[sep.owner], prob, options, row_offset=read_start)
+        strip.group = [g + group_offset for g in strip.group]
+        group_offset += sep.n_components + 1
+        out.extend(strip)
+        start = core_stop
+        if progress is not None:
+            progress(start / height)
+    return out
+
+
+def _components_owned_by_strip(
+    sep: Separation, core_start: int, core_stop: int, at_bottom: bool
+) -> np.ndarray | None:
+    """Boolean per component: does this strip emit it? None when an owned one is cut by the window bottom."""
+    owned = np.zeros(sep.n_components + 1, dtype=bool)
+    if sep.n_components == 0:
+        return owned
+    top = np.array([s[0].start for s in sep.component_slices])
+    bottom = np.array([s[0].stop for s in sep.component_slices])
+    mine = (top >= core_start) & (top < core_stop)
+    if core_start > 0:
+        mine &= top > 0  # touches the extra row above: it began in the previous strip
+    if not at_bottom and np.any(mine & (bottom >= sep.labels.shape[0])):
+        return None
+    owned[1:] = mine
+    return owned
