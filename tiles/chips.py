@@ -75,7 +75,7 @@ def footprint_lonlat(crs, transform: Affine, width: int, height: int) -> dict | 
         return None
     cols = [0, width, width, 0, 0]
     rows = [height, height, 0, 0, height]
-    xs, ys = zip(*(transform * (c, r) for c, r in zip(cols, rows)))
+    xs, ys = zip(*(transform @ (c, r) for c, r in zip(cols, rows)))
     lon, lat = warp_transform(crs, "EPSG:4326", list(xs), list(ys))
     ring = [[round(x, 8), round(y, 8)] for x, y in zip(lon, lat)]
     area2 = sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(ring[:-1], ring[1:]))
@@ -176,18 +176,22 @@ def landcover_pairs(root: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def write_index(out_dir: Path, records: list[ChipRecord]) -> Path:
-    """Write ``index.geojson``, replacing earlier entries of the same scenes (re-runs merge)."""
+def write_index(out_dir: Path, features: list[dict]) -> Path:
+    """Write ``index.geojson`` from chip features (``ChipRecord.to_feature()``).
+
+    Entries of earlier runs for other scenes are kept; those of the same scenes are
+    replaced, so several runs into one folder merge.
+    """
     path = out_dir / "index.geojson"
-    scenes = {r.scene for r in records}
+    scenes = {f["properties"]["scene"] for f in features}
     kept = []
     if path.exists():
         old = json.loads(path.read_text())
         kept = [f for f in old.get("features", []) if f["properties"].get("scene") not in scenes]
-    features = kept + [r.to_feature() for r in records]
-    features.sort(key=lambda f: f["properties"]["chip_id"])
+    merged = kept + list(features)
+    merged.sort(key=lambda f: f["properties"]["chip_id"])
+    out_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".geojson.tmp")
-    tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    tmp.write_text(json.dumps({"type": "FeatureCollection", "features": merged}))
     tmp.replace(path)
     return path
-

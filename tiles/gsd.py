@@ -65,9 +65,9 @@ def pixel_size_m(crs: CRS | None, transform: Affine, width: int, height: int) ->
     if crs is None or not crs:
         return None
     cx, cy = width / 2.0, height / 2.0
-    p0 = transform * (cx, cy)
-    px = transform * (cx + 1, cy)
-    py = transform * (cx, cy + 1)
+    p0 = transform @ (cx, cy)
+    px = transform @ (cx + 1, cy)
+    py = transform @ (cx, cy + 1)
     dx = _ground_distance(crs, p0, px)
     dy = _ground_distance(crs, p0, py)
     if dx is None or dy is None or dx <= 0 or dy <= 0:

@@ -79,7 +79,7 @@ def building_classes(instances: np.ndarray) -> np.ndarray:
 
 def grid_bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
     """(left, bottom, right, top) of a pixel grid, correct for rotated transforms too."""
-    pts = [transform * (c, r) for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
+    pts = [transform @ (c, r) for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     return min(xs), min(ys), max(xs), max(ys)
 
@@ -92,7 +92,7 @@ def window_labels(index: LabelIndex, window_transform: Affine, shape: tuple[int,
     are the same as in the full scene; pixels where ``valid`` is False become 255.
     """
     h, w = shape
-    big_transform = window_transform * Affine.translation(-margin_px, -margin_px)
+    big_transform = window_transform @ Affine.translation(-margin_px, -margin_px)
     polys = index.query(grid_bounds(big_transform, w + 2 * margin_px, h + 2 * margin_px))
     inst = instance_raster(polys, big_transform, (h + 2 * margin_px, w + 2 * margin_px))
     classes = building_classes(inst)[margin_px:margin_px + h, margin_px:margin_px + w]

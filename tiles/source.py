@@ -38,11 +38,11 @@ __all__ = ["Scene", "UnsupportedRaster", "working_grid"]
 
 def working_grid(crs, transform: Affine, width: int, height: int, target_gsd: float) -> tuple[Affine, int, int]:
     """North-up grid in ``crs`` covering the raster footprint with ``target_gsd`` metre pixels."""
-    corners = [transform * (c, r) for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
+    corners = [transform @ (c, r) for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
     xs = [p[0] for p in corners]
     ys = [p[1] for p in corners]
     left, right, bottom, top = min(xs), max(xs), min(ys), max(ys)
-    cx, cy = transform * (width / 2.0, height / 2.0)
+    cx, cy = transform @ (width / 2.0, height / 2.0)
     step = max(abs(transform.a), abs(transform.b), abs(transform.d), abs(transform.e))
     mpu = metres_per_unit(crs, cx, cy, step)
     if mpu is None:
@@ -104,7 +104,7 @@ class Scene:
 
     def window_transform(self, window: Window) -> Affine:
         """Affine transform of a (possibly boundless) window of the working grid."""
-        return self.transform * Affine.translation(window.col_off, window.row_off)
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (3, h, w) RGB and bool (h, w) validity for ``window``; outside pixels are 0/False."""

@@ -1,18 +1,27 @@
-"""`geoseg tile`: cut scenes (+ labels) into training chips; see tiles.chips for the format."""
+"""`geoseg tile`: cut scenes (+ labels) into training chips; see tiles.chips for the format.
+
+One batch job per scene (or per image + mask pair) via ``tiles.batch``: a progress bar,
+resumable (each finished scene leaves ``OUT/parts/<options-hash>/<scene>.json``; a re-run
+with the same options skips it), and ``--scheduler`` to use a Dask cluster.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from enum import Enum
+from functools import partial
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tiles.chips import ChipOptions, ChipRecord, building_chips, landcover_chips, landcover_pairs, write_index
-from tiles.errors import UnsupportedRaster
-from tiles.grid import tile_grid
+from tiles.batch import run_batch
+from tiles.chips import ChipOptions, building_chips, landcover_chips, landcover_pairs, write_index
 from tiles.labels import LabelIndex
 from tiles.source import Scene
 from tiles.splits import buildings_split, landcover_split, scene_area
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
 
 class Target(str, Enum):
@@ -20,22 +29,74 @@ class Target(str, Enum):
     landcover = "landcover"
 
 
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+@dataclass(frozen=True)
+class SceneJob:
+    """Everything a worker needs to chip one scene (picklable)."""
 
+    out: Path
+    opts: ChipOptions
+    target: str
+    labels: tuple[Path, ...] | None
+    split: str | None
 
-def _expand_scenes(paths: list[Path]) -> list[Path]:
-    out = []
-    for p in paths:
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in RASTER_SUFFIXES)
-        elif p.exists():
-            out.append(p)
+    def __call__(self, scene_path: Path, part: Path) -> int:
+        if self.target == Target.landcover.value:
+            features = self._landcover(scene_path)
         else:
+            features = self._buildings(scene_path)
+        part.write_text(json.dumps(features))
+        return len(features)
+
+    def _buildings(self, path: Path) -> list[dict]:
+        label_files = list(self.labels) if self.labels else [path.parent / "labels.geojson"]
+        missing = [p for p in label_files if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"{path.name}: label file {missing[0]} not found (use --labels)")
+        area, block = scene_area(path)
+        with Scene(path, bands=self.opts.bands, gsd=self.opts.gsd) as scene:
+            index = LabelIndex.from_files(label_files, scene.crs)
+            recs = building_chips(scene, index, self.out, self.opts, path.name, area,
+                                  self.split or buildings_split(area, block))
+            return [r.to_feature() for r in recs]
+
+    def _landcover(self, image: Path) -> list[dict]:
+        mask = image.with_name(image.stem + "_label.png")
+        tile_dir = image.parent.name
+        prefix = f"{image.parent.parent.name}_{tile_dir}_{image.stem}".replace("image_part_", "p")
+        with Scene(image, bands=self.opts.bands) as scene:
+            recs = landcover_chips(scene, mask, self.out, self.opts, f"{tile_dir}/{image.name}", prefix,
+                                   tile_dir, self.split or landcover_split(tile_dir))
+            return [r.to_feature() for r in recs]
+
+    def part_dir(self) -> Path:
+        key = json.dumps([asdict(self.opts), self.target, [str(p) for p in self.labels or ()], self.split],
+                         default=str)
+        return self.out / "parts" / hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+def part_for(part_dir: Path, path: Path) -> Path:
+    """Where a scene's finished chip records go (unique per scene file)."""
+    return part_dir / f"{path.parent.name}__{path.stem}.json"
+
+
+def expand_inputs(paths: list[Path], target: Target) -> list[Path]:
+    """Scene files (folders expanded) or, for land cover, the images of image + mask pairs."""
+    out: list[Path] = []
+    for p in paths:
+        if not p.exists():
             raise typer.BadParameter(f"{p}: no such file or directory")
+        if target is Target.landcover:
+            out += [img for img, _ in landcover_pairs(p)] if p.is_dir() else [p]
+        elif p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in RASTER_SUFFIXES)
+        else:
+            out.append(p)
+    if not out:
+        raise typer.BadParameter("no input rasters found")
     return out
 
 
-def _parse_bands(bands: str | None) -> tuple[int, ...] | None:
+def parse_bands(bands: str | None) -> tuple[int, ...] | None:
     if bands is None:
         return None
     try:
@@ -44,77 +105,43 @@ def _parse_bands(bands: str | None) -> tuple[int, ...] | None:
         raise typer.BadParameter(f"--bands must look like 1,2,3, got {bands!r}") from exc
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-
-
-def _run_buildings(scenes: list[Path], labels: list[Path] | None, out: Path, opts: ChipOptions,
-                   split: str | None) -> list[ChipRecord]:
-    records: list[ChipRecord] = []
-    cache: dict[tuple, LabelIndex] = {}
-    with _progress() as progress:
-        task = progress.add_task("chips", total=None)
-        for path in scenes:
-            label_files = labels or [path.parent / "labels.geojson"]
-            missing = [p for p in label_files if not p.exists()]
-            if missing:
-                raise typer.BadParameter(f"{path.name}: label file {missing[0]} not found (use --labels)")
-            with Scene(path, bands=opts.bands, gsd=opts.gsd) as scene:
-                key = (tuple(str(p) for p in label_files), scene.crs.to_wkt() if scene.crs else None)
-                if key not in cache:
-                    cache[key] = LabelIndex.from_files(label_files, scene.crs)
-                area, block = scene_area(path)
-                n = len(tile_grid(scene.width, scene.height, opts.size, opts.overlap))
-                progress.update(task, total=(progress.tasks[0].total or 0) + n, description=path.name)
-                for rec in building_chips(scene, cache[key], out, opts, path.name, area,
-                                          split or buildings_split(area, block)):
-                    records.append(rec)
-                    progress.advance(task)
-    return records
-
-
-def _run_landcover(roots: list[Path], out: Path, opts: ChipOptions, split: str | None) -> list[ChipRecord]:
-    pairs = [pair for root in roots for pair in landcover_pairs(root)]
-    if not pairs:
-        raise typer.BadParameter("no image + *_label.png pairs found")
-    records: list[ChipRecord] = []
-    with _progress() as progress:
-        task = progress.add_task("chips", total=len(pairs))
-        for image, mask in pairs:
-            tile_dir = image.parent.name
-            prefix = f"{image.parent.parent.name}_{tile_dir}_{image.stem}".replace("image_part_", "p")
-            with Scene(image, bands=opts.bands) as scene:
-                records += list(landcover_chips(scene, mask, out, opts, f"{tile_dir}/{image.name}", prefix,
-                                                tile_dir, split or landcover_split(tile_dir)))
-            progress.update(task, advance=1, description=f"{tile_dir}/{image.name}")
-    return records
-
-
 def tile(
-    scenes: list[Path] = typer.Argument(..., help="Scene rasters, or folders (land cover: folder of image + _label.png pairs)."),
+    scenes: list[Path] = typer.Argument(..., help="Scene rasters or folders (land cover: folder of X.jpg + X_label.png pairs)."),
     out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/)."),
     labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS); repeatable. Default: labels.geojson beside each scene."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),
     overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels."),
     gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres."),
-    target: Target = typer.Option(Target.buildings, help="buildings (0/1/2 + 255) or landcover (class-index masks)."),
-    min_valid: float = typer.Option(0.5, help="Skip windows with a smaller valid-pixel fraction (recorded as skipped)."),
-    bands: str = typer.Option(None, help="Comma-separated 1-based bands for R,G,B (default: colour interpretation or 1,2,3)."),
+    target: Target = typer.Option(Target.buildings, help="buildings (0/1/2 + 255 ignore) or landcover (class-index masks)."),
+    min_valid: float = typer.Option(0.5, help="Windows with a smaller valid-pixel fraction are recorded as skipped, not written."),
+    bands: str = typer.Option(None, help="1-based bands for R,G,B, e.g. 4,3,2 (default: colour interpretation or 1,2,3)."),
     split: str = typer.Option(None, help="Force this split for all chips (default: by area, see docs/ARCHITECTURE.md)."),
+    scheduler: str = typer.Option(None, help="Dask scheduler address; 'sync' runs in-process (default: local processes, in-process for one input)."),
+    workers: int = typer.Option(2, help="Local worker processes."),
 ) -> None:
-    """Cut scenes into training chips with labels and an index."""
-    opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=_parse_bands(bands))
-    try:
-        if target is Target.landcover:
-            records = _run_landcover(scenes, out, opts, split)
-        else:
-            records = _run_buildings(_expand_scenes(scenes), labels, out, opts, split)
-    except (UnsupportedRaster, ValueError) as exc:
-        if isinstance(exc, typer.BadParameter):
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    index = write_index(out, records)
-    counts = {s: sum(r.status == s for r in records) for s in ("ok", "empty", "skipped")}
-    typer.echo(f"{len(records)} windows ({counts['ok']} ok, {counts['empty']} empty, "
-               f"{counts['skipped']} skipped) -> {index}")
+    """Cut scenes into training chips with labels and an index (resumable)."""
+    opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands))
+    if size <= 0 or not 0 <= overlap < size:
+        raise typer.BadParameter(f"need size > 0 and 0 <= overlap < size (got {size}, {overlap})")
+    inputs = expand_inputs(scenes, target)
+    job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
+                   labels=tuple(p.resolve() for p in labels) if labels else None, split=split)
+    part_dir = job.part_dir()
+    part_dir.mkdir(parents=True, exist_ok=True)
+    if scheduler is None and len(inputs) == 1:
+        scheduler = "sync"
+    report = run_batch([p.resolve() for p in inputs], partial(part_for, part_dir), job, scheduler=scheduler,
+                       n_workers=workers, description="scenes")
+    features = []
+    for p in inputs:
+        part = part_for(part_dir, p.resolve())
+        if part.exists():
+            features += json.loads(part.read_text())
+    index = write_index(out, features)
+    counts = {s: sum(f["properties"]["status"] == s for f in features) for s in ("ok", "empty", "skipped")}
+    typer.echo(f"{len(features)} windows ({counts['ok']} ok, {counts['empty']} empty, {counts['skipped']} skipped) "
+               f"from {len(inputs) - len(report.failed)} file(s), {len(report.skipped)} already done -> {index}")
+    for name, error in report.failed.items():
+        typer.echo(f"error: {Path(name).name}: {error.splitlines()[0]}", err=True)
+    if report.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,151 @@
+"""GSD of real rasters in many CRSs, band rules, validity masks, resampling to a GSD."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from pyproj import Transformer
+from rasterio.windows import Window
+
+from tiles.errors import UnsupportedRaster
+from tiles.gsd import dataset_gsd_m, pixel_size_m
+from tiles.source import Scene
+
+
+def full(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    return scene.read(Window(0, 0, scene.width, scene.height))
+
+
+def centre_lat(ds) -> float:
+    x, y = ds.transform @ (ds.width / 2, ds.height / 2)
+    return Transformer.from_crs(ds.crs, 4326, always_xy=True).transform(x, y)[1]
+
+
+def test_gsd_geographic_is_metres_at_the_scene_latitude(rasters_dir: Path):
+    with rasterio.open(rasters_dir / "rasterio/world.rgb.tif") as ds:
+        dx, dy = pixel_size_m(ds.crs, ds.transform, ds.width, ds.height)
+        lat = ds.transform.f + ds.transform.e * ds.height / 2
+        assert dx == pytest.approx(ds.res[0] * 111_320 * math.cos(math.radians(lat)), rel=0.01)
+        assert dy == pytest.approx(ds.res[1] * 110_574, rel=0.01)
+
+
+def test_gsd_web_mercator_is_corrected_for_latitude(rasters_dir: Path):
+    with rasterio.open(rasters_dir / "rasterio/cogeo.tif") as ds:
+        expected = ds.res[0] * math.cos(math.radians(centre_lat(ds)))
+        assert dataset_gsd_m(ds) == pytest.approx(expected, rel=0.005)
+        assert abs(dataset_gsd_m(ds) - ds.res[0]) > 0.01 * ds.res[0]  # CRS units are not ground metres
+
+
+def test_gsd_custom_wkt_equals_epsg_twin(rasters_dir: Path):
+    with rasterio.open(rasters_dir / "rasterio/RGB.byte.tif") as a, rasterio.open(rasters_dir / "rasterio/RGB2.byte.tif") as b:
+        assert a.crs.to_epsg() == 32618 and b.crs.to_epsg() is None  # RGB2 carries a custom WKT
+        assert dataset_gsd_m(a) == pytest.approx(300, rel=0.005)
+        assert dataset_gsd_m(b) == pytest.approx(dataset_gsd_m(a), rel=1e-6)
+
+
+def test_gsd_esri_wkt_and_geostationary(rasters_dir: Path):
+    with rasterio.open(rasters_dir / "rasterio/test_esri_wkt.tif") as ds:
+        assert dataset_gsd_m(ds) == pytest.approx(ds.res[0], rel=0.02)
+    with rasterio.open(rasters_dir / "rasterio/goes.tif") as ds:
+        g = dataset_gsd_m(ds)
+        assert g is not None and math.isfinite(g) and g > ds.res[0]  # off-nadir pixels are larger
+
+
+def rotated_copy(src: Path, dst: Path, degrees: float) -> Path:
+    with rasterio.open(src) as ds:
+        profile = ds.profile
+        profile.update(transform=ds.transform @ Affine.rotation(degrees))
+        with rasterio.open(dst, "w", **profile) as out:
+            out.write(ds.read())
+    return dst
+
+
+def test_rotated_raster_gsd_and_north_up_resampling(rasters_dir: Path, tmp_path: Path):
+    src = rasters_dir / "rasterio/RGB.byte.tif"
+    rot = rotated_copy(src, tmp_path / "rot.tif", 30)
+    with rasterio.open(src) as a, rasterio.open(rot) as b:
+        assert not b.transform.is_rectilinear
+        assert dataset_gsd_m(b) == pytest.approx(dataset_gsd_m(a), rel=2e-3)
+    with Scene(src) as plain, Scene(rot, gsd=600) as scene:
+        assert scene.is_warped and scene.transform.b == 0 and scene.transform.d == 0
+        assert scene.gsd == pytest.approx(600, rel=1e-3)
+        _, valid = full(scene)
+        _, valid0 = full(plain)
+        # same ground, at 2x coarser pixels: valid ground area preserved
+        assert valid.sum() * 4 == pytest.approx(valid0.sum(), rel=0.03)
+
+
+def test_no_crs_has_unknown_gsd_and_refuses_resampling(rasters_dir: Path):
+    png = rasters_dir / "deepforest_neon/2019_YELL_2_541000_4977000_image_crop.png"
+    with Scene(png) as scene:
+        assert scene.gsd is None and scene.crs is None
+    with pytest.raises(UnsupportedRaster, match="not georeferenced"):
+        Scene(png, gsd=0.3)
+
+
+def test_nodata_value_mask(rasters_dir: Path):
+    path = rasters_dir / "rasterio/RGB.byte.tif"
+    with Scene(path) as scene, rasterio.open(path) as ds:
+        _, valid = full(scene)
+        expected = (ds.read() != ds.nodata).any(axis=0)
+    assert 0.3 < valid.mean() < 0.9
+    np.testing.assert_array_equal(valid, expected)
+
+
+def test_external_msk_and_alpha_masks(rasters_dir: Path):
+    with Scene(rasters_dir / "rasterio/RGB2.byte.tif") as scene:
+        _, valid = full(scene)
+    with rasterio.open(rasters_dir / "rasterio/RGB2.byte.tif.msk") as msk:
+        np.testing.assert_array_equal(valid, msk.read(1) > 0)
+    with Scene(rasters_dir / "rasterio/RGBA.byte.tif") as scene, rasterio.open(rasters_dir / "rasterio/RGBA.byte.tif") as ds:
+        _, valid = full(scene)
+        np.testing.assert_array_equal(valid, ds.read(4) > 0)
+
+
+def test_resampling_keeps_the_mask(rasters_dir: Path):
+    for name in ("RGB2.byte.tif", "RGBA.byte.tif", "RGB.byte.tif"):
+        with Scene(rasters_dir / "rasterio" / name) as a, Scene(rasters_dir / "rasterio" / name, gsd=600) as b:
+            assert b.is_warped
+            assert full(b)[1].mean() == pytest.approx(full(a)[1].mean(), abs=0.01)
+
+
+def test_float_nan_pixels_are_invalid_and_stretched(rasters_dir: Path, tmp_path: Path):
+    with rasterio.open(rasters_dir / "rasterio/RGB.byte.tif") as ds:
+        data = ds.read().astype(np.float32) * 10.0 + 5.0
+        profile = ds.profile
+    data[:, 300:310, 400:420] = np.nan
+    profile.update(dtype="float32", nodata=None)
+    path = tmp_path / "float.tif"
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(data)
+    with Scene(path) as scene:
+        rgb, valid = full(scene)
+        assert scene.stats is not None
+    assert not valid[300:310, 400:420].any() and valid[200, 400]
+    assert rgb.dtype == np.uint8 and rgb[:, valid].max() == 255 and not rgb[:, ~valid].any()
+
+
+def test_complex_data_is_refused(tmp_path: Path):
+    path = tmp_path / "sar.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=3, dtype="complex64",
+                       crs="EPSG:32618", transform=Affine(10, 0, 0, 0, -10, 0)) as out:
+        out.write(np.ones((3, 8, 8), dtype=np.complex64))
+    with pytest.raises(UnsupportedRaster, match="complex"):
+        Scene(path)
+
+
+def test_band_selection(rasters_dir: Path):
+    with Scene(rasters_dir / "rasterio/RGBA.uint16.tif") as scene:
+        assert scene.bands == (3, 2, 1)  # colour interpretation says B,G,R,A
+    naip = rasters_dir / "opengeos_naip/m_4709963_se_14_1_20200831.tif"
+    with Scene(naip) as rgb, Scene(naip, bands=(4, 3, 2)) as cir, rasterio.open(naip) as ds:
+        assert rgb.bands == (1, 2, 3)
+        win = Window(100, 100, 64, 64)
+        data, valid = cir.read(win)
+        np.testing.assert_array_equal(data[0][valid], ds.read(4, window=win)[valid])
+    with pytest.raises(UnsupportedRaster, match="do not exist"):
+        Scene(naip, bands=(1, 2, 5))
