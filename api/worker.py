@@ -1,6 +1,6 @@
 """Job execution outside the event loop: one child process per running job, and a supervisor.
 
-Why a process per job: inference is CPU-heavy and holds the GIL, a crash or an
+Why a fresh process per job (``python -m api.worker``, not a fork of the server): inference is CPU-heavy and holds the GIL, a crash or an
 out-of-memory kill must not take the server down, cancelling must be able to
 stop it, and the memory of a large scene is returned when the job ends.
 
@@ -15,11 +15,12 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import importlib
+import json
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -128,6 +129,8 @@ def job_process_main(db_path: str, job_id: str, attempt: int, jdir: str, options
         result = root / RESULT_DIR
         shutil.rmtree(result, ignore_errors=True)  # a previous attempt died after its rename
         os.replace(work, result)
+        for stale in root.glob("attempt-*"):  # left by attempts killed mid-way
+            shutil.rmtree(stale, ignore_errors=True)
         store.mark_succeeded(job_id, attempt, report if isinstance(report, dict) else {})
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the job table
         message = f"{type(exc).__name__}: {exc}"
@@ -144,7 +147,7 @@ def job_process_main(db_path: str, job_id: str, attempt: int, jdir: str, options
 @dataclasses.dataclass
 class _Running:
     job: Job
-    process: mp.process.BaseProcess
+    process: subprocess.Popen
     killed_because: str | None = None
 
 
@@ -155,7 +158,6 @@ class Supervisor:
         self.settings = settings
         self.store = store
         self.runner = runner
-        self._ctx = mp.get_context("spawn")
         self._running: dict[str, _Running] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -176,7 +178,7 @@ class Supervisor:
         with self._lock:
             for job_id, run in list(self._running.items()):
                 run.process.kill()
-                run.process.join(timeout=5)
+                run.process.wait(timeout=5)
                 self.store.release(job_id)
             self._running.clear()
 
@@ -211,11 +213,10 @@ class Supervisor:
 
     def _reap(self) -> None:
         for job_id, run in list(self._running.items()):
-            if run.process.is_alive():
+            code = run.process.poll()
+            if code is None:
                 continue
-            run.process.join()
             del self._running[job_id]
-            code = run.process.exitcode
             job = self.store.get(job_id, include_deleted=True)
             if job is None or job.deleted or job.status == "succeeded":
                 continue
@@ -252,16 +253,20 @@ class Supervisor:
             job = self.store.claim_next()
             if job is None:
                 return
-            process = self._ctx.Process(
-                target=job_process_main,
-                args=(str(self.store.db_path), job.id, job.attempts, str(job_dir(self.settings, job.id)),
-                      job.options, self.runner, self.settings.heartbeat_s, os.getpid()),
-                name=f"geoseg-job-{job.id}",
-                daemon=False,
-            )
-            process.start()
+            args = {"db_path": str(self.store.db_path), "job_id": job.id, "attempt": job.attempts,
+                    "jdir": str(job_dir(self.settings, job.id)), "options": job.options,
+                    "runner": self.runner, "heartbeat_s": self.settings.heartbeat_s,
+                    "parent_pid": os.getpid()}
+            process = subprocess.Popen([sys.executable, "-m", "api.worker", json.dumps(args)],
+                                       env=_child_env(), stdin=subprocess.DEVNULL)
             self._running[job.id] = _Running(job, process)
             log.info("job %s attempt %d started (pid %s)", job.id, job.attempts, process.pid)
+
+
+def _child_env() -> dict[str, str]:
+    """The server's environment plus its import path (so injected runners import in the child)."""
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
 
 
 def _describe_exit(code: int | None) -> str:
@@ -274,3 +279,7 @@ def _describe_exit(code: int | None) -> str:
             name = f"signal {-code}"
         return f"worker killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
     return f"worker exited with code {code}"
+
+
+if __name__ == "__main__":
+    job_process_main(**json.loads(sys.argv[1]))

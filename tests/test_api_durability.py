@@ -1,0 +1,123 @@
+"""A 202'd job survives ``kill -9`` of the server: a real uvicorn server process on 127.0.0.1.
+
+(uvicorn runs ``api.app:create_app`` exactly as ``geoseg serve`` does; starting it
+through ``geoseg.cli`` would only add the import time of every other command.)
+
+The server is killed while the job runs; its worker must die with it (no orphan
+finishing the job behind the new server's back); a new server on the same data
+dir requeues the job and finishes it on the second attempt.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from geoseg.paths import data_root
+from test_api_fakes import SLEEP_ENV
+
+SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
+TESTS = Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, GEOSEG_RUNNER="test_api_fakes:footprint_runner", **{SLEEP_ENV: "3"},
+               GEOSEG_SERVICE_DIR=str(data_dir),
+               PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    env.pop("GEOSEG_API_KEY", None)
+    cmd = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"server did not come up:\n{log.read_text()}")
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    """Children of the server that run a job (``python -m api.worker``)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == server_pid and b"api.worker" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def test_kill_9_while_running_then_restart_finishes_the_job(tmp_path):
+    data_dir, log, port = tmp_path / "svc", tmp_path / "server.log", free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(data_dir, port, log)
+    try:
+        with open(SCENE, "rb") as f:
+            r = httpx.post(f"{base}/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")}, timeout=30)
+        assert r.status_code == 202, r.text
+        job_url = f"{base}{r.json()['links']['self']}"
+        deadline = time.monotonic() + 30
+        job = httpx.get(job_url).json()
+        while job["stage"] != "inference" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            job = httpx.get(job_url).json()
+        assert job["status"] == "running" and job["attempts"] == 1, job
+        workers = worker_pids(server.pid)
+        assert workers, "no worker process found"
+
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while not all(gone(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(gone(p) for p in workers), "worker outlived the killed server"
+
+        server = start_server(data_dir, port, log)
+        deadline = time.monotonic() + 60
+        job = httpx.get(job_url).json()
+        while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            job = httpx.get(job_url).json()
+        assert job["status"] == "succeeded", (job, log.read_text())
+        assert job["attempts"] == 2
+        fc = httpx.get(f"{job_url}/buildings.geojson").json()
+        assert fc["type"] == "FeatureCollection" and fc["features"]
+        assert not list((data_dir / "jobs" / job["id"]).glob("attempt-*"))  # temp output renamed
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
