@@ -1,0 +1,86 @@
+"""`geoseg tile` on real scenes: chip files, label codes, index, splits, resume, skips."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from typer.testing import CliRunner
+
+from geoseg.cli import app
+from tiles.grid import tile_grid
+
+runner = CliRunner()
+
+
+def index_of(out: Path) -> list[dict]:
+    return json.loads((out / "index.geojson").read_text())["features"]
+
+
+def test_building_chips_at_target_gsd(buildings_dir: Path, tmp_path: Path):
+    scenes = [buildings_dir / "kampala/kampala_z19_2.tif", buildings_dir / "kampala/kampala_z21_2.tif"]
+    out = tmp_path / "chips"
+    args = ["tile", *map(str, scenes), "--out", str(out), "--size", "128", "--overlap", "16", "--gsd", "0.3",
+            "--target", "buildings", "--scheduler", "sync"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    feats = index_of(out)
+    # kampala_z21_2 (1024 px at 0.075 m) -> ~256 px at 0.3 m: same window count as z19_2 (256 px)
+    assert len(feats) == 2 * len(tile_grid(256, 256, 128, 16))
+    for f in feats:
+        p = f["properties"]
+        assert p["split"] == "test" and p["area"] == "kampala" and p["target"] == "buildings"
+        assert abs(p["gsd"] - 0.3) < 0.3 * 0.02 + 1e-9
+        lon, lat = np.array(f["geometry"]["coordinates"][0]).T
+        assert 32.5 < lon.min() < 32.7 and 0.2 < lat.mean() < 0.4  # Kampala, lon/lat order
+        with rasterio.open(out / p["image"]) as im, rasterio.open(out / p["label"]) as lb:
+            assert im.count == 3 and im.dtypes[0] == "uint8" and im.shape == (128, 128)
+            lab = lb.read(1)
+            assert set(np.unique(lab)) <= {0, 1, 2, 255}
+            assert (p["n_objects"] > 0) == bool((lab == 1).any() or (lab == 2).any())
+            assert im.crs == lb.crs and im.transform == lb.transform
+    assert sum(f["properties"]["status"] == "ok" for f in feats) >= len(feats) // 2
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "2 already done" in again.output
+    assert index_of(out) == feats
+
+
+def test_low_valid_windows_are_recorded_as_skipped(rasters_dir: Path, buildings_dir: Path, tmp_path: Path):
+    out = tmp_path / "chips"
+    result = runner.invoke(app, ["tile", str(rasters_dir / "rasterio/RGB.byte.tif"), "--labels",
+                                 str(buildings_dir / "kampala/labels.geojson"), "--out", str(out),
+                                 "--size", "256", "--min-valid", "0.9", "--scheduler", "sync"])
+    assert result.exit_code == 0, result.output
+    feats = index_of(out)
+    skipped = [f["properties"] for f in feats if f["properties"]["status"] == "skipped"]
+    written = [f["properties"] for f in feats if f["properties"]["status"] != "skipped"]
+    assert skipped and written and len(feats) == len(tile_grid(791, 718, 256, 0))
+    assert all(p["image"] is None and p["valid_fraction"] < 0.9 for p in skipped)
+    assert all(p["status"] == "empty" and (out / p["image"]).exists() for p in written)  # no Kampala building here
+    assert len(list((out / "images").iterdir())) == len(written)
+
+
+def test_landcover_chips_copy_the_class_mask(data_root: Path, tmp_path: Path):
+    image = data_root / "landcover/dubai/tile_5/image_part_001.jpg"
+    out = tmp_path / "lc"
+    result = runner.invoke(app, ["tile", str(image), "--target", "landcover", "--out", str(out), "--size", "256"])
+    assert result.exit_code == 0, result.output
+    feats = index_of(out)
+    with rasterio.open(image.with_name("image_part_001_label.png")) as m:
+        mask = m.read(1)
+    assert len(feats) == len(tile_grid(mask.shape[1], mask.shape[0], 256, 0))
+    for f in feats:
+        p = f["properties"]
+        assert f["geometry"] is None and p["gsd"] is None and p["split"] == "val"
+        x, y, w, h = p["window"]
+        with rasterio.open(out / p["label"]) as lb:
+            np.testing.assert_array_equal(lb.read(1), mask[y:y + h, x:x + w])
+        assert p["n_objects"] == np.unique(mask[y:y + h, x:x + w][mask[y:y + h, x:x + w] > 0]).size
+
+
+def test_unusable_raster_fails_with_message(rasters_dir: Path, tmp_path: Path):
+    result = runner.invoke(app, ["tile", str(rasters_dir / "rasterio/shade.tif"), "--out", str(tmp_path / "x"),
+                                 "--labels", str(rasters_dir / "../buildings/kampala/labels.geojson")])
+    assert result.exit_code == 1
+    assert "three bands" in result.output

@@ -1,0 +1,104 @@
+"""Rasterised building labels agree with the real OSM polygons they come from."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+from rasterio import features
+from rasterio.windows import Window
+
+from tiles.grid import tile_grid
+from tiles.labels import BACKGROUND, IGNORE, INTERIOR, OUTLINE, LabelIndex, building_classes, window_labels
+from tiles.source import Scene
+
+
+def scene_labels(scene: Scene, index: LabelIndex, size: int = 256, overlap: int = 32) -> np.ndarray:
+    """Label raster of the whole scene assembled from per-tile label windows."""
+    out = np.zeros((scene.height, scene.width), dtype=np.uint8)
+    for t in tile_grid(scene.width, scene.height, size, overlap):
+        _, valid = scene.read(t.read)
+        lab, _ = window_labels(index, scene.window_transform(t.read), valid.shape, valid)
+        rows, cols = t.core_slices
+        c = t.core
+        out[int(c.row_off):int(c.row_off + c.height), int(c.col_off):int(c.col_off + c.width)] = lab[rows, cols]
+    return out
+
+
+@pytest.fixture(scope="module")
+def nairobi(buildings_dir: Path):
+    path = buildings_dir / "nairobi/nairobi_z19_2.tif"
+    scene = Scene(path)
+    index = LabelIndex.from_files([buildings_dir / "nairobi/labels.geojson"], scene.crs)
+    labels = scene_labels(scene, index)
+    polys = gpd.read_file(buildings_dir / "nairobi/labels.geojson").to_crs(scene.crs)
+    yield scene, index, labels, polys
+    scene.close()
+
+
+def test_building_interiors_are_labelled(nairobi):
+    scene, _, labels, polys = nairobi
+    res = scene.transform.a
+    inv = ~scene.transform
+    checked = 0
+    for geom in polys.geometry:
+        core = geom.buffer(-2.5 * res)  # away from the 2 px outline band
+        if core.is_empty:
+            continue
+        pt = core.representative_point()
+        col, row = (int(v) for v in inv @ (pt.x, pt.y))
+        if 0 <= row < scene.height and 0 <= col < scene.width:
+            assert labels[row, col] == INTERIOR, f"building at {pt} labelled {labels[row, col]}"
+            checked += 1
+    assert checked >= 20
+
+
+def test_pixels_far_from_buildings_are_background(nairobi):
+    scene, _, labels, polys = nairobi
+    near = features.rasterize(polys.geometry.buffer(2.0 * scene.transform.a), out_shape=labels.shape,
+                              transform=scene.transform, all_touched=True).astype(bool)
+    assert (~near).mean() > 0.2
+    assert (labels[~near] == BACKGROUND).all()
+    assert set(np.unique(labels)) == {BACKGROUND, INTERIOR, OUTLINE}
+
+
+def test_tiled_labels_equal_whole_scene_labels(nairobi):
+    scene, index, labels, _ = nairobi
+    _, valid = scene.read(Window(0, 0, scene.width, scene.height))
+    whole, n = window_labels(index, scene.transform, labels.shape, valid)
+    np.testing.assert_array_equal(labels, whole)  # no seams from tiling
+    assert n > 50
+
+
+def test_labels_in_another_crs_land_on_the_same_pixels(nairobi, tmp_path: Path):
+    scene, _, labels, polys = nairobi
+    utm = tmp_path / "labels_utm.gpkg"
+    polys.to_crs("EPSG:32737").to_file(utm)
+    index = LabelIndex.from_files([utm], scene.crs)
+    again = scene_labels(scene, index)
+    assert (again == labels).mean() > 0.995
+
+
+def test_invalid_geometries_are_repaired_and_invalid_pixels_ignored(tmp_path: Path):
+    bowtie = shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10), (0, 0)])
+    assert not bowtie.is_valid
+    path = tmp_path / "bowtie.geojson"
+    gpd.GeoDataFrame({"osm_id": [1]}, geometry=[bowtie], crs="EPSG:32618").to_file(path)
+    index = LabelIndex.from_files([path], "EPSG:32618")
+    assert all(shapely.is_valid(index.polygons)) and len(index.polygons) == 2  # two triangles
+    valid = np.ones((12, 12), dtype=bool)
+    valid[:, -1] = False
+    lab, n = window_labels(index, Affine(1, 0, 0, 0, -1, 12), (12, 12), valid)
+    assert n == 2 and (lab[:, -1] == IGNORE).all() and (lab == OUTLINE).any()
+
+
+def test_touching_buildings_stay_separated_by_outline():
+    inst = np.zeros((10, 20), dtype=np.int32)
+    inst[2:8, 2:10] = 1
+    inst[2:8, 10:18] = 2  # shared wall between columns 9 and 10
+    classes = building_classes(inst)
+    assert (classes[3:7, 9:11] == OUTLINE).all()
+    assert classes[5, 5] == INTERIOR and classes[5, 14] == INTERIOR and classes[0, 0] == BACKGROUND

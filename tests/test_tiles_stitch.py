@@ -1,0 +1,98 @@
+"""Blending, COG writing and warping back, on real scenes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from tiles.cog import colormap_from_hex, is_valid_cog, write_cog
+from tiles.grid import tile_grid
+from tiles.source import Scene
+from tiles.stitch import BlendingWriter, hann_weights
+from tiles.warp import scene_source_grid, warp_to_grid
+
+
+def stitch_identity(scene: Scene, out: Path, size: int, overlap: int, bias: float = 0.0) -> None:
+    """'Predict' each tile's own pixels (plus a random per-tile offset) and blend them."""
+    rng = np.random.default_rng(0)
+    with BlendingWriter(scene.width, scene.height, 3, scene.transform, scene.crs, tmp_dir=out.parent) as bw:
+        for t in tile_grid(scene.width, scene.height, size, overlap):
+            rgb, valid = scene.read(t.read)
+            probs = rgb.astype(np.float32) / 255.0 + np.float32(bias * rng.uniform(-1, 1))
+            bw.add(t.read, probs, valid)
+        bw.finalise(probs_path=out, classes_path=out.with_name("classes.tif"))
+    assert not list(out.parent.glob("geoseg-blend-*")), "temporary accumulators must be removed"
+
+
+def test_identity_stitch_reproduces_the_scene_exactly(buildings_dir: Path, tmp_path: Path):
+    path = buildings_dir / "kampala/kampala_z20_1.tif"  # 1536 x 1024, partial tiles at the edges
+    out = tmp_path / "probs.tif"
+    with Scene(path) as scene:
+        stitch_identity(scene, out, size=384, overlap=80)
+        ref, valid = scene.read(Window(0, 0, scene.width, scene.height))
+    with rasterio.open(out) as ds, rasterio.open(path) as src:
+        assert ds.transform == src.transform and ds.crs == src.crs and ds.shape == src.shape
+        np.testing.assert_array_equal(ds.read(), ref)
+    with rasterio.open(tmp_path / "classes.tif") as ds:
+        classes = ds.read(1)
+    assert (classes[~valid] == 255).all() and (classes[valid] < 3).all()
+    np.testing.assert_array_equal(classes[valid], np.argmax(ref, axis=0)[valid])
+
+
+def test_blending_removes_seams(buildings_dir: Path, tmp_path: Path):
+    """Tiles that disagree (a different offset per tile) blend without jumps at tile borders."""
+    with Scene(buildings_dir / "kampala/kampala_z19_1.tif") as scene:  # 768 x 512
+        out = tmp_path / "biased.tif"
+        stitch_identity(scene, out, size=256, overlap=64, bias=0.2)
+        ref, _ = scene.read(Window(0, 0, scene.width, scene.height))
+        borders = sorted({int(t.core.col_off) for t in tile_grid(scene.width, scene.height, 256, 64)} - {0})
+    with rasterio.open(out) as ds:
+        err = ds.read().astype(np.float32) - ref.astype(np.float32)  # the blended offsets, in 0..255
+    inner = (err > 0.5) & (err < 254.5)  # ignore clipped pixels
+    jumps = [np.abs(err[..., b] - err[..., b - 1])[inner[..., b] & inner[..., b - 1]].mean() for b in borders]
+    offsets = np.abs(err[inner]).mean()
+    assert borders and offsets > 5  # tiles really disagree
+    assert max(jumps) < 2.0  # but no step at the borders (hard cuts would step by ~offsets)
+
+
+def test_add_rejects_wrong_shapes():
+    with BlendingWriter(10, 10, 2) as bw:
+        with pytest.raises(ValueError):
+            bw.add(Window(0, 0, 4, 4), np.zeros((3, 4, 4), np.float32))
+
+
+def test_cog_has_overviews_colour_table_and_tags(buildings_dir: Path, tmp_path: Path):
+    with Scene(buildings_dir / "zanzibar/zanzibar_z20_2.tif") as scene:  # 3584 x 1024
+        stitch_identity(scene, tmp_path / "probs.tif", size=512, overlap=64)
+    cmap = colormap_from_hex(["#000000", "#ff0000", "#00ff00"])
+    cog = write_cog(tmp_path / "classes.tif", tmp_path / "classmap.tif", colormap=cmap, tags={"model": "identity"})
+    assert is_valid_cog(cog)
+    with rasterio.open(cog) as ds, rasterio.open(tmp_path / "classes.tif") as src:
+        assert ds.overviews(1) and ds.colormap(1)[1] == (255, 0, 0, 255) and ds.colormap(1)[255][3] == 0
+        assert ds.tags()["model"] == "identity" and ds.nodata == 255
+        np.testing.assert_array_equal(ds.read(1), src.read(1))
+        assert set(np.unique(ds.read(1, out_shape=(256, 896)))) <= {0, 1, 2, 255}  # nearest overviews
+        assert not src.overviews(1)  # the overviews come from write_cog
+
+
+def test_warp_back_to_the_input_grid(buildings_dir: Path, tmp_path: Path):
+    path = buildings_dir / "kampala/kampala_z21_2.tif"  # 1024 px at 0.075 m
+    with Scene(path, gsd=0.3) as scene:
+        assert scene.is_warped and scene.width < 300
+        stitch_identity(scene, tmp_path / "work.tif", size=128, overlap=16)
+        back = warp_to_grid(tmp_path / "work.tif", tmp_path / "back.tif", *scene_source_grid(scene),
+                            resampling=Resampling.bilinear)
+        cls = warp_to_grid(tmp_path / "classes.tif", tmp_path / "cls_back.tif", *scene_source_grid(scene))
+    with rasterio.open(back) as b, rasterio.open(path) as src, rasterio.open(cls) as c:
+        assert b.transform == src.transform and b.shape == src.shape and b.crs == src.crs
+        x, y = b.read().astype(np.float64), src.read().astype(np.float64)
+        assert np.corrcoef(x.ravel(), y.ravel())[0, 1] > 0.9  # same picture, 4x blurred
+        assert set(np.unique(c.read(1))) <= {0, 1, 2, 255}  # nearest: no invented classes
+    same = warp_to_grid(tmp_path / "work.tif", tmp_path / "same.tif", scene.crs, scene.transform,
+                        scene.width, scene.height)
+    with rasterio.open(same) as a, rasterio.open(tmp_path / "work.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
