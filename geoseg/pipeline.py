@@ -193,7 +193,7 @@ def predict_scene(
             gcn = heads.get("gcn")
             t = time.perf_counter()
             result = _run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("landcover", f),
-                               gcn=gcn)
+                               notes, gcn=gcn)
             timings["landcover"] = time.perf_counter() - t
             report["gsd"]["working_m"]["landcover"] = result.gsd
             report["tiles"]["landcover"] = {"tiles": result.tiles, "skipped_nodata": result.tiles_skipped,
@@ -207,7 +207,8 @@ def predict_scene(
         if "buildings" in heads:
             model = TileModel(*heads["buildings"], device=device)
             t = time.perf_counter()
-            result = _run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("buildings", f))
+            result = _run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("buildings", f),
+                               notes)
             timings["buildings"] = time.perf_counter() - t
             report["gsd"]["working_m"]["buildings"] = result.gsd
             report["tiles"]["buildings"] = {"tiles": result.tiles, "skipped_nodata": result.tiles_skipped,
@@ -264,15 +265,20 @@ def _model_summary(card: dict[str, Any]) -> dict[str, Any]:
     return {k: card.get(k) for k in keys if k in card}
 
 
+#: never upsample the input more than this per axis (a 30 m scene must not become a 0.3 m one)
+MAX_UPSAMPLING = 2.0
+
+
 def _scene_gsd(model_gsd: float | None, native_gsd: float | None, input_gsd: float | None) -> float | None:
     """Target GSD to open the Scene at, in the file's own measure (None: no resampling).
 
     With ``--gsd`` the user says one pixel is really ``input_gsd`` metres; the Scene
     measures ``native_gsd``, so the model's ``model_gsd`` maps to ``model_gsd * native / input``.
+    Upsampling is capped at ``MAX_UPSAMPLING`` so memory and time stay bounded.
     """
     if model_gsd is None or native_gsd is None or input_gsd is None:
         return None
-    return model_gsd * native_gsd / input_gsd
+    return max(model_gsd * native_gsd / input_gsd, native_gsd / MAX_UPSAMPLING)
 
 
 def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
@@ -304,10 +310,13 @@ def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
 
 def _run_head(
     input_path: Path, model: TileModel, options: PredictOptions, input_gsd: float | None, grid: dict,
-    work: Path, progress: Callable[[float], None], gcn: tuple | None = None,
+    work: Path, progress: Callable[[float], None], notes: list[str], gcn: tuple | None = None,
 ) -> HeadResult:
     """Predict one head over the working grid into a BlendingWriter."""
     target = _scene_gsd(model.gsd_m, grid["native_gsd"], input_gsd)
+    if target is not None and model.gsd_m and input_gsd and input_gsd / MAX_UPSAMPLING > model.gsd_m * 1.01:
+        notes.append(f"input GSD {input_gsd:.3g} m is much coarser than the {model.card.get('name')} model's "
+                     f"{model.gsd_m:.3g} m: upsampled {MAX_UPSAMPLING:g}x only, expect poor results")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         scene = Scene(input_path, gsd=target)

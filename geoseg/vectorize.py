@@ -62,6 +62,22 @@ class BuildingPolygons:
         self.group.extend(other.group)
 
 
+def footprint_mask(classes: np.ndarray) -> np.ndarray:
+    """Building pixels: interior and outline, minus the outline's outer rim.
+
+    The outline band of the labels (``tiles.labels``) straddles the true edge, one pixel
+    inside and one outside; its pixels touching background are the outside half. Outline
+    pixels between two buildings (shared walls) touch no background and are kept.
+    """
+    background = classes == BACKGROUND
+    near_background = np.zeros_like(background)
+    near_background[1:] |= background[:-1]
+    near_background[:-1] |= background[1:]
+    near_background[:, 1:] |= background[:, :-1]
+    near_background[:, :-1] |= background[:, 1:]
+    return ~background & ~((classes == OUTLINE) & near_background)
+
+
 @dataclass
 class Separation:
     """Buildings labelled 1..n (0 = background) and where each came from."""
@@ -75,15 +91,18 @@ class Separation:
         return len(self.component_slices)
 
 
-def separate_buildings(classes: np.ndarray) -> Separation:
+def separate_buildings(classes: np.ndarray, skip_rows: int = 0) -> Separation:
     """Label buildings (4-connected non-background), splitting touching ones between interior seeds.
 
     Components with at most one interior seed keep their component number; the others are
     split by a watershed on the distance to the seeds, computed in their bounding box only.
+    ``skip_rows`` first rows only give context to the footprint and are not labelled.
     """
     if classes.ndim != 2:
         raise ValueError(f"classes must be a 2-D array, got shape {classes.shape}")
-    comp, n_comp = ndimage.label(classes != BACKGROUND)
+    footprint = footprint_mask(classes)[skip_rows:]
+    classes = classes[skip_rows:]
+    comp, n_comp = ndimage.label(footprint)
     labels = comp.astype(np.int32, copy=False)
     if n_comp == 0:
         return Separation(labels, np.zeros(1, np.int64), [])
@@ -217,12 +236,16 @@ def vectorize_strips(
     start = 0
     while start < height:
         core_stop = min(start + options.strip_rows, height)
-        read_start = max(0, start - 1)  # one row above tells whether a component began earlier
+        # one row above tells whether a component began earlier; one more gives its footprint context
+        read_start = max(0, start - 1)
+        context = 1 if read_start >= 1 else 0
         halo = options.halo_rows
         while True:
             read_stop = min(core_stop + halo, height)
-            classes, prob = read(read_start, read_stop)
-            sep = separate_buildings(classes)
+            classes, prob = read(read_start - context, read_stop)
+            sep = separate_buildings(classes, skip_rows=context)
+            if prob is not None:
+                prob = prob[context:]
             owned = _components_owned_by_strip(sep, start - read_start, core_stop - read_start,
                                                at_bottom=read_stop >= height)
             if owned is not None:

@@ -14,9 +14,8 @@ import torch
 
 from geoseg import card as cards
 from geoseg.infer import TileModel, load_head, refine_with_gcn
-from geoseg.models.attresunet import AttResUNet
 from geoseg.models.gcn import SuperpixelGCN
-from geoseg.models.u2net import U2Net
+from geoseg.models.students import FastSegNet
 from geoseg.superpixels import n_node_features
 
 NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -27,20 +26,21 @@ def make_tiny_models(root: Path, landcover_gsd: float = 0.6, buildings_gsd: floa
     torch.manual_seed(0)
     root = Path(root)
     out = {}
-    b = U2Net(n_classes=3, mid=4, out=8)
-    # bias the fused head so random weights still find "buildings" on bright roofs
+    # FastSegNet students: the cheapest architectures the card format knows (tests stay fast on 2 cores)
+    arch = {"widths": [8, 8, 16, 16, 16], "depths": [1, 1, 1, 1]}
+    b = FastSegNet(3, **arch)
     out["buildings"] = str(cards.save_model(b, {
-        "name": "test-buildings", "task": "buildings", "architecture": "U2Net",
-        "arch_kwargs": {"n_classes": 3, "mid": 4, "out": 8}, "classes": cards.BUILDING_CLASSES,
+        "name": "test-buildings", "task": "buildings", "architecture": "FastSegNet",
+        "arch_kwargs": {"n_classes": 3, **arch}, "classes": cards.BUILDING_CLASSES,
         "bands": [1, 2, 3], "normalisation": NORMALISATION, "gsd_m": buildings_gsd, "tile_size": 256,
     }, root / "buildings"))
-    widths = [8, 8, 16, 16, 16]
-    lc = AttResUNet(n_classes=6, widths=tuple(widths))
+    lc = FastSegNet(6, ignore_first_class=True, **arch)
     out["landcover"] = str(cards.save_model(lc, {
-        "name": "test-landcover", "task": "landcover", "architecture": "AttResUNet",
-        "arch_kwargs": {"n_classes": 6, "widths": widths}, "classes": cards.LANDCOVER_CLASSES,
+        "name": "test-landcover", "task": "landcover", "architecture": "FastSegNet",
+        "arch_kwargs": {"n_classes": 6, "ignore_first_class": True, **arch}, "classes": cards.LANDCOVER_CLASSES,
         "bands": [1, 2, 3], "normalisation": NORMALISATION, "gsd_m": landcover_gsd, "tile_size": 256,
     }, root / "landcover"))
+    widths = arch["widths"][1:]
     in_features = n_node_features(widths[0], 5)
     g = SuperpixelGCN(in_features=in_features, n_classes=6, hidden=16, n_layers=2)
     out["gcn"] = str(cards.save_model(g, {

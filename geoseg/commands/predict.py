@@ -1,10 +1,123 @@
-"""`geoseg predict` (placeholder until its issue lands)."""
+"""`geoseg predict INPUT... --out DIR`: class map COG + building polygons for each input.
+
+One input writes into DIR; several write into DIR/<input stem>/ through ``tiles.batch``
+(resumable: finished folders are skipped; ``--scheduler`` runs them on a Dask cluster).
+"""
 from __future__ import annotations
 
+import functools
+import warnings
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from geoseg.pipeline import PredictOptions, predict_scene
 
 
-def predict() -> None:
-    """Not implemented yet."""
-    typer.echo("geoseg predict: not implemented yet", err=True)
-    raise typer.Exit(2)
+def _predict_into(options: PredictOptions, input_path: Path, out_dir: Path) -> dict:
+    """Batch job (module level so Dask can pickle it)."""
+    return predict_scene(input_path, out_dir, options)
+
+
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="Rasters to predict (GeoTIFF, JPEG, PNG, anything GDAL reads)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per input when several)."),
+    tile_size: int = typer.Option(512, "--tile-size", help="Tile size in working-grid pixels."),
+    overlap: int = typer.Option(64, "--overlap", help="Overlap between tiles in pixels (blended)."),
+    refine: str = typer.Option("gcn", "--refine", help="Land-cover refinement: gcn | none."),
+    no_buildings: bool = typer.Option(False, "--no-buildings", help="Skip building footprints."),
+    no_classmap: bool = typer.Option(False, "--no-classmap", help="Skip the land-cover class map."),
+    regularize: bool = typer.Option(False, "--regularize", help="Square building outlines."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    gsd: Optional[float] = typer.Option(None, "--gsd", help="Override the input's GSD (metres per pixel)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address for batches."),
+    profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students if shipped)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Tiles per forward pass."),
+    min_area: float = typer.Option(3.0, "--min-area", help="Smallest building kept, square metres."),
+    simplify: float = typer.Option(0.3, "--simplify", help="Outline simplification tolerance, metres."),
+    model: list[str] = typer.Option([], "--model", help="TASK=CARD to use your own model (buildings, landcover, gcn)."),
+) -> None:
+    """Predict land cover and building footprints for one or more rasters."""
+    options = PredictOptions(tile_size=tile_size, overlap=overlap, refine=refine, buildings=not no_buildings,
+                             classmap=not no_classmap, regularize=regularize, device=device, gsd=gsd,
+                             profile=profile, batch_size=batch_size, min_area_m2=min_area, simplify_m=simplify)
+    try:
+        options.model_dirs = _parse_models(model)
+        options.check()
+        missing = [str(p) for p in inputs if not p.is_file()]
+        if missing:
+            raise ValueError(f"input not found: {', '.join(missing)}")
+        if len(inputs) == 1:
+            _predict_one(inputs[0], out, options)
+        else:
+            _predict_many(inputs, out, options, scheduler)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # one line for the user, non-zero exit
+        typer.echo(f"geoseg predict: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _parse_models(specs: list[str]) -> dict[str, str]:
+    models = {}
+    for spec in specs:
+        task, sep, path = spec.partition("=")
+        if not sep or task not in ("buildings", "landcover", "gcn") or not path:
+            raise ValueError(f"--model expects TASK=CARD with TASK buildings|landcover|gcn, got {spec!r}")
+        models[task] = path
+    return models
+
+
+def _predict_one(input_path: Path, out: Path, options: PredictOptions) -> None:
+    columns = (TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+               TimeElapsedColumn())
+    with warnings.catch_warnings(record=True) as caught, Progress(*columns) as bar:
+        warnings.simplefilter("always")
+        task = bar.add_task(input_path.name, total=1.0)
+
+        def progress(fraction: float, stage: str) -> None:
+            bar.update(task, completed=fraction, description=stage)
+
+        report = predict_scene(input_path, out, options, progress)
+    _echo_warnings(caught)
+    counts = report.get("counts", {})
+    typer.echo(f"{input_path.name}: {counts.get('buildings', 0) if options.buildings else '-'} buildings, "
+               f"{report['timings_s']['total']:.1f} s ({report['mpx_per_s']:.2f} Mpx/s) -> {out}")
+
+
+def _predict_many(inputs: list[Path], out: Path, options: PredictOptions, scheduler: str | None) -> None:
+    from tiles.batch import run_batch
+
+    stems = [p.stem for p in inputs]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise ValueError(f"several inputs share the stem {duplicates[0]!r}: outputs would collide")
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = run_batch(inputs, lambda p: out / p.stem, functools.partial(_predict_into, options),
+                           scheduler=_scheduler(scheduler), description="predict")
+    _echo_warnings(caught)
+    typer.echo(f"{len(report.done)} predicted, {len(report.skipped)} already done, {len(report.failed)} failed")
+    if report.failed:
+        for name, error in report.failed.items():
+            typer.echo(f"{Path(name).name}: {error.splitlines()[0]}", err=True)
+        raise typer.Exit(1)
+
+
+def _scheduler(address: str | None) -> str | None:
+    """No address: in this process, one file after another; 'local': a local Dask cluster."""
+    if address is None:
+        return "sync"
+    return None if address == "local" else address
+
+
+def _echo_warnings(caught: list) -> None:
+    seen = set()
+    for w in caught:
+        text = str(w.message)
+        if text not in seen and not issubclass(w.category, DeprecationWarning):
+            seen.add(text)
+            typer.echo(f"warning: {text}", err=True)
