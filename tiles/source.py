@@ -118,9 +118,12 @@ class Scene:
             return rgb, valid
         inner = Window(x0, y0, x1 - x0, y1 - y0)
         data = self._ds.read(list(self.bands), window=inner)
-        ok = window_valid_mask(self._ds, inner, data)
+        ok = window_valid_mask(self._ds, inner, data, self.bands)
         sl = (slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0))
-        rgb[(slice(None),) + sl] = to_uint8(data, self.stats) * ok
+        scaled = to_uint8(data, self.stats)
+        if not ok.all():
+            scaled = scaled * ok
+        rgb[(slice(None),) + sl] = scaled
         valid[sl] = ok
         return rgb, valid
 
