@@ -1,10 +1,51 @@
-"""`geoseg eval` (placeholder until its issue lands)."""
+"""`geoseg eval PRED_DIR --labels LABELS | --truth CLASS_RASTER`: a printed table and a JSON file."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from geoseg.evaluate import evaluate_buildings, evaluate_classmap
 
 
-def evaluate() -> None:
-    """Not implemented yet."""
-    typer.echo("geoseg eval: not implemented yet", err=True)
-    raise typer.Exit(2)
+def evaluate(
+    pred_dir: Path = typer.Argument(..., help="Output folder of `geoseg predict`."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Building polygons (any OGR format) to score against."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="Class raster (0 = unlabeled) to score the class map."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Where to write the scores (default PRED_DIR/eval_<task>.json)."),
+) -> None:
+    """Score a prediction: buildings (pixel IoU/F1, polygon F1 at IoU >= 0.5) or class map (IoU, mIoU, OA)."""
+    if (labels is None) == (truth is None):
+        typer.echo("geoseg eval: error: give exactly one of --labels or --truth", err=True)
+        raise typer.Exit(2)
+    try:
+        scores = evaluate_buildings(pred_dir, labels) if labels is not None else evaluate_classmap(pred_dir, truth)
+    except Exception as exc:  # one line for the user
+        typer.echo(f"geoseg eval: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    out = json_out or pred_dir / f"eval_{scores['task']}.json"
+    out.write_text(json.dumps(scores, indent=2) + "\n")
+    Console().print(_table(scores))
+    typer.echo(f"scores written to {out}")
+
+
+def _table(scores: dict) -> Table:
+    if scores["task"] == "buildings":
+        table = Table(title=f"buildings: {scores['n_predicted']} predicted, {scores['n_truth']} labelled")
+        for col in ("level", "IoU", "precision", "recall", "F1"):
+            table.add_column(col, justify="right")
+        p, g = scores["pixel"], scores["polygon"]
+        table.add_row("pixel", f"{p['iou']:.3f}", f"{p['precision']:.3f}", f"{p['recall']:.3f}", f"{p['f1']:.3f}")
+        table.add_row("polygon (IoU>=0.5)", f"{g['mean_iou_of_matches']:.3f}", f"{g['precision']:.3f}",
+                      f"{g['recall']:.3f}", f"{g['f1']:.3f}")
+        return table
+    table = Table(title=f"class map: mIoU {scores['miou']:.3f}, overall accuracy {scores['overall_accuracy']:.3f}")
+    for col in ("class", "IoU", "truth px", "predicted px"):
+        table.add_column(col, justify="right")
+    for name, v in scores["per_class"].items():
+        table.add_row(name, f"{v['iou']:.3f}", str(v["truth_pixels"]), str(v["predicted_pixels"]))
+    return table

@@ -1,0 +1,232 @@
+"""Scores of a ``geoseg predict`` output folder against reference labels.
+
+Buildings (``buildings.gpkg`` vs vector labels): pixel IoU / precision / recall / F1
+inside the scene's valid area, and SpaceNet-style polygon F1 — a prediction and a
+label match when their IoU >= 0.5, one-to-one, greedily by decreasing IoU. Only
+labels lying mostly (>= 50 %) on valid pixels of the scene count as ground truth.
+
+Class maps (``classmap.tif`` vs a class raster): confusion matrix streamed block by
+block, per-class IoU, mIoU over classes present in truth or prediction, overall
+accuracy; truth 0 (unlabeled) is ignored, predicted 0 (no data) counts as wrong.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import shapely
+from rasterio import features
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.vrt import WarpedVRT
+
+from tiles.grid import tile_grid
+
+IOU_MATCH = 0.5
+
+
+class EvaluationError(ValueError):
+    """Inputs that cannot be compared, with a one-line reason."""
+
+
+def pixel_scores(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> dict[str, float]:
+    """IoU, precision, recall, F1 of two boolean masks (only where ``valid``)."""
+    if pred.shape != truth.shape:
+        raise EvaluationError(f"mask shapes differ: {pred.shape} vs {truth.shape}")
+    if valid is not None:
+        pred, truth = pred & valid, truth & valid
+    tp = int(np.count_nonzero(pred & truth))
+    fp = int(np.count_nonzero(pred & ~truth))
+    fn = int(np.count_nonzero(~pred & truth))
+    return _prf(tp, fp, fn) | {"iou": tp / (tp + fp + fn) if tp + fp + fn else 1.0}
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
+    precision = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
+    recall = tp / (tp + fn) if tp + fn else (1.0 if fp == 0 else 0.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+
+
+def match_polygons(pred: list, truth: list, threshold: float = IOU_MATCH) -> list[tuple[int, int, float]]:
+    """One-to-one matches ``(pred index, truth index, IoU)`` with IoU >= threshold, best first."""
+    pred_arr = np.asarray(pred, dtype=object)
+    truth_arr = np.asarray(truth, dtype=object)
+    if pred_arr.size == 0 or truth_arr.size == 0:
+        return []
+    tree = shapely.STRtree(truth_arr)
+    pi, ti = tree.query(pred_arr, predicate="intersects")
+    if pi.size == 0:
+        return []
+    inter = shapely.area(shapely.intersection(pred_arr[pi], truth_arr[ti]))
+    union = shapely.area(pred_arr[pi]) + shapely.area(truth_arr[ti]) - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    order = np.argsort(-iou, kind="stable")
+    used_p, used_t, matches = set(), set(), []
+    for k in order:
+        if iou[k] < threshold:
+            break
+        p, t = int(pi[k]), int(ti[k])
+        if p in used_p or t in used_t:
+            continue
+        used_p.add(p)
+        used_t.add(t)
+        matches.append((p, t, float(iou[k])))
+    return matches
+
+
+def polygon_scores(pred: list, truth: list, threshold: float = IOU_MATCH) -> dict[str, float]:
+    """SpaceNet polygon precision / recall / F1 at IoU >= ``threshold``."""
+    matches = match_polygons(pred, truth, threshold)
+    tp = len(matches)
+    scores = _prf(tp, len(pred) - tp, len(truth) - tp)
+    scores["mean_iou_of_matches"] = float(np.mean([m[2] for m in matches])) if matches else 0.0
+    return scores
+
+
+def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n, n) pixel counts, rows = truth, columns = prediction; an index >= n is an error."""
+    if truth.shape != pred.shape:
+        raise EvaluationError(f"class raster shapes differ: {truth.shape} vs {pred.shape}")
+    t = truth.astype(np.int64).ravel()
+    p = pred.astype(np.int64).ravel()
+    if t.size and (t.max() >= n_classes or p.max() >= n_classes):
+        raise EvaluationError(f"class index >= {n_classes} found (truth max {t.max()}, prediction max {p.max()})")
+    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def classmap_scores(confusion: np.ndarray, names: dict[int, str] | None = None) -> dict[str, Any]:
+    """Per-class IoU, mIoU and overall accuracy, ignoring truth class 0."""
+    cm = confusion.astype(np.float64).copy()
+    cm[0, :] = 0  # truth 0 = unlabeled: ignored
+    n = cm.shape[0]
+    tp = np.diag(cm)
+    per_class = {}
+    for c in range(1, n):
+        truth_c, pred_c = cm[c, :].sum(), cm[:, c].sum()
+        if truth_c + pred_c == 0:
+            continue  # absent from both: no IoU
+        name = (names or {}).get(c, str(c))
+        per_class[name] = {"iou": tp[c] / (truth_c + pred_c - tp[c]), "truth_pixels": int(truth_c),
+                           "predicted_pixels": int(pred_c)}
+    total = cm.sum()
+    return {
+        "per_class": per_class,
+        "miou": float(np.mean([v["iou"] for v in per_class.values()])) if per_class else 0.0,
+        "overall_accuracy": float(tp[1:].sum() / total) if total else 0.0,
+        "pixels": int(total),
+        "confusion": confusion.tolist(),
+    }
+
+
+def _open(path: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
+
+
+def _report(pred_dir: Path) -> dict[str, Any]:
+    path = pred_dir / "report.json"
+    if not path.is_file():
+        raise EvaluationError(f"{pred_dir} is not a geoseg predict output (no report.json)")
+    return json.loads(path.read_text())
+
+
+def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
+    """Pixel and polygon scores of ``pred_dir/buildings.gpkg`` against vector labels."""
+    pred_dir, labels_path = Path(pred_dir), Path(labels_path)
+    report = _report(pred_dir)
+    gpkg = pred_dir / "buildings.gpkg"
+    if not gpkg.is_file():
+        raise EvaluationError(f"no buildings.gpkg in {pred_dir} (predicted with --no-buildings?)")
+    if not labels_path.is_file():
+        raise EvaluationError(f"labels not found: {labels_path}")
+    input_path = Path(report["input"])
+    if not input_path.is_file():
+        raise EvaluationError(f"the predicted input {input_path} is gone: its grid and valid mask are needed")
+    with _open(input_path) as src:
+        if src.crs is None:
+            raise EvaluationError("the prediction is not georeferenced: vector labels cannot be placed on it")
+        crs, transform, shape = src.crs, src.transform, (src.height, src.width)
+        valid = src.dataset_mask() > 0
+    pred = gpd.read_file(gpkg, engine="pyogrio")
+    labels = gpd.read_file(labels_path, engine="pyogrio")
+    if labels.crs is None:
+        labels = labels.set_crs(4326)  # RFC 7946
+    labels = labels.to_crs(crs)
+    pred = pred.to_crs(crs) if pred.crs is not None else pred.set_crs(crs)
+    label_geoms = _polygons(labels.geometry.values)
+    pred_geoms = _polygons(pred.geometry.values)
+    truth_mask = _rasterize(label_geoms, transform, shape)
+    pred_mask = _rasterize(pred_geoms, transform, shape)
+    pixel = pixel_scores(pred_mask, truth_mask, valid)
+    # ground truth for polygon F1: labels mostly on valid pixels of this scene
+    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+    in_scene = _fraction_on_valid(label_geoms, transform, shape, valid, pixel_area) >= 0.5
+    truth = list(label_geoms[in_scene])
+    polygon = polygon_scores(list(pred_geoms), truth)
+    return {"task": "buildings", "prediction": str(pred_dir), "labels": str(labels_path),
+            "pixel": pixel, "polygon": polygon, "n_predicted": len(pred_geoms), "n_truth": len(truth),
+            "valid_pixels": int(valid.sum())}
+
+
+def _polygons(geoms: np.ndarray) -> np.ndarray:
+    geoms = shapely.make_valid(np.asarray(geoms, dtype=object))
+    parts = shapely.get_parts(geoms)
+    return np.asarray([p for p in parts if p.geom_type == "Polygon" and not p.is_empty], dtype=object)
+
+
+def _rasterize(geoms: np.ndarray, transform, shape: tuple[int, int]) -> np.ndarray:
+    if len(geoms) == 0:
+        return np.zeros(shape, dtype=bool)
+    return features.rasterize(((g, 1) for g in geoms), out_shape=shape, transform=transform, dtype="uint8") > 0
+
+
+def _fraction_on_valid(geoms: np.ndarray, transform, shape, valid: np.ndarray, pixel_area: float) -> np.ndarray:
+    """Share of each polygon's area that falls on valid pixels of the grid."""
+    if len(geoms) == 0:
+        return np.zeros(0)
+    ids = features.rasterize(((g, i + 1) for i, g in enumerate(geoms)), out_shape=shape, transform=transform,
+                             dtype="int32")
+    on_valid = np.bincount(ids[valid].ravel(), minlength=len(geoms) + 1)[1:]
+    area_px = np.maximum(shapely.area(geoms) / pixel_area, 1.0)
+    return np.minimum(on_valid / area_px, 1.0)
+
+
+def evaluate_classmap(pred_dir: Path, truth_path: Path) -> dict[str, Any]:
+    """Per-class IoU, mIoU, OA of ``pred_dir/classmap.tif`` against a class raster."""
+    pred_dir, truth_path = Path(pred_dir), Path(truth_path)
+    classmap = pred_dir / "classmap.tif"
+    if not classmap.is_file():
+        raise EvaluationError(f"no classmap.tif in {pred_dir} (predicted with --no-classmap?)")
+    if not truth_path.is_file():
+        raise EvaluationError(f"truth raster not found: {truth_path}")
+    with _open(classmap) as pred_ds, _open(truth_path) as truth_ds:
+        names = {int(k): v for k, v in json.loads(pred_ds.tags().get("classes", "{}")).items()}
+        n_classes = max(names) + 1 if names else 256
+        same_grid = (truth_ds.width, truth_ds.height) == (pred_ds.width, pred_ds.height) and (
+            truth_ds.crs is None or pred_ds.crs is None or truth_ds.transform.almost_equals(pred_ds.transform))
+        if same_grid:
+            reader = truth_ds
+        elif truth_ds.crs is not None and pred_ds.crs is not None:
+            reader = WarpedVRT(truth_ds, crs=pred_ds.crs, transform=pred_ds.transform, width=pred_ds.width,
+                               height=pred_ds.height, resampling=Resampling.nearest, nodata=0)
+        else:
+            raise EvaluationError(f"truth {truth_ds.width}x{truth_ds.height} and prediction "
+                                  f"{pred_ds.width}x{pred_ds.height} differ and cannot be resampled (no CRS)")
+        confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+        try:
+            for tile in tile_grid(pred_ds.width, pred_ds.height, 1024, 0):
+                pred = pred_ds.read(1, window=tile.core)
+                truth = reader.read(1, window=tile.core)
+                confusion += confusion_matrix(truth, pred, n_classes)
+        finally:
+            if reader is not truth_ds:
+                reader.close()
+    scores = classmap_scores(confusion, names)
+    return {"task": "classmap", "prediction": str(pred_dir), "truth": str(truth_path)} | scores
