@@ -1,0 +1,141 @@
+"""`geoseg eval`: hand-made cases with known answers, on real scene grids."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from typer.testing import CliRunner
+
+from geoseg.cli import app
+from geoseg.evaluate import (
+    EvaluationError,
+    classmap_scores,
+    confusion_matrix,
+    evaluate_buildings,
+    evaluate_classmap,
+    match_polygons,
+    pixel_scores,
+    polygon_scores,
+)
+from geoseg.paths import data_root
+
+SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
+LABELS = data_root() / "buildings" / "kampala" / "labels.geojson"
+
+
+def test_pixel_scores_known_answer():
+    pred = np.zeros((4, 4), bool)
+    truth = np.zeros((4, 4), bool)
+    pred[0:2, 0:2] = True  # 4 px
+    truth[0:2, 1:3] = True  # 4 px, 2 shared
+    s = pixel_scores(pred, truth)
+    assert s["iou"] == pytest.approx(2 / 6)
+    assert s["precision"] == pytest.approx(0.5) and s["recall"] == pytest.approx(0.5)
+    assert s["f1"] == pytest.approx(0.5)
+    valid = np.ones((4, 4), bool)
+    valid[:, 0] = False  # the only false positive pixels are outside the valid area
+    assert pixel_scores(pred, truth, valid)["precision"] == pytest.approx(1.0)
+
+
+def test_polygon_matching_is_one_to_one_at_iou_half():
+    truth = [shapely.box(0, 0, 10, 10), shapely.box(20, 0, 30, 10)]
+    pred = [
+        shapely.box(0, 0, 10, 8),  # IoU 0.8 with truth 0
+        shapely.box(0, 0, 10, 7),  # IoU 0.7 with truth 0: a duplicate, must not match too
+        shapely.box(25, 0, 35, 10),  # IoU 1/3 with truth 1: below threshold
+    ]
+    matches = match_polygons(pred, truth)
+    assert [(p, t) for p, t, _ in matches] == [(0, 0)]
+    assert matches[0][2] == pytest.approx(0.8)
+    s = polygon_scores(pred, truth)
+    assert (s["tp"], s["fp"], s["fn"]) == (1, 2, 1)
+    assert s["f1"] == pytest.approx(2 * (1 / 3) * 0.5 / (1 / 3 + 0.5))
+    assert polygon_scores([], [])["f1"] == pytest.approx(1.0)  # nothing to find, nothing found
+
+
+def test_classmap_scores_ignore_unlabeled_truth():
+    truth = np.array([[0, 1, 1], [2, 2, 3]])
+    pred = np.array([[5, 1, 2], [2, 2, 0]])  # pixel (0,0) ignored; (1,2) predicted nodata counts as wrong
+    cm = confusion_matrix(truth, pred, 6)
+    s = classmap_scores(cm, {1: "building", 2: "road", 3: "vegetation"})
+    assert s["pixels"] == 5
+    assert s["overall_accuracy"] == pytest.approx(3 / 5)
+    assert s["per_class"]["building"]["iou"] == pytest.approx(1 / 2)
+    assert s["per_class"]["road"]["iou"] == pytest.approx(2 / 3)
+    assert s["per_class"]["vegetation"]["iou"] == pytest.approx(0.0)
+    assert "5" not in s["per_class"]  # predicted only on an ignored pixel
+    assert s["miou"] == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)
+    with pytest.raises(EvaluationError):
+        confusion_matrix(truth, pred, 4)
+
+
+def _fake_prediction(tmp_path: Path, geoms, crs) -> Path:
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    (pred_dir / "report.json").write_text(json.dumps({"input": str(SCENE)}))
+    gpd.GeoDataFrame({"id": np.arange(len(geoms))}, geometry=list(geoms), crs=crs).to_file(
+        pred_dir / "buildings.gpkg", driver="GPKG", engine="pyogrio")
+    return pred_dir
+
+
+def test_buildings_against_real_labels_known_answer(tmp_path):
+    with rasterio.open(SCENE) as src:
+        crs, bounds = src.crs, src.bounds
+    labels = gpd.read_file(LABELS).to_crs(crs)
+    box = shapely.box(*bounds).buffer(-5)  # well inside the scene
+    inside = labels[labels.within(box)].geometry.tolist()
+    assert len(inside) >= 6
+    perfect = evaluate_buildings(_fake_prediction(tmp_path, inside, crs), LABELS)
+    assert perfect["polygon"]["precision"] == pytest.approx(1.0)
+    assert perfect["pixel"]["precision"] == pytest.approx(1.0)
+    n_truth = perfect["n_truth"]
+    assert n_truth >= len(inside)
+    # half of them -> exactly those match, recall drops to half/n_truth
+    half = inside[: len(inside) // 2]
+    (tmp_path / "b").mkdir()
+    scores = evaluate_buildings(_fake_prediction(tmp_path / "b", half, crs), LABELS)
+    assert scores["polygon"]["tp"] == len(half)
+    assert scores["polygon"]["recall"] == pytest.approx(len(half) / n_truth)
+    assert scores["pixel"]["recall"] < perfect["pixel"]["recall"]
+
+
+def test_classmap_against_truth_raster(tmp_path):
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    profile = dict(driver="GTiff", width=8, height=4, count=1, dtype="uint8", crs="EPSG:3857",
+                   transform=rasterio.Affine(1, 0, 0, 0, -1, 4))
+    pred = np.ones((4, 8), np.uint8)
+    pred[:, 4:] = 3
+    truth = np.ones((4, 8), np.uint8)
+    truth[:, 6:] = 3
+    truth[0, :] = 0
+    with rasterio.open(pred_dir / "classmap.tif", "w", **profile) as ds:
+        ds.write(pred, 1)
+        ds.update_tags(classes=json.dumps({"0": "nodata", "1": "building", "2": "road", "3": "vegetation",
+                                           "4": "water", "5": "land"}))
+    with rasterio.open(tmp_path / "truth.tif", "w", **profile) as ds:
+        ds.write(truth, 1)
+    s = evaluate_classmap(pred_dir, tmp_path / "truth.tif")
+    # labelled rows 1..3: building truth 6 px/row, predicted 4 -> IoU 4/6; vegetation 2 vs 4 -> 2/4
+    assert s["per_class"]["building"]["iou"] == pytest.approx(4 / 6)
+    assert s["per_class"]["vegetation"]["iou"] == pytest.approx(2 / 4)
+    assert s["overall_accuracy"] == pytest.approx(6 / 8)
+    result = CliRunner().invoke(app, ["eval", str(pred_dir), "--truth", str(tmp_path / "truth.tif")])
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.output
+    saved = json.loads((pred_dir / "eval_classmap.json").read_text())
+    assert saved["miou"] == pytest.approx((4 / 6 + 2 / 4) / 2)
+
+
+def test_eval_cli_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    both = runner.invoke(app, ["eval", str(tmp_path), "--labels", "a", "--truth", "b"])
+    assert both.exit_code == 2
+    missing = runner.invoke(app, ["eval", str(tmp_path), "--labels", str(LABELS)])
+    assert missing.exit_code == 1
+    assert "report.json" in missing.output and len(missing.output.strip().splitlines()) == 1
