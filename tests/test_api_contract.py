@@ -209,9 +209,12 @@ def test_models_lists_the_shipped_cards(tmp_path):
 
 
 def test_openapi_documents_the_contract(tmp_path):
-    with service(tmp_path) as client:
+    with service(tmp_path / "open") as client:
         spec = client.get("/openapi.json").json()
         assert client.get("/docs").status_code == 200
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/{name}", "/v1/segment",
             "/v1/models", "/healthz"} <= set(spec["paths"])
+    assert "securitySchemes" not in spec.get("components", {})
+    with service(tmp_path / "keyed", api_key="k") as client:
+        spec = client.get("/openapi.json").json()
     assert "X-API-Key" in json.dumps(spec["components"]["securitySchemes"])
