@@ -12,7 +12,7 @@ from rasterio.windows import Window
 from tiles.cog import colormap_from_hex, is_valid_cog, write_cog
 from tiles.grid import tile_grid
 from tiles.source import Scene
-from tiles.stitch import BlendingWriter, hann_weights
+from tiles.stitch import BlendingWriter
 from tiles.warp import scene_source_grid, warp_to_grid
 
 
