@@ -158,6 +158,52 @@ def n_node_features(feature_channels: int, n_prob_classes: int) -> int:
     return feature_channels + 3 + 3 + 2 + 1 + n_prob_classes
 
 
+@dataclass
+class TileParts:
+    """What a tile's graph needs that does not depend on the CNN (computable in a worker pool)."""
+
+    segments: np.ndarray
+    colour_mean: np.ndarray
+    colour_std: np.ndarray
+    centroids: np.ndarray
+    counts: np.ndarray
+    edges: np.ndarray  # (E, 2) undirected
+    weights: np.ndarray  # (E,)
+    label_counts: np.ndarray | None = None
+
+
+def tile_parts(
+    image: np.ndarray,
+    params: GraphParams = GraphParams(),
+    segments: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    n_classes: int = 6,
+) -> TileParts:
+    """Superpixels, colour statistics, geometry, adjacency and edge weights of one (H,W,3) uint8 tile."""
+    h, w = image.shape[:2]
+    if segments is None:
+        segments = slic_segments(image, params.n_segments(h, w), params.compactness)
+    k = int(segments.max()) + 1
+    mean, std = colour_stats(segments, image, k)
+    centroids, counts = segment_geometry(segments, k)
+    edges = region_adjacency(segments)
+    weights = edge_weights(edges, mean, centroids, float(np.sqrt(h * w / k)), params)
+    lab = label_counts(segments, labels, k, n_classes) if labels is not None else None
+    return TileParts(segments, mean, std, centroids, counts, edges, weights, lab)
+
+
+def graph_from_parts(parts: TileParts, pooled_features: np.ndarray, pooled_probs: np.ndarray) -> SuperpixelGraph:
+    """Graph from CNN-independent parts and the CNN outputs pooled per superpixel (pooling may run on a GPU)."""
+    x = node_features(
+        pooled_features, pooled_probs, parts.colour_mean, parts.colour_std, parts.centroids, parts.counts,
+        parts.segments.shape,
+    )
+    e = parts.edges
+    edge_index = np.concatenate([e.T, e.T[::-1]], 1) if len(e) else np.zeros((2, 0), np.int64)
+    edge_weight = np.concatenate([parts.weights, parts.weights]).astype(np.float32)
+    return SuperpixelGraph(parts.segments, x, np.ascontiguousarray(edge_index), edge_weight, parts.label_counts)
+
+
 def build_graph(
     image: np.ndarray,
     features: np.ndarray,
@@ -170,41 +216,15 @@ def build_graph(
     """Graph of one tile from the image (H,W,3 uint8), CNN features (C,H,W) and probs (P,H,W).
 
     ``probs`` holds the probabilities of the *predictable* classes (for land cover: 1..5).
-    ``segments`` may be given (computed elsewhere, e.g. in a worker pool); ``labels`` adds
-    per-node label counts for training.
+    ``segments`` may be given (computed elsewhere); ``labels`` adds per-node label counts.
     """
     h, w = image.shape[:2]
     if features.shape[1:] != (h, w) or probs.shape[1:] != (h, w):
         raise ValueError(f"features {features.shape} / probs {probs.shape} do not match image {image.shape}")
-    if segments is None:
-        segments = slic_segments(image, params.n_segments(h, w), params.compactness)
-    k = int(segments.max()) + 1
-    pooled = pool_per_segment(segments, np.concatenate([features, probs], 0), k)
-    return assemble_graph(segments, image, pooled[:, : features.shape[0]], pooled[:, features.shape[0] :], params, labels, n_classes)
-
-
-def assemble_graph(
-    segments: np.ndarray,
-    image: np.ndarray,
-    pooled_features: np.ndarray,
-    pooled_probs: np.ndarray,
-    params: GraphParams = GraphParams(),
-    labels: np.ndarray | None = None,
-    n_classes: int = 6,
-) -> SuperpixelGraph:
-    """Graph from segments and already pooled CNN outputs (lets the pooling happen on a GPU)."""
-    h, w = segments.shape
-    k = int(segments.max()) + 1
-    mean, std = colour_stats(segments, image, k)
-    centroids, counts = segment_geometry(segments, k)
-    edges = region_adjacency(segments)
-    spacing = float(np.sqrt(h * w / k))
-    weights = edge_weights(edges, mean, centroids, spacing, params)
-    x = node_features(pooled_features, pooled_probs, mean, std, centroids, counts, (h, w))
-    edge_index = np.concatenate([edges.T, edges.T[::-1]], 1) if len(edges) else np.zeros((2, 0), np.int64)
-    edge_weight = np.concatenate([weights, weights])
-    counts_lab = label_counts(segments, labels, k, n_classes) if labels is not None else None
-    return SuperpixelGraph(segments, x, np.ascontiguousarray(edge_index), edge_weight, counts_lab)
+    parts = tile_parts(image, params, segments, labels, n_classes)
+    k = parts.counts.shape[0]
+    pooled = pool_per_segment(parts.segments, np.concatenate([features, probs], 0), k)
+    return graph_from_parts(parts, pooled[:, : features.shape[0]], pooled[:, features.shape[0] :])
 
 
 def paint_nodes(segments: np.ndarray, node_values: np.ndarray) -> np.ndarray:

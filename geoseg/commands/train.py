@@ -1,10 +1,104 @@
-"""`geoseg train` (placeholder until its issue lands)."""
+"""`geoseg train landcover|buildings --data CHIPS_DIR --out MODEL_DIR`: train a model, write weights + card.
+
+With ``--teacher MODEL_DIR`` a fast student is distilled instead (geoseg.training.distill).
+Training on CPU is for smoke tests and small budgets; the shipped weights come from the
+GPU job (scripts/device_train.py), see docs/models.md.
+"""
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+TASKS = ("landcover", "buildings")
 
 
-def train() -> None:
-    """Not implemented yet."""
-    typer.echo("geoseg train: not implemented yet", err=True)
-    raise typer.Exit(2)
+def train(
+    task: str = typer.Argument(..., help="landcover | buildings"),
+    data: Path = typer.Option(..., "--data", help="Chip directory (geoseg tile) or a packed .npz."),
+    out: Path = typer.Option(..., "--out", help="Model directory to write <name>.pt + <name>.json into."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock training budget."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training chips (alternative to --minutes)."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Distil a fast student from this model dir."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Chips per step."),
+    crop: int = typer.Option(256, "--crop", help="Training crop size in pixels."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train the land-cover AttResUNet or the building U2-Net on a chip directory."""
+    console = Console(stderr=True)
+    try:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        if minutes is not None and epochs is not None:
+            raise ValueError("give --minutes or --epochs, not both")
+        if minutes is None and epochs is None:
+            raise ValueError("give a budget: --minutes N or --epochs N")
+        if (minutes is not None and minutes <= 0) or (epochs is not None and epochs <= 0):
+            raise ValueError("--minutes/--epochs must be positive")
+        if not data.exists():
+            raise ValueError(f"no chip directory or pack at {data}")
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError("--device cuda asked for but no CUDA device is available")
+        if teacher is not None:
+            from geoseg.training.distill import train_student  # owned by the distillation module
+
+            card = train_student(task, data, out, teacher, minutes, epochs, device)
+            console.print(f"student written to {out}: {card.get('name')}")
+            return
+        card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console)
+        console.print(f"[green]model card:[/green] {card_path}")
+    except typer.Exit:
+        raise
+    except Exception as exc:  # one clear line for the user, non-zero exit
+        typer.echo(f"geoseg train: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _train_teacher(
+    task: str, data_path: Path, out: Path, minutes: float | None, epochs: int | None, device: str,
+    batch_size: int, crop: int, seed: int, console: Console,
+) -> Path:
+    import torch
+
+    from geoseg.augment import AugmentConfig
+    from geoseg.card import save_model
+    from geoseg.training.data import load_dataset, select
+    from geoseg.training.loop import TrainConfig, evaluate_buildings, evaluate_landcover, train_buildings, train_landcover
+
+    if device == "cpu":
+        torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    data = load_dataset(data_path)
+    if data["target"] != task:
+        raise ValueError(f"{data_path} holds {data['target']} chips, not {task}")
+    n_train = int((data["split"] == "train").sum())
+    if n_train == 0 or not (data["split"] == "val").any():
+        raise ValueError(f"{data_path} needs chips of split 'train' and 'val' (got {n_train} train)")
+    steps = None if epochs is None else max(1, epochs * math.ceil(n_train / batch_size))
+    cfg = TrainConfig(
+        budget_s=None if minutes is None else minutes * 60.0, steps=steps, batch_size=batch_size, device=device,
+        seed=seed, val_every_s=max(30.0, (minutes or 1) * 6.0), augment=AugmentConfig(out_size=crop),
+    )
+    with Progress(
+        TextColumn(f"training {task}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    ) as bar:
+        job = bar.add_task(task, total=1.0)
+        trainer = train_buildings if task == "buildings" else train_landcover
+        model, card = trainer(data, cfg, log=bar.console.print, progress=lambda f: bar.update(job, completed=f))
+    test = select(data, "test")
+    if len(test["images"]):
+        if task == "buildings":
+            card["metrics"]["test"] = evaluate_buildings(model, test, card["normalisation"], device)
+        else:
+            card["metrics"]["test"] = evaluate_landcover(model, test, card["normalisation"], device, boundary=True)
+    budget = f"--minutes {minutes:g}" if minutes is not None else f"--epochs {epochs}"
+    card["metrics"]["command"] = f"geoseg train {task} --data {data_path} --out {out} {budget} --device {device}"
+    return save_model(model, card, out)

@@ -22,14 +22,15 @@ class ChipDataError(ValueError):
 
 
 def read_index(chips_dir: Path) -> list[dict[str, Any]]:
-    """Feature properties of ``index.geojson`` (one dict per chip)."""
+    """Feature properties of the written chips of ``index.geojson`` (skipped windows, image null, dropped)."""
     index = Path(chips_dir) / "index.geojson"
     if not index.is_file():
         raise ChipDataError(f"{chips_dir} is not a chip directory: no index.geojson")
     features = json.loads(index.read_text()).get("features", [])
-    if not features:
-        raise ChipDataError(f"{index} lists no chips")
-    return [f["properties"] for f in features]
+    props = [f["properties"] for f in features if f["properties"].get("image") and f["properties"].get("label")]
+    if not props:
+        raise ChipDataError(f"{index} lists no written chips")
+    return props
 
 
 def _pad_to(a: np.ndarray, h: int, w: int, fill: int) -> np.ndarray:
