@@ -28,7 +28,7 @@ def parse_options(refine: bool, regularize: bool, outputs: str, profile: str | N
     if unknown or not wanted:
         raise UploadRejected(422, f"outputs must be a comma-separated subset of {', '.join(OUTPUTS)}"
                                   f" (got {outputs!r})")
-    options: dict[str, Any] = {"refine": refine, "regularize": regularize,
+    options: dict[str, Any] = {"refine": "gcn" if refine else "none", "regularize": regularize,
                                "buildings": "buildings" in wanted, "classmap": "classmap" in wanted}
     if profile:
         options["profile"] = profile

@@ -51,7 +51,7 @@ def wait(client: TestClient, job_id: str, until=("succeeded", "failed"), timeout
 
 def test_submit_poll_and_fetch_every_result(tmp_path):
     with service(tmp_path) as client:
-        accepted = submit(client, refine="true", regularize="false")
+        accepted = submit(client, refine="false", regularize="true", profile="fast")
         assert uuid.UUID(accepted["id"]).version == 4
         assert accepted["status"] == "queued"
         assert accepted["links"]["self"] == f"/v1/jobs/{accepted['id']}"
@@ -64,7 +64,8 @@ def test_submit_poll_and_fetch_every_result(tmp_path):
         job = wait(client, accepted["id"])
         assert job["status"] == "succeeded", job
         assert job["progress"] == 1.0 and job["attempts"] == 1 and job["error"] is None
-        assert job["options"]["refine"] is True and job["options"]["regularize"] is False
+        assert job["options"] == {"refine": "none", "regularize": True, "buildings": True,
+                                  "classmap": True, "profile": "fast"}
         assert job["started_at"] >= job["created_at"] and job["finished_at"] >= job["started_at"]
 
         r = client.get(job["links"]["buildings.geojson"])
@@ -87,7 +88,7 @@ def test_submit_poll_and_fetch_every_result(tmp_path):
             assert dst.crs == crs and dst.colormap(1)[1][:3] == (255, 0, 0)
 
         report = client.get(job["links"]["report.json"]).json()
-        assert report["options"]["refine"] is True
+        assert report["options"]["refine"] == "none"
 
 
 def test_progress_is_visible_while_running_and_results_wait(tmp_path, monkeypatch):

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import rasterio
 from rasterio.warp import transform_geom
@@ -35,6 +34,8 @@ def footprint_runner(input_path: Path, out_dir: Path, options: dict[str, Any], p
         crs, transform, width, height = src.crs, src.transform, src.width, src.height
     written = []
     if options.get("buildings", True):
+        import geopandas as gpd  # here: the failing/crashing fakes start faster without it
+
         geom = transform_geom(crs, "EPSG:4326", footprint.__geo_interface__)
         fc = {"type": "FeatureCollection",
               "features": [{"type": "Feature", "geometry": geom, "properties": {"confidence": 1.0}}]}

@@ -1,7 +1,7 @@
 """Shared pieces of the routers: state accessors, form fields, documented error answers."""
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Form, Request
 
@@ -33,5 +33,5 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 Refine = Annotated[bool, Form(description="Refine the class map with the superpixel GCN.")]
 Regularize = Annotated[bool, Form(description="Square building outlines.")]
-Profile = Annotated[str | None, Form(max_length=32, pattern=r"^[A-Za-z0-9_-]+$",
-                                     description="Pipeline profile name (e.g. fast).")]
+Profile = Annotated[Literal["accurate", "fast"] | None,
+                    Form(description="Pipeline profile: accurate (default) or fast.")]

@@ -30,7 +30,7 @@ def _get_job(store: JobStore, job_id: UUID) -> Job:
 async def submit_job(
     request: Request,
     file: Annotated[UploadFile, File(description="A georeferenced GeoTIFF (RGB).")],
-    refine: Refine = False,
+    refine: Refine = True,
     regularize: Regularize = False,
     outputs: Annotated[str, Form(max_length=64, description="buildings,classmap")] = "buildings,classmap",
     profile: Profile = None,

@@ -34,7 +34,7 @@ SYNC_PRIORITY = 10
 async def segment(
     request: Request,
     file: Annotated[UploadFile, File(description="A small georeferenced GeoTIFF (RGB).")],
-    refine: Refine = False,
+    refine: Refine = True,
     regularize: Regularize = False,
     profile: Profile = None,
 ) -> Response:
