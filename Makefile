@@ -17,9 +17,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 run: $(STAMP)
-	$(VENV)/bin/geoseg tile $${GEOSEG_DATA:-../shared/data}/buildings/zanzibar/zanzibar_z19_1.tif \
-		--labels $${GEOSEG_DATA:-../shared/data}/buildings/zanzibar/labels.geojson \
-		--out out/chips --size 512 --target buildings
+	$(VENV)/bin/geoseg serve --host 127.0.0.1 --port $${PORT:-8000} --data-dir $${GEOSEG_SERVICE_DIR:-out/service}
 
 clean:
 	rm -rf $(VENV) out

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import Settings
 from geoseg.paths import data_root
-from test_api_fakes import SLEEP_ENV, crashing_runner, failing_runner, footprint_runner
+from test_api_fakes import SLEEP_ENV, crashing_runner, failing_runner, footprint_runner, freezing_runner
 
 SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
 
@@ -148,6 +148,14 @@ def test_input_error_fails_once_and_crashes_are_retried_then_failed(tmp_path):
         assert "2 attempts" in job["error"] and "137" in job["error"]
 
 
+def test_a_frozen_worker_is_killed_when_its_heartbeat_stops(tmp_path):
+    with service(tmp_path, runner=freezing_runner, heartbeat_s=0.2, stale_after_s=1.5,
+                 max_attempts=1) as client:
+        job = wait(client, submit(client)["id"], timeout=30)
+        assert job["status"] == "failed" and "no heartbeat" in job["error"]
+        assert "inference" in job["error"]  # says where it was stuck
+
+
 def test_list_is_paginated_newest_first(tmp_path, monkeypatch):
     monkeypatch.setenv(SLEEP_ENV, "30")  # keep them queued/running: listing must not wait
     with service(tmp_path) as client:
@@ -199,6 +207,15 @@ def test_unknown_and_malformed_ids(tmp_path):
         assert client.get(f"/v1/jobs/{uuid.uuid4()}/input.tif").status_code == 422
 
 
+def test_model_cards_are_read_and_broken_ones_skipped(tmp_path):
+    from api.routes.models import read_cards
+
+    (tmp_path / "a.json").write_text(json.dumps({"name": "a", "task": "buildings", "gsd_m": 0.3}))
+    (tmp_path / "b.json").write_text("{not json")
+    (tmp_path / "c.json").write_text(json.dumps({"task": "landcover"}))  # no name
+    assert read_cards(tmp_path) == [{"name": "a", "task": "buildings", "gsd_m": 0.3}]
+
+
 def test_models_lists_the_shipped_cards(tmp_path):
     from geoseg.paths import weights_dir
 
@@ -219,3 +236,24 @@ def test_openapi_documents_the_contract(tmp_path):
     with service(tmp_path / "keyed", api_key="k") as client:
         spec = client.get("/openapi.json").json()
     assert "X-API-Key" in json.dumps(spec["components"]["securitySchemes"])
+
+
+def test_serve_command_passes_its_options_to_the_app(tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from geoseg.cli import app as cli
+
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.update(target=target, **kw))
+    for name in ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
+                 "GEOSEG_SYNC_MAX_PIXELS"):
+        monkeypatch.setenv(name, "")  # serve() writes them; monkeypatch restores them afterwards
+    result = CliRunner().invoke(cli, ["serve", "--port", "8123", "--data-dir", str(tmp_path / "d"),
+                                      "--workers", "2", "--max-pixels", "1000"])
+    assert result.exit_code == 0, result.output
+    assert calls["target"] == "api.app:create_app" and calls["factory"] is True
+    assert (calls["host"], calls["port"]) == ("127.0.0.1", 8123)
+    settings = Settings.from_env()
+    assert settings.data_dir == (tmp_path / "d").resolve()
+    assert (settings.workers, settings.max_pixels) == (2, 1000)

@@ -68,6 +68,15 @@ def crashing_runner(input_path: Path, out_dir: Path, options: dict[str, Any], pr
     os._exit(137)
 
 
+def freezing_runner(input_path: Path, out_dir: Path, options: dict[str, Any], progress) -> dict[str, Any]:
+    """Freezes the whole process (heartbeat included), like a worker wedged in native code."""
+    import signal
+
+    progress(0.3, "inference")
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return {}
+
+
 def test_footprint_runner_writes_all_outputs(tmp_path):
     from geoseg.paths import data_root
 
