@@ -45,7 +45,7 @@ def test_building_interiors_are_labelled(nairobi):
     inv = ~scene.transform
     checked = 0
     for geom in polys.geometry:
-        core = geom.buffer(-2.5 * res)  # away from the 2 px outline band
+        core = geom.buffer(-3.5 * res)  # away from the 2 px outline band
         if core.is_empty:
             continue
         pt = core.representative_point()
@@ -63,6 +63,14 @@ def test_pixels_far_from_buildings_are_background(nairobi):
     assert (~near).mean() > 0.2
     assert (labels[~near] == BACKGROUND).all()
     assert set(np.unique(labels)) == {BACKGROUND, INTERIOR, OUTLINE}
+
+
+def test_footprint_is_exactly_the_rasterised_polygons(nairobi):
+    scene, _, labels, polys = nairobi
+    footprint = features.rasterize(polys.geometry, out_shape=labels.shape, transform=scene.transform).astype(bool)
+    np.testing.assert_array_equal(labels > 0, footprint)
+    outline_share = (labels == OUTLINE).sum() / footprint.sum()
+    assert 0.1 < outline_share < 0.6  # a thin band, not the whole footprint
 
 
 def test_tiled_labels_equal_whole_scene_labels(nairobi):
@@ -100,5 +108,6 @@ def test_touching_buildings_stay_separated_by_outline():
     inst[2:8, 2:10] = 1
     inst[2:8, 10:18] = 2  # shared wall between columns 9 and 10
     classes = building_classes(inst)
-    assert (classes[3:7, 9:11] == OUTLINE).all()
-    assert classes[5, 5] == INTERIOR and classes[5, 14] == INTERIOR and classes[0, 0] == BACKGROUND
+    assert (classes[2:8, 8:12] == OUTLINE).all()  # 2 px on each side of the shared wall
+    assert (classes[4:6, 4:8] == INTERIOR).all() and (classes[4:6, 12:16] == INTERIOR).all()
+    assert (classes[inst == 0] == BACKGROUND).all() and (classes[2, 2:18] == OUTLINE).all()

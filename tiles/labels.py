@@ -2,10 +2,11 @@
 
 Why: the outline head (U2-Net, 3 classes) needs footprints split into interior and
 a thin outline band so touching buildings stay separate. Codes: 0 background,
-1 interior, 2 outline (a 2 px band centred on each building edge: 1 px inside,
-1 px outside, also between buildings that share a wall), 255 ignore (invalid image pixels). Labels in any CRS are
-reprojected to the scene CRS once, invalid geometries are repaired with
-``shapely.make_valid``, and an STR-tree answers "which buildings touch this window".
+1 interior, 2 outline (the 2 px band just inside each footprint's edge, also along
+walls shared with another building), 255 ignore (invalid image pixels). The
+footprint is exactly ``label in {1, 2}``. Labels in any CRS are reprojected to the
+scene CRS once, invalid geometries are repaired with ``shapely.make_valid``, and an
+STR-tree answers "which buildings touch this window".
 """
 from __future__ import annotations
 
@@ -66,14 +67,22 @@ def instance_raster(polygons: np.ndarray, transform: Affine, shape: tuple[int, i
     return features.rasterize(pairs, out_shape=shape, transform=transform, fill=0, dtype="int32")
 
 
-def building_classes(instances: np.ndarray) -> np.ndarray:
-    """0 background / 1 interior / 2 outline from an instance raster (see module docstring)."""
-    hi = ndimage.maximum_filter(instances, size=3, mode="nearest")
-    lo = ndimage.minimum_filter(instances, size=3, mode="nearest")
-    edge = hi != lo
+OUTLINE_PX = 2
+
+
+def building_classes(instances: np.ndarray, width_px: int = OUTLINE_PX) -> np.ndarray:
+    """0 background / 1 interior / 2 outline from an instance raster (see module docstring).
+
+    A building pixel is outline when another id (or background) lies within
+    ``width_px`` pixels (Chebyshev distance).
+    """
+    size = 2 * width_px + 1
+    hi = ndimage.maximum_filter(instances, size=size, mode="nearest")
+    lo = ndimage.minimum_filter(instances, size=size, mode="nearest")
+    inside = instances > 0
     out = np.zeros(instances.shape, dtype=np.uint8)
-    out[instances > 0] = INTERIOR
-    out[edge] = OUTLINE
+    out[inside] = INTERIOR
+    out[inside & (hi != lo)] = OUTLINE
     return out
 
 
@@ -85,7 +94,7 @@ def grid_bounds(transform: Affine, width: int, height: int) -> tuple[float, floa
 
 
 def window_labels(index: LabelIndex, window_transform: Affine, shape: tuple[int, int],
-                  valid: np.ndarray, margin_px: int = 2) -> tuple[np.ndarray, int]:
+                  valid: np.ndarray, margin_px: int = OUTLINE_PX) -> tuple[np.ndarray, int]:
     """Building label raster for a window and the number of buildings in it.
 
     The window is rasterised with a ``margin_px`` border so outlines at the chip edge
