@@ -149,3 +149,10 @@ def test_band_selection(rasters_dir: Path):
         np.testing.assert_array_equal(data[0][valid], ds.read(4, window=win)[valid])
     with pytest.raises(UnsupportedRaster, match="do not exist"):
         Scene(naip, bands=(1, 2, 5))
+
+
+def test_not_a_raster_is_refused(tmp_path: Path):
+    path = tmp_path / "notes.tif"
+    path.write_text("not an image")
+    with pytest.raises(UnsupportedRaster, match="cannot be opened as a raster"):
+        Scene(path)
