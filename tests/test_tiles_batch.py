@@ -52,3 +52,11 @@ def test_sync_scheduler_and_half_written_outputs(buildings_dir: Path, tmp_path: 
     assert report.ok and report.done[str(scene)] == 4
     feats = json.loads(out_for(scene).read_text())
     assert {f["properties"]["split"] for f in feats} == {"train"}
+
+
+def test_default_scheduler_starts_local_processes(buildings_dir: Path, tmp_path: Path):
+    scene = buildings_dir / "kampala/kampala_z19_2.tif"
+    job = SceneJob(out=tmp_path, opts=ChipOptions(size=256), target="buildings", labels=None, split=None)
+    out_for = partial(part_for, tmp_path / "parts")
+    report = run_batch([scene], out_for, job, scheduler=None, n_workers=1, show_progress=False)
+    assert report.ok and report.done[str(scene)] == 1 and out_for(scene).exists()
