@@ -1,0 +1,190 @@
+"""Distillation on real chips cut inside the test from ../shared/data: the loss falls,
+``device_phase`` writes its bundle within budget, ``train_student`` saves a loadable ``-fast`` card."""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from PIL import Image
+from rasterio.windows import Window
+
+from geoseg.card import BUILDING_CLASSES, LANDCOVER_CLASSES, load_model, save_model
+from geoseg.models.attresunet import AttResUNet
+from geoseg.models.students import FastSegNet
+from geoseg.models.u2net import U2Net
+from geoseg.paths import data_root
+from geoseg.training.distill import (
+    LOSS_SETS,
+    ChipArrays,
+    cache_teacher,
+    device_phase,
+    distill,
+    export_students,
+    train_student,
+)
+from tiles.labels import LabelIndex, window_labels
+
+torch.set_num_threads(2)
+SIZE = 128
+NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+def dubai_chips(tile: int, n: int) -> ChipArrays:
+    """The first ``n`` SIZE x SIZE chips of a Dubai tile's first image (labels: class indices)."""
+    folder = data_root() / "landcover" / "dubai" / f"tile_{tile}"
+    image = np.asarray(Image.open(folder / "image_part_001.jpg").convert("RGB")).transpose(2, 0, 1)
+    label = np.asarray(Image.open(folder / "image_part_001_label.png"))
+    corners = [(r, c) for r in range(0, label.shape[0] - SIZE + 1, SIZE) for c in range(0, label.shape[1] - SIZE + 1, SIZE)]
+    corners = corners[:n]
+    return ChipArrays(
+        np.stack([image[:, r : r + SIZE, c : c + SIZE] for r, c in corners]),
+        np.stack([label[r : r + SIZE, c : c + SIZE] for r, c in corners]).astype(np.uint8),
+    )
+
+
+def building_chips(scene: str, n: int) -> ChipArrays:
+    """SIZE x SIZE chips of a buildings scene with 0/1/2 labels rasterised from its OSM polygons."""
+    area = scene.split("_")[0]
+    with rasterio.open(data_root() / "buildings" / area / f"{scene}.tif") as src:
+        index = LabelIndex.from_files([data_root() / "buildings" / area / "labels.geojson"], src.crs)
+        images, labels = [], []
+        for r in range(0, src.height - SIZE + 1, SIZE):
+            for c in range(0, src.width - SIZE + 1, SIZE):
+                win = Window(c, r, SIZE, SIZE)
+                valid = src.dataset_mask(window=win) > 0
+                label, _ = window_labels(index, src.window_transform(win), (SIZE, SIZE), valid)
+                images.append(src.read([1, 2, 3], window=win))
+                labels.append(label)
+                if len(images) == n:
+                    break
+            if len(images) == n:
+                break
+    return ChipArrays(np.stack(images), np.stack(labels))
+
+
+def teacher_pair(task: str) -> tuple[torch.nn.Module, dict]:
+    """A small randomly initialised teacher of the real architecture, and its card."""
+    torch.manual_seed(0)
+    if task == "buildings":
+        model, arch, kwargs, classes = U2Net(mid=8, out=16), "U2Net", {"mid": 8, "out": 16}, BUILDING_CLASSES
+    else:
+        kwargs = {"widths": [8, 16, 24, 32, 32]}
+        model, arch, classes = AttResUNet(widths=(8, 16, 24, 32, 32)), "AttResUNet", LANDCOVER_CLASSES
+    card = {"name": f"{task}-teacher", "task": task, "architecture": arch, "arch_kwargs": kwargs,
+            "classes": classes, "normalisation": NORM, "bands": [1, 2, 3], "gsd_m": 0.3, "tile_size": 512}
+    return model.eval(), card
+
+
+def tiny_student(task: str, card: dict) -> FastSegNet:
+    """The shipped student's architecture at test size (the 2-core CI machine is shared)."""
+    return FastSegNet(len(card["classes"]), widths=(8, 12, 16, 24, 32), depths=(1, 1, 1, 1),
+                      ignore_first_class=task == "landcover")
+
+
+def test_distillation_steps_on_real_building_chips_lower_the_loss():
+    chips = building_chips("zanzibar_z19_1", 4)
+    assert (chips.labels == 1).any() and (chips.labels == 2).any()  # real buildings in the chips
+    teacher, card = teacher_pair("buildings")
+    cache = cache_teacher(teacher, card, chips, "cpu", batch_size=4)
+    student = tiny_student("buildings", card)
+    seen: list[float] = []
+    run = distill(student, None, card, "buildings", chips, "ce+ace+csc", "cpu", max_steps=10,
+                  batch_size=2, lr=1e-2, cache=cache, progress=lambda step, loss: seen.append(loss))
+    assert run.steps == 10 == len(seen)
+    assert np.mean(seen[-3:]) < 0.9 * np.mean(seen[:3]), seen
+
+
+def test_teacher_cache_matches_the_live_teacher():
+    chips = dubai_chips(1, 3)
+    teacher, card = teacher_pair("landcover")
+    cache = cache_teacher(teacher, card, chips, "cpu", batch_size=2, grid=16)
+    assert cache.logits.shape == (3, 6, SIZE, SIZE) and cache.features.shape == (3, 8, 16, 16)
+    with torch.no_grad():
+        from geoseg.card import normalise
+
+        live = teacher(normalise(torch.from_numpy(chips.images), card))
+    assert torch.allclose(cache.logits.float(), live, atol=2e-2)
+
+
+def test_device_phase_dry_run_writes_the_bundle_within_budget(tmp_path):
+    packed = {}
+    for task, train, test in [
+        ("buildings", building_chips("zanzibar_z19_1", 4), building_chips("kampala_z19_2", 2)),
+        ("landcover", dubai_chips(1, 4), dubai_chips(6, 2)),
+    ]:
+        packed[task] = {
+            "images": np.concatenate([train.images, test.images]),
+            "labels": np.concatenate([train.labels, test.labels]),
+            "split": np.array(["train"] * len(train) + ["test"] * len(test)),
+        }
+    teachers = {t: teacher_pair(t) for t in packed}
+    out = tmp_path / "device_out"
+    budget = 90.0  # generous for a busy 2-core machine; the step cap ends the runs first
+    start = time.monotonic()
+    device_phase(packed, teachers, out, budget_s=budget, device="cpu", batch_size=2, log=print,
+                 make_student=tiny_student, max_steps=3)
+    assert time.monotonic() - start < budget
+
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["students.json", "students.pt"]
+    assert all(p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
+    bundle = json.loads((out / "students.json").read_text())
+    report = bundle["report"]
+    for task in packed:
+        runs = report["tasks"][task]["runs"]
+        assert set(runs) == set(LOSS_SETS), runs
+        assert [runs[ls]["steps"] for ls in LOSS_SETS] == [3, 3, 3]  # equal steps: a fair ablation
+        metric = "pixel_iou" if task == "buildings" else "miou"
+        assert 0.0 <= runs["ce+ace+csc"]["test"][metric] <= 1.0
+        assert metric in report["tasks"][task]["teacher_test"]
+        assert bundle["cards"][task]["name"] == f"{task}-teacher-fast"
+    assert {(r["task"], r["model"].split()[0]) for r in report["ablation"]} == {
+        (t, kind) for t in packed for kind in ("student", "teacher")
+    }
+
+    written = export_students(out, tmp_path / "weights")
+    assert sorted(p.name for p in written) == ["buildings-teacher-fast.json", "landcover-teacher-fast.json"]
+    model, card = load_model(tmp_path / "weights" / "landcover-teacher-fast.json")
+    assert isinstance(model, FastSegNet) and card["architecture"] == "FastSegNet"
+    assert card["normalisation"] == NORM and card["classes"] == LANDCOVER_CLASSES
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 64)).shape == (1, 6, 64, 64)
+
+
+def write_chip_dir(root: Path, chips_by_split: dict[str, ChipArrays], target: str) -> Path:
+    """A chip directory in the ARCHITECTURE.md format (non-georeferenced GeoTIFFs + index)."""
+    features = []
+    for split, chips in chips_by_split.items():
+        for i in range(len(chips)):
+            chip_id = f"{split}_{i}"
+            for kind, data in (("images", chips.images[i]), ("labels", chips.labels[i][None])):
+                (root / kind).mkdir(parents=True, exist_ok=True)
+                with rasterio.open(root / kind / f"{chip_id}.tif", "w", driver="GTiff", width=SIZE, height=SIZE,
+                                   count=data.shape[0], dtype="uint8") as dst:
+                    dst.write(data)
+            features.append({"type": "Feature", "geometry": None, "properties": {
+                "chip_id": chip_id, "scene": "dubai", "area": "dubai", "split": split, "target": target,
+                "status": "ok", "image": f"images/{chip_id}.tif", "label": f"labels/{chip_id}.tif"}})
+    (root / "index.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return root
+
+
+def test_train_student_saves_a_loadable_fast_card(tmp_path):
+    chip_dir = write_chip_dir(tmp_path / "chips", {"train": dubai_chips(1, 4), "test": dubai_chips(6, 2)},
+                              "landcover")
+    teacher, tcard = teacher_pair("landcover")
+    save_model(teacher, {**tcard, "name": "landcover-attresunet"}, tmp_path / "teacher")
+    card = train_student("landcover", chip_dir, tmp_path / "fast", tmp_path / "teacher",
+                         minutes=None, epochs=2, device="cpu")
+    assert card["name"] == "landcover-attresunet-fast" and card["teacher"] == "landcover-attresunet"
+    assert card["training"]["steps"] == 2  # 4 chips, batch 4 on CPU
+    assert 0.0 <= card["metrics"]["test"]["miou"] <= 1.0
+    model, loaded = load_model(tmp_path / "fast" / "landcover-attresunet-fast.json")
+    assert loaded["distillation"]["losses"] == "csc+ace"
+    assert isinstance(model, FastSegNet)
+    with pytest.raises(ValueError, match="not buildings"):
+        train_student("buildings", chip_dir, tmp_path / "x", tmp_path / "teacher", minutes=0.1, epochs=None,
+                      device="cpu")
