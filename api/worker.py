@@ -258,15 +258,21 @@ class Supervisor:
                     "runner": self.runner, "heartbeat_s": self.settings.heartbeat_s,
                     "parent_pid": os.getpid()}
             process = subprocess.Popen([sys.executable, "-m", "api.worker", json.dumps(args)],
-                                       env=_child_env(), stdin=subprocess.DEVNULL)
+                                       env=_child_env(self.settings.workers), stdin=subprocess.DEVNULL)
             self._running[job.id] = _Running(job, process)
             log.info("job %s attempt %d started (pid %s)", job.id, job.attempts, process.pid)
 
 
-def _child_env() -> dict[str, str]:
-    """The server's environment plus its import path (so injected runners import in the child)."""
+def _child_env(workers: int) -> dict[str, str]:
+    """The server's environment plus its import path (so injected runners import in the child),
+    and a share of the CPU cores per job so concurrent jobs do not oversubscribe the machine
+    (unless the operator set the thread variables)."""
     paths = [p for p in sys.path if p and os.path.isdir(p)]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.setdefault(name, threads)
+    return env
 
 
 def _describe_exit(code: int | None) -> str:
