@@ -163,11 +163,11 @@ def predict_scene(
     t = time.perf_counter()
     heads = _load_heads(options, device)
     timings["load_models"] = time.perf_counter() - t
-    weights = {}
-    if "buildings" in heads:
-        weights.update(buildings=4.0, vectorize=1.0)
+    weights = {}  # in the order the stages run
     if "landcover" in heads:
         weights.update(landcover=4.0 + (3.0 if "gcn" in heads else 0.0), classmap=1.0)
+    if "buildings" in heads:
+        weights.update(buildings=4.0, vectorize=1.0)
     weights["write"] = 0.3
     stages = _Stages(progress, weights)
 
@@ -193,7 +193,7 @@ def predict_scene(
             gcn = heads.get("gcn")
             t = time.perf_counter()
             result = _run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("landcover", f),
-                               notes, gcn=gcn)
+                               notes, gcn=gcn, mask_tiles=False)
             timings["landcover"] = time.perf_counter() - t
             report["gsd"]["working_m"]["landcover"] = result.gsd
             report["tiles"]["landcover"] = {"tiles": result.tiles, "skipped_nodata": result.tiles_skipped,
@@ -311,6 +311,7 @@ def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
 def _run_head(
     input_path: Path, model: TileModel, options: PredictOptions, input_gsd: float | None, grid: dict,
     work: Path, progress: Callable[[float], None], notes: list[str], gcn: tuple | None = None,
+    mask_tiles: bool = True,
 ) -> HeadResult:
     """Predict one head over the working grid into a BlendingWriter."""
     target = _scene_gsd(model.gsd_m, grid["native_gsd"], input_gsd)
@@ -347,7 +348,9 @@ def _run_head(
                     valid = reads[k][1]
                     if gcn is not None:
                         p = refine_with_gcn(images[j], p, feats[j], valid, gcn[0], gcn[1])
-                    writer.add(chunk[k].read, p, valid)
+                    # land cover predicts the whole tile (the input's own mask is applied on its grid
+                    # later, so resampled edges keep a class); buildings only ever see valid pixels
+                    writer.add(chunk[k].read, p, valid if mask_tiles else None)
             progress(done / len(tiles))
         return HeadResult(writer, scene.transform, scene.crs, scene.width, scene.height, scene.gsd,
                           scene.is_warped, len(tiles), skipped)
@@ -424,10 +427,16 @@ def _vectorise(
     )
 
     def read(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        probs, covered = head.writer.read(Window(0, start, head.width, stop - start))
+        # one row of context each side so the eroded valid mask is exact at strip borders
+        a, b = max(0, start - 1), min(head.height, stop + 1)
+        probs, covered = head.writer.read(Window(0, a, head.width, b - a))
+        # rows start-1 .. stop, rows outside the raster counting as nodata
+        covered = np.pad(covered, ((int(a == start), int(b == stop)), (0, 0)), constant_values=False)
+        inner = _erode(covered)[1:-1]
+        probs = probs[:, start - a:stop - a]
         classes = np.argmax(probs, axis=0).astype(np.uint8)
-        classes[~covered] = vectorize.BACKGROUND  # never a building over nodata
-        building = np.where(covered, 1.0 - probs[0], 0.0).astype(np.float32)
+        classes[~inner] = vectorize.BACKGROUND  # never a building over (or touching) nodata
+        building = np.where(inner, 1.0 - probs[0], 0.0).astype(np.float32)
         return classes, building
 
     found = vectorize.vectorize_strips(read, head.height, vopts, progress)
@@ -451,6 +460,16 @@ def _vectorise(
     # orient rings the RFC 7946 way (exterior counter-clockwise)
     frame["geometry"] = shapely.orient_polygons(frame.geometry.values) if len(frame) else frame.geometry
     return frame[["id", "area_m2", "confidence", "geometry"]]
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """4-neighbour erosion by one pixel (outside the array counts as set)."""
+    out = mask.copy()
+    out[1:] &= mask[:-1]
+    out[:-1] &= mask[1:]
+    out[:, 1:] &= mask[:, :-1]
+    out[:, :-1] &= mask[:, 1:]
+    return out
 
 
 def _as_polygon(geom) -> shapely.Polygon:

@@ -1,0 +1,219 @@
+"""`predict_scene` on real shared rasters: output contract, masks, odd inputs, seams, CLI."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from PIL import Image
+from rasterio import features
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+from typer.testing import CliRunner
+
+from geoseg.cli import app
+from geoseg.paths import data_root
+from geoseg.pipeline import PredictError, PredictOptions, predict_scene
+from tiles.cog import is_valid_cog
+
+from test_predict_models import tiny_models  # noqa: F401  (shared fixture)
+
+RASTERS = data_root() / "rasters"
+SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
+
+
+def options(models: dict, **kw) -> PredictOptions:
+    base = dict(tile_size=256, overlap=32, model_dirs=models, device="cpu")
+    base.update(kw)
+    return PredictOptions(**base)
+
+
+def input_valid(path: Path) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path) as src:
+            valid = src.dataset_mask() > 0
+            data = src.read()
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data).all(axis=0)
+    return valid
+
+
+def building_mask(gpkg: Path, transform, shape) -> np.ndarray:
+    frame = gpd.read_file(gpkg)
+    if len(frame) == 0:
+        return np.zeros(shape, bool)
+    return features.rasterize(((g, 1) for g in frame.geometry), out_shape=shape, transform=transform) > 0
+
+
+@pytest.fixture(scope="module")
+def scene_run(tiny_models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scene")
+    progress = []
+    report = predict_scene(SCENE, out, options(tiny_models), progress=lambda f, s: progress.append((f, s)))
+    return out, report, progress
+
+
+def test_outputs_on_a_real_scene(scene_run):
+    out, report, progress = scene_run
+    assert sorted(p.name for p in out.iterdir()) == ["buildings.geojson", "buildings.gpkg", "classmap.tif",
+                                                     "report.json"]
+    with rasterio.open(SCENE) as src, rasterio.open(out / "classmap.tif") as cm:
+        assert (cm.crs, cm.transform, cm.width, cm.height) == (src.crs, src.transform, src.width, src.height)
+        assert cm.dtypes[0] == "uint8" and cm.count == 1
+        assert cm.colormap(1)[4][:3] == (0x1F, 0x78, 0xB4)  # water blue from the card
+        assert cm.colormap(1)[0][3] == 0  # nodata transparent
+        assert json.loads(cm.tags()["classes"])["1"] == "building"
+        classes = cm.read(1)
+        bounds = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+        crs = src.crs
+    assert is_valid_cog(out / "classmap.tif")
+    assert ((classes > 0) == input_valid(SCENE)).all()  # 0 exactly outside the valid mask
+    assert classes.max() <= 5
+    gj = json.loads((out / "buildings.geojson").read_text())
+    assert gj["type"] == "FeatureCollection" and "crs" not in gj
+    assert len(gj["features"]) == report["counts"]["buildings"] >= 1
+    for feat in gj["features"]:
+        geom = shapely.geometry.shape(feat["geometry"])
+        assert feat["geometry"]["type"] == "Polygon" and geom.is_valid
+        minx, miny, maxx, maxy = geom.bounds
+        assert bounds[0] - 1e-7 <= minx and maxx <= bounds[2] + 1e-7
+        assert bounds[1] - 1e-7 <= miny and maxy <= bounds[3] + 1e-7
+        assert set(feat["properties"]) >= {"id", "area_m2", "confidence", "source"}
+        assert 0 <= feat["properties"]["confidence"] <= 1
+    gpkg = gpd.read_file(out / "buildings.gpkg")
+    assert gpkg.crs == crs and len(gpkg) == len(gj["features"])
+    # area in true square metres: Web Mercator areas are inflated by 1/cos^2(latitude)
+    lat = np.radians((bounds[1] + bounds[3]) / 2)
+    expected = gpkg.geometry.area.to_numpy() * np.cos(lat) ** 2
+    assert np.allclose(gpkg["area_m2"].to_numpy(), expected, rtol=0.02)
+    assert report["models"]["buildings"]["name"] == "test-buildings"
+    assert report["gsd"]["working_m"]["landcover"] == pytest.approx(0.6, rel=0.01)  # resampled to the card
+    assert set(report["timings_s"]) >= {"landcover", "classmap", "buildings", "vectorize", "total"}
+    fractions = [f for f, _ in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
+def crop(src_path: Path, dst: Path, window: Window, external_mask: bool = False) -> Path:
+    with rasterio.open(src_path) as src:
+        profile = src.profile | dict(width=int(window.width), height=int(window.height),
+                                     transform=src.window_transform(window), tiled=False)
+        profile.pop("blockxsize", None), profile.pop("blockysize", None)
+        data = src.read(window=window)
+        mask = src.dataset_mask(window=window)
+        colorinterp = src.colorinterp
+    env = {"GDAL_TIFF_INTERNAL_MASK": False} if external_mask else {}
+    with rasterio.Env(**env), rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+        out.colorinterp = colorinterp
+        if external_mask:
+            out.write_mask(mask)
+    return dst
+
+
+def float_with_nan(dst: Path) -> Path:
+    with rasterio.open(RASTERS / "rasterio" / "cogeo.tif") as src:
+        window = Window(300, 300, 200, 180)
+        data = src.read(window=window).astype(np.float32) / 255.0
+        profile = dict(driver="GTiff", width=200, height=180, count=3, dtype="float32", crs=src.crs,
+                       transform=src.window_transform(window), nodata=float("nan"))
+    data[:, 40:90, 20:120] = np.nan
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+    return dst
+
+
+def odd_raster(kind: str, tmp: Path) -> Path:
+    r = RASTERS / "rasterio"
+    if kind == "geographic":
+        return crop(r / "world.rgb.tif", tmp / "world.tif", Window(100, 40, 200, 150))
+    if kind == "uint16_rgba":
+        return crop(r / "RGBA.uint16.tif", tmp / "u16.tif", Window(0, 120, 220, 200))
+    if kind == "rgba_alpha":
+        return crop(r / "alpha.tif", tmp / "alpha.tif", Window(0, 1023, 200, 200))
+    if kind == "float_nan":
+        return float_with_nan(tmp / "float.tif")
+    if kind == "external_mask":
+        path = crop(r / "RGB2.byte.tif", tmp / "msk.tif", Window(0, 200, 200, 200), external_mask=True)
+        assert Path(str(path) + ".msk").exists()
+        return path
+    if kind == "no_georef_png":
+        image = Image.open(RASTERS / "deepforest_neon" / "2019_YELL_2_541000_4977000_image_crop.png")
+        image.convert("RGB").crop((0, 0, 240, 200)).save(tmp / "plain.png")
+        return tmp / "plain.png"
+    raise ValueError(kind)
+
+
+ODD = ["geographic", "uint16_rgba", "rgba_alpha", "float_nan", "external_mask", "no_georef_png"]
+
+
+@pytest.mark.parametrize("kind", ODD)
+def test_odd_rasters(kind, tiny_models, tmp_path):
+    path = odd_raster(kind, tmp_path)
+    valid = input_valid(path)
+    if kind in ("uint16_rgba", "rgba_alpha", "float_nan", "external_mask"):
+        assert 0.05 < valid.mean() < 0.95, "the crop must hold both valid and nodata pixels"
+    out = tmp_path / "out"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = predict_scene(path, out, options(tiny_models, gsd=0.3, refine="none"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path) as src, rasterio.open(out / "classmap.tif") as cm:
+            assert (cm.width, cm.height) == (src.width, src.height)
+            assert cm.transform.almost_equals(src.transform)
+            assert cm.crs == src.crs
+            classes = cm.read(1)
+            transform = src.transform
+    assert ((classes > 0) == valid).all()
+    on_nodata = building_mask(out / "buildings.gpkg", transform, valid.shape) & ~valid
+    assert on_nodata.sum() == 0, "a building over nodata"
+    if kind == "no_georef_png":
+        assert not (out / "buildings.geojson").exists()
+        assert any("not georeferenced" in str(w.message) for w in caught)
+        assert report["warnings"]
+    else:
+        assert (out / "buildings.geojson").exists()
+
+
+def test_bad_inputs_give_clear_errors(tiny_models, tmp_path):
+    with pytest.raises(PredictError, match="not found"):
+        predict_scene(tmp_path / "missing.tif", tmp_path / "o", options(tiny_models))
+    (tmp_path / "junk.tif").write_bytes(b"not a raster")
+    with pytest.raises(PredictError, match="cannot be opened"):
+        predict_scene(tmp_path / "junk.tif", tmp_path / "o", options(tiny_models))
+    with pytest.raises(PredictError, match="overlap"):
+        predict_scene(SCENE, tmp_path / "o", options(tiny_models, overlap=200))
+    with pytest.raises(PredictError, match="nothing to do"):
+        predict_scene(SCENE, tmp_path / "o", options(tiny_models, buildings=False, classmap=False))
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_cli_batch_is_resumable_and_reports_failures(tiny_models, tmp_path):
+    a = crop(SCENE, tmp_path / "a.tif", Window(0, 0, 200, 200))
+    b = crop(SCENE, tmp_path / "b.tif", Window(300, 200, 200, 200))
+    bad = tmp_path / "c.tif"
+    bad.write_bytes(b"junk")
+    args = ["predict", str(a), str(b), str(bad), "--out", str(tmp_path / "out"), "--tile-size", "256",
+            "--refine", "none", "--no-classmap", "--device", "cpu",
+            "--model", f"buildings={tiny_models['buildings']}"]
+    runner = CliRunner()
+    first = runner.invoke(app, args)
+    assert first.exit_code == 1
+    assert "c.tif" in first.output
+    assert (tmp_path / "out" / "a" / "buildings.gpkg").exists()
+    assert not (tmp_path / "out" / "a" / "classmap.tif").exists()
+    assert not (tmp_path / "out" / "c").exists()
+    stamp = (tmp_path / "out" / "a" / "report.json").stat().st_mtime_ns
+    bad.unlink()
+    second = runner.invoke(app, args[:3] + args[4:])
+    assert second.exit_code == 0, second.output
+    assert "2 already done" in second.output
+    assert (tmp_path / "out" / "a" / "report.json").stat().st_mtime_ns == stamp
+    wrong = runner.invoke(app, ["predict", str(a), "--out", str(tmp_path / "x"), "--refine", "maybe"])
+    assert wrong.exit_code == 1 and "refine" in wrong.output
