@@ -257,3 +257,25 @@ def test_serve_command_passes_its_options_to_the_app(tmp_path, monkeypatch):
     settings = Settings.from_env()
     assert settings.data_dir == (tmp_path / "d").resolve()
     assert (settings.workers, settings.max_pixels) == (2, 1000)
+
+
+def test_graceful_stop_gives_the_running_job_back_without_spending_an_attempt(tmp_path, monkeypatch):
+    monkeypatch.setenv(SLEEP_ENV, "1.5")
+    with service(tmp_path) as client:
+        job_id = submit(client)["id"]
+        wait(client, job_id, until=("running",))
+    from api.jobs import JobStore
+
+    stopped = JobStore(tmp_path / "svc" / "jobs.sqlite").get(job_id)
+    assert (stopped.status, stopped.attempts) == ("queued", 0)
+    with service(tmp_path) as client:  # same data dir, new server
+        job = wait(client, job_id)
+    assert job["status"] == "succeeded" and job["attempts"] == 1
+
+
+def test_cors_allows_only_configured_origins(tmp_path):
+    with service(tmp_path, cors_origins=("https://map.example",)) as client:
+        ok = client.get("/v1/jobs", headers={"Origin": "https://map.example"})
+        other = client.get("/v1/jobs", headers={"Origin": "https://evil.example"})
+    assert ok.headers["access-control-allow-origin"] == "https://map.example"
+    assert "access-control-allow-origin" not in other.headers
