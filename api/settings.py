@@ -49,7 +49,6 @@ class Settings:
     heartbeat_s: float = 2.0
     stale_after_s: float = 120.0
     poll_s: float = 0.2
-    page_max: int = 200
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     runner: str = DEFAULT_RUNNER
 

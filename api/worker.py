@@ -114,12 +114,14 @@ def job_process_main(db_path: str, job_id: str, attempt: int, jdir: str, options
                      daemon=True).start()
     root = Path(jdir)
     work = root / f"attempt-{attempt}"
-    last = {"t": 0.0, "stage": ""}
+    last = {"t": 0.0, "stage": "", "fraction": 0.0}
 
     def progress(fraction: float, stage: str) -> None:
+        """Throttled (2 writes/s) and never backwards, whatever order the stages report in."""
         now = time.monotonic()
+        fraction = max(last["fraction"], min(1.0, float(fraction)))
         if stage != last["stage"] or now - last["t"] >= 0.5 or fraction >= 1.0:
-            last.update(t=now, stage=stage)
+            last.update(t=now, stage=stage, fraction=fraction)
             store.set_progress(job_id, attempt, fraction, stage)
 
     try:
