@@ -92,7 +92,7 @@ def test_submit_poll_and_fetch_every_result(tmp_path):
 
 
 def test_progress_is_visible_while_running_and_results_wait(tmp_path, monkeypatch):
-    monkeypatch.setenv(SLEEP_ENV, "2")
+    monkeypatch.setenv(SLEEP_ENV, "3")
     with service(tmp_path) as client:
         job_id = submit(client)["id"]
         running = wait(client, job_id, until=("running",))
