@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from api.jobs import JobStore
 from api.limits import BodySizeLimit
 from api.routes import health, jobs, models, segment
-from api.security import require_api_key
+from api.security import ApiKeyGate, require_api_key
 from api.settings import Settings
 from api.validate import UploadRejected
 from api.worker import Runner, Supervisor, runner_spec
@@ -87,6 +87,8 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     app.include_router(jobs.router, dependencies=guarded)
     app.include_router(segment.router, dependencies=guarded)
     app.include_router(models.router, dependencies=guarded)
+    if settings.api_key:
+        app.add_middleware(ApiKeyGate, api_key=settings.api_key)  # inside CORS: preflights pass
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key"])

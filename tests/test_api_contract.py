@@ -197,6 +197,13 @@ def test_api_key_guards_every_v1_route_but_not_health(tmp_path):
             assert r.status_code == 401 and "X-API-Key" in r.json()["detail"]
         assert client.get("/v1/jobs", headers={"X-API-Key": "s3cret"}).status_code == 200
         assert client.get("/healthz").json()["open"] is False
+        with open(SCENE, "rb") as f:  # refused before the upload is read or stored
+            r = client.post("/v1/jobs", files={"file": ("k.tif", f)}, headers={"X-API-Key": "s3cre"})
+        assert r.status_code == 401
+        assert list((tmp_path / "svc" / "uploads").iterdir()) == []
+        with open(SCENE, "rb") as f:
+            r = client.post("/v1/jobs", files={"file": ("k.tif", f)}, headers={"X-API-Key": "s3cret"})
+        assert r.status_code == 202
 
 
 def test_unknown_and_malformed_ids(tmp_path):
