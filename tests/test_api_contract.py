@@ -286,3 +286,19 @@ def test_cors_allows_only_configured_origins(tmp_path):
         other = client.get("/v1/jobs", headers={"Origin": "https://evil.example"})
     assert ok.headers["access-control-allow-origin"] == "https://map.example"
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_settings_from_env_and_their_errors(monkeypatch, tmp_path):
+    monkeypatch.setenv("GEOSEG_SERVICE_DIR", str(tmp_path))
+    monkeypatch.setenv("GEOSEG_WORKERS", "3")
+    monkeypatch.setenv("GEOSEG_MAX_UPLOAD_MB", "5")
+    monkeypatch.setenv("GEOSEG_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("GEOSEG_API_KEY", "")
+    s = Settings.from_env()
+    assert (s.data_dir, s.workers, s.max_upload_bytes) == (tmp_path, 3, 5 * 1024**2)
+    assert s.cors_origins == ("https://a.example", "https://b.example") and s.api_key is None
+    monkeypatch.setenv("GEOSEG_WORKERS", "many")
+    with pytest.raises(ValueError, match="GEOSEG_WORKERS"):
+        Settings.from_env()
+    with pytest.raises(ValueError, match="workers"):
+        Settings(workers=0)
