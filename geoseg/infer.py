@@ -11,7 +11,6 @@ falling back from 'fast' to 'accurate' with a warning when no student ships.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -117,15 +116,6 @@ class TileModel:
             return probs.cpu().numpy(), feats.float().cpu().numpy()
 
 
-def graph_params(gcn_card: dict[str, Any]):
-    """``GraphParams`` stored in the GCN's card (defaults for missing fields)."""
-    from geoseg.superpixels import GraphParams
-
-    stored = gcn_card.get("graph_params") or gcn_card.get("graph") or {}
-    known = {f.name for f in fields(GraphParams)}
-    return GraphParams(**{k: v for k, v in stored.items() if k in known})
-
-
 def refine_with_gcn(
     image: np.ndarray,
     probs: np.ndarray,
@@ -134,25 +124,17 @@ def refine_with_gcn(
     gcn: nn.Module,
     gcn_card: dict[str, Any],
 ) -> np.ndarray:
-    """Land-cover probabilities (C, H, W) of one tile re-labelled per superpixel by the GCN.
+    """Land-cover probabilities (C, H, W) of one tile fused with the GCN's per-superpixel classes.
 
-    ``probs`` channel 0 is the never-predicted 'unlabeled' class; the graph sees classes 1..C-1.
-    Invalid pixels keep the CNN's probabilities (they are masked later anyway).
+    ``probs`` channel 0 is the never-predicted 'unlabeled' class; the graph sees classes
+    1..C-1 (``geoseg.models.gcn.refine_probabilities``). Tiles without valid pixels pass through.
     """
-    from geoseg.superpixels import build_graph, paint_nodes
+    from geoseg.models.gcn import refine_probabilities
 
     if not valid.any():
         return probs
-    graph = build_graph(np.moveaxis(image, 0, -1), features, probs[1:], graph_params(gcn_card))
-    device = next(gcn.parameters()).device
+    predictable = probs[1:] / np.clip(probs[1:].sum(0, keepdims=True), 1e-6, None)
     with torch.inference_mode():
-        logits = gcn(
-            torch.from_numpy(graph.x).to(device),
-            torch.from_numpy(graph.edge_index).long().to(device),
-            torch.from_numpy(graph.edge_weight).float().to(device),
-        )
-        node_probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-    refined = paint_nodes(graph.segments, node_probs).astype(np.float32)
-    if refined.shape[0] != probs.shape[0]:
-        raise ValueError(f"GCN gives {refined.shape[0]} classes, land-cover model {probs.shape[0]}")
-    return np.where(valid[None], refined, probs)
+        fused = refine_probabilities(gcn, gcn_card, np.ascontiguousarray(np.moveaxis(image, 0, -1)), features,
+                                     predictable)
+    return np.concatenate([np.zeros_like(probs[:1]), fused.astype(np.float32)], 0)

@@ -254,7 +254,9 @@ def _load_heads(options: PredictOptions, device: str) -> dict[str, tuple]:
     for task in tasks:
         model_dir = options.model_dirs.get(task)
         try:
-            heads[task] = load_head(task, options.profile, device, Path(model_dir) if model_dir else None)
+            # the GCN is tiny and fed from numpy: it always runs on the CPU
+            heads[task] = load_head(task, options.profile, "cpu" if task == "gcn" else device,
+                                    Path(model_dir) if model_dir else None)
         except (ValueError, OSError) as exc:
             raise PredictError(f"cannot load the {task} model: {exc}") from exc
     return heads

@@ -6,6 +6,7 @@ random models saved through the real card format.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def make_tiny_models(root: Path, landcover_gsd: float = 0.6, buildings_gsd: floa
         "name": "test-gcn", "task": "gcn", "architecture": "SuperpixelGCN",
         "arch_kwargs": {"in_features": in_features, "n_classes": 6, "hidden": 16, "n_layers": 2},
         "classes": cards.LANDCOVER_CLASSES, "normalisation": NORMALISATION,
-        "graph_params": {"pixels_per_segment": 256},
+        "graph": {"pixels_per_segment": 256}, "fusion": {"alpha": 0.5},
     }, root / "gcn"))
     return out
 
@@ -76,3 +77,47 @@ def make_tiny_models(root: Path, landcover_gsd: float = 0.6, buildings_gsd: floa
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, str]:
     return make_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+def real_tile(size: int = 128) -> np.ndarray:
+    with rasterio.open(data_root() / "buildings" / "kampala" / "kampala_z19_1.tif") as src:
+        return src.read(window=rasterio.windows.Window(64, 64, size, size))
+
+
+def test_tile_model_gives_probabilities(tiny_models):
+    model = TileModel(*load_head("buildings", model_dir=Path(tiny_models["buildings"])))
+    tiles = np.stack([real_tile(), real_tile()[:, ::-1].copy()])
+    probs = model.probabilities(tiles)
+    assert probs.shape == (2, 3, 128, 128) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        model.probabilities(tiles.astype(np.float32))
+
+
+def test_gcn_refinement_keeps_a_distribution(tiny_models):
+    lc = TileModel(*load_head("landcover", model_dir=Path(tiny_models["landcover"])))
+    gcn, gcn_card = load_head("gcn", model_dir=Path(tiny_models["gcn"]))
+    image = real_tile()
+    probs, feats = lc.probabilities_and_features(image[None])
+    assert feats.shape[-2:] == (128, 128)
+    valid = np.ones((128, 128), bool)
+    refined = refine_with_gcn(image, probs[0], feats[0], valid, gcn, gcn_card)
+    assert refined.shape == probs[0].shape
+    assert np.allclose(refined.sum(0), 1.0, atol=1e-4)
+    assert np.all(refined[0] == 0)  # 'unlabeled' is never predicted
+    # superpixels: the refined map is piecewise smoother than the CNN's
+    assert len(np.unique(refined.argmax(0))) <= len(np.unique(probs[0].argmax(0))) + 1
+    assert np.array_equal(refine_with_gcn(image, probs[0], feats[0], ~valid, gcn, gcn_card), probs[0])
+
+
+def test_fast_profile_falls_back_with_a_warning(monkeypatch, tmp_path):
+    monkeypatch.setattr(cards, "weights_dir", lambda: tmp_path)
+    paths = make_tiny_models(tmp_path / "m")
+    Path(paths["buildings"]).with_suffix(".pt").rename(tmp_path / "buildings-u2net.pt")
+    card = json.loads(Path(paths["buildings"]).read_text()) | {"name": "buildings-u2net", "weights": "buildings-u2net.pt"}
+    (tmp_path / "buildings-u2net.json").write_text(json.dumps(card))
+    with pytest.warns(UserWarning, match="no fast student"):
+        _, used = load_head("buildings", profile="fast")
+    assert used["profile"] == "accurate"
+    with pytest.raises(cards.ModelCardError, match="no landcover model"):
+        load_head("landcover")

@@ -217,3 +217,31 @@ def test_cli_batch_is_resumable_and_reports_failures(tiny_models, tmp_path):
     assert (tmp_path / "out" / "a" / "report.json").stat().st_mtime_ns == stamp
     wrong = runner.invoke(app, ["predict", str(a), "--out", str(tmp_path / "x"), "--refine", "maybe"])
     assert wrong.exit_code == 1 and "refine" in wrong.output
+
+
+def shipped_buildings_trained() -> bool:
+    from geoseg.card import default_card_path
+
+    path = default_card_path("buildings")
+    return path.is_file() and bool(json.loads(path.read_text()).get("weights"))
+
+
+def test_result_does_not_depend_on_tile_size(tiny_models, tmp_path):
+    """256 px and 1024 px tiles give the same buildings (IoU >= 0.95): blending + whole-raster vectorising.
+
+    Uses the shipped trained buildings model when there is one, else the calibrated tiny model.
+    """
+    scene = data_root() / "buildings" / "zanzibar" / "zanzibar_z19_2.tif"
+    models = {} if shipped_buildings_trained() else {"buildings": tiny_models["buildings"]}
+    with rasterio.open(scene) as src:
+        transform, shape = src.transform, (src.height, src.width)
+    masks, counts = [], []
+    for size in (256, 1024):
+        out = tmp_path / str(size)
+        report = predict_scene(scene, out, options(models, tile_size=size, overlap=64, classmap=False))
+        masks.append(building_mask(out / "buildings.gpkg", transform, shape))
+        counts.append(report["counts"]["buildings"])
+    a, b = masks
+    assert 0.02 < a.mean() < 0.9, "the comparison must be about real building masks"
+    assert (a & b).sum() / (a | b).sum() >= 0.95
+    assert abs(counts[0] - counts[1]) <= max(2, 0.05 * counts[1])
