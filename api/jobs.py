@@ -157,7 +157,8 @@ class JobStore:
                     return None
                 con.execute(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, progress = 0,"
-                    " stage = 'starting', started_at = ?, heartbeat_at = ?, updated_at = ?"
+                    " stage = 'starting', last_error = NULL, started_at = ?, heartbeat_at = ?,"
+                    " updated_at = ?"
                     " WHERE id = ?",
                     (now, now, now, row["id"]),
                 )
