@@ -1,0 +1,85 @@
+"""The SQLite job store: claim order, exclusive claims, attempt guards, crash recovery."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from api.jobs import JobStore
+
+SUMMARY = {"filename": "a.tif", "bytes": 1, "width": 1, "height": 1, "bands": 3, "dtype": "uint8",
+           "crs": "EPSG:3857", "gsd_m": 0.3}
+
+
+def new(store: JobStore, priority: int = 0) -> str:
+    job_id = str(uuid.uuid4())
+    store.create(job_id, {"refine": "none"}, SUMMARY, priority=priority)
+    time.sleep(0.002)  # distinct creation times
+    return job_id
+
+
+def test_claims_follow_priority_then_age(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    first, second, urgent = new(store), new(store), new(store, priority=10)
+    claimed = [store.claim_next().id for _ in range(3)]
+    assert claimed == [urgent, first, second]
+    assert store.claim_next() is None
+    assert store.counts() == {"queued": 0, "running": 3, "succeeded": 0, "failed": 0}
+
+
+def test_concurrent_claims_never_share_a_job(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    ids = {new(store) for _ in range(30)}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker():
+        own = JobStore(store.db_path)
+        while (job := own.claim_next()) is not None:
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_a_stale_attempt_cannot_touch_a_newer_one(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job_id = new(store)
+    assert store.claim_next().attempts == 1
+    store.requeue(job_id, "crashed")
+    assert store.claim_next().attempts == 2
+    assert not store.set_progress(job_id, 1, 0.9, "old attempt")
+    assert not store.mark_succeeded(job_id, 1, {})
+    assert store.set_progress(job_id, 2, 0.5, "inference")
+    job = store.get(job_id)
+    assert (job.status, job.progress, job.stage, job.last_error) == ("running", 0.5, "inference", None)
+
+
+def test_recovery_requeues_interrupted_jobs_until_the_attempts_run_out(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job_id = new(store)
+    store.claim_next()
+    requeued, failed = store.recover_interrupted(max_attempts=2)
+    assert (requeued, failed) == ([job_id], [])
+    assert store.get(job_id).status == "queued"
+    store.claim_next()
+    requeued, failed = store.recover_interrupted(max_attempts=2)
+    assert (requeued, failed) == ([], [job_id])
+    job = store.get(job_id)
+    assert job.status == "failed" and "interrupted 2 times" in job.error
+
+
+def test_deleted_jobs_are_hidden_and_never_claimed(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job_id = new(store)
+    assert store.mark_deleted(job_id).status == "queued"
+    assert store.get(job_id) is None and store.list(10, 0) == ([], 0)
+    assert store.claim_next() is None
+    assert store.deleted_ids() == [job_id]
+    store.purge(job_id)
+    assert store.get(job_id, include_deleted=True) is None
