@@ -29,9 +29,13 @@ class ResidualBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        # ResNet-D shortcut: average-pool, then a 1x1 conv. Besides using every input pixel, it
+        # avoids a strided 1x1 conv, whose CPU backward corrupts memory on channels-last
+        # input in torch 2.13 ("double free or corruption").
+        layers: list[nn.Module] = [nn.AvgPool2d(stride, ceil_mode=True)] if stride != 1 else []
+        if cin != cout:
+            layers += [nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.shortcut: nn.Module = nn.Sequential(*layers) if layers else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.bn1(self.conv1(x)), inplace=True)
@@ -75,7 +79,7 @@ class AttResUNet(nn.Module):
         self,
         in_channels: int = 3,
         n_classes: int = 6,
-        widths: tuple[int, ...] = (32, 64, 128, 256, 320),
+        widths: tuple[int, ...] = (32, 64, 128, 192, 256),
         ignore_first_class: bool = True,
     ) -> None:
         super().__init__()

@@ -30,8 +30,9 @@ from geoseg.training.metrics import boundary_counts, boundary_f, building_iou, c
 Log = Callable[[str], None]
 
 BUILDINGS_GSD_M = 0.3
-# Estimated from car lengths (~4.5 m) and lane widths (~3.5 m) in the Dubai images (docs/models.md).
-DUBAI_GSD_M = 0.5
+# Not published; estimated at ~1.1 m (1.0-1.3 m) from a tennis-court pair, residential
+# street widths and car lengths measured in pixels (docs/models.md).
+DUBAI_GSD_M = 1.1
 
 BUILDINGS_SPLITS = {"train": "zanzibar + nairobi block 1", "val": "nairobi block 2", "test": "kampala"}
 LANDCOVER_SPLITS = {"train": "Dubai tiles 1-4", "val": "Dubai tile 5", "test": "Dubai tile 6"}
@@ -292,7 +293,7 @@ def train_landcover(
         "input": "uint8 RGB",
         "normalisation": norm,
         "gsd_m": DUBAI_GSD_M,
-        "gsd_note": "Dubai imagery has no published GSD; ~0.5 m estimated from car lengths and lane widths",
+        "gsd_note": "Dubai imagery has no published GSD; ~1.1 m (1.0-1.3 m) estimated from tennis courts, street widths and car lengths (docs/models.md)",
         "tile_size": 512,
         "training": _training_block(data, LANDCOVER_SPLITS, cfg, hist, "CE(ignore 0)+0.5*Dice(1..5)"),
         "metrics": {"val": {"miou": hist["best_val"]}},
