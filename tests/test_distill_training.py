@@ -23,6 +23,8 @@ from geoseg.training.distill import (
     device_phase,
     distill,
     export_students,
+    feature_module,
+    teacher_outputs,
     train_student,
 )
 from tiles.labels import LabelIndex, window_labels
@@ -95,6 +97,23 @@ def test_distillation_steps_on_real_building_chips_lower_the_loss():
                   batch_size=2, lr=1e-2, cache=cache, progress=lambda step, loss: seen.append(loss))
     assert run.steps == 10 == len(seen)
     assert np.mean(seen[-3:]) < 0.9 * np.mean(seen[:3]), seen
+
+
+def test_teacher_outputs_take_one_pass_and_match_forward_and_features():
+    teacher, _ = teacher_pair("buildings")
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    teacher.train()  # the probe must leave batch-norm statistics alone even in training mode
+    assert feature_module(teacher) is teacher.stage1d
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in state.items())
+    teacher.eval()
+    x = torch.rand(2, 3, 48, 40)
+    calls = []
+    handle = teacher.stage1.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        logits, feats = teacher_outputs(teacher, x)
+        assert len(calls) == 1  # one encoder pass for both outputs
+        assert torch.equal(logits, teacher(x)) and torch.equal(feats, teacher.features(x))
+    handle.remove()
 
 
 def test_teacher_cache_matches_the_live_teacher():

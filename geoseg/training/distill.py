@@ -226,24 +226,59 @@ def batches(
 
 
 def teacher_outputs(teacher: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(logits, features) of a teacher in one pass where its API allows it.
+    """(logits, features) of a teacher, in one pass wherever possible.
 
-    ``forward_with_features`` or ``features`` + ``classify`` (AttResUNet) cost one
-    pass; ``features`` + ``forward`` (U2-Net) cost the decoder twice; a teacher
-    without ``features`` lends its logits to the CSC loss.
+    ``forward_with_features``, or ``features`` + ``classify`` (AttResUNet), or a
+    forward hook on the submodule that produces ``features(x)`` (U2-Net: the
+    first decoder stage, found once by :func:`feature_module`); else ``features``
+    and ``forward`` separately. A teacher without ``features`` lends its logits.
     """
     if hasattr(teacher, "forward_with_features"):
-        logits, feats = teacher.forward_with_features(x)
-    elif hasattr(teacher, "features") and hasattr(teacher, "classify"):
+        return teacher.forward_with_features(x)
+    if hasattr(teacher, "features") and hasattr(teacher, "classify"):
         feats = teacher.features(x)
-        logits = teacher.classify(feats)
-    elif hasattr(teacher, "features"):
-        feats = teacher.features(x)
+        return teacher.classify(feats), feats
+    if not hasattr(teacher, "features"):
         logits = _first(teacher(x))
-    else:
+        return logits, logits
+    module = feature_module(teacher)
+    if module is None:
+        return _first(teacher(x)), teacher.features(x)
+    captured: list[Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
         logits = _first(teacher(x))
-        feats = logits
-    return logits, feats
+    finally:
+        handle.remove()
+    return logits, captured[-1]
+
+
+_FEATURE_MODULES: dict[int, nn.Module | None] = {}
+
+
+def feature_module(teacher: nn.Module) -> nn.Module | None:
+    """The submodule whose output *is* ``teacher.features(x)`` (identity, probed once), or None."""
+    key = id(teacher)
+    if key not in _FEATURE_MODULES:
+        seen: list[tuple[nn.Module, Tensor]] = []  # keeps outputs alive: identity checks stay valid
+
+        def record(mod: nn.Module, _inp: tuple, out: Tensor) -> None:
+            seen.append((mod, out))
+
+        handles = [m.register_forward_hook(record) for m in teacher.modules() if m is not teacher]
+        was_training = teacher.training
+        teacher.eval()  # the probe must not touch batch-norm statistics
+        try:
+            with torch.no_grad():
+                param = next(teacher.parameters())
+                feats = teacher.features(torch.zeros(1, 3, 32, 32, device=param.device, dtype=param.dtype))
+        finally:
+            teacher.train(was_training)
+            for h in handles:
+                h.remove()
+        # The outermost module producing the tensor (the last to finish among those returning it).
+        _FEATURE_MODULES[key] = next((mod for mod, out in reversed(seen) if out is feats), None)
+    return _FEATURE_MODULES[key]
 
 
 def _first(out: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
@@ -383,19 +418,31 @@ def _parse_losses(losses: str) -> set[str]:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, card: dict[str, Any], task: str, chips: ChipArrays, device: str, batch_size: int = 8
+    model: nn.Module,
+    card: dict[str, Any],
+    task: str,
+    chips: ChipArrays,
+    device: str,
+    batch_size: int = 8,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Test metrics of a model on chips: buildings pixel IoU/F1; land cover per-class IoU, mIoU, OA.
 
     Buildings: building = interior or outline (classes 1, 2) against background,
     255 ignored. Land cover: classes 1..K-1, unlabeled (0) ignored; mIoU averages
-    the classes present in the truth or the prediction.
+    the classes present in the truth or the prediction. Past ``deadline``
+    (time.monotonic) it stops after the current batch; ``chips`` says how many
+    were scored.
     """
     model.to(device).eval()
     cuda = device.startswith("cuda")
     n_classes = len(card["classes"])
     conf = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
+    scored = 0
     for i in range(0, len(chips), batch_size):
+        if deadline is not None and scored and time.monotonic() > deadline:
+            break
+        scored = min(i + batch_size, len(chips))
         images = torch.from_numpy(np.ascontiguousarray(chips.images[i : i + batch_size])).to(device)
         y = loss_targets(torch.from_numpy(np.ascontiguousarray(chips.labels[i : i + batch_size])).to(device), task)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
@@ -404,7 +451,9 @@ def evaluate(
         conf += torch.bincount(
             y[valid] * n_classes + pred[valid], minlength=n_classes * n_classes
         ).view(n_classes, n_classes)
-    return confusion_metrics(conf.cpu().numpy(), task, [c["name"] for c in card["classes"]])
+    metrics = confusion_metrics(conf.cpu().numpy(), task, [c["name"] for c in card["classes"]])
+    metrics["chips"] = scored
+    return metrics
 
 
 def confusion_metrics(conf: np.ndarray, task: str, names: list[str]) -> dict[str, Any]:
@@ -553,7 +602,7 @@ def device_phase(
     out_dir: Path,
     budget_s: float,
     device: str,
-    batch_size: int = 16,
+    batch_size: int = 32,
     log: Callable[[str], None] = print,
     make_student: Callable[[str, dict], FastSegNet] | None = None,
     max_steps: int | None = None,
@@ -592,7 +641,7 @@ def device_phase(
         report["tasks"][t] = entry
         try:
             if "test" in data[t]:
-                entry["teacher_test"] = evaluate(teacher, tcard, t, data[t]["test"], device)
+                entry["teacher_test"] = evaluate(teacher, tcard, t, data[t]["test"], device, batch_size, deadline)
             if "train" in data[t]:
                 start = time.monotonic()
                 caches[t] = cache_teacher(
@@ -624,7 +673,7 @@ def device_phase(
             result: dict[str, Any] = {"steps": run.steps, "seconds": round(run.seconds, 1),
                                       "first_loss": round(run.first_loss, 4), "last_loss": round(run.last_loss, 4)}
             if "test" in data[t]:
-                result["test"] = evaluate(student, tcard, t, data[t]["test"], device)
+                result["test"] = evaluate(student, tcard, t, data[t]["test"], device, batch_size, deadline)
         except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
             entry.setdefault("runs", {})[losses] = {"error": f"{type(exc).__name__}: {exc}"}
             log(f"distill: {t} {losses} failed: {exc!r}")
@@ -651,10 +700,11 @@ def device_phase(
         teacher, tcard = teachers[t]
         entry = report["tasks"][t]
         try:
-            x = torch.zeros(1, 3, 512, 512, device=device)
-            entry["gmac_512"] = {"teacher": round(conv_macs(teacher, x) / 1e9, 2),
-                                 "student": round(conv_macs(make_student(t, tcard).to(device), x) / 1e9, 2)}
-            if t in shipped:
+            # MACs scale with pixels: count on 256 px, report per 512 px tile.
+            x = torch.zeros(1, 3, 256, 256, device=device)
+            entry["gmac_512"] = {"teacher": round(4 * conv_macs(teacher, x) / 1e9, 2),
+                                 "student": round(4 * conv_macs(make_student(t, tcard).to(device), x) / 1e9, 2)}
+            if t in shipped and device.startswith("cuda"):
                 entry["mpx_s"] = {"teacher": throughput_mpx_s(teacher, device, seconds=0.5),
                                   "student": throughput_mpx_s(shipped[t], device, seconds=0.5)}
         except Exception as exc:  # noqa: BLE001
