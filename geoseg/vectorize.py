@@ -26,7 +26,6 @@ import shapely
 from affine import Affine
 from rasterio import features
 from scipy import ndimage
-from skimage.segmentation import watershed
 
 BACKGROUND, INTERIOR, OUTLINE = 0, 1, 2
 
@@ -62,22 +61,6 @@ class BuildingPolygons:
         self.group.extend(other.group)
 
 
-def footprint_mask(classes: np.ndarray) -> np.ndarray:
-    """Building pixels: interior and outline, minus the outline's outer rim.
-
-    The outline band of the labels (``tiles.labels``) straddles the true edge, one pixel
-    inside and one outside; its pixels touching background are the outside half. Outline
-    pixels between two buildings (shared walls) touch no background and are kept.
-    """
-    background = classes == BACKGROUND
-    near_background = np.zeros_like(background)
-    near_background[1:] |= background[:-1]
-    near_background[:-1] |= background[1:]
-    near_background[:, 1:] |= background[:, :-1]
-    near_background[:, :-1] |= background[:, 1:]
-    return ~background & ~((classes == OUTLINE) & near_background)
-
-
 @dataclass
 class Separation:
     """Buildings labelled 1..n (0 = background) and where each came from."""
@@ -91,18 +74,17 @@ class Separation:
         return len(self.component_slices)
 
 
-def separate_buildings(classes: np.ndarray, skip_rows: int = 0) -> Separation:
+def separate_buildings(classes: np.ndarray) -> Separation:
     """Label buildings (4-connected non-background), splitting touching ones between interior seeds.
 
     Components with at most one interior seed keep their component number; the others are
-    split by a watershed on the distance to the seeds, computed in their bounding box only.
-    ``skip_rows`` first rows only give context to the footprint and are not labelled.
+    split between their seeds by a breadth-first growth (a watershed on the distance to the seeds).
+    The footprint is exactly the interior and outline pixels (``tiles.labels``: the outline
+    is the band just inside each footprint's edge, and along shared walls).
     """
     if classes.ndim != 2:
         raise ValueError(f"classes must be a 2-D array, got shape {classes.shape}")
-    footprint = footprint_mask(classes)[skip_rows:]
-    classes = classes[skip_rows:]
-    comp, n_comp = ndimage.label(footprint)
+    comp, n_comp = ndimage.label(classes != BACKGROUND)
     labels = comp.astype(np.int32, copy=False)
     if n_comp == 0:
         return Separation(labels, np.zeros(1, np.int64), [])
@@ -115,20 +97,65 @@ def separate_buildings(classes: np.ndarray, skip_rows: int = 0) -> Separation:
         comp_of_seed = np.zeros(n_seeds + 1, dtype=np.int64)
         comp_of_seed[seeds[is_seed]] = comp[is_seed]
         seeds_per_comp = np.bincount(comp_of_seed[1:], minlength=n_comp + 1)
-    owner = list(range(n_comp + 1))
-    next_label = n_comp + 1
-    for c in np.flatnonzero(seeds_per_comp >= 2):
-        sl = slices[c - 1]
-        inside = comp[sl] == c
-        local_seeds, n_local = ndimage.label((seeds[sl] > 0) & inside)
-        distance = ndimage.distance_transform_edt(local_seeds == 0)
-        split = watershed(distance, markers=local_seeds, mask=inside)
-        # the first seed keeps the component's number, the others get fresh ones
-        new_ids = np.concatenate([[0, c], np.arange(next_label, next_label + n_local - 1)]).astype(np.int32)
-        labels[sl][inside] = new_ids[split[inside]]
-        owner.extend([int(c)] * (n_local - 1))
-        next_label += n_local - 1
+    multi = seeds_per_comp >= 2
+    owner = np.arange(n_comp + 1, dtype=np.int64)
+    if multi.any():
+        owner = _split_between_seeds(labels, comp, slices, seeds, comp_of_seed, multi, n_comp)
     return Separation(labels, np.asarray(owner, dtype=np.int64), slices)
+
+
+def _split_between_seeds(
+    labels: np.ndarray, comp: np.ndarray, slices: list, seeds: np.ndarray, comp_of_seed: np.ndarray,
+    multi: np.ndarray, n_comp: int,
+) -> np.ndarray:
+    """Grow every seed of the multi-seed components over its component, in place; returns ``owner``.
+
+    A breadth-first growth (4-neighbour layers, ties to the larger label) done for all
+    components at once on flat index arrays: the outline band between seeds is a few
+    pixels wide, so a handful of vectorised iterations replace one watershed per component.
+    The first seed of a component keeps the component's number, the others get new ones.
+    """
+    seed_ids = np.arange(1, comp_of_seed.size, dtype=np.int64)
+    seed_comp = comp_of_seed[1:]
+    chosen = multi[seed_comp]
+    ms, mc = seed_ids[chosen], seed_comp[chosen]
+    order = np.lexsort((ms, mc))
+    ms, mc = ms[order], mc[order]
+    first = np.r_[True, mc[1:] != mc[:-1]]
+    new_label = np.empty(ms.size, dtype=np.int32)
+    new_label[first] = mc[first]
+    n_extra = int((~first).sum())
+    new_label[~first] = np.arange(n_comp + 1, n_comp + 1 + n_extra, dtype=np.int32)
+    seed_to_label = np.zeros(comp_of_seed.size, dtype=np.int32)
+    seed_to_label[ms] = new_label
+
+    h, w = labels.shape
+    # the multi-seed components' bounding boxes, each with a 1 px empty border, stacked into
+    # one small "atlas": neighbours are +-1 and +-stride there, and no page of a big array is touched
+    chosen_comps = np.flatnonzero(multi)
+    boxes = [slices[c - 1] for c in chosen_comps]
+    heights = np.array([b[0].stop - b[0].start + 2 for b in boxes])
+    stride = max(b[1].stop - b[1].start for b in boxes) + 2
+    row_offsets = np.concatenate([[0], np.cumsum(heights)[:-1]])
+    image_idx, atlas_idx = [], []
+    for c, box, r0 in zip(chosen_comps, boxes, row_offsets):
+        rr, cc = np.nonzero(comp[box] == c)
+        image_idx.append((rr + box[0].start) * w + (cc + box[1].start))
+        atlas_idx.append((rr + r0 + 1) * stride + cc + 1)
+    idx, at = np.concatenate(image_idx), np.concatenate(atlas_idx)
+    grown = np.zeros(int(heights.sum()) * stride, dtype=np.int32)
+    grown[at] = seed_to_label[seeds.ravel()[idx]]
+    todo = at[grown[at] == 0]
+    while todo.size:
+        nb = np.maximum(np.maximum(grown[todo - 1], grown[todo + 1]),
+                        np.maximum(grown[todo - stride], grown[todo + stride]))
+        reached = nb > 0
+        if not reached.any():
+            break  # unreachable pixels (cannot happen inside a connected component)
+        grown[todo[reached]] = nb[reached]
+        todo = todo[~reached]
+    labels.ravel()[idx] = grown[at]
+    return np.concatenate([np.arange(n_comp + 1, dtype=np.int64), mc[~first]])
 
 
 def keep_labels(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -236,16 +263,12 @@ def vectorize_strips(
     start = 0
     while start < height:
         core_stop = min(start + options.strip_rows, height)
-        # one row above tells whether a component began earlier; one more gives its footprint context
-        read_start = max(0, start - 1)
-        context = 1 if read_start >= 1 else 0
+        read_start = max(0, start - 1)  # one row above tells whether a component began earlier
         halo = options.halo_rows
         while True:
             read_stop = min(core_stop + halo, height)
-            classes, prob = read(read_start - context, read_stop)
-            sep = separate_buildings(classes, skip_rows=context)
-            if prob is not None:
-                prob = prob[context:]
+            classes, prob = read(read_start, read_stop)
+            sep = separate_buildings(classes)
             owned = _components_owned_by_strip(sep, start - read_start, core_stop - read_start,
                                                at_bottom=read_stop >= height)
             if owned is not None:

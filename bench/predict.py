@@ -1,0 +1,136 @@
+"""Benchmarks of `geoseg predict`: whole-pipeline speed, vectorisation vs rasterio, peak memory.
+
+    .venv/bin/python bench/predict.py                      # all three, CPU
+    .venv/bin/python bench/predict.py --what speed --device cuda
+    .venv/bin/python bench/predict.py --what vector --vector-size 10000   # 100 Mpx mask
+    .venv/bin/python bench/predict.py --what memory
+
+speed   : predict_scene on a 0.3 m scene (both heads + GCN + vectorisation), Mpx/s of input,
+          for the 'accurate' and (when students ship) 'fast' profiles side by side.
+vector  : the same synthetic building mask (rectangles, touching rows of houses, 3 classes)
+          through ``rasterio.features.shapes`` (binary mask, mask= given, the peers' way) and
+          through ``geoseg.vectorize`` (separating, simplifying, merging across strips).
+memory  : peak RSS of predict_scene in a fresh process, 1 Mpx scene vs zanzibar_z21_1 (33.5 Mpx).
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from geoseg.paths import data_root  # noqa: E402
+
+
+def bench_speed(scene: Path, device: str, profiles: list[str], threads: int) -> None:
+    import torch
+
+    from geoseg.card import default_card_path
+    from geoseg.pipeline import PredictOptions, predict_scene
+
+    torch.set_num_threads(threads)
+    print(f"== whole pipeline on {scene.name} (device {device}, {threads} threads)")
+    for profile in profiles:
+        if profile == "fast" and not default_card_path("buildings", "fast").is_file():
+            print("fast: no student shipped (geoseg/weights/*-fast.json): skipped")
+            continue
+        with tempfile.TemporaryDirectory() as out:
+            opts = PredictOptions(device=device, profile=profile)
+            predict_scene(scene, Path(out), PredictOptions(device=device, profile=profile, refine="none",
+                                                            tile_size=256, buildings=False))  # warm-up
+            t = time.perf_counter()
+            report = predict_scene(scene, Path(out), opts)
+            wall = time.perf_counter() - t
+        mpx = report["grid"]["width"] * report["grid"]["height"] / 1e6
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in report["timings_s"].items() if k != "total")
+        print(f"{profile:9s}: {mpx:.2f} Mpx in {wall:.2f} s = {mpx / wall:.3f} Mpx/s  "
+              f"({report['counts'].get('buildings', 0)} buildings; {stages})")
+
+
+def synthetic_classes(size: int, seed: int = 0) -> np.ndarray:
+    """0/1/2 raster of ~size^2/5000 buildings: rectangles with 2 px outlines, some in touching rows."""
+    rng = np.random.default_rng(seed)
+    classes = np.zeros((size, size), np.uint8)
+    n = size * size // 5000
+    ys = rng.integers(0, size - 80, n)
+    xs = rng.integers(0, size - 80, n)
+    hw = rng.integers(8, 30, (n, 2))
+    row = rng.random(n) < 0.2  # a fifth are a terrace of 3 houses sharing walls
+    for y, x, (h, w), terrace in zip(ys, xs, hw, row):
+        for k in range(3 if terrace else 1):
+            x0 = x + k * w
+            classes[y:y + h, x0:x0 + w] = 2
+            classes[y + 2:y + h - 2, x0 + 2:x0 + w - 2] = 1
+    return classes
+
+
+def bench_vector(size: int) -> None:
+    from rasterio import features
+
+    from geoseg.vectorize import VectorizeOptions, vectorize_strips
+
+    classes = synthetic_classes(size)
+    mask = (classes > 0).astype(np.uint8)
+    print(f"== vectorisation of a {size}x{size} ({size * size / 1e6:.0f} Mpx) mask")
+    t = time.perf_counter()
+    n_shapes = sum(1 for _ in features.shapes(mask, mask=mask > 0))
+    t_shapes = time.perf_counter() - t
+    t = time.perf_counter()
+    found = vectorize_strips(lambda a, b: (classes[a:b], None), size, VectorizeOptions(min_area_px=4, simplify_px=0.5))
+    t_ours = time.perf_counter() - t
+    print(f"rasterio.features.shapes : {t_shapes:.2f} s, {n_shapes} polygons (touching houses merged, GeoJSON dicts)")
+    print(f"geoseg.vectorize         : {t_ours:.2f} s, {len(found)} polygons (separated, simplified, shapely)")
+    print(f"ratio                    : {t_ours / t_shapes:.2f}x")
+
+
+def peak_rss_mb(scene: Path, device: str) -> float:
+    code = (
+        "import sys, resource, tempfile, torch; torch.set_num_threads(2)\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from pathlib import Path\n"
+        "from geoseg.pipeline import PredictOptions, predict_scene\n"
+        "with tempfile.TemporaryDirectory() as out:\n"
+        f"    predict_scene(Path({str(scene)!r}), Path(out), PredictOptions(device={device!r}))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(device: str) -> None:
+    small = data_root() / "buildings" / "nairobi" / "nairobi_z19_1.tif"  # 1024 x 1024
+    big = data_root() / "buildings" / "zanzibar" / "zanzibar_z21_1.tif"  # 8192 x 4096
+    print("== peak RSS of predict_scene in a fresh process")
+    a = peak_rss_mb(small, device)
+    print(f"{small.name} (1.0 Mpx): {a:.0f} MB")
+    b = peak_rss_mb(big, device)
+    print(f"{big.name} (33.5 Mpx): {b:.0f} MB  -> ratio {b / a:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--what", default="speed,vector,memory")
+    parser.add_argument("--scene", type=Path, default=data_root() / "buildings" / "zanzibar" / "zanzibar_z19_1.tif")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profiles", default="accurate,fast")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--vector-size", type=int, default=10000)
+    args = parser.parse_args()
+    what = set(args.what.split(","))
+    if "speed" in what:
+        bench_speed(args.scene, args.device, args.profiles.split(","), args.threads)
+    if "vector" in what:
+        bench_vector(args.vector_size)
+    if "memory" in what:
+        bench_memory(args.device)
+
+
+if __name__ == "__main__":
+    main()
