@@ -10,6 +10,9 @@ falling back from 'fast' to 'accurate' with a warning when no student ships.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -67,53 +70,130 @@ def load_head(
     return module, card
 
 
-class TileModel:
-    """One segmentation head ready for batched inference on uint8 RGB tiles."""
+class _Head(nn.Module):
+    """Raw 0..255 float tiles -> softmax probabilities (and full-size features): one graph to export."""
 
-    def __init__(self, module: nn.Module, card: dict[str, Any], device: str = "cpu") -> None:
-        self.module = module.eval().to(device)
+    def __init__(self, module: nn.Module, card: dict[str, Any], with_features: bool) -> None:
+        super().__init__()
+        self.module = module
+        self.with_features = with_features
+        norm = card["normalisation"]
+        self.register_buffer("mean", torch.tensor(norm["mean"], dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(norm["std"], dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
+
+    def forward(self, x: torch.Tensor):
+        x = (x - self.mean) / self.std
+        if not self.with_features:
+            logits = self.module(x)
+            if isinstance(logits, (list, tuple)):
+                logits = logits[0]
+            return torch.softmax(logits.float(), dim=1)
+        if hasattr(self.module, "forward_with_features"):
+            logits, feats = self.module.forward_with_features(x)
+        elif hasattr(self.module, "classify"):
+            feats = self.module.features(x)
+            logits = self.module.classify(feats)
+        else:
+            raise TypeError(f"{type(self.module).__name__} exposes no features for the GCN")
+        if feats.shape[-2:] != x.shape[-2:]:
+            feats = F.interpolate(feats, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.softmax(logits.float(), dim=1), feats.float()
+
+
+def cache_dir() -> Path:
+    """Where exported ONNX graphs are kept: ``$GEOSEG_CACHE`` or ``~/.cache/geoseg``."""
+    return Path(os.environ.get("GEOSEG_CACHE") or Path.home() / ".cache" / "geoseg")
+
+
+def _model_fingerprint(card: dict[str, Any], with_features: bool) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([card.get("architecture"), card.get("arch_kwargs"), card.get("normalisation"),
+                              with_features, torch.__version__], sort_keys=True).encode())
+    weights = card.get("weights")
+    card_path = card.get("card_path")
+    if weights and card_path and (Path(card_path).parent / weights).is_file():
+        digest.update((Path(card_path).parent / weights).read_bytes())
+    else:
+        digest.update(b"untrained-seed-0")
+    return digest.hexdigest()[:16]
+
+
+def export_onnx(head: nn.Module, card: dict[str, Any], with_features: bool) -> Path:
+    """The head as an ONNX graph (dynamic batch and size), exported once and cached on disk."""
+    path = cache_dir() / "onnx" / f"{card.get('name', 'model')}-{_model_fingerprint(card, with_features)}.onnx"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    outputs = ["probs", "features"] if with_features else ["probs"]
+    axes = {"x": {0: "batch", 2: "height", 3: "width"}} | {o: {0: "batch", 2: "height", 3: "width"} for o in outputs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(head.cpu().eval(), (torch.zeros(1, 3, 256, 256),), str(tmp), input_names=["x"],
+                          output_names=outputs, dynamic_axes=axes, opset_version=17, dynamo=False)
+    os.replace(tmp, path)  # atomic: concurrent workers may export the same model
+    return path
+
+
+class TileModel:
+    """One segmentation head ready for batched inference on uint8 RGB tiles.
+
+    ``runtime``: 'torch' (inference mode; bf16 autocast on CUDA), 'onnx' (ONNX Runtime on the
+    CPU, ~3x faster than eager torch here for U2-Net), or 'auto' (onnx on CPU, torch on CUDA).
+    """
+
+    def __init__(self, module: nn.Module, card: dict[str, Any], device: str = "cpu", runtime: str = "torch",
+                 with_features: bool = False) -> None:
+        if runtime not in ("auto", "torch", "onnx"):
+            raise ValueError(f"runtime must be auto, torch or onnx, got {runtime!r}")
+        if runtime == "auto":
+            runtime = "onnx" if device == "cpu" else "torch"
+        if runtime == "onnx" and device != "cpu":
+            raise ValueError("the onnx runtime runs on the CPU only; use --runtime torch with --device cuda")
         self.card = card
         self.device = device
+        self.runtime = runtime
+        self.with_features = with_features
         self.n_classes = len(card["classes"])
-        norm = card["normalisation"]
-        self._mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self._std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self._autocast = device == "cuda"
+        self.head = _Head(module.eval(), card, with_features).eval()
+        self._session = None
+        if runtime == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.log_severity_level = 3
+            self._session = ort.InferenceSession(str(export_onnx(self.head, card, with_features)), options,
+                                                 providers=["CPUExecutionProvider"])
+        else:
+            self.head.to(device)
 
     @property
     def gsd_m(self) -> float | None:
         value = self.card.get("gsd_m")
         return float(value) if value else None
 
-    def _input(self, images: np.ndarray) -> torch.Tensor:
+    def _run(self, images: np.ndarray) -> list[np.ndarray]:
         if images.ndim != 4 or images.shape[1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"expected uint8 (B, 3, H, W) tiles, got {images.dtype} {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
-        return (x.float() / 255.0 - self._mean) / self._std
+        if self._session is not None:
+            return self._session.run(None, {"x": images.astype(np.float32)})
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True).float()
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
+            out = self.head(x)
+        out = out if isinstance(out, tuple) else (out,)
+        return [o.float().cpu().numpy() for o in out]
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax probabilities float32 (B, n_classes, H, W) of uint8 tiles (B, 3, H, W)."""
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self._autocast):
-            logits = self.module(self._input(images))
-            if isinstance(logits, (list, tuple)):
-                logits = logits[0]
-            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        return self._run(images)[0]
 
     def probabilities_and_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and full-resolution decoder features (B, C, H, W) in one pass (for the GCN)."""
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self._autocast):
-            x = self._input(images)
-            if hasattr(self.module, "forward_with_features"):
-                logits, feats = self.module.forward_with_features(x)
-            elif hasattr(self.module, "classify"):
-                feats = self.module.features(x)
-                logits = self.module.classify(feats)
-            else:
-                raise TypeError(f"{type(self.module).__name__} exposes no features for the GCN")
-            if feats.shape[-2:] != x.shape[-2:]:
-                feats = F.interpolate(feats.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
-            probs = torch.softmax(logits.float(), dim=1)
-            return probs.cpu().numpy(), feats.float().cpu().numpy()
+        if not self.with_features:
+            raise ValueError("this TileModel was built without features (with_features=False)")
+        probs, feats = self._run(images)
+        return probs, feats
 
 
 def refine_with_gcn(

@@ -72,6 +72,7 @@ class PredictOptions:
     device: str = "auto"  # auto | cpu | cuda
     gsd: float | None = None  # metres: overrides the input's own GSD
     profile: str = "accurate"  # accurate | fast
+    runtime: str = "auto"  # auto (onnx on CPU, torch on CUDA) | torch | onnx
     batch_size: int = 4
     min_area_m2: float = 3.0
     simplify_m: float = 0.3
@@ -92,6 +93,8 @@ class PredictOptions:
             raise PredictError(f"--gsd must be a positive number of metres, got {self.gsd}")
         if not (self.buildings or self.classmap):
             raise PredictError("nothing to do: both --no-buildings and --no-classmap given")
+        if self.runtime not in ("auto", "torch", "onnx"):
+            raise PredictError(f"--runtime must be auto, torch or onnx, got {self.runtime!r}")
         if self.batch_size < 1:
             raise PredictError("batch size must be >= 1")
 
@@ -189,7 +192,11 @@ def predict_scene(
     }
     try:
         if "landcover" in heads:
-            model = TileModel(*heads["landcover"], device=device)
+            t = time.perf_counter()
+            model = TileModel(*heads["landcover"], device=device, runtime=options.runtime,
+                              with_features="gcn" in heads)
+            timings["prepare_landcover"] = time.perf_counter() - t
+            report["models"]["landcover"]["runtime"] = model.runtime
             gcn = heads.get("gcn")
             t = time.perf_counter()
             result = _run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("landcover", f),
@@ -205,7 +212,10 @@ def predict_scene(
             timings["classmap"] = time.perf_counter() - t
             report["counts"]["classmap_pixels"] = counts
         if "buildings" in heads:
-            model = TileModel(*heads["buildings"], device=device)
+            t = time.perf_counter()
+            model = TileModel(*heads["buildings"], device=device, runtime=options.runtime)
+            timings["prepare_buildings"] = time.perf_counter() - t
+            report["models"]["buildings"]["runtime"] = model.runtime
             t = time.perf_counter()
             result = _run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("buildings", f),
                                notes)

@@ -95,7 +95,7 @@ def test_tile_model_gives_probabilities(tiny_models):
 
 
 def test_gcn_refinement_keeps_a_distribution(tiny_models):
-    lc = TileModel(*load_head("landcover", model_dir=Path(tiny_models["landcover"])))
+    lc = TileModel(*load_head("landcover", model_dir=Path(tiny_models["landcover"])), with_features=True)
     gcn, gcn_card = load_head("gcn", model_dir=Path(tiny_models["gcn"]))
     image = real_tile()
     probs, feats = lc.probabilities_and_features(image[None])
@@ -121,3 +121,17 @@ def test_fast_profile_falls_back_with_a_warning(monkeypatch, tmp_path):
     assert used["profile"] == "accurate"
     with pytest.raises(cards.ModelCardError, match="no landcover model"):
         load_head("landcover")
+
+
+def test_onnx_runtime_matches_torch(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path))
+    module, card = load_head("landcover", model_dir=Path(tiny_models["landcover"]))
+    tiles = np.stack([real_tile(96), real_tile(96)[:, :, ::-1].copy()])
+    eager = TileModel(module, card, runtime="torch", with_features=True)
+    onnx = TileModel(module, card, runtime="onnx", with_features=True)
+    assert list(tmp_path.glob("onnx/*.onnx")), "the exported graph is cached"
+    for a, b in zip(eager.probabilities_and_features(tiles), onnx.probabilities_and_features(tiles)):
+        assert a.shape == b.shape
+        assert np.allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="runtime"):
+        TileModel(module, card, runtime="tensorrt")
