@@ -147,9 +147,9 @@ def phase_gcn(data: dict, parts_async, cnn, cnn_card: dict, params: GraphParams,
     idx = np.arange(len(split))
     fit_i, sel_i, test_i = [idx[m & (idx < n)] for m in (fit, sel, test)]
     arch = {"in_features": n_node_features(cnn.feature_channels, 5), "n_classes": 6, "hidden": 96, "n_layers": 3}
-    train_s = max(min(clock.until(PHASE_END["gcn"]) * 0.5, 40.0), 1.0)
+    train_s = max(min(clock.until(PHASE_END["gcn"]) * 0.5, 30.0), 1.0)
     gcn, hist = train_gcn([graphs[i] for i in fit_i], [graphs[i] for i in sel_i], arch, dev,
-                          budget_s=None if dry else train_s, epochs=20 if dry else None, log=log)
+                          budget_s=train_s, epochs=20 if dry else 3000, log=log)
     alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
     sel_scores = evaluate_refinement(cnn, norm, gcn, data["images"][sel_i], data["labels"][sel_i],
                                      [graphs[i] for i in sel_i], alphas, dev)
@@ -225,8 +225,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(2)
     else:
         torch.set_float32_matmul_precision("high")
-    log(f"device {args.device} ({torch.cuda.get_device_name(0) if args.device.startswith('cuda') else 'cpu'}), "
-        f"torch {torch.__version__}, budget {args.budget_s:.0f}s, dry={dry}")
 
     packed = {}
     for task in ("buildings", "landcover"):
@@ -240,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log(f"{task}: no pack at {path}")
 
+    if not packed:
+        log(f"no packs in {args.chips}: run `python -m geoseg.training.pack CHIPS_DIR {args.chips}/<task>.npz` first")
+        return 2
     params = GraphParams()
     pool = parts_async = None
     if "landcover" in packed:  # superpixels cost CPU only: start them now, collect in phase 3
@@ -247,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
 
         pool = mp.get_context("fork").Pool(args.workers)
         parts_async = start_parts(pool, packed["landcover"]["images"], packed["landcover"]["labels"], params)
+    # CUDA is touched only now, after the fork of the CPU pool
+    log(f"device {args.device} ({torch.cuda.get_device_name(0) if args.device.startswith('cuda') else 'cpu'}), "
+        f"torch {torch.__version__}, budget {args.budget_s:.0f}s, dry={dry}, {args.workers} superpixel workers")
 
     teachers: dict = {}
     failures = []
