@@ -34,6 +34,7 @@ def predict(
     gsd: Optional[float] = typer.Option(None, "--gsd", help="Override the input's GSD (metres per pixel)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address for batches."),
     profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students if shipped)."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx."),
     batch_size: int = typer.Option(4, "--batch-size", help="Tiles per forward pass."),
     min_area: float = typer.Option(3.0, "--min-area", help="Smallest building kept, square metres."),
     simplify: float = typer.Option(0.3, "--simplify", help="Outline simplification tolerance, metres."),
@@ -42,7 +43,7 @@ def predict(
     """Predict land cover and building footprints for one or more rasters."""
     options = PredictOptions(tile_size=tile_size, overlap=overlap, refine=refine, buildings=not no_buildings,
                              classmap=not no_classmap, regularize=regularize, device=device, gsd=gsd,
-                             profile=profile, batch_size=batch_size, min_area_m2=min_area, simplify_m=simplify)
+                             profile=profile, runtime=runtime, batch_size=batch_size, min_area_m2=min_area, simplify_m=simplify)
     try:
         options.model_dirs = _parse_models(model)
         options.check()
