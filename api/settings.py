@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-DEFAULT_RUNNER = "api.worker:run_pipeline"
+DEFAULT_RUNNER = "api.pipeline_runner:run_pipeline"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -51,6 +51,7 @@ class Settings:
     poll_s: float = 0.2
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     runner: str = DEFAULT_RUNNER
+    standby: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -82,6 +83,7 @@ class Settings:
             stale_after_s=_env_float("GEOSEG_STALE_AFTER_S", d.stale_after_s),
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()),
             runner=os.environ.get("GEOSEG_RUNNER", d.runner),
+            standby=os.environ.get("GEOSEG_STANDBY", "1").strip().lower() not in ("0", "false", "no"),
         )
         return replace(settings, **overrides) if overrides else settings
 

@@ -9,6 +9,10 @@ configured concurrency, starts their processes, watches heartbeats, kills
 cancelled or stuck jobs, and turns abnormal exits into bounded retries.
 Children die with the server (``PR_SET_PDEATHSIG`` + parent check) so that after
 a ``kill -9`` only the restarted server runs the requeued job.
+
+A *standby* process is kept ready: started in advance, it has already imported the
+runner (torch, the pipeline) and waits on stdin for the next job, so a job does not
+pay the import time; it is still one fresh process per job.
 """
 from __future__ import annotations
 
@@ -45,16 +49,6 @@ EXIT_PERMANENT = 3
 
 # Exceptions that say "this input/option can never work": retrying would only waste time.
 _PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, NotImplementedError)
-
-
-def run_pipeline(input_path: Path, out_dir: Path, options: dict[str, Any],
-                 progress: Progress) -> dict[str, Any]:
-    """Default runner: ``geoseg.pipeline.predict_scene`` with the job's options."""
-    from geoseg.pipeline import PredictOptions, predict_scene
-
-    known = {f.name for f in dataclasses.fields(PredictOptions)}
-    kwargs = {k: v for k, v in options.items() if k in known and v is not None}
-    return predict_scene(input_path, out_dir, PredictOptions(**kwargs), progress)
 
 
 def runner_spec(runner: Runner | str) -> str:
@@ -145,6 +139,20 @@ def job_process_main(db_path: str, job_id: str, attempt: int, jdir: str, options
     stop.set()
 
 
+def standby_main(runner: str, parent_pid: int) -> None:
+    """Preload the runner, then wait for one job's arguments on stdin (EOF: retire)."""
+    _die_with_parent(parent_pid)
+    try:
+        resolve_runner(runner)
+    except Exception:  # noqa: BLE001 - the job itself will report the import error
+        traceback.print_exc(file=sys.stderr)
+    line = sys.stdin.readline()
+    if not line.strip():
+        return
+    sys.stdin.close()
+    job_process_main(**json.loads(line))
+
+
 # --------------------------------------------------------------------------- server side
 @dataclasses.dataclass
 class _Running:
@@ -165,9 +173,12 @@ class Supervisor:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._standby: subprocess.Popen | None = None
 
     # lifecycle
     def start(self) -> None:
+        if self.settings.standby:
+            self._standby = self._spawn_standby()
         self._thread = threading.Thread(target=self._loop, name="geoseg-supervisor", daemon=True)
         self._thread.start()
 
@@ -183,6 +194,10 @@ class Supervisor:
                 run.process.wait(timeout=5)
                 self.store.release(job_id)
             self._running.clear()
+            if self._standby is not None:
+                self._standby.kill()
+                self._standby.wait(timeout=5)
+                self._standby = None
 
     def wake(self) -> None:
         """Called after a job is queued or deleted, so it is picked up without waiting a poll."""
@@ -259,10 +274,33 @@ class Supervisor:
                     "jdir": str(job_dir(self.settings, job.id)), "options": job.options,
                     "runner": self.runner, "heartbeat_s": self.settings.heartbeat_s,
                     "parent_pid": os.getpid()}
-            process = subprocess.Popen([sys.executable, "-m", "api.worker", json.dumps(args)],
-                                       env=_child_env(self.settings.workers), stdin=subprocess.DEVNULL)
+            process = self._start_job(args)
             self._running[job.id] = _Running(job, process)
             log.info("job %s attempt %d started (pid %s)", job.id, job.attempts, process.pid)
+
+    def _spawn(self, *args: str, stdin: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "api.worker", *args], stdin=stdin,
+                                env=_child_env(self.settings.workers))
+
+    def _spawn_standby(self) -> subprocess.Popen:
+        return self._spawn("--standby", self.runner, str(os.getpid()), stdin=subprocess.PIPE)
+
+    def _start_job(self, args: dict[str, Any]) -> subprocess.Popen:
+        """Hand the job to the warm standby if it is alive, else start a fresh process."""
+        standby, self._standby = self._standby, None
+        process = None
+        if standby is not None and standby.poll() is None and standby.stdin is not None:
+            try:
+                standby.stdin.write((json.dumps(args) + "\n").encode())
+                standby.stdin.close()
+                process = standby
+            except OSError:  # it died in between
+                standby.kill()
+        if process is None:
+            process = self._spawn(json.dumps(args), stdin=subprocess.DEVNULL)
+        if self.settings.standby:
+            self._standby = self._spawn_standby()
+        return process
 
 
 def _child_env(workers: int) -> dict[str, str]:
@@ -290,4 +328,7 @@ def _describe_exit(code: int | None) -> str:
 
 
 if __name__ == "__main__":
-    job_process_main(**json.loads(sys.argv[1]))
+    if sys.argv[1] == "--standby":
+        standby_main(sys.argv[2], int(sys.argv[3]))
+    else:
+        job_process_main(**json.loads(sys.argv[1]))
