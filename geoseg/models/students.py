@@ -3,7 +3,8 @@
 ``FastSegNet`` is a small U-shaped network built for CPU throughput: a stride-2
 stem (the first full-resolution convolution is the costliest layer of a plain
 U-Net), depthwise-separable convolutions everywhere else, few channels, and a
-head at half resolution upsampled bilinearly to the input size. It keeps the
+head at half resolution upsampled bilinearly to the input size (buildings add a
+thin full-resolution correction for the outline band). It keeps the
 teachers' output contract -- ``forward(x) -> logits (B, K, H, W)`` at the input
 size -- and exposes ``features(x)`` (the quarter-resolution decoder map) for the
 CSC distillation loss. Any input size works (skips are resized, not cropped).
@@ -64,6 +65,10 @@ class DecoderStage(nn.Module):
 class FastSegNet(nn.Module):
     """Light U-Net student: stride-2 stem, separable convs, head at 1/2 resolution.
 
+    With ``full_res_width`` > 0 a residual 3x3 convolution at full resolution
+    corrects the upsampled logits from a thin convolution of the input
+    (buildings: the 2 px outline band would blur at half resolution).
+
     ``widths`` are the channels of the stem and the four encoder stages
     (resolutions 1/2, 1/4, 1/8, 1/16, 1/32); the decoder mirrors them.
     ``ignore_first_class`` follows AttResUNet's land-cover convention: channel 0
@@ -77,6 +82,7 @@ class FastSegNet(nn.Module):
         depths: Sequence[int] = (2, 2, 3, 2),
         in_channels: int = 3,
         ignore_first_class: bool = False,
+        full_res_width: int = 0,
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -104,7 +110,19 @@ class FastSegNet(nn.Module):
                 DecoderStage(w[1], w[0], w[0]),
             ]
         )
-        self.head = nn.Conv2d(w[0], n_classes - 1 if ignore_first_class else n_classes, 1)
+        n_out = n_classes - 1 if ignore_first_class else n_classes
+        self.full_res_width = full_res_width
+        self.head = nn.Conv2d(w[0], n_out, 1)
+        if full_res_width:
+            # Thin outline bands need full-resolution evidence: the upsampled logits are
+            # corrected by one 3x3 conv over [logits, a thin conv of the image]; every
+            # full-resolution tensor stays a few channels wide (memory traffic is the CPU cost).
+            self.full_skip = nn.Sequential(
+                nn.Conv2d(in_channels, full_res_width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(full_res_width),
+                nn.ReLU(inplace=True),
+            )
+            self.full_refine = nn.Conv2d(n_out + full_res_width, n_out, 3, padding=1)
 
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Logits at the input size and the 1/4-resolution decoder features, in one pass."""
@@ -121,6 +139,8 @@ class FastSegNet(nn.Module):
             if i == 2:
                 features = y
         logits = F.interpolate(self.head(y), size=size, mode="bilinear", align_corners=False)
+        if self.full_res_width:
+            logits = logits + self.full_refine(torch.cat([logits, self.full_skip(x)], dim=1))
         if self.ignore_first_class:
             fill = torch.full_like(logits[:, :1], UNLABELED_LOGIT)
             logits = torch.cat([fill, logits], 1)
@@ -137,7 +157,7 @@ class FastSegNet(nn.Module):
 def student_for(task: str, n_classes: int, ignore_first_class: bool = False) -> FastSegNet:
     """The student configuration shipped for a task (buildings or landcover)."""
     if task == "buildings":
-        return FastSegNet(n_classes, widths=(32, 64, 128, 192, 256), depths=(2, 3, 4, 2))
+        return FastSegNet(n_classes, widths=(32, 64, 128, 192, 256), depths=(2, 3, 4, 2), full_res_width=8)
     if task == "landcover":
         return FastSegNet(
             n_classes, widths=(32, 64, 128, 192, 256), depths=(2, 3, 4, 2), ignore_first_class=ignore_first_class
@@ -155,6 +175,7 @@ def student_arch_kwargs(model: FastSegNet) -> dict:
         "depths": depths,
         "in_channels": model.stem[0].in_channels,
         "ignore_first_class": model.ignore_first_class,
+        "full_res_width": model.full_res_width,
     }
 
 
