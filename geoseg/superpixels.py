@@ -148,7 +148,7 @@ def node_features(
     """Concatenate node features; the LAST columns are the CNN prior log-probabilities (GCN contract)."""
     h, w = shape
     pos = centroids / np.array([max(h - 1, 1), max(w - 1, 1)], np.float32)
-    size = np.log1p(counts)[:, None] / np.log1p(h * w)
+    size = np.log(np.maximum(counts, 1) / max(float(counts.mean()), 1.0))[:, None]  # relative: tile-size free
     prior = np.log(np.clip(pooled_probs, PRIOR_EPS, 1.0))
     return np.concatenate([pooled_features, colour_mean, colour_std, pos, size, prior], 1).astype(np.float32)
 
