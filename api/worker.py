@@ -208,6 +208,13 @@ class Supervisor:
         return len(self._running)
 
     @property
+    def standby_pid(self) -> int | None:
+        return self._standby.pid if self._standby is not None else None
+
+    def running_pids(self) -> dict[str, int]:
+        return {job_id: run.process.pid for job_id, run in list(self._running.items())}
+
+    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

@@ -27,6 +27,8 @@ SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
 
 @contextmanager
 def service(tmp_path: Path, runner=footprint_runner, **overrides) -> Iterator[TestClient]:
+    """The app on its own data dir; no standby process unless asked (2-core CI budget)."""
+    overrides.setdefault("standby", False)
     settings = Settings(data_dir=tmp_path / "svc", poll_s=0.05, **overrides)
     with TestClient(create_app(settings, runner=runner)) as client:
         yield client
@@ -106,6 +108,19 @@ def test_progress_is_visible_while_running_and_results_wait(tmp_path, monkeypatc
         assert r.status_code == 409 and "poll" in r.json()["detail"]
         health = client.get("/healthz").json()
         assert health["jobs"]["running"] == 1 and health["status"] == "ok"
+        assert wait(client, job_id)["status"] == "succeeded"
+
+
+def test_the_warm_standby_process_takes_the_next_job(tmp_path, monkeypatch):
+    monkeypatch.setenv(SLEEP_ENV, "1")
+    with service(tmp_path, standby=True) as client:
+        supervisor = client.app.state.supervisor
+        standby = supervisor.standby_pid
+        assert standby is not None
+        job_id = submit(client)["id"]
+        wait(client, job_id, until=("running",))
+        assert supervisor.running_pids()[job_id] == standby
+        assert supervisor.standby_pid not in (None, standby)  # a new one is warming up
         assert wait(client, job_id)["status"] == "succeeded"
 
 

@@ -21,7 +21,8 @@ SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
 
 
 def test_real_pipeline_job_end_to_end(tmp_path):
-    settings = Settings(data_dir=tmp_path / "svc", poll_s=0.1)  # default runner: the real pipeline
+    # default runner: the real pipeline; no standby (it would import torch beside the job)
+    settings = Settings(data_dir=tmp_path / "svc", poll_s=0.1, standby=False)
     with TestClient(create_app(settings)) as client:
         with open(SCENE, "rb") as f:
             r = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")},

@@ -27,8 +27,8 @@ RASTERS = data_root() / "rasters"
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    settings = Settings(data_dir=tmp_path_factory.mktemp("svc"), max_upload_bytes=8 * 1024**2,
-                        max_side=50_000, max_pixels=200_000_000)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("svc"), standby=False,
+                        max_upload_bytes=8 * 1024**2, max_side=50_000, max_pixels=200_000_000)
     with TestClient(create_app(settings, runner=footprint_runner)) as c:
         yield c
 
