@@ -115,3 +115,31 @@ def test_pack_round_trip(tmp_path):
     assert np.array_equal(packed["labels"], direct["labels"])
     assert packed["split"].tolist() == ["train", "val", "test"]
     assert np.abs(packed["images"].astype(int) - direct["images"]).mean() < 2.0  # JPEG q95
+
+
+def test_train_command_end_to_end_on_a_pack(tmp_path):
+    from typer.testing import CliRunner
+
+    from geoseg.cli import app
+
+    images, labels, splits = dubai_chips(size=48, per_image=2)
+    arrays = {"images": images, "labels": labels, "split": splits}
+    # a pack as geoseg.training.pack writes it, built directly from the arrays
+    from geoseg.training.pack import encode_jpeg
+
+    blobs = [encode_jpeg(a) for a in arrays["images"]]
+    np.savez_compressed(
+        tmp_path / "lc.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8),
+        jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]), labels=labels, split=splits, area=splits,
+        chip_id=np.array([f"c{i}" for i in range(len(splits))]), gsd=np.full(len(splits), np.nan, np.float32),
+        meta=np.array(json.dumps({"target": "landcover"})),
+    )
+    runner = CliRunner()
+    bad = runner.invoke(app, ["train", "buildings", "--data", str(tmp_path / "lc.npz"), "--out", str(tmp_path / "m"), "--epochs", "1"])
+    assert bad.exit_code == 1 and "landcover chips, not buildings" in bad.output
+    ok = runner.invoke(app, ["train", "landcover", "--data", str(tmp_path / "lc.npz"), "--out", str(tmp_path / "m"),
+                             "--epochs", "1", "--batch-size", "2", "--crop", "32"])
+    assert ok.exit_code == 0, ok.output
+    card = json.loads((tmp_path / "m" / "landcover-attresunet.json").read_text())
+    assert card["training"]["steps"] == 1 and "miou" in card["metrics"]["test"]
+    assert "geoseg train landcover" in card["metrics"]["command"]

@@ -46,7 +46,7 @@ class TrainConfig:
     steps: int | None = None
     batch_size: int = 16
     lr: float = 2e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-2
     warmup: float = 0.04
     device: str = "cpu"
     seed: int = 0
