@@ -21,8 +21,8 @@ UPLOADS = {("POST", "/v1/jobs"), ("POST", "/v1/segment")}
 
 
 def test_every_operation_conforms_to_the_schema(tmp_path):
-    settings = Settings(data_dir=tmp_path / "svc", max_upload_bytes=1024**2, api_key=KEY, standby=False)
-    app = create_app(settings, runner=footprint_runner)
+    config = Settings(data_dir=tmp_path / "svc", max_upload_bytes=1024**2, api_key=KEY, standby=False)
+    app = create_app(config, runner=footprint_runner)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)  # it runs the app's lifespan
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 7
