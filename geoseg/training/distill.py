@@ -38,6 +38,7 @@ from geoseg.card import (
     utc_now,
     write_card,
 )
+from geoseg.augment import AugmentConfig, colour_jitter
 from geoseg.distill_losses import IGNORE_INDEX, CSCLoss, adaptive_cross_entropy
 from geoseg.models.students import FastSegNet, conv_macs, student_arch_kwargs, student_for
 
@@ -324,6 +325,7 @@ def distill(
     lr: float = 3e-3,
     seed: int = 0,
     cache: TeacherCache | None = None,
+    photometric: bool = True,
     progress: Callable[[int, float], None] | None = None,
 ) -> RunResult:
     """Train ``student`` in place for ``seconds`` of wall clock and/or ``max_steps``.
@@ -357,6 +359,7 @@ def distill(
     if teacher is not None and cache is None:
         teacher.to(device).eval()
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    jitter = AugmentConfig()
     stream = batches(train, batch_size, crop, device, seed, cache)
     start = time.monotonic()
     step, first, last, smooth = 0, math.nan, math.nan, math.nan
@@ -373,15 +376,17 @@ def distill(
         for group in opt.param_groups:
             group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * done_frac))
         images, raw, t_logits, t_feats = next(stream)
+        if t_logits is None and terms - {"ce"}:
+            assert teacher is not None
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                t_logits, t_feats = teacher_outputs(teacher, normalise(images, card))
+        if photometric:
+            images = colour_jitter(images.float() / 255.0, jitter) * 255.0
         x = normalise(images, card)
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         y = loss_targets(raw, task)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            if t_logits is None and terms - {"ce"}:
-                assert teacher is not None
-                with torch.no_grad():
-                    t_logits, t_feats = teacher_outputs(teacher, x)
             logits, feats = student.forward_with_features(x)
         loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
         if "ace" in terms:
