@@ -174,11 +174,11 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._standby: subprocess.Popen | None = None
+        self._standby_deaths = 0
 
     # lifecycle
     def start(self) -> None:
-        if self.settings.standby:
-            self._standby = self._spawn_standby()
+        self._replenish_standby()
         self._thread = threading.Thread(target=self._loop, name="geoseg-supervisor", daemon=True)
         self._thread.start()
 
@@ -234,6 +234,7 @@ class Supervisor:
         self._police()
         self._purge_deleted()
         self._launch()
+        self._replenish_standby()
 
     def _reap(self) -> None:
         for job_id, run in list(self._running.items()):
@@ -305,9 +306,19 @@ class Supervisor:
                 standby.kill()
         if process is None:
             process = self._spawn(json.dumps(args), stdin=subprocess.DEVNULL)
-        if self.settings.standby:
-            self._standby = self._spawn_standby()
         return process
+
+    def _replenish_standby(self) -> None:
+        """Keep one standby once the launches of this tick are done (no churn with a backlog);
+        give up after a few standbys that died on their own (e.g. the runner fails to import)."""
+        if not self.settings.standby or self._stop.is_set():
+            return
+        if self._standby is not None and self._standby.poll() is not None:
+            self._standby_deaths += 1
+            log.warning("standby worker exited by itself (code %s)", self._standby.returncode)
+            self._standby = None
+        if self._standby is None and self._standby_deaths < 3:
+            self._standby = self._spawn_standby()
 
 
 def _child_env(workers: int) -> dict[str, str]:
