@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import IO
@@ -49,6 +50,9 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         for leftover in settings.uploads_dir.iterdir():  # uploads cut off by a crash: never 202'd
             leftover.unlink(missing_ok=True)
+        for folder in settings.jobs_dir.iterdir():  # input moved in, then a crash before the row
+            if store.get(folder.name, include_deleted=True) is None:
+                shutil.rmtree(folder, ignore_errors=True)
         requeued, failed = store.recover_interrupted(settings.max_attempts)
         if requeued or failed:
             log.warning("recovered interrupted jobs: %d requeued, %d failed", len(requeued), len(failed))

@@ -1,8 +1,9 @@
 """Job execution outside the event loop: one child process per running job, and a supervisor.
 
-Why a fresh process per job (``python -m api.worker``, not a fork of the server): inference is CPU-heavy and holds the GIL, a crash or an
-out-of-memory kill must not take the server down, cancelling must be able to
-stop it, and the memory of a large scene is returned when the job ends.
+Why a fresh process per job (``python -m api.worker``, not a fork of the server):
+inference is CPU-heavy and holds the GIL, a crash or an out-of-memory kill must not
+take the server down, cancelling must be able to stop it, and the memory of a large
+scene is returned when the job ends.
 
 The supervisor (a thread of the server process) claims queued jobs up to the
 configured concurrency, starts their processes, watches heartbeats, kills
@@ -43,7 +44,6 @@ Runner = Callable[[Path, Path, dict[str, Any], Progress], dict[str, Any]]
 
 INPUT_NAME = "input.tif"
 RESULT_DIR = "result"
-EXIT_OK = 0
 EXIT_RETRY = 1
 EXIT_PERMANENT = 3
 

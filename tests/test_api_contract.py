@@ -317,3 +317,13 @@ def test_settings_from_env_and_their_errors(monkeypatch, tmp_path):
         Settings.from_env()
     with pytest.raises(ValueError, match="workers"):
         Settings(workers=0)
+
+
+def test_startup_says_when_the_service_is_open_and_cleans_orphans(tmp_path, caplog):
+    orphan = tmp_path / "svc" / "jobs" / str(uuid.uuid4())
+    orphan.mkdir(parents=True)
+    (orphan / "input.tif").write_bytes(b"II*\x00")
+    with caplog.at_level("WARNING", logger="geoseg.api"), service(tmp_path) as client:
+        assert client.get("/healthz").json()["open"] is True
+    assert any("OPEN" in r.getMessage() for r in caplog.records)
+    assert not orphan.exists()
