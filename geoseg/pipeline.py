@@ -28,7 +28,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ class PredictOptions:
     gsd: float | None = None  # metres: overrides the input's own GSD
     profile: str = "accurate"  # accurate | fast
     runtime: str = "auto"  # auto (onnx on CPU, torch on CUDA) | torch | onnx
-    batch_size: int = 4
+    batch_size: int | None = None  # tiles per forward pass; None: 1 on CPU (peak memory), 8 on CUDA
     min_area_m2: float = 3.0
     simplify_m: float = 0.3
     #: task (buildings | landcover | gcn) -> model card or folder, instead of the shipped weights
@@ -95,7 +95,7 @@ class PredictOptions:
             raise PredictError("nothing to do: both --no-buildings and --no-classmap given")
         if self.runtime not in ("auto", "torch", "onnx"):
             raise PredictError(f"--runtime must be auto, torch or onnx, got {self.runtime!r}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise PredictError("batch size must be >= 1")
 
 
@@ -144,6 +144,8 @@ def predict_scene(
     if not input_path.is_file():
         raise PredictError(f"input not found: {input_path}")
     device = resolve_device(options.device)
+    if options.batch_size is None:
+        options = replace(options, batch_size=8 if device == "cuda" else 1)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []

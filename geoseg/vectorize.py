@@ -40,7 +40,7 @@ class VectorizeOptions:
     min_area_px: float = 4.0
     simplify_px: float = 0.5
     strip_rows: int = 2048
-    halo_rows: int = 256
+    halo_rows: int = 128
 
 
 @dataclass
@@ -221,11 +221,14 @@ def _polygons_with_attributes(
     out = BuildingPolygons()
     n = sep.owner.size
     counts = np.bincount(sep.labels.ravel(), minlength=n)
-    keep = keep & (counts >= options.min_area_px)  # drop tiny regions before polygonising: much cheaper
-    keep[0] = False
+    big = counts >= options.min_area_px
+    big[0] = False
+    keep = keep & big
     if not keep.any():
         return out
-    labels = keep_labels(sep.labels, keep)
+    # tiny regions are zeroed before polygonising (noisy masks: much cheaper); the few buildings
+    # another strip owns are polygonised and dropped afterwards (no extra pass over the raster)
+    labels = sep.labels if big[1:].all() else keep_labels(sep.labels, big)
     if building_probability is not None:
         prob = building_probability
         if prob.shape != labels.shape:
@@ -236,6 +239,8 @@ def _polygons_with_attributes(
     else:
         mean_prob = np.full(n, np.nan)
     geoms, values = polygons_from_labels(labels, row_offset=row_offset)
+    mine = keep[values]
+    geoms, values = [g for g, k in zip(geoms, mine) if k], values[mine]
     parts, part_of = clean_polygons(geoms, options.simplify_px, options.min_area_px)
     values = values[part_of]
     out.geometries = list(parts)

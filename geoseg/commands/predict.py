@@ -35,7 +35,7 @@ def predict(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address for batches."),
     profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students if shipped)."),
     runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Tiles per forward pass."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Tiles per forward pass (default 1 on CPU, 8 on CUDA)."),
     min_area: float = typer.Option(3.0, "--min-area", help="Smallest building kept, square metres."),
     simplify: float = typer.Option(0.3, "--simplify", help="Outline simplification tolerance, metres."),
     model: list[str] = typer.Option([], "--model", help="TASK=CARD to use your own model (buildings, landcover, gcn)."),
