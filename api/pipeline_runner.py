@@ -6,6 +6,8 @@ process never loads it while a standby worker process can preload it before a jo
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,4 +20,17 @@ def run_pipeline(input_path: Path, out_dir: Path, options: dict[str, Any],
     """Run one job; unknown option names are ignored, values are checked by the pipeline."""
     known = {f.name for f in dataclasses.fields(PredictOptions)}
     kwargs = {k: v for k, v in options.items() if k in known and v is not None}
-    return predict_scene(input_path, out_dir, PredictOptions(**kwargs), progress)
+    report = predict_scene(input_path, out_dir, PredictOptions(**kwargs), progress)
+    return hide_server_paths(report, out_dir / "report.json", input_path)
+
+
+def hide_server_paths(report: dict[str, Any], report_file: Path, input_path: Path) -> dict[str, Any]:
+    """Clients download report.json: name the input by its file name, not its path on the server."""
+    report = {**report, "input": input_path.name}
+    if report_file.is_file():
+        on_disk = json.loads(report_file.read_text())
+        on_disk["input"] = input_path.name
+        tmp = report_file.with_name(report_file.name + ".tmp")
+        tmp.write_text(json.dumps(on_disk, indent=2, default=str))
+        os.replace(tmp, report_file)
+    return report

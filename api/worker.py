@@ -243,7 +243,10 @@ class Supervisor:
                 continue
             del self._running[job_id]
             job = self.store.get(job_id, include_deleted=True)
-            if job is None or job.deleted or job.status == "succeeded":
+            if job is None or job.deleted:
+                continue
+            if job.status == "succeeded":
+                log.info("job %s succeeded (attempt %d)", job_id, job.attempts)
                 continue
             error = run.killed_because or job.last_error or _describe_exit(code)
             if code == EXIT_PERMANENT:

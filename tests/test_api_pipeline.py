@@ -58,3 +58,4 @@ def test_real_pipeline_job_end_to_end(tmp_path):
 
         report = json.loads(client.get(f"{url}/report.json").content)
         assert report["options"]["refine"] == "none" and report["options"]["profile"] == "fast"
+        assert report["input"] == "input.tif"  # no server path leaks to the client
