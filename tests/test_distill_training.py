@@ -10,8 +10,10 @@ import rasterio
 import torch
 from PIL import Image
 from rasterio.windows import Window
+from typer.testing import CliRunner
 
 from geoseg.card import BUILDING_CLASSES, LANDCOVER_CLASSES, load_model, save_model
+from geoseg.cli import app
 from geoseg.models.attresunet import AttResUNet
 from geoseg.models.students import FastSegNet
 from geoseg.models.u2net import U2Net
@@ -204,6 +206,11 @@ def test_train_student_saves_a_loadable_fast_card(tmp_path):
     model, loaded = load_model(tmp_path / "fast" / "landcover-attresunet-fast.json")
     assert loaded["distillation"]["losses"] == "csc+ace"
     assert isinstance(model, FastSegNet)
+    # The same through the command line (`geoseg train ... --teacher`).
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chip_dir), "--out", str(tmp_path / "cli"),
+                                      "--teacher", str(tmp_path / "teacher"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli" / "landcover-attresunet-fast.pt").is_file()
     with pytest.raises(ValueError, match="not buildings"):
         train_student("buildings", chip_dir, tmp_path / "x", tmp_path / "teacher", minutes=0.1, epochs=None,
                       device="cpu")

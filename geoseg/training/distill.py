@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geoseg.augment import AugmentConfig, colour_jitter
 from geoseg.card import (
     CREDITS_BUILDINGS,
     CREDITS_LANDCOVER,
@@ -38,7 +39,6 @@ from geoseg.card import (
     utc_now,
     write_card,
 )
-from geoseg.augment import AugmentConfig, colour_jitter
 from geoseg.distill_losses import IGNORE_INDEX, CSCLoss, adaptive_cross_entropy
 from geoseg.models.students import FastSegNet, conv_macs, student_arch_kwargs, student_for
 
