@@ -73,3 +73,21 @@ def test_student_is_a_fraction_of_the_teacher_and_faster_on_cpu(task, teacher, n
     finally:
         torch.set_num_threads(threads)
     assert t_teacher >= 3 * t_student, (t_teacher, t_student)
+
+
+def test_distillation_modules_import_without_rasterio_typer_fastapi():
+    """The GPU machine has torch and numpy but no rasterio/typer/fastapi: the modules must import there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('rasterio', 'typer', 'fastapi', 'geopandas', 'rich'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import geoseg.training.distill, geoseg.distill_losses, geoseg.models.students\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
