@@ -166,7 +166,7 @@ def predict_scene(
     input_gsd = options.gsd or grid["native_gsd"]
 
     t = time.perf_counter()
-    heads = _load_heads(options, device)
+    heads = _load_heads(options, device, notes)
     timings["load_models"] = time.perf_counter() - t
     weights = {}  # in the order the stages run
     if "landcover" in heads:
@@ -254,7 +254,7 @@ def predict_scene(
     return report
 
 
-def _load_heads(options: PredictOptions, device: str) -> dict[str, tuple]:
+def _load_heads(options: PredictOptions, device: str, notes: list[str]) -> dict[str, tuple]:
     tasks = []
     if options.classmap:
         tasks.append("landcover")
@@ -271,7 +271,27 @@ def _load_heads(options: PredictOptions, device: str) -> dict[str, tuple]:
                                     Path(model_dir) if model_dir else None)
         except (ValueError, OSError) as exc:
             raise PredictError(f"cannot load the {task} model: {exc}") from exc
+    if "gcn" in heads:
+        reason = _gcn_mismatch(heads["landcover"], heads["gcn"])
+        if reason:
+            del heads["gcn"]
+            notes.append(f"GCN refinement skipped: {reason}")
     return heads
+
+
+def _gcn_mismatch(landcover: tuple, gcn: tuple) -> str | None:
+    """Why the GCN cannot refine this land-cover model's output (None when it can)."""
+    from geoseg.superpixels import n_node_features
+
+    module, card = landcover
+    channels = getattr(module, "feature_channels", None)
+    expected = gcn[1].get("arch_kwargs", {}).get("in_features")
+    if channels is None or expected is None:
+        return None
+    if n_node_features(channels, len(card["classes"]) - 1) != expected:
+        return (f"the GCN was trained on another model's features ({gcn[1].get('cnn', '?')}), "
+                f"not {card.get('name')}'s {channels} channels")
+    return None
 
 
 def _model_summary(card: dict[str, Any]) -> dict[str, Any]:

@@ -245,3 +245,21 @@ def test_result_does_not_depend_on_tile_size(tiny_models, tmp_path):
     assert 0.02 < a.mean() < 0.9, "the comparison must be about real building masks"
     assert (a & b).sum() / (a | b).sum() >= 0.95
     assert abs(counts[0] - counts[1]) <= max(2, 0.05 * counts[1])
+
+
+def test_gcn_for_other_features_is_skipped_with_a_warning(tiny_models, tmp_path):
+    from geoseg import card as cards
+    from geoseg.models.gcn import SuperpixelGCN
+
+    other = cards.save_model(SuperpixelGCN(in_features=99, n_classes=6, hidden=8, n_layers=2), {
+        "name": "other-gcn", "task": "gcn", "architecture": "SuperpixelGCN", "cnn": "some-teacher",
+        "arch_kwargs": {"in_features": 99, "n_classes": 6, "hidden": 8, "n_layers": 2},
+        "classes": cards.LANDCOVER_CLASSES, "normalisation": {"mean": [0, 0, 0], "std": [1, 1, 1]},
+    }, tmp_path / "gcn")
+    scene = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
+    models = dict(tiny_models, gcn=str(other))
+    with pytest.warns(UserWarning, match="GCN refinement skipped"):
+        report = predict_scene(scene, tmp_path / "out", options(models, buildings=False))
+    assert "gcn" not in report["models"]
+    assert any("some-teacher" in w for w in report["warnings"])
+    assert (tmp_path / "out" / "classmap.tif").exists() and not (tmp_path / "out" / "buildings.gpkg").exists()
