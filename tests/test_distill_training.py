@@ -21,11 +21,13 @@ from geoseg.paths import data_root
 from geoseg.training.distill import (
     LOSS_SETS,
     ChipArrays,
+    ablation_markdown,
     cache_teacher,
     device_phase,
     distill,
     export_students,
     feature_module,
+    main,
     teacher_outputs,
     train_student,
 )
@@ -165,6 +167,10 @@ def test_device_phase_dry_run_writes_the_bundle_within_budget(tmp_path):
     assert {(r["task"], r["model"].split()[0]) for r in report["ablation"]} == {
         (t, kind) for t in packed for kind in ("student", "teacher")
     }
+
+    table = ablation_markdown(report)
+    assert table.count("\n") == 2 + len(report["ablation"]) - 1 and "(shipped)" in table
+    assert main(["table", str(out)]) == 0 and main(["nonsense"]) == 2
 
     written = export_students(out, tmp_path / "weights")
     assert sorted(p.name for p in written) == ["buildings-teacher-fast.json", "landcover-teacher-fast.json"]

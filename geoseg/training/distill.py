@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -761,12 +762,37 @@ def export_students(device_out: Path, weights: Path) -> list[Path]:
     return written
 
 
-if __name__ == "__main__":  # pragma: no cover - manual tools
-    import sys
+def ablation_markdown(report: dict[str, Any]) -> str:
+    """The ablation as markdown table rows for docs/distillation.md (from ``students.json``)."""
+    lines = ["| task | model | test metric | steps | GPU Mpx/s |", "| --- | --- | --- | --- | --- |"]
+    for row in report.get("ablation", []):
+        speed = report["tasks"].get(row["task"], {}).get("mpx_s", {})
+        kind = "student" if row["model"].startswith("student") else "teacher"
+        shipped = row["model"] == f"student {SHIPPED_LOSSES.upper()}"
+        mpx = speed.get(kind) if (shipped or kind == "teacher") else None
+        lines.append(
+            f"| {row['task']} | {row['model']}{' (shipped)' if shipped else ''} | {row['metric']} {row['test']:.4f} "
+            f"| {row['steps'] if row['steps'] is not None else '-'} | {mpx if mpx is not None else ''} |"
+        )
+    return "\n".join(lines)
 
-    if len(sys.argv) == 4 and sys.argv[1] == "export":
-        for path in export_students(Path(sys.argv[2]), Path(sys.argv[3])):
+
+def main(argv: list[str]) -> int:
+    """``export DEVICE_OUT_DIR WEIGHTS_DIR`` or ``table DEVICE_OUT_DIR``."""
+    if len(argv) == 3 and argv[0] == "export":
+        for path in export_students(Path(argv[1]), Path(argv[2])):
             print(path)
-    else:
-        print("usage: python -m geoseg.training.distill export DEVICE_OUT_DIR WEIGHTS_DIR", file=sys.stderr)
-        sys.exit(2)
+        return 0
+    if len(argv) == 2 and argv[0] == "table":
+        print(ablation_markdown(json.loads((Path(argv[1]) / "students.json").read_text())["report"]))
+        return 0
+    print(
+        "usage: python -m geoseg.training.distill export DEVICE_OUT_DIR WEIGHTS_DIR\n"
+        "       python -m geoseg.training.distill table DEVICE_OUT_DIR",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover - manual tools
+    sys.exit(main(sys.argv[1:]))
