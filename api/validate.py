@@ -50,6 +50,8 @@ class UploadRejected(Exception):
 class RasterLimits:
     max_side: int
     max_pixels: int
+    #: one decoded block/strip (all bands): a single-strip 30000 x 30000 file would need GBs
+    max_block_bytes: int = 256 * 1024**2
 
 
 def copy_upload(source: BinaryIO, dest: Path, max_bytes: int) -> int:
@@ -196,6 +198,12 @@ def inspect_raster(path: Path, limits: RasterLimits) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - pyproj raises several types
                 raise UploadRejected(422, f"cannot compute the pixel size in metres ({exc}); "
                                           "check the CRS and geotransform") from exc
+            bh, bw = src.block_shapes[0]
+            block_bytes = bh * bw * src.count * np.dtype(src.dtypes[0]).itemsize
+            if block_bytes > limits.max_block_bytes:
+                raise UploadRejected(422, f"the raster is stored in blocks of {bw} x {bh} pixels "
+                                          f"({block_bytes / 2**20:.0f} MiB decoded), too large to read "
+                                          "safely; retile it: `gdal_translate -co TILED=YES in.tif out.tif`")
             _check_complete(path)
             _check_readable(src)
             return {

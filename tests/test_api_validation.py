@@ -181,3 +181,15 @@ def test_streamed_upload_without_length_is_cut_at_the_limit(client):
                     headers={"content-type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 413, r.text
     assert client.get("/healthz").status_code == 200
+
+
+def test_huge_strips_are_refused_before_any_read(tmp_path):
+    path = tmp_path / "one_strip.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=1024, height=1024, count=3, dtype="uint8",
+                       crs="EPSG:3857", transform=from_origin(0, 0, 0.3, 0.3), compress="deflate",
+                       blockysize=1024) as dst:
+        dst.write(np.zeros((3, 1024, 1024), np.uint8))
+    with pytest.raises(UploadRejected) as err:
+        inspect_raster(path, RasterLimits(max_side=50_000, max_pixels=10**9, max_block_bytes=2**20))
+    assert err.value.status_code == 422 and "TILED=YES" in err.value.detail
+    assert inspect_raster(path, RasterLimits(max_side=50_000, max_pixels=10**9))["width"] == 1024
