@@ -327,3 +327,14 @@ def test_startup_says_when_the_service_is_open_and_cleans_orphans(tmp_path, capl
         assert client.get("/healthz").json()["open"] is True
     assert any("OPEN" in r.getMessage() for r in caplog.records)
     assert not orphan.exists()
+
+
+def test_segment_that_outlasts_its_timeout_becomes_a_job_to_poll(tmp_path, monkeypatch):
+    monkeypatch.setenv(SLEEP_ENV, "2")
+    with service(tmp_path, sync_timeout_s=0.5) as client:
+        with open(SCENE, "rb") as f:
+            r = client.post("/v1/segment", files={"file": ("k.tif", f, "image/tiff")})
+        assert r.status_code == 202 and r.headers["location"] == r.json()["links"]["self"]
+        job = wait(client, r.json()["id"])
+        assert job["status"] == "succeeded" and job["kind"] == "segment"
+        assert client.get(f"{r.headers['location']}/buildings.geojson").json()["features"]
