@@ -103,11 +103,15 @@ def _pool_to(x: Tensor, size: tuple[int, ...]) -> Tensor:
     return x if tuple(x.shape[-2:]) == tuple(size) else F.adaptive_avg_pool2d(x, size)
 
 
-def adaptive_targets(teacher_logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+def adaptive_targets(
+    teacher_logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, check: bool = True
+) -> Tensor:
     """Per-pixel target distribution (B, K, H, W) of the ACE loss.
 
     Where the teacher's argmax equals the label: the teacher's softmax; elsewhere
     the label's one-hot. Ignored pixels get an all-zero target (they add nothing).
+    ``check=False`` skips the label-range check (it syncs a GPU; callers that
+    validated their labels once up front pass it).
     """
     if teacher_logits.dim() != 4 or labels.dim() != 3 or teacher_logits.shape[-2:] != labels.shape[-2:]:
         raise ValueError(
@@ -117,7 +121,7 @@ def adaptive_targets(teacher_logits: Tensor, labels: Tensor, ignore_index: int =
     n_classes = teacher_logits.shape[1]
     labels = labels.long()
     valid = labels != ignore_index
-    if bool(((labels < 0) | (labels >= n_classes))[valid].any()):
+    if check and bool(((labels < 0) | (labels >= n_classes))[valid].any()):
         raise ValueError(f"labels outside 0..{n_classes - 1} (other than ignore {ignore_index})")
     safe = torch.where(valid, labels, torch.zeros_like(labels))
     one_hot = F.one_hot(safe, n_classes).permute(0, 3, 1, 2).float()
@@ -128,7 +132,11 @@ def adaptive_targets(teacher_logits: Tensor, labels: Tensor, ignore_index: int =
 
 
 def adaptive_cross_entropy(
-    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    check: bool = True,
 ) -> Tensor:
     """ACE loss: cross-entropy of the student against :func:`adaptive_targets`.
 
@@ -139,7 +147,7 @@ def adaptive_cross_entropy(
         raise ValueError(
             f"student and teacher logits differ: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}"
         )
-    target = adaptive_targets(teacher_logits, labels, ignore_index)
+    target = adaptive_targets(teacher_logits, labels, ignore_index, check)
     log_p = F.log_softmax(student_logits.float(), dim=1)
     per_pixel = -(target * log_p).sum(dim=1)
     n_valid = (labels != ignore_index).sum()

@@ -22,6 +22,7 @@ from geoseg.training.distill import (
     LOSS_SETS,
     ChipArrays,
     ablation_markdown,
+    check_labels,
     cache_teacher,
     device_phase,
     distill,
@@ -220,3 +221,13 @@ def test_train_student_saves_a_loadable_fast_card(tmp_path):
     with pytest.raises(ValueError, match="not buildings"):
         train_student("buildings", chip_dir, tmp_path / "x", tmp_path / "teacher", minutes=0.1, epochs=None,
                       device="cpu")
+
+
+def test_labels_outside_the_classes_are_refused_up_front():
+    chips = dubai_chips(1, 1)
+    check_labels(chips.labels, "landcover", 6)  # real Dubai ids 0..5 pass
+    check_labels(np.array([[0, 2, 255]], np.uint8), "buildings", 3)  # 255 = ignore for buildings
+    bad = ChipArrays(chips.images, np.full_like(chips.labels, 7))
+    teacher, card = teacher_pair("landcover")
+    with pytest.raises(ValueError, match=r"ids \[7\]"):
+        distill(tiny_student("landcover", card), teacher, card, "landcover", bad, "ce", "cpu", max_steps=1)

@@ -124,6 +124,15 @@ def loss_targets(labels: Tensor, task: str) -> Tensor:
     raise ValueError(f"unknown task {task!r}: expected one of {TASKS}")
 
 
+def check_labels(labels: np.ndarray, task: str, n_classes: int) -> None:
+    """Refuse label ids the model cannot predict (once per dataset, not per step)."""
+    ids = np.unique(labels)
+    allowed = set(range(n_classes)) | ({IGNORE_INDEX} if task == "buildings" else set())
+    bad = sorted(set(ids.tolist()) - allowed)
+    if bad:
+        raise ValueError(f"{task} labels hold ids {bad} outside the model's classes 0..{n_classes - 1}")
+
+
 def augment_batch(maps: list[Tensor], generator: torch.Generator) -> list[Tensor]:
     """The same random flip / 90-degree rotation for every map of a batch (spatial dims last).
 
@@ -342,6 +351,7 @@ def distill(
         raise ValueError("give seconds and/or max_steps")
     if ("ace" in terms or "csc" in terms) and teacher is None and cache is None:
         raise ValueError(f"losses {losses!r} need a teacher")
+    check_labels(train.labels, task, len(card["classes"]))
     torch.manual_seed(seed)
     cuda = device.startswith("cuda")
     student.to(device).train()
@@ -391,7 +401,7 @@ def distill(
             logits, feats = student.forward_with_features(x)
         loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
         if "ace" in terms:
-            loss = loss + adaptive_cross_entropy(logits.float(), t_logits.float(), y)
+            loss = loss + adaptive_cross_entropy(logits.float(), t_logits.float(), y, check=False)
         if csc is not None:
             loss = loss + CSC_WEIGHT * csc(feats.float(), t_feats.float())
         opt.zero_grad(set_to_none=True)
