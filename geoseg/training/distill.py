@@ -212,13 +212,14 @@ def batches(
     """
     images = torch.from_numpy(np.ascontiguousarray(chips.images)).to(device)
     labels = torch.from_numpy(np.ascontiguousarray(chips.labels)).to(device)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # crops and flips: host-side decisions
+    g_idx = torch.Generator(device=images.device).manual_seed(seed)  # indices drawn where the data is
     n, _, h, w = images.shape
     if cache is not None:
         n = len(cache)
         crop = None
     while True:
-        idx = torch.randint(0, n, (min(batch_size, n),), generator=g).to(device)
+        idx = torch.randint(0, n, (min(batch_size, n),), generator=g_idx, device=images.device)
         maps = [images[idx], labels[idx]]
         if cache is not None:
             maps += [cache.logits[idx], cache.features[idx]]
