@@ -19,6 +19,7 @@ callers apply the affine transform. Pure numpy/scipy/skimage/shapely, no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ from rasterio import features
 from scipy import ndimage
 
 BACKGROUND, INTERIOR, OUTLINE = 0, 1, 2
+_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-label")
 
 #: reads rows [start, stop) of the whole raster -> (classes uint8 (h, w), building probability (h, w) or None)
 StripReader = Callable[[int, int], tuple[np.ndarray, np.ndarray | None]]
@@ -84,12 +86,14 @@ def separate_buildings(classes: np.ndarray) -> Separation:
     """
     if classes.ndim != 2:
         raise ValueError(f"classes must be a 2-D array, got shape {classes.shape}")
+    # the two labellings release the GIL: run them side by side
+    seeds_job = _POOL.submit(lambda: ndimage.label(classes == INTERIOR))
     comp, n_comp = ndimage.label(classes != BACKGROUND)
+    seeds, n_seeds = seeds_job.result()
     labels = comp.astype(np.int32, copy=False)
     if n_comp == 0:
         return Separation(labels, np.zeros(1, np.int64), [])
     slices = ndimage.find_objects(comp)
-    seeds, n_seeds = ndimage.label(classes == INTERIOR)
     seeds_per_comp = np.zeros(n_comp + 1, np.int64)
     if n_seeds:
         # every pixel of a seed lies in one component: scatter instead of a (sorting) ndimage.maximum
@@ -167,15 +171,34 @@ def keep_labels(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 def polygons_from_labels(
     labels: np.ndarray, row_offset: int = 0, col_offset: int = 0
-) -> tuple[list, np.ndarray]:
-    """Polygonise a label raster: one (multi-part merged) geometry per label value, in pixel coordinates."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Polygonise a label raster: one Polygon per 4-connected region, in pixel coordinates.
+
+    Returns ``(polygons, label value of each)``. Rings are built in bulk by shapely from one
+    flat coordinate array (building each Polygon in Python costs more than GDAL's polygonising).
+    """
     transform = Affine.translation(col_offset, row_offset)
-    geoms, values = [], []
+    coords: list = []
+    ring_sizes: list[int] = []
+    rings_per_polygon: list[int] = []
+    values: list[int] = []
     for geom, value in features.shapes(labels, mask=labels > 0, connectivity=4, transform=transform):
         rings = geom["coordinates"]
-        geoms.append(shapely.Polygon(rings[0], rings[1:]))
+        for ring in rings:
+            coords.extend(ring)
+            ring_sizes.append(len(ring))
+        rings_per_polygon.append(len(rings))
         values.append(int(value))
-    return geoms, np.asarray(values, dtype=np.int64)
+    if not values:
+        return np.empty(0, dtype=object), np.zeros(0, dtype=np.int64)
+    ring_index = np.repeat(np.arange(len(ring_sizes)), ring_sizes)
+    rings = shapely.linearrings(np.asarray(coords, dtype=np.float64), indices=ring_index)
+    counts = np.asarray(rings_per_polygon)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    polygons = shapely.polygons(rings[first])
+    for k in np.flatnonzero(counts > 1):  # the few with holes
+        polygons[k] = shapely.Polygon(rings[first[k]], rings[first[k] + 1:first[k] + counts[k]])
+    return polygons, np.asarray(values, dtype=np.int64)
 
 
 def clean_polygons(geoms: list, simplify_px: float, min_area_px: float) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +263,7 @@ def _polygons_with_attributes(
         mean_prob = np.full(n, np.nan)
     geoms, values = polygons_from_labels(labels, row_offset=row_offset)
     mine = keep[values]
-    geoms, values = [g for g, k in zip(geoms, mine) if k], values[mine]
+    geoms, values = geoms[mine], values[mine]
     parts, part_of = clean_polygons(geoms, options.simplify_px, options.min_area_px)
     values = values[part_of]
     out.geometries = list(parts)
@@ -267,26 +290,31 @@ def vectorize_strips(
     group_offset = 0
     start = 0
     while start < height:
-        core_stop = min(start + options.strip_rows, height)
-        read_start = max(0, start - 1)  # one row above tells whether a component began earlier
-        halo = options.halo_rows
-        while True:
-            read_stop = min(core_stop + halo, height)
-            classes, prob = read(read_start, read_stop)
-            sep = separate_buildings(classes)
-            owned = _components_owned_by_strip(sep, start - read_start, core_stop - read_start,
-                                               at_bottom=read_stop >= height)
-            if owned is not None:
-                break
-            halo *= 2  # a component runs past the window: read further down
+        _, core_stop, read_start, sep, owned, prob = _separate_strip(read, start, height, options)
         strip = _polygons_with_attributes(sep, owned[sep.owner], prob, options, row_offset=read_start)
         strip.group = [g + group_offset for g in strip.group]
         group_offset += sep.n_components + 1
         out.extend(strip)
         start = core_stop
         if progress is not None:
-            progress(start / height)
+            progress(core_stop / height)
     return out
+
+
+def _separate_strip(read: StripReader, start: int, height: int, options: VectorizeOptions) -> tuple:
+    """Read and separate the strip starting at ``start``, growing its window until no owned building is cut."""
+    core_stop = min(start + options.strip_rows, height)
+    read_start = max(0, start - 1)  # one row above tells whether a component began earlier
+    halo = options.halo_rows
+    while True:
+        read_stop = min(core_stop + halo, height)
+        classes, prob = read(read_start, read_stop)
+        sep = separate_buildings(classes)
+        owned = _components_owned_by_strip(sep, start - read_start, core_stop - read_start,
+                                           at_bottom=read_stop >= height)
+        if owned is not None:
+            return start, core_stop, read_start, sep, owned, prob
+        halo *= 2  # a component runs past the window: read further down
 
 
 def _components_owned_by_strip(
