@@ -683,8 +683,11 @@ def device_phase(
         entry = report["tasks"][t]
         try:
             student = make_student(t, tcard)
+            train = data[t]["train"]
+            if len(caches[t]) < len(train):  # every variant sees the same chips as the cache
+                train = ChipArrays(train.images[: len(caches[t])], train.labels[: len(caches[t])])
             run = distill(
-                student, None, tcard, t, data[t]["train"], losses, device,
+                student, None, tcard, t, train, losses, device,
                 seconds=share, max_steps=steps_cap.get(t, max_steps), batch_size=batch_size, seed=0,
                 cache=caches[t] if losses != "ce" else None,
             )
