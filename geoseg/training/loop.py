@@ -236,7 +236,7 @@ def train_buildings(
     progress: Callable[[float], None] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """U2-Net 3-class head on chips at 0.3 m; returns (model, card without metrics.test)."""
-    arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 3, "mid": 32, "out": 64}
+    arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 3, "mid": 24, "out": 64}
     train, val = select(data, "train"), select(data, "val")
     mean, std = channel_stats(train["images"])
     norm = {"mean": mean, "std": std}
