@@ -4,6 +4,7 @@
     .venv/bin/python bench/predict.py --what speed --device cuda
     .venv/bin/python bench/predict.py --what vector --vector-size 10000   # 100 Mpx mask
     .venv/bin/python bench/predict.py --what memory
+    .venv/bin/python bench/predict.py --what seams   # shipped model, 256 vs 1024 px tiles
 
 speed   : predict_scene on a 0.3 m scene (both heads + GCN + vectorisation), Mpx/s of input,
           for the 'accurate' and (when students ship) 'fast' profiles side by side.
@@ -131,6 +132,29 @@ def bench_memory(device: str) -> None:
     print(f"{big.name} (33.5 Mpx): {b:.0f} MB  -> ratio {b / a:.2f}x")
 
 
+def bench_seams(scene: Path, device: str) -> None:
+    """Building masks from 256 px and 1024 px tiles with the shipped model: IoU (goal >= 0.95)."""
+    import rasterio
+    from rasterio import features
+
+    import geopandas as gpd
+    from geoseg.pipeline import PredictOptions, predict_scene
+
+    with rasterio.open(scene) as src:
+        transform, shape = src.transform, (src.height, src.width)
+    masks = []
+    for size in (256, 1024):
+        with tempfile.TemporaryDirectory() as out:
+            predict_scene(scene, Path(out), PredictOptions(device=device, tile_size=size, classmap=False))
+            frame = gpd.read_file(Path(out) / "buildings.gpkg")
+        masks.append(features.rasterize(((g, 1) for g in frame.geometry), out_shape=shape, transform=transform) > 0
+                     if len(frame) else np.zeros(shape, bool))
+    a, b = masks
+    union = (a | b).sum()
+    print(f"== tile-size independence on {scene.name}: building masks 256 vs 1024 px tiles IoU "
+          f"{(a & b).sum() / union if union else 1.0:.4f} (building share {a.mean():.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--what", default="speed,vector,memory")
@@ -145,6 +169,8 @@ def main() -> None:
         bench_speed(args.scene, args.device, args.profiles.split(","), args.threads)
     if "vector" in what:
         bench_vector(args.vector_size)
+    if "seams" in what:
+        bench_seams(args.scene, args.device)
     if "memory" in what:
         bench_memory(args.device)
 

@@ -219,20 +219,14 @@ def test_cli_batch_is_resumable_and_reports_failures(tiny_models, tmp_path):
     assert wrong.exit_code == 1 and "refine" in wrong.output
 
 
-def shipped_buildings_trained() -> bool:
-    from geoseg.card import default_card_path
-
-    path = default_card_path("buildings")
-    return path.is_file() and bool(json.loads(path.read_text()).get("weights"))
-
-
 def test_result_does_not_depend_on_tile_size(tiny_models, tmp_path):
     """256 px and 1024 px tiles give the same buildings (IoU >= 0.95): blending + whole-raster vectorising.
 
-    Uses the shipped trained buildings model when there is one, else the calibrated tiny model.
+    The calibrated tiny model keeps this fast; ``bench/predict.py --what seams`` checks the
+    shipped weights the same way.
     """
     scene = data_root() / "buildings" / "zanzibar" / "zanzibar_z19_2.tif"
-    models = {} if shipped_buildings_trained() else {"buildings": tiny_models["buildings"]}
+    models = {"buildings": tiny_models["buildings"]}
     with rasterio.open(scene) as src:
         transform, shape = src.transform, (src.height, src.width)
     masks, counts = [], []
@@ -263,3 +257,21 @@ def test_gcn_for_other_features_is_skipped_with_a_warning(tiny_models, tmp_path)
     assert "gcn" not in report["models"]
     assert any("some-teacher" in w for w in report["warnings"])
     assert (tmp_path / "out" / "classmap.tif").exists() and not (tmp_path / "out" / "buildings.gpkg").exists()
+
+
+def test_regularize_gives_valid_non_overlapping_squared_outlines(tiny_models, tmp_path):
+    scene = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
+    plain = predict_scene(scene, tmp_path / "plain", options(tiny_models, classmap=False))
+    squared = predict_scene(scene, tmp_path / "squared", options(tiny_models, classmap=False, regularize=True))
+    assert squared["options"]["regularize"] and squared["counts"]["buildings"] == plain["counts"]["buildings"]
+    a = gpd.read_file(tmp_path / "plain" / "buildings.gpkg")
+    b = gpd.read_file(tmp_path / "squared" / "buildings.gpkg")
+    assert b.geometry.is_valid.all() and (b.geom_type == "Polygon").all()
+    # fewer vertices, about the same area, and no two buildings overlap
+    assert sum(len(g.exterior.coords) for g in b.geometry) < sum(len(g.exterior.coords) for g in a.geometry)
+    assert b.area.sum() == pytest.approx(a.area.sum(), rel=0.15)
+    tree = shapely.STRtree(b.geometry.values)
+    left, right = tree.query(b.geometry.values, predicate="intersects")
+    pairs = left < right
+    overlap = shapely.area(shapely.intersection(b.geometry.values[left[pairs]], b.geometry.values[right[pairs]]))
+    assert overlap.sum() < 1e-3 * b.area.sum()
