@@ -91,3 +91,26 @@ def test_distillation_modules_import_without_rasterio_typer_fastapi():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_student_runs_in_onnx_runtime_like_in_torch():
+    """The CPU pipeline runs heads through ONNX Runtime: the student must export with dynamic sizes."""
+    import io
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+
+    student = student_for("landcover", 6, ignore_first_class=True).eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(student, (torch.zeros(1, 3, 64, 64),), buf, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}}, opset_version=17, dynamo=False)
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    x = torch.rand(2, 3, 90, 72)
+    with torch.no_grad():
+        expected = student(x).numpy()
+    got = session.run(None, {"x": x.numpy()})[0]
+    assert got.shape == (2, 6, 90, 72)
+    assert np.abs(got - expected).max() < 1e-3
