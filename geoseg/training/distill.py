@@ -18,6 +18,7 @@ import json
 import math
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,13 +266,12 @@ def teacher_outputs(teacher: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     return logits, captured[-1]
 
 
-_FEATURE_MODULES: dict[int, nn.Module | None] = {}
+_FEATURE_MODULES: "weakref.WeakKeyDictionary[nn.Module, nn.Module | None]" = weakref.WeakKeyDictionary()
 
 
 def feature_module(teacher: nn.Module) -> nn.Module | None:
     """The submodule whose output *is* ``teacher.features(x)`` (identity, probed once), or None."""
-    key = id(teacher)
-    if key not in _FEATURE_MODULES:
+    if teacher not in _FEATURE_MODULES:
         seen: list[tuple[nn.Module, Tensor]] = []  # keeps outputs alive: identity checks stay valid
 
         def record(mod: nn.Module, _inp: tuple, out: Tensor) -> None:
@@ -289,8 +289,8 @@ def feature_module(teacher: nn.Module) -> nn.Module | None:
             for h in handles:
                 h.remove()
         # The outermost module producing the tensor (the last to finish among those returning it).
-        _FEATURE_MODULES[key] = next((mod for mod, out in reversed(seen) if out is feats), None)
-    return _FEATURE_MODULES[key]
+        _FEATURE_MODULES[teacher] = next((mod for mod, out in reversed(seen) if out is feats), None)
+    return _FEATURE_MODULES[teacher]
 
 
 def _first(out: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
