@@ -47,7 +47,7 @@ from geoseg.infer import TileModel, load_head, refine_with_gcn, resolve_device
 from geoseg.regularize import regularize_buildings
 from tiles.cog import colormap_from_hex, write_cog
 from tiles.errors import UnsupportedRaster
-from tiles.grid import tile_grid
+from tiles.grid import Tile, tile_grid
 from tiles.source import Scene
 from tiles.stitch import BlendingWriter
 
@@ -356,7 +356,8 @@ def _run_head(
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         scene = Scene(input_path, gsd=target)
     with scene:
-        tiles = tile_grid(scene.width, scene.height, options.tile_size, options.overlap)
+        tiles = _fit_tiles(tile_grid(scene.width, scene.height, options.tile_size, options.overlap),
+                           scene.width, scene.height)
         writer = BlendingWriter(scene.width, scene.height, model.n_classes, transform=scene.transform,
                                 crs=scene.crs, tmp_dir=work)
 
@@ -388,6 +389,23 @@ def _run_head(
             progress(done / len(tiles))
         return HeadResult(writer, scene.transform, scene.crs, scene.width, scene.height, scene.gsd,
                           scene.is_warped, len(tiles), skipped)
+
+
+#: tile sides stay multiples of this (the networks downsample by up to 32)
+TILE_MULTIPLE = 32
+
+
+def _fit_tiles(tiles: list[Tile], width: int, height: int) -> list[Tile]:
+    """Shrink tiles along an axis where the raster is smaller than the tile (no work on padding)."""
+    def fitted(length: int, tile_side: int) -> int:
+        return min(tile_side, -(-length // TILE_MULTIPLE) * TILE_MULTIPLE)
+
+    out = []
+    for t in tiles:
+        w, h = fitted(width, int(t.read.width)), fitted(height, int(t.read.height))
+        read = Window(t.read.col_off, t.read.row_off, w, h)
+        out.append(Tile(t.row, t.col, read, t.core))
+    return out
 
 
 def _write_classmap(
