@@ -41,6 +41,8 @@ def test_real_pipeline_job_end_to_end(tmp_path):
 
         fc = client.get(f"{url}/buildings.geojson").json()
         assert fc["type"] == "FeatureCollection"
+        # OSM maps ~100 buildings on this scene: the shipped model must find some of them
+        assert len(fc["features"]) > 0
         west, south, east, north = job["input"]["bounds_wgs84"]
         for feature in fc["features"]:
             for lon, lat in feature["geometry"]["coordinates"][0]:
@@ -59,3 +61,4 @@ def test_real_pipeline_job_end_to_end(tmp_path):
         report = json.loads(client.get(f"{url}/report.json").content)
         assert report["options"]["refine"] == "none" and report["options"]["profile"] == "fast"
         assert report["input"] == "input.tif"  # no server path leaks to the client
+        assert report["counts"]["buildings"] == len(fc["features"])
