@@ -75,6 +75,8 @@ class PredictOptions:
     runtime: str = "auto"  # auto (onnx on CPU, torch on CUDA) | torch | onnx
     batch_size: int | None = None  # tiles per forward pass; None: 1 on CPU (peak memory), 8 on CUDA
     min_area_m2: float = 3.0
+    #: a pixel is building when P(interior) + P(outline) >= this (argmax would need > P(background))
+    building_threshold: float = 0.5
     simplify_m: float = 0.3
     #: task (buildings | landcover | gcn) -> model card or folder, instead of the shipped weights
     model_dirs: dict[str, str] = field(default_factory=dict)
@@ -95,6 +97,8 @@ class PredictOptions:
             raise PredictError("nothing to do: both --no-buildings and --no-classmap given")
         if self.runtime not in ("auto", "torch", "onnx"):
             raise PredictError(f"--runtime must be auto, torch or onnx, got {self.runtime!r}")
+        if not 0.0 < self.building_threshold < 1.0:
+            raise PredictError(f"building threshold must be in (0, 1), got {self.building_threshold}")
         if self.batch_size is not None and self.batch_size < 1:
             raise PredictError("batch size must be >= 1")
 
@@ -486,9 +490,8 @@ def _vectorise(
         covered = np.pad(covered, ((int(a == start), int(b == stop)), (0, 0)), constant_values=False)
         inner = _erode(covered)[1:-1]
         probs = probs[:, start - a:stop - a]
-        classes = np.argmax(probs, axis=0).astype(np.uint8)
-        classes[~inner] = vectorize.BACKGROUND  # never a building over (or touching) nodata
         building = np.where(inner, 1.0 - probs[0], 0.0).astype(np.float32)
+        classes = vectorize.classes_from_probabilities(probs, building >= options.building_threshold)
         return classes, building
 
     found = vectorize.vectorize_strips(read, head.height, vopts, progress)

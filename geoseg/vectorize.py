@@ -63,6 +63,13 @@ class BuildingPolygons:
         self.group.extend(other.group)
 
 
+def classes_from_probabilities(probs: np.ndarray, building: np.ndarray) -> np.ndarray:
+    """0/1/2 classes from (3, h, w) probabilities and a building mask: interior where it beats outline."""
+    classes = np.where(probs[1] >= probs[2], INTERIOR, OUTLINE).astype(np.uint8)
+    classes[~building] = BACKGROUND
+    return classes
+
+
 @dataclass
 class Separation:
     """Buildings labelled 1..n (0 = background) and where each came from."""
