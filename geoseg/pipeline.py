@@ -73,6 +73,8 @@ class PredictOptions:
     gsd: float | None = None  # metres: overrides the input's own GSD
     profile: str = "accurate"  # accurate | fast
     runtime: str = "auto"  # auto (onnx on CPU, torch on CUDA) | torch | onnx
+    #: pixels of context read around each tile; None: enough to show the model its card's tile_size
+    context: int | None = None
     batch_size: int | None = None  # tiles per forward pass; None: 1 on CPU (peak memory), 8 on CUDA
     min_area_m2: float = 3.0
     #: a pixel is building when P(interior) + P(outline) >= this (argmax would need > P(background))
@@ -99,6 +101,8 @@ class PredictOptions:
             raise PredictError(f"--runtime must be auto, torch or onnx, got {self.runtime!r}")
         if not 0.0 < self.building_threshold < 1.0:
             raise PredictError(f"building threshold must be in (0, 1), got {self.building_threshold}")
+        if self.context is not None and self.context < 0:
+            raise PredictError(f"context must be >= 0 pixels, got {self.context}")
         if self.batch_size is not None and self.batch_size < 1:
             raise PredictError("batch size must be >= 1")
 
@@ -116,6 +120,7 @@ class HeadResult:
     warped: bool
     tiles: int
     tiles_skipped: int
+    context: tuple[int, int] = (0, 0)
 
 
 class _Stages:
@@ -210,6 +215,7 @@ def predict_scene(
             timings["landcover"] = time.perf_counter() - t
             report["gsd"]["working_m"]["landcover"] = result.gsd
             report["tiles"]["landcover"] = {"tiles": result.tiles, "skipped_nodata": result.tiles_skipped,
+                                            "context_px": list(result.context),
                                             "working_width": result.width, "working_height": result.height}
             t = time.perf_counter()
             counts = _write_classmap(input_path, result, grid, model.card, work, staging / "classmap.tif",
@@ -228,6 +234,7 @@ def predict_scene(
             timings["buildings"] = time.perf_counter() - t
             report["gsd"]["working_m"]["buildings"] = result.gsd
             report["tiles"]["buildings"] = {"tiles": result.tiles, "skipped_nodata": result.tiles_skipped,
+                                            "context_px": list(result.context),
                                             "working_width": result.width, "working_height": result.height}
             t = time.perf_counter()
             frame = _vectorise(result, options, input_gsd, grid, lambda f: stages("vectorize", f))
@@ -364,16 +371,18 @@ def _run_head(
                            scene.width, scene.height)
         writer = BlendingWriter(scene.width, scene.height, model.n_classes, transform=scene.transform,
                                 crs=scene.crs, tmp_dir=work)
+        my, mx = _context_margins(tiles, scene.width, scene.height, model.card.get("tile_size"), options.context)
 
         def batches() -> Iterator:
             for i in range(0, len(tiles), options.batch_size):
                 chunk = tiles[i:i + options.batch_size]
-                reads = [scene.read(t.read) for t in chunk]
-                yield i + len(chunk), chunk, reads
+                windows = [_context_window(t.read, my, mx, scene.width, scene.height) for t in chunk]
+                reads = [scene.read(win) for win, _ in windows]
+                yield i + len(chunk), chunk, reads, [inner for _, inner in windows]
 
         skipped = 0
-        for done, chunk, reads in _prefetch(batches()):
-            keep = [k for k, (_, valid) in enumerate(reads) if valid.any()]
+        for done, chunk, reads, inners in _prefetch(batches()):
+            keep = [k for k, (_, valid) in enumerate(reads) if valid[inners[k]].any()]
             skipped += len(chunk) - len(keep)
             if keep:
                 images = np.stack([reads[k][0] for k in keep])
@@ -383,16 +392,55 @@ def _run_head(
                 else:
                     probs, feats = model.probabilities_and_features(images)
                 for j, k in enumerate(keep):
-                    p = probs[j]
-                    valid = reads[k][1]
+                    inner = inners[k]
+                    p = probs[j][(slice(None), *inner)]
+                    valid = reads[k][1][inner]
                     if gcn is not None:
-                        p = refine_with_gcn(images[j], p, feats[j], valid, gcn[0], gcn[1])
+                        p = refine_with_gcn(images[j][(slice(None), *inner)], p, feats[j][(slice(None), *inner)],
+                                            valid, gcn[0], gcn[1])
                     # land cover predicts the whole tile (the input's own mask is applied on its grid
                     # later, so resampled edges keep a class); buildings only ever see valid pixels
                     writer.add(chunk[k].read, p, valid if mask_tiles else None)
             progress(done / len(tiles))
         return HeadResult(writer, scene.transform, scene.crs, scene.width, scene.height, scene.gsd,
-                          scene.is_warped, len(tiles), skipped)
+                          scene.is_warped, len(tiles), skipped, (my, mx))
+
+
+def _context_window(read: Window, my: int, mx: int, width: int, height: int) -> tuple[Window, tuple[slice, slice]]:
+    """The tile's read window grown by the margins, shifted to stay inside the raster where it fits
+    (context from real pixels rather than padding); and where the tile lies inside it."""
+    def axis(start: int, side: int, margin: int, length: int) -> int:
+        grown = side + 2 * margin
+        if margin == 0:
+            return start
+        if length >= grown:
+            return min(max(start - margin, 0), length - grown)
+        return start - margin
+
+    c0 = axis(int(read.col_off), int(read.width), mx, width)
+    r0 = axis(int(read.row_off), int(read.height), my, height)
+    window = Window(c0, r0, int(read.width) + 2 * mx, int(read.height) + 2 * my)
+    dy, dx = int(read.row_off) - r0, int(read.col_off) - c0
+    return window, (slice(dy, dy + int(read.height)), slice(dx, dx + int(read.width)))
+
+
+def _context_margins(tiles: list[Tile], width: int, height: int, model_window: int | None,
+                     context: int | None) -> tuple[int, int]:
+    """Extra pixels read around each tile (rows, cols) so the model sees at least its training window.
+
+    Small tiles otherwise give context-starved predictions that differ from big tiles' (a
+    U-Net's receptive field is wide); only the tile itself is blended. ``context`` overrides
+    the margin; none is added along an axis the raster does not exceed.
+    """
+    side_y, side_x = int(tiles[0].read.height), int(tiles[0].read.width)
+
+    def margin(side: int, length: int) -> int:
+        if length <= side:
+            return 0
+        m = context if context is not None else max(0, ((model_window or 0) - side) // 2)
+        return -(-m // (TILE_MULTIPLE // 2)) * (TILE_MULTIPLE // 2)  # keeps the window a multiple of 32
+
+    return margin(side_y, height), margin(side_x, width)
 
 
 #: tile sides stay multiples of this (the networks downsample by up to 32)
