@@ -34,6 +34,7 @@ def predict(
     gsd: Optional[float] = typer.Option(None, "--gsd", help="Override the input's GSD (metres per pixel)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address for batches."),
     profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students if shipped)."),
+    context: Optional[int] = typer.Option(None, "--context", help="Context pixels read around each tile (default: up to the model's training tile size)."),
     runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Tiles per forward pass (default 1 on CPU, 8 on CUDA)."),
     min_area: float = typer.Option(3.0, "--min-area", help="Smallest building kept, square metres."),
@@ -43,7 +44,7 @@ def predict(
     """Predict land cover and building footprints for one or more rasters."""
     options = PredictOptions(tile_size=tile_size, overlap=overlap, refine=refine, buildings=not no_buildings,
                              classmap=not no_classmap, regularize=regularize, device=device, gsd=gsd,
-                             profile=profile, runtime=runtime, batch_size=batch_size, min_area_m2=min_area, simplify_m=simplify)
+                             profile=profile, context=context, runtime=runtime, batch_size=batch_size, min_area_m2=min_area, simplify_m=simplify)
     try:
         options.model_dirs = _parse_models(model)
         options.check()
