@@ -120,6 +120,6 @@ def _echo_warnings(caught: list) -> None:
     seen = set()
     for w in caught:
         text = str(w.message)
-        if text not in seen and not issubclass(w.category, DeprecationWarning):
+        if text not in seen and not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
             seen.add(text)
             typer.echo(f"warning: {text}", err=True)
