@@ -1,7 +1,7 @@
 """Batch augmentation on torch tensors (runs where the batch lives: CPU or GPU).
 
 Geometry (dihedral flips/rot90, scale + crop) is applied to images and labels alike;
-photometry (colour/brightness jitter, blur, JPEG quality) to images only. The building
+photometry (colour/brightness jitter, blur, JPEG quality, channel shuffle / grey) to images only. The building
 model is judged on other continents and sensors, so photometric augmentation is strong:
 generalisation is the goal, not fitting the three training cities.
 
@@ -32,6 +32,9 @@ class AugmentConfig:
     jpeg_p: float = 0.25
     jpeg_quality_min: int = 30
     jpeg_quality_max: int = 90
+    # cross-area colour: roof colour must not be the cue (GPU run 2: Kampala IoU 0.27 -> 0.445)
+    channel_shuffle_p: float = 0.2
+    grey_p: float = 0.1
 
 
 def dihedral(img: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,6 +170,17 @@ def random_jpeg(img: torch.Tensor, p: float, qmin: int, qmax: int) -> torch.Tens
     return torch.where(pick.view(-1, 1, 1, 1), jpeg_approx(img, quality), img)
 
 
+def channel_shuffle_grey(img: torch.Tensor, shuffle_p: float, grey_p: float) -> torch.Tensor:
+    """Per sample: a random RGB channel order (p ``shuffle_p``) or grey scale (p ``grey_p``)."""
+    b = img.shape[0]
+    perms = torch.stack([torch.randperm(3) for _ in range(b)]).to(img.device)
+    shuffled = img[torch.arange(b, device=img.device)[:, None], perms]
+    pick = (torch.rand(b, device=img.device) < shuffle_p).view(b, 1, 1, 1)
+    img = torch.where(pick, shuffled, img)
+    grey = (torch.rand(b, device=img.device) < grey_p).view(b, 1, 1, 1)
+    return torch.where(grey, img.mean(1, keepdim=True).expand_as(img), img)
+
+
 def augment_batch(
     images_u8: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig = AugmentConfig()
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,4 +191,6 @@ def augment_batch(
     img = colour_jitter(img, cfg)
     img = gaussian_blur(img, cfg.blur_p, cfg.blur_sigma_max)
     img = random_jpeg(img, cfg.jpeg_p, cfg.jpeg_quality_min, cfg.jpeg_quality_max)
+    if cfg.channel_shuffle_p or cfg.grey_p:
+        img = channel_shuffle_grey(img, cfg.channel_shuffle_p, cfg.grey_p)
     return img, lab

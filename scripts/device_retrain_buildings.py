@@ -1,8 +1,9 @@
 """Second GPU job: retrain the building head with cross-area colour augmentation, then distil.
 
 The first job's U2-Net never beat its step-1 checkpoint on the held-out block (it
-predicted 'building' everywhere); this run adds channel shuffles and grey scale so
-roof colour stops being the cue, validates from 25 s on, then trains both students
+predicted 'building' everywhere); this run added channel shuffles and grey scale so
+roof colour stops being the cue (now part of ``geoseg.augment``: AugmentConfig
+channel_shuffle_p / grey_p), validates from 25 s on, then trains both students
 from the new building teacher and the shipped land-cover teacher.
 
     python3 scripts/device_retrain_buildings.py --chips .chips --out $OUT --train-s 175 --students-s 75
@@ -24,21 +25,6 @@ from geoseg.card import load_model, save_model  # noqa: E402
 from geoseg.paths import weights_dir  # noqa: E402
 from geoseg.training.data import load_packed, select  # noqa: E402
 
-_base_augment = loop.augment_batch
-
-
-def cross_area_augment(images_u8: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig):
-    """The usual augmentation, then per sample a random channel order (p 0.2) or grey (p 0.1)."""
-    img, lab = _base_augment(images_u8, labels, cfg)
-    b = img.shape[0]
-    shuffle = torch.rand(b, device=img.device) < 0.2
-    for i in torch.nonzero(shuffle).flatten().tolist():
-        img[i] = img[i, torch.randperm(3, device=img.device)]
-    grey = (torch.rand(b, device=img.device) < 0.1).view(b, 1, 1, 1)
-    img = torch.where(grey, img.mean(1, keepdim=True).expand_as(img), img)
-    return img, lab
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--chips", type=Path, required=True)
@@ -56,7 +42,6 @@ def main() -> int:
         from scripts.device_train import subset
 
         packed = {t: subset(d, 4) for t, d in packed.items()}
-    loop.augment_batch = cross_area_augment
     cfg = loop.TrainConfig(
         budget_s=args.train_s, batch_size=2 if dry else 32, lr=2e-3, device=args.device,
         val_every_s=1e9 if dry else 25.0, augment=AugmentConfig(out_size=64 if dry else 256), eval_batch=4 if dry else 32,
@@ -64,12 +49,10 @@ def main() -> int:
     model, card = loop.train_buildings(packed["buildings"], cfg, log=log)
     test = select(packed["buildings"], "test")
     scores = loop.evaluate_buildings(model, test, card["normalisation"], args.device)
-    card["training"]["augmentation"] += ", channel shuffle p0.2, grey p0.1"
     card["metrics"]["test"] = {"area": "kampala (never seen in training)", **scores}
     card["metrics"]["command"] = f"python3 scripts/device_retrain_buildings.py --chips .chips --out $OUT --train-s {args.train_s:g}"
     save_model(model, card, args.out)
     log(f"buildings: saved; val {card['metrics']['val']} test {scores}")
-    loop.augment_batch = _base_augment
     from geoseg.training.distill import device_phase
 
     lc = load_model(weights_dir() / "landcover-attresunet.json", device=args.device)

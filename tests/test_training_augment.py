@@ -52,3 +52,18 @@ def test_augment_batch_output_range_and_colour_change():
     assert x.min() >= 0 and x.max() <= 1
     jittered = colour_jitter(img.float() / 255, AugmentConfig())
     assert not torch.allclose(jittered[0], jittered[1])  # per-sample jitter
+
+
+def test_channel_shuffle_and_grey_keep_pixel_values():
+    from geoseg.augment import channel_shuffle_grey
+
+    torch.manual_seed(0)
+    img = torch.rand(64, 3, 8, 8)
+    out = channel_shuffle_grey(img, 0.5, 0.2)
+    changed = 0
+    for a, b in zip(img, out):
+        grey = torch.allclose(b, a.mean(0, keepdim=True).expand_as(a))
+        permuted = sorted(b[:, 0, 0].tolist()) == sorted(a[:, 0, 0].tolist())
+        assert grey or permuted  # never invents colours
+        changed += int(not torch.equal(a, b))
+    assert 10 < changed < 60  # a random subset
