@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from geoseg.evaluate import evaluate_buildings, evaluate_classmap
 
 
 def evaluate(
@@ -23,6 +22,8 @@ def evaluate(
         typer.echo("geoseg eval: error: give exactly one of --labels or --truth", err=True)
         raise typer.Exit(2)
     try:
+        from geoseg.evaluate import evaluate_buildings, evaluate_classmap  # geopandas: load on use
+
         scores = evaluate_buildings(pred_dir, labels) if labels is not None else evaluate_classmap(pred_dir, truth)
     except Exception as exc:  # one line for the user
         typer.echo(f"geoseg eval: error: {exc}", err=True)

@@ -13,11 +13,16 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from geoseg.pipeline import PredictOptions, predict_scene
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the pipeline imports torch: load it when a command runs, not for --help
+    from geoseg.pipeline import PredictOptions
 
 
 def _predict_into(options: PredictOptions, input_path: Path, out_dir: Path) -> dict:
     """Batch job (module level so Dask can pickle it)."""
+    from geoseg.pipeline import predict_scene
+
     return predict_scene(input_path, out_dir, options)
 
 
@@ -42,6 +47,8 @@ def predict(
     model: list[str] = typer.Option([], "--model", help="TASK=CARD to use your own model (buildings, landcover, gcn)."),
 ) -> None:
     """Predict land cover and building footprints for one or more rasters."""
+    from geoseg.pipeline import PredictOptions
+
     options = PredictOptions(tile_size=tile_size, overlap=overlap, refine=refine, buildings=not no_buildings,
                              classmap=not no_classmap, regularize=regularize, device=device, gsd=gsd,
                              profile=profile, context=context, runtime=runtime, batch_size=batch_size, min_area_m2=min_area, simplify_m=simplify)
@@ -81,6 +88,8 @@ def _predict_one(input_path: Path, out: Path, options: PredictOptions) -> None:
 
         def progress(fraction: float, stage: str) -> None:
             bar.update(task, completed=fraction, description=stage)
+
+        from geoseg.pipeline import predict_scene
 
         report = predict_scene(input_path, out, options, progress)
     _echo_warnings(caught)
