@@ -56,3 +56,32 @@ def test_fusion_extremes():
     only_gcn = fuse_probabilities(probs, segments, node_logp, 0.0)
     assert np.allclose(only_gcn[:, 0, 0], np.exp(node_logp[0])) and np.allclose(only_gcn[:, 0, 2], np.exp(node_logp[1]))
     assert np.allclose(fuse_probabilities(probs, segments, node_logp, 0.5).sum(0), 1.0)
+
+
+def test_refit_gcn_on_held_out_chips_writes_a_loadable_card(tmp_path):
+    import json
+
+    from geoseg.card import LANDCOVER_CLASSES, load_model, save_model
+    from geoseg.models.attresunet import AttResUNet
+    from geoseg.training.pack import encode_jpeg
+    from geoseg.training.refit_gcn import ALPHAS, refit
+
+    images, labels = _chips("tile_5", n=4, size=48)
+    ids = ["dubai_tile_5_p001_r0", "dubai_tile_5_p002_r0", "dubai_tile_5_p006_r0", "dubai_tile_6_p001_r0"]
+    splits = np.array(["val", "val", "val", "test"])
+    blobs = [encode_jpeg(a) for a in images]
+    np.savez_compressed(
+        tmp_path / "lc.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8),
+        jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]), labels=labels, split=splits, area=splits,
+        chip_id=np.array(ids), gsd=np.full(4, np.nan, np.float32), meta=np.array(json.dumps({"target": "landcover"})),
+    )
+    torch.manual_seed(0)
+    cnn_card = save_model(AttResUNet(widths=(8, 16, 16, 16, 16)), {
+        "name": "tiny-lc", "task": "landcover", "architecture": "AttResUNet",
+        "arch_kwargs": {"widths": [8, 16, 16, 16, 16]}, "classes": LANDCOVER_CLASSES, "gsd_m": 1.1,
+        "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}, tmp_path / "cnn")
+    card = refit(tmp_path / "lc.npz", cnn_card, tmp_path / "gcn", epochs=3, budget_s=30, log=lambda s: None)
+    assert card["training"]["graphs"] == {"fit": 2, "selection": 1, "test": 1}
+    assert card["fusion"]["alpha"] in ALPHAS and card["cnn"] == "tiny-lc"
+    gcn, loaded = load_model(tmp_path / "gcn")
+    assert loaded["metrics"]["test"]["cnn_only"]["miou"] >= 0 and gcn.n_classes == 6
