@@ -66,14 +66,20 @@ def cnn_outputs(
 
 def build_graphs(
     model: nn.Module, norm: dict, images: np.ndarray, parts: Sequence[TileParts], device: str, batch: int = 16,
-    deadline: float | None = None,
+    deadline: float | None = None, keep_probs: list[np.ndarray] | None = None,
 ) -> list[SuperpixelGraph]:
-    """Graphs of chips (CNN pooled per superpixel on ``device``); stops early past ``deadline``."""
+    """Graphs of chips (CNN pooled per superpixel on ``device``); stops early past ``deadline``.
+
+    ``keep_probs``, if given, receives each chip's CNN probabilities (5,H,W) as float16, so an
+    evaluation can reuse them instead of running the CNN again (CPU refits).
+    """
     graphs = []
     for i in range(0, len(images), batch):
         if deadline is not None and time.monotonic() > deadline:
             break
         feats, probs = cnn_outputs(model, norm, images[i : i + batch], device)
+        if keep_probs is not None:
+            keep_probs.extend(probs.cpu().numpy().astype(np.float16))
         both = torch.cat([feats, probs], 1)
         for j in range(both.shape[0]):
             p = parts[i + j]
@@ -186,13 +192,20 @@ def evaluate_refinement(
     device: str,
     boundary: bool = False,
     batch: int = 16,
+    cached_probs: Sequence[np.ndarray] | None = None,
 ) -> dict[float, dict[str, Any]]:
-    """Pixel scores of ``softmax(a * log p_cnn + (1 - a) * log p_gcn)`` for each ``a`` (1.0 = CNN alone)."""
+    """Pixel scores of ``softmax(a * log p_cnn + (1 - a) * log p_gcn)`` for each ``a`` (1.0 = CNN alone).
+
+    ``cached_probs`` (from :func:`build_graphs`' ``keep_probs``) replaces the CNN pass.
+    """
     gcn.eval()
     cms = {a: np.zeros((N_CLASSES, N_CLASSES), np.int64) for a in alphas}
     bcs = {a: np.zeros(4, np.int64) for a in alphas}
     for i in range(0, len(graphs), batch):
-        _, probs = cnn_outputs(model, norm, images[i : i + batch], device)
+        if cached_probs is not None:
+            probs = torch.from_numpy(np.stack(cached_probs[i : i + batch]).astype(np.float32)).to(device)
+        else:
+            _, probs = cnn_outputs(model, norm, images[i : i + batch], device)
         logp_cnn = torch.log(probs.clamp_min(1e-6))
         for j in range(probs.shape[0]):
             g = graphs[i + j]

@@ -48,16 +48,18 @@ def refit(chips: Path, cnn_card: Path, out: Path, device: str = "cpu", epochs: i
     for name, mask in sets.items():
         idx = np.flatnonzero(mask)
         parts = compute_parts(data["images"][idx], data["labels"][idx], params)
-        graphs[name] = (idx, build_graphs(cnn, card["normalisation"], data["images"][idx], parts, device, batch=4))
+        kept: list[np.ndarray] | None = [] if name != "fit" else None
+        graphs[name] = (idx, build_graphs(cnn, card["normalisation"], data["images"][idx], parts, device, batch=4,
+                                          keep_probs=kept), kept)
         log(f"[{time.monotonic() - t0:6.1f}s] {name}: {len(idx)} graphs")
     arch = {"in_features": n_node_features(cnn.feature_channels, 5), "n_classes": 6, "hidden": 96, "n_layers": 3}
     gcn, hist = train_gcn(graphs["fit"][1], graphs["selection"][1], arch, device, budget_s=budget_s, epochs=epochs,
                           log=log)
 
     def scores(name: str, alphas, boundary: bool):
-        idx, g = graphs[name]
+        idx, g, probs = graphs[name]
         return evaluate_refinement(cnn, card["normalisation"], gcn, data["images"][idx], data["labels"][idx], g,
-                                   list(alphas), device, boundary=boundary, batch=4)
+                                   list(alphas), device, boundary=boundary, batch=4, cached_probs=probs)
 
     sel = scores("selection", ALPHAS, False)
     alpha = max(ALPHAS[:-1], key=lambda a: sel[a]["miou"])
