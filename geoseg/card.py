@@ -187,8 +187,11 @@ def load_model(model_dir_or_card: Path | str, device: str = "cpu") -> tuple[nn.M
     """
     card_path = find_card(Path(model_dir_or_card))
     card = read_card(card_path)
-    model = build_module(card["architecture"], card["arch_kwargs"])
     weights = card.get("weights")
+    if not weights:
+        warnings.warn(f"model card {card_path.name} has no weights: untrained placeholder (seed 0)", stacklevel=2)
+        torch.manual_seed(0)
+    model = build_module(card["architecture"], card["arch_kwargs"])
     if weights:
         wpath = card_path.parent / weights
         if not wpath.is_file():
@@ -199,10 +202,6 @@ def load_model(model_dir_or_card: Path | str, device: str = "cpu") -> tuple[nn.M
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise ModelCardError(f"weights {wpath} do not match {card['architecture']}{card['arch_kwargs']}: {exc}") from exc
-    else:
-        warnings.warn(f"model card {card_path.name} has no weights: untrained placeholder (seed 0)", stacklevel=2)
-        torch.manual_seed(0)
-        model = build_module(card["architecture"], card["arch_kwargs"])
     model.eval().to(device)
     card["card_path"] = str(card_path)
     return model, card

@@ -145,7 +145,6 @@ def _lr_factor(progress: float, warmup: float) -> float:
 def train_segmenter(
     model: nn.Module,
     train: dict[str, Any],
-    val: dict[str, Any],
     loss_fn: nn.Module,
     norm: dict[str, list[float]],
     score: Callable[[nn.Module], float],
@@ -153,7 +152,7 @@ def train_segmenter(
     log: Log = print,
     progress: Callable[[float], None] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Generic loop; returns the model with the best validation ``score`` and a history dict."""
+    """Generic loop; returns the model with the best validation ``score(model)`` and a history dict."""
     seed_everything(cfg.seed)
     dev = cfg.device
     cuda = dev.startswith("cuda")
@@ -253,7 +252,7 @@ def train_buildings(
     loss_fn = CEDiceLoss(3, IGNORE_INDEX["buildings"], class_weights=[1.0, 1.0, 2.0], dice_classes=[1, 2])
     score = lambda m: evaluate_buildings(m, val, norm, cfg.device, cfg.eval_batch)["binary_miou"]  # noqa: E731
     log(f"buildings: {len(train['images'])} train chips, {len(val['images'])} val chips, device {cfg.device}")
-    model, hist = train_segmenter(model, train, val, loss_fn, norm, score, cfg, log, progress)
+    model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress)
     card = {
         "name": "buildings-u2net",
         "task": "buildings",
@@ -288,7 +287,7 @@ def train_landcover(
     loss_fn = CEDiceLoss(6, IGNORE_INDEX["landcover"], dice_classes=[1, 2, 3, 4, 5], dice_weight=0.5)
     score = lambda m: evaluate_landcover(m, val, norm, cfg.device, cfg.eval_batch)["miou"]  # noqa: E731
     log(f"landcover: {len(train['images'])} train chips, {len(val['images'])} val chips, device {cfg.device}")
-    model, hist = train_segmenter(model, train, val, loss_fn, norm, score, cfg, log, progress)
+    model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress)
     card = {
         "name": "landcover-attresunet",
         "task": "landcover",
