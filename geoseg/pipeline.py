@@ -142,6 +142,12 @@ class _Stages:
         self.progress(min(1.0, a + (b - a) * min(max(fraction, 0.0), 1.0)), stage)
 
 
+def _tiles_report(result: HeadResult) -> dict[str, Any]:
+    """What report.json says about one head's tiling."""
+    return {"tiles": result.tiles, "skipped_nodata": result.tiles_skipped, "context_px": list(result.context),
+            "working_width": result.width, "working_height": result.height}
+
+
 def predict_scene(
     input_path: Path | str, out_dir: Path | str, options: PredictOptions | None = None,
     progress: Progress | None = None,
@@ -214,9 +220,7 @@ def predict_scene(
                                notes, gcn=gcn, mask_tiles=False)
             timings["landcover"] = time.perf_counter() - t
             report["gsd"]["working_m"]["landcover"] = result.gsd
-            report["tiles"]["landcover"] = {"tiles": result.tiles, "skipped_nodata": result.tiles_skipped,
-                                            "context_px": list(result.context),
-                                            "working_width": result.width, "working_height": result.height}
+            report["tiles"]["landcover"] = _tiles_report(result)
             t = time.perf_counter()
             counts = _write_classmap(input_path, result, grid, model.card, work, staging / "classmap.tif",
                                      lambda f: stages("classmap", f))
@@ -233,9 +237,7 @@ def predict_scene(
                                notes)
             timings["buildings"] = time.perf_counter() - t
             report["gsd"]["working_m"]["buildings"] = result.gsd
-            report["tiles"]["buildings"] = {"tiles": result.tiles, "skipped_nodata": result.tiles_skipped,
-                                            "context_px": list(result.context),
-                                            "working_width": result.width, "working_height": result.height}
+            report["tiles"]["buildings"] = _tiles_report(result)
             t = time.perf_counter()
             frame = _vectorise(result, options, input_gsd, grid, lambda f: stages("vectorize", f))
             result.writer.close()
