@@ -238,15 +238,20 @@ def _device_name(device: str) -> str:
     return "cpu"
 
 
+def _train_val_norm(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
+    """Training and validation chips, and the normalisation measured on the training chips only."""
+    train, val = select(data, "train"), select(data, "val")
+    mean, std = channel_stats(train["images"])
+    return train, val, {"mean": mean, "std": std}
+
+
 def train_buildings(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
     progress: Callable[[float], None] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """U2-Net 3-class head on chips at 0.3 m; returns (model, card without metrics.test)."""
     arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 3, "mid": 24, "out": 64}
-    train, val = select(data, "train"), select(data, "val")
-    mean, std = channel_stats(train["images"])
-    norm = {"mean": mean, "std": std}
+    train, val, norm = _train_val_norm(data)
     torch.manual_seed(cfg.seed)
     model = U2Net(**arch_kwargs)
     loss_fn = CEDiceLoss(3, IGNORE_INDEX["buildings"], class_weights=[1.0, 1.0, 2.0], dice_classes=[1, 2])
@@ -279,9 +284,7 @@ def train_landcover(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """AttResUNet on the Dubai chips; returns (model, card without metrics.test)."""
     arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 6, "widths": [32, 64, 128, 192, 256]}
-    train, val = select(data, "train"), select(data, "val")
-    mean, std = channel_stats(train["images"])
-    norm = {"mean": mean, "std": std}
+    train, val, norm = _train_val_norm(data)
     torch.manual_seed(cfg.seed)
     model = AttResUNet(**{**arch_kwargs, "widths": tuple(arch_kwargs["widths"])})
     loss_fn = CEDiceLoss(6, IGNORE_INDEX["landcover"], dice_classes=[1, 2, 3, 4, 5], dice_weight=0.5)
