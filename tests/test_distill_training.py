@@ -211,13 +211,20 @@ def test_train_student_saves_a_loadable_fast_card(tmp_path):
     assert card["training"]["steps"] == 2  # 4 chips, batch 4 on CPU
     assert 0.0 <= card["metrics"]["test"]["miou"] <= 1.0
     model, loaded = load_model(tmp_path / "fast" / "landcover-attresunet-fast.json")
-    assert loaded["distillation"]["losses"] == "csc+ace"
+    assert loaded["distillation"]["losses"] == "ce+ace+csc"
+    assert loaded["training"]["teacher_cached_chips"] == 4  # chips within the crop: teacher run once per chip
     assert isinstance(model, FastSegNet)
     # The same through the command line (`geoseg train ... --teacher`).
     result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chip_dir), "--out", str(tmp_path / "cli"),
                                       "--teacher", str(tmp_path / "teacher"), "--epochs", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cli" / "landcover-attresunet-fast.pt").is_file()
+    # The ablation's baseline: the same student with cross-entropy only (no teacher term, no cache).
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chip_dir), "--out", str(tmp_path / "ce"),
+                                      "--teacher", str(tmp_path / "teacher"), "--epochs", "1", "--losses", "ce"])
+    assert result.exit_code == 0, result.output
+    ce_card = json.loads((tmp_path / "ce" / "landcover-attresunet-fast.json").read_text())
+    assert ce_card["distillation"]["losses"] == "ce" and "teacher_cached_chips" not in ce_card["training"]
     with pytest.raises(ValueError, match="not buildings"):
         train_student("buildings", chip_dir, tmp_path / "x", tmp_path / "teacher", minutes=0.1, epochs=None,
                       device="cpu")

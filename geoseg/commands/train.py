@@ -28,6 +28,10 @@ def train(
     batch_size: int = typer.Option(8, "--batch-size", help="Chips per step."),
     crop: int = typer.Option(256, "--crop", help="Training crop size in pixels."),
     seed: int = typer.Option(0, "--seed"),
+    losses: str = typer.Option(
+        "ce+ace+csc", "--losses",
+        help="With --teacher: ce | ce+ace | ce+ace+csc (the distillation ablation).",
+    ),
 ) -> None:
     """Train the land-cover AttResUNet or the building U2-Net on a chip directory."""
     console = Console(stderr=True)
@@ -50,7 +54,8 @@ def train(
         if teacher is not None:
             from geoseg.training.distill import train_student  # owned by the distillation module
 
-            card = train_student(task, data, out, teacher, minutes, epochs, device)
+            card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
+                                 progress=_step_printer(console))
             console.print(f"student written to {out}: {card.get('name')}")
             return
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console)
@@ -60,6 +65,16 @@ def train(
     except Exception as exc:  # one clear line for the user, non-zero exit
         typer.echo(f"geoseg train: error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _step_printer(console: Console):
+    """A light progress line every 50 steps (a bar would need the step total, unknown for --minutes)."""
+
+    def show(step: int, loss: float) -> None:
+        if step % 50 == 0:
+            console.print(f"step {step} loss {loss:.4f}")
+
+    return show
 
 
 def _train_teacher(

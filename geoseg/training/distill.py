@@ -564,8 +564,9 @@ def train_student(
     minutes: float | None,
     epochs: int | None,
     device: str,
-    losses: str = "csc+ace",
+    losses: str = SHIPPED_LOSSES,
     progress: Callable[[int, float], None] | None = None,
+    seed: int = 0,
 ) -> dict:
     """Distil a ``<teacher>-fast`` student from ``teacher_dir`` on a chip dir; save it; return its card.
 
@@ -588,10 +589,18 @@ def train_student(
     crop = None if cuda else 256
     max_steps = None if epochs is None else max(1, epochs * math.ceil(len(splits["train"]) / batch_size))
     student = new_student(task, tcard)
+    train = splits["train"]
+    cache = None
+    needs_teacher = bool(_parse_losses(losses) - {"ce"})
+    if needs_teacher and (crop is None or max(train.images.shape[-2:]) <= crop):
+        # whole chips are trained on: run the teacher once per chip, not once per step
+        start = time.monotonic()
+        cache = cache_teacher(teacher, tcard, train, device, batch_size=batch_size)
+        cache_seconds = round(time.monotonic() - start, 1)
     run = distill(
-        student, teacher, tcard, task, splits["train"], losses, device,
+        student, teacher, tcard, task, train, losses, device,
         seconds=None if minutes is None else minutes * 60, max_steps=max_steps,
-        batch_size=batch_size, crop=crop, progress=progress,
+        batch_size=batch_size, crop=crop, progress=progress, cache=cache, seed=seed,
     )
     metrics: dict[str, Any] = {
         split: evaluate(student, tcard, task, splits[split], device) for split in ("val", "test") if split in splits
@@ -600,12 +609,16 @@ def train_student(
         f"geoseg train {task} --data {data} --out {out} --teacher {teacher_dir} --device {device}"
         + (f" --minutes {minutes}" if minutes is not None else "")
         + (f" --epochs {epochs}" if epochs is not None else "")
+        + f" --losses {losses}" + (f" --seed {seed}" if seed else "")
     )
     training = {
         "data": str(data), "device": device, "steps": run.steps, "minutes": round(run.seconds / 60, 2),
         "batch_size": batch_size, "crop": crop, "first_loss": run.first_loss, "last_loss": run.last_loss,
         "splits": {s: len(c) for s, c in splits.items()},
     }
+    if cache is not None:
+        training["teacher_cached_chips"] = len(cache)
+        training["teacher_cache_seconds"] = cache_seconds
     card = student_card(tcard, student, losses, training, metrics)
     save_model(student, card, Path(out))
     return card
