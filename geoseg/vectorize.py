@@ -19,17 +19,15 @@ callers apply the affine transform. Pure numpy/scipy/skimage/shapely, no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
-from affine import Affine
 from rasterio import features
-from scipy import ndimage
+from scipy import sparse
+from scipy.sparse import csgraph
 
 BACKGROUND, INTERIOR, OUTLINE = 0, 1, 2
-_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-label")
 
 #: reads rows [start, stop) of the whole raster -> (classes uint8 (h, w), building probability (h, w) or None)
 StripReader = Callable[[int, int], tuple[np.ndarray, np.ndarray | None]]
@@ -83,49 +81,177 @@ class Separation:
         return len(self.component_slices)
 
 
-def separate_buildings(classes: np.ndarray) -> Separation:
-    """Label buildings (4-connected non-background), splitting touching ones between interior seeds.
+@dataclass
+class Components:
+    """4-connected components of a set of pixels, found from the runs of set pixels in each row.
 
-    Components with at most one interior seed keep their component number; the others are
-    split between their seeds by a breadth-first growth (a watershed on the distance to the seeds).
-    The footprint is exactly the interior and outline pixels (``tiles.labels``: the outline
-    is the band just inside each footprint's edge, and along shared walls).
+    Arrays ``top, bottom, left, right`` (bounding boxes, stop exclusive) are indexed by
+    component number 1..n (index 0 unused), like ``ndimage.label``'s numbering: raster
+    order of each component's first pixel.
     """
+
+    pixel: np.ndarray  # int64 flat index of every set pixel, ascending
+    label: np.ndarray  # int64 component 1..n of every set pixel
+    n: int
+    top: np.ndarray
+    bottom: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+
+
+def find_components(pixel: np.ndarray, width: int) -> Components:
+    """Label the 4-connected components of the pixels at ascending flat indices ``pixel``.
+
+    Works on runs (maximal horizontal segments) instead of pixels: runs in consecutive rows
+    whose columns overlap are joined (``scipy.sparse.csgraph``). The cost grows with the
+    number of set pixels and runs, not with the raster: aerial scenes are mostly background.
+    """
+    pixel = np.asarray(pixel, dtype=np.int64)
+    if pixel.size == 0:
+        empty = np.zeros(1, dtype=np.int64)
+        return Components(pixel, np.zeros(0, np.int64), 0, empty, empty, empty, empty)
+    row = pixel // width
+    col = pixel - row * width
+    new_run = np.empty(pixel.size, dtype=bool)
+    new_run[0] = True
+    np.not_equal(pixel[1:], pixel[:-1] + 1, out=new_run[1:])
+    new_run[1:] |= col[1:] == 0
+    run_first = np.flatnonzero(new_run)
+    run_length = np.diff(run_first, append=pixel.size)
+    run_row, run_start = row[run_first], col[run_first]
+    run_stop = run_start + run_length
+    n_runs = run_first.size
+    # runs of the next row overlapping run i form one contiguous range [lo, hi) of the sorted runs
+    stride = width + 1
+    key_start, key_stop = run_row * stride + run_start, run_row * stride + run_stop
+    below = (run_row + 1) * stride
+    lo = np.searchsorted(key_stop, below + run_start, side="right")
+    hi = np.searchsorted(key_start, below + run_stop, side="left")
+    n_below = np.maximum(hi - lo, 0)
+    src = np.repeat(np.arange(n_runs), n_below)
+    dst = np.arange(src.size) + np.repeat(lo - (np.cumsum(n_below) - n_below), n_below)
+    graph = sparse.csr_matrix((np.ones(src.size, dtype=np.int8), (src, dst)), shape=(n_runs, n_runs))
+    n, run_label = csgraph.connected_components(graph, directed=False)
+    # number components in raster order of their first run (as ndimage.label does)
+    first_run = np.full(n, n_runs, dtype=np.int64)
+    np.minimum.at(first_run, run_label, np.arange(n_runs))
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(first_run)] = np.arange(1, n + 1)
+    run_label = rank[run_label]
+    top = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    left = top.copy()
+    bottom = np.zeros(n + 1, dtype=np.int64)
+    right = bottom.copy()
+    np.minimum.at(top, run_label, run_row)
+    np.maximum.at(bottom, run_label, run_row + 1)
+    np.minimum.at(left, run_label, run_start)
+    np.maximum.at(right, run_label, run_stop)
+    top[0] = left[0] = 0
+    return Components(pixel, np.repeat(run_label, run_length), n, top, bottom, left, right)
+
+
+def components_of(classes: np.ndarray) -> Components:
+    """The buildings' connected components (4-connected non-background pixels) of a class raster."""
     if classes.ndim != 2:
         raise ValueError(f"classes must be a 2-D array, got shape {classes.shape}")
-    # the two labellings release the GIL: run them side by side
-    seeds_job = _POOL.submit(lambda: ndimage.label(classes == INTERIOR))
-    comp, n_comp = ndimage.label(classes != BACKGROUND)
-    seeds, n_seeds = seeds_job.result()
-    labels = comp.astype(np.int32, copy=False)
-    if n_comp == 0:
-        return Separation(labels, np.zeros(1, np.int64), [])
-    slices = ndimage.find_objects(comp)
-    seeds_per_comp = np.zeros(n_comp + 1, np.int64)
-    if n_seeds:
-        # every pixel of a seed lies in one component: scatter instead of a (sorting) ndimage.maximum
-        is_seed = seeds > 0
-        comp_of_seed = np.zeros(n_seeds + 1, dtype=np.int64)
-        comp_of_seed[seeds[is_seed]] = comp[is_seed]
-        seeds_per_comp = np.bincount(comp_of_seed[1:], minlength=n_comp + 1)
-    multi = seeds_per_comp >= 2
-    owner = np.arange(n_comp + 1, dtype=np.int64)
-    if multi.any():
-        owner = _split_between_seeds(labels, comp, slices, seeds, comp_of_seed, multi, n_comp)
-    return Separation(labels, np.asarray(owner, dtype=np.int64), slices)
+    return find_components(np.flatnonzero(classes != BACKGROUND), classes.shape[1])
 
 
-def _split_between_seeds(
-    labels: np.ndarray, comp: np.ndarray, slices: list, seeds: np.ndarray, comp_of_seed: np.ndarray,
-    multi: np.ndarray, n_comp: int,
-) -> np.ndarray:
-    """Grow every seed of the multi-seed components over its component, in place; returns ``owner``.
+def pack_boxes(heights: np.ndarray, widths: np.ndarray, width: int | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Shelf-pack boxes, tallest first: returns (y, x) corners and the (height, width) used.
 
-    A breadth-first growth (4-neighbour layers, ties to the larger label) done for all
-    components at once on flat index arrays: the outline band between seeds is a few
-    pixels wide, so a handful of vectorised iterations replace one watershed per component.
+    Boxes never overlap. The default width makes the packing roughly square.
+    """
+    heights, widths = np.asarray(heights, dtype=np.int64), np.asarray(widths, dtype=np.int64)
+    if heights.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 0
+    if width is None:
+        width = int(np.sqrt(float((heights * widths).sum()))) + 1
+    width = max(int(width), int(widths.max()))
+    order = np.argsort(-heights, kind="stable")
+    ys, xs = np.empty(heights.size, np.int64), np.empty(heights.size, np.int64)
+    y = x = shelf = 0
+    ys_l, xs_l = [], []
+    for h, w in zip(heights[order].tolist(), widths[order].tolist()):
+        if x + w > width:
+            y, x, shelf = y + shelf, 0, 0
+        shelf = max(shelf, h)
+        ys_l.append(y)
+        xs_l.append(x)
+        x += w
+    ys[order], xs[order] = ys_l, xs_l
+    return ys, xs, y + shelf, width
+
+
+@dataclass
+class _Atlas:
+    """Kept components of a window copied into a small raster, 1 px apart, split into buildings.
+
+    ``raster`` holds building labels; a building ``b`` at atlas (x, y) lies at window
+    (x + shift_x[b], y + shift_y[b]). ``pixel``/``label``: window flat index and building
+    label of every copied pixel; ``owner[b]``: the component building ``b`` came from.
+    """
+
+    raster: np.ndarray  # int32 (H, W)
+    position: np.ndarray  # int64 flat atlas index of every copied pixel
+    pixel: np.ndarray
+    label: np.ndarray
+    owner: np.ndarray
+    shift_x: np.ndarray
+    shift_y: np.ndarray
+
+
+def _separate(classes: np.ndarray, comps: Components, keep: np.ndarray) -> _Atlas:
+    """Copy the components with ``keep[c]`` into an atlas and split the multi-seed ones there.
+
+    Seeds are the 4-connected interior regions; a component with several is split between
+    them by a breadth-first growth (a watershed on the distance to the seeds), done for all
+    components at once on flat atlas indices: neighbours are +-1 and +-stride, and the atlas
+    is small, so no page of the big window is touched.
     The first seed of a component keeps the component's number, the others get new ones.
     """
+    h, w = classes.shape
+    selected = keep[comps.label]
+    pixel, comp = comps.pixel[selected], comps.label[selected]
+    kept = np.flatnonzero(keep)
+    # each box gets one more row and column: 1 px of background between boxes and at the edges
+    ay, ax, height, width = pack_boxes(comps.bottom[kept] - comps.top[kept] + 1,
+                                       comps.right[kept] - comps.left[kept] + 1)
+    stride = width + 1
+    to_atlas_y = np.zeros(comps.n + 1, dtype=np.int64)
+    to_atlas_x = np.zeros(comps.n + 1, dtype=np.int64)
+    to_atlas_y[kept] = ay + 1 - comps.top[kept]
+    to_atlas_x[kept] = ax + 1 - comps.left[kept]
+    row = pixel // w
+    position = (row + to_atlas_y[comp]) * stride + (pixel - row * w + to_atlas_x[comp])
+    raster = np.zeros((height + 1) * stride, dtype=np.int32)
+    label = comp.astype(np.int32)
+    owner = np.arange(comps.n + 1, dtype=np.int64)
+
+    interior = np.flatnonzero(classes.ravel()[pixel] == INTERIOR)
+    seeds = find_components(pixel[interior], w)
+    comp_of_seed = np.zeros(seeds.n + 1, dtype=np.int64)
+    comp_of_seed[seeds.label] = comp[interior]
+    multi = np.bincount(comp_of_seed[1:], minlength=comps.n + 1) >= 2
+    multi[0] = False
+    if multi.any():
+        seed_to_label, extra_owner = _seed_labels(comp_of_seed, multi, comps.n)
+        owner = np.concatenate([owner, extra_owner])
+        in_multi = multi[comp]
+        label[in_multi] = 0
+        seeded = in_multi[interior]
+        label[interior[seeded]] = seed_to_label[seeds.label[seeded]]
+        raster[position] = label
+        _grow_seeds(raster, position[label == 0], stride)
+        label = raster[position]
+    else:
+        raster[position] = label
+    return _Atlas(raster.reshape(height + 1, stride), position, pixel, label, owner,
+                  -to_atlas_x[owner], -to_atlas_y[owner])
+
+
+def _seed_labels(comp_of_seed: np.ndarray, multi: np.ndarray, n_comp: int) -> tuple[np.ndarray, np.ndarray]:
+    """Building label of each seed of the multi-seed components, and the owner of each new label."""
     seed_ids = np.arange(1, comp_of_seed.size, dtype=np.int64)
     seed_comp = comp_of_seed[1:]
     chosen = multi[seed_comp]
@@ -139,34 +265,40 @@ def _split_between_seeds(
     new_label[~first] = np.arange(n_comp + 1, n_comp + 1 + n_extra, dtype=np.int32)
     seed_to_label = np.zeros(comp_of_seed.size, dtype=np.int32)
     seed_to_label[ms] = new_label
+    return seed_to_label, mc[~first]
 
-    h, w = labels.shape
-    # the multi-seed components' bounding boxes, each with a 1 px empty border, stacked into
-    # one small "atlas": neighbours are +-1 and +-stride there, and no page of a big array is touched
-    chosen_comps = np.flatnonzero(multi)
-    boxes = [slices[c - 1] for c in chosen_comps]
-    heights = np.array([b[0].stop - b[0].start + 2 for b in boxes])
-    stride = max(b[1].stop - b[1].start for b in boxes) + 2
-    row_offsets = np.concatenate([[0], np.cumsum(heights)[:-1]])
-    image_idx, atlas_idx = [], []
-    for c, box, r0 in zip(chosen_comps, boxes, row_offsets):
-        rr, cc = np.nonzero(comp[box] == c)
-        image_idx.append((rr + box[0].start) * w + (cc + box[1].start))
-        atlas_idx.append((rr + r0 + 1) * stride + cc + 1)
-    idx, at = np.concatenate(image_idx), np.concatenate(atlas_idx)
-    grown = np.zeros(int(heights.sum()) * stride, dtype=np.int32)
-    grown[at] = seed_to_label[seeds.ravel()[idx]]
-    todo = at[grown[at] == 0]
+
+def _grow_seeds(raster: np.ndarray, todo: np.ndarray, stride: int) -> None:
+    """Breadth-first growth of the labels over the ``todo`` pixels (4-neighbour layers, ties to the larger label)."""
     while todo.size:
-        nb = np.maximum(np.maximum(grown[todo - 1], grown[todo + 1]),
-                        np.maximum(grown[todo - stride], grown[todo + stride]))
+        nb = np.maximum(np.maximum(raster[todo - 1], raster[todo + 1]),
+                        np.maximum(raster[todo - stride], raster[todo + stride]))
         reached = nb > 0
         if not reached.any():
             break  # unreachable pixels (cannot happen inside a connected component)
-        grown[todo[reached]] = nb[reached]
+        raster[todo[reached]] = nb[reached]
         todo = todo[~reached]
-    labels.ravel()[idx] = grown[at]
-    return np.concatenate([np.arange(n_comp + 1, dtype=np.int64), mc[~first]])
+
+
+def separate_buildings(classes: np.ndarray) -> Separation:
+    """Label buildings (4-connected non-background), splitting touching ones between interior seeds.
+
+    Components with at most one interior seed keep their component number; the others are
+    split between their seeds by a breadth-first growth (a watershed on the distance to the seeds).
+    The footprint is exactly the interior and outline pixels (``tiles.labels``: the outline
+    is the band just inside each footprint's edge, and along shared walls).
+    """
+    comps = components_of(classes)
+    labels = np.zeros(classes.shape, dtype=np.int32)
+    slices = [(slice(int(t), int(b)), slice(int(lf), int(r)))
+              for t, b, lf, r in zip(comps.top[1:], comps.bottom[1:], comps.left[1:], comps.right[1:])]
+    if comps.n == 0:
+        return Separation(labels, np.zeros(1, np.int64), [])
+    keep = np.ones(comps.n + 1, dtype=bool)
+    keep[0] = False
+    atlas = _separate(classes, comps, keep)
+    labels.ravel()[atlas.pixel] = atlas.label
+    return Separation(labels, atlas.owner, slices)
 
 
 def keep_labels(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -181,15 +313,23 @@ def polygons_from_labels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Polygonise a label raster: one Polygon per 4-connected region, in pixel coordinates.
 
-    Returns ``(polygons, label value of each)``. Rings are built in bulk by shapely from one
-    flat coordinate array (building each Polygon in Python costs more than GDAL's polygonising).
+    Returns ``(polygons, label value of each)``.
     """
-    transform = Affine.translation(col_offset, row_offset)
+    n = int(labels.max()) + 1 if labels.size else 1
+    return _polygonise(labels, np.full(n, float(col_offset)), np.full(n, float(row_offset)))
+
+
+def _polygonise(labels: np.ndarray, shift_x: np.ndarray, shift_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Polygonise ``labels`` (GDAL), moving every polygon of value v by (shift_x[v], shift_y[v]).
+
+    Rings are built in bulk by shapely from one flat coordinate array (building each
+    Polygon in Python costs more than GDAL's polygonising).
+    """
     coords: list = []
     ring_sizes: list[int] = []
     rings_per_polygon: list[int] = []
     values: list[int] = []
-    for geom, value in features.shapes(labels, mask=labels > 0, connectivity=4, transform=transform):
+    for geom, value in features.shapes(labels, mask=labels > 0, connectivity=4):
         rings = geom["coordinates"]
         for ring in rings:
             coords.extend(ring)
@@ -198,14 +338,19 @@ def polygons_from_labels(
         values.append(int(value))
     if not values:
         return np.empty(0, dtype=object), np.zeros(0, dtype=np.int64)
+    value_arr = np.asarray(values, dtype=np.int64)
+    ring_value = np.repeat(value_arr, rings_per_polygon)
+    xy = np.asarray(coords, dtype=np.float64)
+    xy[:, 0] += np.repeat(shift_x[ring_value], ring_sizes)
+    xy[:, 1] += np.repeat(shift_y[ring_value], ring_sizes)
     ring_index = np.repeat(np.arange(len(ring_sizes)), ring_sizes)
-    rings = shapely.linearrings(np.asarray(coords, dtype=np.float64), indices=ring_index)
+    rings = shapely.linearrings(xy, indices=ring_index)
     counts = np.asarray(rings_per_polygon)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     polygons = shapely.polygons(rings[first])
     for k in np.flatnonzero(counts > 1):  # the few with holes
         polygons[k] = shapely.Polygon(rings[first[k]], rings[first[k] + 1:first[k] + counts[k]])
-    return polygons, np.asarray(values, dtype=np.int64)
+    return polygons, value_arr
 
 
 def clean_polygons(geoms: list, simplify_px: float, min_area_px: float) -> tuple[np.ndarray, np.ndarray]:
@@ -236,46 +381,49 @@ def vectorize_array(
     options: VectorizeOptions = VectorizeOptions(),
 ) -> BuildingPolygons:
     """Vectorise one whole class raster held in memory."""
-    sep = separate_buildings(classes)
-    keep = np.ones(sep.owner.size, dtype=bool)
-    return _polygons_with_attributes(sep, keep, building_probability, options, row_offset=0)
+    comps = components_of(classes)
+    keep = np.ones(comps.n + 1, dtype=bool)
+    return _polygons_with_attributes(classes, comps, keep, building_probability, options, row_offset=0)
 
 
 def _polygons_with_attributes(
-    sep: Separation,
+    classes: np.ndarray,
+    comps: Components,
     keep: np.ndarray,
     building_probability: np.ndarray | None,
     options: VectorizeOptions,
     row_offset: int,
 ) -> BuildingPolygons:
+    """Polygons of the components with ``keep[c]``: separated, cleaned, with confidence and group."""
     out = BuildingPolygons()
-    n = sep.owner.size
-    counts = np.bincount(sep.labels.ravel(), minlength=n)
-    big = counts >= options.min_area_px
-    big[0] = False
-    keep = keep & big
+    if building_probability is not None and building_probability.shape != classes.shape:
+        raise ValueError(f"probability shape {building_probability.shape} != class raster shape {classes.shape}")
+    # components under the minimum area hold only buildings under it: never copied
+    keep = keep & (np.bincount(comps.label, minlength=comps.n + 1) >= options.min_area_px)
+    keep[0] = False
     if not keep.any():
         return out
-    # tiny regions are zeroed before polygonising (noisy masks: much cheaper); the few buildings
-    # another strip owns are polygonised and dropped afterwards (no extra pass over the raster)
-    labels = sep.labels if big[1:].all() else keep_labels(sep.labels, big)
+    atlas = _separate(classes, comps, keep)
+    n = atlas.owner.size
+    counts = np.bincount(atlas.label, minlength=n)
+    small = counts < options.min_area_px
+    small[0] = False
+    if small.any():  # tiny regions are cleared before polygonising (noisy masks: much cheaper)
+        atlas.raster.ravel()[atlas.position[small[atlas.label]]] = 0
     if building_probability is not None:
-        prob = building_probability
-        if prob.shape != labels.shape:
-            raise ValueError(f"probability shape {prob.shape} != class raster shape {labels.shape}")
-        sums = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n)
-        scale = 255.0 if prob.dtype == np.uint8 else 1.0
+        prob = np.ascontiguousarray(building_probability).ravel()[atlas.pixel]
+        sums = np.bincount(atlas.label, weights=prob, minlength=n)
+        scale = 255.0 if building_probability.dtype == np.uint8 else 1.0
         mean_prob = sums / np.maximum(counts, 1) / scale
     else:
         mean_prob = np.full(n, np.nan)
-    geoms, values = polygons_from_labels(labels, row_offset=row_offset)
-    mine = keep[values]
-    geoms, values = geoms[mine], values[mine]
+    geoms, values = _polygonise(atlas.raster, atlas.shift_x.astype(np.float64),
+                                atlas.shift_y.astype(np.float64) + row_offset)
     parts, part_of = clean_polygons(geoms, options.simplify_px, options.min_area_px)
     values = values[part_of]
     out.geometries = list(parts)
     out.confidence = mean_prob[values].tolist()
-    out.group = sep.owner[values].tolist()
+    out.group = atlas.owner[values].tolist()
     return out
 
 
@@ -297,10 +445,10 @@ def vectorize_strips(
     group_offset = 0
     start = 0
     while start < height:
-        _, core_stop, read_start, sep, owned, prob = _separate_strip(read, start, height, options)
-        strip = _polygons_with_attributes(sep, owned[sep.owner], prob, options, row_offset=read_start)
+        core_stop, read_start, classes, prob, comps, owned = _read_strip(read, start, height, options)
+        strip = _polygons_with_attributes(classes, comps, owned, prob, options, row_offset=read_start)
         strip.group = [g + group_offset for g in strip.group]
-        group_offset += sep.n_components + 1
+        group_offset += comps.n + 1
         out.extend(strip)
         start = core_stop
         if progress is not None:
@@ -308,35 +456,31 @@ def vectorize_strips(
     return out
 
 
-def _separate_strip(read: StripReader, start: int, height: int, options: VectorizeOptions) -> tuple:
-    """Read and separate the strip starting at ``start``, growing its window until no owned building is cut."""
+def _read_strip(read: StripReader, start: int, height: int, options: VectorizeOptions) -> tuple:
+    """Read the strip starting at ``start`` and find its components, growing the window until no owned one is cut."""
     core_stop = min(start + options.strip_rows, height)
     read_start = max(0, start - 1)  # one row above tells whether a component began earlier
     halo = options.halo_rows
     while True:
         read_stop = min(core_stop + halo, height)
         classes, prob = read(read_start, read_stop)
-        sep = separate_buildings(classes)
-        owned = _components_owned_by_strip(sep, start - read_start, core_stop - read_start,
+        comps = components_of(np.ascontiguousarray(classes))
+        owned = _components_owned_by_strip(comps, classes.shape[0], start - read_start, core_stop - read_start,
                                            at_bottom=read_stop >= height)
         if owned is not None:
-            return start, core_stop, read_start, sep, owned, prob
+            return core_stop, read_start, classes, prob, comps, owned
         halo *= 2  # a component runs past the window: read further down
 
 
 def _components_owned_by_strip(
-    sep: Separation, core_start: int, core_stop: int, at_bottom: bool
+    comps: Components, window_rows: int, core_start: int, core_stop: int, at_bottom: bool
 ) -> np.ndarray | None:
     """Boolean per component: does this strip emit it? None when an owned one is cut by the window bottom."""
-    owned = np.zeros(sep.n_components + 1, dtype=bool)
-    if sep.n_components == 0:
-        return owned
-    top = np.array([s[0].start for s in sep.component_slices])
-    bottom = np.array([s[0].stop for s in sep.component_slices])
+    top, bottom = comps.top, comps.bottom
     mine = (top >= core_start) & (top < core_stop)
     if core_start > 0:
         mine &= top > 0  # touches the extra row above: it began in the previous strip
-    if not at_bottom and np.any(mine & (bottom >= sep.labels.shape[0])):
+    mine[0] = False
+    if not at_bottom and np.any(mine & (bottom >= window_rows)):
         return None
-    owned[1:] = mine
-    return owned
+    return mine

@@ -140,3 +140,37 @@ def test_regularize_squares_and_keeps_shared_walls():
     angles = np.degrees(np.arctan2(d[:, 1], d[:, 0])) % 90
     long = np.hypot(d[:, 0], d[:, 1]) > 3
     assert np.all(np.minimum(np.abs(angles[long] - 17), 90 - np.abs(angles[long] - 17)) < 3)
+
+
+@pytest.mark.parametrize("density, seed", [(0.2, 0), (0.55, 1), (0.9, 2)])
+def test_run_labelling_matches_ndimage_label(density, seed):
+    """Components from row runs are ndimage.label's, numbering included; boxes are find_objects'."""
+    from scipy import ndimage
+
+    from geoseg.vectorize import components_of
+
+    rng = np.random.default_rng(seed)
+    classes = (rng.random((97, 131)) < density).astype(np.uint8) * rng.integers(1, 3, (97, 131)).astype(np.uint8)
+    expected, n = ndimage.label(classes > 0)
+    comps = components_of(classes)
+    assert comps.n == n
+    got = np.zeros(classes.shape, np.int64)
+    got.ravel()[comps.pixel] = comps.label
+    np.testing.assert_array_equal(got, expected)
+    boxes = ndimage.find_objects(expected)
+    assert [(s[0].start, s[0].stop, s[1].start, s[1].stop) for s in boxes] == list(
+        zip(comps.top[1:], comps.bottom[1:], comps.left[1:], comps.right[1:]))
+
+
+def test_pack_boxes_never_overlap():
+    from geoseg.vectorize import pack_boxes
+
+    rng = np.random.default_rng(3)
+    heights, widths = rng.integers(1, 40, 300), rng.integers(1, 60, 300)
+    ys, xs, height, width = pack_boxes(heights, widths)
+    cover = np.zeros((height, width), np.int32)
+    for y, x, h, w in zip(ys, xs, heights, widths):
+        cover[y:y + h, x:x + w] += 1
+    assert cover.max() == 1
+    assert cover.sum() == (heights * widths).sum()
+    assert cover.mean() > 0.6  # packed, not spread out
