@@ -10,7 +10,8 @@ speed   : predict_scene on a 0.3 m scene (both heads + GCN + vectorisation), Mpx
           for the 'accurate' and (when students ship) 'fast' profiles side by side.
 vector  : the same synthetic building mask (rectangles, touching rows of houses, 3 classes)
           through ``rasterio.features.shapes`` (binary mask, mask= given, the peers' way) and
-          through ``geoseg.vectorize`` (separating, simplifying, merging across strips).
+          through ``geoseg.vectorize`` (separating, simplifying, merging across strips) with 1
+          and 2 threads; median and range of paired runs (``--vector-repeats``).
 memory  : peak RSS of predict_scene in a fresh process, 1 Mpx scene vs zanzibar_z21_1 (33.5 Mpx).
 """
 from __future__ import annotations
@@ -74,31 +75,46 @@ def synthetic_classes(size: int, seed: int = 0) -> np.ndarray:
     return classes
 
 
-def bench_vector(size: int, repeats: int = 3) -> None:
+def bench_vector(size: int, repeats: int = 5, workers: tuple[int, ...] = (1, 2)) -> None:
+    """Paired, alternating runs on one mask: the machine is shared, so ratios are taken run by run."""
+    import os
+
     from rasterio import features
 
     from geoseg.vectorize import VectorizeOptions, vectorize_strips
 
     classes = synthetic_classes(size)
     mask = (classes > 0).astype(np.uint8)
-    print(f"== vectorisation of a {size}x{size} ({size * size / 1e6:.0f} Mpx) mask, best of {repeats} alternating runs")
-    t_shapes, t_solaris, t_ours = [], [], []
+    print(f"== vectorisation of a {size}x{size} ({size * size / 1e6:.0f} Mpx) mask, "
+          f"{mask.mean():.1%} building pixels; {repeats} alternating runs, median [min-max]; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    runs: dict[str, list[float]] = {"shapes": [], "solaris": [], **{f"ours{w}": [] for w in workers}}
+    found = {}
     for _ in range(repeats):
         t = time.perf_counter()
         n_shapes = sum(1 for _ in features.shapes(mask, mask=mask > 0))
-        t_shapes.append(time.perf_counter() - t)
+        runs["shapes"].append(time.perf_counter() - t)
         t = time.perf_counter()
         n_solaris = len(solaris_style(mask))
-        t_solaris.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        found = vectorize_strips(lambda a, b: (classes[a:b], None), size,
-                                 VectorizeOptions(min_area_px=4, simplify_px=0.5))
-        t_ours.append(time.perf_counter() - t)
-    a, b, c = min(t_shapes), min(t_solaris), min(t_ours)
-    print(f"rasterio.features.shapes alone   : {a:.2f} s, {n_shapes} polygons (touching houses merged)")
-    print(f"solaris-style (shapes + shapely) : {b:.2f} s, {n_solaris} polygons (buffer(0), min area, simplify)")
-    print(f"geoseg.vectorize                 : {c:.2f} s, {len(found)} polygons (separated, simplified, merged)")
-    print(f"ratio to shapes alone {c / a:.2f}x, to solaris-style {c / b:.2f}x")
+        runs["solaris"].append(time.perf_counter() - t)
+        for w in workers:
+            t = time.perf_counter()
+            found[w] = vectorize_strips(lambda a, b: (classes[a:b], None), size,
+                                        VectorizeOptions(min_area_px=4, simplify_px=0.5, workers=w))
+            runs[f"ours{w}"].append(time.perf_counter() - t)
+
+    def spread(values) -> str:
+        return f"{np.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+    print(f"rasterio.features.shapes alone   : {spread(runs['shapes'])} s, {n_shapes} polygons (touching houses merged)")
+    print(f"solaris-style (shapes + shapely) : {spread(runs['solaris'])} s, {n_solaris} polygons "
+          "(buffer(0), min area, simplify)")
+    shapes = np.asarray(runs["shapes"])
+    for w in workers:
+        ours = np.asarray(runs[f"ours{w}"])
+        print(f"geoseg.vectorize, {w} thread{'s' if w > 1 else ' '}   : {spread(ours)} s, {len(found[w])} polygons "
+              f"(separated, simplified, merged); ratio to shapes alone {spread(ours / shapes)}x, "
+              f"to solaris-style {spread(ours / np.asarray(runs['solaris']))}x")
 
 
 def solaris_style(mask: np.ndarray) -> list:
@@ -165,12 +181,13 @@ def main() -> None:
     parser.add_argument("--profiles", default="accurate,fast")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vector-size", type=int, default=10000)
+    parser.add_argument("--vector-repeats", type=int, default=5)
     args = parser.parse_args()
     what = set(args.what.split(","))
     if "speed" in what:
         bench_speed(args.scene, args.device, args.profiles.split(","), args.threads)
     if "vector" in what:
-        bench_vector(args.vector_size)
+        bench_vector(args.vector_size, args.vector_repeats)
     if "seams" in what:
         bench_seams(args.scene, args.device)
     if "memory" in what:
