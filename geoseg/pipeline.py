@@ -44,6 +44,7 @@ from rasterio.windows import Window
 
 from geoseg import vectorize
 from geoseg.infer import TileModel, load_head, refine_with_gcn, resolve_device
+from geoseg.postprocess import BuildingPostprocess, building_classes, postprocess_from_card
 from geoseg.regularize import regularize_buildings
 from tiles.cog import colormap_from_hex, write_cog
 from tiles.errors import UnsupportedRaster
@@ -76,9 +77,11 @@ class PredictOptions:
     #: pixels of context read around each tile; None: enough to show the model its card's tile_size
     context: int | None = None
     batch_size: int | None = None  # tiles per forward pass; None: 1 on CPU (peak memory), 8 on CUDA
-    min_area_m2: float = 3.0
-    #: a pixel is building when P(interior) + P(outline) >= this (argmax would need > P(background))
-    building_threshold: float = 0.5
+    #: smallest building kept, m²; None: the building card's ``postprocess.min_area_m2``, else 3
+    min_area_m2: float | None = None
+    #: a pixel is building when P(interior) + P(outline) >= this (argmax would need > P(background));
+    #: None: the building card's ``postprocess.threshold``, else 0.5
+    building_threshold: float | None = None
     simplify_m: float = 0.3
     #: task (buildings | landcover | gcn) -> model card or folder, instead of the shipped weights
     model_dirs: dict[str, str] = field(default_factory=dict)
@@ -99,7 +102,9 @@ class PredictOptions:
             raise PredictError("nothing to do: both --no-buildings and --no-classmap given")
         if self.runtime not in ("auto", "torch", "onnx"):
             raise PredictError(f"--runtime must be auto, torch or onnx, got {self.runtime!r}")
-        if not 0.0 < self.building_threshold < 1.0:
+        if self.min_area_m2 is not None and not self.min_area_m2 >= 0:
+            raise PredictError(f"--min-area must be >= 0 square metres, got {self.min_area_m2}")
+        if self.building_threshold is not None and not 0.0 < self.building_threshold < 1.0:
             raise PredictError(f"building threshold must be in (0, 1), got {self.building_threshold}")
         if self.context is not None and self.context < 0:
             raise PredictError(f"context must be >= 0 pixels, got {self.context}")
@@ -232,6 +237,8 @@ def predict_scene(
             model = TileModel(*heads["buildings"], device=device, runtime=options.runtime)
             timings["prepare_buildings"] = time.perf_counter() - t
             report["models"]["buildings"]["runtime"] = model.runtime
+            post = _building_postprocess(model.card, options)
+            report["postprocess"] = post.as_dict()
             t = time.perf_counter()
             result = _run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("buildings", f),
                                notes)
@@ -239,7 +246,7 @@ def predict_scene(
             report["gsd"]["working_m"]["buildings"] = result.gsd
             report["tiles"]["buildings"] = _tiles_report(result)
             t = time.perf_counter()
-            frame = _vectorise(result, options, input_gsd, grid, lambda f: stages("vectorize", f))
+            frame = _vectorise(result, options, input_gsd, grid, lambda f: stages("vectorize", f), post)
             result.writer.close()
             timings["vectorize"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -265,6 +272,14 @@ def predict_scene(
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return report
+
+
+def _building_postprocess(card: dict[str, Any], options: PredictOptions) -> BuildingPostprocess:
+    """The building card's tuned post-processing, with the user's explicit values on top."""
+    try:
+        return postprocess_from_card(card, options.building_threshold, options.min_area_m2)
+    except ValueError as exc:
+        raise PredictError(str(exc)) from exc
 
 
 def _load_heads(options: PredictOptions, device: str, notes: list[str]) -> dict[str, tuple]:
@@ -518,9 +533,15 @@ def _write_classmap(
 
 def _vectorise(
     head: HeadResult, options: PredictOptions, input_gsd: float | None, grid: dict,
-    progress: Callable[[float], None],
+    progress: Callable[[float], None], post: BuildingPostprocess | None = None,
 ) -> gpd.GeoDataFrame:
-    """Building polygons from the blended probabilities, in the working grid's CRS coordinates."""
+    """Building polygons from the blended probabilities, in the working grid's CRS coordinates.
+
+    ``post``: the building decision rules (``geoseg.postprocess``); None: the options' own
+    threshold / min area over the historical defaults.
+    """
+    if post is None:
+        post = postprocess_from_card({}, options.building_threshold, options.min_area_m2)
     # ground size of one working pixel: the Scene's own measure, scaled when --gsd overrides it
     if head.gsd is not None and grid["native_gsd"]:
         pixel_m = head.gsd * (input_gsd / grid["native_gsd"])
@@ -528,21 +549,22 @@ def _vectorise(
         pixel_m = input_gsd  # not georeferenced: pixels as given by --gsd, else unknown
     scale = pixel_m if pixel_m else None
     vopts = vectorize.VectorizeOptions(
-        min_area_px=options.min_area_m2 / scale**2 if scale else 4.0,
+        min_area_px=post.min_area_m2 / scale**2 if scale else 4.0,
         simplify_px=options.simplify_m / scale if scale else 0.5,
     )
 
+    margin = post.context_rows  # rows the morphology looks across
+
     def read(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        # one row of context each side so the eroded valid mask is exact at strip borders
-        a, b = max(0, start - 1), min(head.height, stop + 1)
+        # one row of context each side so the eroded valid mask is exact at strip borders,
+        # plus what the morphology needs
+        a, b = max(0, start - 1 - margin), min(head.height, stop + 1 + margin)
         probs, covered = head.writer.read(Window(0, a, head.width, b - a))
-        # rows start-1 .. stop, rows outside the raster counting as nodata
-        covered = np.pad(covered, ((int(a == start), int(b == stop)), (0, 0)), constant_values=False)
+        # rows outside the raster count as nodata (one padded row is enough for the erosion)
+        covered = np.pad(covered, ((1, 1), (0, 0)), constant_values=False)
         inner = _erode(covered)[1:-1]
-        probs = probs[:, start - a:stop - a]
-        building = np.where(inner, 1.0 - probs[0], 0.0).astype(np.float32)
-        classes = vectorize.classes_from_probabilities(probs, building >= options.building_threshold)
-        return classes, building
+        classes, building = building_classes(probs, inner, post)
+        return classes[start - a:stop - a], building[start - a:stop - a]
 
     found = vectorize.vectorize_strips(read, head.height, vopts, progress)
     geoms = found.geometries

@@ -42,7 +42,7 @@ def predict(
     context: Optional[int] = typer.Option(None, "--context", help="Context pixels read around each tile (default: up to the model's training tile size)."),
     runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Tiles per forward pass (default 1 on CPU, 8 on CUDA)."),
-    min_area: float = typer.Option(3.0, "--min-area", help="Smallest building kept, square metres."),
+    min_area: Optional[float] = typer.Option(None, "--min-area", help="Smallest building kept, square metres (default: the building model card's tuned value, else 3)."),
     simplify: float = typer.Option(0.3, "--simplify", help="Outline simplification tolerance, metres."),
     model: list[str] = typer.Option([], "--model", help="TASK=CARD to use your own model (buildings, landcover, gcn)."),
 ) -> None:

@@ -1,0 +1,185 @@
+"""Building post-processing read from the model card, and the validation-only tuning tool.
+
+Probabilities are synthetic where the rule itself is under test (exact expectations), and
+come from the real Nairobi validation labels where the scoring path is under test.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio import features
+from rasterio.windows import Window
+
+import geoseg.pipeline as pipeline
+from geoseg import vectorize
+from geoseg.card import default_card_path
+from geoseg.paths import data_root
+from geoseg.pipeline import PredictError, PredictOptions, predict_scene
+from geoseg.postprocess import BuildingPostprocess, building_classes, postprocess_from_card
+from geoseg.training import tune_buildings as tb
+
+from test_predict_models import tiny_models  # noqa: F401  (shared fixture)
+
+VAL_SCENE = data_root() / "buildings" / "nairobi" / "nairobi_z19_2.tif"
+TEST_SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
+
+
+def ramp_probabilities(h: int = 40, w: int = 60, seed: int = 0) -> np.ndarray:
+    """(3, h, w) probabilities whose building share P1 + P2 runs 0 -> 1 across the columns."""
+    rng = np.random.default_rng(seed)
+    building = np.tile(np.linspace(0.0, 1.0, w, dtype=np.float32), (h, 1))
+    share = rng.uniform(0.2, 0.8, size=(h, w)).astype(np.float32)  # interior part of the building share
+    return np.stack([1.0 - building, building * share, building * (1.0 - share)])
+
+
+def test_missing_card_fields_keep_the_historical_rule():
+    probs = ramp_probabilities()
+    valid = np.ones(probs.shape[1:], bool)
+    valid[:, :3] = False
+    post = postprocess_from_card({"name": "no-postprocess"})
+    assert post == BuildingPostprocess(threshold=0.5, min_area_m2=3.0, seed_ratio=1.0, opening_px=0, closing_px=0)
+    classes, building = building_classes(probs, valid, post)
+    expected = vectorize.classes_from_probabilities(probs, valid & (1.0 - probs[0] >= 0.5))
+    np.testing.assert_array_equal(classes, expected)
+    np.testing.assert_allclose(building, np.where(valid, 1.0 - probs[0], 0.0))
+
+
+def test_card_threshold_moves_the_building_edge_and_user_values_win():
+    probs = ramp_probabilities()
+    valid = np.ones(probs.shape[1:], bool)
+    card = {"name": "tuned", "postprocess": {"threshold": 0.3, "min_area_m2": 8.0, "seed_ratio": 2.0}}
+    post = postprocess_from_card(card)
+    assert (post.threshold, post.min_area_m2, post.seed_ratio) == (0.3, 8.0, 2.0)
+    low, _ = building_classes(probs, valid, post)
+    high, _ = building_classes(probs, valid, BuildingPostprocess(threshold=0.7))
+    share = 1.0 - probs[0]
+    # exactly the pixels at or above each threshold are building, so the lower one adds a band
+    np.testing.assert_array_equal(low > 0, share >= 0.3)
+    np.testing.assert_array_equal(high > 0, share >= 0.7)
+    assert (high > 0).sum() < (low > 0).sum()
+    # seed ratio 2: interior only where P(interior) >= 2 P(outline)
+    on = low > 0
+    np.testing.assert_array_equal(low[on] == vectorize.INTERIOR, (probs[1] >= 2.0 * probs[2])[on])
+    # explicit user values (CLI --min-area, PredictOptions.building_threshold) override the card
+    mine = postprocess_from_card(card, threshold=0.6, min_area_m2=1.0)
+    assert (mine.threshold, mine.min_area_m2, mine.seed_ratio) == (0.6, 1.0, 2.0)
+
+
+def test_morphology_removes_specks_and_fills_pinholes_inside_valid_pixels():
+    share = np.zeros((30, 30), np.float32)
+    share[5:20, 5:20] = 0.9
+    share[12, 12] = 0.1  # pinhole
+    share[25, 25] = 0.9  # one-pixel speck
+    probs = np.stack([1.0 - share, share / 2, share / 2])
+    valid = np.ones(share.shape, bool)
+    plain, _ = building_classes(probs, valid, BuildingPostprocess())
+    opened, _ = building_classes(probs, valid, BuildingPostprocess(opening_px=1))
+    closed, _ = building_classes(probs, valid, BuildingPostprocess(closing_px=1))
+    assert plain[25, 25] > 0 and opened[25, 25] == 0  # the opening drops the speck
+    assert plain[12, 12] == 0 and closed[12, 12] > 0 and opened[12, 12] == 0  # the closing fills the pinhole
+    # the block stays, less at most its four corners (the cross-shaped element rounds them)
+    assert ((opened > 0) <= (plain > 0)).all() and (plain > 0).sum() - (opened > 0).sum() <= 4 + 1  # + the speck
+    valid[:, 18:] = False
+    closed, _ = building_classes(probs, valid, BuildingPostprocess(closing_px=2))
+    assert not (closed[:, 18:] > 0).any()  # never building on invalid pixels
+
+
+@pytest.mark.parametrize("postprocess", [{"treshold": 0.4}, {"threshold": 1.5}, {"opening_px": 1.5}, [0.4]])
+def test_bad_card_postprocess_is_a_clear_error(postprocess):
+    with pytest.raises(ValueError, match="model card bad"):
+        postprocess_from_card({"name": "bad", "postprocess": postprocess})
+
+
+def test_shipped_card_settings_are_valid():
+    card = json.loads(default_card_path("buildings", "accurate").read_text())
+    postprocess_from_card(card)  # raises on a typo or a bad value
+
+
+def synthetic_scene(probs: np.ndarray, input_path: Path = VAL_SCENE) -> tb.CachedScene:
+    """A CachedScene on the real validation scene's grid (z19: the working grid is the input grid)."""
+    with rasterio.open(input_path) as src:
+        transform, crs = src.transform, src.crs
+    return tb.CachedScene(input_path.stem, input_path, input_path.parent / "labels.geojson", probs,
+                          np.ones(probs.shape[1:], bool), transform, crs, 0.3, 0.3)
+
+
+def test_morphology_is_exact_across_vectoriser_strips(monkeypatch):
+    """Strip borders must not change polygons when the rule looks across rows (opening/closing)."""
+    rng = np.random.default_rng(1)
+    share = (rng.random((8, 12)) > 0.55).astype(np.float32)
+    share = np.kron(share, np.ones((7, 7), np.float32))[:50, :80] * 0.9  # blocks of 7 px, some touching
+    share[::9, ::11] = 0.9  # specks
+    scene = synthetic_scene(np.stack([1.0 - share, share * 0.6, share * 0.4]))
+    head = pipeline.HeadResult(scene, scene.transform, scene.crs, 80, 50, 0.3, False, 0, 0)
+    post = BuildingPostprocess(opening_px=1, closing_px=1, min_area_m2=0.0)
+    run = functools.partial(pipeline._vectorise, head, PredictOptions(), 0.3, {"native_gsd": 0.3},
+                            lambda f: None, post)
+    whole = run()
+    monkeypatch.setattr(pipeline.vectorize, "VectorizeOptions",
+                        functools.partial(vectorize.VectorizeOptions, strip_rows=9, halo_rows=4))
+    strips = run()
+    assert len(whole) > 3
+    key = lambda f: sorted(round(g.area, 6) for g in f.geometry)  # noqa: E731
+    assert key(whole) == key(strips)
+
+
+def test_scores_of_perfect_and_empty_probabilities_on_validation_labels(tmp_path):
+    """The scoring path (pipeline vectoriser + geoseg eval) on the real validation block's labels."""
+    import geopandas as gpd
+
+    with rasterio.open(VAL_SCENE) as src:
+        shape, transform, crs = (src.height, src.width), src.transform, src.crs
+    labels = gpd.read_file(VAL_SCENE.parent / "labels.geojson").set_crs(4326, allow_override=True).to_crs(crs)
+    truth = features.rasterize(((g, 1) for g in labels.geometry), out_shape=shape, transform=transform) > 0
+    share = truth.astype(np.float32) * 0.9
+    scene = synthetic_scene(np.stack([1.0 - share, share * 0.7, share * 0.3]))
+    perfect = tb.score(scene, BuildingPostprocess(), tmp_path)
+    empty = tb.score(scene, BuildingPostprocess(threshold=0.95), tmp_path)
+    assert perfect["pixel_iou"] > 0.9 and perfect["n_truth"] > 10
+    assert perfect["binary_miou"] > perfect["pixel_iou"] - 0.05
+    assert empty["n_predicted"] == 0 and empty["pixel_iou"] == 0.0 and empty["polygon_f1"] == 0.0
+    rows = [perfect, empty]
+    assert tb.objective(rows, "iou_f1") == pytest.approx(
+        np.mean([(r["pixel_iou"] + r["polygon_f1"]) / 2 for r in rows]))
+
+
+def test_tuning_refuses_test_scenes_and_finds_the_validation_block(tmp_path):
+    scenes = tb.validation_scenes()
+    assert scenes and all(p.parent.name == "nairobi" and p.stem.endswith("_2") for p in scenes)
+    with pytest.raises(tb.TuningError, match="TEST"):
+        tb.predict_probabilities(TEST_SCENE)
+    tb.save_cache(synthetic_scene(ramp_probabilities(), TEST_SCENE), tmp_path)
+    with pytest.raises(tb.TuningError, match="TEST"):
+        tb.load_cache(tmp_path)
+
+
+def test_pipeline_reads_postprocess_from_the_card(tiny_models, tmp_path):
+    """predict_scene: the card's threshold decides; report.json says what was used; bad fields fail."""
+    src = Path(tiny_models["buildings"])
+    tuned = tmp_path / "tuned"
+    shutil.copytree(src.parent, tuned)
+    card_path = tuned / src.name
+    card = json.loads(card_path.read_text())
+
+    def run(postprocess, name, **kw):
+        card["postprocess"] = postprocess
+        card_path.write_text(json.dumps(card))
+        opts = PredictOptions(tile_size=256, overlap=32, classmap=False, device="cpu",
+                              model_dirs={"buildings": str(card_path)}, **kw)
+        return predict_scene(TEST_SCENE, tmp_path / name, opts)  # a contract check, not tuning
+
+    base = run(None, "base")
+    assert base["postprocess"]["threshold"] == 0.5 and base["postprocess"]["min_area_m2"] == 3.0
+    strict = run({"threshold": 0.97}, "strict")
+    assert strict["postprocess"]["threshold"] == 0.97
+    assert strict["counts"]["buildings"] < base["counts"]["buildings"]
+    overridden = run({"threshold": 0.97}, "overridden", building_threshold=0.5)
+    assert overridden["counts"]["buildings"] == base["counts"]["buildings"]
+    with pytest.raises(PredictError, match="unknown postprocess"):
+        run({"thresold": 0.4}, "typo")
