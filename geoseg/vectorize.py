@@ -371,6 +371,8 @@ def trace_polygons(
     """
     if labels.ndim != 2 or labels.shape[0] < 2 or labels.shape[1] < 2:
         raise ValueError(f"labels must be a 2-D array of at least 2 x 2, got shape {labels.shape}")
+    if labels[0].any() or labels[-1].any() or labels[:, 0].any() or labels[:, -1].any():
+        raise ValueError("labels need a 1 px background (0) border; polygons_from_labels pads any raster")
     height, width = labels.shape
     flat = labels.ravel()
     a, b, c, d = labels[:-1, :-1], labels[:-1, 1:], labels[1:, :-1], labels[1:, 1:]
@@ -404,8 +406,6 @@ def trace_polygons(
     node_of = np.full(n_junctions * 4, -1, dtype=np.int64)
     node_of[node_junction * 4 + node_dir] = np.arange(n_nodes)
     succ = node_of[arrive * 4 + next_dir]
-    if np.any(succ < 0):
-        raise AssertionError("boundary walk left the boundary: labels need a background border")
     n_rings, ring = _split_pinched_rings(succ, _pinch_pairs(leaves, region, node_of))
     # position of each node along its ring by pointer jumping from the ring's first node
     head = np.full(n_rings, n_nodes, dtype=np.int64)
@@ -642,7 +642,8 @@ def _read_strip(read: StripReader, start: int, height: int, options: VectorizeOp
     while True:
         read_stop = min(core_stop + halo, height)
         classes, prob = read(read_start, read_stop)
-        comps = components_of(np.ascontiguousarray(classes))
+        classes = np.ascontiguousarray(classes)
+        comps = components_of(classes)
         owned = _components_owned_by_strip(comps, classes.shape[0], start - read_start, core_stop - read_start,
                                            at_bottom=read_stop >= height)
         if owned is not None:

@@ -244,3 +244,14 @@ def test_diagonal_touches_follow_four_connectivity():
     assert polys[0].is_valid and len(polys[0].interiors) == 1
     assert polys[0].area == frame.sum()
     assert polys[0].exterior.intersection(polys[0].interiors[0]).equals(shapely.Point(1, 1))
+
+
+def test_tracer_refuses_rasters_without_background_border():
+    from geoseg.vectorize import trace_polygons
+
+    with pytest.raises(ValueError, match="border"):
+        trace_polygons(np.ones((4, 4), np.int32))
+    with pytest.raises(ValueError, match="2-D"):
+        trace_polygons(np.zeros(5, np.int32))
+    polygons, values = trace_polygons(np.zeros((4, 4), np.int32))
+    assert polygons.size == 0 and values.size == 0
