@@ -225,6 +225,14 @@ def test_train_student_saves_a_loadable_fast_card(tmp_path):
     assert result.exit_code == 0, result.output
     ce_card = json.loads((tmp_path / "ce" / "landcover-attresunet-fast.json").read_text())
     assert ce_card["distillation"]["losses"] == "ce" and "teacher_cached_chips" not in ce_card["training"]
+    # Fine-tuning: --init starts from a saved student and the card says from which.
+    tuned = train_student("landcover", chip_dir, tmp_path / "tuned", tmp_path / "teacher", minutes=None, epochs=1,
+                          device="cpu", losses="ce", init=tmp_path / "fast")
+    assert tuned["training"]["init"]["from"] == "landcover-attresunet-fast"
+    assert tuned["training"]["init"]["steps"] == 2
+    with pytest.raises(ValueError, match="not a FastSegNet"):
+        train_student("landcover", chip_dir, tmp_path / "y", tmp_path / "teacher", minutes=None, epochs=1,
+                      device="cpu", init=tmp_path / "teacher")
     with pytest.raises(ValueError, match="not buildings"):
         train_student("buildings", chip_dir, tmp_path / "x", tmp_path / "teacher", minutes=0.1, epochs=None,
                       device="cpu")

@@ -28,6 +28,9 @@ def train(
     batch_size: int = typer.Option(8, "--batch-size", help="Chips per step."),
     crop: int = typer.Option(256, "--crop", help="Training crop size in pixels."),
     seed: int = typer.Option(0, "--seed"),
+    init: Optional[Path] = typer.Option(
+        None, "--init", help="With --teacher: start the student from this student model dir or card (fine-tuning).",
+    ),
     losses: str = typer.Option(
         "ce+ace+csc", "--losses",
         help="With --teacher: ce | ce+ace | ce+ace+csc (the distillation ablation).",
@@ -54,7 +57,7 @@ def train(
         if teacher is not None:
             from geoseg.training.distill import train_student  # owned by the distillation module
 
-            card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
+            card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed, init=init,
                                  progress=_step_printer(console))
             console.print(f"student written to {out}: {card.get('name')}")
             return

@@ -556,6 +556,16 @@ def new_student(task: str, teacher_card: dict[str, Any]) -> FastSegNet:
 # ------------------------------------------------------- train_student ----
 
 
+def _initial_student(init: Path, teacher_card: dict[str, Any]) -> tuple[FastSegNet, dict[str, Any]]:
+    """A student to fine-tune and its card: a FastSegNet with the teacher's classes."""
+    model, card = load_model(init)
+    if not isinstance(model, FastSegNet):
+        raise ValueError(f"--init {init} is a {card.get('architecture')}, not a FastSegNet student")
+    if [c["name"] for c in card["classes"]] != [c["name"] for c in teacher_card["classes"]]:
+        raise ValueError(f"--init {init} predicts other classes than the teacher {teacher_card['name']}")
+    return model, card
+
+
 def train_student(
     task: str,
     data: Path,
@@ -567,6 +577,7 @@ def train_student(
     losses: str = SHIPPED_LOSSES,
     progress: Callable[[int, float], None] | None = None,
     seed: int = 0,
+    init: Path | None = None,
 ) -> dict:
     """Distil a ``<teacher>-fast`` student from ``teacher_dir`` on a chip dir; save it; return its card.
 
@@ -588,7 +599,7 @@ def train_student(
     batch_size = 8 if cuda else 4
     crop = None if cuda else 256
     max_steps = None if epochs is None else max(1, epochs * math.ceil(len(splits["train"]) / batch_size))
-    student = new_student(task, tcard)
+    student, init_card = (new_student(task, tcard), None) if init is None else _initial_student(init, tcard)
     train = splits["train"]
     cache = None
     needs_teacher = bool(_parse_losses(losses) - {"ce"})
@@ -610,12 +621,17 @@ def train_student(
         + (f" --minutes {minutes}" if minutes is not None else "")
         + (f" --epochs {epochs}" if epochs is not None else "")
         + f" --losses {losses}" + (f" --seed {seed}" if seed else "")
+        + (f" --init {init}" if init is not None else "")
     )
     training = {
         "data": str(data), "device": device, "steps": run.steps, "minutes": round(run.seconds / 60, 2),
         "batch_size": batch_size, "crop": crop, "first_loss": run.first_loss, "last_loss": run.last_loss,
         "splits": {s: len(c) for s, c in splits.items()},
     }
+    if init_card is not None:
+        training["init"] = {"from": init_card["name"], "losses": init_card.get("distillation", {}).get("losses"),
+                            "steps": init_card.get("training", {}).get("steps"),
+                            "metrics": {k: v for k, v in init_card.get("metrics", {}).items() if k != "command"}}
     if cache is not None:
         training["teacher_cached_chips"] = len(cache)
         training["teacher_cache_seconds"] = cache_seconds
