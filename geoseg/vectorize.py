@@ -121,12 +121,13 @@ class Components:
         return np.bincount(self.run_label, weights=self.run_length, minlength=self.n + 1).astype(np.int64)
 
 
-def find_components(pixel: np.ndarray, width: int) -> Components:
+def find_components(pixel: np.ndarray, width: int, value: np.ndarray | None = None) -> Components:
     """Label the 4-connected components of the pixels at ascending flat indices ``pixel``.
 
     Works on runs (maximal horizontal segments) instead of pixels: runs in consecutive rows
     whose columns overlap are joined (``scipy.sparse.csgraph``). The cost grows with the
     number of set pixels and runs, not with the raster: aerial scenes are mostly background.
+    With ``value`` (one per pixel), only neighbours of equal value are connected.
     """
     pixel = np.asarray(pixel, dtype=np.int64)
     if pixel.size == 0:
@@ -138,6 +139,8 @@ def find_components(pixel: np.ndarray, width: int) -> Components:
     new_run[0] = True
     np.not_equal(pixel[1:], pixel[:-1] + 1, out=new_run[1:])
     new_run[1:] |= col[1:] == 0
+    if value is not None:
+        new_run[1:] |= value[1:] != value[:-1]
     run_first = np.flatnonzero(new_run)
     run_length = np.diff(run_first, append=pixel.size)
     run_row, run_start = row[run_first], col[run_first]
@@ -152,6 +155,9 @@ def find_components(pixel: np.ndarray, width: int) -> Components:
     n_below = np.maximum(hi - lo, 0)
     src = np.repeat(np.arange(n_runs), n_below)
     dst = np.arange(src.size) + np.repeat(lo - (np.cumsum(n_below) - n_below), n_below)
+    if value is not None:
+        same = value[run_first[src]] == value[run_first[dst]]
+        src, dst = src[same], dst[same]
     graph = sparse.csr_matrix((np.ones(src.size, dtype=np.int8), (src, dst)), shape=(n_runs, n_runs))
     n, run_label = csgraph.connected_components(graph, directed=False)
     # number components in raster order of their first run (as ndimage.label does)
@@ -393,11 +399,10 @@ def trace_polygons(
     column_rank = np.empty(n_junctions, dtype=np.int64)
     column_rank[by_column] = np.arange(n_junctions)
     index = np.arange(n_junctions)
-    with np.errstate(over="ignore"):
-        ahead = np.stack([np.minimum(index + 1, n_junctions - 1),
-                          by_column[np.minimum(column_rank + 1, n_junctions - 1)],
-                          np.maximum(index - 1, 0),
-                          by_column[np.maximum(column_rank - 1, 0)]], axis=1)
+    ahead = np.stack([np.minimum(index + 1, n_junctions - 1),
+                      by_column[np.minimum(column_rank + 1, n_junctions - 1)],
+                      np.maximum(index - 1, 0),
+                      by_column[np.maximum(column_rank - 1, 0)]], axis=1)
     node_junction, node_dir = np.nonzero(leaves)  # a node = an edge leaving a junction
     n_nodes = node_junction.size
     arrive = ahead[node_junction, node_dir]
@@ -406,7 +411,28 @@ def trace_polygons(
     node_of = np.full(n_junctions * 4, -1, dtype=np.int64)
     node_of[node_junction * 4 + node_dir] = np.arange(n_nodes)
     succ = node_of[arrive * 4 + next_dir]
-    n_rings, ring = _split_pinched_rings(succ, _pinch_pairs(leaves, region, node_of))
+    regions: list[Components] = []
+
+    def region_of(pixel: np.ndarray) -> np.ndarray:
+        """4-connected region (equal values) of pixels, labelled on first use only."""
+        if not regions:
+            regions.append(find_components(np.flatnonzero(flat), width, flat[flat != 0]))
+        return regions[0].label[np.searchsorted(regions[0].pixel, pixel)]
+
+    # Turning right keeps two diagonal pixels of one value apart. When they belong to one region
+    # anyway, that region's ring would touch itself at the corner; GDAL and OGC validity want a
+    # shell and a hole (or two holes) touching there: leave by the other edge instead.
+    for one, other, pixel_one, pixel_other in ((_EAST, _WEST, width + 1, 0), (_SOUTH, _NORTH, width, 1)):
+        at = np.flatnonzero(leaves[:, one] & leaves[:, other] & (region[:, one] == region[:, other]))
+        if at.size:
+            at = at[region_of(top_left[at] + pixel_one) == region_of(top_left[at] + pixel_other)]
+            node_one, node_other = node_of[at * 4 + one], node_of[at * 4 + other]
+            pred = np.empty(n_nodes, dtype=np.int64)
+            pred[succ] = np.arange(n_nodes)
+            succ[pred[node_one]], succ[pred[node_other]] = node_other, node_one
+    n_rings, ring = csgraph.connected_components(
+        sparse.csr_matrix((np.ones(n_nodes, np.int8), (np.arange(n_nodes), succ)), shape=(n_nodes, n_nodes)),
+        directed=True, connection="weak")
     # position of each node along its ring by pointer jumping from the ring's first node
     head = np.full(n_rings, n_nodes, dtype=np.int64)
     np.minimum.at(head, ring, np.arange(n_nodes))
@@ -444,70 +470,32 @@ def trace_polygons(
     cross = xy[:, 0] * xy[following, 1] - xy[following, 0] * xy[:, 1]
     ring_area = np.add.reduceat(cross, first) / 2.0
     rings = shapely.linearrings(xy, indices=vertex_ring)
-    return _assemble_polygons(rings, ring_area, ring_value)
-
-
-def _rings_of(succ: np.ndarray) -> tuple[int, np.ndarray]:
-    """Cycles of the successor permutation: (number of rings, ring of each node)."""
-    n = succ.size
-    graph = sparse.csr_matrix((np.ones(n, np.int8), (np.arange(n), succ)), shape=(n, n))
-    return csgraph.connected_components(graph, directed=True, connection="weak")
-
-
-def _pinch_pairs(leaves: np.ndarray, region: np.ndarray, node_of: np.ndarray) -> np.ndarray:
-    """(k, 2) node pairs leaving one corner around two diagonal pixels of one value."""
-    pairs = []
-    for one, other in ((_EAST, _WEST), (_SOUTH, _NORTH)):
-        at = np.flatnonzero(leaves[:, one] & leaves[:, other] & (region[:, one] == region[:, other]))
-        pairs.append(np.column_stack([node_of[at * 4 + one], node_of[at * 4 + other]]))
-    return np.concatenate(pairs)
-
-
-def _split_pinched_rings(succ: np.ndarray, pinches: np.ndarray) -> tuple[int, np.ndarray]:
-    """Turning right keeps diagonal pixels apart, but a region touching itself at a corner then
-    gets one self-touching ring; GDAL (and OGC validity) want a shell and a hole touching there.
-    Such a ring passes a pinch corner twice: exchanging the two successors there splits it.
-    One pinch per ring per round (a second exchange in the same ring could merge again).
-    """
-    n_rings, ring = _rings_of(succ)
-    while pinches.size:
-        same = ring[pinches[:, 0]] == ring[pinches[:, 1]]
-        if not same.any():
-            break
-        pinches = pinches[same]
-        _, first = np.unique(ring[pinches[:, 0]], return_index=True)
-        chosen, pinches = pinches[first], np.delete(pinches, first, axis=0)
-        pred = np.empty(succ.size, dtype=np.int64)
-        pred[succ] = np.arange(succ.size)
-        into_first, into_second = pred[chosen[:, 0]], pred[chosen[:, 1]]
-        succ[into_first], succ[into_second] = chosen[:, 1], chosen[:, 0]
-        n_rings, ring = _rings_of(succ)
-    return n_rings, ring
-
-
-def _assemble_polygons(rings: np.ndarray, area: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exterior rings (positive area) with the holes of the same value inside them -> Polygons."""
-    shell = np.flatnonzero(area > 0)
-    hole = np.flatnonzero(area < 0)
-    owner = np.full(area.size, -1, dtype=np.int64)
-    owner[shell] = shell
-    if hole.size:
-        shells_per_value = np.bincount(value[shell], minlength=int(value.max()) + 1)
+    # each region has one shell (positive area) and its holes: group the rings by region
+    shell = ring_area > 0
+    shells_per_value = np.bincount(ring_value[shell], minlength=int(ring_value.max()) + 1)
+    if np.any(~shell & (shells_per_value[ring_value] > 1)):
+        # several regions share a value: a ring belongs to the region on its right-hand side
+        ring_pixel = np.zeros(n_rings, dtype=np.int64)
+        ring_pixel[ring] = top_left[node_junction] + np.array([width + 1, width, 0, 1])[node_dir]
+        key = region_of(ring_pixel)
+    else:
         only_shell = np.zeros(shells_per_value.size, dtype=np.int64)
-        only_shell[value[shell]] = shell
-        simple = shells_per_value[value[hole]] == 1
-        owner[hole[simple]] = only_shell[value[hole[simple]]]
-        for h in hole[~simple]:  # several regions share the value: the smallest shell covering the hole
-            candidates = shell[value[shell] == value[h]]
-            covering = candidates[shapely.covers(shapely.polygons(rings[candidates]), shapely.polygons(rings[h]))]
-            owner[h] = covering[np.argmin(area[covering])]
-    # shells first, then their holes, polygons in shell order
-    polygon_of_shell = np.full(area.size, -1, dtype=np.int64)
-    polygon_of_shell[shell] = np.arange(shell.size)
-    polygon = polygon_of_shell[owner]
-    order = np.lexsort((area < 0, polygon))
+        only_shell[ring_value[shell]] = np.flatnonzero(shell)
+        key = np.where(shell, np.arange(n_rings), only_shell[ring_value])
+    return _assemble_polygons(rings, shell, key, ring_value)
+
+
+def _assemble_polygons(
+    rings: np.ndarray, shell: np.ndarray, key: np.ndarray, value: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shell rings with the hole rings of the same ``key`` (one shell per key) -> Polygons, values."""
+    shells = np.flatnonzero(shell)
+    polygon_of_key = np.full(int(key.max()) + 1, -1, dtype=np.int64)
+    polygon_of_key[key[shells]] = np.arange(shells.size)
+    polygon = polygon_of_key[key]
+    order = np.lexsort((~shell, polygon))  # each polygon's shell first, then its holes
     polygons = shapely.polygons(rings[order], indices=polygon[order])
-    return polygons, value[shell]
+    return polygons, value[shells]
 
 
 def clean_polygons(geoms: list, simplify_px: float, min_area_px: float) -> tuple[np.ndarray, np.ndarray]:
