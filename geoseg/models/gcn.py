@@ -35,6 +35,7 @@ class SuperpixelGCN(nn.Module):
         n_layers: int = 3,
         dropout: float = 0.2,
         ignore_first_class: bool = True,
+        inputs: str = "all",
     ) -> None:
         super().__init__()
         if n_layers not in (2, 3):
@@ -42,8 +43,11 @@ class SuperpixelGCN(nn.Module):
         self.n_classes = n_classes
         self.ignore_first_class = ignore_first_class
         self.n_out = n_classes - 1 if ignore_first_class else n_classes
-        self.input_norm = nn.LayerNorm(in_features)
-        dims = [in_features] + [hidden] * (n_layers - 1)
+        self.inputs = inputs
+        self.register_buffer("columns", input_columns(in_features, self.n_out, inputs), persistent=False)
+        width = int(self.columns.numel())
+        self.input_norm = nn.LayerNorm(width)
+        dims = [width] + [hidden] * (n_layers - 1)
         self.convs = nn.ModuleList([GCNConv(a, b) for a, b in zip(dims[:-1], dims[1:])])
         self.out = GCNConv(hidden, self.n_out)
         nn.init.zeros_(self.out.lin.weight)
@@ -52,7 +56,7 @@ class SuperpixelGCN(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
         prior = x[:, -self.n_out :]
-        h = self.input_norm(x)
+        h = self.input_norm(x if self.inputs == "all" else x[:, self.columns])
         for conv in self.convs:
             h = F.relu(conv(h, edge_index, edge_weight))
             h = F.dropout(h, self.dropout, self.training)
@@ -60,6 +64,33 @@ class SuperpixelGCN(nn.Module):
         if self.ignore_first_class:
             logits = torch.cat([torch.full_like(logits[:, :1], -1e4), logits], 1)
         return logits
+
+
+#: node-feature groups the GCN may read (layout of :func:`geoseg.superpixels.node_features`)
+INPUT_SETS = {
+    "all": ("cnn", "colour", "position", "size", "prior"),
+    "no_position": ("cnn", "colour", "size", "prior"),
+    "colour_prior": ("colour", "size", "prior"),
+    "prior": ("prior",),
+}
+
+
+def input_columns(in_features: int, n_prior: int, inputs: str = "all") -> torch.Tensor:
+    """Indices of the node-feature columns of the groups in ``INPUT_SETS[inputs]``.
+
+    Node features are ``[CNN features C | RGB mean 3 | RGB std 3 | position 2 | size 1 | prior P]``;
+    every graph carries all of them (the card's ``in_features`` pins the CNN), a GCN may read a
+    subset: position is chip-relative (256 px training chips vs larger predict windows) and the
+    CNN features are where a GCN fitted on a few areas overfits them.
+    """
+    if inputs not in INPUT_SETS:
+        raise ValueError(f"inputs must be one of {sorted(INPUT_SETS)}, got {inputs!r}")
+    c = in_features - 9 - n_prior
+    if c < 0:
+        raise ValueError(f"in_features {in_features} is narrower than the fixed node features ({9 + n_prior})")
+    spans = {"cnn": (0, c), "colour": (c, c + 6), "position": (c + 6, c + 8), "size": (c + 8, c + 9),
+             "prior": (c + 9, c + 9 + n_prior)}
+    return torch.cat([torch.arange(*spans[g]) for g in INPUT_SETS[inputs]])
 
 
 @torch.no_grad()
