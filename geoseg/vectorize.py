@@ -88,7 +88,7 @@ class Separation:
 
     labels: np.ndarray  # int32 (h, w)
     owner: np.ndarray  # int64: owner[label] = connected component the building came from
-    component_slices: list  # ndimage.find_objects of the components (index = component - 1)
+    component_slices: list  # bounding-box slices of the components, like ndimage.find_objects (index = component - 1)
 
     @property
     def n_components(self) -> int:
@@ -398,19 +398,20 @@ def trace_polygons(
     by_column = np.lexsort((y0, x0))
     column_rank = np.empty(n_junctions, dtype=np.int64)
     column_rank[by_column] = np.arange(n_junctions)
-    index = np.arange(n_junctions)
-    ahead = np.stack([np.minimum(index + 1, n_junctions - 1),
-                      by_column[np.minimum(column_rank + 1, n_junctions - 1)],
-                      np.maximum(index - 1, 0),
-                      by_column[np.maximum(column_rank - 1, 0)]], axis=1)
-    node_junction, node_dir = np.nonzero(leaves)  # a node = an edge leaving a junction
+    # a node = an edge leaving a junction; 32-bit indices where they fit (noisy masks: millions of nodes)
+    index_type = np.int32 if n_junctions * 4 < 2**31 else np.int64
+    node_junction, node_dir = (i.astype(index_type) for i in np.nonzero(leaves))
     n_nodes = node_junction.size
-    arrive = ahead[node_junction, node_dir]
+    node_id = node_junction * 4 + node_dir  # ascending
+    arrive = np.where(node_dir == _EAST, node_junction + 1, node_junction - 1)
+    vertical = np.flatnonzero((node_dir == _SOUTH) | (node_dir == _NORTH))
+    arrive[vertical] = by_column[column_rank[node_junction[vertical]]
+                                 + np.where(node_dir[vertical] == _SOUTH, 1, -1)]
+    del column_rank, by_column, vertical
     right, left = (node_dir + 1) % 4, (node_dir + 3) % 4
     next_dir = np.where(leaves[arrive, right], right, np.where(leaves[arrive, node_dir], node_dir, left))
-    node_of = np.full(n_junctions * 4, -1, dtype=np.int64)
-    node_of[node_junction * 4 + node_dir] = np.arange(n_nodes)
-    succ = node_of[arrive * 4 + next_dir]
+    succ = np.searchsorted(node_id, arrive * 4 + next_dir).astype(index_type)
+    del arrive, next_dir, right, left
     regions: list[Components] = []
 
     def region_of(pixel: np.ndarray) -> np.ndarray:
@@ -426,7 +427,7 @@ def trace_polygons(
         at = np.flatnonzero(leaves[:, one] & leaves[:, other] & (region[:, one] == region[:, other]))
         if at.size:
             at = at[region_of(top_left[at] + pixel_one) == region_of(top_left[at] + pixel_other)]
-            node_one, node_other = node_of[at * 4 + one], node_of[at * 4 + other]
+            node_one, node_other = np.searchsorted(node_id, at * 4 + one), np.searchsorted(node_id, at * 4 + other)
             pred = np.empty(n_nodes, dtype=np.int64)
             pred[succ] = np.arange(n_nodes)
             succ[pred[node_one]], succ[pred[node_other]] = node_other, node_one
@@ -434,17 +435,17 @@ def trace_polygons(
         sparse.csr_matrix((np.ones(n_nodes, np.int8), (np.arange(n_nodes), succ)), shape=(n_nodes, n_nodes)),
         directed=True, connection="weak")
     # position of each node along its ring by pointer jumping from the ring's first node
-    head = np.full(n_rings, n_nodes, dtype=np.int64)
-    np.minimum.at(head, ring, np.arange(n_nodes))
-    ring_rank = np.empty(n_rings, dtype=np.int64)
-    ring_rank[np.argsort(head)] = np.arange(n_rings)  # rings numbered by their first node
+    head = np.full(n_rings, n_nodes, dtype=index_type)
+    np.minimum.at(head, ring, np.arange(n_nodes, dtype=index_type))
+    ring_rank = np.empty(n_rings, dtype=index_type)
+    ring_rank[np.argsort(head)] = np.arange(n_rings, dtype=index_type)  # rings numbered by their first node
     ring = ring_rank[ring]
-    pred = np.empty(n_nodes, dtype=np.int64)
-    pred[succ] = np.arange(n_nodes)
+    pred = np.empty(n_nodes, dtype=index_type)
+    pred[succ] = np.arange(n_nodes, dtype=index_type)
     is_head = np.zeros(n_nodes, dtype=bool)
     is_head[head] = True
-    jump = np.where(is_head, np.arange(n_nodes), pred)
-    step = (~is_head).astype(np.int64)
+    jump = np.where(is_head, np.arange(n_nodes, dtype=index_type), pred)
+    step = (~is_head).astype(index_type)
     while True:
         nxt = jump[jump]
         if np.array_equal(nxt, jump):
