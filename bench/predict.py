@@ -106,7 +106,8 @@ def bench_vector(size: int, repeats: int = 5, workers: tuple[int, ...] = (1, 2))
     def spread(values) -> str:
         return f"{np.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
 
-    print(f"rasterio.features.shapes alone   : {spread(runs['shapes'])} s, {n_shapes} polygons (touching houses merged)")
+    print(f"rasterio.features.shapes alone   : {spread(runs['shapes'])} s, {n_shapes} polygons "
+          "(touching houses merged)")
     print(f"solaris-style (shapes + shapely) : {spread(runs['solaris'])} s, {n_solaris} polygons "
           "(buffer(0), min area, simplify)")
     shapes = np.asarray(runs["shapes"])

@@ -186,7 +186,9 @@ def components_of(classes: np.ndarray) -> Components:
     return find_components(np.flatnonzero(classes != BACKGROUND), classes.shape[1])
 
 
-def pack_boxes(heights: np.ndarray, widths: np.ndarray, width: int | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
+def pack_boxes(
+    heights: np.ndarray, widths: np.ndarray, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Shelf-pack boxes, tallest first: returns (y, x) corners and the (height, width) used.
 
     Boxes never overlap. The default width makes the packing roughly square.

@@ -272,5 +272,6 @@ def test_noisy_classes_give_the_same_valid_polygons_in_strips_and_whole():
     key = lambda g: (round(g.area, 6), round(g.centroid.x, 6), round(g.centroid.y, 6))  # noqa: E731
     assert sorted(map(key, strips.geometries)) == sorted(map(key, whole.geometries))
     # every building pixel is covered exactly once
-    cover = features.rasterize(((g, 1) for g in strips.geometries), out_shape=shape, merge_alg=rasterio.enums.MergeAlg.add)
+    cover = features.rasterize(((g, 1) for g in strips.geometries), out_shape=shape,
+                               merge_alg=rasterio.enums.MergeAlg.add)
     assert np.array_equal(cover, (classes > 0).astype(cover.dtype))
