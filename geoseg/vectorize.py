@@ -20,9 +20,10 @@ is emitted by exactly one strip (the one holding its top row) and only when it
 lies wholly inside that strip's read window; otherwise the window grows. A
 building that crosses strip or tile borders is therefore always one polygon
 and the result does not depend on the strip height. Strips are read in the
-caller's thread, in order; with ``workers > 1`` their polygonising runs on a
-thread pool (GDAL, shapely and large numpy operations release the GIL) and the
-result is the same as with one worker.
+caller's thread, in order; with ``workers > 1`` their separating and tracing
+run on a thread pool (shapely and large numpy operations release the GIL) and
+the result is the same as with one worker. Default 1: on the shared 2-core
+machine two threads measured no faster (``bench/predict.py --what vector``).
 
 Everything works in pixel coordinates (column, row of the whole raster);
 callers apply the affine transform. Pure numpy/scipy/shapely, no I/O.
