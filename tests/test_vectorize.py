@@ -275,3 +275,26 @@ def test_noisy_classes_give_the_same_valid_polygons_in_strips_and_whole():
     cover = features.rasterize(((g, 1) for g in strips.geometries), out_shape=shape,
                                merge_alg=rasterio.enums.MergeAlg.add)
     assert np.array_equal(cover, (classes > 0).astype(cover.dtype))
+
+
+def test_run_labelling_with_values_joins_only_equal_neighbours():
+    from scipy import ndimage
+
+    from geoseg.vectorize import find_components
+
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 4, (64, 80))
+    pixel = np.flatnonzero(labels)
+    comps = find_components(pixel, labels.shape[1], labels.ravel()[pixel])
+    expected = sum(ndimage.label(labels == v)[1] for v in (1, 2, 3))
+    assert comps.n == expected
+    # same component <=> same value and 4-connected: each component holds one value and is one ndimage region
+    got = np.zeros(labels.shape, np.int64)
+    got.ravel()[pixel] = comps.label
+    for c in range(1, comps.n + 1):
+        inside = got == c
+        values = np.unique(labels[inside])
+        assert values.size == 1
+        regions, n = ndimage.label(labels == values[0])
+        assert np.unique(regions[inside]).size == 1
+        assert (regions == regions[inside][0]).sum() == inside.sum()
