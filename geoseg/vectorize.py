@@ -41,7 +41,7 @@ from geoseg.polygonize import Components, find_components, polygons_from_labels,
 __all__ = [
     "BACKGROUND", "INTERIOR", "OUTLINE", "StripReader", "VectorizeOptions", "BuildingPolygons",
     "classes_from_probabilities", "Separation", "Components", "find_components", "components_of",
-    "pack_boxes", "separate_buildings", "keep_labels", "polygons_from_labels", "trace_polygons",
+    "pack_boxes", "separate_buildings", "polygons_from_labels", "trace_polygons",
     "clean_polygons", "vectorize_array", "vectorize_strips",
 ]
 
@@ -259,13 +259,6 @@ def separate_buildings(classes: np.ndarray) -> Separation:
     atlas = _separate(classes, comps, keep)
     labels.ravel()[atlas.pixel] = atlas.label
     return Separation(labels, atlas.owner, slices)
-
-
-def keep_labels(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Zero every label whose ``keep[label]`` is False, in one lookup pass."""
-    lut = np.where(keep, np.arange(keep.size, dtype=np.int32), 0).astype(np.int32)
-    lut[0] = 0
-    return lut[labels]
 
 
 def clean_polygons(geoms: list, simplify_px: float, min_area_px: float) -> tuple[np.ndarray, np.ndarray]:
