@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,22 @@ def cached_cnn_outputs(
     probs.flush()
     meta_path.write_text(json.dumps({"key": key, "n": int(n), "complete": True}))
     return np.load(f_path, mmap_mode="r"), np.load(p_path, mmap_mode="r")
+
+
+def cached_parts(
+    images: np.ndarray, labels: np.ndarray | None, params: GraphParams, cache_dir: Path, key: str
+) -> list[TileParts]:
+    """:func:`compute_parts` of every chip, pickled under ``cache_dir`` per ``params`` (SLIC of
+    ~800 chips takes minutes on a shared CPU; a local cache of our own objects, never downloaded)."""
+    path = Path(cache_dir) / "parts_{}_{}_{}_{}.pkl".format(*asdict(params).values())
+    if path.is_file():
+        stored = pickle.loads(path.read_bytes())
+        if stored.get("key") == key and len(stored["parts"]) == len(images):
+            return stored["parts"]
+    parts = compute_parts(images, labels, params)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps({"key": key, "parts": parts}))
+    return parts
 
 
 def graphs_from_outputs(parts: Sequence[TileParts], feats: np.ndarray, probs: np.ndarray) -> list[SuperpixelGraph]:

@@ -38,6 +38,7 @@ from geoseg.training.data import load_dataset
 from geoseg.training.graphs import (
     build_graphs,
     cached_cnn_outputs,
+    cached_parts,
     compute_parts,
     evaluate_refinement,
     graphs_from_outputs,
@@ -140,7 +141,7 @@ def cross_tile(chips: Path, cnn_card: Path, out: Path, cache_dir: Path, recipe: 
     key = f"{card['name']}:{Path(card['card_path']).stat().st_mtime_ns}:{Path(chips).resolve()}"
     feats, probs = cached_cnn_outputs(cnn, card["normalisation"], data["images"], cache_dir, key, device, log=log)
     log(f"[{time.monotonic() - t0:6.1f}s] CNN outputs of {len(feats)} chips ready; superpixels ...")
-    parts = compute_parts(data["images"], data["labels"], recipe.graph)
+    parts = cached_parts(data["images"], data["labels"], recipe.graph, cache_dir, str(Path(chips).resolve()))
     graphs = graphs_from_outputs(parts, feats, probs)
     split, area = data["split"], data["area"]
     fit_areas = sorted(set(area[split != "test"]))
