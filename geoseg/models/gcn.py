@@ -85,6 +85,8 @@ def input_columns(in_features: int, n_prior: int, inputs: str = "all") -> torch.
     """
     if inputs not in INPUT_SETS:
         raise ValueError(f"inputs must be one of {sorted(INPUT_SETS)}, got {inputs!r}")
+    if inputs == "all":  # any width: no layout assumed
+        return torch.arange(in_features)
     c = in_features - 9 - n_prior
     if c < 0:
         raise ValueError(f"in_features {in_features} is narrower than the fixed node features ({9 + n_prior})")
