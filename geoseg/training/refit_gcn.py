@@ -48,6 +48,25 @@ from geoseg.training.graphs import (
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+def _card_header(arch: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
+    """The GCN card fields that do not depend on how it was fitted: its contract with the CNN card."""
+    return {
+        "name": "landcover-gcn",
+        "task": "gcn",
+        "architecture": "SuperpixelGCN",
+        "arch_kwargs": arch,
+        "output": "node logits (N,6); channel = class index; use geoseg.models.gcn.refine_probabilities",
+        "cnn": card["name"],
+        "classes": LANDCOVER_CLASSES,
+        "ignore_index": 0,
+        "bands": [1, 2, 3],
+        "input": "uint8 RGB (+ features and probabilities of the cnn card's model)",
+        "normalisation": card["normalisation"],
+        "gsd_m": card["gsd_m"],
+        "tile_size": card.get("tile_size", 512),
+    }
+
+
 def image_part(chip_ids: np.ndarray) -> np.ndarray:
     """Image number of Dubai chip ids ``dubai_tile_5_p003_r000_c001`` -> 3."""
     return np.array([int((re.search(r"_p(\d+)_", c) or [None, "0"])[1]) for c in chip_ids])
@@ -86,19 +105,7 @@ def refit(chips: Path, cnn_card: Path, out: Path, device: str = "cpu", epochs: i
         f"TEST mIoU {test[1.0]['miou']:.4f} -> {test[alpha]['miou']:.4f}, boundary F "
         f"{test[1.0]['boundary_f_2px']:.4f} -> {test[alpha]['boundary_f_2px']:.4f} (alpha {alpha})")
     gcn_card = {
-        "name": "landcover-gcn",
-        "task": "gcn",
-        "architecture": "SuperpixelGCN",
-        "arch_kwargs": arch,
-        "output": "node logits (N,6); channel = class index; use geoseg.models.gcn.refine_probabilities",
-        "cnn": card["name"],
-        "classes": LANDCOVER_CLASSES,
-        "ignore_index": 0,
-        "bands": [1, 2, 3],
-        "input": "uint8 RGB (+ features and probabilities of the cnn card's model)",
-        "normalisation": card["normalisation"],
-        "gsd_m": card["gsd_m"],
-        "tile_size": card.get("tile_size", 512),
+        **_card_header(arch, card),
         "graph": asdict(params),
         "fusion": {"alpha": alpha, "rule": "softmax(alpha * log p_cnn + (1 - alpha) * log p_gcn(node))",
                    "selection_miou_by_alpha": {str(a): round(sel[a]["miou"], 4) for a in ALPHAS}},
@@ -171,19 +178,7 @@ def cross_tile(chips: Path, cnn_card: Path, out: Path, cache_dir: Path, recipe: 
         f"{test[1.0]['boundary_f_2px']:.4f} -> {test[alpha]['boundary_f_2px']:.4f} (alpha {alpha})")
     test_areas = sorted(set(area[split == "test"]))
     gcn_card = {
-        "name": "landcover-gcn",
-        "task": "gcn",
-        "architecture": "SuperpixelGCN",
-        "arch_kwargs": arch,
-        "output": "node logits (N,6); channel = class index; use geoseg.models.gcn.refine_probabilities",
-        "cnn": card["name"],
-        "classes": LANDCOVER_CLASSES,
-        "ignore_index": 0,
-        "bands": [1, 2, 3],
-        "input": "uint8 RGB (+ features and probabilities of the cnn card's model)",
-        "normalisation": card["normalisation"],
-        "gsd_m": card["gsd_m"],
-        "tile_size": card.get("tile_size", 512),
+        **_card_header(arch, card),
         "graph": asdict(recipe.graph),
         "fusion": {"alpha": alpha, "rule": "softmax(alpha * log p_cnn + (1 - alpha) * log p_gcn(node))",
                    "chosen_by": "leave-one-area-out CV over the fit areas (mean pixel mIoU gain)",
