@@ -5,23 +5,18 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from geoseg.card import LANDCOVER_CLASSES, load_model, save_model
 from geoseg.models.attresunet import AttResUNet
 from geoseg.models.gcn import SuperpixelGCN, input_columns, refine_probabilities
-from geoseg.paths import data_root
 from geoseg.superpixels import GraphParams, build_graph, n_node_features
 from geoseg.training.graphs import cached_cnn_outputs, compute_parts, graphs_from_outputs, train_gcn
 
+from dubai_crops import dubai_crops
+
 
 def _crops(tile: str, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    root = data_root() / "landcover" / "dubai" / tile
-    img = np.asarray(Image.open(root / "image_part_002.jpg").convert("RGB"))
-    lab = np.asarray(Image.open(root / "image_part_002_label.png"))
-    rows = [(40 + 70 * k, 50 + 80 * k) for k in range(n)]
-    return (np.stack([img[r : r + size, c : c + size].transpose(2, 0, 1) for r, c in rows]).copy(),
-            np.stack([lab[r : r + size, c : c + size] for r, c in rows]).copy())
+    return dubai_crops(tile, "image_part_002", n, size, start=(40, 50), step=(70, 80))
 
 
 def _tiny_cnn() -> AttResUNet:

@@ -2,21 +2,16 @@
 systematically wrong CNN prior on graphs of other chips; fusion rule edge cases."""
 import numpy as np
 import torch
-from PIL import Image
 
 from geoseg.models.gcn import fuse_probabilities
-from geoseg.paths import data_root
 from geoseg.superpixels import GraphParams, graph_from_parts, n_node_features, pool_per_segment
 from geoseg.training.graphs import compute_parts, train_gcn
 
+from dubai_crops import dubai_crops
+
 
 def _chips(tile, n=3, size=64):
-    root = data_root() / "landcover" / "dubai" / tile
-    img = np.asarray(Image.open(root / "image_part_003.jpg").convert("RGB"))
-    lab = np.asarray(Image.open(root / "image_part_003_label.png"))
-    rows = [(60 + 90 * k, 80 + 110 * k) for k in range(n)]
-    return (np.stack([img[r : r + size, c : c + size].transpose(2, 0, 1) for r, c in rows]).copy(),
-            np.stack([lab[r : r + size, c : c + size] for r, c in rows]).copy())
+    return dubai_crops(tile, "image_part_003", n, size, start=(60, 80), step=(90, 110))
 
 
 def _graphs_with_confused_prior(images, labels, params):
