@@ -51,6 +51,7 @@ from tiles.errors import UnsupportedRaster
 from tiles.grid import Tile, tile_grid
 from tiles.source import Scene
 from tiles.stitch import BlendingWriter
+from tiles.warp import axis_aligned, bilinear_window
 
 Progress = Callable[[float, str], None]
 OUTPUT_FILES = ("classmap.tif", "buildings.geojson", "buildings.gpkg", "report.json")
@@ -492,7 +493,9 @@ def _write_classmap(
     counts = np.zeros(len(classes), dtype=np.int64)
     plain = work / "classmap_plain.tif"
     vrt = probs_ds = None
-    if head.warped:
+    # same CRS, both grids unrotated: resample straight from the accumulators, no GDAL warp
+    separable = head.warped and grid["crs"] == head.crs and axis_aligned(head.transform, grid["transform"])
+    if head.warped and not separable:
         probs_path = work / "landcover_probs.tif"
         head.writer.finalise(probs_path=probs_path, probs_dtype="uint8")
         probs_ds = rasterio.open(probs_path)
@@ -507,7 +510,11 @@ def _write_classmap(
             for i, block in enumerate(blocks):
                 win = block.core
                 _, valid = native.read(win)
-                if vrt is not None:
+                if separable:
+                    probs, inside = bilinear_window(lambda w: head.writer.read(w)[0], (head.height, head.width),
+                                                    head.transform, grid["transform"], win)
+                    covered = inside & (probs.sum(axis=0) > 0)
+                elif vrt is not None:
                     probs = vrt.read(window=win).astype(np.float32)
                     covered = probs.sum(axis=0) > 0
                 else:
