@@ -48,7 +48,7 @@ from geoseg.postprocess import BuildingPostprocess, building_classes, postproces
 from geoseg.regularize import regularize_buildings
 from tiles.cog import colormap_from_hex, write_cog
 from tiles.errors import UnsupportedRaster
-from tiles.grid import Tile, tile_grid
+from tiles.grid import Tile, stretched_size, tile_grid
 from tiles.source import Scene
 from tiles.stitch import BlendingWriter
 from tiles.warp import axis_aligned, bilinear_window
@@ -127,6 +127,7 @@ class HeadResult:
     tiles: int
     tiles_skipped: int
     context: tuple[int, int] = (0, 0)
+    tile_px: tuple[int, int] = (0, 0)  # tile width, height on the working grid (before fitting to the raster)
 
 
 class _Stages:
@@ -150,7 +151,8 @@ class _Stages:
 
 def _tiles_report(result: HeadResult) -> dict[str, Any]:
     """What report.json says about one head's tiling."""
-    return {"tiles": result.tiles, "skipped_nodata": result.tiles_skipped, "context_px": list(result.context),
+    return {"tiles": result.tiles, "tile_px": list(result.tile_px), "skipped_nodata": result.tiles_skipped,
+            "context_px": list(result.context),
             "working_width": result.width, "working_height": result.height}
 
 
@@ -385,7 +387,10 @@ def _run_head(
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         scene = Scene(input_path, gsd=target)
     with scene:
-        tiles = _fit_tiles(tile_grid(scene.width, scene.height, options.tile_size, options.overlap),
+        # sides stretched up to 1.25x where that saves an edge tile (less model input, same seams)
+        side_x = stretched_size(scene.width, options.tile_size, options.overlap, TILE_MULTIPLE)
+        side_y = stretched_size(scene.height, options.tile_size, options.overlap, TILE_MULTIPLE)
+        tiles = _fit_tiles(tile_grid(scene.width, scene.height, side_x, options.overlap, size_y=side_y),
                            scene.width, scene.height)
         writer = BlendingWriter(scene.width, scene.height, model.n_classes, transform=scene.transform,
                                 crs=scene.crs, tmp_dir=work)
@@ -421,7 +426,7 @@ def _run_head(
                     writer.add(chunk[k].read, p, valid if mask_tiles else None)
             progress(done / len(tiles))
         return HeadResult(writer, scene.transform, scene.crs, scene.width, scene.height, scene.gsd,
-                          scene.is_warped, len(tiles), skipped, (my, mx))
+                          scene.is_warped, len(tiles), skipped, (my, mx), (side_x, side_y))
 
 
 def _context_window(read: Window, my: int, mx: int, width: int, height: int) -> tuple[Window, tuple[slice, slice]]:

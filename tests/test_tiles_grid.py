@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tiles.grid import tile_grid
+from tiles.grid import axis_starts, stretched_size, tile_grid
 
 
 @st.composite
@@ -54,3 +54,31 @@ def test_neighbours_overlap_by_at_least_the_overlap(args):
 def test_bad_arguments_raise(args):
     with pytest.raises(ValueError):
         tile_grid(*args)
+
+
+@settings(max_examples=80, deadline=None)
+@given(grids(), st.integers(1, 96))
+def test_rectangular_tiles_also_partition_the_raster(args, size_y):
+    width, height, size, overlap = args
+    overlap = min(overlap, size_y - 1)
+    count = np.zeros((height, width), dtype=np.int32)
+    for t in tile_grid(width, height, size, overlap, size_y=size_y):
+        assert (t.read.width, t.read.height) == (size, size_y)
+        count[t.core.toslices()] += 1
+    assert (count == 1).all()
+
+
+def test_a_stretched_side_saves_the_mostly_repeated_edge_tile():
+    # 2048 px in 512 px tiles with 64 px overlap: 5 windows (2560 px); 4 x 576 px = 2304 px
+    assert stretched_size(2048, 512, 64) == 576
+    assert len(tile_grid(2048, 1024, 576, 64, size_y=stretched_size(1024, 512, 64))) == 8  # was 15
+    assert stretched_size(400, 512, 64) == 512  # smaller than a tile: unchanged
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6000), st.integers(2, 20), st.integers(0, 4))
+def test_stretched_sides_never_cost_more_pixels(length, size_32, overlap_32):
+    size, overlap = 32 * size_32, min(32 * overlap_32, 32 * size_32 - 32)
+    side = stretched_size(length, size, overlap)
+    assert size <= side <= 1.25 * size and side % 32 == 0
+    assert len(axis_starts(length, side, overlap)) * side <= len(axis_starts(length, size, overlap)) * size

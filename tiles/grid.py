@@ -43,6 +43,27 @@ def axis_starts(length: int, size: int, overlap: int) -> list[int]:
     return starts
 
 
+def stretched_size(length: int, size: int, overlap: int, multiple: int = 32, stretch: float = 1.25) -> int:
+    """Tile side along one axis, up to ``stretch`` x ``size``, that covers ``length`` with the fewest pixels.
+
+    Why: with fixed sides the last window is snapped back and mostly repeats its neighbour
+    (a 2048 px axis in 512 px tiles with 64 px overlap needs 5 windows, 2560 px of model
+    input); a slightly longer side can save that window (4 x 576 = 2304 px). Sides are
+    multiples of ``multiple`` (what the networks' strides need); ties keep the smaller side.
+    """
+    if length <= size:
+        return size
+    best, best_pixels = size, len(axis_starts(length, size, overlap)) * size
+    side = -(-size // multiple) * multiple
+    while side <= size * stretch:
+        if side > size:
+            pixels = len(axis_starts(length, side, overlap)) * side
+            if pixels < best_pixels:
+                best, best_pixels = side, pixels
+        side += multiple
+    return best
+
+
 def axis_cores(length: int, size: int, starts: list[int]) -> list[tuple[int, int]]:
     """Core intervals ``[a, b)`` along one axis: boundaries at the middle of each overlap."""
     bounds = [0]
@@ -52,21 +73,22 @@ def axis_cores(length: int, size: int, starts: list[int]) -> list[tuple[int, int
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def tile_grid(width: int, height: int, size: int, overlap: int = 0) -> list[Tile]:
-    """Tiles of ``size`` x ``size`` pixels overlapping by ``overlap`` pixels, row-major.
+def tile_grid(width: int, height: int, size: int, overlap: int = 0, size_y: int | None = None) -> list[Tile]:
+    """Tiles of ``size`` x ``size_y`` (default ``size``) pixels overlapping by ``overlap`` pixels, row-major.
 
     Raises ``ValueError`` for non-positive sizes or an overlap outside ``[0, size)``.
     """
+    size_y = size if size_y is None else size_y
     if width <= 0 or height <= 0:
         raise ValueError(f"raster size must be positive, got {width}x{height}")
-    if size <= 0:
-        raise ValueError(f"tile size must be positive, got {size}")
-    if not 0 <= overlap < size:
-        raise ValueError(f"overlap must be in [0, size={size}), got {overlap}")
+    if size <= 0 or size_y <= 0:
+        raise ValueError(f"tile size must be positive, got {size} x {size_y}")
+    if not 0 <= overlap < min(size, size_y):
+        raise ValueError(f"overlap must be in [0, size={min(size, size_y)}), got {overlap}")
     xs = axis_starts(width, size, overlap)
-    ys = axis_starts(height, size, overlap)
+    ys = axis_starts(height, size_y, overlap)
     xc = axis_cores(width, size, xs)
-    yc = axis_cores(height, size, ys)
+    yc = axis_cores(height, size_y, ys)
     tiles = []
     for r, (y0, (ya, yb)) in enumerate(zip(ys, yc)):
         for c, (x0, (xa, xb)) in enumerate(zip(xs, xc)):
@@ -74,7 +96,7 @@ def tile_grid(width: int, height: int, size: int, overlap: int = 0) -> list[Tile
                 Tile(
                     row=r,
                     col=c,
-                    read=Window(x0, y0, size, size),
+                    read=Window(x0, y0, size, size_y),
                     core=Window(xa, ya, xb - xa, yb - ya),
                 )
             )
