@@ -42,6 +42,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from geoseg import card as cards
 from geoseg import vectorize
 from geoseg.infer import TileModel, load_head, refine_with_gcn, resolve_device
 from geoseg.postprocess import BuildingPostprocess, building_classes, postprocess_from_card
@@ -296,18 +297,29 @@ def _load_heads(options: PredictOptions, device: str, notes: list[str]) -> dict[
     heads = {}
     for task in tasks:
         model_dir = options.model_dirs.get(task)
+        if task == "gcn":
+            # decide from the card alone: a GCN that cannot be used is not loaded (nor torch-geometric)
+            reason = _gcn_card_mismatch(heads["landcover"], model_dir)
+            if reason:
+                notes.append(f"GCN refinement skipped: {reason}")
+                continue
         try:
             # the GCN is tiny and fed from numpy: it always runs on the CPU
             heads[task] = load_head(task, options.profile, "cpu" if task == "gcn" else device,
                                     Path(model_dir) if model_dir else None)
         except (ValueError, OSError) as exc:
             raise PredictError(f"cannot load the {task} model: {exc}") from exc
-    if "gcn" in heads:
-        reason = _gcn_mismatch(heads["landcover"], heads["gcn"])
-        if reason:
-            del heads["gcn"]
-            notes.append(f"GCN refinement skipped: {reason}")
     return heads
+
+
+def _gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None) -> str | None:
+    """Why the GCN card (``model_dir`` or the shipped one) cannot refine this land-cover model, or None."""
+    try:
+        path = cards.find_card(Path(model_dir)) if model_dir else cards.default_card_path("gcn")
+        gcn_card = cards.read_card(path)
+    except (ValueError, OSError) as exc:
+        raise PredictError(f"cannot load the gcn model: {exc}") from exc
+    return _gcn_mismatch(landcover, (None, gcn_card))
 
 
 def _gcn_mismatch(landcover: tuple, gcn: tuple) -> str | None:
