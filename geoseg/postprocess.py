@@ -2,7 +2,7 @@
 
 Why a module of its own: these few rules turn the U2-Net's blended probabilities into the
 class raster ``geoseg.vectorize`` polygonises, and they are tuned on validation data
-(``scripts/tune_buildings.py``). The tuned values travel in the building model card
+(``python -m geoseg.training.tune_buildings``). The tuned values travel in the building model card
 (``"postprocess": {...}``), so the pipeline and the tuning script run this same code and a
 retrained model ships its own settings. A card without the field keeps the historical
 behaviour (``BuildingPostprocess()``).
