@@ -314,25 +314,20 @@ def _load_heads(options: PredictOptions, device: str, notes: list[str]) -> dict[
 
 def _gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None) -> str | None:
     """Why the GCN card (``model_dir`` or the shipped one) cannot refine this land-cover model, or None."""
+    from geoseg.superpixels import n_node_features
+
     try:
         path = cards.find_card(Path(model_dir)) if model_dir else cards.default_card_path("gcn")
         gcn_card = cards.read_card(path)
     except (ValueError, OSError) as exc:
         raise PredictError(f"cannot load the gcn model: {exc}") from exc
-    return _gcn_mismatch(landcover, (None, gcn_card))
-
-
-def _gcn_mismatch(landcover: tuple, gcn: tuple) -> str | None:
-    """Why the GCN cannot refine this land-cover model's output (None when it can)."""
-    from geoseg.superpixels import n_node_features
-
     module, card = landcover
     channels = getattr(module, "feature_channels", None)
-    expected = gcn[1].get("arch_kwargs", {}).get("in_features")
+    expected = gcn_card.get("arch_kwargs", {}).get("in_features")
     if channels is None or expected is None:
         return None
     if n_node_features(channels, len(card["classes"]) - 1) != expected:
-        return (f"the GCN was trained on another model's features ({gcn[1].get('cnn', '?')}), "
+        return (f"the GCN was trained on another model's features ({gcn_card.get('cnn', '?')}), "
                 f"not {card.get('name')}'s {channels} channels")
     return None
 
@@ -557,15 +552,12 @@ def _write_classmap(
 
 def _vectorise(
     head: HeadResult, options: PredictOptions, input_gsd: float | None, grid: dict,
-    progress: Callable[[float], None], post: BuildingPostprocess | None = None,
+    progress: Callable[[float], None], post: BuildingPostprocess,
 ) -> gpd.GeoDataFrame:
     """Building polygons from the blended probabilities, in the working grid's CRS coordinates.
 
-    ``post``: the building decision rules (``geoseg.postprocess``); None: the options' own
-    threshold / min area over the historical defaults.
+    ``post``: the building decision rules (``geoseg.postprocess``, from the card and the options).
     """
-    if post is None:
-        post = postprocess_from_card({}, options.building_threshold, options.min_area_m2)
     # ground size of one working pixel: the Scene's own measure, scaled when --gsd overrides it
     if head.gsd is not None and grid["native_gsd"]:
         pixel_m = head.gsd * (input_gsd / grid["native_gsd"])
