@@ -45,9 +45,17 @@ def start_parts(pool: Pool, images: np.ndarray, labels: np.ndarray, params: Grap
     return pool.map_async(_parts_worker, [(images[i], labels[i], params) for i in range(len(images))], chunksize=4)
 
 
-def compute_parts(images: np.ndarray, labels: np.ndarray | None, params: GraphParams) -> list[TileParts]:
-    """Serial variant of :func:`start_parts` (tests, small CPU runs)."""
-    return [_parts_worker((images[i], None if labels is None else labels[i], params)) for i in range(len(images))]
+def compute_parts(
+    images: np.ndarray, labels: np.ndarray | None, params: GraphParams, workers: int = 1
+) -> list[TileParts]:
+    """Graph parts of every chip, in order: serially, or in ``workers`` forked processes (GPU machine)."""
+    jobs = [(images[i], None if labels is None else labels[i], params) for i in range(len(images))]
+    if workers <= 1:
+        return [_parts_worker(job) for job in jobs]
+    import multiprocessing as mp  # noqa: PLC0415
+
+    with mp.get_context("fork").Pool(workers) as pool:
+        return pool.map(_parts_worker, jobs, chunksize=4)
 
 
 @torch.no_grad()
@@ -129,7 +137,7 @@ def cached_cnn_outputs(
 
 
 def cached_parts(
-    images: np.ndarray, labels: np.ndarray | None, params: GraphParams, cache_dir: Path, key: str
+    images: np.ndarray, labels: np.ndarray | None, params: GraphParams, cache_dir: Path, key: str, workers: int = 1
 ) -> list[TileParts]:
     """:func:`compute_parts` of every chip, pickled under ``cache_dir`` per ``params`` (SLIC of
     ~800 chips takes minutes on a shared CPU; a local cache of our own objects, never downloaded)."""
@@ -138,7 +146,7 @@ def cached_parts(
         stored = pickle.loads(path.read_bytes())
         if stored.get("key") == key and len(stored["parts"]) == len(images):
             return stored["parts"]
-    parts = compute_parts(images, labels, params)
+    parts = compute_parts(images, labels, params, workers)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps({"key": key, "parts": parts}))
     return parts

@@ -247,13 +247,15 @@ def _train_val_norm(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
 def train_buildings(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
-    progress: Callable[[float], None] | None = None,
+    progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """U2-Net 3-class head on chips at 0.3 m; returns (model, card without metrics.test)."""
     arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 3, "mid": 24, "out": 64}
     train, val, norm = _train_val_norm(data)
     torch.manual_seed(cfg.seed)
     model = U2Net(**arch_kwargs)
+    if init_state is not None:  # fine-tuning: continue from a trained checkpoint of the same architecture
+        model.load_state_dict(init_state)
     loss_fn = CEDiceLoss(3, IGNORE_INDEX["buildings"], class_weights=[1.0, 1.0, 2.0], dice_classes=[1, 2])
     score = lambda m: evaluate_buildings(m, val, norm, cfg.device, cfg.eval_batch)["binary_miou"]  # noqa: E731
     log(f"buildings: {len(train['images'])} train chips, {len(val['images'])} val chips, device {cfg.device}")
@@ -280,13 +282,15 @@ def train_buildings(
 
 def train_landcover(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
-    progress: Callable[[float], None] | None = None,
+    progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """AttResUNet on the Dubai chips; returns (model, card without metrics.test)."""
     arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 6, "widths": [32, 64, 128, 192, 256]}
     train, val, norm = _train_val_norm(data)
     torch.manual_seed(cfg.seed)
     model = AttResUNet(**{**arch_kwargs, "widths": tuple(arch_kwargs["widths"])})
+    if init_state is not None:  # fine-tuning: continue from a trained checkpoint of the same architecture
+        model.load_state_dict(init_state)
     loss_fn = CEDiceLoss(6, IGNORE_INDEX["landcover"], dice_classes=[1, 2, 3, 4, 5], dice_weight=0.5)
     score = lambda m: evaluate_landcover(m, val, norm, cfg.device, cfg.eval_batch)["miou"]  # noqa: E731
     log(f"landcover: {len(train['images'])} train chips, {len(val['images'])} val chips, device {cfg.device}")

@@ -140,7 +140,7 @@ class GcnRecipe:
 
 
 def cross_tile(chips: Path, cnn_card: Path, out: Path, cache_dir: Path, recipe: GcnRecipe = GcnRecipe(),
-               device: str = "cpu", log=print) -> dict[str, Any]:
+               device: str = "cpu", log=print, workers: int = 1) -> dict[str, Any]:
     """Leave-one-area-out CV over the train + val areas, final fit on all of them, test scored once."""
     t0 = time.monotonic()
     cnn, card = load_model(cnn_card, device=device)
@@ -148,7 +148,7 @@ def cross_tile(chips: Path, cnn_card: Path, out: Path, cache_dir: Path, recipe: 
     key = f"{card['name']}:{Path(card['card_path']).stat().st_mtime_ns}:{Path(chips).resolve()}"
     feats, probs = cached_cnn_outputs(cnn, card["normalisation"], data["images"], cache_dir, key, device, log=log)
     log(f"[{time.monotonic() - t0:6.1f}s] CNN outputs of {len(feats)} chips ready; superpixels ...")
-    parts = cached_parts(data["images"], data["labels"], recipe.graph, cache_dir, str(Path(chips).resolve()))
+    parts = cached_parts(data["images"], data["labels"], recipe.graph, cache_dir, str(Path(chips).resolve()), workers)
     graphs = graphs_from_outputs(parts, feats, probs)
     split, area = data["split"], data["area"]
     fit_areas = sorted(set(area[split != "test"]))

@@ -1,0 +1,471 @@
+"""Third GPU job: every model of the product retrained in one 9-minute lease, runs side by side.
+
+Small models leave most of an H200 idle, so the runs are separate processes sharing the GPU
+(and its 16 CPU cores for the superpixels). Model selection uses validation areas only; the
+test areas (Kampala, Dubai tile 6) are scored once per shipped candidate, after selection.
+
+    python3 scripts/device_parallel.py run --chips .chips --out $OUT --budget-s 540
+    .venv/bin/python scripts/device_parallel.py run --chips .chips --out /tmp/dry --dry   # CPU dry run
+
+Schedule (seconds from the start, for --budget-s 540; scaled for others):
+  0    buildings U2-Net: B-ft fine-tunes the shipped teacher, B-new trains from scratch (270 s each);
+       land cover AttResUNet recipes L-base / L-strong on tiles 1-4, validated on tile 5 (150 s each);
+       superpixel parts of every Dubai chip on the CPU cores; the shipped teacher's validation score.
+  ~160 the land-cover recipe with the best *final* tile-5 mIoU is refitted on tiles 1-5 (150 s, last
+       weights kept: no validation area is left, so the recipe and length were chosen on tile 5 first).
+  ~285 the buildings teacher with the best Nairobi-2 binary mIoU (shipped one included) is tested on
+       Kampala; its students CE / CE+ACE / CE+ACE+CSC train side by side (same step cap, same deadline).
+  ~320 tile 6 tests the land-cover teacher; its three students start; the cross-tile GCN is refitted on
+       its features (leave-one-tile-out CV over tiles 1-5 picks the fusion weight).
+  end  GPU forward speed of every head, alone on the GPU.
+
+Everything lands in --out as it finishes (at most 8 files: the device tool's limit):
+buildings.pt, landcover.pt, gcn.pt, students.pt, cards.json, log.txt. A run that fails is logged
+and the others go on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+SCRIPT = Path(__file__).resolve()
+COMMAND = "python3 scripts/device_parallel.py run --chips .chips --out $OUT --budget-s {budget:g}"
+LANDCOVER_RECIPES = {
+    # name: (lr, weight decay, augmentation overrides)
+    "L-base": (2e-3, 1e-2, {}),
+    "L-strong": (1e-3, 5e-2, {"channel_shuffle_p": 0.3, "grey_p": 0.15, "brightness": 0.35, "contrast": 0.35}),
+}
+BUILDING_RUNS = {"B-ft": ("shipped", 1e-3), "B-new": (None, 2e-3)}
+STUDENT_LOSSES = ("ce", "ce+ace", "ce+ace+csc")
+
+
+# ----------------------------------------------------------------- helpers ----
+
+
+def log_to(path: Path):
+    t0 = time.monotonic()
+
+    def log(msg: str) -> None:
+        line = f"[{time.monotonic() - t0:6.1f}s] {msg}"
+        print(line, flush=True)
+        with open(path, "a") as fh:
+            fh.write(line + "\n")
+
+    return log
+
+
+def dump(obj: Any, path: Path) -> None:
+    from geoseg.card import write_card
+
+    write_card(obj, path)
+
+
+def subset(data: dict, per_split: int) -> dict:
+    keep = np.zeros(len(data["split"]), bool)
+    for s in np.unique(data["split"]):
+        keep[np.flatnonzero(data["split"] == s)[:per_split]] = True
+    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in data.items()}
+
+
+def load_pack(chips: Path, task: str, dry: bool) -> dict:
+    from geoseg.training.data import load_packed
+
+    data = load_packed(chips / f"{task}.npz")
+    return subset(data, 3) if dry else data
+
+
+def with_val_as_train(data: dict) -> dict:
+    """The same chips with the validation area moved into training (final refit of a chosen recipe)."""
+    out = dict(data)
+    out["split"] = np.where(data["split"] == "val", "train", data["split"])
+    return out
+
+
+def train_cfg(args, seconds: float | None = None, steps: int | None = None, lr: float = 2e-3, wd: float = 1e-2,
+              aug: dict | None = None, val_every_s: float = 20.0):
+    from geoseg.augment import AugmentConfig
+    from geoseg.training.loop import TrainConfig
+
+    return TrainConfig(
+        budget_s=seconds, steps=steps, batch_size=2 if args.dry else 32, lr=lr, weight_decay=wd, device=args.device,
+        val_every_s=1e9 if args.dry else val_every_s, eval_batch=4 if args.dry else 32,
+        augment=AugmentConfig(out_size=64 if args.dry else 256, **(aug or {})),
+    )
+
+
+def shipped_card(name: str) -> Path:
+    from geoseg.paths import weights_dir
+
+    return weights_dir() / f"{name}.json"
+
+
+# ----------------------------------------------------------------- workers ----
+
+
+def work_teacher_buildings(args) -> None:
+    from geoseg.card import load_model, save_model
+    from geoseg.training.loop import train_buildings
+
+    init, lr = BUILDING_RUNS[args.name]
+    data = load_pack(args.chips, "buildings", args.dry)
+    state = None
+    if init == "shipped":
+        model, _ = load_model(shipped_card("buildings-u2net"))
+        state = {k: v.float() for k, v in model.state_dict().items()}
+    cfg = train_cfg(args, seconds=args.seconds, lr=lr)
+    model, card = train_buildings(data, cfg, log=lambda m: print(m, flush=True), init_state=state)
+    card["training"]["run"] = args.name
+    card["training"]["init"] = "shipped buildings-u2net (GPU run 2, 1779 steps)" if init else "random (seed 0)"
+    save_model(model, card, args.work)
+
+
+def work_teacher_landcover(args) -> None:
+    from geoseg.card import save_model
+    from geoseg.training.loop import train_landcover
+
+    lr, wd, aug = LANDCOVER_RECIPES[args.recipe]
+    data = load_pack(args.chips, "landcover", args.dry)
+    if args.final:
+        data = with_val_as_train(data)
+    cfg = train_cfg(args, seconds=args.seconds, lr=lr, wd=wd, aug=aug, val_every_s=1e9 if args.final else 15.0)
+    model, card = train_landcover(data, cfg, log=lambda m: print(m, flush=True))
+    card["training"]["recipe"] = {"name": args.recipe, "lr": lr, "weight_decay": wd, "augment_overrides": aug}
+    if args.final:
+        card["training"]["splits"] = {"train": "Dubai tiles 1-5", "val": "none: recipe and length chosen on tile 5 first",
+                                      "test": "Dubai tile 6"}
+        card["training"]["selection"] = "last weights (no validation area left)"
+        card["metrics"] = {}
+    save_model(model, card, args.work)
+
+
+def work_eval_teacher(args) -> None:
+    """Scores of one teacher card on one split: buildings binary mIoU + pixel IoU, land cover mIoU (+boundary F)."""
+    from geoseg.card import load_model
+    from geoseg.training.data import select
+    from geoseg.training.loop import evaluate_buildings, evaluate_landcover
+
+    model, card = load_model(args.card, device=args.device)
+    data = select(load_pack(args.chips, card["task"], args.dry), args.split)
+    norm = card["normalisation"]
+    if card["task"] == "buildings":
+        scores = evaluate_buildings(model, data, norm, args.device, 4 if args.dry else 32)
+    else:
+        scores = evaluate_landcover(model, data, norm, args.device, 4 if args.dry else 32, boundary=args.split == "test")
+    dump(scores, args.work / f"eval_{args.split}.json")
+
+
+def work_student(args) -> None:
+    """One distillation variant; the three variants of a task run at once, same step cap and deadline."""
+    from geoseg.card import load_model, save_model
+    from geoseg.training.distill import (
+        ChipArrays, cache_teacher, distill, evaluate, new_student, split_packed, student_card,
+    )
+
+    teacher, tcard = load_model(args.teacher, device=args.device)
+    data = load_pack(args.chips, args.task, args.dry)
+    if args.task == "landcover" and "tiles 1-5" in str(tcard["training"].get("splits", {}).get("train", "")):
+        data = with_val_as_train(data)  # the student learns from the same chips as its teacher
+    splits = split_packed(data)
+    train: ChipArrays = splits["train"]
+    cache = None
+    t0 = time.monotonic()
+    if args.losses != "ce":
+        cache = cache_teacher(teacher, tcard, train, args.device, batch_size=4 if args.dry else 32)
+    cache_s = time.monotonic() - t0
+    del teacher
+    seconds = max(args.deadline - time.time(), 5.0)
+    student = new_student(args.task, tcard)
+    run = distill(student, None, tcard, args.task, train, args.losses, args.device, seconds=seconds,
+                  max_steps=args.steps, batch_size=2 if args.dry else 32, seed=0, cache=cache)
+    metrics = {s: evaluate(student, tcard, args.task, splits[s], args.device, 4 if args.dry else 32)
+               for s in ("val", "test") if s in splits}
+    metrics["command"] = COMMAND.format(budget=args.budget_s) + f" (student {args.task} {args.losses})"
+    training = {"data": f".chips/{args.task}.npz", "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+                "steps": run.steps, "step_cap": args.steps, "minutes": round(run.seconds / 60, 2),
+                "batch_size": 2 if args.dry else 32, "first_loss": round(run.first_loss, 4),
+                "last_loss": round(run.last_loss, 4), "teacher_cache_seconds": round(cache_s, 1),
+                "splits": {s: len(c) for s, c in splits.items()},
+                "schedule": "the three loss variants of this task trained at the same time on one GPU, "
+                            "same step cap and deadline"}
+    card = student_card(tcard, student, args.losses, training, metrics)
+    card["name"] = f"{tcard['name']}-fast-{args.losses.replace('+', '-')}"
+    save_model(student, card, args.work)
+
+
+def work_parts(args) -> None:
+    from geoseg.superpixels import GraphParams
+    from geoseg.training.graphs import cached_parts
+
+    data = load_pack(args.chips, "landcover", args.dry)
+    t0 = time.monotonic()
+    cached_parts(data["images"], data["labels"], GraphParams(), args.work, str((args.chips / "landcover.npz").resolve()),
+                 workers=args.workers)
+    print(f"parts of {len(data['images'])} chips in {time.monotonic() - t0:.1f}s", flush=True)
+
+
+def work_gcn(args) -> None:
+    from geoseg.training.refit_gcn import cross_tile
+
+    chips = args.chips / "landcover.npz"
+    if args.dry:  # the dry run's pack subset must be the one the parts cache was keyed on
+        raise SystemExit("gcn: skipped in dry runs (needs the whole pack)")
+    cross_tile(chips, args.cnn, args.work, args.cache, device=args.device, log=lambda m: print(m, flush=True),
+               workers=args.workers)
+
+
+def work_speed(args) -> None:
+    """Forward Mpx/s of every head alone on the GPU: bf16, 512 px tiles, batch 16 (the model part only)."""
+    from geoseg.card import load_model
+    from geoseg.training.distill import throughput_mpx_s
+
+    out = {}
+    for card in args.cards:
+        model, c = load_model(card, device=args.device)
+        size, batches = (64, (1, 2)) if args.dry else (512, (1, 16))
+        out[c["name"]] = {b: throughput_mpx_s(model, args.device, size=size, batch=b, seconds=0.2 if args.dry else 2.0)
+                          for b in batches}
+        print(c["name"], out[c["name"]], flush=True)
+        del model
+    dump({"device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu", "precision": "bf16 autocast",
+          "tile": 512, "mpx_s_by_batch": out}, args.work / "speed.json")
+
+
+WORKERS = {
+    "teacher-buildings": work_teacher_buildings, "teacher-landcover": work_teacher_landcover,
+    "eval-teacher": work_eval_teacher, "student": work_student, "parts": work_parts, "gcn": work_gcn,
+    "speed": work_speed,
+}
+
+
+# ------------------------------------------------------------ orchestrator ----
+
+
+class Job:
+    """Spawns workers as processes of this script; each logs into ``work/<name>.log``."""
+
+    def __init__(self, args, log) -> None:
+        self.args, self.log = args, log
+        self.t0 = time.monotonic()
+        self.procs: dict[str, tuple[subprocess.Popen, Path]] = {}
+
+    def at(self, fraction: float) -> float:
+        return self.t0 + fraction * self.args.budget_s
+
+    def start(self, name: str, worker: str, *extra: str) -> Path:
+        work = self.args.work / name
+        work.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, str(SCRIPT), worker, "--chips", str(self.args.chips), "--work", str(work),
+               "--device", self.args.device, "--budget-s", str(self.args.budget_s), *(["--dry"] if self.args.dry else []),
+               *extra]
+        fh = open(self.args.work / f"{name}.log", "w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+        self.procs[name] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), work)
+        self.log(f"start {name}: {worker} {' '.join(extra)}")
+        return work
+
+    def wait(self, name: str, until: float | None = None) -> bool:
+        proc, _ = self.procs[name]
+        try:
+            timeout = None if until is None else max(until - time.monotonic(), 0.1)
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+            self.log(f"{name}: killed at its deadline")
+        tail = (self.args.work / f"{name}.log").read_text().strip().splitlines()[-3:]
+        self.log(f"{name}: exit {rc}; " + " | ".join(tail))
+        return rc == 0
+
+    def card(self, name: str) -> Path | None:
+        cards = sorted(p for p in (self.args.work / name).glob("*.json") if not p.name.startswith(("eval_", "speed")))
+        return cards[0] if cards else None
+
+
+def best_val(card_path: Path) -> float:
+    """The buildings teacher's selection score: its best Nairobi-2 binary mIoU during training."""
+    return float(json.loads(card_path.read_text())["metrics"]["val"]["binary_miou"])
+
+
+def final_val(card_path: Path) -> float:
+    hist = json.loads(card_path.read_text())["training"]["history"]
+    return float(hist[-1]["val"]) if hist else -1.0
+
+
+def run(args) -> int:
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = log_to(args.out / "log.txt")
+    job = Job(args, log)
+    b = args.budget_s
+    report: dict[str, Any] = {"command": COMMAND.format(budget=b), "budget_s": b, "device": args.device,
+                              "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"}
+    cards: dict[str, Any] = {"report": report}
+
+    def save() -> None:
+        report["elapsed_s"] = round(time.monotonic() - job.t0, 1)
+        dump(cards, args.out / "cards.json")
+
+    def ship(task: str, card_path: Path, out_name: str) -> None:
+        card = json.loads(card_path.read_text())
+        shutil.copy(card_path.parent / card["weights"], args.out / out_name)
+        cards[task] = card
+        save()
+
+    log(f"device {report['gpu']}, torch {torch.__version__}, budget {b:.0f}s, dry={args.dry}")
+    teach_b, teach_l = (5.0, 5.0) if args.dry else (0.5 * b, 0.28 * b)  # dry: 2 CPU cores start 8 processes
+    for name in BUILDING_RUNS:
+        job.start(name, "teacher-buildings", "--name", name, "--seconds", f"{teach_b:.0f}")
+    for recipe in LANDCOVER_RECIPES:
+        job.start(recipe, "teacher-landcover", "--recipe", recipe, "--seconds", f"{teach_l:.0f}")
+    job.start("parts", "parts", "--workers", "2" if args.dry else "10")
+    job.start("B-shipped", "eval-teacher", "--card", str(shipped_card("buildings-u2net")), "--split", "val")
+
+    # -- land cover: recipe on tile 5, then the final fit on tiles 1-5
+    lc_val = {}
+    for recipe in LANDCOVER_RECIPES:
+        if job.wait(recipe, until=job.at(0.36)) and job.card(recipe):
+            lc_val[recipe] = final_val(job.card(recipe))
+    report["landcover_recipe_final_val_miou"] = lc_val
+    lc_teacher = None
+    if lc_val:
+        recipe = max(lc_val, key=lc_val.get)
+        log(f"landcover: recipe {recipe} (final tile-5 mIoU {lc_val})")
+        job.start("L-final", "teacher-landcover", "--recipe", recipe, "--seconds", f"{teach_l:.0f}", "--final")
+
+    # -- buildings: the best teacher on Nairobi-2, the shipped one included
+    b_val = {}
+    if job.wait("B-shipped", until=job.at(0.2)):
+        b_val["shipped"] = json.loads((args.work / "B-shipped" / "eval_val.json").read_text())["binary_miou"]
+    for name in BUILDING_RUNS:
+        if job.wait(name, until=job.at(0.56)) and job.card(name):
+            b_val[name] = best_val(job.card(name))
+    report["buildings_val_binary_miou"] = b_val
+    save()
+    b_teacher = shipped_card("buildings-u2net")
+    if b_val:
+        pick = max(b_val, key=b_val.get)
+        log(f"buildings: teacher {pick} (Nairobi-2 binary mIoU {b_val})")
+        report["buildings_teacher"] = pick
+        if pick != "shipped":
+            b_teacher = job.card(pick)
+            job.start("B-test", "eval-teacher", "--card", str(b_teacher), "--split", "test")
+            if job.wait("B-test", until=job.at(0.62)):
+                card = json.loads(b_teacher.read_text())
+                card["metrics"]["test"] = {"area": "kampala (never seen in training)",
+                                           **json.loads((args.work / "B-test" / "eval_test.json").read_text())}
+                card["metrics"]["command"] = COMMAND.format(budget=b)
+                b_teacher.write_text(json.dumps(card, indent=2))
+            ship("buildings", b_teacher, "buildings.pt")
+    deadline = time.time() + (job.at(0.965) - time.monotonic())
+    steps = "20" if args.dry else "4000"
+    for losses in STUDENT_LOSSES:
+        job.start(f"S-buildings-{losses}", "student", "--task", "buildings", "--losses", losses, "--teacher",
+                  str(b_teacher), "--steps", steps, "--deadline", f"{deadline:.1f}")
+
+    # -- land cover final teacher, its students, the GCN on its features
+    if "L-final" in job.procs and job.wait("L-final", until=job.at(0.66)) and job.card("L-final"):
+        lc_teacher = job.card("L-final")
+        job.start("L-test", "eval-teacher", "--card", str(lc_teacher), "--split", "test")
+        if job.wait("L-test", until=job.at(0.7)):
+            card = json.loads(lc_teacher.read_text())
+            card["metrics"] = {"test": {"area": "Dubai tile 6",
+                                        **json.loads((args.work / "L-test" / "eval_test.json").read_text())},
+                               "recipe_selection": {"final_tile5_miou_by_recipe": lc_val},
+                               "command": COMMAND.format(budget=b)}
+            lc_teacher.write_text(json.dumps(card, indent=2))
+        ship("landcover", lc_teacher, "landcover.pt")
+    lc_for_students = lc_teacher or shipped_card("landcover-attresunet")
+    for losses in STUDENT_LOSSES:
+        job.start(f"S-landcover-{losses}", "student", "--task", "landcover", "--losses", losses, "--teacher",
+                  str(lc_for_students), "--steps", steps, "--deadline", f"{deadline:.1f}")
+    if lc_teacher is not None and job.wait("parts", until=job.at(0.7)):
+        job.start("gcn", "gcn", "--cnn", str(lc_teacher), "--cache", str(args.work / "parts"),
+                  "--workers", "2" if args.dry else "10")
+
+    # -- students, GCN, then the speed of every head alone on the GPU
+    students: dict[str, Any] = {}
+    states: dict[str, Any] = {}
+    for task in ("buildings", "landcover"):
+        for losses in STUDENT_LOSSES:
+            name = f"S-{task}-{losses}"
+            if job.wait(name, until=job.at(0.985)) and job.card(name):
+                card_path = job.card(name)
+                card = json.loads(card_path.read_text())
+                students[f"{task}:{losses}"] = card
+                states[f"{task}:{losses}"] = torch.load(card_path.parent / card["weights"], weights_only=True)
+        cards["students"] = students
+        torch.save(states, args.out / "students.pt")
+        save()
+    if "gcn" in job.procs and job.wait("gcn", until=job.at(0.985)) and job.card("gcn"):
+        ship("gcn", job.card("gcn"), "gcn.pt")
+    speed_cards = [str(p) for p in (b_teacher, lc_for_students) if p] + [
+        str(job.card(f"S-{t}-ce+ace+csc")) for t in ("buildings", "landcover") if job.card(f"S-{t}-ce+ace+csc")]
+    job.start("speed", "speed", "--cards", *speed_cards)
+    if job.wait("speed", until=job.t0 + b + 20) and (args.work / "speed" / "speed.json").is_file():
+        report["gpu_speed"] = json.loads((args.work / "speed" / "speed.json").read_text())
+    for name, (proc, _) in job.procs.items():
+        if proc.poll() is None:
+            proc.kill()
+            log(f"{name}: killed at the end")
+    report["logs"] = {p.stem: p.read_text()[-3000:] for p in sorted(args.work.glob("*.log"))}
+    save()
+    log(f"done; files {sorted(p.name for p in args.out.iterdir())}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["run", *WORKERS])
+    ap.add_argument("--chips", type=Path, default=Path(".chips"))
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/geoseg-job"))
+    ap.add_argument("--budget-s", type=float, default=540.0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dry", action="store_true", help="chip subsets, tiny batches (a CPU check of the plumbing)")
+    ap.add_argument("--name")
+    ap.add_argument("--recipe")
+    ap.add_argument("--seconds", type=float)
+    ap.add_argument("--final", action="store_true")
+    ap.add_argument("--card", type=Path)
+    ap.add_argument("--split")
+    ap.add_argument("--task")
+    ap.add_argument("--losses")
+    ap.add_argument("--teacher", type=Path)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--deadline", type=float)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--cnn", type=Path)
+    ap.add_argument("--cache", type=Path)
+    ap.add_argument("--cards", nargs="*", default=[])
+    args = ap.parse_args(argv)
+    if args.device == "cpu":
+        torch.set_num_threads(1)
+    else:
+        torch.set_float32_matmul_precision("high")
+    if args.what == "run":
+        if args.out is None:
+            ap.error("run needs --out")
+        return run(args)
+    try:
+        WORKERS[args.what](args)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
