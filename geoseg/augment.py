@@ -188,9 +188,19 @@ def augment_batch(
     img = images_u8.float() / 255.0
     img, lab = scale_crop(img, labels, cfg.out_size, cfg.scale_min, cfg.scale_max)
     img, lab = dihedral(img, lab)
+    return photometric(img, cfg), lab
+
+
+def photometric(img: torch.Tensor, cfg: AugmentConfig = AugmentConfig()) -> torch.Tensor:
+    """The image-only augmentations, in order: colour jitter, blur, JPEG, channel shuffle / grey.
+
+    Shared by the teachers' :func:`augment_batch` and the distilled students, whose teacher
+    maps must stay aligned (so students get no geometry from here): a student trained
+    without the channel shuffle stayed at the Kampala IoU of a teacher trained without it.
+    """
     img = colour_jitter(img, cfg)
     img = gaussian_blur(img, cfg.blur_p, cfg.blur_sigma_max)
     img = random_jpeg(img, cfg.jpeg_p, cfg.jpeg_quality_min, cfg.jpeg_quality_max)
     if cfg.channel_shuffle_p or cfg.grey_p:
         img = channel_shuffle_grey(img, cfg.channel_shuffle_p, cfg.grey_p)
-    return img, lab
+    return img

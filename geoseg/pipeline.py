@@ -299,7 +299,7 @@ def _load_heads(options: PredictOptions, device: str, notes: list[str]) -> dict[
         model_dir = options.model_dirs.get(task)
         if task == "gcn":
             # decide from the card alone: a GCN that cannot be used is not loaded (nor torch-geometric)
-            reason = _gcn_card_mismatch(heads["landcover"], model_dir)
+            reason = _gcn_card_mismatch(heads["landcover"], model_dir, options.profile)
             if reason:
                 notes.append(f"GCN refinement skipped: {reason}")
                 continue
@@ -312,12 +312,15 @@ def _load_heads(options: PredictOptions, device: str, notes: list[str]) -> dict[
     return heads
 
 
-def _gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None) -> str | None:
-    """Why the GCN card (``model_dir`` or the shipped one) cannot refine this land-cover model, or None."""
+def _gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None, profile: str = "accurate") -> str | None:
+    """Why the GCN card (``model_dir`` or the profile's shipped one) cannot refine this land-cover model, or None."""
     from geoseg.superpixels import n_node_features
 
     try:
-        path = cards.find_card(Path(model_dir)) if model_dir else cards.default_card_path("gcn")
+        shipped = cards.default_card_path("gcn", profile)
+        if not shipped.is_file():
+            shipped = cards.default_card_path("gcn")
+        path = cards.find_card(Path(model_dir)) if model_dir else shipped
         gcn_card = cards.read_card(path)
     except (ValueError, OSError) as exc:
         raise PredictError(f"cannot load the gcn model: {exc}") from exc

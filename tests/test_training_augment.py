@@ -67,3 +67,20 @@ def test_channel_shuffle_and_grey_keep_pixel_values():
         assert grey or permuted  # never invents colours
         changed += int(not torch.equal(a, b))
     assert 10 < changed < 60  # a random subset
+
+
+def test_photometric_keeps_geometry_and_can_reorder_channels():
+    """Students get the image-only augmentations: pixels stay where they are (teacher maps stay
+    aligned), values stay in 0..1, and with p=1 the channel shuffle reorders the bands."""
+    from geoseg.augment import photometric
+
+    torch.manual_seed(0)
+    img = torch.zeros(8, 3, 32, 32)
+    img[:, 0, :16] = 0.9  # a red block on the top half: position must survive
+    cfg = AugmentConfig(brightness=0, contrast=0, saturation=0, channel_gain=0, blur_p=0, jpeg_p=0,
+                        channel_shuffle_p=1.0, grey_p=0.0)
+    out = photometric(img, cfg)
+    assert out.shape == img.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert torch.all(out[:, :, 16:] == 0)  # nothing moved into the bottom half
+    moved = [int(out[i, :, :16].mean((1, 2)).argmax()) for i in range(8)]
+    assert any(c != 0 for c in moved)  # red went to another band in some samples

@@ -80,3 +80,14 @@ def test_refit_gcn_on_held_out_chips_writes_a_loadable_card(tmp_path):
     assert card["fusion"]["alpha"] in ALPHAS and card["cnn"] == "tiny-lc"
     gcn, loaded = load_model(tmp_path / "gcn")
     assert loaded["metrics"]["test"]["cnn_only"]["miou"] >= 0 and gcn.n_classes == 6
+
+
+def test_parts_in_worker_processes_match_the_serial_ones():
+    images, labels = _chips("tile_5")
+    params = GraphParams(pixels_per_segment=128)
+    serial = compute_parts(images, labels, params)
+    parallel = compute_parts(images, labels, params, workers=2)
+    assert len(serial) == len(parallel) == len(images)
+    for a, b in zip(serial, parallel):
+        assert np.array_equal(a.segments, b.segments) and np.array_equal(a.edges, b.edges)
+        assert np.allclose(a.weights, b.weights) and np.array_equal(a.label_counts, b.label_counts)

@@ -143,3 +143,20 @@ def test_train_command_end_to_end_on_a_pack(tmp_path):
     card = json.loads((tmp_path / "m" / "landcover-attresunet.json").read_text())
     assert card["training"]["steps"] == 1 and "miou" in card["metrics"]["test"]
     assert "geoseg train landcover" in card["metrics"]["command"]
+
+
+def test_fine_tuning_starts_from_the_given_weights():
+    """``init_state`` loads a checkpoint before training: with a zero learning rate the run
+    returns exactly those weights, not the seed-0 initialisation."""
+    images, labels, splits = dubai_chips()
+    data = {"images": images, "labels": labels, "split": splits, "area": splits, "target": "landcover"}
+    arch = {"in_channels": 3, "n_classes": 6, "widths": [8, 16, 16, 16, 16]}
+    torch.manual_seed(123)
+    start = AttResUNet(**{**arch, "widths": tuple(arch["widths"])}).state_dict()
+    cfg = TrainConfig(steps=2, batch_size=2, lr=0.0, val_every_s=1e9, augment=AugmentConfig(out_size=48))
+    model, _ = train_landcover(data, cfg, arch_kwargs=arch, log=lambda s: None, init_state=start)
+    fresh, _ = train_landcover(data, cfg, arch_kwargs=arch, log=lambda s: None)
+    tuned = model.state_dict()
+    weights = [k for k, v in start.items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.equal(tuned[k], start[k]) for k in weights)
+    assert not all(torch.equal(fresh.state_dict()[k], start[k]) for k in weights)

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoseg.augment import AugmentConfig, colour_jitter
+from geoseg.augment import AugmentConfig
+from geoseg.augment import photometric as photometric_augment
 from geoseg.card import (
     CREDITS_BUILDINGS,
     CREDITS_LANDCOVER,
@@ -392,8 +393,8 @@ def distill(
             assert teacher is not None
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
                 t_logits, t_feats = teacher_outputs(teacher, normalise(images, card))
-        if photometric:
-            images = colour_jitter(images.float() / 255.0, jitter) * 255.0
+        if photometric:  # on the student's input only: the teacher's maps came from the clean chip
+            images = photometric_augment(images.float() / 255.0, jitter) * 255.0
         x = normalise(images, card)
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -62,15 +62,24 @@ def compute_parts(
 def cnn_outputs(
     model: nn.Module, norm: dict[str, list[float]], images_u8: np.ndarray, device: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """AttResUNet features (B,C,H,W) and probabilities of classes 1..5 (B,5,H,W), float32 on device."""
+    """CNN features (B,C,H,W) and probabilities of classes 1..5 (B,5,H,W), float32 on device.
+
+    AttResUNet (``features`` + ``classify``) or a student (``forward_with_features``, whose
+    1/4-resolution features are upsampled bilinearly, as ``geoseg.infer`` does at predict time).
+    """
     model.eval()
     mean = torch.tensor(norm["mean"], device=device).view(1, -1, 1, 1)
     std = torch.tensor(norm["std"], device=device).view(1, -1, 1, 1)
     x = (torch.as_tensor(images_u8).to(device).float() / 255.0 - mean) / std
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     with ctx:
-        feats = model.features(x)
-        logits = model.classify(feats)
+        if hasattr(model, "forward_with_features"):
+            logits, feats = model.forward_with_features(x)
+        else:
+            feats = model.features(x)
+            logits = model.classify(feats)
+    if feats.shape[-2:] != x.shape[-2:]:
+        feats = F.interpolate(feats.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
     probs = torch.softmax(logits.float()[:, 1:], 1)
     return feats.float(), probs
 

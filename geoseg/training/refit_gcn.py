@@ -51,7 +51,8 @@ ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 def _card_header(arch: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
     """The GCN card fields that do not depend on how it was fitted: its contract with the CNN card."""
     return {
-        "name": "landcover-gcn",
+        # a GCN on a fast student's features is that profile's GCN (geoseg.infer.load_head)
+        "name": "landcover-gcn-fast" if card["name"].endswith("-fast") else "landcover-gcn",
         "task": "gcn",
         "architecture": "SuperpixelGCN",
         "arch_kwargs": arch,
@@ -210,13 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--protocol", choices=("held-out", "cross-tile"), default="held-out",
                         help="held-out: fit on tile-5 images 1-4; cross-tile: CV over all non-test tiles")
     parser.add_argument("--cache", type=Path, help="cross-tile: folder for the cached CNN outputs")
+    parser.add_argument("--workers", type=int, default=1, help="cross-tile: processes computing superpixels")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     log = lambda m: print(m, flush=True)  # noqa: E731
     if args.protocol == "cross-tile":
         if args.cache is None:
             parser.error("--protocol cross-tile needs --cache DIR")
-        card = cross_tile(args.chips, args.cnn, args.out, args.cache, device=args.device, log=log)
+        card = cross_tile(args.chips, args.cnn, args.out, args.cache, device=args.device, log=log, workers=args.workers)
     else:
         card = refit(args.chips, args.cnn, args.out, args.device, args.epochs, args.budget_s, log=log)
     print(json.dumps(card["metrics"]["test"]["delta_miou"]))
