@@ -275,3 +275,38 @@ def test_regularize_gives_valid_non_overlapping_squared_outlines(tiny_models, tm
     pairs = left < right
     overlap = shapely.area(shapely.intersection(b.geometry.values[left[pairs]], b.geometry.values[right[pairs]]))
     assert overlap.sum() < 1e-3 * b.area.sum()
+
+
+def test_each_profile_uses_the_gcn_fitted_to_its_land_cover_model(tmp_path, monkeypatch):
+    """--profile fast refines with ``landcover-gcn-fast`` (fitted on the student's features) when
+    it ships; the accurate GCN, fitted on other features, is refused for that model, not misused."""
+    import shutil
+
+    from geoseg import card as cards
+    from geoseg.models.gcn import SuperpixelGCN
+    from geoseg.pipeline import _load_heads
+    from geoseg.superpixels import n_node_features
+
+    from test_predict_models import make_tiny_models
+
+    tiny = make_tiny_models(tmp_path / "tiny")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    student = json.loads(Path(tiny["landcover"]).read_text())
+    for name in ("landcover-attresunet", "landcover-attresunet-fast"):  # the same tiny student under both names
+        shutil.copy(Path(tiny["landcover"]).parent / student["weights"], weights / f"{name}.pt")
+        (weights / f"{name}.json").write_text(json.dumps(dict(student, name=name, weights=f"{name}.pt")))
+    for name, in_features in (("landcover-gcn", 99), ("landcover-gcn-fast", n_node_features(8, 5))):
+        cards.save_model(SuperpixelGCN(in_features=in_features, n_classes=6, hidden=8, n_layers=2), {
+            "name": name, "task": "gcn", "architecture": "SuperpixelGCN", "cnn": "some-teacher",
+            "arch_kwargs": {"in_features": in_features, "n_classes": 6, "hidden": 8, "n_layers": 2},
+            "classes": cards.LANDCOVER_CLASSES, "normalisation": student["normalisation"],
+        }, weights)
+    monkeypatch.setattr(cards, "weights_dir", lambda: weights)
+
+    notes: list[str] = []
+    heads = _load_heads(PredictOptions(profile="fast", buildings=False, device="cpu"), "cpu", notes)
+    assert heads["gcn"][1]["name"] == "landcover-gcn-fast" and not notes
+    notes = []
+    heads = _load_heads(PredictOptions(profile="accurate", buildings=False, device="cpu"), "cpu", notes)
+    assert "gcn" not in heads and any("some-teacher" in n for n in notes)
