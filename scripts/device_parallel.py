@@ -19,6 +19,11 @@ Schedule (seconds from the start, for --budget-s 540; scaled for others):
        its features (leave-one-tile-out CV over tiles 1-5 picks the fusion weight).
   end  GPU forward speed of every head, alone on the GPU.
 
+Run 3 (the shipped weights) followed this schedule; only its GCN slot ran out of time (killed
+during the final fit, after the five CV folds), so the shipped GCN came from a second call:
+    python3 scripts/device_parallel.py parts --chips .chips --work /tmp/p --workers 14
+    python3 scripts/device_parallel.py gcn --chips .chips --work $OUT/gcn --cnn LANDCOVER_CARD --cache /tmp/p --workers 14
+
 Everything lands in --out as it finishes (at most 8 files: the device tool's limit):
 buildings.pt, landcover.pt, gcn.pt, students.pt, cards.json, log.txt. A run that fails is logged
 and the others go on.
