@@ -13,7 +13,10 @@ Rules, in order, on one strip of probabilities ``(3, h, w)`` (background, interi
    closing (fills pinholes and notches), by ``opening_px`` / ``closing_px`` steps of the
    4-neighbour cross; the valid mask is applied again afterwards;
 3. a building pixel is interior (a seed) where P(interior) >= ``seed_ratio`` x P(outline),
-   else outline; ``geoseg.vectorize`` splits a component between its interior seeds;
+   else outline; optionally the seeds are eroded by ``seed_erosion_px`` steps of the cross, so
+   a thin bridge of interior between two touching houses no longer joins their seeds (a house
+   whose seed vanishes stays one polygon); ``geoseg.vectorize`` splits a component between its
+   interior seeds;
 4. buildings under ``min_area_m2`` are dropped by the vectoriser.
 """
 from __future__ import annotations
@@ -38,6 +41,7 @@ class BuildingPostprocess:
     seed_ratio: float = 1.0
     opening_px: int = 0
     closing_px: int = 0
+    seed_erosion_px: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -46,7 +50,7 @@ class BuildingPostprocess:
             raise ValueError(f"min_area_m2 must be >= 0, got {self.min_area_m2}")
         if not self.seed_ratio > 0:
             raise ValueError(f"seed_ratio must be > 0, got {self.seed_ratio}")
-        for name in ("opening_px", "closing_px"):
+        for name in ("opening_px", "closing_px", "seed_erosion_px"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 8:
                 raise ValueError(f"{name} must be an integer in [0, 8], got {value!r}")
@@ -54,7 +58,7 @@ class BuildingPostprocess:
     @property
     def context_rows(self) -> int:
         """Rows of context each side of a strip for the morphology to be exact at strip borders."""
-        return 2 * (self.opening_px + self.closing_px)
+        return 2 * (self.opening_px + self.closing_px) + self.seed_erosion_px
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,4 +120,8 @@ def building_classes(probs: np.ndarray, valid: np.ndarray,
         classes = np.where(probs[1] >= post.seed_ratio * probs[2], vectorize.INTERIOR,
                            vectorize.OUTLINE).astype(np.uint8)
         classes[~mask] = vectorize.BACKGROUND
+    if post.seed_erosion_px:
+        seeds = classes == vectorize.INTERIOR
+        kept = ndimage.binary_erosion(seeds, _CROSS, iterations=post.seed_erosion_px, border_value=1)
+        classes[seeds & ~kept] = vectorize.OUTLINE
     return classes, building

@@ -109,7 +109,26 @@ def synthetic_scene(probs: np.ndarray, input_path: Path = VAL_SCENE) -> tb.Cache
                           np.ones(probs.shape[1:], bool), transform, crs, 0.3, 0.3)
 
 
-def test_morphology_is_exact_across_vectoriser_strips(monkeypatch):
+def test_seed_erosion_splits_houses_joined_by_a_thin_interior_bridge():
+    """Two 10 px houses whose interiors touch through a 2 px bridge are one seed, so one building;
+    eroding the seeds by 2 px breaks the bridge and the vectoriser splits them. A house too small to
+    keep a seed stays one building (never dropped)."""
+    share = np.zeros((20, 40), np.float32)
+    share[5:15, 3:13] = share[5:15, 17:27] = 0.9
+    share[9:11, 13:17] = 0.9  # the bridge
+    share[6:9, 32:35] = 0.9  # a 3 px shed
+    probs = np.stack([1.0 - share, share * 0.8, share * 0.2])  # interior wins everywhere
+    valid = np.ones(share.shape, bool)
+    count = lambda post: int(vectorize.separate_buildings(building_classes(probs, valid, post)[0]).labels.max())  # noqa: E731
+    assert count(BuildingPostprocess()) == 2  # the joined pair + the shed
+    assert count(BuildingPostprocess(seed_erosion_px=2)) == 3
+    classes, _ = building_classes(probs, valid, BuildingPostprocess(seed_erosion_px=2))
+    assert ((classes > 0) == (share > 0)).all()  # the footprint is unchanged: only seeds shrink
+
+
+@pytest.mark.parametrize("post", [BuildingPostprocess(opening_px=1, closing_px=1, min_area_m2=0.0),
+                                  BuildingPostprocess(opening_px=1, seed_erosion_px=2, min_area_m2=0.0)])
+def test_morphology_is_exact_across_vectoriser_strips(monkeypatch, post):
     """Strip borders must not change polygons when the rule looks across rows (opening/closing)."""
     rng = np.random.default_rng(1)
     share = (rng.random((8, 12)) > 0.55).astype(np.float32)
@@ -117,7 +136,6 @@ def test_morphology_is_exact_across_vectoriser_strips(monkeypatch):
     share[::9, ::11] = 0.9  # specks
     scene = synthetic_scene(np.stack([1.0 - share, share * 0.6, share * 0.4]))
     head = pipeline.HeadResult(scene, scene.transform, scene.crs, 80, 50, 0.3, False, 0, 0)
-    post = BuildingPostprocess(opening_px=1, closing_px=1, min_area_m2=0.0)
     run = functools.partial(pipeline._vectorise, head, PredictOptions(), 0.3, {"native_gsd": 0.3},
                             lambda f: None, post)
     whole = run()
