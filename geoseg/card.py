@@ -215,6 +215,15 @@ def default_card_path(task: str, profile: str = "accurate") -> Path:
     return weights_dir() / f"{name}.json"
 
 
+def shipped_card_path(task: str, profile: str = "accurate") -> Path:
+    """The card ``profile`` uses for ``task``: its ``*-fast`` card when shipped, else the accurate one.
+
+    One rule for loading a head (``geoseg.infer.load_head``) and for checking, before loading,
+    that the GCN fits the land-cover model (``geoseg.pipeline``)."""
+    fast = default_card_path(task, "fast")
+    return fast if profile == "fast" and fast.is_file() else default_card_path(task)
+
+
 def load_default(task: str, profile: str = "accurate", device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Load the shipped model for ``task`` from ``geoseg/weights``."""
     return load_model(default_card_path(task, profile), device=device)

@@ -54,16 +54,11 @@ def load_head(
         module, card = cards.load_model(model_dir, device=device)
         card["profile"] = profile
         return module, card
-    used = profile
-    if profile == "fast":
-        if cards.default_card_path(task, "fast").is_file():  # the gcn's fast card reads the student's features
-            module, card = cards.load_default(task, "fast", device=device)
-            card["profile"] = "fast"
-            return module, card
-        if task != "gcn":  # a gcn without a fast card is refused by its feature check, not swapped silently
-            warnings.warn(f"no fast student shipped for {task}: using the accurate model", stacklevel=2)
-        used = "accurate"
-    path = cards.default_card_path(task, "accurate")
+    path = cards.shipped_card_path(task, profile)  # the gcn's fast card reads the student's features
+    used = "fast" if path == cards.default_card_path(task, "fast") else "accurate"
+    if profile == "fast" and used == "accurate" and task != "gcn":
+        # (a gcn without a fast card is refused by the pipeline's feature check, not swapped silently)
+        warnings.warn(f"no fast student shipped for {task}: using the accurate model", stacklevel=2)
     if not path.is_file():
         raise cards.ModelCardError(f"no {task} model shipped ({path.name} missing in {path.parent})")
     module, card = cards.load_model(path, device=device)

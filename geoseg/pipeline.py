@@ -317,10 +317,7 @@ def _gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None, profile: 
     from geoseg.superpixels import n_node_features
 
     try:
-        shipped = cards.default_card_path("gcn", profile)
-        if not shipped.is_file():
-            shipped = cards.default_card_path("gcn")
-        path = cards.find_card(Path(model_dir)) if model_dir else shipped
+        path = cards.find_card(Path(model_dir)) if model_dir else cards.shipped_card_path("gcn", profile)
         gcn_card = cards.read_card(path)
     except (ValueError, OSError) as exc:
         raise PredictError(f"cannot load the gcn model: {exc}") from exc
