@@ -192,7 +192,8 @@ def cross_tile(chips: Path, cnn_card: Path, out: Path, cache_dir: Path, recipe: 
                              "cnn_plus_gcn": test[alpha],
                              "delta_miou": round(test[alpha]["miou"] - test[1.0]["miou"], 4)},
                     "command": f"python -m geoseg.training.refit_gcn --protocol cross-tile --chips {chips} "
-                               f"--cnn {cnn_card} --cache CACHE --out OUT"},
+                               f"--cnn {cnn_card} --cache CACHE --out OUT "
+                               f"--pixels-per-segment {recipe.graph.pixels_per_segment}"},
         "credits": CREDITS_LANDCOVER,
     }
     save_model(gcn, gcn_card, out)
@@ -212,13 +213,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="held-out: fit on tile-5 images 1-4; cross-tile: CV over all non-test tiles")
     parser.add_argument("--cache", type=Path, help="cross-tile: folder for the cached CNN outputs")
     parser.add_argument("--workers", type=int, default=1, help="cross-tile: processes computing superpixels")
+    parser.add_argument("--pixels-per-segment", type=int, default=GraphParams().pixels_per_segment,
+                        help="cross-tile: superpixel size (the shipped GCN: 128, chosen by CV over 128 and 256)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     log = lambda m: print(m, flush=True)  # noqa: E731
     if args.protocol == "cross-tile":
         if args.cache is None:
             parser.error("--protocol cross-tile needs --cache DIR")
-        card = cross_tile(args.chips, args.cnn, args.out, args.cache, device=args.device, log=log, workers=args.workers)
+        recipe = GcnRecipe(graph=GraphParams(pixels_per_segment=args.pixels_per_segment))
+        card = cross_tile(args.chips, args.cnn, args.out, args.cache, recipe, device=args.device, log=log,
+                          workers=args.workers)
     else:
         card = refit(args.chips, args.cnn, args.out, args.device, args.epochs, args.budget_s, log=log)
     print(json.dumps(card["metrics"]["test"]["delta_miou"]))
