@@ -13,14 +13,16 @@ Schedule (seconds from the start, for --budget-s 540; scaled for others):
        superpixel parts of every Dubai chip on the CPU cores; the shipped teacher's validation score.
   ~160 the land-cover recipe with the best *final* tile-5 mIoU is refitted on tiles 1-5 (150 s, last
        weights kept: no validation area is left, so the recipe and length were chosen on tile 5 first).
-  ~285 the buildings teacher with the best Nairobi-2 binary mIoU (shipped one included) is tested on
+  ~285 the buildings teacher with the best Nairobi-2 binary mIoU (the run-2 one included) is tested on
        Kampala; its students CE / CE+ACE / CE+ACE+CSC train side by side (same step cap, same deadline).
   ~320 tile 6 tests the land-cover teacher; its three students start; the cross-tile GCN is refitted on
        its features (leave-one-tile-out CV over tiles 1-5 picks the fusion weight).
   end  GPU forward speed of every head, alone on the GPU.
 
-Run 3 (the shipped weights) followed this schedule; only its GCN slot ran out of time (killed
-during the final fit, after the five CV folds), so the shipped GCN came from a second call:
+Run 3 followed this schedule (its land-cover teacher and students ship; its building teacher
+did not: docs/models.md). Only its GCN slot ran out of time (killed during the final fit, after
+the five CV folds), so the 256 px GCN came from a second call (the shipped 128 px one was then
+fitted on the CPU, `refit_gcn --pixels-per-segment 128`):
     python3 scripts/device_parallel.py parts --chips .chips --work /tmp/p --workers 14
     python3 scripts/device_parallel.py gcn --chips .chips --work $OUT/gcn --cnn LANDCOVER_CARD --cache /tmp/p --workers 14
 
