@@ -80,18 +80,11 @@ def dump(obj: Any, path: Path) -> None:
     write_card(obj, path)
 
 
-def subset(data: dict, per_split: int) -> dict:
-    keep = np.zeros(len(data["split"]), bool)
-    for s in np.unique(data["split"]):
-        keep[np.flatnonzero(data["split"] == s)[:per_split]] = True
-    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in data.items()}
-
-
 def load_pack(chips: Path, task: str, dry: bool) -> dict:
-    from geoseg.training.data import load_packed
+    from geoseg.training.data import first_per_split, load_packed
 
     data = load_packed(chips / f"{task}.npz")
-    return subset(data, 3) if dry else data
+    return first_per_split(data, 3) if dry else data
 
 
 def with_val_as_train(data: dict) -> dict:

@@ -23,7 +23,7 @@ import geoseg.training.loop as loop  # noqa: E402
 from geoseg.augment import AugmentConfig  # noqa: E402
 from geoseg.card import load_model, save_model  # noqa: E402
 from geoseg.paths import weights_dir  # noqa: E402
-from geoseg.training.data import load_packed, select  # noqa: E402
+from geoseg.training.data import first_per_split, load_packed, select  # noqa: E402
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -39,9 +39,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     packed = {t: load_packed(args.chips / f"{t}.npz") for t in ("buildings", "landcover")}
     if dry:
-        from scripts.device_train import subset
-
-        packed = {t: subset(d, 4) for t, d in packed.items()}
+        packed = {t: first_per_split(d, 4) for t, d in packed.items()}
     cfg = loop.TrainConfig(
         budget_s=args.train_s, batch_size=2 if dry else 32, lr=2e-3, device=args.device,
         val_every_s=1e9 if dry else 25.0, augment=AugmentConfig(out_size=64 if dry else 256), eval_batch=4 if dry else 32,

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from geoseg.augment import AugmentConfig  # noqa: E402
 from geoseg.card import save_model  # noqa: E402
 from geoseg.superpixels import GraphParams, n_node_features  # noqa: E402
-from geoseg.training.data import load_packed, select  # noqa: E402
+from geoseg.training.data import first_per_split, load_packed, select  # noqa: E402
 from geoseg.training.loop import (  # noqa: E402
     TrainConfig,
     evaluate_buildings,
@@ -67,14 +67,6 @@ def make_log(clock: Clock):
         print(f"[{clock.elapsed():6.1f}s] {msg}", flush=True)
 
     return log
-
-
-def subset(data: dict, per_split: int) -> dict:
-    """First ``per_split`` chips of each split (dry runs)."""
-    keep = np.zeros(len(data["split"]), bool)
-    for s in np.unique(data["split"]):
-        keep[np.flatnonzero(data["split"] == s)[:per_split]] = True
-    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in data.items()}
 
 
 def per_zoom_buildings(model, data: dict, norm: dict, device: str) -> dict:
@@ -232,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if path.is_file():
             packed[task] = load_packed(path)
             if dry:
-                packed[task] = subset(packed[task], 4)
+                packed[task] = first_per_split(packed[task], 4)
             counts = {s: int((packed[task]["split"] == s).sum()) for s in ("train", "val", "test")}
             log(f"{task}: {len(packed[task]['images'])} chips {counts}")
         else:

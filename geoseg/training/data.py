@@ -124,6 +124,14 @@ def select(data: dict[str, Any], split: str) -> dict[str, Any]:
     return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in data.items()}
 
 
+def first_per_split(data: dict[str, Any], n: int) -> dict[str, Any]:
+    """The first ``n`` chips of each split (arrays indexed, scalars kept): GPU-job dry runs on a CPU."""
+    keep = np.zeros(len(data["split"]), bool)
+    for split in np.unique(data["split"]):
+        keep[np.flatnonzero(data["split"] == split)[:n]] = True
+    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in data.items()}
+
+
 def channel_stats(images: np.ndarray, max_pixels: int = 2_000_000) -> tuple[list[float], list[float]]:
     """Per-band mean and std on the 0..1 scale (subsampled) for the model card's normalisation."""
     flat = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
