@@ -219,8 +219,9 @@ def predict_scene(
     try:
         if "landcover" in heads:
             t = time.perf_counter()
+            # a GCN reading only colours and CNN probabilities spares the feature maps (fast profile)
             model = TileModel(*heads["landcover"], device=device, runtime=options.runtime,
-                              with_features="gcn" in heads)
+                              with_features="gcn" in heads and heads["gcn"][0].reads_cnn_features)
             timings["prepare_landcover"] = time.perf_counter() - t
             report["models"]["landcover"]["runtime"] = model.runtime
             gcn = heads.get("gcn")
@@ -314,7 +315,7 @@ def _load_heads(options: PredictOptions, device: str, notes: list[str]) -> dict[
 
 def _gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None, profile: str = "accurate") -> str | None:
     """Why the GCN card (``model_dir`` or the profile's shipped one) cannot refine this land-cover model, or None."""
-    from geoseg.superpixels import n_node_features
+    from geoseg.superpixels import n_node_features, reads_cnn_features
 
     try:
         path = cards.find_card(Path(model_dir)) if model_dir else cards.shipped_card_path("gcn", profile)
@@ -322,6 +323,11 @@ def _gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None, profile: 
     except (ValueError, OSError) as exc:
         raise PredictError(f"cannot load the gcn model: {exc}") from exc
     module, card = landcover
+    if not reads_cnn_features(gcn_card.get("arch_kwargs", {}).get("inputs", "all")):
+        # fitted on one CNN's probabilities (their calibration, the fusion weight): that CNN only
+        if gcn_card.get("cnn") != card.get("name"):
+            return f"the GCN was fitted on {gcn_card.get('cnn', '?')}'s probabilities, not {card.get('name')}'s"
+        return None
     channels = getattr(module, "feature_channels", None)
     expected = gcn_card.get("arch_kwargs", {}).get("in_features")
     if channels is None or expected is None:
@@ -416,11 +422,11 @@ def _run_head(
             skipped += len(chunk) - len(keep)
             if keep:
                 images = np.stack([reads[k][0] for k in keep])
-                if gcn is None:
-                    probs = model.probabilities(images)
-                    feats = None
-                else:
+                if gcn is not None and model.with_features:
                     probs, feats = model.probabilities_and_features(images)
+                else:
+                    probs = model.probabilities(images)
+                    feats = np.zeros((len(images), 0, *images.shape[2:]), np.float32)
                 for j, k in enumerate(keep):
                     inner = inners[k]
                     p = probs[j][(slice(None), *inner)]

@@ -158,6 +158,44 @@ def n_node_features(feature_channels: int, n_prob_classes: int) -> int:
     return feature_channels + 3 + 3 + 2 + 1 + n_prob_classes
 
 
+#: node-feature groups the GCN may read (layout of :func:`geoseg.superpixels.node_features`)
+INPUT_SETS = {
+    "all": ("cnn", "colour", "position", "size", "prior"),
+    "no_position": ("cnn", "colour", "size", "prior"),
+    "colour_prior": ("colour", "size", "prior"),
+    "prior": ("prior",),
+}
+
+
+def reads_cnn_features(inputs: str) -> bool:
+    """Whether a GCN reading ``INPUT_SETS[inputs]`` needs the CNN's feature maps (not just its probabilities)."""
+    if inputs not in INPUT_SETS:
+        raise ValueError(f"inputs must be one of {sorted(INPUT_SETS)}, got {inputs!r}")
+    return "cnn" in INPUT_SETS[inputs]
+
+
+def input_columns(in_features: int, n_prior: int, inputs: str = "all") -> torch.Tensor:
+    """Indices of the node-feature columns of the groups in ``INPUT_SETS[inputs]``.
+
+    Node features are ``[CNN features C | RGB mean 3 | RGB std 3 | position 2 | size 1 | prior P]``;
+    every graph carries all of them (the card's ``in_features`` pins the CNN), a GCN may read a
+    subset: position is chip-relative (256 px training chips vs larger predict windows) and the
+    CNN features are where a GCN fitted on a few areas overfits them. A subset without CNN
+    features is indexed from the end (negative indices), so graphs built with any CNN width,
+    or with none (the predictor then skips the feature maps), give the same columns.
+    """
+    reads_cnn_features(inputs)  # validates the name
+    if inputs == "all":  # any width: no layout assumed
+        return torch.arange(in_features)
+    c = in_features - 9 - n_prior
+    if c < 0:
+        raise ValueError(f"in_features {in_features} is narrower than the fixed node features ({9 + n_prior})")
+    spans = {"cnn": (0, c), "colour": (c, c + 6), "position": (c + 6, c + 8), "size": (c + 8, c + 9),
+             "prior": (c + 9, c + 9 + n_prior)}
+    columns = torch.cat([torch.arange(*spans[g]) for g in INPUT_SETS[inputs]])
+    return columns if reads_cnn_features(inputs) else columns - in_features
+
+
 @dataclass
 class TileParts:
     """What a tile's graph needs that does not depend on the CNN (computable in a worker pool)."""

@@ -9,7 +9,7 @@ import torch
 from geoseg.card import LANDCOVER_CLASSES, load_model, save_model
 from geoseg.models.attresunet import AttResUNet
 from geoseg.models.gcn import SuperpixelGCN, input_columns, refine_probabilities
-from geoseg.superpixels import GraphParams, build_graph, n_node_features
+from geoseg.superpixels import GraphParams, build_graph, n_node_features, reads_cnn_features
 from geoseg.training.graphs import cached_cnn_outputs, compute_parts, graphs_from_outputs, train_gcn
 
 from dubai_crops import dubai_crops
@@ -57,6 +57,37 @@ def test_a_prior_only_gcn_ignores_the_cnn_features_and_an_all_input_gcn_does_not
         torch.nn.init.normal_(gcn.out.lin.weight)  # a trained-looking correction (zero at init)
         gcn.eval()
         assert torch.allclose(gcn(x, ei), gcn(x2, ei)) is same, inputs
+
+
+def test_a_gcn_without_cnn_inputs_gives_the_same_result_from_graphs_with_or_without_feature_maps():
+    """colour_prior / prior GCNs index from the end: the predictor may skip the CNN's feature maps."""
+    rng = np.random.default_rng(1)
+    image, _ = _crops("tile_3", 1, 48)
+    hwc = image[0].transpose(1, 2, 0).copy()
+    probs = rng.dirichlet(np.ones(5), size=(48, 48)).transpose(2, 0, 1)
+    with_maps = build_graph(hwc, rng.normal(size=(16, 48, 48)), probs)
+    without = build_graph(hwc, np.zeros((0, 48, 48)), probs)
+    assert without.x.shape[1] == n_node_features(0, 5) and np.array_equal(with_maps.x[:, 16:], without.x)
+    torch.manual_seed(0)
+    for inputs in ("colour_prior", "prior"):
+        assert not reads_cnn_features(inputs)
+        gcn = SuperpixelGCN(n_node_features(0, 5), hidden=8, n_layers=2, dropout=0.0, inputs=inputs)
+        torch.nn.init.normal_(gcn.out.lin.weight)
+        gcn.eval()
+        outs = [gcn(torch.from_numpy(g.x), torch.from_numpy(g.edge_index), torch.from_numpy(g.edge_weight))
+                for g in (with_maps, without)]
+        assert torch.allclose(*outs, atol=1e-5), inputs
+    assert reads_cnn_features("all") and reads_cnn_features("no_position")
+
+
+def test_cnn_outputs_without_features_store_zero_channels_under_their_own_key(tmp_path):
+    images, _ = _crops("tile_1", 3, 32)
+    cnn = _tiny_cnn()
+    full, probs = cached_cnn_outputs(cnn, NORM, images, tmp_path, "k", log=lambda m: None)
+    slim, slim_probs = cached_cnn_outputs(cnn, NORM, images, tmp_path, "k", log=lambda m: None, features=False)
+    assert full.shape[1] == cnn.feature_channels and slim.shape == (3, 0, 32, 32)
+    assert np.array_equal(probs, slim_probs)
+    assert json.loads((tmp_path / "meta.json").read_text())["key"] == "k:no-features"
 
 
 def test_cnn_outputs_are_cached_and_recomputed_when_the_key_changes(tmp_path):
@@ -120,3 +151,19 @@ def test_cross_tile_protocol_writes_a_card_whose_gcn_refines_a_tile(tmp_path):
         probs = torch.softmax(cnn.classify(feats)[:, 1:], 1)
     fused = refine_probabilities(gcn, loaded, images[4].transpose(1, 2, 0).copy(), feats[0].numpy(), probs[0].numpy())
     assert fused.shape == (5, 48, 48) and np.allclose(fused.sum(0), 1.0, atol=1e-4)
+
+
+def test_building_a_gcn_leaves_no_generated_source_in_the_temp_folder(tmp_path):
+    """torch-geometric renders GCNConv.propagate into $TMPDIR and keeps the file: one per process."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom geoseg.models.gcn import SuperpixelGCN\n"
+            "g = SuperpixelGCN(20, hidden=8, n_layers=2)\n"
+            "print(g(torch.randn(4, 20), torch.tensor([[0, 1, 2], [1, 2, 3]])).shape[1])\n")
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, TMPDIR=str(tmp_path)),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "6"  # the model still runs after its generated source is gone
+    assert not list(tmp_path.glob("torch_geometric*"))

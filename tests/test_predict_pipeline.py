@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+import torch
 from PIL import Image
 from rasterio import features
 from rasterio.warp import transform_bounds
@@ -310,3 +311,46 @@ def test_each_profile_uses_the_gcn_fitted_to_its_land_cover_model(tmp_path, monk
     notes = []
     heads = _load_heads(PredictOptions(profile="accurate", buildings=False, device="cpu"), "cpu", notes)
     assert "gcn" not in heads and any("some-teacher" in n for n in notes)
+
+
+def test_a_gcn_reading_only_probabilities_refines_its_own_cnn_without_feature_maps(tiny_models, tmp_path,
+                                                                                   monkeypatch):
+    """A colour_prior GCN (what ``refit_gcn --inputs colour_prior`` fits) is used only with the CNN
+    it was fitted on, and the land-cover model then never computes its feature maps."""
+    from geoseg import card as cards
+    from geoseg.infer import TileModel
+    from geoseg.models.gcn import SuperpixelGCN
+    from geoseg.superpixels import n_node_features
+
+    lc_name = json.loads(Path(tiny_models["landcover"]).read_text())["name"]
+    width = n_node_features(0, 5)
+    cards_for = {}
+    for cnn in (lc_name, "some-teacher"):
+        torch.manual_seed(0)
+        gcn = SuperpixelGCN(in_features=width, n_classes=6, hidden=8, n_layers=2, inputs="colour_prior")
+        torch.nn.init.normal_(gcn.out.lin.weight)  # a correction that changes classes (zero at init)
+        cards_for[cnn] = cards.save_model(gcn, {
+            "name": "landcover-gcn-fast", "task": "gcn", "architecture": "SuperpixelGCN", "cnn": cnn,
+            "arch_kwargs": {"in_features": width, "n_classes": 6, "hidden": 8, "n_layers": 2,
+                            "inputs": "colour_prior"},
+            "classes": cards.LANDCOVER_CLASSES, "normalisation": {"mean": [0, 0, 0], "std": [1, 1, 1]},
+            "graph": {"pixels_per_segment": 128}, "fusion": {"alpha": 0.0},
+        }, tmp_path / cnn)
+
+    def no_features(self, images):
+        raise AssertionError("feature maps computed for a GCN that does not read them")
+
+    monkeypatch.setattr(TileModel, "probabilities_and_features", no_features)
+    scene = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
+    runs = {}
+    for name, models in (("none", dict(tiny_models)), ("gcn", dict(tiny_models, gcn=str(cards_for[lc_name])))):
+        report = predict_scene(scene, tmp_path / name, options(models, buildings=False, refine=name))
+        with rasterio.open(tmp_path / name / "classmap.tif") as src:
+            runs[name] = src.read(1)
+        assert not any("GCN" in w for w in report["warnings"])
+    assert report["models"]["gcn"]["name"] == "landcover-gcn-fast"
+    assert (runs["gcn"] != runs["none"]).mean() > 0.01  # the GCN did refine
+    with pytest.warns(UserWarning, match="GCN refinement skipped"):
+        other = predict_scene(scene, tmp_path / "other",
+                              options(dict(tiny_models, gcn=str(cards_for["some-teacher"])), buildings=False))
+    assert any("some-teacher's probabilities" in w for w in other["warnings"])

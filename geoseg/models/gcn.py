@@ -10,12 +10,36 @@ neighbourhood; this keeps it from ever being much worse than the CNN it refines.
 """
 from __future__ import annotations
 
-import numpy as np
+import os
+import sys
+import tempfile
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import GCNConv
+
+# re-exported: the column layout lives beside node_features
+from geoseg.superpixels import INPUT_SETS, input_columns, reads_cnn_features  # noqa: F401
+
+
+def _remove_generated_sources() -> None:
+    """Delete the ``propagate`` modules torch-geometric renders into the temp folder and never removes.
+
+    Each process that builds a GCNConv leaves a ``torch_geometric.nn.conv...propagate_*.py`` file
+    behind (``torch_geometric.template``, ``delete=False``): a service or batch run would pile up
+    thousands. The modules are already imported; only their source files go.
+    """
+    tmp = os.path.realpath(tempfile.gettempdir())
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if (name.startswith("torch_geometric.") and path and os.path.dirname(os.path.realpath(path)) == tmp
+                and os.path.basename(path).startswith(name + "_")):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 class SuperpixelGCN(nn.Module):
@@ -53,6 +77,12 @@ class SuperpixelGCN(nn.Module):
         nn.init.zeros_(self.out.lin.weight)
         nn.init.zeros_(self.out.bias)
         self.dropout = dropout
+        _remove_generated_sources()
+
+    @property
+    def reads_cnn_features(self) -> bool:
+        """False: the graphs need no CNN feature maps (any width, even zero, gives the same result)."""
+        return reads_cnn_features(self.inputs)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None) -> torch.Tensor:
         prior = x[:, -self.n_out :]
@@ -64,35 +94,6 @@ class SuperpixelGCN(nn.Module):
         if self.ignore_first_class:
             logits = torch.cat([torch.full_like(logits[:, :1], -1e4), logits], 1)
         return logits
-
-
-#: node-feature groups the GCN may read (layout of :func:`geoseg.superpixels.node_features`)
-INPUT_SETS = {
-    "all": ("cnn", "colour", "position", "size", "prior"),
-    "no_position": ("cnn", "colour", "size", "prior"),
-    "colour_prior": ("colour", "size", "prior"),
-    "prior": ("prior",),
-}
-
-
-def input_columns(in_features: int, n_prior: int, inputs: str = "all") -> torch.Tensor:
-    """Indices of the node-feature columns of the groups in ``INPUT_SETS[inputs]``.
-
-    Node features are ``[CNN features C | RGB mean 3 | RGB std 3 | position 2 | size 1 | prior P]``;
-    every graph carries all of them (the card's ``in_features`` pins the CNN), a GCN may read a
-    subset: position is chip-relative (256 px training chips vs larger predict windows) and the
-    CNN features are where a GCN fitted on a few areas overfits them.
-    """
-    if inputs not in INPUT_SETS:
-        raise ValueError(f"inputs must be one of {sorted(INPUT_SETS)}, got {inputs!r}")
-    if inputs == "all":  # any width: no layout assumed
-        return torch.arange(in_features)
-    c = in_features - 9 - n_prior
-    if c < 0:
-        raise ValueError(f"in_features {in_features} is narrower than the fixed node features ({9 + n_prior})")
-    spans = {"cnn": (0, c), "colour": (c, c + 6), "position": (c + 6, c + 8), "size": (c + 8, c + 9),
-             "prior": (c + 9, c + 9 + n_prior)}
-    return torch.cat([torch.arange(*spans[g]) for g in INPUT_SETS[inputs]])
 
 
 @torch.no_grad()

@@ -112,9 +112,12 @@ def build_graphs(
 
 def cached_cnn_outputs(
     model: nn.Module, norm: dict, images: np.ndarray, cache_dir: Path, key: str, device: str = "cpu",
-    batch: int = 8, log: Log = print,
+    batch: int = 8, log: Log = print, features: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """CNN features (N,C,H,W) and class 1..5 probabilities (N,5,H,W) of every image, float16 memmaps.
+
+    ``features=False`` stores zero feature channels (N,0,H,W), for a GCN that reads only
+    colours and probabilities: ~13x less disk for a 64-channel CNN.
 
     One CNN pass per chip is the slow part of a CPU refit (~0.6 s per 256 px chip on one core);
     the outputs are written once under ``cache_dir`` and reused while ``key`` (which CNN, which
@@ -124,18 +127,19 @@ def cached_cnn_outputs(
     cache_dir.mkdir(parents=True, exist_ok=True)
     meta_path, f_path, p_path = cache_dir / "meta.json", cache_dir / "feats.npy", cache_dir / "probs.npy"
     n, _, h, w = images.shape
+    key = key if features else f"{key}:no-features"
     if meta_path.is_file() and json.loads(meta_path.read_text()) == {"key": key, "n": int(n), "complete": True}:
         feats, probs = np.load(f_path, mmap_mode="r"), np.load(p_path, mmap_mode="r")
         if feats.shape[0] == n and feats.shape[2:] == (h, w) and probs.shape == (n, 5, h, w):
             return feats, probs
     meta_path.unlink(missing_ok=True)
-    channels = int(getattr(model, "feature_channels"))
+    channels = int(getattr(model, "feature_channels")) if features else 0
     feats = np.lib.format.open_memmap(f_path, "w+", np.float16, (n, channels, h, w))
     probs = np.lib.format.open_memmap(p_path, "w+", np.float16, (n, 5, h, w))
     t0 = time.monotonic()
     for i in range(0, n, batch):
         f, p = cnn_outputs(model, norm, images[i : i + batch], device)
-        feats[i : i + len(f)] = f.cpu().numpy().astype(np.float16)
+        feats[i : i + len(f)] = f[:, :channels].cpu().numpy().astype(np.float16)
         probs[i : i + len(p)] = p.cpu().numpy().astype(np.float16)
         if (i // batch) % 10 == 0:
             log(f"  cnn outputs {i + len(f)}/{n} ({time.monotonic() - t0:.0f}s)")

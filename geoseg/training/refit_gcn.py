@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from geoseg.card import CREDITS_LANDCOVER, LANDCOVER_CLASSES, load_model, save_model
-from geoseg.superpixels import GraphParams, n_node_features
+from geoseg.superpixels import INPUT_SETS, GraphParams, n_node_features, reads_cnn_features
 from geoseg.training.data import load_dataset
 from geoseg.training.graphs import (
     build_graphs,
@@ -61,7 +61,8 @@ def _card_header(arch: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
         "classes": LANDCOVER_CLASSES,
         "ignore_index": 0,
         "bands": [1, 2, 3],
-        "input": "uint8 RGB (+ features and probabilities of the cnn card's model)",
+        "input": ("uint8 RGB (+ features and probabilities of the cnn card's model)"
+                  if reads_cnn_features(arch.get("inputs", "all")) else "uint8 RGB (+ probabilities of the cnn card's model)"),
         "normalisation": card["normalisation"],
         "gsd_m": card["gsd_m"],
         "tile_size": card.get("tile_size", 512),
@@ -136,7 +137,9 @@ class GcnRecipe:
     weight_decay: float = 1e-2
 
     def arch(self, feature_channels: int) -> dict[str, Any]:
-        return {"in_features": n_node_features(feature_channels, 5), "n_classes": 6, "hidden": self.hidden,
+        """The GCN's arch_kwargs; ``in_features`` counts no CNN channel when the GCN reads none."""
+        channels = feature_channels if reads_cnn_features(self.inputs) else 0
+        return {"in_features": n_node_features(channels, 5), "n_classes": 6, "hidden": self.hidden,
                 "n_layers": self.n_layers, "dropout": self.dropout, "inputs": self.inputs}
 
 
@@ -147,7 +150,8 @@ def cross_tile(chips: Path, cnn_card: Path, out: Path, cache_dir: Path, recipe: 
     cnn, card = load_model(cnn_card, device=device)
     data = load_dataset(chips)
     key = f"{card['name']}:{Path(card['card_path']).stat().st_mtime_ns}:{Path(chips).resolve()}"
-    feats, probs = cached_cnn_outputs(cnn, card["normalisation"], data["images"], cache_dir, key, device, log=log)
+    feats, probs = cached_cnn_outputs(cnn, card["normalisation"], data["images"], cache_dir, key, device, log=log,
+                                      features=reads_cnn_features(recipe.inputs))
     log(f"[{time.monotonic() - t0:6.1f}s] CNN outputs of {len(feats)} chips ready; superpixels ...")
     parts = cached_parts(data["images"], data["labels"], recipe.graph, cache_dir, str(Path(chips).resolve()), workers)
     graphs = graphs_from_outputs(parts, feats, probs)
@@ -193,7 +197,7 @@ def cross_tile(chips: Path, cnn_card: Path, out: Path, cache_dir: Path, recipe: 
                              "delta_miou": round(test[alpha]["miou"] - test[1.0]["miou"], 4)},
                     "command": f"python -m geoseg.training.refit_gcn --protocol cross-tile --chips {chips} "
                                f"--cnn {cnn_card} --cache CACHE --out OUT "
-                               f"--pixels-per-segment {recipe.graph.pixels_per_segment}"},
+                               f"--pixels-per-segment {recipe.graph.pixels_per_segment} --inputs {recipe.inputs}"},
         "credits": CREDITS_LANDCOVER,
     }
     save_model(gcn, gcn_card, out)
@@ -215,13 +219,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="cross-tile: processes computing superpixels")
     parser.add_argument("--pixels-per-segment", type=int, default=GraphParams().pixels_per_segment,
                         help="cross-tile: superpixel size (the shipped GCN: 128, chosen by CV over 128 and 256)")
+    parser.add_argument("--inputs", choices=sorted(INPUT_SETS), default=GcnRecipe().inputs,
+                        help="cross-tile: node-feature groups the GCN reads (colour_prior, prior: no CNN "
+                             "feature maps, so the predictor skips them)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     log = lambda m: print(m, flush=True)  # noqa: E731
     if args.protocol == "cross-tile":
         if args.cache is None:
             parser.error("--protocol cross-tile needs --cache DIR")
-        recipe = GcnRecipe(graph=GraphParams(pixels_per_segment=args.pixels_per_segment))
+        recipe = GcnRecipe(graph=GraphParams(pixels_per_segment=args.pixels_per_segment), inputs=args.inputs)
         card = cross_tile(args.chips, args.cnn, args.out, args.cache, recipe, device=args.device, log=log,
                           workers=args.workers)
     else:
