@@ -15,9 +15,16 @@ Rules, in order, on one strip of probabilities ``(3, h, w)`` (background, interi
 3. a building pixel is interior (a seed) where P(interior) >= ``seed_ratio`` x P(outline),
    else outline; optionally the seeds are eroded by ``seed_erosion_px`` steps of the cross, so
    a thin bridge of interior between two touching houses no longer joins their seeds (a house
-   whose seed vanishes stays one polygon); ``geoseg.vectorize`` splits a component between its
-   interior seeds;
+   whose seed vanishes stays one polygon); optionally (``split_h_px`` > 0) the seeds are also cut
+   along the watershed lines of the footprint's distance transform between its h-maxima, so
+   two houses whose interiors merge through a neck narrower than both (a shared wall the model
+   did not draw) get a seed each, while a plain rectangle keeps one; ``geoseg.vectorize`` splits
+   a component between its interior seeds;
 4. buildings under ``min_area_m2`` are dropped by the vectoriser.
+
+Every rule but the distance split looks at most ``context_rows`` rows away; the distance split
+looks at whole components, and is exact because the vectoriser only emits a component whose
+rows all lie inside the window its classes were computed on.
 """
 from __future__ import annotations
 
@@ -42,12 +49,16 @@ class BuildingPostprocess:
     opening_px: int = 0
     closing_px: int = 0
     seed_erosion_px: int = 0
+    #: minimum height (px) of a distance-transform maximum that gets a seed of its own (0: off)
+    split_h_px: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"building threshold must be in (0, 1), got {self.threshold}")
         if not self.min_area_m2 >= 0:
             raise ValueError(f"min_area_m2 must be >= 0, got {self.min_area_m2}")
+        if not 0 <= self.split_h_px <= 16:
+            raise ValueError(f"split_h_px must be in [0, 16], got {self.split_h_px}")
         if not self.seed_ratio > 0:
             raise ValueError(f"seed_ratio must be > 0, got {self.seed_ratio}")
         for name in ("opening_px", "closing_px", "seed_erosion_px"):
@@ -124,4 +135,27 @@ def building_classes(probs: np.ndarray, valid: np.ndarray,
         seeds = classes == vectorize.INTERIOR
         kept = ndimage.binary_erosion(seeds, _CROSS, iterations=post.seed_erosion_px, border_value=1)
         classes[seeds & ~kept] = vectorize.OUTLINE
+    if post.split_h_px:
+        classes[distance_split_lines(classes != vectorize.BACKGROUND, post.split_h_px)
+                & (classes == vectorize.INTERIOR)] = vectorize.OUTLINE
     return classes, building
+
+
+def distance_split_lines(mask: np.ndarray, h: float) -> np.ndarray:
+    """Pixels on the watershed lines of ``-EDT(mask)`` between its h-maxima: where a footprint narrows.
+
+    Each regional maximum of the distance to the background that stands ``h`` px above the
+    saddle joining it to a higher one marks one building; the one-pixel lines between their
+    catchments are returned. A convex footprint has a single maximum, hence no line.
+    """
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    if not mask.any():
+        return np.zeros(mask.shape, bool)
+    distance = ndimage.distance_transform_edt(mask).astype(np.float32)
+    markers, n = ndimage.label(h_maxima(distance, h), structure=np.ones((3, 3), bool))
+    if n < 2:
+        return np.zeros(mask.shape, bool)
+    basins = watershed(-distance, markers, mask=mask, watershed_line=True)
+    return mask & (basins == 0)

@@ -126,8 +126,32 @@ def test_seed_erosion_splits_houses_joined_by_a_thin_interior_bridge():
     assert ((classes > 0) == (share > 0)).all()  # the footprint is unchanged: only seeds shrink
 
 
+def test_distance_split_separates_houses_joined_by_a_wide_neck_but_not_an_l_shaped_house():
+    """Two 20 px houses whose interiors merge through an 8 px neck: seed erosion by 2 px keeps them
+    one seed (the neck is too wide), the distance split cuts the neck; an L-shaped house and a long
+    rectangle keep one seed each, and the footprint never changes."""
+    share = np.zeros((64, 100), np.float32)
+    share[4:24, 4:24] = share[4:24, 30:50] = 0.9
+    share[10:18, 24:30] = 0.9  # the neck
+    share[34:60, 4:14] = share[50:60, 14:40] = 0.9  # an L, 10 px arms
+    share[34:44, 50:96] = 0.9  # a long rectangle
+    probs = np.stack([1.0 - share, share * 0.8, share * 0.2])
+    valid = np.ones(share.shape, bool)
+    count = lambda post: int(vectorize.separate_buildings(building_classes(probs, valid, post)[0]).labels.max())  # noqa: E731
+    assert count(BuildingPostprocess()) == 3
+    assert count(BuildingPostprocess(seed_erosion_px=2)) == 3
+    assert count(BuildingPostprocess(split_h_px=1.0)) == 4
+    classes, _ = building_classes(probs, valid, BuildingPostprocess(split_h_px=1.0))
+    assert ((classes > 0) == (share > 0)).all()
+    labels = vectorize.separate_buildings(classes).labels
+    assert len(np.unique(labels[4:24, 4:24])) == 1 and labels[14, 10] != labels[14, 40]
+    with pytest.raises(ValueError, match="split_h_px"):
+        BuildingPostprocess(split_h_px=-1.0)
+
+
 @pytest.mark.parametrize("post", [BuildingPostprocess(opening_px=1, closing_px=1, min_area_m2=0.0),
-                                  BuildingPostprocess(opening_px=1, seed_erosion_px=2, min_area_m2=0.0)])
+                                  BuildingPostprocess(opening_px=1, seed_erosion_px=2, min_area_m2=0.0),
+                                  BuildingPostprocess(split_h_px=1.0, min_area_m2=0.0)])
 def test_morphology_is_exact_across_vectoriser_strips(monkeypatch, post):
     """Strip borders must not change polygons when the rule looks across rows (opening/closing)."""
     rng = np.random.default_rng(1)

@@ -44,6 +44,7 @@ MORPHOLOGY = ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0))  # (opening_px, closing_px
 MIN_AREAS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 40.0)
 SEED_RATIOS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 SEED_EROSIONS = (0, 1, 2, 3)  # px: splits rows of touching houses whose interiors touch
+SPLIT_HEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)  # px: distance-transform split (added when run 3 under-segmented)
 
 
 class TuningError(ValueError):
@@ -186,7 +187,8 @@ def coordinate_search(
     scenes: list[CachedScene], work: Path, start: BuildingPostprocess = BuildingPostprocess(),
     log: Callable[[str], None] = print, objective_name: str = "miou_f1",
 ) -> tuple[BuildingPostprocess, list[dict[str, Any]]]:
-    """Threshold x morphology, min area x seed ratio, seed erosion x seed ratio, threshold again; best by the objective."""
+    """Threshold x morphology, min area x seed ratio, seed erosion x seed ratio, distance split, threshold
+    again; best by the objective."""
     tried: dict[tuple, dict[str, Any]] = {}
 
     def run(candidates: Iterable[BuildingPostprocess], stage: str) -> BuildingPostprocess:
@@ -210,13 +212,14 @@ def coordinate_search(
                "area x seed")
     best = run([replace(best, seed_erosion_px=e, seed_ratio=s) for e in SEED_EROSIONS for s in SEED_RATIOS] + [best],
                "seeds")
+    best = run([replace(best, split_h_px=h) for h in SPLIT_HEIGHTS] + [best], "split")
     best = run([replace(best, threshold=t) for t in THRESHOLDS] + [best], "threshold")
     return best, list(tried.values())
 
 
 def _fmt(post: BuildingPostprocess) -> str:
     return (f"t={post.threshold:.2f} area={post.min_area_m2:g} seed={post.seed_ratio:g} "
-            f"erode={post.seed_erosion_px} open={post.opening_px} close={post.closing_px}")
+            f"erode={post.seed_erosion_px} split={post.split_h_px:g} open={post.opening_px} close={post.closing_px}")
 
 
 def main(argv: list[str] | None = None) -> int:
