@@ -38,7 +38,7 @@ def predict(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     gsd: Optional[float] = typer.Option(None, "--gsd", help="Override the input's GSD (metres per pixel)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address for batches."),
-    profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students if shipped)."),
+    profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students and their own GCN, ~5x faster on a CPU)."),
     context: Optional[int] = typer.Option(None, "--context", help="Context pixels read around each tile (default: up to the model's training tile size)."),
     runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Tiles per forward pass (default 1 on CPU, 8 on CUDA)."),
