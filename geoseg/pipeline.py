@@ -320,10 +320,11 @@ def _gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None, profile: 
     try:
         path = cards.find_card(Path(model_dir)) if model_dir else cards.shipped_card_path("gcn", profile)
         gcn_card = cards.read_card(path)
+        reads_features = reads_cnn_features(gcn_card.get("arch_kwargs", {}).get("inputs", "all"))
     except (ValueError, OSError) as exc:
         raise PredictError(f"cannot load the gcn model: {exc}") from exc
     module, card = landcover
-    if not reads_cnn_features(gcn_card.get("arch_kwargs", {}).get("inputs", "all")):
+    if not reads_features:
         # fitted on one CNN's probabilities (their calibration, the fusion weight): that CNN only
         if gcn_card.get("cnn") != card.get("name"):
             return f"the GCN was fitted on {gcn_card.get('cnn', '?')}'s probabilities, not {card.get('name')}'s"

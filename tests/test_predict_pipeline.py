@@ -354,3 +354,14 @@ def test_a_gcn_reading_only_probabilities_refines_its_own_cnn_without_feature_ma
         other = predict_scene(scene, tmp_path / "other",
                               options(dict(tiny_models, gcn=str(cards_for["some-teacher"])), buildings=False))
     assert any("some-teacher's probabilities" in w for w in other["warnings"])
+
+
+def test_a_gcn_card_with_unknown_inputs_is_a_clear_error(tiny_models, tmp_path):
+    card = json.loads(Path(tiny_models["gcn"]).read_text())
+    card["arch_kwargs"]["inputs"] = "colours"
+    (tmp_path / "gcn").mkdir()
+    (tmp_path / "gcn" / Path(tiny_models["gcn"]).name).write_text(json.dumps(card))
+    scene = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
+    with pytest.raises(PredictError, match="inputs must be one of"):
+        predict_scene(scene, tmp_path / "out", options(dict(tiny_models, gcn=str(tmp_path / "gcn")), buildings=False))
+    assert not (tmp_path / "out" / "classmap.tif").exists()
