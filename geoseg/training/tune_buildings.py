@@ -38,10 +38,11 @@ from geoseg.paths import data_root
 from geoseg.postprocess import BuildingPostprocess
 from tiles.splits import buildings_split, scene_area
 
-# 0.02/0.03 and 30/40 m² added after run 2 chose the ends of the old ranges (0.05, 20 m²)
-THRESHOLDS = (0.02, 0.03) + tuple(round(t, 2) for t in np.arange(0.05, 0.801, 0.05))
-MORPHOLOGY = ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0))  # (opening_px, closing_px)
-MIN_AREAS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 40.0)
+# 0.02/0.03 and 30/40 m² added after run 2 chose the ends of the old ranges (0.05, 20 m²);
+# 0.01, a 3 px opening and 60 m² after session 3 chose the ends again (0.02, 2 px, 40 m²)
+THRESHOLDS = (0.01, 0.02, 0.03) + tuple(round(t, 2) for t in np.arange(0.05, 0.801, 0.05))
+MORPHOLOGY = ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (3, 0))  # (opening_px, closing_px)
+MIN_AREAS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 40.0, 60.0)
 SEED_RATIOS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 SEED_EROSIONS = (0, 1, 2, 3)  # px: splits rows of touching houses whose interiors touch
 SPLIT_HEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)  # px: distance-transform split (added when run 3 under-segmented)
