@@ -54,7 +54,7 @@ def load_head(
         module, card = cards.load_model(model_dir, device=device)
         card["profile"] = profile
         return module, card
-    path = cards.shipped_card_path(task, profile)  # the gcn's fast card reads the student's features
+    path = cards.shipped_card_path(task, profile)  # the gcn's fast card was fitted on the student
     used = "fast" if path == cards.default_card_path(task, "fast") else "accurate"
     if profile == "fast" and used == "accurate" and task != "gcn":
         # (a gcn without a fast card is refused by the pipeline's feature check, not swapped silently)

@@ -184,7 +184,7 @@ def input_columns(in_features: int, n_prior: int, inputs: str = "all") -> torch.
     features is indexed from the end (negative indices), so graphs built with any CNN width,
     or with none (the predictor then skips the feature maps), give the same columns.
     """
-    reads_cnn_features(inputs)  # validates the name
+    reads_features = reads_cnn_features(inputs)  # also validates the name
     if inputs == "all":  # any width: no layout assumed
         return torch.arange(in_features)
     c = in_features - 9 - n_prior
@@ -193,7 +193,7 @@ def input_columns(in_features: int, n_prior: int, inputs: str = "all") -> torch.
     spans = {"cnn": (0, c), "colour": (c, c + 6), "position": (c + 6, c + 8), "size": (c + 8, c + 9),
              "prior": (c + 9, c + 9 + n_prior)}
     columns = torch.cat([torch.arange(*spans[g]) for g in INPUT_SETS[inputs]])
-    return columns if reads_cnn_features(inputs) else columns - in_features
+    return columns if reads_features else columns - in_features
 
 
 @dataclass

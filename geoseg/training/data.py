@@ -118,10 +118,14 @@ def load_dataset(path: Path) -> dict[str, Any]:
     return load_chip_dir(path)
 
 
+def _subset(data: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
+    """The chips where ``keep`` is True (per-chip arrays indexed, everything else kept)."""
+    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in data.items()}
+
+
 def select(data: dict[str, Any], split: str) -> dict[str, Any]:
     """The chips of one split (arrays indexed, scalars kept)."""
-    keep = data["split"] == split
-    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in data.items()}
+    return _subset(data, data["split"] == split)
 
 
 def first_per_split(data: dict[str, Any], n: int) -> dict[str, Any]:
@@ -129,7 +133,7 @@ def first_per_split(data: dict[str, Any], n: int) -> dict[str, Any]:
     keep = np.zeros(len(data["split"]), bool)
     for split in np.unique(data["split"]):
         keep[np.flatnonzero(data["split"] == split)[:n]] = True
-    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in data.items()}
+    return _subset(data, keep)
 
 
 def channel_stats(images: np.ndarray, max_pixels: int = 2_000_000) -> tuple[list[float], list[float]]:

@@ -60,12 +60,13 @@ def compute_parts(
 
 @torch.no_grad()
 def cnn_outputs(
-    model: nn.Module, norm: dict[str, list[float]], images_u8: np.ndarray, device: str
+    model: nn.Module, norm: dict[str, list[float]], images_u8: np.ndarray, device: str, features: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CNN features (B,C,H,W) and probabilities of classes 1..5 (B,5,H,W), float32 on device.
 
     AttResUNet (``features`` + ``classify``) or a student (``forward_with_features``, whose
     1/4-resolution features are upsampled bilinearly, as ``geoseg.infer`` does at predict time).
+    ``features=False`` returns zero channels (B,0,H,W) and skips that upsampling.
     """
     model.eval()
     mean = torch.tensor(norm["mean"], device=device).view(1, -1, 1, 1)
@@ -78,7 +79,9 @@ def cnn_outputs(
         else:
             feats = model.features(x)
             logits = model.classify(feats)
-    if feats.shape[-2:] != x.shape[-2:]:
+    if not features:
+        feats = feats.new_zeros((feats.shape[0], 0, *x.shape[-2:]))
+    elif feats.shape[-2:] != x.shape[-2:]:
         feats = F.interpolate(feats.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
     probs = torch.softmax(logits.float()[:, 1:], 1)
     return feats.float(), probs
@@ -138,8 +141,8 @@ def cached_cnn_outputs(
     probs = np.lib.format.open_memmap(p_path, "w+", np.float16, (n, 5, h, w))
     t0 = time.monotonic()
     for i in range(0, n, batch):
-        f, p = cnn_outputs(model, norm, images[i : i + batch], device)
-        feats[i : i + len(f)] = f[:, :channels].cpu().numpy().astype(np.float16)
+        f, p = cnn_outputs(model, norm, images[i : i + batch], device, features)
+        feats[i : i + len(f)] = f.cpu().numpy().astype(np.float16)
         probs[i : i + len(p)] = p.cpu().numpy().astype(np.float16)
         if (i // batch) % 10 == 0:
             log(f"  cnn outputs {i + len(f)}/{n} ({time.monotonic() - t0:.0f}s)")
