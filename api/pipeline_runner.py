@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from geoseg.pipeline import PredictOptions, predict_scene
+from geoseg.pipeline import PredictOptions, predict_scene, preload_heads
 
 
 def run_pipeline(input_path: Path, out_dir: Path, options: dict[str, Any],
@@ -22,6 +22,15 @@ def run_pipeline(input_path: Path, out_dir: Path, options: dict[str, Any],
     kwargs = {k: v for k, v in options.items() if k in known and v is not None}
     report = predict_scene(input_path, out_dir, PredictOptions(**kwargs), progress)
     return hide_server_paths(report, out_dir / "report.json", input_path)
+
+
+def warm() -> None:
+    """Load both profiles' shipped models (a standby worker, before its job comes)."""
+    for profile in ("accurate", "fast"):
+        preload_heads(profile)
+
+
+run_pipeline.warm = warm  # type: ignore[attr-defined]  # found by api.worker.standby_main
 
 
 def hide_server_paths(report: dict[str, Any], report_file: Path, input_path: Path) -> dict[str, Any]:

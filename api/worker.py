@@ -12,9 +12,9 @@ Children die with the server (``PR_SET_PDEATHSIG`` + parent check) so that after
 a ``kill -9`` only the restarted server runs the requeued job.
 
 Optionally (``GEOSEG_STANDBY=1``) a *standby* process is kept ready: started in
-advance, it has already imported the runner (torch, the pipeline) and waits on stdin
-for its one job, so a lone request does not pay the import time; it is still one
-fresh process per job.
+advance, it has already imported the runner (torch, the pipeline), loaded the shipped
+models (the runner's ``warm``) and waits on stdin for its one job, so a lone request
+pays neither; it is still one fresh process per job.
 """
 from __future__ import annotations
 
@@ -142,10 +142,13 @@ def job_process_main(db_path: str, job_id: str, attempt: int, jdir: str, options
 
 
 def standby_main(runner: str, parent_pid: int) -> None:
-    """Preload the runner, then wait for one job's arguments on stdin (EOF: retire)."""
+    """Preload the runner (and call its ``warm()`` if it has one), then wait for one job's
+    arguments on stdin (EOF: retire)."""
     _die_with_parent(parent_pid)
     try:
-        resolve_runner(runner)
+        warm = getattr(resolve_runner(runner), "warm", None)
+        if callable(warm):
+            warm()  # e.g. load the models: the job then starts computing at once
     except Exception:  # noqa: BLE001 - the job itself will report the import error
         traceback.print_exc(file=sys.stderr)
     line = sys.stdin.readline()

@@ -137,6 +137,8 @@ class _Stages:
     def __init__(self, progress: Progress | None, weights: dict[str, float]) -> None:
         self.progress = progress
         total = sum(weights.values())
+        self.done = 0.0  # progress never goes back when two stages run at once
+        self.lock = threading.Lock()
         self.spans: dict[str, tuple[float, float]] = {}
         start = 0.0
         for name, w in weights.items():
@@ -147,7 +149,12 @@ class _Stages:
         if self.progress is None or stage not in self.spans:
             return
         a, b = self.spans[stage]
-        self.progress(min(1.0, a + (b - a) * min(max(fraction, 0.0), 1.0)), stage)
+        value = min(1.0, a + (b - a) * min(max(fraction, 0.0), 1.0))
+        with self.lock:
+            if value < self.done:
+                return
+            self.done = value
+            self.progress(value, stage)
 
 
 def _tiles_report(result: HeadResult) -> dict[str, Any]:
@@ -216,6 +223,7 @@ def predict_scene(
         "counts": {},
         "warnings": notes,
     }
+    classmap_job: _Background | None = None
     try:
         if "landcover" in heads:
             t = time.perf_counter()
@@ -231,12 +239,20 @@ def predict_scene(
             timings["landcover"] = time.perf_counter() - t
             report["gsd"]["working_m"]["landcover"] = result.gsd
             report["tiles"]["landcover"] = _tiles_report(result)
-            t = time.perf_counter()
-            counts = _write_classmap(input_path, result, grid, model.card, work, staging / "classmap.tif",
-                                     lambda f: stages("classmap", f))
-            result.writer.close()
-            timings["classmap"] = time.perf_counter() - t
-            report["counts"]["classmap_pixels"] = counts
+            landcover_result, landcover_card = result, model.card
+
+            def write_classmap() -> dict[str, int]:
+                t0 = time.perf_counter()
+                try:
+                    return _write_classmap(input_path, landcover_result, grid, landcover_card, work,
+                                           staging / "classmap.tif", lambda f: stages("classmap", f))
+                finally:
+                    landcover_result.writer.close()
+                    timings["classmap"] = time.perf_counter() - t0
+
+            # resampling + argmax + deflate run beside the building model (numpy, GDAL and ONNX
+            # Runtime release the GIL); alone, it runs here
+            classmap_job = _Background(write_classmap, start="buildings" in heads and OVERLAP_CLASSMAP)
         if "buildings" in heads:
             t = time.perf_counter()
             model = TileModel(*heads["buildings"], device=device, runtime=options.runtime)
@@ -259,6 +275,8 @@ def predict_scene(
             _write_buildings(frame, staging, georeferenced)
             timings["write_buildings"] = time.perf_counter() - t
             report["counts"]["buildings"] = int(len(frame))
+        if classmap_job is not None:
+            report["counts"]["classmap_pixels"] = classmap_job.result()
         shutil.rmtree(work, ignore_errors=True)
         timings["total"] = time.perf_counter() - t_start
         report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
@@ -273,6 +291,8 @@ def predict_scene(
                 os.replace(path, out_dir / path.name)
         stages("write", 1.0)
     finally:
+        if classmap_job is not None:
+            classmap_job.wait()  # never delete the staging folder under a running writer
         shutil.rmtree(staging, ignore_errors=True)
     for note in notes:
         warnings.warn(note, stacklevel=2)
@@ -306,11 +326,58 @@ def _load_heads(options: PredictOptions, device: str, notes: list[str]) -> dict[
                 continue
         try:
             # the GCN is tiny and fed from numpy: it always runs on the CPU
-            heads[task] = load_head(task, options.profile, "cpu" if task == "gcn" else device,
-                                    Path(model_dir) if model_dir else None)
+            heads[task] = _load_head_cached(task, options.profile, "cpu" if task == "gcn" else device,
+                                            Path(model_dir) if model_dir else None)
         except (ValueError, OSError) as exc:
             raise PredictError(f"cannot load the {task} model: {exc}") from exc
     return heads
+
+
+#: heads already loaded in this process, for the next scene of a batch (several CLI inputs, a
+#: Dask worker's tasks): (task, profile, device, card and weight files' identity) -> (head, warnings)
+_HEADS: dict[tuple, tuple[tuple, list]] = {}
+_HEADS_LOCK = threading.Lock()
+_HEADS_MAX = 8
+
+
+def _file_identity(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _load_head_cached(task: str, profile: str, device: str, model_dir: Path | None) -> tuple:
+    """``load_head``, once per process for the same card and weights (an edited file is reloaded).
+
+    The warnings of the first load (a fast profile falling back) are given again on each use."""
+    try:
+        path = cards.find_card(model_dir) if model_dir else cards.shipped_card_path(task, profile)
+        weights = cards.read_card(path).get("weights")
+    except (ValueError, OSError):
+        return load_head(task, profile, device, model_dir)  # its own, clear, error
+    key = (task, profile, device, str(model_dir), _file_identity(path),
+           _file_identity(path.parent / weights) if weights else None)
+    with _HEADS_LOCK:
+        cached = _HEADS.get(key)
+        if cached is None:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                head = load_head(task, profile, device, model_dir)
+            if len(_HEADS) >= _HEADS_MAX:
+                _HEADS.pop(next(iter(_HEADS)))
+            cached = _HEADS[key] = (head, list(caught))
+    (module, card), caught = cached
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return module, dict(card)
+
+
+def preload_heads(profile: str = "accurate", device: str = "auto") -> None:
+    """Load the shipped heads of ``profile`` now, so the first scene does not wait for them
+    (the service's standby worker calls this before its job arrives)."""
+    _load_heads(PredictOptions(profile=profile, device=device), resolve_device(device), [])
 
 
 def _gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None, profile: str = "accurate") -> str | None:
@@ -358,6 +425,40 @@ def _scene_gsd(model_gsd: float | None, native_gsd: float | None, input_gsd: flo
     if model_gsd is None or native_gsd is None or input_gsd is None:
         return None
     return max(model_gsd * native_gsd / input_gsd, native_gsd / MAX_UPSAMPLING)
+
+
+#: write the class map while the building model runs (False: one stage after the other)
+OVERLAP_CLASSMAP = True
+
+
+class _Background:
+    """``fn()`` on a thread (or, with ``start=False``, right here); ``result()`` re-raises its error."""
+
+    def __init__(self, fn: Callable[[], Any], start: bool = True) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if start:
+            self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+            self._thread.start()
+        else:
+            self._run(fn)
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # re-raised by result()
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> Any:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _prefetch(items: Iterator, depth: int = 2) -> Iterator:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 import warnings
 from pathlib import Path
 
@@ -365,3 +367,69 @@ def test_a_gcn_card_with_unknown_inputs_is_a_clear_error(tiny_models, tmp_path):
     with pytest.raises(PredictError, match="inputs must be one of"):
         predict_scene(scene, tmp_path / "out", options(dict(tiny_models, gcn=str(tmp_path / "gcn")), buildings=False))
     assert not (tmp_path / "out" / "classmap.tif").exists()
+
+
+def test_class_map_written_beside_the_building_model_gives_the_same_outputs(tiny_models, tmp_path, monkeypatch):
+    """The class map is written on a thread while the building model runs; the files must be what
+    the one-stage-after-the-other order writes, and a failure there must surface, leaving nothing."""
+    from geoseg import pipeline
+
+    scene = crop(SCENE, tmp_path / "scene.tif", Window(0, 0, 700, 600))
+    outs = {}
+    for overlap in (False, True):
+        monkeypatch.setattr(pipeline, "OVERLAP_CLASSMAP", overlap)
+        outs[overlap] = tmp_path / f"overlap-{overlap}"
+        predict_scene(scene, outs[overlap], options(tiny_models))
+    with rasterio.open(outs[False] / "classmap.tif") as a, rasterio.open(outs[True] / "classmap.tif") as b:
+        assert np.array_equal(a.read(), b.read()) and a.colormap(1) == b.colormap(1)
+    assert (json.loads((outs[False] / "buildings.geojson").read_text())
+            == json.loads((outs[True] / "buildings.geojson").read_text()))
+    reports = [json.loads((outs[o] / "report.json").read_text()) for o in (False, True)]
+    assert reports[0]["counts"] == reports[1]["counts"]
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full while writing the class map")
+
+    monkeypatch.setattr(pipeline, "_write_classmap", broken)
+    with pytest.raises(OSError, match="disk full"):
+        predict_scene(scene, tmp_path / "broken", options(tiny_models))
+    assert list((tmp_path / "broken").iterdir()) == []  # no partial outputs, no staging folder
+
+
+def test_a_batch_loads_each_model_once_and_reloads_an_edited_card(tiny_models, tmp_path):
+    """The next scene of a batch reuses the loaded heads; a card rewritten on disk is read again."""
+    import shutil
+
+    from geoseg.pipeline import _load_heads
+
+    folder = tmp_path / "buildings"
+    shutil.copytree(Path(tiny_models["buildings"]).parent, folder)
+    card_path = folder / Path(tiny_models["buildings"]).name
+    opts = options({"buildings": str(card_path)}, classmap=False)
+    first = _load_heads(opts, "cpu", [])["buildings"]
+    again = _load_heads(opts, "cpu", [])["buildings"]
+    assert again[0] is first[0] and again[1] == first[1]
+    again[1]["name"] = "edited by a caller"  # each scene gets its own card dict
+    assert _load_heads(opts, "cpu", [])["buildings"][1]["name"] == first[1]["name"]
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps(dict(card, name="renamed")))
+    os.utime(card_path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # a new mtime even on coarse clocks
+    reloaded = _load_heads(opts, "cpu", [])["buildings"]
+    assert reloaded[0] is not first[0] and reloaded[1]["name"] == "renamed"
+
+
+def test_the_service_standby_preloads_both_profiles_shipped_models():
+    """``run_pipeline.warm`` (called by a standby worker) leaves every shipped head loaded, so a
+    job's ``_load_heads`` finds them in memory."""
+    from api.pipeline_runner import run_pipeline
+    from geoseg import pipeline
+
+    run_pipeline.warm()
+    device = pipeline.resolve_device("auto")  # what warm() and a job with default options load on
+    for profile in ("accurate", "fast"):
+        before = dict(pipeline._HEADS)
+        heads = pipeline._load_heads(PredictOptions(profile=profile, device=device), device, [])
+        assert set(heads) == {"landcover", "gcn", "buildings"}
+        assert pipeline._HEADS == before  # nothing new was loaded
+        cached = [head for head, _ in before.values()]
+        assert all(any(module is c[0] for c in cached) for module, _ in heads.values())
