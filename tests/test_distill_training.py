@@ -104,6 +104,32 @@ def test_distillation_steps_on_real_building_chips_lower_the_loss():
     assert np.mean(seen[-3:]) < 0.9 * np.mean(seen[:3]), seen
 
 
+def test_distillation_uses_the_photometric_strengths_it_is_given(monkeypatch):
+    """``augment`` reaches the student's photometric chain (a colour-invariance fine-tune sets it);
+    without it the default strengths apply. With grey p=1 every student input is grey."""
+    from geoseg import augment
+    from geoseg.training import distill as distill_module
+
+    chips = building_chips("zanzibar_z19_1", 2)
+    teacher, card = teacher_pair("buildings")
+    seen: list[tuple] = []
+
+    def recording(images, cfg):
+        out = augment.photometric(images, cfg)
+        seen.append((cfg, float((out[:, 0] - out[:, 1]).abs().max()), float((images[:, 0] - images[:, 1]).abs().max())))
+        return out
+
+    monkeypatch.setattr(distill_module, "photometric_augment", recording)
+    grey = augment.AugmentConfig(grey_p=1.0, channel_shuffle_p=0.0, jpeg_p=0.0, blur_p=0.0)
+    distill(tiny_student("buildings", card), teacher, card, "buildings", chips, "ce", "cpu", max_steps=2,
+            batch_size=2, augment=grey)
+    assert [cfg for cfg, _, _ in seen] == [grey, grey]
+    assert all(spread < 1e-6 < before for _, spread, before in seen)  # colour in, grey out
+    seen.clear()
+    distill(tiny_student("buildings", card), teacher, card, "buildings", chips, "ce", "cpu", max_steps=1, batch_size=2)
+    assert seen[0][0] == augment.AugmentConfig()
+
+
 def test_teacher_outputs_take_one_pass_and_match_forward_and_features():
     teacher, _ = teacher_pair("buildings")
     state = {k: v.clone() for k, v in teacher.state_dict().items()}

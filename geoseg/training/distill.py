@@ -339,6 +339,7 @@ def distill(
     cache: TeacherCache | None = None,
     photometric: bool = True,
     progress: Callable[[int, float], None] | None = None,
+    augment: AugmentConfig | None = None,
 ) -> RunResult:
     """Train ``student`` in place for ``seconds`` of wall clock and/or ``max_steps``.
 
@@ -346,7 +347,8 @@ def distill(
     CE against the labels, plus ACE against the teacher's adaptive targets, plus
     ``CSC_WEIGHT`` x the CSC loss on the students' and teacher's features. The
     learning rate follows a cosine over whichever budget (time or steps) runs out
-    first, so a time-boxed run still ends annealed.
+    first, so a time-boxed run still ends annealed. ``augment``: the photometric strengths
+    (default ``AugmentConfig()``).
     """
     terms = _parse_losses(losses)
     if seconds is None and max_steps is None:
@@ -372,7 +374,7 @@ def distill(
     if teacher is not None and cache is None:
         teacher.to(device).eval()
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    jitter = AugmentConfig()
+    jitter = augment or AugmentConfig()
     stream = batches(train, batch_size, crop, device, seed, cache)
     start = time.monotonic()
     step, first, last, smooth = 0, math.nan, math.nan, math.nan
