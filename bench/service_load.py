@@ -125,6 +125,8 @@ def main() -> None:
                     help="extra form field key=value (repeatable)")
     ap.add_argument("--api-key", default=os.environ.get("GEOSEG_API_KEY"))
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--idle", type=float, default=0.0,
+                    help="seconds to wait before the first upload (a lone request after idle time)")
     args = ap.parse_args()
 
     server = None
@@ -153,6 +155,7 @@ def main() -> None:
             r.raise_for_status()
             return r.json()["id"]
 
+    time.sleep(args.idle)  # e.g. the standby worker has imported and loaded the models by then
     try:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.concurrency) as pool:
