@@ -4,7 +4,7 @@
     .venv/bin/python bench/predict.py --what speed --device cuda
     .venv/bin/python bench/predict.py --what vector --vector-size 10000   # 100 Mpx mask
     .venv/bin/python bench/predict.py --what memory
-    .venv/bin/python bench/predict.py --what overlap --profiles fast --pairs 5
+    .venv/bin/python bench/predict.py --what pairs --toggle classmap-thread --profiles fast --pairs 5
     .venv/bin/python bench/predict.py --what seams   # shipped model, 256 vs 1024 px tiles
 
 speed   : predict_scene on a 0.3 m scene (both heads + GCN + vectorisation), Mpx/s of input,
@@ -14,7 +14,8 @@ vector  : the same synthetic building mask (rectangles, touching rows of houses,
           through ``rasterio.features.shapes`` (binary mask, mask= given, the peers' way) and
           through ``geoseg.vectorize`` (separating, simplifying, merging across strips) with 1
           and 2 threads; median and range of paired runs (``--vector-repeats``).
-overlap : paired runs, class map written after vs beside the building model (``--pairs``).
+pairs   : paired runs with a pipeline switch off and on (``--toggle classmap-thread``: the class
+          map after vs beside the building model; ``ort-spinning``: ONNX Runtime's busy-waiting).
 memory  : peak RSS of predict_scene in a fresh process, 1 Mpx scene vs zanzibar_z21_1 (33.5 Mpx).
 """
 from __future__ import annotations
@@ -68,17 +69,25 @@ def bench_speed(scene: Path, device: str, profiles: list[str], threads: int) -> 
                       f"({refine}; {report['counts'].get('buildings', 0)} buildings; {stages})")
 
 
-def bench_overlap(scene: Path, device: str, profiles: list[str], threads: int, pairs: int) -> None:
-    """Paired runs in one process with the class map written after / beside the building model."""
+#: --what pairs --toggle NAME: a module switch measured off vs on in alternating runs
+TOGGLES = {"classmap-thread": ("geoseg.pipeline", "OVERLAP_CLASSMAP"),  # class map beside the building model
+           "ort-spinning": ("geoseg.infer", "ORT_SPINNING")}  # ONNX Runtime workers busy-wait between runs
+
+
+def bench_pairs(scene: Path, device: str, profiles: list[str], threads: int, pairs: int, toggle: str) -> None:
+    """Paired runs in one process with a pipeline switch off and on (models loaded once)."""
+    import importlib
     import statistics
 
     import torch
 
-    from geoseg import pipeline
     from geoseg.pipeline import PredictOptions, predict_scene
 
+    module_name, attr = TOGGLES[toggle]
+    module = importlib.import_module(module_name)
+    default = getattr(module, attr)
     torch.set_num_threads(threads)
-    print(f"== class map beside the building model, {scene.name}, {pairs} alternating pairs (models loaded once)")
+    print(f"== {toggle} ({module_name}.{attr}, default {default}) off vs on, {scene.name}, {pairs} alternating pairs")
     for profile in profiles:
         opts = PredictOptions(device=device, profile=profile)
         rates: dict[bool, list[float]] = {False: [], True: []}
@@ -86,17 +95,18 @@ def bench_overlap(scene: Path, device: str, profiles: list[str], threads: int, p
             predict_scene(data_root() / "buildings" / "kampala" / "kampala_z19_2.tif", Path(out), opts)
             try:
                 for _ in range(pairs):
-                    for beside in (False, True):
-                        pipeline.OVERLAP_CLASSMAP = beside
+                    for on in (False, True):
+                        setattr(module, attr, on)
                         t = time.perf_counter()
                         report = predict_scene(scene, Path(out), opts)
-                        rates[beside].append(report["grid"]["width"] * report["grid"]["height"] / 1e6
-                                             / (time.perf_counter() - t))
+                        rates[on].append(report["grid"]["width"] * report["grid"]["height"] / 1e6
+                                         / (time.perf_counter() - t))
             finally:
-                pipeline.OVERLAP_CLASSMAP = True
-        for beside, label in ((False, "after  "), (True, "beside ")):
-            r = rates[beside]
-            print(f"{profile:9s}: {label} median {statistics.median(r):.3f} Mpx/s [{min(r):.3f}-{max(r):.3f}]")
+                setattr(module, attr, default)
+        for on in (False, True):
+            r = rates[on]
+            print(f"{profile:9s}: {'on ' if on else 'off'} median {statistics.median(r):.3f} Mpx/s "
+                  f"[{min(r):.3f}-{max(r):.3f}]")
 
 
 def synthetic_classes(size: int, seed: int = 0) -> np.ndarray:
@@ -224,13 +234,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vector-size", type=int, default=10000)
     parser.add_argument("--vector-repeats", type=int, default=5)
-    parser.add_argument("--pairs", type=int, default=3, help="with --what overlap")
+    parser.add_argument("--pairs", type=int, default=3, help="with --what pairs")
+    parser.add_argument("--toggle", choices=sorted(TOGGLES), default="classmap-thread", help="with --what pairs")
     args = parser.parse_args()
     what = set(args.what.split(","))
     if "speed" in what:
         bench_speed(args.scene, args.device, args.profiles.split(","), args.threads)
-    if "overlap" in what:
-        bench_overlap(args.scene, args.device, args.profiles.split(","), args.threads, args.pairs)
+    if "pairs" in what:
+        bench_pairs(args.scene, args.device, args.profiles.split(","), args.threads, args.pairs, args.toggle)
     if "vector" in what:
         bench_vector(args.vector_size, args.vector_repeats)
     if "seams" in what:

@@ -131,6 +131,10 @@ def export_onnx(head: nn.Module, card: dict[str, Any], with_features: bool) -> P
     return path
 
 
+#: let ONNX Runtime's worker threads spin between runs (off: see TileModel)
+ORT_SPINNING = False
+
+
 class TileModel:
     """One segmentation head ready for batched inference on uint8 RGB tiles.
 
@@ -159,6 +163,10 @@ class TileModel:
             options = ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
             options.log_severity_level = 3
+            # idle ORT workers would busy-wait for the next run, taking the cores from the tile
+            # reads and the class map running beside the model (fast profile, 2 cores: medians +1-7 %
+            # in three paired sittings, accurate within noise; bench/predict.py --toggle ort-spinning)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_SPINNING else "0")
             self._session = ort.InferenceSession(str(export_onnx(self.head, card, with_features)), options,
                                                  providers=["CPUExecutionProvider"])
         else:

@@ -135,3 +135,18 @@ def test_onnx_runtime_matches_torch(tiny_models, tmp_path, monkeypatch):
         assert np.allclose(a, b, atol=1e-4)
     with pytest.raises(ValueError, match="runtime"):
         TileModel(module, card, runtime="tensorrt")
+
+
+def test_onnx_workers_do_not_busy_wait_between_runs(tiny_models, tmp_path, monkeypatch):
+    """Reads and the class map run beside the model on the same cores: ORT's idle workers must
+    not spin; the switch (for benchmarks) is honoured."""
+    from geoseg import infer
+
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path))
+    module, card = load_head("buildings", model_dir=Path(tiny_models["buildings"]))
+    for spinning, expected in ((False, "0"), (True, "1")):
+        monkeypatch.setattr(infer, "ORT_SPINNING", spinning)
+        model = TileModel(module, card, runtime="onnx")
+        options = model._session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
+        assert model.probabilities(real_tile(64)[None]).shape == (1, 3, 64, 64)
