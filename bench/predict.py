@@ -178,28 +178,28 @@ def solaris_style(mask: np.ndarray) -> list:
     return [p.simplify(0.5) for p in polys if p.area >= 4]
 
 
-def peak_rss_mb(scene: Path, device: str) -> float:
+def peak_rss_mb(scene: Path, device: str, profile: str = "accurate") -> float:
     code = (
         "import sys, resource, tempfile, torch; torch.set_num_threads(2)\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "from pathlib import Path\n"
         "from geoseg.pipeline import PredictOptions, predict_scene\n"
         "with tempfile.TemporaryDirectory() as out:\n"
-        f"    predict_scene(Path({str(scene)!r}), Path(out), PredictOptions(device={device!r}))\n"
+        f"    predict_scene(Path({str(scene)!r}), Path(out), PredictOptions(device={device!r}, profile={profile!r}))\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def bench_memory(device: str) -> None:
+def bench_memory(device: str, profiles: list[str]) -> None:
     small = data_root() / "buildings" / "nairobi" / "nairobi_z19_1.tif"  # 1024 x 1024
     big = data_root() / "buildings" / "zanzibar" / "zanzibar_z21_1.tif"  # 8192 x 4096
     print("== peak RSS of predict_scene in a fresh process")
-    a = peak_rss_mb(small, device)
-    print(f"{small.name} (1.0 Mpx): {a:.0f} MB")
-    b = peak_rss_mb(big, device)
-    print(f"{big.name} (33.5 Mpx): {b:.0f} MB  -> ratio {b / a:.2f}x")
+    for profile in profiles:
+        a = peak_rss_mb(small, device, profile)
+        b = peak_rss_mb(big, device, profile)
+        print(f"{profile:9s}: {small.name} (1.0 Mpx) {a:.0f} MB; {big.name} (33.5 Mpx) {b:.0f} MB -> ratio {b / a:.2f}x")
 
 
 def bench_seams(scene: Path, device: str) -> None:
@@ -247,7 +247,7 @@ def main() -> None:
     if "seams" in what:
         bench_seams(args.scene, args.device)
     if "memory" in what:
-        bench_memory(args.device)
+        bench_memory(args.device, args.profiles.split(","))
 
 
 if __name__ == "__main__":
