@@ -35,6 +35,20 @@ sys.path.insert(0, str(REPO))
 from geoseg.paths import data_root  # noqa: E402
 
 
+def warm_up(opts, out: Path) -> float:
+    """One small scene with ``opts`` (model load, ONNX export if not cached, first-call costs); seconds."""
+    from geoseg.pipeline import predict_scene
+
+    t = time.perf_counter()
+    predict_scene(data_root() / "buildings" / "kampala" / "kampala_z19_2.tif", out, opts)
+    return time.perf_counter() - t
+
+
+def mpx(report: dict) -> float:
+    """Input megapixels of a predict report."""
+    return report["grid"]["width"] * report["grid"]["height"] / 1e6
+
+
 def bench_speed(scene: Path, device: str, profiles: list[str], threads: int) -> None:
     import torch
 
@@ -50,22 +64,18 @@ def bench_speed(scene: Path, device: str, profiles: list[str], threads: int) -> 
             continue
         with tempfile.TemporaryDirectory() as out:
             opts = PredictOptions(device=device, profile=profile)
-            # warm-up on a tiny scene with the same options: ONNX export (cached) and first-call costs
-            t = time.perf_counter()
-            predict_scene(data_root() / "buildings" / "kampala" / "kampala_z19_2.tif", Path(out), opts)
-            print(f"{profile:9s}: warm-up (model load, ONNX export if not cached) {time.perf_counter() - t:.1f} s")
+            print(f"{profile:9s}: warm-up (model load, ONNX export if not cached) {warm_up(opts, Path(out)):.1f} s")
             # a lone scene loads its models; the next scene of a batch (or a service job on the
             # preloaded standby worker) finds them in memory
             for label in ("lone scene", "next scene"):
                 if label == "lone scene":
-                    pipeline._HEADS.clear()
+                    pipeline.forget_heads()
                 t = time.perf_counter()
                 report = predict_scene(scene, Path(out), opts)
                 wall = time.perf_counter() - t
-                mpx = report["grid"]["width"] * report["grid"]["height"] / 1e6
                 stages = ", ".join(f"{k} {v:.2f}s" for k, v in report["timings_s"].items() if k != "total")
                 refine = "GCN" if "gcn" in report["models"] else "no GCN"
-                print(f"{profile:9s}: {label}: {mpx:.2f} Mpx in {wall:.2f} s = {mpx / wall:.3f} Mpx/s "
+                print(f"{profile:9s}: {label}: {mpx(report):.2f} Mpx in {wall:.2f} s = {mpx(report) / wall:.3f} Mpx/s "
                       f"({refine}; {report['counts'].get('buildings', 0)} buildings; {stages})")
 
 
@@ -92,15 +102,14 @@ def bench_pairs(scene: Path, device: str, profiles: list[str], threads: int, pai
         opts = PredictOptions(device=device, profile=profile)
         rates: dict[bool, list[float]] = {False: [], True: []}
         with tempfile.TemporaryDirectory() as out:
-            predict_scene(data_root() / "buildings" / "kampala" / "kampala_z19_2.tif", Path(out), opts)
+            warm_up(opts, Path(out))
             try:
                 for _ in range(pairs):
                     for on in (False, True):
                         setattr(module, attr, on)
                         t = time.perf_counter()
                         report = predict_scene(scene, Path(out), opts)
-                        rates[on].append(report["grid"]["width"] * report["grid"]["height"] / 1e6
-                                         / (time.perf_counter() - t))
+                        rates[on].append(mpx(report) / (time.perf_counter() - t))
             finally:
                 setattr(module, attr, default)
         for on in (False, True):

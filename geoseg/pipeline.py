@@ -239,6 +239,7 @@ def predict_scene(
             timings["landcover"] = time.perf_counter() - t
             report["gsd"]["working_m"]["landcover"] = result.gsd
             report["tiles"]["landcover"] = _tiles_report(result)
+            # bound now: the building branch below rebinds ``result`` and ``model`` while this runs
             landcover_result, landcover_card = result, model.card
 
             def write_classmap() -> dict[str, int]:
@@ -372,6 +373,12 @@ def _load_head_cached(task: str, profile: str, device: str, model_dir: Path | No
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return module, dict(card)
+
+
+def forget_heads() -> None:
+    """Drop the models kept by this process (the next scene loads them again, as a lone one does)."""
+    with _HEADS_LOCK:
+        _HEADS.clear()
 
 
 def preload_heads(profile: str = "accurate", device: str = "auto") -> None:
