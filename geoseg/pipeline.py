@@ -50,7 +50,7 @@ from geoseg.regularize import regularize_buildings
 from tiles.cog import colormap_from_hex, write_cog
 from tiles.errors import UnsupportedRaster
 from tiles.grid import Tile, stretched_size, tile_grid
-from tiles.source import Scene
+from tiles.source import Scene, cap_block_cache
 from tiles.stitch import BlendingWriter
 from tiles.warp import axis_aligned, bilinear_window
 
@@ -175,6 +175,7 @@ def predict_scene(
     if not input_path.is_file():
         raise PredictError(f"input not found: {input_path}")
     device = resolve_device(options.device)
+    cap_block_cache()  # windowed reads must not fill a GDAL cache sized to the machine's RAM
     if options.batch_size is None:
         options = replace(options, batch_size=8 if device == "cuda" else 1)
     t_start = time.perf_counter()

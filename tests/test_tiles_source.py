@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +159,40 @@ def test_not_a_raster_is_refused(tmp_path: Path):
     path.write_text("not an image")
     with pytest.raises(UnsupportedRaster, match="cannot be opened as a raster"):
         Scene(path)
+
+
+READ_ALL_TILES = """
+import resource, sys
+from rasterio.windows import Window
+from tiles.grid import tile_grid
+from tiles.source import Scene, cap_block_cache
+print(cap_block_cache(64 * 2**20))
+def peak_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+with Scene(sys.argv[1], gsd=0.3) as scene:
+    scene.read(Window(0, 0, 512, 512))
+    before = peak_mb()
+    for tile in tile_grid(scene.width, scene.height, 512, 64):
+        scene.read(tile.read)
+print(peak_mb() - before)
+"""
+
+
+def test_block_cache_cap_bounds_the_memory_of_streaming_reads(buildings_dir: Path):
+    """Reading every tile of a 33.5 Mpx scene leaves its decompressed blocks in GDAL's cache
+    (default 5 % of RAM) unless capped; GDAL_CACHEMAX set by the user is left alone."""
+    scene = buildings_dir / "zanzibar" / "zanzibar_z21_1.tif"
+    root = Path(__file__).resolve().parents[1]
+
+    def run(env_cachemax: str | None) -> tuple[int, float]:
+        env = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}
+        if env_cachemax is not None:
+            env["GDAL_CACHEMAX"] = env_cachemax
+        out = subprocess.run([sys.executable, "-c", READ_ALL_TILES, str(scene)], cwd=root, env=env,
+                             capture_output=True, text=True, check=True).stdout.split()
+        return int(out[0]), float(out[1])
+
+    capped_size, capped_growth = run(None)
+    user_size, user_growth = run("1024")
+    assert capped_size == 64 * 2**20 and user_size == -1
+    assert capped_growth < 64  # MB: the cap, not the scene's ~100 MB of decompressed RGB
+    assert user_growth > capped_growth + 40
