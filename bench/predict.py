@@ -189,13 +189,15 @@ def solaris_style(mask: np.ndarray) -> list:
 
 def peak_rss_mb(scene: Path, device: str, profile: str = "accurate") -> float:
     code = (
-        "import sys, resource, tempfile, torch; torch.set_num_threads(2)\n"
+        "import sys, tempfile, torch; torch.set_num_threads(2)\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "from pathlib import Path\n"
         "from geoseg.pipeline import PredictOptions, predict_scene\n"
         "with tempfile.TemporaryDirectory() as out:\n"
         f"    predict_scene(Path({str(scene)!r}), Path(out), PredictOptions(device={device!r}, profile={profile!r}))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        # VmHWM, not ru_maxrss: Linux carries the forking parent's peak into ru_maxrss across exec,
+        # so after --what speed ran in this process every child would report at least its size
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])

@@ -162,12 +162,14 @@ def test_not_a_raster_is_refused(tmp_path: Path):
 
 
 READ_ALL_TILES = """
-import resource, sys
+import sys
 from rasterio.windows import Window
 from tiles.grid import tile_grid
 from tiles.source import Scene, cap_block_cache
 print(cap_block_cache(64 * 2**20))
-def peak_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_mb():  # VmHWM: ru_maxrss would carry over the forking pytest process's own peak
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
 with Scene(sys.argv[1], gsd=0.3) as scene:
     scene.read(Window(0, 0, 512, 512))
     before = peak_mb()
@@ -196,3 +198,22 @@ def test_block_cache_cap_bounds_the_memory_of_streaming_reads(buildings_dir: Pat
     assert capped_size == 64 * 2**20 and user_size == -1
     assert capped_growth < 64  # MB: the cap, not the scene's ~100 MB of decompressed RGB
     assert user_growth > capped_growth + 40
+
+
+def test_alpha_read_with_the_bands_equals_gdal_mask(rasters_dir: Path, buildings_dir: Path):
+    """Warped scenes read their alpha with the bands (one warp pass): the same mask GDAL gives."""
+    from tiles.masks import window_valid_mask
+
+    cases = [(rasters_dir / "rasterio" / n, 600) for n in ("RGB2.byte.tif", "RGBA.byte.tif", "RGB.byte.tif")]
+    cases += [(rasters_dir / "rasterio" / "RGBA.byte.tif", None),
+              (buildings_dir / "zanzibar" / "zanzibar_z19_1.tif", 1.1)]
+    shortcut = 0
+    for path, gsd in cases:
+        with Scene(path, gsd=gsd) as scene:
+            shortcut += scene._alpha is not None
+            window = Window(0, 0, scene.width, scene.height)
+            rgb, valid = scene.read(window)
+            expected = window_valid_mask(scene.dataset, window, None, scene.bands)
+            np.testing.assert_array_equal(valid, expected, err_msg=path.name)
+            assert not rgb[:, ~valid].any()
+    assert shortcut >= 3  # the warped ones and the RGBA file
