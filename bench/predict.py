@@ -5,6 +5,7 @@
     .venv/bin/python bench/predict.py --what vector --vector-size 10000   # 100 Mpx mask
     .venv/bin/python bench/predict.py --what memory
     .venv/bin/python bench/predict.py --what pairs --toggle classmap-thread --profiles fast --pairs 5
+    .venv/bin/python bench/predict.py --what pairs --toggle int8 --profiles accurate
     .venv/bin/python bench/predict.py --what seams   # shipped model, 256 vs 1024 px tiles
 
 speed   : predict_scene on a 0.3 m scene (both heads + GCN + vectorisation), Mpx/s of input,
@@ -15,7 +16,8 @@ vector  : the same synthetic building mask (rectangles, touching rows of houses,
           through ``geoseg.vectorize`` (separating, simplifying, merging across strips) with 1
           and 2 threads; median and range of paired runs (``--vector-repeats``).
 pairs   : paired runs with a pipeline switch off and on (``--toggle classmap-thread``: the class
-          map after vs beside the building model; ``ort-spinning``: ONNX Runtime's busy-waiting).
+          map after vs beside the building model; ``ort-spinning``: ONNX Runtime's busy-waiting;
+          ``int8``: ``--runtime onnx`` vs ``--runtime int8``).
 memory  : peak RSS of predict_scene in a fresh process, 1 Mpx scene vs zanzibar_z21_1 (33.5 Mpx).
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +84,8 @@ def bench_speed(scene: Path, device: str, profiles: list[str], threads: int) -> 
 
 #: --what pairs --toggle NAME: a module switch measured off vs on in alternating runs
 TOGGLES = {"classmap-thread": ("geoseg.pipeline", "OVERLAP_CLASSMAP"),  # class map beside the building model
-           "ort-spinning": ("geoseg.infer", "ORT_SPINNING")}  # ONNX Runtime workers busy-wait between runs
+           "ort-spinning": ("geoseg.infer", "ORT_SPINNING"),  # ONNX Runtime workers busy-wait between runs
+           "int8": ("options", "runtime")}  # PredictOptions.runtime 'onnx' (off) vs 'int8' (on)
 
 
 def bench_pairs(scene: Path, device: str, profiles: list[str], threads: int, pairs: int, toggle: str) -> None:
@@ -94,8 +98,9 @@ def bench_pairs(scene: Path, device: str, profiles: list[str], threads: int, pai
     from geoseg.pipeline import PredictOptions, predict_scene
 
     module_name, attr = TOGGLES[toggle]
-    module = importlib.import_module(module_name)
-    default = getattr(module, attr)
+    runtime_toggle = module_name == "options"
+    module = None if runtime_toggle else importlib.import_module(module_name)
+    default = "auto" if runtime_toggle else getattr(module, attr)
     torch.set_num_threads(threads)
     print(f"== {toggle} ({module_name}.{attr}, default {default}) off vs on, {scene.name}, {pairs} alternating pairs")
     for profile in profiles:
@@ -106,12 +111,18 @@ def bench_pairs(scene: Path, device: str, profiles: list[str], threads: int, pai
             try:
                 for _ in range(pairs):
                     for on in (False, True):
-                        setattr(module, attr, on)
+                        if runtime_toggle:
+                            opts = replace(opts, runtime="int8" if on else "onnx")
+                            if not rates[on]:
+                                warm_up(opts, Path(out))  # first-call costs of this runtime's graph
+                        else:
+                            setattr(module, attr, on)
                         t = time.perf_counter()
                         report = predict_scene(scene, Path(out), opts)
                         rates[on].append(mpx(report) / (time.perf_counter() - t))
             finally:
-                setattr(module, attr, default)
+                if module is not None:
+                    setattr(module, attr, default)
         for on in (False, True):
             r = rates[on]
             print(f"{profile:9s}: {'on ' if on else 'off'} median {statistics.median(r):.3f} Mpx/s "

@@ -131,6 +131,24 @@ def export_onnx(head: nn.Module, card: dict[str, Any], with_features: bool) -> P
     return path
 
 
+def int8_graph(card: dict[str, Any]) -> Path | None:
+    """The card's int8 ONNX graph (``int8_onnx``) when it was made from the card's current weights."""
+    entry, card_path = card.get("int8_onnx"), card.get("card_path")
+    if not entry or not card_path or not card.get("weights"):
+        return None
+    folder = Path(card_path).parent
+    path, weights = folder / entry["file"], folder / card["weights"]
+    if not path.is_file() or not weights.is_file():
+        return None
+    if hashlib.sha256(weights.read_bytes()).hexdigest() != entry.get("weights_sha256"):
+        warnings.warn(f"{path.name} was made from other weights than {weights.name}: not used", stacklevel=2)
+        return None
+    return path
+
+
+#: what ``TileModel`` (and ``--runtime``) accepts
+RUNTIMES = ("auto", "torch", "onnx", "int8")
+
 #: let ONNX Runtime's worker threads spin between runs (off: see TileModel)
 ORT_SPINNING = False
 
@@ -139,17 +157,23 @@ class TileModel:
     """One segmentation head ready for batched inference on uint8 RGB tiles.
 
     ``runtime``: 'torch' (inference mode; bf16 autocast on CUDA), 'onnx' (ONNX Runtime on the
-    CPU, ~3x faster than eager torch here for U2-Net), or 'auto' (onnx on CPU, torch on CUDA).
+    CPU, ~3x faster than eager torch here for U2-Net), 'int8' (ONNX Runtime with the card's
+    statically quantised graph, ``geoseg.training.quantize``; a head without one, or asked for
+    features, runs 'onnx' and ``runtime`` says so), or 'auto' (onnx on CPU, torch on CUDA).
     """
 
     def __init__(self, module: nn.Module, card: dict[str, Any], device: str = "cpu", runtime: str = "torch",
                  with_features: bool = False) -> None:
-        if runtime not in ("auto", "torch", "onnx"):
-            raise ValueError(f"runtime must be auto, torch or onnx, got {runtime!r}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         if runtime == "auto":
             runtime = "onnx" if device == "cpu" else "torch"
-        if runtime == "onnx" and device != "cpu":
-            raise ValueError("the onnx runtime runs on the CPU only; use --runtime torch with --device cuda")
+        if runtime in ("onnx", "int8") and device != "cpu":
+            raise ValueError(f"the {runtime} runtime runs on the CPU only; use --runtime torch with --device cuda")
+        graph = None
+        if runtime == "int8":
+            graph = int8_graph(card) if not with_features else None
+            runtime = "int8" if graph is not None else "onnx"
         self.card = card
         self.device = device
         self.runtime = runtime
@@ -157,7 +181,7 @@ class TileModel:
         self.n_classes = len(card["classes"])
         self.head = _Head(module.eval(), card, with_features).eval()
         self._session = None
-        if runtime == "onnx":
+        if runtime in ("onnx", "int8"):
             import onnxruntime as ort
 
             options = ort.SessionOptions()
@@ -167,7 +191,8 @@ class TileModel:
             # reads and the class map running beside the model (fast profile, 2 cores: medians +1-7 %
             # in three paired sittings, accurate within noise; bench/predict.py --toggle ort-spinning)
             options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_SPINNING else "0")
-            self._session = ort.InferenceSession(str(export_onnx(self.head, card, with_features)), options,
+            graph = graph or export_onnx(self.head, card, with_features)
+            self._session = ort.InferenceSession(str(graph), options,
                                                  providers=["CPUExecutionProvider"])
         else:
             self.head.to(device)

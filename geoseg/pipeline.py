@@ -44,7 +44,7 @@ from rasterio.windows import Window
 
 from geoseg import card as cards
 from geoseg import vectorize
-from geoseg.infer import TileModel, load_head, refine_with_gcn, resolve_device
+from geoseg.infer import RUNTIMES, TileModel, load_head, refine_with_gcn, resolve_device
 from geoseg.postprocess import BuildingPostprocess, building_classes, postprocess_from_card
 from geoseg.regularize import regularize_buildings
 from tiles.cog import colormap_from_hex, write_cog
@@ -75,7 +75,8 @@ class PredictOptions:
     device: str = "auto"  # auto | cpu | cuda
     gsd: float | None = None  # metres: overrides the input's own GSD
     profile: str = "accurate"  # accurate | fast
-    runtime: str = "auto"  # auto (onnx on CPU, torch on CUDA) | torch | onnx
+    #: auto (onnx on CPU, torch on CUDA) | torch | onnx | int8 (CPU: quantised graphs where a card ships one)
+    runtime: str = "auto"
     #: pixels of context read around each tile; None: enough to show the model its card's tile_size
     context: int | None = None
     batch_size: int | None = None  # tiles per forward pass; None: 1 on CPU (peak memory), 8 on CUDA
@@ -102,8 +103,8 @@ class PredictOptions:
             raise PredictError(f"--gsd must be a positive number of metres, got {self.gsd}")
         if not (self.buildings or self.classmap):
             raise PredictError("nothing to do: both --no-buildings and --no-classmap given")
-        if self.runtime not in ("auto", "torch", "onnx"):
-            raise PredictError(f"--runtime must be auto, torch or onnx, got {self.runtime!r}")
+        if self.runtime not in RUNTIMES:
+            raise PredictError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.min_area_m2 is not None and not self.min_area_m2 >= 0:
             raise PredictError(f"--min-area must be >= 0 square metres, got {self.min_area_m2}")
         if self.building_threshold is not None and not 0.0 < self.building_threshold < 1.0:

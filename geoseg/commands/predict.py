@@ -40,7 +40,8 @@ def predict(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address for batches."),
     profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students and their own GCN, ~5x faster on a CPU)."),
     context: Optional[int] = typer.Option(None, "--context", help="Context pixels read around each tile (default: up to the model's training tile size)."),
-    runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx | int8 (CPU: the U2-Net building head's "
+                                 "int8 graph, ~2x faster, see docs/predict.md; heads without one run onnx)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Tiles per forward pass (default 1 on CPU, 8 on CUDA)."),
     min_area: Optional[float] = typer.Option(None, "--min-area", help="Smallest building kept, square metres (default: the building model card's tuned value, else 3)."),
     simplify: float = typer.Option(0.3, "--simplify", help="Outline simplification tolerance, metres."),
