@@ -203,7 +203,9 @@ def predict_scene(
     timings["load_models"] = time.perf_counter() - t
     weights = {}  # in the order the stages run
     if "landcover" in heads:
-        weights.update(landcover=4.0 + (3.0 if "gcn" in heads else 0.0), classmap=1.0)
+        weights.update(landcover=4.0 + (3.0 if "gcn" in heads else 0.0))
+        if options.classmap:
+            weights.update(classmap=1.0)
     if "buildings" in heads:
         weights.update(buildings=4.0, vectorize=1.0)
     weights["write"] = 0.3
@@ -226,6 +228,8 @@ def predict_scene(
         "warnings": notes,
     }
     classmap_job: _Background | None = None
+    landcover_result: HeadResult | None = None
+    landcover_card: dict[str, Any] | None = None
     try:
         if "landcover" in heads:
             t = time.perf_counter()
@@ -250,12 +254,12 @@ def predict_scene(
                     return _write_classmap(input_path, landcover_result, grid, landcover_card, work,
                                            staging / "classmap.tif", lambda f: stages("classmap", f))
                 finally:
-                    landcover_result.writer.close()
                     timings["classmap"] = time.perf_counter() - t0
 
-            # resampling + argmax + deflate run beside the building model (numpy, GDAL and ONNX
-            # Runtime release the GIL); alone, it runs here
-            classmap_job = _Background(write_classmap, start="buildings" in heads and OVERLAP_CLASSMAP)
+            if options.classmap:  # else the head ran for the building rules' land-cover cue only
+                # resampling + argmax + deflate run beside the building model (numpy, GDAL and ONNX
+                # Runtime release the GIL); alone, it runs here
+                classmap_job = _Background(write_classmap, start="buildings" in heads and OVERLAP_CLASSMAP)
         if "buildings" in heads:
             t = time.perf_counter()
             model = TileModel(*heads["buildings"], device=device, runtime=options.runtime)
@@ -270,7 +274,8 @@ def predict_scene(
             report["gsd"]["working_m"]["buildings"] = result.gsd
             report["tiles"]["buildings"] = _tiles_report(result)
             t = time.perf_counter()
-            frame = _vectorise(result, options, input_gsd, grid, lambda f: stages("vectorize", f), post)
+            cue = _landcover_cue(landcover_result, result, landcover_card) if post.landcover_threshold else None
+            frame = _vectorise(result, options, input_gsd, grid, lambda f: stages("vectorize", f), post, cue)
             result.writer.close()
             timings["vectorize"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -280,6 +285,8 @@ def predict_scene(
             report["counts"]["buildings"] = int(len(frame))
         if classmap_job is not None:
             report["counts"]["classmap_pixels"] = classmap_job.result()
+        if landcover_result is not None:
+            landcover_result.writer.close()
         shutil.rmtree(work, ignore_errors=True)
         timings["total"] = time.perf_counter() - t_start
         report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
@@ -311,28 +318,30 @@ def _building_postprocess(card: dict[str, Any], options: PredictOptions) -> Buil
 
 
 def _load_heads(options: PredictOptions, device: str, notes: list[str]) -> dict[str, tuple]:
-    tasks = []
-    if options.classmap:
-        tasks.append("landcover")
-        if options.refine == "gcn":
-            tasks.append("gcn")
-    if options.buildings:
-        tasks.append("buildings")
-    heads = {}
-    for task in tasks:
+    """The heads this run needs: the land-cover head (and its GCN) for the class map, and also for
+    the building rules when the building card uses its P(building) (``landcover_threshold``)."""
+    def load(task: str) -> tuple:
         model_dir = options.model_dirs.get(task)
-        if task == "gcn":
-            # decide from the card alone: a GCN that cannot be used is not loaded (nor torch-geometric)
-            reason = _gcn_card_mismatch(heads["landcover"], model_dir, options.profile)
-            if reason:
-                notes.append(f"GCN refinement skipped: {reason}")
-                continue
         try:
             # the GCN is tiny and fed from numpy: it always runs on the CPU
-            heads[task] = _load_head_cached(task, options.profile, "cpu" if task == "gcn" else device,
-                                            Path(model_dir) if model_dir else None)
+            return _load_head_cached(task, options.profile, "cpu" if task == "gcn" else device,
+                                     Path(model_dir) if model_dir else None)
         except (ValueError, OSError) as exc:
             raise PredictError(f"cannot load the {task} model: {exc}") from exc
+
+    heads = {}
+    if options.buildings:
+        heads["buildings"] = load("buildings")
+    cue = "buildings" in heads and _building_postprocess(heads["buildings"][1], options).landcover_threshold > 0
+    if options.classmap or cue:
+        heads["landcover"] = load("landcover")
+        if options.refine == "gcn":
+            # decide from the card alone: a GCN that cannot be used is not loaded (nor torch-geometric)
+            reason = _gcn_card_mismatch(heads["landcover"], options.model_dirs.get("gcn"), options.profile)
+            if reason:
+                notes.append(f"GCN refinement skipped: {reason}")
+            else:
+                heads["gcn"] = load("gcn")
     return heads
 
 
@@ -667,13 +676,35 @@ def _write_classmap(
     return {names[str(i)]: int(n) for i, n in enumerate(counts)}
 
 
+def _landcover_cue(landcover: HeadResult | None, buildings: HeadResult,
+                   card: dict[str, Any] | None) -> Callable[[int, int], np.ndarray]:
+    """Rows [a, b) of the land-cover head's P(building), bilinear on the building grid (the cue
+    of ``BuildingPostprocess.landcover_threshold``)."""
+    index = next((c["index"] for c in (card or {}).get("classes", []) if c["name"] == "building"), None)
+    if landcover is None or index is None:
+        raise PredictError("the building rules use the land-cover cue, but no land-cover head with a "
+                           "'building' class ran")
+    if landcover.crs != buildings.crs or not axis_aligned(landcover.transform, buildings.transform):
+        raise PredictError("the land-cover and building grids are not aligned: cannot combine them")
+
+    def rows(a: int, b: int) -> np.ndarray:
+        values, _ = bilinear_window(lambda w: landcover.writer.read(w)[0][index:index + 1],
+                                    (landcover.height, landcover.width), landcover.transform,
+                                    buildings.transform, Window(0, a, buildings.width, b - a))
+        return values[0]
+
+    return rows
+
+
 def _vectorise(
     head: HeadResult, options: PredictOptions, input_gsd: float | None, grid: dict,
     progress: Callable[[float], None], post: BuildingPostprocess,
+    landcover: Callable[[int, int], np.ndarray] | None = None,
 ) -> gpd.GeoDataFrame:
     """Building polygons from the blended probabilities, in the working grid's CRS coordinates.
 
-    ``post``: the building decision rules (``geoseg.postprocess``, from the card and the options).
+    ``post``: the building decision rules (``geoseg.postprocess``, from the card and the options);
+    ``landcover``: rows [a, b) of the land-cover P(building) on this grid, when ``post`` uses it.
     """
     # ground size of one working pixel: the Scene's own measure, scaled when --gsd overrides it
     if head.gsd is not None and grid["native_gsd"]:
@@ -696,7 +727,8 @@ def _vectorise(
         # rows outside the raster count as nodata (one padded row is enough for the erosion)
         covered = np.pad(covered, ((1, 1), (0, 0)), constant_values=False)
         inner = _erode(covered)[1:-1]
-        classes, building = building_classes(probs, inner, post)
+        cue = landcover(a, b) if landcover is not None and post.landcover_threshold else None
+        classes, building = building_classes(probs, inner, post, cue)
         return classes[start - a:stop - a], building[start - a:stop - a]
 
     found = vectorize.vectorize_strips(read, head.height, vopts, progress)

@@ -22,6 +22,12 @@ Rules, in order, on one strip of probabilities ``(3, h, w)`` (background, interi
    a component between its interior seeds;
 4. buildings under ``min_area_m2`` are dropped by the vectoriser.
 
+Optionally (``landcover_threshold`` > 0) a second cue joins rule 1: pixels where the
+land-cover head's P(building), resampled onto the building grid, reaches that threshold are
+building too. The land-cover head (AttResUNet, Dubai) finds the grey, white and concrete roofs
+the U2-Net misses, at 1.1 m; so its pixels only ever extend or add buildings as *outline*:
+they join a U2-Net building's seed or form a building of their own, but never seed a split.
+
 Every rule but the distance split looks at most ``context_rows`` rows away; the distance split
 looks at whole components, and is exact because the vectoriser only emits a component whose
 rows all lie inside the window its classes were computed on.
@@ -51,6 +57,8 @@ class BuildingPostprocess:
     seed_erosion_px: int = 0
     #: minimum height (px) of a distance-transform maximum that gets a seed of its own (0: off)
     split_h_px: float = 0.0
+    #: land-cover P(building) from which a pixel is building too, seedless (0: off; see module docstring)
+    landcover_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -59,6 +67,8 @@ class BuildingPostprocess:
             raise ValueError(f"min_area_m2 must be >= 0, got {self.min_area_m2}")
         if not 0 <= self.split_h_px <= 16:
             raise ValueError(f"split_h_px must be in [0, 16], got {self.split_h_px}")
+        if not 0.0 <= self.landcover_threshold < 1.0:
+            raise ValueError(f"landcover_threshold must be in [0, 1), got {self.landcover_threshold}")
         if not self.seed_ratio > 0:
             raise ValueError(f"seed_ratio must be > 0, got {self.seed_ratio}")
         for name in ("opening_px", "closing_px", "seed_erosion_px"):
@@ -103,20 +113,28 @@ def postprocess_from_card(card: dict[str, Any], threshold: float | None = None,
     return post
 
 
-def building_classes(probs: np.ndarray, valid: np.ndarray,
-                     post: BuildingPostprocess) -> tuple[np.ndarray, np.ndarray]:
+def building_classes(probs: np.ndarray, valid: np.ndarray, post: BuildingPostprocess,
+                     landcover: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(classes uint8 0/1/2, building probability float32)`` of a ``(3, h, w)`` probability strip.
 
     ``valid`` (h, w) marks pixels that may be building (the pipeline passes the covered mask
     eroded by one pixel). For exact results at strip borders the strip must carry
     ``post.context_rows`` rows of context each side; the caller crops them afterwards.
+    ``landcover`` (h, w): the land-cover head's P(building) on the same pixels, required when
+    ``post.landcover_threshold`` is set.
     """
     if probs.ndim != 3 or probs.shape[0] != 3:
         raise ValueError(f"expected (3, h, w) building probabilities, got shape {probs.shape}")
     if valid.shape != probs.shape[1:]:
         raise ValueError(f"valid mask shape {valid.shape} != probability shape {probs.shape[1:]}")
     building = np.where(valid, 1.0 - probs[0], 0.0).astype(np.float32)
-    mask = building >= post.threshold
+    mask = seeded = building >= post.threshold
+    if post.landcover_threshold:
+        if landcover is None or landcover.shape != building.shape:
+            raise ValueError("landcover_threshold is set: the land-cover P(building) of the strip is needed")
+        cue = np.where(valid, landcover, 0.0).astype(np.float32)
+        mask = seeded | (cue >= post.landcover_threshold)
+        building = np.maximum(building, cue)
     if post.opening_px:
         mask = ndimage.binary_opening(mask, _CROSS, iterations=post.opening_px, border_value=0)
     if post.closing_px:
@@ -131,6 +149,8 @@ def building_classes(probs: np.ndarray, valid: np.ndarray,
         classes = np.where(probs[1] >= post.seed_ratio * probs[2], vectorize.INTERIOR,
                            vectorize.OUTLINE).astype(np.uint8)
         classes[~mask] = vectorize.BACKGROUND
+    if post.landcover_threshold:
+        classes[mask & ~seeded] = vectorize.OUTLINE  # the land-cover cue never seeds a split
     if post.seed_erosion_px:
         seeds = classes == vectorize.INTERIOR
         kept = ndimage.binary_erosion(seeds, _CROSS, iterations=post.seed_erosion_px, border_value=1)

@@ -225,3 +225,75 @@ def test_pipeline_reads_postprocess_from_the_card(tiny_models, tmp_path):
     assert overridden["counts"]["buildings"] == base["counts"]["buildings"]
     with pytest.raises(PredictError, match="unknown postprocess"):
         run({"thresold": 0.4}, "typo")
+
+
+def test_landcover_cue_adds_seedless_building_pixels():
+    """Pixels only the land-cover cue calls building join as outline: they never seed a split."""
+    share = np.zeros((30, 40), np.float32)
+    share[5:15, 5:15] = 0.9  # a house the U2-Net sees
+    probs = np.stack([1.0 - share, share * 0.7, share * 0.3])
+    cue = np.zeros(share.shape, np.float32)
+    cue[5:15, 12:25] = 0.95  # extends that house and covers a grey roof next to it
+    cue[20:28, 30:38] = 0.6  # a weak cue: under the threshold below
+    valid = np.ones(share.shape, bool)
+    post = BuildingPostprocess(landcover_threshold=0.8)
+    classes, building = building_classes(probs, valid, post, cue)
+    plain, _ = building_classes(probs, valid, BuildingPostprocess())
+    added = (classes > 0) & (plain == 0)
+    np.testing.assert_array_equal(added, (cue >= 0.8) & (share < 0.5))
+    assert (classes[added] == vectorize.OUTLINE).all()
+    np.testing.assert_array_equal(classes[plain > 0], plain[plain > 0])  # the U2-Net's own pixels unchanged
+    assert building[10, 20] == pytest.approx(0.95) and classes[25, 33] == 0
+    with pytest.raises(ValueError, match="land-cover"):
+        building_classes(probs, valid, post)  # the cue is required once the card asks for it
+    with pytest.raises(ValueError, match="landcover_threshold"):
+        BuildingPostprocess(landcover_threshold=1.0)
+    # and the vectoriser keeps the extended house as one polygon (no second seed appeared)
+    scene = synthetic_scene(probs)
+    scene.landcover = cue
+    head = pipeline.HeadResult(scene, scene.transform, scene.crs, 40, 30, 0.3, False, 0, 0)
+    vectorise = functools.partial(pipeline._vectorise, head, PredictOptions(), 0.3, {"native_gsd": 0.3},
+                                  lambda f: None)
+    frame = vectorise(BuildingPostprocess(landcover_threshold=0.8, min_area_m2=0.0), scene.landcover_rows)
+    alone = vectorise(BuildingPostprocess(min_area_m2=0.0))
+    assert len(frame) == 1 and len(alone) == 1
+    assert frame.area_m2.iloc[0] == pytest.approx(2 * alone.area_m2.iloc[0], rel=0.02)  # 10 x 20 vs 10 x 10 px
+
+
+def test_pipeline_runs_the_landcover_head_for_a_card_that_uses_its_cue(tmp_path):
+    """--no-classmap with a building card using the cue: the land-cover head still runs (no class
+    map is written), and its cue adds building pixels; a contract check on the shipped models."""
+    src = default_card_path("buildings", "accurate")
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    card = json.loads(src.read_text())
+    for name in (src.name, card["weights"]):
+        shutil.copy(src.parent / name, tuned / name)
+    card_path = tuned / src.name
+
+    def run(threshold: float, name: str) -> dict:
+        card["postprocess"]["landcover_threshold"] = threshold
+        card_path.write_text(json.dumps(card))
+        opts = PredictOptions(classmap=False, refine="none", model_dirs={"buildings": str(card_path)})
+        return predict_scene(VAL_SCENE, tmp_path / name, opts)
+
+    without, with_cue = run(0.0, "without"), run(0.5, "with")
+    assert "landcover" not in without["models"] and "landcover" in with_cue["models"]
+    assert with_cue["postprocess"]["landcover_threshold"] == 0.5
+    assert not (tmp_path / "with" / "classmap.tif").exists() and "classmap" not in with_cue["timings_s"]
+    import geopandas as gpd
+
+    area = {n: gpd.read_file(tmp_path / n / "buildings.gpkg").area.sum() for n in ("without", "with")}
+    assert area["with"] > 1.1 * area["without"]
+
+
+def test_cache_keeps_the_landcover_cue(tmp_path):
+    scene = synthetic_scene(ramp_probabilities())
+    scene.landcover = np.linspace(0, 1, scene.covered.size, dtype=np.float32).reshape(scene.covered.shape)
+    tb.save_cache(scene, tmp_path)
+    (loaded,) = tb.load_cache(tmp_path)
+    np.testing.assert_allclose(loaded.landcover_rows(3, 9), scene.landcover[3:9], atol=1e-3)
+    scene.landcover = None
+    tb.save_cache(scene, tmp_path)
+    with pytest.raises(tb.TuningError, match="land-cover"):
+        tb.load_cache(tmp_path)[0].landcover_rows(0, 1)

@@ -46,6 +46,9 @@ MIN_AREAS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 40.0, 60.0)
 SEED_RATIOS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 SEED_EROSIONS = (0, 1, 2, 3)  # px: splits rows of touching houses whose interiors touch
 SPLIT_HEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)  # px: distance-transform split (added when run 3 under-segmented)
+#: land-cover P(building) joining as a seedless cue (0: off); added in session 6 when the land-cover
+#: head's building class turned out to find the grey and concrete roofs the U2-Net misses
+LANDCOVER_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 class TuningError(ValueError):
@@ -65,6 +68,14 @@ class CachedScene:
     crs: Any
     gsd: float | None  # working pixel, the Scene's measure
     native_gsd: float | None
+    #: float32 (h, w): the land-cover head's P(building) on this grid, as the pipeline resamples it
+    landcover: np.ndarray | None = None
+
+    def landcover_rows(self, start: int, stop: int) -> np.ndarray:
+        """What ``pipeline._landcover_cue`` returns, from the cache."""
+        if self.landcover is None:
+            raise TuningError(f"{self.name}: no land-cover cue cached (re-run the 'cache' step)")
+        return self.landcover[start:stop]
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """``BlendingWriter.read`` over the cached arrays (what ``pipeline._vectorise`` calls)."""
@@ -87,34 +98,45 @@ def _refuse_test(path: Path) -> None:
         raise TuningError(f"{path.name} is a TEST scene: tuning on it is not allowed")
 
 
-def predict_probabilities(input_path: Path, card_path: Path | None = None, work: Path | None = None) -> CachedScene:
-    """Run the building head over one scene exactly as ``predict_scene`` does; keep the probabilities."""
+def predict_probabilities(input_path: Path, card_path: Path | None = None, work: Path | None = None,
+                          profile: str = "accurate") -> CachedScene:
+    """Run the building head (and the land-cover head, for its cue) over one scene exactly as
+    ``predict_scene`` does; keep the probabilities."""
     from geoseg import pipeline
     from geoseg.infer import TileModel, load_head
     from tiles.source import Scene
 
     input_path = Path(input_path)
     _refuse_test(input_path)
-    options = pipeline.PredictOptions(classmap=False, device="cpu", batch_size=1)
+    options = pipeline.PredictOptions(device="cpu", batch_size=1, profile=profile)
     with Scene(input_path) as scene:
         grid = dict(crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
                     height=scene.src_height, native_gsd=scene.native_gsd)
-    model = TileModel(*load_head("buildings", "accurate", "cpu", card_path), device="cpu", runtime=options.runtime)
+    model = TileModel(*load_head("buildings", profile, "cpu", card_path), device="cpu", runtime=options.runtime)
+    # the land-cover head (with its GCN) exactly as the pipeline runs it for the class map
+    heads = pipeline._load_heads(replace(options, buildings=False), "cpu", [])
+    landcover = TileModel(*heads["landcover"], device="cpu", runtime=options.runtime,
+                          with_features="gcn" in heads and heads["gcn"][0].reads_cnn_features)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
+        lc = pipeline._run_head(input_path, landcover, options, grid["native_gsd"], grid, Path(tmp),
+                                lambda f: None, [], gcn=heads.get("gcn"), mask_tiles=False)
         result = pipeline._run_head(input_path, model, options, grid["native_gsd"], grid, Path(tmp),
                                     lambda f: None, [])
         probs, covered = result.writer.read(Window(0, 0, result.width, result.height))
         probs = np.array(probs, dtype=np.float32)
         covered = np.array(covered)
+        cue = np.array(pipeline._landcover_cue(lc, result, landcover.card)(0, result.height), dtype=np.float32)
         result.writer.close()
+        lc.writer.close()
     return CachedScene(input_path.stem, input_path, input_path.parent / "labels.geojson", probs, covered,
-                       result.transform, result.crs, result.gsd, grid["native_gsd"])
+                       result.transform, result.crs, result.gsd, grid["native_gsd"], cue)
 
 
 def save_cache(scene: CachedScene, folder: Path) -> None:
     """``<name>.npz`` (probabilities as uint8 x 255 would bias thresholds: kept float16) + ``<name>.json``."""
     folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / f"{scene.name}.npz", probs=scene.probs.astype(np.float16), covered=scene.covered)
+    extra = {} if scene.landcover is None else {"landcover": scene.landcover.astype(np.float16)}
+    np.savez(folder / f"{scene.name}.npz", probs=scene.probs.astype(np.float16), covered=scene.covered, **extra)
     meta = {"input": str(scene.input_path), "labels": str(scene.labels_path), "transform": list(scene.transform)[:6],
             "crs": scene.crs.to_wkt() if scene.crs is not None else None, "gsd": scene.gsd,
             "native_gsd": scene.native_gsd}
@@ -132,7 +154,8 @@ def load_cache(folder: Path) -> list[CachedScene]:
         crs = rasterio.crs.CRS.from_wkt(meta["crs"]) if meta["crs"] else None
         scenes.append(CachedScene(meta_path.stem, input_path, Path(meta["labels"]),
                                   arrays["probs"].astype(np.float32), arrays["covered"].astype(bool),
-                                  Affine(*meta["transform"]), crs, meta["gsd"], meta["native_gsd"]))
+                                  Affine(*meta["transform"]), crs, meta["gsd"], meta["native_gsd"],
+                                  arrays["landcover"].astype(np.float32) if "landcover" in arrays else None))
     if not scenes:
         raise TuningError(f"no cached scene in {folder}: run the 'cache' step first")
     return scenes
@@ -149,7 +172,8 @@ def score(scene: CachedScene, post: BuildingPostprocess, work: Path) -> dict[str
     options = pipeline.PredictOptions(classmap=False)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         out = Path(tmp)
-        frame = pipeline._vectorise(head, options, scene.native_gsd, grid, lambda f: None, post)
+        frame = pipeline._vectorise(head, options, scene.native_gsd, grid, lambda f: None, post,
+                                    scene.landcover_rows)
         frame["source"] = scene.input_path.name
         pipeline._write_buildings(frame, out, georeferenced=scene.crs is not None)
         (out / "report.json").write_text(json.dumps({"input": str(scene.input_path)}))
@@ -207,6 +231,7 @@ def coordinate_search(
         return BuildingPostprocess(**tried[best]["settings"])
 
     best = run([start], "default")
+    best = run([replace(best, landcover_threshold=c) for c in LANDCOVER_THRESHOLDS] + [best], "landcover")
     best = run([replace(best, threshold=t, opening_px=o, closing_px=c) for t in THRESHOLDS for o, c in MORPHOLOGY]
                + [best], "thr x morph")
     best = run([replace(best, min_area_m2=a, seed_ratio=s) for a in MIN_AREAS for s in SEED_RATIOS] + [best],
@@ -215,12 +240,14 @@ def coordinate_search(
                "seeds")
     best = run([replace(best, split_h_px=h) for h in SPLIT_HEIGHTS] + [best], "split")
     best = run([replace(best, threshold=t) for t in THRESHOLDS] + [best], "threshold")
+    best = run([replace(best, landcover_threshold=c) for c in LANDCOVER_THRESHOLDS] + [best], "landcover")
     return best, list(tried.values())
 
 
 def _fmt(post: BuildingPostprocess) -> str:
     return (f"t={post.threshold:.2f} area={post.min_area_m2:g} seed={post.seed_ratio:g} "
-            f"erode={post.seed_erosion_px} split={post.split_h_px:g} open={post.opening_px} close={post.closing_px}")
+            f"erode={post.seed_erosion_px} split={post.split_h_px:g} open={post.opening_px} close={post.closing_px} "
+            f"lc={post.landcover_threshold:g}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--card", type=Path, default=None, help="building model card (default: the shipped one)")
     c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--profile", choices=("accurate", "fast"), default="accurate",
+                   help="which shipped heads (teacher or students) to cache")
     s = sub.add_parser("sweep", help="score settings on the cached validation scenes; print the best")
     s.add_argument("--cache", type=Path, required=True)
     s.add_argument("--json", type=Path, default=None, help="write every scored setting here")
@@ -242,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         for path in validation_scenes():
             t = time.perf_counter()
-            scene = predict_probabilities(path, args.card)
+            scene = predict_probabilities(path, args.card, profile=args.profile)
             save_cache(scene, args.out)
             print(f"{path.name}: working grid {scene.covered.shape[1]}x{scene.covered.shape[0]}, "
                   f"{time.perf_counter() - t:.1f} s")
