@@ -48,7 +48,7 @@ SEED_EROSIONS = (0, 1, 2, 3)  # px: splits rows of touching houses whose interio
 SPLIT_HEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0)  # px: distance-transform split (added when run 3 under-segmented)
 #: land-cover P(building) joining as a seedless cue (0: off); added in session 6 when the land-cover
 #: head's building class turned out to find the grey and concrete roofs the U2-Net misses
-LANDCOVER_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+LANDCOVER_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95)
 
 
 class TuningError(ValueError):
