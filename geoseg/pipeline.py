@@ -199,7 +199,7 @@ def predict_scene(
     input_gsd = options.gsd or grid["native_gsd"]
 
     t = time.perf_counter()
-    heads = _load_heads(options, device, notes)
+    heads = _load_heads(options, device, notes, gsd_known=input_gsd is not None)
     timings["load_models"] = time.perf_counter() - t
     weights = {}  # in the order the stages run
     if "landcover" in heads:
@@ -265,7 +265,7 @@ def predict_scene(
             model = TileModel(*heads["buildings"], device=device, runtime=options.runtime)
             timings["prepare_buildings"] = time.perf_counter() - t
             report["models"]["buildings"]["runtime"] = model.runtime
-            post = _building_postprocess(model.card, options)
+            post = _building_postprocess(model.card, options, gsd_known=input_gsd is not None)
             report["postprocess"] = post.as_dict()
             t = time.perf_counter()
             result = _run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("buildings", f),
@@ -309,15 +309,20 @@ def predict_scene(
     return report
 
 
-def _building_postprocess(card: dict[str, Any], options: PredictOptions) -> BuildingPostprocess:
-    """The building card's tuned post-processing, with the user's explicit values on top."""
+def _building_postprocess(card: dict[str, Any], options: PredictOptions, gsd_known: bool = True) -> BuildingPostprocess:
+    """The building card's tuned post-processing, with the user's explicit values on top.
+
+    Without a known GSD (no georeferencing, no ``--gsd``) the land-cover cue is off: both heads then
+    run on the raw pixel grid, and a 1.1 m land-cover model on, say, 0.1 m pixels says nothing
+    about roofs."""
     try:
-        return postprocess_from_card(card, options.building_threshold, options.min_area_m2)
+        post = postprocess_from_card(card, options.building_threshold, options.min_area_m2)
     except ValueError as exc:
         raise PredictError(str(exc)) from exc
+    return post if gsd_known else replace(post, landcover_threshold=0.0)
 
 
-def _load_heads(options: PredictOptions, device: str, notes: list[str]) -> dict[str, tuple]:
+def _load_heads(options: PredictOptions, device: str, notes: list[str], gsd_known: bool = True) -> dict[str, tuple]:
     """The heads this run needs: the land-cover head (and its GCN) for the class map, and also for
     the building rules when the building card uses its P(building) (``landcover_threshold``)."""
     def load(task: str) -> tuple:
@@ -332,7 +337,9 @@ def _load_heads(options: PredictOptions, device: str, notes: list[str]) -> dict[
     heads = {}
     if options.buildings:
         heads["buildings"] = load("buildings")
-    cue = "buildings" in heads and _building_postprocess(heads["buildings"][1], options).landcover_threshold > 0
+    cue = "buildings" in heads and _building_postprocess(heads["buildings"][1], options, gsd_known).landcover_threshold > 0
+    if "buildings" in heads and not gsd_known and _building_postprocess(heads["buildings"][1], options).landcover_threshold:
+        notes.append("the land-cover cue of the building rules is off: the input's GSD is unknown (give --gsd)")
     if options.classmap or cue:
         heads["landcover"] = load("landcover")
         if options.refine == "gcn":

@@ -297,3 +297,20 @@ def test_cache_keeps_the_landcover_cue(tmp_path):
     tb.save_cache(scene, tmp_path)
     with pytest.raises(tb.TuningError, match="land-cover"):
         tb.load_cache(tmp_path)[0].landcover_rows(0, 1)
+
+
+def test_landcover_cue_is_off_without_a_gsd(rasters_dir, tmp_path):
+    """A PNG without georeferencing: both heads would run at an unknown scale, so the cue is off
+    (said in the warnings) and --no-classmap does not run the land-cover head."""
+    from PIL import Image
+
+    png = tmp_path / "crop.png"  # a 384 px corner keeps this quick; still no georeferencing
+    Image.open(rasters_dir / "deepforest_neon" / "2019_YELL_2_541000_4977000_image_crop.png").convert("RGB") \
+        .crop((0, 0, 384, 384)).save(png)
+    assert postprocess_from_card(json.loads(default_card_path("buildings", "accurate").read_text())).landcover_threshold > 0
+    with pytest.warns(UserWarning, match="land-cover cue"):
+        report = predict_scene(png, tmp_path / "png", PredictOptions(classmap=False, refine="none"))
+    assert report["postprocess"]["landcover_threshold"] == 0.0 and "landcover" not in report["models"]
+    with pytest.warns(UserWarning, match="not georeferenced"):
+        report = predict_scene(png, tmp_path / "gsd", PredictOptions(classmap=False, refine="none", gsd=0.3))
+    assert report["postprocess"]["landcover_threshold"] > 0 and "landcover" in report["models"]
