@@ -9,6 +9,7 @@ No rasterio/typer/fastapi imports here: this module also runs on the GPU machine
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -205,6 +206,15 @@ def load_model(model_dir_or_card: Path | str, device: str = "cpu") -> tuple[nn.M
     model.eval().to(device)
     card["card_path"] = str(card_path)
     return model, card
+
+
+def weights_sha256(card: dict[str, Any]) -> str | None:
+    """SHA-256 of the weight file a loaded card names (None without one): what derived files, such
+    as an int8 graph, record so they are never used with other weights."""
+    if not card.get("weights") or not card.get("card_path"):
+        return None
+    path = Path(card["card_path"]).parent / card["weights"]
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def default_card_path(task: str, profile: str = "accurate") -> Path:

@@ -134,14 +134,14 @@ def export_onnx(head: nn.Module, card: dict[str, Any], with_features: bool) -> P
 def int8_graph(card: dict[str, Any]) -> Path | None:
     """The card's int8 ONNX graph (``int8_onnx``) when it was made from the card's current weights."""
     entry, card_path = card.get("int8_onnx"), card.get("card_path")
-    if not entry or not card_path or not card.get("weights"):
+    if not entry or not card_path:
         return None
-    folder = Path(card_path).parent
-    path, weights = folder / entry["file"], folder / card["weights"]
-    if not path.is_file() or not weights.is_file():
+    path = Path(card_path).parent / entry["file"]
+    digest = cards.weights_sha256(card)
+    if not path.is_file() or digest is None:
         return None
-    if hashlib.sha256(weights.read_bytes()).hexdigest() != entry.get("weights_sha256"):
-        warnings.warn(f"{path.name} was made from other weights than {weights.name}: not used", stacklevel=2)
+    if digest != entry.get("weights_sha256"):
+        warnings.warn(f"{path.name} was made from other weights than {card['weights']}: not used", stacklevel=2)
         return None
     return path
 

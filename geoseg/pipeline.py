@@ -337,10 +337,10 @@ def _load_heads(options: PredictOptions, device: str, notes: list[str], gsd_know
     heads = {}
     if options.buildings:
         heads["buildings"] = load("buildings")
-    cue = "buildings" in heads and _building_postprocess(heads["buildings"][1], options, gsd_known).landcover_threshold > 0
-    if "buildings" in heads and not gsd_known and _building_postprocess(heads["buildings"][1], options).landcover_threshold:
+    card_cue = "buildings" in heads and _building_postprocess(heads["buildings"][1], options).landcover_threshold > 0
+    if card_cue and not gsd_known:
         notes.append("the land-cover cue of the building rules is off: the input's GSD is unknown (give --gsd)")
-    if options.classmap or cue:
+    if options.classmap or (card_cue and gsd_known):
         heads["landcover"] = load("landcover")
         if options.refine == "gcn":
             # decide from the card alone: a GCN that cannot be used is not loaded (nor torch-geometric)

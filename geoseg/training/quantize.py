@@ -16,7 +16,6 @@ from, so a retrained head never runs a stale graph.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import tempfile
 import warnings
@@ -35,12 +34,6 @@ CALIBRATION = {
     "buildings": ["buildings/zanzibar/zanzibar_z19_1.tif", "buildings/zanzibar/zanzibar_z19_2.tif",
                   "buildings/nairobi/nairobi_z19_1.tif"],
 }
-
-
-def weights_sha256(card: dict) -> str:
-    """SHA-256 of the card's weight file (what an int8 graph must have been made from)."""
-    path = Path(card["card_path"]).parent / card["weights"]
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def calibration_tiles(scenes: list[Path], gsd_m: float | None, size: int = 512, per_scene: int = 4) -> list[np.ndarray]:
@@ -96,7 +89,7 @@ def quantize_head(card_path: Path, scenes: list[Path], out_name: str | None = No
     raw = json.loads(Path(card["card_path"]).read_text())
     raw["int8_onnx"] = {
         "file": out.name,
-        "weights_sha256": weights_sha256(card),
+        "weights_sha256": cards.weights_sha256(card),
         "outputs": ["probs"],
         "method": "ONNX Runtime static QDQ: int8 weights per channel, uint8 activations (MinMax), float softmax",
         "calibration": {"scenes": [Path(s).name for s in scenes], "tiles": len(tiles)},
