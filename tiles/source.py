@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
@@ -32,7 +32,7 @@ from rasterio.windows import Window
 
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import gsd_m, metres_per_unit
-from tiles.masks import window_valid_mask
+from tiles.masks import alpha_mask_band, finite_only, window_valid_mask
 from tiles.normalize import BandStats, scene_stats, select_bands, to_uint8
 
 __all__ = ["BLOCK_CACHE_BYTES", "Scene", "UnsupportedRaster", "cap_block_cache", "working_grid"]
@@ -79,22 +79,6 @@ def working_grid(crs, transform: Affine, width: int, height: int, target_gsd: fl
     return Affine(rx, 0.0, left, 0.0, -ry, top), out_w, out_h
 
 
-def _mask_alpha_band(dataset, bands: tuple[int, ...]) -> int | None:
-    """1-based index of the uint8 alpha band that is the selected bands' mask, else None.
-
-    Why: through a WarpedVRT, reading the mask apart from the bands runs the warper over the
-    source twice unless GDAL's block cache still holds every source block; read together,
-    one pass serves both (zanzibar_z21_1 down to 1.1 m: half the time with a small cache).
-    """
-    flags = [dataset.mask_flag_enums[b - 1] for b in bands]
-    if not all(MaskFlags.per_dataset in f and MaskFlags.alpha in f for f in flags):
-        return None
-    alphas = [i + 1 for i, ci in enumerate(dataset.colorinterp) if ci == ColorInterp.alpha]
-    if len(alphas) != 1 or dataset.dtypes[alphas[0] - 1] != "uint8":
-        return None  # GDAL rescales wider alpha bands into its mask; leave that to it
-    return alphas[0]
-
-
 class Scene:
     """A raster opened for windowed uint8 RGB reads (see module docstring)."""
 
@@ -130,7 +114,7 @@ class Scene:
                                       resampling=resampling,
                                       add_alpha=ColorInterp.alpha not in src.colorinterp)
                 self._ds = self._vrt
-        self._alpha = _mask_alpha_band(self._ds, self.bands)
+        self._alpha = alpha_mask_band(self._ds, self.bands)
         self.width, self.height = self._ds.width, self._ds.height
         self.transform = self._ds.transform
         self.gsd = gsd_m(self.crs, self.transform, self.width, self.height) if self.crs else None
@@ -165,10 +149,7 @@ class Scene:
             ok = window_valid_mask(self._ds, inner, data, self.bands)
         else:  # one read: a second one for the mask would warp the source a second time
             data = self._ds.read([*self.bands, self._alpha], window=inner)
-            ok = data[-1] > 0
-            data = data[:-1]
-            if np.issubdtype(data.dtype, np.floating):
-                ok &= np.isfinite(data).all(axis=0)
+            data, ok = data[:-1], finite_only(data[-1] > 0, data[:-1])
         sl = (slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0))
         scaled = to_uint8(data, self.stats)
         if not ok.all():

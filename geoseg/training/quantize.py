@@ -44,7 +44,9 @@ def calibration_tiles(scenes: list[Path], gsd_m: float | None, size: int = 512, 
             taken = 0
             for tile in tile_grid(scene.width, scene.height, size, 0):
                 window = tile.read
-                if taken == per_scene or window.width < size or window.height < size:
+                if taken == per_scene:
+                    break
+                if window.width < size or window.height < size:
                     continue
                 rgb, valid = scene.read(Window(window.col_off, window.row_off, size, size))
                 if valid.mean() > 0.9:
