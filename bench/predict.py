@@ -224,8 +224,8 @@ def bench_memory(device: str, profiles: list[str]) -> None:
         print(f"{profile:9s}: {small.name} (1.0 Mpx) {a:.0f} MB; {big.name} (33.5 Mpx) {b:.0f} MB -> ratio {b / a:.2f}x")
 
 
-def bench_seams(scene: Path, device: str) -> None:
-    """Building masks from 256 px and 1024 px tiles with the shipped model: IoU (goal >= 0.95)."""
+def bench_seams(scene: Path, device: str, profiles: list[str]) -> None:
+    """Building masks from 256 px and 1024 px tiles with each profile's shipped model: IoU (goal >= 0.95)."""
     import rasterio
     from rasterio import features
 
@@ -234,17 +234,19 @@ def bench_seams(scene: Path, device: str) -> None:
 
     with rasterio.open(scene) as src:
         transform, shape = src.transform, (src.height, src.width)
-    masks = []
-    for size in (256, 1024):
-        with tempfile.TemporaryDirectory() as out:
-            predict_scene(scene, Path(out), PredictOptions(device=device, tile_size=size, classmap=False))
-            frame = gpd.read_file(Path(out) / "buildings.gpkg")
-        masks.append(features.rasterize(((g, 1) for g in frame.geometry), out_shape=shape, transform=transform) > 0
-                     if len(frame) else np.zeros(shape, bool))
-    a, b = masks
-    union = (a | b).sum()
-    print(f"== tile-size independence on {scene.name}: building masks 256 vs 1024 px tiles IoU "
-          f"{(a & b).sum() / union if union else 1.0:.4f} (building share {a.mean():.3f})")
+    for profile in profiles:
+        masks = []
+        for size in (256, 1024):
+            with tempfile.TemporaryDirectory() as out:
+                predict_scene(scene, Path(out), PredictOptions(device=device, tile_size=size, classmap=False,
+                                                               profile=profile))
+                frame = gpd.read_file(Path(out) / "buildings.gpkg")
+            masks.append(features.rasterize(((g, 1) for g in frame.geometry), out_shape=shape,
+                                            transform=transform) > 0 if len(frame) else np.zeros(shape, bool))
+        a, b = masks
+        union = (a | b).sum()
+        print(f"== tile-size independence on {scene.name}, {profile}: building masks 256 vs 1024 px tiles IoU "
+              f"{(a & b).sum() / union if union else 1.0:.4f} (building share {a.mean():.3f})")
 
 
 def main() -> None:
@@ -267,7 +269,7 @@ def main() -> None:
     if "vector" in what:
         bench_vector(args.vector_size, args.vector_repeats)
     if "seams" in what:
-        bench_seams(args.scene, args.device)
+        bench_seams(args.scene, args.device, args.profiles.split(","))
     if "memory" in what:
         bench_memory(args.device, args.profiles.split(","))
 

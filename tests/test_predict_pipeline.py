@@ -13,6 +13,8 @@ import pytest
 import rasterio
 import shapely
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from rasterio import features
 from rasterio.warp import transform_bounds
@@ -21,8 +23,10 @@ from typer.testing import CliRunner
 
 from geoseg.cli import app
 from geoseg.paths import data_root
-from geoseg.pipeline import PredictError, PredictOptions, predict_scene
+from geoseg.pipeline import (TILE_MULTIPLE, PredictError, PredictOptions, _context_margins, _context_window,
+                             _fit_tiles, predict_scene)
 from tiles.cog import is_valid_cog
+from tiles.grid import stretched_size, tile_grid
 
 from test_predict_models import tiny_models  # noqa: F401  (shared fixture)
 
@@ -222,13 +226,16 @@ def test_cli_batch_is_resumable_and_reports_failures(tiny_models, tmp_path):
     assert wrong.exit_code == 1 and "refine" in wrong.output
 
 
-def test_result_does_not_depend_on_tile_size(tiny_models, tmp_path):
+@pytest.mark.parametrize("name", ["zanzibar/zanzibar_z19_2", "nairobi/nairobi_z20_2"])
+def test_result_does_not_depend_on_tile_size(tiny_models, tmp_path, name):
     """256 px and 1024 px tiles give the same buildings (IoU >= 0.95): blending + whole-raster vectorising.
 
-    The calibrated tiny model keeps this fast; ``bench/predict.py --what seams`` checks the
-    shipped weights the same way.
+    nairobi_z20_2 is 1019 x 507 px on the 0.3 m grid: its edge tiles used to start off the
+    32 px grid and its short axis padded differently per tile size (``tiles.grid``,
+    ``_context_window``). The calibrated tiny model keeps this fast; ``bench/predict.py
+    --what seams`` checks the shipped weights the same way.
     """
-    scene = data_root() / "buildings" / "zanzibar" / "zanzibar_z19_2.tif"
+    scene = data_root() / "buildings" / f"{name}.tif"
     models = {"buildings": tiny_models["buildings"]}
     with rasterio.open(scene) as src:
         transform, shape = src.transform, (src.height, src.width)
@@ -433,3 +440,26 @@ def test_the_service_standby_preloads_both_profiles_shipped_models():
         assert pipeline._HEADS == before  # nothing new was loaded
         cached = [head for head, _ in before.values()]
         assert all(any(module is c[0] for c in cached) for module, _ in heads.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(40, 3000), st.integers(40, 3000), st.sampled_from([64, 128, 256, 320, 512, 1024]),
+       st.sampled_from([0, 32, 64]), st.sampled_from([None, 256, 512, 1024]))
+def test_model_windows_hold_their_tile_and_start_on_the_32_px_grid(width, height, size, overlap, model_window):
+    """The pipeline's context windows (geoseg.pipeline): each holds its whole tile, starts on a
+    multiple of 32 and reaches past the raster by less than 32 px where the raster is longer."""
+    assume(overlap < size // 2)  # PredictOptions.check
+    side_x = stretched_size(width, size, overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
+    side_y = stretched_size(height, size, overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
+    tiles = _fit_tiles(tile_grid(width, height, side_x, overlap, size_y=side_y, align=TILE_MULTIPLE), width, height)
+    my, mx = _context_margins(tiles, width, height, model_window, None)
+    shapes = set()
+    for t in tiles:
+        window, (rows, cols) = _context_window(t.read, my, mx, width, height)
+        shapes.add((window.height, window.width))
+        assert window.col_off % TILE_MULTIPLE == 0 and window.row_off % TILE_MULTIPLE == 0
+        assert 0 <= rows.start and rows.stop <= window.height and rows.stop - rows.start == t.read.height
+        assert 0 <= cols.start and cols.stop <= window.width and cols.stop - cols.start == t.read.width
+        assert window.col_off + window.width < max(width, window.width) + TILE_MULTIPLE
+        assert window.row_off + window.height < max(height, window.height) + TILE_MULTIPLE
+    assert len(shapes) == 1  # one window shape: tiles batch together

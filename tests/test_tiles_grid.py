@@ -82,3 +82,33 @@ def test_stretched_sides_never_cost_more_pixels(length, size_32, overlap_32):
     side = stretched_size(length, size, overlap)
     assert size <= side <= 1.25 * size and side % 32 == 0
     assert len(axis_starts(length, side, overlap)) * side <= len(axis_starts(length, size, overlap)) * size
+
+
+@settings(max_examples=300, deadline=None)
+@given(grids(), st.sampled_from([2, 8, 32]))
+def test_aligned_grids_start_on_the_multiple_and_still_partition(args, align):
+    width, height, size, overlap = args
+    count = np.zeros((height, width), dtype=np.int32)
+    tiles = tile_grid(width, height, size, overlap, align=align)
+    aligned = size % align == 0 and size - overlap >= align  # else the grid is the unaligned one
+    if not aligned:
+        assert tiles == tile_grid(width, height, size, overlap)
+    for t in tiles:
+        if aligned:
+            assert t.read.col_off % align == 0 and t.read.row_off % align == 0
+            assert t.read.col_off + size < max(width, size) + align  # past the raster by less than `align`
+        rows, cols = t.core_slices
+        assert 0 <= rows.start < rows.stop <= size and 0 <= cols.start < cols.stop <= size
+        count[t.core.toslices()] += 1
+    assert (count == 1).all()
+    if aligned:  # snapping only ever widens the overlaps
+        first_row = [t for t in tiles if t.row == 0]
+        for a, b in zip(first_row[:-1], first_row[1:]):
+            assert a.read.col_off + size - b.read.col_off >= overlap
+
+
+def test_the_aligned_last_tile_ends_past_the_raster_instead_of_off_the_grid():
+    # 1019 px in 256 px tiles: the flush start 763 would sit 27 px off the 32 px grid
+    assert axis_starts(1019, 256, 64) == [0, 192, 384, 576, 763]
+    assert axis_starts(1019, 256, 64, align=32) == [0, 192, 384, 576, 768]
+

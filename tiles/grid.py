@@ -7,6 +7,14 @@ when the raster is at least ``size`` wide (full context, no padding), and extend
 past the raster (boundless padding) only when the raster is smaller than ``size``.
 Each tile's *core* is the part of the raster it owns: cores meet at the middle of
 each overlap, so they tile the raster with no gap and no double counting.
+
+``align`` puts every window start on a multiple of ``align`` (the last window then ends up
+to ``align - 1`` pixels past the raster instead of being snapped flush), for sides that are
+multiples of ``align``. Why: a network
+that downsamples by 32 is not shift-invariant; a window starting 27 px off the grid of its
+neighbours sees the same pixels pooled differently, and its prediction differs from what
+a bigger tile covering the same ground says (measured: mean |dP| 0.1 over the last 128
+columns of a 1019 px wide scene).
 """
 from __future__ import annotations
 
@@ -32,18 +40,24 @@ class Tile:
         return slice(r0, r0 + int(self.core.height)), slice(c0, c0 + int(self.core.width))
 
 
-def axis_starts(length: int, size: int, overlap: int) -> list[int]:
-    """Start offsets of read windows along one axis (last one snapped inside if possible)."""
+def axis_starts(length: int, size: int, overlap: int, align: int = 1) -> list[int]:
+    """Start offsets of read windows along one axis (last one snapped inside if possible;
+    with ``align`` > 1 every start is a multiple of it, overlaps growing by up to ``align - 1``,
+    where ``size`` is a multiple of ``align`` and the stride at least ``align``; else unaligned)."""
     if length <= size:
         return [0]
     stride = size - overlap
+    if size % align or stride < align:
+        align = 1
+    stride = stride // align * align
     starts = [0]
     while starts[-1] + size < length:
-        starts.append(min(starts[-1] + stride, length - size))
+        starts.append(min(starts[-1] + stride, -(-(length - size) // align) * align))
     return starts
 
 
-def stretched_size(length: int, size: int, overlap: int, multiple: int = 32, stretch: float = 1.25) -> int:
+def stretched_size(length: int, size: int, overlap: int, multiple: int = 32, stretch: float = 1.25,
+                   align: int = 1) -> int:
     """Tile side along one axis, up to ``stretch`` x ``size``, that covers ``length`` with the fewest pixels.
 
     Why: with fixed sides the last window is snapped back and mostly repeats its neighbour
@@ -53,11 +67,11 @@ def stretched_size(length: int, size: int, overlap: int, multiple: int = 32, str
     """
     if length <= size:
         return size
-    best, best_pixels = size, len(axis_starts(length, size, overlap)) * size
+    best, best_pixels = size, len(axis_starts(length, size, overlap, align)) * size
     side = -(-size // multiple) * multiple
     while side <= size * stretch:
         if side > size:
-            pixels = len(axis_starts(length, side, overlap)) * side
+            pixels = len(axis_starts(length, side, overlap, align)) * side
             if pixels < best_pixels:
                 best, best_pixels = side, pixels
         side += multiple
@@ -73,8 +87,10 @@ def axis_cores(length: int, size: int, starts: list[int]) -> list[tuple[int, int
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def tile_grid(width: int, height: int, size: int, overlap: int = 0, size_y: int | None = None) -> list[Tile]:
-    """Tiles of ``size`` x ``size_y`` (default ``size``) pixels overlapping by ``overlap`` pixels, row-major.
+def tile_grid(width: int, height: int, size: int, overlap: int = 0, size_y: int | None = None,
+              align: int = 1) -> list[Tile]:
+    """Tiles of ``size`` x ``size_y`` (default ``size``) pixels overlapping by ``overlap`` pixels, row-major;
+    starts on multiples of ``align`` (see the module docstring).
 
     Raises ``ValueError`` for non-positive sizes or an overlap outside ``[0, size)``.
     """
@@ -85,8 +101,8 @@ def tile_grid(width: int, height: int, size: int, overlap: int = 0, size_y: int 
         raise ValueError(f"tile size must be positive, got {size} x {size_y}")
     if not 0 <= overlap < min(size, size_y):
         raise ValueError(f"overlap must be in [0, size={min(size, size_y)}), got {overlap}")
-    xs = axis_starts(width, size, overlap)
-    ys = axis_starts(height, size_y, overlap)
+    xs = axis_starts(width, size, overlap, align)
+    ys = axis_starts(height, size_y, overlap, align)
     xc = axis_cores(width, size, xs)
     yc = axis_cores(height, size_y, ys)
     tiles = []
