@@ -541,7 +541,7 @@ def _run_head(
             for i in range(0, len(tiles), options.batch_size):
                 chunk = tiles[i:i + options.batch_size]
                 windows = [_context_window(t.read, my, mx, scene.width, scene.height) for t in chunk]
-                reads = [scene.read(win) for win, _ in windows]
+                reads = [scene.read(win, pad="reflect") for win, _ in windows]
                 yield i + len(chunk), chunk, reads, [inner for _, inner in windows]
 
         skipped = 0

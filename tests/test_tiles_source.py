@@ -217,3 +217,26 @@ def test_alpha_read_with_the_bands_equals_gdal_mask(rasters_dir: Path, buildings
             np.testing.assert_array_equal(valid, expected, err_msg=path.name)
             assert not rgb[:, ~valid].any()
     assert shortcut >= 3  # the warped ones and the RGBA file
+
+
+def test_reflect_padding_mirrors_the_edge_and_stays_invalid(buildings_dir: Path):
+    """Past the raster a ``reflect`` read mirrors the scene's edge (the same pixels whichever
+    window asks), and those pixels stay invalid; inside it equals a plain read."""
+    with Scene(buildings_dir / "nairobi" / "nairobi_z20_2.tif", gsd=0.3) as scene:
+        w, h = scene.width, scene.height  # 1019 x 507: not multiples of 32
+        assert w % 32 and h % 32
+        rgb, valid = full(scene)
+        edge = Window(w - 200, h - 100, 224, 128)
+        zeros, zvalid = scene.read(edge)
+        mirror, mvalid = scene.read(edge, pad="reflect")
+        bigger, _ = scene.read(Window(w - 400, h - 300, 424, 328), pad="reflect")
+        with pytest.raises(ValueError, match="pad"):
+            scene.read(edge, pad="edge")
+    np.testing.assert_array_equal(mvalid, zvalid)
+    assert not mvalid[100:].any() and not mvalid[:, 200:].any()
+    np.testing.assert_array_equal(mirror[:, :100, :200], zeros[:, :100, :200])
+    assert not zeros[:, 100:].any()
+    # column w + k holds column w - 1 - k, row h + k row h - 1 - k
+    np.testing.assert_array_equal(mirror[:, :100, 200:], rgb[:, h - 100:, w - 1:w - 25:-1])
+    np.testing.assert_array_equal(mirror[:, 100:, :200], rgb[:, h - 1:h - 29:-1, w - 200:])
+    np.testing.assert_array_equal(bigger[:, 200:, 200:], mirror)  # another window, same padding

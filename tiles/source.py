@@ -133,8 +133,15 @@ class Scene:
         """Affine transform of a (possibly boundless) window of the working grid."""
         return self.transform @ Affine.translation(window.col_off, window.row_off)
 
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (3, h, w) RGB and bool (h, w) validity for ``window``; outside pixels are 0/False."""
+    def read(self, window: Window, pad: str = "zeros") -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (3, h, w) RGB and bool (h, w) validity for ``window``; outside pixels are invalid.
+
+        ``pad``: what the RGB holds outside the raster: ``zeros``, or ``reflect`` (the raster's
+        edge mirrored; what a model is shown past the edge of a scene: black padding moves the
+        global-pooled channel attention of the land-cover network for the whole tile).
+        """
+        if pad not in ("zeros", "reflect"):
+            raise ValueError(f"pad must be 'zeros' or 'reflect', got {pad!r}")
         h, w = int(window.height), int(window.width)
         c0, r0 = int(window.col_off), int(window.row_off)
         rgb = np.zeros((3, h, w), dtype=np.uint8)
@@ -156,6 +163,8 @@ class Scene:
             scaled = scaled * ok
         rgb[(slice(None),) + sl] = scaled
         valid[sl] = ok
+        if pad == "reflect" and (x0, y0, x1, y1) != (c0, r0, c0 + w, r0 + h):
+            rgb = np.pad(scaled, ((0, 0), (y0 - r0, r0 + h - y1), (x0 - c0, c0 + w - x1)), mode="symmetric")
         return rgb, valid
 
     def close(self) -> None:

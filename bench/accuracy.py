@@ -1,0 +1,85 @@
+"""Whole-pipeline accuracy on the held-out areas: what the README's accuracy tables quote.
+
+    .venv/bin/python bench/accuracy.py --what buildings --profiles accurate,fast
+    .venv/bin/python bench/accuracy.py --what landcover --profiles accurate
+
+buildings : ``predict_scene`` (no class map) + ``evaluate_buildings`` on the validation block
+            (Nairobi block 2, z19-z21: where the rules were chosen) and the test area (the 6
+            Kampala scenes, 2 blocks x 3 zooms): pixel IoU and polygon F1 per scene and mean.
+landcover : ``predict_scene --gsd 1.1 --no-buildings`` on the 9 Dubai tile-6 images, with
+            ``--refine none`` and ``gcn``: confusion matrices pooled over the images (mIoU over
+            the 5 classes) and the mean of the per-image mIoUs.
+
+Minutes on the 2-core CPU box (buildings about 4 per profile); not part of the test suite.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from geoseg.evaluate import classmap_scores, evaluate_buildings, evaluate_classmap  # noqa: E402
+from geoseg.paths import data_root  # noqa: E402
+from geoseg.pipeline import PredictOptions, predict_scene  # noqa: E402
+
+
+def building_sets(root: Path) -> dict[str, list[Path]]:
+    b = root / "buildings"
+    return {"validation nairobi-2": [b / "nairobi" / f"nairobi_z{z}_2.tif" for z in (19, 20, 21)],
+            "test kampala": [b / "kampala" / f"kampala_z{z}_{k}.tif" for k in (1, 2) for z in (19, 20, 21)]}
+
+
+def bench_buildings(profile: str, root: Path) -> None:
+    for name, scenes in building_sets(root).items():
+        ious, f1s = [], []
+        for scene in scenes:
+            with tempfile.TemporaryDirectory() as out:
+                predict_scene(scene, Path(out), PredictOptions(classmap=False, profile=profile))
+                scores = evaluate_buildings(Path(out), scene.parent / "labels.geojson")
+            ious.append(scores["pixel"]["iou"])
+            f1s.append(scores["polygon"]["f1"])
+            print(f"  {scene.name}: pixel IoU {ious[-1]:.4f} polygon F1 {f1s[-1]:.4f}", flush=True)
+        print(f"{profile} {name}: mean pixel IoU {statistics.mean(ious):.4f} polygon F1 {statistics.mean(f1s):.4f}",
+              flush=True)
+
+
+def bench_landcover(profile: str, root: Path) -> None:
+    images = sorted((root / "landcover" / "dubai" / "tile_6").glob("image_part_*.jpg"))
+    for refine in ("none", "gcn"):
+        pooled, per_image = None, []
+        for image in images:
+            with tempfile.TemporaryDirectory() as out:
+                predict_scene(image, Path(out), PredictOptions(buildings=False, gsd=1.1, refine=refine,
+                                                               profile=profile))
+                scores = evaluate_classmap(Path(out), image.with_name(image.stem + "_label.png"))
+            cm = np.asarray(scores["confusion"])
+            pooled = cm if pooled is None else pooled + cm
+            per_image.append(scores["miou"])
+        print(f"{profile} --refine {refine}: pooled mIoU {classmap_scores(pooled)['miou']:.4f}, "
+              f"mean per image {statistics.mean(per_image):.4f} {np.round(per_image, 3).tolist()}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--what", default="buildings,landcover")
+    parser.add_argument("--profiles", default="accurate,fast")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    root = data_root()
+    for profile in args.profiles.split(","):
+        if "buildings" in args.what:
+            bench_buildings(profile, root)
+        if "landcover" in args.what:
+            bench_landcover(profile, root)
+
+
+if __name__ == "__main__":
+    main()
