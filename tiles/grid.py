@@ -10,11 +10,10 @@ each overlap, so they tile the raster with no gap and no double counting.
 
 ``align`` puts every window start on a multiple of ``align`` (the last window then ends up
 to ``align - 1`` pixels past the raster instead of being snapped flush), for sides that are
-multiples of ``align``. Why: a network
-that downsamples by 32 is not shift-invariant; a window starting 27 px off the grid of its
-neighbours sees the same pixels pooled differently, and its prediction differs from what
-a bigger tile covering the same ground says (measured: mean |dP| 0.1 over the last 128
-columns of a 1019 px wide scene).
+multiples of ``align``. Why: a network that downsamples by 32 is not shift-invariant; a
+window starting 27 px off the grid of its neighbours sees the same pixels pooled
+differently, and its prediction differs from what a bigger tile covering the same ground
+says (measured: mean |dP| 0.1 over the last 128 columns of a 1019 px wide scene).
 """
 from __future__ import annotations
 
