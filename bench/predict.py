@@ -6,7 +6,7 @@
     .venv/bin/python bench/predict.py --what memory
     .venv/bin/python bench/predict.py --what pairs --toggle classmap-thread --profiles fast --pairs 5
     .venv/bin/python bench/predict.py --what pairs --toggle int8 --profiles accurate
-    .venv/bin/python bench/predict.py --what seams   # shipped model, 256 vs 1024 px tiles
+    .venv/bin/python bench/predict.py --what seams   # shipped models of --profiles, 256 vs 1024 px tiles
 
 speed   : predict_scene on a 0.3 m scene (both heads + GCN + vectorisation), Mpx/s of input,
           for the 'accurate' and (when students ship) 'fast' profiles side by side: a lone
@@ -19,6 +19,7 @@ pairs   : paired runs with a pipeline switch off and on (``--toggle classmap-thr
           map after vs beside the building model; ``ort-spinning``: ONNX Runtime's busy-waiting;
           ``int8``: ``--runtime onnx`` vs ``--runtime int8``).
 memory  : peak RSS of predict_scene in a fresh process, 1 Mpx scene vs zanzibar_z21_1 (33.5 Mpx).
+seams   : building masks of --scene from 256 and 1024 px tiles, per profile: IoU (goal >= 0.95).
 """
 from __future__ import annotations
 
