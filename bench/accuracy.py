@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/accuracy.py --what buildings --profiles accurate,fast
     .venv/bin/python bench/accuracy.py --what landcover --profiles accurate
+    .venv/bin/python bench/accuracy.py --what buildings --profiles accurate --runtime int8
 
 buildings : ``predict_scene`` (no class map) + ``evaluate_buildings`` on the validation block
             (Nairobi block 2, z19-z21: where the rules were chosen) and the test area (the 6
@@ -37,17 +38,17 @@ def building_sets(root: Path) -> dict[str, list[Path]]:
             "test kampala": [b / "kampala" / f"kampala_z{z}_{k}.tif" for k in (1, 2) for z in (19, 20, 21)]}
 
 
-def bench_buildings(profile: str, root: Path) -> None:
+def bench_buildings(profile: str, root: Path, runtime: str = "auto") -> None:
     for name, scenes in building_sets(root).items():
         ious, f1s = [], []
         for scene in scenes:
             with tempfile.TemporaryDirectory() as out:
-                predict_scene(scene, Path(out), PredictOptions(classmap=False, profile=profile))
+                predict_scene(scene, Path(out), PredictOptions(classmap=False, profile=profile, runtime=runtime))
                 scores = evaluate_buildings(Path(out), scene.parent / "labels.geojson")
             ious.append(scores["pixel"]["iou"])
             f1s.append(scores["polygon"]["f1"])
             print(f"  {scene.name}: pixel IoU {ious[-1]:.4f} polygon F1 {f1s[-1]:.4f}", flush=True)
-        print(f"{profile} {name}: mean pixel IoU {statistics.mean(ious):.4f} polygon F1 {statistics.mean(f1s):.4f}",
+        print(f"{profile} ({runtime}) {name}: mean pixel IoU {statistics.mean(ious):.4f} polygon F1 {statistics.mean(f1s):.4f}",
               flush=True)
 
 
@@ -71,12 +72,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--what", default="buildings,landcover")
     parser.add_argument("--profiles", default="accurate,fast")
+    parser.add_argument("--runtime", default="auto", help="buildings: auto | onnx | int8 (PredictOptions.runtime)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     root = data_root()
     for profile in args.profiles.split(","):
         if "buildings" in args.what:
-            bench_buildings(profile, root)
+            bench_buildings(profile, root, args.runtime)
         if "landcover" in args.what:
             bench_landcover(profile, root)
 
