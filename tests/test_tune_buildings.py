@@ -171,6 +171,24 @@ def test_morphology_is_exact_across_vectoriser_strips(monkeypatch, post):
     assert key(whole) == key(strips)
 
 
+@pytest.mark.parametrize("post", [BuildingPostprocess(opening_px=2, closing_px=1),
+                                  BuildingPostprocess(opening_px=1, seed_erosion_px=2)])
+def test_a_strip_with_context_rows_of_context_classifies_like_the_whole_raster(post):
+    """``context_rows`` is enough: the classes of rows [20, 40) computed from a strip holding that
+    many more rows each side equal the whole raster's."""
+    rng = np.random.default_rng(5)
+    share = np.kron((rng.random((10, 10)) > 0.5).astype(np.float32), np.ones((7, 7), np.float32)) * 0.9
+    share[::9, ::11] = 0.9  # specks for the opening
+    yy, xx = np.mgrid[:70, :70]
+    split = (0.5 + 0.3 * np.sin(xx / 2.0) * np.cos(yy / 2.5)).astype(np.float32)  # interior vs outline varies
+    probs = np.stack([1.0 - share, share * split, share * (1.0 - split)])
+    valid = np.ones(share.shape, bool)
+    whole, _ = building_classes(probs, valid, post)
+    c = post.context_rows
+    strip, _ = building_classes(probs[:, 20 - c:40 + c], valid[20 - c:40 + c], post)
+    np.testing.assert_array_equal(strip[c:c + 20], whole[20:40])
+
+
 def test_scores_of_perfect_and_empty_probabilities_on_validation_labels(tmp_path):
     """The scoring path (pipeline vectoriser + geoseg eval) on the real validation block's labels."""
     import geopandas as gpd
