@@ -30,7 +30,7 @@ def predict(
     inputs: list[Path] = typer.Argument(..., help="Rasters to predict (GeoTIFF, JPEG, PNG, anything GDAL reads)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per input when several)."),
     tile_size: int = typer.Option(512, "--tile-size", help="Tile size in working-grid pixels."),
-    overlap: int = typer.Option(64, "--overlap", help="Overlap between tiles in pixels (blended; tiles start on a 32 px grid, so it may grow by up to 31)."),
+    overlap: int = typer.Option(64, "--overlap", help="Overlap between tiles in pixels (blended; it may grow by up to 31 px to keep tiles of a multiple-of-32 size on a 32 px grid)."),
     refine: str = typer.Option("gcn", "--refine", help="Land-cover refinement: gcn | none."),
     no_buildings: bool = typer.Option(False, "--no-buildings", help="Skip building footprints."),
     no_classmap: bool = typer.Option(False, "--no-classmap", help="Skip the land-cover class map."),
