@@ -586,9 +586,13 @@ def _context_window(read: Window, my: int, mx: int, width: int, height: int) -> 
         if margin == 0:
             return start
         extent = _round_up(length, TILE_MULTIPLE)
-        if extent >= grown:
-            return min(max(start - margin, 0) // TILE_MULTIPLE * TILE_MULTIPLE, extent - grown)
-        return 0
+        if extent < grown:
+            return 0
+        first = max(start - margin, 0)
+        aligned = first // TILE_MULTIPLE * TILE_MULTIPLE
+        if aligned + grown >= start + side:  # off-grid tile sizes may not leave room to snap
+            first = aligned
+        return min(first, extent - grown)
 
     c0 = axis(int(read.col_off), int(read.width), mx, width)
     r0 = axis(int(read.row_off), int(read.height), my, height)
