@@ -49,7 +49,7 @@ from geoseg.postprocess import BuildingPostprocess, building_classes, postproces
 from geoseg.regularize import regularize_buildings
 from tiles.cog import colormap_from_hex, write_cog
 from tiles.errors import UnsupportedRaster
-from tiles.grid import Tile, stretched_size, tile_grid
+from tiles.grid import Tile, round_up, stretched_size, tile_grid
 from tiles.source import Scene, cap_block_cache
 from tiles.stitch import BlendingWriter
 from tiles.warp import axis_aligned, bilinear_window
@@ -585,7 +585,7 @@ def _context_window(read: Window, my: int, mx: int, width: int, height: int) -> 
         grown = side + 2 * margin
         if margin == 0:
             return start
-        extent = _round_up(length, TILE_MULTIPLE)
+        extent = round_up(length, TILE_MULTIPLE)
         if extent < grown:
             return 0
         first = max(start - margin, 0)
@@ -615,9 +615,9 @@ def _context_margins(tiles: list[Tile], width: int, height: int, model_window: i
         if length <= side:
             return 0
         m = context if context is not None else max(0, ((model_window or 0) - side) // 2)
-        m = _round_up(m, TILE_MULTIPLE // 2)  # keeps the window a multiple of 32
+        m = round_up(m, TILE_MULTIPLE // 2)  # keeps the window a multiple of 32
         # no wider than the raster rounded up to the multiple: more would only add padding
-        return min(m, max(0, (_round_up(length, TILE_MULTIPLE) - side) // 2))
+        return min(m, max(0, (round_up(length, TILE_MULTIPLE) - side) // 2))
 
     return margin(side_y, height), margin(side_x, width)
 
@@ -626,14 +626,10 @@ def _context_margins(tiles: list[Tile], width: int, height: int, model_window: i
 TILE_MULTIPLE = 32
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
 def _fit_tiles(tiles: list[Tile], width: int, height: int) -> list[Tile]:
     """Shrink tiles along an axis where the raster is smaller than the tile (no work on padding)."""
     def fitted(length: int, tile_side: int) -> int:
-        return min(tile_side, _round_up(length, TILE_MULTIPLE))
+        return min(tile_side, round_up(length, TILE_MULTIPLE))
 
     out = []
     for t in tiles:

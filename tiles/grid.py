@@ -39,6 +39,11 @@ class Tile:
         return slice(r0, r0 + int(self.core.height)), slice(c0, c0 + int(self.core.width))
 
 
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``n``."""
+    return -(-n // multiple) * multiple
+
+
 def axis_starts(length: int, size: int, overlap: int, align: int = 1) -> list[int]:
     """Start offsets of read windows along one axis (last one snapped inside if possible;
     with ``align`` > 1 every start is a multiple of it, overlaps growing by up to ``align - 1``,
@@ -51,7 +56,7 @@ def axis_starts(length: int, size: int, overlap: int, align: int = 1) -> list[in
     stride = stride // align * align
     starts = [0]
     while starts[-1] + size < length:
-        starts.append(min(starts[-1] + stride, -(-(length - size) // align) * align))
+        starts.append(min(starts[-1] + stride, round_up(length - size, align)))
     return starts
 
 
@@ -67,7 +72,7 @@ def stretched_size(length: int, size: int, overlap: int, multiple: int = 32, str
     if length <= size:
         return size
     best, best_pixels = size, len(axis_starts(length, size, overlap, align)) * size
-    side = -(-size // multiple) * multiple
+    side = round_up(size, multiple)
     while side <= size * stretch:
         if side > size:
             pixels = len(axis_starts(length, side, overlap, align)) * side

@@ -144,12 +144,11 @@ class Scene:
             raise ValueError(f"pad must be 'zeros' or 'reflect', got {pad!r}")
         h, w = int(window.height), int(window.width)
         c0, r0 = int(window.col_off), int(window.row_off)
-        rgb = np.zeros((3, h, w), dtype=np.uint8)
         valid = np.zeros((h, w), dtype=bool)
         x0, y0 = max(c0, 0), max(r0, 0)
         x1, y1 = min(c0 + w, self.width), min(r0 + h, self.height)
         if x1 <= x0 or y1 <= y0:
-            return rgb, valid
+            return np.zeros((3, h, w), dtype=np.uint8), valid
         inner = Window(x0, y0, x1 - x0, y1 - y0)
         if self._alpha is None:
             data = self._ds.read(list(self.bands), window=inner)
@@ -157,15 +156,12 @@ class Scene:
         else:  # one read: a second one for the mask would warp the source a second time
             data = self._ds.read([*self.bands, self._alpha], window=inner)
             data, ok = data[:-1], finite_only(data[-1] > 0, data[:-1])
-        sl = (slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0))
         scaled = to_uint8(data, self.stats)
         if not ok.all():
             scaled = scaled * ok
-        rgb[(slice(None),) + sl] = scaled
-        valid[sl] = ok
-        if pad == "reflect" and (x0, y0, x1, y1) != (c0, r0, c0 + w, r0 + h):
-            rgb = np.pad(scaled, ((0, 0), (y0 - r0, r0 + h - y1), (x0 - c0, c0 + w - x1)), mode="symmetric")
-        return rgb, valid
+        valid[y0 - r0:y1 - r0, x0 - c0:x1 - c0] = ok
+        widths = ((0, 0), (y0 - r0, r0 + h - y1), (x0 - c0, c0 + w - x1))
+        return np.pad(scaled, widths, mode="symmetric" if pad == "reflect" else "constant"), valid
 
     def close(self) -> None:
         if self._vrt is not None:
