@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end GPU figure of `geoseg predict` (issue 4) on the lent GPU machine.
 #
-# Why a script: that machine has torch, torch-geometric, scikit-image, scipy, pandas and
+# Why a script: that machine has torch, torch-geometric, scikit-image, scipy, pandas, typer and
 # onnxruntime for Python 3.12, but no GDAL stack (rasterio, pyogrio, pyproj, shapely,
-# geopandas). Their manylinux wheels are 78 MB and a call carries at most 64 MiB with the
+# geopandas) and not rio-cogeo or pydantic, which `geoseg.pipeline` imports (the list: what
+# `import geoseg.pipeline, geoseg.cli` loads here, less .library/device/KINDS.md's packages). Their manylinux wheels are 78 MB and a call carries at most 64 MiB with the
 # working tree (21 MB of it tracked files, 20 MB of them the weights), so they travel in two
 # calls and are installed into .site/, an ignored folder the warm machine keeps between calls.
 #
@@ -25,13 +26,16 @@ prepare)
     download() {  # the versions this repo's .venv runs, built for the device's CPython 3.12
         local dest=$1; shift
         mkdir -p "$dest"
-        .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version "${PYVER:-3.12}" \
             --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
             --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$dest" "$@"
     }
     version() { .venv/bin/python -c "import importlib.metadata as m; print(m.version('$1'))"; }
     download .whl/e2e1 "rasterio==$(version rasterio)" "affine==$(version affine)" "cligj==$(version cligj)" \
-        "click-plugins==$(version click-plugins)" "shapely==$(version shapely)" "geopandas==$(version geopandas)"
+        "click-plugins==$(version click-plugins)" "shapely==$(version shapely)" "geopandas==$(version geopandas)" \
+        "rio-cogeo==$(version rio-cogeo)" "morecantile==$(version morecantile)" "pydantic==$(version pydantic)" \
+        "pydantic-core==$(version pydantic-core)" "annotated-types==$(version annotated-types)" \
+        "typing-inspection==$(version typing-inspection)"
     download .whl/e2e2 "pyogrio==$(version pyogrio)" "pyproj==$(version pyproj)"
     mkdir -p .e2e/data/buildings/zanzibar .e2e/data/buildings/kampala
     cp "$DATA/buildings/zanzibar/zanzibar_z19_1.tif" .e2e/data/buildings/zanzibar/
