@@ -3,6 +3,7 @@
     .venv/bin/python bench/accuracy.py --what buildings --profiles accurate,fast
     .venv/bin/python bench/accuracy.py --what landcover --profiles accurate
     .venv/bin/python bench/accuracy.py --what buildings --profiles accurate --runtime int8
+    .venv/bin/python bench/accuracy.py --what buildings --profiles fast --buildings-model CANDIDATE_DIR
 
 buildings : ``predict_scene`` (no class map) + ``evaluate_buildings`` on the validation block
             (Nairobi block 2, z19-z21: where the rules were chosen) and the test area (the 6
@@ -38,12 +39,16 @@ def building_sets(root: Path) -> dict[str, list[Path]]:
             "test kampala": [b / "kampala" / f"kampala_z{z}_{k}.tif" for k in (1, 2) for z in (19, 20, 21)]}
 
 
-def bench_buildings(profile: str, root: Path, runtime: str = "auto") -> None:
+def bench_buildings(profile: str, root: Path, runtime: str = "auto", model: Path | None = None) -> None:
+    """``model``: a candidate building model (card or folder) instead of the shipped one of ``profile``;
+    its card's ``postprocess`` rules apply, as they would once shipped."""
+    model_dirs = {"buildings": str(model)} if model else {}
     for name, scenes in building_sets(root).items():
         ious, f1s = [], []
         for scene in scenes:
             with tempfile.TemporaryDirectory() as out:
-                predict_scene(scene, Path(out), PredictOptions(classmap=False, profile=profile, runtime=runtime))
+                predict_scene(scene, Path(out), PredictOptions(classmap=False, profile=profile, runtime=runtime,
+                                                               model_dirs=model_dirs))
                 scores = evaluate_buildings(Path(out), scene.parent / "labels.geojson")
             ious.append(scores["pixel"]["iou"])
             f1s.append(scores["polygon"]["f1"])
@@ -73,12 +78,14 @@ def main() -> None:
     parser.add_argument("--what", default="buildings,landcover")
     parser.add_argument("--profiles", default="accurate,fast")
     parser.add_argument("--runtime", default="auto", help="buildings: auto | onnx | int8 (PredictOptions.runtime)")
+    parser.add_argument("--buildings-model", type=Path, default=None,
+                        help="buildings: score this model card or folder instead of the profile's shipped one")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     root = data_root()
     for profile in args.profiles.split(","):
         if "buildings" in args.what:
-            bench_buildings(profile, root, args.runtime)
+            bench_buildings(profile, root, args.runtime, args.buildings_model)
         if "landcover" in args.what:
             bench_landcover(profile, root)
 
