@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end GPU figure of `geoseg predict` (issue 4) on the lent GPU machine.
 #
-# Why a script: that machine has torch, torch-geometric, scikit-image, scipy, pandas, typer and
-# onnxruntime for Python 3.12, but no GDAL stack (rasterio, pyogrio, pyproj, shapely,
+# Why a script: that machine has torch, torch-geometric, scikit-image, scipy, pandas, typer,
+# click and onnxruntime for Python 3.12, but no GDAL stack (rasterio, pyogrio, pyproj, shapely,
 # geopandas) and not rio-cogeo or pydantic, which `geoseg.pipeline` imports (the list: what
-# `import geoseg.pipeline, geoseg.cli` loads here, less .library/device/KINDS.md's packages). Their manylinux wheels are 78 MB and a call carries at most 64 MiB with the
-# working tree (21 MB of it tracked files, 20 MB of them the weights), so they travel in two
-# calls and are installed into .site/, an ignored folder the warm machine keeps between calls.
+# `import geoseg.pipeline, geoseg.cli` loads here, less .library/device/KINDS.md's packages).
+# Their manylinux wheels are ~81 MB and a call carries at most 64 MiB with the working tree
+# (21 MB of tracked files, 20 MB of them the weights), so they travel in two calls and are
+# installed into .site/, an ignored folder the warm machine keeps between calls.
 #
 # Here, once (downloads ~82 MB into .whl/e2e1 and .whl/e2e2, copies two small scenes into .e2e/):
 #     bash scripts/device_e2e.sh prepare
@@ -23,7 +24,7 @@ DATA=${GEOSEG_DATA:-../shared/data}
 
 case "${1:-}" in
 prepare)
-    download() {  # the versions this repo's .venv runs, built for the device's CPython 3.12
+    download() {  # the versions this repo's .venv runs, built for the device's CPython 3.12 (PYVER)
         local dest=$1; shift
         mkdir -p "$dest"
         .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version "${PYVER:-3.12}" \
