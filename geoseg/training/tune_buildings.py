@@ -15,8 +15,9 @@ product. Test areas (Kampala) are refused: they are scored once, afterwards, wit
 
 The search is coordinate-wise (the land-cover cue's threshold, threshold x morphology, min
 area x seed ratio, seed erosion, distance split, the threshold again, the cue again; the cache
-holds the land-cover head's P(building) on each scene's building grid for the cue); the objective (``--objective``, default ``miou_f1``) is the mean over
-scenes of (binary pixel mIoU + polygon F1) / 2 — see ``OBJECTIVES`` for why not pixel IoU.
+holds the land-cover head's P(building) on each scene's building grid for the cue); the
+objective (``--objective``, default ``miou_f1``) is the mean over scenes of (binary pixel
+mIoU + polygon F1) / 2 — see ``OBJECTIVES`` for why not pixel IoU.
 """
 from __future__ import annotations
 
