@@ -34,7 +34,8 @@ BUILDINGS_GSD_M = 0.3
 # street widths and car lengths measured in pixels (docs/models.md).
 DUBAI_GSD_M = 1.1
 
-BUILDINGS_SPLITS = {"train": "zanzibar + nairobi block 1", "val": "nairobi block 2", "test": "kampala"}
+BUILDINGS_SPLITS = {"train": "zanzibar block 1 + nairobi block 1", "val": "nairobi block 2 + zanzibar block 2",
+                    "test": "kampala"}
 LANDCOVER_SPLITS = {"train": "Dubai tiles 1-4", "val": "Dubai tile 5", "test": "Dubai tile 6"}
 
 
@@ -274,7 +275,7 @@ def train_buildings(
         "gsd_m": BUILDINGS_GSD_M,
         "tile_size": 512,
         "training": _training_block(data, BUILDINGS_SPLITS, cfg, hist, "CE(weights 1,1,2)+Dice(1,2), deep supervision x7"),
-        "metrics": {"val": {"binary_miou": hist["best_val"], "area": "nairobi block 2 (model selection)"}},
+        "metrics": {"val": {"binary_miou": hist["best_val"], "area": "nairobi block 2 + zanzibar block 2 (model selection)"}},
         "credits": CREDITS_BUILDINGS,
     }
     return model, card
