@@ -32,13 +32,18 @@ sys.path.insert(0, str(REPO))
 from geoseg.evaluate import classmap_scores, evaluate_buildings, evaluate_classmap  # noqa: E402
 from geoseg.paths import data_root  # noqa: E402
 from geoseg.pipeline import PredictOptions, predict_scene  # noqa: E402
+from tiles.splits import buildings_split, scene_area  # noqa: E402
 
 
 def building_sets(root: Path) -> dict[str, list[Path]]:
-    b = root / "buildings"
-    return {"validation nairobi-2": [b / "nairobi" / f"nairobi_z{z}_2.tif" for z in (19, 20, 21)],
-            "validation zanzibar-2": [b / "zanzibar" / f"zanzibar_z{z}_2.tif" for z in (19, 20, 21)],
-            "test kampala": [b / "kampala" / f"kampala_z{z}_{k}.tif" for k in (1, 2) for z in (19, 20, 21)]}
+    """Validation scenes per block and test scenes per area, as ``tiles.splits`` assigns them."""
+    sets: dict[str, list[Path]] = {}
+    for path in sorted(Path(root, "buildings").glob("*/*.tif"), key=lambda p: (scene_area(p), p.name)):
+        area, block = scene_area(path)
+        split = buildings_split(area, block)
+        if split != "train":
+            sets.setdefault(f"validation {area}-{block}" if split == "val" else f"test {area}", []).append(path)
+    return dict(sorted(sets.items(), key=lambda item: item[0].startswith("test")))
 
 
 def bench_buildings(profile: str, root: Path, runtime: str = "auto", model: Path | None = None) -> None:

@@ -275,7 +275,8 @@ def train_buildings(
         "gsd_m": BUILDINGS_GSD_M,
         "tile_size": 512,
         "training": _training_block(data, BUILDINGS_SPLITS, cfg, hist, "CE(weights 1,1,2)+Dice(1,2), deep supervision x7"),
-        "metrics": {"val": {"binary_miou": hist["best_val"], "area": "nairobi block 2 + zanzibar block 2 (model selection)"}},
+        "metrics": {"val": {"binary_miou": hist["best_val"],
+                            "area": "nairobi block 2 + zanzibar block 2 (model selection)"}},
         "credits": CREDITS_BUILDINGS,
     }
     return model, card

@@ -3,11 +3,11 @@
 Why: the U2-Net is trained with a fixed decision rule (building = P(interior) + P(outline)
 >= 0.5, min area 3 m²); the rule that gives the best polygons is an empirical question.
 The model is run ONCE per validation scene (Nairobi block 2 and, since session 9, Zanzibar
-block 2, all three zooms: the ``val`` split of ``tiles.splits``) and its blended probabilities on the working grid are
-cached; each candidate setting is then scored through the very code ``geoseg predict``
-and ``geoseg eval`` run (``geoseg.pipeline``'s vectorisation and writers,
-``geoseg.evaluate.evaluate_buildings``), so a chosen setting means the same thing in the
-product. Test areas (Kampala) are refused: they are scored once, afterwards, with
+block 2, all three zooms: the ``val`` split of ``tiles.splits``) and its blended
+probabilities on the working grid are cached; each candidate setting is then scored through
+the very code ``geoseg predict`` and ``geoseg eval`` run (``geoseg.pipeline``'s vectorisation
+and writers, ``geoseg.evaluate.evaluate_buildings``), so a chosen setting means the same thing
+in the product. Test areas (Kampala) are refused: they are scored once, afterwards, with
 ``geoseg predict`` + ``geoseg eval``.
 
     python -m geoseg.training.tune_buildings cache --out /tmp/tune-cache
