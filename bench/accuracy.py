@@ -38,8 +38,9 @@ from tiles.splits import buildings_split, scene_area  # noqa: E402
 def building_sets(root: Path) -> dict[str, list[Path]]:
     """Validation scenes per block and test scenes per area, as ``tiles.splits`` assigns them."""
     sets: dict[str, list[Path]] = {}
-    for path in sorted(Path(root, "buildings").glob("*/*.tif"), key=lambda p: (scene_area(p), p.name)):
-        area, block = scene_area(path)
+    scenes = [(*scene_area(p), p) for p in Path(root, "buildings").glob("*/*.tif")]
+    # block is None for a file outside the <area>_z<zoom>_<block> pattern: sort it as ""
+    for area, block, path in sorted(scenes, key=lambda s: (s[0], s[1] or "", s[2].name)):
         split = buildings_split(area, block)
         if split != "train":
             sets.setdefault(f"validation {area}-{block}" if split == "val" else f"test {area}", []).append(path)
