@@ -21,6 +21,10 @@ class AugmentConfig:
     """Strengths of each augmentation (probabilities are per sample unless stated)."""
 
     out_size: int = 384
+    #: when set, each batch's side is drawn from the multiples of 32 in [out_size, out_size_max]:
+    #: a network trained on one crop size feels a window's edge deep inside bigger windows
+    #: (the 256 px teacher, 256 px in: docs/models.md "Context and crop size")
+    out_size_max: int | None = None
     scale_min: float = 0.75  # zoom factor range (per batch)
     scale_max: float = 1.33
     brightness: float = 0.25
@@ -181,12 +185,23 @@ def channel_shuffle_grey(img: torch.Tensor, shuffle_p: float, grey_p: float) -> 
     return torch.where(grey, img.mean(1, keepdim=True).expand_as(img), img)
 
 
+def batch_side(cfg: AugmentConfig) -> int:
+    """This batch's output side: ``out_size``, or a random multiple of 32 up to ``out_size_max``."""
+    if cfg.out_size_max is None or cfg.out_size_max <= cfg.out_size:
+        return cfg.out_size
+    lo, hi = -(-cfg.out_size // 32), cfg.out_size_max // 32
+    if hi < lo:
+        return cfg.out_size
+    return 32 * int(torch.randint(lo, hi + 1, (1,)))
+
+
 def augment_batch(
     images_u8: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig = AugmentConfig()
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (B,3,H,W) images + labels -> augmented float 0..1 images and labels at ``cfg.out_size``."""
+    """uint8 (B,3,H,W) images + labels -> augmented float 0..1 images and labels at ``cfg.out_size``
+    (or a per-batch side up to ``cfg.out_size_max``, :func:`batch_side`)."""
     img = images_u8.float() / 255.0
-    img, lab = scale_crop(img, labels, cfg.out_size, cfg.scale_min, cfg.scale_max)
+    img, lab = scale_crop(img, labels, batch_side(cfg), cfg.scale_min, cfg.scale_max)
     img, lab = dihedral(img, lab)
     return photometric(img, cfg), lab
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from geoseg.augment import AugmentConfig, augment_batch, colour_jitter, dihedral, jpeg_approx, scale_crop
+from geoseg.augment import AugmentConfig, augment_batch, batch_side, colour_jitter, dihedral, jpeg_approx, scale_crop
 from geoseg.paths import data_root
 
 
@@ -84,3 +84,15 @@ def test_photometric_keeps_geometry_and_can_reorder_channels():
     assert torch.all(out[:, :, 16:] == 0)  # nothing moved into the bottom half
     moved = [int(out[i, :, :16].mean((1, 2)).argmax()) for i in range(8)]
     assert any(c != 0 for c in moved)  # red went to another band in some samples
+
+
+def test_batch_side_varies_over_multiples_of_32_within_the_range():
+    torch.manual_seed(2)
+    cfg = AugmentConfig(out_size=64, out_size_max=128)
+    sides = {batch_side(cfg) for _ in range(200)}
+    assert sides == {64, 96, 128}  # every multiple of 32 in range, nothing else
+    assert batch_side(AugmentConfig(out_size=64)) == 64  # no range: the fixed side
+    img = torch.from_numpy(_real_crop(128).copy()).permute(2, 0, 1)[None].repeat(2, 1, 1, 1)
+    lab = torch.zeros(2, 128, 128, dtype=torch.uint8)
+    shapes = {augment_batch(img, lab, cfg)[0].shape[-1] for _ in range(30)}
+    assert len(shapes) > 1 and shapes <= {64, 96, 128}

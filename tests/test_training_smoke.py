@@ -15,7 +15,7 @@ from geoseg.models.attresunet import AttResUNet
 from geoseg.models.u2net import U2Net
 from geoseg.paths import data_root
 from geoseg.training.data import load_chip_dir, load_packed
-from geoseg.training.loop import TrainConfig, train_landcover
+from geoseg.training.loop import TrainConfig, train_buildings, train_landcover
 from geoseg.training.pack import pack_chip_dir
 
 
@@ -56,19 +56,28 @@ def test_landcover_loss_falls_on_real_chips():
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-def test_buildings_loss_falls_on_real_scene():
-    """U2-Net (tiny width) on a Zanzibar window with OSM footprints burnt in as interior."""
+def zanzibar_windows(offsets=((256, 256),), size=64):
+    """RGB windows of zanzibar_z19_1 (N,3,s,s) and their OSM footprints burnt in as interior (N,s,s)."""
     import geopandas as gpd
     from rasterio import features
     from rasterio.windows import Window
 
     root = data_root() / "buildings" / "zanzibar"
+    images, labels = [], []
     with rasterio.open(root / "zanzibar_z19_1.tif") as src:
-        win = Window(256, 256, 64, 64)
-        img = src.read(window=win)
-        transform = src.window_transform(win)
         gdf = gpd.read_file(root / "labels.geojson").set_crs(4326, allow_override=True).to_crs(src.crs)
-    lab = features.rasterize(((g, 1) for g in gdf.geometry), out_shape=(64, 64), transform=transform, dtype="uint8")
+        for col, row in offsets:
+            win = Window(col, row, size, size)
+            images.append(src.read(window=win)[:3])
+            labels.append(features.rasterize(((g, 1) for g in gdf.geometry), out_shape=(size, size),
+                                             transform=src.window_transform(win), dtype="uint8"))
+    return np.stack(images), np.stack(labels)
+
+
+def test_buildings_loss_falls_on_real_scene():
+    """U2-Net (tiny width) on a Zanzibar window with OSM footprints burnt in as interior."""
+    images, labels = zanzibar_windows()
+    img, lab = images[0], labels[0]
     assert 0 < lab.mean() < 1  # the window holds buildings and background
     torch.manual_seed(0)
     x = torch.from_numpy(img[None]).float() / 255
@@ -160,3 +169,20 @@ def test_fine_tuning_starts_from_the_given_weights():
     weights = [k for k, v in start.items() if v.is_floating_point() and "running" not in k]
     assert all(torch.equal(tuned[k], start[k]) for k in weights)
     assert not all(torch.equal(fresh.state_dict()[k], start[k]) for k in weights)
+
+
+def test_fine_tuned_buildings_keep_the_given_normalisation_and_record_the_crop_range():
+    """A fine-tune keeps its checkpoint's mean/std (the weights expect them) instead of the one
+    measured on the new training chips; a crop range is written into the card."""
+    images, labels = zanzibar_windows(((256, 256), (512, 256), (256, 512), (512, 512)))
+    data = {"images": images, "labels": labels, "split": np.array(["train", "train", "val", "test"]),
+            "area": np.array(["z"] * 4), "target": "buildings"}
+    cfg = TrainConfig(steps=1, batch_size=2, val_every_s=1e9, augment=AugmentConfig(out_size=32, out_size_max=64))
+    arch = {"in_channels": 3, "n_classes": 3, "mid": 4, "out": 8}
+    given = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    _, tuned = train_buildings(data, cfg, arch_kwargs=arch, log=lambda s: None, norm=given)
+    _, fresh = train_buildings(data, cfg, arch_kwargs=arch, log=lambda s: None)
+    assert tuned["normalisation"] == given
+    measured = images[:2].transpose(1, 0, 2, 3).reshape(3, -1).mean(1) / 255
+    assert np.allclose(fresh["normalisation"]["mean"], measured, atol=1e-3)
+    assert tuned["training"]["crop"].startswith("32-64 px")

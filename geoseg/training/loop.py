@@ -249,10 +249,16 @@ def _train_val_norm(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 def train_buildings(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
     progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
+    norm: dict[str, list[float]] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """U2-Net 3-class head on chips at 0.3 m; returns (model, card without metrics.test)."""
+    """U2-Net 3-class head on chips at 0.3 m; returns (model, card without metrics.test).
+
+    ``norm`` (mean/std) replaces the one measured on the training chips: a fine-tuned model
+    keeps its checkpoint's, or its first steps see shifted inputs.
+    """
     arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 3, "mid": 24, "out": 64}
-    train, val, norm = _train_val_norm(data)
+    train, val, measured = _train_val_norm(data)
+    norm = norm or measured
     torch.manual_seed(cfg.seed)
     model = U2Net(**arch_kwargs)
     if init_state is not None:  # fine-tuning: continue from a trained checkpoint of the same architecture
@@ -329,7 +335,8 @@ def _training_block(data: dict, splits: dict, cfg: TrainConfig, hist: dict, loss
         "steps": hist["steps"],
         "minutes": round(hist["seconds"] / 60, 2),
         "batch_size": cfg.batch_size,
-        "crop": cfg.augment.out_size,
+        "crop": (cfg.augment.out_size if not cfg.augment.out_size_max
+                 else f"{cfg.augment.out_size}-{cfg.augment.out_size_max} px per batch (multiples of 32)"),
         "lr": cfg.lr,
         "seed": cfg.seed,
         "loss": loss,
