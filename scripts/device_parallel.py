@@ -7,6 +7,11 @@ test areas (Kampala, Dubai tile 6) are scored once per shipped candidate, after 
     python3 scripts/device_parallel.py run --chips .chips --out $OUT --budget-s 540
     .venv/bin/python scripts/device_parallel.py run --chips .chips --out /tmp/dry --dry   # CPU dry run
 
+The fourth job, buildings only (``run_buildings``: teachers on 512 px chips without Zanzibar-2),
+and how its files become model folders at home:
+    python3 scripts/device_parallel.py run-buildings --chips .chips --out $OUT --budget-s 480
+    .venv/bin/python scripts/device_parallel.py unpack --out FILES_AT --work /tmp/run4
+
 Schedule (seconds from the start, for --budget-s 540; scaled for others):
   0    buildings U2-Net: B-ft fine-tunes the shipped teacher, B-new trains from scratch (270 s each);
        land cover AttResUNet recipes L-base / L-strong on tiles 1-4, validated on tile 5 (150 s each);
@@ -55,7 +60,11 @@ LANDCOVER_RECIPES = {
     "L-base": (2e-3, 1e-2, {}),
     "L-strong": (1e-3, 5e-2, {"channel_shuffle_p": 0.3, "grey_p": 0.15, "brightness": 0.35, "contrast": 0.35}),
 }
-BUILDING_RUNS = {"B-ft": ("shipped", 1e-3), "B-new": (None, 2e-3)}
+# name: (init, lr, crop side, largest crop side or None, batch size)
+BUILDING_RUNS = {"B-ft": ("shipped", 1e-3, 256, None, 32), "B-new": (None, 2e-3, 256, None, 32)}
+# run 4 (`run-buildings`): from scratch on 512 px chips cut without Zanzibar-2 in training; T-mix sees
+# 256-512 px crops so that it stops feeling a window's edge deep inside predict's 512-1024 px windows
+BUILDING_RUNS_4 = {"T-256": (None, 2e-3, 256, None, 32), "T-mix": (None, 2e-3, 256, 512, 16)}
 STUDENT_LOSSES = ("ce", "ce+ace", "ce+ace+csc")
 
 
@@ -80,10 +89,11 @@ def dump(obj: Any, path: Path) -> None:
     write_card(obj, path)
 
 
-def load_pack(chips: Path, task: str, dry: bool) -> dict:
+def load_pack(chips: Path, task: str, dry: bool, pack: str | None = None) -> dict:
+    """``chips/<pack or task>.npz`` (dry runs: the first 3 chips of each split)."""
     from geoseg.training.data import first_per_split, load_packed
 
-    data = load_packed(chips / f"{task}.npz")
+    data = load_packed(chips / f"{pack or task}.npz")
     return first_per_split(data, 3) if dry else data
 
 
@@ -95,15 +105,26 @@ def with_val_as_train(data: dict) -> dict:
 
 
 def train_cfg(args, seconds: float | None = None, steps: int | None = None, lr: float = 2e-3, wd: float = 1e-2,
-              aug: dict | None = None, val_every_s: float = 20.0):
+              aug: dict | None = None, val_every_s: float = 20.0, crop: int = 256, crop_max: int | None = None,
+              batch: int = 32):
+    """Training settings; dry runs shrink crops 4x and batches to 2."""
     from geoseg.augment import AugmentConfig
     from geoseg.training.loop import TrainConfig
 
+    if args.dry:
+        crop, crop_max = crop // 4, crop_max and crop_max // 4
     return TrainConfig(
-        budget_s=seconds, steps=steps, batch_size=2 if args.dry else 32, lr=lr, weight_decay=wd, device=args.device,
+        budget_s=seconds, steps=steps, batch_size=2 if args.dry else batch, lr=lr, weight_decay=wd, device=args.device,
         val_every_s=1e9 if args.dry else val_every_s, eval_batch=4 if args.dry else 32,
-        augment=AugmentConfig(out_size=64 if args.dry else 256, **(aug or {})),
+        augment=AugmentConfig(out_size=crop, out_size_max=crop_max, **(aug or {})),
     )
+
+
+def run_command(args) -> str:
+    """The command line of the run a worker belongs to (``run``, or ``run-buildings`` on another pack)."""
+    if args.pack and args.pack != (args.task or "buildings"):
+        return COMMAND.replace(" run ", " run-buildings ").format(budget=args.budget_s) + f" --pack {args.pack}"
+    return COMMAND.format(budget=args.budget_s)
 
 
 def shipped_card(name: str) -> Path:
@@ -119,15 +140,17 @@ def work_teacher_buildings(args) -> None:
     from geoseg.card import load_model, save_model
     from geoseg.training.loop import train_buildings
 
-    init, lr = BUILDING_RUNS[args.name]
-    data = load_pack(args.chips, "buildings", args.dry)
-    state = None
+    init, lr, crop, crop_max, batch = {**BUILDING_RUNS, **BUILDING_RUNS_4}[args.name]
+    data = load_pack(args.chips, "buildings", args.dry, args.pack)
+    state = norm = None
     if init == "shipped":
-        model, _ = load_model(shipped_card("buildings-u2net"))
+        model, shipped = load_model(shipped_card("buildings-u2net"))
         state = {k: v.float() for k, v in model.state_dict().items()}
-    cfg = train_cfg(args, seconds=args.seconds, lr=lr)
-    model, card = train_buildings(data, cfg, log=lambda m: print(m, flush=True), init_state=state)
+        norm = shipped["normalisation"]
+    cfg = train_cfg(args, seconds=args.seconds, lr=lr, crop=crop, crop_max=crop_max, batch=batch)
+    model, card = train_buildings(data, cfg, log=lambda m: print(m, flush=True), init_state=state, norm=norm)
     card["training"]["run"] = args.name
+    card["training"]["data"] = f".chips/{args.pack or 'buildings'}.npz"
     card["training"]["init"] = "shipped buildings-u2net (GPU run 2, 1779 steps)" if init else "random (seed 0)"
     save_model(model, card, args.work)
 
@@ -158,7 +181,7 @@ def work_eval_teacher(args) -> None:
     from geoseg.training.loop import evaluate_buildings, evaluate_landcover
 
     model, card = load_model(args.card, device=args.device)
-    data = select(load_pack(args.chips, card["task"], args.dry), args.split)
+    data = select(load_pack(args.chips, card["task"], args.dry, args.pack), args.split)
     norm = card["normalisation"]
     if card["task"] == "buildings":
         scores = evaluate_buildings(model, data, norm, args.device, 4 if args.dry else 32)
@@ -175,7 +198,7 @@ def work_student(args) -> None:
     )
 
     teacher, tcard = load_model(args.teacher, device=args.device)
-    data = load_pack(args.chips, args.task, args.dry)
+    data = load_pack(args.chips, args.task, args.dry, args.pack)
     if args.task == "landcover" and "tiles 1-5" in str(tcard["training"].get("splits", {}).get("train", "")):
         data = with_val_as_train(data)  # the student learns from the same chips as its teacher
     splits = split_packed(data)
@@ -192,8 +215,8 @@ def work_student(args) -> None:
                   max_steps=args.steps, batch_size=2 if args.dry else 32, seed=0, cache=cache)
     metrics = {s: evaluate(student, tcard, args.task, splits[s], args.device, 4 if args.dry else 32)
                for s in ("val", "test") if s in splits}
-    metrics["command"] = COMMAND.format(budget=args.budget_s) + f" (student {args.task} {args.losses})"
-    training = {"data": f".chips/{args.task}.npz", "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+    metrics["command"] = run_command(args) + f" (student {args.task} {args.losses})"
+    training = {"data": f".chips/{args.pack or args.task}.npz", "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
                 "steps": run.steps, "step_cap": args.steps, "minutes": round(run.seconds / 60, 2),
                 "batch_size": 2 if args.dry else 32, "first_loss": round(run.first_loss, 4),
                 "last_loss": round(run.last_loss, 4), "teacher_cache_seconds": round(cache_s, 1),
@@ -426,9 +449,114 @@ def run(args) -> int:
     return 0
 
 
+def run_buildings(args) -> int:
+    """Run 4, buildings only (docs/models.md "Next"): teachers from scratch on 512 px chips, selected
+    on both validation blocks; students of the pick; the chosen rules are tuned back home.
+
+    0     T-256 (256 px crops, the run-2/3 recipe) and T-mix (256-512 px crops) side by side, 0.5 of
+          the budget each; both chains of photometric augmentation; no Zanzibar-2 in training.
+    ~0.52 the teacher with the best validation binary mIoU (Nairobi-2 + Zanzibar-2 chips) is scored
+          once on Kampala; its students CE / CE+ACE / CE+ACE+CSC train side by side on whole chips.
+    end   GPU forward speed of the pick and its CE+ACE+CSC student.
+    Files: buildings-T-256.pt, buildings-T-mix.pt (both: the whole-scene rules are swept on the six
+    validation scenes at home, where rasterio is), students.pt, cards.json, log.txt.
+    """
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = log_to(args.out / "log.txt")
+    job = Job(args, log)
+    b = args.budget_s
+    report: dict[str, Any] = {"command": run_command(args), "budget_s": b, "pack": args.pack, "device": args.device,
+                              "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"}
+    cards: dict[str, Any] = {"report": report}
+
+    def save() -> None:
+        report["elapsed_s"] = round(time.monotonic() - job.t0, 1)
+        dump(cards, args.out / "cards.json")
+
+    log(f"device {report['gpu']}, torch {torch.__version__}, budget {b:.0f}s, pack {args.pack}, dry={args.dry}")
+    teach = 5.0 if args.dry else 0.5 * b
+    pack = ("--pack", args.pack)
+    for name in BUILDING_RUNS_4:
+        job.start(name, "teacher-buildings", "--name", name, "--seconds", f"{teach:.0f}", *pack)
+    b_val = {}
+    for name in BUILDING_RUNS_4:
+        if job.wait(name, until=job.at(0.56)) and job.card(name):
+            b_val[name] = best_val(job.card(name))
+            card = json.loads(job.card(name).read_text())
+            shutil.copy(job.card(name).parent / card["weights"], args.out / f"buildings-{name}.pt")
+            cards[f"buildings:{name}"] = card
+    report["buildings_val_binary_miou"] = b_val
+    save()
+    if not b_val:
+        log("no teacher finished; nothing to distil")
+        return 1
+    pick = max(b_val, key=b_val.get)
+    report["buildings_teacher"] = pick
+    teacher = job.card(pick)
+    log(f"buildings: teacher {pick} (validation binary mIoU, both blocks: {b_val})")
+    job.start("B-test", "eval-teacher", "--card", str(teacher), "--split", "test", *pack)
+    deadline = time.time() + (job.at(0.965) - time.monotonic())
+    for losses in STUDENT_LOSSES:
+        job.start(f"S-buildings-{losses}", "student", "--task", "buildings", "--losses", losses, "--teacher",
+                  str(teacher), "--steps", "20" if args.dry else "4000", "--deadline", f"{deadline:.1f}", *pack)
+    if job.wait("B-test", until=job.at(0.62)):
+        cards[f"buildings:{pick}"]["metrics"]["test"] = {
+            "area": "kampala (never seen in training)", **json.loads((args.work / "B-test" / "eval_test.json").read_text())}
+        save()
+    students: dict[str, Any] = {}
+    states: dict[str, Any] = {}
+    for losses in STUDENT_LOSSES:
+        name = f"S-buildings-{losses}"
+        if job.wait(name, until=job.at(0.985)) and job.card(name):
+            card = json.loads(job.card(name).read_text())
+            students[f"buildings:{losses}"] = card
+            states[f"buildings:{losses}"] = torch.load(job.card(name).parent / card["weights"], weights_only=True)
+    cards["students"] = students
+    torch.save(states, args.out / "students.pt")
+    save()
+    speed_cards = [str(teacher)] + [str(job.card("S-buildings-ce+ace+csc"))] * bool(job.card("S-buildings-ce+ace+csc"))
+    job.start("speed", "speed", "--cards", *speed_cards)
+    if job.wait("speed", until=job.t0 + b + 20) and (args.work / "speed" / "speed.json").is_file():
+        report["gpu_speed"] = json.loads((args.work / "speed" / "speed.json").read_text())
+    for name, (proc, _) in job.procs.items():
+        if proc.poll() is None:
+            proc.kill()
+            log(f"{name}: killed at the end")
+    report["logs"] = {p.stem: p.read_text()[-3000:] for p in sorted(args.work.glob("*.log"))}
+    save()
+    log(f"done; files {sorted(p.name for p in args.out.iterdir())}")
+    return 0
+
+
+def unpack(args) -> int:
+    """``run-buildings``' files (``--out``: cards.json and the .pt files) -> one model folder per model
+    under ``--work`` (T-256, T-mix, S-ce, ...), for ``bench/accuracy.py --buildings-model DIR`` and
+    ``tune_buildings cache --card``."""
+    from geoseg.card import write_card
+
+    cards = json.loads((args.out / "cards.json").read_text())
+    states = torch.load(args.out / "students.pt", weights_only=True) if (args.out / "students.pt").is_file() else {}
+    folders = []
+    for key, card in cards.items():
+        if key.startswith("buildings:"):
+            name = key.split(":", 1)[1]
+            dest = args.work / name
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy(args.out / f"buildings-{name}.pt", dest / card["weights"])
+            folders.append(write_card(card, dest / f"{card['name']}.json").parent)
+    for key, card in cards.get("students", {}).items():
+        dest = args.work / f"S-{key.split(':', 1)[1]}"
+        dest.mkdir(parents=True, exist_ok=True)
+        torch.save(states[key], dest / card["weights"])
+        folders.append(write_card(card, dest / f"{card['name']}.json").parent)
+    print("\n".join(str(f) for f in folders))
+    return 0 if folders else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["run", *WORKERS])
+    ap.add_argument("what", choices=["run", "run-buildings", "unpack", *WORKERS])
     ap.add_argument("--chips", type=Path, default=Path(".chips"))
     ap.add_argument("--out", type=Path)
     ap.add_argument("--work", type=Path, default=Path("/tmp/geoseg-job"))
@@ -450,14 +578,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cnn", type=Path)
     ap.add_argument("--cache", type=Path)
     ap.add_argument("--cards", nargs="*", default=[])
+    ap.add_argument("--pack", help="chips/<pack>.npz instead of chips/<task>.npz (run-buildings: buildings512)")
     args = ap.parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(1)
     else:
         torch.set_float32_matmul_precision("high")
-    if args.what == "run":
+    if args.what == "unpack":
         if args.out is None:
-            ap.error("run needs --out")
+            ap.error("unpack needs --out (the device run's files)")
+        return unpack(args)
+    if args.what in ("run", "run-buildings"):
+        if args.out is None:
+            ap.error(f"{args.what} needs --out")
+        if args.what == "run-buildings":
+            args.pack = args.pack or "buildings512"
+            return run_buildings(args)
         return run(args)
     try:
         WORKERS[args.what](args)
