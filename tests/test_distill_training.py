@@ -247,10 +247,13 @@ def test_train_student_saves_a_loadable_fast_card(tmp_path):
     assert (tmp_path / "cli" / "landcover-attresunet-fast.pt").is_file()
     # The ablation's baseline: the same student with cross-entropy only (no teacher term, no cache).
     result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chip_dir), "--out", str(tmp_path / "ce"),
-                                      "--teacher", str(tmp_path / "teacher"), "--epochs", "1", "--losses", "ce"])
+                                      "--teacher", str(tmp_path / "teacher"), "--epochs", "1", "--losses", "ce",
+                                      "--label-loss", "teacher"])
     assert result.exit_code == 0, result.output
     ce_card = json.loads((tmp_path / "ce" / "landcover-attresunet-fast.json").read_text())
     assert ce_card["distillation"]["losses"] == "ce" and "teacher_cached_chips" not in ce_card["training"]
+    assert ce_card["training"]["label_loss"] == "teacher" and "--label-loss teacher" in ce_card["metrics"]["command"]
+    assert loaded["training"]["label_loss"] == "ce"
     # Fine-tuning: --init starts from a saved student and the card says from which.
     tuned = train_student("landcover", chip_dir, tmp_path / "tuned", tmp_path / "teacher", minutes=None, epochs=1,
                           device="cpu", losses="ce", init=tmp_path / "fast")
@@ -272,3 +275,26 @@ def test_labels_outside_the_classes_are_refused_up_front():
     teacher, card = teacher_pair("landcover")
     with pytest.raises(ValueError, match=r"ids \[7\]"):
         distill(tiny_student("landcover", card), teacher, card, "landcover", bad, "ce", "cpu", max_steps=1)
+
+
+def test_teacher_label_loss_makes_a_missed_outline_band_cost_more():
+    """``label_loss='teacher'``: the teachers' weighted CE + Dice. A student that calls the outline
+    band interior (touching houses merge) is barely punished by plain CE on real chips, where the
+    band is a few per cent of the pixels; the teachers' loss punishes it."""
+    from geoseg.training.distill import _label_term
+
+    chips = building_chips("zanzibar_z19_1", 4)
+    y = torch.from_numpy(chips.labels).long()
+    assert 0 < (y == 2).float().mean() < 0.1  # a thin band
+    wrong = torch.where(y == 2, torch.ones_like(y), y)  # outline called interior
+    logits = 8.0 * torch.nn.functional.one_hot(torch.where(wrong == 255, 0, wrong), 3).permute(0, 3, 1, 2).float()
+    plain, teacher = _label_term("buildings", "ce")(logits, y), _label_term("buildings", "teacher")(logits, y)
+    assert teacher > plain + 0.4  # the Dice term alone adds ~0.5 for a class never predicted
+    exact = 8.0 * torch.nn.functional.one_hot(torch.where(y == 255, 0, y), 3).permute(0, 3, 1, 2).float()
+    assert _label_term("buildings", "teacher")(exact, y) < 0.05
+    with pytest.raises(ValueError, match="label loss"):
+        _label_term("buildings", "dice")
+    _, card = teacher_pair("buildings")
+    run = distill(tiny_student("buildings", card), None, card, "buildings", chips, "ce", "cpu", max_steps=2,
+                  batch_size=2, label_loss="teacher")
+    assert run.steps == 2 and np.isfinite(run.last_loss)

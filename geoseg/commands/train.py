@@ -35,6 +35,11 @@ def train(
         "ce+ace+csc", "--losses",
         help="With --teacher: ce | ce+ace | ce+ace+csc (the distillation ablation).",
     ),
+    label_loss: str = typer.Option(
+        "ce", "--label-loss",
+        help="With --teacher: the students' term against the labels: ce (plain cross-entropy) or teacher "
+             "(the teacher's class-weighted CE + Dice).",
+    ),
 ) -> None:
     """Train the land-cover AttResUNet or the building U2-Net on a chip directory."""
     console = Console(stderr=True)
@@ -58,6 +63,7 @@ def train(
             from geoseg.training.distill import train_student  # owned by the distillation module
 
             card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed, init=init,
+                                 label_loss=label_loss,
                                  progress=_step_printer(console))
             console.print(f"student written to {out}: {card.get('name')}")
             return

@@ -48,6 +48,9 @@ from geoseg.models.students import FastSegNet, conv_macs, student_arch_kwargs, s
 TASKS = ("buildings", "landcover")
 LOSS_SETS = ("ce", "ce+ace", "ce+ace+csc")
 SHIPPED_LOSSES = "ce+ace+csc"
+#: the students' term against the labels: "ce" (plain cross-entropy, as in the paper) or "teacher"
+#: (the teachers' class-weighted CE + Dice, ``geoseg.training.loop.label_loss``)
+LABEL_LOSSES = ("ce", "teacher")
 CSC_WEIGHT = 1.0  # CSC terms are mean squared cosine differences, already on CE's scale at the start
 PAPER = "Park & Heo, Sensors 2020, 20(16):4616 (CSC + ACE distillation)"
 
@@ -340,6 +343,7 @@ def distill(
     photometric: bool = True,
     progress: Callable[[int, float], None] | None = None,
     augment: AugmentConfig | None = None,
+    label_loss: str = "ce",
 ) -> RunResult:
     """Train ``student`` in place for ``seconds`` of wall clock and/or ``max_steps``.
 
@@ -348,9 +352,12 @@ def distill(
     ``CSC_WEIGHT`` x the CSC loss on the students' and teacher's features. The
     learning rate follows a cosine over whichever budget (time or steps) runs out
     first, so a time-boxed run still ends annealed. ``augment``: the photometric strengths
-    (default ``AugmentConfig()``).
+    (default ``AugmentConfig()``). ``label_loss``: one of ``LABEL_LOSSES``, the "CE" term.
     """
     terms = _parse_losses(losses)
+    label_term = _label_term(task, label_loss)
+    if isinstance(label_term, nn.Module):
+        label_term.to(device)
     if seconds is None and max_steps is None:
         raise ValueError("give seconds and/or max_steps")
     if ("ace" in terms or "csc" in terms) and teacher is None and cache is None:
@@ -403,7 +410,7 @@ def distill(
         y = loss_targets(raw, task)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             logits, feats = student.forward_with_features(x)
-        loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)
+        loss = label_term(logits.float(), y)
         if "ace" in terms:
             loss = loss + adaptive_cross_entropy(logits.float(), t_logits.float(), y, check=False)
         if csc is not None:
@@ -424,6 +431,16 @@ def distill(
         step += 1
     student.eval()
     return RunResult(losses, step, time.monotonic() - start, first, last)
+
+
+def _label_term(task: str, kind: str) -> Callable[[Tensor, Tensor], Tensor]:
+    if kind == "ce":
+        return lambda logits, y: F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+    if kind == "teacher":
+        from geoseg.training.loop import label_loss
+
+        return label_loss(task, IGNORE_INDEX)  # targets already carry IGNORE_INDEX (loss_targets)
+    raise ValueError(f"label loss must be one of {', '.join(LABEL_LOSSES)}, got {kind!r}")
 
 
 def _parse_losses(losses: str) -> set[str]:
@@ -581,6 +598,7 @@ def train_student(
     progress: Callable[[int, float], None] | None = None,
     seed: int = 0,
     init: Path | None = None,
+    label_loss: str = "ce",
 ) -> dict:
     """Distil a ``<teacher>-fast`` student from ``teacher_dir`` on a chip dir; save it; return its card.
 
@@ -614,7 +632,7 @@ def train_student(
     run = distill(
         student, teacher, tcard, task, train, losses, device,
         seconds=None if minutes is None else minutes * 60, max_steps=max_steps,
-        batch_size=batch_size, crop=crop, progress=progress, cache=cache, seed=seed,
+        batch_size=batch_size, crop=crop, progress=progress, cache=cache, seed=seed, label_loss=label_loss,
     )
     metrics: dict[str, Any] = {
         split: evaluate(student, tcard, task, splits[split], device) for split in ("val", "test") if split in splits
@@ -625,11 +643,12 @@ def train_student(
         + (f" --epochs {epochs}" if epochs is not None else "")
         + f" --losses {losses}" + (f" --seed {seed}" if seed else "")
         + (f" --init {init}" if init is not None else "")
+        + (f" --label-loss {label_loss}" if label_loss != "ce" else "")
     )
     training = {
         "data": str(data), "device": device, "steps": run.steps, "minutes": round(run.seconds / 60, 2),
         "batch_size": batch_size, "crop": crop, "first_loss": run.first_loss, "last_loss": run.last_loss,
-        "splits": {s: len(c) for s, c in splits.items()},
+        "splits": {s: len(c) for s, c in splits.items()}, "label_loss": label_loss,
     }
     if init_card is not None:
         training["init"] = {"from": init_card["name"], "losses": init_card.get("distillation", {}).get("losses"),

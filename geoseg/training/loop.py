@@ -39,6 +39,20 @@ BUILDINGS_SPLITS = {"train": "zanzibar block 1 + nairobi block 1", "val": "nairo
 LANDCOVER_SPLITS = {"train": "Dubai tiles 1-4", "val": "Dubai tile 5", "test": "Dubai tile 6"}
 
 
+def label_loss(task: str, ignore_index: int) -> CEDiceLoss:
+    """The teachers' loss against the labels (students use it with ``label_loss='teacher'``).
+
+    Buildings: CE weighted 1/1/2 (background, interior, outline) + Dice on interior and outline,
+    so the thin outline band that separates touching houses is not drowned by background.
+    Land cover: CE + 0.5 x Dice on the five classes (small classes count).
+    """
+    if task == "buildings":
+        return CEDiceLoss(3, ignore_index, class_weights=[1.0, 1.0, 2.0], dice_classes=[1, 2])
+    if task == "landcover":
+        return CEDiceLoss(6, ignore_index, dice_classes=[1, 2, 3, 4, 5], dice_weight=0.5)
+    raise ValueError(f"unknown task {task!r}")
+
+
 @dataclass
 class TrainConfig:
     """How long and how to train. ``budget_s`` (wall clock) or ``steps`` bounds the run."""
@@ -263,7 +277,7 @@ def train_buildings(
     model = U2Net(**arch_kwargs)
     if init_state is not None:  # fine-tuning: continue from a trained checkpoint of the same architecture
         model.load_state_dict(init_state)
-    loss_fn = CEDiceLoss(3, IGNORE_INDEX["buildings"], class_weights=[1.0, 1.0, 2.0], dice_classes=[1, 2])
+    loss_fn = label_loss("buildings", IGNORE_INDEX["buildings"])
     score = lambda m: evaluate_buildings(m, val, norm, cfg.device, cfg.eval_batch)["binary_miou"]  # noqa: E731
     log(f"buildings: {len(train['images'])} train chips, {len(val['images'])} val chips, device {cfg.device}")
     model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress)
@@ -299,7 +313,7 @@ def train_landcover(
     model = AttResUNet(**{**arch_kwargs, "widths": tuple(arch_kwargs["widths"])})
     if init_state is not None:  # fine-tuning: continue from a trained checkpoint of the same architecture
         model.load_state_dict(init_state)
-    loss_fn = CEDiceLoss(6, IGNORE_INDEX["landcover"], dice_classes=[1, 2, 3, 4, 5], dice_weight=0.5)
+    loss_fn = label_loss("landcover", IGNORE_INDEX["landcover"])
     score = lambda m: evaluate_landcover(m, val, norm, cfg.device, cfg.eval_batch)["miou"]  # noqa: E731
     log(f"landcover: {len(train['images'])} train chips, {len(val['images'])} val chips, device {cfg.device}")
     model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress)
