@@ -7,6 +7,7 @@
     .venv/bin/python bench/predict.py --what pairs --toggle classmap-thread --profiles fast --pairs 5
     .venv/bin/python bench/predict.py --what pairs --toggle int8 --profiles accurate
     .venv/bin/python bench/predict.py --what seams   # shipped models of --profiles, 256 vs 1024 px tiles
+    .venv/bin/python bench/predict.py --what seams --profiles accurate --buildings-model DIR --scene A.tif B.tif
 
 speed   : predict_scene on a 0.3 m scene (both heads + GCN + vectorisation), Mpx/s of input,
           for the 'accurate' and (when students ship) 'fast' profiles side by side: a lone
@@ -19,7 +20,8 @@ pairs   : paired runs with a pipeline switch off and on (``--toggle classmap-thr
           map after vs beside the building model; ``ort-spinning``: ONNX Runtime's busy-waiting;
           ``int8``: ``--runtime onnx`` vs ``--runtime int8``).
 memory  : peak RSS of predict_scene in a fresh process, 1 Mpx scene vs zanzibar_z21_1 (33.5 Mpx).
-seams   : building masks of --scene from 256 and 1024 px tiles, per profile: IoU (goal >= 0.95).
+seams   : building masks of each --scene from 256 and 1024 px tiles, per profile: IoU (goal >= 0.95);
+          ``--buildings-model`` checks a candidate card or folder instead of the shipped model.
 """
 from __future__ import annotations
 
@@ -225,8 +227,9 @@ def bench_memory(device: str, profiles: list[str]) -> None:
         print(f"{profile:9s}: {small.name} (1.0 Mpx) {a:.0f} MB; {big.name} (33.5 Mpx) {b:.0f} MB -> ratio {b / a:.2f}x")
 
 
-def bench_seams(scene: Path, device: str, profiles: list[str]) -> None:
-    """Building masks from 256 px and 1024 px tiles with each profile's shipped model: IoU (goal >= 0.95)."""
+def bench_seams(scene: Path, device: str, profiles: list[str], model: Path | None = None) -> None:
+    """Building masks from 256 px and 1024 px tiles with each profile's shipped model (or ``model``):
+    IoU (goal >= 0.95)."""
     import rasterio
     from rasterio import features
 
@@ -239,21 +242,27 @@ def bench_seams(scene: Path, device: str, profiles: list[str]) -> None:
         masks = []
         for size in (256, 1024):
             with tempfile.TemporaryDirectory() as out:
-                predict_scene(scene, Path(out), PredictOptions(device=device, tile_size=size, classmap=False,
-                                                               profile=profile))
+                predict_scene(scene, Path(out), PredictOptions(
+                    device=device, tile_size=size, classmap=False, profile=profile,
+                    model_dirs={"buildings": str(model)} if model else {}))
                 frame = gpd.read_file(Path(out) / "buildings.gpkg")
             masks.append(features.rasterize(((g, 1) for g in frame.geometry), out_shape=shape,
                                             transform=transform) > 0 if len(frame) else np.zeros(shape, bool))
         a, b = masks
         union = (a | b).sum()
-        print(f"== tile-size independence on {scene.name}, {profile}: building masks 256 vs 1024 px tiles IoU "
+        which = f"{profile}, {model}" if model else profile
+        print(f"== tile-size independence on {scene.name}, {which}: building masks 256 vs 1024 px tiles IoU "
               f"{(a & b).sum() / union if union else 1.0:.4f} (building share {a.mean():.3f})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--what", default="speed,vector,memory")
-    parser.add_argument("--scene", type=Path, default=data_root() / "buildings" / "zanzibar" / "zanzibar_z19_1.tif")
+    parser.add_argument("--scene", type=Path, nargs="+",
+                        default=[data_root() / "buildings" / "zanzibar" / "zanzibar_z19_1.tif"],
+                        help="scene(s): speed and pairs use the first, seams every one")
+    parser.add_argument("--buildings-model", type=Path, default=None,
+                        help="with --what seams: this building model card or folder instead of the shipped one")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profiles", default="accurate,fast")
     parser.add_argument("--threads", type=int, default=2)
@@ -264,13 +273,14 @@ def main() -> None:
     args = parser.parse_args()
     what = set(args.what.split(","))
     if "speed" in what:
-        bench_speed(args.scene, args.device, args.profiles.split(","), args.threads)
+        bench_speed(args.scene[0], args.device, args.profiles.split(","), args.threads)
     if "pairs" in what:
-        bench_pairs(args.scene, args.device, args.profiles.split(","), args.threads, args.pairs, args.toggle)
+        bench_pairs(args.scene[0], args.device, args.profiles.split(","), args.threads, args.pairs, args.toggle)
     if "vector" in what:
         bench_vector(args.vector_size, args.vector_repeats)
     if "seams" in what:
-        bench_seams(args.scene, args.device, args.profiles.split(","))
+        for scene in args.scene:
+            bench_seams(scene, args.device, args.profiles.split(","), args.buildings_model)
     if "memory" in what:
         bench_memory(args.device, args.profiles.split(","))
 
