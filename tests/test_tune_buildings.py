@@ -334,3 +334,32 @@ def test_landcover_cue_is_off_without_a_gsd(rasters_dir, tmp_path):
     with pytest.warns(UserWarning, match="not georeferenced"):
         report = predict_scene(png, tmp_path / "gsd", PredictOptions(classmap=False, refine="none", gsd=0.3))
     assert report["postprocess"]["landcover_threshold"] > 0 and "landcover" in report["models"]
+
+
+def test_swept_rules_are_written_into_the_card_with_per_block_scores(tmp_path):
+    """``sweep --card``: the chosen setting becomes the card's postprocess (read back by the pipeline's
+    parser) and the metrics say per block how it scored: a model trained on one block is judged on the other."""
+    def row(scene, iou, miou, f1):
+        return {"scene": scene, "pixel_iou": iou, "binary_miou": miou, "polygon_f1": f1}
+
+    def result(settings, rows):
+        return {"settings": settings, "objective": tb.objective(rows), "scenes": rows,
+                **{k: float(np.mean([r[k] for r in rows])) for k in ("pixel_iou", "binary_miou", "polygon_f1")}}
+
+    chosen = result(BuildingPostprocess(threshold=0.1, min_area_m2=20.0).as_dict(),
+                    [row("nairobi_z19_2", 0.4, 0.5, 0.2), row("nairobi_z20_2", 0.4, 0.5, 0.1),
+                     row("zanzibar_z19_2", 0.6, 0.7, 0.6)])
+    default = result(BuildingPostprocess().as_dict(), [dict(r, polygon_f1=0.0) for r in chosen["scenes"]])
+    blocks = tb.by_block(chosen)
+    assert list(blocks) == ["nairobi-2", "zanzibar-2"]
+    assert blocks["nairobi-2"]["objective"] == pytest.approx((0.35 + 0.30) / 2)
+    assert blocks["zanzibar-2"]["polygon_f1"] == pytest.approx(0.6)
+    card_path = tmp_path / "card.json"
+    shutil.copy(default_card_path("buildings", "fast"), card_path)
+    tb.write_rules(card_path, chosen, default, 184, "miou_f1", ["sweep ..."])
+    card = json.loads(card_path.read_text())
+    post = postprocess_from_card(card)
+    assert post.threshold == 0.1 and post.min_area_m2 == 20.0
+    tuned = card["metrics"]["postprocess"]["validation"]["tuned"]
+    assert tuned["per_block"] == blocks and tuned["per_scene"]["zanzibar_z19_2"]["polygon_f1"] == 0.6
+    assert "184 settings" in card["metrics"]["postprocess"]["search"]

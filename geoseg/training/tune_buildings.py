@@ -210,6 +210,45 @@ def evaluate_setting(scenes: list[CachedScene], post: BuildingPostprocess, work:
             "polygon_f1": float(np.mean([r["polygon_f1"] for r in rows])), "scenes": rows}
 
 
+def by_block(result: dict[str, Any], objective_name: str = "miou_f1") -> dict[str, dict[str, float]]:
+    """A scored setting's means per validation block (``nairobi-2``, ``zanzibar-2``): a model that
+    trained on one block can only be judged on the other (docs/models.md)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in result["scenes"]:
+        area, block = scene_area(Path(f"{row['scene']}.tif"))
+        groups.setdefault(f"{area}-{block}" if block else area, []).append(row)
+    return {name: {"objective": round(objective(rows, objective_name), 4),
+                   **{k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("pixel_iou", "binary_miou", "polygon_f1")}}
+            for name, rows in sorted(groups.items())}
+
+
+def write_rules(card_path: Path, chosen: dict[str, Any], default: dict[str, Any], tried: int, objective_name: str,
+                commands: list[str]) -> None:
+    """Put the chosen setting into the card's ``postprocess`` and how it was chosen into its metrics."""
+    from geoseg.card import write_card
+
+    def summary(r: dict[str, Any]) -> dict[str, Any]:
+        return {"objective": round(r["objective"], 4), "pixel_iou": round(r["pixel_iou"], 4),
+                "binary_miou": round(r["binary_miou"], 4), "polygon_f1": round(r["polygon_f1"], 4),
+                "per_block": by_block(r, objective_name),
+                "per_scene": {x["scene"]: {"pixel_iou": round(x["pixel_iou"], 4), "polygon_f1": round(x["polygon_f1"], 4)}
+                              for x in r["scenes"]}}
+
+    card = json.loads(Path(card_path).read_text())
+    card["postprocess"] = dict(chosen["settings"])
+    card.setdefault("metrics", {})["postprocess"] = {
+        "selected_on": "validation only: " + ", ".join(x["scene"] for x in chosen["scenes"])
+                       + " (whole scenes through the pipeline)",
+        "objective": f"{objective_name}: mean over the scenes of "
+                     + ("(binary pixel mIoU + polygon F1 at IoU>=0.5) / 2" if objective_name == "miou_f1"
+                        else "(building pixel IoU + polygon F1 at IoU>=0.5) / 2"),
+        "search": f"{tried} settings, coordinate-wise (geoseg.training.tune_buildings)",
+        "validation": {"default": summary(default), "tuned": summary(chosen)},
+        "commands": commands,
+    }
+    write_card(card, Path(card_path))
+
+
 def coordinate_search(
     scenes: list[CachedScene], work: Path, start: BuildingPostprocess = BuildingPostprocess(),
     log: Callable[[str], None] = print, objective_name: str = "miou_f1",
@@ -266,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", type=Path, default=None, help="write every scored setting here")
     s.add_argument("--objective", choices=sorted(OBJECTIVES), default="miou_f1",
                    help="miou_f1: (binary pixel mIoU + polygon F1)/2; iou_f1: (building pixel IoU + polygon F1)/2")
+    s.add_argument("--card", type=Path, default=None,
+                   help="write the chosen setting into this model card's postprocess (and how, into its metrics)")
     args = ap.parse_args(argv)
     if args.step == "cache":
         import torch
@@ -289,10 +330,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:8s} {_fmt(BuildingPostprocess(**r['settings']))}: {args.objective} {r['objective']:.4f}, "
               f"pixel IoU {r['pixel_iou']:.4f}, binary mIoU {r['binary_miou']:.4f}, "
               f"polygon F1 {r['polygon_f1']:.4f} | {per}")
+        for block, m in by_block(r, args.objective).items():
+            print(f"{'':8s} {block}: {args.objective} {m['objective']:.4f}, pixel IoU {m['pixel_iou']:.4f}, "
+                  f"polygon F1 {m['polygon_f1']:.4f}")
     if args.json:
         args.json.write_text(json.dumps({"objective": args.objective, "chosen": best.as_dict(),
                                          "default": default, "best": chosen,
                                          "tried": rows}, indent=1) + "\n")
+    if args.card:
+        write_rules(args.card, chosen, default, len(rows), args.objective, [
+            "python -m geoseg.training.tune_buildings cache --out CACHE --card <this card without postprocess>",
+            f"python -m geoseg.training.tune_buildings sweep --cache CACHE --card <this card>"
+            + (f" --objective {args.objective}" if args.objective != "miou_f1" else "")])
+        print(f"rules written into {args.card}")
     return 0
 
 
