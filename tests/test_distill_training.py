@@ -262,6 +262,9 @@ def test_train_student_saves_a_loadable_fast_card(tmp_path):
     with pytest.raises(ValueError, match="not a FastSegNet"):
         train_student("landcover", chip_dir, tmp_path / "y", tmp_path / "teacher", minutes=None, epochs=1,
                       device="cpu", init=tmp_path / "teacher")
+    with pytest.raises(ValueError, match="label loss must be one of ce, teacher"):
+        train_student("landcover", chip_dir, tmp_path / "z", tmp_path / "teacher", minutes=None, epochs=1,
+                      device="cpu", label_loss="dice")
     with pytest.raises(ValueError, match="not buildings"):
         train_student("buildings", chip_dir, tmp_path / "x", tmp_path / "teacher", minutes=0.1, epochs=None,
                       device="cpu")
