@@ -312,6 +312,31 @@ class Job:
         self.log(f"{name}: exit {rc}; " + " | ".join(tail))
         return rc == 0
 
+    def collect_students(self, task: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Cards and state dicts of the task's students that finish by 98.5 % of the budget."""
+        students: dict[str, Any] = {}
+        states: dict[str, Any] = {}
+        for losses in STUDENT_LOSSES:
+            name = f"S-{task}-{losses}"
+            if self.wait(name, until=self.at(0.985)) and self.card(name):
+                card_path = self.card(name)
+                card = json.loads(card_path.read_text())
+                students[f"{task}:{losses}"] = card
+                states[f"{task}:{losses}"] = torch.load(card_path.parent / card["weights"], weights_only=True)
+        return students, states
+
+    def finish(self, speed_cards: list[str], report: dict[str, Any]) -> None:
+        """The forward speed of ``speed_cards`` alone on the GPU; stragglers killed; the logs' tails kept."""
+        self.start("speed", "speed", "--cards", *speed_cards)
+        speed = self.args.work / "speed" / "speed.json"
+        if self.wait("speed", until=self.t0 + self.args.budget_s + 20) and speed.is_file():
+            report["gpu_speed"] = json.loads(speed.read_text())
+        for name, (proc, _) in self.procs.items():
+            if proc.poll() is None:
+                proc.kill()
+                self.log(f"{name}: killed at the end")
+        report["logs"] = {p.stem: p.read_text()[-3000:] for p in sorted(self.args.work.glob("*.log"))}
+
     def card(self, name: str) -> Path | None:
         cards = sorted(p for p in (self.args.work / name).glob("*.json") if not p.name.startswith(("eval_", "speed")))
         return cards[0] if cards else None
@@ -422,13 +447,9 @@ def run(args) -> int:
     students: dict[str, Any] = {}
     states: dict[str, Any] = {}
     for task in ("buildings", "landcover"):
-        for losses in STUDENT_LOSSES:
-            name = f"S-{task}-{losses}"
-            if job.wait(name, until=job.at(0.985)) and job.card(name):
-                card_path = job.card(name)
-                card = json.loads(card_path.read_text())
-                students[f"{task}:{losses}"] = card
-                states[f"{task}:{losses}"] = torch.load(card_path.parent / card["weights"], weights_only=True)
+        done, weights = job.collect_students(task)
+        students.update(done)
+        states.update(weights)
         cards["students"] = students
         torch.save(states, args.out / "students.pt")
         save()
@@ -436,14 +457,7 @@ def run(args) -> int:
         ship("gcn", job.card("gcn"), "gcn.pt")
     speed_cards = [str(p) for p in (b_teacher, lc_for_students) if p] + [
         str(job.card(f"S-{t}-ce+ace+csc")) for t in ("buildings", "landcover") if job.card(f"S-{t}-ce+ace+csc")]
-    job.start("speed", "speed", "--cards", *speed_cards)
-    if job.wait("speed", until=job.t0 + b + 20) and (args.work / "speed" / "speed.json").is_file():
-        report["gpu_speed"] = json.loads((args.work / "speed" / "speed.json").read_text())
-    for name, (proc, _) in job.procs.items():
-        if proc.poll() is None:
-            proc.kill()
-            log(f"{name}: killed at the end")
-    report["logs"] = {p.stem: p.read_text()[-3000:] for p in sorted(args.work.glob("*.log"))}
+    job.finish(speed_cards, report)
     save()
     log(f"done; files {sorted(p.name for p in args.out.iterdir())}")
     return 0
@@ -504,26 +518,11 @@ def run_buildings(args) -> int:
         cards[f"buildings:{pick}"]["metrics"]["test"] = {
             "area": "kampala (never seen in training)", **json.loads((args.work / "B-test" / "eval_test.json").read_text())}
         save()
-    students: dict[str, Any] = {}
-    states: dict[str, Any] = {}
-    for losses in STUDENT_LOSSES:
-        name = f"S-buildings-{losses}"
-        if job.wait(name, until=job.at(0.985)) and job.card(name):
-            card = json.loads(job.card(name).read_text())
-            students[f"buildings:{losses}"] = card
-            states[f"buildings:{losses}"] = torch.load(job.card(name).parent / card["weights"], weights_only=True)
-    cards["students"] = students
+    cards["students"], states = job.collect_students("buildings")
     torch.save(states, args.out / "students.pt")
     save()
-    speed_cards = [str(teacher)] + [str(job.card("S-buildings-ce+ace+csc"))] * bool(job.card("S-buildings-ce+ace+csc"))
-    job.start("speed", "speed", "--cards", *speed_cards)
-    if job.wait("speed", until=job.t0 + b + 20) and (args.work / "speed" / "speed.json").is_file():
-        report["gpu_speed"] = json.loads((args.work / "speed" / "speed.json").read_text())
-    for name, (proc, _) in job.procs.items():
-        if proc.poll() is None:
-            proc.kill()
-            log(f"{name}: killed at the end")
-    report["logs"] = {p.stem: p.read_text()[-3000:] for p in sorted(args.work.glob("*.log"))}
+    student = job.card("S-buildings-ce+ace+csc")
+    job.finish([str(teacher)] + ([str(student)] if student else []), report)
     save()
     log(f"done; files {sorted(p.name for p in args.out.iterdir())}")
     return 0
