@@ -468,7 +468,7 @@ def run_buildings(args) -> int:
     on both validation blocks; students of the pick; the chosen rules are tuned back home.
 
     0     T-256 (256 px crops, the run-2/3 recipe) and T-mix (256-512 px crops) side by side, 0.5 of
-          the budget each; both chains of photometric augmentation; no Zanzibar-2 in training.
+          the budget each; the whole photometric chain; no Zanzibar-2 in training.
     ~0.52 the teacher with the best validation binary mIoU (Nairobi-2 + Zanzibar-2 chips) is scored
           once on Kampala; its students CE / CE+ACE / CE+ACE+CSC train side by side on whole chips.
     end   GPU forward speed of the pick and its CE+ACE+CSC student.
