@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from geoseg.evaluate import classmap_scores, evaluate_buildings, evaluate_classmap  # noqa: E402
 from geoseg.paths import data_root  # noqa: E402
 from geoseg.pipeline import PredictOptions, predict_scene  # noqa: E402
-from tiles.splits import buildings_split, scene_area  # noqa: E402
+from tiles.splits import block_label, buildings_split, scene_area  # noqa: E402
 
 
 def building_sets(root: Path) -> dict[str, list[Path]]:
@@ -43,7 +43,7 @@ def building_sets(root: Path) -> dict[str, list[Path]]:
     for area, block, path in sorted(scenes, key=lambda s: (s[0], s[1] or "", s[2].name)):
         split = buildings_split(area, block)
         if split != "train":
-            sets.setdefault(f"validation {area}-{block}" if split == "val" else f"test {area}", []).append(path)
+            sets.setdefault(f"validation {block_label(area, block)}" if split == "val" else f"test {area}", []).append(path)
     return dict(sorted(sets.items(), key=lambda item: item[0].startswith("test")))
 
 

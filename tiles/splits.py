@@ -24,6 +24,11 @@ def scene_area(path: Path) -> tuple[str, str | None]:
     return path.parent.name, None
 
 
+def block_label(area: str, block: str | None) -> str:
+    """How reports name a scene's block: ``nairobi-2``; the area alone where it has no block."""
+    return f"{area}-{block}" if block else area
+
+
 def buildings_split(area: str, block: str | None) -> str:
     """Split of a buildings scene by area/block."""
     if area == "kampala":

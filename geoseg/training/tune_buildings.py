@@ -38,7 +38,7 @@ from rasterio.windows import Window
 from geoseg.evaluate import evaluate_buildings
 from geoseg.paths import data_root
 from geoseg.postprocess import BuildingPostprocess
-from tiles.splits import buildings_split, scene_area
+from tiles.splits import block_label, buildings_split, scene_area
 
 # 0.02/0.03 and 30/40 m² added after run 2 chose the ends of the old ranges (0.05, 20 m²);
 # 0.01, a 3 px opening and 60 m² after session 3 chose the ends again (0.02, 2 px, 40 m²)
@@ -194,6 +194,9 @@ OBJECTIVES: dict[str, Callable[[dict[str, Any]], float]] = {
     "miou_f1": lambda r: (r["binary_miou"] + r["polygon_f1"]) / 2,
     "iou_f1": lambda r: (r["pixel_iou"] + r["polygon_f1"]) / 2,
 }
+#: what each objective computes per scene, for ``--help`` and the model card
+OBJECTIVE_TEXT = {"miou_f1": "(binary pixel mIoU + polygon F1 at IoU>=0.5) / 2",
+                  "iou_f1": "(building pixel IoU + polygon F1 at IoU>=0.5) / 2"}
 
 
 def objective(rows: list[dict[str, Any]], name: str = "miou_f1") -> float:
@@ -215,8 +218,7 @@ def by_block(result: dict[str, Any], objective_name: str = "miou_f1") -> dict[st
     trained on one block can only be judged on the other (docs/models.md)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in result["scenes"]:
-        area, block = scene_area(Path(f"{row['scene']}.tif"))
-        groups.setdefault(f"{area}-{block}" if block else area, []).append(row)
+        groups.setdefault(block_label(*scene_area(Path(f"{row['scene']}.tif"))), []).append(row)
     return {name: {"objective": round(objective(rows, objective_name), 4),
                    **{k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("pixel_iou", "binary_miou", "polygon_f1")}}
             for name, rows in sorted(groups.items())}
@@ -234,19 +236,18 @@ def write_rules(card_path: Path, chosen: dict[str, Any], default: dict[str, Any]
                 "per_scene": {x["scene"]: {"pixel_iou": round(x["pixel_iou"], 4), "polygon_f1": round(x["polygon_f1"], 4)}
                               for x in r["scenes"]}}
 
-    card = json.loads(Path(card_path).read_text())
+    card_path = Path(card_path)
+    card = json.loads(card_path.read_text())
     card["postprocess"] = dict(chosen["settings"])
     card.setdefault("metrics", {})["postprocess"] = {
         "selected_on": "validation only: " + ", ".join(x["scene"] for x in chosen["scenes"])
                        + " (whole scenes through the pipeline)",
-        "objective": f"{objective_name}: mean over the scenes of "
-                     + ("(binary pixel mIoU + polygon F1 at IoU>=0.5) / 2" if objective_name == "miou_f1"
-                        else "(building pixel IoU + polygon F1 at IoU>=0.5) / 2"),
+        "objective": f"{objective_name}: mean over the scenes of {OBJECTIVE_TEXT[objective_name]}",
         "search": f"{tried} settings, coordinate-wise (geoseg.training.tune_buildings)",
         "validation": {"default": summary(default), "tuned": summary(chosen)},
         "commands": commands,
     }
-    write_card(card, Path(card_path))
+    write_card(card, card_path)
 
 
 def coordinate_search(
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--cache", type=Path, required=True)
     s.add_argument("--json", type=Path, default=None, help="write every scored setting here")
     s.add_argument("--objective", choices=sorted(OBJECTIVES), default="miou_f1",
-                   help="miou_f1: (binary pixel mIoU + polygon F1)/2; iou_f1: (building pixel IoU + polygon F1)/2")
+                   help="; ".join(f"{k}: {v}" for k, v in OBJECTIVE_TEXT.items()))
     s.add_argument("--card", type=Path, default=None,
                    help="write the chosen setting into this model card's postprocess (and how, into its metrics)")
     args = ap.parse_args(argv)
