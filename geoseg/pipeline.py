@@ -763,7 +763,9 @@ def _vectorise(
         t = head.transform
         geoms = shapely.transform(geoms, lambda xy: np.column_stack([
             t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f]))
-        geoms = shapely.make_valid(geoms)
+        # a working grid coarser than the input's overhangs its far edges by part of a pixel:
+        # nothing may lie outside the input raster
+        geoms = shapely.intersection(shapely.make_valid(geoms), _footprint(grid))
         geoms = np.asarray([_as_polygon(g) for g in geoms], dtype=object)
     frame = gpd.GeoDataFrame(
         {"id": np.arange(1, len(geoms) + 1, dtype=np.int64), "confidence": np.round(found.confidence, 4)},
@@ -775,6 +777,12 @@ def _vectorise(
     # orient rings the RFC 7946 way (exterior counter-clockwise)
     frame["geometry"] = shapely.orient_polygons(frame.geometry.values) if len(frame) else frame.geometry
     return frame[["id", "area_m2", "confidence", "geometry"]]
+
+
+def _footprint(grid: dict) -> shapely.Polygon:
+    """The input raster's outline in its CRS (any geotransform, rotated ones included)."""
+    t, w, h = grid["transform"], grid["width"], grid["height"]
+    return shapely.Polygon([t * (0, 0), t * (w, 0), t * (w, h), t * (0, h)])
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:

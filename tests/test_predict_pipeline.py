@@ -28,7 +28,7 @@ from geoseg.pipeline import (TILE_MULTIPLE, PredictError, PredictOptions, _conte
 from tiles.cog import is_valid_cog
 from tiles.grid import stretched_size, tile_grid
 
-from test_predict_models import tiny_models  # noqa: F401  (shared fixture)
+from test_predict_models import make_tiny_models, tiny_models  # noqa: F401  (shared fixture)
 
 RASTERS = data_root() / "rasters"
 SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
@@ -468,3 +468,23 @@ def test_model_windows_hold_their_tile_and_start_on_the_32_px_grid(width, height
         assert window.col_off + window.width < max(width, window.width) + TILE_MULTIPLE
         assert window.row_off + window.height < max(height, window.height) + TILE_MULTIPLE
     assert len(shapes) == 1  # one window shape: tiles batch together
+
+
+
+def test_buildings_stay_inside_the_input_when_the_working_grid_overhangs(tmp_path):
+    """A 0.3 m scene run at 0.45 m: the working grid's last pixels reach past the raster's far
+    edges; the polygons are cut at the raster's outline (nothing outside the input)."""
+    scene = crop(SCENE, tmp_path / "crop.tif", Window(0, 0, 384, 320))  # 384 px * 0.2976 m / 0.45 m is not whole
+    models = make_tiny_models(tmp_path / "models", buildings_gsd=0.45)
+    report = predict_scene(scene, tmp_path / "out", options(models, refine="none", classmap=False))
+    assert report["gsd"]["working_m"]["buildings"] == pytest.approx(0.45, rel=0.01)
+    with rasterio.open(scene) as src:
+        footprint = shapely.box(*src.bounds)
+        lonlat = shapely.box(*transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21))
+    gpkg = gpd.read_file(tmp_path / "out" / "buildings.gpkg")
+    assert len(gpkg) >= 3
+    touching = [g for g in gpkg.geometry if g.distance(footprint.exterior) < 0.01]
+    assert touching, "the crop's edge must cut some buildings for this test to mean anything"
+    assert all(footprint.buffer(1e-6).contains(g) for g in gpkg.geometry)
+    gj = gpd.read_file(tmp_path / "out" / "buildings.geojson")
+    assert all(lonlat.buffer(1e-9).contains(g) for g in gj.geometry)
