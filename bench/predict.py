@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/predict.py                      # all three, CPU
     .venv/bin/python bench/predict.py --what speed --device cuda
+    .venv/bin/python bench/predict.py --what speed --profiles fast --buildings-model DIR   # shipped vs DIR
     .venv/bin/python bench/predict.py --what vector --vector-size 10000   # 100 Mpx mask
     .venv/bin/python bench/predict.py --what memory
     .venv/bin/python bench/predict.py --what pairs --toggle classmap-thread --profiles fast --pairs 5
@@ -55,7 +56,9 @@ def mpx(report: dict) -> float:
     return report["grid"]["width"] * report["grid"]["height"] / 1e6
 
 
-def bench_speed(scene: Path, device: str, profiles: list[str], threads: int) -> None:
+def bench_speed(scene: Path, device: str, profiles: list[str], threads: int, model: Path | None = None) -> None:
+    """Each profile with its shipped models and, given ``model``, the same profile with that building
+    model instead, in the same process (the box's speed drifts: compare within one run)."""
     import torch
 
     from geoseg import pipeline
@@ -64,12 +67,16 @@ def bench_speed(scene: Path, device: str, profiles: list[str], threads: int) -> 
 
     torch.set_num_threads(threads)
     print(f"== whole pipeline on {scene.name} (device {device}, {threads} threads)")
-    for profile in profiles:
+    runs = [(profile, candidate) for profile in profiles for candidate in ([None, model] if model else [None])]
+    for profile, candidate in runs:
         if profile == "fast" and not default_card_path("buildings", "fast").is_file():
             print("fast: no student shipped (geoseg/weights/*-fast.json): skipped")
             continue
+        if candidate is not None:
+            print(f"{profile:9s}: buildings model {candidate}")
         with tempfile.TemporaryDirectory() as out:
-            opts = PredictOptions(device=device, profile=profile)
+            opts = PredictOptions(device=device, profile=profile,
+                                  model_dirs={"buildings": str(candidate)} if candidate else {})
             print(f"{profile:9s}: warm-up (model load, ONNX export if not cached) {warm_up(opts, Path(out)):.1f} s")
             # a lone scene loads its models; the next scene of a batch (or a service job on the
             # preloaded standby worker) finds them in memory
@@ -262,7 +269,8 @@ def main() -> None:
                         default=[data_root() / "buildings" / "zanzibar" / "zanzibar_z19_1.tif"],
                         help="scene(s): speed and pairs use the first, seams every one")
     parser.add_argument("--buildings-model", type=Path, default=None,
-                        help="with --what seams: this building model card or folder instead of the shipped one")
+                        help="with --what seams: this building model card or folder instead of the shipped one; "
+                             "with --what speed: timed after the shipped one, in the same run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profiles", default="accurate,fast")
     parser.add_argument("--threads", type=int, default=2)
@@ -273,7 +281,7 @@ def main() -> None:
     args = parser.parse_args()
     what = set(args.what.split(","))
     if "speed" in what:
-        bench_speed(args.scene[0], args.device, args.profiles.split(","), args.threads)
+        bench_speed(args.scene[0], args.device, args.profiles.split(","), args.threads, args.buildings_model)
     if "pairs" in what:
         bench_pairs(args.scene[0], args.device, args.profiles.split(","), args.threads, args.pairs, args.toggle)
     if "vector" in what:
