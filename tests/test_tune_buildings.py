@@ -160,8 +160,8 @@ def test_morphology_is_exact_across_vectoriser_strips(monkeypatch, post):
     share[::9, ::11] = 0.9  # specks
     scene = synthetic_scene(np.stack([1.0 - share, share * 0.6, share * 0.4]))
     head = pipeline.HeadResult(scene, scene.transform, scene.crs, 80, 50, 0.3, False, 0, 0)
-    run = functools.partial(pipeline._vectorise, head, PredictOptions(), 0.3, {"native_gsd": 0.3},
-                            lambda f: None, post)
+    grid = {"native_gsd": 0.3, "transform": scene.transform, "width": 80, "height": 50}  # the input's own
+    run = functools.partial(pipeline._vectorise, head, PredictOptions(), 0.3, grid, lambda f: None, post)
     whole = run()
     monkeypatch.setattr(pipeline.vectorize, "VectorizeOptions",
                         functools.partial(vectorize.VectorizeOptions, strip_rows=9, halo_rows=4))
@@ -272,8 +272,8 @@ def test_landcover_cue_adds_seedless_building_pixels():
     scene = synthetic_scene(probs)
     scene.landcover = cue
     head = pipeline.HeadResult(scene, scene.transform, scene.crs, 40, 30, 0.3, False, 0, 0)
-    vectorise = functools.partial(pipeline._vectorise, head, PredictOptions(), 0.3, {"native_gsd": 0.3},
-                                  lambda f: None)
+    grid = {"native_gsd": 0.3, "transform": scene.transform, "width": 40, "height": 30}  # the input's own
+    vectorise = functools.partial(pipeline._vectorise, head, PredictOptions(), 0.3, grid, lambda f: None)
     frame = vectorise(BuildingPostprocess(landcover_threshold=0.8, min_area_m2=0.0), scene.landcover_rows)
     alone = vectorise(BuildingPostprocess(min_area_m2=0.0))
     assert len(frame) == 1 and len(alone) == 1

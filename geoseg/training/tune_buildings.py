@@ -22,6 +22,7 @@ mIoU + polygon F1) / 2 — see ``OBJECTIVES`` for why not pixel IoU.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -163,6 +164,13 @@ def load_cache(folder: Path) -> list[CachedScene]:
     return scenes
 
 
+@functools.lru_cache(maxsize=64)
+def _source_grid(input_path: Path) -> dict[str, Any]:
+    """The input raster's own grid (the pipeline cuts polygons at its outline)."""
+    with rasterio.open(input_path) as src:
+        return {"transform": src.transform, "width": src.width, "height": src.height}
+
+
 def score(scene: CachedScene, post: BuildingPostprocess, work: Path) -> dict[str, Any]:
     """Scores of one setting on one cached scene, through the pipeline's vectoriser and ``geoseg eval``."""
     from geoseg import pipeline
@@ -170,7 +178,7 @@ def score(scene: CachedScene, post: BuildingPostprocess, work: Path) -> dict[str
     height, width = scene.covered.shape
     head = pipeline.HeadResult(writer=scene, transform=scene.transform, crs=scene.crs, width=width, height=height,
                                gsd=scene.gsd, warped=False, tiles=0, tiles_skipped=0)
-    grid = {"native_gsd": scene.native_gsd}
+    grid = {"native_gsd": scene.native_gsd, **_source_grid(scene.input_path)}
     options = pipeline.PredictOptions(classmap=False)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         out = Path(tmp)
