@@ -470,7 +470,6 @@ def test_model_windows_hold_their_tile_and_start_on_the_32_px_grid(width, height
     assert len(shapes) == 1  # one window shape: tiles batch together
 
 
-
 def test_buildings_stay_inside_the_input_when_the_working_grid_overhangs(tmp_path):
     """A 0.3 m scene run at 0.45 m: the working grid's last pixels reach past the raster's far
     edges; the polygons are cut at the raster's outline (nothing outside the input)."""
