@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -140,15 +141,25 @@ def work_teacher_buildings(args) -> None:
     from geoseg.card import load_model, save_model
     from geoseg.training.loop import train_buildings
 
-    init, lr, crop, crop_max, batch = {**BUILDING_RUNS, **BUILDING_RUNS_4}[args.name]
-    data = load_pack(args.chips, "buildings", args.dry, args.pack)
+    init, lr, crop, crop_max, batch = {**BUILDING_RUNS, **BUILDING_RUNS_4}[args.recipe or args.name]
+    data = load_pack(args.chips, "buildings", args.dry and not args.train_blocks, args.pack)
+    splits = None
+    if args.train_blocks:  # run 5: chips re-split by city or block (training.data.resplit)
+        from geoseg.training.data import first_per_split, resplit
+
+        train, val = set(args.train_blocks.split(",")), set(args.val_blocks.split(","))
+        data = resplit(data, train, val)
+        data = first_per_split(data, 3) if args.dry else data
+        splits = {"train": " + ".join(sorted(train)), "val": " + ".join(sorted(val)), "test": "kampala"}
     state = norm = None
     if init == "shipped":
         model, shipped = load_model(shipped_card("buildings-u2net"))
         state = {k: v.float() for k, v in model.state_dict().items()}
         norm = shipped["normalisation"]
     cfg = train_cfg(args, seconds=args.seconds, lr=lr, crop=crop, crop_max=crop_max, batch=batch)
-    model, card = train_buildings(data, cfg, log=lambda m: print(m, flush=True), init_state=state, norm=norm)
+    cfg = replace(cfg, seed=args.seed, keep=args.keep)
+    model, card = train_buildings(data, cfg, log=lambda m: print(m, flush=True), init_state=state, norm=norm,
+                                  splits=splits)
     card["training"]["run"] = args.name
     card["training"]["data"] = f".chips/{args.pack or 'buildings'}.npz"
     card["training"]["init"] = "shipped buildings-u2net (GPU run 2, 1779 steps)" if init else "random (seed 0)"
@@ -578,6 +589,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path)
     ap.add_argument("--cards", nargs="*", default=[])
     ap.add_argument("--pack", help="chips/<pack>.npz instead of chips/<task>.npz (run-buildings: buildings512)")
+    ap.add_argument("--train-blocks", help="teacher-buildings: re-split, e.g. zanzibar or zanzibar,nairobi-1")
+    ap.add_argument("--val-blocks", help="teacher-buildings: with --train-blocks, e.g. nairobi or nairobi-2")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", choices=["best", "last"], default="best", help="teacher-buildings: weights returned")
     args = ap.parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(1)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tiles.splits import block_label, scene_area
 
 IGNORE_INDEX = {"buildings": 255, "landcover": 0}
 
@@ -134,6 +137,45 @@ def first_per_split(data: dict[str, Any], n: int) -> dict[str, Any]:
     for split in np.unique(data["split"]):
         keep[np.flatnonzero(data["split"] == split)[:n]] = True
     return _subset(data, keep)
+
+
+#: a chip id is ``<scene stem>_r<row>_c<col>`` (``geoseg tile``)
+_CHIP_SCENE = re.compile(r"^(?P<scene>.+)_r\d+_c\d+$")
+
+
+def chip_blocks(data: dict[str, Any]) -> np.ndarray:
+    """Each chip's block label (``zanzibar-2``; the area alone where its scene has no block)."""
+    out = []
+    for chip_id, area in zip(data["chip_id"], data["area"]):
+        m = _CHIP_SCENE.match(str(chip_id))
+        found, block = scene_area(Path(m["scene"] if m else str(chip_id)))
+        out.append(block_label(str(area), block if found == area else None))
+    return np.array(out, dtype=str)
+
+
+def resplit(data: dict[str, Any], train: set[str], val: set[str]) -> dict[str, Any]:
+    """The chips re-split by block: ``train`` and ``val`` name block labels (``nairobi-2``) or
+    whole areas (``zanzibar``); chips of neither are dropped. The test split stays as packed and
+    can be named in neither, so that no choice of split lets a test area into training or
+    selection (cross-city recipe choice, scripts/device_parallel.py ``run-cities``)."""
+    blocks = chip_blocks(data)
+    areas = np.asarray(data["area"]).astype(str)
+    test = data["split"] == "test"
+
+    def member(names: set[str]) -> np.ndarray:
+        return np.isin(blocks, list(names)) | np.isin(areas, list(names))
+
+    in_train, in_val = member(train), member(val)
+    if (in_train & in_val).any():
+        raise ValueError(f"blocks in both train and val: {sorted(set(blocks[in_train & in_val]))}")
+    if ((in_train | in_val) & test).any():
+        raise ValueError(f"test chips cannot be re-split: {sorted(set(blocks[(in_train | in_val) & test]))}")
+    if not in_train.any() or not in_val.any():
+        raise ValueError(f"no chips for train {sorted(train)} or val {sorted(val)} (blocks: {sorted(set(blocks))})")
+    keep = in_train | in_val | test
+    out = _subset(data, keep)
+    out["split"] = np.where(in_train, "train", np.where(in_val, "val", "test"))[keep]
+    return out
 
 
 def channel_stats(images: np.ndarray, max_pixels: int = 2_000_000) -> tuple[list[float], list[float]]:

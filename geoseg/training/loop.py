@@ -55,7 +55,10 @@ def label_loss(task: str, ignore_index: int) -> CEDiceLoss:
 
 @dataclass
 class TrainConfig:
-    """How long and how to train. ``budget_s`` (wall clock) or ``steps`` bounds the run."""
+    """How long and how to train. ``budget_s`` (wall clock) and/or ``steps`` bound the run (the
+    first reached ends it; the learning-rate schedule follows whichever is further along).
+    ``keep``: the weights returned, "best" on validation or "last" (a fixed-length run: the best
+    of a noisy validation curve is partly luck, docs/models.md "GPU run 4")."""
 
     budget_s: float | None = None
     steps: int | None = None
@@ -68,10 +71,13 @@ class TrainConfig:
     val_every_s: float = 20.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_batch: int = 8
+    keep: str = "best"
 
     def __post_init__(self) -> None:
-        if (self.budget_s is None) == (self.steps is None):
-            raise ValueError("give exactly one of budget_s or steps")
+        if self.budget_s is None and self.steps is None:
+            raise ValueError("give budget_s or steps (or both)")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be best or last, got {self.keep!r}")
 
 
 def seed_everything(seed: int) -> None:
@@ -194,9 +200,9 @@ def train_segmenter(
     running = 0.0
 
     def fraction_done() -> float:
-        if cfg.steps is not None:
-            return step / cfg.steps
-        return (time.monotonic() - t0) / cfg.budget_s
+        by_steps = step / cfg.steps if cfg.steps is not None else 0.0
+        by_time = (time.monotonic() - t0) / cfg.budget_s if cfg.budget_s is not None else 0.0
+        return max(by_steps, by_time)
 
     def validate() -> None:
         nonlocal best_score, best_state, best_step
@@ -234,7 +240,7 @@ def train_segmenter(
             validate()
             last_val = time.monotonic()
     validate()
-    if best_state is not None:
+    if best_state is not None and cfg.keep == "best":
         model.load_state_dict(best_state)
     model.eval()
     return model, {
@@ -242,6 +248,8 @@ def train_segmenter(
         "seconds": round(time.monotonic() - t0, 1),
         "best_val": round(best_score, 4),
         "best_step": best_step,
+        "final_val": history[-1]["val"],
+        "kept": cfg.keep,
         "history": history,
         "final_loss": round(running, 4),
     }
@@ -263,13 +271,15 @@ def _train_val_norm(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 def train_buildings(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
     progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
-    norm: dict[str, list[float]] | None = None,
+    norm: dict[str, list[float]] | None = None, splits: dict[str, str] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """U2-Net 3-class head on chips at 0.3 m; returns (model, card without metrics.test).
 
     ``norm`` (mean/std) replaces the one measured on the training chips: a fine-tuned model
-    keeps its checkpoint's, or its first steps see shifted inputs.
+    keeps its checkpoint's, or its first steps see shifted inputs. ``splits`` describes the
+    areas of each split when the chips were re-split (``training.data.resplit``).
     """
+    splits = splits or BUILDINGS_SPLITS
     arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 3, "mid": 24, "out": 64}
     train, val, measured = _train_val_norm(data)
     norm = norm or measured
@@ -294,9 +304,10 @@ def train_buildings(
         "normalisation": norm,
         "gsd_m": BUILDINGS_GSD_M,
         "tile_size": 512,
-        "training": _training_block(data, BUILDINGS_SPLITS, cfg, hist, "CE(weights 1,1,2)+Dice(1,2), deep supervision x7"),
-        "metrics": {"val": {"binary_miou": hist["best_val"],
-                            "area": "nairobi block 2 + zanzibar block 2 (model selection)"}},
+        "training": _training_block(data, splits, cfg, hist, "CE(weights 1,1,2)+Dice(1,2), deep supervision x7"),
+        "metrics": {"val": {"binary_miou": hist["best_val"] if cfg.keep == "best" else hist["final_val"],
+                            "area": f"{splits['val']} " + ("(model selection)" if cfg.keep == "best"
+                                                           else "(monitoring only: last weights kept)")}},
         "credits": CREDITS_BUILDINGS,
     }
     return model, card
@@ -357,5 +368,7 @@ def _training_block(data: dict, splits: dict, cfg: TrainConfig, hist: dict, loss
         "augmentation": "dihedral, scale 0.75-1.33, colour/brightness/contrast/saturation jitter, blur, JPEG q30-90"
         f", channel shuffle p{cfg.augment.channel_shuffle_p:g}, grey p{cfg.augment.grey_p:g}",
         "best_step": hist["best_step"],
+        "kept": f"weights at step {hist['steps']} (last)" if hist["kept"] == "last"
+        else f"best validation, step {hist['best_step']}",
         "history": hist["history"],
     }

@@ -1,0 +1,139 @@
+"""Fifth GPU job (buildings): choose the teacher's recipe across cities, then train it on the
+shipped teacher's split. Written in session 12, after run 4's third Kampala veto
+(docs/models.md, "After run 4").
+
+Why: three teachers picked on validation blocks lost on Kampala. Picking the best checkpoint of a
+noisy 21-chip curve, one seed each, compared luck as much as recipes. Here each recipe trains on one
+city and is scored on the other (Zanzibar -> Nairobi and back), two seeds each, and the LAST
+weights of equal-length runs are scored. The winner is then trained, as the shipped teacher was,
+on Zanzibar 1+2 + Nairobi 1 with Nairobi 2 held out, for a fixed time; seed 0 is the candidate,
+seed 1 says how far a seed moves it. Kampala chips are scored for both, after the choice.
+
+    python3 scripts/device_cities.py --chips .chips --out $OUT --budget-s 540      # carry .chips/buildings512.npz
+    .venv/bin/python scripts/device_cities.py --chips .chips --out /tmp/dry5 --dry --budget-s 150
+    .venv/bin/python scripts/device_parallel.py unpack --out FILES_AT --work DIR    # DIR/final-s0, DIR/final-s1
+
+Schedule (fractions of --budget-s):
+  0     8 runs side by side: recipes T-256 and T-mix (scripts/device_parallel.py BUILDING_RUNS_4)
+        x directions zanzibar->nairobi and nairobi->zanzibar x seeds 0 and 1; 0.40 each, last weights
+  ~0.47 recipe score = mean final validation binary mIoU of its 4 runs; the higher wins.
+  ~0.47 the winner on zanzibar + nairobi-1 (val nairobi-2), seeds 0 and 1, 0.40 each, last weights.
+  ~0.93 Kampala chips for both finals (eval-teacher).
+Files: buildings-final-s0.pt, buildings-final-s1.pt, cards.json (the finals' cards, every run's
+history, the recipe scores), log.txt.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from device_parallel import BUILDING_RUNS_4, Job, dump, log_to  # noqa: E402
+
+COMMAND = "python3 scripts/device_cities.py --chips .chips --out $OUT --budget-s {budget:g}"
+PACK = "buildings512"
+DIRECTIONS = {"z2n": ("zanzibar", "nairobi"), "n2z": ("nairobi", "zanzibar")}
+SEEDS = (0, 1)
+FINAL_SPLIT = ("zanzibar,nairobi-1", "nairobi-2")  # the shipped teacher's: Nairobi-2 held out for its rules
+
+
+def history(card_path: Path) -> dict[str, Any]:
+    """What a run's card says of its curve: the last and the best validation score, and when."""
+    t = json.loads(card_path.read_text())["training"]
+    vals = [h["val"] for h in t["history"]]
+    return {"final_val": vals[-1] if vals else None, "best_val": max(vals) if vals else None,
+            "steps": t["steps"], "best_step": t["best_step"], "splits": t["splits"]}
+
+
+def recipe_scores(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Mean final validation score per recipe, over the runs (directions x seeds) that finished."""
+    by_recipe: dict[str, list[float]] = {}
+    for name, r in runs.items():
+        if r.get("final_val") is not None:
+            by_recipe.setdefault(name.split("/")[0], []).append(r["final_val"])
+    return {k: round(mean(v), 4) for k, v in by_recipe.items()}
+
+
+def run_cities(args) -> int:
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = log_to(args.out / "log.txt")
+    job = Job(args, log)
+    b = args.budget_s
+    report: dict[str, Any] = {"command": COMMAND.format(budget=b), "budget_s": b, "pack": PACK,
+                              "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"}
+    cards: dict[str, Any] = {"report": report}
+
+    def save() -> None:
+        report["elapsed_s"] = round(time.monotonic() - job.t0, 1)
+        dump(cards, args.out / "cards.json")
+
+    log(f"device {report['gpu']}, torch {torch.__version__}, budget {b:.0f}s, dry={args.dry}")
+    seconds = 5.0 if args.dry else 0.40 * b
+    common = ("--pack", PACK, "--keep", "last", "--seconds", f"{seconds:.0f}")
+    names = {}
+    for recipe in BUILDING_RUNS_4:
+        for direction, (train, val) in DIRECTIONS.items():
+            for seed in SEEDS:
+                name = f"{recipe}-{direction}-s{seed}"
+                names[f"{recipe}/{direction}/s{seed}"] = name
+                job.start(name, "teacher-buildings", "--name", name, "--recipe", recipe, "--train-blocks", train,
+                          "--val-blocks", val, "--seed", str(seed), *common)
+    runs = {}
+    for key, name in names.items():
+        if job.wait(name, until=job.at(0.47)) and job.card(name):
+            runs[key] = history(job.card(name))
+    report["cross_city_runs"] = runs
+    report["recipe_scores"] = scores = recipe_scores(runs)
+    save()
+    if not scores:
+        log("no cross-city run finished; nothing to train")
+        return 1
+    pick = max(scores, key=scores.get)
+    report["recipe"] = pick
+    log(f"recipe {pick} (mean final cross-city binary mIoU: {scores})")
+    for seed in SEEDS:
+        job.start(f"final-s{seed}", "teacher-buildings", "--name", f"final-s{seed}", "--recipe", pick,
+                  "--train-blocks", FINAL_SPLIT[0], "--val-blocks", FINAL_SPLIT[1], "--seed", str(seed), *common)
+    for seed in SEEDS:
+        name = f"final-s{seed}"
+        if not (job.wait(name, until=job.at(0.935)) and job.card(name)):
+            continue
+        card = json.loads(job.card(name).read_text())
+        shutil.copy(job.card(name).parent / card["weights"], args.out / f"buildings-{name}.pt")
+        cards[f"buildings:{name}"] = card
+        job.start(f"test-s{seed}", "eval-teacher", "--card", str(job.card(name)), "--split", "test", "--pack", PACK)
+    save()
+    for seed in SEEDS:
+        result = args.work / f"test-s{seed}" / "eval_test.json"
+        if f"test-s{seed}" in job.procs and job.wait(f"test-s{seed}", until=job.at(0.99)) and result.is_file():
+            cards[f"buildings:final-s{seed}"]["metrics"]["test"] = {
+                "area": "kampala (never seen in training or selection)", **json.loads(result.read_text())}
+    report["logs"] = {p.stem: p.read_text()[-1500:] for p in sorted(args.work.glob("*.log"))}
+    save()
+    log(f"done; files {sorted(p.name for p in args.out.iterdir())}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chips", type=Path, default=Path(".chips"))
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/geoseg-job5"))
+    ap.add_argument("--budget-s", type=float, default=540.0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dry", action="store_true", help="chip subsets, tiny batches (a CPU check of the plumbing)")
+    return run_cities(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
