@@ -28,7 +28,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -37,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from device_parallel import BUILDING_RUNS_4, Job, dump, log_to  # noqa: E402
+from device_parallel import BUILDING_RUNS_4, Job  # noqa: E402
 
 COMMAND = "python3 scripts/device_cities.py --chips .chips --out $OUT --budget-s {budget:g}"
 PACK = "buildings512"
@@ -64,20 +63,9 @@ def recipe_scores(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 def run_cities(args) -> int:
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.work.mkdir(parents=True, exist_ok=True)
-    log = log_to(args.out / "log.txt")
-    job = Job(args, log)
     b = args.budget_s
-    report: dict[str, Any] = {"command": COMMAND.format(budget=b), "budget_s": b, "pack": PACK,
-                              "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"}
-    cards: dict[str, Any] = {"report": report}
-
-    def save() -> None:
-        report["elapsed_s"] = round(time.monotonic() - job.t0, 1)
-        dump(cards, args.out / "cards.json")
-
-    log(f"device {report['gpu']}, torch {torch.__version__}, budget {b:.0f}s, dry={args.dry}")
+    job = Job(args, COMMAND.format(budget=b), pack=PACK)
+    log, report, cards, save = job.log, job.report, job.cards, job.save
     seconds = 5.0 if args.dry else 0.40 * b
     common = ("--pack", PACK, "--keep", "last", "--seconds", f"{seconds:.0f}")
     names = {}

@@ -288,12 +288,25 @@ WORKERS = {
 
 
 class Job:
-    """Spawns workers as processes of this script; each logs into ``work/<name>.log``."""
+    """Spawns workers as processes of this script; each logs into ``work/<name>.log``. Keeps the
+    run's ``cards.json`` in ``--out``: the cards that come back and a ``report`` entry."""
 
-    def __init__(self, args, log) -> None:
-        self.args, self.log = args, log
+    def __init__(self, args, command: str, **fields: Any) -> None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        args.work.mkdir(parents=True, exist_ok=True)
+        self.args, self.log = args, log_to(args.out / "log.txt")
         self.t0 = time.monotonic()
         self.procs: dict[str, tuple[subprocess.Popen, Path]] = {}
+        gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+        self.report: dict[str, Any] = {"command": command, "budget_s": args.budget_s, **fields, "device": args.device,
+                                       "gpu": gpu}
+        self.cards: dict[str, Any] = {"report": self.report}
+        named = "".join(f"{k} {v}, " for k, v in fields.items())
+        self.log(f"device {gpu}, torch {torch.__version__}, budget {args.budget_s:.0f}s, {named}dry={args.dry}")
+
+    def save(self) -> None:
+        self.report["elapsed_s"] = round(time.monotonic() - self.t0, 1)
+        dump(self.cards, self.args.out / "cards.json")
 
     def at(self, fraction: float) -> float:
         return self.t0 + fraction * self.args.budget_s
@@ -364,18 +377,9 @@ def final_val(card_path: Path) -> float:
 
 
 def run(args) -> int:
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.work.mkdir(parents=True, exist_ok=True)
-    log = log_to(args.out / "log.txt")
-    job = Job(args, log)
     b = args.budget_s
-    report: dict[str, Any] = {"command": COMMAND.format(budget=b), "budget_s": b, "device": args.device,
-                              "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"}
-    cards: dict[str, Any] = {"report": report}
-
-    def save() -> None:
-        report["elapsed_s"] = round(time.monotonic() - job.t0, 1)
-        dump(cards, args.out / "cards.json")
+    job = Job(args, COMMAND.format(budget=b))
+    log, report, cards, save = job.log, job.report, job.cards, job.save
 
     def ship(task: str, card_path: Path, out_name: str) -> None:
         card = json.loads(card_path.read_text())
@@ -383,7 +387,6 @@ def run(args) -> int:
         cards[task] = card
         save()
 
-    log(f"device {report['gpu']}, torch {torch.__version__}, budget {b:.0f}s, dry={args.dry}")
     teach_b, teach_l = (5.0, 5.0) if args.dry else (0.5 * b, 0.28 * b)  # dry: 2 CPU cores start 8 processes
     for name in BUILDING_RUNS:
         job.start(name, "teacher-buildings", "--name", name, "--seconds", f"{teach_b:.0f}")
@@ -486,20 +489,9 @@ def run_buildings(args) -> int:
     Files: buildings-T-256.pt, buildings-T-mix.pt (both: the whole-scene rules are swept on the six
     validation scenes at home, where rasterio is), students.pt, cards.json, log.txt.
     """
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.work.mkdir(parents=True, exist_ok=True)
-    log = log_to(args.out / "log.txt")
-    job = Job(args, log)
     b = args.budget_s
-    report: dict[str, Any] = {"command": run_command(args), "budget_s": b, "pack": args.pack, "device": args.device,
-                              "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"}
-    cards: dict[str, Any] = {"report": report}
-
-    def save() -> None:
-        report["elapsed_s"] = round(time.monotonic() - job.t0, 1)
-        dump(cards, args.out / "cards.json")
-
-    log(f"device {report['gpu']}, torch {torch.__version__}, budget {b:.0f}s, pack {args.pack}, dry={args.dry}")
+    job = Job(args, run_command(args), pack=args.pack)
+    log, report, cards, save = job.log, job.report, job.cards, job.save
     teach = 5.0 if args.dry else 0.5 * b
     pack = ("--pack", args.pack)
     for name in BUILDING_RUNS_4:
