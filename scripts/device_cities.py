@@ -15,9 +15,9 @@ seed 1 says how far a seed moves it. Kampala chips are scored for both, after th
 
 Schedule (fractions of --budget-s):
   0     8 runs side by side: recipes T-256 and T-mix (scripts/device_parallel.py BUILDING_RUNS_4)
-        x directions zanzibar->nairobi and nairobi->zanzibar x seeds 0 and 1; 0.40 each, last weights
+        x directions zanzibar->nairobi and nairobi->zanzibar x seeds 0 and 1; 0.38 each, last weights
   ~0.47 recipe score = mean final validation binary mIoU of its 4 runs; the higher wins.
-  ~0.47 the winner on zanzibar + nairobi-1 (val nairobi-2), seeds 0 and 1, 0.40 each, last weights.
+  ~0.47 the winner on zanzibar + nairobi-1 (val nairobi-2), seeds 0 and 1, 0.38 each, last weights.
   ~0.93 Kampala chips for both finals (eval-teacher).
 Files: buildings-final-s0.pt, buildings-final-s1.pt, cards.json (the finals' cards, every run's
 history, the recipe scores), log.txt.
@@ -66,7 +66,7 @@ def run_cities(args) -> int:
     b = args.budget_s
     job = Job(args, COMMAND.format(budget=b), pack=PACK)
     log, report, cards, save = job.log, job.report, job.cards, job.save
-    seconds = 5.0 if args.dry else 0.40 * b
+    seconds = 5.0 if args.dry else 0.38 * b
     common = ("--pack", PACK, "--keep", "last", "--seconds", f"{seconds:.0f}")
     names = {}
     for recipe in BUILDING_RUNS_4:
