@@ -157,7 +157,7 @@ def resplit(data: dict[str, Any], train: set[str], val: set[str]) -> dict[str, A
     """The chips re-split by block: ``train`` and ``val`` name block labels (``nairobi-2``) or
     whole areas (``zanzibar``); chips of neither are dropped. The test split stays as packed and
     can be named in neither, so that no choice of split lets a test area into training or
-    selection (cross-city recipe choice, scripts/device_parallel.py ``run-cities``)."""
+    selection (the cross-city recipe choice of scripts/device_cities.py)."""
     blocks = chip_blocks(data)
     areas = np.asarray(data["area"]).astype(str)
     test = data["split"] == "test"
