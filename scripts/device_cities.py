@@ -94,19 +94,20 @@ def run_cities(args) -> int:
                   "--train-blocks", FINAL_SPLIT[0], "--val-blocks", FINAL_SPLIT[1], "--seed", str(seed), *common)
     for seed in SEEDS:
         name = f"final-s{seed}"
-        if not (job.wait(name, until=job.at(0.935)) and job.card(name)):
+        card_path = job.card(name) if job.wait(name, until=job.at(0.935)) else None
+        if card_path is None:
             continue
-        card = json.loads(job.card(name).read_text())
-        shutil.copy(job.card(name).parent / card["weights"], args.out / f"buildings-{name}.pt")
+        card = json.loads(card_path.read_text())
+        shutil.copy(card_path.parent / card["weights"], args.out / f"buildings-{name}.pt")
         cards[f"buildings:{name}"] = card
-        job.start(f"test-s{seed}", "eval-teacher", "--card", str(job.card(name)), "--split", "test", "--pack", PACK)
+        job.start(f"test-s{seed}", "eval-teacher", "--card", str(card_path), "--split", "test", "--pack", PACK)
     save()
     for seed in SEEDS:
         result = args.work / f"test-s{seed}" / "eval_test.json"
         if f"test-s{seed}" in job.procs and job.wait(f"test-s{seed}", until=job.at(0.99)) and result.is_file():
             cards[f"buildings:final-s{seed}"]["metrics"]["test"] = {
                 "area": "kampala (never seen in training or selection)", **json.loads(result.read_text())}
-    report["logs"] = {p.stem: p.read_text()[-1500:] for p in sorted(args.work.glob("*.log"))}
+    job.keep_logs(1500)
     save()
     log(f"done; files {sorted(p.name for p in args.out.iterdir())}")
     return 0

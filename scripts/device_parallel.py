@@ -349,17 +349,21 @@ class Job:
                 states[f"{task}:{losses}"] = torch.load(card_path.parent / card["weights"], weights_only=True)
         return students, states
 
-    def finish(self, speed_cards: list[str], report: dict[str, Any]) -> None:
+    def finish(self, speed_cards: list[str]) -> None:
         """The forward speed of ``speed_cards`` alone on the GPU; stragglers killed; the logs' tails kept."""
         self.start("speed", "speed", "--cards", *speed_cards)
         speed = self.args.work / "speed" / "speed.json"
         if self.wait("speed", until=self.t0 + self.args.budget_s + 20) and speed.is_file():
-            report["gpu_speed"] = json.loads(speed.read_text())
+            self.report["gpu_speed"] = json.loads(speed.read_text())
         for name, (proc, _) in self.procs.items():
             if proc.poll() is None:
                 proc.kill()
                 self.log(f"{name}: killed at the end")
-        report["logs"] = {p.stem: p.read_text()[-3000:] for p in sorted(self.args.work.glob("*.log"))}
+        self.keep_logs()
+
+    def keep_logs(self, chars: int = 3000) -> None:
+        """The tail of every worker's log into the report (the logs stay on the device machine)."""
+        self.report["logs"] = {p.stem: p.read_text()[-chars:] for p in sorted(self.args.work.glob("*.log"))}
 
     def card(self, name: str) -> Path | None:
         cards = sorted(p for p in (self.args.work / name).glob("*.json") if not p.name.startswith(("eval_", "speed")))
@@ -471,7 +475,7 @@ def run(args) -> int:
         ship("gcn", job.card("gcn"), "gcn.pt")
     speed_cards = [str(p) for p in (b_teacher, lc_for_students) if p] + [
         str(job.card(f"S-{t}-ce+ace+csc")) for t in ("buildings", "landcover") if job.card(f"S-{t}-ce+ace+csc")]
-    job.finish(speed_cards, report)
+    job.finish(speed_cards)
     save()
     log(f"done; files {sorted(p.name for p in args.out.iterdir())}")
     return 0
@@ -525,7 +529,7 @@ def run_buildings(args) -> int:
     torch.save(states, args.out / "students.pt")
     save()
     student = job.card("S-buildings-ce+ace+csc")
-    job.finish([str(teacher)] + ([str(student)] if student else []), report)
+    job.finish([str(teacher)] + ([str(student)] if student else []))
     save()
     log(f"done; files {sorted(p.name for p in args.out.iterdir())}")
     return 0
