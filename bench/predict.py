@@ -21,7 +21,8 @@ pairs   : paired runs with a pipeline switch off and on (``--toggle classmap-thr
           map after vs beside the building model; ``ort-spinning``: ONNX Runtime's busy-waiting;
           ``int8``: ``--runtime onnx`` vs ``--runtime int8``).
 memory  : peak RSS of predict_scene in a fresh process, 1 Mpx scene vs zanzibar_z21_1 (33.5 Mpx).
-seams   : building masks of each --scene from 256 and 1024 px tiles, per profile: IoU (goal >= 0.95);
+seams   : building masks of each --scene from 256 and 1024 px tiles (``--tile-sizes``: any, pairwise),
+          per profile: IoU (goal >= 0.95 for 256 vs 1024);
           ``--buildings-model`` checks a candidate card or folder instead of the shipped model.
 """
 from __future__ import annotations
@@ -234,9 +235,12 @@ def bench_memory(device: str, profiles: list[str]) -> None:
         print(f"{profile:9s}: {small.name} (1.0 Mpx) {a:.0f} MB; {big.name} (33.5 Mpx) {b:.0f} MB -> ratio {b / a:.2f}x")
 
 
-def bench_seams(scene: Path, device: str, profiles: list[str], model: Path | None = None) -> None:
-    """Building masks from 256 px and 1024 px tiles with each profile's shipped model (or ``model``):
-    IoU (goal >= 0.95)."""
+def bench_seams(scene: Path, device: str, profiles: list[str], model: Path | None = None,
+                sizes: tuple[int, ...] = (256, 1024)) -> None:
+    """Building masks from each of ``sizes`` px tiles (default 256 and 1024) with each profile's shipped
+    model (or ``model``): IoU of every pair (goal >= 0.95 for 256 vs 1024)."""
+    import itertools
+
     import rasterio
     from rasterio import features
 
@@ -246,20 +250,21 @@ def bench_seams(scene: Path, device: str, profiles: list[str], model: Path | Non
     with rasterio.open(scene) as src:
         transform, shape = src.transform, (src.height, src.width)
     for profile in profiles:
-        masks = []
-        for size in (256, 1024):
+        masks = {}
+        for size in sizes:
             with tempfile.TemporaryDirectory() as out:
                 predict_scene(scene, Path(out), PredictOptions(
                     device=device, tile_size=size, classmap=False, profile=profile,
                     model_dirs={"buildings": str(model)} if model else {}))
                 frame = gpd.read_file(Path(out) / "buildings.gpkg")
-            masks.append(features.rasterize(((g, 1) for g in frame.geometry), out_shape=shape,
-                                            transform=transform) > 0 if len(frame) else np.zeros(shape, bool))
-        a, b = masks
-        union = (a | b).sum()
+            masks[size] = features.rasterize(((g, 1) for g in frame.geometry), out_shape=shape,
+                                             transform=transform) > 0 if len(frame) else np.zeros(shape, bool)
         which = f"{profile}, {model}" if model else profile
-        print(f"== tile-size independence on {scene.name}, {which}: building masks 256 vs 1024 px tiles IoU "
-              f"{(a & b).sum() / union if union else 1.0:.4f} (building share {a.mean():.3f})")
+        for s, t in itertools.combinations(sizes, 2):
+            a, b = masks[s], masks[t]
+            union = (a | b).sum()
+            print(f"== tile-size independence on {scene.name}, {which}: building masks {s} vs {t} px tiles IoU "
+                  f"{(a & b).sum() / union if union else 1.0:.4f} (building share {a.mean():.3f})")
 
 
 def main() -> None:
@@ -277,6 +282,8 @@ def main() -> None:
     parser.add_argument("--vector-size", type=int, default=10000)
     parser.add_argument("--vector-repeats", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=3, help="with --what pairs")
+    parser.add_argument("--tile-sizes", default="256,1024",
+                        help="with --what seams: tile sizes compared pairwise (e.g. 256,512,1024)")
     parser.add_argument("--toggle", choices=sorted(TOGGLES), default="classmap-thread", help="with --what pairs")
     args = parser.parse_args()
     what = set(args.what.split(","))
@@ -288,7 +295,8 @@ def main() -> None:
         bench_vector(args.vector_size, args.vector_repeats)
     if "seams" in what:
         for scene in args.scene:
-            bench_seams(scene, args.device, args.profiles.split(","), args.buildings_model)
+            bench_seams(scene, args.device, args.profiles.split(","), args.buildings_model,
+                        tuple(int(v) for v in args.tile_sizes.split(",")))
     if "memory" in what:
         bench_memory(args.device, args.profiles.split(","))
 
