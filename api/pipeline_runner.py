@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from geoseg.pipeline import PredictOptions, predict_scene, preload_heads
+from geoseg.heads import preload_heads
+from geoseg.pipeline import PredictOptions, predict_scene
 
 
 def run_pipeline(input_path: Path, out_dir: Path, options: dict[str, Any],

@@ -62,7 +62,7 @@ def bench_speed(scene: Path, device: str, profiles: list[str], threads: int, mod
     model instead, in the same process (the box's speed drifts: compare within one run)."""
     import torch
 
-    from geoseg import pipeline
+    from geoseg import heads
     from geoseg.card import default_card_path
     from geoseg.pipeline import PredictOptions, predict_scene
 
@@ -83,7 +83,7 @@ def bench_speed(scene: Path, device: str, profiles: list[str], threads: int, mod
             # preloaded standby worker) finds them in memory
             for label in ("lone scene", "next scene"):
                 if label == "lone scene":
-                    pipeline.forget_heads()
+                    heads.forget_heads()
                 t = time.perf_counter()
                 report = predict_scene(scene, Path(out), opts)
                 wall = time.perf_counter() - t

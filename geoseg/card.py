@@ -229,7 +229,7 @@ def shipped_card_path(task: str, profile: str = "accurate") -> Path:
     """The card ``profile`` uses for ``task``: its ``*-fast`` card when shipped, else the accurate one.
 
     One rule for loading a head (``geoseg.infer.load_head``) and for checking, before loading,
-    that the GCN fits the land-cover model (``geoseg.pipeline``)."""
+    that the GCN fits the land-cover model (``geoseg.heads``)."""
     fast = default_card_path(task, "fast")
     return fast if profile == "fast" and fast.is_file() else default_card_path(task)
 

@@ -37,10 +37,11 @@ def test_fast_profile_refines_its_student_with_its_own_probabilities_only_gcn():
     reads no feature maps, and on test-tile crops it changes pixels without costing mIoU (its
     leave-one-tile-out CV gain was +0.01 pt: it ships as a neutral smoother, not as a gain)."""
     from geoseg.infer import TileModel, refine_with_gcn
-    from geoseg.pipeline import PredictOptions, _load_heads
+    from geoseg.heads import load_heads
+    from geoseg.pipeline import PredictOptions
 
     notes: list[str] = []
-    heads = _load_heads(PredictOptions(profile="fast", buildings=False, device="cpu"), "cpu", notes)
+    heads = load_heads(PredictOptions(profile="fast", buildings=False, device="cpu"), "cpu", notes)
     gcn, gcn_card = heads["gcn"]
     assert gcn_card["name"] == "landcover-gcn-fast" and gcn_card["cnn"] == heads["landcover"][1]["name"]
     assert not gcn.reads_cnn_features and not notes

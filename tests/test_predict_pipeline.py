@@ -23,10 +23,9 @@ from typer.testing import CliRunner
 
 from geoseg.cli import app
 from geoseg.paths import data_root
-from geoseg.pipeline import (TILE_MULTIPLE, PredictError, PredictOptions, _context_margins, _context_window,
-                             _fit_tiles, predict_scene)
+from geoseg.pipeline import PredictError, PredictOptions, predict_scene
 from tiles.cog import is_valid_cog
-from tiles.grid import stretched_size, tile_grid
+from tiles.grid import TILE_MULTIPLE, context_margins, context_window, fit_tiles, stretched_size, tile_grid
 
 from test_predict_models import make_tiny_models, tiny_models  # noqa: F401  (shared fixture)
 
@@ -232,7 +231,7 @@ def test_result_does_not_depend_on_tile_size(tiny_models, tmp_path, name):
 
     nairobi_z20_2 is 1019 x 507 px on the 0.3 m grid: its edge tiles used to start off the
     32 px grid and its short axis padded differently per tile size (``tiles.grid``,
-    ``_context_window``). The calibrated tiny model keeps this fast; ``bench/predict.py
+    ``context_window``). The calibrated tiny model keeps this fast; ``bench/predict.py
     --what seams`` checks the shipped weights the same way.
     """
     scene = data_root() / "buildings" / f"{name}.tif"
@@ -294,7 +293,7 @@ def test_each_profile_uses_the_gcn_fitted_to_its_land_cover_model(tmp_path, monk
 
     from geoseg import card as cards
     from geoseg.models.gcn import SuperpixelGCN
-    from geoseg.pipeline import _load_heads
+    from geoseg.heads import load_heads
     from geoseg.superpixels import n_node_features
 
     from test_predict_models import make_tiny_models
@@ -315,10 +314,10 @@ def test_each_profile_uses_the_gcn_fitted_to_its_land_cover_model(tmp_path, monk
     monkeypatch.setattr(cards, "weights_dir", lambda: weights)
 
     notes: list[str] = []
-    heads = _load_heads(PredictOptions(profile="fast", buildings=False, device="cpu"), "cpu", notes)
+    heads = load_heads(PredictOptions(profile="fast", buildings=False, device="cpu"), "cpu", notes)
     assert heads["gcn"][1]["name"] == "landcover-gcn-fast" and not notes
     notes = []
-    heads = _load_heads(PredictOptions(profile="accurate", buildings=False, device="cpu"), "cpu", notes)
+    heads = load_heads(PredictOptions(profile="accurate", buildings=False, device="cpu"), "cpu", notes)
     assert "gcn" not in heads and any("some-teacher" in n for n in notes)
 
 
@@ -397,7 +396,7 @@ def test_class_map_written_beside_the_building_model_gives_the_same_outputs(tiny
     def broken(*args, **kwargs):
         raise OSError("disk full while writing the class map")
 
-    monkeypatch.setattr(pipeline, "_write_classmap", broken)
+    monkeypatch.setattr(pipeline, "write_classmap", broken)
     with pytest.raises(OSError, match="disk full"):
         predict_scene(scene, tmp_path / "broken", options(tiny_models))
     assert list((tmp_path / "broken").iterdir()) == []  # no partial outputs, no staging folder
@@ -407,37 +406,38 @@ def test_a_batch_loads_each_model_once_and_reloads_an_edited_card(tiny_models, t
     """The next scene of a batch reuses the loaded heads; a card rewritten on disk is read again."""
     import shutil
 
-    from geoseg.pipeline import _load_heads
+    from geoseg.heads import load_heads
 
     folder = tmp_path / "buildings"
     shutil.copytree(Path(tiny_models["buildings"]).parent, folder)
     card_path = folder / Path(tiny_models["buildings"]).name
     opts = options({"buildings": str(card_path)}, classmap=False)
-    first = _load_heads(opts, "cpu", [])["buildings"]
-    again = _load_heads(opts, "cpu", [])["buildings"]
+    first = load_heads(opts, "cpu", [])["buildings"]
+    again = load_heads(opts, "cpu", [])["buildings"]
     assert again[0] is first[0] and again[1] == first[1]
     again[1]["name"] = "edited by a caller"  # each scene gets its own card dict
-    assert _load_heads(opts, "cpu", [])["buildings"][1]["name"] == first[1]["name"]
+    assert load_heads(opts, "cpu", [])["buildings"][1]["name"] == first[1]["name"]
     card = json.loads(card_path.read_text())
     card_path.write_text(json.dumps(dict(card, name="renamed")))
     os.utime(card_path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # a new mtime even on coarse clocks
-    reloaded = _load_heads(opts, "cpu", [])["buildings"]
+    reloaded = load_heads(opts, "cpu", [])["buildings"]
     assert reloaded[0] is not first[0] and reloaded[1]["name"] == "renamed"
 
 
 def test_the_service_standby_preloads_both_profiles_shipped_models():
     """``run_pipeline.warm`` (called by a standby worker) leaves every shipped head loaded, so a
-    job's ``_load_heads`` finds them in memory."""
+    job's ``load_heads`` finds them in memory."""
     from api.pipeline_runner import run_pipeline
-    from geoseg import pipeline
+    from geoseg import heads as heads_module
+    from geoseg.infer import resolve_device
 
     run_pipeline.warm()
-    device = pipeline.resolve_device("auto")  # what warm() and a job with default options load on
+    device = resolve_device("auto")  # what warm() and a job with default options load on
     for profile in ("accurate", "fast"):
-        before = dict(pipeline._HEADS)
-        heads = pipeline._load_heads(PredictOptions(profile=profile, device=device), device, [])
+        before = dict(heads_module._HEADS)
+        heads = heads_module.load_heads(PredictOptions(profile=profile, device=device), device, [])
         assert set(heads) == {"landcover", "gcn", "buildings"}
-        assert pipeline._HEADS == before  # nothing new was loaded
+        assert heads_module._HEADS == before  # nothing new was loaded
         cached = [head for head, _ in before.values()]
         assert all(any(module is c[0] for c in cached) for module, _ in heads.values())
 
@@ -447,17 +447,17 @@ def test_the_service_standby_preloads_both_profiles_shipped_models():
        st.sampled_from([0, 32, 50, 64]), st.sampled_from([None, 256, 512, 1024]), st.sampled_from([None, 10, 16, 40]))
 def test_model_windows_hold_their_tile_and_start_on_the_32_px_grid(width, height, size, overlap, model_window,
                                                                    context):
-    """The pipeline's context windows (geoseg.pipeline): each holds its whole tile, and for tile
+    """The pipeline's context windows (tiles.grid.context_window): each holds its whole tile, and for tile
     sizes that are multiples of 32 starts on a multiple of 32 and reaches past the raster by
     less than 32 px where the raster is longer (--tile-size 496 or --context 10 must not crash)."""
     assume(overlap < size // 2)  # PredictOptions.check
     side_x = stretched_size(width, size, overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
     side_y = stretched_size(height, size, overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
-    tiles = _fit_tiles(tile_grid(width, height, side_x, overlap, size_y=side_y, align=TILE_MULTIPLE), width, height)
-    my, mx = _context_margins(tiles, width, height, model_window, context)
+    tiles = fit_tiles(tile_grid(width, height, side_x, overlap, size_y=side_y, align=TILE_MULTIPLE), width, height)
+    my, mx = context_margins(tiles, width, height, model_window, context)
     shapes = set()
     for t in tiles:
-        window, (rows, cols) = _context_window(t.read, my, mx, width, height)
+        window, (rows, cols) = context_window(t.read, my, mx, width, height)
         shapes.add((window.height, window.width))
         if t.read.width % TILE_MULTIPLE == 0:
             assert window.col_off % TILE_MULTIPLE == 0

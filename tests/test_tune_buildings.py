@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio import features
-from rasterio.windows import Window
 
-import geoseg.pipeline as pipeline
+import geoseg.footprints as footprints
 from geoseg import vectorize
 from geoseg.card import default_card_path
 from geoseg.paths import data_root
+from geoseg.footprints import vectorise_buildings
 from geoseg.pipeline import PredictError, PredictOptions, predict_scene
+from geoseg.tiled_inference import HeadResult
 from geoseg.postprocess import BuildingPostprocess, building_classes, postprocess_from_card
 from geoseg.training import tune_buildings as tb
 
@@ -159,11 +160,11 @@ def test_morphology_is_exact_across_vectoriser_strips(monkeypatch, post):
     share = np.kron(share, np.ones((7, 7), np.float32))[:50, :80] * 0.9  # blocks of 7 px, some touching
     share[::9, ::11] = 0.9  # specks
     scene = synthetic_scene(np.stack([1.0 - share, share * 0.6, share * 0.4]))
-    head = pipeline.HeadResult(scene, scene.transform, scene.crs, 80, 50, 0.3, False, 0, 0)
+    head = HeadResult(scene, scene.transform, scene.crs, 80, 50, 0.3, False, 0, 0)
     grid = {"native_gsd": 0.3, "transform": scene.transform, "width": 80, "height": 50}  # the input's own
-    run = functools.partial(pipeline._vectorise, head, PredictOptions(), 0.3, grid, lambda f: None, post)
+    run = functools.partial(vectorise_buildings, head, PredictOptions(), 0.3, grid, lambda f: None, post)
     whole = run()
-    monkeypatch.setattr(pipeline.vectorize, "VectorizeOptions",
+    monkeypatch.setattr(footprints.vectorize, "VectorizeOptions",
                         functools.partial(vectorize.VectorizeOptions, strip_rows=9, halo_rows=4))
     strips = run()
     assert len(whole) > 3
@@ -271,9 +272,9 @@ def test_landcover_cue_adds_seedless_building_pixels():
     # and the vectoriser keeps the extended house as one polygon (no second seed appeared)
     scene = synthetic_scene(probs)
     scene.landcover = cue
-    head = pipeline.HeadResult(scene, scene.transform, scene.crs, 40, 30, 0.3, False, 0, 0)
+    head = HeadResult(scene, scene.transform, scene.crs, 40, 30, 0.3, False, 0, 0)
     grid = {"native_gsd": 0.3, "transform": scene.transform, "width": 40, "height": 30}  # the input's own
-    vectorise = functools.partial(pipeline._vectorise, head, PredictOptions(), 0.3, grid, lambda f: None)
+    vectorise = functools.partial(vectorise_buildings, head, PredictOptions(), 0.3, grid, lambda f: None)
     frame = vectorise(BuildingPostprocess(landcover_threshold=0.8, min_area_m2=0.0), scene.landcover_rows)
     alone = vectorise(BuildingPostprocess(min_area_m2=0.0))
     assert len(frame) == 1 and len(alone) == 1

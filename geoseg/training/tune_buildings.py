@@ -5,7 +5,7 @@ Why: the U2-Net is trained with a fixed decision rule (building = P(interior) + 
 The model is run ONCE per validation scene (Nairobi block 2 and, since session 9, Zanzibar
 block 2, all three zooms: the ``val`` split of ``tiles.splits``) and its blended
 probabilities on the working grid are cached; each candidate setting is then scored through
-the very code ``geoseg predict`` and ``geoseg eval`` run (``geoseg.pipeline``'s vectorisation
+the very code ``geoseg predict`` and ``geoseg eval`` run (``geoseg.footprints``' vectorisation
 and writers, ``geoseg.evaluate.evaluate_buildings``), so a chosen setting means the same thing
 in the product. Test areas (Kampala) are refused: they are scored once, afterwards, with
 ``geoseg predict`` + ``geoseg eval``.
@@ -75,13 +75,13 @@ class CachedScene:
     landcover: np.ndarray | None = None
 
     def landcover_rows(self, start: int, stop: int) -> np.ndarray:
-        """What ``pipeline._landcover_cue`` returns, from the cache."""
+        """What ``geoseg.footprints.landcover_cue`` returns, from the cache."""
         if self.landcover is None:
             raise TuningError(f"{self.name}: no land-cover cue cached (re-run the 'cache' step)")
         return self.landcover[start:stop]
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """``BlendingWriter.read`` over the cached arrays (what ``pipeline._vectorise`` calls)."""
+        """``BlendingWriter.read`` over the cached arrays (what ``geoseg.footprints.vectorise_buildings`` calls)."""
         rows = slice(int(window.row_off), int(window.row_off) + int(window.height))
         cols = slice(int(window.col_off), int(window.col_off) + int(window.width))
         return self.probs[:, rows, cols], self.covered[rows, cols]
@@ -105,30 +105,32 @@ def predict_probabilities(input_path: Path, card_path: Path | None = None, work:
                           profile: str = "accurate") -> CachedScene:
     """Run the building head (and the land-cover head, for its cue) over one scene exactly as
     ``predict_scene`` does; keep the probabilities."""
-    from geoseg import pipeline
+    from geoseg.footprints import landcover_cue
+    from geoseg.heads import load_heads
     from geoseg.infer import TileModel, load_head
+    from geoseg.options import PredictOptions
+    from geoseg.tiled_inference import run_head
     from tiles.source import Scene
 
     input_path = Path(input_path)
     _refuse_test(input_path)
-    options = pipeline.PredictOptions(device="cpu", batch_size=1, profile=profile)
+    options = PredictOptions(device="cpu", batch_size=1, profile=profile)
     with Scene(input_path) as scene:
         grid = dict(crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
                     height=scene.src_height, native_gsd=scene.native_gsd)
     model = TileModel(*load_head("buildings", profile, "cpu", card_path), device="cpu", runtime=options.runtime)
     # the land-cover head (with its GCN) exactly as the pipeline runs it for the class map
-    heads = pipeline._load_heads(replace(options, buildings=False), "cpu", [])
+    heads = load_heads(replace(options, buildings=False), "cpu", [])
     landcover = TileModel(*heads["landcover"], device="cpu", runtime=options.runtime,
                           with_features="gcn" in heads and heads["gcn"][0].reads_cnn_features)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        lc = pipeline._run_head(input_path, landcover, options, grid["native_gsd"], grid, Path(tmp),
-                                lambda f: None, [], gcn=heads.get("gcn"), mask_tiles=False)
-        result = pipeline._run_head(input_path, model, options, grid["native_gsd"], grid, Path(tmp),
-                                    lambda f: None, [])
+        lc = run_head(input_path, landcover, options, grid["native_gsd"], grid, Path(tmp),
+                      lambda f: None, [], gcn=heads.get("gcn"), mask_tiles=False)
+        result = run_head(input_path, model, options, grid["native_gsd"], grid, Path(tmp), lambda f: None, [])
         probs, covered = result.writer.read(Window(0, 0, result.width, result.height))
         probs = np.array(probs, dtype=np.float32)
         covered = np.array(covered)
-        cue = np.array(pipeline._landcover_cue(lc, result, landcover.card)(0, result.height), dtype=np.float32)
+        cue = np.array(landcover_cue(lc, result, landcover.card)(0, result.height), dtype=np.float32)
         result.writer.close()
         lc.writer.close()
     return CachedScene(input_path.stem, input_path, input_path.parent / "labels.geojson", probs, covered,
@@ -173,19 +175,21 @@ def _source_grid(input_path: Path) -> dict[str, Any]:
 
 def score(scene: CachedScene, post: BuildingPostprocess, work: Path) -> dict[str, Any]:
     """Scores of one setting on one cached scene, through the pipeline's vectoriser and ``geoseg eval``."""
-    from geoseg import pipeline
+    from geoseg.footprints import vectorise_buildings, write_buildings
+    from geoseg.options import PredictOptions
+    from geoseg.tiled_inference import HeadResult
 
     height, width = scene.covered.shape
-    head = pipeline.HeadResult(writer=scene, transform=scene.transform, crs=scene.crs, width=width, height=height,
-                               gsd=scene.gsd, warped=False, tiles=0, tiles_skipped=0)
+    head = HeadResult(writer=scene, transform=scene.transform, crs=scene.crs, width=width, height=height,
+                      gsd=scene.gsd, warped=False, tiles=0, tiles_skipped=0)
     grid = {"native_gsd": scene.native_gsd, **_source_grid(scene.input_path)}
-    options = pipeline.PredictOptions(classmap=False)
+    options = PredictOptions(classmap=False)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         out = Path(tmp)
-        frame = pipeline._vectorise(head, options, scene.native_gsd, grid, lambda f: None, post,
+        frame = vectorise_buildings(head, options, scene.native_gsd, grid, lambda f: None, post,
                                     scene.landcover_rows)
         frame["source"] = scene.input_path.name
-        pipeline._write_buildings(frame, out, georeferenced=scene.crs is not None)
+        write_buildings(frame, out, georeferenced=scene.crs is not None)
         (out / "report.json").write_text(json.dumps({"input": str(scene.input_path)}))
         scores = evaluate_buildings(out, scene.labels_path)
     pixel = scores["pixel"]
@@ -349,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.card:
         write_rules(args.card, chosen, default, len(rows), args.objective, [
             "python -m geoseg.training.tune_buildings cache --out CACHE --card <this card without postprocess>",
-            f"python -m geoseg.training.tune_buildings sweep --cache CACHE --card <this card>"
+            "python -m geoseg.training.tune_buildings sweep --cache CACHE --card <this card>"
             + (f" --objective {args.objective}" if args.objective != "miou_f1" else "")])
         print(f"rules written into {args.card}")
     return 0

@@ -1,0 +1,86 @@
+"""The land-cover class map: blended probabilities back on the input's exact grid, as a COG.
+
+Why: heads run on a working grid (the card's GSD); users need ``classmap.tif`` on the input's own
+grid (same CRS, transform, size), 0 outside the valid mask, with a colour table and class names
+so that GIS tools show it (not a black 0..5 raster).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.vrt import WarpedVRT
+
+from geoseg.tiled_inference import HeadResult
+from tiles.cog import colormap_from_hex, write_cog
+from tiles.grid import tile_grid
+from tiles.source import Scene
+from tiles.warp import axis_aligned, bilinear_window
+
+__all__ = ["write_classmap"]
+
+
+def write_classmap(
+    input_path: Path, head: HeadResult, grid: dict, card: dict, work: Path, out_path: Path,
+    progress: Callable[[float], None],
+) -> dict[str, int]:
+    """Argmax land cover on the input's exact grid, 0 outside the valid mask; a COG with colours."""
+    classes = card["classes"]
+    width, height = grid["width"], grid["height"]
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", nodata=0,
+                   tiled=True, blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER",
+                   transform=grid["transform"])
+    if grid["crs"] is not None:
+        profile["crs"] = grid["crs"]
+    counts = np.zeros(len(classes), dtype=np.int64)
+    plain = work / "classmap_plain.tif"
+    vrt = probs_ds = None
+    # same CRS, both grids unrotated: resample straight from the accumulators, no GDAL warp
+    separable = head.warped and grid["crs"] == head.crs and axis_aligned(head.transform, grid["transform"])
+    if head.warped and not separable:
+        probs_path = work / "landcover_probs.tif"
+        head.writer.finalise(probs_path=probs_path, probs_dtype="uint8")
+        probs_ds = rasterio.open(probs_path)
+        vrt = WarpedVRT(probs_ds, crs=grid["crs"], transform=grid["transform"], width=width, height=height,
+                        resampling=Resampling.bilinear, nodata=0)
+    blocks = tile_grid(width, height, 1024, 0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            native = Scene(input_path)
+        with native, rasterio.open(plain, "w", **profile) as dst:
+            for i, block in enumerate(blocks):
+                win = block.core
+                _, valid = native.read(win)
+                if separable:
+                    probs, inside = bilinear_window(lambda w: head.writer.read(w)[0], (head.height, head.width),
+                                                    head.transform, grid["transform"], win)
+                    covered = inside & (probs.sum(axis=0) > 0)
+                elif vrt is not None:
+                    probs = vrt.read(window=win).astype(np.float32)
+                    covered = probs.sum(axis=0) > 0
+                else:
+                    probs, covered = head.writer.read(win)
+                out = np.argmax(probs, axis=0).astype(np.uint8)
+                out[~(valid & covered)] = 0
+                counts += np.bincount(out.ravel(), minlength=len(classes))[: len(classes)]
+                dst.write(out, 1, window=win)
+                progress((i + 1) / len(blocks))
+    finally:
+        if vrt is not None:
+            vrt.close()
+            probs_ds.close()
+    colours = [c["colour"] for c in sorted(classes, key=lambda c: c["index"])]
+    colormap = colormap_from_hex(colours, nodata=None)
+    colormap[0] = (0, 0, 0, 0)  # 0 = no data / outside the valid mask
+    names = {str(c["index"]): c["name"] for c in classes}
+    names["0"] = "nodata"
+    tags = {"classes": json.dumps(names), "model": card.get("name", ""), "nodata_class": "0"}
+    write_cog(plain, out_path, colormap=colormap, tags=tags)
+    return {names[str(i)]: int(n) for i, n in enumerate(counts)}

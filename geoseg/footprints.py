@@ -1,0 +1,158 @@
+"""Building footprints from a head's blended probabilities: polygons, areas, GeoPackage and GeoJSON.
+
+Why: the decision rules (``geoseg.postprocess``) and the vectoriser (``geoseg.vectorize``) work
+on pixel arrays; this module feeds them strip by strip from the blending writer (with the
+land-cover cue where the card's rules use it), puts the polygons in the working grid's CRS, cuts
+them at the input raster's outline, measures areas in square metres in a metric CRS and writes
+the GIS files (GeoPackage in the input CRS, RFC 7946 GeoJSON in WGS84).
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.windows import Window
+
+from geoseg import vectorize
+from geoseg.options import PredictError, PredictOptions
+from geoseg.postprocess import BuildingPostprocess, building_classes
+from geoseg.regularize import regularize_buildings
+from geoseg.tiled_inference import HeadResult
+from tiles.warp import axis_aligned, bilinear_window
+
+__all__ = ["landcover_cue", "vectorise_buildings", "write_buildings"]
+
+
+def landcover_cue(landcover: HeadResult | None, buildings: HeadResult,
+                   card: dict[str, Any] | None) -> Callable[[int, int], np.ndarray]:
+    """Rows [a, b) of the land-cover head's P(building), bilinear on the building grid (the cue
+    of ``BuildingPostprocess.landcover_threshold``)."""
+    index = next((c["index"] for c in (card or {}).get("classes", []) if c["name"] == "building"), None)
+    if landcover is None or index is None:
+        raise PredictError("the building rules use the land-cover cue, but no land-cover head with a "
+                           "'building' class ran")
+    if landcover.crs != buildings.crs or not axis_aligned(landcover.transform, buildings.transform):
+        raise PredictError("the land-cover and building grids are not aligned: cannot combine them")
+
+    def rows(a: int, b: int) -> np.ndarray:
+        values, _ = bilinear_window(lambda w: landcover.writer.read(w)[0][index:index + 1],
+                                    (landcover.height, landcover.width), landcover.transform,
+                                    buildings.transform, Window(0, a, buildings.width, b - a))
+        return values[0]
+
+    return rows
+
+
+def vectorise_buildings(
+    head: HeadResult, options: PredictOptions, input_gsd: float | None, grid: dict,
+    progress: Callable[[float], None], post: BuildingPostprocess,
+    landcover: Callable[[int, int], np.ndarray] | None = None,
+) -> gpd.GeoDataFrame:
+    """Building polygons from the blended probabilities, in the working grid's CRS coordinates.
+
+    ``post``: the building decision rules (``geoseg.postprocess``, from the card and the options);
+    ``landcover``: rows [a, b) of the land-cover P(building) on this grid, when ``post`` uses it.
+    """
+    # ground size of one working pixel: the Scene's own measure, scaled when --gsd overrides it
+    if head.gsd is not None and grid["native_gsd"]:
+        pixel_m = head.gsd * (input_gsd / grid["native_gsd"])
+    else:
+        pixel_m = input_gsd  # not georeferenced: pixels as given by --gsd, else unknown
+    scale = pixel_m if pixel_m else None
+    vopts = vectorize.VectorizeOptions(
+        min_area_px=post.min_area_m2 / scale**2 if scale else 4.0,
+        simplify_px=options.simplify_m / scale if scale else 0.5,
+    )
+
+    margin = post.context_rows  # rows the morphology looks across
+
+    def read(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        # one row of context each side so the eroded valid mask is exact at strip borders,
+        # plus what the morphology needs
+        a, b = max(0, start - 1 - margin), min(head.height, stop + 1 + margin)
+        probs, covered = head.writer.read(Window(0, a, head.width, b - a))
+        # rows outside the raster count as nodata (one padded row is enough for the erosion)
+        covered = np.pad(covered, ((1, 1), (0, 0)), constant_values=False)
+        inner = _erode(covered)[1:-1]
+        cue = landcover(a, b) if landcover is not None and post.landcover_threshold else None
+        classes, building = building_classes(probs, inner, post, cue)
+        return classes[start - a:stop - a], building[start - a:stop - a]
+
+    found = vectorize.vectorize_strips(read, head.height, vopts, progress)
+    geoms = found.geometries
+    if options.regularize and geoms:
+        geoms = regularize_buildings(geoms, found.group, vopts.simplify_px)
+    geoms = np.asarray(geoms, dtype=object)
+    if geoms.size:
+        t = head.transform
+        geoms = shapely.transform(geoms, lambda xy: np.column_stack([
+            t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f]))
+        # a working grid coarser than the input's overhangs its far edges by part of a pixel:
+        # nothing may lie outside the input raster
+        geoms = shapely.intersection(shapely.make_valid(geoms), _footprint(grid))
+        geoms = np.asarray([_as_polygon(g) for g in geoms], dtype=object)
+    frame = gpd.GeoDataFrame(
+        {"id": np.arange(1, len(geoms) + 1, dtype=np.int64), "confidence": np.round(found.confidence, 4)},
+        geometry=gpd.GeoSeries(list(geoms), crs=head.crs), crs=head.crs,
+    )
+    frame = frame[~frame.geometry.is_empty].reset_index(drop=True)
+    frame["id"] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    frame["area_m2"] = _areas_m2(frame, pixel_m, head.transform)
+    # orient rings the RFC 7946 way (exterior counter-clockwise)
+    frame["geometry"] = shapely.orient_polygons(frame.geometry.values) if len(frame) else frame.geometry
+    return frame[["id", "area_m2", "confidence", "geometry"]]
+
+
+def _footprint(grid: dict) -> shapely.Polygon:
+    """The input raster's outline in its CRS (any geotransform, rotated ones included)."""
+    t, w, h = grid["transform"], grid["width"], grid["height"]
+    return shapely.Polygon([t * (0, 0), t * (w, 0), t * (w, h), t * (0, h)])
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """4-neighbour erosion by one pixel (outside the array counts as set)."""
+    out = mask.copy()
+    out[1:] &= mask[:-1]
+    out[:-1] &= mask[1:]
+    out[:, 1:] &= mask[:, :-1]
+    out[:, :-1] &= mask[:, 1:]
+    return out
+
+
+def _as_polygon(geom) -> shapely.Polygon:
+    """The largest polygon of a geometry (after make_valid a building may gain slivers)."""
+    parts = [p for p in shapely.get_parts(geom) if isinstance(p, shapely.Polygon) and not p.is_empty]
+    if not parts:
+        return shapely.Polygon()
+    return max(parts, key=lambda p: p.area)
+
+
+def _areas_m2(frame: gpd.GeoDataFrame, pixel_m: float | None, transform: Affine) -> np.ndarray:
+    """Areas in square metres: in the local UTM zone for georeferenced data, from the GSD otherwise."""
+    if len(frame) == 0:
+        return np.zeros(0)
+    if frame.crs is not None:
+        metric = frame.to_crs(frame.estimate_utm_crs())
+        return np.round(metric.area.to_numpy(), 2)
+    if pixel_m:
+        px_area = abs(transform.a * transform.e - transform.b * transform.d)
+        return np.round(frame.area.to_numpy() / px_area * pixel_m**2, 2)
+    return np.full(len(frame), np.nan)
+
+
+def write_buildings(frame: gpd.GeoDataFrame, staging: Path, georeferenced: bool) -> None:
+    """GeoPackage in the input CRS; RFC 7946 GeoJSON in WGS84 when georeferenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        frame.to_file(staging / "buildings.gpkg", driver="GPKG", layer="buildings", engine="pyogrio",
+                      geometry_type="Polygon")
+        if georeferenced:
+            wgs84 = frame.to_crs(4326)
+            wgs84.to_file(staging / "buildings.geojson", driver="GeoJSON", engine="pyogrio",
+                          layer_options={"RFC7946": "YES", "WRITE_NAME": "NO"})

@@ -1,0 +1,150 @@
+"""The models a predict run needs, loaded once per process.
+
+Why: a batch (several CLI inputs, a Dask worker's tasks, the service's standby worker) must not
+load the same weights for every scene, and the land-cover head (with its GCN) is needed both for
+the class map and for the building rules' land-cover cue. ``load_heads`` decides which heads a
+run needs from the options and the cards alone; ``load_head_cached`` keeps them keyed by the
+card's and weights' file identity, so an edited file is loaded again.
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from geoseg import card as cards
+from geoseg.infer import load_head, resolve_device
+from geoseg.options import PredictError, PredictOptions
+from geoseg.postprocess import BuildingPostprocess, postprocess_from_card
+
+__all__ = ["building_rules", "forget_heads", "gcn_card_mismatch", "load_head_cached", "load_heads",
+           "model_summary", "preload_heads"]
+
+
+def building_rules(card: dict[str, Any], options: PredictOptions, gsd_known: bool = True) -> BuildingPostprocess:
+    """The building card's tuned post-processing, with the user's explicit values on top.
+
+    Without a known GSD (no georeferencing, no ``--gsd``) the land-cover cue is off: both heads then
+    run on the raw pixel grid, and a 1.1 m land-cover model on, say, 0.1 m pixels says nothing
+    about roofs."""
+    try:
+        post = postprocess_from_card(card, options.building_threshold, options.min_area_m2)
+    except ValueError as exc:
+        raise PredictError(str(exc)) from exc
+    return post if gsd_known else replace(post, landcover_threshold=0.0)
+
+
+def load_heads(options: PredictOptions, device: str, notes: list[str], gsd_known: bool = True) -> dict[str, tuple]:
+    """The heads this run needs: the land-cover head (and its GCN) for the class map, and also for
+    the building rules when the building card uses its P(building) (``landcover_threshold``)."""
+    def load(task: str) -> tuple:
+        model_dir = options.model_dirs.get(task)
+        try:
+            # the GCN is tiny and fed from numpy: it always runs on the CPU
+            return load_head_cached(task, options.profile, "cpu" if task == "gcn" else device,
+                                     Path(model_dir) if model_dir else None)
+        except (ValueError, OSError) as exc:
+            raise PredictError(f"cannot load the {task} model: {exc}") from exc
+
+    heads = {}
+    if options.buildings:
+        heads["buildings"] = load("buildings")
+    card_cue = "buildings" in heads and building_rules(heads["buildings"][1], options).landcover_threshold > 0
+    if card_cue and not gsd_known:
+        notes.append("the land-cover cue of the building rules is off: the input's GSD is unknown (give --gsd)")
+    if options.classmap or (card_cue and gsd_known):
+        heads["landcover"] = load("landcover")
+        if options.refine == "gcn":
+            # decide from the card alone: a GCN that cannot be used is not loaded (nor torch-geometric)
+            reason = gcn_card_mismatch(heads["landcover"], options.model_dirs.get("gcn"), options.profile)
+            if reason:
+                notes.append(f"GCN refinement skipped: {reason}")
+            else:
+                heads["gcn"] = load("gcn")
+    return heads
+
+
+#: heads already loaded in this process, for the next scene of a batch (several CLI inputs, a
+#: Dask worker's tasks): (task, profile, device, card and weight files' identity) -> (head, warnings)
+_HEADS: dict[tuple, tuple[tuple, list]] = {}
+_HEADS_LOCK = threading.Lock()
+_HEADS_MAX = 8
+
+
+def _file_identity(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def load_head_cached(task: str, profile: str, device: str, model_dir: Path | None) -> tuple:
+    """``load_head``, once per process for the same card and weights (an edited file is reloaded).
+
+    The warnings of the first load (a fast profile falling back) are given again on each use."""
+    try:
+        path = cards.find_card(model_dir) if model_dir else cards.shipped_card_path(task, profile)
+        weights = cards.read_card(path).get("weights")
+    except (ValueError, OSError):
+        return load_head(task, profile, device, model_dir)  # its own, clear, error
+    key = (task, profile, device, str(model_dir), _file_identity(path),
+           _file_identity(path.parent / weights) if weights else None)
+    with _HEADS_LOCK:
+        cached = _HEADS.get(key)
+        if cached is None:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                head = load_head(task, profile, device, model_dir)
+            if len(_HEADS) >= _HEADS_MAX:
+                _HEADS.pop(next(iter(_HEADS)))
+            cached = _HEADS[key] = (head, list(caught))
+    (module, card), caught = cached
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return module, dict(card)
+
+
+def forget_heads() -> None:
+    """Drop the models kept by this process (the next scene loads them again, as a lone one does)."""
+    with _HEADS_LOCK:
+        _HEADS.clear()
+
+
+def preload_heads(profile: str = "accurate", device: str = "auto") -> None:
+    """Load the shipped heads of ``profile`` now, so the first scene does not wait for them
+    (the service's standby worker calls this before its job arrives)."""
+    load_heads(PredictOptions(profile=profile, device=device), resolve_device(device), [])
+
+
+def gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None, profile: str = "accurate") -> str | None:
+    """Why the GCN card (``model_dir`` or the profile's shipped one) cannot refine this land-cover model, or None."""
+    from geoseg.superpixels import n_node_features, reads_cnn_features
+
+    try:
+        path = cards.find_card(Path(model_dir)) if model_dir else cards.shipped_card_path("gcn", profile)
+        gcn_card = cards.read_card(path)
+        reads_features = reads_cnn_features(gcn_card.get("arch_kwargs", {}).get("inputs", "all"))
+    except (ValueError, OSError) as exc:
+        raise PredictError(f"cannot load the gcn model: {exc}") from exc
+    module, card = landcover
+    if not reads_features:
+        # fitted on one CNN's probabilities (their calibration, the fusion weight): that CNN only
+        if gcn_card.get("cnn") != card.get("name"):
+            return f"the GCN was fitted on {gcn_card.get('cnn', '?')}'s probabilities, not {card.get('name')}'s"
+        return None
+    channels = getattr(module, "feature_channels", None)
+    expected = gcn_card.get("arch_kwargs", {}).get("in_features")
+    if channels is None or expected is None:
+        return None
+    if n_node_features(channels, len(card["classes"]) - 1) != expected:
+        return (f"the GCN was trained on another model's features ({gcn_card.get('cnn', '?')}), "
+                f"not {card.get('name')}'s {channels} channels")
+    return None
+
+
+def model_summary(card: dict[str, Any]) -> dict[str, Any]:
+    keys = ("name", "architecture", "profile", "weights", "gsd_m", "tile_size", "date", "code_version", "metrics")
+    return {k: card.get(k) for k in keys if k in card}

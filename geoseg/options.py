@@ -1,0 +1,69 @@
+"""``PredictOptions``: what one ``geoseg predict`` run (or one service job) is asked to do.
+
+Why a module of its own: the CLI, the service, the head loader and the pipeline all read these
+options; none of them should import the others to get at them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from geoseg.infer import RUNTIMES
+
+__all__ = ["PredictError", "PredictOptions"]
+
+
+class PredictError(ValueError):
+    """A prediction that cannot run, with a one-line reason for the user."""
+
+
+@dataclass
+class PredictOptions:
+    """The options of ``geoseg predict`` (and of the service's jobs)."""
+
+    tile_size: int = 512
+    overlap: int = 64
+    refine: str = "gcn"  # gcn | none
+    buildings: bool = True
+    classmap: bool = True
+    regularize: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    gsd: float | None = None  # metres: overrides the input's own GSD
+    profile: str = "accurate"  # accurate | fast
+    #: auto (onnx on CPU, torch on CUDA) | torch | onnx | int8 (CPU: quantised graphs where a card ships one)
+    runtime: str = "auto"
+    #: pixels of context read around each tile; None: enough to show the model its card's tile_size
+    context: int | None = None
+    batch_size: int | None = None  # tiles per forward pass; None: 1 on CPU (peak memory), 8 on CUDA
+    #: smallest building kept, m²; None: the building card's ``postprocess.min_area_m2``, else 3
+    min_area_m2: float | None = None
+    #: a pixel is building when P(interior) + P(outline) >= this (argmax would need > P(background));
+    #: None: the building card's ``postprocess.threshold``, else 0.5
+    building_threshold: float | None = None
+    simplify_m: float = 0.3
+    #: task (buildings | landcover | gcn) -> model card or folder, instead of the shipped weights
+    model_dirs: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise ``PredictError`` on inconsistent options."""
+        if self.tile_size < 32:
+            raise PredictError(f"--tile-size must be >= 32, got {self.tile_size}")
+        if not 0 <= self.overlap < self.tile_size // 2:
+            raise PredictError(f"--overlap must be in [0, tile_size/2), got {self.overlap}")
+        if self.refine not in ("gcn", "none"):
+            raise PredictError(f"--refine must be gcn or none, got {self.refine!r}")
+        if self.profile not in ("fast", "accurate"):
+            raise PredictError(f"--profile must be fast or accurate, got {self.profile!r}")
+        if self.gsd is not None and not self.gsd > 0:
+            raise PredictError(f"--gsd must be a positive number of metres, got {self.gsd}")
+        if not (self.buildings or self.classmap):
+            raise PredictError("nothing to do: both --no-buildings and --no-classmap given")
+        if self.runtime not in RUNTIMES:
+            raise PredictError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.min_area_m2 is not None and not self.min_area_m2 >= 0:
+            raise PredictError(f"--min-area must be >= 0 square metres, got {self.min_area_m2}")
+        if self.building_threshold is not None and not 0.0 < self.building_threshold < 1.0:
+            raise PredictError(f"building threshold must be in (0, 1), got {self.building_threshold}")
+        if self.context is not None and self.context < 0:
+            raise PredictError(f"context must be >= 0 pixels, got {self.context}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise PredictError("batch size must be >= 1")

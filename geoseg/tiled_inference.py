@@ -1,0 +1,146 @@
+"""One head over a scene: tiles with context, batched forward passes, Hann-blended on disk.
+
+Why: every head (land cover, buildings) runs the same way on its own working grid (the input
+resampled to the card's ``gsd_m``): tiles on the 32 px grid (``tiles.grid``), each read with
+enough context for the model to see its card's window, tiles without a valid pixel skipped,
+batches read in a background thread while the model computes, the optional GCN applied per
+tile, and only each tile itself blended (``tiles.stitch.BlendingWriter``).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+
+from geoseg.infer import TileModel, refine_with_gcn
+from geoseg.options import PredictOptions
+from tiles.grid import TILE_MULTIPLE, context_margins, context_window, fit_tiles, stretched_size, tile_grid
+from tiles.source import Scene
+from tiles.stitch import BlendingWriter
+
+__all__ = ["HeadResult", "MAX_UPSAMPLING", "run_head", "scene_gsd"]
+
+
+@dataclass
+class HeadResult:
+    """A head's blended predictions on its working grid."""
+
+    writer: BlendingWriter
+    transform: Affine
+    crs: Any
+    width: int
+    height: int
+    gsd: float | None
+    warped: bool
+    tiles: int
+    tiles_skipped: int
+    context: tuple[int, int] = (0, 0)
+    tile_px: tuple[int, int] = (0, 0)  # tile width, height on the working grid (before fitting to the raster)
+
+
+#: never upsample the input more than this per axis (a 30 m scene must not become a 0.3 m one)
+MAX_UPSAMPLING = 2.0
+
+
+def scene_gsd(model_gsd: float | None, native_gsd: float | None, input_gsd: float | None) -> float | None:
+    """Target GSD to open the Scene at, in the file's own measure (None: no resampling).
+
+    With ``--gsd`` the user says one pixel is really ``input_gsd`` metres; the Scene
+    measures ``native_gsd``, so the model's ``model_gsd`` maps to ``model_gsd * native / input``.
+    Upsampling is capped at ``MAX_UPSAMPLING`` so memory and time stay bounded.
+    """
+    if model_gsd is None or native_gsd is None or input_gsd is None:
+        return None
+    return max(model_gsd * native_gsd / input_gsd, native_gsd / MAX_UPSAMPLING)
+
+
+def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate ``items`` produced by a background thread (GDAL reads release the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as exc:  # re-raised in the consumer
+            failure.append(exc)
+        finally:
+            q.put(done)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    while True:
+        item = q.get()
+        if item is done:
+            break
+        yield item
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def run_head(
+    input_path: Path, model: TileModel, options: PredictOptions, input_gsd: float | None, grid: dict,
+    work: Path, progress: Callable[[float], None], notes: list[str], gcn: tuple | None = None,
+    mask_tiles: bool = True,
+) -> HeadResult:
+    """Predict one head over the working grid into a BlendingWriter."""
+    target = scene_gsd(model.gsd_m, grid["native_gsd"], input_gsd)
+    if target is not None and model.gsd_m and input_gsd and input_gsd / MAX_UPSAMPLING > model.gsd_m * 1.01:
+        notes.append(f"input GSD {input_gsd:.3g} m is much coarser than the {model.card.get('name')} model's "
+                     f"{model.gsd_m:.3g} m: upsampled {MAX_UPSAMPLING:g}x only, expect poor results")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        scene = Scene(input_path, gsd=target)
+    with scene:
+        # sides stretched up to 1.25x where that saves an edge tile (less model input, same seams)
+        # tiles and model windows start on multiples of TILE_MULTIPLE (tiles.grid: shift variance)
+        side_x = stretched_size(scene.width, options.tile_size, options.overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
+        side_y = stretched_size(scene.height, options.tile_size, options.overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
+        tiles = fit_tiles(tile_grid(scene.width, scene.height, side_x, options.overlap, size_y=side_y,
+                                     align=TILE_MULTIPLE), scene.width, scene.height)
+        writer = BlendingWriter(scene.width, scene.height, model.n_classes, transform=scene.transform,
+                                crs=scene.crs, tmp_dir=work)
+        my, mx = context_margins(tiles, scene.width, scene.height, model.card.get("tile_size"), options.context)
+
+        def batches() -> Iterator:
+            for i in range(0, len(tiles), options.batch_size):
+                chunk = tiles[i:i + options.batch_size]
+                windows = [context_window(t.read, my, mx, scene.width, scene.height) for t in chunk]
+                reads = [scene.read(win, pad="reflect") for win, _ in windows]
+                yield i + len(chunk), chunk, reads, [inner for _, inner in windows]
+
+        skipped = 0
+        for done, chunk, reads, inners in _prefetch(batches()):
+            keep = [k for k, (_, valid) in enumerate(reads) if valid[inners[k]].any()]
+            skipped += len(chunk) - len(keep)
+            if keep:
+                images = np.stack([reads[k][0] for k in keep])
+                if gcn is not None and model.with_features:
+                    probs, feats = model.probabilities_and_features(images)
+                else:
+                    probs = model.probabilities(images)
+                    feats = np.zeros((len(images), 0, *images.shape[2:]), np.float32)
+                for j, k in enumerate(keep):
+                    inner = inners[k]
+                    p = probs[j][(slice(None), *inner)]
+                    valid = reads[k][1][inner]
+                    if gcn is not None:
+                        p = refine_with_gcn(images[j][(slice(None), *inner)], p, feats[j][(slice(None), *inner)],
+                                            valid, gcn[0], gcn[1])
+                    # land cover predicts the whole tile (the input's own mask is applied on its grid
+                    # later, so resampled edges keep a class); buildings only ever see valid pixels
+                    writer.add(chunk[k].read, p, valid if mask_tiles else None)
+            progress(done / len(tiles))
+        return HeadResult(writer, scene.transform, scene.crs, scene.width, scene.height, scene.gsd,
+                          scene.is_warped, len(tiles), skipped, (my, mx), (side_x, side_y))
