@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/accuracy.py --what buildings --profiles accurate,fast
     .venv/bin/python bench/accuracy.py --what landcover --profiles accurate
+    .venv/bin/python bench/accuracy.py --what landcover --landcover-tile 5   # the validation tile
     .venv/bin/python bench/accuracy.py --what trees          # land cover off Dubai: Lausanne's trees
     .venv/bin/python bench/accuracy.py --what buildings --profiles accurate --runtime int8
     .venv/bin/python bench/accuracy.py --what buildings --profiles fast --buildings-model CANDIDATE_DIR
@@ -10,7 +11,8 @@ buildings : ``predict_scene`` (no class map) + ``evaluate_buildings`` on the val
             (Nairobi block 2 and Zanzibar block 2, z19-z21: where rules are chosen; the shipped
             models before session 9 trained on Zanzibar-2) and the test area (the 6 Kampala
             scenes, 2 blocks x 3 zooms): pixel IoU and polygon F1 per scene and mean per set.
-landcover : ``predict_scene --gsd 1.1 --no-buildings`` on the 9 Dubai tile-6 images, with
+landcover : ``predict_scene --gsd 1.1 --no-buildings`` on the 9 Dubai tile-6 images (test;
+            ``--landcover-tile 5``: the validation tile's images instead), with
             ``--refine none`` and ``gcn``: confusion matrices pooled over the images (mIoU over
             the 5 classes) and the mean of the per-image mIoUs.
 trees     : land cover on another continent: the 4 SWISSIMAGE tiles of Lausanne (0.5 m, EPSG:2056)
@@ -73,8 +75,8 @@ def bench_buildings(profile: str, root: Path, runtime: str = "auto", model: Path
               flush=True)
 
 
-def bench_landcover(profile: str, root: Path) -> None:
-    images = sorted((root / "landcover" / "dubai" / "tile_6").glob("image_part_*.jpg"))
+def bench_landcover(profile: str, root: Path, tile: int = 6) -> None:
+    images = sorted((root / "landcover" / "dubai" / f"tile_{tile}").glob("image_part_*.jpg"))
     for refine in ("none", "gcn"):
         pooled, per_image = None, []
         for image in images:
@@ -85,7 +87,7 @@ def bench_landcover(profile: str, root: Path) -> None:
             cm = np.asarray(scores["confusion"])
             pooled = cm if pooled is None else pooled + cm
             per_image.append(scores["miou"])
-        print(f"{profile} --refine {refine}: pooled mIoU {classmap_scores(pooled)['miou']:.4f}, "
+        print(f"tile {tile}, {profile} --refine {refine}: pooled mIoU {classmap_scores(pooled)['miou']:.4f}, "
               f"mean per image {statistics.mean(per_image):.4f} {np.round(per_image, 3).tolist()}", flush=True)
 
 
@@ -123,6 +125,8 @@ def main() -> None:
     parser.add_argument("--runtime", default="auto", help="buildings: auto | onnx | int8 (PredictOptions.runtime)")
     parser.add_argument("--buildings-model", type=Path, default=None,
                         help="buildings: score this model card or folder instead of the profile's shipped one")
+    parser.add_argument("--landcover-tile", type=int, default=6,
+                        help="landcover: the Dubai tile scored (6: test, the default; 5: validation)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     root = data_root()
@@ -130,7 +134,7 @@ def main() -> None:
         if "buildings" in args.what:
             bench_buildings(profile, root, args.runtime, args.buildings_model)
         if "landcover" in args.what:
-            bench_landcover(profile, root)
+            bench_landcover(profile, root, args.landcover_tile)
         if "trees" in args.what:
             bench_trees(profile, root)
 
