@@ -285,6 +285,31 @@ def test_serve_command_passes_its_options_to_the_app(tmp_path, monkeypatch):
     assert (settings.workers, settings.max_pixels) == (2, 1000)
 
 
+def test_serve_command_keeps_the_environment_unless_an_option_is_given(tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from geoseg.cli import app as cli
+
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: None)
+    monkeypatch.setenv("GEOSEG_SERVICE_DIR", str(tmp_path / "from-env"))
+    monkeypatch.setenv("GEOSEG_WORKERS", "3")
+    monkeypatch.setenv("GEOSEG_MAX_UPLOAD_MB", "5")
+    monkeypatch.setenv("GEOSEG_MAX_PIXELS", "")  # empty means unset: the default
+    monkeypatch.setenv("GEOSEG_SYNC_MAX_PIXELS", "1234")
+    result = CliRunner().invoke(cli, ["serve", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    settings = Settings.from_env()
+    assert settings.data_dir == (tmp_path / "from-env").resolve()
+    assert settings.workers == 2  # the option given wins over GEOSEG_WORKERS
+    assert (settings.max_upload_bytes, settings.sync_max_pixels) == (5 * 1024**2, 1234)
+    assert settings.max_pixels == Settings().max_pixels
+
+    monkeypatch.setenv("GEOSEG_WORKERS", "0")  # a bad value from the environment is refused
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code != 0 and "GEOSEG_WORKERS" in result.output
+
+
 def test_graceful_stop_gives_the_running_job_back_without_spending_an_attempt(tmp_path, monkeypatch):
     monkeypatch.setenv(SLEEP_ENV, "2.5")
     with service(tmp_path) as client:

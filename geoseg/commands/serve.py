@@ -2,7 +2,10 @@
 
 Options become ``GEOSEG_*`` environment variables and uvicorn imports the app
 factory by name, so ``geoseg`` never imports ``api`` (imports flow api -> geoseg)
-and worker processes see the same configuration.
+and worker processes see the same configuration. Each option also reads its
+variable (typer ``envvar``): an option given on the command line wins, else the
+operator's environment, else the default, so a deployment configured through the
+environment (the Docker image) is not silently reset to the defaults.
 """
 from __future__ import annotations
 
@@ -17,11 +20,16 @@ import typer
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 inside containers.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Job table and result files.")] = Path("geoseg-data"),
-    workers: Annotated[int, typer.Option(min=1, help="Jobs running at the same time (one process each).")] = 1,
-    max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest accepted upload.")] = 2048,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted raster (width x height).")] = 1_000_000_000,
-    sync_max_pixels: Annotated[int, typer.Option(min=1, help="Pixel limit of POST /v1/segment.")] = 4_000_000,
+    data_dir: Annotated[Path, typer.Option("--data-dir", envvar="GEOSEG_SERVICE_DIR",
+                                          help="Job table and result files.")] = Path("geoseg-data"),
+    workers: Annotated[int, typer.Option(min=1, envvar="GEOSEG_WORKERS",
+                                         help="Jobs running at the same time (one process each).")] = 1,
+    max_upload_mb: Annotated[int, typer.Option(min=1, envvar="GEOSEG_MAX_UPLOAD_MB",
+                                               help="Largest accepted upload.")] = 2048,
+    max_pixels: Annotated[int, typer.Option(min=1, envvar="GEOSEG_MAX_PIXELS",
+                                            help="Largest accepted raster (width x height).")] = 1_000_000_000,
+    sync_max_pixels: Annotated[int, typer.Option(min=1, envvar="GEOSEG_SYNC_MAX_PIXELS",
+                                                 help="Pixel limit of POST /v1/segment.")] = 4_000_000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Serve the REST API (jobs, synchronous segmentation, model cards; OpenAPI at /docs).
