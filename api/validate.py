@@ -50,7 +50,8 @@ class UploadRejected(Exception):
 class RasterLimits:
     max_side: int
     max_pixels: int
-    #: one decoded block/strip (all bands): a single-strip 30000 x 30000 file would need GBs
+    #: one decoded strip or tile as stored (all bands when pixel-interleaved): a single-strip
+    #: 30000 x 30000 file would need GBs
     max_block_bytes: int = 256 * 1024**2
 
 
@@ -128,23 +129,61 @@ def _bounds_wgs84(src: rasterio.io.DatasetReader) -> list[float] | None:
     return [round(v, 7) for v in b] if all(np.isfinite(b)) else None
 
 
-def _check_complete(path: Path) -> None:
-    """Every image, overview and mask block must lie inside the file (truncation check)."""
-    size = path.stat().st_size
+@dataclass(frozen=True)
+class _PageLayout:
+    """How one TIFF image (full resolution, overview or mask) is stored, from its tags."""
+
+    chunk_width: int
+    chunk_height: int
+    chunk_bytes: int  # one strip or tile, decoded
+    tiled: bool
+    data_end: int  # the largest offset + byte count of its strips/tiles
+
+
+def _read_layout(path: Path) -> list[_PageLayout]:
+    """The real strip/tile layout of every image in the file, read from the TIFF tags.
+
+    GDAL cannot tell us this: it presents a big strip as 1-row virtual blocks, so
+    ``block_shapes`` hides that decoding it needs the whole strip in memory.
+    """
     try:
+        layout = []
         with tifffile.TiffFile(path) as tif:
             for page in tif.pages:
+                chunk = tuple(int(n) for n in page.chunks)  # (rows, cols[, samples]); tiles may add depth
+                bits = page.bitspersample if isinstance(page.bitspersample, int) else max(page.bitspersample)
                 offsets = np.asarray(page.dataoffsets, dtype=np.int64)
                 counts = np.asarray(page.databytecounts, dtype=np.int64)
-                if offsets.size and int((offsets + counts).max()) > size:
-                    raise UploadRejected(400, f"the GeoTIFF is truncated: its blocks need "
-                                              f"{int((offsets + counts).max())} bytes but {size} "
-                                              "arrived; upload the complete file again")
-    except UploadRejected:
-        raise
+                rows, cols = chunk[-3:-1] if page.samplesperpixel > 1 and page.planarconfig == 1 else chunk[-2:]
+                layout.append(_PageLayout(
+                    chunk_width=cols, chunk_height=rows,
+                    chunk_bytes=int(np.prod(chunk, dtype=np.int64)) * max(1, -(-bits // 8)),
+                    tiled=bool(page.is_tiled),
+                    data_end=int((offsets + counts).max()) if offsets.size else 0))
+        return layout
     except Exception as exc:  # noqa: BLE001 - tifffile raises several types on bad structure
         raise UploadRejected(400, f"the TIFF structure is damaged ({exc}); upload the complete "
                                   "file again") from exc
+
+
+def _check_blocks(layout: list[_PageLayout], max_block_bytes: int) -> None:
+    """Refuse a strip or tile (of any image, overviews included) too large to decode safely."""
+    for page in layout:
+        if page.chunk_bytes > max_block_bytes:
+            kind = "tiles" if page.tiled else "strips"
+            raise UploadRejected(422, f"the raster is stored in {kind} of {page.chunk_width} x "
+                                      f"{page.chunk_height} pixels ({page.chunk_bytes / 2**20:.0f} MiB "
+                                      f"decoded, the limit is {max_block_bytes / 2**20:.0f} MiB), too "
+                                      "large to read safely; retile it: "
+                                      "`gdal_translate -co TILED=YES in.tif out.tif`")
+
+
+def _check_complete(layout: list[_PageLayout], size: int) -> None:
+    """Every image, overview and mask block must lie inside the file (truncation check)."""
+    needed = max((page.data_end for page in layout), default=0)
+    if needed > size:
+        raise UploadRejected(400, f"the GeoTIFF is truncated: its blocks need {needed} bytes but "
+                                  f"{size} arrived; upload the complete file again")
 
 
 def _check_readable(src: rasterio.io.DatasetReader) -> None:
@@ -198,13 +237,9 @@ def inspect_raster(path: Path, limits: RasterLimits) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - pyproj raises several types
                 raise UploadRejected(422, f"cannot compute the pixel size in metres ({exc}); "
                                           "check the CRS and geotransform") from exc
-            bh, bw = src.block_shapes[0]
-            block_bytes = bh * bw * src.count * np.dtype(src.dtypes[0]).itemsize
-            if block_bytes > limits.max_block_bytes:
-                raise UploadRejected(422, f"the raster is stored in blocks of {bw} x {bh} pixels "
-                                          f"({block_bytes / 2**20:.0f} MiB decoded), too large to read "
-                                          "safely; retile it: `gdal_translate -co TILED=YES in.tif out.tif`")
-            _check_complete(path)
+            layout = _read_layout(path)
+            _check_blocks(layout, limits.max_block_bytes)
+            _check_complete(layout, path.stat().st_size)
             _check_readable(src)
             return {
                 "width": w, "height": h, "bands": src.count, "dtype": src.dtypes[0],

@@ -193,3 +193,24 @@ def test_huge_strips_are_refused_before_any_read(tmp_path):
         inspect_raster(path, RasterLimits(max_side=50_000, max_pixels=10**9, max_block_bytes=2**20))
     assert err.value.status_code == 422 and "TILED=YES" in err.value.detail
     assert inspect_raster(path, RasterLimits(max_side=50_000, max_pixels=10**9))["width"] == 1024
+
+
+def test_single_strip_that_gdal_shows_as_rows_is_refused(tmp_path):
+    """GDAL presents a big strip as 1-row blocks; the limit must apply to the strip as stored."""
+    path = tmp_path / "single_strip.tif"
+    profile = dict(driver="GTiff", width=2048, height=2048, count=3, dtype="uint8", crs="EPSG:3857",
+                   transform=from_origin(0, 0, 0.3, 0.3), compress="deflate")
+    with rasterio.open(path, "w", tiled=False, blockysize=2048, **profile) as dst:
+        dst.write(np.zeros((3, 2048, 2048), np.uint8))
+    with rasterio.open(path) as src:
+        assert src.block_shapes[0] == (1, 2048)  # what GDAL reports: 6 KiB "blocks"
+    limits = RasterLimits(max_side=50_000, max_pixels=10**9, max_block_bytes=8 * 2**20)
+    with pytest.raises(UploadRejected) as err:
+        inspect_raster(path, limits)
+    assert err.value.status_code == 422
+    assert "strips of 2048 x 2048" in err.value.detail and "TILED=YES" in err.value.detail
+
+    tiled = tmp_path / "tiled.tif"  # the same pixels retiled pass the same limit
+    with rasterio.open(tiled, "w", tiled=True, blockxsize=512, blockysize=512, **profile) as dst:
+        dst.write(np.zeros((3, 2048, 2048), np.uint8))
+    assert inspect_raster(tiled, limits)["width"] == 2048
