@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pyogrio
 import pytest
 import rasterio
@@ -367,3 +368,41 @@ def test_segment_that_outlasts_its_timeout_becomes_a_job_to_poll(tmp_path, monke
         job = wait(client, r.json()["id"])
         assert job["status"] == "succeeded" and job["kind"] == "segment"
         assert client.get(f"{r.headers['location']}/buildings.geojson").json()["features"]
+
+
+async def _post_then_hang_up(app, path: str, scene: Path) -> list[dict]:
+    """One multipart POST straight through ASGI by a client that disconnects once its body is
+    sent (TestClient itself never reports a disconnect before the response is complete)."""
+    request = httpx.Request("POST", f"http://testserver{path}",
+                            files={"file": (scene.name, scene.read_bytes(), "image/tiff")})
+    body, delivered, sent = request.read(), False, []
+
+    async def receive() -> dict:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+             "query_string": b"", "client": ("testclient", 50000), "server": ("testserver", 80),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]}
+    await app(scope, receive, send)
+    return sent
+
+
+def test_segment_client_that_hangs_up_leaves_its_job_listed_and_its_results(tmp_path, monkeypatch):
+    monkeypatch.setenv(SLEEP_ENV, "1")
+    with service(tmp_path) as client:
+        client.portal.call(_post_then_hang_up, client.app, "/v1/segment", SCENE)
+        listed = client.get("/v1/jobs").json()
+        assert listed["total"] == 1 and listed["items"][0]["kind"] == "segment"
+        job = wait(client, listed["items"][0]["id"])
+        assert job["status"] == "succeeded"
+        time.sleep(0.5)  # several supervisor ticks: a job marked deleted would be purged by now
+        assert client.get(f"/v1/jobs/{job['id']}").status_code == 200
+        assert client.get(job["links"]["buildings.geojson"]).json()["features"]

@@ -2,11 +2,14 @@
 
 It runs as a high-priority job in a worker process (never in the event loop)
 and waits for it; if it takes longer than the sync timeout the client gets the
-202 of an ordinary job to poll instead of a gateway timeout.
+202 of an ordinary job to poll instead of a gateway timeout. A client that hangs
+up stops the waiting, not the job: it runs to completion and stays listed (kind
+``segment``), since nobody received its answer.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Annotated
 
@@ -19,6 +22,7 @@ from api.schemas import JobAccepted, job_links, job_status
 from api.worker import RESULT_DIR, job_dir
 
 router = APIRouter(prefix="/v1", tags=["segment"])
+log = logging.getLogger("geoseg.api")
 
 SYNC_PRIORITY = 10
 
@@ -47,6 +51,9 @@ async def segment(
     supervisor.wake()
     deadline = time.monotonic() + settings.sync_timeout_s
     while time.monotonic() < deadline:
+        if await request.is_disconnected():  # checked first: never drop a result nobody received
+            log.info("segment job %s: client disconnected; the job is kept", job.id)
+            break
         current = store.get(job.id)
         if current is None:
             raise HTTPException(404, "the job was deleted while running")
