@@ -22,6 +22,8 @@ from pyproj import Geod, Transformer
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from api.redact import redact_paths
+
 _CHUNK = 1024 * 1024
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _OTHER_FORMATS = {
@@ -202,7 +204,16 @@ def _check_readable(src: rasterio.io.DatasetReader) -> None:
 
 
 def inspect_raster(path: Path, limits: RasterLimits) -> dict[str, Any]:
-    """Open the upload as a GeoTIFF and return its summary, or raise ``UploadRejected``."""
+    """Open the upload as a GeoTIFF and return its summary, or raise ``UploadRejected``
+    (whose detail calls the file upload.tif, never names its place on the server)."""
+    try:
+        return _inspect(path, limits)
+    except UploadRejected as exc:
+        detail = redact_paths(exc.detail, {path: "upload.tif", path.name: "upload.tif"})
+        raise UploadRejected(exc.status_code, detail) from exc
+
+
+def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
     check_signature(path)
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)

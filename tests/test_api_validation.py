@@ -214,3 +214,25 @@ def test_single_strip_that_gdal_shows_as_rows_is_refused(tmp_path):
     with rasterio.open(tiled, "w", tiled=True, blockxsize=512, blockysize=512, **profile) as dst:
         dst.write(np.zeros((3, 2048, 2048), np.uint8))
     assert inspect_raster(tiled, limits)["width"] == 2048
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda tmp: b"II*\x00", "Cannot read TIFF header"),
+], ids=["tiff signature only"])
+def test_refusals_do_not_reveal_server_paths(client, tmp_path, make, words):
+    data_dir = str(client.app.state.settings.data_dir)
+    for endpoint in ("/v1/jobs", "/v1/segment"):
+        r = post(client, "mine.tif", make(tmp_path), endpoint)
+        assert r.status_code == 400, r.text
+        detail = r.json()["detail"]
+        assert words in detail  # GDAL's reason is kept ...
+        assert data_dir not in detail and "uploads" not in detail and "upload.tif" in detail  # ... not where
+
+
+def test_redact_paths_keeps_file_names_and_urls():
+    from api.redact import redact_paths
+
+    text = "/srv/geoseg/jobs/42/input.tif, band 1: see https://gdal.org/a/b; EPSG:3857 a/b 1/2"
+    assert redact_paths(text) == "input.tif, band 1: see https://gdal.org/a/b; EPSG:3857 a/b 1/2"
+    named = {"/srv/geo seg/u/x.tif": "upload.tif", "x.tif": "upload.tif"}
+    assert redact_paths("x.tif: /srv/geo seg/u/x.tif: bad", named) == "upload.tif: upload.tif: bad"
