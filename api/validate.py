@@ -22,6 +22,7 @@ from pyproj import Geod, Transformer
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from api.errors import chain_messages
 from api.redact import redact_paths
 
 _CHUNK = 1024 * 1024
@@ -200,7 +201,8 @@ def _check_readable(src: rasterio.io.DatasetReader) -> None:
             src.read(window=window)
     except RasterioError as exc:
         raise UploadRejected(400, f"the GeoTIFF is damaged or truncated (reading a block failed: "
-                                  f"{exc}); upload the complete file again") from exc
+                                  f"{' <- '.join(chain_messages(exc))}); upload the complete file "
+                                  "again") from exc
 
 
 def inspect_raster(path: Path, limits: RasterLimits) -> dict[str, Any]:

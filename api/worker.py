@@ -35,7 +35,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rasterio.errors import RasterioIOError
+
+from api.errors import describe, exception_chain
 from api.jobs import Job, JobStore
+from api.redact import redact_paths
 from api.settings import Settings
 
 log = logging.getLogger("geoseg.api.worker")
@@ -74,9 +78,16 @@ def job_dir(settings: Settings, job_id: str) -> Path:
     return settings.jobs_dir / job_id
 
 
-def is_permanent(exc: BaseException) -> bool:
-    return isinstance(exc, _PERMANENT_ERRORS) or any(
-        "Unsupported" in cls.__name__ for cls in type(exc).__mro__)
+def is_permanent(exc: BaseException, input_path: Path | None = None) -> bool:
+    """An input or option error (retrying cannot help), or GDAL failing to read ``input_path``
+    (a corrupt block: every retry decodes the same bytes)."""
+    if isinstance(exc, _PERMANENT_ERRORS) or any("Unsupported" in cls.__name__ for cls in type(exc).__mro__):
+        return True
+    if input_path is None:
+        return False
+    chain = exception_chain(exc)
+    return (any(isinstance(link, RasterioIOError) for link in chain)
+            and any(input_path.name in str(link) for link in chain))
 
 
 # --------------------------------------------------------------------------- child side
@@ -131,13 +142,14 @@ def job_process_main(db_path: str, job_id: str, attempt: int, jdir: str, options
             shutil.rmtree(stale, ignore_errors=True)
         store.mark_succeeded(job_id, attempt, report if isinstance(report, dict) else {})
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the job table
-        message = f"{type(exc).__name__}: {exc}"
+        # The chained causes carry GDAL's reason; server paths are no business of the client.
+        message = redact_paths(describe(exc), {root / INPUT_NAME: INPUT_NAME, root: "job"})
         traceback.print_exc(file=sys.stderr)
         store.note_error(job_id, attempt, message[:2000])
         shutil.rmtree(work, ignore_errors=True)
         stop.set()
         sys.stderr.flush()
-        os._exit(EXIT_PERMANENT if is_permanent(exc) else EXIT_RETRY)
+        os._exit(EXIT_PERMANENT if is_permanent(exc, root / INPUT_NAME) else EXIT_RETRY)
     stop.set()
 
 

@@ -56,6 +56,14 @@ def footprint_runner(input_path: Path, out_dir: Path, options: dict[str, Any], p
     return report
 
 
+def reading_runner(input_path: Path, out_dir: Path, options: dict[str, Any], progress) -> dict[str, Any]:
+    """Decodes every pixel first, as the pipeline does: a corrupt block fails as in production."""
+    progress(0.1, "reading")
+    with rasterio.open(input_path) as src:
+        src.read()
+    return footprint_runner(input_path, out_dir, options, progress)
+
+
 def failing_runner(input_path: Path, out_dir: Path, options: dict[str, Any], progress) -> dict[str, Any]:
     """Fails like an unusable input (a ValueError): no retry expected."""
     progress(0.2, "reading")

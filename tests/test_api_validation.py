@@ -216,9 +216,17 @@ def test_single_strip_that_gdal_shows_as_rows_is_refused(tmp_path):
     assert inspect_raster(tiled, limits)["width"] == 2048
 
 
+def _first_tile_corrupted(tmp: Path) -> bytes:
+    """A real JPEG-tiled scene whose first tile is 0xff bytes: the block check reads it."""
+    from test_api_errors import JPEG_TILED, corrupt_tile
+
+    return corrupt_tile(JPEG_TILED, tmp / "corrupt.tif", 0).read_bytes()
+
+
 @pytest.mark.parametrize("make, words", [
     (lambda tmp: b"II*\x00", "Cannot read TIFF header"),
-], ids=["tiff signature only"])
+    (_first_tile_corrupted, "Not a JPEG file"),  # GDAL's reason, chained under "Read failed"
+], ids=["tiff signature only", "corrupt first tile"])
 def test_refusals_do_not_reveal_server_paths(client, tmp_path, make, words):
     data_dir = str(client.app.state.settings.data_dir)
     for endpoint in ("/v1/jobs", "/v1/segment"):

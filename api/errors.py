@@ -1,0 +1,36 @@
+"""Exceptions as messages for clients: the whole chain, since the outer one often says nothing.
+
+rasterio wraps GDAL's reason ("IReadBlock failed ...", "Not a JPEG file ...") in a
+``RasterioIOError`` that only says "Read failed. See previous exception for details.";
+the previous exceptions are in ``__cause__``, never in ``str(exc)``, so a job error
+or an upload refusal built from ``str(exc)`` alone hides the real cause.
+"""
+from __future__ import annotations
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` then its causes (``__cause__``, else an unsuppressed ``__context__``), outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return chain
+
+
+def chain_messages(exc: BaseException) -> list[str]:
+    """The messages of the chain, outermost first; one already contained in an earlier one
+    (GDAL repeats the inner reasons in the outer ones) is left out."""
+    kept: list[str] = []
+    for link in exception_chain(exc):
+        message = str(link).strip()
+        if message and not any(message in earlier for earlier in kept):
+            kept.append(message)
+    return kept
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message; caused by: inner <- innermost`` for a job's ``error``."""
+    head = f"{type(exc).__name__}: {str(exc).strip()}"
+    causes = [m for m in chain_messages(exc) if m not in head]
+    return head + (f"; caused by: {' <- '.join(causes)}" if causes else "")

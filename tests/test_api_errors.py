@@ -1,0 +1,60 @@
+"""Failed jobs: the error says why (GDAL's reason, not "see previous exception"), input errors
+are not retried, and a failure leaves no scratch files behind."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import rasterio
+import tifffile
+from rasterio.errors import RasterioIOError
+
+from api.errors import chain_messages, describe
+from api.worker import is_permanent
+from geoseg.paths import data_root
+from test_api_contract import service, submit, wait
+from test_api_fakes import reading_runner
+
+JPEG_TILED = data_root() / "buildings" / "kampala" / "kampala_z20_1.tif"  # 3 x 2 tiles of 512
+
+
+def corrupt_tile(scene: Path, dest: Path, index: int) -> Path:
+    """A copy of ``scene`` whose tile ``index`` (full resolution) is overwritten with 0xff bytes."""
+    with tifffile.TiffFile(scene) as tif:
+        offset = int(tif.pages[0].dataoffsets[index])
+        count = int(tif.pages[0].databytecounts[index])
+    content = bytearray(scene.read_bytes())
+    content[offset:offset + count] = b"\xff" * count
+    dest.write_bytes(bytes(content))
+    return dest
+
+
+def _read_error(path: Path) -> RasterioIOError:
+    with rasterio.open(path) as src, pytest.raises(RasterioIOError) as err:
+        src.read()
+    return err.value
+
+
+def test_the_error_of_a_corrupt_block_names_gdals_reason_and_is_permanent(tmp_path):
+    corrupt = corrupt_tile(JPEG_TILED, tmp_path / "input.tif", 3)
+    exc = _read_error(corrupt)
+    assert str(exc).startswith("Read failed")  # all that str() says
+    text = describe(exc)
+    assert text.startswith("RasterioIOError: Read failed")
+    assert "IReadBlock failed" in text and "Not a JPEG file" in text
+    assert text.count("TIFFReadEncodedTile() failed.") == 1  # GDAL repeats it down the chain
+    assert chain_messages(exc)[-1].endswith("Not a JPEG file: starts with 0xff 0xff")
+    assert is_permanent(exc, corrupt)
+    assert not is_permanent(exc, tmp_path / "other.tif")  # not the input: may be transient
+    assert not is_permanent(OSError("No space left on device"), corrupt)
+    assert is_permanent(ValueError("bad option"))
+
+
+def test_a_job_whose_input_has_a_corrupt_block_fails_at_once_saying_why(tmp_path):
+    corrupt = corrupt_tile(JPEG_TILED, tmp_path / "scene.tif", 3)  # middle: passes the upload check
+    with service(tmp_path, runner=reading_runner, max_attempts=3) as client:
+        job = wait(client, submit(client, corrupt)["id"])
+    assert job["status"] == "failed" and job["attempts"] == 1, job
+    assert "IReadBlock failed" in job["error"] and "Not a JPEG file" in job["error"]
+    assert "gave up" not in job["error"]
+    assert str(tmp_path) not in job["error"] and "input.tif" in job["error"]
