@@ -18,7 +18,7 @@ from api.routes import health, jobs, models, segment
 from api.security import ApiKeyGate, require_api_key
 from api.settings import Settings
 from api.validate import UploadRejected
-from api.worker import Runner, Supervisor, runner_spec
+from api.worker import Runner, Supervisor, discard_scratch, runner_spec
 
 log = logging.getLogger("geoseg.api")
 
@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
             if store.get(folder.name, include_deleted=True) is None:
                 shutil.rmtree(folder, ignore_errors=True)
         requeued, failed = store.recover_interrupted(settings.max_attempts)
+        for job_id in [*requeued, *failed]:  # their processes died with the previous server
+            discard_scratch(settings, job_id)
         if requeued or failed:
             log.warning("recovered interrupted jobs: %d requeued, %d failed", len(requeued), len(failed))
         supervisor = Supervisor(settings, store, spec)

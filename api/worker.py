@@ -78,6 +78,13 @@ def job_dir(settings: Settings, job_id: str) -> Path:
     return settings.jobs_dir / job_id
 
 
+def discard_scratch(settings: Settings, job_id: str) -> None:
+    """Remove the ``attempt-N`` folders (partial outputs) of a job none of whose processes runs:
+    only ``input.tif`` and ``result/`` are kept until the job is deleted."""
+    for attempt in job_dir(settings, job_id).glob("attempt-*"):
+        shutil.rmtree(attempt, ignore_errors=True)
+
+
 def is_permanent(exc: BaseException, input_path: Path | None = None) -> bool:
     """An input or option error (retrying cannot help), or GDAL failing to read ``input_path``
     (a corrupt block: every retry decodes the same bytes)."""
@@ -266,6 +273,7 @@ class Supervisor:
                 log.info("job %s succeeded (attempt %d)", job_id, job.attempts)
                 continue
             error = run.killed_because or job.last_error or _describe_exit(code)
+            discard_scratch(self.settings, job_id)  # its process is gone; a retry starts afresh
             if code == EXIT_PERMANENT:
                 self.store.mark_failed(job_id, error)
             elif job.attempts >= self.settings.max_attempts:

@@ -58,3 +58,32 @@ def test_a_job_whose_input_has_a_corrupt_block_fails_at_once_saying_why(tmp_path
     assert "IReadBlock failed" in job["error"] and "Not a JPEG file" in job["error"]
     assert "gave up" not in job["error"]
     assert str(tmp_path) not in job["error"] and "input.tif" in job["error"]
+
+
+def test_a_job_that_fails_after_its_worker_was_killed_keeps_no_scratch(tmp_path):
+    from test_api_fakes import crashing_runner
+
+    with service(tmp_path, runner=crashing_runner, max_attempts=2) as client:
+        job = wait(client, submit(client)["id"])
+        assert job["status"] == "failed" and job["attempts"] == 2
+        folder = tmp_path / "svc" / "jobs" / job["id"]
+        assert sorted(p.name for p in folder.iterdir()) == ["input.tif"]  # kept until DELETE
+        assert client.get(f"/v1/jobs/{job['id']}").status_code == 200
+
+
+def test_startup_removes_the_scratch_of_interrupted_jobs(tmp_path, monkeypatch):
+    from api.jobs import JobStore
+    from test_api_fakes import SLEEP_ENV, footprint_runner
+
+    monkeypatch.setenv(SLEEP_ENV, "30")
+    with service(tmp_path, runner=footprint_runner) as client:
+        job_id = submit(client)["id"]
+        wait(client, job_id, until=("running",))
+    folder = tmp_path / "svc" / "jobs" / job_id
+    store = JobStore(tmp_path / "svc" / "jobs.sqlite")
+    store.claim_next()  # as if the server had died with the job running (attempt 1)
+    (folder / "attempt-1" / ".partial-x").mkdir(parents=True, exist_ok=True)
+    with service(tmp_path, runner=footprint_runner, max_attempts=1):
+        pass
+    assert store.get(job_id).status == "failed"
+    assert sorted(p.name for p in folder.iterdir()) == ["input.tif"]

@@ -71,8 +71,11 @@ def failing_runner(input_path: Path, out_dir: Path, options: dict[str, Any], pro
 
 
 def crashing_runner(input_path: Path, out_dir: Path, options: dict[str, Any], progress) -> dict[str, Any]:
-    """Dies like an out-of-memory kill: retried, then failed."""
+    """Dies like an out-of-memory kill mid-write (a partial output left behind): retried, then failed."""
     progress(0.2, "inference")
+    partial = out_dir / ".partial-classmap"
+    partial.mkdir()
+    (partial / "probs.tif").write_bytes(b"\0" * 4096)
     os._exit(137)
 
 
