@@ -94,11 +94,21 @@ def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
 
 
+#: The job option (``outputs`` form field) each result file depends on; None: always written.
+_PRODUCED_WITH: dict[str, str | None] = {
+    "buildings.geojson": "buildings", "buildings.gpkg": "buildings", "classmap.tif": "classmap",
+    "report.json": None,
+}
+
+
 def job_links(job: Job) -> JobLinks:
+    """``self``, and once succeeded the result files the job was asked for (a link to an output
+    not requested would only answer 404)."""
     base = f"/v1/jobs/{job.id}"
     links: dict[str, str] = {"self": base}
     if job.status == "succeeded":
-        links.update({name: f"{base}/{name}" for name in RESULT_FILES})
+        links.update({name: f"{base}/{name}" for name, option in _PRODUCED_WITH.items()
+                      if option is None or job.options.get(option, True)})
     return JobLinks(**links)
 
 
