@@ -199,6 +199,19 @@ def test_list_is_paginated_newest_first(tmp_path, monkeypatch):
         assert client.get("/v1/jobs", params={"limit": 0}).status_code == 422
 
 
+def test_list_with_an_empty_status_lists_every_job(tmp_path, monkeypatch):
+    monkeypatch.setenv(SLEEP_ENV, "30")
+    with service(tmp_path) as client:
+        ids = [submit(client)["id"] for _ in range(2)]
+        r = client.get("/v1/jobs?limit=1&offset=0&status=")  # the form the docs show
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert page["total"] == 2 and page["next"] == "/v1/jobs?limit=1&offset=1"
+        assert [j["id"] for j in page["items"] + client.get(page["next"]).json()["items"]] == ids[::-1]
+        bad = client.get("/v1/jobs", params={"status": "done"})
+        assert bad.status_code == 422 and "succeeded" in str(bad.json()["detail"])
+
+
 def test_segment_answers_geojson_and_keeps_nothing(tmp_path):
     with service(tmp_path) as client:
         with open(SCENE, "rb") as f:

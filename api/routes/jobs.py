@@ -49,9 +49,12 @@ def list_jobs(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
-    status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
+    # "" is allowed: the documented form `?status=` (a cleared filter field) means every status
+    status: Annotated[Literal[(*STATUSES, "")] | None,  # type: ignore[valid-type]
+                      Query(description="Only jobs in this status; empty or absent: all.")] = None,
 ) -> JobPage:
     """Newest first; follow ``next`` for the following page."""
+    status = status or None
     jobs, total = store_of(request).list(limit, offset, status)
     following = offset + limit
     nxt = None
