@@ -230,13 +230,17 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
                 raise UploadRejected(413, f"raster is {w} x {h} pixels; the limits are "
                                           f"{limits.max_side} pixels a side and {limits.max_pixels} "
                                           "pixels in all: cut it into smaller scenes")
+            # GCPs first: rasterio reports crs=None for a GCP-only file (the CRS is the GCPs'),
+            # and assigning a CRS would not help it: it needs warping.
+            if src.transform.is_identity and src.gcps[0]:
+                raise UploadRejected(422, "the raster has no geotransform; it has only GCPs: warp it "
+                                          "first, e.g. `gdalwarp -t_srs EPSG:<code> in out`")
             if src.crs is None:
                 raise UploadRejected(422, "the raster has no CRS; assign one, e.g. "
                                           "`gdal_edit.py -a_srs EPSG:<code> file.tif`")
             if src.transform.is_identity:
-                hint = ("it has only GCPs: warp it first, e.g. `gdalwarp -t_srs EPSG:<code> in out`"
-                        if src.gcps[0] else "set one with `gdal_edit.py -a_ullr ...`")
-                raise UploadRejected(422, f"the raster has no geotransform; {hint}")
+                raise UploadRejected(422, "the raster has no geotransform; set one with "
+                                          "`gdal_edit.py -a_ullr ...`")
             dtypes = set(src.dtypes)
             bad = sorted(dtypes - set(USABLE_DTYPES))
             if bad:

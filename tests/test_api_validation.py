@@ -62,6 +62,19 @@ def _sparse_huge(tmp: Path) -> bytes:
     return path.read_bytes()
 
 
+def _gcps_only() -> bytes:
+    """Georeferenced by ground control points only (as many scanned maps and raw scenes are)."""
+    from rasterio.control import GroundControlPoint
+
+    gcps = [GroundControlPoint(row, col, 3628312.0 + col * 0.3, 39135.0 - row * 0.3)
+            for row, col in [(0, 0), (0, 64), (64, 0), (64, 64)]]
+    with rasterio.MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=64, height=64, count=3, dtype="uint8") as dst:
+            dst.write(np.zeros((3, 64, 64), np.uint8))
+            dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(3857))
+        return mem.read()
+
+
 BAD_UPLOADS = {
     "empty": (lambda tmp: b"", 400, "empty"),
     "text named .tif": (lambda tmp: b"just some text, not an image\n" * 10, 415, "text"),
@@ -70,6 +83,7 @@ BAD_UPLOADS = {
     "truncated (last block)": (lambda tmp: SCENE.read_bytes()[:-300], 400, "truncated"),
     "tiff header only": (lambda tmp: b"II*\x00" + b"\x00" * 4, 400, "GDAL cannot open"),
     "no crs": (lambda tmp: _tiff_without_crs(), 422, "no CRS"),
+    "gcps only": (lambda tmp: _gcps_only(), 422, "only GCPs: warp it first"),
     "sparse 300000 x 300000": (_sparse_huge, 413, "300000 x 300000"),
 }
 
@@ -112,6 +126,8 @@ def _odd_rasters() -> list[Path]:
 def _expected(path: Path) -> tuple[bool, str]:
     """What the service should say, decided from rasterio's own view of the file."""
     with rasterio.open(path) as src:
+        if src.transform.is_identity and src.gcps[0]:
+            return False, "warp it first"
         if src.crs is None:
             return False, "no CRS"
         if src.transform.is_identity:
