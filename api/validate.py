@@ -2,8 +2,9 @@
 
 Order matters: signature, then GDAL header, then size limits (so a tiny sparse
 file declaring 300000 x 300000 pixels is refused before any pixel is touched),
-then georeferencing, bands and dtype, and finally one block read at each end of
-the file to catch truncation.
+then georeferencing, bands and dtype, then the strip/tile sizes and extents from
+the TIFF tags (too large to decode; past the end of the file), and finally one
+block read at each end of the file to catch truncation.
 """
 from __future__ import annotations
 
