@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 
-
 def evaluate(
     pred_dir: Path = typer.Argument(..., help="Output folder of `geoseg predict`."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Building polygons (any OGR format) to score against."),
@@ -21,17 +20,31 @@ def evaluate(
     if (labels is None) == (truth is None):
         typer.echo("geoseg eval: error: give exactly one of --labels or --truth", err=True)
         raise typer.Exit(2)
+    out = json_out or pred_dir / f"eval_{'buildings' if labels is not None else 'classmap'}.json"
     try:
+        if json_out is not None:  # checked first: scoring a big scene must not end on a typo
+            _check_writable(json_out)
         from geoseg.evaluate import evaluate_buildings, evaluate_classmap  # geopandas: load on use
 
         scores = evaluate_buildings(pred_dir, labels) if labels is not None else evaluate_classmap(pred_dir, truth)
     except Exception as exc:  # one line for the user
         typer.echo(f"geoseg eval: error: {exc}", err=True)
         raise typer.Exit(1) from None
-    out = json_out or pred_dir / f"eval_{scores['task']}.json"
-    out.write_text(json.dumps(scores, indent=2) + "\n")
-    Console().print(_table(scores))
+    Console().print(_table(scores))  # printed before writing: the scores are not lost if the write fails
+    try:
+        out.write_text(json.dumps(scores, indent=2) + "\n")
+    except OSError as exc:
+        typer.echo(f"geoseg eval: error: cannot write the scores to {out}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"scores written to {out}")
+
+
+def _check_writable(path: Path) -> None:
+    """Raise ValueError when ``path`` cannot be a file in an existing folder."""
+    if path.is_dir():
+        raise ValueError(f"--json {path} is a folder: give a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"--json {path}: folder {path.parent} does not exist")
 
 
 def _table(scores: dict) -> Table:

@@ -1,0 +1,58 @@
+"""`geoseg eval` on the command line: user errors are one line and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from typer.testing import CliRunner
+
+from geoseg.cli import app
+
+CLASSES = {"0": "nodata", "1": "building", "2": "road", "3": "vegetation", "4": "water", "5": "land"}
+
+
+def classmap_prediction(tmp_path: Path) -> tuple[Path, Path]:
+    """A prediction folder holding an 8 x 4 class map, and a truth raster on the same grid."""
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    profile = dict(driver="GTiff", width=8, height=4, count=1, dtype="uint8", crs="EPSG:3857",
+                   transform=rasterio.Affine(1, 0, 0, 0, -1, 4))
+    pred = np.ones((4, 8), np.uint8)
+    pred[:, 4:] = 3
+    with rasterio.open(pred_dir / "classmap.tif", "w", **profile) as ds:
+        ds.write(pred, 1)
+        ds.update_tags(classes=json.dumps(CLASSES))
+    with rasterio.open(tmp_path / "truth.tif", "w", **profile) as ds:
+        ds.write(np.full((4, 8), 3, np.uint8), 1)
+    return pred_dir, tmp_path / "truth.tif"
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not an escaped Python error
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geoseg eval: error:"), result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_an_unwritable_json_path_is_a_one_line_error(tmp_path):
+    pred_dir, truth = classmap_prediction(tmp_path)
+    runner = CliRunner()
+    # a folder that does not exist: refused before scoring
+    missing = runner.invoke(app, ["eval", str(pred_dir), "--truth", str(truth), "--json", "/proc/nope/x.json"])
+    assert_one_line_error(missing, "/proc/nope", "does not exist")
+    assert "mIoU" not in missing.stdout
+    # an existing folder that refuses the file: the scores are printed, then the write fails
+    refused = runner.invoke(app, ["eval", str(pred_dir), "--truth", str(truth), "--json", "/proc/x.json"])
+    assert_one_line_error(refused, "cannot write the scores to /proc/x.json")
+    assert "mIoU" in refused.stdout
+    # the default path, PRED_DIR/eval_classmap.json, taken by a folder
+    (pred_dir / "eval_classmap.json").mkdir()
+    default = runner.invoke(app, ["eval", str(pred_dir), "--truth", str(truth)])
+    assert_one_line_error(default, "eval_classmap.json")
+    ok = runner.invoke(app, ["eval", str(pred_dir), "--truth", str(truth), "--json", str(tmp_path / "s.json")])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((tmp_path / "s.json").read_text())["per_class"]["vegetation"]["iou"] == 0.5
