@@ -5,6 +5,7 @@ options; none of them should import the others to get at them.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from geoseg.infer import RUNTIMES
@@ -53,14 +54,18 @@ class PredictOptions:
             raise PredictError(f"--refine must be gcn or none, got {self.refine!r}")
         if self.profile not in ("fast", "accurate"):
             raise PredictError(f"--profile must be fast or accurate, got {self.profile!r}")
-        if self.gsd is not None and not self.gsd > 0:
-            raise PredictError(f"--gsd must be a positive number of metres, got {self.gsd}")
+        # finite: an infinite --gsd scales every area and tolerance to 0 or inf (and report.json's GSD)
+        if self.gsd is not None and not (math.isfinite(self.gsd) and self.gsd > 0):
+            raise PredictError(f"--gsd must be a finite positive number of metres, got {self.gsd}")
         if not (self.buildings or self.classmap):
             raise PredictError("nothing to do: both --no-buildings and --no-classmap given")
         if self.runtime not in RUNTIMES:
             raise PredictError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
-        if self.min_area_m2 is not None and not self.min_area_m2 >= 0:
-            raise PredictError(f"--min-area must be >= 0 square metres, got {self.min_area_m2}")
+        if self.min_area_m2 is not None and not (math.isfinite(self.min_area_m2) and self.min_area_m2 >= 0):
+            raise PredictError(f"--min-area must be a finite number >= 0 of square metres, got {self.min_area_m2}")
+        if not (math.isfinite(self.simplify_m) and self.simplify_m >= 0):
+            raise PredictError(f"--simplify must be a finite number >= 0 of metres (0: no simplification), "
+                               f"got {self.simplify_m}")
         if self.building_threshold is not None and not 0.0 < self.building_threshold < 1.0:
             raise PredictError(f"building threshold must be in (0, 1), got {self.building_threshold}")
         if self.context is not None and self.context < 0:

@@ -19,6 +19,7 @@ All outputs are written into a staging folder inside ``out_dir`` and renamed int
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -106,6 +107,18 @@ class _Stages:
                 return
             self.done = value
             self.progress(value, stage)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as None: report.json must stay strict JSON (Python's
+    ``json`` writes NaN and Infinity, which other JSON readers reject)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _tiles_report(result: HeadResult) -> dict[str, Any]:
@@ -242,7 +255,8 @@ def predict_scene(
         report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         report["mpx_per_s"] = round(grid["width"] * grid["height"] / 1e6 / timings["total"], 4)
         report["outputs"] = sorted(p.name for p in staging.iterdir() if p.is_file()) + ["report.json"]
-        (staging / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (staging / "report.json").write_text(json.dumps(_json_safe(report), indent=2, default=str, allow_nan=False)
+                                             + "\n")
         for name in OUTPUT_FILES:  # stale outputs of an earlier run must not survive
             if (out_dir / name).exists() and not (staging / name).exists():
                 (out_dir / name).unlink()
