@@ -20,6 +20,7 @@ from rasterio.vrt import WarpedVRT
 from geoseg.tiled_inference import HeadResult
 from tiles.cog import colormap_from_hex, write_cog
 from tiles.grid import tile_grid
+from tiles.rasterpath import RasterPath
 from tiles.source import Scene
 from tiles.warp import axis_aligned, bilinear_window
 
@@ -27,7 +28,7 @@ __all__ = ["write_classmap"]
 
 
 def write_classmap(
-    input_path: Path, head: HeadResult, grid: dict, card: dict, work: Path, out_path: Path,
+    input_path: RasterPath, head: HeadResult, grid: dict, card: dict, work: Path, out_path: Path,
     progress: Callable[[float], None],
 ) -> dict[str, int]:
     """Argmax land cover on the input's exact grid, 0 outside the valid mask; a COG with colours."""

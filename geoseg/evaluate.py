@@ -26,6 +26,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.vrt import WarpedVRT
 
 from tiles.grid import tile_grid
+from tiles.rasterpath import RasterPath, as_raster_path, raster_exists
 
 IOU_MATCH = 0.5
 
@@ -124,7 +125,7 @@ def classmap_scores(confusion: np.ndarray, names: dict[int, str] | None = None) 
     }
 
 
-def _open(path: Path):
+def _open(path: RasterPath):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return rasterio.open(path)
@@ -146,8 +147,8 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
         raise EvaluationError(f"no buildings.gpkg in {pred_dir} (predicted with --no-buildings?)")
     if not labels_path.is_file():
         raise EvaluationError(f"labels not found: {labels_path}")
-    input_path = Path(report["input"])
-    if not input_path.is_file():
+    input_path = as_raster_path(report["input"])  # a GDAL virtual path stays a string
+    if not raster_exists(input_path):
         raise EvaluationError(f"the predicted input {input_path} is gone: its grid and valid mask are needed")
     with _open(input_path) as src:
         if src.crs is None:
@@ -198,13 +199,13 @@ def _fraction_on_valid(geoms: np.ndarray, transform, shape, valid: np.ndarray, p
     return np.minimum(on_valid / area_px, 1.0)
 
 
-def evaluate_classmap(pred_dir: Path, truth_path: Path) -> dict[str, Any]:
+def evaluate_classmap(pred_dir: Path, truth_path: RasterPath) -> dict[str, Any]:
     """Per-class IoU, mIoU, OA of ``pred_dir/classmap.tif`` against a class raster."""
-    pred_dir, truth_path = Path(pred_dir), Path(truth_path)
+    pred_dir, truth_path = Path(pred_dir), as_raster_path(truth_path)
     classmap = pred_dir / "classmap.tif"
     if not classmap.is_file():
         raise EvaluationError(f"no classmap.tif in {pred_dir} (predicted with --no-classmap?)")
-    if not truth_path.is_file():
+    if not raster_exists(truth_path):
         raise EvaluationError(f"truth raster not found: {truth_path}")
     with _open(classmap) as pred_ds, _open(truth_path) as truth_ds:
         names = {int(k): v for k, v in json.loads(pred_ds.tags().get("classes", "{}")).items()}

@@ -41,6 +41,7 @@ from geoseg.infer import TileModel, resolve_device
 from geoseg.options import PredictError, PredictOptions
 from geoseg.tiled_inference import HeadResult, run_head
 from tiles.errors import UnsupportedRaster
+from tiles.rasterpath import RasterPath, as_raster_path, raster_exists, raster_name
 from tiles.source import Scene, cap_block_cache
 
 __all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "predict_scene"]
@@ -129,14 +130,14 @@ def _tiles_report(result: HeadResult) -> dict[str, Any]:
 
 
 def predict_scene(
-    input_path: Path | str, out_dir: Path | str, options: PredictOptions | None = None,
+    input_path: RasterPath, out_dir: Path | str, options: PredictOptions | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run the whole predict job for one raster (see module docstring); returns the report."""
     options = options or PredictOptions()
     options.check()
-    input_path, out_dir = Path(input_path), Path(out_dir)
-    if not input_path.is_file():
+    input_path, out_dir = as_raster_path(input_path), Path(out_dir)  # /vsizip//a.zip/b.tif keeps its //
+    if not raster_exists(input_path):
         raise PredictError(f"input not found: {input_path}")
     device = resolve_device(options.device)
     cap_block_cache()  # windowed reads must not fill a GDAL cache sized to the machine's RAM
@@ -242,7 +243,7 @@ def predict_scene(
             result.writer.close()
             timings["vectorize"] = time.perf_counter() - t
             t = time.perf_counter()
-            frame["source"] = input_path.name
+            frame["source"] = raster_name(input_path)
             write_buildings(frame, staging, georeferenced)
             timings["write_buildings"] = time.perf_counter() - t
             report["counts"]["buildings"] = int(len(frame))

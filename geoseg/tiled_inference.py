@@ -23,6 +23,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from geoseg.infer import TileModel, refine_with_gcn
 from geoseg.options import PredictOptions
 from tiles.grid import TILE_MULTIPLE, context_margins, context_window, fit_tiles, stretched_size, tile_grid
+from tiles.rasterpath import RasterPath
 from tiles.source import Scene
 from tiles.stitch import BlendingWriter
 
@@ -90,7 +91,7 @@ def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
 
 
 def run_head(
-    input_path: Path, model: TileModel, options: PredictOptions, input_gsd: float | None, grid: dict,
+    input_path: RasterPath, model: TileModel, options: PredictOptions, input_gsd: float | None, grid: dict,
     work: Path, progress: Callable[[float], None], notes: list[str], gcn: tuple | None = None,
     mask_tiles: bool = True,
 ) -> HeadResult:

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 
+import geopandas as gpd
 import pytest
 from typer.testing import CliRunner
 
 from geoseg.cli import app
 from geoseg.paths import data_root
 from geoseg.pipeline import PredictError, PredictOptions, _json_safe
+from tiles.rasterpath import as_raster_path, raster_name, raster_stem
 
 KAMPALA = data_root() / "buildings" / "kampala"
 SCENE = KAMPALA / "kampala_z19_1.tif"
@@ -45,3 +48,45 @@ def test_report_values_are_strict_json():
     report = {"gsd": {"input_m": math.inf, "used_m": 0.3}, "tile_px": (512, float("nan")), "n": 3, "s": "x"}
     text = json.dumps(_json_safe(report), allow_nan=False)
     assert json.loads(text) == {"gsd": {"input_m": None, "used_m": 0.3}, "tile_px": [512, None], "n": 3, "s": "x"}
+
+
+FAST = ["--profile", "fast", "--no-classmap", "--device", "cpu"]
+
+
+def test_gdal_virtual_paths_are_predicted_alone_and_in_a_batch(tmp_path):
+    scene = KAMPALA / "kampala_z19_2.tif"
+    with zipfile.ZipFile(tmp_path / "k.zip", "w") as archive:
+        archive.write(scene, "inner/kampala_z19_2.tif")
+    virtual = f"/vsizip/{tmp_path}/k.zip/inner/kampala_z19_2.tif"  # /vsizip//tmp/...: the // must survive
+    assert virtual.startswith("/vsizip//")
+    runner = CliRunner()
+    alone = runner.invoke(app, ["predict", virtual, "--out", str(tmp_path / "v"), *FAST])
+    assert alone.exit_code == 0, alone.output
+    plain = runner.invoke(app, ["predict", str(scene), "--out", str(tmp_path / "p"), *FAST])
+    assert plain.exit_code == 0, plain.output
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert report["input"] == virtual
+    from_zip = gpd.read_file(tmp_path / "v" / "buildings.gpkg")
+    from_file = gpd.read_file(tmp_path / "p" / "buildings.gpkg")
+    assert len(from_zip) == len(from_file) > 0
+    assert set(from_zip["source"]) == {"kampala_z19_2.tif"}
+    # a batch names the virtual input's folder after its stem
+    batch = runner.invoke(app, ["predict", virtual, str(SCENE), "--out", str(tmp_path / "b"), *FAST])
+    assert batch.exit_code == 0, batch.output
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["kampala_z19_1", "kampala_z19_2"]
+    assert len(gpd.read_file(tmp_path / "b" / "kampala_z19_2" / "buildings.gpkg")) == len(from_file)
+    # eval reads the prediction's virtual input back
+    scored = runner.invoke(app, ["eval", str(tmp_path / "v"), "--labels", str(KAMPALA / "labels.geojson")])
+    assert scored.exit_code == 0, scored.output
+    missing = runner.invoke(app, ["predict", f"/vsizip/{tmp_path}/k.zip/nope.tif", "--out", str(tmp_path / "n")])
+    assert_one_line_error(missing, "input not found", "/vsizip//")
+
+
+@pytest.mark.parametrize("location, name", [
+    ("/vsizip//tmp/a.zip/dir/b.tif", "b.tif"), ("/vsicurl/https://h.org/x/b.tif?sig=1", "b.tif"),
+    ("https://h.org/c.tif", "c.tif"), ("/tmp/d.tif", "d.tif"),
+])
+def test_raster_names_of_virtual_paths_and_urls(location, name):
+    assert raster_name(location) == name
+    assert raster_stem(location) == name[:-4]
+    assert str(as_raster_path(location)) == location  # nothing collapsed

@@ -23,13 +23,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 __all__ = ["BatchReport", "run_batch", "part_path"]
 
-Work = Callable[[Path, Path], Any]
+#: an input is a Path or a string (GDAL virtual paths such as /vsizip//a.zip/b.tif must stay strings:
+#: Path would collapse their //); jobs get it as it was given
+Input = Union[str, Path]
+Work = Callable[[Input, Path], Any]
 
 
 @dataclass
@@ -57,7 +60,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def run_one(work: Work, input_path: Path, output_path: Path) -> tuple[str, Any, str | None]:
+def run_one(work: Work, input_path: Input, output_path: Path) -> tuple[str, Any, str | None]:
     """Run one job into a ``.part`` path and rename it; returns (input, result, error)."""
     tmp = part_path(output_path)
     _remove(tmp)
@@ -78,18 +81,18 @@ def _progress(show: bool) -> Progress:
                     disable=not show)
 
 
-def run_batch(inputs: Sequence[Path], output_for: Callable[[Path], Path], work: Work,
+def run_batch(inputs: Sequence[Input], output_for: Callable[[Input], Path], work: Work,
               scheduler: str | None = None, n_workers: int = 2, show_progress: bool = True,
               description: str = "files") -> BatchReport:
     """Run ``work`` on every input whose output does not exist yet (see module docstring)."""
     report = BatchReport()
-    todo: list[tuple[Path, Path]] = []
+    todo: list[tuple[Input, Path]] = []
     for p in inputs:
-        out = Path(output_for(Path(p)))
+        out = Path(output_for(p))
         if out.exists():
             report.skipped.append(str(p))
         else:
-            todo.append((Path(p), out))
+            todo.append((p, out))
     with _progress(show_progress) as progress:
         task = progress.add_task(description, total=len(inputs), completed=len(report.skipped))
 

@@ -40,6 +40,7 @@ from tiles.errors import UnsupportedRaster
 from tiles.gsd import gsd_m, metres_per_unit
 from tiles.masks import alpha_mask_band, finite_only, window_valid_mask
 from tiles.normalize import BandStats, scene_stats, select_bands, to_uint8
+from tiles.rasterpath import as_raster_path, raster_name
 
 __all__ = ["BLOCK_CACHE_BYTES", "Scene", "UnsupportedRaster", "cap_block_cache", "working_grid"]
 
@@ -127,7 +128,8 @@ class Scene:
 
     def __init__(self, path: str | Path, bands: tuple[int, ...] | None = None, gsd: float | None = None,
                  gsd_tolerance: float = 0.02, resampling: Resampling = Resampling.bilinear):
-        self.path = Path(path)
+        self.path = as_raster_path(path)  # GDAL virtual paths and URLs stay strings
+        self.name = raster_name(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
@@ -140,7 +142,7 @@ class Scene:
             self.stats: BandStats | None = scene_stats(src, self.bands)
         except UnsupportedRaster as exc:
             src.close()
-            raise UnsupportedRaster(f"{self.path.name}: {exc}") from exc
+            raise UnsupportedRaster(f"{self.name}: {exc}") from exc
         self.src_width, self.src_height = src.width, src.height
         self.src_transform, self.crs = src.transform, (src.crs if src.crs else None)
         self.native_gsd = gsd_m(self.crs, src.transform, src.width, src.height)
@@ -152,7 +154,7 @@ class Scene:
         if gsd is not None:
             if self.native_gsd is None:
                 src.close()
-                raise UnsupportedRaster(f"{self.path.name}: not georeferenced, cannot resample to {gsd} m")
+                raise UnsupportedRaster(f"{self.name}: not georeferenced, cannot resample to {gsd} m")
             rotated = not src.transform.is_rectilinear
             if rotated or abs(self.native_gsd - gsd) / gsd > gsd_tolerance:
                 transform, width, height = working_grid(self.crs, src.transform, src.width, src.height, gsd)

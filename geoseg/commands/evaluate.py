@@ -13,7 +13,8 @@ from rich.table import Table
 def evaluate(
     pred_dir: Path = typer.Argument(..., help="Output folder of `geoseg predict`."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Building polygons (any OGR format) to score against."),
-    truth: Optional[Path] = typer.Option(None, "--truth", help="Class raster (0 = unlabeled) to score the class map."),
+    # a string, not a Path: Path would collapse the // of a GDAL virtual path (/vsizip//a.zip/b.tif)
+    truth: Optional[str] = typer.Option(None, "--truth", help="Class raster (0 = unlabeled; any GDAL raster or virtual path) to score the class map."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Where to write the scores (default PRED_DIR/eval_<task>.json)."),
 ) -> None:
     """Score a prediction: buildings (pixel IoU/F1, polygon F1 at IoU >= 0.5) or class map (IoU, mIoU, OA)."""

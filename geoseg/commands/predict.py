@@ -15,11 +15,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from typing import TYPE_CHECKING
 
+from tiles.rasterpath import RasterPath, as_raster_path, raster_exists, raster_name, raster_stem
+
 if TYPE_CHECKING:  # the pipeline imports torch: load it when a command runs, not for --help
     from geoseg.pipeline import PredictOptions
 
 
-def _predict_into(options: PredictOptions, input_path: Path, out_dir: Path) -> dict:
+def _predict_into(options: PredictOptions, input_path: RasterPath, out_dir: Path) -> dict:
     """Batch job (module level so Dask can pickle it)."""
     from geoseg.pipeline import predict_scene
 
@@ -27,7 +29,9 @@ def _predict_into(options: PredictOptions, input_path: Path, out_dir: Path) -> d
 
 
 def predict(
-    inputs: list[Path] = typer.Argument(..., help="Rasters to predict (GeoTIFF, JPEG, PNG, anything GDAL reads)."),
+    # strings, not Paths: Path would turn /vsizip//tmp/a.zip/b.tif into a relative path for GDAL
+    inputs: list[str] = typer.Argument(..., help="Rasters to predict (GeoTIFF, JPEG, PNG, anything GDAL reads, "
+                                       "GDAL virtual paths such as /vsizip//path/a.zip/b.tif and URLs included)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per input when several)."),
     tile_size: int = typer.Option(512, "--tile-size", help="Tile size in working-grid pixels."),
     overlap: int = typer.Option(64, "--overlap", help="Overlap between tiles in pixels (blended; it may grow by up to 31 px to keep tiles of a multiple-of-32 size on a 32 px grid)."),
@@ -56,13 +60,14 @@ def predict(
     try:
         options.model_dirs = _parse_models(model)
         options.check()
-        missing = [str(p) for p in inputs if not p.is_file()]
+        paths = [as_raster_path(p) for p in inputs]
+        missing = [str(p) for p in paths if not raster_exists(p)]
         if missing:
             raise ValueError(f"input not found: {', '.join(missing)}")
-        if len(inputs) == 1:
-            _predict_one(inputs[0], out, options)
+        if len(paths) == 1:
+            _predict_one(paths[0], out, options)
         else:
-            _predict_many(inputs, out, options, scheduler)
+            _predict_many(paths, out, options, scheduler)
     except typer.Exit:
         raise
     except Exception as exc:  # one line for the user, non-zero exit
@@ -80,12 +85,12 @@ def _parse_models(specs: list[str]) -> dict[str, str]:
     return models
 
 
-def _predict_one(input_path: Path, out: Path, options: PredictOptions) -> None:
+def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> None:
     columns = (TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                TimeElapsedColumn())
     with warnings.catch_warnings(record=True) as caught, Progress(*columns) as bar:
         warnings.simplefilter("always")
-        task = bar.add_task(input_path.name, total=1.0)
+        task = bar.add_task(raster_name(input_path), total=1.0)
 
         def progress(fraction: float, stage: str) -> None:
             bar.update(task, completed=fraction, description=stage)
@@ -95,27 +100,27 @@ def _predict_one(input_path: Path, out: Path, options: PredictOptions) -> None:
         report = predict_scene(input_path, out, options, progress)
     _echo_warnings(caught)
     counts = report.get("counts", {})
-    typer.echo(f"{input_path.name}: {counts.get('buildings', 0) if options.buildings else '-'} buildings, "
+    typer.echo(f"{raster_name(input_path)}: {counts.get('buildings', 0) if options.buildings else '-'} buildings, "
                f"{report['timings_s']['total']:.1f} s ({report['mpx_per_s']:.2f} Mpx/s) -> {out}")
 
 
-def _predict_many(inputs: list[Path], out: Path, options: PredictOptions, scheduler: str | None) -> None:
+def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, scheduler: str | None) -> None:
     from tiles.batch import run_batch
 
-    stems = [p.stem for p in inputs]
+    stems = [raster_stem(p) for p in inputs]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
         raise ValueError(f"several inputs share the stem {duplicates[0]!r}: outputs would collide")
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = run_batch(inputs, lambda p: out / p.stem, functools.partial(_predict_into, options),
+        report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
                            scheduler=_scheduler(scheduler), description="predict")
     _echo_warnings(caught)
     typer.echo(f"{len(report.done)} predicted, {len(report.skipped)} already done, {len(report.failed)} failed")
     if report.failed:
         for name, error in report.failed.items():
-            typer.echo(f"{Path(name).name}: {error.splitlines()[0]}", err=True)
+            typer.echo(f"{raster_name(name)}: {error.splitlines()[0]}", err=True)
         raise typer.Exit(1)
 
 

@@ -1,0 +1,59 @@
+"""Raster locations as the user gives them: local files, GDAL virtual paths and URLs.
+
+Why: GDAL reads ``/vsizip//tmp/a.zip/b.tif``, ``/vsicurl/https://...`` or ``https://...``, but
+``pathlib.Path`` collapses the ``//`` of the first (GDAL then looks for a relative path) and
+``is_file()`` is False for all of them. Such locations stay strings, are checked by opening
+them, and are named after their last path component.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+__all__ = ["RasterPath", "as_raster_path", "is_virtual", "raster_exists", "raster_name", "raster_stem"]
+
+RasterPath = str | Path
+
+
+def is_virtual(location: RasterPath) -> bool:
+    """True for a GDAL virtual file system path (``/vsi...``) or a URL (``scheme://...``)."""
+    text = str(location)
+    return text.startswith("/vsi") or "://" in text
+
+
+def as_raster_path(location: RasterPath) -> RasterPath:
+    """A ``Path`` for a local file; a virtual path or URL unchanged, as a string."""
+    return str(location) if is_virtual(location) else Path(location)
+
+
+def raster_name(location: RasterPath) -> str:
+    """The file name: ``b.tif`` for ``/vsizip//tmp/a.zip/b.tif`` and ``https://h/b.tif?sig=x``."""
+    if not is_virtual(location):
+        return Path(location).name
+    text = str(location)
+    if "://" in text:  # the URL, from its scheme on, without query or fragment
+        text = urlsplit(text[text.rfind("/", 0, text.index("://")) + 1:]).path
+    return PurePosixPath(text).name
+
+
+def raster_stem(location: RasterPath) -> str:
+    """The file name without its last suffix (a batch's output folder)."""
+    return PurePosixPath(raster_name(location)).stem
+
+
+def raster_exists(location: RasterPath) -> bool:
+    """A local path must be a file; a virtual path or URL must open as a raster (GDAL has no
+    cheaper test that works for every virtual file system)."""
+    if not is_virtual(location):
+        return Path(location).is_file()
+    import rasterio  # here: the CLI imports this module for --help too
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(str(location)):
+                return True
+    except RasterioIOError:
+        return False
