@@ -90,3 +90,17 @@ def test_raster_names_of_virtual_paths_and_urls(location, name):
     assert raster_name(location) == name
     assert raster_stem(location) == name[:-4]
     assert str(as_raster_path(location)) == location  # nothing collapsed
+
+
+def test_a_missing_input_is_one_failure_of_the_batch(tmp_path):
+    scene = KAMPALA / "kampala_z19_2.tif"
+    missing = tmp_path / "nope.tif"
+    result = CliRunner().invoke(app, ["predict", str(scene), str(missing), "--out", str(tmp_path / "b"), *FAST])
+    assert result.exit_code == 1, result.output
+    assert "1 predicted, 0 already done, 1 failed" in result.stdout
+    assert result.stderr.strip().splitlines() == [f"nope.tif: PredictError: input not found: {missing}"]
+    assert (tmp_path / "b" / "kampala_z19_2" / "buildings.gpkg").is_file()
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["kampala_z19_2"]  # nothing left for nope
+    alone = CliRunner().invoke(app, ["predict", str(missing), "--out", str(tmp_path / "c"), *FAST])
+    assert_one_line_error(alone, "input not found", str(missing))
+    assert not (tmp_path / "c").exists()

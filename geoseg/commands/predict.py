@@ -61,12 +61,11 @@ def predict(
         options.model_dirs = _parse_models(model)
         options.check()
         paths = [as_raster_path(p) for p in inputs]
-        missing = [str(p) for p in paths if not raster_exists(p)]
-        if missing:
-            raise ValueError(f"input not found: {', '.join(missing)}")
         if len(paths) == 1:
+            if not raster_exists(paths[0]):
+                raise ValueError(f"input not found: {paths[0]}")
             _predict_one(paths[0], out, options)
-        else:
+        else:  # a missing input is one failed input of the batch (predict_scene checks it): the others run
             _predict_many(paths, out, options, scheduler)
     except typer.Exit:
         raise
