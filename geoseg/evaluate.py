@@ -164,6 +164,9 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
     label_geoms = _polygons(labels.geometry.values)
     pred_geoms = _polygons(pred.geometry.values)
     truth_mask = _rasterize(label_geoms, transform, shape)
+    if not (truth_mask & valid).any():  # scores of 0 (or 1) against nothing would read as a result
+        raise EvaluationError(f"none of the {len(label_geoms)} label polygons lies on the prediction's valid "
+                              f"pixels: the labels do not overlap the predicted scene")
     pred_mask = _rasterize(pred_geoms, transform, shape)
     pixel = pixel_scores(pred_mask, truth_mask, valid)
     # ground truth for polygon F1: labels mostly on valid pixels of this scene
@@ -229,5 +232,8 @@ def evaluate_classmap(pred_dir: Path, truth_path: RasterPath) -> dict[str, Any]:
         finally:
             if reader is not truth_ds:
                 reader.close()
+    if not confusion[1:, :].any():  # truth 0 is unlabeled: nothing was scored
+        raise EvaluationError("no labelled truth pixel (class > 0) falls on the class map: the truth raster does "
+                              "not overlap the prediction (or is unlabeled, 0, all over it)")
     scores = classmap_scores(confusion, names)
     return {"task": "classmap", "prediction": str(pred_dir), "truth": str(truth_path)} | scores

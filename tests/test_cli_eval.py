@@ -4,11 +4,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import rasterio
 from typer.testing import CliRunner
 
 from geoseg.cli import app
+from geoseg.paths import data_root
+
+KAMPALA = data_root() / "buildings" / "kampala"
+NAIROBI_LABELS = data_root() / "buildings" / "nairobi" / "labels.geojson"
 
 CLASSES = {"0": "nodata", "1": "building", "2": "road", "3": "vegetation", "4": "water", "5": "land"}
 
@@ -56,3 +61,33 @@ def test_an_unwritable_json_path_is_a_one_line_error(tmp_path):
     ok = runner.invoke(app, ["eval", str(pred_dir), "--truth", str(truth), "--json", str(tmp_path / "s.json")])
     assert ok.exit_code == 0, ok.output
     assert json.loads((tmp_path / "s.json").read_text())["per_class"]["vegetation"]["iou"] == 0.5
+
+
+def test_truth_that_does_not_overlap_the_prediction_is_an_error(tmp_path):
+    pred_dir, _ = classmap_prediction(tmp_path)
+    far = tmp_path / "far.tif"  # same CRS and size, 1 km away
+    with rasterio.open(far, "w", driver="GTiff", width=8, height=4, count=1, dtype="uint8", crs="EPSG:3857",
+                       transform=rasterio.Affine(1, 0, 1000, 0, -1, 4)) as ds:
+        ds.write(np.full((4, 8), 3, np.uint8), 1)
+    unlabeled = tmp_path / "zeros.tif"  # on the prediction's grid, all 0
+    with rasterio.open(pred_dir / "classmap.tif") as src:
+        profile = src.profile
+    with rasterio.open(unlabeled, "w", **profile) as ds:
+        ds.write(np.zeros((4, 8), np.uint8), 1)
+    runner = CliRunner()
+    for truth in (far, unlabeled):
+        result = runner.invoke(app, ["eval", str(pred_dir), "--truth", str(truth)])
+        assert_one_line_error(result, "does not overlap the prediction")
+        assert not (pred_dir / "eval_classmap.json").exists()
+
+
+def test_labels_of_another_city_are_an_error(tmp_path):
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    (pred_dir / "report.json").write_text(json.dumps({"input": str(KAMPALA / "kampala_z19_1.tif")}))
+    labels = gpd.read_file(KAMPALA / "labels.geojson")
+    labels.iloc[:5].to_file(pred_dir / "buildings.gpkg", driver="GPKG", engine="pyogrio")
+    ok = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(KAMPALA / "labels.geojson")])
+    assert ok.exit_code == 0, ok.output
+    result = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(NAIROBI_LABELS)])
+    assert_one_line_error(result, "do not overlap")
