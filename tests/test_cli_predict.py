@@ -7,6 +7,7 @@ import zipfile
 
 import geopandas as gpd
 import pytest
+import rasterio
 from typer.testing import CliRunner
 
 from geoseg.cli import app
@@ -104,3 +105,15 @@ def test_a_missing_input_is_one_failure_of_the_batch(tmp_path):
     alone = CliRunner().invoke(app, ["predict", str(missing), "--out", str(tmp_path / "c"), *FAST])
     assert_one_line_error(alone, "input not found", str(missing))
     assert not (tmp_path / "c").exists()
+
+
+def test_too_few_bands_says_what_is_supported(tmp_path):
+    with rasterio.open(SCENE) as src:
+        profile = src.profile | {"count": 2, "photometric": "minisblack", "compress": "deflate"}
+        data = src.read([1, 2])
+    two = tmp_path / "two.tif"
+    with rasterio.open(two, "w", **profile) as dst:
+        dst.write(data)
+    result = CliRunner().invoke(app, ["predict", str(two), "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(result, "2 band(s): three bands (RGB) are needed", "convert this raster to RGB")
+    assert "explicit bands" not in result.stderr  # predict has no option to pass bands

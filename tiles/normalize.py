@@ -42,8 +42,10 @@ def select_bands(count: int, colorinterp: tuple, dtype: str, requested: tuple[in
             raise UnsupportedRaster(f"band(s) {bad} do not exist: the raster has {count} band(s)")
         return tuple(int(b) for b in requested)
     if count < 3:
+        # says what is supported, not what to pass: `geoseg predict` and the service take no band list
         raise UnsupportedRaster(
-            f"{count} band(s): three bands (RGB) are needed; pass explicit bands if the raster holds them"
+            f"{count} band(s): three bands (RGB) are needed: RGB or RGBA, bands labelled red, green and blue "
+            f"in any order (e.g. BGRA), or bands 1-3 of a multiband raster; convert this raster to RGB first"
         )
     if all(ci in colorinterp for ci in RGB):
         return tuple(colorinterp.index(ci) + 1 for ci in RGB)
