@@ -6,8 +6,11 @@ import math
 import zipfile
 
 import geopandas as gpd
+import numpy as np
 import pytest
 import rasterio
+from PIL import Image
+from rasterio.windows import Window
 from typer.testing import CliRunner
 
 from geoseg.cli import app
@@ -117,3 +120,31 @@ def test_too_few_bands_says_what_is_supported(tmp_path):
     result = CliRunner().invoke(app, ["predict", str(two), "--out", str(tmp_path / "o"), *FAST])
     assert_one_line_error(result, "2 band(s): three bands (RGB) are needed", "convert this raster to RGB")
     assert "explicit bands" not in result.stderr  # predict has no option to pass bands
+
+
+def plain_png(path, window: tuple[int, int, int, int]):
+    """A crop of a real scene saved as a PNG without georeferencing."""
+    with rasterio.open(SCENE) as src:
+        x, y, w, h = window
+        Image.fromarray(np.moveaxis(src.read([1, 2, 3], window=Window(x, y, w, h)), 0, -1)).save(path)
+    return path
+
+
+def test_warnings_are_the_pipelines_notes_once_per_input_and_named_in_a_batch(tmp_path):
+    a = plain_png(tmp_path / "a.png", (0, 0, 256, 192))
+    b = plain_png(tmp_path / "b.png", (300, 200, 224, 256))
+    runner = CliRunner()
+    alone = runner.invoke(app, ["predict", str(a), "--out", str(tmp_path / "one"), "--profile", "fast"])
+    assert alone.exit_code == 0, alone.output
+    assert (tmp_path / "one" / "classmap.tif").is_file()  # the class map's writers warn without a CRS
+    lines = alone.stderr.strip().splitlines()
+    assert lines and all(line.startswith("warning: ") for line in lines), lines
+    assert sum("input is not georeferenced" in line for line in lines) == 1
+    assert not any("Affine.identity" in line or "'crs' was not provided" in line for line in lines), lines
+    batch = runner.invoke(app, ["predict", str(a), str(b), "--out", str(tmp_path / "two"), "--profile", "fast"])
+    assert batch.exit_code == 0, batch.output
+    lines = batch.stderr.strip().splitlines()
+    assert not any("Affine.identity" in line or "'crs' was not provided" in line for line in lines), lines
+    for name in ("a.png", "b.png"):  # each input's own note, not one for the batch
+        assert sum(line.startswith(f"warning: {name}: input is not georeferenced") for line in lines) == 1, lines
+    assert all(line.startswith(("warning: a.png: ", "warning: b.png: ")) for line in lines), lines

@@ -21,11 +21,15 @@ if TYPE_CHECKING:  # the pipeline imports torch: load it when a command runs, no
     from geoseg.pipeline import PredictOptions
 
 
-def _predict_into(options: PredictOptions, input_path: RasterPath, out_dir: Path) -> dict:
-    """Batch job (module level so Dask can pickle it)."""
+def _predict_into(options: PredictOptions, input_path: RasterPath, out_dir: Path) -> list[str]:
+    """Batch job (module level so Dask can pickle it); returns its warnings, printed with the
+    input's name (caught here, in the job: a Dask worker's would never reach this console)."""
     from geoseg.pipeline import predict_scene
 
-    return predict_scene(input_path, out_dir, options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predict_scene(input_path, out_dir, options)
+    return _warning_lines(caught)
 
 
 def predict(
@@ -97,7 +101,7 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> 
         from geoseg.pipeline import predict_scene
 
         report = predict_scene(input_path, out, options, progress)
-    _echo_warnings(caught)
+    _echo_warnings(_warning_lines(caught))
     counts = report.get("counts", {})
     typer.echo(f"{raster_name(input_path)}: {counts.get('buildings', 0) if options.buildings else '-'} buildings, "
                f"{report['timings_s']['total']:.1f} s ({report['mpx_per_s']:.2f} Mpx/s) -> {out}")
@@ -111,11 +115,13 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     if duplicates:
         raise ValueError(f"several inputs share the stem {duplicates[0]!r}: outputs would collide")
     out.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught:  # the jobs catch their own; these are the batch's
         warnings.simplefilter("always")
         report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
                            scheduler=_scheduler(scheduler), description="predict")
-    _echo_warnings(caught)
+    _echo_warnings(_warning_lines(caught))
+    for p in inputs:  # in the order given, each with its input's name
+        _echo_warnings(report.done.get(str(p)) or [], prefix=f"{raster_name(p)}: ")
     typer.echo(f"{len(report.done)} predicted, {len(report.skipped)} already done, {len(report.failed)} failed")
     if report.failed:
         for name, error in report.failed.items():
@@ -130,10 +136,16 @@ def _scheduler(address: str | None) -> str | None:
     return None if address == "local" else address
 
 
-def _echo_warnings(caught: list) -> None:
-    seen = set()
+def _warning_lines(caught: list) -> list[str]:
+    """The distinct messages of caught warnings, in order; deprecations are for developers."""
+    lines: list[str] = []
     for w in caught:
         text = str(w.message)
-        if text not in seen and not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
-            seen.add(text)
-            typer.echo(f"warning: {text}", err=True)
+        if text not in lines and not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
+            lines.append(text)
+    return lines
+
+
+def _echo_warnings(lines: list[str], prefix: str = "") -> None:
+    for text in lines:
+        typer.echo(f"warning: {prefix}{text}", err=True)
