@@ -103,7 +103,9 @@ def vectorise_buildings(
     )
     frame = frame[~frame.geometry.is_empty].reset_index(drop=True)
     frame["id"] = np.arange(1, len(frame) + 1, dtype=np.int64)
-    frame["area_m2"] = _areas_m2(frame, pixel_m, head.transform)
+    # --gsd says what an input pixel really measures: areas in that measure, like --min-area's
+    area_scale = (input_gsd / grid["native_gsd"]) ** 2 if input_gsd and grid["native_gsd"] else 1.0
+    frame["area_m2"] = _areas_m2(frame, pixel_m, head.transform, area_scale)
     # orient rings the RFC 7946 way (exterior counter-clockwise)
     frame["geometry"] = shapely.orient_polygons(frame.geometry.values) if len(frame) else frame.geometry
     return frame[["id", "area_m2", "confidence", "geometry"]]
@@ -133,13 +135,15 @@ def _as_polygon(geom) -> shapely.Polygon:
     return max(parts, key=lambda p: p.area)
 
 
-def _areas_m2(frame: gpd.GeoDataFrame, pixel_m: float | None, transform: Affine) -> np.ndarray:
-    """Areas in square metres: in the local UTM zone for georeferenced data, from the GSD otherwise."""
+def _areas_m2(frame: gpd.GeoDataFrame, pixel_m: float | None, transform: Affine,
+              area_scale: float = 1.0) -> np.ndarray:
+    """Areas in square metres: in the local UTM zone for georeferenced data (times ``area_scale``,
+    the square of --gsd over the raster's own GSD), from the GSD otherwise."""
     if len(frame) == 0:
         return np.zeros(0)
     if frame.crs is not None:
         metric = frame.to_crs(frame.estimate_utm_crs())
-        return np.round(metric.area.to_numpy(), 2)
+        return np.round(metric.area.to_numpy() * area_scale, 2)
     if pixel_m:
         px_area = abs(transform.a * transform.e - transform.b * transform.d)
         return np.round(frame.area.to_numpy() / px_area * pixel_m**2, 2)

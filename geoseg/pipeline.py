@@ -126,6 +126,13 @@ def _quiet_georeferencing(georeferenced: bool) -> Iterator[None]:
         yield
 
 
+def _in_user_measure(working_gsd: float | None, input_gsd: float | None, grid: dict) -> float | None:
+    """A working grid's GSD as --gsd measures it (the Scene measures the file's georeferencing)."""
+    if working_gsd is None or not input_gsd or not grid["native_gsd"]:
+        return working_gsd
+    return working_gsd * input_gsd / grid["native_gsd"]
+
+
 def _json_safe(value: Any) -> Any:
     """``value`` with non-finite floats as None: report.json must stay strict JSON (Python's
     ``json`` writes NaN and Infinity, which other JSON readers reject)."""
@@ -224,7 +231,7 @@ def predict_scene(
                 result = run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("landcover", f),
                                    notes, gcn=gcn, mask_tiles=False)
                 timings["landcover"] = time.perf_counter() - t
-                report["gsd"]["working_m"]["landcover"] = result.gsd
+                report["gsd"]["working_m"]["landcover"] = _in_user_measure(result.gsd, input_gsd, grid)
                 report["tiles"]["landcover"] = _tiles_report(result)
                 # bound now: the building branch below rebinds ``result`` and ``model`` while this runs
                 landcover_result, landcover_card = result, model.card
@@ -252,7 +259,7 @@ def predict_scene(
                 result = run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("buildings", f),
                                    notes)
                 timings["buildings"] = time.perf_counter() - t
-                report["gsd"]["working_m"]["buildings"] = result.gsd
+                report["gsd"]["working_m"]["buildings"] = _in_user_measure(result.gsd, input_gsd, grid)
                 report["tiles"]["buildings"] = _tiles_report(result)
                 t = time.perf_counter()
                 cue = landcover_cue(landcover_result, result, landcover_card) if post.landcover_threshold else None

@@ -148,3 +148,23 @@ def test_warnings_are_the_pipelines_notes_once_per_input_and_named_in_a_batch(tm
     for name in ("a.png", "b.png"):  # each input's own note, not one for the batch
         assert sum(line.startswith(f"warning: {name}: input is not georeferenced") for line in lines) == 1, lines
     assert all(line.startswith(("warning: a.png: ", "warning: b.png: ")) for line in lines), lines
+
+
+def test_gsd_override_scales_areas_like_the_minimum_area(tmp_path):
+    """--gsd says what an input pixel really measures: area_m2, --min-area and the working GSD in
+    report.json all use that measure, not the raster's georeferencing."""
+    runner = CliRunner()
+    for name, extra in (("native", []), ("override", ["--gsd", "0.6"])):
+        result = runner.invoke(app, ["predict", str(SCENE), "--out", str(tmp_path / name), *FAST, *extra])
+        assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "override" / "report.json").read_text())
+    native_gsd, min_area = report["gsd"]["input_m"], report["postprocess"]["min_area_m2"]
+    assert native_gsd == pytest.approx(0.3, rel=0.02) and min_area > 0
+    card_gsd = report["models"]["buildings"]["gsd_m"]
+    assert report["gsd"]["working_m"]["buildings"] == pytest.approx(card_gsd, rel=0.01)
+    for name, scale in (("native", 1.0), ("override", (0.6 / native_gsd) ** 2)):
+        frame = gpd.read_file(tmp_path / name / "buildings.gpkg")
+        assert len(frame) > 10
+        utm = frame.to_crs(frame.estimate_utm_crs()).area.to_numpy()
+        np.testing.assert_allclose(frame["area_m2"].to_numpy(), utm * scale, rtol=1e-3, atol=0.02)
+        assert (frame["area_m2"] >= min_area * 0.95).all(), frame["area_m2"].min()  # simplification nibbles

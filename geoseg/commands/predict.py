@@ -44,7 +44,8 @@ def predict(
     no_classmap: bool = typer.Option(False, "--no-classmap", help="Skip the land-cover class map."),
     regularize: bool = typer.Option(False, "--regularize", help="Square building outlines."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    gsd: Optional[float] = typer.Option(None, "--gsd", help="Override the input's GSD (metres per pixel)."),
+    gsd: Optional[float] = typer.Option(None, "--gsd", help="What one input pixel really measures, metres (overrides the georeferencing's GSD: "
+                                           "resampling, areas, --min-area and --simplify use it)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address for batches."),
     profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students and their own GCN, ~5x faster on a CPU)."),
     context: Optional[int] = typer.Option(None, "--context", help="Context pixels read around each tile (default: up to the model's training tile size)."),
