@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from rasterio.enums import ColorInterp, Resampling
+from rasterio.windows import Window
 
 from tiles.errors import UnsupportedRaster
 
@@ -58,12 +59,18 @@ def decimated_shape(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+#: pixels per read when the whole raster is scanned for valid pixels (a mask strip of 1 MB)
+SCAN_PIXELS = 2**20
+
+
 def scene_stats(dataset, bands: tuple[int, ...], max_side: int = 1024,
                 percentiles: tuple[float, float] = (2.0, 98.0)) -> BandStats | None:
     """Percentile stretch bounds from a decimated read (GDAL uses overviews if present).
 
     Returns None for uint8 data (no stretch needed). Raises UnsupportedRaster when the
-    sample holds no valid pixel.
+    raster holds no valid pixel. A decimated read samples every few pixels and can miss thin
+    valid areas (a 2 px wide strip in a 4096 px raster), so when it finds none the raster is
+    scanned at full resolution, strip by strip, before the raster is called empty.
     """
     h, w = decimated_shape(dataset.width, dataset.height, max_side)
     mask = dataset.dataset_mask(out_shape=(h, w), resampling=Resampling.nearest) > 0
@@ -73,19 +80,50 @@ def scene_stats(dataset, bands: tuple[int, ...], max_side: int = 1024,
         data = dataset.read(list(bands), out_shape=(len(bands), h, w), resampling=Resampling.nearest)
         if np.issubdtype(data.dtype, np.floating):
             mask &= np.isfinite(data).all(axis=0)
-    if not mask.any():
+    if mask.any():
+        values = data[:, mask] if data is not None else np.zeros((len(bands), 0))
+    elif (h, w) != (dataset.height, dataset.width):
+        values = _scan_valid(dataset, bands, collect=data is not None, max_values=h * w)
+    else:
+        values = None
+    if values is None:
         raise UnsupportedRaster("no valid pixels: the raster is entirely nodata/masked")
     if data is None:
         return None
     low, high = [], []
-    for band in data:
-        vals = band[mask].astype(np.float64)
-        lo, hi = np.percentile(vals, percentiles)
+    for band in values:
+        lo, hi = np.percentile(band.astype(np.float64), percentiles)
         if hi <= lo:
             hi = lo + 1.0
         low.append(float(lo))
         high.append(float(hi))
     return BandStats(tuple(low), tuple(high))
+
+
+def _scan_valid(dataset, bands: tuple[int, ...], collect: bool, max_values: int) -> np.ndarray | None:
+    """(bands, n) values of valid pixels found by reading the raster in full-resolution strips of
+    ``SCAN_PIXELS`` (memory stays bounded); at most ``max_values`` of them, none when not
+    ``collect`` (the scan then stops at the first valid pixel). None when there is none."""
+    rows = max(1, SCAN_PIXELS // dataset.width)
+    found: list[np.ndarray] = []
+    count = 0
+    for row in range(0, dataset.height, rows):
+        window = Window(0, row, dataset.width, min(rows, dataset.height - row))
+        valid = dataset.dataset_mask(window=window) > 0
+        if not valid.any():
+            continue
+        data = dataset.read(list(bands), window=window) if collect else None
+        if data is not None and np.issubdtype(data.dtype, np.floating):
+            valid &= np.isfinite(data).all(axis=0)
+            if not valid.any():
+                continue
+        if data is None:
+            return np.zeros((len(bands), 0))
+        found.append(data[:, valid][:, : max_values - count])
+        count += found[-1].shape[1]
+        if count >= max_values:
+            break
+    return np.concatenate(found, axis=1) if found else None
 
 
 def to_uint8(data: np.ndarray, stats: BandStats | None) -> np.ndarray:
