@@ -17,6 +17,7 @@ from geoseg.cli import app
 from geoseg.paths import data_root
 from geoseg.pipeline import PredictError, PredictOptions, _json_safe
 from tiles.rasterpath import as_raster_path, raster_name, raster_stem
+from tiles.source import Scene, working_grid
 
 KAMPALA = data_root() / "buildings" / "kampala"
 SCENE = KAMPALA / "kampala_z19_1.tif"
@@ -168,3 +169,43 @@ def test_gsd_override_scales_areas_like_the_minimum_area(tmp_path):
         utm = frame.to_crs(frame.estimate_utm_crs()).area.to_numpy()
         np.testing.assert_allclose(frame["area_m2"].to_numpy(), utm * scale, rtol=1e-3, atol=0.02)
         assert (frame["area_m2"] >= min_area * 0.95).all(), frame["area_m2"].min()  # simplification nibbles
+
+
+def strip_of(path, rows: int, out):
+    """The first ``rows`` rows from row 200 of a real scene, georeferenced."""
+    with rasterio.open(path) as src:
+        window = Window(0, 200, src.width, rows)
+        profile = src.profile | {"height": rows, "transform": src.window_transform(window)}
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return out
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_a_one_pixel_high_raster_gets_a_class_map(tmp_path, rows):
+    """At the land-cover head's 1.1 m a 0.3 m row is under half a working pixel: the working row's
+    centre fell off the raster, nothing was valid and the class map was all nodata."""
+    path = strip_of(SCENE, rows, tmp_path / f"strip{rows}.tif")
+    result = CliRunner().invoke(app, ["predict", str(path), "--out", str(tmp_path / "o"), "--profile", "fast",
+                                      "--no-buildings", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["tiles"]["landcover"]["skipped_nodata"] == 0
+    with rasterio.open(tmp_path / "o" / "classmap.tif") as cm:
+        classes = cm.read(1)
+    assert classes.shape == (rows, 768)
+    assert (classes > 0).all(), "valid input pixels with no class"
+
+
+def test_a_thin_rasters_working_pixel_is_centred_on_it(tmp_path):
+    with rasterio.open(SCENE) as src:
+        crs, t = src.crs, src.transform
+    with Scene(strip_of(SCENE, 1, tmp_path / "one.tif"), gsd=1.1) as scene:
+        assert scene.height == 1
+        _, valid = scene.read(Window(0, 0, scene.width, 1))
+        assert valid[:, :-1].all()  # the last column's centre may be past the raster's right edge
+    # the row's centre is the raster's centre; a raster wider than half a pixel keeps its corner
+    transform, _, height = working_grid(crs, t, 768, 1, 1.1)
+    assert height == 1 and transform.f + transform.e / 2 == pytest.approx(t.f + t.e / 2)
+    transform, _, _ = working_grid(crs, t, 768, 2, 1.1)
+    assert (transform.c, transform.f) == (t.c, t.f)

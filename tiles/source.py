@@ -70,7 +70,8 @@ def cap_block_cache(max_bytes: int = BLOCK_CACHE_BYTES) -> int:
 
 
 def working_grid(crs, transform: Affine, width: int, height: int, target_gsd: float) -> tuple[Affine, int, int]:
-    """North-up grid in ``crs`` covering the raster footprint with ``target_gsd`` metre pixels."""
+    """North-up grid in ``crs`` covering the raster footprint with ``target_gsd`` metre pixels, from
+    its top-left corner (an axis the raster spans by at most half a pixel: centred on it)."""
     corners = [transform @ (c, r) for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
     xs = [p[0] for p in corners]
     ys = [p[1] for p in corners]
@@ -83,6 +84,13 @@ def working_grid(crs, transform: Affine, width: int, height: int, target_gsd: fl
     rx, ry = target_gsd / mpu[0], target_gsd / mpu[1]
     out_w = max(1, math.ceil((right - left) / rx - 1e-6))
     out_h = max(1, math.ceil((top - bottom) / ry - 1e-6))
+    # a raster at most half a working pixel across (a 1-row strip of a 0.3 m scene at 1.1 m) would
+    # have that pixel's centre off the raster, and a pixel is valid when its centre is on it: nothing
+    # would be valid. Such an axis's one pixel is centred on the raster instead.
+    if right - left <= rx / 2:
+        left = (left + right - rx) / 2
+    if top - bottom <= ry / 2:
+        top = (top + bottom + ry) / 2
     return Affine(rx, 0.0, left, 0.0, -ry, top), out_w, out_h
 
 
@@ -162,7 +170,8 @@ class Scene:
                                       resampling=resampling,
                                       add_alpha=ColorInterp.alpha not in src.colorinterp)
                 self._ds = self._vrt
-                if _decimates(src, self.bands):
+                at_corner = (transform.c, transform.f) == (src.transform.c, src.transform.f)  # not centred
+                if _decimates(src, self.bands) and at_corner:
                     # the working grid starts at the raster's corner: working pixel (c, r) covers
                     # source columns [c * fx, (c + 1) * fx) and rows [r * fy, (r + 1) * fy)
                     self._scale = (transform.a / src.transform.a, transform.e / src.transform.e)
