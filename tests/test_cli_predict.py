@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -13,9 +14,11 @@ from PIL import Image
 from rasterio.windows import Window
 from typer.testing import CliRunner
 
+from geoseg.card import shipped_card_path
 from geoseg.cli import app
 from geoseg.paths import data_root
 from geoseg.pipeline import PredictError, PredictOptions, _json_safe
+from geoseg.postprocess import postprocess_from_card
 from tiles.rasterpath import as_raster_path, raster_name, raster_stem
 from tiles.source import Scene, working_grid
 
@@ -209,3 +212,13 @@ def test_a_thin_rasters_working_pixel_is_centred_on_it(tmp_path):
     assert height == 1 and transform.f + transform.e / 2 == pytest.approx(t.f + t.e / 2)
     transform, _, _ = working_grid(crs, t, 768, 2, 1.1)
     assert (transform.c, transform.f) == (t.c, t.f)
+
+
+def test_min_area_default_in_help_and_docs_is_the_shipped_cards():
+    cards = {p: json.loads(shipped_card_path("buildings", p).read_text()) for p in ("accurate", "fast")}
+    areas = {p: postprocess_from_card(card).min_area_m2 for p, card in cards.items()}
+    help_text = " ".join(CliRunner().invoke(app, ["predict", "--help"]).output.replace("│", " ").split())
+    assert f"{areas['accurate']:g} accurate, {areas['fast']:g} fast" in help_text
+    docs = " ".join((Path(__file__).parents[1] / "docs" / "predict.md").read_text().split())
+    assert f"{areas['accurate']:g} m² for the shipped teacher, {areas['fast']:g} m²" in docs
+    assert "[--min-area 3]" not in docs

@@ -52,7 +52,8 @@ def predict(
     runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx | int8 (CPU: the U2-Net building head's "
                                  "int8 graph, ~2x faster, see docs/predict.md; heads without one run onnx)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Tiles per forward pass (default 1 on CPU, 8 on CUDA)."),
-    min_area: Optional[float] = typer.Option(None, "--min-area", help="Smallest building kept, square metres (default: the building model card's tuned value, else 3)."),
+    min_area: Optional[float] = typer.Option(None, "--min-area", help="Smallest building kept, square metres (default: the building model card's tuned value: "
+                                                 "30 accurate, 40 fast; 3 for a card without one)."),
     simplify: float = typer.Option(0.3, "--simplify", help="Outline simplification tolerance, metres."),
     model: list[str] = typer.Option([], "--model", help="TASK=CARD to use your own model (buildings, landcover, gcn)."),
 ) -> None:
