@@ -222,3 +222,28 @@ def test_min_area_default_in_help_and_docs_is_the_shipped_cards():
     docs = " ".join((Path(__file__).parents[1] / "docs" / "predict.md").read_text().split())
     assert f"{areas['accurate']:g} m² for the shipped teacher, {areas['fast']:g} m²" in docs
     assert "[--min-area 3]" not in docs
+
+
+def test_a_folder_is_a_batch_of_the_rasters_directly_inside_it(tmp_path):
+    """Mapping teams point predict at a folder of scenes: its rasters (not sidecars, not sub-folders,
+    which may hold earlier results) each get DIR/<stem>/; an empty folder is a one-line error."""
+    scenes = tmp_path / "scenes"
+    (scenes / "older-results" / "nested").mkdir(parents=True)
+    with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
+        profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
+        profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
+    for name in ("a.tif", "B.TIF", "older-results/nested/c.tif"):
+        with rasterio.open(scenes / name, "w", **profile) as dst:
+            dst.write(pixels)
+    (scenes / "a.tif.aux.xml").write_text("<PAMDataset/>")
+    (scenes / "notes.txt").write_text("not a raster")
+    result = CliRunner().invoke(app, ["predict", str(scenes), "--out", str(tmp_path / "out"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "2 predicted, 0 already done, 0 failed" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["B", "a"]
+    assert all((tmp_path / "out" / stem / "report.json").is_file() for stem in ("a", "B"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a raster")
+    nothing = CliRunner().invoke(app, ["predict", str(empty), "--out", str(tmp_path / "o2"), *FAST])
+    assert_one_line_error(nothing, "no rasters in folder", str(empty))

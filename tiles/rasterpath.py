@@ -11,9 +11,13 @@ import warnings
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-__all__ = ["RasterPath", "as_raster_path", "is_virtual", "raster_exists", "raster_name", "raster_stem"]
+__all__ = ["RASTER_SUFFIXES", "RasterPath", "as_raster_path", "is_virtual", "raster_exists", "raster_name",
+           "raster_stem", "rasters_in"]
 
 RasterPath = str | Path
+
+#: what a folder input contributes: raster files, not their sidecars (.aux.xml, .ovr, .msk, world files)
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".png", ".jpg", ".jpeg")
 
 
 def is_virtual(location: RasterPath) -> bool:
@@ -57,3 +61,9 @@ def raster_exists(location: RasterPath) -> bool:
                 return True
     except RasterioIOError:
         return False
+
+
+def rasters_in(folder: Path) -> list[Path]:
+    """The raster files directly inside ``folder``, sorted by name (not its sub-folders: results
+    written under the folder must not become inputs of the next run)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)

@@ -1,21 +1,21 @@
 """`geoseg predict INPUT... --out DIR`: class map COG + building polygons for each input.
 
-One input writes into DIR; several write into DIR/<input stem>/ through ``tiles.batch``
-(resumable: finished folders are skipped; ``--scheduler`` runs them on a Dask cluster).
+One input file writes into DIR; several, or a folder (its rasters), write into DIR/<input stem>/
+through ``tiles.batch`` (resumable: finished folders are skipped; ``--scheduler`` runs them on a
+Dask cluster).
 """
 from __future__ import annotations
 
 import functools
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from typing import TYPE_CHECKING
-
-from tiles.rasterpath import RasterPath, as_raster_path, raster_exists, raster_name, raster_stem
+from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, as_raster_path, raster_exists, raster_name,
+                              raster_stem, rasters_in)
 
 if TYPE_CHECKING:  # the pipeline imports torch: load it when a command runs, not for --help
     from geoseg.pipeline import PredictOptions
@@ -35,7 +35,8 @@ def _predict_into(options: PredictOptions, input_path: RasterPath, out_dir: Path
 def predict(
     # strings, not Paths: Path would turn /vsizip//tmp/a.zip/b.tif into a relative path for GDAL
     inputs: list[str] = typer.Argument(..., help="Rasters to predict (GeoTIFF, JPEG, PNG, anything GDAL reads, "
-                                       "GDAL virtual paths such as /vsizip//path/a.zip/b.tif and URLs included)."),
+                                       "GDAL virtual paths such as /vsizip//path/a.zip/b.tif and URLs included), "
+                                       "or folders: the rasters directly inside each."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per input when several)."),
     tile_size: int = typer.Option(512, "--tile-size", help="Tile size in working-grid pixels."),
     overlap: int = typer.Option(64, "--overlap", help="Overlap between tiles in pixels (blended; it may grow by up to 31 px to keep tiles of a multiple-of-32 size on a 32 px grid)."),
@@ -66,8 +67,8 @@ def predict(
     try:
         options.model_dirs = _parse_models(model)
         options.check()
-        paths = [as_raster_path(p) for p in inputs]
-        if len(paths) == 1:
+        paths, folders = _expand_folders([as_raster_path(p) for p in inputs])
+        if len(paths) == 1 and not folders:
             if not raster_exists(paths[0]):
                 raise ValueError(f"input not found: {paths[0]}")
             _predict_one(paths[0], out, options)
@@ -78,6 +79,23 @@ def predict(
     except Exception as exc:  # one line for the user, non-zero exit
         typer.echo(f"geoseg predict: error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _expand_folders(paths: list[RasterPath]) -> tuple[list[RasterPath], bool]:
+    """Each local folder replaced by the rasters directly inside it; and whether there was one (a
+    folder is a batch, written into DIR/<stem>/, even when it holds a single raster)."""
+    out: list[RasterPath] = []
+    folders = False
+    for p in paths:
+        if isinstance(p, Path) and p.is_dir():
+            found = rasters_in(p)
+            if not found:
+                raise ValueError(f"no rasters in folder {p} (looked for {', '.join(RASTER_SUFFIXES)})")
+            out.extend(found)
+            folders = True
+        else:
+            out.append(p)
+    return out, folders
 
 
 def _parse_models(specs: list[str]) -> dict[str, str]:
