@@ -132,6 +132,8 @@ def trace_polygons(
     polygon: boundaries are walked from "junction" corners only (where the 2x2 block around
     a corner is not split by one straight line), each step found from that block alone:
     keep the region on the right and turn right when possible (diagonal pixels stay apart).
+    Vertices are the corners where a ring turns and those where three regions meet, so
+    touching regions hold the same vertices along their shared walls (a polygonal coverage).
     A region of value v is moved by ``(shift_x[v], shift_y[v])`` when those are given.
     Returns ``(polygons, value of each)`` in the order of each region's first corner.
     """
@@ -212,8 +214,11 @@ def trace_polygons(
             break
         step = step + step[jump]
         jump = nxt
-    # vertices: nodes where the walk turns (straight-through junctions are dropped)
-    turns = node_dir != node_dir[pred]
+    # vertices: nodes where the walk turns, and junctions of three or more regions (background
+    # counted): there a wall shared by two regions starts or ends, and both rings must hold that
+    # vertex so shared edges match vertex for vertex (a polygonal coverage). Elsewhere
+    # straight-through junctions are dropped.
+    turns = (node_dir != node_dir[pred]) | _meets_three(a, b, c, d)[node_junction]
     order = np.lexsort((step, ring))
     order = order[turns[order]]
     vertex_ring = ring[order]
@@ -244,6 +249,13 @@ def trace_polygons(
         only_shell[ring_value[shell]] = np.flatnonzero(shell)
         key = np.where(shell, np.arange(n_rings), only_shell[ring_value])
     return _assemble_polygons(rings, shell, key, ring_value)
+
+
+def _meets_three(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Whether the 2x2 blocks of values ``a b / c d`` hold three or more distinct values."""
+    third_below = (c != a) & (c != b) | (d != a) & (d != b)
+    third_above = (a != c) & (a != d) | (b != c) & (b != d)
+    return (a != b) & third_below | (c != d) & third_above
 
 
 def _assemble_polygons(

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 
+from geoseg.coverage import simplify_coverage
 # re-exported: the run labelling and the tracer lived here before geoseg.polygonize
 from geoseg.polygonize import Components, find_components, polygons_from_labels, trace_polygons
 
@@ -264,13 +265,20 @@ def separate_buildings(classes: np.ndarray) -> Separation:
 def clean_polygons(geoms: list, simplify_px: float, min_area_px: float) -> tuple[np.ndarray, np.ndarray]:
     """Simplify, make valid, explode to Polygons, drop those under ``min_area_px``.
 
-    Returns ``(polygons, index of the input geometry each came from)``; vectorised shapely calls.
+    The Polygons are simplified together as one coverage (``geoseg.coverage``): a wall two
+    touching buildings share is simplified once for both, so it stays shared and they never
+    overlap (nor do buildings touching at a corner, or a pixel apart). Returns ``(polygons,
+    index of the input geometry each came from)``; vectorised shapely calls.
     """
     arr = np.asarray(geoms, dtype=object)
     if arr.size == 0:
         return arr, np.zeros(0, dtype=np.int64)
     if simplify_px > 0:
-        arr = shapely.simplify(arr, simplify_px, preserve_topology=True)
+        arr = arr.copy()
+        polygon = shapely.get_type_id(arr) == 3
+        arr[polygon] = simplify_coverage(arr[polygon], simplify_px)
+        if not polygon.all():
+            arr[~polygon] = shapely.simplify(arr[~polygon], simplify_px, preserve_topology=True)
     invalid = ~shapely.is_valid(arr)
     if invalid.any():
         arr[invalid] = shapely.make_valid(arr[invalid])
