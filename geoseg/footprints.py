@@ -3,8 +3,8 @@
 Why: the decision rules (``geoseg.postprocess``) and the vectoriser (``geoseg.vectorize``) work
 on pixel arrays; this module feeds them strip by strip from the blending writer (with the
 land-cover cue where the card's rules use it), puts the polygons in the working grid's CRS, cuts
-them at the input raster's outline, measures areas in square metres in a metric CRS and writes
-the GIS files (GeoPackage in the input CRS, RFC 7946 GeoJSON in WGS84).
+them at the input raster's outline and off its nodata pixels, measures areas in square metres in
+a metric CRS and writes the GIS files (GeoPackage in the input CRS, RFC 7946 GeoJSON in WGS84).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from geoseg.options import PredictError, PredictOptions
 from geoseg.postprocess import BuildingPostprocess, building_classes
 from geoseg.regularize import regularize_buildings
 from geoseg.tiled_inference import HeadResult
+from geoseg.valid_area import cut_nodata
 from tiles.warp import axis_aligned, bilinear_window
 
 __all__ = ["landcover_cue", "vectorise_buildings", "write_buildings"]
@@ -94,8 +95,10 @@ def vectorise_buildings(
         geoms = shapely.transform(geoms, lambda xy: np.column_stack([
             t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f]))
         # a working grid coarser than the input's overhangs its far edges by part of a pixel:
-        # nothing may lie outside the input raster
+        # nothing may lie outside the input raster, nor on its nodata (geoseg.valid_area)
         geoms = shapely.intersection(shapely.make_valid(geoms), _footprint(grid))
+        if grid.get("path") is not None:
+            geoms = cut_nodata(geoms, grid["path"])
         geoms = np.asarray([_as_polygon(g) for g in geoms], dtype=object)
     frame = gpd.GeoDataFrame(
         {"id": np.arange(1, len(geoms) + 1, dtype=np.int64), "confidence": np.round(found.confidence, 4)},

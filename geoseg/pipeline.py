@@ -174,7 +174,7 @@ def predict_scene(
         try:
             with Scene(input_path) as scene:
                 grid = dict(crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
-                            height=scene.src_height, native_gsd=scene.native_gsd)
+                            height=scene.src_height, native_gsd=scene.native_gsd, path=input_path)
         except UnsupportedRaster as exc:
             raise PredictError(str(exc)) from exc
     georeferenced = grid["crs"] is not None

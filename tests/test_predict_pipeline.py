@@ -284,6 +284,12 @@ def test_regularize_gives_valid_non_overlapping_squared_outlines(tiny_models, tm
     pairs = left < right
     overlap = shapely.area(shapely.intersection(b.geometry.values[left[pairs]], b.geometry.values[right[pairs]]))
     assert overlap.sum() < 1e-3 * b.area.sum()
+    # squaring pushes walls outwards: they are cut off the scene's nodata (geoseg.valid_area)
+    with rasterio.open(scene) as src:
+        transform, shape = src.transform, (src.height, src.width)
+    valid = input_valid(scene)
+    assert (~valid).sum() > 100, "the scene must have nodata pixels for this check to mean anything"
+    assert not (building_mask(tmp_path / "squared" / "buildings.gpkg", transform, shape) & ~valid).any()
 
 
 def test_each_profile_uses_the_gcn_fitted_to_its_land_cover_model(tmp_path, monkeypatch):

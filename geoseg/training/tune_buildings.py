@@ -168,9 +168,9 @@ def load_cache(folder: Path) -> list[CachedScene]:
 
 @functools.lru_cache(maxsize=64)
 def _source_grid(input_path: Path) -> dict[str, Any]:
-    """The input raster's own grid (the pipeline cuts polygons at its outline)."""
+    """The input raster's own grid (the pipeline cuts polygons at its outline and nodata)."""
     with rasterio.open(input_path) as src:
-        return {"transform": src.transform, "width": src.width, "height": src.height}
+        return {"transform": src.transform, "width": src.width, "height": src.height, "path": input_path}
 
 
 def score(scene: CachedScene, post: BuildingPostprocess, work: Path) -> dict[str, Any]:
