@@ -3,8 +3,8 @@
 Why: the decision rules (``geoseg.postprocess``) and the vectoriser (``geoseg.vectorize``) work
 on pixel arrays; this module feeds them strip by strip from the blending writer (with the
 land-cover cue where the card's rules use it), puts the polygons in the working grid's CRS, cuts
-them at the input raster's outline and off its nodata pixels, measures areas in square metres in
-a metric CRS and writes the GIS files (GeoPackage in the input CRS, RFC 7946 GeoJSON in WGS84).
+them at the input raster's outline and off its nodata pixels, measures areas in square metres on
+the ellipsoid and writes the GIS files (GeoPackage in the input CRS, RFC 7946 GeoJSON in WGS84).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geoseg import vectorize
+from geoseg.areas import geodesic_areas_m2, off_earth
 from geoseg.options import PredictError, PredictOptions
 from geoseg.postprocess import BuildingPostprocess, building_classes
 from geoseg.regularize import regularize_buildings
@@ -27,7 +28,7 @@ from geoseg.tiled_inference import HeadResult
 from geoseg.valid_area import cut_nodata
 from tiles.warp import axis_aligned, bilinear_window
 
-__all__ = ["landcover_cue", "vectorise_buildings", "write_buildings"]
+__all__ = ["building_frame", "landcover_cue", "vectorise_buildings", "write_buildings"]
 
 
 def landcover_cue(landcover: HeadResult | None, buildings: HeadResult,
@@ -53,12 +54,13 @@ def landcover_cue(landcover: HeadResult | None, buildings: HeadResult,
 def vectorise_buildings(
     head: HeadResult, options: PredictOptions, input_gsd: float | None, grid: dict,
     progress: Callable[[float], None], post: BuildingPostprocess,
-    landcover: Callable[[int, int], np.ndarray] | None = None,
+    landcover: Callable[[int, int], np.ndarray] | None = None, notes: list[str] | None = None,
 ) -> gpd.GeoDataFrame:
     """Building polygons from the blended probabilities, in the working grid's CRS coordinates.
 
     ``post``: the building decision rules (``geoseg.postprocess``, from the card and the options);
-    ``landcover``: rows [a, b) of the land-cover P(building) on this grid, when ``post`` uses it.
+    ``landcover``: rows [a, b) of the land-cover P(building) on this grid, when ``post`` uses it;
+    ``notes``: gets a line when buildings are dropped for having no longitude/latitude.
     """
     # ground size of one working pixel: the Scene's own measure, scaled when --gsd overrides it
     if head.gsd is not None and grid["native_gsd"]:
@@ -100,15 +102,35 @@ def vectorise_buildings(
         if grid.get("path") is not None:
             geoms = cut_nodata(geoms, grid["path"])
         geoms = np.asarray([_as_polygon(g) for g in geoms], dtype=object)
-    frame = gpd.GeoDataFrame(
-        {"id": np.arange(1, len(geoms) + 1, dtype=np.int64), "confidence": np.round(found.confidence, 4)},
-        geometry=gpd.GeoSeries(list(geoms), crs=head.crs), crs=head.crs,
-    )
-    frame = frame[~frame.geometry.is_empty].reset_index(drop=True)
-    frame["id"] = np.arange(1, len(frame) + 1, dtype=np.int64)
     # --gsd says what an input pixel really measures: areas in that measure, like --min-area's
     area_scale = (input_gsd / grid["native_gsd"]) ** 2 if input_gsd and grid["native_gsd"] else 1.0
-    frame["area_m2"] = _areas_m2(frame, pixel_m, head.transform, area_scale)
+    return building_frame(geoms, found.confidence, head.crs, pixel_m, head.transform, notes, area_scale)
+
+
+def building_frame(geoms: np.ndarray, confidence: list, crs: Any, pixel_m: float | None, transform: Affine,
+                   notes: list[str] | None = None, area_scale: float = 1.0) -> gpd.GeoDataFrame:
+    """The buildings table: ``id``, ``area_m2``, ``confidence`` and one non-empty Polygon each.
+
+    Empty geometries are dropped, and so are those with no longitude/latitude (off the Earth
+    in ``crs``; ``notes`` gets a line). ``pixel_m`` and ``transform`` give areas when there is no CRS;
+    ``area_scale`` multiplies georeferenced areas (``--gsd``: what a pixel really measures).
+    """
+    frame = gpd.GeoDataFrame({"confidence": np.round(np.asarray(confidence, dtype=np.float64), 4)},
+                             geometry=gpd.GeoSeries(list(geoms), crs=crs), crs=crs)
+    frame = frame[~frame.geometry.is_empty].reset_index(drop=True)
+    lonlat = None
+    if frame.crs is not None and len(frame):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # vertices off the Earth: inf
+            lonlat = frame.geometry.to_crs(4326).values
+        lost = off_earth(lonlat)
+        if lost.any():
+            if notes is not None:
+                notes.append(f"{int(lost.sum())} building polygon(s) dropped: they have no longitude/latitude "
+                             "(off the Earth in the input's CRS, e.g. past a geostationary disk)")
+            frame, lonlat = frame[~lost].reset_index(drop=True), lonlat[~lost]
+    frame["id"] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    frame["area_m2"] = _areas_m2(frame, lonlat, pixel_m, transform, area_scale)
     # orient rings the RFC 7946 way (exterior counter-clockwise)
     frame["geometry"] = shapely.orient_polygons(frame.geometry.values) if len(frame) else frame.geometry
     return frame[["id", "area_m2", "confidence", "geometry"]]
@@ -138,15 +160,15 @@ def _as_polygon(geom) -> shapely.Polygon:
     return max(parts, key=lambda p: p.area)
 
 
-def _areas_m2(frame: gpd.GeoDataFrame, pixel_m: float | None, transform: Affine,
-              area_scale: float = 1.0) -> np.ndarray:
-    """Areas in square metres: in the local UTM zone for georeferenced data (times ``area_scale``,
-    the square of --gsd over the raster's own GSD), from the GSD otherwise."""
+def _areas_m2(frame: gpd.GeoDataFrame, lonlat: np.ndarray | None, pixel_m: float | None,
+              transform: Affine, area_scale: float = 1.0) -> np.ndarray:
+    """Areas in square metres: geodesic for georeferenced data (``geoseg.areas``; ``lonlat``: the
+    polygons in WGS84) times ``area_scale`` (the square of --gsd over the raster's own GSD), from the
+    GSD otherwise."""
     if len(frame) == 0:
         return np.zeros(0)
-    if frame.crs is not None:
-        metric = frame.to_crs(frame.estimate_utm_crs())
-        return np.round(metric.area.to_numpy() * area_scale, 2)
+    if lonlat is not None:
+        return np.round(geodesic_areas_m2(lonlat) * area_scale, 2)
     if pixel_m:
         px_area = abs(transform.a * transform.e - transform.b * transform.d)
         return np.round(frame.area.to_numpy() / px_area * pixel_m**2, 2)

@@ -264,7 +264,7 @@ def predict_scene(
                 t = time.perf_counter()
                 cue = landcover_cue(landcover_result, result, landcover_card) if post.landcover_threshold else None
                 frame = vectorise_buildings(result, options, input_gsd, grid, lambda f: stages("vectorize", f), post,
-                                            cue)
+                                            cue, notes)
                 result.writer.close()
                 timings["vectorize"] = time.perf_counter() - t
                 t = time.perf_counter()
