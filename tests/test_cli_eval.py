@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from geoseg.cli import app
 from geoseg.paths import data_root
 
+from checks import assert_one_line_error
+
 KAMPALA = data_root() / "buildings" / "kampala"
 NAIROBI_LABELS = data_root() / "buildings" / "nairobi" / "labels.geojson"
 
@@ -34,30 +36,21 @@ def classmap_prediction(tmp_path: Path) -> tuple[Path, Path]:
     return pred_dir, tmp_path / "truth.tif"
 
 
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), result.exception  # not an escaped Python error
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("geoseg eval: error:"), result.stderr
-    for word in words:
-        assert word in lines[0]
-
-
 def test_an_unwritable_json_path_is_a_one_line_error(tmp_path):
     pred_dir, truth = classmap_prediction(tmp_path)
     runner = CliRunner()
     # a folder that does not exist: refused before scoring
     missing = runner.invoke(app, ["eval", str(pred_dir), "--truth", str(truth), "--json", "/proc/nope/x.json"])
-    assert_one_line_error(missing, "/proc/nope", "does not exist")
+    assert_one_line_error(missing, "eval", "/proc/nope", "does not exist")
     assert "mIoU" not in missing.stdout
     # an existing folder that refuses the file: the scores are printed, then the write fails
     refused = runner.invoke(app, ["eval", str(pred_dir), "--truth", str(truth), "--json", "/proc/x.json"])
-    assert_one_line_error(refused, "cannot write the scores to /proc/x.json")
+    assert_one_line_error(refused, "eval", "cannot write the scores to /proc/x.json")
     assert "mIoU" in refused.stdout
     # the default path, PRED_DIR/eval_classmap.json, taken by a folder
     (pred_dir / "eval_classmap.json").mkdir()
     default = runner.invoke(app, ["eval", str(pred_dir), "--truth", str(truth)])
-    assert_one_line_error(default, "eval_classmap.json")
+    assert_one_line_error(default, "eval", "eval_classmap.json")
     ok = runner.invoke(app, ["eval", str(pred_dir), "--truth", str(truth), "--json", str(tmp_path / "s.json")])
     assert ok.exit_code == 0, ok.output
     assert json.loads((tmp_path / "s.json").read_text())["per_class"]["vegetation"]["iou"] == 0.5
@@ -77,7 +70,7 @@ def test_truth_that_does_not_overlap_the_prediction_is_an_error(tmp_path):
     runner = CliRunner()
     for truth in (far, unlabeled):
         result = runner.invoke(app, ["eval", str(pred_dir), "--truth", str(truth)])
-        assert_one_line_error(result, "does not overlap the prediction")
+        assert_one_line_error(result, "eval", "does not overlap the prediction")
         assert not (pred_dir / "eval_classmap.json").exists()
 
 
@@ -90,4 +83,4 @@ def test_labels_of_another_city_are_an_error(tmp_path):
     ok = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(KAMPALA / "labels.geojson")])
     assert ok.exit_code == 0, ok.output
     result = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(NAIROBI_LABELS)])
-    assert_one_line_error(result, "do not overlap")
+    assert_one_line_error(result, "eval", "do not overlap")

@@ -22,17 +22,10 @@ from geoseg.postprocess import postprocess_from_card
 from tiles.rasterpath import as_raster_path, raster_name, raster_stem
 from tiles.source import Scene, working_grid
 
+from checks import assert_one_line_error
+
 KAMPALA = data_root() / "buildings" / "kampala"
 SCENE = KAMPALA / "kampala_z19_1.tif"
-
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), result.exception  # not an escaped Python error
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("geoseg predict: error:"), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("option, value, word", [
@@ -42,7 +35,7 @@ def assert_one_line_error(result, *words: str) -> None:
 ])
 def test_float_options_must_be_finite(tmp_path, option, value, word):
     result = CliRunner().invoke(app, ["predict", str(SCENE), "--out", str(tmp_path / "o"), option, value])
-    assert_one_line_error(result, word, "finite")
+    assert_one_line_error(result, "predict", word, "finite")
     assert not (tmp_path / "o").exists()
 
 
@@ -87,7 +80,7 @@ def test_gdal_virtual_paths_are_predicted_alone_and_in_a_batch(tmp_path):
     scored = runner.invoke(app, ["eval", str(tmp_path / "v"), "--labels", str(KAMPALA / "labels.geojson")])
     assert scored.exit_code == 0, scored.output
     missing = runner.invoke(app, ["predict", f"/vsizip/{tmp_path}/k.zip/nope.tif", "--out", str(tmp_path / "n")])
-    assert_one_line_error(missing, "input not found", "/vsizip//")
+    assert_one_line_error(missing, "predict", "input not found", "/vsizip//")
 
 
 @pytest.mark.parametrize("location, name", [
@@ -110,7 +103,7 @@ def test_a_missing_input_is_one_failure_of_the_batch(tmp_path):
     assert (tmp_path / "b" / "kampala_z19_2" / "buildings.gpkg").is_file()
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["kampala_z19_2"]  # nothing left for nope
     alone = CliRunner().invoke(app, ["predict", str(missing), "--out", str(tmp_path / "c"), *FAST])
-    assert_one_line_error(alone, "input not found", str(missing))
+    assert_one_line_error(alone, "predict", "input not found", str(missing))
     assert not (tmp_path / "c").exists()
 
 
@@ -122,7 +115,7 @@ def test_too_few_bands_says_what_is_supported(tmp_path):
     with rasterio.open(two, "w", **profile) as dst:
         dst.write(data)
     result = CliRunner().invoke(app, ["predict", str(two), "--out", str(tmp_path / "o"), *FAST])
-    assert_one_line_error(result, "2 band(s): three bands (RGB) are needed", "convert this raster to RGB")
+    assert_one_line_error(result, "predict", "2 band(s): three bands (RGB) are needed", "convert this raster to RGB")
     assert "explicit bands" not in result.stderr  # predict has no option to pass bands
 
 
@@ -246,4 +239,4 @@ def test_a_folder_is_a_batch_of_the_rasters_directly_inside_it(tmp_path):
     empty.mkdir()
     (empty / "notes.txt").write_text("not a raster")
     nothing = CliRunner().invoke(app, ["predict", str(empty), "--out", str(tmp_path / "o2"), *FAST])
-    assert_one_line_error(nothing, "no rasters in folder", str(empty))
+    assert_one_line_error(nothing, "predict", "no rasters in folder", str(empty))

@@ -11,6 +11,8 @@ from geoseg.regularize import dominant_angle, regularize_buildings
 from geoseg.vectorize import VectorizeOptions, vectorize_array
 from tiles.labels import LabelIndex, building_classes, instance_raster
 
+from checks import walls_between
+
 
 def kampala_terraces() -> tuple[list, list]:
     """Buildings of kampala_z19_2 (OSM footprints -> training-style classes -> polygons at the
@@ -24,28 +26,17 @@ def kampala_terraces() -> tuple[list, list]:
     return found.geometries, found.group
 
 
-def shared_walls(geoms: list) -> dict[tuple[int, int], tuple[float, float]]:
-    """(i, j) -> (length of shared boundary, overlap area) for every pair of touching polygons."""
-    g = np.asarray(geoms, dtype=object)
-    left, right = shapely.STRtree(g).query(g, predicate="intersects")
-    pair = left < right
-    left, right = left[pair], right[pair]
-    wall = shapely.length(shapely.intersection(shapely.boundary(g[left]), shapely.boundary(g[right])))
-    overlap = shapely.area(shapely.intersection(g[left], g[right]))
-    return {(int(i), int(j)): (float(w), float(o)) for i, j, w, o in zip(left, right, wall, overlap)}
-
-
 def test_squared_neighbours_keep_their_walls_on_a_real_scene():
     """Pairs sharing at least 0.5 m (1.7 px) of wall still share one after squaring, and no two
     buildings overlap. The first version (each building squared alone, overlaps cut, gaps closed
     with mitred buffers) left 5 of these 19 pairs apart and 8.9 px² of overlap between groups."""
     geoms, groups = kampala_terraces()
-    before = {k: w for k, (w, _) in shared_walls(geoms).items() if w >= 1.7}
+    before = {k: w for k, (w, _) in walls_between(geoms).items() if w >= 1.7}
     assert len(before) >= 15, "the scene must hold terraces for this test to mean anything"
     squared = regularize_buildings(geoms, groups, 1.0)
     assert len(squared) == len(geoms)
     assert all(g.is_valid and g.geom_type == "Polygon" for g in squared)
-    after = shared_walls(squared)
+    after = walls_between(squared)
     assert sum(overlap for _, overlap in after.values()) < 1e-6
     lost = [k for k in before if after.get(k, (0.0, 0.0))[0] < 1]
     assert not lost, f"pairs no longer sharing a wall: {lost}"

@@ -17,6 +17,8 @@ from geoseg.vectorize import (
 )
 from tiles.labels import LabelIndex, building_classes, instance_raster
 
+from checks import walls_between
+
 NO_SIMPLIFY = VectorizeOptions(min_area_px=1, simplify_px=0)
 
 
@@ -228,17 +230,6 @@ def test_tracer_names_are_still_importable_from_vectorize():
 
     for name in ("trace_polygons", "polygons_from_labels", "find_components", "Components"):
         assert getattr(vectorize, name) is getattr(polygonize, name)
-
-
-def walls_between(polygons: list) -> dict[tuple[int, int], tuple[float, float]]:
-    """(i, j) -> (length of the boundary the two polygons share, area of their overlap), touching pairs."""
-    geoms = np.asarray(polygons, dtype=object)
-    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    pair = left < right
-    left, right = left[pair], right[pair]
-    wall = shapely.length(shapely.intersection(shapely.boundary(geoms[left]), shapely.boundary(geoms[right])))
-    overlap = shapely.area(shapely.intersection(geoms[left], geoms[right]))
-    return {(int(i), int(j)): (float(w), float(o)) for i, j, w, o in zip(left, right, wall, overlap)}
 
 
 def test_simplified_neighbours_keep_their_shared_walls_on_a_real_scene():
