@@ -88,15 +88,6 @@ def _rectilinear_ring(xy: np.ndarray) -> np.ndarray | None:
     return np.asarray(corners)
 
 
-def regularize_polygon(geom: shapely.Polygon, angle: float, tolerance: float) -> shapely.Polygon:
-    """One polygon squared in the frame rotated by ``angle``; the input back if squaring fails."""
-    origin = geom.centroid
-    squared = _square(affinity.rotate(geom, -angle, origin=origin, use_radians=True), tolerance)
-    if squared is None:
-        return geom
-    return affinity.rotate(squared, angle, origin=origin, use_radians=True)
-
-
 def _square(rotated: shapely.Polygon, tolerance: float) -> shapely.Polygon | None:
     """A polygon already in the dominant frame, squared; None when that fails or changes its area
     by more than a factor of 2."""
@@ -194,11 +185,12 @@ def _square_group(originals: list, angle: float, tolerance: float) -> list:
     # surroundings of a wall it shared (not into a third building's pixels)
     reach = 2 * tolerance
     near = np.stack([shapely.dwithin(squared[k], centres, reach) for k in ok])
-    grow = np.stack([in_own[i] & np.delete(near, i, axis=0).any(axis=0) for i in range(len(ok))])
+    n_near, n_own = near.sum(axis=0), in_own.sum(axis=0)  # counts: 'any other' without a copy per building
+    grow = in_own & (n_near - near > 0)
     for a, b, line in contacts:
         seam = shapely.dwithin(line, centres, reach)
         for i in (a, b):
-            grow[i] |= seam & ~np.delete(in_own, i, axis=0).any(axis=0)
+            grow[i] |= seam & (n_own - in_own[i] == 0)
     owner = _close_seams(owner, grow & ~blocked)
     traced, value = polygons_from_labels((owner + 1).astype(np.int32))
     # polygons_from_labels puts cell (row r, column c) at [c, c + 1] x [r, r + 1]: back to the wall lines

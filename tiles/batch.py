@@ -23,16 +23,15 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tiles.rasterpath import RasterPath
+
 __all__ = ["BatchReport", "run_batch", "part_path"]
 
-#: an input is a Path or a string (GDAL virtual paths such as /vsizip//a.zip/b.tif must stay strings:
-#: Path would collapse their //); jobs get it as it was given
-Input = Union[str, Path]
-Work = Callable[[Input, Path], Any]
+Work = Callable[[RasterPath, Path], Any]
 
 
 @dataclass
@@ -60,7 +59,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def run_one(work: Work, input_path: Input, output_path: Path) -> tuple[str, Any, str | None]:
+def run_one(work: Work, input_path: RasterPath, output_path: Path) -> tuple[str, Any, str | None]:
     """Run one job into a ``.part`` path and rename it; returns (input, result, error)."""
     tmp = part_path(output_path)
     _remove(tmp)
@@ -81,12 +80,12 @@ def _progress(show: bool) -> Progress:
                     disable=not show)
 
 
-def run_batch(inputs: Sequence[Input], output_for: Callable[[Input], Path], work: Work,
+def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], Path], work: Work,
               scheduler: str | None = None, n_workers: int = 2, show_progress: bool = True,
               description: str = "files") -> BatchReport:
     """Run ``work`` on every input whose output does not exist yet (see module docstring)."""
     report = BatchReport()
-    todo: list[tuple[Input, Path]] = []
+    todo: list[tuple[RasterPath, Path]] = []
     for p in inputs:
         out = Path(output_for(p))
         if out.exists():
