@@ -14,6 +14,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
 from tiles.errors import UnsupportedRaster
+from tiles.masks import finite_only, window_valid_mask
 
 RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
 
@@ -78,8 +79,7 @@ def scene_stats(dataset, bands: tuple[int, ...], max_side: int = 1024,
     data = None
     if dtype != "uint8":
         data = dataset.read(list(bands), out_shape=(len(bands), h, w), resampling=Resampling.nearest)
-        if np.issubdtype(data.dtype, np.floating):
-            mask &= np.isfinite(data).all(axis=0)
+        mask = finite_only(mask, data)
     if mask.any():
         values = data[:, mask] if data is not None else np.zeros((len(bands), 0))
     elif (h, w) != (dataset.height, dataset.width):
@@ -109,16 +109,13 @@ def _scan_valid(dataset, bands: tuple[int, ...], collect: bool, max_values: int)
     count = 0
     for row in range(0, dataset.height, rows):
         window = Window(0, row, dataset.width, min(rows, dataset.height - row))
-        valid = dataset.dataset_mask(window=window) > 0
+        valid = window_valid_mask(dataset, window, bands=bands)
         if not valid.any():
             continue
-        data = dataset.read(list(bands), window=window) if collect else None
-        if data is not None and np.issubdtype(data.dtype, np.floating):
-            valid &= np.isfinite(data).all(axis=0)
-            if not valid.any():
-                continue
-        if data is None:
+        if not collect:
             return np.zeros((len(bands), 0))
+        data = dataset.read(list(bands), window=window)
+        valid = finite_only(valid, data)
         found.append(data[:, valid][:, : max_values - count])
         count += found[-1].shape[1]
         if count >= max_values:
