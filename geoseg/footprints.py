@@ -22,6 +22,7 @@ from rasterio.windows import Window
 from geoseg import vectorize
 from geoseg.areas import geodesic_areas_m2, off_earth
 from geoseg.options import PredictError, PredictOptions
+from geoseg.polygonize import through_affine
 from geoseg.postprocess import BuildingPostprocess, building_classes
 from geoseg.regularize import regularize_buildings
 from geoseg.tiled_inference import HeadResult
@@ -93,9 +94,7 @@ def vectorise_buildings(
         geoms = regularize_buildings(geoms, found.group, vopts.simplify_px)
     geoms = np.asarray(geoms, dtype=object)
     if geoms.size:
-        t = head.transform
-        geoms = shapely.transform(geoms, lambda xy: np.column_stack([
-            t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f]))
+        geoms = through_affine(geoms, head.transform)
         # a working grid coarser than the input's overhangs its far edges by part of a pixel:
         # nothing may lie outside the input raster, nor on its nodata (geoseg.valid_area)
         geoms = shapely.intersection(shapely.make_valid(geoms), _footprint(grid))

@@ -269,3 +269,11 @@ def _assemble_polygons(
     order = np.lexsort((~shell, polygon))  # each polygon's shell first, then its holes
     polygons = shapely.polygons(rings[order], indices=polygon[order])
     return polygons, value[shells]
+
+
+def through_affine(geoms: np.ndarray, transform) -> np.ndarray:
+    """Geometries with every vertex through an affine ``transform`` (e.g. traced pixel coordinates
+    to the raster's CRS, or its inverse back): one vectorised pass, holes and parts kept."""
+    t = transform
+    return shapely.transform(geoms, lambda xy: np.column_stack([t.a * xy[:, 0] + t.b * xy[:, 1] + t.c,
+                                                               t.d * xy[:, 0] + t.e * xy[:, 1] + t.f]))

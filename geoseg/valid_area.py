@@ -21,7 +21,7 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from geoseg.polygonize import polygons_from_labels
+from geoseg.polygonize import polygons_from_labels, through_affine
 from tiles.grid import tile_grid
 from tiles.masks import window_valid_mask
 from tiles.normalize import select_bands
@@ -49,16 +49,18 @@ def cut_nodata(geoms: np.ndarray, path: Path | str, block: int = 1024) -> np.nda
     if invalid.size == 0:
         return geoms
     hit_geom, hit_invalid = shapely.STRtree(invalid).query(geoms, predicate="intersects")
+    order = np.argsort(hit_geom, kind="stable")
+    hit_geom, hit_invalid = hit_geom[order], hit_invalid[order]
+    starts = np.flatnonzero(np.r_[True, hit_geom[1:] != hit_geom[:-1]]) if hit_geom.size else hit_geom
     out = geoms.copy()
-    for i in np.unique(hit_geom):
-        holes = shapely.union_all(invalid[hit_invalid[hit_geom == i]])
-        out[i] = shapely.difference(shapely.make_valid(geoms[i]), holes)
+    for i, hits in zip(hit_geom[starts], np.split(hit_invalid, starts[1:])):  # one pass over the hits
+        out[i] = shapely.difference(geoms[i], shapely.union_all(invalid[hits]))
     return out
 
 
 def _invalid_polygons(src, bands: tuple[int, ...], floating: bool, geoms: np.ndarray, block: int) -> np.ndarray:
     """The invalid pixels of the blocks of ``src`` that some geometry reaches, as polygons in its CRS."""
-    pixel_boxes = shapely.transform(shapely.envelope(geoms), lambda xy: _affine(~src.transform, xy))
+    pixel_boxes = through_affine(shapely.envelope(geoms), ~src.transform)
     tree = shapely.STRtree(pixel_boxes)
     found = []
     for tile in tile_grid(src.width, src.height, block):
@@ -73,9 +75,4 @@ def _invalid_polygons(src, bands: tuple[int, ...], floating: bool, geoms: np.nda
             found.append(polygons)
     if not found:
         return np.empty(0, dtype=object)
-    return shapely.transform(np.concatenate(found), lambda xy: _affine(src.transform, xy))
-
-
-def _affine(t, xy: np.ndarray) -> np.ndarray:
-    """Coordinates (n, 2) through the affine transform ``t``."""
-    return np.column_stack([t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f])
+    return through_affine(np.concatenate(found), src.transform)
