@@ -25,7 +25,7 @@ from geoseg.options import PredictError, PredictOptions
 from geoseg.polygonize import through_affine
 from geoseg.postprocess import BuildingPostprocess, building_classes
 from geoseg.regularize import regularize_buildings
-from geoseg.tiled_inference import HeadResult
+from geoseg.tiled_inference import HeadResult, gsd_scale
 from geoseg.valid_area import cut_nodata
 from tiles.warp import axis_aligned, bilinear_window
 
@@ -64,8 +64,9 @@ def vectorise_buildings(
     ``notes``: gets a line when buildings are dropped for having no longitude/latitude.
     """
     # ground size of one working pixel: the Scene's own measure, scaled when --gsd overrides it
+    scale_m = gsd_scale(input_gsd, grid["native_gsd"])
     if head.gsd is not None and grid["native_gsd"]:
-        pixel_m = head.gsd * (input_gsd / grid["native_gsd"])
+        pixel_m = head.gsd * scale_m
     else:
         pixel_m = input_gsd  # not georeferenced: pixels as given by --gsd, else unknown
     scale = pixel_m if pixel_m else None
@@ -102,8 +103,7 @@ def vectorise_buildings(
             geoms = cut_nodata(geoms, grid["path"])
         geoms = np.asarray([_as_polygon(g) for g in geoms], dtype=object)
     # --gsd says what an input pixel really measures: areas in that measure, like --min-area's
-    area_scale = (input_gsd / grid["native_gsd"]) ** 2 if input_gsd and grid["native_gsd"] else 1.0
-    return building_frame(geoms, found.confidence, head.crs, pixel_m, head.transform, notes, area_scale)
+    return building_frame(geoms, found.confidence, head.crs, pixel_m, head.transform, notes, scale_m**2)
 
 
 def building_frame(geoms: np.ndarray, confidence: list, crs: Any, pixel_m: float | None, transform: Affine,

@@ -40,7 +40,7 @@ from geoseg.footprints import landcover_cue, vectorise_buildings, write_building
 from geoseg.heads import building_rules, load_heads, model_summary
 from geoseg.infer import TileModel, resolve_device
 from geoseg.options import PredictError, PredictOptions
-from geoseg.tiled_inference import HeadResult, run_head
+from geoseg.tiled_inference import HeadResult, gsd_scale, run_head
 from tiles.errors import UnsupportedRaster
 from tiles.rasterpath import RasterPath, as_raster_path, raster_exists, raster_name
 from tiles.source import Scene, cap_block_cache
@@ -128,9 +128,7 @@ def _quiet_georeferencing(georeferenced: bool) -> Iterator[None]:
 
 def _in_user_measure(working_gsd: float | None, input_gsd: float | None, grid: dict) -> float | None:
     """A working grid's GSD as --gsd measures it (the Scene measures the file's georeferencing)."""
-    if working_gsd is None or not input_gsd or not grid["native_gsd"]:
-        return working_gsd
-    return working_gsd * input_gsd / grid["native_gsd"]
+    return None if working_gsd is None else working_gsd * gsd_scale(input_gsd, grid["native_gsd"])
 
 
 def _json_safe(value: Any) -> Any:

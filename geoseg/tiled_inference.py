@@ -27,7 +27,7 @@ from tiles.rasterpath import RasterPath
 from tiles.source import Scene
 from tiles.stitch import BlendingWriter
 
-__all__ = ["HeadResult", "MAX_UPSAMPLING", "run_head", "scene_gsd"]
+__all__ = ["HeadResult", "MAX_UPSAMPLING", "gsd_scale", "run_head", "scene_gsd"]
 
 
 @dataclass
@@ -51,6 +51,12 @@ class HeadResult:
 MAX_UPSAMPLING = 2.0
 
 
+def gsd_scale(input_gsd: float | None, native_gsd: float | None) -> float:
+    """What ``--gsd`` does to lengths: metres as the user measures them per metre as the file's
+    georeferencing measures them (``input_gsd / native_gsd``; 1 when either is unknown)."""
+    return input_gsd / native_gsd if input_gsd and native_gsd else 1.0
+
+
 def scene_gsd(model_gsd: float | None, native_gsd: float | None, input_gsd: float | None) -> float | None:
     """Target GSD to open the Scene at, in the file's own measure (None: no resampling).
 
@@ -60,7 +66,7 @@ def scene_gsd(model_gsd: float | None, native_gsd: float | None, input_gsd: floa
     """
     if model_gsd is None or native_gsd is None or input_gsd is None:
         return None
-    return max(model_gsd * native_gsd / input_gsd, native_gsd / MAX_UPSAMPLING)
+    return max(model_gsd / gsd_scale(input_gsd, native_gsd), native_gsd / MAX_UPSAMPLING)
 
 
 def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
