@@ -17,7 +17,8 @@ from api.app import create_app
 from api.settings import Settings
 from geoseg.paths import data_root
 
-SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
+# 768 x 512 px: long enough (a few tenths of a second per stage, fast profile) for polling to see a stage
+SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
 
 
 def test_real_pipeline_job_end_to_end(tmp_path):
@@ -34,7 +35,7 @@ def test_real_pipeline_job_end_to_end(tmp_path):
         job = client.get(url).json()
         while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
             stages.add(job["stage"])
-            time.sleep(0.2)
+            time.sleep(0.05)
             job = client.get(url).json()
         assert job["status"] == "succeeded", job
         assert len(stages - {"starting", "queued", None}) >= 1  # pipeline stages were reported
