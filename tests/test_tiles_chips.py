@@ -84,3 +84,23 @@ def test_unusable_raster_fails_with_message(rasters_dir: Path, tmp_path: Path):
                                  "--labels", str(rasters_dir / "../buildings/kampala/labels.geojson")])
     assert result.exit_code == 1
     assert "three bands" in result.output
+
+
+def test_an_out_folder_holds_one_chip_set(buildings_dir: Path, tmp_path: Path):
+    """Chip names do not carry the options: a second option set would overwrite the files that
+    the first set's records (kept for resuming) point at, so it is refused before writing."""
+    scene = str(buildings_dir / "kampala/kampala_z19_2.tif")
+    out = tmp_path / "chips"
+    first = runner.invoke(app, ["tile", scene, "--out", str(out), "--size", "128"])
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    other = runner.invoke(app, ["tile", scene, "--out", str(out), "--size", "64"])
+    assert other.exit_code == 1
+    assert "holds chips cut with other options (size=128" in other.output and "Traceback" not in other.output
+    assert len(other.output.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == before
+    again = runner.invoke(app, ["tile", scene, "--out", str(out), "--size", "128"])
+    assert again.exit_code == 0 and "1 already done" in again.output
+    for f in index_of(out):
+        with rasterio.open(out / f["properties"]["image"]) as im:
+            assert im.shape == (128, 128)

@@ -3,11 +3,16 @@
 One batch job per scene (or per image + mask pair) via ``tiles.batch``: a progress bar,
 resumable (each finished scene leaves ``OUT/parts/<options-hash>/<scene>.json``; a re-run
 with the same options skips it), and ``--scheduler`` to use a Dask cluster.
+
+An OUT folder holds ONE chip set: chip files are named by scene and grid cell only, so a
+run with other options would overwrite files that the first run's records still point
+at. Such a run is refused (see ``check_one_chip_set``). User errors are one line, exit 1.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from enum import Enum
 from functools import partial
@@ -68,10 +73,47 @@ class SceneJob:
                                    tile_dir, self.split or landcover_split(tile_dir))
             return [r.to_feature() for r in recs]
 
+    def options_key(self) -> str:
+        """Everything that decides the chip files and records (JSON)."""
+        return json.dumps([asdict(self.opts), self.target, [str(p) for p in self.labels or ()], self.split],
+                          default=str)
+
     def part_dir(self) -> Path:
-        key = json.dumps([asdict(self.opts), self.target, [str(p) for p in self.labels or ()], self.split],
-                         default=str)
-        return self.out / "parts" / hashlib.sha1(key.encode()).hexdigest()[:10]
+        return self.out / "parts" / hashlib.sha1(self.options_key().encode()).hexdigest()[:10]
+
+
+OPTIONS_FILE = "options.json"  # in the part dir: which options its records were cut with
+
+
+def check_one_chip_set(job: SceneJob) -> None:
+    """Refuse an OUT that holds finished records cut with other options.
+
+    Why: chip files are ``<stem>_rNNN_cNNN`` whatever the options, so a second option set
+    overwrites them and the first set's records (kept for resuming) would then point at
+    pixels cut otherwise. A part dir with no record yet (a run that failed everywhere) is
+    not a chip set and is dropped.
+    """
+    mine = job.part_dir()
+    parts = job.out / "parts"
+    others = sorted(d for d in parts.iterdir() if d.is_dir() and d != mine) if parts.is_dir() else []
+    for other in others:
+        if not any(f.name != OPTIONS_FILE for f in other.glob("*.json")):
+            shutil.rmtree(other, ignore_errors=True)
+            continue
+        stamp = other / OPTIONS_FILE
+        was = _describe(json.loads(stamp.read_text())) if stamp.exists() else "unknown options"
+        raise ValueError(f"{job.out} holds chips cut with other options ({was}); use another --out "
+                         f"or the same options as that run")
+    mine.mkdir(parents=True, exist_ok=True)
+    (mine / OPTIONS_FILE).write_text(job.options_key())
+
+
+def _describe(key: list) -> str:
+    opts, target, labels, split = key
+    text = ", ".join(f"{k}={v}" for k, v in opts.items()) + f", target={target}"
+    if labels:
+        text += f", labels={','.join(Path(p).name for p in labels)}"
+    return text + (f", split={split}" if split else "")
 
 
 def part_for(part_dir: Path, path: Path) -> Path:
@@ -84,7 +126,7 @@ def expand_inputs(paths: list[Path], target: Target) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if not p.exists():
-            raise typer.BadParameter(f"{p}: no such file or directory")
+            raise ValueError(f"{p}: no such file or directory")
         if target is Target.landcover:
             out += [img for img, _ in landcover_pairs(p)] if p.is_dir() else [p]
         elif p.is_dir():
@@ -92,7 +134,7 @@ def expand_inputs(paths: list[Path], target: Target) -> list[Path]:
         else:
             out.append(p)
     if not out:
-        raise typer.BadParameter("no input rasters found")
+        raise ValueError("no input rasters found")
     return out
 
 
@@ -102,7 +144,7 @@ def parse_bands(bands: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(b) for b in bands.split(","))
     except ValueError as exc:
-        raise typer.BadParameter(f"--bands must look like 1,2,3, got {bands!r}") from exc
+        raise ValueError(f"--bands must look like 1,2,3, got {bands!r}") from exc
 
 
 def tile(
@@ -119,15 +161,19 @@ def tile(
     scheduler: str = typer.Option(None, help="Dask scheduler address; 'sync' runs in-process (default: local processes, in-process for one input)."),
     workers: int = typer.Option(2, help="Local worker processes."),
 ) -> None:
-    """Cut scenes into training chips with labels and an index (resumable)."""
-    opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands))
-    if size <= 0 or not 0 <= overlap < size:
-        raise typer.BadParameter(f"need size > 0 and 0 <= overlap < size (got {size}, {overlap})")
-    inputs = expand_inputs(scenes, target)
-    job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
-                   labels=tuple(p.resolve() for p in labels) if labels else None, split=split)
+    """Cut scenes into training chips with labels and an index (resumable; one option set per --out)."""
+    try:
+        if size <= 0 or not 0 <= overlap < size:
+            raise ValueError(f"need size > 0 and 0 <= overlap < size (got {size}, {overlap})")
+        opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands))
+        inputs = expand_inputs(scenes, target)
+        job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
+                       labels=tuple(p.resolve() for p in labels) if labels else None, split=split)
+        check_one_chip_set(job)
+    except Exception as exc:  # one line for the user, non-zero exit
+        typer.echo(f"geoseg tile: error: {exc}", err=True)
+        raise typer.Exit(1) from None
     part_dir = job.part_dir()
-    part_dir.mkdir(parents=True, exist_ok=True)
     if scheduler is None and len(inputs) == 1:
         scheduler = "sync"
     report = run_batch([p.resolve() for p in inputs], partial(part_for, part_dir), job, scheduler=scheduler,
