@@ -104,3 +104,23 @@ def test_an_out_folder_holds_one_chip_set(buildings_dir: Path, tmp_path: Path):
     for f in index_of(out):
         with rasterio.open(out / f["properties"]["image"]) as im:
             assert im.shape == (128, 128)
+
+
+def test_scenes_with_the_same_name_are_refused(buildings_dir: Path, tmp_path: Path):
+    """a/scene.tif and b/scene.tif would both write scene_rNNN_cNNN: refused in one run and
+    across runs into one folder, before any chip is written."""
+    src = buildings_dir / "kampala/kampala_z19_2.tif"
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "scene.tif").write_bytes(src.read_bytes())
+    labels = ["--labels", str(buildings_dir / "kampala/labels.geojson")]
+    out = tmp_path / "chips"
+    both = runner.invoke(app, ["tile", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out), *labels])
+    assert both.exit_code == 1 and "would both write chips named scene_rNNN_cNNN" in both.output
+    assert len(both.output.strip().splitlines()) == 1 and not (out / "images").exists()
+    first = runner.invoke(app, ["tile", str(tmp_path / "a/scene.tif"), "--out", str(out), *labels])
+    assert first.exit_code == 0, first.output
+    later = runner.invoke(app, ["tile", str(tmp_path / "b/scene.tif"), "--out", str(out), *labels])
+    assert later.exit_code == 1 and str(tmp_path / "a/scene.tif") in later.output
+    again = runner.invoke(app, ["tile", str(tmp_path / "a/scene.tif"), "--out", str(out), *labels])
+    assert again.exit_code == 0 and "1 already done" in again.output

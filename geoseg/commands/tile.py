@@ -67,7 +67,7 @@ class SceneJob:
     def _landcover(self, image: Path) -> list[dict]:
         mask = image.with_name(image.stem + "_label.png")
         tile_dir = image.parent.name
-        prefix = f"{image.parent.parent.name}_{tile_dir}_{image.stem}".replace("image_part_", "p")
+        prefix = chip_prefix(image, self.target)
         with Scene(image, bands=self.opts.bands) as scene:
             recs = landcover_chips(scene, mask, self.out, self.opts, f"{tile_dir}/{image.name}", prefix,
                                    tile_dir, self.split or landcover_split(tile_dir))
@@ -106,6 +106,33 @@ def check_one_chip_set(job: SceneJob) -> None:
                          f"or the same options as that run")
     mine.mkdir(parents=True, exist_ok=True)
     (mine / OPTIONS_FILE).write_text(job.options_key())
+
+
+SOURCES_FILE = "sources.json"  # in the part dir: chip-name prefix -> the scene file it was cut from
+
+
+def chip_prefix(path: Path, target: str) -> str:
+    """How a scene's chip files are named before ``_rNNN_cNNN``: its stem (buildings) or
+    ``<dataset>_<tile>_<image>`` (land cover, ``image_part_`` shortened to ``p``)."""
+    if target == Target.landcover.value:
+        return f"{path.parent.parent.name}_{path.parent.name}_{path.stem}".replace("image_part_", "p")
+    return path.stem
+
+
+def check_unique_names(job: SceneJob, inputs: list[Path]) -> None:
+    """Refuse two scene files whose chips would share names, in this run or against earlier
+    runs into the same OUT (they would overwrite each other's chip files)."""
+    sources = job.part_dir() / SOURCES_FILE
+    known: dict[str, str] = json.loads(sources.read_text()) if sources.exists() else {}
+    mine: dict[str, str] = {}
+    for path in inputs:
+        prefix = chip_prefix(path, job.target)
+        other = mine.get(prefix) or known.get(prefix)
+        if other is not None and other != str(path):
+            raise ValueError(f"{path} and {other} would both write chips named {prefix}_rNNN_cNNN: "
+                             f"rename one or tile them into different --out folders")
+        mine[prefix] = str(path)
+    sources.write_text(json.dumps({**known, **mine}, indent=0, sort_keys=True))
 
 
 def _describe(key: list) -> str:
@@ -169,18 +196,20 @@ def tile(
         inputs = expand_inputs(scenes, target)
         job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
                        labels=tuple(p.resolve() for p in labels) if labels else None, split=split)
+        inputs = [p.resolve() for p in inputs]
         check_one_chip_set(job)
+        check_unique_names(job, inputs)
     except Exception as exc:  # one line for the user, non-zero exit
         typer.echo(f"geoseg tile: error: {exc}", err=True)
         raise typer.Exit(1) from None
     part_dir = job.part_dir()
     if scheduler is None and len(inputs) == 1:
         scheduler = "sync"
-    report = run_batch([p.resolve() for p in inputs], partial(part_for, part_dir), job, scheduler=scheduler,
+    report = run_batch(inputs, partial(part_for, part_dir), job, scheduler=scheduler,
                        n_workers=workers, description="scenes")
     features = []
     for p in inputs:
-        part = part_for(part_dir, p.resolve())
+        part = part_for(part_dir, p)
         if part.exists():
             features += json.loads(part.read_text())
     index = write_index(out, features)
