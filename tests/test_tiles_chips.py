@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.warp import transform_bounds
 from typer.testing import CliRunner
 
 from geoseg.cli import app
@@ -46,10 +47,24 @@ def test_building_chips_at_target_gsd(buildings_dir: Path, tmp_path: Path):
     assert index_of(out) == feats
 
 
-def test_low_valid_windows_are_recorded_as_skipped(rasters_dir: Path, buildings_dir: Path, tmp_path: Path):
+def labels_around(scene: Path, path: Path) -> Path:
+    """A label file whose extent covers ``scene`` with no building inside it: two small
+    squares just beyond opposite corners (the scene legitimately has zero buildings)."""
+    with rasterio.open(scene) as src:
+        w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    squares = [[[x, y], [x + 1e-4, y], [x + 1e-4, y + 1e-4], [x, y + 1e-4], [x, y]]
+               for x, y in ((w - 0.01, s - 0.01), (e + 0.01, n + 0.01))]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [sq]}}
+        for sq in squares]}))
+    return path
+
+
+def test_low_valid_windows_are_recorded_as_skipped(rasters_dir: Path, tmp_path: Path):
     out = tmp_path / "chips"
-    result = runner.invoke(app, ["tile", str(rasters_dir / "rasterio/RGB.byte.tif"), "--labels",
-                                 str(buildings_dir / "kampala/labels.geojson"), "--out", str(out),
+    scene = rasters_dir / "rasterio/RGB.byte.tif"
+    result = runner.invoke(app, ["tile", str(scene), "--labels",
+                                 str(labels_around(scene, tmp_path / "around.geojson")), "--out", str(out),
                                  "--size", "256", "--min-valid", "0.9", "--scheduler", "sync"])
     assert result.exit_code == 0, result.output
     feats = index_of(out)
@@ -57,7 +72,7 @@ def test_low_valid_windows_are_recorded_as_skipped(rasters_dir: Path, buildings_
     written = [f["properties"] for f in feats if f["properties"]["status"] != "skipped"]
     assert skipped and written and len(feats) == len(tile_grid(791, 718, 256, 0))
     assert all(p["image"] is None and p["valid_fraction"] < 0.9 for p in skipped)
-    assert all(p["status"] == "empty" and (out / p["image"]).exists() for p in written)  # no Kampala building here
+    assert all(p["status"] == "empty" and (out / p["image"]).exists() for p in written)  # no building inside the labels' extent
     assert len(list((out / "images").iterdir())) == len(written)
 
 
@@ -124,3 +139,42 @@ def test_scenes_with_the_same_name_are_refused(buildings_dir: Path, tmp_path: Pa
     assert later.exit_code == 1 and str(tmp_path / "a/scene.tif") in later.output
     again = runner.invoke(app, ["tile", str(tmp_path / "a/scene.tif"), "--out", str(out), *labels])
     assert again.exit_code == 0 and "1 already done" in again.output
+
+
+def _feature_collection(coords: list[list[float]] | None) -> str:
+    feats = [] if coords is None else [{"type": "Feature", "properties": {},
+                                        "geometry": {"type": "Polygon", "coordinates": [coords]}}]
+    return json.dumps({"type": "FeatureCollection", "features": feats})
+
+
+def test_labels_that_cannot_meet_the_scene_are_errors(buildings_dir: Path, tmp_path: Path):
+    """Labels in the wrong CRS, far away or empty would make all-background chips and exit 0."""
+    scene = buildings_dir / "kampala/kampala_z19_2.tif"
+    with rasterio.open(scene) as src:
+        w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        web_w, web_s, _, _ = transform_bounds(src.crs, "EPSG:3857", *src.bounds)
+    x, y = (w + e) / 2, (s + n) / 2
+    cases = {
+        # EPSG:3857 metres in a GeoJSON without a crs member (read as lon/lat)
+        "web.geojson": (_feature_collection([[web_w, web_s], [web_w + 20, web_s], [web_w + 20, web_s + 20],
+                                             [web_w, web_s]]), "coordinates outside [-180,180]x[-90,90]"),
+        "far.geojson": (_feature_collection([[x + 10, y], [x + 10.001, y], [x + 10.001, y + 0.001], [x + 10, y]]),
+                        "no label polygon overlaps kampala_z19_2.tif"),
+        "empty.geojson": (_feature_collection(None), "empty.geojson holds no polygon"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        out = tmp_path / name.replace(".geojson", "")
+        result = runner.invoke(app, ["tile", str(scene), "--labels", str(tmp_path / name), "--out", str(out)])
+        assert result.exit_code == 1 and message in result.output, (name, result.output)
+        assert "Traceback" not in result.output and not (out / "images").exists()
+
+
+def test_scene_without_crs_cannot_take_vector_labels(buildings_dir: Path, tmp_path: Path):
+    scene = tmp_path / "plain.tif"
+    data = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
+    with rasterio.open(scene, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8") as dst:
+        dst.write(data)
+    result = runner.invoke(app, ["tile", str(scene), "--labels", str(buildings_dir / "kampala/labels.geojson"),
+                                 "--out", str(tmp_path / "chips")])
+    assert result.exit_code == 1 and "plain.tif has no CRS: vector labels cannot be placed" in result.output

@@ -46,17 +46,42 @@ class LabelIndex:
             frame = gpd.read_file(path)
             if frame.crs is None:
                 frame = frame.set_crs(4326)
+            _check_lonlat(path, frame)
             if crs is not None:
                 frame = frame.to_crs(crs)
             chunks.append(_polygons_only(np.asarray(frame.geometry.values, dtype=object)))
         polys = np.concatenate(chunks) if chunks else np.empty(0, dtype=object)
         return cls(polys)
 
+    def meets(self, bounds: tuple[float, float, float, float]) -> bool:
+        """Whether the labels' extent meets the box (left, bottom, right, top).
+
+        Why: a scene outside the extent cannot be labelled by these files (wrong CRS, wrong
+        file) and would silently become all-background chips; a scene inside it with no
+        building is a real empty scene.
+        """
+        if len(self.polygons) == 0:
+            return False
+        x0, y0, x1, y1 = shapely.total_bounds(self.polygons)
+        return bool(x0 <= bounds[2] and bounds[0] <= x1 and y0 <= bounds[3] and bounds[1] <= y1)
+
     def query(self, bounds: tuple[float, float, float, float]) -> np.ndarray:
         """Polygons intersecting the box (left, bottom, right, top)."""
         box = shapely.box(*bounds)
         idx = self.tree.query(box, predicate="intersects")
         return self.polygons[np.sort(idx)]
+
+
+def _check_lonlat(path: Path, frame: gpd.GeoDataFrame) -> None:
+    """Refuse lon/lat-labelled files whose coordinates cannot be lon/lat (projected
+    coordinates in a GeoJSON without a ``crs`` member, which GDAL reads as WGS84)."""
+    if frame.empty or not frame.crs.is_geographic:
+        return
+    x0, y0, x1, y1 = frame.total_bounds
+    if x0 < -180 or x1 > 180 or y0 < -90 or y1 > 90:
+        raise ValueError(f"{path.name}: coordinates outside [-180,180]x[-90,90] (x {x0:.6g}..{x1:.6g}, "
+                         f"y {y0:.6g}..{y1:.6g}) in a file read as lon/lat ({frame.crs.to_string()}; "
+                         f"a GeoJSON without a crs member is lon/lat): reproject it to EPSG:4326")
 
 
 def instance_raster(polygons: np.ndarray, transform: Affine, shape: tuple[int, int]) -> np.ndarray:

@@ -22,7 +22,7 @@ import typer
 
 from tiles.batch import run_batch
 from tiles.chips import ChipOptions, building_chips, landcover_chips, landcover_pairs, write_index
-from tiles.labels import LabelIndex
+from tiles.labels import LabelIndex, grid_bounds
 from tiles.source import Scene
 from tiles.splits import buildings_split, landcover_split, scene_area
 
@@ -59,7 +59,14 @@ class SceneJob:
             raise FileNotFoundError(f"{path.name}: label file {missing[0]} not found (use --labels)")
         area, block = scene_area(path)
         with Scene(path, bands=self.opts.bands, gsd=self.opts.gsd) as scene:
+            if scene.crs is None:
+                raise ValueError(f"{path.name} has no CRS: vector labels cannot be placed")
             index = LabelIndex.from_files(label_files, scene.crs)
+            if not index.meets(grid_bounds(scene.transform, scene.width, scene.height)):
+                files = ", ".join(p.name for p in label_files)
+                why = (f"{len(index.polygons)} polygons in {files}, their extent misses the scene" if len(index.polygons)
+                       else f"{files} holds no polygon")
+                raise ValueError(f"no label polygon overlaps {path.name} ({why})")
             recs = building_chips(scene, index, self.out, self.opts, path.name, area,
                                   self.split or buildings_split(area, block))
             return [r.to_feature() for r in recs]
