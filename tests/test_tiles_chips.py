@@ -178,3 +178,14 @@ def test_scene_without_crs_cannot_take_vector_labels(buildings_dir: Path, tmp_pa
     result = runner.invoke(app, ["tile", str(scene), "--labels", str(buildings_dir / "kampala/labels.geojson"),
                                  "--out", str(tmp_path / "chips")])
     assert result.exit_code == 1 and "plain.tif has no CRS: vector labels cannot be placed" in result.output
+
+
+def test_landcover_label_without_its_image_is_one_line(data_root: Path, tmp_path: Path):
+    folder = tmp_path / "dubai/tile_2"
+    folder.mkdir(parents=True)
+    mask = data_root / "landcover/dubai/tile_2/image_part_001_label.png"
+    (folder / mask.name).write_bytes(mask.read_bytes())
+    result = runner.invoke(app, ["tile", str(tmp_path / "dubai"), "--target", "landcover", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "image_part_001_label.png: no image image_part_001.jpg/.png/.tif beside it" in result.output
+    assert len(result.output.strip().splitlines()) == 1
