@@ -189,3 +189,12 @@ def test_landcover_label_without_its_image_is_one_line(data_root: Path, tmp_path
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "image_part_001_label.png: no image image_part_001.jpg/.png/.tif beside it" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_gsd_is_refused_for_landcover_not_ignored(data_root: Path, tmp_path: Path):
+    """The Dubai jpgs have no georeferencing: --gsd cannot be applied, and used to be ignored."""
+    image = data_root / "landcover/dubai/tile_2/image_part_001.jpg"
+    out = tmp_path / "lc"
+    result = runner.invoke(app, ["tile", str(image), "--target", "landcover", "--gsd", "1.0", "--out", str(out)])
+    assert result.exit_code == 1 and not out.exists()
+    assert result.output.strip() == "geoseg tile: error: image_part_001.jpg is not georeferenced: cannot resample to --gsd"

@@ -13,12 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from enum import Enum
 from functools import partial
 from pathlib import Path
 
+import rasterio
 import typer
+from rasterio.errors import NotGeoreferencedWarning
 
 from tiles.batch import run_batch
 from tiles.chips import ChipOptions, building_chips, landcover_chips, landcover_pairs, write_index
@@ -172,6 +175,21 @@ def expand_inputs(paths: list[Path], target: Target) -> list[Path]:
     return out
 
 
+def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
+    """Refuse ``--gsd`` for land-cover pairs rather than ignore it: the Dubai images carry no
+    georeferencing (no GSD to resample from), and the class masks are cut at native resolution."""
+    if gsd is None:
+        return
+    for image in images:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(image) as src:
+                if src.crs is None:
+                    raise ValueError(f"{image.name} is not georeferenced: cannot resample to --gsd")
+    raise ValueError("--gsd is not supported for --target landcover (image + mask pairs are cut at native "
+                     "resolution)")
+
+
 def parse_bands(bands: str | None) -> tuple[int, ...] | None:
     if bands is None:
         return None
@@ -187,7 +205,7 @@ def tile(
     labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS); repeatable. Default: labels.geojson beside each scene."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),
     overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels."),
-    gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres."),
+    gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings only; refused for land cover)."),
     target: Target = typer.Option(Target.buildings, help="buildings (0/1/2 + 255 ignore) or landcover (class-index masks)."),
     min_valid: float = typer.Option(0.5, help="Windows with a smaller valid-pixel fraction are recorded as skipped, not written."),
     bands: str = typer.Option(None, help="1-based bands for R,G,B, e.g. 4,3,2 (default: colour interpretation or 1,2,3)."),
@@ -204,6 +222,8 @@ def tile(
         job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
                        labels=tuple(p.resolve() for p in labels) if labels else None, split=split)
         inputs = [p.resolve() for p in inputs]
+        if target is Target.landcover:
+            check_landcover_gsd(inputs, gsd)
         check_one_chip_set(job)
         check_unique_names(job, inputs)
     except Exception as exc:  # one line for the user, non-zero exit
