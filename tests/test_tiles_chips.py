@@ -198,3 +198,26 @@ def test_gsd_is_refused_for_landcover_not_ignored(data_root: Path, tmp_path: Pat
     result = runner.invoke(app, ["tile", str(image), "--target", "landcover", "--gsd", "1.0", "--out", str(out)])
     assert result.exit_code == 1 and not out.exists()
     assert result.output.strip() == "geoseg tile: error: image_part_001.jpg is not georeferenced: cannot resample to --gsd"
+
+
+def test_landcover_masks_must_be_class_indices(data_root: Path, tmp_path: Path):
+    """A colour mask (3 bands) or values outside classes.json used to be cut as if they were classes."""
+    dubai = data_root / "landcover/dubai"
+    with rasterio.open(dubai / "tile_2/image_part_001_label.png") as m:
+        mask = m.read(1)
+    bad_values = mask.copy()
+    bad_values[:10, :10] = 7
+    cases = {"colour": (np.stack([mask * 40, mask * 20, mask]), "3 bands; a land-cover mask must be one band"),
+             "values": (bad_values[None], "values 7 are not classes of")}
+    for name, (data, message) in cases.items():
+        folder = tmp_path / name / "tile_2"
+        folder.mkdir(parents=True)
+        (tmp_path / name / "classes.json").write_bytes((dubai / "classes.json").read_bytes())
+        (folder / "image_part_001.jpg").write_bytes((dubai / "tile_2/image_part_001.jpg").read_bytes())
+        with rasterio.open(folder / "image_part_001_label.png", "w", driver="PNG", width=data.shape[2],
+                           height=data.shape[1], count=data.shape[0], dtype="uint8") as dst:
+            dst.write(data)
+        result = runner.invoke(app, ["tile", str(tmp_path / name), "--target", "landcover",
+                                     "--out", str(tmp_path / f"out_{name}")])
+        assert result.exit_code == 1 and "image_part_001_label.png: " + message in result.output, result.output
+        assert not (tmp_path / f"out_{name}/labels").exists()

@@ -142,6 +142,7 @@ def landcover_chips(scene: Scene, label_path: Path, out_dir: Path, opts: ChipOpt
             raise UnsupportedRaster(
                 f"{label_path.name}: label size {mask_ds.width}x{mask_ds.height} does not match image "
                 f"{scene.src_width}x{scene.src_height} (land-cover pairs are cut at native resolution)")
+        check_landcover_mask(mask_ds, label_path)
         for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
             chip_id = f"{chip_prefix}_r{tile.row:03d}_c{tile.col:03d}"
             rgb, valid = scene.read(tile.read)
@@ -162,6 +163,36 @@ def landcover_chips(scene: Scene, label_path: Path, out_dir: Path, opts: ChipOpt
             write_chip(out_dir / "images" / f"{chip_id}.tif", rgb, scene.crs, transform)
             write_chip(out_dir / "labels" / f"{chip_id}.tif", label[None], scene.crs, transform)
             yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, n_classes, True)
+
+
+def landcover_classes(label_path: Path) -> tuple[Path, set[int]] | None:
+    """(path, class indices) of the ``classes.json`` beside a mask or one folder up (the Dubai
+    layout ``dubai/classes.json`` + ``dubai/tile_N/X_label.png``); None when there is none."""
+    for folder in (label_path.parent, label_path.parent.parent):
+        path = folder / "classes.json"
+        if path.is_file():
+            return path, {int(c["index"]) for c in json.loads(path.read_text())}
+    return None
+
+
+def check_landcover_mask(mask_ds, label_path: Path) -> None:
+    """Refuse masks that are not one band of class indices of ``classes.json``.
+
+    Why: a colour (RGB) mask used to be accepted with only band 1 read, so chips got
+    colour values (60, 110, ...) as classes.
+    """
+    if mask_ds.count != 1:
+        raise UnsupportedRaster(f"{label_path.name}: {mask_ds.count} bands; a land-cover mask must be one band "
+                                f"of class indices (convert a colour mask first)")
+    found = landcover_classes(label_path)
+    if found is None:
+        return
+    classes_path, classes = found
+    bad = sorted(set(np.unique(mask_ds.read(1)).tolist()) - classes)
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        raise UnsupportedRaster(f"{label_path.name}: values {shown} are not classes of {classes_path} "
+                                f"({min(classes)}..{max(classes)})")
 
 
 def landcover_pairs(root: Path) -> list[tuple[Path, Path]]:
