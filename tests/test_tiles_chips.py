@@ -221,3 +221,18 @@ def test_landcover_masks_must_be_class_indices(data_root: Path, tmp_path: Path):
                                      "--out", str(tmp_path / f"out_{name}")])
         assert result.exit_code == 1 and "image_part_001_label.png: " + message in result.output, result.output
         assert not (tmp_path / f"out_{name}/labels").exists()
+
+
+def test_bad_option_values_are_one_line_errors(buildings_dir: Path, tmp_path: Path):
+    """--workers 0 hung (a cluster with no worker), --gsd 0 crashed, --gsd -1 / --split foo /
+    --min-valid 5 were accepted."""
+    scenes = [str(buildings_dir / "kampala/kampala_z19_2.tif"), str(buildings_dir / "kampala/kampala_z19_1.tif")]
+    cases = {("--workers", "0"): "--workers must be at least 1", ("--gsd", "0"): "--gsd must be a positive",
+             ("--gsd", "-1"): "--gsd must be a positive", ("--gsd", "nan"): "--gsd must be a positive",
+             ("--split", "foo"): "--split must be one of train, val, test",
+             ("--min-valid", "5"): "--min-valid is a fraction in [0, 1]"}
+    for option, message in cases.items():
+        out = tmp_path / "_".join(option)
+        result = runner.invoke(app, ["tile", *scenes, "--out", str(out), *option])
+        assert result.exit_code == 1 and message in result.output, (option, result.output)
+        assert len(result.output.strip().splitlines()) == 1 and not out.exists()

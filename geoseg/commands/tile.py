@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import warnings
 from dataclasses import asdict, dataclass
@@ -175,6 +176,25 @@ def expand_inputs(paths: list[Path], target: Target) -> list[Path]:
     return out
 
 
+SPLITS = ("train", "val", "test")
+
+
+def check_options(size: int, overlap: int, gsd: float | None, min_valid: float, split: str | None,
+                  workers: int) -> None:
+    """Refuse option values that would crash (--gsd 0), hang (--workers 0: a cluster with no
+    worker), be ignored (--gsd -1) or silently skip every window (--min-valid 5)."""
+    if size <= 0 or not 0 <= overlap < size:
+        raise ValueError(f"need size > 0 and 0 <= overlap < size (got {size}, {overlap})")
+    if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
+        raise ValueError(f"--gsd must be a positive number of metres, got {gsd}")
+    if not 0 <= min_valid <= 1:
+        raise ValueError(f"--min-valid is a fraction in [0, 1], got {min_valid}")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+
+
 def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
     """Refuse ``--gsd`` for land-cover pairs rather than ignore it: the Dubai images carry no
     georeferencing (no GSD to resample from), and the class masks are cut at native resolution."""
@@ -207,16 +227,15 @@ def tile(
     overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels."),
     gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings only; refused for land cover)."),
     target: Target = typer.Option(Target.buildings, help="buildings (0/1/2 + 255 ignore) or landcover (class-index masks)."),
-    min_valid: float = typer.Option(0.5, help="Windows with a smaller valid-pixel fraction are recorded as skipped, not written."),
+    min_valid: float = typer.Option(0.5, help="Windows with a smaller valid-pixel fraction (0 to 1) are recorded as skipped, not written."),
     bands: str = typer.Option(None, help="1-based bands for R,G,B, e.g. 4,3,2 (default: colour interpretation or 1,2,3)."),
-    split: str = typer.Option(None, help="Force this split for all chips (default: by area, see docs/ARCHITECTURE.md)."),
+    split: str = typer.Option(None, help="Force this split (train, val or test) for all chips (default: by area, see docs/ARCHITECTURE.md)."),
     scheduler: str = typer.Option(None, help="Dask scheduler address; 'sync' runs in-process (default: local processes, in-process for one input)."),
-    workers: int = typer.Option(2, help="Local worker processes."),
+    workers: int = typer.Option(2, help="Local worker processes (at least 1)."),
 ) -> None:
     """Cut scenes into training chips with labels and an index (resumable; one option set per --out)."""
     try:
-        if size <= 0 or not 0 <= overlap < size:
-            raise ValueError(f"need size > 0 and 0 <= overlap < size (got {size}, {overlap})")
+        check_options(size, overlap, gsd, min_valid, split, workers)
         opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands))
         inputs = expand_inputs(scenes, target)
         job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
