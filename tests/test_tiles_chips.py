@@ -236,3 +236,27 @@ def test_bad_option_values_are_one_line_errors(buildings_dir: Path, tmp_path: Pa
         result = runner.invoke(app, ["tile", *scenes, "--out", str(out), *option])
         assert result.exit_code == 1 and message in result.output, (option, result.output)
         assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_landcover_pairs_sharing_a_record_name_are_refused(data_root: Path, tmp_path: Path):
+    """a/tile_2/X.jpg and b/tile_2/X.jpg have distinct chip names but one finished-scene record
+    (tile_2__X.json): the second would be skipped as already done."""
+    src = data_root / "landcover/dubai/tile_2"
+    for d in ("a", "b"):
+        (tmp_path / d / "tile_2").mkdir(parents=True)
+        for name in ("image_part_001.jpg", "image_part_001_label.png"):
+            (tmp_path / d / "tile_2" / name).write_bytes((src / name).read_bytes())
+    result = runner.invoke(app, ["tile", str(tmp_path / "a"), str(tmp_path / "b"), "--target", "landcover",
+                                 "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "would both write the same finished-scene record" in result.output
+
+
+def test_a_run_that_finished_no_scene_does_not_hold_the_folder(buildings_dir: Path, tmp_path: Path):
+    scene = str(buildings_dir / "kampala/kampala_z19_2.tif")
+    out = str(tmp_path / "chips")
+    (tmp_path / "empty.geojson").write_text(_feature_collection(None))
+    failed = runner.invoke(app, ["tile", scene, "--out", out, "--size", "128", "--labels", str(tmp_path / "empty.geojson")])
+    assert failed.exit_code == 1
+    later = runner.invoke(app, ["tile", scene, "--out", out, "--size", "64"])
+    assert later.exit_code == 0, later.output
+    assert len(list((tmp_path / "chips/parts").iterdir())) == 1

@@ -108,7 +108,7 @@ def check_one_chip_set(job: SceneJob) -> None:
     parts = job.out / "parts"
     others = sorted(d for d in parts.iterdir() if d.is_dir() and d != mine) if parts.is_dir() else []
     for other in others:
-        if not any(f.name != OPTIONS_FILE for f in other.glob("*.json")):
+        if not any(f.name not in (OPTIONS_FILE, SOURCES_FILE) for f in other.glob("*.json")):
             shutil.rmtree(other, ignore_errors=True)
             continue
         stamp = other / OPTIONS_FILE
@@ -131,18 +131,21 @@ def chip_prefix(path: Path, target: str) -> str:
 
 
 def check_unique_names(job: SceneJob, inputs: list[Path]) -> None:
-    """Refuse two scene files whose chips would share names, in this run or against earlier
-    runs into the same OUT (they would overwrite each other's chip files)."""
+    """Refuse two scene files whose chips (or finished-scene records, ``part_for``) would share
+    names, in this run or against earlier runs into the same OUT: they would overwrite each
+    other's files, or one would be skipped as already done."""
     sources = job.part_dir() / SOURCES_FILE
     known: dict[str, str] = json.loads(sources.read_text()) if sources.exists() else {}
     mine: dict[str, str] = {}
     for path in inputs:
         prefix = chip_prefix(path, job.target)
-        other = mine.get(prefix) or known.get(prefix)
-        if other is not None and other != str(path):
-            raise ValueError(f"{path} and {other} would both write chips named {prefix}_rNNN_cNNN: "
-                             f"rename one or tile them into different --out folders")
-        mine[prefix] = str(path)
+        for key, what in ((prefix, f"chips named {prefix}_rNNN_cNNN"),
+                          (f"record:{part_for(job.part_dir(), path).name}", "the same finished-scene record")):
+            other = mine.get(key) or known.get(key)
+            if other is not None and other != str(path):
+                raise ValueError(f"{path} and {other} would both write {what}: "
+                                 f"rename one or tile them into different --out folders")
+            mine[key] = str(path)
     sources.write_text(json.dumps({**known, **mine}, indent=0, sort_keys=True))
 
 
