@@ -224,8 +224,8 @@ def parse_bands(bands: str | None) -> tuple[int, ...] | None:
 
 def tile(
     scenes: list[Path] = typer.Argument(..., help="Scene rasters or folders (land cover: folder of X.jpg + X_label.png pairs)."),
-    out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/)."),
-    labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS); repeatable. Default: labels.geojson beside each scene."),
+    out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set."),
+    labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS; their extent must meet each scene); repeatable. Default: labels.geojson beside each scene."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),
     overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels."),
     gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings only; refused for land cover)."),
