@@ -88,11 +88,13 @@ def test_buildings_loss_falls_on_real_scene():
 
 def test_train_landcover_writes_a_loadable_card(tmp_path):
     images, labels, splits = dubai_chips()
-    data = {"images": images, "labels": labels, "split": splits, "area": splits, "target": "landcover"}
+    tiles = np.array([{"train": "tile_1", "val": "tile_5", "test": "tile_6"}[s] for s in splits])
+    data = {"images": images, "labels": labels, "split": splits, "area": tiles, "target": "landcover"}
     cfg = TrainConfig(steps=2, batch_size=2, val_every_s=1e9, augment=AugmentConfig(out_size=48))
     model, card = train_landcover(data, cfg, arch_kwargs={"in_channels": 3, "n_classes": 6, "widths": [8, 16, 16, 16, 16]}, log=lambda s: None)
     assert card["training"]["steps"] == 2 and 0 <= card["metrics"]["val"]["miou"] <= 1
-    assert card["gsd_m"] > 0 and card["training"]["splits"]["test"] == "Dubai tile 6"
+    assert card["gsd_m"] == 1.1 and "estimated" in card["gsd_note"]  # the chips carry no GSD
+    assert card["training"]["splits"]["test"] == "Dubai tile 6"
     save_model(model, card, tmp_path)
     loaded, loaded_card = load_model(tmp_path)
     assert loaded_card["classes"][0]["name"] == "unlabeled"
@@ -176,7 +178,7 @@ def test_fine_tuned_buildings_keep_the_given_normalisation_and_record_the_crop_r
     measured on the new training chips; a crop range is written into the card."""
     images, labels = zanzibar_windows(((256, 256), (512, 256), (256, 512), (512, 512)))
     data = {"images": images, "labels": labels, "split": np.array(["train", "train", "val", "test"]),
-            "area": np.array(["z"] * 4), "target": "buildings"}
+            "area": np.array(["z"] * 4), "gsd": np.full(4, 0.3, np.float32), "target": "buildings"}
     cfg = TrainConfig(steps=1, batch_size=2, val_every_s=1e9, augment=AugmentConfig(out_size=32, out_size_max=64))
     arch = {"in_channels": 3, "n_classes": 3, "mid": 4, "out": 8}
     given = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}

@@ -29,14 +29,39 @@ from geoseg.training.metrics import boundary_counts, boundary_f, building_iou, c
 
 Log = Callable[[str], None]
 
-BUILDINGS_GSD_M = 0.3
 # Not published; estimated at ~1.1 m (1.0-1.3 m) from a tennis-court pair, residential
 # street widths and car lengths measured in pixels (docs/models.md).
 DUBAI_GSD_M = 1.1
 
+DUBAI_GSD_NOTE = ("Dubai imagery has no published GSD; ~1.1 m (1.0-1.3 m) estimated from tennis courts, "
+                  "street widths and car lengths (docs/models.md)")
+#: chips whose GSDs differ by more than this (relative) are refused: one model has one working scale
+GSD_TOLERANCE = 0.05
+
 BUILDINGS_SPLITS = {"train": "zanzibar block 1 + nairobi block 1", "val": "nairobi block 2 + zanzibar block 2",
                     "test": "kampala"}
 LANDCOVER_SPLITS = {"train": "Dubai tiles 1-4", "val": "Dubai tile 5", "test": "Dubai tile 6"}
+
+
+def working_gsd(data: dict[str, Any], estimate: float | None = None) -> tuple[float, bool]:
+    """The chips' one GSD in metres and whether it is ``estimate`` (chips that carry none).
+
+    The card's ``gsd_m`` is the scale ``geoseg predict`` resamples scenes to, so it must be the
+    scale the model was trained at, not a constant. Mixed GSDs (or some chips with, some
+    without) are refused: they have no single working scale.
+    """
+    gsd = np.asarray(data.get("gsd", np.full(len(data["split"]), np.nan)), np.float64)
+    known = np.isfinite(gsd) & (gsd > 0)
+    if not known.any():
+        if estimate is None:
+            raise ValueError("the chips carry no GSD (not georeferenced): cannot tell the model's working scale")
+        return estimate, True
+    if not known.all():
+        raise ValueError(f"{int((~known).sum())} of {len(gsd)} chips carry no GSD: cut all chips at one --gsd")
+    lo, hi = float(gsd.min()), float(gsd.max())
+    if hi > lo * (1 + GSD_TOLERANCE):
+        raise ValueError(f"chips of mixed GSD ({lo:.3g}-{hi:.3g} m): cut them at one --gsd")
+    return round(float(np.median(gsd)), 4), False
 
 
 def label_loss(task: str, ignore_index: int) -> CEDiceLoss:
@@ -273,13 +298,14 @@ def train_buildings(
     progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
     norm: dict[str, list[float]] | None = None, splits: dict[str, str] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """U2-Net 3-class head on chips at 0.3 m; returns (model, card without metrics.test).
+    """U2-Net 3-class head on chips of one GSD; returns (model, card without metrics.test).
 
     ``norm`` (mean/std) replaces the one measured on the training chips: a fine-tuned model
     keeps its checkpoint's, or its first steps see shifted inputs. ``splits`` describes the
     areas of each split when the chips were re-split (``training.data.resplit``).
     """
     splits = splits or BUILDINGS_SPLITS
+    gsd_m, _ = working_gsd(data)
     arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 3, "mid": 24, "out": 64}
     train, val, measured = _train_val_norm(data)
     norm = norm or measured
@@ -302,7 +328,7 @@ def train_buildings(
         "bands": [1, 2, 3],
         "input": "uint8 RGB",
         "normalisation": norm,
-        "gsd_m": BUILDINGS_GSD_M,
+        "gsd_m": gsd_m,
         "tile_size": 512,
         "training": _training_block(data, splits, cfg, hist, "CE(weights 1,1,2)+Dice(1,2), deep supervision x7"),
         "metrics": {"val": {"binary_miou": hist["best_val"] if cfg.keep == "best" else hist["final_val"],
@@ -317,7 +343,11 @@ def train_landcover(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
     progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """AttResUNet on the Dubai chips; returns (model, card without metrics.test)."""
+    """AttResUNet on the Dubai chips; returns (model, card without metrics.test).
+
+    ``gsd_m`` is the chips' GSD, or the documented Dubai estimate when they carry none (the
+    card's ``gsd_note`` then says so)."""
+    gsd_m, estimated = working_gsd(data, estimate=DUBAI_GSD_M)
     arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 6, "widths": [32, 64, 128, 192, 256]}
     train, val, norm = _train_val_norm(data)
     torch.manual_seed(cfg.seed)
@@ -339,8 +369,8 @@ def train_landcover(
         "bands": [1, 2, 3],
         "input": "uint8 RGB",
         "normalisation": norm,
-        "gsd_m": DUBAI_GSD_M,
-        "gsd_note": "Dubai imagery has no published GSD; ~1.1 m (1.0-1.3 m) estimated from tennis courts, street widths and car lengths (docs/models.md)",
+        "gsd_m": gsd_m,
+        **({"gsd_note": DUBAI_GSD_NOTE} if estimated else {}),
         "tile_size": 512,
         "training": _training_block(data, LANDCOVER_SPLITS, cfg, hist, "CE(ignore 0)+0.5*Dice(1..5)"),
         "metrics": {"val": {"miou": hist["best_val"]}},

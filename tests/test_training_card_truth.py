@@ -1,0 +1,51 @@
+"""The teacher's model card tells the truth about its chips: the working GSD is the chips' own
+(``geoseg predict`` resamples scenes to it)."""
+import numpy as np
+import pytest
+
+from geoseg.augment import AugmentConfig
+from geoseg.training.loop import DUBAI_GSD_M, TrainConfig, train_buildings, working_gsd
+
+TINY_U2NET = {"in_channels": 3, "n_classes": 3, "mid": 4, "out": 8}
+
+
+def building_chips(gsd: list[float]) -> dict:
+    """Random 32 px chips from two Nairobi scenes (train/val) and one Kampala scene (test)."""
+    rng = np.random.default_rng(0)
+    n = len(gsd)
+    ids = ["nairobi_z19_1_r000_c000", "nairobi_z19_2_r000_c000", "kampala_z19_2_r000_c000"] * (n // 3)
+    return {
+        "images": rng.integers(0, 255, (n, 3, 32, 32), np.uint8),
+        "labels": rng.integers(0, 3, (n, 32, 32), np.uint8),
+        "split": np.array(["train", "val", "test"] * (n // 3)),
+        "area": np.array(["nairobi", "nairobi", "kampala"] * (n // 3)),
+        "chip_id": np.array(ids),
+        "gsd": np.array(gsd, np.float32),
+        "target": "buildings",
+        "source": "/chips/nairobi-0.6",
+    }
+
+
+def test_working_gsd_is_the_chips_gsd():
+    assert working_gsd(building_chips([0.6] * 3)) == (0.6, False)
+    assert working_gsd(building_chips([0.2976, 0.3, 0.3])) == (0.3, False)  # native scenes near one GSD
+
+
+@pytest.mark.parametrize("gsd", [[0.3, 0.6, 0.3], [0.3, np.nan, 0.3]])
+def test_mixed_or_partly_missing_gsd_is_refused(gsd):
+    with pytest.raises(ValueError, match="one --gsd"):
+        working_gsd(building_chips(gsd))
+
+
+def test_missing_gsd_uses_the_estimate_or_fails():
+    data = building_chips([np.nan] * 3)
+    assert working_gsd(data, estimate=DUBAI_GSD_M) == (DUBAI_GSD_M, True)
+    with pytest.raises(ValueError, match="no GSD"):
+        working_gsd(data)
+
+
+def test_buildings_card_gsd_comes_from_the_chips():
+    data = building_chips([0.6] * 3)
+    cfg = TrainConfig(steps=1, batch_size=2, val_every_s=1e9, augment=AugmentConfig(out_size=32))
+    _, card = train_buildings(data, cfg, arch_kwargs=TINY_U2NET, log=lambda s: None)
+    assert card["gsd_m"] == 0.6
