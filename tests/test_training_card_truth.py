@@ -1,10 +1,10 @@
 """The teacher's model card tells the truth about its chips: the working GSD is the chips' own
-(``geoseg predict`` resamples scenes to it)."""
+(``geoseg predict`` resamples scenes to it), the splits and data path are those of the chips used."""
 import numpy as np
 import pytest
 
 from geoseg.augment import AugmentConfig
-from geoseg.training.loop import DUBAI_GSD_M, TrainConfig, train_buildings, working_gsd
+from geoseg.training.loop import DUBAI_GSD_M, TrainConfig, data_splits, train_buildings, working_gsd
 
 TINY_U2NET = {"in_channels": 3, "n_classes": 3, "mid": 4, "out": 8}
 
@@ -44,8 +44,17 @@ def test_missing_gsd_uses_the_estimate_or_fails():
         working_gsd(data)
 
 
-def test_buildings_card_gsd_comes_from_the_chips():
+def test_buildings_card_gsd_splits_and_data_come_from_the_chips():
     data = building_chips([0.6] * 3)
     cfg = TrainConfig(steps=1, batch_size=2, val_every_s=1e9, augment=AugmentConfig(out_size=32))
     _, card = train_buildings(data, cfg, arch_kwargs=TINY_U2NET, log=lambda s: None)
     assert card["gsd_m"] == 0.6
+    assert card["training"]["splits"] == {"train": "nairobi-1", "val": "nairobi-2", "test": "kampala-2"}
+    assert card["training"]["data"] == "/chips/nairobi-0.6"
+    assert card["metrics"]["val"]["area"].startswith("nairobi-2 ")
+
+
+def test_data_splits_names_a_missing_split():
+    data = building_chips([0.3] * 3)
+    data["split"] = np.array(["train", "val", "val"])
+    assert data_splits(data)["test"] == "none"

@@ -94,7 +94,7 @@ def test_train_landcover_writes_a_loadable_card(tmp_path):
     model, card = train_landcover(data, cfg, arch_kwargs={"in_channels": 3, "n_classes": 6, "widths": [8, 16, 16, 16, 16]}, log=lambda s: None)
     assert card["training"]["steps"] == 2 and 0 <= card["metrics"]["val"]["miou"] <= 1
     assert card["gsd_m"] == 1.1 and "estimated" in card["gsd_note"]  # the chips carry no GSD
-    assert card["training"]["splits"]["test"] == "Dubai tile 6"
+    assert card["training"]["splits"] == {"train": "tile_1", "val": "tile_5", "test": "tile_6"}
     save_model(model, card, tmp_path)
     loaded, loaded_card = load_model(tmp_path)
     assert loaded_card["classes"][0]["name"] == "unlabeled"

@@ -114,11 +114,11 @@ def load_packed(npz_path: Path) -> dict[str, Any]:
 
 
 def load_dataset(path: Path) -> dict[str, Any]:
-    """A chip directory or a ``.npz`` pack."""
+    """A chip directory or a ``.npz`` pack; ``source`` records which (the model card's training data)."""
     path = Path(path)
-    if path.suffix == ".npz":
-        return load_packed(path)
-    return load_chip_dir(path)
+    data = load_packed(path) if path.suffix == ".npz" else load_chip_dir(path)
+    data["source"] = str(path)
+    return data
 
 
 def _subset(data: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:

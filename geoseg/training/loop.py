@@ -24,7 +24,7 @@ from geoseg.card import BUILDING_CLASSES, CREDITS_BUILDINGS, CREDITS_LANDCOVER, 
 from geoseg.losses import CEDiceLoss
 from geoseg.models.attresunet import AttResUNet
 from geoseg.models.u2net import U2Net
-from geoseg.training.data import IGNORE_INDEX, channel_stats, select
+from geoseg.training.data import IGNORE_INDEX, channel_stats, chip_blocks, select
 from geoseg.training.metrics import boundary_counts, boundary_f, building_iou, confusion, landcover_scores
 
 Log = Callable[[str], None]
@@ -37,10 +37,6 @@ DUBAI_GSD_NOTE = ("Dubai imagery has no published GSD; ~1.1 m (1.0-1.3 m) estima
                   "street widths and car lengths (docs/models.md)")
 #: chips whose GSDs differ by more than this (relative) are refused: one model has one working scale
 GSD_TOLERANCE = 0.05
-
-BUILDINGS_SPLITS = {"train": "zanzibar block 1 + nairobi block 1", "val": "nairobi block 2 + zanzibar block 2",
-                    "test": "kampala"}
-LANDCOVER_SPLITS = {"train": "Dubai tiles 1-4", "val": "Dubai tile 5", "test": "Dubai tile 6"}
 
 
 def working_gsd(data: dict[str, Any], estimate: float | None = None) -> tuple[float, bool]:
@@ -62,6 +58,22 @@ def working_gsd(data: dict[str, Any], estimate: float | None = None) -> tuple[fl
     if hi > lo * (1 + GSD_TOLERANCE):
         raise ValueError(f"chips of mixed GSD ({lo:.3g}-{hi:.3g} m): cut them at one --gsd")
     return round(float(np.median(gsd)), 4), False
+
+
+def data_splits(data: dict[str, Any]) -> dict[str, str]:
+    """What each split of these chips holds: its blocks (``nairobi-2``), scenes' areas or tiles
+    (``tile_5``), read from the chips themselves so that the card never claims other data."""
+    if "chip_id" in data and "area" in data:
+        names = chip_blocks(data)
+    else:
+        names = np.asarray(data.get("area", data["split"])).astype(str)
+    splits = np.asarray(data["split"]).astype(str)
+    return {s: " + ".join(sorted(set(names[splits == s].tolist()))) or "none" for s in ("train", "val", "test")}
+
+
+def data_source(data: dict[str, Any]) -> str:
+    """The chip directory or pack the chips were read from (``load_dataset``), else the pack's source."""
+    return str(data.get("source") or data.get("meta", {}).get("source") or "chips (arrays given in code)")
 
 
 def label_loss(task: str, ignore_index: int) -> CEDiceLoss:
@@ -302,9 +314,9 @@ def train_buildings(
 
     ``norm`` (mean/std) replaces the one measured on the training chips: a fine-tuned model
     keeps its checkpoint's, or its first steps see shifted inputs. ``splits`` describes the
-    areas of each split when the chips were re-split (``training.data.resplit``).
+    areas of each split (default: the blocks found in the chips, :func:`data_splits`).
     """
-    splits = splits or BUILDINGS_SPLITS
+    splits = splits or data_splits(data)
     gsd_m, _ = working_gsd(data)
     arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 3, "mid": 24, "out": 64}
     train, val, measured = _train_val_norm(data)
@@ -372,7 +384,7 @@ def train_landcover(
         "gsd_m": gsd_m,
         **({"gsd_note": DUBAI_GSD_NOTE} if estimated else {}),
         "tile_size": 512,
-        "training": _training_block(data, LANDCOVER_SPLITS, cfg, hist, "CE(ignore 0)+0.5*Dice(1..5)"),
+        "training": _training_block(data, data_splits(data), cfg, hist, "CE(ignore 0)+0.5*Dice(1..5)"),
         "metrics": {"val": {"miou": hist["best_val"]}},
         "credits": CREDITS_LANDCOVER,
     }
@@ -382,7 +394,7 @@ def train_landcover(
 def _training_block(data: dict, splits: dict, cfg: TrainConfig, hist: dict, loss: str) -> dict[str, Any]:
     counts = {s: int((data["split"] == s).sum()) for s in ("train", "val", "test")}
     return {
-        "data": str(data.get("meta", {}).get("source", "chips")),
+        "data": data_source(data),
         "splits": splits,
         "chips": counts,
         "device": _device_name(cfg.device),
