@@ -63,7 +63,7 @@ def train(
             from geoseg.training.distill import train_student  # owned by the distillation module
 
             card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed, init=init,
-                                 label_loss=label_loss,
+                                 label_loss=label_loss, batch_size=batch_size, crop=crop,
                                  progress=_step_printer(console))
             console.print(f"student written to {out}: {card.get('name')}")
             return

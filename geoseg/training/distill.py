@@ -599,12 +599,15 @@ def train_student(
     seed: int = 0,
     init: Path | None = None,
     label_loss: str = "ce",
+    batch_size: int | None = None,
+    crop: int | None = None,
 ) -> dict:
     """Distil a ``<teacher>-fast`` student from ``teacher_dir`` on a chip dir; save it; return its card.
 
     Budget: ``minutes`` of wall clock and/or ``epochs`` passes over the training
     chips (one pass = N_train / batch steps). Evaluated on the val and test
-    splits when the chip dir has them.
+    splits when the chip dir has them. ``batch_size``/``crop`` default to 8 and whole chips
+    on CUDA, 4 and 256 px on the CPU.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: expected one of {TASKS}")
@@ -618,8 +621,12 @@ def train_student(
     if "train" not in splits:
         raise ValueError(f"{data} has no train chips for {task}")
     cuda = device.startswith("cuda")
-    batch_size = 8 if cuda else 4
-    crop = None if cuda else 256
+    if batch_size is None:
+        batch_size = 8 if cuda else 4
+    if crop is None and not cuda:
+        crop = 256
+    if batch_size < 1 or (crop is not None and crop < 1):
+        raise ValueError(f"batch_size and crop must be positive, got {batch_size} and {crop}")
     max_steps = None if epochs is None else max(1, epochs * math.ceil(len(splits["train"]) / batch_size))
     student, init_card = (new_student(task, tcard), None) if init is None else _initial_student(init, tcard)
     train = splits["train"]
@@ -640,6 +647,7 @@ def train_student(
     }
     metrics["command"] = (
         f"geoseg train {task} --data {data} --out {out} --teacher {teacher_dir} --device {device}"
+        + f" --batch-size {batch_size}" + (f" --crop {crop}" if crop is not None else "")
         + (f" --minutes {minutes}" if minutes is not None else "")
         + (f" --epochs {epochs}" if epochs is not None else "")
         + f" --losses {losses}" + (f" --seed {seed}" if seed else "")
