@@ -31,3 +31,38 @@ def test_student_honours_batch_size_and_crop(student_setup):
     card = run_student(root, chips, "b2", "--batch-size", "2", "--crop", "64")
     assert card["training"]["batch_size"] == 2 and card["training"]["crop"] == 64
     assert card["training"]["steps"] == 2  # one pass over 4 chips at batch 2
+
+
+def test_student_card_records_the_full_command(student_setup):
+    root, chips = student_setup
+    card = run_student(root, chips, "cmd", "--batch-size", "2", "--crop", "64", "--seed", "3", "--losses", "ce")
+    assert card["metrics"]["command"] == (
+        f"geoseg train landcover --data {chips} --out {root / 'cmd'} --epochs 1 --device cpu --batch-size 2"
+        f" --crop 64 --seed 3 --teacher {root / 'teacher'} --losses ce --label-loss ce")
+
+
+def test_teacher_card_records_the_full_command(tmp_path):
+    from test_training_smoke import dubai_chips as dubai_arrays  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from geoseg.training.pack import encode_jpeg  # noqa: PLC0415
+
+    images, labels, splits = dubai_arrays(size=48, per_image=1)
+    blobs = [encode_jpeg(a) for a in images]
+    np.savez_compressed(
+        tmp_path / "lc.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8),
+        jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]), labels=labels, split=splits, area=splits,
+        chip_id=np.array([f"c{i}" for i in range(len(splits))]), gsd=np.full(len(splits), np.nan, np.float32),
+        meta=np.array(json.dumps({"target": "landcover"})),
+    )
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(tmp_path / "lc.npz"), "--out",
+                                      str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2", "--crop", "32",
+                                      "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "m" / "landcover-attresunet.json").read_text())
+    assert card["metrics"]["command"] == (
+        f"geoseg train landcover --data {tmp_path / 'lc.npz'} --out {tmp_path / 'm'} --epochs 1 --device cpu"
+        " --batch-size 2 --crop 32 --seed 5")
+    assert card["training"]["seed"] == 5 and card["training"]["batch_size"] == 2 and card["training"]["crop"] == 32
+    assert card["training"]["data"] == str(tmp_path / "lc.npz")

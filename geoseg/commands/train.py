@@ -7,6 +7,7 @@ GPU job (scripts/device_train.py), see docs/models.md.
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -59,15 +60,21 @@ def train(
 
             if not torch.cuda.is_available():
                 raise ValueError("--device cuda asked for but no CUDA device is available")
+        budget = ["--minutes", f"{minutes:g}"] if minutes is not None else ["--epochs", str(epochs)]
+        command = ["geoseg", "train", task, "--data", str(data), "--out", str(out), *budget, "--device", device,
+                   "--batch-size", str(batch_size), "--crop", str(crop), "--seed", str(seed)]
         if teacher is not None:
             from geoseg.training.distill import train_student  # owned by the distillation module
 
+            command += ["--teacher", str(teacher), "--losses", losses, "--label-loss", label_loss]
+            command += ["--init", str(init)] if init is not None else []
             card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed, init=init,
-                                 label_loss=label_loss, batch_size=batch_size, crop=crop,
+                                 label_loss=label_loss, batch_size=batch_size, crop=crop, command=shlex.join(command),
                                  progress=_step_printer(console))
             console.print(f"student written to {out}: {card.get('name')}")
             return
-        card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console)
+        card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
+                                   command=shlex.join(command))
         console.print(f"[green]model card:[/green] {card_path}")
     except typer.Exit:
         raise
@@ -88,8 +95,10 @@ def _step_printer(console: Console):
 
 def _train_teacher(
     task: str, data_path: Path, out: Path, minutes: float | None, epochs: int | None, device: str,
-    batch_size: int, crop: int, seed: int, console: Console,
+    batch_size: int, crop: int, seed: int, console: Console, command: str,
 ) -> Path:
+    """Train a teacher; its card's ``metrics.command`` is ``command``, the full command line that
+    reproduces the run (every option, defaults included, so a changed default cannot alter it)."""
     import torch
 
     from geoseg.augment import AugmentConfig
@@ -123,6 +132,5 @@ def _train_teacher(
             card["metrics"]["test"] = evaluate_buildings(model, test, card["normalisation"], device)
         else:
             card["metrics"]["test"] = evaluate_landcover(model, test, card["normalisation"], device, boundary=True)
-    budget = f"--minutes {minutes:g}" if minutes is not None else f"--epochs {epochs}"
-    card["metrics"]["command"] = f"geoseg train {task} --data {data_path} --out {out} {budget} --device {device}"
+    card["metrics"]["command"] = command
     return save_model(model, card, out)

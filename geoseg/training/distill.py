@@ -601,13 +601,15 @@ def train_student(
     label_loss: str = "ce",
     batch_size: int | None = None,
     crop: int | None = None,
+    command: str | None = None,
 ) -> dict:
     """Distil a ``<teacher>-fast`` student from ``teacher_dir`` on a chip dir; save it; return its card.
 
     Budget: ``minutes`` of wall clock and/or ``epochs`` passes over the training
     chips (one pass = N_train / batch steps). Evaluated on the val and test
     splits when the chip dir has them. ``batch_size``/``crop`` default to 8 and whole chips
-    on CUDA, 4 and 256 px on the CPU.
+    on CUDA, 4 and 256 px on the CPU. ``command`` is recorded as ``metrics.command`` (the
+    caller knows the full command line).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: expected one of {TASKS}")
@@ -645,7 +647,7 @@ def train_student(
     metrics: dict[str, Any] = {
         split: evaluate(student, tcard, task, splits[split], device) for split in ("val", "test") if split in splits
     }
-    metrics["command"] = (
+    metrics["command"] = command or (
         f"geoseg train {task} --data {data} --out {out} --teacher {teacher_dir} --device {device}"
         + f" --batch-size {batch_size}" + (f" --crop {crop}" if crop is not None else "")
         + (f" --minutes {minutes}" if minutes is not None else "")
