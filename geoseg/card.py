@@ -83,14 +83,19 @@ def build_module(architecture: str, arch_kwargs: dict[str, Any]) -> nn.Module:
     raise ModelCardError(f"unknown architecture {architecture!r}")
 
 
-def code_version() -> str:
-    """Git sha of the working tree (``+dirty`` if modified), else $GEOSEG_CODE_VERSION, else 'unknown'."""
+def code_version(repo: Path = REPO_ROOT) -> str:
+    """Git sha of the working tree (``+dirty`` if a tracked file is modified: the sha alone would
+    claim code that did not run), else $GEOSEG_CODE_VERSION, else 'unknown'."""
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5
         ).stdout.strip()
         if sha:
-            return sha
+            changed = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True,
+                timeout=5,
+            ).stdout.strip()
+            return f"{sha}+dirty" if changed else sha
     except (OSError, subprocess.SubprocessError):
         pass
     return os.environ.get("GEOSEG_CODE_VERSION", "unknown")
