@@ -66,3 +66,27 @@ def test_teacher_card_records_the_full_command(tmp_path):
         " --batch-size 2 --crop 32 --seed 5")
     assert card["training"]["seed"] == 5 and card["training"]["batch_size"] == 2 and card["training"]["crop"] == 32
     assert card["training"]["data"] == str(tmp_path / "lc.npz")
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--device", "gpu"], "--device must be auto, cpu or cuda, got 'gpu'"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--crop", "0"], "--crop must be at least 32 px, got 0"),
+])
+def test_bad_options_fail_in_one_line_before_training(tmp_path, option, message):
+    """Checked before the data is even looked at: the chip directory here does not exist."""
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path / "none"), "--out",
+                                      str(tmp_path / "m"), "--epochs", "1", *option])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"geoseg train: error: {message}"
+    assert not (tmp_path / "m").exists()
+
+
+def test_device_auto_resolves_to_an_available_device(student_setup):
+    root, chips = student_setup
+    card = run_student(root, chips, "auto", "--device", "auto", "--losses", "ce")
+    import torch  # noqa: PLC0415
+
+    resolved = "cuda" if torch.cuda.is_available() else "cpu"
+    assert card["training"]["device"] == resolved
+    assert f"--device {resolved} " in card["metrics"]["command"]  # the device that ran, so the run reproduces

@@ -7,6 +7,7 @@ GPU job (scripts/device_train.py), see docs/models.md.
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 TASKS = ("landcover", "buildings")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+#: U2-Net halves its input five times: a smaller crop leaves its deepest stage under a pixel
+MIN_CROP = 32
 
 
 def train(
@@ -24,7 +28,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="Model directory to write <name>.pt + <name>.json into."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock training budget."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training chips (alternative to --minutes)."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda (auto: cuda when available)"),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Distil a fast student from this model dir."),
     batch_size: int = typer.Option(8, "--batch-size", help="Chips per step."),
     crop: int = typer.Option(256, "--crop", help="Training crop size in pixels."),
@@ -53,12 +57,20 @@ def train(
             raise ValueError("give a budget: --minutes N or --epochs N")
         if (minutes is not None and minutes <= 0) or (epochs is not None and epochs <= 0):
             raise ValueError("--minutes/--epochs must be positive")
+        if not DEVICE.fullmatch(device):
+            raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+        if batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+        if crop < MIN_CROP:
+            raise ValueError(f"--crop must be at least {MIN_CROP} px, got {crop}")
         if not data.exists():
             raise ValueError(f"no chip directory or pack at {data}")
-        if device.startswith("cuda"):
+        if device != "cpu":
             import torch
 
-            if not torch.cuda.is_available():
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            elif not torch.cuda.is_available():
                 raise ValueError("--device cuda asked for but no CUDA device is available")
         budget = ["--minutes", f"{minutes:g}"] if minutes is not None else ["--epochs", str(epochs)]
         command = ["geoseg", "train", task, "--data", str(data), "--out", str(out), *budget, "--device", device,
