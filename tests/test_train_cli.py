@@ -90,3 +90,13 @@ def test_device_auto_resolves_to_an_available_device(student_setup):
     resolved = "cuda" if torch.cuda.is_available() else "cpu"
     assert card["training"]["device"] == resolved
     assert f"--device {resolved} " in card["metrics"]["command"]  # the device that ran, so the run reproduces
+
+
+def test_student_training_shows_a_progress_bar(student_setup):
+    root, chips = student_setup
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chips), "--out", str(root / "bar"),
+                                      "--teacher", str(root / "teacher"), "--epochs", "2", "--batch-size", "2",
+                                      "--losses", "ce"])
+    assert result.exit_code == 0, result.output
+    bar = [line for line in result.output.splitlines() if line.startswith("distilling landcover")]
+    assert bar and "100%" in bar[-1] and "step 4 loss" in bar[-1], result.output

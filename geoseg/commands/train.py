@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -80,9 +82,11 @@ def train(
 
             command += ["--teacher", str(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", str(init)] if init is not None else []
-            card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed, init=init,
-                                 label_loss=label_loss, batch_size=batch_size, crop=crop, command=shlex.join(command),
-                                 progress=_step_printer(console))
+            with _bar(console, f"distilling {task}") as bar:
+                plan, show = _student_progress(bar)
+                card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
+                                     init=init, label_loss=label_loss, batch_size=batch_size, crop=crop,
+                                     command=shlex.join(command), progress=show, plan=plan)
             console.print(f"student written to {out}: {card.get('name')}")
             return
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
@@ -95,14 +99,30 @@ def train(
         raise typer.Exit(1) from None
 
 
-def _step_printer(console: Console):
-    """A light progress line every 50 steps (a bar would need the step total, unknown for --minutes)."""
+def _bar(console: Console, label: str) -> Progress:
+    """The progress bar of a training run (teacher or student): fraction of the budget done."""
+    return Progress(
+        TextColumn(label), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.description}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )
+
+
+def _student_progress(bar: Progress) -> tuple[Callable[[int | None, float | None], None], Callable[[int, float], None]]:
+    """``plan`` and ``progress`` callbacks of ``train_student`` that drive ``bar``: the fraction done is
+    that of the step cap (--epochs) or of the wall clock (--minutes), whichever is further along,
+    as the distillation loop itself stops."""
+    job = bar.add_task("", total=1.0)
+    budget: dict[str, float | None] = {"steps": None, "seconds": None, "t0": time.monotonic()}
+
+    def plan(max_steps: int | None, seconds: float | None) -> None:
+        budget.update(steps=max_steps, seconds=seconds, t0=time.monotonic())
 
     def show(step: int, loss: float) -> None:
-        if step % 50 == 0:
-            console.print(f"step {step} loss {loss:.4f}")
+        by_steps = step / budget["steps"] if budget["steps"] else 0.0
+        by_time = (time.monotonic() - budget["t0"]) / budget["seconds"] if budget["seconds"] else 0.0
+        bar.update(job, completed=min(1.0, max(by_steps, by_time)), description=f"step {step} loss {loss:.4f}")
 
-    return show
+    return plan, show
 
 
 def _train_teacher(
@@ -131,11 +151,8 @@ def _train_teacher(
         budget_s=None if minutes is None else minutes * 60.0, steps=steps, batch_size=batch_size, device=device,
         seed=seed, val_every_s=max(30.0, (minutes or 1) * 6.0), augment=AugmentConfig(out_size=crop),
     )
-    with Progress(
-        TextColumn(f"training {task}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-    ) as bar:
-        job = bar.add_task(task, total=1.0)
+    with _bar(console, f"training {task}") as bar:
+        job = bar.add_task("", total=1.0)
         trainer = train_buildings if task == "buildings" else train_landcover
         model, card = trainer(data, cfg, log=bar.console.print, progress=lambda f: bar.update(job, completed=f))
     test = select(data, "test")

@@ -602,6 +602,7 @@ def train_student(
     batch_size: int | None = None,
     crop: int | None = None,
     command: str | None = None,
+    plan: Callable[[int | None, float | None], None] | None = None,
 ) -> dict:
     """Distil a ``<teacher>-fast`` student from ``teacher_dir`` on a chip dir; save it; return its card.
 
@@ -609,7 +610,8 @@ def train_student(
     chips (one pass = N_train / batch steps). Evaluated on the val and test
     splits when the chip dir has them. ``batch_size``/``crop`` default to 8 and whole chips
     on CUDA, 4 and 256 px on the CPU. ``command`` is recorded as ``metrics.command`` (the
-    caller knows the full command line).
+    caller knows the full command line). ``plan(max_steps, seconds)`` is told the budget
+    before the first step, so that a caller can size a progress bar.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: expected one of {TASKS}")
@@ -639,6 +641,8 @@ def train_student(
         start = time.monotonic()
         cache = cache_teacher(teacher, tcard, train, device, batch_size=batch_size)
         cache_seconds = round(time.monotonic() - start, 1)
+    if plan is not None:
+        plan(max_steps, None if minutes is None else minutes * 60)
     run = distill(
         student, teacher, tcard, task, train, losses, device,
         seconds=None if minutes is None else minutes * 60, max_steps=max_steps,
