@@ -100,3 +100,23 @@ def test_student_training_shows_a_progress_bar(student_setup):
     assert result.exit_code == 0, result.output
     bar = [line for line in result.output.splitlines() if line.startswith("distilling landcover")]
     assert bar and "100%" in bar[-1] and "step 4 loss" in bar[-1], result.output
+
+
+def test_mixed_gsd_chips_fail_in_one_line(tmp_path):
+    from test_training_card_truth import building_chips  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from geoseg.training.pack import encode_jpeg  # noqa: PLC0415
+
+    data = building_chips([0.3, 0.6, 0.3])
+    blobs = [encode_jpeg(a) for a in data["images"]]
+    np.savez_compressed(
+        tmp_path / "b.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8),
+        jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]), labels=data["labels"], split=data["split"],
+        area=data["area"], chip_id=data["chip_id"], gsd=data["gsd"], meta=np.array(json.dumps({"target": "buildings"})),
+    )
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path / "b.npz"), "--out",
+                                      str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2", "--crop", "32"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "geoseg train: error: chips of mixed GSD (0.3-0.6 m): cut them at one --gsd"

@@ -136,7 +136,15 @@ def _train_teacher(
     from geoseg.augment import AugmentConfig
     from geoseg.card import save_model
     from geoseg.training.data import load_dataset, select
-    from geoseg.training.loop import TrainConfig, evaluate_buildings, evaluate_landcover, train_buildings, train_landcover
+    from geoseg.training.loop import (
+        DUBAI_GSD_M,
+        TrainConfig,
+        evaluate_buildings,
+        evaluate_landcover,
+        train_buildings,
+        train_landcover,
+        working_gsd,
+    )
 
     if device == "cpu":
         torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
@@ -146,6 +154,7 @@ def _train_teacher(
     n_train = int((data["split"] == "train").sum())
     if n_train == 0 or not (data["split"] == "val").any():
         raise ValueError(f"{data_path} needs chips of split 'train' and 'val' (got {n_train} train)")
+    working_gsd(data, estimate=DUBAI_GSD_M if task == "landcover" else None)  # mixed GSDs fail before training
     steps = None if epochs is None else max(1, epochs * math.ceil(n_train / batch_size))
     cfg = TrainConfig(
         budget_s=None if minutes is None else minutes * 60.0, steps=steps, batch_size=batch_size, device=device,
