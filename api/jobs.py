@@ -144,7 +144,6 @@ class JobStore:
     # -- transitions ----------------------------------------------------------
     def claim_next(self) -> Job | None:
         """Atomically move the oldest highest-priority queued job to running (attempts + 1)."""
-        now = time.time()
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -155,6 +154,9 @@ class JobStore:
                 if row is None:
                     con.execute("COMMIT")
                     return None
+                # read the clock once the job is ours: read before waiting for the lock, it could
+                # predate the job's own created_at (a job submitted meanwhile started "before" it)
+                now = time.time()
                 con.execute(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, progress = 0,"
                     " stage = 'starting', last_error = NULL, started_at = ?, heartbeat_at = ?,"
