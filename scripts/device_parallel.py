@@ -204,9 +204,10 @@ def work_eval_teacher(args) -> None:
 def work_student(args) -> None:
     """One distillation variant; the three variants of a task run at once, same step cap and deadline."""
     from geoseg.card import load_model, save_model
-    from geoseg.training.distill import (
-        ChipArrays, cache_teacher, distill, evaluate, new_student, split_packed, student_card,
-    )
+    from geoseg.training.chip_batches import ChipArrays, split_packed
+    from geoseg.training.chip_scores import evaluate
+    from geoseg.training.distill import distill, new_student, student_card
+    from geoseg.training.teacher_maps import cache_teacher
 
     teacher, tcard = load_model(args.teacher, device=args.device)
     data = load_pack(args.chips, args.task, args.dry, args.pack)
@@ -263,7 +264,7 @@ def work_gcn(args) -> None:
 def work_speed(args) -> None:
     """Forward Mpx/s of every head alone on the GPU: bf16, 512 px tiles, batch 16 (the model part only)."""
     from geoseg.card import load_model
-    from geoseg.training.distill import throughput_mpx_s
+    from geoseg.training.chip_scores import throughput_mpx_s
 
     out = {}
     for card in args.cards:

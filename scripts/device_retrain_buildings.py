@@ -51,7 +51,7 @@ def main() -> int:
     card["metrics"]["command"] = f"python3 scripts/device_retrain_buildings.py --chips .chips --out $OUT --train-s {args.train_s:g}"
     save_model(model, card, args.out)
     log(f"buildings: saved; val {card['metrics']['val']} test {scores}")
-    from geoseg.training.distill import device_phase
+    from geoseg.training.ablation import device_phase
 
     lc = load_model(weights_dir() / "landcover-attresunet.json", device=args.device)
     teachers = {"buildings": (model, card), "landcover": lc}

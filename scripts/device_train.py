@@ -5,7 +5,7 @@
 
 Phases (fractions of the budget, measured from start): 1 buildings U2-Net (to 38 %),
 2 land-cover AttResUNet (to 66 %), 3 superpixel GCN + fusion weight (to 80 %),
-4 distillation students (geoseg.training.distill.device_phase, the rest). Each phase
+4 distillation students (geoseg.training.ablation.device_phase, the rest). Each phase
 writes its fp16 weights + model card into --out as soon as it ends, so a timeout keeps
 the finished phases; a failing phase is logged and the next one still runs.
 
@@ -188,7 +188,7 @@ def phase_gcn(data: dict, parts_async, cnn, cnn_card: dict, params: GraphParams,
 
 def phase_students(packed: dict, teachers: dict, args, clock: Clock, log, dry: bool) -> None:
     try:
-        from geoseg.training.distill import device_phase
+        from geoseg.training.ablation import device_phase
     except ImportError as exc:
         log(f"students: skipped ({exc})")
         return

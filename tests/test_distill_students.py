@@ -87,7 +87,7 @@ def test_distillation_modules_import_without_rasterio_typer_fastapi():
         "        if name.split('.')[0] in ('rasterio', 'typer', 'fastapi', 'geopandas', 'rich'):\n"
         "            raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import geoseg.training.distill, geoseg.distill_losses, geoseg.models.students\n"
+        "import geoseg.training.distill, geoseg.training.ablation, geoseg.distill_losses, geoseg.models.students\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -18,20 +18,10 @@ from geoseg.models.attresunet import AttResUNet
 from geoseg.models.students import FastSegNet
 from geoseg.models.u2net import U2Net
 from geoseg.paths import data_root
-from geoseg.training.distill import (
-    LOSS_SETS,
-    ChipArrays,
-    ablation_markdown,
-    check_labels,
-    cache_teacher,
-    device_phase,
-    distill,
-    export_students,
-    feature_module,
-    main,
-    teacher_outputs,
-    train_student,
-)
+from geoseg.training.ablation import ablation_markdown, device_phase, export_students, main
+from geoseg.training.chip_batches import ChipArrays, check_labels
+from geoseg.training.distill import LOSS_SETS, distill, train_student
+from geoseg.training.teacher_maps import cache_teacher, feature_module, teacher_outputs
 from tiles.labels import LabelIndex, window_labels
 
 torch.set_num_threads(2)
