@@ -102,6 +102,19 @@ def test_train_landcover_writes_a_loadable_card(tmp_path):
         assert loaded(torch.zeros(1, 3, 32, 32)).shape == (1, 6, 32, 32)
 
 
+def test_landcover_card_reports_the_kept_weights_validation():
+    """With ``keep="last"`` the card's val mIoU is the last step's, not the best point's (it said
+    the best one, for weights it had not kept), and it names its area as the buildings card does."""
+    images, labels, splits = dubai_chips()
+    tiles = np.array([{"train": "tile_1", "val": "tile_5", "test": "tile_6"}[s] for s in splits])
+    data = {"images": images, "labels": labels, "split": splits, "area": tiles, "target": "landcover"}
+    arch = {"in_channels": 3, "n_classes": 6, "widths": [8, 16, 16, 16, 16]}
+    cfg = TrainConfig(steps=3, batch_size=2, val_every_s=0, keep="last", augment=AugmentConfig(out_size=48))
+    _, card = train_landcover(data, cfg, arch_kwargs=arch, log=lambda s: None)
+    assert card["metrics"]["val"]["miou"] == card["training"]["history"][-1]["val"]
+    assert card["metrics"]["val"]["area"] == "tile_5 (monitoring only: last weights kept)"
+
+
 def test_pack_round_trip(tmp_path):
     images, labels, splits = dubai_chips(per_image=1)
     chips = tmp_path / "chips"

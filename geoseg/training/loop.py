@@ -343,9 +343,7 @@ def train_buildings(
         "gsd_m": gsd_m,
         "tile_size": 512,
         "training": _training_block(data, splits, cfg, hist, "CE(weights 1,1,2)+Dice(1,2), deep supervision x7"),
-        "metrics": {"val": {"binary_miou": hist["best_val"] if cfg.keep == "best" else hist["final_val"],
-                            "area": f"{splits['val']} " + ("(model selection)" if cfg.keep == "best"
-                                                           else "(monitoring only: last weights kept)")}},
+        "metrics": {"val": _val_metrics("binary_miou", hist, cfg, splits["val"])},
         "credits": CREDITS_BUILDINGS,
     }
     return model, card
@@ -360,6 +358,7 @@ def train_landcover(
     ``gsd_m`` is the chips' GSD, or the documented Dubai estimate when they carry none (the
     card's ``gsd_note`` then says so)."""
     gsd_m, estimated = working_gsd(data, estimate=DUBAI_GSD_M)
+    splits = data_splits(data)
     arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 6, "widths": [32, 64, 128, 192, 256]}
     train, val, norm = _train_val_norm(data)
     torch.manual_seed(cfg.seed)
@@ -384,11 +383,18 @@ def train_landcover(
         "gsd_m": gsd_m,
         **({"gsd_note": DUBAI_GSD_NOTE} if estimated else {}),
         "tile_size": 512,
-        "training": _training_block(data, data_splits(data), cfg, hist, "CE(ignore 0)+0.5*Dice(1..5)"),
-        "metrics": {"val": {"miou": hist["best_val"]}},
+        "training": _training_block(data, splits, cfg, hist, "CE(ignore 0)+0.5*Dice(1..5)"),
+        "metrics": {"val": _val_metrics("miou", hist, cfg, splits["val"])},
         "credits": CREDITS_LANDCOVER,
     }
     return model, card
+
+
+def _val_metrics(metric: str, hist: dict, cfg: TrainConfig, area: str) -> dict[str, Any]:
+    """The card's validation figure: of the weights that were kept (best point, or the last step)."""
+    best = cfg.keep == "best"
+    return {metric: hist["best_val"] if best else hist["final_val"],
+            "area": f"{area} " + ("(model selection)" if best else "(monitoring only: last weights kept)")}
 
 
 def _training_block(data: dict, splits: dict, cfg: TrainConfig, hist: dict, loss: str) -> dict[str, Any]:
