@@ -79,6 +79,29 @@ def test_cog_has_overviews_colour_table_and_tags(buildings_dir: Path, tmp_path: 
         assert not src.overviews(1)  # the overviews come from write_cog
 
 
+@pytest.mark.parametrize("shape", [(411, 634), (300, 3000)])
+def test_cog_of_a_map_wider_than_one_block_has_overviews(tmp_path: Path, shape):
+    # rio-cogeo's default stops halving when the SHORTER side fits a block: a 634 x 411 class map
+    # or a long strip had no overviews, and GDAL's COG check warned
+    from rio_cogeo.cogeo import cog_validate
+    h, w = shape
+    classes = (np.add.outer(np.arange(h) // 7, np.arange(w) // 5) % 3).astype(np.uint8)
+    with rasterio.open(tmp_path / "plain.tif", "w", driver="GTiff", width=w, height=h, count=1, dtype="uint8",
+                       nodata=0, tiled=True, blockxsize=256, blockysize=256, crs="EPSG:3857",
+                       transform=rasterio.transform.from_origin(1000, 5000, 2, 2)) as dst:
+        dst.write(classes, 1)
+    cmap = colormap_from_hex(["#000000", "#ff0000", "#00ff00"], nodata=None)
+    cog = write_cog(tmp_path / "plain.tif", tmp_path / "classmap.tif", colormap=cmap)
+    valid, errors, warns = cog_validate(str(cog), quiet=True)
+    assert valid and not errors and not warns, (errors, warns)
+    with rasterio.open(cog) as ds:
+        assert ds.overviews(1) and max(w, h) // ds.overviews(1)[-1] <= 512
+        for level in range(len(ds.overviews(1))):
+            with rasterio.open(cog, overview_level=level) as ov:
+                assert ov.colormap(1)[1] == (255, 0, 0, 255)  # what QGIS draws when zoomed out
+                assert set(np.unique(ov.read(1))) <= {0, 1, 2}  # nearest: no invented classes
+
+
 def test_warp_back_to_the_input_grid(buildings_dir: Path, tmp_path: Path):
     path = buildings_dir / "kampala/kampala_z21_2.tif"  # 1024 px at 0.075 m
     with Scene(path, gsd=0.3) as scene:

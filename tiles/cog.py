@@ -20,7 +20,7 @@ import rasterio
 from rio_cogeo.cogeo import cog_translate, cog_validate
 from rio_cogeo.profiles import cog_profiles
 
-__all__ = ["colormap_from_hex", "write_cog", "is_valid_cog"]
+__all__ = ["colormap_from_hex", "write_cog", "is_valid_cog", "overview_levels"]
 
 
 def colormap_from_hex(colours: list[str], nodata: int | None = 255) -> dict[int, tuple[int, int, int, int]]:
@@ -41,7 +41,9 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
     """Write ``src_path`` as a COG at ``dst_path`` (atomically: temp file then rename).
 
     ``resampling`` for overviews defaults to "nearest" for integer data and
-    "average" for float data.
+    "average" for float data. Overviews halve the raster until its longer side fits one
+    512 px block (GDAL's COG driver does the same): rio-cogeo's default stops when the
+    *shorter* side fits, so a 634 x 411 map or a 8192 x 400 strip had none at all.
     """
     src_path, dst_path = Path(src_path), Path(dst_path)
     with rasterio.open(src_path) as src:
@@ -52,13 +54,22 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
         profile.update(blockxsize=512, blockysize=512)
         if dtype.startswith("float"):
             profile["predictor"] = 3
+        levels = overview_levels(src.width, src.height, 512)
         tmp = dst_path.with_name(dst_path.name + ".part")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*color interpretation.*")
             cog_translate(src, str(tmp), profile, colormap=colormap, additional_cog_metadata=tags or None,
-                          overview_resampling=resampling, in_memory=False, quiet=True, use_cog_driver=False)
+                          overview_resampling=resampling, overview_level=levels, in_memory=False, quiet=True, use_cog_driver=False)
     tmp.replace(dst_path)
     return dst_path
+
+
+def overview_levels(width: int, height: int, block: int = 512) -> int:
+    """How many 2x overviews it takes for the longer side to fit one ``block``."""
+    levels = 0
+    while max(width, height) > block << levels:
+        levels += 1
+    return levels
 
 
 def is_valid_cog(path: str | Path) -> bool:
