@@ -12,17 +12,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from api.worker import INPUT_NAME_KEY
 from geoseg.heads import preload_heads
 from geoseg.pipeline import PredictOptions, predict_scene
 
 
 def run_pipeline(input_path: Path, out_dir: Path, options: dict[str, Any],
                  progress: Callable[[float, str], None]) -> dict[str, Any]:
-    """Run one job; unknown option names are ignored, values are checked by the pipeline."""
+    """Run one job; unknown option names are ignored, values are checked by the pipeline.
+
+    ``options[INPUT_NAME_KEY]`` (set by the worker, not by clients) is the upload's own file
+    name: the buildings' ``source`` and report.json's ``input`` say it, not ``input.tif``.
+    """
     known = {f.name for f in dataclasses.fields(PredictOptions)}
     kwargs = {k: v for k, v in options.items() if k in known and v is not None}
-    report = predict_scene(input_path, out_dir, PredictOptions(**kwargs), progress)
-    return hide_server_paths(report, out_dir / "report.json", input_path)
+    name = options.get(INPUT_NAME_KEY) or input_path.name
+    report = predict_scene(input_path, out_dir, PredictOptions(**kwargs), progress, name=name)
+    return hide_server_paths(report, out_dir / "report.json", name)
 
 
 def warm() -> None:
@@ -34,12 +40,12 @@ def warm() -> None:
 run_pipeline.warm = warm  # type: ignore[attr-defined]  # found by api.worker.standby_main
 
 
-def hide_server_paths(report: dict[str, Any], report_file: Path, input_path: Path) -> dict[str, Any]:
-    """Clients download report.json: name the input by its file name, not its path on the server."""
-    report = {**report, "input": input_path.name}
+def hide_server_paths(report: dict[str, Any], report_file: Path, name: str) -> dict[str, Any]:
+    """Clients download report.json: name the input by ``name``, not by its path on the server."""
+    report = {**report, "input": name}
     if report_file.is_file():
         on_disk = json.loads(report_file.read_text())
-        on_disk["input"] = input_path.name
+        on_disk["input"] = name
         tmp = report_file.with_name(report_file.name + ".tmp")
         tmp.write_text(json.dumps(on_disk, indent=2, default=str))
         os.replace(tmp, report_file)

@@ -48,6 +48,9 @@ Progress = Callable[[float, str], None]
 Runner = Callable[[Path, Path, dict[str, Any], Progress], dict[str, Any]]
 
 INPUT_NAME = "input.tif"
+#: the option key under which a job's process hands its runner the upload's own file name
+#: (``display_name``; not a client option, never stored): outputs name the input by it
+INPUT_NAME_KEY = "_input_name"
 RESULT_DIR = "result"
 EXIT_RETRY = 1
 EXIT_PERMANENT = 3
@@ -307,7 +310,8 @@ class Supervisor:
             if job is None:
                 return
             args = {"db_path": str(self.store.db_path), "job_id": job.id, "attempt": job.attempts,
-                    "jdir": str(job_dir(self.settings, job.id)), "options": job.options,
+                    "jdir": str(job_dir(self.settings, job.id)),
+                    "options": {**job.options, INPUT_NAME_KEY: (job.input or {}).get("filename")},
                     "runner": self.runner, "heartbeat_s": self.settings.heartbeat_s,
                     "parent_pid": os.getpid()}
             process = self._start_job(args)

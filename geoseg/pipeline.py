@@ -152,9 +152,13 @@ def _tiles_report(result: HeadResult) -> dict[str, Any]:
 
 def predict_scene(
     input_path: RasterPath, out_dir: Path | str, options: PredictOptions | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, name: str | None = None,
 ) -> dict[str, Any]:
-    """Run the whole predict job for one raster (see module docstring); returns the report."""
+    """Run the whole predict job for one raster (see module docstring); returns the report.
+
+    ``name`` is what the outputs call the input (each building's ``source``; default the
+    raster's file name): the service stores uploads as ``input.tif`` but knows the client's name.
+    """
     options = options or PredictOptions()
     options.check()
     input_path, out_dir = as_raster_path(input_path), Path(out_dir)  # /vsizip//a.zip/b.tif keeps its //
@@ -266,7 +270,7 @@ def predict_scene(
                 result.writer.close()
                 timings["vectorize"] = time.perf_counter() - t
                 t = time.perf_counter()
-                frame["source"] = raster_name(input_path)
+                frame["source"] = name or raster_name(input_path)
                 write_buildings(frame, staging, georeferenced)
                 timings["write_buildings"] = time.perf_counter() - t
                 report["counts"]["buildings"] = int(len(frame))

@@ -61,5 +61,8 @@ def test_real_pipeline_job_end_to_end(tmp_path):
 
         report = json.loads(client.get(f"{url}/report.json").content)
         assert report["options"]["refine"] == "none" and report["options"]["profile"] == "fast"
-        assert report["input"] == "input.tif"  # no server path leaks to the client
+        # named as the client named its upload (stored as input.tif): no server path, and a
+        # FeatureCollection merged from several jobs still says which scene each building is from
+        assert report["input"] == SCENE.name
+        assert {f["properties"]["source"] for f in fc["features"]} == {SCENE.name}
         assert report["counts"]["buildings"] == len(fc["features"])
