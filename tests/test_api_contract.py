@@ -86,6 +86,12 @@ def test_submit_poll_and_fetch_every_result(tmp_path):
         r = client.get(job["links"]["classmap.tif"])
         assert r.headers["content-type"].startswith("image/tiff")
         cog.write_bytes(r.content)
+        # what GDAL's /vsicurl/ (QGIS, gdalinfo on the URL) asks first: size and ranges, no body
+        head = client.head(job["links"]["classmap.tif"])
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(r.content)) and head.headers["accept-ranges"] == "bytes"
+        assert head.headers["content-type"] == r.headers["content-type"]
+        assert client.head(f"/v1/jobs/{uuid.uuid4()}/classmap.tif").status_code == 404
         with rasterio.open(cog) as dst:
             assert dst.crs == crs and dst.colormap(1)[1][:3] == (255, 0, 0)
 

@@ -92,3 +92,10 @@ def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse
     if not path.is_file():
         raise HTTPException(404, f"this job did not produce {name} (check its 'outputs' option)")
     return FileResponse(path, media_type=RESULT_FILES[name], filename=f"{job.id}-{name}")
+
+
+# HEAD answers the GET's headers (size, type, Accept-Ranges): GDAL's /vsicurl/ asks it first when
+# QGIS or gdalinfo opens a result by URL, and it got a 405 (then retried with a GET each time).
+# Out of the schema: the same operation as the GET.
+router.add_api_route("/{job_id}/{name}", get_result, methods=["HEAD"], include_in_schema=False,
+                     response_class=FileResponse)
