@@ -177,12 +177,19 @@ def predict_scene(
             with Scene(input_path) as scene:
                 grid = dict(crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
                             height=scene.src_height, native_gsd=scene.native_gsd, path=input_path)
+                ground_control = scene.ground_control
         except UnsupportedRaster as exc:
             raise PredictError(str(exc)) from exc
     georeferenced = grid["crs"] is not None
     if not georeferenced:
-        notes.append("input is not georeferenced: class map on the pixel grid without CRS; building "
-                     "polygons in pixel coordinates in buildings.gpkg only (no GeoJSON can be georeferenced)")
+        if ground_control:  # GIS tools place such a file: the outputs would not sit on it
+            notes.append(f"input has no geotransform, only {ground_control}, which geoseg does not use: class map "
+                         "on the pixel grid without CRS; building polygons in pixel coordinates in buildings.gpkg "
+                         f"only. Warp it first for georeferenced outputs: gdalwarp"
+                         f"{' -rpc' if ground_control == 'RPCs' else ''} in.tif warped.tif")
+        else:
+            notes.append("input is not georeferenced: class map on the pixel grid without CRS; building polygons "
+                         "in pixel coordinates in buildings.gpkg only (no GeoJSON can be georeferenced)")
         if options.gsd is not None:
             notes.append("--gsd only sets areas and tolerances for a non-georeferenced input: it is not resampled")
     input_gsd = options.gsd or grid["native_gsd"]

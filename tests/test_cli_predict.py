@@ -147,6 +147,28 @@ def test_warnings_are_the_pipelines_notes_once_per_input_and_named_in_a_batch(tm
     assert all(line.startswith(("warning: a.png: ", "warning: b.png: ")) for line in lines), lines
 
 
+def test_an_input_georeferenced_by_gcps_only_is_told_to_warp_first(tmp_path):
+    # QGIS places such a raster (it warps it on the fly); geoseg reads its pixel grid, so the
+    # outputs would not sit on it: "not georeferenced" alone left the user guessing why
+    from rasterio.control import GroundControlPoint
+
+    with rasterio.open(SCENE) as src:
+        pixels, t, crs = src.read([1, 2, 3], window=Window(0, 0, 160, 128)), src.transform, src.crs
+    gcps = [GroundControlPoint(r, c, *(t * (c, r))) for r, c in [(0, 0), (0, 160), (128, 0), (128, 160)]]
+    path = tmp_path / "gcp.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=160, height=128, count=3, dtype="uint8",
+                       gcps=gcps, crs=crs) as dst:
+        dst.write(pixels)
+    result = CliRunner().invoke(app, ["predict", str(path), "--out", str(tmp_path / "o"), "--profile", "fast",
+                                      "--no-classmap"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert any("only GCPs" in line and "gdalwarp" in line for line in lines), lines
+    assert not any("input is not georeferenced" in line for line in lines), lines  # one note, not two
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert any("gdalwarp" in w for w in report["warnings"])
+
+
 def test_gsd_override_scales_areas_like_the_minimum_area(tmp_path):
     """--gsd says what an input pixel really measures: area_m2, --min-area and the working GSD in
     report.json all use that measure, not the raster's georeferencing."""

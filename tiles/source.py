@@ -153,6 +153,9 @@ class Scene:
             raise UnsupportedRaster(f"{self.name}: {exc}") from exc
         self.src_width, self.src_height = src.width, src.height
         self.src_transform, self.crs = src.transform, (src.crs if src.crs else None)
+        #: without a geotransform, what georeferences the file instead ("GCPs", "RPCs"), which is not
+        #: used: such a raster is read on its pixel grid (warp it first, e.g. ``gdalwarp``)
+        self.ground_control = None if self.crs else ("GCPs" if src.gcps[0] else "RPCs" if src.rpcs else None)
         self.native_gsd = gsd_m(self.crs, src.transform, src.width, src.height)
         self._ds = src
         self._vrt: WarpedVRT | None = None
