@@ -27,6 +27,7 @@ from geoseg.postprocess import BuildingPostprocess, building_classes
 from geoseg.regularize import regularize_buildings
 from geoseg.tiled_inference import HeadResult, gsd_scale
 from geoseg.valid_area import cut_nodata
+from tiles.gsd import has_lonlat
 from tiles.warp import axis_aligned, bilinear_window
 
 __all__ = ["building_frame", "landcover_cue", "vectorise_buildings", "write_buildings"]
@@ -118,7 +119,7 @@ def building_frame(geoms: np.ndarray, confidence: list, crs: Any, pixel_m: float
                              geometry=gpd.GeoSeries(list(geoms), crs=crs), crs=crs)
     frame = frame[~frame.geometry.is_empty].reset_index(drop=True)
     lonlat = None
-    if frame.crs is not None and len(frame):
+    if len(frame) and has_lonlat(frame.crs):  # a local engineering CRS has none: planar areas
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # vertices off the Earth: inf
             lonlat = frame.geometry.to_crs(4326).values
@@ -175,7 +176,8 @@ def _areas_m2(frame: gpd.GeoDataFrame, lonlat: np.ndarray | None, pixel_m: float
 
 
 def write_buildings(frame: gpd.GeoDataFrame, staging: Path, georeferenced: bool) -> None:
-    """GeoPackage in the input CRS; RFC 7946 GeoJSON in WGS84 when georeferenced."""
+    """GeoPackage in the input CRS; RFC 7946 GeoJSON in WGS84 when ``georeferenced`` (in a CRS that
+    converts to longitude/latitude)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         frame.to_file(staging / "buildings.gpkg", driver="GPKG", layer="buildings", engine="pyogrio",

@@ -42,6 +42,7 @@ from geoseg.infer import TileModel, resolve_device
 from geoseg.options import PredictError, PredictOptions
 from geoseg.tiled_inference import HeadResult, gsd_scale, run_head
 from tiles.errors import UnsupportedRaster
+from tiles.gsd import has_lonlat
 from tiles.rasterpath import RasterPath, as_raster_path, raster_exists, raster_name
 from tiles.source import Scene, cap_block_cache
 
@@ -192,6 +193,11 @@ def predict_scene(
                          "in pixel coordinates in buildings.gpkg only (no GeoJSON can be georeferenced)")
         if options.gsd is not None:
             notes.append("--gsd only sets areas and tolerances for a non-georeferenced input: it is not resampled")
+    lonlat = has_lonlat(grid["crs"])
+    if georeferenced and not lonlat:  # e.g. a drone survey's site grid: the buildings cannot go to WGS84
+        notes.append(f"the input's CRS ({grid['crs'].to_string()[:80]}) cannot be converted to longitude/latitude: "
+                     "no buildings.geojson (RFC 7946 is WGS84); buildings.gpkg and the class map are in the "
+                     "input's CRS, areas from its units")
     input_gsd = options.gsd or grid["native_gsd"]
 
     t = time.perf_counter()
@@ -278,7 +284,7 @@ def predict_scene(
                 timings["vectorize"] = time.perf_counter() - t
                 t = time.perf_counter()
                 frame["source"] = name or raster_name(input_path)
-                write_buildings(frame, staging, georeferenced)
+                write_buildings(frame, staging, lonlat)
                 timings["write_buildings"] = time.perf_counter() - t
                 report["counts"]["buildings"] = int(len(frame))
             if classmap_job is not None:

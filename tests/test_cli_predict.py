@@ -169,6 +169,35 @@ def test_an_input_georeferenced_by_gcps_only_is_told_to_warp_first(tmp_path):
     assert any("gdalwarp" in w for w in report["warnings"])
 
 
+def test_a_local_engineering_crs_gives_the_geopackage_and_class_map_in_it(tmp_path):
+    # a drone survey's site grid in metres (LOCAL_CS): no longitude/latitude, so no GeoJSON, but a
+    # known pixel size. It ended in "error: Error creating Transformer from CRS." after the models ran.
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    crs = CRS.from_wkt('LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+    with rasterio.open(SCENE) as src:
+        pixels = src.read([1, 2, 3], window=Window(0, 0, 256, 256))
+    path = tmp_path / "site.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=256, height=256, count=3, dtype="uint8", crs=crs,
+                       transform=from_origin(1000, 2000, 0.3, 0.3)) as dst:
+        dst.write(pixels)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["predict", str(path), "--out", str(out), "--profile", "fast"])
+    assert result.exit_code == 0, result.output
+    assert "cannot be converted to longitude/latitude" in result.stderr
+    assert not (out / "buildings.geojson").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert report["gsd"]["input_m"] == pytest.approx(0.3)  # the CRS's own unit: the models see 0.3 m
+    assert report["outputs"] == ["buildings.gpkg", "classmap.tif", "report.json"]
+    frame = gpd.read_file(out / "buildings.gpkg")
+    assert frame.crs is not None and frame.crs.equals(crs.to_wkt()) and len(frame) == report["counts"]["buildings"]
+    assert len(frame) > 0  # planar areas in the site grid's metres
+    np.testing.assert_allclose(frame["area_m2"], frame.area, atol=0.01)
+    with rasterio.open(out / "classmap.tif") as cm:
+        assert cm.crs == crs and cm.transform == from_origin(1000, 2000, 0.3, 0.3)
+
+
 def test_gsd_override_scales_areas_like_the_minimum_area(tmp_path):
     """--gsd says what an input pixel really measures: area_m2, --min-area and the working GSD in
     report.json all use that measure, not the raster's georeferencing."""

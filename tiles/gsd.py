@@ -23,6 +23,18 @@ def _to_lonlat(crs: CRS):
     return Transformer.from_crs(pcrs, ProjCRS.from_epsg(4326), always_xy=True)
 
 
+def has_lonlat(crs: CRS | None) -> bool:
+    """True when ``crs`` converts to WGS84 longitude/latitude (not for a local engineering CRS,
+    e.g. a drone survey's site grid: there is no GeoJSON or geodesic area for it)."""
+    if crs is None:
+        return False
+    try:
+        _to_lonlat(crs)
+    except Exception:  # pyproj raises several types for unusable CRSs
+        return False
+    return True
+
+
 def _ground_distance(crs: CRS, p: tuple[float, float], q: tuple[float, float]) -> float | None:
     """Geodesic metres between two CRS points, or None if they cannot be placed on Earth."""
     try:
@@ -37,13 +49,22 @@ def _ground_distance(crs: CRS, p: tuple[float, float], q: tuple[float, float]) -
 
 
 def _linear_unit_metres(crs: CRS) -> float | None:
-    """Metres per CRS unit for projected CRSs (fallback), None otherwise."""
+    """Metres per CRS unit for projected and engineering CRSs (fallback), None otherwise.
+
+    An engineering CRS (``LOCAL_CS``, e.g. a drone survey's site grid in metres or feet) has no
+    longitude/latitude, and rasterio gives no unit for it: its axes' unit is read with pyproj.
+    """
     if crs.is_geographic:
         return None
     try:
         factor = crs.linear_units_factor[1]
     except Exception:
-        return None
+        try:
+            pcrs = ProjCRS.from_wkt(crs.to_wkt())
+            factors = {axis.unit_conversion_factor for axis in pcrs.axis_info[:2]}
+            factor = factors.pop() if pcrs.is_engineering and len(factors) == 1 else None
+        except Exception:  # pyproj raises several types for unusable CRSs
+            return None
     return float(factor) if factor else None
 
 
