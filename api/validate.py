@@ -25,6 +25,7 @@ from rasterio.windows import Window
 
 from api.errors import chain_messages
 from api.redact import redact_paths
+from tiles.gsd import has_lonlat
 
 _CHUNK = 1024 * 1024
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -239,6 +240,11 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
             if src.crs is None:
                 raise UploadRejected(422, "the raster has no CRS; assign one, e.g. "
                                           "`gdal_edit.py -a_srs EPSG:<code> file.tif`")
+            if not has_lonlat(src.crs):  # a local site grid: no RFC 7946 GeoJSON can be written
+                raise UploadRejected(422, "the raster's CRS has no longitude/latitude (a local engineering "
+                                          "grid?), and the service answers WGS84 GeoJSON: assign its real CRS "
+                                          "(`gdal_edit.py -a_srs EPSG:<code> file.tif`), or run `geoseg predict`, "
+                                          "which writes the GeoPackage and class map in the raster's own CRS")
             if src.transform.is_identity:
                 raise UploadRejected(422, "the raster has no geotransform; set one with "
                                           "`gdal_edit.py -a_ullr ...`")

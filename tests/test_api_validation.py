@@ -75,6 +75,17 @@ def _gcps_only() -> bytes:
         return mem.read()
 
 
+def _local_grid() -> bytes:
+    """A site grid in metres (LOCAL_CS, as drone surveys may come): no longitude/latitude."""
+    with rasterio.MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+                      crs=rasterio.crs.CRS.from_wkt('LOCAL_CS["site grid",UNIT["metre",1],'
+                                                    'AXIS["Easting",EAST],AXIS["Northing",NORTH]]'),
+                      transform=from_origin(1000, 2000, 0.3, 0.3)) as dst:
+            dst.write(np.zeros((3, 64, 64), np.uint8))
+        return mem.read()
+
+
 BAD_UPLOADS = {
     "empty": (lambda tmp: b"", 400, "empty"),
     "text named .tif": (lambda tmp: b"just some text, not an image\n" * 10, 415, "text"),
@@ -84,6 +95,8 @@ BAD_UPLOADS = {
     "tiff header only": (lambda tmp: b"II*\x00" + b"\x00" * 4, 400, "GDAL cannot open"),
     "no crs": (lambda tmp: _tiff_without_crs(), 422, "no CRS"),
     "gcps only": (lambda tmp: _gcps_only(), 422, "only GCPs: warp it first"),
+    # accepted before, then every job failed with "Error creating Transformer from CRS."
+    "local engineering crs": (lambda tmp: _local_grid(), 422, "no longitude/latitude"),
     "sparse 300000 x 300000": (_sparse_huge, 413, "300000 x 300000"),
 }
 
