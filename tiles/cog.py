@@ -65,9 +65,11 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
 
 
 def overview_levels(width: int, height: int, block: int = 512) -> int:
-    """How many 2x overviews it takes for the longer side to fit one ``block``."""
+    """How many 2x overviews it takes for the longer side to fit one ``block``, as long as the
+    shorter side still halves (a 1-pixel-wide column's overviews would all be 1 pixel wide: GDAL's
+    COG check then reads a decimation of 1 and calls the file invalid)."""
     levels = 0
-    while max(width, height) > block << levels:
+    while max(width, height) > block << levels and min(width, height) >= 2 << levels:
         levels += 1
     return levels
 
