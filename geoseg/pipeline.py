@@ -188,6 +188,11 @@ def predict_scene(
                          "on the pixel grid without CRS; building polygons in pixel coordinates in buildings.gpkg "
                          f"only. Warp it first for georeferenced outputs: gdalwarp"
                          f"{' -rpc' if ground_control == 'RPCs' else ''} in.tif warped.tif")
+        elif not grid["transform"].is_identity:  # a world file (.pgw, .jgw, .tfw) without a CRS
+            notes.append("input has a geotransform (e.g. a world file) but no CRS: the class map and "
+                         "buildings.gpkg are in its coordinates, without a CRS (no GeoJSON can be georeferenced); "
+                         "give the raster its CRS first (gdal_edit.py -a_srs EPSG:<code> in.png) or assign it "
+                         "to the outputs in your GIS")
         else:
             notes.append("input is not georeferenced: class map on the pixel grid without CRS; building polygons "
                          "in pixel coordinates in buildings.gpkg only (no GeoJSON can be georeferenced)")

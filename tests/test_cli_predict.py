@@ -147,6 +147,24 @@ def test_warnings_are_the_pipelines_notes_once_per_input_and_named_in_a_batch(tm
     assert all(line.startswith(("warning: a.png: ", "warning: b.png: ")) for line in lines), lines
 
 
+def test_a_world_file_without_a_crs_is_not_called_pixel_coordinates(tmp_path):
+    # a PNG + .pgw (no .prj): the outputs are in the world file's coordinates; the warning said
+    # "class map on the pixel grid ... building polygons in pixel coordinates"
+    png = plain_png(tmp_path / "wf.png", (0, 0, 256, 192))
+    (tmp_path / "wf.pgw").write_text("0.3\n0\n0\n-0.3\n500000.15\n9000000.15\n")  # pixel centre
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["predict", str(png), "--out", str(out), "--profile", "fast"])
+    assert result.exit_code == 0, result.output
+    assert "pixel coordinates" not in result.stderr and "world file" in result.stderr, result.stderr
+    assert not (out / "buildings.geojson").exists()
+    with rasterio.open(out / "classmap.tif") as cm:
+        assert cm.crs is None and (cm.transform.c, cm.transform.f, cm.transform.a) == (500000.0, 9000000.3, 0.3)
+    frame = gpd.read_file(out / "buildings.gpkg")
+    assert len(frame) > 0
+    x0, y0, x1, y1 = frame.total_bounds
+    assert 500000 <= x0 and x1 <= 500000 + 256 * 0.3 and 9000000.3 - 192 * 0.3 <= y0 and y1 <= 9000000.3
+
+
 def test_an_input_georeferenced_by_gcps_only_is_told_to_warp_first(tmp_path):
     # QGIS places such a raster (it warps it on the fly); geoseg reads its pixel grid, so the
     # outputs would not sit on it: "not georeferenced" alone left the user guessing why
