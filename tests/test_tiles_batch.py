@@ -60,3 +60,31 @@ def test_default_scheduler_starts_local_processes(buildings_dir: Path, tmp_path:
     out_for = partial(part_for, tmp_path / "parts")
     report = run_batch([scene], out_for, job, scheduler=None, n_workers=1, show_progress=False)
     assert report.ok and report.done[str(scene)] == 1 and out_for(scene).exists()
+
+
+def _dies_on_boom(input_path, output_path):
+    """A job whose worker process dies (as on an out-of-memory kill) for the input named 'boom'."""
+    import os
+
+    if str(input_path).endswith("boom"):
+        os._exit(1)
+    Path(output_path).write_text("ok")
+    return "ok"
+
+
+def test_a_worker_that_dies_fails_its_input_not_the_batch(tmp_path: Path):
+    import sys
+
+    import cloudpickle
+    import dask
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    (tmp_path / "a").write_text("done before")
+    # no retries: a job that kills its worker each time is given up at once (Dask's default: after 4 workers)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
+        report = run_batch(["a", "boom"], lambda p: tmp_path / p, _dies_on_boom,
+                           scheduler=c.scheduler_address, show_progress=False)
+    assert report.skipped == ["a"] and not report.done
+    assert list(report.failed) == ["boom"] and "worker" in report.failed["boom"].splitlines()[0]
+    assert not (tmp_path / "boom").exists()

@@ -7,7 +7,8 @@ maps an input to its output path (file or folder). An input whose output already
 exists is skipped. Each job writes to a temporary sibling ``.<name>.part`` that is
 renamed to the output only when the job succeeds, so a half-written output never
 counts as finished. Failures are collected, not raised, so one bad file does not
-stop the batch.
+stop the batch, nor does a Dask worker that dies on one (out of memory, a crash in
+native code): that input is a failure.
 
 Usage::
 
@@ -80,6 +81,14 @@ def _progress(show: bool) -> Progress:
                     disable=not show)
 
 
+def _lost(exc: Exception) -> str:
+    """The error recorded for a job whose result never came back from the cluster."""
+    if type(exc).__name__ == "KilledWorker":  # its message is a paragraph
+        return ("KilledWorker: the Dask worker running it died (out of memory, or a crash in native code); "
+                "see the workers' logs")
+    return f"{type(exc).__name__}: {exc}"
+
+
 def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], Path], work: Work,
               scheduler: str | None = None, n_workers: int = 2, show_progress: bool = True,
               description: str = "files") -> BatchReport:
@@ -119,9 +128,13 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
         else:
             client = Client(scheduler)
         try:
-            futures = [client.submit(run_one, work, p, out, pure=False) for p, out in todo]
+            futures = {client.submit(run_one, work, p, out, pure=False): p for p, out in todo}
             for fut in as_completed(futures):
-                record(fut.result())
+                try:
+                    item = fut.result()
+                except Exception as exc:  # the job's own errors come back in item: this is the cluster's
+                    item = (str(futures[fut]), None, _lost(exc))
+                record(item)
         finally:
             client.close()
             if cluster is not None:
