@@ -151,6 +151,12 @@ def _tiles_report(result: HeadResult) -> dict[str, Any]:
             "working_width": result.width, "working_height": result.height}
 
 
+def _input_name(input_path: RasterPath) -> str:
+    """How report.json names the input: a local file by its absolute path (``geoseg eval`` reads the
+    input's grid from it, from whatever folder it runs in), a virtual path or URL as given."""
+    return str(input_path) if isinstance(input_path, str) else os.path.abspath(input_path)
+
+
 def predict_scene(
     input_path: RasterPath, out_dir: Path | str, options: PredictOptions | None = None,
     progress: Progress | None = None, name: str | None = None,
@@ -223,7 +229,7 @@ def predict_scene(
     staging.mkdir()
     work = Path(tempfile.mkdtemp(prefix="geoseg-predict-", dir=staging))
     report: dict[str, Any] = {
-        "input": str(input_path),
+        "input": _input_name(input_path),
         "device": device,
         "options": {k: v for k, v in asdict(options).items() if k != "model_dirs"},
         "models": {task: model_summary(card) for task, (_, card) in heads.items()},

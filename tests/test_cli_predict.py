@@ -309,3 +309,23 @@ def test_a_folder_is_a_batch_of_the_rasters_directly_inside_it(tmp_path):
     (empty / "notes.txt").write_text("not a raster")
     nothing = CliRunner().invoke(app, ["predict", str(empty), "--out", str(tmp_path / "o2"), *FAST])
     assert_one_line_error(nothing, "predict", "no rasters in folder", str(empty))
+
+
+def test_a_prediction_of_a_relative_path_is_scored_from_any_folder(tmp_path, monkeypatch):
+    """report.json names a local input by its absolute path: eval, run from another folder, reads its grid."""
+    (tmp_path / "scenes").mkdir()
+    with rasterio.open(KAMPALA / "kampala_z19_1.tif") as src:
+        window = Window(0, 0, 256, 256)
+        profile, pixels = src.profile, src.read(window=window)
+        profile.update(width=256, height=256, transform=src.window_transform(window))
+    with rasterio.open(tmp_path / "scenes" / "k.tif", "w", **profile) as dst:
+        dst.write(pixels)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", "scenes/k.tif", "--out", "pred", *FAST])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "pred" / "report.json").read_text())["input"] == str(tmp_path / "scenes" / "k.tif")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    scored = runner.invoke(app, ["eval", "../pred", "--labels", str(KAMPALA / "labels.geojson")])
+    assert scored.exit_code == 0, scored.output
