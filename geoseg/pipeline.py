@@ -43,10 +43,10 @@ from geoseg.options import PredictError, PredictOptions
 from geoseg.tiled_inference import HeadResult, gsd_scale, run_head
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import has_lonlat
-from tiles.rasterpath import RasterPath, as_raster_path, raster_exists, raster_name
+from tiles.rasterpath import RasterPath, as_raster_path, is_virtual, raster_exists, raster_name
 from tiles.source import Scene, cap_block_cache
 
-__all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "predict_scene"]
+__all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "outputs_current", "predict_scene"]
 
 Progress = Callable[[float, str], None]
 OUTPUT_FILES = ("classmap.tif", "buildings.geojson", "buildings.gpkg", "report.json")
@@ -157,6 +157,35 @@ def _input_name(input_path: RasterPath) -> str:
     return str(input_path) if isinstance(input_path, str) else os.path.abspath(input_path)
 
 
+def _request(input_path: RasterPath, options: PredictOptions) -> dict[str, Any]:
+    """What decides a scene's outputs, as report.json records it: the input and every option but the
+    batch size (the local card paths given with --model made absolute)."""
+    opts = asdict(options)
+    opts.pop("batch_size")
+    opts["model_dirs"] = {task: os.path.abspath(path) for task, path in sorted(options.model_dirs.items())}
+    return {"input": _input_name(as_raster_path(input_path)), "options": opts}
+
+
+def outputs_current(out_dir: Path | str, input_path: RasterPath, options: PredictOptions) -> bool:
+    """Whether ``out_dir`` holds a finished ``predict_scene`` output of this input with these options
+    (a batch skips such a folder, and predicts the input again over another output of predict).
+    Raises ``PredictError`` when ``out_dir`` exists but is no output of predict: it is not replaced."""
+    try:
+        report = json.loads((Path(out_dir) / "report.json").read_text())
+    except (OSError, ValueError):
+        report = None
+    if not isinstance(report, dict) or not isinstance(report.get("options"), dict):
+        raise PredictError(f"{out_dir} exists and is not an output of geoseg predict (no readable report.json): "
+                           f"left as it is; move it or choose another --out")
+    given = {"input": report.get("input"),
+             "options": {k: v for k, v in report["options"].items() if k != "batch_size"}}
+    if isinstance(given["input"], str) and not is_virtual(given["input"]):  # older reports: the path as typed
+        given["input"] = os.path.abspath(given["input"])
+    given["options"].setdefault("model_dirs", {})  # reports before the cards were recorded: shipped ones
+    wanted = json.loads(json.dumps(_json_safe(_request(input_path, options)), default=str))
+    return given == wanted and all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
+
+
 def predict_scene(
     input_path: RasterPath, out_dir: Path | str, options: PredictOptions | None = None,
     progress: Progress | None = None, name: str | None = None,
@@ -228,10 +257,11 @@ def predict_scene(
     staging = out_dir / f".partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     work = Path(tempfile.mkdtemp(prefix="geoseg-predict-", dir=staging))
+    request = _request(input_path, options)
     report: dict[str, Any] = {
-        "input": _input_name(input_path),
+        "input": request["input"],
         "device": device,
-        "options": {k: v for k, v in asdict(options).items() if k != "model_dirs"},
+        "options": request["options"] | {"batch_size": options.batch_size},
         "models": {task: model_summary(card) for task, (_, card) in heads.items()},
         "grid": {"width": grid["width"], "height": grid["height"],
                  "crs": grid["crs"].to_string() if georeferenced else None},

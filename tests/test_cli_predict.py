@@ -329,3 +329,41 @@ def test_a_prediction_of_a_relative_path_is_scored_from_any_folder(tmp_path, mon
     monkeypatch.chdir(tmp_path / "elsewhere")
     scored = runner.invoke(app, ["eval", "../pred", "--labels", str(KAMPALA / "labels.geojson")])
     assert scored.exit_code == 0, scored.output
+
+
+def test_a_batch_rerun_with_other_options_or_inputs_predicts_again(tmp_path):
+    """Resuming skips a folder only when its report.json says the same input and options: a changed
+    option (or another input of the same stem) is predicted again, never silently reused; a folder
+    that is no output of predict is left alone and that input fails."""
+    with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
+        profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
+        profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
+    for name in ("s/a.tif", "s/b.tif", "t/a.tif"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        with rasterio.open(tmp_path / name, "w", **profile) as dst:
+            dst.write(pixels)
+    out = tmp_path / "out"
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, ["predict", *args, "--out", str(out), *FAST])
+
+    first = run(str(tmp_path / "s"))
+    assert first.exit_code == 0 and "2 predicted, 0 already done, 0 failed" in first.stdout, first.output
+    again = run(str(tmp_path / "s"))
+    assert "0 predicted, 2 already done, 0 failed" in again.stdout, again.output
+    squared = run(str(tmp_path / "s"), "--regularize")
+    assert squared.exit_code == 0 and "2 predicted, 0 already done, 0 failed" in squared.stdout, squared.output
+    assert "2 of them predicted again" in squared.stdout
+    assert all(json.loads((out / s / "report.json").read_text())["options"]["regularize"] for s in "ab")
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]  # no .part / .old left behind
+    other = run(str(tmp_path / "t" / "a.tif"), str(tmp_path / "s" / "b.tif"), "--regularize")
+    assert "1 predicted, 1 already done, 0 failed" in other.stdout, other.output
+    assert json.loads((out / "a" / "report.json").read_text())["input"] == str(tmp_path / "t" / "a.tif")
+    (out / "c").mkdir()
+    (out / "c" / "mine.txt").write_text("not a prediction")
+    (tmp_path / "s" / "c.tif").write_bytes((tmp_path / "s" / "a.tif").read_bytes())
+    taken = run(str(tmp_path / "s"), "--regularize")
+    assert taken.exit_code == 1 and "1 predicted, 1 already done, 1 failed" in taken.stdout, taken.output  # a: from s/
+    assert "c.tif: PredictError:" in taken.stderr and "not an output of geoseg predict" in taken.stderr
+    assert (out / "c" / "mine.txt").read_text() == "not a prediction"

@@ -4,11 +4,14 @@ Why: scenes come by the hundred; a crash at file 97 must not redo files 1-96, an
 big jobs should run on an existing Dask cluster without code changes. The job is a
 picklable callable ``work(input_path, output_path) -> dict | None``; ``output_for``
 maps an input to its output path (file or folder). An input whose output already
-exists is skipped. Each job writes to a temporary sibling ``.<name>.part`` that is
-renamed to the output only when the job succeeds, so a half-written output never
-counts as finished. Failures are collected, not raised, so one bad file does not
-stop the batch, nor does a Dask worker that dies on one (out of memory, a crash in
-native code): that input is a failure.
+exists is skipped, unless ``is_current(input, output)`` says that output was made for
+another request (other options, another input of the same name): that input is run
+again and its old output replaced only once the new one is complete (an error raised
+by ``is_current`` fails the input and leaves its output alone). Each job writes
+to a temporary sibling ``.<name>.part`` that is renamed to the output only when the
+job succeeds, so a half-written output never counts as finished. Failures are
+collected, not raised, so one bad file does not stop the batch, nor does a Dask worker
+that dies on one (out of memory, a crash in native code): that input is a failure.
 
 Usage::
 
@@ -42,6 +45,8 @@ class BatchReport:
     done: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: inputs whose earlier output was not current (``is_current``), run again (also in done or failed)
+    redone: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -53,6 +58,11 @@ def part_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.part")
 
 
+def _old_path(output: Path) -> Path:
+    """Where an out-of-date output waits while its replacement is renamed into place."""
+    return output.with_name(f".{output.name}.old")
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
@@ -62,14 +72,18 @@ def _remove(path: Path) -> None:
 
 def run_one(work: Work, input_path: RasterPath, output_path: Path) -> tuple[str, Any, str | None]:
     """Run one job into a ``.part`` path and rename it; returns (input, result, error)."""
-    tmp = part_path(output_path)
+    tmp, old = part_path(output_path), _old_path(output_path)
     _remove(tmp)
+    _remove(old)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         result = work(input_path, tmp)
         if not tmp.exists():
             raise RuntimeError(f"job wrote nothing to {tmp}")
+        if output_path.exists():  # an out-of-date output (os.replace cannot replace a non-empty folder)
+            os.replace(output_path, old)
         os.replace(tmp, output_path)
+        _remove(old)
         return str(input_path), result, None
     except Exception as exc:  # collect every failure; the batch goes on
         _remove(tmp)
@@ -91,18 +105,29 @@ def _lost(exc: Exception) -> str:
 
 def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], Path], work: Work,
               scheduler: str | None = None, n_workers: int = 2, show_progress: bool = True,
-              description: str = "files") -> BatchReport:
-    """Run ``work`` on every input whose output does not exist yet (see module docstring)."""
+              description: str = "files",
+              is_current: Callable[[RasterPath, Path], bool] | None = None) -> BatchReport:
+    """Run ``work`` on every input without a current output (see module docstring)."""
     report = BatchReport()
     todo: list[tuple[RasterPath, Path]] = []
     for p in inputs:
         out = Path(output_for(p))
-        if out.exists():
+        if out.exists() and is_current is not None:
+            try:
+                current = is_current(p, out)
+            except Exception as exc:  # e.g. an output path taken by something else: not touched
+                report.failed[str(p)] = f"{type(exc).__name__}: {exc}"
+                continue
+        else:
+            current = out.exists()
+        if current:
             report.skipped.append(str(p))
         else:
+            if out.exists():
+                report.redone.append(str(p))
             todo.append((p, out))
     with _progress(show_progress) as progress:
-        task = progress.add_task(description, total=len(inputs), completed=len(report.skipped))
+        task = progress.add_task(description, total=len(inputs), completed=len(report.skipped) + len(report.failed))
 
         def record(item: tuple[str, Any, str | None]) -> None:
             name, result, error = item

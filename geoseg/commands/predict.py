@@ -1,8 +1,8 @@
 """`geoseg predict INPUT... --out DIR`: class map COG + building polygons for each input.
 
 One input file writes into DIR; several, or a folder (its rasters), write into DIR/<input stem>/
-through ``tiles.batch`` (resumable: finished folders are skipped; ``--scheduler`` runs them on a
-Dask cluster).
+through ``tiles.batch`` (resumable: folders finished with the same input and options are skipped,
+others predicted again; ``--scheduler`` runs them on a Dask cluster).
 """
 from __future__ import annotations
 
@@ -128,6 +128,7 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> 
 
 
 def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, scheduler: str | None) -> None:
+    from geoseg.pipeline import outputs_current
     from tiles.batch import run_batch
 
     stems = [raster_stem(p) for p in inputs]
@@ -138,11 +139,16 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     with warnings.catch_warnings(record=True) as caught:  # the jobs catch their own; these are the batch's
         warnings.simplefilter("always")
         report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
-                           scheduler=_scheduler(scheduler), description="predict")
+                           scheduler=_scheduler(scheduler), description="predict",
+                           is_current=lambda p, folder: outputs_current(folder, p, options))
     _echo_warnings(_warning_lines(caught))
     for p in inputs:  # in the order given, each with its input's name
         _echo_warnings(report.done.get(str(p)) or [], prefix=f"{raster_name(p)}: ")
     typer.echo(f"{len(report.done)} predicted, {len(report.skipped)} already done, {len(report.failed)} failed")
+    if report.redone:
+        typer.echo(f"{len(report.redone)} of them predicted again: their folders in {out} held results of other "
+                   f"options or of another input ({', '.join(raster_name(p) for p in report.redone[:5])}"
+                   f"{', ...' if len(report.redone) > 5 else ''})")
     if report.failed:
         for name, error in report.failed.items():
             typer.echo(f"{raster_name(name)}: {error.splitlines()[0]}", err=True)
