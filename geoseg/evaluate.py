@@ -180,8 +180,14 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
 
 
 def _polygons(geoms: np.ndarray) -> np.ndarray:
-    geoms = shapely.make_valid(np.asarray(geoms, dtype=object))
-    parts = shapely.get_parts(geoms)
+    """The valid polygons in ``geoms``: each made valid, then taken apart down to single polygons (an
+    invalid ring can become a GeometryCollection holding a MultiPolygon: one level was not enough)."""
+    parts = shapely.make_valid(np.asarray(geoms, dtype=object))
+    while True:
+        parts = shapely.get_parts(parts)
+        nested = shapely.get_type_id(parts) >= 4  # Multi* and GeometryCollection
+        if not nested.any():
+            break
     return np.asarray([p for p in parts if p.geom_type == "Polygon" and not p.is_empty], dtype=object)
 
 

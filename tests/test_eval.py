@@ -139,3 +139,50 @@ def test_eval_cli_errors_are_one_line(tmp_path):
     missing = runner.invoke(app, ["eval", str(tmp_path), "--labels", str(LABELS)])
     assert missing.exit_code == 1
     assert "report.json" in missing.output and len(missing.output.strip().splitlines()) == 1
+
+
+def _tiny_scene(tmp_path: Path) -> tuple[Path, rasterio.Affine]:
+    """A 10 x 10 px scene of 1 m pixels in UTM 36N, all valid, and a prediction folder for it."""
+    transform = rasterio.Affine(1, 0, 500000, 0, -1, 100010)
+    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=10, height=10, count=3, dtype="uint8",
+                       crs="EPSG:32636", transform=transform) as ds:
+        ds.write(np.full((3, 10, 10), 100, np.uint8))
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    (pred_dir / "report.json").write_text(json.dumps({"input": str(tmp_path / "scene.tif")}))
+    return pred_dir, transform
+
+
+def test_buildings_by_hand_with_labels_in_another_crs_and_invalid_geometries(tmp_path):
+    """Hand-computed scores; the labels are lon/lat (the prediction UTM), one label is a null geometry and
+    one is invalid: two squares meeting at a corner plus a spike, which make_valid turns into a
+    GeometryCollection(MultiPolygon, LineString): its two squares are ground truth."""
+    pred_dir, transform = _tiny_scene(tmp_path)
+
+    def px(*cells):  # (col, row) pixel corners -> a polygon in the scene's CRS
+        return shapely.Polygon([transform @ c for c in cells])
+
+    def rect(c0, r0, c1, r1):
+        return px((c0, r0), (c1, r0), (c1, r1), (c0, r1))
+
+    pred = [rect(0, 0, 4, 4), rect(6, 6, 9, 9)]  # 16 + 9 px
+    gpd.GeoDataFrame(geometry=pred, crs="EPSG:32636").to_file(pred_dir / "buildings.gpkg")
+    # 12 px (IoU 0.75 with the first), 9 px (IoU 1 with the second), 4 + 4 px unmatched
+    spiky = px((0, 10), (2, 10), (2, 8), (4, 8), (4, 6), (2, 6), (2, 8), (2, 4), (2, 8), (0, 8), (0, 10))
+    assert not spiky.is_valid and shapely.make_valid(spiky).geom_type == "GeometryCollection"
+    labels = gpd.GeoDataFrame(geometry=[rect(0, 0, 4, 3), rect(6, 6, 9, 9), spiky, None], crs="EPSG:32636")
+    labels.to_crs(4326).to_file(tmp_path / "labels.geojson", driver="GeoJSON")
+    s = evaluate_buildings(pred_dir, tmp_path / "labels.geojson")
+    tp, fp, fn = 12 + 9, 4, 8
+    assert (s["pixel"]["tp"], s["pixel"]["fp"], s["pixel"]["fn"]) == (tp, fp, fn)
+    assert s["pixel"]["iou"] == pytest.approx(21 / 33) and s["pixel"]["f1"] == pytest.approx(42 / 54)
+    assert s["n_truth"] == 4 and s["n_predicted"] == 2
+    g = s["polygon"]
+    assert (g["tp"], g["fp"], g["fn"]) == (2, 0, 2)
+    assert g["precision"] == 1 and g["recall"] == 0.5 and g["f1"] == pytest.approx(2 / 3)
+    assert g["mean_iou_of_matches"] == pytest.approx(0.875, abs=1e-6)
+    # the printed table says the same
+    result = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(tmp_path / "labels.geojson")])
+    assert result.exit_code == 0, result.output
+    assert "2 predicted, 4 labelled" in result.stdout
+    assert "0.636" in result.stdout and "0.778" in result.stdout and "0.667" in result.stdout
