@@ -7,7 +7,8 @@ labels lying mostly (>= 50 %) on valid pixels of the scene count as ground truth
 
 Class maps (``classmap.tif`` vs a class raster): confusion matrix streamed block by
 block, per-class IoU, mIoU over classes present in truth or prediction, overall
-accuracy; truth 0 (unlabeled) is ignored, predicted 0 (no data) counts as wrong.
+accuracy; truth 0 (unlabeled) and the truth's no-data pixels are ignored, predicted 0
+(no data) counts as wrong.
 """
 from __future__ import annotations
 
@@ -208,6 +209,21 @@ def _fraction_on_valid(geoms: np.ndarray, transform, shape, valid: np.ndarray, p
     return np.minimum(on_valid / area_px, 1.0)
 
 
+def _class_indices(truth: np.ma.MaskedArray, truth_path: RasterPath) -> np.ndarray:
+    """Truth class indices, 0 (ignored) where the truth raster has no data (its nodata value, mask or
+    NaN), as the resampled path already does; a value that is no class index is an error."""
+    data = np.ma.getdata(truth)
+    ignored = np.ma.getmaskarray(truth)
+    if np.issubdtype(data.dtype, np.floating):
+        ignored = ignored | ~np.isfinite(data)
+    values = data[~ignored]
+    bad = values[(values < 0) | (values != np.floor(values))] if values.size else values
+    if bad.size:
+        raise EvaluationError(f"truth raster {truth_path} holds {bad.flat[0]:g}, not a class index (integers >= 0, "
+                              f"0 unlabeled); mark no-data pixels with the raster's nodata value")
+    return np.where(ignored, 0, data).astype(np.int64)
+
+
 def evaluate_classmap(pred_dir: Path, truth_path: RasterPath) -> dict[str, Any]:
     """Per-class IoU, mIoU, OA of ``pred_dir/classmap.tif`` against a class raster."""
     pred_dir, truth_path = Path(pred_dir), as_raster_path(truth_path)
@@ -233,7 +249,7 @@ def evaluate_classmap(pred_dir: Path, truth_path: RasterPath) -> dict[str, Any]:
         try:
             for tile in tile_grid(pred_ds.width, pred_ds.height, 1024, 0):
                 pred = pred_ds.read(1, window=tile.core)
-                truth = reader.read(1, window=tile.core)
+                truth = _class_indices(reader.read(1, window=tile.core, masked=True), truth_path)
                 confusion += confusion_matrix(truth, pred, n_classes)
         finally:
             if reader is not truth_ds:

@@ -186,3 +186,33 @@ def test_buildings_by_hand_with_labels_in_another_crs_and_invalid_geometries(tmp
     assert result.exit_code == 0, result.output
     assert "2 predicted, 4 labelled" in result.stdout
     assert "0.636" in result.stdout and "0.778" in result.stdout and "0.667" in result.stdout
+
+
+@pytest.mark.parametrize("dtype, nodata", [("uint8", 255), ("int16", -1), ("float32", float("nan"))])
+def test_classmap_truth_nodata_is_ignored_like_unlabeled(tmp_path, dtype, nodata):
+    """Truth pixels at the truth raster's nodata value are not scored (on the prediction's grid they
+    were read raw: 255 ended in 'class index >= 6', -1 in a numpy error, NaN in a cast warning)."""
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    profile = dict(driver="GTiff", width=8, height=4, count=1, crs="EPSG:3857",
+                   transform=rasterio.Affine(1, 0, 0, 0, -1, 4))
+    pred = np.ones((4, 8), np.uint8)
+    pred[:, 4:] = 3
+    with rasterio.open(pred_dir / "classmap.tif", "w", dtype="uint8", **profile) as ds:
+        ds.write(pred, 1)
+        ds.update_tags(classes=json.dumps({"0": "nodata", "1": "building", "2": "road", "3": "vegetation",
+                                           "4": "water", "5": "land"}))
+    truth = np.full((4, 8), 3, dtype)
+    truth[0, :] = nodata
+    with rasterio.open(tmp_path / "truth.tif", "w", dtype=dtype, nodata=nodata, **profile) as ds:
+        ds.write(truth, 1)
+    s = evaluate_classmap(pred_dir, tmp_path / "truth.tif")
+    # rows 1..3 scored: vegetation truth 24 px, predicted 12 of them; building predicted 12, truth 0
+    assert s["pixels"] == 24 and s["overall_accuracy"] == pytest.approx(0.5)
+    assert s["per_class"]["vegetation"]["iou"] == pytest.approx(0.5) and s["per_class"]["building"]["iou"] == 0
+    assert s["miou"] == pytest.approx(0.25)
+    truth[0, :] = -2 if dtype != "uint8" else 7
+    with rasterio.open(tmp_path / "raw.tif", "w", dtype=dtype, **profile) as ds:  # no nodata declared
+        ds.write(truth, 1)
+    with pytest.raises(EvaluationError, match="class index"):
+        evaluate_classmap(pred_dir, tmp_path / "raw.tif")
