@@ -161,6 +161,22 @@ def test_not_a_raster_is_refused(tmp_path: Path):
         Scene(path)
 
 
+
+def test_a_truncated_file_says_why_its_pixels_cannot_be_read(tmp_path: Path):
+    """A scene cut short in transfer opens (its header is whole) but its pixels do not: the error names
+    the file and GDAL's reason, not rasterio's 'Read failed. See previous exception for details.'"""
+    path = tmp_path / "cut.tif"
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", driver="GTiff", width=256, height=256, count=3, dtype="uint8",
+                       compress="deflate", crs="EPSG:32636", transform=Affine(0.3, 0, 500000, 0, -0.3, 0)) as out:
+        out.write(rng.integers(0, 255, (3, 256, 256), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:40_000])
+    with Scene(path) as scene, pytest.raises(UnsupportedRaster) as caught:
+        scene.read(Window(0, 0, 256, 256))
+    message = str(caught.value)
+    assert message.startswith("cut.tif: cannot read its pixels") and "truncated" in message
+    assert "previous exception" not in message and "\n" not in message
+
 READ_ALL_TILES = """
 import sys
 from rasterio.windows import Window

@@ -131,6 +131,13 @@ def _all_valid(src, box: tuple[tuple[int, int], tuple[int, int]], bands: tuple[i
     return bool(src.read_masks(bands[0], window=Window(c0, r0, c1 - c0, r1 - r0)).all())
 
 
+def _gdal_reason(exc: BaseException) -> str:
+    """GDAL's first complaint behind a rasterio error (the cause at the bottom of its chain)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return " ".join(str(exc).split())
+
+
 class Scene:
     """A raster opened for windowed uint8 RGB reads (see module docstring)."""
 
@@ -208,6 +215,13 @@ class Scene:
         """
         if pad not in ("zeros", "reflect"):
             raise ValueError(f"pad must be 'zeros' or 'reflect', got {pad!r}")
+        try:
+            return self._read(window, pad)
+        except RasterioIOError as exc:  # rasterio's own message is "Read failed. See previous exception"
+            raise UnsupportedRaster(f"{self.name}: cannot read its pixels (truncated or corrupt file?): "
+                                    f"{_gdal_reason(exc)}") from exc
+
+    def _read(self, window: Window, pad: str) -> tuple[np.ndarray, np.ndarray]:
         h, w = int(window.height), int(window.width)
         c0, r0 = int(window.col_off), int(window.row_off)
         valid = np.zeros((h, w), dtype=bool)
