@@ -367,3 +367,24 @@ def test_a_batch_rerun_with_other_options_or_inputs_predicts_again(tmp_path):
     assert taken.exit_code == 1 and "1 predicted, 1 already done, 1 failed" in taken.stdout, taken.output  # a: from s/
     assert "c.tif: PredictError:" in taken.stderr and "not an output of geoseg predict" in taken.stderr
     assert (out / "c" / "mine.txt").read_text() == "not a prediction"
+
+
+def test_one_file_given_twice_is_predicted_once_and_a_stem_clash_names_both(tmp_path):
+    """A folder and a file inside it (or two spellings of one path) are one input, not a 'stem clash';
+    two different files of one stem are refused naming both."""
+    with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
+        profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
+        profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
+    for name in ("s/a.tif", "t/a.tif"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        with rasterio.open(tmp_path / name, "w", **profile) as dst:
+            dst.write(pixels)
+    runner = CliRunner()
+    both = runner.invoke(app, ["predict", str(tmp_path / "s"), str(tmp_path / "s" / "a.tif"),
+                               str(tmp_path / "t" / ".." / "s" / "a.tif"), "--out", str(tmp_path / "o"), *FAST])
+    assert both.exit_code == 0 and "1 predicted, 0 already done, 0 failed" in both.stdout, both.output
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["a"]  # the batch layout: several were given
+    clash = runner.invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), str(tmp_path / "t" / "a.tif"),
+                                "--out", str(tmp_path / "c"), *FAST])
+    assert_one_line_error(clash, "predict", "share the stem 'a'", str(tmp_path / "s" / "a.tif"),
+                          str(tmp_path / "t" / "a.tif"))

@@ -7,6 +7,7 @@ others predicted again; ``--scheduler`` runs them on a Dask cluster).
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -14,8 +15,8 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, as_raster_path, raster_exists, raster_name,
-                              raster_stem, rasters_in)
+from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, as_raster_path, is_virtual, raster_exists,
+                              raster_name, raster_stem, rasters_in)
 
 if TYPE_CHECKING:  # the pipeline imports torch: load it when a command runs, not for --help
     from geoseg.pipeline import PredictOptions
@@ -68,7 +69,9 @@ def predict(
         options.model_dirs = _parse_models(model)
         options.check()
         paths, folders = _expand_folders([as_raster_path(p) for p in inputs])
-        if len(paths) == 1 and not folders:
+        batch = folders or len(paths) > 1  # the layout follows what was given, repeats included
+        paths = _unique(paths)
+        if not batch:
             if not raster_exists(paths[0]):
                 raise ValueError(f"input not found: {paths[0]}")
             _predict_one(paths[0], out, options)
@@ -96,6 +99,18 @@ def _expand_folders(paths: list[RasterPath]) -> tuple[list[RasterPath], bool]:
         else:
             out.append(p)
     return out, folders
+
+
+def _unique(paths: list[RasterPath]) -> list[RasterPath]:
+    """``paths`` without repeats of one file (a folder and a file in it, ``a/../a/x.tif``), in order."""
+    seen: set[str] = set()
+    out: list[RasterPath] = []
+    for p in paths:
+        key = str(p) if is_virtual(p) else os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
 
 
 def _parse_models(specs: list[str]) -> dict[str, str]:
@@ -134,7 +149,9 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     stems = [raster_stem(p) for p in inputs]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
-        raise ValueError(f"several inputs share the stem {duplicates[0]!r}: outputs would collide")
+        same = [str(p) for p, s in zip(inputs, stems) if s == duplicates[0]]
+        raise ValueError(f"several inputs share the stem {duplicates[0]!r} ({', '.join(same)}): both would write "
+                         f"{out / duplicates[0]}; rename one or predict them into different --out folders")
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:  # the jobs catch their own; these are the batch's
         warnings.simplefilter("always")
