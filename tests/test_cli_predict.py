@@ -388,3 +388,15 @@ def test_one_file_given_twice_is_predicted_once_and_a_stem_clash_names_both(tmp_
                                 "--out", str(tmp_path / "c"), *FAST])
     assert_one_line_error(clash, "predict", "share the stem 'a'", str(tmp_path / "s" / "a.tif"),
                           str(tmp_path / "t" / "a.tif"))
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_an_unusable_out_is_one_line_before_any_work(tmp_path, batch):
+    (tmp_path / "file").write_text("a file")
+    scenes = [str(SCENE)] + ([str(KAMPALA / "kampala_z19_2.tif")] if batch else [])
+    runner = CliRunner()
+    is_file = runner.invoke(app, ["predict", *scenes, "--out", str(tmp_path / "file"), *FAST])
+    assert_one_line_error(is_file, "predict", f"--out {tmp_path / 'file'} is a file, not a folder")
+    under_file = runner.invoke(app, ["predict", *scenes, "--out", str(tmp_path / "file" / "sub"), *FAST])
+    assert_one_line_error(under_file, "predict", "cannot write into the --out folder", "Not a directory")
+    assert "[Errno" not in under_file.stderr and not is_file.stdout

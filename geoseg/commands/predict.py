@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -74,6 +75,7 @@ def predict(
         if not batch:
             if not raster_exists(paths[0]):
                 raise ValueError(f"input not found: {paths[0]}")
+            _make_out(out)
             _predict_one(paths[0], out, options)
         else:  # a missing input is one failed input of the batch (predict_scene checks it): the others run
             _predict_many(paths, out, options, scheduler)
@@ -99,6 +101,17 @@ def _expand_folders(paths: list[RasterPath]) -> tuple[list[RasterPath], bool]:
         else:
             out.append(p)
     return out, folders
+
+
+def _make_out(out: Path) -> None:
+    """Create ``--out`` and check a file can be written in it, before any model is loaded."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise ValueError(f"cannot write into the --out folder {out}: {exc.strerror or exc}") from None
 
 
 def _unique(paths: list[RasterPath]) -> list[RasterPath]:
@@ -152,7 +165,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         same = [str(p) for p, s in zip(inputs, stems) if s == duplicates[0]]
         raise ValueError(f"several inputs share the stem {duplicates[0]!r} ({', '.join(same)}): both would write "
                          f"{out / duplicates[0]}; rename one or predict them into different --out folders")
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out(out)
     with warnings.catch_warnings(record=True) as caught:  # the jobs catch their own; these are the batch's
         warnings.simplefilter("always")
         report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
