@@ -400,3 +400,30 @@ def test_an_unusable_out_is_one_line_before_any_work(tmp_path, batch):
     under_file = runner.invoke(app, ["predict", *scenes, "--out", str(tmp_path / "file" / "sub"), *FAST])
     assert_one_line_error(under_file, "predict", "cannot write into the --out folder", "Not a directory")
     assert "[Errno" not in under_file.stderr and not is_file.stdout
+
+
+def test_ctrl_c_in_a_batch_keeps_finished_folders_and_says_how_to_resume(tmp_path, monkeypatch):
+    import geoseg.commands.predict as command
+
+    real = command._predict_into
+
+    def interrupted(options, input_path, out_dir):
+        if Path(input_path).name == "b.tif":
+            (Path(out_dir) / "half.tif").parent.mkdir(parents=True, exist_ok=True)
+            (Path(out_dir) / "half.tif").write_text("half written")
+            raise KeyboardInterrupt
+        return real(options, input_path, out_dir)
+
+    monkeypatch.setattr(command, "_predict_into", interrupted)
+    with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
+        profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
+        profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
+    (tmp_path / "s").mkdir()
+    for name in ("a.tif", "b.tif", "c.tif"):
+        with rasterio.open(tmp_path / "s" / name, "w", **profile) as dst:
+            dst.write(pixels)
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        "geoseg predict: interrupted: finished folders are kept, run the same command again to resume")
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a"]  # no .b.part left

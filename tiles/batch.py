@@ -88,6 +88,9 @@ def run_one(work: Work, input_path: RasterPath, output_path: Path) -> tuple[str,
     except Exception as exc:  # collect every failure; the batch goes on
         _remove(tmp)
         return str(input_path), None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+    except BaseException:  # Ctrl-C: nothing half-written stays behind, and the batch stops
+        _remove(tmp)
+        raise
 
 
 def _progress(show: bool) -> Progress:

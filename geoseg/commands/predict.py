@@ -66,6 +66,7 @@ def predict(
     options = PredictOptions(tile_size=tile_size, overlap=overlap, refine=refine, buildings=not no_buildings,
                              classmap=not no_classmap, regularize=regularize, device=device, gsd=gsd,
                              profile=profile, context=context, runtime=runtime, batch_size=batch_size, min_area_m2=min_area, simplify_m=simplify)
+    batch = False
     try:
         options.model_dirs = _parse_models(model)
         options.check()
@@ -81,6 +82,10 @@ def predict(
             _predict_many(paths, out, options, scheduler)
     except typer.Exit:
         raise
+    except KeyboardInterrupt:  # Ctrl-C: say what is kept (a batch's finished folders) and how to go on
+        kept = "finished folders are kept, run the same command again to resume" if batch else "nothing written"
+        typer.echo(f"geoseg predict: interrupted: {kept}", err=True)
+        raise typer.Exit(130) from None
     except Exception as exc:  # one line for the user, non-zero exit
         typer.echo(f"geoseg predict: error: {exc}", err=True)
         raise typer.Exit(1) from None
