@@ -163,6 +163,8 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
     labels = labels.to_crs(crs)
     pred = pred.to_crs(crs) if pred.crs is not None else pred.set_crs(crs)
     label_geoms = _polygons(labels.geometry.values)
+    if len(label_geoms) == 0:
+        raise EvaluationError(f"no building polygon in {labels_path} ({len(labels)} features): nothing to score against")
     pred_geoms = _polygons(pred.geometry.values)
     truth_mask = _rasterize(label_geoms, transform, shape)
     if not (truth_mask & valid).any():  # scores of 0 (or 1) against nothing would read as a result

@@ -216,3 +216,16 @@ def test_classmap_truth_nodata_is_ignored_like_unlabeled(tmp_path, dtype, nodata
         ds.write(truth, 1)
     with pytest.raises(EvaluationError, match="class index"):
         evaluate_classmap(pred_dir, tmp_path / "raw.tif")
+
+
+def test_labels_without_polygons_say_so(tmp_path):
+    pred_dir, _ = _tiny_scene(tmp_path)
+    gpd.GeoDataFrame(geometry=[shapely.box(500000, 100000, 500004, 100004)], crs="EPSG:32636").to_file(
+        pred_dir / "buildings.gpkg")
+    (tmp_path / "empty.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    gpd.GeoDataFrame(geometry=[shapely.LineString([(33, 0.9), (33.1, 0.9)])], crs=4326).to_file(
+        tmp_path / "lines.geojson", driver="GeoJSON")
+    for name, count in (("empty.geojson", 0), ("lines.geojson", 1)):
+        result = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(tmp_path / name)])
+        assert result.exit_code == 1 and result.stderr.strip() == (
+            f"geoseg eval: error: no building polygon in {tmp_path / name} ({count} features): nothing to score against")
