@@ -427,3 +427,23 @@ def test_ctrl_c_in_a_batch_keeps_finished_folders_and_says_how_to_resume(tmp_pat
     assert result.stderr.strip().splitlines()[-1] == (
         "geoseg predict: interrupted: finished folders are kept, run the same command again to resume")
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a"]  # no .b.part left
+
+
+def test_relative_paths_reach_dask_workers_running_elsewhere(tmp_path, monkeypatch):
+    """--scheduler tcp://...: the workers run in their own folder, so relative inputs and --out were
+    'input not found' there (or, had the inputs existed, written under the worker's folder)."""
+    from dask.distributed import LocalCluster
+
+    (tmp_path / "s").mkdir()
+    with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
+        profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
+        profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
+    for name in ("a.tif", "b.tif"):
+        with rasterio.open(tmp_path / "s" / name, "w", **profile) as dst:
+            dst.write(pixels)
+    with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        monkeypatch.chdir(tmp_path)  # after the workers started: they stay in the old folder
+        result = CliRunner().invoke(app, ["predict", "s/a.tif", "s/b.tif", "--out", "o",
+                                          "--scheduler", cluster.scheduler_address, *FAST])
+    assert result.exit_code == 0 and "2 predicted, 0 already done, 0 failed" in result.stdout, result.output
+    assert all((tmp_path / "o" / stem / "buildings.gpkg").is_file() for stem in "ab")

@@ -6,6 +6,7 @@ others predicted again; ``--scheduler`` runs them on a Dask cluster).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import tempfile
@@ -164,6 +165,12 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     from geoseg.pipeline import outputs_current
     from tiles.batch import run_batch
 
+    # absolute: a Dask worker runs in its own folder (--model cards are made absolute by the pipeline's
+    # report only, so they are made absolute here too)
+    inputs = [p if is_virtual(p) else Path(os.path.abspath(p)) for p in inputs]
+    out = Path(os.path.abspath(out))
+    options = dataclasses.replace(options, model_dirs={task: os.path.abspath(card)
+                                                       for task, card in options.model_dirs.items()})
     stems = [raster_stem(p) for p in inputs]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
