@@ -163,7 +163,20 @@ def _request(input_path: RasterPath, options: PredictOptions) -> dict[str, Any]:
     opts = asdict(options)
     opts.pop("batch_size")
     opts["model_dirs"] = {task: os.path.abspath(path) for task, path in sorted(options.model_dirs.items())}
-    return {"input": _input_name(as_raster_path(input_path)), "options": opts}
+    input_path = as_raster_path(input_path)
+    return {"input": _input_name(input_path), "input_file": _input_file(input_path), "options": opts}
+
+
+def _input_file(input_path: RasterPath) -> dict[str, int] | None:
+    """Size and modification time of a local input (None for virtual paths and URLs, or when it is gone):
+    a scene replaced under the same name is predicted again by a batch."""
+    if is_virtual(input_path):
+        return None
+    try:
+        stat = os.stat(input_path)
+    except OSError:
+        return None
+    return {"bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
 
 
 def outputs_current(out_dir: Path | str, input_path: RasterPath, options: PredictOptions) -> bool:
@@ -177,12 +190,15 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
     if not isinstance(report, dict) or not isinstance(report.get("options"), dict):
         raise PredictError(f"{out_dir} exists and is not an output of geoseg predict (no readable report.json): "
                            f"left as it is; move it or choose another --out")
-    given = {"input": report.get("input"),
+    wanted = json.loads(json.dumps(_json_safe(_request(input_path, options)), default=str))
+    if "input_file" not in report:  # reports before the input's size and time were recorded
+        wanted.pop("input_file")
+    given = {"input": report.get("input"), "input_file": report.get("input_file"),
              "options": {k: v for k, v in report["options"].items() if k != "batch_size"}}
+    given = {k: v for k, v in given.items() if k in wanted}
     if isinstance(given["input"], str) and not is_virtual(given["input"]):  # older reports: the path as typed
         given["input"] = os.path.abspath(given["input"])
     given["options"].setdefault("model_dirs", {})  # reports before the cards were recorded: shipped ones
-    wanted = json.loads(json.dumps(_json_safe(_request(input_path, options)), default=str))
     return given == wanted and all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
 
 
@@ -200,6 +216,7 @@ def predict_scene(
     input_path, out_dir = as_raster_path(input_path), Path(out_dir)  # /vsizip//a.zip/b.tif keeps its //
     if not raster_exists(input_path):
         raise PredictError(f"input not found: {input_path}")
+    request = _request(input_path, options)  # the input's size and time before it is read
     device = resolve_device(options.device)
     cap_block_cache()  # windowed reads must not fill a GDAL cache sized to the machine's RAM
     if options.batch_size is None:
@@ -257,9 +274,9 @@ def predict_scene(
     staging = out_dir / f".partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     work = Path(tempfile.mkdtemp(prefix="geoseg-predict-", dir=staging))
-    request = _request(input_path, options)
     report: dict[str, Any] = {
         "input": request["input"],
+        "input_file": request["input_file"],
         "device": device,
         "options": request["options"] | {"batch_size": options.batch_size},
         "models": {task: model_summary(card) for task, (_, card) in heads.items()},

@@ -447,3 +447,22 @@ def test_relative_paths_reach_dask_workers_running_elsewhere(tmp_path, monkeypat
                                           "--scheduler", cluster.scheduler_address, *FAST])
     assert result.exit_code == 0 and "2 predicted, 0 already done, 0 failed" in result.stdout, result.output
     assert all((tmp_path / "o" / stem / "buildings.gpkg").is_file() for stem in "ab")
+
+
+def test_a_scene_replaced_under_the_same_name_is_predicted_again(tmp_path):
+    with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
+        profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
+        profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
+    (tmp_path / "s").mkdir()
+    for name in ("a.tif", "b.tif"):
+        with rasterio.open(tmp_path / "s" / name, "w", **profile) as dst:
+            dst.write(pixels)
+    runner = CliRunner()
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
+    assert "2 predicted" in runner.invoke(app, args).stdout
+    with rasterio.open(tmp_path / "s" / "b.tif", "w", **profile) as dst:  # a corrected delivery of b
+        dst.write(pixels[:, ::-1])
+    again = runner.invoke(app, args)
+    assert "1 predicted, 1 already done, 0 failed" in again.stdout and "(b.tif)" in again.stdout, again.output
+    report = json.loads((tmp_path / "o" / "b" / "report.json").read_text())
+    assert report["input_file"]["modified_ns"] == (tmp_path / "s" / "b.tif").stat().st_mtime_ns
