@@ -356,10 +356,13 @@ def predict_scene(
             report["outputs"] = sorted(p.name for p in staging.iterdir() if p.is_file()) + ["report.json"]
             (staging / "report.json").write_text(json.dumps(_json_safe(report), indent=2, default=str, allow_nan=False)
                                                  + "\n")
+            # report.json says a folder is finished: an earlier run's goes first, this run's comes last,
+            # so a report is never beside another run's files (say, while a re-run is moved into place)
+            (out_dir / "report.json").unlink(missing_ok=True)
             for name in OUTPUT_FILES:  # stale outputs of an earlier run must not survive
                 if (out_dir / name).exists() and not (staging / name).exists():
                     (out_dir / name).unlink()
-            for path in staging.iterdir():
+            for path in sorted(staging.iterdir(), key=lambda f: f.name == "report.json"):
                 if path.is_file():
                     os.replace(path, out_dir / path.name)
             stages("write", 1.0)

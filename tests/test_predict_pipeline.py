@@ -493,3 +493,24 @@ def test_buildings_stay_inside_the_input_when_the_working_grid_overhangs(tmp_pat
     assert all(footprint.buffer(1e-6).contains(g) for g in gpkg.geometry)
     gj = gpd.read_file(tmp_path / "out" / "buildings.geojson")
     assert all(lonlat.buffer(1e-9).contains(g) for g in gj.geometry)
+
+
+def test_report_json_is_moved_into_place_last_and_an_old_one_first_removed(tiny_models, tmp_path, monkeypatch):
+    """report.json marks a finished folder: while a re-run's files are moved into a folder that holds an
+    earlier run, no report.json may stand beside a mix of old and new files."""
+    a = crop(SCENE, tmp_path / "a.tif", Window(0, 0, 128, 128))
+    out = tmp_path / "out"
+    opts = options(tiny_models, refine="none")
+    predict_scene(a, out, opts)
+    moves: list[tuple[str, bool]] = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst).parent == out:
+            moves.append((Path(dst).name, (out / "report.json").exists()))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    predict_scene(a, out, opts)
+    assert [name for name, _ in moves][-1] == "report.json" and len(moves) == 4
+    assert not any(report_there for _, report_there in moves)
