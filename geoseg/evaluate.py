@@ -159,6 +159,10 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
     pred = gpd.read_file(gpkg, engine="pyogrio")
     labels = gpd.read_file(labels_path, engine="pyogrio")
     if labels.crs is None:
+        x0, y0, x1, y1 = labels.total_bounds
+        if np.isfinite([x0, y0, x1, y1]).all() and not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
+            raise EvaluationError(f"{labels_path} has no CRS and its coordinates ({x0:.0f}..{x1:.0f}, {y0:.0f}..{y1:.0f}) "
+                                  f"are not longitude/latitude: give the labels their CRS (e.g. a .prj file)")
         labels = labels.set_crs(4326)  # RFC 7946
     labels = labels.to_crs(crs)
     pred = pred.to_crs(crs) if pred.crs is not None else pred.set_crs(crs)

@@ -229,3 +229,17 @@ def test_labels_without_polygons_say_so(tmp_path):
         result = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(tmp_path / name)])
         assert result.exit_code == 1 and result.stderr.strip() == (
             f"geoseg eval: error: no building polygon in {tmp_path / name} ({count} features): nothing to score against")
+
+
+def test_labels_without_a_crs_in_metres_are_refused_not_read_as_lon_lat(tmp_path):
+    """A shapefile without its .prj (UTM metres) was read as lon/lat: the transform gave infinite
+    coordinates, a numpy warning, and a message about missing polygons."""
+    pred_dir, _ = _tiny_scene(tmp_path)
+    box = shapely.box(500000, 100000, 500004, 100004)
+    gpd.GeoDataFrame(geometry=[box], crs="EPSG:32636").to_file(pred_dir / "buildings.gpkg")
+    gpd.GeoDataFrame(geometry=[box]).to_file(tmp_path / "labels.shp")  # no CRS
+    result = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(tmp_path / "labels.shp")])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"geoseg eval: error: {tmp_path / 'labels.shp'} has no CRS and its coordinates "
+                                     f"(500000..500004, 100000..100004) are not longitude/latitude: give the labels "
+                                     f"their CRS (e.g. a .prj file)")
