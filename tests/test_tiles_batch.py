@@ -88,3 +88,18 @@ def test_a_worker_that_dies_fails_its_input_not_the_batch(tmp_path: Path):
     assert report.skipped == ["a"] and not report.done
     assert list(report.failed) == ["boom"] and "worker" in report.failed["boom"].splitlines()[0]
     assert not (tmp_path / "boom").exists()
+
+
+def _write_ok(input_path, output_path):
+    if str(input_path) == "bad":
+        raise ValueError("no good")
+    Path(output_path).write_text("ok")
+
+
+def test_without_a_terminal_each_input_gets_a_log_line(tmp_path: Path, capsys):
+    """In a log file (nohup, a cluster job) the bar is drawn only once, at the end: a batch of hours
+    said nothing until it was over."""
+    (tmp_path / "a").write_text("done before")
+    run_batch(["a", "b", "bad"], lambda p: tmp_path / p, _write_ok, scheduler="sync", description="predict")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("predict 2/3 b: done (") and lines[1].startswith("predict 3/3 bad: failed (")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tiles.rasterpath import RasterPath
+from tiles.rasterpath import RasterPath, raster_name
 
 __all__ = ["BatchReport", "run_batch", "part_path"]
 
@@ -132,6 +133,10 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
     with _progress(show_progress) as progress:
         task = progress.add_task(description, total=len(inputs), completed=len(report.skipped) + len(report.failed))
 
+        # in a log file (no terminal) the bar is drawn once, at the end: a line per input instead
+        log_lines = show_progress and not progress.console.is_terminal
+        started = time.monotonic()
+
         def record(item: tuple[str, Any, str | None]) -> None:
             name, result, error = item
             if error is None:
@@ -139,6 +144,11 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             else:
                 report.failed[name] = error
             progress.advance(task)
+            if log_lines:
+                n = int(progress.tasks[0].completed)
+                progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: "
+                                       f"{'done' if error is None else 'failed'} "
+                                       f"({time.monotonic() - started:.0f} s)", highlight=False, soft_wrap=True)
 
         if not todo:
             return report
