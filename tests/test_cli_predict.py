@@ -466,3 +466,11 @@ def test_a_scene_replaced_under_the_same_name_is_predicted_again(tmp_path):
     assert "1 predicted, 1 already done, 0 failed" in again.stdout and "(b.tif)" in again.stdout, again.output
     report = json.loads((tmp_path / "o" / "b" / "report.json").read_text())
     assert report["input_file"]["modified_ns"] == (tmp_path / "s" / "b.tif").stat().st_mtime_ns
+
+
+@pytest.mark.parametrize("address", ["bogus", "tcp://127.0.0.1", "host:port"])
+def test_a_malformed_scheduler_address_is_one_line_before_any_work(tmp_path, address):
+    result = CliRunner().invoke(app, ["predict", str(SCENE), str(KAMPALA / "kampala_z19_2.tif"),
+                                      "--out", str(tmp_path / "o"), "--scheduler", address, *FAST])
+    assert_one_line_error(result, "predict", "--scheduler expects 'local' or a Dask scheduler address", repr(address))
+    assert not (tmp_path / "o").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -50,7 +51,7 @@ def predict(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     gsd: Optional[float] = typer.Option(None, "--gsd", help="What one input pixel really measures, metres (overrides the georeferencing's GSD: "
                                            "resampling, areas, --min-area and --simplify use it)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address for batches."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Batches: 'local' (a local Dask cluster) or a Dask scheduler address such as tcp://host:8786 (default: one input after another in this process)."),
     profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students and their own GCN, ~5x faster on a CPU)."),
     context: Optional[int] = typer.Option(None, "--context", help="Context pixels read around each tile (default: up to the model's training tile size)."),
     runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx | int8 (CPU: the U2-Net building head's "
@@ -171,6 +172,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     out = Path(os.path.abspath(out))
     options = dataclasses.replace(options, model_dirs={task: os.path.abspath(card)
                                                        for task, card in options.model_dirs.items()})
+    scheduler = _scheduler(scheduler)  # checked before --out is made
     stems = [raster_stem(p) for p in inputs]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
@@ -181,7 +183,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     with warnings.catch_warnings(record=True) as caught:  # the jobs catch their own; these are the batch's
         warnings.simplefilter("always")
         report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
-                           scheduler=_scheduler(scheduler), description="predict",
+                           scheduler=scheduler, description="predict",
                            is_current=lambda p, folder: outputs_current(folder, p, options))
     _echo_warnings(_warning_lines(caught))
     for p in inputs:  # in the order given, each with its input's name
@@ -197,11 +199,19 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         raise typer.Exit(1)
 
 
+_ADDRESS = re.compile(r"^([a-z0-9]+://)?(\[[0-9a-fA-F:]+\]|[^:/\s\[\]]+):\d+/?$")
+
+
 def _scheduler(address: str | None) -> str | None:
     """No address: in this process, one file after another; 'local': a local Dask cluster."""
     if address is None:
         return "sync"
-    return None if address == "local" else address
+    if address in ("local", "sync"):
+        return None if address == "local" else address
+    if not _ADDRESS.match(address):
+        raise ValueError(f"--scheduler expects 'local' or a Dask scheduler address such as tcp://host:8786, "
+                         f"got {address!r}")
+    return address
 
 
 def _warning_lines(caught: list) -> list[str]:
