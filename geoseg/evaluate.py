@@ -135,6 +135,11 @@ def _open(path: RasterPath):
 def _report(pred_dir: Path) -> dict[str, Any]:
     path = pred_dir / "report.json"
     if not path.is_file():
+        scenes = sorted(d.name for d in pred_dir.glob("*/") if (d / "report.json").is_file()) if pred_dir.is_dir() else []
+        if scenes:  # the --out of a batch: one prediction per sub-folder
+            shown = ", ".join(f"{s}/" for s in scenes[:3]) + (", ..." if len(scenes) > 3 else "")
+            raise EvaluationError(f"{pred_dir} is a batch's output folder ({len(scenes)} predictions: {shown}): "
+                                  f"score each one, e.g. geoseg eval {pred_dir / scenes[0]} ...")
         raise EvaluationError(f"{pred_dir} is not a geoseg predict output (no report.json)")
     return json.loads(path.read_text())
 
@@ -235,6 +240,8 @@ def evaluate_classmap(pred_dir: Path, truth_path: RasterPath) -> dict[str, Any]:
     pred_dir, truth_path = Path(pred_dir), as_raster_path(truth_path)
     classmap = pred_dir / "classmap.tif"
     if not classmap.is_file():
+        if not (pred_dir / "report.json").is_file():
+            _report(pred_dir)  # says whether it is a batch's folder or no prediction at all
         raise EvaluationError(f"no classmap.tif in {pred_dir} (predicted with --no-classmap?)")
     if not raster_exists(truth_path):
         raise EvaluationError(f"truth raster not found: {truth_path}")

@@ -243,3 +243,16 @@ def test_labels_without_a_crs_in_metres_are_refused_not_read_as_lon_lat(tmp_path
     assert result.stderr.strip() == (f"geoseg eval: error: {tmp_path / 'labels.shp'} has no CRS and its coordinates "
                                      f"(500000..500004, 100000..100004) are not longitude/latitude: give the labels "
                                      f"their CRS (e.g. a .prj file)")
+
+
+@pytest.mark.parametrize("task", ["--labels", "--truth"])
+def test_a_batch_output_folder_is_named_as_such(tmp_path, task):
+    """geoseg eval results/ on a batch's --out (one prediction per sub-folder) said 'not a geoseg predict
+    output' (--labels) or 'no classmap.tif (predicted with --no-classmap?)' (--truth)."""
+    for stem in ("a", "b"):
+        (tmp_path / "results" / stem).mkdir(parents=True)
+        (tmp_path / "results" / stem / "report.json").write_text("{}")
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "results"), task, str(LABELS)])
+    assert result.exit_code == 1 and result.stderr.strip() == (
+        f"geoseg eval: error: {tmp_path / 'results'} is a batch's output folder (2 predictions: a/, b/): "
+        f"score each one, e.g. geoseg eval {tmp_path / 'results' / 'a'} ...")
