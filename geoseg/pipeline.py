@@ -43,7 +43,7 @@ from geoseg.options import PredictError, PredictOptions
 from geoseg.tiled_inference import HeadResult, gsd_scale, run_head
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import has_lonlat
-from tiles.rasterpath import RasterPath, as_raster_path, is_virtual, raster_exists, raster_name
+from tiles.rasterpath import RasterPath, as_raster_path, is_virtual, not_found, raster_exists, raster_name
 from tiles.source import Scene, cap_block_cache
 
 __all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "outputs_current", "predict_scene"]
@@ -215,7 +215,7 @@ def predict_scene(
     options.check()
     input_path, out_dir = as_raster_path(input_path), Path(out_dir)  # /vsizip//a.zip/b.tif keeps its //
     if not raster_exists(input_path):
-        raise PredictError(f"input not found: {input_path}")
+        raise PredictError(not_found(input_path))
     request = _request(input_path, options)  # the input's size and time before it is read
     device = resolve_device(options.device)
     cap_block_cache()  # windowed reads must not fill a GDAL cache sized to the machine's RAM

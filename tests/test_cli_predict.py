@@ -474,3 +474,13 @@ def test_a_malformed_scheduler_address_is_one_line_before_any_work(tmp_path, add
                                       "--out", str(tmp_path / "o"), "--scheduler", address, *FAST])
     assert_one_line_error(result, "predict", "--scheduler expects 'local' or a Dask scheduler address", repr(address))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_shell_pattern_that_matched_nothing_is_named_as_such(tmp_path):
+    """bash passes 'scenes/*.tif' on unchanged when it matches no file."""
+    pattern = str(tmp_path / "*.tif")
+    result = CliRunner().invoke(app, ["predict", pattern, "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(result, "predict", f"input not found: {pattern} (a shell pattern that matched no file?)")
+    plain = CliRunner().invoke(app, ["predict", str(tmp_path / "a.tif"), "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(plain, "predict", f"input not found: {tmp_path / 'a.tif'}")
+    assert "matched no file" not in plain.stderr

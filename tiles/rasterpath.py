@@ -11,8 +11,8 @@ import warnings
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-__all__ = ["RASTER_SUFFIXES", "RasterPath", "as_raster_path", "is_virtual", "raster_exists", "raster_name",
-           "raster_stem", "rasters_in"]
+__all__ = ["RASTER_SUFFIXES", "RasterPath", "as_raster_path", "is_virtual", "not_found", "raster_exists",
+           "raster_name", "raster_stem", "rasters_in"]
 
 RasterPath = str | Path
 
@@ -61,6 +61,13 @@ def raster_exists(location: RasterPath) -> bool:
                 return True
     except RasterioIOError:
         return False
+
+
+def not_found(location: RasterPath) -> str:
+    """The message for an input that does not exist; a pattern the shell left as it was (it matched
+    no file: ``scenes/*.tif`` in an empty folder) is named as such."""
+    hint = " (a shell pattern that matched no file?)" if any(c in raster_name(location) for c in "*?[") else ""
+    return f"input not found: {location}{hint}"
 
 
 def rasters_in(folder: Path) -> list[Path]:

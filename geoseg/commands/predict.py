@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, as_raster_path, is_virtual, raster_exists,
+from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, as_raster_path, is_virtual, not_found, raster_exists,
                               raster_name, raster_stem, rasters_in)
 
 if TYPE_CHECKING:  # the pipeline imports torch: load it when a command runs, not for --help
@@ -77,7 +77,7 @@ def predict(
         paths = _unique(paths)
         if not batch:
             if not raster_exists(paths[0]):
-                raise ValueError(f"input not found: {paths[0]}")
+                raise ValueError(not_found(paths[0]))
             _make_out(out)
             _predict_one(paths[0], out, options)
         else:  # a missing input is one failed input of the batch (predict_scene checks it): the others run
