@@ -123,3 +123,33 @@ def test_warp_back_to_the_input_grid(buildings_dir: Path, tmp_path: Path):
                         scene.width, scene.height)
     with rasterio.open(same) as a, rasterio.open(tmp_path / "work.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_a_colour_table_is_written_without_warnings_to_silence(tmp_path: Path, monkeypatch):
+    """The class map's COG is written on a thread beside the building model. rio-cogeo warned 'color
+    interpretation was set to Palette' and write_cog silenced it with warnings.catch_warnings, whose
+    filters another thread's catch_warnings exit can reset mid-write; the warning then reached a batch's
+    output. Here the reset is made to happen during cog_translate: no such warning may be raised."""
+    import warnings
+
+    import tiles.cog as cog
+
+    src = tmp_path / "plain.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", tiled=True,
+                       blockxsize=32, blockysize=32, crs="EPSG:32636",
+                       transform=rasterio.Affine(1, 0, 500000, 0, -1, 0)) as ds:
+        ds.write(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64) % 3, 1)
+    real = cog.cog_translate
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outer = list(warnings.filters)
+
+        def racing(*args, **kwargs):
+            warnings.filters[:] = outer  # what another thread leaving its catch_warnings restores
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(cog, "cog_translate", racing)
+        out = write_cog(src, tmp_path / "classmap.tif", colormap=colormap_from_hex(["#000000", "#ff0000", "#00ff00"]))
+    assert not [w for w in caught if "color interpretation" in str(w.message)]
+    with rasterio.open(out) as ds:
+        assert ds.colorinterp[0].name == "palette" and ds.colormap(1)[1] == (255, 0, 0, 255) and is_valid_cog(out)

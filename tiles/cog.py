@@ -13,10 +13,10 @@ Usage::
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import rasterio
+from rasterio.enums import ColorInterp
 from rio_cogeo.cogeo import cog_translate, cog_validate
 from rio_cogeo.profiles import cog_profiles
 
@@ -40,12 +40,22 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
               tags: dict[str, str] | None = None, resampling: str | None = None) -> Path:
     """Write ``src_path`` as a COG at ``dst_path`` (atomically: temp file then rename).
 
+    ``colormap`` is written into ``src_path`` first (band 1 becomes a palette band).
+
     ``resampling`` for overviews defaults to "nearest" for integer data and
     "average" for float data. Overviews halve the raster until its longer side fits one
     512 px block (GDAL's COG driver does the same): rio-cogeo's default stops when the
     *shorter* side fits, so a 634 x 411 map or a 8192 x 400 strip had none at all.
     """
     src_path, dst_path = Path(src_path), Path(dst_path)
+    if colormap is not None:
+        # the colour table goes into the source (a work file), which rio-cogeo then copies: given to
+        # cog_translate, it warns "color interpretation was set to Palette", and silencing that with
+        # warnings.catch_warnings is not thread-safe (the class map is written on a thread beside the
+        # building model, and its own catch_warnings blocks can drop such a filter while this runs)
+        with rasterio.open(src_path, "r+") as src:
+            src.write_colormap(1, colormap)
+            src.colorinterp = [ColorInterp.palette] + list(src.colorinterp[1:])
     with rasterio.open(src_path) as src:
         dtype = src.dtypes[0]
         if resampling is None:
@@ -56,10 +66,9 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
             profile["predictor"] = 3
         levels = overview_levels(src.width, src.height, 512)
         tmp = dst_path.with_name(dst_path.name + ".part")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*color interpretation.*")
-            cog_translate(src, str(tmp), profile, colormap=colormap, additional_cog_metadata=tags or None,
-                          overview_resampling=resampling, overview_level=levels, in_memory=False, quiet=True, use_cog_driver=False)
+        cog_translate(src, str(tmp), profile, additional_cog_metadata=tags or None,
+                      overview_resampling=resampling, overview_level=levels, in_memory=False, quiet=True,
+                      use_cog_driver=False)
     tmp.replace(dst_path)
     return dst_path
 
