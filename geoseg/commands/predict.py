@@ -191,7 +191,8 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     typer.echo(f"{len(report.done)} predicted, {len(report.skipped)} already done, {len(report.failed)} failed")
     if report.redone:
         typer.echo(f"{len(report.redone)} of them predicted again: their folders in {out} held results of other "
-                   f"options or of another input ({', '.join(raster_name(p) for p in report.redone[:5])}"
+                   f"options, of another input or of an earlier version of the file "
+                   f"({', '.join(raster_name(p) for p in report.redone[:5])}"
                    f"{', ...' if len(report.redone) > 5 else ''})")
     if report.failed:
         for name, error in report.failed.items():
