@@ -189,11 +189,11 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     for p in inputs:  # in the order given, each with its input's name
         _echo_warnings(report.done.get(str(p)) or [], prefix=f"{raster_name(p)}: ")
     typer.echo(f"{len(report.done)} predicted, {len(report.skipped)} already done, {len(report.failed)} failed")
-    if report.redone:
-        typer.echo(f"{len(report.redone)} of them predicted again: their folders in {out} held results of other "
+    redone = [p for p in report.redone if p in report.done]  # a failed one keeps its old folder
+    if redone:
+        typer.echo(f"{len(redone)} of them predicted again: their folders in {out} held results of other "
                    f"options, of another input or of an earlier version of the file "
-                   f"({', '.join(raster_name(p) for p in report.redone[:5])}"
-                   f"{', ...' if len(report.redone) > 5 else ''})")
+                   f"({', '.join(raster_name(p) for p in redone[:5])}{', ...' if len(redone) > 5 else ''})")
     if report.failed:
         for name, error in report.failed.items():
             typer.echo(f"{raster_name(name)}: {error.splitlines()[0]}", err=True)
