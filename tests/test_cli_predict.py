@@ -466,6 +466,11 @@ def test_a_scene_replaced_under_the_same_name_is_predicted_again(tmp_path):
     assert "1 predicted, 1 already done, 0 failed" in again.stdout and "(b.tif)" in again.stdout, again.output
     report = json.loads((tmp_path / "o" / "b" / "report.json").read_text())
     assert report["input_file"]["modified_ns"] == (tmp_path / "s" / "b.tif").stat().st_mtime_ns
+    (tmp_path / "s" / "b.tif").write_bytes(b"a broken delivery")  # predicted again, and failing
+    broken = runner.invoke(app, args)
+    assert broken.exit_code == 1 and "0 predicted, 1 already done, 1 failed" in broken.stdout, broken.output
+    assert "predicted again" not in broken.stdout  # it was not: its old folder stays, and it failed
+    assert json.loads((tmp_path / "o" / "b" / "report.json").read_text()) == report
 
 
 @pytest.mark.parametrize("address", ["bogus", "tcp://127.0.0.1", "host:port"])
@@ -484,8 +489,3 @@ def test_a_shell_pattern_that_matched_nothing_is_named_as_such(tmp_path):
     plain = CliRunner().invoke(app, ["predict", str(tmp_path / "a.tif"), "--out", str(tmp_path / "o"), *FAST])
     assert_one_line_error(plain, "predict", f"input not found: {tmp_path / 'a.tif'}")
     assert "matched no file" not in plain.stderr
-    (tmp_path / "s" / "b.tif").write_bytes(b"a broken delivery")  # predicted again, and failing
-    broken = runner.invoke(app, args)
-    assert broken.exit_code == 1 and "0 predicted, 1 already done, 1 failed" in broken.stdout, broken.output
-    assert "predicted again" not in broken.stdout  # it was not: its old folder stays, and it failed
-    assert json.loads((tmp_path / "o" / "b" / "report.json").read_text()) == report
