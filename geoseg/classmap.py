@@ -2,7 +2,8 @@
 
 Why: heads run on a working grid (the card's GSD); users need ``classmap.tif`` on the input's own
 grid (same CRS, transform, size), 0 outside the valid mask, with a colour table and class names
-so that GIS tools show it (not a black 0..5 raster).
+so that GIS tools show it (not a black 0..5 raster), and ``classmap.qml`` beside it, the style
+QGIS loads by default (its legend then names the classes instead of listing 256 palette values).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from rasterio.vrt import WarpedVRT
 from geoseg.tiled_inference import HeadResult
 from tiles.cog import colormap_from_hex, write_cog
 from tiles.grid import tile_grid
+from tiles.qml import write_paletted_qml
 from tiles.rasterpath import RasterPath
 from tiles.source import Scene
 from tiles.warp import axis_aligned, bilinear_window
@@ -84,4 +86,6 @@ def write_classmap(
     names["0"] = "nodata"
     tags = {"classes": json.dumps(names), "model": card.get("name", ""), "nodata_class": "0"}
     write_cog(plain, out_path, colormap=colormap, tags=tags)
+    # classmap.qml: QGIS's default style for classmap.tif, the classes by name (0 = no data left out)
+    write_paletted_qml(out_path, [(i, names[str(i)], colormap[i]) for i in range(1, len(classes))])
     return {names[str(i)]: int(n) for i, n in enumerate(counts)}

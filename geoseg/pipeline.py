@@ -49,7 +49,7 @@ from tiles.source import Scene, cap_block_cache
 __all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "outputs_current", "predict_scene"]
 
 Progress = Callable[[float, str], None]
-OUTPUT_FILES = ("classmap.tif", "buildings.geojson", "buildings.gpkg", "report.json")
+OUTPUT_FILES = ("classmap.tif", "classmap.qml", "buildings.geojson", "buildings.gpkg", "report.json")
 
 
 #: write the class map while the building model runs (False: one stage after the other)

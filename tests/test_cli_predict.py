@@ -207,7 +207,7 @@ def test_a_local_engineering_crs_gives_the_geopackage_and_class_map_in_it(tmp_pa
     assert not (out / "buildings.geojson").exists()
     report = json.loads((out / "report.json").read_text())
     assert report["gsd"]["input_m"] == pytest.approx(0.3)  # the CRS's own unit: the models see 0.3 m
-    assert report["outputs"] == ["buildings.gpkg", "classmap.tif", "report.json"]
+    assert report["outputs"] == ["buildings.gpkg", "classmap.qml", "classmap.tif", "report.json"]
     frame = gpd.read_file(out / "buildings.gpkg")
     assert frame.crs is not None and frame.crs.equals(crs.to_wkt()) and len(frame) == report["counts"]["buildings"]
     assert len(frame) > 0  # planar areas in the site grid's metres

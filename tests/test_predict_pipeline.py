@@ -6,6 +6,7 @@ import os
 import time
 import warnings
 from pathlib import Path
+from xml.etree import ElementTree
 
 import geopandas as gpd
 import numpy as np
@@ -65,10 +66,28 @@ def scene_run(tiny_models, tmp_path_factory):
     return out, report, progress
 
 
+def test_classmap_has_a_qgis_style_naming_its_classes(scene_run):
+    """classmap.qml (QGIS's default style for classmap.tif): one entry per class, with the class
+    map's own colours and names, and none for 0 (no data), instead of 256 unnamed palette values."""
+    out, report, _ = scene_run
+    root = ElementTree.parse(out / "classmap.qml").getroot()
+    renderer = root.find("pipe/rasterrenderer")
+    assert renderer.get("type") == "paletted" and renderer.get("band") == "1"
+    with rasterio.open(out / "classmap.tif") as cm:
+        names, colours = json.loads(cm.tags()["classes"]), cm.colormap(1)
+    entries = renderer.findall("colorPalette/paletteEntry")
+    assert [int(e.get("value")) for e in entries] == [1, 2, 3, 4, 5]
+    for e in entries:
+        value = int(e.get("value"))
+        assert e.get("label") == names[str(value)] and e.get("alpha") == "255"
+        assert e.get("color") == "#{:02x}{:02x}{:02x}".format(*colours[value][:3])
+    assert "classmap.qml" in report["outputs"]
+
+
 def test_outputs_on_a_real_scene(scene_run):
     out, report, progress = scene_run
-    assert sorted(p.name for p in out.iterdir()) == ["buildings.geojson", "buildings.gpkg", "classmap.tif",
-                                                     "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["buildings.geojson", "buildings.gpkg", "classmap.qml",
+                                                     "classmap.tif", "report.json"]
     with rasterio.open(SCENE) as src, rasterio.open(out / "classmap.tif") as cm:
         assert (cm.crs, cm.transform, cm.width, cm.height) == (src.crs, src.transform, src.width, src.height)
         assert cm.dtypes[0] == "uint8" and cm.count == 1
@@ -512,5 +531,5 @@ def test_report_json_is_moved_into_place_last_and_an_old_one_first_removed(tiny_
 
     monkeypatch.setattr(os, "replace", replace)
     predict_scene(a, out, opts)
-    assert [name for name, _ in moves][-1] == "report.json" and len(moves) == 4
+    assert [name for name, _ in moves][-1] == "report.json" and len(moves) == 5  # with classmap.qml
     assert not any(report_there for _, report_there in moves)
