@@ -435,3 +435,23 @@ def test_segment_client_that_hangs_up_leaves_its_job_listed_and_its_results(tmp_
         time.sleep(0.5)  # several supervisor ticks: a job marked deleted would be purged by now
         assert client.get(f"/v1/jobs/{job['id']}").status_code == 200
         assert client.get(job["links"]["buildings.geojson"]).json()["features"]
+
+
+def test_serve_command_refuses_a_bad_log_level_or_data_dir_in_one_line(tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from checks import assert_one_line_error
+    from geoseg.cli import app as cli
+
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: pytest.fail("the server must not start"))
+    for name in ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
+                 "GEOSEG_SYNC_MAX_PIXELS"):
+        monkeypatch.setenv(name, "")
+    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d"), "--log-level", "bogus"])
+    assert_one_line_error(result, "serve", "--log-level", "bogus")  # was logging's ValueError traceback
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for data_dir, words in ((a_file, ("a-file", "not a folder")), (a_file / "sub", ("sub",))):
+        result = CliRunner().invoke(cli, ["serve", "--data-dir", str(data_dir)])
+        assert_one_line_error(result, "serve", "--data-dir", *words)  # was mkdir's traceback

@@ -16,6 +16,14 @@ from typing import Annotated
 
 import typer
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _fail(message: str) -> None:
+    """One line for the user, exit 1 (uvicorn and logging would print a traceback)."""
+    typer.echo(f"geoseg serve: error: {message}", err=True)
+    raise typer.Exit(1)
+
 
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 inside containers.")] = "127.0.0.1",
@@ -38,7 +46,14 @@ def serve(
     """
     import uvicorn
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if log_level.lower() not in LOG_LEVELS:
+        _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    if data_dir.exists() and not data_dir.is_dir():
+        _fail(f"--data-dir {data_dir} is a file, not a folder")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot use --data-dir {data_dir} as a folder: {exc.strerror or exc}")
     os.environ.update({
         "GEOSEG_SERVICE_DIR": str(data_dir.resolve()),
         "GEOSEG_WORKERS": str(workers),
