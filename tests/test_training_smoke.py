@@ -201,3 +201,25 @@ def test_fine_tuned_buildings_keep_the_given_normalisation_and_record_the_crop_r
     measured = images[:2].transpose(1, 0, 2, 3).reshape(3, -1).mean(1) / 255
     assert np.allclose(fresh["normalisation"]["mean"], measured, atol=1e-3)
     assert tuned["training"]["crop"].startswith("32-64 px")
+
+
+def test_the_last_weights_are_scored_once_when_the_budget_ends_on_a_validation():
+    # `geoseg train --minutes 0.2` on a CPU: the first step outlasts val_every_s, so the loop scored
+    # step 1, found the budget spent, and scored step 1 again (a second full validation pass, 83 of
+    # the run's 300 s, and a duplicate history row).
+    images, labels, splits = dubai_chips(size=32, per_image=1)
+    train = {"images": images[splits == "train"], "labels": labels[splits == "train"]}
+    scored = []
+
+    def score(model):
+        scored.append(1)
+        return 0.5
+
+    cfg = TrainConfig(steps=2, batch_size=1, val_every_s=0.0, augment=AugmentConfig(out_size=32))
+    model = AttResUNet(in_channels=3, n_classes=6, widths=(8, 8, 8, 8, 8))
+    from geoseg.training.loop import train_segmenter
+    _, hist = train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
+                              score, cfg, log=lambda s: None)
+    steps = [row["step"] for row in hist["history"]]
+    assert steps == [1, 2] and len(scored) == 2, steps
+    assert hist["final_val"] == 0.5 and hist["steps"] == 2

@@ -276,7 +276,8 @@ def train_segmenter(
         if time.monotonic() - last_val >= cfg.val_every_s:
             validate()
             last_val = time.monotonic()
-    validate()
+    if not history or history[-1]["step"] != step:  # the same weights were just scored: a pass saved
+        validate()
     if best_state is not None and cfg.keep == "best":
         model.load_state_dict(best_state)
     model.eval()
