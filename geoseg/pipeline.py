@@ -235,19 +235,23 @@ def predict_scene(
             raise PredictError(str(exc)) from exc
     georeferenced = grid["crs"] is not None
     if not georeferenced:
+        # Name only the outputs this run writes (--no-buildings / --no-classmap).
+        in_pixels = (["class map on the pixel grid without CRS"] if options.classmap else []) + (
+            ["building polygons in pixel coordinates in buildings.gpkg only"] if options.buildings else [])
+        no_geojson = " (no GeoJSON can be georeferenced)" if options.buildings else ""
         if ground_control:  # GIS tools place such a file: the outputs would not sit on it
-            notes.append(f"input has no geotransform, only {ground_control}, which geoseg does not use: class map "
-                         "on the pixel grid without CRS; building polygons in pixel coordinates in buildings.gpkg "
-                         f"only. Warp it first for georeferenced outputs: gdalwarp"
+            notes.append(f"input has no geotransform, only {ground_control}, which geoseg does not use: "
+                         f"{'; '.join(in_pixels)}. Warp it first for georeferenced outputs: gdalwarp"
                          f"{' -rpc' if ground_control == 'RPCs' else ''} in.tif warped.tif")
         elif not grid["transform"].is_identity:  # a world file (.pgw, .jgw, .tfw) without a CRS
-            notes.append("input has a geotransform (e.g. a world file) but no CRS: the class map and "
-                         "buildings.gpkg are in its coordinates, without a CRS (no GeoJSON can be georeferenced); "
-                         "give the raster its CRS first (gdal_edit.py -a_srs EPSG:<code> in.png) or assign it "
-                         "to the outputs in your GIS")
+            files = " and ".join((["the class map"] if options.classmap else [])
+                                 + (["buildings.gpkg"] if options.buildings else []))
+            notes.append(f"input has a geotransform (e.g. a world file) but no CRS: {files} "
+                         f"{'are' if options.classmap and options.buildings else 'is'} in its coordinates, "
+                         f"without a CRS{no_geojson}; give the raster its CRS first (gdal_edit.py -a_srs "
+                         "EPSG:<code> in.png) or assign it to the outputs in your GIS")
         else:
-            notes.append("input is not georeferenced: class map on the pixel grid without CRS; building polygons "
-                         "in pixel coordinates in buildings.gpkg only (no GeoJSON can be georeferenced)")
+            notes.append(f"input is not georeferenced: {'; '.join(in_pixels)}{no_geojson}")
         if options.gsd is not None:
             notes.append("--gsd only sets areas and tolerances for a non-georeferenced input: it is not resampled")
     lonlat = has_lonlat(grid["crs"])

@@ -489,3 +489,15 @@ def test_a_shell_pattern_that_matched_nothing_is_named_as_such(tmp_path):
     plain = CliRunner().invoke(app, ["predict", str(tmp_path / "a.tif"), "--out", str(tmp_path / "o"), *FAST])
     assert_one_line_error(plain, "predict", f"input not found: {tmp_path / 'a.tif'}")
     assert "matched no file" not in plain.stderr
+
+
+@pytest.mark.parametrize("skip, absent", [("--no-buildings", "building polygons"), ("--no-classmap", "class map")])
+def test_the_not_georeferenced_warning_names_only_the_outputs_written(tmp_path, skip, absent):
+    # `geoseg predict image.jpg --no-buildings` warned about "building polygons in pixel coordinates in
+    # buildings.gpkg", a file that run does not write.
+    a = plain_png(tmp_path / "a.png", (0, 0, 96, 96))
+    result = CliRunner().invoke(app, ["predict", str(a), "--out", str(tmp_path / "o"), "--profile", "fast",
+                                      "--refine", "none", skip])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "input is not georeferenced" in line]
+    assert len(notes) == 1 and absent not in notes[0], notes
