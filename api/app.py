@@ -98,5 +98,6 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key"])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK,
+                       upload_limit=settings.max_upload_bytes)
     return app

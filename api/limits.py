@@ -18,9 +18,12 @@ class _TooLarge(Exception):
 class BodySizeLimit:
     """Answer 413 when Content-Length, or the bytes actually received, exceed ``max_bytes``."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, upload_limit: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # What the refusal quotes: the upload limit the operator set (GEOSEG_MAX_UPLOAD_MB), not
+        # ``max_bytes``, which adds room for the multipart envelope.
+        self.upload_limit = max_bytes if upload_limit is None else upload_limit
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -67,7 +70,7 @@ class BodySizeLimit:
                 await self._refuse(send, 413, self._message())
 
     def _message(self) -> str:
-        return (f"request body larger than the limit of {self.max_bytes} bytes; split the scene "
+        return (f"upload larger than the limit of {self.upload_limit} bytes; split the scene "
                 "or ask the operator to raise GEOSEG_MAX_UPLOAD_MB")
 
     @staticmethod
