@@ -291,3 +291,11 @@ def test_teacher_label_loss_makes_a_missed_outline_band_cost_more():
     run = distill(tiny_student("buildings", card), None, card, "buildings", chips, "ce", "cpu", max_steps=2,
                   batch_size=2, label_loss="teacher")
     assert run.steps == 2 and np.isfinite(run.last_loss)
+
+
+def test_ablation_tool_answers_help_on_stdout_with_exit_0(capsys):
+    from geoseg.training.ablation import main
+
+    assert main(["--help"]) == 0  # was the misuse answer: usage on stderr, exit 2
+    assert "ablation export DEVICE_OUT_DIR WEIGHTS_DIR" in capsys.readouterr().out
+    assert main(["bogus"]) == 2 and "usage:" in capsys.readouterr().err

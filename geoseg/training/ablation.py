@@ -214,12 +214,13 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "table":
         print(ablation_markdown(json.loads((Path(argv[1]) / "students.json").read_text())["report"]))
         return 0
+    asked = argv in (["-h"], ["--help"])  # help is an answer (stdout, exit 0); anything else a misuse
     print(
         "usage: python -m geoseg.training.ablation export DEVICE_OUT_DIR WEIGHTS_DIR\n"
         "       python -m geoseg.training.ablation table DEVICE_OUT_DIR",
-        file=sys.stderr,
+        file=sys.stdout if asked else sys.stderr,
     )
-    return 2
+    return 0 if asked else 2
 
 
 if __name__ == "__main__":  # pragma: no cover - manual tools
