@@ -455,3 +455,25 @@ def test_serve_command_refuses_a_bad_log_level_or_data_dir_in_one_line(tmp_path,
     for data_dir, words in ((a_file, ("a-file", "not a folder")), (a_file / "sub", ("sub",))):
         result = CliRunner().invoke(cli, ["serve", "--data-dir", str(data_dir)])
         assert_one_line_error(result, "serve", "--data-dir", *words)  # was mkdir's traceback
+
+
+def test_serve_command_refuses_a_data_dir_another_server_holds_in_one_line(tmp_path, monkeypatch):
+    import fcntl
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from checks import assert_one_line_error
+    from geoseg.cli import app as cli
+
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: pytest.fail("the server must not start"))
+    for name in ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
+                 "GEOSEG_SYNC_MAX_PIXELS"):
+        monkeypatch.setenv(name, "")
+    held = tmp_path / "svc"
+    with service(tmp_path):  # a running app holds its data dir's lock (tmp_path / "svc")
+        # was: uvicorn's start-up traceback of the app's RuntimeError, 40 lines, exit 3
+        result = CliRunner().invoke(cli, ["serve", "--data-dir", str(held)])
+    assert_one_line_error(result, "serve", "another geoseg server", str(held))
+    with open(held / "server.lock", "a") as handle:  # the app is gone and the probe left no lock
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,6 +9,7 @@ environment (the Docker image) is not silently reset to the defaults.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from pathlib import Path
@@ -23,6 +24,23 @@ def _fail(message: str) -> None:
     """One line for the user, exit 1 (uvicorn and logging would print a traceback)."""
     typer.echo(f"geoseg serve: error: {message}", err=True)
     raise typer.Exit(1)
+
+
+def _held_by_another_server(data_dir: Path) -> bool:
+    """Whether a running server holds ``data_dir`` (``api.app`` flocks ``DATA_DIR/server.lock`` for
+    its lifetime). Asked here because the app's own refusal comes from its start-up, where uvicorn
+    prints it as a 40-line traceback."""
+    try:
+        handle = open(data_dir / "server.lock", "a")
+    except OSError:
+        return False  # the app will say what is wrong with the folder
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def serve(
@@ -54,6 +72,8 @@ def serve(
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _fail(f"cannot use --data-dir {data_dir} as a folder: {exc.strerror or exc}")
+    if _held_by_another_server(data_dir):
+        _fail(f"another geoseg server is using --data-dir {data_dir}; stop it or give another folder")
     os.environ.update({
         "GEOSEG_SERVICE_DIR": str(data_dir.resolve()),
         "GEOSEG_WORKERS": str(workers),
