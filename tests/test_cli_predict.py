@@ -491,13 +491,17 @@ def test_a_shell_pattern_that_matched_nothing_is_named_as_such(tmp_path):
     assert "matched no file" not in plain.stderr
 
 
-@pytest.mark.parametrize("skip, absent", [("--no-buildings", "building polygons"), ("--no-classmap", "class map")])
-def test_the_not_georeferenced_warning_names_only_the_outputs_written(tmp_path, skip, absent):
+@pytest.mark.parametrize("world_file", [False, True])
+@pytest.mark.parametrize("skip, absent", [("--no-buildings", "building"), ("--no-classmap", "class map")])
+def test_the_not_georeferenced_warning_names_only_the_outputs_written(tmp_path, skip, absent, world_file):
     # `geoseg predict image.jpg --no-buildings` warned about "building polygons in pixel coordinates in
-    # buildings.gpkg", a file that run does not write.
+    # buildings.gpkg", a file that run does not write (and a world file's note of "buildings.gpkg").
     a = plain_png(tmp_path / "a.png", (0, 0, 96, 96))
+    if world_file:
+        (tmp_path / "a.pgw").write_text("0.3\n0\n0\n-0.3\n1000\n2000\n")
     result = CliRunner().invoke(app, ["predict", str(a), "--out", str(tmp_path / "o"), "--profile", "fast",
                                       "--refine", "none", skip])
     assert result.exit_code == 0, result.output
-    notes = [line for line in result.stderr.splitlines() if "input is not georeferenced" in line]
-    assert len(notes) == 1 and absent not in notes[0], notes
+    said = "input has a geotransform" if world_file else "input is not georeferenced"
+    notes = [line for line in result.stderr.splitlines() if said in line]
+    assert len(notes) == 1 and absent not in notes[0].replace("no GeoJSON", ""), notes
