@@ -254,6 +254,7 @@ def test_a_one_pixel_high_raster_gets_a_class_map(tmp_path, rows):
     result = CliRunner().invoke(app, ["predict", str(path), "--out", str(tmp_path / "o"), "--profile", "fast",
                                       "--no-buildings", "--device", "cpu"])
     assert result.exit_code == 0, result.output
+    assert "no building model run" in result.stdout  # the summary said "- buildings"
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["tiles"]["landcover"]["skipped_nodata"] == 0
     with rasterio.open(tmp_path / "o" / "classmap.tif") as cm:

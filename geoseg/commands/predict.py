@@ -158,7 +158,9 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> 
         report = predict_scene(input_path, out, options, progress)
     _echo_warnings(_warning_lines(caught))
     counts = report.get("counts", {})
-    typer.echo(f"{raster_name(input_path)}: {counts.get('buildings', 0) if options.buildings else '-'} buildings, "
+    n = counts.get("buildings", 0)
+    found = f"{n} building{'' if n == 1 else 's'}" if options.buildings else "no building model run"
+    typer.echo(f"{raster_name(input_path)}: {found}, "
                f"{report['timings_s']['total']:.1f} s ({report['mpx_per_s']:.2f} Mpx/s) -> {out}")
 
 
