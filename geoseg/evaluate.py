@@ -26,7 +26,10 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.vrt import WarpedVRT
 
+from tiles.errors import UnsupportedRaster
 from tiles.grid import tile_grid
+from tiles.masks import raster_valid_mask
+from tiles.normalize import select_bands
 from tiles.rasterpath import RasterPath, as_raster_path, raster_exists
 
 IOU_MATCH = 0.5
@@ -160,7 +163,11 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
         if src.crs is None:
             raise EvaluationError("the prediction is not georeferenced: vector labels cannot be placed on it")
         crs, transform, shape = src.crs, src.transform, (src.height, src.width)
-        valid = src.dataset_mask() > 0
+        try:  # the pixels predict reads as valid (a float scene's NaN too, declared nodata or not)
+            bands = select_bands(src.count, tuple(src.colorinterp), src.dtypes[0])
+        except UnsupportedRaster as exc:
+            raise EvaluationError(f"the predicted input {input_path}: {exc}") from exc
+        valid = raster_valid_mask(src, bands)
     pred = gpd.read_file(gpkg, engine="pyogrio")
     labels = gpd.read_file(labels_path, engine="pyogrio")
     if labels.crs is None:

@@ -256,3 +256,31 @@ def test_a_batch_output_folder_is_named_as_such(tmp_path, task):
     assert result.exit_code == 1 and result.stderr.strip() == (
         f"geoseg eval: error: {tmp_path / 'results'} is a batch's output folder (2 predictions: a/, b/): "
         f"score each one, e.g. geoseg eval {tmp_path / 'results' / 'a'} ...")
+
+
+def test_buildings_are_scored_off_a_float_scenes_nan_pixels_like_predict_reads_them(tmp_path):
+    """A float scene's NaN pixels are nodata to predict (``tiles.masks.finite_only``: no model input, no
+    building there) also when no nodata value is declared; eval took GDAL's mask alone, so NaN pixels
+    counted as valid ground: their labels were misses and pixel IoU fell (a 0-1 float32 copy of
+    nairobi_z19_2 with NaN on 18 % of it: 0.349 against 0.389 for the same buildings)."""
+    transform = rasterio.Affine(1, 0, 500000, 0, -1, 100010)
+    data = np.full((3, 10, 10), 0.4, np.float32)
+    data[:, :, 5:] = np.nan  # right half NaN, no nodata declared
+    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=10, height=10, count=3, dtype="float32",
+                       crs="EPSG:32636", transform=transform) as ds:
+        ds.write(data)
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    (pred_dir / "report.json").write_text(json.dumps({"input": str(tmp_path / "scene.tif")}))
+
+    def rect(c0, r0, c1, r1):
+        return shapely.Polygon([transform @ c for c in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
+
+    # what predict can give: a building on the valid half, none on the NaN half
+    gpd.GeoDataFrame(geometry=[rect(1, 1, 4, 4)], crs="EPSG:32636").to_file(pred_dir / "buildings.gpkg")
+    gpd.GeoDataFrame(geometry=[rect(1, 1, 4, 4), rect(6, 6, 9, 9)], crs="EPSG:32636").to_file(
+        tmp_path / "labels.gpkg")
+    s = evaluate_buildings(pred_dir, tmp_path / "labels.gpkg")
+    assert s["valid_pixels"] == 50
+    assert (s["pixel"]["tp"], s["pixel"]["fp"], s["pixel"]["fn"]) == (9, 0, 0)
+    assert s["n_truth"] == 1 and s["polygon"]["f1"] == 1.0

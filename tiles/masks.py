@@ -32,6 +32,21 @@ def window_valid_mask(dataset, window: Window, data: np.ndarray | None = None,
     return finite_only(valid, data)
 
 
+def raster_valid_mask(dataset, bands: tuple[int, ...], strip_pixels: int = 2**20) -> np.ndarray:
+    """Boolean (height, width) mask of the whole raster's valid pixels, as the tiles read them:
+    ``window_valid_mask`` of ``bands`` (1-based), with non-finite pixels of float data invalid
+    also when no nodata value says so. Read in strips of about ``strip_pixels``, so a float
+    raster's bands are never held whole (the mask is)."""
+    floating = np.issubdtype(np.dtype(dataset.dtypes[bands[0] - 1]), np.floating)
+    valid = np.empty((dataset.height, dataset.width), dtype=bool)
+    rows = max(1, strip_pixels // max(1, dataset.width))
+    for row in range(0, dataset.height, rows):
+        window = Window(0, row, dataset.width, min(rows, dataset.height - row))
+        data = dataset.read(list(bands), window=window) if floating else None
+        valid[row:row + int(window.height)] = window_valid_mask(dataset, window, data, bands)
+    return valid
+
+
 def finite_only(valid: np.ndarray, data: np.ndarray | None) -> np.ndarray:
     """``valid`` with non-finite pixels of float ``data`` (bands, h, w) marked invalid, in place."""
     if data is not None and np.issubdtype(data.dtype, np.floating):
