@@ -57,19 +57,31 @@ def building_sets(root: Path) -> dict[str, list[Path]]:
     return dict(sorted(sets.items(), key=lambda item: item[0].startswith("test")))
 
 
-def bench_buildings(profile: str, root: Path, runtime: str = "auto", model: Path | None = None) -> None:
-    """``model``: a candidate building model (card or folder) instead of the shipped one of ``profile``;
+def predict_buildings(scene, out: Path, profile: str, runtime: str = "auto", model: Path | None = None) -> dict:
+    """``predict_scene`` as the building figures run it (no class map); returns the report.
+    ``model``: a candidate building model (card or folder) instead of the shipped one of ``profile``;
     its card's ``postprocess`` rules apply, as they would once shipped."""
     model_dirs = {"buildings": str(model)} if model else {}
+    return predict_scene(scene, Path(out), PredictOptions(classmap=False, profile=profile, runtime=runtime,
+                                                          model_dirs=model_dirs))
+
+
+def score_buildings(out: Path, labels: Path) -> tuple[float, float]:
+    """(pixel IoU, polygon F1) of a prediction folder, by ``geoseg.evaluate.evaluate_buildings``."""
+    scores = evaluate_buildings(Path(out), labels)
+    return scores["pixel"]["iou"], scores["polygon"]["f1"]
+
+
+def bench_buildings(profile: str, root: Path, runtime: str = "auto", model: Path | None = None) -> None:
+    """``model``: see ``predict_buildings``."""
     for name, scenes in building_sets(root).items():
         ious, f1s = [], []
         for scene in scenes:
             with tempfile.TemporaryDirectory() as out:
-                predict_scene(scene, Path(out), PredictOptions(classmap=False, profile=profile, runtime=runtime,
-                                                               model_dirs=model_dirs))
-                scores = evaluate_buildings(Path(out), scene.parent / "labels.geojson")
-            ious.append(scores["pixel"]["iou"])
-            f1s.append(scores["polygon"]["f1"])
+                predict_buildings(scene, Path(out), profile, runtime, model)
+                iou, f1 = score_buildings(Path(out), scene.parent / "labels.geojson")
+            ious.append(iou)
+            f1s.append(f1)
             print(f"  {scene.name}: pixel IoU {ious[-1]:.4f} polygon F1 {f1s[-1]:.4f}", flush=True)
         print(f"{profile} ({runtime}) {name}: mean pixel IoU {statistics.mean(ious):.4f} polygon F1 {statistics.mean(f1s):.4f}",
               flush=True)
