@@ -116,6 +116,28 @@ def test_resampling_keeps_the_mask(rasters_dir: Path):
             assert full(b)[1].mean() == pytest.approx(full(a)[1].mean(), abs=0.01)
 
 
+@pytest.mark.parametrize("dtype,nodata", [("int16", -1), ("uint32", 0), ("float32", float("nan")),
+                                          ("float32", -9999.0), ("float64", float("nan"))])
+def test_resampling_keeps_the_nodata_of_every_dtype(rasters_dir: Path, tmp_path: Path, dtype: str, nodata: float):
+    """The warper's added alpha band has the source's type, and GDAL takes an alpha band as the mask
+    only when it is Byte or UInt16: a resampled int16, 32-bit or float raster read every pixel as
+    valid (its nodata black), so its nodata tiles were run and its buildings weighed there."""
+    with rasterio.open(rasters_dir / "rasterio/RGB.byte.tif") as ds:
+        nodata_px = (ds.read() == ds.nodata).all(axis=0)
+        data = ds.read().astype(dtype) * 10 + 5
+        profile = ds.profile
+    data[:, nodata_px] = nodata
+    profile.update(dtype=dtype, nodata=nodata)
+    path = tmp_path / f"{dtype}.tif"
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(data)
+    with Scene(path) as a, Scene(path, gsd=600) as b:
+        assert b.is_warped
+        native, resampled = full(a)[1].mean(), full(b)[1].mean()
+    assert native == pytest.approx(1 - nodata_px.mean())
+    assert resampled == pytest.approx(native, abs=0.01)
+
+
 def test_float_nan_pixels_are_invalid_and_stretched(rasters_dir: Path, tmp_path: Path):
     with rasterio.open(rasters_dir / "rasterio/RGB.byte.tif") as ds:
         data = ds.read().astype(np.float32) * 10.0 + 5.0

@@ -187,6 +187,12 @@ class Scene:
                     self._scale = (transform.a / src.transform.a, transform.e / src.transform.e)
                     self._full = rasterio.open(self.path, OVERVIEW_LEVEL="NONE")  # overviews change pixels
         self._alpha = alpha_mask_band(self._ds, self.bands)
+        if (self._alpha is None and self._vrt is not None and ColorInterp.alpha not in src.colorinterp
+                and MaskFlags.alpha not in self._vrt.mask_flag_enums[self.bands[0] - 1]):
+            # the alpha band the warper added has the source's type, and GDAL takes an alpha band as
+            # the mask only when it is Byte or UInt16: for int16, 32-bit and float rasters it is read
+            # with the bands here, else every pixel reads valid (nodata as black ground)
+            self._alpha = self._vrt.count
         self.width, self.height = self._ds.width, self._ds.height
         self.transform = self._ds.transform
         self.gsd = gsd_m(self.crs, self.transform, self.width, self.height) if self.crs else None
