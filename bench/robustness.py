@@ -16,6 +16,8 @@ written as a new GeoTIFF under a temp dir (or ``--keep``):
   12bit           uint16, values x 16 (0..4080), nodata=0 (masked pixels 0; no internal mask)
   jpeg40          uint8 JPEG-compressed GeoTIFF, quality 40 (YCbCr), same mask
   haze            uint8, 0.7 x + 40: darker contrast, lifted blacks (haze)
+  bgr             bands stored blue, green, red without colour labels (grey, undefined, undefined),
+                  as many 4-band satellite products order them (B, G, R, NIR)
   rgba            RGBA: alpha 0 on a triangle over the top-left corner (18 % of the scene; RGB 0 there)
   float01         float32, values / 255 (0..1), NaN as nodata on a triangle over the bottom-right corner
   epsg4326        reprojected (bilinear) to EPSG:4326 at about the same GSD
@@ -141,6 +143,12 @@ def jpeg(quality: int) -> Callable:
     return make
 
 
+def bgr(src, path: Path) -> None:
+    data, valid = _read(src)
+    _write(path, _profile(src, photometric="MINISBLACK"), data[::-1].copy(), valid,
+           (ColorInterp.gray, ColorInterp.undefined, ColorInterp.undefined))
+
+
 def haze(src, path: Path) -> None:
     data, valid = _read(src)
     hazy = np.clip(np.rint(0.7 * data.astype(np.float32) + 40), 0, 255).astype(np.uint8)
@@ -190,6 +198,7 @@ SHIFTS: dict[str, tuple[str, Callable | None]] = {
     "12bit": ("uint16, x 16, nodata=0", as_uint16(16, nodata_zero=True)),
     "jpeg40": ("JPEG quality 40", jpeg(40)),
     "haze": ("0.7 x + 40", haze),
+    "bgr": ("bands in B, G, R order, not labelled", bgr),
     "rgba": ("RGBA, alpha 0 on 18 %", rgba),
     "float01": ("float32 / 255, NaN nodata on 18 %", float01),
     "epsg4326": ("reprojected to EPSG:4326", reproject(lambda src: "EPSG:4326")),
