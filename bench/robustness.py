@@ -23,6 +23,8 @@ written as a new GeoTIFF under a temp dir (or ``--keep``):
   epsg4326        reprojected (bilinear) to EPSG:4326 at about the same GSD
   utm             reprojected (bilinear) to the scene's own UTM zone (square metres, ~0.3 m)
   utm-next        reprojected (bilinear) to the next UTM zone west (the grid turned by convergence)
+  tm-feet         reprojected (bilinear) to a transverse Mercator in US survey feet on the scene
+                  (State Plane style): ~0.98 ft pixels
 
 Each copy goes through ``predict_scene`` (no class map), as ``bench/accuracy.py`` runs it, and is
 scored by ``geoseg.evaluate.evaluate_buildings`` on its own grid and valid mask (what a user's
@@ -125,6 +127,15 @@ def _utm(src, offset: int = 0):
     return rasterio.crs.CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
+def _tm_feet(src):
+    """A transverse Mercator in US survey feet centred on the scene (as US county orthophotos come in
+    State Plane feet)."""
+    with WarpedVRT(src, crs="EPSG:4326") as vrt:
+        lon, lat = vrt.xy(vrt.height // 2, vrt.width // 2)
+    return rasterio.crs.CRS.from_proj4(f"+proj=tmerc +lat_0={lat:.4f} +lon_0={lon:.4f} +k=0.9999 "
+                                       "+x_0=600000 +y_0=0 +ellps=GRS80 +units=us-ft +no_defs")
+
+
 def as_uint16(factor: int, nodata_zero: bool) -> Callable:
     def make(src, path: Path) -> None:
         data, valid = _read(src)
@@ -204,6 +215,7 @@ SHIFTS: dict[str, tuple[str, Callable | None]] = {
     "epsg4326": ("reprojected to EPSG:4326", reproject(lambda src: "EPSG:4326")),
     "utm": ("reprojected to its UTM zone", reproject(_utm)),
     "utm-next": ("reprojected to the next UTM zone west", reproject(lambda src: _utm(src, -1))),
+    "tm-feet": ("reprojected to a transverse Mercator in US survey feet", reproject(_tm_feet)),
 }
 
 
