@@ -36,7 +36,7 @@ F1, base pixel IoU / polygon F1 on the same grid, and the differences.
 
 Data rules: Nairobi block 2 is the validation block (the default); Kampala is the test area (run
 it for the record, never to choose a rule). Zanzibar block 2 was in the shipped models' training.
-About 1.5 minutes on the 2-core CPU box for nairobi_z19_2 with both profiles; not part of the tests.
+About 2 minutes on the 2-core CPU box for nairobi_z19_2 with both profiles; not part of the tests.
 """
 from __future__ import annotations
 
