@@ -133,6 +133,12 @@ class JobStore:
             ).fetchall()
         return [Job.from_row(r) for r in rows], int(total)
 
+    def running(self) -> list[Job]:
+        """Jobs in status 'running' (deleted ones included)."""
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM jobs WHERE status = 'running'").fetchall()
+        return [Job.from_row(r) for r in rows]
+
     def counts(self) -> dict[str, int]:
         with self._connect() as con:
             rows = con.execute(

@@ -258,6 +258,7 @@ class Supervisor:
     # one pass
     def tick(self) -> None:
         self._reap()
+        self._recover_lost()
         self._police()
         self._purge_deleted()
         self._launch()
@@ -268,22 +269,41 @@ class Supervisor:
             code = run.process.poll()
             if code is None:
                 continue
-            del self._running[job_id]
+            # Its process is gone, so its scratch goes first (a retry starts afresh, and a disk
+            # filled by it is freed before the job table is asked anything). The job leaves
+            # ``_running`` only once its outcome is recorded: if the table cannot be read or
+            # written now (disk full, locked), the next tick settles it instead of forgetting it
+            # and leaving it 'running' for ever.
+            discard_scratch(self.settings, job_id)
             job = self.store.get(job_id, include_deleted=True)
-            if job is None or job.deleted:
+            if job is not None and not job.deleted:
+                if job.status == "succeeded":
+                    log.info("job %s succeeded (attempt %d)", job_id, job.attempts)
+                elif job.status == "running":
+                    self._settle(job, run.killed_because or job.last_error or _describe_exit(code),
+                                 permanent=code == EXIT_PERMANENT)
+            del self._running[job_id]
+
+    def _settle(self, job: Job, error: str, permanent: bool = False) -> None:
+        """A running job whose process is gone: fail it, or requeue it while attempts are left."""
+        if permanent:
+            self.store.mark_failed(job.id, error)
+        elif job.attempts >= self.settings.max_attempts:
+            self.store.mark_failed(job.id, f"{error} (gave up after {job.attempts} attempts)")
+        else:
+            log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, error)
+            self.store.requeue(job.id, error)
+
+    def _recover_lost(self) -> None:
+        """Jobs the table says are running that no process of this server runs (a tick failed
+        between claiming a job and starting its process, say): retried or failed, never left
+        'running' for ever."""
+        for job in self.store.running():
+            if job.id in self._running or job.deleted:
                 continue
-            if job.status == "succeeded":
-                log.info("job %s succeeded (attempt %d)", job_id, job.attempts)
-                continue
-            error = run.killed_because or job.last_error or _describe_exit(code)
-            discard_scratch(self.settings, job_id)  # its process is gone; a retry starts afresh
-            if code == EXIT_PERMANENT:
-                self.store.mark_failed(job_id, error)
-            elif job.attempts >= self.settings.max_attempts:
-                self.store.mark_failed(job_id, f"{error} (gave up after {job.attempts} attempts)")
-            else:
-                log.warning("job %s attempt %d failed (%s); retrying", job_id, job.attempts, error)
-                self.store.requeue(job_id, error)
+            log.warning("job %s attempt %d has no worker process", job.id, job.attempts)
+            discard_scratch(self.settings, job.id)
+            self._settle(job, job.last_error or "its worker process was lost")
 
     def _police(self) -> None:
         now = time.time()
@@ -314,7 +334,12 @@ class Supervisor:
                     "options": {**job.options, INPUT_NAME_KEY: (job.input or {}).get("filename")},
                     "runner": self.runner, "heartbeat_s": self.settings.heartbeat_s,
                     "parent_pid": os.getpid()}
-            process = self._start_job(args)
+            try:
+                process = self._start_job(args)
+            except Exception as exc:  # e.g. fork failed: _recover_lost retries it on the next tick
+                self.store.note_error(job.id, job.attempts,
+                                      f"could not start a worker process: {describe(exc)}")
+                raise
             self._running[job.id] = _Running(job, process)
             log.info("job %s attempt %d started (pid %s)", job.id, job.attempts, process.pid)
 

@@ -1,0 +1,61 @@
+"""No job stays 'running' for ever: whatever goes wrong around a job's process (the job table
+failing for a moment when the process ends, a process that cannot be started), the supervisor
+settles the job: retried, or failed with a reason."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+from test_api_contract import service, submit, wait
+from test_api_fakes import crashing_runner, footprint_runner
+
+
+def test_a_job_whose_end_cannot_be_recorded_at_once_is_settled_on_the_next_tick(tmp_path):
+    # e.g. a full disk: the table answered "disk I/O error" while the supervisor reaped the dead
+    # worker; the job was dropped from its bookkeeping and stayed 'running' for ever
+    with service(tmp_path, runner=crashing_runner, max_attempts=1) as client:
+        supervisor, store = client.app.state.supervisor, client.app.state.store
+        real_reap, real_get = supervisor._reap, store.get
+        reaping, failures = threading.local(), []
+
+        def reap() -> None:
+            reaping.on = True
+            try:
+                real_reap()
+            finally:
+                reaping.on = False
+
+        def get(job_id, include_deleted=False):
+            if getattr(reaping, "on", False) and not failures:
+                failures.append(job_id)
+                raise sqlite3.OperationalError("disk I/O error")
+            return real_get(job_id, include_deleted)
+
+        supervisor._reap, store.get = reap, get
+        job = wait(client, submit(client)["id"], timeout=30)
+        assert failures == [job["id"]]  # the fault did hit the reap of this job
+        assert job["status"] == "failed" and "137" in job["error"], job
+        folder = tmp_path / "svc" / "jobs" / job["id"]
+        assert sorted(p.name for p in folder.iterdir()) == ["input.tif"]
+        assert client.get("/healthz").json()["running"] == 0
+
+
+def test_a_job_whose_process_cannot_be_started_is_retried_then_failed_saying_why(tmp_path):
+    with service(tmp_path, runner=footprint_runner, max_attempts=2) as client:
+        supervisor = client.app.state.supervisor
+        real_start, starts = supervisor._start_job, []
+
+        def start(args):
+            starts.append(args["attempt"])
+            if len(starts) <= 1:
+                raise BlockingIOError(11, "Resource temporarily unavailable")  # fork: EAGAIN
+            return real_start(args)
+
+        supervisor._start_job = start
+        job = wait(client, submit(client)["id"], timeout=30)
+        assert job["status"] == "succeeded" and job["attempts"] == 2, job
+
+        supervisor._start_job = lambda args: (_ for _ in ()).throw(OSError(12, "Cannot allocate memory"))
+        job = wait(client, submit(client)["id"], timeout=30)
+        assert job["status"] == "failed" and job["attempts"] == 2, job
+        assert "could not start a worker process" in job["error"] and "Cannot allocate memory" in job["error"]
