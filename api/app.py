@@ -4,6 +4,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import IO
@@ -86,6 +87,13 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     @app.exception_handler(UploadRejected)
     async def _rejected(_: Request, exc: UploadRejected) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _table_unavailable(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        # a full disk, a locked or unreadable jobs.sqlite: the client may retry, unlike a 500
+        log.error("job table unavailable: %s", exc)
+        return JSONResponse({"detail": f"the job table is unavailable ({exc}); try again later"},
+                            status_code=503, headers={"Retry-After": "10"})
 
     # Only a keyed service declares (and enforces) the X-API-Key scheme, so the schema is honest.
     guarded = [Depends(require_api_key)] if settings.api_key else []

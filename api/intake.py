@@ -5,7 +5,10 @@ its final place, so a 202 always points at a job the server can run after a cras
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+NO_SPACE = ("the server has no disk space left for this upload; nothing was kept: try again later, "
+            "or ask the operator to free space in the service's data dir")
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """A full disk (or quota), as the file system or SQLite reports it."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+
+
 def _stage_and_inspect(upload: UploadFile, staged: Path, settings: Settings) -> dict[str, Any]:
     copy_upload(upload.file, staged, settings.max_upload_bytes)
     return inspect_raster(staged, RasterLimits(settings.max_side, settings.max_pixels))
@@ -55,6 +69,7 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
     job_id = str(uuid.uuid4())
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     staged = settings.uploads_dir / f"{job_id}.tif"
+    target = job_dir(settings, job_id)
     try:
         summary = await run_in_threadpool(_stage_and_inspect, upload, staged, settings)
         pixels = summary["width"] * summary["height"]
@@ -62,10 +77,15 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
             raise UploadRejected(413, f"raster has {pixels} pixels; synchronous segmentation takes "
                                       f"at most {max_pixels}: submit it with POST /v1/jobs instead")
         summary["filename"] = display_name(upload.filename)
-        target = job_dir(settings, job_id)
         target.mkdir(parents=True)
         os.replace(staged, target / INPUT_NAME)
         _fsync_dir(target)
         return store.create(job_id, options, summary, kind=kind, priority=priority)
+    except BaseException as exc:
+        # no row, no job: its input must not wait for the next start-up to be removed
+        shutil.rmtree(target, ignore_errors=True)
+        if out_of_space(exc):
+            raise UploadRejected(507, NO_SPACE) from exc
+        raise
     finally:
         discard(staged)

@@ -109,9 +109,12 @@ class JobStore:
                 " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
                 (job_id, kind, json.dumps(options), json.dumps(input_summary), priority, now, now),
             )
-        job = self.get(job_id)
-        assert job is not None
-        return job
+        # built here, not read back: once the row is in, nothing may fail and disown it
+        return Job(id=job_id, kind=kind, status="queued", progress=0.0, stage=None, error=None,
+                   last_error=None, options=json.loads(json.dumps(options)),
+                   input=json.loads(json.dumps(input_summary)), report=None, attempts=0,
+                   priority=priority, deleted=False, created_at=now, updated_at=now,
+                   started_at=None, finished_at=None, heartbeat_at=None)
 
     def get(self, job_id: str, include_deleted: bool = False) -> Job | None:
         with self._connect() as con:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-from test_api_contract import service, submit, wait
+from test_api_contract import SCENE, service, submit, wait
 from test_api_fakes import crashing_runner, footprint_runner
 
 
@@ -59,3 +59,52 @@ def test_a_job_whose_process_cannot_be_started_is_retried_then_failed_saying_why
         job = wait(client, submit(client)["id"], timeout=30)
         assert job["status"] == "failed" and job["attempts"] == 2, job
         assert "could not start a worker process" in job["error"] and "Cannot allocate memory" in job["error"]
+
+
+def test_an_upload_on_a_full_disk_is_refused_with_507_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    import api.intake
+    from api.validate import copy_upload
+
+    def copy_until_full(source, dest, max_bytes):
+        copy_upload(source, dest, max_bytes)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with service(tmp_path) as client:
+        svc = tmp_path / "svc"
+        monkeypatch.setattr(api.intake, "copy_upload", copy_until_full)
+        with open(SCENE, "rb") as f:
+            r = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")})
+        assert r.status_code == 507 and "disk space" in r.json()["detail"], r.text
+        monkeypatch.undo()
+
+        store = client.app.state.store
+        real_create = store.create
+
+        def create_on_full_disk(*args, **kwargs):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        store.create = create_on_full_disk
+        with open(SCENE, "rb") as f:
+            r = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")})
+        assert r.status_code == 507 and "disk space" in r.json()["detail"], r.text
+        assert list((svc / "uploads").iterdir()) == [] and list((svc / "jobs").iterdir()) == []
+
+        store.create = real_create
+        assert wait(client, submit(client)["id"])["status"] == "succeeded"  # space came back
+
+
+def test_a_job_table_that_cannot_be_read_answers_503_with_a_detail(tmp_path):
+    with service(tmp_path) as client:
+        job_id = submit(client)["id"]
+        store = client.app.state.store
+
+        def unreadable(*args, **kwargs):
+            raise sqlite3.OperationalError("disk I/O error")
+
+        store.get, store.list = unreadable, unreadable
+        for url in (f"/v1/jobs/{job_id}", "/v1/jobs"):
+            r = client.get(url)
+            assert r.status_code == 503 and "disk I/O error" in r.json()["detail"], r.text
+            assert r.headers["retry-after"]

@@ -27,7 +27,8 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route can give."""
     text = {400: "Malformed upload (empty, damaged, truncated)", 401: "Missing or wrong API key",
             404: "No such job or file", 409: "Job not finished", 413: "Upload or raster too large",
-            415: "Not a GeoTIFF", 422: "Unusable raster or invalid option"}
+            415: "Not a GeoTIFF", 422: "Unusable raster or invalid option",
+            507: "No disk space left on the server for the upload"}
     return {code: {"model": Problem, "description": text[code]} for code in codes}
 
 
