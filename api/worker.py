@@ -398,7 +398,10 @@ def _describe_exit(code: int | None) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        return f"worker killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+        hint = {"SIGKILL": " (out of memory?)",
+                # the pipeline's scratch files are memory-mapped: writing one on a full disk
+                "SIGBUS": " (disk full? a memory-mapped scratch file could not be written)"}
+        return f"worker killed by {name}" + hint.get(name, "")
     return f"worker exited with code {code}"
 
 

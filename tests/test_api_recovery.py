@@ -108,3 +108,14 @@ def test_a_job_table_that_cannot_be_read_answers_503_with_a_detail(tmp_path):
             r = client.get(url)
             assert r.status_code == 503 and "disk I/O error" in r.json()["detail"], r.text
             assert r.headers["retry-after"]
+
+
+def test_a_worker_killed_by_sigbus_is_said_to_have_hit_a_full_disk():
+    import signal
+
+    from api.worker import _describe_exit
+
+    # what a job on a full data dir ended with: "worker killed by SIGBUS", nothing more
+    assert "disk full" in _describe_exit(-signal.SIGBUS)
+    assert "out of memory" in _describe_exit(-signal.SIGKILL)
+    assert _describe_exit(3) == "worker exited with code 3"
