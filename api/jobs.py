@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 STATUSES = ("queued", "running", "succeeded", "failed")
+#: the highest progress a running job shows; 1.0 is reached only with 'succeeded'
+RUNNING_MAX_PROGRESS = 0.99
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -188,8 +190,10 @@ class JobStore:
         return cur.rowcount == 1
 
     def set_progress(self, job_id: str, attempt: int, progress: float, stage: str) -> bool:
+        """Progress of a running job stays below 1: clients read 1.0 as 'succeeded, results
+        ready' (the pipeline reports 1.0 before its outputs are published)."""
         now = time.time()
-        progress = min(1.0, max(0.0, float(progress)))
+        progress = min(RUNNING_MAX_PROGRESS, max(0.0, float(progress)))
         return self._update_running(job_id, attempt,
                                     "progress = ?, stage = ?, heartbeat_at = ?, updated_at = ?",
                                     (progress, stage, now, now))

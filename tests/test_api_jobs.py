@@ -83,3 +83,16 @@ def test_deleted_jobs_are_hidden_and_never_claimed(tmp_path):
     assert store.deleted_ids() == [job_id]
     store.purge(job_id)
     assert store.get(job_id, include_deleted=True) is None
+
+
+def test_progress_reaches_one_only_when_the_job_succeeds(tmp_path):
+    # the pipeline reports 1.0 at its 'write' stage, before the worker publishes the results:
+    # a client that took progress == 1 for done fetched them and got 409
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job_id = new(store)
+    store.claim_next()
+    assert store.set_progress(job_id, 1, 1.0, "write")
+    job = store.get(job_id)
+    assert job.status == "running" and 0.98 < job.progress < 1.0
+    store.mark_succeeded(job_id, 1, {})
+    assert store.get(job_id).progress == 1.0
