@@ -48,6 +48,9 @@ class Settings:
     max_attempts: int = 3
     heartbeat_s: float = 2.0
     stale_after_s: float = 120.0
+    #: one attempt running longer is killed and the job failed (0: no limit); a heartbeat only
+    #: proves the process lives, not that it advances
+    job_timeout_s: float = 86400.0
     poll_s: float = 0.2
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     runner: str = DEFAULT_RUNNER
@@ -61,6 +64,8 @@ class Settings:
             raise ValueError("max_attempts must be >= 1")
         if min(self.max_upload_bytes, self.max_side, self.max_pixels, self.sync_max_pixels) < 1:
             raise ValueError("size limits must be positive")
+        if self.job_timeout_s < 0:
+            raise ValueError("job_timeout_s must be >= 0 (0: no limit)")
         if self.stale_after_s <= self.heartbeat_s:
             raise ValueError("stale_after_s must exceed heartbeat_s")
 
@@ -81,6 +86,7 @@ class Settings:
             max_attempts=_env_int("GEOSEG_MAX_ATTEMPTS", d.max_attempts),
             heartbeat_s=_env_float("GEOSEG_HEARTBEAT_S", d.heartbeat_s),
             stale_after_s=_env_float("GEOSEG_STALE_AFTER_S", d.stale_after_s),
+            job_timeout_s=_env_float("GEOSEG_JOB_TIMEOUT_S", d.job_timeout_s),
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()),
             runner=os.environ.get("GEOSEG_RUNNER", d.runner),
             standby=os.environ.get("GEOSEG_STANDBY", "0").strip().lower() in ("1", "true", "yes"),

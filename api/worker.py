@@ -186,6 +186,7 @@ class _Running:
     job: Job
     process: subprocess.Popen
     killed_because: str | None = None
+    permanent: bool = False  # killed for a reason a retry would meet again (its time limit)
 
 
 class Supervisor:
@@ -281,7 +282,7 @@ class Supervisor:
                     log.info("job %s succeeded (attempt %d)", job_id, job.attempts)
                 elif job.status == "running":
                     self._settle(job, run.killed_because or job.last_error or _describe_exit(code),
-                                 permanent=code == EXIT_PERMANENT)
+                                 permanent=code == EXIT_PERMANENT or run.permanent)
             del self._running[job_id]
 
     def _settle(self, job: Job, error: str, permanent: bool = False) -> None:
@@ -315,6 +316,15 @@ class Supervisor:
             elif job.heartbeat_at is not None and now - job.heartbeat_at > self.settings.stale_after_s:
                 run.killed_because = (f"no heartbeat for {now - job.heartbeat_at:.0f} s "
                                       f"(stage {job.stage!r}); worker killed")
+                run.process.kill()
+            elif (self.settings.job_timeout_s and job.started_at is not None
+                  and now - job.started_at > self.settings.job_timeout_s):
+                # alive (heartbeat) but over its time: hung, or a scene too large for the limit;
+                # a retry would take as long again, so the job fails
+                run.killed_because = (f"timed out after {now - job.started_at:.0f} s (stage {job.stage!r},"
+                                      f" progress {job.progress:.2f}); the limit is GEOSEG_JOB_TIMEOUT_S="
+                                      f"{self.settings.job_timeout_s:g} s; worker killed")
+                run.permanent = True
                 run.process.kill()
 
     def _purge_deleted(self) -> None:

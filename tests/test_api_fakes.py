@@ -88,6 +88,17 @@ def freezing_runner(input_path: Path, out_dir: Path, options: dict[str, Any], pr
     return {}
 
 
+def hanging_runner(input_path: Path, out_dir: Path, options: dict[str, Any], progress) -> dict[str, Any]:
+    """An upload named ``hang*.tif`` blocks for ever with the process alive (its heartbeat thread
+    beats on), like a deadlock in native code that released the GIL; others run as usual."""
+    import threading
+
+    if str(options.get("_input_name") or "").startswith("hang"):
+        progress(0.3, "inference")
+        threading.Event().wait()
+    return footprint_runner(input_path, out_dir, options, progress)
+
+
 def test_footprint_runner_writes_all_outputs(tmp_path):
     from geoseg.paths import data_root
 

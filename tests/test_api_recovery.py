@@ -3,8 +3,10 @@ failing for a moment when the process ends, a process that cannot be started), t
 settles the job: retried, or failed with a reason."""
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
+from pathlib import Path
 
 from test_api_contract import SCENE, service, submit, wait
 from test_api_fakes import crashing_runner, footprint_runner
@@ -119,3 +121,20 @@ def test_a_worker_killed_by_sigbus_is_said_to_have_hit_a_full_disk():
     assert "disk full" in _describe_exit(-signal.SIGBUS)
     assert "out of memory" in _describe_exit(-signal.SIGKILL)
     assert _describe_exit(3) == "worker exited with code 3"
+
+
+def test_a_hung_job_whose_heartbeat_beats_on_times_out_and_the_next_job_runs(tmp_path):
+    from api.settings import Settings
+    from test_api_fakes import hanging_runner
+
+    # a process alive but stuck: its heartbeat thread beats on, so only a time limit ends it
+    with service(tmp_path, runner=hanging_runner, job_timeout_s=3, max_attempts=3) as client:
+        hung = submit(client, Path(shutil.copy(SCENE, tmp_path / "hang.tif")))["id"]
+        after = submit(client)["id"]  # queued behind it (one worker)
+        job = wait(client, hung, timeout=30)
+        assert job["status"] == "failed" and job["attempts"] == 1, job  # not retried: as long again
+        assert "timed out" in job["error"] and "GEOSEG_JOB_TIMEOUT_S=3" in job["error"]
+        assert "inference" in job["error"]
+        assert wait(client, after, timeout=30)["status"] == "succeeded"
+    assert Settings().job_timeout_s > 0  # on by default: no job is 'running' for ever
+
