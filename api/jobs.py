@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     stage TEXT,
     error TEXT,
     last_error TEXT,
+    previous_error TEXT,
     options TEXT NOT NULL,
     input TEXT NOT NULL,
     report TEXT,
@@ -55,6 +56,8 @@ class Job:
     stage: str | None
     error: str | None
     last_error: str | None
+    #: why the attempt before the current one ended (set when the job was requeued)
+    previous_error: str | None
     options: dict[str, Any]
     input: dict[str, Any]
     report: dict[str, Any] | None
@@ -72,6 +75,7 @@ class Job:
         return cls(
             id=row["id"], kind=row["kind"], status=row["status"], progress=row["progress"],
             stage=row["stage"], error=row["error"], last_error=row["last_error"],
+            previous_error=row["previous_error"],
             options=json.loads(row["options"]), input=json.loads(row["input"]),
             report=json.loads(row["report"]) if row["report"] else None,
             attempts=row["attempts"], priority=row["priority"], deleted=bool(row["deleted"]),
@@ -90,6 +94,13 @@ class JobStore:
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
+            columns = {row["name"] for row in con.execute("PRAGMA table_info(jobs)")}
+            if "previous_error" not in columns:  # a data dir from before the column
+                try:
+                    con.execute("ALTER TABLE jobs ADD COLUMN previous_error TEXT")
+                except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -113,7 +124,7 @@ class JobStore:
             )
         # built here, not read back: once the row is in, nothing may fail and disown it
         return Job(id=job_id, kind=kind, status="queued", progress=0.0, stage=None, error=None,
-                   last_error=None, options=json.loads(json.dumps(options)),
+                   last_error=None, previous_error=None, options=json.loads(json.dumps(options)),
                    input=json.loads(json.dumps(input_summary)), report=None, attempts=0,
                    priority=priority, deleted=False, created_at=now, updated_at=now,
                    started_at=None, finished_at=None, heartbeat_at=None)
@@ -228,8 +239,8 @@ class JobStore:
         with self._connect() as con:
             con.execute(
                 "UPDATE jobs SET status = 'queued', stage = 'queued (retry)', progress = 0,"
-                " last_error = ?, updated_at = ? WHERE id = ?",
-                (error, time.time(), job_id),
+                " last_error = ?, previous_error = ?, updated_at = ? WHERE id = ?",
+                (error, error, time.time(), job_id),
             )
 
     def release(self, job_id: str) -> None:

@@ -49,6 +49,9 @@ class JobStatus(BaseModel):
     progress: float = Field(ge=0, le=1)
     stage: str | None
     error: str | None
+    previous_error: str | None = Field(
+        None, description="Why the previous attempt ended, once the job was retried (a crash, "
+                          "a killed or silent worker, an interrupted server); null otherwise.")
     attempts: int
     options: dict[str, Any]
     input: InputSummary
@@ -115,7 +118,8 @@ def job_links(job: Job) -> JobLinks:
 def job_status(job: Job) -> JobStatus:
     return JobStatus(
         id=job.id, kind=job.kind, status=job.status, progress=job.progress, stage=job.stage,
-        error=job.error, attempts=job.attempts, options=job.options, input=InputSummary(**job.input),
+        error=job.error, previous_error=job.previous_error, attempts=job.attempts,
+        options=job.options, input=InputSummary(**job.input),
         created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), started_at=_ts(job.started_at),
         finished_at=_ts(job.finished_at), heartbeat_at=_ts(job.heartbeat_at), links=job_links(job),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from test_api_contract import SCENE, service, submit, wait
@@ -138,3 +139,41 @@ def test_a_hung_job_whose_heartbeat_beats_on_times_out_and_the_next_job_runs(tmp
         assert wait(client, after, timeout=30)["status"] == "succeeded"
     assert Settings().job_timeout_s > 0  # on by default: no job is 'running' for ever
 
+
+
+def test_a_retried_job_says_why_its_previous_attempt_ended(tmp_path):
+    from test_api_fakes import freezing_runner
+
+    # the worker was killed (here: its heartbeat stopped); the job went back to the queue and,
+    # while it ran again, nothing said why: 'error' is null until the job fails for good
+    with service(tmp_path, runner=freezing_runner, heartbeat_s=0.2, stale_after_s=2,
+                 max_attempts=2) as client:
+        job_id = submit(client)["id"]
+        deadline = time.monotonic() + 30
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        while job["attempts"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            job = client.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] in ("queued", "running") and job["error"] is None, job
+        assert "no heartbeat" in job["previous_error"], job
+        assert client.get("/v1/jobs").json()["items"][0]["previous_error"] == job["previous_error"]
+        job = wait(client, job_id, timeout=30)
+        assert job["status"] == "failed" and "no heartbeat" in job["error"]
+
+
+def test_a_job_table_from_before_previous_error_is_upgraded(tmp_path):
+    from api.jobs import _SCHEMA, JobStore
+
+    db = tmp_path / "jobs.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript(_SCHEMA.replace("    previous_error TEXT,\n", ""))
+    con.execute("INSERT INTO jobs (id, status, options, input, created_at, updated_at)"
+                " VALUES ('a', 'queued', '{}', '{}', 1, 1)")
+    con.commit()
+    con.close()
+    store = JobStore(db)
+    assert store.get("a").previous_error is None
+    store.claim_next()
+    store.requeue("a", "worker killed by SIGKILL")
+    assert store.get("a").previous_error == "worker killed by SIGKILL"
+    JobStore(db)  # opening it again changes nothing
