@@ -136,17 +136,29 @@ class JobStore:
             return None
         return Job.from_row(row)
 
-    def list(self, limit: int, offset: int, status: str | None = None) -> tuple[list[Job], int]:
+    def list(self, limit: int, offset: int, status: str | None = None,
+             after: tuple[float, str] | None = None) -> tuple[list[Job], int]:
+        """Newest first; ``after`` (created_at, id of the last job a client saw) starts the page
+        right after that job, wherever jobs created or deleted since have moved it. ``total``
+        counts every job of ``status``; both come from one snapshot of the table."""
         where, args = "deleted = 0", []
         if status is not None:
             where += " AND status = ?"
             args.append(status)
+        page_where, page_args = where, list(args)
+        if after is not None:
+            page_where += " AND (created_at < ? OR (created_at = ? AND id > ?))"
+            page_args += [after[0], after[0], after[1]]
         with self._connect() as con:
-            total = con.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", args).fetchone()[0]
-            rows = con.execute(
-                f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            ).fetchall()
+            con.execute("BEGIN")  # one read snapshot: total and items agree
+            try:
+                total = con.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", args).fetchone()[0]
+                rows = con.execute(
+                    f"SELECT * FROM jobs WHERE {page_where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+                    [*page_args, limit, offset],
+                ).fetchall()
+            finally:
+                con.execute("COMMIT")
         return [Job.from_row(r) for r in rows], int(total)
 
     def running(self) -> list[Job]:

@@ -212,10 +212,32 @@ def test_list_with_an_empty_status_lists_every_job(tmp_path, monkeypatch):
         r = client.get("/v1/jobs?limit=1&offset=0&status=")  # the form the docs show
         assert r.status_code == 200, r.text
         page = r.json()
-        assert page["total"] == 2 and page["next"] == "/v1/jobs?limit=1&offset=1"
+        assert page["total"] == 2 and page["next"].startswith("/v1/jobs?limit=1&after=")
         assert [j["id"] for j in page["items"] + client.get(page["next"]).json()["items"]] == ids[::-1]
         bad = client.get("/v1/jobs", params={"status": "done"})
         assert bad.status_code == 422 and "succeeded" in str(bad.json()["detail"])
+
+
+def test_following_next_neither_repeats_nor_skips_jobs_submitted_or_deleted_meanwhile(tmp_path, monkeypatch):
+    # with offset paging a job submitted between two pages pushed the last job of page 1 onto
+    # page 2 (seen twice), and a deleted one pulled a job of page 2 onto page 1 (never seen)
+    monkeypatch.setenv(SLEEP_ENV, "30")
+    with service(tmp_path) as client:
+        ids = [submit(client)["id"] for _ in range(5)]  # newest first: ids[::-1]
+        page = client.get("/v1/jobs", params={"limit": 2}).json()
+        assert [j["id"] for j in page["items"]] == ids[::-1][:2]
+        submit(client)  # a newer job: on no later page
+        assert client.delete(f"/v1/jobs/{ids[4]}").status_code == 204  # one the client has seen
+        page = client.get(page["next"]).json()
+        assert [j["id"] for j in page["items"]] == ids[::-1][2:4], page
+        assert client.delete(f"/v1/jobs/{ids[2]}").status_code == 204  # the cursor's own job
+        last = client.get(page["next"]).json()
+        assert [j["id"] for j in last["items"]] == [ids[0]] and last["next"] is None
+        assert last["total"] == 4
+        queued = client.get("/v1/jobs", params={"limit": 1, "status": "queued"}).json()
+        assert "&status=queued" in queued["next"]
+        bad = client.get("/v1/jobs", params={"after": "yesterday"})
+        assert bad.status_code == 422 and "next" in bad.json()["detail"]
 
 
 def test_segment_answers_geojson_and_keeps_nothing(tmp_path):

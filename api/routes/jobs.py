@@ -44,6 +44,20 @@ async def submit_job(
                         headers={"Location": f"/v1/jobs/{job.id}"})
 
 
+def page_cursor(job: Job) -> str:
+    """Where the page after ``job`` starts: its creation time (exact: ``repr`` of the float) and id."""
+    return f"{job.created_at!r}_{job.id}"
+
+
+def _parse_cursor(cursor: str) -> tuple[float, str]:
+    created, _, job_id = cursor.partition("_")
+    try:
+        return float(created), str(UUID(job_id))
+    except ValueError:
+        raise HTTPException(422, f"after={cursor!r} is not a page cursor: follow the 'next' link of "
+                                 "the previous page, or leave 'after' out for the first page") from None
+
+
 @router.get("", response_model=JobPage, responses=problems(401, 422))
 def list_jobs(
     request: Request,
@@ -52,14 +66,21 @@ def list_jobs(
     # "" is allowed: the documented form `?status=` (a cleared filter field) means every status
     status: Annotated[Literal[(*STATUSES, "")] | None,  # type: ignore[valid-type]
                       Query(description="Only jobs in this status; empty or absent: all.")] = None,
+    after: Annotated[str | None, Query(max_length=100, description=(
+        "Page cursor from a page's `next` link: the page starts right after the last job of the "
+        "previous page, however many jobs were submitted or deleted since."))] = None,
 ) -> JobPage:
     """Newest first; follow ``next`` for the following page."""
     status = status or None
-    jobs, total = store_of(request).list(limit, offset, status)
-    following = offset + limit
+    cursor = _parse_cursor(after) if after else None
+    jobs, total = store_of(request).list(limit, offset, status, after=cursor)
     nxt = None
-    if following < total:
-        nxt = f"/v1/jobs?limit={limit}&offset={following}" + (f"&status={status}" if status else "")
+    # a full page may have more behind it: the next one starts after its last job (an offset
+    # would repeat or skip jobs when jobs are submitted or deleted between the two requests)
+    if len(jobs) == limit:
+        more, _ = store_of(request).list(1, 0, status, after=(jobs[-1].created_at, jobs[-1].id))
+        if more:
+            nxt = f"/v1/jobs?limit={limit}&after={page_cursor(jobs[-1])}" + (f"&status={status}" if status else "")
     return JobPage(items=[job_status(j) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
 
 
