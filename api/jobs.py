@@ -118,12 +118,12 @@ class JobStore:
         now = time.time()
         with self._connect() as con:
             con.execute(
-                "INSERT INTO jobs (id, kind, status, options, input, priority, created_at, updated_at)"
-                " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, kind, status, stage, options, input, priority, created_at,"
+                " updated_at) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?)",
                 (job_id, kind, json.dumps(options), json.dumps(input_summary), priority, now, now),
             )
         # built here, not read back: once the row is in, nothing may fail and disown it
-        return Job(id=job_id, kind=kind, status="queued", progress=0.0, stage=None, error=None,
+        return Job(id=job_id, kind=kind, status="queued", progress=0.0, stage="queued", error=None,
                    last_error=None, previous_error=None, options=json.loads(json.dumps(options)),
                    input=json.loads(json.dumps(input_summary)), report=None, attempts=0,
                    priority=priority, deleted=False, created_at=now, updated_at=now,

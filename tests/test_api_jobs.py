@@ -96,3 +96,11 @@ def test_progress_reaches_one_only_when_the_job_succeeds(tmp_path):
     assert job.status == "running" and 0.98 < job.progress < 1.0
     store.mark_succeeded(job_id, 1, {})
     assert store.get(job_id).progress == 1.0
+
+
+def test_a_new_job_is_in_stage_queued_like_a_requeued_one(tmp_path):
+    # a fresh job showed stage null, a requeued one 'queued (retry)', a released one 'queued'
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job_id = new(store)
+    assert store.get(job_id).stage == "queued"
+    assert store.list(10, 0)[0][0].stage == "queued"
