@@ -54,6 +54,8 @@ INPUT_NAME_KEY = "_input_name"
 RESULT_DIR = "result"
 EXIT_RETRY = 1
 EXIT_PERMANENT = 3
+#: a tick failing the same way again is logged once in this many seconds
+TICK_ERROR_LOG_EVERY_S = 60.0
 
 # Exceptions that say "this input/option can never work": retrying would only waste time.
 _PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, NotImplementedError)
@@ -247,12 +249,25 @@ class Supervisor:
         return self._thread is not None and self._thread.is_alive()
 
     def _loop(self) -> None:
+        failing: str | None = None  # the error of the failing ticks, while they fail
+        logged_at, hidden = 0.0, 0
         while not self._stop.is_set():
             try:
                 with self._lock:
                     self.tick()
-            except Exception:  # noqa: BLE001 - the supervisor must outlive any one bad tick
-                log.exception("supervisor tick failed")
+                if failing is not None:
+                    log.warning("supervisor ticks work again (%d failures not logged)", hidden)
+                    failing, hidden = None, 0
+            except Exception as exc:  # noqa: BLE001 - the supervisor must outlive any one bad tick
+                # e.g. a full disk fails every tick (5 a second): one traceback a minute, not a
+                # log that fills what is left of the disk
+                text = f"{type(exc).__name__}: {exc}"
+                if text != failing or time.monotonic() - logged_at >= TICK_ERROR_LOG_EVERY_S:
+                    log.exception("supervisor tick failed%s",
+                                  f" ({hidden} more failures not logged)" if hidden else "")
+                    failing, logged_at, hidden = text, time.monotonic(), 0
+                else:
+                    hidden += 1
             self._wake.wait(self.settings.poll_s)
             self._wake.clear()
 

@@ -177,3 +177,23 @@ def test_a_job_table_from_before_previous_error_is_upgraded(tmp_path):
     store.requeue("a", "worker killed by SIGKILL")
     assert store.get("a").previous_error == "worker killed by SIGKILL"
     JobStore(db)  # opening it again changes nothing
+
+
+def test_a_tick_that_keeps_failing_is_logged_once_not_five_times_a_second(tmp_path, caplog):
+    import logging
+
+    with service(tmp_path) as client:
+        store = client.app.state.store
+        real = store.deleted_ids
+
+        def broken():
+            raise sqlite3.OperationalError("disk I/O error")
+
+        with caplog.at_level(logging.WARNING, logger="geoseg.api.worker"):
+            store.deleted_ids = broken
+            time.sleep(1.0)  # ~20 ticks at poll_s=0.05
+            store.deleted_ids = real
+            time.sleep(0.3)
+    failed = [r for r in caplog.records if r.getMessage().startswith("supervisor tick failed")]
+    assert len(failed) == 1, len(failed)
+    assert any("work again" in r.getMessage() for r in caplog.records)
