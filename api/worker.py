@@ -116,11 +116,19 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _heartbeat(store: JobStore, job_id: str, attempt: int, every_s: float, parent_pid: int,
                stop: threading.Event) -> None:
-    store.heartbeat(job_id, attempt)  # alive now, before the runner's (slow) imports
+    def beat() -> None:
+        # a failed write (table locked past its timeout, disk full for a moment) must not end
+        # the thread: the job would be killed as silent although it runs
+        try:
+            store.heartbeat(job_id, attempt)
+        except Exception as exc:  # noqa: BLE001
+            print(f"heartbeat of job {job_id} not recorded: {exc}", file=sys.stderr, flush=True)
+
+    beat()  # alive now, before the runner's (slow) imports
     while not stop.wait(every_s):
         if os.getppid() != parent_pid:  # orphaned: the server is gone
             os._exit(EXIT_RETRY)
-        store.heartbeat(job_id, attempt)
+        beat()
 
 
 def job_process_main(db_path: str, job_id: str, attempt: int, jdir: str, options: dict[str, Any],

@@ -197,3 +197,30 @@ def test_a_tick_that_keeps_failing_is_logged_once_not_five_times_a_second(tmp_pa
     failed = [r for r in caplog.records if r.getMessage().startswith("supervisor tick failed")]
     assert len(failed) == 1, len(failed)
     assert any("work again" in r.getMessage() for r in caplog.records)
+
+
+def test_the_heartbeat_outlives_a_failed_write(tmp_path):
+    import os
+
+    from api.worker import _heartbeat
+
+    # one write that failed (say the table was locked past its timeout) ended the heartbeat
+    # thread: a job still running was then killed as silent
+    beats = []
+
+    class FlakyStore:
+        def heartbeat(self, job_id, attempt):
+            beats.append(attempt)
+            if len(beats) == 2:
+                raise sqlite3.OperationalError("database is locked")
+            return True
+
+    stop = threading.Event()
+    thread = threading.Thread(target=_heartbeat, args=(FlakyStore(), "j", 1, 0.01, os.getppid(), stop))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while len(beats) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(timeout=5)
+    assert len(beats) >= 5
