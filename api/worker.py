@@ -149,7 +149,10 @@ def job_process_main(db_path: str, job_id: str, attempt: int, jdir: str, options
         fraction = max(last["fraction"], min(1.0, float(fraction)))
         if stage != last["stage"] or now - last["t"] >= 0.5 or fraction >= 1.0:
             last.update(t=now, stage=stage, fraction=fraction)
-            store.set_progress(job_id, attempt, fraction, stage)
+            try:
+                store.set_progress(job_id, attempt, fraction, stage)
+            except Exception as exc:  # noqa: BLE001 - a lost progress write must not fail the job
+                print(f"progress of job {job_id} not recorded: {exc}", file=sys.stderr, flush=True)
 
     try:
         shutil.rmtree(work, ignore_errors=True)

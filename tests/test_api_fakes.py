@@ -99,6 +99,23 @@ def hanging_runner(input_path: Path, out_dir: Path, options: dict[str, Any], pro
     return footprint_runner(input_path, out_dir, options, progress)
 
 
+def progress_write_fails_once_runner(input_path: Path, out_dir: Path, options: dict[str, Any],
+                                     progress) -> dict[str, Any]:
+    """The job table refuses one progress write (locked past its timeout), then works again."""
+    import sqlite3
+
+    from api.jobs import JobStore
+
+    real = JobStore.set_progress
+
+    def refuse_once(self, *args, **kwargs):
+        JobStore.set_progress = real
+        raise sqlite3.OperationalError("database is locked")
+
+    JobStore.set_progress = refuse_once
+    return footprint_runner(input_path, out_dir, options, progress)
+
+
 def test_footprint_runner_writes_all_outputs(tmp_path):
     from geoseg.paths import data_root
 

@@ -224,3 +224,11 @@ def test_the_heartbeat_outlives_a_failed_write(tmp_path):
     stop.set()
     thread.join(timeout=5)
     assert len(beats) >= 5
+
+
+def test_a_progress_write_that_fails_does_not_fail_the_job(tmp_path):
+    from test_api_fakes import progress_write_fails_once_runner
+
+    with service(tmp_path, runner=progress_write_fails_once_runner, max_attempts=1) as client:
+        job = wait(client, submit(client)["id"], timeout=30)
+        assert job["status"] == "succeeded" and job["attempts"] == 1, job
