@@ -104,3 +104,22 @@ def test_a_new_job_is_in_stage_queued_like_a_requeued_one(tmp_path):
     job_id = new(store)
     assert store.get(job_id).stage == "queued"
     assert store.list(10, 0)[0][0].stage == "queued"
+
+
+def test_the_row_of_an_accepted_job_is_synced_before_the_202(tmp_path):
+    from contextlib import contextmanager
+
+    # the input is fsync'd before the row goes in; the row itself was committed with
+    # synchronous=NORMAL (WAL), which a power cut can roll back: a 202 for a job that is gone
+    store = JobStore(tmp_path / "jobs.sqlite")
+    real, levels = store._connect, []
+
+    @contextmanager
+    def spy():
+        with real() as con:
+            yield con
+            levels.append(con.execute("PRAGMA synchronous").fetchone()[0])
+
+    store._connect = spy
+    new(store)
+    assert levels == [2]  # FULL
