@@ -237,7 +237,7 @@ def test_following_next_neither_repeats_nor_skips_jobs_submitted_or_deleted_mean
         queued = client.get("/v1/jobs", params={"limit": 1, "status": "queued"}).json()
         assert "&status=queued" in queued["next"]
         bad = client.get("/v1/jobs", params={"after": "yesterday"})
-        assert bad.status_code == 422 and "next" in bad.json()["detail"]
+        assert bad.status_code == 422 and "after" in str(bad.json()["detail"])
 
 
 def test_segment_answers_geojson_and_keeps_nothing(tmp_path):

@@ -44,6 +44,10 @@ async def submit_job(
                         headers={"Location": f"/v1/jobs/{job.id}"})
 
 
+#: ``created_at`` (seconds, as ``repr`` writes a float of time.time()) ``_`` job id
+CURSOR_PATTERN = r"^[0-9]+(\.[0-9]+)?_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
 def page_cursor(job: Job) -> str:
     """Where the page after ``job`` starts: its creation time (exact: ``repr`` of the float) and id."""
     return f"{job.created_at!r}_{job.id}"
@@ -66,7 +70,7 @@ def list_jobs(
     # "" is allowed: the documented form `?status=` (a cleared filter field) means every status
     status: Annotated[Literal[(*STATUSES, "")] | None,  # type: ignore[valid-type]
                       Query(description="Only jobs in this status; empty or absent: all.")] = None,
-    after: Annotated[str | None, Query(max_length=100, description=(
+    after: Annotated[str | None, Query(max_length=100, pattern=CURSOR_PATTERN, description=(
         "Page cursor from a page's `next` link: the page starts right after the last job of the "
         "previous page, however many jobs were submitted or deleted since."))] = None,
 ) -> JobPage:
