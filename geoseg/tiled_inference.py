@@ -128,6 +128,7 @@ def run_head(
                 yield i + len(chunk), chunk, reads, [inner for _, inner in windows]
 
         skipped = 0
+        progress(0.0)  # the stage has begun (a scene of one batch would say nothing until its end)
         for done, chunk, reads, inners in _prefetch(batches()):
             keep = [k for k, (_, valid) in enumerate(reads) if valid[inners[k]].any()]
             skipped += len(chunk) - len(keep)

@@ -533,3 +533,10 @@ def test_report_json_is_moved_into_place_last_and_an_old_one_first_removed(tiny_
     predict_scene(a, out, opts)
     assert [name for name, _ in moves][-1] == "report.json" and len(moves) == 5  # with classmap.qml
     assert not any(report_there for _, report_there in moves)
+
+
+def test_each_model_stage_is_announced_when_it_starts(scene_run):
+    # a scene whose land-cover head ran in one batch said nothing until that head was done: a
+    # service job showed stage 'starting' at 0 through the whole land-cover inference
+    _, _, progress = scene_run
+    assert progress[0] == (0.0, "landcover"), progress[:3]
