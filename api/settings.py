@@ -65,7 +65,7 @@ class Settings:
         if min(self.max_upload_bytes, self.max_side, self.max_pixels, self.sync_max_pixels) < 1:
             raise ValueError("size limits must be positive")
         if self.job_timeout_s < 0:
-            raise ValueError("job_timeout_s must be >= 0 (0: no limit)")
+            raise ValueError("job_timeout_s (GEOSEG_JOB_TIMEOUT_S) must be >= 0 (0: no limit)")
         if self.stale_after_s <= self.heartbeat_s:
             raise ValueError("stale_after_s must exceed heartbeat_s")
 

@@ -479,6 +479,31 @@ def test_serve_command_refuses_a_bad_log_level_or_data_dir_in_one_line(tmp_path,
         assert_one_line_error(result, "serve", "--data-dir", *words)  # was mkdir's traceback
 
 
+def test_serve_command_refuses_a_bad_service_variable_in_one_line(tmp_path, monkeypatch):
+    import importlib
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from checks import assert_one_line_error
+    from geoseg.cli import app as cli
+
+    def run(target, factory, **kwargs):  # what uvicorn does first: call the app factory
+        module, _, name = target.partition(":")
+        getattr(importlib.import_module(module), name)()
+        pytest.fail("the server must not start")
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    for name in ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
+                 "GEOSEG_SYNC_MAX_PIXELS"):
+        monkeypatch.setenv(name, "")
+    for name, value in (("GEOSEG_STALE_AFTER_S", "abc"), ("GEOSEG_JOB_TIMEOUT_S", "-1")):
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d")])
+        assert_one_line_error(result, "serve", "configuration", name)  # was a 70-line traceback
+
+
 def test_serve_command_refuses_a_data_dir_another_server_holds_in_one_line(tmp_path, monkeypatch):
     import fcntl
 

@@ -82,5 +82,10 @@ def serve(
         "GEOSEG_SYNC_MAX_PIXELS": str(sync_max_pixels),
     })
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level=log_level.lower(),
-                timeout_graceful_shutdown=10)
+    try:
+        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level=log_level.lower(),
+                    timeout_graceful_shutdown=10)
+    except ValueError as exc:
+        # the app factory reads the other GEOSEG_* variables (GEOSEG_STALE_AFTER_S=abc, ...): a bad
+        # one came out as a 70-line traceback; requests never raise out of uvicorn.run
+        _fail(f"bad service configuration: {exc}")
