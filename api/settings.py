@@ -59,15 +59,17 @@ class Settings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if self.workers < 1:
-            raise ValueError("workers must be >= 1")
+            raise ValueError("workers (GEOSEG_WORKERS) must be >= 1")
         if self.max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
+            raise ValueError("max_attempts (GEOSEG_MAX_ATTEMPTS) must be >= 1")
         if min(self.max_upload_bytes, self.max_side, self.max_pixels, self.sync_max_pixels) < 1:
-            raise ValueError("size limits must be positive")
+            raise ValueError("size limits (GEOSEG_MAX_UPLOAD_MB, GEOSEG_MAX_SIDE, GEOSEG_MAX_PIXELS, "
+                             "GEOSEG_SYNC_MAX_PIXELS) must be positive")
         if self.job_timeout_s < 0:
             raise ValueError("job_timeout_s (GEOSEG_JOB_TIMEOUT_S) must be >= 0 (0: no limit)")
         if self.stale_after_s <= self.heartbeat_s:
-            raise ValueError("stale_after_s must exceed heartbeat_s")
+            raise ValueError("stale_after_s (GEOSEG_STALE_AFTER_S) must exceed heartbeat_s "
+                             "(GEOSEG_HEARTBEAT_S)")
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":

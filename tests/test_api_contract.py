@@ -497,7 +497,8 @@ def test_serve_command_refuses_a_bad_service_variable_in_one_line(tmp_path, monk
     for name in ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
                  "GEOSEG_SYNC_MAX_PIXELS"):
         monkeypatch.setenv(name, "")
-    for name, value in (("GEOSEG_STALE_AFTER_S", "abc"), ("GEOSEG_JOB_TIMEOUT_S", "-1")):
+    for name, value in (("GEOSEG_STALE_AFTER_S", "abc"), ("GEOSEG_JOB_TIMEOUT_S", "-1"),
+                        ("GEOSEG_MAX_ATTEMPTS", "0"), ("GEOSEG_STALE_AFTER_S", "1")):
         with monkeypatch.context() as env:
             env.setenv(name, value)
             result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d")])
