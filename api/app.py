@@ -19,7 +19,7 @@ from api.routes import health, jobs, models, segment
 from api.security import ApiKeyGate, require_api_key
 from api.settings import Settings
 from api.validate import UploadRejected
-from api.worker import Runner, Supervisor, discard_scratch, runner_spec
+from api.worker import Runner, Supervisor, check_runner_spec, discard_scratch, runner_spec
 
 log = logging.getLogger("geoseg.api")
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     """Build the service. ``runner`` (default: the real pipeline) runs one job in a worker process."""
     settings = settings or Settings.from_env()
     spec = runner_spec(runner) if runner is not None else settings.runner
+    check_runner_spec(spec)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

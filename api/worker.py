@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -66,6 +67,21 @@ def runner_spec(runner: Runner | str) -> str:
     if isinstance(runner, str):
         return runner
     return f"{runner.__module__}:{runner.__qualname__}"
+
+
+def check_runner_spec(spec: str) -> None:
+    """Refuse a runner whose module is not on the import path, without importing it (the real
+    runner imports torch: the server process never loads it). Left unchecked, every job's process
+    failed with ModuleNotFoundError, three attempts each, behind a healthy /healthz."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"runner {spec!r} (GEOSEG_RUNNER) is not of the form 'module:function'")
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise ValueError(f"runner {spec!r} (GEOSEG_RUNNER): no module {module_name!r} on the import path")
 
 
 def resolve_runner(spec: str) -> Runner:

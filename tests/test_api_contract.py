@@ -498,7 +498,10 @@ def test_serve_command_refuses_a_bad_service_variable_in_one_line(tmp_path, monk
                  "GEOSEG_SYNC_MAX_PIXELS"):
         monkeypatch.setenv(name, "")
     for name, value in (("GEOSEG_STALE_AFTER_S", "abc"), ("GEOSEG_JOB_TIMEOUT_S", "-1"),
-                        ("GEOSEG_MAX_ATTEMPTS", "0"), ("GEOSEG_STALE_AFTER_S", "1")):
+                        ("GEOSEG_MAX_ATTEMPTS", "0"), ("GEOSEG_STALE_AFTER_S", "1"),
+                        # not on the import path: every job failed, three attempts each, while
+                        # /healthz said ok
+                        ("GEOSEG_RUNNER", "no_such_module:run"), ("GEOSEG_RUNNER", "api.worker")):
         with monkeypatch.context() as env:
             env.setenv(name, value)
             result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d")])
