@@ -11,8 +11,12 @@ from typing import IO
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.errors import exception_chain
+from api.intake import NO_SPACE, out_of_space
 from api.jobs import JobStore
 from api.limits import BodySizeLimit
 from api.routes import health, jobs, models, segment
@@ -88,6 +92,16 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     @app.exception_handler(UploadRejected)
     async def _rejected(_: Request, exc: UploadRejected) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers any failure while parsing a form "400 There was an error parsing the
+        # body", a full temp dir included (multipart spools uploads over 1 MiB there): not the
+        # client's fault
+        if exc.status_code == 400 and any(out_of_space(e) for e in exception_chain(exc)[1:]):
+            log.error("no disk space to receive an upload: %s", exc.__cause__)
+            return JSONResponse({"detail": NO_SPACE}, status_code=507)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(sqlite3.OperationalError)
     async def _table_unavailable(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:

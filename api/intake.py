@@ -47,7 +47,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 NO_SPACE = ("the server has no disk space left for this upload; nothing was kept: try again later, "
-            "or ask the operator to free space in the service's data dir")
+            "or ask the operator to free space in the service's data dir and temp dir")
 
 
 def out_of_space(exc: BaseException) -> bool:

@@ -232,3 +232,25 @@ def test_a_progress_write_that_fails_does_not_fail_the_job(tmp_path):
     with service(tmp_path, runner=progress_write_fails_once_runner, max_attempts=1) as client:
         job = wait(client, submit(client)["id"], timeout=30)
         assert job["status"] == "succeeded" and job["attempts"] == 1, job
+
+
+def test_an_upload_that_fills_the_temp_dir_while_parsed_gets_507_not_400(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    import starlette.formparsers
+
+    # multipart spools a file field over 1 MiB to the system temp dir: with that dir full the
+    # answer was "400 There was an error parsing the body", as if the client had sent garbage
+    class FullSpool(tempfile.SpooledTemporaryFile):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with service(tmp_path) as client:
+        monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", FullSpool)
+        with open(SCENE, "rb") as f:
+            r = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")})
+        assert r.status_code == 507 and "disk space" in r.json()["detail"], r.text
+        monkeypatch.undo()
+        r = client.post("/v1/jobs", content=b"--x\r\nnot a form", headers={"content-type": "multipart/form-data; boundary=x"})
+        assert r.status_code in (400, 422), r.text  # a malformed body is still the client's
