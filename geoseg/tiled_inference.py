@@ -118,7 +118,8 @@ def run_head(
                                      align=TILE_MULTIPLE), scene.width, scene.height)
         writer = BlendingWriter(scene.width, scene.height, model.n_classes, transform=scene.transform,
                                 crs=scene.crs, tmp_dir=work)
-        my, mx = context_margins(tiles, scene.width, scene.height, model.card.get("tile_size"), options.context)
+        my, mx = context_margins(tiles, scene.width, scene.height, model.card.get("tile_size"), options.context,
+                                 min_context=int(model.card.get("min_context", 0)))
 
         def batches() -> Iterator:
             for i in range(0, len(tiles), options.batch_size):

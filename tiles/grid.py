@@ -176,20 +176,23 @@ def context_window(read: Window, my: int, mx: int, width: int, height: int) -> t
 
 
 def context_margins(tiles: list[Tile], width: int, height: int, min_window: int | None,
-                    context: int | None) -> tuple[int, int]:
+                    context: int | None, min_context: int = 0) -> tuple[int, int]:
     """Extra pixels read around each tile (rows, cols) so that each window is at least ``min_window``
-    px (a model card's ``tile_size``: the window the model was trained and validated on).
+    px (a model card's ``tile_size``: the window the model was trained and validated on), and the
+    margin at least ``min_context`` px (a card's ``min_context``).
 
     Small tiles otherwise give context-starved predictions that differ from big tiles' (a
-    U-Net's receptive field is wide); only the tile itself is blended. ``context`` overrides
-    the margin; none is added along an axis the raster does not exceed.
+    U-Net's receptive field is wide); only the tile itself is blended. A tile as big as the
+    window would otherwise blend, in its overlap, the window's last pixels, where a network
+    predicts worst: ``min_context`` keeps those out of the blend. ``context`` overrides the
+    margin; none is added along an axis the raster does not exceed.
     """
     side_y, side_x = int(tiles[0].read.height), int(tiles[0].read.width)
 
     def margin(side: int, length: int) -> int:
         if length <= side:
             return 0
-        m = context if context is not None else max(0, ((min_window or 0) - side) // 2)
+        m = context if context is not None else max(min_context, ((min_window or 0) - side) // 2, 0)
         m = round_up(m, TILE_MULTIPLE // 2)  # keeps the window a multiple of 32
         # no wider than the raster rounded up to the multiple: more would only add padding
         return min(m, max(0, (round_up(length, TILE_MULTIPLE) - side) // 2))
