@@ -24,6 +24,8 @@ memory  : peak RSS of predict_scene in a fresh process, 1 Mpx scene vs zanzibar_
 seams   : building masks of each --scene from 256 and 1024 px tiles (``--tile-sizes``: any, pairwise),
           per profile: IoU (goal >= 0.95 for 256 vs 1024);
           ``--buildings-model`` checks a candidate card or folder instead of the shipped model.
+classmap-seams : the same for the land-cover class map (``--no-buildings``): the share of valid pixels
+          given the same class by each pair of tile sizes (``--gsd 1.1`` for the Dubai JPEGs).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -267,6 +270,31 @@ def bench_seams(scene: Path, device: str, profiles: list[str], model: Path | Non
                   f"{(a & b).sum() / union if union else 1.0:.4f} (building share {a.mean():.3f})")
 
 
+def bench_classmap_seams(scene: Path, device: str, profiles: list[str], sizes: tuple[int, ...] = (256, 1024),
+                         gsd: float | None = None) -> None:
+    """Class maps from each of ``sizes`` px tiles: share of valid pixels with the same class, per pair."""
+    import itertools
+
+    import rasterio
+
+    from geoseg.pipeline import PredictOptions, predict_scene
+
+    for profile in profiles:
+        maps = {}
+        for size in sizes:
+            with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # the not-georeferenced note of a JPEG
+                predict_scene(scene, Path(out), PredictOptions(device=device, tile_size=size, buildings=False,
+                                                               profile=profile, gsd=gsd))
+                with rasterio.open(Path(out) / "classmap.tif") as cm:
+                    maps[size] = cm.read(1)
+        valid = maps[sizes[-1]] > 0
+        for s, t in itertools.combinations(sizes, 2):
+            same = float(np.mean(maps[s][valid] == maps[t][valid])) if valid.any() else 1.0
+            print(f"== class-map tile-size independence on {scene.name}, {profile}: {s} vs {t} px tiles, "
+                  f"same class on {same:.4f} of valid pixels")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--what", default="speed,vector,memory")
@@ -284,6 +312,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3, help="with --what pairs")
     parser.add_argument("--tile-sizes", default="256,1024",
                         help="with --what seams: tile sizes compared pairwise (e.g. 256,512,1024)")
+    parser.add_argument("--gsd", type=float, default=None, help="with --what classmap-seams: PredictOptions.gsd "
+                        "(1.1 for the Dubai JPEGs, which carry no georeferencing)")
     parser.add_argument("--toggle", choices=sorted(TOGGLES), default="classmap-thread", help="with --what pairs")
     args = parser.parse_args()
     what = set(args.what.split(","))
@@ -297,6 +327,10 @@ def main() -> None:
         for scene in args.scene:
             bench_seams(scene, args.device, args.profiles.split(","), args.buildings_model,
                         tuple(int(v) for v in args.tile_sizes.split(",")))
+    if "classmap-seams" in what:
+        for scene in args.scene:
+            bench_classmap_seams(scene, args.device, args.profiles.split(","),
+                                 tuple(int(v) for v in args.tile_sizes.split(",")), args.gsd)
     if "memory" in what:
         bench_memory(args.device, args.profiles.split(","))
 
