@@ -228,6 +228,7 @@ def test_train_student_saves_a_loadable_fast_card(tmp_path):
     assert 0.0 <= card["metrics"]["test"]["miou"] <= 1.0
     model, loaded = load_model(tmp_path / "fast" / "landcover-attresunet-fast.json")
     assert loaded["distillation"]["losses"] == "ce+ace+csc"
+    assert loaded["min_context"] == 64  # predict reads context around its tiles, as the shipped students
     assert loaded["training"]["teacher_cached_chips"] == 4  # chips within the crop: teacher run once per chip
     assert isinstance(model, FastSegNet)
     # The same through the command line (`geoseg train ... --teacher`).

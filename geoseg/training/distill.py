@@ -47,6 +47,10 @@ SHIPPED_LOSSES = "ce+ace+csc"
 LABEL_LOSSES = ("ce", "teacher")
 CSC_WEIGHT = 1.0  # CSC terms are mean squared cosine differences, already on CE's scale at the start
 PAPER = "Park & Heo, Sensors 2020, 20(16):4616 (CSC + ACE distillation)"
+#: context read around every tile of a student in predict (card ``min_context``): a student forgets
+#: a window's edge within 128 px, and 64 px keep its last pixels out of the blend (session 14,
+#: docs/predict.md: fast 512 vs 1024 px tiles 0.935-0.990 -> 0.9945-1.0000)
+STUDENT_MIN_CONTEXT = 64
 
 
 @dataclass
@@ -200,6 +204,7 @@ def student_card(
         arch_kwargs=student_arch_kwargs(student),
         weights=f"{name}.pt",
         profile="fast",
+        min_context=STUDENT_MIN_CONTEXT,
         teacher=teacher_card["name"],
         distillation={"losses": losses, "csc_weight": CSC_WEIGHT, "method": PAPER},
         training=training,
