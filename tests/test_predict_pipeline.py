@@ -174,6 +174,23 @@ def odd_raster(kind: str, tmp: Path) -> Path:
     raise ValueError(kind)
 
 
+def test_a_scene_narrower_than_the_networks_stride_is_warned(tiny_models, tmp_path):
+    """A strip a few working pixels wide has no context for the model (the network downsamples by
+    32): a 1 px row of nairobi_z19_1 agreed with the whole scene's class map on 72 % of its pixels,
+    a 5 x 5 px crop on none. It still gets a class map, with a warning saying so."""
+    kampala = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
+    narrow = crop(kampala, tmp_path / "strip.tif", Window(0, 100, 300, 8))  # 4 px high at 0.6 m
+    wide = crop(kampala, tmp_path / "block.tif", Window(0, 100, 128, 128))  # 64 px at 0.6 m
+    for path, warned in ((narrow, True), (wide, False)):
+        report = predict_scene(path, tmp_path / path.stem, options(tiny_models, buildings=False, refine="none"))
+        said = [w for w in report["warnings"] if "no context" in w]
+        assert bool(said) == warned, report["warnings"]
+        if warned:
+            assert "150 x 4 px" in said[0] and "test-landcover" in said[0]
+        with rasterio.open(tmp_path / path.stem / "classmap.tif") as cm, rasterio.open(path) as src:
+            assert (cm.width, cm.height) == (src.width, src.height) and (cm.read(1) > 0).all()
+
+
 ODD = ["geographic", "uint16_rgba", "rgba_alpha", "float_nan", "external_mask", "no_georef_png"]
 
 
