@@ -113,7 +113,7 @@ def run_head(
         if min(scene.width, scene.height) < TILE_MULTIPLE:  # less than one cell of the networks' coarsest map
             notes.append(f"the scene is {scene.width} x {scene.height} px at the {model.card.get('name')} model's "
                          f"working GSD, under the {TILE_MULTIPLE} px its network downsamples by: the model sees "
-                         f"no context along that side, expect a class map of guesses")
+                         f"no context along that side, so its output there is little more than a guess")
         # sides stretched up to 1.25x where that saves an edge tile (less model input, same seams)
         # tiles and model windows start on multiples of TILE_MULTIPLE (tiles.grid: shift variance)
         side_x = stretched_size(scene.width, options.tile_size, options.overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
