@@ -1,8 +1,31 @@
-"""Assertions several test modules share (imported as ``from checks import ...``)."""
+"""Assertions and small fixtures several test modules share (imported as ``from checks import ...``)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import rasterio
 import shapely
+
+CLASSES = {"0": "nodata", "1": "building", "2": "road", "3": "vegetation", "4": "water", "5": "land"}
+
+
+def classmap_prediction(tmp_path: Path, truth: np.ndarray | None = None) -> tuple[Path, Path]:
+    """A prediction folder holding an 8 x 4 class map (columns 0-3 building, 4-7 vegetation), and a
+    truth raster on the same grid (``truth``, default all vegetation)."""
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    profile = dict(driver="GTiff", width=8, height=4, count=1, dtype="uint8", crs="EPSG:3857",
+                   transform=rasterio.Affine(1, 0, 0, 0, -1, 4))
+    pred = np.ones((4, 8), np.uint8)
+    pred[:, 4:] = 3
+    with rasterio.open(pred_dir / "classmap.tif", "w", **profile) as ds:
+        ds.write(pred, 1)
+        ds.update_tags(classes=json.dumps(CLASSES))
+    with rasterio.open(tmp_path / "truth.tif", "w", **profile) as ds:
+        ds.write(np.full((4, 8), 3, np.uint8) if truth is None else truth, 1)
+    return pred_dir, tmp_path / "truth.tif"
 
 
 def assert_one_line_error(result, command: str, *words: str) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -12,29 +11,10 @@ from typer.testing import CliRunner
 from geoseg.cli import app
 from geoseg.paths import data_root
 
-from checks import assert_one_line_error
+from checks import assert_one_line_error, classmap_prediction
 
 KAMPALA = data_root() / "buildings" / "kampala"
 NAIROBI_LABELS = data_root() / "buildings" / "nairobi" / "labels.geojson"
-
-CLASSES = {"0": "nodata", "1": "building", "2": "road", "3": "vegetation", "4": "water", "5": "land"}
-
-
-def classmap_prediction(tmp_path: Path) -> tuple[Path, Path]:
-    """A prediction folder holding an 8 x 4 class map, and a truth raster on the same grid."""
-    pred_dir = tmp_path / "pred"
-    pred_dir.mkdir()
-    profile = dict(driver="GTiff", width=8, height=4, count=1, dtype="uint8", crs="EPSG:3857",
-                   transform=rasterio.Affine(1, 0, 0, 0, -1, 4))
-    pred = np.ones((4, 8), np.uint8)
-    pred[:, 4:] = 3
-    with rasterio.open(pred_dir / "classmap.tif", "w", **profile) as ds:
-        ds.write(pred, 1)
-        ds.update_tags(classes=json.dumps(CLASSES))
-    with rasterio.open(tmp_path / "truth.tif", "w", **profile) as ds:
-        ds.write(np.full((4, 8), 3, np.uint8), 1)
-    return pred_dir, tmp_path / "truth.tif"
-
 
 def test_an_unwritable_json_path_is_a_one_line_error(tmp_path):
     pred_dir, truth = classmap_prediction(tmp_path)

@@ -24,6 +24,8 @@ from geoseg.evaluate import (
 )
 from geoseg.paths import data_root
 
+from checks import classmap_prediction
+
 SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
 LABELS = data_root() / "buildings" / "kampala" / "labels.geojson"
 
@@ -105,21 +107,10 @@ def test_buildings_against_real_labels_known_answer(tmp_path):
 
 
 def test_classmap_against_truth_raster(tmp_path):
-    pred_dir = tmp_path / "pred"
-    pred_dir.mkdir()
-    profile = dict(driver="GTiff", width=8, height=4, count=1, dtype="uint8", crs="EPSG:3857",
-                   transform=rasterio.Affine(1, 0, 0, 0, -1, 4))
-    pred = np.ones((4, 8), np.uint8)
-    pred[:, 4:] = 3
     truth = np.ones((4, 8), np.uint8)
     truth[:, 6:] = 3
     truth[0, :] = 0
-    with rasterio.open(pred_dir / "classmap.tif", "w", **profile) as ds:
-        ds.write(pred, 1)
-        ds.update_tags(classes=json.dumps({"0": "nodata", "1": "building", "2": "road", "3": "vegetation",
-                                           "4": "water", "5": "land"}))
-    with rasterio.open(tmp_path / "truth.tif", "w", **profile) as ds:
-        ds.write(truth, 1)
+    pred_dir, _ = classmap_prediction(tmp_path, truth)
     s = evaluate_classmap(pred_dir, tmp_path / "truth.tif")
     # labelled rows 1..3: building truth 6 px/row, predicted 4 -> IoU 4/6; vegetation 2 vs 4 -> 2/4
     assert s["per_class"]["building"]["iou"] == pytest.approx(4 / 6)
