@@ -43,7 +43,8 @@ from geoseg.options import PredictError, PredictOptions
 from geoseg.tiled_inference import HeadResult, gsd_scale, run_head
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import has_lonlat
-from tiles.rasterpath import RasterPath, as_raster_path, is_virtual, not_found, raster_exists, raster_name
+from tiles.rasterpath import (RasterPath, absolute_raster_path, as_raster_path, is_virtual, not_found,
+                              raster_exists, raster_name)
 from tiles.source import Scene, cap_block_cache
 
 __all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "outputs_current", "predict_scene"]
@@ -154,7 +155,7 @@ def _tiles_report(result: HeadResult) -> dict[str, Any]:
 def _input_name(input_path: RasterPath) -> str:
     """How report.json names the input: a local file by its absolute path (``geoseg eval`` reads the
     input's grid from it, from whatever folder it runs in), a virtual path or URL as given."""
-    return str(input_path) if isinstance(input_path, str) else os.path.abspath(input_path)
+    return str(absolute_raster_path(input_path))
 
 
 def _request(input_path: RasterPath, options: PredictOptions) -> dict[str, Any]:
@@ -196,8 +197,8 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
     given = {"input": report.get("input"), "input_file": report.get("input_file"),
              "options": {k: v for k, v in report["options"].items() if k != "batch_size"}}
     given = {k: v for k, v in given.items() if k in wanted}
-    if isinstance(given["input"], str) and not is_virtual(given["input"]):  # older reports: the path as typed
-        given["input"] = os.path.abspath(given["input"])
+    if isinstance(given["input"], str):  # older reports: the path as typed
+        given["input"] = _input_name(given["input"])
     given["options"].setdefault("model_dirs", {})  # reports before the cards were recorded: shipped ones
     return given == wanted and all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
 

@@ -7,11 +7,12 @@ them, and are named after their last path component.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-__all__ = ["RASTER_SUFFIXES", "RasterPath", "as_raster_path", "is_virtual", "not_found", "raster_exists",
+__all__ = ["RASTER_SUFFIXES", "RasterPath", "absolute_raster_path", "as_raster_path", "is_virtual", "not_found", "raster_exists",
            "raster_name", "raster_stem", "rasters_in"]
 
 RasterPath = str | Path
@@ -29,6 +30,12 @@ def is_virtual(location: RasterPath) -> bool:
 def as_raster_path(location: RasterPath) -> RasterPath:
     """A ``Path`` for a local file; a virtual path or URL unchanged, as a string."""
     return str(location) if is_virtual(location) else Path(location)
+
+
+def absolute_raster_path(location: RasterPath) -> RasterPath:
+    """A local file as an absolute ``Path`` (it means the same file from any folder: a Dask worker's,
+    ``geoseg eval``'s); a virtual path or URL unchanged, as a string."""
+    return str(location) if is_virtual(location) else Path(os.path.abspath(location))
 
 
 def raster_name(location: RasterPath) -> str:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, as_raster_path, is_virtual, not_found, raster_exists,
-                              raster_name, raster_stem, rasters_in)
+from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
+                              not_found, raster_exists, raster_name, raster_stem, rasters_in)
 
 if TYPE_CHECKING:  # the pipeline imports torch: load it when a command runs, not for --help
     from geoseg.pipeline import PredictOptions
@@ -170,7 +170,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
 
     # absolute: a Dask worker runs in its own folder (--model cards are made absolute by the pipeline's
     # report only, so they are made absolute here too)
-    inputs = [p if is_virtual(p) else Path(os.path.abspath(p)) for p in inputs]
+    inputs = [absolute_raster_path(p) for p in inputs]
     out = Path(os.path.abspath(out))
     options = dataclasses.replace(options, model_dirs={task: os.path.abspath(card)
                                                        for task, card in options.model_dirs.items()})
