@@ -7,6 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
+from api.downloads import HeldFileResponse
 from api.intake import accept_upload, parse_options
 from api.jobs import STATUSES, Job, JobStore
 from api.routes.common import Profile, Refine, Regularize, problems, settings_of, store_of, supervisor_of
@@ -114,9 +115,12 @@ def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse
         raise HTTPException(409, f"job is {job.status}; results exist once it has succeeded "
                                  f"(poll /v1/jobs/{job.id})")
     path = job_dir(settings_of(request), job.id) / RESULT_DIR / name
-    if not path.is_file():
-        raise HTTPException(404, f"this job did not produce {name} (check its 'outputs' option)")
-    return FileResponse(path, media_type=RESULT_FILES[name], filename=f"{job.id}-{name}")
+    try:
+        # opened here: from now on the job's removal (DELETE, retention) cannot cut the download
+        return HeldFileResponse(path, media_type=RESULT_FILES[name], filename=f"{job.id}-{name}")
+    except (FileNotFoundError, IsADirectoryError):
+        _get_job(store_of(request), job_id)  # removed since it was read: the 404 of a gone job
+        raise HTTPException(404, f"this job did not produce {name} (check its 'outputs' option)") from None
 
 
 # HEAD answers the GET's headers (size, type, Accept-Ranges): GDAL's /vsicurl/ asks it first when

@@ -1,0 +1,46 @@
+"""Result files served from a descriptor opened by the route, so removing them cannot break a download.
+
+Starlette's ``FileResponse`` stats and opens its file by path only while it is being sent,
+after the route has returned and (for the body) after the headers went out: a job deleted or
+expired in between gave a 500, or a body cut short of its ``Content-Length``. Once a file is
+open, unlinking it is harmless on Linux (and POSIX in general): the inode and its data live
+until the last descriptor is closed, so a download that has started always completes.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from starlette.responses import FileResponse
+from starlette.types import Receive, Scope, Send
+
+_PATHSEND = "http.response.pathsend"
+
+
+class HeldFileResponse(FileResponse):
+    """A ``FileResponse`` over a file opened now; its descriptor is closed once the response is sent.
+
+    Starlette reads the file through ``/dev/fd/N`` (the descriptor held here), whatever it does
+    internally (stat, open, ranges); the ASGI *pathsend* extension is withheld, since it would
+    let the server reopen the file by its name.
+    """
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        # held until the response is sent (closed in __call__); FileNotFoundError: the caller 404s
+        self._handle = open(path, "rb")  # noqa: SIM115
+        try:
+            stat = os.fstat(self._handle.fileno())
+            super().__init__(f"/dev/fd/{self._handle.fileno()}", stat_result=stat, **kwargs)
+        except BaseException:
+            self._handle.close()
+            raise
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extensions = scope.get("extensions") or {}
+        if _PATHSEND in extensions:
+            scope = {**scope, "extensions": {k: v for k, v in extensions.items() if k != _PATHSEND}}
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._handle.close()
