@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 STATUSES = ("queued", "running", "succeeded", "failed")
+#: the statuses of a job that has ended: nothing will run it again (retention may remove it)
+ENDED = ("succeeded", "failed")
+#: how long the 404 of an expired job still says it expired (a note of a few dozen bytes a job)
+EXPIRY_NOTE_KEEP_S = 7 * 86400.0
 #: the highest progress a running job shows; 1.0 is reached only with 'succeeded'
 RUNNING_MAX_PROGRESS = 0.99
 
@@ -42,6 +46,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     heartbeat_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, deleted, priority, created_at);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+CREATE TABLE IF NOT EXISTS expired_jobs (
+    id TEXT PRIMARY KEY,
+    expired_at REAL NOT NULL,
+    retention_hours REAL NOT NULL
+);
 """
 
 
@@ -300,3 +310,42 @@ class JobStore:
     def purge(self, job_id: str) -> None:
         with self._connect() as con:
             con.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    # -- retention ----------------------------------------------------------------
+    def expire_ended(self, ended_before: float, retention_hours: float, limit: int) -> list[str]:
+        """Tombstone (as DELETE does) up to ``limit`` jobs that ended before ``ended_before``,
+        oldest first, and note that they expired, so their 404 can say so. Queued and running
+        jobs are never touched: only a status in ``ENDED`` with a ``finished_at`` qualifies."""
+        ended = ", ".join(f"'{s}'" for s in ENDED)
+        candidates = f"finished_at < ? AND deleted = 0 AND status IN ({ended})"
+        with self._connect() as con:
+            # a read first: most ticks find nothing and take no write lock
+            ids = [r[0] for r in con.execute(
+                f"SELECT id FROM jobs WHERE {candidates} ORDER BY finished_at LIMIT ?",
+                (ended_before, limit)).fetchall()]
+            if not ids:
+                return []
+            expired: list[str] = []
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                for job_id in ids:  # re-checked under the lock: a DELETE may have come first
+                    cur = con.execute(f"UPDATE jobs SET deleted = 1, updated_at = ? WHERE id = ? AND {candidates}",
+                                      (now, job_id, ended_before))
+                    if cur.rowcount == 1:
+                        con.execute("INSERT OR REPLACE INTO expired_jobs (id, expired_at, retention_hours)"
+                                    " VALUES (?, ?, ?)", (job_id, now, retention_hours))
+                        expired.append(job_id)
+                con.execute("DELETE FROM expired_jobs WHERE expired_at < ?", (now - EXPIRY_NOTE_KEEP_S,))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return expired
+
+    def expiry(self, job_id: str) -> tuple[float, float] | None:
+        """(expired_at, retention hours then) of a job retention removed, if still noted."""
+        with self._connect() as con:
+            row = con.execute("SELECT expired_at, retention_hours FROM expired_jobs WHERE id = ?",
+                              (job_id,)).fetchone()
+        return None if row is None else (float(row[0]), float(row[1]))

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.jobs import Job
+from api.jobs import ENDED, Job
 
 RESULT_FILES: dict[str, str] = {
     "buildings.geojson": "application/geo+json",
@@ -60,6 +60,10 @@ class JobStatus(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None = Field(description="Last sign of life of the running worker.")
+    expires_at: datetime | None = Field(
+        None, description="When the server will remove this ended job and its files "
+                          "(GEOSEG_RETENTION_HOURS after finished_at); null while it is queued or "
+                          "running, or when the server keeps jobs until they are deleted.")
     links: JobLinks
 
 
@@ -115,11 +119,19 @@ def job_links(job: Job) -> JobLinks:
     return JobLinks(**links)
 
 
-def job_status(job: Job) -> JobStatus:
+def expires_at(job: Job, retention_hours: float) -> float | None:
+    """When retention removes ``job`` (epoch seconds); None if it has not ended or retention is off."""
+    if not retention_hours or job.status not in ENDED or job.finished_at is None:
+        return None
+    return job.finished_at + retention_hours * 3600.0
+
+
+def job_status(job: Job, retention_hours: float) -> JobStatus:
     return JobStatus(
         id=job.id, kind=job.kind, status=job.status, progress=job.progress, stage=job.stage,
         error=job.error, previous_error=job.previous_error, attempts=job.attempts,
         options=job.options, input=InputSummary(**job.input),
         created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), started_at=_ts(job.started_at),
-        finished_at=_ts(job.finished_at), heartbeat_at=_ts(job.heartbeat_at), links=job_links(job),
+        finished_at=_ts(job.finished_at), heartbeat_at=_ts(job.heartbeat_at),
+        expires_at=_ts(expires_at(job, retention_hours)), links=job_links(job),
     )

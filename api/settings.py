@@ -6,6 +6,7 @@ import) and every worker sees the same configuration.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +52,9 @@ class Settings:
     #: one attempt running longer is killed and the job failed (0: no limit); a heartbeat only
     #: proves the process lives, not that it advances
     job_timeout_s: float = 86400.0
+    #: hours a job is kept once it ended (succeeded or failed), then removed with its files by
+    #: the supervisor; 0 keeps every job until it is DELETEd (nothing accepted vanishes unasked)
+    retention_hours: float = 0.0
     poll_s: float = 0.2
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     runner: str = DEFAULT_RUNNER
@@ -67,6 +71,9 @@ class Settings:
                              "GEOSEG_SYNC_MAX_PIXELS) must be positive")
         if self.job_timeout_s < 0:
             raise ValueError("job_timeout_s (GEOSEG_JOB_TIMEOUT_S) must be >= 0 (0: no limit)")
+        if not (math.isfinite(self.retention_hours) and self.retention_hours >= 0):
+            raise ValueError("retention_hours (GEOSEG_RETENTION_HOURS) must be a number >= 0 "
+                             "(0: keep finished jobs until they are deleted)")
         if self.stale_after_s <= self.heartbeat_s:
             raise ValueError("stale_after_s (GEOSEG_STALE_AFTER_S) must exceed heartbeat_s "
                              "(GEOSEG_HEARTBEAT_S)")
@@ -89,6 +96,7 @@ class Settings:
             heartbeat_s=_env_float("GEOSEG_HEARTBEAT_S", d.heartbeat_s),
             stale_after_s=_env_float("GEOSEG_STALE_AFTER_S", d.stale_after_s),
             job_timeout_s=_env_float("GEOSEG_JOB_TIMEOUT_S", d.job_timeout_s),
+            retention_hours=_env_float("GEOSEG_RETENTION_HOURS", d.retention_hours),
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()),
             runner=os.environ.get("GEOSEG_RUNNER", d.runner),
             standby=os.environ.get("GEOSEG_STANDBY", "0").strip().lower() in ("1", "true", "yes"),

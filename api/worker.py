@@ -57,6 +57,9 @@ EXIT_RETRY = 1
 EXIT_PERMANENT = 3
 #: a tick failing the same way again is logged once in this many seconds
 TICK_ERROR_LOG_EVERY_S = 60.0
+#: most jobs one tick expires: retention switched on over a data dir of thousands of old jobs
+#: removes them a batch a tick, never stalling the queue for minutes of rmtree
+EXPIRE_PER_TICK = 100
 
 # Exceptions that say "this input/option can never work": retrying would only waste time.
 _PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, NotImplementedError)
@@ -303,6 +306,7 @@ class Supervisor:
         self._reap()
         self._recover_lost()
         self._police()
+        self._expire_ended()
         self._purge_deleted()
         self._launch()
         self._replenish_standby()
@@ -368,6 +372,17 @@ class Supervisor:
                                       f"{self.settings.job_timeout_s:g} s; worker killed")
                 run.permanent = True
                 run.process.kill()
+
+    def _expire_ended(self) -> None:
+        """Retention (``GEOSEG_RETENTION_HOURS``): jobs that ended more than that long ago are
+        tombstoned like a DELETE, so ``_purge_deleted`` removes their files and row in this same
+        tick. A download under way keeps its file open and completes (api.downloads)."""
+        hours = self.settings.retention_hours
+        if not hours:
+            return
+        expired = self.store.expire_ended(time.time() - hours * 3600.0, hours, EXPIRE_PER_TICK)
+        if expired:
+            log.info("%d job(s) ended over %g h ago expired (GEOSEG_RETENTION_HOURS)", len(expired), hours)
 
     def _purge_deleted(self) -> None:
         for job_id in self.store.deleted_ids():

@@ -1,6 +1,7 @@
 """``/v1/jobs``: submit, poll, list, fetch results, delete."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -11,7 +12,7 @@ from api.downloads import HeldFileResponse
 from api.intake import accept_upload, parse_options
 from api.jobs import STATUSES, Job, JobStore
 from api.routes.common import Profile, Refine, Regularize, problems, settings_of, store_of, supervisor_of
-from api.schemas import RESULT_FILES, JobAccepted, JobPage, JobStatus, job_links, job_status
+from api.schemas import RESULT_FILES, InputSummary, JobAccepted, JobPage, JobStatus, job_links, job_status
 from api.worker import RESULT_DIR, job_dir
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -19,10 +20,21 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ResultName = Literal["buildings.geojson", "buildings.gpkg", "classmap.tif", "report.json"]
 
 
+def job_gone(store: JobStore, job_id: UUID) -> HTTPException:
+    """The 404 of a job not in the table: it says so when retention removed it."""
+    expiry = store.expiry(str(job_id))
+    if expiry is not None:
+        expired_at, hours = expiry
+        when = datetime.fromtimestamp(expired_at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return HTTPException(404, f"job {job_id} expired: the server removes jobs and their files "
+                                  f"{hours:g} h after they end (GEOSEG_RETENTION_HOURS); removed at {when}")
+    return HTTPException(404, f"no job {job_id}: it never existed or was deleted")
+
+
 def _get_job(store: JobStore, job_id: UUID) -> Job:
     job = store.get(str(job_id))
     if job is None:
-        raise HTTPException(404, f"no job {job_id}: it never existed or was deleted")
+        raise job_gone(store, job_id)
     return job
 
 
@@ -40,7 +52,7 @@ async def submit_job(
     options = parse_options(refine, regularize, outputs, profile)
     job = await accept_upload(file, options, settings_of(request), store_of(request))
     supervisor_of(request).wake()
-    body = JobAccepted(id=job.id, status=job.status, links=job_links(job), input=job_status(job).input)
+    body = JobAccepted(id=job.id, status=job.status, links=job_links(job), input=InputSummary(**job.input))
     return JSONResponse(body.model_dump(mode="json"), status_code=202,
                         headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -86,20 +98,21 @@ def list_jobs(
         more, _ = store_of(request).list(1, 0, status, after=(jobs[-1].created_at, jobs[-1].id))
         if more:
             nxt = f"/v1/jobs?limit={limit}&after={page_cursor(jobs[-1])}" + (f"&status={status}" if status else "")
-    return JobPage(items=[job_status(j) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
+    hours = settings_of(request).retention_hours
+    return JobPage(items=[job_status(j, hours) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
 
 
 @router.get("/{job_id}", response_model=JobStatus, responses=problems(401, 404, 422))
 def get_job(request: Request, job_id: UUID) -> JobStatus:
     """Status, progress (0..1), current pipeline stage, error, timestamps and input summary."""
-    return job_status(_get_job(store_of(request), job_id))
+    return job_status(_get_job(store_of(request), job_id), settings_of(request).retention_hours)
 
 
 @router.delete("/{job_id}", status_code=204, responses=problems(401, 404, 422))
 def delete_job(request: Request, job_id: UUID) -> Response:
     """Cancel the job if it runs, and remove it and all its files."""
     if store_of(request).mark_deleted(str(job_id)) is None:
-        raise HTTPException(404, f"no job {job_id}: it never existed or was already deleted")
+        raise job_gone(store_of(request), job_id)
     supervisor_of(request).wake()
     return Response(status_code=204)
 

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.intake import accept_upload, parse_options
 from api.routes.common import Profile, Refine, Regularize, problems, settings_of, store_of, supervisor_of
-from api.schemas import JobAccepted, job_links, job_status
+from api.schemas import InputSummary, JobAccepted, job_links
 from api.worker import RESULT_DIR, job_dir
 
 router = APIRouter(prefix="/v1", tags=["segment"])
@@ -69,6 +69,6 @@ async def segment(
         await asyncio.sleep(0.1)
     current = store.get(job.id) or job
     accepted = JobAccepted(id=current.id, status=current.status, links=job_links(current),
-                           input=job_status(current).input)
+                           input=InputSummary(**current.input))
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202,
                         headers={"Location": f"/v1/jobs/{job.id}"})

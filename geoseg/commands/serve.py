@@ -56,6 +56,10 @@ def serve(
                                             help="Largest accepted raster (width x height).")] = 1_000_000_000,
     sync_max_pixels: Annotated[int, typer.Option(min=1, envvar="GEOSEG_SYNC_MAX_PIXELS",
                                                  help="Pixel limit of POST /v1/segment.")] = 4_000_000,
+    retention_hours: Annotated[float, typer.Option(
+        min=0, envvar="GEOSEG_RETENTION_HOURS",
+        help="Remove a job and its files this many hours after it ended (succeeded or failed); "
+             "0 keeps jobs until they are deleted.")] = 0.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Serve the REST API (jobs, synchronous segmentation, model cards; OpenAPI at /docs).
@@ -80,6 +84,7 @@ def serve(
         "GEOSEG_MAX_UPLOAD_MB": str(max_upload_mb),
         "GEOSEG_MAX_PIXELS": str(max_pixels),
         "GEOSEG_SYNC_MAX_PIXELS": str(sync_max_pixels),
+        "GEOSEG_RETENTION_HOURS": repr(retention_hours),
     })
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
