@@ -15,6 +15,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.admission import QueueGate
 from api.errors import exception_chain
 from api.intake import NO_SPACE, out_of_space
 from api.jobs import JobStore
@@ -91,7 +92,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
 
     @app.exception_handler(UploadRejected)
     async def _rejected(_: Request, exc: UploadRejected) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -116,6 +117,9 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     app.include_router(jobs.router, dependencies=guarded)
     app.include_router(segment.router, dependencies=guarded)
     app.include_router(models.router, dependencies=guarded)
+    # inside the key gate: only a client with the key learns that the queue is full
+    app.add_middleware(QueueGate, state=app.state, max_queued=settings.max_queued,
+                       priorities={"/v1/jobs": 0, "/v1/segment": segment.SYNC_PRIORITY})
     if settings.api_key:
         app.add_middleware(ApiKeyGate, api_key=settings.api_key)  # inside CORS: preflights pass
     if settings.cors_origins:

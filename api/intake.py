@@ -16,7 +16,8 @@ from typing import Any
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from api.jobs import Job, JobStore
+from api.admission import queue_full_detail, queue_full_headers
+from api.jobs import Job, JobStore, QueueFull
 from api.settings import Settings
 from api.validate import RasterLimits, UploadRejected, copy_upload, discard, display_name, inspect_raster
 from api.worker import INPUT_NAME, job_dir
@@ -80,10 +81,13 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
         target.mkdir(parents=True)
         os.replace(staged, target / INPUT_NAME)
         _fsync_dir(target)
-        return store.create(job_id, options, summary, kind=kind, priority=priority)
+        return store.create(job_id, options, summary, kind=kind, priority=priority,
+                            max_queued=settings.max_queued)
     except BaseException as exc:
         # no row, no job: its input must not wait for the next start-up to be removed
         shutil.rmtree(target, ignore_errors=True)
+        if isinstance(exc, QueueFull):  # filled while this upload was received
+            raise UploadRejected(429, queue_full_detail(exc), queue_full_headers()) from exc
         if out_of_space(exc):
             raise UploadRejected(507, NO_SPACE) from exc
         raise

@@ -55,6 +55,14 @@ CREATE TABLE IF NOT EXISTS expired_jobs (
 """
 
 
+class QueueFull(Exception):
+    """``waiting`` jobs already wait ahead of a new one of ``priority``: the limit is ``limit``."""
+
+    def __init__(self, waiting: int, limit: int, priority: int) -> None:
+        super().__init__(f"{waiting} jobs wait (limit {limit})")
+        self.waiting, self.limit, self.priority = waiting, limit, priority
+
+
 @dataclass(frozen=True)
 class Job:
     """One row of the job table, decoded."""
@@ -124,17 +132,30 @@ class JobStore:
 
     # -- creation and reads -------------------------------------------------
     def create(self, job_id: str, options: dict[str, Any], input_summary: dict[str, Any],
-               kind: str = "job", priority: int = 0) -> Job:
-        now = time.time()
+               kind: str = "job", priority: int = 0, max_queued: int = 0) -> Job:
+        """Queue a job; ``QueueFull`` (nothing inserted) while ``max_queued`` (0: no limit) jobs
+        wait ahead of it, counted in the inserting transaction so concurrent uploads cannot
+        overshoot the limit."""
         with self._connect() as con:
             # the 202 promises this row: synced before the commit returns, as the input file is
             # (WAL + NORMAL, enough for every other write, can lose the last commits on power loss)
             con.execute("PRAGMA synchronous=FULL")
-            con.execute(
-                "INSERT INTO jobs (id, kind, status, stage, options, input, priority, created_at,"
-                " updated_at) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?)",
-                (job_id, kind, json.dumps(options), json.dumps(input_summary), priority, now, now),
-            )
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                if max_queued:
+                    waiting = self._queued_ahead(con, priority)
+                    if waiting >= max_queued:
+                        raise QueueFull(waiting, max_queued, priority)
+                now = time.time()
+                con.execute(
+                    "INSERT INTO jobs (id, kind, status, stage, options, input, priority, created_at,"
+                    " updated_at) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?)",
+                    (job_id, kind, json.dumps(options), json.dumps(input_summary), priority, now, now),
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
         # built here, not read back: once the row is in, nothing may fail and disown it
         return Job(id=job_id, kind=kind, status="queued", progress=0.0, stage="queued", error=None,
                    last_error=None, previous_error=None, options=json.loads(json.dumps(options)),
@@ -173,6 +194,16 @@ class JobStore:
             finally:
                 con.execute("COMMIT")
         return [Job.from_row(r) for r in rows], int(total)
+
+    @staticmethod
+    def _queued_ahead(con: sqlite3.Connection, priority: int) -> int:
+        return int(con.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND deleted = 0"
+                               " AND priority >= ?", (priority,)).fetchone()[0])
+
+    def queued_ahead(self, priority: int = 0) -> int:
+        """Queued jobs a new job of ``priority`` waits behind (claims go by priority, then age)."""
+        with self._connect() as con:
+            return self._queued_ahead(con, priority)
 
     def running(self) -> list[Job]:
         """Jobs in status 'running' (deleted ones included)."""

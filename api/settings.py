@@ -55,6 +55,8 @@ class Settings:
     #: hours a job is kept once it ended (succeeded or failed), then removed with its files by
     #: the supervisor; 0 keeps every job until it is DELETEd (nothing accepted vanishes unasked)
     retention_hours: float = 0.0
+    #: most jobs waiting in the queue (0: no limit); a submission beyond it gets 429
+    max_queued: int = 100
     poll_s: float = 0.2
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     runner: str = DEFAULT_RUNNER
@@ -71,6 +73,8 @@ class Settings:
                              "GEOSEG_SYNC_MAX_PIXELS) must be positive")
         if self.job_timeout_s < 0:
             raise ValueError("job_timeout_s (GEOSEG_JOB_TIMEOUT_S) must be >= 0 (0: no limit)")
+        if self.max_queued < 0:
+            raise ValueError("max_queued (GEOSEG_MAX_QUEUED) must be >= 0 (0: no limit)")
         if not (math.isfinite(self.retention_hours) and self.retention_hours >= 0):
             raise ValueError("retention_hours (GEOSEG_RETENTION_HOURS) must be a number >= 0 "
                              "(0: keep finished jobs until they are deleted)")
@@ -97,6 +101,7 @@ class Settings:
             stale_after_s=_env_float("GEOSEG_STALE_AFTER_S", d.stale_after_s),
             job_timeout_s=_env_float("GEOSEG_JOB_TIMEOUT_S", d.job_timeout_s),
             retention_hours=_env_float("GEOSEG_RETENTION_HOURS", d.retention_hours),
+            max_queued=_env_int("GEOSEG_MAX_QUEUED", d.max_queued),
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()),
             runner=os.environ.get("GEOSEG_RUNNER", d.runner),
             standby=os.environ.get("GEOSEG_STANDBY", "0").strip().lower() in ("1", "true", "yes"),

@@ -45,10 +45,11 @@ USABLE_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32
 class UploadRejected(Exception):
     """An upload we refuse: HTTP status and a message saying what is wrong and what to do."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        self.headers = headers
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ from geoseg.paths import data_root
 from test_api_fakes import SLEEP_ENV, crashing_runner, failing_runner, footprint_runner, freezing_runner
 
 SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
+#: the variables `geoseg serve` writes from its options: tests blank them (monkeypatch restores them)
+SERVE_VARIABLES = ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
+                   "GEOSEG_SYNC_MAX_PIXELS", "GEOSEG_RETENTION_HOURS", "GEOSEG_MAX_QUEUED")
 
 
 @contextmanager
@@ -324,8 +327,7 @@ def test_serve_command_passes_its_options_to_the_app(tmp_path, monkeypatch):
 
     calls = {}
     monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.update(target=target, **kw))
-    for name in ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
-                 "GEOSEG_SYNC_MAX_PIXELS"):
+    for name in SERVE_VARIABLES:
         monkeypatch.setenv(name, "")  # serve() writes them; monkeypatch restores them afterwards
     result = CliRunner().invoke(cli, ["serve", "--port", "8123", "--data-dir", str(tmp_path / "d"),
                                       "--workers", "2", "--max-pixels", "1000"])
@@ -467,8 +469,7 @@ def test_serve_command_refuses_a_bad_log_level_or_data_dir_in_one_line(tmp_path,
     from geoseg.cli import app as cli
 
     monkeypatch.setattr(uvicorn, "run", lambda target, **kw: pytest.fail("the server must not start"))
-    for name in ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
-                 "GEOSEG_SYNC_MAX_PIXELS"):
+    for name in SERVE_VARIABLES:
         monkeypatch.setenv(name, "")
     result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d"), "--log-level", "bogus"])
     assert_one_line_error(result, "serve", "--log-level", "bogus")  # was logging's ValueError traceback
@@ -494,8 +495,7 @@ def test_serve_command_refuses_a_bad_service_variable_in_one_line(tmp_path, monk
         pytest.fail("the server must not start")
 
     monkeypatch.setattr(uvicorn, "run", run)
-    for name in ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
-                 "GEOSEG_SYNC_MAX_PIXELS"):
+    for name in SERVE_VARIABLES:
         monkeypatch.setenv(name, "")
     for name, value in (("GEOSEG_STALE_AFTER_S", "abc"), ("GEOSEG_JOB_TIMEOUT_S", "-1"),
                         ("GEOSEG_MAX_ATTEMPTS", "0"), ("GEOSEG_STALE_AFTER_S", "1"),
@@ -518,8 +518,7 @@ def test_serve_command_refuses_a_data_dir_another_server_holds_in_one_line(tmp_p
     from geoseg.cli import app as cli
 
     monkeypatch.setattr(uvicorn, "run", lambda target, **kw: pytest.fail("the server must not start"))
-    for name in ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
-                 "GEOSEG_SYNC_MAX_PIXELS"):
+    for name in SERVE_VARIABLES:
         monkeypatch.setenv(name, "")
     held = tmp_path / "svc"
     with service(tmp_path):  # a running app holds its data dir's lock (tmp_path / "svc")

@@ -14,7 +14,7 @@ from starlette.responses import FileResponse
 
 from api.jobs import JobStore
 from api.settings import Settings
-from test_api_contract import SCENE, service, submit, wait
+from test_api_contract import SCENE, SERVE_VARIABLES, service, submit, wait
 from test_api_fakes import hanging_runner
 from test_api_jobs import new
 
@@ -143,8 +143,7 @@ def test_retention_setting_is_checked_and_reaches_the_app(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="GEOSEG_RETENTION_HOURS"):
         Settings.from_env()
     monkeypatch.setattr(uvicorn, "run", lambda target, **kw: None)
-    for name in ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
-                 "GEOSEG_SYNC_MAX_PIXELS"):
+    for name in SERVE_VARIABLES:
         monkeypatch.setenv(name, "")
     monkeypatch.setenv("GEOSEG_RETENTION_HOURS", "-2")
     result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d")])

@@ -28,6 +28,7 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "Malformed upload (empty, damaged, truncated)", 401: "Missing or wrong API key",
             404: "No such job or file", 409: "Job not finished", 413: "Upload or raster too large",
             415: "Not a GeoTIFF", 422: "Unusable raster or invalid option",
+            429: "The queue is full (GEOSEG_MAX_QUEUED): nothing was kept; retry after Retry-After seconds",
             507: "No disk space left on the server for the upload"}
     return {code: {"model": Problem, "description": text[code]} for code in codes}
 

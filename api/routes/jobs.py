@@ -39,7 +39,7 @@ def _get_job(store: JobStore, job_id: UUID) -> Job:
 
 
 @router.post("", status_code=202, response_model=JobAccepted,
-             responses=problems(400, 401, 413, 415, 422, 507))
+             responses=problems(400, 401, 413, 415, 422, 429, 507))
 async def submit_job(
     request: Request,
     file: Annotated[UploadFile, File(description="A georeferenced GeoTIFF (RGB).")],

@@ -33,7 +33,7 @@ SYNC_PRIORITY = 10
     responses={200: {"content": {"application/geo+json": {}},
                      "description": "Building footprints (RFC 7946 FeatureCollection, WGS84)"},
                202: {"model": JobAccepted, "description": "Not finished in time: poll the job"},
-               **problems(400, 401, 413, 415, 422, 507)},
+               **problems(400, 401, 413, 415, 422, 429, 507)},
 )
 async def segment(
     request: Request,

@@ -60,6 +60,9 @@ def serve(
         min=0, envvar="GEOSEG_RETENTION_HOURS",
         help="Remove a job and its files this many hours after it ended (succeeded or failed); "
              "0 keeps jobs until they are deleted.")] = 0.0,
+    max_queued: Annotated[int, typer.Option(
+        min=0, envvar="GEOSEG_MAX_QUEUED",
+        help="Most jobs waiting to run; a submission beyond it gets 429 and Retry-After. 0: no limit.")] = 100,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Serve the REST API (jobs, synchronous segmentation, model cards; OpenAPI at /docs).
@@ -85,6 +88,7 @@ def serve(
         "GEOSEG_MAX_PIXELS": str(max_pixels),
         "GEOSEG_SYNC_MAX_PIXELS": str(sync_max_pixels),
         "GEOSEG_RETENTION_HOURS": repr(retention_hours),
+        "GEOSEG_MAX_QUEUED": str(max_queued),
     })
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,70 @@
+"""Queue cap (``GEOSEG_MAX_QUEUED``): a submission meeting a full queue gets 429, and nothing is kept.
+
+A job waits behind the queued jobs that run before it: for ``POST /v1/jobs`` every queued
+job, for ``POST /v1/segment`` (high priority) only the queued segment requests. When
+``max_queued`` of them wait, the submission is refused twice over:
+
+* ``QueueGate``, before the body is read (as ``ApiKeyGate`` does): a client with
+  ``Expect: 100-continue`` never sends its upload, others are cut off by ``Connection: close``
+  instead of the server spooling gigabytes it will throw away;
+* ``JobStore.create``, in the transaction that inserts the row: uploads that passed the gate
+  together cannot overshoot the cap (``api.intake`` then removes the input it had moved in).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from typing import Any
+
+from api.jobs import QueueFull
+
+log = logging.getLogger("geoseg.api")
+
+#: the ``Retry-After`` of a 429: a queue slot frees when a running job ends, for a small scene
+#: a few seconds to a minute here (a large one takes longer: clients retry again)
+QUEUE_FULL_RETRY_AFTER_S = 30
+
+
+def queue_full_detail(exc: QueueFull) -> str:
+    waiting = "segment requests" if exc.priority > 0 else "jobs"
+    return (f"the queue is full ({waiting} waiting: {exc.waiting}; limit GEOSEG_MAX_QUEUED={exc.limit}); "
+            f"nothing was kept: submit again after {QUEUE_FULL_RETRY_AFTER_S} s")
+
+
+def queue_full_headers() -> dict[str, str]:
+    return {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)}
+
+
+class QueueGate:
+    """ASGI gate: answer 429 to a submission (``POST`` to a path of ``priorities``) while
+    ``max_queued`` jobs wait ahead of it, before its body is read. ``state.store`` is the
+    app's job table (set at start-up). A table that cannot be asked lets the request through:
+    the route meets the same fault and answers 503, or the insert applies the cap."""
+
+    def __init__(self, app: Any, state: Any, max_queued: int, priorities: dict[str, int]) -> None:
+        self.app = app
+        self.state = state
+        self.max_queued = max_queued
+        self.priorities = priorities
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        priority = self.priorities.get(scope.get("path", "")) if scope["type"] == "http" else None
+        store = getattr(self.state, "store", None)
+        if priority is not None and scope["method"] == "POST" and self.max_queued and store is not None:
+            try:
+                waiting = store.queued_ahead(priority)
+            except sqlite3.OperationalError as exc:
+                log.warning("queue length unknown (%s); the submission goes on", exc)
+                waiting = 0
+            if waiting >= self.max_queued:
+                detail = queue_full_detail(QueueFull(waiting, self.max_queued, priority))
+                body = json.dumps({"detail": detail}).encode()
+                headers = [(b"content-type", b"application/json"),
+                           (b"content-length", str(len(body)).encode()),
+                           *((k.lower().encode(), v.encode()) for k, v in queue_full_headers().items()),
+                           (b"connection", b"close")]  # the unread upload is not drained
+                await send({"type": "http.response.start", "status": 429, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,129 @@
+"""The queue cap (GEOSEG_MAX_QUEUED): a submission meeting a full queue gets 429 + Retry-After,
+before its upload is read, and nothing of it is kept."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.jobs import JobStore, QueueFull
+from api.settings import Settings
+from test_api_contract import SCENE, SERVE_VARIABLES, service, submit, wait
+from test_api_fakes import hanging_runner
+from test_api_jobs import SUMMARY, new
+
+
+def post(client, path: str = "/v1/jobs"):
+    with open(SCENE, "rb") as f:
+        return client.post(path, files={"file": (SCENE.name, f, "image/tiff")})
+
+
+def assert_queue_full(r, limit: int) -> None:
+    assert r.status_code == 429, r.text
+    assert r.headers["retry-after"] == "30"
+    detail = r.json()["detail"]
+    assert "queue is full" in detail and f"GEOSEG_MAX_QUEUED={limit}" in detail, detail
+
+
+async def _post_counting_reads(app, path: str, scene: Path) -> tuple[int, int]:
+    """(status, body messages the app asked for) of one multipart POST straight through ASGI."""
+    request = httpx.Request("POST", f"http://testserver{path}",
+                            files={"file": (scene.name, scene.read_bytes(), "image/tiff")})
+    body, reads, status = request.read(), 0, 0
+
+    async def receive() -> dict:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+             "query_string": b"", "client": ("testclient", 50000), "server": ("testserver", 80),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]}
+    await app(scope, receive, send)
+    return status, reads
+
+
+def test_a_full_queue_answers_429_with_retry_after_before_reading_the_upload(tmp_path):
+    # the queue only grew: each waiting job keeps its upload (up to GEOSEG_MAX_UPLOAD_MB) on disk
+    with service(tmp_path, runner=hanging_runner, max_queued=2, sync_timeout_s=0.3) as client:
+        svc = tmp_path / "svc"
+        running = submit(client, Path(shutil.copy(SCENE, tmp_path / "hang.tif")))["id"]  # blocks the worker
+        wait(client, running, until=("running",))
+        queued = [submit(client)["id"] for _ in range(2)]
+        folders = sorted(p.name for p in (svc / "jobs").iterdir())
+
+        assert_queue_full(post(client), limit=2)
+        assert client.portal.call(_post_counting_reads, client.app, "/v1/jobs", SCENE) == (429, 0)
+        assert sorted(p.name for p in (svc / "jobs").iterdir()) == folders  # nothing kept
+        assert list((svc / "uploads").iterdir()) == []
+        assert client.get("/v1/jobs").json()["total"] == 3
+
+        assert client.delete(f"/v1/jobs/{queued[0]}").status_code == 204  # a slot frees
+        assert post(client).status_code == 202
+        assert_queue_full(post(client), limit=2)
+
+        # /v1/segment runs before queued jobs: only segment requests waiting count against it
+        for _ in range(2):
+            r = post(client, "/v1/segment")
+            assert r.status_code == 202, r.text  # not done within sync_timeout_s: a job to poll
+        assert_queue_full(post(client, "/v1/segment"), limit=2)
+        client.delete(f"/v1/jobs/{running}")
+
+
+def test_uploads_that_pass_the_gate_together_cannot_overshoot_the_cap(tmp_path):
+    # the gate counts before the upload is read; two uploads received at once both passed it
+    with service(tmp_path, runner=hanging_runner, max_queued=1) as client:
+        svc, store = tmp_path / "svc", client.app.state.store
+        running = submit(client, Path(shutil.copy(SCENE, tmp_path / "hang.tif")))["id"]
+        wait(client, running, until=("running",))
+        submit(client)
+        store.queued_ahead = lambda priority=0: 0  # as the gate saw it, before the other insert
+        r = post(client)
+        assert_queue_full(r, limit=1)
+        assert len(list((svc / "jobs").iterdir())) == 2 and list((svc / "uploads").iterdir()) == []
+        client.delete(f"/v1/jobs/{running}")
+
+
+def test_the_store_counts_the_jobs_ahead_in_the_inserting_transaction(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    new(store), new(store)
+    with pytest.raises(QueueFull) as refused:
+        store.create("third", {}, SUMMARY, max_queued=2)
+    assert (refused.value.waiting, refused.value.limit) == (2, 2)
+    assert store.get("third") is None
+    store.create("urgent", {}, SUMMARY, priority=10, max_queued=2)  # nothing ahead of it
+    store.create("unlimited", {}, SUMMARY, max_queued=0)
+    assert store.queued_ahead() == 4 and store.queued_ahead(10) == 1
+
+
+def test_queue_cap_setting_is_checked_and_reaches_the_app(tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from geoseg.cli import app as cli
+
+    assert Settings().max_queued == 100
+    with pytest.raises(ValueError, match="GEOSEG_MAX_QUEUED"):
+        Settings(max_queued=-1)
+    monkeypatch.setenv("GEOSEG_MAX_QUEUED", "lots")
+    with pytest.raises(ValueError, match="GEOSEG_MAX_QUEUED"):
+        Settings.from_env()
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: None)
+    for name in SERVE_VARIABLES:
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("GEOSEG_MAX_QUEUED", "-1")
+    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code != 0 and "GEOSEG_MAX_QUEUED" in result.output
+    monkeypatch.setenv("GEOSEG_MAX_QUEUED", "0")
+    assert CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d")]).exit_code == 0
+    assert Settings.from_env().max_queued == 0
+    assert CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d"), "--max-queued", "7"]).exit_code == 0
+    assert Settings.from_env().max_queued == 7
