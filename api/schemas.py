@@ -87,7 +87,11 @@ class Health(BaseModel):
     open: bool = Field(description="True when no API key is required.")
     workers: int
     running: int
-    jobs: dict[str, int]
+    jobs: dict[str, int] = Field(description="Jobs per status; 'queued' is the queue's depth.")
+    max_queued: int = Field(description="Queue cap (GEOSEG_MAX_QUEUED): submissions beyond it get 429; "
+                                        "0: no limit.")
+    retention_hours: float = Field(description="Hours an ended job is kept (GEOSEG_RETENTION_HOURS); "
+                                               "0: until deleted.")
 
 
 class ModelCard(BaseModel):

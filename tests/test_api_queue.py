@@ -127,3 +127,15 @@ def test_queue_cap_setting_is_checked_and_reaches_the_app(tmp_path, monkeypatch)
     assert Settings.from_env().max_queued == 0
     assert CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d"), "--max-queued", "7"]).exit_code == 0
     assert Settings.from_env().max_queued == 7
+
+
+def test_health_shows_the_queue_depth_its_limit_and_the_retention(tmp_path):
+    # an operator watching /healthz saw the job counts but not the limits they are held to
+    with service(tmp_path, runner=hanging_runner, max_queued=5, retention_hours=48) as client:
+        running = submit(client, Path(shutil.copy(SCENE, tmp_path / "hang.tif")))["id"]
+        wait(client, running, until=("running",))
+        submit(client)
+        health = client.get("/healthz").json()
+        assert health["jobs"]["queued"] == 1 and health["running"] == 1
+        assert (health["max_queued"], health["retention_hours"]) == (5, 48)
+        client.delete(f"/v1/jobs/{running}")
