@@ -81,7 +81,8 @@ def start_server(workers: int, runner: str | None, pythonpath: str | None) -> tu
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, GEOSEG_SERVICE_DIR=tempfile.mkdtemp(prefix="geoseg-bench-"),
-               GEOSEG_WORKERS=str(workers))
+               GEOSEG_WORKERS=str(workers),
+               GEOSEG_MAX_QUEUED="0")  # the run queues as many jobs as it is told to: no 429 from the cap
     env.pop("GEOSEG_API_KEY", None)
     if runner:
         env["GEOSEG_RUNNER"] = runner
