@@ -29,7 +29,7 @@ from rasterio.vrt import WarpedVRT
 from tiles.errors import UnsupportedRaster
 from tiles.grid import tile_grid
 from tiles.masks import raster_valid_mask
-from tiles.normalize import select_bands
+from tiles.normalize import dataset_bands
 from tiles.rasterpath import RasterPath, as_raster_path, raster_exists
 
 IOU_MATCH = 0.5
@@ -164,7 +164,7 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
             raise EvaluationError("the prediction is not georeferenced: vector labels cannot be placed on it")
         crs, transform, shape = src.crs, src.transform, (src.height, src.width)
         try:  # the pixels predict reads as valid (a float scene's NaN too, declared nodata or not)
-            bands = select_bands(src.count, tuple(src.colorinterp), src.dtypes[0])
+            bands = dataset_bands(src).bands
         except UnsupportedRaster as exc:
             raise EvaluationError(f"the predicted input {input_path}: {exc}") from exc
         valid = raster_valid_mask(src, bands)

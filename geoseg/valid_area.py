@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from geoseg.polygonize import polygons_from_labels, through_affine
 from tiles.grid import tile_grid
 from tiles.masks import window_valid_mask
-from tiles.normalize import select_bands
+from tiles.normalize import dataset_bands
 
 __all__ = ["cut_nodata"]
 
@@ -41,7 +41,7 @@ def cut_nodata(geoms: np.ndarray, path: Path | str, block: int = 1024) -> np.nda
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         src = rasterio.open(path)
     with src:
-        bands = select_bands(src.count, tuple(src.colorinterp), src.dtypes[0])
+        bands = dataset_bands(src).bands
         floating = np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.floating)
         if not floating and all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in bands):
             return geoms

@@ -16,6 +16,7 @@ from rasterio.windows import Window
 
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import dataset_gsd_m, pixel_size_m
+from tiles.normalize import parse_bands
 from tiles.source import Scene
 
 
@@ -174,6 +175,62 @@ def test_band_selection(rasters_dir: Path):
         np.testing.assert_array_equal(data[0][valid], ds.read(4, window=win)[valid])
     with pytest.raises(UnsupportedRaster, match="do not exist"):
         Scene(naip, bands=(1, 2, 5))
+
+
+def _unlabelled(path: Path, descriptions: tuple[str | None, ...]) -> Path:
+    """A small 4-band uint8 raster without colour labels (grey, undefined...), as BGRN products come,
+    band i holding the value 10 * i; ``descriptions`` as GDAL's band descriptions."""
+    from rasterio.enums import ColorInterp
+
+    with rasterio.open(path, "w", driver="GTiff", width=32, height=32, count=4, dtype="uint8",
+                       photometric="MINISBLACK", crs="EPSG:32636", transform=Affine(0.3, 0, 0, 0, -0.3, 0)) as out:
+        out.write(np.stack([np.full((32, 32), 10 * i, np.uint8) for i in range(1, 5)]))
+        out.colorinterp = (ColorInterp.gray, ColorInterp.undefined, ColorInterp.undefined, ColorInterp.undefined)
+        for i, text in enumerate(descriptions, 1):
+            if text is not None:
+                out.set_band_description(i, text)
+    return path
+
+
+def test_bands_described_red_green_blue_are_read_as_such(tmp_path: Path):
+    """A raster labelling no band by colour but describing them (GDAL descriptions) 'Blue', 'green',
+    ' RED ', 'nir' is read as bands 3, 2, 1: it was read as 1, 2, 3 (blue as red)."""
+    path = _unlabelled(tmp_path / "bgrn.tif", ("Blue", "green", " RED ", "nir"))
+    with Scene(path) as scene:
+        assert scene.bands == (3, 2, 1)
+        assert scene.band_choice.as_dict() == {"used": [3, 2, 1], "source": "band descriptions", "count": 4}
+        assert scene.band_choice.note is None
+        rgb, _ = scene.read(Window(0, 0, 8, 8))
+        assert rgb[:, 0, 0].tolist() == [30, 20, 10]
+    with Scene(path, bands=(1, 2, 3)) as scene:  # an explicit request still wins
+        assert scene.bands == (1, 2, 3) and scene.band_choice.source == "requested"
+
+
+@pytest.mark.parametrize("descriptions", [("B2", "B3", "B4", "B8"), ("blue", "green", "red", "red"),
+                                          ("band 3", "band 2", "band 1", None), (None, None, None, None)])
+def test_band_descriptions_other_than_exact_colour_names_are_not_guessed_from(tmp_path: Path, descriptions):
+    """Sensor band names ('B4'), a colour named twice or 'band 3' leave bands 1-3, with a note naming --bands:
+    four or more unlabelled bands leave the order open (BGRN products store blue first)."""
+    with Scene(_unlabelled(tmp_path / "x.tif", descriptions)) as scene:
+        assert scene.bands == (1, 2, 3) and scene.band_choice.source == "default 1-3"
+        assert "--bands" in scene.band_choice.note and "3,2,1" in scene.band_choice.note
+
+
+def test_only_an_unlabelled_choice_among_four_bands_or_more_gets_a_note(rasters_dir: Path):
+    with Scene(rasters_dir / "rasterio/RGBA.byte.tif") as rgba, Scene(rasters_dir / "rasterio/RGB.byte.tif") as rgb:
+        assert rgba.band_choice.source == rgb.band_choice.source == "colour labels"
+        assert rgba.band_choice.note is None and rgb.band_choice.note is None
+
+
+@pytest.mark.parametrize("text, bands", [("3,2,1", (3, 2, 1)), (" 5, 3 ,2 ", (5, 3, 2)), ("1,1,1", (1, 1, 1))])
+def test_parse_bands(text, bands):
+    assert parse_bands(text) == bands
+
+
+@pytest.mark.parametrize("text", ["3,2", "3,2,1,4", "0,1,2", "-1,2,3", "a,b,c", "3;2;1", "", "3.0,2,1"])
+def test_parse_bands_refuses_anything_but_three_band_numbers(text):
+    with pytest.raises(ValueError, match="--bands expects three 1-based band numbers"):
+        parse_bands(text)
 
 
 def test_not_a_raster_is_refused(tmp_path: Path):

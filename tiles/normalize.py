@@ -27,12 +27,62 @@ class BandStats:
     high: tuple[float, ...]
 
 
-def select_bands(count: int, colorinterp: tuple, dtype: str, requested: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """1-based band indexes for R, G, B.
+#: why a raster's bands were read as red, green, blue (report.json's ``bands.source``)
+BAND_SOURCES = ("requested", "colour labels", "band descriptions", "default 1-3")
 
-    Rules: an explicit request wins (checked against ``count``); otherwise bands
-    labelled red/green/blue in that order (e.g. BGRA files); otherwise bands 1-3
-    (RGBA, RGB+NIR). Complex data and fewer than three bands raise UnsupportedRaster.
+
+@dataclass(frozen=True)
+class BandChoice:
+    """The 1-based bands read as red, green, blue, why they were chosen, and a note for the user when
+    the choice is a guess worth checking (None otherwise)."""
+
+    bands: tuple[int, int, int]
+    source: str  # one of BAND_SOURCES
+    count: int  # bands in the raster
+    note: str | None = None
+
+    def as_dict(self) -> dict:
+        """What report.json records."""
+        return {"used": list(self.bands), "source": self.source, "count": self.count}
+
+
+def parse_bands(text: str, option: str = "--bands") -> tuple[int, int, int]:
+    """``"3,2,1"`` -> ``(3, 2, 1)``: three 1-based band numbers for red, green, blue.
+
+    Why here: ``geoseg tile``, ``geoseg predict`` and the service's ``bands`` field take the same
+    list, and the service must parse it without importing the models. ``option`` names the field
+    in the ValueError raised for anything else.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        bands = tuple(int(p) for p in parts)
+    except ValueError:
+        bands = ()
+    if len(bands) != 3 or any(b < 1 for b in bands):
+        raise ValueError(f"{option} expects three 1-based band numbers for red, green and blue separated by "
+                         f"commas, e.g. 3,2,1 for bands stored blue, green, red; got {text!r}")
+    return bands  # type: ignore[return-value]
+
+
+def _described_rgb(descriptions: tuple | None) -> tuple[int, int, int] | None:
+    """Bands whose GDAL descriptions are exactly red, green and blue (case and spaces aside), each on
+    one band only; None otherwise. Strict on purpose: 'B4' or 'Band 3' means a sensor's own numbering."""
+    names = [(d or "").strip().lower() for d in (descriptions or ())]
+    if any(names.count(colour) != 1 for colour in ("red", "green", "blue")):
+        return None
+    return names.index("red") + 1, names.index("green") + 1, names.index("blue") + 1
+
+
+def select_bands(count: int, colorinterp: tuple, dtype: str, requested: tuple[int, ...] | None = None,
+                 descriptions: tuple | None = None) -> BandChoice:
+    """The bands to read as R, G, B (1-based) and why.
+
+    Rules: an explicit request wins (checked against ``count``); otherwise bands labelled
+    red/green/blue by colour interpretation, in that order (e.g. BGRA files); otherwise bands whose
+    descriptions are exactly 'red', 'green', 'blue' (GDAL writes those for unlabelled multiband
+    products that name their bands); otherwise bands 1-3 (RGBA, RGB+NIR), with a note when four or
+    more bands other than alpha leave the order open (BGRN products store blue first). Complex
+    data and fewer than three bands raise UnsupportedRaster.
     """
     if np.issubdtype(np.dtype(dtype), np.complexfloating) or dtype.startswith("complex"):
         raise UnsupportedRaster(f"complex data ({dtype}, e.g. SAR) is not supported: convert to amplitude first")
@@ -41,17 +91,33 @@ def select_bands(count: int, colorinterp: tuple, dtype: str, requested: tuple[in
             raise UnsupportedRaster(f"exactly three bands are needed, got {requested}")
         bad = [b for b in requested if not 1 <= b <= count]
         if bad:
-            raise UnsupportedRaster(f"band(s) {bad} do not exist: the raster has {count} band(s)")
-        return tuple(int(b) for b in requested)
+            raise UnsupportedRaster(f"bands {','.join(str(b) for b in requested)} were asked for red, green, blue, "
+                                    f"but the raster has {count} band(s): band(s) {', '.join(map(str, bad))} "
+                                    f"do not exist")
+        return BandChoice(tuple(int(b) for b in requested), "requested", count)  # type: ignore[arg-type]
     if count < 3:
-        # says what is supported, not what to pass: `geoseg predict` and the service take no band list
+        # what is supported; --bands cannot help a raster with fewer than three bands
         raise UnsupportedRaster(
             f"{count} band(s): three bands (RGB) are needed: RGB or RGBA, bands labelled red, green and blue "
             f"in any order (e.g. BGRA), or bands 1-3 of a multiband raster; convert this raster to RGB first"
         )
     if all(ci in colorinterp for ci in RGB):
-        return tuple(colorinterp.index(ci) + 1 for ci in RGB)
-    return (1, 2, 3)
+        return BandChoice(tuple(colorinterp.index(ci) + 1 for ci in RGB), "colour labels", count)  # type: ignore[arg-type]
+    described = _described_rgb(descriptions)
+    if described is not None:
+        return BandChoice(described, "band descriptions", count)
+    note = None
+    if sum(ci != ColorInterp.alpha for ci in colorinterp) >= 4:
+        note = (f"bands 1, 2, 3 of {count} were read as red, green, blue: the raster labels no band by colour; "
+                f"if they are stored in another order, give it with --bands R,G,B (the service's 'bands' field), "
+                f"e.g. --bands 3,2,1 for blue, green, red, near-infrared")
+    return BandChoice((1, 2, 3), "default 1-3", count, note)
+
+
+def dataset_bands(dataset, requested: tuple[int, ...] | None = None) -> BandChoice:
+    """``select_bands`` for an open rasterio dataset (its colour interpretation and descriptions)."""
+    return select_bands(dataset.count, tuple(dataset.colorinterp), dataset.dtypes[0], requested,
+                        tuple(dataset.descriptions))
 
 
 def decimated_shape(width: int, height: int, max_side: int) -> tuple[int, int]:

@@ -39,7 +39,7 @@ from rasterio.windows import Window
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import gsd_m, metres_per_unit
 from tiles.masks import alpha_mask_band, finite_only, window_valid_mask
-from tiles.normalize import BandStats, scene_stats, select_bands, to_uint8
+from tiles.normalize import BandChoice, BandStats, dataset_bands, scene_stats, to_uint8
 from tiles.rasterpath import as_raster_path, raster_name
 
 __all__ = ["BLOCK_CACHE_BYTES", "Scene", "UnsupportedRaster", "cap_block_cache", "working_grid"]
@@ -153,7 +153,9 @@ class Scene:
                 raise UnsupportedRaster(f"{self.path}: cannot be opened as a raster ({exc})") from exc
         src = self._src
         try:
-            self.bands = select_bands(src.count, tuple(src.colorinterp), src.dtypes[0], bands)
+            #: which bands are read as red, green, blue and why (``tiles.normalize.select_bands``)
+            self.band_choice: BandChoice = dataset_bands(src, bands)
+            self.bands = self.band_choice.bands
             self.stats: BandStats | None = scene_stats(src, self.bands)
         except UnsupportedRaster as exc:
             src.close()

@@ -27,6 +27,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from tiles.batch import run_batch
 from tiles.chips import ChipOptions, building_chips, landcover_chips, landcover_pairs, write_index
 from tiles.labels import LabelIndex, grid_bounds
+from tiles.normalize import parse_bands
 from tiles.source import Scene
 from tiles.splits import buildings_split, landcover_split, scene_area
 
@@ -213,15 +214,6 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
                      "resolution)")
 
 
-def parse_bands(bands: str | None) -> tuple[int, ...] | None:
-    if bands is None:
-        return None
-    try:
-        return tuple(int(b) for b in bands.split(","))
-    except ValueError as exc:
-        raise ValueError(f"--bands must look like 1,2,3, got {bands!r}") from exc
-
-
 def tile(
     scenes: list[Path] = typer.Argument(..., help="Scene rasters or folders (land cover: folder of X.jpg + X_label.png pairs)."),
     out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set."),
@@ -231,7 +223,7 @@ def tile(
     gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings only; refused for land cover)."),
     target: Target = typer.Option(Target.buildings, help="buildings (0/1/2 + 255 ignore) or landcover (class-index masks)."),
     min_valid: float = typer.Option(0.5, help="Windows with a smaller valid-pixel fraction (0 to 1) are recorded as skipped, not written."),
-    bands: str = typer.Option(None, help="1-based bands for R,G,B, e.g. 4,3,2 (default: colour interpretation or 1,2,3)."),
+    bands: str = typer.Option(None, help="1-based bands for R,G,B, e.g. 4,3,2 (default: colour interpretation, else band descriptions red, green, blue, else 1,2,3)."),
     split: str = typer.Option(None, help="Force this split (train, val or test) for all chips (default: by area, see docs/ARCHITECTURE.md)."),
     scheduler: str = typer.Option(None, help="Dask scheduler address; 'sync' runs in-process (default: local processes, in-process for one input)."),
     workers: int = typer.Option(2, help="Local worker processes (at least 1)."),
@@ -239,7 +231,7 @@ def tile(
     """Cut scenes into training chips with labels and an index (resumable; one option set per --out)."""
     try:
         check_options(size, overlap, gsd, min_valid, split, workers)
-        opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands))
+        opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
         inputs = expand_inputs(scenes, target)
         job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
                        labels=tuple(p.resolve() for p in labels) if labels else None, split=split)
