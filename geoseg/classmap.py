@@ -56,7 +56,7 @@ def write_classmap(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            native = Scene(input_path)
+            native = Scene(input_path, bands=grid.get("bands"))  # the valid mask of the bands the heads read
         with native, rasterio.open(plain, "w", **profile) as dst:
             for i, block in enumerate(blocks):
                 win = block.core

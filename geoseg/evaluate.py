@@ -147,6 +147,14 @@ def _report(pred_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _predicted_bands(report: dict[str, Any]) -> tuple[int, ...] | None:
+    """The bands predict read as red, green, blue (its report's ``bands.used``, else its ``--bands``);
+    None for reports before they were recorded (the raster's own choice, as predict made it then).
+    Why: per-band nodata makes the valid mask depend on the bands."""
+    used = (report.get("bands") or {}).get("used") or (report.get("options") or {}).get("bands")
+    return tuple(int(b) for b in used) if used else None
+
+
 def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
     """Pixel and polygon scores of ``pred_dir/buildings.gpkg`` against vector labels."""
     pred_dir, labels_path = Path(pred_dir), Path(labels_path)
@@ -164,7 +172,7 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
             raise EvaluationError("the prediction is not georeferenced: vector labels cannot be placed on it")
         crs, transform, shape = src.crs, src.transform, (src.height, src.width)
         try:  # the pixels predict reads as valid (a float scene's NaN too, declared nodata or not)
-            bands = dataset_bands(src).bands
+            bands = dataset_bands(src, _predicted_bands(report)).bands
         except UnsupportedRaster as exc:
             raise EvaluationError(f"the predicted input {input_path}: {exc}") from exc
         valid = raster_valid_mask(src, bands)

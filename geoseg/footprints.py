@@ -101,7 +101,7 @@ def vectorise_buildings(
         # nothing may lie outside the input raster, nor on its nodata (geoseg.valid_area)
         geoms = shapely.intersection(shapely.make_valid(geoms), _footprint(grid))
         if grid.get("path") is not None:
-            geoms = cut_nodata(geoms, grid["path"])
+            geoms = cut_nodata(geoms, grid["path"], bands=grid.get("bands", options.bands))
         geoms = np.asarray([_as_polygon(g) for g in geoms], dtype=object)
     # --gsd says what an input pixel really measures: areas in that measure, like --min-area's
     return building_frame(geoms, found.confidence, head.crs, pixel_m, head.transform, notes, scale_m**2)

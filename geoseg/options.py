@@ -43,6 +43,13 @@ class PredictOptions:
     simplify_m: float = 0.3
     #: task (buildings | landcover | gcn) -> model card or folder, instead of the shipped weights
     model_dirs: dict[str, str] = field(default_factory=dict)
+    #: 1-based bands read as red, green, blue (``--bands 3,2,1``); None: the raster's colour labels or
+    #: band descriptions, else bands 1-3 (``tiles.normalize.select_bands``)
+    bands: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bands, list):  # a service job's options come back from JSON as lists
+            self.bands = tuple(self.bands)
 
     def check(self) -> None:
         """Raise ``PredictError`` on inconsistent options."""
@@ -72,3 +79,7 @@ class PredictOptions:
             raise PredictError(f"context must be >= 0 pixels, got {self.context}")
         if self.batch_size is not None and self.batch_size < 1:
             raise PredictError("batch size must be >= 1")
+        if self.bands is not None and (len(self.bands) != 3 or not all(
+                isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in self.bands)):
+            raise PredictError(f"--bands expects three 1-based band numbers for red, green and blue, "
+                               f"got {self.bands!r}")

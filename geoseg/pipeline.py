@@ -200,6 +200,7 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
     if isinstance(given["input"], str):  # older reports: the path as typed
         given["input"] = _input_name(given["input"])
     given["options"].setdefault("model_dirs", {})  # reports before the cards were recorded: shipped ones
+    given["options"].setdefault("bands", None)  # reports before --bands: the raster's own choice
     return given == wanted and all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
 
 
@@ -228,12 +229,17 @@ def predict_scene(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
-            with Scene(input_path) as scene:
+            with Scene(input_path, bands=options.bands) as scene:
+                # every later read of the input (heads, class map mask, nodata cut) takes these bands
                 grid = dict(crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
-                            height=scene.src_height, native_gsd=scene.native_gsd, path=input_path)
+                            height=scene.src_height, native_gsd=scene.native_gsd, path=input_path,
+                            bands=scene.bands)
                 ground_control = scene.ground_control
+                band_choice = scene.band_choice
         except UnsupportedRaster as exc:
             raise PredictError(str(exc)) from exc
+    if band_choice.note:
+        notes.append(band_choice.note)
     georeferenced = grid["crs"] is not None
     if not georeferenced:
         # Name only the outputs this run writes (--no-buildings / --no-classmap).
@@ -287,6 +293,7 @@ def predict_scene(
         "models": {task: model_summary(card) for task, (_, card) in heads.items()},
         "grid": {"width": grid["width"], "height": grid["height"],
                  "crs": grid["crs"].to_string() if georeferenced else None},
+        "bands": band_choice.as_dict(),  # read as red, green, blue, and why (``geoseg eval`` reads them)
         "gsd": {"input_m": grid["native_gsd"], "override_m": options.gsd, "used_m": input_gsd, "working_m": {}},
         "tiles": {"size": options.tile_size, "overlap": options.overlap},
         "counts": {},

@@ -108,7 +108,7 @@ def run_head(
                      f"{model.gsd_m:.3g} m: upsampled {MAX_UPSAMPLING:g}x only, expect poor results")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        scene = Scene(input_path, gsd=target)
+        scene = Scene(input_path, bands=grid.get("bands", options.bands), gsd=target)
     with scene:
         if min(scene.width, scene.height) < TILE_MULTIPLE:  # less than one cell of the networks' coarsest map
             notes.append(f"the scene is {scene.width} x {scene.height} px at the {model.card.get('name')} model's "

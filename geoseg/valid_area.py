@@ -29,10 +29,13 @@ from tiles.normalize import dataset_bands
 __all__ = ["cut_nodata"]
 
 
-def cut_nodata(geoms: np.ndarray, path: Path | str, block: int = 1024) -> np.ndarray:
+def cut_nodata(geoms: np.ndarray, path: Path | str, block: int = 1024,
+               bands: tuple[int, ...] | None = None) -> np.ndarray:
     """``geoms`` (in the input raster's CRS coordinates) minus the raster's invalid pixels.
 
-    Geometries that meet no invalid pixel are returned as they are (the same objects).
+    ``bands`` are those the models read (``--bands``; None: ``tiles.normalize.select_bands``'s choice):
+    per-band nodata makes the mask depend on them. Geometries that meet no invalid pixel are
+    returned as they are (the same objects).
     """
     geoms = np.asarray(geoms, dtype=object)
     if geoms.size == 0:
@@ -41,7 +44,7 @@ def cut_nodata(geoms: np.ndarray, path: Path | str, block: int = 1024) -> np.nda
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         src = rasterio.open(path)
     with src:
-        bands = dataset_bands(src).bands
+        bands = dataset_bands(src, bands).bands
         floating = np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.floating)
         if not floating and all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in bands):
             return geoms

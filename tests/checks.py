@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
+from rasterio.enums import ColorInterp
+from rasterio.windows import Window
 
 CLASSES = {"0": "nodata", "1": "building", "2": "road", "3": "vegetation", "4": "water", "5": "land"}
 
@@ -47,3 +49,23 @@ def walls_between(polygons: list) -> dict[tuple[int, int], tuple[float, float]]:
     wall = shapely.length(shapely.intersection(shapely.boundary(geoms[left]), shapely.boundary(geoms[right])))
     overlap = shapely.area(shapely.intersection(geoms[left], geoms[right]))
     return {(int(i), int(j)): (float(w), float(o)) for i, j, w, o in zip(left, right, wall, overlap)}
+
+
+def unlabelled_bgr(scene: Path, path: Path, nir: bool = False, size: int = 256) -> Path:
+    """A crop of the RGB ``scene`` stored blue, green, red (+ a near-infrared stand-in band) without colour
+    labels (grey, undefined, ...), as BGR/BGRN satellite products come; its RGB crop beside it as rgb.tif."""
+    with rasterio.open(scene) as src:
+        window = Window(0, 0, size, size)
+        data, mask = src.read(window=window), src.dataset_mask(window=window)
+        profile = {k: v for k, v in src.profile.items()
+                   if k not in ("photometric", "compress", "jpeg_quality", "blockxsize", "blockysize", "interleave")}
+        profile.update(width=size, height=size, transform=src.window_transform(window), compress="deflate")
+    with rasterio.open(path.with_name("rgb.tif"), "w", **profile, photometric="RGB") as dst:
+        dst.write(data)
+        dst.write_mask(mask)
+    stored = np.concatenate([data[::-1], data[:1]]) if nir else data[::-1]
+    with rasterio.open(path, "w", **(profile | {"count": len(stored)}), photometric="MINISBLACK") as dst:
+        dst.write(stored)
+        dst.write_mask(mask)
+        dst.colorinterp = (ColorInterp.gray, *[ColorInterp.undefined] * (len(stored) - 1))
+    return path

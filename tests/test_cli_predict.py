@@ -22,7 +22,7 @@ from geoseg.postprocess import postprocess_from_card
 from tiles.rasterpath import as_raster_path, raster_name, raster_stem
 from tiles.source import Scene, working_grid
 
-from checks import assert_one_line_error
+from checks import assert_one_line_error, unlabelled_bgr
 
 KAMPALA = data_root() / "buildings" / "kampala"
 SCENE = KAMPALA / "kampala_z19_1.tif"
@@ -506,3 +506,112 @@ def test_the_not_georeferenced_warning_names_only_the_outputs_written(tmp_path, 
     said = "input has a geotransform" if world_file else "input is not georeferenced"
     notes = [line for line in result.stderr.splitlines() if said in line]
     assert len(notes) == 1 and absent not in notes[0].replace("no GeoJSON", ""), notes
+
+
+def test_bands_321_on_an_unlabelled_bgr_scene_gives_the_rgb_scenes_buildings(tmp_path):
+    """BGR bands without colour labels were read as R, G, B (5-20 pt of pixel IoU lost, docs/predict.md's
+    robustness table); ``--bands 3,2,1`` reads them right: the same buildings as the RGB original."""
+    bgr = unlabelled_bgr(SCENE, tmp_path / "bgr.tif")
+    runner = CliRunner()
+    rgb = runner.invoke(app, ["predict", str(tmp_path / "rgb.tif"), "--out", str(tmp_path / "rgb"), *FAST])
+    fixed = runner.invoke(app, ["predict", str(bgr), "--out", str(tmp_path / "fixed"), *FAST, "--bands", "3,2,1"])
+    assert rgb.exit_code == 0 and fixed.exit_code == 0, rgb.output + fixed.output
+    expected = gpd.read_file(tmp_path / "rgb" / "buildings.gpkg")
+    got = gpd.read_file(tmp_path / "fixed" / "buildings.gpkg")
+    assert len(expected) > 5
+    assert len(got) == len(expected) and all(a.equals(b) for a, b in zip(got.geometry, expected.geometry))
+    report = json.loads((tmp_path / "fixed" / "report.json").read_text())
+    assert report["options"]["bands"] == [3, 2, 1]
+    assert report["bands"] == {"used": [3, 2, 1], "source": "requested", "count": 3}
+    assert json.loads((tmp_path / "rgb" / "report.json").read_text())["bands"]["source"] == "colour labels"
+
+
+def test_an_unlabelled_four_band_scene_read_as_bands_1_to_3_says_so_and_names_bands(tmp_path):
+    bgrn = unlabelled_bgr(SCENE, tmp_path / "bgrn.tif", nir=True, size=128)
+    result = CliRunner().invoke(app, ["predict", str(bgrn), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "--bands" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: bands 1, 2, 3 of 4 were read as red, green, blue")
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["bands"] == {"used": [1, 2, 3], "source": "default 1-3", "count": 4}
+    assert any("--bands" in note for note in report["warnings"])
+
+
+@pytest.mark.parametrize("value, words", [
+    ("3,2", ["--bands expects three 1-based band numbers", "'3,2'"]),
+    ("0,1,2", ["--bands expects three", "'0,1,2'"]), ("red,green,blue", ["--bands expects three"]),
+    ("3,2,5", ["bands 3,2,5 were asked for", "the raster has 3 band(s): band(s) 5 do not exist"]),
+])
+def test_bad_bands_are_one_line_errors(tmp_path, value, words):
+    bgr = unlabelled_bgr(SCENE, tmp_path / "bgr.tif", size=64)
+    result = CliRunner().invoke(app, ["predict", str(bgr), "--out", str(tmp_path / "o"), *FAST, "--bands", value])
+    assert_one_line_error(result, "predict", *words)
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_a_band_beyond_one_inputs_count_fails_that_input_of_the_batch_only(tmp_path):
+    (tmp_path / "s").mkdir()
+    four = unlabelled_bgr(SCENE, tmp_path / "s" / "four.tif", nir=True, size=96)
+    (tmp_path / "s" / "rgb.tif").rename(tmp_path / "s" / "three.tif")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "b"), *FAST,
+                                      "--bands", "4,3,2"])
+    assert result.exit_code == 1, result.output
+    assert "1 predicted, 0 already done, 1 failed" in result.stdout
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("warning:")]
+    assert errors == ["three.tif: PredictError: three.tif: bands 4,3,2 were asked for red, green, blue, but the "
+                      "raster has 3 band(s): band(s) 4 do not exist"], result.stderr
+    assert json.loads((tmp_path / "b" / four.stem / "report.json").read_text())["bands"]["used"] == [4, 3, 2]
+
+
+def test_a_batch_rerun_with_other_bands_predicts_again(tmp_path):
+    """A finished folder is reused only for the same bands: --bands changes what the models read."""
+    (tmp_path / "s").mkdir()
+    unlabelled_bgr(SCENE, tmp_path / "s" / "bgr.tif", size=96)
+    out = tmp_path / "out"
+    runner = CliRunner()
+
+    def run(*args: str):
+        result = runner.invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), *FAST, *args])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert "2 predicted, 0 already done" in run()
+    assert "0 predicted, 2 already done" in run()
+    swapped = run("--bands", "3,2,1")
+    assert "2 predicted, 0 already done" in swapped and "2 of them predicted again" in swapped
+    assert json.loads((out / "bgr" / "report.json").read_text())["bands"]["used"] == [3, 2, 1]
+    assert "0 predicted, 2 already done" in run("--bands", "3, 2, 1")
+    assert "2 predicted, 0 already done" in run()  # back to the raster's own bands
+    # a report written before --bands existed (no 'bands' option) is the raster's own choice: still current
+    for folder in ("bgr", "rgb"):
+        report = json.loads((out / folder / "report.json").read_text())
+        del report["options"]["bands"], report["bands"]
+        (out / folder / "report.json").write_text(json.dumps(report))
+    assert "0 predicted, 2 already done" in run()
+
+
+def test_every_read_of_the_input_takes_the_requested_bands(tmp_path, monkeypatch):
+    """Both heads, the class map's valid mask and the nodata cut read the bands --bands names (the
+    mask of per-band nodata depends on them), not the raster's own choice."""
+    import geoseg.footprints
+    import tiles.source
+
+    bgr = unlabelled_bgr(SCENE, tmp_path / "bgr.tif", size=96)
+    opened, cut = [], []
+    scene_init, cut_nodata = tiles.source.Scene.__init__, geoseg.footprints.cut_nodata
+
+    def recording_init(self, path, bands=None, *args, **kwargs):
+        scene_init(self, path, bands, *args, **kwargs)
+        opened.append(self.bands)
+
+    def recording_cut(geoms, path, block=1024, bands=None):
+        cut.append(bands)
+        return cut_nodata(geoms, path, block, bands)
+
+    monkeypatch.setattr(tiles.source.Scene, "__init__", recording_init)
+    monkeypatch.setattr(geoseg.footprints, "cut_nodata", recording_cut)
+    result = CliRunner().invoke(app, ["predict", str(bgr), "--out", str(tmp_path / "o"), "--profile", "fast",
+                                      "--device", "cpu", "--bands", "3,2,1"])
+    assert result.exit_code == 0, result.output
+    assert len(opened) == 4 and set(opened) == {(3, 2, 1)}  # the first look, two heads, the class map's mask
+    assert cut == [(3, 2, 1)]

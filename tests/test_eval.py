@@ -275,3 +275,33 @@ def test_buildings_are_scored_off_a_float_scenes_nan_pixels_like_predict_reads_t
     assert s["valid_pixels"] == 50
     assert (s["pixel"]["tp"], s["pixel"]["fp"], s["pixel"]["fn"]) == (9, 0, 0)
     assert s["n_truth"] == 1 and s["polygon"]["f1"] == 1.0
+
+
+def test_buildings_are_scored_on_the_valid_pixels_of_the_bands_predict_read(tmp_path):
+    """The valid area comes from the bands predict read (report.json's ``bands.used``, from --bands), not
+    from bands 1-3: here band 4, read as blue with --bands 2,3,4, is NaN on the right half (no nodata
+    declared), which predict reads as nodata; eval counted those pixels as valid ground."""
+    transform = rasterio.Affine(1, 0, 500000, 0, -1, 100010)
+    data = np.full((4, 10, 10), 0.4, np.float32)
+    data[3, :, 5:] = np.nan
+    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=10, height=10, count=4, dtype="float32",
+                       crs="EPSG:32636", transform=transform) as ds:
+        ds.write(data)
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    report = {"input": str(tmp_path / "scene.tif"), "options": {"bands": [2, 3, 4]},
+              "bands": {"used": [2, 3, 4], "source": "requested", "count": 4}}
+    (pred_dir / "report.json").write_text(json.dumps(report))
+
+    def rect(c0, r0, c1, r1):
+        return shapely.Polygon([transform @ c for c in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
+
+    gpd.GeoDataFrame(geometry=[rect(1, 1, 4, 4)], crs="EPSG:32636").to_file(pred_dir / "buildings.gpkg")
+    gpd.GeoDataFrame(geometry=[rect(1, 1, 4, 4), rect(6, 6, 9, 9)], crs="EPSG:32636").to_file(
+        tmp_path / "labels.gpkg")
+    s = evaluate_buildings(pred_dir, tmp_path / "labels.gpkg")
+    assert s["valid_pixels"] == 50
+    assert (s["pixel"]["tp"], s["pixel"]["fp"], s["pixel"]["fn"]) == (9, 0, 0)
+    # a report without recorded bands (before --bands): the raster's own choice, bands 1-3, all valid
+    (pred_dir / "report.json").write_text(json.dumps({"input": str(tmp_path / "scene.tif")}))
+    assert evaluate_buildings(pred_dir, tmp_path / "labels.gpkg")["valid_pixels"] == 100

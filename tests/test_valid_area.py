@@ -68,3 +68,19 @@ def test_non_finite_floats_count_as_nodata(tmp_path):
     cut = cut_nodata(np.asarray([box], dtype=object), path)[0]
     assert cut.area == pytest.approx(box.area - 10 * 30 * 0.25)
     assert cut.intersection(pixel_box(transform, 10, 20, 40, 30)).area == pytest.approx(0)
+
+
+def test_the_nodata_cut_follows_the_bands_the_models_read(tmp_path):
+    """--bands 2,3,4 on a raster whose band 4 alone is NaN somewhere: those pixels are nodata to the
+    models, so no building may stay on them; bands 1-3 (the default) are valid there."""
+    path = tmp_path / "four.tif"
+    data = np.ones((4, 64, 64), np.float32)
+    data[3, 20:30, 10:40] = np.nan
+    transform = rasterio.Affine(0.5, 0, 1000, 0, -0.5, 2000)
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=4, dtype="float32",
+                       crs="EPSG:32633", transform=transform) as dst:
+        dst.write(data)
+    box = pixel_box(transform, 0, 0, 64, 64)
+    assert cut_nodata(np.asarray([box], dtype=object), path)[0].area == pytest.approx(box.area)
+    cut = cut_nodata(np.asarray([box], dtype=object), path, bands=(2, 3, 4))[0]
+    assert cut.area == pytest.approx(box.area - 10 * 30 * 0.25)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in)
 
@@ -61,6 +62,9 @@ def predict(
                                                  "30 accurate, 40 fast; 3 for a card without one)."),
     simplify: float = typer.Option(0.3, "--simplify", help="Outline simplification tolerance, metres."),
     model: list[str] = typer.Option([], "--model", help="TASK=CARD to use your own model (buildings, landcover, gcn)."),
+    bands: Optional[str] = typer.Option(None, "--bands", help="1-based bands to read as red, green, blue, e.g. 3,2,1 for "
+                                        "bands stored blue, green, red (BGR, BGRN) or 5,3,2 for WorldView-3 (default: "
+                                        "bands labelled red, green, blue by colour or description, else 1,2,3)."),
 ) -> None:
     """Predict land cover and building footprints for one or more rasters."""
     from geoseg.pipeline import PredictOptions
@@ -71,6 +75,7 @@ def predict(
     batch = False
     try:
         options.model_dirs = _parse_models(model)
+        options.bands = parse_bands(bands) if bands is not None else None
         options.check()
         paths, folders = _expand_folders([as_raster_path(p) for p in inputs])
         batch = folders or len(paths) > 1  # the layout follows what was given, repeats included
