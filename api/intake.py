@@ -21,11 +21,13 @@ from api.jobs import Job, JobStore, QueueFull
 from api.settings import Settings
 from api.validate import RasterLimits, UploadRejected, copy_upload, discard, display_name, inspect_raster
 from api.worker import INPUT_NAME, job_dir
+from tiles.normalize import parse_bands
 
 OUTPUTS = ("buildings", "classmap")
 
 
-def parse_options(refine: bool, regularize: bool, outputs: str, profile: str | None) -> dict[str, Any]:
+def parse_options(refine: bool, regularize: bool, outputs: str, profile: str | None,
+                  bands: str | None = None) -> dict[str, Any]:
     """Form fields -> pipeline options (names of ``geoseg.pipeline.PredictOptions``)."""
     wanted = {o.strip() for o in outputs.split(",") if o.strip()}
     unknown = sorted(wanted - set(OUTPUTS))
@@ -36,7 +38,22 @@ def parse_options(refine: bool, regularize: bool, outputs: str, profile: str | N
                                "buildings": "buildings" in wanted, "classmap": "classmap" in wanted}
     if profile:
         options["profile"] = profile
+    if bands is not None and bands.strip():  # an empty form field: the raster's own choice
+        try:
+            options["bands"] = list(parse_bands(bands, option="bands"))
+        except ValueError as exc:
+            raise UploadRejected(422, str(exc)) from None
     return options
+
+
+def check_bands(options: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Refuse ``bands`` naming a band the upload does not have (before the job is queued: it would fail)."""
+    wanted = options.get("bands")
+    missing = [b for b in wanted or () if b > summary["bands"]]
+    if missing:
+        raise UploadRejected(422, f"bands {','.join(map(str, wanted))} were asked for red, green, blue, but the "
+                                  f"raster has {summary['bands']} band(s): band(s) {', '.join(map(str, missing))} "
+                                  f"do not exist")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -73,6 +90,7 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
     target = job_dir(settings, job_id)
     try:
         summary = await run_in_threadpool(_stage_and_inspect, upload, staged, settings)
+        check_bands(options, summary)
         pixels = summary["width"] * summary["height"]
         if max_pixels is not None and pixels > max_pixels:
             raise UploadRejected(413, f"raster has {pixels} pixels; synchronous segmentation takes "

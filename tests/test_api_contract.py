@@ -527,3 +527,23 @@ def test_serve_command_refuses_a_data_dir_another_server_holds_in_one_line(tmp_p
     assert_one_line_error(result, "serve", "another geoseg server", str(held))
     with open(held / "server.lock", "a") as handle:  # the app is gone and the probe left no lock
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_bands_option_reaches_the_job_and_bad_bands_are_refused_keeping_nothing(tmp_path):
+    """``bands`` (as --bands: 1-based R,G,B) is a job option; a malformed list is 422 before the upload is
+    read, and a band beyond the upload's count is 422 at submission, nothing kept (the job would fail)."""
+    with service(tmp_path) as client:
+        job = wait(client, submit(client, bands="3, 2, 1")["id"])
+        assert job["status"] == "succeeded", job
+        assert job["options"]["bands"] == [3, 2, 1]
+        svc = client.app.state.settings
+        kept = sorted(svc.jobs_dir.iterdir())
+        for endpoint in ("/v1/jobs", "/v1/segment"):
+            for bands, words in [("3,2", "bands expects three 1-based band numbers"), ("0,1,2", "'0,1,2'"),
+                                 ("b,g,r", "e.g. 3,2,1"),
+                                 ("4,3,2", "the raster has 3 band(s): band(s) 4 do not exist")]:
+                with open(SCENE, "rb") as f:
+                    r = client.post(endpoint, files={"file": (SCENE.name, f, "image/tiff")}, data={"bands": bands})
+                assert r.status_code == 422 and words in r.json()["detail"], (endpoint, bands, r.text)
+        assert sorted(svc.jobs_dir.iterdir()) == kept and list(svc.uploads_dir.iterdir()) == []
+        assert client.get("/v1/jobs").json()["total"] == 1

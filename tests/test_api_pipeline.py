@@ -14,8 +14,11 @@ import rasterio
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.pipeline_runner import run_pipeline
 from api.settings import Settings
 from geoseg.paths import data_root
+
+from checks import unlabelled_bgr
 
 # 768 x 512 px: long enough (a few tenths of a second per stage, fast profile) for polling to see a stage
 SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
@@ -66,3 +69,13 @@ def test_real_pipeline_job_end_to_end(tmp_path):
         assert report["input"] == SCENE.name
         assert {f["properties"]["source"] for f in fc["features"]} == {SCENE.name}
         assert report["counts"]["buildings"] == len(fc["features"])
+
+
+def test_a_jobs_bands_reach_the_pipeline(tmp_path):
+    """A job's options come back from the job table as JSON: ``bands`` as a list, read as R, G, B."""
+    bgr = unlabelled_bgr(SCENE, tmp_path / "bgr.tif", size=96)
+    (tmp_path / "out").mkdir()
+    report = run_pipeline(bgr, tmp_path / "out", {"bands": [3, 2, 1], "profile": "fast", "classmap": False},
+                          lambda fraction, stage: None)
+    assert report["bands"] == {"used": [3, 2, 1], "source": "requested", "count": 3}
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["options"]["bands"] == [3, 2, 1]

@@ -37,3 +37,7 @@ Refine = Annotated[bool, Form(description="Refine the class map with the superpi
 Regularize = Annotated[bool, Form(description="Square building outlines.")]
 Profile = Annotated[Literal["accurate", "fast"] | None,
                     Form(description="Pipeline profile: accurate (default) or fast.")]
+Bands = Annotated[str | None, Form(max_length=64, description=(
+    "1-based bands read as red, green, blue, e.g. `3,2,1` for bands stored blue, green, red (BGR, "
+    "BGRN) or `5,3,2` for WorldView-3. Default: bands labelled red, green, blue by colour "
+    "interpretation or band description, else 1,2,3."))]

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from api.downloads import HeldFileResponse
 from api.intake import accept_upload, parse_options
 from api.jobs import STATUSES, Job, JobStore
-from api.routes.common import Profile, Refine, Regularize, problems, settings_of, store_of, supervisor_of
+from api.routes.common import Bands, Profile, Refine, Regularize, problems, settings_of, store_of, supervisor_of
 from api.schemas import RESULT_FILES, InputSummary, JobAccepted, JobPage, JobStatus, job_links, job_status
 from api.worker import RESULT_DIR, job_dir
 
@@ -47,9 +47,10 @@ async def submit_job(
     regularize: Regularize = False,
     outputs: Annotated[str, Form(max_length=64, description="buildings,classmap")] = "buildings,classmap",
     profile: Profile = None,
+    bands: Bands = None,
 ) -> JSONResponse:
     """Queue a scene for prediction; poll the ``self`` link until it succeeds."""
-    options = parse_options(refine, regularize, outputs, profile)
+    options = parse_options(refine, regularize, outputs, profile, bands)
     job = await accept_upload(file, options, settings_of(request), store_of(request))
     supervisor_of(request).wake()
     body = JobAccepted(id=job.id, status=job.status, links=job_links(job), input=InputSummary(**job.input))

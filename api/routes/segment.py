@@ -17,7 +17,7 @@ from fastapi import APIRouter, File, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api.intake import accept_upload, parse_options
-from api.routes.common import Profile, Refine, Regularize, problems, settings_of, store_of, supervisor_of
+from api.routes.common import Bands, Profile, Refine, Regularize, problems, settings_of, store_of, supervisor_of
 from api.schemas import InputSummary, JobAccepted, job_links
 from api.worker import RESULT_DIR, job_dir
 
@@ -41,10 +41,11 @@ async def segment(
     refine: Refine = True,
     regularize: Regularize = False,
     profile: Profile = None,
+    bands: Bands = None,
 ) -> Response:
     """Building footprints of a small scene in one request (pixel limit: GEOSEG_SYNC_MAX_PIXELS)."""
     settings, store = settings_of(request), store_of(request)
-    options = parse_options(refine, regularize, "buildings", profile)
+    options = parse_options(refine, regularize, "buildings", profile, bands)
     job = await accept_upload(file, options, settings, store, kind="segment",
                               priority=SYNC_PRIORITY, max_pixels=settings.sync_max_pixels)
     supervisor = supervisor_of(request)
