@@ -57,13 +57,14 @@ def building_sets(root: Path) -> dict[str, list[Path]]:
     return dict(sorted(sets.items(), key=lambda item: item[0].startswith("test")))
 
 
-def predict_buildings(scene, out: Path, profile: str, runtime: str = "auto", model: Path | None = None) -> dict:
+def predict_buildings(scene, out: Path, profile: str, runtime: str = "auto", model: Path | None = None,
+                      bands: tuple[int, int, int] | None = None) -> dict:
     """``predict_scene`` as the building figures run it (no class map); returns the report.
     ``model``: a candidate building model (card or folder) instead of the shipped one of ``profile``;
-    its card's ``postprocess`` rules apply, as they would once shipped."""
+    its card's ``postprocess`` rules apply, as they would once shipped. ``bands``: ``--bands``."""
     model_dirs = {"buildings": str(model)} if model else {}
     return predict_scene(scene, Path(out), PredictOptions(classmap=False, profile=profile, runtime=runtime,
-                                                          model_dirs=model_dirs))
+                                                          model_dirs=model_dirs, bands=bands))
 
 
 def score_buildings(out: Path, labels: Path) -> tuple[float, float]:

@@ -18,6 +18,7 @@ written as a new GeoTIFF under a temp dir (or ``--keep``):
   haze            uint8, 0.7 x + 40: darker contrast, lifted blacks (haze)
   bgr             bands stored blue, green, red without colour labels (grey, undefined, undefined),
                   as many 4-band satellite products order them (B, G, R, NIR)
+  bgr+bands       the bgr copy predicted with ``--bands 3,2,1`` (what a user of such a product passes)
   rgba            RGBA: alpha 0 on a triangle over the top-left corner (18 % of the scene; RGB 0 there)
   float01         float32, values / 255 (0..1), NaN as nodata on a triangle over the bottom-right corner
   epsg4326        reprojected (bilinear) to EPSG:4326 at about the same GSD
@@ -199,6 +200,9 @@ def crop(pixels: int) -> Callable:
     return make
 
 
+#: shift -> the ``--bands`` its copy is predicted with (others: the raster's own choice)
+SHIFT_BANDS: dict[str, tuple[int, int, int]] = {"bgr+bands": (3, 2, 1)}
+
 #: name -> (what it is, how it is made from an open source dataset into a path); "z20" is the file itself
 SHIFTS: dict[str, tuple[str, Callable | None]] = {
     "crop16": ("control: the first 16 rows and columns cut off, pixels untouched", crop(16)),
@@ -210,6 +214,7 @@ SHIFTS: dict[str, tuple[str, Callable | None]] = {
     "jpeg40": ("JPEG quality 40", jpeg(40)),
     "haze": ("0.7 x + 40", haze),
     "bgr": ("bands in B, G, R order, not labelled", bgr),
+    "bgr+bands": ("the bgr copy read with --bands 3,2,1", bgr),
     "rgba": ("RGBA, alpha 0 on 18 %", rgba),
     "float01": ("float32 / 255, NaN nodata on 18 %", float01),
     "epsg4326": ("reprojected to EPSG:4326", reproject(lambda src: "EPSG:4326")),
@@ -277,7 +282,7 @@ def main() -> None:
             for name, path in copies.items():
                 out = work / f"{stem}.{name}.{profile}"
                 try:
-                    report = predict_buildings(path, out, profile)
+                    report = predict_buildings(path, out, profile, bands=SHIFT_BANDS.get(name))
                 except Exception as exc:  # a crash is a finding: say it in the table and go on
                     print(f"| {stem} | {name} | {profile} | | | | FAILED: {type(exc).__name__}: "
                           f"{' '.join(str(exc).split())[:120]} | | | | |", flush=True)
