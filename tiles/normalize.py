@@ -79,8 +79,8 @@ def select_bands(count: int, colorinterp: tuple, dtype: str, requested: tuple[in
 
     Rules: an explicit request wins (checked against ``count``); otherwise bands labelled
     red/green/blue by colour interpretation, in that order (e.g. BGRA files); otherwise bands whose
-    descriptions are exactly 'red', 'green', 'blue' (GDAL writes those for unlabelled multiband
-    products that name their bands); otherwise bands 1-3 (RGBA, RGB+NIR), with a note when four or
+    descriptions are exactly 'red', 'green', 'blue' (the band names some products carry in their
+    metadata, as GDAL reports them); otherwise bands 1-3 (RGBA, RGB+NIR), with a note when four or
     more bands other than alpha leave the order open (BGRN products store blue first). Complex
     data and fewer than three bands raise UnsupportedRaster.
     """
