@@ -546,7 +546,14 @@ def test_bad_bands_are_one_line_errors(tmp_path, value, words):
     bgr = unlabelled_bgr(SCENE, tmp_path / "bgr.tif", size=64)
     result = CliRunner().invoke(app, ["predict", str(bgr), "--out", str(tmp_path / "o"), *FAST, "--bands", value])
     assert_one_line_error(result, "predict", *words)
-    assert not (tmp_path / "o" / "report.json").exists()
+    assert not (tmp_path / "o").exists()  # neither a result nor an empty folder made by the failed run
+
+
+def test_a_failed_run_keeps_an_out_folder_that_was_there(tmp_path):
+    (tmp_path / "o").mkdir()
+    result = CliRunner().invoke(app, ["predict", str(SCENE), "--out", str(tmp_path / "o"), *FAST, "--bands", "1,2,9"])
+    assert_one_line_error(result, "predict", "band(s) 9 do not exist")
+    assert (tmp_path / "o").is_dir()
 
 
 def test_a_band_beyond_one_inputs_count_fails_that_input_of_the_batch_only(tmp_path):

@@ -83,8 +83,14 @@ def predict(
         if not batch:
             if not raster_exists(paths[0]):
                 raise ValueError(not_found(paths[0]))
+            made = not out.exists()
             _make_out(out)
-            _predict_one(paths[0], out, options)
+            try:
+                _predict_one(paths[0], out, options)
+            except BaseException:
+                if made:  # a failed first run leaves no empty --out folder behind
+                    _remove_if_empty(out)
+                raise
         else:  # a missing input is one failed input of the batch (predict_scene checks it): the others run
             _predict_many(paths, out, options, scheduler)
     except typer.Exit:
@@ -124,6 +130,13 @@ def _make_out(out: Path) -> None:
         tempfile.TemporaryFile(dir=out).close()
     except OSError as exc:
         raise ValueError(f"cannot write into the --out folder {out}: {exc.strerror or exc}") from None
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (the user's own files, or a partial result kept for them): keep it
+        pass
 
 
 def _unique(paths: list[RasterPath]) -> list[RasterPath]:
