@@ -30,6 +30,15 @@ log = logging.getLogger("geoseg.api")
 
 _MULTIPART_SLACK = 1024 * 1024  # form boundaries and the small option fields
 
+# A web map on another origin reads result files by range (geotiff.js, OpenLayers' GeoTIFF
+# source), revalidates them, and probes them with HEAD: with a key, each of these is preflighted,
+# and CORS lets a page read only the response headers listed here (beyond the safelisted
+# Content-Type, Content-Length, Last-Modified, ...).
+CORS_METHODS = ["GET", "HEAD", "POST", "DELETE"]
+CORS_REQUEST_HEADERS = ["X-API-Key", "Range", "If-Range", "If-None-Match", "If-Modified-Since"]
+CORS_EXPOSED_HEADERS = ["Accept-Ranges", "Content-Range", "Content-Disposition",
+                        "ETag", "Location", "Retry-After"]
+
 
 def _lock_data_dir(settings: Settings) -> IO[str]:
     """One server per data dir: two supervisors would run the same jobs twice."""
@@ -124,7 +133,8 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
         app.add_middleware(ApiKeyGate, api_key=settings.api_key)  # inside CORS: preflights pass
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key"])
+                           allow_methods=CORS_METHODS, allow_headers=CORS_REQUEST_HEADERS,
+                           expose_headers=CORS_EXPOSED_HEADERS)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK,
                        upload_limit=settings.max_upload_bytes)
     return app

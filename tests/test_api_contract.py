@@ -386,6 +386,25 @@ def test_cors_allows_only_configured_origins(tmp_path):
     assert "access-control-allow-origin" not in other.headers
 
 
+def test_cors_lets_a_keyed_web_map_read_results_by_range(tmp_path):
+    # a page on another origin reading a COG or GeoJSON by range (geotiff.js) with the key: its
+    # preflight asked for Range and HEAD (400 "Disallowed CORS headers/method"), and the page
+    # could not read Content-Range, ETag, nor the Location of a 202 (no Expose-Headers)
+    origin = {"Origin": "https://map.example"}
+    with service(tmp_path, cors_origins=("https://map.example",), api_key="k") as client:
+        url = f"/v1/jobs/{uuid.uuid4()}/classmap.tif"
+        for method, headers in (("GET", "x-api-key,range"), ("HEAD", "x-api-key"),
+                                ("GET", "x-api-key,if-none-match")):
+            pre = client.options(url, headers={**origin, "Access-Control-Request-Method": method,
+                                               "Access-Control-Request-Headers": headers})
+            assert pre.status_code == 200, (method, headers, pre.text)
+            assert pre.headers["access-control-allow-origin"] == "https://map.example"
+        r = client.get("/v1/jobs", headers={**origin, "X-API-Key": "k"})
+        assert r.status_code == 200
+        exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+        assert {"content-range", "accept-ranges", "etag", "location", "retry-after"} <= exposed
+
+
 def test_settings_from_env_and_their_errors(monkeypatch, tmp_path):
     monkeypatch.setenv("GEOSEG_SERVICE_DIR", str(tmp_path))
     monkeypatch.setenv("GEOSEG_WORKERS", "3")
