@@ -9,10 +9,12 @@ until the last descriptor is closed, so a download that has started always compl
 from __future__ import annotations
 
 import os
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from starlette.responses import FileResponse
+from starlette.datastructures import Headers
+from starlette.responses import FileResponse, Response
 from starlette.types import Receive, Scope, Send
 
 _PATHSEND = "http.response.pathsend"
@@ -41,6 +43,27 @@ class HeldFileResponse(FileResponse):
         if _PATHSEND in extensions:
             scope = {**scope, "extensions": {k: v for k, v in extensions.items() if k != _PATHSEND}}
         try:
-            await super().__call__(scope, receive, send)
+            if scope["method"] in ("GET", "HEAD") and self.not_modified(Headers(scope=scope)):
+                validators = {k: self.headers[k] for k in ("etag", "last-modified")}
+                await Response(status_code=304, headers=validators)(scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
         finally:
             self._handle.close()
+
+    def not_modified(self, request: Headers) -> bool:
+        """Whether the client's cached copy is this file (RFC 9110 13.1.2-3): ``If-None-Match``
+        (weak comparison, ``*`` too), else ``If-Modified-Since``. Starlette's ``FileResponse``
+        sends the validators but ignores them, so a caching client re-downloaded every time."""
+        if_none_match = request.get("if-none-match")
+        if if_none_match is not None:
+            tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+            return "*" in tags or self.headers["etag"].removeprefix("W/") in tags
+        if_modified_since = request.get("if-modified-since")
+        if if_modified_since is None:
+            return False
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False  # an invalid date is ignored (RFC 9110 13.1.3)
+        return since.tzinfo is not None and int(since.timestamp()) >= int(self.stat_result.st_mtime)

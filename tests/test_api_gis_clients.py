@@ -1,0 +1,39 @@
+"""Results read over HTTP as GIS clients and web maps do: GDAL's /vsicurl/ (QGIS, gdalinfo),
+browsers and caching clients. One server and one succeeded job (fake runner) for the module."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from email.utils import formatdate, parsedate_to_datetime
+
+import pytest
+from fastapi.testclient import TestClient
+from test_api_contract import service, submit, wait
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict]]:
+    with service(tmp_path_factory.mktemp("gis")) as client:
+        job = wait(client, submit(client)["id"])
+        assert job["status"] == "succeeded", job
+        yield client, job
+
+
+def test_a_cached_result_is_revalidated_with_304(served):
+    # a browser or caching client revalidating a result it holds (If-None-Match with the ETag,
+    # or If-Modified-Since with Last-Modified) was sent the whole file again (200)
+    client, job = served
+    url = job["links"]["buildings.gpkg"]
+    first = client.get(url)
+    etag, modified = first.headers["etag"], first.headers["last-modified"]
+    for method in ("get", "head"):
+        for headers in ({"If-None-Match": etag}, {"If-None-Match": f'"other", W/{etag}'},
+                        {"If-None-Match": "*"}, {"If-Modified-Since": modified}):
+            r = getattr(client, method)(url, headers=headers)
+            assert (r.status_code, r.content) == (304, b""), (method, headers)
+            assert r.headers["etag"] == etag and "content-length" not in r.headers
+    earlier = formatdate(parsedate_to_datetime(modified).timestamp() - 60, usegmt=True)
+    for headers in ({"If-None-Match": '"other"'}, {"If-Modified-Since": earlier},
+                    {"If-Modified-Since": "not a date"},
+                    {"If-None-Match": '"other"', "If-Modified-Since": modified}):  # the tag decides
+        r = client.get(url, headers=headers)
+        assert (r.status_code, r.content) == (200, first.content), headers
