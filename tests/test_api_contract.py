@@ -285,7 +285,7 @@ def test_unknown_and_malformed_ids(tmp_path):
         assert client.get(f"/v1/jobs/{uuid.uuid4()}").status_code == 404
         assert client.get("/v1/jobs/..%2F..%2Fetc").status_code in (404, 422)
         assert client.get("/v1/jobs/not-a-uuid").status_code == 422
-        assert client.get(f"/v1/jobs/{uuid.uuid4()}/input.tif").status_code == 422
+        assert client.get(f"/v1/jobs/{uuid.uuid4()}/input.tif").status_code == 404
 
 
 def test_model_cards_are_read_and_broken_ones_skipped(tmp_path):

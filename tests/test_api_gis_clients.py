@@ -37,3 +37,20 @@ def test_a_cached_result_is_revalidated_with_304(served):
                     {"If-None-Match": '"other"', "If-Modified-Since": modified}):  # the tag decides
         r = client.get(url, headers=headers)
         assert (r.status_code, r.content) == (200, first.content), headers
+
+
+def test_sidecar_probes_of_gdal_get_404(served):
+    # GDAL opening a result by URL looks for its sidecars: each got 422, which GDAL reports as a
+    # warning ("HTTP response code on .../classmap.tif.aux.xml: 422", 5-9 per open in QGIS's log)
+    client, job = served
+    base = job["links"]["self"]
+    for name in ("classmap.tif.aux.xml", "classmap.tif.msk", "classmap.aux", "buildings.gpkg.aux",
+                 "input.tif", "result"):
+        for method in ("get", "head"):
+            r = getattr(client, method)(f"{base}/{name}")
+            assert r.status_code == 404, (name, method, r.status_code)
+    assert client.get(f"{base}/classmap.tif.aux.xml").json()["detail"].startswith("a job has no file")
+    schema = client.get("/openapi.json").json()
+    name = next(p for p in schema["paths"]["/v1/jobs/{job_id}/{name}"]["get"]["parameters"]
+                if p["name"] == "name")
+    assert set(name["schema"]["enum"]) == set(job["links"]) - {"self"}

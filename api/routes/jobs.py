@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 
 from api.downloads import HeldFileResponse
@@ -17,7 +18,11 @@ from api.worker import RESULT_DIR, job_dir
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-ResultName = Literal["buildings.geojson", "buildings.gpkg", "classmap.tif", "report.json"]
+# Any name is routed, and one other than the four answers 404, not 422: GDAL (QGIS, gdalinfo, pyogrio)
+# opening a result by URL probes its sidecars (classmap.tif.aux.xml, .msk, buildings.gpkg.aux, ...)
+# and takes 404 as "absent", but warns "HTTP response code ...: 422" for each other answer.
+ResultName = Annotated[str, PathParam(max_length=200, description="One of the job's result files.",
+                                      json_schema_extra={"enum": list(RESULT_FILES)})]
 
 
 def job_gone(store: JobStore, job_id: UUID) -> HTTPException:
@@ -125,6 +130,8 @@ def delete_job(request: Request, job_id: UUID) -> Response:
 def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse:
     """One result file of a succeeded job."""
     job = _get_job(store_of(request), job_id)
+    if name not in RESULT_FILES:
+        raise HTTPException(404, f"a job has no file {name!r}: its files are {', '.join(RESULT_FILES)}")
     if job.status != "succeeded":
         raise HTTPException(409, f"job is {job.status}; results exist once it has succeeded "
                                  f"(poll /v1/jobs/{job.id})")
