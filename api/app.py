@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.admission import QueueGate
+from api.compression import add_compression
 from api.errors import exception_chain
 from api.intake import NO_SPACE, out_of_space
 from api.jobs import JobStore
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     app.include_router(jobs.router, dependencies=guarded)
     app.include_router(segment.router, dependencies=guarded)
     app.include_router(models.router, dependencies=guarded)
+    add_compression(app)
     # inside the key gate: only a client with the key learns that the queue is full
     app.add_middleware(QueueGate, state=app.state, max_queued=settings.max_queued,
                        priorities={"/v1/jobs": 0, "/v1/segment": segment.SYNC_PRIORITY})

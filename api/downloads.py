@@ -43,27 +43,36 @@ class HeldFileResponse(FileResponse):
         if _PATHSEND in extensions:
             scope = {**scope, "extensions": {k: v for k, v in extensions.items() if k != _PATHSEND}}
         try:
-            if scope["method"] in ("GET", "HEAD") and self.not_modified(Headers(scope=scope)):
-                validators = {k: self.headers[k] for k in ("etag", "last-modified")}
-                await Response(status_code=304, headers=validators)(scope, receive, send)
+            etag = self.current_copy(Headers(scope=scope)) if scope["method"] in ("GET", "HEAD") else None
+            if etag is not None:
+                headers = {"etag": etag, "last-modified": self.headers["last-modified"]}
+                await Response(status_code=304, headers=headers)(scope, receive, send)
             else:
                 await super().__call__(scope, receive, send)
         finally:
             self._handle.close()
 
-    def not_modified(self, request: Headers) -> bool:
-        """Whether the client's cached copy is this file (RFC 9110 13.1.2-3): ``If-None-Match``
-        (weak comparison, ``*`` too), else ``If-Modified-Since``. Starlette's ``FileResponse``
-        sends the validators but ignores them, so a caching client re-downloaded every time."""
+    def current_copy(self, request: Headers) -> str | None:
+        """The ETag of a 304 when the client's cached copy is this file, else None (RFC 9110
+        13.1.2-3): ``If-None-Match`` (weak comparison, ``*`` too), else ``If-Modified-Since``.
+        Starlette's ``FileResponse`` sends these validators but ignores them, so a caching
+        client re-downloaded every time. The tag is returned as the client sent it: ``W/`` for
+        the copy it got gzipped (api.compression), as that 200 would have said."""
+        etag = self.headers["etag"]
         if_none_match = request.get("if-none-match")
         if if_none_match is not None:
-            tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-            return "*" in tags or self.headers["etag"].removeprefix("W/") in tags
+            for tag in (t.strip() for t in if_none_match.split(",")):
+                if tag == "*":
+                    return etag
+                if tag.removeprefix("W/") == etag:
+                    return tag
+            return None
         if_modified_since = request.get("if-modified-since")
         if if_modified_since is None:
-            return False
+            return None
         try:
             since = parsedate_to_datetime(if_modified_since)
         except (TypeError, ValueError):
-            return False  # an invalid date is ignored (RFC 9110 13.1.3)
-        return since.tzinfo is not None and int(since.timestamp()) >= int(self.stat_result.st_mtime)
+            return None  # an invalid date is ignored (RFC 9110 13.1.3)
+        current = since.tzinfo is not None and int(since.timestamp()) >= int(self.stat_result.st_mtime)
+        return etag if current else None

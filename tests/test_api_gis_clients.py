@@ -23,14 +23,14 @@ def test_a_cached_result_is_revalidated_with_304(served):
     # or If-Modified-Since with Last-Modified) was sent the whole file again (200)
     client, job = served
     url = job["links"]["buildings.gpkg"]
-    first = client.get(url)
+    first = client.get(url, headers={"Accept-Encoding": "identity"})
     etag, modified = first.headers["etag"], first.headers["last-modified"]
     for method in ("get", "head"):
-        for headers in ({"If-None-Match": etag}, {"If-None-Match": f'"other", W/{etag}'},
-                        {"If-None-Match": "*"}, {"If-Modified-Since": modified}):
+        for headers, tag in (({"If-None-Match": etag}, etag), ({"If-None-Match": f'"other", W/{etag}'}, f"W/{etag}"),
+                             ({"If-None-Match": "*"}, etag), ({"If-Modified-Since": modified}, etag)):
             r = getattr(client, method)(url, headers=headers)
             assert (r.status_code, r.content) == (304, b""), (method, headers)
-            assert r.headers["etag"] == etag and "content-length" not in r.headers
+            assert r.headers["etag"] == tag and "content-length" not in r.headers
     earlier = formatdate(parsedate_to_datetime(modified).timestamp() - 60, usegmt=True)
     for headers in ({"If-None-Match": '"other"'}, {"If-Modified-Since": earlier},
                     {"If-Modified-Since": "not a date"},
@@ -54,3 +54,28 @@ def test_sidecar_probes_of_gdal_get_404(served):
     name = next(p for p in schema["paths"]["/v1/jobs/{job_id}/{name}"]["get"]["parameters"]
                 if p["name"] == "name")
     assert set(name["schema"]["enum"]) == set(job["links"]) - {"self"}
+
+
+def test_vector_results_are_gzipped_for_clients_that_accept_it(served):
+    # a web map fetching the building layer got it uncompressed (about 6x the bytes of gzip);
+    # byte ranges and the COG must stay as they are
+    client, job = served
+    url = job["links"]["buildings.gpkg"]
+    plain = client.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    zipped = client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip" and zipped.content == plain.content
+    assert "accept-encoding" in zipped.headers["vary"].lower()
+    assert zipped.num_bytes_downloaded < len(plain.content) / 3 < plain.num_bytes_downloaded
+    assert zipped.headers["etag"] == f"W/{plain.headers['etag']}"  # another representation
+    r = client.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["etag"]})
+    assert r.status_code == 304
+    part = client.get(url, headers={"Accept-Encoding": "gzip", "Range": "bytes=100-199"})
+    assert part.status_code == 206 and "content-encoding" not in part.headers
+    assert part.content == plain.content[100:200]
+    # If-Range with the gzip body's (weak) ETag: the whole file, not ranges of another representation
+    whole = client.get(url, headers={"Accept-Encoding": "identity", "Range": "bytes=100-199",
+                                     "If-Range": zipped.headers["etag"]})
+    assert (whole.status_code, whole.content) == (200, plain.content)
+    cog = client.get(job["links"]["classmap.tif"], headers={"Accept-Encoding": "gzip"})
+    assert cog.status_code == 200 and "content-encoding" not in cog.headers
