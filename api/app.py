@@ -26,6 +26,7 @@ from api.security import ApiKeyGate, require_api_key
 from api.settings import Settings
 from api.validate import UploadRejected
 from api.worker import Runner, Supervisor, check_runner_spec, discard_scratch, runner_spec
+from geoseg import __version__
 
 log = logging.getLogger("geoseg.api")
 
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
 
     app = FastAPI(
         title="geoseg",
-        version="0.1.0",
+        version=__version__,
         summary="Building footprints and land-cover class maps from GeoTIFFs",
         description="Submit a GeoTIFF to `/v1/jobs`, poll the job, fetch its GeoJSON, GeoPackage "
                     "and COG. Small scenes: `/v1/segment`.",
