@@ -84,18 +84,22 @@ def build_module(architecture: str, arch_kwargs: dict[str, Any]) -> nn.Module:
 
 
 def code_version(repo: Path = REPO_ROOT) -> str:
-    """Git sha of the working tree (``+dirty`` if a tracked file is modified: the sha alone would
-    claim code that did not run), else $GEOSEG_CODE_VERSION, else 'unknown'."""
+    """Git sha of the checkout whose top is ``repo`` (``+dirty`` if a tracked file is modified: the sha
+    alone would claim code that did not run), else $GEOSEG_CODE_VERSION, else 'unknown'.
+
+    Only a checkout rooted at ``repo`` counts: an installed geoseg's ``repo`` is site-packages, and a
+    virtualenv inside the user's own git project would otherwise stamp that project's commit."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], check=False, cwd=repo, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        if sha:
-            changed = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True,
-                timeout=5,
-            ).stdout.strip()
-            return f"{sha}+dirty" if changed else sha
+        top = git("rev-parse", "--show-toplevel")
+        if top and Path(top).resolve() == Path(repo).resolve():
+            sha = git("rev-parse", "--short=12", "HEAD")
+            if sha:
+                changed = git("status", "--porcelain", "--untracked-files=no")
+                return f"{sha}+dirty" if changed else sha
     except (OSError, subprocess.SubprocessError):
         pass
     return os.environ.get("GEOSEG_CODE_VERSION", "unknown")

@@ -21,3 +21,15 @@ def test_code_version_marks_a_modified_tree_dirty(tmp_path):
     assert code_version(tmp_path) == sha
     (tmp_path / "a.py").write_text("x = 2\n")
     assert code_version(tmp_path) == f"{sha}+dirty"
+
+
+def test_code_version_ignores_a_git_project_the_package_is_installed_in(tmp_path, monkeypatch):
+    """A venv inside the user's own repo: site-packages is in that work tree, but it is not geoseg's."""
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "commit", "-q", "--allow-empty", "-m", "the user's project")
+    site_packages = tmp_path / ".venv" / "lib" / "python3.11" / "site-packages"
+    site_packages.mkdir(parents=True)
+    monkeypatch.delenv("GEOSEG_CODE_VERSION", raising=False)
+    assert code_version(site_packages) == "unknown"
+    monkeypatch.setenv("GEOSEG_CODE_VERSION", "v0.1.0-wheel")
+    assert code_version(site_packages) == "v0.1.0-wheel"
