@@ -10,9 +10,12 @@ falling back from 'fast' to 'accurate' with a warning when no student ships.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -115,20 +118,48 @@ def _model_fingerprint(card: dict[str, Any], with_features: bool) -> str:
 
 
 def export_onnx(head: nn.Module, card: dict[str, Any], with_features: bool) -> Path:
-    """The head as an ONNX graph (dynamic batch and size), exported once and cached on disk."""
-    path = cache_dir() / "onnx" / f"{card.get('name', 'model')}-{_model_fingerprint(card, with_features)}.onnx"
+    """The head as an ONNX graph (dynamic batch and size), exported once and cached on disk.
+
+    A cache that cannot be written (a read-only or missing home: containers, service accounts)
+    costs an export per process into a private temp folder, with a warning, not the run."""
+    name = f"{card.get('name', 'model')}-{_model_fingerprint(card, with_features)}.onnx"
+    try:
+        return _export_into(cache_dir() / "onnx", name, head, with_features)
+    except OSError as exc:
+        warnings.warn(f"ONNX cache {cache_dir()} is not writable ({exc.strerror or exc}): the graph is exported "
+                      "again in each process; set GEOSEG_CACHE to a writable folder to keep it", stacklevel=2)
+        return _export_into(_process_scratch_dir(), name, head, with_features)
+
+
+def _export_into(folder: Path, name: str, head: nn.Module, with_features: bool) -> Path:
+    path = folder / name
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     outputs = ["probs", "features"] if with_features else ["probs"]
     axes = {"x": {0: "batch", 2: "height", 3: "width"}} | {o: {0: "batch", 2: "height", 3: "width"} for o in outputs}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(head.cpu().eval(), (torch.zeros(1, 3, 256, 256),), str(tmp), input_names=["x"],
-                          output_names=outputs, dynamic_axes=axes, opset_version=17, dynamo=False)
-    os.replace(tmp, path)  # atomic: concurrent workers may export the same model
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(head.cpu().eval(), (torch.zeros(1, 3, 256, 256),), str(tmp), input_names=["x"],
+                              output_names=outputs, dynamic_axes=axes, opset_version=17, dynamo=False)
+        os.replace(tmp, path)  # atomic: concurrent workers may export the same model
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+_SCRATCH: Path | None = None
+
+
+def _process_scratch_dir() -> Path:
+    """A folder of this process's own (mode 0700, removed at exit) for graphs the cache cannot take."""
+    global _SCRATCH
+    if _SCRATCH is None:
+        _SCRATCH = Path(tempfile.mkdtemp(prefix="geoseg-onnx-"))
+        atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+    return _SCRATCH
 
 
 def int8_graph(card: dict[str, Any]) -> Path | None:

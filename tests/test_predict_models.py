@@ -137,6 +137,20 @@ def test_onnx_runtime_matches_torch(tiny_models, tmp_path, monkeypatch):
         TileModel(module, card, runtime="tensorrt")
 
 
+def test_onnx_runtime_runs_when_the_cache_cannot_be_written(tiny_models, tmp_path, monkeypatch):
+    """A read-only or missing home (containers, service accounts) made every CPU predict fail with
+    'Read-only file system: ~/.cache'; the graph now goes to a private temp folder, with a warning."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # mkdir under a file fails even for root, unlike a chmod
+    monkeypatch.setenv("GEOSEG_CACHE", str(blocker))
+    module, card = load_head("buildings", model_dir=Path(tiny_models["buildings"]))
+    with pytest.warns(UserWarning, match="GEOSEG_CACHE"):
+        model = TileModel(module, card, runtime="onnx")
+    tiles = np.stack([real_tile(96)])
+    assert np.allclose(model.probabilities(tiles), TileModel(module, card, runtime="torch").probabilities(tiles),
+                       atol=1e-4)
+
+
 def test_onnx_workers_do_not_busy_wait_between_runs(tiny_models, tmp_path, monkeypatch):
     """Reads and the class map run beside the model on the same cores: ORT's idle workers must
     not spin; the switch (for benchmarks) is honoured."""
