@@ -4,6 +4,7 @@ Read from pyproject.toml, so no wheel or venv is built here (too slow for the su
 """
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,39 @@ def test_the_distribution_takes_its_version_from_the_package():
     project = PYPROJECT["project"]
     assert "version" not in project and "version" in project["dynamic"]
     assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "geoseg.__version__"}
+
+
+def _shipped(package: str) -> set[Path]:
+    """The files of ``package`` that ``[tool.setuptools.package-data]`` puts in a wheel (setuptools globs)."""
+    patterns = PYPROJECT["tool"]["setuptools"].get("package-data", {}).get(package, [])
+    return {p.resolve() for pattern in patterns for p in (REPO / package).glob(pattern) if p.is_file()}
+
+
+def test_every_file_the_packages_hold_besides_code_is_in_the_wheel():
+    """A tracked asset under geoseg/, tiles/ or api/ that no package-data glob names is missing from
+    ``pip install``: it works from the checkout and fails in a user's venv."""
+    listed = subprocess.run(["git", "ls-files", "geoseg", "tiles", "api"], cwd=REPO, capture_output=True,
+                            text=True, check=False)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    assets = [REPO / f for f in listed.stdout.splitlines() if not f.endswith(".py")]
+    assert assets, "the shipped weights are tracked under geoseg/weights"
+    for asset in assets:
+        package = asset.relative_to(REPO).parts[0]
+        assert asset.resolve() in _shipped(package), f"{asset.relative_to(REPO)} is not in pyproject's package-data"
+
+
+def test_every_file_a_shipped_card_loads_is_in_the_wheel():
+    """Weights and int8 graphs are found beside their card by name."""
+    from geoseg.card import read_card
+    from geoseg.paths import weights_dir
+
+    shipped = _shipped("geoseg")
+    card_paths = sorted(weights_dir().glob("*.json"))
+    assert card_paths
+    for card_path in card_paths:
+        assert card_path.resolve() in shipped, card_path.name
+        card = read_card(card_path)
+        needed = [card["weights"]] + ([card["int8_onnx"]["file"]] if card.get("int8_onnx") else [])
+        for name in needed:
+            assert (card_path.parent / name).resolve() in shipped, f"{name} (named by {card_path.name})"
