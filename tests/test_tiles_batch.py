@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from functools import partial
 from pathlib import Path
 
@@ -103,3 +104,21 @@ def test_without_a_terminal_each_input_gets_a_log_line(tmp_path: Path, capsys):
     run_batch(["a", "b", "bad"], lambda p: tmp_path / p, _write_ok, scheduler="sync", description="predict")
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("predict 2/3 b: done (") and lines[1].startswith("predict 3/3 bad: failed (")
+
+
+def test_the_local_cluster_does_not_claim_port_8787(tmp_path: Path, recwarn):
+    """Another Dask, or a second batch, holding 8787 made every local batch warn 'Port 8787 is already
+    in use. Perhaps you already have a cluster running?' (printed by geoseg predict as a warning)."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 8787))
+        holder.listen()
+    except OSError:
+        pass  # taken already: the same situation
+    try:
+        report = run_batch(["a"], lambda p: tmp_path / p, _write_ok, scheduler=None, n_workers=1,
+                           show_progress=False)
+    finally:
+        holder.close()
+    assert report.ok
+    assert not [w for w in recwarn if "8787" in str(w.message)]

@@ -160,8 +160,11 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
 
         cluster = None
         if scheduler is None:
+            # no dashboard, and the scheduler's HTTP endpoints on a free port: with dashboard_address
+            # None alone they still took 8787 and warned "Port 8787 is already in use" whenever
+            # another Dask or a second batch ran on the machine
             cluster = LocalCluster(processes=True, n_workers=n_workers, threads_per_worker=1,
-                                   dashboard_address=None)
+                                   dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"})
             client = Client(cluster)
         else:
             client = Client(scheduler)
