@@ -56,3 +56,15 @@ def test_every_file_a_shipped_card_loads_is_in_the_wheel():
         needed = [card["weights"]] + ([card["int8_onnx"]["file"]] if card.get("int8_onnx") else [])
         for name in needed:
             assert (card_path.parent / name).resolve() in shipped, f"{name} (named by {card_path.name})"
+
+
+def test_the_build_backend_floor_reads_the_license_expression():
+    """``license = "Apache-2.0"`` (PEP 639) is a validation error before setuptools 77: a build without
+    isolation on setuptools 68-76, which the old floor allowed, failed ('project.license must be ...')."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    assert isinstance(PYPROJECT["project"]["license"], str)
+    setuptools = next(Requirement(r) for r in PYPROJECT["build-system"]["requires"] if r.startswith("setuptools"))
+    floor = min(Version(s.version) for s in setuptools.specifier if s.operator == ">=")
+    assert floor >= Version("77")
