@@ -35,6 +35,8 @@ from typing import Any
 
 from rasterio.errors import NotGeoreferencedWarning
 
+from geoseg import __version__
+from geoseg.card import code_version
 from geoseg.classmap import write_classmap
 from geoseg.footprints import landcover_cue, vectorise_buildings, write_buildings
 from geoseg.heads import building_rules, load_heads, model_summary
@@ -286,6 +288,7 @@ def predict_scene(
     staging.mkdir()
     work = Path(tempfile.mkdtemp(prefix="geoseg-predict-", dir=staging))
     report: dict[str, Any] = {
+        "geoseg": {"version": __version__, "code_version": code_version()},  # what made these outputs
         "input": request["input"],
         "input_file": request["input_file"],
         "device": device,

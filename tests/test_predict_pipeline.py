@@ -22,6 +22,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from typer.testing import CliRunner
 
+import geoseg
+from geoseg.card import code_version
 from geoseg.cli import app
 from geoseg.paths import data_root
 from geoseg.pipeline import PredictError, PredictOptions, predict_scene
@@ -88,6 +90,7 @@ def test_outputs_on_a_real_scene(scene_run):
     out, report, progress = scene_run
     assert sorted(p.name for p in out.iterdir()) == ["buildings.geojson", "buildings.gpkg", "classmap.qml",
                                                      "classmap.tif", "report.json"]
+    assert report["geoseg"] == {"version": geoseg.__version__, "code_version": code_version()}
     with rasterio.open(SCENE) as src, rasterio.open(out / "classmap.tif") as cm:
         assert (cm.crs, cm.transform, cm.width, cm.height) == (src.crs, src.transform, src.width, src.height)
         assert cm.dtypes[0] == "uint8" and cm.count == 1
