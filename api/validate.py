@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,7 +19,7 @@ import numpy as np
 import rasterio
 import tifffile
 from pyproj import Geod, Transformer
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from api.errors import chain_messages
@@ -220,8 +219,7 @@ def inspect_raster(path: Path, limits: RasterLimits) -> dict[str, Any]:
 
 def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
     check_signature(path)
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
         try:
             src = rasterio.open(path, driver="GTiff")
         except RasterioError as exc:

@@ -8,14 +8,12 @@ QGIS loads by default (its legend then names the classes instead of listing 256 
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.vrt import WarpedVRT
 
 from geoseg.tiled_inference import HeadResult
@@ -54,10 +52,8 @@ def write_classmap(
                         resampling=Resampling.bilinear, nodata=0)
     blocks = tile_grid(width, height, 1024, 0)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            native = Scene(input_path, bands=grid.get("bands"))  # the valid mask of the bands the heads read
-        with native, rasterio.open(plain, "w", **profile) as dst:
+        # the valid mask of the bands the heads read
+        with Scene(input_path, bands=grid.get("bands")) as native, rasterio.open(plain, "w", **profile) as dst:
             for i, block in enumerate(blocks):
                 win = block.core
                 _, valid = native.read(win)

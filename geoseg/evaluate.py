@@ -13,7 +13,6 @@ accuracy; truth 0 (unlabeled) and the truth's no-data pixels are ignored, predic
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ import rasterio
 import shapely
 from rasterio import features
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.vrt import WarpedVRT
 
 from tiles.errors import UnsupportedRaster
@@ -130,9 +128,7 @@ def classmap_scores(confusion: np.ndarray, names: dict[int, str] | None = None) 
 
 
 def _open(path: RasterPath):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
+    return rasterio.open(path)
 
 
 def _report(pred_dir: Path) -> dict[str, Any]:

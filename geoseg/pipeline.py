@@ -27,13 +27,10 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
-
-from rasterio.errors import NotGeoreferencedWarning
 
 from geoseg import __version__
 from geoseg.card import code_version
@@ -113,21 +110,6 @@ class _Stages:
                 return
             self.done = value
             self.progress(value, stage)
-
-
-@contextmanager
-def _quiet_georeferencing(georeferenced: bool) -> Iterator[None]:
-    """For an input that is not georeferenced, silence rasterio's and pyogrio's warnings about each
-    output file without a CRS or with an identity transform: the run's own note says it once.
-
-    Entered on the calling thread around the class-map thread's whole life, because ``warnings``
-    filters are process-wide and ``catch_warnings`` is not safe to enter from two threads.
-    """
-    with warnings.catch_warnings():
-        if not georeferenced:
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            warnings.filterwarnings("ignore", message="'crs' was not provided")
-        yield
 
 
 def _in_user_measure(working_gsd: float | None, input_gsd: float | None, grid: dict) -> float | None:
@@ -228,22 +210,22 @@ def predict_scene(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            with Scene(input_path, bands=options.bands) as scene:
-                # every later read of the input (heads, class map mask, nodata cut) takes these bands
-                grid = dict(crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
-                            height=scene.src_height, native_gsd=scene.native_gsd, path=input_path,
-                            bands=scene.bands)
-                ground_control = scene.ground_control
-                band_choice = scene.band_choice
-        except UnsupportedRaster as exc:
-            raise PredictError(str(exc)) from exc
+    try:
+        with Scene(input_path, bands=options.bands) as scene:
+            # every later read of the input (heads, class map mask, nodata cut) takes these bands
+            grid = dict(crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
+                        height=scene.src_height, native_gsd=scene.native_gsd, path=input_path,
+                        bands=scene.bands)
+            ground_control = scene.ground_control
+            band_choice = scene.band_choice
+    except UnsupportedRaster as exc:
+        raise PredictError(str(exc)) from exc
     if band_choice.note:
         notes.append(band_choice.note)
     georeferenced = grid["crs"] is not None
     if not georeferenced:
+        # rasterio's and pyogrio's warnings about each output without a CRS or with an identity
+        # transform are ignored (tiles.georeferencing_warnings): this note says it once.
         # Name only the outputs this run writes (--no-buildings / --no-classmap).
         in_pixels = (["class map on the pixel grid without CRS"] if options.classmap else []) + (
             ["building polygons in pixel coordinates in buildings.gpkg only"] if options.buildings else [])
@@ -305,86 +287,85 @@ def predict_scene(
     classmap_job: _Background | None = None
     landcover_result: HeadResult | None = None
     landcover_card: dict[str, Any] | None = None
-    with _quiet_georeferencing(georeferenced):  # the classmap thread runs inside it
-        try:
-            if "landcover" in heads:
-                t = time.perf_counter()
-                # a GCN reading only colours and CNN probabilities spares the feature maps (fast profile)
-                model = TileModel(*heads["landcover"], device=device, runtime=options.runtime,
-                                  with_features="gcn" in heads and heads["gcn"][0].reads_cnn_features)
-                timings["prepare_landcover"] = time.perf_counter() - t
-                report["models"]["landcover"]["runtime"] = model.runtime
-                gcn = heads.get("gcn")
-                t = time.perf_counter()
-                result = run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("landcover", f),
-                                   notes, gcn=gcn, mask_tiles=False)
-                timings["landcover"] = time.perf_counter() - t
-                report["gsd"]["working_m"]["landcover"] = _in_user_measure(result.gsd, input_gsd, grid)
-                report["tiles"]["landcover"] = _tiles_report(result)
-                # bound now: the building branch below rebinds ``result`` and ``model`` while this runs
-                landcover_result, landcover_card = result, model.card
+    try:
+        if "landcover" in heads:
+            t = time.perf_counter()
+            # a GCN reading only colours and CNN probabilities spares the feature maps (fast profile)
+            model = TileModel(*heads["landcover"], device=device, runtime=options.runtime,
+                              with_features="gcn" in heads and heads["gcn"][0].reads_cnn_features)
+            timings["prepare_landcover"] = time.perf_counter() - t
+            report["models"]["landcover"]["runtime"] = model.runtime
+            gcn = heads.get("gcn")
+            t = time.perf_counter()
+            result = run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("landcover", f),
+                               notes, gcn=gcn, mask_tiles=False)
+            timings["landcover"] = time.perf_counter() - t
+            report["gsd"]["working_m"]["landcover"] = _in_user_measure(result.gsd, input_gsd, grid)
+            report["tiles"]["landcover"] = _tiles_report(result)
+            # bound now: the building branch below rebinds ``result`` and ``model`` while this runs
+            landcover_result, landcover_card = result, model.card
 
-                def classmap_task() -> dict[str, int]:
-                    t0 = time.perf_counter()
-                    try:
-                        return write_classmap(input_path, landcover_result, grid, landcover_card, work,
-                                               staging / "classmap.tif", lambda f: stages("classmap", f))
-                    finally:
-                        timings["classmap"] = time.perf_counter() - t0
+            def classmap_task() -> dict[str, int]:
+                t0 = time.perf_counter()
+                try:
+                    return write_classmap(input_path, landcover_result, grid, landcover_card, work,
+                                           staging / "classmap.tif", lambda f: stages("classmap", f))
+                finally:
+                    timings["classmap"] = time.perf_counter() - t0
 
-                if options.classmap:  # else the head ran for the building rules' land-cover cue only
-                    # resampling + argmax + deflate run beside the building model (numpy, GDAL and ONNX
-                    # Runtime release the GIL); alone, it runs here
-                    classmap_job = _Background(classmap_task, start="buildings" in heads and OVERLAP_CLASSMAP)
-            if "buildings" in heads:
-                t = time.perf_counter()
-                model = TileModel(*heads["buildings"], device=device, runtime=options.runtime)
-                timings["prepare_buildings"] = time.perf_counter() - t
-                report["models"]["buildings"]["runtime"] = model.runtime
-                post = building_rules(model.card, options, gsd_known=input_gsd is not None)
-                report["postprocess"] = post.as_dict()
-                t = time.perf_counter()
-                result = run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("buildings", f),
-                                   notes)
-                timings["buildings"] = time.perf_counter() - t
-                report["gsd"]["working_m"]["buildings"] = _in_user_measure(result.gsd, input_gsd, grid)
-                report["tiles"]["buildings"] = _tiles_report(result)
-                t = time.perf_counter()
-                cue = landcover_cue(landcover_result, result, landcover_card) if post.landcover_threshold else None
-                frame = vectorise_buildings(result, options, input_gsd, grid, lambda f: stages("vectorize", f), post,
-                                            cue, notes)
-                result.writer.close()
-                timings["vectorize"] = time.perf_counter() - t
-                t = time.perf_counter()
-                frame["source"] = name or raster_name(input_path)
-                write_buildings(frame, staging, lonlat)
-                timings["write_buildings"] = time.perf_counter() - t
-                report["counts"]["buildings"] = int(len(frame))
-            if classmap_job is not None:
-                report["counts"]["classmap_pixels"] = classmap_job.result()
-            if landcover_result is not None:
-                landcover_result.writer.close()
-            shutil.rmtree(work, ignore_errors=True)
-            timings["total"] = time.perf_counter() - t_start
-            report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-            report["mpx_per_s"] = round(grid["width"] * grid["height"] / 1e6 / timings["total"], 4)
-            report["outputs"] = sorted(p.name for p in staging.iterdir() if p.is_file()) + ["report.json"]
-            (staging / "report.json").write_text(json.dumps(_json_safe(report), indent=2, default=str, allow_nan=False)
-                                                 + "\n")
-            # report.json says a folder is finished: an earlier run's goes first, this run's comes last,
-            # so a report is never beside another run's files (say, while a re-run is moved into place)
-            (out_dir / "report.json").unlink(missing_ok=True)
-            for name in OUTPUT_FILES:  # stale outputs of an earlier run must not survive
-                if (out_dir / name).exists() and not (staging / name).exists():
-                    (out_dir / name).unlink()
-            for path in sorted(staging.iterdir(), key=lambda f: f.name == "report.json"):
-                if path.is_file():
-                    os.replace(path, out_dir / path.name)
-            stages("write", 1.0)
-        finally:
-            if classmap_job is not None:
-                classmap_job.wait()  # never delete the staging folder under a running writer
-            shutil.rmtree(staging, ignore_errors=True)
+            if options.classmap:  # else the head ran for the building rules' land-cover cue only
+                # resampling + argmax + deflate run beside the building model (numpy, GDAL and ONNX
+                # Runtime release the GIL); alone, it runs here
+                classmap_job = _Background(classmap_task, start="buildings" in heads and OVERLAP_CLASSMAP)
+        if "buildings" in heads:
+            t = time.perf_counter()
+            model = TileModel(*heads["buildings"], device=device, runtime=options.runtime)
+            timings["prepare_buildings"] = time.perf_counter() - t
+            report["models"]["buildings"]["runtime"] = model.runtime
+            post = building_rules(model.card, options, gsd_known=input_gsd is not None)
+            report["postprocess"] = post.as_dict()
+            t = time.perf_counter()
+            result = run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("buildings", f),
+                               notes)
+            timings["buildings"] = time.perf_counter() - t
+            report["gsd"]["working_m"]["buildings"] = _in_user_measure(result.gsd, input_gsd, grid)
+            report["tiles"]["buildings"] = _tiles_report(result)
+            t = time.perf_counter()
+            cue = landcover_cue(landcover_result, result, landcover_card) if post.landcover_threshold else None
+            frame = vectorise_buildings(result, options, input_gsd, grid, lambda f: stages("vectorize", f), post,
+                                        cue, notes)
+            result.writer.close()
+            timings["vectorize"] = time.perf_counter() - t
+            t = time.perf_counter()
+            frame["source"] = name or raster_name(input_path)
+            write_buildings(frame, staging, lonlat)
+            timings["write_buildings"] = time.perf_counter() - t
+            report["counts"]["buildings"] = int(len(frame))
+        if classmap_job is not None:
+            report["counts"]["classmap_pixels"] = classmap_job.result()
+        if landcover_result is not None:
+            landcover_result.writer.close()
+        shutil.rmtree(work, ignore_errors=True)
+        timings["total"] = time.perf_counter() - t_start
+        report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        report["mpx_per_s"] = round(grid["width"] * grid["height"] / 1e6 / timings["total"], 4)
+        report["outputs"] = sorted(p.name for p in staging.iterdir() if p.is_file()) + ["report.json"]
+        (staging / "report.json").write_text(json.dumps(_json_safe(report), indent=2, default=str, allow_nan=False)
+                                             + "\n")
+        # report.json says a folder is finished: an earlier run's goes first, this run's comes last,
+        # so a report is never beside another run's files (say, while a re-run is moved into place)
+        (out_dir / "report.json").unlink(missing_ok=True)
+        for name in OUTPUT_FILES:  # stale outputs of an earlier run must not survive
+            if (out_dir / name).exists() and not (staging / name).exists():
+                (out_dir / name).unlink()
+        for path in sorted(staging.iterdir(), key=lambda f: f.name == "report.json"):
+            if path.is_file():
+                os.replace(path, out_dir / path.name)
+        stages("write", 1.0)
+    finally:
+        if classmap_job is not None:
+            classmap_job.wait()  # never delete the staging folder under a running writer
+        shutil.rmtree(staging, ignore_errors=True)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return report

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from affine import Affine
-from rasterio.errors import NotGeoreferencedWarning
 
 from geoseg.infer import TileModel, refine_with_gcn
 from geoseg.options import PredictOptions
@@ -106,10 +104,7 @@ def run_head(
     if target is not None and model.gsd_m and input_gsd and input_gsd / MAX_UPSAMPLING > model.gsd_m * 1.01:
         notes.append(f"input GSD {input_gsd:.3g} m is much coarser than the {model.card.get('name')} model's "
                      f"{model.gsd_m:.3g} m: upsampled {MAX_UPSAMPLING:g}x only, expect poor results")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        scene = Scene(input_path, bands=grid.get("bands", options.bands), gsd=target)
-    with scene:
+    with Scene(input_path, bands=grid.get("bands", options.bands), gsd=target) as scene:
         if min(scene.width, scene.height) < TILE_MULTIPLE:  # less than one cell of the networks' coarsest map
             notes.append(f"the scene is {scene.width} x {scene.height} px at the {model.card.get('name')} model's "
                          f"working GSD, under the {TILE_MULTIPLE} px its network downsamples by: the model sees "

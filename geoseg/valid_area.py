@@ -11,14 +11,12 @@ says "all valid" is not read at all.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import shapely
 from rasterio.enums import MaskFlags
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geoseg.polygonize import polygons_from_labels, through_affine
@@ -40,10 +38,7 @@ def cut_nodata(geoms: np.ndarray, path: Path | str, block: int = 1024,
     geoms = np.asarray(geoms, dtype=object)
     if geoms.size == 0:
         return geoms
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        src = rasterio.open(path)
-    with src:
+    with rasterio.open(path) as src:
         bands = dataset_bands(src, bands).bands
         floating = np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.floating)
         if not floating and all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in bands):

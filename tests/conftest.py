@@ -24,3 +24,12 @@ def rasters_dir(data_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def buildings_dir(data_root: Path) -> Path:
     return data_root / "buildings"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The filters ``tiles`` installs at import, in force for every test as in the product: pytest
+    imports the test modules (and so ``tiles``) inside a ``catch_warnings`` block of its own, which
+    throws them away when it ends; ``pytest_sessionstart`` is not inside one."""
+    from tiles.georeferencing_warnings import ignore_georeferencing_warnings
+
+    ignore_georeferencing_warnings()

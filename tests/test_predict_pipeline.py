@@ -589,3 +589,41 @@ def test_each_model_stage_is_announced_when_it_starts(scene_run):
     # service job showed stage 'starting' at 0 through the whole land-cover inference
     _, _, progress = scene_run
     assert progress[0] == (0.0, "landcover"), progress[:3]
+
+
+def test_no_thread_but_the_callers_changes_warning_filters(tiny_models, tmp_path, monkeypatch):
+    """The class map is written on a thread beside the building head. Its code silenced rasterio's
+    warnings about a non-georeferenced input with warnings.catch_warnings, which swaps the
+    process-wide filter list: two threads in such blocks at once lose or leak each other's filters.
+    Every change to the filters while a non-georeferenced PNG is predicted (class map and buildings)
+    is recorded with its thread: only the caller's may make any."""
+    import threading
+
+    with rasterio.open(SCENE) as src:
+        pixels = src.read([1, 2, 3], window=Window(0, 0, 256, 192))
+    png = tmp_path / "plain.png"
+    Image.fromarray(np.moveaxis(pixels, 0, -1)).save(png)
+    changes: list[tuple[str, str]] = []
+    real_catch = warnings.catch_warnings
+
+    class RecordedCatch(real_catch):
+        def __enter__(self):
+            changes.append(("catch_warnings", threading.current_thread().name))
+            return super().__enter__()
+
+    def recorded(name):
+        real = getattr(warnings, name)
+
+        def change(*args, **kwargs):
+            changes.append((name, threading.current_thread().name))
+            return real(*args, **kwargs)
+        return change
+
+    monkeypatch.setattr(warnings, "catch_warnings", RecordedCatch)
+    for name in ("filterwarnings", "simplefilter", "resetwarnings"):
+        monkeypatch.setattr(warnings, name, recorded(name))
+    report = predict_scene(png, tmp_path / "out", options(tiny_models, refine="none"))
+    assert report["counts"]["classmap_pixels"] and "buildings" in report["counts"]
+    assert any("not georeferenced" in w for w in report["warnings"])
+    caller = threading.current_thread().name
+    assert [c for c in changes if c[1] != caller] == []

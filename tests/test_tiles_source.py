@@ -5,15 +5,19 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from PIL import Image
 from pyproj import Transformer
 from rasterio.windows import Window
 
+import tiles.source
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import dataset_gsd_m, pixel_size_m
 from tiles.normalize import parse_bands
@@ -378,3 +382,58 @@ def test_decimated_reads_give_the_warpers_pixels_and_mask(buildings_dir: Path, n
     assert diff.max() <= (8 if decimated else 0)
     assert np.percentile(diff, 99.9) <= 2 and diff.mean() < 0.25
     np.testing.assert_array_equal(tiled, rgb)  # each working pixel maps to the same source pixels
+
+
+def test_opening_an_ungeoreferenced_png_leaves_another_threads_warning_filters_alone(tmp_path, monkeypatch):
+    """Scene silenced rasterio's NotGeoreferencedWarning inside warnings.catch_warnings, which swaps
+    the process-wide filter list and puts back the one it found: another thread entering its own
+    block while a Scene opened (the class map is written on a thread beside the building head) got
+    Scene's filter in the list it saved, and put it back for good when it left (the other order
+    loses that thread's filters). Here the other thread enters during the open and leaves after."""
+    png = tmp_path / "plain.png"
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(png)  # no georeferencing
+    before = list(warnings.filters)
+    opening, entered, leave = threading.Event(), threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        assert opening.wait(10)
+        with warnings.catch_warnings():
+            entered.set()
+            assert leave.wait(10)
+
+    real_open = rasterio.open
+
+    def open_while_the_other_thread_enters(*args, **kwargs):
+        opening.set()
+        assert entered.wait(10)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(tiles.source.rasterio, "open", open_while_the_other_thread_enters)
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        with Scene(png) as scene:
+            assert scene.crs is None and (scene.width, scene.height) == (64, 48)
+    finally:
+        opening.set()
+        leave.set()
+        thread.join(10)
+    assert warnings.filters == before
+
+
+def test_a_library_user_is_not_told_of_missing_georeferencing_by_rasterio_but_keeps_other_warnings(tmp_path):
+    """``Scene.crs`` is None says it (and geoseg predict's note): rasterio's warning for each open is
+    ignored from ``import tiles`` on, by a filter that names it; the user's own warnings still show."""
+    png = tmp_path / "plain.png"
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(png)
+    code = ("import warnings\n"
+            "from tiles.source import Scene\n"
+            f"Scene({str(png)!r}).close()\n"
+            "import rasterio\n"
+            f"rasterio.open({str(png)!r}).close()\n"
+            "warnings.warn('mine', UserWarning)\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env.pop("PYTHONWARNINGS", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "NotGeoreferencedWarning" not in done.stderr and "UserWarning: mine" in done.stderr, done.stderr

@@ -11,7 +11,6 @@ written, ``image``/``label`` null).
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
@@ -91,10 +89,8 @@ def write_chip(path: Path, data: np.ndarray, crs, transform: Affine | None) -> N
                    dtype="uint8", compress="deflate", predictor=2)
     if crs is not None:
         profile.update(crs=crs, transform=transform)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
 
 
 def _record(chip_id: str, scene: Scene, scene_name: str, area: str, split: str, target: str, tile: Tile,
@@ -134,10 +130,7 @@ def building_chips(scene: Scene, labels: LabelIndex, out_dir: Path, opts: ChipOp
 def landcover_chips(scene: Scene, label_path: Path, out_dir: Path, opts: ChipOptions, scene_name: str,
                     chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
     """Cut an image + class-index mask pair into land-cover chips (0 = unlabeled/ignore)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        mask_ds = rasterio.open(label_path)
-    with mask_ds:
+    with rasterio.open(label_path) as mask_ds:
         if (mask_ds.width, mask_ds.height) != (scene.src_width, scene.src_height) or scene.is_warped:
             raise UnsupportedRaster(
                 f"{label_path.name}: label size {mask_ds.width}x{mask_ds.height} does not match image "

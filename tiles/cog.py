@@ -52,7 +52,7 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
         # the colour table goes into the source (a work file), which rio-cogeo then copies: given to
         # cog_translate, it warns "color interpretation was set to Palette", and silencing that with
         # warnings.catch_warnings is not thread-safe (the class map is written on a thread beside the
-        # building model, and its own catch_warnings blocks can drop such a filter while this runs)
+        # building model: tiles/georeferencing_warnings.py says why)
         with rasterio.open(src_path, "r+") as src:
             src.write_colormap(1, colormap)
             src.colorinterp = [ColorInterp.palette] + list(src.colorinterp[1:])

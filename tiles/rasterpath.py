@@ -8,7 +8,6 @@ them, and are named after their last path component.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -59,13 +58,11 @@ def raster_exists(location: RasterPath) -> bool:
     if not is_virtual(location):
         return Path(location).is_file()
     import rasterio  # here: the CLI imports this module for --help too
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    from rasterio.errors import RasterioIOError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(str(location)):
-                return True
+        with rasterio.open(str(location)):
+            return True
     except RasterioIOError:
         return False
 

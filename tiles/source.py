@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.env import get_gdal_config, set_gdal_config
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -145,12 +144,10 @@ class Scene:
                  gsd_tolerance: float = 0.02, resampling: Resampling = Resampling.bilinear):
         self.path = as_raster_path(path)  # GDAL virtual paths and URLs stay strings
         self.name = raster_name(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            try:
-                self._src = rasterio.open(self.path)
-            except RasterioIOError as exc:
-                raise UnsupportedRaster(f"{self.path}: cannot be opened as a raster ({exc})") from exc
+        try:  # without georeferencing rasterio warns: tiles.georeferencing_warnings ignores it
+            self._src = rasterio.open(self.path)
+        except RasterioIOError as exc:
+            raise UnsupportedRaster(f"{self.path}: cannot be opened as a raster ({exc})") from exc
         src = self._src
         try:
             #: which bands are read as red, green, blue and why (``tiles.normalize.select_bands``)

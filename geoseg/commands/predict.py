@@ -12,12 +12,15 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tiles.georeferencing_warnings import ignore_georeferencing_warnings
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in)
@@ -31,8 +34,7 @@ def _predict_into(options: PredictOptions, input_path: RasterPath, out_dir: Path
     input's name (caught here, in the job: a Dask worker's would never reach this console)."""
     from geoseg.pipeline import predict_scene
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _recorded_warnings() as caught:
         predict_scene(input_path, out_dir, options)
     return _warning_lines(caught)
 
@@ -164,8 +166,7 @@ def _parse_models(specs: list[str]) -> dict[str, str]:
 def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> None:
     columns = (TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                TimeElapsedColumn())
-    with warnings.catch_warnings(record=True) as caught, Progress(*columns) as bar:
-        warnings.simplefilter("always")
+    with _recorded_warnings() as caught, Progress(*columns) as bar:
         task = bar.add_task(raster_name(input_path), total=1.0)
 
         def progress(fraction: float, stage: str) -> None:
@@ -200,8 +201,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         raise ValueError(f"several inputs share the stem {duplicates[0]!r} ({', '.join(same)}): both would write "
                          f"{out / duplicates[0]}; rename one or predict them into different --out folders")
     _make_out(out)
-    with warnings.catch_warnings(record=True) as caught:  # the jobs catch their own; these are the batch's
-        warnings.simplefilter("always")
+    with _recorded_warnings() as caught:  # the jobs catch their own; these are the batch's
         report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
                            scheduler=scheduler, description="predict",
                            is_current=lambda p, folder: outputs_current(folder, p, options))
@@ -233,6 +233,17 @@ def _scheduler(address: str | None) -> str | None:
         raise ValueError(f"--scheduler expects 'local' or a Dask scheduler address such as tcp://host:8786, "
                          f"got {address!r}")
     return address
+
+
+@contextmanager
+def _recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Every warning raised inside, recorded, each time it is raised (a batch's inputs may share a
+    note); the third-party warnings about missing georeferencing stay ignored, as outside (the
+    pipeline's note says it once: tiles/georeferencing_warnings.py)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ignore_georeferencing_warnings()  # in front of "always"
+        yield caught
 
 
 def _warning_lines(caught: list) -> list[str]:

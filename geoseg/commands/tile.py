@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import shutil
-import warnings
 from dataclasses import asdict, dataclass
 from enum import Enum
 from functools import partial
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import rasterio
 import typer
-from rasterio.errors import NotGeoreferencedWarning
 
 from tiles.batch import run_batch
 from tiles.chips import ChipOptions, building_chips, landcover_chips, landcover_pairs, write_index
@@ -205,11 +203,9 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
     if gsd is None:
         return
     for image in images:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(image) as src:
-                if src.crs is None:
-                    raise ValueError(f"{image.name} is not georeferenced: cannot resample to --gsd")
+        with rasterio.open(image) as src:
+            if src.crs is None:
+                raise ValueError(f"{image.name} is not georeferenced: cannot resample to --gsd")
     raise ValueError("--gsd is not supported for --target landcover (image + mask pairs are cut at native "
                      "resolution)")
 
