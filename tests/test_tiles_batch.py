@@ -122,3 +122,36 @@ def test_the_local_cluster_does_not_claim_port_8787(tmp_path: Path, recwarn):
         holder.close()
     assert report.ok
     assert not [w for w in recwarn if "8787" in str(w.message)]
+
+
+def _slow_to_exit(input_path, output_path):
+    """A job after which its worker process takes 4.5 s to exit, as one with torch, ONNX Runtime and
+    GDAL loaded can on a busy machine (the interpreter's exit runs atexit handlers)."""
+    import atexit
+    import time
+
+    atexit.register(time.sleep, 4.5)
+    Path(output_path).write_text("ok")
+
+
+def test_a_local_cluster_ends_without_killing_a_worker_slow_to_exit(tmp_path: Path):
+    """LocalCluster.close gave each worker process 4 s to exit, then killed it and logged 'Worker
+    process still alive after 4.0 seconds, killing' on the terminal: `geoseg predict --scheduler
+    local` sometimes ended a finished batch with that line."""
+    import logging
+    import sys
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = logged.append  # what distributed's own handler writes to the terminal (it does not propagate)
+    logging.getLogger("distributed").addHandler(handler)
+    try:
+        report = run_batch(["a"], lambda p: tmp_path / p, _slow_to_exit, scheduler=None, n_workers=1,
+                           show_progress=False)
+    finally:
+        logging.getLogger("distributed").removeHandler(handler)
+    assert report.ok and (tmp_path / "a").read_text() == "ok"
+    assert [f"{r.name}: {r.getMessage()}" for r in logged] == []

@@ -168,6 +168,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             client = Client(cluster)
         else:
             client = Client(scheduler)
+        finished = False
         try:
             futures = {client.submit(run_one, work, p, out, pure=False): p for p, out in todo}
             for fut in as_completed(futures):
@@ -176,8 +177,35 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                 except Exception as exc:  # the job's own errors come back in item: this is the cluster's
                     item = (str(futures[fut]), None, _lost(exc))
                 record(item)
+            finished = True
         finally:
             client.close()
             if cluster is not None:
-                cluster.close()
+                try:
+                    if finished:  # idle workers, given time to exit (Ctrl-C is not kept waiting)
+                        _close_idle_workers(cluster)
+                finally:
+                    cluster.close()
     return report
+
+
+#: seconds a local worker process is given to exit at the end of a batch before it is killed
+WORKER_EXIT_GRACE_S = 20.0
+
+
+def _close_idle_workers(cluster, grace_s: float = WORKER_EXIT_GRACE_S) -> None:
+    """Close the workers of a ``LocalCluster`` whose batch is done, each process given ``grace_s`` to exit.
+
+    Why: ``LocalCluster.close`` closes each Nanny with its default timeout of 5 s, which gives the
+    worker process 0.8 x 5 = 4 s to exit before the Nanny kills it and logs "Worker process still
+    alive after 4.0 seconds, killing" on the user's terminal. A worker that ran the pipeline has
+    torch, ONNX Runtime and GDAL loaded, and its interpreter's exit alone takes 2-4 s on a busy
+    2-core machine (the worker itself closes in milliseconds): a finished batch sometimes ended
+    with that line, or two. A worker that does not exit within ``grace_s`` is still killed.
+    """
+    import asyncio
+
+    async def close_workers() -> None:
+        await asyncio.gather(*(w.close(timeout=grace_s / 0.8) for w in list(cluster.workers.values())))
+
+    cluster.sync(close_workers)
