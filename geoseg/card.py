@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import subprocess
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geoseg.notes import tell
 from geoseg.paths import REPO_ROOT, weights_dir
 
 CREDITS_BUILDINGS = [
@@ -189,17 +189,19 @@ def _looks_like_card(path: Path) -> bool:
     return isinstance(data, dict) and "architecture" in data and "arch_kwargs" in data
 
 
-def load_model(model_dir_or_card: Path | str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(model_dir_or_card: Path | str, device: str = "cpu",
+               notes: list[str] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Load a model and its card; the model is float32, in eval mode, on ``device``.
 
     A card whose ``weights`` is null is an *untrained placeholder*: the module is built with
-    a fixed seed and a warning is raised (lets integrators run before weights ship).
+    a fixed seed and ``notes`` are told, else a warning is raised (lets integrators run before
+    weights ship).
     """
     card_path = find_card(Path(model_dir_or_card))
     card = read_card(card_path)
     weights = card.get("weights")
     if not weights:
-        warnings.warn(f"model card {card_path.name} has no weights: untrained placeholder (seed 0)", stacklevel=2)
+        tell(notes, f"model card {card_path.name} has no weights: untrained placeholder (seed 0)")
         torch.manual_seed(0)
     model = build_module(card["architecture"], card["arch_kwargs"])
     if weights:

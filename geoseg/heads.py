@@ -9,13 +9,13 @@ card's and weights' file identity, so an edited file is loaded again.
 from __future__ import annotations
 
 import threading
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from geoseg import card as cards
 from geoseg.infer import load_head, resolve_device
+from geoseg.notes import tell
 from geoseg.options import PredictError, PredictOptions
 from geoseg.postprocess import BuildingPostprocess, postprocess_from_card
 
@@ -44,7 +44,7 @@ def load_heads(options: PredictOptions, device: str, notes: list[str], gsd_known
         try:
             # the GCN is tiny and fed from numpy: it always runs on the CPU
             return load_head_cached(task, options.profile, "cpu" if task == "gcn" else device,
-                                     Path(model_dir) if model_dir else None)
+                                     Path(model_dir) if model_dir else None, notes)
         except (ValueError, OSError) as exc:
             raise PredictError(f"cannot load the {task} model: {exc}") from exc
 
@@ -67,7 +67,7 @@ def load_heads(options: PredictOptions, device: str, notes: list[str], gsd_known
 
 
 #: heads already loaded in this process, for the next scene of a batch (several CLI inputs, a
-#: Dask worker's tasks): (task, profile, device, card and weight files' identity) -> (head, warnings)
+#: Dask worker's tasks): (task, profile, device, card and weight files' identity) -> (head, notes)
 _HEADS: dict[tuple, tuple[tuple, list]] = {}
 _HEADS_LOCK = threading.Lock()
 _HEADS_MAX = 8
@@ -81,29 +81,30 @@ def _file_identity(path: Path) -> tuple:
     return (str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
-def load_head_cached(task: str, profile: str, device: str, model_dir: Path | None) -> tuple:
+def load_head_cached(task: str, profile: str, device: str, model_dir: Path | None,
+                     notes: list[str] | None = None) -> tuple:
     """``load_head``, once per process for the same card and weights (an edited file is reloaded).
 
-    The warnings of the first load (a fast profile falling back) are given again on each use."""
+    What the first load said (a fast profile falling back) is told again on each use: into the
+    run's ``notes``, else as a warning (``geoseg.notes``)."""
     try:
         path = cards.find_card(model_dir) if model_dir else cards.shipped_card_path(task, profile)
         weights = cards.read_card(path).get("weights")
     except (ValueError, OSError):
-        return load_head(task, profile, device, model_dir)  # its own, clear, error
+        return load_head(task, profile, device, model_dir, notes)  # its own, clear, error
     key = (task, profile, device, str(model_dir), _file_identity(path),
            _file_identity(path.parent / weights) if weights else None)
     with _HEADS_LOCK:
         cached = _HEADS.get(key)
         if cached is None:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                head = load_head(task, profile, device, model_dir)
+            said: list[str] = []
+            head = load_head(task, profile, device, model_dir, said)
             if len(_HEADS) >= _HEADS_MAX:
                 _HEADS.pop(next(iter(_HEADS)))
-            cached = _HEADS[key] = (head, list(caught))
-    (module, card), caught = cached
-    for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            cached = _HEADS[key] = (head, said)
+    (module, card), said = cached
+    for message in said:
+        tell(notes, message)
     return module, dict(card)
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geoseg import card as cards
+from geoseg.notes import tell
 
 TASKS = ("buildings", "landcover", "gcn")
 
@@ -42,29 +43,31 @@ def resolve_device(device: str) -> str:
 
 
 def load_head(
-    task: str, profile: str = "accurate", device: str = "cpu", model_dir: Path | None = None
+    task: str, profile: str = "accurate", device: str = "cpu", model_dir: Path | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The model of ``task`` from ``model_dir`` (a card or a folder of one) or the shipped weights.
 
-    ``profile='fast'`` loads the ``*-fast`` student card when shipped; otherwise warns and
-    uses the accurate model. The card gets ``profile`` set to what was actually used.
+    ``profile='fast'`` loads the ``*-fast`` student card when shipped; otherwise says so (into a
+    run's ``notes``, else a warning: ``geoseg.notes``) and uses the accurate model. The card gets
+    ``profile`` set to what was actually used.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}")
     if profile not in ("fast", "accurate"):
         raise ValueError(f"profile must be 'fast' or 'accurate', got {profile!r}")
     if model_dir is not None:
-        module, card = cards.load_model(model_dir, device=device)
+        module, card = cards.load_model(model_dir, device=device, notes=notes)
         card["profile"] = profile
         return module, card
     path = cards.shipped_card_path(task, profile)  # the gcn's fast card was fitted on the student
     used = "fast" if path == cards.default_card_path(task, "fast") else "accurate"
     if profile == "fast" and used == "accurate" and task != "gcn":
         # (a gcn without a fast card is refused by the pipeline's feature check, not swapped silently)
-        warnings.warn(f"no fast student shipped for {task}: using the accurate model", stacklevel=2)
+        tell(notes, f"no fast student shipped for {task}: using the accurate model")
     if not path.is_file():
         raise cards.ModelCardError(f"no {task} model shipped ({path.name} missing in {path.parent})")
-    module, card = cards.load_model(path, device=device)
+    module, card = cards.load_model(path, device=device, notes=notes)
     card["profile"] = used
     return module, card
 
@@ -162,8 +165,9 @@ def _process_scratch_dir() -> Path:
     return _SCRATCH
 
 
-def int8_graph(card: dict[str, Any]) -> Path | None:
-    """The card's int8 ONNX graph (``int8_onnx``) when it was made from the card's current weights."""
+def int8_graph(card: dict[str, Any], notes: list[str] | None = None) -> Path | None:
+    """The card's int8 ONNX graph (``int8_onnx``) when it was made from the card's current weights
+    (a graph made from other weights is refused, and ``notes`` told: ``geoseg.notes.tell``)."""
     entry, card_path = card.get("int8_onnx"), card.get("card_path")
     if not entry or not card_path:
         return None
@@ -172,7 +176,7 @@ def int8_graph(card: dict[str, Any]) -> Path | None:
     if not path.is_file() or digest is None:
         return None
     if digest != entry.get("weights_sha256"):
-        warnings.warn(f"{path.name} was made from other weights than {card['weights']}: not used", stacklevel=2)
+        tell(notes, f"{path.name} was made from other weights than {card['weights']}: not used")
         return None
     return path
 
@@ -194,7 +198,7 @@ class TileModel:
     """
 
     def __init__(self, module: nn.Module, card: dict[str, Any], device: str = "cpu", runtime: str = "torch",
-                 with_features: bool = False) -> None:
+                 with_features: bool = False, notes: list[str] | None = None) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         if runtime == "auto":
@@ -203,7 +207,7 @@ class TileModel:
             raise ValueError(f"the {runtime} runtime runs on the CPU only; use --runtime torch with --device cuda")
         graph = None
         if runtime == "int8":
-            graph = int8_graph(card) if not with_features else None
+            graph = int8_graph(card, notes) if not with_features else None
             runtime = "int8" if graph is not None else "onnx"
         self.card = card
         self.device = device

@@ -190,12 +190,15 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
 
 def predict_scene(
     input_path: RasterPath, out_dir: Path | str, options: PredictOptions | None = None,
-    progress: Progress | None = None, name: str | None = None,
+    progress: Progress | None = None, name: str | None = None, warn_notes: bool = True,
 ) -> dict[str, Any]:
     """Run the whole predict job for one raster (see module docstring); returns the report.
 
     ``name`` is what the outputs call the input (each building's ``source``; default the
     raster's file name): the service stores uploads as ``input.tif`` but knows the client's name.
+    The run's notes are the report's ``warnings``; ``warn_notes`` also raises each as a
+    ``UserWarning`` at the end (a caller that prints the report's, as a batch job on a Dask
+    worker thread does, passes False: ``geoseg.notes``).
     """
     options = options or PredictOptions()
     options.check()
@@ -292,7 +295,7 @@ def predict_scene(
             t = time.perf_counter()
             # a GCN reading only colours and CNN probabilities spares the feature maps (fast profile)
             model = TileModel(*heads["landcover"], device=device, runtime=options.runtime,
-                              with_features="gcn" in heads and heads["gcn"][0].reads_cnn_features)
+                              with_features="gcn" in heads and heads["gcn"][0].reads_cnn_features, notes=notes)
             timings["prepare_landcover"] = time.perf_counter() - t
             report["models"]["landcover"]["runtime"] = model.runtime
             gcn = heads.get("gcn")
@@ -319,7 +322,7 @@ def predict_scene(
                 classmap_job = _Background(classmap_task, start="buildings" in heads and OVERLAP_CLASSMAP)
         if "buildings" in heads:
             t = time.perf_counter()
-            model = TileModel(*heads["buildings"], device=device, runtime=options.runtime)
+            model = TileModel(*heads["buildings"], device=device, runtime=options.runtime, notes=notes)
             timings["prepare_buildings"] = time.perf_counter() - t
             report["models"]["buildings"]["runtime"] = model.runtime
             post = building_rules(model.card, options, gsd_known=input_gsd is not None)
@@ -366,6 +369,7 @@ def predict_scene(
         if classmap_job is not None:
             classmap_job.wait()  # never delete the staging folder under a running writer
         shutil.rmtree(staging, ignore_errors=True)
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
+    if warn_notes:
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
     return report

@@ -627,3 +627,51 @@ def test_no_thread_but_the_callers_changes_warning_filters(tiny_models, tmp_path
     assert any("not georeferenced" in w for w in report["warnings"])
     caller = threading.current_thread().name
     assert [c for c in changes if c[1] != caller] == []
+
+
+def test_two_batch_jobs_on_one_worker_s_threads_each_return_their_own_notes(tiny_models, tmp_path, monkeypatch):
+    """A Dask worker with several threads (``dask worker`` gives one per core) runs several
+    ``geoseg predict`` batch jobs at once. Each job caught its notes with warnings.catch_warnings,
+    which is process-wide: the second job's block took the first job's notes, and the first job's
+    input was reported without any. Here job a enters first and finishes while job b runs."""
+    import threading
+
+    from geoseg import pipeline
+    from geoseg.commands.predict import _predict_into
+
+    with rasterio.open(SCENE) as src:
+        pixels = np.moveaxis(src.read([1, 2, 3], window=Window(0, 0, 160, 128)), 0, -1)
+    Image.fromarray(pixels).save(tmp_path / "a.png")  # not georeferenced
+    Image.fromarray(pixels).save(tmp_path / "b.png")
+    (tmp_path / "b.pgw").write_text("0.3\n0\n0\n-0.3\n500000.15\n9000000.15\n")  # a world file, no CRS
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+    real_load_heads = pipeline.load_heads
+
+    def load_heads_in_turn(*args, **kwargs):  # inside predict_scene, so inside a job's catch block
+        if threading.current_thread().name == "a":
+            a_in.set()
+            assert b_in.wait(60)  # b has entered too
+        else:
+            b_in.set()
+            assert a_done.wait(120)  # a finishes while b runs
+        return real_load_heads(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "load_heads", load_heads_in_turn)
+    said: dict[str, list[str]] = {}
+    opts = options(tiny_models, classmap=False, refine="none")
+
+    def job(name: str) -> None:
+        try:
+            said[name] = _predict_into(opts, tmp_path / f"{name}.png", tmp_path / f"out-{name}")
+        finally:
+            if name == "a":
+                a_done.set()
+
+    a, b = threading.Thread(target=job, args=("a",), name="a"), threading.Thread(target=job, args=("b",), name="b")
+    a.start()
+    assert a_in.wait(60)
+    b.start()
+    a.join(180)
+    b.join(180)
+    assert [n for n in said["a"] if "input is not georeferenced" in n] and not [n for n in said["a"] if "world file" in n]
+    assert [n for n in said["b"] if "world file" in n] and not [n for n in said["b"] if "not georeferenced" in n]

@@ -30,13 +30,14 @@ if TYPE_CHECKING:  # the pipeline imports torch: load it when a command runs, no
 
 
 def _predict_into(options: PredictOptions, input_path: RasterPath, out_dir: Path) -> list[str]:
-    """Batch job (module level so Dask can pickle it); returns its warnings, printed with the
-    input's name (caught here, in the job: a Dask worker's would never reach this console)."""
+    """Batch job (module level so Dask can pickle it); returns the run's notes, printed with the
+    input's name (a Dask worker's warnings would never reach this console). Taken from the report,
+    not caught as warnings: catch_warnings is not thread-safe, and a Dask worker with several
+    threads runs several jobs at once (geoseg.notes)."""
     from geoseg.pipeline import predict_scene
 
-    with _recorded_warnings() as caught:
-        predict_scene(input_path, out_dir, options)
-    return _warning_lines(caught)
+    report = predict_scene(input_path, out_dir, options, warn_notes=False)
+    return list(dict.fromkeys(report["warnings"]))  # each once, in order
 
 
 def predict(
@@ -201,7 +202,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         raise ValueError(f"several inputs share the stem {duplicates[0]!r} ({', '.join(same)}): both would write "
                          f"{out / duplicates[0]}; rename one or predict them into different --out folders")
     _make_out(out)
-    with _recorded_warnings() as caught:  # the jobs catch their own; these are the batch's
+    with _recorded_warnings() as caught:  # the jobs return their notes; these are the batch's
         report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
                            scheduler=scheduler, description="predict",
                            is_current=lambda p, folder: outputs_current(folder, p, options))
