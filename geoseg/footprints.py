@@ -8,7 +8,6 @@ the ellipsoid and writes the GIS files (GeoPackage in the input CRS, RFC 7946 Ge
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,8 +119,7 @@ def building_frame(geoms: np.ndarray, confidence: list, crs: Any, pixel_m: float
     frame = frame[~frame.geometry.is_empty].reset_index(drop=True)
     lonlat = None
     if len(frame) and has_lonlat(frame.crs):  # a local engineering CRS has none: planar areas
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # vertices off the Earth: inf
+        with np.errstate(all="ignore"):  # vertices off the Earth: inf (numpy's state is per thread)
             lonlat = frame.geometry.to_crs(4326).values
         lost = off_earth(lonlat)
         if lost.any():
@@ -178,8 +176,7 @@ def _areas_m2(frame: gpd.GeoDataFrame, lonlat: np.ndarray | None, pixel_m: float
 def write_buildings(frame: gpd.GeoDataFrame, staging: Path, georeferenced: bool) -> None:
     """GeoPackage in the input CRS; RFC 7946 GeoJSON in WGS84 when ``georeferenced`` (in a CRS that
     converts to longitude/latitude)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with np.errstate(all="ignore"):  # not catch_warnings: the class map may be written beside this
         frame.to_file(staging / "buildings.gpkg", driver="GPKG", layer="buildings", engine="pyogrio",
                       geometry_type="Polygon")
         if georeferenced:

@@ -31,6 +31,21 @@ from geoseg.notes import tell
 TASKS = ("buildings", "landcover", "gcn")
 
 
+def ignore_tracer_warnings() -> None:
+    """Ignore the ONNX export tracer's warnings about geoseg's own models.
+
+    Exporting a head traces it, and the tracer warns of each Python branch on a tensor in our
+    models (U2-Net's and ``_Head``'s size checks: the graph keeps dynamic sizes, the branches hold
+    for every input). Filtered by category and module, once, at import (below): a catch_warnings
+    block around the export swapped the process-wide filters on the thread that runs a scene,
+    beside others (the class-map thread, a Dask worker's other jobs).
+    """
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"geoseg\.")
+
+
+ignore_tracer_warnings()
+
+
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is an error."""
     if device == "auto":
@@ -143,10 +158,9 @@ def _export_into(folder: Path, name: str, head: nn.Module, with_features: bool) 
     outputs = ["probs", "features"] if with_features else ["probs"]
     axes = {"x": {0: "batch", 2: "height", 3: "width"}} | {o: {0: "batch", 2: "height", 3: "width"} for o in outputs}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(head.cpu().eval(), (torch.zeros(1, 3, 256, 256),), str(tmp), input_names=["x"],
-                              output_names=outputs, dynamic_axes=axes, opset_version=17, dynamo=False)
+        # the tracer's warnings about our models are filtered at import (ignore_tracer_warnings)
+        torch.onnx.export(head.cpu().eval(), (torch.zeros(1, 3, 256, 256),), str(tmp), input_names=["x"],
+                          output_names=outputs, dynamic_axes=axes, opset_version=17, dynamo=False)
         os.replace(tmp, path)  # atomic: concurrent workers may export the same model
     finally:
         tmp.unlink(missing_ok=True)

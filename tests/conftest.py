@@ -27,9 +27,12 @@ def buildings_dir(data_root: Path) -> Path:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """The filters ``tiles`` installs at import, in force for every test as in the product: pytest
-    imports the test modules (and so ``tiles``) inside a ``catch_warnings`` block of its own, which
-    throws them away when it ends; ``pytest_sessionstart`` is not inside one."""
+    """The warning filters ``tiles`` and ``geoseg.infer`` install at import, in force for every
+    test as in the product: pytest imports the test modules (and so those) inside a
+    ``catch_warnings`` block of its own, which throws them away when it ends;
+    ``pytest_sessionstart`` is not inside one."""
+    from geoseg.infer import ignore_tracer_warnings
     from tiles.georeferencing_warnings import ignore_georeferencing_warnings
 
     ignore_georeferencing_warnings()
+    ignore_tracer_warnings()

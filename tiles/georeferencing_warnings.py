@@ -17,9 +17,9 @@ import and never swapped at run time.
 Each filter names a message and the module that warns (rasterio, pyogrio), so no other warning
 is touched. The category is ``UserWarning`` (``NotGeoreferencedWarning`` is one): naming
 rasterio's class would import rasterio here, which ``geoseg --help`` and the GPU machine
-(``tiles.splits`` without rasterio) must not load. A block that records warnings with
-``simplefilter("always")`` puts that filter in front of these: it calls
-``ignore_georeferencing_warnings()`` again inside the block.
+(``tiles.splits`` without rasterio) must not load. A block that records warnings must not put
+``simplefilter("always")`` in front of these (``geoseg predict`` appends it), or call
+``ignore_georeferencing_warnings()`` again inside it.
 """
 from __future__ import annotations
 

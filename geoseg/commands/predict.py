@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tiles.georeferencing_warnings import ignore_georeferencing_warnings
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in)
@@ -167,13 +166,13 @@ def _parse_models(specs: list[str]) -> dict[str, str]:
 def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> None:
     columns = (TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                TimeElapsedColumn())
+    from geoseg.pipeline import predict_scene  # before the block: its modules' import-time filters stay
+
     with _recorded_warnings() as caught, Progress(*columns) as bar:
         task = bar.add_task(raster_name(input_path), total=1.0)
 
         def progress(fraction: float, stage: str) -> None:
             bar.update(task, completed=fraction, description=stage)
-
-        from geoseg.pipeline import predict_scene
 
         report = predict_scene(input_path, out, options, progress)
     _echo_warnings(_warning_lines(caught))
@@ -238,12 +237,12 @@ def _scheduler(address: str | None) -> str | None:
 
 @contextmanager
 def _recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
-    """Every warning raised inside, recorded, each time it is raised (a batch's inputs may share a
-    note); the third-party warnings about missing georeferencing stay ignored, as outside (the
-    pipeline's note says it once: tiles/georeferencing_warnings.py)."""
+    """The warnings raised inside (on this, the main, thread's watch), recorded each time they are
+    raised (a batch's inputs may share a note). "always" goes after the filters in force, so the
+    targeted ones installed at import (tiles/georeferencing_warnings.py, the ONNX tracer's in
+    geoseg/infer.py) and Python's own (deprecations, unclosed resources) still ignore theirs."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ignore_georeferencing_warnings()  # in front of "always"
+        warnings.simplefilter("always", append=True)
         yield caught
 
 
