@@ -180,6 +180,8 @@ def write_buildings(frame: gpd.GeoDataFrame, staging: Path, georeferenced: bool)
         frame.to_file(staging / "buildings.gpkg", driver="GPKG", layer="buildings", engine="pyogrio",
                       geometry_type="Polygon")
         if georeferenced:
-            wgs84 = frame.to_crs(4326)
+            # each Feature's "id" member too (RFC 7946 3.2), the key web maps select and update
+            # features by; GDAL moves the ID_FIELD column out of the properties, so it is a copy
+            wgs84 = frame.to_crs(4326).assign(_feature_id=frame["id"].to_numpy())
             wgs84.to_file(staging / "buildings.geojson", driver="GeoJSON", engine="pyogrio",
-                          layer_options={"RFC7946": "YES", "WRITE_NAME": "NO"})
+                          layer_options={"RFC7946": "YES", "WRITE_NAME": "NO", "ID_FIELD": "_feature_id"})

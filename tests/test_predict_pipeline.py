@@ -107,6 +107,8 @@ def test_outputs_on_a_real_scene(scene_run):
     assert gj["type"] == "FeatureCollection" and "crs" not in gj
     assert len(gj["features"]) == report["counts"]["buildings"] >= 1
     for feat in gj["features"]:
+        assert feat["id"] == feat["properties"]["id"]  # the Feature's own id too, as web maps key on it
+        assert set(feat["properties"]) == {"id", "area_m2", "confidence", "source"}
         geom = shapely.geometry.shape(feat["geometry"])
         assert feat["geometry"]["type"] == "Polygon" and geom.is_valid
         minx, miny, maxx, maxy = geom.bounds
