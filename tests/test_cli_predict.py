@@ -565,7 +565,7 @@ def test_a_band_beyond_one_inputs_count_fails_that_input_of_the_batch_only(tmp_p
     assert result.exit_code == 1, result.output
     assert "1 predicted, 0 already done, 1 failed" in result.stdout
     errors = [line for line in result.stderr.splitlines() if not line.startswith("warning:")]
-    assert errors == ["three.tif: PredictError: three.tif: bands 4,3,2 were asked for red, green, blue, but the "
+    assert errors == ["three.tif: PredictError: bands 4,3,2 were asked for red, green, blue, but the "
                       "raster has 3 band(s): band(s) 4 do not exist"], result.stderr
     assert json.loads((tmp_path / "b" / four.stem / "report.json").read_text())["bands"]["used"] == [4, 3, 2]
 

@@ -216,8 +216,16 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                    f"({', '.join(raster_name(p) for p in redone[:5])}{', ...' if len(redone) > 5 else ''})")
     if report.failed:
         for name, error in report.failed.items():
-            typer.echo(f"{raster_name(name)}: {error.splitlines()[0]}", err=True)
+            typer.echo(_failure_line(raster_name(name), error), err=True)
         raise typer.Exit(1)
+
+
+def _failure_line(name: str, error: str) -> str:
+    """``name: Kind: message``, the name said once: the pipeline's own errors start with it too."""
+    kind, sep, message = error.splitlines()[0].partition(": ")
+    if sep and message.startswith(f"{name}: "):
+        message = message[len(name) + 2:]
+    return f"{name}: {kind}{sep}{message}"
 
 
 _ADDRESS = re.compile(r"^([a-z0-9]+://)?(\[[0-9a-fA-F:]+\]|[^:/\s\[\]]+):\d+/?$")
