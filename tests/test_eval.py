@@ -249,28 +249,35 @@ def test_a_batch_output_folder_is_named_as_such(tmp_path, task):
         f"score each one, e.g. geoseg eval {tmp_path / 'results' / 'a'} ...")
 
 
+def _half_valid_prediction(tmp_path: Path, data: np.ndarray, report: dict) -> Path:
+    """A 10 x 10 float scene of ``data`` (NaN where it holds no data), and a prediction folder with
+    ``report`` and one 3 x 3 building on the valid left half; labels.gpkg beside it adds one building
+    on the right half."""
+    transform = rasterio.Affine(1, 0, 500000, 0, -1, 100010)
+    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=10, height=10, count=len(data),
+                       dtype="float32", crs="EPSG:32636", transform=transform) as ds:
+        ds.write(data)
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    (pred_dir / "report.json").write_text(json.dumps(report))
+
+    def rect(c0, r0, c1, r1):
+        return shapely.Polygon([transform @ c for c in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
+
+    gpd.GeoDataFrame(geometry=[rect(1, 1, 4, 4)], crs="EPSG:32636").to_file(pred_dir / "buildings.gpkg")
+    gpd.GeoDataFrame(geometry=[rect(1, 1, 4, 4), rect(6, 6, 9, 9)], crs="EPSG:32636").to_file(
+        tmp_path / "labels.gpkg")
+    return pred_dir
+
+
 def test_buildings_are_scored_off_a_float_scenes_nan_pixels_like_predict_reads_them(tmp_path):
     """A float scene's NaN pixels are nodata to predict (``tiles.masks.finite_only``: no model input, no
     building there) also when no nodata value is declared; eval took GDAL's mask alone, so NaN pixels
     counted as valid ground: their labels were misses and pixel IoU fell (a 0-1 float32 copy of
     nairobi_z19_2 with NaN on 18 % of it: 0.349 against 0.389 for the same buildings)."""
-    transform = rasterio.Affine(1, 0, 500000, 0, -1, 100010)
     data = np.full((3, 10, 10), 0.4, np.float32)
     data[:, :, 5:] = np.nan  # right half NaN, no nodata declared
-    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=10, height=10, count=3, dtype="float32",
-                       crs="EPSG:32636", transform=transform) as ds:
-        ds.write(data)
-    pred_dir = tmp_path / "pred"
-    pred_dir.mkdir()
-    (pred_dir / "report.json").write_text(json.dumps({"input": str(tmp_path / "scene.tif")}))
-
-    def rect(c0, r0, c1, r1):
-        return shapely.Polygon([transform @ c for c in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
-
-    # what predict can give: a building on the valid half, none on the NaN half
-    gpd.GeoDataFrame(geometry=[rect(1, 1, 4, 4)], crs="EPSG:32636").to_file(pred_dir / "buildings.gpkg")
-    gpd.GeoDataFrame(geometry=[rect(1, 1, 4, 4), rect(6, 6, 9, 9)], crs="EPSG:32636").to_file(
-        tmp_path / "labels.gpkg")
+    pred_dir = _half_valid_prediction(tmp_path, data, {"input": str(tmp_path / "scene.tif")})
     s = evaluate_buildings(pred_dir, tmp_path / "labels.gpkg")
     assert s["valid_pixels"] == 50
     assert (s["pixel"]["tp"], s["pixel"]["fp"], s["pixel"]["fn"]) == (9, 0, 0)
@@ -281,24 +288,11 @@ def test_buildings_are_scored_on_the_valid_pixels_of_the_bands_predict_read(tmp_
     """The valid area comes from the bands predict read (report.json's ``bands.used``, from --bands), not
     from bands 1-3: here band 4, read as blue with --bands 2,3,4, is NaN on the right half (no nodata
     declared), which predict reads as nodata; eval counted those pixels as valid ground."""
-    transform = rasterio.Affine(1, 0, 500000, 0, -1, 100010)
     data = np.full((4, 10, 10), 0.4, np.float32)
     data[3, :, 5:] = np.nan
-    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=10, height=10, count=4, dtype="float32",
-                       crs="EPSG:32636", transform=transform) as ds:
-        ds.write(data)
-    pred_dir = tmp_path / "pred"
-    pred_dir.mkdir()
-    report = {"input": str(tmp_path / "scene.tif"), "options": {"bands": [2, 3, 4]},
-              "bands": {"used": [2, 3, 4], "source": "requested", "count": 4}}
-    (pred_dir / "report.json").write_text(json.dumps(report))
-
-    def rect(c0, r0, c1, r1):
-        return shapely.Polygon([transform @ c for c in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
-
-    gpd.GeoDataFrame(geometry=[rect(1, 1, 4, 4)], crs="EPSG:32636").to_file(pred_dir / "buildings.gpkg")
-    gpd.GeoDataFrame(geometry=[rect(1, 1, 4, 4), rect(6, 6, 9, 9)], crs="EPSG:32636").to_file(
-        tmp_path / "labels.gpkg")
+    pred_dir = _half_valid_prediction(tmp_path, data, {
+        "input": str(tmp_path / "scene.tif"), "options": {"bands": [2, 3, 4]},
+        "bands": {"used": [2, 3, 4], "source": "requested", "count": 4}})
     s = evaluate_buildings(pred_dir, tmp_path / "labels.gpkg")
     assert s["valid_pixels"] == 50
     assert (s["pixel"]["tp"], s["pixel"]["fp"], s["pixel"]["fn"]) == (9, 0, 0)
