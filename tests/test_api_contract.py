@@ -29,6 +29,30 @@ SERVE_VARIABLES = ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB
                    "GEOSEG_SYNC_MAX_PIXELS", "GEOSEG_RETENTION_HOURS", "GEOSEG_MAX_QUEUED")
 
 
+def check_serve_setting(tmp_path: Path, monkeypatch, variable: str, option: str, bad: str, unset, given: str,
+                        parsed) -> None:
+    """``geoseg serve`` refuses a bad ``variable`` naming it, takes an empty one as the default
+    ``unset``, and ``option given`` reaches the app's settings as ``parsed``."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from geoseg.cli import app as cli
+
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: None)
+    for name in SERVE_VARIABLES:
+        monkeypatch.setenv(name, "")
+    serve = ["serve", "--data-dir", str(tmp_path / "d")]
+    monkeypatch.setenv(variable, bad)
+    result = CliRunner().invoke(cli, serve)
+    assert result.exit_code != 0 and variable in result.output
+    monkeypatch.setenv(variable, "")
+    assert CliRunner().invoke(cli, serve).exit_code == 0
+    assert getattr(Settings.from_env(), option.removeprefix("--").replace("-", "_")) == unset
+    result = CliRunner().invoke(cli, [*serve, option, given])
+    assert result.exit_code == 0, result.output
+    assert getattr(Settings.from_env(), option.removeprefix("--").replace("-", "_")) == parsed
+
+
 @contextmanager
 def service(tmp_path: Path, runner=footprint_runner, **overrides) -> Iterator[TestClient]:
     """The app on its own data dir (no standby process unless asked, as in production)."""

@@ -10,7 +10,7 @@ import pytest
 
 from api.jobs import JobStore, QueueFull
 from api.settings import Settings
-from test_api_contract import SCENE, SERVE_VARIABLES, service, submit, wait
+from test_api_contract import SCENE, check_serve_setting, service, submit, wait
 from test_api_fakes import hanging_runner
 from test_api_jobs import SUMMARY, new
 
@@ -105,28 +105,16 @@ def test_the_store_counts_the_jobs_ahead_in_the_inserting_transaction(tmp_path):
 
 
 def test_queue_cap_setting_is_checked_and_reaches_the_app(tmp_path, monkeypatch):
-    import uvicorn
-    from typer.testing import CliRunner
-
-    from geoseg.cli import app as cli
-
     assert Settings().max_queued == 100
     with pytest.raises(ValueError, match="GEOSEG_MAX_QUEUED"):
         Settings(max_queued=-1)
     monkeypatch.setenv("GEOSEG_MAX_QUEUED", "lots")
     with pytest.raises(ValueError, match="GEOSEG_MAX_QUEUED"):
         Settings.from_env()
-    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: None)
-    for name in SERVE_VARIABLES:
-        monkeypatch.setenv(name, "")
-    monkeypatch.setenv("GEOSEG_MAX_QUEUED", "-1")
-    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d")])
-    assert result.exit_code != 0 and "GEOSEG_MAX_QUEUED" in result.output
+    check_serve_setting(tmp_path, monkeypatch, "GEOSEG_MAX_QUEUED", "--max-queued", bad="-1", unset=100,
+                        given="7", parsed=7)
     monkeypatch.setenv("GEOSEG_MAX_QUEUED", "0")
-    assert CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d")]).exit_code == 0
     assert Settings.from_env().max_queued == 0
-    assert CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d"), "--max-queued", "7"]).exit_code == 0
-    assert Settings.from_env().max_queued == 7
 
 
 def test_health_shows_the_queue_depth_its_limit_and_the_retention(tmp_path):

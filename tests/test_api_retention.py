@@ -14,7 +14,7 @@ from starlette.responses import FileResponse
 
 from api.jobs import JobStore
 from api.settings import Settings
-from test_api_contract import SCENE, SERVE_VARIABLES, service, submit, wait
+from test_api_contract import SCENE, check_serve_setting, service, submit, wait
 from test_api_fakes import hanging_runner
 from test_api_jobs import new
 
@@ -132,25 +132,10 @@ def test_a_tick_expires_a_bounded_batch_oldest_first(tmp_path):
 
 
 def test_retention_setting_is_checked_and_reaches_the_app(tmp_path, monkeypatch):
-    import uvicorn
-    from typer.testing import CliRunner
-
-    from geoseg.cli import app as cli
-
     with pytest.raises(ValueError, match="GEOSEG_RETENTION_HOURS"):
         Settings(retention_hours=-1)
     monkeypatch.setenv("GEOSEG_RETENTION_HOURS", "a week")
     with pytest.raises(ValueError, match="GEOSEG_RETENTION_HOURS"):
         Settings.from_env()
-    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: None)
-    for name in SERVE_VARIABLES:
-        monkeypatch.setenv(name, "")
-    monkeypatch.setenv("GEOSEG_RETENTION_HOURS", "-2")
-    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d")])
-    assert result.exit_code != 0 and "GEOSEG_RETENTION_HOURS" in result.output
-    monkeypatch.setenv("GEOSEG_RETENTION_HOURS", "")
-    assert CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d")]).exit_code == 0
-    assert Settings.from_env().retention_hours == 0
-    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d"), "--retention-hours", "0.5"])
-    assert result.exit_code == 0, result.output
-    assert Settings.from_env().retention_hours == 0.5
+    check_serve_setting(tmp_path, monkeypatch, "GEOSEG_RETENTION_HOURS", "--retention-hours", bad="-2", unset=0,
+                        given="0.5", parsed=0.5)
