@@ -72,7 +72,13 @@ def load_head(
     if profile not in ("fast", "accurate"):
         raise ValueError(f"profile must be 'fast' or 'accurate', got {profile!r}")
     if model_dir is not None:
-        module, card = cards.load_model(model_dir, device=device, notes=notes)
+        # before the weights are read: a card of another task would run to the end of the head's
+        # tiles and fail on its output's shape ("expected (3, h, w) building probabilities")
+        path = cards.find_card(model_dir)
+        other = cards.read_card(path).get("task")
+        if other != task:
+            raise cards.ModelCardError(f"{path} is a {other} model card, not a {task} one")
+        module, card = cards.load_model(path, device=device, notes=notes)
         card["profile"] = profile
         return module, card
     path = cards.shipped_card_path(task, profile)  # the gcn's fast card was fitted on the student

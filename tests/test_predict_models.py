@@ -15,10 +15,10 @@ import rasterio
 import torch
 
 from geoseg import card as cards
-from geoseg.paths import data_root
 from geoseg.infer import TileModel, load_head, refine_with_gcn
 from geoseg.models.gcn import SuperpixelGCN
 from geoseg.models.students import FastSegNet
+from geoseg.paths import data_root
 from geoseg.superpixels import n_node_features
 
 NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -164,3 +164,13 @@ def test_onnx_workers_do_not_busy_wait_between_runs(tiny_models, tmp_path, monke
         options = model._session.get_session_options()
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
         assert model.probabilities(real_tile(64)[None]).shape == (1, 3, 64, 64)
+
+
+def test_a_card_of_another_task_is_refused_before_loading(tiny_models):
+    """`--model buildings=LANDCOVER_CARD` ran the land-cover model over every tile, then failed on
+    "expected (3, h, w) building probabilities"; `--model landcover=BUILDINGS_CARD` said "U2Net
+    exposes no features for the GCN"."""
+    with pytest.raises(cards.ModelCardError, match="is a landcover model card, not a buildings one"):
+        load_head("buildings", model_dir=Path(tiny_models["landcover"]))
+    with pytest.raises(cards.ModelCardError, match="is a buildings model card, not a landcover one"):
+        load_head("landcover", model_dir=Path(tiny_models["buildings"]).parent)
