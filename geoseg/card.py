@@ -47,6 +47,27 @@ LANDCOVER_CLASSES = [
     {"index": 5, "name": "land", "colour": "#D8B365"},
 ]
 
+#: colours for classes whose classes.json gives none (ColorBrewer Paired, then Dark2)
+CLASS_PALETTE = ["#E31A1C", "#1F78B4", "#33A02C", "#FF7F00", "#6A3D9A", "#B15928", "#A6CEE3", "#B2DF8A",
+                 "#FB9A99", "#FDBF6F", "#CAB2D6", "#FFFF99", "#1B9E77", "#D95F02", "#7570B3", "#E7298A"]
+
+
+def landcover_card_classes(classes: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The ``classes`` of a land-cover card trained on chips with this class list (``geoseg tile``
+    copies the masks' ``classes.json``, checked by ``tiles.classes``); None -> the Dubai list.
+
+    Dubai's own ``classes.json`` (the same names) keeps the display colours above: its
+    ``source_colour`` are the colours of the original masks. Other lists keep their ``colour``,
+    or get one from ``CLASS_PALETTE``; index 0 is unlabeled and drawn grey.
+    """
+    if classes is None or [c["name"] for c in classes] == [c["name"] for c in LANDCOVER_CLASSES]:
+        return [dict(c) for c in LANDCOVER_CLASSES]
+    return [{"index": c["index"], "name": c["name"],
+             "colour": c.get("colour") or ("#9B9B9B" if c["index"] == 0
+                                           else CLASS_PALETTE[(c["index"] - 1) % len(CLASS_PALETTE)])}
+            for c in sorted(classes, key=lambda c: c["index"])]
+
+
 # Name of the shipped model card (without .json) for each default task.
 DEFAULT_NAMES = {
     "buildings": "buildings-u2net",

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.warp import transform_bounds
+from rasterio.windows import Window
 from typer.testing import CliRunner
 
 from geoseg.cli import app
+from geoseg.training.data import load_dataset
 from tiles.grid import tile_grid
 
 runner = CliRunner()
@@ -260,3 +262,48 @@ def test_a_run_that_finished_no_scene_does_not_hold_the_folder(buildings_dir: Pa
     later = runner.invoke(app, ["tile", scene, "--out", out, "--size", "64"])
     assert later.exit_code == 0, later.output
     assert len(list((tmp_path / "chips/parts").iterdir())) == 1
+
+
+def three_class_pair(dubai: Path, folder: Path, classes: list[dict]) -> None:
+    """A 256 px Dubai crop whose mask is remapped to 3 classes, with ``classes.json`` beside it."""
+    folder.mkdir(parents=True)
+    with rasterio.open(dubai / "tile_2/image_part_001_label.png") as m:
+        mask = np.array([0, 1, 1, 2, 3, 3], np.uint8)[m.read(1, window=Window(0, 0, 256, 256))]
+    with rasterio.open(dubai / "tile_2/image_part_001.jpg") as im:
+        rgb = im.read(window=Window(0, 0, 256, 256))
+    for name, data in (("a.png", rgb), ("a_label.png", mask[None])):
+        with rasterio.open(folder / name, "w", driver="PNG", width=256, height=256, count=len(data),
+                           dtype="uint8") as dst:
+            dst.write(data)
+    (folder / "classes.json").write_text(json.dumps(classes))
+
+
+THREE_CLASSES = [{"index": 0, "name": "unlabeled"}, {"index": 1, "name": "built", "colour": "#FF0000"},
+                 {"index": 2, "name": "green", "colour": "#00FF00"}, {"index": 3, "name": "open"}]
+
+
+def test_landcover_chips_record_the_masks_class_list(data_root: Path, tmp_path: Path):
+    """The masks' classes.json never reached the chips, so `geoseg train` gave a 3-class data set a
+    model and a card with Dubai's six classes. It is now OUT/classes.json; a run whose masks use
+    another list is refused, into the same OUT or beside it in one run."""
+    dubai = data_root / "landcover/dubai"
+    three_class_pair(dubai, tmp_path / "mine", THREE_CLASSES)
+    out = tmp_path / "chips"
+    result = runner.invoke(app, ["tile", str(tmp_path / "mine"), "--target", "landcover", "--out", str(out),
+                                 "--size", "128"])
+    assert result.exit_code == 0, result.output
+    assert [c["name"] for c in json.loads((out / "classes.json").read_text())] == ["unlabeled", "built", "green",
+                                                                                   "open"]
+    assert [c["name"] for c in load_dataset(out)["classes"]] == ["unlabeled", "built", "green", "open"]
+    other = [dict(c, name=c["name"].upper()) for c in THREE_CLASSES]
+    three_class_pair(dubai, tmp_path / "theirs", other)
+    result = runner.invoke(app, ["tile", str(tmp_path / "theirs"), "--target", "landcover", "--out", str(out),
+                                 "--size", "128"])
+    assert result.exit_code == 1 and "holds chips of other classes" in result.output, result.output
+    result = runner.invoke(app, ["tile", str(tmp_path / "mine"), str(tmp_path / "theirs"), "--target", "landcover",
+                                 "--out", str(tmp_path / "both"), "--size", "128"])
+    assert result.exit_code == 1 and "the masks use different class lists" in result.output, result.output
+    bad = tmp_path / "gap"
+    three_class_pair(dubai, bad, [c for c in THREE_CLASSES if c["index"] != 2])
+    result = runner.invoke(app, ["tile", str(bad), "--target", "landcover", "--out", str(tmp_path / "g")])
+    assert result.exit_code == 1 and "class indices must be 0..2, each once" in result.output, result.output

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from geoseg.augment import AugmentConfig
-from geoseg.training.loop import DUBAI_GSD_M, TrainConfig, data_splits, train_buildings, working_gsd
+from geoseg.card import LANDCOVER_CLASSES
+from geoseg.training.loop import (
+    DUBAI_GSD_M,
+    TrainConfig,
+    data_splits,
+    train_buildings,
+    train_landcover,
+    working_gsd,
+)
 
 TINY_U2NET = {"in_channels": 3, "n_classes": 3, "mid": 4, "out": 8}
 
@@ -58,3 +66,42 @@ def test_data_splits_names_a_missing_split():
     data = building_chips([0.3] * 3)
     data["split"] = np.array(["train", "val", "val"])
     assert data_splits(data)["test"] == "none"
+
+
+TINY_ATTRESUNET = {"in_channels": 3, "widths": [4, 8, 8, 8, 8]}
+THREE_CLASSES = [{"index": 0, "name": "unlabeled"}, {"index": 1, "name": "built", "colour": "#FF0000"},
+                 {"index": 2, "name": "green"}, {"index": 3, "name": "open"}]
+
+
+def landcover_chips(top_class: int, classes: list[dict] | None) -> dict:
+    """Random 32 px land-cover chips (train, val, test) with classes 0..top_class."""
+    rng = np.random.default_rng(0)
+    data = {
+        "images": rng.integers(0, 255, (3, 3, 32, 32), np.uint8),
+        "labels": rng.integers(0, top_class + 1, (3, 32, 32), np.uint8),
+        "split": np.array(["train", "val", "test"]), "area": np.array(["tile_1", "tile_5", "tile_6"]),
+        "gsd": np.full(3, np.nan, np.float32), "target": "landcover",
+    }
+    return data | ({"classes": classes} if classes else {})
+
+
+def test_landcover_card_takes_the_chips_class_list():
+    """A 3-class data set trained a 6-output model whose card named Dubai's classes, so its class map
+    was labelled building/road/vegetation/water/land with Dubai's colours."""
+    cfg = TrainConfig(steps=1, batch_size=2, val_every_s=1e9, augment=AugmentConfig(out_size=32))
+    model, card = train_landcover(landcover_chips(3, THREE_CLASSES), cfg,
+                                  arch_kwargs={**TINY_ATTRESUNET, "n_classes": 4}, log=lambda s: None)
+    assert [c["name"] for c in card["classes"]] == ["unlabeled", "built", "green", "open"]
+    assert card["classes"][1]["colour"] == "#FF0000" and card["classes"][2]["colour"].startswith("#")
+    assert model.head.out_channels == 3 and set(card["metrics"]["val"]) >= {"miou"}
+    _, dubai = train_landcover(landcover_chips(5, None), cfg, arch_kwargs={**TINY_ATTRESUNET, "n_classes": 6},
+                               log=lambda s: None)
+    assert dubai["classes"] == LANDCOVER_CLASSES  # no classes.json: the Dubai list, as shipped
+
+
+def test_landcover_masks_past_the_class_list_are_refused():
+    cfg = TrainConfig(steps=1, batch_size=2, val_every_s=1e9, augment=AugmentConfig(out_size=32))
+    with pytest.raises(ValueError, match="masks hold class 4, their class list stops at 3"):
+        train_landcover(landcover_chips(4, THREE_CLASSES), cfg, arch_kwargs={**TINY_ATTRESUNET, "n_classes": 4})
+    with pytest.raises(ValueError, match="the model has 6 classes, the chips 4"):
+        train_landcover(landcover_chips(3, THREE_CLASSES), cfg, arch_kwargs={**TINY_ATTRESUNET, "n_classes": 6})

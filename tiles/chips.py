@@ -21,6 +21,7 @@ from affine import Affine
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
+from tiles.classes import find_classes_file, read_classes
 from tiles.errors import UnsupportedRaster
 from tiles.grid import Tile, tile_grid
 from tiles.labels import LabelIndex, window_labels
@@ -158,16 +159,6 @@ def landcover_chips(scene: Scene, label_path: Path, out_dir: Path, opts: ChipOpt
             yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, n_classes, True)
 
 
-def landcover_classes(label_path: Path) -> tuple[Path, set[int]] | None:
-    """(path, class indices) of the ``classes.json`` beside a mask or one folder up (the Dubai
-    layout ``dubai/classes.json`` + ``dubai/tile_N/X_label.png``); None when there is none."""
-    for folder in (label_path.parent, label_path.parent.parent):
-        path = folder / "classes.json"
-        if path.is_file():
-            return path, {int(c["index"]) for c in json.loads(path.read_text())}
-    return None
-
-
 def check_landcover_mask(mask_ds, label_path: Path) -> None:
     """Refuse masks that are not one band of class indices of ``classes.json``.
 
@@ -177,10 +168,10 @@ def check_landcover_mask(mask_ds, label_path: Path) -> None:
     if mask_ds.count != 1:
         raise UnsupportedRaster(f"{label_path.name}: {mask_ds.count} bands; a land-cover mask must be one band "
                                 f"of class indices (convert a colour mask first)")
-    found = landcover_classes(label_path)
-    if found is None:
+    classes_path = find_classes_file(label_path)
+    if classes_path is None:
         return
-    classes_path, classes = found
+    classes = {c["index"] for c in read_classes(classes_path)}
     bad = sorted(set(np.unique(mask_ds.read(1)).tolist()) - classes)
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")

@@ -23,7 +23,14 @@ import rasterio
 import typer
 
 from tiles.batch import run_batch
-from tiles.chips import ChipOptions, building_chips, landcover_chips, landcover_pairs, write_index
+from tiles.chips import (
+    ChipOptions,
+    building_chips,
+    landcover_chips,
+    landcover_pairs,
+    write_index,
+)
+from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
 from tiles.labels import LabelIndex, grid_bounds
 from tiles.normalize import parse_bands
 from tiles.source import Scene
@@ -178,6 +185,32 @@ def expand_inputs(paths: list[Path], target: Target) -> list[Path]:
     return out
 
 
+def record_landcover_classes(out: Path, images: list[Path]) -> None:
+    """Write the masks' class list into ``OUT/classes.json``, where ``geoseg train`` reads it.
+
+    Why: the class list decides the model's outputs and the names and colours of its card (and so
+    of every class map it makes); without it a 3-class data set trained a model and a card with
+    Dubai's six classes. All pairs must share one ``classes.json`` (by content), and so must
+    earlier runs into OUT. Pairs without any keep the Dubai list of ``geoseg.card``.
+    """
+    lists: dict[str, Path | None] = {}
+    for image in images:
+        path = find_classes_file(image.with_name(image.stem + "_label.png"))
+        key = json.dumps(read_classes(path), sort_keys=True) if path else "null"
+        lists.setdefault(key, path)
+    if len(lists) > 1:
+        shown = " and ".join(str(p) if p else "no classes.json" for p in lists.values())
+        raise ValueError(f"the masks use different class lists ({shown}): tile each into its own --out")
+    (key, path), = lists.items()
+    recorded = out / CLASSES_FILE
+    if recorded.exists():
+        if json.dumps(read_classes(recorded), sort_keys=True) != key:
+            raise ValueError(f"{out} holds chips of other classes ({recorded}); use another --out")
+    elif path is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        recorded.write_text(json.dumps(read_classes(path), indent=1) + "\n")
+
+
 SPLITS = ("train", "val", "test")
 
 
@@ -236,6 +269,8 @@ def tile(
             check_landcover_gsd(inputs, gsd)
         check_one_chip_set(job)
         check_unique_names(job, inputs)
+        if target is Target.landcover:
+            record_landcover_classes(job.out, inputs)
     except Exception as exc:  # one line for the user, non-zero exit
         typer.echo(f"geoseg tile: error: {exc}", err=True)
         raise typer.Exit(1) from None

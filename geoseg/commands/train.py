@@ -169,6 +169,7 @@ def _train_teacher(
         if task == "buildings":
             card["metrics"]["test"] = evaluate_buildings(model, test, card["normalisation"], device)
         else:
-            card["metrics"]["test"] = evaluate_landcover(model, test, card["normalisation"], device, boundary=True)
+            card["metrics"]["test"] = evaluate_landcover(model, test, card["normalisation"], device, boundary=True,
+                                                           classes=card["classes"])
     card["metrics"]["command"] = command
     return save_model(model, card, out)

@@ -3,7 +3,8 @@
 A dataset is a plain dict of numpy arrays, the form the GPU job and the distillation
 module share (docs/ARCHITECTURE.md):
 ``images`` (N,3,H,W) uint8, ``labels`` (N,H,W) uint8, ``split``/``area``/``chip_id``
-(N,) str, ``gsd`` (N,) float32, and ``target`` (str: buildings | landcover).
+(N,) str, ``gsd`` (N,) float32, ``target`` (str: buildings | landcover) and, for land-cover
+chips cut from masks with a ``classes.json``, ``classes`` (that list, ``tiles.classes``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tiles.classes import CLASSES_FILE, read_classes
 from tiles.splits import block_label, scene_area
 
 IGNORE_INDEX = {"buildings": 255, "landcover": 0}
@@ -66,7 +68,7 @@ def load_chip_dir(chips_dir: Path) -> dict[str, Any]:
     h = max(a.shape[1] for a in images)
     w = max(a.shape[2] for a in images)
     fill = IGNORE_INDEX[target]
-    return {
+    data = {
         "images": np.stack([_pad_to(a, h, w, 0) for a in images]),
         "labels": np.stack([_pad_to(a, h, w, fill) for a in labels]),
         "split": np.array([p["split"] for p in props]),
@@ -75,6 +77,9 @@ def load_chip_dir(chips_dir: Path) -> dict[str, Any]:
         "gsd": np.array([float(p.get("gsd") or np.nan) for p in props], np.float32),
         "target": target,
     }
+    if (chips_dir / CLASSES_FILE).is_file():  # the masks' class list, recorded by geoseg tile
+        data["classes"] = read_classes(chips_dir / CLASSES_FILE)
+    return data
 
 
 def _decode_jpeg(buf: bytes) -> np.ndarray:
@@ -110,6 +115,7 @@ def load_packed(npz_path: Path) -> dict[str, Any]:
             "gsd": z["gsd"],
             "target": meta["target"],
             "meta": meta,
+            **({"classes": meta["classes"]} if meta.get("classes") else {}),
         }
 
 

@@ -20,7 +20,13 @@ import torch
 from torch import nn
 
 from geoseg.augment import AugmentConfig, augment_batch
-from geoseg.card import BUILDING_CLASSES, CREDITS_BUILDINGS, CREDITS_LANDCOVER, LANDCOVER_CLASSES
+from geoseg.card import (
+    BUILDING_CLASSES,
+    CREDITS_BUILDINGS,
+    CREDITS_LANDCOVER,
+    LANDCOVER_CLASSES,
+    landcover_card_classes,
+)
 from geoseg.losses import CEDiceLoss
 from geoseg.models.attresunet import AttResUNet
 from geoseg.models.u2net import U2Net
@@ -76,17 +82,17 @@ def data_source(data: dict[str, Any]) -> str:
     return str(data.get("source") or data.get("meta", {}).get("source") or "chips (arrays given in code)")
 
 
-def label_loss(task: str, ignore_index: int) -> CEDiceLoss:
+def label_loss(task: str, ignore_index: int, n_classes: int = len(LANDCOVER_CLASSES)) -> CEDiceLoss:
     """The teachers' loss against the labels (students use it with ``label_loss='teacher'``).
 
     Buildings: CE weighted 1/1/2 (background, interior, outline) + Dice on interior and outline,
     so the thin outline band that separates touching houses is not drowned by background.
-    Land cover: CE + 0.5 x Dice on the five classes (small classes count).
+    Land cover: CE + 0.5 x Dice on the classes 1..n_classes-1 (small classes count; Dubai: five).
     """
     if task == "buildings":
         return CEDiceLoss(3, ignore_index, class_weights=[1.0, 1.0, 2.0], dice_classes=[1, 2])
     if task == "landcover":
-        return CEDiceLoss(6, ignore_index, dice_classes=[1, 2, 3, 4, 5], dice_weight=0.5)
+        return CEDiceLoss(n_classes, ignore_index, dice_classes=list(range(1, n_classes)), dice_weight=0.5)
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -174,10 +180,12 @@ def evaluate_buildings(model: nn.Module, data: dict[str, Any], norm: dict, devic
 
 
 def evaluate_landcover(
-    model: nn.Module, data: dict[str, Any], norm: dict, device: str, batch: int = 8, boundary: bool = False
+    model: nn.Module, data: dict[str, Any], norm: dict, device: str, batch: int = 8, boundary: bool = False,
+    classes: list[dict[str, Any]] = LANDCOVER_CLASSES,
 ) -> dict[str, Any]:
-    """mIoU over classes 1..5 (0 ignored), per-class IoU, OA, optionally boundary F (2 px)."""
-    k = len(LANDCOVER_CLASSES)
+    """mIoU over classes 1.. (0 ignored) of the card's ``classes``, per-class IoU, OA, optionally
+    boundary F (2 px)."""
+    k = len(classes)
     cm = np.zeros((k, k), np.int64)
     bcounts = np.zeros(4, np.int64)
     for i in range(0, len(data["images"]), batch):
@@ -187,7 +195,7 @@ def evaluate_landcover(
         if boundary:
             for p, t in zip(pred, truth):
                 bcounts += boundary_counts(p, t)
-    scores = landcover_scores(cm, [c["name"] for c in LANDCOVER_CLASSES])
+    scores = landcover_scores(cm, [c["name"] for c in classes])
     if boundary:
         scores["boundary_f_2px"] = boundary_f(bcounts)
     scores["chips"] = int(len(data["images"]))
@@ -354,29 +362,38 @@ def train_landcover(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
     progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """AttResUNet on the Dubai chips; returns (model, card without metrics.test).
+    """AttResUNet on land-cover chips; returns (model, card without metrics.test).
 
-    ``gsd_m`` is the chips' GSD, or the documented Dubai estimate when they carry none (the
-    card's ``gsd_note`` then says so)."""
+    The classes are the chips' (``data["classes"]``, the masks' ``classes.json``), else Dubai's:
+    they decide the model's outputs and the card's names and colours. ``gsd_m`` is the chips' GSD,
+    or the documented Dubai estimate when they carry none (the card's ``gsd_note`` then says so)."""
     gsd_m, estimated = working_gsd(data, estimate=DUBAI_GSD_M)
+    classes = landcover_card_classes(data.get("classes"))
+    n_classes = len(classes)
+    check_label_values(data["labels"], n_classes)
     splits = data_splits(data)
-    arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": 6, "widths": [32, 64, 128, 192, 256]}
+    arch_kwargs = arch_kwargs or {"in_channels": 3, "n_classes": n_classes, "widths": [32, 64, 128, 192, 256]}
+    if arch_kwargs.get("n_classes") != n_classes:
+        raise ValueError(f"the model has {arch_kwargs.get('n_classes')} classes, the chips {n_classes} "
+                         f"({', '.join(c['name'] for c in classes)})")
     train, val, norm = _train_val_norm(data)
     torch.manual_seed(cfg.seed)
     model = AttResUNet(**{**arch_kwargs, "widths": tuple(arch_kwargs["widths"])})
     if init_state is not None:  # fine-tuning: continue from a trained checkpoint of the same architecture
         model.load_state_dict(init_state)
-    loss_fn = label_loss("landcover", IGNORE_INDEX["landcover"])
-    score = lambda m: evaluate_landcover(m, val, norm, cfg.device, cfg.eval_batch)["miou"]  # noqa: E731
-    log(f"landcover: {len(train['images'])} train chips, {len(val['images'])} val chips, device {cfg.device}")
+    loss_fn = label_loss("landcover", IGNORE_INDEX["landcover"], n_classes)
+    score = lambda m: evaluate_landcover(m, val, norm, cfg.device, cfg.eval_batch, classes=classes)["miou"]  # noqa: E731
+    log(f"landcover: {len(train['images'])} train chips, {len(val['images'])} val chips, {n_classes - 1} classes, "
+        f"device {cfg.device}")
     model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress)
     card = {
         "name": "landcover-attresunet",
         "task": "landcover",
         "architecture": "AttResUNet",
         "arch_kwargs": arch_kwargs,
-        "output": "logits (B,6,H,W); channel = class index of classes.json; channel 0 (unlabeled) is a constant -1e4",
-        "classes": LANDCOVER_CLASSES,
+        "output": f"logits (B,{n_classes},H,W); channel = class index of classes; channel 0 (unlabeled) is a "
+                  f"constant -1e4",
+        "classes": classes,
         "ignore_index": IGNORE_INDEX["landcover"],
         "bands": [1, 2, 3],
         "input": "uint8 RGB",
@@ -384,11 +401,20 @@ def train_landcover(
         "gsd_m": gsd_m,
         **({"gsd_note": DUBAI_GSD_NOTE} if estimated else {}),
         "tile_size": 512,
-        "training": _training_block(data, splits, cfg, hist, "CE(ignore 0)+0.5*Dice(1..5)"),
+        "training": _training_block(data, splits, cfg, hist, f"CE(ignore 0)+0.5*Dice(1..{n_classes - 1})"),
         "metrics": {"val": _val_metrics("miou", hist, cfg, splits["val"])},
         "credits": CREDITS_LANDCOVER,
     }
     return model, card
+
+
+def check_label_values(labels: np.ndarray, n_classes: int) -> None:
+    """Refuse masks with values past the class list (the loss would fail on them mid-run, or
+    train outputs the card never names): chips without a ``classes.json`` get Dubai's six."""
+    top = int(labels.max()) if labels.size else 0
+    if top >= n_classes:
+        raise ValueError(f"the chips' masks hold class {top}, their class list stops at {n_classes - 1}: put a "
+                         f"classes.json beside the masks (docs/tiling.md) and tile them again")
 
 
 def _val_metrics(metric: str, hist: dict, cfg: TrainConfig, area: str) -> dict[str, Any]:

@@ -37,6 +37,8 @@ def pack_chip_dir(chips_dir: Path, out_path: Path, quality: int = 95) -> dict[st
     encoded = [encode_jpeg(img, quality) for img in data["images"]]
     offsets = np.cumsum([0] + [len(b) for b in encoded]).astype(np.int64)
     meta = {"target": data["target"], "source": str(chips_dir), "jpeg_quality": quality, "code_version": code_version()}
+    if data.get("classes"):
+        meta["classes"] = data["classes"]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.stem}.tmp.npz")
