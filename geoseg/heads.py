@@ -19,21 +19,29 @@ from geoseg.notes import tell
 from geoseg.options import PredictError, PredictOptions
 from geoseg.postprocess import BuildingPostprocess, postprocess_from_card
 
-__all__ = ["building_rules", "forget_heads", "gcn_card_mismatch", "load_head_cached", "load_heads",
-           "model_summary", "preload_heads"]
+__all__ = ["building_rules", "forget_heads", "gcn_card_mismatch", "has_building_class", "load_head_cached",
+           "load_heads", "model_summary", "preload_heads"]
 
 
-def building_rules(card: dict[str, Any], options: PredictOptions, gsd_known: bool = True) -> BuildingPostprocess:
+def building_rules(card: dict[str, Any], options: PredictOptions, gsd_known: bool = True,
+                   landcover_card: dict[str, Any] | None = None) -> BuildingPostprocess:
     """The building card's tuned post-processing, with the user's explicit values on top.
 
     Without a known GSD (no georeferencing, no ``--gsd``) the land-cover cue is off: both heads then
     run on the raw pixel grid, and a 1.1 m land-cover model on, say, 0.1 m pixels says nothing
-    about roofs."""
+    about roofs. It is off too when the land-cover model that runs has no 'building' class (a
+    user's own class list, ``--model landcover=...``): there is no P(building) to read."""
     try:
         post = postprocess_from_card(card, options.building_threshold, options.min_area_m2)
     except ValueError as exc:
         raise PredictError(str(exc)) from exc
-    return post if gsd_known else replace(post, landcover_threshold=0.0)
+    cue = gsd_known and (landcover_card is None or has_building_class(landcover_card))
+    return post if cue else replace(post, landcover_threshold=0.0)
+
+
+def has_building_class(card: dict[str, Any]) -> bool:
+    """Whether a land-cover card names a 'building' class (the building rules' land-cover cue)."""
+    return any(c.get("name") == "building" for c in card.get("classes", []))
 
 
 def load_heads(options: PredictOptions, device: str, notes: list[str], gsd_known: bool = True) -> dict[str, tuple]:
@@ -56,6 +64,12 @@ def load_heads(options: PredictOptions, device: str, notes: list[str], gsd_known
         notes.append("the land-cover cue of the building rules is off: the input's GSD is unknown (give --gsd)")
     if options.classmap or (card_cue and gsd_known):
         heads["landcover"] = load("landcover")
+        if card_cue and gsd_known and not has_building_class(heads["landcover"][1]):
+            notes.append(f"the land-cover cue of the building rules is off: the land-cover model "
+                         f"{heads['landcover'][1].get('card_path', '')} has no 'building' class")
+            if not options.classmap:  # it was loaded for the cue alone
+                del heads["landcover"]
+                return heads
         if options.refine == "gcn":
             # decide from the card alone: a GCN that cannot be used is not loaded (nor torch-geometric)
             reason = gcn_card_mismatch(heads["landcover"], options.model_dirs.get("gcn"), options.profile)

@@ -325,7 +325,9 @@ def predict_scene(
             model = TileModel(*heads["buildings"], device=device, runtime=options.runtime, notes=notes)
             timings["prepare_buildings"] = time.perf_counter() - t
             report["models"]["buildings"]["runtime"] = model.runtime
-            post = building_rules(model.card, options, gsd_known=input_gsd is not None)
+            # no land-cover head ran ({}): load_heads dropped one without a 'building' class
+            post = building_rules(model.card, options, gsd_known=input_gsd is not None,
+                                  landcover_card=landcover_card or {})
             report["postprocess"] = post.as_dict()
             t = time.perf_counter()
             result = run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("buildings", f),

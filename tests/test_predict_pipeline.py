@@ -684,3 +684,31 @@ def test_two_batch_jobs_on_one_worker_s_threads_each_return_their_own_notes(tiny
     b.join(180)
     assert [n for n in said["a"] if "input is not georeferenced" in n] and not [n for n in said["a"] if "world file" in n]
     assert [n for n in said["b"] if "world file" in n] and not [n for n in said["b"] if "not georeferenced" in n]
+
+
+def test_a_landcover_model_without_a_building_class_turns_the_cue_off(tiny_models, tmp_path):
+    """A user's land-cover model with its own classes (no 'building') beside a building card that
+    uses the land-cover cue (the shipped accurate one does) failed at the end of the building head:
+    "the building rules use the land-cover cue, but no land-cover head with a 'building' class ran".
+    The cue is now off with a warning; without a class map that head is not even run."""
+    def copy_card(task: str, **changes) -> str:
+        src = Path(tiny_models[task])
+        folder = tmp_path / task
+        folder.mkdir()
+        (folder / src.with_suffix(".pt").name).write_bytes(src.with_suffix(".pt").read_bytes())
+        (folder / src.name).write_text(json.dumps(json.loads(src.read_text()) | changes))
+        return str(folder / src.name)
+
+    names = ["unlabeled", "built", "paved", "green", "water", "open"]
+    models = {"buildings": copy_card("buildings", postprocess={"landcover_threshold": 0.5}),
+              "landcover": copy_card("landcover", classes=[{"index": i, "name": n, "colour": "#123456"}
+                                                           for i, n in enumerate(names)])}
+    crop_path = crop(SCENE, tmp_path / "crop.tif", Window(0, 0, 256, 256))
+    for classmap in (True, False):
+        report = predict_scene(crop_path, tmp_path / f"out{classmap}", options(models, classmap=classmap,
+                                                                                refine="none"))
+        assert report["postprocess"]["landcover_threshold"] == 0.0
+        assert any("has no 'building' class" in w for w in report["warnings"]), report["warnings"]
+        assert ("landcover" in report["models"]) == classmap
+    with rasterio.open(tmp_path / "outTrue" / "classmap.tif") as cm:
+        assert json.loads(cm.tags()["classes"])["2"] == "paved"
