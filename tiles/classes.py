@@ -36,7 +36,7 @@ def check_class_list(classes: Any, where: str) -> list[dict[str, Any]]:
         raise ValueError(f"{where}: expected a JSON list of classes ({{\"index\": 0, \"name\": ...}})")
     for c in classes:
         if not isinstance(c, dict) or not isinstance(c.get("index"), int) or not isinstance(c.get("name"), str):
-            raise ValueError(f"{where}: every class needs an integer index and a name, got {c!r}")
+            raise ValueError(f"{where}: every class needs an integer index and a name, got {c!r}")  # noqa: TRY004 (bad file content)
         colour = c.get("colour")
         if colour is not None and not (isinstance(colour, str) and _HEX.fullmatch(colour)):
             raise ValueError(f"{where}: colour of class {c['index']} must look like #RRGGBB, got {colour!r}")
