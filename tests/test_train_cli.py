@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from geoseg.card import save_model
 from geoseg.cli import app
+from checks import assert_one_line_error
 from test_distill_training import dubai_chips, teacher_pair, write_chip_dir
 
 
@@ -120,3 +121,49 @@ def test_mixed_gsd_chips_fail_in_one_line(tmp_path):
                                       str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2", "--crop", "32"])
     assert result.exit_code == 1
     assert result.output.strip() == "geoseg train: error: chips of mixed GSD (0.3-0.6 m): cut them at one --gsd"
+
+
+def buildings_pack(path, gsd: float = 0.3):
+    """A pack of three random 32 px building chips (train, val, test) at one GSD."""
+    import numpy as np
+    from test_training_card_truth import building_chips
+
+    from geoseg.training.pack import encode_jpeg
+
+    data = building_chips([gsd] * 3)
+    blobs = [encode_jpeg(a) for a in data["images"]]
+    np.savez_compressed(
+        path, jpeg=np.frombuffer(b"".join(blobs), np.uint8), jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]),
+        labels=data["labels"], split=data["split"], area=data["area"], chip_id=data["chip_id"], gsd=data["gsd"],
+        meta=np.array(json.dumps({"target": "buildings"})),
+    )
+    return path
+
+
+def test_init_fine_tunes_a_teacher_from_a_card(tmp_path):
+    """--init was read only with --teacher: `geoseg train buildings --init <card>` trained from random
+    weights with the default architecture and said nothing, even for a path that did not exist."""
+    from test_training_card_truth import TINY_U2NET
+
+    from geoseg.card import BUILDING_CLASSES
+    from geoseg.models.u2net import U2Net
+
+    pack = buildings_pack(tmp_path / "b.npz")
+    norm = {"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5]}
+    start = save_model(U2Net(**TINY_U2NET), {"name": "mine", "task": "buildings", "architecture": "U2Net",
+                                            "arch_kwargs": TINY_U2NET, "classes": BUILDING_CLASSES,
+                                            "normalisation": norm}, tmp_path / "start")
+    base = ["train", "buildings", "--data", str(pack), "--epochs", "1", "--batch-size", "2", "--crop", "32"]
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "m"), "--init", str(start)])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "m" / "buildings-u2net.json").read_text())
+    assert card["arch_kwargs"] == TINY_U2NET and card["normalisation"] == norm
+    assert card["training"]["init"] == str(start.resolve()) and card["metrics"]["command"].endswith(f"--init {start}")
+    for init, message in ((tmp_path / "nowhere", "--init: no model directory or card at"),
+                          (tmp_path / "start", None)):
+        if message is None:  # a card of another task
+            card = json.loads(start.read_text()) | {"task": "landcover"}
+            start.write_text(json.dumps(card))
+            message = "is a landcover model, not buildings"
+        result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "x"), "--init", str(init)])
+        assert_one_line_error(result, "train", message)

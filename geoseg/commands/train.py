@@ -36,7 +36,10 @@ def train(
     crop: int = typer.Option(256, "--crop", help="Training crop size in pixels."),
     seed: int = typer.Option(0, "--seed"),
     init: Optional[Path] = typer.Option(
-        None, "--init", help="With --teacher: start the student from this student model dir or card (fine-tuning).",
+        None, "--init",
+        help="Fine-tune: start from this model dir or card (e.g. geoseg/weights/buildings-u2net.json) instead of "
+             "random weights; same task, architecture and classes, its normalisation is kept. With --teacher: "
+             "a student to continue distilling.",
     ),
     losses: str = typer.Option(
         "ce+ace+csc", "--losses",
@@ -77,6 +80,8 @@ def train(
         budget = ["--minutes", f"{minutes:g}"] if minutes is not None else ["--epochs", str(epochs)]
         command = ["geoseg", "train", task, "--data", str(data), "--out", str(out), *budget, "--device", device,
                    "--batch-size", str(batch_size), "--crop", str(crop), "--seed", str(seed)]
+        if init is not None and not init.exists():
+            raise ValueError(f"--init: no model directory or card at {init}")
         if teacher is not None:
             from geoseg.training.distill import train_student  # owned by the distillation module
 
@@ -89,8 +94,9 @@ def train(
                                      command=shlex.join(command), progress=show, plan=plan)
             console.print(f"student written to {out}: {card.get('name')}")
             return
+        command += ["--init", str(init)] if init is not None else []
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
-                                   command=shlex.join(command))
+                                   command=shlex.join(command), init=init)
         console.print(f"[green]model card:[/green] {card_path}")
     except typer.Exit:
         raise
@@ -125,16 +131,43 @@ def _student_progress(bar: Progress) -> tuple[Callable[[int | None, float | None
     return plan, show
 
 
+#: the architecture ``geoseg train TASK`` trains (without --teacher)
+TEACHER_ARCHITECTURES = {"buildings": "U2Net", "landcover": "AttResUNet"}
+
+
+def initial_teacher(task: str, init: Path, data: dict) -> dict:
+    """``train_buildings``/``train_landcover`` keyword arguments that start from ``init``'s weights:
+    its architecture kwargs, state and normalisation (the checkpoint's features expect its inputs).
+
+    Why: ``--init`` was read only with ``--teacher``; without it the run silently trained from
+    random weights (even with a path that did not exist)."""
+    from geoseg.card import landcover_card_classes, load_model
+
+    model, card = load_model(init)
+    if card.get("task") != task:
+        raise ValueError(f"--init {init} is a {card.get('task')} model, not {task}")
+    if card["architecture"] != TEACHER_ARCHITECTURES[task]:
+        raise ValueError(f"--init {init} is a {card['architecture']}; geoseg train {task} trains a "
+                         f"{TEACHER_ARCHITECTURES[task]} (fine-tune a student with --teacher)")
+    if task == "landcover":
+        mine = [c["name"] for c in landcover_card_classes(data.get("classes"))]
+        if [c["name"] for c in card["classes"]] != mine:
+            raise ValueError(f"--init {init} predicts {[c['name'] for c in card['classes']]}, the chips hold "
+                             f"{mine}")
+    return {"arch_kwargs": card["arch_kwargs"], "init_state": model.state_dict(), "norm": card["normalisation"]}
+
+
 def _train_teacher(
     task: str, data_path: Path, out: Path, minutes: float | None, epochs: int | None, device: str,
-    batch_size: int, crop: int, seed: int, console: Console, command: str,
+    batch_size: int, crop: int, seed: int, console: Console, command: str, init: Path | None = None,
 ) -> Path:
-    """Train a teacher; its card's ``metrics.command`` is ``command``, the full command line that
-    reproduces the run (every option, defaults included, so a changed default cannot alter it)."""
+    """Train a teacher (from ``init``'s weights when given); its card's ``metrics.command`` is
+    ``command``, the full command line that reproduces the run (every option, defaults included, so
+    a changed default cannot alter it)."""
     import torch
 
     from geoseg.augment import AugmentConfig
-    from geoseg.card import save_model
+    from geoseg.card import find_card, save_model
     from geoseg.training.data import load_dataset, select
     from geoseg.training.loop import (
         DUBAI_GSD_M,
@@ -160,10 +193,14 @@ def _train_teacher(
         budget_s=None if minutes is None else minutes * 60.0, steps=steps, batch_size=batch_size, device=device,
         seed=seed, val_every_s=max(30.0, (minutes or 1) * 6.0), augment=AugmentConfig(out_size=crop),
     )
+    start = {} if init is None else initial_teacher(task, init, data)
     with _bar(console, f"training {task}") as bar:
         job = bar.add_task("", total=1.0)
         trainer = train_buildings if task == "buildings" else train_landcover
-        model, card = trainer(data, cfg, log=bar.console.print, progress=lambda f: bar.update(job, completed=f))
+        model, card = trainer(data, cfg, log=bar.console.print, progress=lambda f: bar.update(job, completed=f),
+                              **start)
+    if init is not None:
+        card["training"]["init"] = str(find_card(init).resolve())
     test = select(data, "test")
     if len(test["images"]):
         if task == "buildings":

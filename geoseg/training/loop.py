@@ -361,8 +361,12 @@ def train_buildings(
 def train_landcover(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
     progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
+    norm: dict[str, list[float]] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """AttResUNet on land-cover chips; returns (model, card without metrics.test).
+
+    ``norm`` (mean/std) replaces the one measured on the training chips: a fine-tuned model keeps
+    its checkpoint's.
 
     The classes are the chips' (``data["classes"]``, the masks' ``classes.json``), else Dubai's:
     they decide the model's outputs and the card's names and colours. ``gsd_m`` is the chips' GSD,
@@ -376,7 +380,8 @@ def train_landcover(
     if arch_kwargs.get("n_classes") != n_classes:
         raise ValueError(f"the model has {arch_kwargs.get('n_classes')} classes, the chips {n_classes} "
                          f"({', '.join(c['name'] for c in classes)})")
-    train, val, norm = _train_val_norm(data)
+    train, val, measured = _train_val_norm(data)
+    norm = norm or measured
     torch.manual_seed(cfg.seed)
     model = AttResUNet(**{**arch_kwargs, "widths": tuple(arch_kwargs["widths"])})
     if init_state is not None:  # fine-tuning: continue from a trained checkpoint of the same architecture
