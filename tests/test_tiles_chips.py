@@ -307,3 +307,34 @@ def test_landcover_chips_record_the_masks_class_list(data_root: Path, tmp_path: 
     three_class_pair(dubai, bad, [c for c in THREE_CLASSES if c["index"] != 2])
     result = runner.invoke(app, ["tile", str(bad), "--target", "landcover", "--out", str(tmp_path / "g")])
     assert result.exit_code == 1 and "class indices must be 0..2, each once" in result.output, result.output
+
+
+def test_runs_that_differ_only_by_split_share_an_out(buildings_dir: Path, tmp_path: Path):
+    """A user's own scenes (areas the built-in rules do not know) are all cut as train, and
+    `--split val` into the same OUT was refused as "other options": no chip set could hold a
+    validation split, which `geoseg train` requires. Runs that differ only by --split now share an
+    OUT; a scene cut again under another split moves there, listed once in the index."""
+    labels = ["--labels", str(buildings_dir / "kampala/labels.geojson")]
+    site_a, site_b = tmp_path / "site_a.tif", tmp_path / "site_b.tif"
+    site_a.write_bytes((buildings_dir / "kampala/kampala_z19_2.tif").read_bytes())
+    site_b.write_bytes((buildings_dir / "kampala/kampala_z19_2.tif").read_bytes())
+    out = tmp_path / "chips"
+    first = runner.invoke(app, ["tile", str(site_a), str(site_b), "--out", str(out), "--size", "128", *labels])
+    assert first.exit_code == 0, first.output
+
+    def splits() -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for f in index_of(out):
+            found.setdefault(f["properties"]["scene"], set()).add(f["properties"]["split"])
+        return found
+
+    assert splits() == {"site_a.tif": {"train"}, "site_b.tif": {"train"}}
+    val = runner.invoke(app, ["tile", str(site_b), "--out", str(out), "--size", "128", "--split", "val", *labels])
+    assert val.exit_code == 0, val.output
+    assert "site_b.tif: cut before under the split by area, now under val" in val.output
+    assert splits() == {"site_a.tif": {"train"}, "site_b.tif": {"val"}}
+    again = runner.invoke(app, ["tile", str(site_b), "--out", str(out), "--size", "128", "--split", "val", *labels])
+    assert again.exit_code == 0 and "1 already done" in again.output
+    assert len(index_of(out)) == 8
+    other = runner.invoke(app, ["tile", str(site_b), "--out", str(out), "--size", "64", "--split", "val", *labels])
+    assert other.exit_code == 1 and "holds chips cut with other options" in other.output

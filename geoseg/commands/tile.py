@@ -102,27 +102,57 @@ class SceneJob:
 OPTIONS_FILE = "options.json"  # in the part dir: which options its records were cut with
 
 
-def check_one_chip_set(job: SceneJob) -> None:
-    """Refuse an OUT that holds finished records cut with other options.
+def _same_chips(key_a: list, key_b: list) -> bool:
+    """Whether two option sets cut the same chip files: all but ``--split``, which only labels the
+    records (``options_key`` order: chip options, target, labels, split)."""
+    return key_a[:3] == key_b[:3]
+
+
+def check_one_chip_set(job: SceneJob) -> list[Path]:
+    """Refuse an OUT that holds finished records cut with other options; return the part dirs of
+    the same chip set under another ``--split`` (their records stay valid beside this run's).
 
     Why: chip files are ``<stem>_rNNN_cNNN`` whatever the options, so a second option set
     overwrites them and the first set's records (kept for resuming) would then point at
-    pixels cut otherwise. A part dir with no record yet (a run that failed everywhere) is
-    not a chip set and is dropped.
+    pixels cut otherwise. ``--split`` does not change a pixel, so runs that differ only by it
+    share an OUT: that is how a user's own scenes (whose areas the built-in rules do not know,
+    all train) get a validation split. A part dir with no record yet (a run that failed
+    everywhere) is not a chip set and is dropped.
     """
     mine = job.part_dir()
+    key = json.loads(job.options_key())
     parts = job.out / "parts"
     others = sorted(d for d in parts.iterdir() if d.is_dir() and d != mine) if parts.is_dir() else []
+    siblings = []
     for other in others:
         if not any(f.name not in (OPTIONS_FILE, SOURCES_FILE) for f in other.glob("*.json")):
             shutil.rmtree(other, ignore_errors=True)
             continue
         stamp = other / OPTIONS_FILE
-        was = _describe(json.loads(stamp.read_text())) if stamp.exists() else "unknown options"
-        raise ValueError(f"{job.out} holds chips cut with other options ({was}); use another --out "
-                         f"or the same options as that run")
+        was = json.loads(stamp.read_text()) if stamp.exists() else None
+        if was is not None and _same_chips(was, key):
+            siblings.append(other)
+            continue
+        raise ValueError(f"{job.out} holds chips cut with other options ({_describe(was) if was else 'unknown options'})"
+                         f"; use another --out or the same options as that run")
     mine.mkdir(parents=True, exist_ok=True)
     (mine / OPTIONS_FILE).write_text(job.options_key())
+    return siblings
+
+
+def move_to_this_split(job: SceneJob, inputs: list[Path], siblings: list[Path]) -> list[str]:
+    """Drop the finished records of ``inputs`` kept under another ``--split`` of this chip set, so
+    that they are cut again under this run's split (the index then lists each scene once, in the
+    split asked for last); returns a note per scene moved."""
+    notes = []
+    for path in inputs:
+        for other in siblings:
+            record = part_for(other, path)
+            if record.exists():
+                record.unlink()
+                was = json.loads((other / OPTIONS_FILE).read_text())[3] or "the split by area"
+                notes.append(f"{path.name}: cut before under {was}, now under {job.split or 'the split by area'}")
+    return notes
 
 
 SOURCES_FILE = "sources.json"  # in the part dir: chip-name prefix -> the scene file it was cut from
@@ -136,12 +166,16 @@ def chip_prefix(path: Path, target: str) -> str:
     return path.stem
 
 
-def check_unique_names(job: SceneJob, inputs: list[Path]) -> None:
+def check_unique_names(job: SceneJob, inputs: list[Path], siblings: list[Path] = ()) -> None:
     """Refuse two scene files whose chips (or finished-scene records, ``part_for``) would share
-    names, in this run or against earlier runs into the same OUT: they would overwrite each
-    other's files, or one would be skipped as already done."""
+    names, in this run or against earlier runs into the same OUT (``siblings``: the same chip set
+    under other splits): they would overwrite each other's files, or one would be skipped as
+    already done."""
     sources = job.part_dir() / SOURCES_FILE
-    known: dict[str, str] = json.loads(sources.read_text()) if sources.exists() else {}
+    known: dict[str, str] = {}
+    for part in (*siblings, job.part_dir()):
+        if (part / SOURCES_FILE).exists():
+            known |= json.loads((part / SOURCES_FILE).read_text())
     mine: dict[str, str] = {}
     for path in inputs:
         prefix = chip_prefix(path, job.target)
@@ -245,7 +279,7 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
 
 def tile(
     scenes: list[Path] = typer.Argument(..., help="Scene rasters or folders (land cover: folder of X.jpg + X_label.png pairs)."),
-    out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set."),
+    out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set (--split aside)."),
     labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS; their extent must meet each scene); repeatable. Default: labels.geojson beside each scene."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),
     overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels."),
@@ -253,7 +287,7 @@ def tile(
     target: Target = typer.Option(Target.buildings, help="buildings (0/1/2 + 255 ignore) or landcover (class-index masks)."),
     min_valid: float = typer.Option(0.5, help="Windows with a smaller valid-pixel fraction (0 to 1) are recorded as skipped, not written."),
     bands: str = typer.Option(None, help="1-based bands for R,G,B, e.g. 4,3,2 (default: colour interpretation, else band descriptions red, green, blue, else 1,2,3)."),
-    split: str = typer.Option(None, help="Force this split (train, val or test) for all chips (default: by area, see docs/ARCHITECTURE.md)."),
+    split: str = typer.Option(None, help="Force this split (train, val or test) for all chips (default: by area, see docs/ARCHITECTURE.md); runs differing only by --split share an --out."),
     scheduler: str = typer.Option(None, help="Dask scheduler address; 'sync' runs in-process (default: local processes, in-process for one input)."),
     workers: int = typer.Option(2, help="Local worker processes (at least 1)."),
 ) -> None:
@@ -267,13 +301,16 @@ def tile(
         inputs = [p.resolve() for p in inputs]
         if target is Target.landcover:
             check_landcover_gsd(inputs, gsd)
-        check_one_chip_set(job)
-        check_unique_names(job, inputs)
+        siblings = check_one_chip_set(job)
+        check_unique_names(job, inputs, siblings)
+        moved = move_to_this_split(job, inputs, siblings)
         if target is Target.landcover:
             record_landcover_classes(job.out, inputs)
     except Exception as exc:  # one line for the user, non-zero exit
         typer.echo(f"geoseg tile: error: {exc}", err=True)
         raise typer.Exit(1) from None
+    for note in moved:
+        typer.echo(f"note: {note}", err=True)
     part_dir = job.part_dir()
     if scheduler is None and len(inputs) == 1:
         scheduler = "sync"

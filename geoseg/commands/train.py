@@ -186,7 +186,9 @@ def _train_teacher(
         raise ValueError(f"{data_path} holds {data['target']} chips, not {task}")
     n_train = int((data["split"] == "train").sum())
     if n_train == 0 or not (data["split"] == "val").any():
-        raise ValueError(f"{data_path} needs chips of split 'train' and 'val' (got {n_train} train)")
+        n_val = int((data["split"] == "val").sum())
+        raise ValueError(f"{data_path} needs chips of split 'train' and 'val' (got {n_train} train, {n_val} val): "
+                         f"cut the scenes kept for validation into it with geoseg tile ... --split val")
     working_gsd(data, estimate=DUBAI_GSD_M if task == "landcover" else None)  # mixed GSDs fail before training
     steps = None if epochs is None else max(1, epochs * math.ceil(n_train / batch_size))
     cfg = TrainConfig(
