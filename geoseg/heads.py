@@ -145,6 +145,11 @@ def gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None, profile: s
     except (ValueError, OSError) as exc:
         raise PredictError(f"cannot load the gcn model: {exc}") from exc
     module, card = landcover
+    if model_dir is None and not _shipped_weights(card, profile):
+        # the shipped GCN learnt corrections to one CNN's features/probabilities: a user's own
+        # land-cover model of the same shape passed the checks below and was "refined" by it
+        return (f"the shipped GCN was fitted on the shipped {gcn_card.get('cnn', '?')}, not on "
+                f"{card.get('card_path', card.get('name'))} (give --model gcn=CARD fitted on it, or --refine none)")
     if not reads_features:
         # fitted on one CNN's probabilities (their calibration, the fusion weight): that CNN only
         if gcn_card.get("cnn") != card.get("name"):
@@ -158,6 +163,19 @@ def gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None, profile: s
         return (f"the GCN was trained on another model's features ({gcn_card.get('cnn', '?')}), "
                 f"not {card.get('name')}'s {channels} channels")
     return None
+
+
+def _shipped_weights(card: dict[str, Any], profile: str) -> bool:
+    """Whether a loaded land-cover card runs the weights shipped for ``profile`` (by content: a
+    copy of the shipped card elsewhere is still the shipped model)."""
+    shipped = cards.shipped_card_path("landcover", profile)
+    if card.get("card_path") and Path(card["card_path"]).resolve() == shipped.resolve():
+        return True
+    try:
+        shipped_card = cards.read_card(shipped) | {"card_path": str(shipped)}
+    except (ValueError, OSError):
+        return False
+    return cards.weights_sha256(card) is not None and cards.weights_sha256(card) == cards.weights_sha256(shipped_card)
 
 
 def model_summary(card: dict[str, Any]) -> dict[str, Any]:

@@ -712,3 +712,52 @@ def test_a_landcover_model_without_a_building_class_turns_the_cue_off(tiny_model
         assert ("landcover" in report["models"]) == classmap
     with rasterio.open(tmp_path / "outTrue" / "classmap.tif") as cm:
         assert json.loads(cm.tags()["classes"])["2"] == "paved"
+
+
+def test_the_shipped_gcn_does_not_refine_a_users_own_land_cover_model(tmp_path, monkeypatch):
+    """A user's land-cover model of the shipped architecture and classes (`geoseg train landcover`,
+    then `--model landcover=...`) passed the GCN's shape check, so the shipped GCN, fitted on the
+    shipped CNN's features, "refined" a map from features it had never seen. It is skipped with a
+    warning now; a copy of the shipped card and weights elsewhere is still the shipped model."""
+    import shutil
+
+    import torch
+
+    from geoseg import card as cards
+    from geoseg.heads import load_heads
+    from geoseg.models.gcn import SuperpixelGCN
+    from geoseg.superpixels import n_node_features
+
+    tiny = make_tiny_models(tmp_path / "tiny")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    student = json.loads(Path(tiny["landcover"]).read_text())
+    name = "landcover-attresunet-fast"
+    shutil.copy(Path(tiny["landcover"]).parent / student["weights"], weights / f"{name}.pt")
+    (weights / f"{name}.json").write_text(json.dumps(dict(student, name=name, weights=f"{name}.pt")))
+    cards.save_model(SuperpixelGCN(in_features=n_node_features(8, 5), n_classes=6, hidden=8, n_layers=2), {
+        "name": "landcover-gcn-fast", "task": "gcn", "architecture": "SuperpixelGCN", "cnn": name,
+        "arch_kwargs": {"in_features": n_node_features(8, 5), "n_classes": 6, "hidden": 8, "n_layers": 2},
+        "classes": cards.LANDCOVER_CLASSES, "normalisation": student["normalisation"],
+    }, weights)
+    monkeypatch.setattr(cards, "weights_dir", lambda: weights)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in (f"{name}.json", f"{name}.pt"):
+        shutil.copy(weights / f, copy / f)
+    model, card = cards.load_model(weights / f"{name}.json")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    retrained = cards.save_model(model, {k: v for k, v in card.items() if k != "card_path"}, tmp_path / "mine")
+
+    def run(landcover: Path) -> tuple[dict, list[str]]:
+        notes: list[str] = []
+        heads = load_heads(PredictOptions(profile="fast", buildings=False, device="cpu",
+                                          model_dirs={"landcover": str(landcover)}), "cpu", notes)
+        return heads, notes
+
+    heads, notes = run(copy / f"{name}.json")
+    assert "gcn" in heads and not notes
+    heads, notes = run(retrained)
+    assert "gcn" not in heads and any("the shipped GCN was fitted on the shipped" in n for n in notes), notes
