@@ -167,3 +167,37 @@ def test_init_fine_tunes_a_teacher_from_a_card(tmp_path):
             message = "is a landcover model, not buildings"
         result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "x"), "--init", str(init)])
         assert_one_line_error(result, "train", message)
+
+
+def test_ctrl_c_keeps_the_weights_so_far(tmp_path, monkeypatch):
+    """Ctrl-C during `geoseg train` lost the whole run: exit 130, no message, nothing written. The
+    weights so far are now scored and written, the card says where the run stopped, and the exit
+    status still says it did not finish."""
+    import geoseg.training.loop as loop  # noqa: PLC0415
+    from test_training_card_truth import TINY_U2NET  # noqa: PLC0415
+
+    from geoseg.card import BUILDING_CLASSES  # noqa: PLC0415
+    from geoseg.models.u2net import U2Net  # noqa: PLC0415
+
+    start = save_model(U2Net(**TINY_U2NET), {"name": "tiny", "task": "buildings", "architecture": "U2Net",
+                                            "arch_kwargs": TINY_U2NET, "classes": BUILDING_CLASSES,
+                                            "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}},
+                       tmp_path / "start")
+    calls = []
+
+    def augment_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return augment(*args, **kwargs)
+
+    augment = loop.augment_batch
+    monkeypatch.setattr(loop, "augment_batch", augment_then_ctrl_c)
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
+                                      "--out", str(tmp_path / "m"), "--epochs", "50", "--batch-size", "2",
+                                      "--crop", "32", "--init", str(start)])
+    assert result.exit_code == 130, result.output
+    card = json.loads((tmp_path / "m" / "buildings-u2net.json").read_text())
+    assert card["training"]["steps"] == 2 and card["training"]["interrupted"] == "Ctrl-C at step 2, 4% of the budget"
+    assert (tmp_path / "m" / "buildings-u2net.pt").is_file()
+    assert result.stderr.strip().splitlines()[-1].startswith("geoseg train: interrupted (Ctrl-C at step 2")

@@ -6,6 +6,7 @@ GPU job (scripts/device_train.py), see docs/models.md.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
@@ -97,9 +98,16 @@ def train(
         command += ["--init", str(init)] if init is not None else []
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
                                    command=shlex.join(command), init=init)
+        stopped = json.loads(card_path.read_text())["training"].get("interrupted")
+        if stopped:  # the weights so far are written; the exit status still says the run did not finish
+            typer.echo(f"geoseg train: interrupted ({stopped}): the weights so far are in {card_path}", err=True)
+            raise typer.Exit(130)
         console.print(f"[green]model card:[/green] {card_path}")
     except typer.Exit:
         raise
+    except KeyboardInterrupt:  # before the first step or after training: no weights to keep
+        typer.echo("geoseg train: interrupted: nothing written", err=True)
+        raise typer.Exit(130) from None
     except Exception as exc:  # one clear line for the user, non-zero exit
         typer.echo(f"geoseg train: error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -218,7 +218,10 @@ def train_segmenter(
     log: Log = print,
     progress: Callable[[float], None] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Generic loop; returns the model with the best validation ``score(model)`` and a history dict."""
+    """Generic loop; returns the model with the best validation ``score(model)`` and a history dict.
+
+    Ctrl-C (KeyboardInterrupt) after the first step ends the run early instead of losing it: the
+    weights so far are scored and the result returned as usual, with ``interrupted`` set."""
     seed_everything(cfg.seed)
     dev = cfg.device
     cuda = dev.startswith("cuda")
@@ -259,31 +262,44 @@ def train_segmenter(
             best_score, best_step = s, step
             best_state = copy.deepcopy({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
+    def run_steps() -> None:
+        nonlocal step, running, last_val
+        while fraction_done() < 1.0:
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * _lr_factor(fraction_done(), cfg.warmup)
+            idx = torch.randint(0, n, (cfg.batch_size,), device=dev)
+            x, y = augment_batch(images[idx], labels[idx], cfg.augment)
+            x = normalise(x)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(dev):
+                out = model(x)
+            loss = loss_fn(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            step += 1
+            if step % 10 == 0 or step < 10:
+                lv = float(loss.detach())
+                running = lv if step == 1 else 0.9 * running + 0.1 * lv
+            if progress is not None:
+                progress(min(fraction_done(), 1.0))
+            if time.monotonic() - last_val >= cfg.val_every_s:
+                validate()
+                last_val = time.monotonic()
+
     model.train()
-    while fraction_done() < 1.0:
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * _lr_factor(fraction_done(), cfg.warmup)
-        idx = torch.randint(0, n, (cfg.batch_size,), device=dev)
-        x, y = augment_batch(images[idx], labels[idx], cfg.augment)
-        x = normalise(x)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(dev):
-            out = model(x)
-        loss = loss_fn(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        step += 1
-        if step % 10 == 0 or step < 10:
-            lv = float(loss.detach())
-            running = lv if step == 1 else 0.9 * running + 0.1 * lv
-        if progress is not None:
-            progress(min(fraction_done(), 1.0))
-        if time.monotonic() - last_val >= cfg.val_every_s:
-            validate()
-            last_val = time.monotonic()
+    interrupted = False
+    try:
+        run_steps()
+    except KeyboardInterrupt:  # Ctrl-C: keep what was learnt (a second Ctrl-C abandons it)
+        if step == 0:
+            raise
+        interrupted = True
+    done = min(fraction_done(), 1.0)  # of the budget, before the last validation's time
+    if interrupted:
+        log(f"  interrupted at step {step}: scoring the weights so far (Ctrl-C again to abandon them)")
     if not history or history[-1]["step"] != step:  # the same weights were just scored: a pass saved
         validate()
     if best_state is not None and cfg.keep == "best":
@@ -298,6 +314,8 @@ def train_segmenter(
         "kept": cfg.keep,
         "history": history,
         "final_loss": round(running, 4),
+        "interrupted": interrupted,
+        "budget_done": round(done, 3),
     }
 
 
@@ -447,6 +465,8 @@ def _training_block(data: dict, splits: dict, cfg: TrainConfig, hist: dict, loss
         "loss": loss,
         "augmentation": "dihedral, scale 0.75-1.33, colour/brightness/contrast/saturation jitter, blur, JPEG q30-90"
         f", channel shuffle p{cfg.augment.channel_shuffle_p:g}, grey p{cfg.augment.grey_p:g}",
+        **({"interrupted": f"Ctrl-C at step {hist['steps']}, {hist['budget_done']:.0%} of the budget"}
+           if hist.get("interrupted") else {}),
         "best_step": hist["best_step"],
         "kept": f"weights at step {hist['steps']} (last)" if hist["kept"] == "last"
         else f"best validation, step {hist['best_step']}",
