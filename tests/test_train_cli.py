@@ -173,11 +173,11 @@ def test_ctrl_c_keeps_the_weights_so_far(tmp_path, monkeypatch):
     """Ctrl-C during `geoseg train` lost the whole run: exit 130, no message, nothing written. The
     weights so far are now scored and written, the card says where the run stopped, and the exit
     status still says it did not finish."""
-    import geoseg.training.loop as loop  # noqa: PLC0415
-    from test_training_card_truth import TINY_U2NET  # noqa: PLC0415
+    from test_training_card_truth import TINY_U2NET
 
-    from geoseg.card import BUILDING_CLASSES  # noqa: PLC0415
-    from geoseg.models.u2net import U2Net  # noqa: PLC0415
+    from geoseg.card import BUILDING_CLASSES
+    from geoseg.models.u2net import U2Net
+    from geoseg.training import loop
 
     start = save_model(U2Net(**TINY_U2NET), {"name": "tiny", "task": "buildings", "architecture": "U2Net",
                                             "arch_kwargs": TINY_U2NET, "classes": BUILDING_CLASSES,
