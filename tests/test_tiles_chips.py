@@ -338,3 +338,34 @@ def test_runs_that_differ_only_by_split_share_an_out(buildings_dir: Path, tmp_pa
     assert len(index_of(out)) == 8
     other = runner.invoke(app, ["tile", str(site_b), "--out", str(out), "--size", "64", "--split", "val", *labels])
     assert other.exit_code == 1 and "holds chips cut with other options" in other.output
+
+
+def test_landcover_pairs_take_a_geotiff_class_raster(buildings_dir: Path, tmp_path: Path):
+    """Only X_label.png masks were found: a georeferenced scene with its class raster as a GeoTIFF
+    (scene.tif + scene_label.tif) gave "no input rasters found"."""
+    folder = tmp_path / "mine" / "north"
+    folder.mkdir(parents=True)
+    scene = folder / "scene.tif"
+    scene.write_bytes((buildings_dir / "kampala/kampala_z19_2.tif").read_bytes())
+    with rasterio.open(scene) as src:
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
+                   "crs": src.crs, "transform": src.transform}
+        valid = src.dataset_mask() > 0
+    mask = np.ones((256, 256), np.uint8)
+    mask[:, 128:] = 2
+    with rasterio.open(folder / "scene_label.tif", "w", **profile) as dst:
+        dst.write(mask, 1)
+    mask[~valid] = 0  # the scene's nodata is unlabeled in the chips
+    (tmp_path / "mine" / "classes.json").write_text(json.dumps(
+        [{"index": 0, "name": "unlabeled"}, {"index": 1, "name": "trees"}, {"index": 2, "name": "fields"}]))
+    for source, out in ((tmp_path / "mine", tmp_path / "a"), (scene, tmp_path / "b")):
+        result = runner.invoke(app, ["tile", str(source), "--target", "landcover", "--out", str(out),
+                                     "--size", "128"])
+        assert result.exit_code == 0, result.output
+        feats = index_of(out)
+        assert len(feats) == 4 and all(f["geometry"] is not None for f in feats)
+        for f in feats:
+            x, y, w, h = f["properties"]["window"]
+            with rasterio.open(out / f["properties"]["label"]) as lb:
+                np.testing.assert_array_equal(lb.read(1), mask[y:y + h, x:x + w])
+        assert json.loads((out / "classes.json").read_text())[2]["name"] == "fields"

@@ -179,15 +179,32 @@ def check_landcover_mask(mask_ds, label_path: Path) -> None:
                                 f"({min(classes)}..{max(classes)})")
 
 
+#: a land-cover image ``X.<image suffix>`` and its class mask ``X_label.<mask suffix>`` (PNG, or a
+#: GeoTIFF class raster on the image's grid)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+MASK_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def landcover_mask_path(image: Path) -> Path:
+    """The class mask beside a land-cover image: ``X_label.png``, ``.tif`` or ``.tiff`` (the PNG
+    name when there is none, for the error that follows)."""
+    candidates = [image.with_name(f"{image.stem}_label{suffix}") for suffix in MASK_SUFFIXES]
+    found = [p for p in candidates if p.is_file()]
+    if len(found) > 1:
+        raise FileNotFoundError(f"{image}: two masks beside it ({', '.join(p.name for p in found)}): keep one")
+    return found[0] if found else candidates[0]
+
+
 def landcover_pairs(root: Path) -> list[tuple[Path, Path]]:
-    """(image, mask) pairs under ``root``: ``X.jpg|png|tif`` beside ``X_label.png``."""
+    """(image, mask) pairs under ``root``: ``X.jpg|jpeg|png|tif|tiff`` beside ``X_label.png|tif|tiff``."""
     pairs = []
-    for label in sorted(root.rglob("*_label.png")):
-        stem = label.name[: -len("_label.png")]
-        images = [p for p in label.parent.glob(stem + ".*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif")]
+    for label in sorted(p for p in root.rglob("*_label.*") if p.suffix.lower() in MASK_SUFFIXES):
+        stem = label.name[: -len("_label" + label.suffix)]
+        images = sorted(p for p in label.parent.glob(stem + ".*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise FileNotFoundError(f"{label}: no image {stem}.jpg/.png/.tif beside it")
-        pairs.append((images[0], label))
+        if landcover_mask_path(images[0]) == label:
+            pairs.append((images[0], label))
     return pairs
 
 

@@ -27,6 +27,7 @@ from tiles.chips import (
     ChipOptions,
     building_chips,
     landcover_chips,
+    landcover_mask_path,
     landcover_pairs,
     write_index,
 )
@@ -82,7 +83,7 @@ class SceneJob:
             return [r.to_feature() for r in recs]
 
     def _landcover(self, image: Path) -> list[dict]:
-        mask = image.with_name(image.stem + "_label.png")
+        mask = landcover_mask_path(image)
         tile_dir = image.parent.name
         prefix = chip_prefix(image, self.target)
         with Scene(image, bands=self.opts.bands) as scene:
@@ -229,7 +230,7 @@ def record_landcover_classes(out: Path, images: list[Path]) -> None:
     """
     lists: dict[str, Path | None] = {}
     for image in images:
-        path = find_classes_file(image.with_name(image.stem + "_label.png"))
+        path = find_classes_file(landcover_mask_path(image))
         key = json.dumps(read_classes(path), sort_keys=True) if path else "null"
         lists.setdefault(key, path)
     if len(lists) > 1:
@@ -278,7 +279,7 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
 
 
 def tile(
-    scenes: list[Path] = typer.Argument(..., help="Scene rasters or folders (land cover: folder of X.jpg + X_label.png pairs)."),
+    scenes: list[Path] = typer.Argument(..., help="Scene rasters or folders (land cover: folder of X.jpg|png|tif + X_label.png|tif class-mask pairs)."),
     out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set (--split aside)."),
     labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS; their extent must meet each scene); repeatable. Default: labels.geojson beside each scene."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),
