@@ -69,6 +69,17 @@ def test_teacher_card_records_the_full_command(tmp_path):
     assert card["training"]["data"] == str(tmp_path / "lc.npz")
 
 
+@pytest.mark.parametrize("budget, message", [
+    (["--minutes", "nan"], "--minutes/--epochs must be positive"),  # trained forever
+    (["--minutes", "inf"], "--minutes/--epochs must be positive"),  # trained forever
+    (["--minutes", "0"], "--minutes/--epochs must be positive"),
+])
+def test_a_budget_that_never_ends_is_refused(tmp_path, budget, message):
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path / "none"), "--out",
+                                      str(tmp_path / "m"), *budget])
+    assert_one_line_error(result, "train", message)
+
+
 @pytest.mark.parametrize("option, message", [
     (["--device", "gpu"], "--device must be auto, cpu or cuda, got 'gpu'"),
     (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),

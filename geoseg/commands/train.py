@@ -61,7 +61,8 @@ def train(
             raise ValueError("give --minutes or --epochs, not both")
         if minutes is None and epochs is None:
             raise ValueError("give a budget: --minutes N or --epochs N")
-        if (minutes is not None and minutes <= 0) or (epochs is not None and epochs <= 0):
+        # nan and inf passed "> 0" and trained forever (the budget fraction stayed 0 or nan)
+        if (minutes is not None and not (math.isfinite(minutes) and minutes > 0)) or (epochs is not None and epochs <= 0):
             raise ValueError("--minutes/--epochs must be positive")
         if not DEVICE.fullmatch(device):
             raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
