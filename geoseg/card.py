@@ -188,8 +188,9 @@ def read_card(path: Path) -> dict[str, Any]:
     return card
 
 
-def find_card(model_dir_or_card: Path) -> Path:
-    """A card path from a card path or a directory holding exactly one card."""
+def find_card(model_dir_or_card: Path, task: str | None = None) -> Path:
+    """A card path from a card path or a directory holding exactly one card (of ``task``, when
+    given: ``geoseg train buildings|landcover --out models/`` puts both tasks' cards in one folder)."""
     p = Path(model_dir_or_card)
     if p.suffix == ".json":
         return p
@@ -197,8 +198,14 @@ def find_card(model_dir_or_card: Path) -> Path:
         raise ModelCardError(f"no model directory or card at {p}")
     cards = sorted(c for c in p.glob("*.json") if not c.name.startswith("."))
     cards = [c for c in cards if _looks_like_card(c)]
+    if task is not None and len(cards) > 1:
+        of_task = [c for c in cards if json.loads(c.read_text()).get("task") == task]
+        if not of_task:
+            raise ModelCardError(f"{p} holds no {task} model card among {[c.name for c in cards]}")
+        cards = of_task
     if len(cards) != 1:
-        raise ModelCardError(f"{p} holds {len(cards)} model cards {[c.name for c in cards]}; pass the card path")
+        kind = f" {task}" if task else ""
+        raise ModelCardError(f"{p} holds {len(cards)}{kind} model cards {[c.name for c in cards]}; pass the card path")
     return cards[0]
 
 
@@ -211,14 +218,15 @@ def _looks_like_card(path: Path) -> bool:
 
 
 def load_model(model_dir_or_card: Path | str, device: str = "cpu",
-               notes: list[str] | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a model and its card; the model is float32, in eval mode, on ``device``.
+               notes: list[str] | None = None, task: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model and its card; the model is float32, in eval mode, on ``device`` (``task``: the
+    card of that task in a directory holding several, ``find_card``).
 
     A card whose ``weights`` is null is an *untrained placeholder*: the module is built with
     a fixed seed and ``notes`` are told, else a warning is raised (lets integrators run before
     weights ship).
     """
-    card_path = find_card(Path(model_dir_or_card))
+    card_path = find_card(Path(model_dir_or_card), task)
     card = read_card(card_path)
     weights = card.get("weights")
     if not weights:

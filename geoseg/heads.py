@@ -102,7 +102,7 @@ def load_head_cached(task: str, profile: str, device: str, model_dir: Path | Non
     What the first load said (a fast profile falling back) is told again on each use: into the
     run's ``notes``, else as a warning (``geoseg.notes``)."""
     try:
-        path = cards.find_card(model_dir) if model_dir else cards.shipped_card_path(task, profile)
+        path = cards.find_card(model_dir, task) if model_dir else cards.shipped_card_path(task, profile)
         weights = cards.read_card(path).get("weights")
     except (ValueError, OSError):
         return load_head(task, profile, device, model_dir, notes)  # its own, clear, error
@@ -139,7 +139,7 @@ def gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None, profile: s
     from geoseg.superpixels import n_node_features, reads_cnn_features
 
     try:
-        path = cards.find_card(Path(model_dir)) if model_dir else cards.shipped_card_path("gcn", profile)
+        path = cards.find_card(Path(model_dir), "gcn") if model_dir else cards.shipped_card_path("gcn", profile)
         gcn_card = cards.read_card(path)
         reads_features = reads_cnn_features(gcn_card.get("arch_kwargs", {}).get("inputs", "all"))
     except (ValueError, OSError) as exc:

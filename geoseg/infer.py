@@ -74,7 +74,7 @@ def load_head(
     if model_dir is not None:
         # before the weights are read: a card of another task would run to the end of the head's
         # tiles and fail on its output's shape ("expected (3, h, w) building probabilities")
-        path = cards.find_card(model_dir)
+        path = cards.find_card(model_dir, task)
         other = cards.read_card(path).get("task")
         if other != task:
             raise cards.ModelCardError(f"{path} is a {other} model card, not a {task} one")

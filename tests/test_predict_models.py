@@ -174,3 +174,19 @@ def test_a_card_of_another_task_is_refused_before_loading(tiny_models):
         load_head("buildings", model_dir=Path(tiny_models["landcover"]))
     with pytest.raises(cards.ModelCardError, match="is a buildings model card, not a landcover one"):
         load_head("landcover", model_dir=Path(tiny_models["buildings"]).parent)
+
+
+def test_a_folder_of_both_tasks_cards_gives_each_task_its_own(tiny_models, tmp_path):
+    """`geoseg train buildings --out models/` and `geoseg train landcover --out models/` (README's
+    layout) leave two cards in one folder; `--model buildings=models` then failed with "models
+    holds 2 model cards"."""
+    for task in ("buildings", "landcover"):
+        card = Path(tiny_models[task])
+        for f in (card, card.with_suffix(".pt")):
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    assert load_head("buildings", model_dir=tmp_path)[1]["task"] == "buildings"
+    assert load_head("landcover", model_dir=tmp_path)[1]["task"] == "landcover"
+    with pytest.raises(cards.ModelCardError, match="holds 2 model cards"):
+        cards.find_card(tmp_path)
+    with pytest.raises(cards.ModelCardError, match="holds no gcn model card among"):
+        load_head("gcn", model_dir=tmp_path)

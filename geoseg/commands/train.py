@@ -152,7 +152,7 @@ def initial_teacher(task: str, init: Path, data: dict) -> dict:
     random weights (even with a path that did not exist)."""
     from geoseg.card import landcover_card_classes, load_model
 
-    model, card = load_model(init)
+    model, card = load_model(init, task=task)
     if card.get("task") != task:
         raise ValueError(f"--init {init} is a {card.get('task')} model, not {task}")
     if card["architecture"] != TEACHER_ARCHITECTURES[task]:
@@ -211,7 +211,7 @@ def _train_teacher(
         model, card = trainer(data, cfg, log=bar.console.print, progress=lambda f: bar.update(job, completed=f),
                               **start)
     if init is not None:
-        card["training"]["init"] = str(find_card(init).resolve())
+        card["training"]["init"] = str(find_card(init, task).resolve())
     test = select(data, "test")
     if len(test["images"]):
         if task == "buildings":

@@ -265,7 +265,7 @@ def train_student(
     if minutes is None and epochs is None:
         raise ValueError("give --minutes and/or --epochs")
     _label_term(task, label_loss)  # a bad --label-loss fails before the teacher is run over the chips
-    teacher, tcard = load_model(teacher_dir, device=device)
+    teacher, tcard = load_model(teacher_dir, device=device, task=task)
     if tcard["task"] != task:
         raise ValueError(f"teacher {tcard['name']} is a {tcard['task']} model, not {task}")
     splits = load_chips(Path(data), task)
