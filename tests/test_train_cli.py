@@ -163,13 +163,15 @@ def test_init_fine_tunes_a_teacher_from_a_card(tmp_path):
     norm = {"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5]}
     start = save_model(U2Net(**TINY_U2NET), {"name": "mine", "task": "buildings", "architecture": "U2Net",
                                             "arch_kwargs": TINY_U2NET, "classes": BUILDING_CLASSES,
-                                            "normalisation": norm}, tmp_path / "start")
+                                            "normalisation": norm, "credits": ["Labels: the start's own"]},
+                       tmp_path / "start")
     base = ["train", "buildings", "--data", str(pack), "--epochs", "1", "--batch-size", "2", "--crop", "32"]
     result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "m"), "--init", str(start)])
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "m" / "buildings-u2net.json").read_text())
     assert card["arch_kwargs"] == TINY_U2NET and card["normalisation"] == norm
     assert card["training"]["init"] == str(start.resolve()) and card["metrics"]["command"].endswith(f"--init {start}")
+    assert card["credits"][-1] == "Labels: the start's own"
     for init, message in ((tmp_path / "nowhere", "--init: no model directory or card at"),
                           (tmp_path / "start", None)):
         if message is None:  # a card of another task

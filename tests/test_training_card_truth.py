@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from geoseg.augment import AugmentConfig
-from geoseg.card import LANDCOVER_CLASSES
+from geoseg.card import CREDITS_BUILDINGS, CREDITS_LANDCOVER, LANDCOVER_CLASSES
 from geoseg.training.loop import (
     DUBAI_GSD_M,
     TrainConfig,
+    data_credits,
     data_splits,
     train_buildings,
     train_landcover,
@@ -105,3 +106,17 @@ def test_landcover_masks_past_the_class_list_are_refused():
         train_landcover(landcover_chips(4, THREE_CLASSES), cfg, arch_kwargs={**TINY_ATTRESUNET, "n_classes": 4})
     with pytest.raises(ValueError, match="the model has 6 classes, the chips 4"):
         train_landcover(landcover_chips(3, THREE_CLASSES), cfg, arch_kwargs={**TINY_ATTRESUNET, "n_classes": 6})
+
+
+def test_credits_name_the_shared_data_only_when_the_chips_come_from_it():
+    """Every card trained by `geoseg train` credited OpenAerialMap + OpenStreetMap (buildings) or
+    Humans in the Loop (land cover), also for a mapping team's own imagery and labels."""
+    shared = building_chips([0.3] * 3)
+    assert data_credits(shared, "buildings") == CREDITS_BUILDINGS
+    own = shared | {"area": np.array(["site", "site", "town"])}
+    (line,) = data_credits(own, "buildings")
+    assert "not recorded" in line and "site, town" in line and "OpenStreetMap" not in line
+    dubai = landcover_chips(5, None) | {"chip_id": np.array(["dubai_tile_1_p001_r000_c000"] * 3)}
+    assert data_credits(dubai, "landcover") == CREDITS_LANDCOVER
+    assert "not recorded" in data_credits(dubai | {"classes": THREE_CLASSES}, "landcover")[0]
+    assert "not recorded" in data_credits(dubai | {"chip_id": np.array(["mine_a_b_r000_c000"] * 3)}, "landcover")[0]

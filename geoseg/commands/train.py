@@ -176,7 +176,7 @@ def _train_teacher(
     import torch
 
     from geoseg.augment import AugmentConfig
-    from geoseg.card import find_card, save_model
+    from geoseg.card import find_card, read_card, save_model
     from geoseg.training.data import load_dataset, select
     from geoseg.training.loop import (
         DUBAI_GSD_M,
@@ -211,7 +211,10 @@ def _train_teacher(
         model, card = trainer(data, cfg, log=bar.console.print, progress=lambda f: bar.update(job, completed=f),
                               **start)
     if init is not None:
-        card["training"]["init"] = str(find_card(init, task).resolve())
+        init_card = find_card(init, task)
+        card["training"]["init"] = str(init_card.resolve())
+        # the weights carry what the initial model learnt from its data: its credits stay
+        card["credits"] = list(dict.fromkeys([*card["credits"], *read_card(init_card).get("credits", [])]))
     test = select(data, "test")
     if len(test["images"]):
         if task == "buildings":

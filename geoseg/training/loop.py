@@ -82,6 +82,25 @@ def data_source(data: dict[str, Any]) -> str:
     return str(data.get("source") or data.get("meta", {}).get("source") or "chips (arrays given in code)")
 
 
+#: the areas of the shared building data (docs: data README); their chips carry its credits
+SHARED_BUILDING_AREAS = frozenset({"zanzibar", "nairobi", "kampala"})
+
+
+def data_credits(data: dict[str, Any], task: str) -> list[str]:
+    """The card's ``credits``: the shared data's licences when every chip comes from it (the three
+    building areas; Dubai's ``dubai_tile_N`` land-cover chips with its classes), else a line saying
+    they are not recorded. Why: a model trained on a user's own imagery and labels was credited to
+    OpenAerialMap and OpenStreetMap (or Humans in the Loop), claiming data it never saw."""
+    areas = sorted(set(np.asarray(data["area"]).astype(str).tolist()))
+    if task == "buildings" and set(areas) <= SHARED_BUILDING_AREAS:
+        return list(CREDITS_BUILDINGS)
+    chip_ids = np.asarray(data.get("chip_id", [])).astype(str).tolist()
+    if (task == "landcover" and landcover_card_classes(data.get("classes")) == LANDCOVER_CLASSES
+            and all(c.startswith("dubai_") for c in chip_ids)):
+        return list(CREDITS_LANDCOVER)
+    return [f"Training data: {data_source(data)} (areas {', '.join(areas)}); its licences were not recorded"]
+
+
 def label_loss(task: str, ignore_index: int, n_classes: int = len(LANDCOVER_CLASSES)) -> CEDiceLoss:
     """The teachers' loss against the labels (students use it with ``label_loss='teacher'``).
 
@@ -371,7 +390,7 @@ def train_buildings(
         "tile_size": 512,
         "training": _training_block(data, splits, cfg, hist, "CE(weights 1,1,2)+Dice(1,2), deep supervision x7"),
         "metrics": {"val": _val_metrics("binary_miou", hist, cfg, splits["val"])},
-        "credits": CREDITS_BUILDINGS,
+        "credits": data_credits(data, "buildings"),
     }
     return model, card
 
@@ -426,7 +445,7 @@ def train_landcover(
         "tile_size": 512,
         "training": _training_block(data, splits, cfg, hist, f"CE(ignore 0)+0.5*Dice(1..{n_classes - 1})"),
         "metrics": {"val": _val_metrics("miou", hist, cfg, splits["val"])},
-        "credits": CREDITS_LANDCOVER,
+        "credits": data_credits(data, "landcover"),
     }
     return model, card
 
