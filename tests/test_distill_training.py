@@ -300,3 +300,18 @@ def test_ablation_tool_answers_help_on_stdout_with_exit_0(capsys):
     assert main(["--help"]) == 0  # was the misuse answer: usage on stderr, exit 2
     assert "ablation export DEVICE_OUT_DIR WEIGHTS_DIR" in capsys.readouterr().out
     assert main(["bogus"]) == 2 and "usage:" in capsys.readouterr().err
+
+
+def test_a_student_of_a_teacher_with_its_own_classes_trains_with_the_teachers_loss():
+    """`geoseg train landcover --teacher <3-class teacher> --label-loss teacher` failed with "INDICES
+    element is out of DATA bounds": the label term was sized for Dubai's six classes."""
+    chips = dubai_chips(1, 2)
+    chips = ChipArrays(chips.images, np.array([0, 1, 1, 2, 3, 3], np.uint8)[chips.labels])
+    teacher, card = teacher_pair("landcover")
+    names = ["unlabeled", "built", "green", "open"]
+    card = card | {"classes": [{"index": i, "name": n, "colour": "#000000"} for i, n in enumerate(names)]}
+    teacher = AttResUNet(n_classes=4, widths=(8, 16, 24, 32, 32)).eval()
+    cache = cache_teacher(teacher, card, chips, "cpu", batch_size=2)
+    run = distill(tiny_student("landcover", card), None, card, "landcover", chips, "ce", "cpu", max_steps=2,
+                  batch_size=2, cache=cache, label_loss="teacher")
+    assert run.steps == 2 and np.isfinite(run.last_loss)

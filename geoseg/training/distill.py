@@ -94,7 +94,7 @@ def distill(
     (default ``AugmentConfig()``). ``label_loss``: one of ``LABEL_LOSSES``, the "CE" term.
     """
     terms = _parse_losses(losses)
-    label_term = _label_term(task, label_loss)
+    label_term = _label_term(task, label_loss, len(card["classes"]))
     if isinstance(label_term, nn.Module):
         label_term.to(device)
     if seconds is None and max_steps is None:
@@ -172,13 +172,15 @@ def distill(
     return RunResult(losses, step, time.monotonic() - start, first, last)
 
 
-def _label_term(task: str, kind: str) -> Callable[[Tensor, Tensor], Tensor]:
+def _label_term(task: str, kind: str, n_classes: int = 6) -> Callable[[Tensor, Tensor], Tensor]:
+    """The students' term against the labels; ``n_classes``: the card's (a land-cover data set's own
+    class list, not always Dubai's six)."""
     if kind == "ce":
         return lambda logits, y: F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
     if kind == "teacher":
         from geoseg.training.loop import label_loss
 
-        return label_loss(task, IGNORE_INDEX)  # targets already carry IGNORE_INDEX (loss_targets)
+        return label_loss(task, IGNORE_INDEX, n_classes)  # targets already carry IGNORE_INDEX (loss_targets)
     raise ValueError(f"label loss must be one of {', '.join(LABEL_LOSSES)}, got {kind!r}")
 
 
