@@ -26,6 +26,7 @@ from rasterio.vrt import WarpedVRT
 
 from tiles.errors import UnsupportedRaster
 from tiles.grid import tile_grid
+from tiles.labels import polygon_layer
 from tiles.masks import raster_valid_mask
 from tiles.normalize import dataset_bands
 from tiles.rasterpath import RasterPath, as_raster_path, raster_exists
@@ -173,7 +174,11 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
             raise EvaluationError(f"the predicted input {input_path}: {exc}") from exc
         valid = raster_valid_mask(src, bands)
     pred = gpd.read_file(gpkg, engine="pyogrio")
-    labels = gpd.read_file(labels_path, engine="pyogrio")
+    try:
+        layer = polygon_layer(labels_path)  # a multi-layer file: its building layer, not the first one
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from exc
+    labels = gpd.read_file(labels_path, engine="pyogrio", layer=layer)
     if labels.crs is None:
         x0, y0, x1, y1 = labels.total_bounds
         if np.isfinite([x0, y0, x1, y1]).all() and not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):

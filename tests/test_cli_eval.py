@@ -64,3 +64,29 @@ def test_labels_of_another_city_are_an_error(tmp_path):
     assert ok.exit_code == 0, ok.output
     result = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(NAIROBI_LABELS)])
     assert_one_line_error(result, "eval", "do not overlap")
+
+
+def test_a_geopackage_with_several_layers_is_read_by_its_building_layer(tmp_path):
+    """GDAL reads a GeoPackage's first layer: with roads before buildings, `geoseg eval --labels` said
+    "no building polygon" and `geoseg tile` "holds no polygon"; with parcels before buildings, the
+    parcels would have been the buildings. The one polygon layer is read; two are a one-line error."""
+    from shapely.geometry import LineString
+
+    from tiles.labels import LabelIndex
+
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    (pred_dir / "report.json").write_text(json.dumps({"input": str(KAMPALA / "kampala_z19_1.tif")}))
+    labels = gpd.read_file(KAMPALA / "labels.geojson")
+    labels.iloc[:5].to_file(pred_dir / "buildings.gpkg", driver="GPKG", engine="pyogrio")
+    mine = tmp_path / "mine.gpkg"
+    x0, y0, x1, y1 = labels.total_bounds
+    gpd.GeoDataFrame({"name": ["a road"]}, geometry=[LineString([(x0, y0), (x1, y1)])], crs=labels.crs).to_file(
+        mine, layer="a_roads", driver="GPKG", engine="pyogrio")
+    labels.to_file(mine, layer="buildings", driver="GPKG", engine="pyogrio")
+    ok = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(mine)])
+    assert ok.exit_code == 0, ok.output
+    assert len(LabelIndex.from_files([mine], "EPSG:3857").polygons) == len(labels)
+    labels.iloc[:3].to_file(mine, layer="parcels", driver="GPKG", engine="pyogrio")
+    result = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(mine)])
+    assert_one_line_error(result, "eval", "2 of them are polygons: save the building layer in a file of its own")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pyogrio
 import shapely
 from affine import Affine
 from rasterio import features
@@ -43,7 +44,7 @@ class LabelIndex:
         """Read vector files (any OGR format; no CRS member means WGS84) into ``crs``."""
         chunks = []
         for path in paths:
-            frame = gpd.read_file(path)
+            frame = gpd.read_file(path, layer=polygon_layer(path))
             if frame.crs is None:
                 frame = frame.set_crs(4326)
             _check_lonlat(path, frame)
@@ -70,6 +71,25 @@ class LabelIndex:
         box = shapely.box(*bounds)
         idx = self.tree.query(box, predicate="intersects")
         return self.polygons[np.sort(idx)]
+
+
+def polygon_layer(path: Path) -> str | int:
+    """The layer of a vector file that holds the building polygons.
+
+    Why: GDAL reads the first layer of a multi-layer file (a GeoPackage with roads, then
+    buildings), so the buildings were ignored ("holds no polygon") or, worse, another polygon
+    layer (parcels) was taken for buildings. One layer: that one; several: the one whose
+    geometry is polygonal, else a one-line error naming them.
+    """
+    layers = pyogrio.list_layers(path)
+    if len(layers) <= 1:
+        return 0
+    polygonal = [str(name) for name, kind in layers if kind and "polygon" in str(kind).lower()]
+    if len(polygonal) == 1:
+        return polygonal[0]
+    shown = ", ".join(f"{name} ({kind})" for name, kind in layers)
+    raise ValueError(f"{Path(path).name} has {len(layers)} layers ({shown}) and {len(polygonal)} of them are "
+                     f"polygons: save the building layer in a file of its own")
 
 
 def _check_lonlat(path: Path, frame: gpd.GeoDataFrame) -> None:
