@@ -155,12 +155,25 @@ def save_model(model: nn.Module, card: dict[str, Any], out_dir: Path) -> Path:
 
 
 def write_card(card: dict[str, Any], path: Path) -> Path:
-    """Write a card atomically (temp file then rename)."""
+    """Write a card atomically (temp file then rename), as strict JSON: a score that has no value
+    (NaN: no labelled pixel of any class to score) is written null, not ``NaN``, which JSON parsers
+    other than Python's refuse."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(_finite(card), indent=2, default=_json_default, allow_nan=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (numpy's too) replaced by None, containers walked."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

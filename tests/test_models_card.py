@@ -64,3 +64,22 @@ def test_normalise_follows_the_card():
     img = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     out = normalise(img, _card())
     assert torch.allclose(out, torch.full_like(out, 2.0))
+
+
+def test_a_card_is_strict_json_even_with_a_score_that_has_no_value(tmp_path):
+    """A land-cover split with no labelled pixel scores mIoU NaN (an empty mean), and the card was
+    written with a bare NaN: valid for Python, refused by JSON.parse, jq and most other readers."""
+    import json as json_module
+
+    import numpy as np
+
+    from geoseg.card import write_card
+
+    path = write_card({"name": "x", "metrics": {"test": {"miou": float("nan"), "oa": np.float32("inf"),
+                                                         "iou": [0.5, np.float64("nan")]}}}, tmp_path / "c.json")
+
+    def refuse(constant: str):
+        raise ValueError(constant)
+
+    card = json_module.loads(path.read_text(), parse_constant=refuse)
+    assert card["metrics"]["test"] == {"miou": None, "oa": None, "iou": [0.5, None]}
