@@ -2,6 +2,7 @@
 --batch-size and --crop, the card's command reproduces the run, bad options fail in one line."""
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -214,3 +215,26 @@ def test_ctrl_c_keeps_the_weights_so_far(tmp_path, monkeypatch):
     assert card["training"]["steps"] == 2 and card["training"]["interrupted"] == "Ctrl-C at step 2, 4% of the budget"
     assert (tmp_path / "m" / "buildings-u2net.pt").is_file()
     assert result.stderr.strip().splitlines()[-1].startswith("geoseg train: interrupted (Ctrl-C at step 2")
+
+
+def test_val_chips_without_a_labelled_pixel_are_refused(tmp_path):
+    """Land-cover val chips that are all 'unlabeled' scored NaN at every validation: the run went to
+    the end and wrote a card with val mIoU -1.0 (the initial best) and NaN in its history."""
+    from geoseg.training.pack import encode_jpeg
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 3, 32, 32), np.uint8)
+    labels = rng.integers(1, 6, (3, 32, 32), np.uint8)
+    labels[1] = 0  # the val chip
+    blobs = [encode_jpeg(a) for a in images]
+    splits = np.array(["train", "val", "test"])
+    np.savez_compressed(
+        tmp_path / "lc.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8),
+        jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]), labels=labels, split=splits, area=splits,
+        chip_id=np.array(["c0", "c1", "c2"]), gsd=np.full(3, np.nan, np.float32),
+        meta=np.array(json.dumps({"target": "landcover"})),
+    )
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(tmp_path / "lc.npz"), "--out",
+                                      str(tmp_path / "m"), "--epochs", "1", "--crop", "32"])
+    assert_one_line_error(result, "train", "its 1 val chips hold no labelled pixel")
+    assert not (tmp_path / "m").exists()

@@ -177,7 +177,7 @@ def _train_teacher(
 
     from geoseg.augment import AugmentConfig
     from geoseg.card import find_card, read_card, save_model
-    from geoseg.training.data import load_dataset, select
+    from geoseg.training.data import IGNORE_INDEX, load_dataset, select
     from geoseg.training.loop import (
         DUBAI_GSD_M,
         TrainConfig,
@@ -198,6 +198,10 @@ def _train_teacher(
         n_val = int((data["split"] == "val").sum())
         raise ValueError(f"{data_path} needs chips of split 'train' and 'val' (got {n_train} train, {n_val} val): "
                          f"cut the scenes kept for validation into it with geoseg tile ... --split val")
+    val_labels = data["labels"][data["split"] == "val"]
+    if not (val_labels != IGNORE_INDEX[task]).any():  # model selection would score NaN (land cover) at every step
+        raise ValueError(f"{data_path}: its {len(val_labels)} val chips hold no labelled pixel: nothing to choose "
+                         f"the model on")
     working_gsd(data, estimate=DUBAI_GSD_M if task == "landcover" else None)  # mixed GSDs fail before training
     steps = None if epochs is None else max(1, epochs * math.ceil(n_train / batch_size))
     cfg = TrainConfig(
