@@ -238,3 +238,17 @@ def test_val_chips_without_a_labelled_pixel_are_refused(tmp_path):
                                       str(tmp_path / "m"), "--epochs", "1", "--crop", "32"])
     assert_one_line_error(result, "train", "its 1 val chips hold no labelled pixel")
     assert not (tmp_path / "m").exists()
+
+
+def test_an_out_that_cannot_be_written_fails_before_training(tmp_path, monkeypatch):
+    """`--out` naming a file trained for the whole budget, then failed with "[Errno 17] File exists"."""
+    from geoseg.training import loop
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although --out cannot be written")
+
+    monkeypatch.setattr(loop, "train_segmenter", no_training)
+    (tmp_path / "afile").write_text("")
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
+                                      "--out", str(tmp_path / "afile"), "--epochs", "1", "--crop", "32"])
+    assert_one_line_error(result, "train", "is a file, not a folder")

@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from geoseg.commands.outdir import make_out_folder
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in)
@@ -86,7 +86,7 @@ def predict(
             if not raster_exists(paths[0]):
                 raise ValueError(not_found(paths[0]))
             made = not out.exists()
-            _make_out(out)
+            make_out_folder(out)
             try:
                 _predict_one(paths[0], out, options)
             except BaseException:
@@ -121,17 +121,6 @@ def _expand_folders(paths: list[RasterPath]) -> tuple[list[RasterPath], bool]:
         else:
             out.append(p)
     return out, folders
-
-
-def _make_out(out: Path) -> None:
-    """Create ``--out`` and check a file can be written in it, before any model is loaded."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as exc:
-        raise ValueError(f"cannot write into the --out folder {out}: {exc.strerror or exc}") from None
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -200,7 +189,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         same = [str(p) for p, s in zip(inputs, stems) if s == duplicates[0]]
         raise ValueError(f"several inputs share the stem {duplicates[0]!r} ({', '.join(same)}): both would write "
                          f"{out / duplicates[0]}; rename one or predict them into different --out folders")
-    _make_out(out)
+    make_out_folder(out)
     with _recorded_warnings() as caught:  # the jobs return their notes; these are the batch's
         report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
                            scheduler=scheduler, description="predict",

@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from geoseg.commands.outdir import make_out_folder
+
 TASKS = ("landcover", "buildings")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 #: U2-Net halves its input five times: a smaller crop leaves its deepest stage under a pixel
@@ -89,6 +91,7 @@ def train(
 
             command += ["--teacher", str(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", str(init)] if init is not None else []
+            make_out_folder(out)
             with _bar(console, f"distilling {task}") as bar:
                 plan, show = _student_progress(bar)
                 card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
@@ -203,6 +206,7 @@ def _train_teacher(
         raise ValueError(f"{data_path}: its {len(val_labels)} val chips hold no labelled pixel: nothing to choose "
                          f"the model on")
     working_gsd(data, estimate=DUBAI_GSD_M if task == "landcover" else None)  # mixed GSDs fail before training
+    make_out_folder(out)  # before training: a run that cannot be written is lost at its end
     steps = None if epochs is None else max(1, epochs * math.ceil(n_train / batch_size))
     cfg = TrainConfig(
         budget_s=None if minutes is None else minutes * 60.0, steps=steps, batch_size=batch_size, device=device,
