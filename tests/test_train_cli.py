@@ -252,3 +252,12 @@ def test_an_out_that_cannot_be_written_fails_before_training(tmp_path, monkeypat
     result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
                                       "--out", str(tmp_path / "afile"), "--epochs", "1", "--crop", "32"])
     assert_one_line_error(result, "train", "is a file, not a folder")
+
+
+def test_a_crop_larger_than_the_chips_is_refused(tmp_path):
+    """128 px chips with the default --crop 256 trained on every sample magnified 2x (the crop window
+    is clamped to the chip, then resized up): a 0.3 m card for a model that saw 0.15 m pixels."""
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
+                                      "--out", str(tmp_path / "m"), "--epochs", "1", "--crop", "64"])
+    assert_one_line_error(result, "train", "--crop 64 px is larger than the chips (32 px)", "--crop 32 or less")
+    assert not (tmp_path / "m").exists()

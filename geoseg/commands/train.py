@@ -201,6 +201,11 @@ def _train_teacher(
         n_val = int((data["split"] == "val").sum())
         raise ValueError(f"{data_path} needs chips of split 'train' and 'val' (got {n_train} train, {n_val} val): "
                          f"cut the scenes kept for validation into it with geoseg tile ... --split val")
+    chip_side = min(data["images"].shape[-2:])
+    if crop > chip_side:  # augment.scale_crop clamps its window to the chip and resizes it up to --crop
+        raise ValueError(f"--crop {crop} px is larger than the chips ({chip_side} px): every sample would be "
+                         f"magnified about {crop / chip_side:.1f}x, a scale the card's GSD does not say; use "
+                         f"--crop {chip_side} or less, or cut bigger chips")
     val_labels = data["labels"][data["split"] == "val"]
     if not (val_labels != IGNORE_INDEX[task]).any():  # model selection would score NaN (land cover) at every step
         raise ValueError(f"{data_path}: its {len(val_labels)} val chips hold no labelled pixel: nothing to choose "
