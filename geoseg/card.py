@@ -56,11 +56,12 @@ def landcover_card_classes(classes: list[dict[str, Any]] | None) -> list[dict[st
     """The ``classes`` of a land-cover card trained on chips with this class list (``geoseg tile``
     copies the masks' ``classes.json``, checked by ``tiles.classes``); None -> the Dubai list.
 
-    Dubai's own ``classes.json`` (the same names) keeps the display colours above: its
-    ``source_colour`` are the colours of the original masks. Other lists keep their ``colour``,
+    Dubai's own ``classes.json`` (the same names, no ``colour``) keeps the display colours above:
+    its ``source_colour`` are the colours of the original masks. Other lists keep their ``colour``,
     or get one from ``CLASS_PALETTE``; index 0 is unlabeled and drawn grey.
     """
-    if classes is None or [c["name"] for c in classes] == [c["name"] for c in LANDCOVER_CLASSES]:
+    dubai_names = [c["name"] for c in classes or []] == [c["name"] for c in LANDCOVER_CLASSES]
+    if classes is None or (dubai_names and not any(c.get("colour") for c in classes)):
         return [dict(c) for c in LANDCOVER_CLASSES]
     return [{"index": c["index"], "name": c["name"],
              "colour": c.get("colour") or ("#9B9B9B" if c["index"] == 0

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from geoseg.augment import AugmentConfig
-from geoseg.card import CREDITS_BUILDINGS, CREDITS_LANDCOVER, LANDCOVER_CLASSES
+from geoseg.card import (
+    CREDITS_BUILDINGS,
+    CREDITS_LANDCOVER,
+    LANDCOVER_CLASSES,
+    landcover_card_classes,
+)
 from geoseg.training.loop import (
     DUBAI_GSD_M,
     TrainConfig,
@@ -98,6 +103,8 @@ def test_landcover_card_takes_the_chips_class_list():
     _, dubai = train_landcover(landcover_chips(5, None), cfg, arch_kwargs={**TINY_ATTRESUNET, "n_classes": 6},
                                log=lambda s: None)
     assert dubai["classes"] == LANDCOVER_CLASSES  # no classes.json: the Dubai list, as shipped
+    recoloured = [dict(c, colour="#010203") for c in LANDCOVER_CLASSES]
+    assert landcover_card_classes(recoloured)[1]["colour"] == "#010203"  # Dubai's names, the user's colours
 
 
 def test_landcover_masks_past_the_class_list_are_refused():

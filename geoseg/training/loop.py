@@ -95,8 +95,9 @@ def data_credits(data: dict[str, Any], task: str) -> list[str]:
     if task == "buildings" and set(areas) <= SHARED_BUILDING_AREAS:
         return list(CREDITS_BUILDINGS)
     chip_ids = np.asarray(data.get("chip_id", [])).astype(str).tolist()
-    if (task == "landcover" and landcover_card_classes(data.get("classes")) == LANDCOVER_CLASSES
-            and all(c.startswith("dubai_") for c in chip_ids)):
+    dubai_classes = [c["name"] for c in landcover_card_classes(data.get("classes"))] == [
+        c["name"] for c in LANDCOVER_CLASSES]
+    if task == "landcover" and dubai_classes and all(c.startswith("dubai_") for c in chip_ids):
         return list(CREDITS_LANDCOVER)
     return [f"Training data: {data_source(data)} (areas {', '.join(areas)}); its licences were not recorded"]
 
