@@ -761,3 +761,52 @@ def test_the_shipped_gcn_does_not_refine_a_users_own_land_cover_model(tmp_path, 
     assert "gcn" in heads and not notes
     heads, notes = run(retrained)
     assert "gcn" not in heads and any("the shipped GCN was fitted on the shipped" in n for n in notes), notes
+
+
+def test_the_class_map_thread_does_not_unsilence_the_model_export(tiny_models, tmp_path, monkeypatch):
+    """The first run of a model (always, for a user's own) printed "warning: Converting a tensor to a
+    Python boolean might cause the trace to be incorrect": the class-map thread entered and left
+    ``warnings.catch_warnings`` while the building model's ONNX export, on the main thread, was
+    inside its own, and on leaving restored filters without the export's "ignore". The two are
+    ordered here as they met in that run (the thread leaves while the export runs)."""
+    import threading
+
+    from test_training_card_truth import TINY_U2NET
+
+    from geoseg import card as cards
+    from geoseg import classmap
+    from geoseg.models.u2net import U2Net
+
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path / "cache"))  # no exported graph yet
+    thread_started, export_entered, thread_read = threading.Event(), threading.Event(), threading.Event()
+    real_scene, real_export = classmap.Scene, torch.onnx.export
+
+    def scene_after_the_export_began(*args, **kwargs):
+        thread_started.set()
+        export_entered.wait(30)
+        try:
+            return real_scene(*args, **kwargs)
+        finally:
+            thread_read.set()
+
+    def export_while_the_thread_reads(*args, **kwargs):
+        if thread_started.is_set():  # the building model's export, the class-map thread running
+            export_entered.set()
+            thread_read.wait(30)
+            time.sleep(0.2)  # the thread leaves whatever it entered around its read
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(classmap, "Scene", scene_after_the_export_began)
+    monkeypatch.setattr(torch.onnx, "export", export_while_the_thread_reads)
+    torch.manual_seed(0)
+    u2net = cards.save_model(U2Net(**TINY_U2NET), {
+        "name": "tiny-u2net", "task": "buildings", "architecture": "U2Net", "arch_kwargs": TINY_U2NET,
+        "classes": cards.BUILDING_CLASSES, "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        "gsd_m": 0.3, "tile_size": 256}, tmp_path / "u2net")
+    models = {"buildings": str(u2net), "landcover": tiny_models["landcover"]}
+    crop_path = crop(SCENE, tmp_path / "crop.tif", Window(0, 0, 256, 256))
+    with warnings.catch_warnings(record=True) as caught:  # as `geoseg predict` shows them, "warning: ..."
+        warnings.simplefilter("always")
+        predict_scene(crop_path, tmp_path / "out", options(models, refine="none"))
+    assert export_entered.is_set() and thread_read.is_set()
+    assert not [w for w in caught if "trace" in str(w.message)], [str(w.message)[:80] for w in caught]
