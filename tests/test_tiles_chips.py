@@ -369,3 +369,18 @@ def test_landcover_pairs_take_a_geotiff_class_raster(buildings_dir: Path, tmp_pa
             with rasterio.open(out / f["properties"]["label"]) as lb:
                 np.testing.assert_array_equal(lb.read(1), mask[y:y + h, x:x + w])
         assert json.loads((out / "classes.json").read_text())[2]["name"] == "fields"
+
+
+def test_a_shapefile_without_its_prj_is_told_to_bring_its_crs(buildings_dir: Path, tmp_path: Path):
+    """UTM metres in a shapefile whose .prj was left behind were refused with advice for a GeoJSON
+    ("a GeoJSON without a crs member is lon/lat: reproject it to EPSG:4326")."""
+    import geopandas as gpd
+
+    scene = buildings_dir / "kampala/kampala_z19_2.tif"
+    labels = gpd.read_file(buildings_dir / "kampala/labels.geojson").to_crs(32636)
+    labels.to_file(tmp_path / "utm.shp")
+    (tmp_path / "utm.prj").unlink()
+    result = runner.invoke(app, ["tile", str(scene), "--labels", str(tmp_path / "utm.shp"), "--out",
+                                 str(tmp_path / "chips")])
+    assert result.exit_code == 1
+    assert "utm.shp has no CRS and its coordinates" in result.output and "the .prj beside a shapefile" in result.output

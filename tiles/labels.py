@@ -45,9 +45,10 @@ class LabelIndex:
         chunks = []
         for path in paths:
             frame = gpd.read_file(path, layer=polygon_layer(path))
-            if frame.crs is None:
+            declared = frame.crs is not None
+            if not declared:
                 frame = frame.set_crs(4326)
-            _check_lonlat(path, frame)
+            _check_lonlat(path, frame, declared)
             if crs is not None:
                 frame = frame.to_crs(crs)
             chunks.append(_polygons_only(np.asarray(frame.geometry.values, dtype=object)))
@@ -92,16 +93,22 @@ def polygon_layer(path: Path) -> str | int:
                      f"polygons: save the building layer in a file of its own")
 
 
-def _check_lonlat(path: Path, frame: gpd.GeoDataFrame) -> None:
-    """Refuse lon/lat-labelled files whose coordinates cannot be lon/lat (projected
-    coordinates in a GeoJSON without a ``crs`` member, which GDAL reads as WGS84)."""
+def _check_lonlat(path: Path, frame: gpd.GeoDataFrame, declared: bool = True) -> None:
+    """Refuse lon/lat-labelled files whose coordinates cannot be lon/lat: projected coordinates in
+    a file without a CRS (a GeoJSON without a ``crs`` member, a shapefile without its ``.prj``),
+    which GDAL reads as WGS84, or in one that declares a geographic CRS."""
     if frame.empty or not frame.crs.is_geographic:
         return
     x0, y0, x1, y1 = frame.total_bounds
     if x0 < -180 or x1 > 180 or y0 < -90 or y1 > 90:
-        raise ValueError(f"{path.name}: coordinates outside [-180,180]x[-90,90] (x {x0:.6g}..{x1:.6g}, "
-                         f"y {y0:.6g}..{y1:.6g}) in a file read as lon/lat ({frame.crs.to_string()}; "
-                         f"a GeoJSON without a crs member is lon/lat): reproject it to EPSG:4326")
+        where = f"x {x0:.6g}..{x1:.6g}, y {y0:.6g}..{y1:.6g}"
+        if not declared:
+            raise ValueError(f"{path.name} has no CRS and its coordinates ({where}) are not longitude/latitude: "
+                             f"give it its CRS (the .prj beside a shapefile, a GeoPackage's own) or reproject it "
+                             f"to EPSG:4326")
+        raise ValueError(f"{path.name}: coordinates outside [-180,180]x[-90,90] ({where}) in a file read as lon/lat "
+                         f"({frame.crs.to_string()}; a GeoJSON without a crs member is lon/lat): reproject it to "
+                         f"EPSG:4326")
 
 
 def instance_raster(polygons: np.ndarray, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
