@@ -115,6 +115,33 @@ def test_student_training_shows_a_progress_bar(student_setup):
     assert bar and "100%" in bar[-1] and "step 4 loss" in bar[-1], result.output
 
 
+def test_ctrl_c_while_distilling_keeps_the_student_so_far(student_setup, monkeypatch):
+    """Ctrl-C during `geoseg train ... --teacher` lost the whole student run (the teacher's loop
+    kept its weights, the distillation loop did not): now the student so far is scored and written,
+    its card says where it stopped, and the exit status says the run did not finish."""
+    from geoseg.training import distill
+
+    root, chips = student_setup
+    calls = []
+    real = distill.photometric_augment
+
+    def augment_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "photometric_augment", augment_then_ctrl_c)
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chips), "--out", str(root / "stop"),
+                                      "--teacher", str(root / "teacher"), "--epochs", "5", "--batch-size", "2",
+                                      "--crop", "64", "--losses", "ce"])
+    assert result.exit_code == 130, result.output
+    card = json.loads((root / "stop" / "landcover-attresunet-fast.json").read_text())
+    assert card["training"]["steps"] == 2 and card["training"]["interrupted"] == "Ctrl-C at step 2, 20% of the budget"
+    assert (root / "stop" / "landcover-attresunet-fast.pt").is_file() and "test" in card["metrics"]
+    assert result.stderr.strip().splitlines()[-1].startswith("geoseg train: interrupted (Ctrl-C at step 2")
+
+
 def test_mixed_gsd_chips_fail_in_one_line(tmp_path):
     from test_training_card_truth import building_chips  # noqa: PLC0415
 

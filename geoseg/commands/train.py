@@ -97,6 +97,10 @@ def train(
                 card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
                                      init=init, label_loss=label_loss, batch_size=batch_size, crop=crop,
                                      command=shlex.join(command), progress=show, plan=plan)
+            stopped = card["training"].get("interrupted")
+            if stopped:  # as for a teacher: the weights so far are written, the status says unfinished
+                typer.echo(f"geoseg train: interrupted ({stopped}): the student so far is in {out}", err=True)
+                raise typer.Exit(130)
             console.print(f"student written to {out}: {card.get('name')}")
             return
         command += ["--init", str(init)] if init is not None else []

@@ -62,6 +62,7 @@ class RunResult:
     seconds: float
     first_loss: float
     last_loss: float
+    interrupted: bool = False  # Ctrl-C ended it before its budget
 
 
 def distill(
@@ -90,7 +91,8 @@ def distill(
     CE against the labels, plus ACE against the teacher's adaptive targets, plus
     ``CSC_WEIGHT`` x the CSC loss on the students' and teacher's features. The
     learning rate follows a cosine over whichever budget (time or steps) runs out
-    first, so a time-boxed run still ends annealed. ``augment``: the photometric strengths
+    first, so a time-boxed run still ends annealed. Ctrl-C after the first step ends the run
+    early with the weights so far (``interrupted``), as the teachers' loop does. ``augment``: the photometric strengths
     (default ``AugmentConfig()``). ``label_loss``: one of ``LABEL_LOSSES``, the "CE" term.
     """
     terms = _parse_losses(losses)
@@ -125,51 +127,57 @@ def distill(
     start = time.monotonic()
     step, first, last, smooth = 0, math.nan, math.nan, math.nan
     warmup = min(20, max(1, max_steps // 10)) if max_steps else 20
-    while True:
-        elapsed = time.monotonic() - start
-        done_frac = max(
-            elapsed / seconds if seconds else 0.0,
-            step / max_steps if max_steps else 0.0,
-        )
-        if done_frac >= 1.0:
-            break
-        warm = min(1.0, (step + 1) / warmup)
-        for group in opt.param_groups:
-            group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * done_frac))
-        images, raw, t_logits, t_feats = next(stream)
-        if t_logits is None and terms - {"ce"}:
-            assert teacher is not None
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                t_logits, t_feats = teacher_outputs(teacher, normalise(images, card))
-        if photometric:  # on the student's input only: the teacher's maps came from the clean chip
-            images = photometric_augment(images.float() / 255.0, jitter) * 255.0
-        x = normalise(images, card)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = loss_targets(raw, task)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            logits, feats = student.forward_with_features(x)
-        loss = label_term(logits.float(), y)
-        if "ace" in terms:
-            loss = loss + adaptive_cross_entropy(logits.float(), t_logits.float(), y, check=False)
-        if csc is not None:
-            loss = loss + CSC_WEIGHT * csc(feats.float(), t_feats.float())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        if progress is not None or step % 10 == 0:  # reading the loss syncs the GPU: not every step
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"non-finite loss at step {step} ({losses})")
-            first = value if step == 0 else first
-            smooth = value if math.isnan(smooth) else 0.8 * smooth + 0.2 * value
-            last = smooth
-            if progress is not None:
-                progress(step + 1, value)
-        step += 1
+    interrupted = False
+    try:
+        while True:
+            elapsed = time.monotonic() - start
+            done_frac = max(
+                elapsed / seconds if seconds else 0.0,
+                step / max_steps if max_steps else 0.0,
+            )
+            if done_frac >= 1.0:
+                break
+            warm = min(1.0, (step + 1) / warmup)
+            for group in opt.param_groups:
+                group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * done_frac))
+            images, raw, t_logits, t_feats = next(stream)
+            if t_logits is None and terms - {"ce"}:
+                assert teacher is not None
+                with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                    t_logits, t_feats = teacher_outputs(teacher, normalise(images, card))
+            if photometric:  # on the student's input only: the teacher's maps came from the clean chip
+                images = photometric_augment(images.float() / 255.0, jitter) * 255.0
+            x = normalise(images, card)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = loss_targets(raw, task)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                logits, feats = student.forward_with_features(x)
+            loss = label_term(logits.float(), y)
+            if "ace" in terms:
+                loss = loss + adaptive_cross_entropy(logits.float(), t_logits.float(), y, check=False)
+            if csc is not None:
+                loss = loss + CSC_WEIGHT * csc(feats.float(), t_feats.float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            if progress is not None or step % 10 == 0:  # reading the loss syncs the GPU: not every step
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"non-finite loss at step {step} ({losses})")
+                first = value if step == 0 else first
+                smooth = value if math.isnan(smooth) else 0.8 * smooth + 0.2 * value
+                last = smooth
+                if progress is not None:
+                    progress(step + 1, value)
+            step += 1
+    except KeyboardInterrupt:  # Ctrl-C: keep what was learnt (a second Ctrl-C abandons it)
+        if step == 0:
+            raise
+        interrupted = True
     student.eval()
-    return RunResult(losses, step, time.monotonic() - start, first, last)
+    return RunResult(losses, step, time.monotonic() - start, first, last, interrupted)
 
 
 def _label_term(task: str, kind: str, n_classes: int = 6) -> Callable[[Tensor, Tensor], Tensor]:
@@ -314,6 +322,9 @@ def train_student(
         "batch_size": batch_size, "crop": crop, "first_loss": run.first_loss, "last_loss": run.last_loss,
         "splits": {s: len(c) for s, c in splits.items()}, "label_loss": label_loss,
     }
+    if run.interrupted:
+        done = max(run.steps / max_steps if max_steps else 0.0, run.seconds / (minutes * 60) if minutes else 0.0)
+        training["interrupted"] = f"Ctrl-C at step {run.steps}, {done:.0%} of the budget"
     if init_card is not None:
         training["init"] = {"from": init_card["name"], "losses": init_card.get("distillation", {}).get("losses"),
                             "steps": init_card.get("training", {}).get("steps"),
