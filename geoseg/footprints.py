@@ -56,12 +56,15 @@ def vectorise_buildings(
     head: HeadResult, options: PredictOptions, input_gsd: float | None, grid: dict,
     progress: Callable[[float], None], post: BuildingPostprocess,
     landcover: Callable[[int, int], np.ndarray] | None = None, notes: list[str] | None = None,
+    tracing_share: float = 1.0,
 ) -> gpd.GeoDataFrame:
     """Building polygons from the blended probabilities, in the working grid's CRS coordinates.
 
     ``post``: the building decision rules (``geoseg.postprocess``, from the card and the options);
     ``landcover``: rows [a, b) of the land-cover P(building) on this grid, when ``post`` uses it;
-    ``notes``: gets a line when buildings are dropped for having no longitude/latitude.
+    ``notes``: gets a line when buildings are dropped for having no longitude/latitude;
+    ``tracing_share``: the part of ``progress`` that tracing the strips takes (the rest: squaring
+    with --regularize, then the cut at the input's outline and nodata).
     """
     # ground size of one working pixel: the Scene's own measure, scaled when --gsd overrides it
     scale_m = gsd_scale(input_gsd, grid["native_gsd"])
@@ -89,10 +92,13 @@ def vectorise_buildings(
         classes, building = building_classes(probs, inner, post, cue)
         return classes[start - a:stop - a], building[start - a:stop - a]
 
-    found = vectorize.vectorize_strips(read, head.height, vopts, progress)
+    found = vectorize.vectorize_strips(read, head.height, vopts, lambda f: progress(f * tracing_share))
     geoms = found.geometries
     if options.regularize and geoms:
-        geoms = regularize_buildings(geoms, found.group, vopts.simplify_px)
+        # squaring gets what is left but a tenth for the cut (tracing_share counts both in the rest)
+        rest = 1.0 - tracing_share
+        geoms = regularize_buildings(geoms, found.group, vopts.simplify_px,
+                                     lambda f: progress(tracing_share + 0.9 * rest * f))
     geoms = np.asarray(geoms, dtype=object)
     if geoms.size:
         geoms = through_affine(geoms, head.transform)

@@ -39,7 +39,8 @@ from geoseg.footprints import landcover_cue, vectorise_buildings, write_building
 from geoseg.heads import building_rules, load_heads, model_summary
 from geoseg.infer import TileModel, resolve_device
 from geoseg.options import PredictError, PredictOptions
-from geoseg.tiled_inference import HeadResult, gsd_scale, run_head
+from geoseg.progress import StageProgress, StageWork, stage_weights, tracing_share
+from geoseg.tiled_inference import HeadResult, gsd_scale, head_plan, run_head
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import has_lonlat
 from tiles.rasterpath import (RasterPath, absolute_raster_path, as_raster_path, is_virtual, not_found,
@@ -86,32 +87,6 @@ class _Background:
         return self._value
 
 
-class _Stages:
-    """Maps per-stage fractions onto one 0..1 progress callback."""
-
-    def __init__(self, progress: Progress | None, weights: dict[str, float]) -> None:
-        self.progress = progress
-        total = sum(weights.values())
-        self.done = 0.0  # progress never goes back when two stages run at once
-        self.lock = threading.Lock()
-        self.spans: dict[str, tuple[float, float]] = {}
-        start = 0.0
-        for name, w in weights.items():
-            self.spans[name] = (start, start + w / total)
-            start += w / total
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        if self.progress is None or stage not in self.spans:
-            return
-        a, b = self.spans[stage]
-        value = min(1.0, a + (b - a) * min(max(fraction, 0.0), 1.0))
-        with self.lock:
-            if value < self.done:
-                return
-            self.done = value
-            self.progress(value, stage)
-
-
 def _in_user_measure(working_gsd: float | None, input_gsd: float | None, grid: dict) -> float | None:
     """A working grid's GSD as --gsd measures it (the Scene measures the file's georeferencing)."""
     return None if working_gsd is None else working_gsd * gsd_scale(input_gsd, grid["native_gsd"])
@@ -127,6 +102,23 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def _stage_work(input_path: RasterPath, heads: dict[str, tuple], options: PredictOptions, device: str,
+                input_gsd: float | None, grid: dict) -> StageWork:
+    """The pixels each stage of this run will handle (its progress weights), from the heads' tile plans."""
+    plans = {task: head_plan(input_path, heads[task][1], options, input_gsd, grid)
+             for task in ("landcover", "buildings") if task in heads}
+    buildings = plans.get("buildings")
+    return StageWork(
+        input_px=grid["width"] * grid["height"],
+        landcover_px=plans["landcover"].model_input_px if "landcover" in plans else None,
+        gcn="gcn" in heads, classmap=options.classmap and "landcover" in heads,
+        buildings_px=buildings.model_input_px if buildings else None,
+        building_grid_px=buildings.width * buildings.height if buildings else None,
+        int8=options.runtime == "int8" and device == "cpu" and bool(heads.get("buildings", (None, {}))[1].get("int8_onnx")),
+        regularize=options.regularize,
+    )
 
 
 def _tiles_report(result: HeadResult) -> dict[str, Any]:
@@ -258,15 +250,8 @@ def predict_scene(
     t = time.perf_counter()
     heads = load_heads(options, device, notes, gsd_known=input_gsd is not None)
     timings["load_models"] = time.perf_counter() - t
-    weights = {}  # in the order the stages run
-    if "landcover" in heads:
-        weights.update(landcover=4.0 + (3.0 if "gcn" in heads else 0.0))
-        if options.classmap:
-            weights.update(classmap=1.0)
-    if "buildings" in heads:
-        weights.update(buildings=4.0, vectorize=1.0)
-    weights["write"] = 0.3
-    stages = _Stages(progress, weights)
+    stage_work = _stage_work(input_path, heads, options, device, input_gsd, grid)
+    stages = StageProgress(progress, stage_weights(stage_work, device, options.profile))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".partial-{uuid.uuid4().hex[:8]}"
@@ -338,12 +323,15 @@ def predict_scene(
             t = time.perf_counter()
             cue = landcover_cue(landcover_result, result, landcover_card) if post.landcover_threshold else None
             frame = vectorise_buildings(result, options, input_gsd, grid, lambda f: stages("vectorize", f), post,
-                                        cue, notes)
+                                        cue, notes, tracing_share(stage_work, device, options.profile))
+            stages("vectorize", 1.0)
             result.writer.close()
             timings["vectorize"] = time.perf_counter() - t
             t = time.perf_counter()
             frame["source"] = name or raster_name(input_path)
+            stages("write", 0.0)
             write_buildings(frame, staging, lonlat)
+            stages("write", 0.9)  # the rest: report.json and the renames
             timings["write_buildings"] = time.perf_counter() - t
             report["counts"]["buildings"] = int(len(frame))
         if classmap_job is not None:
@@ -366,7 +354,7 @@ def predict_scene(
         for path in sorted(staging.iterdir(), key=lambda f: f.name == "report.json"):
             if path.is_file():
                 os.replace(path, out_dir / path.name)
-        stages("write", 1.0)
+        stages.finish()
     finally:
         if classmap_job is not None:
             classmap_job.wait()  # never delete the staging folder under a running writer

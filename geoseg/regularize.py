@@ -29,6 +29,8 @@ Pure shapely/numpy over pixel coordinates (any metric-ish planar frame works).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import shapely
 from shapely import affinity
@@ -107,13 +109,15 @@ def _square(rotated: shapely.Polygon, tolerance: float) -> shapely.Polygon | Non
     return squared
 
 
-def regularize_buildings(geoms: list, groups: list, tolerance: float) -> list:
+def regularize_buildings(geoms: list, groups: list, tolerance: float,
+                         progress: Callable[[float], None] | None = None) -> list:
     """Square every building; the buildings of a group of touching ones are squared together.
 
     ``groups[i]`` identifies the connected component building ``i`` came from;
     ``tolerance`` (same unit as the coordinates) is the simplification tolerance; walls of
     one group closer than half of it become one wall. Buildings of a group that shared a wall
-    share one after squaring, and none overlaps another.
+    share one after squaring, and none overlaps another. ``progress`` gets the share of
+    buildings squared (about 100 calls: a dense scene's thousands take many seconds).
     """
     if len(geoms) != len(groups):
         raise ValueError("geoms and groups must have the same length")
@@ -121,7 +125,11 @@ def regularize_buildings(geoms: list, groups: list, tolerance: float) -> list:
     by_group: dict[int, list[int]] = {}
     for i, g in enumerate(groups):
         by_group.setdefault(int(g), []).append(i)
+    step, done = max(1, len(geoms) // 100), 0
     for members in by_group.values():
+        if progress is not None and done // step != (done + len(members)) // step:
+            progress(done / len(geoms))
+        done += len(members)
         originals = [geoms[i] for i in members]
         # pixel staircases vote for 0 degrees: measure the orientation on simplified outlines
         angle = dominant_angle([shapely.simplify(g, tolerance) for g in originals])

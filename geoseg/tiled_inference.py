@@ -20,12 +20,14 @@ from affine import Affine
 
 from geoseg.infer import TileModel, refine_with_gcn
 from geoseg.options import PredictOptions
-from tiles.grid import TILE_MULTIPLE, context_margins, context_window, fit_tiles, stretched_size, tile_grid
+from tiles.grid import (TILE_MULTIPLE, Tile, context_margins, context_window, fit_tiles, stretched_size,
+                        tile_grid)
 from tiles.rasterpath import RasterPath
 from tiles.source import Scene
 from tiles.stitch import BlendingWriter
 
-__all__ = ["HeadResult", "MAX_UPSAMPLING", "gsd_scale", "run_head", "scene_gsd"]
+__all__ = ["HeadResult", "MAX_UPSAMPLING", "TilePlan", "gsd_scale", "head_plan", "plan_tiles", "run_head",
+           "scene_gsd"]
 
 
 @dataclass
@@ -94,6 +96,52 @@ def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
         raise failure[0]
 
 
+@dataclass
+class TilePlan:
+    """How a head tiles its working grid: the tiles and the context read around each."""
+
+    width: int  # the working grid
+    height: int
+    tiles: list[Tile]
+    side_x: int  # tile width, height on the working grid (before fitting to the raster)
+    side_y: int
+    my: int  # context rows, columns read each side of a tile
+    mx: int
+
+    @property
+    def model_input_px(self) -> int:
+        """Pixels the model runs on (each tile's read window with its context): what a head's time
+        follows, padding of a grid smaller than one tile included."""
+        return sum((int(t.read.width) + 2 * self.mx) * (int(t.read.height) + 2 * self.my) for t in self.tiles)
+
+
+def plan_tiles(width: int, height: int, card: dict[str, Any], options: PredictOptions) -> TilePlan:
+    """The tiles of a ``width`` x ``height`` working grid for the head of ``card``."""
+    # sides stretched up to 1.25x where that saves an edge tile (less model input, same seams)
+    # tiles and model windows start on multiples of TILE_MULTIPLE (tiles.grid: shift variance)
+    side_x = stretched_size(width, options.tile_size, options.overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
+    side_y = stretched_size(height, options.tile_size, options.overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
+    tiles = fit_tiles(tile_grid(width, height, side_x, options.overlap, size_y=side_y, align=TILE_MULTIPLE),
+                      width, height)
+    my, mx = context_margins(tiles, width, height, card.get("tile_size"), options.context,
+                             min_context=int(card.get("min_context", 0)))
+    return TilePlan(width, height, tiles, side_x, side_y, my, mx)
+
+
+def _open_working_grid(input_path: RasterPath, card: dict[str, Any], options: PredictOptions,
+                       input_gsd: float | None, grid: dict) -> Scene:
+    model_gsd = float(card["gsd_m"]) if card.get("gsd_m") else None
+    return Scene(input_path, bands=grid.get("bands", options.bands),
+                 gsd=scene_gsd(model_gsd, grid["native_gsd"], input_gsd))
+
+
+def head_plan(input_path: RasterPath, card: dict[str, Any], options: PredictOptions, input_gsd: float | None,
+              grid: dict) -> TilePlan:
+    """The tiles the head of ``card`` will run on, before it runs (the pipeline's progress weights)."""
+    with _open_working_grid(input_path, card, options, input_gsd, grid) as scene:
+        return plan_tiles(scene.width, scene.height, card, options)
+
+
 def run_head(
     input_path: RasterPath, model: TileModel, options: PredictOptions, input_gsd: float | None, grid: dict,
     work: Path, progress: Callable[[float], None], notes: list[str], gcn: tuple | None = None,
@@ -104,21 +152,15 @@ def run_head(
     if target is not None and model.gsd_m and input_gsd and input_gsd / MAX_UPSAMPLING > model.gsd_m * 1.01:
         notes.append(f"input GSD {input_gsd:.3g} m is much coarser than the {model.card.get('name')} model's "
                      f"{model.gsd_m:.3g} m: upsampled {MAX_UPSAMPLING:g}x only, expect poor results")
-    with Scene(input_path, bands=grid.get("bands", options.bands), gsd=target) as scene:
+    with _open_working_grid(input_path, model.card, options, input_gsd, grid) as scene:
         if min(scene.width, scene.height) < TILE_MULTIPLE:  # less than one cell of the networks' coarsest map
             notes.append(f"the scene is {scene.width} x {scene.height} px at the {model.card.get('name')} model's "
                          f"working GSD, under the {TILE_MULTIPLE} px its network downsamples by: the model sees "
                          f"no context along that side, so its output there is little more than a guess")
-        # sides stretched up to 1.25x where that saves an edge tile (less model input, same seams)
-        # tiles and model windows start on multiples of TILE_MULTIPLE (tiles.grid: shift variance)
-        side_x = stretched_size(scene.width, options.tile_size, options.overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
-        side_y = stretched_size(scene.height, options.tile_size, options.overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
-        tiles = fit_tiles(tile_grid(scene.width, scene.height, side_x, options.overlap, size_y=side_y,
-                                     align=TILE_MULTIPLE), scene.width, scene.height)
+        plan = plan_tiles(scene.width, scene.height, model.card, options)
+        tiles, side_x, side_y, my, mx = plan.tiles, plan.side_x, plan.side_y, plan.my, plan.mx
         writer = BlendingWriter(scene.width, scene.height, model.n_classes, transform=scene.transform,
                                 crs=scene.crs, tmp_dir=work)
-        my, mx = context_margins(tiles, scene.width, scene.height, model.card.get("tile_size"), options.context,
-                                 min_context=int(model.card.get("min_context", 0)))
 
         def batches() -> Iterator:
             for i in range(0, len(tiles), options.batch_size):

@@ -67,3 +67,13 @@ def test_no_ring_of_a_squared_building_runs_millimetres_from_another():
     gaps = [a.distance(b) for k, a in enumerate(rings) for b in rings[k + 1:]]
     assert all(gap == 0 or gap >= 0.5 for gap in gaps)
     assert squared.area == pytest.approx(building.area, abs=0.5)
+
+
+def test_squaring_reports_its_progress():
+    """--regularize squared every building (~7 ms each, seconds for a dense scene) with the bar
+    standing still at the end of the vectorize stage."""
+    geoms, groups = kampala_terraces()
+    seen: list[float] = []
+    same = regularize_buildings(geoms, groups, 1.0, progress=seen.append)
+    assert len(seen) >= min(20, len(set(groups)) // 2) and seen == sorted(seen) and 0 <= seen[0] and seen[-1] < 1
+    assert [g.wkb for g in same] == [g.wkb for g in regularize_buildings(geoms, groups, 1.0)]

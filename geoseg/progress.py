@@ -1,0 +1,141 @@
+"""Progress of one predict run as one 0..1 fraction that moves with the time the run takes.
+
+Why: the CLI's bar and the service's job ``progress`` only give a usable estimate of the time
+left when equal shares of them take about equal time. Each stage's share is the work it has:
+the pixels it handles (a head's model input, the input grid for the class map, the building grid
+for vectorisation and writing) times a cost per megapixel measured per device and profile
+(``STAGE_COSTS``). Stages that run at once (the class map beside the building model) add up:
+the fraction is the cost-weighted sum of every stage's own fraction, so it never goes back and
+reaches 1 only when every stage is done.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["STAGE_COSTS", "StageCosts", "StageProgress", "StageWork", "stage_weights", "tracing_share"]
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """Seconds per megapixel of each stage's work (the ratios matter, not the machine's speed)."""
+
+    read: float  # per input Mpx, each head (reading and resampling the input to its working grid)
+    landcover: float  # per Mpx of land-cover model input, CNN alone
+    gcn: float  # added per Mpx of land-cover model input when the GCN refines it (superpixels, graph)
+    buildings: float  # per Mpx of building model input
+    buildings_int8: float  # the same with --runtime int8 (the accurate card's int8 graph)
+    classmap: float  # per input Mpx: resampling, argmax, COG
+    vectorize: float  # per Mpx of the building grid (tracing), plus ``read`` per input Mpx (the nodata cut)
+    regularize: float  # added per Mpx of the building grid with --regularize (~7 ms a building)
+    write: float  # per Mpx of the building grid: GeoPackage and GeoJSON
+
+
+#: CPU: 2 threads, ONNX Runtime, models loaded, on an idle box: the stage timings of
+#: docs/predict.md's speed table (zanzibar_z19_1: building head, land cover + GCN, class map,
+#: vectorise) over the pixels each stage handles; reading, the GCN's part, --regularize, the nodata cut
+#: and writing from report.json's timings_s on zanzibar_z19_1, zanzibar_z20_1 (the same ground at 0.15 m)
+#: and nairobi_z21_1 (0.075 m), both profiles, with and without the GCN (session 15; the box under
+#: other work moved the absolute figures up to 2x, so those were scaled to the idle ones).
+#: CUDA: the H200 run of docs/predict.md (same scene, torch, bf16) for the model stages and the
+#: class map and vectorising; the other CPU-side stages as on the CPU.
+STAGE_COSTS: dict[tuple[str, str], StageCosts] = {
+    ("cpu", "accurate"): StageCosts(read=0.03, landcover=4.0, gcn=2.0, buildings=3.3, buildings_int8=1.7,
+                                    classmap=0.16, vectorize=0.09, regularize=0.15, write=0.015),
+    ("cpu", "fast"): StageCosts(read=0.03, landcover=0.5, gcn=2.0, buildings=0.28, buildings_int8=0.28,
+                                classmap=0.16, vectorize=0.09, regularize=0.15, write=0.015),
+    ("cuda", "accurate"): StageCosts(read=0.03, landcover=1.5, gcn=2.0, buildings=0.056, buildings_int8=0.056,
+                                     classmap=0.16, vectorize=0.16, regularize=0.15, write=0.015),
+    ("cuda", "fast"): StageCosts(read=0.03, landcover=1.5, gcn=2.0, buildings=0.03, buildings_int8=0.03,
+                                 classmap=0.13, vectorize=0.13, regularize=0.15, write=0.015),
+}
+
+
+@dataclass(frozen=True)
+class StageWork:
+    """The pixels each stage of one run handles (None: the stage does not run)."""
+
+    input_px: int
+    landcover_px: int | None = None  # land-cover model input
+    gcn: bool = False
+    classmap: bool = False
+    buildings_px: int | None = None  # building model input
+    building_grid_px: int | None = None
+    int8: bool = False
+    regularize: bool = False
+
+
+def _costs(device: str, profile: str) -> StageCosts:
+    return STAGE_COSTS.get(("cuda" if device == "cuda" else "cpu", profile), STAGE_COSTS[("cpu", "accurate")])
+
+
+def stage_weights(work: StageWork, device: str, profile: str) -> dict[str, float]:
+    """Expected seconds of each stage that runs (in the order they start), and of writing."""
+    costs = _costs(device, profile)
+    mpx = 1e-6
+    read = costs.read * work.input_px * mpx
+    weights: dict[str, float] = {}
+    if work.landcover_px is not None:
+        weights["landcover"] = read + (costs.landcover + (costs.gcn if work.gcn else 0.0)) * work.landcover_px * mpx
+        if work.classmap:
+            weights["classmap"] = costs.classmap * work.input_px * mpx
+    write = 0.0
+    if work.buildings_px is not None:
+        grid = (work.building_grid_px or 0) * mpx
+        weights["buildings"] = read + (costs.buildings_int8 if work.int8 else costs.buildings) * work.buildings_px * mpx
+        weights["vectorize"] = (costs.vectorize + (costs.regularize if work.regularize else 0.0)) * grid + read
+        write = costs.write * grid
+    # report.json and the renames: a sliver, so that the bar's end is the outputs in place
+    weights["write"] = write + 0.01 * sum(weights.values())
+    return weights
+
+
+def tracing_share(work: StageWork, device: str, profile: str) -> float:
+    """The share of the vectorize stage that tracing the outlines takes (the rest: squaring them
+    with --regularize, then the cut at the input's nodata)."""
+    costs = _costs(device, profile)
+    grid, read = (work.building_grid_px or 0) * 1e-6, costs.read * work.input_px * 1e-6
+    total = (costs.vectorize + (costs.regularize if work.regularize else 0.0)) * grid + read
+    return costs.vectorize * grid / total if total > 0 else 1.0
+
+
+class StageProgress:
+    """Maps per-stage fractions onto one 0..1 progress callback: the weighted sum of every stage's
+    own fraction (each kept from going back). The stage named is the latest in ``weights``' order
+    that has begun and is not done: the class map, written in the background, does not take the
+    name from the building model in front of it.
+    """
+
+    def __init__(self, progress: Progress | None, weights: dict[str, float]) -> None:
+        self.progress = progress
+        self.weights = {name: max(w, 0.0) for name, w in weights.items()}
+        self.total = sum(self.weights.values()) or 1.0
+        self.fractions: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self.progress is None or stage not in self.weights:
+            return
+        with self.lock:
+            fraction = min(max(fraction, 0.0), 1.0)
+            self.fractions[stage] = max(self.fractions.get(stage, 0.0), fraction)
+            self._report(stage)
+
+    def finish(self) -> None:
+        """Every stage done: the run's outputs are in place (1.0 exactly)."""
+        if self.progress is None:
+            return
+        with self.lock:
+            self.fractions.update((name, 1.0) for name in self.weights)
+            self._report(next(reversed(self.weights), ""))
+
+    def _report(self, stage: str) -> None:
+        if all(self.fractions.get(name) == 1.0 for name in self.weights):
+            value = 1.0  # exactly, whatever the rounding of the sum
+        else:
+            value = min(sum(self.weights[n] * f for n, f in self.fractions.items()) / self.total, 1.0)
+        running = [name for name in self.weights if self.fractions.get(name, 1.0) < 1.0]
+        self.progress(value, running[-1] if running else stage)
