@@ -622,3 +622,16 @@ def test_every_read_of_the_input_takes_the_requested_bands(tmp_path, monkeypatch
     assert result.exit_code == 0, result.output
     assert len(opened) == 4 and set(opened) == {(3, 2, 1)}  # the first look, two heads, the class map's mask
     assert cut == [(3, 2, 1)]
+
+
+def test_the_bar_estimates_the_time_left_and_ends_at_100_percent(tmp_path):
+    """The bar showed the time elapsed only: on a 20-minute run a user had no idea how long was left."""
+    from test_predict_models import make_tiny_models
+
+    models = make_tiny_models(tmp_path / "models")
+    cards = [arg for task, card in models.items() for arg in ("--model", f"{task}={card}")]
+    result = CliRunner().invoke(app, ["predict", str(KAMPALA / "kampala_z19_2.tif"), "--out", str(tmp_path / "o"),
+                                      "--device", "cpu", "--tile-size", "256", "--overlap", "32", *cards])
+    assert result.exit_code == 0, result.output
+    bar = result.output.splitlines()[0]  # drawn once at the end without a terminal
+    assert "100.0%" in bar and bar.endswith(" left"), bar

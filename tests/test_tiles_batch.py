@@ -9,7 +9,7 @@ import pytest
 from dask.distributed import LocalCluster
 
 from geoseg.commands.tile import SceneJob, part_for
-from tiles.batch import part_path, run_batch
+from tiles.batch import _progress, part_path, run_batch, time_left
 from tiles.chips import ChipOptions
 
 
@@ -103,6 +103,22 @@ def test_without_a_terminal_each_input_gets_a_log_line(tmp_path: Path, capsys):
     run_batch(["a", "b", "bad"], lambda p: tmp_path / p, _write_ok, scheduler="sync", description="predict")
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("predict 2/3 b: done (") and lines[1].startswith("predict 3/3 bad: failed (")
+    # the time left, at the rate of the inputs run so far (the skipped one took none), until the last
+    assert lines[0].endswith(" s left)") and lines[1].endswith(" s)")
+
+
+def test_the_time_left_is_the_rate_so_far_times_what_remains():
+    assert time_left(60.0, 2, 3) == 90.0 and time_left(10.0, 1, 0) == 0.0
+
+
+def test_the_batch_bar_estimates_the_time_left_over_the_whole_batch():
+    """Rich keeps 30 s of samples by default: with inputs taking longer than that, the batch bar never
+    had two and showed no time left at all."""
+    from rich.progress import TimeRemainingColumn
+
+    progress = _progress(True)
+    assert progress.speed_estimate_period >= 24 * 3600
+    assert any(isinstance(c, TimeRemainingColumn) for c in progress.columns)
 
 
 def _slow_to_exit(input_path, output_path):

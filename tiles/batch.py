@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 from tiles.rasterpath import RasterPath, raster_name
 
@@ -95,8 +96,16 @@ def run_one(work: Work, input_path: RasterPath, output_path: Path) -> tuple[str,
 
 
 def _progress(show: bool) -> Progress:
+    # the time left from the rate since the batch began: rich's default keeps the last 30 s of
+    # samples, so with inputs that take longer than that it never had two and showed -:--:--
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=not show)
+                    TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"), disable=not show,
+                    speed_estimate_period=30 * 24 * 3600)
+
+
+def time_left(elapsed_s: float, finished: int, remaining: int) -> float:
+    """Seconds the ``remaining`` inputs should take at the rate of the ``finished`` ones (``finished`` >= 1)."""
+    return elapsed_s / finished * remaining
 
 
 def _lost(exc: Exception) -> str:
@@ -137,18 +146,25 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
         log_lines = show_progress and not progress.console.is_terminal
         started = time.monotonic()
 
+        finished = 0  # inputs run in this batch (skipped ones took no time)
+
         def record(item: tuple[str, Any, str | None]) -> None:
+            nonlocal finished
             name, result, error = item
             if error is None:
                 report.done[name] = result
             else:
                 report.failed[name] = error
+            finished += 1
             progress.advance(task)
             if log_lines:
                 n = int(progress.tasks[0].completed)
+                elapsed = time.monotonic() - started
+                left = time_left(elapsed, finished, len(todo) - finished)
                 progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: "
-                                       f"{'done' if error is None else 'failed'} "
-                                       f"({time.monotonic() - started:.0f} s)", highlight=False, soft_wrap=True)
+                                       f"{'done' if error is None else 'failed'} ({elapsed:.0f} s"
+                                       f"{f', about {left:.0f} s left' if finished < len(todo) else ''})",
+                                       highlight=False, soft_wrap=True)
 
         if not todo:
             return report

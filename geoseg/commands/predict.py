@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from geoseg.commands.outdir import make_out_folder
 from tiles.normalize import parse_bands
@@ -154,10 +154,12 @@ def _parse_models(specs: list[str]) -> dict[str, str]:
 
 def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> None:
     columns = (TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-               TimeElapsedColumn())
+               TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"))
     from geoseg.pipeline import predict_scene  # before the block: its modules' import-time filters stay
 
-    with _recorded_warnings() as caught, Progress(*columns) as bar:
+    # the time left from the rate over the whole run (geoseg.progress makes the bar move with time),
+    # not over rich's default last 30 s, which a slow tile or stage would throw off
+    with _recorded_warnings() as caught, Progress(*columns, speed_estimate_period=24 * 3600) as bar:
         task = bar.add_task(raster_name(input_path), total=1.0)
 
         def progress(fraction: float, stage: str) -> None:
