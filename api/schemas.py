@@ -1,6 +1,7 @@
 """Response bodies of the service (pydantic), shared by the routers and the OpenAPI schema."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -47,6 +48,9 @@ class JobStatus(BaseModel):
     kind: Literal["job", "segment"]
     status: Literal["queued", "running", "succeeded", "failed"]
     progress: float = Field(ge=0, le=1)
+    eta_s: float | None = Field(
+        None, description="Estimated seconds until this attempt ends, at its rate so far: seconds since "
+                          "started_at x (1 - progress) / progress; null unless running with at least 5 % done.")
     stage: str | None
     error: str | None
     previous_error: str | None = Field(
@@ -130,9 +134,22 @@ def expires_at(job: Job, retention_hours: float) -> float | None:
     return job.finished_at + retention_hours * 3600.0
 
 
+#: below this share done, a job's rate says little (its start-up is most of what went by)
+ETA_MIN_PROGRESS = 0.05
+
+
+def eta_s(job: Job, now: float) -> float | None:
+    """Seconds left of a running job at the rate of its attempt so far (the pipeline's progress moves
+    with time, ``geoseg.progress``); None when it is not running or under ``ETA_MIN_PROGRESS`` done."""
+    if job.status != "running" or job.started_at is None or job.progress < ETA_MIN_PROGRESS:
+        return None
+    return round(max(0.0, now - job.started_at) * (1.0 - job.progress) / job.progress, 1)
+
+
 def job_status(job: Job, retention_hours: float) -> JobStatus:
     return JobStatus(
-        id=job.id, kind=job.kind, status=job.status, progress=job.progress, stage=job.stage,
+        id=job.id, kind=job.kind, status=job.status, progress=job.progress, eta_s=eta_s(job, time.time()),
+        stage=job.stage,
         error=job.error, previous_error=job.previous_error, attempts=job.attempts,
         options=job.options, input=InputSummary(**job.input),
         created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), started_at=_ts(job.started_at),

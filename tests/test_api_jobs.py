@@ -123,3 +123,21 @@ def test_the_row_of_an_accepted_job_is_synced_before_the_202(tmp_path):
     store._connect = spy
     new(store)
     assert levels == [2]  # FULL
+
+
+def test_a_running_job_estimates_its_time_left_from_its_rate_so_far(tmp_path):
+    """A client polling a long job saw progress and stage but had to work out the time left itself."""
+    from api.schemas import eta_s, job_status
+
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job_id = new(store)
+    store.claim_next()
+    started = store.get(job_id).started_at
+    assert eta_s(store.get(job_id), started + 10) is None  # nothing done yet: no rate
+    store.set_progress(job_id, 1, 0.02, "landcover")
+    assert eta_s(store.get(job_id), started + 10) is None  # too early to mean much
+    store.set_progress(job_id, 1, 0.25, "buildings")
+    assert eta_s(store.get(job_id), started + 60) == 180.0
+    assert job_status(store.get(job_id), 0).eta_s is not None
+    store.mark_succeeded(job_id, 1, {})
+    assert job_status(store.get(job_id), 0).eta_s is None
