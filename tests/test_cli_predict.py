@@ -620,7 +620,8 @@ def test_every_read_of_the_input_takes_the_requested_bands(tmp_path, monkeypatch
     result = CliRunner().invoke(app, ["predict", str(bgr), "--out", str(tmp_path / "o"), "--profile", "fast",
                                       "--device", "cpu", "--bands", "3,2,1"])
     assert result.exit_code == 0, result.output
-    assert len(opened) == 4 and set(opened) == {(3, 2, 1)}  # the first look, two heads, the class map's mask
+    # the first look, the two heads' tile plans (progress weights), two heads, the class map's mask
+    assert len(opened) == 6 and set(opened) == {(3, 2, 1)}
     assert cut == [(3, 2, 1)]
 
 
