@@ -103,8 +103,9 @@ def _progress(show: bool) -> Progress:
                     speed_estimate_period=30 * 24 * 3600)
 
 
-def time_left(elapsed_s: float, finished: int, remaining: int) -> float:
-    """Seconds the ``remaining`` inputs should take at the rate of the ``finished`` ones (``finished`` >= 1)."""
+def time_left(elapsed_s: float, finished: float, remaining: float) -> float:
+    """Seconds the ``remaining`` work should take at the rate of the ``finished`` work (``finished`` > 0;
+    inputs, or fractions of one)."""
     return elapsed_s / finished * remaining
 
 

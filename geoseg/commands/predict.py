@@ -20,9 +20,13 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from geoseg.commands.outdir import make_out_folder
+from tiles.batch import time_left
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in)
+
+#: without a terminal, a line each time the single-input progress passes another tenth
+LOG_STEP = 0.1
 
 if TYPE_CHECKING:  # the pipeline imports torch: load it when a command runs, not for --help
     from geoseg.pipeline import PredictOptions
@@ -161,9 +165,18 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> 
     # not over rich's default last 30 s, which a slow tile or stage would throw off
     with _recorded_warnings() as caught, Progress(*columns, speed_estimate_period=24 * 3600) as bar:
         task = bar.add_task(raster_name(input_path), total=1.0)
+        # in a log file (no terminal) the bar is drawn once, at the end: a line every tenth instead
+        log_lines = not bar.console.is_terminal
+        next_line = [LOG_STEP]
 
         def progress(fraction: float, stage: str) -> None:
             bar.update(task, completed=fraction, description=stage)
+            if log_lines and next_line[0] <= fraction < 1.0:
+                next_line[0] = (int(fraction / LOG_STEP + 1e-9) + 1) * LOG_STEP
+                elapsed = bar.tasks[0].elapsed or 0.0
+                bar.console.print(f"{raster_name(input_path)}: {fraction:.0%} ({stage}), {elapsed:.0f} s, "
+                                  f"about {time_left(elapsed, fraction, 1.0 - fraction):.0f} s left",
+                                  highlight=False, soft_wrap=True)
 
         report = predict_scene(input_path, out, options, progress)
     _echo_warnings(_warning_lines(caught))
