@@ -12,7 +12,7 @@ import pytest
 import rasterio
 
 import tiles
-from tiles.cog import is_valid_cog
+from tiles.cog import is_valid_cog, write_cog
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "tiling.md"
 NAMES = ["dark", "mid", "bright"]
@@ -66,6 +66,37 @@ def test_the_inference_example_runs_as_written_and_is_seamless(buildings_dir: Pa
     # and column see other context there; everywhere else the blend is the same to rounding
     assert np.abs(pa - pb)[:, :-1, :-1].max() <= 1
     assert not list(Path(tmp_path).rglob("geoseg-blend-*"))
+
+
+def test_write_cog_names_bad_tags_and_leaves_no_part_file(tmp_path: Path):
+    src = tmp_path / "plain.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", crs="EPSG:3857",
+                       transform=rasterio.transform.from_origin(0, 0, 1, 1)) as ds:
+        ds.write(np.zeros((1, 64, 64), np.uint8))
+    with pytest.raises(TypeError, match="mapping of str to str.*got set"):
+        write_cog(src, tmp_path / "cog.tif", tags={...})
+    with pytest.raises(TypeError, match="'n_classes': int"):
+        write_cog(src, tmp_path / "cog.tif", tags={"model": "x", "n_classes": 3})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.tif"]
+
+
+def test_write_cog_removes_its_part_file_when_writing_fails(tmp_path: Path, monkeypatch):
+    """A failure inside rio-cogeo (disk full, here simulated after it began the file) left
+    ``NAME.part`` beside the output."""
+    from tiles import cog
+
+    src = tmp_path / "plain.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8") as ds:
+        ds.write(np.zeros((1, 64, 64), np.uint8))
+
+    def full_disk(source, dst_path, *args, **kwargs):
+        Path(dst_path).write_bytes(b"II*\x00")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cog, "cog_translate", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_cog(src, tmp_path / "cog.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.tif"]
 
 
 def test_the_main_names_import_from_the_package():

@@ -13,6 +13,7 @@ Usage::
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import rasterio
@@ -20,7 +21,7 @@ from rasterio.enums import ColorInterp
 from rio_cogeo.cogeo import cog_translate, cog_validate
 from rio_cogeo.profiles import cog_profiles
 
-__all__ = ["colormap_from_hex", "write_cog", "is_valid_cog", "overview_levels"]
+__all__ = ["check_tags", "colormap_from_hex", "is_valid_cog", "overview_levels", "write_cog"]
 
 
 def colormap_from_hex(colours: list[str], nodata: int | None = 255) -> dict[int, tuple[int, int, int, int]]:
@@ -48,6 +49,7 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
     *shorter* side fits, so a 634 x 411 map or a 8192 x 400 strip had none at all.
     """
     src_path, dst_path = Path(src_path), Path(dst_path)
+    check_tags(tags)
     if colormap is not None:
         # the colour table goes into the source (a work file), which rio-cogeo then copies: given to
         # cog_translate, it warns "color interpretation was set to Palette", and silencing that with
@@ -66,11 +68,33 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
             profile["predictor"] = 3
         levels = overview_levels(src.width, src.height, 512)
         tmp = dst_path.with_name(dst_path.name + ".part")
-        cog_translate(src, str(tmp), profile, additional_cog_metadata=tags or None,
-                      overview_resampling=resampling, overview_level=levels, in_memory=False, quiet=True,
-                      use_cog_driver=False)
+        try:
+            cog_translate(src, str(tmp), profile, additional_cog_metadata=tags or None,
+                          overview_resampling=resampling, overview_level=levels, in_memory=False, quiet=True,
+                          use_cog_driver=False)
+        except BaseException:  # a half-written file must not stay beside the output
+            tmp.unlink(missing_ok=True)
+            raise
     tmp.replace(dst_path)
     return dst_path
+
+
+def check_tags(tags: Mapping[str, str] | None) -> None:
+    """Refuse tags that are not a mapping of str to str, naming the culprit.
+
+    Why: rio-cogeo fails deep inside (``dict.update() argument after ** must be a mapping``) on a
+    set such as ``{...}`` or a list of pairs, and GDAL stores a number as its ``str()``, which the
+    reader then gets back as a string it did not write.
+    """
+    if tags is None:
+        return
+    if not isinstance(tags, Mapping):
+        raise TypeError(f"tags must be a mapping of str to str (e.g. {{'classes': json.dumps(names)}}), "
+                        f"got {type(tags).__name__}")
+    bad = {k: v for k, v in tags.items() if not (isinstance(k, str) and isinstance(v, str))}
+    if bad:
+        shown = ", ".join(f"{k!r}: {type(v).__name__}" for k, v in list(bad.items())[:3])
+        raise TypeError(f"tags must map str to str (serialise other values, e.g. with json.dumps): {shown}")
 
 
 def overview_levels(width: int, height: int, block: int = 512) -> int:
