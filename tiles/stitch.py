@@ -16,7 +16,11 @@ Usage::
             bw.add(tile.read, probs, valid)            # probs (3,512,512) float
         bw.finalise(classes_path="classes.tif", probs_path="probs.tif")
 
-Disk use: 4 * (n_classes + 1) bytes per pixel in the temporary folder.
+Disk use: 4 * (n_classes + 1) bytes per pixel in the temporary folder, removed by ``close``
+(the ``with`` block's end, also on an exception).
+
+Threads: ``add`` is a read-modify-write of the memmaps; call it from one thread (or hold a lock),
+as the predict pipeline does (tiles read on a thread, blended on the caller's).
 """
 from __future__ import annotations
 
@@ -31,7 +35,10 @@ from rasterio.windows import Window
 
 from tiles.grid import tile_grid
 
-__all__ = ["BlendingWriter", "hann_weights"]
+__all__ = ["PROBABILITY_TOLERANCE", "BlendingWriter", "hann_weights"]
+
+#: how far past [0, 1] a probability may stray (float rounding of a softmax, int8 dequantisation)
+PROBABILITY_TOLERANCE = 1e-3
 
 
 def hann_weights(height: int, width: int) -> np.ndarray:
@@ -64,30 +71,58 @@ class BlendingWriter:
         return self._window_cache[key]
 
     def add(self, window: Window, probs: np.ndarray, valid: np.ndarray | None = None) -> None:
-        """Blend ``probs`` (n_classes, h, w) predicted for ``window`` (may extend past the raster).
+        """Blend ``probs`` (n_classes, h, w) float probabilities in [0, 1] predicted for ``window`` (whole
+        pixels; it may extend past the raster but must overlap it).
 
-        ``valid`` (h, w) bool: pixels to ignore (nodata) get zero weight.
+        ``valid`` (h, w) bool: pixels to ignore (nodata) get zero weight. Raises ``ValueError`` naming what
+        is wrong: shapes, a window off the raster, values that are not probabilities (logits, NaN, 0-255).
         """
-        c, h, w = probs.shape
-        if c != self.n_classes or (h, w) != (int(window.height), int(window.width)):
-            raise ValueError(f"probs shape {probs.shape} does not match window {window} x {self.n_classes}")
+        h, w = self._check_window(window, inside=False)
+        probs = np.asarray(probs)
+        if probs.shape != (self.n_classes, h, w):
+            hint = " (channels last? move them first)" if probs.shape == (h, w, self.n_classes) else ""
+            raise ValueError(f"probs must be (n_classes, height, width) = ({self.n_classes}, {h}, {w}) for "
+                             f"{_window_text(window)}, got {probs.shape}{hint}")
+        if not np.issubdtype(probs.dtype, np.floating):
+            raise ValueError(f"probs must be float probabilities in [0, 1], got {probs.dtype}")
+        lo, hi = float(probs.min()), float(probs.max())
+        if not (lo >= -PROBABILITY_TOLERANCE and hi <= 1 + PROBABILITY_TOLERANCE):  # NaN fails too
+            raise ValueError(f"probs must be probabilities in [0, 1] (softmax or sigmoid outputs, not logits), "
+                             f"got values {lo:.4g}..{hi:.4g} for {_window_text(window)}")
         weight = self._weights(h, w)
         if valid is not None:
-            weight = weight * valid
+            valid = np.asarray(valid)
+            if valid.shape != (h, w):
+                raise ValueError(f"valid must be (height, width) = ({h}, {w}) for {_window_text(window)}, "
+                                 f"got {valid.shape}")
+            weight = weight * valid.astype(bool, copy=False)
         c0, r0 = int(window.col_off), int(window.row_off)
         x0, y0 = max(c0, 0), max(r0, 0)
         x1, y1 = min(c0 + w, self.width), min(r0 + h, self.height)
-        if x1 <= x0 or y1 <= y0:
-            return
         sl = (slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0))
         wt = weight[sl]
         self._sum[:, y0:y1, x0:x1] += probs[(slice(None),) + sl].astype(np.float32) * wt
         self._weight[y0:y1, x0:x1] += wt
 
+    def _check_window(self, window: Window, inside: bool) -> tuple[int, int]:
+        """(height, width) of a window of whole pixels that overlaps the raster (``inside``: lies in it)."""
+        parts = (window.col_off, window.row_off, window.width, window.height)
+        if any(float(v) != int(v) for v in parts) or window.width <= 0 or window.height <= 0:
+            raise ValueError(f"{_window_text(window)} is not whole pixels of positive size "
+                             f"(round a window from bounds first: window.round_offsets().round_lengths())")
+        c0, r0, w, h = (int(v) for v in parts)
+        size = f"the {self.width} x {self.height} px raster"
+        if inside and (c0 < 0 or r0 < 0 or c0 + w > self.width or r0 + h > self.height):
+            raise ValueError(f"{_window_text(window)} is not inside {size}")
+        if c0 + w <= 0 or r0 + h <= 0 or c0 >= self.width or r0 >= self.height:
+            raise ValueError(f"{_window_text(window)} does not overlap {size}")
+        return h, w
+
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Normalised probabilities (n_classes, h, w) float32 and covered mask (h, w) of a window inside the raster."""
+        h, w = self._check_window(window, inside=True)
         r0, c0 = int(window.row_off), int(window.col_off)
-        r1, c1 = r0 + int(window.height), c0 + int(window.width)
+        r1, c1 = r0 + h, c0 + w
         weight = np.asarray(self._weight[r0:r1, c0:c1])
         covered = weight > 0
         probs = np.asarray(self._sum[:, r0:r1, c0:c1]) / np.where(covered, weight, 1.0)
@@ -108,6 +143,8 @@ class BlendingWriter:
         ``probs_dtype`` "uint8" stores round(p * 255) (compact), "float32" stores p.
         Plain tiled GeoTIFFs; make COGs from them with ``tiles.cog.write_cog``.
         """
+        if classes_path and not self.n_classes <= nodata <= 255:
+            raise ValueError(f"nodata {nodata} must be a uint8 value that is not a class index (0..{self.n_classes - 1})")
         self._sum.flush()
         self._weight.flush()
         cls_ds = rasterio.open(classes_path, "w", **self._profile(1, "uint8", nodata)) if classes_path else None
@@ -142,3 +179,8 @@ class BlendingWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _window_text(window: Window) -> str:
+    return (f"window (col {window.col_off}, row {window.row_off}, "
+            f"{window.width} x {window.height} px)")
