@@ -89,6 +89,17 @@ def test_add_says_what_is_wrong(window, probs, valid, says):
         assert bw.read(Window(0, 8, 2, 2))[1].all()
 
 
+def test_no_accumulator_folder_stays_behind(tmp_path: Path):
+    """Neither after an exception inside the ``with`` nor when the memmaps cannot be made (a raster beyond
+    what the file system can hold: the folder made before them stayed in the temp folder)."""
+    with pytest.raises(RuntimeError, match="model failed"), BlendingWriter(64, 64, 3, tmp_dir=tmp_path) as bw:
+        bw.add(Window(0, 0, 64, 64), np.full((3, 64, 64), 0.2, np.float32))
+        raise RuntimeError("model failed")
+    with pytest.raises(OSError):
+        BlendingWriter(10**7, 10**7, 3, tmp_dir=tmp_path)  # 1.2 PB of accumulators
+    assert not list(tmp_path.iterdir())
+
+
 def test_finalise_refuses_a_nodata_that_is_a_class(tmp_path: Path):
     with BlendingWriter(8, 8, 3) as bw, pytest.raises(ValueError, match="nodata 2 must be a uint8 value that is not"):
         bw.finalise(classes_path=tmp_path / "classes.tif", nodata=2)

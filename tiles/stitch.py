@@ -59,9 +59,13 @@ class BlendingWriter:
         self.transform = transform if transform is not None else Affine.identity()
         self.crs = crs
         self._dir = Path(tempfile.mkdtemp(prefix="geoseg-blend-", dir=tmp_dir))
-        self._sum = np.memmap(self._dir / "sum.f32", dtype=np.float32, mode="w+",
-                              shape=(n_classes, height, width))
-        self._weight = np.memmap(self._dir / "weight.f32", dtype=np.float32, mode="w+", shape=(height, width))
+        try:  # a raster too big for the disk or the file system fails here: no folder may stay behind
+            self._sum = np.memmap(self._dir / "sum.f32", dtype=np.float32, mode="w+",
+                                  shape=(n_classes, height, width))
+            self._weight = np.memmap(self._dir / "weight.f32", dtype=np.float32, mode="w+", shape=(height, width))
+        except BaseException:
+            self.close()
+            raise
         self._window_cache: dict[tuple[int, int], np.ndarray] = {}
 
     def _weights(self, h: int, w: int) -> np.ndarray:
