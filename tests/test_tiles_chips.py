@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -384,3 +385,28 @@ def test_a_shapefile_without_its_prj_is_told_to_bring_its_crs(buildings_dir: Pat
                                  str(tmp_path / "chips")])
     assert result.exit_code == 1
     assert "utm.shp has no CRS and its coordinates" in result.output and "the .prj beside a shapefile" in result.output
+
+
+def test_chip_functions_refuse_a_scene_opened_otherwise_than_the_options_say(buildings_dir: Path, tmp_path: Path):
+    """From Python, ``ChipOptions(gsd=0.3)`` with a scene opened at its own 0.15 m cut 0.15 m chips without a
+    word (gsd and bands act when the scene is opened); land-cover chips ignored a gsd the CLI refuses."""
+    from tiles import ChipOptions, LabelIndex, Scene, building_chips, landcover_chips
+
+    path = buildings_dir / "kampala/kampala_z20_2.tif"
+    opts = ChipOptions(size=256, gsd=0.3)
+    with Scene(path) as scene:
+        labels = LabelIndex.from_files([buildings_dir / "kampala/labels.geojson"], scene.crs)
+        with pytest.raises(ValueError, match=r"opened with gsd=None but the chip options say gsd=0.3"):
+            next(building_chips(scene, labels, tmp_path, opts, path.name, "kampala", "test"))
+        with pytest.raises(ValueError, match=r"reads bands \(1, 2, 3\) but the chip options say bands=\(3, 2, 1\)"):
+            next(building_chips(scene, labels, tmp_path, ChipOptions(bands=(3, 2, 1)), path.name, "kampala", "test"))
+        with pytest.raises(ValueError, match="cut at native resolution"):
+            next(landcover_chips(scene, path, tmp_path, opts, path.name, "x", "kampala", "test"))
+    assert not list(tmp_path.iterdir())
+    with Scene(path, gsd=opts.gsd, bands=opts.bands) as scene:
+        records = list(building_chips(scene, labels, tmp_path, opts, path.name, "kampala", "test"))
+    assert records and all(abs(r.gsd - 0.3) < 0.01 for r in records)
+    assert {r.status for r in records} <= {"ok", "empty"} and any(r.n_objects for r in records)
+    with rasterio.open(tmp_path / records[0].image) as img, rasterio.open(tmp_path / records[0].label) as lab:
+        assert img.shape == lab.shape == (256, 256) and img.crs == lab.crs and img.transform == lab.transform
+        assert abs(img.res[0] - 0.3) < 0.01  # Web Mercator metres at 0.3 N: ground metres

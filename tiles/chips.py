@@ -110,9 +110,26 @@ def _record(chip_id: str, scene: Scene, scene_name: str, area: str, split: str, 
     )
 
 
+def check_scene_options(scene: Scene, opts: ChipOptions) -> None:
+    """Refuse a scene opened otherwise than ``opts`` say (``Scene(path, gsd=opts.gsd, bands=opts.bands)``).
+
+    Why: ``gsd`` and ``bands`` act when the scene is opened, before the chip functions see it; a
+    ``ChipOptions(gsd=0.3)`` with a scene opened at its own GSD cut chips at that GSD without a word.
+    """
+    if scene.target_gsd != opts.gsd:
+        raise ValueError(f"{scene.name}: opened with gsd={scene.target_gsd} but the chip options say gsd={opts.gsd}: "
+                         f"open it as Scene(path, gsd=opts.gsd, bands=opts.bands)")
+    if opts.bands is not None and tuple(scene.bands) != tuple(opts.bands):
+        raise ValueError(f"{scene.name}: reads bands {scene.bands} but the chip options say bands={opts.bands}: "
+                         f"open it as Scene(path, gsd=opts.gsd, bands=opts.bands)")
+
+
 def building_chips(scene: Scene, labels: LabelIndex, out_dir: Path, opts: ChipOptions, scene_name: str,
                    area: str, split: str) -> Iterator[ChipRecord]:
-    """Cut one scene into building chips (0/1/2 + 255 ignore), yielding a record per window."""
+    """Cut one scene into building chips (0/1/2 + 255 ignore), yielding a record per window.
+
+    ``scene`` must be opened as ``opts`` say (``check_scene_options``)."""
+    check_scene_options(scene, opts)
     stem = Path(scene_name).stem
     for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
         chip_id = f"{stem}_r{tile.row:03d}_c{tile.col:03d}"
@@ -130,7 +147,11 @@ def building_chips(scene: Scene, labels: LabelIndex, out_dir: Path, opts: ChipOp
 
 def landcover_chips(scene: Scene, label_path: Path, out_dir: Path, opts: ChipOptions, scene_name: str,
                     chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
-    """Cut an image + class-index mask pair into land-cover chips (0 = unlabeled/ignore)."""
+    """Cut an image + class-index mask pair into land-cover chips (0 = unlabeled/ignore), at native
+    resolution (``opts.gsd`` must be None)."""
+    if opts.gsd is not None:
+        raise ValueError(f"{scene.name}: land-cover pairs are cut at native resolution: ChipOptions.gsd must be None")
+    check_scene_options(scene, opts)
     with rasterio.open(label_path) as mask_ds:
         if (mask_ds.width, mask_ds.height) != (scene.src_width, scene.src_height) or scene.is_warped:
             raise UnsupportedRaster(

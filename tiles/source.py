@@ -163,6 +163,8 @@ class Scene:
         #: used: such a raster is read on its pixel grid (warp it first, e.g. ``gdalwarp``)
         self.ground_control = None if self.crs else ("GCPs" if src.gcps[0] else "RPCs" if src.rpcs else None)
         self.native_gsd = gsd_m(self.crs, src.transform, src.width, src.height)
+        #: the GSD asked for (None: the file's own grid); ``gsd`` is the one measured on the working grid
+        self.target_gsd = gsd
         self._ds = src
         self._vrt: WarpedVRT | None = None
         self._scale: tuple[float, float] | None = None  # source pixels per working pixel, when decimating
