@@ -124,3 +124,20 @@ def test_importing_tiles_loads_no_rasterio():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_training_chips_example_runs_as_written(buildings_dir: Path, tmp_path: Path):
+    """From Python: str paths (``out_dir / 'images'`` failed on a str) and one labels file given alone
+    (a str was read character by character)."""
+    found = re.search(r"^Format in docs/ARCHITECTURE.md. From Python.*?```python\n(.*?)```", DOC.read_text(),
+                      re.DOTALL | re.MULTILINE)
+    assert found, "docs/tiling.md lost its training chips example"
+    out = tmp_path / "chips"
+    names = {"path": str(buildings_dir / "kampala/kampala_z20_1.tif"), "out_dir": str(out),
+             "labels_path": str(buildings_dir / "kampala/labels.geojson")}
+    exec(compile(found.group(1), str(DOC), "exec"), names)  # noqa: S102 (our own docs)
+    features = json.loads((out / "index.geojson").read_text())["features"]
+    assert len(features) == len(names["records"]) > 1
+    assert {f["properties"]["split"] for f in features} == {"test"} and any(f["properties"]["n_objects"] for f in features)
+    for f in features:
+        assert (out / f["properties"]["image"]).is_file() and (out / f["properties"]["label"]).is_file()

@@ -124,12 +124,13 @@ def check_scene_options(scene: Scene, opts: ChipOptions) -> None:
                          f"open it as Scene(path, gsd=opts.gsd, bands=opts.bands)")
 
 
-def building_chips(scene: Scene, labels: LabelIndex, out_dir: Path, opts: ChipOptions, scene_name: str,
+def building_chips(scene: Scene, labels: LabelIndex, out_dir: str | Path, opts: ChipOptions, scene_name: str,
                    area: str, split: str) -> Iterator[ChipRecord]:
     """Cut one scene into building chips (0/1/2 + 255 ignore), yielding a record per window.
 
     ``scene`` must be opened as ``opts`` say (``check_scene_options``)."""
     check_scene_options(scene, opts)
+    out_dir = Path(out_dir)
     stem = Path(scene_name).stem
     for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
         chip_id = f"{stem}_r{tile.row:03d}_c{tile.col:03d}"
@@ -145,13 +146,14 @@ def building_chips(scene: Scene, labels: LabelIndex, out_dir: Path, opts: ChipOp
         yield _record(chip_id, scene, scene_name, area, split, "buildings", tile, frac, n_objects, True)
 
 
-def landcover_chips(scene: Scene, label_path: Path, out_dir: Path, opts: ChipOptions, scene_name: str,
+def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, opts: ChipOptions, scene_name: str,
                     chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
     """Cut an image + class-index mask pair into land-cover chips (0 = unlabeled/ignore), at native
     resolution (``opts.gsd`` must be None)."""
     if opts.gsd is not None:
         raise ValueError(f"{scene.name}: land-cover pairs are cut at native resolution: ChipOptions.gsd must be None")
     check_scene_options(scene, opts)
+    out_dir, label_path = Path(out_dir), Path(label_path)
     with rasterio.open(label_path) as mask_ds:
         if (mask_ds.width, mask_ds.height) != (scene.src_width, scene.src_height) or scene.is_warped:
             raise UnsupportedRaster(
@@ -229,12 +231,13 @@ def landcover_pairs(root: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def write_index(out_dir: Path, features: list[dict]) -> Path:
+def write_index(out_dir: str | Path, features: list[dict]) -> Path:
     """Write ``index.geojson`` from chip features (``ChipRecord.to_feature()``).
 
     Entries of earlier runs for other scenes are kept; those of the same scenes are
     replaced, so several runs into one folder merge.
     """
+    out_dir = Path(out_dir)
     path = out_dir / "index.geojson"
     scenes = {f["properties"]["scene"] for f in features}
     kept = []

@@ -40,8 +40,10 @@ class LabelIndex:
         self.tree = shapely.STRtree(polygons)
 
     @classmethod
-    def from_files(cls, paths: list[Path], crs) -> "LabelIndex":
-        """Read vector files (any OGR format; no CRS member means WGS84) into ``crs``."""
+    def from_files(cls, paths: str | Path | list[str | Path], crs) -> "LabelIndex":
+        """Read vector files (any OGR format; no CRS member means WGS84) into ``crs``; one path or a list."""
+        if isinstance(paths, (str, Path)):  # a lone str was read character by character ('l', 'a', ...)
+            paths = [paths]
         chunks = []
         for path in paths:
             frame = gpd.read_file(path, layer=polygon_layer(path))
