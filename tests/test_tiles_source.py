@@ -437,3 +437,27 @@ def test_a_library_user_is_not_told_of_missing_georeferencing_by_rasterio_but_ke
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "NotGeoreferencedWarning" not in done.stderr and "UserWarning: mine" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("gsd", [0, -300.0, float("nan"), float("inf"), "0.3"])
+def test_a_gsd_that_is_not_a_positive_number_is_refused(rasters_dir: Path, gsd):
+    """gsd=0 failed with ZeroDivisionError; a negative or NaN gsd read the file at its own GSD without a word."""
+    with pytest.raises(ValueError, match="gsd must be a finite number of metres > 0"):
+        Scene(rasters_dir / "rasterio/RGB.byte.tif", gsd=gsd)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc")
+def test_a_scene_that_fails_to_open_closes_its_file(rasters_dir: Path):
+    """A failure after the file was opened (here a working grid too big for GDAL, which was an OverflowError
+    'value too large to convert to int') left the dataset open: the caller gets no Scene to close."""
+    path = rasters_dir / "rasterio/RGB.byte.tif"
+
+    def open_handles() -> int:
+        return sum(1 for fd in Path("/proc/self/fd").iterdir() if os.path.realpath(fd) == str(path.resolve()))
+
+    before = open_handles()
+    with pytest.raises(UnsupportedRaster, match="RGB.byte.tif: a GSD of 1e-06 m makes a .* px grid, more than 2147483647 px a side") as caught:
+        Scene(path, gsd=1e-6)
+    assert caught.value.__traceback__ is not None and open_handles() == before  # frames kept alive: not the GC
+    with Scene(path, gsd=np.float32(600)) as scene:  # numpy numbers are numbers
+        assert scene.is_warped and abs(scene.gsd - 600) < 1

@@ -19,10 +19,14 @@ Usage::
     with Scene(path, gsd=0.3) as scene:
         for tile in tile_grid(scene.width, scene.height, 512, 64):
             rgb, valid = scene.read(tile.read)   # (3,512,512) uint8, (512,512) bool
+
+Threads: a ``Scene`` holds rasterio datasets, which are not safe to read from two threads at
+once; give each thread its own ``Scene`` (or read on one thread, as the predict pipeline does).
 """
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -68,6 +72,10 @@ def cap_block_cache(max_bytes: int = BLOCK_CACHE_BYTES) -> int:
     return int(max_bytes)
 
 
+#: the longest side of a working grid (GDAL's raster sizes are C ints)
+MAX_GRID_SIDE = 2**31 - 1
+
+
 def working_grid(crs, transform: Affine, width: int, height: int, target_gsd: float) -> tuple[Affine, int, int]:
     """North-up grid in ``crs`` covering the raster footprint with ``target_gsd`` metre pixels, from
     its top-left corner (an axis the raster spans by at most half a pixel: centred on it)."""
@@ -83,6 +91,9 @@ def working_grid(crs, transform: Affine, width: int, height: int, target_gsd: fl
     rx, ry = target_gsd / mpu[0], target_gsd / mpu[1]
     out_w = max(1, math.ceil((right - left) / rx - 1e-6))
     out_h = max(1, math.ceil((top - bottom) / ry - 1e-6))
+    if max(out_w, out_h) > MAX_GRID_SIDE:  # GDAL's sizes are C ints: it failed with an OverflowError
+        raise UnsupportedRaster(f"a GSD of {target_gsd:g} m makes a {out_w} x {out_h} px grid, more than "
+                                f"{MAX_GRID_SIDE} px a side")
     # a raster at most half a working pixel across (a 1-row strip of a 0.3 m scene at 1.1 m) would
     # have that pixel's centre off the raster, and a pixel is valid when its centre is on it: nothing
     # would be valid. Such an axis's one pixel is centred on the raster instead.
@@ -142,12 +153,26 @@ class Scene:
 
     def __init__(self, path: str | Path, bands: tuple[int, ...] | None = None, gsd: float | None = None,
                  gsd_tolerance: float = 0.02, resampling: Resampling = Resampling.bilinear):
+        if gsd is not None and not (isinstance(gsd, numbers.Real) and math.isfinite(gsd) and gsd > 0):
+            # 0 divided by zero, a negative or NaN gsd read the file at its own GSD without a word
+            raise ValueError(f"gsd must be a finite number of metres > 0 (or None: the file's own), got {gsd!r}")
         self.path = as_raster_path(path)  # GDAL virtual paths and URLs stay strings
         self.name = raster_name(path)
         try:  # without georeferencing rasterio warns: tiles.georeferencing_warnings ignores it
             self._src = rasterio.open(self.path)
         except RasterioIOError as exc:
             raise UnsupportedRaster(f"{self.path}: cannot be opened as a raster ({exc})") from exc
+        self._vrt: WarpedVRT | None = None
+        self._full = None  # the file opened without overviews, for decimating reads
+        try:  # what is open is closed again when the rest fails (the caller gets no Scene to close)
+            self._open_grid(bands, gsd, gsd_tolerance, resampling)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_grid(self, bands: tuple[int, ...] | None, gsd: float | None, gsd_tolerance: float,
+                   resampling: Resampling) -> None:
+        """Bands, statistics and the working grid of the open file (the rest of ``__init__``)."""
         src = self._src
         try:
             #: which bands are read as red, green, blue and why (``tiles.normalize.select_bands``)
@@ -155,7 +180,6 @@ class Scene:
             self.bands = self.band_choice.bands
             self.stats: BandStats | None = scene_stats(src, self.bands)
         except UnsupportedRaster as exc:
-            src.close()
             raise UnsupportedRaster(f"{self.name}: {exc}") from exc
         self.src_width, self.src_height = src.width, src.height
         self.src_transform, self.crs = src.transform, (src.crs if src.crs else None)
@@ -166,17 +190,17 @@ class Scene:
         #: the GSD asked for (None: the file's own grid); ``gsd`` is the one measured on the working grid
         self.target_gsd = gsd
         self._ds = src
-        self._vrt: WarpedVRT | None = None
         self._scale: tuple[float, float] | None = None  # source pixels per working pixel, when decimating
-        self._full = None  # the file opened without overviews, for decimating reads
         self._resampling = resampling
         if gsd is not None:
             if self.native_gsd is None:
-                src.close()
                 raise UnsupportedRaster(f"{self.name}: not georeferenced, cannot resample to {gsd} m")
             rotated = not src.transform.is_rectilinear
             if rotated or abs(self.native_gsd - gsd) / gsd > gsd_tolerance:
-                transform, width, height = working_grid(self.crs, src.transform, src.width, src.height, gsd)
+                try:
+                    transform, width, height = working_grid(self.crs, src.transform, src.width, src.height, gsd)
+                except UnsupportedRaster as exc:
+                    raise UnsupportedRaster(f"{self.name}: {exc}") from exc
                 self._vrt = WarpedVRT(src, crs=self.crs, transform=transform, width=width, height=height,
                                       resampling=resampling,
                                       add_alpha=ColorInterp.alpha not in src.colorinterp)
