@@ -194,3 +194,27 @@ def test_a_colour_table_is_written_without_warnings_to_silence(tmp_path: Path, m
     assert not [w for w in caught if "color interpretation" in str(w.message)]
     with rasterio.open(out) as ds:
         assert ds.colorinterp[0].name == "palette" and ds.colormap(1)[1] == (255, 0, 0, 255) and is_valid_cog(out)
+
+
+def test_finalise_leaves_no_half_written_file(tmp_path: Path, monkeypatch):
+    """probs_dtype 'float16' failed after the class map was begun (an empty class map stayed), 'int16' wrote
+    all-zero probabilities; a failure while writing blocks (disk full) left both files half-written."""
+    with BlendingWriter(64, 64, 2) as bw:
+        bw.add(Window(0, 0, 64, 64), np.full((2, 64, 64), 0.5, np.float32))
+        for dtype in ("float16", "int16"):
+            with pytest.raises(ValueError, match="probs_dtype must be 'uint8' or 'float32'"):
+                bw.finalise(classes_path=tmp_path / "c.tif", probs_path=tmp_path / "p.tif", probs_dtype=dtype)
+        calls = []
+
+        def full_disk(window):
+            calls.append(window)
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(bw, "read", full_disk)
+        with pytest.raises(OSError, match="No space"):
+            bw.finalise(classes_path=tmp_path / "c.tif", probs_path=tmp_path / "p.tif")
+        assert calls and not list(tmp_path.iterdir())
+        monkeypatch.undo()
+        bw.finalise(classes_path=tmp_path / "c.tif", probs_path=tmp_path / "p.tif", probs_dtype="float32")
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        assert ds.dtypes[0] == "float32" and np.allclose(ds.read(), 0.5)

@@ -145,16 +145,27 @@ class BlendingWriter:
         """Write the argmax class map (uint8, ``nodata`` where uncovered) and/or probabilities.
 
         ``probs_dtype`` "uint8" stores round(p * 255) (compact), "float32" stores p.
-        Plain tiled GeoTIFFs; make COGs from them with ``tiles.cog.write_cog``.
+        Plain tiled GeoTIFFs; make COGs from them with ``tiles.cog.write_cog``. When writing fails,
+        the files it began are removed (a half-written class map looks like a finished one).
         """
+        if probs_dtype not in ("uint8", "float32"):  # int16 wrote zeros; float16 failed after the class map began
+            raise ValueError(f"probs_dtype must be 'uint8' or 'float32', got {probs_dtype!r}")
         if classes_path and not self.n_classes <= nodata <= 255:
             raise ValueError(f"nodata {nodata} must be a uint8 value that is not a class index (0..{self.n_classes - 1})")
         self._sum.flush()
         self._weight.flush()
-        cls_ds = rasterio.open(classes_path, "w", **self._profile(1, "uint8", nodata)) if classes_path else None
-        prob_ds = (rasterio.open(probs_path, "w", **self._profile(self.n_classes, probs_dtype, None))
-                   if probs_path else None)
+        begun: list[Path] = []
+        datasets = []
         try:
+            cls_ds = prob_ds = None
+            if classes_path:
+                begun.append(Path(classes_path))
+                cls_ds = rasterio.open(classes_path, "w", **self._profile(1, "uint8", nodata))
+                datasets.append(cls_ds)
+            if probs_path:
+                begun.append(Path(probs_path))
+                prob_ds = rasterio.open(probs_path, "w", **self._profile(self.n_classes, probs_dtype, None))
+                datasets.append(prob_ds)
             for tile in tile_grid(self.width, self.height, block, 0):
                 win = tile.core
                 probs, covered = self.read(win)
@@ -166,10 +177,14 @@ class BlendingWriter:
                     probs[:, ~covered] = 0.0
                     out = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8) if probs_dtype == "uint8" else probs
                     prob_ds.write(out.astype(probs_dtype, copy=False), window=win)
-        finally:
-            for ds in (cls_ds, prob_ds):
-                if ds is not None:
-                    ds.close()
+            for ds in datasets:
+                ds.close()
+        except BaseException:
+            for ds in datasets:
+                ds.close()
+            for path in begun:
+                path.unlink(missing_ok=True)
+            raise
 
     def close(self) -> None:
         """Delete the temporary accumulators."""
