@@ -218,3 +218,24 @@ def test_finalise_leaves_no_half_written_file(tmp_path: Path, monkeypatch):
         bw.finalise(classes_path=tmp_path / "c.tif", probs_path=tmp_path / "p.tif", probs_dtype="float32")
     with rasterio.open(tmp_path / "p.tif") as ds:
         assert ds.dtypes[0] == "float32" and np.allclose(ds.read(), 0.5)
+
+
+def test_warp_to_grid_leaves_no_half_written_file(tmp_path: Path, monkeypatch):
+    """A failure while warping blocks (disk full, a read error) left the destination half-written."""
+    import tiles.warp
+
+    src = tmp_path / "work.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", crs="EPSG:3857",
+                       transform=rasterio.transform.from_origin(0, 0, 2, 2)) as ds:
+        ds.write(np.ones((1, 64, 64), np.uint8))
+    real = tiles.warp.tile_grid
+
+    def failing_grid(*args, **kwargs):
+        yield real(*args, **kwargs)[0]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tiles.warp, "tile_grid", failing_grid)
+    with pytest.raises(OSError, match="No space"):
+        warp_to_grid(src, tmp_path / "back.tif", "EPSG:3857", rasterio.transform.from_origin(0, 0, 1, 1), 128, 128,
+                     block=64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work.tif"]

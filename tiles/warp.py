@@ -47,7 +47,8 @@ def warp_to_grid(src_path: str | Path, dst_path: str | Path, crs, transform: Aff
                  resampling: Resampling = Resampling.nearest, block: int = 1024) -> Path:
     """Resample ``src_path`` onto the grid (crs, transform, width, height) into a tiled GeoTIFF.
 
-    Destination pixels outside the source get the source nodata (0 if it has none).
+    Destination pixels outside the source get the source nodata (0 if it has none). When writing
+    fails, ``dst_path`` is removed.
     """
     dst_path = Path(dst_path)
     with rasterio.open(src_path) as src:
@@ -73,6 +74,9 @@ def warp_to_grid(src_path: str | Path, dst_path: str | Path, crs, transform: Aff
                 for tile in tile_grid(width, height, block, 0):
                     data = reader.read(window=tile.core)
                     dst.write(np.asarray(data), window=tile.core)
+        except BaseException:  # a half-written raster must not pass for a finished one
+            dst_path.unlink(missing_ok=True)
+            raise
         finally:
             if reader is not src:
                 reader.close()
