@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from tiles.grid import tile_grid
@@ -52,7 +53,7 @@ class BlendingWriter:
     """Accumulates weighted per-tile class scores on disk (see module docstring)."""
 
     def __init__(self, width: int, height: int, n_classes: int, transform: Affine | None = None,
-                 crs=None, tmp_dir: str | Path | None = None):
+                 crs: CRS | str | None = None, tmp_dir: str | Path | None = None):
         if width <= 0 or height <= 0 or n_classes <= 0:
             raise ValueError(f"bad writer shape {n_classes}x{height}x{width}")
         self.width, self.height, self.n_classes = width, height, n_classes
@@ -132,7 +133,7 @@ class BlendingWriter:
         probs = np.asarray(self._sum[:, r0:r1, c0:c1]) / np.where(covered, weight, 1.0)
         return probs.astype(np.float32, copy=False), covered
 
-    def _profile(self, count: int, dtype: str, nodata) -> dict:
+    def _profile(self, count: int, dtype: str, nodata: float | None) -> dict:
         profile = dict(driver="GTiff", width=self.width, height=self.height, count=count, dtype=dtype,
                        tiled=True, blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER",
                        transform=self.transform, nodata=nodata)

@@ -22,15 +22,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from tiles.grid import tile_grid
+
+if TYPE_CHECKING:  # tiles.source imports much more than this module needs
+    from tiles.source import Scene
 
 __all__ = ["warp_to_grid", "scene_source_grid", "axis_aligned", "bilinear_window"]
 
@@ -38,13 +43,13 @@ __all__ = ["warp_to_grid", "scene_source_grid", "axis_aligned", "bilinear_window
 WindowReader = Callable[[Window], np.ndarray]
 
 
-def scene_source_grid(scene) -> tuple:
+def scene_source_grid(scene: Scene) -> tuple[CRS | None, Affine, int, int]:
     """(crs, transform, width, height) of a ``tiles.source.Scene``'s own file grid."""
     return scene.crs, scene.src_transform, scene.src_width, scene.src_height
 
 
-def warp_to_grid(src_path: str | Path, dst_path: str | Path, crs, transform: Affine, width: int, height: int,
-                 resampling: Resampling = Resampling.nearest, block: int = 1024) -> Path:
+def warp_to_grid(src_path: str | Path, dst_path: str | Path, crs: CRS | str | None, transform: Affine, width: int,
+                 height: int, resampling: Resampling = Resampling.nearest, block: int = 1024) -> Path:
     """Resample ``src_path`` onto the grid (crs, transform, width, height) into a tiled GeoTIFF.
 
     Destination pixels outside the source get the source nodata (0 if it has none). When writing
