@@ -461,3 +461,11 @@ def test_a_scene_that_fails_to_open_closes_its_file(rasters_dir: Path):
     assert caught.value.__traceback__ is not None and open_handles() == before  # frames kept alive: not the GC
     with Scene(path, gsd=np.float32(600)) as scene:  # numpy numbers are numbers
         assert scene.is_warped and abs(scene.gsd - 600) < 1
+
+
+@pytest.mark.parametrize("window", [Window(0.5, 0, 8, 8), Window(0, 0, 8.4, 8), Window(0, 0, 0, 8)])
+def test_read_refuses_a_window_that_is_not_whole_pixels(rasters_dir: Path, window):
+    """A fractional window (``Window.from_bounds`` gives them) was truncated to whole pixels without a word; a
+    zero-wide one failed inside rasterio."""
+    with Scene(rasters_dir / "rasterio/RGB.byte.tif") as scene, pytest.raises(ValueError, match="not whole pixels"):
+        scene.read(window)

@@ -246,6 +246,11 @@ class Scene:
         """
         if pad not in ("zeros", "reflect"):
             raise ValueError(f"pad must be 'zeros' or 'reflect', got {pad!r}")
+        parts = (window.col_off, window.row_off, window.width, window.height)
+        if any(float(v) != int(v) for v in parts) or window.width <= 0 or window.height <= 0:
+            # a fractional window (Window.from_bounds) was cut to whole pixels here, off by up to one
+            raise ValueError(f"{self.name}: {window} is not whole pixels of positive size "
+                             f"(round it first: window.round_offsets().round_lengths())")
         try:
             return self._read(window, pad)
         except RasterioIOError as exc:  # rasterio's own message is "Read failed. See previous exception"
