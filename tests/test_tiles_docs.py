@@ -141,3 +141,18 @@ def test_the_training_chips_example_runs_as_written(buildings_dir: Path, tmp_pat
     assert {f["properties"]["split"] for f in features} == {"test"} and any(f["properties"]["n_objects"] for f in features)
     for f in features:
         assert (out / f["properties"]["image"]).is_file() and (out / f["properties"]["label"]).is_file()
+
+
+@pytest.mark.parametrize(("colours", "nodata", "says"), [
+    (["#ff0000"] * 256, 255, "nodata 255 is the index of class 255"),
+    (["#ff0000"] * 300, None, "300 colours: a uint8 class map's colour table holds 256"),
+    (["#gg0000"], 255, "'#gg0000' is not #rrggbb"),
+    ("#ff0000", 255, "a list of '#rrggbb' strings"),
+])
+def test_colormap_from_hex_says_what_is_wrong(colours, nodata, says):
+    """Class 255's colour was replaced by transparent, 300 colours made a table GDAL cannot hold, '#gg0000'
+    failed with int()'s message, and one string was read character by character ('#' is not #rrggbb)."""
+    from tiles import colormap_from_hex
+
+    with pytest.raises((ValueError, TypeError), match=says):
+        colormap_from_hex(colours, nodata=nodata)

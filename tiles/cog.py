@@ -25,11 +25,22 @@ __all__ = ["check_tags", "colormap_from_hex", "is_valid_cog", "overview_levels",
 
 
 def colormap_from_hex(colours: list[str], nodata: int | None = 255) -> dict[int, tuple[int, int, int, int]]:
-    """GDAL colour table {index: (r, g, b, a)} from '#rrggbb' strings; ``nodata`` transparent."""
+    """GDAL colour table {index: (r, g, b, a)} from '#rrggbb' strings, one per class; ``nodata`` transparent.
+
+    Raises ``ValueError`` for a colour that is not #rrggbb, more than the 256 entries of a uint8 table,
+    and a ``nodata`` index that is a class (its colour was replaced by transparent without a word).
+    """
+    if isinstance(colours, str):  # a lone string was read character by character ('#' is not #rrggbb)
+        raise TypeError(f"colours must be a list of '#rrggbb' strings, one per class, got the string {colours!r}")
+    if len(colours) > 256:
+        raise ValueError(f"{len(colours)} colours: a uint8 class map's colour table holds 256")
+    if nodata is not None and nodata < len(colours):
+        raise ValueError(f"nodata {nodata} is the index of class {nodata} (of {len(colours)} colours): "
+                         f"pick a nodata past the classes, or nodata=None")
     table = {}
     for i, hexcol in enumerate(colours):
         h = hexcol.lstrip("#")
-        if len(h) != 6:
+        if len(h) != 6 or not all(c in "0123456789abcdefABCDEF" for c in h):
             raise ValueError(f"colour {hexcol!r} is not #rrggbb")
         table[i] = (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16), 255)
     if nodata is not None:
