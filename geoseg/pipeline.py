@@ -18,6 +18,7 @@ All outputs are written into a staging folder inside ``out_dir`` and renamed int
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -102,6 +103,12 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+@functools.cache
+def _running_code_version() -> str:
+    """The code this process imported (git is asked once, not on every scene of a batch or service)."""
+    return code_version()
 
 
 def _stage_work(input_path: RasterPath, heads: dict[str, tuple], options: PredictOptions, device: str,
@@ -258,7 +265,7 @@ def predict_scene(
     staging.mkdir()
     work = Path(tempfile.mkdtemp(prefix="geoseg-predict-", dir=staging))
     report: dict[str, Any] = {
-        "geoseg": {"version": __version__, "code_version": code_version()},  # what made these outputs
+        "geoseg": {"version": __version__, "code_version": _running_code_version()},  # what made these outputs
         "input": request["input"],
         "input_file": request["input_file"],
         "device": device,
