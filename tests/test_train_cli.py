@@ -68,6 +68,14 @@ def test_teacher_card_records_the_full_command(tmp_path):
         " --batch-size 2 --crop 32 --seed 5")
     assert card["training"]["seed"] == 5 and card["training"]["batch_size"] == 2 and card["training"]["crop"] == 32
     assert card["training"]["data"] == str(tmp_path / "lc.npz")
+    # a teacher named with --name: its own card and files beside the first, the command says how
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(tmp_path / "lc.npz"), "--out",
+                                      str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2", "--crop", "32",
+                                      "--name", "dubai-lc"])
+    assert result.exit_code == 0, result.output
+    named = json.loads((tmp_path / "m" / "dubai-lc.json").read_text())
+    assert named["name"] == "dubai-lc" and (tmp_path / "m" / "dubai-lc.pt").is_file()
+    assert named["metrics"]["command"].endswith("--name dubai-lc")
 
 
 @pytest.mark.parametrize("budget, message", [
@@ -140,6 +148,25 @@ def test_ctrl_c_while_distilling_keeps_the_student_so_far(student_setup, monkeyp
     assert card["training"]["steps"] == 2 and card["training"]["interrupted"] == "Ctrl-C at step 2, 20% of the budget"
     assert (root / "stop" / "landcover-attresunet-fast.pt").is_file() and "test" in card["metrics"]
     assert result.stderr.strip().splitlines()[-1].startswith("geoseg train: interrupted (Ctrl-C at step 2")
+
+
+def test_name_gives_the_model_its_own_name(student_setup):
+    """Every trained model was called buildings-u2net / landcover-attresunet(-fast), like the
+    shipped ones: two of a team's models could not sit in one folder, and the class map's model tag
+    named the shipped model. --name names the card and its files."""
+    root, chips = student_setup
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chips), "--out", str(root / "named"),
+                                      "--teacher", str(root / "teacher"), "--epochs", "1", "--losses", "ce",
+                                      "--name", "coast-2026.v1"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((root / "named" / "coast-2026.v1.json").read_text())
+    assert card["name"] == "coast-2026.v1" and card["weights"] == "coast-2026.v1.pt"
+    assert (root / "named" / "coast-2026.v1.pt").is_file()
+    assert card["metrics"]["command"].endswith("--name coast-2026.v1")
+    for bad in ("../x", ".hidden", "a b", ""):
+        result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chips), "--out", str(root / "bad"),
+                                          "--epochs", "1", "--name", bad])
+        assert_one_line_error(result, "train", "--name must be")
 
 
 def test_mixed_gsd_chips_fail_in_one_line(tmp_path):

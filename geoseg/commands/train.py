@@ -23,6 +23,8 @@ from geoseg.commands.outdir import make_out_folder
 
 TASKS = ("landcover", "buildings")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+#: a model name is also its files' stem (<name>.pt, <name>.json)
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 #: U2-Net halves its input five times: a smaller crop leaves its deepest stage under a pixel
 MIN_CROP = 32
 
@@ -53,6 +55,11 @@ def train(
         help="With --teacher: the students' term against the labels: ce (plain cross-entropy) or teacher "
              "(the teacher's class-weighted CE + Dice).",
     ),
+    name: Optional[str] = typer.Option(
+        None, "--name",
+        help="The model's name: its card's name, its files' stem and the class map's model tag (default: "
+             "buildings-u2net or landcover-attresunet, a student its teacher's name + -fast).",
+    ),
 ) -> None:
     """Train the land-cover AttResUNet or the building U2-Net on a chip directory."""
     console = Console(stderr=True)
@@ -74,6 +81,9 @@ def train(
             raise ValueError(f"--crop must be at least {MIN_CROP} px, got {crop}")
         if not data.exists():
             raise ValueError(f"no chip directory or pack at {data}")
+        if name is not None and not MODEL_NAME.fullmatch(name):
+            raise ValueError(f"--name must be letters, digits, '.', '_' or '-', not starting with '.' or '-' "
+                             f"(it names the model's files), got {name!r}")
         if device != "cpu":
             import torch
 
@@ -91,12 +101,13 @@ def train(
 
             command += ["--teacher", str(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", str(init)] if init is not None else []
+            command += ["--name", name] if name is not None else []
             make_out_folder(out)
             with _bar(console, f"distilling {task}") as bar:
                 plan, show = _student_progress(bar)
                 card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
                                      init=init, label_loss=label_loss, batch_size=batch_size, crop=crop,
-                                     command=shlex.join(command), progress=show, plan=plan)
+                                     command=shlex.join(command), progress=show, plan=plan, name=name)
             stopped = card["training"].get("interrupted")
             if stopped:  # as for a teacher: the weights so far are written, the status says unfinished
                 typer.echo(f"geoseg train: interrupted ({stopped}): the student so far is in {out}", err=True)
@@ -104,8 +115,9 @@ def train(
             console.print(f"student written to {out}: {card.get('name')}")
             return
         command += ["--init", str(init)] if init is not None else []
+        command += ["--name", name] if name is not None else []
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
-                                   command=shlex.join(command), init=init)
+                                   command=shlex.join(command), init=init, name=name)
         stopped = json.loads(card_path.read_text())["training"].get("interrupted")
         if stopped:  # the weights so far are written; the exit status still says the run did not finish
             typer.echo(f"geoseg train: interrupted ({stopped}): the weights so far are in {card_path}", err=True)
@@ -176,6 +188,7 @@ def initial_teacher(task: str, init: Path, data: dict) -> dict:
 def _train_teacher(
     task: str, data_path: Path, out: Path, minutes: float | None, epochs: int | None, device: str,
     batch_size: int, crop: int, seed: int, console: Console, command: str, init: Path | None = None,
+    name: str | None = None,
 ) -> Path:
     """Train a teacher (from ``init``'s weights when given); its card's ``metrics.command`` is
     ``command``, the full command line that reproduces the run (every option, defaults included, so
@@ -240,4 +253,6 @@ def _train_teacher(
             card["metrics"]["test"] = evaluate_landcover(model, test, card["normalisation"], device, boundary=True,
                                                            classes=card["classes"])
     card["metrics"]["command"] = command
+    if name is not None:
+        card["name"] = name
     return save_model(model, card, out)

@@ -260,8 +260,10 @@ def train_student(
     crop: int | None = None,
     command: str | None = None,
     plan: Callable[[int | None, float | None], None] | None = None,
+    name: str | None = None,
 ) -> dict:
-    """Distil a ``<teacher>-fast`` student from ``teacher_dir`` on a chip dir; save it; return its card.
+    """Distil a ``<teacher>-fast`` student (or ``name``) from ``teacher_dir`` on a chip dir; save it;
+    return its card.
 
     Budget: ``minutes`` of wall clock and/or ``epochs`` passes over the training
     chips (one pass = N_train / batch steps). Evaluated on the val and test
@@ -333,5 +335,7 @@ def train_student(
         training["teacher_cached_chips"] = len(cache)
         training["teacher_cache_seconds"] = cache_seconds
     card = student_card(tcard, student, losses, training, metrics)
+    if name is not None:
+        card["name"] = name
     save_model(student, card, Path(out))
     return card
