@@ -10,14 +10,15 @@ from contextlib import asynccontextmanager
 from typing import IO
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.admission import QueueGate
 from api.compression import add_compression
-from api.errors import exception_chain
+from api.errors import describe_invalid_request, exception_chain
 from api.intake import NO_SPACE, out_of_space
 from api.jobs import JobStore
 from api.limits import BodySizeLimit
@@ -104,6 +105,16 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     @app.exception_handler(UploadRejected)
     async def _rejected(_: Request, exc: UploadRejected) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default puts its list of errors in `detail`, where every other refusal (and
+        # the same kind of mistake caught by the app, e.g. `bands`) has a string: one shape for
+        # clients, the list kept under `errors` for those that want the fields. Not the `input`
+        # FastAPI echoes: the client's own value, or an UploadFile's internals for a file field
+        errors = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        return JSONResponse({"detail": describe_invalid_request(exc.errors()), "errors": errors},
+                            status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

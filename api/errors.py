@@ -7,6 +7,9 @@ or an upload refusal built from ``str(exc)`` alone hides the real cause.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 
 def exception_chain(exc: BaseException) -> list[BaseException]:
     """``exc`` then its causes (``__cause__``, else an unsuppressed ``__context__``), outermost first."""
@@ -34,3 +37,25 @@ def describe(exc: BaseException) -> str:
     head = f"{type(exc).__name__}: {str(exc).strip()}"
     causes = [m for m in chain_messages(exc) if m not in head]
     return head + (f"; caused by: {' <- '.join(causes)}" if causes else "")
+
+
+#: where FastAPI found a bad request value -> how a client names it
+_LOCATIONS = {"body": "form field", "query": "query parameter", "path": "path parameter",
+              "header": "header", "cookie": "cookie"}
+
+
+def describe_invalid_request(errors: Sequence[Mapping[str, Any]]) -> str:
+    """FastAPI's request-validation errors as one line, e.g. ``form field 'profile': Input should be
+    'accurate' or 'fast' (got 'x')``: the service's other refusals are one string too, so a client
+    reads every ``detail`` the same way (the structured list stays available as ``errors``)."""
+    parts = []
+    for error in errors:
+        where, *names = [str(part) for part in error.get("loc", ())] or ["request"]
+        label = f"{_LOCATIONS.get(where, where)} {'.'.join(names)!r}" if names else _LOCATIONS.get(where, where)
+        message = str(error.get("msg", "invalid value"))
+        value = error.get("input")
+        if error.get("type") != "missing" and isinstance(value, (str, int, float, bool)):
+            shown = repr(value)
+            message += f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"
+        parts.append(f"{label}: {message}")
+    return "invalid request: " + "; ".join(parts) + " (see /docs for the fields and their values)"

@@ -17,10 +17,21 @@ RESULT_FILES: dict[str, str] = {
 }
 
 
+class InvalidField(BaseModel):
+    """One request value that failed validation (FastAPI's check of the declared fields)."""
+
+    type: str = Field(description="Pydantic's error type, e.g. `literal_error`, `missing`, `uuid_parsing`.")
+    loc: list[str | int] = Field(description="Where: `body` (a form field), `query` or `path`, then the name.")
+    msg: str
+
+
 class Problem(BaseModel):
     """Every 4xx/5xx answer: what is wrong and what to do."""
 
-    detail: Any = Field(description="What is wrong and what to do about it.")
+    detail: str = Field(description="What is wrong and what to do about it, in one line.")
+    errors: list[InvalidField] | None = Field(
+        None, description="Only on a 422 for request values that fail the declared field types, "
+                          "values or patterns: each such value, machine-readable.")
 
 
 class InputSummary(BaseModel):
