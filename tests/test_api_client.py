@@ -45,3 +45,39 @@ def test_every_refusal_has_a_one_line_string_detail(tmp_path):
     assert "form field 'file': Field required" in answers["missing file"].json()["detail"]
     assert "path parameter 'job_id'" in answers["bad uuid"].json()["detail"]
     assert "_file" not in answers["profile as file"].text  # FastAPI echoed an UploadFile's internals
+
+
+def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
+    """What a generated client is built from: short operation ids, every status a route gives
+    (503 of an unavailable job table on each /v1 route, 206/304 of result files) with their
+    headers, string problems, the form fields' allowed values and the job status fields."""
+    import re
+
+    with service(tmp_path, api_key=KEY) as client:
+        doc = client.get("/openapi.json").json()
+    operations = {(method, path): op for path, ops in doc["paths"].items() for method, op in ops.items()}
+    assert {op["operationId"] for op in operations.values()} == {
+        "healthz", "submit_job", "list_jobs", "get_job", "delete_job", "get_result", "segment", "list_models"}
+    for (method, path), op in operations.items():
+        if path.startswith("/v1/jobs") or path == "/v1/segment":
+            assert "503" in op["responses"], (method, path)
+            assert "Retry-After" in op["responses"]["503"]["headers"]
+        if path.startswith("/v1"):
+            assert op["security"] == [{"APIKeyHeader": []}], (method, path)
+    submit = operations[("post", "/v1/jobs")]
+    assert "Location" in submit["responses"]["202"]["headers"]
+    assert "Retry-After" in submit["responses"]["429"]["headers"]
+    result = operations[("get", "/v1/jobs/{job_id}/{name}")]
+    assert {"200", "206", "304", "404", "409"} <= set(result["responses"])
+    assert result["responses"]["200"]["content"]["image/tiff"]["schema"] == {"type": "string", "format": "binary"}
+    names = next(p for p in result["parameters"] if p["name"] == "name")["schema"]["enum"]
+    assert names == ["buildings.geojson", "buildings.gpkg", "classmap.tif", "report.json"]
+    schemas = doc["components"]["schemas"]
+    assert schemas["Problem"]["properties"]["detail"]["type"] == "string"
+    form = schemas["Body_submit_job"]["properties"]
+    assert form["profile"]["anyOf"][0]["enum"] == ["accurate", "fast"]
+    bands, outputs = re.compile(form["bands"]["pattern"]), re.compile(form["outputs"]["pattern"])
+    assert all(bands.search(v) for v in ("3,2,1", " 5, 3, 2 ", "")) and not any(
+        bands.search(v) for v in ("0,1,2", "1,2", "a,b,c"))
+    assert all(outputs.search(v) for v in ("buildings", "buildings,classmap", "classmap")) and not outputs.search("x")
+    assert {"expires_at", "eta_s", "previous_error", "progress", "links"} <= set(schemas["JobStatus"]["properties"])

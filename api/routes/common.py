@@ -29,15 +29,32 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
             404: "No such job or file", 409: "Job not finished", 413: "Upload or raster too large",
             415: "Not a GeoTIFF", 422: "Unusable raster or invalid option",
             429: "The queue is full (GEOSEG_MAX_QUEUED): nothing was kept; retry after Retry-After seconds",
+            503: "The job table is unavailable (disk full, database locked): retry after Retry-After seconds",
             507: "No disk space left on the server for the upload"}
-    return {code: {"model": Problem, "description": text[code]} for code in codes}
+    answers: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        answers[code] = {"model": Problem, "description": text[code]}
+        if code in (429, 503):
+            answers[code]["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
+    return answers
+
+
+LOCATION_HEADER = {"description": "The job's URL, to poll.", "schema": {"type": "string"}}
+RETRY_AFTER_HEADER = {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}
 
 
 Refine = Annotated[bool, Form(description="Refine the class map with the superpixel GCN.")]
 Regularize = Annotated[bool, Form(description="Square building outlines.")]
 Profile = Annotated[Literal["accurate", "fast"] | None,
                     Form(description="Pipeline profile: accurate (default) or fast.")]
-Bands = Annotated[str | None, Form(max_length=64, description=(
+# Patterns for the schema only (generated clients, form validators): the app's own checks
+# (``parse_bands``, ``parse_options``) answer a value outside them with a clearer 422 than a regex.
+_BAND = r"\s*0*[1-9][0-9]*\s*"
+#: three 1-based band numbers, or empty (the raster's own choice)
+BANDS_PATTERN = rf"^\s*$|^{_BAND},{_BAND},{_BAND}$"
+#: a comma-separated subset of the outputs
+OUTPUTS_PATTERN = r"^\s*(buildings|classmap)\s*(,\s*(buildings|classmap)\s*)*$"
+Bands = Annotated[str | None, Form(max_length=64, json_schema_extra={"pattern": BANDS_PATTERN}, description=(
     "1-based bands read as red, green, blue, e.g. `3,2,1` for bands stored blue, green, red (BGR, "
     "BGRN) or `5,3,2` for WorldView-3. Default: bands labelled red, green, blue by colour "
     "interpretation or band description, else 1,2,3."))]

@@ -12,7 +12,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from api.downloads import HeldFileResponse
 from api.intake import accept_upload, parse_options
 from api.jobs import STATUSES, Job, JobStore
-from api.routes.common import Bands, Profile, Refine, Regularize, problems, settings_of, store_of, supervisor_of
+from api.routes.common import (LOCATION_HEADER, OUTPUTS_PATTERN, Bands, Profile, Refine, Regularize, problems,
+                               settings_of, store_of, supervisor_of)
 from api.schemas import RESULT_FILES, InputSummary, JobAccepted, JobPage, JobStatus, job_links, job_status
 from api.worker import RESULT_DIR, job_dir
 
@@ -23,6 +24,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 # and takes 404 as "absent", but warns "HTTP response code ...: 422" for each other answer.
 ResultName = Annotated[str, PathParam(max_length=200, description="One of the job's result files.",
                                       json_schema_extra={"enum": list(RESULT_FILES)})]
+
+
+_BINARY = {"type": "string", "format": "binary"}
 
 
 def job_gone(store: JobStore, job_id: UUID) -> HTTPException:
@@ -44,13 +48,17 @@ def _get_job(store: JobStore, job_id: UUID) -> Job:
 
 
 @router.post("", status_code=202, response_model=JobAccepted,
-             responses=problems(400, 401, 413, 415, 422, 429, 507))
+             responses={202: {"description": "Accepted: poll the job at `Location` (its `links.self`)",
+                              "headers": {"Location": LOCATION_HEADER}},
+                        **problems(400, 401, 413, 415, 422, 429, 503, 507)})
 async def submit_job(
     request: Request,
     file: Annotated[UploadFile, File(description="A georeferenced GeoTIFF (RGB).")],
     refine: Refine = True,
     regularize: Regularize = False,
-    outputs: Annotated[str, Form(max_length=64, description="buildings,classmap")] = "buildings,classmap",
+    outputs: Annotated[str, Form(max_length=64, json_schema_extra={"pattern": OUTPUTS_PATTERN},
+                                 description="The results to make: `buildings`, `classmap` or both, "
+                                             "comma-separated.")] = "buildings,classmap",
     profile: Profile = None,
     bands: Bands = None,
 ) -> JSONResponse:
@@ -81,7 +89,7 @@ def _parse_cursor(cursor: str) -> tuple[float, str]:
                                  "the previous page, or leave 'after' out for the first page") from None
 
 
-@router.get("", response_model=JobPage, responses=problems(401, 422))
+@router.get("", response_model=JobPage, responses=problems(401, 422, 503))
 def list_jobs(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -108,13 +116,13 @@ def list_jobs(
     return JobPage(items=[job_status(j, hours) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
 
 
-@router.get("/{job_id}", response_model=JobStatus, responses=problems(401, 404, 422))
+@router.get("/{job_id}", response_model=JobStatus, responses=problems(401, 404, 422, 503))
 def get_job(request: Request, job_id: UUID) -> JobStatus:
     """Status, progress (0..1), current pipeline stage, error, timestamps and input summary."""
     return job_status(_get_job(store_of(request), job_id), settings_of(request).retention_hours)
 
 
-@router.delete("/{job_id}", status_code=204, responses=problems(401, 404, 422))
+@router.delete("/{job_id}", status_code=204, responses=problems(401, 404, 422, 503))
 def delete_job(request: Request, job_id: UUID) -> Response:
     """Cancel the job if it runs, and remove it and all its files."""
     if store_of(request).mark_deleted(str(job_id)) is None:
@@ -124,9 +132,13 @@ def delete_job(request: Request, job_id: UUID) -> Response:
 
 
 @router.get("/{job_id}/{name}", response_class=FileResponse,
-            responses={200: {"content": {m.split(";")[0]: {} for m in RESULT_FILES.values()},
+            responses={200: {"content": {m.split(";")[0]: {"schema": _BINARY} for m in RESULT_FILES.values()},
                              "description": "The result file"},
-                       **problems(401, 404, 409, 422)})
+                       206: {"content": {m.split(";")[0]: {"schema": _BINARY} for m in RESULT_FILES.values()},
+                             "description": "The byte range asked for with `Range` (`Content-Range` says which)"},
+                       304: {"description": "Not modified: the copy named by `If-None-Match` / "
+                                            "`If-Modified-Since` is current"},
+                       **problems(401, 404, 409, 422, 503)})
 def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse:
     """One result file of a succeeded job."""
     job = _get_job(store_of(request), job_id)

@@ -17,7 +17,8 @@ from fastapi import APIRouter, File, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api.intake import accept_upload, parse_options
-from api.routes.common import Bands, Profile, Refine, Regularize, problems, settings_of, store_of, supervisor_of
+from api.routes.common import (LOCATION_HEADER, Bands, Profile, Refine, Regularize, problems, settings_of,
+                               store_of, supervisor_of)
 from api.schemas import InputSummary, JobAccepted, job_links
 from api.worker import RESULT_DIR, job_dir
 
@@ -32,8 +33,9 @@ SYNC_PRIORITY = 10
     response_class=Response,
     responses={200: {"content": {"application/geo+json": {}},
                      "description": "Building footprints (RFC 7946 FeatureCollection, WGS84)"},
-               202: {"model": JobAccepted, "description": "Not finished in time: poll the job"},
-               **problems(400, 401, 413, 415, 422, 429, 507)},
+               202: {"model": JobAccepted, "description": "Not finished in time: poll the job",
+                     "headers": {"Location": LOCATION_HEADER}},
+               **problems(400, 401, 413, 415, 422, 429, 503, 507)},
 )
 async def segment(
     request: Request,
