@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
+import pytest
 from test_api_contract import SCENE, service
 
 KEY = "client-key"
@@ -81,3 +83,52 @@ def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
         bands.search(v) for v in ("0,1,2", "1,2", "a,b,c"))
     assert all(outputs.search(v) for v in ("buildings", "buildings,classmap", "classmap")) and not outputs.search("x")
     assert {"expires_at", "eta_s", "previous_error", "progress", "links"} <= set(schemas["JobStatus"]["properties"])
+
+
+def docs_client_example() -> dict:
+    """The namespace of the ```python block under "## Python client" in docs/service.md."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "service.md").read_text()
+    section = text.split("\n## Python client\n", 1)[1]
+    code = section.split("```python\n", 1)[1].split("\n```", 1)[0]
+    namespace: dict = {"__name__": "geoseg_client"}
+    exec(compile(code, "docs/service.md#python-client", "exec"), namespace)  # noqa: S102 (our own docs)
+    return namespace
+
+
+class BusyFirst(httpx.BaseTransport):
+    """Answers the first submission 429 and the first poll 503 (each with ``Retry-After: 0``),
+    as a full queue and a locked job table do, then passes every request on to ``inner``."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner, self.refusals = inner, {("POST", "/v1/jobs"): 429, ("GET", "job"): 503}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        route = (request.method, "job" if request.url.path.count("/") == 3 else request.url.path)
+        if route in self.refusals:
+            request.read()
+            return httpx.Response(self.refusals.pop(route), headers={"Retry-After": "0"},
+                                  json={"detail": "busy; try again after Retry-After seconds"})
+        return self.inner.handle_request(request)
+
+
+def test_the_python_client_example_of_the_docs_runs_against_the_service(tmp_path):
+    import json
+
+    import rasterio
+
+    example = docs_client_example()
+    with service(tmp_path, api_key=KEY) as app_client:
+        transport = BusyFirst(app_client._transport)  # TestClient's transport, bound to the app
+        with httpx.Client(transport=transport, base_url=str(app_client.base_url),
+                          headers={"X-API-Key": KEY}) as client:
+            paths = example["run"](client, SCENE, tmp_path / "out", profile="fast")
+            assert transport.refusals == {}  # the 429 and the 503 were met, and retried
+            with pytest.raises(example["GeosegError"], match="422 .*form field 'profile'"):
+                example["submit"](client, SCENE, profile="best")
+    geojson, classmap = paths
+    assert [p.name for p in paths] == ["buildings.geojson", "classmap.tif"]
+    assert json.loads(geojson.read_text())["type"] == "FeatureCollection"
+    with rasterio.open(classmap) as src:
+        assert src.crs is not None and src.count == 1
