@@ -51,7 +51,7 @@ def test_every_refusal_has_a_one_line_string_detail(tmp_path):
 
 def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
     """What a generated client is built from: short operation ids, every status a route gives
-    (503 of an unavailable job table on each /v1 route, 206/304 of result files) with their
+    (503 of an unavailable job table on each route, /healthz's included, 206/304 of result files) with their
     headers, string problems, the form fields' allowed values and the job status fields."""
     import re
 
@@ -66,6 +66,8 @@ def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
             assert "Retry-After" in op["responses"]["503"]["headers"]
         if path.startswith("/v1"):
             assert op["security"] == [{"APIKeyHeader": []}], (method, path)
+    unhealthy = operations[("get", "/healthz")]["responses"]["503"]["content"]["application/json"]["schema"]
+    assert unhealthy["anyOf"] == [{"$ref": "#/components/schemas/Health"}, {"$ref": "#/components/schemas/Problem"}]
     submit = operations[("post", "/v1/jobs")]
     assert "Location" in submit["responses"]["202"]["headers"]
     assert "Retry-After" in submit["responses"]["429"]["headers"]

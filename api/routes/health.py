@@ -4,13 +4,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.routes.common import settings_of, store_of, supervisor_of
+from api.routes.common import RETRY_AFTER_HEADER, settings_of, store_of, supervisor_of
 from api.schemas import Health
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+# 503 has two bodies: the supervisor died (a Health, status degraded), or the job table cannot be
+# read (the app's handler answers a Problem with Retry-After, as on every route)
+_UNHEALTHY = {"description": "Degraded: the job supervisor died (a Health), or the job table is "
+                             "unavailable (a Problem, with Retry-After)",
+              "content": {"application/json": {"schema": {"anyOf": [
+                  {"$ref": "#/components/schemas/Health"}, {"$ref": "#/components/schemas/Problem"}]}}},
+              "headers": {"Retry-After": RETRY_AFTER_HEADER}}
+
+
+@router.get("/healthz", response_model=Health, responses={503: _UNHEALTHY})
 def healthz(request: Request) -> JSONResponse:
     """200 while the job table answers and the supervisor runs; 503 otherwise."""
     supervisor, settings = supervisor_of(request), settings_of(request)
