@@ -55,6 +55,10 @@ class JobLinks(BaseModel):
 
 
 class JobStatus(BaseModel):
+    # every field is in every answer (null when it does not apply): required in the schema, or a
+    # generated client types eta_s, previous_error and expires_at as "maybe absent" (Unset)
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     id: str
     kind: Literal["job", "segment"]
     status: Literal["queued", "running", "succeeded", "failed"]

@@ -43,6 +43,11 @@ LOCATION_HEADER = {"description": "The job's URL, to poll.", "schema": {"type": 
 RETRY_AFTER_HEADER = {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}
 
 
+# OpenAPI 3.1 as FastAPI writes it marks an upload only with `contentMediaType`; client generators
+# (openapi-python-client, openapi-generator) recognise a file part by `format: binary`, and without
+# it typed `file` as a str: a generated client could not send a file
+UPLOAD_SCHEMA = {"format": "binary"}
+
 Refine = Annotated[bool, Form(description="Refine the class map with the superpixel GCN.")]
 Regularize = Annotated[bool, Form(description="Square building outlines.")]
 Profile = Annotated[Literal["accurate", "fast"] | None,

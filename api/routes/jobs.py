@@ -5,16 +5,44 @@ from datetime import datetime, timezone
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import (
+    APIRouter,
+    File,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+)
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 
 from api.downloads import HeldFileResponse
 from api.intake import accept_upload, parse_options
 from api.jobs import STATUSES, Job, JobStore
-from api.routes.common import (LOCATION_HEADER, OUTPUTS_PATTERN, Bands, Profile, Refine, Regularize, problems,
-                               settings_of, store_of, supervisor_of)
-from api.schemas import RESULT_FILES, InputSummary, JobAccepted, JobPage, JobStatus, job_links, job_status
+from api.routes.common import (
+    LOCATION_HEADER,
+    OUTPUTS_PATTERN,
+    UPLOAD_SCHEMA,
+    Bands,
+    Profile,
+    Refine,
+    Regularize,
+    problems,
+    settings_of,
+    store_of,
+    supervisor_of,
+)
+from api.schemas import (
+    RESULT_FILES,
+    InputSummary,
+    JobAccepted,
+    JobPage,
+    JobStatus,
+    job_links,
+    job_status,
+)
 from api.worker import RESULT_DIR, job_dir
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -53,7 +81,8 @@ def _get_job(store: JobStore, job_id: UUID) -> Job:
                         **problems(400, 401, 413, 415, 422, 429, 503, 507)})
 async def submit_job(
     request: Request,
-    file: Annotated[UploadFile, File(description="A georeferenced GeoTIFF (RGB).")],
+    file: Annotated[UploadFile, File(description="A georeferenced GeoTIFF (RGB).",
+                                     json_schema_extra=UPLOAD_SCHEMA)],
     refine: Refine = True,
     regularize: Regularize = False,
     outputs: Annotated[str, Form(max_length=64, json_schema_extra={"pattern": OUTPUTS_PATTERN},

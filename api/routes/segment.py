@@ -17,8 +17,18 @@ from fastapi import APIRouter, File, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api.intake import accept_upload, parse_options
-from api.routes.common import (LOCATION_HEADER, Bands, Profile, Refine, Regularize, problems, settings_of,
-                               store_of, supervisor_of)
+from api.routes.common import (
+    LOCATION_HEADER,
+    UPLOAD_SCHEMA,
+    Bands,
+    Profile,
+    Refine,
+    Regularize,
+    problems,
+    settings_of,
+    store_of,
+    supervisor_of,
+)
 from api.schemas import InputSummary, JobAccepted, job_links
 from api.worker import RESULT_DIR, job_dir
 
@@ -39,7 +49,8 @@ SYNC_PRIORITY = 10
 )
 async def segment(
     request: Request,
-    file: Annotated[UploadFile, File(description="A small georeferenced GeoTIFF (RGB).")],
+    file: Annotated[UploadFile, File(description="A small georeferenced GeoTIFF (RGB).",
+                                     json_schema_extra=UPLOAD_SCHEMA)],
     refine: Refine = True,
     regularize: Regularize = False,
     profile: Profile = None,
