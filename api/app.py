@@ -110,13 +110,14 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default puts its list of errors in `detail`, where every other refusal (and
         # the same kind of mistake caught by the app, e.g. `bands`) has a string: one shape for
         # clients, the list kept under `errors` for those that want the fields. Not the `input`
         # FastAPI echoes: the client's own value, or an UploadFile's internals for a file field
         errors = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        return JSONResponse({"detail": describe_invalid_request(exc.errors()), "errors": errors},
+        detail = describe_invalid_request(exc.errors(), request.headers.get("content-type"))
+        return JSONResponse({"detail": detail, "errors": errors},
                             status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -44,11 +44,17 @@ _LOCATIONS = {"body": "form field", "query": "query parameter", "path": "path pa
               "header": "header", "cookie": "cookie"}
 
 
-def describe_invalid_request(errors: Sequence[Mapping[str, Any]]) -> str:
+def describe_invalid_request(errors: Sequence[Mapping[str, Any]], content_type: str | None = None) -> str:
     """FastAPI's request-validation errors as one line, e.g. ``form field 'profile': Input should be
     'accurate' or 'fast' (got 'x')``: the service's other refusals are one string too, so a client
-    reads every ``detail`` the same way (the structured list stays available as ``errors``)."""
+    reads every ``detail`` the same way (the structured list stays available as ``errors``).
+    ``content_type``: the request's; a body that is not a form (the GeoTIFF's bytes as the whole
+    body, JSON) is said to be one, since "form field 'file': Field required" alone puzzles."""
     parts = []
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if any(error.get("loc", ("",))[0] == "body" for error in errors) and media_type != "multipart/form-data":
+        parts.append(f"the body is {media_type or 'not typed'}, not multipart/form-data: send the GeoTIFF "
+                     "as a form part named 'file' (curl -F file=@scene.tif, httpx/requests files=...)")
     for error in errors:
         where, *names = [str(part) for part in error.get("loc", ())] or ["request"]
         label = f"{_LOCATIONS.get(where, where)} {'.'.join(names)!r}" if names else _LOCATIONS.get(where, where)

@@ -49,6 +49,13 @@ def test_every_refusal_has_a_one_line_string_detail(tmp_path):
     assert "_file" not in answers["profile as file"].text  # FastAPI echoed an UploadFile's internals
 
 
+def test_a_body_that_is_not_a_form_is_told_so(tmp_path):
+    with service(tmp_path) as client:
+        raw = client.post("/v1/jobs", content=SCENE.read_bytes(), headers={"Content-Type": "image/tiff"})
+    assert raw.status_code == 422
+    assert "the body is image/tiff, not multipart/form-data" in raw.json()["detail"]
+
+
 def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
     """What a generated client is built from: short operation ids, every status a route gives
     (503 of an unavailable job table on each route, /healthz's included, 206/304 of result files) with their
