@@ -130,6 +130,14 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
             return JSONResponse({"detail": NO_SPACE}, status_code=507)
         return await http_exception_handler(request, exc)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette's own 500 is text/plain "Internal Server Error": a client reading `detail`
+        # from every error answer would fail on it. Starlette still re-raises (uvicorn logs it).
+        return JSONResponse({"detail": f"internal server error ({type(exc).__name__}): a bug in the "
+                                       "service, its log has the traceback; please report it"},
+                            status_code=500)
+
     @app.exception_handler(sqlite3.OperationalError)
     async def _table_unavailable(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
         # a full disk, a locked or unreadable jobs.sqlite: the client may retry, unlike a 500

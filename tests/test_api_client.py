@@ -56,6 +56,25 @@ def test_a_body_that_is_not_a_form_is_told_so(tmp_path):
     assert "the body is image/tiff, not multipart/form-data" in raw.json()["detail"]
 
 
+def test_an_unexpected_error_answers_json_with_a_detail(tmp_path):
+    """Starlette's own 500 is text/plain: a client reading ``detail`` of every error failed on it."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path / "svc"))
+
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/v1/broken", broken)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/v1/broken")
+    assert answer.status_code == 500 and answer.headers["content-type"] == "application/json"
+    assert answer.json()["detail"].startswith("internal server error (RuntimeError)")
+
+
 def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
     """What a generated client is built from: short operation ids, every status a route gives
     (503 of an unavailable job table on each route, /healthz's included, 206/304 of result files) with their
