@@ -92,6 +92,8 @@ def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
             assert "Retry-After" in op["responses"]["503"]["headers"]
         if path.startswith("/v1"):
             assert op["security"] == [{"APIKeyHeader": []}], (method, path)
+    geojson = operations[("post", "/v1/segment")]["responses"]["200"]["content"]["application/geo+json"]
+    assert geojson["schema"]["properties"]["type"] == {"const": "FeatureCollection"}
     unhealthy = operations[("get", "/healthz")]["responses"]["503"]["content"]["application/json"]["schema"]
     assert unhealthy["anyOf"] == [{"$ref": "#/components/schemas/Health"}, {"$ref": "#/components/schemas/Problem"}]
     submit = operations[("post", "/v1/jobs")]

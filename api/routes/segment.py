@@ -37,11 +37,17 @@ log = logging.getLogger("geoseg.api")
 
 SYNC_PRIORITY = 10
 
+#: the 200's body, declared: with no schema a generated client drops it (openapi-python-client's
+#: `segment` returned None, the GeoJSON only in the raw response)
+FEATURE_COLLECTION = {"type": "object", "required": ["type", "features"],
+                      "properties": {"type": {"const": "FeatureCollection"},
+                                     "features": {"type": "array", "items": {"type": "object"}}}}
+
 
 @router.post(
     "/segment",
     response_class=Response,
-    responses={200: {"content": {"application/geo+json": {}},
+    responses={200: {"content": {"application/geo+json": {"schema": FEATURE_COLLECTION}},
                      "description": "Building footprints (RFC 7946 FeatureCollection, WGS84)"},
                202: {"model": JobAccepted, "description": "Not finished in time: poll the job",
                      "headers": {"Location": LOCATION_HEADER}},
