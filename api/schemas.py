@@ -5,7 +5,13 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from api.jobs import ENDED, Job
 
@@ -49,9 +55,22 @@ class InputSummary(BaseModel):
 
 
 class JobLinks(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """``self``, and once the job succeeded a link per result file it made (absent otherwise:
+    a link to an output not requested would only answer 404). Declared one by one, under the
+    files' names, so a generated client has them as typed optional fields."""
+
+    model_config = ConfigDict(extra="allow", serialize_by_alias=True, validate_by_name=True)
 
     self: str
+    buildings_geojson: str | None = Field(None, alias="buildings.geojson")
+    buildings_gpkg: str | None = Field(None, alias="buildings.gpkg")
+    classmap_tif: str | None = Field(None, alias="classmap.tif")
+    report_json: str | None = Field(None, alias="report.json")
+
+    @model_serializer(mode="wrap")
+    # no return annotation: pydantic would make it the schema (a bare dict), hiding the fields
+    def _only_present(self, handler: SerializerFunctionWrapHandler):
+        return {name: url for name, url in handler(self).items() if url is not None}
 
 
 class JobStatus(BaseModel):

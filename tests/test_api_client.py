@@ -112,6 +112,8 @@ def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
     assert all(bands.search(v) for v in ("3,2,1", " 5, 3, 2 ", "")) and not any(
         bands.search(v) for v in ("0,1,2", "1,2", "a,b,c"))
     assert all(outputs.search(v) for v in ("buildings", "buildings,classmap", "classmap")) and not outputs.search("x")
+    links = schemas["JobLinks"]["properties"]  # typed fields of a generated client, not a bare dict
+    assert set(links) == {"self", "buildings.geojson", "buildings.gpkg", "classmap.tif", "report.json"}
     # always sent (null when not applicable): required, else a generated client types them "maybe absent"
     assert {"expires_at", "eta_s", "previous_error", "progress", "links"} <= set(schemas["JobStatus"]["required"])
     for body in ("Body_submit_job", "Body_segment"):  # how generators know the part is a file, not a str
