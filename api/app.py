@@ -23,6 +23,7 @@ from api.intake import NO_SPACE, out_of_space
 from api.jobs import JobStore
 from api.limits import BodySizeLimit
 from api.routes import health, jobs, models, segment
+from api.routes.common import problems
 from api.security import ApiKeyGate, require_api_key
 from api.settings import Settings
 from api.validate import UploadRejected
@@ -145,12 +146,14 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
         return JSONResponse({"detail": f"the job table is unavailable ({exc}); try again later"},
                             status_code=503, headers={"Retry-After": "10"})
 
-    # Only a keyed service declares (and enforces) the X-API-Key scheme, so the schema is honest.
+    # Only a keyed service declares (and enforces) the X-API-Key scheme and its 401, so the schema
+    # is honest: an open one never answers 401.
     guarded = [Depends(require_api_key)] if settings.api_key else []
+    unauthorized = problems(401) if settings.api_key else {}
     app.include_router(health.router)
-    app.include_router(jobs.router, dependencies=guarded)
-    app.include_router(segment.router, dependencies=guarded)
-    app.include_router(models.router, dependencies=guarded)
+    app.include_router(jobs.router, dependencies=guarded, responses=unauthorized)
+    app.include_router(segment.router, dependencies=guarded, responses=unauthorized)
+    app.include_router(models.router, dependencies=guarded, responses=unauthorized)
     add_compression(app)
     # inside the key gate: only a client with the key learns that the queue is full
     app.add_middleware(QueueGate, state=app.state, max_queued=settings.max_queued,

@@ -92,10 +92,14 @@ def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
             assert "Retry-After" in op["responses"]["503"]["headers"]
         if path.startswith("/v1"):
             assert op["security"] == [{"APIKeyHeader": []}], (method, path)
+            assert "Problem" in op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"]
     geojson = operations[("post", "/v1/segment")]["responses"]["200"]["content"]["application/geo+json"]
     assert geojson["schema"]["properties"]["type"] == {"const": "FeatureCollection"}
     unhealthy = operations[("get", "/healthz")]["responses"]["503"]["content"]["application/json"]["schema"]
     assert unhealthy["anyOf"] == [{"$ref": "#/components/schemas/Health"}, {"$ref": "#/components/schemas/Problem"}]
+    with service(tmp_path / "open") as client:  # a server without a key never answers 401
+        open_doc = client.get("/openapi.json").json()
+    assert not [path for path, ops in open_doc["paths"].items() for op in ops.values() if "401" in op["responses"]]
     submit = operations[("post", "/v1/jobs")]
     assert "Location" in submit["responses"]["202"]["headers"]
     assert "Retry-After" in submit["responses"]["429"]["headers"]

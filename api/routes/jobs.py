@@ -78,7 +78,7 @@ def _get_job(store: JobStore, job_id: UUID) -> Job:
 @router.post("", status_code=202, response_model=JobAccepted,
              responses={202: {"description": "Accepted: poll the job at `Location` (its `links.self`)",
                               "headers": {"Location": LOCATION_HEADER}},
-                        **problems(400, 401, 413, 415, 422, 429, 503, 507)})
+                        **problems(400, 413, 415, 422, 429, 503, 507)})
 async def submit_job(
     request: Request,
     file: Annotated[UploadFile, File(description="A georeferenced GeoTIFF (RGB).",
@@ -118,7 +118,7 @@ def _parse_cursor(cursor: str) -> tuple[float, str]:
                                  "the previous page, or leave 'after' out for the first page") from None
 
 
-@router.get("", response_model=JobPage, responses=problems(401, 422, 503))
+@router.get("", response_model=JobPage, responses=problems(422, 503))
 def list_jobs(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -145,13 +145,13 @@ def list_jobs(
     return JobPage(items=[job_status(j, hours) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
 
 
-@router.get("/{job_id}", response_model=JobStatus, responses=problems(401, 404, 422, 503))
+@router.get("/{job_id}", response_model=JobStatus, responses=problems(404, 422, 503))
 def get_job(request: Request, job_id: UUID) -> JobStatus:
     """Status, progress (0..1), current pipeline stage, error, timestamps and input summary."""
     return job_status(_get_job(store_of(request), job_id), settings_of(request).retention_hours)
 
 
-@router.delete("/{job_id}", status_code=204, responses=problems(401, 404, 422, 503))
+@router.delete("/{job_id}", status_code=204, responses=problems(404, 422, 503))
 def delete_job(request: Request, job_id: UUID) -> Response:
     """Cancel the job if it runs, and remove it and all its files."""
     if store_of(request).mark_deleted(str(job_id)) is None:
@@ -167,7 +167,7 @@ def delete_job(request: Request, job_id: UUID) -> Response:
                              "description": "The byte range asked for with `Range` (`Content-Range` says which)"},
                        304: {"description": "Not modified: the copy named by `If-None-Match` / "
                                             "`If-Modified-Since` is current"},
-                       **problems(401, 404, 409, 422, 503)})
+                       **problems(404, 409, 422, 503)})
 def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse:
     """One result file of a succeeded job."""
     job = _get_job(store_of(request), job_id)

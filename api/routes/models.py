@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.routes.common import problems
 from api.schemas import ModelCard
 from geoseg.paths import weights_dir
 
@@ -30,7 +29,7 @@ def read_cards(folder: Path) -> list[dict[str, Any]]:
     return cards
 
 
-@router.get("/models", response_model=list[ModelCard], responses=problems(401))
+@router.get("/models", response_model=list[ModelCard])
 def list_models() -> list[dict[str, Any]]:
     """Names, tasks, classes, GSD, training data and test metrics of the shipped models."""
     return read_cards(weights_dir())
