@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import typer
 
 from geoseg.cli import app
@@ -50,3 +51,28 @@ def test_every_variable_the_service_reads_is_in_service_md():
     text = (DOCS / "service.md").read_text()
     assert read >= {"GEOSEG_MAX_QUEUED", "GEOSEG_RETENTION_HOURS", "GEOSEG_CORS_ORIGINS"}
     assert not {v for v in read if not mentions(text, v)}
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_DOC))
+def test_every_option_is_documented(command):
+    """``geoseg serve --sync-max-pixels`` and ``--log-level`` were in no doc."""
+    text = (DOCS / COMMAND_DOC[command]).read_text()
+    assert not {o for o in options_of(command) - {"--help"} if not mentions(text, o)}
+
+
+def command_lines(text: str) -> list[tuple[str, str]]:
+    """``(command, the rest of its line)`` for each ``geoseg COMMAND ...`` shown, continuation lines joined,
+    up to a comment, a ``&&`` or the end of inline code."""
+    text = re.sub(r"\\\n\s*", " ", text)
+    found = re.finditer(r"(?<![\w./-])geoseg (tile|train|predict|eval|serve)\b([^\n`|#]*)", text)
+    return [(m.group(1), re.split(r"&&|;", m.group(2))[0]) for m in found]
+
+
+@pytest.mark.parametrize("doc", ["README.md", *sorted(p.name for p in DOCS.glob("*.md"))])
+def test_every_option_shown_exists(doc):
+    text = (REPO / doc if doc == "README.md" else DOCS / doc).read_text()
+    shown = command_lines(text)
+    assert doc != "README.md" or len(shown) > 10
+    wrong = {(command, o) for command, rest in shown for o in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", rest)
+             if o not in options_of(command)}
+    assert not wrong, f"{doc} shows options these commands do not have: {sorted(wrong)}"
