@@ -76,3 +76,14 @@ def test_every_option_shown_exists(doc):
     wrong = {(command, o) for command, rest in shown for o in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", rest)
              if o not in options_of(command)}
     assert not wrong, f"{doc} shows options these commands do not have: {sorted(wrong)}"
+
+
+@pytest.mark.parametrize("doc", ["README.md", *sorted(p.name for p in DOCS.glob("*.md"))])
+def test_code_fences_are_balanced(doc):
+    """A stray ``` in docs/tiling.md turned its bullets, the 'Training chips' heading and the chips
+    example into one block of code."""
+    text = (REPO / doc if doc == "README.md" else DOCS / doc).read_text()
+    fences = [line for line in text.splitlines() if line.lstrip().startswith("```")]
+    assert len(fences) % 2 == 0
+    # an opening fence may name a language; a closing one never does
+    assert all(line.strip() == "```" for line in fences[1::2]), doc
