@@ -90,6 +90,15 @@ def test_classmap_has_a_qgis_style_naming_its_classes(scene_run):
     assert "classmap.qml" in report["outputs"]
 
 
+def test_docs_predict_md_names_every_field_of_report_json(scene_run):
+    """Its report.json row left out ``device``, ``options``, ``grid``, ``postprocess``, ``mpx_per_s`` and
+    ``outputs``, and said nothing of ``input_file``."""
+    _, report, _ = scene_run
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "predict.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| `report.json` |"))
+    assert not [key for key in report if f"`{key}`" not in row]
+
+
 def test_outputs_on_a_real_scene(scene_run):
     out, report, progress = scene_run
     assert sorted(p.name for p in out.iterdir()) == ["buildings.geojson", "buildings.gpkg", "classmap.qml",
