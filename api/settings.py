@@ -71,6 +71,15 @@ class Settings:
         if min(self.max_upload_bytes, self.max_side, self.max_pixels, self.sync_max_pixels) < 1:
             raise ValueError("size limits (GEOSEG_MAX_UPLOAD_MB, GEOSEG_MAX_SIDE, GEOSEG_MAX_PIXELS, "
                              "GEOSEG_SYNC_MAX_PIXELS) must be positive")
+        # NaN passes every comparison below (a NaN job timeout never fired, a negative sync timeout
+        # answered every /v1/segment with a 202): each duration must be a finite number first
+        for name, var in (("sync_timeout_s", "GEOSEG_SYNC_TIMEOUT_S"), ("heartbeat_s", "GEOSEG_HEARTBEAT_S"),
+                          ("stale_after_s", "GEOSEG_STALE_AFTER_S"), ("job_timeout_s", "GEOSEG_JOB_TIMEOUT_S")):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} ({var}) must be a finite number of seconds")
+        if self.sync_timeout_s <= 0 or self.heartbeat_s <= 0:
+            raise ValueError("sync_timeout_s (GEOSEG_SYNC_TIMEOUT_S) and heartbeat_s (GEOSEG_HEARTBEAT_S) "
+                             "must be > 0")
         if self.job_timeout_s < 0:
             raise ValueError("job_timeout_s (GEOSEG_JOB_TIMEOUT_S) must be >= 0 (0: no limit)")
         if self.max_queued < 0:

@@ -542,6 +542,10 @@ def test_serve_command_refuses_a_bad_service_variable_in_one_line(tmp_path, monk
         monkeypatch.setenv(name, "")
     for name, value in (("GEOSEG_STALE_AFTER_S", "abc"), ("GEOSEG_JOB_TIMEOUT_S", "-1"),
                         ("GEOSEG_MAX_ATTEMPTS", "0"), ("GEOSEG_STALE_AFTER_S", "1"),
+                        # accepted before: a NaN timeout never fired, a negative one made every
+                        # /v1/segment a 202 job (service.md: out of range stops the server)
+                        ("GEOSEG_JOB_TIMEOUT_S", "nan"), ("GEOSEG_SYNC_TIMEOUT_S", "-5"),
+                        ("GEOSEG_HEARTBEAT_S", "nan"), ("GEOSEG_STALE_AFTER_S", "inf"),
                         # not on the import path: every job failed, three attempts each, while
                         # /healthz said ok
                         ("GEOSEG_RUNNER", "no_such_module:run"), ("GEOSEG_RUNNER", "api.worker")):
