@@ -67,7 +67,8 @@ def predict(
     min_area: Optional[float] = typer.Option(None, "--min-area", help="Smallest building kept, square metres (default: the building model card's tuned value: "
                                                  "30 accurate, 40 fast; 3 for a card without one)."),
     simplify: float = typer.Option(0.3, "--simplify", help="Outline simplification tolerance, metres."),
-    model: list[str] = typer.Option([], "--model", help="TASK=CARD to use your own model (buildings, landcover, gcn)."),
+    model: list[str] = typer.Option([], "--model", help="TASK=CARD to use your own model (buildings, landcover, gcn); CARD is a card .json or a "
+                                    "model folder (its card of that task); repeatable."),
     bands: Optional[str] = typer.Option(None, "--bands", help="1-based bands to read as red, green, blue, e.g. 3,2,1 for "
                                         "bands stored blue, green, red (BGR, BGRN) or 5,3,2 for WorldView-3 (default: "
                                         "bands labelled red, green, blue by colour or description, else 1,2,3)."),
