@@ -478,7 +478,7 @@ def test_a_scene_replaced_under_the_same_name_is_predicted_again(tmp_path):
 def test_a_malformed_scheduler_address_is_one_line_before_any_work(tmp_path, address):
     result = CliRunner().invoke(app, ["predict", str(SCENE), str(KAMPALA / "kampala_z19_2.tif"),
                                       "--out", str(tmp_path / "o"), "--scheduler", address, *FAST])
-    assert_one_line_error(result, "predict", "--scheduler expects 'local' or a Dask scheduler address", repr(address))
+    assert_one_line_error(result, "predict", "--scheduler expects 'local', 'sync' or a Dask scheduler address", repr(address))
     assert not (tmp_path / "o").exists()
 
 

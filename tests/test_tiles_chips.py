@@ -97,6 +97,23 @@ def test_landcover_chips_copy_the_class_mask(data_root: Path, tmp_path: Path):
         assert p["n_objects"] == np.unique(mask[y:y + h, x:x + w][mask[y:y + h, x:x + w] > 0]).size
 
 
+@pytest.mark.parametrize("address", ["local", "bogus"])
+def test_the_scheduler_takes_predict_s_words_or_is_one_line(buildings_dir: Path, tmp_path: Path, address):
+    """``--scheduler local`` (README's word, for predict) and a malformed address reached Dask: a 70-line
+    traceback, 'missing port number in address'. 'local' is the local cluster; a bad address one line."""
+    from checks import assert_one_line_error
+
+    scene = str(buildings_dir / "kampala/kampala_z19_2.tif")
+    result = runner.invoke(app, ["tile", scene, "--out", str(tmp_path / "c"), "--size", "128",
+                                 "--scheduler", address, "--workers", "1"])
+    if address == "local":
+        assert result.exit_code == 0, result.output
+        assert index_of(tmp_path / "c")
+    else:
+        assert_one_line_error(result, "tile", "--scheduler expects 'local', 'sync' or a Dask scheduler address")
+        assert not (tmp_path / "c").exists()
+
+
 def test_unusable_raster_fails_with_message(rasters_dir: Path, tmp_path: Path):
     result = runner.invoke(app, ["tile", str(rasters_dir / "rasterio/shade.tif"), "--out", str(tmp_path / "x"),
                                  "--labels", str(rasters_dir / "../buildings/kampala/labels.geojson")])

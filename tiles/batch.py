@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import traceback
@@ -35,7 +36,23 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 from tiles.rasterpath import RasterPath, raster_name
 
-__all__ = ["BatchReport", "run_batch", "part_path"]
+__all__ = ["BatchReport", "run_batch", "part_path", "parse_scheduler"]
+
+_ADDRESS = re.compile(r"^([a-z0-9]+://)?(\[[0-9a-fA-F:]+\]|[^:/\s\[\]]+):\d+/?$")
+
+
+def parse_scheduler(value: str) -> str | None:
+    """A ``--scheduler`` value as ``run_batch`` takes it: 'local' -> None (local processes), 'sync' -> 'sync'
+    (in-process), a Dask address such as tcp://host:8786 as it is; anything else a one-line ValueError.
+
+    Why: one vocabulary for ``geoseg tile`` and ``geoseg predict``; tile passed 'local' (README's word for
+    predict) to Dask, which ended in a 70-line traceback ('missing port number in address')."""
+    if value in ("local", "sync"):
+        return None if value == "local" else value
+    if not _ADDRESS.match(value):
+        raise ValueError(f"--scheduler expects 'local', 'sync' or a Dask scheduler address such as "
+                         f"tcp://host:8786, got {value!r}")
+    return value
 
 Work = Callable[[RasterPath, Path], Any]
 

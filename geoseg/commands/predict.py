@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from geoseg.commands.outdir import make_out_folder
-from tiles.batch import time_left
+from tiles.batch import parse_scheduler, time_left
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in)
@@ -233,19 +232,9 @@ def _failure_line(name: str, error: str) -> str:
     return f"{name}: {kind}{sep}{message}"
 
 
-_ADDRESS = re.compile(r"^([a-z0-9]+://)?(\[[0-9a-fA-F:]+\]|[^:/\s\[\]]+):\d+/?$")
-
-
 def _scheduler(address: str | None) -> str | None:
     """No address: in this process, one file after another; 'local': a local Dask cluster."""
-    if address is None:
-        return "sync"
-    if address in ("local", "sync"):
-        return None if address == "local" else address
-    if not _ADDRESS.match(address):
-        raise ValueError(f"--scheduler expects 'local' or a Dask scheduler address such as tcp://host:8786, "
-                         f"got {address!r}")
-    return address
+    return "sync" if address is None else parse_scheduler(address)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from pathlib import Path
 import rasterio
 import typer
 
-from tiles.batch import run_batch
+from tiles.batch import parse_scheduler, run_batch
 from tiles.chips import (
     ChipOptions,
     building_chips,
@@ -289,12 +289,13 @@ def tile(
     min_valid: float = typer.Option(0.5, help="Windows with a smaller valid-pixel fraction (0 to 1) are recorded as skipped, not written."),
     bands: str = typer.Option(None, help="1-based bands for R,G,B, e.g. 4,3,2 (default: colour interpretation, else band descriptions red, green, blue, else 1,2,3)."),
     split: str = typer.Option(None, help="Force this split (train, val or test) for all chips (default: by area, see docs/ARCHITECTURE.md); runs differing only by --split share an --out."),
-    scheduler: str = typer.Option(None, help="Dask scheduler address; 'sync' runs in-process (default: local processes, in-process for one input)."),
+    scheduler: str = typer.Option(None, help="'local' (local worker processes), 'sync' (in this process) or a Dask scheduler address such as tcp://host:8786 (default: local, in-process for one input)."),
     workers: int = typer.Option(2, help="Local worker processes (at least 1)."),
 ) -> None:
     """Cut scenes into training chips with labels and an index (resumable; one option set per --out)."""
     try:
         check_options(size, overlap, gsd, min_valid, split, workers)
+        chosen = parse_scheduler(scheduler) if scheduler is not None else None
         opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
         inputs = expand_inputs(scenes, target)
         job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
@@ -314,8 +315,8 @@ def tile(
         typer.echo(f"note: {note}", err=True)
     part_dir = job.part_dir()
     if scheduler is None and len(inputs) == 1:
-        scheduler = "sync"
-    report = run_batch(inputs, partial(part_for, part_dir), job, scheduler=scheduler,
+        chosen = "sync"
+    report = run_batch(inputs, partial(part_for, part_dir), job, scheduler=chosen,
                        n_workers=workers, description="scenes")
     features = []
     for p in inputs:
