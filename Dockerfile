@@ -14,7 +14,7 @@ WORKDIR /app
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 
 # rasterio, pyogrio and onnxruntime wheels carry their own GDAL / runtimes: no apt packages.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY tiles ./tiles
 COPY geoseg ./geoseg
 COPY api ./api

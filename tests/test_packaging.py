@@ -68,3 +68,12 @@ def test_the_build_backend_floor_reads_the_license_expression():
     setuptools = next(Requirement(r) for r in PYPROJECT["build-system"]["requires"] if r.startswith("setuptools"))
     floor = min(Version(s.version) for s in setuptools.specifier if s.operator == ">=")
     assert floor >= Version("77")
+
+
+def test_the_docker_build_copies_every_file_the_package_build_reads():
+    """The image ran ``pip install .`` without LICENSE: its wheel carried no licence text (setuptools
+    includes LICEN[CS]E* only when present), while pyproject.toml declares Apache-2.0."""
+    copied = {src for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
+              for src in line.split()[1:-1]}
+    needed = {"pyproject.toml", PYPROJECT["project"]["readme"], "LICENSE", "tiles", "geoseg", "api"}
+    assert not needed - copied
