@@ -57,6 +57,9 @@ class PredictOptions:
             raise PredictError(f"--tile-size must be >= 32, got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size // 2:
             raise PredictError(f"--overlap must be in [0, tile_size/2), got {self.overlap}")
+        # checked here, not when the models load: a batch failed every input with the same error
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise PredictError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.refine not in ("gcn", "none"):
             raise PredictError(f"--refine must be gcn or none, got {self.refine!r}")
         if self.profile not in ("fast", "accurate"):
@@ -76,9 +79,9 @@ class PredictOptions:
         if self.building_threshold is not None and not 0.0 < self.building_threshold < 1.0:
             raise PredictError(f"building threshold must be in (0, 1), got {self.building_threshold}")
         if self.context is not None and self.context < 0:
-            raise PredictError(f"context must be >= 0 pixels, got {self.context}")
+            raise PredictError(f"--context must be >= 0 pixels, got {self.context}")
         if self.batch_size is not None and self.batch_size < 1:
-            raise PredictError("batch size must be >= 1")
+            raise PredictError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.bands is not None and (len(self.bands) != 3 or not all(
                 isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in self.bands)):
             raise PredictError(f"--bands expects three 1-based band numbers for red, green and blue, "

@@ -474,6 +474,20 @@ def test_a_scene_replaced_under_the_same_name_is_predicted_again(tmp_path):
     assert json.loads((tmp_path / "o" / "b" / "report.json").read_text()) == report
 
 
+@pytest.mark.parametrize(("option", "says"), [
+    (["--device", "tpu"], "--device must be auto, cpu or cuda, got 'tpu'"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--context", "-5"], "--context must be >= 0 pixels, got -5"),
+])
+def test_a_bad_device_batch_size_or_context_is_one_line_before_any_input_runs(tmp_path, option, says):
+    """``--device tpu`` was found when each input loaded its models: a batch failed every input with
+    'ValueError: device must be ...' and a single input drew its progress bar first."""
+    result = CliRunner().invoke(app, ["predict", str(SCENE), str(KAMPALA / "kampala_z19_2.tif"),
+                                      "--out", str(tmp_path / "o"), *FAST, *option])
+    assert_one_line_error(result, "predict", says)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("address", ["bogus", "tcp://127.0.0.1", "host:port"])
 def test_a_malformed_scheduler_address_is_one_line_before_any_work(tmp_path, address):
     result = CliRunner().invoke(app, ["predict", str(SCENE), str(KAMPALA / "kampala_z19_2.tif"),
