@@ -45,13 +45,13 @@ def _held_by_another_server(data_dir: Path) -> bool:
 
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 inside containers.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8000,
     data_dir: Annotated[Path, typer.Option("--data-dir", envvar="GEOSEG_SERVICE_DIR",
                                           help="Job table and result files.")] = Path("geoseg-data"),
     workers: Annotated[int, typer.Option(min=1, envvar="GEOSEG_WORKERS",
                                          help="Jobs running at the same time (one process each).")] = 1,
     max_upload_mb: Annotated[int, typer.Option(min=1, envvar="GEOSEG_MAX_UPLOAD_MB",
-                                               help="Largest accepted upload.")] = 2048,
+                                               help="Largest accepted upload, MiB.")] = 2048,
     max_pixels: Annotated[int, typer.Option(min=1, envvar="GEOSEG_MAX_PIXELS",
                                             help="Largest accepted raster (width x height).")] = 1_000_000_000,
     sync_max_pixels: Annotated[int, typer.Option(min=1, envvar="GEOSEG_SYNC_MAX_PIXELS",
@@ -68,6 +68,8 @@ def serve(
     """Serve the REST API (jobs, synchronous segmentation, model cards; OpenAPI at /docs).
 
     Set GEOSEG_API_KEY to require the header X-API-Key on every /v1 route.
+
+    Other settings are environment variables (GEOSEG_CORS_ORIGINS, GEOSEG_MAX_SIDE, timeouts): docs/service.md.
     """
     import uvicorn
 
