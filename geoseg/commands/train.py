@@ -61,7 +61,7 @@ def train(
              "buildings-u2net or landcover-attresunet, a student its teacher's name + -fast).",
     ),
 ) -> None:
-    """Train the land-cover AttResUNet or the building U2-Net on a chip directory."""
+    """Train the land-cover AttResUNet or the building U2-Net on a chip directory (--teacher: a fast student)."""
     console = Console(stderr=True)
     try:
         if task not in TASKS:
