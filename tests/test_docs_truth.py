@@ -87,3 +87,16 @@ def test_code_fences_are_balanced(doc):
     assert len(fences) % 2 == 0
     # an opening fence may name a language; a closing one never does
     assert all(line.strip() == "```" for line in fences[1::2]), doc
+
+
+@pytest.mark.parametrize("doc", ["README.md", *sorted(p.name for p in DOCS.glob("*.md"))])
+def test_a_number_in_brackets_is_the_option_s_default(doc):
+    """Synopses write ``[--overlap 64]`` for an option and its default; service.md's ``[--workers 2]``
+    read as a default of 2 (it is 1)."""
+    text = (REPO / doc if doc == "README.md" else DOCS / doc).read_text()
+    wrong = []
+    for command, rest in command_lines(text):
+        defaults = {o: p.default for p in COMMANDS[command].params for o in p.opts}
+        wrong += [(command, o, v, defaults.get(o)) for o, v in re.findall(r"\[(--[a-z-]+) ([0-9.]+)\]", rest)
+                  if defaults.get(o) is None or float(defaults[o]) != float(v)]
+    assert not wrong
