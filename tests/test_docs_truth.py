@@ -100,3 +100,12 @@ def test_a_number_in_brackets_is_the_option_s_default(doc):
         wrong += [(command, o, v, defaults.get(o)) for o, v in re.findall(r"\[(--[a-z-]+) ([0-9.]+)\]", rest)
                   if defaults.get(o) is None or float(defaults[o]) != float(v)]
     assert not wrong
+
+
+def test_every_variable_the_package_reads_is_documented():
+    """GEOSEG_DATA, GEOSEG_CACHE and GEOSEG_CODE_VERSION (read by geoseg/) are in README.md or docs/."""
+    read = {v for package in ("geoseg", "tiles") for path in (REPO / package).rglob("*.py")
+            for v in re.findall(r"GEOSEG_[A-Z_]+[A-Z]", path.read_text())}
+    text = "\n".join(p.read_text() for p in [REPO / "README.md", *DOCS.glob("*.md")])
+    assert {"GEOSEG_DATA", "GEOSEG_CACHE"} <= read
+    assert not {v for v in read if not mentions(text, v)}
