@@ -114,6 +114,23 @@ def test_the_scheduler_takes_predict_s_words_or_is_one_line(buildings_dir: Path,
         assert not (tmp_path / "c").exists()
 
 
+def test_a_chip_folder_inside_the_scene_folder_is_not_read_as_scenes(buildings_dir: Path, tmp_path: Path):
+    """A folder's rasters are found recursively: a re-run of ``geoseg tile scenes/ --out scenes/chips``
+    took the chips for scenes and was refused ('... would both write chips named ...')."""
+    import shutil
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    shutil.copy(buildings_dir / "kampala/kampala_z19_2.tif", scenes)
+    args = ["tile", str(scenes), "--labels", str(buildings_dir / "kampala/labels.geojson"),
+            "--out", str(scenes / "chips"), "--size", "128"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "from 1 file(s), 1 already done" in again.stdout
+
+
 def test_unusable_raster_fails_with_message(rasters_dir: Path, tmp_path: Path):
     result = runner.invoke(app, ["tile", str(rasters_dir / "rasterio/shade.tif"), "--out", str(tmp_path / "x"),
                                  "--labels", str(rasters_dir / "../buildings/kampala/labels.geojson")])

@@ -203,18 +203,25 @@ def part_for(part_dir: Path, path: Path) -> Path:
     return part_dir / f"{path.parent.name}__{path.stem}.json"
 
 
-def expand_inputs(paths: list[Path], target: Target) -> list[Path]:
-    """Scene files (folders expanded) or, for land cover, the images of image + mask pairs."""
+def expand_inputs(paths: list[Path], target: Target, chips_dir: Path | None = None) -> list[Path]:
+    """Scene files (folders expanded) or, for land cover, the images of image + mask pairs.
+
+    A folder's files under ``chips_dir`` (the ``--out`` folder, when it lies inside a scene folder) are
+    not scenes: a re-run of ``geoseg tile scenes/ --out scenes/chips`` took the chips for scenes and
+    was refused ('... would both write chips named ...')."""
     out: list[Path] = []
     for p in paths:
         if not p.exists():
             raise ValueError(f"{p}: no such file or directory")
         if target is Target.landcover:
-            out += [img for img, _ in landcover_pairs(p)] if p.is_dir() else [p]
+            found = [img for img, _ in landcover_pairs(p)] if p.is_dir() else [p]
         elif p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in RASTER_SUFFIXES)
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in RASTER_SUFFIXES)
         else:
-            out.append(p)
+            found = [p]
+        if p.is_dir() and chips_dir is not None:
+            found = [q for q in found if not q.resolve().is_relative_to(chips_dir)]
+        out += found
     if not out:
         raise ValueError("no input rasters found")
     return out
@@ -297,7 +304,7 @@ def tile(
         check_options(size, overlap, gsd, min_valid, split, workers)
         chosen = parse_scheduler(scheduler) if scheduler is not None else None
         opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
-        inputs = expand_inputs(scenes, target)
+        inputs = expand_inputs(scenes, target, chips_dir=out.resolve())
         job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
                        labels=tuple(p.resolve() for p in labels) if labels else None, split=split)
         inputs = [p.resolve() for p in inputs]
