@@ -109,3 +109,11 @@ def test_every_variable_the_package_reads_is_documented():
     text = "\n".join(p.read_text() for p in [REPO / "README.md", *DOCS.glob("*.md")])
     assert {"GEOSEG_DATA", "GEOSEG_CACHE"} <= read
     assert not {v for v in read if not mentions(text, v)}
+
+
+@pytest.mark.parametrize("doc", ["README.md", *sorted(p.name for p in DOCS.glob("*.md"))])
+def test_every_file_the_docs_name_exists(doc):
+    """A module renamed or removed leaves its row naming a file that is not there."""
+    text = (REPO / doc if doc == "README.md" else DOCS / doc).read_text()
+    named = set(re.findall(r"(?<![\w/.])((?:tiles|geoseg|api|bench|scripts|tests)/[\w/]+\.(?:py|json|typed|sh))", text))
+    assert not sorted(p for p in named if not (REPO / p).exists())
