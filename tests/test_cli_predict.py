@@ -488,6 +488,15 @@ def test_a_bad_device_batch_size_or_context_is_one_line_before_any_input_runs(tm
     assert not (tmp_path / "o").exists()
 
 
+def test_an_input_that_fails_leaves_no_progress_bar_above_its_error(tmp_path):
+    """A model card that is not there (found once the run began) left the bar at '0.0% ... -:--:-- left'
+    above the one-line error."""
+    result = CliRunner().invoke(app, ["predict", str(SCENE), "--out", str(tmp_path / "o"), *FAST,
+                                      "--model", f"buildings={tmp_path / 'nope'}"])
+    assert_one_line_error(result, "predict", "no model directory or card at")
+    assert "%" not in result.stdout and "left" not in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("address", ["bogus", "tcp://127.0.0.1", "host:port"])
 def test_a_malformed_scheduler_address_is_one_line_before_any_work(tmp_path, address):
     result = CliRunner().invoke(app, ["predict", str(SCENE), str(KAMPALA / "kampala_z19_2.tif"),

@@ -178,7 +178,11 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> 
                                   f"about {time_left(elapsed, fraction, 1.0 - fraction):.0f} s left",
                                   highlight=False, soft_wrap=True)
 
-        report = predict_scene(input_path, out, options, progress)
+        try:
+            report = predict_scene(input_path, out, options, progress)
+        except BaseException:
+            bar.update(task, visible=False)  # the error is one line, without a bar stopped at 0 % above it
+            raise
     _echo_warnings(_warning_lines(caught))
     counts = report.get("counts", {})
     n = counts.get("buildings", 0)
