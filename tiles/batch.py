@@ -54,6 +54,7 @@ def parse_scheduler(value: str) -> str | None:
                          f"tcp://host:8786, got {value!r}")
     return value
 
+
 Work = Callable[[RasterPath, Path], Any]
 
 
