@@ -108,3 +108,26 @@ def test_steps_and_budget_together_stop_at_the_first_reached():
         TrainConfig()
     with pytest.raises(ValueError):
         TrainConfig(steps=1, keep="middle")
+
+
+def test_the_cross_city_comparison_is_void_when_a_run_did_not_train_like_the_others():
+    """Run 5 (session 16) put 8 runs on one GPU; the T-mix ones ran out of memory and made 7-30
+    steps against ~510, one died, and T-mix 'won' on barely trained weights. Those are the step
+    counts and final scores it returned; the comparison must be refused, and a fair one kept."""
+    from scripts.device_cities import recipe_scores, void_reason
+
+    got = {"T-256/z2n/s0": (503, 0.365), "T-256/z2n/s1": (517, 0.3684), "T-256/n2z/s0": (513, 0.4956),
+           "T-256/n2z/s1": (508, 0.5417), "T-mix/z2n/s0": (30, 0.4282), "T-mix/z2n/s1": (13, 0.3628),
+           "T-mix/n2z/s0": (30, 0.6782)}
+    expected = [*got, "T-mix/n2z/s1"]
+    runs = {k: {"steps": n, "final_val": v} for k, (n, v) in got.items()}
+    assert recipe_scores(runs) == {"T-256": 0.4427, "T-mix": 0.4897}  # what run 5 logged
+    reason = void_reason(runs, expected)
+    assert reason is not None and "T-mix/n2z/s1" in reason
+    runs["T-mix/n2z/s1"] = {"steps": 25, "final_val": 0.5}
+    reason = void_reason(runs, expected)
+    assert reason is not None and "T-mix/z2n/s1 (13 steps)" in reason and "T-256" not in reason
+    fair = {k: {"steps": 500 + 10 * i, "final_val": 0.4} for i, k in enumerate(expected)}
+    assert void_reason(fair, expected) is None
+    fair["T-mix/z2n/s0"]["steps"] = 240  # under half the median (~535)
+    assert "T-mix/z2n/s0 (240 steps)" in void_reason(fair, expected)
