@@ -85,8 +85,11 @@ def log_to(path: Path):
 
 
 def dump(obj: Any, path: Path) -> None:
+    """Write ``obj`` as strict JSON, making its folder: a worker run by hand (``eval-teacher --work
+    NEW``) has no orchestrator to make it, and lost its result at the end (session 16)."""
     from geoseg.card import write_card
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_card(obj, path)
 
 
