@@ -10,12 +10,12 @@ on Zanzibar 1+2 + Nairobi 1 with Nairobi 2 held out, for a fixed time; seed 0 is
 seed 1 says how far a seed moves it. Kampala chips are scored for both, after the choice.
 
     python3 scripts/device_cities.py --chips .chips --out $OUT --budget-s 540      # carry .chips/buildings512.npz
-    .venv/bin/python scripts/device_cities.py --chips .chips --out /tmp/dry5 --dry --budget-s 150
+    .venv/bin/python scripts/device_cities.py --chips .chips --out /tmp/dry5 --dry --budget-s 600   # on an idle box; workers start slowly on 2 cores
     .venv/bin/python scripts/device_parallel.py unpack --out FILES_AT --work DIR    # DIR/final-s0, DIR/final-s1
 
 Schedule (fractions of --budget-s):
   0     recipes T-256 and T-mix (scripts/device_parallel.py BUILDING_RUNS_4) x directions
-        zanzibar->nairobi and nairobi->zanzibar, seed 0: 4 runs side by side, 0.19 each, last weights
+        zanzibar->nairobi and nairobi->zanzibar, seed 0: 4 runs side by side, 0.17 each, last weights
   ~0.235 the same 4 with seed 1
   ~0.47 recipe score = mean final validation binary mIoU of its 4 runs; the higher wins. If a run is
         missing or made under half the median run's steps, the comparison is void and DEFAULT_RECIPE
@@ -86,7 +86,7 @@ def run_cities(args) -> int:
     job = Job(args, COMMAND.format(budget=b), pack=PACK)
     log, report, cards, save = job.log, job.report, job.cards, job.save
     seconds = 5.0 if args.dry else 0.38 * b
-    wave_seconds = 5.0 if args.dry else 0.19 * b
+    wave_seconds = 5.0 if args.dry else 0.17 * b  # + ~20 s to start and score: done by 0.235
     common = ("--pack", PACK, "--keep", "last")
     names = {}
     runs = {}
