@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.admission import QueueGate
+from api.caching import NoStoreByDefault
 from api.compression import add_compression
 from api.errors import describe_invalid_request, exception_chain
 from api.intake import NO_SPACE, out_of_space
@@ -166,4 +167,5 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
                            expose_headers=CORS_EXPOSED_HEADERS)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK,
                        upload_limit=settings.max_upload_bytes)
+    app.add_middleware(NoStoreByDefault)  # outermost: the gates' own refusals get it too
     return app

@@ -45,7 +45,10 @@ class HeldFileResponse(FileResponse):
         try:
             etag = self.current_copy(Headers(scope=scope)) if scope["method"] in ("GET", "HEAD") else None
             if etag is not None:
-                headers = {"etag": etag, "last-modified": self.headers["last-modified"]}
+                # a 304 carries the caching headers its 200 would have (RFC 9110 15.4.5), or a
+                # cache would keep its stored copy under rules the server no longer states
+                headers = {"etag": etag, "last-modified": self.headers["last-modified"],
+                           **{k: self.headers[k] for k in ("cache-control", "vary") if k in self.headers}}
                 await Response(status_code=304, headers=headers)(scope, receive, send)
             else:
                 await super().__call__(scope, receive, send)

@@ -41,6 +41,9 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 LOCATION_HEADER = {"description": "The job's URL, to poll.", "schema": {"type": "string"}}
 RETRY_AFTER_HEADER = {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}
+RESULT_CACHE_CONTROL_HEADER = {
+    "description": "`private, max-age=31536000, immutable`: the file never changes; only the client may "
+                   "keep it (every other answer is `no-store`).", "schema": {"type": "string"}}
 
 
 # OpenAPI 3.1 as FastAPI writes it marks an upload only with `contentMediaType`; client generators

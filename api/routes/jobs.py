@@ -18,12 +18,14 @@ from fastapi import (
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 
+from api.caching import result_cache_headers
 from api.downloads import HeldFileResponse
 from api.intake import accept_upload, parse_options
 from api.jobs import STATUSES, Job, JobStore
 from api.routes.common import (
     LOCATION_HEADER,
     OUTPUTS_PATTERN,
+    RESULT_CACHE_CONTROL_HEADER,
     UPLOAD_SCHEMA,
     Bands,
     Profile,
@@ -162,11 +164,14 @@ def delete_job(request: Request, job_id: UUID) -> Response:
 
 @router.get("/{job_id}/{name}", response_class=FileResponse,
             responses={200: {"content": {m.split(";")[0]: {"schema": _BINARY} for m in RESULT_FILES.values()},
-                             "description": "The result file"},
+                             "description": "The result file",
+                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER}},
                        206: {"content": {m.split(";")[0]: {"schema": _BINARY} for m in RESULT_FILES.values()},
-                             "description": "The byte range asked for with `Range` (`Content-Range` says which)"},
+                             "description": "The byte range asked for with `Range` (`Content-Range` says which)",
+                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER}},
                        304: {"description": "Not modified: the copy named by `If-None-Match` / "
-                                            "`If-Modified-Since` is current"},
+                                            "`If-Modified-Since` is current",
+                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER}},
                        **problems(404, 409, 422, 503)})
 def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse:
     """One result file of a succeeded job."""
@@ -176,10 +181,12 @@ def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse
     if job.status != "succeeded":
         raise HTTPException(409, f"job is {job.status}; results exist once it has succeeded "
                                  f"(poll /v1/jobs/{job.id})")
-    path = job_dir(settings_of(request), job.id) / RESULT_DIR / name
+    settings = settings_of(request)
+    path = job_dir(settings, job.id) / RESULT_DIR / name
     try:
         # opened here: from now on the job's removal (DELETE, retention) cannot cut the download
-        return HeldFileResponse(path, media_type=RESULT_FILES[name], filename=f"{job.id}-{name}")
+        return HeldFileResponse(path, media_type=RESULT_FILES[name], filename=f"{job.id}-{name}",
+                                headers=result_cache_headers(keyed=settings.api_key is not None))
     except (FileNotFoundError, IsADirectoryError):
         _get_job(store_of(request), job_id)  # removed since it was read: the 404 of a gone job
         raise HTTPException(404, f"this job did not produce {name} (check its 'outputs' option)") from None

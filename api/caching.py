@@ -1,0 +1,53 @@
+"""``Cache-Control`` of every answer: only a succeeded job's result files may be stored, privately.
+
+Without it, browsers and proxies fell back on heuristics: a job's status JSON (``queued`` a
+second ago) or an error could be reused by a cache, and a shared cache in front of a keyed
+server could hand a result to a client without the key. So every answer is ``no-store``
+unless its route says otherwise; a result file never changes once its job succeeded (the
+attempt's outputs are published in one rename, and job ids are uuid4s, never reused), so the
+client may keep it a year without asking again, but only in its own cache (``private``): a
+shared cache would also keep serving it after ``DELETE`` or retention removed the job, and
+would ignore the API key. ``Vary: X-API-Key`` keeps a browser from showing one key's copy to
+a page using another key.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+
+#: what every answer but a result file gets: job status, lists, errors, /healthz
+NO_STORE = "no-store"
+#: how long a client may keep a result file without revalidating (the ETag still answers 304)
+RESULT_MAX_AGE_S = 365 * 86400
+RESULT_CACHE_CONTROL = f"private, max-age={RESULT_MAX_AGE_S}, immutable"
+
+
+def result_cache_headers(keyed: bool) -> dict[str, str]:
+    """The caching headers of a succeeded job's result file (its 200, 206 and 304)."""
+    headers = {"Cache-Control": RESULT_CACHE_CONTROL}
+    if keyed:
+        headers["Vary"] = "X-API-Key"
+    return headers
+
+
+class NoStoreByDefault:
+    """ASGI middleware: ``Cache-Control: no-store`` on every HTTP answer that does not set its
+    own, including the refusals of the gates around the routes (401, 413, 429)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(raw=message["headers"])
+                if "cache-control" not in headers:
+                    headers["Cache-Control"] = NO_STORE
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
