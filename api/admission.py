@@ -17,23 +17,24 @@ import logging
 import sqlite3
 from typing import Any
 
-from api.jobs import QueueFull
+from api.jobs import JobStore, QueueFull
+from api.pacing import QUEUE_FULL_RETRY_AFTER_UNKNOWN_S, Workload, queue_full_retry_after
 
 log = logging.getLogger("geoseg.api")
 
-#: the ``Retry-After`` of a 429: a queue slot frees when a running job ends, for a small scene
-#: a few seconds to a minute here (a large one takes longer: clients retry again)
-QUEUE_FULL_RETRY_AFTER_S = 30
 
-
-def queue_full_detail(exc: QueueFull) -> str:
+def queue_full_answer(exc: QueueFull, store: JobStore, workers: int) -> tuple[str, dict[str, str]]:
+    """The ``detail`` and headers of a 429: ``Retry-After`` is when a worker is expected to free
+    (``api.pacing``), the same figure the detail quotes."""
+    try:
+        retry_after = queue_full_retry_after(Workload.read(store, workers))
+    except sqlite3.OperationalError as exc_table:
+        log.warning("running jobs unknown (%s); Retry-After %d s", exc_table, QUEUE_FULL_RETRY_AFTER_UNKNOWN_S)
+        retry_after = QUEUE_FULL_RETRY_AFTER_UNKNOWN_S
     waiting = "segment requests" if exc.priority > 0 else "jobs"
-    return (f"the queue is full ({waiting} waiting: {exc.waiting}; limit GEOSEG_MAX_QUEUED={exc.limit}); "
-            f"nothing was kept: submit again after {QUEUE_FULL_RETRY_AFTER_S} s")
-
-
-def queue_full_headers() -> dict[str, str]:
-    return {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)}
+    detail = (f"the queue is full ({waiting} waiting: {exc.waiting}; limit GEOSEG_MAX_QUEUED={exc.limit}); "
+              f"nothing was kept: submit again after {retry_after} s")
+    return detail, {"Retry-After": str(retry_after)}
 
 
 class QueueGate:
@@ -42,11 +43,12 @@ class QueueGate:
     app's job table (set at start-up). A table that cannot be asked lets the request through:
     the route meets the same fault and answers 503, or the insert applies the cap."""
 
-    def __init__(self, app: Any, state: Any, max_queued: int, priorities: dict[str, int]) -> None:
+    def __init__(self, app: Any, state: Any, max_queued: int, priorities: dict[str, int], workers: int) -> None:
         self.app = app
         self.state = state
         self.max_queued = max_queued
         self.priorities = priorities
+        self.workers = workers
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         priority = self.priorities.get(scope.get("path", "")) if scope["type"] == "http" else None
@@ -58,11 +60,11 @@ class QueueGate:
                 log.warning("queue length unknown (%s); the submission goes on", exc)
                 waiting = 0
             if waiting >= self.max_queued:
-                detail = queue_full_detail(QueueFull(waiting, self.max_queued, priority))
+                detail, extra = queue_full_answer(QueueFull(waiting, self.max_queued, priority), store, self.workers)
                 body = json.dumps({"detail": detail}).encode()
                 headers = [(b"content-type", b"application/json"),
                            (b"content-length", str(len(body)).encode()),
-                           *((k.lower().encode(), v.encode()) for k, v in queue_full_headers().items()),
+                           *((k.lower().encode(), v.encode()) for k, v in extra.items()),
                            (b"connection", b"close")]  # the unread upload is not drained
                 await send({"type": "http.response.start", "status": 429, "headers": headers})
                 await send({"type": "http.response.body", "body": body})

@@ -158,7 +158,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     add_compression(app)
     # inside the key gate: only a client with the key learns that the queue is full
     app.add_middleware(QueueGate, state=app.state, max_queued=settings.max_queued,
-                       priorities={"/v1/jobs": 0, "/v1/segment": segment.SYNC_PRIORITY})
+                       priorities={"/v1/jobs": 0, "/v1/segment": segment.SYNC_PRIORITY}, workers=settings.workers)
     if settings.api_key:
         app.add_middleware(ApiKeyGate, api_key=settings.api_key)  # inside CORS: preflights pass
     if settings.cors_origins:

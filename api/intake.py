@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from api.admission import queue_full_detail, queue_full_headers
+from api.admission import queue_full_answer
 from api.jobs import Job, JobStore, QueueFull
 from api.settings import Settings
 from api.validate import RasterLimits, UploadRejected, copy_upload, discard, display_name, inspect_raster
@@ -105,7 +105,7 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
         # no row, no job: its input must not wait for the next start-up to be removed
         shutil.rmtree(target, ignore_errors=True)
         if isinstance(exc, QueueFull):  # filled while this upload was received
-            raise UploadRejected(429, queue_full_detail(exc), queue_full_headers()) from exc
+            raise UploadRejected(429, *queue_full_answer(exc, store, settings.workers)) from exc
         if out_of_space(exc):
             raise UploadRejected(507, NO_SPACE) from exc
         raise

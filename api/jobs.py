@@ -211,6 +211,16 @@ class JobStore:
             rows = con.execute("SELECT * FROM jobs WHERE status = 'running'").fetchall()
         return [Job.from_row(r) for r in rows]
 
+    def recent_run_seconds(self, limit: int) -> list[float]:
+        """How long the last ``limit`` successful attempts ran (start to finish, newest first),
+        deleted jobs included while their rows last (a finished ``/v1/segment`` is deleted)."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT finished_at - started_at FROM jobs WHERE status = 'succeeded'"
+                " AND started_at IS NOT NULL AND finished_at IS NOT NULL"
+                " ORDER BY finished_at DESC LIMIT ?", (limit,)).fetchall()
+        return [max(0.0, float(r[0])) for r in rows]
+
     def counts(self) -> dict[str, int]:
         with self._connect() as con:
             rows = con.execute(

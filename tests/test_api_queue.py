@@ -3,12 +3,15 @@ before its upload is read, and nothing of it is kept."""
 from __future__ import annotations
 
 import shutil
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from api.jobs import JobStore, QueueFull
+from api.pacing import Workload, queue_full_retry_after
 from api.settings import Settings
 from test_api_contract import SCENE, check_serve_setting, service, submit, wait
 from test_api_fakes import hanging_runner
@@ -20,11 +23,22 @@ def post(client, path: str = "/v1/jobs"):
         return client.post(path, files={"file": (SCENE.name, f, "image/tiff")})
 
 
-def assert_queue_full(r, limit: int) -> None:
+def assert_queue_full(r, limit: int) -> int:
+    """Checks a 429; its ``Retry-After``, which the detail quotes."""
     assert r.status_code == 429, r.text
-    assert r.headers["retry-after"] == "30"
+    retry_after = int(r.headers["retry-after"])
+    assert 2 <= retry_after <= 300
     detail = r.json()["detail"]
     assert "queue is full" in detail and f"GEOSEG_MAX_QUEUED={limit}" in detail, detail
+    assert f"submit again after {retry_after} s" in detail, detail
+    return retry_after
+
+
+def wait_for_eta(client, job_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/jobs/{job_id}").json()["eta_s"] is None:
+        assert time.monotonic() < deadline, "the running job never got an eta_s"
+        time.sleep(0.05)
 
 
 async def _post_counting_reads(app, path: str, scene: Path) -> tuple[int, int]:
@@ -127,3 +141,41 @@ def test_health_shows_the_queue_depth_its_limit_and_the_retention(tmp_path):
         assert health["jobs"]["queued"] == 1 and health["running"] == 1
         assert (health["max_queued"], health["retention_hours"]) == (5, 48)
         client.delete(f"/v1/jobs/{running}")
+
+
+def test_a_full_queue_says_to_come_back_when_the_running_job_should_end(tmp_path):
+    # Retry-After was a fixed 30 s: long after a small scene's slot had freed, far too soon
+    # behind an hour-long job. Now: the running job's eta_s (seconds since its start x (1 -
+    # progress) / progress; the hanging fake sits at 0.3), within 2..300 s
+    with service(tmp_path, runner=hanging_runner, max_queued=1) as client:
+        running = submit(client, Path(shutil.copy(SCENE, tmp_path / "hang.tif")))["id"]
+        wait_for_eta(client, running)
+        submit(client)
+        before = client.get(f"/v1/jobs/{running}").json()["eta_s"]
+        retry_after = assert_queue_full(post(client), limit=1)
+        after = client.get(f"/v1/jobs/{running}").json()["eta_s"]
+        assert max(2, int(before)) <= retry_after <= max(2, int(after) + 1), (before, retry_after, after)
+        client.delete(f"/v1/jobs/{running}")
+
+
+def test_retry_after_estimates_when_a_worker_frees_within_bounds(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    new(store)
+    job = store.claim_next()
+    now = job.started_at + 20
+
+    def workload(*running, typical=None, workers=1):
+        return Workload(running=running, typical_run_s=typical, workers=workers, now=now)
+
+    at_half = replace(job, progress=0.5)  # 20 s for half: 20 s left
+    starting = replace(job, progress=0.0)  # no eta yet
+    assert queue_full_retry_after(workload(at_half)) == 20
+    assert queue_full_retry_after(workload(starting, typical=65.0)) == 45  # recent jobs ran 65 s
+    assert queue_full_retry_after(workload(starting)) == 30  # nothing known: the old figure
+    assert queue_full_retry_after(workload(starting, at_half, workers=2)) == 20  # the first to end
+    assert queue_full_retry_after(workload(starting, workers=2)) == 2  # a worker is idle
+    assert queue_full_retry_after(workload(replace(job, progress=0.01 + 0.05))) == 300  # capped
+    assert queue_full_retry_after(workload(replace(job, deleted=True))) == 2  # being cancelled
+    assert store.recent_run_seconds(5) == []
+    store.mark_succeeded(job.id, job.attempts, {})
+    assert len(store.recent_run_seconds(5)) == 1 and Workload.read(store, 1).typical_run_s is not None
