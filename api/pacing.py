@@ -15,7 +15,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from api.jobs import Job, JobStore
+from api.jobs import ENDED, Job, JobStore
 from api.schemas import eta_s
 
 #: successful attempts whose run times make the typical one
@@ -88,3 +88,12 @@ def poll_after(job: Job, workload: Workload) -> int | None:
     else:
         return None
     return POLL_AFTER_UNKNOWN_S if left is None else _bounded(left, POLL_AFTER_BOUNDS_S)
+
+
+def poll_headers(job: Job, store: JobStore, workers: int) -> dict[str, str]:
+    """``Retry-After`` (the suggested poll interval) for an answer about ``job`` while it has not
+    ended; nothing once it has (the job table is then not asked)."""
+    if job.status in ENDED:
+        return {}
+    after = poll_after(job, Workload.read(store, workers))
+    return {} if after is None else {"Retry-After": str(after)}

@@ -105,6 +105,9 @@ def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
     assert "Retry-After" in submit["responses"]["429"]["headers"]
     result = operations[("get", "/v1/jobs/{job_id}/{name}")]
     assert {"200", "206", "304", "404", "409"} <= set(result["responses"])
+    assert "Retry-After" in result["responses"]["409"]["headers"]  # the poll interval, as on the job's 200
+    assert "Retry-After" in operations[("get", "/v1/jobs/{job_id}")]["responses"]["200"]["headers"]
+    assert "Cache-Control" in result["responses"]["200"]["headers"]
     assert result["responses"]["200"]["content"]["image/tiff"]["schema"] == {"type": "string", "format": "binary"}
     names = next(p for p in result["parameters"] if p["name"] == "name")["schema"]["enum"]
     assert names == ["buildings.geojson", "buildings.gpkg", "classmap.tif", "report.json"]

@@ -26,7 +26,7 @@ def supervisor_of(request: Request) -> Supervisor:
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route can give."""
     text = {400: "Malformed upload (empty, damaged, truncated)", 401: "Missing or wrong API key",
-            404: "No such job or file", 409: "Job not finished", 413: "Upload or raster too large",
+            404: "No such job or file", 409: "Job not succeeded (yet: queued or running, with Retry-After)", 413: "Upload or raster too large",
             415: "Not a GeoTIFF", 422: "Unusable raster or invalid option",
             429: "The queue is full (GEOSEG_MAX_QUEUED): nothing was kept; retry after Retry-After seconds",
             503: "The job table is unavailable (disk full, database locked): retry after Retry-After seconds",
@@ -36,11 +36,15 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         answers[code] = {"model": Problem, "description": text[code]}
         if code in (429, 503):
             answers[code]["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
+        elif code == 409:
+            answers[code]["headers"] = {"Retry-After": POLL_AFTER_HEADER}
     return answers
 
 
 LOCATION_HEADER = {"description": "The job's URL, to poll.", "schema": {"type": "string"}}
 RETRY_AFTER_HEADER = {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}
+POLL_AFTER_HEADER = {"description": "While the job is queued or running: suggested seconds before polling "
+                                    "it again (its estimated seconds left, 1..30).", "schema": {"type": "integer"}}
 RESULT_CACHE_CONTROL_HEADER = {
     "description": "`private, max-age=31536000, immutable`: the file never changes; only the client may "
                    "keep it (every other answer is `no-store`).", "schema": {"type": "string"}}

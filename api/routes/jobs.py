@@ -22,9 +22,11 @@ from api.caching import result_cache_headers
 from api.downloads import HeldFileResponse
 from api.intake import accept_upload, parse_options
 from api.jobs import STATUSES, Job, JobStore
+from api.pacing import poll_headers
 from api.routes.common import (
     LOCATION_HEADER,
     OUTPUTS_PATTERN,
+    POLL_AFTER_HEADER,
     RESULT_CACHE_CONTROL_HEADER,
     UPLOAD_SCHEMA,
     Bands,
@@ -147,10 +149,16 @@ def list_jobs(
     return JobPage(items=[job_status(j, hours) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
 
 
-@router.get("/{job_id}", response_model=JobStatus, responses=problems(404, 422, 503))
-def get_job(request: Request, job_id: UUID) -> JobStatus:
-    """Status, progress (0..1), current pipeline stage, error, timestamps and input summary."""
-    return job_status(_get_job(store_of(request), job_id), settings_of(request).retention_hours)
+@router.get("/{job_id}", response_model=JobStatus,
+            responses={200: {"description": "The job", "headers": {"Retry-After": POLL_AFTER_HEADER}},
+                       **problems(404, 422, 503)})
+def get_job(request: Request, response: Response, job_id: UUID) -> JobStatus:
+    """Status, progress (0..1), current pipeline stage, error, timestamps and input summary;
+    while the job is queued or running, ``Retry-After`` suggests when to poll again."""
+    store, settings = store_of(request), settings_of(request)
+    job = _get_job(store, job_id)
+    response.headers.update(poll_headers(job, store, settings.workers))
+    return job_status(job, settings.retention_hours)
 
 
 @router.delete("/{job_id}", status_code=204, responses=problems(404, 422, 503))
@@ -178,10 +186,13 @@ def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse
     job = _get_job(store_of(request), job_id)
     if name not in RESULT_FILES:
         raise HTTPException(404, f"a job has no file {name!r}: its files are {', '.join(RESULT_FILES)}")
+    settings = settings_of(request)
+    if job.status == "failed":  # it told the client to poll a job that will never succeed
+        raise HTTPException(409, f"job failed, so it has no results; its error is at /v1/jobs/{job.id}")
     if job.status != "succeeded":
         raise HTTPException(409, f"job is {job.status}; results exist once it has succeeded "
-                                 f"(poll /v1/jobs/{job.id})")
-    settings = settings_of(request)
+                                 f"(poll /v1/jobs/{job.id}, after Retry-After seconds)",
+                            headers=poll_headers(job, store_of(request), settings.workers))
     path = job_dir(settings, job.id) / RESULT_DIR / name
     try:
         # opened here: from now on the job's removal (DELETE, retention) cannot cut the download

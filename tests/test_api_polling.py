@@ -1,0 +1,63 @@
+"""Polling guidance: ``Retry-After`` on the status (and the 409 of the results) of a job that has
+not ended, from its estimated seconds left; none once it has ended."""
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from api.jobs import JobStore
+from api.pacing import Workload, poll_after
+from test_api_contract import SCENE, service, submit, wait
+from test_api_fakes import hanging_runner
+from test_api_jobs import new
+from test_api_queue import wait_for_eta
+
+
+def test_a_job_not_ended_says_when_to_poll_again(tmp_path):
+    # a polling client had to guess an interval (and a 409 for results asked too early said only
+    # "poll"): now both carry Retry-After, the job's estimated seconds left within 1..30 s
+    with service(tmp_path, runner=hanging_runner) as client:
+        running = submit(client, Path(shutil.copy(SCENE, tmp_path / "hang.tif")))["id"]
+        wait_for_eta(client, running)
+        queued = submit(client)["id"]
+        r = client.get(f"/v1/jobs/{running}")
+        after, eta = int(r.headers["retry-after"]), r.json()["eta_s"]
+        assert 1 <= after <= 30 and abs(after - min(30, max(1, math.ceil(eta)))) <= 1, (after, eta)
+        early = client.get(f"/v1/jobs/{running}/buildings.geojson")
+        assert early.status_code == 409 and 1 <= int(early.headers["retry-after"]) <= 30
+        assert 1 <= int(client.get(f"/v1/jobs/{queued}").headers["retry-after"]) <= 30
+        assert int(client.get(f"/v1/jobs/{queued}/report.json").headers["retry-after"]) >= 1
+
+        client.delete(f"/v1/jobs/{running}")
+        done = wait(client, queued)
+        assert done["status"] == "succeeded"
+        assert "retry-after" not in client.get(f"/v1/jobs/{queued}").headers  # nothing will change
+
+        failed = submit(client)["id"]
+        client.app.state.store.mark_failed(failed, "no valid pixel")
+        refused = client.get(f"/v1/jobs/{failed}/buildings.geojson")
+        assert refused.status_code == 409 and "retry-after" not in refused.headers
+        assert "failed" in refused.json()["detail"] and "poll" not in refused.json()["detail"]
+        assert "retry-after" not in client.get(f"/v1/jobs/{failed}").headers
+
+
+def test_the_poll_interval_is_the_estimated_time_left_within_bounds(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    new(store), new(store)
+    job = store.claim_next()
+    queued = store.get(next(j.id for j in store.list(10, 0)[0] if j.status == "queued"))
+    now = job.started_at + 10
+
+    def after(of, running, typical=None, workers=1):
+        return poll_after(of, Workload(running=running, typical_run_s=typical, workers=workers, now=now))
+
+    half = replace(job, progress=0.5)  # 10 s for half: 10 s left
+    assert after(half, (half,)) == 10 and after(queued, (half,)) == 10
+    assert after(replace(job, progress=0.1), ()) == 30  # 90 s left: polled at least every 30 s
+    assert after(replace(job, progress=0.98), ()) == 1
+    assert after(replace(job, progress=0.0), ()) == 2  # nothing known yet
+    assert after(replace(job, progress=0.0), (), typical=14.0) == 4  # recent jobs ran 14 s
+    assert after(queued, (half,), workers=2) == 1  # a worker is idle
+    assert after(replace(job, status="succeeded"), ()) is None
