@@ -61,3 +61,20 @@ def test_the_poll_interval_is_the_estimated_time_left_within_bounds(tmp_path):
     assert after(replace(job, progress=0.0), (), typical=14.0) == 4  # recent jobs ran 14 s
     assert after(queued, (half,), workers=2) == 1  # a worker is idle
     assert after(replace(job, status="succeeded"), ()) is None
+
+
+def test_head_answers_every_get_with_its_headers_and_no_body(tmp_path):
+    # a monitor or proxy checking a job, the list, the models or /healthz with HEAD got 405
+    with service(tmp_path, runner=hanging_runner) as client:
+        running = submit(client, Path(shutil.copy(SCENE, tmp_path / "hang.tif")))["id"]
+        wait_for_eta(client, running)
+        for url in (f"/v1/jobs/{running}", "/v1/jobs", "/v1/models", "/healthz"):
+            get = client.get(url, headers={"Accept-Encoding": "identity"})
+            head = client.head(url, headers={"Accept-Encoding": "identity"})
+            assert (head.status_code, head.content) == (200, b""), url
+            assert head.headers["content-type"] == get.headers["content-type"] == "application/json", url
+            assert head.headers["cache-control"] == "no-store", url
+        assert 1 <= int(client.head(f"/v1/jobs/{running}").headers["retry-after"]) <= 30
+        gone = "00000000-0000-4000-8000-000000000000"
+        assert client.head(f"/v1/jobs/{gone}").status_code == 404
+        client.delete(f"/v1/jobs/{running}")

@@ -161,6 +161,12 @@ def get_job(request: Request, response: Response, job_id: UUID) -> JobStatus:
     return job_status(job, settings.retention_hours)
 
 
+# HEAD of the status and the list, as of every GET (RFC 9110 9.1): a monitor or proxy checking
+# that a job exists got 405. Out of the schema: the same operations as the GETs.
+router.add_api_route("", list_jobs, methods=["HEAD"], include_in_schema=False, response_model=JobPage)
+router.add_api_route("/{job_id}", get_job, methods=["HEAD"], include_in_schema=False, response_model=JobStatus)
+
+
 @router.delete("/{job_id}", status_code=204, responses=problems(404, 422, 503))
 def delete_job(request: Request, job_id: UUID) -> Response:
     """Cancel the job if it runs, and remove it and all its files."""

@@ -33,3 +33,7 @@ def read_cards(folder: Path) -> list[dict[str, Any]]:
 def list_models() -> list[dict[str, Any]]:
     """Names, tasks, classes, GSD, training data and test metrics of the shipped models."""
     return read_cards(weights_dir())
+
+
+router.add_api_route("/models", list_models, methods=["HEAD"], include_in_schema=False,
+                     response_model=list[ModelCard])  # HEAD, as of every GET
