@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.admission import QueueGate
 from api.caching import NoStoreByDefault
@@ -55,6 +56,18 @@ def _lock_data_dir(settings: Settings) -> IO[str]:
         handle.close()
         raise RuntimeError(f"another geoseg server is using {settings.data_dir}") from exc
     return handle
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at the request's path. Starlette's 405 names only those of
+    the first route matching the path (``Allow: GET`` on a job, which also takes DELETE)."""
+    path, root_path = request.scope["path"], request.scope.get("root_path", "")
+    return [method for method in _METHODS if any(
+        route.matches({"type": "http", "path": path, "root_path": root_path, "method": method})[0] == Match.FULL
+        for route in request.app.router.routes)]
 
 
 def create_app(settings: Settings | None = None, runner: Runner | str | None = None) -> FastAPI:
@@ -130,6 +143,10 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
         if exc.status_code == 400 and any(out_of_space(e) for e in exception_chain(exc)[1:]):
             log.error("no disk space to receive an upload: %s", exc.__cause__)
             return JSONResponse({"detail": NO_SPACE}, status_code=507)
+        if exc.status_code == 405:
+            allowed = ", ".join(allowed_methods(request))
+            return JSONResponse({"detail": f"method {request.method} is not allowed here; this URL takes {allowed}"},
+                                status_code=405, headers={"Allow": allowed})
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)

@@ -49,6 +49,17 @@ def test_every_refusal_has_a_one_line_string_detail(tmp_path):
     assert "_file" not in answers["profile as file"].text  # FastAPI echoed an UploadFile's internals
 
 
+def test_a_method_not_allowed_names_every_method_the_url_takes(tmp_path):
+    # 405 said "Method Not Allowed" with the Allow of the first route on the path only: a job's
+    # URL said `Allow: GET` (not DELETE), /v1/jobs `Allow: POST` (not GET)
+    with service(tmp_path) as client:
+        job = client.put(f"/v1/jobs/{uuid.uuid4()}")
+        jobs = client.patch("/v1/jobs")
+    assert (job.status_code, job.headers["allow"]) == (405, "GET, HEAD, DELETE")
+    assert job.json()["detail"] == "method PUT is not allowed here; this URL takes GET, HEAD, DELETE"
+    assert (jobs.status_code, jobs.headers["allow"]) == (405, "GET, HEAD, POST")
+
+
 def test_a_body_that_is_not_a_form_is_told_so(tmp_path):
     with service(tmp_path) as client:
         raw = client.post("/v1/jobs", content=SCENE.read_bytes(), headers={"Content-Type": "image/tiff"})
