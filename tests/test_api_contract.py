@@ -461,6 +461,7 @@ def test_segment_that_outlasts_its_timeout_becomes_a_job_to_poll(tmp_path, monke
         with open(SCENE, "rb") as f:
             r = client.post("/v1/segment", files={"file": ("k.tif", f, "image/tiff")})
         assert r.status_code == 202 and r.headers["location"] == r.json()["links"]["self"]
+        assert 1 <= int(r.headers["retry-after"]) <= 30  # when to poll it (docs/service.md, Polling)
         job = wait(client, r.json()["id"])
         assert job["status"] == "succeeded" and job["kind"] == "segment"
         assert client.get(f"{r.headers['location']}/buildings.geojson").json()["features"]

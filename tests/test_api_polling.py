@@ -21,7 +21,10 @@ def test_a_job_not_ended_says_when_to_poll_again(tmp_path):
     with service(tmp_path, runner=hanging_runner) as client:
         running = submit(client, Path(shutil.copy(SCENE, tmp_path / "hang.tif")))["id"]
         wait_for_eta(client, running)
-        queued = submit(client)["id"]
+        with open(SCENE, "rb") as f:
+            accepted = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")})
+        assert accepted.status_code == 202 and 1 <= int(accepted.headers["retry-after"]) <= 30  # first poll
+        queued = accepted.json()["id"]
         r = client.get(f"/v1/jobs/{running}")
         after, eta = int(r.headers["retry-after"]), r.json()["eta_s"]
         assert 1 <= after <= 30 and abs(after - min(30, max(1, math.ceil(eta)))) <= 1, (after, eta)

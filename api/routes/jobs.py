@@ -81,7 +81,7 @@ def _get_job(store: JobStore, job_id: UUID) -> Job:
 
 @router.post("", status_code=202, response_model=JobAccepted,
              responses={202: {"description": "Accepted: poll the job at `Location` (its `links.self`)",
-                              "headers": {"Location": LOCATION_HEADER}},
+                              "headers": {"Location": LOCATION_HEADER, "Retry-After": POLL_AFTER_HEADER}},
                         **problems(400, 413, 415, 422, 429, 503, 507)})
 async def submit_job(
     request: Request,
@@ -97,11 +97,12 @@ async def submit_job(
 ) -> JSONResponse:
     """Queue a scene for prediction; poll the ``self`` link until it succeeds."""
     options = parse_options(refine, regularize, outputs, profile, bands)
-    job = await accept_upload(file, options, settings_of(request), store_of(request))
+    settings, store = settings_of(request), store_of(request)
+    job = await accept_upload(file, options, settings, store)
     supervisor_of(request).wake()
     body = JobAccepted(id=job.id, status=job.status, links=job_links(job), input=InputSummary(**job.input))
     return JSONResponse(body.model_dump(mode="json"), status_code=202,
-                        headers={"Location": f"/v1/jobs/{job.id}"})
+                        headers={"Location": f"/v1/jobs/{job.id}", **poll_headers(job, store, settings.workers)})
 
 
 #: ``created_at`` (seconds, as ``repr`` writes a float of time.time()) ``_`` job id

@@ -17,8 +17,10 @@ from fastapi import APIRouter, File, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api.intake import accept_upload, parse_options
+from api.pacing import poll_headers
 from api.routes.common import (
     LOCATION_HEADER,
+    POLL_AFTER_HEADER,
     UPLOAD_SCHEMA,
     Bands,
     Profile,
@@ -50,7 +52,7 @@ FEATURE_COLLECTION = {"type": "object", "required": ["type", "features"],
     responses={200: {"content": {"application/geo+json": {"schema": FEATURE_COLLECTION}},
                      "description": "Building footprints (RFC 7946 FeatureCollection, WGS84)"},
                202: {"model": JobAccepted, "description": "Not finished in time: poll the job",
-                     "headers": {"Location": LOCATION_HEADER}},
+                     "headers": {"Location": LOCATION_HEADER, "Retry-After": POLL_AFTER_HEADER}},
                **problems(400, 413, 415, 422, 429, 503, 507)},
 )
 async def segment(
@@ -91,4 +93,4 @@ async def segment(
     accepted = JobAccepted(id=current.id, status=current.status, links=job_links(current),
                            input=InputSummary(**current.input))
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202,
-                        headers={"Location": f"/v1/jobs/{job.id}"})
+                        headers={"Location": f"/v1/jobs/{job.id}", **poll_headers(current, store, settings.workers)})
