@@ -205,6 +205,15 @@ class JobStore:
         with self._connect() as con:
             return self._queued_ahead(con, priority)
 
+    def queued_before(self, job: Job) -> int:
+        """Queued jobs that will be claimed before queued ``job`` (``claim_next``'s order:
+        priority, then age)."""
+        with self._connect() as con:
+            return int(con.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND deleted = 0 AND id != ?"
+                " AND (priority > ? OR (priority = ? AND created_at < ?))",
+                (job.id, job.priority, job.priority, job.created_at)).fetchone()[0])
+
     def running(self) -> list[Job]:
         """Jobs in status 'running' (deleted ones included)."""
         with self._connect() as con:

@@ -79,12 +79,16 @@ def queue_full_retry_after(workload: Workload) -> int:
     return _bounded(free, QUEUE_FULL_RETRY_AFTER_BOUNDS_S)
 
 
-def poll_after(job: Job, workload: Workload) -> int | None:
-    """Suggested seconds before polling ``job`` again; None once it has ended (nothing will change)."""
+def poll_after(job: Job, workload: Workload, ahead: int = 0) -> int | None:
+    """Suggested seconds before polling ``job`` again; None once it has ended (nothing will change).
+    ``ahead``: the queued jobs that start before a queued ``job``; each round of ``workers`` of
+    them adds a typical run time (a job deep in a queue is polled every 30 s, not every few)."""
     if job.status == "running":
         left = workload.seconds_left(job)
     elif job.status == "queued":
-        left = workload.seconds_until_a_worker_frees()  # at the soonest: deeper in the queue, later
+        left = workload.seconds_until_a_worker_frees()
+        if left is not None and workload.typical_run_s is not None:
+            left += (ahead // workload.workers) * workload.typical_run_s
     else:
         return None
     return POLL_AFTER_UNKNOWN_S if left is None else _bounded(left, POLL_AFTER_BOUNDS_S)
@@ -95,5 +99,6 @@ def poll_headers(job: Job, store: JobStore, workers: int) -> dict[str, str]:
     ended; nothing once it has (the job table is then not asked)."""
     if job.status in ENDED:
         return {}
-    after = poll_after(job, Workload.read(store, workers))
+    ahead = store.queued_before(job) if job.status == "queued" else 0
+    after = poll_after(job, Workload.read(store, workers), ahead)
     return {} if after is None else {"Retry-After": str(after)}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import shutil
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
 from api.jobs import JobStore
-from api.pacing import Workload, poll_after
+from api.pacing import Workload, poll_after, poll_headers
 from test_api_contract import SCENE, service, submit, wait
 from test_api_fakes import hanging_runner
 from test_api_jobs import new
@@ -64,6 +65,27 @@ def test_the_poll_interval_is_the_estimated_time_left_within_bounds(tmp_path):
     assert after(replace(job, progress=0.0), (), typical=14.0) == 4  # recent jobs ran 14 s
     assert after(queued, (half,), workers=2) == 1  # a worker is idle
     assert after(replace(job, status="succeeded"), ()) is None
+
+
+def test_a_job_deep_in_the_queue_is_polled_less_often(tmp_path):
+    # a queued job was told to poll again when the first worker frees, however many jobs
+    # waited before it: 100 clients of a full queue polled every few seconds for hours
+    store = JobStore(tmp_path / "jobs.sqlite")
+    new(store), new(store)
+    done = store.claim_next()
+    store.mark_succeeded(done.id, done.attempts, {})
+    with sqlite3.connect(store.db_path) as con:  # it ran 6 s: the typical run time
+        con.execute("UPDATE jobs SET started_at = finished_at - 6 WHERE id = ?", (done.id,))
+    running = store.claim_next()
+    waiting = [store.get(new(store)) for _ in range(4)]
+    urgent = store.get(new(store, priority=10))  # claimed before them all
+    assert [store.queued_before(j) for j in waiting] == [1, 2, 3, 4] and store.queued_before(urgent) == 0
+    workload = Workload(running=(replace(running, progress=0.5),), typical_run_s=6.0, workers=1,
+                        now=running.started_at + 4)
+    # 4 s left of the running job, then 6 s for each job ahead
+    assert [poll_after(j, workload, store.queued_before(j)) for j in waiting] == [10, 16, 22, 28]
+    assert poll_after(urgent, workload, 0) == 4
+    assert poll_headers(waiting[3], store, workers=1) == {"Retry-After": "30"}  # 6 + 4 x 6 s at least
 
 
 def test_head_answers_every_get_with_its_headers_and_no_body(tmp_path):
