@@ -45,10 +45,12 @@ class HeldFileResponse(FileResponse):
         try:
             etag = self.current_copy(Headers(scope=scope)) if scope["method"] in ("GET", "HEAD") else None
             if etag is not None:
-                # a 304 carries the caching headers its 200 would have (RFC 9110 15.4.5), or a
-                # cache would keep its stored copy under rules the server no longer states
-                headers = {"etag": etag, "last-modified": self.headers["last-modified"],
-                           **{k: self.headers[k] for k in ("cache-control", "vary") if k in self.headers}}
+                # a 304 carries the Cache-Control its 200 would have (RFC 9110 15.4.5); not Vary:
+                # the 200's may also name Accept-Encoding (added by the gzip middleware), and a
+                # cache replaces its stored Vary with a 304's, which would then be partial
+                headers = {"etag": etag, "last-modified": self.headers["last-modified"]}
+                if "cache-control" in self.headers:
+                    headers["cache-control"] = self.headers["cache-control"]
                 await Response(status_code=304, headers=headers)(scope, receive, send)
             else:
                 await super().__call__(scope, receive, send)

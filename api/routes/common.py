@@ -26,7 +26,8 @@ def supervisor_of(request: Request) -> Supervisor:
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route can give."""
     text = {400: "Malformed upload (empty, damaged, truncated)", 401: "Missing or wrong API key",
-            404: "No such job or file", 409: "Job not succeeded (yet: queued or running, with Retry-After)", 413: "Upload or raster too large",
+            404: "No such job or file", 409: "Job not succeeded (yet: queued or running, with Retry-After)",
+            413: "Upload or raster too large",
             415: "Not a GeoTIFF", 422: "Unusable raster or invalid option",
             429: "The queue is full (GEOSEG_MAX_QUEUED): nothing was kept; retry after Retry-After seconds",
             503: "The job table is unavailable (disk full, database locked): retry after Retry-After seconds",
