@@ -12,9 +12,9 @@ a page using another key.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.datastructures import MutableHeaders
+
+from api.response_headers import ResponseHeadersMiddleware
 
 #: what every answer but a result file gets: job status, lists, errors, /healthz
 NO_STORE = "no-store"
@@ -31,23 +31,10 @@ def result_cache_headers(keyed: bool) -> dict[str, str]:
     return headers
 
 
-class NoStoreByDefault:
-    """ASGI middleware: ``Cache-Control: no-store`` on every HTTP answer that does not set its
-    own, including the refusals of the gates around the routes (401, 413, 429)."""
+class NoStoreByDefault(ResponseHeadersMiddleware):
+    """``Cache-Control: no-store`` on every HTTP answer that does not set its own, including the
+    refusals of the gates around the routes (401, 413, 429)."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_no_store(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(raw=message["headers"])
-                if "cache-control" not in headers:
-                    headers["Cache-Control"] = NO_STORE
-            await send(message)
-
-        await self.app(scope, receive, send_no_store)
+    def edit(self, headers: MutableHeaders) -> None:
+        if "cache-control" not in headers:
+            headers["Cache-Control"] = NO_STORE

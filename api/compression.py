@@ -8,12 +8,12 @@ not send ``Accept-Encoding: gzip`` (GDAL's /vsicurl/, curl without ``--compresse
 """
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 from starlette.responses import FileResponse
+
+from api.response_headers import ResponseHeadersMiddleware
 
 #: compressed by their format: gzip would spend CPU for nothing
 ALREADY_COMPRESSED = (*DEFAULT_EXCLUDED_CONTENT_TYPES, "image/tiff")
@@ -21,28 +21,15 @@ MINIMUM_SIZE = 1024
 LEVEL = 6  # zlib's default: level 9 costs about twice the CPU for 1-2 % less on GeoJSON
 
 
-class WeakEtagWhenEncoded:
+class WeakEtagWhenEncoded(ResponseHeadersMiddleware):
     """A gzip body is another representation of the file, so its ETag is made weak (RFC 9110
     8.8.1): ``If-None-Match`` (weak comparison) still revalidates it, while ``If-Range`` with it
     answers the whole file rather than byte ranges a client would splice into compressed bytes."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_weak(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(raw=message["headers"])
-                etag = headers.get("etag")
-                if "content-encoding" in headers and etag and not etag.startswith("W/"):
-                    headers["etag"] = f"W/{etag}"
-            await send(message)
-
-        await self.app(scope, receive, send_weak)
+    def edit(self, headers: MutableHeaders) -> None:
+        etag = headers.get("etag")
+        if "content-encoding" in headers and etag and not etag.startswith("W/"):
+            headers["etag"] = f"W/{etag}"
 
 
 def add_compression(app: FastAPI) -> None:
