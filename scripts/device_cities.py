@@ -78,7 +78,7 @@ def void_reason(runs: dict[str, dict[str, Any]], expected: list[str]) -> str | N
     steps = {k: runs[k]["steps"] for k in expected}
     floor = MIN_STEP_SHARE * median(steps.values())
     short = [f"{k} ({n} steps)" for k, n in steps.items() if n < floor]
-    return f"runs under {floor:.0f} steps: {', '.join(short)}" if short else None
+    return f"runs under {floor:g} steps (half the median): {', '.join(short)}" if short else None
 
 
 def run_cities(args) -> int:
