@@ -5,7 +5,9 @@ kwargs, classes and colours, input bands and normalisation, working GSD, how it 
 trained and how well it scores. Weights are stored as fp16 state dicts (half the size,
 no measurable accuracy change for inference) and loaded back as float32.
 
-No rasterio/typer/fastapi imports here: this module also runs on the GPU machine.
+No rasterio/typer/fastapi imports here: this module also runs on the GPU machine. torch is imported
+by the functions that build, load or save a module: reading and checking cards does not need it, and
+the service's server process (which checks its ``--models`` folder) never loads torch.
 """
 from __future__ import annotations
 
@@ -15,14 +17,16 @@ import os
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from geoseg.notes import tell
 from geoseg.paths import REPO_ROOT, weights_dir
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 CREDITS_BUILDINGS = [
     "Imagery: OpenAerialMap / Open Imagery Network contributors, CC BY 4.0",
@@ -77,8 +81,24 @@ DEFAULT_NAMES = {
 }
 
 
+#: the tasks a card can be for (``geoseg predict --model TASK=CARD``)
+MODEL_TASKS = tuple(DEFAULT_NAMES)
+
+
 class ModelCardError(ValueError):
     """A model card or its weights are missing or inconsistent."""
+
+
+def parse_model_specs(specs: list[str], what: str = "--model", value: str = "CARD") -> dict[str, str]:
+    """``TASK=VALUE`` items (``geoseg predict --model``: a card or folder; a service job's ``model``
+    field: a model's name) -> {task: value}; ``ValueError`` naming ``what`` on a malformed one."""
+    models = {}
+    for spec in specs:
+        task, sep, given = spec.partition("=")
+        if not sep or task not in MODEL_TASKS or not given:
+            raise ValueError(f"{what} expects TASK={value} with TASK {'|'.join(MODEL_TASKS)}, got {spec!r}")
+        models[task] = given
+    return models
 
 
 def build_module(architecture: str, arch_kwargs: dict[str, Any]) -> nn.Module:
@@ -133,6 +153,8 @@ def utc_now() -> str:
 
 def fp16_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """State dict with floating tensors in fp16 on CPU (integers such as BN counters kept)."""
+    import torch
+
     return {
         k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
         for k, v in model.state_dict().items()
@@ -141,6 +163,8 @@ def fp16_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_model(model: nn.Module, card: dict[str, Any], out_dir: Path) -> Path:
     """Write ``<name>.pt`` (fp16) and ``<name>.json`` into ``out_dir``; returns the card path."""
+    import torch
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = card["name"]
@@ -223,6 +247,28 @@ def find_card(model_dir_or_card: Path, task: str | None = None) -> Path:
     return cards[0]
 
 
+def find_task_card(model_dir_or_card: Path, task: str) -> Path:
+    """The card of ``task`` at ``model_dir_or_card`` (``find_card``), refused when it is another
+    task's: a card of another task ran to the end of the head's tiles and failed on its output's
+    shape ("expected (3, h, w) building probabilities")."""
+    path = find_card(model_dir_or_card, task)
+    other = read_card(path).get("task")
+    if other != task:
+        raise ModelCardError(f"{path} is a {other} model card, not a {task} one")
+    return path
+
+
+def weights_path(card_path: Path, card: dict[str, Any]) -> Path | None:
+    """The weight file a card names, beside it (None for an untrained placeholder, whose
+    ``weights`` is null); ``ModelCardError`` when it is not there."""
+    if not card.get("weights"):
+        return None
+    path = Path(card_path).parent / card["weights"]
+    if not path.is_file():
+        raise ModelCardError(f"weights {path} named by {card_path} not found")
+    return path
+
+
 def _looks_like_card(path: Path) -> bool:
     try:
         data = json.loads(path.read_text())
@@ -240,17 +286,16 @@ def load_model(model_dir_or_card: Path | str, device: str = "cpu",
     a fixed seed and ``notes`` are told, else a warning is raised (lets integrators run before
     weights ship).
     """
+    import torch
+
     card_path = find_card(Path(model_dir_or_card), task)
     card = read_card(card_path)
-    weights = card.get("weights")
-    if not weights:
+    wpath = weights_path(card_path, card)
+    if wpath is None:
         tell(notes, f"model card {card_path.name} has no weights: untrained placeholder (seed 0)")
         torch.manual_seed(0)
     model = build_module(card["architecture"], card["arch_kwargs"])
-    if weights:
-        wpath = card_path.parent / weights
-        if not wpath.is_file():
-            raise ModelCardError(f"weights {wpath} named by {card_path} not found")
+    if wpath is not None:
         state = torch.load(wpath, map_location="cpu", weights_only=True)
         state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
         try:
@@ -295,6 +340,8 @@ def load_default(task: str, profile: str = "accurate", device: str = "cpu") -> t
 
 def normalise(images: torch.Tensor, card: dict[str, Any]) -> torch.Tensor:
     """uint8 (B,3,H,W) (or float 0..255) -> float input the model expects, per the card."""
+    import torch
+
     norm = card["normalisation"]
     mean = torch.tensor(norm["mean"], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(norm["std"], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)

@@ -72,12 +72,7 @@ def load_head(
     if profile not in ("fast", "accurate"):
         raise ValueError(f"profile must be 'fast' or 'accurate', got {profile!r}")
     if model_dir is not None:
-        # before the weights are read: a card of another task would run to the end of the head's
-        # tiles and fail on its output's shape ("expected (3, h, w) building probabilities")
-        path = cards.find_card(model_dir, task)
-        other = cards.read_card(path).get("task")
-        if other != task:
-            raise cards.ModelCardError(f"{path} is a {other} model card, not a {task} one")
+        path = cards.find_task_card(model_dir, task)  # before the weights are read
         module, card = cards.load_model(path, device=device, notes=notes)
         card["profile"] = profile
         return module, card

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from geoseg.card import parse_model_specs
 from geoseg.commands.outdir import make_out_folder
 from tiles.batch import parse_scheduler, time_left
 from tiles.normalize import parse_bands
@@ -80,7 +81,7 @@ def predict(
                              profile=profile, context=context, runtime=runtime, batch_size=batch_size, min_area_m2=min_area, simplify_m=simplify)
     batch = False
     try:
-        options.model_dirs = _parse_models(model)
+        options.model_dirs = parse_model_specs(model)
         options.bands = parse_bands(bands) if bands is not None else None
         options.check()
         paths, folders = _expand_folders([as_raster_path(p) for p in inputs])
@@ -144,16 +145,6 @@ def _unique(paths: list[RasterPath]) -> list[RasterPath]:
             seen.add(key)
             out.append(p)
     return out
-
-
-def _parse_models(specs: list[str]) -> dict[str, str]:
-    models = {}
-    for spec in specs:
-        task, sep, path = spec.partition("=")
-        if not sep or task not in ("buildings", "landcover", "gcn") or not path:
-            raise ValueError(f"--model expects TASK=CARD with TASK buildings|landcover|gcn, got {spec!r}")
-        models[task] = path
-    return models
 
 
 def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> None:
