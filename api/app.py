@@ -19,6 +19,7 @@ from starlette.routing import Match
 
 from api.admission import QueueGate
 from api.caching import NoStoreByDefault
+from api.catalog import ModelCatalog
 from api.compression import add_compression
 from api.errors import describe_invalid_request, exception_chain
 from api.intake import NO_SPACE, out_of_space
@@ -70,11 +71,22 @@ def allowed_methods(request: Request) -> list[str]:
         for route in request.app.router.routes)]
 
 
+def _model_catalog(settings: Settings) -> ModelCatalog:
+    """The models jobs may name, checked before the server starts: a ``ValueError`` naming the bad
+    file stops ``geoseg serve`` with one line (a model that is not what it should be is the
+    operator's to fix, not something to discover from a client's failed job)."""
+    try:
+        return ModelCatalog.load(settings.models_dir)
+    except ValueError as exc:
+        raise ValueError(f"models folder {settings.models_dir} (--models, GEOSEG_MODELS_DIR): {exc}") from None
+
+
 def create_app(settings: Settings | None = None, runner: Runner | str | None = None) -> FastAPI:
     """Build the service. ``runner`` (default: the real pipeline) runs one job in a worker process."""
     settings = settings or Settings.from_env()
     spec = runner_spec(runner) if runner is not None else settings.runner
     check_runner_spec(spec)
+    catalog = _model_catalog(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,7 +104,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
             discard_scratch(settings, job_id)
         if requeued or failed:
             log.warning("recovered interrupted jobs: %d requeued, %d failed", len(requeued), len(failed))
-        supervisor = Supervisor(settings, store, spec)
+        supervisor = Supervisor(settings, store, spec, catalog)
         app.state.store, app.state.supervisor = store, supervisor
         supervisor.start()
         if settings.api_key is None:
@@ -101,6 +113,9 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
             log.info("API key required on /v1 (header X-API-Key)")
         log.info("geoseg service: data dir %s, %d worker(s), runner %s", settings.data_dir,
                  settings.workers, spec)
+        if settings.models_dir is not None:
+            own = [m.name for m in catalog.models if not m.shipped]
+            log.info("%d model(s) of its own from %s: %s", len(own), settings.models_dir, ", ".join(own) or "none")
         try:
             yield
         finally:
@@ -119,6 +134,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
         generate_unique_id_function=lambda route: route.name,
     )
     app.state.settings = settings
+    app.state.catalog = catalog
 
     @app.exception_handler(UploadRejected)
     async def _rejected(_: Request, exc: UploadRejected) -> JSONResponse:

@@ -137,6 +137,8 @@ class ModelCard(BaseModel):
 
     name: str
     task: str
+    shipped: bool = Field(description="Shipped with geoseg (false: one of the server's own "
+                                            "models, `geoseg serve --models DIR`).")
 
 
 def _ts(value: float | None) -> datetime | None:

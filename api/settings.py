@@ -60,10 +60,15 @@ class Settings:
     poll_s: float = 0.2
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     runner: str = DEFAULT_RUNNER
+    #: a folder of the operator's own models (``geoseg train`` cards and weights) jobs may name;
+    #: None: the shipped models only
+    models_dir: Path | None = None
     standby: bool = False  # measured: no throughput gain on 2 cores, +360 MiB idle
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.models_dir is not None:
+            object.__setattr__(self, "models_dir", Path(self.models_dir))
         if self.workers < 1:
             raise ValueError("workers (GEOSEG_WORKERS) must be >= 1")
         if self.max_attempts < 1:
@@ -113,6 +118,7 @@ class Settings:
             max_queued=_env_int("GEOSEG_MAX_QUEUED", d.max_queued),
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()),
             runner=os.environ.get("GEOSEG_RUNNER", d.runner),
+            models_dir=Path(os.environ["GEOSEG_MODELS_DIR"]) if os.environ.get("GEOSEG_MODELS_DIR") else None,
             standby=os.environ.get("GEOSEG_STANDBY", "0").strip().lower() in ("1", "true", "yes"),
         )
         return replace(settings, **overrides) if overrides else settings

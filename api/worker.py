@@ -38,6 +38,7 @@ from typing import Any
 
 from rasterio.errors import RasterioIOError
 
+from api.catalog import ModelCatalog, ModelUnavailable
 from api.errors import describe, exception_chain
 from api.jobs import Job, JobStore
 from api.redact import redact_paths
@@ -224,10 +225,12 @@ class _Running:
 class Supervisor:
     """Claims jobs, runs each in its own process, enforces retries, cancellation, heartbeats."""
 
-    def __init__(self, settings: Settings, store: JobStore, runner: str) -> None:
+    def __init__(self, settings: Settings, store: JobStore, runner: str,
+                 catalog: ModelCatalog | None = None) -> None:
         self.settings = settings
         self.store = store
         self.runner = runner
+        self.catalog = catalog if catalog is not None else ModelCatalog.load(None)
         self._running: dict[str, _Running] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -396,9 +399,19 @@ class Supervisor:
             job = self.store.claim_next()
             if job is None:
                 return
+            try:
+                # the cards of the models it names, loaded as `geoseg predict --model TASK=CARD` does
+                model_dirs = self.catalog.card_paths(job.options.get("models") or {})
+            except ModelUnavailable as exc:  # removed since the job was accepted: no retry helps
+                log.warning("job %s: %s", job.id, exc)
+                self.store.mark_failed(job.id, str(exc))
+                continue
+            options = {**job.options, INPUT_NAME_KEY: (job.input or {}).get("filename")}
+            if model_dirs:
+                options["model_dirs"] = model_dirs
             args = {"db_path": str(self.store.db_path), "job_id": job.id, "attempt": job.attempts,
                     "jdir": str(job_dir(self.settings, job.id)),
-                    "options": {**job.options, INPUT_NAME_KEY: (job.input or {}).get("filename")},
+                    "options": options,
                     "runner": self.runner, "heartbeat_s": self.settings.heartbeat_s,
                     "parent_pid": os.getpid()}
             try:

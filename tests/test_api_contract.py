@@ -313,12 +313,12 @@ def test_unknown_and_malformed_ids(tmp_path):
 
 
 def test_model_cards_are_read_and_broken_ones_skipped(tmp_path):
-    from api.routes.models import read_cards
+    from api.catalog import shipped_models
 
     (tmp_path / "a.json").write_text(json.dumps({"name": "a", "task": "buildings", "gsd_m": 0.3}))
     (tmp_path / "b.json").write_text("{not json")
     (tmp_path / "c.json").write_text(json.dumps({"task": "landcover"}))  # no name
-    assert read_cards(tmp_path) == [{"name": "a", "task": "buildings", "gsd_m": 0.3}]
+    assert [m.card for m in shipped_models(tmp_path)] == [{"name": "a", "task": "buildings", "gsd_m": 0.3}]
 
 
 def test_models_lists_the_shipped_cards(tmp_path):

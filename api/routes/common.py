@@ -5,9 +5,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Form, Request
 
+from api.catalog import ModelCatalog, ModelUnavailable
 from api.jobs import JobStore
 from api.schemas import Problem
 from api.settings import Settings
+from api.validate import UploadRejected
 from api.worker import Supervisor
 
 
@@ -21,6 +23,20 @@ def store_of(request: Request) -> JobStore:
 
 def supervisor_of(request: Request) -> Supervisor:
     return request.app.state.supervisor
+
+
+def catalog_of(request: Request) -> ModelCatalog:
+    return request.app.state.catalog
+
+
+def model_options(request: Request, model: str | None) -> dict[str, Any]:
+    """The ``model`` form field checked against the server's models -> ``{"models": {task: name}}``
+    for the job's options ({} for the shipped ones); 422 before the upload is stored otherwise."""
+    try:
+        chosen = catalog_of(request).choose(model)
+    except ModelUnavailable as exc:
+        raise UploadRejected(422, str(exc)) from None
+    return {"models": chosen} if chosen else {}
 
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -67,6 +83,14 @@ _BAND = r"\s*0*[1-9][0-9]*\s*"
 BANDS_PATTERN = rf"^\s*$|^{_BAND},{_BAND},{_BAND}$"
 #: a comma-separated subset of the outputs
 OUTPUTS_PATTERN = r"^\s*(buildings|classmap)\s*(,\s*(buildings|classmap)\s*)*$"
+_MODEL_ITEM = r"\s*(buildings|landcover|gcn)\s*=\s*[^,=]*[^,=\s][^,=]*"
+#: TASK=NAME items, comma-separated, or empty (the shipped models)
+MODEL_PATTERN = rf"^\s*$|^{_MODEL_ITEM}(,{_MODEL_ITEM})*$"
+Model = Annotated[str | None, Form(max_length=500, json_schema_extra={"pattern": MODEL_PATTERN}, description=(
+    "Models to run instead of the shipped ones, by name, as `geoseg predict --model TASK=CARD` "
+    "(TASK `buildings`, `landcover` or `gcn`): `buildings=NAME` or `buildings=NAME,landcover=NAME`. "
+    "`GET /v1/models` lists the names; the server's own come from `geoseg serve --models DIR`. "
+    "Default: the shipped models of the profile."))]
 Bands = Annotated[str | None, Form(max_length=64, json_schema_extra={"pattern": BANDS_PATTERN}, description=(
     "1-based bands read as red, green, blue, e.g. `3,2,1` for bands stored blue, green, red (BGR, "
     "BGRN) or `5,3,2` for WorldView-3. Default: bands labelled red, green, blue by colour "

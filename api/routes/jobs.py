@@ -30,9 +30,11 @@ from api.routes.common import (
     RESULT_CACHE_CONTROL_HEADER,
     UPLOAD_SCHEMA,
     Bands,
+    Model,
     Profile,
     Refine,
     Regularize,
+    model_options,
     problems,
     settings_of,
     store_of,
@@ -94,9 +96,10 @@ async def submit_job(
                                              "comma-separated.")] = "buildings,classmap",
     profile: Profile = None,
     bands: Bands = None,
+    model: Model = None,
 ) -> JSONResponse:
     """Queue a scene for prediction; poll the ``self`` link until it succeeds."""
-    options = parse_options(refine, regularize, outputs, profile, bands)
+    options = parse_options(refine, regularize, outputs, profile, bands) | model_options(request, model)
     settings, store = settings_of(request), store_of(request)
     job = await accept_upload(file, options, settings, store)
     supervisor_of(request).wake()

@@ -23,9 +23,11 @@ from api.routes.common import (
     POLL_AFTER_HEADER,
     UPLOAD_SCHEMA,
     Bands,
+    Model,
     Profile,
     Refine,
     Regularize,
+    model_options,
     problems,
     settings_of,
     store_of,
@@ -63,10 +65,11 @@ async def segment(
     regularize: Regularize = False,
     profile: Profile = None,
     bands: Bands = None,
+    model: Model = None,
 ) -> Response:
     """Building footprints of a small scene in one request (pixel limit: GEOSEG_SYNC_MAX_PIXELS)."""
     settings, store = settings_of(request), store_of(request)
-    options = parse_options(refine, regularize, "buildings", profile, bands)
+    options = parse_options(refine, regularize, "buildings", profile, bands) | model_options(request, model)
     job = await accept_upload(file, options, settings, store, kind="segment",
                               priority=SYNC_PRIORITY, max_pixels=settings.sync_max_pixels)
     supervisor = supervisor_of(request)

@@ -63,6 +63,12 @@ def serve(
     max_queued: Annotated[int, typer.Option(
         min=0, envvar="GEOSEG_MAX_QUEUED",
         help="Most jobs waiting to run; a submission beyond it gets 429 and Retry-After. 0: no limit.")] = 100,
+    models: Annotated[Path | None, typer.Option(
+        "--models", envvar="GEOSEG_MODELS_DIR",
+        help="A folder of your own models (geoseg train's NAME.json cards beside their weights, directly "
+             "in it or one sub-folder down): listed by GET /v1/models, named by a job's form field "
+             "model=TASK=NAME. Checked at start-up: a broken card, or two models of one name, stops the "
+             "server. Default: the shipped models only.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Serve the REST API (jobs, synchronous segmentation, model cards; OpenAPI at /docs).
@@ -83,6 +89,9 @@ def serve(
         _fail(f"cannot use --data-dir {data_dir} as a folder: {exc.strerror or exc}")
     if _held_by_another_server(data_dir):
         _fail(f"another geoseg server is using --data-dir {data_dir}; stop it or give another folder")
+    if models is not None and not models.is_dir():
+        _fail(f"--models {models} (GEOSEG_MODELS_DIR): no such folder; give the folder of the models jobs may "
+              f"name, as geoseg train writes them")
     os.environ.update({
         "GEOSEG_SERVICE_DIR": str(data_dir.resolve()),
         "GEOSEG_WORKERS": str(workers),
@@ -92,6 +101,8 @@ def serve(
         "GEOSEG_RETENTION_HOURS": repr(retention_hours),
         "GEOSEG_MAX_QUEUED": str(max_queued),
     })
+    if models is not None:  # absolute, as --data-dir: the log and errors name it wherever the server runs
+        os.environ["GEOSEG_MODELS_DIR"] = str(models.resolve())
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level=log_level.lower(),
