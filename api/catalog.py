@@ -134,7 +134,8 @@ class ModelCatalog:
         models) -> {task: name}; ``ModelUnavailable`` with a one-line reason and the names to use."""
         if spec is None or not spec.strip():
             return {}
-        items = [item.strip() for item in spec.split(",")]
+        # spaces around names and '=' are a form's typing, not part of a name
+        items = ["=".join(part.strip() for part in item.split("=", 1)) for item in spec.split(",")]
         try:
             chosen = cards.parse_model_specs(items, what="model", value="NAME")
         except ValueError as exc:

@@ -47,7 +47,7 @@ def test_a_job_runs_the_named_model_in_its_worker(tmp_path):
     # the real runner: the worker loads the card as `geoseg predict --model buildings=CARD` does
     settings = Settings(data_dir=tmp_path / "svc", poll_s=0.05, standby=False, models_dir=tmp_path / "models")
     with TestClient(create_app(settings)) as client:
-        job = submit(client, model=f"buildings={NAME}", profile="fast", refine="false", outputs="buildings")
+        job = submit(client, model=f" buildings = {NAME} ", profile="fast", refine="false", outputs="buildings")
         done = wait(client, job["id"], timeout=180)
         assert done["status"] == "succeeded", done["error"]
         assert done["options"]["models"] == {"buildings": NAME}
