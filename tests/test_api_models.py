@@ -132,6 +132,9 @@ def test_serve_takes_models_from_its_option_or_the_environment(tmp_path, monkeyp
     monkeypatch.setenv("GEOSEG_MODELS_DIR", str(tmp_path / "none"))
     result = CliRunner().invoke(cli, serve)
     assert_one_line_error(result, "serve", "--models", "none", "no such folder")
+    card = tmp_path / "models" / NAME / f"{NAME}.json"  # the folder is wanted, not a card in it
+    result = CliRunner().invoke(cli, [*serve, "--models", str(card)])
+    assert_one_line_error(result, "serve", "--models", f"{NAME}.json", "is a file, not a folder")
 
 
 def test_the_schema_declares_the_model_field(tmp_path):

@@ -90,8 +90,9 @@ def serve(
     if _held_by_another_server(data_dir):
         _fail(f"another geoseg server is using --data-dir {data_dir}; stop it or give another folder")
     if models is not None and not models.is_dir():
-        _fail(f"--models {models} (GEOSEG_MODELS_DIR): no such folder; give the folder of the models jobs may "
-              f"name, as geoseg train writes them")
+        what = "is a file, not a folder" if models.exists() else "no such folder"
+        _fail(f"--models {models} (GEOSEG_MODELS_DIR): {what}; give the folder of the models jobs may name "
+              f"(their cards and weights, as geoseg train writes them)")
     os.environ.update({
         "GEOSEG_SERVICE_DIR": str(data_dir.resolve()),
         "GEOSEG_WORKERS": str(workers),
