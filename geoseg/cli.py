@@ -1,14 +1,84 @@
 """The ``geoseg`` command line: thin wrappers, one module per command in ``geoseg.commands``."""
 from __future__ import annotations
 
+import sys
+from typing import Any, NoReturn
+
 import typer
+from typer.core import TyperGroup
 
 from geoseg import __version__
 from geoseg.commands import evaluate, predict, serve, tile, train
 
+# the exceptions module of the click typer runs on: click's own, or the copy newer typers vendor
+_click_errors = sys.modules[typer.BadParameter.__module__]
+
+
+def usage_error_line(error: Any, command_path: str) -> str:
+    """``geoseg COMMAND: error: <what is wrong> (see 'geoseg COMMAND --help')``: a click usage error
+    (bad option value, missing or unknown option, argument or command) as the one line that the
+    commands' own errors use, instead of typer's boxed panel of a usage line, a hint and the message
+    wrapped to the terminal's width."""
+    message = error.format_message()
+    if isinstance(error, typer.BadParameter) and message.endswith(error.message):
+        message = message[:len(message) - len(error.message)] + _rejected_value(error)
+    message = " ".join(message.split())  # one line, whatever click wrapped or embedded
+    if message[:1].isupper() and message[1:2].islower():  # 'No such option' -> 'no such option'
+        message = message[0].lower() + message[1:]
+    if not isinstance(error, _click_errors.UsageError):
+        return f"{command_path}: error: {message}"
+    return f"{command_path}: error: {message.removesuffix('.')} (see '{command_path} --help')"
+
+
+def _rejected_value(error: Any) -> str:
+    """A bad value's reason, led by the value: typer's pydantic coercion says 'Input should be a valid
+    integer' without the value given (its ValidationError, the cause, keeps it)."""
+    cause = error.__cause__
+    problems = cause.errors() if callable(getattr(cause, "errors", None)) else []
+    if not problems or "input" not in problems[0]:
+        return error.message
+    reason = str(problems[0].get("msg", error.message)).removeprefix("Value error, ")
+    value = repr(problems[0]["input"])
+    return reason if value in reason else f"{value}: {reason[:1].lower()}{reason[1:]}"
+
+
+def _exit_on_one_line(error: Any, command_path: str) -> NoReturn:
+    ctx = getattr(error, "ctx", None)
+    typer.echo(usage_error_line(error, ctx.command_path if ctx is not None else command_path), err=True)
+    raise typer.Exit(error.exit_code)
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """The app's group: click's usage errors (exit 2) end in one line on stderr.
+
+    Why: scripts and CI logs read one line per failure, as the commands print their own errors;
+    typer's error panel is a usage line, a hint and a box of several lines. ``--help`` keeps
+    typer's rich formatting (only errors are handled here). The group's own arguments are parsed
+    in ``make_context``; the command name and the subcommand's options in ``invoke``.
+    """
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _click_errors.ClickException as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # a bare `geoseg`: the help, as before
+                raise
+            _exit_on_one_line(error, info_name or "geoseg")
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _click_errors.ClickException as error:
+            # an error without a context ('--out requires an argument') belongs to the subcommand
+            # being parsed, named once it is resolved
+            sub = ctx.invoked_subcommand
+            _exit_on_one_line(error, f"{ctx.command_path} {sub}" if sub else ctx.command_path)
+
+
 app = typer.Typer(
     name="geoseg",
     help="Land-cover class maps and building footprints from aerial and satellite GeoTIFFs.",
+    cls=OneLineErrorsGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,4 +106,4 @@ app.command("eval")(evaluate.evaluate)
 app.command("serve")(serve.serve)
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    app(prog_name="geoseg")  # `python -m geoseg.cli`: errors say 'geoseg COMMAND', as the console script's

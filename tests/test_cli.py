@@ -1,9 +1,10 @@
-"""The console script exists, lists the contract's commands and says its version."""
+"""The console script exists, lists the contract's commands and says its version; usage errors are one line."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from geoseg import __version__
@@ -40,3 +41,67 @@ def test_service_reports_the_package_version(tmp_path):
 
     service = create_app(Settings(data_dir=tmp_path / "svc", standby=False), runner="api.pipeline_runner:run_pipeline")
     assert service.openapi()["info"]["version"] == __version__
+
+
+def _one_line_usage_error(exit_code: int, stdout: str, stderr: str, command: str, *words: str) -> None:
+    """A usage error: exit 2, nothing on stdout, one stderr line 'geoseg COMMAND: error: ... (see
+    'geoseg COMMAND --help')' naming the bad option or value (``words``)."""
+    assert exit_code == 2, (exit_code, stdout, stderr)
+    assert stdout == "", stdout
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"{command}: error: ") and lines[0].endswith(f"(see '{command} --help')"), lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+# (arguments, the command that errs, words its line must hold): each a usage error click raises
+USAGE_ERRORS = [
+    (["predict", "x.tif", "--out", "o", "--tile-size", "abc"], "geoseg predict", ("--tile-size", "'abc'")),
+    (["predict", "x.tif", "--out", "o", "--gsd", "x"], "geoseg predict", ("--gsd", "'x'")),
+    (["predict", "--out", "o"], "geoseg predict", ("missing argument", "inputs")),
+    (["predict", "x.tif"], "geoseg predict", ("missing option", "--out")),
+    (["predict", "x.tif", "--out"], "geoseg predict", ("--out", "requires an argument")),
+    (["predict", "x.tif", "--out", "o", "--tilesize", "512"], "geoseg predict", ("--tilesize", "--tile-size")),
+    (["predict", "x.tif", "--out", "o", "--no-buildings=1"], "geoseg predict", ("--no-buildings",)),
+    (["predcit", "x.tif"], "geoseg", ("'predcit'", "Did you mean 'predict'?")),
+    (["--bogus"], "geoseg", ("--bogus",)),
+    (["tile", "x.tif", "--out", "o", "--target", "roads"], "geoseg tile", ("--target", "'roads'", "landcover")),
+    (["tile", "x.tif", "--out", "o", "--size", "big"], "geoseg tile", ("--size", "'big'")),
+    (["train"], "geoseg train", ("missing argument", "task")),
+    (["train", "buildings", "--data", "d", "--out", "o", "--epochs", "1.5"], "geoseg train", ("--epochs", "'1.5'")),
+    (["eval"], "geoseg eval", ("missing argument", "pred_dir")),
+    (["eval", "pred", "--truth"], "geoseg eval", ("--truth", "requires an argument")),
+    (["serve", "--port", "0"], "geoseg serve", ("--port", "'0'", "greater than or equal to 1")),
+    (["serve", "--workers", "two"], "geoseg serve", ("--workers", "'two'")),
+]
+
+
+@pytest.mark.parametrize(("args", "command", "words"), USAGE_ERRORS, ids=[" ".join(a) for a, _, _ in USAGE_ERRORS])
+def test_usage_errors_are_one_line_exit_2(args, command, words):
+    """A scripted batch reads one line per failure; a usage error was typer's boxed panel (a usage
+    line, a hint and the message wrapped over several lines)."""
+    result = CliRunner().invoke(app, args)
+    _one_line_usage_error(result.exit_code, result.stdout, result.stderr, command, *words)
+
+
+def test_usage_error_from_the_environment_is_one_line():
+    result = CliRunner().invoke(app, ["serve"], env={"GEOSEG_WORKERS": "abc"})
+    _one_line_usage_error(result.exit_code, result.stdout, result.stderr, "geoseg serve", "GEOSEG_WORKERS", "'abc'")
+
+
+def test_usage_error_without_a_terminal_is_one_line(tmp_path):
+    """The path of a script or CI job: the real process, no terminal, a narrow COLUMNS."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "30"}
+    done = subprocess.run([sys.executable, "-m", "geoseg", "predict", "x.tif", "--out", "o", "--tilesize", "512"],
+                          check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    _one_line_usage_error(done.returncode, done.stdout, done.stderr, "geoseg predict", "--tilesize", "--tile-size")
+
+
+def test_help_and_a_bare_command_keep_their_rich_help():
+    """Only errors changed: ``--help`` and a bare ``geoseg`` still print typer's formatted help."""
+    bare = CliRunner().invoke(app, [])
+    assert "Usage: geoseg" in bare.stdout and "╭─ Commands" in bare.stdout, bare.output
+    helped = CliRunner().invoke(app, ["predict", "--help"])
+    assert helped.exit_code == 0 and "╭─ Options" in helped.stdout and "--tile-size" in helped.stdout, helped.output
