@@ -253,7 +253,7 @@ def test_train_student_saves_a_loadable_fast_card(tmp_path):
     with pytest.raises(ValueError, match="not a FastSegNet"):
         train_student("landcover", chip_dir, tmp_path / "y", tmp_path / "teacher", minutes=None, epochs=1,
                       device="cpu", init=tmp_path / "teacher")
-    with pytest.raises(ValueError, match="label loss must be one of ce, teacher"):
+    with pytest.raises(ValueError, match="--label-loss must be one of ce, teacher"):
         train_student("landcover", chip_dir, tmp_path / "z", tmp_path / "teacher", minutes=None, epochs=1,
                       device="cpu", label_loss="dice")
     with pytest.raises(ValueError, match="not buildings"):

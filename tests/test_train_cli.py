@@ -103,6 +103,20 @@ def test_bad_options_fail_in_one_line_before_training(tmp_path, option, message)
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("option, message", [
+    (["--losses", "ce+kd"], "--losses must combine ce, ace, csc with '+' (e.g. ce+ace+csc), got 'ce+kd'"),
+    (["--label-loss", "dice"], "--label-loss must be one of ce, teacher, got 'dice'"),
+])
+def test_bad_distillation_losses_fail_in_one_line_before_the_teacher_loads(tmp_path, option, message):
+    """--losses was checked after the teacher and chips loaded, both below a drawn progress bar: the
+    teacher and chip directory here do not exist, so only the check itself can answer."""
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path), "--out", str(tmp_path / "m"),
+                                      "--teacher", str(tmp_path / "none"), "--epochs", "1", *option])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == f"geoseg train: error: {message}"
+    assert not (tmp_path / "m").exists()
+
+
 def test_device_auto_resolves_to_an_available_device(student_setup):
     root, chips = student_setup
     card = run_student(root, chips, "auto", "--device", "auto", "--losses", "ce")

@@ -97,8 +97,9 @@ def train(
         if init is not None and not init.exists():
             raise ValueError(f"--init: no model directory or card at {init}")
         if teacher is not None:
-            from geoseg.training.distill import train_student  # owned by the distillation module
+            from geoseg.training.distill import check_loss_options, train_student  # owned by the distillation module
 
+            check_loss_options(losses, label_loss)  # before --out is made and the bar drawn
             command += ["--teacher", str(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", str(init)] if init is not None else []
             command += ["--name", name] if name is not None else []

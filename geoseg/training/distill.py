@@ -196,8 +196,18 @@ def _parse_losses(losses: str) -> set[str]:
     terms = {t.strip() for t in losses.lower().split("+") if t.strip()}
     unknown = terms - {"ce", "ace", "csc"}
     if unknown or not terms:
-        raise ValueError(f"unknown losses {losses!r}: combine ce, ace, csc with '+'")
+        raise ValueError(f"--losses must combine ce, ace, csc with '+' (e.g. {SHIPPED_LOSSES}), got {losses!r}")
     return terms | {"ce"}
+
+
+def check_loss_options(losses: str, label_loss: str) -> None:
+    """Raise a one-line ValueError for a bad ``--losses`` or ``--label-loss``.
+
+    Why: ``train_student`` met a bad ``--losses`` only after loading the teacher and the chips, and
+    ``geoseg train`` had drawn its progress bar and made ``--out`` before either was read."""
+    _parse_losses(losses)
+    if label_loss not in LABEL_LOSSES:
+        raise ValueError(f"--label-loss must be one of {', '.join(LABEL_LOSSES)}, got {label_loss!r}")
 
 
 def student_card(
@@ -276,7 +286,7 @@ def train_student(
         raise ValueError(f"unknown task {task!r}: expected one of {TASKS}")
     if minutes is None and epochs is None:
         raise ValueError("give --minutes and/or --epochs")
-    _label_term(task, label_loss)  # a bad --label-loss fails before the teacher is run over the chips
+    check_loss_options(losses, label_loss)  # before the teacher and the chips are loaded
     teacher, tcard = load_model(teacher_dir, device=device, task=task)
     if tcard["task"] != task:
         raise ValueError(f"teacher {tcard['name']} is a {tcard['task']} model, not {task}")
