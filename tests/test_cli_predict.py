@@ -497,10 +497,14 @@ def test_an_input_that_fails_leaves_no_progress_bar_above_its_error(tmp_path):
     assert "%" not in result.stdout and "left" not in result.stdout, result.stdout
 
 
-@pytest.mark.parametrize("address", ["bogus", "tcp://127.0.0.1", "host:port"])
-def test_a_malformed_scheduler_address_is_one_line_before_any_work(tmp_path, address):
-    result = CliRunner().invoke(app, ["predict", str(SCENE), str(KAMPALA / "kampala_z19_2.tif"),
-                                      "--out", str(tmp_path / "o"), "--scheduler", address, *FAST])
+@pytest.mark.parametrize(("address", "inputs"), [("bogus", 2), ("tcp://127.0.0.1", 2), ("host:port", 2),
+                                                 ("tcp:/host:8786", 1)])
+def test_a_malformed_scheduler_address_is_one_line_before_any_work(tmp_path, address, inputs):
+    """Also for one input (run in this process, whatever --scheduler says): its mistyped address was
+    ignored without a word."""
+    scenes = [str(SCENE), str(KAMPALA / "kampala_z19_2.tif")][:inputs]
+    result = CliRunner().invoke(app, ["predict", *scenes, "--out", str(tmp_path / "o"), "--scheduler", address,
+                                      *FAST])
     assert_one_line_error(result, "predict", "--scheduler expects 'local', 'sync' or a Dask scheduler address", repr(address))
     assert not (tmp_path / "o").exists()
 

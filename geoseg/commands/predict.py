@@ -84,6 +84,8 @@ def predict(
         options.model_dirs = parse_model_specs(model)
         options.bands = parse_bands(bands) if bands is not None else None
         options.check()
+        # also for one input, which runs in this process: a mistyped address was silently ignored
+        scheduler = _scheduler(scheduler)
         paths, folders = _expand_folders([as_raster_path(p) for p in inputs])
         batch = folders or len(paths) > 1  # the layout follows what was given, repeats included
         paths = _unique(paths)
@@ -183,6 +185,7 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> 
 
 
 def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, scheduler: str | None) -> None:
+    """The batch of ``inputs`` into ``out/<stem>/``; ``scheduler``: as ``_scheduler`` returns it."""
     from geoseg.pipeline import outputs_current
     from tiles.batch import run_batch
 
@@ -192,7 +195,6 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     out = Path(os.path.abspath(out))
     options = dataclasses.replace(options, model_dirs={task: os.path.abspath(card)
                                                        for task, card in options.model_dirs.items()})
-    scheduler = _scheduler(scheduler)  # checked before --out is made
     stems = [raster_stem(p) for p in inputs]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
