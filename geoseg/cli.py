@@ -42,6 +42,23 @@ def _rejected_value(error: Any) -> str:
     return reason if value in reason else f"{value}: {reason[:1].lower()}{reason[1:]}"
 
 
+def empty_value(command: Any, args: list[str]) -> str | None:
+    """What is empty among a command's ``args`` (``--out ''``, ``--out=``, an empty INPUT), else None.
+
+    Why: a script's unset variable (``--out "$OUT"``) reached the commands as ``Path('')``, the
+    current folder: predict, tile and train wrote there, serve kept its jobs there, and an empty
+    INPUT predicted every raster of the current folder."""
+    takes_value = {name for param in command.params if not getattr(param, "is_flag", True)
+                   for name in param.opts}
+    for i, token in enumerate(args):
+        if token.startswith("--") and token.endswith("=") and token[:-1] in takes_value:
+            return f"empty value for {token[:-1]}"
+        if token == "":
+            option = args[i - 1] if i > 0 else None
+            return f"empty value for {option}" if option in takes_value else "empty argument ''"
+    return None
+
+
 def _exit_on_one_line(error: Any, command_path: str) -> NoReturn:
     ctx = getattr(error, "ctx", None)
     typer.echo(usage_error_line(error, ctx.command_path if ctx is not None else command_path), err=True)
@@ -64,6 +81,14 @@ class OneLineErrorsGroup(TyperGroup):
             if type(error).__name__ == "NoArgsIsHelpError":  # a bare `geoseg`: the help, as before
                 raise
             _exit_on_one_line(error, info_name or "geoseg")
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        empty = None if ctx.resilient_parsing or command is None else empty_value(command, rest)
+        if empty is not None:
+            _exit_on_one_line(_click_errors.UsageError(f"{empty} (is a shell variable unset?)"),
+                              f"{ctx.command_path} {name}")
+        return name, command, rest
 
     def invoke(self, ctx: Any) -> Any:
         try:

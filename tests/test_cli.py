@@ -85,6 +85,28 @@ def test_usage_errors_are_one_line_exit_2(args, command, words):
     _one_line_usage_error(result.exit_code, result.stdout, result.stderr, command, *words)
 
 
+EMPTY_VALUES = [
+    (["predict", "x.tif", "--out", ""], "geoseg predict", "empty value for --out"),
+    (["predict", "x.tif", "--out="], "geoseg predict", "empty value for --out"),
+    (["predict", "", "--out", "o"], "geoseg predict", "empty argument"),
+    (["tile", "x.tif", "--out", ""], "geoseg tile", "empty value for --out"),
+    (["train", "buildings", "--data", "", "--out", "m", "--epochs", "1"], "geoseg train", "empty value for --data"),
+    (["eval", "", "--truth", "t.tif"], "geoseg eval", "empty argument"),
+    (["train", "buildings", "--data", "d", "--out", "m", "--epochs", "1", "--name", ""], "geoseg train",
+     "empty value for --name"),
+]
+
+
+@pytest.mark.parametrize(("args", "command", "words"), EMPTY_VALUES, ids=[" ".join(a) for a, _, _ in EMPTY_VALUES])
+def test_an_empty_value_is_a_usage_error(args, command, words, tmp_path, monkeypatch):
+    """A script's unset variable (--out "$OUT") was the path '', the current folder: predict, tile
+    and train wrote into it, and an empty INPUT predicted every raster in it."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    _one_line_usage_error(result.exit_code, result.stdout, result.stderr, command, words)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_usage_error_from_the_environment_is_one_line():
     result = CliRunner().invoke(app, ["serve"], env={"GEOSEG_WORKERS": "abc"})
     _one_line_usage_error(result.exit_code, result.stdout, result.stderr, "geoseg serve", "GEOSEG_WORKERS", "'abc'")

@@ -177,7 +177,7 @@ def test_name_gives_the_model_its_own_name(student_setup):
     assert card["name"] == "coast-2026.v1" and card["weights"] == "coast-2026.v1.pt"
     assert (root / "named" / "coast-2026.v1.pt").is_file()
     assert card["metrics"]["command"].endswith("--name coast-2026.v1")
-    for bad in ("../x", ".hidden", "a b", ""):
+    for bad in ("../x", ".hidden", "a b"):  # an empty --name is a usage error (test_cli.py)
         result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chips), "--out", str(root / "bad"),
                                           "--epochs", "1", "--name", bad])
         assert_one_line_error(result, "train", "--name must be")
