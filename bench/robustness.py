@@ -265,8 +265,8 @@ def main() -> None:
     root = data_root() / "buildings"
     work = args.keep or Path(tempfile.mkdtemp(prefix="geoseg-robustness-"))
     work.mkdir(parents=True, exist_ok=True)
-    header = (f"| scene | shift | profile | input GSD m | buildings | area m² | pixel IoU | polygon F1 "
-              f"| base IoU / F1 on that grid | Δ IoU | Δ F1 |")
+    header = ("| scene | shift | profile | input GSD m | buildings | area m² | pixel IoU | polygon F1 "
+              "| base IoU / F1 on that grid | Δ IoU | Δ F1 |")
     print(header)
     print("| --- " * (header.count("|") - 1) + "|")
     for stem in args.scenes.split(","):
