@@ -11,7 +11,7 @@ from rich.table import Table
 
 
 def evaluate(
-    pred_dir: Path = typer.Argument(..., help="Output folder of `geoseg predict`."),
+    pred_dir: Path = typer.Argument(..., metavar="PRED_DIR", help="Output folder of `geoseg predict`."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Building polygons (any OGR format) to score against."),
     # a string, not a Path: Path would collapse the // of a GDAL virtual path (/vsizip//a.zip/b.tif)
     truth: Optional[str] = typer.Option(None, "--truth", help="Class raster (0 = unlabeled; any GDAL raster or virtual path) to score the class map."),

@@ -45,7 +45,7 @@ def _predict_into(options: PredictOptions, input_path: RasterPath, out_dir: Path
 
 def predict(
     # strings, not Paths: Path would turn /vsizip//tmp/a.zip/b.tif into a relative path for GDAL
-    inputs: list[str] = typer.Argument(..., help="Rasters to predict (GeoTIFF, JPEG, PNG, anything GDAL reads, "
+    inputs: list[str] = typer.Argument(..., metavar="INPUT", help="Rasters to predict (GeoTIFF, JPEG, PNG, anything GDAL reads, "
                                        "GDAL virtual paths such as /vsizip//path/a.zip/b.tif and URLs included), "
                                        "or folders: the rasters directly inside each."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per input when several)."),

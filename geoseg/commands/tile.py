@@ -286,7 +286,7 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
 
 
 def tile(
-    scenes: list[Path] = typer.Argument(..., help="Scene rasters or folders (land cover: folder of X.jpg|png|tif + X_label.png|tif class-mask pairs)."),
+    scenes: list[Path] = typer.Argument(..., metavar="SCENE", help="Scene rasters or folders (land cover: folder of X.jpg|png|tif + X_label.png|tif class-mask pairs)."),
     out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set (--split aside)."),
     labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS; their extent must meet each scene); repeatable. Default: labels.geojson beside each scene."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),

@@ -30,7 +30,7 @@ MIN_CROP = 32
 
 
 def train(
-    task: str = typer.Argument(..., help="landcover | buildings"),
+    task: str = typer.Argument(..., metavar="TASK", help="landcover | buildings"),
     data: Path = typer.Option(..., "--data", help="Chip directory (geoseg tile) or a packed .npz."),
     out: Path = typer.Option(..., "--out", help="Model directory to write <name>.pt + <name>.json into."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock training budget, minutes (this or --epochs)."),
