@@ -174,7 +174,7 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> 
         try:
             report = predict_scene(input_path, out, options, progress)
         except BaseException:
-            bar.update(task, visible=False)  # the error is one line, without a bar stopped at 0 % above it
+            _drop_bar(bar)  # the error is one line, without a bar stopped at 0 % above it
             raise
     _echo_warnings(_warning_lines(caught))
     counts = report.get("counts", {})
@@ -182,6 +182,15 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> 
     found = f"{n} building{'' if n == 1 else 's'}" if options.buildings else "no building model run"
     typer.echo(f"{raster_name(input_path)}: {found}, "
                f"{report['timings_s']['total']:.1f} s ({report['mpx_per_s']:.2f} Mpx/s) -> {out}")
+
+
+def _drop_bar(bar: Progress) -> None:
+    """Stop ``bar`` leaving nothing on stdout: rich erases a transient bar on a terminal, but without
+    one it draws the last frame (empty when hidden) and then a newline, and a script capturing stdout
+    of a failed run got an empty line."""
+    bar.live.transient = True
+    bar.live.stop()
+    bar.disable = True  # Progress.stop (on leaving the block) would print the newline
 
 
 def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, scheduler: str | None) -> None:
