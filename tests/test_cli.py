@@ -64,6 +64,8 @@ USAGE_ERRORS = [
     (["predict", "x.tif", "--out"], "geoseg predict", ("--out", "requires an argument")),
     (["predict", "x.tif", "--out", "o", "--tilesize", "512"], "geoseg predict", ("--tilesize", "--tile-size")),
     (["predict", "x.tif", "--out", "o", "--no-buildings=1"], "geoseg predict", ("--no-buildings",)),
+    (["predict", "x.tif", "--out", "o", "--model", "buildings=a", "--model", "landcover=c", "--model", "buildings=b"],
+     "geoseg predict", ("--model", "buildings is given twice (buildings=a, buildings=b)")),
     (["predcit", "x.tif"], "geoseg", ("'predcit'", "Did you mean 'predict'?")),
     (["--bogus"], "geoseg", ("--bogus",)),
     (["tile", "--out", "o"], "geoseg tile", ("missing argument 'SCENE'",)),

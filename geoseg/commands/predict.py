@@ -43,6 +43,18 @@ def _predict_into(options: PredictOptions, input_path: RasterPath, out_dir: Path
     return list(dict.fromkeys(report["warnings"]))  # each once, in order
 
 
+def _one_card_per_task(specs: list[str]) -> list[str]:
+    """``--model``'s check: a task named twice is a usage error (exit 2). Why: the last card given
+    silently won, so a script that added a card without removing the old one ran another model
+    than it said (the service refuses a job naming a task twice, too)."""
+    tasks = [spec.partition("=")[0] for spec in specs if "=" in spec]
+    twice = next((task for task in tasks if tasks.count(task) > 1), None)
+    if twice is not None:
+        given = ", ".join(spec for spec in specs if spec.partition("=")[0] == twice)
+        raise typer.BadParameter(f"{twice} is given twice ({given}): give each task one card")
+    return specs
+
+
 def predict(
     # strings, not Paths: Path would turn /vsizip//tmp/a.zip/b.tif into a relative path for GDAL
     inputs: list[str] = typer.Argument(..., metavar="INPUT", help="Rasters to predict (GeoTIFF, JPEG, PNG, anything GDAL reads, "
@@ -67,7 +79,7 @@ def predict(
     min_area: Optional[float] = typer.Option(None, "--min-area", help="Smallest building kept, square metres (default: the building model card's tuned value: "
                                                  "30 accurate, 40 fast; 3 for a card without one)."),
     simplify: float = typer.Option(0.3, "--simplify", help="Outline simplification tolerance, metres."),
-    model: list[str] = typer.Option([], "--model", help="TASK=CARD to use your own model (buildings, landcover, gcn); CARD is a card .json or a "
+    model: list[str] = typer.Option([], "--model", callback=_one_card_per_task, help="TASK=CARD to use your own model (buildings, landcover, gcn); CARD is a card .json or a "
                                     "model folder (its card of that task); repeatable."),
     bands: Optional[str] = typer.Option(None, "--bands", help="1-based bands to read as red, green, blue, e.g. 3,2,1 for "
                                         "bands stored blue, green, red (BGR, BGRN) or 5,3,2 for WorldView-3 (default: "
