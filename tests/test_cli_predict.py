@@ -74,7 +74,7 @@ def test_gdal_virtual_paths_are_predicted_alone_and_in_a_batch(tmp_path):
     # a batch names the virtual input's folder after its stem
     batch = runner.invoke(app, ["predict", virtual, str(SCENE), "--out", str(tmp_path / "b"), *FAST])
     assert batch.exit_code == 0, batch.output
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["kampala_z19_1", "kampala_z19_2"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["batch.json", "kampala_z19_1", "kampala_z19_2"]
     assert len(gpd.read_file(tmp_path / "b" / "kampala_z19_2" / "buildings.gpkg")) == len(from_file)
     # eval reads the prediction's virtual input back
     scored = runner.invoke(app, ["eval", str(tmp_path / "v"), "--labels", str(KAMPALA / "labels.geojson")])
@@ -101,7 +101,7 @@ def test_a_missing_input_is_one_failure_of_the_batch(tmp_path):
     assert "1 predicted, 0 already done, 1 failed" in result.stdout
     assert result.stderr.strip().splitlines() == [f"nope.tif: PredictError: input not found: {missing}"]
     assert (tmp_path / "b" / "kampala_z19_2" / "buildings.gpkg").is_file()
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["kampala_z19_2"]  # nothing left for nope
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["batch.json", "kampala_z19_2"]  # nothing for nope
     alone = CliRunner().invoke(app, ["predict", str(missing), "--out", str(tmp_path / "c"), *FAST])
     assert_one_line_error(alone, "predict", "input not found", str(missing))
     assert not (tmp_path / "c").exists()
@@ -303,7 +303,7 @@ def test_a_folder_is_a_batch_of_the_rasters_directly_inside_it(tmp_path):
     result = CliRunner().invoke(app, ["predict", str(scenes), "--out", str(tmp_path / "out"), *FAST])
     assert result.exit_code == 0, result.output
     assert "2 predicted, 0 already done, 0 failed" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["B", "a"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["B", "a", "batch.json"]
     assert all((tmp_path / "out" / stem / "report.json").is_file() for stem in ("a", "B"))
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -357,7 +357,7 @@ def test_a_batch_rerun_with_other_options_or_inputs_predicts_again(tmp_path):
     assert squared.exit_code == 0 and "2 predicted, 0 already done, 0 failed" in squared.stdout, squared.output
     assert "2 of them predicted again" in squared.stdout
     assert all(json.loads((out / s / "report.json").read_text())["options"]["regularize"] for s in "ab")
-    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]  # no .part / .old left behind
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "batch.json"]  # no .part / .old left behind
     other = run(str(tmp_path / "t" / "a.tif"), str(tmp_path / "s" / "b.tif"), "--regularize")
     assert "1 predicted, 1 already done, 0 failed" in other.stdout, other.output
     assert json.loads((out / "a" / "report.json").read_text())["input"] == str(tmp_path / "t" / "a.tif")
@@ -384,7 +384,7 @@ def test_one_file_given_twice_is_predicted_once_and_a_stem_clash_names_both(tmp_
     both = runner.invoke(app, ["predict", str(tmp_path / "s"), str(tmp_path / "s" / "a.tif"),
                                str(tmp_path / "t" / ".." / "s" / "a.tif"), "--out", str(tmp_path / "o"), *FAST])
     assert both.exit_code == 0 and "1 predicted, 0 already done, 0 failed" in both.stdout, both.output
-    assert [p.name for p in (tmp_path / "o").iterdir()] == ["a"]  # the batch layout: several were given
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a", "batch.json"]  # the batch layout: several were given
     clash = runner.invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), str(tmp_path / "t" / "a.tif"),
                                 "--out", str(tmp_path / "c"), *FAST])
     assert_one_line_error(clash, "predict", "share the stem 'a'", str(tmp_path / "s" / "a.tif"),
@@ -427,7 +427,68 @@ def test_ctrl_c_in_a_batch_keeps_finished_folders_and_says_how_to_resume(tmp_pat
     assert result.exit_code == 130, result.output
     assert result.stderr.strip().splitlines()[-1] == (
         "geoseg predict: interrupted: finished folders are kept, run the same command again to resume")
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a"]  # no .b.part left
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a", "batch.json"]  # no .b.part left
+    summary = json.loads((tmp_path / "o" / "batch.json").read_text())
+    assert (summary["state"], summary["exit_code"]) == ("interrupted", 130)
+    assert [e["status"] for e in summary["inputs"]] == ["done", "pending", "pending"]
+
+
+def _crops(folder: Path, *names: str) -> None:
+    """128 px crops of a real scene, one per name, in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
+        profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
+        profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
+    for name in names:
+        with rasterio.open(folder / name, "w", **profile) as dst:
+            dst.write(pixels if name != "b.tif" else pixels[:, ::-1])
+
+
+def test_a_batch_leaves_a_summary_a_script_reads_instead_of_its_output(tmp_path):
+    """Scripts and cron jobs had only the human output (a bar, counts, warning and error lines on two
+    streams) to tell which inputs were predicted, skipped, redone or failed; DIR/batch.json says it
+    per input, with the folder, seconds, buildings, warnings and a one-line error."""
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    (tmp_path / "s" / "broken.tif").write_bytes(b"not a raster")
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 1, first.output
+    summary = json.loads((tmp_path / "o" / "batch.json").read_text())
+    assert (summary["command"], summary["state"], summary["exit_code"]) == ("geoseg predict", "finished", 1)
+    assert summary["totals"] == {"inputs": 3, "done": 2, "redone": 0, "skipped": 0, "failed": 1, "pending": 0}
+    a, _, broken = summary["inputs"]
+    assert (a["input"], a["status"], a["output"]) == (str(tmp_path / "s" / "a.tif"), "done", str(tmp_path / "o" / "a"))
+    assert a["buildings"] == len(gpd.read_file(tmp_path / "o" / "a" / "buildings.gpkg")) and a["seconds"] > 0
+    assert (broken["status"], broken["output"], broken["buildings"]) == ("failed", None, None)
+    assert broken["error"].startswith("PredictError: ") and "\n" not in broken["error"]
+    _crops(tmp_path / "s", "b.tif")  # a new delivery of b: predicted again
+    (tmp_path / "s" / "broken.tif").unlink()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    summary = json.loads((tmp_path / "o" / "batch.json").read_text())
+    assert [(e["status"], e["buildings"] is not None) for e in summary["inputs"]] == [("skipped", True), ("redone", True)]
+    assert summary["exit_code"] == 0 and summary["totals"]["inputs"] == 2
+
+
+def test_the_batch_summary_is_rewritten_as_each_input_finishes(tmp_path, monkeypatch):
+    """A batch killed half-way (kill -9, a lost machine) must leave a summary saying what finished:
+    each job here reads the summary the batch wrote before it started."""
+    import geoseg.commands.predict as command
+
+    real, seen = command._predict_into, {}
+
+    def predict_and_look(options, input_path, out_dir):
+        seen[Path(input_path).name] = json.loads((tmp_path / "o" / "batch.json").read_text())
+        return real(options, input_path, out_dir)
+
+    monkeypatch.setattr(command, "_predict_into", predict_and_look)
+    _crops(tmp_path / "s", "a.tif", "c.tif")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert [e["status"] for e in seen["a.tif"]["inputs"]] == ["pending", "pending"]
+    assert [e["status"] for e in seen["c.tif"]["inputs"]] == ["done", "pending"]
+    assert seen["c.tif"]["state"] == "running" and seen["c.tif"]["exit_code"] is None
+    assert not [p.name for p in (tmp_path / "o").iterdir() if p.name.endswith(".tmp")]
 
 
 def test_relative_paths_reach_dask_workers_running_elsewhere(tmp_path, monkeypatch):

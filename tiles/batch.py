@@ -67,6 +67,8 @@ class BatchReport:
     failed: dict[str, str] = field(default_factory=dict)
     #: inputs whose earlier output was not current (``is_current``), run again (also in done or failed)
     redone: list[str] = field(default_factory=list)
+    #: seconds each job run by this batch took where it ran (absent when its worker died)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -90,8 +92,9 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def run_one(work: Work, input_path: RasterPath, output_path: Path) -> tuple[str, Any, str | None]:
-    """Run one job into a ``.part`` path and rename it; returns (input, result, error)."""
+def run_one(work: Work, input_path: RasterPath, output_path: Path) -> tuple[str, Any, str | None, float]:
+    """Run one job into a ``.part`` path and rename it; returns (input, result, error, seconds)."""
+    started = time.monotonic()
     tmp, old = part_path(output_path), _old_path(output_path)
     _remove(tmp)
     _remove(old)
@@ -104,10 +107,11 @@ def run_one(work: Work, input_path: RasterPath, output_path: Path) -> tuple[str,
             os.replace(output_path, old)
         os.replace(tmp, output_path)
         _remove(old)
-        return str(input_path), result, None
+        return str(input_path), result, None, time.monotonic() - started
     except Exception as exc:  # collect every failure; the batch goes on
         _remove(tmp)
-        return str(input_path), None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+        return (str(input_path), None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}",
+                time.monotonic() - started)
     except BaseException:  # Ctrl-C: nothing half-written stays behind, and the batch stops
         _remove(tmp)
         raise
@@ -138,8 +142,11 @@ def _lost(exc: Exception) -> str:
 def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], Path], work: Work,
               scheduler: str | None = None, n_workers: int = 2, show_progress: bool = True,
               description: str = "files",
-              is_current: Callable[[RasterPath, Path], bool] | None = None) -> BatchReport:
-    """Run ``work`` on every input without a current output (see module docstring)."""
+              is_current: Callable[[RasterPath, Path], bool] | None = None,
+              on_update: Callable[[BatchReport], None] | None = None) -> BatchReport:
+    """Run ``work`` on every input without a current output (see module docstring); ``on_update``
+    is called with the report once the skipped inputs are known and after each input finishes
+    (``tiles.batch_summary`` writes it down)."""
     report = BatchReport()
     todo: list[tuple[RasterPath, Path]] = []
     for p in inputs:
@@ -158,6 +165,8 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             if out.exists():
                 report.redone.append(str(p))
             todo.append((p, out))
+    if on_update is not None:
+        on_update(report)
     with _progress(show_progress) as progress:
         task = progress.add_task(description, total=len(inputs), completed=len(report.skipped) + len(report.failed))
 
@@ -167,13 +176,17 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
 
         finished = 0  # inputs run in this batch (skipped ones took no time)
 
-        def record(item: tuple[str, Any, str | None]) -> None:
+        def record(item: tuple[str, Any, str | None, float | None]) -> None:
             nonlocal finished
-            name, result, error = item
+            name, result, error, seconds = item
             if error is None:
                 report.done[name] = result
             else:
                 report.failed[name] = error
+            if seconds is not None:
+                report.seconds[name] = round(seconds, 3)
+            if on_update is not None:
+                on_update(report)
             finished += 1
             progress.advance(task)
             if log_lines:
@@ -210,7 +223,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                 try:
                     item = fut.result()
                 except Exception as exc:  # the job's own errors come back in item: this is the cluster's
-                    item = (str(futures[fut]), None, _lost(exc))
+                    item = (str(futures[fut]), None, _lost(exc), None)
                 record(item)
             finished = True
         finally:

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from geoseg import __version__
 from geoseg.card import parse_model_specs
 from geoseg.commands.outdir import make_out_folder
 from tiles.batch import parse_scheduler, time_left
+from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in)
@@ -222,11 +225,25 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         same = [str(p) for p, s in zip(inputs, stems) if s == duplicates[0]]
         raise ValueError(f"several inputs share the stem {duplicates[0]!r} ({', '.join(same)}): both would write "
                          f"{out / duplicates[0]}; rename one or predict them into different --out folders")
+    if SUMMARY_NAME in stems:
+        raise ValueError(f"an input's stem is {SUMMARY_NAME!r}, the batch summary's name in {out}: rename it")
     make_out_folder(out)
+    summary = BatchSummary(out / SUMMARY_NAME, inputs, lambda p: out / raster_stem(p),
+                           header={"command": "geoseg predict", "geoseg_version": __version__, "out": str(out)},
+                           details=_folder_counts, no_details={"buildings": None, "warnings": []})
     with _recorded_warnings() as caught:  # the jobs return their notes; these are the batch's
-        report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
-                           scheduler=scheduler, description="predict",
-                           is_current=lambda p, folder: outputs_current(folder, p, options))
+        try:
+            report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
+                               scheduler=scheduler, description="predict",
+                               is_current=lambda p, folder: outputs_current(folder, p, options),
+                               on_update=summary.update)
+        except KeyboardInterrupt:
+            summary.stop(130)
+            raise
+        except Exception as exc:
+            summary.stop(1, error=f"{exc}")
+            raise
+        summary.finish(1 if report.failed else 0, _warning_lines(caught))
     _echo_warnings(_warning_lines(caught))
     for p in inputs:  # in the order given, each with its input's name
         _echo_warnings(report.done.get(str(p)) or [], prefix=f"{raster_name(p)}: ")
@@ -240,6 +257,14 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         for name, error in report.failed.items():
             typer.echo(_failure_line(raster_name(name), error), err=True)
         raise typer.Exit(1)
+
+
+def _folder_counts(folder: Path, result: Any) -> dict[str, Any]:
+    """A predicted folder's entry in the batch summary, from its ``report.json`` (also for a folder
+    skipped as already done): ``buildings`` (None without the building model), ``warnings``."""
+    report = json.loads((folder / "report.json").read_text())
+    return {"buildings": report.get("counts", {}).get("buildings"),
+            "warnings": list(dict.fromkeys(report.get("warnings", [])))}
 
 
 def _failure_line(name: str, error: str) -> str:
