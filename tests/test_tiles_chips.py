@@ -444,3 +444,36 @@ def test_chip_functions_refuse_a_scene_opened_otherwise_than_the_options_say(bui
     with rasterio.open(tmp_path / records[0].image) as img, rasterio.open(tmp_path / records[0].label) as lab:
         assert img.shape == lab.shape == (256, 256) and img.crs == lab.crs and img.transform == lab.transform
         assert abs(img.res[0] - 0.3) < 0.01  # Web Mercator metres at 0.3 N: ground metres
+
+
+def test_a_tile_batch_leaves_a_summary_and_ctrl_c_says_how_to_resume(buildings_dir: Path, tmp_path: Path,
+                                                                    monkeypatch):
+    """Ctrl-C ended a tile batch without a word (exit 130), and no file said which scenes were cut:
+    OUT/batch.json now does, per scene (as for predict), and Ctrl-C says what is kept."""
+    import geoseg.commands.tile as command
+
+    scenes = [str(buildings_dir / "kampala" / name) for name in ("kampala_z19_2.tif", "kampala_z20_2.tif")]
+    out = tmp_path / "chips"
+    real = command.SceneJob.__call__
+
+    def interrupted(self, scene_path, part):
+        if scene_path.name == "kampala_z20_2.tif":
+            raise KeyboardInterrupt
+        return real(self, scene_path, part)
+
+    monkeypatch.setattr(command.SceneJob, "__call__", interrupted)
+    args = ["tile", *scenes, "--out", str(out), "--size", "128", "--scheduler", "sync"]
+    stopped = runner.invoke(app, args)
+    assert stopped.exit_code == 130, stopped.output
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        "geoseg tile: interrupted: finished scenes are kept, run the same command again to resume")
+    summary = json.loads((out / "batch.json").read_text())
+    assert (summary["command"], summary["state"], summary["exit_code"]) == ("geoseg tile", "interrupted", 130)
+    assert [e["status"] for e in summary["inputs"]] == ["done", "pending"]
+    monkeypatch.setattr(command.SceneJob, "__call__", real)
+    resumed = runner.invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    summary = json.loads((out / "batch.json").read_text())
+    assert [e["status"] for e in summary["inputs"]] == ["skipped", "done"] and summary["exit_code"] == 0
+    windows = [e["windows"] for e in summary["inputs"]]
+    assert sum(w["ok"] + w["empty"] + w["skipped"] for w in windows) == len(index_of(out))

@@ -22,7 +22,9 @@ from pathlib import Path
 import rasterio
 import typer
 
+from geoseg import __version__
 from tiles.batch import parse_scheduler, run_batch
+from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.chips import (
     ChipOptions,
     building_chips,
@@ -323,8 +325,21 @@ def tile(
     part_dir = job.part_dir()
     if scheduler is None and len(inputs) == 1:
         chosen = "sync"
-    report = run_batch(inputs, partial(part_for, part_dir), job, scheduler=chosen,
-                       n_workers=workers, description="scenes")
+    summary = BatchSummary(job.out / SUMMARY_NAME, inputs, partial(part_for, part_dir),
+                           header={"command": "geoseg tile", "geoseg_version": __version__, "out": str(job.out)},
+                           details=_window_counts, no_details={"windows": None})
+    try:
+        report = run_batch(inputs, partial(part_for, part_dir), job, scheduler=chosen,
+                           n_workers=workers, description="scenes", on_update=summary.update)
+    except KeyboardInterrupt:  # Ctrl-C: click said nothing and exited 130; finished scenes are kept
+        summary.stop(130)
+        typer.echo("geoseg tile: interrupted: finished scenes are kept, run the same command again to resume",
+                   err=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 -- e.g. a Dask scheduler that cannot be reached: one line
+        summary.stop(1, error=f"{exc}")
+        typer.echo(f"geoseg tile: error: {exc}", err=True)
+        raise typer.Exit(1) from None
     features = []
     for p in inputs:
         part = part_for(part_dir, p)
@@ -334,7 +349,15 @@ def tile(
     counts = {s: sum(f["properties"]["status"] == s for f in features) for s in ("ok", "empty", "skipped")}
     typer.echo(f"{len(features)} windows ({counts['ok']} ok, {counts['empty']} empty, {counts['skipped']} skipped) "
                f"from {len(inputs) - len(report.failed)} file(s), {len(report.skipped)} already done -> {index}")
+    summary.finish(1 if report.failed else 0)
     for name, error in report.failed.items():
         typer.echo(f"error: {Path(name).name}: {error.splitlines()[0]}", err=True)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _window_counts(record: Path, result: object) -> dict[str, dict[str, int]]:
+    """A finished scene's entry in the batch summary: its windows by status (ok, empty, skipped),
+    from its record (also for a scene skipped as already done)."""
+    statuses = [f["properties"]["status"] for f in json.loads(record.read_text())]
+    return {"windows": {s: statuses.count(s) for s in ("ok", "empty", "skipped")}}
