@@ -180,3 +180,37 @@ def test_a_local_cluster_beside_another_one_gives_no_port_warning(tmp_path: Path
         other.close()
     assert report.ok and (tmp_path / "a").read_text() == "ok"
     assert [f"{w.category.__name__}: {w.message}" for w in caught if "distributed" in w.filename] == []
+
+
+def _slow_on_c(input_path, output_path):
+    """A job that runs for 60 s on the input named 'c' (a big scene still running when the user hits Ctrl-C)."""
+    import time
+
+    if str(input_path).endswith("c"):
+        time.sleep(60)
+    Path(output_path).write_text("ok")
+
+
+def test_ctrl_c_on_a_local_cluster_is_not_kept_waiting_for_busy_workers(tmp_path: Path):
+    """After an input had finished, a Ctrl-C gave the local workers the end-of-batch grace to exit
+    (20 s each, then killed): the flag saying the batch ran to its end shared its name with the
+    count of inputs finished, so one finished input read as the whole batch."""
+    import sys
+    import time
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    recorded: list[str] = []
+
+    def ctrl_c_after_two(report) -> None:
+        recorded.append(sorted(report.done))
+        if len(report.done) == 2:
+            raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(["a", "b", "c"], lambda p: tmp_path / p, _slow_on_c, scheduler=None, n_workers=2,
+                  show_progress=False, on_update=ctrl_c_after_two)
+    assert recorded[-1] == ["a", "b"]
+    assert time.monotonic() - started < 15, "Ctrl-C waited for the busy worker"

@@ -216,7 +216,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             client = Client(cluster)
         else:
             client = Client(scheduler)
-        finished = False
+        ran_to_end = False  # not `finished`, the count of inputs run that record() keeps
         try:
             futures = {client.submit(run_one, work, p, out, pure=False): p for p, out in todo}
             for fut in as_completed(futures):
@@ -225,12 +225,12 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                 except Exception as exc:  # the job's own errors come back in item: this is the cluster's
                     item = (str(futures[fut]), None, _lost(exc), None)
                 record(item)
-            finished = True
+            ran_to_end = True
         finally:
             client.close()
             if cluster is not None:
                 try:
-                    if finished:  # idle workers, given time to exit (Ctrl-C is not kept waiting)
+                    if ran_to_end:  # idle workers, given time to exit (Ctrl-C is not kept waiting)
                         _close_idle_workers(cluster)
                 finally:
                     cluster.close()
