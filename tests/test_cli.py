@@ -75,6 +75,8 @@ USAGE_ERRORS = [
     (["train", "buildings", "--data", "d", "--out", "o", "--epochs", "1.5"], "geoseg train", ("--epochs", "'1.5'")),
     (["eval"], "geoseg eval", ("missing argument 'PRED_DIR'",)),
     (["eval", "pred", "--truth"], "geoseg eval", ("--truth", "requires an argument")),
+    (["eval", "pred"], "geoseg eval", ("give exactly one of --labels or --truth",)),
+    (["eval", "pred", "--labels", "l.geojson", "--truth", "t.tif"], "geoseg eval", ("exactly one of",)),
     (["serve", "--port", "0"], "geoseg serve", ("--port", "'0'", "greater than or equal to 1")),
     (["serve", "--workers", "two"], "geoseg serve", ("--workers", "'two'")),
 ]

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+# the exceptions module of the click typer runs on (newer typers vendor a copy): its UsageError is
+# what geoseg.cli turns into `geoseg eval: error: ... (see 'geoseg eval --help')`, exit 2
+_click_errors = sys.modules[typer.BadParameter.__module__]
 
 
 def evaluate(
@@ -18,9 +23,8 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Where to write the scores (default PRED_DIR/eval_<task>.json)."),
 ) -> None:
     """Score a prediction: buildings (pixel IoU/F1, polygon F1 at IoU >= 0.5) or class map (IoU, mIoU, OA)."""
-    if (labels is None) == (truth is None):
-        typer.echo("geoseg eval: error: give exactly one of --labels or --truth", err=True)
-        raise typer.Exit(2)
+    if (labels is None) == (truth is None):  # a usage error, one line as click's (geoseg.cli)
+        raise _click_errors.UsageError("give exactly one of --labels or --truth")
     out = json_out or pred_dir / f"eval_{'buildings' if labels is not None else 'classmap'}.json"
     try:
         if json_out is not None:  # checked first: scoring a big scene must not end on a typo
