@@ -134,6 +134,8 @@ def _open(path: RasterPath):
 
 def _report(pred_dir: Path) -> dict[str, Any]:
     path = pred_dir / "report.json"
+    if not pred_dir.exists():
+        raise EvaluationError(f"{pred_dir}: no such folder")
     if not path.is_file():
         scenes = sorted(d.name for d in pred_dir.glob("*/") if (d / "report.json").is_file()) if pred_dir.is_dir() else []
         if scenes:  # the --out of a batch: one prediction per sub-folder
@@ -159,6 +161,8 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
     gpkg = pred_dir / "buildings.gpkg"
     if not gpkg.is_file():
         raise EvaluationError(f"no buildings.gpkg in {pred_dir} (predicted with --no-buildings?)")
+    if labels_path.is_dir():
+        raise EvaluationError(f"--labels {labels_path} is a folder: give the labels file")
     if not labels_path.is_file():
         raise EvaluationError(f"labels not found: {labels_path}")
     input_path = as_raster_path(report["input"])  # a GDAL virtual path stays a string

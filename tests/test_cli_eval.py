@@ -90,3 +90,26 @@ def test_a_geopackage_with_several_layers_is_read_by_its_building_layer(tmp_path
     labels.iloc[:3].to_file(mine, layer="parcels", driver="GPKG", engine="pyogrio")
     result = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(mine)])
     assert_one_line_error(result, "eval", "2 of them are polygons: save the building layer in a file of its own")
+
+
+def test_a_prediction_or_labels_that_cannot_be_read_are_named_as_what_they_are(tmp_path):
+    """A labels file GDAL cannot read ended in GDAL's advice on '<DRIVER>:' path prefixes; a folder
+    given as --labels was 'labels not found', and a PRED_DIR that does not exist 'not a geoseg
+    predict output'."""
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    (pred_dir / "report.json").write_text(json.dumps({"input": str(KAMPALA / "kampala_z19_1.tif")}))
+    gpd.read_file(KAMPALA / "labels.geojson").iloc[:5].to_file(pred_dir / "buildings.gpkg", driver="GPKG",
+                                                                engine="pyogrio")
+    (tmp_path / "junk.geojson").write_text("not json at all")
+    runner = CliRunner()
+    junk = runner.invoke(app, ["eval", str(pred_dir), "--labels", str(tmp_path / "junk.geojson")])
+    assert_one_line_error(junk, "eval", f"{tmp_path / 'junk.geojson'}: cannot be read as vector labels")
+    assert "DRIVER" not in junk.stderr
+    folder = runner.invoke(app, ["eval", str(pred_dir), "--labels", str(tmp_path)])
+    assert_one_line_error(folder, "eval", f"--labels {tmp_path} is a folder")
+    missing = runner.invoke(app, ["eval", str(tmp_path / "nope"), "--labels", str(KAMPALA / "labels.geojson")])
+    assert_one_line_error(missing, "eval", f"{tmp_path / 'nope'}: no such folder")
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(app, ["eval", str(tmp_path / "empty"), "--labels", str(KAMPALA / "labels.geojson")])
+    assert_one_line_error(empty, "eval", "is not a geoseg predict output (no report.json)")

@@ -84,7 +84,11 @@ def polygon_layer(path: Path) -> str | int:
     layer (parcels) was taken for buildings. One layer: that one; several: the one whose
     geometry is polygonal, else a one-line error naming them.
     """
-    layers = pyogrio.list_layers(path)
+    try:
+        layers = pyogrio.list_layers(path)
+    except pyogrio.errors.DataSourceError as exc:  # GDAL's own words, without its advice on driver prefixes
+        reason = str(exc).split(".; ")[0].replace(f"'{path}' ", "").rstrip(".")
+        raise ValueError(f"{path}: cannot be read as vector labels ({reason})") from None
     if len(layers) <= 1:
         return 0
     polygonal = [str(name) for name, kind in layers if kind and "polygon" in str(kind).lower()]
