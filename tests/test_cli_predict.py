@@ -433,6 +433,45 @@ def test_ctrl_c_in_a_batch_keeps_finished_folders_and_says_how_to_resume(tmp_pat
     assert [e["status"] for e in summary["inputs"]] == ["done", "pending", "pending"]
 
 
+def test_sigterm_stops_a_batch_as_ctrl_c_does(tmp_path, monkeypatch):
+    """timeout, a cancelled CI job or systemd end a batch with SIGTERM: Python died at once, leaving
+    the input's .part folder, no word, and a batch.json saying 'running'."""
+    import os
+    import signal
+
+    import geoseg.commands.predict as command
+
+    class OldDefault(Exception):
+        """Stands for Python's default action (the end of this test process) had SIGTERM not been handled."""
+
+    def default(signum, frame):
+        raise OldDefault
+
+    real = command._predict_into
+
+    def terminated_on_b(options, input_path, out_dir):
+        if Path(input_path).name == "b.tif":
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(options, input_path, out_dir)
+
+    monkeypatch.setattr(command, "_predict_into", terminated_on_b)
+    previous = signal.signal(signal.SIGTERM, default)
+    try:
+        _crops(tmp_path / "s", "a.tif", "b.tif", "c.tif")
+        result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
+        assert signal.getsignal(signal.SIGTERM) is default  # given back after the command
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 143, (result.exception, result.output)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "geoseg predict: terminated: finished folders are kept, run the same command again to resume")
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a", "batch.json"]  # no .b.part left
+    summary = json.loads((tmp_path / "o" / "batch.json").read_text())
+    assert (summary["state"], summary["exit_code"]) == ("interrupted", 143)
+    assert [e["status"] for e in summary["inputs"]] == ["done", "pending", "pending"]
+
+
 def _crops(folder: Path, *names: str) -> None:
     """128 px crops of a real scene, one per name, in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)

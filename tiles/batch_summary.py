@@ -78,9 +78,9 @@ class BatchSummary:
 
     def stop(self, exit_code: int, error: str | None = None) -> None:
         """Write the summary of a batch stopped before its end: what did not finish stays pending.
-        ``state`` is ``interrupted`` for Ctrl-C (exit 130), else ``aborted`` with the ``error``
-        that stopped it (a Dask scheduler that cannot be reached)."""
-        self._write("interrupted" if exit_code == 130 else "aborted", exit_code, error=error)
+        ``state`` is ``interrupted`` (Ctrl-C, SIGTERM) without an ``error``, else ``aborted`` with
+        the error that stopped it (a Dask scheduler that cannot be reached)."""
+        self._write("interrupted" if error is None else "aborted", exit_code, error=error)
 
     def entry(self, input_path: RasterPath) -> dict[str, Any]:
         """One input's record: ``input``, ``status``, ``output``, ``seconds``, ``error``, then its details."""

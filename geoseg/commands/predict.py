@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from geoseg import __version__
 from geoseg.card import parse_model_specs
 from geoseg.commands.outdir import make_out_folder
+from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from tiles.batch import parse_scheduler, time_left
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.normalize import parse_bands
@@ -58,6 +59,7 @@ def _one_card_per_task(specs: list[str]) -> list[str]:
     return specs
 
 
+@sigterm_interrupts
 def predict(
     # strings, not Paths: Path would turn /vsizip//tmp/a.zip/b.tif into a relative path for GDAL
     inputs: list[str] = typer.Argument(..., metavar="INPUT", help="Rasters to predict (GeoTIFF, JPEG, PNG, anything GDAL reads, "
@@ -119,10 +121,11 @@ def predict(
             _predict_many(paths, out, options, scheduler)
     except typer.Exit:
         raise
-    except KeyboardInterrupt:  # Ctrl-C: say what is kept (a batch's finished folders) and how to go on
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: say what is kept (a batch's finished folders) and how to go on
         kept = "finished folders are kept, run the same command again to resume" if batch else "nothing written"
-        typer.echo(f"geoseg predict: interrupted: {kept}", err=True)
-        raise typer.Exit(130) from None
+        terminated = isinstance(stop, Terminated)
+        typer.echo(f"geoseg predict: {'terminated' if terminated else 'interrupted'}: {kept}", err=True)
+        raise typer.Exit(TERMINATED_EXIT if terminated else 130) from None
     except Exception as exc:  # one line for the user, non-zero exit
         typer.echo(f"geoseg predict: error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -237,8 +240,8 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                                scheduler=scheduler, description="predict",
                                is_current=lambda p, folder: outputs_current(folder, p, options),
                                on_update=summary.update)
-        except KeyboardInterrupt:
-            summary.stop(130)
+        except KeyboardInterrupt as stop:
+            summary.stop(TERMINATED_EXIT if isinstance(stop, Terminated) else 130)
             raise
         except Exception as exc:
             summary.stop(1, error=f"{exc}")

@@ -23,6 +23,7 @@ import rasterio
 import typer
 
 from geoseg import __version__
+from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from tiles.batch import parse_scheduler, run_batch
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.chips import (
@@ -287,6 +288,7 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
                      "resolution)")
 
 
+@sigterm_interrupts
 def tile(
     scenes: list[Path] = typer.Argument(..., metavar="SCENE", help="Scene rasters or folders (land cover: folder of X.jpg|png|tif + X_label.png|tif class-mask pairs)."),
     out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set (--split aside)."),
@@ -331,11 +333,12 @@ def tile(
     try:
         report = run_batch(inputs, partial(part_for, part_dir), job, scheduler=chosen,
                            n_workers=workers, description="scenes", on_update=summary.update)
-    except KeyboardInterrupt:  # Ctrl-C: click said nothing and exited 130; finished scenes are kept
-        summary.stop(130)
-        typer.echo("geoseg tile: interrupted: finished scenes are kept, run the same command again to resume",
-                   err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: click said nothing and exited 130
+        code = TERMINATED_EXIT if isinstance(stop, Terminated) else 130
+        summary.stop(code)
+        typer.echo(f"geoseg tile: {'terminated' if code == TERMINATED_EXIT else 'interrupted'}: finished scenes "
+                   f"are kept, run the same command again to resume", err=True)
+        raise typer.Exit(code) from None
     except Exception as exc:  # noqa: BLE001 -- e.g. a Dask scheduler that cannot be reached: one line
         summary.stop(1, error=f"{exc}")
         typer.echo(f"geoseg tile: error: {exc}", err=True)
