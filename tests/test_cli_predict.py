@@ -571,6 +571,8 @@ def test_a_scene_replaced_under_the_same_name_is_predicted_again(tmp_path):
     broken = runner.invoke(app, args)
     assert broken.exit_code == 1 and "0 predicted, 1 already done, 1 failed" in broken.stdout, broken.output
     assert "predicted again" not in broken.stdout  # it was not: its old folder stays, and it failed
+    entry = json.loads((tmp_path / "o" / "batch.json").read_text())["inputs"][1]
+    assert (entry["status"], entry["output"], entry["previous_output"]) == ("failed", None, str(tmp_path / "o" / "b"))
     assert json.loads((tmp_path / "o" / "b" / "report.json").read_text()) == report
 
 
