@@ -1,0 +1,106 @@
+"""``tiles.mosaic``: adjacent rasters as one VRT scene; what cannot share one grid is refused by name."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from mosaic_tiles import SCENE, cut_grid, write_tile
+from rasterio.windows import Window
+
+from tiles.mosaic import MosaicError, plan_mosaic, write_vrt
+from tiles.source import Scene
+
+
+def test_a_cut_scene_mosaicked_again_is_the_scene_pixel_for_pixel(tmp_path):
+    tiles = cut_grid(SCENE, tmp_path / "t")
+    vrt = write_vrt(plan_mosaic(tiles[::-1]), tmp_path / "m.vrt")  # any order: placed by georeferencing
+    with rasterio.open(vrt) as mosaic, rasterio.open(SCENE) as scene:
+        assert (mosaic.transform, mosaic.shape, mosaic.crs) == (scene.transform, scene.shape, scene.crs)
+        assert np.array_equal(mosaic.read(), scene.read())
+        assert np.array_equal(mosaic.dataset_mask(), scene.dataset_mask())  # the tiles' own masks carried
+        assert 0 < (scene.dataset_mask() == 0).sum()  # (the scene has masked pixels)
+
+
+@pytest.mark.parametrize("nodata", [None, 0])
+def test_a_missing_tile_is_invalid_also_for_rgb_tiles_without_mask_or_nodata(tmp_path, nodata):
+    """A VRT's pixels where no source lies read 0, valid unless the VRT says otherwise: RGB tiles
+    without nodata or alpha get a mask band (0 in the gap), tiles with nodata keep it."""
+    tiles = cut_grid(SCENE, tmp_path / "t", skip=("10",), masks=False)
+    if nodata is not None:
+        for path in tiles:
+            with rasterio.open(path, "r+") as ds:
+                ds.nodata = nodata
+    plan = plan_mosaic(tiles)
+    assert (plan.width, plan.height, plan.covered_fraction) == (768, 512, 0.75)
+    vrt = write_vrt(plan, tmp_path / "m.vrt")
+    with Scene(vrt) as scene:  # the file's own grid: straight reads
+        _, valid = scene.read(Window(0, 0, 768, 512))
+    assert not valid[:256, 384:].any() and valid[256:, 384:].mean() > 0.99 and valid[:, :384].mean() > 0.99
+    with Scene(vrt, gsd=1.2) as scene:  # a working grid of the land-cover head's kind: warped reads
+        _, valid = scene.read(Window(0, 0, scene.width, scene.height))
+        col, row = ~scene.transform @ (plan.transform @ (384, 256))
+    assert not valid[:int(row) - 1, int(col) + 1:].any() and valid[int(row) + 1:, :-1].all()  # (the last column overhangs)
+
+
+def _shifted(transform: Affine, dx_px: float) -> Affine:
+    return transform @ Affine.translation(dx_px, 0)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"crs": "EPSG:32636"}, ["CRS EPSG:32636 differs from EPSG:3857", "gdalwarp -t_srs EPSG:3857"]),
+    ({"scale": 2}, ["pixel size 0.597164 x 0.597164 differs from 0.298582 x 0.298582", "-tap"]),
+    ({"dx": 0.5}, ["not on the pixel grid", "0.50 px in x"]),
+    ({"rotate": 0.01}, ["not a north-up grid"]),
+    ({"no_georeferencing": True}, ["not georeferenced"]),
+    ({"bands": 4}, ["band count 4 differs from 3"]),
+    ({"dtype": "uint16"}, ["data type uint16 differs from uint8"]),
+    ({"nodata": 0}, ["nodata value 0.0 differs from None"]),
+])
+def test_rasters_that_cannot_share_one_grid_are_named_with_what_differs(tmp_path, change, words):
+    first, second = cut_grid(SCENE, tmp_path / "t", 2, 1, masks=False)
+    with rasterio.open(second) as src:
+        data, t, crs = src.read(), src.transform, src.crs
+    if "scale" in change:
+        data, t = data[:, ::2, ::2], t @ Affine.scale(2)
+    if "dx" in change:
+        t = _shifted(t, change["dx"])
+    if "rotate" in change:
+        t = Affine(t.a, change["rotate"], t.c, change["rotate"], t.e, t.f)
+    if change.get("no_georeferencing"):
+        t, crs = Affine.identity(), None
+    if "bands" in change:
+        data = np.concatenate([data, data[:1]])
+    if "dtype" in change:
+        data = data.astype(change["dtype"])
+    odd = write_tile(tmp_path / "odd.tif", data, t, change.get("crs", crs),
+                     **({"nodata": change["nodata"]} if "nodata" in change else {}))
+    with pytest.raises(MosaicError) as caught:
+        plan_mosaic([first, odd])
+    message = str(caught.value)
+    assert message.startswith(f"{odd}: ") and "\n" not in message, message
+    for word in words:
+        assert word in message, message
+
+
+def test_a_pixel_size_within_a_tenth_of_a_pixel_across_the_tile_is_accepted_and_snapped(tmp_path):
+    first, second = cut_grid(SCENE, tmp_path / "t", 2, 1, masks=False)
+    with rasterio.open(second) as src:
+        data, t = src.read(), src.transform
+    drifting = write_tile(tmp_path / "drift.tif", data, Affine(t.a * (1 + 1e-5), 0, t.c + t.a * 0.05, 0, t.e, t.f),
+                          "EPSG:3857")
+    plan = plan_mosaic([first, drifting])
+    assert [(tile.col, tile.row) for tile in plan.tiles] == [(0, 0), (384, 0)]
+
+
+def test_where_tiles_overlap_the_last_listed_is_read(tmp_path):
+    with rasterio.open(SCENE) as src:
+        a, b = Window(0, 0, 400, 300), Window(300, 200, 400, 300)
+        first = write_tile(tmp_path / "a.tif", src.read(window=a), src.window_transform(a), src.crs)
+        later = np.full((3, 300, 400), 7, np.uint8)
+        second = write_tile(tmp_path / "b.tif", later, src.window_transform(b), src.crs)
+    plan = plan_mosaic([first, second])
+    assert plan.overlaps() == [(first, second)]
+    with rasterio.open(write_vrt(plan, tmp_path / "m.vrt")) as vrt:
+        assert (vrt.read(window=Window(300, 200, 100, 100)) == 7).all()
+        assert vrt.dataset_mask()[:200, 400:].max() == 0  # outside both: a gap
