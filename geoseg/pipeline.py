@@ -190,6 +190,7 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
 def predict_scene(
     input_path: RasterPath, out_dir: Path | str, options: PredictOptions | None = None,
     progress: Progress | None = None, name: str | None = None, warn_notes: bool = True,
+    mosaic: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the whole predict job for one raster (see module docstring); returns the report.
 
@@ -198,6 +199,8 @@ def predict_scene(
     The run's notes are the report's ``warnings``; ``warn_notes`` also raises each as a
     ``UserWarning`` at the end (a caller that prints the report's, as a batch job on a Dask
     worker thread does, passes False: ``geoseg.notes``).
+    ``mosaic``: when the input is a mosaic of several rasters (``geoseg predict --mosaic``: a VRT over
+    them), what ``tiles.mosaic.Mosaic.summary`` says of them; report.json keeps it as ``mosaic``.
     """
     options = options or PredictOptions()
     options.check()
@@ -268,6 +271,7 @@ def predict_scene(
         "geoseg": {"version": __version__, "code_version": _running_code_version()},  # what made these outputs
         "input": request["input"],
         "input_file": request["input_file"],
+        **({"mosaic": mosaic} if mosaic is not None else {}),
         "device": device,
         "options": request["options"] | {"batch_size": options.batch_size},
         "models": {task: model_summary(card) for task, (_, card) in heads.items()},

@@ -2,7 +2,8 @@
 
 One input file writes into DIR; several, or a folder (its rasters), write into DIR/<input stem>/
 through ``tiles.batch`` (resumable: folders finished with the same input and options are skipped,
-others predicted again; ``--scheduler`` runs them on a Dask cluster).
+others predicted again; ``--scheduler`` runs them on a Dask cluster). With ``--mosaic`` all inputs are
+one scene, a VRT over them (``tiles.mosaic``), written into DIR.
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def predict(
     inputs: list[str] = typer.Argument(..., metavar="INPUT", help="Rasters to predict (GeoTIFF, JPEG, PNG, anything GDAL reads, "
                                        "GDAL virtual paths such as /vsizip//path/a.zip/b.tif and URLs included), "
                                        "or folders: the rasters directly inside each."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per input when several)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per input when several, unless --mosaic)."),
     tile_size: int = typer.Option(512, "--tile-size", help="Tile size in working-grid pixels."),
     overlap: int = typer.Option(64, "--overlap", help="Overlap between tiles in pixels (blended; it may grow by up to 31 px to keep tiles of a multiple-of-32 size on a 32 px grid)."),
     refine: str = typer.Option("gcn", "--refine", help="Land-cover refinement: gcn | none."),
@@ -89,6 +90,10 @@ def predict(
     bands: Optional[str] = typer.Option(None, "--bands", help="1-based bands to read as red, green, blue, e.g. 3,2,1 for "
                                         "bands stored blue, green, red (BGR, BGRN) or 5,3,2 for WorldView-3 (default: "
                                         "bands labelled red, green, blue by colour or description, else 1,2,3)."),
+    mosaic: bool = typer.Option(False, "--mosaic", help="Read all INPUTs (files, and the rasters in folders) as ONE scene: "
+                                "adjacent tiles of one image on one pixel grid (one CRS, pixel size, bands), mosaicked by a "
+                                "GDAL VRT kept as OUT/mosaic.vrt; outputs in OUT as for one input, seamless across the "
+                                "tile lines. Gaps are nodata; where tiles overlap the last listed wins. Not with --scheduler."),
 ) -> None:
     """Predict land cover and building footprints for one or more rasters."""
     from geoseg.pipeline import PredictOptions
@@ -101,12 +106,17 @@ def predict(
         options.model_dirs = parse_model_specs(model)
         options.bands = parse_bands(bands) if bands is not None else None
         options.check()
+        if mosaic and scheduler is not None:  # one scene, predicted here: nothing to spread over a cluster
+            raise ValueError("--mosaic predicts its inputs as one scene in this process; --scheduler is for "
+                             "batches of separate inputs: leave it out")
         # also for one input, which runs in this process: a mistyped address was silently ignored
         scheduler = _scheduler(scheduler)
         paths, folders = _expand_folders([as_raster_path(p) for p in inputs])
-        batch = folders or len(paths) > 1  # the layout follows what was given, repeats included
+        batch = not mosaic and (folders or len(paths) > 1)  # the layout follows what was given, repeats included
         paths = _unique(paths)
-        if not batch:
+        if mosaic:
+            _predict_mosaic(paths, out, options)
+        elif not batch:
             if not raster_exists(paths[0]):
                 raise ValueError(not_found(paths[0]))
             made = not out.exists()
@@ -167,7 +177,50 @@ def _unique(paths: list[RasterPath]) -> list[RasterPath]:
     return out
 
 
-def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> None:
+def _predict_mosaic(inputs: list[RasterPath], out: Path, options: PredictOptions) -> None:
+    """``inputs`` as one scene (``--mosaic``): checked to share one grid before ``out`` is made, then a
+    VRT over them, ``out/mosaic.vrt``, predicted as one input. A failed run leaves the VRT as it was."""
+    from tiles.mosaic import MOSAIC_VRT, MosaicError, plan_mosaic, write_vrt
+
+    vrt = out / MOSAIC_VRT
+    for p in inputs:
+        if not raster_exists(p):
+            raise ValueError(not_found(p))
+        if not is_virtual(p) and os.path.realpath(p) == os.path.realpath(vrt):
+            raise ValueError(f"--mosaic: {p} is the mosaic this run writes (--out's {MOSAIC_VRT}): give the tiles, "
+                             f"not it")
+    try:
+        plan = plan_mosaic(inputs, options.bands)
+    except MosaicError as exc:
+        raise ValueError(f"--mosaic: {exc}") from None
+    if len(plan.tiles) > 1 and plan.covered_fraction < 1.0:
+        _echo_warnings([(f"the {len(plan.tiles)} rasters cover {plan.covered_fraction:.1%} of the mosaic's "
+                         "rectangle: the rest is nodata (no buildings, class 0)")], prefix="--mosaic: ")
+    overlaps = plan.overlaps()
+    if overlaps:
+        first, last = overlaps[0]
+        _echo_warnings([(f"{len(overlaps)} pair{'s' if len(overlaps) > 1 else ''} of rasters overlap (e.g. "
+                         f"{raster_name(first)} and {raster_name(last)}): where they do, the last listed "
+                         f"({raster_name(last)}) is read")], prefix="--mosaic: ")
+    made = not out.exists()
+    make_out_folder(out)
+    before = vrt.read_bytes() if vrt.is_file() else None
+    try:
+        write_vrt(plan, vrt)
+        _predict_one(vrt, out, options, mosaic=plan.summary(),
+                     label=f"mosaic of {len(plan.tiles)} raster{'s' if len(plan.tiles) > 1 else ''}")
+    except BaseException:  # the VRT an earlier run's outputs were made from stays theirs
+        if before is None:
+            vrt.unlink(missing_ok=True)
+        else:
+            vrt.write_bytes(before)
+        if made:
+            _remove_if_empty(out)
+        raise
+
+
+def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions, mosaic: dict | None = None,
+                 label: str | None = None) -> None:
     columns = (TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"))
     from geoseg.pipeline import predict_scene  # before the block: its modules' import-time filters stay
@@ -175,7 +228,8 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> 
     # the time left from the rate over the whole run (geoseg.progress makes the bar move with time),
     # not over rich's default last 30 s, which a slow tile or stage would throw off
     with _recorded_warnings() as caught, Progress(*columns, speed_estimate_period=24 * 3600) as bar:
-        task = bar.add_task(raster_name(input_path), total=1.0)
+        label = label or raster_name(input_path)
+        task = bar.add_task(label, total=1.0)
         # in a log file (no terminal) the bar is drawn once, at the end: a line every tenth instead
         log_lines = not bar.console.is_terminal
         next_line = [LOG_STEP]
@@ -185,12 +239,12 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> 
             if log_lines and next_line[0] <= fraction < 1.0:
                 next_line[0] = (int(fraction / LOG_STEP + 1e-9) + 1) * LOG_STEP
                 elapsed = bar.tasks[0].elapsed or 0.0
-                bar.console.print(f"{raster_name(input_path)}: {fraction:.0%} ({stage}), {elapsed:.0f} s, "
+                bar.console.print(f"{label}: {fraction:.0%} ({stage}), {elapsed:.0f} s, "
                                   f"about {time_left(elapsed, fraction, 1.0 - fraction):.0f} s left",
                                   highlight=False, soft_wrap=True)
 
         try:
-            report = predict_scene(input_path, out, options, progress)
+            report = predict_scene(input_path, out, options, progress, mosaic=mosaic)
         except BaseException:
             _drop_bar(bar)  # the error is one line, without a bar stopped at 0 % above it
             raise
@@ -198,7 +252,7 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions) -> 
     counts = report.get("counts", {})
     n = counts.get("buildings", 0)
     found = f"{n} building{'' if n == 1 else 's'}" if options.buildings else "no building model run"
-    typer.echo(f"{raster_name(input_path)}: {found}, "
+    typer.echo(f"{label}: {found}, "
                f"{report['timings_s']['total']:.1f} s ({report['mpx_per_s']:.2f} Mpx/s) -> {out}")
 
 
