@@ -17,9 +17,10 @@ def test_a_cut_scene_mosaicked_again_is_the_scene_pixel_for_pixel(tmp_path):
     vrt = write_vrt(plan_mosaic(tiles[::-1]), tmp_path / "m.vrt")  # any order: placed by georeferencing
     with rasterio.open(vrt) as mosaic, rasterio.open(SCENE) as scene:
         assert (mosaic.transform, mosaic.shape, mosaic.crs) == (scene.transform, scene.shape, scene.crs)
-        assert np.array_equal(mosaic.read(), scene.read())
-        assert np.array_equal(mosaic.dataset_mask(), scene.dataset_mask())  # the tiles' own masks carried
-        assert 0 < (scene.dataset_mask() == 0).sum()  # (the scene has masked pixels)
+        valid = scene.dataset_mask() > 0
+        assert np.array_equal(mosaic.dataset_mask() > 0, valid)  # the tiles' own masks carried
+        assert 0 < (~valid).sum()  # (the scene has masked pixels: they read 0 in the mosaic)
+        assert np.array_equal(mosaic.read() * valid, scene.read() * valid)
 
 
 @pytest.mark.parametrize("nodata", [None, 0])
@@ -93,14 +94,26 @@ def test_a_pixel_size_within_a_tenth_of_a_pixel_across_the_tile_is_accepted_and_
     assert [(tile.col, tile.row) for tile in plan.tiles] == [(0, 0), (384, 0)]
 
 
-def test_where_tiles_overlap_the_last_listed_is_read(tmp_path):
+@pytest.mark.parametrize("invalid_by", ["mask", "nodata"])
+def test_where_tiles_overlap_the_last_listed_is_read_where_it_is_valid(tmp_path, invalid_by):
+    """The later tile's invalid collar (a reprojected tile's) does not hide the earlier tile's pixels."""
+    nodata = {"nodata": 0} if invalid_by == "nodata" else {}
     with rasterio.open(SCENE) as src:
         a, b = Window(0, 0, 400, 300), Window(300, 200, 400, 300)
-        first = write_tile(tmp_path / "a.tif", src.read(window=a), src.window_transform(a), src.crs)
+        earlier = np.maximum(src.read(window=a), 1)
+        first = write_tile(tmp_path / "a.tif", earlier, src.window_transform(a), src.crs, **nodata)
         later = np.full((3, 300, 400), 7, np.uint8)
-        second = write_tile(tmp_path / "b.tif", later, src.window_transform(b), src.crs)
+        collar = np.full((300, 400), 255, np.uint8)
+        collar[:, :50] = 0  # its first 50 columns: no data
+        if invalid_by == "nodata":
+            later[:, :, :50] = 0
+        second = write_tile(tmp_path / "b.tif", later, src.window_transform(b), src.crs,
+                            collar if invalid_by == "mask" else None, **nodata)
     plan = plan_mosaic([first, second])
     assert plan.overlaps() == [(first, second)]
     with rasterio.open(write_vrt(plan, tmp_path / "m.vrt")) as vrt:
-        assert (vrt.read(window=Window(300, 200, 100, 100)) == 7).all()
-        assert vrt.dataset_mask()[:200, 400:].max() == 0  # outside both: a gap
+        pixels, valid = vrt.read(), vrt.dataset_mask() > 0
+    assert np.array_equal(pixels[:, 200:300, 300:350], earlier[:, 200:300, 300:350])  # under b's collar: a
+    assert (pixels[:, 200:300, 350:400] == 7).all() and (pixels[:, 300:, 350:] == 7).all()  # b's data: b
+    assert valid[:300, :400].all() and valid[200:, 350:].all()
+    assert not valid[:200, 400:].any() and not valid[300:, :300].any() and not valid[300:, 300:350].any()  # gaps

@@ -12,8 +12,9 @@ read as red, green, blue) and
 places each on it; ``write_vrt`` writes the VRT. Gaps (a missing tile, tiles that do not cover
 a rectangle) are invalid pixels: with a nodata value the VRT's bands start as nodata, else the
 VRT gets a mask band made of each tile's own mask (0 where no tile lies), so RGB tiles without
-nodata or alpha have their gaps masked too. Where tiles overlap, the last listed wins (its
-pixels and its mask), as in ``gdalbuildvrt``.
+nodata or alpha have their gaps masked too. Where tiles overlap, the last listed wins where it
+has valid pixels (its nodata and masked pixels are transparent: the collars of reprojected tiles
+do not hide their neighbours), as in ``gdalbuildvrt``.
 
 No ``osgeo`` bindings are needed: the VRT is XML written here.
 """
@@ -220,18 +221,25 @@ _GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "In
                "complex64": "CFloat32", "complex128": "CFloat64", "complex_int16": "CInt16"}
 
 
-def _source(tile: MosaicTile, band: str, dtype: str) -> str:
-    """One ``SimpleSource`` element: ``band`` of ``tile`` (``'1'``, or ``'mask,1'``: its mask) at its place."""
+def _source(tile: MosaicTile, band: str, dtype: str, transparent: str) -> str:
+    """One ``ComplexSource`` element: ``band`` of ``tile`` (``'1'``, or ``'mask,1'``: its mask) at its
+    place; ``transparent`` is the element that leaves the tile's invalid pixels out (``<NODATA>``, or
+    ``<UseMaskBand>``), so they never hide an earlier tile's valid ones."""
     path = str(absolute_raster_path(tile.path))
     bx, by = tile.block
-    return (f"    <SimpleSource>\n"
+    return (f"    <ComplexSource>\n"
             f"      <SourceFilename relativeToVRT=\"0\">{escape(path)}</SourceFilename>\n"
             f"      <SourceBand>{band}</SourceBand>\n"
             f"      <SourceProperties RasterXSize=\"{tile.width}\" RasterYSize=\"{tile.height}\" "
             f"DataType=\"{dtype}\" BlockXSize=\"{bx}\" BlockYSize=\"{by}\"/>\n"
             f"      <SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{tile.width}\" ySize=\"{tile.height}\"/>\n"
             f"      <DstRect xOff=\"{tile.col}\" yOff=\"{tile.row}\" xSize=\"{tile.width}\" ySize=\"{tile.height}\"/>\n"
-            f"    </SimpleSource>\n")
+            f"      {transparent}\n"
+            f"    </ComplexSource>\n")
+
+
+def _nodata_text(value: float) -> str:
+    return "nan" if math.isnan(value) else repr(value)
 
 
 def vrt_xml(mosaic: Mosaic) -> str:
@@ -249,15 +257,20 @@ def vrt_xml(mosaic: Mosaic) -> str:
     for band in range(1, mosaic.count + 1):
         parts.append(f"  <VRTRasterBand dataType=\"{dtype}\" band=\"{band}\">\n")
         if mosaic.nodata is not None:
-            parts.append(f"    <NoDataValue>{'nan' if math.isnan(mosaic.nodata) else repr(mosaic.nodata)}</NoDataValue>\n")
+            parts.append(f"    <NoDataValue>{_nodata_text(mosaic.nodata)}</NoDataValue>\n")
         parts.append(f"    <ColorInterp>{mosaic.colorinterp[band - 1].name.capitalize()}</ColorInterp>\n")
         if mosaic.descriptions[band - 1]:
             parts.append(f"    <Description>{escape(mosaic.descriptions[band - 1])}</Description>\n")
-        parts.extend(_source(tile, str(band), dtype) for tile in mosaic.tiles)
+        if mosaic.nodata is not None:
+            transparent = f"<NODATA>{_nodata_text(mosaic.nodata)}</NODATA>"
+        else:  # the tile's own mask (GDAL >= 3.3)
+            transparent = "<UseMaskBand>true</UseMaskBand>"
+        parts.extend(_source(tile, str(band), dtype, transparent) for tile in mosaic.tiles)
         parts.append("  </VRTRasterBand>\n")
     if mosaic.nodata is None:  # gaps must read invalid: a mask band of the tiles' masks, 0 elsewhere
         parts.append("  <MaskBand>\n  <VRTRasterBand dataType=\"Byte\">\n")
-        parts.extend(_source(tile, "mask,1", "Byte") for tile in mosaic.tiles)
+        # a tile's 0 (invalid) is transparent: the mask is valid wherever some tile is
+        parts.extend(_source(tile, "mask,1", "Byte", "<NODATA>0</NODATA>") for tile in mosaic.tiles)
         parts.append("  </VRTRasterBand>\n  </MaskBand>\n")
     parts.append("</VRTDataset>\n")
     return "".join(parts)

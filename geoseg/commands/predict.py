@@ -93,7 +93,7 @@ def predict(
     mosaic: bool = typer.Option(False, "--mosaic", help="Read all INPUTs (files, and the rasters in folders) as ONE scene: "
                                 "adjacent tiles of one image on one pixel grid (one CRS, pixel size, bands), mosaicked by a "
                                 "GDAL VRT kept as OUT/mosaic.vrt; outputs in OUT as for one input, seamless across the "
-                                "tile lines. Gaps are nodata; where tiles overlap the last listed wins. Not with --scheduler."),
+                                "tile lines. Gaps are nodata; where tiles overlap the last listed wins where it has data. Not with --scheduler."),
 ) -> None:
     """Predict land cover and building footprints for one or more rasters."""
     from geoseg.pipeline import PredictOptions
@@ -201,7 +201,7 @@ def _predict_mosaic(inputs: list[RasterPath], out: Path, options: PredictOptions
         first, last = overlaps[0]
         _echo_warnings([(f"{len(overlaps)} pair{'s' if len(overlaps) > 1 else ''} of rasters overlap (e.g. "
                          f"{raster_name(first)} and {raster_name(last)}): where they do, the last listed "
-                         f"({raster_name(last)}) is read")], prefix="--mosaic: ")
+                         f"({raster_name(last)}) is read where it has data")], prefix="--mosaic: ")
     made = not out.exists()
     make_out_folder(out)
     before = vrt.read_bytes() if vrt.is_file() else None
