@@ -58,7 +58,7 @@ def test_a_missing_tile_is_nodata_without_buildings_and_class_0(tmp_path):
     tiles = cut_grid(SCENE, tmp_path / "tiles", skip=("10",), masks=False)
     result = CliRunner().invoke(app, ["predict", *map(str, tiles), "--out", str(tmp_path / "m"), "--mosaic", *FAST])
     assert result.exit_code == 0, result.output
-    assert "warning: --mosaic: the 3 rasters cover 75.0% of the mosaic's rectangle" in result.stderr
+    assert "warning: --mosaic: the 3 rasters cover 75.0% of the mosaic's 768 x 512 px rectangle" in result.stderr
     with rasterio.open(tmp_path / "m" / "classmap.tif") as classmap:
         classes = classmap.read(1)
         assert classmap.shape == (512, 768)

@@ -194,8 +194,12 @@ def _predict_mosaic(inputs: list[RasterPath], out: Path, options: PredictOptions
     except MosaicError as exc:
         raise ValueError(f"--mosaic: {exc}") from None
     if len(plan.tiles) > 1 and plan.covered_fraction < 1.0:
+        # the gaps cost time and memory as in a scene of the whole rectangle: scattered tiles say so
+        scattered = ("; a run goes through the whole rectangle: predict groups of tiles far apart separately"
+                     if plan.covered_fraction < 0.5 else "")
         _echo_warnings([(f"the {len(plan.tiles)} rasters cover {plan.covered_fraction:.1%} of the mosaic's "
-                         "rectangle: the rest is nodata (no buildings, class 0)")], prefix="--mosaic: ")
+                         f"{plan.width} x {plan.height} px rectangle: the rest is nodata (no buildings, class 0)"
+                         f"{scattered}")], prefix="--mosaic: ")
     overlaps = plan.overlaps()
     if overlaps:
         first, last = overlaps[0]
