@@ -34,14 +34,18 @@ _EXPORTS = {
     "building_chips": "tiles.chips",
     "landcover_chips": "tiles.chips",
     "write_index": "tiles.chips",
+    "MosaicError": "tiles.mosaic",
+    "plan_mosaic": "tiles.mosaic",
+    "write_vrt": "tiles.mosaic",
     "BatchReport": "tiles.batch",
     "run_batch": "tiles.batch",
 }
 
 __all__ = [
-    "BatchReport", "BlendingWriter", "ChipOptions", "ChipRecord", "LabelIndex", "Scene", "Tile", "UnsupportedRaster",
-    "building_chips", "colormap_from_hex", "gsd_m", "is_valid_cog", "landcover_chips", "run_batch",
-    "scene_source_grid", "tile_grid", "warp_to_grid", "write_cog", "write_index",
+    "BatchReport", "BlendingWriter", "ChipOptions", "ChipRecord", "LabelIndex", "MosaicError", "Scene", "Tile",
+    "UnsupportedRaster", "building_chips", "colormap_from_hex", "gsd_m", "is_valid_cog", "landcover_chips",
+    "plan_mosaic", "run_batch", "scene_source_grid", "tile_grid", "warp_to_grid", "write_cog", "write_index",
+    "write_vrt",
 ]
 
 
@@ -72,6 +76,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from tiles.grid import Tile, tile_grid
     from tiles.gsd import gsd_m
     from tiles.labels import LabelIndex
+    from tiles.mosaic import MosaicError, plan_mosaic, write_vrt
     from tiles.source import Scene
     from tiles.stitch import BlendingWriter
     from tiles.warp import scene_source_grid, warp_to_grid
