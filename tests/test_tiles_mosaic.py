@@ -117,3 +117,10 @@ def test_where_tiles_overlap_the_last_listed_is_read_where_it_is_valid(tmp_path,
     assert (pixels[:, 200:300, 350:400] == 7).all() and (pixels[:, 300:, 350:] == 7).all()  # b's data: b
     assert valid[:300, :400].all() and valid[200:, 350:].all()
     assert not valid[:200, 400:].any() and not valid[300:, :300].any() and not valid[300:, 300:350].any()  # gaps
+
+
+def test_tiles_in_a_folder_named_with_an_ampersand_and_accents_are_found(tmp_path):
+    """Paths are XML text in the VRT: '&' escaped, UTF-8 whatever the locale's encoding."""
+    tiles = cut_grid(SCENE, tmp_path / "Kampala & Entebbe é", 2, 1, masks=False)
+    with rasterio.open(write_vrt(plan_mosaic(tiles), tmp_path / "m.vrt")) as vrt:
+        assert sorted(vrt.files[1:]) == [str(p) for p in tiles] and vrt.read(1).any()

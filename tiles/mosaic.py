@@ -280,7 +280,7 @@ def write_vrt(mosaic: Mosaic, path: Path) -> Path:
     """Write the VRT of ``mosaic`` to ``path`` (a temporary file renamed into place); returns ``path``."""
     path = Path(path)
     temp = path.with_name(f".{path.name}.partial")
-    temp.write_text(vrt_xml(mosaic))
+    temp.write_text(vrt_xml(mosaic), encoding="utf-8")  # what GDAL reads an XML without a declaration as
     os.replace(temp, path)
     return path
 
