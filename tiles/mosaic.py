@@ -35,7 +35,7 @@ from rasterio.errors import RasterioIOError
 
 from tiles.errors import UnsupportedRaster
 from tiles.normalize import BandChoice, dataset_bands
-from tiles.rasterpath import RasterPath, absolute_raster_path, is_virtual
+from tiles.rasterpath import RasterPath, absolute_raster_path, is_virtual, raster_name
 
 __all__ = ["GRID_TOLERANCE_PX", "MOSAIC_VRT", "Mosaic", "MosaicError", "MosaicTile", "plan_mosaic", "write_vrt"]
 
@@ -119,7 +119,8 @@ def _open(path: RasterPath):
         raise MosaicError(f"{path}: cannot be opened as a raster ({' '.join(str(exc).split())})") from exc
 
 
-def _check_georeferencing(path: RasterPath, src) -> None:
+def _check_alone(path: RasterPath, src) -> None:
+    """What every raster of a mosaic needs on its own: a north-up geotransform, one data type."""
     t = src.transform
     if t.is_identity and src.crs is None:
         kind = "ground control points" if src.gcps[0] else "RPCs" if src.rpcs else None
@@ -130,6 +131,8 @@ def _check_georeferencing(path: RasterPath, src) -> None:
     if not (t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0):
         raise MosaicError(f"{path}: not a north-up grid (geotransform {tuple(round(v, 6) for v in t[:6])}): "
                           f"a mosaic needs north-up tiles; warp it first (gdalwarp in.tif out.tif)")
+    if len(set(src.dtypes)) > 1:  # a VRT band has one type
+        raise MosaicError(f"{path}: bands of different data types ({', '.join(src.dtypes)}) cannot be mosaicked")
 
 
 def plan_mosaic(paths: Sequence[RasterPath], bands: tuple[int, ...] | None = None,
@@ -145,7 +148,7 @@ def plan_mosaic(paths: Sequence[RasterPath], bands: tuple[int, ...] | None = Non
     ref = ref_path = None
     for path in paths:
         with _open(path) as src:
-            _check_georeferencing(path, src)
+            _check_alone(path, src)
             if ref is None:
                 ref, ref_path = src.profile | {"colorinterp": tuple(src.colorinterp), "descriptions":
                                                tuple(src.descriptions), "crs": src.crs,
@@ -179,7 +182,7 @@ def _band_choice(path: RasterPath, src, bands: tuple[int, ...] | None) -> BandCh
 def _check_like(path: RasterPath, src, ref: dict, ref_path: RasterPath, bands: tuple[int, ...] | None,
                 tolerance_px: float) -> None:
     """``src`` (at ``path``) must share ``ref``'s grid and bands; else one line saying what differs."""
-    name = os.path.basename(str(ref_path))
+    name = raster_name(ref_path)
 
     def differs(what: str, mine, theirs, advice: str = "") -> MosaicError:
         return MosaicError(f"{path}: {what} {mine} differs from {theirs} in {name}, the first input"
@@ -194,8 +197,6 @@ def _check_like(path: RasterPath, src, ref: dict, ref_path: RasterPath, bands: t
         raise differs("band count", src.count, ref["count"])
     if src.dtypes[0] != ref["dtype"]:
         raise differs("data type", src.dtypes[0], ref["dtype"])
-    if len(set(src.dtypes)) > 1:
-        raise MosaicError(f"{path}: bands of different data types ({', '.join(src.dtypes)}) cannot be mosaicked")
     if not _same_nodata(src.nodata, ref["nodata"]):
         raise differs("nodata value", src.nodata, ref["nodata"])
     choice = _band_choice(path, src, bands)
