@@ -33,6 +33,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from geoseg import __version__
 from geoseg.card import code_version
 from geoseg.classmap import write_classmap
@@ -44,6 +46,7 @@ from geoseg.progress import StageProgress, StageWork, stage_weights, tracing_sha
 from geoseg.tiled_inference import HeadResult, gsd_scale, head_plan, run_head
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import has_lonlat
+from tiles.mosaic import input_at
 from tiles.rasterpath import (RasterPath, absolute_raster_path, as_raster_path, is_virtual, not_found,
                               raster_exists, raster_name)
 from tiles.source import Scene, cap_block_cache
@@ -185,6 +188,16 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
     given["options"].setdefault("model_dirs", {})  # reports before the cards were recorded: shipped ones
     given["options"].setdefault("bands", None)  # reports before --bands: the raster's own choice
     return given == wanted and all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
+
+
+def building_sources(frame: Any, source: str, grid: dict[str, Any], mosaic: dict[str, Any] | None) -> Any:
+    """Each building's ``source``: the input's name, or with ``--mosaic`` the file name of the tile
+    its representative point lies on (a point inside the polygon, even for an L-shaped one)."""
+    if mosaic is None or frame.empty:
+        return source
+    points = frame.geometry.representative_point()
+    cols, rows = ~grid["transform"] * (points.x.to_numpy(), points.y.to_numpy())
+    return [Path(p).name for p in input_at(mosaic, np.asarray(cols), np.asarray(rows), source)]
 
 
 def predict_scene(
@@ -339,7 +352,7 @@ def predict_scene(
             result.writer.close()
             timings["vectorize"] = time.perf_counter() - t
             t = time.perf_counter()
-            frame["source"] = name or raster_name(input_path)
+            frame["source"] = building_sources(frame, name or raster_name(input_path), grid, mosaic)
             stages("write", 0.0)
             write_buildings(frame, staging, lonlat)
             stages("write", 0.9)  # the rest: report.json and the renames

@@ -44,6 +44,12 @@ def test_a_grid_of_tiles_as_a_mosaic_gives_the_whole_scenes_outputs(tmp_path):
     buildings = gpd.read_file(m / "buildings.gpkg")
     across = buildings[buildings.geometry.bounds.minx.lt(cut_x - 1) & buildings.geometry.bounds.maxx.gt(cut_x + 1)]
     assert len(across) >= 1  # one polygon each, reaching 1 m past the cut line on both sides
+    # each building names the tile its representative point lies on, as one scene's name that scene
+    assert set(buildings["source"]) == {p.name for p in tiles}
+    for geometry, source in zip(buildings.geometry, buildings["source"]):
+        with rasterio.open(tmp_path / "tiles" / source) as tile:
+            assert shapely.box(*tile.bounds).contains(geometry.representative_point())
+    assert set(gpd.read_file(m / "buildings.geojson")["source"]) == {p.name for p in tiles}
 
     report = json.loads((m / "report.json").read_text())
     assert report["input"] == str(m / "mosaic.vrt")

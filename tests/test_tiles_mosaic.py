@@ -8,7 +8,7 @@ from affine import Affine
 from mosaic_tiles import SCENE, cut_grid, write_tile
 from rasterio.windows import Window
 
-from tiles.mosaic import MosaicError, plan_mosaic, write_vrt
+from tiles.mosaic import MosaicError, input_at, plan_mosaic, write_vrt
 from tiles.source import Scene
 
 
@@ -124,3 +124,14 @@ def test_tiles_in_a_folder_named_with_an_ampersand_and_accents_are_found(tmp_pat
     tiles = cut_grid(SCENE, tmp_path / "Kampala & Entebbe é", 2, 1, masks=False)
     with rasterio.open(write_vrt(plan_mosaic(tiles), tmp_path / "m.vrt")) as vrt:
         assert sorted(vrt.files[1:]) == [str(p) for p in tiles] and vrt.read(1).any()
+
+
+def test_each_point_names_the_last_listed_input_covering_it_else_the_fallback():
+    """Where tiles overlap the VRT reads the last listed, so a building there is that tile's; a point
+    in a gap (a building cannot be there, but a polygon's point may fall off a tile's edge) gets the
+    fallback."""
+    summary = {"inputs": ["/d/a.tif", "/d/b.tif"], "placement": [[0, 0, 10, 10], [5, 0, 10, 10]]}
+    cols = np.array([2.0, 7.0, 12.0, 20.0, 9.999])
+    rows = np.array([5.0, 5.0, 5.0, 5.0, 9.999])
+    assert input_at(summary, cols, rows, "mosaic.vrt") == ["/d/a.tif", "/d/b.tif", "/d/b.tif", "mosaic.vrt",
+                                                          "/d/b.tif"]

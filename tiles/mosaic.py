@@ -101,6 +101,17 @@ class Mosaic:
         return [(self.tiles[i].path, self.tiles[j].path) for i, j in pairs]
 
 
+def input_at(summary: dict, cols: np.ndarray, rows: np.ndarray, fallback: str) -> list[str]:
+    """The input each point (``cols``, ``rows``: pixel coordinates on the mosaic's grid) lies on,
+    from ``Mosaic.summary``: the last listed that covers it, as the VRT reads the last listed where
+    tiles overlap; ``fallback`` for a point on none. Why: a building layer over a whole delivery
+    should say which image each building came from (its date, its sensor), as one scene's says."""
+    names = np.full(len(cols), fallback, dtype=object)
+    for name, (col, row, width, height) in zip(summary["inputs"], summary["placement"]):
+        names[(cols >= col) & (cols < col + width) & (rows >= row) & (rows < row + height)] = name
+    return names.tolist()
+
+
 def _same_nodata(a: float | None, b: float | None) -> bool:
     if a is None or b is None:
         return a is b
