@@ -58,26 +58,31 @@ class HeldFileResponse(FileResponse):
             self._handle.close()
 
     def current_copy(self, request: Headers) -> str | None:
-        """The ETag of a 304 when the client's cached copy is this file, else None (RFC 9110
-        13.1.2-3): ``If-None-Match`` (weak comparison, ``*`` too), else ``If-Modified-Since``.
+        """The ETag of a 304 when the client's cached copy is this file, else None (see ``current_copy``).
         Starlette's ``FileResponse`` sends these validators but ignores them, so a caching
-        client re-downloaded every time. The tag is returned as the client sent it: ``W/`` for
-        the copy it got gzipped (api.compression), as that 200 would have said."""
-        etag = self.headers["etag"]
-        if_none_match = request.get("if-none-match")
-        if if_none_match is not None:
-            for tag in (t.strip() for t in if_none_match.split(",")):
-                if tag == "*":
-                    return etag
-                if tag.removeprefix("W/") == etag:
-                    return tag
-            return None
-        if_modified_since = request.get("if-modified-since")
-        if if_modified_since is None:
-            return None
-        try:
-            since = parsedate_to_datetime(if_modified_since)
-        except (TypeError, ValueError):
-            return None  # an invalid date is ignored (RFC 9110 13.1.3)
-        current = since.tzinfo is not None and int(since.timestamp()) >= int(self.stat_result.st_mtime)
-        return etag if current else None
+        client re-downloaded every time."""
+        return current_copy(request, self.headers["etag"], self.stat_result.st_mtime)
+
+
+def current_copy(request: Headers, etag: str, mtime: float) -> str | None:
+    """The ETag of a 304 when the client's cached copy is the representation tagged ``etag`` (last
+    modified at ``mtime``), else None (RFC 9110 13.1.2-3): ``If-None-Match`` (weak comparison, ``*``
+    too), else ``If-Modified-Since``. The tag is returned as the client sent it: ``W/`` for the
+    copy it got gzipped (api.compression), as that 200 would have said."""
+    if_none_match = request.get("if-none-match")
+    if if_none_match is not None:
+        for tag in (t.strip() for t in if_none_match.split(",")):
+            if tag == "*":
+                return etag
+            if tag.removeprefix("W/") == etag:
+                return tag
+        return None
+    if_modified_since = request.get("if-modified-since")
+    if if_modified_since is None:
+        return None
+    try:
+        since = parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError):
+        return None  # an invalid date is ignored (RFC 9110 13.1.3)
+    current = since.tzinfo is not None and int(since.timestamp()) >= int(mtime)
+    return etag if current else None
