@@ -66,11 +66,30 @@ class JobLinks(BaseModel):
     buildings_gpkg: str | None = Field(None, alias="buildings.gpkg")
     classmap_tif: str | None = Field(None, alias="classmap.tif")
     report_json: str | None = Field(None, alias="report.json")
+    tilejson: str | None = Field(None, description="TileJSON 3.0.0 of the class map's web-map tiles "
+                                                   "(with a class map only).")
+    tiles: str | None = Field(None, description="URL template of the class map's XYZ tiles "
+                                                "(256 px Web-Mercator PNGs): `{z}/{x}/{y}` to fill in.")
 
     @model_serializer(mode="wrap")
     # no return annotation: pydantic would make it the schema (a bare dict), hiding the fields
     def _only_present(self, handler: SerializerFunctionWrapHandler):
         return {name: url for name, url in handler(self).items() if url is not None}
+
+
+class TileJSON(BaseModel):
+    """TileJSON 3.0.0 (https://github.com/mapbox/tilejson-spec) of a job's class map tiles, as web
+    maps (MapLibre, OpenLayers, Leaflet plugins) read it to add the layer."""
+
+    tilejson: Literal["3.0.0"] = "3.0.0"
+    name: str
+    scheme: Literal["xyz"] = "xyz"
+    tiles: list[str] = Field(description="The tile URL template, absolute: `{z}/{x}/{y}` to fill in.")
+    bounds: list[float] = Field(description="West, south, east, north of the scene (WGS84 degrees).")
+    center: list[float] = Field(description="Longitude, latitude and zoom a map may open at.")
+    minzoom: int = Field(description="The deepest zoom where the whole scene fits one tile.")
+    maxzoom: int = Field(description="The scene's native zoom: its pixels as fine as the scene's GSD.")
+    attribution: str
 
 
 class JobStatus(BaseModel):
@@ -160,6 +179,8 @@ def job_links(job: Job) -> JobLinks:
     if job.status == "succeeded":
         links.update({name: f"{base}/{name}" for name, option in _PRODUCED_WITH.items()
                       if option is None or job.options.get(option, True)})
+        if job.options.get("classmap", True):
+            links.update(tilejson=f"{base}/tilejson.json", tiles=f"{base}/tiles/{{z}}/{{x}}/{{y}}.png")
     return JobLinks(**links)
 
 

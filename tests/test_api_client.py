@@ -96,7 +96,8 @@ def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
         doc = client.get("/openapi.json").json()
     operations = {(method, path): op for path, ops in doc["paths"].items() for method, op in ops.items()}
     assert {op["operationId"] for op in operations.values()} == {
-        "healthz", "submit_job", "list_jobs", "get_job", "delete_job", "get_result", "segment", "list_models"}
+        "healthz", "submit_job", "list_jobs", "get_job", "delete_job", "get_result", "get_tile", "get_tilejson",
+        "segment", "list_models"}
     for (method, path), op in operations.items():
         if path.startswith("/v1/jobs") or path == "/v1/segment":
             assert "503" in op["responses"], (method, path)
@@ -131,7 +132,8 @@ def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
         bands.search(v) for v in ("0,1,2", "1,2", "a,b,c"))
     assert all(outputs.search(v) for v in ("buildings", "buildings,classmap", "classmap")) and not outputs.search("x")
     links = schemas["JobLinks"]["properties"]  # typed fields of a generated client, not a bare dict
-    assert set(links) == {"self", "buildings.geojson", "buildings.gpkg", "classmap.tif", "report.json"}
+    assert set(links) == {"self", "buildings.geojson", "buildings.gpkg", "classmap.tif", "report.json", "tilejson",
+                          "tiles"}
     # always sent (null when not applicable): required, else a generated client types them "maybe absent"
     assert {"expires_at", "eta_s", "previous_error", "progress", "links"} <= set(schemas["JobStatus"]["required"])
     for body in ("Body_submit_job", "Body_segment"):  # how generators know the part is a file, not a str

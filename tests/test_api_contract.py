@@ -192,12 +192,12 @@ def test_outputs_option_limits_the_files(tmp_path):
 
 def test_links_list_only_the_requested_outputs(tmp_path):
     with service(tmp_path) as client:
-        for outputs, expected in [("classmap", {"classmap.tif"}),
+        for outputs, expected in [("classmap", {"classmap.tif", "tilejson", "tiles"}),
                                   ("buildings", {"buildings.geojson", "buildings.gpkg"})]:
             job = wait(client, submit(client, outputs=outputs)["id"])
             assert job["status"] == "succeeded", job
             assert set(job["links"]) == {"self", "report.json", *expected}
-            assert all(client.get(link).status_code == 200 for link in job["links"].values())
+            assert all(client.get(link.format(z=0, x=0, y=0)).status_code == 200 for link in job["links"].values())
 
 
 def test_input_error_fails_once_and_crashes_are_retried_then_failed(tmp_path):

@@ -99,6 +99,34 @@ def hanging_runner(input_path: Path, out_dir: Path, options: dict[str, Any], pro
     return footprint_runner(input_path, out_dir, options, progress)
 
 
+#: colours of the class map ``classes_runner`` writes: 0 (no data) transparent, as geoseg's class maps
+CLASS_COLOURS = {0: (0, 0, 0, 0), 1: (230, 25, 75, 255), 2: (60, 180, 75, 255), 3: (0, 130, 200, 255)}
+
+
+def classes_runner(input_path: Path, out_dir: Path, options: dict[str, Any], progress) -> dict[str, Any]:
+    """A class map like geoseg's (a COG with overviews, nodata 0 transparent): a no-data left quarter,
+    then classes 1, 2 and 3 in horizontal bands; the rest as ``footprint_runner``. An upload named
+    ``hang*.tif`` blocks for ever, as with ``hanging_runner``."""
+    report = hanging_runner(input_path, out_dir, {**options, "classmap": False}, progress)
+    if options.get("classmap", True):
+        from tiles.cog import write_cog
+
+        with rasterio.open(input_path) as src:
+            profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
+                       "nodata": 0, "crs": src.crs, "transform": src.transform, "tiled": True,
+                       "blockxsize": 256, "blockysize": 256}
+        rows = np.arange(profile["height"])[:, None] * 3 // profile["height"] + 1
+        classes = np.broadcast_to(rows, (profile["height"], profile["width"])).astype("uint8").copy()
+        classes[:, : profile["width"] // 4] = 0
+        plain = out_dir / "classmap_plain.tif"
+        with rasterio.open(plain, "w", **profile) as dst:
+            dst.write(classes, 1)
+        write_cog(plain, out_dir / "classmap.tif", colormap=CLASS_COLOURS)
+        plain.unlink()
+        report["outputs"].append("classmap.tif")
+    return report
+
+
 def progress_write_fails_once_runner(input_path: Path, out_dir: Path, options: dict[str, Any],
                                      progress) -> dict[str, Any]:
     """The job table refuses one progress write (locked past its timeout), then works again."""

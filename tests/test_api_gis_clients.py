@@ -53,7 +53,7 @@ def test_sidecar_probes_of_gdal_get_404(served):
     schema = client.get("/openapi.json").json()
     name = next(p for p in schema["paths"]["/v1/jobs/{job_id}/{name}"]["get"]["parameters"]
                 if p["name"] == "name")
-    assert set(name["schema"]["enum"]) == set(job["links"]) - {"self"}
+    assert set(name["schema"]["enum"]) == set(job["links"]) - {"self", "tilejson", "tiles"}
 
 
 def test_vector_results_are_gzipped_for_clients_that_accept_it(served):

@@ -1,7 +1,11 @@
 """``/v1/jobs``: submit, poll, list, fetch results, delete."""
 from __future__ import annotations
 
+import hashlib
+import os
 from datetime import datetime, timezone
+from email.utils import formatdate
+from pathlib import Path
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -17,9 +21,10 @@ from fastapi import (
 )
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
+from rasterio.errors import RasterioIOError
 
 from api.caching import result_cache_headers
-from api.downloads import HeldFileResponse
+from api.downloads import HeldFileResponse, current_copy
 from api.intake import accept_upload, parse_options
 from api.jobs import STATUSES, Job, JobStore
 from api.pacing import poll_headers
@@ -46,10 +51,13 @@ from api.schemas import (
     JobAccepted,
     JobPage,
     JobStatus,
+    TileJSON,
     job_links,
     job_status,
 )
 from api.worker import RESULT_DIR, job_dir
+from geoseg import __version__
+from tiles.xyz import MAX_ZOOM, check_tile, empty_tile_png, render_xyz_tile, tileset_of
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -180,6 +188,99 @@ def delete_job(request: Request, job_id: UUID) -> Response:
     return Response(status_code=204)
 
 
+def _succeeded(request: Request, job: Job) -> Path:
+    """The folder of ``job``'s results; 409 (with ``Retry-After`` while it may still succeed) before."""
+    settings = settings_of(request)
+    if job.status == "failed":  # it told the client to poll a job that will never succeed
+        raise HTTPException(409, f"job failed, so it has no results; its error is at /v1/jobs/{job.id}")
+    if job.status != "succeeded":
+        raise HTTPException(409, f"job is {job.status}; results exist once it has succeeded "
+                                 f"(poll /v1/jobs/{job.id}, after Retry-After seconds)",
+                            headers=poll_headers(job, store_of(request), settings.workers))
+    return job_dir(settings, job.id) / RESULT_DIR
+
+
+def _not_produced(store: JobStore, job_id: UUID, name: str) -> HTTPException:
+    """The 404 of a result file absent: the job is gone (removed since it was read), or was not asked for it."""
+    _get_job(store, job_id)
+    return HTTPException(404, f"this job did not produce {name} (check its 'outputs' option)")
+
+
+#: the tile of a place the scene does not cover: a transparent PNG, not a 204 or a 404, which
+#: Leaflet and OpenLayers count as failed image loads (tileerror events, console errors)
+EMPTY_TILE = empty_tile_png()
+_PNG = {"image/png": {"schema": _BINARY}}
+
+
+@router.get("/{job_id}/tilejson.json", response_model=TileJSON, responses=problems(404, 409, 422, 503))
+def get_tilejson(request: Request, job_id: UUID) -> TileJSON:
+    """TileJSON 3.0.0 of the class map's web-map tiles: their URL template, bounds and zoom range."""
+    store = store_of(request)
+    job = _get_job(store, job_id)
+    path = _succeeded(request, job) / "classmap.tif"
+    try:
+        tileset = tileset_of(path)
+    except RasterioIOError:
+        raise _not_produced(store, job_id, "classmap.tif") from None
+    except ValueError as exc:
+        raise HTTPException(422, f"the class map has no web-map tiles: {exc}") from None
+    west, south, east, north = tileset.bounds_wgs84
+    template = str(request.url_for("get_tile", job_id=str(job.id), z="{z}", x="{x}", y="{y}"))
+    # url_for quotes the braces of the template
+    template = template.replace("%7B", "{").replace("%7D", "}")
+    return TileJSON(name=f"geoseg land cover, job {job.id}", tiles=[template], bounds=[west, south, east, north],
+                    center=[(west + east) / 2, (south + north) / 2, tileset.minzoom],
+                    minzoom=tileset.minzoom, maxzoom=tileset.maxzoom,
+                    attribution=f"Land cover: geoseg {__version__}")
+
+
+@router.get("/{job_id}/tiles/{z}/{x}/{y}.png", response_class=Response,
+            responses={200: {"content": _PNG, "description": "The 256 px tile, RGBA; fully transparent "
+                                                             "where the scene has nothing",
+                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER}},
+                       304: {"description": "Not modified: the copy named by `If-None-Match` / "
+                                            "`If-Modified-Since` is current",
+                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER}},
+                       **problems(404, 409, 422, 503)})
+def get_tile(
+    request: Request, job_id: UUID,
+    z: Annotated[int, PathParam(ge=0, le=MAX_ZOOM, description="Zoom level.")],
+    x: Annotated[int, PathParam(ge=0, description="Column, from 180 W eastwards (0 .. 2^z - 1).")],
+    y: Annotated[int, PathParam(ge=0, description="Row, from 85.05 N southwards (0 .. 2^z - 1; XYZ, "
+                                                  "not TMS).")],
+) -> Response:
+    """A 256 px Web-Mercator (EPSG:3857) PNG tile of the class map in its colours, for web maps."""
+    store = store_of(request)
+    job = _get_job(store, job_id)
+    path = _succeeded(request, job) / "classmap.tif"
+    try:
+        check_tile(z, x, y)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    try:
+        stat = os.stat(path)
+        # a tile is a function of the class map (never rewritten once the job succeeded) and z/x/y
+        etag = '"' + hashlib.md5(f"{stat.st_mtime}-{stat.st_size}-{z}/{x}/{y}".encode(),
+                                 usedforsecurity=False).hexdigest() + '"'
+        headers = {**result_cache_headers(keyed=settings_of(request).api_key is not None), "ETag": etag,
+                   "Last-Modified": formatdate(stat.st_mtime, usegmt=True)}
+        if (tag := current_copy(request.headers, etag, stat.st_mtime)) is not None:
+            return Response(status_code=304, headers={"ETag": tag, "Last-Modified": headers["Last-Modified"],
+                                                      "Cache-Control": headers["Cache-Control"]})
+        png = render_xyz_tile(path, z, x, y)
+    except (FileNotFoundError, RasterioIOError):
+        raise _not_produced(store, job_id, "classmap.tif") from None
+    except ValueError as exc:
+        raise HTTPException(422, f"the class map has no web-map tiles: {exc}") from None
+    return Response(png or EMPTY_TILE, media_type="image/png", headers=headers)
+
+
+router.add_api_route("/{job_id}/tilejson.json", get_tilejson, methods=["HEAD"], include_in_schema=False,
+                     response_model=TileJSON)
+router.add_api_route("/{job_id}/tiles/{z}/{x}/{y}.png", get_tile, methods=["HEAD"], include_in_schema=False,
+                     response_class=Response)
+
+
 @router.get("/{job_id}/{name}", response_class=FileResponse,
             responses={200: {"content": {m.split(";")[0]: {"schema": _BINARY} for m in RESULT_FILES.values()},
                              "description": "The result file",
@@ -193,24 +294,17 @@ def delete_job(request: Request, job_id: UUID) -> Response:
                        **problems(404, 409, 422, 503)})
 def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse:
     """One result file of a succeeded job."""
-    job = _get_job(store_of(request), job_id)
+    store = store_of(request)
+    job = _get_job(store, job_id)
     if name not in RESULT_FILES:
         raise HTTPException(404, f"a job has no file {name!r}: its files are {', '.join(RESULT_FILES)}")
-    settings = settings_of(request)
-    if job.status == "failed":  # it told the client to poll a job that will never succeed
-        raise HTTPException(409, f"job failed, so it has no results; its error is at /v1/jobs/{job.id}")
-    if job.status != "succeeded":
-        raise HTTPException(409, f"job is {job.status}; results exist once it has succeeded "
-                                 f"(poll /v1/jobs/{job.id}, after Retry-After seconds)",
-                            headers=poll_headers(job, store_of(request), settings.workers))
-    path = job_dir(settings, job.id) / RESULT_DIR / name
+    path = _succeeded(request, job) / name
     try:
         # opened here: from now on the job's removal (DELETE, retention) cannot cut the download
         return HeldFileResponse(path, media_type=RESULT_FILES[name], filename=f"{job.id}-{name}",
-                                headers=result_cache_headers(keyed=settings.api_key is not None))
+                                headers=result_cache_headers(keyed=settings_of(request).api_key is not None))
     except (FileNotFoundError, IsADirectoryError):
-        _get_job(store_of(request), job_id)  # removed since it was read: the 404 of a gone job
-        raise HTTPException(404, f"this job did not produce {name} (check its 'outputs' option)") from None
+        raise _not_produced(store, job_id, name) from None
 
 
 # HEAD answers the GET's headers (size, type, Accept-Ranges): GDAL's /vsicurl/ asks it first when

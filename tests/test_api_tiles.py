@@ -1,0 +1,142 @@
+"""Web-map tiles of a job's class map: ``/v1/jobs/{id}/tiles/{z}/{x}/{y}.png`` and its TileJSON.
+One server (fake runner writing a geoseg-like class map COG on the real Kampala scene) for the module."""
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import rasterio
+from fastapi.testclient import TestClient
+from PIL import Image
+from rasterio.windows import from_bounds
+from test_api_contract import SCENE, service, submit, wait
+from test_api_fakes import CLASS_COLOURS, classes_runner
+
+from tiles.xyz import lonlat_to_tile, tile_bounds_mercator
+
+#: the 256 px (76 m) scene spans 4 x 4 tiles at this zoom
+ZOOM = 21
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict]]:
+    with service(tmp_path_factory.mktemp("tiles"), runner=classes_runner) as client:
+        job = wait(client, submit(client)["id"])
+        assert job["status"] == "succeeded", job
+        yield client, job
+
+
+def one_line_detail(r, status: int, *words: str) -> str:
+    assert r.status_code == status, (r.status_code, r.text)
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and all(w in detail for w in words), detail
+    return detail
+
+
+def rgba(png: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(png))
+    assert image.size == (256, 256)
+    return np.asarray(image.convert("RGBA"))
+
+
+def centre_tile(job: dict, z: int) -> tuple[int, int]:
+    west, south, east, north = job["input"]["bounds_wgs84"]
+    return lonlat_to_tile((west + east) / 2, (south + north) / 2, z)
+
+
+def test_the_centre_tile_shows_the_class_map_in_its_colours(served):
+    client, job = served
+    x, y = centre_tile(job, ZOOM)
+    r = client.get(f"{job['links']['self']}/tiles/{ZOOM}/{x}/{y}.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    pixels = rgba(r.content)
+    opaque = pixels[pixels[..., 3] > 0]
+    colours = {tuple(c) for c in CLASS_COLOURS.values() if c[3]}
+    assert opaque.size and {tuple(c) for c in np.unique(opaque, axis=0)} <= colours  # no invented class
+    # the share of each class in the tile is the class map's over the same ground
+    cog = client.get(job["links"]["classmap.tif"]).content
+    with rasterio.MemoryFile(cog) as mem, mem.open() as src:
+        truth = src.read(1, window=from_bounds(*tile_bounds_mercator(ZOOM, x, y), src.transform))
+    for index, colour in CLASS_COLOURS.items():
+        tile_share = (pixels == colour).all(axis=-1).mean() if colour[3] else (pixels[..., 3] == 0).mean()
+        assert abs(tile_share - (truth == index).mean()) < 0.02, (index, tile_share, (truth == index).mean())
+    assert len(np.unique(opaque, axis=0)) >= 2  # the tile crosses a class boundary
+
+
+def test_tiles_are_immutable_results_with_an_etag(served):
+    client, job = served
+    url = f"{job['links']['self']}/tiles/{ZOOM}/{'/'.join(map(str, centre_tile(job, ZOOM)))}.png"
+    full = client.get(url)
+    current = client.get(url, headers={"If-None-Match": full.headers["etag"]})
+    assert full.headers["cache-control"] == current.headers["cache-control"] == "private, max-age=31536000, immutable"
+    assert current.status_code == 304 and not current.content
+    assert client.head(url).status_code == 200
+
+
+def test_a_tile_the_scene_does_not_cover_is_a_transparent_png(served):
+    client, job = served
+    x, y = centre_tile(job, ZOOM)
+    r = client.get(f"{job['links']['self']}/tiles/{ZOOM}/{x + 100}/{y}.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert not rgba(r.content)[..., 3].any()
+
+
+def test_tiles_outside_the_grid_are_refused_in_one_line(served):
+    client, job = served
+    base = f"{job['links']['self']}/tiles"
+    one_line_detail(client.get(f"{base}/25/0/0.png"), 422)
+    one_line_detail(client.get(f"{base}/-1/0/0.png"), 422)
+    one_line_detail(client.get(f"{base}/3/8/0.png"), 422, "3/8/0", "0 to 7")
+    one_line_detail(client.get(f"{base}/3/0/8.png"), 422, "0 to 7")
+    one_line_detail(client.get(f"{base}/3/0/a.png"), 422)
+
+
+def test_the_tilejson_describes_the_scene_and_the_links_name_it(served):
+    client, job = served
+    assert job["links"]["tiles"] == f"{job['links']['self']}/tiles/{{z}}/{{x}}/{{y}}.png"
+    r = client.get(job["links"]["tilejson"])
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["tilejson"] == "3.0.0" and doc["scheme"] == "xyz" and doc["attribution"]
+    assert doc["tiles"] == [f"http://testserver{job['links']['tiles']}"]
+    west, south, east, north = job["input"]["bounds_wgs84"]
+    w, s, e, n = doc["bounds"]
+    eps = 1e-7  # the input summary rounds to 7 decimals (1 cm)
+    assert west - eps <= w < e <= east + eps and south - eps <= s < n <= north + eps
+    # 0.3 m pixels at 0.3 N: native at z19 (0.30 m), and the 76 m scene fits one tile at z19 too
+    assert (doc["minzoom"], doc["maxzoom"]) == (19, 19)
+    template = doc["tiles"][0].removeprefix("http://testserver")
+    x, y = centre_tile(job, doc["maxzoom"])
+    assert client.get(template.format(z=doc["maxzoom"], x=x, y=y)).status_code == 200
+
+
+def test_a_job_without_a_class_map_has_no_tiles(served):
+    client, _ = served
+    job = wait(client, submit(client, outputs="buildings")["id"])
+    assert job["status"] == "succeeded" and "tiles" not in job["links"] and "tilejson" not in job["links"]
+    one_line_detail(client.get(f"{job['links']['self']}/tiles/{ZOOM}/0/0.png"), 404, "classmap", "outputs")
+    one_line_detail(client.get(f"{job['links']['self']}/tilejson.json"), 404, "classmap", "outputs")
+
+
+def test_tiles_before_success_answer_409_with_retry_after(served, tmp_path):
+    client, _ = served
+    running = submit(client, shutil.copy(SCENE, tmp_path / "hang.tif"))["id"]
+    try:
+        for url in (f"/v1/jobs/{running}/tiles/{ZOOM}/0/0.png", f"/v1/jobs/{running}/tilejson.json"):
+            r = client.get(url)
+            one_line_detail(r, 409, "poll")
+            assert 1 <= int(r.headers["retry-after"]) <= 30
+    finally:
+        client.delete(f"/v1/jobs/{running}")
+
+
+def test_openapi_declares_the_tile_as_a_png(served):
+    client, _ = served
+    paths = client.get("/openapi.json").json()["paths"]
+    tile = paths["/v1/jobs/{job_id}/tiles/{z}/{x}/{y}.png"]["get"]
+    assert tile["responses"]["200"]["content"]["image/png"]["schema"] == {"type": "string", "format": "binary"}
+    assert {"404", "409", "422"} <= set(tile["responses"])
+    assert "/v1/jobs/{job_id}/tilejson.json" in paths
