@@ -140,3 +140,13 @@ def test_openapi_declares_the_tile_as_a_png(served):
     assert tile["responses"]["200"]["content"]["image/png"]["schema"] == {"type": "string", "format": "binary"}
     assert {"404", "409", "422"} <= set(tile["responses"])
     assert "/v1/jobs/{job_id}/tilejson.json" in paths
+
+
+def test_a_keyed_servers_tiles_need_the_key_and_vary_on_it(tmp_path):
+    with service(tmp_path, runner=classes_runner, api_key="tile-key") as client:
+        client.headers["X-API-Key"] = "tile-key"
+        job = wait(client, submit(client, outputs="classmap")["id"])
+        url = job["links"]["tiles"].format(z=ZOOM, x=0, y=0)
+        assert client.get(url, headers={"X-API-Key": "wrong"}).status_code == 401
+        r = client.get(url)
+    assert r.status_code == 200 and "x-api-key" in r.headers["vary"].lower()
