@@ -329,3 +329,44 @@ def test_a_crop_larger_than_the_chips_is_refused(tmp_path):
                                       "--out", str(tmp_path / "m"), "--epochs", "1", "--crop", "64"])
     assert_one_line_error(result, "train", "--crop 64 px is larger than the chips (32 px)", "--crop 32 or less")
     assert not (tmp_path / "m").exists()
+
+
+def test_sigterm_keeps_the_weights_so_far_as_ctrl_c_does(tmp_path, monkeypatch):
+    """SIGTERM (timeout, systemctl stop, a cancelled CI job) ended `geoseg train` at once: Python's
+    default action, nothing written, minutes or hours of training lost, while Ctrl-C kept them. Now
+    it stops the run as Ctrl-C does: the weights so far are written, the card says SIGTERM, one line,
+    exit 143."""
+    import os
+    import signal
+
+    from geoseg.training import loop
+
+    class OldDefault(Exception):
+        """Stands for Python's default action (the end of this test process) had SIGTERM not been handled."""
+
+    def default(signum, frame):
+        raise OldDefault
+
+    calls = []
+    augment = loop.augment_batch
+
+    def augment_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return augment(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "augment_batch", augment_then_sigterm)
+    previous = signal.signal(signal.SIGTERM, default)
+    try:
+        result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
+                                          "--out", str(tmp_path / "m"), "--epochs", "50", "--batch-size", "2",
+                                          "--crop", "32"])
+        assert signal.getsignal(signal.SIGTERM) is default  # given back after the command
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 143, (result.exception, result.output)
+    card = json.loads((tmp_path / "m" / "buildings-u2net.json").read_text())
+    assert card["training"]["steps"] == 2 and card["training"]["interrupted"] == "SIGTERM at step 2, 4% of the budget"
+    assert (tmp_path / "m" / "buildings-u2net.pt").is_file()
+    assert result.stderr.strip().splitlines()[-1].startswith("geoseg train: terminated (SIGTERM at step 2, 4% of")

@@ -25,12 +25,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the main thread was (a KeyboardInterrupt, so Ctrl-C's clean-up runs)."""
+    """SIGTERM, raised where the main thread was (a KeyboardInterrupt, so Ctrl-C's clean-up runs).
+    Its message is ``SIGTERM``: code below the commands (the training loops) names what stopped a
+    run from it without importing this module."""
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM is not held up by the clean-up
-    raise Terminated
+    raise Terminated("SIGTERM")
 
 
 def sigterm_interrupts(command: F) -> F:

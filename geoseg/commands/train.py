@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from geoseg.commands.outdir import make_out_folder
+from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 
 TASKS = ("landcover", "buildings")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -29,6 +30,7 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 MIN_CROP = 32
 
 
+@sigterm_interrupts
 def train(
     task: str = typer.Argument(..., metavar="TASK", help="landcover | buildings"),
     data: Path = typer.Option(..., "--data", help="Chip directory (geoseg tile) or a packed .npz."),
@@ -109,29 +111,35 @@ def train(
                 card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
                                      init=init, label_loss=label_loss, batch_size=batch_size, crop=crop,
                                      command=shlex.join(command), progress=show, plan=plan, name=name)
-            stopped = card["training"].get("interrupted")
-            if stopped:  # as for a teacher: the weights so far are written, the status says unfinished
-                typer.echo(f"geoseg train: interrupted ({stopped}): the student so far is in {out}", err=True)
-                raise typer.Exit(130)
+            _exit_if_stopped(card["training"].get("interrupted"), f"the student so far is in {out}")
             console.print(f"student written to {out}: {card.get('name')}")
             return
         command += ["--init", str(init)] if init is not None else []
         command += ["--name", name] if name is not None else []
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
                                    command=shlex.join(command), init=init, name=name)
-        stopped = json.loads(card_path.read_text())["training"].get("interrupted")
-        if stopped:  # the weights so far are written; the exit status still says the run did not finish
-            typer.echo(f"geoseg train: interrupted ({stopped}): the weights so far are in {card_path}", err=True)
-            raise typer.Exit(130)
+        _exit_if_stopped(json.loads(card_path.read_text())["training"].get("interrupted"),
+                         f"the weights so far are in {card_path}")
         console.print(f"[green]model card:[/green] {card_path}")
     except typer.Exit:
         raise
-    except KeyboardInterrupt:  # before the first step or after training: no weights to keep
-        typer.echo("geoseg train: interrupted: nothing written", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as stop:  # before the first step or after training: no weights to keep
+        terminated = isinstance(stop, Terminated)
+        typer.echo(f"geoseg train: {'terminated' if terminated else 'interrupted'}: nothing written", err=True)
+        raise typer.Exit(TERMINATED_EXIT if terminated else 130) from None
     except Exception as exc:  # one clear line for the user, non-zero exit
         typer.echo(f"geoseg train: error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _exit_if_stopped(stopped: str | None, kept: str) -> None:
+    """A run stopped early (its card's ``training.interrupted``, e.g. 'SIGTERM at step 40, 12% of
+    the budget') has its weights so far written (``kept`` says where), but did not finish: one line,
+    and exit 130 after Ctrl-C, 143 after SIGTERM, as an interrupted predict or tile."""
+    if stopped:
+        terminated = stopped.startswith("SIGTERM")
+        typer.echo(f"geoseg train: {'terminated' if terminated else 'interrupted'} ({stopped}): {kept}", err=True)
+        raise typer.Exit(TERMINATED_EXIT if terminated else 130)
 
 
 def _bar(console: Console, label: str) -> Progress:

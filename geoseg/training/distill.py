@@ -38,6 +38,7 @@ from geoseg.distill_losses import IGNORE_INDEX, CSCLoss, adaptive_cross_entropy
 from geoseg.models.students import FastSegNet, student_arch_kwargs, student_for
 from geoseg.training.chip_batches import TASKS, ChipArrays, batches, check_labels, load_chips, loss_targets
 from geoseg.training.chip_scores import evaluate
+from geoseg.training.loop import stopped_by
 from geoseg.training.teacher_maps import TeacherCache, cache_teacher, teacher_feature_channels, teacher_outputs
 
 LOSS_SETS = ("ce", "ce+ace", "ce+ace+csc")
@@ -62,7 +63,8 @@ class RunResult:
     seconds: float
     first_loss: float
     last_loss: float
-    interrupted: bool = False  # Ctrl-C ended it before its budget
+    interrupted: bool = False  # Ctrl-C or SIGTERM ended it before its budget
+    interrupted_by: str = ""  # which of them (loop.stopped_by)
 
 
 def distill(
@@ -127,7 +129,7 @@ def distill(
     start = time.monotonic()
     step, first, last, smooth = 0, math.nan, math.nan, math.nan
     warmup = min(20, max(1, max_steps // 10)) if max_steps else 20
-    interrupted = False
+    interrupted, by = False, ""
     try:
         while True:
             elapsed = time.monotonic() - start
@@ -172,12 +174,12 @@ def distill(
                 if progress is not None:
                     progress(step + 1, value)
             step += 1
-    except KeyboardInterrupt:  # Ctrl-C: keep what was learnt (a second Ctrl-C abandons it)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: keep what was learnt (a second one abandons it)
         if step == 0:
             raise
-        interrupted = True
+        interrupted, by = True, stopped_by(stop)
     student.eval()
-    return RunResult(losses, step, time.monotonic() - start, first, last, interrupted)
+    return RunResult(losses, step, time.monotonic() - start, first, last, interrupted, by)
 
 
 def _label_term(task: str, kind: str, n_classes: int = 6) -> Callable[[Tensor, Tensor], Tensor]:
@@ -336,7 +338,7 @@ def train_student(
     }
     if run.interrupted:
         done = max(run.steps / max_steps if max_steps else 0.0, run.seconds / (minutes * 60) if minutes else 0.0)
-        training["interrupted"] = f"Ctrl-C at step {run.steps}, {done:.0%} of the budget"
+        training["interrupted"] = f"{run.interrupted_by or 'Ctrl-C'} at step {run.steps}, {done:.0%} of the budget"
     if init_card is not None:
         training["init"] = {"from": init_card["name"], "losses": init_card.get("distillation", {}).get("losses"),
                             "steps": init_card.get("training", {}).get("steps"),

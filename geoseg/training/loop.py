@@ -241,7 +241,8 @@ def train_segmenter(
     """Generic loop; returns the model with the best validation ``score(model)`` and a history dict.
 
     Ctrl-C (KeyboardInterrupt) after the first step ends the run early instead of losing it: the
-    weights so far are scored and the result returned as usual, with ``interrupted`` set."""
+    weights so far are scored and the result returned as usual, with ``interrupted`` set and
+    ``interrupted_by`` naming it (``stopped_by``: SIGTERM too, raised as one by ``geoseg train``)."""
     seed_everything(cfg.seed)
     dev = cfg.device
     cuda = dev.startswith("cuda")
@@ -310,16 +311,16 @@ def train_segmenter(
                 last_val = time.monotonic()
 
     model.train()
-    interrupted = False
+    interrupted, by = False, ""
     try:
         run_steps()
-    except KeyboardInterrupt:  # Ctrl-C: keep what was learnt (a second Ctrl-C abandons it)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: keep what was learnt (a second one abandons it)
         if step == 0:
             raise
-        interrupted = True
+        interrupted, by = True, stopped_by(stop)
     done = min(fraction_done(), 1.0)  # of the budget, before the last validation's time
     if interrupted:
-        log(f"  interrupted at step {step}: scoring the weights so far (Ctrl-C again to abandon them)")
+        log(f"  interrupted ({by}) at step {step}: scoring the weights so far ({by} again to abandon them)")
     if not history or history[-1]["step"] != step:  # the same weights were just scored: a pass saved
         validate()
     if best_state is not None and cfg.keep == "best":
@@ -335,8 +336,15 @@ def train_segmenter(
         "history": history,
         "final_loss": round(running, 4),
         "interrupted": interrupted,
+        "interrupted_by": by,
         "budget_done": round(done, 3),
     }
+
+
+def stopped_by(stop: KeyboardInterrupt) -> str:
+    """What stopped a training run, as its card says it: ``SIGTERM`` (``geoseg train`` raises it as
+    ``Terminated("SIGTERM")``, a KeyboardInterrupt) or ``Ctrl-C``."""
+    return "SIGTERM" if str(stop) == "SIGTERM" else "Ctrl-C"
 
 
 def _device_name(device: str) -> str:
@@ -485,7 +493,7 @@ def _training_block(data: dict, splits: dict, cfg: TrainConfig, hist: dict, loss
         "loss": loss,
         "augmentation": "dihedral, scale 0.75-1.33, colour/brightness/contrast/saturation jitter, blur, JPEG q30-90"
         f", channel shuffle p{cfg.augment.channel_shuffle_p:g}, grey p{cfg.augment.grey_p:g}",
-        **({"interrupted": f"Ctrl-C at step {hist['steps']}, {hist['budget_done']:.0%} of the budget"}
+        **({"interrupted": f"{hist.get('interrupted_by') or 'Ctrl-C'} at step {hist['steps']}, {hist['budget_done']:.0%} of the budget"}
            if hist.get("interrupted") else {}),
         "best_step": hist["best_step"],
         "kept": f"weights at step {hist['steps']} (last)" if hist["kept"] == "last"
