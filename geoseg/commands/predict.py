@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from geoseg import __version__
 from geoseg.card import parse_model_specs
 from geoseg.commands.outdir import make_out_folder
+from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from tiles.batch import parse_scheduler, time_left
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
@@ -122,13 +123,15 @@ def predict(
             made = not out.exists()
             make_out_folder(out)
             try:
-                _predict_one(paths[0], out, options)
+                with hold_out_folder(out, "geoseg predict"):  # not while a batch writes there
+                    _predict_one(paths[0], out, options)
             except BaseException:
                 if made:  # a failed first run leaves no empty --out folder behind
                     _remove_if_empty(out)
                 raise
         else:  # a missing input is one failed input of the batch (predict_scene checks it): the others run
-            _predict_many(paths, out, options, scheduler)
+            with hold_out_folder(out, "geoseg predict"):  # one batch at a time in DIR
+                _predict_many(paths, out, options, scheduler)
     except typer.Exit:
         raise
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: say what is kept (a batch's finished folders) and how to go on

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import shutil
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from enum import Enum
 from functools import partial
@@ -23,6 +24,7 @@ import rasterio
 import typer
 
 from geoseg import __version__
+from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from tiles.batch import parse_scheduler, run_batch
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
@@ -304,59 +306,61 @@ def tile(
     workers: int = typer.Option(2, help="Local worker processes (at least 1)."),
 ) -> None:
     """Cut scenes into training chips with labels and an index (resumable; one option set per --out)."""
-    try:
-        check_options(size, overlap, gsd, min_valid, split, workers)
-        chosen = parse_scheduler(scheduler) if scheduler is not None else None
-        opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
-        inputs = expand_inputs(scenes, target, chips_dir=out.resolve())
-        job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
-                       labels=tuple(p.resolve() for p in labels) if labels else None, split=split)
-        inputs = [p.resolve() for p in inputs]
-        if target is Target.landcover:
-            check_landcover_gsd(inputs, gsd)
-        siblings = check_one_chip_set(job)
-        check_unique_names(job, inputs, siblings)
-        moved = move_to_this_split(job, inputs, siblings)
-        if target is Target.landcover:
-            record_landcover_classes(job.out, inputs)
-    except Exception as exc:  # one line for the user, non-zero exit
-        typer.echo(f"geoseg tile: error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    for note in moved:
-        typer.echo(f"note: {note}", err=True)
-    part_dir = job.part_dir()
-    if scheduler is None and len(inputs) == 1:
-        chosen = "sync"
-    summary = BatchSummary(job.out / SUMMARY_NAME, inputs, partial(part_for, part_dir),
-                           header={"command": "geoseg tile", "geoseg_version": __version__, "out": str(job.out)},
-                           details=_window_counts, no_details={"windows": None})
-    try:
-        report = run_batch(inputs, partial(part_for, part_dir), job, scheduler=chosen,
-                           n_workers=workers, description="scenes", on_update=summary.update)
-    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: click said nothing and exited 130
-        code = TERMINATED_EXIT if isinstance(stop, Terminated) else 130
-        summary.stop(code)
-        typer.echo(f"geoseg tile: {'terminated' if code == TERMINATED_EXIT else 'interrupted'}: finished scenes "
-                   f"are kept, run the same command again to resume", err=True)
-        raise typer.Exit(code) from None
-    except Exception as exc:  # noqa: BLE001 -- e.g. a Dask scheduler that cannot be reached: one line
-        summary.stop(1, error=f"{exc}")
-        typer.echo(f"geoseg tile: error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    features = []
-    for p in inputs:
-        part = part_for(part_dir, p)
-        if part.exists():
-            features += json.loads(part.read_text())
-    index = write_index(out, features)
-    counts = {s: sum(f["properties"]["status"] == s for f in features) for s in ("ok", "empty", "skipped")}
-    typer.echo(f"{len(features)} windows ({counts['ok']} ok, {counts['empty']} empty, {counts['skipped']} skipped) "
-               f"from {len(inputs) - len(report.failed)} file(s), {len(report.skipped)} already done -> {index}")
-    summary.finish(1 if report.failed else 0)
-    for name, error in report.failed.items():
-        typer.echo(f"error: {Path(name).name}: {error.splitlines()[0]}", err=True)
-    if report.failed:
-        raise typer.Exit(1)
+    with ExitStack() as held:  # the lock on OUT, taken before OUT is read or changed
+        try:
+            check_options(size, overlap, gsd, min_valid, split, workers)
+            chosen = parse_scheduler(scheduler) if scheduler is not None else None
+            opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
+            inputs = expand_inputs(scenes, target, chips_dir=out.resolve())
+            job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
+                           labels=tuple(p.resolve() for p in labels) if labels else None, split=split)
+            inputs = [p.resolve() for p in inputs]
+            if target is Target.landcover:
+                check_landcover_gsd(inputs, gsd)
+            held.enter_context(hold_out_folder(job.out, "geoseg tile"))  # one run at a time in OUT
+            siblings = check_one_chip_set(job)
+            check_unique_names(job, inputs, siblings)
+            moved = move_to_this_split(job, inputs, siblings)
+            if target is Target.landcover:
+                record_landcover_classes(job.out, inputs)
+        except Exception as exc:  # one line for the user, non-zero exit
+            typer.echo(f"geoseg tile: error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        for note in moved:
+            typer.echo(f"note: {note}", err=True)
+        part_dir = job.part_dir()
+        if scheduler is None and len(inputs) == 1:
+            chosen = "sync"
+        summary = BatchSummary(job.out / SUMMARY_NAME, inputs, partial(part_for, part_dir),
+                               header={"command": "geoseg tile", "geoseg_version": __version__, "out": str(job.out)},
+                               details=_window_counts, no_details={"windows": None})
+        try:
+            report = run_batch(inputs, partial(part_for, part_dir), job, scheduler=chosen,
+                               n_workers=workers, description="scenes", on_update=summary.update)
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: click said nothing and exited 130
+            code = TERMINATED_EXIT if isinstance(stop, Terminated) else 130
+            summary.stop(code)
+            typer.echo(f"geoseg tile: {'terminated' if code == TERMINATED_EXIT else 'interrupted'}: finished scenes "
+                       f"are kept, run the same command again to resume", err=True)
+            raise typer.Exit(code) from None
+        except Exception as exc:  # noqa: BLE001 -- e.g. a Dask scheduler that cannot be reached: one line
+            summary.stop(1, error=f"{exc}")
+            typer.echo(f"geoseg tile: error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        features = []
+        for p in inputs:
+            part = part_for(part_dir, p)
+            if part.exists():
+                features += json.loads(part.read_text())
+        index = write_index(out, features)
+        counts = {s: sum(f["properties"]["status"] == s for f in features) for s in ("ok", "empty", "skipped")}
+        typer.echo(f"{len(features)} windows ({counts['ok']} ok, {counts['empty']} empty, {counts['skipped']} skipped) "
+                   f"from {len(inputs) - len(report.failed)} file(s), {len(report.skipped)} already done -> {index}")
+        summary.finish(1 if report.failed else 0)
+        for name, error in report.failed.items():
+            typer.echo(f"error: {Path(name).name}: {error.splitlines()[0]}", err=True)
+        if report.failed:
+            raise typer.Exit(1)
 
 
 def _window_counts(record: Path, result: object) -> dict[str, dict[str, int]]:

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from geoseg.commands.outdir import make_out_folder
+from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 
 TASKS = ("landcover", "buildings")
@@ -105,8 +105,8 @@ def train(
             command += ["--teacher", str(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", str(init)] if init is not None else []
             command += ["--name", name] if name is not None else []
-            make_out_folder(out)
-            with _bar(console, f"distilling {task}") as bar:
+            with hold_out_folder(out, f"geoseg train {task}", key=f"train-{task}"), \
+                    _bar(console, f"distilling {task}") as bar:
                 plan, show = _student_progress(bar)
                 card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
                                      init=init, label_loss=label_loss, batch_size=batch_size, crop=crop,
@@ -237,31 +237,33 @@ def _train_teacher(
         raise ValueError(f"{data_path}: its {len(val_labels)} val chips hold no labelled pixel: nothing to choose "
                          f"the model on")
     working_gsd(data, estimate=DUBAI_GSD_M if task == "landcover" else None)  # mixed GSDs fail before training
-    make_out_folder(out)  # before training: a run that cannot be written is lost at its end
     steps = None if epochs is None else max(1, epochs * math.ceil(n_train / batch_size))
     cfg = TrainConfig(
         budget_s=None if minutes is None else minutes * 60.0, steps=steps, batch_size=batch_size, device=device,
         seed=seed, val_every_s=max(30.0, (minutes or 1) * 6.0), augment=AugmentConfig(out_size=crop),
     )
     start = {} if init is None else initial_teacher(task, init, data)
-    with _bar(console, f"training {task}") as bar:
-        job = bar.add_task("", total=1.0)
-        trainer = train_buildings if task == "buildings" else train_landcover
-        model, card = trainer(data, cfg, log=bar.console.print, progress=lambda f: bar.update(job, completed=f),
-                              **start)
-    if init is not None:
-        init_card = find_card(init, task)
-        card["training"]["init"] = str(init_card.resolve())
-        # the weights carry what the initial model learnt from its data: its credits stay
-        card["credits"] = list(dict.fromkeys([*card["credits"], *read_card(init_card).get("credits", [])]))
-    test = select(data, "test")
-    if len(test["images"]):
-        if task == "buildings":
-            card["metrics"]["test"] = evaluate_buildings(model, test, card["normalisation"], device)
-        else:
-            card["metrics"]["test"] = evaluate_landcover(model, test, card["normalisation"], device, boundary=True,
-                                                           classes=card["classes"])
-    card["metrics"]["command"] = command
-    if name is not None:
-        card["name"] = name
-    return save_model(model, card, out)
+    # made and proved writable before training (a run that cannot be written is lost at its end), and
+    # held until the model is written: a second run of this task into it is refused, not mixed in
+    with hold_out_folder(out, f"geoseg train {task}", key=f"train-{task}"):
+        with _bar(console, f"training {task}") as bar:
+            job = bar.add_task("", total=1.0)
+            trainer = train_buildings if task == "buildings" else train_landcover
+            model, card = trainer(data, cfg, log=bar.console.print, progress=lambda f: bar.update(job, completed=f),
+                                  **start)
+        if init is not None:
+            init_card = find_card(init, task)
+            card["training"]["init"] = str(init_card.resolve())
+            # the weights carry what the initial model learnt from its data: its credits stay
+            card["credits"] = list(dict.fromkeys([*card["credits"], *read_card(init_card).get("credits", [])]))
+        test = select(data, "test")
+        if len(test["images"]):
+            if task == "buildings":
+                card["metrics"]["test"] = evaluate_buildings(model, test, card["normalisation"], device)
+            else:
+                card["metrics"]["test"] = evaluate_landcover(model, test, card["normalisation"], device, boundary=True,
+                                                               classes=card["classes"])
+        card["metrics"]["command"] = command
+        if name is not None:
+            card["name"] = name
+        return save_model(model, card, out)

@@ -1,0 +1,110 @@
+"""One run at a time per ``--out`` folder: an OS lock on a file in it, held while the command writes there.
+
+Why: runs started from cron, CI or systemd overlap (tonight's batch while last night's still runs).
+Two ``geoseg predict`` batches into one DIR removed each other's ``.<stem>.part`` folders half-way
+(inputs failed in both with GDAL's 'unable to open database file'), replaced each other's
+``batch.json`` and could replace a finished folder while it was read; two ``geoseg tile`` runs
+moved and rewrote one chip set; two trainings of one task replaced each other's model files.
+The second run is now refused at once, with one line naming the first (its pid, command and start).
+
+The lock is ``flock`` on ``<out>/.geoseg.lock`` (``.geoseg-<key>.lock`` for a narrower claim): the
+kernel drops it when its holder ends, killed with -9 too, so a lock is never stale; the file says
+who holds it, and is removed by the holder when it lets go (a killed holder's file is taken over
+by the next run).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from geoseg.commands.outdir import make_out_folder
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are not kept apart there
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["OutFolderInUse", "hold_out_folder", "lock_path"]
+
+
+class OutFolderInUse(ValueError):
+    """Another run holds the ``--out`` folder (one line, naming it)."""
+
+
+def lock_path(out: Path, key: str = "") -> Path:
+    """The lock file of ``out`` (of one ``key``'s claim on it, when given)."""
+    return Path(out) / (f".geoseg-{key}.lock" if key else ".geoseg.lock")
+
+
+@contextmanager
+def hold_out_folder(out: Path, command: str, key: str = "") -> Iterator[None]:
+    """Make ``out`` (``make_out_folder``) and hold its lock while the block runs; ``OutFolderInUse``
+    at once if another process holds it (a folder it made is removed again if the block fails and
+    leaves it empty). ``command`` (e.g. ``geoseg predict``) is what a refused
+    run is told is using the folder; ``key`` narrows the claim (``train-buildings``: other tasks
+    may train into the same folder at once)."""
+    made = not Path(out).exists()
+    make_out_folder(out)
+    try:
+        if fcntl is None:
+            yield
+            return
+        path = lock_path(out, key)
+        fd = _lock(path, command)
+        try:
+            yield
+        finally:
+            try:
+                path.unlink()  # while still held: a run that opened this file retries on a new one
+            except OSError:
+                pass
+            os.close(fd)
+    except BaseException:
+        if made:  # a run refused or failed leaves no empty --out folder behind
+            try:
+                Path(out).rmdir()
+            except OSError:  # not empty: what it wrote is kept
+                pass
+        raise
+
+
+def _lock(path: Path, command: str) -> int:
+    """The open, locked ``path`` with this run's record written in it."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ValueError(f"cannot write into the --out folder {path.parent}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise OutFolderInUse(f"{path.parent} is in use by another run ({holder}): wait for it to end, "
+                                 f"or use another --out") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:  # its holder let go and removed it between our open and lock
+            same = False
+        if not same:
+            os.close(fd)
+            continue
+        record = {"pid": os.getpid(), "command": command,
+                  "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                  .replace("+00:00", "Z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        return fd
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, from its file: 'geoseg predict, pid 123, started 2026-...Z'."""
+    try:
+        record = json.loads(os.pread(fd, 4096, 0).decode())
+        return f"{record['command']}, pid {record['pid']}, started {record['started']}"
+    except (OSError, ValueError, KeyError, TypeError):  # it has only just taken the lock
+        return "pid unknown, just started"

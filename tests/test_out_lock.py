@@ -1,0 +1,122 @@
+"""One run at a time per --out folder (geoseg.commands.outlock): cron starting tonight's batch while
+last night's still runs must not corrupt it, and a run killed with -9 leaves no lock behind."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from checks import assert_one_line_error
+from geoseg.cli import app
+from geoseg.commands.outlock import OutFolderInUse, hold_out_folder, lock_path
+from test_cli_predict import FAST, _crops
+from test_train_cli import buildings_pack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HOLDER = """
+import sys
+from pathlib import Path
+from geoseg.commands.outlock import hold_out_folder
+with hold_out_folder(Path(sys.argv[1]), sys.argv[2], key=sys.argv[3]):
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes it, or kills this process
+"""
+
+
+class Holder:
+    """Another process holding ``out`` as a run of ``command`` does, until ``release`` or ``kill``."""
+
+    def __init__(self, out: Path, command: str, key: str = "") -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen([sys.executable, "-c", HOLDER, str(out), command, key], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "held"
+        self.pid = self.process.pid
+
+    def release(self) -> None:
+        self.process.stdin.close()
+        assert self.process.wait(timeout=30) == 0
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process.stdin.close()
+
+
+def test_a_second_predict_into_a_dir_in_use_is_refused_at_once(tmp_path):
+    """Two batches into one DIR removed each other's .<stem>.part folders half-way (inputs failed in
+    both: 'unable to open database file'), rewrote each other's batch.json and could replace a
+    finished folder while it was read. The second is refused in one line naming the first, before it
+    writes anything; a single input into that DIR too."""
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    out = tmp_path / "o"
+    first = Holder(out, "geoseg predict")
+    try:
+        before = sorted(os.listdir(out))
+        batch = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), *FAST])
+        assert_one_line_error(batch, "predict", f"{out} is in use by another run (geoseg predict, pid {first.pid}, "
+                                                "started 20", "use another --out")
+        one = CliRunner().invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), "--out", str(out), *FAST])
+        assert_one_line_error(one, "predict", f"pid {first.pid}")
+        assert sorted(os.listdir(out)) == before == [lock_path(out).name]  # no batch.json, no .a.part
+    finally:
+        first.release()
+    assert not lock_path(out).exists()  # the holder removes its file when it lets go
+
+
+def test_a_run_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
+    out = tmp_path / "o"
+    first = Holder(out, "geoseg predict")
+    with pytest.raises(OutFolderInUse):
+        with hold_out_folder(out, "geoseg predict"):
+            pass
+    first.kill()  # no clean-up ran: its lock file stays, but the kernel dropped the lock
+    assert lock_path(out).exists()
+    with hold_out_folder(out, "geoseg predict"):
+        record = json.loads(lock_path(out).read_text())
+        assert record["pid"] == os.getpid() and record["command"] == "geoseg predict"
+    assert not lock_path(out).exists()
+
+
+def test_a_refused_or_failed_run_leaves_no_empty_out_folder(tmp_path):
+    out = tmp_path / "new"
+    with pytest.raises(RuntimeError):
+        with hold_out_folder(out, "geoseg tile"):
+            raise RuntimeError("failed before writing")
+    assert not out.exists()
+
+
+def test_a_second_tile_into_an_out_in_use_is_refused_before_it_reads_or_moves_chips(tmp_path, buildings_dir):
+    scene = buildings_dir / "kampala" / "kampala_z19_1.tif"
+    out = tmp_path / "chips"
+    first = Holder(out, "geoseg tile")
+    try:
+        result = CliRunner().invoke(app, ["tile", str(scene), "--labels", str(scene.parent / "labels.geojson"),
+                                          "--out", str(out), "--size", "256"])
+        assert_one_line_error(result, "tile", f"{out} is in use by another run (geoseg tile, pid {first.pid}")
+        assert os.listdir(out) == [lock_path(out).name]
+    finally:
+        first.release()
+
+
+def test_a_second_training_of_one_task_into_one_out_is_refused(tmp_path):
+    """Two trainings of one task into one --out replaced each other's <name>.pt and <name>.json (the
+    weights of one run could end up beside the other's card); other tasks may share the folder."""
+    out = tmp_path / "models"
+    first = Holder(out, "geoseg train buildings", key="train-buildings")
+    try:
+        result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
+                                          "--out", str(out), "--epochs", "1", "--batch-size", "2", "--crop", "32"])
+        assert_one_line_error(result, "train", f"(geoseg train buildings, pid {first.pid}")
+        assert os.listdir(out) == [lock_path(out, "train-buildings").name]
+        with hold_out_folder(out, "geoseg train landcover", key="train-landcover"):
+            pass
+    finally:
+        first.release()
