@@ -616,6 +616,27 @@ def test_a_malformed_scheduler_address_is_one_line_before_any_work(tmp_path, add
     assert not (tmp_path / "o").exists()
 
 
+
+def test_a_scheduler_that_cannot_be_reached_is_one_line_without_an_empty_bar(tmp_path):
+    """`--scheduler tcp://unreachable:8786` with several inputs drew the batch bar, then after Dask's
+    connect timeout left it, empty at 0/N, above the one-line error (on stdout, which a script
+    capturing it got). The cluster is now reached before the bar is drawn; the error says the timeout."""
+    import socket
+
+    import dask
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"),
+                                          "--scheduler", f"tcp://127.0.0.1:{port}", *FAST])
+    assert_one_line_error(result, "predict", f"tcp://127.0.0.1:{port}", "after 1 s")
+    assert result.stdout == "", repr(result.stdout)
+    summary = json.loads((tmp_path / "o" / "batch.json").read_text())
+    assert (summary["state"], summary["exit_code"]) == ("aborted", 1) and "after 1 s" in summary["error"]
+
 def test_a_shell_pattern_that_matched_nothing_is_named_as_such(tmp_path):
     """bash passes 'scenes/*.tif' on unchanged when it matches no file."""
     pattern = str(tmp_path / "*.tif")

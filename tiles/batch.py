@@ -167,57 +167,50 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             todo.append((p, out))
     if on_update is not None:
         on_update(report)
-    with _progress(show_progress) as progress:
-        task = progress.add_task(description, total=len(inputs), completed=len(report.skipped) + len(report.failed))
+    # connected before the bar is drawn: a scheduler that cannot be reached ends in one line (after
+    # Dask's connect timeout, which it states), not under a bar left empty at 0/N
+    client, cluster = _connect(scheduler, n_workers) if todo and scheduler != "sync" else (None, None)
+    ran_to_end = False  # not `finished`, the count of inputs run that record() keeps
+    try:
+        with _progress(show_progress) as progress:
+            task = progress.add_task(description, total=len(inputs), completed=len(report.skipped) + len(report.failed))
 
-        # in a log file (no terminal) the bar is drawn once, at the end: a line per input instead
-        log_lines = show_progress and not progress.console.is_terminal
-        started = time.monotonic()
+            # in a log file (no terminal) the bar is drawn once, at the end: a line per input instead
+            log_lines = show_progress and not progress.console.is_terminal
+            started = time.monotonic()
 
-        finished = 0  # inputs run in this batch (skipped ones took no time)
+            finished = 0  # inputs run in this batch (skipped ones took no time)
 
-        def record(item: tuple[str, Any, str | None, float | None]) -> None:
-            nonlocal finished
-            name, result, error, seconds = item
-            if error is None:
-                report.done[name] = result
-            else:
-                report.failed[name] = error
-            if seconds is not None:
-                report.seconds[name] = round(seconds, 3)
-            if on_update is not None:
-                on_update(report)
-            finished += 1
-            progress.advance(task)
-            if log_lines:
-                n = int(progress.tasks[0].completed)
-                elapsed = time.monotonic() - started
-                left = time_left(elapsed, finished, len(todo) - finished)
-                progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: "
-                                       f"{'done' if error is None else 'failed'} ({elapsed:.0f} s"
-                                       f"{f', about {left:.0f} s left' if finished < len(todo) else ''})",
-                                       highlight=False, soft_wrap=True)
+            def record(item: tuple[str, Any, str | None, float | None]) -> None:
+                nonlocal finished
+                name, result, error, seconds = item
+                if error is None:
+                    report.done[name] = result
+                else:
+                    report.failed[name] = error
+                if seconds is not None:
+                    report.seconds[name] = round(seconds, 3)
+                if on_update is not None:
+                    on_update(report)
+                finished += 1
+                progress.advance(task)
+                if log_lines:
+                    n = int(progress.tasks[0].completed)
+                    elapsed = time.monotonic() - started
+                    left = time_left(elapsed, finished, len(todo) - finished)
+                    progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: "
+                                           f"{'done' if error is None else 'failed'} ({elapsed:.0f} s"
+                                           f"{f', about {left:.0f} s left' if finished < len(todo) else ''})",
+                                           highlight=False, soft_wrap=True)
 
-        if not todo:
-            return report
-        if scheduler == "sync":
-            for p, out in todo:
-                record(run_one(work, p, out))
-            return report
-        from dask.distributed import Client, LocalCluster, as_completed
+            if not todo:
+                return report
+            if scheduler == "sync":
+                for p, out in todo:
+                    record(run_one(work, p, out))
+                return report
+            from dask.distributed import as_completed
 
-        cluster = None
-        if scheduler is None:
-            # no dashboard, and the scheduler's HTTP endpoints on a free port: with dashboard_address
-            # None alone they still took 8787 and warned "Port 8787 is already in use" whenever
-            # another Dask or a second batch ran on the machine
-            cluster = LocalCluster(processes=True, n_workers=n_workers, threads_per_worker=1,
-                                   dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"})
-            client = Client(cluster)
-        else:
-            client = Client(scheduler)
-        ran_to_end = False  # not `finished`, the count of inputs run that record() keeps
-        try:
             futures = {client.submit(run_one, work, p, out, pure=False): p for p, out in todo}
             for fut in as_completed(futures):
                 try:
@@ -226,15 +219,35 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                     item = (str(futures[fut]), None, _lost(exc), None)
                 record(item)
             ran_to_end = True
-        finally:
+    finally:
+        if client is not None:
             client.close()
-            if cluster is not None:
-                try:
-                    if ran_to_end:  # idle workers, given time to exit (Ctrl-C is not kept waiting)
-                        _close_idle_workers(cluster)
-                finally:
-                    cluster.close()
+        if cluster is not None:
+            try:
+                if ran_to_end:  # idle workers, given time to exit (Ctrl-C is not kept waiting)
+                    _close_idle_workers(cluster)
+            finally:
+                cluster.close()
     return report
+
+
+def _connect(scheduler: str | None, n_workers: int) -> tuple[Any, Any]:
+    """A Dask client of ``scheduler`` (None: a new local cluster of ``n_workers`` processes, also
+    returned so that it is closed), or Dask's error when it cannot be reached."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        return Client(scheduler), None
+    # no dashboard, and the scheduler's HTTP endpoints on a free port: with dashboard_address
+    # None alone they still took 8787 and warned "Port 8787 is already in use" whenever
+    # another Dask or a second batch ran on the machine
+    cluster = LocalCluster(processes=True, n_workers=n_workers, threads_per_worker=1,
+                           dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"})
+    try:
+        return Client(cluster), cluster
+    except BaseException:
+        cluster.close()
+        raise
 
 
 #: seconds a local worker process is given to exit at the end of a batch before it is killed
