@@ -1,6 +1,7 @@
 """Blending, COG writing and warping back, on real scenes."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,51 @@ def test_warp_to_grid_leaves_no_half_written_file(tmp_path: Path, monkeypatch):
         warp_to_grid(src, tmp_path / "back.tif", "EPSG:3857", rasterio.transform.from_origin(0, 0, 1, 1), 128, 128,
                      block=64)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work.tif"]
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="no posix_fallocate: sparse accumulators")
+def test_the_accumulators_claim_their_disk_space_up_front(tmp_path: Path):
+    """np.memmap made sparse files, whose blocks were claimed only as pages were written back: on a
+    full disk the kernel then ended the process with SIGBUS (a batch died at once, exit 135, no word,
+    batch.json 'running'). The blocks are now reserved when the writer is made, where a full disk
+    is an OSError."""
+    with BlendingWriter(300, 200, n_classes=3, tmp_dir=tmp_path) as bw:
+        files = sorted(bw._dir.iterdir())
+        assert [f.name for f in files] == ["sum.f32", "weight.f32"]
+        for f, values in zip(files, (3 * 200 * 300, 200 * 300)):
+            assert f.stat().st_size == 4 * values
+            assert f.stat().st_blocks * 512 >= 4 * values, f"{f.name} is sparse"
+        assert not bw._sum.any() and not bw._weight.any()
+
+
+FULL_DISK = """
+import sys
+import numpy as np
+from rasterio.windows import Window
+from tiles.stitch import BlendingWriter
+try:
+    with BlendingWriter(1024, 1024, n_classes=3, tmp_dir=sys.argv[1]) as bw:
+        bw.add(Window(0, 0, 1024, 1024), np.full((3, 1024, 1024), 0.5, np.float32))  # was SIGBUS
+except OSError as exc:
+    print(exc.strerror)
+"""
+
+
+def test_a_full_disk_is_an_oserror_not_sigbus(tmp_path: Path):
+    """On a 1 MB file system, a 16 MB writer: OSError, not the death of the process by SIGBUS."""
+    import subprocess
+    import sys
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        run = subprocess.run([sys.executable, "-c", FULL_DISK, str(disk)], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        assert run.returncode == 0, (run.returncode, run.stderr[-500:])
+        assert run.stdout.strip() == "No space left on device"
+        assert list(disk.iterdir()) == []  # the accumulators' folder removed
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

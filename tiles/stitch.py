@@ -16,14 +16,16 @@ Usage::
             bw.add(tile.read, probs, valid)            # probs (3,512,512) float
         bw.finalise(classes_path="classes.tif", probs_path="probs.tif")
 
-Disk use: 4 * (n_classes + 1) bytes per pixel in the temporary folder, removed by ``close``
-(the ``with`` block's end, also on an exception).
+Disk use: 4 * (n_classes + 1) bytes per pixel in the temporary folder, reserved when the writer
+is made (a full disk is an OSError there, not SIGBUS later), removed by ``close`` (the ``with``
+block's end, also on an exception).
 
 Threads: ``add`` is a read-modify-write of the memmaps; call it from one thread (or hold a lock),
 as the predict pipeline does (tiles read on a thread, blended on the caller's).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,6 +51,23 @@ def hann_weights(height: int, width: int) -> np.ndarray:
     return np.outer(wy, wx).astype(np.float32)
 
 
+def _zeros_on_disk(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A float32 ``np.memmap`` of zeros at ``path`` whose disk blocks are reserved before it is mapped.
+
+    Why: ``np.memmap(mode="w+")`` makes a sparse file, whose blocks the file system allocates only
+    when a page is written back; on a full disk that cannot happen and the kernel ends the process
+    with SIGBUS: a batch died half-way (exit 135) without a word, its ``batch.json`` still 'running'
+    and its ``.part`` folder left. Reserved first (``posix_fallocate``), a full disk is an
+    ``OSError`` (No space left on device) here, which fails this input only."""
+    nbytes = int(np.prod(shape)) * np.dtype(np.float32).itemsize
+    with open(path, "wb") as f:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(f.fileno(), 0, nbytes)  # glibc writes zeros where the file system lacks it
+        else:  # macOS, Windows: a sparse file, as before
+            f.truncate(nbytes)
+    return np.memmap(path, dtype=np.float32, mode="r+", shape=shape)
+
+
 class BlendingWriter:
     """Accumulates weighted per-tile class scores on disk (see module docstring)."""
 
@@ -61,9 +80,8 @@ class BlendingWriter:
         self.crs = crs
         self._dir = Path(tempfile.mkdtemp(prefix="geoseg-blend-", dir=tmp_dir))
         try:  # a raster too big for the disk or the file system fails here: no folder may stay behind
-            self._sum = np.memmap(self._dir / "sum.f32", dtype=np.float32, mode="w+",
-                                  shape=(n_classes, height, width))
-            self._weight = np.memmap(self._dir / "weight.f32", dtype=np.float32, mode="w+", shape=(height, width))
+            self._sum = _zeros_on_disk(self._dir / "sum.f32", (n_classes, height, width))
+            self._weight = _zeros_on_disk(self._dir / "weight.f32", (height, width))
         except BaseException:
             self.close()
             raise
