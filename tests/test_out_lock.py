@@ -120,3 +120,22 @@ def test_a_second_training_of_one_task_into_one_out_is_refused(tmp_path):
             pass
     finally:
         first.release()
+
+
+def test_an_out_folder_on_a_full_disk_is_one_line_before_any_work(tmp_path, monkeypatch):
+    """The lock's record could not be written on a full disk: the run ended in '[Errno 28] No space
+    left on device', naming no folder, and left an empty lock file."""
+    import errno
+
+    import geoseg.commands.outlock as outlock
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(outlock.os, "pwrite", full)
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    (tmp_path / "o").mkdir()
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(result, "predict", f"cannot write into the --out folder {tmp_path / 'o'}: "
+                                             "No space left on device")
+    assert list((tmp_path / "o").iterdir()) == []

@@ -96,8 +96,13 @@ def _lock(path: Path, command: str) -> int:
         record = {"pid": os.getpid(), "command": command,
                   "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
                   .replace("+00:00", "Z")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        except OSError as exc:  # a full disk: one line before any work, no empty lock file left
+            path.unlink(missing_ok=True)
+            os.close(fd)
+            raise ValueError(f"cannot write into the --out folder {path.parent}: {exc.strerror or exc}") from None
         return fd
 
 
