@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from checks import assert_one_line_error
-from geoseg.cli import app
-from geoseg.commands.outlock import OutFolderInUse, hold_out_folder, lock_path
 from test_cli_predict import FAST, _crops
 from test_train_cli import buildings_pack
+from typer.testing import CliRunner
+
+from geoseg.cli import app
+from geoseg.commands.outlock import OutFolderInUse, hold_out_folder, lock_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,9 +74,8 @@ def test_a_second_predict_into_a_dir_in_use_is_refused_at_once(tmp_path):
 def test_a_run_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
     out = tmp_path / "o"
     first = Holder(out, "geoseg predict")
-    with pytest.raises(OutFolderInUse):
-        with hold_out_folder(out, "geoseg predict"):
-            pass
+    with pytest.raises(OutFolderInUse), hold_out_folder(out, "geoseg predict"):
+        pass
     first.kill()  # no clean-up ran: its lock file stays, but the kernel dropped the lock
     assert lock_path(out).exists()
     with hold_out_folder(out, "geoseg predict"):
@@ -87,9 +86,8 @@ def test_a_run_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
 
 def test_a_refused_or_failed_run_leaves_no_empty_out_folder(tmp_path):
     out = tmp_path / "new"
-    with pytest.raises(RuntimeError):
-        with hold_out_folder(out, "geoseg tile"):
-            raise RuntimeError("failed before writing")
+    with pytest.raises(RuntimeError), hold_out_folder(out, "geoseg tile"):
+        raise RuntimeError("failed before writing")
     assert not out.exists()
 
 
@@ -127,7 +125,7 @@ def test_an_out_folder_on_a_full_disk_is_one_line_before_any_work(tmp_path, monk
     left on device', naming no folder, and left an empty lock file."""
     import errno
 
-    import geoseg.commands.outlock as outlock
+    from geoseg.commands import outlock
 
     def full(fd, data, offset):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
