@@ -624,6 +624,7 @@ def test_a_scheduler_that_cannot_be_reached_is_one_line_without_an_empty_bar(tmp
     import socket
 
     import dask
+    import distributed  # noqa: F401 -- its config defaults, before dask.config.set: they would go at its end
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -636,6 +637,32 @@ def test_a_scheduler_that_cannot_be_reached_is_one_line_without_an_empty_bar(tmp
     assert result.stdout == "", repr(result.stdout)
     summary = json.loads((tmp_path / "o" / "batch.json").read_text())
     assert (summary["state"], summary["exit_code"]) == ("aborted", 1) and "after 1 s" in summary["error"]
+
+
+def test_a_scheduler_address_where_something_else_listens_is_one_line_not_a_hang(tmp_path):
+    """`--scheduler tcp://host:8787` (the dashboard's port) or any service that accepts the connection
+    and never answers in Dask's protocol hung the batch forever: Dask bounds the TCP connection by its
+    connect timeout, not the handshake's reply. Now one line within about that timeout, exit 1."""
+    import socket
+    import time
+
+    import dask
+    import distributed  # noqa: F401 -- its config defaults, before dask.config.set: they would go at its end
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts (the kernel's backlog), never answers
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        _crops(tmp_path / "s", "a.tif", "b.tif")
+        started = time.monotonic()
+        with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+            result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"),
+                                              "--scheduler", address, *FAST])
+        assert time.monotonic() - started < 30
+    assert_one_line_error(result, "predict", f"no Dask scheduler answers at {address}", "nothing answered within",
+                          "8786")
+    assert result.stdout == ""
+    assert json.loads((tmp_path / "o" / "batch.json").read_text())["state"] == "aborted"
 
 def test_a_shell_pattern_that_matched_nothing_is_named_as_such(tmp_path):
     """bash passes 'scenes/*.tif' on unchanged when it matches no file."""

@@ -237,6 +237,7 @@ def _connect(scheduler: str | None, n_workers: int) -> tuple[Any, Any]:
     from dask.distributed import Client, LocalCluster
 
     if scheduler is not None:
+        _check_scheduler_answers(scheduler)
         return Client(scheduler), None
     # no dashboard, and the scheduler's HTTP endpoints on a free port: with dashboard_address
     # None alone they still took 8787 and warned "Port 8787 is already in use" whenever
@@ -248,6 +249,54 @@ def _connect(scheduler: str | None, n_workers: int) -> tuple[Any, Any]:
     except BaseException:
         cluster.close()
         raise
+
+
+
+class _NotAScheduler(Exception):
+    """What answered at a --scheduler address is Dask but no scheduler (a worker's address)."""
+
+
+def _check_scheduler_answers(address: str) -> None:
+    """Raise a one-line OSError unless a Dask scheduler answers at ``address`` within Dask's connect
+    timeout (``distributed.comm.timeouts.connect``, 30 s by default).
+
+    Why: Dask bounds the TCP connection by that timeout but waits for the handshake's reply without
+    any: ``--scheduler tcp://host:8787`` (the dashboard's port, one off the scheduler's 8786) or any
+    other service that accepts the connection and never answers in Dask's protocol hung the batch
+    forever, a cron job included; one that answered something else ended in a MemoryError
+    ('Unable to allocate 3.07 EiB', its bytes read as a frame length)."""
+    import asyncio
+
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.comm import connect
+
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds")
+
+    async def identity() -> None:
+        comm = await connect(address, timeout=timeout)  # Dask's own one-line error when unreachable
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            reply = await comm.read()
+        finally:
+            comm.abort()
+        if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+            kind = reply.get("type") if isinstance(reply, dict) else None
+            raise _NotAScheduler(f"it is a Dask {kind}, not a scheduler" if kind else "it did not say what it is")
+
+    not_dask = f"no Dask scheduler answers at {address}: the connection was accepted, but"
+    started = time.monotonic()
+    try:
+        asyncio.run(asyncio.wait_for(identity(), timeout + 5))  # its own connect timeout goes first
+    except asyncio.TimeoutError:
+        raise OSError(f"{not_dask} nothing answered within {time.monotonic() - started:.0f} s (a Dask scheduler "
+                      f"listens on port 8786 by default, its dashboard on 8787)") from None
+    except _NotAScheduler as exc:
+        raise OSError(f"{not_dask} {exc}") from None
+    except OSError:
+        raise
+    except Exception:  # noqa: BLE001 -- what another protocol's bytes make of Dask's decoder
+        raise OSError(f"{not_dask} what answered speaks another protocol") from None
 
 
 #: seconds a local worker process is given to exit at the end of a batch before it is killed
