@@ -137,3 +137,18 @@ def test_an_out_folder_on_a_full_disk_is_one_line_before_any_work(tmp_path, monk
     assert_one_line_error(result, "predict", f"cannot write into the --out folder {tmp_path / 'o'}: "
                                              "No space left on device")
     assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_a_file_system_without_locks_runs_unlocked(tmp_path, monkeypatch):
+    """Some network file systems refuse flock (ENOLCK): a run there goes on, as before the locks."""
+    import errno
+
+    from geoseg.commands import outlock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(outlock.fcntl, "flock", no_locks)
+    with hold_out_folder(tmp_path / "o", "geoseg predict"):
+        assert list((tmp_path / "o").iterdir()) == []
+    assert (tmp_path / "o").is_dir()

@@ -10,11 +10,12 @@ The second run is now refused at once, with one line naming the first (its pid, 
 The lock is ``flock`` on ``<out>/.geoseg.lock`` (``.geoseg-<key>.lock`` for a narrower claim): the
 kernel drops it when its holder ends, killed with -9 too, so a lock is never stale; the file says
 who holds it, and is removed by the holder when it lets go (a killed holder's file is taken over
-by the next run).
+by the next run). On a file system without locks (some network ones) runs go on unlocked.
 """
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -55,6 +56,9 @@ def hold_out_folder(out: Path, command: str, key: str = "") -> Iterator[None]:
             return
         path = lock_path(out, key)
         fd = _lock(path, command)
+        if fd is None:  # a file system without locks: runs are not kept apart there
+            yield
+            return
         try:
             yield
         finally:
@@ -72,8 +76,9 @@ def hold_out_folder(out: Path, command: str, key: str = "") -> Iterator[None]:
         raise
 
 
-def _lock(path: Path, command: str) -> int:
-    """The open, locked ``path`` with this run's record written in it."""
+def _lock(path: Path, command: str) -> int | None:
+    """The open, locked ``path`` with this run's record written in it; None (and no file) where the
+    file system has no locks (some network file systems): the run goes on, as before locks."""
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -86,6 +91,12 @@ def _lock(path: Path, command: str) -> int:
             os.close(fd)
             raise OutFolderInUse(f"{path.parent} is in use by another run ({holder}): wait for it to end, "
                                  f"or use another --out") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            return None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:  # its holder let go and removed it between our open and lock
