@@ -43,11 +43,13 @@ class Holder:
     def release(self) -> None:
         self.process.stdin.close()
         assert self.process.wait(timeout=30) == 0
+        self.process.stdout.close()
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
         self.process.stdin.close()
+        self.process.stdout.close()
 
 
 def test_a_second_predict_into_a_dir_in_use_is_refused_at_once(tmp_path):
