@@ -477,3 +477,30 @@ def test_a_tile_batch_leaves_a_summary_and_ctrl_c_says_how_to_resume(buildings_d
     assert [e["status"] for e in summary["inputs"]] == ["skipped", "done"] and summary["exit_code"] == 0
     windows = [e["windows"] for e in summary["inputs"]]
     assert sum(w["ok"] + w["empty"] + w["skipped"] for w in windows) == len(index_of(out))
+
+
+def test_a_full_disk_when_the_index_is_written_is_one_line(buildings_dir: Path, tmp_path: Path, monkeypatch):
+    """A disk that filled up as `geoseg tile` wrote OUT/index.geojson ended in a 60-line traceback,
+    left index.geojson.tmp half written and batch.json saying 'running'."""
+    import errno
+    import os
+
+    from checks import assert_one_line_error
+
+    real = Path.write_text
+
+    def disk_fills_up(self, data, *args, **kwargs):
+        if self.name == "index.geojson.tmp":
+            real(self, data[:100], *args, **kwargs)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_fills_up)
+    out = tmp_path / "chips"
+    result = CliRunner().invoke(app, ["tile", str(buildings_dir / "kampala/kampala_z19_2.tif"), "--labels",
+                                      str(buildings_dir / "kampala/labels.geojson"), "--out", str(out),
+                                      "--size", "256"])
+    assert_one_line_error(result, "tile", f"cannot write {out / 'index.geojson'}: No space left on device")
+    assert not (out / "index.geojson.tmp").exists() and not (out / "index.geojson").exists()
+    summary = json.loads((out / "batch.json").read_text())
+    assert (summary["state"], summary["exit_code"]) == ("aborted", 1) and "No space left" in summary["error"]

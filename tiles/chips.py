@@ -248,6 +248,10 @@ def write_index(out_dir: str | Path, features: list[dict]) -> Path:
     merged.sort(key=lambda f: f["properties"]["chip_id"])
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".geojson.tmp")
-    tmp.write_text(json.dumps({"type": "FeatureCollection", "features": merged}))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": merged}))
+        tmp.replace(path)
+    except OSError as exc:  # a full disk: no half-written index left, and the file named
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path

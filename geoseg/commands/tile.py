@@ -347,12 +347,17 @@ def tile(
             summary.stop(1, error=f"{exc}")
             typer.echo(f"geoseg tile: error: {exc}", err=True)
             raise typer.Exit(1) from None
-        features = []
-        for p in inputs:
-            part = part_for(part_dir, p)
-            if part.exists():
-                features += json.loads(part.read_text())
-        index = write_index(out, features)
+        try:
+            features = []
+            for p in inputs:
+                part = part_for(part_dir, p)
+                if part.exists():
+                    features += json.loads(part.read_text())
+            index = write_index(out, features)
+        except Exception as exc:  # noqa: BLE001 -- e.g. a full disk: one line, and the summary says so
+            summary.stop(1, error=f"{exc}")
+            typer.echo(f"geoseg tile: error: {exc}", err=True)
+            raise typer.Exit(1) from None
         counts = {s: sum(f["properties"]["status"] == s for f in features) for s in ("ok", "empty", "skipped")}
         typer.echo(f"{len(features)} windows ({counts['ok']} ok, {counts['empty']} empty, {counts['skipped']} skipped) "
                    f"from {len(inputs) - len(report.failed)} file(s), {len(report.skipped)} already done -> {index}")
