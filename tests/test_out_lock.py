@@ -67,7 +67,9 @@ def test_a_second_predict_into_a_dir_in_use_is_refused_at_once(tmp_path):
                                                 "started 20", "use another --out")
         one = CliRunner().invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), "--out", str(out), *FAST])
         assert_one_line_error(one, "predict", f"pid {first.pid}")
-        assert sorted(os.listdir(out)) == before == [lock_path(out).name]  # no batch.json, no .a.part
+        mosaic = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), "--mosaic", *FAST])
+        assert_one_line_error(mosaic, "predict", f"pid {first.pid}")
+        assert sorted(os.listdir(out)) == before == [lock_path(out).name]  # no batch.json, no .a.part, no VRT
     finally:
         first.release()
     assert not lock_path(out).exists()  # the holder removes its file when it lets go

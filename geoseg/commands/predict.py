@@ -36,6 +36,7 @@ LOG_STEP = 0.1
 
 if TYPE_CHECKING:  # the pipeline imports torch: load it when a command runs, not for --help
     from geoseg.pipeline import PredictOptions
+    from tiles.mosaic import Mosaic
 
 
 def _predict_into(options: PredictOptions, input_path: RasterPath, out_dir: Path) -> list[str]:
@@ -196,34 +197,39 @@ def _predict_mosaic(inputs: list[RasterPath], out: Path, options: PredictOptions
         plan = plan_mosaic(inputs, options.bands)
     except MosaicError as exc:
         raise ValueError(f"--mosaic: {exc}") from None
+    # hold_out_folder makes --out, and removes it again if it made it and the run fails leaving it empty
+    with hold_out_folder(out, "geoseg predict"):  # not while another run writes there
+        _echo_warnings(_mosaic_warnings(plan), prefix="--mosaic: ")  # once the folder is ours
+        before = vrt.read_bytes() if vrt.is_file() else None
+        try:
+            write_vrt(plan, vrt)
+            _predict_one(vrt, out, options, mosaic=plan.summary(),
+                         label=f"mosaic of {len(plan.tiles)} raster{'s' if len(plan.tiles) > 1 else ''}")
+        except BaseException:  # the VRT an earlier run's outputs were made from stays theirs
+            if before is None:
+                vrt.unlink(missing_ok=True)
+            else:
+                vrt.write_bytes(before)
+            raise
+
+
+def _mosaic_warnings(plan: Mosaic) -> list[str]:
+    """What a user should know of a mosaic before its run: gaps (they cost time and memory as in a scene
+    of the whole rectangle) and overlaps (which raster is read there)."""
+    lines = []
     if len(plan.tiles) > 1 and plan.covered_fraction < 1.0:
-        # the gaps cost time and memory as in a scene of the whole rectangle: scattered tiles say so
         scattered = ("; a run goes through the whole rectangle: predict groups of tiles far apart separately"
                      if plan.covered_fraction < 0.5 else "")
-        _echo_warnings([(f"the {len(plan.tiles)} rasters cover {plan.covered_fraction:.1%} of the mosaic's "
-                         f"{plan.width} x {plan.height} px rectangle: the rest is nodata (no buildings, class 0)"
-                         f"{scattered}")], prefix="--mosaic: ")
+        lines.append(f"the {len(plan.tiles)} rasters cover {plan.covered_fraction:.1%} of the mosaic's "
+                     f"{plan.width} x {plan.height} px rectangle: the rest is nodata (no buildings, class 0)"
+                     f"{scattered}")
     overlaps = plan.overlaps()
     if overlaps:
         first, last = overlaps[0]
-        _echo_warnings([(f"{len(overlaps)} pair{'s' if len(overlaps) > 1 else ''} of rasters overlap (e.g. "
-                         f"{raster_name(first)} and {raster_name(last)}): where they do, the last listed "
-                         f"({raster_name(last)}) is read where it has data")], prefix="--mosaic: ")
-    made = not out.exists()
-    make_out_folder(out)
-    before = vrt.read_bytes() if vrt.is_file() else None
-    try:
-        write_vrt(plan, vrt)
-        _predict_one(vrt, out, options, mosaic=plan.summary(),
-                     label=f"mosaic of {len(plan.tiles)} raster{'s' if len(plan.tiles) > 1 else ''}")
-    except BaseException:  # the VRT an earlier run's outputs were made from stays theirs
-        if before is None:
-            vrt.unlink(missing_ok=True)
-        else:
-            vrt.write_bytes(before)
-        if made:
-            _remove_if_empty(out)
-        raise
+        lines.append(f"{len(overlaps)} pair{'s' if len(overlaps) > 1 else ''} of rasters overlap (e.g. "
+                     f"{raster_name(first)} and {raster_name(last)}): where they do, the last listed "
+                     f"({raster_name(last)}) is read where it has data")
+    return lines
 
 
 def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions, mosaic: dict | None = None,
