@@ -806,7 +806,7 @@ def test_the_class_map_thread_does_not_unsilence_the_model_export(tiny_models, t
 
     from geoseg import card as cards
     from geoseg import classmap
-    from geoseg.commands.predict import _recorded_warnings
+    from geoseg.commands.warning_lines import recorded_warnings
     from geoseg.models.u2net import U2Net
 
     monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path / "cache"))  # no exported graph yet
@@ -837,7 +837,7 @@ def test_the_class_map_thread_does_not_unsilence_the_model_export(tiny_models, t
         "gsd_m": 0.3, "tile_size": 256}, tmp_path / "u2net")
     models = {"buildings": str(u2net), "landcover": tiny_models["landcover"]}
     crop_path = crop(SCENE, tmp_path / "crop.tif", Window(0, 0, 256, 256))
-    with _recorded_warnings() as caught:  # as `geoseg predict` shows them, "warning: ..."
+    with recorded_warnings() as caught:  # as `geoseg predict` shows them, "warning: ..."
         predict_scene(crop_path, tmp_path / "out", options(models, refine="none"))
     assert export_entered.is_set() and thread_read.is_set()
     assert not [w for w in caught if "trace" in str(w.message)], [str(w.message)[:80] for w in caught]

@@ -504,3 +504,20 @@ def test_a_full_disk_when_the_index_is_written_is_one_line(buildings_dir: Path, 
     assert not (out / "index.geojson.tmp").exists() and not (out / "index.geojson").exists()
     summary = json.loads((out / "batch.json").read_text())
     assert (summary["state"], summary["exit_code"]) == ("aborted", 1) and "No space left" in summary["error"]
+
+
+def test_a_batch_summary_that_cannot_be_written_is_one_warning_line(data_root: Path, tmp_path: Path):
+    """batch.json that cannot be written (here a folder of that name; a full disk does the same)
+    warns and the run goes on; tile printed Python's two-line form, a file:line and a source line."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    (out / "batch.json").mkdir(parents=True)
+    scene = data_root / "buildings" / "nairobi" / "nairobi_z19_1.tif"
+    run = subprocess.run([sys.executable, "-m", "geoseg", "tile", str(scene), "--out", str(out), "--size", "512"],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert lines == [f"warning: cannot write the batch summary {out / 'batch.json'}: Is a directory"], lines
+    assert (out / "index.geojson").is_file()

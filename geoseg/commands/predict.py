@@ -11,9 +11,6 @@ import dataclasses
 import functools
 import json
 import os
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -25,6 +22,7 @@ from geoseg.card import parse_model_specs
 from geoseg.commands.outdir import make_out_folder
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
+from geoseg.commands.warning_lines import echo_warnings, recorded_warnings, warning_lines
 from tiles.batch import parse_scheduler, time_left
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.normalize import parse_bands
@@ -199,7 +197,7 @@ def _predict_mosaic(inputs: list[RasterPath], out: Path, options: PredictOptions
         raise ValueError(f"--mosaic: {exc}") from None
     # hold_out_folder makes --out, and removes it again if it made it and the run fails leaving it empty
     with hold_out_folder(out, "geoseg predict"):  # not while another run writes there
-        _echo_warnings(_mosaic_warnings(plan), prefix="--mosaic: ")  # once the folder is ours
+        echo_warnings(_mosaic_warnings(plan), prefix="--mosaic: ")  # once the folder is ours
         before = vrt.read_bytes() if vrt.is_file() else None
         try:
             write_vrt(plan, vrt)
@@ -240,7 +238,7 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions, mos
 
     # the time left from the rate over the whole run (geoseg.progress makes the bar move with time),
     # not over rich's default last 30 s, which a slow tile or stage would throw off
-    with _recorded_warnings() as caught, Progress(*columns, speed_estimate_period=24 * 3600) as bar:
+    with recorded_warnings() as caught, Progress(*columns, speed_estimate_period=24 * 3600) as bar:
         label = label or raster_name(input_path)
         task = bar.add_task(label, total=1.0)
         # in a log file (no terminal) the bar is drawn once, at the end: a line every tenth instead
@@ -261,7 +259,7 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions, mos
         except BaseException:
             _drop_bar(bar)  # the error is one line, without a bar stopped at 0 % above it
             raise
-    _echo_warnings(_warning_lines(caught))
+    echo_warnings(warning_lines(caught))
     counts = report.get("counts", {})
     n = counts.get("buildings", 0)
     found = f"{n} building{'' if n == 1 else 's'}" if options.buildings else "no building model run"
@@ -301,7 +299,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     summary = BatchSummary(out / SUMMARY_NAME, inputs, lambda p: out / raster_stem(p),
                            header={"command": "geoseg predict", "geoseg_version": __version__, "out": str(out)},
                            details=_folder_counts, no_details={"buildings": None, "warnings": []})
-    with _recorded_warnings() as caught:  # the jobs return their notes; these are the batch's
+    with recorded_warnings() as caught:  # the jobs return their notes; these are the batch's
         try:
             report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
                                scheduler=scheduler, description="predict",
@@ -313,10 +311,10 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         except Exception as exc:
             summary.stop(1, error=f"{exc}")
             raise
-        summary.finish(1 if report.failed else 0, _warning_lines(caught))
-    _echo_warnings(_warning_lines(caught))
+        summary.finish(1 if report.failed else 0, warning_lines(caught))
+    echo_warnings(warning_lines(caught))
     for p in inputs:  # in the order given, each with its input's name
-        _echo_warnings(report.done.get(str(p)) or [], prefix=f"{raster_name(p)}: ")
+        echo_warnings(report.done.get(str(p)) or [], prefix=f"{raster_name(p)}: ")
     typer.echo(f"{len(report.done)} predicted, {len(report.skipped)} already done, {len(report.failed)} failed")
     redone = [p for p in report.redone if p in report.done]  # a failed one keeps its old folder
     if redone:
@@ -350,27 +348,3 @@ def _scheduler(address: str | None) -> str | None:
     return "sync" if address is None else parse_scheduler(address)
 
 
-@contextmanager
-def _recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
-    """The warnings raised inside (on this, the main, thread's watch), recorded each time they are
-    raised (a batch's inputs may share a note). "always" goes after the filters in force, so the
-    targeted ones installed at import (tiles/georeferencing_warnings.py, the ONNX tracer's in
-    geoseg/infer.py) and Python's own (deprecations, unclosed resources) still ignore theirs."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", append=True)
-        yield caught
-
-
-def _warning_lines(caught: list) -> list[str]:
-    """The distinct messages of caught warnings, in order; deprecations are for developers."""
-    lines: list[str] = []
-    for w in caught:
-        text = str(w.message)
-        if text not in lines and not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
-            lines.append(text)
-    return lines
-
-
-def _echo_warnings(lines: list[str], prefix: str = "") -> None:
-    for text in lines:
-        typer.echo(f"warning: {prefix}{text}", err=True)

@@ -26,6 +26,7 @@ import typer
 from geoseg import __version__
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
+from geoseg.commands.warning_lines import warnings_as_lines
 from tiles.batch import parse_scheduler, run_batch
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.chips import (
@@ -331,6 +332,7 @@ def tile(
         part_dir = job.part_dir()
         if scheduler is None and len(inputs) == 1:
             chosen = "sync"
+        held.enter_context(warnings_as_lines())  # e.g. a batch.json that cannot be written: one line
         summary = BatchSummary(job.out / SUMMARY_NAME, inputs, partial(part_for, part_dir),
                                header={"command": "geoseg tile", "geoseg_version": __version__, "out": str(job.out)},
                                details=_window_counts, no_details={"windows": None})
