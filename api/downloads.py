@@ -45,13 +45,8 @@ class HeldFileResponse(FileResponse):
         try:
             etag = self.current_copy(Headers(scope=scope)) if scope["method"] in ("GET", "HEAD") else None
             if etag is not None:
-                # a 304 carries the Cache-Control its 200 would have (RFC 9110 15.4.5); not Vary:
-                # the 200's may also name Accept-Encoding (added by the gzip middleware), and a
-                # cache replaces its stored Vary with a 304's, which would then be partial
-                headers = {"etag": etag, "last-modified": self.headers["last-modified"]}
-                if "cache-control" in self.headers:
-                    headers["cache-control"] = self.headers["cache-control"]
-                await Response(status_code=304, headers=headers)(scope, receive, send)
+                await not_modified(etag, self.headers["last-modified"],
+                                   self.headers.get("cache-control"))(scope, receive, send)
             else:
                 await super().__call__(scope, receive, send)
         finally:
@@ -62,6 +57,16 @@ class HeldFileResponse(FileResponse):
         Starlette's ``FileResponse`` sends these validators but ignores them, so a caching
         client re-downloaded every time."""
         return current_copy(request, self.headers["etag"], self.stat_result.st_mtime)
+
+
+def not_modified(etag: str, last_modified: str, cache_control: str | None) -> Response:
+    """The 304 of a current copy: its validators and the Cache-Control its 200 would have (RFC 9110
+    15.4.5); not Vary: the 200's may also name Accept-Encoding (added by the gzip middleware), and a
+    cache replaces its stored Vary with a 304's, which would then be partial."""
+    headers = {"etag": etag, "last-modified": last_modified}
+    if cache_control is not None:
+        headers["cache-control"] = cache_control
+    return Response(status_code=304, headers=headers)
 
 
 def current_copy(request: Headers, etag: str, mtime: float) -> str | None:

@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from rasterio.errors import RasterioIOError
 
 from api.caching import result_cache_headers
-from api.downloads import HeldFileResponse, current_copy
+from api.downloads import HeldFileResponse, current_copy, not_modified
 from api.intake import accept_upload, parse_options
 from api.jobs import STATUSES, Job, JobStore
 from api.pacing import poll_headers
@@ -265,8 +265,7 @@ def get_tile(
         headers = {**result_cache_headers(keyed=settings_of(request).api_key is not None), "ETag": etag,
                    "Last-Modified": formatdate(stat.st_mtime, usegmt=True)}
         if (tag := current_copy(request.headers, etag, stat.st_mtime)) is not None:
-            return Response(status_code=304, headers={"ETag": tag, "Last-Modified": headers["Last-Modified"],
-                                                      "Cache-Control": headers["Cache-Control"]})
+            return not_modified(tag, headers["Last-Modified"], headers["Cache-Control"])
         png = render_xyz_tile(path, z, x, y)
     except (FileNotFoundError, RasterioIOError):
         raise _not_produced(store, job_id, "classmap.tif") from None

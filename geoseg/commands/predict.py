@@ -19,7 +19,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from geoseg import __version__
 from geoseg.card import parse_model_specs
-from geoseg.commands.outdir import make_out_folder
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from geoseg.commands.warning_lines import echo_warnings, recorded_warnings, warning_lines
@@ -119,15 +118,9 @@ def predict(
         elif not batch:
             if not raster_exists(paths[0]):
                 raise ValueError(not_found(paths[0]))
-            made = not out.exists()
-            make_out_folder(out)
-            try:
-                with hold_out_folder(out, "geoseg predict"):  # not while a batch writes there
-                    _predict_one(paths[0], out, options)
-            except BaseException:
-                if made:  # a failed first run leaves no empty --out folder behind
-                    _remove_if_empty(out)
-                raise
+            # hold_out_folder makes --out, and removes it again if it made it and the run fails leaving it empty
+            with hold_out_folder(out, "geoseg predict"):  # not while a batch writes there
+                _predict_one(paths[0], out, options)
         else:  # a missing input is one failed input of the batch (predict_scene checks it): the others run
             with hold_out_folder(out, "geoseg predict"):  # one batch at a time in DIR
                 _predict_many(paths, out, options, scheduler)
@@ -158,13 +151,6 @@ def _expand_folders(paths: list[RasterPath]) -> tuple[list[RasterPath], bool]:
         else:
             out.append(p)
     return out, folders
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:  # not empty (the user's own files, or a partial result kept for them): keep it
-        pass
 
 
 def _unique(paths: list[RasterPath]) -> list[RasterPath]:
@@ -295,7 +281,6 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                          f"{out / duplicates[0]}; rename one or predict them into different --out folders")
     if SUMMARY_NAME in stems:
         raise ValueError(f"an input's stem is {SUMMARY_NAME!r}, the batch summary's name in {out}: rename it")
-    make_out_folder(out)
     summary = BatchSummary(out / SUMMARY_NAME, inputs, lambda p: out / raster_stem(p),
                            header={"command": "geoseg predict", "geoseg_version": __version__, "out": str(out)},
                            details=_folder_counts, no_details={"buildings": None, "warnings": []})
