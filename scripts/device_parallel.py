@@ -225,9 +225,10 @@ def work_student(args) -> None:
     cache_s = time.monotonic() - t0
     del teacher
     seconds = max(args.deadline - time.time(), 5.0)
+    torch.manual_seed(args.seed)  # the student's initial weights follow --seed too
     student = new_student(args.task, tcard)
     run = distill(student, None, tcard, args.task, train, args.losses, args.device, seconds=seconds,
-                  max_steps=args.steps, batch_size=2 if args.dry else 32, seed=0, cache=cache)
+                  max_steps=args.steps, batch_size=2 if args.dry else 32, seed=args.seed, cache=cache)
     metrics = {s: evaluate(student, tcard, args.task, splits[s], args.device, 4 if args.dry else 32)
                for s in ("val", "test") if s in splits}
     metrics["command"] = run_command(args) + f" (student {args.task} {args.losses})"
