@@ -364,3 +364,27 @@ def test_swept_rules_are_written_into_the_card_with_per_block_scores(tmp_path):
     tuned = card["metrics"]["postprocess"]["validation"]["tuned"]
     assert tuned["per_block"] == blocks and tuned["per_scene"]["zanzibar_z19_2"]["polygon_f1"] == 0.6
     assert "184 settings" in card["metrics"]["postprocess"]["search"]
+
+
+def test_a_fixed_setting_stays_out_of_the_search(monkeypatch, tmp_path, capsys):
+    """``sweep --fix landcover_threshold=0.93``: every candidate keeps the pinned value, even when the
+    objective would drop it (as Nairobi-2 did for two teachers that Kampala then vetoed)."""
+    def fake(scenes, post, work, objective_name="miou_f1"):
+        # an objective that prefers the cue off and a threshold of 0.1
+        obj = 0.5 - post.landcover_threshold * 0.2 - abs(post.threshold - 0.1)
+        return {"settings": post.as_dict(), "objective": obj, "pixel_iou": obj, "binary_miou": obj,
+                "polygon_f1": obj, "scenes": []}
+
+    monkeypatch.setattr(tb, "evaluate_setting", fake)
+    free, _ = tb.coordinate_search([], tmp_path, log=lambda _: None)
+    assert free.landcover_threshold == 0.0 and free.threshold == pytest.approx(0.1)
+    pinned, rows = tb.coordinate_search([], tmp_path, log=lambda _: None, fixed={"landcover_threshold": 0.93})
+    assert pinned.landcover_threshold == 0.93 and pinned.threshold == pytest.approx(0.1)
+    assert len(rows) > 20 and {r["settings"]["landcover_threshold"] for r in rows} == {0.93}
+    assert tb.parse_fixed(["landcover_threshold=0.93", "opening_px=2"]) == {"landcover_threshold": 0.93,
+                                                                            "opening_px": 2}
+    for bad, says in (("bogus=1", "NAME=VALUE"), ("threshold=high", "not a number"),
+                      ("threshold=1.5", "threshold must be in"), ("opening_px=1.5", "whole pixels")):
+        with pytest.raises(SystemExit) as exit_:
+            tb.main(["sweep", "--cache", str(tmp_path), "--fix", bad])
+        assert exit_.value.code == 2 and says in capsys.readouterr().err

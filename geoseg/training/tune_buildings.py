@@ -265,14 +265,21 @@ def write_rules(card_path: Path, chosen: dict[str, Any], default: dict[str, Any]
 def coordinate_search(
     scenes: list[CachedScene], work: Path, start: BuildingPostprocess = BuildingPostprocess(),
     log: Callable[[str], None] = print, objective_name: str = "miou_f1",
+    fixed: dict[str, float] | None = None,
 ) -> tuple[BuildingPostprocess, list[dict[str, Any]]]:
     """Threshold x morphology, min area x seed ratio, seed erosion x seed ratio, distance split, threshold
-    again; best by the objective."""
+    again; best by the objective.
+
+    ``fixed`` holds settings out of the search (e.g. ``{"landcover_threshold": 0.93}``): every candidate
+    carries them. Why: a rule registered before a model's figures may keep a part of the shipped rules
+    that the validation block cannot judge (docs/models.md, "After run 6")."""
     tried: dict[tuple, dict[str, Any]] = {}
+    pinned = dict(fixed or {})
 
     def run(candidates: Iterable[BuildingPostprocess], stage: str) -> BuildingPostprocess:
         best = None
         for post in candidates:
+            post = replace(post, **pinned)
             key = tuple(asdict(post).values())
             if key not in tried:
                 t = time.perf_counter()
@@ -298,6 +305,30 @@ def coordinate_search(
     return best, list(tried.values())
 
 
+def parse_fixed(items: Iterable[str]) -> dict[str, float]:
+    """``["landcover_threshold=0.93", ...]`` -> settings held out of the search; a name that is not a
+    setting, a value that is not a number, or a value the rules refuse is a ValueError."""
+    names = set(BuildingPostprocess().as_dict())
+    fixed: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in names:
+            raise ValueError(f"--fix {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(names))}")
+        try:
+            fixed[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--fix {item!r}: {value!r} is not a number") from None
+        if isinstance(BuildingPostprocess().as_dict()[name], int):
+            if not fixed[name].is_integer():
+                raise ValueError(f"--fix {item!r}: {name} takes whole pixels")
+            fixed[name] = int(fixed[name])
+    try:
+        replace(BuildingPostprocess(), **fixed)  # the rules' own checks (e.g. threshold in (0, 1))
+    except ValueError as e:
+        raise ValueError(f"--fix: {e}") from None
+    return fixed
+
+
 def _fmt(post: BuildingPostprocess) -> str:
     return (f"t={post.threshold:.2f} area={post.min_area_m2:g} seed={post.seed_ratio:g} "
             f"erode={post.seed_erosion_px} split={post.split_h_px:g} open={post.opening_px} close={post.closing_px} "
@@ -320,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="; ".join(f"{k}: {v}" for k, v in OBJECTIVE_TEXT.items()))
     s.add_argument("--card", type=Path, default=None,
                    help="write the chosen setting into this model card's postprocess (and how, into its metrics)")
+    s.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                   help="keep a setting out of the search (repeatable), e.g. landcover_threshold=0.93")
     args = ap.parse_args(argv)
     if args.step == "cache":
         import torch
@@ -332,9 +365,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.name}: working grid {scene.covered.shape[1]}x{scene.covered.shape[0]}, "
                   f"{time.perf_counter() - t:.1f} s")
         return 0
+    try:
+        fixed = parse_fixed(args.fix)
+    except ValueError as e:
+        ap.error(str(e))
     scenes = load_cache(args.cache)
     with tempfile.TemporaryDirectory(prefix="geoseg-tune-") as work:
-        best, rows = coordinate_search(scenes, Path(work), objective_name=args.objective)
+        best, rows = coordinate_search(scenes, Path(work), objective_name=args.objective, fixed=fixed)
     default = rows[0]
     chosen = next(r for r in rows if r["settings"] == best.as_dict())
     print(f"validation scenes: {', '.join(s.name for s in scenes)}")
@@ -354,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         write_rules(args.card, chosen, default, len(rows), args.objective, [
             "python -m geoseg.training.tune_buildings cache --out CACHE --card <this card without postprocess>",
             "python -m geoseg.training.tune_buildings sweep --cache CACHE --card <this card>"
-            + (f" --objective {args.objective}" if args.objective != "miou_f1" else "")])
+            + (f" --objective {args.objective}" if args.objective != "miou_f1" else "")
+            + "".join(f" --fix {k}={v:g}" for k, v in fixed.items())])
         print(f"rules written into {args.card}")
     return 0
 
