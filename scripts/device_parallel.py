@@ -160,12 +160,12 @@ def work_teacher_buildings(args) -> None:
         state = {k: v.float() for k, v in model.state_dict().items()}
         norm = shipped["normalisation"]
     cfg = train_cfg(args, seconds=args.seconds, lr=lr, crop=crop, crop_max=crop_max, batch=batch)
-    cfg = replace(cfg, seed=args.seed, keep=args.keep)
+    cfg = replace(cfg, seed=args.seed, keep=args.keep, cudnn_benchmark=args.cudnn_benchmark == "on")
     model, card = train_buildings(data, cfg, log=lambda m: print(m, flush=True), init_state=state, norm=norm,
                                   splits=splits)
     card["training"]["run"] = args.name
     card["training"]["data"] = f".chips/{args.pack or 'buildings'}.npz"
-    card["training"]["init"] = "shipped buildings-u2net (GPU run 2, 1779 steps)" if init else "random (seed 0)"
+    card["training"]["init"] = "shipped buildings-u2net (GPU run 2, 1779 steps)" if init else f"random (seed {args.seed})"
     save_model(model, card, args.work)
 
 
@@ -594,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-blocks", help="teacher-buildings: with --train-blocks, e.g. nairobi or nairobi-2")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", choices=["best", "last"], default="best", help="teacher-buildings: weights returned")
+    ap.add_argument("--cudnn-benchmark", choices=["on", "off"], default="on",
+                    help="teacher-buildings: cuDNN autotuning (run 6 lost 50-90 s of each run to its start-up)")
     args = ap.parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(1)

@@ -135,6 +135,9 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_batch: int = 8
     keep: str = "best"
+    #: cuDNN autotuning on CUDA. It tunes each new input shape once; with per-batch crop sizes
+    #: (``augment.out_size_max``) that start-up may cost a short GPU run 50-90 s (docs/models.md, run 6)
+    cudnn_benchmark: bool = True
 
     def __post_init__(self) -> None:
         if self.budget_s is None and self.steps is None:
@@ -247,7 +250,7 @@ def train_segmenter(
     dev = cfg.device
     cuda = dev.startswith("cuda")
     if cuda:
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     model.to(dev)
@@ -483,6 +486,7 @@ def _training_block(data: dict, splits: dict, cfg: TrainConfig, hist: dict, loss
         "chips": counts,
         "device": _device_name(cfg.device),
         "precision": "bf16 autocast" if cfg.device.startswith("cuda") else "fp32",
+        **({"cudnn_benchmark": cfg.cudnn_benchmark} if cfg.device.startswith("cuda") else {}),
         "steps": hist["steps"],
         "minutes": round(hist["seconds"] / 60, 2),
         "batch_size": cfg.batch_size,
