@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from api.jobs import ENDED, Job
+from api.security import TILE_SIGNATURE_PARAM, tile_signature
 
 RESULT_FILES: dict[str, str] = {
     "buildings.geojson": "application/geo+json",
@@ -69,7 +70,9 @@ class JobLinks(BaseModel):
     tilejson: str | None = Field(None, description="TileJSON 3.0.0 of the class map's web-map tiles "
                                                    "(with a class map only).")
     tiles: str | None = Field(None, description="URL template of the class map's XYZ tiles "
-                                                "(256 px Web-Mercator PNGs): `{z}/{x}/{y}` to fill in.")
+                                                "(256 px Web-Mercator PNGs): `{z}/{x}/{y}` to fill in. On a "
+                                                "keyed server it carries the job's tile signature (`sig`), "
+                                                "so a map can load the tiles without `X-API-Key`.")
 
     @model_serializer(mode="wrap")
     # no return annotation: pydantic would make it the schema (a bare dict), hiding the fields
@@ -84,7 +87,8 @@ class TileJSON(BaseModel):
     tilejson: Literal["3.0.0"] = "3.0.0"
     name: str
     scheme: Literal["xyz"] = "xyz"
-    tiles: list[str] = Field(description="The tile URL template, absolute: `{z}/{x}/{y}` to fill in.")
+    tiles: list[str] = Field(description="The tile URL template, absolute: `{z}/{x}/{y}` to fill in (on a "
+                                         "keyed server, signed: `?sig=...` opens this job's tiles only).")
     bounds: list[float] = Field(description="West, south, east, north of the scene (WGS84 degrees).")
     center: list[float] = Field(description="Longitude, latitude and zoom a map may open at.")
     minzoom: int = Field(description="The deepest zoom where the whole scene fits one tile.")
@@ -171,16 +175,25 @@ _PRODUCED_WITH: dict[str, str | None] = {
 }
 
 
-def job_links(job: Job) -> JobLinks:
+def signed(template: str, job: Job, api_key: str | None) -> str:
+    """A tile URL template as a keyed server hands it out: with the job's tile signature
+    (``api.security.tile_signature``), so that maps loading tiles as ``<img>`` need no header."""
+    if api_key is None:
+        return template
+    return f"{template}?{TILE_SIGNATURE_PARAM}={tile_signature(api_key, job.id)}"
+
+
+def job_links(job: Job, api_key: str | None = None) -> JobLinks:
     """``self``, and once succeeded the result files the job was asked for (a link to an output
-    not requested would only answer 404)."""
+    not requested would only answer 404); a keyed server's ``tiles`` template is signed."""
     base = f"/v1/jobs/{job.id}"
     links: dict[str, str] = {"self": base}
     if job.status == "succeeded":
         links.update({name: f"{base}/{name}" for name, option in _PRODUCED_WITH.items()
                       if option is None or job.options.get(option, True)})
         if job.options.get("classmap", True):
-            links.update(tilejson=f"{base}/tilejson.json", tiles=f"{base}/tiles/{{z}}/{{x}}/{{y}}.png")
+            links.update(tilejson=f"{base}/tilejson.json",
+                         tiles=signed(f"{base}/tiles/{{z}}/{{x}}/{{y}}.png", job, api_key))
     return JobLinks(**links)
 
 
@@ -203,7 +216,7 @@ def eta_s(job: Job, now: float) -> float | None:
     return round(max(0.0, now - job.started_at) * (1.0 - job.progress) / job.progress, 1)
 
 
-def job_status(job: Job, retention_hours: float) -> JobStatus:
+def job_status(job: Job, retention_hours: float, api_key: str | None = None) -> JobStatus:
     return JobStatus(
         id=job.id, kind=job.kind, status=job.status, progress=job.progress, eta_s=eta_s(job, time.time()),
         stage=job.stage,
@@ -211,5 +224,5 @@ def job_status(job: Job, retention_hours: float) -> JobStatus:
         options=job.options, input=InputSummary(**job.input),
         created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), started_at=_ts(job.started_at),
         finished_at=_ts(job.finished_at), heartbeat_at=_ts(job.heartbeat_at),
-        expires_at=_ts(expires_at(job, retention_hours)), links=job_links(job),
+        expires_at=_ts(expires_at(job, retention_hours)), links=job_links(job, api_key),
     )

@@ -146,7 +146,38 @@ def test_a_keyed_servers_tiles_need_the_key_and_vary_on_it(tmp_path):
     with service(tmp_path, runner=classes_runner, api_key="tile-key") as client:
         client.headers["X-API-Key"] = "tile-key"
         job = wait(client, submit(client, outputs="classmap")["id"])
-        url = job["links"]["tiles"].format(z=ZOOM, x=0, y=0)
+        url = job["links"]["tiles"].split("?")[0].format(z=ZOOM, x=0, y=0)  # unsigned: the key decides
         assert client.get(url, headers={"X-API-Key": "wrong"}).status_code == 401
         r = client.get(url)
     assert r.status_code == 200 and "x-api-key" in r.headers["vary"].lower()
+
+
+def test_a_keyed_servers_tile_urls_are_signed_for_maps_that_cannot_send_the_key(tmp_path):
+    """Leaflet and OpenLayers load tiles as <img>: the TileJSON's template (and the job's `tiles` link)
+    carry a signature that opens that job's tiles, and nothing else, without the header."""
+    with service(tmp_path, runner=classes_runner, api_key="tile-key") as client:
+        client.headers["X-API-Key"] = "tile-key"
+        job = wait(client, submit(client, outputs="classmap")["id"])
+        template = client.get(job["links"]["tilejson"]).json()["tiles"][0]
+        assert "?sig=" in template and "tile-key" not in template
+        assert template.endswith(job["links"]["tiles"])  # the job's link is the same signed template
+        x, y = centre_tile(job, ZOOM)
+        keyed = client.get(template.format(z=ZOOM, x=x, y=y))
+        del client.headers["X-API-Key"]
+        anonymous = client.get(template.format(z=ZOOM, x=x, y=y))
+        assert anonymous.status_code == 200 and anonymous.content == keyed.content
+        assert len(np.unique(rgba(anonymous.content).reshape(-1, 4), axis=0)) >= 2
+        assert client.head(template.format(z=ZOOM, x=x, y=y)).status_code == 200
+        path, sig = template.format(z=ZOOM, x=x, y=y).split("?sig=")
+        other_job = path.replace(job["id"], "00000000-0000-4000-8000-000000000000")
+        for url in (path, f"{path}?sig={sig[:-2]}xx", f"{other_job}?sig={sig}",
+                    f"{job['links']['classmap.tif']}?sig={sig}", f"{job['links']['tilejson']}?sig={sig}",
+                    f"{job['links']['self']}?sig={sig}"):
+            assert client.get(url).status_code == 401, url
+        assert client.delete(f"{job['links']['self']}?sig={sig}").status_code == 401
+
+
+def test_an_open_servers_tile_urls_carry_no_signature(served):
+    client, job = served
+    assert "sig" not in client.get(job["links"]["tilejson"]).json()["tiles"][0]
+    assert "sig" not in job["links"]["tiles"]

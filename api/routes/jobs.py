@@ -54,7 +54,9 @@ from api.schemas import (
     TileJSON,
     job_links,
     job_status,
+    signed,
 )
+from api.security import TILE_SIGNATURE_PARAM
 from api.worker import RESULT_DIR, job_dir
 from geoseg import __version__
 from tiles.xyz import MAX_ZOOM, check_tile, empty_tile_png, render_xyz_tile, tileset_of
@@ -158,7 +160,8 @@ def list_jobs(
         if more:
             nxt = f"/v1/jobs?limit={limit}&after={page_cursor(jobs[-1])}" + (f"&status={status}" if status else "")
     hours = settings_of(request).retention_hours
-    return JobPage(items=[job_status(j, hours) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
+    key = settings_of(request).api_key
+    return JobPage(items=[job_status(j, hours, key) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
 
 
 @router.get("/{job_id}", response_model=JobStatus,
@@ -170,7 +173,7 @@ def get_job(request: Request, response: Response, job_id: UUID) -> JobStatus:
     store, settings = store_of(request), settings_of(request)
     job = _get_job(store, job_id)
     response.headers.update(poll_headers(job, store, settings.workers))
-    return job_status(job, settings.retention_hours)
+    return job_status(job, settings.retention_hours, settings.api_key)
 
 
 # HEAD of the status and the list, as of every GET (RFC 9110 9.1): a monitor or proxy checking
@@ -227,7 +230,7 @@ def get_tilejson(request: Request, job_id: UUID) -> TileJSON:
     west, south, east, north = tileset.bounds_wgs84
     template = str(request.url_for("get_tile", job_id=str(job.id), z="{z}", x="{x}", y="{y}"))
     # url_for quotes the braces of the template
-    template = template.replace("%7B", "{").replace("%7D", "}")
+    template = signed(template.replace("%7B", "{").replace("%7D", "}"), job, settings_of(request).api_key)
     return TileJSON(name=f"geoseg land cover, job {job.id}", tiles=[template], bounds=[west, south, east, north],
                     center=[(west + east) / 2, (south + north) / 2, tileset.minzoom],
                     minzoom=tileset.minzoom, maxzoom=tileset.maxzoom,
@@ -248,6 +251,10 @@ def get_tile(
     x: Annotated[int, PathParam(ge=0, description="Column, from 180 W eastwards (0 .. 2^z - 1).")],
     y: Annotated[int, PathParam(ge=0, description="Row, from 85.05 N southwards (0 .. 2^z - 1; XYZ, "
                                                   "not TMS).")],
+    sig: Annotated[str | None, Query(alias=TILE_SIGNATURE_PARAM, description=(
+        "On a keyed server: the job's tile signature, in place of `X-API-Key` (the TileJSON's and the "
+        "job's `tiles` template carry it), for maps that load tiles as `<img>`. Checked before the route "
+        "runs; it opens this job's tiles only."))] = None,
 ) -> Response:
     """A 256 px Web-Mercator (EPSG:3857) PNG tile of the class map in its colours, for web maps."""
     store = store_of(request)

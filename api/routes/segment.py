@@ -93,7 +93,7 @@ async def segment(
             raise HTTPException(422, f"segmentation failed: {current.error}")
         await asyncio.sleep(0.1)
     current = store.get(job.id) or job
-    accepted = JobAccepted(id=current.id, status=current.status, links=job_links(current),
+    accepted = JobAccepted(id=current.id, status=current.status, links=job_links(current, settings.api_key),
                            input=InputSummary(**current.input))
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202,
                         headers={"Location": f"/v1/jobs/{job.id}", **poll_headers(current, store, settings.workers)})
