@@ -24,6 +24,7 @@ from geoseg.options import PredictError, PredictOptions
 from geoseg.polygonize import through_affine
 from geoseg.postprocess import BuildingPostprocess, building_classes
 from geoseg.regularize import regularize_buildings
+from geoseg.rfc7946 import write_feature_collection
 from geoseg.tiled_inference import HeadResult, gsd_scale
 from geoseg.valid_area import cut_nodata
 from tiles.gsd import has_lonlat
@@ -186,8 +187,10 @@ def write_buildings(frame: gpd.GeoDataFrame, staging: Path, georeferenced: bool)
         frame.to_file(staging / "buildings.gpkg", driver="GPKG", layer="buildings", engine="pyogrio",
                       geometry_type="Polygon")
         if georeferenced:
-            # each Feature's "id" member too (RFC 7946 3.2), the key web maps select and update
-            # features by; GDAL moves the ID_FIELD column out of the properties, so it is a copy
-            wgs84 = frame.to_crs(4326).assign(_feature_id=frame["id"].to_numpy())
-            wgs84.to_file(staging / "buildings.geojson", driver="GeoJSON", engine="pyogrio",
-                          layer_options={"RFC7946": "YES", "WRITE_NAME": "NO", "ID_FIELD": "_feature_id"})
+            # not GDAL's GeoJSON driver: it cut buildings across the antimeridian into invalid parts
+            # (geoseg.rfc7946); each Feature's "id" member too (RFC 7946 3.2), the key web maps
+            # select and update features by
+            lonlat = frame.geometry.to_crs(4326).values
+            write_feature_collection(staging / "buildings.geojson", lonlat,
+                                     frame.drop(columns=frame.geometry.name).to_dict("records"),
+                                     frame["id"].tolist())

@@ -1,0 +1,88 @@
+"""RFC 7946 GeoJSON of building polygons, written by geoseg rather than GDAL's GeoJSON driver.
+
+Why: GDAL's RFC7946 writer cuts a polygon across the antimeridian with its own heuristic and
+moves vertices within about 1e-6 degree of +-180 onto the meridian. A building whose pixel
+outline crosses 180 degrees several times, a few centimetres either side of it (a scene in
+UTM 60S over Fiji), came out as a MultiPolygon whose part on -180 doubled back along the
+meridian: a self-intersecting ring, wound clockwise, or a ring of too few points. It did so even
+when given parts already cut. Here each building is cut at the meridian in continuous longitudes
+(shapely), snapped to the 1e-7 degree grid its coordinates are written on (GEOS keeps polygons
+valid on that grid, where rounding alone can make them cross), and its rings wound the RFC 7946
+way: exteriors counter-clockwise, holes clockwise.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+import shapely.affinity
+from shapely.geometry import mapping
+
+__all__ = ["COORDINATE_DECIMALS", "cut_at_antimeridian", "rfc7946_geometries", "write_feature_collection"]
+
+#: decimals of the written longitudes and latitudes (1e-7 degree, about 1 cm; GDAL's RFC 7946 default)
+COORDINATE_DECIMALS = 7
+
+_WEST_OF_180 = shapely.box(-180.0, -90.0, 180.0, 90.0)
+_EAST_OF_180 = shapely.box(180.0, -90.0, 540.0, 90.0)  # unwrapped longitudes past the meridian
+
+
+def cut_at_antimeridian(lonlat: np.ndarray) -> np.ndarray:
+    """Polygons in longitude/latitude, each one whose longitudes span more than 180 degrees (it
+    crosses the antimeridian: its vertices jump from +180 to -180) cut at it into a MultiPolygon of
+    its parts east and west of the meridian, each in [-180, 180]; the others as given."""
+    out = np.asarray(lonlat, dtype=object).copy()
+    xy, index = shapely.get_coordinates(out, return_index=True)
+    west, east = np.full(out.size, np.inf), np.full(out.size, -np.inf)
+    np.minimum.at(west, index, xy[:, 0])
+    np.maximum.at(east, index, xy[:, 0])
+    for i in np.flatnonzero(east - west > 180.0):
+        geom = out[i]
+        unwrapped = shapely.transform(geom, lambda xy: np.where(xy[:, :1] < 0, xy + (360.0, 0.0), xy))
+        parts = [*shapely.get_parts(shapely.intersection(unwrapped, _WEST_OF_180)),
+                 *shapely.get_parts(shapely.affinity.translate(shapely.intersection(unwrapped, _EAST_OF_180),
+                                                               -360.0))]
+        polygons = [p for p in parts if isinstance(p, shapely.Polygon) and not p.is_empty]
+        out[i] = shapely.MultiPolygon(polygons) if len(polygons) > 1 else polygons[0] if polygons else geom
+    return out
+
+
+def rfc7946_geometries(lonlat: np.ndarray) -> np.ndarray:
+    """What ``write_feature_collection`` writes of polygons in longitude/latitude: cut at the
+    antimeridian, valid on the 1e-7 degree grid, rings wound the RFC 7946 way, and a lone part
+    of a MultiPolygon as a Polygon."""
+    geoms = shapely.set_precision(cut_at_antimeridian(lonlat), 10.0 ** -COORDINATE_DECIMALS)
+    single = (shapely.get_type_id(geoms) == 6) & (shapely.get_num_geometries(geoms) == 1)
+    geoms[single] = shapely.get_geometry(geoms[single], 0)
+    geoms = shapely.orient_polygons(geoms)
+    # the decimal each coordinate is written as (set_precision's grid values can differ by an ulp)
+    return shapely.transform(geoms, lambda xy: np.round(xy, COORDINATE_DECIMALS))
+
+
+def write_feature_collection(path: Path, lonlat: np.ndarray, properties: list[dict[str, Any]],
+                             ids: list[int]) -> None:
+    """An RFC 7946 FeatureCollection at ``path``: one Feature a polygon (``rfc7946_geometries``),
+    its ``id`` member from ``ids`` (the key web maps select features by), its ``properties``
+    as JSON values (numpy scalars as numbers, NaN as null); no ``crs`` member. One Feature a line."""
+    geoms = rfc7946_geometries(lonlat)
+    with open(path, "w", encoding="utf-8") as out:
+        out.write('{\n"type": "FeatureCollection",\n"features": [')
+        for k, (geom, props, fid) in enumerate(zip(geoms, properties, ids)):
+            feature = {"type": "Feature", "id": int(fid),
+                       "properties": {key: _json_value(v) for key, v in props.items()},
+                       "geometry": None if geom is None or geom.is_empty else mapping(geom)}
+            out.write(("," if k else "") + "\n" + json.dumps(feature, allow_nan=False))
+        out.write("\n]\n}\n")
+
+
+def _json_value(value: Any) -> Any:
+    """A property value as JSON has it: numpy scalars as Python numbers, NaN and None as null."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,87 @@
+"""buildings.geojson as RFC 7946 asks: valid polygons cut at the antimeridian, rings wound the RFC way."""
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pyproj
+import pytest
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from shapely.geometry import shape
+
+from geoseg.areas import geodesic_areas_m2
+from geoseg.footprints import building_frame, write_buildings
+
+UTM_60S = CRS.from_epsg(32760)  # Fiji's 180th meridian runs through its zone
+_TO_UTM = pyproj.Transformer.from_crs(4326, 32760, always_xy=True)
+
+
+def staircase_across_180(offsets_m: tuple[float, ...], lat: float = -16.5) -> shapely.Polygon:
+    """A 6 x 6 m building in UTM 60S whose east wall is a 0.3 m pixel staircase with its steps
+    ``offsets_m`` east (+) or west (-) of the 180th meridian, in turn: it crosses it several times."""
+    x0, y0 = _TO_UTM.transform(180.0, lat)
+    to_lonlat = pyproj.Transformer.from_crs(32760, 4326, always_xy=True)
+    wall = []
+    for i, dy in enumerate(np.arange(0.0, 6.01, 0.3)):
+        meridian_x = _TO_UTM.transform(180.0, to_lonlat.transform(x0, y0 + dy)[1])[0]
+        wall.append((meridian_x + offsets_m[i % len(offsets_m)], y0 + dy))
+    return shapely.Polygon([(x0 - 6, y0), *wall, (x0 - 6, y0 + 6)])
+
+
+@pytest.mark.parametrize("offsets_m", [(0.01, -0.05), (0.05, -0.01), (0.02, 0.3), (0.3, -0.02, 0.01)])
+def test_a_building_across_the_antimeridian_is_valid_parts_wound_the_rfc_7946_way(offsets_m, tmp_path):
+    """GDAL's GeoJSON driver cut such a building (its staircase steps a few centimetres either
+    side of 180 degrees, as a predicted outline over Fiji in UTM 60S has) into a part on -180 whose
+    ring doubled back along the meridian: self-intersecting and clockwise, or too few points."""
+    building = staircase_across_180(offsets_m)
+    neighbour = shapely.box(*(np.array(building.bounds) + (-20, 0, -20, 0)))  # west of 180: one Polygon
+    assert building.is_valid
+    frame = building_frame(np.asarray([building, neighbour], dtype=object), [0.9, 0.8], UTM_60S, None,
+                           Affine.identity())
+    frame["source"] = "fiji.tif"
+    write_buildings(frame, tmp_path, georeferenced=True)
+    collection = json.loads((tmp_path / "buildings.geojson").read_text())
+    assert "crs" not in collection and [f["id"] for f in collection["features"]] == [1, 2]
+    crossing, west = (shape(f["geometry"]) for f in collection["features"])
+    assert collection["features"][0]["geometry"]["type"] == "MultiPolygon"
+    assert collection["features"][1]["geometry"]["type"] == "Polygon"
+    for geom in (crossing, west):
+        assert geom.is_valid, shapely.is_valid_reason(geom)
+        parts = shapely.get_parts(geom)
+        assert all(p.exterior.is_ccw and not any(h.is_ccw for h in p.interiors) for p in parts)
+        xy = shapely.get_coordinates(geom)
+        assert (np.abs(xy[:, 0]) <= 180).all()
+    lons = [shapely.get_coordinates(p)[:, 0] for p in shapely.get_parts(crossing)]
+    assert any((lon >= 179.999).all() for lon in lons) and any((lon <= -179.999).all() for lon in lons)
+    # the parts hold the whole building: their areas add up to its own
+    measured = geodesic_areas_m2(np.asarray(shapely.get_parts(crossing), dtype=object)).sum()
+    assert measured == pytest.approx(frame["area_m2"].iloc[0], rel=2e-3)
+    read = gpd.read_file(tmp_path / "buildings.geojson", engine="pyogrio")  # GDAL reads it back
+    assert list(read["id"]) == [1, 2] and list(read["source"]) == ["fiji.tif"] * 2
+
+
+def test_geojson_properties_are_json_numbers_and_coordinates_have_seven_decimals(tmp_path):
+    x0, y0 = _TO_UTM.transform(178.0, -17.8)
+    house = shapely.Polygon([(x0, y0), (x0 + 7.3, y0 + 0.123456), (x0 + 7.0, y0 + 9.1), (x0 - 0.2, y0 + 8.7)])
+    frame = building_frame(np.asarray([house], dtype=object), [0.75], UTM_60S, None, Affine.identity())
+    frame["source"] = "a.tif"
+    write_buildings(frame, tmp_path, georeferenced=True)
+    feature = json.loads((tmp_path / "buildings.geojson").read_text())["features"][0]
+    props = feature["properties"]
+    assert feature["id"] == props["id"] == 1 and isinstance(props["id"], int)
+    assert isinstance(props["area_m2"], float) and props["area_m2"] == pytest.approx(house.area, rel=2e-3)
+    assert props["confidence"] == 0.75 and props["source"] == "a.tif"
+    ring = feature["geometry"]["coordinates"][0]
+    assert max(len(repr(v).split(".")[1]) for xy in ring for v in xy) <= 7
+    assert shapely.LinearRing(ring).is_ccw
+
+
+def test_no_buildings_is_an_empty_feature_collection(tmp_path):
+    frame = building_frame(np.asarray([], dtype=object), [], UTM_60S, None, Affine.identity())
+    frame["source"] = []
+    write_buildings(frame, tmp_path, georeferenced=True)
+    assert json.loads((tmp_path / "buildings.geojson").read_text()) == {"type": "FeatureCollection", "features": []}
+    assert len(gpd.read_file(tmp_path / "buildings.gpkg")) == 0
