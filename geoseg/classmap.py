@@ -40,10 +40,13 @@ def write_classmap(
     classes = card["classes"]
     width, height = grid["width"], grid["height"]
     profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", nodata=0,
-                   tiled=True, blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER",
-                   transform=grid["transform"])
+                   tiled=True, blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER")
     if grid["crs"] is not None:
         profile["crs"] = grid["crs"]
+    # an input without georeferencing (a PNG, a JPEG) gives a class map without a geotransform too:
+    # written as the identity (rows downwards), GIS tools drew it upside down beside the input
+    if grid["crs"] is not None or not grid["transform"].is_identity:
+        profile["transform"] = grid["transform"]
     counts = np.zeros(len(classes), dtype=np.int64)
     plain = work / "classmap_plain.tif"
     vrt = probs_ds = None

@@ -35,6 +35,7 @@ from tiles.grid import TILE_MULTIPLE, context_margins, context_window, fit_tiles
 from tiles.source import Scene
 
 from test_predict_models import make_tiny_models, tiny_models  # noqa: F401  (shared fixture)
+from test_tiles_stitch import geotiff_georeferencing_tags
 
 RASTERS = data_root() / "rasters"
 SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
@@ -235,6 +236,8 @@ def test_odd_rasters(kind, tiny_models, tmp_path):
     assert on_nodata.sum() == 0, "a building over nodata"
     if kind == "no_georef_png":
         assert not (out / "buildings.geojson").exists()
+        # no geotransform, as the PNG: GIS tools then draw the class map on it, not upside down beside it
+        assert not geotiff_georeferencing_tags(out / "classmap.tif")
         assert any("not georeferenced" in str(w.message) for w in caught)
         assert report["warnings"]
     else:

@@ -80,20 +80,25 @@ def test_write_cog_names_bad_tags_and_leaves_no_part_file(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.tif"]
 
 
-def test_write_cog_removes_its_part_file_when_writing_fails(tmp_path: Path, monkeypatch):
-    """A failure inside rio-cogeo (disk full, here simulated after it began the file) left
-    ``NAME.part`` beside the output."""
+@pytest.mark.parametrize("georeferenced", [True, False])
+def test_write_cog_removes_its_part_file_when_writing_fails(tmp_path: Path, monkeypatch, georeferenced):
+    """A failure inside rio-cogeo, or GDAL's COG driver for a raster without georeferencing (disk
+    full, here simulated after it began the file) left ``NAME.part`` beside the output."""
     from tiles import cog
 
     src = tmp_path / "plain.tif"
-    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8") as ds:
+    place = {"crs": "EPSG:32636", "transform": rasterio.Affine(1, 0, 500000, 0, -1, 0)} if georeferenced else {}
+    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", **place) as ds:
         ds.write(np.zeros((1, 64, 64), np.uint8))
 
     def full_disk(source, dst_path, *args, **kwargs):
         Path(dst_path).write_bytes(b"II*\x00")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cog, "cog_translate", full_disk)
+    if georeferenced:
+        monkeypatch.setattr(cog, "cog_translate", full_disk)
+    else:
+        monkeypatch.setattr(cog.rasterio.shutil, "copy", full_disk)
     with pytest.raises(OSError, match="No space"):
         write_cog(src, tmp_path / "cog.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.tif"]

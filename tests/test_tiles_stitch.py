@@ -148,6 +148,39 @@ def test_cog_of_a_map_wider_than_one_block_has_overviews(tmp_path: Path, shape):
                 assert set(np.unique(ov.read(1))) <= {0, 1, 2}  # nearest: no invented classes
 
 
+def geotiff_georeferencing_tags(path: Path) -> set[int]:
+    """The GeoTIFF tags that place a raster (ModelPixelScale, ModelTiepoint, ModelTransformation):
+    none for a file without a geotransform, which rasterio reports as the identity all the same."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return set(image.tag_v2) & {33550, 33922, 34264}
+
+
+@pytest.mark.parametrize("shape", [(300, 400), (1058, 1126)])
+def test_cog_of_a_raster_without_georeferencing_has_no_geotransform(tmp_path: Path, shape):
+    """rio-cogeo wrote the identity transform (rows downwards) into the COG of a PNG's class map:
+    QGIS draws a raster without a geotransform at y 0..-height, and that one upside down at
+    0..+height, so the class map did not lie on its input. It now has no geotransform either,
+    and keeps its colours, tags, nodata and overviews."""
+    h, w = shape
+    with rasterio.open(tmp_path / "plain.tif", "w", driver="GTiff", width=w, height=h, count=1, dtype="uint8",
+                       nodata=0, tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write((np.add.outer(np.arange(h) // 7, np.arange(w) // 5) % 3).astype(np.uint8), 1)
+    assert not geotiff_georeferencing_tags(tmp_path / "plain.tif")
+    cmap = colormap_from_hex(["#000000", "#ff0000", "#00ff00"], nodata=None)
+    cog = write_cog(tmp_path / "plain.tif", tmp_path / "classmap.tif", colormap=cmap, tags={"model": "m"})
+    assert not geotiff_georeferencing_tags(cog)
+    assert is_valid_cog(cog)
+    with rasterio.open(cog) as ds, rasterio.open(tmp_path / "plain.tif") as src:
+        assert ds.crs is None and ds.transform.is_identity and ds.nodata == 0
+        assert ds.colormap(1)[1] == (255, 0, 0, 255) and ds.tags()["model"] == "m"
+        assert ds.tags()["OVERVIEW_RESAMPLING"] == "NEAREST"
+        np.testing.assert_array_equal(ds.read(1), src.read(1))
+        assert bool(ds.overviews(1)) == (max(w, h) > 512)
+        assert ds.block_shapes[0] == (512, 512) or max(w, h) <= 512
+
+
 def test_warp_back_to_the_input_grid(buildings_dir: Path, tmp_path: Path):
     path = buildings_dir / "kampala/kampala_z21_2.tif"  # 1024 px at 0.075 m
     with Scene(path, gsd=0.3) as scene:

@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import rasterio
+import rasterio.shutil
 from rasterio.enums import ColorInterp
 from rio_cogeo.cogeo import cog_translate, cog_validate
 from rio_cogeo.profiles import cog_profiles
 
-__all__ = ["check_tags", "colormap_from_hex", "is_valid_cog", "overview_levels", "write_cog"]
+__all__ = ["check_tags", "colormap_from_hex", "is_pixel_grid", "is_valid_cog", "overview_levels", "write_cog"]
 
 
 def colormap_from_hex(colours: list[str], nodata: int | None = 255) -> dict[int, tuple[int, int, int, int]]:
@@ -58,6 +59,9 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
     "average" for float data. Overviews halve the raster until its longer side fits one
     512 px block (GDAL's COG driver does the same): rio-cogeo's default stops when the
     *shorter* side fits, so a 634 x 411 map or a 8192 x 400 strip had none at all.
+
+    A source without georeferencing (``is_pixel_grid``: no CRS, no GCPs, identity transform) is
+    copied by GDAL's COG driver, which writes no geotransform where the source has none.
     """
     src_path, dst_path = Path(src_path), Path(dst_path)
     check_tags(tags)
@@ -69,25 +73,56 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
         with rasterio.open(src_path, "r+") as src:
             src.write_colormap(1, colormap)
             src.colorinterp = [ColorInterp.palette] + list(src.colorinterp[1:])
-    with rasterio.open(src_path) as src:
-        dtype = src.dtypes[0]
-        if resampling is None:
-            resampling = "average" if dtype.startswith("float") else "nearest"
-        profile = cog_profiles.get("deflate")
-        profile.update(blockxsize=512, blockysize=512)
-        if dtype.startswith("float"):
-            profile["predictor"] = 3
-        levels = overview_levels(src.width, src.height, 512)
-        tmp = dst_path.with_name(dst_path.name + ".part")
-        try:
-            cog_translate(src, str(tmp), profile, additional_cog_metadata=tags or None,
-                          overview_resampling=resampling, overview_level=levels, in_memory=False, quiet=True,
-                          use_cog_driver=False)
-        except BaseException:  # a half-written file must not stay beside the output
-            tmp.unlink(missing_ok=True)
-            raise
+    tmp = dst_path.with_name(dst_path.name + ".part")
+    try:
+        with rasterio.open(src_path) as src:
+            dtype = src.dtypes[0]
+            if resampling is None:
+                resampling = "average" if dtype.startswith("float") else "nearest"
+            profile = cog_profiles.get("deflate")
+            profile.update(blockxsize=512, blockysize=512)
+            if dtype.startswith("float"):
+                profile["predictor"] = 3
+            levels = overview_levels(src.width, src.height, 512)
+            pixel_grid = is_pixel_grid(src)
+            if not pixel_grid:
+                cog_translate(src, str(tmp), profile, additional_cog_metadata=tags or None,
+                              overview_resampling=resampling, overview_level=levels, in_memory=False, quiet=True,
+                              use_cog_driver=False)
+        if pixel_grid:  # without georeferencing: GDAL's COG driver keeps it so
+            _copy_pixel_grid_cog(src_path, tmp, tags, resampling, levels)
+    except BaseException:  # a half-written file must not stay beside the output
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(dst_path)
     return dst_path
+
+
+def is_pixel_grid(src: rasterio.io.DatasetReader) -> bool:
+    """True for a raster without georeferencing: no CRS, no GCPs and the identity transform (what
+    rasterio reports for a file without a geotransform, such as a PNG)."""
+    return src.crs is None and not src.gcps[0] and src.transform.is_identity
+
+
+def _copy_pixel_grid_cog(src_path: Path, dst: Path, tags: dict[str, str] | None, resampling: str,
+                         levels: int) -> None:
+    """The COG of a raster without georeferencing, by GDAL's COG driver, which leaves the
+    geotransform out as the source has none.
+
+    Why: rio-cogeo copies through a WarpedVRT and wrote the identity transform (pixel size +1, rows
+    downwards) into such a file. GIS tools then place it as a georeferenced south-up raster: QGIS
+    draws a file without a geotransform at y 0..-height, and that one flipped at y 0..+height, so the
+    class map of a PNG lay upside down beside it.
+    """
+    options: dict[str, str | int] = {"BLOCKSIZE": 512, "COMPRESS": "DEFLATE", "BIGTIFF": "IF_SAFER",
+                                     "OVERVIEW_RESAMPLING": resampling.upper()}
+    options |= {"OVERVIEW_COUNT": levels} if levels else {"OVERVIEWS": "NONE"}
+    # the tags go into the source (a work file), which the driver copies, as rio-cogeo writes them
+    with rasterio.open(src_path, "r+") as work:
+        work.update_tags(**(tags or {}), OVERVIEW_RESAMPLING=resampling.upper())
+        if work.dtypes[0].startswith("float"):
+            options["PREDICTOR"] = "FLOATING_POINT"
+    rasterio.shutil.copy(src_path, dst, driver="COG", **options)
 
 
 def check_tags(tags: Mapping[str, str] | None) -> None:
