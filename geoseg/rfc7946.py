@@ -27,26 +27,27 @@ __all__ = ["COORDINATE_DECIMALS", "cut_at_antimeridian", "rfc7946_geometries", "
 #: decimals of the written longitudes and latitudes (1e-7 degree, about 1 cm; GDAL's RFC 7946 default)
 COORDINATE_DECIMALS = 7
 
-_WEST_OF_180 = shapely.box(-180.0, -90.0, 180.0, 90.0)
-_EAST_OF_180 = shapely.box(180.0, -90.0, 540.0, 90.0)  # unwrapped longitudes past the meridian
-
-
 def cut_at_antimeridian(lonlat: np.ndarray) -> np.ndarray:
-    """Polygons in longitude/latitude, each one whose longitudes span more than 180 degrees (it
-    crosses the antimeridian: its vertices jump from +180 to -180) cut at it into a MultiPolygon of
-    its parts east and west of the meridian, each in [-180, 180]; the others as given."""
+    """Polygons in longitude/latitude with every longitude in [-180, 180]: one that crosses the
+    antimeridian (its longitudes span more than 180 degrees, jumping from +180 to -180, or run past
+    +-180, as a raster in 0..360 degree longitudes gives) is cut at it, each part moved by whole
+    turns into [-180, 180], into a MultiPolygon; the others as given."""
     out = np.asarray(lonlat, dtype=object).copy()
     xy, index = shapely.get_coordinates(out, return_index=True)
     west, east = np.full(out.size, np.inf), np.full(out.size, -np.inf)
     np.minimum.at(west, index, xy[:, 0])
     np.maximum.at(east, index, xy[:, 0])
-    for i in np.flatnonzero(east - west > 180.0):
+    jumps = east - west > 180.0
+    for i in np.flatnonzero(jumps | (west < -180.0) | (east > 180.0)):
         geom = out[i]
-        unwrapped = shapely.transform(geom, lambda xy: np.where(xy[:, :1] < 0, xy + (360.0, 0.0), xy))
-        parts = [*shapely.get_parts(shapely.intersection(unwrapped, _WEST_OF_180)),
-                 *shapely.get_parts(shapely.affinity.translate(shapely.intersection(unwrapped, _EAST_OF_180),
-                                                               -360.0))]
-        polygons = [p for p in parts if isinstance(p, shapely.Polygon) and not p.is_empty]
+        if jumps[i]:  # continuous longitudes: the vertices west of the meridian one turn on
+            geom = shapely.transform(geom, lambda c: np.where(c[:, :1] < 0, c + (360.0, 0.0), c))
+        lon = shapely.get_coordinates(geom)[:, 0]
+        polygons = []
+        for turn in range(math.floor((lon.min() + 180.0) / 360.0), math.floor((lon.max() + 180.0) / 360.0) + 1):
+            band = shapely.box(360.0 * turn - 180.0, -90.0, 360.0 * turn + 180.0, 90.0)
+            piece = shapely.affinity.translate(shapely.intersection(geom, band), -360.0 * turn)
+            polygons += [p for p in shapely.get_parts(piece) if isinstance(p, shapely.Polygon) and not p.is_empty]
         out[i] = shapely.MultiPolygon(polygons) if len(polygons) > 1 else polygons[0] if polygons else geom
     return out
 

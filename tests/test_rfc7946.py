@@ -63,6 +63,25 @@ def test_a_building_across_the_antimeridian_is_valid_parts_wound_the_rfc_7946_wa
     assert list(read["id"]) == [1, 2] and list(read["source"]) == ["fiji.tif"] * 2
 
 
+def test_longitudes_past_180_are_written_in_range(tmp_path):
+    """A raster in EPSG:4326 with 0..360 degree longitudes (GDAL allows a geotransform past 180):
+    GeoJSON positions must lie in [-180, 180], and a building across 180 is cut there."""
+    past = shapely.box(180.01, -16.5, 180.0101, -16.4999)
+    across = shapely.box(179.99995, -16.5, 180.00005, -16.4999)
+    before = shapely.box(-180.0002, -16.5, -179.9999, -16.4999)
+    frame = building_frame(np.asarray([past, across, before], dtype=object), [0.9, 0.8, 0.7], CRS.from_epsg(4326),
+                           None, Affine.identity())
+    frame["source"] = "lon360.tif"
+    write_buildings(frame, tmp_path, georeferenced=True)
+    geoms = [shape(f["geometry"]) for f in json.loads((tmp_path / "buildings.geojson").read_text())["features"]]
+    assert [g.geom_type for g in geoms] == ["Polygon", "MultiPolygon", "MultiPolygon"]
+    assert geoms[0].bounds == pytest.approx((-179.99, -16.5, -179.9899, -16.4999))
+    for geom, area in zip(geoms, frame["area_m2"]):
+        assert geom.is_valid and (np.abs(shapely.get_coordinates(geom)[:, 0]) <= 180).all()
+        parts = np.asarray(shapely.get_parts(geom), dtype=object)
+        assert geodesic_areas_m2(parts).sum() == pytest.approx(area, rel=1e-3)
+
+
 def test_geojson_properties_are_json_numbers_and_coordinates_have_seven_decimals(tmp_path):
     x0, y0 = _TO_UTM.transform(178.0, -17.8)
     house = shapely.Polygon([(x0, y0), (x0 + 7.3, y0 + 0.123456), (x0 + 7.0, y0 + 9.1), (x0 - 0.2, y0 + 8.7)])
