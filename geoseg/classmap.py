@@ -43,9 +43,11 @@ def write_classmap(
                    tiled=True, blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="IF_SAFER")
     if grid["crs"] is not None:
         profile["crs"] = grid["crs"]
-    # an input without georeferencing (a PNG, a JPEG) gives a class map without a geotransform too:
-    # written as the identity (rows downwards), GIS tools drew it upside down beside the input
-    if grid["crs"] is not None or not grid["transform"].is_identity:
+    # an input without a geotransform (a PNG, a JPEG) gives a class map without one too: written as
+    # the identity (rows downwards), GIS tools drew it upside down beside the input; one placed by
+    # GCPs or RPCs gives them to the class map, which GIS tools then place as they place the input
+    pixel_grid = grid["crs"] is None and grid["transform"].is_identity
+    if not pixel_grid:
         profile["transform"] = grid["transform"]
     counts = np.zeros(len(classes), dtype=np.int64)
     plain = work / "classmap_plain.tif"
@@ -62,6 +64,8 @@ def write_classmap(
     try:
         # the valid mask of the bands the heads read
         with Scene(input_path, bands=grid.get("bands")) as native, rasterio.open(plain, "w", **profile) as dst:
+            if pixel_grid:
+                _copy_ground_control(input_path, dst)
             for i, block in enumerate(blocks):
                 win = block.core
                 _, valid = native.read(win)
@@ -94,3 +98,14 @@ def write_classmap(
     write_paletted_qml(out_path, [(i, names[str(i)], colormap[i]) for i in range(1, len(classes))])
     progress(1.0)
     return {names[str(i)]: int(n) for i, n in enumerate(counts)}
+
+
+def _copy_ground_control(input_path: RasterPath, dst: rasterio.io.DatasetWriter) -> None:
+    """The input's GCPs or RPCs, if any, onto the class map of its pixel grid (same pixels, same places)."""
+    with rasterio.open(input_path) as src:
+        gcps, gcp_crs = src.gcps
+        rpcs = src.rpcs
+    if gcps:
+        dst.gcps = (gcps, gcp_crs)
+    elif rpcs:
+        dst.rpcs = rpcs

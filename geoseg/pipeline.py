@@ -248,9 +248,12 @@ def predict_scene(
         in_pixels = (["class map on the pixel grid without CRS"] if options.classmap else []) + (
             ["building polygons in pixel coordinates in buildings.gpkg only"] if options.buildings else [])
         no_geojson = " (no GeoJSON can be georeferenced)" if options.buildings else ""
-        if ground_control:  # GIS tools place such a file: the outputs would not sit on it
-            notes.append(f"input has no geotransform, only {ground_control}, which geoseg does not use: "
-                         f"{'; '.join(in_pixels)}. Warp it first for georeferenced outputs: gdalwarp"
+        if ground_control:  # GIS tools place such a file by warping it on the fly
+            placed = ([f"the class map keeps its {ground_control}, so GIS tools place it on the input"]
+                      if options.classmap else []) + (
+                ["building polygons in pixel coordinates in buildings.gpkg only"] if options.buildings else [])
+            notes.append(f"input has no geotransform, only {ground_control}: geoseg predicts on its pixel grid; "
+                         f"{'; '.join(placed)}{no_geojson}. Warp it first for georeferenced outputs: gdalwarp"
                          f"{' -rpc' if ground_control == 'RPCs' else ''} in.tif warped.tif")
         elif not grid["transform"].is_identity:  # a world file (.pgw, .jgw, .tfw) without a CRS
             files = " and ".join((["the class map"] if options.classmap else [])

@@ -244,6 +244,41 @@ def test_odd_rasters(kind, tiny_models, tmp_path):
         assert (out / "buildings.geojson").exists()
 
 
+@pytest.mark.parametrize("placed_by", ["GCPs", "RPCs"])
+def test_the_class_map_of_a_raster_placed_by_gcps_or_rpcs_keeps_them(placed_by, tiny_models, tmp_path):
+    """GIS tools place such a raster by warping it on the fly. Its class map had the identity
+    transform and nothing else, so it lay apart from the input (upside down, in QGIS); it now
+    carries the input's GCPs or RPCs, on the same pixel grid, and no geotransform."""
+    from rasterio.control import GroundControlPoint
+    from rasterio.rpc import RPC
+
+    with rasterio.open(SCENE) as src:
+        pixels, t, crs = src.read([1, 2, 3], window=Window(0, 0, 160, 128)), src.transform, src.crs
+    if placed_by == "GCPs":
+        place = {"gcps": [GroundControlPoint(r, c, *(t * (c, r))) for r, c in [(0, 0), (0, 160), (128, 0), (128, 160)]],
+                 "crs": crs}
+    else:  # longitude and latitude linear in column and row
+        place = {"rpcs": RPC(height_off=1200, height_scale=500, lat_off=0.35, lat_scale=0.001, line_off=64,
+                             line_scale=64, long_off=32.6, long_scale=0.001, samp_off=80, samp_scale=80,
+                             line_num_coeff=[0, 0, -1] + [0] * 17, line_den_coeff=[1] + [0] * 19,
+                             samp_num_coeff=[0, 1] + [0] * 18, samp_den_coeff=[1] + [0] * 19)}
+    path = tmp_path / "placed.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=160, height=128, count=3, dtype="uint8", **place) as dst:
+        dst.write(pixels)
+    report = predict_scene(path, tmp_path / "o", options(tiny_models, refine="none"))
+    assert any(f"only {placed_by}" in w and "class map keeps" in w for w in report["warnings"]), report["warnings"]
+    with rasterio.open(path) as src, rasterio.open(tmp_path / "o" / "classmap.tif") as cm:
+        assert (cm.width, cm.height) == (src.width, src.height) and cm.crs is None
+        if placed_by == "GCPs":
+            assert cm.gcps[1] == src.gcps[1]
+            assert [(g.row, g.col, g.x, g.y) for g in cm.gcps[0]] == [(g.row, g.col, g.x, g.y) for g in src.gcps[0]]
+        else:
+            assert cm.rpcs.to_dict() == src.rpcs.to_dict()
+    # no geotransform: no pixel scale or transformation (GeoTIFF stores the GCPs as its tiepoints)
+    assert not geotiff_georeferencing_tags(tmp_path / "o" / "classmap.tif") - {33922}
+    assert is_valid_cog(tmp_path / "o" / "classmap.tif")
+
+
 def test_bad_inputs_give_clear_errors(tiny_models, tmp_path):
     with pytest.raises(PredictError, match="not found"):
         predict_scene(tmp_path / "missing.tif", tmp_path / "o", options(tiny_models))

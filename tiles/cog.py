@@ -60,8 +60,9 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
     512 px block (GDAL's COG driver does the same): rio-cogeo's default stops when the
     *shorter* side fits, so a 634 x 411 map or a 8192 x 400 strip had none at all.
 
-    A source without georeferencing (``is_pixel_grid``: no CRS, no GCPs, identity transform) is
-    copied by GDAL's COG driver, which writes no geotransform where the source has none.
+    A source without a geotransform (``is_pixel_grid``: no CRS, identity transform) is copied by
+    GDAL's COG driver, which writes no geotransform where the source has none and keeps its GCPs
+    or RPCs.
     """
     src_path, dst_path = Path(src_path), Path(dst_path)
     check_tags(tags)
@@ -89,7 +90,7 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
                 cog_translate(src, str(tmp), profile, additional_cog_metadata=tags or None,
                               overview_resampling=resampling, overview_level=levels, in_memory=False, quiet=True,
                               use_cog_driver=False)
-        if pixel_grid:  # without georeferencing: GDAL's COG driver keeps it so
+        if pixel_grid:  # without a geotransform: GDAL's COG driver keeps it so
             _copy_pixel_grid_cog(src_path, tmp, tags, resampling, levels)
     except BaseException:  # a half-written file must not stay beside the output
         tmp.unlink(missing_ok=True)
@@ -99,20 +100,21 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
 
 
 def is_pixel_grid(src: rasterio.io.DatasetReader) -> bool:
-    """True for a raster without georeferencing: no CRS, no GCPs and the identity transform (what
-    rasterio reports for a file without a geotransform, such as a PNG)."""
-    return src.crs is None and not src.gcps[0] and src.transform.is_identity
+    """True for a raster without a geotransform: no CRS and the identity transform (what rasterio
+    reports for a PNG, or for a raster placed by ground control points or RPCs only)."""
+    return src.crs is None and src.transform.is_identity
 
 
 def _copy_pixel_grid_cog(src_path: Path, dst: Path, tags: dict[str, str] | None, resampling: str,
                          levels: int) -> None:
-    """The COG of a raster without georeferencing, by GDAL's COG driver, which leaves the
-    geotransform out as the source has none.
+    """The COG of a raster without a geotransform, by GDAL's COG driver, which leaves it out as the
+    source has none, and copies the source's GCPs or RPCs, if any, as they are.
 
-    Why: rio-cogeo copies through a WarpedVRT and wrote the identity transform (pixel size +1, rows
-    downwards) into such a file. GIS tools then place it as a georeferenced south-up raster: QGIS
-    draws a file without a geotransform at y 0..-height, and that one flipped at y 0..+height, so the
-    class map of a PNG lay upside down beside it.
+    Why: rio-cogeo copies through a WarpedVRT, which wrote the identity transform (pixel size +1,
+    rows downwards) into such a file, and warps a raster that has GCPs onto a new grid. GIS tools
+    placed the first as a georeferenced south-up raster: QGIS draws a file without a geotransform
+    at y 0..-height, and that one flipped at y 0..+height, so the class map of a PNG lay upside
+    down beside it.
     """
     options: dict[str, str | int] = {"BLOCKSIZE": 512, "COMPRESS": "DEFLATE", "BIGTIFF": "IF_SAFER",
                                      "OVERVIEW_RESAMPLING": resampling.upper()}
