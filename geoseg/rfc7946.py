@@ -56,12 +56,28 @@ def rfc7946_geometries(lonlat: np.ndarray) -> np.ndarray:
     """What ``write_feature_collection`` writes of polygons in longitude/latitude: cut at the
     antimeridian, valid on the 1e-7 degree grid, rings wound the RFC 7946 way, and a lone part
     of a MultiPolygon as a Polygon."""
-    geoms = shapely.set_precision(cut_at_antimeridian(lonlat), 10.0 ** -COORDINATE_DECIMALS)
+    geoms = _valid_on_grid(cut_at_antimeridian(lonlat))
     single = (shapely.get_type_id(geoms) == 6) & (shapely.get_num_geometries(geoms) == 1)
     geoms[single] = shapely.get_geometry(geoms[single], 0)
     geoms = shapely.orient_polygons(geoms)
     # the decimal each coordinate is written as (set_precision's grid values can differ by an ulp)
     return shapely.transform(geoms, lambda xy: np.round(xy, COORDINATE_DECIMALS))
+
+
+def _valid_on_grid(geoms: np.ndarray) -> np.ndarray:
+    """Polygons snapped to the 1e-7 degree grid, valid there. One that is invalid already (a
+    reprojection can fold a thin sliver; GEOS cannot snap it and raised a TopologyException that
+    ended the run) is made valid first, its polygonal parts kept."""
+    geoms = np.asarray(geoms, dtype=object).copy()
+    invalid = np.flatnonzero(~shapely.is_valid(geoms) & ~shapely.is_missing(geoms))
+    for i in invalid:
+        parts = shapely.get_parts(shapely.make_valid(geoms[i]))
+        while (shapely.get_type_id(parts) >= 4).any():  # a collection may hold a MultiPolygon
+            parts = shapely.get_parts(parts)
+        polygons = [p for p in parts if isinstance(p, shapely.Polygon) and not p.is_empty]
+        geoms[i] = shapely.multipolygons(polygons) if len(polygons) > 1 else polygons[0] if polygons else \
+            shapely.Polygon()
+    return shapely.set_precision(geoms, 10.0 ** -COORDINATE_DECIMALS)
 
 
 def write_feature_collection(path: Path, lonlat: np.ndarray, properties: list[dict[str, Any]],

@@ -82,6 +82,23 @@ def test_longitudes_past_180_are_written_in_range(tmp_path):
         assert geodesic_areas_m2(parts).sum() == pytest.approx(area, rel=1e-3)
 
 
+def test_an_invalid_polygon_is_written_valid(tmp_path):
+    """A polygon that is invalid in WGS84 (a reprojection can fold a sliver; here a bow tie)
+    was written as it came; snapping it to the 1e-7 degree grid raised GEOS's TopologyException."""
+    x0, y0 = _TO_UTM.transform(178.0, -17.8)
+    bow_tie = shapely.Polygon([(x0, y0), (x0 + 8, y0 + 8), (x0 + 8, y0), (x0, y0 + 8)])
+    assert not bow_tie.is_valid
+    frame = building_frame(np.asarray([bow_tie, shapely.box(x0 + 20, y0, x0 + 30, y0 + 9)], dtype=object),
+                           [0.6, 0.7], UTM_60S, None, Affine.identity())
+    frame["source"] = "a.tif"
+    write_buildings(frame, tmp_path, georeferenced=True)
+    features = json.loads((tmp_path / "buildings.geojson").read_text())["features"]
+    assert [f["id"] for f in features] == [1, 2]
+    for feature in features:
+        geom = shape(feature["geometry"])
+        assert geom.is_valid and geom.area > 0, shapely.is_valid_reason(geom)
+
+
 def test_geojson_properties_are_json_numbers_and_coordinates_have_seven_decimals(tmp_path):
     x0, y0 = _TO_UTM.transform(178.0, -17.8)
     house = shapely.Polygon([(x0, y0), (x0 + 7.3, y0 + 0.123456), (x0 + 7.0, y0 + 9.1), (x0 - 0.2, y0 + 8.7)])
