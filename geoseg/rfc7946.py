@@ -27,6 +27,7 @@ __all__ = ["COORDINATE_DECIMALS", "cut_at_antimeridian", "rfc7946_geometries", "
 #: decimals of the written longitudes and latitudes (1e-7 degree, about 1 cm; GDAL's RFC 7946 default)
 COORDINATE_DECIMALS = 7
 
+
 def cut_at_antimeridian(lonlat: np.ndarray) -> np.ndarray:
     """Polygons in longitude/latitude with every longitude in [-180, 180]: one that crosses the
     antimeridian (its longitudes span more than 180 degrees, jumping from +180 to -180, or run past
