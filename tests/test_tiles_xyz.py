@@ -88,3 +88,32 @@ def test_native_zoom_tile_and_a_tile_elsewhere(utm_classmap):
     x, y = lonlat_to_tile(west + (east - west) * 0.05, (south + north) / 2, tileset.maxzoom)
     assert render_xyz_tile(path, tileset.maxzoom, x, y) is None  # only no data (class 0) there
     assert math.isclose(sum(tile_bounds_mercator(3, 1, 1)[::2]), 2 * (-ORIGIN_M + 1.5 * ORIGIN_M / 4))
+
+
+def test_a_scene_across_the_antimeridian_keeps_its_zooms_and_draws_on_both_sides(tmp_path):
+    """A UTM 60S scene over 180 degrees (Fiji): its zoom range is the same scene's away from the meridian
+    (it was zoom 0, the whole world wide), and its tiles either side come from full-resolution pixels."""
+    def classmap(name: str, lon: float) -> tuple:
+        (x,), (y,) = transform("EPSG:4326", "EPSG:32760", [lon], [-16.5])
+        height, width = 600, 800
+        classes = np.where(np.arange(width)[None, :] < width // 2, 1, 2).repeat(height, axis=0).astype("uint8")
+        classes[(np.arange(height) // 4) % 2 == 1, :] = 3  # 2 m bands: a coarse overview loses them
+        profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8", "nodata": 0,
+                   "crs": "EPSG:32760", "transform": Affine(0.5, 0, x - width / 4, 0, -0.5, y + height / 4)}
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+            dst.write(classes, 1)
+        return write_cog(tmp_path / f"{name}.tif", tmp_path / f"{name}-cog.tif", colormap=COLOURS), x
+
+    across, _ = classmap("across", 180.0)
+    inland, _ = classmap("inland", 177.0)
+    tiles, reference = tileset_of(across), tileset_of(inland)
+    assert (tiles.minzoom, tiles.maxzoom) == (reference.minzoom, reference.maxzoom) and tiles.minzoom >= 15
+    west, _, east, _ = tiles.bounds_wgs84
+    assert west > 179.99 and east < -179.99  # RFC 7946's order for a box across the antimeridian
+    z = tiles.maxzoom
+    for lon, own, other in ((179.9995, 1, 2), (-179.9995, 2, 1)):
+        png = render_xyz_tile(across, z, *lonlat_to_tile(lon, -16.5, z))
+        pixels = rgba(png)
+        shares = {c: (pixels == COLOURS[c]).all(axis=-1).mean() for c in (1, 2, 3)}
+        assert shares[own] > 0.3 and shares[3] > 0.3 and shares[other] < 0.05, (lon, shares)
+    assert render_xyz_tile(across, z, 2 ** (z - 1), 2 ** (z - 1)) is None  # the other side of the world

@@ -84,9 +84,24 @@ class TileSet:
 
 
 def _mercator_bounds(src: rasterio.io.DatasetReader) -> tuple[float, float, float, float]:
+    """The scene's Web-Mercator bounds, continuous in x: a scene across the antimeridian ends past
+    +ORIGIN_M (its east part shifted by one turn) instead of spanning the whole world, which made it a
+    zoom-0 scene drawn from its coarsest overview."""
     if src.crs is None:
         raise ValueError(f"{Path(src.name).name} has no CRS: it cannot be placed on a web map")
-    return transform_bounds(src.crs, WEB_MERCATOR, *src.bounds, densify_pts=21)
+    left, bottom, right, top = transform_bounds(src.crs, WEB_MERCATOR, *src.bounds, densify_pts=21)
+    west, _, east, _ = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+    if west > east:  # rasterio's sign of a scene across 180 degrees
+        left, right = west / 180 * ORIGIN_M, (east + 360) / 180 * ORIGIN_M
+    return left, bottom, right, top
+
+
+def _overlaps(tile_m: tuple[float, float, float, float], scene_m: tuple[float, float, float, float]) -> bool:
+    """Whether a tile meets the scene, the scene also taken one turn west (its part past +180 degrees)."""
+    if tile_m[1] >= scene_m[3] or tile_m[3] <= scene_m[1]:
+        return False
+    turn = 2 * ORIGIN_M
+    return any(tile_m[0] < scene_m[2] - shift and tile_m[2] > scene_m[0] - shift for shift in (0.0, turn))
 
 
 def tileset_of(path: str | Path) -> TileSet:
@@ -155,7 +170,7 @@ def render_xyz_tile(path: str | Path, z: int, x: int, y: int, size: int = 256) -
     tile_m = tile_bounds_mercator(z, x, y)
     with rasterio.open(path) as src:
         scene_m = _mercator_bounds(src)
-        if tile_m[0] >= scene_m[2] or tile_m[2] <= scene_m[0] or tile_m[1] >= scene_m[3] or tile_m[3] <= scene_m[1]:
+        if not _overlaps(tile_m, scene_m):
             return None
         lut = _rgba_lut(src)
         pixel_m = (tile_m[2] - tile_m[0]) / size
