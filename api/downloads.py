@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from starlette.datastructures import Headers
-from starlette.responses import FileResponse, Response
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    MalformedRangeHeader,
+    RangeNotSatisfiable,
+    Response,
+)
 from starlette.types import Receive, Scope, Send
 
 _PATHSEND = "http.response.pathsend"
@@ -43,20 +49,51 @@ class HeldFileResponse(FileResponse):
         if _PATHSEND in extensions:
             scope = {**scope, "extensions": {k: v for k, v in extensions.items() if k != _PATHSEND}}
         try:
-            etag = self.current_copy(Headers(scope=scope)) if scope["method"] in ("GET", "HEAD") else None
+            request = Headers(scope=scope)
+            etag = self.current_copy(request) if scope["method"] in ("GET", "HEAD") else None
+            range_error = self._range_error(request)
             if etag is not None:
                 await not_modified(etag, self.headers["last-modified"],
                                    self.headers.get("cache-control"))(scope, receive, send)
+            elif isinstance(range_error, RangeNotSatisfiable):
+                await unsatisfiable_range(request["range"], self.stat_result.st_size)(scope, receive, send)
             else:
+                if isinstance(range_error, MalformedRangeHeader):
+                    # another unit than bytes, or no valid byte range: ignored, the whole file is
+                    # sent (RFC 9110 14.2: an origin server MUST ignore a range unit it does not
+                    # understand); Starlette answered a text/plain 400 ("Only support bytes range")
+                    scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
                 await super().__call__(scope, receive, send)
         finally:
             self._handle.close()
+
+    def _range_error(self, request: Headers) -> Exception | None:
+        """What Starlette's range parser makes of the request's ``Range``: None when it is absent,
+        valid, or not used (a stale ``If-Range``: the whole file is sent in any case)."""
+        http_range, if_range = request.get("range"), request.get("if-range")
+        if http_range is None or (if_range is not None and not self._should_use_range(if_range)):
+            return None
+        try:
+            self._parse_range_header(http_range, self.stat_result.st_size)
+        except (MalformedRangeHeader, RangeNotSatisfiable) as exc:
+            return exc
+        return None
 
     def current_copy(self, request: Headers) -> str | None:
         """The ETag of a 304 when the client's cached copy is this file, else None (see ``current_copy``).
         Starlette's ``FileResponse`` sends these validators but ignores them, so a caching
         client re-downloaded every time."""
         return current_copy(request, self.headers["etag"], self.stat_result.st_mtime)
+
+
+def unsatisfiable_range(http_range: str, size: int) -> Response:
+    """The 416 of a byte range starting past the end of the file: JSON with a ``detail``, as every
+    error of the service (Starlette's was an empty text/plain body), and ``Content-Range: */size``."""
+    within = f"ask for bytes within 0-{size - 1}" if size else "it has no bytes to ask for"
+    shown = http_range if len(http_range) <= 80 else f"{http_range[:80]}..."
+    return JSONResponse({"detail": f"range {shown!r} starts past the end of the file, which has {size} "
+                                   f"bytes: {within}"},
+                        status_code=416, headers={"Content-Range": f"bytes */{size}"})
 
 
 def not_modified(etag: str, last_modified: str, cache_control: str | None) -> Response:

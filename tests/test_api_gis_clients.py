@@ -79,3 +79,27 @@ def test_vector_results_are_gzipped_for_clients_that_accept_it(served):
     assert (whole.status_code, whole.content) == (200, plain.content)
     cog = client.get(job["links"]["classmap.tif"], headers={"Accept-Encoding": "gzip"})
     assert cog.status_code == 200 and "content-encoding" not in cog.headers
+
+
+def test_a_range_past_the_end_is_a_json_416_and_other_units_are_ignored(served):
+    # Starlette answered a range past the end with an empty text/plain 416, and a Range of another
+    # unit (or no valid byte range) with a text/plain 400 'Only support bytes range': a client
+    # reading `detail` failed on both, and RFC 9110 14.2 says an unknown unit MUST be ignored
+    client, job = served
+    url = job["links"]["classmap.tif"]
+    whole = client.get(url).content
+    for method in ("get", "head"):
+        r = getattr(client, method)(url, headers={"Range": f"bytes={len(whole)}-"})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(whole)}", method
+        assert r.headers["content-type"] == "application/json"
+    detail = client.get(url, headers={"Range": "bytes=999999-"}).json()["detail"]
+    assert detail == (f"range 'bytes=999999-' starts past the end of the file, which has {len(whole)} bytes: "
+                      f"ask for bytes within 0-{len(whole) - 1}")
+    for ignored in ("items=0-10", "bytes=5-2", "bytes=abc"):
+        r = client.get(url, headers={"Range": ignored})
+        assert (r.status_code, r.content) == (200, whole), ignored
+    # a stale If-Range: the whole file, whatever the range
+    r = client.get(url, headers={"Range": f"bytes={len(whole)}-", "If-Range": '"stale"'})
+    assert (r.status_code, r.content) == (200, whole)
+    responses = client.get("/openapi.json").json()["paths"]["/v1/jobs/{job_id}/{name}"]["get"]["responses"]
+    assert "Content-Range" in responses["416"]["headers"]

@@ -44,6 +44,7 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "Malformed upload (empty, damaged, truncated)", 401: "Missing or wrong API key",
             404: "No such job or file", 409: "Job not succeeded (yet: queued or running, with Retry-After)",
             413: "Upload or raster too large",
+            416: "The byte range starts past the end of the file (`Content-Range: bytes */SIZE` gives its size)",
             415: "Not a GeoTIFF", 422: "Unusable raster or invalid option",
             429: "The queue is full (GEOSEG_MAX_QUEUED): nothing was kept; retry after Retry-After seconds",
             503: "The job table is unavailable (disk full, database locked): retry after Retry-After seconds",
@@ -55,6 +56,9 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
             answers[code]["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
         elif code == 409:
             answers[code]["headers"] = {"Retry-After": POLL_AFTER_HEADER}
+        elif code == 416:
+            answers[code]["headers"] = {"Content-Range": {"description": "`bytes */SIZE`: the file's size.",
+                                                          "schema": {"type": "string"}}}
     return answers
 
 

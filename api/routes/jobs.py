@@ -297,7 +297,7 @@ router.add_api_route("/{job_id}/tiles/{z}/{x}/{y}.png", get_tile, methods=["HEAD
                        304: {"description": "Not modified: the copy named by `If-None-Match` / "
                                             "`If-Modified-Since` is current",
                              "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER}},
-                       **problems(404, 409, 422, 503)})
+                       **problems(404, 409, 416, 422, 503)})
 def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse:
     """One result file of a succeeded job."""
     store = store_of(request)
