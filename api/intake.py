@@ -5,21 +5,31 @@ its final place, so a 202 always points at a job the server can run after a cras
 """
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import shutil
 import sqlite3
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from api.admission import queue_full_answer
 from api.jobs import Job, JobStore, QueueFull
 from api.settings import Settings
-from api.validate import RasterLimits, UploadRejected, copy_upload, discard, display_name, inspect_raster
+from api.validate import (
+    RasterLimits,
+    UploadRejected,
+    copy_upload,
+    discard,
+    display_name,
+    inspect_raster,
+)
 from api.worker import INPUT_NAME, job_dir
 from tiles.normalize import parse_bands
 
@@ -44,6 +54,24 @@ def parse_options(refine: bool, regularize: bool, outputs: str, profile: str | N
         except ValueError as exc:
             raise UploadRejected(422, str(exc)) from None
     return options
+
+
+def check_form_fields(form: FormData, fields: Collection[str]) -> None:
+    """Refuse a form with a field the route does not take, or one sent twice (422, before the
+    upload is stored). FastAPI ignores unknown fields and keeps the last of repeated ones, so a
+    typo (``profil=fast``, ``regularise=true``) ran the job with the defaults, and a second
+    ``file`` part (a client sending a batch) was dropped while the 202 looked like success."""
+    problems = []
+    for name in dict.fromkeys(form.keys()):
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            problems.append(f"unknown form field {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        elif (count := len(form.getlist(name))) > 1:
+            problems.append(f"form field {name!r} sent {count} times" + (
+                " (one GeoTIFF per job: submit each file as its own job)" if name == "file" else ""))
+    if problems:
+        raise UploadRejected(422, f"{'; '.join(problems)}; this route takes each of {', '.join(fields)} "
+                                  "at most once (see /docs)")
 
 
 def check_bands(options: dict[str, Any], summary: dict[str, Any]) -> None:

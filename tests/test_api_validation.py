@@ -275,3 +275,37 @@ def test_redact_paths_keeps_file_names_and_urls():
     assert redact_paths(text) == "input.tif, band 1: see https://gdal.org/a/b; EPSG:3857 a/b 1/2"
     named = {"/srv/geo seg/u/x.tif": "upload.tif", "x.tif": "upload.tif"}
     assert redact_paths("x.tif: /srv/geo seg/u/x.tif: bad", named) == "upload.tif: upload.tif: bad"
+
+
+def test_unknown_and_repeated_form_fields_are_422(client):
+    # FastAPI ignored a field the route does not take and kept the last of a repeated one: a typo
+    # ran the job with the defaults (profil=fast: the accurate profile), and of two files sent in
+    # one request the first was dropped, the 202 looking like both were taken
+    tif = SCENE.read_bytes()
+    svc = client.app.state.settings
+    before = client.get("/healthz").json()["jobs"]["queued"]
+    cases = {
+        ("/v1/jobs", "typo"): ({"file": ("a.tif", tif, "image/tiff")}, {"profil": "fast"},
+                               "unknown form field 'profil' (did you mean 'profile'?)"),
+        ("/v1/jobs", "two files"): ([("file", ("a.tif", tif, "image/tiff")), ("file", ("b.tif", tif, "image/tiff"))],
+                                    {}, "form field 'file' sent 2 times (one GeoTIFF per job: submit each file as "
+                                        "its own job)"),
+        ("/v1/jobs", "twice"): ({"file": ("a.tif", tif, "image/tiff")}, {"profile": ["fast", "accurate"]},
+                                "form field 'profile' sent 2 times"),
+        ("/v1/segment", "outputs"): ({"file": ("a.tif", tif, "image/tiff")}, {"outputs": "classmap"},
+                                     "unknown form field 'outputs'"),
+    }
+    for (endpoint, case), (files, data, says) in cases.items():
+        r = client.post(endpoint, files=files, data=data)
+        assert r.status_code == 422, (case, r.status_code, r.text)
+        assert r.json()["detail"].startswith(says) and "\n" not in r.json()["detail"], (case, r.json())
+    assert r.json()["detail"].endswith("this route takes each of file, refine, regularize, profile, bands, model "
+                                       "at most once (see /docs)")  # /v1/segment's own fields
+    assert client.get("/healthz").json()["jobs"]["queued"] == before
+    assert list(svc.uploads_dir.iterdir()) == [] and list(svc.jobs_dir.iterdir()) == []
+    # every declared field once is still taken
+    r = client.post("/v1/jobs", files={"file": ("a.tif", tif, "image/tiff")},
+                    data={"refine": "false", "regularize": "true", "outputs": "buildings", "profile": "fast",
+                          "bands": "1,2,3", "model": ""})
+    assert r.status_code == 202, r.text
+    client.delete(f"/v1/jobs/{r.json()['id']}")

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Form, Request
 
 from api.catalog import ModelCatalog, ModelUnavailable
+from api.intake import check_form_fields
 from api.jobs import JobStore
 from api.schemas import Problem
 from api.settings import Settings
@@ -27,6 +28,13 @@ def supervisor_of(request: Request) -> Supervisor:
 
 def catalog_of(request: Request) -> ModelCatalog:
     return request.app.state.catalog
+
+
+async def check_form(request: Request) -> None:
+    """422 for a form field the route does not declare or one sent twice (``check_form_fields``);
+    the fields are read from the route's own signature, so the check cannot drift from it."""
+    declared = [field.alias for field in request.scope["route"].dependant.body_params]
+    check_form_fields(await request.form(), declared)
 
 
 def model_options(request: Request, model: str | None) -> dict[str, Any]:

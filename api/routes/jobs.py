@@ -39,6 +39,7 @@ from api.routes.common import (
     Profile,
     Refine,
     Regularize,
+    check_form,
     model_options,
     problems,
     settings_of,
@@ -109,6 +110,7 @@ async def submit_job(
     model: Model = None,
 ) -> JSONResponse:
     """Queue a scene for prediction; poll the ``self`` link until it succeeds."""
+    await check_form(request)
     options = parse_options(refine, regularize, outputs, profile, bands) | model_options(request, model)
     settings, store = settings_of(request), store_of(request)
     job = await accept_upload(file, options, settings, store)

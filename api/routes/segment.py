@@ -27,6 +27,7 @@ from api.routes.common import (
     Profile,
     Refine,
     Regularize,
+    check_form,
     model_options,
     problems,
     settings_of,
@@ -68,6 +69,7 @@ async def segment(
     model: Model = None,
 ) -> Response:
     """Building footprints of a small scene in one request (pixel limit: GEOSEG_SYNC_MAX_PIXELS)."""
+    await check_form(request)
     settings, store = settings_of(request), store_of(request)
     options = parse_options(refine, regularize, "buildings", profile, bands) | model_options(request, model)
     job = await accept_upload(file, options, settings, store, kind="segment",
