@@ -183,10 +183,12 @@ def signed(template: str, job: Job, api_key: str | None) -> str:
     return f"{template}?{TILE_SIGNATURE_PARAM}={tile_signature(api_key, job.id)}"
 
 
-def job_links(job: Job, api_key: str | None = None) -> JobLinks:
+def job_links(job: Job, root_path: str = "", api_key: str | None = None) -> JobLinks:
     """``self``, and once succeeded the result files the job was asked for (a link to an output
-    not requested would only answer 404); a keyed server's ``tiles`` template is signed."""
-    base = f"/v1/jobs/{job.id}"
+    not requested would only answer 404). ``root_path``: the path a proxy serves the API under
+    (``--root-path``), so the links work from the client's side of the proxy; a keyed server's
+    ``tiles`` template is signed."""
+    base = f"{root_path}/v1/jobs/{job.id}"
     links: dict[str, str] = {"self": base}
     if job.status == "succeeded":
         links.update({name: f"{base}/{name}" for name, option in _PRODUCED_WITH.items()
@@ -216,7 +218,7 @@ def eta_s(job: Job, now: float) -> float | None:
     return round(max(0.0, now - job.started_at) * (1.0 - job.progress) / job.progress, 1)
 
 
-def job_status(job: Job, retention_hours: float, api_key: str | None = None) -> JobStatus:
+def job_status(job: Job, retention_hours: float, root_path: str = "", api_key: str | None = None) -> JobStatus:
     return JobStatus(
         id=job.id, kind=job.kind, status=job.status, progress=job.progress, eta_s=eta_s(job, time.time()),
         stage=job.stage,
@@ -224,5 +226,5 @@ def job_status(job: Job, retention_hours: float, api_key: str | None = None) -> 
         options=job.options, input=InputSummary(**job.input),
         created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), started_at=_ts(job.started_at),
         finished_at=_ts(job.finished_at), heartbeat_at=_ts(job.heartbeat_at),
-        expires_at=_ts(expires_at(job, retention_hours)), links=job_links(job, api_key),
+        expires_at=_ts(expires_at(job, retention_hours)), links=job_links(job, root_path, api_key),
     )

@@ -26,7 +26,7 @@ from test_api_fakes import SLEEP_ENV, crashing_runner, failing_runner, footprint
 SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
 #: the variables `geoseg serve` writes from its options: tests blank them (monkeypatch restores them)
 SERVE_VARIABLES = ("GEOSEG_SERVICE_DIR", "GEOSEG_WORKERS", "GEOSEG_MAX_UPLOAD_MB", "GEOSEG_MAX_PIXELS",
-                   "GEOSEG_SYNC_MAX_PIXELS", "GEOSEG_RETENTION_HOURS", "GEOSEG_MAX_QUEUED")
+                   "GEOSEG_SYNC_MAX_PIXELS", "GEOSEG_RETENTION_HOURS", "GEOSEG_MAX_QUEUED", "GEOSEG_ROOT_PATH")
 
 
 def check_serve_setting(tmp_path: Path, monkeypatch, variable: str, option: str, bad: str, unset, given: str,
@@ -595,3 +595,36 @@ def test_bands_option_reaches_the_job_and_bad_bands_are_refused_keeping_nothing(
                 assert r.status_code == 422 and words in r.json()["detail"], (endpoint, bands, r.text)
         assert sorted(svc.jobs_dir.iterdir()) == kept and list(svc.uploads_dir.iterdir()) == []
         assert client.get("/v1/jobs").json()["total"] == 1
+
+
+@pytest.mark.parametrize("where", ["uvicorn --root-path", "GEOSEG_ROOT_PATH"])
+def test_links_and_location_carry_the_proxy_prefix(tmp_path, where):
+    # behind a reverse proxy serving the API under /geoseg/ (uvicorn --root-path /geoseg, the proxy
+    # stripping the prefix) the Location, links and `next` said /v1/jobs/...: a client resolved them
+    # against the proxy to /v1/jobs/..., outside the prefix, where the proxy answers 404
+    by_server = where == "uvicorn --root-path"
+    settings = Settings(data_dir=tmp_path / "svc", poll_s=0.05, root_path="" if by_server else "/geoseg/")
+    with TestClient(create_app(settings, runner=footprint_runner), root_path="/geoseg" if by_server else "") as client:
+        with open(SCENE, "rb") as f:
+            r = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")})
+        job_id = r.json()["id"]
+        assert r.headers["location"] == r.json()["links"]["self"] == f"/geoseg/v1/jobs/{job_id}"
+        submit(client)
+        job = wait(client, job_id)
+        assert job["status"] == "succeeded", job
+        assert all(link.startswith(f"/geoseg/v1/jobs/{job_id}") for link in job["links"].values()), job["links"]
+        for name, link in job["links"].items():  # as the proxy forwards them: without its prefix
+            if name != "tiles":
+                assert client.get(link.removeprefix("/geoseg")).status_code == 200, name
+        page = client.get("/v1/jobs", params={"limit": 1}).json()
+        assert page["next"].startswith("/geoseg/v1/jobs?limit=1&after=")
+        assert page["items"][0]["links"]["self"].startswith("/geoseg/v1/jobs/")
+        assert client.get("/v1/jobs").json()["items"][0]["links"]["self"].startswith("/geoseg/")
+        assert client.get(job["links"]["tilejson"].removeprefix("/geoseg")).json()["tiles"][0].startswith(
+            "http://testserver/geoseg/v1/jobs/")
+        assert client.get("/openapi.json").json()["servers"] == [{"url": "/geoseg"}]  # for /docs' requests
+
+
+def test_serve_root_path_option(tmp_path, monkeypatch):
+    check_serve_setting(tmp_path, monkeypatch, "GEOSEG_ROOT_PATH", "--root-path", bad="geoseg", unset="",
+                        given="/geoseg/", parsed="/geoseg")

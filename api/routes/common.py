@@ -30,6 +30,13 @@ def catalog_of(request: Request) -> ModelCatalog:
     return request.app.state.catalog
 
 
+def root_path_of(request: Request) -> str:
+    """The path prefix a reverse proxy serves the API under (``geoseg serve --root-path``), to put
+    before the links and ``Location`` the service writes: without it a client behind a proxy at
+    ``/geoseg/`` was sent to ``/v1/jobs/...``, outside the prefix."""
+    return request.scope.get("root_path", "").rstrip("/")
+
+
 async def check_form(request: Request) -> None:
     """422 for a form field the route does not declare or one sent twice (``check_form_fields``);
     the fields are read from the route's own signature, so the check cannot drift from it."""

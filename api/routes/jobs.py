@@ -42,6 +42,7 @@ from api.routes.common import (
     check_form,
     model_options,
     problems,
+    root_path_of,
     settings_of,
     store_of,
     supervisor_of,
@@ -115,9 +116,10 @@ async def submit_job(
     settings, store = settings_of(request), store_of(request)
     job = await accept_upload(file, options, settings, store)
     supervisor_of(request).wake()
-    body = JobAccepted(id=job.id, status=job.status, links=job_links(job), input=InputSummary(**job.input))
+    links = job_links(job, root_path_of(request))
+    body = JobAccepted(id=job.id, status=job.status, links=links, input=InputSummary(**job.input))
     return JSONResponse(body.model_dump(mode="json"), status_code=202,
-                        headers={"Location": f"/v1/jobs/{job.id}", **poll_headers(job, store, settings.workers)})
+                        headers={"Location": links.self, **poll_headers(job, store, settings.workers)})
 
 
 #: ``created_at`` (seconds, as ``repr`` writes a float of time.time()) ``_`` job id
@@ -151,7 +153,7 @@ def list_jobs(
         "previous page, however many jobs were submitted or deleted since."))] = None,
 ) -> JobPage:
     """Newest first; follow ``next`` for the following page."""
-    status = status or None
+    status, root = status or None, root_path_of(request)
     cursor = _parse_cursor(after) if after else None
     jobs, total = store_of(request).list(limit, offset, status, after=cursor)
     nxt = None
@@ -160,10 +162,10 @@ def list_jobs(
     if len(jobs) == limit:
         more, _ = store_of(request).list(1, 0, status, after=(jobs[-1].created_at, jobs[-1].id))
         if more:
-            nxt = f"/v1/jobs?limit={limit}&after={page_cursor(jobs[-1])}" + (f"&status={status}" if status else "")
+            nxt = f"{root}/v1/jobs?limit={limit}&after={page_cursor(jobs[-1])}" + (f"&status={status}" if status else "")
     hours = settings_of(request).retention_hours
     key = settings_of(request).api_key
-    return JobPage(items=[job_status(j, hours, key) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
+    return JobPage(items=[job_status(j, hours, root, key) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
 
 
 @router.get("/{job_id}", response_model=JobStatus,
@@ -175,7 +177,7 @@ def get_job(request: Request, response: Response, job_id: UUID) -> JobStatus:
     store, settings = store_of(request), settings_of(request)
     job = _get_job(store, job_id)
     response.headers.update(poll_headers(job, store, settings.workers))
-    return job_status(job, settings.retention_hours, settings.api_key)
+    return job_status(job, settings.retention_hours, root_path_of(request), settings.api_key)
 
 
 # HEAD of the status and the list, as of every GET (RFC 9110 9.1): a monitor or proxy checking
@@ -195,12 +197,12 @@ def delete_job(request: Request, job_id: UUID) -> Response:
 
 def _succeeded(request: Request, job: Job) -> Path:
     """The folder of ``job``'s results; 409 (with ``Retry-After`` while it may still succeed) before."""
-    settings = settings_of(request)
+    settings, root = settings_of(request), root_path_of(request)
     if job.status == "failed":  # it told the client to poll a job that will never succeed
-        raise HTTPException(409, f"job failed, so it has no results; its error is at /v1/jobs/{job.id}")
+        raise HTTPException(409, f"job failed, so it has no results; its error is at {root}/v1/jobs/{job.id}")
     if job.status != "succeeded":
         raise HTTPException(409, f"job is {job.status}; results exist once it has succeeded "
-                                 f"(poll /v1/jobs/{job.id}, after Retry-After seconds)",
+                                 f"(poll {root}/v1/jobs/{job.id}, after Retry-After seconds)",
                             headers=poll_headers(job, store_of(request), settings.workers))
     return job_dir(settings, job.id) / RESULT_DIR
 

@@ -30,6 +30,7 @@ from api.routes.common import (
     check_form,
     model_options,
     problems,
+    root_path_of,
     settings_of,
     store_of,
     supervisor_of,
@@ -95,7 +96,7 @@ async def segment(
             raise HTTPException(422, f"segmentation failed: {current.error}")
         await asyncio.sleep(0.1)
     current = store.get(job.id) or job
-    accepted = JobAccepted(id=current.id, status=current.status, links=job_links(current, settings.api_key),
-                           input=InputSummary(**current.input))
+    links = job_links(current, root_path_of(request), settings.api_key)
+    accepted = JobAccepted(id=current.id, status=current.status, links=links, input=InputSummary(**current.input))
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202,
-                        headers={"Location": f"/v1/jobs/{job.id}", **poll_headers(current, store, settings.workers)})
+                        headers={"Location": links.self, **poll_headers(current, store, settings.workers)})

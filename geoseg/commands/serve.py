@@ -69,6 +69,10 @@ def serve(
              "in it or one sub-folder down): listed by GET /v1/models, named by a job's form field "
              "model=TASK=NAME. Checked at start-up: a broken card, or two models of one name, stops the "
              "server. Default: the shipped models only.")] = None,
+    root_path: Annotated[str, typer.Option(
+        "--root-path", envvar="GEOSEG_ROOT_PATH",
+        help="The path a reverse proxy serves the API under, the proxy stripping it (e.g. /geoseg): the "
+             "job links, Location headers and /docs then carry it. Default: served at the root.")] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Serve the REST API (jobs, synchronous segmentation, model cards; OpenAPI at /docs).
@@ -89,6 +93,8 @@ def serve(
         _fail(f"cannot use --data-dir {data_dir} as a folder: {exc.strerror or exc}")
     if _held_by_another_server(data_dir):
         _fail(f"another geoseg server is using --data-dir {data_dir}; stop it or give another folder")
+    if root_path.strip() and not root_path.strip().startswith("/"):
+        _fail(f"--root-path (GEOSEG_ROOT_PATH) must be a path starting with '/', e.g. /geoseg (got {root_path!r})")
     if models is not None and not models.is_dir():
         what = "is a file, not a folder" if models.exists() else "no such folder"
         _fail(f"--models {models} (GEOSEG_MODELS_DIR): {what}; give the folder of the models jobs may name "
@@ -101,6 +107,7 @@ def serve(
         "GEOSEG_SYNC_MAX_PIXELS": str(sync_max_pixels),
         "GEOSEG_RETENTION_HOURS": repr(retention_hours),
         "GEOSEG_MAX_QUEUED": str(max_queued),
+        "GEOSEG_ROOT_PATH": root_path,
     })
     if models is not None:  # absolute, as --data-dir: the log and errors name it wherever the server runs
         os.environ["GEOSEG_MODELS_DIR"] = str(models.resolve())
