@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
-    heartbeat_at REAL
+    heartbeat_at REAL,
+    pipeline_started_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, deleted, priority, created_at);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
@@ -87,6 +88,9 @@ class Job:
     started_at: float | None
     finished_at: float | None
     heartbeat_at: float | None
+    #: when the attempt's runner first reported progress, its start-up (interpreter, imports,
+    #: models) behind it: the rate of ``progress`` is measured from here
+    pipeline_started_at: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -99,7 +103,7 @@ class Job:
             attempts=row["attempts"], priority=row["priority"], deleted=bool(row["deleted"]),
             created_at=row["created_at"], updated_at=row["updated_at"],
             started_at=row["started_at"], finished_at=row["finished_at"],
-            heartbeat_at=row["heartbeat_at"],
+            heartbeat_at=row["heartbeat_at"], pipeline_started_at=row["pipeline_started_at"],
         )
 
 
@@ -113,9 +117,11 @@ class JobStore:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
             columns = {row["name"] for row in con.execute("PRAGMA table_info(jobs)")}
-            if "previous_error" not in columns:  # a data dir from before the column
-                try:
-                    con.execute("ALTER TABLE jobs ADD COLUMN previous_error TEXT")
+            for column, kind in (("previous_error", "TEXT"), ("pipeline_started_at", "REAL")):
+                if column in columns:
+                    continue
+                try:  # a data dir from before the column
+                    con.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
                 except sqlite3.OperationalError as exc:  # another process added it meanwhile
                     if "duplicate column" not in str(exc):
                         raise
@@ -257,7 +263,7 @@ class JobStore:
                 con.execute(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, progress = 0,"
                     " stage = 'starting', last_error = NULL, started_at = ?, heartbeat_at = ?,"
-                    " updated_at = ?"
+                    " pipeline_started_at = NULL, updated_at = ?"
                     " WHERE id = ?",
                     (now, now, now, row["id"]),
                 )
@@ -281,8 +287,9 @@ class JobStore:
         now = time.time()
         progress = min(RUNNING_MAX_PROGRESS, max(0.0, float(progress)))
         return self._update_running(job_id, attempt,
-                                    "progress = ?, stage = ?, heartbeat_at = ?, updated_at = ?",
-                                    (progress, stage, now, now))
+                                    "progress = ?, stage = ?, heartbeat_at = ?, updated_at = ?,"
+                                    " pipeline_started_at = COALESCE(pipeline_started_at, ?)",
+                                    (progress, stage, now, now, now))
 
     def heartbeat(self, job_id: str, attempt: int) -> bool:
         return self._update_running(job_id, attempt, "heartbeat_at = ?", (time.time(),))

@@ -107,7 +107,8 @@ class JobStatus(BaseModel):
     progress: float = Field(ge=0, le=1)
     eta_s: float | None = Field(
         None, description="Estimated seconds until this attempt ends, at its rate so far: seconds since "
-                          "started_at x (1 - progress) / progress; null unless running with at least 5 % done.")
+                          "its pipeline began (after the `starting` stage) x (1 - progress) / progress; "
+                          "null unless running with at least 5 % done.")
     stage: str | None
     error: str | None
     previous_error: str | None = Field(
@@ -211,11 +212,15 @@ ETA_MIN_PROGRESS = 0.05
 
 
 def eta_s(job: Job, now: float) -> float | None:
-    """Seconds left of a running job at the rate of its attempt so far (the pipeline's progress moves
-    with time, ``geoseg.progress``); None when it is not running or under ``ETA_MIN_PROGRESS`` done."""
-    if job.status != "running" or job.started_at is None or job.progress < ETA_MIN_PROGRESS:
+    """Seconds left of a running job at the rate of its pipeline so far (its progress moves with
+    time, ``geoseg.progress``); None when it is not running or under ``ETA_MIN_PROGRESS`` done.
+    The rate is measured from the runner's first progress report, not from ``started_at``: the
+    start-up before it (interpreter, imports, model load: 3-10 s) advances no progress, and
+    counted in, it made a small scene 3 s from done say 40 s (a ``Retry-After`` of 30)."""
+    since = job.pipeline_started_at or job.started_at
+    if job.status != "running" or since is None or job.progress < ETA_MIN_PROGRESS:
         return None
-    return round(max(0.0, now - job.started_at) * (1.0 - job.progress) / job.progress, 1)
+    return round(max(0.0, now - since) * (1.0 - job.progress) / job.progress, 1)
 
 
 def job_status(job: Job, retention_hours: float, root_path: str = "", api_key: str | None = None) -> JobStatus:
