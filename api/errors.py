@@ -44,6 +44,12 @@ _LOCATIONS = {"body": "form field", "query": "query parameter", "path": "path pa
               "header": "header", "cookie": "cookie"}
 
 
+#: FastAPI's message for a file field that arrived as a text part
+_EXPECTED_FILE = "Expected UploadFile"
+_NOT_A_FILE = ("a text value, not a file: send the GeoTIFF as a file part with a file name (curl -F "
+               "file=@scene.tif, not -F file=<scene.tif; httpx/requests files={'file': ('scene.tif', f)})")
+
+
 def describe_invalid_request(errors: Sequence[Mapping[str, Any]], content_type: str | None = None) -> str:
     """FastAPI's request-validation errors as one line, e.g. ``form field 'profile': Input should be
     'accurate' or 'fast' (got 'x')``: the service's other refusals are one string too, so a client
@@ -60,6 +66,11 @@ def describe_invalid_request(errors: Sequence[Mapping[str, Any]], content_type: 
         label = f"{_LOCATIONS.get(where, where)} {'.'.join(names)!r}" if names else _LOCATIONS.get(where, where)
         message = str(error.get("msg", "invalid value"))
         value = error.get("input")
+        if _EXPECTED_FILE in message:
+            # a part without a file name (curl -F file=<scene.tif, a client leaving the name out)
+            # arrives as text: FastAPI's message echoed its bytes
+            parts.append(f"{label}: {_NOT_A_FILE}")
+            continue
         if error.get("type") != "missing" and isinstance(value, (str, int, float, bool)):
             shown = repr(value)
             message += f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"

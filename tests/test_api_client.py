@@ -187,3 +187,15 @@ def test_the_python_client_example_of_the_docs_runs_against_the_service(tmp_path
     assert json.loads(geojson.read_text())["type"] == "FeatureCollection"
     with rasterio.open(classmap) as src:
         assert src.crs is not None and src.count == 1
+
+
+def test_a_file_sent_as_a_text_part_is_told_so_without_echoing_its_bytes(tmp_path):
+    # a part without a file name (curl -F file=<scene.tif, a client leaving the name out) is text
+    # to FastAPI: the detail said "Expected UploadFile, received: <class 'str'>
+    # (got 'II*\x00\x08...')", the GeoTIFF's first bytes
+    with service(tmp_path) as client:
+        for endpoint in ("/v1/jobs", "/v1/segment"):
+            r = client.post(endpoint, files={"file": ("", SCENE.read_bytes(), "image/tiff")})
+            detail = r.json()["detail"]
+            assert r.status_code == 422 and "II*" not in detail and "UploadFile" not in detail, detail
+            assert "form field 'file': a text value, not a file: send the GeoTIFF as a file part" in detail
