@@ -129,8 +129,6 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
         description="Submit a GeoTIFF to `/v1/jobs`, poll the job, fetch its GeoJSON, GeoPackage "
                     "and COG. Small scenes: `/v1/segment`.",
         lifespan=lifespan,
-        # behind a proxy serving the API under a prefix: links, Location and /docs carry it
-        root_path=settings.root_path,
         # operationIds are what a generated client names its functions and body models after:
         # `submit_job`, not FastAPI's default `submit_job_v1_jobs_post`
         generate_unique_id_function=lambda route: route.name,

@@ -64,18 +64,11 @@ class Settings:
     #: None: the shipped models only
     models_dir: Path | None = None
     standby: bool = False  # measured: no throughput gain on 2 cores, +360 MiB idle
-    #: the path a reverse proxy serves the API under (``/geoseg``, the proxy stripping it), put
-    #: before the links, ``Location`` and the OpenAPI ``servers``; "": served at the root
-    root_path: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if self.models_dir is not None:
             object.__setattr__(self, "models_dir", Path(self.models_dir))
-        object.__setattr__(self, "root_path", self.root_path.strip().rstrip("/"))
-        if self.root_path and not self.root_path.startswith("/"):
-            raise ValueError(f"root_path (GEOSEG_ROOT_PATH) must be a path starting with '/', e.g. /geoseg "
-                             f"(got {self.root_path!r})")
         if self.workers < 1:
             raise ValueError("workers (GEOSEG_WORKERS) must be >= 1")
         if self.max_attempts < 1:
@@ -127,7 +120,6 @@ class Settings:
             runner=os.environ.get("GEOSEG_RUNNER", d.runner),
             models_dir=Path(os.environ["GEOSEG_MODELS_DIR"]) if os.environ.get("GEOSEG_MODELS_DIR") else None,
             standby=os.environ.get("GEOSEG_STANDBY", "0").strip().lower() in ("1", "true", "yes"),
-            root_path=os.environ.get("GEOSEG_ROOT_PATH", d.root_path),
         )
         return replace(settings, **overrides) if overrides else settings
 

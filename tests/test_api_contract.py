@@ -597,14 +597,12 @@ def test_bands_option_reaches_the_job_and_bad_bands_are_refused_keeping_nothing(
         assert client.get("/v1/jobs").json()["total"] == 1
 
 
-@pytest.mark.parametrize("where", ["uvicorn --root-path", "GEOSEG_ROOT_PATH"])
-def test_links_and_location_carry_the_proxy_prefix(tmp_path, where):
+def test_links_and_location_carry_the_proxy_prefix(tmp_path):
     # behind a reverse proxy serving the API under /geoseg/ (uvicorn --root-path /geoseg, the proxy
     # stripping the prefix) the Location, links and `next` said /v1/jobs/...: a client resolved them
     # against the proxy to /v1/jobs/..., outside the prefix, where the proxy answers 404
-    by_server = where == "uvicorn --root-path"
-    settings = Settings(data_dir=tmp_path / "svc", poll_s=0.05, root_path="" if by_server else "/geoseg/")
-    with TestClient(create_app(settings, runner=footprint_runner), root_path="/geoseg" if by_server else "") as client:
+    settings = Settings(data_dir=tmp_path / "svc", poll_s=0.05)
+    with TestClient(create_app(settings, runner=footprint_runner), root_path="/geoseg") as client:
         with open(SCENE, "rb") as f:
             r = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")})
         job_id = r.json()["id"]
@@ -625,6 +623,23 @@ def test_links_and_location_carry_the_proxy_prefix(tmp_path, where):
         assert client.get("/openapi.json").json()["servers"] == [{"url": "/geoseg"}]  # for /docs' requests
 
 
-def test_serve_root_path_option(tmp_path, monkeypatch):
-    check_serve_setting(tmp_path, monkeypatch, "GEOSEG_ROOT_PATH", "--root-path", bad="geoseg", unset="",
-                        given="/geoseg/", parsed="/geoseg")
+def test_serve_root_path_reaches_uvicorn(tmp_path, monkeypatch):
+    """``geoseg serve --root-path`` (or ``GEOSEG_ROOT_PATH``) is the server's root path, as
+    ``uvicorn --root-path``: there was no way to give it without starting uvicorn by hand."""
+    import uvicorn
+    from checks import assert_one_line_error
+    from typer.testing import CliRunner
+
+    from geoseg.cli import app as cli
+
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.update(kw))
+    for name in SERVE_VARIABLES:
+        monkeypatch.setenv(name, "")
+    serve = ["serve", "--data-dir", str(tmp_path / "d")]
+    for args, env, root in (([], "", ""), (["--root-path", "/geoseg/"], "", "/geoseg"), ([], "/from-env", "/from-env")):
+        monkeypatch.setenv("GEOSEG_ROOT_PATH", env)
+        result = CliRunner().invoke(cli, [*serve, *args])
+        assert result.exit_code == 0 and calls["root_path"] == root, (args, env, result.output)
+    monkeypatch.setenv("GEOSEG_ROOT_PATH", "geoseg")
+    assert_one_line_error(CliRunner().invoke(cli, serve), "serve", "GEOSEG_ROOT_PATH", "starting with '/'")

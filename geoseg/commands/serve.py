@@ -93,7 +93,8 @@ def serve(
         _fail(f"cannot use --data-dir {data_dir} as a folder: {exc.strerror or exc}")
     if _held_by_another_server(data_dir):
         _fail(f"another geoseg server is using --data-dir {data_dir}; stop it or give another folder")
-    if root_path.strip() and not root_path.strip().startswith("/"):
+    root_path = root_path.strip().rstrip("/")
+    if root_path and not root_path.startswith("/"):
         _fail(f"--root-path (GEOSEG_ROOT_PATH) must be a path starting with '/', e.g. /geoseg (got {root_path!r})")
     if models is not None and not models.is_dir():
         what = "is a file, not a folder" if models.exists() else "no such folder"
@@ -107,14 +108,15 @@ def serve(
         "GEOSEG_SYNC_MAX_PIXELS": str(sync_max_pixels),
         "GEOSEG_RETENTION_HOURS": repr(retention_hours),
         "GEOSEG_MAX_QUEUED": str(max_queued),
-        "GEOSEG_ROOT_PATH": root_path,
     })
     if models is not None:  # absolute, as --data-dir: the log and errors name it wherever the server runs
         os.environ["GEOSEG_MODELS_DIR"] = str(models.resolve())
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        # the server's root path (FastAPI's own root_path is deprecated): requests' root_path, from
+        # which the app writes its links, Location headers and OpenAPI servers
         uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level=log_level.lower(),
-                    timeout_graceful_shutdown=10)
+                    timeout_graceful_shutdown=10, root_path=root_path)
     except ValueError as exc:
         # the app factory reads the other GEOSEG_* variables (GEOSEG_STALE_AFTER_S=abc, ...): a bad
         # one came out as a 70-line traceback; requests never raise out of uvicorn.run
