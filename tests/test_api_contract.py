@@ -467,6 +467,29 @@ def test_segment_that_outlasts_its_timeout_becomes_a_job_to_poll(tmp_path, monke
         assert client.get(f"{r.headers['location']}/buildings.geojson").json()["features"]
 
 
+def test_segment_whose_job_is_deleted_meanwhile_answers_its_documented_404(tmp_path, monkeypatch):
+    # the 404 "the job was deleted while running" was missing from the segment operation's
+    # documented responses: a generated client raised "unexpected status" instead of its Problem
+    import threading
+
+    monkeypatch.setenv(SLEEP_ENV, "3")
+    with service(tmp_path) as client:
+        def delete_it() -> None:
+            deadline = time.monotonic() + 20
+            while not (jobs := client.get("/v1/jobs").json()["items"]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            client.delete(jobs[0]["links"]["self"])
+
+        deleter = threading.Thread(target=delete_it)
+        deleter.start()
+        with open(SCENE, "rb") as f:
+            r = client.post("/v1/segment", files={"file": ("k.tif", f, "image/tiff")})
+        deleter.join()
+        assert r.status_code == 404 and r.json()["detail"] == "the job was deleted while running"
+        responses = client.get("/openapi.json").json()["paths"]["/v1/segment"]["post"]["responses"]
+        assert "404" in responses
+
+
 async def _post_then_hang_up(app, path: str, scene: Path) -> list[dict]:
     """One multipart POST straight through ASGI by a client that disconnects once its body is
     sent (TestClient itself never reports a disconnect before the response is complete)."""

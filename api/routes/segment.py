@@ -57,7 +57,7 @@ FEATURE_COLLECTION = {"type": "object", "required": ["type", "features"],
                      "description": "Building footprints (RFC 7946 FeatureCollection, WGS84)"},
                202: {"model": JobAccepted, "description": "Not finished in time: poll the job",
                      "headers": {"Location": LOCATION_HEADER, "Retry-After": POLL_AFTER_HEADER}},
-               **problems(400, 413, 415, 422, 429, 503, 507)},
+               **problems(400, 404, 413, 415, 422, 429, 503, 507)},
 )
 async def segment(
     request: Request,
