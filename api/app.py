@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import IO
+from typing import IO, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -79,6 +79,26 @@ def _model_catalog(settings: Settings) -> ModelCatalog:
         return ModelCatalog.load(settings.models_dir)
     except ValueError as exc:
         raise ValueError(f"models folder {settings.models_dir} (--models, GEOSEG_MODELS_DIR): {exc}") from None
+
+
+def declare_closed_forms(app: FastAPI) -> None:
+    """Mark each form body of the OpenAPI schema ``additionalProperties: false``: a form field a
+    route does not declare is refused with a 422 (``api.intake.check_form_fields``), and without
+    it the schema said any extra field was welcome (generated clients offer to send them)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()  # cached by FastAPI in app.openapi_schema: edited once, in place
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    content = operation.get("requestBody", {}).get("content", {})
+                    ref = content.get("multipart/form-data", {}).get("schema", {}).get("$ref", "")
+                    if ref.startswith("#/components/schemas/"):
+                        schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]["additionalProperties"] = False
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, runner: Runner | str | None = None) -> FastAPI:
@@ -188,6 +208,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     app.include_router(jobs.router, dependencies=guarded, responses=unauthorized)
     app.include_router(segment.router, dependencies=guarded, responses=unauthorized)
     app.include_router(models.router, dependencies=guarded, responses=unauthorized)
+    declare_closed_forms(app)
     add_compression(app)
     # inside the key gate: only a client with the key learns that the queue is full
     app.add_middleware(QueueGate, state=app.state, max_queued=settings.max_queued,

@@ -303,6 +303,10 @@ def test_unknown_and_repeated_form_fields_are_422(client):
                                        "at most once (see /docs)")  # /v1/segment's own fields
     assert client.get("/healthz").json()["jobs"]["queued"] == before
     assert list(svc.uploads_dir.iterdir()) == [] and list(svc.jobs_dir.iterdir()) == []
+    # and the schema says so: a generated client offered to send any extra field
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["Body_submit_job"]["additionalProperties"] is False
+    assert schemas["Body_segment"]["additionalProperties"] is False
     # every declared field once is still taken
     r = client.post("/v1/jobs", files={"file": ("a.tif", tif, "image/tiff")},
                     data={"refine": "false", "regularize": "true", "outputs": "buildings", "profile": "fast",
