@@ -314,3 +314,25 @@ def test_unknown_and_repeated_form_fields_are_422(client):
     assert r.status_code == 202, r.text
     client.delete(f"/v1/jobs/{r.json()['id']}")
 
+
+def test_the_job_row_and_its_fsyncs_are_written_off_the_event_loop(client, monkeypatch):
+    # accept_upload moved the input in, fsync'd its folder and inserted the row (a synchronous=FULL
+    # commit: 15-25 ms here) on the event loop: every poll and download waited, once per upload
+    import asyncio
+
+    store = client.app.state.store
+    create, on_loop = store.create, []
+
+    def spying_create(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # a worker thread: no running loop
+            on_loop.append(False)
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(store, "create", spying_create)
+    for endpoint in ("/v1/jobs", "/v1/segment"):
+        r = post(client, "k.tif", SCENE.read_bytes(), endpoint)
+        assert r.status_code in (200, 202), r.text
+    assert on_loop == [False, False]
