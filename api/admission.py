@@ -17,6 +17,7 @@ import logging
 import sqlite3
 from typing import Any
 
+from api.asgi_paths import route_path
 from api.jobs import JobStore, QueueFull
 from api.pacing import QUEUE_FULL_RETRY_AFTER_UNKNOWN_S, Workload, queue_full_retry_after
 
@@ -51,7 +52,7 @@ class QueueGate:
         self.workers = workers
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        priority = self.priorities.get(scope.get("path", "")) if scope["type"] == "http" else None
+        priority = self.priorities.get(route_path(scope)) if scope["type"] == "http" else None
         store = getattr(self.state, "store", None)
         if priority is not None and scope["method"] == "POST" and self.max_queued and store is not None:
             try:

@@ -14,6 +14,8 @@ from uuid import UUID
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
+from api.asgi_paths import route_path
+
 UNAUTHORIZED = "missing or wrong API key: send the header 'X-API-Key: <key>'"
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
@@ -54,7 +56,8 @@ def require_api_key(request: Request, key: str | None = Security(api_key_header)
     expected = request.app.state.settings.api_key
     if expected is None:
         return
-    if is_signed_tile_request(request.method, request.url.path, request.scope.get("query_string", b""), expected):
+    if is_signed_tile_request(request.method, route_path(request.scope), request.scope.get("query_string", b""),
+                              expected):
         return
     if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
         raise HTTPException(status_code=401, detail=UNAUTHORIZED,
@@ -75,10 +78,10 @@ class ApiKeyGate:
         self.expected = api_key.encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1") and scope["method"] != "OPTIONS":
+        if scope["type"] == "http" and route_path(scope).startswith("/v1") and scope["method"] != "OPTIONS":
             sent = dict(scope.get("headers") or []).get(b"x-api-key", b"")
             if not hmac.compare_digest(sent, self.expected) and not is_signed_tile_request(
-                    scope["method"], scope["path"], scope.get("query_string", b""), self.api_key):
+                    scope["method"], route_path(scope), scope.get("query_string", b""), self.api_key):
                 body = json.dumps({"detail": UNAUTHORIZED}).encode()
                 await send({"type": "http.response.start", "status": 401,
                             "headers": [(b"content-type", b"application/json"),

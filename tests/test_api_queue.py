@@ -41,9 +41,11 @@ def wait_for_eta(client, job_id: str) -> None:
         time.sleep(0.05)
 
 
-async def _post_counting_reads(app, path: str, scene: Path) -> tuple[int, int]:
-    """(status, body messages the app asked for) of one multipart POST straight through ASGI."""
-    request = httpx.Request("POST", f"http://testserver{path}",
+async def _post_counting_reads(app, path: str, scene: Path, root_path: str = "", headers: dict | None = None,
+                               ) -> tuple[int, int]:
+    """(status, body messages the app asked for) of one multipart POST straight through ASGI; with
+    ``root_path``, the scope uvicorn --root-path makes (the prefix in ``path`` too)."""
+    request = httpx.Request("POST", f"http://testserver{root_path}{path}", headers=headers,
                             files={"file": (scene.name, scene.read_bytes(), "image/tiff")})
     body, reads, status = request.read(), 0, 0
 
@@ -58,7 +60,8 @@ async def _post_counting_reads(app, path: str, scene: Path) -> tuple[int, int]:
             status = message["status"]
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+             "scheme": "http", "path": root_path + path, "raw_path": (root_path + path).encode(),
+             "root_path": root_path,
              "query_string": b"", "client": ("testclient", 50000), "server": ("testserver", 80),
              "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]}
     await app(scope, receive, send)
@@ -179,3 +182,19 @@ def test_retry_after_estimates_when_a_worker_frees_within_bounds(tmp_path):
     assert store.recent_run_seconds(5) == []
     store.mark_succeeded(job.id, job.attempts, {})
     assert len(store.recent_run_seconds(5)) == 1 and Workload.read(store, 1).typical_run_s is not None
+
+
+def test_behind_a_proxy_prefix_the_gates_still_act_before_the_upload_is_read(tmp_path):
+    """uvicorn --root-path puts the prefix in the scope's path (/geoseg/v1/jobs): the key gate and the
+    queue cap compared the bare path, so behind a prefix a keyless or over-cap upload was read in full."""
+    with service(tmp_path, runner=hanging_runner, max_queued=1, api_key="k") as client:
+        client.headers["X-API-Key"] = "k"
+        running = submit(client, Path(shutil.copy(SCENE, tmp_path / "hang.tif")))["id"]
+        wait(client, running, until=("running",))
+        submit(client)
+        for root in ("", "/geoseg"):
+            assert client.portal.call(_post_counting_reads, client.app, "/v1/jobs", SCENE, root) == (401, 0)
+            assert client.portal.call(_post_counting_reads, client.app, "/v1/jobs", SCENE, root,
+                                      {"X-API-Key": "k"}) == (429, 0)
+        assert client.get("/v1/jobs").json()["total"] == 2
+        client.delete(f"/v1/jobs/{running}")

@@ -181,3 +181,23 @@ def test_an_open_servers_tile_urls_carry_no_signature(served):
     client, job = served
     assert "sig" not in client.get(job["links"]["tilejson"]).json()["tiles"][0]
     assert "sig" not in job["links"]["tiles"]
+
+
+def test_signed_tile_urls_work_behind_a_proxy_prefix(tmp_path):
+    """uvicorn --root-path /geoseg: the scope's path holds the prefix, and the signature check must see
+    past it (the TileJSON's template then names /geoseg/v1/jobs/...)."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "svc", poll_s=0.05, api_key="tile-key")
+    with TestClient(create_app(settings, runner=classes_runner), root_path="/geoseg",
+                    headers={"X-API-Key": "tile-key"}) as client:
+        job = wait(client, submit(client, outputs="classmap")["id"])
+        template = client.get(job["links"]["tilejson"]).json()["tiles"][0]
+        assert template.startswith("http://testserver/geoseg/v1/jobs/") and "?sig=" in template
+        url = template.format(z=ZOOM, x=centre_tile(job, ZOOM)[0], y=centre_tile(job, ZOOM)[1])
+        del client.headers["X-API-Key"]
+        assert client.get(url).status_code == 200  # as uvicorn passes it: /geoseg in the path
+        assert client.get(url.split("?")[0]).status_code == 401
