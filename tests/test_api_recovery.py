@@ -185,18 +185,28 @@ def test_a_tick_that_keeps_failing_is_logged_once_not_five_times_a_second(tmp_pa
     with service(tmp_path) as client:
         store = client.app.state.store
         real = store.deleted_ids
+        failures = threading.Semaphore(0)
 
         def broken():
+            failures.release()
             raise sqlite3.OperationalError("disk I/O error")
 
         with caplog.at_level(logging.WARNING, logger="geoseg.api.worker"):
             store.deleted_ids = broken
-            time.sleep(1.0)  # ~20 ticks at poll_s=0.05
+            for _ in range(10):  # ten ticks that fail, counted rather than guessed from a sleep
+                assert failures.acquire(timeout=30), "the supervisor stopped ticking"
             store.deleted_ids = real
-            time.sleep(0.3)
+            _until_logged(caplog, "work again")
     failed = [r for r in caplog.records if r.getMessage().startswith("supervisor tick failed")]
     assert len(failed) == 1, len(failed)
-    assert any("work again" in r.getMessage() for r in caplog.records)
+
+
+def _until_logged(caplog, words: str, timeout: float = 30.0) -> None:
+    """Wait for a log record holding ``words`` (written by the supervisor's thread)."""
+    deadline = time.monotonic() + timeout
+    while not any(words in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, f"no {words!r} logged within {timeout} s"
+        time.sleep(0.02)
 
 
 def test_the_heartbeat_outlives_a_failed_write(tmp_path):
