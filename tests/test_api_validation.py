@@ -302,7 +302,8 @@ def test_unknown_and_repeated_form_fields_are_422(client):
     assert r.json()["detail"].endswith("this route takes each of file, refine, regularize, profile, bands, model "
                                        "at most once (see /docs)")  # /v1/segment's own fields
     assert client.get("/v1/jobs").json()["total"] == jobs  # nothing stored
-    assert list(svc.uploads_dir.iterdir()) == [] and set(svc.jobs_dir.iterdir()) == folders
+    # no folder added (one of an earlier test's jobs may be removed meanwhile: the module shares a server)
+    assert list(svc.uploads_dir.iterdir()) == [] and not set(svc.jobs_dir.iterdir()) - folders
     # and the schema says so: a generated client offered to send any extra field
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert schemas["Body_submit_job"]["additionalProperties"] is False
