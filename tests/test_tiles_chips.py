@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from checks import assert_one_line_error
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from typer.testing import CliRunner
@@ -521,3 +522,13 @@ def test_a_batch_summary_that_cannot_be_written_is_one_warning_line(data_root: P
     lines = run.stderr.strip().splitlines()
     assert lines == [f"warning: cannot write the batch summary {out / 'batch.json'}: Is a directory"], lines
     assert (out / "index.geojson").is_file()
+
+
+def test_vector_labels_for_landcover_are_refused_not_ignored(data_root: Path, buildings_dir: Path, tmp_path: Path):
+    """Land-cover chips take their classes from the X_label masks: a --labels file was silently unused."""
+    image = data_root / "landcover/dubai/tile_2/image_part_001.jpg"
+    out = tmp_path / "lc"
+    result = runner.invoke(app, ["tile", str(image), "--target", "landcover", "--labels",
+                                 str(buildings_dir / "nairobi/labels.geojson"), "--out", str(out), "--size", "256"])
+    assert_one_line_error(result, "tile", "--labels labels.geojson is for --target buildings", "X_label")
+    assert not out.exists()

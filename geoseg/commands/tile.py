@@ -291,11 +291,21 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
                      "resolution)")
 
 
+def check_landcover_labels(labels: list[Path] | None) -> None:
+    """Refuse ``--labels`` for land cover rather than ignore it: land-cover chips take their classes
+    from the class mask beside each image, so a vector file given there was silently unused and the
+    chips carried whatever masks lay beside the images (or the run found no pair at all)."""
+    if labels:
+        raise ValueError(f"--labels {labels[0].name} is for --target buildings: land-cover labels are class "
+                         f"masks X_label.png|tif beside each image X (rasterise vector land cover onto the "
+                         f"image's grid as class indices of a classes.json first)")
+
+
 @sigterm_interrupts
 def tile(
     scenes: list[Path] = typer.Argument(..., metavar="SCENE", help="Scene rasters or folders (land cover: folder of X.jpg|png|tif + X_label.png|tif class-mask pairs)."),
     out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set (--split aside)."),
-    labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS; their extent must meet each scene); repeatable. Default: labels.geojson beside each scene."),
+    labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS; their extent must meet each scene); repeatable; buildings only (land cover: X_label masks). Default: labels.geojson beside each scene."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),
     overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels."),
     gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings only; refused for land cover)."),
@@ -310,6 +320,8 @@ def tile(
     with ExitStack() as held:  # the lock on OUT, taken before OUT is read or changed
         try:
             check_options(size, overlap, gsd, min_valid, split, workers)
+            if target is Target.landcover:
+                check_landcover_labels(labels)
             chosen = parse_scheduler(scheduler) if scheduler is not None else None
             opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
             inputs = expand_inputs(scenes, target, chips_dir=out.resolve())
