@@ -453,12 +453,12 @@ def test_a_tile_batch_leaves_a_summary_and_ctrl_c_says_how_to_resume(buildings_d
     OUT/batch.json now does, per scene (as for predict), and Ctrl-C says what is kept."""
     import geoseg.commands.tile as command
 
-    scenes = [str(buildings_dir / "kampala" / name) for name in ("kampala_z19_2.tif", "kampala_z20_2.tif")]
+    scenes = [str(buildings_dir / "kampala" / name) for name in ("kampala_z19_2.tif", "kampala_z19_1.tif")]
     out = tmp_path / "chips"
     real = command.SceneJob.__call__
 
     def interrupted(self, scene_path, part):
-        if scene_path.name == "kampala_z20_2.tif":
+        if scene_path.name == "kampala_z19_1.tif":
             raise KeyboardInterrupt
         return real(self, scene_path, part)
 
@@ -532,3 +532,18 @@ def test_vector_labels_for_landcover_are_refused_not_ignored(data_root: Path, bu
                                  str(buildings_dir / "nairobi/labels.geojson"), "--out", str(out), "--size", "256"])
     assert_one_line_error(result, "tile", "--labels labels.geojson is for --target buildings", "X_label")
     assert not out.exists()
+
+
+def test_scenes_of_different_gsd_without_gsd_are_refused_before_cutting(buildings_dir: Path, tmp_path: Path):
+    """geoseg train refuses chips of mixed GSD; the folder used to be cut in full first, then found unusable."""
+    z19, z20 = buildings_dir / "nairobi/nairobi_z19_2.tif", buildings_dir / "nairobi/nairobi_z20_2.tif"
+    out = tmp_path / "chips"
+    result = runner.invoke(app, ["tile", str(z19), str(z20), "--out", str(out), "--size", "256"])
+    assert_one_line_error(result, "tile", "nairobi_z20_2.tif 0.149 m", "nairobi_z19_2.tif 0.298 m", "--gsd")
+    assert not (out / "index.geojson").exists() and not (out / "images").exists()
+    # a later run adding a scene of another GSD to the chips already there is refused the same way
+    assert runner.invoke(app, ["tile", str(z19), "--out", str(out), "--size", "256"]).exit_code == 0
+    before = (out / "index.geojson").read_text()
+    result = runner.invoke(app, ["tile", str(z20), "--out", str(out), "--size", "256", "--split", "val"])
+    assert_one_line_error(result, "tile", f"nairobi_z19_2.tif (chips in {out}) 0.298 m", "--gsd")
+    assert (out / "index.geojson").read_text() == before

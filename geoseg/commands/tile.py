@@ -27,6 +27,7 @@ from geoseg import __version__
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from geoseg.commands.warning_lines import warnings_as_lines
+from geoseg.training.data import same_gsd
 from tiles.batch import parse_scheduler, run_batch
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.chips import (
@@ -38,6 +39,7 @@ from tiles.chips import (
     write_index,
 )
 from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
+from tiles.gsd import dataset_gsd_m
 from tiles.labels import LabelIndex, grid_bounds
 from tiles.normalize import parse_bands
 from tiles.source import Scene
@@ -301,6 +303,37 @@ def check_landcover_labels(labels: list[Path] | None) -> None:
                          f"image's grid as class indices of a classes.json first)")
 
 
+def check_one_gsd(out: Path, inputs: list[Path]) -> None:
+    """Refuse building scenes of different GSDs cut without ``--gsd`` (with each other or with the
+    chips already in ``out``), before any is cut.
+
+    Why: a model has one working scale, so ``geoseg train`` refuses a chip set of mixed GSD; such a
+    folder (0.15 m and 0.3 m scenes side by side, as drone and aerial blocks come) was cut in full
+    and only then found unusable, and re-cutting it at one ``--gsd`` needs another ``--out``.
+    """
+    measured: dict[str, float] = {}
+    index = out / "index.geojson"
+    if index.is_file():
+        for feature in json.loads(index.read_text()).get("features", []):
+            props = feature["properties"]
+            if props.get("image") and props.get("gsd"):
+                measured[f"{props['scene']} (chips in {out})"] = float(props["gsd"])
+    for path in inputs:
+        try:
+            with rasterio.open(path) as src:
+                value = dataset_gsd_m(src)
+        except rasterio.errors.RasterioError:  # the scene's own job says what is wrong with it
+            continue
+        if value is not None:
+            measured = {k: v for k, v in measured.items() if not k.startswith(f"{path.name} (")}
+            measured[path.name] = value
+    if not same_gsd(list(measured.values())):
+        fine, coarse = min(measured, key=measured.get), max(measured, key=measured.get)
+        raise ValueError(f"scenes of different GSD without --gsd ({fine} {measured[fine]:.3g} m, {coarse} "
+                         f"{measured[coarse]:.3g} m): a model has one working scale; give --gsd (e.g. --gsd "
+                         f"{measured[coarse]:.2g}) or tile them into different --out folders")
+
+
 @sigterm_interrupts
 def tile(
     scenes: list[Path] = typer.Argument(..., metavar="SCENE", help="Scene rasters or folders (land cover: folder of X.jpg|png|tif + X_label.png|tif class-mask pairs)."),
@@ -331,6 +364,8 @@ def tile(
             if target is Target.landcover:
                 check_landcover_gsd(inputs, gsd)
             held.enter_context(hold_out_folder(job.out, "geoseg tile"))  # one run at a time in OUT
+            if target is Target.buildings and gsd is None:
+                check_one_gsd(job.out, inputs)
             siblings = check_one_chip_set(job)
             check_unique_names(job, inputs, siblings)
             moved = move_to_this_split(job, inputs, siblings)

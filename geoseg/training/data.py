@@ -20,6 +20,14 @@ from tiles.classes import CLASSES_FILE, read_classes
 from tiles.splits import block_label, scene_area
 
 IGNORE_INDEX = {"buildings": 255, "landcover": 0}
+#: GSDs that differ by more than this (relative) are not one working scale, and one model has one:
+#: ``geoseg tile`` refuses such scenes without ``--gsd``, ``geoseg train`` such chips
+SAME_GSD_TOLERANCE = 0.05
+
+
+def same_gsd(values: list[float]) -> bool:
+    """Whether GSDs in metres are one working scale (within ``SAME_GSD_TOLERANCE``)."""
+    return not values or max(values) <= min(values) * (1 + SAME_GSD_TOLERANCE)
 
 
 class ChipDataError(ValueError):

@@ -30,7 +30,7 @@ from geoseg.card import (
 from geoseg.losses import CEDiceLoss
 from geoseg.models.attresunet import AttResUNet
 from geoseg.models.u2net import U2Net
-from geoseg.training.data import IGNORE_INDEX, channel_stats, chip_blocks, select
+from geoseg.training.data import IGNORE_INDEX, channel_stats, chip_blocks, same_gsd, select
 from geoseg.training.metrics import boundary_counts, boundary_f, building_iou, confusion, landcover_scores
 
 Log = Callable[[str], None]
@@ -41,8 +41,6 @@ DUBAI_GSD_M = 1.1
 
 DUBAI_GSD_NOTE = ("Dubai imagery has no published GSD; ~1.1 m (1.0-1.3 m) estimated from tennis courts, "
                   "street widths and car lengths (docs/models.md)")
-#: chips whose GSDs differ by more than this (relative) are refused: one model has one working scale
-GSD_TOLERANCE = 0.05
 
 
 def working_gsd(data: dict[str, Any], estimate: float | None = None) -> tuple[float, bool]:
@@ -61,7 +59,7 @@ def working_gsd(data: dict[str, Any], estimate: float | None = None) -> tuple[fl
     if not known.all():
         raise ValueError(f"{int((~known).sum())} of {len(gsd)} chips carry no GSD: cut all chips at one --gsd")
     lo, hi = float(gsd.min()), float(gsd.max())
-    if hi > lo * (1 + GSD_TOLERANCE):
+    if not same_gsd([lo, hi]):
         raise ValueError(f"chips of mixed GSD ({lo:.3g}-{hi:.3g} m): cut them at one --gsd")
     return round(float(np.median(gsd)), 4), False
 
