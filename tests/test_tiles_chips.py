@@ -547,3 +547,31 @@ def test_scenes_of_different_gsd_without_gsd_are_refused_before_cutting(building
     result = runner.invoke(app, ["tile", str(z20), "--out", str(out), "--size", "256", "--split", "val"])
     assert_one_line_error(result, "tile", f"nairobi_z19_2.tif (chips in {out}) 0.298 m", "--gsd")
     assert (out / "index.geojson").read_text() == before
+
+
+def test_a_class_raster_s_nodata_is_unlabeled(buildings_dir: Path, tmp_path: Path):
+    """A GIS-exported class raster marks unlabelled ground with its nodata value (255), which was read
+    as a class and the mask refused ('values 255 are not classes'); it now reads as 0, unlabeled."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    scene = folder / "scene.tif"
+    scene.write_bytes((buildings_dir / "kampala/kampala_z19_2.tif").read_bytes())
+    with rasterio.open(scene) as src:
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
+                   "crs": src.crs, "transform": src.transform, "nodata": 255}
+        valid = src.dataset_mask() > 0
+    mask = np.ones((256, 256), np.uint8)
+    mask[:, 128:] = 2
+    mask[:64, :64] = 255
+    with rasterio.open(folder / "scene_label.tif", "w", **profile) as dst:
+        dst.write(mask, 1)
+    (folder / "classes.json").write_text(json.dumps(
+        [{"index": 0, "name": "unlabeled"}, {"index": 1, "name": "trees"}, {"index": 2, "name": "fields"}]))
+    out = tmp_path / "chips"
+    result = runner.invoke(app, ["tile", str(folder), "--target", "landcover", "--out", str(out), "--size", "128"])
+    assert result.exit_code == 0, result.output
+    expected = np.where((mask == 255) | ~valid, 0, mask)
+    for f in index_of(out):
+        x, y, w, h = f["properties"]["window"]
+        with rasterio.open(out / f["properties"]["label"]) as lb:
+            np.testing.assert_array_equal(lb.read(1), expected[y:y + h, x:x + w])

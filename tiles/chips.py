@@ -172,7 +172,7 @@ def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, o
             x0, y0 = max(int(w.col_off), 0), max(int(w.row_off), 0)
             x1 = min(int(w.col_off + w.width), scene.width)
             y1 = min(int(w.row_off + w.height), scene.height)
-            inner = mask_ds.read(1, window=Window(x0, y0, x1 - x0, y1 - y0))
+            inner = unlabel_nodata(mask_ds.read(1, window=Window(x0, y0, x1 - x0, y1 - y0)), mask_ds.nodata)
             label[y0 - int(w.row_off):y1 - int(w.row_off), x0 - int(w.col_off):x1 - int(w.col_off)] = inner
             label[~valid] = LANDCOVER_UNLABELED
             n_classes = int(np.unique(label[label != LANDCOVER_UNLABELED]).size)
@@ -182,8 +182,21 @@ def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, o
             yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, n_classes, True)
 
 
+def unlabel_nodata(mask: np.ndarray, nodata: float | None) -> np.ndarray:
+    """A class mask with its declared nodata value as ``LANDCOVER_UNLABELED`` (0, ignored in training).
+
+    Why: class rasters exported from GIS tools mark unlabelled ground with a nodata value (often
+    255) rather than with class 0; it was read as a class and the mask refused ("values 255 are not
+    classes"), although GDAL says those pixels hold no label.
+    """
+    if nodata is None:
+        return mask
+    return np.where(mask == nodata, LANDCOVER_UNLABELED, mask).astype(mask.dtype, copy=False)
+
+
 def check_landcover_mask(mask_ds, label_path: Path) -> None:
-    """Refuse masks that are not one band of class indices of ``classes.json``.
+    """Refuse masks that are not one band of class indices of ``classes.json`` (the mask's nodata
+    value aside: it reads as unlabeled).
 
     Why: a colour (RGB) mask used to be accepted with only band 1 read, so chips got
     colour values (60, 110, ...) as classes.
@@ -195,7 +208,7 @@ def check_landcover_mask(mask_ds, label_path: Path) -> None:
     if classes_path is None:
         return
     classes = {c["index"] for c in read_classes(classes_path)}
-    bad = sorted(set(np.unique(mask_ds.read(1)).tolist()) - classes)
+    bad = sorted(set(np.unique(unlabel_nodata(mask_ds.read(1), mask_ds.nodata)).tolist()) - classes)
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
         raise UnsupportedRaster(f"{label_path.name}: values {shown} are not classes of {classes_path} "
