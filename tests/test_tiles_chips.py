@@ -575,3 +575,32 @@ def test_a_class_raster_s_nodata_is_unlabeled(buildings_dir: Path, tmp_path: Pat
         x, y, w, h = f["properties"]["window"]
         with rasterio.open(out / f["properties"]["label"]) as lb:
             np.testing.assert_array_equal(lb.read(1), expected[y:y + h, x:x + w])
+
+
+def test_labels_where_keeps_only_the_buildings_of_a_mixed_layer(buildings_dir: Path, tmp_path: Path):
+    """A team's label layer held parking lots beside buildings (a `class` field) and every polygon was
+    taken for a building; --labels-where selects the buildings, and a condition the file cannot
+    answer is one line before any chip is cut."""
+    import geopandas as gpd
+
+    scene = buildings_dir / "nairobi/nairobi_z19_2.tif"
+    frame = gpd.read_file(buildings_dir / "nairobi/labels.geojson")
+    frame["class"] = ["parking" if i % 3 == 0 else "building" for i in range(len(frame))]
+    mixed, only = tmp_path / "mixed.gpkg", tmp_path / "only.gpkg"
+    frame.to_file(mixed)
+    frame[frame["class"] == "building"].to_file(only)
+    for labels, where, out in ((mixed, "class = 'building'", "where"), (only, None, "only"), (mixed, None, "all")):
+        args = ["tile", str(scene), "--out", str(tmp_path / out), "--size", "256", "--labels", str(labels)]
+        result = runner.invoke(app, args + (["--labels-where", where] if where else []))
+        assert result.exit_code == 0, result.output
+
+    def footprint(out: str) -> np.ndarray:
+        return np.stack([np.isin(rasterio.open(tmp_path / out / f["properties"]["label"]).read(1), (1, 2))
+                         for f in index_of(tmp_path / out)])
+
+    np.testing.assert_array_equal(footprint("where"), footprint("only"))
+    assert footprint("all").sum() > footprint("where").sum()
+    result = runner.invoke(app, ["tile", str(scene), "--out", str(tmp_path / "bad"), "--labels", str(mixed),
+                                 "--labels-where", "kind = 'building'"])
+    assert_one_line_error(result, "tile", "mixed.gpkg", "kind = 'building'", "fields: osm_id, class")
+    assert not (tmp_path / "bad").exists()

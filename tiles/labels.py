@@ -40,13 +40,15 @@ class LabelIndex:
         self.tree = shapely.STRtree(polygons)
 
     @classmethod
-    def from_files(cls, paths: str | Path | list[str | Path], crs) -> "LabelIndex":
-        """Read vector files (any OGR format; no CRS member means WGS84) into ``crs``; one path or a list."""
+    def from_files(cls, paths: str | Path | list[str | Path], crs, where: str | None = None) -> "LabelIndex":
+        """Read vector files (any OGR format; no CRS member means WGS84) into ``crs``; one path or a list.
+        ``where``: an OGR SQL condition on their attributes (``class = 'building'``) keeping only the
+        features that are buildings (``read_labels``)."""
         if isinstance(paths, (str, Path)):  # a lone str was read character by character ('l', 'a', ...)
             paths = [paths]
         chunks = []
         for path in paths:
-            frame = gpd.read_file(path, layer=polygon_layer(path))
+            frame = read_labels(Path(path), where)
             declared = frame.crs is not None
             if not declared:
                 frame = frame.set_crs(4326)
@@ -97,6 +99,24 @@ def polygon_layer(path: Path) -> str | int:
     shown = ", ".join(f"{name} ({kind})" for name, kind in layers)
     raise ValueError(f"{Path(path).name} has {len(layers)} layers ({shown}) and {len(polygonal)} of them are "
                      f"polygons: save the building layer in a file of its own")
+
+
+def read_labels(path: Path, where: str | None = None, max_features: int | None = None) -> gpd.GeoDataFrame:
+    """The building layer of a vector file (``polygon_layer``), only the features matching ``where``.
+
+    Why: a team's label layer often holds more than buildings (a ``class`` of building, parking,
+    pool...), and every polygon was taken for a building. A condition the file cannot answer (a
+    field it lacks, bad SQL) is a ValueError naming the file and its fields.
+    """
+    layer = polygon_layer(path)
+    try:
+        return gpd.read_file(path, layer=layer, where=where, max_features=max_features)
+    except (ValueError, pyogrio.errors.DataLayerError):  # GDAL's words differ by driver (GeoJSON, SQLite)
+        if where is None:
+            raise
+        fields = ", ".join(map(str, pyogrio.read_info(path, layer=layer)["fields"])) or "none"
+        raise ValueError(f"{path.name}: cannot select features where {where!r} (its fields: {fields}); "
+                         f"an OGR SQL condition such as \"class = 'building'\" or \"type IN ('house', 'shed')\"") from None
 
 
 def _check_lonlat(path: Path, frame: gpd.GeoDataFrame, declared: bool = True) -> None:

@@ -40,7 +40,7 @@ from tiles.chips import (
 )
 from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
 from tiles.gsd import dataset_gsd_m
-from tiles.labels import LabelIndex, grid_bounds
+from tiles.labels import LabelIndex, grid_bounds, read_labels
 from tiles.normalize import parse_bands
 from tiles.source import Scene
 from tiles.splits import buildings_split, landcover_split, scene_area
@@ -62,6 +62,7 @@ class SceneJob:
     target: str
     labels: tuple[Path, ...] | None
     split: str | None
+    labels_where: str | None = None  # OGR SQL condition: the label features that are buildings
 
     def __call__(self, scene_path: Path, part: Path) -> int:
         if self.target == Target.landcover.value:
@@ -80,9 +81,11 @@ class SceneJob:
         with Scene(path, bands=self.opts.bands, gsd=self.opts.gsd) as scene:
             if scene.crs is None:
                 raise ValueError(f"{path.name} has no CRS: vector labels cannot be placed")
-            index = LabelIndex.from_files(label_files, scene.crs)
+            index = LabelIndex.from_files(label_files, scene.crs, self.labels_where)
             if not index.meets(grid_bounds(scene.transform, scene.width, scene.height)):
                 files = ", ".join(p.name for p in label_files)
+                if self.labels_where:
+                    files += f" where {self.labels_where}"
                 why = (f"{len(index.polygons)} polygons in {files}, their extent misses the scene" if len(index.polygons)
                        else f"{files} holds no polygon")
                 raise ValueError(f"no label polygon overlaps {path.name} ({why})")
@@ -101,8 +104,8 @@ class SceneJob:
 
     def options_key(self) -> str:
         """Everything that decides the chip files and records (JSON)."""
-        return json.dumps([asdict(self.opts), self.target, [str(p) for p in self.labels or ()], self.split],
-                          default=str)
+        labels = [str(p) for p in self.labels or ()] + ([f"where {self.labels_where}"] if self.labels_where else [])
+        return json.dumps([asdict(self.opts), self.target, labels, self.split], default=str)
 
     def part_dir(self) -> Path:
         return self.out / "parts" / hashlib.sha1(self.options_key().encode()).hexdigest()[:10]
@@ -202,7 +205,8 @@ def _describe(key: list) -> str:
     opts, target, labels, split = key
     text = ", ".join(f"{k}={v}" for k, v in opts.items()) + f", target={target}"
     if labels:
-        text += f", labels={','.join(Path(p).name for p in labels)}"
+        files = [Path(p).name for p in labels if not p.startswith("where ")]
+        text += f", labels={','.join(files)}" + "".join(f" {p}" for p in labels if p.startswith("where "))
     return text + (f", split={split}" if split else "")
 
 
@@ -293,14 +297,23 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
                      "resolution)")
 
 
-def check_landcover_labels(labels: list[Path] | None) -> None:
-    """Refuse ``--labels`` for land cover rather than ignore it: land-cover chips take their classes
-    from the class mask beside each image, so a vector file given there was silently unused and the
-    chips carried whatever masks lay beside the images (or the run found no pair at all)."""
-    if labels:
-        raise ValueError(f"--labels {labels[0].name} is for --target buildings: land-cover labels are class "
+def check_landcover_labels(labels: list[Path] | None, labels_where: str | None) -> None:
+    """Refuse ``--labels`` (and ``--labels-where``) for land cover rather than ignore it: land-cover
+    chips take their classes from the class mask beside each image, so a vector file given there was
+    silently unused and the chips carried whatever masks lay beside the images."""
+    if labels or labels_where:
+        given = f"--labels {labels[0].name}" if labels else "--labels-where"
+        raise ValueError(f"{given} is for --target buildings: land-cover labels are class "
                          f"masks X_label.png|tif beside each image X (rasterise vector land cover onto the "
                          f"image's grid as class indices of a classes.json first)")
+
+
+def check_labels_where(label_files: list[Path], where: str) -> None:
+    """Ask each label file for a feature matching ``--labels-where`` before any scene is cut, so that a
+    field it lacks or a malformed condition is one line at once, not one failure per scene."""
+    for path in label_files:
+        if path.exists():  # a missing file fails its scenes with its own line
+            read_labels(path, where, max_features=1)
 
 
 def check_one_gsd(out: Path, inputs: list[Path]) -> None:
@@ -339,6 +352,7 @@ def tile(
     scenes: list[Path] = typer.Argument(..., metavar="SCENE", help="Scene rasters or folders (land cover: folder of X.jpg|png|tif + X_label.png|tif class-mask pairs)."),
     out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set (--split aside)."),
     labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS; their extent must meet each scene); repeatable; buildings only (land cover: X_label masks). Default: labels.geojson beside each scene."),
+    labels_where: str = typer.Option(None, "--labels-where", help="Only the label features matching this OGR SQL condition are buildings, e.g. \"class = 'building'\" (default: every polygon)."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),
     overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels."),
     gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings only; refused for land cover)."),
@@ -354,13 +368,17 @@ def tile(
         try:
             check_options(size, overlap, gsd, min_valid, split, workers)
             if target is Target.landcover:
-                check_landcover_labels(labels)
+                check_landcover_labels(labels, labels_where)
             chosen = parse_scheduler(scheduler) if scheduler is not None else None
             opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
             inputs = expand_inputs(scenes, target, chips_dir=out.resolve())
             job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
-                           labels=tuple(p.resolve() for p in labels) if labels else None, split=split)
+                           labels=tuple(p.resolve() for p in labels) if labels else None, split=split,
+                           labels_where=labels_where)
             inputs = [p.resolve() for p in inputs]
+            if labels_where:
+                check_labels_where(list(job.labels or dict.fromkeys(p.parent / "labels.geojson" for p in inputs)),
+                                   labels_where)
             if target is Target.landcover:
                 check_landcover_gsd(inputs, gsd)
             held.enter_context(hold_out_folder(job.out, "geoseg tile"))  # one run at a time in OUT
