@@ -5,6 +5,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 from affine import Affine
@@ -111,3 +112,29 @@ def test_touching_buildings_stay_separated_by_outline():
     assert (classes[2:8, 8:12] == OUTLINE).all()  # 2 px on each side of the shared wall
     assert (classes[4:6, 4:8] == INTERIOR).all() and (classes[4:6, 12:16] == INTERIOR).all()
     assert (classes[inst == 0] == BACKGROUND).all() and (classes[2, 2:18] == OUTLINE).all()
+
+
+def test_labels_near_a_scene_are_read_alone_and_the_extent_still_counts(buildings_dir: Path, tmp_path: Path):
+    """Each scene read its labels file in full: a country-wide file (216 000 footprints) cost 2.8 s and
+    590 MB a scene. `near` reads only the features around the scene, with the same polygons in the same
+    order (the order decides the outline shared by overlapping footprints) as a full read, while `meets`
+    still answers for the file's whole extent (a scene between far-apart label blocks is empty, not
+    'misses the labels')."""
+    from geoseg.commands.tile import scene_box
+
+    frame = gpd.read_file(buildings_dir / "nairobi/labels.geojson")
+    far = frame.copy()
+    far["geometry"] = shapely.transform(far.geometry.values, lambda c: c + np.array([0.5, 0.5]))
+    path = tmp_path / "country.gpkg"
+    gpd.GeoDataFrame(pd.concat([far, frame], ignore_index=True), crs=4326).to_crs(32737).to_file(path)
+    with Scene(buildings_dir / "nairobi/nairobi_z19_2.tif") as scene:
+        box = scene_box(scene, 256)
+        full = LabelIndex.from_files(path, scene.crs)
+        near = LabelIndex.from_files(path, scene.crs, near=box)
+    assert 0 < len(near.polygons) < len(frame) < len(full.polygons)
+    assert shapely.equals_exact(full.query(box), near.query(box), tolerance=0).all()
+    assert near.in_files == len(full.polygons)
+    x0, y0, x1, y1 = shapely.total_bounds(full.polygons)
+    between = ((x0 + x1) / 2, (y0 + y1) / 2, (x0 + x1) / 2 + 10, (y0 + y1) / 2 + 10)
+    assert near.meets(between) and full.meets(between)
+    assert not near.meets((x1 + 1000, y1 + 1000, x1 + 1010, y1 + 1010))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import rasterio
 import typer
+from affine import Affine
 
 from geoseg import __version__
 from geoseg.commands.outlock import hold_out_folder
@@ -81,12 +82,12 @@ class SceneJob:
         with Scene(path, bands=self.opts.bands, gsd=self.opts.gsd) as scene:
             if scene.crs is None:
                 raise ValueError(f"{path.name} has no CRS: vector labels cannot be placed")
-            index = LabelIndex.from_files(label_files, scene.crs, self.labels_where)
+            index = LabelIndex.from_files(label_files, scene.crs, self.labels_where, near=scene_box(scene, self.opts.size))
             if not index.meets(grid_bounds(scene.transform, scene.width, scene.height)):
                 files = ", ".join(p.name for p in label_files)
                 if self.labels_where:
                     files += f" where {self.labels_where}"
-                why = (f"{len(index.polygons)} polygons in {files}, their extent misses the scene" if len(index.polygons)
+                why = (f"{index.in_files} polygons in {files}, their extent misses the scene" if index.in_files
                        else f"{files} holds no polygon")
                 raise ValueError(f"no label polygon overlaps {path.name} ({why})")
             recs = building_chips(scene, index, self.out, self.opts, path.name, area,
@@ -109,6 +110,14 @@ class SceneJob:
 
     def part_dir(self) -> Path:
         return self.out / "parts" / hashlib.sha1(self.options_key().encode()).hexdigest()[:10]
+
+
+def scene_box(scene: Scene, margin: int) -> tuple[float, float, float, float]:
+    """The scene's working grid and ``margin`` pixels around it (a chip size: windows padded past
+    the edge of a small scene, the outline band of buildings across it), as (left, bottom, right,
+    top) in its CRS: the ground whose label features a scene's chips need."""
+    return grid_bounds(scene.transform @ Affine.translation(-margin, -margin), scene.width + 2 * margin,
+                       scene.height + 2 * margin)
 
 
 OPTIONS_FILE = "options.json"  # in the part dir: which options its records were cut with
