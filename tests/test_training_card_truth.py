@@ -127,3 +127,12 @@ def test_credits_name_the_shared_data_only_when_the_chips_come_from_it():
     assert data_credits(dubai, "landcover") == CREDITS_LANDCOVER
     assert "not recorded" in data_credits(dubai | {"classes": THREE_CLASSES}, "landcover")[0]
     assert "not recorded" in data_credits(dubai | {"chip_id": np.array(["mine_a_b_r000_c000"] * 3)}, "landcover")[0]
+
+
+def test_a_team_s_own_scenes_in_a_folder_named_as_a_shared_area_are_not_credited_to_it():
+    """A chip's area is its scene's folder when the name does not say it: chips of a team's own
+    nairobi/ortho_2024.tif were credited to OpenAerialMap and OpenStreetMap."""
+    own = building_chips([0.3] * 3) | {"chip_id": np.array(["ortho_2024_r000_c000", "ortho_2024_r000_c001",
+                                                             "kampala_z19_2_r000_c000"])}
+    (line,) = data_credits(own, "buildings")
+    assert "not recorded" in line and "OpenStreetMap" not in line

@@ -84,13 +84,26 @@ def data_source(data: dict[str, Any]) -> str:
 SHARED_BUILDING_AREAS = frozenset({"zanzibar", "nairobi", "kampala"})
 
 
+def shared_scene_names(data: dict[str, Any]) -> bool:
+    """Whether every chip was cut from a scene named as the shared data's (``nairobi_z19_1``); chips
+    without ids (arrays given in code) count by their area alone.
+
+    Why: a chip's area is its scene's folder when the name does not say it, so a team's own
+    ``nairobi/ortho_2024.tif`` chips were credited to OpenAerialMap and OpenStreetMap."""
+    if "chip_id" not in data:
+        return True
+    blocks = chip_blocks(data)
+    areas = np.asarray(data["area"]).astype(str)
+    return bool(all(b != a for b, a in zip(blocks.tolist(), areas.tolist())))
+
+
 def data_credits(data: dict[str, Any], task: str) -> list[str]:
     """The card's ``credits``: the shared data's licences when every chip comes from it (the three
     building areas; Dubai's ``dubai_tile_N`` land-cover chips with its classes), else a line saying
     they are not recorded. Why: a model trained on a user's own imagery and labels was credited to
     OpenAerialMap and OpenStreetMap (or Humans in the Loop), claiming data it never saw."""
     areas = sorted(set(np.asarray(data["area"]).astype(str).tolist()))
-    if task == "buildings" and set(areas) <= SHARED_BUILDING_AREAS:
+    if task == "buildings" and set(areas) <= SHARED_BUILDING_AREAS and shared_scene_names(data):
         return list(CREDITS_BUILDINGS)
     chip_ids = np.asarray(data.get("chip_id", [])).astype(str).tolist()
     dubai_classes = [c["name"] for c in landcover_card_classes(data.get("classes"))] == [
