@@ -604,3 +604,16 @@ def test_labels_where_keeps_only_the_buildings_of_a_mixed_layer(buildings_dir: P
                                  "--labels-where", "kind = 'building'"])
     assert_one_line_error(result, "tile", "mixed.gpkg", "kind = 'building'", "fields: osm_id, class")
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_bad_labels_file_is_one_line_before_any_scene(buildings_dir: Path, tmp_path: Path):
+    """A missing or unreadable --labels file was found by every scene in turn (one error line per
+    scene) and left an OUT holding an empty index.geojson."""
+    scenes = [str(buildings_dir / "nairobi" / n) for n in ("nairobi_z19_1.tif", "nairobi_z19_2.tif")]
+    (tmp_path / "notes.geojson").write_text("not json")
+    for labels, words in (("missing.gpkg", ("--labels", "missing.gpkg: no such file")),
+                          ("notes.geojson", ("notes.geojson: cannot be read as vector labels",))):
+        out = tmp_path / labels.split(".")[0]
+        result = runner.invoke(app, ["tile", *scenes, "--out", str(out), "--labels", str(tmp_path / labels)])
+        assert_one_line_error(result, "tile", *words)
+        assert not out.exists()

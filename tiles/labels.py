@@ -144,6 +144,16 @@ def read_labels(path: Path, where: str | None = None, max_features: int | None =
                          f"an OGR SQL condition such as \"class = 'building'\" or \"type IN ('house', 'shed')\"") from None
 
 
+def check_label_file(path: Path, where: str | None = None) -> None:
+    """What ``LabelIndex.from_files`` would refuse of a file whatever the scene, without reading it:
+    not a vector file, several polygon layers, coordinates that cannot be lon/lat, a ``where`` it
+    cannot answer (ValueError, one line naming the file)."""
+    file_crs, bounds, _ = _layer_extent(path)
+    _check_lonlat(path, file_crs or CRS.from_epsg(4326), bounds, file_crs is not None)
+    if where is not None:
+        read_labels(path, where, max_features=1)
+
+
 def _layer_extent(path: Path) -> tuple[CRS | None, tuple[float, float, float, float] | None, int]:
     """CRS (None when the file has none), extent (None when empty) and feature count of the building
     layer, from its header (a scan for formats without one)."""

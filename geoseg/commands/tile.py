@@ -41,7 +41,7 @@ from tiles.chips import (
 )
 from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
 from tiles.gsd import dataset_gsd_m
-from tiles.labels import LabelIndex, grid_bounds, read_labels
+from tiles.labels import LabelIndex, check_label_file, grid_bounds
 from tiles.normalize import parse_bands
 from tiles.source import Scene
 from tiles.splits import buildings_split, landcover_split, scene_area
@@ -317,12 +317,18 @@ def check_landcover_labels(labels: list[Path] | None, labels_where: str | None) 
                          f"image's grid as class indices of a classes.json first)")
 
 
-def check_labels_where(label_files: list[Path], where: str) -> None:
-    """Ask each label file for a feature matching ``--labels-where`` before any scene is cut, so that a
-    field it lacks or a malformed condition is one line at once, not one failure per scene."""
-    for path in label_files:
-        if path.exists():  # a missing file fails its scenes with its own line
-            read_labels(path, where, max_features=1)
+def check_label_files(given: list[Path] | None, inputs: list[Path], where: str | None) -> None:
+    """Check the label files before any scene is cut: a ``--labels`` file that is missing or not a
+    vector file, coordinates that cannot be lon/lat, or a ``--labels-where`` the file cannot answer
+    is one line at once. Why: each was found by every scene in turn, one failure line per scene,
+    and left an OUT holding an empty index. A ``labels.geojson`` missing beside some scenes (no
+    ``--labels``) still fails those scenes alone."""
+    for path in given or []:
+        if not path.is_file():
+            raise ValueError(f"--labels {path}: no such file")
+    for path in given or dict.fromkeys(p.parent / "labels.geojson" for p in inputs):
+        if path.is_file():
+            check_label_file(path, where)
 
 
 def check_one_gsd(out: Path, inputs: list[Path]) -> None:
@@ -385,9 +391,8 @@ def tile(
                            labels=tuple(p.resolve() for p in labels) if labels else None, split=split,
                            labels_where=labels_where)
             inputs = [p.resolve() for p in inputs]
-            if labels_where:
-                check_labels_where(list(job.labels or dict.fromkeys(p.parent / "labels.geojson" for p in inputs)),
-                                   labels_where)
+            if target is Target.buildings:
+                check_label_files(list(job.labels or ()), inputs, labels_where)
             if target is Target.landcover:
                 check_landcover_gsd(inputs, gsd)
             held.enter_context(hold_out_folder(job.out, "geoseg tile"))  # one run at a time in OUT
