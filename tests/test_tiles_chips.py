@@ -282,6 +282,7 @@ def test_landcover_pairs_sharing_a_record_name_are_refused(data_root: Path, tmp_
     src = data_root / "landcover/dubai/tile_2"
     for d in ("a", "b"):
         (tmp_path / d / "tile_2").mkdir(parents=True)
+        (tmp_path / d / "classes.json").write_bytes((src.parent / "classes.json").read_bytes())
         for name in ("image_part_001.jpg", "image_part_001_label.png"):
             (tmp_path / d / "tile_2" / name).write_bytes((src / name).read_bytes())
     result = runner.invoke(app, ["tile", str(tmp_path / "a"), str(tmp_path / "b"), "--target", "landcover",
@@ -617,3 +618,14 @@ def test_a_bad_labels_file_is_one_line_before_any_scene(buildings_dir: Path, tmp
         result = runner.invoke(app, ["tile", *scenes, "--out", str(out), "--labels", str(tmp_path / labels)])
         assert_one_line_error(result, "tile", *words)
         assert not out.exists()
+
+
+def test_landcover_masks_without_a_class_list_are_refused(data_root: Path, tmp_path: Path):
+    """A team's own masks without a classes.json were cut and trained as Dubai's six classes: the card
+    named their class 1 'building' and 2 'road', whatever they were."""
+    three_class_pair(data_root / "landcover/dubai", tmp_path / "mine", THREE_CLASSES)
+    (tmp_path / "mine/classes.json").unlink()
+    out = tmp_path / "chips"
+    result = runner.invoke(app, ["tile", str(tmp_path / "mine"), "--target", "landcover", "--out", str(out)])
+    assert_one_line_error(result, "tile", "a_label.png: no classes.json beside it or one folder up", "write one")
+    assert not out.exists()

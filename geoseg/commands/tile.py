@@ -248,30 +248,42 @@ def expand_inputs(paths: list[Path], target: Target, chips_dir: Path | None = No
     return out
 
 
-def record_landcover_classes(out: Path, images: list[Path]) -> None:
-    """Write the masks' class list into ``OUT/classes.json``, where ``geoseg train`` reads it.
+def landcover_class_file(images: list[Path]) -> Path:
+    """The one ``classes.json`` of the masks of these images (before OUT is touched).
 
     Why: the class list decides the model's outputs and the names and colours of its card (and so
-    of every class map it makes); without it a 3-class data set trained a model and a card with
-    Dubai's six classes. All pairs must share one ``classes.json`` (by content), and so must
-    earlier runs into OUT. Pairs without any keep the Dubai list of ``geoseg.card``.
+    of every class map it makes). All pairs must share one ``classes.json`` (by content). A mask
+    without one is refused: its chips trained a model whose card named a team's own classes
+    (1 trees, 2 fields) as Dubai's (1 building, 2 road), silently.
     """
-    lists: dict[str, Path | None] = {}
+    lists: dict[str, Path] = {}
     for image in images:
-        path = find_classes_file(landcover_mask_path(image))
-        key = json.dumps(read_classes(path), sort_keys=True) if path else "null"
-        lists.setdefault(key, path)
+        mask = landcover_mask_path(image)
+        path = find_classes_file(mask)
+        if path is None:
+            raise ValueError(f"{mask}: no {CLASSES_FILE} beside it or one folder up to name its classes: write one "
+                             f'([{{"index": 0, "name": "unlabeled"}}, {{"index": 1, "name": "trees"}}, ...]; '
+                             f"Dubai's is landcover/dubai/{CLASSES_FILE})")
+        lists.setdefault(json.dumps(read_classes(path), sort_keys=True), path)
     if len(lists) > 1:
-        shown = " and ".join(str(p) if p else "no classes.json" for p in lists.values())
+        shown = " and ".join(map(str, lists.values()))
         raise ValueError(f"the masks use different class lists ({shown}): tile each into its own --out")
-    (key, path), = lists.items()
+    (path,) = lists.values()
+    return path
+
+
+def record_landcover_classes(out: Path, classes_file: Path) -> None:
+    """Write the masks' class list into ``OUT/classes.json``, where ``geoseg train`` reads it
+    (without it a 3-class data set trained a model and a card with Dubai's six classes); every run
+    into OUT must share it."""
+    key = json.dumps(read_classes(classes_file), sort_keys=True)
     recorded = out / CLASSES_FILE
     if recorded.exists():
         if json.dumps(read_classes(recorded), sort_keys=True) != key:
             raise ValueError(f"{out} holds chips of other classes ({recorded}); use another --out")
-    elif path is not None:
+    else:
         out.mkdir(parents=True, exist_ok=True)
-        recorded.write_text(json.dumps(read_classes(path), indent=1) + "\n")
+        recorded.write_text(json.dumps(read_classes(classes_file), indent=1) + "\n")
 
 
 SPLITS = ("train", "val", "test")
@@ -395,6 +407,7 @@ def tile(
                 check_label_files(list(job.labels or ()), inputs, labels_where)
             if target is Target.landcover:
                 check_landcover_gsd(inputs, gsd)
+                classes_file = landcover_class_file(inputs)
             held.enter_context(hold_out_folder(job.out, "geoseg tile"))  # one run at a time in OUT
             if target is Target.buildings and gsd is None:
                 check_one_gsd(job.out, inputs)
@@ -402,7 +415,7 @@ def tile(
             check_unique_names(job, inputs, siblings)
             moved = move_to_this_split(job, inputs, siblings)
             if target is Target.landcover:
-                record_landcover_classes(job.out, inputs)
+                record_landcover_classes(job.out, classes_file)
         except Exception as exc:  # one line for the user, non-zero exit
             typer.echo(f"geoseg tile: error: {exc}", err=True)
             raise typer.Exit(1) from None
