@@ -629,3 +629,23 @@ def test_landcover_masks_without_a_class_list_are_refused(data_root: Path, tmp_p
     result = runner.invoke(app, ["tile", str(tmp_path / "mine"), "--target", "landcover", "--out", str(out)])
     assert_one_line_error(result, "tile", "a_label.png: no classes.json beside it or one folder up", "write one")
     assert not out.exists()
+
+
+def test_a_rerun_cuts_a_scene_whose_chips_went_missing_again(buildings_dir: Path, tmp_path: Path):
+    """A re-run skipped a finished scene by its record alone: a chip deleted since stayed missing however
+    often the command was re-run, and geoseg train failed on it without saying how to get it back."""
+    from geoseg.training.data import ChipDataError
+
+    out = tmp_path / "chips"
+    args = ["tile", str(buildings_dir / "nairobi/nairobi_z19_2.tif"), "--out", str(out), "--size", "256"]
+    assert runner.invoke(app, args).exit_code == 0
+    chip = out / "images/nairobi_z19_2_r000_c001.tif"
+    before = chip.read_bytes()
+    chip.unlink()
+    with pytest.raises(ChipDataError, match="delete it and run the geoseg tile command that made"):
+        load_dataset(out)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "note: nairobi_z19_2.tif: 1 chip file(s) missing (images/nairobi_z19_2_r000_c001.tif), cut again" in (
+        result.stderr)
+    assert chip.read_bytes() == before and len(load_dataset(out)["chip_id"]) == 8

@@ -176,6 +176,27 @@ def move_to_this_split(job: SceneJob, inputs: list[Path], siblings: list[Path]) 
     return notes
 
 
+def recut_incomplete(job: SceneJob, inputs: list[Path]) -> list[str]:
+    """Drop the finished-scene records of ``inputs`` whose chip files are not all in OUT, so that the
+    run cuts those scenes again; returns a note per scene.
+
+    Why: a re-run skips a finished scene by its record alone, so a chip deleted since (a clean-up, a
+    copy that stopped half-way) stayed missing however often the command was re-run, and
+    ``geoseg train`` failed on it.
+    """
+    notes = []
+    for path in inputs:
+        record = part_for(job.part_dir(), path)
+        if not record.is_file():
+            continue
+        files = [f["properties"].get(k) for f in json.loads(record.read_text()) for k in ("image", "label")]
+        missing = [name for name in files if name and not (job.out / name).is_file()]
+        if missing:
+            record.unlink()
+            notes.append(f"{path.name}: {len(missing)} chip file(s) missing ({missing[0]}), cut again")
+    return notes
+
+
 SOURCES_FILE = "sources.json"  # in the part dir: chip-name prefix -> the scene file it was cut from
 
 
@@ -413,7 +434,7 @@ def tile(
                 check_one_gsd(job.out, inputs)
             siblings = check_one_chip_set(job)
             check_unique_names(job, inputs, siblings)
-            moved = move_to_this_split(job, inputs, siblings)
+            moved = move_to_this_split(job, inputs, siblings) + recut_incomplete(job, inputs)
             if target is Target.landcover:
                 record_landcover_classes(job.out, classes_file)
         except Exception as exc:  # one line for the user, non-zero exit

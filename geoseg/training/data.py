@@ -53,10 +53,22 @@ def _pad_to(a: np.ndarray, h: int, w: int, fill: int) -> np.ndarray:
     return np.pad(a, pad, constant_values=fill)
 
 
-def load_chip_dir(chips_dir: Path) -> dict[str, Any]:
-    """Read every chip of a chip directory into arrays (chips of unequal size are padded, labels with ignore)."""
+def _read_chip(chips_dir: Path, name: str) -> np.ndarray:
+    """One chip file's bands; a missing or unreadable one is a ChipDataError saying how to cut it again."""
     import rasterio  # lazy: the GPU machine has no rasterio and never calls this
 
+    try:
+        with rasterio.open(chips_dir / name) as src:
+            return src.read()
+    except rasterio.errors.RasterioError as exc:
+        reason = str(exc).splitlines()[0].replace(f"{chips_dir / name}: ", "")
+        raise ChipDataError(f"{chips_dir / name} cannot be read ({reason}): delete it and run the geoseg tile "
+                            f"command that made {chips_dir} again (it cuts scenes whose chips are missing "
+                            f"again)") from None
+
+
+def load_chip_dir(chips_dir: Path) -> dict[str, Any]:
+    """Read every chip of a chip directory into arrays (chips of unequal size are padded, labels with ignore)."""
     chips_dir = Path(chips_dir)
     props = read_index(chips_dir)
     targets = {p.get("target") for p in props}
@@ -65,10 +77,7 @@ def load_chip_dir(chips_dir: Path) -> dict[str, Any]:
     target = next(iter(targets))
     images, labels = [], []
     for p in props:
-        with rasterio.open(chips_dir / p["image"]) as src:
-            img = src.read()
-        with rasterio.open(chips_dir / p["label"]) as src:
-            lab = src.read(1)
+        img, lab = _read_chip(chips_dir, p["image"]), _read_chip(chips_dir, p["label"])[0]
         if img.shape[0] != 3 or img.dtype != np.uint8 or lab.dtype != np.uint8 or img.shape[1:] != lab.shape:
             raise ChipDataError(f"chip {p['chip_id']}: image {img.shape} {img.dtype} / label {lab.shape} {lab.dtype}")
         images.append(img)
