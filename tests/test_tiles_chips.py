@@ -649,3 +649,30 @@ def test_a_rerun_cuts_a_scene_whose_chips_went_missing_again(buildings_dir: Path
     assert "note: nairobi_z19_2.tif: 1 chip file(s) missing (images/nairobi_z19_2_r000_c001.tif), cut again" in (
         result.stderr)
     assert chip.read_bytes() == before and len(load_dataset(out)["chip_id"]) == 8
+
+
+def test_a_rerun_after_the_labels_were_corrected_cuts_the_scene_again(buildings_dir: Path, tmp_path: Path):
+    """A re-run skipped a finished scene by its record alone: after a team corrected its labels and ran
+    the same command again, the chips kept the old labels while the run said '1 already done'."""
+    import geopandas as gpd
+
+    labels = tmp_path / "labels.gpkg"
+    frame = gpd.read_file(buildings_dir / "nairobi/labels.geojson")
+    frame.to_file(labels, layer="buildings")
+    out = tmp_path / "chips"
+    args = ["tile", str(buildings_dir / "nairobi/nairobi_z19_2.tif"), "--out", str(out), "--size", "256",
+            "--labels", str(labels)]
+
+    def building_pixels() -> int:
+        return sum(int(np.isin(rasterio.open(out / f["properties"]["label"]).read(1), (1, 2)).sum())
+                   for f in index_of(out))
+
+    assert runner.invoke(app, args).exit_code == 0
+    before = building_pixels()
+    assert "1 already done" in runner.invoke(app, args).output
+    frame.iloc[::2].to_file(labels, layer="buildings")  # half the buildings removed as wrong
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "0 already done" in result.output, result.output
+    assert "note: nairobi_z19_2.tif: labels.gpkg changed since it was cut, cut again" in result.stderr
+    assert 0 < building_pixels() < before
+    assert "1 already done" in runner.invoke(app, args).output

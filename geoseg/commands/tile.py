@@ -146,7 +146,7 @@ def check_one_chip_set(job: SceneJob) -> list[Path]:
     others = sorted(d for d in parts.iterdir() if d.is_dir() and d != mine) if parts.is_dir() else []
     siblings = []
     for other in others:
-        if not any(f.name not in (OPTIONS_FILE, SOURCES_FILE) for f in other.glob("*.json")):
+        if not any(f.name not in (OPTIONS_FILE, SOURCES_FILE, INPUTS_FILE) for f in other.glob("*.json")):
             shutil.rmtree(other, ignore_errors=True)
             continue
         stamp = other / OPTIONS_FILE
@@ -173,6 +173,48 @@ def move_to_this_split(job: SceneJob, inputs: list[Path], siblings: list[Path]) 
                 record.unlink()
                 was = json.loads((other / OPTIONS_FILE).read_text())[3] or "the split by area"
                 notes.append(f"{path.name}: cut before under {was}, now under {job.split or 'the split by area'}")
+    return notes
+
+
+INPUTS_FILE = "inputs.json"  # in the part dir: scene path -> the size and time of it and its label files
+
+
+def _file_state(path: Path) -> list[int] | None:
+    """A file's size and modification time (ns); None when it is missing."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def recut_changed(job: SceneJob, inputs: list[Path]) -> list[str]:
+    """Drop the finished-scene records of ``inputs`` whose scene or label files changed (size or
+    time) since they were cut, so that the run cuts them again; record the files as they are now.
+    Returns a note per scene.
+
+    Why: a re-run skipped a finished scene by its record alone, so after a team corrected its
+    labels (or replaced a scene) and re-ran the same command, the chips kept the old labels while the
+    run said "1 already done". ``geoseg predict``'s batch re-predicts a replaced input the same way.
+    """
+    states_path = job.part_dir() / INPUTS_FILE
+    known = json.loads(states_path.read_text()) if states_path.is_file() else {}
+    notes = []
+    for path in inputs:
+        if job.target == Target.landcover.value:
+            labels = [landcover_mask_path(path)]
+        else:
+            labels = list(job.labels) if job.labels else [path.parent / "labels.geojson"]
+        now = {"scene": _file_state(path), "labels": {str(p): _file_state(p) for p in labels}}
+        was = known.get(str(path))
+        record = part_for(job.part_dir(), path)
+        if was is not None and was != now and record.is_file():
+            record.unlink()
+            changed = [path.name] if was.get("scene") != now["scene"] else []
+            changed += [Path(p).name for p, state in now["labels"].items() if (was.get("labels") or {}).get(p) != state]
+            notes.append(f"{path.name}: {', '.join(changed)} changed since it was cut, cut again")
+        known[str(path)] = now
+    states_path.write_text(json.dumps(known, indent=0, sort_keys=True))
     return notes
 
 
@@ -434,7 +476,8 @@ def tile(
                 check_one_gsd(job.out, inputs)
             siblings = check_one_chip_set(job)
             check_unique_names(job, inputs, siblings)
-            moved = move_to_this_split(job, inputs, siblings) + recut_incomplete(job, inputs)
+            moved = (move_to_this_split(job, inputs, siblings) + recut_changed(job, inputs)
+                     + recut_incomplete(job, inputs))
             if target is Target.landcover:
                 record_landcover_classes(job.out, classes_file)
         except Exception as exc:  # one line for the user, non-zero exit
