@@ -676,3 +676,22 @@ def test_a_rerun_after_the_labels_were_corrected_cuts_the_scene_again(buildings_
     assert "note: nairobi_z19_2.tif: labels.gpkg changed since it was cut, cut again" in result.stderr
     assert 0 < building_pixels() < before
     assert "1 already done" in runner.invoke(app, args).output
+
+
+def test_labels_layer_names_the_building_layer_of_a_geopackage(buildings_dir: Path, tmp_path: Path):
+    """A GeoPackage with two polygon layers (buildings, parcels) could only be refused: the building
+    layer had to be saved in a file of its own. --labels-layer names it."""
+    import geopandas as gpd
+
+    frame = gpd.read_file(buildings_dir / "nairobi/labels.geojson")
+    labels = tmp_path / "survey.gpkg"
+    frame.to_file(labels, layer="buildings")
+    gpd.GeoDataFrame(geometry=[frame.union_all().envelope], crs=frame.crs).to_file(labels, layer="parcels")
+    args = ["tile", str(buildings_dir / "nairobi/nairobi_z19_2.tif"), "--size", "256", "--labels", str(labels)]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert_one_line_error(result, "tile", "2 of them are polygons", "--labels-layer")
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "a"), "--labels-layer", "buildings"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "b"), "--labels-layer", "building"])
+    assert_one_line_error(result, "tile", "survey.gpkg has no layer 'building' (its layers: buildings, parcels)")
+    assert not (tmp_path / "b").exists()

@@ -47,10 +47,11 @@ class LabelIndex:
 
     @classmethod
     def from_files(cls, paths: str | Path | list[str | Path], crs, where: str | None = None,
-                   near: tuple[float, float, float, float] | None = None) -> "LabelIndex":
+                   near: tuple[float, float, float, float] | None = None, layer: str | None = None) -> "LabelIndex":
         """Read vector files (any OGR format; no CRS member means WGS84) into ``crs``; one path or a list.
         ``where``: an OGR SQL condition on their attributes (``class = 'building'``) keeping only the
-        features that are buildings (``read_labels``). ``near``: a box (left, bottom, right, top) in
+        features that are buildings (``read_labels``); ``layer``: the building layer of a file of several
+        (``polygon_layer``). ``near``: a box (left, bottom, right, top) in
         ``crs``: only the features whose envelope meets it are read (OGR's spatial filter, through the
         file's spatial index where it has one), while ``meets`` still answers for the files' extent.
         Why: each scene read a country-wide file in full (216 000 footprints: 2.8 s and 590 MB a scene)."""
@@ -58,7 +59,7 @@ class LabelIndex:
             paths = [paths]
         chunks, extents, in_files = [], [], 0
         for path in map(Path, paths):
-            file_crs, file_bounds, count = _layer_extent(path)
+            file_crs, file_bounds, count = _layer_extent(path, layer)
             declared = file_crs is not None
             file_crs = file_crs or CRS.from_epsg(4326)
             _check_lonlat(path, file_crs, file_bounds, declared)
@@ -66,7 +67,7 @@ class LabelIndex:
             if near is not None and crs is not None and file_bounds is not None:
                 bbox = _bounds_in(crs, file_crs, near)
                 extents.append(_bounds_in(file_crs, crs, file_bounds))
-            frame = read_labels(path, where, bbox=bbox).sort_index()  # file order (a spatial index reads
+            frame = read_labels(path, where, bbox=bbox, layer=layer).sort_index()  # file order (a spatial index reads
             # in its own), which decides the shared outline of overlapping footprints
             frame = frame.set_crs(file_crs, allow_override=True)
             if crs is not None:
@@ -102,8 +103,9 @@ class LabelIndex:
         return self.polygons[np.sort(idx)]
 
 
-def polygon_layer(path: Path) -> str | int:
-    """The layer of a vector file that holds the building polygons.
+def polygon_layer(path: Path, layer: str | None = None) -> str | int:
+    """The layer of a vector file that holds the building polygons: ``layer`` when named (it must
+    be one of the file's), else the file's only layer or only polygon layer.
 
     Why: GDAL reads the first layer of a multi-layer file (a GeoPackage with roads, then
     buildings), so the buildings were ignored ("holds no polygon") or, worse, another polygon
@@ -115,6 +117,11 @@ def polygon_layer(path: Path) -> str | int:
     except pyogrio.errors.DataSourceError as exc:  # GDAL's own words, without its advice on driver prefixes
         reason = str(exc).split(".; ")[0].replace(f"'{path}' ", "").rstrip(".")
         raise ValueError(f"{path}: cannot be read as vector labels ({reason})") from None
+    if layer is not None:
+        names = [str(name) for name, _ in layers]
+        if layer not in names:
+            raise ValueError(f"{Path(path).name} has no layer {layer!r} (its layers: {', '.join(names)})")
+        return layer
     if len(layers) <= 1:
         return 0
     polygonal = [str(name) for name, kind in layers if kind and "polygon" in str(kind).lower()]
@@ -122,18 +129,19 @@ def polygon_layer(path: Path) -> str | int:
         return polygonal[0]
     shown = ", ".join(f"{name} ({kind})" for name, kind in layers)
     raise ValueError(f"{Path(path).name} has {len(layers)} layers ({shown}) and {len(polygonal)} of them are "
-                     f"polygons: save the building layer in a file of its own")
+                     f"polygons: save the building layer in a file of its own (geoseg tile: or name it with "
+                     f"--labels-layer)")
 
 
 def read_labels(path: Path, where: str | None = None, max_features: int | None = None,
-                bbox: tuple[float, float, float, float] | None = None) -> gpd.GeoDataFrame:
+                bbox: tuple[float, float, float, float] | None = None, layer: str | None = None) -> gpd.GeoDataFrame:
     """The building layer of a vector file (``polygon_layer``), only the features matching ``where``.
 
     Why: a team's label layer often holds more than buildings (a ``class`` of building, parking,
     pool...), and every polygon was taken for a building. A condition the file cannot answer (a
     field it lacks, bad SQL) is a ValueError naming the file and its fields.
     """
-    layer = polygon_layer(path)
+    layer = polygon_layer(path, layer)
     try:
         return gpd.read_file(path, layer=layer, where=where, max_features=max_features, bbox=bbox, fid_as_index=True)
     except (ValueError, pyogrio.errors.DataLayerError):  # GDAL's words differ by driver (GeoJSON, SQLite)
@@ -144,20 +152,20 @@ def read_labels(path: Path, where: str | None = None, max_features: int | None =
                          f"an OGR SQL condition such as \"class = 'building'\" or \"type IN ('house', 'shed')\"") from None
 
 
-def check_label_file(path: Path, where: str | None = None) -> None:
+def check_label_file(path: Path, where: str | None = None, layer: str | None = None) -> None:
     """What ``LabelIndex.from_files`` would refuse of a file whatever the scene, without reading it:
     not a vector file, several polygon layers, coordinates that cannot be lon/lat, a ``where`` it
     cannot answer (ValueError, one line naming the file)."""
-    file_crs, bounds, _ = _layer_extent(path)
+    file_crs, bounds, _ = _layer_extent(path, layer)
     _check_lonlat(path, file_crs or CRS.from_epsg(4326), bounds, file_crs is not None)
     if where is not None:
-        read_labels(path, where, max_features=1)
+        read_labels(path, where, max_features=1, layer=layer)
 
 
-def _layer_extent(path: Path) -> tuple[CRS | None, tuple[float, float, float, float] | None, int]:
+def _layer_extent(path: Path, layer: str | None = None) -> tuple[CRS | None, tuple[float, float, float, float] | None, int]:
     """CRS (None when the file has none), extent (None when empty) and feature count of the building
     layer, from its header (a scan for formats without one)."""
-    info = pyogrio.read_info(path, layer=polygon_layer(path), force_total_bounds=True)
+    info = pyogrio.read_info(path, layer=polygon_layer(path, layer), force_total_bounds=True)
     bounds = info.get("total_bounds")
     if bounds is None or not info["features"] or not all(np.isfinite(bounds)):
         bounds = None

@@ -64,6 +64,7 @@ class SceneJob:
     labels: tuple[Path, ...] | None
     split: str | None
     labels_where: str | None = None  # OGR SQL condition: the label features that are buildings
+    labels_layer: str | None = None  # the building layer of label files with several
 
     def __call__(self, scene_path: Path, part: Path) -> int:
         if self.target == Target.landcover.value:
@@ -82,7 +83,8 @@ class SceneJob:
         with Scene(path, bands=self.opts.bands, gsd=self.opts.gsd) as scene:
             if scene.crs is None:
                 raise ValueError(f"{path.name} has no CRS: vector labels cannot be placed")
-            index = LabelIndex.from_files(label_files, scene.crs, self.labels_where, near=scene_box(scene, self.opts.size))
+            index = LabelIndex.from_files(label_files, scene.crs, self.labels_where, near=scene_box(scene, self.opts.size),
+                                          layer=self.labels_layer)
             if not index.meets(grid_bounds(scene.transform, scene.width, scene.height)):
                 files = ", ".join(p.name for p in label_files)
                 if self.labels_where:
@@ -105,7 +107,8 @@ class SceneJob:
 
     def options_key(self) -> str:
         """Everything that decides the chip files and records (JSON)."""
-        labels = [str(p) for p in self.labels or ()] + ([f"where {self.labels_where}"] if self.labels_where else [])
+        labels = ([str(p) for p in self.labels or ()] + ([f"layer {self.labels_layer}"] if self.labels_layer else [])
+                  + ([f"where {self.labels_where}"] if self.labels_where else []))
         return json.dumps([asdict(self.opts), self.target, labels, self.split], default=str)
 
     def part_dir(self) -> Path:
@@ -277,8 +280,8 @@ def _describe(key: list) -> str:
     opts, target, labels, split = key
     text = ", ".join(f"{k}={v}" for k, v in opts.items()) + f", target={target}"
     if labels:
-        files = [Path(p).name for p in labels if not p.startswith("where ")]
-        text += f", labels={','.join(files)}" + "".join(f" {p}" for p in labels if p.startswith("where "))
+        files = [Path(p).name for p in labels if not p.startswith(("where ", "layer "))]
+        text += f", labels={','.join(files)}" + "".join(f" {p}" for p in labels if p.startswith(("where ", "layer ")))
     return text + (f", split={split}" if split else "")
 
 
@@ -381,18 +384,19 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
                      "resolution)")
 
 
-def check_landcover_labels(labels: list[Path] | None, labels_where: str | None) -> None:
+def check_landcover_labels(labels: list[Path] | None, labels_where: str | None, labels_layer: str | None) -> None:
     """Refuse ``--labels`` (and ``--labels-where``) for land cover rather than ignore it: land-cover
     chips take their classes from the class mask beside each image, so a vector file given there was
     silently unused and the chips carried whatever masks lay beside the images."""
-    if labels or labels_where:
-        given = f"--labels {labels[0].name}" if labels else "--labels-where"
+    if labels or labels_where or labels_layer:
+        given = f"--labels {labels[0].name}" if labels else "--labels-where" if labels_where else "--labels-layer"
         raise ValueError(f"{given} is for --target buildings: land-cover labels are class "
                          f"masks X_label.png|tif beside each image X (rasterise vector land cover onto the "
                          f"image's grid as class indices of a classes.json first)")
 
 
-def check_label_files(given: list[Path] | None, inputs: list[Path], where: str | None) -> None:
+def check_label_files(given: list[Path] | None, inputs: list[Path], where: str | None,
+                      layer: str | None = None) -> None:
     """Check the label files before any scene is cut: a ``--labels`` file that is missing or not a
     vector file, coordinates that cannot be lon/lat, or a ``--labels-where`` the file cannot answer
     is one line at once. Why: each was found by every scene in turn, one failure line per scene,
@@ -403,7 +407,7 @@ def check_label_files(given: list[Path] | None, inputs: list[Path], where: str |
             raise ValueError(f"--labels {path}: no such file")
     for path in given or dict.fromkeys(p.parent / "labels.geojson" for p in inputs):
         if path.is_file():
-            check_label_file(path, where)
+            check_label_file(path, where, layer)
 
 
 def check_one_gsd(out: Path, inputs: list[Path]) -> None:
@@ -443,6 +447,7 @@ def tile(
     out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set (--split aside)."),
     labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS; their extent must meet each scene); repeatable; buildings only (land cover: X_label masks). Default: labels.geojson beside each scene."),
     labels_where: str = typer.Option(None, "--labels-where", help="Only the label features matching this OGR SQL condition are buildings, e.g. \"class = 'building'\" (default: every polygon)."),
+    labels_layer: str = typer.Option(None, "--labels-layer", help="The building layer of label files with several (a GeoPackage); default: the only polygon layer."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),
     overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels."),
     gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings only; refused for land cover)."),
@@ -458,16 +463,16 @@ def tile(
         try:
             check_options(size, overlap, gsd, min_valid, split, workers)
             if target is Target.landcover:
-                check_landcover_labels(labels, labels_where)
+                check_landcover_labels(labels, labels_where, labels_layer)
             chosen = parse_scheduler(scheduler) if scheduler is not None else None
             opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
             inputs = expand_inputs(scenes, target, chips_dir=out.resolve())
             job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
                            labels=tuple(p.resolve() for p in labels) if labels else None, split=split,
-                           labels_where=labels_where)
+                           labels_where=labels_where, labels_layer=labels_layer)
             inputs = [p.resolve() for p in inputs]
             if target is Target.buildings:
-                check_label_files(list(job.labels or ()), inputs, labels_where)
+                check_label_files(list(job.labels or ()), inputs, labels_where, labels_layer)
             if target is Target.landcover:
                 check_landcover_gsd(inputs, gsd)
                 classes_file = landcover_class_file(inputs)
