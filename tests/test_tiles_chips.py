@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from geoseg.cli import app
 from geoseg.training.data import load_dataset
 from tiles.grid import tile_grid
+from tiles.labels import LabelIndex
 
 runner = CliRunner()
 
@@ -695,3 +696,21 @@ def test_labels_layer_names_the_building_layer_of_a_geopackage(buildings_dir: Pa
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "b"), "--labels-layer", "building"])
     assert_one_line_error(result, "tile", "survey.gpkg has no layer 'building' (its layers: buildings, parcels)")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_labels_file_of_points_is_refused_not_cut_as_empty(buildings_dir: Path, tmp_path: Path):
+    """Building centroids (points) instead of footprints: read by the scene's surroundings, the file's
+    extent met the scene and every chip was cut as 'empty' (no building), exit 0."""
+    import geopandas as gpd
+
+    frame = gpd.read_file(buildings_dir / "nairobi/labels.geojson").to_crs(32737)
+    points = tmp_path / "centroids.gpkg"
+    frame.set_geometry(frame.geometry.centroid).to_file(points)
+    out = tmp_path / "chips"
+    result = runner.invoke(app, ["tile", str(buildings_dir / "nairobi/nairobi_z19_2.tif"), "--out", str(out),
+                                 "--labels", str(points)])
+    assert_one_line_error(result, "tile", "centroids.gpkg holds Point features, not building polygons")
+    assert not out.exists()
+    with rasterio.open(buildings_dir / "nairobi/nairobi_z19_2.tif") as src:
+        index = LabelIndex.from_files(points, src.crs, near=tuple(src.bounds))
+        assert not index.meets(tuple(src.bounds)) and index.in_files == 0

@@ -156,6 +156,10 @@ def check_label_file(path: Path, where: str | None = None, layer: str | None = N
     """What ``LabelIndex.from_files`` would refuse of a file whatever the scene, without reading it:
     not a vector file, several polygon layers, coordinates that cannot be lon/lat, a ``where`` it
     cannot answer (ValueError, one line naming the file)."""
+    chosen = polygon_layer(path, layer)
+    info = pyogrio.read_info(path, layer=chosen)
+    if info["features"] and not _may_hold_polygons(info):
+        raise ValueError(f"{path.name} holds {info['geometry_type']} features, not building polygons (footprints)")
     file_crs, bounds, _ = _layer_extent(path, layer)
     _check_lonlat(path, file_crs or CRS.from_epsg(4326), bounds, file_crs is not None)
     if where is not None:
@@ -167,10 +171,16 @@ def _layer_extent(path: Path, layer: str | None = None) -> tuple[CRS | None, tup
     layer, from its header (a scan for formats without one)."""
     info = pyogrio.read_info(path, layer=polygon_layer(path, layer), force_total_bounds=True)
     bounds = info.get("total_bounds")
-    if bounds is None or not info["features"] or not all(np.isfinite(bounds)):
-        bounds = None
+    if bounds is None or not info["features"] or not all(np.isfinite(bounds)) or not _may_hold_polygons(info):
+        bounds = None  # no polygon to meet a scene: a layer of points or lines holds no building
     return (CRS.from_user_input(info["crs"]) if info.get("crs") else None,
-            None if bounds is None else tuple(map(float, bounds)), int(info["features"]))
+            None if bounds is None else tuple(map(float, bounds)), int(info["features"]) if bounds else 0)
+
+
+def _may_hold_polygons(info: dict) -> bool:
+    """Whether a layer's declared geometry type may hold polygons (GeoJSON of mixed types: unknown)."""
+    kind = str(info.get("geometry_type") or "Unknown").lower()
+    return any(word in kind for word in ("polygon", "surface", "unknown", "collection")) or kind == "geometry"
 
 
 def _bounds_in(src: CRS, dst: CRS, bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float] | None:
