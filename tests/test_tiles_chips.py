@@ -714,3 +714,24 @@ def test_a_labels_file_of_points_is_refused_not_cut_as_empty(buildings_dir: Path
     with rasterio.open(buildings_dir / "nairobi/nairobi_z19_2.tif") as src:
         index = LabelIndex.from_files(points, src.crs, near=tuple(src.bounds))
         assert not index.meets(tuple(src.bounds)) and index.in_files == 0
+
+
+def test_labels_where_matching_nothing_is_refused_not_cut_as_empty(buildings_dir: Path, tmp_path: Path):
+    """A --labels-where that no feature matches ('house' in a file that says 'building'): read by the
+    scene's surroundings, the file's whole extent met the scene and every chip was cut as empty."""
+    import geopandas as gpd
+
+    frame = gpd.read_file(buildings_dir / "nairobi/labels.geojson")
+    frame["class"] = "building"
+    labels = tmp_path / "mine.gpkg"
+    frame.to_file(labels)
+    out = tmp_path / "chips"
+    result = runner.invoke(app, ["tile", str(buildings_dir / "nairobi/nairobi_z19_2.tif"), "--out", str(out),
+                                 "--labels", str(labels), "--labels-where", "class = 'house'"])
+    assert_one_line_error(result, "tile", "no feature of mine.gpkg matches where \"class = 'house'\"")
+    assert not out.exists()
+    with rasterio.open(buildings_dir / "nairobi/nairobi_z19_2.tif") as src:
+        index = LabelIndex.from_files(labels, src.crs, "class = 'house'", near=tuple(src.bounds))
+        assert not index.meets(tuple(src.bounds)) and index.in_files == 0
+        index = LabelIndex.from_files(labels, src.crs, "class = 'building'", near=tuple(src.bounds))
+        assert index.meets(tuple(src.bounds)) and index.in_files == len(frame)

@@ -59,7 +59,7 @@ class LabelIndex:
             paths = [paths]
         chunks, extents, in_files = [], [], 0
         for path in map(Path, paths):
-            file_crs, file_bounds, count = _layer_extent(path, layer)
+            file_crs, file_bounds, count = _layer_extent(path, layer, where)
             declared = file_crs is not None
             file_crs = file_crs or CRS.from_epsg(4326)
             _check_lonlat(path, file_crs, file_bounds, declared)
@@ -147,9 +147,14 @@ def read_labels(path: Path, where: str | None = None, max_features: int | None =
     except (ValueError, pyogrio.errors.DataLayerError):  # GDAL's words differ by driver (GeoJSON, SQLite)
         if where is None:
             raise
-        fields = ", ".join(map(str, pyogrio.read_info(path, layer=layer)["fields"])) or "none"
-        raise ValueError(f"{path.name}: cannot select features where {where!r} (its fields: {fields}); "
-                         f"an OGR SQL condition such as \"class = 'building'\" or \"type IN ('house', 'shed')\"") from None
+        raise _where_error(path, layer, where) from None
+
+
+def _where_error(path: Path, layer: str | int, where: str) -> ValueError:
+    """The one line for a ``where`` a file cannot answer: the file, the condition and its fields."""
+    fields = ", ".join(map(str, pyogrio.read_info(path, layer=layer)["fields"])) or "none"
+    return ValueError(f"{path.name}: cannot select features where {where!r} (its fields: {fields}); "
+                      f"an OGR SQL condition such as \"class = 'building'\" or \"type IN ('house', 'shed')\"")
 
 
 def check_label_file(path: Path, where: str | None = None, layer: str | None = None) -> None:
@@ -160,16 +165,26 @@ def check_label_file(path: Path, where: str | None = None, layer: str | None = N
     info = pyogrio.read_info(path, layer=chosen)
     if info["features"] and not _may_hold_polygons(info):
         raise ValueError(f"{path.name} holds {info['geometry_type']} features, not building polygons (footprints)")
-    file_crs, bounds, _ = _layer_extent(path, layer)
+    file_crs, bounds, count = _layer_extent(path, layer, where)
     _check_lonlat(path, file_crs or CRS.from_epsg(4326), bounds, file_crs is not None)
-    if where is not None:
-        read_labels(path, where, max_features=1, layer=layer)
+    if where is not None and not count:
+        raise ValueError(f"no feature of {path.name} matches where {where!r}: check the condition's values")
 
 
-def _layer_extent(path: Path, layer: str | None = None) -> tuple[CRS | None, tuple[float, float, float, float] | None, int]:
+def _layer_extent(path: Path, layer: str | None = None,
+                  where: str | None = None) -> tuple[CRS | None, tuple[float, float, float, float] | None, int]:
     """CRS (None when the file has none), extent (None when empty) and feature count of the building
-    layer, from its header (a scan for formats without one)."""
-    info = pyogrio.read_info(path, layer=polygon_layer(path, layer), force_total_bounds=True)
+    layer, from its header (a scan for formats without one), or of its features matching ``where``
+    (their envelopes alone are read)."""
+    chosen = polygon_layer(path, layer)
+    info = pyogrio.read_info(path, layer=chosen, force_total_bounds=True)
+    if where is not None:
+        try:
+            _, boxes = pyogrio.read_bounds(path, layer=chosen, where=where)
+        except (ValueError, pyogrio.errors.DataLayerError):
+            raise _where_error(path, chosen, where) from None
+        info["features"] = boxes.shape[1]
+        info["total_bounds"] = (boxes[0].min(), boxes[1].min(), boxes[2].max(), boxes[3].max()) if boxes.shape[1] else None
     bounds = info.get("total_bounds")
     if bounds is None or not info["features"] or not all(np.isfinite(bounds)) or not _may_hold_polygons(info):
         bounds = None  # no polygon to meet a scene: a layer of points or lines holds no building
