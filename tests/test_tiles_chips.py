@@ -735,3 +735,41 @@ def test_labels_where_matching_nothing_is_refused_not_cut_as_empty(buildings_dir
         assert not index.meets(tuple(src.bounds)) and index.in_files == 0
         index = LabelIndex.from_files(labels, src.crs, "class = 'building'", near=tuple(src.bounds))
         assert index.meets(tuple(src.bounds)) and index.in_files == len(frame)
+
+
+def test_a_class_raster_on_another_grid_is_read_onto_the_image_s(buildings_dir: Path, tmp_path: Path):
+    """A class raster at another pixel size was refused for its size, and one of the same size but
+    shifted was cut misaligned without a word; a georeferenced mask is now read onto the image's grid
+    (nearest neighbour)."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    scene = folder / "scene.tif"
+    scene.write_bytes((buildings_dir / "kampala/kampala_z19_2.tif").read_bytes())
+    (folder / "classes.json").write_text(json.dumps(
+        [{"index": 0, "name": "unlabeled"}, {"index": 1, "name": "trees"}, {"index": 2, "name": "fields"}]))
+    with rasterio.open(scene) as src:
+        t, crs, valid = src.transform, src.crs, src.dataset_mask() > 0
+    west_x = t.c + 100 * t.a  # the ground x where the fields begin: image column 100
+    cases = {  # mask pixel size, its west edge (ground x), its size, the image column where fields start
+        "coarse": (2 * t.a, t.c - 10 * t.a, 150, 100),
+        "shifted": (t.a, t.c + 30 * t.a, 256, 100),
+    }
+    for name, (pixel, x0, n, column) in cases.items():
+        mask = np.ones((n, n), np.uint8)
+        mask[:, round((west_x - x0) / pixel):] = 2
+        transform = rasterio.Affine(pixel, 0, x0, 0, -pixel, t.f + 5 * pixel)
+        with rasterio.open(folder / "scene_label.tif", "w", driver="GTiff", width=n, height=n, count=1,
+                           dtype="uint8", crs=crs, transform=transform) as dst:
+            dst.write(mask, 1)
+        out = tmp_path / name
+        result = runner.invoke(app, ["tile", str(folder), "--target", "landcover", "--out", str(out), "--size", "256"])
+        assert result.exit_code == 0, result.output
+        (feature,) = index_of(out)
+        with rasterio.open(out / feature["properties"]["label"]) as lb:
+            label = lb.read(1)
+        row = 128
+        expected = np.where(np.arange(256) < column, 1, 2)
+        if name == "shifted":
+            expected[:30] = 0  # west of the mask: unlabeled
+        expected[~valid[row]] = 0
+        np.testing.assert_array_equal(label[row], expected)

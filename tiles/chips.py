@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
@@ -154,11 +157,21 @@ def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, o
         raise ValueError(f"{scene.name}: land-cover pairs are cut at native resolution: ChipOptions.gsd must be None")
     check_scene_options(scene, opts)
     out_dir, label_path = Path(out_dir), Path(label_path)
-    with rasterio.open(label_path) as mask_ds:
-        if (mask_ds.width, mask_ds.height) != (scene.src_width, scene.src_height) or scene.is_warped:
+    with rasterio.open(label_path) as mask_file, ExitStack() as stack:
+        mask_ds = mask_file
+        if scene.is_warped:
+            raise UnsupportedRaster(f"{scene.name}: land-cover pairs are cut at native resolution")
+        if mask_file.crs is not None and scene.crs is not None and not _same_grid(mask_file, scene):
+            # a class raster on another grid (another CRS, pixel size or extent), read onto the image's
+            # by nearest neighbour: it was refused for its size or, of the same size, cut misaligned
+            mask_ds = stack.enter_context(WarpedVRT(
+                mask_file, crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
+                height=scene.src_height, resampling=Resampling.nearest))
+        elif (mask_file.width, mask_file.height) != (scene.src_width, scene.src_height):
             raise UnsupportedRaster(
-                f"{label_path.name}: label size {mask_ds.width}x{mask_ds.height} does not match image "
-                f"{scene.src_width}x{scene.src_height} (land-cover pairs are cut at native resolution)")
+                f"{label_path.name}: label size {mask_file.width}x{mask_file.height} does not match image "
+                f"{scene.src_width}x{scene.src_height} (land-cover pairs are cut at native resolution; give both "
+                f"a CRS to have the mask read onto the image's grid)")
         check_landcover_mask(mask_ds, label_path)
         for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
             chip_id = f"{chip_prefix}_r{tile.row:03d}_c{tile.col:03d}"
@@ -180,6 +193,15 @@ def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, o
             write_chip(out_dir / "images" / f"{chip_id}.tif", rgb, scene.crs, transform)
             write_chip(out_dir / "labels" / f"{chip_id}.tif", label[None], scene.crs, transform)
             yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, n_classes, True)
+
+
+def _same_grid(mask_ds, scene: Scene) -> bool:
+    """Whether a georeferenced mask lies on the scene's own pixel grid (CRS, size, transform within
+    1e-6 of a pixel)."""
+    if mask_ds.crs != scene.crs or (mask_ds.width, mask_ds.height) != (scene.src_width, scene.src_height):
+        return False
+    tolerance = 1e-6 * max(abs(scene.src_transform.a), abs(scene.src_transform.e))
+    return all(abs(a - b) <= tolerance for a, b in zip(mask_ds.transform[:6], scene.src_transform[:6]))
 
 
 def unlabel_nodata(mask: np.ndarray, nodata: float | None) -> np.ndarray:
