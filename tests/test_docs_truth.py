@@ -117,3 +117,15 @@ def test_every_file_the_docs_name_exists(doc):
     text = (REPO / doc if doc == "README.md" else DOCS / doc).read_text()
     named = set(re.findall(r"(?<![\w/.])((?:tiles|geoseg|api|bench|scripts|tests)/[\w/]+\.(?:py|json|typed|sh))", text))
     assert not sorted(p for p in named if not (REPO / p).exists())
+
+
+def test_every_openapi_operation_id_is_in_service_md(tmp_path):
+    """service.md listed the operation ids a generated client gets as methods; the tile routes'
+    ``get_tilejson`` and ``get_tile`` were missing from the list."""
+    from api.app import create_app
+    from api.settings import Settings
+
+    schema = create_app(Settings(data_dir=tmp_path)).openapi()  # no lifespan: nothing started
+    ids = {op["operationId"] for ops in schema["paths"].values() for op in ops.values()}
+    text = (DOCS / "service.md").read_text()
+    assert len(ids) >= 10 and not {i for i in ids if f"`{i}`" not in text}
