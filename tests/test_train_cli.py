@@ -117,6 +117,17 @@ def test_bad_distillation_losses_fail_in_one_line_before_the_teacher_loads(tmp_p
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("option", [["--losses", "ce"], ["--label-loss", "teacher"]])
+def test_distillation_losses_without_a_teacher_are_refused(tmp_path, option):
+    """--losses and --label-loss say "With --teacher": without one they were ignored and a teacher
+    trained as if they had not been given. The chip directory here does not exist: refused first."""
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path / "none"), "--out",
+                                      str(tmp_path / "m"), "--epochs", "1", *option])
+    assert_one_line_error(result, "train", "--losses and --label-loss choose a distilled student's terms: "
+                                           "give them with --teacher")
+    assert not (tmp_path / "m").exists()
+
+
 def test_device_auto_resolves_to_an_available_device(student_setup):
     root, chips = student_setup
     card = run_student(root, chips, "auto", "--device", "auto", "--losses", "ce")

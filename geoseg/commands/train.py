@@ -28,6 +28,8 @@ DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 #: U2-Net halves its input five times: a smaller crop leaves its deepest stage under a pixel
 MIN_CROP = 32
+#: a student's loss terms when --losses / --label-loss are left out (the shipped students')
+DEFAULT_LOSSES, DEFAULT_LABEL_LOSS = "ce+ace+csc", "ce"
 
 
 @sigterm_interrupts
@@ -38,7 +40,11 @@ def train(
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Wall-clock training budget, minutes (this or --epochs)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training chips (alternative to --minutes)."),
     device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda (auto: cuda when available)."),
-    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Distil a fast student from this model dir."),
+    teacher: Optional[Path] = typer.Option(
+        None, "--teacher",
+        help="Distil a fast student from this teacher: its card (e.g. geoseg/weights/buildings-u2net.json) or a "
+             "model dir holding one card of the task.",
+    ),
     batch_size: int = typer.Option(8, "--batch-size", help="Chips per step."),
     crop: int = typer.Option(256, "--crop", help="Training crop size in pixels (32 up to the chips' side)."),
     seed: int = typer.Option(0, "--seed"),
@@ -48,14 +54,14 @@ def train(
              "random weights; same task, architecture and classes, its normalisation is kept. With --teacher: "
              "a student to continue distilling.",
     ),
-    losses: str = typer.Option(
-        "ce+ace+csc", "--losses",
-        help="With --teacher: ce | ce+ace | ce+ace+csc (the distillation ablation).",
+    losses: Optional[str] = typer.Option(
+        None, "--losses",
+        help="With --teacher: ce | ce+ace | ce+ace+csc (the distillation ablation; default ce+ace+csc).",
     ),
-    label_loss: str = typer.Option(
-        "ce", "--label-loss",
-        help="With --teacher: the students' term against the labels: ce (plain cross-entropy) or teacher "
-             "(the teacher's class-weighted CE + Dice).",
+    label_loss: Optional[str] = typer.Option(
+        None, "--label-loss",
+        help="With --teacher: the students' term against the labels: ce (plain cross-entropy, the default) or "
+             "teacher (the teacher's class-weighted CE + Dice).",
     ),
     name: Optional[str] = typer.Option(
         None, "--name",
@@ -75,6 +81,11 @@ def train(
         # nan and inf passed "> 0" and trained forever (the budget fraction stayed 0 or nan)
         if (minutes is not None and not (math.isfinite(minutes) and minutes > 0)) or (epochs is not None and epochs <= 0):
             raise ValueError("--minutes/--epochs must be positive")
+        if teacher is None and (losses is not None or label_loss is not None):
+            # they choose a student's loss terms; a teacher run ignored them and trained as if unasked
+            raise ValueError("--losses and --label-loss choose a distilled student's terms: give them with --teacher")
+        losses = DEFAULT_LOSSES if losses is None else losses
+        label_loss = DEFAULT_LABEL_LOSS if label_loss is None else label_loss
         if not DEVICE.fullmatch(device):
             raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
         if batch_size < 1:
