@@ -128,6 +128,21 @@ def test_distillation_losses_without_a_teacher_are_refused(tmp_path, option):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("teacher, message", [
+    ("none.json", "model card not found"),
+    ("weights", "holds 2 buildings model cards"),  # the shipped folder: teacher and student
+])
+def test_a_teacher_that_cannot_be_found_fails_in_one_line_without_a_bar(tmp_path, teacher, message):
+    """A missing teacher card was found only once the distilling bar was drawn: two lines on stderr."""
+    from geoseg.paths import weights_dir
+
+    path = weights_dir() if teacher == "weights" else tmp_path / teacher
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path), "--out", str(tmp_path / "m"),
+                                      "--teacher", str(path), "--epochs", "1"])
+    assert_one_line_error(result, "train", message)
+    assert not (tmp_path / "m").exists()
+
+
 def test_device_auto_resolves_to_an_available_device(student_setup):
     root, chips = student_setup
     card = run_student(root, chips, "auto", "--device", "auto", "--losses", "ce")

@@ -110,9 +110,11 @@ def train(
         if init is not None and not init.exists():
             raise ValueError(f"--init: no model directory or card at {init}")
         if teacher is not None:
+            from geoseg.card import find_task_card
             from geoseg.training.distill import check_loss_options, train_student  # owned by the distillation module
 
             check_loss_options(losses, label_loss)  # before --out is made and the bar drawn
+            find_task_card(teacher, task)  # a missing, ambiguous or other-task teacher: one line, no bar above it
             command += ["--teacher", str(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", str(init)] if init is not None else []
             command += ["--name", name] if name is not None else []
