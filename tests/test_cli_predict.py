@@ -416,21 +416,10 @@ def test_ctrl_c_in_a_batch_keeps_finished_folders_and_says_how_to_resume(tmp_pat
         return real(options, input_path, out_dir)
 
     monkeypatch.setattr(command, "_predict_into", interrupted)
-    with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
-        profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
-        profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
-    (tmp_path / "s").mkdir()
-    for name in ("a.tif", "b.tif", "c.tif"):
-        with rasterio.open(tmp_path / "s" / name, "w", **profile) as dst:
-            dst.write(pixels)
+    _crops(tmp_path / "s", "a.tif", "b.tif", "c.tif")
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
     assert result.exit_code == 130, result.output
-    assert result.stderr.strip().splitlines()[-1] == (
-        "geoseg predict: interrupted: finished folders are kept, run the same command again to resume")
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a", "batch.json"]  # no .b.part left
-    summary = json.loads((tmp_path / "o" / "batch.json").read_text())
-    assert (summary["state"], summary["exit_code"]) == ("interrupted", 130)
-    assert [e["status"] for e in summary["inputs"]] == ["done", "pending", "pending"]
+    assert_stopped_after_the_first(result, tmp_path / "o", "interrupted", 130)
 
 
 def test_sigterm_stops_a_batch_as_ctrl_c_does(tmp_path, monkeypatch):
@@ -464,11 +453,17 @@ def test_sigterm_stops_a_batch_as_ctrl_c_does(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert result.exit_code == 143, (result.exception, result.output)
+    assert_stopped_after_the_first(result, tmp_path / "o", "terminated", 143)
+
+
+def assert_stopped_after_the_first(result, out: Path, word: str, code: int) -> None:
+    """A batch of a, b, c stopped while predicting b: one line saying how to resume, a's folder kept,
+    no .b.part left, and batch.json saying so."""
     assert result.stderr.strip().splitlines()[-1] == (
-        "geoseg predict: terminated: finished folders are kept, run the same command again to resume")
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a", "batch.json"]  # no .b.part left
-    summary = json.loads((tmp_path / "o" / "batch.json").read_text())
-    assert (summary["state"], summary["exit_code"]) == ("interrupted", 143)
+        f"geoseg predict: {word}: finished folders are kept, run the same command again to resume")
+    assert sorted(p.name for p in out.iterdir()) == ["a", "batch.json"]  # no .b.part left
+    summary = json.loads((out / "batch.json").read_text())
+    assert (summary["state"], summary["exit_code"]) == ("interrupted", code)
     assert [e["status"] for e in summary["inputs"]] == ["done", "pending", "pending"]
 
 

@@ -308,17 +308,17 @@ def coordinate_search(
 def parse_fixed(items: Iterable[str]) -> dict[str, float]:
     """``["landcover_threshold=0.93", ...]`` -> settings held out of the search; a name that is not a
     setting, a value that is not a number, or a value the rules refuse is a ValueError."""
-    names = set(BuildingPostprocess().as_dict())
+    defaults = BuildingPostprocess().as_dict()
     fixed: dict[str, float] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or name not in names:
-            raise ValueError(f"--fix {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(names))}")
+        if not sep or name not in defaults:
+            raise ValueError(f"--fix {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(defaults))}")
         try:
             fixed[name] = float(value)
         except ValueError:
             raise ValueError(f"--fix {item!r}: {value!r} is not a number") from None
-        if isinstance(BuildingPostprocess().as_dict()[name], int):
+        if isinstance(defaults[name], int):
             if not fixed[name].is_integer():
                 raise ValueError(f"--fix {item!r}: {name} takes whole pixels")
             fixed[name] = int(fixed[name])
