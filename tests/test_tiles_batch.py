@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from dask.distributed import LocalCluster
 
-from geoseg.commands.tile import SceneJob, part_for
+from geoseg.commands.tile import SceneJob
 from tiles.batch import _progress, part_path, run_batch, time_left
 from tiles.chips import ChipOptions
+from tiles.chipset import record_path
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def test_batch_on_a_dask_cluster_is_resumable(cluster, buildings_dir: Path, rast
     job = SceneJob(out=tmp_path, opts=ChipOptions(size=256), target="buildings",
                    labels=(buildings_dir / "kampala/labels.geojson", buildings_dir / "nairobi/labels.geojson"),
                    split=None)
-    out_for = partial(part_for, tmp_path / "parts")
+    out_for = partial(record_path, tmp_path / "parts")
     report = run_batch(scenes + [bad], out_for, job, scheduler=cluster.scheduler_address, show_progress=False)
     assert sorted(report.done) == sorted(map(str, scenes))
     assert list(report.failed) == [str(bad)] and "three bands" in report.failed[str(bad)]
@@ -45,7 +46,7 @@ def test_batch_on_a_dask_cluster_is_resumable(cluster, buildings_dir: Path, rast
 def test_sync_scheduler_and_half_written_outputs(buildings_dir: Path, tmp_path: Path):
     scene = buildings_dir / "kampala/kampala_z19_2.tif"
     job = SceneJob(out=tmp_path, opts=ChipOptions(size=128), target="buildings", labels=None, split="train")
-    out_for = partial(part_for, tmp_path / "parts")
+    out_for = partial(record_path, tmp_path / "parts")
     part_path(out_for(scene)).parent.mkdir(parents=True)
     part_path(out_for(scene)).write_text("half written")  # a crashed earlier run
     report = run_batch([scene], out_for, job, scheduler="sync", show_progress=False)
@@ -57,7 +58,7 @@ def test_sync_scheduler_and_half_written_outputs(buildings_dir: Path, tmp_path: 
 def test_default_scheduler_starts_local_processes(buildings_dir: Path, tmp_path: Path):
     scene = buildings_dir / "kampala/kampala_z19_2.tif"
     job = SceneJob(out=tmp_path, opts=ChipOptions(size=256), target="buildings", labels=None, split=None)
-    out_for = partial(part_for, tmp_path / "parts")
+    out_for = partial(record_path, tmp_path / "parts")
     report = run_batch([scene], out_for, job, scheduler=None, n_workers=1, show_progress=False)
     assert report.ok and report.done[str(scene)] == 1 and out_for(scene).exists()
 

@@ -1,21 +1,21 @@
 """`geoseg tile`: cut scenes (+ labels) into training chips; see tiles.chips for the format.
 
 One batch job per scene (or per image + mask pair) via ``tiles.batch``: a progress bar,
-resumable (each finished scene leaves ``OUT/parts/<options-hash>/<scene>.json``; a re-run
-with the same options skips it), and ``--scheduler`` to use a Dask cluster.
+resumable (each finished scene leaves a record in ``OUT/parts/<options-hash>/``; a re-run
+with the same options skips it unless its scene, labels or chips changed), and
+``--scheduler`` to use a Dask cluster.
 
 An OUT folder holds ONE chip set: chip files are named by scene and grid cell only, so a
 run with other options would overwrite files that the first run's records still point
-at. Such a run is refused (see ``check_one_chip_set``). User errors are one line, exit 1.
+at. Such a run is refused; ``tiles.chipset`` keeps that bookkeeping. User errors are one
+line, exit 1.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import shutil
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import Enum
 from functools import partial
 from pathlib import Path
@@ -39,6 +39,7 @@ from tiles.chips import (
     landcover_pairs,
     write_index,
 )
+from tiles.chipset import ChipSet, options_key
 from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
 from tiles.gsd import dataset_gsd_m
 from tiles.labels import LabelIndex, check_label_file, grid_bounds
@@ -75,7 +76,7 @@ class SceneJob:
         return len(features)
 
     def _buildings(self, path: Path) -> list[dict]:
-        label_files = list(self.labels) if self.labels else [path.parent / "labels.geojson"]
+        label_files = self.label_files(path)
         missing = [p for p in label_files if not p.exists()]
         if missing:
             raise FileNotFoundError(f"{path.name}: label file {missing[0]} not found (use --labels)")
@@ -105,14 +106,17 @@ class SceneJob:
                                    tile_dir, self.split or landcover_split(tile_dir))
             return [r.to_feature() for r in recs]
 
-    def options_key(self) -> str:
-        """Everything that decides the chip files and records (JSON)."""
+    def chip_set(self) -> ChipSet:
+        """This run's chip set in OUT: its options key (all that decides the chip files and records)."""
         labels = ([str(p) for p in self.labels or ()] + ([f"layer {self.labels_layer}"] if self.labels_layer else [])
                   + ([f"where {self.labels_where}"] if self.labels_where else []))
-        return json.dumps([asdict(self.opts), self.target, labels, self.split], default=str)
+        return ChipSet(self.out, options_key(self.opts, self.target, labels, self.split))
 
-    def part_dir(self) -> Path:
-        return self.out / "parts" / hashlib.sha1(self.options_key().encode()).hexdigest()[:10]
+    def label_files(self, scene: Path) -> list[Path]:
+        """The files a scene's labels come from (a re-run cuts the scene again when one changes)."""
+        if self.target == Target.landcover.value:
+            return [landcover_mask_path(scene)]
+        return list(self.labels) if self.labels else [scene.parent / "labels.geojson"]
 
 
 def scene_box(scene: Scene, margin: int) -> tuple[float, float, float, float]:
@@ -123,171 +127,12 @@ def scene_box(scene: Scene, margin: int) -> tuple[float, float, float, float]:
                        scene.height + 2 * margin)
 
 
-OPTIONS_FILE = "options.json"  # in the part dir: which options its records were cut with
-
-
-def _same_chips(key_a: list, key_b: list) -> bool:
-    """Whether two option sets cut the same chip files: all but ``--split``, which only labels the
-    records (``options_key`` order: chip options, target, labels, split)."""
-    return key_a[:3] == key_b[:3]
-
-
-def check_one_chip_set(job: SceneJob) -> list[Path]:
-    """Refuse an OUT that holds finished records cut with other options; return the part dirs of
-    the same chip set under another ``--split`` (their records stay valid beside this run's).
-
-    Why: chip files are ``<stem>_rNNN_cNNN`` whatever the options, so a second option set
-    overwrites them and the first set's records (kept for resuming) would then point at
-    pixels cut otherwise. ``--split`` does not change a pixel, so runs that differ only by it
-    share an OUT: that is how a user's own scenes (whose areas the built-in rules do not know,
-    all train) get a validation split. A part dir with no record yet (a run that failed
-    everywhere) is not a chip set and is dropped.
-    """
-    mine = job.part_dir()
-    key = json.loads(job.options_key())
-    parts = job.out / "parts"
-    others = sorted(d for d in parts.iterdir() if d.is_dir() and d != mine) if parts.is_dir() else []
-    siblings = []
-    for other in others:
-        if not any(f.name not in (OPTIONS_FILE, SOURCES_FILE, INPUTS_FILE) for f in other.glob("*.json")):
-            shutil.rmtree(other, ignore_errors=True)
-            continue
-        stamp = other / OPTIONS_FILE
-        was = json.loads(stamp.read_text()) if stamp.exists() else None
-        if was is not None and _same_chips(was, key):
-            siblings.append(other)
-            continue
-        raise ValueError(f"{job.out} holds chips cut with other options ({_describe(was) if was else 'unknown options'})"
-                         f"; use another --out or the same options as that run")
-    mine.mkdir(parents=True, exist_ok=True)
-    (mine / OPTIONS_FILE).write_text(job.options_key())
-    return siblings
-
-
-def move_to_this_split(job: SceneJob, inputs: list[Path], siblings: list[Path]) -> list[str]:
-    """Drop the finished records of ``inputs`` kept under another ``--split`` of this chip set, so
-    that they are cut again under this run's split (the index then lists each scene once, in the
-    split asked for last); returns a note per scene moved."""
-    notes = []
-    for path in inputs:
-        for other in siblings:
-            record = part_for(other, path)
-            if record.exists():
-                record.unlink()
-                was = json.loads((other / OPTIONS_FILE).read_text())[3] or "the split by area"
-                notes.append(f"{path.name}: cut before under {was}, now under {job.split or 'the split by area'}")
-    return notes
-
-
-INPUTS_FILE = "inputs.json"  # in the part dir: scene path -> the size and time of it and its label files
-
-
-def _file_state(path: Path) -> list[int] | None:
-    """A file's size and modification time (ns); None when it is missing."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
-
-
-def recut_changed(job: SceneJob, inputs: list[Path]) -> list[str]:
-    """Drop the finished-scene records of ``inputs`` whose scene or label files changed (size or
-    time) since they were cut, so that the run cuts them again; record the files as they are now.
-    Returns a note per scene.
-
-    Why: a re-run skipped a finished scene by its record alone, so after a team corrected its
-    labels (or replaced a scene) and re-ran the same command, the chips kept the old labels while the
-    run said "1 already done". ``geoseg predict``'s batch re-predicts a replaced input the same way.
-    """
-    states_path = job.part_dir() / INPUTS_FILE
-    known = json.loads(states_path.read_text()) if states_path.is_file() else {}
-    notes = []
-    for path in inputs:
-        if job.target == Target.landcover.value:
-            labels = [landcover_mask_path(path)]
-        else:
-            labels = list(job.labels) if job.labels else [path.parent / "labels.geojson"]
-        now = {"scene": _file_state(path), "labels": {str(p): _file_state(p) for p in labels}}
-        was = known.get(str(path))
-        record = part_for(job.part_dir(), path)
-        if was is not None and was != now and record.is_file():
-            record.unlink()
-            changed = [path.name] if was.get("scene") != now["scene"] else []
-            changed += [Path(p).name for p, state in now["labels"].items() if (was.get("labels") or {}).get(p) != state]
-            notes.append(f"{path.name}: {', '.join(changed)} changed since it was cut, cut again")
-        known[str(path)] = now
-    states_path.write_text(json.dumps(known, indent=0, sort_keys=True))
-    return notes
-
-
-def recut_incomplete(job: SceneJob, inputs: list[Path]) -> list[str]:
-    """Drop the finished-scene records of ``inputs`` whose chip files are not all in OUT, so that the
-    run cuts those scenes again; returns a note per scene.
-
-    Why: a re-run skips a finished scene by its record alone, so a chip deleted since (a clean-up, a
-    copy that stopped half-way) stayed missing however often the command was re-run, and
-    ``geoseg train`` failed on it.
-    """
-    notes = []
-    for path in inputs:
-        record = part_for(job.part_dir(), path)
-        if not record.is_file():
-            continue
-        files = [f["properties"].get(k) for f in json.loads(record.read_text()) for k in ("image", "label")]
-        missing = [name for name in files if name and not (job.out / name).is_file()]
-        if missing:
-            record.unlink()
-            notes.append(f"{path.name}: {len(missing)} chip file(s) missing ({missing[0]}), cut again")
-    return notes
-
-
-SOURCES_FILE = "sources.json"  # in the part dir: chip-name prefix -> the scene file it was cut from
-
-
 def chip_prefix(path: Path, target: str) -> str:
     """How a scene's chip files are named before ``_rNNN_cNNN``: its stem (buildings) or
     ``<dataset>_<tile>_<image>`` (land cover, ``image_part_`` shortened to ``p``)."""
     if target == Target.landcover.value:
         return f"{path.parent.parent.name}_{path.parent.name}_{path.stem}".replace("image_part_", "p")
     return path.stem
-
-
-def check_unique_names(job: SceneJob, inputs: list[Path], siblings: list[Path] = ()) -> None:
-    """Refuse two scene files whose chips (or finished-scene records, ``part_for``) would share
-    names, in this run or against earlier runs into the same OUT (``siblings``: the same chip set
-    under other splits): they would overwrite each other's files, or one would be skipped as
-    already done."""
-    sources = job.part_dir() / SOURCES_FILE
-    known: dict[str, str] = {}
-    for part in (*siblings, job.part_dir()):
-        if (part / SOURCES_FILE).exists():
-            known |= json.loads((part / SOURCES_FILE).read_text())
-    mine: dict[str, str] = {}
-    for path in inputs:
-        prefix = chip_prefix(path, job.target)
-        for key, what in ((prefix, f"chips named {prefix}_rNNN_cNNN"),
-                          (f"record:{part_for(job.part_dir(), path).name}", "the same finished-scene record")):
-            other = mine.get(key) or known.get(key)
-            if other is not None and other != str(path):
-                raise ValueError(f"{path} and {other} would both write {what}: "
-                                 f"rename one or tile them into different --out folders")
-            mine[key] = str(path)
-    sources.write_text(json.dumps({**known, **mine}, indent=0, sort_keys=True))
-
-
-def _describe(key: list) -> str:
-    opts, target, labels, split = key
-    text = ", ".join(f"{k}={v}" for k, v in opts.items()) + f", target={target}"
-    if labels:
-        files = [Path(p).name for p in labels if not p.startswith(("where ", "layer "))]
-        text += f", labels={','.join(files)}" + "".join(f" {p}" for p in labels if p.startswith(("where ", "layer ")))
-    return text + (f", split={split}" if split else "")
-
-
-def part_for(part_dir: Path, path: Path) -> Path:
-    """Where a scene's finished chip records go (unique per scene file)."""
-    return part_dir / f"{path.parent.name}__{path.stem}.json"
 
 
 def expand_inputs(paths: list[Path], target: Target, chips_dir: Path | None = None) -> list[Path]:
@@ -479,10 +324,11 @@ def tile(
             held.enter_context(hold_out_folder(job.out, "geoseg tile"))  # one run at a time in OUT
             if target is Target.buildings and gsd is None:
                 check_one_gsd(job.out, inputs)
-            siblings = check_one_chip_set(job)
-            check_unique_names(job, inputs, siblings)
-            moved = (move_to_this_split(job, inputs, siblings) + recut_changed(job, inputs)
-                     + recut_incomplete(job, inputs))
+            chip_set = job.chip_set()
+            siblings = chip_set.claim()
+            chip_set.check_unique_names(inputs, partial(chip_prefix, target=job.target), siblings)
+            moved = (chip_set.move_to_this_split(inputs, siblings) + chip_set.recut_changed(inputs, job.label_files)
+                     + chip_set.recut_incomplete(inputs))
             if target is Target.landcover:
                 record_landcover_classes(job.out, classes_file)
         except Exception as exc:  # one line for the user, non-zero exit
@@ -490,15 +336,14 @@ def tile(
             raise typer.Exit(1) from None
         for note in moved:
             typer.echo(f"note: {note}", err=True)
-        part_dir = job.part_dir()
         if scheduler is None and len(inputs) == 1:
             chosen = "sync"
         held.enter_context(warnings_as_lines())  # e.g. a batch.json that cannot be written: one line
-        summary = BatchSummary(job.out / SUMMARY_NAME, inputs, partial(part_for, part_dir),
+        summary = BatchSummary(job.out / SUMMARY_NAME, inputs, chip_set.record,
                                header={"command": "geoseg tile", "geoseg_version": __version__, "out": str(job.out)},
                                details=_window_counts, no_details={"windows": None})
         try:
-            report = run_batch(inputs, partial(part_for, part_dir), job, scheduler=chosen,
+            report = run_batch(inputs, chip_set.record, job, scheduler=chosen,
                                n_workers=workers, description="scenes", on_update=summary.update)
         except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: click said nothing and exited 130
             code = TERMINATED_EXIT if isinstance(stop, Terminated) else 130
@@ -511,11 +356,7 @@ def tile(
             typer.echo(f"geoseg tile: error: {exc}", err=True)
             raise typer.Exit(1) from None
         try:
-            features = []
-            for p in inputs:
-                part = part_for(part_dir, p)
-                if part.exists():
-                    features += json.loads(part.read_text())
+            features = chip_set.features(inputs)
             index = write_index(out, features)
         except Exception as exc:  # noqa: BLE001 -- e.g. a full disk: one line, and the summary says so
             summary.stop(1, error=f"{exc}")

@@ -1,0 +1,204 @@
+"""The bookkeeping of one chip set in a chip folder: which options cut it, which scene made
+which records, and which finished scenes must be cut again.
+
+Why here and not in the command: ``geoseg tile`` is resumable, so a re-run trusts what an earlier
+run left in ``OUT/parts/<options-hash>/``. What may be trusted (the same options; the scene, its
+labels and its chip files unchanged) is a property of the chip folder, not of the CLI. Layout:
+
+- ``parts/<hash>/<folder>__<stem>.json``: a finished scene's chip records (``record``);
+- ``parts/<hash>/options.json``: the options key the records were cut with;
+- ``parts/<hash>/sources.json``: chip-name prefix -> the scene file it was cut from;
+- ``parts/<hash>/inputs.json``: scene path -> size and time of it and of its label files.
+
+The options key is a JSON list ``[chip options, target, labels, split]``; ``--split`` only labels
+records, so keys that differ by it alone name the same chip files (sibling part dirs).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from pathlib import Path
+
+from tiles.chips import ChipOptions
+
+OPTIONS_FILE = "options.json"
+SOURCES_FILE = "sources.json"
+INPUTS_FILE = "inputs.json"
+_BOOKKEEPING = (OPTIONS_FILE, SOURCES_FILE, INPUTS_FILE)
+
+
+def options_key(opts: ChipOptions, target: str, labels: list[str], split: str | None) -> str:
+    """Everything that decides a chip set's files and records, as JSON (see the module doc)."""
+    return json.dumps([asdict(opts), target, labels, split], default=str)
+
+
+def record_path(part_dir: Path, scene: Path) -> Path:
+    """Where a scene's finished chip records go (unique per scene file)."""
+    return part_dir / f"{scene.parent.name}__{scene.stem}.json"
+
+
+def describe_key(key: list) -> str:
+    """An options key as the user typed it, for the message refusing a second chip set."""
+    opts, target, labels, split = key
+    text = ", ".join(f"{k}={v}" for k, v in opts.items()) + f", target={target}"
+    if labels:
+        files = [Path(p).name for p in labels if not p.startswith(("where ", "layer "))]
+        text += f", labels={','.join(files)}" + "".join(f" {p}" for p in labels if p.startswith(("where ", "layer ")))
+    return text + (f", split={split}" if split else "")
+
+
+def _file_state(path: Path) -> list[int] | None:
+    """A file's size and modification time (ns); None when it is missing."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+class ChipSet:
+    """One option set's records in a chip folder ``out`` (the folder holds one chip set; runs that
+    differ only by ``--split`` share it)."""
+
+    def __init__(self, out: Path, key: str) -> None:
+        self.out = out
+        self.key = key
+
+    @property
+    def part_dir(self) -> Path:
+        return self.out / "parts" / hashlib.sha1(self.key.encode()).hexdigest()[:10]
+
+    @property
+    def split(self) -> str | None:
+        return json.loads(self.key)[3]
+
+    def record(self, scene: Path) -> Path:
+        """Where ``scene``'s finished chip records go in this chip set."""
+        return record_path(self.part_dir, scene)
+
+    def claim(self) -> list[Path]:
+        """Refuse an ``out`` that holds finished records cut with other options; return the part
+        dirs of the same chip set under another ``--split`` (their records stay valid beside ours).
+
+        Why: chip files are ``<stem>_rNNN_cNNN`` whatever the options, so a second option set
+        overwrites them and the first set's records (kept for resuming) would then point at pixels
+        cut otherwise. ``--split`` does not change a pixel, so runs differing only by it share an
+        ``out``: that is how a user's own scenes (whose areas the built-in rules do not know, all
+        train) get a validation split. A part dir with no record yet (a run that failed everywhere)
+        is not a chip set and is dropped.
+        """
+        mine = self.part_dir
+        key = json.loads(self.key)
+        parts = self.out / "parts"
+        others = sorted(d for d in parts.iterdir() if d.is_dir() and d != mine) if parts.is_dir() else []
+        siblings = []
+        for other in others:
+            if not any(f.name not in _BOOKKEEPING for f in other.glob("*.json")):
+                shutil.rmtree(other, ignore_errors=True)
+                continue
+            stamp = other / OPTIONS_FILE
+            was = json.loads(stamp.read_text()) if stamp.exists() else None
+            if was is not None and was[:3] == key[:3]:  # all but the split
+                siblings.append(other)
+                continue
+            raise ValueError(f"{self.out} holds chips cut with other options "
+                             f"({describe_key(was) if was else 'unknown options'})"
+                             f"; use another --out or the same options as that run")
+        mine.mkdir(parents=True, exist_ok=True)
+        (mine / OPTIONS_FILE).write_text(self.key)
+        return siblings
+
+    def check_unique_names(self, scenes: Iterable[Path], prefix: Callable[[Path], str],
+                           siblings: Iterable[Path] = ()) -> None:
+        """Refuse two scene files whose chips (named ``prefix(scene)_rNNN_cNNN``) or finished-scene
+        records would share names, in this run or against earlier runs into ``out`` (``siblings``):
+        they would overwrite each other's files, or one would be skipped as already done."""
+        known: dict[str, str] = {}
+        for part in (*siblings, self.part_dir):
+            if (part / SOURCES_FILE).exists():
+                known |= json.loads((part / SOURCES_FILE).read_text())
+        mine: dict[str, str] = {}
+        for path in scenes:
+            name = prefix(path)
+            for key, what in ((name, f"chips named {name}_rNNN_cNNN"),
+                              (f"record:{self.record(path).name}", "the same finished-scene record")):
+                other = mine.get(key) or known.get(key)
+                if other is not None and other != str(path):
+                    raise ValueError(f"{path} and {other} would both write {what}: "
+                                     f"rename one or tile them into different --out folders")
+                mine[key] = str(path)
+        (self.part_dir / SOURCES_FILE).write_text(json.dumps({**known, **mine}, indent=0, sort_keys=True))
+
+    def move_to_this_split(self, scenes: Iterable[Path], siblings: Iterable[Path]) -> list[str]:
+        """Drop the finished records of ``scenes`` kept under another ``--split`` of this chip set,
+        so that they are cut again under this run's split (the index then lists each scene once, in
+        the split asked for last); returns a note per scene moved."""
+        notes = []
+        siblings = list(siblings)
+        for path in scenes:
+            for other in siblings:
+                record = record_path(other, path)
+                if record.exists():
+                    record.unlink()
+                    was = json.loads((other / OPTIONS_FILE).read_text())[3] or "the split by area"
+                    notes.append(f"{path.name}: cut before under {was}, now under {self.split or 'the split by area'}")
+        return notes
+
+    def recut_changed(self, scenes: Iterable[Path], label_files: Callable[[Path], list[Path]]) -> list[str]:
+        """Drop the finished records of ``scenes`` whose scene or label files (``label_files(scene)``)
+        changed (size or time) since they were cut, so that the run cuts them again; record the
+        files as they are now. Returns a note per scene.
+
+        Why: a re-run skipped a finished scene by its record alone, so after a team corrected its
+        labels (or replaced a scene) and re-ran the same command, the chips kept the old labels
+        while the run said "1 already done". ``geoseg predict``'s batch re-predicts a replaced input
+        the same way.
+        """
+        states_path = self.part_dir / INPUTS_FILE
+        known = json.loads(states_path.read_text()) if states_path.is_file() else {}
+        notes = []
+        for path in scenes:
+            now = {"scene": _file_state(path), "labels": {str(p): _file_state(p) for p in label_files(path)}}
+            was = known.get(str(path))
+            record = self.record(path)
+            if was is not None and was != now and record.is_file():
+                record.unlink()
+                changed = [path.name] if was.get("scene") != now["scene"] else []
+                changed += [Path(p).name for p, state in now["labels"].items()
+                            if (was.get("labels") or {}).get(p) != state]
+                notes.append(f"{path.name}: {', '.join(changed)} changed since it was cut, cut again")
+            known[str(path)] = now
+        states_path.write_text(json.dumps(known, indent=0, sort_keys=True))
+        return notes
+
+    def recut_incomplete(self, scenes: Iterable[Path]) -> list[str]:
+        """Drop the finished records of ``scenes`` whose chip files are not all in ``out``, so that
+        the run cuts those scenes again; returns a note per scene.
+
+        Why: a re-run skips a finished scene by its record alone, so a chip deleted since (a
+        clean-up, a copy that stopped half-way) stayed missing however often the command was re-run,
+        and ``geoseg train`` failed on it.
+        """
+        notes = []
+        for path in scenes:
+            record = self.record(path)
+            if not record.is_file():
+                continue
+            files = [f["properties"].get(k) for f in json.loads(record.read_text()) for k in ("image", "label")]
+            missing = [name for name in files if name and not (self.out / name).is_file()]
+            if missing:
+                record.unlink()
+                notes.append(f"{path.name}: {len(missing)} chip file(s) missing ({missing[0]}), cut again")
+        return notes
+
+    def features(self, scenes: Iterable[Path]) -> list[dict]:
+        """The chip records (GeoJSON features) of the finished ``scenes``, in their order."""
+        features: list[dict] = []
+        for path in scenes:
+            record = self.record(path)
+            if record.exists():
+                features += json.loads(record.read_text())
+        return features
