@@ -223,7 +223,19 @@ def read_card(path: Path) -> dict[str, Any]:
     missing = [k for k in ("name", "task", "architecture", "arch_kwargs", "classes", "normalisation") if k not in card]
     if missing:
         raise ModelCardError(f"model card {path} lacks {missing}")
+    _check_window(card.get("window"), path)
     return card
+
+
+def _check_window(window: Any, path: Path) -> None:
+    """A card's optional ``window`` (the fixed tiles of its head: ``geoseg.tiled_inference.head_tiling``)
+    must be what ``--tile-size`` / ``--overlap`` accept: size >= 32, 0 <= overlap < size / 2."""
+    if window is None:
+        return
+    size, overlap = (window.get("size"), window.get("overlap")) if isinstance(window, dict) else (None, None)
+    if not (isinstance(size, int) and isinstance(overlap, int) and size >= 32 and 0 <= overlap < size // 2):
+        raise ModelCardError(f"model card {path}: window must be {{\"size\": >= 32, \"overlap\": 0 <= o < size/2}} "
+                             f"(whole pixels), got {window!r}")
 
 
 def find_card(model_dir_or_card: Path, task: str | None = None) -> Path:

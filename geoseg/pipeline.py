@@ -134,7 +134,7 @@ def _stage_work(input_path: RasterPath, heads: dict[str, tuple], options: Predic
 def _tiles_report(result: HeadResult) -> dict[str, Any]:
     """What report.json says about one head's tiling."""
     return {"tiles": result.tiles, "tile_px": list(result.tile_px), "skipped_nodata": result.tiles_skipped,
-            "context_px": list(result.context),
+            "context_px": list(result.context), "window_from_card": result.window_from_card,
             "working_width": result.width, "working_height": result.height}
 
 

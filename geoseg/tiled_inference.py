@@ -45,6 +45,7 @@ class HeadResult:
     tiles_skipped: int
     context: tuple[int, int] = (0, 0)
     tile_px: tuple[int, int] = (0, 0)  # tile width, height on the working grid (before fitting to the raster)
+    window_from_card: bool = False  # the card's ``window`` set the tiles, not --tile-size (``head_tiling``)
 
 
 #: never upsample the input more than this per axis (a 30 m scene must not become a 0.3 m one)
@@ -115,13 +116,30 @@ class TilePlan:
         return sum((int(t.read.width) + 2 * self.mx) * (int(t.read.height) + 2 * self.my) for t in self.tiles)
 
 
+def head_tiling(card: dict[str, Any], options: PredictOptions) -> tuple[int, int, bool]:
+    """The tile side and overlap a head runs with, and whether its card fixed them.
+
+    A card's ``window`` (``{"size": 512, "overlap": 64}``) fixes its head's tiles whatever
+    ``--tile-size`` / ``--overlap`` say. Why: the shipped U2-Net teacher's prediction at a pixel
+    depends on the window that holds it (512 px windows at other offsets disagree as much as
+    other sizes do: docs/predict.md), so its building masks changed with ``--tile-size`` (256 vs
+    1024 px agreed at 0.92-0.96 IoU on 5 of 8 scenes). On its own fixed grid of windows a head
+    gives the same result at every tile size; the other heads keep following the options.
+    """
+    window = card.get("window")
+    if window:
+        return int(window["size"]), int(window["overlap"]), True
+    return options.tile_size, options.overlap, False
+
+
 def plan_tiles(width: int, height: int, card: dict[str, Any], options: PredictOptions) -> TilePlan:
     """The tiles of a ``width`` x ``height`` working grid for the head of ``card``."""
+    size, overlap, _ = head_tiling(card, options)
     # sides stretched up to 1.25x where that saves an edge tile (less model input, same seams)
     # tiles and model windows start on multiples of TILE_MULTIPLE (tiles.grid: shift variance)
-    side_x = stretched_size(width, options.tile_size, options.overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
-    side_y = stretched_size(height, options.tile_size, options.overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
-    tiles = fit_tiles(tile_grid(width, height, side_x, options.overlap, size_y=side_y, align=TILE_MULTIPLE),
+    side_x = stretched_size(width, size, overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
+    side_y = stretched_size(height, size, overlap, TILE_MULTIPLE, align=TILE_MULTIPLE)
+    tiles = fit_tiles(tile_grid(width, height, side_x, overlap, size_y=side_y, align=TILE_MULTIPLE),
                       width, height)
     my, mx = context_margins(tiles, width, height, card.get("tile_size"), options.context,
                              min_context=int(card.get("min_context", 0)))
@@ -193,4 +211,5 @@ def run_head(
                     writer.add(chunk[k].read, p, valid if mask_tiles else None)
             progress(done / len(tiles))
         return HeadResult(writer, scene.transform, scene.crs, scene.width, scene.height, scene.gsd,
-                          scene.is_warped, len(tiles), skipped, (my, mx), (side_x, side_y))
+                          scene.is_warped, len(tiles), skipped, (my, mx), (side_x, side_y),
+                          head_tiling(model.card, options)[2])

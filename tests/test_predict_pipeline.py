@@ -371,6 +371,49 @@ def test_fast_profile_at_the_default_tile_size_agrees_with_big_tiles(tmp_path):
     assert (a & b).sum() / (a | b).sum() >= 0.99
 
 
+def test_a_cards_window_fixes_its_heads_tiles_whatever_the_tile_size(tmp_path):
+    """A card's ``window`` tiles its head on its own grid: ``--tile-size`` / ``--overlap`` no longer
+    move it (the other heads still follow them), and a bad window is refused when the card is read."""
+    from geoseg.card import ModelCardError, read_card
+    from geoseg.tiled_inference import plan_tiles
+
+    card = {"tile_size": 512, "window": {"size": 512, "overlap": 64}}
+    plans = [plan_tiles(2000, 1500, card, PredictOptions(tile_size=size, overlap=overlap))
+             for size, overlap in ((256, 32), (1024, 128))]
+    assert plans[0].tiles == plans[1].tiles and (plans[0].side_x, plans[0].my) == (plans[1].side_x, plans[1].my)
+    assert plans[0].side_x in range(512, 641)  # the window's 512 px (stretched up to 1.25x at an edge)
+    free = [plan_tiles(2000, 1500, {"tile_size": 512}, PredictOptions(tile_size=size)) for size in (256, 1024)]
+    assert free[0].tiles != free[1].tiles
+    for bad in ({"size": 512, "overlap": 256}, {"size": 16, "overlap": 0}, {"size": "512", "overlap": 64}, 512):
+        path = tmp_path / "card.json"
+        path.write_text(json.dumps({"name": "x", "task": "buildings", "architecture": "U2Net", "arch_kwargs": {},
+                                    "classes": [], "normalisation": {}, "window": bad}))
+        with pytest.raises(ModelCardError, match="window"):
+            read_card(path)
+
+
+def test_accurate_profile_buildings_do_not_depend_on_the_tile_size(tmp_path):
+    """The shipped teacher's prediction depends on the window that holds a pixel: on nairobi_z19_2
+    its building masks at 256 and 1024 px tiles agreed at IoU 0.917 (sessions 7-17), under the
+    0.95 the predict issue asks. Its card's ``window`` runs it on 512 px tiles at any --tile-size;
+    what still follows the option (the land-cover head, whose building class is a cue) moves the
+    masks by less than 1 %."""
+    scene = data_root() / "buildings" / "nairobi" / "nairobi_z19_2.tif"
+    with rasterio.open(scene) as src:
+        transform, shape = src.transform, (src.height, src.width)
+    masks, reports = [], []
+    for size in (256, 1024):
+        out = tmp_path / str(size)
+        reports.append(predict_scene(scene, out, PredictOptions(tile_size=size, classmap=False, device="cpu")))
+        masks.append(building_mask(out / "buildings.gpkg", transform, shape))
+    a, b = masks
+    assert 0.02 < a.mean() < 0.9
+    assert (a & b).sum() / (a | b).sum() >= 0.99
+    assert all(r["tiles"]["buildings"]["window_from_card"] for r in reports)
+    assert [r["tiles"]["buildings"]["tile_px"] for r in reports][0] == reports[1]["tiles"]["buildings"]["tile_px"]
+    assert reports[0]["tiles"]["landcover"]["tile_px"] != reports[1]["tiles"]["landcover"]["tile_px"]
+
+
 def test_gcn_for_other_features_is_skipped_with_a_warning(tiny_models, tmp_path):
     from geoseg import card as cards
     from geoseg.models.gcn import SuperpixelGCN
