@@ -26,7 +26,7 @@ from rasterio.vrt import WarpedVRT
 
 from tiles.errors import UnsupportedRaster
 from tiles.grid import tile_grid
-from tiles.labels import polygon_layer
+from tiles.labels import check_label_file, read_labels
 from tiles.masks import raster_valid_mask
 from tiles.normalize import dataset_bands
 from tiles.rasterpath import RasterPath, as_raster_path, raster_exists
@@ -154,8 +154,14 @@ def _predicted_bands(report: dict[str, Any]) -> tuple[int, ...] | None:
     return tuple(int(b) for b in used) if used else None
 
 
-def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
-    """Pixel and polygon scores of ``pred_dir/buildings.gpkg`` against vector labels."""
+def evaluate_buildings(pred_dir: Path, labels_path: Path, where: str | None = None,
+                       layer: str | None = None) -> dict[str, Any]:
+    """Pixel and polygon scores of ``pred_dir/buildings.gpkg`` against vector labels.
+
+    ``where`` (an OGR SQL condition, ``class = 'building'``) and ``layer`` (the building layer of a
+    file of several) select the buildings as ``geoseg tile --labels-where/--labels-layer`` do: the
+    file is checked and read by the same code (``tiles.labels``), so a team scores against the very
+    polygons it trained on. Why: only the first polygon layer and every feature could be scored."""
     pred_dir, labels_path = Path(pred_dir), Path(labels_path)
     report = _report(pred_dir)
     gpkg = pred_dir / "buildings.gpkg"
@@ -165,6 +171,10 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
         raise EvaluationError(f"--labels {labels_path} is a folder: give the labels file")
     if not labels_path.is_file():
         raise EvaluationError(f"labels not found: {labels_path}")
+    try:  # before the scene's mask is read: not a vector file, points, a where it cannot answer or that matches nothing
+        check_label_file(labels_path, where, layer)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from exc
     input_path = as_raster_path(report["input"])  # a GDAL virtual path stays a string
     if not raster_exists(input_path):
         raise EvaluationError(f"the predicted input {input_path} is gone: its grid and valid mask are needed")
@@ -178,17 +188,9 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
             raise EvaluationError(f"the predicted input {input_path}: {exc}") from exc
         valid = raster_valid_mask(src, bands)
     pred = gpd.read_file(gpkg, engine="pyogrio")
-    try:
-        layer = polygon_layer(labels_path)  # a multi-layer file: its building layer, not the first one
-    except ValueError as exc:
-        raise EvaluationError(str(exc)) from exc
-    labels = gpd.read_file(labels_path, engine="pyogrio", layer=layer)
+    labels = read_labels(labels_path, where, layer=layer)  # a multi-layer file: its building layer, not the first one
     if labels.crs is None:
-        x0, y0, x1, y1 = labels.total_bounds
-        if np.isfinite([x0, y0, x1, y1]).all() and not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
-            raise EvaluationError(f"{labels_path} has no CRS and its coordinates ({x0:.0f}..{x1:.0f}, {y0:.0f}..{y1:.0f}) "
-                                  f"are not longitude/latitude: give the labels their CRS (e.g. a .prj file)")
-        labels = labels.set_crs(4326)  # RFC 7946
+        labels = labels.set_crs(4326)  # RFC 7946 (check_label_file refused coordinates that cannot be lon/lat)
     labels = labels.to_crs(crs)
     pred = pred.to_crs(crs) if pred.crs is not None else pred.set_crs(crs)
     label_geoms = _polygons(labels.geometry.values)
@@ -207,6 +209,8 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path) -> dict[str, Any]:
     truth = list(label_geoms[in_scene])
     polygon = polygon_scores(list(pred_geoms), truth)
     return {"task": "buildings", "prediction": str(pred_dir), "labels": str(labels_path),
+            **({"labels_layer": layer} if layer is not None else {}),
+            **({"labels_where": where} if where is not None else {}),
             "pixel": pixel, "polygon": polygon, "n_predicted": len(pred_geoms), "n_truth": len(truth),
             "valid_pixels": int(valid.sum())}
 

@@ -6,6 +6,7 @@ import json
 import geopandas as gpd
 import numpy as np
 import rasterio
+import shapely
 from typer.testing import CliRunner
 
 from geoseg.cli import app
@@ -113,3 +114,63 @@ def test_a_prediction_or_labels_that_cannot_be_read_are_named_as_what_they_are(t
     (tmp_path / "empty").mkdir()
     empty = runner.invoke(app, ["eval", str(tmp_path / "empty"), "--labels", str(KAMPALA / "labels.geojson")])
     assert_one_line_error(empty, "eval", "is not a geoseg predict output (no report.json)")
+
+
+def _kampala_prediction(tmp_path):
+    """A prediction folder of kampala_z19_1 whose buildings are the first 20 labels, and those labels."""
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    (pred_dir / "report.json").write_text(json.dumps({"input": str(KAMPALA / "kampala_z19_1.tif")}))
+    labels = gpd.read_file(KAMPALA / "labels.geojson")
+    labels.iloc[:20].to_file(pred_dir / "buildings.gpkg", driver="GPKG", engine="pyogrio")
+    return pred_dir, labels
+
+
+def test_labels_layer_and_where_select_the_buildings_as_geoseg_tile_does(tmp_path):
+    """A team's GeoPackage with a parcels layer beside the buildings, whose building layer also holds
+    parking lots (`class`): `geoseg tile` took --labels-layer and --labels-where, `geoseg eval` took
+    neither, so the chips' buildings could not be scored against (no such option, exit 2)."""
+    pred_dir, labels = _kampala_prediction(tmp_path)
+    mixed = labels.copy()
+    mixed["class"] = ["parking" if i % 2 else "building" for i in range(len(mixed))]
+    survey = tmp_path / "survey.gpkg"
+    mixed.to_file(survey, layer="buildings", driver="GPKG", engine="pyogrio")
+    gpd.GeoDataFrame(geometry=[shapely.box(*mixed.total_bounds)], crs=mixed.crs).to_file(
+        survey, layer="parcels", driver="GPKG", engine="pyogrio")
+    only = tmp_path / "only.gpkg"
+    mixed[mixed["class"] == "building"].to_file(only, driver="GPKG", engine="pyogrio")
+    runner = CliRunner()
+    assert_one_line_error(runner.invoke(app, ["eval", str(pred_dir), "--labels", str(survey)]), "eval",
+                          "2 of them are polygons", "--labels-layer")
+    selected = runner.invoke(app, ["eval", str(pred_dir), "--labels", str(survey), "--labels-layer", "buildings",
+                                   "--labels-where", "class = 'building'", "--json", str(tmp_path / "sel.json")])
+    assert selected.exit_code == 0, selected.output
+    alone = runner.invoke(app, ["eval", str(pred_dir), "--labels", str(only), "--json", str(tmp_path / "only.json")])
+    assert alone.exit_code == 0, alone.output
+    every = runner.invoke(app, ["eval", str(pred_dir), "--labels", str(survey), "--labels-layer", "buildings",
+                                "--json", str(tmp_path / "all.json")])
+    assert every.exit_code == 0, every.output
+    sel, one, allf = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("sel", "only", "all"))
+    assert sel["pixel"] == one["pixel"] and sel["n_truth"] == one["n_truth"] < allf["n_truth"]
+    assert sel["labels_layer"] == "buildings" and sel["labels_where"] == "class = 'building'"
+
+
+def test_labels_where_or_layer_that_selects_nothing_is_one_line_not_a_score(tmp_path):
+    """A condition that matches no feature must not be scored as zero truth (nor pass a bad layer name);
+    the refusals are geoseg tile's, and --labels-where/--labels-layer without --labels are usage errors."""
+    pred_dir, labels = _kampala_prediction(tmp_path)
+    mine = tmp_path / "mine.gpkg"
+    labels.assign(**{"class": "building"}).to_file(mine, layer="buildings", driver="GPKG", engine="pyogrio")
+    runner = CliRunner()
+    args = ["eval", str(pred_dir), "--labels", str(mine)]
+    assert_one_line_error(runner.invoke(app, [*args, "--labels-where", "class = 'house'"]), "eval",
+                          "no feature of mine.gpkg matches where \"class = 'house'\"")
+    assert_one_line_error(runner.invoke(app, [*args, "--labels-where", "kind = 'house'"]), "eval",
+                          "mine.gpkg: cannot select features where \"kind = 'house'\"", "fields:", "class")
+    assert_one_line_error(runner.invoke(app, [*args, "--labels-layer", "houses"]), "eval",
+                          "mine.gpkg has no layer 'houses' (its layers: buildings)")
+    assert not (pred_dir / "eval_buildings.json").exists()
+    (tmp_path / "cm").mkdir()
+    pred_dir_cm, truth = classmap_prediction(tmp_path / "cm")
+    usage = runner.invoke(app, ["eval", str(pred_dir_cm), "--truth", str(truth), "--labels-where", "class = 'x'"])
+    assert usage.exit_code == 2 and "--labels-where selects building labels" in usage.stderr

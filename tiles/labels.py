@@ -129,8 +129,7 @@ def polygon_layer(path: Path, layer: str | None = None) -> str | int:
         return polygonal[0]
     shown = ", ".join(f"{name} ({kind})" for name, kind in layers)
     raise ValueError(f"{Path(path).name} has {len(layers)} layers ({shown}) and {len(polygonal)} of them are "
-                     f"polygons: save the building layer in a file of its own (geoseg tile: or name it with "
-                     f"--labels-layer)")
+                     f"polygons: save the building layer in a file of its own or name it with --labels-layer")
 
 
 def read_labels(path: Path, where: str | None = None, max_features: int | None = None,

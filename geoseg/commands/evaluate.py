@@ -1,4 +1,4 @@
-"""`geoseg eval PRED_DIR --labels LABELS | --truth CLASS_RASTER`: a printed table and a JSON file."""
+"""`geoseg eval PRED_DIR --labels LABELS [--labels-layer NAME] [--labels-where SQL] | --truth CLASS_RASTER`: a printed table and a JSON file."""
 from __future__ import annotations
 
 import json
@@ -18,6 +18,8 @@ _click_errors = sys.modules[typer.BadParameter.__module__]
 def evaluate(
     pred_dir: Path = typer.Argument(..., metavar="PRED_DIR", help="Output folder of `geoseg predict`."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Building polygons (any OGR format) to score against."),
+    labels_where: str | None = typer.Option(None, "--labels-where", help="Only the label features matching this OGR SQL condition are buildings, e.g. \"class = 'building'\" (default: every polygon); as geoseg tile's."),
+    labels_layer: str | None = typer.Option(None, "--labels-layer", help="The building layer of a label file with several (a GeoPackage); default: the only polygon layer; as geoseg tile's."),
     # a string, not a Path: Path would collapse the // of a GDAL virtual path (/vsizip//a.zip/b.tif)
     truth: Optional[str] = typer.Option(None, "--truth", help="Class raster (0 = unlabeled; any GDAL raster or virtual path) to score the class map."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Where to write the scores (default PRED_DIR/eval_<task>.json)."),
@@ -25,13 +27,17 @@ def evaluate(
     """Score a prediction: buildings (pixel IoU/F1, polygon F1 at IoU >= 0.5) or class map (IoU, mIoU, OA)."""
     if (labels is None) == (truth is None):  # a usage error, one line as click's (geoseg.cli)
         raise _click_errors.UsageError("give exactly one of --labels or --truth")
+    if labels is None and (labels_where is not None or labels_layer is not None):  # not ignored with --truth
+        given = "--labels-where" if labels_where is not None else "--labels-layer"
+        raise _click_errors.UsageError(f"{given} selects building labels: it goes with --labels, not --truth")
     out = json_out or pred_dir / f"eval_{'buildings' if labels is not None else 'classmap'}.json"
     try:
         if json_out is not None:  # checked first: scoring a big scene must not end on a typo
             _check_writable(json_out)
         from geoseg.evaluate import evaluate_buildings, evaluate_classmap  # geopandas: load on use
 
-        scores = evaluate_buildings(pred_dir, labels) if labels is not None else evaluate_classmap(pred_dir, truth)
+        scores = (evaluate_buildings(pred_dir, labels, where=labels_where, layer=labels_layer) if labels is not None
+                  else evaluate_classmap(pred_dir, truth))
     except Exception as exc:  # one line for the user
         typer.echo(f"geoseg eval: error: {exc}", err=True)
         raise typer.Exit(1) from None
