@@ -51,6 +51,21 @@ LANDCOVER_CLASSES = [
     {"index": 5, "name": "land", "colour": "#D8B365"},
 ]
 
+#: the bands of a card trained on the rasters' own red, green, blue (every shipped card): ``geoseg
+#: predict`` then reads each raster's own choice (colour labels, band descriptions, else 1-3)
+DEFAULT_BANDS = [1, 2, 3]
+
+
+def card_bands(card: dict[str, Any]) -> tuple[int, int, int] | None:
+    """The 1-based bands a card's model was trained to read as red, green, blue (its chips were cut
+    with ``geoseg tile --bands``), None for ``DEFAULT_BANDS`` (the raster's own choice).
+    Why: a model trained on bands 4,3,2 of a 4-band product was fed the raster's bands 1,2,3."""
+    bands = card.get("bands")
+    if not bands or list(bands) == DEFAULT_BANDS:
+        return None
+    return tuple(int(b) for b in bands)  # type: ignore[return-value]
+
+
 #: colours for classes whose classes.json gives none (ColorBrewer Paired, then Dark2)
 CLASS_PALETTE = ["#E31A1C", "#1F78B4", "#33A02C", "#FF7F00", "#6A3D9A", "#B15928", "#A6CEE3", "#B2DF8A",
                  "#FB9A99", "#FDBF6F", "#CAB2D6", "#FFFF99", "#1B9E77", "#D95F02", "#7570B3", "#E7298A"]

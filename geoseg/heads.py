@@ -19,7 +19,7 @@ from geoseg.notes import tell
 from geoseg.options import PredictError, PredictOptions
 from geoseg.postprocess import BuildingPostprocess, postprocess_from_card
 
-__all__ = ["building_rules", "forget_heads", "gcn_card_mismatch", "has_building_class", "load_head_cached",
+__all__ = ["bands_of_models", "building_rules", "forget_heads", "gcn_card_mismatch", "has_building_class", "load_head_cached",
            "load_heads", "model_summary", "preload_heads"]
 
 
@@ -37,6 +37,35 @@ def building_rules(card: dict[str, Any], options: PredictOptions, gsd_known: boo
         raise PredictError(str(exc)) from exc
     cue = gsd_known and (landcover_card is None or has_building_class(landcover_card))
     return post if cue else replace(post, landcover_threshold=0.0)
+
+
+def bands_of_models(options: PredictOptions) -> tuple[tuple[int, int, int], str] | None:
+    """The bands the run's own models were trained to read as red, green, blue (``--model TASK=CARD``
+    whose card's ``bands`` are not the default 1,2,3: chips cut with ``geoseg tile --bands``), and the
+    card that says so; None when ``--bands`` is given (it wins) or no card names bands.
+
+    One set of bands serves every read of the input (both heads, the valid mask, the nodata cut), so
+    two cards naming different bands are a PredictError asking for ``--bands``. A card that cannot
+    be read is left to ``load_heads``, which says why. Why: predict read the raster's own bands 1,2,3
+    for a model trained on bands 4,3,2."""
+    if options.bands is not None:
+        return None
+    named: dict[tuple[int, int, int], str] = {}
+    for task, model_dir in sorted(options.model_dirs.items()):
+        if not model_dir:
+            continue
+        try:
+            path = cards.find_card(Path(model_dir), task)
+            bands = cards.card_bands(cards.read_card(path))
+        except (ValueError, OSError):
+            continue
+        if bands is not None:
+            named.setdefault(bands, path.name)
+    if len(named) > 1:
+        shown = ", ".join(f"{name} bands {','.join(map(str, b))}" for b, name in named.items())
+        raise PredictError(f"the models were trained on different bands ({shown}): every read of the input "
+                           f"takes one set; give --bands R,G,B")
+    return next(iter(named.items()), None)
 
 
 def has_building_class(card: dict[str, Any]) -> bool:

@@ -39,7 +39,7 @@ from geoseg import __version__
 from geoseg.card import code_version
 from geoseg.classmap import write_classmap
 from geoseg.footprints import landcover_cue, vectorise_buildings, write_buildings
-from geoseg.heads import building_rules, load_heads, model_summary
+from geoseg.heads import bands_of_models, building_rules, load_heads, model_summary
 from geoseg.infer import TileModel, resolve_device
 from geoseg.options import PredictError, PredictOptions
 from geoseg.progress import StageProgress, StageWork, stage_weights, tracing_share
@@ -228,8 +228,9 @@ def predict_scene(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []
+    from_card = bands_of_models(options)  # --bands, else the bands the run's own cards were trained on
     try:
-        with Scene(input_path, bands=options.bands) as scene:
+        with Scene(input_path, bands=from_card[0] if from_card else options.bands) as scene:
             # every later read of the input (heads, class map mask, nodata cut) takes these bands
             grid = dict(crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
                         height=scene.src_height, native_gsd=scene.native_gsd, path=input_path,
@@ -237,7 +238,11 @@ def predict_scene(
             ground_control = scene.ground_control
             band_choice = scene.band_choice
     except UnsupportedRaster as exc:
+        if from_card:  # e.g. bands 4,3,2 of a 3-band raster
+            raise PredictError(f"{exc} (the bands model card {from_card[1]} was trained on)") from exc
         raise PredictError(str(exc)) from exc
+    if from_card:
+        band_choice = replace(band_choice, source=f"model card {from_card[1]}")
     if band_choice.note:
         notes.append(band_choice.note)
     georeferenced = grid["crs"] is not None

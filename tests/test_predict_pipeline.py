@@ -922,3 +922,39 @@ def test_the_class_map_thread_does_not_unsilence_the_model_export(tiny_models, t
         predict_scene(crop_path, tmp_path / "out", options(models, refine="none"))
     assert export_entered.is_set() and thread_read.is_set()
     assert not [w for w in caught if "trace" in str(w.message)], [str(w.message)[:80] for w in caught]
+
+
+def _card_with_bands(card: str, bands: list[int], folder: Path) -> str:
+    """A copy of a tiny model's card (and weights) whose ``bands`` say it was trained on ``bands``."""
+    folder.mkdir()
+    source = Path(card)
+    (folder / source.with_suffix(".pt").name).write_bytes(source.with_suffix(".pt").read_bytes())
+    copy = folder / source.name
+    copy.write_text(json.dumps(json.loads(source.read_text()) | {"bands": bands}))
+    return str(copy)
+
+
+def test_predict_reads_the_bands_the_model_was_trained_on(tiny_models, tmp_path):
+    """A model trained on chips cut with `geoseg tile --bands 4,3,2` (its card's bands 4,3,2) was fed
+    the raster's bands 1,2,3: predict ignored the card's bands. Without --bands it reads the card's
+    (the report says so), --bands still wins, and two cards naming different bands are one error."""
+    rgb = crop(SCENE, tmp_path / "rgb.tif", Window(0, 0, 128, 128))
+    with rasterio.open(rgb) as src:
+        data, profile = src.read(), src.profile
+    xbgr = tmp_path / "xbgr.tif"  # the same pixels stored X, B, G, R without colour labels
+    with rasterio.open(xbgr, "w", **(profile | {"count": 4, "photometric": "MINISBLACK", "compress": "deflate"})) as dst:
+        dst.write(np.concatenate([np.zeros_like(data[:1]), data[::-1]]))
+    mine = _card_with_bands(tiny_models["buildings"], [4, 3, 2], tmp_path / "mine")
+    base = {"classmap": False, "refine": "none"}
+    report = predict_scene(xbgr, tmp_path / "card", options({"buildings": mine}, **base))
+    assert report["bands"] == {"used": [4, 3, 2], "source": "model card test-buildings.json", "count": 4}
+    predict_scene(rgb, tmp_path / "plain", options({"buildings": tiny_models["buildings"]}, **base))
+    fed = gpd.read_file(tmp_path / "card/buildings.gpkg").geometry.to_wkb().tolist()
+    assert fed and fed == gpd.read_file(tmp_path / "plain/buildings.gpkg").geometry.to_wkb().tolist()  # same input
+    requested = predict_scene(xbgr, tmp_path / "asked", options({"buildings": mine}, bands=(1, 2, 3), **base))
+    assert requested["bands"]["used"] == [1, 2, 3] and requested["bands"]["source"] == "requested"
+    other = _card_with_bands(tiny_models["landcover"], [2, 3, 4], tmp_path / "other")
+    with pytest.raises(PredictError, match="trained on different bands .*give --bands"):
+        predict_scene(xbgr, tmp_path / "both", options({"buildings": mine, "landcover": other}, refine="none"))
+    with pytest.raises(PredictError, match="the bands model card test-buildings.json was trained on"):
+        predict_scene(rgb, tmp_path / "three", options({"buildings": mine}, **base))

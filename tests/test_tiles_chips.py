@@ -773,3 +773,28 @@ def test_a_class_raster_on_another_grid_is_read_onto_the_image_s(buildings_dir: 
             expected[:30] = 0  # west of the mask: unlabeled
         expected[~valid[row]] = 0
         np.testing.assert_array_equal(label[row], expected)
+
+
+def test_chips_cut_with_bands_record_them_for_the_model_card(buildings_dir: Path, tmp_path: Path):
+    """`geoseg tile --bands 4,3,2` was recorded only in the option-set bookkeeping: the chip records
+    said nothing, so `geoseg train` wrote bands 1,2,3 into the card and predict fed the model the
+    raster's first three bands. Each record now names the bands read; without --bands, null."""
+    from geoseg.training.pack import pack_chip_dir
+
+    scene = buildings_dir / "nairobi/nairobi_z19_2.tif"
+    with rasterio.open(scene) as src:
+        rgb, profile = src.read(), src.profile
+    four = tmp_path / "xbgr.tif"  # stored X, B, G, R without colour labels (a 4-band product)
+    profile.update(count=4, photometric="MINISBLACK", compress="deflate")
+    with rasterio.open(four, "w", **profile) as dst:
+        dst.write(np.concatenate([np.full_like(rgb[:1], 7), rgb[::-1]]))
+    labels = ["--labels", str(buildings_dir / "nairobi/labels.geojson"), "--size", "256", "--split", "train"]
+    assert runner.invoke(app, ["tile", str(four), "--out", str(tmp_path / "c"), "--bands", "4,3,2", *labels]).exit_code == 0
+    assert runner.invoke(app, ["tile", str(scene), "--out", str(tmp_path / "rgb"), *labels]).exit_code == 0
+    assert {tuple(f["properties"]["bands"]) for f in index_of(tmp_path / "c")} == {(4, 3, 2)}
+    assert {f["properties"]["bands"] for f in index_of(tmp_path / "rgb")} == {None}
+    data, plain = load_dataset(tmp_path / "c"), load_dataset(tmp_path / "rgb")
+    assert data["bands"] == [4, 3, 2] and "bands" not in plain
+    np.testing.assert_array_equal(data["images"], plain["images"])  # the same red, green, blue
+    pack_chip_dir(tmp_path / "c", tmp_path / "c.npz")
+    assert load_dataset(tmp_path / "c.npz")["bands"] == [4, 3, 2]

@@ -68,6 +68,20 @@ def test_buildings_card_gsd_splits_and_data_come_from_the_chips():
     assert card["metrics"]["val"]["area"].startswith("nairobi-2 ")
 
 
+def test_the_card_names_the_bands_the_chips_were_cut_with():
+    """Every card said bands 1,2,3, also of a model trained on chips cut with `geoseg tile --bands
+    4,3,2`; predict follows the card's bands (geoseg.heads.bands_of_models)."""
+    cfg = TrainConfig(steps=1, batch_size=2, val_every_s=1e9, augment=AugmentConfig(out_size=32))
+    _, card = train_buildings(building_chips([0.3] * 3) | {"bands": [4, 3, 2]}, cfg, arch_kwargs=TINY_U2NET,
+                              log=lambda s: None)
+    assert card["bands"] == [4, 3, 2]
+    _, card = train_landcover(landcover_chips(3, THREE_CLASSES) | {"bands": [3, 2, 1]}, cfg,
+                              arch_kwargs={**TINY_ATTRESUNET, "n_classes": 4}, log=lambda s: None)
+    assert card["bands"] == [3, 2, 1]
+    _, card = train_buildings(building_chips([0.3] * 3), cfg, arch_kwargs=TINY_U2NET, log=lambda s: None)
+    assert card["bands"] == [1, 2, 3]  # the rasters' own red, green, blue, as the shipped cards say
+
+
 def test_data_splits_names_a_missing_split():
     data = building_chips([0.3] * 3)
     data["split"] = np.array(["train", "val", "val"])

@@ -64,6 +64,10 @@ class ChipRecord:
     col: int
     window: list[int]
     geometry: dict | None = field(default=None, repr=False)
+    #: the 1-based bands read as red, green, blue when they were requested (``--bands``); None: the
+    #: raster's own choice. Why: ``geoseg train`` writes them into the model card, which ``geoseg
+    #: predict`` follows (a model trained on bands 4,3,2 was fed 1,2,3)
+    bands: list[int] | None = None
 
     def to_feature(self) -> dict:
         props = asdict(self)
@@ -110,6 +114,7 @@ def _record(chip_id: str, scene: Scene, scene_name: str, area: str, split: str, 
         row=tile.row, col=tile.col,
         window=[int(win.col_off), int(win.row_off), int(win.width), int(win.height)],
         geometry=footprint_lonlat(scene.crs, w_transform, int(win.width), int(win.height)),
+        bands=list(scene.bands) if scene.band_choice.source == "requested" else None,
     )
 
 

@@ -88,7 +88,8 @@ def predict(
                                     "model folder (its card of that task); repeatable."),
     bands: Optional[str] = typer.Option(None, "--bands", help="1-based bands to read as red, green, blue, e.g. 3,2,1 for "
                                         "bands stored blue, green, red (BGR, BGRN) or 5,3,2 for WorldView-3 (default: "
-                                        "bands labelled red, green, blue by colour or description, else 1,2,3)."),
+                                        "the bands a --model card was trained on, else bands labelled red, green, "
+                                        "blue by colour or description, else 1,2,3)."),
     mosaic: bool = typer.Option(False, "--mosaic", help="Read all INPUTs (files, and the rasters in folders) as ONE scene: "
                                 "adjacent tiles of one image on one pixel grid (one CRS, pixel size, bands), mosaicked by a "
                                 "GDAL VRT kept as OUT/mosaic.vrt; outputs in OUT as for one input, seamless across the "

@@ -3,8 +3,9 @@
 A dataset is a plain dict of numpy arrays, the form the GPU job and the distillation
 module share (docs/ARCHITECTURE.md):
 ``images`` (N,3,H,W) uint8, ``labels`` (N,H,W) uint8, ``split``/``area``/``chip_id``
-(N,) str, ``gsd`` (N,) float32, ``target`` (str: buildings | landcover) and, for land-cover
-chips cut from masks with a ``classes.json``, ``classes`` (that list, ``tiles.classes``).
+(N,) str, ``gsd`` (N,) float32, ``target`` (str: buildings | landcover), for land-cover
+chips cut from masks with a ``classes.json``, ``classes`` (that list, ``tiles.classes``) and, for
+chips cut with ``geoseg tile --bands``, ``bands`` (the 1-based bands read as red, green, blue).
 """
 from __future__ import annotations
 
@@ -96,7 +97,22 @@ def load_chip_dir(chips_dir: Path) -> dict[str, Any]:
     }
     if (chips_dir / CLASSES_FILE).is_file():  # the masks' class list, recorded by geoseg tile
         data["classes"] = read_classes(chips_dir / CLASSES_FILE)
+    bands = requested_bands(chips_dir, props)
+    if bands is not None:
+        data["bands"] = bands
     return data
+
+
+def requested_bands(chips_dir: Path, props: list[dict[str, Any]]) -> list[int] | None:
+    """The ``--bands`` the chips were cut with (their records' ``bands``), None when the rasters' own
+    red, green, blue were read. Records written before ``bands`` was recorded say nothing: a chip
+    set holds one option set (``geoseg tile`` refuses another), so the others speak for them.
+    Why: ``geoseg train`` wrote 1,2,3 into every card, and predict fed the model other bands."""
+    found = {tuple(p["bands"]) for p in props if p.get("bands")}
+    if len(found) > 1:
+        raise ChipDataError(f"{chips_dir}: chips cut with different --bands ({', '.join(map(str, sorted(found)))}): "
+                            f"one model reads one set of bands; cut them into different chip folders")
+    return list(next(iter(found))) if found else None
 
 
 def _decode_jpeg(buf: bytes) -> np.ndarray:
@@ -133,6 +149,7 @@ def load_packed(npz_path: Path) -> dict[str, Any]:
             "target": meta["target"],
             "meta": meta,
             **({"classes": meta["classes"]} if meta.get("classes") else {}),
+            **({"bands": meta["bands"]} if meta.get("bands") else {}),
         }
 
 

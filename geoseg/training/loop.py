@@ -24,6 +24,7 @@ from geoseg.card import (
     BUILDING_CLASSES,
     CREDITS_BUILDINGS,
     CREDITS_LANDCOVER,
+    DEFAULT_BANDS,
     LANDCOVER_CLASSES,
     landcover_card_classes,
 )
@@ -406,7 +407,7 @@ def train_buildings(
         "output": "logits (B,3,H,W); channel = class index; eval forward returns the fused output",
         "classes": BUILDING_CLASSES,
         "ignore_index": IGNORE_INDEX["buildings"],
-        "bands": [1, 2, 3],
+        "bands": list(data.get("bands") or DEFAULT_BANDS),  # the chips' --bands: predict reads these
         "input": "uint8 RGB",
         "normalisation": norm,
         "gsd_m": gsd_m,
@@ -460,7 +461,7 @@ def train_landcover(
                   f"constant -1e4",
         "classes": classes,
         "ignore_index": IGNORE_INDEX["landcover"],
-        "bands": [1, 2, 3],
+        "bands": list(data.get("bands") or DEFAULT_BANDS),  # the chips' --bands: predict reads these
         "input": "uint8 RGB",
         "normalisation": norm,
         "gsd_m": gsd_m,

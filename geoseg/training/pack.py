@@ -39,6 +39,8 @@ def pack_chip_dir(chips_dir: Path, out_path: Path, quality: int = 95) -> dict[st
     meta = {"target": data["target"], "source": str(chips_dir), "jpeg_quality": quality, "code_version": code_version()}
     if data.get("classes"):
         meta["classes"] = data["classes"]
+    if data.get("bands"):  # the chips' --bands, for the card's bands
+        meta["bands"] = data["bands"]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.stem}.tmp.npz")
