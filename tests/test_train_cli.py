@@ -396,3 +396,26 @@ def test_sigterm_keeps_the_weights_so_far_as_ctrl_c_does(tmp_path, monkeypatch):
     assert card["training"]["steps"] == 2 and card["training"]["interrupted"] == "SIGTERM at step 2, 4% of the budget"
     assert (tmp_path / "m" / "buildings-u2net.pt").is_file()
     assert result.stderr.strip().splitlines()[-1].startswith("geoseg train: terminated (SIGTERM at step 2, 4% of")
+
+
+def test_a_student_s_card_names_the_bands_its_chips_were_cut_with(student_setup, tmp_path):
+    """A student distilled on chips cut with `geoseg tile --bands 4,3,2` copied its teacher's bands
+    (1,2,3 for the shipped teachers), so predict fed it the raster's bands 1,2,3; a teacher trained
+    on other bands than the chips' is refused before it sees them."""
+    import shutil
+
+    root, chips = student_setup
+    mine = shutil.copytree(chips, tmp_path / "chips")
+    index = json.loads((mine / "index.geojson").read_text())
+    for feature in index["features"]:
+        feature["properties"]["bands"] = [4, 3, 2]
+    (mine / "index.geojson").write_text(json.dumps(index))
+    card = run_student(root, mine, "bands", "--batch-size", "2", "--crop", "64", "--losses", "ce")
+    assert card["bands"] == [4, 3, 2]
+    other = json.loads((root / "teacher" / "landcover-attresunet.json").read_text()) | {"bands": [3, 2, 1]}
+    shutil.copytree(root / "teacher", tmp_path / "teacher")
+    (tmp_path / "teacher" / "landcover-attresunet.json").write_text(json.dumps(other))
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(mine), "--out", str(tmp_path / "x"),
+                                      "--teacher", str(tmp_path / "teacher"), "--epochs", "1"])
+    assert_one_line_error(result, "train", "the chips were cut with --bands 4,3,2",
+                          "trained on bands 3,2,1: it would see other bands")

@@ -110,11 +110,17 @@ def train(
         if init is not None and not init.exists():
             raise ValueError(f"--init: no model directory or card at {init}")
         if teacher is not None:
-            from geoseg.card import find_task_card
-            from geoseg.training.distill import check_loss_options, train_student  # owned by the distillation module
+            from geoseg.card import find_task_card, read_card
+            from geoseg.training.data import chip_set_bands
+            from geoseg.training.distill import (  # owned by the distillation module
+                check_loss_options,
+                check_teacher_bands,
+                train_student,
+            )
 
             check_loss_options(losses, label_loss)  # before --out is made and the bar drawn
-            find_task_card(teacher, task)  # a missing, ambiguous or other-task teacher: one line, no bar above it
+            # a missing, ambiguous or other-task teacher, or one of other bands than the chips': one line, no bar
+            check_teacher_bands(read_card(find_task_card(teacher, task)), chip_set_bands(data))
             command += ["--teacher", str(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", str(init)] if init is not None else []
             command += ["--name", name] if name is not None else []

@@ -71,14 +71,16 @@ def split_packed(packed: dict[str, np.ndarray]) -> dict[str, ChipArrays]:
     return out
 
 
-def load_chips(path: Path, task: str) -> dict[str, ChipArrays]:
-    """Chips by split from a chip directory or a packed ``.npz`` (via ``geoseg.training.data``)."""
+def load_chips(path: Path, task: str) -> tuple[dict[str, ChipArrays], list[int] | None]:
+    """Chips by split from a chip directory or a packed ``.npz`` (via ``geoseg.training.data``), and
+    the ``geoseg tile --bands`` they were cut with (None: the rasters' own red, green, blue), which
+    the student's card must name."""
     from geoseg.training.data import load_dataset  # noqa: PLC0415 (reads rasterio lazily itself)
 
     dataset = load_dataset(Path(path))
     if dataset.get("target", task) != task:
         raise ValueError(f"{path} holds {dataset['target']} chips, not {task}")
-    return split_packed(dataset)
+    return split_packed(dataset), dataset.get("bands")
 
 
 def loss_targets(labels: Tensor, task: str) -> Tensor:

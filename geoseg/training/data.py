@@ -103,6 +103,18 @@ def load_chip_dir(chips_dir: Path) -> dict[str, Any]:
     return data
 
 
+def chip_set_bands(path: Path) -> list[int] | None:
+    """``requested_bands`` of a chip directory or pack from its index or metadata alone (no chip is
+    read): what a command checks before its long work starts."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise ChipDataError(f"no pack at {path}")
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["meta"])).get("bands")
+    return requested_bands(path, read_index(path))
+
+
 def requested_bands(chips_dir: Path, props: list[dict[str, Any]]) -> list[int] | None:
     """The ``--bands`` the chips were cut with (their records' ``bands``), None when the rasters' own
     red, green, blue were read. Records written before ``bands`` was recorded say nothing: a chip

@@ -28,6 +28,7 @@ from geoseg.augment import photometric as photometric_augment
 from geoseg.card import (
     CREDITS_BUILDINGS,
     CREDITS_LANDCOVER,
+    card_bands,
     code_version,
     load_model,
     normalise,
@@ -212,6 +213,16 @@ def check_loss_options(losses: str, label_loss: str) -> None:
         raise ValueError(f"--label-loss must be one of {', '.join(LABEL_LOSSES)}, got {label_loss!r}")
 
 
+def check_teacher_bands(teacher_card: dict[str, Any], bands: list[int] | None) -> None:
+    """Refuse chips cut with other ``--bands`` than the teacher's card names (ValueError, one line):
+    the teacher would label bands it was not trained on. Chips or a card without bands (the
+    rasters' own red, green, blue) are not compared."""
+    if bands is not None and card_bands(teacher_card) not in (None, tuple(bands)):
+        raise ValueError(f"the chips were cut with --bands {','.join(map(str, bands))}, the teacher "
+                         f"{teacher_card['name']} was trained on bands {','.join(map(str, teacher_card['bands']))}: "
+                         f"it would see other bands")
+
+
 def student_card(
     teacher_card: dict[str, Any], student: FastSegNet, losses: str, training: dict[str, Any], metrics: dict[str, Any]
 ) -> dict[str, Any]:
@@ -292,7 +303,8 @@ def train_student(
     teacher, tcard = load_model(teacher_dir, device=device, task=task)
     if tcard["task"] != task:
         raise ValueError(f"teacher {tcard['name']} is a {tcard['task']} model, not {task}")
-    splits = load_chips(Path(data), task)
+    splits, bands = load_chips(Path(data), task)
+    check_teacher_bands(tcard, bands)
     if "train" not in splits:
         raise ValueError(f"{data} has no train chips for {task}")
     cuda = device.startswith("cuda")
@@ -347,6 +359,8 @@ def train_student(
         training["teacher_cached_chips"] = len(cache)
         training["teacher_cache_seconds"] = cache_seconds
     card = student_card(tcard, student, losses, training, metrics)
+    if bands is not None:  # trained on these chips: predict must read the bands they were cut from
+        card["bands"] = list(bands)
     if name is not None:
         card["name"] = name
     save_model(student, card, Path(out))
