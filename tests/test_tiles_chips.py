@@ -527,13 +527,85 @@ def test_a_batch_summary_that_cannot_be_written_is_one_warning_line(data_root: P
 
 
 def test_vector_labels_for_landcover_are_refused_not_ignored(data_root: Path, buildings_dir: Path, tmp_path: Path):
-    """Land-cover chips take their classes from the X_label masks: a --labels file was silently unused."""
+    """Land-cover chips take their classes from the X_label masks: a --labels file was silently unused.
+    Without --labels-class-field it still is refused."""
     image = data_root / "landcover/dubai/tile_2/image_part_001.jpg"
     out = tmp_path / "lc"
     result = runner.invoke(app, ["tile", str(image), "--target", "landcover", "--labels",
                                  str(buildings_dir / "nairobi/labels.geojson"), "--out", str(out), "--size", "256"])
-    assert_one_line_error(result, "tile", "--labels labels.geojson is for --target buildings", "X_label")
+    assert_one_line_error(result, "tile", "--labels labels.geojson with --target landcover needs --labels-class-field",
+                          "X_label")
     assert not out.exists()
+
+
+TREES_FIELDS = [{"index": 0, "name": "unlabeled"}, {"index": 1, "name": "trees"}, {"index": 2, "name": "fields"}]
+
+
+def _class_polygons(buildings_dir: Path, folder: Path, values: list) -> tuple[Path, Path]:
+    """kampala_z19_2 in ``folder/scenes`` and a GeoPackage of two class polygons over it: the west half
+    ``values[0]``, the south-east quarter ``values[1]`` (the north-east quarter unlabelled), and a
+    classes.json (1 trees, 2 fields) beside it."""
+    import geopandas as gpd
+    import shapely
+
+    (folder / "scenes").mkdir(parents=True)
+    scene = folder / "scenes/scene.tif"
+    scene.write_bytes((buildings_dir / "kampala/kampala_z19_2.tif").read_bytes())
+    with rasterio.open(scene) as src:
+        b = src.bounds
+    mid_x, mid_y = (b.left + b.right) / 2, (b.bottom + b.top) / 2
+    polygons = [shapely.box(b.left - 10, b.bottom - 10, mid_x, b.top + 10), shapely.box(mid_x, b.bottom - 10,
+                                                                                       b.right + 10, mid_y)]
+    labels = folder / "landcover.gpkg"
+    gpd.GeoDataFrame({"class": values}, geometry=polygons, crs=src.crs).to_crs(4326).to_file(labels)
+    (folder / "classes.json").write_text(json.dumps(TREES_FIELDS))
+    return scene, labels
+
+
+def test_vector_landcover_polygons_are_rasterised_onto_each_image_by_class_field(buildings_dir: Path, tmp_path: Path):
+    """Vector land cover (polygons with a class field) was refused by --target landcover: it had to be
+    rasterised onto each image's grid by hand. --labels-class-field matches the field's values to the
+    classes.json's names (or indices) and the chips' masks are rasterised from the polygons."""
+    masks = {}
+    for name, values in (("names", ["trees", "fields"]), ("indices", [1, 2])):
+        scene, labels = _class_polygons(buildings_dir, tmp_path / name, values)
+        out = tmp_path / name / "chips"
+        result = runner.invoke(app, ["tile", str(scene.parent), "--target", "landcover", "--labels", str(labels),
+                                     "--labels-class-field", "class", "--out", str(out), "--size", "128"])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "classes.json").read_text()) == TREES_FIELDS
+        full = np.zeros((256, 256), np.uint8)
+        for f in index_of(out):
+            x, y, w, h = f["properties"]["window"]
+            full[y:y + h, x:x + w] = rasterio.open(out / f["properties"]["label"]).read(1)
+        masks[name] = full
+    with rasterio.open(scene) as src:
+        valid = src.dataset_mask() > 0
+    expected = np.zeros((256, 256), np.uint8)
+    expected[:, :128], expected[128:, 128:] = 1, 2
+    expected[~valid] = 0
+    np.testing.assert_array_equal(masks["names"], expected)
+    np.testing.assert_array_equal(masks["indices"], expected)
+    assert {f["properties"]["status"] for f in index_of(tmp_path / "names/chips")} == {"ok", "empty"}
+
+
+def test_vector_landcover_values_that_name_no_class_are_refused_in_one_line(buildings_dir: Path, tmp_path: Path):
+    """A value the classes.json does not know (a typo, a class not listed) must not be cut as
+    unlabelled ground: one line naming the values, before anything is written."""
+    scene, labels = _class_polygons(buildings_dir, tmp_path, ["trees", "lake"])
+    args = ["tile", str(scene), "--target", "landcover", "--labels", str(labels), "--out", str(tmp_path / "c")]
+    result = runner.invoke(app, [*args, "--labels-class-field", "class"])
+    assert_one_line_error(result, "tile", "landcover.gpkg field class: class values 'lake' are no class",
+                          "1 trees, 2 fields")
+    assert_one_line_error(runner.invoke(app, [*args, "--labels-class-field", "kind"]), "tile",
+                          "landcover.gpkg has no field 'kind' (its fields: class)")
+    (tmp_path / "classes.json").unlink()
+    assert_one_line_error(runner.invoke(app, [*args, "--labels-class-field", "class"]), "tile",
+                          "landcover.gpkg: no classes.json beside it")
+    assert not (tmp_path / "c").exists()
+    result = runner.invoke(app, ["tile", str(scene), "--labels", str(labels), "--labels-class-field", "class",
+                                 "--out", str(tmp_path / "c")])
+    assert_one_line_error(result, "tile", "--labels-class-field is for --target landcover")
 
 
 def test_scenes_of_different_gsd_without_gsd_are_refused_before_cutting(buildings_dir: Path, tmp_path: Path):

@@ -11,7 +11,7 @@ written, ``image``/``label`` null).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from tiles.classes import find_classes_file, read_classes
 from tiles.errors import UnsupportedRaster
 from tiles.grid import Tile, tile_grid
 from tiles.labels import LabelIndex, window_labels
+from tiles.landcover_vectors import ClassPolygons
 from tiles.masks import valid_fraction
 from tiles.source import Scene
 
@@ -178,26 +179,51 @@ def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, o
                 f"{scene.src_width}x{scene.src_height} (land-cover pairs are cut at native resolution; give both "
                 f"a CRS to have the mask read onto the image's grid)")
         check_landcover_mask(mask_ds, label_path)
-        for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
-            chip_id = f"{chip_prefix}_r{tile.row:03d}_c{tile.col:03d}"
-            rgb, valid = scene.read(tile.read)
-            frac = valid_fraction(valid)
-            if frac < opts.min_valid:
-                yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, 0, False)
-                continue
-            label = np.full(valid.shape, LANDCOVER_UNLABELED, dtype=np.uint8)
-            w = tile.read
+
+        def mask_window(w: Window) -> np.ndarray:
+            label = np.full((int(w.height), int(w.width)), LANDCOVER_UNLABELED, dtype=np.uint8)
             x0, y0 = max(int(w.col_off), 0), max(int(w.row_off), 0)
             x1 = min(int(w.col_off + w.width), scene.width)
             y1 = min(int(w.row_off + w.height), scene.height)
             inner = unlabel_nodata(mask_ds.read(1, window=Window(x0, y0, x1 - x0, y1 - y0)), mask_ds.nodata)
             label[y0 - int(w.row_off):y1 - int(w.row_off), x0 - int(w.col_off):x1 - int(w.col_off)] = inner
-            label[~valid] = LANDCOVER_UNLABELED
-            n_classes = int(np.unique(label[label != LANDCOVER_UNLABELED]).size)
-            transform = scene.window_transform(w) if scene.crs is not None else None
-            write_chip(out_dir / "images" / f"{chip_id}.tif", rgb, scene.crs, transform)
-            write_chip(out_dir / "labels" / f"{chip_id}.tif", label[None], scene.crs, transform)
-            yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, n_classes, True)
+            return label
+
+        yield from _landcover_windows(scene, mask_window, out_dir, opts, scene_name, chip_prefix, area, split)
+
+
+def vector_landcover_chips(scene: Scene, polygons: ClassPolygons, out_dir: str | Path, opts: ChipOptions,
+                           scene_name: str, chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
+    """Cut a georeferenced image into land-cover chips whose masks are rasterised from class polygons
+    (``tiles.landcover_vectors``; ``geoseg tile --target landcover --labels-class-field``), at native
+    resolution as image + mask pairs are."""
+    if opts.gsd is not None or scene.is_warped:
+        raise ValueError(f"{scene.name}: land-cover chips are cut at native resolution: ChipOptions.gsd must be None")
+    if scene.crs is None:
+        raise UnsupportedRaster(f"{scene.name} has no CRS: vector land-cover labels cannot be placed on it")
+    check_scene_options(scene, opts)
+    yield from _landcover_windows(scene, lambda w: polygons.mask(scene.window_transform(w), (int(w.height), int(w.width))),
+                                  Path(out_dir), opts, scene_name, chip_prefix, area, split)
+
+
+def _landcover_windows(scene: Scene, label_of: Callable[[Window], np.ndarray], out_dir: Path, opts: ChipOptions,
+                       scene_name: str, chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
+    """The land-cover chips of a scene's grid: ``label_of(window)`` gives each window's class indices
+    (a class mask read, or polygons rasterised); invalid image pixels become unlabeled."""
+    for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
+        chip_id = f"{chip_prefix}_r{tile.row:03d}_c{tile.col:03d}"
+        rgb, valid = scene.read(tile.read)
+        frac = valid_fraction(valid)
+        if frac < opts.min_valid:
+            yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, 0, False)
+            continue
+        label = label_of(tile.read)
+        label[~valid] = LANDCOVER_UNLABELED
+        n_classes = int(np.unique(label[label != LANDCOVER_UNLABELED]).size)
+        transform = scene.window_transform(tile.read) if scene.crs is not None else None
+        write_chip(out_dir / "images" / f"{chip_id}.tif", rgb, scene.crs, transform)
+        write_chip(out_dir / "labels" / f"{chip_id}.tif", label[None], scene.crs, transform)
+        yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, n_classes, True)
 
 
 def _same_grid(mask_ds, scene: Scene) -> bool:

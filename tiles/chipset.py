@@ -45,8 +45,9 @@ def describe_key(key: list) -> str:
     opts, target, labels, split = key
     text = ", ".join(f"{k}={v}" for k, v in opts.items()) + f", target={target}"
     if labels:
-        files = [Path(p).name for p in labels if not p.startswith(("where ", "layer "))]
-        text += f", labels={','.join(files)}" + "".join(f" {p}" for p in labels if p.startswith(("where ", "layer ")))
+        said = ("where ", "layer ", "class field ")
+        files = [Path(p).name for p in labels if not p.startswith(said)]
+        text += f", labels={','.join(files)}" + "".join(f" {p}" for p in labels if p.startswith(said))
     return text + (f", split={split}" if split else "")
 
 

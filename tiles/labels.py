@@ -25,13 +25,21 @@ from scipy import ndimage
 BACKGROUND, INTERIOR, OUTLINE, IGNORE = 0, 1, 2, 255
 
 
-def _polygons_only(geoms: np.ndarray) -> np.ndarray:
+def polygons_only(geoms: np.ndarray) -> np.ndarray:
     """Repair geometries and keep their polygonal parts (make_valid may emit lines)."""
+    return polygon_parts(geoms)[0]
+
+
+def polygon_parts(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``polygons_only`` and, for each polygon, the index of the geometry it came from (what a
+    land-cover polygon's class follows, ``tiles.landcover_vectors``)."""
     repaired = shapely.make_valid(geoms)
-    parts = shapely.get_parts(repaired)
+    parts, source = shapely.get_parts(repaired, return_index=True)
     keep = np.isin(shapely.get_type_id(parts), (3, 6))  # Polygon, MultiPolygon
-    polys = shapely.get_parts(parts[keep])
-    return polys[~shapely.is_empty(polys) & (shapely.area(polys) > 0)]
+    polys, inner = shapely.get_parts(parts[keep], return_index=True)
+    source = source[keep][inner]
+    solid = ~shapely.is_empty(polys) & (shapely.area(polys) > 0)
+    return polys[solid], source[solid]
 
 
 class LabelIndex:
@@ -65,14 +73,14 @@ class LabelIndex:
             _check_lonlat(path, file_crs, file_bounds, declared)
             bbox = None
             if near is not None and crs is not None and file_bounds is not None:
-                bbox = _bounds_in(crs, file_crs, near)
-                extents.append(_bounds_in(file_crs, crs, file_bounds))
+                bbox = bounds_in(crs, file_crs, near)
+                extents.append(bounds_in(file_crs, crs, file_bounds))
             frame = read_labels(path, where, bbox=bbox, layer=layer).sort_index()  # file order (a spatial index reads
             # in its own), which decides the shared outline of overlapping footprints
             frame = frame.set_crs(file_crs, allow_override=True)
             if crs is not None:
                 frame = frame.to_crs(crs)
-            chunks.append(_polygons_only(np.asarray(frame.geometry.values, dtype=object)))
+            chunks.append(polygons_only(np.asarray(frame.geometry.values, dtype=object)))
             in_files += count
         polys = np.concatenate(chunks) if chunks else np.empty(0, dtype=object)
         if near is None or any(e is None for e in extents):
@@ -197,7 +205,7 @@ def _may_hold_polygons(info: dict) -> bool:
     return any(word in kind for word in ("polygon", "surface", "unknown", "collection")) or kind == "geometry"
 
 
-def _bounds_in(src: CRS, dst: CRS, bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float] | None:
+def bounds_in(src: CRS, dst: CRS, bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float] | None:
     """A box reprojected (edges densified), None where it has no finite image (off the target CRS)."""
     try:
         out = transform_bounds(src, dst, *bounds, densify_pts=21)

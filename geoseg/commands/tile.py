@@ -37,12 +37,14 @@ from tiles.chips import (
     landcover_chips,
     landcover_mask_path,
     landcover_pairs,
+    vector_landcover_chips,
     write_index,
 )
 from tiles.chipset import ChipSet, options_key
 from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
 from tiles.gsd import dataset_gsd_m
 from tiles.labels import LabelIndex, check_label_file, grid_bounds
+from tiles.landcover_vectors import ClassPolygons, check_vector_landcover
 from tiles.normalize import parse_bands
 from tiles.source import Scene
 from tiles.splits import buildings_split, landcover_split, scene_area
@@ -66,6 +68,7 @@ class SceneJob:
     split: str | None
     labels_where: str | None = None  # OGR SQL condition: the label features that are buildings
     labels_layer: str | None = None  # the building layer of label files with several
+    labels_class_field: str | None = None  # land cover: the label polygons' class field
 
     def __call__(self, scene_path: Path, part: Path) -> int:
         if self.target == Target.landcover.value:
@@ -98,23 +101,30 @@ class SceneJob:
             return [r.to_feature() for r in recs]
 
     def _landcover(self, image: Path) -> list[dict]:
-        mask = landcover_mask_path(image)
         tile_dir = image.parent.name
         prefix = chip_prefix(image, self.target)
         with Scene(image, bands=self.opts.bands) as scene:
-            recs = landcover_chips(scene, mask, self.out, self.opts, f"{tile_dir}/{image.name}", prefix,
-                                   tile_dir, self.split or landcover_split(tile_dir))
+            if self.labels_class_field:  # vector land cover: polygons rasterised by tiles
+                polygons = ClassPolygons.from_files(
+                    list(self.labels or ()), scene.crs, self.labels_class_field, read_classes(self.out / CLASSES_FILE),
+                    self.labels_where, self.labels_layer, near=scene_box(scene, self.opts.size))
+                recs = vector_landcover_chips(scene, polygons, self.out, self.opts, f"{tile_dir}/{image.name}",
+                                              prefix, tile_dir, self.split or landcover_split(tile_dir))
+                return [r.to_feature() for r in recs]
+            recs = landcover_chips(scene, landcover_mask_path(image), self.out, self.opts, f"{tile_dir}/{image.name}",
+                                   prefix, tile_dir, self.split or landcover_split(tile_dir))
             return [r.to_feature() for r in recs]
 
     def chip_set(self) -> ChipSet:
         """This run's chip set in OUT: its options key (all that decides the chip files and records)."""
         labels = ([str(p) for p in self.labels or ()] + ([f"layer {self.labels_layer}"] if self.labels_layer else [])
-                  + ([f"where {self.labels_where}"] if self.labels_where else []))
+                  + ([f"where {self.labels_where}"] if self.labels_where else [])
+                  + ([f"class field {self.labels_class_field}"] if self.labels_class_field else []))
         return ChipSet(self.out, options_key(self.opts, self.target, labels, self.split))
 
     def label_files(self, scene: Path) -> list[Path]:
         """The files a scene's labels come from (a re-run cuts the scene again when one changes)."""
-        if self.target == Target.landcover.value:
+        if self.target == Target.landcover.value and not self.labels_class_field:
             return [landcover_mask_path(scene)]
         return list(self.labels) if self.labels else [scene.parent / "labels.geojson"]
 
@@ -229,15 +239,19 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
                      "resolution)")
 
 
-def check_landcover_labels(labels: list[Path] | None, labels_where: str | None, labels_layer: str | None) -> None:
-    """Refuse ``--labels`` (and ``--labels-where``) for land cover rather than ignore it: land-cover
-    chips take their classes from the class mask beside each image, so a vector file given there was
-    silently unused and the chips carried whatever masks lay beside the images."""
-    if labels or labels_where or labels_layer:
+def check_landcover_labels(labels: list[Path] | None, labels_where: str | None, labels_layer: str | None,
+                           class_field: str | None = None) -> None:
+    """Refuse ``--labels`` (and ``--labels-where``) for land cover without ``--labels-class-field``
+    rather than ignore it: land-cover chips then take their classes from the class mask beside each
+    image, so a vector file given there was silently unused and the chips carried whatever masks lay
+    beside the images. A class field without ``--labels`` is refused too."""
+    if class_field is not None and not labels:
+        raise ValueError("--labels-class-field names the class field of --labels polygons: give --labels")
+    if class_field is None and (labels or labels_where or labels_layer):
         given = f"--labels {labels[0].name}" if labels else "--labels-where" if labels_where else "--labels-layer"
-        raise ValueError(f"{given} is for --target buildings: land-cover labels are class "
-                         f"masks X_label.png|tif beside each image X (rasterise vector land cover onto the "
-                         f"image's grid as class indices of a classes.json first)")
+        raise ValueError(f"{given} with --target landcover needs --labels-class-field FIELD (the polygons' class "
+                         f"field, its values class names or indices of a classes.json); without it land-cover "
+                         f"labels are class masks X_label.png|tif beside each image X")
 
 
 def check_label_files(given: list[Path] | None, inputs: list[Path], where: str | None,
@@ -293,6 +307,7 @@ def tile(
     labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS; their extent must meet each scene); repeatable; buildings only (land cover: X_label masks). Default: labels.geojson beside each scene."),
     labels_where: str = typer.Option(None, "--labels-where", help="Only the label features matching this OGR SQL condition are buildings, e.g. \"class = 'building'\" (default: every polygon)."),
     labels_layer: str = typer.Option(None, "--labels-layer", help="The building layer of label files with several (a GeoPackage); default: the only polygon layer."),
+    labels_class_field: str = typer.Option(None, "--labels-class-field", help="--target landcover: the --labels polygons' class field, its values class names (or indices) of the classes.json beside the labels file (or one folder up); each image is rasterised from them instead of an X_label mask."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),
     overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels."),
     gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings only; refused for land cover)."),
@@ -308,19 +323,24 @@ def tile(
         try:
             check_options(size, overlap, gsd, min_valid, split, workers)
             if target is Target.landcover:
-                check_landcover_labels(labels, labels_where, labels_layer)
+                check_landcover_labels(labels, labels_where, labels_layer, labels_class_field)
+            elif labels_class_field is not None:
+                raise ValueError("--labels-class-field is for --target landcover (building labels are one class)")
             chosen = parse_scheduler(scheduler) if scheduler is not None else None
             opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
-            inputs = expand_inputs(scenes, target, chips_dir=out.resolve())
+            # vector land cover: scene rasters, as for buildings (not image + mask pairs)
+            inputs = expand_inputs(scenes, Target.buildings if labels_class_field else target, chips_dir=out.resolve())
             job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
                            labels=tuple(p.resolve() for p in labels) if labels else None, split=split,
-                           labels_where=labels_where, labels_layer=labels_layer)
+                           labels_where=labels_where, labels_layer=labels_layer, labels_class_field=labels_class_field)
             inputs = [p.resolve() for p in inputs]
             if target is Target.buildings:
                 check_label_files(list(job.labels or ()), inputs, labels_where, labels_layer)
             if target is Target.landcover:
                 check_landcover_gsd(inputs, gsd)
-                classes_file = landcover_class_file(inputs)
+                classes_file = (check_vector_landcover(list(job.labels or ()), labels_class_field, job.out, labels_where,
+                                                       labels_layer) if labels_class_field
+                                else landcover_class_file(inputs))
             held.enter_context(hold_out_folder(job.out, "geoseg tile"))  # one run at a time in OUT
             if target is Target.buildings and gsd is None:
                 check_one_gsd(job.out, inputs)
