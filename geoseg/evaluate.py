@@ -26,7 +26,7 @@ from rasterio.vrt import WarpedVRT
 
 from tiles.errors import UnsupportedRaster
 from tiles.grid import tile_grid
-from tiles.labels import check_label_file, read_labels
+from tiles.labels import LabelIndex, check_label_file, grid_bounds
 from tiles.masks import raster_valid_mask
 from tiles.normalize import dataset_bands
 from tiles.rasterpath import RasterPath, as_raster_path, raster_exists
@@ -188,18 +188,21 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path, where: str | None = No
             raise EvaluationError(f"the predicted input {input_path}: {exc}") from exc
         valid = raster_valid_mask(src, bands)
     pred = gpd.read_file(gpkg, engine="pyogrio")
-    labels = read_labels(labels_path, where, layer=layer)  # a multi-layer file: its building layer, not the first one
-    if labels.crs is None:
-        labels = labels.set_crs(4326)  # RFC 7946 (check_label_file refused coordinates that cannot be lon/lat)
-    labels = labels.to_crs(crs)
+    # only the label features near the scene are read (a country-wide file was read whole for each
+    # scene); a multi-layer file gives its building layer; a file without a CRS is lon/lat (RFC 7946)
+    try:
+        index = LabelIndex.from_files(labels_path, crs, where, near=grid_bounds(transform, shape[1], shape[0]),
+                                      layer=layer)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from exc
     pred = pred.to_crs(crs) if pred.crs is not None else pred.set_crs(crs)
-    label_geoms = _polygons(labels.geometry.values)
-    if len(label_geoms) == 0:
-        raise EvaluationError(f"no building polygon in {labels_path} ({len(labels)} features): nothing to score against")
+    label_geoms = _polygons(index.polygons)
+    if index.in_files == 0:
+        raise EvaluationError(f"no building polygon in {labels_path} ({index.in_files} features): nothing to score against")
     pred_geoms = _polygons(pred.geometry.values)
     truth_mask = _rasterize(label_geoms, transform, shape)
     if not (truth_mask & valid).any():  # scores of 0 (or 1) against nothing would read as a result
-        raise EvaluationError(f"none of the {len(label_geoms)} label polygons lies on the prediction's valid "
+        raise EvaluationError(f"none of the {index.in_files} label polygons lies on the prediction's valid "
                               f"pixels: the labels do not overlap the predicted scene")
     pred_mask = _rasterize(pred_geoms, transform, shape)
     pixel = pixel_scores(pred_mask, truth_mask, valid)

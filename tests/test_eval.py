@@ -106,6 +106,31 @@ def test_buildings_against_real_labels_known_answer(tmp_path):
     assert scores["pixel"]["recall"] < perfect["pixel"]["recall"]
 
 
+def test_only_the_labels_near_the_scene_are_read_and_the_scores_are_the_same(tmp_path, monkeypatch):
+    """A team scores each scene against its country-wide file: eval read every feature of it for
+    every scene. It now reads the features near the scene (as ``geoseg tile`` does), with the
+    same scores as against the scene's own labels."""
+    import pandas as pd
+
+    import tiles.labels
+
+    with rasterio.open(SCENE) as src:
+        crs, bounds = src.crs, src.bounds
+    labels = gpd.read_file(LABELS)
+    inside = labels.to_crs(crs)[labels.to_crs(crs).within(shapely.box(*bounds).buffer(-5))].geometry.tolist()
+    far = [labels.set_geometry(labels.geometry.translate(xoff=dx, yoff=dy)) for dx in (-2, 2) for dy in (-1, 1)]
+    country = tmp_path / "country.gpkg"
+    pd.concat([*far[:2], labels, *far[2:]]).to_file(country)
+    read: list[int] = []
+    plain_read = tiles.labels.read_labels
+    monkeypatch.setattr(tiles.labels, "read_labels", lambda *a, **k: read.append(len(r := plain_read(*a, **k))) or r)
+    pred = _fake_prediction(tmp_path, inside, crs)
+    scores, alone = evaluate_buildings(pred, country), evaluate_buildings(pred, LABELS)
+    assert read and max(read) <= len(labels) < 5 * len(labels)
+    for key in ("pixel", "polygon", "n_truth", "n_predicted"):
+        assert scores[key] == alone[key]
+
+
 def test_classmap_against_truth_raster(tmp_path):
     truth = np.ones((4, 8), np.uint8)
     truth[:, 6:] = 3
