@@ -22,6 +22,7 @@ from api.caching import NoStoreByDefault
 from api.catalog import ModelCatalog
 from api.compression import add_compression
 from api.errors import describe_invalid_request, exception_chain
+from api.head_requests import HeadAsGet
 from api.intake import NO_SPACE, out_of_space
 from api.jobs import JobStore
 from api.limits import BodySizeLimit
@@ -63,12 +64,16 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route takes at the request's path. Starlette's 405 names only those of
-    the first route matching the path (``Allow: GET`` on a job, which also takes DELETE)."""
+    """Every method some route takes at the request's path, HEAD wherever GET (api.head_requests
+    answers it). Starlette's 405 names only those of the first route matching the path
+    (``Allow: GET`` on a job, which also takes DELETE)."""
     path, root_path = request.scope["path"], request.scope.get("root_path", "")
-    return [method for method in _METHODS if any(
+    taken = {method for method in _METHODS if any(
         route.matches({"type": "http", "path": path, "root_path": root_path, "method": method})[0] == Match.FULL
-        for route in request.app.router.routes)]
+        for route in request.app.router.routes)}
+    if "GET" in taken:
+        taken.add("HEAD")
+    return [method for method in _METHODS if method in taken]
 
 
 def _model_catalog(settings: Settings) -> ModelCatalog:
@@ -210,6 +215,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     app.include_router(models.router, dependencies=guarded, responses=unauthorized)
     declare_closed_forms(app)
     add_compression(app)
+    app.add_middleware(HeadAsGet)  # outside the gzip layer: a HEAD's headers are decided as its GET's
     # inside the key gate: only a client with the key learns that the queue is full
     app.add_middleware(QueueGate, state=app.state, max_queued=settings.max_queued,
                        priorities={"/v1/jobs": 0, "/v1/segment": segment.SYNC_PRIORITY}, workers=settings.workers)

@@ -5,6 +5,8 @@ the GeoJSON of a large scene runs to tens of MB), which a web map fetching it ov
 feels. Left as they are: partial content (206; GDAL and other range readers address bytes of
 the file itself), the COG (its tiles are deflate-compressed already), and any client that does
 not send ``Accept-Encoding: gzip`` (GDAL's /vsicurl/, curl without ``--compressed``).
+The decision is made from the body a route sends, so a HEAD reaches this layer as its GET
+(``api.head_requests``): a result file's HEAD has no body and got the uncompressed headers.
 """
 from __future__ import annotations
 

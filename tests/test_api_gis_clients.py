@@ -81,6 +81,31 @@ def test_vector_results_are_gzipped_for_clients_that_accept_it(served):
     assert cog.status_code == 200 and "content-encoding" not in cog.headers
 
 
+def test_head_has_the_headers_of_the_get_gzipped_or_not(served):
+    # a result file's HEAD sends no body, so the gzip layer (which decides from the body) left
+    # it uncompressed: HEAD with Accept-Encoding: gzip gave the file's Content-Length and a strong
+    # ETag where the GET streamed it gzipped (no Content-Length, W/ ETag), and no Vary with or
+    # without gzip; RFC 9110 9.3.2
+    client, job = served
+    links = job["links"]
+    urls = [links["self"], "/v1/jobs", "/v1/models", links["report.json"], links["buildings.geojson"],
+            links["buildings.gpkg"], links["classmap.tif"], links["tilejson"]]
+    compared = ("content-length", "content-encoding", "etag", "vary", "content-type", "cache-control")
+    for encoding in ("gzip", "identity"):
+        for url in urls:
+            get = client.get(url, headers={"Accept-Encoding": encoding})
+            head = client.head(url, headers={"Accept-Encoding": encoding})
+            assert (head.status_code, head.content) == (get.status_code, b""), (encoding, url)
+            assert ({h: head.headers.get(h) for h in compared}
+                    == {h: get.headers.get(h) for h in compared}), (encoding, url)
+    zipped = client.head(links["buildings.gpkg"], headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip" and zipped.headers["etag"].startswith("W/")
+    assert "content-length" not in zipped.headers
+    part = client.head(links["buildings.gpkg"], headers={"Accept-Encoding": "gzip", "Range": "bytes=0-99"})
+    assert (part.status_code, part.headers["content-length"]) == (206, "100")
+    assert "content-encoding" not in part.headers
+
+
 def test_a_range_past_the_end_is_a_json_416_and_other_units_are_ignored(served):
     # Starlette answered a range past the end with an empty text/plain 416, and a Range of another
     # unit (or no valid byte range) with a text/plain 400 'Only support bytes range': a client

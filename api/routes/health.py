@@ -27,8 +27,3 @@ def healthz(request: Request) -> JSONResponse:
                     workers=settings.workers, running=supervisor.running_count, jobs=store_of(request).counts(),
                     max_queued=settings.max_queued, retention_hours=settings.retention_hours)
     return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
-
-
-# load balancers and uptime monitors often probe with HEAD: it got 405 (out of the schema: the GET's twin)
-router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False, response_model=Health,
-                     responses={503: _UNHEALTHY})

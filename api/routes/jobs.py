@@ -180,12 +180,6 @@ def get_job(request: Request, response: Response, job_id: UUID) -> JobStatus:
     return job_status(job, settings.retention_hours, root_path_of(request), settings.api_key)
 
 
-# HEAD of the status and the list, as of every GET (RFC 9110 9.1): a monitor or proxy checking
-# that a job exists got 405. Out of the schema: the same operations as the GETs.
-router.add_api_route("", list_jobs, methods=["HEAD"], include_in_schema=False, response_model=JobPage)
-router.add_api_route("/{job_id}", get_job, methods=["HEAD"], include_in_schema=False, response_model=JobStatus)
-
-
 @router.delete("/{job_id}", status_code=204, responses=problems(404, 422, 503))
 def delete_job(request: Request, job_id: UUID) -> Response:
     """Cancel the job if it runs, and remove it and all its files."""
@@ -285,12 +279,6 @@ def get_tile(
     return Response(png or EMPTY_TILE, media_type="image/png", headers=headers)
 
 
-router.add_api_route("/{job_id}/tilejson.json", get_tilejson, methods=["HEAD"], include_in_schema=False,
-                     response_model=TileJSON)
-router.add_api_route("/{job_id}/tiles/{z}/{x}/{y}.png", get_tile, methods=["HEAD"], include_in_schema=False,
-                     response_class=Response)
-
-
 @router.get("/{job_id}/{name}", response_class=FileResponse,
             responses={200: {"content": {m.split(";")[0]: {"schema": _BINARY} for m in RESULT_FILES.values()},
                              "description": "The result file",
@@ -315,10 +303,3 @@ def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse
                                 headers=result_cache_headers(keyed=settings_of(request).api_key is not None))
     except (FileNotFoundError, IsADirectoryError):
         raise _not_produced(store, job_id, name) from None
-
-
-# HEAD answers the GET's headers (size, type, Accept-Ranges): GDAL's /vsicurl/ asks it first when
-# QGIS or gdalinfo opens a result by URL, and it got a 405 (then retried with a GET each time).
-# Out of the schema: the same operation as the GET.
-router.add_api_route("/{job_id}/{name}", get_result, methods=["HEAD"], include_in_schema=False,
-                     response_class=FileResponse)

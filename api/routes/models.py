@@ -16,7 +16,3 @@ def list_models(request: Request) -> list[dict[str, Any]]:
     """Names, tasks, classes, GSD, training data and test metrics of the models a job may name
     (form field `model`): the shipped ones (`shipped: true`), then the server's own."""
     return catalog_of(request).listing()
-
-
-router.add_api_route("/models", list_models, methods=["HEAD"], include_in_schema=False,
-                     response_model=list[ModelCard])  # HEAD, as of every GET
