@@ -245,6 +245,22 @@ def test_list_with_an_empty_status_lists_every_job(tmp_path, monkeypatch):
         assert bad.status_code == 422 and "succeeded" in str(bad.json()["detail"])
 
 
+def test_list_refuses_a_misspelt_or_repeated_query_parameter(tmp_path):
+    # both answered 200: '?stauts=failed' listed every job (a client deleting the jobs listed
+    # would have deleted the succeeded ones too) and a repeated status kept only the last one
+    with service(tmp_path) as client:
+        job = wait(client, submit(client)["id"])
+        assert client.get("/v1/jobs", params={"status": "succeeded"}).json()["total"] == 1
+        typo = client.get("/v1/jobs?stauts=failed")
+        assert typo.status_code == 422
+        assert typo.json()["detail"].startswith("unknown query parameter 'stauts' (did you mean 'status'?)")
+        twice = client.get("/v1/jobs?status=queued&status=succeeded")
+        assert twice.status_code == 422 and "'status' given 2 times" in twice.json()["detail"]
+        assert client.head("/v1/jobs?limit=1&limit=2").status_code == 422
+        page = client.get("/v1/jobs?limit=1&offset=0&status=")  # every declared one, once: as before
+        assert [j["id"] for j in page.json()["items"]] == [job["id"]]
+
+
 def test_following_next_neither_repeats_nor_skips_jobs_submitted_or_deleted_meanwhile(tmp_path, monkeypatch):
     # with offset paging a job submitted between two pages pushed the last job of page 1 onto
     # page 2 (seen twice), and a deleted one pulled a job of page 2 onto page 1 (never seen)

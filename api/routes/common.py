@@ -1,9 +1,10 @@
 """Shared pieces of the routers: state accessors, form fields, documented error answers."""
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Any, Literal
 
-from fastapi import Form, Request
+from fastapi import Form, HTTPException, Request
 
 from api.catalog import ModelCatalog, ModelUnavailable
 from api.intake import check_form_fields
@@ -42,6 +43,25 @@ async def check_form(request: Request) -> None:
     the fields are read from the route's own signature, so the check cannot drift from it."""
     declared = [field.alias for field in request.scope["route"].dependant.body_params]
     check_form_fields(await request.form(), declared)
+
+
+def check_query(request: Request) -> None:
+    """422 for a query parameter the route does not declare, or one given twice. FastAPI ignores the
+    one and keeps the last of the other, so a misspelt filter (``/v1/jobs?stauts=failed``) listed
+    every job, and ``?status=queued&status=running`` the running ones only, each with a 200 that
+    looked like the answer (a client deleting the jobs listed would have deleted the wrong ones).
+    The parameters are read from the route's own signature, as :func:`check_form` reads its fields."""
+    declared = [param.alias for param in request.scope["route"].dependant.query_params]
+    problems = []
+    for name in dict.fromkeys(request.query_params.keys()):
+        if name not in declared:
+            close = difflib.get_close_matches(name, declared, n=1)
+            problems.append(f"unknown query parameter {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        elif (count := len(request.query_params.getlist(name))) > 1:
+            problems.append(f"query parameter {name!r} given {count} times")
+    if problems:
+        raise HTTPException(422, f"{'; '.join(problems)}; this URL takes each of {', '.join(declared)} "
+                                 "at most once (see /docs)")
 
 
 def model_options(request: Request, model: str | None) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from api.routes.common import (
     Refine,
     Regularize,
     check_form,
+    check_query,
     model_options,
     problems,
     root_path_of,
@@ -153,6 +154,7 @@ def list_jobs(
         "previous page, however many jobs were submitted or deleted since."))] = None,
 ) -> JobPage:
     """Newest first; follow ``next`` for the following page."""
+    check_query(request)
     status, root = status or None, root_path_of(request)
     cursor = _parse_cursor(after) if after else None
     jobs, total = store_of(request).list(limit, offset, status, after=cursor)
