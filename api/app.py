@@ -12,7 +12,6 @@ from typing import IO, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -21,6 +20,7 @@ from api.admission import QueueGate
 from api.caching import NoStoreByDefault
 from api.catalog import ModelCatalog
 from api.compression import add_compression
+from api.cors import add_cors
 from api.errors import describe_invalid_request, exception_chain
 from api.head_requests import HeadAsGet
 from api.intake import NO_SPACE, out_of_space
@@ -37,16 +37,6 @@ from geoseg import __version__
 log = logging.getLogger("geoseg.api")
 
 _MULTIPART_SLACK = 1024 * 1024  # form boundaries and the small option fields
-
-# A web map on another origin reads result files by range (geotiff.js, OpenLayers' GeoTIFF
-# source), revalidates them, and probes them with HEAD: with a key, each of these is preflighted,
-# and CORS lets a page read only the response headers listed here (beyond the safelisted
-# Content-Type, Content-Length, Last-Modified, ...).
-CORS_METHODS = ["GET", "HEAD", "POST", "DELETE"]
-CORS_REQUEST_HEADERS = ["X-API-Key", "Range", "If-Range", "If-None-Match", "If-Modified-Since"]
-CORS_EXPOSED_HEADERS = ["Accept-Ranges", "Content-Range", "Content-Disposition",
-                        "ETag", "Location", "Retry-After"]
-
 
 def _lock_data_dir(settings: Settings) -> IO[str]:
     """One server per data dir: two supervisors would run the same jobs twice."""
@@ -222,9 +212,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     if settings.api_key:
         app.add_middleware(ApiKeyGate, api_key=settings.api_key)  # inside CORS: preflights pass
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=CORS_METHODS, allow_headers=CORS_REQUEST_HEADERS,
-                           expose_headers=CORS_EXPOSED_HEADERS)
+        add_cors(app, list(settings.cors_origins))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK,
                        upload_limit=settings.max_upload_bytes)
     app.add_middleware(NoStoreByDefault)  # outermost: the gates' own refusals get it too

@@ -426,6 +426,25 @@ def test_cors_allows_only_configured_origins(tmp_path):
     assert "access-control-allow-origin" not in other.headers
 
 
+def test_a_refused_cors_preflight_says_in_json_what_was_refused(tmp_path):
+    # Starlette answered text/plain 'Disallowed CORS origin' (or 'method', 'headers'): no JSON
+    # detail, and neither which origin, method or header nor what to change
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x-api-key"}
+    with service(tmp_path, cors_origins=("https://map.example",)) as client:
+        other = client.options("/v1/jobs", headers={**preflight, "Origin": "https://evil.example"})
+        put = client.options("/v1/jobs", headers={"Origin": "https://map.example",
+                                                   "Access-Control-Request-Method": "PUT"})
+        header = client.options("/v1/jobs", headers={**preflight, "Origin": "https://map.example",
+                                                      "Access-Control-Request-Headers": "x-api-key, X-Token"})
+    for r in (other, put, header):
+        assert (r.status_code, r.headers["content-type"]) == (400, "application/json"), r.text
+    assert other.json()["detail"] == ("cross-origin request refused: origin 'https://evil.example' is not one the "
+                                      "server allows (its operator lists the web maps' origins in GEOSEG_CORS_ORIGINS)")
+    assert "method 'PUT' is not allowed (allowed: GET, HEAD, POST, DELETE)" in put.json()["detail"]
+    assert "header(s) X-Token are not allowed (allowed: X-API-Key, Range," in header.json()["detail"]
+    assert header.headers["access-control-allow-origin"] == "https://map.example"
+
+
 def test_cors_lets_a_keyed_web_map_read_results_by_range(tmp_path):
     # a page on another origin reading a COG or GeoJSON by range (geotiff.js) with the key: its
     # preflight asked for Range and HEAD (400 "Disallowed CORS headers/method"), and the page
