@@ -178,6 +178,10 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
             allowed = ", ".join(allowed_methods(request))
             return JSONResponse({"detail": f"method {request.method} is not allowed here; this URL takes {allowed}"},
                                 status_code=405, headers={"Allow": allowed})
+        if exc.status_code == 404 and exc.detail == "Not Found":  # the router's: no route has this path
+            root = request.scope.get("root_path", "").rstrip("/")
+            return JSONResponse({"detail": f"no such URL: {request.url.path} is none of the service's "
+                                           f"(they are listed at {root}/docs)"}, status_code=404)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)

@@ -60,6 +60,17 @@ def test_a_method_not_allowed_names_every_method_the_url_takes(tmp_path):
     assert (jobs.status_code, jobs.headers["allow"]) == (405, "GET, HEAD, POST")
 
 
+def test_a_url_no_route_has_is_a_404_pointing_to_the_docs(tmp_path):
+    # the router's 404 said {"detail": "Not Found"}: not which URL, nor where the right ones are
+    with service(tmp_path) as client:
+        typo = client.get(f"/v1/job/{uuid.uuid4()}")
+        gone = client.get(f"/v1/jobs/{uuid.uuid4()}")
+    assert typo.status_code == 404
+    assert typo.json()["detail"] == (f"no such URL: {typo.url.path} is none of the service's "
+                                     "(they are listed at /docs)")
+    assert gone.json()["detail"].startswith("no job ")  # a route's own 404 is unchanged
+
+
 def test_a_body_that_is_not_a_form_is_told_so(tmp_path):
     with service(tmp_path) as client:
         raw = client.post("/v1/jobs", content=SCENE.read_bytes(), headers={"Content-Type": "image/tiff"})
