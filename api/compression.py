@@ -11,9 +11,15 @@ The decision is made from the body a route sends, so a HEAD reaches this layer a
 from __future__ import annotations
 
 from fastapi import FastAPI
-from starlette.datastructures import MutableHeaders
-from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.gzip import (
+    DEFAULT_EXCLUDED_CONTENT_TYPES,
+    GZipMiddleware,
+    GZipResponder,
+    IdentityResponder,
+)
 from starlette.responses import FileResponse
+from starlette.types import Receive, Scope, Send
 
 from api.response_headers import ResponseHeadersMiddleware
 
@@ -21,6 +27,39 @@ from api.response_headers import ResponseHeadersMiddleware
 ALREADY_COMPRESSED = (*DEFAULT_EXCLUDED_CONTENT_TYPES, "image/tiff")
 MINIMUM_SIZE = 1024
 LEVEL = 6  # zlib's default: level 9 costs about twice the CPU for 1-2 % less on GeoJSON
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value lets the answer be gzipped: ``gzip`` (or ``x-gzip``)
+    listed with a q-value above 0 (RFC 9110 12.5.3). Starlette looked for the letters ``gzip``
+    anywhere, so ``gzip;q=0`` (a client refusing gzip) got gzip."""
+    for member in accept_encoding.split(","):
+        coding, *params = (part.strip() for part in member.split(";"))
+        if coding.lower() not in ("gzip", "x-gzip"):
+            continue
+        q = next((p.split("=", 1)[1].strip() for p in params if p.lower().startswith("q=")), "1")
+        try:
+            return float(q) > 0
+        except ValueError:
+            return False  # not a q-value: the member is not an acceptance
+    return False
+
+
+class NegotiatedGZip(GZipMiddleware):
+    """Starlette's gzip, applied only when :func:`accepts_gzip` says the client takes it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if accepts_gzip(Headers(scope=scope).get("accept-encoding", "")):
+            responder = GZipResponder(self.app, self.minimum_size, compresslevel=self.compresslevel,
+                                      thread_minimum_size=self.thread_minimum_size,
+                                      exclude_content_types=self.exclude_content_types)
+        else:
+            responder = IdentityResponder(self.app, self.minimum_size,
+                                          exclude_content_types=self.exclude_content_types)
+        await responder(scope, receive, send)
 
 
 class WeakEtagWhenEncoded(ResponseHeadersMiddleware):
@@ -37,6 +76,6 @@ class WeakEtagWhenEncoded(ResponseHeadersMiddleware):
 def add_compression(app: FastAPI) -> None:
     """gzip responses for clients that accept it (inside the middlewares added after this)."""
     # a result file streams in FileResponse.chunk_size pieces: each is compressed off the event loop
-    app.add_middleware(GZipMiddleware, minimum_size=MINIMUM_SIZE, compresslevel=LEVEL,
+    app.add_middleware(NegotiatedGZip, minimum_size=MINIMUM_SIZE, compresslevel=LEVEL,
                        thread_minimum_size=FileResponse.chunk_size, exclude_content_types=ALREADY_COMPRESSED)
     app.add_middleware(WeakEtagWhenEncoded)

@@ -81,6 +81,17 @@ def test_vector_results_are_gzipped_for_clients_that_accept_it(served):
     assert cog.status_code == 200 and "content-encoding" not in cog.headers
 
 
+def test_gzip_is_sent_only_to_a_client_whose_accept_encoding_takes_it(served):
+    # 'gzip;q=0' (the client refuses gzip) was answered gzipped: the letters 'gzip' were enough
+    client, job = served
+    for url in (job["links"]["buildings.gpkg"], "/v1/models"):
+        for accept, gzipped in (("gzip;q=0", False), ("identity, gzip;q=0", False), ("br", False),
+                                ("deflate, gzip;q=0.5", True), ("GZip", True)):
+            r = client.get(url, headers={"Accept-Encoding": accept})
+            assert (r.headers.get("content-encoding") == "gzip") is gzipped, (url, accept)
+            assert "accept-encoding" in r.headers["vary"].lower(), (url, accept)
+
+
 def test_head_has_the_headers_of_the_get_gzipped_or_not(served):
     # a result file's HEAD sends no body, so the gzip layer (which decides from the body) left
     # it uncompressed: HEAD with Accept-Encoding: gzip gave the file's Content-Length and a strong
