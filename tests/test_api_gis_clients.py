@@ -117,6 +117,34 @@ def test_head_has_the_headers_of_the_get_gzipped_or_not(served):
     assert "content-encoding" not in part.headers
 
 
+def test_the_schema_declares_the_headers_and_types_result_files_and_tiles_answer_with(served):
+    # the schema named only Cache-Control: not the ETag / Last-Modified a caching client revalidates
+    # with, Accept-Ranges, the 206's Content-Range, nor the multipart/byteranges of several ranges
+    client, job = served
+    paths = client.get("/openapi.json").json()["paths"]
+    result = paths["/v1/jobs/{job_id}/{name}"]["get"]["responses"]
+    tile = paths["/v1/jobs/{job_id}/tiles/{z}/{x}/{y}.png"]["get"]["responses"]
+    url = job["links"]["classmap.tif"]
+    etag = client.get(url).headers["etag"]
+    tile_url = job["links"]["tiles"].format(z=18, x=0, y=0)
+    answers = [(result, client.get(url)), (result, client.get(url, headers={"Range": "bytes=0-9"})),
+               (result, client.get(url, headers={"Range": "bytes=0-9,20-29"})),
+               (result, client.get(url, headers={"If-None-Match": etag})),
+               (tile, client.get(tile_url)), (tile, client.get(tile_url, headers={"If-None-Match": '"x"'}))]
+    answers.append((tile, client.get(tile_url, headers={"If-None-Match": answers[-1][1].headers["etag"]})))
+    for declared, r in answers:
+        spec = declared[str(r.status_code)]
+        if r.content:
+            assert r.headers["content-type"].split(";")[0] in spec["content"], (r.url, r.status_code)
+        sent = {h for h in ("etag", "last-modified", "accept-ranges", "content-range", "cache-control")
+                if h in r.headers}
+        declared_headers = {h.lower() for h in spec["headers"]}
+        if "," in r.request.headers.get("range", ""):  # several ranges: Content-Range is in each part
+            declared_headers.discard("content-range")
+        assert sent == declared_headers, (r.url, r.status_code, sent)
+    assert [r.status_code for _, r in answers] == [200, 206, 206, 304, 200, 200, 304]
+
+
 def test_a_range_past_the_end_is_a_json_416_and_other_units_are_ignored(served):
     # Starlette answered a range past the end with an empty text/plain 416, and a Range of another
     # unit (or no valid byte range) with a text/plain 400 'Only support bytes range': a client

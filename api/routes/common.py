@@ -105,6 +105,17 @@ RESULT_CACHE_CONTROL_HEADER = {
     "description": "`private, max-age=31536000, immutable`: the file never changes; only the client may "
                    "keep it (every other answer is `no-store`).", "schema": {"type": "string"}}
 
+_STRING = {"type": "string"}
+#: the validators of a result file or tile, sent on its 200, 206 and 304
+VALIDATOR_HEADERS = {
+    "ETag": {"description": "The representation's tag, for `If-None-Match` (and `If-Range`); weak (`W/...`) "
+                            "when the answer is gzipped.", "schema": _STRING},
+    "Last-Modified": {"description": "When the file was written, for `If-Modified-Since`.", "schema": _STRING},
+}
+ACCEPT_RANGES_HEADER = {"description": "`bytes`: the file answers `Range` requests.", "schema": _STRING}
+CONTENT_RANGE_HEADER = {"description": "`bytes FIRST-LAST/SIZE`, for a single range (several ranges: a "
+                                       "`multipart/byteranges` body, each part with its own).", "schema": _STRING}
+
 
 # OpenAPI 3.1 as FastAPI writes it marks an upload only with `contentMediaType`; client generators
 # (openapi-python-client, openapi-generator) recognise a file part by `format: binary`, and without

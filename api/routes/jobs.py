@@ -29,11 +29,14 @@ from api.intake import accept_upload, parse_options
 from api.jobs import STATUSES, Job, JobStore
 from api.pacing import poll_headers
 from api.routes.common import (
+    ACCEPT_RANGES_HEADER,
+    CONTENT_RANGE_HEADER,
     LOCATION_HEADER,
     OUTPUTS_PATTERN,
     POLL_AFTER_HEADER,
     RESULT_CACHE_CONTROL_HEADER,
     UPLOAD_SCHEMA,
+    VALIDATOR_HEADERS,
     Bands,
     Model,
     Profile,
@@ -240,10 +243,10 @@ def get_tilejson(request: Request, job_id: UUID) -> TileJSON:
 @router.get("/{job_id}/tiles/{z}/{x}/{y}.png", response_class=Response,
             responses={200: {"content": _PNG, "description": "The 256 px tile, RGBA; fully transparent "
                                                              "where the scene has nothing",
-                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER}},
+                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER, **VALIDATOR_HEADERS}},
                        304: {"description": "Not modified: the copy named by `If-None-Match` / "
                                             "`If-Modified-Since` is current",
-                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER}},
+                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER, **VALIDATOR_HEADERS}},
                        **problems(404, 409, 422, 503)})
 def get_tile(
     request: Request, job_id: UUID,
@@ -284,13 +287,18 @@ def get_tile(
 @router.get("/{job_id}/{name}", response_class=FileResponse,
             responses={200: {"content": {m.split(";")[0]: {"schema": _BINARY} for m in RESULT_FILES.values()},
                              "description": "The result file",
-                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER}},
-                       206: {"content": {m.split(";")[0]: {"schema": _BINARY} for m in RESULT_FILES.values()},
-                             "description": "The byte range asked for with `Range` (`Content-Range` says which)",
-                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER}},
+                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER, **VALIDATOR_HEADERS,
+                                         "Accept-Ranges": ACCEPT_RANGES_HEADER}},
+                       206: {"content": {**{m.split(";")[0]: {"schema": _BINARY} for m in RESULT_FILES.values()},
+                                         "multipart/byteranges": {"schema": _BINARY}},
+                             "description": "The byte range asked for with `Range` (`Content-Range` says which); "
+                                            "several ranges: `multipart/byteranges`",
+                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER, **VALIDATOR_HEADERS,
+                                         "Accept-Ranges": ACCEPT_RANGES_HEADER,
+                                         "Content-Range": CONTENT_RANGE_HEADER}},
                        304: {"description": "Not modified: the copy named by `If-None-Match` / "
                                             "`If-Modified-Since` is current",
-                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER}},
+                             "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER, **VALIDATOR_HEADERS}},
                        **problems(404, 409, 416, 422, 503)})
 def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse:
     """One result file of a succeeded job."""
