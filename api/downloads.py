@@ -9,7 +9,7 @@ until the last descriptor is closed, so a download that has started always compl
 from __future__ import annotations
 
 import os
-from email.utils import parsedate_to_datetime
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,12 @@ class HeldFileResponse(FileResponse):
             scope = {**scope, "extensions": {k: v for k, v in extensions.items() if k != _PATHSEND}}
         try:
             request = Headers(scope=scope)
+            failed = precondition_failed(request, self.headers["etag"], self.stat_result.st_mtime)
             etag = self.current_copy(request) if scope["method"] in ("GET", "HEAD") else None
             range_error = self._range_error(request)
-            if etag is not None:
+            if failed is not None:
+                await precondition_failed_response(failed)(scope, receive, send)
+            elif etag is not None:
                 await not_modified(etag, self.headers["last-modified"],
                                    self.headers.get("cache-control"))(scope, receive, send)
             elif isinstance(range_error, RangeNotSatisfiable):
@@ -104,6 +107,40 @@ def not_modified(etag: str, last_modified: str, cache_control: str | None) -> Re
     if cache_control is not None:
         headers["cache-control"] = cache_control
     return Response(status_code=304, headers=headers)
+
+
+def precondition_failed(request: Headers, etag: str, mtime: float) -> str | None:
+    """Why ``If-Match`` (else ``If-Unmodified-Since``) rules out the representation tagged ``etag``,
+    last modified at ``mtime``; None when it is absent or holds (RFC 9110 13.1.1, 13.1.4, 13.2.2: evaluated
+    before ``If-None-Match``). A client sends them to get exactly the copy it names, e.g. the rest
+    of a download by range; they were ignored, so it got whatever the URL held. ``If-Match``
+    compares strongly: a weak tag (``W/``, a gzipped copy's) never matches."""
+    if_match = request.get("if-match")
+    if if_match is not None:
+        tags = [t.strip() for t in if_match.split(",")]
+        if "*" in tags or etag in tags:
+            return None
+        return f"If-Match {_shown(if_match)} does not name this file, whose ETag is {etag}"
+    if_unmodified_since = request.get("if-unmodified-since")
+    if if_unmodified_since is None:
+        return None
+    try:
+        since = parsedate_to_datetime(if_unmodified_since)
+    except (TypeError, ValueError):
+        return None  # an invalid date is ignored (RFC 9110 13.1.4)
+    if since.tzinfo is None or int(mtime) <= int(since.timestamp()):
+        return None
+    return (f"the file was last modified at {formatdate(mtime, usegmt=True)}, after If-Unmodified-Since "
+            f"{_shown(if_unmodified_since)}")
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 80 else f"{value[:80]}...")
+
+
+def precondition_failed_response(reason: str) -> Response:
+    """The 412 of a failed ``If-Match`` / ``If-Unmodified-Since``, JSON as every error of the service."""
+    return JSONResponse({"detail": f"precondition failed: {reason}"}, status_code=412)
 
 
 def current_copy(request: Headers, etag: str, mtime: float) -> str | None:

@@ -39,6 +39,30 @@ def test_a_cached_result_is_revalidated_with_304(served):
         assert (r.status_code, r.content) == (200, first.content), headers
 
 
+def test_if_match_and_if_unmodified_since_answer_412_when_they_rule_the_file_out(served):
+    # both were ignored: 'If-Match: "other"' with a Range got the 206 of whatever the URL held
+    client, job = served
+    url, tile = job["links"]["buildings.gpkg"], job["links"]["tiles"].format(z=18, x=0, y=0)
+    for link in (url, tile):
+        first = client.get(link, headers={"Accept-Encoding": "identity"})
+        etag, modified = first.headers["etag"], first.headers["last-modified"]
+        earlier = formatdate(parsedate_to_datetime(modified).timestamp() - 60, usegmt=True)
+        for headers in ({"If-Match": '"other"'}, {"If-Match": f"W/{etag}"},  # strong comparison
+                        {"If-Unmodified-Since": earlier}, {"If-Match": '"other"', "If-Unmodified-Since": modified}):
+            for method in ("get", "head"):
+                r = getattr(client, method)(link, headers={**headers, "Range": "bytes=0-9"})
+                assert r.status_code == 412, (link, headers, method)
+            assert client.get(link, headers=headers).json()["detail"].startswith("precondition failed: "), headers
+        for headers in ({"If-Match": etag}, {"If-Match": f'"other", {etag}'}, {"If-Match": "*"},
+                        {"If-Unmodified-Since": modified}, {"If-Unmodified-Since": "not a date"},
+                        {"If-Match": etag, "If-Unmodified-Since": earlier}):  # If-Match decides
+            r = client.get(link, headers={**headers, "Accept-Encoding": "identity"})
+            assert (r.status_code, r.content) == (200, first.content), (link, headers)
+    strong = client.head(url, headers={"Accept-Encoding": "identity"}).headers["etag"]
+    part = client.get(url, headers={"If-Match": strong, "Range": "bytes=0-9"})
+    assert (part.status_code, len(part.content)) == (206, 10)
+
+
 def test_sidecar_probes_of_gdal_get_404(served):
     # GDAL opening a result by URL looks for its sidecars: each got 422, which GDAL reports as a
     # warning ("HTTP response code on .../classmap.tif.aux.xml: 422", 5-9 per open in QGIS's log)

@@ -24,7 +24,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from rasterio.errors import RasterioIOError
 
 from api.caching import result_cache_headers
-from api.downloads import HeldFileResponse, current_copy, not_modified
+from api.downloads import (
+    HeldFileResponse,
+    current_copy,
+    not_modified,
+    precondition_failed,
+    precondition_failed_response,
+)
 from api.intake import accept_upload, parse_options
 from api.jobs import STATUSES, Job, JobStore
 from api.pacing import poll_headers
@@ -247,7 +253,7 @@ def get_tilejson(request: Request, job_id: UUID) -> TileJSON:
                        304: {"description": "Not modified: the copy named by `If-None-Match` / "
                                             "`If-Modified-Since` is current",
                              "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER, **VALIDATOR_HEADERS}},
-                       **problems(404, 409, 422, 503)})
+                       **problems(404, 409, 412, 422, 503)})
 def get_tile(
     request: Request, job_id: UUID,
     z: Annotated[int, PathParam(ge=0, le=MAX_ZOOM, description="Zoom level.")],
@@ -274,6 +280,8 @@ def get_tile(
                                  usedforsecurity=False).hexdigest() + '"'
         headers = {**result_cache_headers(keyed=settings_of(request).api_key is not None), "ETag": etag,
                    "Last-Modified": formatdate(stat.st_mtime, usegmt=True)}
+        if (failed := precondition_failed(request.headers, etag, stat.st_mtime)) is not None:
+            return precondition_failed_response(failed)
         if (tag := current_copy(request.headers, etag, stat.st_mtime)) is not None:
             return not_modified(tag, headers["Last-Modified"], headers["Cache-Control"])
         png = render_xyz_tile(path, z, x, y)
@@ -299,7 +307,7 @@ def get_tile(
                        304: {"description": "Not modified: the copy named by `If-None-Match` / "
                                             "`If-Modified-Since` is current",
                              "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER, **VALIDATOR_HEADERS}},
-                       **problems(404, 409, 416, 422, 503)})
+                       **problems(404, 409, 412, 416, 422, 503)})
 def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse:
     """One result file of a succeeded job."""
     store = store_of(request)
