@@ -154,6 +154,17 @@ class ModelCatalog:
                                        f"removed from the models folder); {self._available(task)}")
         return chosen
 
+    def bands(self, chosen: dict[str, str]) -> tuple[tuple[int, ...], str] | None:
+        """The bands the chosen models were trained to read as red, green, blue (a card whose chips
+        were cut with ``geoseg tile --bands``) and the model that says so; None when none names any.
+        What a job without ``bands`` will read (``geoseg.heads.bands_of_models``)."""
+        for name in sorted(chosen.values()):
+            model = self._by_name.get(name)
+            named = cards.card_bands(model.card) if model is not None else None
+            if named is not None:
+                return named, name
+        return None
+
     def card_paths(self, chosen: dict[str, str]) -> dict[str, str]:
         """{task: name} of a job about to run -> {task: card path} for ``PredictOptions.model_dirs``;
         ``ModelUnavailable`` (the job's error) when a model went away after the job was accepted."""

@@ -74,14 +74,24 @@ def check_form_fields(form: FormData, fields: Collection[str]) -> None:
                                   "at most once (see /docs)")
 
 
-def check_bands(options: dict[str, Any], summary: dict[str, Any]) -> None:
-    """Refuse ``bands`` naming a band the upload does not have (before the job is queued: it would fail)."""
+def check_bands(options: dict[str, Any], summary: dict[str, Any],
+                model_bands: tuple[tuple[int, ...], str] | None = None) -> None:
+    """Refuse ``bands`` naming a band the upload does not have, or, without ``bands``, a chosen
+    model trained on bands it does not have (``model_bands``: ``ModelCatalog.bands``), before the job
+    is queued. Why: such a job was accepted (202) and failed in the worker."""
     wanted = options.get("bands")
     missing = [b for b in wanted or () if b > summary["bands"]]
     if missing:
         raise UploadRejected(422, f"bands {','.join(map(str, wanted))} were asked for red, green, blue, but the "
                                   f"raster has {summary['bands']} band(s): band(s) {', '.join(map(str, missing))} "
                                   f"do not exist")
+    if wanted is None and model_bands is not None:
+        named, model = model_bands
+        missing = [b for b in named if b > summary["bands"]]
+        if missing:
+            raise UploadRejected(422, f"model {model!r} reads bands {','.join(map(str, named))} as red, green, blue "
+                                      f"(its card), but the raster has {summary['bands']} band(s): send bands=R,G,B "
+                                      f"to choose others, or choose another model")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -126,7 +136,8 @@ def _publish(staged: Path, target: Path, job_id: str, options: dict[str, Any], s
 
 async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: Settings,
                         store: JobStore, kind: str = "job", priority: int = 0,
-                        max_pixels: int | None = None) -> Job:
+                        max_pixels: int | None = None,
+                        model_bands: tuple[tuple[int, ...], str] | None = None) -> Job:
     """Validate the upload and queue it; raises ``UploadRejected`` (nothing is kept) if unusable."""
     job_id = str(uuid.uuid4())
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +146,7 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
     publishing = False
     try:
         summary = await run_in_threadpool(_stage_and_inspect, upload, staged, settings)
-        check_bands(options, summary)
+        check_bands(options, summary, model_bands)
         pixels = summary["width"] * summary["height"]
         if max_pixels is not None and pixels > max_pixels:
             raise UploadRejected(413, f"raster has {pixels} pixels; synchronous segmentation takes "

@@ -78,6 +78,28 @@ def test_a_model_the_server_cannot_run_is_refused_and_nothing_is_kept(tmp_path, 
         assert list((tmp_path / "svc" / "jobs").iterdir()) == []
 
 
+def test_a_model_trained_on_bands_the_upload_lacks_is_refused_before_the_job_is_queued(tmp_path):
+    """A model cut from ``geoseg tile --bands 4,3,2`` chips reads band 4; a 3-band upload naming it
+    was accepted (202) and failed in the worker. It is a 422 now, and ``bands=`` still chooses."""
+    folder = own_model(tmp_path / "models")
+    card = json.loads((folder / f"{NAME}.json").read_text())
+    (folder / f"{NAME}.json").write_text(json.dumps(card | {"bands": [4, 3, 2]}))
+    with service(tmp_path, models_dir=tmp_path / "models") as client:
+        for route in ("/v1/jobs", "/v1/segment"):
+            with open(SCENE, "rb") as f:
+                r = client.post(route, files={"file": (SCENE.name, f, "image/tiff")},
+                                data={"model": f"buildings={NAME}"})
+            assert r.status_code == 422, r.text
+            assert r.json()["detail"] == (f"model '{NAME}' reads bands 4,3,2 as red, green, blue (its card), but the "
+                                          f"raster has 3 band(s): send bands=R,G,B to choose others, or choose "
+                                          f"another model")
+        assert client.get("/v1/jobs").json()["total"] == 0
+        with open(SCENE, "rb") as f:
+            r = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")},
+                            data={"model": f"buildings={NAME}", "bands": "3,2,1"})
+        assert r.status_code == 202, r.text
+
+
 def test_a_model_removed_after_the_job_was_accepted_fails_the_job_clearly(tmp_path, monkeypatch):
     folder = own_model(tmp_path / "models")
     monkeypatch.setenv(SLEEP_ENV, "1.5")  # the fake runner holds the one worker meanwhile

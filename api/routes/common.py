@@ -74,6 +74,12 @@ def model_options(request: Request, model: str | None) -> dict[str, Any]:
     return {"models": chosen} if chosen else {}
 
 
+def models_bands(request: Request, options: dict[str, Any]) -> tuple[tuple[int, ...], str] | None:
+    """The bands a job's chosen models read as red, green, blue (``ModelCatalog.bands``), for the
+    upload check (``api.intake.check_bands``)."""
+    return catalog_of(request).bands(options.get("models", {}))
+
+
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route can give."""
     text = {400: "Malformed upload (empty, damaged, truncated)", 401: "Missing or wrong API key",

@@ -51,6 +51,7 @@ from api.routes.common import (
     check_form,
     check_query,
     model_options,
+    models_bands,
     problems,
     root_path_of,
     settings_of,
@@ -124,7 +125,7 @@ async def submit_job(
     await check_form(request)
     options = parse_options(refine, regularize, outputs, profile, bands) | model_options(request, model)
     settings, store = settings_of(request), store_of(request)
-    job = await accept_upload(file, options, settings, store)
+    job = await accept_upload(file, options, settings, store, model_bands=models_bands(request, options))
     supervisor_of(request).wake()
     links = job_links(job, root_path_of(request))
     body = JobAccepted(id=job.id, status=job.status, links=links, input=InputSummary(**job.input))

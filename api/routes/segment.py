@@ -29,6 +29,7 @@ from api.routes.common import (
     Regularize,
     check_form,
     model_options,
+    models_bands,
     problems,
     root_path_of,
     settings_of,
@@ -74,7 +75,8 @@ async def segment(
     settings, store = settings_of(request), store_of(request)
     options = parse_options(refine, regularize, "buildings", profile, bands) | model_options(request, model)
     job = await accept_upload(file, options, settings, store, kind="segment",
-                              priority=SYNC_PRIORITY, max_pixels=settings.sync_max_pixels)
+                              priority=SYNC_PRIORITY, max_pixels=settings.sync_max_pixels,
+                              model_bands=models_bands(request, options))
     supervisor = supervisor_of(request)
     supervisor.wake()
     deadline = time.monotonic() + settings.sync_timeout_s
