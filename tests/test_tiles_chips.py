@@ -589,6 +589,38 @@ def test_vector_landcover_polygons_are_rasterised_onto_each_image_by_class_field
     assert {f["properties"]["status"] for f in index_of(tmp_path / "names/chips")} == {"ok", "empty"}
 
 
+def test_vector_landcover_is_cut_at_gsd_on_the_resampled_grid(buildings_dir: Path, tmp_path: Path):
+    """Class polygons have no resolution of their own, so vector land cover can be cut at --gsd (it was
+    refused, as for class masks): chips on the 0.6 m grid, the polygons rasterised on that grid, the
+    chips' GSD recorded for the card. Mixed GSDs without --gsd are refused as for buildings."""
+    scene, labels = _class_polygons(buildings_dir, tmp_path, ["trees", "fields"])
+    out = tmp_path / "chips"
+    result = runner.invoke(app, ["tile", str(scene), "--target", "landcover", "--labels", str(labels),
+                                 "--labels-class-field", "class", "--out", str(out), "--size", "64", "--gsd", "0.6"])
+    assert result.exit_code == 0, result.output
+    feats = index_of(out)
+    with rasterio.open(scene) as src:
+        side = round(src.width * src.res[0] / 0.6)  # 256 px at 0.3 m -> about 128 px at 0.6 m
+    full = np.zeros((side, side), np.uint8)
+    for f in feats:
+        assert f["properties"]["gsd"] == pytest.approx(0.6, rel=0.02)
+        if f["properties"]["label"]:
+            x, y, w, h = f["properties"]["window"]
+            with rasterio.open(out / f["properties"]["label"]) as chip:
+                assert chip.res[0] == pytest.approx(0.6, rel=0.02)
+                full[y:y + h, x:x + w] = chip.read(1)[:max(0, min(h, side - y)), :max(0, min(w, side - x))]
+    half = side // 2
+    inner = np.s_[4:-4]  # off the polygon edges and the scene's border
+    assert (full[inner, 4:half - 4][full[inner, 4:half - 4] > 0] == 1).all()
+    assert (full[half + 4:side - 4, half + 4:side - 4][full[half + 4:side - 4, half + 4:side - 4] > 0] == 2).all()
+    assert (full[4:half - 4, half + 4:side - 4] == 0).all() and (full == 1).mean() > 0.3
+    z20 = tmp_path / "scenes" / "z20.tif"
+    z20.write_bytes((buildings_dir / "kampala/kampala_z20_2.tif").read_bytes())
+    result = runner.invoke(app, ["tile", str(tmp_path / "scenes"), "--target", "landcover", "--labels", str(labels),
+                                 "--labels-class-field", "class", "--out", str(tmp_path / "mixed")])
+    assert_one_line_error(result, "tile", "z20.tif 0.149 m", "--gsd")
+
+
 def test_vector_landcover_values_that_name_no_class_are_refused_in_one_line(buildings_dir: Path, tmp_path: Path):
     """A value the classes.json does not know (a typo, a class not listed) must not be cut as
     unlabelled ground: one line naming the values, before anything is written."""

@@ -195,10 +195,9 @@ def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, o
 def vector_landcover_chips(scene: Scene, polygons: ClassPolygons, out_dir: str | Path, opts: ChipOptions,
                            scene_name: str, chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
     """Cut a georeferenced image into land-cover chips whose masks are rasterised from class polygons
-    (``tiles.landcover_vectors``; ``geoseg tile --target landcover --labels-class-field``), at native
-    resolution as image + mask pairs are."""
-    if opts.gsd is not None or scene.is_warped:
-        raise ValueError(f"{scene.name}: land-cover chips are cut at native resolution: ChipOptions.gsd must be None")
+    (``tiles.landcover_vectors``; ``geoseg tile --target landcover --labels-class-field``) on the
+    scene's working grid: native, or resampled to ``opts.gsd`` when the scene was opened at it (the
+    polygons have no resolution of their own, unlike a class mask)."""
     if scene.crs is None:
         raise UnsupportedRaster(f"{scene.name} has no CRS: vector land-cover labels cannot be placed on it")
     check_scene_options(scene, opts)

@@ -103,7 +103,8 @@ class SceneJob:
     def _landcover(self, image: Path) -> list[dict]:
         tile_dir = image.parent.name
         prefix = chip_prefix(image, self.target)
-        with Scene(image, bands=self.opts.bands) as scene:
+        # vector land cover can be cut at --gsd (polygons have no resolution); class masks cannot
+        with Scene(image, bands=self.opts.bands, gsd=self.opts.gsd if self.labels_class_field else None) as scene:
             if self.labels_class_field:  # vector land cover: polygons rasterised by tiles
                 polygons = ClassPolygons.from_files(
                     list(self.labels or ()), scene.crs, self.labels_class_field, read_classes(self.out / CLASSES_FILE),
@@ -227,8 +228,9 @@ def check_options(size: int, overlap: int, gsd: float | None, min_valid: float, 
 
 
 def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
-    """Refuse ``--gsd`` for land-cover pairs rather than ignore it: the Dubai images carry no
-    georeferencing (no GSD to resample from), and the class masks are cut at native resolution."""
+    """Refuse ``--gsd`` for land-cover image + mask pairs rather than ignore it: the Dubai images carry
+    no georeferencing (no GSD to resample from), and the class masks are cut at native resolution.
+    (Vector land cover, ``--labels-class-field``, is rasterised on the working grid: ``--gsd`` works.)"""
     if gsd is None:
         return
     for image in images:
@@ -270,7 +272,7 @@ def check_label_files(given: list[Path] | None, inputs: list[Path], where: str |
 
 
 def check_one_gsd(out: Path, inputs: list[Path]) -> None:
-    """Refuse building scenes of different GSDs cut without ``--gsd`` (with each other or with the
+    """Refuse scenes (buildings, vector land cover) of different GSDs cut without ``--gsd`` (with each other or with the
     chips already in ``out``), before any is cut.
 
     Why: a model has one working scale, so ``geoseg train`` refuses a chip set of mixed GSD; such a
@@ -310,7 +312,7 @@ def tile(
     labels_class_field: str = typer.Option(None, "--labels-class-field", help="--target landcover: the --labels polygons' class field, its values class names (or indices) of the classes.json beside the labels file (or one folder up); each image is rasterised from them instead of an X_label mask."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),
     overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels."),
-    gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings only; refused for land cover)."),
+    gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings, and land cover from --labels-class-field polygons; refused for image + mask pairs)."),
     target: Target = typer.Option(Target.buildings, help="buildings (0/1/2 + 255 ignore) or landcover (class-index masks)."),
     min_valid: float = typer.Option(0.5, help="Windows with a smaller valid-pixel fraction (0 to 1) are recorded as skipped, not written."),
     bands: str = typer.Option(None, help="1-based bands for R,G,B, e.g. 4,3,2 (default: colour interpretation, else band descriptions red, green, blue, else 1,2,3); recorded per chip, and geoseg train writes them into the model card, which geoseg predict follows."),
@@ -337,12 +339,13 @@ def tile(
             if target is Target.buildings:
                 check_label_files(list(job.labels or ()), inputs, labels_where, labels_layer)
             if target is Target.landcover:
-                check_landcover_gsd(inputs, gsd)
+                if not labels_class_field:
+                    check_landcover_gsd(inputs, gsd)
                 classes_file = (check_vector_landcover(list(job.labels or ()), labels_class_field, job.out, labels_where,
                                                        labels_layer) if labels_class_field
                                 else landcover_class_file(inputs))
             held.enter_context(hold_out_folder(job.out, "geoseg tile"))  # one run at a time in OUT
-            if target is Target.buildings and gsd is None:
+            if (target is Target.buildings or labels_class_field) and gsd is None:
                 check_one_gsd(job.out, inputs)
             chip_set = job.chip_set()
             siblings = chip_set.claim()
