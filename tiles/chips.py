@@ -139,20 +139,8 @@ def building_chips(scene: Scene, labels: LabelIndex, out_dir: str | Path, opts: 
 
     ``scene`` must be opened as ``opts`` say (``check_scene_options``)."""
     check_scene_options(scene, opts)
-    out_dir = Path(out_dir)
-    stem = Path(scene_name).stem
-    for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
-        chip_id = f"{stem}_r{tile.row:03d}_c{tile.col:03d}"
-        rgb, valid = scene.read(tile.read)
-        frac = valid_fraction(valid)
-        if frac < opts.min_valid:
-            yield _record(chip_id, scene, scene_name, area, split, "buildings", tile, frac, 0, False)
-            continue
-        transform = scene.window_transform(tile.read)
-        label, n_objects = window_labels(labels, transform, valid.shape, valid)
-        write_chip(out_dir / "images" / f"{chip_id}.tif", rgb, scene.crs, transform)
-        write_chip(out_dir / "labels" / f"{chip_id}.tif", label[None], scene.crs, transform)
-        yield _record(chip_id, scene, scene_name, area, split, "buildings", tile, frac, n_objects, True)
+    yield from _chip_windows(scene, lambda w, valid: window_labels(labels, scene.window_transform(w), valid.shape, valid),
+                             Path(out_dir), opts, scene_name, Path(scene_name).stem, area, split, "buildings")
 
 
 def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, opts: ChipOptions, scene_name: str,
@@ -208,21 +196,35 @@ def vector_landcover_chips(scene: Scene, polygons: ClassPolygons, out_dir: str |
 def _landcover_windows(scene: Scene, label_of: Callable[[Window], np.ndarray], out_dir: Path, opts: ChipOptions,
                        scene_name: str, chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
     """The land-cover chips of a scene's grid: ``label_of(window)`` gives each window's class indices
-    (a class mask read, or polygons rasterised); invalid image pixels become unlabeled."""
+    (a class mask read, or polygons rasterised); invalid image pixels become unlabeled, and a chip
+    counts the classes it holds."""
+
+    def classes(window: Window, valid: np.ndarray) -> tuple[np.ndarray, int]:
+        label = label_of(window)
+        label[~valid] = LANDCOVER_UNLABELED
+        return label, int(np.unique(label[label != LANDCOVER_UNLABELED]).size)
+
+    yield from _chip_windows(scene, classes, out_dir, opts, scene_name, chip_prefix, area, split, "landcover")
+
+
+def _chip_windows(scene: Scene, label_of: Callable[[Window, np.ndarray], tuple[np.ndarray, int]], out_dir: Path,
+                  opts: ChipOptions, scene_name: str, chip_prefix: str, area: str, split: str,
+                  target: str) -> Iterator[ChipRecord]:
+    """Every grid window of a scene as a record; those valid enough written as image + label chips.
+    ``label_of(window, valid)`` gives the window's label raster and its count of objects (buildings)
+    or classes (land cover)."""
     for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
         chip_id = f"{chip_prefix}_r{tile.row:03d}_c{tile.col:03d}"
         rgb, valid = scene.read(tile.read)
         frac = valid_fraction(valid)
         if frac < opts.min_valid:
-            yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, 0, False)
+            yield _record(chip_id, scene, scene_name, area, split, target, tile, frac, 0, False)
             continue
-        label = label_of(tile.read)
-        label[~valid] = LANDCOVER_UNLABELED
-        n_classes = int(np.unique(label[label != LANDCOVER_UNLABELED]).size)
+        label, count = label_of(tile.read, valid)
         transform = scene.window_transform(tile.read) if scene.crs is not None else None
         write_chip(out_dir / "images" / f"{chip_id}.tif", rgb, scene.crs, transform)
         write_chip(out_dir / "labels" / f"{chip_id}.tif", label[None], scene.crs, transform)
-        yield _record(chip_id, scene, scene_name, area, split, "landcover", tile, frac, n_classes, True)
+        yield _record(chip_id, scene, scene_name, area, split, target, tile, frac, count, True)
 
 
 def _same_grid(mask_ds, scene: Scene) -> bool:
