@@ -9,6 +9,7 @@ until the last descriptor is closed, so a download that has started always compl
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -122,16 +123,23 @@ def precondition_failed(request: Headers, etag: str, mtime: float) -> str | None
             return None
         return f"If-Match {_shown(if_match)} does not name this file, whose ETag is {etag}"
     if_unmodified_since = request.get("if-unmodified-since")
-    if if_unmodified_since is None:
-        return None
-    try:
-        since = parsedate_to_datetime(if_unmodified_since)
-    except (TypeError, ValueError):
-        return None  # an invalid date is ignored (RFC 9110 13.1.4)
-    if since.tzinfo is None or int(mtime) <= int(since.timestamp()):
+    since = _http_date(if_unmodified_since)  # an invalid date is ignored (RFC 9110 13.1.4)
+    if since is None or int(mtime) <= int(since.timestamp()):
         return None
     return (f"the file was last modified at {formatdate(mtime, usegmt=True)}, after If-Unmodified-Since "
             f"{_shown(if_unmodified_since)}")
+
+
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP date header's instant; None when absent, invalid or without a time zone (RFC 9110
+    5.6.7: a recipient ignores a date it cannot parse)."""
+    if value is None:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else None
 
 
 def _shown(value: str) -> str:
@@ -156,12 +164,5 @@ def current_copy(request: Headers, etag: str, mtime: float) -> str | None:
             if tag.removeprefix("W/") == etag:
                 return tag
         return None
-    if_modified_since = request.get("if-modified-since")
-    if if_modified_since is None:
-        return None
-    try:
-        since = parsedate_to_datetime(if_modified_since)
-    except (TypeError, ValueError):
-        return None  # an invalid date is ignored (RFC 9110 13.1.3)
-    current = since.tzinfo is not None and int(since.timestamp()) >= int(mtime)
-    return etag if current else None
+    since = _http_date(request.get("if-modified-since"))  # an invalid date is ignored (RFC 9110 13.1.3)
+    return etag if since is not None and int(since.timestamp()) >= int(mtime) else None
