@@ -312,6 +312,17 @@ def test_a_folder_is_a_batch_of_the_rasters_directly_inside_it(tmp_path):
     assert_one_line_error(nothing, "predict", "no rasters in folder", str(empty))
 
 
+def test_a_folder_copied_from_a_mac_is_not_failed_by_its_hidden_appledouble_files(tmp_path):
+    """macOS writes ``._a.tif`` (AppleDouble metadata, not a raster) beside each file it copies to a
+    USB disk, a share or a zip: each was a failed input and the batch exited 1 with all scenes done."""
+    _crops(tmp_path / "s", "a.tif")
+    (tmp_path / "s" / "._a.tif").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 0 and "1 predicted, 0 already done, 0 failed" in result.stdout, result.output
+    assert [e["input"] for e in json.loads((tmp_path / "o" / "batch.json").read_text())["inputs"]] == [
+        str(tmp_path / "s" / "a.tif")]
+
+
 def test_a_prediction_of_a_relative_path_is_scored_from_any_folder(tmp_path, monkeypatch):
     """report.json names a local input by its absolute path: eval, run from another folder, reads its grid."""
     (tmp_path / "scenes").mkdir()

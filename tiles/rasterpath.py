@@ -76,5 +76,8 @@ def not_found(location: RasterPath) -> str:
 
 def rasters_in(folder: Path) -> list[Path]:
     """The raster files directly inside ``folder``, sorted by name (not its sub-folders: results
-    written under the folder must not become inputs of the next run)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+    written under the folder must not become inputs of the next run; not hidden files: macOS leaves
+    an AppleDouble ``._scene.tif`` of metadata beside each file it copies to a USB disk, a network
+    share or a zip, and each was a failed input that made the whole batch exit 1)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in RASTER_SUFFIXES)
