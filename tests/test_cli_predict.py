@@ -323,6 +323,35 @@ def test_a_folder_copied_from_a_mac_is_not_failed_by_its_hidden_appledouble_file
         str(tmp_path / "s" / "a.tif")]
 
 
+def test_sidecars_a_shell_pattern_sweeps_in_are_left_out_of_the_batch(tmp_path):
+    """``geoseg predict scenes/* --out r/``: the shell passes the sidecars too. The .aux.xml and .msk
+    each failed (exit 1, every scene done) and the .ovr, a GeoTIFF of overviews, was predicted as an
+    ungeoreferenced scene into r/a.tif/. A sidecar given without its raster is still an input."""
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    _crops(tmp_path / "t", "lone.tif")
+    s = tmp_path / "s"
+    with rasterio.open(s / "a.tif") as src:
+        profile = src.profile | {"width": 64, "height": 64}
+        del profile["transform"], profile["crs"]
+        with rasterio.open(s / "a.tif.ovr", "w", **profile) as ovr:  # as GDAL's external overviews
+            ovr.write(src.read(out_shape=(3, 64, 64)))
+    (s / "a.tif.aux.xml").write_text("<PAMDataset/>")
+    (s / "b.tif.msk").write_bytes((s / "a.tif.ovr").read_bytes())
+    (s / "b.tfw").write_text("0.3\n0\n0\n-0.3\n0\n0\n")
+    (tmp_path / "t" / "lone.tif").rename(tmp_path / "t" / "lone.tif.ovr")
+    given = sorted(str(p) for p in s.iterdir())  # what the shell makes of s/*
+    result = CliRunner().invoke(app, ["predict", *given, "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 0 and "2 predicted, 0 already done, 0 failed" in result.stdout, result.output
+    summary = json.loads((tmp_path / "o" / "batch.json").read_text())
+    assert [e["input"] for e in summary["inputs"]] == [str(s / "a.tif"), str(s / "b.tif")]
+    assert summary["warnings"] == ["left out 4 sidecar files of the inputs (a.tif.aux.xml, a.tif.ovr, b.tfw, "
+                                   "b.tif.msk): GDAL reads each with its raster"]
+    assert f"warning: {summary['warnings'][0]}" in result.stderr
+    alone = CliRunner().invoke(app, ["predict", str(s / "b.tif"), str(tmp_path / "t" / "lone.tif.ovr"), "--out",
+                                     str(tmp_path / "o2"), *FAST])
+    assert "2 predicted" in alone.stdout, alone.output  # its raster is not there: taken as given
+
+
 def test_a_prediction_of_a_relative_path_is_scored_from_any_folder(tmp_path, monkeypatch):
     """report.json names a local input by its absolute path: eval, run from another folder, reads its grid."""
     (tmp_path / "scenes").mkdir()

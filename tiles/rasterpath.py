@@ -12,12 +12,18 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 __all__ = ["RASTER_SUFFIXES", "RasterPath", "absolute_raster_path", "as_raster_path", "is_virtual", "not_found", "raster_exists",
-           "raster_name", "raster_stem", "rasters_in"]
+           "raster_name", "raster_stem", "rasters_in", "split_sidecars"]
 
 RasterPath = str | Path
 
 #: what a folder input contributes: raster files, not their sidecars (.aux.xml, .ovr, .msk, world files)
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".png", ".jpg", ".jpeg")
+#: files GDAL (or QGIS, ArcGIS) keep beside a raster ``x.tif`` as ``x.tif`` + one of these: its
+#: metadata and statistics, external overviews, external mask, ArcGIS metadata
+SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", ".xml")
+#: files kept beside a raster ``x.tif`` as ``x`` + one of these: world files, ERDAS overviews and .aux
+STEM_SIDECAR_SUFFIXES = (".wld", ".tfw", ".tifw", ".tiffw", ".jgw", ".jpgw", ".pgw", ".pngw", ".j2w", ".aux",
+                         ".rrd", ".prj")
 
 
 def is_virtual(location: RasterPath) -> bool:
@@ -81,3 +87,32 @@ def rasters_in(folder: Path) -> list[Path]:
     share or a zip, and each was a failed input that made the whole batch exit 1)."""
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in RASTER_SUFFIXES)
+
+
+def split_sidecars(paths: list[RasterPath]) -> tuple[list[RasterPath], list[RasterPath]]:
+    """``paths`` without the sidecars of another of them (``x.tif.aux.xml``, ``x.tif.ovr``,
+    ``x.tif.msk``, ``x.tfw``... beside ``x.tif``), and those sidecars; both in order.
+
+    Why: ``geoseg predict scenes/* --out r/`` takes what the shell's pattern matched, sidecars
+    included: the .aux.xml and .msk each failed the batch (exit 1, every scene done) and an .ovr,
+    a GeoTIFF of the raster's overviews without georeferencing, was predicted as a scene of its
+    own. GDAL reads each with its raster. A sidecar given without its raster is left to be
+    predicted (and fail) as given."""
+    local = {os.path.realpath(p) for p in paths if not is_virtual(p)}
+    stems = {os.path.join(os.path.dirname(p), PurePosixPath(p).stem)
+             for p in local if Path(p).suffix.lower() in RASTER_SUFFIXES}
+
+    def is_sidecar(path: RasterPath) -> bool:
+        if is_virtual(path):
+            return False
+        real = os.path.realpath(path)
+        lower = real.lower()
+        if any(lower.endswith(suffix) and real[:-len(suffix)] in local - {real} for suffix in SIDECAR_SUFFIXES):
+            return True
+        stem, suffix = os.path.splitext(real)
+        return suffix.lower() in STEM_SIDECAR_SUFFIXES and stem in stems
+
+    kept, sidecars = [], []
+    for p in paths:
+        (sidecars if is_sidecar(p) else kept).append(p)
+    return kept, sidecars

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -26,7 +27,7 @@ from tiles.batch import parse_scheduler, time_left
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
-                              not_found, raster_exists, raster_name, raster_stem, rasters_in)
+                              not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars)
 
 #: without a terminal, a line each time the single-input progress passes another tenth
 LOG_STEP = 0.1
@@ -113,9 +114,10 @@ def predict(
         scheduler = _scheduler(scheduler)
         paths, folders = _expand_folders([as_raster_path(p) for p in inputs])
         batch = not mosaic and (folders or len(paths) > 1)  # the layout follows what was given, repeats included
-        paths = _unique(paths)
+        paths, sidecars = split_sidecars(_unique(paths))
+        notes = [_sidecars_note(sidecars)] if sidecars else []
         if mosaic:
-            _predict_mosaic(paths, out, options)
+            _predict_mosaic(paths, out, options, notes)
         elif not batch:
             if not raster_exists(paths[0]):
                 raise ValueError(not_found(paths[0]))
@@ -124,7 +126,7 @@ def predict(
                 _predict_one(paths[0], out, options)
         else:  # a missing input is one failed input of the batch (predict_scene checks it): the others run
             with hold_out_folder(out, "geoseg predict"):  # one batch at a time in DIR
-                _predict_many(paths, out, options, scheduler)
+                _predict_many(paths, out, options, scheduler, notes)
     except typer.Exit:
         raise
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: say what is kept (a batch's finished folders) and how to go on
@@ -166,7 +168,14 @@ def _unique(paths: list[RasterPath]) -> list[RasterPath]:
     return out
 
 
-def _predict_mosaic(inputs: list[RasterPath], out: Path, options: PredictOptions) -> None:
+def _sidecars_note(sidecars: list[RasterPath]) -> str:
+    """The warning for sidecars given with their rasters (``scenes/*``): left out, and why."""
+    names = ", ".join(raster_name(p) for p in sidecars[:5]) + (", ..." if len(sidecars) > 5 else "")
+    return (f"left out {len(sidecars)} sidecar file{'s' if len(sidecars) > 1 else ''} of the inputs ({names}): "
+            f"GDAL reads each with its raster")
+
+
+def _predict_mosaic(inputs: list[RasterPath], out: Path, options: PredictOptions, notes: list[str]) -> None:
     """``inputs`` as one scene (``--mosaic``): checked to share one grid before ``out`` is made, then a
     VRT over them, ``out/mosaic.vrt``, predicted as one input. A failed run leaves the VRT as it was."""
     from tiles.mosaic import MOSAIC_VRT, MosaicError, plan_mosaic, write_vrt
@@ -184,7 +193,7 @@ def _predict_mosaic(inputs: list[RasterPath], out: Path, options: PredictOptions
         raise ValueError(f"--mosaic: {exc}") from None
     # hold_out_folder makes --out, and removes it again if it made it and the run fails leaving it empty
     with hold_out_folder(out, "geoseg predict"):  # not while another run writes there
-        echo_warnings(_mosaic_warnings(plan), prefix="--mosaic: ")  # once the folder is ours
+        echo_warnings(notes + _mosaic_warnings(plan), prefix="--mosaic: ")  # once the folder is ours
         before = vrt.read_bytes() if vrt.is_file() else None
         try:
             write_vrt(plan, vrt)
@@ -263,8 +272,10 @@ def _drop_bar(bar: Progress) -> None:
     bar.disable = True  # Progress.stop (on leaving the block) would print the newline
 
 
-def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, scheduler: str | None) -> None:
-    """The batch of ``inputs`` into ``out/<stem>/``; ``scheduler``: as ``_scheduler`` returns it."""
+def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, scheduler: str | None,
+                  notes: list[str]) -> None:
+    """The batch of ``inputs`` into ``out/<stem>/``; ``scheduler``: as ``_scheduler`` returns it;
+    ``notes``: warnings of the batch known before it runs (printed, and in its summary)."""
     from geoseg.pipeline import outputs_current
     from tiles.batch import run_batch
 
@@ -286,6 +297,8 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                            header={"command": "geoseg predict", "geoseg_version": __version__, "out": str(out)},
                            details=_folder_counts, no_details={"buildings": None, "warnings": []})
     with recorded_warnings() as caught:  # the jobs return their notes; these are the batch's
+        for note in notes:
+            warnings.warn(note, stacklevel=1)
         try:
             report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
                                scheduler=scheduler, description="predict",
