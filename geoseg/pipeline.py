@@ -48,7 +48,7 @@ from tiles.errors import UnsupportedRaster
 from tiles.gsd import has_lonlat
 from tiles.mosaic import input_at
 from tiles.rasterpath import (RasterPath, absolute_raster_path, as_raster_path, is_virtual, not_found,
-                              raster_exists, raster_name)
+                              raster_exists, raster_name, vrt_sources)
 from tiles.source import Scene, cap_block_cache
 
 __all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "outputs_current", "predict_scene"]
@@ -154,16 +154,31 @@ def _request(input_path: RasterPath, options: PredictOptions) -> dict[str, Any]:
     return {"input": _input_name(input_path), "input_file": _input_file(input_path), "options": opts}
 
 
-def _input_file(input_path: RasterPath) -> dict[str, int] | None:
+def _input_file(input_path: RasterPath) -> dict[str, Any] | None:
     """Size and modification time of a local input (None for virtual paths and URLs, or when it is gone):
-    a scene replaced under the same name is predicted again by a batch."""
+    a scene replaced under the same name is predicted again by a batch. A VRT's adds ``sources``,
+    the same of each file it reads (``path``; ``bytes`` and ``modified_ns`` None for one missing):
+    a tile of the mosaic replaced changes the VRT's pixels but not the VRT."""
     if is_virtual(input_path):
         return None
     try:
         stat = os.stat(input_path)
     except OSError:
         return None
-    return {"bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
+    record: dict[str, Any] = {"bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
+    sources = vrt_sources(input_path)
+    if sources:
+        record["sources"] = [_source_file(name) for name in sources]
+    return record
+
+
+def _source_file(name: str) -> dict[str, Any]:
+    """``path``, ``bytes`` and ``modified_ns`` of a file a VRT reads (None for one that is missing)."""
+    try:
+        stat = os.stat(name)
+    except OSError:
+        return {"path": name, "bytes": None, "modified_ns": None}
+    return {"path": name, "bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
 
 
 def outputs_current(out_dir: Path | str, input_path: RasterPath, options: PredictOptions) -> bool:

@@ -611,6 +611,27 @@ def test_a_scene_replaced_under_the_same_name_is_predicted_again(tmp_path):
     assert json.loads((tmp_path / "o" / "b" / "report.json").read_text()) == report
 
 
+def test_a_vrt_whose_tile_was_replaced_is_predicted_again(tmp_path):
+    """A VRT mosaic as a batch input: a tile of it redelivered changes its pixels but not the VRT's
+    size or time, and the batch skipped it as already done, keeping the old tile's buildings."""
+    from mosaic_tiles import SCENE as TILED, cut_grid, write_tile
+    from tiles.mosaic import plan_mosaic, write_vrt
+
+    tiles = cut_grid(TILED, tmp_path / "tiles", nx=2, ny=1)
+    (tmp_path / "s").mkdir()
+    write_vrt(plan_mosaic(tiles), tmp_path / "s" / "city.vrt")
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
+    assert "1 predicted" in CliRunner().invoke(app, args).stdout
+    assert "0 predicted, 1 already done" in CliRunner().invoke(app, args).stdout
+    with rasterio.open(tiles[1]) as src:  # a corrected delivery of the second tile
+        pixels, transform, crs = src.read(), src.transform, src.crs
+    write_tile(tiles[1], pixels[:, ::-1].copy(), transform, crs)
+    again = CliRunner().invoke(app, args)
+    assert "1 predicted, 0 already done, 0 failed" in again.stdout and "(city.vrt)" in again.stdout, again.output
+    sources = json.loads((tmp_path / "o" / "city" / "report.json").read_text())["input_file"]["sources"]
+    assert [(s["path"], s["modified_ns"]) for s in sources] == [(str(t), t.stat().st_mtime_ns) for t in tiles]
+
+
 @pytest.mark.parametrize(("option", "says"), [
     (["--device", "tpu"], "--device must be auto, cpu or cuda, got 'tpu'"),
     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),

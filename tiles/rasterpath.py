@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 __all__ = ["RASTER_SUFFIXES", "RasterPath", "absolute_raster_path", "as_raster_path", "is_virtual", "not_found", "raster_exists",
-           "raster_name", "raster_stem", "rasters_in", "split_sidecars"]
+           "raster_name", "raster_stem", "rasters_in", "split_sidecars", "vrt_sources"]
 
 RasterPath = str | Path
 
@@ -116,3 +116,34 @@ def split_sidecars(paths: list[RasterPath]) -> tuple[list[RasterPath], list[Rast
     for p in paths:
         (sidecars if is_sidecar(p) else kept).append(p)
     return kept, sidecars
+
+
+def vrt_sources(location: RasterPath) -> list[str]:
+    """The local files a GDAL VRT (``.vrt``) reads, those of the VRTs it reads included, as GDAL
+    names them; [] for any other raster, a virtual path or URL, or a VRT that does not open.
+
+    Why: a VRT's own bytes and time do not change when a tile it mosaics is replaced, so a batch
+    that compared only those skipped the VRT's new delivery as already done."""
+    if is_virtual(location) or Path(location).suffix.lower() != ".vrt":
+        return []
+    import rasterio  # here: the CLI imports this module for --help too
+    from rasterio.errors import RasterioIOError
+
+    found: list[str] = []
+    todo, seen = [os.path.realpath(location)], set()
+    while todo:
+        vrt = todo.pop(0)
+        seen.add(vrt)
+        try:
+            with rasterio.open(vrt) as src:
+                files = list(src.files)
+        except RasterioIOError:
+            continue
+        for name in files:
+            if is_virtual(name) or os.path.realpath(name) in seen or name.lower().endswith(".aux.xml"):
+                continue
+            if name not in found:
+                found.append(name)
+            if name.lower().endswith(".vrt"):
+                todo.append(os.path.realpath(name))
+    return found
