@@ -632,6 +632,23 @@ def test_a_vrt_whose_tile_was_replaced_is_predicted_again(tmp_path):
     assert [(s["path"], s["modified_ns"]) for s in sources] == [(str(t), t.stat().st_mtime_ns) for t in tiles]
 
 
+def test_a_vrt_whose_tile_is_missing_fails_naming_the_missing_file(tmp_path):
+    """A VRT input whose tile was moved away failed as 'RasterioIOError: Read failed. See previous
+    exception for details.': which file, and why, was on no line the user saw."""
+    from mosaic_tiles import SCENE as TILED, cut_grid
+    from tiles.mosaic import plan_mosaic, write_vrt
+
+    tiles = cut_grid(TILED, tmp_path / "tiles", nx=2, ny=1)
+    _crops(tmp_path / "s", "a.tif")
+    write_vrt(plan_mosaic(tiles), tmp_path / "s" / "city.vrt")
+    tiles[1].unlink()
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 1 and "1 predicted, 0 already done, 1 failed" in result.stdout, result.output
+    assert result.stderr.splitlines() == [
+        f"city.vrt: PredictError: cannot read its pixels (a file it reads is missing): {tiles[1]}: "
+        f"No such file or directory"], result.stderr
+
+
 @pytest.mark.parametrize(("option", "says"), [
     (["--device", "tpu"], "--device must be auto, cpu or cuda, got 'tpu'"),
     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),

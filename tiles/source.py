@@ -148,6 +148,14 @@ def _gdal_reason(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def _unreadable(name: str, exc: BaseException) -> str:
+    """The one-line reason a raster's pixels cannot be read, GDAL's own complaint included (rasterio
+    says only "Read failed. See previous exception for details")."""
+    reason = _gdal_reason(exc)
+    hint = "a file it reads is missing" if "No such file or directory" in reason else "truncated or corrupt file?"
+    return f"{name}: cannot read its pixels ({hint}): {reason}"
+
+
 class Scene:
     """A raster opened for windowed uint8 RGB reads (see module docstring)."""
 
@@ -181,6 +189,8 @@ class Scene:
             self.stats: BandStats | None = scene_stats(src, self.bands)
         except UnsupportedRaster as exc:
             raise UnsupportedRaster(f"{self.name}: {exc}") from exc
+        except RasterioIOError as exc:  # the first read: a VRT whose tile is gone, a corrupt overview
+            raise UnsupportedRaster(_unreadable(self.name, exc)) from exc
         self.src_width, self.src_height = src.width, src.height
         self.src_transform, self.crs = src.transform, (src.crs if src.crs else None)
         #: without a geotransform, what georeferences the file instead ("GCPs", "RPCs"), which is not
@@ -254,8 +264,7 @@ class Scene:
         try:
             return self._read(window, pad)
         except RasterioIOError as exc:  # rasterio's own message is "Read failed. See previous exception"
-            raise UnsupportedRaster(f"{self.name}: cannot read its pixels (truncated or corrupt file?): "
-                                    f"{_gdal_reason(exc)}") from exc
+            raise UnsupportedRaster(_unreadable(self.name, exc)) from exc
 
     def _read(self, window: Window, pad: str) -> tuple[np.ndarray, np.ndarray]:
         h, w = int(window.height), int(window.width)
