@@ -317,7 +317,28 @@ def test_a_full_disk_is_an_oserror_not_sigbus(tmp_path: Path):
         run = subprocess.run([sys.executable, "-c", FULL_DISK, str(disk)], capture_output=True, text=True,
                              timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         assert run.returncode == 0, (run.returncode, run.stderr[-500:])
-        assert run.stdout.strip() == "No space left on device"
+        assert run.stdout.strip().startswith("No space left on device")
         assert list(disk.iterdir()) == []  # the accumulators' folder removed
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_accumulators_bigger_than_the_free_space_fail_at_once_claiming_nothing(tmp_path: Path, monkeypatch):
+    """Reserving more than the disk holds was not refused up front: blocks were claimed (glibc's
+    fallback writes zeros) until the disk was full, for every process on it. Now an OSError
+    (ENOSPC) saying how much is needed, before any block is claimed."""
+    import errno
+    import shutil
+
+    from tiles import stitch
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(stitch.shutil, "disk_usage", lambda p: real(p)._replace(free=100_000))
+    allocated = []
+    monkeypatch.setattr(stitch, "_zeros_on_disk", lambda path, shape: allocated.append(path))
+    with pytest.raises(OSError) as err:
+        BlendingWriter(300, 200, n_classes=3, tmp_dir=tmp_path)
+    assert err.value.errno == errno.ENOSPC and allocated == []
+    assert str(err.value).endswith(f"No space left on device: the blending accumulators need 0.96 MB in "
+                                   f"{tmp_path}, 0.1 MB are free")
+    assert list(tmp_path.iterdir()) == []
