@@ -8,6 +8,7 @@ card's and weights' file identity, so an edited file is loaded again.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -19,8 +20,8 @@ from geoseg.notes import tell
 from geoseg.options import PredictError, PredictOptions
 from geoseg.postprocess import BuildingPostprocess, postprocess_from_card
 
-__all__ = ["bands_of_models", "building_rules", "forget_heads", "gcn_card_mismatch", "has_building_class", "load_head_cached",
-           "load_heads", "model_summary", "preload_heads"]
+__all__ = ["bands_of_models", "building_rules", "card_digests", "forget_heads", "gcn_card_mismatch",
+           "has_building_class", "load_head_cached", "load_heads", "model_summary", "preload_heads", "task_card_path"]
 
 
 def building_rules(card: dict[str, Any], options: PredictOptions, gsd_known: bool = True,
@@ -208,5 +209,42 @@ def _shipped_weights(card: dict[str, Any], profile: str) -> bool:
 
 
 def model_summary(card: dict[str, Any]) -> dict[str, Any]:
+    """What report.json says of a model: its card's description, and the digests of its card and
+    weight files (``card_digests``) when it was loaded from a card."""
     keys = ("name", "architecture", "profile", "weights", "gsd_m", "tile_size", "date", "code_version", "metrics")
-    return {k: card.get(k) for k in keys if k in card}
+    summary = {k: card.get(k) for k in keys if k in card}
+    if card.get("card_path"):
+        summary |= card_digests(Path(card["card_path"]))
+    return summary
+
+
+def task_card_path(task: str, options: PredictOptions) -> Path:
+    """The card a run with ``options`` loads for ``task``: ``--model``'s, else the shipped one of the profile."""
+    model_dir = options.model_dirs.get(task)
+    return cards.find_task_card(Path(model_dir), task) if model_dir else cards.shipped_card_path(task, options.profile)
+
+
+#: file identity (path, mtime, size) -> SHA-256: each card and weight file hashed once per process
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _sha256(path: Path) -> str | None:
+    identity = _file_identity(path)
+    if identity[1] is None:
+        return None
+    digest = _DIGESTS.get(identity)
+    if digest is None:
+        digest = _DIGESTS[identity] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest
+
+
+def card_digests(card_path: Path) -> dict[str, str | None]:
+    """``card_sha256`` and ``weights_sha256``: SHA-256 of a card file and of the weights it names.
+
+    Why: a batch skips a folder made from the same input with the same options, and ``--model
+    buildings=models/mine.json`` names the same path after ``geoseg train ... --name mine`` has
+    retrained it in place (or an upgrade ships other weights): the folders of the old model were
+    skipped as already done. Digests, not file times: a reinstall rewrites the files unchanged."""
+    weights = cards.read_card(card_path).get("weights")
+    return {"card_sha256": _sha256(card_path),
+            "weights_sha256": _sha256(card_path.parent / weights) if weights else None}

@@ -39,7 +39,7 @@ from geoseg import __version__
 from geoseg.card import code_version
 from geoseg.classmap import write_classmap
 from geoseg.footprints import landcover_cue, vectorise_buildings, write_buildings
-from geoseg.heads import bands_of_models, building_rules, load_heads, model_summary
+from geoseg.heads import bands_of_models, building_rules, card_digests, load_heads, model_summary, task_card_path
 from geoseg.infer import TileModel, resolve_device
 from geoseg.options import PredictError, PredictOptions
 from geoseg.progress import StageProgress, StageWork, stage_weights, tracing_share
@@ -202,7 +202,24 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
         given["input"] = _input_name(given["input"])
     given["options"].setdefault("model_dirs", {})  # reports before the cards were recorded: shipped ones
     given["options"].setdefault("bands", None)  # reports before --bands: the raster's own choice
-    return given == wanted and all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
+    return (given == wanted and all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
+            and _same_models(report, options))
+
+
+def _same_models(report: dict[str, Any], options: PredictOptions) -> bool:
+    """Whether the card and weight files a run with ``options`` would load are those ``report``'s models
+    were loaded from (same digests): a card retrained in place is another model under the same path."""
+    models = report.get("models")
+    for task, summary in (models.items() if isinstance(models, dict) else ()):
+        if not isinstance(summary, dict) or "card_sha256" not in summary:
+            continue  # reports before the digests were recorded
+        try:
+            now = card_digests(task_card_path(task, options))
+        except (ValueError, OSError):
+            return False  # the card is gone or unreadable: predicted again, which says why it fails
+        if any(summary.get(key) != value for key, value in now.items()):
+            return False
+    return True
 
 
 def building_sources(frame: Any, source: str, grid: dict[str, Any], mosaic: dict[str, Any] | None) -> Any:

@@ -1,6 +1,7 @@
 """`geoseg predict` on the command line: option checks, odd paths, batches, warnings, units."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import zipfile
@@ -898,3 +899,38 @@ def test_the_bar_estimates_the_time_left_and_ends_at_100_percent(tmp_path):
     assert len(logged) >= 2 and shares == sorted(set(shares)), lines
     bar = next(line for line in lines if "100.0%" in line)  # drawn once, at the end, without a terminal
     assert bar.endswith(" left"), bar
+
+
+def test_a_model_retrained_in_place_predicts_the_batch_again(tmp_path):
+    """``geoseg train ... --out models/ --name mine`` rewrites models/mine.json and mine.pt: a batch run
+    again with ``--model buildings=models/mine.json`` skipped every folder as already done, keeping
+    the old model's buildings. The card's and weights' digests in report.json tell them apart."""
+    import shutil
+
+    import torch
+
+    shipped = shipped_card_path("buildings", "fast")
+    models = tmp_path / "models"
+    models.mkdir()
+    card = models / "mine.json"
+    card.write_text(shipped.read_text())
+    shutil.copy(shipped.parent / json.loads(shipped.read_text())["weights"], models / json.loads(card.read_text())["weights"])
+    _crops(tmp_path / "s", "a.tif")
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST, "--model", f"buildings={card}"]
+    assert "1 predicted" in CliRunner().invoke(app, args).stdout
+    assert "0 predicted, 1 already done" in CliRunner().invoke(app, args).stdout
+    weights = models / json.loads(card.read_text())["weights"]
+    state = torch.load(weights, map_location="cpu")
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first] * 1.5  # retrained: other weights under the same name
+    torch.save(state, weights)
+    again = CliRunner().invoke(app, args)
+    assert "1 predicted, 0 already done" in again.stdout and "(a.tif)" in again.stdout, again.output
+    rules = json.loads(card.read_text())
+    rules["postprocess"]["min_area_m2"] = 1.0  # retuned rules, same weights
+    card.write_text(json.dumps(rules))
+    assert "1 predicted, 0 already done" in CliRunner().invoke(app, args).stdout
+    recorded = json.loads((tmp_path / "o" / "a" / "report.json").read_text())["models"]["buildings"]
+    assert recorded["card_sha256"] == hashlib.sha256(card.read_bytes()).hexdigest()
+    assert recorded["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert "0 predicted, 1 already done" in CliRunner().invoke(app, args).stdout
