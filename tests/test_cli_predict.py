@@ -934,3 +934,16 @@ def test_a_model_retrained_in_place_predicts_the_batch_again(tmp_path):
     assert recorded["card_sha256"] == hashlib.sha256(card.read_bytes()).hexdigest()
     assert recorded["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert "0 predicted, 1 already done" in CliRunner().invoke(app, args).stdout
+
+
+def test_the_failures_of_a_batch_are_listed_in_the_order_given(tmp_path):
+    """The failure lines came in the order the inputs failed: one whose folder is no output of predict
+    fails before any runs, and on a Dask cluster the order changes from run to run, so two logs of
+    one batch differed; they follow the inputs, as batch.json does."""
+    _crops(tmp_path / "s", "b.tif")
+    (tmp_path / "o" / "b").mkdir(parents=True)
+    (tmp_path / "o" / "b" / "notes.txt").write_text("someone else's")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), str(tmp_path / "s" / "b.tif"),
+                                      "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 1, result.output
+    assert [line.partition(":")[0] for line in result.stderr.splitlines()] == ["a.tif", "b.tif"], result.stderr

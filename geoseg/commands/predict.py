@@ -321,8 +321,9 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                    f"options, of another input or model, or of an earlier version of the file "
                    f"({', '.join(raster_name(p) for p in redone[:5])}{', ...' if len(redone) > 5 else ''})")
     if report.failed:
-        for name, error in report.failed.items():
-            typer.echo(_failure_line(raster_name(name), error), err=True)
+        for p in inputs:  # in the order given, as batch.json lists them (not the order they failed in)
+            if str(p) in report.failed:
+                typer.echo(_failure_line(raster_name(p), report.failed[str(p)]), err=True)
         raise typer.Exit(1)
 
 
