@@ -947,3 +947,18 @@ def test_the_failures_of_a_batch_are_listed_in_the_order_given(tmp_path):
                                       "--out", str(tmp_path / "o"), *FAST])
     assert result.exit_code == 1, result.output
     assert [line.partition(":")[0] for line in result.stderr.splitlines()] == ["a.tif", "b.tif"], result.stderr
+
+
+def test_a_vrt_given_with_the_rasters_it_reads_is_said_to_predict_them_twice(tmp_path):
+    """A delivery folder often holds the tiles and the gdalbuildvrt index over them: ``predict scenes/``
+    predicted every building twice (in the VRT's folder and the tile's) without a word."""
+    from mosaic_tiles import SCENE as TILED, cut_grid
+    from tiles.mosaic import plan_mosaic, write_vrt
+
+    tiles = cut_grid(TILED, tmp_path / "s", nx=2, ny=1)
+    write_vrt(plan_mosaic(tiles), tmp_path / "s" / "index.vrt")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
+    says = ("index.vrt reads 2 other inputs of this batch (t_00.tif, t_10.tif): their buildings are predicted "
+            "twice, in index/ and in their own folders; give the VRT or the rasters it reads, not both")
+    assert result.exit_code == 0 and f"warning: {says}" in result.stderr.splitlines(), result.output
+    assert json.loads((tmp_path / "o" / "batch.json").read_text())["warnings"] == [says]

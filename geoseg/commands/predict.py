@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -27,7 +26,8 @@ from tiles.batch import parse_scheduler, time_left
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
-                              not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars)
+                              not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars,
+                              vrt_sources)
 
 #: without a terminal, a line each time the single-input progress passes another tenth
 LOG_STEP = 0.1
@@ -126,7 +126,7 @@ def predict(
                 _predict_one(paths[0], out, options)
         else:  # a missing input is one failed input of the batch (predict_scene checks it): the others run
             with hold_out_folder(out, "geoseg predict"):  # one batch at a time in DIR
-                _predict_many(paths, out, options, scheduler, notes)
+                _predict_many(paths, out, options, scheduler, notes + _vrts_of_inputs(paths))
     except typer.Exit:
         raise
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: say what is kept (a batch's finished folders) and how to go on
@@ -173,6 +173,22 @@ def _sidecars_note(sidecars: list[RasterPath]) -> str:
     names = ", ".join(raster_name(p) for p in sidecars[:5]) + (", ..." if len(sidecars) > 5 else "")
     return (f"left out {len(sidecars)} sidecar file{'s' if len(sidecars) > 1 else ''} of the inputs ({names}): "
             f"GDAL reads each with its raster")
+
+
+def _vrts_of_inputs(paths: list[RasterPath]) -> list[str]:
+    """A warning for each VRT input that reads other inputs of the batch (``scenes/`` holding the tiles
+    and the ``gdalbuildvrt`` index over them): their buildings would be predicted twice, in the VRT's
+    folder and in their own, with no word."""
+    local = {os.path.realpath(p): p for p in paths if not is_virtual(p)}
+    lines = []
+    for p in paths:
+        inside = [local[real] for real in dict.fromkeys(os.path.realpath(f) for f in vrt_sources(p)) if real in local]
+        if inside:
+            names = ", ".join(raster_name(q) for q in inside[:3]) + (", ..." if len(inside) > 3 else "")
+            lines.append(f"{raster_name(p)} reads {len(inside)} other input{'s' if len(inside) > 1 else ''} of this "
+                         f"batch ({names}): their buildings are predicted twice, in {raster_stem(p)}/ and in "
+                         f"their own folders; give the VRT or the rasters it reads, not both")
+    return lines
 
 
 def _predict_mosaic(inputs: list[RasterPath], out: Path, options: PredictOptions, notes: list[str]) -> None:
@@ -275,7 +291,7 @@ def _drop_bar(bar: Progress) -> None:
 def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, scheduler: str | None,
                   notes: list[str]) -> None:
     """The batch of ``inputs`` into ``out/<stem>/``; ``scheduler``: as ``_scheduler`` returns it;
-    ``notes``: warnings of the batch known before it runs (printed, and in its summary)."""
+    ``notes``: warnings of the batch known before it runs (printed before it, and in its summary)."""
     from geoseg.pipeline import outputs_current
     from tiles.batch import run_batch
 
@@ -296,9 +312,8 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     summary = BatchSummary(out / SUMMARY_NAME, inputs, lambda p: out / raster_stem(p),
                            header={"command": "geoseg predict", "geoseg_version": __version__, "out": str(out)},
                            details=_folder_counts, no_details={"buildings": None, "warnings": []})
+    echo_warnings(notes)  # before the batch's time is spent, not after it
     with recorded_warnings() as caught:  # the jobs return their notes; these are the batch's
-        for note in notes:
-            warnings.warn(note, stacklevel=1)
         try:
             report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
                                scheduler=scheduler, description="predict",
@@ -310,7 +325,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         except Exception as exc:
             summary.stop(1, error=f"{exc}")
             raise
-        summary.finish(1 if report.failed else 0, warning_lines(caught))
+        summary.finish(1 if report.failed else 0, notes + warning_lines(caught))
     echo_warnings(warning_lines(caught))
     for p in inputs:  # in the order given, each with its input's name
         echo_warnings(report.done.get(str(p)) or [], prefix=f"{raster_name(p)}: ")
