@@ -215,3 +215,25 @@ def test_ctrl_c_on_a_local_cluster_is_not_kept_waiting_for_busy_workers(tmp_path
                   show_progress=False, on_update=ctrl_c_after_two)
     assert recorded[-1] == ["a", "b"]
     assert time.monotonic() - started < 15, "Ctrl-C waited for the busy worker"
+
+
+def test_ctrl_c_on_a_local_cluster_prints_no_dask_log_lines(tmp_path: Path, capfd):
+    """Ctrl-C in `geoseg predict --scheduler local` while an input ran printed Dask's own log above the
+    one-line 'interrupted' message: 'Async instruction for <Task cancelled ...> ended with
+    CancelledError' from the worker, 'Worker process still alive after 4.0 seconds, killing' from
+    its nanny. The local cluster logs errors only (a worker's death is the input's failure)."""
+    import sys
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+
+    def ctrl_c_after_one(report) -> None:
+        if report.done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(["a", "c"], lambda p: tmp_path / p, _slow_on_c, scheduler=None, n_workers=2,
+                  show_progress=False, on_update=ctrl_c_after_one)
+    err = capfd.readouterr().err
+    assert "distributed." not in err, err

@@ -21,6 +21,7 @@ Usage::
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -224,8 +225,9 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             client.close()
         if cluster is not None:
             try:
-                if ran_to_end:  # idle workers, given time to exit (Ctrl-C is not kept waiting)
-                    _close_idle_workers(cluster)
+                # idle workers are given time to exit; after Ctrl-C busy ones are stopped at once, before
+                # the scheduler goes (a worker outliving it logged its failed heartbeats' tracebacks)
+                _close_idle_workers(cluster, WORKER_EXIT_GRACE_S if ran_to_end else INTERRUPTED_WORKER_GRACE_S)
             finally:
                 cluster.close()
     return report
@@ -242,7 +244,9 @@ def _connect(scheduler: str | None, n_workers: int) -> tuple[Any, Any]:
     # no dashboard, and the scheduler's HTTP endpoints on a free port: with dashboard_address
     # None alone they still took 8787 and warned "Port 8787 is already in use" whenever
     # another Dask or a second batch ran on the machine
-    cluster = LocalCluster(processes=True, n_workers=n_workers, threads_per_worker=1,
+    # errors only: Ctrl-C made the workers log each cancelled task and the nannies each worker killed,
+    # lines above the one-line 'interrupted'; a worker that dies is its input's failure in the summary
+    cluster = LocalCluster(processes=True, n_workers=n_workers, threads_per_worker=1, silence_logs=logging.ERROR,
                            dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"})
     try:
         return Client(cluster), cluster
@@ -301,6 +305,8 @@ def _check_scheduler_answers(address: str) -> None:
 
 #: seconds a local worker process is given to exit at the end of a batch before it is killed
 WORKER_EXIT_GRACE_S = 20.0
+#: the same after Ctrl-C or SIGTERM: its input is abandoned, the user is not kept waiting
+INTERRUPTED_WORKER_GRACE_S = 1.0
 
 
 def _close_idle_workers(cluster, grace_s: float = WORKER_EXIT_GRACE_S) -> None:
