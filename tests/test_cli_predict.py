@@ -962,3 +962,16 @@ def test_a_vrt_given_with_the_rasters_it_reads_is_said_to_predict_them_twice(tmp
             "twice, in index/ and in their own folders; give the VRT or the rasters it reads, not both")
     assert result.exit_code == 0 and f"warning: {says}" in result.stderr.splitlines(), result.output
     assert json.loads((tmp_path / "o" / "batch.json").read_text())["warnings"] == [says]
+
+
+def test_a_folders_link_to_a_missing_scene_is_a_failed_input_not_left_out(tmp_path):
+    """A folder of links into a share that is not mounted: the broken links were left out of the
+    folder's rasters, so those scenes were never predicted and the batch said '1 predicted, 0 failed',
+    exit 0. Each is an input that fails as not found, saying where the link points."""
+    _crops(tmp_path / "s", "a.tif")
+    (tmp_path / "s" / "b.tif").symlink_to(tmp_path / "share" / "b.tif")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 1 and "1 predicted, 0 already done, 1 failed" in result.stdout, result.output
+    assert result.stderr.splitlines() == [
+        f"b.tif: PredictError: input not found: {tmp_path / 's' / 'b.tif'} (a link to "
+        f"{tmp_path / 'share' / 'b.tif'}, which does not exist: a share not mounted?)"], result.stderr

@@ -77,16 +77,26 @@ def not_found(location: RasterPath) -> str:
     """The message for an input that does not exist; a pattern the shell left as it was (it matched
     no file: ``scenes/*.tif`` in an empty folder) is named as such."""
     hint = " (a shell pattern that matched no file?)" if any(c in raster_name(location) for c in "*?[") else ""
+    if not is_virtual(location) and Path(location).is_symlink():
+        hint = f" (a link to {os.readlink(location)}, which does not exist: a share not mounted?)"
     return f"input not found: {location}{hint}"
 
 
 def rasters_in(folder: Path) -> list[Path]:
-    """The raster files directly inside ``folder``, sorted by name (not its sub-folders: results
-    written under the folder must not become inputs of the next run; not hidden files: macOS leaves
-    an AppleDouble ``._scene.tif`` of metadata beside each file it copies to a USB disk, a network
-    share or a zip, and each was a failed input that made the whole batch exit 1)."""
+    """The raster files directly inside ``folder``, sorted by name, links to missing files included
+    (they fail as not found). Not its sub-folders: results written under the folder must not become
+    inputs of the next run. Not hidden files: macOS leaves an AppleDouble ``._scene.tif`` of
+    metadata beside each file it copies to a USB disk, a network share or a zip, and each was a
+    failed input that made the whole batch exit 1."""
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in RASTER_SUFFIXES)
+                  if (p.is_file() or _broken_link(p)) and not p.name.startswith(".")
+                  and p.suffix.lower() in RASTER_SUFFIXES)
+
+
+def _broken_link(path: Path) -> bool:
+    """A symbolic link to nothing (a folder of links into a share that is not mounted): an input
+    that fails as not found. Left out, such scenes were never predicted and the batch exited 0."""
+    return path.is_symlink() and not path.exists()
 
 
 def split_sidecars(paths: list[RasterPath]) -> tuple[list[RasterPath], list[RasterPath]]:
