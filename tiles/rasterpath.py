@@ -108,18 +108,18 @@ def split_sidecars(paths: list[RasterPath]) -> tuple[list[RasterPath], list[Rast
     a GeoTIFF of the raster's overviews without georeferencing, was predicted as a scene of its
     own. GDAL reads each with its raster. A sidecar given without its raster is left to be
     predicted (and fail) as given."""
-    local = {os.path.realpath(p) for p in paths if not is_virtual(p)}
-    stems = {os.path.join(os.path.dirname(p), PurePosixPath(p).stem)
-             for p in local if Path(p).suffix.lower() in RASTER_SUFFIXES}
+    # by the names beside each other, as GDAL finds sidecars (not where links lead)
+    local = {os.path.abspath(p) for p in paths if not is_virtual(p)}
+    stems = {os.path.splitext(p)[0] for p in local if Path(p).suffix.lower() in RASTER_SUFFIXES}
 
     def is_sidecar(path: RasterPath) -> bool:
         if is_virtual(path):
             return False
-        real = os.path.realpath(path)
-        lower = real.lower()
-        if any(lower.endswith(suffix) and real[:-len(suffix)] in local - {real} for suffix in SIDECAR_SUFFIXES):
+        name = os.path.abspath(path)
+        others = local - {name}
+        if any(name.lower().endswith(suffix) and name[:-len(suffix)] in others for suffix in SIDECAR_SUFFIXES):
             return True
-        stem, suffix = os.path.splitext(real)
+        stem, suffix = os.path.splitext(name)
         return suffix.lower() in STEM_SIDECAR_SUFFIXES and stem in stems
 
     kept, sidecars = [], []
