@@ -230,6 +230,30 @@ def test_landcover_label_without_its_image_is_one_line(data_root: Path, tmp_path
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_hidden_files_of_a_scene_folder_are_not_scenes(buildings_dir: Path, data_root: Path, tmp_path: Path):
+    """A folder copied from a Mac holds an AppleDouble ``._X`` beside each file (and a folder may hold
+    a ``.cache/``): tile took them for scenes or image + mask pairs, and each failed the run."""
+    scenes = tmp_path / "scenes"
+    (scenes / ".cache").mkdir(parents=True)
+    scene = buildings_dir / "kampala/kampala_z19_2.tif"
+    (scenes / "scene.tif").write_bytes(scene.read_bytes())
+    (scenes / "labels.geojson").write_bytes((buildings_dir / "kampala/labels.geojson").read_bytes())
+    (scenes / "._scene.tif").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+    (scenes / ".cache/scene.tif").write_bytes(scene.read_bytes())
+    result = runner.invoke(app, ["tile", str(scenes), "--out", str(tmp_path / "b"), "--size", "256"])
+    assert result.exit_code == 0, result.output
+    assert {f["properties"]["scene"] for f in index_of(tmp_path / "b")} == {"scene.tif"}
+    tile = tmp_path / "dubai/tile_2"
+    tile.mkdir(parents=True)
+    for name in ("image_part_001.jpg", "image_part_001_label.png"):
+        (tile / name).write_bytes((data_root / "landcover/dubai/tile_2" / name).read_bytes())
+        (tile / f"._{name}").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+    (tmp_path / "dubai/classes.json").write_bytes((data_root / "landcover/dubai/classes.json").read_bytes())
+    result = runner.invoke(app, ["tile", str(tmp_path / "dubai"), "--target", "landcover", "--out", str(tmp_path / "l")])
+    assert result.exit_code == 0, result.output
+    assert {f["properties"]["scene"] for f in index_of(tmp_path / "l")} == {"tile_2/image_part_001.jpg"}
+
+
 def test_gsd_is_refused_for_landcover_not_ignored(data_root: Path, tmp_path: Path):
     """The Dubai jpgs have no georeferencing: --gsd cannot be applied, and used to be ignored."""
     image = data_root / "landcover/dubai/tile_2/image_part_001.jpg"

@@ -30,6 +30,7 @@ from tiles.grid import Tile, tile_grid
 from tiles.labels import LabelIndex, window_labels
 from tiles.landcover_vectors import ClassPolygons
 from tiles.masks import valid_fraction
+from tiles.rasterpath import is_hidden
 from tiles.source import Scene
 
 LANDCOVER_UNLABELED = 0
@@ -288,7 +289,8 @@ def landcover_mask_path(image: Path) -> Path:
 def landcover_pairs(root: Path) -> list[tuple[Path, Path]]:
     """(image, mask) pairs under ``root``: ``X.jpg|jpeg|png|tif|tiff`` beside ``X_label.png|tif|tiff``."""
     pairs = []
-    for label in sorted(p for p in root.rglob("*_label.*") if p.suffix.lower() in MASK_SUFFIXES):
+    for label in sorted(p for p in root.rglob("*_label.*")
+                        if p.suffix.lower() in MASK_SUFFIXES and not is_hidden(p, root)):
         stem = label.name[: -len("_label" + label.suffix)]
         images = sorted(p for p in label.parent.glob(stem + ".*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:

@@ -93,6 +93,12 @@ def rasters_in(folder: Path) -> list[Path]:
                   and p.suffix.lower() in RASTER_SUFFIXES)
 
 
+def is_hidden(path: Path, root: Path) -> bool:
+    """Whether ``path`` (under ``root``) is a hidden file or lies in a hidden folder: not data, like
+    the AppleDouble ``._scene.tif`` macOS writes beside each file it copies (``rasters_in``)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def _broken_link(path: Path) -> bool:
     """A symbolic link to nothing (a folder of links into a share that is not mounted): an input
     that fails as not found. Left out, such scenes were never predicted and the batch exited 0."""

@@ -46,6 +46,7 @@ from tiles.gsd import dataset_gsd_m
 from tiles.labels import LabelIndex, check_label_file, grid_bounds
 from tiles.landcover_vectors import ClassPolygons, check_vector_landcover
 from tiles.normalize import parse_bands
+from tiles.rasterpath import is_hidden
 from tiles.source import Scene
 from tiles.splits import buildings_split, landcover_split, scene_area
 
@@ -159,7 +160,7 @@ def expand_inputs(paths: list[Path], target: Target, chips_dir: Path | None = No
         if target is Target.landcover:
             found = [img for img, _ in landcover_pairs(p)] if p.is_dir() else [p]
         elif p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in RASTER_SUFFIXES)
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in RASTER_SUFFIXES and not is_hidden(q, p))
         else:
             found = [p]
         if p.is_dir() and chips_dir is not None:
