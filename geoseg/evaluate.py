@@ -29,6 +29,7 @@ from tiles.grid import tile_grid
 from tiles.labels import LabelIndex, check_label_file, grid_bounds
 from tiles.masks import raster_valid_mask
 from tiles.normalize import dataset_bands
+from tiles.palette import open_expanded
 from tiles.rasterpath import RasterPath, as_raster_path, raster_exists
 
 IOU_MATCH = 0.5
@@ -178,7 +179,7 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path, where: str | None = No
     input_path = as_raster_path(report["input"])  # a GDAL virtual path stays a string
     if not raster_exists(input_path):
         raise EvaluationError(f"the predicted input {input_path} is gone: its grid and valid mask are needed")
-    with _open(input_path) as src:
+    with open_expanded(input_path) as src:  # a paletted input as predict read it: RGBA
         if src.crs is None:
             raise EvaluationError("the prediction is not georeferenced: vector labels cannot be placed on it")
         crs, transform, shape = src.crs, src.transform, (src.height, src.width)

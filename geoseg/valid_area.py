@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import shapely
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
@@ -23,6 +22,7 @@ from geoseg.polygonize import polygons_from_labels, through_affine
 from tiles.grid import tile_grid
 from tiles.masks import window_valid_mask
 from tiles.normalize import dataset_bands
+from tiles.palette import open_expanded
 
 __all__ = ["cut_nodata"]
 
@@ -38,7 +38,7 @@ def cut_nodata(geoms: np.ndarray, path: Path | str, block: int = 1024,
     geoms = np.asarray(geoms, dtype=object)
     if geoms.size == 0:
         return geoms
-    with rasterio.open(path) as src:
+    with open_expanded(path) as src:  # a paletted raster's mask is its colour table's alpha
         bands = dataset_bands(src, bands).bands
         floating = np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.floating)
         if not floating and all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in bands):

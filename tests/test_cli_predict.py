@@ -11,6 +11,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from PIL import Image
 from rasterio.windows import Window
 from typer.testing import CliRunner
@@ -975,3 +976,51 @@ def test_a_folders_link_to_a_missing_scene_is_a_failed_input_not_left_out(tmp_pa
     assert result.stderr.splitlines() == [
         f"b.tif: PredictError: input not found: {tmp_path / 's' / 'b.tif'} (a link to "
         f"{tmp_path / 'share' / 'b.tif'}, which does not exist: a share not mounted?)"], result.stderr
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_a_paletted_raster_is_predicted_as_the_colours_it_stands_for(tmp_path, suffix):
+    """A one-band raster of colour-table indices (PHOTOMETRIC=PALETTE GeoTIFF, PNG8) was refused as
+    '1 band(s)'. It is read as the RGBA its colour table gives: the same class map and buildings as
+    that RGBA written out, and its nodata index (transparent) is class 0, with no building on it."""
+    with rasterio.open(SCENE) as src:
+        window = Window(100, 100, 256, 224)
+        rgb, profile = src.read([1, 2, 3], window=window), dict(src.profile, transform=src.window_transform(window))
+    indexed = Image.fromarray(np.moveaxis(rgb, 0, -1)).quantize(63)
+    index = np.array(indexed)
+    rows, cols = np.mgrid[0:224, 0:256]
+    corner = cols / 256 + rows / 224 < 0.5
+    index[corner] = 63  # the nodata index, left out of the quantized colours
+    table = np.zeros((256, 4), np.uint8)
+    table[:63, :3] = np.reshape(indexed.getpalette()[:189], (63, 3))
+    table[:63, 3] = 255
+    profile.update(driver="GTiff", width=256, height=224, tiled=False, compress=None)
+    paletted = tmp_path / "paletted.tif"
+    with rasterio.open(paletted, "w", **dict(profile, count=1, photometric="palette", nodata=63)) as dst:
+        dst.write(index, 1)
+        dst.write_colormap(1, {i: tuple(int(v) for v in table[i]) for i in range(256)})
+    if suffix == ".png":
+        rasterio.shutil.copy(paletted, tmp_path / "paletted.png", driver="PNG")
+        paletted = tmp_path / "paletted.png"
+    with rasterio.open(tmp_path / "rgba.tif", "w", **dict(profile, count=4, photometric="rgb", alpha="yes")) as dst:
+        dst.write(np.moveaxis(table[index], -1, 0))
+    runner = CliRunner()
+    options = ["--profile", "fast", "--device", "cpu"]
+    got = runner.invoke(app, ["predict", str(paletted), "--out", str(tmp_path / "p"), *options])
+    assert got.exit_code == 0, got.output
+    expected = runner.invoke(app, ["predict", str(tmp_path / "rgba.tif"), "--out", str(tmp_path / "e"), *options])
+    assert expected.exit_code == 0, expected.output
+    with rasterio.open(tmp_path / "p" / "classmap.tif") as cm, rasterio.open(tmp_path / "e" / "classmap.tif") as ref:
+        classes = cm.read(1)
+        assert (cm.crs, cm.transform, cm.shape) == (ref.crs, ref.transform, ref.shape)
+        assert (classes == ref.read(1)).all()
+    assert ((classes == 0) == corner).all()
+    buildings = gpd.read_file(tmp_path / "p" / "buildings.gpkg")
+    reference = gpd.read_file(tmp_path / "e" / "buildings.gpkg")
+    assert len(buildings) == len(reference) > 3
+    assert all(a.equals(b) for a, b in zip(buildings.geometry, reference.geometry))
+    # geoseg eval reads the paletted input as predict did: the same scores as the RGBA's
+    scored = [runner.invoke(app, ["eval", str(tmp_path / d), "--labels", str(KAMPALA / "labels.geojson")]) for d in "pe"]
+    assert scored[0].exit_code == 0, scored[0].output
+    scores = [json.loads((tmp_path / d / "eval_buildings.json").read_text()) for d in "pe"]
+    assert scores[0]["pixel"] == scores[1]["pixel"] and scores[0]["valid_pixels"] == (~corner).sum()

@@ -17,6 +17,7 @@ from PIL import Image
 from pyproj import Transformer
 from rasterio.windows import Window
 
+import tiles.palette
 import tiles.source
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import dataset_gsd_m, pixel_size_m
@@ -408,7 +409,7 @@ def test_opening_an_ungeoreferenced_png_leaves_another_threads_warning_filters_a
         assert entered.wait(10)
         return real_open(*args, **kwargs)
 
-    monkeypatch.setattr(tiles.source.rasterio, "open", open_while_the_other_thread_enters)
+    monkeypatch.setattr(tiles.palette.rasterio, "open", open_while_the_other_thread_enters)  # where Scene opens
     thread = threading.Thread(target=other_thread)
     thread.start()
     try:

@@ -31,7 +31,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.env import get_gdal_config, set_gdal_config
@@ -43,6 +42,7 @@ from tiles.errors import UnsupportedRaster
 from tiles.gsd import gsd_m, metres_per_unit
 from tiles.masks import alpha_mask_band, finite_only, window_valid_mask
 from tiles.normalize import BandChoice, BandStats, dataset_bands, scene_stats, to_uint8
+from tiles.palette import open_expanded
 from tiles.rasterpath import as_raster_path, raster_name
 
 __all__ = ["BLOCK_CACHE_BYTES", "Scene", "UnsupportedRaster", "cap_block_cache", "working_grid"]
@@ -167,7 +167,7 @@ class Scene:
         self.path = as_raster_path(path)  # GDAL virtual paths and URLs stay strings
         self.name = raster_name(path)
         try:  # without georeferencing rasterio warns: tiles.georeferencing_warnings ignores it
-            self._src = rasterio.open(self.path)
+            self._src = open_expanded(self.path)  # a paletted raster as the RGBA it stands for
         except RasterioIOError as exc:
             raise UnsupportedRaster(f"{self.path}: cannot be opened as a raster ({exc})") from exc
         self._vrt: WarpedVRT | None = None
@@ -220,7 +220,7 @@ class Scene:
                     # the working grid starts at the raster's corner: working pixel (c, r) covers
                     # source columns [c * fx, (c + 1) * fx) and rows [r * fy, (r + 1) * fy)
                     self._scale = (transform.a / src.transform.a, transform.e / src.transform.e)
-                    self._full = rasterio.open(self.path, OVERVIEW_LEVEL="NONE")  # overviews change pixels
+                    self._full = open_expanded(self.path, OVERVIEW_LEVEL="NONE")  # overviews change pixels
         self._alpha = alpha_mask_band(self._ds, self.bands)
         if (self._alpha is None and self._vrt is not None and ColorInterp.alpha not in src.colorinterp
                 and MaskFlags.alpha not in self._vrt.mask_flag_enums[self.bands[0] - 1]):
