@@ -1024,3 +1024,16 @@ def test_a_paletted_raster_is_predicted_as_the_colours_it_stands_for(tmp_path, s
     assert scored[0].exit_code == 0, scored[0].output
     scores = [json.loads((tmp_path / d / "eval_buildings.json").read_text()) for d in "pe"]
     assert scores[0]["pixel"] == scores[1]["pixel"] and scores[0]["valid_pixels"] == (~corner).sum()
+
+
+def test_metres_labelled_as_degrees_are_one_line_naming_the_crs(tmp_path):
+    """A UTM or Web Mercator grid labelled EPSG:4326 puts its centre at latitude 39 000: predict
+    stopped on an internal 'gsd must be a finite number of metres > 0 ..., got nan'."""
+    with rasterio.open(SCENE) as src:
+        window = Window(0, 0, 64, 64)
+        profile = dict(src.profile, width=64, height=64, crs="EPSG:4326", transform=src.window_transform(window))
+        pixels = src.read(window=window)
+    with rasterio.open(tmp_path / "mislabelled.tif", "w", **profile) as dst:
+        dst.write(pixels)
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "mislabelled.tif"), "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(result, "predict", "mislabelled.tif", "does not lie on the Earth", "EPSG:4326", "-a_srs")

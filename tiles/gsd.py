@@ -42,10 +42,10 @@ def _ground_distance(crs: CRS, p: tuple[float, float], q: tuple[float, float]) -
         (lon1, lon2), (lat1, lat2) = tr.transform([p[0], q[0]], [p[1], q[1]])
     except Exception:  # pyproj raises several types for unusable CRSs
         return None
-    if not all(math.isfinite(v) for v in (lon1, lon2, lat1, lat2)):
-        return None
+    if not all(math.isfinite(v) for v in (lon1, lon2, lat1, lat2)) or max(abs(lat1), abs(lat2)) > 90:
+        return None  # a latitude past the pole (metres labelled as degrees): the geodesic is NaN
     _, _, dist = _GEOD.inv(lon1, lat1, lon2, lat2)
-    return float(dist)
+    return float(dist) if math.isfinite(dist) else None
 
 
 def _linear_unit_metres(crs: CRS) -> float | None:

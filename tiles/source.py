@@ -39,7 +39,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from tiles.errors import UnsupportedRaster
-from tiles.gsd import gsd_m, metres_per_unit
+from tiles.gsd import gsd_m, has_lonlat, metres_per_unit
 from tiles.masks import alpha_mask_band, finite_only, window_valid_mask
 from tiles.normalize import BandChoice, BandStats, dataset_bands, scene_stats, to_uint8
 from tiles.palette import open_expanded
@@ -156,6 +156,15 @@ def _unreadable(name: str, exc: BaseException) -> str:
     return f"{name}: cannot read its pixels ({hint}): {reason}"
 
 
+def _off_earth(name: str, crs, transform: Affine, width: int, height: int) -> str:
+    """Why a raster whose CRS places points on Earth cannot be placed: its grid does not lie on it
+    in that CRS (a UTM grid labelled EPSG:4326 reads its metres as degrees, latitudes past 90)."""
+    x, y = transform @ (width / 2, height / 2)
+    return (f"{name}: its centre ({x:.10g}, {y:.10g}) does not lie on the Earth in its CRS {crs.to_string()}: "
+            f"the CRS does not fit its coordinates (metres labelled as degrees?); set the right one "
+            f"(gdal_edit.py -a_srs EPSG:XXXX {name}) or warp it")
+
+
 class Scene:
     """A raster opened for windowed uint8 RGB reads (see module docstring)."""
 
@@ -197,6 +206,8 @@ class Scene:
         #: used: such a raster is read on its pixel grid (warp it first, e.g. ``gdalwarp``)
         self.ground_control = None if self.crs else ("GCPs" if src.gcps[0] else "RPCs" if src.rpcs else None)
         self.native_gsd = gsd_m(self.crs, src.transform, src.width, src.height)
+        if self.native_gsd is None and self.crs is not None and has_lonlat(self.crs):
+            raise UnsupportedRaster(_off_earth(self.name, self.crs, src.transform, src.width, src.height))
         #: the GSD asked for (None: the file's own grid); ``gsd`` is the one measured on the working grid
         self.target_gsd = gsd
         self._ds = src
