@@ -31,6 +31,7 @@ from tiles.masks import raster_valid_mask
 from tiles.normalize import dataset_bands
 from tiles.palette import open_expanded
 from tiles.rasterpath import RasterPath, as_raster_path, raster_exists
+from tiles.source import placed_crs
 
 IOU_MATCH = 0.5
 
@@ -180,7 +181,7 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path, where: str | None = No
     if not raster_exists(input_path):
         raise EvaluationError(f"the predicted input {input_path} is gone: its grid and valid mask are needed")
     with open_expanded(input_path) as src:  # a paletted input as predict read it: RGBA
-        if src.crs is None:
+        if placed_crs(src) is None:  # no CRS, or a CRS without a geotransform
             raise EvaluationError("the prediction is not georeferenced: vector labels cannot be placed on it")
         crs, transform, shape = src.crs, src.transform, (src.height, src.width)
         try:  # the pixels predict reads as valid (a float scene's NaN too, declared nodata or not)

@@ -267,7 +267,7 @@ def predict_scene(
             grid = dict(crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
                         height=scene.src_height, native_gsd=scene.native_gsd, path=input_path,
                         bands=scene.bands)
-            ground_control = scene.ground_control
+            ground_control, unplaced_crs = scene.ground_control, scene.unplaced_crs
             band_choice = scene.band_choice
     except UnsupportedRaster as exc:
         if from_card:  # e.g. bands 4,3,2 of a 3-band raster
@@ -292,6 +292,10 @@ def predict_scene(
             notes.append(f"input has no geotransform, only {ground_control}: geoseg predicts on its pixel grid; "
                          f"{'; '.join(placed)}{no_geojson}. Warp it first for georeferenced outputs: gdalwarp"
                          f"{' -rpc' if ground_control == 'RPCs' else ''} in.tif warped.tif")
+        elif unplaced_crs is not None:  # e.g. a PNG with a .prj or an .aux.xml SRS but no world file
+            notes.append(f"input has a CRS ({unplaced_crs.to_string()[:80]}) but no geotransform, so nothing places "
+                         f"it on the ground: {'; '.join(in_pixels)}{no_geojson}; give it one first (a world file, "
+                         "or gdal_translate -a_ullr ULX ULY LRX LRY in.tif placed.tif)")
         elif not grid["transform"].is_identity:  # a world file (.pgw, .jgw, .tfw) without a CRS
             files = " and ".join((["the class map"] if options.classmap else [])
                                  + (["buildings.gpkg"] if options.buildings else []))

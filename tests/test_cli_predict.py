@@ -1037,3 +1037,31 @@ def test_metres_labelled_as_degrees_are_one_line_naming_the_crs(tmp_path):
         dst.write(pixels)
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "mislabelled.tif"), "--out", str(tmp_path / "o"), *FAST])
     assert_one_line_error(result, "predict", "mislabelled.tif", "does not lie on the Earth", "EPSG:4326", "-a_srs")
+
+
+def test_a_crs_without_a_geotransform_is_not_placed_at_the_crs_origin(tmp_path):
+    """A raster naming a CRS but no geotransform (GDAL reads the identity) was taken as placed:
+    its buildings went into buildings.geojson off West Africa, EPSG:3857's origin, with a 1 m GSD
+    made up from the identity, and eval scored labels there. It is now not georeferenced: polygons
+    in pixel coordinates in buildings.gpkg only, a note saying why, and eval refuses it."""
+    with rasterio.open(SCENE) as src:
+        pixels = src.read(window=Window(0, 0, 160, 128))
+        profile = dict(src.profile, width=160, height=128, transform=rasterio.Affine.identity())
+    path = tmp_path / "unplaced.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(pixels)
+    with rasterio.open(path) as src:
+        assert src.crs == "EPSG:3857" and src.transform.is_identity
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(path), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "o" / "buildings.geojson").exists()
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert any("has a CRS (EPSG:3857) but no geotransform" in w for w in report["warnings"]), report["warnings"]
+    assert report["gsd"]["input_m"] is None
+    buildings = gpd.read_file(tmp_path / "o" / "buildings.gpkg")
+    assert len(buildings) and buildings.crs is None
+    left, top, right, bottom = buildings.total_bounds
+    assert 0 <= left and right <= 160 and 0 <= top and bottom <= 128  # pixel columns and rows
+    scored = runner.invoke(app, ["eval", str(tmp_path / "o"), "--labels", str(KAMPALA / "labels.geojson")])
+    assert_one_line_error(scored, "eval", "not georeferenced")

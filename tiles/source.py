@@ -45,7 +45,7 @@ from tiles.normalize import BandChoice, BandStats, dataset_bands, scene_stats, t
 from tiles.palette import open_expanded
 from tiles.rasterpath import as_raster_path, raster_name
 
-__all__ = ["BLOCK_CACHE_BYTES", "Scene", "UnsupportedRaster", "cap_block_cache", "working_grid"]
+__all__ = ["BLOCK_CACHE_BYTES", "Scene", "UnsupportedRaster", "cap_block_cache", "placed_crs", "working_grid"]
 
 #: GDAL block cache for windowed reads. A row of 512 px building tiles (0.3 m, with context
 #: margins) across an 8192 px wide 0.075 m RGB scene is ~50-60 MB of decompressed source
@@ -156,6 +156,15 @@ def _unreadable(name: str, exc: BaseException) -> str:
     return f"{name}: cannot read its pixels ({hint}): {reason}"
 
 
+def placed_crs(dataset):
+    """The CRS that places ``dataset``'s pixels on the ground, None when nothing does: no CRS, or a
+    CRS without a geotransform (GDAL reads a missing one as the identity, which would put the
+    raster at the CRS's origin, 1 unit per pixel: EPSG:3857's is off West Africa)."""
+    if not dataset.crs or dataset.transform.is_identity:
+        return None
+    return dataset.crs
+
+
 def _off_earth(name: str, crs, transform: Affine, width: int, height: int) -> str:
     """Why a raster whose CRS places points on Earth cannot be placed: its grid does not lie on it
     in that CRS (a UTM grid labelled EPSG:4326 reads its metres as degrees, latitudes past 90)."""
@@ -201,7 +210,9 @@ class Scene:
         except RasterioIOError as exc:  # the first read: a VRT whose tile is gone, a corrupt overview
             raise UnsupportedRaster(_unreadable(self.name, exc)) from exc
         self.src_width, self.src_height = src.width, src.height
-        self.src_transform, self.crs = src.transform, (src.crs if src.crs else None)
+        self.src_transform, self.crs = src.transform, placed_crs(src)
+        #: a CRS the file names without a geotransform to place it by (not used: ``crs`` is None)
+        self.unplaced_crs = src.crs if src.crs and self.crs is None else None
         #: without a geotransform, what georeferences the file instead ("GCPs", "RPCs"), which is not
         #: used: such a raster is read on its pixel grid (warp it first, e.g. ``gdalwarp``)
         self.ground_control = None if self.crs else ("GCPs" if src.gcps[0] else "RPCs" if src.rpcs else None)
