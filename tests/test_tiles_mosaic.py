@@ -54,6 +54,7 @@ def _shifted(transform: Affine, dx_px: float) -> Affine:
     ({"dx": 0.5}, ["not on the pixel grid", "0.50 px in x"]),
     ({"rotate": 0.01}, ["not a north-up grid"]),
     ({"no_georeferencing": True}, ["not georeferenced"]),
+    ({"crs_without_geotransform": True}, ["not georeferenced (no geotransform)"]),  # was "not a north-up grid"
     ({"bands": 4}, ["band count 4 differs from 3"]),
     ({"dtype": "uint16"}, ["data type uint16 differs from uint8"]),
     ({"nodata": 0}, ["nodata value 0.0 differs from None"]),
@@ -70,6 +71,8 @@ def test_rasters_that_cannot_share_one_grid_are_named_with_what_differs(tmp_path
         t = Affine(t.a, change["rotate"], t.c, change["rotate"], t.e, t.f)
     if change.get("no_georeferencing"):
         t, crs = Affine.identity(), None
+    if change.get("crs_without_geotransform"):
+        t = Affine.identity()
     if "bands" in change:
         data = np.concatenate([data, data[:1]])
     if "dtype" in change:

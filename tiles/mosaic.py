@@ -133,7 +133,7 @@ def _open(path: RasterPath):
 def _check_alone(path: RasterPath, src) -> None:
     """What every raster of a mosaic needs on its own: a north-up geotransform, one data type."""
     t = src.transform
-    if t.is_identity and src.crs is None:
+    if t.is_identity:  # GDAL's reading of a missing geotransform, with or without a CRS
         kind = "ground control points" if src.gcps[0] else "RPCs" if src.rpcs else None
         if kind:
             raise MosaicError(f"{path}: georeferenced by {kind} only, so its place in the mosaic is unknown; "
