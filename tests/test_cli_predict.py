@@ -1018,6 +1018,8 @@ def test_a_paletted_raster_is_predicted_as_the_colours_it_stands_for(tmp_path, s
     buildings = gpd.read_file(tmp_path / "p" / "buildings.gpkg")
     reference = gpd.read_file(tmp_path / "e" / "buildings.gpkg")
     assert len(buildings) == len(reference) > 3
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["bands"] == {"used": [1, 2, 3], "source": "colour table", "count": 1}
     assert all(a.equals(b) for a, b in zip(buildings.geometry, reference.geometry))
     # geoseg eval reads the paletted input as predict did: the same scores as the RGBA's
     scored = [runner.invoke(app, ["eval", str(tmp_path / d), "--labels", str(KAMPALA / "labels.geojson")]) for d in "pe"]

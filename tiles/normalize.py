@@ -28,7 +28,7 @@ class BandStats:
 
 
 #: why a raster's bands were read as red, green, blue (report.json's ``bands.source``)
-BAND_SOURCES = ("requested", "colour labels", "band descriptions", "default 1-3")
+BAND_SOURCES = ("requested", "colour labels", "band descriptions", "default 1-3", "colour table")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ from rasterio.enums import ColorInterp
 
 from tiles.rasterpath import RasterPath
 
-__all__ = ["expanded_location", "is_paletted", "open_expanded"]
+__all__ = ["EXPANSION", "expanded_location", "is_expanded", "is_paletted", "open_expanded"]
+
+#: what ``vrt://`` is asked to do with the colour table
+EXPANSION = "?expand=rgba"
 
 
 def is_paletted(dataset) -> bool:
@@ -25,7 +28,12 @@ def is_paletted(dataset) -> bool:
 
 def expanded_location(path: RasterPath) -> str:
     """GDAL's connection string for ``path`` read as RGBA through its colour table."""
-    return f"vrt://{path}?expand=rgba"
+    return f"vrt://{path}{EXPANSION}"
+
+
+def is_expanded(dataset) -> bool:
+    """True for a dataset opened as a paletted raster's expansion (``open_expanded``)."""
+    return dataset.name.startswith("vrt://") and dataset.name.endswith(EXPANSION)
 
 
 def open_expanded(path: RasterPath, **options):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from tiles.errors import UnsupportedRaster
 from tiles.gsd import gsd_m, has_lonlat, metres_per_unit
 from tiles.masks import alpha_mask_band, finite_only, window_valid_mask
 from tiles.normalize import BandChoice, BandStats, dataset_bands, scene_stats, to_uint8
-from tiles.palette import open_expanded
+from tiles.palette import is_expanded, open_expanded
 from tiles.rasterpath import as_raster_path, raster_name
 
 __all__ = ["BLOCK_CACHE_BYTES", "Scene", "UnsupportedRaster", "cap_block_cache", "placed_crs", "working_grid"]
@@ -203,6 +204,8 @@ class Scene:
         try:
             #: which bands are read as red, green, blue and why (``tiles.normalize.select_bands``)
             self.band_choice: BandChoice = dataset_bands(src, bands)
+            if is_expanded(src) and self.band_choice.source == "colour labels":  # the file's one band
+                self.band_choice = replace(self.band_choice, source="colour table", count=1)
             self.bands = self.band_choice.bands
             self.stats: BandStats | None = scene_stats(src, self.bands)
         except UnsupportedRaster as exc:
