@@ -48,7 +48,7 @@ from tiles.errors import UnsupportedRaster
 from tiles.gsd import has_lonlat
 from tiles.mosaic import input_at
 from tiles.rasterpath import (RasterPath, absolute_raster_path, as_raster_path, is_virtual, not_found,
-                              raster_exists, raster_name, vrt_sources)
+                              raster_exists, raster_name, sidecar_of, vrt_sources)
 from tiles.source import Scene, cap_block_cache
 
 __all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "outputs_current", "predict_scene"]
@@ -252,6 +252,10 @@ def predict_scene(
     input_path, out_dir = as_raster_path(input_path), Path(out_dir)  # /vsizip//a.zip/b.tif keeps its //
     if not raster_exists(input_path):
         raise PredictError(not_found(input_path))
+    sidecar = sidecar_of(input_path)
+    if sidecar:
+        raise PredictError(f"{raster_name(input_path)} is {sidecar}, not a scene: predict "
+                           f"{raster_name(input_path).rsplit('.', 1)[0]}")
     request = _request(input_path, options)  # the input's size and time before it is read
     device = resolve_device(options.device)
     cap_block_cache()  # windowed reads must not fill a GDAL cache sized to the machine's RAM

@@ -1067,3 +1067,24 @@ def test_a_crs_without_a_geotransform_is_not_placed_at_the_crs_origin(tmp_path):
     assert 0 <= left and right <= 160 and 0 <= top and bottom <= 128  # pixel columns and rows
     scored = runner.invoke(app, ["eval", str(tmp_path / "o"), "--labels", str(KAMPALA / "labels.geojson")])
     assert_one_line_error(scored, "eval", "not georeferenced")
+
+
+def test_an_overview_or_mask_sidecar_given_alone_is_named_as_its_rasters(tmp_path):
+    """``x.tif.ovr`` opened as a raster of its own: predicted as a half-resolution scene without
+    georeferencing (buildings in pixel coordinates, exit 0); ``x.tif.msk`` failed as '1 band(s)'.
+    Both now fail in one line naming the raster they belong to."""
+    scene = tmp_path / "scene.tif"
+    with rasterio.open(SCENE) as src:
+        profile = dict(src.profile, width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
+        pixels = src.read(window=Window(0, 0, 128, 128))
+    with rasterio.open(scene, "w", **profile) as dst:
+        dst.write(pixels)
+    with rasterio.Env(TIFF_USE_OVR=True, GDAL_TIFF_INTERNAL_MASK=False), rasterio.open(scene, "r+") as dst:
+        dst.build_overviews([2])
+        dst.write_mask(np.full((128, 128), 255, np.uint8))
+    runner = CliRunner()
+    for sidecar, kind in (("scene.tif.ovr", "external overviews"), ("scene.tif.msk", "external mask")):
+        assert (tmp_path / sidecar).exists()
+        result = runner.invoke(app, ["predict", str(tmp_path / sidecar), "--out", str(tmp_path / "o"), *FAST])
+        assert_one_line_error(result, "predict", f"{sidecar} is the {kind} of scene.tif", "predict scene.tif")
+        assert not (tmp_path / "o").exists()

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 __all__ = ["RASTER_SUFFIXES", "RasterPath", "absolute_raster_path", "as_raster_path", "is_virtual", "not_found", "raster_exists",
-           "raster_name", "raster_stem", "rasters_in", "split_sidecars", "vrt_sources"]
+           "raster_name", "raster_stem", "rasters_in", "sidecar_of", "split_sidecars", "vrt_sources"]
 
 RasterPath = str | Path
 
@@ -80,6 +80,27 @@ def not_found(location: RasterPath) -> str:
     if not is_virtual(location) and Path(location).is_symlink():
         hint = f" (a link to {os.readlink(location)}, which does not exist: a share not mounted?)"
     return f"input not found: {location}{hint}"
+
+
+#: sidecars GDAL can open as rasters of their own, and what they hold
+RASTER_SIDECARS = {".ovr": "external overviews", ".msk": "external mask"}
+
+
+def sidecar_of(location: RasterPath) -> str | None:
+    """Why ``location`` is no scene: 'the external overviews of x.tif' for ``x.tif.ovr`` (or the
+    mask of ``x.tif.msk``) when ``x.tif`` lies beside it; else None.
+
+    Why: GDAL opens such a file as a raster, so ``geoseg predict x.tif.ovr`` predicted the
+    overviews as a scene of their own (half the resolution, no georeferencing: buildings in pixel
+    coordinates) and ``x.tif.msk`` failed as '1 band(s)'."""
+    if is_virtual(location):
+        return None
+    name = os.path.abspath(location)
+    stem, suffix = os.path.splitext(name)
+    kind = RASTER_SIDECARS.get(suffix.lower())
+    if kind is None or Path(stem).suffix.lower() not in RASTER_SUFFIXES or not os.path.exists(stem):
+        return None
+    return f"the {kind} of {Path(stem).name}, which GDAL reads with it"
 
 
 def rasters_in(folder: Path) -> list[Path]:
