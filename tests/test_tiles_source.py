@@ -18,7 +18,6 @@ from pyproj import Transformer
 from rasterio.windows import Window
 
 import tiles.palette
-import tiles.source
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import dataset_gsd_m, pixel_size_m
 from tiles.normalize import parse_bands
