@@ -263,9 +263,3 @@ def build_graph(
     k = parts.counts.shape[0]
     pooled = pool_per_segment(parts.segments, np.concatenate([features, probs], 0), k)
     return graph_from_parts(parts, pooled[:, : features.shape[0]], pooled[:, features.shape[0] :])
-
-
-def paint_nodes(segments: np.ndarray, node_values: np.ndarray) -> np.ndarray:
-    """Broadcast per-node values (K,) or (K, C) to pixels: (H, W) or (C, H, W)."""
-    out = node_values[segments]
-    return out if out.ndim == 2 else np.moveaxis(out, -1, 0)
