@@ -140,7 +140,7 @@ def polygon_layer(path: Path, layer: str | None = None) -> str | int:
                      f"polygons: save the building layer in a file of its own or name it with --labels-layer")
 
 
-def read_labels(path: Path, where: str | None = None, max_features: int | None = None,
+def read_labels(path: Path, where: str | None = None,
                 bbox: tuple[float, float, float, float] | None = None, layer: str | None = None) -> gpd.GeoDataFrame:
     """The building layer of a vector file (``polygon_layer``), only the features matching ``where``.
 
@@ -150,7 +150,7 @@ def read_labels(path: Path, where: str | None = None, max_features: int | None =
     """
     layer = polygon_layer(path, layer)
     try:
-        return gpd.read_file(path, layer=layer, where=where, max_features=max_features, bbox=bbox, fid_as_index=True)
+        return gpd.read_file(path, layer=layer, where=where, bbox=bbox, fid_as_index=True)
     except (ValueError, pyogrio.errors.DataLayerError):  # GDAL's words differ by driver (GeoJSON, SQLite)
         if where is None:
             raise
