@@ -57,7 +57,7 @@ def calibration_tiles(scenes: list[Path], gsd_m: float | None, size: int = 512, 
     return tiles
 
 
-def quantize_head(card_path: Path, scenes: list[Path], out_name: str | None = None) -> Path:
+def quantize_head(card_path: Path, scenes: list[Path]) -> Path:
     """Write ``<name>.int8.onnx`` beside the card's weights and record it in the card."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -68,7 +68,7 @@ def quantize_head(card_path: Path, scenes: list[Path], out_name: str | None = No
     module, card = cards.load_model(card_path)
     tiles = calibration_tiles(scenes, card.get("gsd_m"), int(card.get("tile_size") or 512))
     fp32 = export_onnx(_Head(module, card, False), card, False)
-    out = Path(card["card_path"]).parent / (out_name or f"{card['name']}.int8.onnx")
+    out = Path(card["card_path"]).parent / f"{card['name']}.int8.onnx"
 
     class Tiles(CalibrationDataReader):
         def __init__(self) -> None:
