@@ -5,11 +5,13 @@ import difflib
 from typing import Annotated, Any, Literal
 
 from fastapi import Form, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from api.catalog import ModelCatalog, ModelUnavailable
 from api.intake import check_form_fields
-from api.jobs import JobStore
-from api.schemas import Problem
+from api.jobs import Job, JobStore
+from api.pacing import poll_headers
+from api.schemas import InputSummary, JobAccepted, Problem, job_links
 from api.settings import Settings
 from api.validate import UploadRejected
 from api.worker import Supervisor
@@ -36,6 +38,16 @@ def root_path_of(request: Request) -> str:
     before the links and ``Location`` the service writes: without it a client behind a proxy at
     ``/geoseg/`` was sent to ``/v1/jobs/...``, outside the prefix."""
     return request.scope.get("root_path", "").rstrip("/")
+
+
+def accepted_answer(request: Request, job: Job) -> JSONResponse:
+    """The 202 of a job to poll, one answer for ``POST /v1/jobs`` and a ``/v1/segment`` that ran
+    past its wait: its links, ``Location`` and ``Retry-After``."""
+    settings, store = settings_of(request), store_of(request)
+    links = job_links(job, root_path_of(request), settings.api_key)
+    body = JobAccepted(id=job.id, status=job.status, links=links, input=InputSummary(**job.input))
+    return JSONResponse(body.model_dump(mode="json"), status_code=202,
+                        headers={"Location": links.self, **poll_headers(job, store, settings.workers)})
 
 
 async def check_form(request: Request) -> None:

@@ -48,6 +48,7 @@ from api.routes.common import (
     Profile,
     Refine,
     Regularize,
+    accepted_answer,
     check_form,
     check_query,
     model_options,
@@ -60,12 +61,10 @@ from api.routes.common import (
 )
 from api.schemas import (
     RESULT_FILES,
-    InputSummary,
     JobAccepted,
     JobPage,
     JobStatus,
     TileJSON,
-    job_links,
     job_status,
     signed,
 )
@@ -127,10 +126,7 @@ async def submit_job(
     settings, store = settings_of(request), store_of(request)
     job = await accept_upload(file, options, settings, store, model_bands=models_bands(request, options))
     supervisor_of(request).wake()
-    links = job_links(job, root_path_of(request))
-    body = JobAccepted(id=job.id, status=job.status, links=links, input=InputSummary(**job.input))
-    return JSONResponse(body.model_dump(mode="json"), status_code=202,
-                        headers={"Location": links.self, **poll_headers(job, store, settings.workers)})
+    return accepted_answer(request, job)
 
 
 #: ``created_at`` (seconds, as ``repr`` writes a float of time.time()) ``_`` job id

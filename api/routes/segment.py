@@ -14,10 +14,9 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from api.intake import accept_upload, parse_options
-from api.pacing import poll_headers
 from api.routes.common import (
     LOCATION_HEADER,
     POLL_AFTER_HEADER,
@@ -27,16 +26,16 @@ from api.routes.common import (
     Profile,
     Refine,
     Regularize,
+    accepted_answer,
     check_form,
     model_options,
     models_bands,
     problems,
-    root_path_of,
     settings_of,
     store_of,
     supervisor_of,
 )
-from api.schemas import InputSummary, JobAccepted, job_links
+from api.schemas import JobAccepted
 from api.worker import RESULT_DIR, job_dir
 
 router = APIRouter(prefix="/v1", tags=["segment"])
@@ -97,8 +96,4 @@ async def segment(
             supervisor.wake()
             raise HTTPException(422, f"segmentation failed: {current.error}")
         await asyncio.sleep(0.1)
-    current = store.get(job.id) or job
-    links = job_links(current, root_path_of(request), settings.api_key)
-    accepted = JobAccepted(id=current.id, status=current.status, links=links, input=InputSummary(**current.input))
-    return JSONResponse(accepted.model_dump(mode="json"), status_code=202,
-                        headers={"Location": links.self, **poll_headers(current, store, settings.workers)})
+    return accepted_answer(request, store.get(job.id) or job)
