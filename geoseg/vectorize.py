@@ -95,11 +95,6 @@ class Separation:
 
     labels: np.ndarray  # int32 (h, w)
     owner: np.ndarray  # int64: owner[label] = connected component the building came from
-    component_slices: list  # bounding-box slices of the components, like ndimage.find_objects (index = component - 1)
-
-    @property
-    def n_components(self) -> int:
-        return len(self.component_slices)
 
 
 def components_of(classes: np.ndarray) -> Components:
@@ -251,15 +246,13 @@ def separate_buildings(classes: np.ndarray) -> Separation:
     """
     comps = components_of(classes)
     labels = np.zeros(classes.shape, dtype=np.int32)
-    slices = [(slice(int(t), int(b)), slice(int(lf), int(r)))
-              for t, b, lf, r in zip(comps.top[1:], comps.bottom[1:], comps.left[1:], comps.right[1:])]
     if comps.n == 0:
-        return Separation(labels, np.zeros(1, np.int64), [])
+        return Separation(labels, np.zeros(1, np.int64))
     keep = np.ones(comps.n + 1, dtype=bool)
     keep[0] = False
     atlas = _separate(classes, comps, keep)
     labels.ravel()[atlas.pixel] = atlas.label
-    return Separation(labels, atlas.owner, slices)
+    return Separation(labels, atlas.owner)
 
 
 def clean_polygons(geoms: list, simplify_px: float, min_area_px: float) -> tuple[np.ndarray, np.ndarray]:
