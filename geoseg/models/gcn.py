@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import GCNConv
 
-# re-exported: the column layout lives beside node_features
-from geoseg.superpixels import INPUT_SETS, input_columns, reads_cnn_features  # noqa: F401
+from geoseg.superpixels import input_columns, reads_cnn_features
 
 
 def _remove_generated_sources() -> None:
