@@ -35,10 +35,10 @@ def ignore_tracer_warnings() -> None:
     """Ignore the ONNX export tracer's warnings about geoseg's own models.
 
     Exporting a head traces it, and the tracer warns of each Python branch on a tensor in our
-    models (U2-Net's and ``_Head``'s size checks: the graph keeps dynamic sizes, the branches hold
-    for every input). Filtered by category and module, once, at import (below): a catch_warnings
-    block around the export swapped the process-wide filters on the thread that runs a scene,
-    beside others (the class-map thread, a Dask worker's other jobs).
+    models (U2-Net's and ``ProbabilityHead``'s size checks: the graph keeps dynamic sizes, the
+    branches hold for every input). Filtered by category and module, once, at import (below): a
+    catch_warnings block around the export swapped the process-wide filters on the thread that
+    runs a scene, beside others (the class-map thread, a Dask worker's other jobs).
     """
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"geoseg\.")
 
@@ -88,7 +88,7 @@ def load_head(
     return module, card
 
 
-class _Head(nn.Module):
+class ProbabilityHead(nn.Module):
     """Raw 0..255 float tiles -> softmax probabilities (and full-size features): one graph to export."""
 
     def __init__(self, module: nn.Module, card: dict[str, Any], with_features: bool) -> None:
@@ -229,7 +229,7 @@ class TileModel:
         self.runtime = runtime
         self.with_features = with_features
         self.n_classes = len(card["classes"])
-        self.head = _Head(module.eval(), card, with_features).eval()
+        self.head = ProbabilityHead(module.eval(), card, with_features).eval()
         self._session = None
         if runtime in ("onnx", "int8"):
             import onnxruntime as ort

@@ -63,11 +63,11 @@ def quantize_head(card_path: Path, scenes: list[Path]) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from geoseg.infer import _Head, export_onnx
+    from geoseg.infer import ProbabilityHead, export_onnx
 
     module, card = cards.load_model(card_path)
     tiles = calibration_tiles(scenes, card.get("gsd_m"), int(card.get("tile_size") or 512))
-    fp32 = export_onnx(_Head(module, card, False), card, False)
+    fp32 = export_onnx(ProbabilityHead(module, card, False), card, False)
     out = Path(card["card_path"]).parent / f"{card['name']}.int8.onnx"
 
     class Tiles(CalibrationDataReader):
