@@ -10,15 +10,8 @@ from geoseg.card import (
     LANDCOVER_CLASSES,
     landcover_card_classes,
 )
-from geoseg.training.loop import (
-    DUBAI_GSD_M,
-    TrainConfig,
-    data_credits,
-    data_splits,
-    train_buildings,
-    train_landcover,
-    working_gsd,
-)
+from geoseg.training.chip_provenance import DUBAI_GSD_M, data_credits, data_splits, working_gsd
+from geoseg.training.loop import TrainConfig, train_buildings, train_landcover
 
 TINY_U2NET = {"in_channels": 3, "n_classes": 3, "mid": 4, "out": 8}
 

@@ -225,15 +225,14 @@ def _train_teacher(
 
     from geoseg.augment import AugmentConfig
     from geoseg.card import find_card, read_card, save_model
+    from geoseg.training.chip_provenance import DUBAI_GSD_M, working_gsd
     from geoseg.training.data import IGNORE_INDEX, load_dataset, select
     from geoseg.training.loop import (
-        DUBAI_GSD_M,
         TrainConfig,
         evaluate_buildings,
         evaluate_landcover,
         train_buildings,
         train_landcover,
-        working_gsd,
     )
 
     if device == "cpu":

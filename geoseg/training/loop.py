@@ -1,4 +1,4 @@
-"""Training loops: buildings U2-Net, land-cover AttResUNet, superpixel GCN.
+"""Training loops: buildings U2-Net, land-cover AttResUNet (the GCN's: ``geoseg.training.graphs``).
 
 Shared recipe (CPU or CUDA): fixed seed; training chips resident on the device as uint8;
 GPU-side augmentation (:mod:`geoseg.augment`); AdamW with warm-up + cosine decay on a
@@ -22,8 +22,6 @@ from torch import nn
 from geoseg.augment import AugmentConfig, augment_batch
 from geoseg.card import (
     BUILDING_CLASSES,
-    CREDITS_BUILDINGS,
-    CREDITS_LANDCOVER,
     DEFAULT_BANDS,
     LANDCOVER_CLASSES,
     landcover_card_classes,
@@ -31,87 +29,18 @@ from geoseg.card import (
 from geoseg.losses import CEDiceLoss
 from geoseg.models.attresunet import AttResUNet
 from geoseg.models.u2net import U2Net
-from geoseg.training.data import IGNORE_INDEX, channel_stats, chip_blocks, same_gsd, select
+from geoseg.training.chip_provenance import (
+    DUBAI_GSD_M,
+    DUBAI_GSD_NOTE,
+    data_credits,
+    data_source,
+    data_splits,
+    working_gsd,
+)
+from geoseg.training.data import IGNORE_INDEX, channel_stats, select
 from geoseg.training.metrics import boundary_counts, boundary_f, building_iou, confusion, landcover_scores
 
 Log = Callable[[str], None]
-
-# Not published; estimated at ~1.1 m (1.0-1.3 m) from a tennis-court pair, residential
-# street widths and car lengths measured in pixels (docs/models.md).
-DUBAI_GSD_M = 1.1
-
-DUBAI_GSD_NOTE = ("Dubai imagery has no published GSD; ~1.1 m (1.0-1.3 m) estimated from tennis courts, "
-                  "street widths and car lengths (docs/models.md)")
-
-
-def working_gsd(data: dict[str, Any], estimate: float | None = None) -> tuple[float, bool]:
-    """The chips' one GSD in metres and whether it is ``estimate`` (chips that carry none).
-
-    The card's ``gsd_m`` is the scale ``geoseg predict`` resamples scenes to, so it must be the
-    scale the model was trained at, not a constant. Mixed GSDs (or some chips with, some
-    without) are refused: they have no single working scale.
-    """
-    gsd = np.asarray(data.get("gsd", np.full(len(data["split"]), np.nan)), np.float64)
-    known = np.isfinite(gsd) & (gsd > 0)
-    if not known.any():
-        if estimate is None:
-            raise ValueError("the chips carry no GSD (not georeferenced): cannot tell the model's working scale")
-        return estimate, True
-    if not known.all():
-        raise ValueError(f"{int((~known).sum())} of {len(gsd)} chips carry no GSD: cut all chips at one --gsd")
-    lo, hi = float(gsd.min()), float(gsd.max())
-    if not same_gsd([lo, hi]):
-        raise ValueError(f"chips of mixed GSD ({lo:.3g}-{hi:.3g} m): cut them at one --gsd")
-    return round(float(np.median(gsd)), 4), False
-
-
-def data_splits(data: dict[str, Any]) -> dict[str, str]:
-    """What each split of these chips holds: its blocks (``nairobi-2``), scenes' areas or tiles
-    (``tile_5``), read from the chips themselves so that the card never claims other data."""
-    if "chip_id" in data and "area" in data:
-        names = chip_blocks(data)
-    else:
-        names = np.asarray(data.get("area", data["split"])).astype(str)
-    splits = np.asarray(data["split"]).astype(str)
-    return {s: " + ".join(sorted(set(names[splits == s].tolist()))) or "none" for s in ("train", "val", "test")}
-
-
-def data_source(data: dict[str, Any]) -> str:
-    """The chip directory or pack the chips were read from (``load_dataset``), else the pack's source."""
-    return str(data.get("source") or data.get("meta", {}).get("source") or "chips (arrays given in code)")
-
-
-#: the areas of the shared building data (docs: data README); their chips carry its credits
-SHARED_BUILDING_AREAS = frozenset({"zanzibar", "nairobi", "kampala"})
-
-
-def shared_scene_names(data: dict[str, Any]) -> bool:
-    """Whether every chip was cut from a scene named as the shared data's (``nairobi_z19_1``); chips
-    without ids (arrays given in code) count by their area alone.
-
-    Why: a chip's area is its scene's folder when the name does not say it, so a team's own
-    ``nairobi/ortho_2024.tif`` chips were credited to OpenAerialMap and OpenStreetMap."""
-    if "chip_id" not in data:
-        return True
-    blocks = chip_blocks(data)
-    areas = np.asarray(data["area"]).astype(str)
-    return bool(all(b != a for b, a in zip(blocks.tolist(), areas.tolist())))
-
-
-def data_credits(data: dict[str, Any], task: str) -> list[str]:
-    """The card's ``credits``: the shared data's licences when every chip comes from it (the three
-    building areas; Dubai's ``dubai_tile_N`` land-cover chips with its classes), else a line saying
-    they are not recorded. Why: a model trained on a user's own imagery and labels was credited to
-    OpenAerialMap and OpenStreetMap (or Humans in the Loop), claiming data it never saw."""
-    areas = sorted(set(np.asarray(data["area"]).astype(str).tolist()))
-    if task == "buildings" and set(areas) <= SHARED_BUILDING_AREAS and shared_scene_names(data):
-        return list(CREDITS_BUILDINGS)
-    chip_ids = np.asarray(data.get("chip_id", [])).astype(str).tolist()
-    dubai_classes = [c["name"] for c in landcover_card_classes(data.get("classes"))] == [
-        c["name"] for c in LANDCOVER_CLASSES]
-    if task == "landcover" and dubai_classes and all(c.startswith("dubai_") for c in chip_ids):
-        return list(CREDITS_LANDCOVER)
-    return [f"Training data: {data_source(data)} (areas {', '.join(areas)}); its licences were not recorded"]
 
 
 def label_loss(task: str, ignore_index: int, n_classes: int = len(LANDCOVER_CLASSES)) -> CEDiceLoss:
