@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -29,7 +28,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +38,19 @@ from geoseg import __version__
 from geoseg.card import code_version
 from geoseg.classmap import write_classmap
 from geoseg.footprints import landcover_cue, vectorise_buildings, write_buildings
-from geoseg.heads import bands_of_models, building_rules, card_digests, load_heads, model_summary, task_card_path
+from geoseg.heads import bands_of_models, building_rules, load_heads, model_summary
 from geoseg.infer import TileModel, resolve_device
 from geoseg.options import PredictError, PredictOptions
 from geoseg.progress import StageProgress, StageWork, stage_weights, tracing_share
+from geoseg.request_record import json_safe, request_record
 from geoseg.tiled_inference import HeadResult, gsd_scale, head_plan, run_head
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import has_lonlat
 from tiles.mosaic import input_at
-from tiles.rasterpath import (RasterPath, absolute_raster_path, as_raster_path, is_virtual, not_found,
-                              raster_exists, raster_name, sidecar_of, vrt_sources)
+from tiles.rasterpath import RasterPath, as_raster_path, not_found, raster_exists, raster_name, sidecar_of
 from tiles.source import Scene, cap_block_cache
 
-__all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "outputs_current", "predict_scene"]
+__all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "predict_scene"]
 
 Progress = Callable[[float, str], None]
 OUTPUT_FILES = ("classmap.tif", "classmap.qml", "buildings.geojson", "buildings.gpkg", "report.json")
@@ -96,18 +95,6 @@ def _in_user_measure(working_gsd: float | None, input_gsd: float | None, grid: d
     return None if working_gsd is None else working_gsd * gsd_scale(input_gsd, grid["native_gsd"])
 
 
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None: report.json must stay strict JSON (Python's
-    ``json`` writes NaN and Infinity, which other JSON readers reject)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 @functools.cache
 def _running_code_version() -> str:
     """The code this process imported (git is asked once, not on every scene of a batch or service)."""
@@ -136,90 +123,6 @@ def _tiles_report(result: HeadResult) -> dict[str, Any]:
     return {"tiles": result.tiles, "tile_px": list(result.tile_px), "skipped_nodata": result.tiles_skipped,
             "context_px": list(result.context), "window_from_card": result.window_from_card,
             "working_width": result.width, "working_height": result.height}
-
-
-def _input_name(input_path: RasterPath) -> str:
-    """How report.json names the input: a local file by its absolute path (``geoseg eval`` reads the
-    input's grid from it, from whatever folder it runs in), a virtual path or URL as given."""
-    return str(absolute_raster_path(input_path))
-
-
-def _request(input_path: RasterPath, options: PredictOptions) -> dict[str, Any]:
-    """What decides a scene's outputs, as report.json records it: the input and every option but the
-    batch size (the local card paths given with --model made absolute)."""
-    opts = asdict(options)
-    opts.pop("batch_size")
-    opts["model_dirs"] = {task: os.path.abspath(path) for task, path in sorted(options.model_dirs.items())}
-    input_path = as_raster_path(input_path)
-    return {"input": _input_name(input_path), "input_file": _input_file(input_path), "options": opts}
-
-
-def _input_file(input_path: RasterPath) -> dict[str, Any] | None:
-    """Size and modification time of a local input (None for virtual paths and URLs, or when it is gone):
-    a scene replaced under the same name is predicted again by a batch. A VRT's adds ``sources``,
-    the same of each file it reads (``path``; ``bytes`` and ``modified_ns`` None for one missing):
-    a tile of the mosaic replaced changes the VRT's pixels but not the VRT."""
-    if is_virtual(input_path):
-        return None
-    try:
-        stat = os.stat(input_path)
-    except OSError:
-        return None
-    record: dict[str, Any] = {"bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
-    sources = vrt_sources(input_path)
-    if sources:
-        record["sources"] = [_source_file(name) for name in sources]
-    return record
-
-
-def _source_file(name: str) -> dict[str, Any]:
-    """``path``, ``bytes`` and ``modified_ns`` of a file a VRT reads (None for one that is missing)."""
-    try:
-        stat = os.stat(name)
-    except OSError:
-        return {"path": name, "bytes": None, "modified_ns": None}
-    return {"path": name, "bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
-
-
-def outputs_current(out_dir: Path | str, input_path: RasterPath, options: PredictOptions) -> bool:
-    """Whether ``out_dir`` holds a finished ``predict_scene`` output of this input with these options
-    (a batch skips such a folder, and predicts the input again over another output of predict).
-    Raises ``PredictError`` when ``out_dir`` exists but is no output of predict: it is not replaced."""
-    try:
-        report = json.loads((Path(out_dir) / "report.json").read_text())
-    except (OSError, ValueError):
-        report = None
-    if not isinstance(report, dict) or not isinstance(report.get("options"), dict):
-        raise PredictError(f"{out_dir} exists and is not an output of geoseg predict (no readable report.json): "
-                           f"left as it is; move it or choose another --out")
-    wanted = json.loads(json.dumps(_json_safe(_request(input_path, options)), default=str))
-    if "input_file" not in report:  # reports before the input's size and time were recorded
-        wanted.pop("input_file")
-    given = {"input": report.get("input"), "input_file": report.get("input_file"),
-             "options": {k: v for k, v in report["options"].items() if k != "batch_size"}}
-    given = {k: v for k, v in given.items() if k in wanted}
-    if isinstance(given["input"], str):  # older reports: the path as typed
-        given["input"] = _input_name(given["input"])
-    given["options"].setdefault("model_dirs", {})  # reports before the cards were recorded: shipped ones
-    given["options"].setdefault("bands", None)  # reports before --bands: the raster's own choice
-    return (given == wanted and all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
-            and _same_models(report, options))
-
-
-def _same_models(report: dict[str, Any], options: PredictOptions) -> bool:
-    """Whether the card and weight files a run with ``options`` would load are those ``report``'s models
-    were loaded from (same digests): a card retrained in place is another model under the same path."""
-    models = report.get("models")
-    for task, summary in (models.items() if isinstance(models, dict) else ()):
-        if not isinstance(summary, dict) or "card_sha256" not in summary:
-            continue  # reports before the digests were recorded
-        try:
-            now = card_digests(task_card_path(task, options))
-        except (ValueError, OSError):
-            return False  # the card is gone or unreadable: predicted again, which says why it fails
-        if any(summary.get(key) != value for key, value in now.items()):
-            return False
-    return True
 
 
 def building_sources(frame: Any, source: str, grid: dict[str, Any], mosaic: dict[str, Any] | None) -> Any:
@@ -256,7 +159,7 @@ def predict_scene(
     if sidecar:
         raise PredictError(f"{raster_name(input_path)} is {sidecar}, not a scene: predict "
                            f"{raster_name(input_path).rsplit('.', 1)[0]}")
-    request = _request(input_path, options)  # the input's size and time before it is read
+    request = request_record(input_path, options)  # the input's size and time before it is read
     device = resolve_device(options.device)
     cap_block_cache()  # windowed reads must not fill a GDAL cache sized to the machine's RAM
     if options.batch_size is None:
@@ -415,7 +318,7 @@ def predict_scene(
         report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         report["mpx_per_s"] = round(grid["width"] * grid["height"] / 1e6 / timings["total"], 4)
         report["outputs"] = sorted(p.name for p in staging.iterdir() if p.is_file()) + ["report.json"]
-        (staging / "report.json").write_text(json.dumps(_json_safe(report), indent=2, default=str, allow_nan=False)
+        (staging / "report.json").write_text(json.dumps(json_safe(report), indent=2, default=str, allow_nan=False)
                                              + "\n")
         # report.json says a folder is finished: an earlier run's goes first, this run's comes last,
         # so a report is never beside another run's files (say, while a re-run is moved into place)

@@ -292,7 +292,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                   notes: list[str]) -> None:
     """The batch of ``inputs`` into ``out/<stem>/``; ``scheduler``: as ``_scheduler`` returns it;
     ``notes``: warnings of the batch known before it runs (printed before it, and in its summary)."""
-    from geoseg.pipeline import outputs_current
+    from geoseg.request_record import outputs_current
     from tiles.batch import run_batch
 
     # absolute: a Dask worker runs in its own folder (--model cards are made absolute by the pipeline's

@@ -1,0 +1,115 @@
+"""The request a ``predict_scene`` run records in report.json (the input, its size and time,
+every option that decides the outputs, the models' digests), and ``outputs_current``: whether an
+output folder already holds a run of the same request, so a batch skips it and predicts again
+over a stale one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from geoseg.heads import card_digests, task_card_path
+from geoseg.options import PredictError, PredictOptions
+from tiles.rasterpath import RasterPath, absolute_raster_path, as_raster_path, is_virtual, vrt_sources
+
+__all__ = ["json_safe", "outputs_current", "request_record"]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as None: report.json must stay strict JSON (Python's
+    ``json`` writes NaN and Infinity, which other JSON readers reject)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _input_name(input_path: RasterPath) -> str:
+    """How report.json names the input: a local file by its absolute path (``geoseg eval`` reads the
+    input's grid from it, from whatever folder it runs in), a virtual path or URL as given."""
+    return str(absolute_raster_path(input_path))
+
+
+def request_record(input_path: RasterPath, options: PredictOptions) -> dict[str, Any]:
+    """What decides a scene's outputs, as report.json records it: the input and every option but the
+    batch size (the local card paths given with --model made absolute)."""
+    opts = asdict(options)
+    opts.pop("batch_size")
+    opts["model_dirs"] = {task: os.path.abspath(path) for task, path in sorted(options.model_dirs.items())}
+    input_path = as_raster_path(input_path)
+    return {"input": _input_name(input_path), "input_file": _input_file(input_path), "options": opts}
+
+
+def _input_file(input_path: RasterPath) -> dict[str, Any] | None:
+    """Size and modification time of a local input (None for virtual paths and URLs, or when it is gone):
+    a scene replaced under the same name is predicted again by a batch. A VRT's adds ``sources``,
+    the same of each file it reads (``path``; ``bytes`` and ``modified_ns`` None for one missing):
+    a tile of the mosaic replaced changes the VRT's pixels but not the VRT."""
+    if is_virtual(input_path):
+        return None
+    try:
+        stat = os.stat(input_path)
+    except OSError:
+        return None
+    record: dict[str, Any] = {"bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
+    sources = vrt_sources(input_path)
+    if sources:
+        record["sources"] = [_source_file(name) for name in sources]
+    return record
+
+
+def _source_file(name: str) -> dict[str, Any]:
+    """``path``, ``bytes`` and ``modified_ns`` of a file a VRT reads (None for one that is missing)."""
+    try:
+        stat = os.stat(name)
+    except OSError:
+        return {"path": name, "bytes": None, "modified_ns": None}
+    return {"path": name, "bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
+
+
+def outputs_current(out_dir: Path | str, input_path: RasterPath, options: PredictOptions) -> bool:
+    """Whether ``out_dir`` holds a finished ``predict_scene`` output of this input with these options
+    (a batch skips such a folder, and predicts the input again over another output of predict).
+    Raises ``PredictError`` when ``out_dir`` exists but is no output of predict: it is not replaced."""
+    try:
+        report = json.loads((Path(out_dir) / "report.json").read_text())
+    except (OSError, ValueError):
+        report = None
+    if not isinstance(report, dict) or not isinstance(report.get("options"), dict):
+        raise PredictError(f"{out_dir} exists and is not an output of geoseg predict (no readable report.json): "
+                           f"left as it is; move it or choose another --out")
+    wanted = json.loads(json.dumps(json_safe(request_record(input_path, options)), default=str))
+    if "input_file" not in report:  # reports before the input's size and time were recorded
+        wanted.pop("input_file")
+    given = {"input": report.get("input"), "input_file": report.get("input_file"),
+             "options": {k: v for k, v in report["options"].items() if k != "batch_size"}}
+    given = {k: v for k, v in given.items() if k in wanted}
+    if isinstance(given["input"], str):  # older reports: the path as typed
+        given["input"] = _input_name(given["input"])
+    given["options"].setdefault("model_dirs", {})  # reports before the cards were recorded: shipped ones
+    given["options"].setdefault("bands", None)  # reports before --bands: the raster's own choice
+    return (given == wanted and all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
+            and _same_models(report, options))
+
+
+def _same_models(report: dict[str, Any], options: PredictOptions) -> bool:
+    """Whether the card and weight files a run with ``options`` would load are those ``report``'s models
+    were loaded from (same digests): a card retrained in place is another model under the same path."""
+    models = report.get("models")
+    for task, summary in (models.items() if isinstance(models, dict) else ()):
+        if not isinstance(summary, dict) or "card_sha256" not in summary:
+            continue  # reports before the digests were recorded
+        try:
+            now = card_digests(task_card_path(task, options))
+        except (ValueError, OSError):
+            return False  # the card is gone or unreadable: predicted again, which says why it fails
+        if any(summary.get(key) != value for key, value in now.items()):
+            return False
+    return True
