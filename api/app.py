@@ -28,10 +28,11 @@ from api.jobs import JobStore
 from api.limits import BodySizeLimit
 from api.routes import health, jobs, models, segment
 from api.routes.common import problems
+from api.runners import Runner, check_runner_spec, runner_spec
 from api.security import ApiKeyGate, require_api_key
 from api.settings import Settings
 from api.validate import UploadRejected
-from api.worker import Runner, Supervisor, check_runner_spec, discard_scratch, runner_spec
+from api.worker import Supervisor, discard_scratch
 from geoseg import __version__
 
 log = logging.getLogger("geoseg.api")

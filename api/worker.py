@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -32,7 +30,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +39,10 @@ from api.catalog import ModelCatalog, ModelUnavailable
 from api.errors import describe, exception_chain
 from api.jobs import Job, JobStore
 from api.redact import redact_paths
+from api.runners import resolve_runner
 from api.settings import Settings
 
 log = logging.getLogger("geoseg.api.worker")
-
-Progress = Callable[[float, str], None]
-Runner = Callable[[Path, Path, dict[str, Any], Progress], dict[str, Any]]
 
 INPUT_NAME = "input.tif"
 #: the option key under which a job's process hands its runner the upload's own file name
@@ -64,39 +59,6 @@ EXPIRE_PER_TICK = 100
 
 # Exceptions that say "this input/option can never work": retrying would only waste time.
 _PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, NotImplementedError)
-
-
-def runner_spec(runner: Runner | str) -> str:
-    """``module:function`` for a runner, so a fresh child process can import it."""
-    if isinstance(runner, str):
-        return runner
-    return f"{runner.__module__}:{runner.__qualname__}"
-
-
-def check_runner_spec(spec: str) -> None:
-    """Refuse a runner whose module is not on the import path, without importing it (the real
-    runner imports torch: the server process never loads it). Left unchecked, every job's process
-    failed with ModuleNotFoundError, three attempts each, behind a healthy /healthz."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"runner {spec!r} (GEOSEG_RUNNER) is not of the form 'module:function'")
-    try:
-        found = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError):
-        found = None
-    if found is None:
-        raise ValueError(f"runner {spec!r} (GEOSEG_RUNNER): no module {module_name!r} on the import path")
-
-
-def resolve_runner(spec: str) -> Runner:
-    """Import the runner named ``module:function``; a clear error if it is not there."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"runner {spec!r} is not of the form 'module:function'")
-    fn = getattr(importlib.import_module(module_name), attr, None)
-    if not callable(fn):
-        raise ValueError(f"runner {spec!r} is not a callable")
-    return fn
 
 
 def job_dir(settings: Settings, job_id: str) -> Path:
