@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from dask.distributed import LocalCluster
 
-from geoseg.commands.tile import SceneJob
 from tiles.batch import _progress, part_path, run_batch, time_left
 from tiles.chips import ChipOptions
 from tiles.chipset import record_path
+from tiles.scene_chips import SceneJob
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,7 @@ def test_labels_near_a_scene_are_read_alone_and_the_extent_still_counts(building
     order (the order decides the outline shared by overlapping footprints) as a full read, while `meets`
     still answers for the file's whole extent (a scene between far-apart label blocks is empty, not
     'misses the labels')."""
-    from geoseg.commands.tile import scene_box
+    from tiles.scene_chips import scene_box
 
     frame = gpd.read_file(buildings_dir / "nairobi/labels.geojson")
     far = frame.copy()

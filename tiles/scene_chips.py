@@ -1,0 +1,118 @@
+"""One scene's training chips as a batch job (``SceneJob``, picklable for ``tiles.batch`` and Dask):
+the scene read at the chip options' GSD and bands, its labels (building polygons, land-cover class
+masks or class polygons) placed on it, its chips written and their index features returned, and
+the label files a re-run watches. ``geoseg tile`` builds the job and runs it over the scenes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from affine import Affine
+
+from tiles.chips import (
+    ChipOptions,
+    building_chips,
+    landcover_chips,
+    landcover_mask_path,
+    vector_landcover_chips,
+)
+from tiles.chipset import ChipSet, options_key
+from tiles.classes import CLASSES_FILE, read_classes
+from tiles.labels import LabelIndex, grid_bounds
+from tiles.landcover_vectors import ClassPolygons
+from tiles.source import Scene
+from tiles.splits import buildings_split, landcover_split, scene_area
+
+#: ``SceneJob.target`` of land-cover chips (else buildings)
+LANDCOVER = "landcover"
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    """Everything a worker needs to chip one scene (picklable)."""
+
+    out: Path
+    opts: ChipOptions
+    target: str
+    labels: tuple[Path, ...] | None
+    split: str | None
+    labels_where: str | None = None  # OGR SQL condition: the label features that are buildings
+    labels_layer: str | None = None  # the building layer of label files with several
+    labels_class_field: str | None = None  # land cover: the label polygons' class field
+
+    def __call__(self, scene_path: Path, part: Path) -> int:
+        if self.target == LANDCOVER:
+            features = self._landcover(scene_path)
+        else:
+            features = self._buildings(scene_path)
+        part.write_text(json.dumps(features))
+        return len(features)
+
+    def _buildings(self, path: Path) -> list[dict]:
+        label_files = self.label_files(path)
+        missing = [p for p in label_files if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"{path.name}: label file {missing[0]} not found (use --labels)")
+        area, block = scene_area(path)
+        with Scene(path, bands=self.opts.bands, gsd=self.opts.gsd) as scene:
+            if scene.crs is None:
+                raise ValueError(f"{path.name} has no CRS: vector labels cannot be placed")
+            index = LabelIndex.from_files(label_files, scene.crs, self.labels_where, near=scene_box(scene, self.opts.size),
+                                          layer=self.labels_layer)
+            if not index.meets(grid_bounds(scene.transform, scene.width, scene.height)):
+                files = ", ".join(p.name for p in label_files)
+                if self.labels_where:
+                    files += f" where {self.labels_where}"
+                why = (f"{index.in_files} polygons in {files}, their extent misses the scene" if index.in_files
+                       else f"{files} holds no polygon")
+                raise ValueError(f"no label polygon overlaps {path.name} ({why})")
+            recs = building_chips(scene, index, self.out, self.opts, path.name, area,
+                                  self.split or buildings_split(area, block))
+            return [r.to_feature() for r in recs]
+
+    def _landcover(self, image: Path) -> list[dict]:
+        tile_dir = image.parent.name
+        prefix = chip_prefix(image, self.target)
+        # vector land cover can be cut at --gsd (polygons have no resolution); class masks cannot
+        with Scene(image, bands=self.opts.bands, gsd=self.opts.gsd if self.labels_class_field else None) as scene:
+            if self.labels_class_field:  # vector land cover: polygons rasterised by tiles
+                polygons = ClassPolygons.from_files(
+                    list(self.labels or ()), scene.crs, self.labels_class_field, read_classes(self.out / CLASSES_FILE),
+                    self.labels_where, self.labels_layer, near=scene_box(scene, self.opts.size))
+                recs = vector_landcover_chips(scene, polygons, self.out, self.opts, f"{tile_dir}/{image.name}",
+                                              prefix, tile_dir, self.split or landcover_split(tile_dir))
+                return [r.to_feature() for r in recs]
+            recs = landcover_chips(scene, landcover_mask_path(image), self.out, self.opts, f"{tile_dir}/{image.name}",
+                                   prefix, tile_dir, self.split or landcover_split(tile_dir))
+            return [r.to_feature() for r in recs]
+
+    def chip_set(self) -> ChipSet:
+        """This run's chip set in OUT: its options key (all that decides the chip files and records)."""
+        labels = ([str(p) for p in self.labels or ()] + ([f"layer {self.labels_layer}"] if self.labels_layer else [])
+                  + ([f"where {self.labels_where}"] if self.labels_where else [])
+                  + ([f"class field {self.labels_class_field}"] if self.labels_class_field else []))
+        return ChipSet(self.out, options_key(self.opts, self.target, labels, self.split))
+
+    def label_files(self, scene: Path) -> list[Path]:
+        """The files a scene's labels come from (a re-run cuts the scene again when one changes)."""
+        if self.target == LANDCOVER and not self.labels_class_field:
+            return [landcover_mask_path(scene)]
+        return list(self.labels) if self.labels else [scene.parent / "labels.geojson"]
+
+
+def scene_box(scene: Scene, margin: int) -> tuple[float, float, float, float]:
+    """The scene's working grid and ``margin`` pixels around it (a chip size: windows padded past
+    the edge of a small scene, the outline band of buildings across it), as (left, bottom, right,
+    top) in its CRS: the ground whose label features a scene's chips need."""
+    return grid_bounds(scene.transform @ Affine.translation(-margin, -margin), scene.width + 2 * margin,
+                       scene.height + 2 * margin)
+
+
+def chip_prefix(path: Path, target: str) -> str:
+    """How a scene's chip files are named before ``_rNNN_cNNN``: its stem (buildings) or
+    ``<dataset>_<tile>_<image>`` (land cover, ``image_part_`` shortened to ``p``)."""
+    if target == LANDCOVER:
+        return f"{path.parent.parent.name}_{path.parent.name}_{path.stem}".replace("image_part_", "p")
+    return path.stem
