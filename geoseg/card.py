@@ -23,6 +23,7 @@ import numpy as np
 
 from geoseg.notes import tell
 from geoseg.paths import REPO_ROOT, weights_dir
+from geoseg.strict_json import json_safe
 
 if TYPE_CHECKING:
     import torch
@@ -200,20 +201,9 @@ def write_card(card: dict[str, Any], path: Path) -> Path:
     other than Python's refuse."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_finite(card), indent=2, default=_json_default, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(json_safe(card), indent=2, default=_json_default, allow_nan=False) + "\n")
     tmp.replace(path)
     return path
-
-
-def _finite(obj: Any) -> Any:
-    """``obj`` with every non-finite float (numpy's too) replaced by None, containers walked."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def _json_default(obj: Any) -> Any:

@@ -42,7 +42,8 @@ from geoseg.heads import bands_of_models, building_rules, load_heads, model_summ
 from geoseg.infer import TileModel, resolve_device
 from geoseg.options import PredictError, PredictOptions
 from geoseg.progress import StageProgress, StageWork, stage_weights, tracing_share
-from geoseg.request_record import json_safe, request_record
+from geoseg.request_record import request_record
+from geoseg.strict_json import json_safe
 from geoseg.tiled_inference import HeadResult, gsd_scale, head_plan, run_head
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import has_lonlat

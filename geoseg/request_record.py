@@ -6,7 +6,6 @@ over a stale one.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -14,21 +13,10 @@ from typing import Any
 
 from geoseg.heads import card_digests, task_card_path
 from geoseg.options import PredictError, PredictOptions
+from geoseg.strict_json import json_safe
 from tiles.rasterpath import RasterPath, absolute_raster_path, as_raster_path, is_virtual, vrt_sources
 
-__all__ = ["json_safe", "outputs_current", "request_record"]
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None: report.json must stay strict JSON (Python's
-    ``json`` writes NaN and Infinity, which other JSON readers reject)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
+__all__ = ["outputs_current", "request_record"]
 
 
 def _input_name(input_path: RasterPath) -> str:

@@ -21,7 +21,7 @@ from geoseg.cli import app
 from geoseg.paths import data_root
 from geoseg.pipeline import PredictError, PredictOptions
 from geoseg.postprocess import postprocess_from_card
-from geoseg.request_record import json_safe as _json_safe
+from geoseg.strict_json import json_safe as _json_safe
 from tiles.rasterpath import as_raster_path, raster_name, raster_stem
 from tiles.source import Scene, working_grid
 
