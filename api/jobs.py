@@ -56,6 +56,20 @@ CREATE TABLE IF NOT EXISTS expired_jobs (
 """
 
 
+@contextmanager
+def _write_transaction(con: sqlite3.Connection) -> Iterator[None]:
+    """A transaction that takes the write lock at once (``BEGIN IMMEDIATE``: a read in it cannot
+    be overtaken by another writer); committed when the block ends, also by a ``return``, rolled
+    back when it raises (the exception goes on)."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 class QueueFull(Exception):
     """``waiting`` jobs already wait ahead of a new one of ``priority``: the limit is ``limit``."""
 
@@ -146,8 +160,7 @@ class JobStore:
             # the 202 promises this row: synced before the commit returns, as the input file is
             # (WAL + NORMAL, enough for every other write, can lose the last commits on power loss)
             con.execute("PRAGMA synchronous=FULL")
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(con):
                 if max_queued:
                     waiting = self._queued_ahead(con, priority)
                     if waiting >= max_queued:
@@ -158,10 +171,6 @@ class JobStore:
                     " updated_at) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?)",
                     (job_id, kind, json.dumps(options), json.dumps(input_summary), priority, now, now),
                 )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
         # built here, not read back: once the row is in, nothing may fail and disown it
         return Job(id=job_id, kind=kind, status="queued", progress=0.0, stage="queued", error=None,
                    last_error=None, previous_error=None, options=json.loads(json.dumps(options)),
@@ -248,14 +257,12 @@ class JobStore:
     def claim_next(self) -> Job | None:
         """Atomically move the oldest highest-priority queued job to running (attempts + 1)."""
         with self._connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(con):
                 row = con.execute(
                     "SELECT id FROM jobs WHERE status = 'queued' AND deleted = 0"
                     " ORDER BY priority DESC, created_at LIMIT 1"
                 ).fetchone()
                 if row is None:
-                    con.execute("COMMIT")
                     return None
                 # read the clock once the job is ours: read before waiting for the lock, it could
                 # predate the job's own created_at (a job submitted meanwhile started "before" it)
@@ -267,10 +274,6 @@ class JobStore:
                     " WHERE id = ?",
                     (now, now, now, row["id"]),
                 )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
         return self.get(row["id"], include_deleted=True)
 
     def _update_running(self, job_id: str, attempt: int, sql: str, args: tuple) -> bool:
@@ -383,8 +386,7 @@ class JobStore:
             if not ids:
                 return []
             expired: list[str] = []
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(con):
                 now = time.time()
                 for job_id in ids:  # re-checked under the lock: a DELETE may have come first
                     cur = con.execute(f"UPDATE jobs SET deleted = 1, updated_at = ? WHERE id = ? AND {candidates}",
@@ -394,10 +396,6 @@ class JobStore:
                                     " VALUES (?, ?, ?)", (job_id, now, retention_hours))
                         expired.append(job_id)
                 con.execute("DELETE FROM expired_jobs WHERE expired_at < ?", (now - EXPIRY_NOTE_KEEP_S,))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
         return expired
 
     def expiry(self, job_id: str) -> tuple[float, float] | None:
