@@ -8,30 +8,34 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 DEFAULT_RUNNER = "api.pipeline_runner:run_pipeline"
 
+T = TypeVar("T", int, float)
 
-def _env_int(name: str, default: int) -> int:
+
+def _env_number(name: str, default: T, parse: Callable[[str], T], kind: str) -> T:
+    """``parse`` of the variable ``name``; ``default`` when it is unset or blank, and a one-line
+    ``ValueError`` naming the variable when it is not ``kind``."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not an integer") from exc
+        raise ValueError(f"{name}={raw!r} is not {kind}") from exc
+
+
+def _env_int(name: str, default: int) -> int:
+    return _env_number(name, default, int, "an integer")
 
 
 def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a number") from exc
+    return _env_number(name, default, float, "a number")
 
 
 @dataclass(frozen=True)
