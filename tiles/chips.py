@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
@@ -77,7 +79,7 @@ class ChipRecord:
         return {"type": "Feature", "geometry": geometry, "properties": props}
 
 
-def footprint_lonlat(crs, transform: Affine, width: int, height: int) -> dict | None:
+def footprint_lonlat(crs: CRS | None, transform: Affine, width: int, height: int) -> dict | None:
     """RFC 7946 Polygon (lon/lat, counter-clockwise) of a window's footprint, None if no CRS."""
     if crs is None:
         return None
@@ -92,7 +94,7 @@ def footprint_lonlat(crs, transform: Affine, width: int, height: int) -> dict | 
     return {"type": "Polygon", "coordinates": [ring]}
 
 
-def write_chip(path: Path, data: np.ndarray, crs, transform: Affine | None) -> None:
+def write_chip(path: Path, data: np.ndarray, crs: CRS | None, transform: Affine | None) -> None:
     """Write a small uint8 GeoTIFF (bands, h, w), georeferenced when ``crs`` is known."""
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
@@ -249,7 +251,7 @@ def unlabel_nodata(mask: np.ndarray, nodata: float | None) -> np.ndarray:
     return np.where(mask == nodata, LANDCOVER_UNLABELED, mask).astype(mask.dtype, copy=False)
 
 
-def check_landcover_mask(mask_ds, label_path: Path) -> None:
+def check_landcover_mask(mask_ds: DatasetReader | WarpedVRT, label_path: Path) -> None:
     """Refuse masks that are not one band of class indices of ``classes.json`` (the mask's nodata
     value aside: it reads as unlabeled).
 

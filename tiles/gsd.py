@@ -14,6 +14,8 @@ from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Geod, Transformer
 from rasterio.crs import CRS
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
 
 _GEOD = Geod(ellps="WGS84")
 
@@ -108,6 +110,6 @@ def gsd_m(crs: CRS | None, transform: Affine, width: int, height: int) -> float 
     return math.sqrt(size[0] * size[1])
 
 
-def dataset_gsd_m(dataset) -> float | None:
+def dataset_gsd_m(dataset: DatasetReader | WarpedVRT) -> float | None:
     """GSD in metres of an open rasterio dataset (None when not georeferenced)."""
     return gsd_m(dataset.crs, dataset.transform, dataset.width, dataset.height)

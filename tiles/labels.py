@@ -54,7 +54,7 @@ class LabelIndex:
         self.in_files = len(polygons) if in_files is None else in_files
 
     @classmethod
-    def from_files(cls, paths: str | Path | list[str | Path], crs, where: str | None = None,
+    def from_files(cls, paths: str | Path | list[str | Path], crs: CRS, where: str | None = None,
                    near: tuple[float, float, float, float] | None = None, layer: str | None = None) -> "LabelIndex":
         """Read vector files (any OGR format; no CRS member means WGS84) into ``crs``; one path or a list.
         ``where``: an OGR SQL condition on their attributes (``class = 'building'``) keeping only the

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 
-def window_valid_mask(dataset, window: Window, data: np.ndarray | None = None,
+def window_valid_mask(dataset: DatasetReader | WarpedVRT, window: Window, data: np.ndarray | None = None,
                       bands: tuple[int, ...] | None = None) -> np.ndarray:
     """Boolean (h, w) mask of valid pixels of ``window`` (which must lie inside ``dataset``).
 
@@ -32,7 +34,7 @@ def window_valid_mask(dataset, window: Window, data: np.ndarray | None = None,
     return finite_only(valid, data)
 
 
-def raster_valid_mask(dataset, bands: tuple[int, ...], strip_pixels: int = 2**20) -> np.ndarray:
+def raster_valid_mask(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...], strip_pixels: int = 2**20) -> np.ndarray:
     """Boolean (height, width) mask of the whole raster's valid pixels, as the tiles read them:
     ``window_valid_mask`` of ``bands`` (1-based), with non-finite pixels of float data invalid
     also when no nodata value says so. Read in strips of about ``strip_pixels``, so a float
@@ -54,7 +56,7 @@ def finite_only(valid: np.ndarray, data: np.ndarray | None) -> np.ndarray:
     return valid
 
 
-def alpha_mask_band(dataset, bands: tuple[int, ...]) -> int | None:
+def alpha_mask_band(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...]) -> int | None:
     """1-based index of the uint8 alpha band that is the selected bands' mask, else None.
 
     Why: such a mask can be read in the same call as the bands (``alpha > 0`` is GDAL's own

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from rasterio.enums import ColorInterp, Resampling
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from tiles.errors import UnsupportedRaster
@@ -114,7 +116,7 @@ def select_bands(count: int, colorinterp: tuple, dtype: str, requested: tuple[in
     return BandChoice((1, 2, 3), "default 1-3", count, note)
 
 
-def dataset_bands(dataset, requested: tuple[int, ...] | None = None) -> BandChoice:
+def dataset_bands(dataset: DatasetReader | WarpedVRT, requested: tuple[int, ...] | None = None) -> BandChoice:
     """``select_bands`` for an open rasterio dataset (its colour interpretation and descriptions)."""
     return select_bands(dataset.count, tuple(dataset.colorinterp), dataset.dtypes[0], requested,
                         tuple(dataset.descriptions))
@@ -130,7 +132,7 @@ def decimated_shape(width: int, height: int, max_side: int) -> tuple[int, int]:
 SCAN_PIXELS = 2**20
 
 
-def scene_stats(dataset, bands: tuple[int, ...], max_side: int = 1024,
+def scene_stats(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...], max_side: int = 1024,
                 percentiles: tuple[float, float] = (2.0, 98.0)) -> BandStats | None:
     """Percentile stretch bounds from a decimated read (GDAL uses overviews if present).
 

@@ -33,9 +33,11 @@ from pathlib import Path
 
 import numpy as np
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.errors import RasterioIOError
+from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -77,7 +79,7 @@ def cap_block_cache(max_bytes: int = BLOCK_CACHE_BYTES) -> int:
 MAX_GRID_SIDE = 2**31 - 1
 
 
-def working_grid(crs, transform: Affine, width: int, height: int, target_gsd: float) -> tuple[Affine, int, int]:
+def working_grid(crs: CRS, transform: Affine, width: int, height: int, target_gsd: float) -> tuple[Affine, int, int]:
     """North-up grid in ``crs`` covering the raster footprint with ``target_gsd`` metre pixels, from
     its top-left corner (an axis the raster spans by at most half a pixel: centred on it)."""
     corners = [transform @ (c, r) for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
@@ -263,7 +265,7 @@ class Scene:
         return self._vrt is not None
 
     @property
-    def dataset(self):
+    def dataset(self) -> DatasetReader | WarpedVRT:
         """The rasterio dataset reads come from (the WarpedVRT when warped; windows read by
         decimation come from the file itself)."""
         return self._ds
