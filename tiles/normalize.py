@@ -39,7 +39,7 @@ class BandChoice:
     the choice is a guess worth checking (None otherwise)."""
 
     bands: tuple[int, int, int]
-    source: str  # one of BAND_SOURCES
+    source: str  # one of BAND_SOURCES, or "model card NAME" when a run's card chose (geoseg.pipeline)
     count: int  # bands in the raster
     note: str | None = None
 
