@@ -419,3 +419,30 @@ def test_a_student_s_card_names_the_bands_its_chips_were_cut_with(student_setup,
                                       "--teacher", str(tmp_path / "teacher"), "--epochs", "1"])
     assert_one_line_error(result, "train", "the chips were cut with --bands 4,3,2",
                           "trained on bands 3,2,1: it would see other bands")
+
+
+def test_a_teacher_of_other_classes_or_another_gsd_than_the_chips_is_refused(student_setup, tmp_path):
+    """A student takes its teacher's classes and GSD into its card. Dubai's teacher distilled on a
+    team's chips of classes built / natural trained 'built' as 'building' and 'natural' as 'road'
+    under a card naming Dubai's six; a 0.3 m teacher on chips cut at 0.6 m gave a card saying 0.3 m,
+    the scale predict resamples scenes to. Both are refused in one line before the bar, nothing written."""
+    import shutil
+
+    root, chips = student_setup
+    three = shutil.copytree(chips, tmp_path / "three")
+    (three / "classes.json").write_text(json.dumps([{"index": 0, "name": "unlabeled"}, {"index": 1, "name": "built"},
+                                                    {"index": 2, "name": "natural"}]))
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(three), "--out", str(tmp_path / "x"),
+                                      "--teacher", str(root / "teacher"), "--epochs", "1"])
+    assert_one_line_error(result, "train", "the teacher landcover-attresunet predicts building, road, vegetation, "
+                                           "water, land; the chips hold built, natural")
+    coarse = shutil.copytree(chips, tmp_path / "coarse")
+    index = json.loads((coarse / "index.geojson").read_text())
+    for feature in index["features"]:
+        feature["properties"]["gsd"] = 0.6
+    (coarse / "index.geojson").write_text(json.dumps(index))
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(coarse), "--out", str(tmp_path / "x"),
+                                      "--teacher", str(root / "teacher"), "--epochs", "1"])
+    assert_one_line_error(result, "train", "the chips were cut at 0.6 m, the teacher landcover-attresunet works at "
+                                           "0.3 m", "--gsd 0.3")
+    assert not (tmp_path / "x").exists()

@@ -111,16 +111,16 @@ def train(
             raise ValueError(f"--init: no model directory or card at {init}")
         if teacher is not None:
             from geoseg.card import find_task_card, read_card
-            from geoseg.training.data import chip_set_bands
             from geoseg.training.distill import (  # owned by the distillation module
                 check_loss_options,
-                check_teacher_bands,
+                check_teacher_fits,
                 train_student,
             )
 
             check_loss_options(losses, label_loss)  # before --out is made and the bar drawn
-            # a missing, ambiguous or other-task teacher, or one of other bands than the chips': one line, no bar
-            check_teacher_bands(read_card(find_task_card(teacher, task)), chip_set_bands(data))
+            # a missing, ambiguous or other-task teacher, or one of other bands, classes or GSD than the
+            # chips': one line, no bar
+            check_teacher_fits(read_card(find_task_card(teacher, task)), data, task)
             command += ["--teacher", str(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", str(init)] if init is not None else []
             command += ["--name", name] if name is not None else []

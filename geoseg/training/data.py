@@ -115,6 +115,30 @@ def chip_set_bands(path: Path) -> list[int] | None:
     return requested_bands(path, read_index(path))
 
 
+def chip_set_classes(path: Path) -> list[dict[str, Any]] | None:
+    """The class list of a land-cover chip directory (its ``classes.json``) or pack (its metadata),
+    None when it has none (Dubai's six, cut before ``geoseg tile`` recorded it); no chip is read."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise ChipDataError(f"no pack at {path}")
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["meta"])).get("classes")
+    return read_classes(path / CLASSES_FILE) if (path / CLASSES_FILE).is_file() else None
+
+
+def chip_set_gsds(path: Path) -> np.ndarray:
+    """Each chip's GSD in metres (NaN where a chip has none) of a chip directory or pack, read from its
+    index or arrays without decoding a chip."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise ChipDataError(f"no pack at {path}")
+        with np.load(path, allow_pickle=False) as z:
+            return np.asarray(z["gsd"], np.float64)
+    return np.array([float(p.get("gsd") or np.nan) for p in read_index(path)], np.float64)
+
+
 def requested_bands(chips_dir: Path, props: list[dict[str, Any]]) -> list[int] | None:
     """The ``--bands`` the chips were cut with (their records' ``bands``), None when the rasters' own
     red, green, blue were read. Records written before ``bands`` was recorded say nothing: a chip

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,6 +31,7 @@ from geoseg.card import (
     CREDITS_LANDCOVER,
     card_bands,
     code_version,
+    landcover_card_classes,
     load_model,
     normalise,
     save_model,
@@ -223,6 +225,41 @@ def check_teacher_bands(teacher_card: dict[str, Any], bands: list[int] | None) -
                          f"it would see other bands")
 
 
+def check_teacher_fits(teacher_card: dict[str, Any], chips: Path, task: str) -> None:
+    """Refuse a teacher that cannot label these chips (ValueError, one line), from the chips' index
+    or pack metadata alone: other ``--bands`` (:func:`check_teacher_bands`), other land-cover
+    classes, or another GSD than the chips were cut at (chips without one are not compared).
+
+    Why: a student takes its teacher's classes and GSD into its card. The Dubai teacher distilled on a
+    team's chips of classes built / natural trained 'built' as 'building' and 'natural' as 'road',
+    and a card named Dubai's six; a 0.3 m teacher on chips cut at 0.6 m labelled them at a scale it
+    never saw, and the student's card said 0.3 m, the scale predict then resampled scenes to."""
+    from geoseg.training.data import (
+        chip_set_bands,
+        chip_set_classes,
+        chip_set_gsds,
+        same_gsd,
+    )
+
+    check_teacher_bands(teacher_card, chip_set_bands(chips))
+    name = teacher_card["name"]
+    if task == "landcover":
+        mine = [c["name"] for c in landcover_card_classes(chip_set_classes(chips))]
+        theirs = [c["name"] for c in teacher_card["classes"]]
+        if mine != theirs:
+            raise ValueError(f"the teacher {name} predicts {', '.join(theirs[1:])}; the chips hold "
+                             f"{', '.join(mine[1:])} (their classes.json): a student learns its teacher's classes, "
+                             f"so train a teacher on these chips first (geoseg train landcover --data {chips} ...)")
+    gsds = chip_set_gsds(chips)
+    known = gsds[np.isfinite(gsds) & (gsds > 0)]
+    working = teacher_card.get("gsd_m")
+    if known.size and working and not same_gsd([float(known.min()), float(known.max()), float(working)]):
+        cut = f"{known.min():.3g}" + (f"-{known.max():.3g}" if not same_gsd([known.min(), known.max()]) else "")
+        raise ValueError(f"the chips were cut at {cut} m, the teacher {name} works at {working:g} m: it would label "
+                         f"them at a scale it was not trained at; cut the chips with geoseg tile ... --gsd {working:g} "
+                         f"(or train a teacher on these chips)")
+
+
 def student_card(
     teacher_card: dict[str, Any], student: FastSegNet, losses: str, training: dict[str, Any], metrics: dict[str, Any]
 ) -> dict[str, Any]:
@@ -304,7 +341,7 @@ def train_student(
     if tcard["task"] != task:
         raise ValueError(f"teacher {tcard['name']} is a {tcard['task']} model, not {task}")
     splits, bands = load_chips(Path(data), task)
-    check_teacher_bands(tcard, bands)
+    check_teacher_fits(tcard, Path(data), task)
     if "train" not in splits:
         raise ValueError(f"{data} has no train chips for {task}")
     cuda = device.startswith("cuda")
