@@ -229,14 +229,16 @@ def test_mixed_gsd_chips_fail_in_one_line(tmp_path):
     assert result.output.strip() == "geoseg train: error: chips of mixed GSD (0.3-0.6 m): cut them at one --gsd"
 
 
-def buildings_pack(path, gsd: float = 0.3):
-    """A pack of three random 32 px building chips (train, val, test) at one GSD."""
+def buildings_pack(path, gsd: float = 0.3, empty: tuple[str, ...] = ()):
+    """A pack of three random 32 px building chips (train, val, test) at one GSD; the chips of the
+    splits in ``empty`` hold no building (labels all background)."""
     import numpy as np
     from test_training_card_truth import building_chips
 
     from geoseg.training.pack import encode_jpeg
 
     data = building_chips([gsd] * 3)
+    data["labels"][np.isin(data["split"], empty)] = 0
     blobs = [encode_jpeg(a) for a in data["images"]]
     np.savez_compressed(
         path, jpeg=np.frombuffer(b"".join(blobs), np.uint8), jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]),
@@ -446,3 +448,18 @@ def test_a_teacher_of_other_classes_or_another_gsd_than_the_chips_is_refused(stu
     assert_one_line_error(result, "train", "the chips were cut at 0.6 m, the teacher landcover-attresunet works at "
                                            "0.3 m", "--gsd 0.3")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("empty, message", [
+    (("train", "val", "test"), "its 1 train chips hold no building pixel: nothing to learn"),
+    (("val",), "its 1 val chips hold no building pixel: nothing to choose the model on"),
+])
+def test_building_chips_without_a_building_are_refused(tmp_path, empty, message):
+    """Building chips that were all `empty` (labels of another place, a --labels-where matching no
+    roof near the scenes) trained to the end and wrote a card of val binary mIoU 0.0, exit 0: a
+    model that never saw a building. Val chips without one would choose the model that finds none."""
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz",
+                                                                                          empty=empty)),
+                                      "--out", str(tmp_path / "m"), "--epochs", "1", "--crop", "32"])
+    assert_one_line_error(result, "train", message)
+    assert not (tmp_path / "m").exists()

@@ -226,7 +226,7 @@ def _train_teacher(
     from geoseg.augment import AugmentConfig
     from geoseg.card import find_card, read_card, save_model
     from geoseg.training.chip_provenance import DUBAI_GSD_M, working_gsd
-    from geoseg.training.data import IGNORE_INDEX, load_dataset, select
+    from geoseg.training.data import check_chips_have_labels, load_dataset, select
     from geoseg.training.loop import (
         TrainConfig,
         evaluate_buildings,
@@ -250,10 +250,7 @@ def _train_teacher(
         raise ValueError(f"--crop {crop} px is larger than the chips ({chip_side} px): every sample would be "
                          f"magnified about {crop / chip_side:.1f}x, a scale the card's GSD does not say; use "
                          f"--crop {chip_side} or less, or cut bigger chips")
-    val_labels = data["labels"][data["split"] == "val"]
-    if not (val_labels != IGNORE_INDEX[task]).any():  # model selection would score NaN (land cover) at every step
-        raise ValueError(f"{data_path}: its {len(val_labels)} val chips hold no labelled pixel: nothing to choose "
-                         f"the model on")
+    check_chips_have_labels(data, task, data_path)
     working_gsd(data, estimate=DUBAI_GSD_M if task == "landcover" else None)  # mixed GSDs fail before training
     steps = None if epochs is None else max(1, epochs * math.ceil(n_train / batch_size))
     cfg = TrainConfig(

@@ -197,6 +197,22 @@ def load_dataset(path: Path) -> dict[str, Any]:
     return data
 
 
+def check_chips_have_labels(data: dict[str, Any], task: str, source: Path | str) -> None:
+    """Refuse (ValueError, one line) train chips without a pixel of any class to learn (buildings: no
+    building pixel; land cover: every pixel unlabeled) and val chips without one to choose on.
+
+    Why: building chips that are all ``empty`` (labels of another place, a layer filtered to nothing)
+    trained to the end and wrote a card (val binary mIoU 0.0, a model that never saw a roof), and
+    land-cover val chips all unlabeled scored NaN at every validation."""
+    wanted = {"buildings": "building pixel", "landcover": "labelled pixel"}[task]
+    for split, use in (("train", "nothing to learn"), ("val", "nothing to choose the model on")):
+        labels = data["labels"][data["split"] == split]
+        has = (labels == 1) | (labels == 2) if task == "buildings" else labels != IGNORE_INDEX[task]
+        if not has.any():
+            raise ValueError(f"{source}: its {len(labels)} {split} chips hold no {wanted}: {use}"
+                             + (" (are they cut from scenes your labels cover?)" if task == "buildings" else ""))
+
+
 def _subset(data: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
     """The chips where ``keep`` is True (per-chip arrays indexed, everything else kept)."""
     return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in data.items()}
