@@ -463,3 +463,16 @@ def test_building_chips_without_a_building_are_refused(tmp_path, empty, message)
                                       "--out", str(tmp_path / "m"), "--epochs", "1", "--crop", "32"])
     assert_one_line_error(result, "train", message)
     assert not (tmp_path / "m").exists()
+
+
+def test_scoring_the_val_and_test_chips_shows_on_the_bar(tmp_path):
+    """Once the budget was spent the bar sat at 100 %, 0:00:00 left, while the weights were scored on
+    the val and test chips with no sign of life (on the CPU, --minutes 0.1 on Dubai's 225 val and 144
+    test chips ran 6 min 50 s). Each split's scoring is now a row of its own, chips done of its chips."""
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
+                                      "--out", str(tmp_path / "m"), "--epochs", "1", "--crop", "32"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("━")[0].strip(): line for line in result.stderr.splitlines() if "━" in line}
+    assert rows.keys() == {"training buildings", "scoring val", "scoring test"}, result.stderr
+    assert "100%" in rows["scoring val"] and "1/1 chips" in rows["scoring val"]
+    assert "100%" in rows["scoring test"] and "1/1 chips" in rows["scoring test"]

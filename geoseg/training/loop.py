@@ -41,6 +41,10 @@ from geoseg.training.data import IGNORE_INDEX, channel_stats, select
 from geoseg.training.metrics import boundary_counts, boundary_f, building_iou, confusion, landcover_scores
 
 Log = Callable[[str], None]
+#: ``scoring(split, chips_done, chips_total)``: told after each batch while a split's chips are scored
+#: (the validations during and after training, the test chips), so a progress bar can show them
+Scoring = Callable[[str, int, int], None]
+ChipsDone = Callable[[int], None]
 
 
 def label_loss(task: str, ignore_index: int, n_classes: int = len(LANDCOVER_CLASSES)) -> CEDiceLoss:
@@ -125,12 +129,15 @@ def predict_logits(
     return torch.cat(outs)
 
 
-def evaluate_buildings(model: nn.Module, data: dict[str, Any], norm: dict, device: str, batch: int = 8) -> dict[str, float]:
+def evaluate_buildings(model: nn.Module, data: dict[str, Any], norm: dict, device: str, batch: int = 8,
+                       progress: ChipsDone | None = None) -> dict[str, float]:
     """Pixel IoU of buildings (interior+outline) over all chips, ignore 255 dropped, and the binary
     mIoU (mean of building and background IoU) used for model selection: unlike the building IoU
     it does not reward the trivial "building everywhere" output on dense validation blocks
-    (GPU run 1 kept its step-1 checkpoint that way)."""
+    (GPU run 1 kept its step-1 checkpoint that way). ``progress``: told the chips scored so far (0 first)."""
     inter = union = bg_inter = bg_union = 0
+    if progress is not None:
+        progress(0)
     for i in range(0, len(data["images"]), batch):
         pred = predict_logits(model, data["images"][i : i + batch], norm, device, batch).argmax(1).cpu().numpy()
         truth = data["labels"][i : i + batch]
@@ -139,17 +146,21 @@ def evaluate_buildings(model: nn.Module, data: dict[str, Any], norm: dict, devic
         valid = truth != 255
         p_bg, t_bg = (pred == 0) & valid, (truth == 0) & valid
         bg_inter, bg_union = bg_inter + int((p_bg & t_bg).sum()), bg_union + int((p_bg | t_bg).sum())
+        if progress is not None:
+            progress(min(i + batch, len(data["images"])))
     iou = inter / max(union, 1)
     return {"pixel_iou": iou, "binary_miou": (iou + bg_inter / max(bg_union, 1)) / 2, "chips": int(len(data["images"]))}
 
 
 def evaluate_landcover(
     model: nn.Module, data: dict[str, Any], norm: dict, device: str, batch: int = 8, boundary: bool = False,
-    classes: list[dict[str, Any]] = LANDCOVER_CLASSES,
+    classes: list[dict[str, Any]] = LANDCOVER_CLASSES, progress: ChipsDone | None = None,
 ) -> dict[str, Any]:
     """mIoU over classes 1.. (0 ignored) of the card's ``classes``, per-class IoU, OA, optionally
-    boundary F (2 px)."""
+    boundary F (2 px). ``progress``: told the chips scored so far (0 first)."""
     k = len(classes)
+    if progress is not None:
+        progress(0)
     cm = np.zeros((k, k), np.int64)
     bcounts = np.zeros(4, np.int64)
     for i in range(0, len(data["images"]), batch):
@@ -159,6 +170,8 @@ def evaluate_landcover(
         if boundary:
             for p, t in zip(pred, truth):
                 bcounts += boundary_counts(p, t)
+        if progress is not None:
+            progress(min(i + batch, len(data["images"])))
     scores = landcover_scores(cm, [c["name"] for c in classes])
     if boundary:
         scores["boundary_f_2px"] = boundary_f(bcounts)
@@ -308,8 +321,10 @@ def train_buildings(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
     progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
     norm: dict[str, list[float]] | None = None, splits: dict[str, str] | None = None,
+    scoring: Scoring | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """U2-Net 3-class head on chips of one GSD; returns (model, card without metrics.test).
+    ``scoring``: told the progress of each validation (:data:`Scoring`).
 
     ``norm`` (mean/std) replaces the one measured on the training chips: a fine-tuned model
     keeps its checkpoint's, or its first steps see shifted inputs. ``splits`` describes the
@@ -325,7 +340,8 @@ def train_buildings(
     if init_state is not None:  # fine-tuning: continue from a trained checkpoint of the same architecture
         model.load_state_dict(init_state)
     loss_fn = label_loss("buildings", IGNORE_INDEX["buildings"])
-    score = lambda m: evaluate_buildings(m, val, norm, cfg.device, cfg.eval_batch)["binary_miou"]  # noqa: E731
+    score = lambda m: evaluate_buildings(m, val, norm, cfg.device, cfg.eval_batch,  # noqa: E731
+                                         progress=_val_progress(scoring, val))["binary_miou"]
     log(f"buildings: {len(train['images'])} train chips, {len(val['images'])} val chips, device {cfg.device}")
     model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress)
     card = {
@@ -351,9 +367,10 @@ def train_buildings(
 def train_landcover(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
     progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
-    norm: dict[str, list[float]] | None = None,
+    norm: dict[str, list[float]] | None = None, scoring: Scoring | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """AttResUNet on land-cover chips; returns (model, card without metrics.test).
+    ``scoring``: told the progress of each validation (:data:`Scoring`).
 
     ``norm`` (mean/std) replaces the one measured on the training chips: a fine-tuned model keeps
     its checkpoint's.
@@ -377,7 +394,8 @@ def train_landcover(
     if init_state is not None:  # fine-tuning: continue from a trained checkpoint of the same architecture
         model.load_state_dict(init_state)
     loss_fn = label_loss("landcover", IGNORE_INDEX["landcover"], n_classes)
-    score = lambda m: evaluate_landcover(m, val, norm, cfg.device, cfg.eval_batch, classes=classes)["miou"]  # noqa: E731
+    score = lambda m: evaluate_landcover(m, val, norm, cfg.device, cfg.eval_batch, classes=classes,  # noqa: E731
+                                         progress=_val_progress(scoring, val))["miou"]
     log(f"landcover: {len(train['images'])} train chips, {len(val['images'])} val chips, {n_classes - 1} classes, "
         f"device {cfg.device}")
     model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress)
@@ -401,6 +419,14 @@ def train_landcover(
         "credits": data_credits(data, "landcover"),
     }
     return model, card
+
+
+def _val_progress(scoring: Scoring | None, val: dict[str, Any]) -> ChipsDone | None:
+    """The ``progress`` of one validation pass for ``scoring`` (None without one)."""
+    if scoring is None:
+        return None
+    total = len(val["images"])
+    return lambda done: scoring("val", done, total)
 
 
 def check_label_values(labels: np.ndarray, n_classes: int) -> None:
