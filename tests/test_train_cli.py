@@ -476,3 +476,22 @@ def test_scoring_the_val_and_test_chips_shows_on_the_bar(tmp_path):
     assert rows.keys() == {"training buildings", "scoring val", "scoring test"}, result.stderr
     assert "100%" in rows["scoring val"] and "1/1 chips" in rows["scoring val"]
     assert "100%" in rows["scoring test"] and "1/1 chips" in rows["scoring test"]
+
+
+def test_the_shipped_models_folder_is_refused_as_out(tmp_path, monkeypatch):
+    """`geoseg train buildings --out geoseg/weights` replaced the shipped buildings-u2net.pt and its card
+    (tuned rules included) with the run's weights, without a word. The weights folder is a copy here."""
+    import shutil
+
+    from geoseg import paths
+
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    shutil.copy(paths.weights_dir() / "buildings-u2net.json", shipped)
+    monkeypatch.setattr(paths, "weights_dir", lambda: shipped)
+    before = (shipped / "buildings-u2net.json").read_bytes()
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
+                                      "--out", str(tmp_path / "." / "weights"), "--epochs", "1", "--crop", "32"])
+    assert_one_line_error(result, "train", "is the folder of the shipped models")
+    assert (shipped / "buildings-u2net.json").read_bytes() == before
+    assert sorted(p.name for p in shipped.iterdir()) == ["buildings-u2net.json"]

@@ -95,6 +95,7 @@ def train(
             raise ValueError(f"--crop must be at least {MIN_CROP} px, got {crop}")
         if not data.exists():
             raise ValueError(f"no chip directory or pack at {data}")
+        refuse_shipped_folder(out)
         if name is not None and not MODEL_NAME.fullmatch(name):
             raise ValueError(f"--name must be letters, digits, '.', '_' or '-', not starting with '.' or '-' "
                              f"(it names the model's files), got {name!r}")
@@ -149,6 +150,19 @@ def train(
     except Exception as exc:  # one clear line for the user, non-zero exit
         typer.echo(f"geoseg train: error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def refuse_shipped_folder(out: Path) -> None:
+    """Refuse an ``--out`` that is the folder of the shipped models (``geoseg.paths.weights_dir``).
+
+    Why: ``geoseg train buildings --out geoseg/weights`` (the folder the README names for ``--init``)
+    replaced the shipped ``buildings-u2net.pt`` and its card, tuned building rules included, with the
+    new run's weights, without a word: every later ``geoseg predict`` ran them."""
+    from geoseg.paths import weights_dir
+
+    if out.resolve() == weights_dir().resolve():
+        raise ValueError(f"--out {out} is the folder of the shipped models: a model trained there would replace "
+                         f"or sit among them; give a folder of your own (e.g. --out models/)")
 
 
 def _exit_if_stopped(stopped: str | None, kept: str) -> None:
