@@ -495,3 +495,16 @@ def test_the_shipped_models_folder_is_refused_as_out(tmp_path, monkeypatch):
     assert_one_line_error(result, "train", "is the folder of the shipped models")
     assert (shipped / "buildings-u2net.json").read_bytes() == before
     assert sorted(p.name for p in shipped.iterdir()) == ["buildings-u2net.json"]
+
+
+def test_a_student_s_credits_name_its_chips_as_well_as_its_teacher(student_setup):
+    """A student distilled on a team's own chips was credited with its teacher's data alone (the
+    shipped teacher's OpenAerialMap / OpenStreetMap, or Dubai's), as if it had seen no other; its card
+    now says its chips' licences were not recorded, before the teacher's credits, as a fine-tuned
+    teacher's card does with its --init model's."""
+    from geoseg.card import CREDITS_LANDCOVER
+
+    root, chips = student_setup
+    card = run_student(root, chips, "credits", "--losses", "ce")
+    assert card["credits"] == [f"Training data: {chips} (areas dubai); its licences were not recorded",
+                               *CREDITS_LANDCOVER]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -71,16 +71,17 @@ def split_packed(packed: dict[str, np.ndarray]) -> dict[str, ChipArrays]:
     return out
 
 
-def load_chips(path: Path, task: str) -> tuple[dict[str, ChipArrays], list[int] | None]:
+def load_chips(path: Path, task: str) -> tuple[dict[str, ChipArrays], dict[str, Any]]:
     """Chips by split from a chip directory or a packed ``.npz`` (via ``geoseg.training.data``), and
-    the ``geoseg tile --bands`` they were cut with (None: the rasters' own red, green, blue), which
-    the student's card must name."""
+    the whole data set (``geoseg.training.data.load_dataset``), whose ``bands`` (the ``geoseg tile
+    --bands`` they were cut with; absent: the rasters' own red, green, blue) and areas the student's
+    card must name."""
     from geoseg.training.data import load_dataset  # noqa: PLC0415 (reads rasterio lazily itself)
 
     dataset = load_dataset(Path(path))
     if dataset.get("target", task) != task:
         raise ValueError(f"{path} holds {dataset['target']} chips, not {task}")
-    return split_packed(dataset), dataset.get("bands")
+    return split_packed(dataset), dataset
 
 
 def loss_targets(labels: Tensor, task: str) -> Tensor:

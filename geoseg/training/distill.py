@@ -41,7 +41,7 @@ from geoseg.distill_losses import IGNORE_INDEX, CSCLoss, adaptive_cross_entropy
 from geoseg.models.students import FastSegNet, student_arch_kwargs, student_for
 from geoseg.training.chip_batches import TASKS, ChipArrays, batches, check_labels, load_chips, loss_targets
 from geoseg.training.chip_scores import evaluate
-from geoseg.training.loop import stopped_by
+from geoseg.training.loop import data_credits, stopped_by
 from geoseg.training.teacher_maps import TeacherCache, cache_teacher, teacher_feature_channels, teacher_outputs
 
 LOSS_SETS = ("ce", "ce+ace", "ce+ace+csc")
@@ -340,7 +340,8 @@ def train_student(
     teacher, tcard = load_model(teacher_dir, device=device, task=task)
     if tcard["task"] != task:
         raise ValueError(f"teacher {tcard['name']} is a {tcard['task']} model, not {task}")
-    splits, bands = load_chips(Path(data), task)
+    splits, dataset = load_chips(Path(data), task)
+    bands = dataset.get("bands")
     check_teacher_fits(tcard, Path(data), task)
     if "train" not in splits:
         raise ValueError(f"{data} has no train chips for {task}")
@@ -396,6 +397,9 @@ def train_student(
         training["teacher_cached_chips"] = len(cache)
         training["teacher_cache_seconds"] = cache_seconds
     card = student_card(tcard, student, losses, training, metrics)
+    # the student learnt from these chips and from its teacher: both sources' credits (the chips' say
+    # when their licences were not recorded), as a fine-tuned teacher keeps its --init model's
+    card["credits"] = list(dict.fromkeys([*data_credits(dataset, task), *card["credits"]]))
     if bands is not None:  # trained on these chips: predict must read the bands they were cut from
         card["bands"] = list(bands)
     if name is not None:
