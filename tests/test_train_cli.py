@@ -508,3 +508,14 @@ def test_a_student_s_credits_name_its_chips_as_well_as_its_teacher(student_setup
     card = run_student(root, chips, "credits", "--losses", "ce")
     assert card["credits"] == [f"Training data: {chips} (areas dubai); its licences were not recorded",
                                *CREDITS_LANDCOVER]
+
+
+def test_scoring_a_student_shows_on_the_bar(student_setup):
+    """A student's val and test chips were scored after its bar reached 100 %, with no sign of it."""
+    root, chips = student_setup
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chips), "--out", str(root / "scored"),
+                                      "--teacher", str(root / "teacher"), "--epochs", "1", "--losses", "ce"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("━")[0].strip(): line for line in result.stderr.splitlines() if "━" in line}
+    assert rows.keys() == {"distilling landcover", "scoring test"}, result.stderr
+    assert "100%" in rows["scoring test"] and "2/2 chips" in rows["scoring test"]

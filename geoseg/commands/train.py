@@ -130,7 +130,8 @@ def train(
                 plan, show = _student_progress(bar, f"distilling {task}")
                 card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
                                      init=init, label_loss=label_loss, batch_size=batch_size, crop=crop,
-                                     command=shlex.join(command), progress=show, plan=plan, name=name)
+                                     command=shlex.join(command), progress=show, plan=plan, name=name,
+                                     scoring=_scoring_rows(bar))
             _exit_if_stopped(card["training"].get("interrupted"), f"the student so far is in {out}")
             console.print(f"student written to {out}: {card.get('name')}")
             return

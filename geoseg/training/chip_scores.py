@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ def evaluate(
     device: str,
     batch_size: int = 8,
     deadline: float | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Test metrics of a model on chips: buildings pixel IoU/F1; land cover per-class IoU, mIoU, OA.
 
@@ -35,8 +37,10 @@ def evaluate(
     255 ignored. Land cover: classes 1..K-1, unlabeled (0) ignored; mIoU averages
     the classes present in the truth or the prediction. Past ``deadline``
     (time.monotonic) it stops after the current batch; ``chips`` says how many
-    were scored.
+    were scored. ``progress``: told the chips scored so far (0 first).
     """
+    if progress is not None:
+        progress(0)
     model.to(device).eval()
     cuda = device.startswith("cuda")
     n_classes = len(card["classes"])
@@ -54,6 +58,8 @@ def evaluate(
         conf += torch.bincount(
             y[valid] * n_classes + pred[valid], minlength=n_classes * n_classes
         ).view(n_classes, n_classes)
+        if progress is not None:
+            progress(scored)
     metrics = confusion_metrics(conf.cpu().numpy(), task, [c["name"] for c in card["classes"]])
     metrics["chips"] = scored
     return metrics

@@ -185,6 +185,11 @@ def distill(
     return RunResult(losses, step, time.monotonic() - start, first, last, interrupted, by)
 
 
+def _scored(scoring: Callable[[str, int, int], None] | None, split: str, total: int) -> Callable[[int], None] | None:
+    """The ``progress`` of scoring one split's ``total`` chips for ``scoring`` (None without one)."""
+    return None if scoring is None else (lambda done: scoring(split, done, total))
+
+
 def _label_term(task: str, kind: str, n_classes: int = 6) -> Callable[[Tensor, Tensor], Tensor]:
     """The students' term against the labels; ``n_classes``: the card's (a land-cover data set's own
     class list, not always Dubai's six)."""
@@ -321,6 +326,7 @@ def train_student(
     command: str | None = None,
     plan: Callable[[int | None, float | None], None] | None = None,
     name: str | None = None,
+    scoring: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Distil a ``<teacher>-fast`` student (or ``name``) from ``teacher_dir`` on a chip dir; save it;
     return its card.
@@ -330,7 +336,8 @@ def train_student(
     splits when the chip dir has them. ``batch_size``/``crop`` default to 8 and whole chips
     on CUDA, 4 and 256 px on the CPU. ``command`` is recorded as ``metrics.command`` (the
     caller knows the full command line). ``plan(max_steps, seconds)`` is told the budget
-    before the first step, so that a caller can size a progress bar.
+    before the first step, so that a caller can size a progress bar; ``scoring(split, done, total)``
+    is told the chips scored of the val and test splits afterwards (``geoseg.training.loop.Scoring``).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: expected one of {TASKS}")
@@ -370,7 +377,8 @@ def train_student(
         batch_size=batch_size, crop=crop, progress=progress, cache=cache, seed=seed, label_loss=label_loss,
     )
     metrics: dict[str, Any] = {
-        split: evaluate(student, tcard, task, splits[split], device) for split in ("val", "test") if split in splits
+        split: evaluate(student, tcard, task, splits[split], device, progress=_scored(scoring, split, len(splits[split])))
+        for split in ("val", "test") if split in splits
     }
     metrics["command"] = command or (
         f"geoseg train {task} --data {data} --out {out} --teacher {teacher_dir} --device {device}"
