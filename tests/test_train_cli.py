@@ -519,3 +519,36 @@ def test_scoring_a_student_shows_on_the_bar(student_setup):
     rows = {line.split("━")[0].strip(): line for line in result.stderr.splitlines() if "━" in line}
     assert rows.keys() == {"distilling landcover", "scoring test"}, result.stderr
     assert "100%" in rows["scoring test"] and "2/2 chips" in rows["scoring test"]
+
+
+def test_ctrl_c_of_a_retrain_keeps_the_finished_model_of_its_name(tmp_path, monkeypatch):
+    """A team retraining into the folder of its finished model (same name) that pressed Ctrl-C a few
+    steps in had that model replaced by the run's first steps. The interrupted run is now written
+    beside it as <name>-interrupted; a finished run still replaces it (retraining in place)."""
+    from geoseg.training import loop
+
+    pack = buildings_pack(tmp_path / "b.npz")
+    base = ["train", "buildings", "--data", str(pack), "--out", str(tmp_path / "m"), "--batch-size", "2",
+            "--crop", "32", "--name", "mine"]
+    assert CliRunner().invoke(app, [*base, "--epochs", "1"]).exit_code == 0
+    finished = (tmp_path / "m" / "mine.pt").read_bytes(), (tmp_path / "m" / "mine.json").read_text()
+    calls = []
+    augment = loop.augment_batch
+
+    def augment_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return augment(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "augment_batch", augment_then_ctrl_c)
+    result = CliRunner().invoke(app, [*base, "--epochs", "50"])
+    assert result.exit_code == 130, result.output
+    assert ((tmp_path / "m" / "mine.pt").read_bytes(), (tmp_path / "m" / "mine.json").read_text()) == finished
+    card = json.loads((tmp_path / "m" / "mine-interrupted.json").read_text())
+    assert card["name"] == "mine-interrupted" and card["weights"] == "mine-interrupted.pt"
+    assert card["training"]["interrupted"].startswith("Ctrl-C at step 1")
+    assert card["training"]["kept_beside"] == str(tmp_path / "m" / "mine.json")
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"the weights so far are in {tmp_path / 'm' / 'mine-interrupted.json'} ({tmp_path / 'm' / 'mine.json'}, "
+        f"the model of that name already there, is kept)")

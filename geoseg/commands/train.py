@@ -132,15 +132,18 @@ def train(
                                      init=init, label_loss=label_loss, batch_size=batch_size, crop=crop,
                                      command=shlex.join(command), progress=show, plan=plan, name=name,
                                      scoring=_scoring_rows(bar))
-            _exit_if_stopped(card["training"].get("interrupted"), f"the student so far is in {out}")
+            _exit_if_stopped(card["training"].get("interrupted"),
+                             f"the student so far is in {out / (card['name'] + '.json')}"
+                             + _kept_beside(card))
             console.print(f"student written to {out}: {card.get('name')}")
             return
         command += ["--init", str(init)] if init is not None else []
         command += ["--name", name] if name is not None else []
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
                                    command=shlex.join(command), init=init, name=name)
-        _exit_if_stopped(json.loads(card_path.read_text())["training"].get("interrupted"),
-                         f"the weights so far are in {card_path}")
+        written = json.loads(card_path.read_text())
+        _exit_if_stopped(written["training"].get("interrupted"),
+                         f"the weights so far are in {card_path}" + _kept_beside(written))
         console.print(f"[green]model card:[/green] {card_path}")
     except typer.Exit:
         raise
@@ -164,6 +167,12 @@ def refuse_shipped_folder(out: Path) -> None:
     if out.resolve() == weights_dir().resolve():
         raise ValueError(f"--out {out} is the folder of the shipped models: a model trained there would replace "
                          f"or sit among them; give a folder of your own (e.g. --out models/)")
+
+
+def _kept_beside(card: dict) -> str:
+    """`` (X, the model of that name already there, is kept)`` for an interrupted run written beside it."""
+    kept = card["training"].get("kept_beside")
+    return f" ({kept}, the model of that name already there, is kept)" if kept else ""
 
 
 def _exit_if_stopped(stopped: str | None, kept: str) -> None:
@@ -269,6 +278,7 @@ def _train_teacher(
     from geoseg.training.loop import (
         TrainConfig,
         evaluate_buildings,
+        keep_finished_model,
         evaluate_landcover,
         train_buildings,
         train_landcover,
@@ -325,4 +335,5 @@ def _train_teacher(
         card["metrics"]["command"] = command
         if name is not None:
             card["name"] = name
+        keep_finished_model(card, out)
         return save_model(model, card, out)

@@ -41,7 +41,7 @@ from geoseg.distill_losses import IGNORE_INDEX, CSCLoss, adaptive_cross_entropy
 from geoseg.models.students import FastSegNet, student_arch_kwargs, student_for
 from geoseg.training.chip_batches import TASKS, ChipArrays, batches, check_labels, load_chips, loss_targets
 from geoseg.training.chip_scores import evaluate
-from geoseg.training.loop import data_credits, stopped_by
+from geoseg.training.loop import data_credits, keep_finished_model, stopped_by
 from geoseg.training.teacher_maps import TeacherCache, cache_teacher, teacher_feature_channels, teacher_outputs
 
 LOSS_SETS = ("ce", "ce+ace", "ce+ace+csc")
@@ -412,5 +412,6 @@ def train_student(
         card["bands"] = list(bands)
     if name is not None:
         card["name"] = name
+    keep_finished_model(card, Path(out))
     save_model(student, card, Path(out))
     return card

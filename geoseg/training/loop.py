@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -296,6 +297,26 @@ def train_segmenter(
         "interrupted_by": by,
         "budget_done": round(done, 3),
     }
+
+
+#: what an interrupted run's name gets when a model of its name is in its folder already
+INTERRUPTED_SUFFIX = "-interrupted"
+
+
+def keep_finished_model(card: dict[str, Any], out: Path) -> None:
+    """Rename an interrupted run's ``card`` (``training.interrupted``) to ``<name>-interrupted`` when
+    ``out`` holds a model of its name already, so that it is written beside that model, not over it;
+    ``training.kept_beside`` names the card it left alone.
+
+    Why: a team retraining ``models/mine`` (same ``--name``) that pressed Ctrl-C a few steps in (wrong
+    options) had its finished model replaced by the run's first steps; a finished run still replaces
+    it (retraining in place)."""
+    if not card["training"].get("interrupted"):
+        return
+    existing = Path(out) / f"{card['name']}.json"
+    if existing.is_file():
+        card["training"]["kept_beside"] = str(existing)
+        card["name"] = f"{card['name']}{INTERRUPTED_SUFFIX}"
 
 
 def stopped_by(stop: KeyboardInterrupt) -> str:
