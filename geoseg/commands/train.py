@@ -278,8 +278,8 @@ def _train_teacher(
     from geoseg.training.loop import (
         TrainConfig,
         evaluate_buildings,
-        keep_finished_model,
         evaluate_landcover,
+        keep_finished_model,
         train_buildings,
         train_landcover,
     )
