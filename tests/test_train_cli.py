@@ -552,3 +552,21 @@ def test_ctrl_c_of_a_retrain_keeps_the_finished_model_of_its_name(tmp_path, monk
     assert result.stderr.strip().splitlines()[-1].endswith(
         f"the weights so far are in {tmp_path / 'm' / 'mine-interrupted.json'} ({tmp_path / 'm' / 'mine.json'}, "
         f"the model of that name already there, is kept)")
+
+
+def test_a_model_fine_tuned_in_place_records_the_weights_it_started_from(tmp_path):
+    """`--init models/mine.json --out models --name mine` wrote a card whose training.init named itself:
+    nothing said which weights the run started from, nor how many steps they had had."""
+    import hashlib
+
+    pack = buildings_pack(tmp_path / "b.npz")
+    base = ["train", "buildings", "--data", str(pack), "--out", str(tmp_path / "m"), "--epochs", "1",
+            "--batch-size", "2", "--crop", "32", "--name", "mine"]
+    assert CliRunner().invoke(app, base).exit_code == 0
+    first = json.loads((tmp_path / "m" / "mine.json").read_text())
+    sha = hashlib.sha256((tmp_path / "m" / "mine.pt").read_bytes()).hexdigest()
+    result = CliRunner().invoke(app, [*base, "--init", str(tmp_path / "m" / "mine.json")])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "m" / "mine.json").read_text())
+    assert card["training"]["init_model"] == {"name": "mine", "date": first["date"], "steps": 1,
+                                              "weights_sha256": sha}

@@ -261,6 +261,21 @@ def initial_teacher(task: str, init: Path, data: dict) -> dict:
     return {"arch_kwargs": card["arch_kwargs"], "init_state": model.state_dict(), "norm": card["normalisation"]}
 
 
+def init_record(init: Path, task: str) -> dict:
+    """What a fine-tuned card records of the model it started from (``training.init_model``), read
+    before training: its name, date, steps and weights' SHA-256.
+
+    Why: ``training.init`` is the card's path, and a model fine-tuned in place (``--init
+    models/mine.json --out models --name mine``) had a card whose init named itself, with no trace of
+    the weights it started from or of the steps they had had."""
+    from geoseg.card import find_card, read_card, weights_sha256
+
+    path = find_card(init, task)
+    card = {**read_card(path), "card_path": str(path)}
+    return {"name": card["name"], "date": card.get("date"), "steps": card.get("training", {}).get("steps"),
+            "weights_sha256": weights_sha256(card)}
+
+
 def _train_teacher(
     task: str, data_path: Path, out: Path, minutes: float | None, epochs: int | None, device: str,
     batch_size: int, crop: int, seed: int, console: Console, command: str, init: Path | None = None,
@@ -307,6 +322,7 @@ def _train_teacher(
         seed=seed, val_every_s=max(30.0, (minutes or 1) * 6.0), augment=AugmentConfig(out_size=crop),
     )
     start = {} if init is None else initial_teacher(task, init, data)
+    started_from = None if init is None else init_record(init, task)  # before this run may write over it
     # made and proved writable before training (a run that cannot be written is lost at its end), and
     # held until the model is written: a second run of this task into it is refused, not mixed in
     with hold_out_folder(out, f"geoseg train {task}", key=f"train-{task}"):
@@ -330,6 +346,7 @@ def _train_teacher(
         if init is not None:
             init_card = find_card(init, task)
             card["training"]["init"] = str(init_card.resolve())
+            card["training"]["init_model"] = started_from
             # the weights carry what the initial model learnt from its data: its credits stay
             card["credits"] = list(dict.fromkeys([*card["credits"], *read_card(init_card).get("credits", [])]))
         card["metrics"]["command"] = command
