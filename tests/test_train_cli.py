@@ -93,6 +93,10 @@ def test_a_budget_that_never_ends_is_refused(tmp_path, budget, message):
     (["--device", "gpu"], "--device must be auto, cpu or cuda, got 'gpu'"),
     (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["--crop", "0"], "--crop must be at least 32 px, got 0"),
+    # trained to the first step, then failed below the bar: "Expected more than 1 value per channel"
+    (["--batch-size", "1", "--crop", "32"], "--batch-size 1 with --crop 32 leaves one pixel in the network's deepest "
+                                            "stage, which batch norm cannot train on: use --crop 64 or more, or "
+                                            "--batch-size 2"),
 ])
 def test_bad_options_fail_in_one_line_before_training(tmp_path, option, message):
     """Checked before the data is even looked at: the chip directory here does not exist."""

@@ -93,6 +93,11 @@ def train(
             raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
         if crop < MIN_CROP:
             raise ValueError(f"--crop must be at least {MIN_CROP} px, got {crop}")
+        if (task == "buildings" or teacher is not None) and batch_size == 1 and crop < 2 * MIN_CROP:
+            # U2-Net and the students downsample 32x (AttResUNet 16x); this failed at the first step, below
+            # the bar: "Expected more than 1 value per channel when training"
+            raise ValueError(f"--batch-size 1 with --crop {crop} leaves one pixel in the network's deepest stage, "
+                             f"which batch norm cannot train on: use --crop {2 * MIN_CROP} or more, or --batch-size 2")
         if not data.exists():
             raise ValueError(f"no chip directory or pack at {data}")
         refuse_shipped_folder(out)
