@@ -574,3 +574,13 @@ def test_a_model_fine_tuned_in_place_records_the_weights_it_started_from(tmp_pat
     card = json.loads((tmp_path / "m" / "mine.json").read_text())
     assert card["training"]["init_model"] == {"name": "mine", "date": first["date"], "steps": 1,
                                               "weights_sha256": sha}
+
+
+def test_a_student_s_card_names_the_areas_of_its_splits(student_setup):
+    """A student's card gave only chip counts per split ({"train": 4, "test": 2}), so it could not say
+    which area its test figure came from; it names each split's areas, and the counts as `chips`, as a
+    teacher's card does."""
+    root, chips = student_setup
+    card = run_student(root, chips, "splits", "--losses", "ce")
+    assert card["training"]["splits"] == {"train": "dubai", "val": "none", "test": "dubai"}
+    assert card["training"]["chips"] == {"train": 4, "test": 2}

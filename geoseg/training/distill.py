@@ -41,7 +41,7 @@ from geoseg.distill_losses import IGNORE_INDEX, CSCLoss, adaptive_cross_entropy
 from geoseg.models.students import FastSegNet, student_arch_kwargs, student_for
 from geoseg.training.chip_batches import TASKS, ChipArrays, batches, check_labels, load_chips, loss_targets
 from geoseg.training.chip_scores import evaluate
-from geoseg.training.loop import data_credits, keep_finished_model, stopped_by
+from geoseg.training.loop import data_credits, data_splits, keep_finished_model, stopped_by
 from geoseg.training.teacher_maps import TeacherCache, cache_teacher, teacher_feature_channels, teacher_outputs
 
 LOSS_SETS = ("ce", "ce+ace", "ce+ace+csc")
@@ -392,7 +392,8 @@ def train_student(
     training = {
         "data": str(data), "device": device, "steps": run.steps, "minutes": round(run.seconds / 60, 2),
         "batch_size": batch_size, "crop": crop, "first_loss": run.first_loss, "last_loss": run.last_loss,
-        "splits": {s: len(c) for s, c in splits.items()}, "label_loss": label_loss,
+        # as a teacher's card: the areas of each split, and how many chips (the counts alone were here)
+        "splits": data_splits(dataset), "chips": {s: len(c) for s, c in splits.items()}, "label_loss": label_loss,
     }
     if run.interrupted:
         done = max(run.steps / max_steps if max_steps else 0.0, run.seconds / (minutes * 60) if minutes else 0.0)
