@@ -103,15 +103,20 @@ def load_chip_dir(chips_dir: Path) -> dict[str, Any]:
     return data
 
 
+def _pack_meta(path: Path) -> dict[str, Any]:
+    """A pack's metadata (``geoseg.training.pack``) without loading its arrays."""
+    if not path.is_file():
+        raise ChipDataError(f"no pack at {path}")
+    with np.load(path, allow_pickle=False) as z:
+        return json.loads(str(z["meta"]))
+
+
 def chip_set_bands(path: Path) -> list[int] | None:
     """``requested_bands`` of a chip directory or pack from its index or metadata alone (no chip is
     read): what a command checks before its long work starts."""
     path = Path(path)
     if path.suffix == ".npz":
-        if not path.is_file():
-            raise ChipDataError(f"no pack at {path}")
-        with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z["meta"])).get("bands")
+        return _pack_meta(path).get("bands")
     return requested_bands(path, read_index(path))
 
 
@@ -120,10 +125,7 @@ def chip_set_classes(path: Path) -> list[dict[str, Any]] | None:
     None when it has none (Dubai's six, cut before ``geoseg tile`` recorded it); no chip is read."""
     path = Path(path)
     if path.suffix == ".npz":
-        if not path.is_file():
-            raise ChipDataError(f"no pack at {path}")
-        with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z["meta"])).get("classes")
+        return _pack_meta(path).get("classes")
     return read_classes(path / CLASSES_FILE) if (path / CLASSES_FILE).is_file() else None
 
 
