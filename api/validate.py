@@ -25,6 +25,7 @@ from rasterio.windows import Window
 from api.errors import chain_messages
 from api.redact import redact_paths
 from tiles.gsd import has_lonlat
+from tiles.palette import is_paletted
 
 _CHUNK = 1024 * 1024
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -252,9 +253,11 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
             if bad:
                 raise UploadRejected(422, f"pixel type {', '.join(bad)} is not supported; use "
                                           f"one of {', '.join(USABLE_DTYPES)}")
-            if src.count < 3:
+            # a paletted band (PNG8-like GeoTIFF) is read as the RGBA its colour table gives (tiles.palette)
+            bands = 4 if is_paletted(src) else src.count
+            if bands < 3:
                 raise UploadRejected(422, f"the raster has {src.count} band(s); RGB imagery with at "
-                                          "least 3 bands is needed")
+                                          "least 3 bands (or one paletted band) is needed")
             try:
                 gsd = ground_sample_distance(src)
             except Exception as exc:  # noqa: BLE001 - pyproj raises several types
@@ -265,7 +268,7 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
             _check_complete(layout, path.stat().st_size)
             _check_readable(src)
             return {
-                "width": w, "height": h, "bands": src.count, "dtype": src.dtypes[0],
+                "width": w, "height": h, "bands": bands, "dtype": src.dtypes[0],
                 "crs": _crs_label(src.crs), "gsd_m": round(gsd, 4),
                 "bounds_wgs84": _bounds_wgs84(src), "bytes": path.stat().st_size,
             }

@@ -20,6 +20,7 @@ from api.settings import Settings
 from api.validate import RasterLimits, UploadRejected, inspect_raster
 from geoseg.paths import data_root
 from test_api_fakes import footprint_runner
+from tiles.palette import is_paletted
 
 SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
 RASTERS = data_root() / "rasters"
@@ -147,7 +148,7 @@ def _expected(path: Path) -> tuple[bool, str]:
             return False, "no CRS"
         if src.transform.is_identity:
             return False, "geotransform"
-        if src.count < 3:
+        if src.count < 3 and not is_paletted(src):
             return False, "band"
     return True, ""
 
@@ -159,7 +160,8 @@ def test_odd_rasters_are_accepted_or_refused_for_the_right_reason(path):
     if accepted:
         summary = inspect_raster(path, limits)
         with rasterio.open(path) as src:
-            assert (summary["width"], summary["height"], summary["bands"]) == (src.width, src.height, src.count)
+            bands = 4 if is_paletted(src) else src.count  # a paletted band is read as RGBA
+            assert (summary["width"], summary["height"], summary["bands"]) == (src.width, src.height, bands)
         assert summary["gsd_m"] > 0
     else:
         with pytest.raises(UploadRejected) as err:
@@ -180,6 +182,30 @@ def test_odd_rasters_over_http(client, name):
         assert client.delete(r.json()["links"]["self"]).status_code == 204
     else:
         assert r.status_code == 422 and reason in r.json()["detail"]
+
+
+def test_a_paletted_geotiff_is_accepted_as_the_rgba_it_stands_for(client, tmp_path):
+    """``geoseg predict`` reads a one-band colour-table raster as its colours (tiles.palette), but
+    the service refused its upload as '1 band(s)'. It is accepted (4 bands: the RGBA expansion);
+    a one-band raster without a colour table is still refused."""
+    scene = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
+    with rasterio.open(scene) as src:
+        rgb, profile = src.read([1, 2, 3]), dict(src.profile)
+    indexed = Image.fromarray(np.moveaxis(rgb, 0, -1)).quantize(64)
+    palette = np.reshape(indexed.getpalette()[:192], (64, 3))
+    profile.update(driver="GTiff", count=1, photometric="palette", tiled=False, compress=None)
+    with rasterio.open(tmp_path / "paletted.tif", "w", **profile) as dst:
+        dst.write(np.array(indexed), 1)
+        dst.write_colormap(1, {i: (*map(int, palette[i]), 255) for i in range(64)})
+    r = post(client, "paletted.tif", (tmp_path / "paletted.tif").read_bytes())
+    assert r.status_code == 202, r.text
+    assert r.json()["input"]["bands"] == 4
+    assert client.delete(r.json()["links"]["self"]).status_code == 204
+    profile.update(photometric="minisblack")
+    with rasterio.open(tmp_path / "grey.tif", "w", **profile) as dst:
+        dst.write(np.array(indexed), 1)
+    r = post(client, "grey.tif", (tmp_path / "grey.tif").read_bytes())
+    assert r.status_code == 422 and "1 band(s)" in r.json()["detail"]
 
 
 def test_gsd_is_in_metres_for_projected_and_geographic_scenes():
