@@ -56,11 +56,7 @@ def test_truth_that_does_not_overlap_the_prediction_is_an_error(tmp_path):
 
 
 def test_labels_of_another_city_are_an_error(tmp_path):
-    pred_dir = tmp_path / "pred"
-    pred_dir.mkdir()
-    (pred_dir / "report.json").write_text(json.dumps({"input": str(KAMPALA / "kampala_z19_1.tif")}))
-    labels = gpd.read_file(KAMPALA / "labels.geojson")
-    labels.iloc[:5].to_file(pred_dir / "buildings.gpkg", driver="GPKG", engine="pyogrio")
+    pred_dir, labels = _kampala_prediction(tmp_path, 5)
     ok = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(KAMPALA / "labels.geojson")])
     assert ok.exit_code == 0, ok.output
     result = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(NAIROBI_LABELS)])
@@ -75,11 +71,7 @@ def test_a_geopackage_with_several_layers_is_read_by_its_building_layer(tmp_path
 
     from tiles.labels import LabelIndex
 
-    pred_dir = tmp_path / "pred"
-    pred_dir.mkdir()
-    (pred_dir / "report.json").write_text(json.dumps({"input": str(KAMPALA / "kampala_z19_1.tif")}))
-    labels = gpd.read_file(KAMPALA / "labels.geojson")
-    labels.iloc[:5].to_file(pred_dir / "buildings.gpkg", driver="GPKG", engine="pyogrio")
+    pred_dir, labels = _kampala_prediction(tmp_path, 5)
     mine = tmp_path / "mine.gpkg"
     x0, y0, x1, y1 = labels.total_bounds
     gpd.GeoDataFrame({"name": ["a road"]}, geometry=[LineString([(x0, y0), (x1, y1)])], crs=labels.crs).to_file(
@@ -116,13 +108,14 @@ def test_a_prediction_or_labels_that_cannot_be_read_are_named_as_what_they_are(t
     assert_one_line_error(empty, "eval", "is not a geoseg predict output (no report.json)")
 
 
-def _kampala_prediction(tmp_path):
-    """A prediction folder of kampala_z19_1 whose buildings are the first 20 labels, and those labels."""
+def _kampala_prediction(tmp_path, n_buildings: int = 20):
+    """A prediction folder of kampala_z19_1 whose buildings are the first ``n_buildings`` labels, and
+    all its labels."""
     pred_dir = tmp_path / "pred"
     pred_dir.mkdir()
     (pred_dir / "report.json").write_text(json.dumps({"input": str(KAMPALA / "kampala_z19_1.tif")}))
     labels = gpd.read_file(KAMPALA / "labels.geojson")
-    labels.iloc[:20].to_file(pred_dir / "buildings.gpkg", driver="GPKG", engine="pyogrio")
+    labels.iloc[:n_buildings].to_file(pred_dir / "buildings.gpkg", driver="GPKG", engine="pyogrio")
     return pred_dir, labels
 
 
