@@ -208,11 +208,18 @@ def _shipped_weights(card: dict[str, Any], profile: str) -> bool:
     return cards.weights_sha256(card) is not None and cards.weights_sha256(card) == cards.weights_sha256(shipped_card)
 
 
+#: the card's ``metrics`` entries report.json repeats: its validation and test figures
+REPORTED_METRICS = ("val", "test")
+
+
 def model_summary(card: dict[str, Any]) -> dict[str, Any]:
     """What report.json says of a model: its card's description, and the digests of its card and
     weight files (``card_digests``) when it was loaded from a card."""
-    keys = ("name", "architecture", "profile", "weights", "gsd_m", "tile_size", "date", "code_version", "metrics")
+    keys = ("name", "architecture", "profile", "weights", "gsd_m", "tile_size", "date", "code_version")
     summary = {k: card.get(k) for k in keys if k in card}
+    metrics = card.get("metrics")
+    if isinstance(metrics, dict):  # the headline figures; the card (card_sha256) keeps its tuning history
+        summary["metrics"] = {k: metrics[k] for k in REPORTED_METRICS if k in metrics}
     if card.get("card_path"):
         summary |= card_digests(Path(card["card_path"]))
     return summary

@@ -958,3 +958,17 @@ def test_predict_reads_the_bands_the_model_was_trained_on(tiny_models, tmp_path)
         predict_scene(xbgr, tmp_path / "both", options({"buildings": mine, "landcover": other}, refine="none"))
     with pytest.raises(PredictError, match="the bands model card test-buildings.json was trained on"):
         predict_scene(rgb, tmp_path / "three", options({"buildings": mine}, **base))
+
+
+def test_report_names_each_models_headline_metrics_not_its_tuning_history():
+    """report.json repeats a card's validation and test figures; the tuning history the shipped
+    building card keeps under ``metrics`` (13 KB of it) stays in the card, found by card_sha256."""
+    from geoseg.card import read_card, shipped_card_path
+    from geoseg.heads import model_summary
+
+    path = shipped_card_path("buildings")
+    card = read_card(path) | {"card_path": str(path)}
+    summary = model_summary(card)
+    assert set(card["metrics"]) > {"val", "test"}  # the card holds more than the report repeats
+    assert summary["metrics"] == {"val": card["metrics"]["val"], "test": card["metrics"]["test"]}
+    assert len(json.dumps(summary)) < 2000 and summary["card_sha256"]
