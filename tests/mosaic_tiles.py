@@ -48,3 +48,27 @@ def write_tile(path: Path, data: np.ndarray, transform: Affine, crs, mask: np.nd
         if mask is not None:
             dst.write_mask(mask)
     return path
+
+
+def write_paletted(path: Path, index: np.ndarray, table: np.ndarray, transform: Affine, crs,
+                   nodata: int | None = None) -> Path:
+    """A one-band ``PHOTOMETRIC=PALETTE`` GeoTIFF of ``index`` (h, w) with colour table ``table``
+    (256, 4) and, optionally, a nodata index."""
+    profile = {"driver": "GTiff", "width": index.shape[1], "height": index.shape[0], "count": 1, "dtype": "uint8",
+               "crs": crs, "transform": transform, "photometric": "palette"}
+    with rasterio.open(path, "w", **profile, **({"nodata": nodata} if nodata is not None else {})) as dst:
+        dst.write(index, 1)
+        dst.write_colormap(1, {i: tuple(int(v) for v in table[i]) for i in range(256)})
+    return path
+
+
+def quantized(rgb: np.ndarray, colours: int = 63) -> tuple[np.ndarray, np.ndarray]:
+    """``rgb`` (3, h, w) uint8 as colour-table indices (h, w) and their table (256, 4): ``colours``
+    opaque entries, the rest transparent black."""
+    from PIL import Image
+
+    image = Image.fromarray(np.moveaxis(rgb, 0, -1)).quantize(colours)
+    table = np.zeros((256, 4), np.uint8)
+    table[:colours, :3] = np.reshape(image.getpalette()[:3 * colours], (colours, 3))
+    table[:colours, 3] = 255
+    return np.array(image), table

@@ -8,7 +8,7 @@ import numpy as np
 import rasterio
 import shapely
 from checks import assert_one_line_error
-from mosaic_tiles import SCENE, cut_grid, write_tile
+from mosaic_tiles import SCENE, cut_grid, quantized, write_paletted, write_tile
 from typer.testing import CliRunner
 
 from geoseg.cli import app
@@ -113,3 +113,32 @@ def test_a_failed_mosaic_run_leaves_the_earlier_vrt_as_it_was(tmp_path, monkeypa
     result = CliRunner().invoke(app, ["predict", *map(str, tiles), "--out", str(tmp_path / "new"), "--mosaic", *FAST])
     assert_one_line_error(result, "predict", "disk full")
     assert not (tmp_path / "new").exists()
+
+
+def test_paletted_tiles_as_a_mosaic_give_the_whole_paletted_scenes_outputs(tmp_path):
+    """A paletted scene (one band of colour-table indices, a nodata index over a corner) cut in two,
+    the second tile's colour table reordered: --mosaic refused them as '1 band(s)'. It gives the
+    whole paletted scene's class map and polygons, class 0 on the nodata index."""
+    with rasterio.open(SCENE) as src:
+        rgb, transform, crs = src.read(), src.transform, src.crs
+    index, table = quantized(rgb, 63)
+    index[:64, :96] = 63
+    whole = write_paletted(tmp_path / "whole.tif", index, table, transform, crs, nodata=63)
+    order = np.random.default_rng(0).permutation(64)  # tile b's table: the same colours, other indices
+    new_table = table.copy()
+    new_table[order] = table[:64]
+    (tmp_path / "t").mkdir()
+    a = write_paletted(tmp_path / "t" / "a.tif", index[:, :384], table, transform, crs, nodata=63)
+    b = write_paletted(tmp_path / "t" / "b.tif", order[index[:, 384:]].astype(np.uint8), new_table,
+                       transform @ rasterio.Affine.translation(384, 0), crs, nodata=int(order[63]))
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(a), str(b), "--out", str(tmp_path / "m"), "--mosaic", *FAST])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", str(whole), "--out", str(tmp_path / "w"), *FAST])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "m" / "classmap.tif") as mosaic, rasterio.open(tmp_path / "w" / "classmap.tif") as one:
+        classes = mosaic.read(1)
+        assert (mosaic.transform, mosaic.shape) == (one.transform, one.shape)
+        assert np.array_equal(classes, one.read(1))
+    assert (classes[:64, :96] == 0).all() and (classes[64:] > 0).all()
+    assert _polygons(tmp_path / "m") == _polygons(tmp_path / "w") and len(_polygons(tmp_path / "w")) > 10

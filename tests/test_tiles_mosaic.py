@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from mosaic_tiles import SCENE, cut_grid, write_tile
+from mosaic_tiles import SCENE, cut_grid, quantized, write_paletted, write_tile
 from rasterio.windows import Window
 
 from tiles.mosaic import MosaicError, input_at, plan_mosaic, write_vrt
@@ -138,3 +138,41 @@ def test_each_point_names_the_last_listed_input_covering_it_else_the_fallback():
     rows = np.array([5.0, 5.0, 5.0, 5.0, 9.999])
     assert input_at(summary, cols, rows, "mosaic.vrt") == ["/d/a.tif", "/d/b.tif", "/d/b.tif", "mosaic.vrt",
                                                           "/d/b.tif"]
+
+
+def test_paletted_tiles_are_mosaicked_as_the_rgba_of_their_own_colour_tables(tmp_path):
+    """Paletted tiles (one band of colour-table indices) were refused as '1 band(s)', though one
+    paletted raster is read as its RGBA. Each tile is read through its own table (here two different
+    ones, a nodata index in one), pixel for pixel as ``vrt://?expand=rgba`` reads it, mask included;
+    an RGBA tile mixes with them, and an RGB one is refused by name."""
+    with rasterio.open(SCENE) as src:
+        windows = [Window(0, 0, 384, 256), Window(384, 0, 384, 256)]
+        rgbs = [src.read(window=w) for w in windows]
+        transforms, crs = [src.window_transform(w) for w in windows], src.crs
+    index_a, table_a = quantized(rgbs[0], 63)
+    index_a[:40, :60] = 63  # the nodata index (transparent, left out)
+    index_b, table_b = quantized(rgbs[1], 31)
+    a = write_paletted(tmp_path / "a.tif", index_a, table_a, transforms[0], crs, nodata=63)
+    b = write_paletted(tmp_path / "b.tif", index_b, table_b, transforms[1], crs)
+    plan = plan_mosaic([a, b])
+    assert (plan.count, plan.nodata, [t.paletted for t in plan.tiles]) == (4, None, [True, True])
+    with rasterio.open(write_vrt(plan, tmp_path / "m.vrt")) as vrt:
+        pixels, valid = vrt.read(), vrt.dataset_mask() > 0
+        assert sorted(vrt.files[1:]) == [str(a), str(b)]  # the tiles themselves
+    for path, cols in ((a, slice(0, 384)), (b, slice(384, 768))):
+        with rasterio.open(f"vrt://{path}?expand=rgba") as expanded:
+            assert np.array_equal(pixels[:, :, cols], expanded.read())
+            assert np.array_equal(valid[:, cols], expanded.dataset_mask() > 0)
+    assert not valid[:40, :60].any() and valid[40:, :].all()
+    with Scene(tmp_path / "m.vrt") as scene:
+        assert scene.bands == (1, 2, 3)
+
+    rgba = write_tile(tmp_path / "rgba.tif", np.concatenate([rgbs[1], np.full((1, 256, 384), 255, np.uint8)]),
+                      transforms[1], crs, photometric="RGB", alpha="YES")
+    assert plan_mosaic([a, rgba]).count == 4
+    rgb = write_tile(tmp_path / "rgb.tif", rgbs[1], transforms[1], crs)
+    for first, second in ((a, rgb), (rgb, a)):
+        with pytest.raises(MosaicError) as caught:
+            plan_mosaic([first, second])
+        assert str(caught.value).startswith(f"{second}: band count ") and "paletted" in str(caught.value)
+        assert "gdal_translate -expand" in str(caught.value) and "\n" not in str(caught.value)

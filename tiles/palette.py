@@ -15,10 +15,13 @@ from rasterio.enums import ColorInterp
 
 from tiles.rasterpath import RasterPath
 
-__all__ = ["EXPANSION", "expanded_location", "is_expanded", "is_paletted", "open_expanded"]
+__all__ = ["EXPANDED_COLORINTERP", "EXPANSION", "expanded_location", "is_expanded", "is_paletted", "open_expanded"]
 
 #: what ``vrt://`` is asked to do with the colour table
 EXPANSION = "?expand=rgba"
+
+#: the bands a paletted band expands into (the colour table's four components), as GDAL labels them
+EXPANDED_COLORINTERP = (ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha)
 
 
 def is_paletted(dataset) -> bool:
