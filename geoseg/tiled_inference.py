@@ -165,7 +165,12 @@ def run_head(
     work: Path, progress: Callable[[float], None], notes: list[str], gcn: tuple | None = None,
     mask_tiles: bool = True,
 ) -> HeadResult:
-    """Predict one head over the working grid into a BlendingWriter."""
+    """Predict one head over the working grid into a BlendingWriter.
+
+    ``mask_tiles``: blend only each tile's valid pixels (buildings); False blends whole tiles
+    (land cover, whose class map must give every valid input pixel a class): such a head skips a
+    tile only when no input pixel under it holds data, not when its working pixels read invalid,
+    which a valid area under about one working pixel across does (``Scene.read_any_valid``)."""
     target = scene_gsd(model.gsd_m, grid["native_gsd"], input_gsd)
     if target is not None and model.gsd_m and input_gsd and input_gsd / MAX_UPSAMPLING > model.gsd_m * 1.01:
         notes.append(f"input GSD {input_gsd:.3g} m is much coarser than the {model.card.get('name')} model's "
@@ -180,11 +185,18 @@ def run_head(
         writer = BlendingWriter(scene.width, scene.height, model.n_classes, transform=scene.transform,
                                 crs=scene.crs, tmp_dir=work)
 
+        thin: list[int] = []  # tiles whose valid pixels only the averaging read finds
+
         def batches() -> Iterator:
             for i in range(0, len(tiles), options.batch_size):
                 chunk = tiles[i:i + options.batch_size]
                 windows = [context_window(t.read, my, mx, scene.width, scene.height) for t in chunk]
                 reads = [scene.read(win, pad="reflect") for win, _ in windows]
+                for k, (win, inner) in enumerate(windows):
+                    if not mask_tiles and not reads[k][1][inner].any():
+                        reads[k] = scene.read_any_valid(win, pad="reflect")
+                        if reads[k][1][inner].any():
+                            thin.append(i + k)
                 yield i + len(chunk), chunk, reads, [inner for _, inner in windows]
 
         skipped = 0
@@ -210,6 +222,10 @@ def run_head(
                     # later, so resampled edges keep a class); buildings only ever see valid pixels
                     writer.add(chunk[k].read, p, valid if mask_tiles else None)
             progress(done / len(tiles))
+        if thin:
+            notes.append(f"{len(thin)} of the {model.card.get('name')} model's tiles hold valid pixels only in areas "
+                         f"under about one {scene.gsd:.3g} m working pixel across (islands of data in nodata): "
+                         f"predicted from those few pixels, their classes are little more than a guess")
         return HeadResult(writer, scene.transform, scene.crs, scene.width, scene.height, scene.gsd,
                           scene.is_warped, len(tiles), skipped, (my, mx), (side_x, side_y),
                           head_tiling(model.card, options)[2])

@@ -210,6 +210,39 @@ def test_a_scene_narrower_than_the_networks_stride_is_warned(tiny_models, tmp_pa
             assert (cm.width, cm.height) == (src.width, src.height) and (cm.read(1) > 0).all()
 
 
+@pytest.mark.parametrize("islands", ["one 3 x 3 px island", "islands of 1, 2 and 3 px and a 1 px line"])
+def test_every_valid_pixel_gets_a_class_however_small_its_valid_area(tmp_path, islands):
+    """A raster all nodata but for valid areas under a land-cover working pixel across (a 3 x 3 px
+    island at 0.3 m, the head at 1.2 m) got class 0 there: the bilinear warper read no valid
+    working pixel, so the only tile was skipped and the class map had no prediction for them.
+    Each valid pixel now gets a class, and only they do."""
+    with rasterio.open(SCENE) as src:
+        window = Window(200, 100, 128, 128)
+        profile = src.profile | {"width": 128, "height": 128, "transform": src.window_transform(window),
+                                 "tiled": False, "compress": "deflate", "photometric": "RGB"}
+        data = src.read(window=window)
+    for key in ("blockxsize", "blockysize", "jpeg_quality"):
+        profile.pop(key, None)
+    mask = np.zeros((128, 128), np.uint8)
+    mask[59:62, 59:62] = 255  # across working pixels, so no working pixel is mostly valid
+    if islands != "one 3 x 3 px island":
+        mask[12, 12] = mask[100:102, 20:22] = 255
+        mask[90, 30:110] = 255
+    path = tmp_path / "islands.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.write_mask(mask)
+    with Scene(path, gsd=1.2) as scene:  # (what made the class map 0 there: placed off working pixels' centres)
+        _, valid = scene.read(Window(0, 0, scene.width, scene.height))
+        assert not valid.any()
+    models = make_tiny_models(tmp_path / "models", landcover_gsd=1.2)
+    report = predict_scene(path, tmp_path / "out", options(models, buildings=False, refine="none"))
+    with rasterio.open(tmp_path / "out" / "classmap.tif") as cm:
+        assert np.array_equal(cm.read(1) > 0, mask > 0)
+    assert any("1 of the test-landcover model's tiles hold valid pixels only in areas under about one 1.2 m "
+               "working pixel" in w for w in report["warnings"]), report["warnings"]
+
+
 ODD = ["geographic", "uint16_rgba", "rgba_alpha", "float_nan", "external_mask", "no_georef_png"]
 
 

@@ -193,6 +193,7 @@ class Scene:
             raise UnsupportedRaster(f"{self.path}: cannot be opened as a raster ({exc})") from exc
         self._vrt: WarpedVRT | None = None
         self._full = None  # the file opened without overviews, for decimating reads
+        self._any_vrt: WarpedVRT | None = None  # the working grid by averaging, for ``read_any_valid``
         try:  # what is open is closed again when the rest fails (the caller gets no Scene to close)
             self._open_grid(bands, gsd, gsd_tolerance, resampling)
         except BaseException:
@@ -238,9 +239,9 @@ class Scene:
                     transform, width, height = working_grid(self.crs, src.transform, src.width, src.height, gsd)
                 except UnsupportedRaster as exc:
                     raise UnsupportedRaster(f"{self.name}: {exc}") from exc
-                self._vrt = WarpedVRT(src, crs=self.crs, transform=transform, width=width, height=height,
-                                      resampling=resampling,
-                                      add_alpha=ColorInterp.alpha not in src.colorinterp)
+                self._warp = {"crs": self.crs, "transform": transform, "width": width, "height": height,
+                              "add_alpha": ColorInterp.alpha not in src.colorinterp}
+                self._vrt = WarpedVRT(src, resampling=resampling, **self._warp)
                 self._ds = self._vrt
                 at_corner = (transform.c, transform.f) == (src.transform.c, src.transform.f)  # not centred
                 if _decimates(src, self.bands) and at_corner:
@@ -293,7 +294,27 @@ class Scene:
         except RasterioIOError as exc:  # rasterio's own message is "Read failed. See previous exception"
             raise UnsupportedRaster(_unreadable(self.name, exc)) from exc
 
-    def _read(self, window: Window, pad: str) -> tuple[np.ndarray, np.ndarray]:
+    def read_any_valid(self, window: Window, pad: str = "zeros") -> tuple[np.ndarray, np.ndarray]:
+        """``read``, where a working pixel is valid when any source pixel under it is, and holds
+        their average (GDAL's ``average`` warp, which weighs invalid pixels out); on the file's
+        own grid, ``read`` itself.
+
+        Why: the bilinear warper calls a working pixel valid only where enough of its kernel is
+        valid, so a valid area under about one working pixel across (a 3 x 3 px island at 0.3 m
+        read at the land-cover head's 1.1 m) reads as no data at all, and a head skipping tiles
+        without a valid pixel left those input pixels without a prediction (class 0 in the class
+        map, where the input has data). Slower than ``read``: for windows ``read`` finds empty."""
+        if self._vrt is None:
+            return self.read(window, pad)
+        if self._any_vrt is None:
+            self._any_vrt = WarpedVRT(self._src, resampling=Resampling.average, **self._warp)
+        try:
+            return self._read(window, pad, self._any_vrt)
+        except RasterioIOError as exc:
+            raise UnsupportedRaster(_unreadable(self.name, exc)) from exc
+
+    def _read(self, window: Window, pad: str, warped: WarpedVRT | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``read`` from the working grid, or from ``warped``, a WarpedVRT of the same grid and bands."""
         h, w = int(window.height), int(window.width)
         c0, r0 = int(window.col_off), int(window.row_off)
         valid = np.zeros((h, w), dtype=bool)
@@ -302,14 +323,15 @@ class Scene:
         if x1 <= x0 or y1 <= y0:
             return np.zeros((3, h, w), dtype=np.uint8), valid
         inner = Window(x0, y0, x1 - x0, y1 - y0)
-        decimated = self._read_decimated(inner) if self._scale is not None else None
+        dataset = warped or self._ds  # a WarpedVRT of the same layout: the same alpha band
+        decimated = self._read_decimated(inner) if self._scale is not None and warped is None else None
         if decimated is not None:
             data, ok = decimated
         elif self._alpha is None:
-            data = self._ds.read(list(self.bands), window=inner)
-            ok = window_valid_mask(self._ds, inner, data, self.bands)
+            data = dataset.read(list(self.bands), window=inner)
+            ok = window_valid_mask(dataset, inner, data, self.bands)
         else:  # one read: a second one for the mask would warp the source a second time
-            data = self._ds.read([*self.bands, self._alpha], window=inner)
+            data = dataset.read([*self.bands, self._alpha], window=inner)
             data, ok = data[:-1], finite_only(data[-1] > 0, data[:-1])
         scaled = to_uint8(data, self.stats)
         if not ok.all():
@@ -350,6 +372,8 @@ class Scene:
     def close(self) -> None:
         if self._vrt is not None:
             self._vrt.close()
+        if self._any_vrt is not None:
+            self._any_vrt.close()
         if self._full is not None:
             self._full.close()
         self._src.close()
