@@ -5,6 +5,7 @@ its final place, so a 202 always points at a job the server can run after a cras
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import errno
 import os
@@ -15,6 +16,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import rasterio
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -31,13 +33,16 @@ from api.validate import (
     inspect_raster,
 )
 from api.worker import INPUT_NAME, job_dir
+from geoseg.coarse_input import too_coarse
+from geoseg.options import PredictOptions
+from tiles.gsd import gsd_m
 from tiles.normalize import parse_bands
 
 OUTPUTS = ("buildings", "classmap")
 
 
 def parse_options(refine: bool, regularize: bool, outputs: str, profile: str | None,
-                  bands: str | None = None) -> dict[str, Any]:
+                  bands: str | None = None, allow_coarse: bool = False) -> dict[str, Any]:
     """Form fields -> pipeline options (names of ``geoseg.pipeline.PredictOptions``)."""
     wanted = {o.strip() for o in outputs.split(",") if o.strip()}
     unknown = sorted(wanted - set(OUTPUTS))
@@ -53,6 +58,8 @@ def parse_options(refine: bool, regularize: bool, outputs: str, profile: str | N
             options["bands"] = list(parse_bands(bands, option="bands"))
         except ValueError as exc:
             raise UploadRejected(422, str(exc)) from None
+    if allow_coarse:  # only when asked: a job's options list what was chosen
+        options["allow_coarse"] = True
     return options
 
 
@@ -92,6 +99,21 @@ def check_bands(options: dict[str, Any], summary: dict[str, Any],
             raise UploadRejected(422, f"model {model!r} reads bands {','.join(map(str, named))} as red, green, blue "
                                       f"(its card), but the raster has {summary['bands']} band(s): send bands=R,G,B "
                                       f"to choose others, or choose another model")
+
+
+def check_gsd(staged: Path, options: dict[str, Any], model_cards: dict[str, str]) -> None:
+    """Refuse (422) a raster far coarser than the models the job would run work at
+    (``geoseg.coarse_input``), measured as ``geoseg predict`` measures it, before the job is queued.
+    Why: such a job (a continent in a few hundred pixels) was accepted and succeeded with a warning,
+    its class map and buildings meaning nothing; ``allow_coarse=true`` runs it anyway."""
+    with rasterio.open(staged) as src:
+        gsd = gsd_m(src.crs, src.transform, src.width, src.height)
+    known = {f.name for f in dataclasses.fields(PredictOptions)}
+    job = PredictOptions(**{k: v for k, v in options.items() if k in known}, model_dirs=model_cards)
+    coarse = too_coarse(gsd, job)
+    if coarse is not None:
+        only = "outputs=classmap" if coarse.task == "buildings" else "outputs=buildings"
+        raise UploadRejected(422, coarse.advice(only, None, "allow_coarse=true", verb="send"))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -137,7 +159,8 @@ def _publish(staged: Path, target: Path, job_id: str, options: dict[str, Any], s
 async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: Settings,
                         store: JobStore, kind: str = "job", priority: int = 0,
                         max_pixels: int | None = None,
-                        model_bands: tuple[tuple[int, ...], str] | None = None) -> Job:
+                        model_bands: tuple[tuple[int, ...], str] | None = None,
+                        model_cards: dict[str, str] | None = None) -> Job:
     """Validate the upload and queue it; raises ``UploadRejected`` (nothing is kept) if unusable."""
     job_id = str(uuid.uuid4())
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +170,7 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
     try:
         summary = await run_in_threadpool(_stage_and_inspect, upload, staged, settings)
         check_bands(options, summary, model_bands)
+        await run_in_threadpool(check_gsd, staged, options, model_cards or {})
         pixels = summary["width"] * summary["height"]
         if max_pixels is not None and pixels > max_pixels:
             raise UploadRejected(413, f"raster has {pixels} pixels; synchronous segmentation takes "

@@ -46,6 +46,9 @@ class PredictOptions:
     #: 1-based bands read as red, green, blue (``--bands 3,2,1``); None: the raster's colour labels or
     #: band descriptions, else bands 1-3 (``tiles.normalize.select_bands``)
     bands: tuple[int, int, int] | None = None
+    #: predict an input more than ``geoseg.coarse_input.MAX_COARSER`` times coarser than a head's
+    #: working GSD (refused otherwise: ``--allow-coarse``)
+    allow_coarse: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.bands, list):  # a service job's options come back from JSON as lists

@@ -37,6 +37,7 @@ import numpy as np
 from geoseg import __version__
 from geoseg.card import code_version
 from geoseg.classmap import write_classmap
+from geoseg.coarse_input import too_coarse
 from geoseg.footprints import landcover_cue, vectorise_buildings, write_buildings
 from geoseg.heads import bands_of_models, building_rules, load_heads, model_summary
 from geoseg.infer import TileModel, resolve_device
@@ -221,6 +222,10 @@ def predict_scene(
                      "no buildings.geojson (RFC 7946 is WGS84); buildings.gpkg and the class map are in the "
                      "input's CRS, areas from its units")
     input_gsd = options.gsd or grid["native_gsd"]
+    coarse = too_coarse(input_gsd, options)
+    if coarse is not None:  # a continent in a few hundred pixels: no output would mean anything
+        raise PredictError(coarse.advice("--no-buildings" if coarse.task == "buildings" else "--no-classmap",
+                                         "--gsd METRES", "--allow-coarse"))
 
     t = time.perf_counter()
     heads = load_heads(options, device, notes, gsd_known=input_gsd is not None)

@@ -83,6 +83,7 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
         given["input"] = _input_name(given["input"])
     given["options"].setdefault("model_dirs", {})  # reports before the cards were recorded: shipped ones
     given["options"].setdefault("bands", None)  # reports before --bands: the raster's own choice
+    given["options"].setdefault("allow_coarse", False)  # reports before --allow-coarse
     return (given == wanted and all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
             and _same_models(report, options))
 

@@ -14,12 +14,14 @@ import rasterio
 from fastapi.testclient import TestClient
 from PIL import Image
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 from api.app import create_app
 from api.settings import Settings
 from api.validate import RasterLimits, UploadRejected, inspect_raster
 from geoseg.paths import data_root
 from test_api_fakes import footprint_runner
+from tiles.gsd import gsd_m
 from tiles.palette import is_paletted
 
 SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
@@ -34,8 +36,8 @@ def client(tmp_path_factory):
         yield c
 
 
-def post(client: TestClient, name: str, content: bytes, endpoint: str = "/v1/jobs"):
-    return client.post(endpoint, files={"file": (name, content, "image/tiff")})
+def post(client: TestClient, name: str, content: bytes, endpoint: str = "/v1/jobs", **form: str):
+    return client.post(endpoint, files={"file": (name, content, "image/tiff")}, data=form)
 
 
 def _png() -> bytes:
@@ -175,6 +177,11 @@ def test_odd_rasters_over_http(client, name):
     path = RASTERS / name
     accepted, reason = _expected(path)
     r = post(client, path.name, path.read_bytes())
+    with rasterio.open(path) as src:
+        gsd = gsd_m(src.crs, src.transform, src.width, src.height) if src.crs else None
+    if accepted and gsd and gsd > 3.0:  # over 10x the building model's 0.3 m (geoseg.coarse_input)
+        assert r.status_code == 422 and "allow_coarse=true" in r.json()["detail"], r.text
+        r = post(client, path.name, path.read_bytes(), allow_coarse="true")
     if accepted:
         assert r.status_code == 202, r.text
         with rasterio.open(path) as src:
@@ -325,8 +332,8 @@ def test_unknown_and_repeated_form_fields_are_422(client):
         r = client.post(endpoint, files=files, data=data)
         assert r.status_code == 422, (case, r.status_code, r.text)
         assert r.json()["detail"].startswith(says) and "\n" not in r.json()["detail"], (case, r.json())
-    assert r.json()["detail"].endswith("this route takes each of file, refine, regularize, profile, bands, model "
-                                       "at most once (see /docs)")  # /v1/segment's own fields
+    assert r.json()["detail"].endswith("this route takes each of file, refine, regularize, profile, bands, model, "
+                                       "allow_coarse at most once (see /docs)")  # /v1/segment's own fields
     assert client.get("/v1/jobs").json()["total"] == jobs  # nothing stored
     # no folder added (one of an earlier test's jobs may be removed meanwhile: the module shares a server)
     assert list(svc.uploads_dir.iterdir()) == [] and not set(svc.jobs_dir.iterdir()) - folders
@@ -363,3 +370,34 @@ def test_the_job_row_and_its_fsyncs_are_written_off_the_event_loop(client, monke
         r = post(client, "k.tif", SCENE.read_bytes(), endpoint)
         assert r.status_code in (200, 202), r.text
     assert on_loop == [False, False]
+
+
+def test_a_raster_far_coarser_than_the_models_is_refused_at_submit(client, tmp_path):
+    """Such a job (a continent in a few hundred pixels) was accepted and ran with a warning, its
+    outputs meaning nothing. 422 at submit, naming both GSDs and the fields that get past it, as
+    geoseg predict refuses it; nothing is stored."""
+    with rasterio.open(SCENE) as src:
+        window = Window(0, 0, 64, 64)
+        pixels, profile = src.read(window=window), dict(src.profile)
+        corner = src.window_transform(window)
+    for key in ("blockxsize", "blockysize", "jpeg_quality"):
+        profile.pop(key, None)
+    profile.update(width=64, height=64, tiled=False, compress="deflate", photometric="RGB",
+                   transform=rasterio.Affine(5.0, 0, corner.c, 0, -5.0, corner.f))  # 5 m pixels
+    with rasterio.open(tmp_path / "coarse.tif", "w", **profile) as dst:
+        dst.write(pixels)
+    content = (tmp_path / "coarse.tif").read_bytes()
+    jobs = client.get("/v1/jobs").json()["total"]
+    for endpoint in ("/v1/jobs", "/v1/segment"):
+        r = post(client, "coarse.tif", content, endpoint)
+        detail = r.json()["detail"]
+        assert r.status_code == 422 and detail.startswith("input GSD 4.98 m is 17x the 0.3 m the buildings-u2net model")
+        assert "allow_coarse=true" in detail and "\n" not in detail
+        assert ("outputs=classmap for the class map alone" in detail) == (endpoint == "/v1/jobs"), detail
+    assert client.get("/v1/jobs").json()["total"] == jobs
+    for form in ({"outputs": "classmap"}, {"allow_coarse": "true"}):  # 4.5x the land cover's 1.1 m: a warning
+        r = post(client, "coarse.tif", content, **form)
+        assert r.status_code == 202, (form, r.text)
+        job = client.get(r.json()["links"]["self"]).json()
+        assert job["options"].get("allow_coarse", False) == ("allow_coarse" in form), job["options"]
+        assert client.delete(r.json()["links"]["self"]).status_code == 204

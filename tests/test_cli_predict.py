@@ -1089,3 +1089,45 @@ def test_an_overview_or_mask_sidecar_given_alone_is_named_as_its_rasters(tmp_pat
         result = runner.invoke(app, ["predict", str(tmp_path / sidecar), "--out", str(tmp_path / "o"), *FAST])
         assert_one_line_error(result, "predict", f"{sidecar} is the {kind} of scene.tif", "predict scene.tif")
         assert not (tmp_path / "o").exists()
+
+
+def _coarse_copy(path, metres: float, size: int = 64):
+    """A ``size`` px crop of kampala_z19_1 georeferenced as ``metres`` EPSG:3857 units a pixel (near
+    the equator: 0.4 % more than its ground metres on the ellipsoid)."""
+    with rasterio.open(SCENE) as src:
+        window = Window(200, 200, size, size)
+        pixels, profile = src.read(window=window), dict(src.profile)
+        corner = src.window_transform(window)
+    for key in ("blockxsize", "blockysize", "jpeg_quality"):
+        profile.pop(key, None)
+    profile.update(width=size, height=size, tiled=False, compress="deflate", photometric="RGB",
+                   transform=rasterio.Affine(metres, 0, corner.c, 0, -metres, corner.f))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(pixels)
+    return path
+
+
+def test_a_raster_far_coarser_than_the_models_is_refused_in_one_line(tmp_path):
+    """A continent in a few hundred pixels (world.rgb.tif, 78 km pixels) ran with only 'upsampled 2x
+    only, expect poor results' and wrote outputs of no meaning. Past 10x a model's working GSD the
+    run is refused before --out is made, naming both GSDs and the ways past it; a moderately coarse
+    output asked alone still runs with the warning, and --allow-coarse runs it anyway."""
+    runner = CliRunner()
+    world = data_root() / "rasters" / "rasterio" / "world.rgb.tif"
+    result = runner.invoke(app, ["predict", str(world), "--out", str(tmp_path / "w"), *FAST])
+    assert_one_line_error(result, "predict", "input GSD 78 km is 260,030x the 0.3 m the buildings-u2net-fast model",
+                          "use imagery of 3 m or finer", "--gsd METRES", "--allow-coarse")
+    assert not (tmp_path / "w").exists()
+
+    coarse = _coarse_copy(tmp_path / "five_metres.tif", 5.0)  # 17x the buildings' 0.3 m, 4.5x land cover's 1.1 m
+    fast = ["--profile", "fast", "--device", "cpu"]
+    result = runner.invoke(app, ["predict", str(coarse), "--out", str(tmp_path / "c"), *fast])
+    assert_one_line_error(result, "predict", "input GSD 4.98 m is 17x the 0.3 m",
+                          "--no-buildings for the class map alone (the landcover-attresunet-fast model works at 1.1 m)")
+    result = runner.invoke(app, ["predict", str(coarse), "--out", str(tmp_path / "c"), "--no-buildings", *fast])
+    assert result.exit_code == 0, result.output
+    assert "much coarser than the landcover-attresunet-fast model's 1.1 m" in result.stderr
+    result = runner.invoke(app, ["predict", str(coarse), "--out", str(tmp_path / "a"), "--allow-coarse", *FAST])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["options"]["allow_coarse"] is True and any("much coarser" in w for w in report["warnings"])

@@ -92,6 +92,15 @@ def models_bands(request: Request, options: dict[str, Any]) -> tuple[tuple[int, 
     return catalog_of(request).bands(options.get("models", {}))
 
 
+def models_cards(request: Request, options: dict[str, Any]) -> dict[str, str]:
+    """{task: card path} of a job's chosen models ({} for the shipped ones), for the upload check of
+    the input's GSD against theirs (``api.intake.check_gsd``)."""
+    try:
+        return catalog_of(request).card_paths(options.get("models", {}))
+    except ModelUnavailable as exc:
+        raise UploadRejected(422, str(exc)) from None
+
+
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route can give."""
     text = {400: "Malformed upload (empty, damaged, truncated)", 401: "Missing or wrong API key",
@@ -160,6 +169,10 @@ Model = Annotated[str | None, Form(max_length=500, json_schema_extra={"pattern":
     "(TASK `buildings`, `landcover` or `gcn`): `buildings=NAME` or `buildings=NAME,landcover=NAME`. "
     "`GET /v1/models` lists the names; the server's own come from `geoseg serve --models DIR`. "
     "Default: the shipped models of the profile."))]
+AllowCoarse = Annotated[bool, Form(description=(
+    "Predict a raster more than 10x coarser than a model's working GSD (buildings 0.3 m, land cover 1.1 m for "
+    "the shipped models), refused otherwise (422): a house or a road is then a pixel or two, and the outputs "
+    "mean little."))]
 Bands = Annotated[str | None, Form(max_length=64, json_schema_extra={"pattern": BANDS_PATTERN}, description=(
     "1-based bands read as red, green, blue, e.g. `3,2,1` for bands stored blue, green, red (BGR, "
     "BGRN) or `5,3,2` for WorldView-3. Default: bands labelled red, green, blue by colour "

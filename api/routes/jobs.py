@@ -43,6 +43,7 @@ from api.routes.common import (
     RESULT_CACHE_CONTROL_HEADER,
     UPLOAD_SCHEMA,
     VALIDATOR_HEADERS,
+    AllowCoarse,
     Bands,
     Model,
     Profile,
@@ -53,6 +54,7 @@ from api.routes.common import (
     check_query,
     model_options,
     models_bands,
+    models_cards,
     problems,
     root_path_of,
     settings_of,
@@ -119,12 +121,14 @@ async def submit_job(
     profile: Profile = None,
     bands: Bands = None,
     model: Model = None,
+    allow_coarse: AllowCoarse = False,
 ) -> JSONResponse:
     """Queue a scene for prediction; poll the ``self`` link until it succeeds."""
     await check_form(request)
-    options = parse_options(refine, regularize, outputs, profile, bands) | model_options(request, model)
+    options = parse_options(refine, regularize, outputs, profile, bands, allow_coarse) | model_options(request, model)
     settings, store = settings_of(request), store_of(request)
-    job = await accept_upload(file, options, settings, store, model_bands=models_bands(request, options))
+    job = await accept_upload(file, options, settings, store, model_bands=models_bands(request, options),
+                              model_cards=models_cards(request, options))
     supervisor_of(request).wake()
     return accepted_answer(request, job)
 

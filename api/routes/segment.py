@@ -21,6 +21,7 @@ from api.routes.common import (
     LOCATION_HEADER,
     POLL_AFTER_HEADER,
     UPLOAD_SCHEMA,
+    AllowCoarse,
     Bands,
     Model,
     Profile,
@@ -30,6 +31,7 @@ from api.routes.common import (
     check_form,
     model_options,
     models_bands,
+    models_cards,
     problems,
     settings_of,
     store_of,
@@ -68,14 +70,16 @@ async def segment(
     profile: Profile = None,
     bands: Bands = None,
     model: Model = None,
+    allow_coarse: AllowCoarse = False,
 ) -> Response:
     """Building footprints of a small scene in one request (pixel limit: GEOSEG_SYNC_MAX_PIXELS)."""
     await check_form(request)
     settings, store = settings_of(request), store_of(request)
-    options = parse_options(refine, regularize, "buildings", profile, bands) | model_options(request, model)
+    options = (parse_options(refine, regularize, "buildings", profile, bands, allow_coarse)
+               | model_options(request, model))
     job = await accept_upload(file, options, settings, store, kind="segment",
                               priority=SYNC_PRIORITY, max_pixels=settings.sync_max_pixels,
-                              model_bands=models_bands(request, options))
+                              model_bands=models_bands(request, options), model_cards=models_cards(request, options))
     supervisor = supervisor_of(request)
     supervisor.wake()
     deadline = time.monotonic() + settings.sync_timeout_s

@@ -95,13 +95,17 @@ def predict(
                                 "adjacent tiles of one image on one pixel grid (one CRS, pixel size, bands), mosaicked by a "
                                 "GDAL VRT kept as OUT/mosaic.vrt; outputs in OUT as for one input, seamless across the "
                                 "tile lines. Gaps are nodata; where tiles overlap the last listed wins where it has data. Not with --scheduler."),
+    allow_coarse: bool = typer.Option(False, "--allow-coarse", help="Predict an input more than 10x coarser than a model's "
+                                      "working GSD (buildings 0.3 m, land cover 1.1 m: refused above 3 m, or 11 m with "
+                                      "--no-buildings), whose outputs mean little."),
 ) -> None:
     """Predict land cover and building footprints for one or more rasters."""
     from geoseg.pipeline import PredictOptions
 
     options = PredictOptions(tile_size=tile_size, overlap=overlap, refine=refine, buildings=not no_buildings,
                              classmap=not no_classmap, regularize=regularize, device=device, gsd=gsd,
-                             profile=profile, context=context, runtime=runtime, batch_size=batch_size, min_area_m2=min_area, simplify_m=simplify)
+                             profile=profile, context=context, runtime=runtime, batch_size=batch_size, min_area_m2=min_area, simplify_m=simplify,
+                             allow_coarse=allow_coarse)
     batch = False
     try:
         options.model_dirs = parse_model_specs(model)
