@@ -469,3 +469,26 @@ def test_read_refuses_a_window_that_is_not_whole_pixels(rasters_dir: Path, windo
     zero-wide one failed inside rasterio."""
     with Scene(rasters_dir / "rasterio/RGB.byte.tif") as scene, pytest.raises(ValueError, match="not whole pixels"):
         scene.read(window)
+
+
+def test_a_paletted_raster_at_a_location_with_a_query_is_read_as_its_rgba(tmp_path, buildings_dir):
+    """GDAL ends a ``vrt://`` string's path at its first '?', so a paletted raster at such a location
+    (a URL's query, ``https://h/a.tif?sig=x``; here a local name holding one) was opened as it is and
+    refused as '1 band(s)'. It is read as the same RGBA, mask and grid as ``vrt://?expand=rgba`` gives."""
+    from mosaic_tiles import quantized, write_paletted
+
+    with rasterio.open(buildings_dir / "kampala" / "kampala_z19_1.tif") as src:
+        window = Window(0, 0, 96, 64)
+        index, table = quantized(src.read(window=window), 31)
+        transform, crs = src.window_transform(window), src.crs
+    index[:10, :20] = 31  # the nodata index: (0, 0, 0, 0), invalid
+    plain = write_paletted(tmp_path / "plain.tif", index, table, transform, crs, nodata=31)
+    queried = write_paletted(tmp_path / "a.tif?sig=x", index, table, transform, crs, nodata=31)
+    with Scene(queried) as scene, Scene(plain) as reference:
+        assert scene.band_choice.source == "colour table" and scene.transform == reference.transform
+        rgb, valid = scene.read(Window(0, 0, 96, 64))
+        expected_rgb, expected_valid = reference.read(Window(0, 0, 96, 64))
+    assert np.array_equal(rgb, expected_rgb) and np.array_equal(valid, expected_valid)
+    assert not valid[:10, :20].any() and valid[10:].all()
+    with tiles.palette.open_expanded(queried) as expanded, rasterio.open(f"vrt://{plain}?expand=rgba") as vrt:
+        assert expanded.crs == vrt.crs and np.array_equal(expanded.read(), vrt.read())
