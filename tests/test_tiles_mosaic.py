@@ -176,3 +176,23 @@ def test_paletted_tiles_are_mosaicked_as_the_rgba_of_their_own_colour_tables(tmp
             plan_mosaic([first, second])
         assert str(caught.value).startswith(f"{second}: band count ") and "paletted" in str(caught.value)
         assert "gdal_translate -expand" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_where_paletted_tiles_overlap_the_later_ones_nodata_index_shows_the_earlier_tile(tmp_path):
+    """A paletted tile's nodata index is transparent in the VRT as a nodata value is: the collar of
+    the later tile does not hide the earlier one, and the gaps stay invalid."""
+    with rasterio.open(SCENE) as src:
+        a, b = Window(0, 0, 400, 300), Window(300, 200, 400, 300)
+        index_a, table_a = quantized(src.read(window=a), 63)
+        index_b, table_b = quantized(src.read(window=b), 63)
+        index_b[:, :50] = 63  # the later tile's first 50 columns: its nodata index
+        first = write_paletted(tmp_path / "a.tif", index_a, table_a, src.window_transform(a), src.crs, nodata=63)
+        second = write_paletted(tmp_path / "b.tif", index_b, table_b, src.window_transform(b), src.crs, nodata=63)
+    with rasterio.open(write_vrt(plan_mosaic([first, second]), tmp_path / "m.vrt")) as vrt, \
+            rasterio.open(f"vrt://{first}?expand=rgba") as earlier, rasterio.open(f"vrt://{second}?expand=rgba") as later:
+        pixels, valid = vrt.read(), vrt.dataset_mask() > 0
+        a_rgba, b_rgba = earlier.read(), later.read()
+    assert np.array_equal(pixels[:, 200:300, 300:350], a_rgba[:, 200:300, 300:350])  # under b's collar: a
+    assert np.array_equal(pixels[:, 200:500, 350:700], b_rgba[:, :, 50:])
+    assert valid[:300, :400].all() and valid[200:, 350:].all()
+    assert not valid[:200, 400:].any() and not valid[300:, 300:350].any()
