@@ -6,6 +6,7 @@ import pytest
 import rasterio
 from affine import Affine
 from mosaic_tiles import SCENE, cut_grid, quantized, write_paletted, write_tile
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from tiles.mosaic import MosaicError, input_at, plan_mosaic, write_vrt
@@ -55,7 +56,7 @@ def _shifted(transform: Affine, dx_px: float) -> Affine:
     ({"rotate": 0.01}, ["not a north-up grid"]),
     ({"no_georeferencing": True}, ["not georeferenced"]),
     ({"crs_without_geotransform": True}, ["not georeferenced (no geotransform)"]),  # was "not a north-up grid"
-    ({"bands": 4}, ["band count 4 differs from 3"]),
+    ({"bands": 5}, ["band count 5 differs from 3"]),  # (RGB and RGBA mix: a 4th band labelled alpha)
     ({"dtype": "uint16"}, ["data type uint16 differs from uint8"]),
     ({"nodata": 0}, ["nodata value 0.0 differs from None"]),
 ])
@@ -74,7 +75,7 @@ def test_rasters_that_cannot_share_one_grid_are_named_with_what_differs(tmp_path
     if change.get("crs_without_geotransform"):
         t = Affine.identity()
     if "bands" in change:
-        data = np.concatenate([data, data[:1]])
+        data = np.concatenate([data, data[:change["bands"] - 3]])
     if "dtype" in change:
         data = data.astype(change["dtype"])
     odd = write_tile(tmp_path / "odd.tif", data, t, change.get("crs", crs),
@@ -170,12 +171,45 @@ def test_paletted_tiles_are_mosaicked_as_the_rgba_of_their_own_colour_tables(tmp
     rgba = write_tile(tmp_path / "rgba.tif", np.concatenate([rgbs[1], np.full((1, 256, 384), 255, np.uint8)]),
                       transforms[1], crs, photometric="RGB", alpha="YES")
     assert plan_mosaic([a, rgba]).count == 4
-    rgb = write_tile(tmp_path / "rgb.tif", rgbs[1], transforms[1], crs)
-    for first, second in ((a, rgb), (rgb, a)):
+    wide = write_tile(tmp_path / "uint16.tif", rgbs[1].astype(np.uint16), transforms[1], crs)
+    for first, second in ((a, wide), (wide, a)):
         with pytest.raises(MosaicError) as caught:
             plan_mosaic([first, second])
         assert str(caught.value).startswith(f"{second}: band count ") and "paletted" in str(caught.value)
         assert "gdal_translate -expand" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_rgb_tiles_mix_with_rgba_and_paletted_ones_as_rgba_their_alpha_their_mask(tmp_path):
+    """An RGB tile beside an RGBA one (an edge tile warped with an alpha band) or a paletted one was
+    refused ('band count 3 differs from 4'). The mosaic is RGBA: the RGB tile's alpha is its own mask
+    (here masking a corner), the others' alpha theirs; listed either way round."""
+    with rasterio.open(SCENE) as src:
+        windows = [Window(0, 0, 384, 256), Window(384, 0, 384, 256)]
+        rgbs = [src.read(window=w) for w in windows]
+        transforms, crs = [src.window_transform(w) for w in windows], src.crs
+    mask = np.full((256, 384), 255, np.uint8)
+    mask[:30, :40] = 0
+    rgb = write_tile(tmp_path / "rgb.tif", rgbs[0], transforms[0], crs, mask)
+    alpha = np.full((1, 256, 384), 255, np.uint8)
+    alpha[0, -20:, -30:] = 0
+    rgba = write_tile(tmp_path / "rgba.tif", np.concatenate([rgbs[1], alpha]), transforms[1], crs,
+                      photometric="RGB", alpha="YES")
+    index, table = quantized(rgbs[1], 63)
+    index[-20:, -30:] = 63
+    paletted = write_paletted(tmp_path / "p.tif", index, table, transforms[1], crs, nodata=63)
+    for second, expanded in ((rgba, str(rgba)), (paletted, f"vrt://{paletted}?expand=rgba")):
+        for order in ((rgb, second), (second, rgb)):
+            plan = plan_mosaic(order)
+            assert plan.count == 4 and [t.alpha_from_mask for t in plan.tiles] == [t == rgb for t in order]
+            with rasterio.open(write_vrt(plan, tmp_path / "m.vrt")) as vrt, rasterio.open(expanded) as other:
+                pixels, valid = vrt.read(), vrt.dataset_mask() > 0
+                assert vrt.colorinterp[3] == ColorInterp.alpha
+                assert np.array_equal(pixels[:, :, 384:], other.read())
+            assert np.array_equal(pixels[:3, :, :384], rgbs[0]) and np.array_equal(pixels[3, :, :384], mask)
+            assert np.array_equal(valid[:, :384], mask > 0)
+            assert not valid[-20:, -30:].any() and valid[:-20, 384:].all()
+            with Scene(tmp_path / "m.vrt") as scene:
+                assert scene.bands == (1, 2, 3)
 
 
 def test_where_paletted_tiles_overlap_the_later_ones_nodata_index_shows_the_earlier_tile(tmp_path):

@@ -18,7 +18,9 @@ do not hide their neighbours), as in ``gdalbuildvrt``. Paletted tiles (one band 
 indices) are read as the RGBA their colour tables give, as a single paletted raster is
 (``tiles.palette``): their VRT sources take each component from the tile's own table
 (``ColorTableComponent``, what ``gdalbuildvrt -expand``-like VRTs hold), so tiles with different
-tables mosaic, their nodata index and transparent entries are invalid, and they mix with RGBA tiles.
+tables mosaic, their nodata index and transparent entries are invalid. uint8 RGB tiles mix with
+RGBA ones (paletted tiles included: edge tiles warped with an alpha band beside interior tiles with
+a mask or none): the mosaic is RGBA, an RGB tile's alpha its own mask.
 
 No ``osgeo`` bindings are needed: the VRT is XML written here.
 """
@@ -35,6 +37,7 @@ import numpy as np
 import rasterio
 import shapely
 from affine import Affine
+from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioIOError
 
 from tiles.errors import UnsupportedRaster
@@ -70,6 +73,8 @@ class MosaicTile:
     paletted: bool = False
     #: a paletted tile's nodata index (its pixels are left out: (0, 0, 0, 0), invalid)
     index_nodata: float | None = None
+    #: an RGB tile in an RGBA mosaic: its alpha band is its mask
+    alpha_from_mask: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,21 @@ class _BandsRead:
 
     def count_text(self) -> str:
         return f"{self.count} (a paletted band read as RGBA)" if self.paletted else str(self.count)
+
+    @property
+    def rgba(self) -> bool:
+        """uint8 red, green, blue and a last band of alpha (a paletted band's expansion included)."""
+        return self.count == 4 and self.dtype == "uint8" and self.colorinterp[3] == ColorInterp.alpha
+
+    @property
+    def rgb(self) -> bool:
+        """Three uint8 bands, none of them alpha."""
+        return self.count == 3 and self.dtype == "uint8" and ColorInterp.alpha not in self.colorinterp
+
+
+def _rgb_and_rgba(a: _BandsRead, b: _BandsRead) -> bool:
+    """Whether ``a`` and ``b`` are RGB and RGBA, which mosaic as RGBA (the RGB tile's alpha its mask)."""
+    return (a.rgb and b.rgba) or (a.rgba and b.rgb)
 
 
 @dataclass(frozen=True)
@@ -204,16 +224,19 @@ def plan_mosaic(paths: Sequence[RasterPath], bands: tuple[int, ...] | None = Non
     cols = [round((t.c - x0) / rx) for _, t, *_ in placed]
     rows = [round((t.f - y0) / ry) for _, t, *_ in placed]
     left, top = min(cols), min(rows)
+    count = max(read.count for *_, read, _ in placed)  # 4 where RGB tiles mix with RGBA ones
     tiles = tuple(MosaicTile(path, c - left, r - top, w, h, block, read.paletted,
-                             nodata if read.paletted else None)
+                             nodata if read.paletted else None, alpha_from_mask=read.count < count)
                   for (path, _, w, h, block, read, nodata), c, r in zip(placed, cols, rows))
     width = max(t.col + t.width for t in tiles)
     height = max(t.row + t.height for t in tiles)
     transform = Affine(rx, 0.0, x0 + left * rx, 0.0, ry, y0 + top * ry)
     first: _BandsRead = ref["read"]
+    colorinterp = first.colorinterp if first.count == count else (*first.colorinterp, ColorInterp.alpha)
+    descriptions = first.descriptions + ("",) * (count - first.count)
     return Mosaic(tiles=tiles, crs=ref["crs"], transform=transform, width=width, height=height,
-                  dtype=first.dtype, count=first.count, nodata=first.nodata,
-                  colorinterp=first.colorinterp, descriptions=first.descriptions)
+                  dtype=first.dtype, count=count, nodata=first.nodata,
+                  colorinterp=colorinterp, descriptions=descriptions)
 
 
 def _band_choice(path: RasterPath, read: _BandsRead, bands: tuple[int, ...] | None) -> BandChoice:
@@ -239,7 +262,7 @@ def _check_like(path: RasterPath, src, read: _BandsRead, ref: dict, ref_path: Ra
         raise differs("CRS", crs.to_string() if crs else "(none)", to or "(none)",
                       f"reproject it first (gdalwarp -t_srs {to} in.tif out.tif)" if to else "")
     first: _BandsRead = ref["read"]
-    if read.count != first.count:
+    if read.count != first.count and not _rgb_and_rgba(read, first):
         raise differs("band count", read.count_text(), first.count_text(),
                       "expand the paletted tiles to the others' bands first (gdal_translate -expand rgb|rgba "
                       "in.tif out.tif)" if read.paletted != first.paletted else "")
@@ -334,6 +357,8 @@ def vrt_xml(mosaic: Mosaic) -> str:
         else:  # the tile's own mask (GDAL >= 3.3)
             transparent = "<UseMaskBand>true</UseMaskBand>"
         parts.extend(_paletted_source(tile, band, overlapping) if tile.paletted
+                     else _source(tile, "mask,1", dtype, "<NODATA>0</NODATA>" if overlapping else None)
+                     if tile.alpha_from_mask and band == 4
                      else _source(tile, str(band), dtype, transparent) for tile in mosaic.tiles)
         parts.append("  </VRTRasterBand>\n")
     if mosaic.nodata is None:  # gaps must read invalid: a mask band of the tiles' masks, 0 elsewhere
