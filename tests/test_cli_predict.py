@@ -1131,3 +1131,27 @@ def test_a_raster_far_coarser_than_the_models_is_refused_in_one_line(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "a" / "report.json").read_text())
     assert report["options"]["allow_coarse"] is True and any("much coarser" in w for w in report["warnings"])
+
+
+def test_a_file_of_several_rasters_names_them_and_how_to_extract_one(tmp_path):
+    """A GeoPackage with two raster tables (as a NetCDF or HDF5 file of several variables) opens as
+    a dataset of 0 bands whose rasters are subdatasets: predict failed with Python's 'tuple index
+    out of range'. One line names the subdatasets and the gdal_translate that extracts one; a
+    subdataset name given as the input says the same instead of a bare 'input not found'."""
+    with rasterio.open(SCENE) as src:
+        window = Window(0, 0, 64, 64)
+        pixels, transform, crs = src.read(window=window), src.window_transform(window), src.crs
+    container = tmp_path / "two.gpkg"
+    for table in ("a", "b"):
+        with rasterio.open(container, "w", driver="GPKG", width=64, height=64, count=3, dtype="uint8", crs=crs,
+                           transform=transform, RASTER_TABLE=table, APPEND_SUBDATASET="YES" if table == "b" else "NO") as dst:
+            dst.write(pixels)
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(container), "--out", str(tmp_path / "o"), *FAST])
+    first = f"GPKG:{container}:a"
+    assert_one_line_error(result, "predict", "two.gpkg: no raster bands of its own but 2 rasters (subdatasets: "
+                          f"{first}, GPKG:{container}:b)", f"gdal_translate {first} out.tif")
+    result = runner.invoke(app, ["predict", first, "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(result, "predict", f"input not found: {first} (a GDAL subdataset name?",
+                          f"gdal_translate '{first}' out.tif")
+    assert not (tmp_path / "o").exists()

@@ -41,7 +41,7 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioIOError
 
 from tiles.errors import UnsupportedRaster
-from tiles.normalize import BandChoice, select_bands
+from tiles.normalize import BandChoice, check_has_bands, select_bands
 from tiles.palette import EXPANDED_COLORINTERP, is_paletted
 from tiles.rasterpath import RasterPath, absolute_raster_path, is_virtual, raster_name
 
@@ -181,7 +181,11 @@ def _open(path: RasterPath):
 
 
 def _check_alone(path: RasterPath, src) -> None:
-    """What every raster of a mosaic needs on its own: a north-up geotransform, one data type."""
+    """What every raster of a mosaic needs on its own: bands, a north-up geotransform, one data type."""
+    try:
+        check_has_bands(src)
+    except UnsupportedRaster as exc:
+        raise MosaicError(f"{path}: {exc}") from exc
     t = src.transform
     if t.is_identity:  # GDAL's reading of a missing geotransform, with or without a CRS
         kind = "ground control points" if src.gcps[0] else "RPCs" if src.rpcs else None

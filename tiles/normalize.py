@@ -116,8 +116,25 @@ def select_bands(count: int, colorinterp: tuple, dtype: str, requested: tuple[in
     return BandChoice((1, 2, 3), "default 1-3", count, note)
 
 
+def check_has_bands(dataset: DatasetReader | WarpedVRT) -> None:
+    """Raise UnsupportedRaster for a dataset without raster bands of its own, naming what it holds.
+
+    Why: a container of several rasters (a GeoPackage with two raster tables, a NetCDF or HDF5 file
+    with several variables) opens as a dataset of 0 bands whose rasters are subdatasets; predict
+    failed on it with Python's 'tuple index out of range'."""
+    if dataset.count:
+        return
+    subdatasets = list(dataset.subdatasets)
+    if not subdatasets:
+        raise UnsupportedRaster("no raster bands: nothing to predict")
+    shown = ", ".join(subdatasets[:4]) + (f" and {len(subdatasets) - 4} more" if len(subdatasets) > 4 else "")
+    raise UnsupportedRaster(f"no raster bands of its own but {len(subdatasets)} rasters (subdatasets: {shown}): "
+                            f"extract the one to predict first (gdal_translate {subdatasets[0]} out.tif)")
+
+
 def dataset_bands(dataset: DatasetReader | WarpedVRT, requested: tuple[int, ...] | None = None) -> BandChoice:
     """``select_bands`` for an open rasterio dataset (its colour interpretation and descriptions)."""
+    check_has_bands(dataset)
     return select_bands(dataset.count, tuple(dataset.colorinterp), dataset.dtypes[0], requested,
                         tuple(dataset.descriptions))
 

@@ -8,6 +8,7 @@ them, and are named after their last path component.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -73,12 +74,22 @@ def raster_exists(location: RasterPath) -> bool:
         return False
 
 
+#: how a GDAL subdataset name starts: its driver's short name and a colon (``GPKG:a.gpkg:table``,
+#: ``NETCDF:"a.nc":var``, ``HDF5:"a.h5"://path``), as ``gdalinfo`` lists them
+_SUBDATASET = re.compile(r"^[A-Z][A-Z0-9_]+:")
+
+
 def not_found(location: RasterPath) -> str:
     """The message for an input that does not exist; a pattern the shell left as it was (it matched
-    no file: ``scenes/*.tif`` in an empty folder) is named as such."""
+    no file: ``scenes/*.tif`` in an empty folder) is named as such, and so is a GDAL subdataset name
+    (copied from ``gdalinfo`` or from predict's own refusal of the file holding it), which is read
+    only once extracted."""
     hint = " (a shell pattern that matched no file?)" if any(c in raster_name(location) for c in "*?[") else ""
     if not is_virtual(location) and Path(location).is_symlink():
         hint = f" (a link to {os.readlink(location)}, which does not exist: a share not mounted?)"
+    elif not is_virtual(location) and _SUBDATASET.match(str(location)):
+        hint = (" (a GDAL subdataset name? inputs are files, GDAL virtual paths or URLs: extract it first, "
+                f"gdal_translate '{location}' out.tif)")
     return f"input not found: {location}{hint}"
 
 
