@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from api.errors import chain_messages
 from api.redact import redact_paths
-from tiles.gsd import has_lonlat
+from tiles.gsd import has_lonlat, lonlat_in_projected_crs
 from tiles.palette import is_paletted
 
 _CHUNK = 1024 * 1024
@@ -248,6 +248,9 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
             if src.transform.is_identity:
                 raise UploadRejected(422, "the raster has no geotransform; set one with "
                                           "`gdal_edit.py -a_ullr ...`")
+            degrees = lonlat_in_projected_crs(src.crs, src.transform, w, h)
+            if degrees:  # a lon/lat grid labelled UTM: micrometre pixels, as geoseg predict refuses it
+                raise UploadRejected(422, f"the raster: {degrees.replace('FILE', 'upload.tif')}")
             dtypes = set(src.dtypes)
             bad = sorted(dtypes - set(USABLE_DTYPES))
             if bad:

@@ -401,3 +401,21 @@ def test_a_raster_far_coarser_than_the_models_is_refused_at_submit(client, tmp_p
         job = client.get(r.json()["links"]["self"]).json()
         assert job["options"].get("allow_coarse", False) == ("allow_coarse" in form), job["options"]
         assert client.delete(r.json()["links"]["self"]).status_code == 204
+
+
+def test_longitude_latitude_labelled_as_a_projected_crs_is_refused_at_submit(client, tmp_path):
+    """A lon/lat grid whose CRS says UTM reads as micrometre pixels near the CRS's origin: such a
+    job ran and gave outputs of no meaning; 422 naming the coordinates and the CRS to set."""
+    with rasterio.open(SCENE) as src:
+        pixels, profile = src.read(window=Window(0, 0, 64, 64)), dict(src.profile)
+    for key in ("blockxsize", "blockysize", "jpeg_quality"):
+        profile.pop(key, None)
+    profile.update(width=64, height=64, tiled=False, compress="deflate", photometric="RGB", crs="EPSG:32636",
+                   transform=rasterio.Affine(2.7e-6, 0, 32.59, 0, -2.7e-6, 0.35))
+    with rasterio.open(tmp_path / "degrees.tif", "w", **profile) as dst:
+        dst.write(pixels)
+    r = post(client, "degrees.tif", (tmp_path / "degrees.tif").read_bytes())
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith("the raster: its coordinates (32.59 to 32.5902, 0.349827 to 0.35) look like "
+                                         "longitude/latitude, but its CRS EPSG:32636 is projected")
+    assert "gdal_edit.py -a_srs EPSG:4326 upload.tif" in r.json()["detail"]

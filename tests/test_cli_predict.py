@@ -1042,6 +1042,22 @@ def test_metres_labelled_as_degrees_are_one_line_naming_the_crs(tmp_path):
     assert_one_line_error(result, "predict", "mislabelled.tif", "does not lie on the Earth", "EPSG:4326", "-a_srs")
 
 
+def test_degrees_labelled_as_metres_are_one_line_naming_the_crs(tmp_path):
+    """The reverse: a lon/lat grid labelled UTM lies within 180 m of the CRS's origin with pixels of
+    2.7 micrometres. Predict read the 64 x 64 px crop as 0.2 x 0.2 mm, 1 x 1 px at the models' GSD,
+    and wrote a class map and buildings of no meaning with only a warning about the scene's size."""
+    with rasterio.open(SCENE) as src:
+        pixels, profile = src.read(window=Window(0, 0, 64, 64)), dict(src.profile)
+    profile.update(width=64, height=64, crs="EPSG:32636", transform=rasterio.Affine(2.7e-6, 0, 32.59, 0, -2.7e-6, 0.35))
+    with rasterio.open(tmp_path / "degrees.tif", "w", **profile) as dst:
+        dst.write(pixels)
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "degrees.tif"), "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(result, "predict", "degrees.tif: its coordinates (32.59 to 32.5902, 0.349827 to 0.35) look like "
+                          "longitude/latitude, but its CRS EPSG:32636 is projected: so read, its pixels are 2.7e-06 m "
+                          "across", "gdal_edit.py -a_srs EPSG:4326 degrees.tif")
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_crs_without_a_geotransform_is_not_placed_at_the_crs_origin(tmp_path):
     """A raster naming a CRS but no geotransform (GDAL reads the identity) was taken as placed:
     its buildings went into buildings.geojson off West Africa, EPSG:3857's origin, with a 1 m GSD

@@ -113,3 +113,28 @@ def gsd_m(crs: CRS | None, transform: Affine, width: int, height: int) -> float 
 def dataset_gsd_m(dataset: DatasetReader | WarpedVRT) -> float | None:
     """GSD in metres of an open rasterio dataset (None when not georeferenced)."""
     return gsd_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
+
+
+#: a pixel this small in a projected CRS's unit (a millimetre) is none of Earth observation's
+_TINY_PIXEL = 1e-3
+
+
+def lonlat_in_projected_crs(crs: CRS | None, transform: Affine, width: int, height: int) -> str | None:
+    """Why a grid in a projected CRS reads as longitude/latitude given the wrong CRS, or None.
+
+    Why: a raster whose coordinates are degrees (a lon/lat grid) but whose CRS says metres (UTM,
+    Web Mercator) lies within 180 m of the CRS's origin with pixels of micrometres; predict read
+    it so (a 512 x 384 px orthophoto as 1.4 x 1 mm, 1 x 1 px at the models' GSD) and wrote
+    outputs of no meaning with only a warning about the scene's size. Tested: a pixel under
+    ``_TINY_PIXEL`` of the CRS's unit and every corner within longitude/latitude's ranges."""
+    if crs is None or not crs.is_projected or transform.is_identity:
+        return None
+    pixel = math.sqrt(abs(transform.determinant))
+    corners = [transform @ (c, r) for c in (0, width) for r in (0, height)]
+    if not (0 < pixel < _TINY_PIXEL and all(abs(x) <= 180 and abs(y) <= 90 for x, y in corners)):
+        return None
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
+    return (f"its coordinates ({min(xs):.6g} to {max(xs):.6g}, {min(ys):.6g} to {max(ys):.6g}) look like longitude/"
+            f"latitude, but its CRS {crs.to_string()} is projected: so read, its pixels are {pixel:.2g} "
+            f"{'m' if crs.linear_units in ('metre', 'meter') else crs.linear_units or 'units'} across; set the CRS its coordinates are in (gdal_edit.py -a_srs "
+            f"EPSG:4326 FILE) or warp it")

@@ -42,7 +42,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from tiles.errors import UnsupportedRaster
-from tiles.gsd import gsd_m, has_lonlat, metres_per_unit
+from tiles.gsd import gsd_m, has_lonlat, lonlat_in_projected_crs, metres_per_unit
 from tiles.masks import alpha_mask_band, finite_only, window_valid_mask
 from tiles.normalize import BandChoice, BandStats, dataset_bands, scene_stats, to_uint8
 from tiles.palette import is_expanded, open_expanded
@@ -225,6 +225,9 @@ class Scene:
         self.native_gsd = gsd_m(self.crs, src.transform, src.width, src.height)
         if self.native_gsd is None and self.crs is not None and has_lonlat(self.crs):
             raise UnsupportedRaster(_off_earth(self.name, self.crs, src.transform, src.width, src.height))
+        degrees = lonlat_in_projected_crs(self.crs, src.transform, src.width, src.height)
+        if degrees:  # the reverse: degrees labelled as metres
+            raise UnsupportedRaster(f"{self.name}: {degrees.replace('FILE', self.name)}")
         #: the GSD asked for (None: the file's own grid); ``gsd`` is the one measured on the working grid
         self.target_gsd = gsd
         self._ds = src
