@@ -330,6 +330,17 @@ def _paletted_source(tile: MosaicTile, component: int, overlapping: bool) -> str
     return _source(tile, "1", "Byte", transparent, component)
 
 
+def _band_source(tile: MosaicTile, band: int, dtype: str, transparent: str | None, overlapping: bool) -> str:
+    """The source of ``tile`` in the mosaic's band ``band``: its own band, a component of its colour
+    table (paletted), or its mask as the alpha band of an RGBA mosaic (an RGB tile; its 0s left out
+    where tiles overlap, as the mask band's are)."""
+    if tile.paletted:
+        return _paletted_source(tile, band, overlapping)
+    if tile.alpha_from_mask and band == 4:
+        return _source(tile, "mask,1", dtype, "<NODATA>0</NODATA>" if overlapping else None)
+    return _source(tile, str(band), dtype, transparent)
+
+
 def _nodata_text(value: float) -> str:
     return "nan" if math.isnan(value) else repr(value)
 
@@ -360,10 +371,7 @@ def vrt_xml(mosaic: Mosaic) -> str:
             transparent = f"<NODATA>{_nodata_text(mosaic.nodata)}</NODATA>"
         else:  # the tile's own mask (GDAL >= 3.3)
             transparent = "<UseMaskBand>true</UseMaskBand>"
-        parts.extend(_paletted_source(tile, band, overlapping) if tile.paletted
-                     else _source(tile, "mask,1", dtype, "<NODATA>0</NODATA>" if overlapping else None)
-                     if tile.alpha_from_mask and band == 4
-                     else _source(tile, str(band), dtype, transparent) for tile in mosaic.tiles)
+        parts.extend(_band_source(tile, band, dtype, transparent, overlapping) for tile in mosaic.tiles)
         parts.append("  </VRTRasterBand>\n")
     if mosaic.nodata is None:  # gaps must read invalid: a mask band of the tiles' masks, 0 elsewhere
         parts.append("  <MaskBand>\n  <VRTRasterBand dataType=\"Byte\">\n")
