@@ -193,6 +193,7 @@ class Scene:
             raise UnsupportedRaster(f"{self.path}: cannot be opened as a raster ({exc})") from exc
         self._vrt: WarpedVRT | None = None
         self._full = None  # the file opened without overviews, for decimating reads
+        self._warp: dict = {}  # the WarpedVRT's grid (crs, transform, width, height, add_alpha) when warped
         self._any_vrt: WarpedVRT | None = None  # the working grid by averaging, for ``read_any_valid``
         try:  # what is open is closed again when the rest fails (the caller gets no Scene to close)
             self._open_grid(bands, gsd, gsd_tolerance, resampling)
