@@ -19,7 +19,7 @@ from starlette.middleware.gzip import (
     IdentityResponder,
 )
 from starlette.responses import FileResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from api.response_headers import ResponseHeadersMiddleware
 
@@ -27,6 +27,13 @@ from api.response_headers import ResponseHeadersMiddleware
 ALREADY_COMPRESSED = (*DEFAULT_EXCLUDED_CONTENT_TYPES, "image/tiff")
 MINIMUM_SIZE = 1024
 LEVEL = 6  # zlib's default: level 9 costs about twice the CPU for 1-2 % less on GeoJSON
+
+
+def may_compress(media_type: str) -> bool:
+    """Whether the gzip layer compresses a body of ``media_type`` for a client that accepts gzip
+    (when the body is large enough): the answer then varies with ``Accept-Encoding``."""
+    kind = media_type.partition(";")[0].strip().lower()
+    return not {kind, kind.partition("/")[0] + "/*"} & set(ALREADY_COMPRESSED)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -46,7 +53,9 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 
 class NegotiatedGZip(GZipMiddleware):
-    """Starlette's gzip, applied only when :func:`accepts_gzip` says the client takes it."""
+    """Starlette's gzip, applied only when :func:`accepts_gzip` says the client takes it. A route
+    may name ``Accept-Encoding`` in its ``Vary`` already (a result file's, so that its 304 has it
+    too, ``api.caching``): Starlette's own is then not added a second time."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,7 +68,24 @@ class NegotiatedGZip(GZipMiddleware):
         else:
             responder = IdentityResponder(self.app, self.minimum_size,
                                           exclude_content_types=self.exclude_content_types)
-        await responder(scope, receive, send)
+
+        async def send_vary_once(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _name_each_vary_once(MutableHeaders(raw=message["headers"]))
+            await send(message)
+
+        await responder(scope, receive, send_vary_once)
+
+
+def _name_each_vary_once(headers: MutableHeaders) -> None:
+    """``Vary`` with each field name once (compared case-insensitively, the first spelling kept)."""
+    names: dict[str, str] = {}
+    for value in headers.getlist("vary"):
+        for name in (n.strip() for n in value.split(",")):
+            if name:
+                names.setdefault(name.lower(), name)
+    if names:
+        headers["vary"] = ", ".join(names.values())
 
 
 class WeakEtagWhenEncoded(ResponseHeadersMiddleware):

@@ -9,6 +9,7 @@ until the last descriptor is closed, so a download that has started always compl
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -57,8 +58,7 @@ class HeldFileResponse(FileResponse):
             if failed is not None:
                 await precondition_failed_response(failed)(scope, receive, send)
             elif etag is not None:
-                await not_modified(etag, self.headers["last-modified"],
-                                   self.headers.get("cache-control"))(scope, receive, send)
+                await not_modified(etag, self.headers)(scope, receive, send)
             elif isinstance(range_error, RangeNotSatisfiable):
                 await unsatisfiable_range(request["range"], self.stat_result.st_size)(scope, receive, send)
             else:
@@ -100,14 +100,18 @@ def unsatisfiable_range(http_range: str, size: int) -> Response:
                         status_code=416, headers={"Content-Range": f"bytes */{size}"})
 
 
-def not_modified(etag: str, last_modified: str, cache_control: str | None) -> Response:
-    """The 304 of a current copy: its validators and the Cache-Control its 200 would have (RFC 9110
-    15.4.5); not Vary: the 200's may also name Accept-Encoding (added by the gzip middleware), and a
-    cache replaces its stored Vary with a 304's, which would then be partial."""
-    headers = {"etag": etag, "last-modified": last_modified}
-    if cache_control is not None:
-        headers["cache-control"] = cache_control
-    return Response(status_code=304, headers=headers)
+#: what a 304 repeats of its 200 (RFC 9110 15.4.5; Date is the server's): a cache replaces its
+#: stored copy's fields with these, so one left out (Vary) would be lost from the copy
+NOT_MODIFIED_FIELDS = ("cache-control", "content-location", "expires", "vary", "last-modified")
+
+
+def not_modified(etag: str, ok_headers: Mapping[str, str]) -> Response:
+    """The 304 of a current copy: ``etag`` as the client named it, and the fields of
+    :data:`NOT_MODIFIED_FIELDS` that ``ok_headers``, the headers of its 200, hold. The 200's
+    ``Vary`` is all the route's (``api.caching.result_cache_headers``), gzip's included."""
+    lowered = {k.lower(): v for k, v in ok_headers.items()}
+    return Response(status_code=304,
+                    headers={"etag": etag, **{k: lowered[k] for k in NOT_MODIFIED_FIELDS if k in lowered}})
 
 
 def precondition_failed(request: Headers, etag: str, mtime: float) -> str | None:

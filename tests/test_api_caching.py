@@ -54,12 +54,37 @@ def test_result_files_are_kept_privately_by_the_client_and_vary_with_the_key(ser
     assert (full.status_code, part.status_code, current.status_code) == (200, 206, 304)
     for r in (full, part, current):
         assert cache_control(r) == {"private", "max-age=31536000", "immutable"}, r.status_code
-    for r in (full, part):  # the 304 leaves the cache's stored Vary as it is
+    for r in (full, part, current):
         assert "x-api-key" in {v.strip().lower() for v in r.headers["vary"].split(",")}, r.status_code
-    assert "vary" not in current.headers
     gpkg = client.get(job["links"]["buildings.gpkg"], headers={"Accept-Encoding": "gzip"})  # gzipped
     assert gpkg.headers["content-encoding"] == "gzip" and "private" in cache_control(gpkg)
     assert {"x-api-key", "accept-encoding"} <= {v.strip().lower() for v in gpkg.headers["vary"].split(",")}
+
+
+def vary(response) -> list[str]:
+    return [v.strip().lower() for v in response.headers.get("vary", "").split(",") if v.strip()]
+
+
+def test_a_304_carries_the_vary_and_cache_control_of_its_200(served):
+    # RFC 9110 15.4.5: a cache replaces its stored copy's Vary with the 304's; the 304s had none,
+    # so a revalidated copy lost 'Vary: X-API-Key' (one key's copy shown to another key's page)
+    # and 'Accept-Encoding' (a gzipped copy served to a client that cannot read gzip)
+    client, job = served
+    tile = job["links"]["tiles"].replace("{z}/{x}/{y}", "0/0/0")
+    for url in (job["links"]["buildings.geojson"], job["links"]["buildings.gpkg"], job["links"]["report.json"],
+                job["links"]["classmap.tif"], tile):
+        for encoding in ("gzip", "identity"):
+            ok = client.get(url, headers={"Accept-Encoding": encoding})
+            for method in (client.get, client.head):
+                again = method(url, headers={"Accept-Encoding": encoding, "If-None-Match": ok.headers["etag"]})
+                assert again.status_code == 304, (url, encoding)
+                assert vary(again) == vary(ok) and "x-api-key" in vary(ok), (url, encoding, again.headers)
+                assert again.headers["cache-control"] == ok.headers["cache-control"], (url, encoding)
+                assert again.headers["etag"] == ok.headers["etag"], (url, encoding)
+            # a type the gzip layer compresses varies on Accept-Encoding, whatever the body's size
+            # (the GeoJSON here is under gzip's 1 KiB) or the client's Accept-Encoding; each name once
+            assert ("accept-encoding" in vary(ok)) is (url not in (job["links"]["classmap.tif"], tile)), url
+            assert len(vary(ok)) == len(set(vary(ok))), ok.headers["vary"]
 
 
 def test_an_open_server_does_not_vary_results_on_a_key(tmp_path):

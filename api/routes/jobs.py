@@ -279,12 +279,12 @@ def get_tile(
         # a tile is a function of the class map (never rewritten once the job succeeded) and z/x/y
         etag = '"' + hashlib.md5(f"{stat.st_mtime}-{stat.st_size}-{z}/{x}/{y}".encode(),
                                  usedforsecurity=False).hexdigest() + '"'
-        headers = {**result_cache_headers(keyed=settings_of(request).api_key is not None), "ETag": etag,
+        headers = {**result_cache_headers(settings_of(request).api_key is not None, "image/png"), "ETag": etag,
                    "Last-Modified": formatdate(stat.st_mtime, usegmt=True)}
         if (failed := precondition_failed(request.headers, etag, stat.st_mtime)) is not None:
             return precondition_failed_response(failed)
         if (tag := current_copy(request.headers, etag, stat.st_mtime)) is not None:
-            return not_modified(tag, headers["Last-Modified"], headers["Cache-Control"])
+            return not_modified(tag, headers)
         png = render_xyz_tile(path, z, x, y)
     except (FileNotFoundError, RasterioIOError):
         raise _not_produced(store, job_id, "classmap.tif") from None
@@ -319,6 +319,7 @@ def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse
     try:
         # opened here: from now on the job's removal (DELETE, retention) cannot cut the download
         return HeldFileResponse(path, media_type=RESULT_FILES[name], filename=f"{job.id}-{name}",
-                                headers=result_cache_headers(keyed=settings_of(request).api_key is not None))
+                                headers=result_cache_headers(settings_of(request).api_key is not None,
+                                                             RESULT_FILES[name]))
     except (FileNotFoundError, IsADirectoryError):
         raise _not_produced(store, job_id, name) from None
