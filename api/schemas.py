@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from api.jobs import ENDED, Job
-from api.security import TILE_SIGNATURE_PARAM, tile_signature
+from api.tile_urls import tile_template
 
 RESULT_FILES: dict[str, str] = {
     "buildings.geojson": "application/geo+json",
@@ -70,8 +70,10 @@ class JobLinks(BaseModel):
     tilejson: str | None = Field(None, description="TileJSON 3.0.0 of the class map's web-map tiles "
                                                    "(with a class map only).")
     tiles: str | None = Field(None, description="URL template of the class map's XYZ tiles "
-                                                "(256 px Web-Mercator PNGs): `{z}/{x}/{y}` to fill in. On a "
-                                                "keyed server it carries the job's tile signature (`sig`), "
+                                                "(256 px Web-Mercator PNGs): `{z}/{x}/{y}` to fill in. Its "
+                                                "`v` names the server's tile renderer (tiles under it are "
+                                                "immutable; an upgrade that draws them otherwise changes it). "
+                                                "On a keyed server it carries the job's tile signature (`sig`), "
                                                 "so a map can load the tiles without `X-API-Key`.")
 
     @model_serializer(mode="wrap")
@@ -87,8 +89,9 @@ class TileJSON(BaseModel):
     tilejson: Literal["3.0.0"] = "3.0.0"
     name: str
     scheme: Literal["xyz"] = "xyz"
-    tiles: list[str] = Field(description="The tile URL template, absolute: `{z}/{x}/{y}` to fill in (on a "
-                                         "keyed server, signed: `?sig=...` opens this job's tiles only).")
+    tiles: list[str] = Field(description="The tile URL template, absolute: `{z}/{x}/{y}` to fill in; `v=` "
+                                         "names the server's tile renderer (on a keyed server also signed: "
+                                         "`sig=...` opens this job's tiles only).")
     bounds: list[float] = Field(description="West, south, east, north of the scene (WGS84 degrees).")
     center: list[float] = Field(description="Longitude, latitude and zoom a map may open at.")
     minzoom: int = Field(description="The deepest zoom where the whole scene fits one tile.")
@@ -176,19 +179,11 @@ _PRODUCED_WITH: dict[str, str | None] = {
 }
 
 
-def signed(template: str, job: Job, api_key: str | None) -> str:
-    """A tile URL template as a keyed server hands it out: with the job's tile signature
-    (``api.security.tile_signature``), so that maps loading tiles as ``<img>`` need no header."""
-    if api_key is None:
-        return template
-    return f"{template}?{TILE_SIGNATURE_PARAM}={tile_signature(api_key, job.id)}"
-
-
 def job_links(job: Job, root_path: str = "", api_key: str | None = None) -> JobLinks:
     """``self``, and once succeeded the result files the job was asked for (a link to an output
     not requested would only answer 404). ``root_path``: the path a proxy serves the API under
-    (``--root-path``), so the links work from the client's side of the proxy; a keyed server's
-    ``tiles`` template is signed."""
+    (``--root-path``), so the links work from the client's side of the proxy; the ``tiles``
+    template names the renderer version, and a keyed server's is signed (``api.tile_urls``)."""
     base = f"{root_path}/v1/jobs/{job.id}"
     links: dict[str, str] = {"self": base}
     if job.status == "succeeded":
@@ -196,7 +191,7 @@ def job_links(job: Job, root_path: str = "", api_key: str | None = None) -> JobL
                       if option is None or job.options.get(option, True)})
         if job.options.get("classmap", True):
             links.update(tilejson=f"{base}/tilejson.json",
-                         tiles=signed(f"{base}/tiles/{{z}}/{{x}}/{{y}}.png", job, api_key))
+                         tiles=tile_template(f"{base}/tiles/{{z}}/{{x}}/{{y}}.png", job.id, api_key))
     return JobLinks(**links)
 
 

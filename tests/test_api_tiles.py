@@ -15,6 +15,7 @@ from rasterio.windows import from_bounds
 from test_api_contract import SCENE, service, submit, wait
 from test_api_fakes import CLASS_COLOURS, classes_runner
 
+from api.tile_urls import tile_version
 from tiles.xyz import lonlat_to_tile, tile_bounds_mercator
 
 #: the 256 px (76 m) scene spans 4 x 4 tiles at this zoom
@@ -68,12 +69,63 @@ def test_the_centre_tile_shows_the_class_map_in_its_colours(served):
 
 def test_tiles_are_immutable_results_with_an_etag(served):
     client, job = served
-    url = f"{job['links']['self']}/tiles/{ZOOM}/{'/'.join(map(str, centre_tile(job, ZOOM)))}.png"
+    x, y = centre_tile(job, ZOOM)
+    url = job["links"]["tiles"].format(z=ZOOM, x=x, y=y)
     full = client.get(url)
     current = client.get(url, headers={"If-None-Match": full.headers["etag"]})
     assert full.headers["cache-control"] == current.headers["cache-control"] == "private, max-age=31536000, immutable"
     assert current.status_code == 304 and not current.content
     assert client.head(url).status_code == 200
+    # a URL not naming the renderer (hand-made) gets the same tile, revalidated at each use
+    bare = client.get(url.split("?")[0])
+    assert (bare.content, bare.headers["etag"]) == (full.content, full.headers["etag"])
+    assert bare.headers["cache-control"] == "private, no-cache"
+
+
+def test_an_upgrade_that_draws_tiles_otherwise_gives_them_new_urls_and_etags(served, monkeypatch):
+    # the tile URL and ETag named only the class map and z/x/y: after an upgrade that changed
+    # colours or resampling, a client kept its 'immutable' old tiles, and revalidating got a 304
+    import api.routes.jobs
+    import api.tile_urls
+    import tiles.xyz
+
+    client, job = served
+    x, y = centre_tile(job, ZOOM)
+    old_url = job["links"]["tiles"].format(z=ZOOM, x=x, y=y)
+    old = client.get(old_url)
+    monkeypatch.setattr(api.routes.jobs, "render_xyz_tile", lambda *a, **k: tiles.xyz.empty_tile_png(256))
+    monkeypatch.setattr(api.tile_urls, "renderer_fingerprint", lambda: "a-new-renderer")
+    api.tile_urls.tile_version.cache_clear()
+    try:
+        new_template = client.get(job["links"]["self"]).json()["links"]["tiles"]
+        assert new_template != job["links"]["tiles"]
+        assert client.get(job["links"]["tilejson"]).json()["tiles"][0].endswith(new_template)
+        new = client.get(new_template.format(z=ZOOM, x=x, y=y))
+        assert new.headers["etag"] != old.headers["etag"] and new.content != old.content
+        assert "immutable" in new.headers["cache-control"]
+        revalidated = client.get(old_url, headers={"If-None-Match": old.headers["etag"]})
+        assert revalidated.status_code == 200 and revalidated.content == new.content
+        assert revalidated.headers["cache-control"] == "private, no-cache"  # the old URL is no longer immutable
+    finally:
+        monkeypatch.undo()
+        api.tile_urls.tile_version.cache_clear()
+
+
+def test_the_renderer_fingerprint_follows_gdal_and_pillow(monkeypatch):
+    import PIL
+
+    import tiles.xyz
+
+    before = tiles.xyz.renderer_fingerprint()
+    for module, name in ((rasterio, "__gdal_version__"), (PIL, "__version__")):
+        monkeypatch.setattr(module, name, "0.0.0-other")
+        tiles.xyz.renderer_fingerprint.cache_clear()
+        try:
+            assert tiles.xyz.renderer_fingerprint() != before, name
+        finally:
+            monkeypatch.undo()
+            tiles.xyz.renderer_fingerprint.cache_clear()
+    assert tiles.xyz.renderer_fingerprint() == before
 
 
 def test_a_tile_the_scene_does_not_cover_is_a_transparent_png(served):
@@ -96,7 +148,7 @@ def test_tiles_outside_the_grid_are_refused_in_one_line(served):
 
 def test_the_tilejson_describes_the_scene_and_the_links_name_it(served):
     client, job = served
-    assert job["links"]["tiles"] == f"{job['links']['self']}/tiles/{{z}}/{{x}}/{{y}}.png"
+    assert job["links"]["tiles"] == f"{job['links']['self']}/tiles/{{z}}/{{x}}/{{y}}.png?v={tile_version()}"
     r = client.get(job["links"]["tilejson"])
     assert r.status_code == 200, r.text
     doc = r.json()
@@ -159,7 +211,7 @@ def test_a_keyed_servers_tile_urls_are_signed_for_maps_that_cannot_send_the_key(
         client.headers["X-API-Key"] = "tile-key"
         job = wait(client, submit(client, outputs="classmap")["id"])
         template = client.get(job["links"]["tilejson"]).json()["tiles"][0]
-        assert "?sig=" in template and "tile-key" not in template
+        assert "&sig=" in template and "tile-key" not in template
         assert template.endswith(job["links"]["tiles"])  # the job's link is the same signed template
         x, y = centre_tile(job, ZOOM)
         keyed = client.get(template.format(z=ZOOM, x=x, y=y))
@@ -168,7 +220,8 @@ def test_a_keyed_servers_tile_urls_are_signed_for_maps_that_cannot_send_the_key(
         assert anonymous.status_code == 200 and anonymous.content == keyed.content
         assert len(np.unique(rgba(anonymous.content).reshape(-1, 4), axis=0)) >= 2
         assert client.head(template.format(z=ZOOM, x=x, y=y)).status_code == 200
-        path, sig = template.format(z=ZOOM, x=x, y=y).split("?sig=")
+        path, sig = template.format(z=ZOOM, x=x, y=y).split("&sig=")
+        path = path.split("?")[0]
         other_job = path.replace(job["id"], "00000000-0000-4000-8000-000000000000")
         for url in (path, f"{path}?sig={sig[:-2]}xx", f"{other_job}?sig={sig}",
                     f"{job['links']['classmap.tif']}?sig={sig}", f"{job['links']['tilejson']}?sig={sig}",
@@ -196,7 +249,7 @@ def test_signed_tile_urls_work_behind_a_proxy_prefix(tmp_path):
                     headers={"X-API-Key": "tile-key"}) as client:
         job = wait(client, submit(client, outputs="classmap")["id"])
         template = client.get(job["links"]["tilejson"]).json()["tiles"][0]
-        assert template.startswith("http://testserver/geoseg/v1/jobs/") and "?sig=" in template
+        assert template.startswith("http://testserver/geoseg/v1/jobs/") and "&sig=" in template
         url = template.format(z=ZOOM, x=centre_tile(job, ZOOM)[0], y=centre_tile(job, ZOOM)[1])
         del client.headers["X-API-Key"]
         assert client.get(url).status_code == 200  # as uvicorn passes it: /geoseg in the path

@@ -14,12 +14,15 @@ not a dependency).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import PIL
 import rasterio
 from affine import Affine
 from PIL import Image
@@ -29,7 +32,7 @@ from rasterio.warp import Resampling, reproject, transform_bounds
 from tiles.gsd import dataset_gsd_m
 
 __all__ = ["MAX_ZOOM", "TileSet", "check_tile", "empty_tile_png", "lonlat_to_tile", "render_xyz_tile",
-           "tile_bounds_mercator", "tileset_of"]
+           "renderer_fingerprint", "tile_bounds_mercator", "tileset_of"]
 
 WEB_MERCATOR = CRS.from_epsg(3857)
 #: half the Web-Mercator world's side, metres (the projection of 180 degrees)
@@ -159,6 +162,16 @@ def encode_png(rgba: np.ndarray) -> bytes:
 def empty_tile_png(size: int = 256) -> bytes:
     """A fully transparent ``size`` px PNG (what a web map shows where there is nothing)."""
     return encode_png(np.zeros((size, size, 4), dtype=np.uint8))
+
+
+@functools.cache
+def renderer_fingerprint() -> str:
+    """12 hex digits that change whenever what turns a class map into tile bytes may have changed:
+    this module's code (resampling, overview choice, colours, transparency, PNG settings), GDAL's
+    warper and Pillow's PNG encoder. Why: a server caching tiles as immutable must name them by
+    it, or an upgrade that renders them otherwise leaves clients with the old pictures for good."""
+    parts = (Path(__file__).read_bytes(), rasterio.__gdal_version__.encode(), PIL.__version__.encode())
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:12]
 
 
 def render_xyz_tile(path: str | Path, z: int, x: int, y: int, size: int = 256) -> bytes | None:

@@ -1,7 +1,6 @@
 """``/v1/jobs``: submit, poll, list, fetch results, delete."""
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import datetime, timezone
 from email.utils import formatdate
@@ -68,9 +67,14 @@ from api.schemas import (
     JobStatus,
     TileJSON,
     job_status,
-    signed,
 )
 from api.security import TILE_SIGNATURE_PARAM
+from api.tile_urls import (
+    TILE_VERSION_PARAM,
+    tile_cache_control,
+    tile_etag,
+    tile_template,
+)
 from api.worker import RESULT_DIR, job_dir
 from geoseg import __version__
 from tiles.xyz import MAX_ZOOM, check_tile, empty_tile_png, render_xyz_tile, tileset_of
@@ -240,7 +244,7 @@ def get_tilejson(request: Request, job_id: UUID) -> TileJSON:
     west, south, east, north = tileset.bounds_wgs84
     template = str(request.url_for("get_tile", job_id=str(job.id), z="{z}", x="{x}", y="{y}"))
     # url_for quotes the braces of the template
-    template = signed(template.replace("%7B", "{").replace("%7D", "}"), job, settings_of(request).api_key)
+    template = tile_template(template.replace("%7B", "{").replace("%7D", "}"), job.id, settings_of(request).api_key)
     return TileJSON(name=f"geoseg land cover, job {job.id}", tiles=[template], bounds=[west, south, east, north],
                     center=[(west + east) / 2, (south + north) / 2, tileset.minzoom],
                     minzoom=tileset.minzoom, maxzoom=tileset.maxzoom,
@@ -265,6 +269,10 @@ def get_tile(
         "On a keyed server: the job's tile signature, in place of `X-API-Key` (the TileJSON's and the "
         "job's `tiles` template carry it), for maps that load tiles as `<img>`. Checked before the route "
         "runs; it opens this job's tiles only."))] = None,
+    version: Annotated[str | None, Query(alias=TILE_VERSION_PARAM, max_length=64, description=(
+        "The tile renderer's version, as the TileJSON's and the job's `tiles` template name it: a tile "
+        "URL with the current one is `immutable`; without it (or with an old one) the tile is the "
+        "same but revalidated at each use, so an upgrade that draws tiles otherwise reaches the map."))] = None,
 ) -> Response:
     """A 256 px Web-Mercator (EPSG:3857) PNG tile of the class map in its colours, for web maps."""
     store = store_of(request)
@@ -276,10 +284,11 @@ def get_tile(
         raise HTTPException(422, str(exc)) from None
     try:
         stat = os.stat(path)
-        # a tile is a function of the class map (never rewritten once the job succeeded) and z/x/y
-        etag = '"' + hashlib.md5(f"{stat.st_mtime}-{stat.st_size}-{z}/{x}/{y}".encode(),
-                                 usedforsecurity=False).hexdigest() + '"'
-        headers = {**result_cache_headers(settings_of(request).api_key is not None, "image/png"), "ETag": etag,
+        # a tile is a function of the class map (never rewritten once the job succeeded), z/x/y
+        # and the renderer (api.tile_urls)
+        etag = tile_etag(stat, z, x, y)
+        headers = {**result_cache_headers(settings_of(request).api_key is not None, "image/png"),
+                   "Cache-Control": tile_cache_control(version), "ETag": etag,
                    "Last-Modified": formatdate(stat.st_mtime, usegmt=True)}
         if (failed := precondition_failed(request.headers, etag, stat.st_mtime)) is not None:
             return precondition_failed_response(failed)
