@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def test_batch_on_a_dask_cluster_is_resumable(cluster, buildings_dir: Path, rast
     report = run_batch(scenes + [bad], out_for, job, scheduler=cluster.scheduler_address, show_progress=False)
     assert sorted(report.done) == sorted(map(str, scenes))
     assert list(report.failed) == [str(bad)] and "three bands" in report.failed[str(bad)]
-    assert not out_for(bad).exists() and not part_path(out_for(bad)).exists()
+    assert not out_for(bad).exists() and not [n for n in os.listdir(out_for(bad).parent) if n.endswith(".part")]
     for s in scenes:
         feats = json.loads(out_for(s).read_text())
         assert len(feats) == report.done[str(s)] > 0
@@ -47,10 +48,13 @@ def test_sync_scheduler_and_half_written_outputs(buildings_dir: Path, tmp_path: 
     scene = buildings_dir / "kampala/kampala_z19_2.tif"
     job = SceneJob(out=tmp_path, opts=ChipOptions(size=128), target="buildings", labels=None, split="train")
     out_for = partial(record_path, tmp_path / "parts")
-    part_path(out_for(scene)).parent.mkdir(parents=True)
-    part_path(out_for(scene)).write_text("half written")  # a crashed earlier run
+    crashed = [part_path(out_for(scene), "0123456789ab"), out_for(scene).with_name(f".{out_for(scene).name}.part")]
+    crashed[0].parent.mkdir(parents=True)
+    for part in crashed:  # crashed earlier runs (one of a version before run ids)
+        part.write_text("half written")
     report = run_batch([scene], out_for, job, scheduler="sync", show_progress=False)
     assert report.ok and report.done[str(scene)] == 4
+    assert not any(part.exists() for part in crashed)
     feats = json.loads(out_for(scene).read_text())
     assert {f["properties"]["split"] for f in feats} == {"train"}
 
@@ -237,3 +241,81 @@ def test_ctrl_c_on_a_local_cluster_prints_no_dask_log_lines(tmp_path: Path, capf
                   show_progress=False, on_update=ctrl_c_after_one)
     err = capfd.readouterr().err
     assert "distributed." not in err, err
+
+
+def _two_steps(tag: str, started: Path, input_path, output_path):
+    """Writes a folder in two steps, 2 s apart for the input 'slow' (which says when it began)."""
+    import time
+
+    out = Path(output_path)
+    out.mkdir()
+    (out / "first").write_text(tag)
+    if str(input_path) == "slow":
+        started.write_text(tag)
+        time.sleep(2.0)
+    (out / "second").write_text(tag)
+    return tag
+
+
+def _interrupt_once_slow_runs(started: Path):
+    """An ``on_update`` that is Ctrl-C once an input is done and 'slow' has begun on a worker."""
+    import time
+
+    def on_update(report) -> None:
+        if report.done:
+            deadline = time.monotonic() + 20
+            while not started.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            raise KeyboardInterrupt
+    return on_update
+
+
+@pytest.mark.parametrize("old_is_current", [False, True])
+def test_a_rerun_right_after_ctrl_c_on_a_cluster_never_shares_scratch_with_the_old_worker(tmp_path: Path,
+                                                                                          old_is_current: bool):
+    """Ctrl-C leaves an input a worker of an external cluster has begun running (Dask cannot stop it);
+    run again at once, both runs wrote the same '.slow.part': the new run removed the old one's, the
+    old one renamed the new one's half-written folder into place (first step new, second old) and the
+    new run failed. Now each run has its own part, and a run waits for the one still writing that
+    output: then the output is the new run's, or skipped when the old one made it current."""
+    import sys
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    out, started = tmp_path / "out", tmp_path / "slow-began"
+    out.mkdir()
+    with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        with pytest.raises(KeyboardInterrupt):
+            run_batch(["quick", "slow"], lambda p: out / p, partial(_two_steps, "old", started),
+                      scheduler=cluster.scheduler_address, show_progress=False,
+                      on_update=_interrupt_once_slow_runs(started))
+        assert not (out / "slow").exists()  # still running on its worker
+
+        def is_current(name: str, output: Path) -> bool:  # 'slow' made by the old run: other options, or the same
+            return name == "quick" or old_is_current or (output / "first").read_text() == "new"
+
+        report = run_batch(["quick", "slow"], lambda p: out / p, partial(_two_steps, "new", started),
+                           scheduler=cluster.scheduler_address, show_progress=False, is_current=is_current)
+    assert report.ok, report.failed
+    assert report.skipped == (["quick", "slow"] if old_is_current else ["quick"])
+    assert list(report.done) == ([] if old_is_current else ["slow"])
+    made_by = "old" if old_is_current else "new"
+    assert [(out / "slow" / step).read_text() for step in ("first", "second")] == [made_by, made_by]
+    assert sorted(os.listdir(out)) == ["quick", "slow"]  # no part, old output or lock left
+
+
+def test_an_output_named_like_the_out_folders_lock_is_not_kept_waiting_by_it(tmp_path: Path):
+    """An input of stem 'geoseg' must not take `geoseg predict`'s own --out lock (.geoseg.lock) for its
+    output's: the batch would wait for itself for ever."""
+    import threading
+
+    from geoseg.commands.outlock import hold_out_folder
+
+    reports = []
+    with hold_out_folder(tmp_path, "geoseg predict"):
+        runner = threading.Thread(target=lambda: reports.append(run_batch(
+            ["geoseg"], lambda p: tmp_path / p, _write_ok, scheduler="sync", show_progress=False)), daemon=True)
+        runner.start()
+        runner.join(timeout=20)
+    assert reports and reports[0].ok and (tmp_path / "geoseg").read_text() == "ok"

@@ -8,8 +8,12 @@ exists is skipped, unless ``is_current(input, output)`` says that output was mad
 another request (other options, another input of the same name): that input is run
 again and its old output replaced only once the new one is complete (an error raised
 by ``is_current`` fails the input and leaves its output alone). Each job writes
-to a temporary sibling ``.<name>.part`` that is renamed to the output only when the
-job succeeds, so a half-written output never counts as finished. Failures are
+to a temporary sibling ``.<name>.<run id>.part`` (its own per run of ``run_batch``) that is
+renamed to the output only when the job succeeds, so a half-written output never counts as
+finished. A job holds its output's lock (``tiles.output_lock``) from before it starts until the
+output is in place: a worker of an interrupted run still writing that output (Dask cannot stop a
+running task) is waited for, then the output is looked at again (skipped if it is now current),
+and scratch left by dead runs is removed, never a live run's. Failures are
 collected, not raised, so one bad file does not stop the batch, nor does a Dask worker
 that dies on one (out of memory, a crash in native code): that input is a failure.
 
@@ -27,17 +31,19 @@ import re
 import shutil
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+from tiles.output_lock import output_lock
 from tiles.rasterpath import RasterPath, raster_name
 
-__all__ = ["BatchReport", "run_batch", "part_path", "parse_scheduler"]
+__all__ = ["BatchReport", "JobOutcome", "parse_scheduler", "part_path", "run_batch"]
 
 _ADDRESS = re.compile(r"^([a-z0-9]+://)?(\[[0-9a-fA-F:]+\]|[^:/\s\[\]]+):\d+/?$")
 
@@ -76,14 +82,35 @@ class BatchReport:
         return not self.failed
 
 
-def part_path(output: Path) -> Path:
-    """Temporary sibling a job writes before it is renamed to ``output``."""
-    return output.with_name(f".{output.name}.part")
+#: a run id: the hex digits that name one run_batch's scratch paths
+_RUN_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def new_run_id() -> str:
+    """A fresh run id (``run_batch`` makes one per call)."""
+    return uuid.uuid4().hex[:12]
+
+
+def part_path(output: Path, run_id: str) -> Path:
+    """Temporary sibling run ``run_id`` writes before it is renamed to ``output``."""
+    return output.with_name(f".{output.name}.{run_id}.part")
 
 
 def _old_path(output: Path) -> Path:
     """Where an out-of-date output waits while its replacement is renamed into place."""
     return output.with_name(f".{output.name}.old")
+
+
+def _scratch_of(output: Path) -> list[Path]:
+    """Every scratch path of ``output`` there is: the part of any run (and ``.<name>.part``, of
+    versions before run ids), and the out-of-date output of a run stopped between its renames."""
+    prefix = f".{output.name}."
+    try:
+        names = os.listdir(output.parent)
+    except FileNotFoundError:
+        return []
+    return [output.parent / n for n in names if n.startswith(prefix) and (
+        n[len(prefix):] in ("part", "old") or (n.endswith(".part") and _RUN_ID.fullmatch(n[len(prefix):-5])))]
 
 
 def _remove(path: Path) -> None:
@@ -93,26 +120,44 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def run_one(work: Work, input_path: RasterPath, output_path: Path) -> tuple[str, Any, str | None, float]:
-    """Run one job into a ``.part`` path and rename it; returns (input, result, error, seconds)."""
+class JobOutcome(NamedTuple):
+    """What became of one input run by a batch (``seconds`` None: its worker never reported)."""
+
+    input: str
+    result: Any
+    error: str | None
+    seconds: float | None
+    #: its output became current while it waited for another run writing it: nothing was run
+    skipped: bool = False
+
+
+def run_one(work: Work, input_path: RasterPath, output_path: Path, run_id: str,
+            is_current: Callable[[RasterPath, Path], bool] | None = None) -> JobOutcome:
+    """Run one job into this run's ``.part`` path and rename it, holding the output's lock.
+
+    Once the lock is held no other run writes this output, so any scratch of it is a dead run's
+    and is removed; an output there now (another run finished it while this one waited) is
+    skipped when ``is_current`` says it is current (None: when it exists), as ``run_batch`` does."""
     started = time.monotonic()
-    tmp, old = part_path(output_path), _old_path(output_path)
-    _remove(tmp)
-    _remove(old)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = part_path(output_path, run_id), _old_path(output_path)
     try:
-        result = work(input_path, tmp)
-        if not tmp.exists():
-            raise RuntimeError(f"job wrote nothing to {tmp}")
-        if output_path.exists():  # an out-of-date output (os.replace cannot replace a non-empty folder)
-            os.replace(output_path, old)
-        os.replace(tmp, output_path)
-        _remove(old)
-        return str(input_path), result, None, time.monotonic() - started
+        with output_lock(output_path):
+            for stale in _scratch_of(output_path):
+                _remove(stale)
+            if output_path.exists() and (is_current is None or is_current(input_path, output_path)):
+                return JobOutcome(str(input_path), None, None, None, skipped=True)
+            result = work(input_path, tmp)
+            if not tmp.exists():
+                raise RuntimeError(f"job wrote nothing to {tmp}")
+            if output_path.exists():  # an out-of-date output (os.replace cannot replace a non-empty folder)
+                os.replace(output_path, old)
+            os.replace(tmp, output_path)
+            _remove(old)
+        return JobOutcome(str(input_path), result, None, time.monotonic() - started)
     except Exception as exc:  # collect every failure; the batch goes on
         _remove(tmp)
-        return (str(input_path), None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}",
-                time.monotonic() - started)
+        return JobOutcome(str(input_path), None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}",
+                          time.monotonic() - started)
     except BaseException:  # Ctrl-C: nothing half-written stays behind, and the batch stops
         _remove(tmp)
         raise
@@ -149,6 +194,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
     is called with the report once the skipped inputs are known and after each input finishes
     (``tiles.batch_summary`` writes it down)."""
     report = BatchReport()
+    run_id = new_run_id()  # names this run's scratch paths: a worker of an interrupted run keeps its own
     todo: list[tuple[RasterPath, Path]] = []
     for p in inputs:
         out = Path(output_for(p))
@@ -182,10 +228,14 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
 
             finished = 0  # inputs run in this batch (skipped ones took no time)
 
-            def record(item: tuple[str, Any, str | None, float | None]) -> None:
+            def record(item: JobOutcome) -> None:
                 nonlocal finished
-                name, result, error, seconds = item
-                if error is None:
+                name, result, error, seconds, skipped = item
+                if skipped:
+                    report.skipped.append(name)
+                    if name in report.redone:
+                        report.redone.remove(name)
+                elif error is None:
                     report.done[name] = result
                 else:
                     report.failed[name] = error
@@ -200,7 +250,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                     elapsed = time.monotonic() - started
                     left = time_left(elapsed, finished, len(todo) - finished)
                     progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: "
-                                           f"{'done' if error is None else 'failed'} ({elapsed:.0f} s"
+                                           f"{'already done' if skipped else 'done' if error is None else 'failed'} ({elapsed:.0f} s"
                                            f"{f', about {left:.0f} s left' if finished < len(todo) else ''})",
                                            highlight=False, soft_wrap=True)
 
@@ -208,16 +258,16 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                 return report
             if scheduler == "sync":
                 for p, out in todo:
-                    record(run_one(work, p, out))
+                    record(run_one(work, p, out, run_id, is_current))
                 return report
             from dask.distributed import as_completed
 
-            futures = {client.submit(run_one, work, p, out, pure=False): p for p, out in todo}
+            futures = {client.submit(run_one, work, p, out, run_id, is_current, pure=False): p for p, out in todo}
             for fut in as_completed(futures):
                 try:
                     item = fut.result()
                 except Exception as exc:  # the job's own errors come back in item: this is the cluster's
-                    item = (str(futures[fut]), None, _lost(exc), None)
+                    item = JobOutcome(str(futures[fut]), None, _lost(exc), None)
                 record(item)
             ran_to_end = True
     finally:

@@ -1,0 +1,76 @@
+"""One writer at a time per batch output, across processes and machines sharing the folder.
+
+Why: after Ctrl-C a Dask worker of an external cluster (``--scheduler tcp://...``) goes on with
+the input it has begun (Dask cannot stop a running task), while the user's next run of the same
+command starts that input again. Both wrote the same scratch path, each removing or renaming the
+other's half-written files. ``tiles.batch`` now gives each run its own scratch path and holds this
+lock from before its job starts until the output is in place, so the later run waits for the
+earlier one, then finds its finished output.
+
+The lock is an ``flock`` on ``.<name>.writing.lock`` beside the output (not ``.<name>.lock``: an
+input of stem ``geoseg`` would then take ``geoseg predict``'s own ``--out`` lock,
+``geoseg.commands.outlock``): the OS drops it when its process dies (a worker killed by the OOM
+killer leaves no stale lock), and Linux's NFS client maps it to a byte-range lock the server
+sees. The file is removed on release, so no lock files stay behind; a waiter that got the lock of
+a file removed meanwhile takes the new one instead. On a file system without locks the block runs
+unlocked (each run's scratch path is still its own).
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["lock_path", "output_lock"]
+
+#: what flock raises on a file system that has no locks (some network ones)
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+def lock_path(output: Path) -> Path:
+    """The lock file of ``output``: a hidden sibling."""
+    return output.with_name(f".{output.name}.writing.lock")
+
+
+def _locked(path: Path) -> int | None:
+    """The open descriptor of ``path`` once this process holds its lock (waiting for it); None
+    where the file system has no locks."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in _NO_LOCKS:
+                raise
+            path.unlink(missing_ok=True)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            on_disk, held = os.stat(path), os.fstat(fd)
+            if (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino):
+                return fd
+        except FileNotFoundError:  # its holder removed it on release: lock the next one
+            pass
+        os.close(fd)
+
+
+@contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold ``output``'s lock for the block, waiting while another process holds it."""
+    path = lock_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _locked(path)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            try:
+                path.unlink(missing_ok=True)  # while held: a waiter on it then sees it gone
+            finally:
+                os.close(fd)
