@@ -23,3 +23,13 @@ def redact_paths(text: str, named: Mapping[str | Path, str] | None = None) -> st
     for found, label in (named or {}).items():
         text = text.replace(str(found), label)
     return _DIRECTORIES.sub("", text)
+
+
+def name_upload(text: str, stored_as: str, client_name: str) -> str:
+    """``text`` with the file name an upload is stored under (``input.tif``) replaced by the
+    client's own, where it stands as a whole name (not inside ``my_input.tif``), in one pass (a
+    client's name that contains the stored one is not replaced again). Why: GDAL and geoseg's
+    readers name the file they read, so a job's error said ``input.tif: no valid pixels`` of
+    an upload the client knows as ``nodata.tif`` (report.json already names it so)."""
+    whole = re.compile(rf"(?<![\w.-]){re.escape(stored_as)}(?![\w-]|\.\w)")
+    return whole.sub(lambda _: client_name, text)

@@ -38,7 +38,7 @@ from rasterio.errors import RasterioIOError
 from api.catalog import ModelCatalog, ModelUnavailable
 from api.errors import describe, exception_chain
 from api.jobs import Job, JobStore
-from api.redact import redact_paths
+from api.redact import name_upload, redact_paths
 from api.runners import resolve_runner
 from api.settings import Settings
 
@@ -149,6 +149,7 @@ def job_process_main(db_path: str, job_id: str, attempt: int, jdir: str, options
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the job table
         # The chained causes carry GDAL's reason; server paths are no business of the client.
         message = redact_paths(describe(exc), {root / INPUT_NAME: INPUT_NAME, root: "job"})
+        message = name_upload(message, INPUT_NAME, options.get(INPUT_NAME_KEY) or INPUT_NAME)
         traceback.print_exc(file=sys.stderr)
         store.note_error(job_id, attempt, message[:2000])
         shutil.rmtree(work, ignore_errors=True)

@@ -57,7 +57,8 @@ def test_a_job_whose_input_has_a_corrupt_block_fails_at_once_saying_why(tmp_path
     assert job["status"] == "failed" and job["attempts"] == 1, job
     assert "IReadBlock failed" in job["error"] and "Not a JPEG file" in job["error"]
     assert "gave up" not in job["error"]
-    assert str(tmp_path) not in job["error"] and "input.tif" in job["error"]
+    # the upload's own name, not input.tif, the name the server stores it under (as report.json)
+    assert str(tmp_path) not in job["error"] and "scene.tif" in job["error"] and "input.tif" not in job["error"]
 
 
 def test_a_job_that_fails_after_its_worker_was_killed_keeps_no_scratch(tmp_path):
@@ -87,3 +88,12 @@ def test_startup_removes_the_scratch_of_interrupted_jobs(tmp_path, monkeypatch):
         pass
     assert store.get(job_id).status == "failed"
     assert sorted(p.name for p in folder.iterdir()) == ["input.tif"]
+
+
+def test_a_job_error_names_the_upload_as_the_client_named_it():
+    from api.redact import name_upload
+
+    message = "PredictError: input.tif: no valid pixels; caused by: job/input.tif: read failed (input.tif.msk)"
+    assert name_upload(message, "input.tif", "my input.tif") == (
+        "PredictError: my input.tif: no valid pixels; caused by: job/my input.tif: read failed (input.tif.msk)")
+    assert name_upload("my_input.tif and input.tiff", "input.tif", "x.tif") == "my_input.tif and input.tiff"
