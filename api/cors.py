@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 CORS_METHODS = ["GET", "HEAD", "POST", "DELETE"]
 CORS_REQUEST_HEADERS = ["X-API-Key", "Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match",
-                        "If-Unmodified-Since"]
+                        "If-Unmodified-Since", "Idempotency-Key"]
 CORS_EXPOSED_HEADERS = ["Accept-Ranges", "Content-Range", "Content-Disposition",
                         "ETag", "Location", "Retry-After"]
 

@@ -141,7 +141,7 @@ def _stage_and_inspect(upload: UploadFile, staged: Path, settings: Settings) -> 
 
 
 def _publish(staged: Path, target: Path, job_id: str, options: dict[str, Any], summary: dict[str, Any],
-             settings: Settings, store: JobStore, kind: str, priority: int) -> Job:
+             settings: Settings, store: JobStore, kind: str, priority: int, idempotency_key: str | None) -> Job:
     """Move the checked upload into its job's folder, sync it, insert the row. In a worker thread:
     the two fsyncs (the folder's, and the row's ``synchronous=FULL`` commit: 15-25 ms here, more on
     a busy or network disk) stalled every request the event loop serves, once per upload."""
@@ -150,7 +150,7 @@ def _publish(staged: Path, target: Path, job_id: str, options: dict[str, Any], s
         os.replace(staged, target / INPUT_NAME)  # fails if the request gave up and discarded it
         _fsync_dir(target)
         return store.create(job_id, options, summary, kind=kind, priority=priority,
-                            max_queued=settings.max_queued)
+                            max_queued=settings.max_queued, idempotency_key=idempotency_key)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)  # no row, no job: its input goes now
         raise
@@ -160,8 +160,10 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
                         store: JobStore, kind: str = "job", priority: int = 0,
                         max_pixels: int | None = None,
                         model_bands: tuple[tuple[int, ...], str] | None = None,
-                        model_cards: dict[str, str] | None = None) -> Job:
-    """Validate the upload and queue it; raises ``UploadRejected`` (nothing is kept) if unusable."""
+                        model_cards: dict[str, str] | None = None,
+                        idempotency_key: str | None = None) -> Job:
+    """Validate the upload and queue it; raises ``UploadRejected`` (nothing is kept) if unusable,
+    ``api.jobs.KeyTaken`` (nothing is kept) if a job already has ``idempotency_key``."""
     job_id = str(uuid.uuid4())
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     staged = settings.uploads_dir / f"{job_id}.tif"
@@ -178,7 +180,7 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
         summary["filename"] = display_name(upload.filename)
         publishing = True  # from here the thread owns the job's folder, and cleans it up if it fails
         return await run_in_threadpool(_publish, staged, target, job_id, options, summary, settings, store,
-                                       kind, priority)
+                                       kind, priority, idempotency_key)
     except BaseException as exc:
         # no row, no job: its input must not wait for the next start-up to be removed. Not while
         # publishing: a cancelled request (server shutdown) leaves the thread running, and the

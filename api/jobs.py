@@ -70,6 +70,14 @@ def _write_transaction(con: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+class KeyTaken(Exception):
+    """The ``Idempotency-Key`` of a submission already names job ``job_id`` (no row inserted)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Idempotency-Key already names job {job_id}")
+        self.job_id = job_id
+
+
 class QueueFull(Exception):
     """``waiting`` jobs already wait ahead of a new one of ``priority``: the limit is ``limit``."""
 
@@ -131,7 +139,8 @@ class JobStore:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
             columns = {row["name"] for row in con.execute("PRAGMA table_info(jobs)")}
-            for column, kind in (("previous_error", "TEXT"), ("pipeline_started_at", "REAL")):
+            for column, kind in (("previous_error", "TEXT"), ("pipeline_started_at", "REAL"),
+                                 ("idempotency_key", "TEXT")):
                 if column in columns:
                     continue
                 try:  # a data dir from before the column
@@ -139,6 +148,9 @@ class JobStore:
                 except sqlite3.OperationalError as exc:  # another process added it meanwhile
                     if "duplicate column" not in str(exc):
                         raise
+            # after the column: a data dir from before it gets the column first
+            con.execute("CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (idempotency_key)"
+                        " WHERE idempotency_key IS NOT NULL")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -152,15 +164,21 @@ class JobStore:
 
     # -- creation and reads -------------------------------------------------
     def create(self, job_id: str, options: dict[str, Any], input_summary: dict[str, Any],
-               kind: str = "job", priority: int = 0, max_queued: int = 0) -> Job:
+               kind: str = "job", priority: int = 0, max_queued: int = 0,
+               idempotency_key: str | None = None) -> Job:
         """Queue a job; ``QueueFull`` (nothing inserted) while ``max_queued`` (0: no limit) jobs
         wait ahead of it, counted in the inserting transaction so concurrent uploads cannot
-        overshoot the limit."""
+        overshoot the limit; ``KeyTaken`` (nothing inserted) when a job not deleted already has
+        ``idempotency_key``, checked in the same transaction, so two concurrent retries make one job."""
         with self._connect() as con:
             # the 202 promises this row: synced before the commit returns, as the input file is
             # (WAL + NORMAL, enough for every other write, can lose the last commits on power loss)
             con.execute("PRAGMA synchronous=FULL")
             with _write_transaction(con):
+                if idempotency_key is not None:
+                    taken = con.execute("SELECT id FROM jobs WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+                    if taken is not None:
+                        raise KeyTaken(taken[0])
                 if max_queued:
                     waiting = self._queued_ahead(con, priority)
                     if waiting >= max_queued:
@@ -168,8 +186,9 @@ class JobStore:
                 now = time.time()
                 con.execute(
                     "INSERT INTO jobs (id, kind, status, stage, options, input, priority, created_at,"
-                    " updated_at) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?)",
-                    (job_id, kind, json.dumps(options), json.dumps(input_summary), priority, now, now),
+                    " updated_at, idempotency_key) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?, ?)",
+                    (job_id, kind, json.dumps(options), json.dumps(input_summary), priority, now, now,
+                     idempotency_key),
                 )
         # built here, not read back: once the row is in, nothing may fail and disown it
         return Job(id=job_id, kind=kind, status="queued", progress=0.0, stage="queued", error=None,
@@ -177,6 +196,12 @@ class JobStore:
                    input=json.loads(json.dumps(input_summary)), report=None, attempts=0,
                    priority=priority, deleted=False, created_at=now, updated_at=now,
                    started_at=None, finished_at=None, heartbeat_at=None)
+
+    def by_idempotency_key(self, key: str) -> Job | None:
+        """The job (not deleted) a submission with ``Idempotency-Key: key`` made, if any."""
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM jobs WHERE idempotency_key = ? AND deleted = 0", (key,)).fetchone()
+        return None if row is None else Job.from_row(row)
 
     def get(self, job_id: str, include_deleted: bool = False) -> Job | None:
         with self._connect() as con:
@@ -360,7 +385,9 @@ class JobStore:
         if job is None:
             return None
         with self._connect() as con:
-            con.execute("UPDATE jobs SET deleted = 1, updated_at = ? WHERE id = ?", (time.time(), job_id))
+            # its key is free again: a submission with it after the DELETE makes a new job
+            con.execute("UPDATE jobs SET deleted = 1, idempotency_key = NULL, updated_at = ? WHERE id = ?",
+                        (time.time(), job_id))
         return job
 
     def deleted_ids(self) -> list[str]:
@@ -389,8 +416,8 @@ class JobStore:
             with _write_transaction(con):
                 now = time.time()
                 for job_id in ids:  # re-checked under the lock: a DELETE may have come first
-                    cur = con.execute(f"UPDATE jobs SET deleted = 1, updated_at = ? WHERE id = ? AND {candidates}",
-                                      (now, job_id, ended_before))
+                    cur = con.execute(f"UPDATE jobs SET deleted = 1, idempotency_key = NULL, updated_at = ?"
+                                      f" WHERE id = ? AND {candidates}", (now, job_id, ended_before))
                     if cur.rowcount == 1:
                         con.execute("INSERT OR REPLACE INTO expired_jobs (id, expired_at, retention_hours)"
                                     " VALUES (?, ?, ?)", (job_id, now, retention_hours))

@@ -701,3 +701,34 @@ def test_serve_root_path_reaches_uvicorn(tmp_path, monkeypatch):
         assert result.exit_code == 0 and calls["root_path"] == root, (args, env, result.output)
     monkeypatch.setenv("GEOSEG_ROOT_PATH", "geoseg")
     assert_one_line_error(CliRunner().invoke(cli, serve), "serve", "GEOSEG_ROOT_PATH", "starting with '/'")
+
+
+def test_a_retried_submission_with_an_idempotency_key_is_the_same_job(tmp_path):
+    """A client whose POST got no answer (a timeout, a dropped connection) cannot tell whether the job
+    was queued: each retry queued the scene once more. With the same Idempotency-Key, file name and
+    options a retry answers the job it made; with other options, a 422; without a key, a new job."""
+    def post(key: str | None, **form: str):
+        with open(SCENE, "rb") as f:
+            return client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")}, data=form,
+                               headers={"Idempotency-Key": key} if key else {})
+
+    with service(tmp_path) as client:
+        first, again = post("scene-42", outputs="buildings"), post("scene-42", outputs="buildings")
+        assert first.status_code == again.status_code == 202
+        assert again.json()["id"] == first.json()["id"] and again.headers["location"] == first.headers["location"]
+        assert client.get("/v1/jobs").json()["total"] == 1
+        other = post("scene-42", outputs="classmap")
+        assert other.status_code == 422 and first.json()["id"] in other.json()["detail"]
+        assert post(None, outputs="buildings").json()["id"] != first.json()["id"]
+        bad = post("has a space")
+        assert bad.status_code == 422 and "Idempotency-Key" in bad.json()["detail"]
+        wait(client, first.json()["id"])
+        assert post("scene-42", outputs="buildings").json()["id"] == first.json()["id"]  # also once it ended
+        assert client.delete(first.headers["location"]).status_code == 204
+        assert post("scene-42", outputs="buildings").json()["id"] != first.json()["id"]  # deleted: its key is free
+        assert client.get("/v1/jobs").json()["total"] == 2
+    with service(tmp_path / "cors", cors_origins=("https://map.example",)) as client:  # a web page may send it
+        preflight = client.options("/v1/jobs", headers={"Origin": "https://map.example",
+                                                        "Access-Control-Request-Method": "POST",
+                                                        "Access-Control-Request-Headers": "idempotency-key"})
+        assert preflight.status_code == 200, preflight.text

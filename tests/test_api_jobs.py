@@ -165,3 +165,42 @@ def test_the_time_left_is_measured_from_the_pipeline_start_not_the_process_start
     store.requeue(job_id, "crash")  # a new attempt measures its own pipeline
     store.claim_next()
     assert store.get(job_id).pipeline_started_at is None
+
+
+def test_an_idempotency_key_makes_one_job_even_from_concurrent_submissions(tmp_path):
+    from api.jobs import KeyTaken
+
+    store = JobStore(tmp_path / "jobs.sqlite")
+    made, taken = [], []
+
+    def submit() -> None:
+        try:
+            made.append(store.create(str(uuid.uuid4()), {"refine": "none"}, SUMMARY, idempotency_key="k-1").id)
+        except KeyTaken as exc:
+            taken.append(exc.job_id)
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and taken == made * 5
+    assert store.by_idempotency_key("k-1").id == made[0] and store.counts()["queued"] == 1
+    store.mark_deleted(made[0])  # a deleted job gives its key back
+    assert store.by_idempotency_key("k-1") is None
+    assert store.create(str(uuid.uuid4()), {}, SUMMARY, idempotency_key="k-1").id != made[0]
+
+
+def test_a_job_table_from_before_idempotency_keys_gets_the_column(tmp_path):
+    db = tmp_path / "jobs.sqlite"
+    with sqlite3.connect(db) as con:  # the table as it was, with one job in it
+        con.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL DEFAULT 'job', status TEXT NOT NULL,"
+                    " progress REAL NOT NULL DEFAULT 0, stage TEXT, error TEXT, last_error TEXT, options TEXT NOT NULL,"
+                    " input TEXT NOT NULL, report TEXT, attempts INTEGER NOT NULL DEFAULT 0, priority INTEGER NOT NULL"
+                    " DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, updated_at REAL NOT NULL,"
+                    " started_at REAL, finished_at REAL, heartbeat_at REAL)")
+        con.execute("INSERT INTO jobs (id, status, options, input, created_at, updated_at) VALUES"
+                    " ('old', 'queued', '{}', '{}', 1, 1)")
+    store = JobStore(db)
+    assert store.get("old").status == "queued"
+    assert store.create("new", {}, SUMMARY, idempotency_key="k").id == store.by_idempotency_key("k").id == "new"

@@ -1,6 +1,7 @@
 """``/v1/jobs``: submit, poll, list, fetch results, delete."""
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timezone
 from email.utils import formatdate
@@ -12,6 +13,7 @@ from fastapi import (
     APIRouter,
     File,
     Form,
+    Header,
     HTTPException,
     Query,
     Request,
@@ -31,7 +33,7 @@ from api.downloads import (
     precondition_failed_response,
 )
 from api.intake import accept_upload, parse_options
-from api.jobs import STATUSES, Job, JobStore
+from api.jobs import STATUSES, Job, JobStore, KeyTaken
 from api.pacing import poll_headers
 from api.routes.common import (
     ACCEPT_RANGES_HEADER,
@@ -75,6 +77,7 @@ from api.tile_urls import (
     tile_etag,
     tile_template,
 )
+from api.validate import display_name
 from api.worker import RESULT_DIR, job_dir
 from geoseg import __version__
 from tiles.xyz import MAX_ZOOM, check_tile, empty_tile_png, render_xyz_tile, tileset_of
@@ -126,14 +129,39 @@ async def submit_job(
     bands: Bands = None,
     model: Model = None,
     allow_coarse: AllowCoarse = False,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+        description="A key of the client's choosing (visible ASCII, up to 200 characters; e.g. a uuid4) "
+                    "that makes retrying this submission safe: while the job it made exists, a submission "
+                    "with the same key, file name and options answers that job's 202 instead of queuing "
+                    "the scene again; with another file name or options, 422.")] = None,
 ) -> JSONResponse:
     """Queue a scene for prediction; poll the ``self`` link until it succeeds."""
     await check_form(request)
     options = parse_options(refine, regularize, outputs, profile, bands, allow_coarse) | model_options(request, model)
     settings, store = settings_of(request), store_of(request)
-    job = await accept_upload(file, options, settings, store, model_bands=models_bands(request, options),
-                              model_cards=models_cards(request, options))
+    if idempotency_key is not None and (made := store.by_idempotency_key(idempotency_key)) is not None:
+        return _replayed(request, made, idempotency_key, options, file.filename)
+    try:
+        job = await accept_upload(file, options, settings, store, model_bands=models_bands(request, options),
+                                  model_cards=models_cards(request, options), idempotency_key=idempotency_key)
+    except KeyTaken as taken:  # a concurrent submission with the key was queued first
+        made = store.get(taken.job_id)
+        if made is None:
+            raise HTTPException(409, f"Idempotency-Key {idempotency_key!r} named job {taken.job_id}, deleted "
+                                     "meanwhile: submit again") from None
+        return _replayed(request, made, idempotency_key, options, file.filename)
     supervisor_of(request).wake()
+    return accepted_answer(request, job)
+
+
+def _replayed(request: Request, job: Job, key: str, options: dict, filename: str | None) -> JSONResponse:
+    """The answer to a retried submission (``Idempotency-Key``): the 202 of the job it made, once more.
+    Why: a client whose POST got no answer (a timeout, a dropped connection) cannot tell whether the
+    job was queued; retrying queued the scene a second time, and each retry once more."""
+    if job.options != json.loads(json.dumps(options)) or job.input.get("filename") != display_name(filename):
+        raise HTTPException(422, f"Idempotency-Key {key!r} already names job {job.id}, submitted with another "
+                                 "file name or options: give each new submission a key of its own")
     return accepted_answer(request, job)
 
 
