@@ -584,3 +584,37 @@ def test_a_student_s_card_names_the_areas_of_its_splits(student_setup):
     card = run_student(root, chips, "splits", "--losses", "ce")
     assert card["training"]["splits"] == {"train": "dubai", "val": "none", "test": "dubai"}
     assert card["training"]["chips"] == {"train": 4, "test": 2}
+
+
+def test_a_card_names_its_paths_absolutely_and_predicts_from_another_folder(tmp_path, monkeypatch):
+    """A card trained with `--data b.npz --out models` recorded `b.npz` and `--out models` (its data,
+    its command, its --init), which named nothing once the card was read from another folder or moved
+    to another machine. The paths are absolute, and `geoseg predict --model buildings=CARD` runs the
+    model moved with its weights to another folder, from another working directory."""
+    import shlex
+    import shutil
+
+    from test_cli_predict import SCENE
+
+    (tmp_path / "work").mkdir()
+    buildings_pack(tmp_path / "work" / "b.npz")
+    monkeypatch.chdir(tmp_path / "work")
+    base = ["train", "buildings", "--data", "b.npz", "--epochs", "1", "--batch-size", "2", "--crop", "32"]
+    assert CliRunner().invoke(app, [*base, "--out", "first", "--name", "start"]).exit_code == 0
+    result = CliRunner().invoke(app, [*base, "--out", "models", "--name", "mine", "--init", "first/start.json"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "work" / "models" / "mine.json").read_text())
+    work = (tmp_path / "work").resolve()
+    assert card["training"]["data"] == str(work / "b.npz")
+    assert card["training"]["init"] == str(work / "first" / "start.json")
+    command = shlex.split(card["metrics"]["command"])
+    assert [command[command.index(o) + 1] for o in ("--data", "--out", "--init")] == [
+        str(work / "b.npz"), str(work / "models"), str(work / "first" / "start.json")]
+    shutil.move(tmp_path / "work" / "models", tmp_path / "moved")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = CliRunner().invoke(app, ["predict", str(SCENE), "--out", "r", "--model", "buildings=../moved/mine.json",
+                                      "--no-classmap", "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "elsewhere" / "r" / "report.json").read_text())
+    assert report["models"]["buildings"]["name"] == "mine"

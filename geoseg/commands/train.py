@@ -111,11 +111,11 @@ def train(
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             elif not torch.cuda.is_available():
                 raise ValueError("--device cuda asked for but no CUDA device is available")
-        budget = ["--minutes", f"{minutes:g}"] if minutes is not None else ["--epochs", str(epochs)]
-        command = ["geoseg", "train", task, "--data", str(data), "--out", str(out), *budget, "--device", device,
-                   "--batch-size", str(batch_size), "--crop", str(crop), "--seed", str(seed)]
         if init is not None and not init.exists():
             raise ValueError(f"--init: no model directory or card at {init}")
+        budget = ["--minutes", f"{minutes:g}"] if minutes is not None else ["--epochs", str(epochs)]
+        command = ["geoseg", "train", task, "--data", absolute(data), "--out", absolute(out), *budget, "--device",
+                   device, "--batch-size", str(batch_size), "--crop", str(crop), "--seed", str(seed)]
         if teacher is not None:
             from geoseg.card import find_task_card, read_card
             from geoseg.training.distill import (  # owned by the distillation module
@@ -128,8 +128,8 @@ def train(
             # a missing, ambiguous or other-task teacher, or one of other bands, classes or GSD than the
             # chips': one line, no bar
             check_teacher_fits(read_card(find_task_card(teacher, task)), data, task)
-            command += ["--teacher", str(teacher), "--losses", losses, "--label-loss", label_loss]
-            command += ["--init", str(init)] if init is not None else []
+            command += ["--teacher", absolute(teacher), "--losses", losses, "--label-loss", label_loss]
+            command += ["--init", absolute(init)] if init is not None else []
             command += ["--name", name] if name is not None else []
             with hold_out_folder(out, f"geoseg train {task}", key=f"train-{task}"), _bar(console) as bar:
                 plan, show = _student_progress(bar, f"distilling {task}")
@@ -142,7 +142,7 @@ def train(
                              + _kept_beside(card))
             console.print(f"student written to {out}: {card.get('name')}")
             return
-        command += ["--init", str(init)] if init is not None else []
+        command += ["--init", absolute(init)] if init is not None else []
         command += ["--name", name] if name is not None else []
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
                                    command=shlex.join(command), init=init, name=name)
@@ -159,6 +159,14 @@ def train(
     except Exception as exc:  # one clear line for the user, non-zero exit
         typer.echo(f"geoseg train: error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def absolute(path: Path) -> str:
+    """``path`` as the card records it: absolute (symbolic links resolved).
+
+    Why: the card's ``metrics.command`` (and ``training.data``) said ``--data chips --out models``, which
+    names nothing once the card is read from another folder or machine, or the model is moved."""
+    return str(Path(path).resolve())
 
 
 def refuse_shipped_folder(out: Path) -> None:

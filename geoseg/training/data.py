@@ -192,10 +192,11 @@ def load_packed(npz_path: Path) -> dict[str, Any]:
 
 
 def load_dataset(path: Path) -> dict[str, Any]:
-    """A chip directory or a ``.npz`` pack; ``source`` records which (the model card's training data)."""
+    """A chip directory or a ``.npz`` pack; ``source`` records which (the model card's training data),
+    as an absolute path: a card says ``chips`` no more once it is read from another folder or machine."""
     path = Path(path)
     data = load_packed(path) if path.suffix == ".npz" else load_chip_dir(path)
-    data["source"] = str(path)
+    data["source"] = str(path.resolve())
     return data
 
 

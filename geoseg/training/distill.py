@@ -40,6 +40,7 @@ from geoseg.card import (
 from geoseg.distill_losses import IGNORE_INDEX, CSCLoss, adaptive_cross_entropy
 from geoseg.models.students import FastSegNet, student_arch_kwargs, student_for
 from geoseg.training.chip_batches import TASKS, ChipArrays, batches, check_labels, load_chips, loss_targets
+from geoseg.training.chip_provenance import data_source
 from geoseg.training.chip_scores import evaluate
 from geoseg.training.loop import data_credits, data_splits, keep_finished_model, stopped_by
 from geoseg.training.teacher_maps import TeacherCache, cache_teacher, teacher_feature_channels, teacher_outputs
@@ -390,7 +391,7 @@ def train_student(
         + (f" --label-loss {label_loss}" if label_loss != "ce" else "")
     )
     training = {
-        "data": str(data), "device": device, "steps": run.steps, "minutes": round(run.seconds / 60, 2),
+        "data": data_source(dataset), "device": device, "steps": run.steps, "minutes": round(run.seconds / 60, 2),
         "batch_size": batch_size, "crop": crop, "first_loss": run.first_loss, "last_loss": run.last_loss,
         # as a teacher's card: the areas of each split, and how many chips (the counts alone were here)
         "splits": data_splits(dataset), "chips": {s: len(c) for s, c in splits.items()}, "label_loss": label_loss,

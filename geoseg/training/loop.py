@@ -315,7 +315,7 @@ def keep_finished_model(card: dict[str, Any], out: Path) -> None:
         return
     existing = Path(out) / f"{card['name']}.json"
     if existing.is_file():
-        card["training"]["kept_beside"] = str(existing)
+        card["training"]["kept_beside"] = str(existing.resolve())  # a card read elsewhere still finds it
         card["name"] = f"{card['name']}{INTERRUPTED_SUFFIX}"
 
 
