@@ -235,13 +235,13 @@ def test_train_student_saves_a_loadable_fast_card(tmp_path):
     result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chip_dir), "--out", str(tmp_path / "cli"),
                                       "--teacher", str(tmp_path / "teacher"), "--epochs", "1"])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "cli" / "landcover-attresunet-fast.pt").is_file()
+    assert (tmp_path / "cli" / "landcover-attresunet-fast-custom.pt").is_file()
     # The ablation's baseline: the same student with cross-entropy only (no teacher term, no cache).
     result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chip_dir), "--out", str(tmp_path / "ce"),
                                       "--teacher", str(tmp_path / "teacher"), "--epochs", "1", "--losses", "ce",
                                       "--label-loss", "teacher"])
     assert result.exit_code == 0, result.output
-    ce_card = json.loads((tmp_path / "ce" / "landcover-attresunet-fast.json").read_text())
+    ce_card = json.loads((tmp_path / "ce" / "landcover-attresunet-fast-custom.json").read_text())
     assert ce_card["distillation"]["losses"] == "ce" and "teacher_cached_chips" not in ce_card["training"]
     assert ce_card["training"]["label_loss"] == "teacher" and "--label-loss teacher" in ce_card["metrics"]["command"]
     assert loaded["training"]["label_loss"] == "ce"

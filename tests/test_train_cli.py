@@ -25,7 +25,7 @@ def run_student(root, chips, out, *options):
     result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chips), "--out", str(root / out),
                                       "--teacher", str(root / "teacher"), "--epochs", "1", *options])
     assert result.exit_code == 0, result.output
-    return json.loads((root / out / "landcover-attresunet-fast.json").read_text())
+    return json.loads((root / out / "landcover-attresunet-fast-custom.json").read_text())
 
 
 def test_student_honours_batch_size_and_crop(student_setup):
@@ -62,7 +62,7 @@ def test_teacher_card_records_the_full_command(tmp_path):
                                       str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2", "--crop", "32",
                                       "--seed", "5"])
     assert result.exit_code == 0, result.output
-    card = json.loads((tmp_path / "m" / "landcover-attresunet.json").read_text())
+    card = json.loads((tmp_path / "m" / "landcover-attresunet-custom.json").read_text())
     assert card["metrics"]["command"] == (
         f"geoseg train landcover --data {tmp_path / 'lc.npz'} --out {tmp_path / 'm'} --epochs 1 --device cpu"
         " --batch-size 2 --crop 32 --seed 5")
@@ -188,9 +188,9 @@ def test_ctrl_c_while_distilling_keeps_the_student_so_far(student_setup, monkeyp
                                       "--teacher", str(root / "teacher"), "--epochs", "5", "--batch-size", "2",
                                       "--crop", "64", "--losses", "ce"])
     assert result.exit_code == 130, result.output
-    card = json.loads((root / "stop" / "landcover-attresunet-fast.json").read_text())
+    card = json.loads((root / "stop" / "landcover-attresunet-fast-custom.json").read_text())
     assert card["training"]["steps"] == 2 and card["training"]["interrupted"] == "Ctrl-C at step 2, 20% of the budget"
-    assert (root / "stop" / "landcover-attresunet-fast.pt").is_file() and "test" in card["metrics"]
+    assert (root / "stop" / "landcover-attresunet-fast-custom.pt").is_file() and "test" in card["metrics"]
     assert result.stderr.strip().splitlines()[-1].startswith("geoseg train: interrupted (Ctrl-C at step 2")
 
 
@@ -269,7 +269,7 @@ def test_init_fine_tunes_a_teacher_from_a_card(tmp_path):
     base = ["train", "buildings", "--data", str(pack), "--epochs", "1", "--batch-size", "2", "--crop", "32"]
     result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "m"), "--init", str(start)])
     assert result.exit_code == 0, result.output
-    card = json.loads((tmp_path / "m" / "buildings-u2net.json").read_text())
+    card = json.loads((tmp_path / "m" / "buildings-u2net-custom.json").read_text())
     assert card["arch_kwargs"] == TINY_U2NET and card["normalisation"] == norm
     assert card["training"]["init"] == str(start.resolve()) and card["metrics"]["command"].endswith(f"--init {start}")
     assert card["credits"][-1] == "Labels: the start's own"
@@ -311,9 +311,9 @@ def test_ctrl_c_keeps_the_weights_so_far(tmp_path, monkeypatch):
                                       "--out", str(tmp_path / "m"), "--epochs", "50", "--batch-size", "2",
                                       "--crop", "32", "--init", str(start)])
     assert result.exit_code == 130, result.output
-    card = json.loads((tmp_path / "m" / "buildings-u2net.json").read_text())
+    card = json.loads((tmp_path / "m" / "buildings-u2net-custom.json").read_text())
     assert card["training"]["steps"] == 2 and card["training"]["interrupted"] == "Ctrl-C at step 2, 4% of the budget"
-    assert (tmp_path / "m" / "buildings-u2net.pt").is_file()
+    assert (tmp_path / "m" / "buildings-u2net-custom.pt").is_file()
     assert result.stderr.strip().splitlines()[-1].startswith("geoseg train: interrupted (Ctrl-C at step 2")
 
 
@@ -398,9 +398,9 @@ def test_sigterm_keeps_the_weights_so_far_as_ctrl_c_does(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert result.exit_code == 143, (result.exception, result.output)
-    card = json.loads((tmp_path / "m" / "buildings-u2net.json").read_text())
+    card = json.loads((tmp_path / "m" / "buildings-u2net-custom.json").read_text())
     assert card["training"]["steps"] == 2 and card["training"]["interrupted"] == "SIGTERM at step 2, 4% of the budget"
-    assert (tmp_path / "m" / "buildings-u2net.pt").is_file()
+    assert (tmp_path / "m" / "buildings-u2net-custom.pt").is_file()
     assert result.stderr.strip().splitlines()[-1].startswith("geoseg train: terminated (SIGTERM at step 2, 4% of")
 
 
@@ -618,3 +618,28 @@ def test_a_card_names_its_paths_absolutely_and_predicts_from_another_folder(tmp_
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "elsewhere" / "r" / "report.json").read_text())
     assert report["models"]["buildings"]["name"] == "mine"
+
+
+def test_a_model_trained_without_a_name_is_not_named_as_a_shipped_one(student_setup, tmp_path):
+    """Without --name a team's model was named buildings-u2net (a student of the shipped teacher
+    buildings-u2net-fast), files and card as the shipped model's: its report could not tell them apart
+    and `geoseg serve --models` refused two models of one name. Such a default name gets -custom; a
+    name that no shipped model has (a student of the team's own teacher) and an explicit --name stay."""
+    from api.catalog import ModelCatalog
+
+    pack = buildings_pack(tmp_path / "b.npz")
+    base = ["train", "buildings", "--data", str(pack), "--epochs", "1", "--batch-size", "2", "--crop", "32"]
+    assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "m")]).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "m").glob("*.*")) == ["buildings-u2net-custom.json",
+                                                                   "buildings-u2net-custom.pt"]
+    assert json.loads((tmp_path / "m" / "buildings-u2net-custom.json").read_text())["name"] == "buildings-u2net-custom"
+    assert {m.name for m in ModelCatalog.load(tmp_path / "m").models} >= {"buildings-u2net", "buildings-u2net-custom"}
+    root, chips = student_setup
+    assert run_student(root, chips, "s1", "--losses", "ce")["name"] == "landcover-attresunet-fast-custom"
+    save_model(*teacher_pair("landcover")[:1], {**teacher_pair("landcover")[1], "name": "ours"}, tmp_path / "ours")
+    result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chips), "--out", str(tmp_path / "s2"),
+                                      "--teacher", str(tmp_path / "ours"), "--epochs", "1", "--losses", "ce"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "s2" / "ours-fast.json").read_text())["name"] == "ours-fast"
+    assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "n"), "--name", "buildings-u2net"]).exit_code == 0
+    assert (tmp_path / "n" / "buildings-u2net.json").is_file()

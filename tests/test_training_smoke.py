@@ -164,7 +164,7 @@ def test_train_command_end_to_end_on_a_pack(tmp_path):
     ok = runner.invoke(app, ["train", "landcover", "--data", str(tmp_path / "lc.npz"), "--out", str(tmp_path / "m"),
                              "--epochs", "1", "--batch-size", "2", "--crop", "32"])
     assert ok.exit_code == 0, ok.output
-    card = json.loads((tmp_path / "m" / "landcover-attresunet.json").read_text())
+    card = json.loads((tmp_path / "m" / "landcover-attresunet-custom.json").read_text())
     assert card["training"]["steps"] == 1 and "miou" in card["metrics"]["test"]
     assert "geoseg train landcover" in card["metrics"]["command"]
 

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from geoseg.card import DEFAULT_NAMES
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 
@@ -67,7 +68,9 @@ def train(
     name: Optional[str] = typer.Option(
         None, "--name",
         help="The model's name: its card's name, its files' stem and the class map's model tag (default: "
-             "buildings-u2net or landcover-attresunet, a student its teacher's name + -fast).",
+             "buildings-u2net-custom or landcover-attresunet-custom, a student its teacher's name + -fast, "
+             "+ -custom when that is a shipped model's name: a model of yours never takes a shipped one's name "
+             "unless you give it).",
     ),
 ) -> None:
     """Train the land-cover AttResUNet or the building U2-Net on a chip directory (--teacher: a fast student)."""
@@ -127,10 +130,12 @@ def train(
             check_loss_options(losses, label_loss)  # before --out is made and the bar drawn
             # a missing, ambiguous or other-task teacher, or one of other bands, classes or GSD than the
             # chips': one line, no bar
-            check_teacher_fits(read_card(find_task_card(teacher, task)), data, task)
+            teacher_card = read_card(find_task_card(teacher, task))
+            check_teacher_fits(teacher_card, data, task)
             command += ["--teacher", absolute(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", absolute(init)] if init is not None else []
             command += ["--name", name] if name is not None else []
+            name = name or default_model_name(f"{teacher_card['name']}-fast")
             with hold_out_folder(out, f"geoseg train {task}", key=f"train-{task}"), _bar(console) as bar:
                 plan, show = _student_progress(bar, f"distilling {task}")
                 card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
@@ -144,6 +149,7 @@ def train(
             return
         command += ["--init", absolute(init)] if init is not None else []
         command += ["--name", name] if name is not None else []
+        name = name or default_model_name(DEFAULT_NAMES[task])
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
                                    command=shlex.join(command), init=init, name=name)
         written = json.loads(card_path.read_text())
@@ -159,6 +165,23 @@ def train(
     except Exception as exc:  # one clear line for the user, non-zero exit
         typer.echo(f"geoseg train: error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+#: what a default name gets when a shipped model has that name
+CUSTOM_SUFFIX = "-custom"
+
+
+def default_model_name(base: str) -> str:
+    """The name of a model trained without ``--name``: ``base`` (the shipped name of its architecture's
+    model; a student's, its teacher's name + ``-fast``), + ``-custom`` when a shipped model has it.
+
+    Why: a team's model was named ``buildings-u2net`` (files ``buildings-u2net.pt`` and ``.json``) like
+    the shipped one: its report's ``models.buildings.name`` could not tell them apart, a copy beside the
+    shipped files replaced them, and ``geoseg serve --models`` refused to start on two models of one name."""
+    from geoseg.paths import weights_dir
+
+    shipped = {path.stem for path in weights_dir().glob("*.json")}
+    return f"{base}{CUSTOM_SUFFIX}" if base in shipped else base
 
 
 def absolute(path: Path) -> str:
