@@ -643,3 +643,23 @@ def test_a_model_trained_without_a_name_is_not_named_as_a_shipped_one(student_se
     assert json.loads((tmp_path / "s2" / "ours-fast.json").read_text())["name"] == "ours-fast"
     assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "n"), "--name", "buildings-u2net"]).exit_code == 0
     assert (tmp_path / "n" / "buildings-u2net.json").is_file()
+
+
+def test_a_card_s_tile_size_is_the_side_its_chips_were_cut_at(student_setup, tmp_path):
+    """Every trained card said tile_size 512 whatever the chips were cut at (geoseg tile --size), and
+    predict reads at least the card's tile_size around every tile: a model validated on 32 px chips was
+    run on 512 px windows at --tile-size 64 (and one validated on 1024 px chips on 512 px windows). The
+    card records the chips' side, a student's too, and predict's windows follow it; no window is added."""
+    from geoseg.options import PredictOptions
+    from geoseg.tiled_inference import plan_tiles
+
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
+                                      "--out", str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2",
+                                      "--crop", "32", "--name", "mine"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "m" / "mine.json").read_text())
+    assert card["tile_size"] == 32 and "window" not in card
+    plan = plan_tiles(512, 512, card, PredictOptions(tile_size=64, overlap=0))
+    assert (plan.side_x, plan.mx, plan.my) == (64, 0, 0)  # 64 px windows: more than the chips it was chosen on
+    root, chips = student_setup  # Dubai chips of SIZE px, a teacher whose card says 512
+    assert run_student(root, chips, "window", "--losses", "ce")["tile_size"] == dubai_chips(1, 1).images.shape[-1]

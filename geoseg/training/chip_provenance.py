@@ -1,6 +1,6 @@
 """What a set of training chips says about itself, for the model card: its one working GSD
-(``gsd_m``, the scale ``geoseg predict`` resamples to), the areas each split holds, where the
-chips were read from, and whose data they are (``credits``).
+(``gsd_m``, the scale ``geoseg predict`` resamples to), its chips' side (``tile_size``), the areas
+each split holds, where the chips were read from, and whose data they are (``credits``).
 
 Why here and not in the training loop: these are read from the chips alone, before and
 whatever the training, and ``geoseg train`` checks the GSD before it starts. No torch.
@@ -41,6 +41,17 @@ def working_gsd(data: dict[str, Any], estimate: float | None = None) -> tuple[fl
     if not same_gsd([lo, hi]):
         raise ValueError(f"chips of mixed GSD ({lo:.3g}-{hi:.3g} m): cut them at one --gsd")
     return round(float(np.median(gsd)), 4), False
+
+
+def chip_window(data: dict[str, Any]) -> int:
+    """The card's ``tile_size``: the side in pixels of the chips (``geoseg tile --size``, the largest
+    when they differ), the window the model was validated and tested on; ``geoseg predict`` reads at
+    least this much around every tile (``tiles.grid.context_margins``).
+
+    Why: every trained card said 512 whatever the chips were cut at, so a model validated on 1024 px
+    chips ran on 512 px windows, and one trained on 256 px chips was read 512 px windows at
+    ``--tile-size 256``: neither what it was chosen on."""
+    return int(max(np.asarray(data["images"]).shape[-2:]))
 
 
 def data_splits(data: dict[str, Any]) -> dict[str, str]:

@@ -40,7 +40,7 @@ from geoseg.card import (
 from geoseg.distill_losses import IGNORE_INDEX, CSCLoss, adaptive_cross_entropy
 from geoseg.models.students import FastSegNet, student_arch_kwargs, student_for
 from geoseg.training.chip_batches import TASKS, ChipArrays, batches, check_labels, load_chips, loss_targets
-from geoseg.training.chip_provenance import data_source
+from geoseg.training.chip_provenance import chip_window, data_source
 from geoseg.training.chip_scores import evaluate
 from geoseg.training.loop import data_credits, data_splits, keep_finished_model, stopped_by
 from geoseg.training.teacher_maps import TeacherCache, cache_teacher, teacher_feature_channels, teacher_outputs
@@ -412,6 +412,7 @@ def train_student(
     card["credits"] = list(dict.fromkeys([*data_credits(dataset, task), *card["credits"]]))
     if bands is not None:  # trained on these chips: predict must read the bands they were cut from
         card["bands"] = list(bands)
+    card["tile_size"] = chip_window(dataset)  # scored on these chips, not at its teacher's window
     if name is not None:
         card["name"] = name
     keep_finished_model(card, Path(out))
