@@ -1,9 +1,11 @@
 """`geoseg train` honours and records its options: a distilled student trains with the given
 --batch-size and --crop, the card's command reproduces the run, bad options fail in one line."""
+import io
 import json
 
 import numpy as np
 import pytest
+from rich.progress import Progress
 from typer.testing import CliRunner
 
 from geoseg.card import save_model
@@ -663,3 +665,23 @@ def test_a_card_s_tile_size_is_the_side_its_chips_were_cut_at(student_setup, tmp
     assert (plan.side_x, plan.mx, plan.my) == (64, 0, 0)  # 64 px windows: more than the chips it was chosen on
     root, chips = student_setup  # Dubai chips of SIZE px, a teacher whose card says 512
     assert run_student(root, chips, "window", "--losses", "ce")["tile_size"] == dubai_chips(1, 1).images.shape[-1]
+
+
+def test_the_training_row_counts_down_the_time_the_loop_tells(tmp_path):
+    """The training row showed rich's guess from the fraction of steps done: 0:00 while validation
+    passes still ran, and frozen during each pass. It shows the time the loop tells (passes included),
+    counted down between updates; a row without one (a split's scoring) keeps rich's guess."""
+    import time
+
+    from rich.console import Console
+
+    from geoseg.commands.train import TimeLeftColumn
+
+    bar = Progress(TimeLeftColumn(), console=Console(file=io.StringIO()))
+    told = bar.add_task("", total=1.0, deadline=time.monotonic() + 90.2)
+    guessed = bar.add_task("", total=1.0)
+    column = TimeLeftColumn()
+    assert str(column.render(bar.tasks[told])) == "0:01:30"
+    bar.tasks[told].fields["deadline"] = time.monotonic() - 5  # passed: 0, never negative
+    assert str(column.render(bar.tasks[told])) == "0:00:00"
+    assert str(column.render(bar.tasks[guessed])) == "-:--:--"

@@ -223,3 +223,29 @@ def test_the_last_weights_are_scored_once_when_the_budget_ends_on_a_validation()
     steps = [row["step"] for row in hist["history"]]
     assert steps == [1, 2] and len(scored) == 2, steps
     assert hist["final_val"] == 0.5 and hist["steps"] == 2
+
+
+def test_the_time_left_counts_the_validation_passes_to_come():
+    """The training bar's time left was rich's guess from the fraction of steps done, blind to the
+    validation passes: it said 0:00 while the last pass ran (a minute on the CPU). The loop now tells
+    the time left with the passes to come, each as long as the last one measured, and 0 at the end."""
+    import itertools
+    import time
+
+    images, labels, splits = dubai_chips(size=32, per_image=1)
+    train = {"images": images[splits == "train"], "labels": labels[splits == "train"]}
+
+    def slow_score(model):
+        time.sleep(0.25)
+        return 0.5
+
+    told = []
+    cfg = TrainConfig(steps=6, batch_size=1, val_every_s=0.0, augment=AugmentConfig(out_size=32))
+    model = AttResUNet(in_channels=3, n_classes=6, widths=(8, 8, 8, 8, 8))
+    from geoseg.training.loop import train_segmenter
+    train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
+                    slow_score, cfg, log=lambda s: None, time_left=told.append)
+    # after step 1 (validated): 5 steps to come, each followed by a 0.25 s pass (the last one's time)
+    assert told[0] >= 5 * 0.25, told
+    assert told[-2] < 0.05 and told[-1] == 0.0, told  # the last step was validated: no pass to come
+    assert all(a >= b - 0.05 for a, b in itertools.pairwise(told)), told  # counts down

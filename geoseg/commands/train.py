@@ -17,7 +17,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, Task, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from geoseg.card import DEFAULT_NAMES
 from geoseg.commands.outlock import hold_out_folder
@@ -221,12 +222,30 @@ def _exit_if_stopped(stopped: str | None, kept: str) -> None:
         raise typer.Exit(TERMINATED_EXIT if terminated else 130)
 
 
+class TimeLeftColumn(TimeRemainingColumn):
+    """rich's time left, or, for a row whose task has a ``deadline`` field (a ``time.monotonic()``), the
+    time until it, counted down between updates.
+
+    Why: the training row's time left was rich's guess from the fraction of the budget done, which
+    knows nothing of the validation passes: on the CPU it said 0:00 left while the last one still ran
+    for a minute, and stood still during each pass. The loop tells the time left, passes included
+    (``geoseg.training.loop.TimeLeft``), and the row counts it down while a pass runs."""
+
+    def render(self, task: Task) -> Text:
+        deadline = task.fields.get("deadline")
+        if deadline is None:
+            return super().render(task)
+        minutes, seconds = divmod(int(max(0.0, deadline - time.monotonic()) + 0.5), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+
 def _bar(console: Console) -> Progress:
     """The progress bars of a training run (teacher or student), one row per task, each added with
     its label as ``what``: the fraction of the budget done, then the scoring of each split."""
     return Progress(
         TextColumn("{task.fields[what]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.description}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        TextColumn("{task.description}"), TimeElapsedColumn(), TimeLeftColumn(), console=console,
     )
 
 
@@ -367,7 +386,8 @@ def _train_teacher(
             scoring = _scoring_rows(bar)
             trainer = train_buildings if task == "buildings" else train_landcover
             model, card = trainer(data, cfg, log=bar.console.print, progress=lambda f: bar.update(job, completed=f),
-                                  scoring=scoring, **start)
+                                  scoring=scoring, time_left=lambda s: bar.update(job, deadline=time.monotonic() + s),
+                                  **start)
             test = select(data, "test")
             n_test = len(test["images"])
             if n_test:

@@ -47,6 +47,10 @@ Log = Callable[[str], None]
 #: (the validations during and after training, the test chips), so a progress bar can show them
 Scoring = Callable[[str, int, int], None]
 ChipsDone = Callable[[int], None]
+#: ``time_left(seconds)``: told after each step and each validation how long training should still last,
+#: the validation passes to come included (their time measured on the last one), so a bar's time left
+#: does not say 0:00 while they run
+TimeLeft = Callable[[float], None]
 
 
 def label_loss(task: str, ignore_index: int, n_classes: int = len(LANDCOVER_CLASSES)) -> CEDiceLoss:
@@ -196,8 +200,10 @@ def train_segmenter(
     cfg: TrainConfig,
     log: Log = print,
     progress: Callable[[float], None] | None = None,
+    time_left: TimeLeft | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Generic loop; returns the model with the best validation ``score(model)`` and a history dict.
+    ``progress``: the fraction of the budget done; ``time_left``: :data:`TimeLeft`.
 
     Ctrl-C (KeyboardInterrupt) after the first step ends the run early instead of losing it: the
     weights so far are scored and the result returned as usual, with ``interrupted`` set and
@@ -226,6 +232,25 @@ def train_segmenter(
     history: list[dict[str, float]] = []
     step = 0
     running = 0.0
+    validating = {"seconds": 0.0, "last": 0.0}  # all validation passes so far, the last one
+
+    def seconds_left() -> float:
+        """Expected seconds until the last validation ends: the steps to come at the pace of those
+        done (validations left out), the validation passes they will trigger and the final one, each
+        as long as the last; a ``budget_s`` holds the passes during training, not the final one."""
+        now = time.monotonic()
+        per_pass = validating["last"]
+        step_s = max(now - t0 - validating["seconds"], 0.0) / max(step, 1)
+        left = []
+        if cfg.steps is not None:
+            steps_left = max(cfg.steps - step, 0)
+            stepping = steps_left * step_s
+            passes = min(steps_left, int((now - last_val + stepping) / max(cfg.val_every_s, 1e-9)))
+            left.append(stepping + passes * per_pass)
+        if cfg.budget_s is not None:
+            left.append(max(cfg.budget_s - (now - t0), 0.0))
+        ended_on_a_pass = fraction_done() >= 1.0 and bool(history) and history[-1]["step"] == step
+        return min(left) + (0.0 if ended_on_a_pass else per_pass)
 
     def fraction_done() -> float:
         by_steps = step / cfg.steps if cfg.steps is not None else 0.0
@@ -234,7 +259,10 @@ def train_segmenter(
 
     def validate() -> None:
         nonlocal best_score, best_state, best_step
+        started = time.monotonic()
         s = score(model)
+        validating["last"] = time.monotonic() - started
+        validating["seconds"] += validating["last"]
         model.train()
         history.append({"step": step, "seconds": round(time.monotonic() - t0, 1), "loss": round(running, 4), "val": round(s, 4)})
         log(f"  step {step:5d}  {time.monotonic() - t0:6.1f}s  loss {running:.4f}  val {s:.4f}")
@@ -268,6 +296,8 @@ def train_segmenter(
             if time.monotonic() - last_val >= cfg.val_every_s:
                 validate()
                 last_val = time.monotonic()
+            if time_left is not None:
+                time_left(seconds_left())
 
     model.train()
     interrupted, by = False, ""
@@ -281,7 +311,11 @@ def train_segmenter(
     if interrupted:
         log(f"  interrupted ({by}) at step {step}: scoring the weights so far ({by} again to abandon them)")
     if not history or history[-1]["step"] != step:  # the same weights were just scored: a pass saved
+        if time_left is not None:
+            time_left(validating["last"])
         validate()
+    if time_left is not None:
+        time_left(0.0)
     if best_state is not None and cfg.keep == "best":
         model.load_state_dict(best_state)
     model.eval()
@@ -343,10 +377,10 @@ def train_buildings(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
     progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
     norm: dict[str, list[float]] | None = None, splits: dict[str, str] | None = None,
-    scoring: Scoring | None = None,
+    scoring: Scoring | None = None, time_left: TimeLeft | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """U2-Net 3-class head on chips of one GSD; returns (model, card without metrics.test).
-    ``scoring``: told the progress of each validation (:data:`Scoring`).
+    ``scoring``: told the progress of each validation (:data:`Scoring`); ``time_left``: :data:`TimeLeft`.
 
     ``norm`` (mean/std) replaces the one measured on the training chips: a fine-tuned model
     keeps its checkpoint's, or its first steps see shifted inputs. ``splits`` describes the
@@ -365,7 +399,7 @@ def train_buildings(
     score = lambda m: evaluate_buildings(m, val, norm, cfg.device, cfg.eval_batch,  # noqa: E731
                                          progress=_val_progress(scoring, val))["binary_miou"]
     log(f"buildings: {len(train['images'])} train chips, {len(val['images'])} val chips, device {cfg.device}")
-    model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress)
+    model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress, time_left)
     card = {
         "name": "buildings-u2net",
         "task": "buildings",
@@ -390,9 +424,10 @@ def train_landcover(
     data: dict[str, Any], cfg: TrainConfig, arch_kwargs: dict[str, Any] | None = None, log: Log = print,
     progress: Callable[[float], None] | None = None, init_state: dict[str, torch.Tensor] | None = None,
     norm: dict[str, list[float]] | None = None, scoring: Scoring | None = None,
+    time_left: TimeLeft | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """AttResUNet on land-cover chips; returns (model, card without metrics.test).
-    ``scoring``: told the progress of each validation (:data:`Scoring`).
+    ``scoring``: told the progress of each validation (:data:`Scoring`); ``time_left``: :data:`TimeLeft`.
 
     ``norm`` (mean/std) replaces the one measured on the training chips: a fine-tuned model keeps
     its checkpoint's.
@@ -420,7 +455,7 @@ def train_landcover(
                                          progress=_val_progress(scoring, val))["miou"]
     log(f"landcover: {len(train['images'])} train chips, {len(val['images'])} val chips, {n_classes - 1} classes, "
         f"device {cfg.device}")
-    model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress)
+    model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress, time_left)
     card = {
         "name": "landcover-attresunet",
         "task": "landcover",
