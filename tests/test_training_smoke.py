@@ -249,3 +249,24 @@ def test_the_time_left_counts_the_validation_passes_to_come():
     assert told[0] >= 5 * 0.25, told
     assert told[-2] < 0.05 and told[-1] == 0.0, told  # the last step was validated: no pass to come
     assert all(a >= b - 0.05 for a, b in itertools.pairwise(told)), told  # counts down
+
+
+def test_a_budget_spent_by_a_validation_pass_ends_the_bar_at_100_percent():
+    """`geoseg train --minutes 1` on a CPU: a validation pass ran past the end of the budget, the loop
+    ended, and the bar stayed at 84 %, its last value before the pass."""
+    import time
+
+    images, labels, splits = dubai_chips(size=32, per_image=1)
+    train = {"images": images[splits == "train"], "labels": labels[splits == "train"]}
+
+    def slow_score(model):
+        time.sleep(0.6)
+        return 0.5
+
+    done = []
+    cfg = TrainConfig(budget_s=0.5, batch_size=1, val_every_s=0.0, augment=AugmentConfig(out_size=32))
+    model = AttResUNet(in_channels=3, n_classes=6, widths=(8, 8, 8, 8, 8))
+    from geoseg.training.loop import train_segmenter
+    _, hist = train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
+                              slow_score, cfg, log=lambda s: None, progress=done.append)
+    assert hist["steps"] == 1 and done[-1] == 1.0, done

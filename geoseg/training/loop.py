@@ -296,6 +296,8 @@ def train_segmenter(
             if time.monotonic() - last_val >= cfg.val_every_s:
                 validate()
                 last_val = time.monotonic()
+                if progress is not None:  # a pass that spent the rest of a --minutes budget left the bar short of 100 %
+                    progress(min(fraction_done(), 1.0))
             if time_left is not None:
                 time_left(seconds_left())
 
