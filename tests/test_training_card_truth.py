@@ -143,3 +143,15 @@ def test_a_team_s_own_scenes_in_a_folder_named_as_a_shared_area_are_not_credited
                                                              "kampala_z19_2_r000_c000"])}
     (line,) = data_credits(own, "buildings")
     assert "not recorded" in line and "OpenStreetMap" not in line
+
+
+def test_a_card_names_the_scenes_of_folders_named_after_their_split():
+    """Scenes kept in mine/train/ and mine/val/ (as the README shows) have those folders as their area:
+    the card's splits said {"train": "train", "val": "val"} and its credits "(areas train, val)",
+    nothing about the ground. Such chips are named by their scene; a place-named folder stays."""
+    data = building_chips([0.3] * 3) | {
+        "chip_id": np.array(["ortho_north_r000_c000", "ortho_south_r001_c002", "kampala_z19_2_r000_c000"]),
+        "area": np.array(["train", "val", "kampala"])}
+    assert data_splits(data) == {"train": "ortho_north", "val": "ortho_south", "test": "kampala-2"}
+    assert data_credits(data, "buildings") == [
+        "Training data: /chips/nairobi-0.6 (areas kampala-2, ortho_north, ortho_south); its licences were not recorded"]

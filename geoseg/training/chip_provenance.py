@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.card import CREDITS_BUILDINGS, CREDITS_LANDCOVER, LANDCOVER_CLASSES, landcover_card_classes
-from geoseg.training.data import chip_blocks, same_gsd
+from geoseg.training.data import chip_blocks, chip_scene, same_gsd
 
 # Not published; estimated at ~1.1 m (1.0-1.3 m) from a tennis-court pair, residential
 # street widths and car lengths measured in pixels (docs/models.md).
@@ -54,13 +54,28 @@ def chip_window(data: dict[str, Any]) -> int:
     return int(max(np.asarray(data["images"]).shape[-2:]))
 
 
+#: folder names that say which split a scene is for, not where it lies (``mine/train/``, README)
+SPLIT_FOLDERS = frozenset({"train", "val", "test"})
+
+
+def chip_places(data: dict[str, Any]) -> np.ndarray:
+    """Each chip's place as a card names it: its block (``nairobi-2``), or its scene's area or tile
+    (``tile_5``); its scene (``ortho_north``) where that area is a folder named after a split.
+
+    Why: a team that keeps its scenes in ``mine/train/`` and ``mine/val/`` (as the README shows) got a
+    card whose splits said ``{"train": "train", "val": "val"}`` and credits ``(areas train, val)``:
+    nothing about which ground it was trained and chosen on."""
+    if "chip_id" not in data or "area" not in data:
+        return np.asarray(data.get("area", data["split"])).astype(str)
+    chip_ids = np.asarray(data["chip_id"]).astype(str).tolist()
+    return np.array([chip_scene(chip_id) if name in SPLIT_FOLDERS else name
+                     for name, chip_id in zip(chip_blocks(data).tolist(), chip_ids)], dtype=str)
+
+
 def data_splits(data: dict[str, Any]) -> dict[str, str]:
-    """What each split of these chips holds: its blocks (``nairobi-2``), scenes' areas or tiles
-    (``tile_5``), read from the chips themselves so that the card never claims other data."""
-    if "chip_id" in data and "area" in data:
-        names = chip_blocks(data)
-    else:
-        names = np.asarray(data.get("area", data["split"])).astype(str)
+    """What each split of these chips holds (:func:`chip_places`), read from the chips themselves so
+    that the card never claims other data."""
+    names = chip_places(data)
     splits = np.asarray(data["split"]).astype(str)
     return {s: " + ".join(sorted(set(names[splits == s].tolist()))) or "none" for s in ("train", "val", "test")}
 
@@ -100,4 +115,5 @@ def data_credits(data: dict[str, Any], task: str) -> list[str]:
         c["name"] for c in LANDCOVER_CLASSES]
     if task == "landcover" and dubai_classes and all(c.startswith("dubai_") for c in chip_ids):
         return list(CREDITS_LANDCOVER)
-    return [f"Training data: {data_source(data)} (areas {', '.join(areas)}); its licences were not recorded"]
+    places = sorted(set(chip_places(data).tolist()))
+    return [f"Training data: {data_source(data)} (areas {', '.join(places)}); its licences were not recorded"]

@@ -238,12 +238,17 @@ def first_per_split(data: dict[str, Any], n: int) -> dict[str, Any]:
 _CHIP_SCENE = re.compile(r"^(?P<scene>.+)_r\d+_c\d+$")
 
 
+def chip_scene(chip_id: str) -> str:
+    """The name of the scene a chip was cut from: its id less the grid cell (``_r000_c001``)."""
+    m = _CHIP_SCENE.match(str(chip_id))
+    return m["scene"] if m else str(chip_id)
+
+
 def chip_blocks(data: dict[str, Any]) -> np.ndarray:
     """Each chip's block label (``zanzibar-2``; the area alone where its scene has no block)."""
     out = []
     for chip_id, area in zip(data["chip_id"], data["area"]):
-        m = _CHIP_SCENE.match(str(chip_id))
-        found, block = scene_area(Path(m["scene"] if m else str(chip_id)))
+        found, block = scene_area(Path(chip_scene(chip_id)))
         out.append(block_label(str(area), block if found == area else None))
     return np.array(out, dtype=str)
 
