@@ -270,3 +270,29 @@ def test_a_budget_spent_by_a_validation_pass_ends_the_bar_at_100_percent():
     _, hist = train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
                               slow_score, cfg, log=lambda s: None, progress=done.append)
     assert hist["steps"] == 1 and done[-1] == 1.0, done
+
+
+def test_validation_passes_take_at_most_their_share_of_the_run():
+    """On the CPU a validation pass over Dubai's 225 val chips lasts minutes, and `geoseg train` ran one
+    every 30-60 s of training: most of a --minutes budget went to validating. With ``val_share`` the
+    next pass waits at least (1 - share) / share times the last one's length."""
+    import time
+
+    images, labels, splits = dubai_chips(size=32, per_image=1)
+    train = {"images": images[splits == "train"], "labels": labels[splits == "train"]}
+
+    def slow_score(model):
+        time.sleep(0.3)
+        return 0.5
+
+    cfg = TrainConfig(steps=6, batch_size=1, val_every_s=0.0, val_share=0.1, augment=AugmentConfig(out_size=32))
+    model = AttResUNet(in_channels=3, n_classes=6, widths=(8, 8, 8, 8, 8))
+    from geoseg.training.loop import train_segmenter
+    _, hist = train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
+                              slow_score, cfg, log=lambda s: None)
+    # a pass after step 1, then 2.7 s of steps before the next (0.3 s x 9), and the last weights'
+    # pass; without val_share a pass after every step
+    assert len(hist["history"]) <= 3 < hist["steps"] == 6, hist["history"]
+    assert cfg.val_interval(0.3) == pytest.approx(2.7) and TrainConfig(steps=1).val_interval(9.0) == 20.0
+    with pytest.raises(ValueError, match="val_share"):
+        TrainConfig(steps=1, val_share=0.0)

@@ -32,6 +32,10 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 MIN_CROP = 32
 #: a student's loss terms when --losses / --label-loss are left out (the shipped students')
 DEFAULT_LOSSES, DEFAULT_LABEL_LOSS = "ce+ace+csc", "ce"
+#: the share of a run's wall clock its validation passes may take during training (the passes move apart).
+#: Why: on the CPU a pass over Dubai's 225 val chips lasts minutes, and with a pass every 60 s of a
+#: --minutes 10 budget most of the budget went to validating
+VAL_SHARE = 0.25
 
 
 @sigterm_interrupts
@@ -374,7 +378,8 @@ def _train_teacher(
     steps = None if epochs is None else max(1, epochs * math.ceil(n_train / batch_size))
     cfg = TrainConfig(
         budget_s=None if minutes is None else minutes * 60.0, steps=steps, batch_size=batch_size, device=device,
-        seed=seed, val_every_s=max(30.0, (minutes or 1) * 6.0), augment=AugmentConfig(out_size=crop),
+        seed=seed, val_every_s=max(30.0, (minutes or 1) * 6.0), val_share=VAL_SHARE,
+        augment=AugmentConfig(out_size=crop),
     )
     start = {} if init is None else initial_teacher(task, init, data)
     started_from = None if init is None else init_record(init, task)  # before this run may write over it

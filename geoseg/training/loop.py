@@ -83,6 +83,9 @@ class TrainConfig:
     device: str = "cpu"
     seed: int = 0
     val_every_s: float = 20.0
+    #: at most this share of the wall clock goes to the validation passes during training: the next
+    #: pass waits at least (1 - share) / share times the last one's length (None: ``val_every_s`` alone)
+    val_share: float | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_batch: int = 8
     keep: str = "best"
@@ -95,6 +98,14 @@ class TrainConfig:
             raise ValueError("give budget_s or steps (or both)")
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be best or last, got {self.keep!r}")
+        if self.val_share is not None and not 0 < self.val_share <= 1:
+            raise ValueError(f"val_share must be in (0, 1], got {self.val_share}")
+
+    def val_interval(self, last_pass_s: float) -> float:
+        """Seconds of training before the next validation pass, after one that lasted ``last_pass_s``."""
+        if self.val_share is None:
+            return self.val_every_s
+        return max(self.val_every_s, last_pass_s * (1 - self.val_share) / self.val_share)
 
 
 def seed_everything(seed: int) -> None:
@@ -245,7 +256,8 @@ def train_segmenter(
         if cfg.steps is not None:
             steps_left = max(cfg.steps - step, 0)
             stepping = steps_left * step_s
-            passes = min(steps_left, int((now - last_val + stepping) / max(cfg.val_every_s, 1e-9)))
+            interval = max(cfg.val_interval(per_pass), 1e-9)
+            passes = min(steps_left, int((now - last_val + stepping) / interval))
             left.append(stepping + passes * per_pass)
         if cfg.budget_s is not None:
             left.append(max(cfg.budget_s - (now - t0), 0.0))
@@ -293,7 +305,7 @@ def train_segmenter(
                 running = lv if step == 1 else 0.9 * running + 0.1 * lv
             if progress is not None:
                 progress(min(fraction_done(), 1.0))
-            if time.monotonic() - last_val >= cfg.val_every_s:
+            if time.monotonic() - last_val >= cfg.val_interval(validating["last"]):
                 validate()
                 last_val = time.monotonic()
                 if progress is not None:  # a pass that spent the rest of a --minutes budget left the bar short of 100 %
@@ -525,6 +537,7 @@ def _training_block(data: dict, splits: dict, cfg: TrainConfig, hist: dict, loss
         f", channel shuffle p{cfg.augment.channel_shuffle_p:g}, grey p{cfg.augment.grey_p:g}",
         **({"interrupted": f"{hist.get('interrupted_by') or 'Ctrl-C'} at step {hist['steps']}, {hist['budget_done']:.0%} of the budget"}
            if hist.get("interrupted") else {}),
+        **({"val_share": cfg.val_share} if cfg.val_share is not None else {}),
         "best_step": hist["best_step"],
         "kept": f"weights at step {hist['steps']} (last)" if hist["kept"] == "last"
         else f"best validation, step {hist['best_step']}",
