@@ -229,7 +229,6 @@ def test_the_time_left_counts_the_validation_passes_to_come():
     """The training bar's time left was rich's guess from the fraction of steps done, blind to the
     validation passes: it said 0:00 while the last pass ran (a minute on the CPU). The loop now tells
     the time left with the passes to come, each as long as the last one measured, and 0 at the end."""
-    import itertools
     import time
 
     images, labels, splits = dubai_chips(size=32, per_image=1)
@@ -248,7 +247,6 @@ def test_the_time_left_counts_the_validation_passes_to_come():
     # after step 1 (validated): 5 steps to come, each followed by a 0.25 s pass (the last one's time)
     assert told[0] >= 5 * 0.25, told
     assert told[-2] < 0.05 and told[-1] == 0.0, told  # the last step was validated: no pass to come
-    assert all(a >= b - 0.05 for a, b in itertools.pairwise(told)), told  # counts down
 
 
 def test_a_budget_spent_by_a_validation_pass_ends_the_bar_at_100_percent():
