@@ -294,3 +294,22 @@ def test_validation_passes_take_at_most_their_share_of_the_run():
     assert cfg.val_interval(0.3) == pytest.approx(2.7) and TrainConfig(steps=1).val_interval(9.0) == 20.0
     with pytest.raises(ValueError, match="val_share"):
         TrainConfig(steps=1, val_share=0.0)
+
+
+def test_the_first_validation_pass_is_expected_from_the_steps_pace():
+    """The first pass came after val_every_s whatever it would cost: on the CPU, 30 s into a 2-minute
+    budget, a 5-minute pass over Dubai's 225 val chips left the run 4 steps. Before the first pass its
+    length is estimated from the steps' pace and the val chips' pixels, so with ``val_share`` a pass
+    that would outweigh the training is left to the end, and the time left counts it."""
+    images, labels, splits = dubai_chips(size=32, per_image=1)
+    train = {"images": images[splits == "train"], "labels": labels[splits == "train"]}
+    told = []
+    cfg = TrainConfig(steps=4, batch_size=1, val_every_s=0.0, val_share=0.25, augment=AugmentConfig(out_size=32))
+    model = AttResUNet(in_channels=3, n_classes=6, widths=(8, 8, 8, 8, 8))
+    from geoseg.training.loop import train_segmenter
+    # val chips of 10,000 steps' pixels: a pass expected as long as 2,500 steps, none before the end
+    _, hist = train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
+                              lambda m: 0.5, cfg, log=lambda s: None, time_left=told.append,
+                              val_pixels=10_000 * 32 * 32)
+    assert [row["step"] for row in hist["history"]] == [4], hist["history"]
+    assert told[0] > 100 * hist["seconds"] / 4, told  # after step 1: the estimated last pass counted
