@@ -48,8 +48,8 @@ Log = Callable[[str], None]
 Scoring = Callable[[str, int, int], None]
 ChipsDone = Callable[[int], None]
 #: ``time_left(seconds)``: told after each step and each validation how long training should still last,
-#: the validation passes to come included (their time measured on the last one), so a bar's time left
-#: does not say 0:00 while they run
+#: the validation passes to come included (each as long as the last one, the first estimated), so a
+#: bar's time left does not say 0:00 while they run
 TimeLeft = Callable[[float], None]
 
 
