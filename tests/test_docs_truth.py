@@ -2,7 +2,9 @@
 option or a setting is added, renamed or removed without its documentation following."""
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,33 @@ def test_every_openapi_operation_id_is_in_service_md(tmp_path):
     ids = {op["operationId"] for ops in schema["paths"].values() for op in ops.values()}
     text = (DOCS / "service.md").read_text()
     assert len(ids) >= 10 and not {i for i in ids if f"`{i}`" not in text}
+
+
+def option_value(rest: str, option: str) -> str | None:
+    """The value ``option`` takes in the rest of a command line shown (``--out models/``), else None."""
+    words = shlex.split(rest)
+    return next((words[i + 1] for i, w in enumerate(words[:-1]) if w == option), None)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "service.md"])
+def test_the_models_a_doc_trains_can_be_served_as_it_shows(doc):
+    """README trained ``geoseg train buildings --out models/`` without ``--name`` (a card called
+    ``buildings-u2net``, as the shipped teacher) and then showed ``geoseg serve --models models/``,
+    which refuses to start: "two models are named 'buildings-u2net'". Each model trained into a
+    folder the doc serves (directly or one sub-folder down, as ``--models`` reads) needs a name of
+    its own."""
+    from geoseg.card import DEFAULT_NAMES
+    from geoseg.paths import weights_dir
+
+    text = (REPO / doc if doc == "README.md" else DOCS / doc).read_text()
+    shown = command_lines(text)
+    served = {Path(d) for command, rest in shown if command == "serve" and (d := option_value(rest, "--models"))}
+    assert served, f"{doc} no longer serves a models folder: drop it from this test"
+    names = []
+    for command, rest in shown:
+        out = option_value(rest, "--out")
+        if command == "train" and out and {Path(out), Path(out).parent} & served:
+            names.append(option_value(rest, "--name") or DEFAULT_NAMES[shlex.split(rest)[0]])
+    shipped = [json.loads(p.read_text())["name"] for p in weights_dir().glob("*.json")]
+    assert names and not {n for n in names if n in shipped or names.count(n) > 1}
+
