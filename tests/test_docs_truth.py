@@ -161,3 +161,46 @@ def test_the_models_a_doc_trains_can_be_served_as_it_shows(doc):
     shipped = [json.loads(p.read_text())["name"] for p in weights_dir().glob("*.json")]
     assert names and not {n for n in names if n in shipped or names.count(n) > 1}
 
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown text (lower case, punctuation but ``-``
+    and ``_`` dropped, spaces to ``-``, ``-1``, ``-2`` after a repeat); lines in code blocks are no headings."""
+    anchors: set[str] = set()
+    in_code = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        elif not in_code and (m := re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)):
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-")
+            anchor, n = slug, 0
+            while anchor in anchors:
+                n += 1
+                anchor = f"{slug}-{n}"
+            anchors.add(anchor)
+    return anchors
+
+
+@pytest.mark.parametrize("doc", ["README.md", *sorted(p.name for p in DOCS.glob("*.md"))])
+def test_every_link_leads_somewhere(doc):
+    """A relative link names a file that exists, and its ``#anchor`` a heading of that file: a
+    heading reworded (README links to ``predict.md#int8-runtime---runtime-int8-cpu-opt-in`` and
+    ``service.md#your-own-models``) left the link landing at the top of the page."""
+    path = REPO / doc if doc == "README.md" else DOCS / doc
+    links = re.findall(r"\]\(([^)\s]+)\)", path.read_text())
+    wrong = []
+    for link in links:
+        if re.match(r"[a-z]+:", link):
+            continue
+        target, _, anchor = link.partition("#")
+        file = (path.parent / target).resolve() if target else path
+        if not file.exists() or (anchor and file.suffix == ".md" and anchor not in heading_anchors(file.read_text())):
+            wrong.append(link)
+    assert doc != "README.md" or len(links) > 10
+    assert not wrong, f"{doc} links to files or headings that do not exist: {wrong}"
+
+
+def test_heading_anchors_follow_github():
+    assert heading_anchors("# geoseg\n## Your own models\n### int8 runtime (`--runtime int8`, CPU, opt-in)\n"
+                           "```\n# not a heading\n```\n## Your own models\n") == {
+        "geoseg", "your-own-models", "int8-runtime---runtime-int8-cpu-opt-in", "your-own-models-1"}
+
