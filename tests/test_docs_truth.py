@@ -204,3 +204,25 @@ def test_heading_anchors_follow_github():
                            "```\n# not a heading\n```\n## Your own models\n") == {
         "geoseg", "your-own-models", "int8-runtime---runtime-int8-cpu-opt-in", "your-own-models-1"}
 
+
+def test_every_form_field_a_curl_example_sends_is_taken(tmp_path):
+    """The ``curl -F field=...`` examples of the docs send fields the route declares: the service
+    refuses a field it does not take with a 422, so an example with a renamed field fails as copied."""
+    from api.app import create_app
+    from api.settings import Settings
+
+    schema = create_app(Settings(data_dir=tmp_path)).openapi()
+    components = schema["components"]["schemas"]
+
+    def fields(route: str) -> set[str]:
+        ref = schema["paths"][route]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+        return set(components[ref.rsplit("/", 1)[1]]["properties"])
+
+    sent = []  # (route, field) of each curl example that posts a form
+    for path in [REPO / "README.md", *DOCS.glob("*.md")]:
+        for line in path.read_text().splitlines():
+            url = re.search(r"https?://[^/\s]+(/v1/[\w/]+)", line)
+            if line.lstrip().startswith("curl ") and url:
+                sent += [(url.group(1), field) for field in re.findall(r"-F (\w+)=", line)]
+    assert len(sent) >= 5
+    assert not [(route, f) for route, f in sent if f not in fields(route)]
