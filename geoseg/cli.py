@@ -5,7 +5,7 @@ import sys
 from typing import Any, NoReturn
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from geoseg import __version__
 from geoseg.commands import evaluate, predict, serve, tile, train
@@ -65,6 +65,26 @@ def _exit_on_one_line(error: Any, command_path: str) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
+def flags_show_no_value(params: list[Any]) -> list[Any]:
+    """``params`` with each flag's value column in ``--help`` left empty.
+
+    Why: typer's help showed ``--regularize <bool>``, ``--help <bool>``, read as an option taking a
+    value: ``geoseg predict a.tif --out r/ --regularize true`` then predicted ``true`` as a second
+    INPUT (a batch, one input failed). A flag takes no value; click never prints a flag's metavar,
+    typer's help prints it instead of the type when it is set."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class FlagsCommand(TyperCommand):
+    """A command whose ``--help`` shows its flags without a value type (``flags_show_no_value``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return flags_show_no_value(super().get_params(ctx))
+
+
 class OneLineErrorsGroup(TyperGroup):
     """The app's group: click's usage errors (exit 2) end in one line on stderr.
 
@@ -73,6 +93,9 @@ class OneLineErrorsGroup(TyperGroup):
     typer's rich formatting (only errors are handled here). The group's own arguments are parsed
     in ``make_context``; the command name and the subcommand's options in ``invoke``.
     """
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return flags_show_no_value(super().get_params(ctx))
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         try:
@@ -124,11 +147,11 @@ def main(
     """Land-cover class maps and building footprints from aerial and satellite GeoTIFFs."""
 
 
-app.command("tile")(tile.tile)
-app.command("train")(train.train)
-app.command("predict")(predict.predict)
-app.command("eval")(evaluate.evaluate)
-app.command("serve")(serve.serve)
+app.command("tile", cls=FlagsCommand)(tile.tile)
+app.command("train", cls=FlagsCommand)(train.train)
+app.command("predict", cls=FlagsCommand)(predict.predict)
+app.command("eval", cls=FlagsCommand)(evaluate.evaluate)
+app.command("serve", cls=FlagsCommand)(serve.serve)
 
 if __name__ == "__main__":  # pragma: no cover
     app(prog_name="geoseg")  # `python -m geoseg.cli`: errors say 'geoseg COMMAND', as the console script's

@@ -132,3 +132,18 @@ def test_help_and_a_bare_command_keep_their_rich_help():
     assert "Usage: geoseg" in bare.stdout and "╭─ Commands" in bare.stdout, bare.output
     helped = CliRunner().invoke(app, ["predict", "--help"])
     assert helped.exit_code == 0 and "╭─ Options" in helped.stdout and "--tile-size" in helped.stdout, helped.output
+
+
+@pytest.mark.parametrize("command", [[], ["tile"], ["train"], ["predict"], ["eval"], ["serve"]])
+def test_help_shows_flags_without_a_value(command):
+    """``--regularize <bool>`` read as an option taking a value: ``--regularize true`` then predicted
+    ``true`` as a second INPUT. A flag's row shows no value type; an option taking one keeps it."""
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ ") and " --" in line[:8]}
+    flags = ["--help", "--version"] if not command else ["--help"]
+    flags += {"predict": ["--regularize", "--mosaic", "--no-buildings"]}.get(command[0] if command else "", [])
+    assert all(flag in rows and "<bool>" not in rows[flag] for flag in flags), rows
+    assert "<bool>" not in result.stdout
+    if command == ["predict"]:
+        assert "<int>" in rows["--tile-size"]
