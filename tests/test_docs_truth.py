@@ -226,3 +226,19 @@ def test_every_form_field_a_curl_example_sends_is_taken(tmp_path):
                 sent += [(url.group(1), field) for field in re.findall(r"-F (\w+)=", line)]
     assert len(sent) >= 5
     assert not [(route, f) for route, f in sent if f not in fields(route)]
+
+
+@pytest.mark.parametrize("doc", ["README.md", *sorted(p.name for p in DOCS.glob("*.md"))])
+def test_every_option_of_a_tool_shown_exists(doc):
+    """The ``geoseg`` lines are checked against the CLI; the re-measuring commands of the figures
+    (``bench/predict.py --what speed``, ``python -m geoseg.training.refit_gcn --protocol ...``) name
+    options of their own scripts, which a rename there leaves wrong: each must be an option string
+    its script (or module) declares."""
+    text = re.sub(r"\\\n\s*", " ", (REPO / doc if doc == "README.md" else DOCS / doc).read_text())
+    wrong = []
+    for m in re.finditer(r"(?<![\w/])(bench/\w+\.py|python3? -m (geoseg\.[\w.]+))([^\n`|#;]*)", text):
+        script = REPO / (m.group(1) if m.group(2) is None else m.group(2).replace(".", "/") + ".py")
+        source = script.read_text() if script.is_file() else ""
+        wrong += [(m.group(1), o) for o in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", re.split(r"&&", m.group(3))[0])
+                  if not script.is_file() or (f'"{o}"' not in source and f"'{o}'" not in source)]
+    assert not wrong, f"{doc} shows options these scripts do not declare: {sorted(set(wrong))}"
