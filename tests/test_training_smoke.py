@@ -1,6 +1,7 @@
 """A few training steps on real chips (made here from the shared data) make the loss fall;
 the training loop and the chip pack work end to end."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -203,23 +204,36 @@ def test_fine_tuned_buildings_keep_the_given_normalisation_and_record_the_crop_r
     assert tuned["training"]["crop"].startswith("32-64 px")
 
 
+def _tiny_run(score, cfg: TrainConfig, **callbacks):
+    """``train_segmenter`` on 32 px Dubai chips with an 8-wide AttResUNet: what the loop's own
+    bookkeeping (validation passes, progress, time left) is tested on; ``score`` validates."""
+    from geoseg.training.loop import train_segmenter
+
+    images, labels, splits = dubai_chips(size=32, per_image=1)
+    train = {"images": images[splits == "train"], "labels": labels[splits == "train"]}
+    model = AttResUNet(in_channels=3, n_classes=6, widths=(8, 8, 8, 8, 8))
+    return train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
+                           score, cfg, log=lambda s: None, **callbacks)
+
+
+def _sleeping_score(seconds: float):
+    def score(model):
+        time.sleep(seconds)
+        return 0.5
+    return score
+
+
 def test_the_last_weights_are_scored_once_when_the_budget_ends_on_a_validation():
     # `geoseg train --minutes 0.2` on a CPU: the first step outlasts val_every_s, so the loop scored
     # step 1, found the budget spent, and scored step 1 again (a second full validation pass, 83 of
     # the run's 300 s, and a duplicate history row).
-    images, labels, splits = dubai_chips(size=32, per_image=1)
-    train = {"images": images[splits == "train"], "labels": labels[splits == "train"]}
     scored = []
 
     def score(model):
         scored.append(1)
         return 0.5
 
-    cfg = TrainConfig(steps=2, batch_size=1, val_every_s=0.0, augment=AugmentConfig(out_size=32))
-    model = AttResUNet(in_channels=3, n_classes=6, widths=(8, 8, 8, 8, 8))
-    from geoseg.training.loop import train_segmenter
-    _, hist = train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
-                              score, cfg, log=lambda s: None)
+    _, hist = _tiny_run(score, TrainConfig(steps=2, batch_size=1, val_every_s=0.0, augment=AugmentConfig(out_size=32)))
     steps = [row["step"] for row in hist["history"]]
     assert steps == [1, 2] and len(scored) == 2, steps
     assert hist["final_val"] == 0.5 and hist["steps"] == 2
@@ -229,21 +243,9 @@ def test_the_time_left_counts_the_validation_passes_to_come():
     """The training bar's time left was rich's guess from the fraction of steps done, blind to the
     validation passes: it said 0:00 while the last pass ran (a minute on the CPU). The loop now tells
     the time left with the passes to come, each as long as the last one measured, and 0 at the end."""
-    import time
-
-    images, labels, splits = dubai_chips(size=32, per_image=1)
-    train = {"images": images[splits == "train"], "labels": labels[splits == "train"]}
-
-    def slow_score(model):
-        time.sleep(0.25)
-        return 0.5
-
     told = []
-    cfg = TrainConfig(steps=6, batch_size=1, val_every_s=0.0, augment=AugmentConfig(out_size=32))
-    model = AttResUNet(in_channels=3, n_classes=6, widths=(8, 8, 8, 8, 8))
-    from geoseg.training.loop import train_segmenter
-    train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
-                    slow_score, cfg, log=lambda s: None, time_left=told.append)
+    _tiny_run(_sleeping_score(0.25), TrainConfig(steps=6, batch_size=1, val_every_s=0.0, augment=AugmentConfig(out_size=32)),
+              time_left=told.append)
     # after step 1 (validated): 5 steps to come, each followed by a 0.25 s pass (the last one's time)
     assert told[0] >= 5 * 0.25, told
     assert told[-2] < 0.05 and told[-1] == 0.0, told  # the last step was validated: no pass to come
@@ -252,21 +254,10 @@ def test_the_time_left_counts_the_validation_passes_to_come():
 def test_a_budget_spent_by_a_validation_pass_ends_the_bar_at_100_percent():
     """`geoseg train --minutes 1` on a CPU: a validation pass ran past the end of the budget, the loop
     ended, and the bar stayed at 84 %, its last value before the pass."""
-    import time
-
-    images, labels, splits = dubai_chips(size=32, per_image=1)
-    train = {"images": images[splits == "train"], "labels": labels[splits == "train"]}
-
-    def slow_score(model):
-        time.sleep(0.6)
-        return 0.5
-
     done = []
-    cfg = TrainConfig(budget_s=0.5, batch_size=1, val_every_s=0.0, augment=AugmentConfig(out_size=32))
-    model = AttResUNet(in_channels=3, n_classes=6, widths=(8, 8, 8, 8, 8))
-    from geoseg.training.loop import train_segmenter
-    _, hist = train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
-                              slow_score, cfg, log=lambda s: None, progress=done.append)
+    _, hist = _tiny_run(_sleeping_score(0.6),
+                        TrainConfig(budget_s=0.5, batch_size=1, val_every_s=0.0, augment=AugmentConfig(out_size=32)),
+                        progress=done.append)
     assert hist["steps"] == 1 and done[-1] == 1.0, done
 
 
@@ -274,20 +265,8 @@ def test_validation_passes_take_at_most_their_share_of_the_run():
     """On the CPU a validation pass over Dubai's 225 val chips lasts minutes, and `geoseg train` ran one
     every 30-60 s of training: most of a --minutes budget went to validating. With ``val_share`` the
     next pass waits at least (1 - share) / share times the last one's length."""
-    import time
-
-    images, labels, splits = dubai_chips(size=32, per_image=1)
-    train = {"images": images[splits == "train"], "labels": labels[splits == "train"]}
-
-    def slow_score(model):
-        time.sleep(0.3)
-        return 0.5
-
     cfg = TrainConfig(steps=6, batch_size=1, val_every_s=0.0, val_share=0.1, augment=AugmentConfig(out_size=32))
-    model = AttResUNet(in_channels=3, n_classes=6, widths=(8, 8, 8, 8, 8))
-    from geoseg.training.loop import train_segmenter
-    _, hist = train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
-                              slow_score, cfg, log=lambda s: None)
+    _, hist = _tiny_run(_sleeping_score(0.3), cfg)
     # a pass after step 1, then 2.7 s of steps before the next (0.3 s x 9), and the last weights'
     # pass; without val_share a pass after every step
     assert len(hist["history"]) <= 3 < hist["steps"] == 6, hist["history"]
@@ -301,15 +280,9 @@ def test_the_first_validation_pass_is_expected_from_the_steps_pace():
     budget, a 5-minute pass over Dubai's 225 val chips left the run 4 steps. Before the first pass its
     length is estimated from the steps' pace and the val chips' pixels, so with ``val_share`` a pass
     that would outweigh the training is left to the end, and the time left counts it."""
-    images, labels, splits = dubai_chips(size=32, per_image=1)
-    train = {"images": images[splits == "train"], "labels": labels[splits == "train"]}
     told = []
     cfg = TrainConfig(steps=4, batch_size=1, val_every_s=0.0, val_share=0.25, augment=AugmentConfig(out_size=32))
-    model = AttResUNet(in_channels=3, n_classes=6, widths=(8, 8, 8, 8, 8))
-    from geoseg.training.loop import train_segmenter
     # val chips of 10,000 steps' pixels: a pass expected as long as 2,500 steps, none before the end
-    _, hist = train_segmenter(model, train, CEDiceLoss(6, ignore_index=0), {"mean": [0.5] * 3, "std": [0.25] * 3},
-                              lambda m: 0.5, cfg, log=lambda s: None, time_left=told.append,
-                              val_pixels=10_000 * 32 * 32)
+    _, hist = _tiny_run(lambda m: 0.5, cfg, time_left=told.append, val_pixels=10_000 * 32 * 32)
     assert [row["step"] for row in hist["history"]] == [4], hist["history"]
     assert told[0] > 100 * hist["seconds"] / 4, told  # after step 1: the estimated last pass counted
