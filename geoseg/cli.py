@@ -1,6 +1,7 @@
 """The ``geoseg`` command line: thin wrappers, one module per command in ``geoseg.commands``."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -59,33 +60,67 @@ def empty_value(command: Any, args: list[str]) -> str | None:
     return None
 
 
+#: the words click reads as a boolean: given after a flag, a user meant them as its value
+BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+
+def value_after_flag(command: Any, args: list[str]) -> str | None:
+    """Why a boolean word after a flag (``--regularize true``) is no INPUT, else None.
+
+    Why: a flag takes no value, so click took the word as the next argument, an INPUT, which a
+    batch found missing only after every other input had run ('true: input not found'). A file of
+    that name is still an input."""
+    flags = {name for param in command.params if getattr(param, "is_flag", False)
+             for name in [*param.opts, *param.secondary_opts]}
+    takes_value = {name for param in command.params if not getattr(param, "is_flag", True)
+                   for name in param.opts}
+    i = 0
+    while i < len(args) - 1:
+        token, following = args[i], args[i + 1]
+        if token == "--":  # what follows is arguments only
+            return None
+        if token in takes_value:  # '--out true' is --out's value
+            i += 2
+            continue
+        if token in flags and following.lower() in BOOLEAN_WORDS and not os.path.lexists(following):
+            return f"{following!r} is not a file: {token} is a flag and takes no value"
+        i += 1
+    return None
+
+
 def _exit_on_one_line(error: Any, command_path: str) -> NoReturn:
     ctx = getattr(error, "ctx", None)
     typer.echo(usage_error_line(error, ctx.command_path if ctx is not None else command_path), err=True)
     raise typer.Exit(error.exit_code)
 
 
-def flags_show_no_value(params: list[Any]) -> list[Any]:
-    """``params`` with each flag's value column in ``--help`` left empty.
+class FlagsShownAsFlags:
+    """Help that shows a flag as a flag: ``--regularize``, not ``--regularize <bool>``, and a
+    repeatable option with the type of one value: ``--model <str>``, not ``<list[str]>``.
 
-    Why: typer's help showed ``--regularize <bool>``, ``--help <bool>``, read as an option taking a
-    value: ``geoseg predict a.tif --out r/ --regularize true`` then predicted ``true`` as a second
-    INPUT (a batch, one input failed). A flag takes no value; click never prints a flag's metavar,
-    typer's help prints it instead of the type when it is set."""
-    for param in params:
-        if getattr(param, "is_flag", False) and param.metavar is None:
-            param.metavar = ""
-    return params
-
-
-class FlagsCommand(TyperCommand):
-    """A command whose ``--help`` shows its flags without a value type (``flags_show_no_value``)."""
+    Why: typer's help (0.29) gives every option a type column, flags ``<bool>``; users read it as
+    a value to give (``--regularize true``), and the word became an INPUT. Mixed into the app's
+    group and every command (``GeosegCommand``), so each ``--help`` shows the same."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return flags_show_no_value(super().get_params(ctx))
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "param_type_name", "") != "option" or param.metavar is not None:
+                continue
+            if param.is_flag:
+                param.metavar = ""  # what the help shows as its type: nothing
+            elif param.multiple and callable(getattr(param, "display_type", None)):
+                shown = param.display_type(ctx)
+                if shown.startswith("<list[") and shown.endswith("]>"):
+                    param.metavar = f"<{shown[len('<list['):-len(']>')].lower()}>"  # as '<path>' alone
+        return params
 
 
-class OneLineErrorsGroup(TyperGroup):
+class GeosegCommand(FlagsShownAsFlags, TyperCommand):
+    """A ``geoseg`` sub-command: typer's, its help showing flags as flags."""
+
+
+class OneLineErrorsGroup(FlagsShownAsFlags, TyperGroup):
     """The app's group: click's usage errors (exit 2) end in one line on stderr.
 
     Why: scripts and CI logs read one line per failure, as the commands print their own errors;
@@ -107,10 +142,15 @@ class OneLineErrorsGroup(TyperGroup):
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         name, command, rest = super().resolve_command(ctx, args)
-        empty = None if ctx.resilient_parsing or command is None else empty_value(command, rest)
+        if ctx.resilient_parsing or command is None:
+            return name, command, rest
+        empty = empty_value(command, rest)
         if empty is not None:
             _exit_on_one_line(_click_errors.UsageError(f"{empty} (is a shell variable unset?)"),
                               f"{ctx.command_path} {name}")
+        flag_value = value_after_flag(command, rest)
+        if flag_value is not None:
+            _exit_on_one_line(_click_errors.UsageError(flag_value), f"{ctx.command_path} {name}")
         return name, command, rest
 
     def invoke(self, ctx: Any) -> Any:
@@ -147,11 +187,11 @@ def main(
     """Land-cover class maps and building footprints from aerial and satellite GeoTIFFs."""
 
 
-app.command("tile", cls=FlagsCommand)(tile.tile)
-app.command("train", cls=FlagsCommand)(train.train)
-app.command("predict", cls=FlagsCommand)(predict.predict)
-app.command("eval", cls=FlagsCommand)(evaluate.evaluate)
-app.command("serve", cls=FlagsCommand)(serve.serve)
+app.command("tile", cls=GeosegCommand)(tile.tile)
+app.command("train", cls=GeosegCommand)(train.train)
+app.command("predict", cls=GeosegCommand)(predict.predict)
+app.command("eval", cls=GeosegCommand)(evaluate.evaluate)
+app.command("serve", cls=GeosegCommand)(serve.serve)
 
 if __name__ == "__main__":  # pragma: no cover
     app(prog_name="geoseg")  # `python -m geoseg.cli`: errors say 'geoseg COMMAND', as the console script's

@@ -1,5 +1,6 @@
 """The console script exists, lists the contract's commands and says its version; usage errors are one line."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from geoseg import __version__
-from geoseg.cli import app
+from geoseg.cli import app, value_after_flag
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,6 +67,10 @@ USAGE_ERRORS = [
     (["predict", "x.tif", "--out", "o", "--no-buildings=1"], "geoseg predict", ("--no-buildings",)),
     (["predict", "x.tif", "--out", "o", "--model", "buildings=a", "--model", "landcover=c", "--model", "buildings=b"],
      "geoseg predict", ("--model", "buildings is given twice (buildings=a, buildings=b)")),
+    (["predict", "x.tif", "--out", "o", "--regularize", "true"], "geoseg predict",
+     ("'true' is not a file", "--regularize is a flag and takes no value")),
+    (["predict", "x.tif", "--no-buildings", "No", "--out", "o"], "geoseg predict",
+     ("'No' is not a file", "--no-buildings is a flag")),
     (["predcit", "x.tif"], "geoseg", ("'predcit'", "Did you mean 'predict'?")),
     (["--bogus"], "geoseg", ("--bogus",)),
     (["tile", "--out", "o"], "geoseg tile", ("missing argument 'SCENE'",)),
@@ -134,16 +139,30 @@ def test_help_and_a_bare_command_keep_their_rich_help():
     assert helped.exit_code == 0 and "╭─ Options" in helped.stdout and "--tile-size" in helped.stdout, helped.output
 
 
-@pytest.mark.parametrize("command", [[], ["tile"], ["train"], ["predict"], ["eval"], ["serve"]])
-def test_help_shows_flags_without_a_value(command):
-    """``--regularize <bool>`` read as an option taking a value: ``--regularize true`` then predicted
-    ``true`` as a second INPUT. A flag's row shows no value type; an option taking one keeps it."""
+@pytest.mark.parametrize("command", [[], ["tile"], ["train"], ["predict"], ["eval"], ["serve"]], ids=" ".join)
+def test_help_shows_flags_as_flags(command):
+    """typer 0.29 gave each flag a type, '--regularize <bool>', which users read as a value to give
+    ('--regularize true', the word then an INPUT); and a repeatable option '<list[str]>'."""
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ ") and " --" in line[:8]}
-    flags = ["--help", "--version"] if not command else ["--help"]
-    flags += {"predict": ["--regularize", "--mosaic", "--no-buildings"]}.get(command[0] if command else "", [])
-    assert all(flag in rows and "<bool>" not in rows[flag] for flag in flags), rows
-    assert "<bool>" not in result.stdout
+    assert "<bool>" not in result.stdout and "--help " in result.stdout, result.stdout
+    options = result.stdout.split("Options", 1)[1]
+    assert "<list[" not in options, options
     if command == ["predict"]:
-        assert "<int>" in rows["--tile-size"]
+        assert re.search(r"--regularize +Square building outlines", result.stdout), result.stdout
+        assert re.search(r"--model +<str> +TASK=CARD", result.stdout), result.stdout
+        assert re.search(r"--tile-size +<int>", result.stdout), result.stdout  # an option taking a value keeps its type
+
+
+def test_a_file_named_like_a_boolean_is_still_an_input(tmp_path, monkeypatch):
+    """Only a word naming no file is taken for a flag's value: a scene saved as 'true' is an INPUT."""
+    from typer.main import get_command
+
+    predict_command = get_command(app).commands["predict"]
+    monkeypatch.chdir(tmp_path)
+    args = ["a.tif", "--regularize", "true", "--out", "o"]
+    assert "--regularize is a flag" in value_after_flag(predict_command, args)
+    (tmp_path / "true").touch()
+    assert value_after_flag(predict_command, args) is None
+    assert value_after_flag(predict_command, ["--out", "true", "x.tif"]) is None  # a value of --out
+    assert value_after_flag(predict_command, ["x.tif", "--out", "o", "--", "--mosaic", "1"]) is None
