@@ -85,8 +85,15 @@ def check_bands(options: dict[str, Any], summary: dict[str, Any],
                 model_bands: tuple[tuple[int, ...], str] | None = None) -> None:
     """Refuse ``bands`` naming a band the upload does not have, or, without ``bands``, a chosen
     model trained on bands it does not have (``model_bands``: ``ModelCatalog.bands``), before the job
-    is queued. Why: such a job was accepted (202) and failed in the worker."""
+    is queued. Why: such a job was accepted (202) and failed in the worker. Fewer than three bands
+    (a grey aerial photo, a panchromatic band) are refused unless ``bands`` or the model's card names
+    the bands to read (``1,1,1``: the grey band as red, green and blue), as ``geoseg predict`` does."""
     wanted = options.get("bands")
+    if wanted is None and model_bands is None and summary["bands"] < 3:
+        raise UploadRejected(422, f"the raster has {summary['bands']} band(s); RGB imagery with at least 3 bands "
+                                  f"(or one paletted band) is needed, or a grey (panchromatic) band read as red, "
+                                  f"green and blue: send the form field bands=1,1,1 (the models were trained on "
+                                  f"colour imagery, so expect lower accuracy)")
     missing = [b for b in wanted or () if b > summary["bands"]]
     if missing:
         raise UploadRejected(422, f"bands {','.join(map(str, wanted))} were asked for red, green, blue, but the "

@@ -256,11 +256,9 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
             if bad:
                 raise UploadRejected(422, f"pixel type {', '.join(bad)} is not supported; use "
                                           f"one of {', '.join(USABLE_DTYPES)}")
-            # a paletted band (PNG8-like GeoTIFF) is read as the RGBA its colour table gives (tiles.palette)
+            # a paletted band (PNG8-like GeoTIFF) is read as the RGBA its colour table gives (tiles.palette);
+            # fewer than 3 bands are refused by api.intake.check_bands unless the job's `bands` reads them
             bands = 4 if is_paletted(src) else src.count
-            if bands < 3:
-                raise UploadRejected(422, f"the raster has {src.count} band(s); RGB imagery with at "
-                                          "least 3 bands (or one paletted band) is needed")
             try:
                 gsd = ground_sample_distance(src)
             except Exception as exc:  # noqa: BLE001 - pyproj raises several types

@@ -92,6 +92,16 @@ class _Background:
         return self._value
 
 
+def grey_input_note(bands: tuple[int, ...]) -> str:
+    """The warning for one band read as red, green and blue (``--bands 1,1,1``: a grey aerial photo,
+    a panchromatic band). Why: the models learned from colour, and grey input costs accuracy (docs/
+    predict.md measures it); a user should see that in the run, not only in the docs."""
+    shown = ",".join(map(str, bands))
+    return (f"bands {shown} read one band as red, green and blue (grey imagery): the models were trained on "
+            f"colour imagery: expect lower accuracy than from colour (docs/predict.md, 'Grey imagery', "
+            f"measures it)")
+
+
 def _in_user_measure(working_gsd: float | None, input_gsd: float | None, grid: dict) -> float | None:
     """A working grid's GSD as --gsd measures it (the Scene measures the file's georeferencing)."""
     return None if working_gsd is None else working_gsd * gsd_scale(input_gsd, grid["native_gsd"])
@@ -186,6 +196,8 @@ def predict_scene(
         band_choice = replace(band_choice, source=f"model card {from_card[1]}")
     if band_choice.note:
         notes.append(band_choice.note)
+    if not from_card and len(set(band_choice.bands)) == 1:
+        notes.append(grey_input_note(band_choice.bands))
     georeferenced = grid["crs"] is not None
     if not georeferenced:
         # rasterio's and pyogrio's warnings about each output without a CRS or with an identity

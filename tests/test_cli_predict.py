@@ -118,8 +118,30 @@ def test_too_few_bands_says_what_is_supported(tmp_path):
     with rasterio.open(two, "w", **profile) as dst:
         dst.write(data)
     result = CliRunner().invoke(app, ["predict", str(two), "--out", str(tmp_path / "o"), *FAST])
-    assert_one_line_error(result, "predict", "2 band(s): three bands (RGB) are needed", "convert this raster to RGB")
-    assert "explicit bands" not in result.stderr  # predict has no option to pass bands
+    assert_one_line_error(result, "predict", "2 band(s): three bands (RGB) are needed", "--bands 1,1,1")
+
+
+def test_a_grey_raster_is_read_as_rgb_with_repeated_bands(tmp_path):
+    """A one-band grey raster (a black-and-white aerial photo, a panchromatic band) was refused with
+    'convert this raster to RGB', naming no option; the refusal names --bands 1,1,1, which reads the
+    band as red, green and blue, with a warning that the models learned from colour."""
+    with rasterio.open(SCENE) as src:
+        window = Window(0, 0, 256, 256)
+        grey = src.read(2, window=window)
+        profile = src.profile | {"count": 1, "photometric": "minisblack", "compress": "deflate", "width": 256,
+                                 "height": 256, "transform": src.window_transform(window)}
+    path = tmp_path / "grey.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(grey, 1)
+    refused = CliRunner().invoke(app, ["predict", str(path), "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(refused, "predict", "1 band(s)", "a grey (panchromatic) band is read as red, green and "
+                          "blue with --bands 1,1,1", "trained on colour")
+    result = CliRunner().invoke(app, ["predict", str(path), "--out", str(tmp_path / "o"), *FAST, "--bands", "1,1,1"])
+    assert result.exit_code == 0, result.output
+    assert "warning: bands 1,1,1 read one band as red, green and blue (grey imagery)" in result.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["bands"] == {"used": [1, 1, 1], "source": "requested", "count": 1}
+    assert any("grey imagery" in w for w in report["warnings"]), report["warnings"]
 
 
 def plain_png(path, window: tuple[int, int, int, int]):

@@ -84,7 +84,8 @@ def select_bands(count: int, colorinterp: tuple, dtype: str, requested: tuple[in
     descriptions are exactly 'red', 'green', 'blue' (the band names some products carry in their
     metadata, as GDAL reports them); otherwise bands 1-3 (RGBA, RGB+NIR), with a note when four or
     more bands other than alpha leave the order open (BGRN products store blue first). Complex
-    data and fewer than three bands raise UnsupportedRaster.
+    data raise UnsupportedRaster, and so do fewer than three bands unless requested: a grey band is
+    read as red, green and blue only when asked (``1,1,1``), naming the grey band in the refusal.
     """
     if np.issubdtype(np.dtype(dtype), np.complexfloating) or dtype.startswith("complex"):
         raise UnsupportedRaster(f"complex data ({dtype}, e.g. SAR) is not supported: convert to amplitude first")
@@ -98,10 +99,12 @@ def select_bands(count: int, colorinterp: tuple, dtype: str, requested: tuple[in
                                     f"do not exist")
         return BandChoice(tuple(int(b) for b in requested), "requested", count)  # type: ignore[arg-type]
     if count < 3:
-        # what is supported; --bands cannot help a raster with fewer than three bands
+        grey = next((i + 1 for i, ci in enumerate(colorinterp) if ci != ColorInterp.alpha), 1)
         raise UnsupportedRaster(
             f"{count} band(s): three bands (RGB) are needed: RGB or RGBA, bands labelled red, green and blue "
-            f"in any order (e.g. BGRA), or bands 1-3 of a multiband raster; convert this raster to RGB first"
+            f"in any order (e.g. BGRA), or bands 1-3 of a multiband raster; a grey (panchromatic) band is read "
+            f"as red, green and blue with --bands {grey},{grey},{grey} (the service's 'bands' field), though the "
+            f"models were trained on colour imagery"
         )
     if all(ci in colorinterp for ci in RGB):
         return BandChoice(tuple(colorinterp.index(ci) + 1 for ci in RGB), "colour labels", count)  # type: ignore[arg-type]
