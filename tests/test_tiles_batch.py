@@ -319,3 +319,42 @@ def test_an_output_named_like_the_out_folders_lock_is_not_kept_waiting_by_it(tmp
         runner.start()
         runner.join(timeout=20)
     assert reports and reports[0].ok and (tmp_path / "geoseg").read_text() == "ok"
+
+
+@pytest.mark.parametrize("on_cluster", [False, True], ids=["sync", "dask"])
+def test_an_input_waiting_for_another_run_writing_its_output_says_so_once(cluster, tmp_path: Path, capsys,
+                                                                            on_cluster: bool):
+    """A batch whose input waited on its output's lock (a worker of an interrupted run still writing
+    it) showed no word: the bar just stood still. One line names the output and the lock file, once,
+    also when the waiting job runs on a Dask worker (its event printed by the batch's client)."""
+    import sys
+    import threading
+    import time
+
+    import cloudpickle
+
+    from tiles.output_lock import lock_path, output_lock
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    line = (f"predict b: waiting for another run still writing {tmp_path / 'b'} (it holds "
+            f"{lock_path(tmp_path / 'b')}); this input goes on when that run is done")
+    held, printed = threading.Event(), []
+
+    def other_run() -> None:
+        """Holds b's lock until the batch has said it waits (at most 10 s: then it never did)."""
+        with output_lock(tmp_path / "b"):
+            held.set()
+            deadline = time.monotonic() + 10
+            while line not in "".join(printed) and time.monotonic() < deadline:
+                time.sleep(0.1)
+                printed.append(capsys.readouterr().out)
+
+    holder = threading.Thread(target=other_run, daemon=True)
+    holder.start()
+    assert held.wait(10)
+    report = run_batch(["a", "b"], lambda p: tmp_path / p, _write_ok, description="predict",
+                       scheduler=cluster.scheduler_address if on_cluster else "sync")
+    holder.join(10)
+    out = "".join(printed) + capsys.readouterr().out
+    assert report.ok and sorted(report.done) == ["a", "b"]
+    assert out.count(line) == 1 and "predict a: waiting" not in out, out

@@ -43,7 +43,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from tiles.output_lock import output_lock
 from tiles.rasterpath import RasterPath, raster_name
 
-__all__ = ["BatchReport", "JobOutcome", "parse_scheduler", "part_path", "run_batch"]
+__all__ = ["BatchReport", "JobOutcome", "parse_scheduler", "part_path", "run_batch", "wait_line"]
 
 _ADDRESS = re.compile(r"^([a-z0-9]+://)?(\[[0-9a-fA-F:]+\]|[^:/\s\[\]]+):\d+/?$")
 
@@ -131,17 +131,42 @@ class JobOutcome(NamedTuple):
     skipped: bool = False
 
 
+#: the Dask event topic on which a worker tells the batch's client that an input waits for another run
+WAIT_TOPIC = "tiles.batch.output-wait"
+
+
+def wait_line(description: str, input_path: RasterPath | str, output_path: Path | str, lock: Path | str) -> str:
+    """The line a batch prints once for an input waiting for another run writing its output."""
+    return (f"{description} {raster_name(input_path)}: waiting for another run still writing {output_path} "
+            f"(it holds {lock}); this input goes on when that run is done")
+
+
+def tell_client_of_wait(input_path: RasterPath, output_path: Path, lock: Path) -> None:
+    """``run_one``'s ``on_wait`` on a Dask worker: an event the batch's client prints (a worker's
+    own output never reaches the user's terminal)."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a Dask worker: nobody to tell
+        return
+    worker.log_event(WAIT_TOPIC, {"input": str(input_path), "output": str(output_path), "lock": str(lock)})
+
+
 def run_one(work: Work, input_path: RasterPath, output_path: Path, run_id: str,
-            is_current: Callable[[RasterPath, Path], bool] | None = None) -> JobOutcome:
+            is_current: Callable[[RasterPath, Path], bool] | None = None,
+            on_wait: Callable[[RasterPath, Path, Path], None] | None = None) -> JobOutcome:
     """Run one job into this run's ``.part`` path and rename it, holding the output's lock.
 
     Once the lock is held no other run writes this output, so any scratch of it is a dead run's
     and is removed; an output there now (another run finished it while this one waited) is
-    skipped when ``is_current`` says it is current (None: when it exists), as ``run_batch`` does."""
+    skipped when ``is_current`` says it is current (None: when it exists), as ``run_batch`` does.
+    ``on_wait(input_path, output_path, lock file)`` is called once if another run holds the lock."""
     started = time.monotonic()
     tmp, old = part_path(output_path, run_id), _old_path(output_path)
+    waiting = None if on_wait is None else (lambda lock: on_wait(input_path, output_path, lock))
     try:
-        with output_lock(output_path):
+        with output_lock(output_path, on_wait=waiting):
             for stale in _scratch_of(output_path):
                 _remove(stale)
             if output_path.exists() and (is_current is None or is_current(input_path, output_path)):
@@ -254,15 +279,24 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                                            f"{f', about {left:.0f} s left' if finished < len(todo) else ''})",
                                            highlight=False, soft_wrap=True)
 
+            def say_wait(input_path: RasterPath | str, output_path: Path | str, lock: Path | str) -> None:
+                if show_progress:  # above the bar, which stays where it is
+                    progress.console.print(wait_line(description, input_path, output_path, lock),
+                                           highlight=False, soft_wrap=True)
+
             if not todo:
                 return report
             if scheduler == "sync":
                 for p, out in todo:
-                    record(run_one(work, p, out, run_id, is_current))
+                    record(run_one(work, p, out, run_id, is_current, say_wait))
                 return report
             from dask.distributed import as_completed
 
-            futures = {client.submit(run_one, work, p, out, run_id, is_current, pure=False): p for p, out in todo}
+            # a worker's wait comes back as an event (tell_client_of_wait), printed here
+            client.subscribe_topic(WAIT_TOPIC, lambda event: say_wait(event[1]["input"], event[1]["output"],
+                                                                      event[1]["lock"]))
+            futures = {client.submit(run_one, work, p, out, run_id, is_current, tell_client_of_wait, pure=False): p
+                       for p, out in todo}
             for fut in as_completed(futures):
                 try:
                     item = fut.result()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,13 +35,30 @@ def lock_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.writing.lock")
 
 
-def _locked(path: Path) -> int | None:
-    """The open descriptor of ``path`` once this process holds its lock (waiting for it); None
-    where the file system has no locks."""
+def _lock(fd: int, path: Path, on_wait: Callable[[Path], None] | None) -> bool:
+    """Lock ``fd`` (of ``path``), waiting while another holds it; ``on_wait(path)`` first when
+    it is held and ``on_wait`` is given. Whether ``on_wait`` was called."""
+    if on_wait is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:  # held by another run: say so, then wait
+        pass
+    on_wait(path)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return True
+
+
+def _locked(path: Path, on_wait: Callable[[Path], None] | None = None) -> int | None:
+    """The open descriptor of ``path`` once this process holds its lock (waiting for it; ``on_wait``
+    called once if it has to); None where the file system has no locks."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _lock(fd, path, on_wait):
+                on_wait = None  # said once: a lock file replaced meanwhile is waited for in silence
         except OSError as exc:
             os.close(fd)
             if exc.errno not in _NO_LOCKS:
@@ -61,11 +78,13 @@ def _locked(path: Path) -> int | None:
 
 
 @contextmanager
-def output_lock(output: Path) -> Iterator[None]:
-    """Hold ``output``'s lock for the block, waiting while another process holds it."""
+def output_lock(output: Path, on_wait: Callable[[Path], None] | None = None) -> Iterator[None]:
+    """Hold ``output``'s lock for the block, waiting while another process holds it; ``on_wait``
+    is called with the lock file's path once, before a wait (a batch tells its user what it waits
+    for: its bar stood still with no word)."""
     path = lock_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _locked(path)
+    fd = _locked(path, on_wait)
     try:
         yield
     finally:
