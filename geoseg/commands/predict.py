@@ -88,7 +88,8 @@ def predict(
     model: list[str] = typer.Option([], "--model", callback=_one_card_per_task, help="TASK=CARD to use your own model (buildings, landcover, gcn); CARD is a card .json or a "
                                     "model folder (its card of that task); repeatable."),
     bands: Optional[str] = typer.Option(None, "--bands", help="1-based bands to read as red, green, blue, e.g. 3,2,1 for "
-                                        "bands stored blue, green, red (BGR, BGRN) or 5,3,2 for WorldView-3 (default: "
+                                        "bands stored blue, green, red (BGR, BGRN), 5,3,2 for WorldView-3 or 1,1,1 for one grey band "
+                                        "(the models were trained on colour: lower accuracy) (default: "
                                         "the bands a --model card was trained on, else bands labelled red, green, "
                                         "blue by colour or description, else 1,2,3)."),
     mosaic: bool = typer.Option(False, "--mosaic", help="Read all INPUTs (files, and the rasters in folders) as ONE scene: "

@@ -215,7 +215,7 @@ def tile(
     gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings, and land cover from --labels-class-field polygons; refused for image + mask pairs)."),
     target: Target = typer.Option(Target.buildings, help="buildings (0/1/2 + 255 ignore) or landcover (class-index masks)."),
     min_valid: float = typer.Option(0.5, help="Windows with a smaller valid-pixel fraction (0 to 1) are recorded as skipped, not written."),
-    bands: str = typer.Option(None, help="1-based bands for R,G,B, e.g. 4,3,2 (default: colour interpretation, else band descriptions red, green, blue, else 1,2,3); recorded per chip, and geoseg train writes them into the model card, which geoseg predict follows."),
+    bands: str = typer.Option(None, help="1-based bands for R,G,B, e.g. 4,3,2, or 1,1,1 for one grey band (default: colour interpretation, else band descriptions red, green, blue, else 1,2,3); recorded per chip, and geoseg train writes them into the model card, which geoseg predict follows."),
     split: str = typer.Option(None, help="Force this split (train, val or test) for all chips (default: by area, see docs/ARCHITECTURE.md); runs differing only by --split share an --out."),
     scheduler: str = typer.Option(None, help="'local' (local worker processes), 'sync' (in this process) or a Dask scheduler address such as tcp://host:8786 (default: local, in-process for one input)."),
     workers: int = typer.Option(2, help="Local worker processes (at least 1)."),

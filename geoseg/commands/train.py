@@ -54,7 +54,7 @@ def train(
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Chips per step."),
     crop: int = typer.Option(256, "--crop", help="Training crop size in pixels (32 up to the chips' side)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Random seed of torch and numpy (initial weights, crops, augmentation)."),
     init: Optional[Path] = typer.Option(
         None, "--init",
         help="Fine-tune: start from this model dir or card (e.g. geoseg/weights/buildings-u2net.json) instead of "
