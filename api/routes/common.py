@@ -175,5 +175,6 @@ AllowCoarse = Annotated[bool, Form(description=(
     "mean little."))]
 Bands = Annotated[str | None, Form(max_length=64, json_schema_extra={"pattern": BANDS_PATTERN}, description=(
     "1-based bands read as red, green, blue, e.g. `3,2,1` for bands stored blue, green, red (BGR, "
-    "BGRN) or `5,3,2` for WorldView-3. Default: bands labelled red, green, blue by colour "
-    "interpretation or band description, else 1,2,3."))]
+    "BGRN), `5,3,2` for WorldView-3 or `1,1,1` for a one-band grey raster (the models were trained on colour: "
+    "lower accuracy). Default: bands labelled red, green, blue by colour interpretation or band description, "
+    "else 1,2,3; a raster of fewer than 3 bands needs this field."))]
