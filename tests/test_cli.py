@@ -88,9 +88,10 @@ USAGE_ERRORS = [
 
 
 @pytest.mark.parametrize(("args", "command", "words"), USAGE_ERRORS, ids=[" ".join(a) for a, _, _ in USAGE_ERRORS])
-def test_usage_errors_are_one_line_exit_2(args, command, words):
+def test_usage_errors_are_one_line_exit_2(args, command, words, tmp_path, monkeypatch):
     """A scripted batch reads one line per failure; a usage error was typer's boxed panel (a usage
     line, a hint and the message wrapped over several lines)."""
+    monkeypatch.chdir(tmp_path)  # a usage error no longer caught would write its relative --out here
     result = CliRunner().invoke(app, args)
     _one_line_usage_error(result.exit_code, result.stdout, result.stderr, command, *words)
 
