@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any, NoReturn
 
@@ -117,7 +118,13 @@ class FlagsShownAsFlags:
 
 
 class GeosegCommand(FlagsShownAsFlags, TyperCommand):
-    """A ``geoseg`` sub-command: typer's, its help showing flags as flags."""
+    """A ``geoseg`` sub-command: typer's, its help showing flags as flags and a required argument
+    as the docs write it."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """``INPUT...``, not typer 0.29's ``{INPUT}...``: braces read as a choice of values (and a
+        user copying the usage line types them)."""
+        return [re.sub(r"^\{(.+)\}(\.\.\.)?$", r"\1\2", piece) for piece in super().collect_usage_pieces(ctx)]
 
 
 class OneLineErrorsGroup(FlagsShownAsFlags, TyperGroup):

@@ -149,7 +149,10 @@ def test_help_shows_flags_as_flags(command):
     assert "<bool>" not in result.stdout and "--help " in result.stdout, result.stdout
     options = result.stdout.split("Options", 1)[1]
     assert "<list[" not in options, options
+    usage = next(line for line in result.stdout.splitlines() if "Usage:" in line)
+    assert "{" not in usage, usage  # INPUT..., not {INPUT}...
     if command == ["predict"]:
+        assert "Usage: geoseg predict [OPTIONS] INPUT..." in result.stdout, result.stdout
         assert re.search(r"--regularize +Square building outlines", result.stdout), result.stdout
         assert re.search(r"--model +<str> +TASK=CARD", result.stdout), result.stdout
         assert re.search(r"--tile-size +<int>", result.stdout), result.stdout  # an option taking a value keeps its type
