@@ -136,9 +136,6 @@ class OneLineErrorsGroup(FlagsShownAsFlags, TyperGroup):
     in ``make_context``; the command name and the subcommand's options in ``invoke``.
     """
 
-    def get_params(self, ctx: Any) -> list[Any]:
-        return flags_show_no_value(super().get_params(ctx))
-
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
