@@ -1171,11 +1171,12 @@ def test_a_raster_far_coarser_than_the_models_is_refused_in_one_line(tmp_path):
     assert report["options"]["allow_coarse"] is True and any("much coarser" in w for w in report["warnings"])
 
 
-def test_a_file_of_several_rasters_names_them_and_how_to_extract_one(tmp_path):
+def test_a_file_of_several_rasters_names_them_and_each_is_predicted_by_its_name(tmp_path):
     """A GeoPackage with two raster tables (as a NetCDF or HDF5 file of several variables) opens as
     a dataset of 0 bands whose rasters are subdatasets: predict failed with Python's 'tuple index
-    out of range'. One line names the subdatasets and the gdal_translate that extracts one; a
-    subdataset name given as the input says the same instead of a bare 'input not found'."""
+    out of range'. One line names the subdatasets, and each name is an input (as GDAL opens it; it
+    was refused as 'input not found ... extract it first'), its batch folder named after the file and
+    the subdataset (two_a), the progress lines showing 'two.gpkg:a' (rich made ':a:' an emoji)."""
     with rasterio.open(SCENE) as src:
         window = Window(0, 0, 64, 64)
         pixels, transform, crs = src.read(window=window), src.window_transform(window), src.crs
@@ -1186,10 +1187,14 @@ def test_a_file_of_several_rasters_names_them_and_how_to_extract_one(tmp_path):
             dst.write(pixels)
     runner = CliRunner()
     result = runner.invoke(app, ["predict", str(container), "--out", str(tmp_path / "o"), *FAST])
-    first = f"GPKG:{container}:a"
+    first, second = f"GPKG:{container}:a", f"GPKG:{container}:b"
     assert_one_line_error(result, "predict", "two.gpkg: no raster bands of its own but 2 rasters (subdatasets: "
-                          f"{first}, GPKG:{container}:b)", f"gdal_translate {first} out.tif")
-    result = runner.invoke(app, ["predict", first, "--out", str(tmp_path / "o"), *FAST])
-    assert_one_line_error(result, "predict", f"input not found: {first} (a GDAL subdataset name?",
-                          f"gdal_translate '{first}' out.tif")
+                          f"{first}, {second})", f"give the one to read by its name as the input, e.g. {first}")
     assert not (tmp_path / "o").exists()
+    result = runner.invoke(app, ["predict", first, second, "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["batch.json", "two_a", "two_b"]
+    assert json.loads((tmp_path / "o" / "two_b" / "report.json").read_text())["input"] == second
+    assert "two.gpkg:a" in result.output and "\N{NEGATIVE SQUARED LATIN CAPITAL LETTER A}" not in result.output
+    result = runner.invoke(app, ["predict", f"GPKG:{container}:c", "--out", str(tmp_path / "c"), *FAST])
+    assert_one_line_error(result, "predict", f"input not found: GPKG:{container}:c (GDAL found no such subdataset")

@@ -191,7 +191,8 @@ def run_one(work: Work, input_path: RasterPath, output_path: Path, run_id: str,
 def _progress(show: bool) -> Progress:
     # the time left from the rate since the batch began: rich's default keeps the last 30 s of
     # samples, so with inputs that take longer than that it never had two and showed -:--:--
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    # file names shown as written: not rich markup ('[1]') or emoji codes (':a:' of 'two.gpkg:a:...')
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"), disable=not show,
                     speed_estimate_period=30 * 24 * 3600)
 
@@ -277,12 +278,12 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                     progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: "
                                            f"{'already done' if skipped else 'done' if error is None else 'failed'} ({elapsed:.0f} s"
                                            f"{f', about {left:.0f} s left' if finished < len(todo) else ''})",
-                                           highlight=False, soft_wrap=True)
+                                           highlight=False, soft_wrap=True, markup=False, emoji=False)
 
             def say_wait(input_path: RasterPath | str, output_path: Path | str, lock: Path | str) -> None:
                 if show_progress:  # above the bar, which stays where it is
                     progress.console.print(wait_line(description, input_path, output_path, lock),
-                                           highlight=False, soft_wrap=True)
+                                           highlight=False, soft_wrap=True, markup=False, emoji=False)
 
             if not todo:
                 return report

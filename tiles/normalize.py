@@ -7,6 +7,7 @@ tile of a scene gets the same scaling and there are no brightness seams.
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,7 +125,8 @@ def check_has_bands(dataset: DatasetReader | WarpedVRT) -> None:
 
     Why: a container of several rasters (a GeoPackage with two raster tables, a NetCDF or HDF5 file
     with several variables) opens as a dataset of 0 bands whose rasters are subdatasets; predict
-    failed on it with Python's 'tuple index out of range'."""
+    failed on it with Python's 'tuple index out of range'. Each subdataset name opens as an input
+    (``tiles.rasterpath``), quoted here as a shell needs it (``'NETCDF:"a.nc":var'``)."""
     if dataset.count:
         return
     subdatasets = list(dataset.subdatasets)
@@ -132,7 +134,7 @@ def check_has_bands(dataset: DatasetReader | WarpedVRT) -> None:
         raise UnsupportedRaster("no raster bands: nothing to predict")
     shown = ", ".join(subdatasets[:4]) + (f" and {len(subdatasets) - 4} more" if len(subdatasets) > 4 else "")
     raise UnsupportedRaster(f"no raster bands of its own but {len(subdatasets)} rasters (subdatasets: {shown}): "
-                            f"extract the one to predict first (gdal_translate {subdatasets[0]} out.tif)")
+                            f"give the one to read by its name as the input, e.g. {shlex.quote(subdatasets[0])}")
 
 
 def dataset_bands(dataset: DatasetReader | WarpedVRT, requested: tuple[int, ...] | None = None) -> BandChoice:

@@ -1,9 +1,10 @@
-"""Raster locations as the user gives them: local files, GDAL virtual paths and URLs.
+"""Raster locations as the user gives them: local files, GDAL virtual paths, URLs and subdataset names.
 
-Why: GDAL reads ``/vsizip//tmp/a.zip/b.tif``, ``/vsicurl/https://...`` or ``https://...``, but
-``pathlib.Path`` collapses the ``//`` of the first (GDAL then looks for a relative path) and
-``is_file()`` is False for all of them. Such locations stay strings, are checked by opening
-them, and are named after their last path component.
+Why: GDAL reads ``/vsizip//tmp/a.zip/b.tif``, ``/vsicurl/https://...``, ``https://...`` or
+``GPKG:/tmp/a.gpkg:table`` (one raster of a file holding several), but ``pathlib.Path`` collapses
+the ``//`` of the first (GDAL then looks for a relative path) and ``is_file()`` is False for all of
+them. Such locations stay strings, are checked by opening them, and are named after their last path
+component (a subdataset after its file and its own name: ``a_table``).
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-__all__ = ["RASTER_SUFFIXES", "RasterPath", "absolute_raster_path", "as_raster_path", "is_virtual", "not_found", "raster_exists",
-           "raster_name", "raster_stem", "rasters_in", "sidecar_of", "split_sidecars", "vrt_sources"]
+__all__ = ["RASTER_SUFFIXES", "RasterPath", "absolute_raster_path", "as_raster_path", "is_subdataset", "is_virtual",
+           "local_file_of", "not_found", "raster_exists", "raster_name", "raster_stem", "rasters_in", "sidecar_of",
+           "split_sidecars", "vrt_sources"]
 
 RasterPath = str | Path
 
@@ -27,10 +29,43 @@ STEM_SIDECAR_SUFFIXES = (".wld", ".tfw", ".tifw", ".tiffw", ".jgw", ".jpgw", ".p
                          ".rrd", ".prj")
 
 
+#: how a GDAL subdataset name starts: its driver's short name and a colon (``GPKG:a.gpkg:table``,
+#: ``NETCDF:"a.nc":var``, ``HDF5:"a.h5"://path``, ``GTIFF_DIR:2:a.tif``), as ``gdalinfo`` lists them
+_SUBDATASET = re.compile(r"^([A-Z][A-Z0-9_]+):(.+)$")
+
+
+def _subdataset_parts(text: str) -> tuple[int, int, str] | None:
+    """Where the file lies in a subdataset name (start and end in ``text``) and the subdataset's own
+    name (``table`` of ``GPKG:a.gpkg:table``, ``path/var`` of ``HDF5:"a.h5"://path/var``); None for
+    anything else, a local file that exists under such a name included."""
+    match = _SUBDATASET.match(text)
+    if match is None or match.group(2).startswith("//") or os.path.exists(text):
+        return None  # not a name; or a URL with an upper-case scheme
+    start, rest = match.start(2), match.group(2)
+    if rest.startswith('"'):  # NETCDF:"a.nc":var, HDF5:"a.h5"://path
+        end = rest.find('"', 1)
+        if end < 0:
+            return None
+        member = rest[end + 1:].lstrip(":/")
+        return (start + 1, start + end, member) if member else None
+    head, _, tail = rest.partition(":")
+    if head.isdigit() and tail:  # GTIFF_DIR:2:a.tif, the index first
+        return start + len(head) + 1, len(text), head
+    file, _, member = rest.rpartition(":")
+    return (start, start + len(file), member) if file and member else None
+
+
+def is_subdataset(location: RasterPath) -> bool:
+    """True for a GDAL subdataset name (``GPKG:a.gpkg:table``, ``NETCDF:"a.nc":var``): one raster of
+    a file that holds several, which GDAL opens by that name."""
+    return _subdataset_parts(str(location)) is not None
+
+
 def is_virtual(location: RasterPath) -> bool:
-    """True for a GDAL virtual file system path (``/vsi...``) or a URL (``scheme://...``)."""
+    """True for a GDAL virtual file system path (``/vsi...``), a URL (``scheme://...``) or a GDAL
+    subdataset name (``GPKG:a.gpkg:table``): a location GDAL opens that is no file name."""
     text = str(location)
-    return text.startswith("/vsi") or "://" in text
+    return text.startswith("/vsi") or "://" in text or is_subdataset(text)
 
 
 def as_raster_path(location: RasterPath) -> RasterPath:
@@ -40,23 +75,75 @@ def as_raster_path(location: RasterPath) -> RasterPath:
 
 def absolute_raster_path(location: RasterPath) -> RasterPath:
     """A local file as an absolute ``Path`` (it means the same file from any folder: a Dask worker's,
-    ``geoseg eval``'s); a virtual path or URL unchanged, as a string."""
-    return str(location) if is_virtual(location) else Path(os.path.abspath(location))
+    ``geoseg eval``'s); a subdataset name with its local file made absolute; a virtual path or URL
+    unchanged, as a string."""
+    text = str(location)
+    parts = _subdataset_parts(text)
+    if parts is not None:
+        start, end, _ = parts
+        file = text[start:end]
+        return text if is_virtual(file) else text[:start] + os.path.abspath(file) + text[end:]
+    return text if is_virtual(location) else Path(os.path.abspath(location))
 
 
 def raster_name(location: RasterPath) -> str:
-    """The file name: ``b.tif`` for ``/vsizip//tmp/a.zip/b.tif`` and ``https://h/b.tif?sig=x``."""
+    """The file name: ``b.tif`` for ``/vsizip//tmp/a.zip/b.tif`` and ``https://h/b.tif?sig=x``; the
+    file's and the subdataset's for a subdataset name: ``a.gpkg:table`` for ``GPKG:/tmp/a.gpkg:table``."""
     if not is_virtual(location):
         return Path(location).name
     text = str(location)
+    parts = _subdataset_parts(text)
+    if parts is not None:
+        start, end, member = parts
+        return f"{raster_name(text[start:end])}:{member}"
     if "://" in text:  # the URL, from its scheme on, without query or fragment
         text = urlsplit(text[text.rfind("/", 0, text.index("://")) + 1:]).path
     return PurePosixPath(text).name
 
 
 def raster_stem(location: RasterPath) -> str:
-    """The file name without its last suffix (a batch's output folder)."""
+    """The file name without its last suffix (a batch's output folder); for a subdataset name, the
+    file's and the subdataset's joined by ``_`` (``a_table`` for ``GPKG:a.gpkg:table``): the
+    subdatasets of one file go to folders of their own."""
+    text = str(location)
+    parts = _subdataset_parts(text)
+    if parts is not None:
+        start, end, member = parts
+        return f"{raster_stem(text[start:end])}_{re.sub(r'[^A-Za-z0-9.-]+', '_', member).strip('_')}"
     return PurePosixPath(raster_name(location)).stem
+
+
+#: GDAL's virtual file systems that read a local archive or compressed file: ``/vsizip//tmp/a.zip/b.tif``
+_ARCHIVE_VSI = re.compile(r"^/vsi(zip|tar|gzip|7z|rar)/(.+)$")
+
+
+def local_file_of(location: RasterPath) -> str | None:
+    """The local file GDAL reads a virtual location from: the zip of ``/vsizip//tmp/a.zip/b.tif``
+    (a tar, gzip, 7z or rar alike), the GeoPackage of ``GPKG:/tmp/a.gpkg:table``, as an absolute
+    path; None for a URL, an in-memory or cloud path, a local file itself, or a file that is gone.
+
+    Why: report.json records the bytes and time of this file, so a batch predicts again when the
+    archive or container is replaced under the same name."""
+    text = str(location)
+    parts = _subdataset_parts(text)
+    if parts is not None:
+        file = text[parts[0]:parts[1]]
+        return local_file_of(file) if is_virtual(file) else (os.path.abspath(file) if os.path.isfile(file) else None)
+    match = _ARCHIVE_VSI.match(text)
+    if match is None:
+        return None
+    rest = match.group(2)
+    if rest.startswith("{"):  # /vsizip/{/tmp/a.zip}/b.tif
+        file = rest[1:rest.find("}")] if "}" in rest else ""
+        return local_file_of(file) if is_virtual(file) else (os.path.abspath(file) if os.path.isfile(file) else None)
+    if rest.startswith("/vsi"):  # /vsizip//vsicurl/https://...: chained
+        return local_file_of(rest)
+    pieces = rest.split("/")
+    for n in range(1, len(pieces) + 1):  # the shortest prefix that is a file: the archive
+        candidate = "/".join(pieces[:n])
+        if candidate and os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    return None
 
 
 def raster_exists(location: RasterPath) -> bool:
@@ -74,22 +161,18 @@ def raster_exists(location: RasterPath) -> bool:
         return False
 
 
-#: how a GDAL subdataset name starts: its driver's short name and a colon (``GPKG:a.gpkg:table``,
-#: ``NETCDF:"a.nc":var``, ``HDF5:"a.h5"://path``), as ``gdalinfo`` lists them
-_SUBDATASET = re.compile(r"^[A-Z][A-Z0-9_]+:")
-
-
 def not_found(location: RasterPath) -> str:
     """The message for an input that does not exist; a pattern the shell left as it was (it matched
-    no file: ``scenes/*.tif`` in an empty folder) is named as such, and so is a GDAL subdataset name
-    (copied from ``gdalinfo`` or from predict's own refusal of the file holding it), which is read
-    only once extracted."""
+    no file: ``scenes/*.tif`` in an empty folder) is named as such, and so is a subdataset name
+    whose file or subdataset GDAL did not find (``gdalinfo FILE`` lists those it holds)."""
     hint = " (a shell pattern that matched no file?)" if any(c in raster_name(location) for c in "*?[") else ""
+    parts = _subdataset_parts(str(location))
     if not is_virtual(location) and Path(location).is_symlink():
         hint = f" (a link to {os.readlink(location)}, which does not exist: a share not mounted?)"
-    elif not is_virtual(location) and _SUBDATASET.match(str(location)):
-        hint = (" (a GDAL subdataset name? inputs are files, GDAL virtual paths or URLs: extract it first, "
-                f"gdal_translate '{location}' out.tif)")
+    elif parts is not None:
+        file = str(location)[parts[0]:parts[1]]
+        hint = (f" (no such file: {file})" if not is_virtual(file) and not os.path.exists(file)
+                else f" (GDAL found no such subdataset: gdalinfo {file} lists those it holds)")
     return f"input not found: {location}{hint}"
 
 

@@ -249,7 +249,7 @@ def _mosaic_warnings(plan: Mosaic) -> list[str]:
 
 def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions, mosaic: dict | None = None,
                  label: str | None = None) -> None:
-    columns = (TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+    columns = (TextColumn("{task.description:<12}", markup=False), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"))
     from geoseg.pipeline import predict_scene  # before the block: its modules' import-time filters stay
 
@@ -269,7 +269,7 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions, mos
                 elapsed = bar.tasks[0].elapsed or 0.0
                 bar.console.print(f"{label}: {fraction:.0%} ({stage}), {elapsed:.0f} s, "
                                   f"about {time_left(elapsed, fraction, 1.0 - fraction):.0f} s left",
-                                  highlight=False, soft_wrap=True)
+                                  highlight=False, soft_wrap=True, markup=False, emoji=False)
 
         try:
             report = predict_scene(input_path, out, options, progress, mosaic=mosaic)
