@@ -14,7 +14,8 @@ from typing import Any
 from geoseg.heads import card_digests, task_card_path
 from geoseg.options import PredictError, PredictOptions
 from geoseg.strict_json import json_safe
-from tiles.rasterpath import RasterPath, absolute_raster_path, as_raster_path, is_virtual, vrt_sources
+from tiles.rasterpath import (RasterPath, absolute_raster_path, as_raster_path, is_virtual, local_file_of,
+                              vrt_sources)
 
 __all__ = ["outputs_current", "request_record"]
 
@@ -36,12 +37,15 @@ def request_record(input_path: RasterPath, options: PredictOptions) -> dict[str,
 
 
 def _input_file(input_path: RasterPath) -> dict[str, Any] | None:
-    """Size and modification time of a local input (None for virtual paths and URLs, or when it is gone):
-    a scene replaced under the same name is predicted again by a batch. A VRT's adds ``sources``,
-    the same of each file it reads (``path``; ``bytes`` and ``modified_ns`` None for one missing):
-    a tile of the mosaic replaced changes the VRT's pixels but not the VRT."""
+    """Size and modification time of a local input (None for a URL, or when it is gone): a scene
+    replaced under the same name is predicted again by a batch. A VRT's adds ``sources``, the same
+    of each file it reads (``path``; ``bytes`` and ``modified_ns`` None for one missing): a tile of
+    the mosaic replaced changes the VRT's pixels but not the VRT. A virtual path into a local
+    archive or a subdataset name (``/vsizip//a.zip/b.tif``, ``GPKG:a.gpkg:t``) has only ``sources``:
+    the zip or container, which a new delivery replaces."""
     if is_virtual(input_path):
-        return None
+        container = local_file_of(input_path)
+        return None if container is None else {"sources": [_source_file(container)]}
     try:
         stat = os.stat(input_path)
     except OSError:

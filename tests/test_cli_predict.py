@@ -657,6 +657,41 @@ def test_a_vrt_whose_tile_was_replaced_is_predicted_again(tmp_path):
     assert [(s["path"], s["modified_ns"]) for s in sources] == [(str(t), t.stat().st_mtime_ns) for t in tiles]
 
 
+def test_a_zip_replaced_under_the_same_name_is_predicted_again(tmp_path):
+    """Inputs read from a zip (``/vsizip//s/z.zip/a.tif``) recorded no file at all (``input_file``
+    null), and neither did a VRT mosaic of zipped tiles: a batch re-run after a new zip came skipped
+    every scene as already done. report.json lists the zip in ``input_file.sources``."""
+    from tiles.mosaic import plan_mosaic, write_vrt
+    from tiles.rasterpath import vrt_sources
+
+    with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
+        profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
+        profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
+    (tmp_path / "s").mkdir()
+    zipped = tmp_path / "s" / "z.zip"
+
+    def deliver(flipped: bool) -> None:
+        with zipfile.ZipFile(zipped, "w") as archive:
+            for name in ("a.tif", "b.tif"):
+                with rasterio.open(tmp_path / name, "w", **profile) as dst:
+                    dst.write(pixels[:, ::-1] if flipped and name == "b.tif" else pixels)
+                archive.write(tmp_path / name, name)
+
+    deliver(False)
+    scenes = [f"/vsizip/{zipped}/a.tif", f"/vsizip/{zipped}/b.tif"]
+    args = ["predict", *scenes, "--out", str(tmp_path / "o"), *FAST]
+    assert "2 predicted" in CliRunner().invoke(app, args).stdout
+    assert "0 predicted, 2 already done" in CliRunner().invoke(app, args).stdout
+    deliver(True)  # a corrected delivery of b
+    again = CliRunner().invoke(app, args)
+    assert "2 predicted, 0 already done" in again.stdout and "(a.tif, b.tif)" in again.stdout, again.output
+    recorded = json.loads((tmp_path / "o" / "b" / "report.json").read_text())["input_file"]
+    assert recorded == {"sources": [{"path": str(zipped), "bytes": zipped.stat().st_size,
+                                     "modified_ns": zipped.stat().st_mtime_ns}]}
+    write_vrt(plan_mosaic(scenes), tmp_path / "m.vrt")  # a --mosaic's VRT over zipped tiles
+    assert vrt_sources(tmp_path / "m.vrt") == [str(zipped)]
+
+
 def test_a_vrt_whose_tile_is_missing_fails_naming_the_missing_file(tmp_path):
     """A VRT input whose tile was moved away failed as 'RasterioIOError: Read failed. See previous
     exception for details.': which file, and why, was on no line the user saw."""

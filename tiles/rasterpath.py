@@ -251,10 +251,12 @@ def split_sidecars(paths: list[RasterPath]) -> tuple[list[RasterPath], list[Rast
 
 def vrt_sources(location: RasterPath) -> list[str]:
     """The local files a GDAL VRT (``.vrt``) reads, those of the VRTs it reads included, as GDAL
-    names them; [] for any other raster, a virtual path or URL, or a VRT that does not open.
+    names them (for a tile read through a virtual path, ``/vsizip//a.zip/b.tif``, the zip);
+    [] for any other raster, a virtual path or URL, or a VRT that does not open.
 
     Why: a VRT's own bytes and time do not change when a tile it mosaics is replaced, so a batch
-    that compared only those skipped the VRT's new delivery as already done."""
+    that compared only those skipped the VRT's new delivery as already done (and a ``--mosaic`` of
+    tiles in a zip skipped a new zip)."""
     if is_virtual(location) or Path(location).suffix.lower() != ".vrt":
         return []
     import rasterio  # here: the CLI imports this module for --help too
@@ -271,7 +273,11 @@ def vrt_sources(location: RasterPath) -> list[str]:
         except RasterioIOError:
             continue
         for name in files:
-            if is_virtual(name) or os.path.realpath(name) in seen or name.lower().endswith(".aux.xml"):
+            if is_virtual(name):
+                name = local_file_of(name)
+                if name is None:
+                    continue
+            if os.path.realpath(name) in seen or name.lower().endswith(".aux.xml"):
                 continue
             if name not in found:
                 found.append(name)
