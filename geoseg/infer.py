@@ -29,6 +29,8 @@ from geoseg import card as cards
 from geoseg.notes import tell
 
 TASKS = ("buildings", "landcover", "gcn")
+#: report.json's ``profile`` of a model given with ``--model`` whose card states none
+OWN_MODEL = "own model"
 
 
 def ignore_tracer_warnings() -> None:
@@ -64,8 +66,10 @@ def load_head(
     """The model of ``task`` from ``model_dir`` (a card or a folder of one) or the shipped weights.
 
     ``profile='fast'`` loads the ``*-fast`` student card when shipped; otherwise says so (into a
-    run's ``notes``, else a warning: ``geoseg.notes``) and uses the accurate model. The card gets
-    ``profile`` set to what was actually used.
+    run's ``notes``, else a warning: ``geoseg.notes``) and uses the accurate model. A shipped card
+    gets ``profile`` set to what was actually used; a card of ``model_dir`` keeps the profile its
+    card states (a distilled student's says ``fast``), else says ``own model``: ``--profile`` does
+    not choose a given model, and report.json called a user's U2-Net teacher 'fast'.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}")
@@ -74,7 +78,7 @@ def load_head(
     if model_dir is not None:
         path = cards.find_task_card(model_dir, task)  # before the weights are read
         module, card = cards.load_model(path, device=device, notes=notes)
-        card["profile"] = profile
+        card["profile"] = card.get("profile") or OWN_MODEL
         return module, card
     path = cards.shipped_card_path(task, profile)  # the gcn's fast card was fitted on the student
     used = "fast" if path == cards.default_card_path(task, "fast") else "accurate"

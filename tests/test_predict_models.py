@@ -15,7 +15,7 @@ import rasterio
 import torch
 
 from geoseg import card as cards
-from geoseg.infer import TileModel, load_head, refine_with_gcn
+from geoseg.infer import OWN_MODEL, TileModel, load_head, refine_with_gcn
 from geoseg.models.gcn import SuperpixelGCN
 from geoseg.models.students import FastSegNet
 from geoseg.paths import data_root
@@ -108,6 +108,19 @@ def test_gcn_refinement_keeps_a_distribution(tiny_models):
     # superpixels: the refined map is piecewise smoother than the CNN's
     assert len(np.unique(refined.argmax(0))) <= len(np.unique(probs[0].argmax(0))) + 1
     assert np.array_equal(refine_with_gcn(image, probs[0], feats[0], ~valid, gcn, gcn_card), probs[0])
+
+
+def test_a_given_model_is_recorded_by_its_own_profile_not_the_runs(tmp_path):
+    """``--model buildings=own.json --profile fast`` recorded the model's profile as 'fast' in
+    report.json whatever it was (a U2-Net teacher too): --profile does not choose a given model. Its
+    card's own ``profile`` is kept (a distilled student's 'fast'), else it is 'own model'."""
+    paths = make_tiny_models(tmp_path / "m")
+    _, card = load_head("buildings", profile="fast", model_dir=Path(paths["buildings"]))
+    assert card["profile"] == OWN_MODEL
+    student = json.loads(Path(paths["buildings"]).read_text()) | {"profile": "fast"}
+    Path(paths["buildings"]).write_text(json.dumps(student))
+    _, card = load_head("buildings", profile="accurate", model_dir=Path(paths["buildings"]))
+    assert card["profile"] == "fast"
 
 
 def test_fast_profile_falls_back_with_a_warning(monkeypatch, tmp_path):
