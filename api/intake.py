@@ -36,7 +36,9 @@ from api.worker import INPUT_NAME, job_dir
 from geoseg.coarse_input import too_coarse
 from geoseg.options import PredictOptions
 from tiles.gsd import gsd_m
-from tiles.normalize import parse_bands
+from tiles.masks import has_valid_pixel
+from tiles.normalize import dataset_bands, parse_bands
+from tiles.palette import is_paletted
 
 OUTPUTS = ("buildings", "classmap")
 
@@ -106,6 +108,30 @@ def check_bands(options: dict[str, Any], summary: dict[str, Any],
             raise UploadRejected(422, f"model {model!r} reads bands {','.join(map(str, named))} as red, green, blue "
                                       f"(its card), but the raster has {summary['bands']} band(s): send bands=R,G,B "
                                       f"to choose others, or choose another model")
+
+
+#: the most pixels an upload's valid-pixel check reads (a mask strip at a time, stopping at the first
+#: valid pixel): a larger all-nodata raster is accepted and fails in the worker, as before
+NODATA_CHECK_PIXELS = 64 * 2**20
+
+
+def check_has_data(staged: Path, options: dict[str, Any],
+                   model_bands: tuple[tuple[int, ...], str] | None = None) -> None:
+    """Refuse (422) an upload with no valid pixel in the bands the job reads (every pixel nodata,
+    masked by its alpha band or mask, or NaN), checked at full resolution up to
+    ``NODATA_CHECK_PIXELS``. Why: such a job was accepted (202) and failed in the worker with 'no
+    valid pixels'."""
+    with rasterio.open(staged) as src:
+        if is_paletted(src):
+            bands: tuple[int, ...] = (1,)
+        else:
+            wanted = options.get("bands") or (model_bands[0] if model_bands else None)
+            bands = tuple(wanted) if wanted else dataset_bands(src).bands
+        if has_valid_pixel(src, bands, NODATA_CHECK_PIXELS) is False:
+            raise UploadRejected(422, "the raster holds no valid pixel: every pixel of the bands read "
+                                      f"({','.join(map(str, bands))}) is nodata, masked (alpha band or mask) or "
+                                      "not a number, so there is nothing to segment; send the scene with its data, "
+                                      "or unset a wrong nodata value (`gdal_edit.py -unsetnodata file.tif`)")
 
 
 def check_gsd(staged: Path, options: dict[str, Any], model_cards: dict[str, str]) -> None:
@@ -184,6 +210,7 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
         if max_pixels is not None and pixels > max_pixels:
             raise UploadRejected(413, f"raster has {pixels} pixels; synchronous segmentation takes "
                                       f"at most {max_pixels}: submit it with POST /v1/jobs instead")
+        await run_in_threadpool(check_has_data, staged, options, model_bands)
         summary["filename"] = display_name(upload.filename)
         publishing = True  # from here the thread owns the job's folder, and cleans it up if it fails
         return await run_in_threadpool(_publish, staged, target, job_id, options, summary, settings, store,

@@ -443,3 +443,36 @@ def test_longitude_latitude_labelled_as_a_projected_crs_is_refused_at_submit(cli
     assert r.json()["detail"].startswith("the raster: its coordinates (32.59 to 32.5902, 0.349827 to 0.35) look like "
                                          "longitude/latitude, but its CRS EPSG:32636 is projected")
     assert "gdal_edit.py -a_srs EPSG:4326 upload.tif" in r.json()["detail"]
+
+
+def test_an_all_nodata_upload_is_refused_at_submit(client, tmp_path):
+    """An upload whose every pixel is nodata (its nodata value, or NaN in a float raster) was
+    accepted (202) and its job failed in the worker with 'no valid pixels'. It is refused with 422;
+    one valid pixel, in the last row, is enough to be accepted."""
+    with rasterio.open(SCENE) as src:
+        window = Window(0, 0, 128, 128)
+        profile = {"driver": "GTiff", "width": 128, "height": 128, "crs": src.crs,
+                   "transform": src.window_transform(window)}
+        pixels = src.read([1, 2, 3], window=window)
+
+    def upload(name: str, data: np.ndarray, **extra) -> bytes:
+        with rasterio.open(tmp_path / name, "w", count=3, dtype=data.dtype, **profile, **extra) as dst:
+            dst.write(data)
+        return (tmp_path / name).read_bytes()
+
+    empty = np.zeros_like(pixels)
+    r = post(client, "nodata.tif", upload("nodata.tif", empty, nodata=0))
+    assert r.status_code == 422 and "no valid pixel" in r.json()["detail"] and "1,2,3" in r.json()["detail"], r.text
+    nan = np.full(pixels.shape, np.nan, dtype="float32")
+    r = post(client, "nan.tif", upload("nan.tif", nan))
+    assert r.status_code == 422 and "not a number" in r.json()["detail"], r.text
+    one = empty.copy()
+    one[:, -1, -1] = pixels[:, -1, -1] | 1
+    r = post(client, "one.tif", upload("one.tif", one, nodata=0))
+    assert r.status_code == 202, r.text
+    assert client.delete(r.json()["links"]["self"]).status_code == 204
+    from tiles.masks import has_valid_pixel
+
+    with rasterio.open(tmp_path / "one.tif") as src:  # the valid pixel lies past a bounded scan
+        assert has_valid_pixel(src, (1, 2, 3), max_pixels=10**6, strip_pixels=128 * 16) is True
+        assert has_valid_pixel(src, (1, 2, 3), max_pixels=128 * 64, strip_pixels=128 * 16) is None

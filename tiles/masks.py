@@ -49,6 +49,29 @@ def raster_valid_mask(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...]
     return valid
 
 
+def has_valid_pixel(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...], max_pixels: int,
+                    strip_pixels: int = 2**20) -> bool | None:
+    """Whether any pixel of ``bands`` (1-based) is valid by ``raster_valid_mask``'s rule, read in
+    full-resolution strips until the first valid one; None (not known) when ``max_pixels`` were
+    read without one. No read at all for integer bands GDAL marks all valid.
+
+    Why: a service must refuse an all-nodata upload at once (the worker failed its job later) at a
+    bounded cost; a decimated read can miss a thin valid strip, so only a full-resolution one
+    refuses."""
+    floating = np.issubdtype(np.dtype(dataset.dtypes[bands[0] - 1]), np.floating)
+    if not floating and all(MaskFlags.all_valid in dataset.mask_flag_enums[b - 1] for b in bands):
+        return True
+    rows = max(1, strip_pixels // max(1, dataset.width))
+    for row in range(0, dataset.height, rows):
+        if row * dataset.width >= max_pixels:
+            return None
+        window = Window(0, row, dataset.width, min(rows, dataset.height - row))
+        data = dataset.read(list(bands), window=window) if floating else None
+        if window_valid_mask(dataset, window, data, bands).any():
+            return True
+    return False
+
+
 def finite_only(valid: np.ndarray, data: np.ndarray | None) -> np.ndarray:
     """``valid`` with non-finite pixels of float ``data`` (bands, h, w) marked invalid, in place."""
     if data is not None and np.issubdtype(data.dtype, np.floating):
