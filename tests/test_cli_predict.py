@@ -96,6 +96,26 @@ def test_raster_names_of_virtual_paths_and_urls(location, name):
     assert str(as_raster_path(location)) == location  # nothing collapsed
 
 
+@pytest.mark.parametrize("location, name, stem, absolute", [
+    ("GPKG:/d/two.gpkg:a", "two.gpkg:a", "two_a", "GPKG:/d/two.gpkg:a"),
+    ("GPKG:two.gpkg:a", "two.gpkg:a", "two_a", "GPKG:{cwd}/two.gpkg:a"),
+    ('NETCDF:"f.nc":var', "f.nc:var", "f_var", 'NETCDF:"{cwd}/f.nc":var'),
+    ("netcdf:f.nc:Band2", "f.nc:Band2", "f_Band2", "netcdf:{cwd}/f.nc:Band2"),  # as rasterio lists them
+    ('HDF5:"/d/a.h5"://grp/var', "a.h5:grp/var", "a_grp_var", 'HDF5:"/d/a.h5"://grp/var'),
+    ("GTIFF_DIR:2:/d/a.tif", "a.tif:2", "a_2", "GTIFF_DIR:2:/d/a.tif"),
+])
+def test_subdataset_names_are_inputs_named_by_file_and_subdataset(location, name, stem, absolute):
+    """A subdataset name stays a string (GDAL opens it), names its batch folder after the file and
+    the subdataset, and has its file made absolute (a Dask worker's folder is another)."""
+    import os
+
+    from tiles.rasterpath import absolute_raster_path, is_subdataset, is_virtual
+
+    assert is_subdataset(location) and is_virtual(location) and as_raster_path(location) == location
+    assert (raster_name(location), raster_stem(location)) == (name, stem)
+    assert absolute_raster_path(location) == absolute.format(cwd=os.getcwd())
+
+
 def test_a_missing_input_is_one_failure_of_the_batch(tmp_path):
     scene = KAMPALA / "kampala_z19_2.tif"
     missing = tmp_path / "nope.tif"

@@ -30,8 +30,9 @@ STEM_SIDECAR_SUFFIXES = (".wld", ".tfw", ".tifw", ".tiffw", ".jgw", ".jpgw", ".p
 
 
 #: how a GDAL subdataset name starts: its driver's short name and a colon (``GPKG:a.gpkg:table``,
-#: ``NETCDF:"a.nc":var``, ``HDF5:"a.h5"://path``, ``GTIFF_DIR:2:a.tif``), as ``gdalinfo`` lists them
-_SUBDATASET = re.compile(r"^([A-Z][A-Z0-9_]+):(.+)$")
+#: ``NETCDF:"a.nc":var``, ``HDF5:"a.h5"://path``, ``GTIFF_DIR:2:a.tif``), as ``gdalinfo`` lists them;
+#: in any case, as GDAL takes it (rasterio lists ``netcdf:a.nc:var``)
+_SUBDATASET = re.compile(r"^([A-Za-z][A-Za-z0-9_]+):(.+)$")
 
 
 def _subdataset_parts(text: str) -> tuple[int, int, str] | None:
