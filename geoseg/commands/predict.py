@@ -64,7 +64,8 @@ def _one_card_per_task(specs: list[str]) -> list[str]:
 def predict(
     # strings, not Paths: Path would turn /vsizip//tmp/a.zip/b.tif into a relative path for GDAL
     inputs: list[str] = typer.Argument(..., metavar="INPUT", help="Rasters to predict (GeoTIFF, JPEG, PNG, anything GDAL reads, "
-                                       "GDAL virtual paths such as /vsizip//path/a.zip/b.tif and URLs included), "
+                                       "GDAL virtual paths such as /vsizip//path/a.zip/b.tif, URLs and subdataset names such as "
+                                       "GPKG:path/two.gpkg:a included), "
                                        "or folders: the rasters directly inside each."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per input when several, unless --mosaic)."),
     tile_size: int = typer.Option(512, "--tile-size", help="Tile size in working-grid pixels (a head whose card fixes its window keeps it: the accurate building head runs on 512 px tiles at any --tile-size)."),
