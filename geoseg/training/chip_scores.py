@@ -17,6 +17,7 @@ from torch import nn
 from geoseg.card import normalise
 from geoseg.distill_losses import IGNORE_INDEX
 from geoseg.training.chip_batches import ChipArrays, loss_targets
+from geoseg.training.forward_batches import chips_per_forward
 from geoseg.training.teacher_maps import first_output
 
 
@@ -44,6 +45,7 @@ def evaluate(
     model.to(device).eval()
     cuda = device.startswith("cuda")
     n_classes = len(card["classes"])
+    forward = chips_per_forward(device, batch_size, *chips.images.shape[-2:])
     conf = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
     scored = 0
     for i in range(0, len(chips), batch_size):
@@ -53,7 +55,8 @@ def evaluate(
         images = torch.from_numpy(np.ascontiguousarray(chips.images[i : i + batch_size])).to(device)
         y = loss_targets(torch.from_numpy(np.ascontiguousarray(chips.labels[i : i + batch_size])).to(device), task)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            pred = first_output(model(normalise(images, card))).float().argmax(1)
+            pred = torch.cat([first_output(model(normalise(images[j : j + forward], card))).float().argmax(1)
+                              for j in range(0, len(images), forward)])
         valid = y != IGNORE_INDEX
         conf += torch.bincount(
             y[valid] * n_classes + pred[valid], minlength=n_classes * n_classes

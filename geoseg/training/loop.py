@@ -40,6 +40,7 @@ from geoseg.training.chip_provenance import (
     working_gsd,
 )
 from geoseg.training.data import IGNORE_INDEX, channel_stats, select
+from geoseg.training.forward_batches import chips_per_forward
 from geoseg.training.metrics import boundary_counts, boundary_f, building_iou, confusion, landcover_scores
 
 Log = Callable[[str], None]
@@ -129,9 +130,11 @@ def _normaliser(mean: list[float], std: list[float], device: str) -> Callable[[t
 def predict_logits(
     model: nn.Module, images_u8: np.ndarray | torch.Tensor, norm: dict[str, list[float]], device: str, batch: int = 8
 ) -> torch.Tensor:
-    """Eval-mode logits (N,K,H,W) float32 on ``device`` for uint8 images (N,3,H,W)."""
+    """Eval-mode logits (N,K,H,W) float32 on ``device`` for uint8 images (N,3,H,W), ``batch`` chips per
+    forward pass, fewer on the CPU (:func:`geoseg.training.forward_batches.chips_per_forward`)."""
     model.eval()
     normalise = _normaliser(norm["mean"], norm["std"], device)
+    batch = chips_per_forward(device, batch, *images_u8.shape[-2:])
     outs = []
     for i in range(0, len(images_u8), batch):
         x = torch.as_tensor(images_u8[i : i + batch]).to(device).float() / 255.0
