@@ -21,6 +21,15 @@ def new(store: JobStore, priority: int = 0) -> str:
     return job_id
 
 
+
+def _run_at_once(target, n: int) -> None:
+    """``target`` on ``n`` threads started together; returns when all have ended."""
+    threads = [threading.Thread(target=target) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
 def test_claims_follow_priority_then_age(tmp_path):
     store = JobStore(tmp_path / "jobs.sqlite")
     first, second, urgent = new(store), new(store), new(store, priority=10)
@@ -42,11 +51,7 @@ def test_concurrent_claims_never_share_a_job(tmp_path):
             with lock:
                 claimed.append(job.id)
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_at_once(worker, 4)
     assert sorted(claimed) == sorted(ids)
 
 
@@ -179,11 +184,7 @@ def test_an_idempotency_key_makes_one_job_even_from_concurrent_submissions(tmp_p
         except KeyTaken as exc:
             taken.append(exc.job_id)
 
-    threads = [threading.Thread(target=submit) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_at_once(submit, 6)
     assert len(made) == 1 and taken == made * 5
     assert store.by_idempotency_key("k-1").id == made[0] and store.counts()["queued"] == 1
     store.mark_deleted(made[0])  # a deleted job gives its key back
