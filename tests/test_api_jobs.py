@@ -21,7 +21,6 @@ def new(store: JobStore, priority: int = 0) -> str:
     return job_id
 
 
-
 def _run_at_once(target, n: int) -> None:
     """``target`` on ``n`` threads started together; returns when all have ended."""
     threads = [threading.Thread(target=target) for _ in range(n)]
@@ -29,6 +28,7 @@ def _run_at_once(target, n: int) -> None:
         t.start()
     for t in threads:
         t.join()
+
 
 def test_claims_follow_priority_then_age(tmp_path):
     store = JobStore(tmp_path / "jobs.sqlite")
