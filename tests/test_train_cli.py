@@ -30,6 +30,19 @@ def run_student(root, chips, out, *options):
     return json.loads((root / out / "landcover-attresunet-fast-custom.json").read_text())
 
 
+def ctrl_c_on_call(monkeypatch, module, name: str, n: int) -> None:
+    """``module.name`` raises KeyboardInterrupt (Ctrl-C) on its ``n``-th call, runs as before until then."""
+    real, calls = getattr(module, name), []
+
+    def then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, then_ctrl_c)
+
+
 def test_student_honours_batch_size_and_crop(student_setup):
     root, chips = student_setup
     card = run_student(root, chips, "b2", "--batch-size", "2", "--crop", "64")
@@ -176,16 +189,7 @@ def test_ctrl_c_while_distilling_keeps_the_student_so_far(student_setup, monkeyp
     from geoseg.training import distill
 
     root, chips = student_setup
-    calls = []
-    real = distill.photometric_augment
-
-    def augment_then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(distill, "photometric_augment", augment_then_ctrl_c)
+    ctrl_c_on_call(monkeypatch, distill, "photometric_augment", 3)
     result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chips), "--out", str(root / "stop"),
                                       "--teacher", str(root / "teacher"), "--epochs", "5", "--batch-size", "2",
                                       "--crop", "64", "--losses", "ce"])
@@ -299,16 +303,7 @@ def test_ctrl_c_keeps_the_weights_so_far(tmp_path, monkeypatch):
                                             "arch_kwargs": TINY_U2NET, "classes": BUILDING_CLASSES,
                                             "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}},
                        tmp_path / "start")
-    calls = []
-
-    def augment_then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return augment(*args, **kwargs)
-
-    augment = loop.augment_batch
-    monkeypatch.setattr(loop, "augment_batch", augment_then_ctrl_c)
+    ctrl_c_on_call(monkeypatch, loop, "augment_batch", 3)
     result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
                                       "--out", str(tmp_path / "m"), "--epochs", "50", "--batch-size", "2",
                                       "--crop", "32", "--init", str(start)])
@@ -538,16 +533,7 @@ def test_ctrl_c_of_a_retrain_keeps_the_finished_model_of_its_name(tmp_path, monk
             "--crop", "32", "--name", "mine"]
     assert CliRunner().invoke(app, [*base, "--epochs", "1"]).exit_code == 0
     finished = (tmp_path / "m" / "mine.pt").read_bytes(), (tmp_path / "m" / "mine.json").read_text()
-    calls = []
-    augment = loop.augment_batch
-
-    def augment_then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return augment(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "augment_batch", augment_then_ctrl_c)
+    ctrl_c_on_call(monkeypatch, loop, "augment_batch", 2)
     result = CliRunner().invoke(app, [*base, "--epochs", "50"])
     assert result.exit_code == 130, result.output
     assert ((tmp_path / "m" / "mine.pt").read_bytes(), (tmp_path / "m" / "mine.json").read_text()) == finished
