@@ -594,8 +594,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-blocks", help="teacher-buildings: with --train-blocks, e.g. nairobi or nairobi-2")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", choices=["best", "last"], default="best", help="teacher-buildings: weights returned")
-    ap.add_argument("--cudnn-benchmark", choices=["on", "off"], default="on",
-                    help="teacher-buildings: cuDNN autotuning (run 6 lost 50-90 s of each run to its start-up)")
+    ap.add_argument("--cudnn-benchmark", choices=["on", "off"], default="off",
+                    help="teacher-buildings: cuDNN autotuning of each crop size. Run 6 (on, H200) made 12-14 steps in "
+                         "its first 50-90 s; run 8 (off, H100) made 139 in its first 20 s and ~9 a second after")
     args = ap.parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(1)

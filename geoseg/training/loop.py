@@ -91,7 +91,8 @@ class TrainConfig:
     eval_batch: int = 8
     keep: str = "best"
     #: cuDNN autotuning on CUDA. It tunes each new input shape once; with per-batch crop sizes
-    #: (``augment.out_size_max``) that start-up may cost a short GPU run 50-90 s (docs/models.md, run 6)
+    #: (``augment.out_size_max``) that start-up cost a short GPU run 50-90 s (docs/models.md, run 6),
+    #: and run 8 trained such crops with it off at full pace from the first seconds
     cudnn_benchmark: bool = True
 
     def __post_init__(self) -> None:
