@@ -54,6 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from geoseg.augment import AugmentConfig  # noqa: E402
+
 SCRIPT = Path(__file__).resolve()
 COMMAND = "python3 scripts/device_parallel.py run --chips .chips --out $OUT --budget-s {budget:g}"
 LANDCOVER_RECIPES = {
@@ -67,6 +69,9 @@ BUILDING_RUNS = {"B-ft": ("shipped", 1e-3, 256, None, 32), "B-new": (None, 2e-3,
 # 256-512 px crops so that it stops feeling a window's edge deep inside predict's 512-1024 px windows
 BUILDING_RUNS_4 = {"T-256": (None, 2e-3, 256, None, 32), "T-mix": (None, 2e-3, 256, 512, 16)}
 STUDENT_LOSSES = ("ce", "ce+ace", "ce+ace+csc")
+# the students' input: the teachers' whole photometric chain (distill's default since run 3 shipped), or
+# run 3's students' colour jitter alone (runs 7-8's land-cover students sat 11 pt below run 3's)
+STUDENT_INPUTS = {"chain": AugmentConfig(), "jitter": AugmentConfig(blur_p=0, jpeg_p=0, channel_shuffle_p=0, grey_p=0)}
 
 
 # ----------------------------------------------------------------- helpers ----
@@ -112,7 +117,6 @@ def train_cfg(args, seconds: float | None = None, steps: int | None = None, lr: 
               aug: dict | None = None, val_every_s: float = 20.0, crop: int = 256, crop_max: int | None = None,
               batch: int = 32):
     """Training settings; dry runs shrink crops 4x and batches to 2."""
-    from geoseg.augment import AugmentConfig
     from geoseg.training.loop import TrainConfig
 
     if args.dry:
@@ -228,7 +232,8 @@ def work_student(args) -> None:
     torch.manual_seed(args.seed)  # the student's initial weights follow --seed too
     student = new_student(args.task, tcard)
     run = distill(student, None, tcard, args.task, train, args.losses, args.device, seconds=seconds,
-                  max_steps=args.steps, batch_size=2 if args.dry else 32, seed=args.seed, cache=cache)
+                  max_steps=args.steps, batch_size=2 if args.dry else 32, seed=args.seed, cache=cache,
+                  augment=STUDENT_INPUTS[args.student_input])
     metrics = {s: evaluate(student, tcard, args.task, splits[s], args.device, 4 if args.dry else 32)
                for s in ("val", "test") if s in splits}
     metrics["command"] = run_command(args) + f" (student {args.task} {args.losses})"
@@ -238,7 +243,8 @@ def work_student(args) -> None:
                 "last_loss": round(run.last_loss, 4), "teacher_cache_seconds": round(cache_s, 1),
                 "splits": {s: len(c) for s, c in splits.items()},
                 "schedule": "the three loss variants of this task trained at the same time on one GPU, "
-                            "same step cap and deadline"}
+                            "same step cap and deadline",
+                "student_input": args.student_input}
     card = student_card(tcard, student, args.losses, training, metrics)
     card["name"] = f"{tcard['name']}-fast-{args.losses.replace('+', '-')}"
     save_model(student, card, args.work)
@@ -594,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-blocks", help="teacher-buildings: with --train-blocks, e.g. nairobi or nairobi-2")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", choices=["best", "last"], default="best", help="teacher-buildings: weights returned")
+    ap.add_argument("--student-input", choices=sorted(STUDENT_INPUTS), default="chain",
+                    help="student: photometric augmentation of its input (jitter: run 3's, colour jitter only)")
     ap.add_argument("--cudnn-benchmark", choices=["on", "off"], default="off",
                     help="teacher-buildings: cuDNN autotuning of each crop size. Run 6 (on, H200) made 12-14 steps in "
                          "its first 50-90 s; run 8 (off, H100) made 139 in its first 20 s and ~9 a second after")
