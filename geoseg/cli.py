@@ -65,16 +65,24 @@ def empty_value(command: Any, args: list[str]) -> str | None:
 BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
 
 
+def _option_names(command: Any) -> tuple[set[str], set[str]]:
+    """A command's flag names (``--regularize``, ``--no-buildings``) and those of its options that
+    take a value (``--out``, ``-o``)."""
+    flags = {name for param in command.params if getattr(param, "is_flag", False)
+             for name in [*param.opts, *param.secondary_opts]}
+    takes_value = {name for param in command.params
+                   if getattr(param, "param_type_name", "") == "option" and not param.is_flag
+                   for name in param.opts}
+    return flags, takes_value
+
+
 def value_after_flag(command: Any, args: list[str]) -> str | None:
     """Why a boolean word after a flag (``--regularize true``) is no INPUT, else None.
 
     Why: a flag takes no value, so click took the word as the next argument, an INPUT, which a
     batch found missing only after every other input had run ('true: input not found'). A file of
     that name is still an input."""
-    flags = {name for param in command.params if getattr(param, "is_flag", False)
-             for name in [*param.opts, *param.secondary_opts]}
-    takes_value = {name for param in command.params if not getattr(param, "is_flag", True)
-                   for name in param.opts}
+    flags, takes_value = _option_names(command)
     i = 0
     while i < len(args) - 1:
         token, following = args[i], args[i + 1]
@@ -86,6 +94,44 @@ def value_after_flag(command: Any, args: list[str]) -> str | None:
         if token in flags and following.lower() in BOOLEAN_WORDS and not os.path.lexists(following):
             return f"{following!r} is not a file: {token} is a flag and takes no value"
         i += 1
+    return None
+
+
+def positional_tokens(command: Any, args: list[str]) -> list[str]:
+    """The tokens of ``args`` that click gives ``command``'s arguments: neither an option nor an
+    option's value (``--out o``, ``--out=o``); everything after ``--``."""
+    _, takes_value = _option_names(command)
+    positional: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            return positional + args[i + 1:]
+        if token in takes_value:
+            i += 2
+            continue
+        if not (token.startswith("-") and len(token) > 1):  # '-' alone is an argument (stdin)
+            positional.append(token)
+        i += 1
+    return positional
+
+
+def boolean_word_input(command: Any, args: list[str]) -> str | None:
+    """Why a boolean word given as an input (``geoseg predict true scene.tif``) that names no file
+    is no input, else None; for commands taking several inputs (predict's INPUT, tile's SCENE).
+
+    Why: such a word is a flag's value put in the wrong place, as ``value_after_flag``'s, but
+    click took it for an input, which a batch found missing only after predicting every other
+    input ('true: input not found', exit 1). A file or folder of that name is still an input
+    (a word holds no ':' or '/', so it names no URL, virtual path or subdataset)."""
+    many = next((param for param in command.params if getattr(param, "param_type_name", "") == "argument"
+                 and param.nargs != 1), None)
+    if many is None:
+        return None
+    for token in positional_tokens(command, args):
+        if token.lower() in BOOLEAN_WORDS and not os.path.lexists(token):
+            name = many.metavar or str(many.name).upper()
+            return f"{name} {token!r} names no file or folder: a boolean word is no input (flags take no value)"
     return None
 
 
@@ -187,9 +233,9 @@ class OneLineErrorsGroup(FlagsShownAsFlags, TyperGroup):
         if empty is not None:
             _exit_on_one_line(_click_errors.UsageError(f"{empty} (is a shell variable unset?)"),
                               f"{ctx.command_path} {name}")
-        flag_value = value_after_flag(command, rest)
-        if flag_value is not None:
-            _exit_on_one_line(_click_errors.UsageError(flag_value), f"{ctx.command_path} {name}")
+        misplaced = value_after_flag(command, rest) or boolean_word_input(command, rest)
+        if misplaced is not None:
+            _exit_on_one_line(_click_errors.UsageError(misplaced), f"{ctx.command_path} {name}")
         return name, command, rest
 
     def invoke(self, ctx: Any) -> Any:

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from geoseg import __version__
-from geoseg.cli import app, value_after_flag
+from geoseg.cli import app, boolean_word_input, value_after_flag
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,9 +71,12 @@ USAGE_ERRORS = [
      ("'true' is not a file", "--regularize is a flag and takes no value")),
     (["predict", "x.tif", "--no-buildings", "No", "--out", "o"], "geoseg predict",
      ("'No' is not a file", "--no-buildings is a flag")),
+    (["predict", "true", "x.tif", "--out", "o"], "geoseg predict", ("INPUT 'true' names no file", "no input")),
+    (["predict", "x.tif", "--out", "o", "--", "Yes"], "geoseg predict", ("INPUT 'Yes' names no file",)),
     (["predcit", "x.tif"], "geoseg", ("'predcit'", "Did you mean 'predict'?")),
     (["--bogus"], "geoseg", ("--bogus",)),
     (["tile", "--out", "o"], "geoseg tile", ("missing argument 'SCENE'",)),
+    (["tile", "off", "x.tif", "--out", "o"], "geoseg tile", ("SCENE 'off' names no file",)),
     (["tile", "x.tif", "--out", "o", "--target", "roads"], "geoseg tile", ("--target", "'roads'", "landcover")),
     (["tile", "x.tif", "--out", "o", "--size", "big"], "geoseg tile", ("--size", "'big'")),
     (["train"], "geoseg train", ("missing argument 'TASK'",)),
@@ -174,3 +177,27 @@ def test_a_file_named_like_a_boolean_is_still_an_input(tmp_path, monkeypatch):
     assert value_after_flag(predict_command, args) is None
     assert value_after_flag(predict_command, ["--out", "true", "x.tif"]) is None  # a value of --out
     assert value_after_flag(predict_command, ["x.tif", "--out", "o", "--", "--mosaic", "1"]) is None
+
+
+def test_a_boolean_word_as_the_first_input_fails_before_any_work(tmp_path, monkeypatch):
+    """'geoseg predict true scene.tif' predicted scene.tif and only then failed on 'true' (input not
+    found, exit 1): the word, a flag's value put in the wrong place, is now a usage error up front."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scene.tif").touch()  # never read: the command stops before any input is
+    result = CliRunner().invoke(app, ["predict", "true", "scene.tif", "--out", "o"])
+    _one_line_usage_error(result.exit_code, result.stdout, result.stderr, "geoseg predict", "INPUT 'true'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]  # no --out folder, no batch.json
+
+
+def test_a_boolean_word_naming_a_file_is_an_input(tmp_path, monkeypatch):
+    """Only a word that names nothing is refused; options' values are not inputs."""
+    from typer.main import get_command
+
+    predict_command = get_command(app).commands["predict"]
+    monkeypatch.chdir(tmp_path)
+    assert "INPUT 'on'" in boolean_word_input(predict_command, ["a.tif", "on", "--out", "o"])
+    (tmp_path / "on").touch()
+    assert boolean_word_input(predict_command, ["a.tif", "on", "--out", "o"]) is None
+    assert boolean_word_input(predict_command, ["a.tif", "--out", "true", "-o", "1", "--gsd", "0"]) is None
+    train_command = get_command(app).commands["train"]  # one TASK, not inputs: its own check names the tasks
+    assert boolean_word_input(train_command, ["true", "--data", "d", "--out", "o"]) is None
