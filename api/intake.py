@@ -39,6 +39,7 @@ from tiles.gsd import gsd_m
 from tiles.masks import has_valid_pixel
 from tiles.normalize import dataset_bands, parse_bands
 from tiles.palette import is_paletted
+from tiles.tiff_chunks import stored_chunks
 
 OUTPUTS = ("buildings", "classmap")
 
@@ -110,24 +111,23 @@ def check_bands(options: dict[str, Any], summary: dict[str, Any],
                                       f"to choose others, or choose another model")
 
 
-#: the most pixels an upload's valid-pixel check reads (a mask strip at a time, stopping at the first
-#: valid pixel): a larger all-nodata raster is accepted and fails in the worker, as before
-NODATA_CHECK_PIXELS = 64 * 2**20
-
-
 def check_has_data(staged: Path, options: dict[str, Any],
                    model_bands: tuple[tuple[int, ...], str] | None = None) -> None:
     """Refuse (422) an upload with no valid pixel in the bands the job reads (every pixel nodata,
-    masked by its alpha band or mask, or NaN), checked at full resolution up to
-    ``NODATA_CHECK_PIXELS``. Why: such a job was accepted (202) and failed in the worker with 'no
-    valid pixels'."""
+    masked by its alpha band or mask, or NaN), checked at full resolution, whatever its size, until
+    the first valid pixel; a stored chunk of the same bytes as one read already is not read again
+    (``tiles.tiff_chunks``), so a fill-valued raster costs a few reads. Why: such a job was accepted
+    (202) and failed in the worker with 'no valid pixels' (up to session 19, above 64 Mpx)."""
     with rasterio.open(staged) as src:
         if is_paletted(src):
             bands: tuple[int, ...] = (1,)
         else:
             wanted = options.get("bands") or (model_bands[0] if model_bands else None)
             bands = tuple(wanted) if wanted else dataset_bands(src).bands
-        if has_valid_pixel(src, bands, NODATA_CHECK_PIXELS) is False:
+        chunks = stored_chunks(staged)
+        if chunks is not None and chunks.shape != (src.height, src.width):
+            chunks = None  # not the image GDAL reads: read every block
+        if not has_valid_pixel(src, bands, chunks):
             raise UploadRejected(422, "the raster holds no valid pixel: every pixel of the bands read "
                                       f"({','.join(map(str, bands))}) is nodata, masked (alpha band or mask) or "
                                       "not a number, so there is nothing to segment; send the scene with its data, "

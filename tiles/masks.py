@@ -7,6 +7,8 @@ checks for float data, which GDAL only masks when NaN is declared as nodata.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.io import DatasetReader
@@ -49,27 +51,42 @@ def raster_valid_mask(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...]
     return valid
 
 
-def has_valid_pixel(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...], max_pixels: int,
-                    strip_pixels: int = 2**20) -> bool | None:
-    """Whether any pixel of ``bands`` (1-based) is valid by ``raster_valid_mask``'s rule, read in
-    full-resolution strips until the first valid one; None (not known) when ``max_pixels`` were
-    read without one. No read at all for integer bands GDAL marks all valid.
+def has_valid_pixel(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...],
+                    chunks: Iterable[tuple[Window, bytes | None]] | None = None, strip_pixels: int = 2**20) -> bool:
+    """Whether any pixel of ``bands`` (1-based) is valid by ``raster_valid_mask``'s rule, read at
+    full resolution until the first valid one. No read at all for integer bands GDAL marks all
+    valid. ``chunks``: the raster's stored chunks as (window, key of its bytes or None), as
+    ``tiles.tiff_chunks.stored_chunks`` gives them: a chunk whose key was read already is not read
+    again; without them the raster is read in windows of whole blocks (about ``strip_pixels``).
 
-    Why: a service must refuse an all-nodata upload at once (the worker failed its job later) at a
-    bounded cost; a decimated read can miss a thin valid strip, so only a full-resolution one
-    refuses."""
+    Why: a service must refuse an all-nodata upload at once (the worker failed its job later),
+    whatever its size; a decimated read can miss a thin valid strip, so only a full-resolution one
+    refuses, and the chunks' keys make that a few reads for a fill-valued raster."""
     floating = np.issubdtype(np.dtype(dataset.dtypes[bands[0] - 1]), np.floating)
     if not floating and all(MaskFlags.all_valid in dataset.mask_flag_enums[b - 1] for b in bands):
         return True
-    rows = max(1, strip_pixels // max(1, dataset.width))
-    for row in range(0, dataset.height, rows):
-        if row * dataset.width >= max_pixels:
-            return None
-        window = Window(0, row, dataset.width, min(rows, dataset.height - row))
+    seen: set[bytes] = set()
+    for window, key in chunks if chunks is not None else ((w, None) for w in block_windows(dataset, strip_pixels)):
+        if key is not None:
+            if key in seen:  # the same bytes as a chunk found all invalid
+                continue
+            seen.add(key)
         data = dataset.read(list(bands), window=window) if floating else None
         if window_valid_mask(dataset, window, data, bands).any():
             return True
     return False
+
+
+def block_windows(dataset: DatasetReader | WarpedVRT, max_pixels: int = 2**20) -> Iterator[Window]:
+    """``dataset``'s windows of whole blocks (a row of blocks, cut across into runs of about
+    ``max_pixels``), row by row: each block is decoded once, not once per strip that crosses it."""
+    block_height, block_width = dataset.block_shapes[0]
+    block_height, block_width = max(1, min(block_height, dataset.height)), max(1, min(block_width, dataset.width))
+    rows = block_height * max(1, max_pixels // (block_height * dataset.width))
+    cols = block_width * max(1, max_pixels // (rows * block_width))
+    for row in range(0, dataset.height, rows):
+        for col in range(0, dataset.width, cols):
+            yield Window(col, row, min(cols, dataset.width - col), min(rows, dataset.height - row))
 
 
 def finite_only(valid: np.ndarray, data: np.ndarray | None) -> np.ndarray:
