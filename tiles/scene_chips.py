@@ -23,7 +23,7 @@ from tiles.classes import CLASSES_FILE, read_classes
 from tiles.labels import LabelIndex, grid_bounds
 from tiles.landcover_vectors import ClassPolygons
 from tiles.source import Scene
-from tiles.splits import buildings_split, landcover_split, scene_area
+from tiles.splits import scene_area, scene_split
 
 #: ``SceneJob.target`` of land-cover chips (else buildings)
 LANDCOVER = "landcover"
@@ -55,7 +55,7 @@ class SceneJob:
         missing = [p for p in label_files if not p.exists()]
         if missing:
             raise FileNotFoundError(f"{path.name}: label file {missing[0]} not found (use --labels)")
-        area, block = scene_area(path)
+        area = scene_area(path)[0]
         with Scene(path, bands=self.opts.bands, gsd=self.opts.gsd) as scene:
             if scene.crs is None:
                 raise ValueError(f"{path.name} has no CRS: vector labels cannot be placed")
@@ -69,7 +69,7 @@ class SceneJob:
                        else f"{files} holds no polygon")
                 raise ValueError(f"no label polygon overlaps {path.name} ({why})")
             recs = building_chips(scene, index, self.out, self.opts, path.name, area,
-                                  self.split or buildings_split(area, block))
+                                  self.split or scene_split(path, landcover=False))
             return [r.to_feature() for r in recs]
 
     def _landcover(self, image: Path) -> list[dict]:
@@ -82,10 +82,10 @@ class SceneJob:
                     list(self.labels or ()), scene.crs, self.labels_class_field, read_classes(self.out / CLASSES_FILE),
                     self.labels_where, self.labels_layer, near=scene_box(scene, self.opts.size))
                 recs = vector_landcover_chips(scene, polygons, self.out, self.opts, f"{tile_dir}/{image.name}",
-                                              prefix, tile_dir, self.split or landcover_split(tile_dir))
+                                              prefix, tile_dir, self.split or scene_split(image, landcover=True))
                 return [r.to_feature() for r in recs]
             recs = landcover_chips(scene, landcover_mask_path(image), self.out, self.opts, f"{tile_dir}/{image.name}",
-                                   prefix, tile_dir, self.split or landcover_split(tile_dir))
+                                   prefix, tile_dir, self.split or scene_split(image, landcover=True))
             return [r.to_feature() for r in recs]
 
     def chip_set(self) -> ChipSet:

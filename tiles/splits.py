@@ -6,11 +6,16 @@ buildings — kampala = test, nairobi block 2 and zanzibar block 2 = val, everyt
 (since session 9: Nairobi-2 alone is one dense block where nearly every prediction merges, so it
 cannot judge how well buildings are separated; Zanzibar-2 has detached houses);
 Dubai land cover — tile 1-4 train, 5 val, 6 test. Unknown areas default to train.
+These rules are the shared data set's: ``scene_split`` applies them to its files (known by their
+bytes, ``tiles.shared_scenes``), and puts every other scene in train, whatever its name.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
+
+from tiles.shared_scenes import SHARED_SCENES
 
 _SCENE = re.compile(r"^(?P<area>[A-Za-z]+)_z(?P<zoom>\d+)_(?P<block>\d+)$")
 _DUBAI_TILE = re.compile(r"^tile_(?P<n>\d+)$")
@@ -45,3 +50,30 @@ def landcover_split(tile_dir: str) -> str:
         return "train"
     n = int(m["n"])
     return "test" if n == 6 else "val" if n == 5 else "train"
+
+
+def shared_scene(path: Path) -> Path | None:
+    """``path``'s place in the shared data set (``buildings/kampala/kampala_z19_1.tif``) when its
+    bytes are one of its scene files', else None."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    name = SHARED_SCENES.get(digest.hexdigest())
+    return Path(name) if name is not None else None
+
+
+def scene_split(path: Path, landcover: bool) -> str:
+    """The split of a scene ``geoseg tile`` cuts without ``--split``: the shared data set's rules for
+    its files, by their place in it (a renamed copy of a Kampala scene is still test), and train
+    for any other scene.
+
+    Why: the rules read names, so a user's ``kampala_z19_7.tif``, a ``kampala/`` folder or a
+    ``tile_6/`` folder of their own had its chips put in test, and ``geoseg train`` then found no
+    train chips ('got 0 train, 4 val') and named ``--split``, which the user had used."""
+    shared = shared_scene(path)
+    if shared is None:
+        return "train"
+    if landcover:
+        return landcover_split(shared.parent.name)
+    return buildings_split(*scene_area(shared))
