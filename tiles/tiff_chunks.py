@@ -55,7 +55,7 @@ def _chunking(page: tifffile.TiffPage) -> _Chunking | None:
 
 
 class StoredChunks:
-    """The full-resolution image's chunks of a single-file TIFF, in file order: for each, its window
+    """The full-resolution image's chunks of a single-file TIFF, row by row: for each, its window
     and a key of its bytes (every plane's, and the internal mask's at the same place) and shape,
     None for a chunk that no other can equal (its byte counts are its own: not worth hashing).
 
