@@ -67,3 +67,8 @@ def test_tile_puts_a_users_kampala_named_scene_in_train(buildings_dir: Path, tmp
     assert result.exit_code == 0, result.output
     features = json.loads((tmp_path / "chips" / "index.geojson").read_text())["features"]
     assert features and {f["properties"]["split"] for f in features} == {"train"}
+    # named like test ground but not the shared file: said once, so a changed copy of a Kampala
+    # scene does not slip into training unseen
+    note = [line for line in result.stderr.splitlines() if "kampala_z19_7.tif" in line]
+    assert note == [("note: kampala_z19_7.tif is named like the shared data's test ground but is not one of its "
+                     "files: its chips go to train (--split test to hold it out)")]

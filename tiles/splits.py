@@ -77,3 +77,17 @@ def scene_split(path: Path, landcover: bool) -> str:
     if landcover:
         return landcover_split(shared.parent.name)
     return buildings_split(*scene_area(shared))
+
+
+def name_split_note(path: Path, landcover: bool) -> str | None:
+    """A note when ``path`` is named like a held-out scene of the shared data set (a ``kampala_*``
+    scene, a ``tile_6/`` image) but is none of its files, so its chips go to train.
+
+    Why: a changed or re-encoded copy of a shared test scene is no longer recognised by its bytes,
+    and putting test ground into training silently would inflate every figure measured on it.
+    Names are read first, so an ordinary scene is never hashed twice."""
+    by_name = landcover_split(path.parent.name) if landcover else buildings_split(*scene_area(path))
+    if by_name == "train" or shared_scene(path) is not None:
+        return None
+    return (f"{path.name} is named like the shared data's {by_name} ground but is not one of its files: "
+            f"its chips go to train (--split {by_name} to hold it out)")

@@ -37,6 +37,7 @@ from tiles.landcover_vectors import check_vector_landcover
 from tiles.normalize import parse_bands
 from tiles.rasterpath import is_hidden
 from tiles.scene_chips import SceneJob, chip_prefix
+from tiles.splits import name_split_note
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
@@ -257,6 +258,8 @@ def tile(
         except Exception as exc:  # one line for the user, non-zero exit
             typer.echo(f"geoseg tile: error: {exc}", err=True)
             raise typer.Exit(1) from None
+        if split is None:
+            moved += [note for path in inputs if (note := name_split_note(path, target is Target.landcover))]
         for note in moved:
             typer.echo(f"note: {note}", err=True)
         if scheduler is None and len(inputs) == 1:
