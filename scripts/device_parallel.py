@@ -69,8 +69,8 @@ BUILDING_RUNS = {"B-ft": ("shipped", 1e-3, 256, None, 32), "B-new": (None, 2e-3,
 # 256-512 px crops so that it stops feeling a window's edge deep inside predict's 512-1024 px windows
 BUILDING_RUNS_4 = {"T-256": (None, 2e-3, 256, None, 32), "T-mix": (None, 2e-3, 256, 512, 16)}
 STUDENT_LOSSES = ("ce", "ce+ace", "ce+ace+csc")
-# the students' input: the teachers' whole photometric chain (distill's default since run 3 shipped), or
-# run 3's students' colour jitter alone (runs 7-8's land-cover students sat 11 pt below run 3's)
+# the students' input, when not distill's default for the task (STUDENT_INPUT): the teachers' whole
+# photometric chain, or run 3's students' colour jitter alone
 STUDENT_INPUTS = {"chain": AugmentConfig(), "jitter": AugmentConfig(blur_p=0, jpeg_p=0, channel_shuffle_p=0, grey_p=0)}
 
 
@@ -233,7 +233,7 @@ def work_student(args) -> None:
     student = new_student(args.task, tcard)
     run = distill(student, None, tcard, args.task, train, args.losses, args.device, seconds=seconds,
                   max_steps=args.steps, batch_size=2 if args.dry else 32, seed=args.seed, cache=cache,
-                  augment=STUDENT_INPUTS[args.student_input])
+                  augment=STUDENT_INPUTS.get(args.student_input))
     metrics = {s: evaluate(student, tcard, args.task, splits[s], args.device, 4 if args.dry else 32)
                for s in ("val", "test") if s in splits}
     metrics["command"] = run_command(args) + f" (student {args.task} {args.losses})"
@@ -244,7 +244,7 @@ def work_student(args) -> None:
                 "splits": {s: len(c) for s, c in splits.items()},
                 "schedule": "the three loss variants of this task trained at the same time on one GPU, "
                             "same step cap and deadline",
-                "student_input": args.student_input}
+                "student_input": args.student_input or f"{args.task} default"}
     card = student_card(tcard, student, args.losses, training, metrics)
     card["name"] = f"{tcard['name']}-fast-{args.losses.replace('+', '-')}"
     save_model(student, card, args.work)
@@ -600,8 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-blocks", help="teacher-buildings: with --train-blocks, e.g. nairobi or nairobi-2")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", choices=["best", "last"], default="best", help="teacher-buildings: weights returned")
-    ap.add_argument("--student-input", choices=sorted(STUDENT_INPUTS), default="chain",
-                    help="student: photometric augmentation of its input (jitter: run 3's, colour jitter only)")
+    ap.add_argument("--student-input", choices=sorted(STUDENT_INPUTS),
+                    help="student: photometric augmentation of its input (default: distill.STUDENT_INPUT of the task; "
+                         "jitter: colour jitter only, as run 3's students)")
     ap.add_argument("--cudnn-benchmark", choices=["on", "off"], default="off",
                     help="teacher-buildings: cuDNN autotuning of each crop size. Run 6 (on, H200) made 12-14 steps in "
                          "its first 50-90 s; run 8 (off, H100) made 139 in its first 20 s and ~9 a second after")

@@ -50,6 +50,15 @@ SHIPPED_LOSSES = "ce+ace+csc"
 #: the students' term against the labels: "ce" (plain cross-entropy, as in the paper) or "teacher"
 #: (the teachers' class-weighted CE + Dice, ``geoseg.training.loop.label_loss``)
 LABEL_LOSSES = ("ce", "teacher")
+#: the photometric augmentation of a student's input, by task. Buildings: the teachers' whole chain
+#: (blur, JPEG, channel shuffle, grey), which moved the building students' Kampala roofs. Land cover:
+#: colour jitter alone, as run 3's shipped student saw; a land-cover class is largely its colour, and
+#: with the whole chain land-cover students scored 11 points lower on Dubai tile 6 on the GPU (runs 7-8
+#: against run 3) and in a CPU A/B at equal steps and seeds (docs/distillation.md, session 20).
+STUDENT_INPUT: dict[str, AugmentConfig] = {
+    "buildings": AugmentConfig(),
+    "landcover": AugmentConfig(blur_p=0.0, jpeg_p=0.0, channel_shuffle_p=0.0, grey_p=0.0),
+}
 CSC_WEIGHT = 1.0  # CSC terms are mean squared cosine differences, already on CE's scale at the start
 PAPER = "Park & Heo, Sensors 2020, 20(16):4616 (CSC + ACE distillation)"
 #: context read around every tile of a student in predict (card ``min_context``): a student forgets
@@ -99,7 +108,7 @@ def distill(
     learning rate follows a cosine over whichever budget (time or steps) runs out
     first, so a time-boxed run still ends annealed. Ctrl-C after the first step ends the run
     early with the weights so far (``interrupted``), as the teachers' loop does. ``augment``: the photometric strengths
-    (default ``AugmentConfig()``). ``label_loss``: one of ``LABEL_LOSSES``, the "CE" term.
+    (default ``STUDENT_INPUT[task]``). ``label_loss``: one of ``LABEL_LOSSES``, the "CE" term.
     """
     terms = _parse_losses(losses)
     label_term = _label_term(task, label_loss, len(card["classes"]))
@@ -128,7 +137,7 @@ def distill(
     if teacher is not None and cache is None:
         teacher.to(device).eval()
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    jitter = augment or AugmentConfig()
+    jitter = augment or STUDENT_INPUT[task]
     stream = batches(train, batch_size, crop, device, seed, cache)
     start = time.monotonic()
     step, first, last, smooth = 0, math.nan, math.nan, math.nan
@@ -292,6 +301,16 @@ def student_card(
     return card
 
 
+def student_input_text(cfg: AugmentConfig) -> str:
+    """How a student card names its input augmentation (teacher maps come from the clean chip)."""
+    parts = ["dihedral", "colour/brightness/contrast/saturation jitter"]
+    parts += ["blur"] if cfg.blur_p else []
+    parts += [f"JPEG q{cfg.jpeg_quality_min}-{cfg.jpeg_quality_max}"] if cfg.jpeg_p else []
+    parts += [f"channel shuffle p{cfg.channel_shuffle_p:g}"] if cfg.channel_shuffle_p else []
+    parts += [f"grey p{cfg.grey_p:g}"] if cfg.grey_p else []
+    return ", ".join(parts) + " on the student's input"
+
+
 def new_student(task: str, teacher_card: dict[str, Any]) -> FastSegNet:
     """A fresh student with the teacher's classes (and land-cover channel-0 convention)."""
     n_classes = len(teacher_card["classes"])
@@ -395,6 +414,7 @@ def train_student(
         "batch_size": batch_size, "crop": crop, "first_loss": run.first_loss, "last_loss": run.last_loss,
         # as a teacher's card: the areas of each split, and how many chips (the counts alone were here)
         "splits": data_splits(dataset), "chips": {s: len(c) for s, c in splits.items()}, "label_loss": label_loss,
+        "augmentation": student_input_text(STUDENT_INPUT[task]),
     }
     if run.interrupted:
         done = max(run.steps / max_steps if max_steps else 0.0, run.seconds / (minutes * 60) if minutes else 0.0)
