@@ -138,6 +138,10 @@ def build_module(architecture: str, arch_kwargs: dict[str, Any]) -> nn.Module:
         from geoseg.models.students import FastSegNet  # owned by the distillation engineer
 
         return FastSegNet(**arch_kwargs)
+    if architecture == "LiteUNet":
+        from geoseg.models.lite_unet import LiteUNet
+
+        return LiteUNet(**arch_kwargs)
     raise ModelCardError(f"unknown architecture {architecture!r}")
 
 

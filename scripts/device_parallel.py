@@ -230,7 +230,7 @@ def work_student(args) -> None:
     del teacher
     seconds = max(args.deadline - time.time(), 5.0)
     torch.manual_seed(args.seed)  # the student's initial weights follow --seed too
-    student = new_student(args.task, tcard)
+    student = new_student(args.task, tcard, args.student_arch)  # lite0: ImageNet weights from $GEOSEG_PRETRAINED
     run = distill(student, None, tcard, args.task, train, args.losses, args.device, seconds=seconds,
                   max_steps=args.steps, batch_size=2 if args.dry else 32, seed=args.seed, cache=cache,
                   augment=STUDENT_INPUTS.get(args.student_input))
@@ -244,9 +244,9 @@ def work_student(args) -> None:
                 "splits": {s: len(c) for s, c in splits.items()},
                 "schedule": "the three loss variants of this task trained at the same time on one GPU, "
                             "same step cap and deadline",
-                "student_input": args.student_input or f"{args.task} default"}
+                "student_input": args.student_input or f"{args.task} default", "student_arch": args.student_arch}
     card = student_card(tcard, student, args.losses, training, metrics)
-    card["name"] = f"{tcard['name']}-fast-{args.losses.replace('+', '-')}"
+    card["name"] = f"{tcard['name']}-fast-{args.losses.replace('+', '-')}" + ("-lite0" if args.student_arch == "lite0" else "")
     save_model(student, card, args.work)
 
 
@@ -603,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--student-input", choices=sorted(STUDENT_INPUTS),
                     help="student: photometric augmentation of its input (default: distill.STUDENT_INPUT of the task; "
                          "jitter: colour jitter only, as run 3's students)")
+    ap.add_argument("--student-arch", choices=["fastsegnet", "lite0"], default="fastsegnet",
+                    help="student: the shipped separable U-Net from scratch, or EfficientNet-Lite0 from ImageNet")
     ap.add_argument("--cudnn-benchmark", choices=["on", "off"], default="off",
                     help="teacher-buildings: cuDNN autotuning of each crop size. Run 6 (on, H200) made 12-14 steps in "
                          "its first 50-90 s; run 8 (off, H100) made 139 in its first 20 s and ~9 a second after")

@@ -32,6 +32,8 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 MIN_CROP = 32
 #: a student's loss terms when --losses / --label-loss are left out (the shipped students')
 DEFAULT_LOSSES, DEFAULT_LABEL_LOSS = "ce+ace+csc", "ce"
+#: ``--student`` choices (``geoseg.training.distill.STUDENT_ARCHS``, named here so --help needs no torch)
+STUDENT_NETWORKS = ("fastsegnet", "lite0")
 #: the share of a run's wall clock its validation passes may take during training (the passes move apart).
 #: Why: on the CPU a pass over Dubai's 225 val chips lasts minutes, and with a pass every 60 s of a
 #: --minutes 10 budget most of the budget went to validating
@@ -70,6 +72,11 @@ def train(
         help="With --teacher: the students' term against the labels: ce (plain cross-entropy, the default) or "
              "teacher (the teacher's class-weighted CE + Dice).",
     ),
+    student: Optional[str] = typer.Option(
+        None, "--student",
+        help="With --teacher: the student's network: fastsegnet (the shipped students', from scratch; the default) "
+             "or lite0 (an EfficientNet-Lite0 encoder that starts from ImageNet weights).",
+    ),
     name: Optional[str] = typer.Option(
         None, "--name",
         help="The model's name: its card's name, its files' stem and the class map's model tag (default: "
@@ -93,6 +100,11 @@ def train(
         if teacher is None and (losses is not None or label_loss is not None):
             # they choose a student's loss terms; a teacher run ignored them and trained as if unasked
             raise ValueError("--losses and --label-loss choose a distilled student's terms: give them with --teacher")
+        if student is not None and (teacher is None or init is not None):
+            raise ValueError("--student chooses a new distilled student's network: give it with --teacher and "
+                             "without --init (a fine-tuned student keeps its own)")
+        if student is not None and student not in STUDENT_NETWORKS:
+            raise ValueError(f"--student must be one of {', '.join(STUDENT_NETWORKS)}, got {student!r}")
         losses = DEFAULT_LOSSES if losses is None else losses
         label_loss = DEFAULT_LABEL_LOSS if label_loss is None else label_loss
         if not DEVICE.fullmatch(device):
@@ -139,6 +151,7 @@ def train(
             check_teacher_fits(teacher_card, data, task)
             command += ["--teacher", absolute(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", absolute(init)] if init is not None else []
+            command += ["--student", student] if student is not None else []
             command += ["--name", name] if name is not None else []
             name = name or default_model_name(f"{teacher_card['name']}-fast")
             with hold_out_folder(out, f"geoseg train {task}", key=f"train-{task}"), _bar(console) as bar:
@@ -146,7 +159,7 @@ def train(
                 card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
                                      init=init, label_loss=label_loss, batch_size=batch_size, crop=crop,
                                      command=shlex.join(command), progress=show, plan=plan, name=name,
-                                     scoring=_scoring_rows(bar))
+                                     scoring=_scoring_rows(bar), student_arch=student or "fastsegnet")
             _exit_if_stopped(card["training"].get("interrupted"),
                              f"the student so far is in {out / (card['name'] + '.json')}"
                              + _kept_beside(card))

