@@ -12,7 +12,7 @@ from rasterio.windows import Window
 from typer.testing import CliRunner
 
 from geoseg.cli import app
-from tiles.splits import buildings_split, landcover_split, scene_area, scene_split
+from tiles.splits import buildings_split, landcover_split, name_split_note, scene_area, scene_split
 
 EXPECTED = {"zanzibar_1": "train", "zanzibar_2": "val", "nairobi_1": "train", "nairobi_2": "val",
             "kampala_1": "test", "kampala_2": "test"}
@@ -72,3 +72,27 @@ def test_tile_puts_a_users_kampala_named_scene_in_train(buildings_dir: Path, tmp
     note = [line for line in result.stderr.splitlines() if "kampala_z19_7.tif" in line]
     assert note == [("note: kampala_z19_7.tif is named like the shared data's test ground but is not one of its "
                      "files: its chips go to train (--split test to hold it out)")]
+
+
+def test_a_file_of_no_shared_size_is_never_hashed(buildings_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every scene given to 'geoseg tile' was read in full for its SHA-256 (a 1.26 GB scene: 2.9 s
+    from disk) to learn whether it is a shared file; a size no shared file has settles that unread."""
+    import tiles.splits
+
+    shared = buildings_dir / "kampala/kampala_z19_1.tif"
+    own = tmp_path / "kampala_z19_7.tif"  # named like test ground: both scene_split and the note look
+    own.write_bytes(shared.read_bytes() + b"\0")
+    same_size = tmp_path / "same_size.tif"  # a shared file's size, other bytes: hashed, and not shared
+    same_size.write_bytes(bytes(shared.stat().st_size))
+    assert scene_split(same_size, landcover=False) == "train"
+
+    class NoHashing:
+        @staticmethod
+        def sha256() -> None:
+            raise AssertionError("a file of no shared size was hashed")
+
+    monkeypatch.setattr(tiles.splits, "hashlib", NoHashing)
+    assert scene_split(own, landcover=False) == "train"
+    assert name_split_note(own, landcover=False) is not None
+    monkeypatch.undo()
+    assert scene_split(shared, landcover=False) == "test"  # a shared file is still known
