@@ -928,3 +928,34 @@ def test_chips_cut_with_bands_record_them_for_the_model_card(buildings_dir: Path
     np.testing.assert_array_equal(data["images"], plain["images"])  # the same red, green, blue
     pack_chip_dir(tmp_path / "c", tmp_path / "c.npz")
     assert load_dataset(tmp_path / "c.npz")["bands"] == [4, 3, 2]
+
+
+def test_a_rerun_cuts_a_vrt_scene_again_when_a_file_it_reads_was_replaced(buildings_dir: Path, tmp_path: Path):
+    """A VRT's own bytes and time stay the same when a tile under it is replaced: a re-run said
+    '1 already done' and kept the chips of the old tile."""
+    from tiles.mosaic import plan_mosaic, write_vrt
+
+    source = buildings_dir / "nairobi/nairobi_z19_2.tif"
+    tile = tmp_path / "tiles" / "t.tif"
+    tile.parent.mkdir()
+    with rasterio.open(source) as src:
+        window = Window(0, 0, 256, 256)
+        profile = {**src.profile, "width": 256, "height": 256, "transform": src.window_transform(window)}
+        pixels = src.read(window=window)
+    with rasterio.open(tile, "w", **profile) as dst:
+        dst.write(pixels)
+    scene = tmp_path / "scene.vrt"
+    write_vrt(plan_mosaic([tile]), scene)
+    out = tmp_path / "chips"
+    args = ["tile", str(scene), "--out", str(out), "--size", "256", "--scheduler", "sync",
+            "--labels", str(buildings_dir / "nairobi/labels.geojson")]
+    assert runner.invoke(app, args).exit_code == 0
+    chip = out / index_of(out)[0]["properties"]["image"]
+    before = chip.read_bytes()
+    with rasterio.open(tile, "w", **profile) as dst:  # a new delivery of the tile under the same name
+        dst.write(255 - pixels)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "0 already done" in result.output, result.output
+    assert "note: scene.vrt: t.tif changed since it was cut, cut again" in result.stderr
+    assert chip.read_bytes() != before
+    assert "1 already done" in runner.invoke(app, args).output

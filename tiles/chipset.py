@@ -8,7 +8,8 @@ labels and its chip files unchanged) is a property of the chip folder, not of th
 - ``parts/<hash>/<folder>__<stem>.json``: a finished scene's chip records (``record``);
 - ``parts/<hash>/options.json``: the options key the records were cut with;
 - ``parts/<hash>/sources.json``: chip-name prefix -> the scene file it was cut from;
-- ``parts/<hash>/inputs.json``: scene path -> size and time of it and of its label files.
+- ``parts/<hash>/inputs.json``: scene path -> size and time of it, of the files it reads when it is a
+  VRT, and of its label files.
 
 The options key is a JSON list ``[chip options, target, labels, split]``; ``--split`` only labels
 records, so keys that differ by it alone name the same chip files (sibling part dirs).
@@ -23,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tiles.chips import ChipOptions
+from tiles.rasterpath import vrt_sources
 
 OPTIONS_FILE = "options.json"
 SOURCES_FILE = "sources.json"
@@ -156,18 +158,23 @@ class ChipSet:
         Why: a re-run skipped a finished scene by its record alone, so after a team corrected its
         labels (or replaced a scene) and re-ran the same command, the chips kept the old labels
         while the run said "1 already done". ``geoseg predict``'s batch re-predicts a replaced input
-        the same way.
+        the same way. A VRT scene is watched with the files it reads (``vrt_sources``): its own
+        bytes stay the same when a tile under it is replaced, and its old chips were kept.
         """
         states_path = self.part_dir / INPUTS_FILE
         known = json.loads(states_path.read_text()) if states_path.is_file() else {}
         notes = []
         for path in scenes:
             now = {"scene": _file_state(path), "labels": {str(p): _file_state(p) for p in label_files(path)}}
+            sources = {name: _file_state(Path(name)) for name in vrt_sources(path)}
+            if sources:  # only for a VRT: the records of other scenes stay as earlier runs wrote them
+                now["sources"] = sources
             was = known.get(str(path))
             record = self.record(path)
             if was is not None and was != now and record.is_file():
                 record.unlink()
                 changed = [path.name] if was.get("scene") != now["scene"] else []
+                changed += [Path(p).name for p, state in sources.items() if (was.get("sources") or {}).get(p) != state]
                 changed += [Path(p).name for p, state in now["labels"].items()
                             if (was.get("labels") or {}).get(p) != state]
                 notes.append(f"{path.name}: {', '.join(changed)} changed since it was cut, cut again")
