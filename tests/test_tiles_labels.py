@@ -104,6 +104,20 @@ def test_invalid_geometries_are_repaired_and_invalid_pixels_ignored(tmp_path: Pa
     assert n == 2 and (lab[:, -1] == IGNORE).all() and (lab == OUTLINE).any()
 
 
+def test_a_ring_that_does_not_close_is_closed_not_fatal(tmp_path: Path):
+    """A hand-edited GeoJSON footprint whose ring does not end where it starts (GDAL reads it, with a
+    warning) failed the whole scene with GEOS's 'Points of LinearRing do not form a closed linestring'."""
+    path = tmp_path / "unclosed.geojson"
+    path.write_text('{"type": "FeatureCollection", "features": ['
+                    '{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", '
+                    '"coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10]]]}}, '
+                    '{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", '
+                    '"coordinates": [[[20, 0], [30, 0], [30, 10], [20, 10], [20, 0]]]}}], '
+                    '"crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32618"}}}')
+    with pytest.warns(RuntimeWarning, match="Non closed ring"):
+        index = LabelIndex.from_files(path, "EPSG:32618")
+    assert sorted(shapely.area(index.polygons)) == [100.0, 100.0]
+
 def test_touching_buildings_stay_separated_by_outline():
     inst = np.zeros((10, 20), dtype=np.int32)
     inst[2:8, 2:10] = 1

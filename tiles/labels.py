@@ -146,11 +146,13 @@ def read_labels(path: Path, where: str | None = None,
 
     Why: a team's label layer often holds more than buildings (a ``class`` of building, parking,
     pool...), and every polygon was taken for a building. A condition the file cannot answer (a
-    field it lacks, bad SQL) is a ValueError naming the file and its fields.
+    field it lacks, bad SQL) is a ValueError naming the file and its fields. A ring that does not
+    end where it starts (GDAL reads it, with a warning) is closed: it failed the whole scene with
+    GEOS's 'Points of LinearRing do not form a closed linestring'.
     """
     layer = polygon_layer(path, layer)
     try:
-        return gpd.read_file(path, layer=layer, where=where, bbox=bbox, fid_as_index=True)
+        return gpd.read_file(path, layer=layer, where=where, bbox=bbox, fid_as_index=True, on_invalid="fix")
     except (ValueError, pyogrio.errors.DataLayerError):  # GDAL's words differ by driver (GeoJSON, SQLite)
         if where is None:
             raise
