@@ -959,3 +959,27 @@ def test_a_rerun_cuts_a_vrt_scene_again_when_a_file_it_reads_was_replaced(buildi
     assert "note: scene.vrt: t.tif changed since it was cut, cut again" in result.stderr
     assert chip.read_bytes() != before
     assert "1 already done" in runner.invoke(app, args).output
+
+
+def test_a_vrt_beside_the_scenes_it_reads_is_refused_before_any_is_cut(buildings_dir: Path, tmp_path: Path):
+    """A scene folder holding two tiles and the gdalbuildvrt index over them: the same ground was cut
+    into chips twice, through the VRT and through each tile, with no word."""
+    from tiles.mosaic import plan_mosaic, write_vrt
+
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    with rasterio.open(buildings_dir / "nairobi/nairobi_z19_2.tif") as src:
+        for n, x in enumerate((0, 128)):
+            window = Window(x, 0, 128, 128)
+            profile = {**src.profile, "width": 128, "height": 128, "transform": src.window_transform(window)}
+            with rasterio.open(folder / f"t{n}.tif", "w", **profile) as dst:
+                dst.write(src.read(window=window))
+    write_vrt(plan_mosaic([folder / "t0.tif", folder / "t1.tif"]), folder / "mosaic.vrt")
+    out = tmp_path / "chips"
+    args = ["tile", str(folder), "--out", str(out), "--size", "128", "--scheduler", "sync",
+            "--labels", str(buildings_dir / "nairobi/labels.geojson")]
+    assert_one_line_error(runner.invoke(app, args), "tile", "mosaic.vrt reads 2 other scenes of this run (t0.tif, t1.tif)")
+    assert not out.exists()
+    result = runner.invoke(app, [*args[:1], str(folder / "mosaic.vrt"), *args[2:]])  # the VRT alone is a scene
+    assert result.exit_code == 0, result.output
+    assert {f["properties"]["scene"] for f in index_of(out)} == {"mosaic.vrt"}

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["RASTER_SUFFIXES", "RasterPath", "absolute_raster_path", "as_raster_path", "is_subdataset", "is_virtual",
            "local_file_of", "not_found", "raster_exists", "raster_name", "raster_stem", "rasters_in", "sidecar_of",
-           "split_sidecars", "vrt_sources"]
+           "split_sidecars", "vrt_sources", "vrts_over_inputs"]
 
 RasterPath = str | Path
 
@@ -284,4 +284,20 @@ def vrt_sources(location: RasterPath) -> list[str]:
                 found.append(name)
             if name.lower().endswith(".vrt"):
                 todo.append(os.path.realpath(name))
+    return found
+
+
+def vrts_over_inputs(paths: list[RasterPath]) -> dict[RasterPath, list[RasterPath]]:
+    """Each VRT among ``paths`` that reads other entries of ``paths`` (the files it reads, as
+    ``vrt_sources`` finds them, compared by their real paths), and those entries, in order.
+
+    Why: a folder of tiles often holds the ``gdalbuildvrt`` index over them; given the folder, a
+    command reads the same ground twice, through the VRT and through each tile (``geoseg predict``
+    predicts it twice, ``geoseg tile`` cuts it into chips twice)."""
+    local = {os.path.realpath(p): p for p in paths if not is_virtual(p)}
+    found: dict[RasterPath, list[RasterPath]] = {}
+    for p in paths:
+        inside = [local[real] for real in dict.fromkeys(os.path.realpath(f) for f in vrt_sources(p)) if real in local]
+        if inside:
+            found[p] = inside
     return found

@@ -27,7 +27,7 @@ from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars,
-                              vrt_sources)
+                              vrts_over_inputs)
 
 #: without a terminal, a line each time the single-input progress passes another tenth
 LOG_STEP = 0.1
@@ -185,15 +185,12 @@ def _vrts_of_inputs(paths: list[RasterPath]) -> list[str]:
     """A warning for each VRT input that reads other inputs of the batch (``scenes/`` holding the tiles
     and the ``gdalbuildvrt`` index over them): their buildings would be predicted twice, in the VRT's
     folder and in their own, with no word."""
-    local = {os.path.realpath(p): p for p in paths if not is_virtual(p)}
     lines = []
-    for p in paths:
-        inside = [local[real] for real in dict.fromkeys(os.path.realpath(f) for f in vrt_sources(p)) if real in local]
-        if inside:
-            names = ", ".join(raster_name(q) for q in inside[:3]) + (", ..." if len(inside) > 3 else "")
-            lines.append(f"{raster_name(p)} reads {len(inside)} other input{'s' if len(inside) > 1 else ''} of this "
-                         f"batch ({names}): their buildings are predicted twice, in {raster_stem(p)}/ and in "
-                         f"their own folders; give the VRT or the rasters it reads, not both")
+    for p, inside in vrts_over_inputs(paths).items():
+        names = ", ".join(raster_name(q) for q in inside[:3]) + (", ..." if len(inside) > 3 else "")
+        lines.append(f"{raster_name(p)} reads {len(inside)} other input{'s' if len(inside) > 1 else ''} of this "
+                     f"batch ({names}): their buildings are predicted twice, in {raster_stem(p)}/ and in "
+                     f"their own folders; give the VRT or the rasters it reads, not both")
     return lines
 
 

@@ -35,7 +35,7 @@ from tiles.gsd import dataset_gsd_m
 from tiles.labels import check_label_file
 from tiles.landcover_vectors import check_vector_landcover
 from tiles.normalize import parse_bands
-from tiles.rasterpath import is_hidden
+from tiles.rasterpath import is_hidden, vrts_over_inputs
 from tiles.scene_chips import SceneJob, chip_prefix
 from tiles.splits import name_split_note
 
@@ -107,6 +107,19 @@ def record_landcover_classes(out: Path, classes_file: Path) -> None:
     else:
         out.mkdir(parents=True, exist_ok=True)
         recorded.write_text(json.dumps(read_classes(classes_file), indent=1) + "\n")
+
+
+def check_no_vrt_over_scenes(inputs: list[Path]) -> None:
+    """Refuse a VRT scene that reads other scenes of the run (``scenes/`` holding the tiles and the
+    ``gdalbuildvrt`` index over them), before any is cut.
+
+    Why: their ground was cut into chips twice, through the VRT and through each tile, with no word,
+    and trained on twice; the chip set kept both (a scene stays in its ``--out`` once cut)."""
+    for vrt, inside in vrts_over_inputs(inputs).items():
+        names = ", ".join(p.name for p in inside[:3]) + (", ..." if len(inside) > 3 else "")
+        raise ValueError(f"{vrt} reads {len(inside)} other scene{'s' if len(inside) > 1 else ''} of this run "
+                         f"({names}): their ground would be cut into chips twice; give the VRT or the rasters it "
+                         f"reads, not both (a VRT kept beside its tiles: move it out of the scene folder)")
 
 
 SPLITS = ("train", "val", "test")
@@ -237,6 +250,7 @@ def tile(
                            labels=tuple(p.resolve() for p in labels) if labels else None, split=split,
                            labels_where=labels_where, labels_layer=labels_layer, labels_class_field=labels_class_field)
             inputs = [p.resolve() for p in inputs]
+            check_no_vrt_over_scenes(inputs)
             if target is Target.buildings:
                 check_label_files(list(job.labels or ()), inputs, labels_where, labels_layer)
             if target is Target.landcover:
