@@ -983,3 +983,26 @@ def test_a_vrt_beside_the_scenes_it_reads_is_refused_before_any_is_cut(buildings
     result = runner.invoke(app, [*args[:1], str(folder / "mosaic.vrt"), *args[2:]])  # the VRT alone is a scene
     assert result.exit_code == 0, result.output
     assert {f["properties"]["scene"] for f in index_of(out)} == {"mosaic.vrt"}
+
+
+def test_landcover_images_without_a_mask_are_named_not_dropped_unseen(data_root: Path, tmp_path: Path):
+    """An image whose mask is named otherwise (b_mask.png) or missing was left out of the chips with no
+    word; a folder of only such images was 'no input rasters found'."""
+    tile_1 = data_root / "landcover/dubai/tile_1"
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "classes.json").write_bytes((data_root / "landcover/dubai/classes.json").read_bytes())
+    for name, source in (("b.jpg", "image_part_002.jpg"), ("b_mask.png", "image_part_002_label.png")):
+        (folder / name).write_bytes((tile_1 / source).read_bytes())
+    args = ["tile", str(folder), "--target", "landcover", "--size", "256", "--scheduler", "sync"]
+    assert_one_line_error(runner.invoke(app, [*args, "--out", str(tmp_path / "a")]), "tile",
+                          "no land-cover image + mask pairs found", "2 images (b.jpg, b_mask.png) without such a mask")
+    for name, source in (("a.jpg", "image_part_001.jpg"), ("a_label.png", "image_part_001_label.png")):
+        (folder / name).write_bytes((tile_1 / source).read_bytes())
+    result = runner.invoke(app, [*args, "--out", str(folder / "chips")])  # chips inside: no images of the user's
+    assert result.exit_code == 0, result.output
+    assert "note: left out 2 images (b.jpg, b_mask.png) with no class mask X_label.png|tif beside them" in (
+        result.stderr.splitlines())
+    assert {f["properties"]["scene"] for f in index_of(folder / "chips")} == {"mine/a.jpg"}
+    again = runner.invoke(app, [*args, "--out", str(folder / "chips")])
+    assert again.exit_code == 0 and "note: left out 2 images (b.jpg, b_mask.png) with" in again.stderr  # not the chips

@@ -302,6 +302,19 @@ def landcover_pairs(root: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def images_without_masks(root: Path) -> list[Path]:
+    """The images under ``root`` (``X.jpg|jpeg|png|tif|tiff``, not hidden, no mask ``X_label.*``
+    themselves) with no class mask ``X_label.png|tif|tiff`` beside them: what ``landcover_pairs``
+    leaves out.
+
+    Why: an image whose mask is named otherwise (``X_mask.png``, ``X_labels.png``) was left out of
+    the chips with no word, and a folder of only such images was 'no input rasters found'."""
+    masks = {label for _, label in landcover_pairs(root)}
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and not is_hidden(p, root) and p not in masks and not p.stem.endswith("_label")
+                  and not landcover_mask_path(p).is_file())
+
+
 def write_index(out_dir: str | Path, features: list[dict]) -> Path:
     """Write ``index.geojson`` from chip features (``ChipRecord.to_feature()``).
 

@@ -29,7 +29,7 @@ from geoseg.commands.warning_lines import warnings_as_lines
 from geoseg.training.data import same_gsd
 from tiles.batch import parse_scheduler, run_batch
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
-from tiles.chips import ChipOptions, landcover_mask_path, landcover_pairs, write_index
+from tiles.chips import ChipOptions, images_without_masks, landcover_mask_path, landcover_pairs, write_index
 from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
 from tiles.gsd import dataset_gsd_m
 from tiles.labels import check_label_file
@@ -66,9 +66,30 @@ def expand_inputs(paths: list[Path], target: Target, chips_dir: Path | None = No
         if p.is_dir() and chips_dir is not None:
             found = [q for q in found if not q.resolve().is_relative_to(chips_dir)]
         out += found
+    if not out and target is Target.landcover:
+        unpaired = unpaired_images(paths, chips_dir)
+        raise ValueError("no land-cover image + mask pairs found (an image X.jpg|png|tif beside its class mask "
+                         "X_label.png|tif)" + (f"; {_named(unpaired)} without such a mask" if unpaired else ""))
     if not out:
         raise ValueError("no input rasters found")
     return out
+
+
+def unpaired_images(paths: list[Path], chips_dir: Path | None = None) -> list[Path]:
+    """The images in the land-cover folders among ``paths`` that have no ``X_label`` mask beside them
+    (``tiles.chips.images_without_masks``), the chips in ``chips_dir`` aside: they are left out."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found += [q for q in images_without_masks(p)
+                      if chips_dir is None or not q.resolve().is_relative_to(chips_dir)]
+    return found
+
+
+def _named(images: list[Path]) -> str:
+    """``2 images (b.jpg, c.jpg)``: a count and the first few names."""
+    names = ", ".join(p.name for p in images[:3]) + (", ..." if len(images) > 3 else "")
+    return f"{len(images)} image{'s' if len(images) > 1 else ''} ({names})"
 
 
 def landcover_class_file(images: list[Path]) -> Path:
@@ -274,6 +295,8 @@ def tile(
             raise typer.Exit(1) from None
         if split is None:
             moved += [note for path in inputs if (note := name_split_note(path, target is Target.landcover))]
+        if target is Target.landcover and not labels_class_field and (unpaired := unpaired_images(scenes, job.out)):
+            moved.append(f"left out {_named(unpaired)} with no class mask X_label.png|tif beside them")
         for note in moved:
             typer.echo(f"note: {note}", err=True)
         if scheduler is None and len(inputs) == 1:
