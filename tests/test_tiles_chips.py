@@ -1006,3 +1006,24 @@ def test_landcover_images_without_a_mask_are_named_not_dropped_unseen(data_root:
     assert {f["properties"]["scene"] for f in index_of(folder / "chips")} == {"mine/a.jpg"}
     again = runner.invoke(app, [*args, "--out", str(folder / "chips")])
     assert again.exit_code == 0 and "note: left out 2 images (b.jpg, b_mask.png) with" in again.stderr  # not the chips
+
+
+def test_chips_of_other_options_are_refused_when_their_records_are_gone(buildings_dir: Path, tmp_path: Path):
+    """Chips whose parts/ records are gone (deleted as scratch, a chip folder copied without them) did
+    not count as a chip set: a run at another --size merged its chips into their index, silently."""
+    import shutil
+
+    out = tmp_path / "chips"
+    args = ["tile", str(buildings_dir / "nairobi/nairobi_z19_2.tif"), "--out", str(out), "--scheduler", "sync"]
+    assert runner.invoke(app, [*args, "--size", "256"]).exit_code == 0
+    shutil.rmtree(out / "parts")
+    before = index_of(out)
+    assert_one_line_error(runner.invoke(app, [*args, "--size", "128"]), "tile",
+                          "holds chips cut with other options (size=256, listed in its index.geojson)")
+    assert_one_line_error(runner.invoke(app, [*args, "--size", "256", "--bands", "3,2,1"]), "tile",
+                          "(bands=the rasters' own, listed in its index.geojson)")
+    assert index_of(out) == before
+    assert runner.invoke(app, [*args, "--size", "256"]).exit_code == 0  # the same options: cut again
+    assert index_of(out) == before
+    (out / "index.geojson").write_text("not json")
+    assert_one_line_error(runner.invoke(app, [*args, "--size", "256"]), "tile", "index.geojson is no chip index")

@@ -29,6 +29,8 @@ from tiles.rasterpath import vrt_sources
 OPTIONS_FILE = "options.json"
 SOURCES_FILE = "sources.json"
 INPUTS_FILE = "inputs.json"
+#: the chip folder's list of every chip (``tiles.chips.write_index``)
+INDEX_FILE = "index.geojson"
 _BOOKKEEPING = (OPTIONS_FILE, SOURCES_FILE, INPUTS_FILE)
 
 
@@ -60,6 +62,37 @@ def _file_state(path: Path) -> list[int] | None:
     except OSError:
         return None
     return [stat.st_size, stat.st_mtime_ns]
+
+
+def index_chips(index: Path) -> list[dict]:
+    """The chips (their properties) a chip folder's ``index.geojson`` lists; [] without one; a
+    one-line ValueError for a file that is no chip index (a folder of something else given as
+    ``--out``), which would otherwise fail with JSON's words, or after every scene was cut."""
+    if not index.is_file():
+        return []
+    try:
+        return [feature["properties"] for feature in json.loads(index.read_text()).get("features", [])]
+    except (ValueError, AttributeError, KeyError, TypeError):
+        raise ValueError(f"{index} is no chip index (geoseg tile writes it): use another --out") from None
+
+
+def _chips_of_other_options(index: Path, key: list) -> str | None:
+    """How the chips listed in a chip folder's index differ from an options key (the first such
+    chip's size, target or bands, as the user typed them), None when none does.
+
+    Why: ``claim`` knows earlier chip sets by their ``parts/`` records; chips whose records are gone
+    (``parts/`` deleted as scratch, a chip folder copied without it, one made by an older geoseg) were
+    merged into the index beside chips of another size or target, silently."""
+    opts, target, _, _ = key
+    for chip in index_chips(index):
+        window = chip.get("window") or []
+        if chip.get("target", target) != target:
+            return f"target={chip['target']}"
+        if len(window) == 4 and window[2:] != [opts["size"], opts["size"]]:
+            return f"size={window[2]}"
+        if "bands" in chip and chip["bands"] != opts["bands"]:
+            return "bands=" + (",".join(map(str, chip["bands"])) if chip["bands"] else "the rasters' own")
+    return None
 
 
 class ChipSet:
@@ -110,6 +143,10 @@ class ChipSet:
             raise ValueError(f"{self.out} holds chips cut with other options "
                              f"({describe_key(was) if was else 'unknown options'})"
                              f"; use another --out or the same options as that run")
+        other_chips = _chips_of_other_options(self.out / INDEX_FILE, key)
+        if other_chips is not None:
+            raise ValueError(f"{self.out} holds chips cut with other options ({other_chips}, listed in its "
+                             f"{INDEX_FILE}); use another --out or the same options as those chips")
         mine.mkdir(parents=True, exist_ok=True)
         (mine / OPTIONS_FILE).write_text(self.key)
         return siblings

@@ -29,7 +29,14 @@ from geoseg.commands.warning_lines import warnings_as_lines
 from geoseg.training.data import same_gsd
 from tiles.batch import parse_scheduler, run_batch
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
-from tiles.chips import ChipOptions, images_without_masks, landcover_mask_path, landcover_pairs, write_index
+from tiles.chips import (
+    ChipOptions,
+    images_without_masks,
+    landcover_mask_path,
+    landcover_pairs,
+    write_index,
+)
+from tiles.chipset import INDEX_FILE, index_chips
 from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
 from tiles.gsd import dataset_gsd_m
 from tiles.labels import check_label_file
@@ -215,12 +222,9 @@ def check_one_gsd(out: Path, inputs: list[Path]) -> None:
     and only then found unusable, and re-cutting it at one ``--gsd`` needs another ``--out``.
     """
     measured: dict[str, float] = {}
-    index = out / "index.geojson"
-    if index.is_file():
-        for feature in json.loads(index.read_text()).get("features", []):
-            props = feature["properties"]
-            if props.get("image") and props.get("gsd"):
-                measured[f"{props['scene']} (chips in {out})"] = float(props["gsd"])
+    for props in index_chips(out / INDEX_FILE):
+        if props.get("image") and props.get("gsd"):
+            measured[f"{props['scene']} (chips in {out})"] = float(props["gsd"])
     for path in inputs:
         try:
             with rasterio.open(path) as src:
