@@ -133,6 +133,23 @@ def test_a_chip_folder_inside_the_scene_folder_is_not_read_as_scenes(buildings_d
     assert "from 1 file(s), 1 already done" in again.stdout
 
 
+
+@pytest.mark.parametrize("out_name", [".", ".."])
+def test_chips_written_into_the_scene_folder_leave_its_scenes_scenes(buildings_dir: Path, tmp_path: Path, out_name: str):
+    """Every file under --out was dropped from a scene folder, so ``geoseg tile scenes/ --out scenes/``
+    (or a folder above it) found 'no input rasters'; only its images/ and labels/ are chips."""
+    import shutil
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    shutil.copy(buildings_dir / "kampala/kampala_z19_2.tif", scenes)
+    args = ["tile", str(scenes), "--labels", str(buildings_dir / "kampala/labels.geojson"),
+            "--out", str(scenes / out_name), "--size", "128", "--scheduler", "sync"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "from 1 file(s), 1 already done" in again.stdout, again.output
+
 def test_unusable_raster_fails_with_message(rasters_dir: Path, tmp_path: Path):
     result = runner.invoke(app, ["tile", str(rasters_dir / "rasterio/shade.tif"), "--out", str(tmp_path / "x"),
                                  "--labels", str(rasters_dir / "../buildings/kampala/labels.geojson")])

@@ -225,8 +225,9 @@ def _chip_windows(scene: Scene, label_of: Callable[[Window, np.ndarray], tuple[n
             continue
         label, count = label_of(tile.read, valid)
         transform = scene.window_transform(tile.read) if scene.crs is not None else None
-        write_chip(out_dir / "images" / f"{chip_id}.tif", rgb, scene.crs, transform)
-        write_chip(out_dir / "labels" / f"{chip_id}.tif", label[None], scene.crs, transform)
+        image_dir, label_dir = CHIP_FOLDERS
+        write_chip(out_dir / image_dir / f"{chip_id}.tif", rgb, scene.crs, transform)
+        write_chip(out_dir / label_dir / f"{chip_id}.tif", label[None], scene.crs, transform)
         yield _record(chip_id, scene, scene_name, area, split, target, tile, frac, count, True)
 
 
@@ -300,6 +301,17 @@ def landcover_pairs(root: Path) -> list[tuple[Path, Path]]:
         if landcover_mask_path(images[0]) == label:
             pairs.append((images[0], label))
     return pairs
+
+
+#: the folders of a chip folder that hold its chip files (``images/<id>.tif``, ``labels/<id>.tif``)
+CHIP_FOLDERS = ("images", "labels")
+
+
+def is_chip_file(path: Path, out_dir: Path) -> bool:
+    """Whether ``path`` lies in a chip folder of ``out_dir`` (``CHIP_FOLDERS``): a chip a run into
+    ``out_dir`` wrote, no scene. Only those folders: ``--out`` may be the scene folder itself."""
+    real = path.resolve()
+    return any(real.is_relative_to(out_dir.resolve() / folder) for folder in CHIP_FOLDERS)
 
 
 def images_without_masks(root: Path) -> list[Path]:

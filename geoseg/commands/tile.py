@@ -32,6 +32,7 @@ from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.chips import (
     ChipOptions,
     images_without_masks,
+    is_chip_file,
     landcover_mask_path,
     landcover_pairs,
     write_index,
@@ -57,9 +58,10 @@ class Target(str, Enum):
 def expand_inputs(paths: list[Path], target: Target, chips_dir: Path | None = None) -> list[Path]:
     """Scene files (folders expanded) or, for land cover, the images of image + mask pairs.
 
-    A folder's files under ``chips_dir`` (the ``--out`` folder, when it lies inside a scene folder) are
+    A folder's chip files in ``chips_dir`` (the ``--out`` folder, when it lies inside a scene folder) are
     not scenes: a re-run of ``geoseg tile scenes/ --out scenes/chips`` took the chips for scenes and
-    was refused ('... would both write chips named ...')."""
+    was refused ('... would both write chips named ...'). Its other files are: with ``--out scenes``
+    (or a folder above it) every scene was dropped as a chip ('no input rasters found')."""
     out: list[Path] = []
     for p in paths:
         if not p.exists():
@@ -71,7 +73,7 @@ def expand_inputs(paths: list[Path], target: Target, chips_dir: Path | None = No
         else:
             found = [p]
         if p.is_dir() and chips_dir is not None:
-            found = [q for q in found if not q.resolve().is_relative_to(chips_dir)]
+            found = [q for q in found if not is_chip_file(q, chips_dir)]
         out += found
     if not out and target is Target.landcover:
         unpaired = unpaired_images(paths, chips_dir)
@@ -89,7 +91,7 @@ def unpaired_images(paths: list[Path], chips_dir: Path | None = None) -> list[Pa
     for p in paths:
         if p.is_dir():
             found += [q for q in images_without_masks(p)
-                      if chips_dir is None or not q.resolve().is_relative_to(chips_dir)]
+                      if chips_dir is None or not is_chip_file(q, chips_dir)]
     return found
 
 
