@@ -1044,3 +1044,37 @@ def test_chips_of_other_options_are_refused_when_their_records_are_gone(building
     assert index_of(out) == before
     (out / "index.geojson").write_text("not json")
     assert_one_line_error(runner.invoke(app, [*args, "--size", "256"]), "tile", "index.geojson is no chip index")
+
+
+def test_a_linked_scene_keeps_its_own_name_folder_and_labels(buildings_dir: Path, tmp_path: Path):
+    """Scenes were resolved through their links: a folder of links into a store (git-annex, DVC, a share)
+    gave chips named after the stored file (SHA256E-s253483--a28e_r000_c000), the store's folder as
+    their area, and looked for labels.geojson beside the stored file, not beside the link."""
+    import shutil
+
+    store = tmp_path / "store"
+    store.mkdir()
+    stored = store / "SHA256E-s1--a28e.tif"
+    with rasterio.open(buildings_dir / "nairobi/nairobi_z19_2.tif") as src:
+        window = Window(0, 0, 256, 256)
+        profile = {**src.profile, "width": 256, "height": 256, "transform": src.window_transform(window)}
+        with rasterio.open(stored, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    block = tmp_path / "westlands"
+    block.mkdir()
+    (block / "block7.tif").symlink_to(stored)
+    shutil.copy(buildings_dir / "nairobi/labels.geojson", block / "labels.geojson")  # beside the link only
+    out = tmp_path / "chips"
+    args = ["tile", str(block), "--out", str(out), "--size", "256", "--scheduler", "sync"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (chip,) = index_of(out)
+    assert (chip["properties"]["chip_id"], chip["properties"]["scene"], chip["properties"]["area"]) == (
+        "block7_r000_c000", "block7.tif", "westlands")
+    assert "1 already done" in runner.invoke(app, args).output
+    # the stored file cut by its own name before: the link is the same ground, refused, not listed twice
+    other = tmp_path / "other"
+    shutil.copy(block / "labels.geojson", store / "labels.geojson")
+    assert runner.invoke(app, ["tile", str(stored), "--out", str(other), *args[4:]]).exit_code == 0
+    assert_one_line_error(runner.invoke(app, [*args[:3], str(other), *args[4:]]), "tile",
+                          "block7.tif was cut into", "before as SHA256E-s1--a28e.tif (the file it links to)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -95,6 +96,12 @@ def _chips_of_other_options(index: Path, key: list) -> str | None:
     return None
 
 
+def _same_file(recorded: str, path: Path) -> bool:
+    """Whether a scene recorded by an earlier run (``sources.json``) is ``path``: the same path, or the
+    same file reached another way (runs before links were kept recorded the link's target)."""
+    return recorded == str(path) or os.path.realpath(recorded) == os.path.realpath(path)
+
+
 class ChipSet:
     """One option set's records in a chip folder ``out`` (the folder holds one chip set; runs that
     differ only by ``--split`` share it)."""
@@ -155,18 +162,26 @@ class ChipSet:
                            siblings: Iterable[Path] = ()) -> None:
         """Refuse two scene files whose chips (named ``prefix(scene)_rNNN_cNNN``) or finished-scene
         records would share names, in this run or against earlier runs into ``out`` (``siblings``):
-        they would overwrite each other's files, or one would be skipped as already done."""
+        they would overwrite each other's files, or one would be skipped as already done. Refuse too a
+        scene whose file was cut before under another name (a link's target's, as runs before links
+        were kept named it): its ground would be listed twice."""
         known: dict[str, str] = {}
         for part in (*siblings, self.part_dir):
             if (part / SOURCES_FILE).exists():
                 known |= json.loads((part / SOURCES_FILE).read_text())
+        cut_as = {os.path.realpath(recorded): (key, recorded) for key, recorded in known.items()
+                  if not key.startswith("record:")}
         mine: dict[str, str] = {}
         for path in scenes:
             name = prefix(path)
+            key, recorded = cut_as.get(os.path.realpath(path), (name, str(path)))
+            if key != name and recorded != str(path):
+                raise ValueError(f"{path} was cut into {self.out} before as {Path(recorded).name} (the file it links "
+                                 f"to): its chips would be listed twice; tile it into another --out")
             for key, what in ((name, f"chips named {name}_rNNN_cNNN"),
                               (f"record:{self.record(path).name}", "the same finished-scene record")):
                 other = mine.get(key) or known.get(key)
-                if other is not None and other != str(path):
+                if other is not None and not _same_file(other, path):
                     raise ValueError(f"{path} and {other} would both write {what}: "
                                      f"rename one or tile them into different --out folders")
                 mine[key] = str(path)

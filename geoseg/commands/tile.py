@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from contextlib import ExitStack
 from enum import Enum
 from functools import partial
@@ -276,7 +277,9 @@ def tile(
             job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
                            labels=tuple(p.resolve() for p in labels) if labels else None, split=split,
                            labels_where=labels_where, labels_layer=labels_layer, labels_class_field=labels_class_field)
-            inputs = [p.resolve() for p in inputs]
+            # absolute, links kept: a scene linked into a store (git-annex, DVC, a share) keeps its own name,
+            # folder and labels.geojson, not the target's
+            inputs = [Path(os.path.abspath(p)) for p in inputs]
             check_no_vrt_over_scenes(inputs)
             if target is Target.buildings:
                 check_label_files(list(job.labels or ()), inputs, labels_where, labels_layer)
