@@ -1078,3 +1078,29 @@ def test_a_linked_scene_keeps_its_own_name_folder_and_labels(buildings_dir: Path
     assert runner.invoke(app, ["tile", str(stored), "--out", str(other), *args[4:]]).exit_code == 0
     assert_one_line_error(runner.invoke(app, [*args[:3], str(other), *args[4:]]), "tile",
                           "block7.tif was cut into", "before as SHA256E-s1--a28e.tif (the file it links to)")
+
+
+def test_labels_in_an_esri_file_geodatabase_folder(buildings_dir: Path, tmp_path: Path):
+    """An Esri File Geodatabase is a folder (survey.gdb/) that GDAL reads as one vector source: --labels
+    survey.gdb was refused as 'no such file'. Its edits (tables rewritten inside it) cut the scene again."""
+    import shutil
+
+    import geopandas as gpd
+
+    frame = gpd.read_file(buildings_dir / "nairobi/labels.geojson").to_crs(32737)
+    survey = tmp_path / "survey.gdb"
+    frame.to_file(survey, driver="OpenFileGDB", layer="buildings")
+    out = tmp_path / "chips"
+    args = ["tile", str(buildings_dir / "nairobi/nairobi_z19_2.tif"), "--out", str(out), "--size", "256",
+            "--scheduler", "sync", "--labels", str(survey)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sum(f["properties"]["n_objects"] for f in index_of(out)) > 0
+    assert "1 already done" in runner.invoke(app, args).output
+    shutil.rmtree(survey)
+    frame.iloc[::2].to_file(survey, driver="OpenFileGDB", layer="buildings")  # half of them removed as wrong
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "note: nairobi_z19_2.tif: survey.gdb changed since it was cut, cut again" in (
+        result.stderr), result.output
+    assert_one_line_error(runner.invoke(app, [*args[:-1], str(tmp_path / "missing.gdb")]), "tile",
+                          "missing.gdb: no such file or folder")

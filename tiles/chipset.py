@@ -57,8 +57,13 @@ def describe_key(key: list) -> str:
 
 
 def _file_state(path: Path) -> list[int] | None:
-    """A file's size and modification time (ns); None when it is missing."""
+    """A file's size and modification time (ns); None when it is missing. A folder read as one data
+    source (an Esri File Geodatabase ``x.gdb/``, whose tables are edited in place) by its files': their
+    total size and latest time."""
     try:
+        if path.is_dir():
+            stats = [p.stat() for p in path.rglob("*") if p.is_file()]
+            return [sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
         stat = path.stat()
     except OSError:
         return None

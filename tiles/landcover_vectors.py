@@ -121,8 +121,8 @@ def check_vector_landcover(labels: list[Path], field: str, chips_dir: Path, wher
     against the class list) and return the ``classes.json`` they are matched to
     (``vector_classes_file``); ValueError, one line."""
     for path in labels:
-        if not Path(path).is_file():
-            raise ValueError(f"--labels {path}: no such file")
+        if not Path(path).exists():  # a folder may be one (an Esri File Geodatabase, x.gdb/)
+            raise ValueError(f"--labels {path}: no such file or folder")
     classes_file = vector_classes_file(labels, chips_dir)
     classes = read_classes(classes_file)
     for path in labels:

@@ -209,10 +209,10 @@ def check_label_files(given: list[Path] | None, inputs: list[Path], where: str |
     and left an OUT holding an empty index. A ``labels.geojson`` missing beside some scenes (no
     ``--labels``) still fails those scenes alone."""
     for path in given or []:
-        if not path.is_file():
-            raise ValueError(f"--labels {path}: no such file")
+        if not path.exists():  # a folder may be one: an Esri File Geodatabase (x.gdb/), a folder of shapefiles
+            raise ValueError(f"--labels {path}: no such file or folder")
     for path in given or dict.fromkeys(p.parent / "labels.geojson" for p in inputs):
-        if path.is_file():
+        if path.exists():
             check_label_file(path, where, layer)
 
 
