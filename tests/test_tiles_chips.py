@@ -1104,3 +1104,28 @@ def test_labels_in_an_esri_file_geodatabase_folder(buildings_dir: Path, tmp_path
         result.stderr), result.output
     assert_one_line_error(runner.invoke(app, [*args[:-1], str(tmp_path / "missing.gdb")]), "tile",
                           "missing.gdb: no such file or folder")
+
+
+def test_jpeg_and_png_files_in_a_scene_folder_are_named_not_dropped_unseen(buildings_dir: Path, tmp_path: Path):
+    """A folder's JPEG and PNG files are no scenes (give them by name), but they were dropped with no
+    word: a folder of drone JPEGs with world files was 'no input rasters found', and beside a GeoTIFF
+    they were silently not cut."""
+    folder = tmp_path / "drone"
+    folder.mkdir()
+    with rasterio.open(buildings_dir / "nairobi/nairobi_z19_2.tif") as src:
+        window = Window(0, 0, 256, 256)
+        profile = {"width": 256, "height": 256, "count": 3, "dtype": "uint8", "crs": src.crs,
+                   "transform": src.window_transform(window)}
+        pixels = src.read(window=window)
+    with rasterio.open(folder / "drone_001.jpg", "w", driver="JPEG", **profile) as dst:
+        dst.write(pixels)
+    args = ["tile", str(folder), "--size", "256", "--scheduler", "sync",
+            "--labels", str(buildings_dir / "nairobi/labels.geojson")]
+    assert_one_line_error(runner.invoke(app, [*args, "--out", str(tmp_path / "a")]), "tile",
+                          "no input rasters found", "1 image (drone_001.jpg) left out: a JPEG or PNG scene is cut "
+                          "only when given by its file name")
+    with rasterio.open(folder / "scene.tif", "w", driver="GTiff", **profile) as dst:
+        dst.write(pixels)
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "note: 1 image (drone_001.jpg) in the scene folders left out" in result.stderr

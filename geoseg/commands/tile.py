@@ -81,8 +81,28 @@ def expand_inputs(paths: list[Path], target: Target, chips_dir: Path | None = No
         raise ValueError("no land-cover image + mask pairs found (an image X.jpg|png|tif beside its class mask "
                          "X_label.png|tif)" + (f"; {_named(unpaired)} without such a mask" if unpaired else ""))
     if not out:
-        raise ValueError("no input rasters found")
+        pictures = pictures_in_folders(paths, chips_dir)
+        raise ValueError(f"no input rasters found ({' '.join(RASTER_SUFFIXES)})"
+                         + (f"; {_named(pictures)} {PICTURES_BY_NAME}" if pictures else ""))
     return out
+
+
+#: why a folder's JPEG and PNG files are no scenes of ``geoseg tile`` (buildings, vector land cover)
+PICTURES_BY_NAME = "left out: a JPEG or PNG scene is cut only when given by its file name"
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def pictures_in_folders(paths: list[Path], chips_dir: Path | None = None) -> list[Path]:
+    """The JPEG and PNG files under the folders among ``paths`` (hidden files and ``chips_dir``'s chips
+    aside), which a folder does not contribute as scenes (a folder's pictures are previews as often as
+    scenes); they are named, not dropped unseen: a folder of georeferenced drone JPEGs (with their world
+    files) was 'no input rasters found'."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found += sorted(q for q in p.rglob("*") if q.suffix.lower() in PICTURE_SUFFIXES and q.is_file()
+                            and not is_hidden(q, p) and (chips_dir is None or not is_chip_file(q, chips_dir)))
+    return found
 
 
 def unpaired_images(paths: list[Path], chips_dir: Path | None = None) -> list[Path]:
@@ -306,6 +326,8 @@ def tile(
             moved += [note for path in inputs if (note := name_split_note(path, target is Target.landcover))]
         if target is Target.landcover and not labels_class_field and (unpaired := unpaired_images(scenes, job.out)):
             moved.append(f"left out {_named(unpaired)} with no class mask X_label.png|tif beside them")
+        elif (target is Target.buildings or labels_class_field) and (pictures := pictures_in_folders(scenes, job.out)):
+            moved.append(f"{_named(pictures)} in the scene folders {PICTURES_BY_NAME}")
         for note in moved:
             typer.echo(f"note: {note}", err=True)
         if scheduler is None and len(inputs) == 1:
