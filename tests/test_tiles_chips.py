@@ -1129,3 +1129,17 @@ def test_jpeg_and_png_files_in_a_scene_folder_are_named_not_dropped_unseen(build
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     assert "note: 1 image (drone_001.jpg) in the scene folders left out" in result.stderr
+
+
+def test_a_scene_whose_every_window_is_skipped_is_named(buildings_dir: Path, tmp_path: Path):
+    """A 256 px scene cut at the default --size 512 is three quarters padding: its one window was skipped
+    and only a count said so ('1 windows (0 ok, 0 empty, 1 skipped)'); geoseg train then found no chip."""
+    out = tmp_path / "chips"
+    result = runner.invoke(app, ["tile", str(buildings_dir / "kampala/kampala_z19_2.tif"),
+                                 str(buildings_dir / "kampala/kampala_z19_1.tif"), "--out", str(out), "--scheduler",
+                                 "sync"])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "every window skipped" in line]
+    assert notes == ["note: kampala_z19_2.tif: every window skipped, none has --min-valid 0.5 of valid pixels (at "
+                     "best 0.25; nodata and the padding past a scene smaller than --size 512 are invalid): a smaller "
+                     "--size or --min-valid cuts it"]

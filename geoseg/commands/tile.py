@@ -357,6 +357,8 @@ def tile(
             typer.echo(f"geoseg tile: error: {exc}", err=True)
             raise typer.Exit(1) from None
         counts = {s: sum(f["properties"]["status"] == s for f in features) for s in ("ok", "empty", "skipped")}
+        for note in skipped_scene_notes(features, size, min_valid):
+            typer.echo(f"note: {note}", err=True)
         typer.echo(f"{len(features)} windows ({counts['ok']} ok, {counts['empty']} empty, {counts['skipped']} skipped) "
                    f"from {len(inputs) - len(report.failed)} file(s), {len(report.skipped)} already done -> {index}")
         summary.finish(1 if report.failed else 0)
@@ -364,6 +366,23 @@ def tile(
             typer.echo(f"error: {Path(name).name}: {error.splitlines()[0]}", err=True)
         if report.failed:
             raise typer.Exit(1)
+
+
+def skipped_scene_notes(features: list[dict], size: int, min_valid: float) -> list[str]:
+    """A note for each scene whose every window was skipped (below ``--min-valid``), with its best
+    valid fraction. Why: a folder of 256 px tiles cut at the default --size 512 gave windows three
+    quarters padding, all skipped, and only a count said so ('4 windows (0 ok, 0 empty, 4 skipped)');
+    ``geoseg train`` then found no chips."""
+    best: dict[str, float] = {}
+    for feature in features:
+        props = feature["properties"]
+        if props["status"] == "skipped":
+            best[props["scene"]] = max(best.get(props["scene"], 0.0), float(props["valid_fraction"]))
+        else:
+            best[props["scene"]] = math.inf
+    return [f"{scene}: every window skipped, none has --min-valid {min_valid:g} of valid pixels (at best "
+            f"{fraction:.2f}; nodata and the padding past a scene smaller than --size {size} are invalid): a smaller "
+            f"--size or --min-valid cuts it" for scene, fraction in best.items() if fraction != math.inf]
 
 
 def _window_counts(record: Path, result: object) -> dict[str, dict[str, int]]:
