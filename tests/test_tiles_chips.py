@@ -1143,3 +1143,17 @@ def test_a_scene_whose_every_window_is_skipped_is_named(buildings_dir: Path, tmp
     assert notes == ["note: kampala_z19_2.tif: every window skipped, none has --min-valid 0.5 of valid pixels (at "
                      "best 0.25; nodata and the padding past a scene smaller than --size 512 are invalid): a smaller "
                      "--size or --min-valid cuts it"]
+
+
+def test_two_images_of_one_landcover_mask_are_refused(data_root: Path, tmp_path: Path):
+    """X.tif and its X.jpg preview beside X_label.png: the first by name (the preview) was cut and the
+    other left out, silently."""
+    tile_1 = data_root / "landcover/dubai/tile_1"
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "classes.json").write_bytes((data_root / "landcover/dubai/classes.json").read_bytes())
+    for name, source in (("a.jpg", "image_part_001.jpg"), ("a.png", "image_part_001.jpg"),
+                         ("a_label.png", "image_part_001_label.png")):
+        (folder / name).write_bytes((tile_1 / source).read_bytes())
+    result = runner.invoke(app, ["tile", str(folder), "--target", "landcover", "--out", str(tmp_path / "chips")])
+    assert_one_line_error(result, "tile", "a_label.png: two images beside it (a.jpg, a.png): keep one")

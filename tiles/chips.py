@@ -290,7 +290,10 @@ def landcover_mask_path(image: Path) -> Path:
 
 
 def landcover_pairs(root: Path) -> list[tuple[Path, Path]]:
-    """(image, mask) pairs under ``root``: ``X.jpg|jpeg|png|tif|tiff`` beside ``X_label.png|tif|tiff``."""
+    """(image, mask) pairs under ``root``: ``X.jpg|jpeg|png|tif|tiff`` beside ``X_label.png|tif|tiff``.
+
+    Two images of one mask (``X.tif`` and its ``X.jpg`` preview) are refused: the first by name was
+    taken, the preview without georeferencing, and the other was left out unseen."""
     pairs = []
     for label in sorted(p for p in root.rglob("*_label.*")
                         if p.suffix.lower() in MASK_SUFFIXES and not is_hidden(p, root)):
@@ -298,6 +301,8 @@ def landcover_pairs(root: Path) -> list[tuple[Path, Path]]:
         images = sorted(p for p in label.parent.glob(stem + ".*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise FileNotFoundError(f"{label}: no image {stem}.jpg/.png/.tif beside it")
+        if len(images) > 1:
+            raise FileNotFoundError(f"{label}: two images beside it ({', '.join(p.name for p in images)}): keep one")
         if landcover_mask_path(images[0]) == label:
             pairs.append((images[0], label))
     return pairs
