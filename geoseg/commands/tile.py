@@ -266,9 +266,9 @@ def check_one_gsd(out: Path, inputs: list[Path]) -> None:
 
 @sigterm_interrupts
 def tile(
-    scenes: list[Path] = typer.Argument(..., metavar="SCENE", help="Scene rasters or folders (land cover: folder of X.jpg|png|tif + X_label.png|tif class-mask pairs)."),
+    scenes: list[Path] = typer.Argument(..., metavar="SCENE", help="Scene rasters or folders: the .tif .tiff .vrt .jp2 .img files under them (a JPEG or PNG scene by its name; land cover: X.jpg|png|tif + X_label.png|tif class-mask pairs)."),
     out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set (--split aside)."),
-    labels: list[Path] = typer.Option(None, "--labels", help="Building polygons (any CRS; their extent must meet each scene); repeatable; buildings only (land cover: X_label masks). Default: labels.geojson beside each scene."),
+    labels: list[Path] = typer.Option(None, "--labels", help="Building polygons, or land-cover polygons with --labels-class-field: any OGR vector file (or a folder GDAL reads as one, an Esri x.gdb), any CRS; their extent must meet each scene; repeatable. Default (buildings): labels.geojson beside each scene; land cover without it: X_label masks."),
     labels_where: str = typer.Option(None, "--labels-where", help="Only the label features matching this OGR SQL condition are buildings, e.g. \"class = 'building'\" (default: every polygon)."),
     labels_layer: str = typer.Option(None, "--labels-layer", help="The building layer of label files with several (a GeoPackage); default: the only polygon layer."),
     labels_class_field: str = typer.Option(None, "--labels-class-field", help="--target landcover: the --labels polygons' class field, its values class names (or indices) of the classes.json beside the labels file (or one folder up); each image is rasterised from them instead of an X_label mask."),
