@@ -1077,7 +1077,10 @@ def test_a_linked_scene_keeps_its_own_name_folder_and_labels(buildings_dir: Path
     shutil.copy(block / "labels.geojson", store / "labels.geojson")
     assert runner.invoke(app, ["tile", str(stored), "--out", str(other), *args[4:]]).exit_code == 0
     assert_one_line_error(runner.invoke(app, [*args[:3], str(other), *args[4:]]), "tile",
-                          "block7.tif was cut into", "before as SHA256E-s1--a28e.tif (the file it links to)")
+                          "block7.tif and ", "SHA256E-s1--a28e.tif are one file", "as SHA256E-s1--a28e and as block7")
+    (block / "block7_copy.tif").symlink_to(stored)  # two links to one file in one run: refused too
+    assert_one_line_error(runner.invoke(app, [*args[:3], str(tmp_path / "third"), *args[4:]]), "tile",
+                          "are one file", "as block7 and as block7_copy")
 
 
 def test_labels_in_an_esri_file_geodatabase_folder(buildings_dir: Path, tmp_path: Path):

@@ -167,9 +167,9 @@ class ChipSet:
                            siblings: Iterable[Path] = ()) -> None:
         """Refuse two scene files whose chips (named ``prefix(scene)_rNNN_cNNN``) or finished-scene
         records would share names, in this run or against earlier runs into ``out`` (``siblings``):
-        they would overwrite each other's files, or one would be skipped as already done. Refuse too a
-        scene whose file was cut before under another name (a link's target's, as runs before links
-        were kept named it): its ground would be listed twice."""
+        they would overwrite each other's files, or one would be skipped as already done. Refuse too one
+        file under two names, in this run or against earlier runs (two links to it; a link and its
+        target, which runs before links were kept named it by): its ground would be listed twice."""
         known: dict[str, str] = {}
         for part in (*siblings, self.part_dir):
             if (part / SOURCES_FILE).exists():
@@ -179,10 +179,12 @@ class ChipSet:
         mine: dict[str, str] = {}
         for path in scenes:
             name = prefix(path)
-            key, recorded = cut_as.get(os.path.realpath(path), (name, str(path)))
+            real = os.path.realpath(path)
+            key, recorded = cut_as.setdefault(real, (name, str(path)))
             if key != name and recorded != str(path):
-                raise ValueError(f"{path} was cut into {self.out} before as {Path(recorded).name} (the file it links "
-                                 f"to): its chips would be listed twice; tile it into another --out")
+                raise ValueError(f"{path} and {recorded} are one file (a link counts as the file it leads to): its "
+                                 f"chips would be listed twice, as {key} and as {name}; give it under one name "
+                                 f"(another --out where chips of the other are cut already)")
             for key, what in ((name, f"chips named {name}_rNNN_cNNN"),
                               (f"record:{self.record(path).name}", "the same finished-scene record")):
                 other = mine.get(key) or known.get(key)
