@@ -1160,3 +1160,31 @@ def test_two_images_of_one_landcover_mask_are_refused(data_root: Path, tmp_path:
         (folder / name).write_bytes((tile_1 / source).read_bytes())
     result = runner.invoke(app, ["tile", str(folder), "--target", "landcover", "--out", str(tmp_path / "chips")])
     assert_one_line_error(result, "tile", "a_label.png: two images beside it (a.jpg, a.png): keep one")
+
+
+def test_scenes_moved_into_train_and_val_folders_are_cut_again_from_there(buildings_dir: Path, tmp_path: Path):
+    """After a team sorted mine/ into mine/train/ and mine/val/ (the README's layout) and ran tile again
+    into the same --out, each run was refused: '.../train/north.tif and .../north.tif would both write
+    chips named north_rNNN_cNNN', naming a file that was gone."""
+    import shutil
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("north.tif", "south.tif"):
+        shutil.copy(buildings_dir / "kampala/kampala_z19_2.tif", mine / name)
+    out = tmp_path / "chips"
+    args = ["--out", str(out), "--size", "128", "--scheduler", "sync",
+            "--labels", str(buildings_dir / "kampala/labels.geojson")]
+    assert runner.invoke(app, ["tile", str(mine), *args]).exit_code == 0
+    for name, split in (("north.tif", "train"), ("south.tif", "val")):
+        (mine / split).mkdir()
+        (mine / name).rename(mine / split / name)
+    train = runner.invoke(app, ["tile", str(mine / "train"), *args, "--split", "train"])
+    assert train.exit_code == 0, train.output
+    assert f"note: north.tif: cut before from {mine / 'north.tif'}, which is gone: cut again from {mine / 'train'}" in (
+        train.stderr.splitlines())
+    assert runner.invoke(app, ["tile", str(mine / "val"), *args, "--split", "val"]).exit_code == 0
+    splits = {(f["properties"]["scene"], f["properties"]["split"]) for f in index_of(out)}
+    assert splits == {("north.tif", "train"), ("south.tif", "val")} and len(index_of(out)) == 8
+    again = runner.invoke(app, ["tile", str(mine / "val"), *args, "--split", "val"])
+    assert "1 already done" in again.output and "gone" not in again.stderr

@@ -164,12 +164,17 @@ class ChipSet:
         return siblings
 
     def check_unique_names(self, scenes: Iterable[Path], prefix: Callable[[Path], str],
-                           siblings: Iterable[Path] = ()) -> None:
+                           siblings: Iterable[Path] = ()) -> list[str]:
         """Refuse two scene files whose chips (named ``prefix(scene)_rNNN_cNNN``) or finished-scene
         records would share names, in this run or against earlier runs into ``out`` (``siblings``):
         they would overwrite each other's files, or one would be skipped as already done. Refuse too one
         file under two names, in this run or against earlier runs (two links to it; a link and its
-        target, which runs before links were kept named it by): its ground would be listed twice."""
+        target, which runs before links were kept named it by): its ground would be listed twice.
+
+        A scene whose earlier namesake is gone was moved (``scenes/`` sorted into ``scenes/train/`` and
+        ``scenes/val/``, as the README lays them out): the gone file's records are dropped, so the scene
+        is cut again from where it is now, over the same chip files; returns a note per such scene.
+        Why: each such re-run was refused, naming a file that no longer existed."""
         known: dict[str, str] = {}
         for part in (*siblings, self.part_dir):
             if (part / SOURCES_FILE).exists():
@@ -177,6 +182,8 @@ class ChipSet:
         cut_as = {os.path.realpath(recorded): (key, recorded) for key, recorded in known.items()
                   if not key.startswith("record:")}
         mine: dict[str, str] = {}
+        moved: dict[Path, str] = {}  # scene -> its gone namesake
+        siblings = list(siblings)
         for path in scenes:
             name = prefix(path)
             real = os.path.realpath(path)
@@ -189,10 +196,18 @@ class ChipSet:
                               (f"record:{self.record(path).name}", "the same finished-scene record")):
                 other = mine.get(key) or known.get(key)
                 if other is not None and not _same_file(other, path):
-                    raise ValueError(f"{path} and {other} would both write {what}: "
-                                     f"rename one or tile them into different --out folders")
+                    if key in mine or os.path.lexists(other):
+                        raise ValueError(f"{path} and {other} would both write {what}: "
+                                         f"rename one or tile them into different --out folders")
+                    moved.setdefault(path, other)
                 mine[key] = str(path)
+        notes = []
+        for path, gone in moved.items():
+            for part in (*siblings, self.part_dir):
+                record_path(part, Path(gone)).unlink(missing_ok=True)
+            notes.append(f"{path.name}: cut before from {gone}, which is gone: cut again from {path.parent}")
         (self.part_dir / SOURCES_FILE).write_text(json.dumps({**known, **mine}, indent=0, sort_keys=True))
+        return notes
 
     def move_to_this_split(self, scenes: Iterable[Path], siblings: Iterable[Path]) -> list[str]:
         """Drop the finished records of ``scenes`` kept under another ``--split`` of this chip set,

@@ -314,9 +314,9 @@ def tile(
                 check_one_gsd(job.out, inputs)
             chip_set = job.chip_set()
             siblings = chip_set.claim()
-            chip_set.check_unique_names(inputs, partial(chip_prefix, target=job.target), siblings)
-            moved = (chip_set.move_to_this_split(inputs, siblings) + chip_set.recut_changed(inputs, job.label_files)
-                     + chip_set.recut_incomplete(inputs))
+            moved = chip_set.check_unique_names(inputs, partial(chip_prefix, target=job.target), siblings)
+            moved += (chip_set.move_to_this_split(inputs, siblings) + chip_set.recut_changed(inputs, job.label_files)
+                      + chip_set.recut_incomplete(inputs))
             if target is Target.landcover:
                 record_landcover_classes(job.out, classes_file)
         except Exception as exc:  # one line for the user, non-zero exit
