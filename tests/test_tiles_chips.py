@@ -141,14 +141,15 @@ def test_chips_written_into_the_scene_folder_leave_its_scenes_scenes(buildings_d
     import shutil
 
     scenes = tmp_path / "scenes"
-    scenes.mkdir()
+    (scenes / "images").mkdir(parents=True)  # a folder of scenes that a chip folder's has the name of
     shutil.copy(buildings_dir / "kampala/kampala_z19_2.tif", scenes)
+    shutil.copy(buildings_dir / "kampala/kampala_z19_1.tif", scenes / "images")
     args = ["tile", str(scenes), "--labels", str(buildings_dir / "kampala/labels.geojson"),
-            "--out", str(scenes / out_name), "--size", "128", "--scheduler", "sync"]
+            "--out", str(scenes / out_name), "--size", "128", "--scheduler", "sync", "--gsd", "0.3"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     again = runner.invoke(app, args)
-    assert again.exit_code == 0 and "from 1 file(s), 1 already done" in again.stdout, again.output
+    assert again.exit_code == 0 and "from 2 file(s), 2 already done" in again.stdout, again.output
 
 def test_unusable_raster_fails_with_message(rasters_dir: Path, tmp_path: Path):
     result = runner.invoke(app, ["tile", str(rasters_dir / "rasterio/shade.tif"), "--out", str(tmp_path / "x"),

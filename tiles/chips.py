@@ -11,6 +11,7 @@ written, ``image``/``label`` null).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -217,7 +218,7 @@ def _chip_windows(scene: Scene, label_of: Callable[[Window, np.ndarray], tuple[n
     ``label_of(window, valid)`` gives the window's label raster and its count of objects (buildings)
     or classes (land cover)."""
     for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
-        chip_id = f"{chip_prefix}_r{tile.row:03d}_c{tile.col:03d}"
+        chip_id = f"{chip_prefix}_r{tile.row:03d}_c{tile.col:03d}"  # is_chip_file knows chips by it
         rgb, valid = scene.read(tile.read)
         frac = valid_fraction(valid)
         if frac < opts.min_valid:
@@ -312,11 +313,16 @@ def landcover_pairs(root: Path) -> list[tuple[Path, Path]]:
 CHIP_FOLDERS = ("images", "labels")
 
 
+#: how a chip file is named: ``<prefix>_rNNN_cNNN.tif`` (``_landcover_windows``)
+_CHIP_NAME = re.compile(r"_r\d{3,}_c\d{3,}\.tif$")
+
+
 def is_chip_file(path: Path, out_dir: Path) -> bool:
-    """Whether ``path`` lies in a chip folder of ``out_dir`` (``CHIP_FOLDERS``): a chip a run into
-    ``out_dir`` wrote, no scene. Only those folders: ``--out`` may be the scene folder itself."""
+    """Whether ``path`` is a chip a run into ``out_dir`` wrote, no scene: named as chips are, in one of
+    its chip folders (``CHIP_FOLDERS``). Only those: ``--out`` may be the scene folder itself, which may
+    hold scenes in an ``images/`` folder of its own."""
     real = path.resolve()
-    return any(real.is_relative_to(out_dir.resolve() / folder) for folder in CHIP_FOLDERS)
+    return bool(_CHIP_NAME.search(real.name)) and real.parent in {out_dir.resolve() / f for f in CHIP_FOLDERS}
 
 
 def images_without_masks(root: Path) -> list[Path]:
