@@ -175,6 +175,7 @@ class ChipSet:
         ``scenes/val/``, as the README lays them out): the gone file's records are dropped, so the scene
         is cut again from where it is now, over the same chip files; returns a note per such scene.
         Why: each such re-run was refused, naming a file that no longer existed."""
+        siblings = list(siblings)
         known: dict[str, str] = {}
         for part in (*siblings, self.part_dir):
             if (part / SOURCES_FILE).exists():
@@ -183,14 +184,12 @@ class ChipSet:
                   if not key.startswith("record:")}
         mine: dict[str, str] = {}
         moved: dict[Path, str] = {}  # scene -> its gone namesake
-        siblings = list(siblings)
         for path in scenes:
             name = prefix(path)
-            real = os.path.realpath(path)
-            key, recorded = cut_as.setdefault(real, (name, str(path)))
-            if key != name and recorded != str(path):
+            cut_name, recorded = cut_as.setdefault(os.path.realpath(path), (name, str(path)))
+            if cut_name != name and recorded != str(path):
                 raise ValueError(f"{path} and {recorded} are one file (a link counts as the file it leads to): its "
-                                 f"chips would be listed twice, as {key} and as {name}; give it under one name "
+                                 f"chips would be listed twice, as {cut_name} and as {name}; give it under one name "
                                  f"(another --out where chips of the other are cut already)")
             for key, what in ((name, f"chips named {name}_rNNN_cNNN"),
                               (f"record:{self.record(path).name}", "the same finished-scene record")):
