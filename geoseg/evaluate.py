@@ -26,7 +26,7 @@ from rasterio.vrt import WarpedVRT
 
 from tiles.errors import UnsupportedRaster
 from tiles.grid import tile_grid
-from tiles.labels import LabelIndex, check_label_file, grid_bounds
+from tiles.labels import LabelIndex, check_label_file, grid_bounds, is_vector_folder
 from tiles.masks import raster_valid_mask
 from tiles.normalize import dataset_bands
 from tiles.palette import open_expanded
@@ -169,9 +169,9 @@ def evaluate_buildings(pred_dir: Path, labels_path: Path, where: str | None = No
     gpkg = pred_dir / "buildings.gpkg"
     if not gpkg.is_file():
         raise EvaluationError(f"no buildings.gpkg in {pred_dir} (predicted with --no-buildings?)")
-    if labels_path.is_dir():
+    if labels_path.is_dir() and not is_vector_folder(labels_path):  # an Esri x.gdb/ is read, as geoseg tile reads it
         raise EvaluationError(f"--labels {labels_path} is a folder: give the labels file")
-    if not labels_path.is_file():
+    if not labels_path.exists():
         raise EvaluationError(f"labels not found: {labels_path}")
     try:  # before the scene's mask is read: not a vector file, points, a where it cannot answer or that matches nothing
         check_label_file(labels_path, where, layer)

@@ -167,3 +167,19 @@ def test_labels_where_or_layer_that_selects_nothing_is_one_line_not_a_score(tmp_
     pred_dir_cm, truth = classmap_prediction(tmp_path / "cm")
     usage = runner.invoke(app, ["eval", str(pred_dir_cm), "--truth", str(truth), "--labels-where", "class = 'x'"])
     assert usage.exit_code == 2 and "--labels-where selects building labels" in usage.stderr
+
+
+def test_labels_in_an_esri_file_geodatabase_are_scored_as_geoseg_tile_reads_them(tmp_path):
+    """`geoseg tile --labels survey.gdb` reads an Esri File Geodatabase (a folder GDAL reads as one vector
+    source); `geoseg eval` refused it as 'is a folder', so the chips' buildings could not be scored."""
+    pred_dir, labels = _kampala_prediction(tmp_path)
+    survey = tmp_path / "survey.gdb"
+    labels.to_file(survey, driver="OpenFileGDB", layer="buildings", engine="pyogrio")
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", str(pred_dir), "--labels", str(survey), "--json", str(tmp_path / "gdb.json")])
+    assert result.exit_code == 0, result.output
+    plain = runner.invoke(app, ["eval", str(pred_dir), "--labels", str(KAMPALA / "labels.geojson"), "--json",
+                                str(tmp_path / "plain.json")])
+    assert plain.exit_code == 0, plain.output
+    gdb, geojson = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("gdb", "plain"))
+    assert gdb["pixel"] == geojson["pixel"] and gdb["n_truth"] == geojson["n_truth"]

@@ -140,6 +140,17 @@ def polygon_layer(path: Path, layer: str | None = None) -> str | int:
                      f"polygons: save the building layer in a file of its own or name it with --labels-layer")
 
 
+def is_vector_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder GDAL reads as one vector data source (an Esri File Geodatabase
+    ``x.gdb/``, a folder of shapefiles): labels given as a folder, not a file."""
+    if not Path(path).is_dir():
+        return False
+    try:
+        return len(pyogrio.list_layers(path)) > 0
+    except pyogrio.errors.DataSourceError:
+        return False
+
+
 def read_labels(path: Path, where: str | None = None,
                 bbox: tuple[float, float, float, float] | None = None, layer: str | None = None) -> gpd.GeoDataFrame:
     """The building layer of a vector file (``polygon_layer``), only the features matching ``where``.
