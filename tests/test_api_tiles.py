@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from fastapi.testclient import TestClient
 from PIL import Image
+from rasterio.warp import transform
 from rasterio.windows import from_bounds
 from test_api_contract import SCENE, service, submit, wait
 from test_api_fakes import CLASS_COLOURS, classes_runner
@@ -254,3 +257,28 @@ def test_signed_tile_urls_work_behind_a_proxy_prefix(tmp_path):
         del client.headers["X-API-Key"]
         assert client.get(url).status_code == 200  # as uvicorn passes it: /geoseg in the path
         assert client.get(url.split("?")[0]).status_code == 401
+
+
+def placed_copy(path: Path, crs: str, transform: Affine) -> Path:
+    """The Kampala scene's pixels at another place: ``crs`` and ``transform`` (its 0.3 m pixels kept)."""
+    with rasterio.open(SCENE) as src:
+        pixels, profile = src.read(), src.profile
+    profile.update(crs=crs, transform=transform, compress="deflate", photometric="rgb")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(pixels)
+    return path
+
+
+def test_the_tilejson_centre_of_a_scene_across_the_antimeridian_lies_on_the_scene(served, tmp_path):
+    """A UTM 60S scene over 180 degrees (Fiji): its TileJSON's centre, where a map opens, was the plain
+    average of west (~180) and east (~-180), 0 degrees: the Gulf of Guinea, half a world away."""
+    client, _ = served
+    (x,), (y,) = transform("EPSG:4326", "EPSG:32760", [180.0], [-16.5])
+    scene = placed_copy(tmp_path / "fiji.tif", "EPSG:32760", Affine(0.3, 0, x - 38.4, 0, -0.3, y + 38.4))
+    job = wait(client, submit(client, scene, outputs="classmap")["id"])
+    assert job["status"] == "succeeded", job
+    doc = client.get(job["links"]["tilejson"]).json()
+    west, south, east, north = doc["bounds"]
+    assert west > 179.99 and east < -179.99  # RFC 7946's order across the antimeridian
+    lon, lat, zoom = doc["center"]
+    assert abs(lon) > 179.99 and south < lat < north and zoom == doc["minzoom"], doc["center"]

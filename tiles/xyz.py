@@ -85,6 +85,16 @@ class TileSet:
     #: the first zoom whose pixels are as fine as the scene's ground sample distance (its native zoom)
     maxzoom: int
 
+    @property
+    def centre_lonlat(self) -> tuple[float, float]:
+        """The middle of ``bounds_wgs84`` (where a map opens), across the antimeridian too (west > east):
+        the plain average of west and east put a scene over 180 degrees at 0 degrees, half a world away."""
+        west, south, east, north = self.bounds_wgs84
+        if west > east:
+            east += 360.0
+        lon = (west + east) / 2
+        return (lon - 360.0 if lon > 180.0 else lon), (south + north) / 2
+
 
 def _mercator_bounds(src: rasterio.io.DatasetReader) -> tuple[float, float, float, float]:
     """The scene's Web-Mercator bounds, continuous in x: a scene across the antimeridian ends past

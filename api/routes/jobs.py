@@ -274,7 +274,7 @@ def get_tilejson(request: Request, job_id: UUID) -> TileJSON:
     # url_for quotes the braces of the template
     template = tile_template(template.replace("%7B", "{").replace("%7D", "}"), job.id, settings_of(request).api_key)
     return TileJSON(name=f"geoseg land cover, job {job.id}", tiles=[template], bounds=[west, south, east, north],
-                    center=[(west + east) / 2, (south + north) / 2, tileset.minzoom],
+                    center=[*tileset.centre_lonlat, tileset.minzoom],
                     minzoom=tileset.minzoom, maxzoom=tileset.maxzoom,
                     attribution=f"Land cover: geoseg {__version__}")
 
