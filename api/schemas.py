@@ -52,7 +52,10 @@ class InputSummary(BaseModel):
     dtype: str
     crs: str
     gsd_m: float = Field(description="Ground sample distance at the scene centre, metres.")
-    bounds_wgs84: list[float] | None = None
+    bounds_wgs84: list[float] | None = Field(
+        None, description="West, south, east, north (WGS84 degrees) as an RFC 7946 bbox: longitudes in "
+                          "-180..180, west > east for a scene across the antimeridian; null when the "
+                          "scene's corners do not project to longitude and latitude.")
 
 
 class JobLinks(BaseModel):

@@ -25,6 +25,7 @@ from rasterio.windows import Window
 from api.errors import chain_messages
 from api.redact import redact_paths
 from tiles.gsd import has_lonlat, lonlat_in_projected_crs
+from tiles.lonlat_bounds import wgs84_bounds
 from tiles.palette import is_paletted
 
 _CHUNK = 1024 * 1024
@@ -126,13 +127,11 @@ def ground_sample_distance(src: rasterio.io.DatasetReader) -> float:
 
 
 def _bounds_wgs84(src: rasterio.io.DatasetReader) -> list[float] | None:
+    """West, south, east, north as RFC 7946 writes a bbox (``tiles.lonlat_bounds``); None if unknown."""
     try:
-        from rasterio.warp import transform_bounds
-
-        b = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+        return [round(v, 7) for v in wgs84_bounds(src)]
     except Exception:  # noqa: BLE001 - e.g. geostationary corners off the globe
         return None
-    return [round(v, 7) for v in b] if all(np.isfinite(b)) else None
 
 
 @dataclass(frozen=True)

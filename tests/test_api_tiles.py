@@ -282,3 +282,18 @@ def test_the_tilejson_centre_of_a_scene_across_the_antimeridian_lies_on_the_scen
     assert west > 179.99 and east < -179.99  # RFC 7946's order across the antimeridian
     lon, lat, zoom = doc["center"]
     assert abs(lon) > 179.99 and south < lat < north and zoom == doc["minzoom"], doc["center"]
+
+
+def test_a_lonlat_scene_past_180_degrees_has_rfc_7946_bounds_and_its_own_zooms(served, tmp_path):
+    """An EPSG:4326 scene over the antimeridian stores longitudes past 180 (179.9995 .. 180.0003): the job's
+    ``bounds_wgs84`` and the TileJSON's ``bounds`` said 180.0003 (RFC 7946 and TileJSON: -180..180), and its
+    Web-Mercator extent wrapped round the world, so minzoom was 0 (a map opened on the whole world)."""
+    client, _ = served
+    scene = placed_copy(tmp_path / "fiji4326.tif", "EPSG:4326", Affine(3e-6, 0, 179.9995, 0, -3e-6, -16.5))
+    job = wait(client, submit(client, scene, outputs="classmap")["id"])
+    assert job["status"] == "succeeded", job
+    doc = client.get(job["links"]["tilejson"]).json()
+    for west, south, east, north in (job["input"]["bounds_wgs84"], doc["bounds"]):
+        assert 179.99 < west <= 180 and -180 <= east < -179.99 and -90 <= south < north <= 90
+    assert doc["minzoom"] >= 17 and doc["maxzoom"] == 19, doc  # 77 m of 0.32 m pixels, as away from 180
+    assert abs(doc["center"][0]) > 179.99

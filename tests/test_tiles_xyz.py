@@ -12,6 +12,7 @@ from PIL import Image
 from rasterio.warp import transform
 
 from tiles.cog import write_cog
+from tiles.lonlat_bounds import wrap_longitudes
 from tiles.xyz import (
     ORIGIN_M,
     check_tile,
@@ -117,3 +118,16 @@ def test_a_scene_across_the_antimeridian_keeps_its_zooms_and_draws_on_both_sides
         shares = {c: (pixels == COLOURS[c]).all(axis=-1).mean() for c in (1, 2, 3)}
         assert shares[own] > 0.3 and shares[3] > 0.3 and shares[other] < 0.05, (lon, shares)
     assert render_xyz_tile(across, z, 2 ** (z - 1), 2 ** (z - 1)) is None  # the other side of the world
+
+
+@pytest.mark.parametrize(("west", "east", "wrapped"), [
+    (10.0, 11.0, (10.0, 11.0)),
+    (179.9995, 180.0003, (179.9995, -179.9997)),  # a lon/lat scene stored past 180: across it
+    (200.0, 201.0, (-160.0, -159.0)),  # a 0..360 grid
+    (-190.0, -170.0, (170.0, -170.0)),
+    (179.99, -179.99, (179.99, -179.99)),  # rasterio's own order across 180 is kept
+    (170.0, 180.0, (170.0, 180.0)),
+    (-10.0, 400.0, (-180.0, 180.0)),
+])
+def test_longitudes_are_wrapped_the_rfc_7946_way(west, east, wrapped):
+    assert wrap_longitudes(west, east) == pytest.approx(wrapped)

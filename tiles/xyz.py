@@ -27,9 +27,10 @@ import rasterio
 from affine import Affine
 from PIL import Image
 from rasterio.crs import CRS
-from rasterio.warp import Resampling, reproject, transform_bounds
+from rasterio.warp import Resampling, reproject
 
 from tiles.gsd import dataset_gsd_m
+from tiles.lonlat_bounds import wgs84_bounds
 
 __all__ = ["MAX_ZOOM", "TileSet", "check_tile", "empty_tile_png", "lonlat_to_tile", "render_xyz_tile",
            "renderer_fingerprint", "tile_bounds_mercator", "tileset_of"]
@@ -37,6 +38,8 @@ __all__ = ["MAX_ZOOM", "TileSet", "check_tile", "empty_tile_png", "lonlat_to_til
 WEB_MERCATOR = CRS.from_epsg(3857)
 #: half the Web-Mercator world's side, metres (the projection of 180 degrees)
 ORIGIN_M = 20037508.342789244
+#: the tile grid's northernmost and southernmost latitude (degrees)
+MAX_LATITUDE = 85.05112878
 #: the deepest zoom served: 2.4 cm pixels at the equator, finer than any scene geoseg reads
 MAX_ZOOM = 24
 #: how much coarser (log2) than the scene's GSD its native zoom's pixels may be
@@ -67,7 +70,7 @@ def tile_bounds_mercator(z: int, x: int, y: int) -> tuple[float, float, float, f
 def lonlat_to_tile(lon: float, lat: float, z: int) -> tuple[int, int]:
     """(x, y) of the zoom-``z`` tile holding WGS84 ``lon, lat`` (latitudes clipped to the grid's 85.05)."""
     n = 2**z
-    lat = max(-85.05112878, min(85.05112878, lat))
+    lat = max(-MAX_LATITUDE, min(MAX_LATITUDE, lat))
     x = int((lon + 180.0) / 360.0 * n)
     phi = math.radians(lat)
     y = int((1.0 - math.asinh(math.tan(phi)) / math.pi) / 2.0 * n)
@@ -102,11 +105,17 @@ def _mercator_bounds(src: rasterio.io.DatasetReader) -> tuple[float, float, floa
     zoom-0 scene drawn from its coarsest overview."""
     if src.crs is None:
         raise ValueError(f"{Path(src.name).name} has no CRS: it cannot be placed on a web map")
-    left, bottom, right, top = transform_bounds(src.crs, WEB_MERCATOR, *src.bounds, densify_pts=21)
-    west, _, east, _ = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
-    if west > east:  # rasterio's sign of a scene across 180 degrees
-        left, right = west / 180 * ORIGIN_M, (east + 360) / 180 * ORIGIN_M
-    return left, bottom, right, top
+    # from its WGS84 bounds, longitudes wrapped (a lon/lat scene stored past 180 degrees too)
+    west, south, east, north = wgs84_bounds(src)
+    if west > east:  # across 180 degrees
+        east += 360.0
+    return west / 180 * ORIGIN_M, _mercator_y(south), east / 180 * ORIGIN_M, _mercator_y(north)
+
+
+def _mercator_y(latitude: float) -> float:
+    """Web-Mercator northing (metres) of ``latitude``, clipped to the tile grid's +-85.05 degrees."""
+    phi = math.radians(max(-MAX_LATITUDE, min(MAX_LATITUDE, latitude)))
+    return ORIGIN_M / math.pi * math.asinh(math.tan(phi))
 
 
 def _overlaps(tile_m: tuple[float, float, float, float], scene_m: tuple[float, float, float, float]) -> bool:
@@ -121,7 +130,7 @@ def tileset_of(path: str | Path) -> TileSet:
     """Bounds and zoom range of ``path``'s tiles; ``ValueError`` for a raster without a usable CRS."""
     with rasterio.open(path) as src:
         left, bottom, right, top = _mercator_bounds(src)
-        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+        west, south, east, north = wgs84_bounds(src)
         gsd = dataset_gsd_m(src)
     if gsd is None or gsd <= 0:
         raise ValueError(f"{Path(path).name}: its ground sample distance is unknown (no CRS in metres or degrees)")
@@ -132,7 +141,8 @@ def tileset_of(path: str | Path) -> TileSet:
     # magnify it
     maxzoom = min(MAX_ZOOM, max(0, math.ceil(math.log2(metres_per_pixel_z0 / gsd) - ZOOM_SLACK)))
     extent = max(right - left, top - bottom, 1e-9)
-    minzoom = min(maxzoom, max(0, math.floor(math.log2(2 * ORIGIN_M / extent))))
+    # 1e-9: a scene exactly one tile wide (cut on the tile grid) measures a few pm more through lon/lat
+    minzoom = min(maxzoom, max(0, math.floor(math.log2(2 * ORIGIN_M / extent) + 1e-9)))
     return TileSet((west, south, east, north), minzoom, maxzoom)
 
 
