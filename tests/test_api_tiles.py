@@ -297,3 +297,21 @@ def test_a_lonlat_scene_past_180_degrees_has_rfc_7946_bounds_and_its_own_zooms(s
         assert 179.99 < west <= 180 and -180 <= east < -179.99 and -90 <= south < north <= 90
     assert doc["minzoom"] >= 17 and doc["maxzoom"] == 19, doc  # 77 m of 0.32 m pixels, as away from 180
     assert abs(doc["center"][0]) > 179.99
+
+
+def test_a_geostationary_full_disk_has_bounds_a_tilejson_and_tiles(served, rasters_dir):
+    """A GOES full disk: its corners lie off the globe, so its bounds projected to infinities; the job's
+    ``bounds_wgs84`` was null, its TileJSON (linked from the job) a 422 'math domain error' and every tile
+    blank. The bounds now come from the pixels that lie on the globe."""
+    client, _ = served
+    job = wait(client, submit(client, rasters_dir / "rasterio" / "goes.tif", outputs="classmap",
+                              allow_coarse="true")["id"])
+    assert job["status"] == "succeeded", job
+    r = client.get(job["links"]["tilejson"])
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    for west, south, east, north in (job["input"]["bounds_wgs84"], doc["bounds"]):
+        assert -180 <= west < -150 and 0 < east <= 20 and -90 < south < -60 and 60 < north < 90  # 75 W +- 81
+    x, y = lonlat_to_tile(-75.0, 0.1, doc["minzoom"] + 1)  # the sub-satellite point: the disk's middle
+    r = client.get(job["links"]["tiles"].format(z=doc["minzoom"] + 1, x=x, y=y))
+    assert r.status_code == 200 and rgba(r.content)[..., 3].any()
