@@ -27,6 +27,7 @@ from api.redact import redact_paths
 from tiles.gsd import has_lonlat, lonlat_in_projected_crs
 from tiles.lonlat_bounds import wgs84_bounds
 from tiles.palette import is_paletted
+from tiles.tiff_pages import LoopedTiff, tiff_pages
 
 _CHUNK = 1024 * 1024
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -154,7 +155,7 @@ def _read_layout(path: Path) -> list[_PageLayout]:
     try:
         layout = []
         with tifffile.TiffFile(path) as tif:
-            for page in tif.pages:
+            for page in tiff_pages(tif):
                 chunk = tuple(int(n) for n in page.chunks)  # (rows, cols[, samples]); tiles may add depth
                 bits = page.bitspersample if isinstance(page.bitspersample, int) else max(page.bitspersample)
                 offsets = np.asarray(page.dataoffsets, dtype=np.int64)
@@ -166,6 +167,9 @@ def _read_layout(path: Path) -> list[_PageLayout]:
                     tiled=bool(page.is_tiled),
                     data_end=int((offsets + counts).max()) if offsets.size else 0))
         return layout
+    except LoopedTiff as exc:  # GDAL reads it (it stops at the loop): a rewrite mends it
+        raise UploadRejected(400, f"the TIFF structure is damaged ({exc}); rewrite it, e.g. "
+                                  "`gdal_translate -of COG in.tif out.tif`, and upload that") from exc
     except Exception as exc:  # noqa: BLE001 - tifffile raises several types on bad structure
         raise UploadRejected(400, f"the TIFF structure is damaged ({exc}); upload the complete "
                                   "file again") from exc

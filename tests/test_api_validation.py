@@ -89,6 +89,19 @@ def _local_grid() -> bytes:
         return mem.read()
 
 
+def _looped_ifds() -> bytes:
+    """The Kampala scene with its last image's next-IFD offset pointing back at its first image."""
+    data = bytearray(SCENE.read_bytes())
+    assert data[:4] == b"II*\x00"  # classic little-endian TIFF: 4-byte offsets
+    first = offset = int.from_bytes(data[4:8], "little")
+    while offset:
+        entries = int.from_bytes(data[offset:offset + 2], "little")
+        link = offset + 2 + 12 * entries
+        offset = int.from_bytes(data[link:link + 4], "little")
+    data[link:link + 4] = first.to_bytes(4, "little")
+    return bytes(data)
+
+
 BAD_UPLOADS = {
     "empty": (lambda tmp: b"", 400, "empty"),
     "text named .tif": (lambda tmp: b"just some text, not an image\n" * 10, 415, "text"),
@@ -101,7 +114,20 @@ BAD_UPLOADS = {
     # accepted before, then every job failed with "Error creating Transformer from CRS."
     "local engineering crs": (lambda tmp: _local_grid(), 422, "no longitude/latitude"),
     "sparse 300000 x 300000": (_sparse_huge, 413, "300000 x 300000"),
+    "chain of images looping back": (lambda tmp: _looped_ifds(), 400, "loops back"),
 }
+
+
+@pytest.mark.timeout(30)
+def test_a_tiff_whose_images_loop_back_is_refused_at_once(tmp_path):
+    """GDAL opens such a file (it stops at the loop), but the upload check's TIFF walk (tifffile) followed
+    the loop for ever, its memory growing by GBs, and the request was never answered."""
+    looped = tmp_path / "looped.tif"
+    looped.write_bytes(_looped_ifds())
+    with pytest.raises(UploadRejected) as refused:
+        inspect_raster(looped, RasterLimits(100_000, 10**9))
+    assert refused.value.status_code == 400 and "loops back" in refused.value.detail
+    assert "gdal_translate" in refused.value.detail
 
 
 @pytest.mark.parametrize("case", list(BAD_UPLOADS))

@@ -16,6 +16,8 @@ from pathlib import Path
 import tifffile
 from rasterio.windows import Window
 
+from tiles.tiff_pages import tiff_pages
+
 #: NewSubfileType bits: a reduced-resolution image (overview), a transparency mask
 _REDUCED, _MASK = 1, 4
 
@@ -112,7 +114,7 @@ def stored_chunks(path: Path | str) -> StoredChunks | None:
     to read the raster as it would without keys."""
     try:
         with tifffile.TiffFile(path) as tif:
-            pages = list(tif.pages)
+            pages = list(tiff_pages(tif))
             image = _chunking(pages[0])
             uncompressed = pages[0].compression == 1  # hashing its bytes costs more than reading them
             masks = [p for p in pages[1:] if p.subfiletype & _MASK and not p.subfiletype & _REDUCED]
