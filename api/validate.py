@@ -61,6 +61,9 @@ class RasterLimits:
     #: one decoded strip or tile as stored (all bands when pixel-interleaved): a single-strip
     #: 30000 x 30000 file would need GBs
     max_block_bytes: int = 256 * 1024**2
+    #: images (IFDs: full resolution, overviews, masks) in the file; a GeoTIFF has a few dozen. GDAL's
+    #: first read of a file scans its chain in quadratic time: 10,000 took 86 s, 50,000 half an hour
+    max_images: int = 1000
 
 
 def copy_upload(source: BinaryIO, dest: Path, max_bytes: int) -> int:
@@ -146,8 +149,9 @@ class _PageLayout:
     data_end: int  # the largest offset + byte count of its strips/tiles
 
 
-def _read_layout(path: Path) -> list[_PageLayout]:
-    """The real strip/tile layout of every image in the file, read from the TIFF tags.
+def _read_layout(path: Path, max_images: int) -> list[_PageLayout]:
+    """The real strip/tile layout of every image in the file, read from the TIFF tags; refused
+    (422) past ``max_images`` images, before GDAL reads a pixel.
 
     GDAL cannot tell us this: it presents a big strip as 1-row virtual blocks, so
     ``block_shapes`` hides that decoding it needs the whole strip in memory.
@@ -156,6 +160,11 @@ def _read_layout(path: Path) -> list[_PageLayout]:
         layout = []
         with tifffile.TiffFile(path) as tif:
             for page in tiff_pages(tif):
+                if len(layout) == max_images:
+                    raise UploadRejected(422, f"the TIFF holds more than {max_images} images (full resolution, "
+                                              "overviews, masks; a GeoTIFF has a few dozen), too many to read in "
+                                              "reasonable time; keep the raster and its overviews: "
+                                              "`gdal_translate -of COG in.tif out.tif`")
                 chunk = tuple(int(n) for n in page.chunks)  # (rows, cols[, samples]); tiles may add depth
                 bits = page.bitspersample if isinstance(page.bitspersample, int) else max(page.bitspersample)
                 offsets = np.asarray(page.dataoffsets, dtype=np.int64)
@@ -167,6 +176,8 @@ def _read_layout(path: Path) -> list[_PageLayout]:
                     tiled=bool(page.is_tiled),
                     data_end=int((offsets + counts).max()) if offsets.size else 0))
         return layout
+    except UploadRejected:
+        raise
     except LoopedTiff as exc:  # GDAL reads it (it stops at the loop): a rewrite mends it
         raise UploadRejected(400, f"the TIFF structure is damaged ({exc}); rewrite it, e.g. "
                                   "`gdal_translate -of COG in.tif out.tif`, and upload that") from exc
@@ -267,7 +278,7 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - pyproj raises several types
                 raise UploadRejected(422, f"cannot compute the pixel size in metres ({exc}); "
                                           "check the CRS and geotransform") from exc
-            layout = _read_layout(path)
+            layout = _read_layout(path, limits.max_images)
             _check_blocks(layout, limits.max_block_bytes)
             _check_complete(layout, path.stat().st_size)
             _check_readable(src)

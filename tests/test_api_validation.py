@@ -118,6 +118,59 @@ BAD_UPLOADS = {
 }
 
 
+def _with_many_images(count: int) -> bytes:
+    """The Kampala scene followed by ``count`` 1 x 1 px reduced-resolution images (IFDs), 126 bytes each."""
+    data = bytearray(SCENE.read_bytes())
+    offset = int.from_bytes(data[4:8], "little")
+    while offset:  # to the last image's next-IFD offset
+        link = offset + 2 + 12 * int.from_bytes(data[offset:offset + 2], "little")
+        offset = int.from_bytes(data[link:link + 4], "little")
+    data += b"\x00" * (len(data) % 2)
+    pixel = len(data)
+    data += b"\x00\x00"
+    short, long_ = 3, 4
+    tags = [(254, long_, 1), (256, short, 1), (257, short, 1), (258, short, 8), (259, short, 1), (262, short, 1),
+            (273, long_, pixel), (277, short, 1), (278, short, 1), (279, long_, 1)]  # 254 = 1: an overview
+    size = 2 + 12 * len(tags) + 4
+    data[link:link + 4] = len(data).to_bytes(4, "little")
+    for i in range(count):
+        ifd = len(tags).to_bytes(2, "little")
+        for tag, kind, value in tags:
+            ifd += tag.to_bytes(2, "little") + kind.to_bytes(2, "little") + (1).to_bytes(4, "little")
+            ifd += value.to_bytes(4 if kind == long_ else 2, "little").ljust(4, b"\x00")
+        ifd += (len(data) + size if i < count - 1 else 0).to_bytes(4, "little")
+        data += ifd
+    return bytes(data)
+
+
+def test_a_tiff_of_thousands_of_images_is_refused_before_gdal_reads_it(tmp_path):
+    """GDAL's first read of a TIFF scans its chain of images in quadratic time: 10,000 1-pixel overviews (1.3 MB)
+    took 86 s, 50,000 (6 MB) half an hour, in the upload check and again in each of the job's opens. In a
+    process of its own: native GDAL code cannot be interrupted by a test timeout."""
+    import subprocess
+    import sys
+
+    many = tmp_path / "many.tif"
+    many.write_bytes(_with_many_images(20_000))
+    check = ("import sys; from pathlib import Path; from api.validate import RasterLimits, UploadRejected, inspect_raster\n"
+             "try: inspect_raster(Path(sys.argv[1]), RasterLimits(100_000, 10**9))\n"
+             "except UploadRejected as exc: print(exc.status_code, exc.detail)")
+    try:
+        done = subprocess.run([sys.executable, "-c", check, str(many)], capture_output=True, text=True, timeout=30,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the upload check of a TIFF of 20,001 images took over 30 s")
+    status, _, detail = done.stdout.strip().partition(" ")
+    assert status == "422", done.stdout + done.stderr
+    assert "more than 1000 images" in detail and "gdal_translate" in detail, detail
+    fine = tmp_path / "fine.tif"  # a few dozen (overviews, masks) are any GeoTIFF's
+    fine.write_bytes(_with_many_images(40))
+    assert inspect_raster(fine, RasterLimits(100_000, 10**9))["width"] == 256
+    fine = tmp_path / "fine.tif"  # a few dozen (overviews, masks) are every GeoTIFF's
+    fine.write_bytes(_with_many_images(40))
+    assert inspect_raster(fine, RasterLimits(100_000, 10**9))["width"] == 256
+
+
 @pytest.mark.timeout(30)
 def test_a_tiff_whose_images_loop_back_is_refused_at_once(tmp_path):
     """GDAL opens such a file (it stops at the loop), but the upload check's TIFF walk (tifffile) followed
