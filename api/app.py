@@ -14,6 +14,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from starlette.routing import Match
 
 from api.admission import QueueGate
@@ -65,6 +66,25 @@ def allowed_methods(request: Request) -> list[str]:
     if "GET" in taken:
         taken.add("HEAD")
     return [method for method in _METHODS if method in taken]
+
+
+#: how a client sends an upload the multipart parser reads
+_MULTIPART_HOW = ("send the GeoTIFF as a form part named 'file' (curl -F file=@scene.tif; httpx/requests "
+                  "files={'file': ('scene.tif', f)}, which set the boundary), each part's headers under 4 KiB "
+                  "(a file name of at most a few hundred characters), the options as form fields of their own")
+
+
+def unreadable_multipart(exc: StarletteHTTPException) -> str:
+    """The 400 of a body Starlette's multipart parser refused: its reasons, and how to send one it reads.
+    Why: Starlette answered its bare message ("Invalid multipart data." for a part header past
+    python-multipart's 4 KiB, "Missing boundary in multipart."), which said nothing of what to send."""
+    reasons = [str(exc.detail)]
+    for cause in exception_chain(exc)[1:]:
+        reason = str(cause).strip()
+        # not a KeyError's key, nor a quoted part header
+        if reason and not isinstance(cause, KeyError) and len(reason) <= 200 and reason not in reasons:
+            reasons.append(reason)
+    return f"the multipart body could not be read ({'; '.join(reasons)}): {_MULTIPART_HOW}"
 
 
 def _model_catalog(settings: Settings) -> ModelCatalog:
@@ -175,6 +195,8 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
         if exc.status_code == 400 and any(out_of_space(e) for e in exception_chain(exc)[1:]):
             log.error("no disk space to receive an upload: %s", exc.__cause__)
             return JSONResponse({"detail": NO_SPACE}, status_code=507)
+        if exc.status_code == 400 and any(isinstance(e, MultiPartException) for e in exception_chain(exc)[1:]):
+            return JSONResponse({"detail": unreadable_multipart(exc)}, status_code=400)
         if exc.status_code == 405:
             allowed = ", ".join(allowed_methods(request))
             return JSONResponse({"detail": f"method {request.method} is not allowed here; this URL takes {allowed}"},

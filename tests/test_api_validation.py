@@ -216,6 +216,21 @@ def test_missing_file_field_is_422(client):
     assert r.status_code == 422 and "file" in str(r.json()["detail"])
 
 
+def test_a_multipart_body_that_cannot_be_parsed_says_how_to_send_one(client):
+    """Starlette's refusals of a body its multipart parser cannot read were its bare messages: "Invalid
+    multipart data." for a part whose headers pass 4 KiB (a file name of a few thousand characters),
+    "Missing boundary in multipart." for a hand-set Content-Type; neither said what to send instead."""
+    long_name = "scene_" + "x" * 5000 + ".tif"
+    r = client.post("/v1/jobs", files={"file": (long_name, SCENE.read_bytes(), "image/tiff")})
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert "header size" in detail and "file name" in detail and "curl -F file=@scene.tif" in detail, detail
+    assert "\n" not in detail and long_name not in detail
+    r = client.post("/v1/jobs", content=SCENE.read_bytes(), headers={"Content-Type": "multipart/form-data"})
+    assert r.status_code == 400 and "boundary" in r.json()["detail"] and "curl -F file=@scene.tif" in r.json()["detail"]
+    assert client.get("/v1/jobs").json()["total"] == 0
+
+
 def _odd_rasters() -> list[Path]:
     return sorted(p for p in RASTERS.rglob("*.tif"))
 
