@@ -365,6 +365,27 @@ def test_streamed_upload_without_length_is_cut_at_the_limit(client):
     assert client.get("/healthz").status_code == 200
 
 
+def test_the_block_check_of_a_many_band_upload_reads_a_few_bands_at_a_time(tmp_path):
+    """The truncation check read its first and last block of every band in one call, one array for all
+    bands: an 800 KB sparse upload of 2,000 bands took 0.5 GB of the server's memory, and one of 65,535
+    bands with 1024 px tiles (TIFF's most) would take 68 GB, so a small upload could get the server killed."""
+    import tracemalloc
+
+    bands = 400  # 1024 px tiles: 400 MiB read at once
+    many = tmp_path / "bands.tif"
+    with rasterio.open(many, "w", driver="GTiff", width=1024, height=1024, count=bands, dtype="uint8",
+                       crs="EPSG:3857", transform=from_origin(3627854, 38830, 0.3, 0.3), tiled=True,
+                       blockxsize=1024, blockysize=1024, interleave="band", SPARSE_OK=True) as dst:
+        dst.write(np.full((3, 1024, 1024), 100, np.uint8), indexes=[1, 2, 3])
+    tracemalloc.start()
+    try:
+        assert inspect_raster(many, RasterLimits(100_000, 10**9))["bands"] == bands
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB"  # a few blocks, not one per band
+
+
 def test_huge_strips_are_refused_before_any_read(tmp_path):
     path = tmp_path / "one_strip.tif"
     with rasterio.open(path, "w", driver="GTiff", width=1024, height=1024, count=3, dtype="uint8",
