@@ -26,7 +26,7 @@ P="python3 scripts/device_parallel.py"
 summary() {  # name, steps, minutes, val and test figure of each card under $1
   for f in "$1"/*/*.json; do
     python3 -c "import json,sys; c=json.load(open(sys.argv[1])); t=c['training']; m=c['metrics']
-k='miou' if c['task']=='landcover' else 'iou'
+k='miou' if c['task']=='landcover' else 'pixel_iou'
 print(sys.argv[1].split('/')[-2], t['steps'], t['minutes'], {s: round(m[s][k], 4) for s in ('val','test') if s in m and k in m[s]})" "$f"
   done
 }
