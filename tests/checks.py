@@ -69,3 +69,26 @@ def unlabelled_bgr(scene: Path, path: Path, nir: bool = False, size: int = 256) 
         dst.write_mask(mask)
         dst.colorinterp = (ColorInterp.gray, *[ColorInterp.undefined] * (len(stored) - 1))
     return path
+
+
+def one_thread_cpu_seconds(models: list, x, repeats: list[int]) -> list[float]:
+    """CPU seconds per forward of each model on ``x`` (one warm-up call first), with torch on one thread,
+    side by side: the 2-core machine is shared, so process time is measured, not wall time."""
+    import time
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    seconds = []
+    try:
+        with torch.no_grad():
+            for model, n in zip(models, repeats):
+                model(x)
+                start = time.process_time()
+                for _ in range(n):
+                    model(x)
+                seconds.append((time.process_time() - start) / n)
+    finally:
+        torch.set_num_threads(threads)
+    return seconds

@@ -1,5 +1,4 @@
 """Student networks: output contract, size against the teachers, CPU speed against the teachers."""
-import time
 
 import pytest
 import torch
@@ -8,6 +7,7 @@ from geoseg.card import build_module
 from geoseg.models.attresunet import AttResUNet
 from geoseg.models.students import FastSegNet, conv_macs, student_arch_kwargs, student_for
 from geoseg.models.u2net import U2Net
+from checks import one_thread_cpu_seconds
 
 torch.set_num_threads(2)
 
@@ -58,20 +58,7 @@ def test_student_is_a_fraction_of_the_teacher_and_faster_on_cpu(task, teacher, n
     assert params(student) * 3 <= params(teacher)
     assert conv_macs(student, x) * 10 <= conv_macs(teacher, x)
 
-    def cpu_seconds(model, repeats):  # conv_macs above already ran (warmed) both models
-        with torch.no_grad():
-            start = time.process_time()
-            for _ in range(repeats):
-                model(x)
-        return (time.process_time() - start) / repeats
-
-    # CPU time on one thread, side by side: the 2-core machine is shared, wall time is not ours.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        t_student, t_teacher = cpu_seconds(student, 3), cpu_seconds(teacher, 1)
-    finally:
-        torch.set_num_threads(threads)
+    t_student, t_teacher = one_thread_cpu_seconds([student, teacher], x, [3, 1])
     assert t_teacher >= 3 * t_student, (t_teacher, t_student)
 
 

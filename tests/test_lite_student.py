@@ -2,7 +2,6 @@
 features, its output contract is the students', its card rebuilds it, and it stays a fraction of the
 teacher's CPU cost."""
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from geoseg.models.efficientnet_lite import (
 from geoseg.models.lite_unet import LiteUNet
 from geoseg.models.u2net import U2Net
 from geoseg.training.distill import PRETRAINED_LR_SCALE, new_student, student_card, student_param_groups
-from checks import assert_one_line_error
+from checks import assert_one_line_error, one_thread_cpu_seconds
 
 torch.set_num_threads(2)
 TEACHER_CARD = json.loads((REPO_ROOT / "geoseg" / "weights" / "buildings-u2net.json").read_text())
@@ -104,22 +103,7 @@ def test_a_lite_student_card_rebuilds_it_through_predicts_loader(tmp_path):
 
 def test_lite_student_stays_a_fraction_of_the_teachers_cpu_time():
     student, teacher = LiteUNet(3, full_res_width=8).eval(), U2Net().eval()
-    x = torch.rand(1, 3, 128, 128)
-
-    def cpu_seconds(model, repeats):
-        with torch.no_grad():
-            model(x)
-            start = time.process_time()
-            for _ in range(repeats):
-                model(x)
-        return (time.process_time() - start) / repeats
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        t_student, t_teacher = cpu_seconds(student, 3), cpu_seconds(teacher, 1)
-    finally:
-        torch.set_num_threads(threads)
+    t_student, t_teacher = one_thread_cpu_seconds([student, teacher], torch.rand(1, 3, 128, 128), [3, 1])
     assert t_teacher >= 3 * t_student, (t_teacher, t_student)
 
 

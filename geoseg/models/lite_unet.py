@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geoseg.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0Encoder, load_imagenet
-from geoseg.models.students import UNLABELED_LOGIT, DecoderStage
+from geoseg.models.students import DecoderStage, decode_skips
 
 
 class LiteUNet(nn.Module):
@@ -96,20 +95,7 @@ class LiteUNet(nn.Module):
         """Logits at the input size and the 1/4-resolution decoder features, in one pass."""
         if x.dim() != 4:
             raise ValueError(f"expected (B, C, H, W) input, got {tuple(x.shape)}")
-        size = x.shape[-2:]
-        skips = self.encoder(x * self.in_scale + self.in_shift)
-        y = skips[4]
-        features = y
-        for i, stage in enumerate(self.decoder):
-            y = stage(y, skips[3 - i])
-            if i == 2:
-                features = y
-        logits = F.interpolate(self.head(y), size=size, mode="bilinear", align_corners=False)
-        if self.full_res_width:
-            logits = logits + self.full_refine(torch.cat([logits, self.full_skip(x)], dim=1))
-        if self.ignore_first_class:
-            logits = torch.cat([torch.full_like(logits[:, :1], UNLABELED_LOGIT), logits], 1)
-        return logits, features
+        return decode_skips(self, self.encoder(x * self.in_scale + self.in_shift), x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_features(x)[0]

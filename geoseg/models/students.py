@@ -128,23 +128,10 @@ class FastSegNet(nn.Module):
         """Logits at the input size and the 1/4-resolution decoder features, in one pass."""
         if x.dim() != 4:
             raise ValueError(f"expected (B, C, H, W) input, got {tuple(x.shape)}")
-        size = x.shape[-2:]
         skips = [self.stem(x)]
         for stage in self.encoder:
             skips.append(stage(skips[-1]))
-        y = skips[4]
-        features = y
-        for i, stage in enumerate(self.decoder):
-            y = stage(y, skips[3 - i])
-            if i == 2:
-                features = y
-        logits = F.interpolate(self.head(y), size=size, mode="bilinear", align_corners=False)
-        if self.full_res_width:
-            logits = logits + self.full_refine(torch.cat([logits, self.full_skip(x)], dim=1))
-        if self.ignore_first_class:
-            fill = torch.full_like(logits[:, :1], UNLABELED_LOGIT)
-            logits = torch.cat([fill, logits], 1)
-        return logits, features
+        return decode_skips(self, skips, x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_features(x)[0]
@@ -152,6 +139,24 @@ class FastSegNet(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Decoder features at 1/4 resolution (``feature_channels`` wide) for the CSC loss."""
         return self.forward_with_features(x)[1]
+
+
+def decode_skips(model: nn.Module, skips: Sequence[Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    """The students' shared decoder pass: ``model.decoder`` up from the 1/32 map over the four skips,
+    ``model.head`` at 1/2 upsampled to ``x``'s size, the optional full-resolution correction, the
+    land-cover channel 0; returns the logits and the 1/4-resolution decoder map (CSC features)."""
+    y = skips[4]
+    features = y
+    for i, stage in enumerate(model.decoder):
+        y = stage(y, skips[3 - i])
+        if i == 2:
+            features = y
+    logits = F.interpolate(model.head(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    if model.full_res_width:
+        logits = logits + model.full_refine(torch.cat([logits, model.full_skip(x)], dim=1))
+    if model.ignore_first_class:
+        logits = torch.cat([torch.full_like(logits[:, :1], UNLABELED_LOGIT), logits], 1)
+    return logits, features
 
 
 def student_for(task: str, n_classes: int, ignore_first_class: bool = False) -> FastSegNet:
