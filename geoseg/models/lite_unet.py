@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from geoseg.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0Encoder, load_imagenet
-from geoseg.models.students import DecoderStage, decode_skips
+from geoseg.models.students import DecoderStage, decode_skips, full_resolution_correction
 
 
 class LiteUNet(nn.Module):
@@ -67,12 +67,7 @@ class LiteUNet(nn.Module):
         n_out = n_classes - 1 if ignore_first_class else n_classes
         self.head = nn.Conv2d(d[3], n_out, 1)
         if full_res_width:
-            self.full_skip = nn.Sequential(
-                nn.Conv2d(in_channels, full_res_width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(full_res_width),
-                nn.ReLU(inplace=True),
-            )
-            self.full_refine = nn.Conv2d(n_out + full_res_width, n_out, 3, padding=1)
+            self.full_skip, self.full_refine = full_resolution_correction(in_channels, n_out, full_res_width)
 
     def pretrained_encoder(self) -> LiteUNet:
         """Fill the encoder with the ImageNet weights (training starts here); returns self."""

@@ -114,15 +114,7 @@ class FastSegNet(nn.Module):
         self.full_res_width = full_res_width
         self.head = nn.Conv2d(w[0], n_out, 1)
         if full_res_width:
-            # Thin outline bands need full-resolution evidence: the upsampled logits are
-            # corrected by one 3x3 conv over [logits, a thin conv of the image]; every
-            # full-resolution tensor stays a few channels wide (memory traffic is the CPU cost).
-            self.full_skip = nn.Sequential(
-                nn.Conv2d(in_channels, full_res_width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(full_res_width),
-                nn.ReLU(inplace=True),
-            )
-            self.full_refine = nn.Conv2d(n_out + full_res_width, n_out, 3, padding=1)
+            self.full_skip, self.full_refine = full_resolution_correction(in_channels, n_out, full_res_width)
 
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Logits at the input size and the 1/4-resolution decoder features, in one pass."""
@@ -139,6 +131,20 @@ class FastSegNet(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Decoder features at 1/4 resolution (``feature_channels`` wide) for the CSC loss."""
         return self.forward_with_features(x)[1]
+
+
+def full_resolution_correction(in_channels: int, n_out: int, width: int) -> tuple[nn.Module, nn.Module]:
+    """The ``full_skip`` and ``full_refine`` layers of a student's full-resolution correction.
+
+    Thin outline bands need full-resolution evidence: the upsampled logits are corrected by one 3x3
+    conv over [logits, a thin conv of the image]; every full-resolution tensor stays a few channels
+    wide (memory traffic is the CPU cost)."""
+    skip = nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+    )
+    return skip, nn.Conv2d(n_out + width, n_out, 3, padding=1)
 
 
 def decode_skips(model: nn.Module, skips: Sequence[Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
