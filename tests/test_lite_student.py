@@ -107,6 +107,13 @@ def test_lite_student_stays_a_fraction_of_the_teachers_cpu_time():
     assert t_teacher >= 3 * t_student, (t_teacher, t_student)
 
 
+def test_the_clis_student_choices_are_the_trainers():
+    from geoseg.commands.train import STUDENT_NETWORKS
+    from geoseg.training.distill import STUDENT_ARCHS
+
+    assert STUDENT_NETWORKS == STUDENT_ARCHS
+
+
 @pytest.mark.parametrize("options, words", [
     (["--student", "lite0"], ["--student chooses a new distilled student's network"]),
     (["--teacher", "t.json", "--student", "resnet"], ["--student must be one of fastsegnet, lite0"]),

