@@ -13,7 +13,8 @@
 # .chips/buildings.npz: geoseg tile ../shared/data/buildings --out C --size 256 --overlap 64 --gsd 0.3, then
 # python -m geoseg.training.pack C .chips/buildings.npz (240 train / 126 val / 39 test).
 # Back in OUT: lc-students.tgz, b-students.tgz, students.log.
-# CPU check of the plumbing: DRY=--dry LC_S=150 bash scripts/device_run9.sh /tmp/dry9 330
+# CPU check of the plumbing (42 s in session 21; b-students.tgz 13 MB of the 16 MiB a returned file may hold):
+#   PATH=$PWD/.venv/bin:$PATH DRY=--dry LC_S=30 LC_STEPS=3 B_STEPS=3 bash scripts/device_run9.sh /tmp/dry9 300
 set -u
 OUT=${1:?usage: device_run9.sh OUT END_S}
 END_S=${2:-540}
