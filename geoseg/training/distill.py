@@ -145,7 +145,6 @@ def distill(
     if cuda:
         student.to(memory_format=torch.channels_last)
     groups = student_param_groups(student)
-    params = [p for g in groups for p in g["params"]]
     csc: CSCLoss | None = None
     if "csc" in terms:
         if cache is not None:
@@ -155,7 +154,7 @@ def distill(
             t_channels = teacher_feature_channels(teacher, card, device)
         csc = CSCLoss(student.feature_channels, t_channels).to(device)
         groups.append({"params": list(csc.parameters()), "lr_scale": 1.0})
-        params += groups[-1]["params"]
+    params = [p for g in groups for p in g["params"]]  # what the gradient clip sees
     if teacher is not None and cache is None:
         teacher.to(device).eval()
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-4)
