@@ -142,6 +142,16 @@ def build_module(architecture: str, arch_kwargs: dict[str, Any]) -> nn.Module:
         from geoseg.models.lite_unet import LiteUNet
 
         return LiteUNet(**arch_kwargs)
+    if architecture == "ProbabilityMean":
+        from geoseg.models.ensemble import ProbabilityMean
+
+        members = arch_kwargs.get("members")
+        if not isinstance(members, list) or not all(isinstance(m, dict) and "architecture" in m for m in members):
+            raise ModelCardError("a ProbabilityMean card needs arch_kwargs.members: a list of "
+                                 "{\"architecture\": ..., \"arch_kwargs\": ...}")
+        if any(m["architecture"] == "ProbabilityMean" for m in members):
+            raise ModelCardError("a ProbabilityMean member cannot be an ensemble itself")
+        return ProbabilityMean([build_module(m["architecture"], m.get("arch_kwargs", {})) for m in members])
     raise ModelCardError(f"unknown architecture {architecture!r}")
 
 

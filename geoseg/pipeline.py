@@ -38,6 +38,7 @@ from geoseg import __version__
 from geoseg.card import code_version
 from geoseg.classmap import write_classmap
 from geoseg.coarse_input import too_coarse
+from geoseg.ensemble_heads import head_models, run_mean_head
 from geoseg.footprints import landcover_cue, vectorise_buildings, write_buildings
 from geoseg.heads import bands_of_models, building_rules, load_heads, model_summary
 from geoseg.infer import TileModel, resolve_device
@@ -132,9 +133,12 @@ def _stage_work(input_path: RasterPath, heads: dict[str, tuple], options: Predic
 
 def _tiles_report(result: HeadResult) -> dict[str, Any]:
     """What report.json says about one head's tiling."""
-    return {"tiles": result.tiles, "tile_px": list(result.tile_px), "skipped_nodata": result.tiles_skipped,
-            "context_px": list(result.context), "window_from_card": result.window_from_card,
-            "working_width": result.width, "working_height": result.height}
+    report = {"tiles": result.tiles, "tile_px": list(result.tile_px), "skipped_nodata": result.tiles_skipped,
+              "context_px": list(result.context), "window_from_card": result.window_from_card,
+              "working_width": result.width, "working_height": result.height}
+    if result.members:  # an ensemble whose members ran on their own tiles: the totals above, each one here
+        report["members"] = [_tiles_report(member) for member in result.members]
+    return report
 
 
 def building_sources(frame: Any, source: str, grid: dict[str, Any], mosaic: dict[str, Any] | None) -> Any:
@@ -300,16 +304,17 @@ def predict_scene(
                 classmap_job = _Background(classmap_task, start="buildings" in heads and OVERLAP_CLASSMAP)
         if "buildings" in heads:
             t = time.perf_counter()
-            model = TileModel(*heads["buildings"], device=device, runtime=options.runtime, notes=notes)
+            # one TileModel, or one per member of an ensemble that tiles member by member
+            models = head_models(*heads["buildings"], device=device, runtime=options.runtime, notes=notes)
             timings["prepare_buildings"] = time.perf_counter() - t
-            report["models"]["buildings"]["runtime"] = model.runtime
+            report["models"]["buildings"]["runtime"] = models[0].runtime
             # no land-cover head ran ({}): load_heads dropped one without a 'building' class
-            post = building_rules(model.card, options, gsd_known=input_gsd is not None,
+            post = building_rules(heads["buildings"][1], options, gsd_known=input_gsd is not None,
                                   landcover_card=landcover_card or {})
             report["postprocess"] = post.as_dict()
             t = time.perf_counter()
-            result = run_head(input_path, model, options, input_gsd, grid, work, lambda f: stages("buildings", f),
-                               notes)
+            result = run_mean_head(input_path, models, options, input_gsd, grid, work,
+                                   lambda f: stages("buildings", f), notes)
             timings["buildings"] = time.perf_counter() - t
             report["gsd"]["working_m"]["buildings"] = _in_user_measure(result.gsd, input_gsd, grid)
             report["tiles"]["buildings"] = _tiles_report(result)

@@ -46,6 +46,8 @@ class HeadResult:
     context: tuple[int, int] = (0, 0)
     tile_px: tuple[int, int] = (0, 0)  # tile width, height on the working grid (before fitting to the raster)
     window_from_card: bool = False  # the card's ``window`` set the tiles, not --tile-size (``head_tiling``)
+    #: an ensemble run member by member (``geoseg.ensemble_heads``): each member's own result
+    members: tuple["HeadResult", ...] = ()
 
 
 #: never upsample the input more than this per axis (a 30 m scene must not become a 0.3 m one)

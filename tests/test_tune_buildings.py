@@ -388,3 +388,42 @@ def test_a_fixed_setting_stays_out_of_the_search(monkeypatch, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             tb.main(["sweep", "--cache", str(tmp_path), "--fix", bad])
         assert exit_.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_sweep_scores_only_the_named_block_and_can_keep_a_pixel_iou_floor(tmp_path, monkeypatch, capsys):
+    """``sweep --only nairobi --min-pixel-iou X``: the U2-Net trained on all of Zanzibar, so its rules are
+    chosen on Nairobi-2 alone; and a rule that trades pixel IoU below X for polygon F1 is not chosen (the
+    issue sets a floor on each). Here the objective peaks at threshold 0.1 while pixel IoU rises with it."""
+    from types import SimpleNamespace
+
+    seen: set[str] = set()
+
+    def fake(scenes, post, work, objective_name="miou_f1"):
+        seen.update(s.name for s in scenes)
+        obj = 0.5 - abs(post.threshold - 0.1) - post.landcover_threshold * 0.1
+        return {"settings": post.as_dict(), "objective": obj, "pixel_iou": post.threshold, "binary_miou": obj,
+                "polygon_f1": obj, "scenes": []}
+
+    scenes = [SimpleNamespace(name=n) for n in ("nairobi_z19_2", "nairobi_z20_2", "zanzibar_z19_2")]
+    monkeypatch.setattr(tb, "load_cache", lambda folder: scenes)
+    monkeypatch.setattr(tb, "evaluate_setting", fake)
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"name": "m"}))
+    assert tb.main(["sweep", "--cache", str(tmp_path), "--only", "nairobi", "--json", str(tmp_path / "free.json")]) == 0
+    assert seen == {"nairobi_z19_2", "nairobi_z20_2"}
+    free = json.loads((tmp_path / "free.json").read_text())["chosen"]
+    assert free["threshold"] == pytest.approx(0.1)
+    assert tb.main(["sweep", "--cache", str(tmp_path), "--only", "nairobi", "--min-pixel-iou", "0.3",
+                    "--json", str(tmp_path / "floor.json"), "--card", str(card)]) == 0
+    rows = json.loads((tmp_path / "floor.json").read_text())
+    allowed = [r for r in rows["tried"] if r["pixel_iou"] >= 0.3]
+    assert rows["chosen"] == max(allowed, key=lambda r: r["objective"])["settings"]
+    assert rows["chosen"]["threshold"] == pytest.approx(0.3)
+    written = json.loads(card.read_text())
+    assert written["postprocess"] == rows["chosen"]
+    assert "--only nairobi --min-pixel-iou 0.3" in written["metrics"]["postprocess"]["commands"][-1]
+    capsys.readouterr()
+    for argv, says in ((["--only", "kampala"], "no cached scene"), (["--min-pixel-iou", "0.99"], "no tried setting")):
+        with pytest.raises(SystemExit) as exit_:
+            tb.main(["sweep", "--cache", str(tmp_path), *argv])
+        assert exit_.value.code == 2 and says in capsys.readouterr().err

@@ -105,6 +105,7 @@ def predict_probabilities(input_path: Path, card_path: Path | None = None, work:
                           profile: str = "accurate") -> CachedScene:
     """Run the building head (and the land-cover head, for its cue) over one scene exactly as
     ``predict_scene`` does; keep the probabilities."""
+    from geoseg.ensemble_heads import head_models, run_mean_head
     from geoseg.footprints import landcover_cue
     from geoseg.heads import load_heads
     from geoseg.infer import TileModel, load_head
@@ -118,7 +119,7 @@ def predict_probabilities(input_path: Path, card_path: Path | None = None, work:
     with Scene(input_path) as scene:
         grid = dict(crs=scene.crs, transform=scene.src_transform, width=scene.src_width,
                     height=scene.src_height, native_gsd=scene.native_gsd)
-    model = TileModel(*load_head("buildings", profile, "cpu", card_path), device="cpu", runtime=options.runtime)
+    models = head_models(*load_head("buildings", profile, "cpu", card_path), device="cpu", runtime=options.runtime)
     # the land-cover head (with its GCN) exactly as the pipeline runs it for the class map
     heads = load_heads(replace(options, buildings=False), "cpu", [])
     landcover = TileModel(*heads["landcover"], device="cpu", runtime=options.runtime,
@@ -126,7 +127,7 @@ def predict_probabilities(input_path: Path, card_path: Path | None = None, work:
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         lc = run_head(input_path, landcover, options, grid["native_gsd"], grid, Path(tmp),
                       lambda f: None, [], gcn=heads.get("gcn"), mask_tiles=False)
-        result = run_head(input_path, model, options, grid["native_gsd"], grid, Path(tmp), lambda f: None, [])
+        result = run_mean_head(input_path, models, options, grid["native_gsd"], grid, Path(tmp), lambda f: None, [])
         probs, covered = result.writer.read(Window(0, 0, result.width, result.height))
         probs = np.array(probs, dtype=np.float32)
         covered = np.array(covered)
@@ -351,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="; ".join(f"{k}: {v}" for k, v in OBJECTIVE_TEXT.items()))
     s.add_argument("--card", type=Path, default=None,
                    help="write the chosen setting into this model card's postprocess (and how, into its metrics)")
+    s.add_argument("--only", action="append", default=[], metavar="PREFIX",
+                   help="score only the cached scenes whose name starts with PREFIX (repeatable), e.g. nairobi: "
+                        "the block a model never saw when it trained on the other")
+    s.add_argument("--min-pixel-iou", type=float, default=None, metavar="IOU",
+                   help="choose the best objective among the tried settings whose pixel IoU is at least IOU "
+                        "(e.g. the model being replaced: a rule that trades pixel IoU for polygon F1 is not chosen)")
     s.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
                    help="keep a setting out of the search (repeatable), e.g. landcover_threshold=0.93")
     args = ap.parse_args(argv)
@@ -370,10 +377,21 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         ap.error(str(e))
     scenes = load_cache(args.cache)
+    if args.only:
+        scenes = [s for s in scenes if s.name.startswith(tuple(args.only))]
+        if not scenes:
+            ap.error(f"--only {' '.join(args.only)}: no cached scene in {args.cache} starts with that")
     with tempfile.TemporaryDirectory(prefix="geoseg-tune-") as work:
         best, rows = coordinate_search(scenes, Path(work), objective_name=args.objective, fixed=fixed)
     default = rows[0]
     chosen = next(r for r in rows if r["settings"] == best.as_dict())
+    if args.min_pixel_iou is not None:
+        allowed = [r for r in rows if r["pixel_iou"] >= args.min_pixel_iou]
+        if not allowed:
+            ap.error(f"--min-pixel-iou {args.min_pixel_iou}: no tried setting reaches it (best "
+                     f"{max(r['pixel_iou'] for r in rows):.4f})")
+        chosen = max(allowed, key=lambda r: r["objective"])
+        best = BuildingPostprocess(**chosen["settings"])
     print(f"validation scenes: {', '.join(s.name for s in scenes)}")
     for label, r in (("default", default), ("chosen", chosen)):
         per = "  ".join(f"{x['scene']} IoU {x['pixel_iou']:.3f} F1 {x['polygon_f1']:.3f}" for x in r["scenes"])
@@ -392,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             "python -m geoseg.training.tune_buildings cache --out CACHE --card <this card without postprocess>",
             "python -m geoseg.training.tune_buildings sweep --cache CACHE --card <this card>"
             + (f" --objective {args.objective}" if args.objective != "miou_f1" else "")
+            + "".join(f" --only {p}" for p in args.only)
+            + (f" --min-pixel-iou {args.min_pixel_iou:g}" if args.min_pixel_iou is not None else "")
             + "".join(f" --fix {k}={v:g}" for k, v in fixed.items())])
         print(f"rules written into {args.card}")
     return 0

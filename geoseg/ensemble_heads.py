@@ -1,0 +1,103 @@
+"""Run a ``ProbabilityMean`` head member by member, each on its own tiles, and average the
+stitched probabilities.
+
+Why not one network on one set of tiles: the members were trained and validated with their
+own tiling (the U2-Net on fixed 512 px windows without extra context, a LiteUNet student on
+256 px tiles with 64 px of context, ``geoseg.training.distill.STUDENT_MIN_CONTEXT``). Run as
+one module on the U2-Net's windows grown by the student's context, the ensemble cost +74 %
+end to end (the U2-Net read 640 px instead of 512) and scored lower on validation (Nairobi-2
+objective 0.3277 against 0.3427 member by member; docs/models.md, "After session 22").
+A card says how each member tiles in ``arch_kwargs.members[i].tiling``; a card without it
+runs as one module (``geoseg.models.ensemble``), as any other head.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window
+from torch import nn
+
+from geoseg.infer import TileModel
+from geoseg.options import PredictOptions
+from geoseg.tiled_inference import HeadResult, RasterPath, run_head
+
+#: card keys that say how a head tiles (``geoseg.tiled_inference.plan_tiles``)
+TILING_KEYS = ("window", "tile_size", "min_context")
+
+
+def member_cards(card: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """One card per member of an ensemble card whose members carry their own ``tiling``, else None.
+
+    Each is the ensemble's card with the member's architecture and tiling (and a name of its own,
+    so that the members' exported ONNX graphs do not share a cache entry)."""
+    members = card.get("arch_kwargs", {}).get("members") if card.get("architecture") == "ProbabilityMean" else None
+    if not members or not all("tiling" in m for m in members):
+        return None
+    out = []
+    for i, member in enumerate(members):
+        own = {k: v for k, v in card.items() if k not in TILING_KEYS}
+        own |= {"name": f"{card['name']}.member{i}", "architecture": member["architecture"],
+                "arch_kwargs": member.get("arch_kwargs", {})} | dict(member["tiling"])
+        out.append(own)
+    return out
+
+
+def head_models(module: nn.Module, card: dict[str, Any], device: str, runtime: str,
+                notes: list[str] | None = None) -> list[TileModel]:
+    """The TileModels a loaded head runs as: one per member of a member-tiled ensemble, else one."""
+    cards = member_cards(card)
+    if cards is None:
+        return [TileModel(module, card, device=device, runtime=runtime, notes=notes)]
+    return [TileModel(member, own, device=device, runtime=runtime, notes=notes)
+            for member, own in zip(module.members, cards, strict=True)]
+
+
+class MeanWriter:
+    """The members' blending writers read as one: per pixel, the mean probability of the members
+    that covered it (a tile skipped for nodata by one member leaves the others' say)."""
+
+    def __init__(self, writers: list[Any]) -> None:
+        self.writers = writers
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        total, count = None, None
+        for writer in self.writers:
+            probs, covered = writer.read(window)
+            weighted = probs * covered
+            total = weighted if total is None else total + weighted
+            count = covered.astype(np.float32) if count is None else count + covered
+        covered = count > 0
+        return (total / np.where(covered, count, 1.0)).astype(np.float32, copy=False), covered
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+def run_mean_head(
+    input_path: RasterPath, models: list[TileModel], options: PredictOptions, input_gsd: float | None, grid: dict,
+    work: Path, progress: Callable[[float], None], notes: list[str],
+) -> HeadResult:
+    """``run_head`` for each model in turn (progress shared), blended results averaged: one
+    ``HeadResult`` on the first model's working grid (the members share the card's GSD)."""
+    if len(models) == 1:
+        return run_head(input_path, models[0], options, input_gsd, grid, work, progress, notes)
+    results: list[HeadResult] = []
+    try:
+        for i, model in enumerate(models):
+            share = i / len(models)
+            results.append(run_head(input_path, model, options, input_gsd, grid, work,
+                                    lambda f, share=share: progress(share + f / len(models)), notes))
+            if (results[-1].width, results[-1].height) != (results[0].width, results[0].height):
+                raise ValueError("ensemble members ran on different working grids: their cards' GSDs differ")
+    except BaseException:
+        for result in results:
+            result.writer.close()
+        raise
+    first = results[0]
+    return replace(first, writer=MeanWriter([r.writer for r in results]), members=tuple(results),
+                   tiles=sum(r.tiles for r in results), tiles_skipped=sum(r.tiles_skipped for r in results))
