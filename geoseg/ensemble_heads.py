@@ -28,6 +28,10 @@ from geoseg.tiled_inference import HeadResult, RasterPath, run_head
 #: card keys that say how a head tiles (``geoseg.tiled_inference.plan_tiles``)
 TILING_KEYS = ("window", "tile_size", "min_context")
 
+#: keys of the ensemble's card a member's must not inherit: an int8 graph quantised from the whole
+#: ensemble (``geoseg.training.quantize``) is the one-module ensemble, not the member
+WHOLE_HEAD_KEYS = ("int8_onnx",)
+
 
 def member_cards(card: dict[str, Any]) -> list[dict[str, Any]] | None:
     """One card per member of an ensemble card whose members carry their own ``tiling``, else None.
@@ -39,7 +43,7 @@ def member_cards(card: dict[str, Any]) -> list[dict[str, Any]] | None:
         return None
     out = []
     for i, member in enumerate(members):
-        own = {k: v for k, v in card.items() if k not in TILING_KEYS}
+        own = {k: v for k, v in card.items() if k not in TILING_KEYS + WHOLE_HEAD_KEYS}
         own |= {"name": f"{card['name']}.member{i}", "architecture": member["architecture"],
                 "arch_kwargs": member.get("arch_kwargs", {})} | dict(member["tiling"])
         out.append(own)

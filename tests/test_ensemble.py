@@ -8,6 +8,7 @@ import torch
 from rasterio.windows import Window
 
 from geoseg.card import ModelCardError, build_module, default_card_path, load_model, normalise
+from geoseg.card import weights_sha256 as cards_sha
 from geoseg.models.ensemble import ProbabilityMean
 from geoseg.paths import data_root
 from geoseg.training.ensemble import build_ensemble
@@ -123,6 +124,15 @@ def test_each_member_runs_on_its_own_tiles_and_the_stitched_maps_are_averaged(me
     own = member_cards(card)
     assert [c.get("window") for c in own] == [{"size": 512, "overlap": 64}, None]
     assert [c.get("min_context", 0) for c in own] == [0, 64]
+    # an int8 graph of the whole ensemble (as `quantize` would record it) is not a member's graph
+    from geoseg.infer import int8_graph
+
+    graph = card_path.with_name("b-ens.int8.onnx")
+    graph.write_bytes(b"stand-in: never opened")
+    whole = card | {"int8_onnx": {"file": graph.name, "weights_sha256": cards_sha(card)}}
+    assert int8_graph(whole) == graph
+    assert all(int8_graph(c) is None for c in member_cards(whole))
+    assert [m.runtime for m in head_models(module, whole, "cpu", "int8")] == ["onnx", "onnx"]
     options = PredictOptions(device="cpu", batch_size=2)
     with Scene(scene_path) as s:
         grid = dict(crs=s.crs, transform=s.src_transform, width=s.src_width, height=s.src_height,
