@@ -138,13 +138,16 @@ def check_scene_options(scene: Scene, opts: ChipOptions) -> None:
 
 
 def building_chips(scene: Scene, labels: LabelIndex, out_dir: str | Path, opts: ChipOptions, scene_name: str,
-                   area: str, split: str) -> Iterator[ChipRecord]:
-    """Cut one scene into building chips (0/1/2 + 255 ignore), yielding a record per window.
+                   area: str, split: str, chip_prefix: str | None = None) -> Iterator[ChipRecord]:
+    """Cut one scene into building chips (0/1/2 + 255 ignore), yielding a record per window, its
+    files named ``<chip_prefix>_rNNN_cNNN`` (default: ``scene_name``'s stem; the subdatasets of one
+    file, ``a.tif:1`` and ``a.tif:2``, need prefixes of their own).
 
     ``scene`` must be opened as ``opts`` say (``check_scene_options``)."""
     check_scene_options(scene, opts)
     yield from _chip_windows(scene, lambda w, valid: window_labels(labels, scene.window_transform(w), valid.shape, valid),
-                             Path(out_dir), opts, scene_name, Path(scene_name).stem, area, split, "buildings")
+                             Path(out_dir), opts, scene_name, chip_prefix or Path(scene_name).stem, area, split,
+                             "buildings")
 
 
 def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, opts: ChipOptions, scene_name: str,

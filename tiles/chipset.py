@@ -25,7 +25,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tiles.chips import ChipOptions
-from tiles.rasterpath import vrt_sources
+from tiles.rasterpath import (
+    RasterPath,
+    folder_name,
+    is_virtual,
+    local_file_of,
+    location_exists,
+    parent_of,
+    raster_exists,
+    raster_name,
+    raster_stem,
+    vrt_sources,
+)
 
 OPTIONS_FILE = "options.json"
 SOURCES_FILE = "sources.json"
@@ -40,9 +51,10 @@ def options_key(opts: ChipOptions, target: str, labels: list[str], split: str | 
     return json.dumps([asdict(opts), target, labels, split], default=str)
 
 
-def record_path(part_dir: Path, scene: Path) -> Path:
-    """Where a scene's finished chip records go (unique per scene file)."""
-    return part_dir / f"{scene.parent.name}__{scene.stem}.json"
+def record_path(part_dir: Path, scene: RasterPath) -> Path:
+    """Where a scene's finished chip records go (unique per scene file; a subdataset's by its file
+    and its own name, ``tiles.rasterpath.raster_stem``)."""
+    return part_dir / f"{folder_name(scene)}__{raster_stem(scene)}.json"
 
 
 def describe_key(key: list) -> str:
@@ -51,15 +63,22 @@ def describe_key(key: list) -> str:
     text = ", ".join(f"{k}={v}" for k, v in opts.items()) + f", target={target}"
     if labels:
         said = ("where ", "layer ", "class field ")
-        files = [Path(p).name for p in labels if not p.startswith(said)]
+        files = [raster_name(p) for p in labels if not p.startswith(said)]
         text += f", labels={','.join(files)}" + "".join(f" {p}" for p in labels if p.startswith(said))
     return text + (f", split={split}" if split else "")
 
 
-def _file_state(path: Path) -> list[int] | None:
+def _file_state(path: RasterPath) -> list[int] | None:
     """A file's size and modification time (ns); None when it is missing. A folder read as one data
     source (an Esri File Geodatabase ``x.gdb/``, whose tables are edited in place) by its files': their
-    total size and latest time."""
+    total size and latest time. A file read from an archive or a subdataset by the local archive's or
+    file's (``local_file_of``; None for a URL): a zip replaced under the same name is cut again."""
+    if is_virtual(path):
+        local = local_file_of(path)
+        if local is None:
+            return None
+        path = local
+    path = Path(path)
     try:
         if path.is_dir():
             stats = [p.stat() for p in path.rglob("*") if p.is_file()]
@@ -101,10 +120,24 @@ def _chips_of_other_options(index: Path, key: list) -> str | None:
     return None
 
 
-def _same_file(recorded: str, path: Path) -> bool:
+def _same_file(recorded: str, path: RasterPath) -> bool:
     """Whether a scene recorded by an earlier run (``sources.json``) is ``path``: the same path, or the
     same file reached another way (runs before links were kept recorded the link's target)."""
-    return recorded == str(path) or os.path.realpath(recorded) == os.path.realpath(path)
+    return recorded == str(path) or _file_key(recorded) == _file_key(path)
+
+
+def _file_key(path: RasterPath) -> str:
+    """What names one scene file: its real path; a virtual location (``/vsizip//a.zip/b.tif``, a
+    subdataset) as it is written (``os.path.realpath`` would take it for a relative path)."""
+    return str(path) if is_virtual(path) else os.path.realpath(path)
+
+
+def _scene_exists(path: str) -> bool:
+    """Whether a scene recorded by an earlier run is still there (a link to nothing counts: it was not
+    moved; a virtual location as GDAL finds it)."""
+    if not is_virtual(path):
+        return os.path.lexists(path)
+    return location_exists(path) if path.startswith("/vsi") else raster_exists(path)
 
 
 class ChipSet:
@@ -123,7 +156,7 @@ class ChipSet:
     def split(self) -> str | None:
         return json.loads(self.key)[3]
 
-    def record(self, scene: Path) -> Path:
+    def record(self, scene: RasterPath) -> Path:
         """Where ``scene``'s finished chip records go in this chip set."""
         return record_path(self.part_dir, scene)
 
@@ -163,7 +196,7 @@ class ChipSet:
         (mine / OPTIONS_FILE).write_text(self.key)
         return siblings
 
-    def check_unique_names(self, scenes: Iterable[Path], prefix: Callable[[Path], str],
+    def check_unique_names(self, scenes: Iterable[RasterPath], prefix: Callable[[RasterPath], str],
                            siblings: Iterable[Path] = ()) -> list[str]:
         """Refuse two scene files whose chips (named ``prefix(scene)_rNNN_cNNN``) or finished-scene
         records would share names, in this run or against earlier runs into ``out`` (``siblings``):
@@ -180,13 +213,13 @@ class ChipSet:
         for part in (*siblings, self.part_dir):
             if (part / SOURCES_FILE).exists():
                 known |= json.loads((part / SOURCES_FILE).read_text())
-        cut_as = {os.path.realpath(recorded): (key, recorded) for key, recorded in known.items()
+        cut_as = {_file_key(recorded): (key, recorded) for key, recorded in known.items()
                   if not key.startswith("record:")}
         mine: dict[str, str] = {}
-        moved: dict[Path, str] = {}  # scene -> its gone namesake
+        moved: dict[RasterPath, str] = {}  # scene -> its gone namesake
         for path in scenes:
             name = prefix(path)
-            cut_name, recorded = cut_as.setdefault(os.path.realpath(path), (name, str(path)))
+            cut_name, recorded = cut_as.setdefault(_file_key(path), (name, str(path)))
             if cut_name != name and recorded != str(path):
                 raise ValueError(f"{path} and {recorded} are one file (a link counts as the file it leads to): its "
                                  f"chips would be listed twice, as {cut_name} and as {name}; give it under one name "
@@ -195,7 +228,7 @@ class ChipSet:
                               (f"record:{self.record(path).name}", "the same finished-scene record")):
                 other = mine.get(key) or known.get(key)
                 if other is not None and not _same_file(other, path):
-                    if key in mine or os.path.lexists(other):
+                    if key in mine or _scene_exists(other):
                         raise ValueError(f"{path} and {other} would both write {what}: "
                                          f"rename one or tile them into different --out folders")
                     moved.setdefault(path, other)
@@ -203,12 +236,12 @@ class ChipSet:
         notes = []
         for path, gone in moved.items():
             for part in (*siblings, self.part_dir):
-                record_path(part, Path(gone)).unlink(missing_ok=True)
-            notes.append(f"{path.name}: cut before from {gone}, which is gone: cut again from {path.parent}")
+                record_path(part, gone).unlink(missing_ok=True)
+            notes.append(f"{raster_name(path)}: cut before from {gone}, which is gone: cut again from {parent_of(path)}")
         (self.part_dir / SOURCES_FILE).write_text(json.dumps({**known, **mine}, indent=0, sort_keys=True))
         return notes
 
-    def move_to_this_split(self, scenes: Iterable[Path], siblings: Iterable[Path]) -> list[str]:
+    def move_to_this_split(self, scenes: Iterable[RasterPath], siblings: Iterable[Path]) -> list[str]:
         """Drop the finished records of ``scenes`` kept under another ``--split`` of this chip set,
         so that they are cut again under this run's split (the index then lists each scene once, in
         the split asked for last); returns a note per scene moved."""
@@ -220,10 +253,10 @@ class ChipSet:
                 if record.exists():
                     record.unlink()
                     was = json.loads((other / OPTIONS_FILE).read_text())[3] or "the split by area"
-                    notes.append(f"{path.name}: cut before under {was}, now under {self.split or 'the split by area'}")
+                    notes.append(f"{raster_name(path)}: cut before under {was}, now under {self.split or 'the split by area'}")
         return notes
 
-    def recut_changed(self, scenes: Iterable[Path], label_files: Callable[[Path], list[Path]]) -> list[str]:
+    def recut_changed(self, scenes: Iterable[RasterPath], label_files: Callable[[RasterPath], list[RasterPath]]) -> list[str]:
         """Drop the finished records of ``scenes`` whose scene or label files (``label_files(scene)``)
         changed (size or time) since they were cut, so that the run cuts them again; record the
         files as they are now. Returns a note per scene.
@@ -246,16 +279,16 @@ class ChipSet:
             record = self.record(path)
             if was is not None and was != now and record.is_file():
                 record.unlink()
-                changed = [path.name] if was.get("scene") != now["scene"] else []
+                changed = [raster_name(path)] if was.get("scene") != now["scene"] else []
                 changed += [Path(p).name for p, state in sources.items() if (was.get("sources") or {}).get(p) != state]
-                changed += [Path(p).name for p, state in now["labels"].items()
+                changed += [raster_name(p) for p, state in now["labels"].items()
                             if (was.get("labels") or {}).get(p) != state]
-                notes.append(f"{path.name}: {', '.join(changed)} changed since it was cut, cut again")
+                notes.append(f"{raster_name(path)}: {', '.join(changed)} changed since it was cut, cut again")
             known[str(path)] = now
         states_path.write_text(json.dumps(known, indent=0, sort_keys=True))
         return notes
 
-    def recut_incomplete(self, scenes: Iterable[Path]) -> list[str]:
+    def recut_incomplete(self, scenes: Iterable[RasterPath]) -> list[str]:
         """Drop the finished records of ``scenes`` whose chip files are not all in ``out``, so that
         the run cuts those scenes again; returns a note per scene.
 
@@ -272,10 +305,10 @@ class ChipSet:
             missing = [name for name in files if name and not (self.out / name).is_file()]
             if missing:
                 record.unlink()
-                notes.append(f"{path.name}: {len(missing)} chip file(s) missing ({missing[0]}), cut again")
+                notes.append(f"{raster_name(path)}: {len(missing)} chip file(s) missing ({missing[0]}), cut again")
         return notes
 
-    def features(self, scenes: Iterable[Path]) -> list[dict]:
+    def features(self, scenes: Iterable[RasterPath]) -> list[dict]:
         """The chip records (GeoJSON features) of the finished ``scenes``, in their order."""
         features: list[dict] = []
         for path in scenes:

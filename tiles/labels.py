@@ -22,6 +22,8 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 from scipy import ndimage
 
+from tiles.rasterpath import RasterPath, as_raster_path, raster_name
+
 BACKGROUND, INTERIOR, OUTLINE, IGNORE = 0, 1, 2, 255
 
 
@@ -54,7 +56,7 @@ class LabelIndex:
         self.in_files = len(polygons) if in_files is None else in_files
 
     @classmethod
-    def from_files(cls, paths: str | Path | list[str | Path], crs: CRS, where: str | None = None,
+    def from_files(cls, paths: RasterPath | list[RasterPath], crs: CRS, where: str | None = None,
                    near: tuple[float, float, float, float] | None = None, layer: str | None = None) -> "LabelIndex":
         """Read vector files (any OGR format; no CRS member means WGS84) into ``crs``; one path or a list.
         ``where``: an OGR SQL condition on their attributes (``class = 'building'``) keeping only the
@@ -66,7 +68,7 @@ class LabelIndex:
         if isinstance(paths, (str, Path)):  # a lone str was read character by character ('l', 'a', ...)
             paths = [paths]
         chunks, extents, in_files = [], [], 0
-        for path in map(Path, paths):
+        for path in map(as_raster_path, paths):
             file_crs, file_bounds, count = _layer_extent(path, layer, where)
             declared = file_crs is not None
             file_crs = file_crs or CRS.from_epsg(4326)
@@ -111,7 +113,7 @@ class LabelIndex:
         return self.polygons[np.sort(idx)]
 
 
-def polygon_layer(path: Path, layer: str | None = None) -> str | int:
+def polygon_layer(path: RasterPath, layer: str | None = None) -> str | int:
     """The layer of a vector file that holds the building polygons: ``layer`` when named (it must
     be one of the file's), else the file's only layer or only polygon layer.
 
@@ -128,7 +130,7 @@ def polygon_layer(path: Path, layer: str | None = None) -> str | int:
     if layer is not None:
         names = [str(name) for name, _ in layers]
         if layer not in names:
-            raise ValueError(f"{Path(path).name} has no layer {layer!r} (its layers: {', '.join(names)})")
+            raise ValueError(f"{raster_name(path)} has no layer {layer!r} (its layers: {', '.join(names)})")
         return layer
     if len(layers) <= 1:
         return 0
@@ -136,11 +138,11 @@ def polygon_layer(path: Path, layer: str | None = None) -> str | int:
     if len(polygonal) == 1:
         return polygonal[0]
     shown = ", ".join(f"{name} ({kind})" for name, kind in layers)
-    raise ValueError(f"{Path(path).name} has {len(layers)} layers ({shown}) and {len(polygonal)} of them are "
+    raise ValueError(f"{raster_name(path)} has {len(layers)} layers ({shown}) and {len(polygonal)} of them are "
                      f"polygons: save the building layer in a file of its own or name it with --labels-layer")
 
 
-def is_vector_folder(path: Path) -> bool:
+def is_vector_folder(path: RasterPath) -> bool:
     """Whether ``path`` is a folder GDAL reads as one vector data source (an Esri File Geodatabase
     ``x.gdb/``, a folder of shapefiles): labels given as a folder, not a file."""
     if not Path(path).is_dir():
@@ -151,7 +153,7 @@ def is_vector_folder(path: Path) -> bool:
         return False
 
 
-def read_labels(path: Path, where: str | None = None,
+def read_labels(path: RasterPath, where: str | None = None,
                 bbox: tuple[float, float, float, float] | None = None, layer: str | None = None) -> gpd.GeoDataFrame:
     """The building layer of a vector file (``polygon_layer``), only the features matching ``where``.
 
@@ -170,28 +172,28 @@ def read_labels(path: Path, where: str | None = None,
         raise _where_error(path, layer, where) from None
 
 
-def _where_error(path: Path, layer: str | int, where: str) -> ValueError:
+def _where_error(path: RasterPath, layer: str | int, where: str) -> ValueError:
     """The one line for a ``where`` a file cannot answer: the file, the condition and its fields."""
     fields = ", ".join(map(str, pyogrio.read_info(path, layer=layer)["fields"])) or "none"
-    return ValueError(f"{path.name}: cannot select features where {where!r} (its fields: {fields}); "
+    return ValueError(f"{raster_name(path)}: cannot select features where {where!r} (its fields: {fields}); "
                       f"an OGR SQL condition such as \"class = 'building'\" or \"type IN ('house', 'shed')\"")
 
 
-def check_label_file(path: Path, where: str | None = None, layer: str | None = None) -> None:
+def check_label_file(path: RasterPath, where: str | None = None, layer: str | None = None) -> None:
     """What ``LabelIndex.from_files`` would refuse of a file whatever the scene, without reading it:
     not a vector file, several polygon layers, coordinates that cannot be lon/lat, a ``where`` it
     cannot answer (ValueError, one line naming the file)."""
     chosen = polygon_layer(path, layer)
     info = pyogrio.read_info(path, layer=chosen)
     if info["features"] and not _may_hold_polygons(info):
-        raise ValueError(f"{path.name} holds {info['geometry_type']} features, not building polygons (footprints)")
+        raise ValueError(f"{raster_name(path)} holds {info['geometry_type']} features, not building polygons (footprints)")
     file_crs, bounds, count = _layer_extent(path, layer, where)
     _check_lonlat(path, file_crs or CRS.from_epsg(4326), bounds, file_crs is not None)
     if where is not None and not count:
-        raise ValueError(f"no feature of {path.name} matches where {where!r}: check the condition's values")
+        raise ValueError(f"no feature of {raster_name(path)} matches where {where!r}: check the condition's values")
 
 
-def _layer_extent(path: Path, layer: str | None = None,
+def _layer_extent(path: RasterPath, layer: str | None = None,
                   where: str | None = None) -> tuple[CRS | None, tuple[float, float, float, float] | None, int]:
     """CRS (None when the file has none), extent (None when empty) and feature count of the building
     layer, from its header (a scan for formats without one), or of its features matching ``where``
@@ -227,7 +229,7 @@ def bounds_in(src: CRS, dst: CRS, bounds: tuple[float, float, float, float]) -> 
     return out if all(np.isfinite(out)) else None
 
 
-def _check_lonlat(path: Path, crs: CRS, bounds: tuple[float, float, float, float] | None,
+def _check_lonlat(path: RasterPath, crs: CRS, bounds: tuple[float, float, float, float] | None,
                   declared: bool = True) -> None:
     """Refuse lon/lat-labelled files whose coordinates cannot be lon/lat: projected coordinates in
     a file without a CRS (a GeoJSON without a ``crs`` member, a shapefile without its ``.prj``),
@@ -238,10 +240,10 @@ def _check_lonlat(path: Path, crs: CRS, bounds: tuple[float, float, float, float
     if x0 < -180 or x1 > 180 or y0 < -90 or y1 > 90:
         where = f"x {x0:.6g}..{x1:.6g}, y {y0:.6g}..{y1:.6g}"
         if not declared:
-            raise ValueError(f"{path.name} has no CRS and its coordinates ({where}) are not longitude/latitude: "
+            raise ValueError(f"{raster_name(path)} has no CRS and its coordinates ({where}) are not longitude/latitude: "
                              f"give it its CRS (the .prj beside a shapefile, a GeoPackage's own) or reproject it "
                              f"to EPSG:4326")
-        raise ValueError(f"{path.name}: coordinates outside [-180,180]x[-90,90] ({where}) in a file read as lon/lat "
+        raise ValueError(f"{raster_name(path)}: coordinates outside [-180,180]x[-90,90] ({where}) in a file read as lon/lat "
                          f"({crs.to_string()}; a GeoJSON without a crs member is lon/lat): reproject it to "
                          f"EPSG:4326")
 

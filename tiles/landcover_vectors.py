@@ -30,6 +30,13 @@ from tiles.labels import (
     polygon_parts,
     read_labels,
 )
+from tiles.rasterpath import (
+    RasterPath,
+    as_raster_path,
+    is_virtual,
+    location_exists,
+    raster_name,
+)
 
 
 def class_lookup(classes: list[dict[str, Any]]) -> dict[str, int]:
@@ -61,7 +68,7 @@ def class_indices(values: np.ndarray, classes: list[dict[str, Any]], where: str)
     return np.array([lookup[t] for t in texts], dtype=np.uint8)
 
 
-def check_class_field(path: Path, field: str, classes: list[dict[str, Any]], where: str | None = None,
+def check_class_field(path: RasterPath, field: str, classes: list[dict[str, Any]], where: str | None = None,
                       layer: str | None = None) -> None:
     """What ``ClassPolygons.from_files`` would refuse of a file whatever the scene, reading only the
     field: those of ``tiles.labels.check_label_file``, a field the layer lacks, values no class has."""
@@ -69,9 +76,9 @@ def check_class_field(path: Path, field: str, classes: list[dict[str, Any]], whe
     chosen = polygon_layer(path, layer)
     fields = [str(f) for f in pyogrio.read_info(path, layer=chosen)["fields"]]
     if field not in fields:
-        raise ValueError(f"{path.name} has no field {field!r} (its fields: {', '.join(fields) or 'none'})")
+        raise ValueError(f"{raster_name(path)} has no field {field!r} (its fields: {', '.join(fields) or 'none'})")
     frame = pyogrio.read_dataframe(path, layer=chosen, columns=[field], read_geometry=False, where=where)
-    class_indices(frame[field].to_numpy(dtype=object), classes, f"{path.name} field {field}")
+    class_indices(frame[field].to_numpy(dtype=object), classes, f"{raster_name(path)} field {field}")
 
 
 class ClassPolygons:
@@ -83,22 +90,22 @@ class ClassPolygons:
         self.tree = shapely.STRtree(polygons)
 
     @classmethod
-    def from_files(cls, paths: list[Path], crs: CRS, field: str, classes: list[dict[str, Any]],
+    def from_files(cls, paths: list[RasterPath], crs: CRS, field: str, classes: list[dict[str, Any]],
                    where: str | None = None, layer: str | None = None,
                    near: tuple[float, float, float, float] | None = None) -> ClassPolygons:
         """Read the polygons of vector files (any OGR format; no CRS means WGS84) into ``crs`` with the
         class index of their ``field`` value. ``near``: a box (left, bottom, right, top) in ``crs``:
         only the features around it are read (``tiles.labels.LabelIndex.from_files`` does the same)."""
         polygons, ids = [], []
-        for path in map(Path, paths):
+        for path in map(as_raster_path, paths):
             declared = pyogrio.read_info(path, layer=polygon_layer(path, layer)).get("crs")
             file_crs = CRS.from_user_input(declared) if declared else CRS.from_epsg(4326)  # as LabelIndex reads it
             bbox = bounds_in(crs, file_crs, near) if near is not None else None
             frame = read_labels(path, where, bbox=bbox, layer=layer).sort_index()  # file order: the later wins
             if field not in frame.columns:
-                raise ValueError(f"{path.name} has no field {field!r}")
+                raise ValueError(f"{raster_name(path)} has no field {field!r}")
             frame = frame.set_crs(file_crs, allow_override=True).to_crs(crs)
-            values = class_indices(frame[field].to_numpy(dtype=object), classes, f"{path.name} field {field}")
+            values = class_indices(frame[field].to_numpy(dtype=object), classes, f"{raster_name(path)} field {field}")
             parts, source = polygon_parts(np.asarray(frame.geometry.values, dtype=object))
             polygons.append(parts)
             ids.append(values[source])
@@ -115,29 +122,34 @@ class ClassPolygons:
         return features.rasterize(pairs, out_shape=shape, transform=transform, fill=0, dtype="uint8")
 
 
-def check_vector_landcover(labels: list[Path], field: str, chips_dir: Path, where: str | None = None,
+def check_vector_landcover(labels: list[RasterPath], field: str, chips_dir: Path, where: str | None = None,
                            layer: str | None = None) -> Path:
     """Check vector land-cover label files before any scene is cut (``check_class_field`` of each
     against the class list) and return the ``classes.json`` they are matched to
     (``vector_classes_file``); ValueError, one line."""
     for path in labels:
-        if not Path(path).exists():  # a folder may be one (an Esri File Geodatabase, x.gdb/)
+        if not location_exists(path):  # a folder may be one (an Esri File Geodatabase, x.gdb/)
             raise ValueError(f"--labels {path}: no such file or folder")
     classes_file = vector_classes_file(labels, chips_dir)
     classes = read_classes(classes_file)
     for path in labels:
-        check_class_field(Path(path), field, classes, where, layer)
+        check_class_field(as_raster_path(path), field, classes, where, layer)
     return classes_file
 
 
-def vector_classes_file(labels: list[Path], chips_dir: Path) -> Path:
+def vector_classes_file(labels: list[RasterPath], chips_dir: Path) -> Path:
     """The ``classes.json`` that names vector land-cover labels' classes: beside the (first) label file
-    or one folder up, as beside a class mask, else the one the chip set already holds; ValueError
-    (one line) when there is none."""
-    found = find_classes_file(Path(labels[0])) or (chips_dir / CLASSES_FILE if (chips_dir / CLASSES_FILE).is_file()
-                                                    else None)
+    or one folder up, as beside a class mask, else the one the chip set already holds (only that one for
+    a label file read from an archive, ``/vsizip//a.zip/l.gpkg``); ValueError (one line) when there is none."""
+    first = labels[0]
+    held = chips_dir / CLASSES_FILE
+    if is_virtual(first):  # in an archive: only the chip set's
+        found = held if held.is_file() else None
+        where = f"in the --out chip set ({first} is read from an archive, where it is not looked for)"
+    else:
+        found = find_classes_file(Path(first)) or (held if held.is_file() else None)
+        where = "beside it or one folder up (or in the --out chip set)"
     if found is None:
-        raise ValueError(f"{Path(labels[0]).name}: no {CLASSES_FILE} beside it or one folder up (or in the --out "
-                         f"chip set) to match its class values to: write one ([{{\"index\": 0, \"name\": "
-                         f"\"unlabeled\"}}, {{\"index\": 1, \"name\": \"forest\"}}, ...])")
+        raise ValueError(f"{raster_name(first)}: no {CLASSES_FILE} {where} to match its class values to: write one "
+                         f"([{{\"index\": 0, \"name\": \"unlabeled\"}}, {{\"index\": 1, \"name\": \"forest\"}}, ...])")
     return found

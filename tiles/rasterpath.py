@@ -4,7 +4,9 @@ Why: GDAL reads ``/vsizip//tmp/a.zip/b.tif``, ``/vsicurl/https://...``, ``https:
 ``GPKG:/tmp/a.gpkg:table`` (one raster of a file holding several), but ``pathlib.Path`` collapses
 the ``//`` of the first (GDAL then looks for a relative path) and ``is_file()`` is False for all of
 them. Such locations stay strings, are checked by opening them, and are named after their last path
-component (a subdataset after its file and its own name: ``a_table``).
+component (a subdataset after its file and its own name: ``a_table``). Vector label files are located
+the same way (OGR is GDAL): ``/vsizip//tmp/a.zip/labels.geojson``, or the ``labels.geojson`` beside a
+scene in its archive (``beside``).
 """
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-__all__ = ["RASTER_SUFFIXES", "RasterPath", "absolute_raster_path", "as_raster_path", "is_subdataset", "is_virtual",
-           "local_file_of", "not_found", "raster_exists", "raster_name", "raster_stem", "rasters_in", "sidecar_of",
-           "split_sidecars", "vrt_sources", "vrts_over_inputs"]
+__all__ = ["RASTER_SUFFIXES", "RasterPath", "absolute_raster_path", "archive_member", "as_raster_path", "beside",
+           "folder_name", "is_subdataset", "is_virtual", "local_file_of", "location_exists", "not_found", "parent_of",
+           "raster_exists", "raster_name", "raster_stem", "rasters_in", "sidecar_of", "split_sidecars",
+           "subdataset_file", "virtual_folder_files", "vrt_sources", "vrts_over_inputs"]
 
 RasterPath = str | Path
 
@@ -145,6 +148,98 @@ def local_file_of(location: RasterPath) -> str | None:
         if candidate and os.path.isfile(candidate):
             return os.path.abspath(candidate)
     return None
+
+
+def subdataset_file(location: RasterPath) -> RasterPath | None:
+    """The file a subdataset name reads (``a.gpkg`` of ``GPKG:a.gpkg:table``, a ``Path`` when local);
+    None for anything else."""
+    text = str(location)
+    parts = _subdataset_parts(text)
+    return None if parts is None else as_raster_path(text[parts[0]:parts[1]])
+
+
+def archive_member(location: RasterPath) -> tuple[str, Path, str | None] | None:
+    """(kind, archive, member) of a file GDAL reads from a local archive or compressed file:
+    ``("zip", Path("/tmp/a.zip"), "sub/b.tif")`` for ``/vsizip//tmp/a.zip/sub/b.tif`` (a tar alike),
+    ``("gzip", Path("/tmp/b.tif.gz"), None)`` for ``/vsigzip//tmp/b.tif.gz``; None for any other
+    location, an archive that is not there, or a chained one (``/vsizip//vsicurl/...``)."""
+    match = _ARCHIVE_VSI.match(str(location))
+    if match is None or match.group(1) not in ("zip", "tar", "gzip") or match.group(2).startswith(("{", "/vsi")):
+        return None
+    pieces = match.group(2).split("/")
+    for n in range(1, len(pieces) + 1):  # the shortest prefix that is a file: the archive
+        candidate = "/".join(pieces[:n])
+        if candidate and os.path.isfile(candidate):
+            member = "/".join(pieces[n:]) or None
+            if (match.group(1) == "gzip") != (member is None):
+                return None
+            return match.group(1), Path(os.path.abspath(candidate)), member
+    return None
+
+
+def parent_of(location: RasterPath) -> RasterPath:
+    """The folder holding a location, as GDAL names it: a local file's folder (a ``Path``); of a file in
+    an archive its folder there (``/vsizip//tmp/a.zip/sub`` for ``/vsizip//tmp/a.zip/sub/b.tif``, the
+    archive itself at its top); of a compressed file (``/vsigzip/``) or a subdataset, its file's folder.
+
+    Why: ``Path`` collapses the ``//`` of a virtual path, and a subdataset name has no folder of its
+    own: ``geoseg tile`` finds the ``labels.geojson`` beside a scene here and names its area after it."""
+    text = str(location)
+    inner = subdataset_file(text)
+    if inner is None and text.startswith("/vsigzip/") and not text.startswith("/vsigzip/{"):
+        inner = as_raster_path(text[len("/vsigzip/"):])
+    if inner is not None:
+        return parent_of(inner)
+    if not is_virtual(text):
+        return Path(location).parent
+    return text.rstrip("/").rpartition("/")[0]
+
+
+def beside(location: RasterPath, name: str) -> RasterPath:
+    """The file ``name`` in the folder holding ``location`` (``parent_of``): ``/vsizip//tmp/a.zip/sub/
+    labels.geojson`` beside ``/vsizip//tmp/a.zip/sub/b.tif``."""
+    parent = parent_of(location)
+    return parent / name if isinstance(parent, Path) else f"{parent}/{name}"
+
+
+def folder_name(location: RasterPath) -> str:
+    """The name of the folder holding a location (``parent_of``): ``sub`` for ``/vsizip//tmp/a.zip/sub/
+    b.tif``, ``a.zip`` for ``/vsizip//tmp/a.zip/b.tif``, ``d`` for ``GTIFF_DIR:1:/d/b.tif``."""
+    return raster_name(parent_of(location))
+
+
+def _vsi_listing(location: str) -> list[str] | bool:
+    """GDAL's listing of a ``/vsi`` location (through pyogrio): the files under it when it is a
+    folder (an archive, or a folder in one), True for a file, False when GDAL finds nothing there."""
+    import pyogrio  # here: the CLI imports this module for --help too
+
+    try:
+        return list(pyogrio.vsi_listtree(location))
+    except NotADirectoryError:
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def location_exists(location: RasterPath) -> bool:
+    """Whether there is a file or folder at a location: on disk for a local path; as GDAL finds it for
+    a ``/vsi`` path (a file in an archive); a URL or subdataset name is left to its reader (True)."""
+    text = str(location)
+    if not is_virtual(text):
+        return os.path.exists(text)
+    if not text.startswith("/vsi") or is_subdataset(text):
+        return True
+    return _vsi_listing(text) is not False
+
+
+def virtual_folder_files(location: RasterPath) -> list[str] | None:
+    """The files under a ``/vsi`` folder (``/vsizip//tmp/a.zip``, ``/vsitar//tmp/a.tar/sub``), sub-folders
+    included, as GDAL names them, sorted; None for anything else (a file, nothing, a local path)."""
+    text = str(location)
+    if not text.startswith("/vsi"):
+        return None
+    listed = _vsi_listing(text.rstrip("/"))
+    return None if isinstance(listed, bool) else sorted(name for name in listed if not name.endswith("/"))
 
 
 def raster_exists(location: RasterPath) -> bool:

@@ -22,6 +22,15 @@ from tiles.chipset import ChipSet, options_key
 from tiles.classes import CLASSES_FILE, read_classes
 from tiles.labels import LabelIndex, grid_bounds
 from tiles.landcover_vectors import ClassPolygons
+from tiles.rasterpath import (
+    RasterPath,
+    beside,
+    folder_name,
+    location_exists,
+    parent_of,
+    raster_name,
+    raster_stem,
+)
 from tiles.source import Scene
 from tiles.splits import scene_area, scene_split
 
@@ -36,13 +45,13 @@ class SceneJob:
     out: Path
     opts: ChipOptions
     target: str
-    labels: tuple[Path, ...] | None
+    labels: tuple[RasterPath, ...] | None  # local files as Paths; /vsizip/... as strings
     split: str | None
     labels_where: str | None = None  # OGR SQL condition: the label features that are buildings
     labels_layer: str | None = None  # the building layer of label files with several
     labels_class_field: str | None = None  # land cover: the label polygons' class field
 
-    def __call__(self, scene_path: Path, part: Path) -> int:
+    def __call__(self, scene_path: RasterPath, part: Path) -> int:
         if self.target == LANDCOVER:
             features = self._landcover(scene_path)
         else:
@@ -50,30 +59,31 @@ class SceneJob:
         part.write_text(json.dumps(features))
         return len(features)
 
-    def _buildings(self, path: Path) -> list[dict]:
+    def _buildings(self, path: RasterPath) -> list[dict]:
         label_files = self.label_files(path)
-        missing = [p for p in label_files if not p.exists()]
+        missing = [p for p in label_files if not location_exists(p)]
+        name = raster_name(path)
         if missing:
-            raise FileNotFoundError(f"{path.name}: label file {missing[0]} not found (use --labels)")
+            raise FileNotFoundError(f"{name}: label file {missing[0]} not found (use --labels)")
         area = scene_area(path)[0]
         with Scene(path, bands=self.opts.bands, gsd=self.opts.gsd) as scene:
             if scene.crs is None:
-                raise ValueError(f"{path.name} has no CRS: vector labels cannot be placed")
+                raise ValueError(f"{name} has no CRS: vector labels cannot be placed")
             index = LabelIndex.from_files(label_files, scene.crs, self.labels_where, near=scene_box(scene, self.opts.size),
                                           layer=self.labels_layer)
             if not index.meets(grid_bounds(scene.transform, scene.width, scene.height)):
-                files = ", ".join(p.name for p in label_files)
+                files = ", ".join(raster_name(p) for p in label_files)
                 if self.labels_where:
                     files += f" where {self.labels_where}"
                 why = (f"{index.in_files} polygons in {files}, their extent misses the scene" if index.in_files
                        else f"{files} holds no polygon")
-                raise ValueError(f"no label polygon overlaps {path.name} ({why})")
-            recs = building_chips(scene, index, self.out, self.opts, path.name, area,
-                                  self.split or scene_split(path, landcover=False))
+                raise ValueError(f"no label polygon overlaps {name} ({why})")
+            recs = building_chips(scene, index, self.out, self.opts, name, area,
+                                  self.split or scene_split(path, landcover=False), chip_prefix(path, self.target))
             return [r.to_feature() for r in recs]
 
-    def _landcover(self, image: Path) -> list[dict]:
-        tile_dir = image.parent.name
+    def _landcover(self, image: RasterPath) -> list[dict]:
+        tile_dir = folder_name(image)
         prefix = chip_prefix(image, self.target)
         # vector land cover can be cut at --gsd (polygons have no resolution); class masks cannot
         with Scene(image, bands=self.opts.bands, gsd=self.opts.gsd if self.labels_class_field else None) as scene:
@@ -81,10 +91,11 @@ class SceneJob:
                 polygons = ClassPolygons.from_files(
                     list(self.labels or ()), scene.crs, self.labels_class_field, read_classes(self.out / CLASSES_FILE),
                     self.labels_where, self.labels_layer, near=scene_box(scene, self.opts.size))
-                recs = vector_landcover_chips(scene, polygons, self.out, self.opts, f"{tile_dir}/{image.name}",
+                recs = vector_landcover_chips(scene, polygons, self.out, self.opts, f"{tile_dir}/{raster_name(image)}",
                                               prefix, tile_dir, self.split or scene_split(image, landcover=True))
                 return [r.to_feature() for r in recs]
-            recs = landcover_chips(scene, landcover_mask_path(image), self.out, self.opts, f"{tile_dir}/{image.name}",
+            recs = landcover_chips(scene, landcover_mask_path(Path(image)), self.out, self.opts,
+                                   f"{tile_dir}/{raster_name(image)}",
                                    prefix, tile_dir, self.split or scene_split(image, landcover=True))
             return [r.to_feature() for r in recs]
 
@@ -95,11 +106,12 @@ class SceneJob:
                   + ([f"class field {self.labels_class_field}"] if self.labels_class_field else []))
         return ChipSet(self.out, options_key(self.opts, self.target, labels, self.split))
 
-    def label_files(self, scene: Path) -> list[Path]:
-        """The files a scene's labels come from (a re-run cuts the scene again when one changes)."""
+    def label_files(self, scene: RasterPath) -> list[RasterPath]:
+        """The files a scene's labels come from (a re-run cuts the scene again when one changes): without
+        ``--labels``, the ``labels.geojson`` beside it (in its archive: ``tiles.rasterpath.beside``)."""
         if self.target == LANDCOVER and not self.labels_class_field:
-            return [landcover_mask_path(scene)]
-        return list(self.labels) if self.labels else [scene.parent / "labels.geojson"]
+            return [landcover_mask_path(Path(scene))]
+        return list(self.labels) if self.labels else [beside(scene, "labels.geojson")]
 
 
 def scene_box(scene: Scene, margin: int) -> tuple[float, float, float, float]:
@@ -110,9 +122,11 @@ def scene_box(scene: Scene, margin: int) -> tuple[float, float, float, float]:
                        scene.height + 2 * margin)
 
 
-def chip_prefix(path: Path, target: str) -> str:
-    """How a scene's chip files are named before ``_rNNN_cNNN``: its stem (buildings) or
-    ``<dataset>_<tile>_<image>`` (land cover, ``image_part_`` shortened to ``p``)."""
+def chip_prefix(path: RasterPath, target: str) -> str:
+    """How a scene's chip files are named before ``_rNNN_cNNN``: its stem (buildings; a subdataset's
+    file and its own name, ``a_2`` for ``GTIFF_DIR:2:a.tif``) or ``<dataset>_<tile>_<image>`` (land
+    cover, ``image_part_`` shortened to ``p``)."""
     if target == LANDCOVER:
-        return f"{path.parent.parent.name}_{path.parent.name}_{path.stem}".replace("image_part_", "p")
-    return path.stem
+        folder = parent_of(path)
+        return f"{folder_name(folder)}_{raster_name(folder)}_{raster_stem(path)}".replace("image_part_", "p")
+    return raster_stem(path)

@@ -14,19 +14,30 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import IO
 
+from tiles.archived import ArchivedFile, archived_file
+from tiles.rasterpath import (
+    RasterPath,
+    folder_name,
+    is_virtual,
+    raster_name,
+    raster_stem,
+    subdataset_file,
+)
 from tiles.shared_scenes import SHARED_SCENE_SIZES, SHARED_SCENES
 
 _SCENE = re.compile(r"^(?P<area>[A-Za-z]+)_z(?P<zoom>\d+)_(?P<block>\d+)$")
 _DUBAI_TILE = re.compile(r"^tile_(?P<n>\d+)$")
 
 
-def scene_area(path: Path) -> tuple[str, str | None]:
-    """(area, block) of a buildings scene ``<area>_z<zoom>_<block>.tif``; else (parent dir, None)."""
-    m = _SCENE.match(path.stem)
+def scene_area(path: RasterPath) -> tuple[str, str | None]:
+    """(area, block) of a buildings scene ``<area>_z<zoom>_<block>.tif``; else (parent dir, None).
+    A scene in an archive or a subdataset: its folder there, or its file's (``tiles.rasterpath``)."""
+    m = _SCENE.match(raster_stem(path))
     if m:
         return m["area"], m["block"]
-    return path.parent.name, None
+    return folder_name(path), None
 
 
 def block_label(area: str, block: str | None) -> str:
@@ -52,28 +63,55 @@ def landcover_split(tile_dir: str) -> str:
     return "test" if n == 6 else "val" if n == 5 else "train"
 
 
-def shared_scene(path: Path) -> Path | None:
+def shared_scene(path: RasterPath) -> Path | None:
     """``path``'s place in the shared data set (``buildings/kampala/kampala_z19_1.tif``) when its
-    bytes are one of its scene files', else None.
+    bytes are one of its scene files', else None. A file read from a local zip, tar or gzip file
+    (``/vsizip//a.zip/b.tif``) is known by its own bytes, a subdataset (``GTIFF_DIR:2:b.tif``, an
+    overview of the same ground) by its file's; a URL is none.
 
     A file whose size no shared file has is none of them and is not read: hashing a user's
     multi-GB scene only to learn that took seconds (1.26 GB: 2.9 s from disk)."""
-    if path.stat().st_size not in SHARED_SCENE_SIZES:
+    found_bytes = _scene_bytes(path)
+    if found_bytes is None:
         return None
-    found = SHARED_SCENES.get(file_sha256(path))
+    size, open_file = found_bytes
+    if size not in SHARED_SCENE_SIZES and not (is_virtual(path) and size in {s % 2**32 for s in SHARED_SCENE_SIZES}):
+        return None  # a gzip file stores its size modulo 2**32
+    with open_file() as file:
+        found = SHARED_SCENES.get(stream_sha256(file))
     return Path(found.path) if found is not None else None
+
+
+def _scene_bytes(path: RasterPath) -> ArchivedFile | None:
+    """The size of a scene's bytes and how to read them (``tiles.archived``); None where they cannot
+    be read here (a URL, a file that is gone)."""
+    inner = subdataset_file(path)
+    if inner is not None:
+        return _scene_bytes(inner)
+    if is_virtual(path):
+        return archived_file(path)
+    local = Path(path)
+    try:
+        return local.stat().st_size, lambda: open(local, "rb")
+    except OSError:
+        return None
 
 
 def file_sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes (hex), read by MiB."""
-    digest = hashlib.sha256()
     with open(path, "rb") as file:
-        for block in iter(lambda: file.read(2**20), b""):
-            digest.update(block)
+        return stream_sha256(file)
+
+
+def stream_sha256(file: IO[bytes]) -> str:
+    """The SHA-256 of an open file's bytes from where it stands (hex), read by MiB."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: file.read(2**20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
-def scene_split(path: Path, landcover: bool) -> str:
+def scene_split(path: RasterPath, landcover: bool) -> str:
     """The split of a scene ``geoseg tile`` cuts without ``--split``: the shared data set's rules for
     its files, by their place in it (a renamed copy of a Kampala scene is still test), and train
     for any other scene.
@@ -89,7 +127,7 @@ def scene_split(path: Path, landcover: bool) -> str:
     return buildings_split(*scene_area(shared))
 
 
-def name_split_note(path: Path, landcover: bool) -> str | None:
+def name_split_note(path: RasterPath, landcover: bool) -> str | None:
     """A note when ``path`` is named like a held-out scene of the shared data set (a ``kampala_*``
     scene, a ``tile_6/`` image) but is none of its files, so its chips go to train.
 
@@ -97,8 +135,8 @@ def name_split_note(path: Path, landcover: bool) -> str | None:
     and putting test ground into training silently would inflate every figure measured on it.
     Names are read first, so an ordinary scene is never hashed twice (nor once, unless its size is a
     shared file's)."""
-    by_name = landcover_split(path.parent.name) if landcover else buildings_split(*scene_area(path))
+    by_name = landcover_split(folder_name(path)) if landcover else buildings_split(*scene_area(path))
     if by_name == "train" or shared_scene(path) is not None:
         return None
-    return (f"{path.name} is named like the shared data's {by_name} ground but is not one of its files: "
+    return (f"{raster_name(path)} is named like the shared data's {by_name} ground but is not one of its files: "
             f"its chips go to train (--split {by_name} to hold it out)")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from contextlib import ExitStack
 from enum import Enum
 from functools import partial
@@ -44,7 +43,20 @@ from tiles.gsd import dataset_gsd_m
 from tiles.labels import check_label_file
 from tiles.landcover_vectors import check_vector_landcover
 from tiles.normalize import parse_bands
-from tiles.rasterpath import is_hidden, vrts_over_inputs
+from tiles.rasterpath import (
+    RasterPath,
+    absolute_raster_path,
+    as_raster_path,
+    beside,
+    is_hidden,
+    is_virtual,
+    location_exists,
+    not_found,
+    raster_exists,
+    raster_name,
+    virtual_folder_files,
+    vrts_over_inputs,
+)
 from tiles.scene_chips import SceneJob, chip_prefix
 from tiles.splits import name_split_note
 
@@ -56,15 +68,23 @@ class Target(str, Enum):
     landcover = "landcover"
 
 
-def expand_inputs(paths: list[Path], target: Target, chips_dir: Path | None = None) -> list[Path]:
+def expand_inputs(paths: list[RasterPath], target: Target, chips_dir: Path | None = None) -> list[RasterPath]:
     """Scene files (folders expanded) or, for land cover, the images of image + mask pairs.
+
+    A location GDAL reads that is no local file (``/vsizip//a.zip/b.tif``, a subdataset name
+    ``GTIFF_DIR:2:b.tif``: ``tiles.rasterpath``) is a scene as ``geoseg predict`` takes it, checked by
+    opening it (one line when GDAL finds nothing there); an archive, or a folder in one
+    (``/vsizip//a.zip``), stands for the rasters under it as a local folder does.
 
     A folder's chip files in ``chips_dir`` (the ``--out`` folder, when it lies inside a scene folder) are
     not scenes: a re-run of ``geoseg tile scenes/ --out scenes/chips`` took the chips for scenes and
     was refused ('... would both write chips named ...'). Its other files are: with ``--out scenes``
     (or a folder above it) every scene was dropped as a chip ('no input rasters found')."""
-    out: list[Path] = []
+    out: list[RasterPath] = []
     for p in paths:
+        if is_virtual(p):
+            out += _virtual_scenes(p, target)
+            continue
         if not p.exists():
             raise ValueError(f"{p}: no such file or directory")
         if target is Target.landcover:
@@ -87,30 +107,49 @@ def expand_inputs(paths: list[Path], target: Target, chips_dir: Path | None = No
     return out
 
 
+def _virtual_scenes(location: str, target: Target) -> list[RasterPath]:
+    """The scenes a virtual location given as SCENE stands for: the rasters under an archive or a
+    folder in one (hidden files and macOS's ``__MACOSX/`` aside), else the location itself when GDAL
+    opens it. Land-cover image + mask pairs are local files (their mask and ``classes.json`` are found
+    beside them): refused in one line."""
+    if target is Target.landcover:
+        raise ValueError(f"{location}: land-cover image + mask pairs are read from local files (the mask and "
+                         f"classes.json beside each image): extract them first (a scene GDAL reads from an "
+                         f"archive is cut with --target buildings, or with --labels-class-field polygons)")
+    listed = virtual_folder_files(location)
+    if listed is None:
+        if not raster_exists(location):
+            raise ValueError(not_found(location))
+        return [location]
+    top = location.rstrip("/")
+    return [name for name in listed if name.lower().endswith(RASTER_SUFFIXES)
+            and not any(part.startswith(".") or part == "__MACOSX" for part in name[len(top):].split("/"))]
+
+
 #: why a folder's JPEG and PNG files are no scenes of ``geoseg tile`` (buildings, vector land cover)
 PICTURES_BY_NAME = "left out: a JPEG or PNG scene is cut only when given by its file name"
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def pictures_in_folders(paths: list[Path], chips_dir: Path | None = None) -> list[Path]:
+def pictures_in_folders(paths: list[RasterPath], chips_dir: Path | None = None) -> list[Path]:
     """The JPEG and PNG files under the folders among ``paths`` (hidden files and ``chips_dir``'s chips
     aside), which a folder does not contribute as scenes (a folder's pictures are previews as often as
     scenes); they are named, not dropped unseen: a folder of georeferenced drone JPEGs (with their world
     files) was 'no input rasters found'."""
     found: list[Path] = []
     for p in paths:
-        if p.is_dir():
+        if isinstance(p, Path) and p.is_dir():
             found += sorted(q for q in p.rglob("*") if q.suffix.lower() in PICTURE_SUFFIXES and q.is_file()
                             and not is_hidden(q, p) and (chips_dir is None or not is_chip_file(q, chips_dir)))
     return found
 
 
-def unpaired_images(paths: list[Path], chips_dir: Path | None = None) -> list[Path]:
+def unpaired_images(paths: list[RasterPath], chips_dir: Path | None = None) -> list[Path]:
     """The images in the land-cover folders among ``paths`` that have no ``X_label`` mask beside them
     (``tiles.chips.images_without_masks``), the chips in ``chips_dir`` aside: they are left out."""
     found: list[Path] = []
     for p in paths:
-        if p.is_dir():
+        if isinstance(p, Path) and p.is_dir():
             found += [q for q in images_without_masks(p)
                       if chips_dir is None or not is_chip_file(q, chips_dir)]
     return found
@@ -160,14 +199,14 @@ def record_landcover_classes(out: Path, classes_file: Path) -> None:
         recorded.write_text(json.dumps(read_classes(classes_file), indent=1) + "\n")
 
 
-def check_no_vrt_over_scenes(inputs: list[Path]) -> None:
+def check_no_vrt_over_scenes(inputs: list[RasterPath]) -> None:
     """Refuse a VRT scene that reads other scenes of the run (``scenes/`` holding the tiles and the
     ``gdalbuildvrt`` index over them), before any is cut.
 
     Why: their ground was cut into chips twice, through the VRT and through each tile, with no word,
     and trained on twice; the chip set kept both (a scene stays in its ``--out`` once cut)."""
     for vrt, inside in vrts_over_inputs(inputs).items():
-        names = ", ".join(p.name for p in inside[:3]) + (", ..." if len(inside) > 3 else "")
+        names = ", ".join(raster_name(p) for p in inside[:3]) + (", ..." if len(inside) > 3 else "")
         raise ValueError(f"{vrt} reads {len(inside)} other scene{'s' if len(inside) > 1 else ''} of this run "
                          f"({names}): their ground would be cut into chips twice; give the VRT or the rasters it "
                          f"reads, not both (a VRT kept beside its tiles: move it out of the scene folder)")
@@ -206,7 +245,7 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
                      "resolution)")
 
 
-def check_landcover_labels(labels: list[Path] | None, labels_where: str | None, labels_layer: str | None,
+def check_landcover_labels(labels: list[RasterPath] | None, labels_where: str | None, labels_layer: str | None,
                            class_field: str | None = None) -> None:
     """Refuse ``--labels`` (and ``--labels-where``) for land cover without ``--labels-class-field``
     rather than ignore it: land-cover chips then take their classes from the class mask beside each
@@ -215,13 +254,13 @@ def check_landcover_labels(labels: list[Path] | None, labels_where: str | None, 
     if class_field is not None and not labels:
         raise ValueError("--labels-class-field names the class field of --labels polygons: give --labels")
     if class_field is None and (labels or labels_where or labels_layer):
-        given = f"--labels {labels[0].name}" if labels else "--labels-where" if labels_where else "--labels-layer"
+        given = f"--labels {raster_name(labels[0])}" if labels else "--labels-where" if labels_where else "--labels-layer"
         raise ValueError(f"{given} with --target landcover needs --labels-class-field FIELD (the polygons' class "
                          f"field, its values class names or indices of a classes.json); without it land-cover "
                          f"labels are class masks X_label.png|tif beside each image X")
 
 
-def check_label_files(given: list[Path] | None, inputs: list[Path], where: str | None,
+def check_label_files(given: list[RasterPath] | None, inputs: list[RasterPath], where: str | None,
                       layer: str | None = None) -> None:
     """Check the label files before any scene is cut: a ``--labels`` file that is missing or not a
     vector file, coordinates that cannot be lon/lat, or a ``--labels-where`` the file cannot answer
@@ -229,14 +268,14 @@ def check_label_files(given: list[Path] | None, inputs: list[Path], where: str |
     and left an OUT holding an empty index. A ``labels.geojson`` missing beside some scenes (no
     ``--labels``) still fails those scenes alone."""
     for path in given or []:
-        if not path.exists():  # a folder may be one: an Esri File Geodatabase (x.gdb/), a folder of shapefiles
+        if not location_exists(path):  # a folder may be one: an Esri File Geodatabase (x.gdb/), a folder of shapefiles
             raise ValueError(f"--labels {path}: no such file or folder")
-    for path in given or dict.fromkeys(p.parent / "labels.geojson" for p in inputs):
-        if path.exists():
+    for path in given or dict.fromkeys(beside(p, "labels.geojson") for p in inputs):
+        if location_exists(path):
             check_label_file(path, where, layer)
 
 
-def check_one_gsd(out: Path, inputs: list[Path]) -> None:
+def check_one_gsd(out: Path, inputs: list[RasterPath]) -> None:
     """Refuse scenes (buildings, vector land cover) of different GSDs cut without ``--gsd`` (with each other or with the
     chips already in ``out``), before any is cut.
 
@@ -255,8 +294,9 @@ def check_one_gsd(out: Path, inputs: list[Path]) -> None:
         except rasterio.errors.RasterioError:  # the scene's own job says what is wrong with it
             continue
         if value is not None:
-            measured = {k: v for k, v in measured.items() if not k.startswith(f"{path.name} (")}
-            measured[path.name] = value
+            name = raster_name(path)
+            measured = {k: v for k, v in measured.items() if not k.startswith(f"{name} (")}
+            measured[name] = value
     if not same_gsd(list(measured.values())):
         fine, coarse = min(measured, key=measured.get), max(measured, key=measured.get)
         raise ValueError(f"scenes of different GSD without --gsd ({fine} {measured[fine]:.3g} m, {coarse} "
@@ -266,9 +306,10 @@ def check_one_gsd(out: Path, inputs: list[Path]) -> None:
 
 @sigterm_interrupts
 def tile(
-    scenes: list[Path] = typer.Argument(..., metavar="SCENE", help="Scene rasters or folders: the .tif .tiff .vrt .jp2 .img files under them (a JPEG or PNG scene by its name; land cover: X.jpg|png|tif + X_label.png|tif class-mask pairs)."),
+    # strings, not Paths: Path would turn /vsizip//tmp/a.zip/b.tif into a relative path for GDAL
+    scenes: list[str] = typer.Argument(..., metavar="SCENE", help="Scene rasters or folders: the .tif .tiff .vrt .jp2 .img files under them (a JPEG or PNG scene by its name; GDAL virtual paths such as /vsizip//path/a.zip/b.tif, an archive /vsizip//path/a.zip standing for the rasters in it, and subdataset names such as GTIFF_DIR:2:path/a.tif included; land cover: X.jpg|png|tif + X_label.png|tif class-mask pairs, local files)."),
     out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set (--split aside)."),
-    labels: list[Path] = typer.Option(None, "--labels", help="Building polygons, or land-cover polygons with --labels-class-field: any OGR vector file (or a folder GDAL reads as one, an Esri x.gdb), any CRS; their extent must meet each scene; repeatable. Default (buildings): labels.geojson beside each scene; land cover without it: X_label masks."),
+    labels: list[str] = typer.Option(None, "--labels", help="Building polygons, or land-cover polygons with --labels-class-field: any OGR vector file (or a folder GDAL reads as one, an Esri x.gdb; or a GDAL virtual path, /vsizip//path/l.zip/labels.geojson), any CRS; their extent must meet each scene; repeatable. Default (buildings): labels.geojson beside each scene (in its archive for /vsizip/ and /vsitar/); land cover without it: X_label masks."),
     labels_where: str = typer.Option(None, "--labels-where", help="Only the label features matching this OGR SQL condition are buildings, e.g. \"class = 'building'\" (default: every polygon)."),
     labels_layer: str = typer.Option(None, "--labels-layer", help="The building layer of label files with several (a GeoPackage); default: the only polygon layer."),
     labels_class_field: str = typer.Option(None, "--labels-class-field", help="--target landcover: the --labels polygons' class field, its values class names (or indices) of the classes.json beside the labels file (or one folder up); each image is rasterised from them instead of an X_label mask."),
@@ -283,23 +324,25 @@ def tile(
     workers: int = typer.Option(2, help="Local worker processes (at least 1)."),
 ) -> None:
     """Cut scenes into training chips with labels and an index (resumable; one option set per --out)."""
+    given = [as_raster_path(p) for p in scenes]
+    label_files = [as_raster_path(p) for p in labels] if labels else None
     with ExitStack() as held:  # the lock on OUT, taken before OUT is read or changed
         try:
             check_options(size, overlap, gsd, min_valid, split, workers)
             if target is Target.landcover:
-                check_landcover_labels(labels, labels_where, labels_layer, labels_class_field)
+                check_landcover_labels(label_files, labels_where, labels_layer, labels_class_field)
             elif labels_class_field is not None:
                 raise ValueError("--labels-class-field is for --target landcover (building labels are one class)")
             chosen = parse_scheduler(scheduler) if scheduler is not None else None
             opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
             # vector land cover: scene rasters, as for buildings (not image + mask pairs)
-            inputs = expand_inputs(scenes, Target.buildings if labels_class_field else target, chips_dir=out.resolve())
+            inputs = expand_inputs(given, Target.buildings if labels_class_field else target, chips_dir=out.resolve())
             job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
-                           labels=tuple(p.resolve() for p in labels) if labels else None, split=split,
+                           labels=tuple(_absolute_label(p) for p in label_files) if label_files else None, split=split,
                            labels_where=labels_where, labels_layer=labels_layer, labels_class_field=labels_class_field)
             # absolute, links kept: a scene linked into a store (git-annex, DVC, a share) keeps its own name,
             # folder and labels.geojson, not the target's
-            inputs = [Path(os.path.abspath(p)) for p in inputs]
+            inputs = [absolute_raster_path(p) for p in inputs]
             check_no_vrt_over_scenes(inputs)
             if target is Target.buildings:
                 check_label_files(list(job.labels or ()), inputs, labels_where, labels_layer)
@@ -324,9 +367,9 @@ def tile(
             raise typer.Exit(1) from None
         if split is None:
             moved += [note for path in inputs if (note := name_split_note(path, target is Target.landcover))]
-        if target is Target.landcover and not labels_class_field and (unpaired := unpaired_images(scenes, job.out)):
+        if target is Target.landcover and not labels_class_field and (unpaired := unpaired_images(given, job.out)):
             moved.append(f"left out {_named(unpaired)} with no class mask X_label.png|tif beside them")
-        elif (target is Target.buildings or labels_class_field) and (pictures := pictures_in_folders(scenes, job.out)):
+        elif (target is Target.buildings or labels_class_field) and (pictures := pictures_in_folders(given, job.out)):
             moved.append(f"{_named(pictures)} in the scene folders {PICTURES_BY_NAME}")
         for note in moved:
             typer.echo(f"note: {note}", err=True)
@@ -363,9 +406,15 @@ def tile(
                    f"from {len(inputs) - len(report.failed)} file(s), {len(report.skipped)} already done -> {index}")
         summary.finish(1 if report.failed else 0)
         for name, error in report.failed.items():
-            typer.echo(f"error: {Path(name).name}: {error.splitlines()[0]}", err=True)
+            typer.echo(f"error: {raster_name(name)}: {error.splitlines()[0]}", err=True)
         if report.failed:
             raise typer.Exit(1)
+
+
+def _absolute_label(path: RasterPath) -> RasterPath:
+    """A ``--labels`` file as the chip set's options record it: a local one by its real absolute path,
+    a virtual one (``/vsizip//a.zip/l.geojson``) as given."""
+    return path.resolve() if isinstance(path, Path) else path
 
 
 def skipped_scene_notes(features: list[dict], size: int, min_valid: float) -> list[str]:
