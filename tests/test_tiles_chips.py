@@ -1189,3 +1189,26 @@ def test_scenes_moved_into_train_and_val_folders_are_cut_again_from_there(buildi
     assert splits == {("north.tif", "train"), ("south.tif", "val")} and len(index_of(out)) == 8
     again = runner.invoke(app, ["tile", str(mine / "val"), *args, "--split", "val"])
     assert "1 already done" in again.output and "gone" not in again.stderr
+
+
+def test_sidecars_a_shell_pattern_sweeps_in_are_no_scenes(rasters_dir: Path, tmp_path: Path):
+    """``geoseg tile rasterio/RGB2.byte.tif*``: the shell passes the raster's external mask too, which
+    was cut as a scene of its own and failed the run ('RGB2.byte.tif.msk: 1 band(s)', exit 1); as
+    ``geoseg predict`` does, sidecars of a raster given with it are left out with a note, and a sidecar
+    given alone (an ``x.tif.ovr``, GDAL's overviews without georeferencing) is one line naming its raster."""
+    scene = rasters_dir / "rasterio/RGB2.byte.tif"
+    labels = labels_around(scene, tmp_path / "around.geojson")
+    result = runner.invoke(app, ["tile", str(scene), f"{scene}.msk", "--labels", str(labels), "--out",
+                                 str(tmp_path / "o"), "--size", "256", "--scheduler", "sync"])
+    assert result.exit_code == 0, result.output
+    assert "note: left out 1 sidecar file of the scenes (RGB2.byte.tif.msk): GDAL reads each with its raster" \
+           in result.stderr
+    assert {f["properties"]["scene"] for f in index_of(tmp_path / "o")} == {"RGB2.byte.tif"}
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s/RGB2.byte.tif").write_bytes(scene.read_bytes())
+    (tmp_path / "s/RGB2.byte.tif.ovr").write_bytes(scene.read_bytes())
+    result = runner.invoke(app, ["tile", str(tmp_path / "s/RGB2.byte.tif.ovr"), "--labels", str(labels), "--out",
+                                 str(tmp_path / "p"), "--size", "256"])
+    assert_one_line_error(result, "tile", "RGB2.byte.tif.ovr is the external overviews of RGB2.byte.tif, which GDAL "
+                          "reads with it, not a scene: give RGB2.byte.tif")
+    assert not (tmp_path / "p").exists()

@@ -54,6 +54,8 @@ from tiles.rasterpath import (
     not_found,
     raster_exists,
     raster_name,
+    sidecar_of,
+    split_sidecars,
     virtual_folder_files,
     vrts_over_inputs,
 )
@@ -124,6 +126,29 @@ def _virtual_scenes(location: str, target: Target) -> list[RasterPath]:
     top = location.rstrip("/")
     return [name for name in listed if name.lower().endswith(RASTER_SUFFIXES)
             and not any(part.startswith(".") or part == "__MACOSX" for part in name[len(top):].split("/"))]
+
+
+def without_sidecars(inputs: list[RasterPath]) -> tuple[list[RasterPath], list[RasterPath]]:
+    """The scenes without the sidecars of another of them (``x.tif.msk``, ``x.tif.ovr``, ``x.tif.aux.xml``,
+    ``x.tfw`` beside ``x.tif``: ``tiles.rasterpath.split_sidecars``), and those sidecars; a sidecar given
+    without its raster (``x.tif.ovr`` alone, GDAL's overviews: no georeferencing) is refused in one line.
+
+    Why: ``geoseg tile scenes/x.tif*`` (the shell's pattern) cut the external mask as a scene of its own,
+    which failed the run ('1 band(s)', exit 1), as ``geoseg predict`` did before it left them out."""
+    kept, sidecars = split_sidecars(inputs)
+    for path in kept:
+        why = sidecar_of(path)
+        if why:
+            name = raster_name(path)
+            raise ValueError(f"{name} is {why}, not a scene: give {name.rsplit('.', 1)[0]}")
+    return kept, sidecars
+
+
+def _sidecars_note(sidecars: list[RasterPath]) -> str:
+    """The note for sidecars given with their rasters: left out, and why."""
+    names = ", ".join(raster_name(p) for p in sidecars[:5]) + (", ..." if len(sidecars) > 5 else "")
+    return (f"left out {len(sidecars)} sidecar file{'s' if len(sidecars) > 1 else ''} of the scenes ({names}): "
+            f"GDAL reads each with its raster")
 
 
 #: why a folder's JPEG and PNG files are no scenes of ``geoseg tile`` (buildings, vector land cover)
@@ -337,6 +362,7 @@ def tile(
             opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
             # vector land cover: scene rasters, as for buildings (not image + mask pairs)
             inputs = expand_inputs(given, Target.buildings if labels_class_field else target, chips_dir=out.resolve())
+            inputs, sidecars = without_sidecars(inputs)
             job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
                            labels=tuple(_absolute_label(p) for p in label_files) if label_files else None, split=split,
                            labels_where=labels_where, labels_layer=labels_layer, labels_class_field=labels_class_field)
@@ -365,6 +391,8 @@ def tile(
         except Exception as exc:  # one line for the user, non-zero exit
             typer.echo(f"geoseg tile: error: {exc}", err=True)
             raise typer.Exit(1) from None
+        if sidecars:
+            moved.insert(0, _sidecars_note(sidecars))
         if split is None:
             moved += [note for path in inputs if (note := name_split_note(path, target is Target.landcover))]
         if target is Target.landcover and not labels_class_field and (unpaired := unpaired_images(given, job.out)):
