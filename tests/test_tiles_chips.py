@@ -1212,3 +1212,30 @@ def test_sidecars_a_shell_pattern_sweeps_in_are_no_scenes(rasters_dir: Path, tmp
     assert_one_line_error(result, "tile", "RGB2.byte.tif.ovr is the external overviews of RGB2.byte.tif, which GDAL "
                           "reads with it, not a scene: give RGB2.byte.tif")
     assert not (tmp_path / "p").exists()
+
+
+def test_a_gsd_far_finer_than_a_scene_is_refused_before_any_work(rasters_dir: Path, tmp_path: Path):
+    """``geoseg tile RGB.byte.tif --gsd 0.3`` (a 300 m Landsat scene; a typo for a 0.3 m one) said
+    nothing for 10 minutes while its memory grew past 5 GB, on its way to ~8 million windows of
+    upsampled pixels. More than 10x finer than a scene (as predict refuses an input 10x coarser than
+    a model) is one line naming both GSDs and the window count, unless --allow-coarse."""
+    scene = rasters_dir / "rasterio/RGB.byte.tif"
+    labels = labels_around(scene, tmp_path / "around.geojson")
+    result = runner.invoke(app, ["tile", str(scene), "--labels", str(labels), "--gsd", "0.3", "--out",
+                                 str(tmp_path / "o"), "--size", "256"])
+    assert_one_line_error(result, "tile", "RGB.byte.tif: its GSD 300 m is 1,000x the --gsd 0.3 m",
+                          "--allow-coarse")
+    assert not (tmp_path / "o").exists()
+    small = tmp_path / "small.tif"  # 32 px of 300 m: 384 px at 25 m, 12x
+    with rasterio.open(scene) as src:
+        window = Window(300, 300, 32, 32)
+        profile = {**src.profile, "width": 32, "height": 32, "transform": src.window_transform(window)}
+        with rasterio.open(small, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    result = runner.invoke(app, ["tile", str(small), "--labels", str(labels), "--gsd", "25", "--out",
+                                 str(tmp_path / "o"), "--size", "256", "--scheduler", "sync"])
+    assert_one_line_error(result, "tile", "small.tif: its GSD 300 m is 12x the --gsd 25 m")
+    result = runner.invoke(app, ["tile", str(small), "--labels", str(labels), "--gsd", "25", "--out",
+                                 str(tmp_path / "o"), "--size", "256", "--allow-coarse", "--scheduler", "sync"])
+    assert result.exit_code == 0, result.output  # asked for
+    assert len(index_of(tmp_path / "o")) == 4

@@ -329,6 +329,35 @@ def check_one_gsd(out: Path, inputs: list[RasterPath]) -> None:
                          f"{measured[coarse]:.2g}) or tile them into different --out folders")
 
 
+#: a --gsd more than this many times finer than a scene's own GSD is refused (unless --allow-coarse), as
+#: ``geoseg predict`` refuses an input more than 10x coarser than a model's working GSD
+MAX_UPSAMPLING = 10.0
+
+
+def check_upsampling(inputs: list[RasterPath], gsd: float | None, size: int, overlap: int) -> None:
+    """Refuse a ``--gsd`` more than ``MAX_UPSAMPLING`` times finer than a scene's GSD, before any is cut.
+
+    Why: ``geoseg tile RGB.byte.tif --gsd 0.3`` (a 300 m Landsat scene: a typo, or the wrong scene)
+    said nothing for 10 minutes while its memory grew past 5 GB, on its way to 8.6 million windows of
+    pixels each repeated a million times; chips that upsampled say nothing a model can learn a
+    building from."""
+    if gsd is None:
+        return
+    for path in inputs:
+        try:
+            with rasterio.open(path) as src:
+                value, width, height = dataset_gsd_m(src), src.width, src.height
+        except rasterio.errors.RasterioError:  # the scene's own job says what is wrong with it
+            continue
+        if value is not None and value > MAX_UPSAMPLING * gsd:
+            ratio, step = value / gsd, size - overlap
+            windows = math.ceil(width * ratio / step) * math.ceil(height * ratio / step)
+            raise ValueError(f"{raster_name(path)}: its GSD {value:.3g} m is {ratio:,.0f}x the --gsd {gsd:g} m "
+                             f"(more than {MAX_UPSAMPLING:g}x: about {windows:,} windows of upsampled pixels); give "
+                             f"--gsd {value / MAX_UPSAMPLING:.2g} or coarser, finer imagery, or --allow-coarse to "
+                             f"cut it anyway")
+
+
 @sigterm_interrupts
 def tile(
     # strings, not Paths: Path would turn /vsizip//tmp/a.zip/b.tif into a relative path for GDAL
@@ -347,6 +376,7 @@ def tile(
     split: str = typer.Option(None, help="Force this split (train, val or test) for all chips (default: by area, see docs/ARCHITECTURE.md); runs differing only by --split share an --out."),
     scheduler: str = typer.Option(None, help="'local' (local worker processes), 'sync' (in this process) or a Dask scheduler address such as tcp://host:8786 (default: local, in-process for one input)."),
     workers: int = typer.Option(2, help="Local worker processes (at least 1)."),
+    allow_coarse: bool = typer.Option(False, "--allow-coarse", help="Cut a scene whose GSD is more than 10x coarser than --gsd (refused otherwise: its chips are upsampled pixels)."),
 ) -> None:
     """Cut scenes into training chips with labels and an index (resumable; one option set per --out)."""
     given = [as_raster_path(p) for p in scenes]
@@ -370,6 +400,8 @@ def tile(
             # folder and labels.geojson, not the target's
             inputs = [absolute_raster_path(p) for p in inputs]
             check_no_vrt_over_scenes(inputs)
+            if (target is Target.buildings or labels_class_field) and not allow_coarse:  # pairs: no --gsd
+                check_upsampling(inputs, gsd, size, overlap)
             if target is Target.buildings:
                 check_label_files(list(job.labels or ()), inputs, labels_where, labels_layer)
             if target is Target.landcover:
