@@ -1239,3 +1239,15 @@ def test_a_gsd_far_finer_than_a_scene_is_refused_before_any_work(rasters_dir: Pa
                                  str(tmp_path / "o"), "--size", "256", "--allow-coarse", "--scheduler", "sync"])
     assert result.exit_code == 0, result.output  # asked for
     assert len(index_of(tmp_path / "o")) == 4
+
+
+def test_a_table_without_geometry_given_as_labels_is_one_line(rasters_dir: Path, tmp_path: Path):
+    """``--labels OSBS_029.csv`` (DeepForest's tree boxes in pixel columns, a table OGR reads without
+    geometry) failed the scene with Python's "AttributeError: 'DataFrame' object has no attribute
+    'set_crs'"; it is one line naming the file and its fields, before any scene is cut."""
+    folder = rasters_dir / "deepforest_neon"
+    result = runner.invoke(app, ["tile", str(folder / "OSBS_029.tif"), "--labels", str(folder / "OSBS_029.csv"),
+                                 "--out", str(tmp_path / "o"), "--size", "256"])
+    assert_one_line_error(result, "tile", "OSBS_029.csv holds no geometry (a table of 61 rows; its fields: "
+                          "image_path, xmin, ymin, xmax, ymax, label): building labels are polygons (footprints)")
+    assert not (tmp_path / "o").exists()

@@ -182,9 +182,16 @@ def _where_error(path: RasterPath, layer: str | int, where: str) -> ValueError:
 def check_label_file(path: RasterPath, where: str | None = None, layer: str | None = None) -> None:
     """What ``LabelIndex.from_files`` would refuse of a file whatever the scene, without reading it:
     not a vector file, several polygon layers, coordinates that cannot be lon/lat, a ``where`` it
-    cannot answer (ValueError, one line naming the file)."""
+    cannot answer, a table without geometry (ValueError, one line naming the file).
+
+    Why a table: OGR reads a CSV (DeepForest's boxes in pixel columns) as a layer without geometry,
+    which failed each scene with Python's "'DataFrame' object has no attribute 'set_crs'"."""
     chosen = polygon_layer(path, layer)
     info = pyogrio.read_info(path, layer=chosen)
+    if info.get("geometry_type") is None:
+        fields = ", ".join(map(str, info["fields"])) or "none"
+        raise ValueError(f"{raster_name(path)} holds no geometry (a table of {info['features']} rows; its fields: "
+                         f"{fields}): building labels are polygons (footprints)")
     if info["features"] and not _may_hold_polygons(info):
         raise ValueError(f"{raster_name(path)} holds {info['geometry_type']} features, not building polygons (footprints)")
     file_crs, bounds, count = _layer_extent(path, layer, where)
