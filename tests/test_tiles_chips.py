@@ -1251,3 +1251,21 @@ def test_a_table_without_geometry_given_as_labels_is_one_line(rasters_dir: Path,
     assert_one_line_error(result, "tile", "OSBS_029.csv holds no geometry (a table of 61 rows; its fields: "
                           "image_path, xmin, ymin, xmax, ymax, label): building labels are polygons (footprints)")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_scene_given_twice_is_cut_and_listed_once(buildings_dir: Path, tmp_path: Path):
+    """``geoseg tile scenes/ scenes/a.tif`` (or ``a.tif a.tif``): the scene was run twice, the second job
+    'waiting for another run still writing' its own record, and index.geojson listed each of its chips
+    twice (8 windows for 4), so ``geoseg train`` weighed them double. A scene is one input however
+    often it is given (as ``geoseg predict`` takes it)."""
+    scene = buildings_dir / "kampala/kampala_z19_2.tif"
+    folder = tmp_path / "kampala"
+    folder.mkdir()
+    (folder / scene.name).symlink_to(scene)
+    (folder / "labels.geojson").symlink_to(buildings_dir / "kampala/labels.geojson")
+    result = runner.invoke(app, ["tile", str(folder), str(folder / scene.name), str(folder / ".." / "kampala" / scene.name),
+                                 "--out", str(tmp_path / "o"), "--size", "128", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "waiting" not in result.output and "from 1 file(s)" in result.stdout, result.output
+    chips = [f["properties"]["chip_id"] for f in index_of(tmp_path / "o")]
+    assert len(chips) == len(set(chips)) == 4

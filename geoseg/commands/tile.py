@@ -128,6 +128,17 @@ def _virtual_scenes(location: str, target: Target) -> list[RasterPath]:
             and not any(part.startswith(".") or part == "__MACOSX" for part in name[len(top):].split("/"))]
 
 
+def once_each(inputs: list[RasterPath]) -> list[RasterPath]:
+    """``inputs`` (absolute) with each scene once, in order: the same name given twice (``a.tif a.tif``; a
+    folder and a file in it; ``a/../a/x.tif``, made absolute) is one scene. Two names of one file (two
+    links) stay two, for ``ChipSet.check_unique_names`` to refuse.
+
+    Why: each repeat was run as a job of its own, which waited for the first 'another run' to write
+    the same record, and index.geojson listed every chip of the scene once per repeat (train weighed
+    them double)."""
+    return list(dict.fromkeys(inputs))
+
+
 def without_sidecars(inputs: list[RasterPath]) -> tuple[list[RasterPath], list[RasterPath]]:
     """The scenes without the sidecars of another of them (``x.tif.msk``, ``x.tif.ovr``, ``x.tif.aux.xml``,
     ``x.tfw`` beside ``x.tif``: ``tiles.rasterpath.split_sidecars``), and those sidecars; a sidecar given
@@ -398,7 +409,7 @@ def tile(
                            labels_where=labels_where, labels_layer=labels_layer, labels_class_field=labels_class_field)
             # absolute, links kept: a scene linked into a store (git-annex, DVC, a share) keeps its own name,
             # folder and labels.geojson, not the target's
-            inputs = [absolute_raster_path(p) for p in inputs]
+            inputs = once_each([absolute_raster_path(p) for p in inputs])
             check_no_vrt_over_scenes(inputs)
             if (target is Target.buildings or labels_class_field) and not allow_coarse:  # pairs: no --gsd
                 check_upsampling(inputs, gsd, size, overlap)
