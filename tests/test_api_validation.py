@@ -611,3 +611,38 @@ def test_a_large_all_nodata_upload_is_refused_at_submit_too(client, tmp_path):
     r = post(client, "big.tif", (tmp_path / "big.tif").read_bytes())
     assert r.status_code == 202, r.text
     assert client.delete(r.json()["links"]["self"]).status_code == 204
+
+
+def test_the_all_nodata_check_reads_the_bands_the_job_reads(client, tmp_path):
+    """The check built its mask from every band (GDAL's dataset mask ORs them; rasterio reads a
+    4-band raster whose band 1 is red as RGBA): an R,G,B,NIR upload whose NIR is nodata everywhere
+    was refused as holding no valid pixel, and a 5-band upload whose bands 1-3 (the ones the job
+    reads) are nodata everywhere was accepted, its job predicting black ground. Now the bands the
+    job reads decide, as they do in predict (``tiles.masks.bands_valid_mask``)."""
+    with rasterio.open(SCENE) as src:
+        rgb = np.maximum(src.read([1, 2, 3]), 1)  # no pixel 0: nodata below is only where it is set
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "dtype": "uint8", "nodata": 0,
+                   "crs": src.crs, "transform": src.transform, "tiled": True, "compress": "deflate",
+                   "photometric": "MINISBLACK"}
+    fill, data = np.zeros_like(rgb[:1]), np.full_like(rgb[:1], 90)
+
+    def upload(name: str, bands: np.ndarray, colorinterp: list | None = None) -> bytes:
+        with rasterio.open(tmp_path / name, "w", count=len(bands), **profile) as dst:
+            dst.write(bands)
+            if colorinterp:
+                dst.colorinterp = colorinterp
+        return (tmp_path / name).read_bytes()
+
+    from rasterio.enums import ColorInterp
+
+    nir = upload("rgbn.tif", np.concatenate([rgb, fill]),
+                 [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined])
+    r = post(client, "rgbn.tif", nir)
+    assert r.status_code == 202, r.text
+    assert client.delete(r.json()["links"]["self"]).status_code == 204
+    five = upload("five.tif", np.concatenate([fill, fill, fill, data, data]))
+    r = post(client, "five.tif", five)
+    assert r.status_code == 422 and "no valid pixel" in r.json()["detail"] and "(1,2,3)" in r.json()["detail"], r.text
+    r = post(client, "five.tif", five, bands="4,5,4")  # the bands with data
+    assert r.status_code == 202, r.text
+    assert client.delete(r.json()["links"]["self"]).status_code == 204

@@ -15,6 +15,7 @@ import rasterio
 from affine import Affine
 from PIL import Image
 from pyproj import Transformer
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 import tiles.palette
@@ -492,3 +493,50 @@ def test_a_paletted_raster_at_a_location_with_a_query_is_read_as_its_rgba(tmp_pa
     assert not valid[:10, :20].any() and valid[10:].all()
     with tiles.palette.open_expanded(queried) as expanded, rasterio.open(f"vrt://{plain}?expand=rgba") as vrt:
         assert expanded.crs == vrt.crs and np.array_equal(expanded.read(), vrt.read())
+
+
+def _with_extra_bands(src_path: Path, out: Path, extra: list[np.ndarray], rgb_nodata: np.ndarray | None = None,
+                      colorinterp: list | None = None) -> Path:
+    """``src_path``'s RGB with ``extra`` bands after them, nodata 0; ``rgb_nodata``: pixels where
+    the RGB bands are set to nodata."""
+    with rasterio.open(src_path) as ds:
+        rgb = ds.read([1, 2, 3])
+        profile = {"driver": "GTiff", "width": ds.width, "height": ds.height, "count": 3 + len(extra),
+                   "dtype": "uint8", "crs": ds.crs, "transform": ds.transform, "nodata": 0, "tiled": True,
+                   "compress": "deflate", "photometric": "MINISBLACK"}
+    rgb = np.maximum(rgb, 1)
+    if rgb_nodata is not None:
+        rgb[:, rgb_nodata] = 0
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(np.concatenate([rgb, np.stack(extra)]))
+        if colorinterp:
+            dst.colorinterp = colorinterp
+    return out
+
+
+def test_the_valid_mask_is_the_chosen_bands_own(rasters_dir: Path, tmp_path: Path):
+    """GDAL's dataset mask ORs every band's nodata (and the warper's mask did too), and rasterio read a
+    4-band raster whose band 1 is red as RGBA: a band the scene does not read decided which of its
+    pixels were valid. Bands 1-3 nodata on the left half, band 5 with data everywhere: the left half
+    read valid (black ground) at the file's GSD and resampled; a 4-band R,G,B,NIR raster whose NIR is
+    0 everywhere read as holding no valid pixel. Now only the chosen bands' masks count."""
+    src_path = rasters_dir / "rasterio/cogeo.tif"  # real 0.6 m imagery, all valid
+    with rasterio.open(src_path) as ds:
+        height, width = ds.height, ds.width
+    left = np.zeros((height, width), bool)
+    left[:, : width // 2] = True
+    band = np.full((height, width), 77, np.uint8)
+    five = _with_extra_bands(src_path, tmp_path / "five.tif", [band, band], rgb_nodata=left)
+    for gsd in (None, 1.2):
+        with Scene(five, bands=(1, 2, 3), gsd=gsd) as scene:
+            _, valid = full(scene)
+            assert scene.is_warped == (gsd is not None)
+            columns = valid.shape[1]
+            assert not valid[:, : columns // 2 - 2].any() and valid[:-1, columns // 2 + 2:-1].all(), gsd
+    with Scene(five, bands=(4, 5, 4), gsd=1.2) as scene:  # the bands with data: all valid
+        assert full(scene)[1][:-1, :-1].all()
+    nir = _with_extra_bands(src_path, tmp_path / "nir.tif", [np.zeros((height, width), np.uint8)],
+                            colorinterp=[ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined])
+    for gsd in (None, 1.2):
+        with Scene(nir, gsd=gsd) as scene:
+            assert scene.bands == (1, 2, 3) and full(scene)[1][:-1, :-1].all(), gsd

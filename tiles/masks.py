@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -18,22 +18,36 @@ from rasterio.windows import Window
 
 def window_valid_mask(dataset: DatasetReader | WarpedVRT, window: Window, data: np.ndarray | None = None,
                       bands: tuple[int, ...] | None = None) -> np.ndarray:
-    """Boolean (h, w) mask of valid pixels of ``window`` (which must lie inside ``dataset``).
+    """Boolean (h, w) mask of valid pixels of ``window`` (which must lie inside ``dataset``):
+    ``bands_valid_mask`` of ``bands`` (1-based; None: every band). ``data`` (bands, h, w), when
+    given, also marks non-finite float pixels invalid."""
+    return finite_only(bands_valid_mask(dataset, bands, window=window), data)
 
-    ``data`` (bands, h, w), when given, also marks non-finite float pixels invalid.
-    ``bands`` (1-based) lets masks shared by all bands (alpha, per-dataset ``.msk``)
-    be read once from one band, and skips reading masks that say "all valid";
-    per-band nodata masks still go through GDAL's dataset mask.
-    """
-    flags = [dataset.mask_flag_enums[b - 1] for b in (bands or range(1, dataset.count + 1))]
-    h, w = int(window.height), int(window.width)
+
+def bands_valid_mask(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...] | None = None,
+                     window: Window | None = None, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Boolean mask of the pixels valid in ``bands`` (1-based; None: every band) of ``window``
+    (None: the whole raster), read at ``out_shape`` (nearest) when given: a mask shared by all
+    bands (alpha band, internal or ``.msk`` mask) read once from one band, none read where GDAL
+    says "all valid", per-band masks (a nodata value) valid where any of ``bands`` is.
+
+    Why: GDAL's dataset mask ORs the masks of every band, and rasterio's ``dataset_mask`` takes
+    band 4 of a 4-band raster whose band 1 is red as its alpha, so a band the job does not read
+    decided what it read: a raster whose bands 1-3 are all nodata but whose band 5 has data was
+    predicted as black ground, and an RGB + fourth band of fill refused as holding no valid pixel."""
+    chosen = tuple(dict.fromkeys(bands or range(1, dataset.count + 1)))
+    flags = [dataset.mask_flag_enums[b - 1] for b in chosen]
+    if out_shape is None:
+        out_shape = ((int(window.height), int(window.width)) if window is not None
+                     else (dataset.height, dataset.width))
     if all(MaskFlags.all_valid in f for f in flags):
-        valid = np.ones((h, w), dtype=bool)
-    elif all(MaskFlags.per_dataset in f for f in flags):
-        valid = dataset.read_masks(bands[0] if bands else 1, window=window) > 0
-    else:
-        valid = dataset.dataset_mask(window=window) > 0
-    return finite_only(valid, data)
+        return np.ones(out_shape, dtype=bool)
+    if all(MaskFlags.per_dataset in f for f in flags):
+        chosen = chosen[:1]  # one mask for every band
+    valid = np.zeros(out_shape, dtype=bool)
+    for band in chosen:
+        valid |= dataset.read_masks(band, window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
+    return valid
 
 
 def raster_valid_mask(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...], strip_pixels: int = 2**20) -> np.ndarray:

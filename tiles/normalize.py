@@ -17,7 +17,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from tiles.errors import UnsupportedRaster
-from tiles.masks import finite_only, window_valid_mask
+from tiles.masks import bands_valid_mask, finite_only, window_valid_mask
 
 RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
 
@@ -164,7 +164,7 @@ def scene_stats(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...], max_
     scanned at full resolution, strip by strip, before the raster is called empty.
     """
     h, w = decimated_shape(dataset.width, dataset.height, max_side)
-    mask = dataset.dataset_mask(out_shape=(h, w), resampling=Resampling.nearest) > 0
+    mask = bands_valid_mask(dataset, bands, out_shape=(h, w))
     dtype = dataset.dtypes[bands[0] - 1]
     data = None
     if dtype != "uint8":

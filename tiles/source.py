@@ -120,6 +120,22 @@ def _decimates(src, bands: tuple[int, ...]) -> bool:
             or all(MaskFlags.per_dataset in f and MaskFlags.alpha not in f for f in flags))
 
 
+def _other_bands_mask(src, bands: tuple[int, ...]) -> bool:
+    """Whether bands of ``src`` other than ``bands`` carry masks of their own (a nodata value) that
+    GDAL's warper would merge into the warped mask: it calls a pixel valid where any band is."""
+    others = set(range(1, src.count + 1)) - set(bands)
+    return bool(others) and any(MaskFlags.nodata in src.mask_flag_enums[b - 1] for b in range(1, src.count + 1))
+
+
+def _band_subset(src, path, bands: tuple[int, ...]):
+    """``src``'s bands ``bands`` (each once, in order) as a dataset of their own (GDAL's
+    ``vrt://...?bands=``: nodata and per-dataset masks kept), None where the location cannot
+    take a ``vrt://`` query (it holds a ``?``)."""
+    if "?" in str(path) or not isinstance(path, (str, os.PathLike)):
+        return None
+    return open_expanded(f"vrt://{os.fspath(path)}?bands={','.join(map(str, bands))}")
+
+
 def _axis_pieces(start: int, length: int, scale: float, src_length: int) -> list[tuple[int, int, float, float]]:
     """Working pixels ``[start, start + length)`` along one axis as (offset in the window, count,
     source start, source length): the pixels wholly inside the raster, then the last one if its
@@ -195,6 +211,7 @@ class Scene:
         self._full = None  # the file opened without overviews, for decimating reads
         self._warp: dict = {}  # the WarpedVRT's grid (crs, transform, width, height, add_alpha) when warped
         self._any_vrt: WarpedVRT | None = None  # the working grid by averaging, for ``read_any_valid``
+        self._subset = None  # the chosen bands alone, warped instead of ``_src`` (``_other_bands_mask``)
         try:  # what is open is closed again when the rest fails (the caller gets no Scene to close)
             self._open_grid(bands, gsd, gsd_tolerance, resampling)
         except BaseException:
@@ -232,6 +249,8 @@ class Scene:
         #: the GSD asked for (None: the file's own grid); ``gsd`` is the one measured on the working grid
         self.target_gsd = gsd
         self._ds = src
+        #: the chosen bands' indices in ``_ds`` (other than ``bands`` when a band subset is warped)
+        self._ds_bands = self.bands
         self._scale: tuple[float, float] | None = None  # source pixels per working pixel, when decimating
         self._resampling = resampling
         if gsd is not None:
@@ -243,9 +262,17 @@ class Scene:
                     transform, width, height = working_grid(self.crs, src.transform, src.width, src.height, gsd)
                 except UnsupportedRaster as exc:
                     raise UnsupportedRaster(f"{self.name}: {exc}") from exc
+                if _other_bands_mask(src, self.bands):
+                    # the warper's mask ORs every band's nodata: warp the chosen bands alone, so a
+                    # band the job does not read does not make its nodata pixels valid
+                    unique = tuple(dict.fromkeys(self.bands))
+                    self._subset = _band_subset(src, self.path, unique)
+                    if self._subset is not None:
+                        self._ds_bands = tuple(unique.index(b) + 1 for b in self.bands)
+                warped = self._subset or src
                 self._warp = {"crs": self.crs, "transform": transform, "width": width, "height": height,
-                              "add_alpha": ColorInterp.alpha not in src.colorinterp}
-                self._vrt = WarpedVRT(src, resampling=resampling, **self._warp)
+                              "add_alpha": ColorInterp.alpha not in warped.colorinterp}
+                self._vrt = WarpedVRT(warped, resampling=resampling, **self._warp)
                 self._ds = self._vrt
                 at_corner = (transform.c, transform.f) == (src.transform.c, src.transform.f)  # not centred
                 if _decimates(src, self.bands) and at_corner:
@@ -253,9 +280,9 @@ class Scene:
                     # source columns [c * fx, (c + 1) * fx) and rows [r * fy, (r + 1) * fy)
                     self._scale = (transform.a / src.transform.a, transform.e / src.transform.e)
                     self._full = open_expanded(self.path, OVERVIEW_LEVEL="NONE")  # overviews change pixels
-        self._alpha = alpha_mask_band(self._ds, self.bands)
-        if (self._alpha is None and self._vrt is not None and ColorInterp.alpha not in src.colorinterp
-                and MaskFlags.alpha not in self._vrt.mask_flag_enums[self.bands[0] - 1]):
+        self._alpha = alpha_mask_band(self._ds, self._ds_bands)
+        if (self._alpha is None and self._vrt is not None and self._warp["add_alpha"]
+                and MaskFlags.alpha not in self._vrt.mask_flag_enums[self._ds_bands[0] - 1]):
             # the alpha band the warper added has the source's type, and GDAL takes an alpha band as
             # the mask only when it is Byte or UInt16: for int16, 32-bit and float rasters it is read
             # with the bands here, else every pixel reads valid (nodata as black ground)
@@ -311,7 +338,7 @@ class Scene:
         if self._vrt is None:
             return self.read(window, pad)
         if self._any_vrt is None:
-            self._any_vrt = WarpedVRT(self._src, resampling=Resampling.average, **self._warp)
+            self._any_vrt = WarpedVRT(self._subset or self._src, resampling=Resampling.average, **self._warp)
         try:
             return self._read(window, pad, self._any_vrt)
         except RasterioIOError as exc:
@@ -332,10 +359,10 @@ class Scene:
         if decimated is not None:
             data, ok = decimated
         elif self._alpha is None:
-            data = dataset.read(list(self.bands), window=inner)
-            ok = window_valid_mask(dataset, inner, data, self.bands)
+            data = dataset.read(list(self._ds_bands), window=inner)
+            ok = window_valid_mask(dataset, inner, data, self._ds_bands)
         else:  # one read: a second one for the mask would warp the source a second time
-            data = dataset.read([*self.bands, self._alpha], window=inner)
+            data = dataset.read([*self._ds_bands, self._alpha], window=inner)
             data, ok = data[:-1], finite_only(data[-1] > 0, data[:-1])
         scaled = to_uint8(data, self.stats)
         if not ok.all():
@@ -380,6 +407,8 @@ class Scene:
             self._any_vrt.close()
         if self._full is not None:
             self._full.close()
+        if self._subset is not None:
+            self._subset.close()
         self._src.close()
 
     def __enter__(self) -> "Scene":
