@@ -80,3 +80,20 @@ def test_an_uncompressed_raster_is_read_block_by_block(tmp_path):
     _write(path, (3, "uint8", None, {"nodata": 0, **TILED}), None)
     assert stored_chunks(path) is None
     assert stored_chunks(tmp_path / "missing.tif") is None
+
+
+def test_an_external_mask_is_read_not_keyed_out(tmp_path):
+    """GDAL reads an external ``scene.tif.msk`` as the raster's mask, but the keys covered the TIFF's
+    own bytes only: a uniform image (fill not declared nodata) whose ``.msk`` marks one pixel in its
+    second row of tiles valid was called all nodata, the tiles like the first skipped as 'the same bytes'."""
+    path = tmp_path / "x.tif"
+    profile = {"driver": "GTiff", "width": SIDE, "height": SIDE, "count": 3, "dtype": "uint8", "compress": "deflate",
+               "crs": "EPSG:32737", "transform": from_origin(250000, 9860000, 0.3, 0.3), **TILED}
+    mask = np.zeros((SIDE, SIDE), np.uint8)
+    mask[300, 300] = 255  # a whole 256 px tile like the first (the edge tiles are cut: keys of their own)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=False), rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.full((3, SIDE, SIDE), 40, np.uint8))
+        dst.write_mask(mask)
+    assert (tmp_path / "x.tif.msk").exists()
+    with rasterio.open(path) as src:
+        assert has_valid_pixel(src, (1, 2, 3), stored_chunks(path)) is True

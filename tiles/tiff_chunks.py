@@ -110,8 +110,11 @@ class StoredChunks:
 def stored_chunks(path: Path | str) -> StoredChunks | None:
     """The chunks of ``path``'s first image, as GDAL reads it, with its internal mask's; None when
     ``path`` is no TIFF that tifffile reads, its layout is one this does not follow (a mask on
-    another grid) or it is stored uncompressed (reading is as cheap as hashing), for the caller
-    to read the raster as it would without keys."""
+    another grid), it is stored uncompressed (reading is as cheap as hashing) or an external mask
+    (``path.msk``, which GDAL reads as its mask) lies beside it (chunks of the same bytes may be
+    masked differently there), for the caller to read the raster as it would without keys."""
+    if any(Path(f"{path}{suffix}").exists() for suffix in (".msk", ".MSK")):
+        return None
     try:
         with tifffile.TiffFile(path) as tif:
             pages = list(tiff_pages(tif))
