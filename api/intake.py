@@ -23,6 +23,8 @@ from starlette.datastructures import FormData
 
 from api.admission import queue_full_answer
 from api.jobs import Job, JobStore, QueueFull
+from api.mask_upload import check_mask_file, sidecar_of, write_mask_sidecar
+from api.redact import redact_paths
 from api.settings import Settings
 from api.validate import (
     RasterLimits,
@@ -111,6 +113,29 @@ def check_bands(options: dict[str, Any], summary: dict[str, Any],
                                       f"to choose others, or choose another model")
 
 
+def job_bands(src: rasterio.io.DatasetReader, options: dict[str, Any],
+              model_bands: tuple[tuple[int, ...], str] | None = None) -> tuple[int, ...]:
+    """The bands of ``src`` a job reads (1-based): its ``bands``, else its model's, else the raster's
+    own red, green, blue (``tiles.normalize.dataset_bands``); a paletted raster's one band."""
+    if is_paletted(src):
+        return (1,)
+    wanted = options.get("bands") or (model_bands[0] if model_bands else None)
+    return tuple(wanted) if wanted else dataset_bands(src).bands
+
+
+def store_mask(staged: Path, mask_file: Path, options: dict[str, Any],
+               model_bands: tuple[tuple[int, ...], str] | None = None) -> None:
+    """Write the upload's ``mask`` part as the staged image's ``.msk`` (``api.mask_upload``), over
+    the bands the job reads."""
+    with rasterio.open(staged) as src:
+        bands = job_bands(src, options, model_bands)
+    try:
+        write_mask_sidecar(staged, mask_file, bands)
+    except UploadRejected as exc:  # GDAL's reason names the files: never their place on the server
+        named = {sidecar_of(staged): "upload.tif.msk", staged: "upload.tif", mask_file: "mask.tif"}
+        raise UploadRejected(exc.status_code, redact_paths(exc.detail, named)) from exc
+
+
 def check_has_data(staged: Path, options: dict[str, Any],
                    model_bands: tuple[tuple[int, ...], str] | None = None) -> None:
     """Refuse (422) an upload with no valid pixel in the bands the job reads (every pixel nodata,
@@ -119,11 +144,7 @@ def check_has_data(staged: Path, options: dict[str, Any],
     (``tiles.tiff_chunks``), so a fill-valued raster costs a few reads. Why: such a job was accepted
     (202) and failed in the worker with 'no valid pixels' (up to session 19, above 64 Mpx)."""
     with rasterio.open(staged) as src:
-        if is_paletted(src):
-            bands: tuple[int, ...] = (1,)
-        else:
-            wanted = options.get("bands") or (model_bands[0] if model_bands else None)
-            bands = tuple(wanted) if wanted else dataset_bands(src).bands
+        bands = job_bands(src, options, model_bands)
         chunks = stored_chunks(staged)
         if chunks is not None and chunks.shape != (src.height, src.width):
             chunks = None  # not the image GDAL reads: read every block
@@ -173,6 +194,16 @@ def _stage_and_inspect(upload: UploadFile, staged: Path, settings: Settings) -> 
     return inspect_raster(staged, RasterLimits(settings.max_side, settings.max_pixels))
 
 
+def _stage_mask(mask: UploadFile, staged: Path, summary: dict[str, Any], settings: Settings) -> None:
+    """Copy the ``mask`` part to ``staged`` and check it against the image (``summary``)."""
+    copy_upload(mask.file, staged, settings.max_upload_bytes)
+    try:
+        check_mask_file(staged, summary["width"], summary["height"],
+                        RasterLimits(settings.max_side, settings.max_pixels))
+    except UploadRejected as exc:  # GDAL's reason names the file: never its place on the server
+        raise UploadRejected(exc.status_code, redact_paths(exc.detail, {staged: "mask.tif"})) from exc
+
+
 def _publish(staged: Path, target: Path, job_id: str, options: dict[str, Any], summary: dict[str, Any],
              settings: Settings, store: JobStore, kind: str, priority: int, idempotency_key: str | None) -> Job:
     """Move the checked upload into its job's folder, sync it, insert the row. In a worker thread:
@@ -180,6 +211,8 @@ def _publish(staged: Path, target: Path, job_id: str, options: dict[str, Any], s
     a busy or network disk) stalled every request the event loop serves, once per upload."""
     try:
         target.mkdir(parents=True)
+        if sidecar_of(staged).exists():  # the mask part (api.mask_upload), beside the image as GDAL seeks it
+            os.replace(sidecar_of(staged), sidecar_of(target / INPUT_NAME))
         os.replace(staged, target / INPUT_NAME)  # fails if the request gave up and discarded it
         _fsync_dir(target)
         return store.create(job_id, options, summary, kind=kind, priority=priority,
@@ -194,22 +227,29 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
                         max_pixels: int | None = None,
                         model_bands: tuple[tuple[int, ...], str] | None = None,
                         model_cards: dict[str, str] | None = None,
-                        idempotency_key: str | None = None) -> Job:
-    """Validate the upload and queue it; raises ``UploadRejected`` (nothing is kept) if unusable,
-    ``api.jobs.KeyTaken`` (nothing is kept) if a job already has ``idempotency_key``."""
+                        idempotency_key: str | None = None, mask: UploadFile | None = None) -> Job:
+    """Validate the upload (and its ``mask`` part, stored beside it as ``input.tif.msk``) and queue
+    it; raises ``UploadRejected`` (nothing is kept) if unusable, ``api.jobs.KeyTaken`` (nothing is
+    kept) if a job already has ``idempotency_key``."""
     job_id = str(uuid.uuid4())
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     staged = settings.uploads_dir / f"{job_id}.tif"
+    staged_mask = settings.uploads_dir / f"{job_id}.mask.tif"
     target = job_dir(settings, job_id)
     publishing = False
     try:
         summary = await run_in_threadpool(_stage_and_inspect, upload, staged, settings)
+        if mask is not None:
+            await run_in_threadpool(_stage_mask, mask, staged_mask, summary, settings)
         check_bands(options, summary, model_bands)
         await run_in_threadpool(check_gsd, staged, options, model_cards or {})
         pixels = summary["width"] * summary["height"]
         if max_pixels is not None and pixels > max_pixels:
             raise UploadRejected(413, f"raster has {pixels} pixels; synchronous segmentation takes "
                                       f"at most {max_pixels}: submit it with POST /v1/jobs instead")
+        if mask is not None:
+            await run_in_threadpool(store_mask, staged, staged_mask, options, model_bands)
+            summary["mask"] = display_name(mask.filename or "mask.tif")
         await run_in_threadpool(check_has_data, staged, options, model_bands)
         summary["filename"] = display_name(upload.filename)
         publishing = True  # from here the thread owns the job's folder, and cleans it up if it fails
@@ -227,4 +267,5 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
             raise UploadRejected(507, NO_SPACE) from exc
         raise
     finally:
-        discard(staged)
+        for path in (staged, sidecar_of(staged), staged_mask):
+            discard(path)

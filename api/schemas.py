@@ -56,6 +56,9 @@ class InputSummary(BaseModel):
         None, description="West, south, east, north (WGS84 degrees) as an RFC 7946 bbox: longitudes in "
                           "-180..180, west > east for a scene across the antimeridian; null when the "
                           "scene's corners do not project to longitude and latitude.")
+    mask: str | None = Field(
+        None, description="The file name of the `mask` part sent with the image (its valid area, stored as the "
+                          "upload's `.msk`); null when none was sent.")
 
 
 class JobLinks(BaseModel):

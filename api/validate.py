@@ -30,7 +30,8 @@ from tiles.palette import is_paletted
 from tiles.tiff_pages import LoopedTiff, tiff_pages
 
 _CHUNK = 1024 * 1024
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: the first 4 bytes of a TIFF (classic or BigTIFF, either byte order)
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _OTHER_FORMATS = {
     b"\x89PNG": "a PNG image",
     b"\xff\xd8\xff": "a JPEG image",
@@ -94,7 +95,7 @@ def check_signature(path: Path) -> None:
                                   "field 'file'")
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:4] in _TIFF_MAGIC:
+    if head[:4] in TIFF_MAGIC:
         return
     for magic, what in _OTHER_FORMATS.items():
         if head.startswith(magic):
@@ -210,6 +211,14 @@ def _check_complete(layout: list[_PageLayout], size: int) -> None:
 _BLOCK_CHECK_BYTES = 32 * 1024**2
 
 
+def check_tiff_layout(path: Path, limits: RasterLimits) -> None:
+    """From the TIFF tags, before GDAL decodes a pixel: refuse too many images, a strip or tile too
+    large to decode, or blocks past the end of the file (truncated)."""
+    layout = _read_layout(path, limits.max_images)
+    _check_blocks(layout, limits.max_block_bytes)
+    _check_complete(layout, path.stat().st_size)
+
+
 def _check_readable(src: rasterio.io.DatasetReader) -> None:
     """Read the first and last block of every band: catches truncated files cheaply. The bands a group
     at a time, up to ``_BLOCK_CHECK_BYTES``: a read of all bands at once took a block's memory per band
@@ -287,9 +296,7 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - pyproj raises several types
                 raise UploadRejected(422, f"cannot compute the pixel size in metres ({exc}); "
                                           "check the CRS and geotransform") from exc
-            layout = _read_layout(path, limits.max_images)
-            _check_blocks(layout, limits.max_block_bytes)
-            _check_complete(layout, path.stat().st_size)
+            check_tiff_layout(path, limits)
             _check_readable(src)
             return {
                 "width": w, "height": h, "bands": bands, "dtype": src.dtypes[0],

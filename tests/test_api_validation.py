@@ -472,7 +472,7 @@ def test_unknown_and_repeated_form_fields_are_422(client):
         assert r.status_code == 422, (case, r.status_code, r.text)
         assert r.json()["detail"].startswith(says) and "\n" not in r.json()["detail"], (case, r.json())
     assert r.json()["detail"].endswith("this route takes each of file, refine, regularize, profile, bands, model, "
-                                       "allow_coarse at most once (see /docs)")  # /v1/segment's own fields
+                                       "allow_coarse, mask at most once (see /docs)")  # /v1/segment's own fields
     assert client.get("/v1/jobs").json()["total"] == jobs  # nothing stored
     # no folder added (one of an earlier test's jobs may be removed meanwhile: the module shares a server)
     assert list(svc.uploads_dir.iterdir()) == [] and not set(svc.jobs_dir.iterdir()) - folders

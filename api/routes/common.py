@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal
 
-from fastapi import Form, HTTPException, Request
+from fastapi import File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from api.catalog import ModelCatalog, ModelUnavailable
@@ -178,3 +178,10 @@ Bands = Annotated[str | None, Form(max_length=64, json_schema_extra={"pattern": 
     "BGRN), `5,3,2` for WorldView-3 or `1,1,1` for a one-band grey raster (the models were trained on colour: "
     "lower accuracy). Default: bands labelled red, green, blue by colour interpretation or band description, "
     "else 1,2,3; a raster of fewer than 3 bands needs this field."))]
+MaskPart = Annotated[UploadFile | None, File(json_schema_extra=UPLOAD_SCHEMA, description=(
+    "The image's valid area, sent with it: a one-band integer GeoTIFF of the image's size (pixel for pixel; "
+    "its georeferencing is not read), 0 where the image has no data, e.g. GDAL's external mask `scene.tif.msk` "
+    "as it is (`curl -F file=@scene.tif -F mask=@scene.tif.msk`). Stored beside the upload as its `.msk`, so "
+    "the job reads it as the image's mask: no building and class 0 where it is 0. It only takes area away: "
+    "the image's own nodata, alpha or NaN stay invalid. Refused (4xx) when it is not such a raster, or when the "
+    "image is paletted or has an internal mask (GDAL would read that instead)."))]

@@ -46,6 +46,7 @@ from api.routes.common import (
     VALIDATOR_HEADERS,
     AllowCoarse,
     Bands,
+    MaskPart,
     Model,
     Profile,
     Refine,
@@ -129,6 +130,7 @@ async def submit_job(
     bands: Bands = None,
     model: Model = None,
     allow_coarse: AllowCoarse = False,
+    mask: MaskPart = None,
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
         description="A key of the client's choosing (visible ASCII, up to 200 characters; e.g. a uuid4) "
@@ -141,27 +143,31 @@ async def submit_job(
     options = parse_options(refine, regularize, outputs, profile, bands, allow_coarse) | model_options(request, model)
     settings, store = settings_of(request), store_of(request)
     if idempotency_key is not None and (made := store.by_idempotency_key(idempotency_key)) is not None:
-        return _replayed(request, made, idempotency_key, options, file.filename)
+        return _replayed(request, made, idempotency_key, options, file.filename, mask)
     try:
         job = await accept_upload(file, options, settings, store, model_bands=models_bands(request, options),
-                                  model_cards=models_cards(request, options), idempotency_key=idempotency_key)
+                                  model_cards=models_cards(request, options), idempotency_key=idempotency_key,
+                                  mask=mask)
     except KeyTaken as taken:  # a concurrent submission with the key was queued first
         made = store.get(taken.job_id)
         if made is None:
             raise HTTPException(409, f"Idempotency-Key {idempotency_key!r} named job {taken.job_id}, deleted "
                                      "meanwhile: submit again") from None
-        return _replayed(request, made, idempotency_key, options, file.filename)
+        return _replayed(request, made, idempotency_key, options, file.filename, mask)
     supervisor_of(request).wake()
     return accepted_answer(request, job)
 
 
-def _replayed(request: Request, job: Job, key: str, options: dict, filename: str | None) -> JSONResponse:
+def _replayed(request: Request, job: Job, key: str, options: dict, filename: str | None,
+              mask: UploadFile | None = None) -> JSONResponse:
     """The answer to a retried submission (``Idempotency-Key``): the 202 of the job it made, once more.
     Why: a client whose POST got no answer (a timeout, a dropped connection) cannot tell whether the
     job was queued; retrying queued the scene a second time, and each retry once more."""
-    if job.options != json.loads(json.dumps(options)) or job.input.get("filename") != display_name(filename):
+    mask_name = display_name(mask.filename or "mask.tif") if mask is not None else None
+    if (job.options != json.loads(json.dumps(options)) or job.input.get("filename") != display_name(filename)
+            or job.input.get("mask") != mask_name):
         raise HTTPException(422, f"Idempotency-Key {key!r} already names job {job.id}, submitted with another "
-                                 "file name or options: give each new submission a key of its own")
+                                 "file name, mask or options: give each new submission a key of its own")
     return accepted_answer(request, job)
 
 

@@ -23,6 +23,7 @@ from api.routes.common import (
     UPLOAD_SCHEMA,
     AllowCoarse,
     Bands,
+    MaskPart,
     Model,
     Profile,
     Refine,
@@ -71,6 +72,7 @@ async def segment(
     bands: Bands = None,
     model: Model = None,
     allow_coarse: AllowCoarse = False,
+    mask: MaskPart = None,
 ) -> Response:
     """Building footprints of a small scene in one request (pixel limit: GEOSEG_SYNC_MAX_PIXELS)."""
     await check_form(request)
@@ -79,7 +81,8 @@ async def segment(
                | model_options(request, model))
     job = await accept_upload(file, options, settings, store, kind="segment",
                               priority=SYNC_PRIORITY, max_pixels=settings.sync_max_pixels,
-                              model_bands=models_bands(request, options), model_cards=models_cards(request, options))
+                              model_bands=models_bands(request, options), model_cards=models_cards(request, options),
+                              mask=mask)
     supervisor = supervisor_of(request)
     supervisor.wake()
     deadline = time.monotonic() + settings.sync_timeout_s
