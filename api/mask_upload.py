@@ -20,7 +20,6 @@ from rasterio.errors import RasterioError
 from api.errors import chain_messages
 from api.validate import TIFF_MAGIC, RasterLimits, UploadRejected, check_tiff_layout
 from tiles.masks import block_windows, window_valid_mask
-from tiles.palette import is_paletted
 
 #: what a mask part is, said in each refusal
 _WANTED = ("send a one-band integer GeoTIFF of the image's size, 0 where the image has no data "
@@ -62,15 +61,12 @@ def check_mask_file(path: Path, width: int, height: int, limits: RasterLimits) -
 def write_mask_sidecar(image: Path, mask: Path, bands: tuple[int, ...]) -> Path:
     """Write ``image``'s ``.msk`` (``sidecar_of``): valid where ``mask`` is non-zero and ``image``'s
     own mask of ``bands`` (1-based) is valid, tagged so that GDAL applies it to every band; read and
-    written block by block. Refuses (422) an image whose own mask GDAL would read instead (an
-    internal mask) or that is paletted (its transparent colours are its mask)."""
+    written block by block (a paletted image's too: its RGBA expansion reads the ``.msk``). Refuses
+    (422) an image whose own mask GDAL would read instead: an internal mask."""
     target = sidecar_of(image)
     try:
         with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), \
                 rasterio.open(image) as src, rasterio.open(mask) as client:
-            if is_paletted(src):
-                raise UploadRejected(422, "the image is paletted: its transparent colours are its mask, and GDAL "
-                                          "reads no .msk for it; send it without a mask part, or as RGB with one")
             flags = src.mask_flag_enums[bands[0] - 1]
             if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
                 raise UploadRejected(422, "the image has an internal mask, which GDAL reads instead of a .msk: "

@@ -23,6 +23,7 @@ from api.app import create_app
 from api.pipeline_runner import run_pipeline
 from api.settings import Settings
 from geoseg.paths import data_root
+from tiles.source import Scene
 
 SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
 SIZE = 256
@@ -204,3 +205,29 @@ def test_a_job_with_a_mask_part_predicts_nothing_where_it_is_0(tmp_path):
     assert len(buildings) > 0  # the valid half of a Kampala block has buildings
     overlap = max((shapely.intersection(g, left).area for g in buildings.geometry), default=0.0)
     assert overlap < 1e-6, overlap
+
+
+def test_a_mask_part_for_an_image_with_an_internal_mask_is_refused(tmp_path):
+    """GDAL reads an internal mask, never a .msk beside it: a mask part would be stored and silently
+    ignored, so it is a 422. A paletted image's RGBA expansion reads the .msk: accepted."""
+    settings = Settings(data_dir=tmp_path / "svc", standby=False)
+    internal = _crop(tmp_path, "internal.tif")
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(internal, "r+") as dst:
+        dst.write_mask(np.full((SIZE, SIZE), 255, np.uint8))
+    paletted = tmp_path / "paletted.tif"
+    with rasterio.open(internal) as src:
+        profile = {"driver": "GTiff", "width": SIZE, "height": SIZE, "count": 1, "dtype": "uint8",
+                   "crs": src.crs, "transform": src.transform, "photometric": "PALETTE"}
+        grey = src.read(1)
+    with rasterio.open(paletted, "w", **profile) as dst:
+        dst.write(grey // 32 + 1, 1)
+        dst.write_colormap(1, {i: (i * 30, i * 20, i * 10, 255) for i in range(9)})
+    msk = _gdal_msk(_crop(tmp_path, "plain.tif"), _left_masked())
+    with TestClient(create_app(settings, runner=footprint_runner)) as client:
+        r = _post(client, internal, msk)
+        assert r.status_code == 422 and "internal mask" in r.json()["detail"], r.text
+        assert _post(client, internal, None).status_code == 202  # alone, as before
+        r = _post(client, paletted, msk)
+        assert r.status_code == 202, r.text
+        with Scene(settings.data_dir / "jobs" / r.json()["id"] / "input.tif") as scene:
+            np.testing.assert_array_equal(scene.read(Window(0, 0, SIZE, SIZE))[1], _left_masked())

@@ -184,4 +184,4 @@ MaskPart = Annotated[UploadFile | None, File(json_schema_extra=UPLOAD_SCHEMA, de
     "as it is (`curl -F file=@scene.tif -F mask=@scene.tif.msk`). Stored beside the upload as its `.msk`, so "
     "the job reads it as the image's mask: no building and class 0 where it is 0. It only takes area away: "
     "the image's own nodata, alpha or NaN stay invalid. Refused (4xx) when it is not such a raster, or when the "
-    "image is paletted or has an internal mask (GDAL would read that instead)."))]
+    "image has an internal mask (GDAL would read that instead)."))]
