@@ -227,6 +227,19 @@ def test_labels_that_cannot_meet_the_scene_are_errors(buildings_dir: Path, tmp_p
         assert "Traceback" not in result.output and not (out / "images").exists()
 
 
+def test_a_failed_scene_is_one_line_naming_it_once(buildings_dir: Path, tmp_path: Path):
+    """A scene that fails in its job (here: no labels.geojson beside it) is one line, its name said once,
+    as geoseg predict says it; it was ``error: a.tif: FileNotFoundError: a.tif: label file ...``."""
+    scene = tmp_path / "scenes" / "lone.tif"
+    scene.parent.mkdir()
+    scene.write_bytes((buildings_dir / "kampala/kampala_z19_2.tif").read_bytes())
+    result = runner.invoke(app, ["tile", str(scene), "--out", str(tmp_path / "out"), "--size", "128"])
+    assert result.exit_code == 1, result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line == (f"error: lone.tif: FileNotFoundError: label file {scene.parent / 'labels.geojson'} not found "
+                    f"(use --labels)"), line
+
+
 def test_scene_without_crs_cannot_take_vector_labels(buildings_dir: Path, tmp_path: Path):
     scene = tmp_path / "plain.tif"
     data = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)

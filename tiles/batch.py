@@ -82,6 +82,17 @@ class BatchReport:
         return not self.failed
 
 
+def failure_line(name: str, error: str) -> str:
+    """A failed input's line for the user, ``name: Kind: message``, from its ``BatchReport.failed``
+    entry (``Kind: message`` and a traceback): its first line, the name said once. Why: a job's own
+    errors often start with the input's name too, and ``geoseg tile`` printed
+    ``kampala.tif: FileNotFoundError: kampala.tif: label file ...``."""
+    kind, sep, message = error.splitlines()[0].partition(": ")
+    if sep and message.startswith(f"{name}: "):
+        message = message[len(name) + 2:]
+    return f"{name}: {kind}{sep}{message}"
+
+
 #: a run id: the hex digits that name one run_batch's scratch paths
 _RUN_ID = re.compile(r"[0-9a-f]{12}")
 

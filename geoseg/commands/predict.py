@@ -22,7 +22,7 @@ from geoseg.card import parse_model_specs
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from geoseg.commands.warning_lines import echo_warnings, recorded_warnings, warning_lines
-from tiles.batch import parse_scheduler, time_left
+from tiles.batch import failure_line, parse_scheduler, time_left
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
@@ -341,7 +341,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     if report.failed:
         for p in inputs:  # in the order given, as batch.json lists them (not the order they failed in)
             if str(p) in report.failed:
-                typer.echo(_failure_line(raster_name(p), report.failed[str(p)]), err=True)
+                typer.echo(failure_line(raster_name(p), report.failed[str(p)]), err=True)
         raise typer.Exit(1)
 
 
@@ -351,14 +351,6 @@ def _folder_counts(folder: Path, result: Any) -> dict[str, Any]:
     report = json.loads((folder / "report.json").read_text())
     return {"buildings": report.get("counts", {}).get("buildings"),
             "warnings": list(dict.fromkeys(report.get("warnings", [])))}
-
-
-def _failure_line(name: str, error: str) -> str:
-    """``name: Kind: message``, the name said once: the pipeline's own errors start with it too."""
-    kind, sep, message = error.splitlines()[0].partition(": ")
-    if sep and message.startswith(f"{name}: "):
-        message = message[len(name) + 2:]
-    return f"{name}: {kind}{sep}{message}"
 
 
 def _scheduler(address: str | None) -> str | None:

@@ -27,7 +27,7 @@ from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from geoseg.commands.warning_lines import warnings_as_lines
 from geoseg.training.data import same_gsd
-from tiles.batch import parse_scheduler, run_batch
+from tiles.batch import failure_line, parse_scheduler, run_batch
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.chips import (
     ChipOptions,
@@ -476,8 +476,9 @@ def tile(
         typer.echo(f"{len(features)} windows ({counts['ok']} ok, {counts['empty']} empty, {counts['skipped']} skipped) "
                    f"from {len(inputs) - len(report.failed)} file(s), {len(report.skipped)} already done -> {index}")
         summary.finish(1 if report.failed else 0)
-        for name, error in report.failed.items():
-            typer.echo(f"error: {raster_name(name)}: {error.splitlines()[0]}", err=True)
+        for path in inputs:  # in the order given, as batch.json lists them (not the order they failed in)
+            if str(path) in report.failed:
+                typer.echo(f"error: {failure_line(raster_name(path), report.failed[str(path)])}", err=True)
         if report.failed:
             raise typer.Exit(1)
 
