@@ -813,6 +813,20 @@ def test_a_rerun_cuts_a_scene_whose_chips_went_missing_again(buildings_dir: Path
     assert chip.read_bytes() == before and len(load_dataset(out)["chip_id"]) == 8
 
 
+def test_a_labels_file_given_twice_is_read_once_and_is_the_same_option(buildings_dir: Path, tmp_path: Path):
+    """``--labels L --labels L`` (or L and a link to it) read every polygon twice and recorded L twice in
+    the chip set's options: a re-run naming L once was refused as 'other options'. Each file counts once."""
+    labels = buildings_dir / "kampala/labels.geojson"
+    link = tmp_path / "link.geojson"
+    link.symlink_to(labels)
+    out = tmp_path / "chips"
+    args = ["tile", str(buildings_dir / "kampala/kampala_z19_2.tif"), "--out", str(out), "--size", "128"]
+    first = runner.invoke(app, [*args, "--labels", str(labels), "--labels", str(labels), "--labels", str(link)])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, [*args, "--labels", str(labels)])
+    assert again.exit_code == 0 and "1 already done" in again.output, again.output
+
+
 def test_a_rerun_after_the_labels_were_corrected_cuts_the_scene_again(buildings_dir: Path, tmp_path: Path):
     """A re-run skipped a finished scene by its record alone: after a team corrected its labels and ran
     the same command again, the chips kept the old labels while the run said '1 already done'."""

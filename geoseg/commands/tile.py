@@ -374,7 +374,7 @@ def tile(
     # strings, not Paths: Path would turn /vsizip//tmp/a.zip/b.tif into a relative path for GDAL
     scenes: list[str] = typer.Argument(..., metavar="SCENE", help="Scene rasters or folders: the .tif .tiff .vrt .jp2 .img files under them (a JPEG or PNG scene by its name; GDAL virtual paths such as /vsizip//path/a.zip/b.tif, an archive /vsizip//path/a.zip standing for the rasters in it, and subdataset names such as GTIFF_DIR:2:path/a.tif included; land cover: X.jpg|png|tif + X_label.png|tif class-mask pairs, local files)."),
     out: Path = typer.Option(..., "--out", help="Chip directory (index.geojson, images/, labels/); holds chips of one option set (--split aside)."),
-    labels: list[str] = typer.Option(None, "--labels", help="Building polygons, or land-cover polygons with --labels-class-field: any OGR vector file (or a folder GDAL reads as one, an Esri x.gdb; or a GDAL virtual path, /vsizip//path/l.zip/labels.geojson), any CRS; their extent must meet each scene; repeatable. Default (buildings): labels.geojson beside each scene (in its archive for /vsizip/ and /vsitar/); land cover without it: X_label masks."),
+    labels: list[str] = typer.Option(None, "--labels", help="Building polygons, or land-cover polygons with --labels-class-field: any OGR vector file (or a folder GDAL reads as one, an Esri x.gdb; or a GDAL virtual path, /vsizip//path/l.zip/labels.geojson), any CRS; their extent must meet each scene; repeatable (a file named twice is read once). Default (buildings): labels.geojson beside each scene (in its archive for /vsizip/ and /vsitar/); land cover without it: X_label masks."),
     labels_where: str = typer.Option(None, "--labels-where", help="Only the label features matching this OGR SQL condition are buildings, e.g. \"class = 'building'\" (default: every polygon)."),
     labels_layer: str = typer.Option(None, "--labels-layer", help="The building layer of label files with several (a GeoPackage); default: the only polygon layer."),
     labels_class_field: str = typer.Option(None, "--labels-class-field", help="--target landcover: the --labels polygons' class field, its values class names (or indices) of the classes.json beside the labels file (or one folder up); each image is rasterised from them instead of an X_label mask."),
@@ -405,7 +405,7 @@ def tile(
             inputs = expand_inputs(given, Target.buildings if labels_class_field else target, chips_dir=out.resolve())
             inputs, sidecars = without_sidecars(inputs)
             job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
-                           labels=tuple(_absolute_label(p) for p in label_files) if label_files else None, split=split,
+                           labels=distinct_label_files(label_files) if label_files else None, split=split,
                            labels_where=labels_where, labels_layer=labels_layer, labels_class_field=labels_class_field)
             # absolute, links kept: a scene linked into a store (git-annex, DVC, a share) keeps its own name,
             # folder and labels.geojson, not the target's
@@ -487,6 +487,32 @@ def _absolute_label(path: RasterPath) -> RasterPath:
     """A ``--labels`` file as the chip set's options record it: a local one by its real absolute path,
     a virtual one (``/vsizip//a.zip/l.geojson``) as given."""
     return path.resolve() if isinstance(path, Path) else path
+
+
+def distinct_label_files(paths: list[RasterPath]) -> tuple[RasterPath, ...]:
+    """The ``--labels`` files as the chip set's options record them (``_absolute_label``), each file
+    once, in the order first given (the order decides the shared outline of overlapping footprints):
+    ``l.geojson --labels ./l.geojson``, a link to it or another hard link of it is one file.
+
+    Why: a file given twice had every polygon read twice (twice the time and memory a scene) and
+    recorded twice in the options, so a re-run naming it once was refused as 'other options'."""
+    kept: dict[object, RasterPath] = {}
+    for path in map(_absolute_label, paths):
+        kept.setdefault(_file_identity(path), path)
+    return tuple(kept.values())
+
+
+def _file_identity(path: RasterPath) -> object:
+    """What makes two ``--labels`` names one file: a local file's device and inode (also a folder
+    GDAL reads as one, an Esri ``x.gdb``), else the name (a virtual path, or a missing file that
+    ``check_label_files`` refuses)."""
+    if isinstance(path, Path):
+        try:
+            stat = path.stat()
+        except OSError:
+            return path
+        return stat.st_dev, stat.st_ino
+    return path
 
 
 def skipped_scene_notes(features: list[dict], size: int, min_valid: float) -> list[str]:
