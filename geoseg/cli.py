@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 
 from geoseg import __version__
 from geoseg.commands import evaluate, predict, serve, tile, train
+from geoseg.commands.gdal_stderr import gdal_stderr_off
 from geoseg.commands.help_format import FlagsShownAsFlags, GeosegCommand
 
 # the exceptions module of the click typer runs on: click's own, or the copy newer typers vendor
@@ -203,6 +204,7 @@ def main(
                                  help="Print the geoseg version and exit."),
 ) -> None:
     """Land-cover class maps and building footprints from aerial and satellite GeoTIFFs."""
+    gdal_stderr_off()  # before the command opens any raster
 
 
 app.command("tile", cls=GeosegCommand)(tile.tile)

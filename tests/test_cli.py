@@ -135,6 +135,28 @@ def test_usage_error_without_a_terminal_is_one_line(tmp_path):
     _one_line_usage_error(done.returncode, done.stdout, done.stderr, "geoseg predict", "--tilesize", "--tile-size")
 
 
+def test_a_truncated_tiff_is_one_line_without_gdal_s_own_stderr_lines(tmp_path):
+    """GDAL's default handler printed ``ERROR 1: TIFFFetchDirectory: ...`` (eight lines) before the one
+    line saying why a truncated GeoTIFF cannot be predicted: a call rasterio makes outside its own error
+    handler (the mask flags). The real process, as a script runs it."""
+    import numpy as np
+    import rasterio
+
+    scene = tmp_path / "cut.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:3857",
+                       transform=rasterio.Affine(0.3, 0, 4_000_000, 0, -0.3, -100_000)) as ds:
+        ds.write(np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8))
+        ds.write_mask(np.full((64, 64), 255, np.uint8))  # an internal mask: its directory is cut off
+    scene.write_bytes(scene.read_bytes()[:scene.stat().st_size // 2])
+    env = {**{k: v for k, v in os.environ.items() if k != "CPL_LOG"}, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "geoseg", "predict", str(scene), "--out", "o", "--profile", "fast"],
+                          check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geoseg predict: error: cut.tif: cannot read its pixels"), lines
+
+
 def test_help_and_a_bare_command_keep_their_rich_help():
     """Only errors changed: ``--help`` and a bare ``geoseg`` still print typer's formatted help."""
     bare = CliRunner().invoke(app, [])
