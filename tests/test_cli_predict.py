@@ -589,6 +589,23 @@ def test_a_batch_leaves_a_summary_a_script_reads_instead_of_its_output(tmp_path)
     assert summary["exit_code"] == 0 and summary["totals"]["inputs"] == 2
 
 
+def test_one_input_and_a_batch_do_not_mix_their_layouts_in_one_out(tmp_path):
+    """Re-running the one input a batch had failed, ``geoseg predict s/a.tif --out o``, wrote its files
+    into o/ among the batch's folders (not o/a/), and batch.json still called it failed; a batch into
+    the folder of one input's results put its folders among those files. Both are refused at once."""
+    _crops(tmp_path / "s", "a.tif")
+    batch = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
+    assert batch.exit_code == 0, batch.output
+    before = sorted(p.name for p in (tmp_path / "o").iterdir())
+    one = CliRunner().invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(one, "predict", "holds a batch's results", f"--out {tmp_path / 'o' / 'a'}")
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == before
+    # o/a holds one input's results, as a single input's --out does
+    many = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o" / "a"), *FAST])
+    assert_one_line_error(many, "predict", "holds the results of one input")
+    assert not (tmp_path / "o" / "a" / "batch.json").exists() and not (tmp_path / "o" / "a" / "a").exists()
+
+
 def test_the_batch_summary_is_rewritten_as_each_input_finishes(tmp_path, monkeypatch):
     """A batch killed half-way (kill -9, a lost machine) must leave a summary saying what finished:
     each job here reads the summary the batch wrote before it started."""

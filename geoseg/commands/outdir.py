@@ -5,8 +5,11 @@ finding that ``--out`` was a file or could not be written, and lost the result.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
+
+from tiles.batch_summary import SUMMARY_NAME
 
 
 def make_out_folder(out: Path) -> None:
@@ -18,3 +21,37 @@ def make_out_folder(out: Path) -> None:
         tempfile.TemporaryFile(dir=out).close()
     except OSError as exc:
         raise ValueError(f"cannot write into the --out folder {out}: {exc.strerror or exc}") from None
+
+
+#: what a finished ``geoseg predict`` of one input (or ``--mosaic``) leaves in its ``--out``
+ONE_INPUT_REPORT = "report.json"
+
+
+def check_predict_layout(out: Path, batch: bool, stem: str | None = None) -> None:
+    """Refuse a ``geoseg predict`` whose layout differs from the one ``out`` already holds, before
+    anything is written: one input (or ``--mosaic``) writes its files into ``out`` itself, a batch a
+    folder per input and ``batch.json``. ``stem``: the one input's (for the hint).
+
+    Why: ``geoseg predict scenes/broken.tif --out results``, re-running the one input a batch into
+    ``results`` had failed, wrote its buildings and ``report.json`` into ``results/`` among the batch's
+    folders (not ``results/broken/``), and ``batch.json`` still called it failed; the other way round, a
+    batch's folders went in beside one input's files."""
+    summary = out / SUMMARY_NAME
+    if not batch and summary.is_file() and _summary_command(summary) == "geoseg predict":
+        hint = f", or give --out {out / stem} for its own folder" if stem else ", or give another --out"
+        raise ValueError(f"{out} holds a batch's results ({SUMMARY_NAME}, a folder per input): one INPUT writes "
+                         f"its files into --out itself, among them; run the batch's command again (its finished "
+                         f"inputs are skipped, failed ones predicted again){hint}")
+    report = out / ONE_INPUT_REPORT
+    if batch and report.is_file():
+        raise ValueError(f"{out} holds the results of one input ({ONE_INPUT_REPORT}, buildings and class map "
+                         f"files): a batch writes a folder per input among them; give another --out")
+
+
+def _summary_command(summary: Path) -> str | None:
+    """The command that wrote a batch summary (None when it is no JSON object)."""
+    try:
+        data = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("command") if isinstance(data, dict) else None
