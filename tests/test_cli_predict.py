@@ -606,6 +606,24 @@ def test_one_input_and_a_batch_do_not_mix_their_layouts_in_one_out(tmp_path):
     assert not (tmp_path / "o" / "a" / "batch.json").exists() and not (tmp_path / "o" / "a" / "a").exists()
 
 
+def test_predict_and_tile_do_not_share_an_out(tmp_path):
+    """``geoseg predict`` into a chip set's folder (and ``geoseg tile`` into a batch's) ran, writing among
+    the other's files and replacing its batch.json: a script reading the chip set's summary read predict's."""
+    _crops(tmp_path / "s", "a.tif")
+    (tmp_path / "s" / "labels.geojson").write_bytes((KAMPALA / "labels.geojson").read_bytes())
+    chips, results = tmp_path / "chips", tmp_path / "results"
+    tiled = CliRunner().invoke(app, ["tile", str(tmp_path / "s"), "--out", str(chips), "--size", "128"])
+    assert tiled.exit_code == 0, tiled.output
+    into_chips = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(chips), *FAST])
+    assert_one_line_error(into_chips, "predict", "holds the output of geoseg tile")
+    assert json.loads((chips / "batch.json").read_text())["command"] == "geoseg tile" and not (chips / "a").exists()
+    predicted = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(results), *FAST])
+    assert predicted.exit_code == 0, predicted.output
+    into_results = CliRunner().invoke(app, ["tile", str(tmp_path / "s"), "--out", str(results), "--size", "128"])
+    assert_one_line_error(into_results, "tile", "holds the output of geoseg predict")
+    assert not (results / "index.geojson").exists()
+
+
 def test_the_batch_summary_is_rewritten_as_each_input_finishes(tmp_path, monkeypatch):
     """A batch killed half-way (kill -9, a lost machine) must leave a summary saying what finished:
     each job here reads the summary the batch wrote before it started."""

@@ -29,7 +29,7 @@ from typing import Any
 from tiles.batch import BatchReport
 from tiles.rasterpath import RasterPath
 
-__all__ = ["STATUSES", "SUMMARY_NAME", "BatchSummary"]
+__all__ = ["STATUSES", "SUMMARY_NAME", "BatchSummary", "summary_command"]
 
 #: the summary's file name in the batch's output folder
 SUMMARY_NAME = "batch.json"
@@ -40,6 +40,17 @@ SUMMARY_VERSION = 1
 
 #: what a finished input adds to its entry, from its output and the job's result (None when skipped)
 Details = Callable[[Path, Any], dict[str, Any]]
+
+
+def summary_command(folder: Path) -> str | None:
+    """The command that wrote ``folder``'s batch summary (its header's ``command``: ``geoseg predict``,
+    ``geoseg tile``), None without a readable one."""
+    try:
+        data = json.loads((folder / SUMMARY_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    command = data.get("command") if isinstance(data, dict) else None
+    return command if isinstance(command, str) else None
 
 
 def _now() -> str:

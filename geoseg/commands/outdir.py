@@ -5,11 +5,10 @@ finding that ``--out`` was a file or could not be written, and lost the result.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
-from tiles.batch_summary import SUMMARY_NAME
+from tiles.batch_summary import SUMMARY_NAME, summary_command
 
 
 def make_out_folder(out: Path) -> None:
@@ -36,8 +35,7 @@ def check_predict_layout(out: Path, batch: bool, stem: str | None = None) -> Non
     ``results`` had failed, wrote its buildings and ``report.json`` into ``results/`` among the batch's
     folders (not ``results/broken/``), and ``batch.json`` still called it failed; the other way round, a
     batch's folders went in beside one input's files."""
-    summary = out / SUMMARY_NAME
-    if not batch and summary.is_file() and _summary_command(summary) == "geoseg predict":
+    if not batch and summary_command(out) == "geoseg predict":
         hint = f", or give --out {out / stem} for its own folder" if stem else ", or give another --out"
         raise ValueError(f"{out} holds a batch's results ({SUMMARY_NAME}, a folder per input): one INPUT writes "
                          f"its files into --out itself, among them; run the batch's command again (its finished "
@@ -48,10 +46,13 @@ def check_predict_layout(out: Path, batch: bool, stem: str | None = None) -> Non
                          f"files): a batch writes a folder per input among them; give another --out")
 
 
-def _summary_command(summary: Path) -> str | None:
-    """The command that wrote a batch summary (None when it is no JSON object)."""
-    try:
-        data = json.loads(summary.read_text())
-    except (OSError, ValueError):
-        return None
-    return data.get("command") if isinstance(data, dict) else None
+def check_not_another_commands_out(out: Path, command: str) -> None:
+    """Refuse an ``out`` whose batch summary another command wrote (``geoseg predict`` into a
+    ``geoseg tile`` chip set, or the other way round), before anything is written.
+
+    Why: both were run, each writing its files among the other's and replacing its ``batch.json``, so
+    a script reading the chip set's summary read predict's, and the other way round."""
+    owner = summary_command(out)
+    if owner is not None and owner != command:
+        raise ValueError(f"{out} holds the output of {owner} (its {SUMMARY_NAME}): {command} would write among "
+                         f"it and replace that summary; use another --out")

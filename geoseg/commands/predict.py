@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from geoseg import __version__
 from geoseg.card import parse_model_specs
-from geoseg.commands.outdir import check_predict_layout
+from geoseg.commands.outdir import check_not_another_commands_out, check_predict_layout
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from geoseg.commands.warning_lines import echo_warnings, recorded_warnings, warning_lines
@@ -123,6 +123,7 @@ def predict(
         batch = not mosaic and (folders or len(paths) > 1)  # the layout follows what was given, repeats included
         paths, sidecars = split_sidecars(_unique(paths))
         notes = [_sidecars_note(sidecars)] if sidecars else []
+        check_not_another_commands_out(out, "geoseg predict")
         check_predict_layout(out, batch, None if mosaic or batch else raster_stem(paths[0]))
         if mosaic:
             _predict_mosaic(paths, out, options, notes)

@@ -23,6 +23,7 @@ import rasterio
 import typer
 
 from geoseg import __version__
+from geoseg.commands.outdir import check_not_another_commands_out
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from geoseg.commands.warning_lines import warnings_as_lines
@@ -421,6 +422,7 @@ def tile(
                 classes_file = (check_vector_landcover(list(job.labels or ()), labels_class_field, job.out, labels_where,
                                                        labels_layer) if labels_class_field
                                 else landcover_class_file(inputs))
+            check_not_another_commands_out(job.out, "geoseg tile")
             held.enter_context(hold_out_folder(job.out, "geoseg tile"))  # one run at a time in OUT
             if (target is Target.buildings or labels_class_field) and gsd is None:
                 check_one_gsd(job.out, inputs)
