@@ -606,6 +606,19 @@ def test_one_input_and_a_batch_do_not_mix_their_layouts_in_one_out(tmp_path):
     assert not (tmp_path / "o" / "a" / "batch.json").exists() and not (tmp_path / "o" / "a" / "a").exists()
 
 
+def test_a_folder_missing_one_of_its_files_is_predicted_again_and_the_line_says_why(tmp_path):
+    """A batch folder that lost one of its outputs (buildings.gpkg deleted) was predicted again, as it must
+    be, but the line said only 'held results of other options, of another input or model, or of an
+    earlier version of the file': none of which was the case."""
+    _crops(tmp_path / "s", "a.tif")
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    (tmp_path / "o" / "a" / "buildings.gpkg").unlink()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and (tmp_path / "o" / "a" / "buildings.gpkg").is_file(), again.output
+    assert "1 of them predicted again" in again.stdout and "lacked one of its files" in again.stdout, again.stdout
+
+
 def test_predict_and_tile_do_not_share_an_out(tmp_path):
     """``geoseg predict`` into a chip set's folder (and ``geoseg tile`` into a batch's) ran, writing among
     the other's files and replacing its batch.json: a script reading the chip set's summary read predict's."""
