@@ -200,11 +200,13 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the geoseg version and exit."),
 ) -> None:
     """Land-cover class maps and building footprints from aerial and satellite GeoTIFFs."""
-    gdal_stderr_off()  # before the command opens any raster
+    if ctx.invoked_subcommand != "serve":  # the service's log keeps GDAL's lines for its operators
+        gdal_stderr_off()  # before the command opens any raster
 
 
 app.command("tile", cls=GeosegCommand)(tile.tile)
