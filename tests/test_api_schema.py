@@ -31,7 +31,10 @@ def test_every_operation_conforms_to_the_schema(tmp_path):
         excluded = [positive_data_acceptance] if (operation.method.upper(), operation.path) in UPLOADS else []
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+        # derandomize: the same examples on every run. Random ones hung 1 run in 40 (--hypothesis-seed=37:
+        # hypothesis spent minutes drawing a string for the upload form's regex-constrained fields), and a
+        # suite that fails by chance on CI tells nothing
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         def conforms(case):
             case.call_and_validate(headers={"X-API-Key": KEY}, excluded_checks=excluded)
