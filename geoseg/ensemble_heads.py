@@ -6,7 +6,7 @@ own tiling (the U2-Net on fixed 512 px windows without extra context, a LiteUNet
 256 px tiles with 64 px of context, ``geoseg.training.distill.STUDENT_MIN_CONTEXT``). Run as
 one module on the U2-Net's windows grown by the student's context, the ensemble cost +74 %
 end to end (the U2-Net read 640 px instead of 512) and scored lower on validation (Nairobi-2
-objective 0.3277 against 0.3427 member by member; docs/models.md, "After session 22").
+objective 0.3277 against 0.3421 member by member; docs/models.md, "After session 22").
 A card says how each member tiles in ``arch_kwargs.members[i].tiling``; a card without it
 runs as one module (``geoseg.models.ensemble``), as any other head.
 """

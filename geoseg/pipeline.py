@@ -287,7 +287,7 @@ def predict_scene(
             timings["landcover"] = time.perf_counter() - t
             report["gsd"]["working_m"]["landcover"] = _in_user_measure(result.gsd, input_gsd, grid)
             report["tiles"]["landcover"] = _tiles_report(result)
-            # bound now: the building branch below rebinds ``result`` and ``model`` while this runs
+            # bound now: the building branch below rebinds ``result`` while this runs
             landcover_result, landcover_card = result, model.card
 
             def classmap_task() -> dict[str, int]:

@@ -4,7 +4,7 @@ probabilities.
 Why: networks with different inductive biases (the U2-Net learnt from scratch, a LiteUNet whose
 encoder started from ImageNet) err in different places on areas neither saw; the mean of their
 softmax maps is a cheap, tuning-free way to keep what each gets right (docs/models.md,
-"Accurate buildings: an average of two networks"). The output is the log of the mean
+"After session 22"). The output is the log of the mean
 probability: valid logits (softmax gives the mean back exactly), so the ensemble is a drop-in
 head for the pipeline, the ONNX export and the post-processing rules tuned on its output.
 """
