@@ -390,6 +390,27 @@ def test_a_fixed_setting_stays_out_of_the_search(monkeypatch, tmp_path, capsys):
         assert exit_.value.code == 2 and says in capsys.readouterr().err
 
 
+def test_search_reaches_cue_off_rules_that_a_cue_chosen_first_would_hide(monkeypatch, tmp_path):
+    """Session 23: at the default threshold a cue scores best, so the greedy path keeps one and fits the
+    threshold to it; the better rules (cue off, threshold 0.1) lie off that path. The search also runs
+    with the cue held off until its last stage, and the better end wins."""
+    def fake(scenes, post, work, objective_name="miou_f1"):
+        if post.landcover_threshold:
+            obj = 0.35 - 0.2 * abs(post.threshold - 0.5)
+        else:
+            obj = 0.6 - abs(post.threshold - 0.1)
+        return {"settings": post.as_dict(), "objective": obj, "pixel_iou": obj, "binary_miou": obj,
+                "polygon_f1": obj, "scenes": []}
+
+    monkeypatch.setattr(tb, "evaluate_setting", fake)
+    best, rows = tb.coordinate_search([], tmp_path, log=lambda _: None)
+    assert best.landcover_threshold == 0.0 and best.threshold == pytest.approx(0.1)
+    cue_path = [r for r in rows if r["settings"]["landcover_threshold"] and r["stage"] == "thr x morph"]
+    assert cue_path and max(r["objective"] for r in cue_path) == pytest.approx(0.35)  # where the greedy path stood
+    keys = [tuple(r["settings"].values()) for r in rows]
+    assert len(keys) == len(set(keys))  # each setting scored once across both paths
+
+
 def test_sweep_scores_only_the_named_block_and_can_keep_a_pixel_iou_floor(tmp_path, monkeypatch, capsys):
     """``sweep --only nairobi --min-pixel-iou X``: the U2-Net trained on all of Zanzibar, so its rules are
     chosen on Nairobi-2 alone; and a rule that trades pixel IoU below X for polygon F1 is not chosen (the
