@@ -30,7 +30,7 @@ from geoseg.valid_area import cut_nodata
 from tiles.gsd import has_lonlat
 from tiles.warp import axis_aligned, bilinear_window
 
-__all__ = ["building_frame", "landcover_cue", "vectorise_buildings", "write_buildings"]
+__all__ = ["GPKG_VERSION", "building_frame", "landcover_cue", "vectorise_buildings", "write_buildings"]
 
 
 def landcover_cue(landcover: HeadResult | None, buildings: HeadResult,
@@ -180,12 +180,20 @@ def _areas_m2(frame: gpd.GeoDataFrame, lonlat: np.ndarray | None, pixel_m: float
     return np.full(len(frame), np.nan)
 
 
+#: the GeoPackage version buildings.gpkg is written as. GDAL 3.7 and later write 1.4 by default,
+#: which older readers do not support: ArcMap 10.6 and 10.7 document 1.1 and 1.2, ArcGIS Pro 3.1 1.1 to 1.3,
+#: and GDAL 3.6 (Debian 12's, which its QGIS reads with) warns on each open ("may only be partially
+#: supported") while its validate_gpkg.py fails the file (Req 75: the R-tree update triggers of 1.4
+#: are not those of 1.2). 1.2 holds the same polygons and R-tree index, and all of them read it
+GPKG_VERSION = "1.2"
+
+
 def write_buildings(frame: gpd.GeoDataFrame, staging: Path, georeferenced: bool) -> None:
-    """GeoPackage in the input CRS; RFC 7946 GeoJSON in WGS84 when ``georeferenced`` (in a CRS that
-    converts to longitude/latitude)."""
+    """GeoPackage (version ``GPKG_VERSION``, with its R-tree spatial index) in the input CRS; RFC 7946
+    GeoJSON in WGS84 when ``georeferenced`` (in a CRS that converts to longitude/latitude)."""
     with np.errstate(all="ignore"):  # not catch_warnings: the class map may be written beside this
         frame.to_file(staging / "buildings.gpkg", driver="GPKG", layer="buildings", engine="pyogrio",
-                      geometry_type="Polygon")
+                      geometry_type="Polygon", dataset_options={"VERSION": GPKG_VERSION})
         if georeferenced:
             # not GDAL's GeoJSON driver: it cut buildings across the antimeridian into invalid parts
             # (geoseg.rfc7946); each Feature's "id" member too (RFC 7946 3.2), the key web maps
