@@ -1301,3 +1301,23 @@ def test_a_file_of_several_rasters_names_them_and_each_is_predicted_by_its_name(
     assert "two.gpkg:a" in result.output and "\N{NEGATIVE SQUARED LATIN CAPITAL LETTER A}" not in result.output
     result = runner.invoke(app, ["predict", f"GPKG:{container}:c", "--out", str(tmp_path / "c"), *FAST])
     assert_one_line_error(result, "predict", f"input not found: GPKG:{container}:c (GDAL found no such subdataset")
+
+
+def test_inputs_failing_fast_are_not_finished_scenes_in_the_batch_time_left(tmp_path):
+    """Two unreadable files first, then real scenes: the log said 'about 0 s left' after each failure,
+    the rate of inputs that took no time, before scenes that take the real time."""
+    s = tmp_path / "s"
+    s.mkdir()
+    (s / "0_broken.tif").write_bytes(b"not a raster")
+    (s / "1_broken.tif").write_bytes(b"not a raster either")
+    with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
+        profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
+        profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
+    for name, rows in (("2_real.tif", pixels), ("3_real.tif", pixels[:, ::-1])):
+        with rasterio.open(s / name, "w", **profile) as dst:
+            dst.write(rows)
+    result = CliRunner().invoke(app, ["predict", str(s), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "predict 1/4 0_broken.tif: failed (0 s)" and lines[1] == "predict 2/4 1_broken.tif: failed (0 s)"
+    assert lines[2].startswith("predict 3/4 2_real.tif: done (") and lines[2].endswith(" s left)")

@@ -37,8 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 from tiles.output_lock import output_lock
 from tiles.rasterpath import RasterPath, raster_name
@@ -199,19 +207,64 @@ def run_one(work: Work, input_path: RasterPath, output_path: Path, run_id: str,
         raise
 
 
-def _progress(show: bool) -> Progress:
-    # the time left from the rate since the batch began: rich's default keeps the last 30 s of
-    # samples, so with inputs that take longer than that it never had two and showed -:--:--
-    # file names shown as written: not rich markup ('[1]') or emoji codes (':a:' of 'two.gpkg:a:...')
-    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"), disable=not show,
-                    speed_estimate_period=30 * 24 * 3600)
-
-
 def time_left(elapsed_s: float, finished: float, remaining: float) -> float:
     """Seconds the ``remaining`` work should take at the rate of the ``finished`` work (``finished`` > 0;
     inputs, or fractions of one)."""
     return elapsed_s / finished * remaining
+
+
+class BatchTimeLeft:
+    """The time a batch has left, from the work its inputs run so far did: the rate since the batch
+    began over the inputs that succeeded, each weighing its ``weights`` entry (e.g. its pixels; 1
+    each without), applied to the inputs still to run. ``clock``: seconds (``time.monotonic``).
+
+    Why: the bar's estimate was rich's, one bar step per finished input, so inputs that failed in
+    a second (unreadable, all nodata) or were copied counted as scenes done at that pace: after two
+    broken files the bar said 0:00:00 left before scenes of minutes each. Failed, skipped and copied
+    inputs now do no work; until an input succeeds the time left is unknown."""
+
+    def __init__(self, weights: dict[str, float], clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        self.pending = dict(weights)
+        self.done = 0.0
+        self._estimate: tuple[float, float] | None = None  # (when, seconds left then)
+
+    def finished(self, name: str, succeeded: bool) -> None:
+        """``name`` ended (``succeeded``: it ran and its output is in place); the estimate is taken again."""
+        weight = self.pending.pop(name, 0.0)
+        now = self.clock()
+        if succeeded:
+            self.done += weight
+        if self.done > 0:
+            self._estimate = (now, time_left(now - self.started, self.done, sum(self.pending.values())))
+
+    def seconds_left(self) -> float | None:
+        """Seconds left now (the last estimate, less the time since), None before an input succeeded."""
+        if self._estimate is None:
+            return None
+        at, left = self._estimate
+        return max(left - (self.clock() - at), 0.0) if self.pending else 0.0
+
+
+class _TimeLeftColumn(ProgressColumn):
+    """A batch bar's time left, from the task's ``time_left`` field (a ``BatchTimeLeft``), as rich's
+    ``TimeRemainingColumn`` draws it (``-:--:--`` while unknown)."""
+
+    def render(self, task: Task) -> Text:
+        estimate = task.fields.get("time_left")
+        left = 0.0 if task.finished else estimate.seconds_left() if isinstance(estimate, BatchTimeLeft) else None
+        if left is None:
+            return Text("-:--:--", style="progress.remaining")
+        minutes, seconds = divmod(int(left), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+
+def _progress(show: bool) -> Progress:
+    # file names shown as written: not rich markup ('[1]') or emoji codes (':a:' of 'two.gpkg:a:...')
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("elapsed,"), _TimeLeftColumn(), TextColumn("left"), disable=not show)
 
 
 def _lost(exc: Exception) -> str:
@@ -226,10 +279,16 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
               scheduler: str | None = None, n_workers: int = 2, show_progress: bool = True,
               description: str = "files",
               is_current: Callable[[RasterPath, Path], bool] | None = None,
-              on_update: Callable[[BatchReport], None] | None = None) -> BatchReport:
+              on_update: Callable[[BatchReport], None] | None = None,
+              weigh: Callable[[RasterPath], float | None] | None = None,
+              clock: Callable[[], float] = time.monotonic) -> BatchReport:
     """Run ``work`` on every input without a current output (see module docstring); ``on_update``
     is called with the report once the skipped inputs are known and after each input finishes
-    (``tiles.batch_summary`` writes it down)."""
+    (``tiles.batch_summary`` writes it down).
+
+    ``weigh(input)``: its expected share of the work
+    (e.g. its pixels; None: unknown, the median of the others; 1 each without), asked of the inputs
+    to run only, for the time left (``BatchTimeLeft``, on ``clock``)."""
     report = BatchReport()
     run_id = new_run_id()  # names this run's scratch paths: a worker of an interrupted run keeps its own
     todo: list[tuple[RasterPath, Path]] = []
@@ -255,18 +314,16 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
     # Dask's connect timeout, which it states), not under a bar left empty at 0/N
     client, cluster = _connect(scheduler, n_workers) if todo and scheduler != "sync" else (None, None)
     ran_to_end = False  # not `finished`, the count of inputs run that record() keeps
+    estimate = BatchTimeLeft(_weights([p for p, _ in todo], weigh), clock)
     try:
         with _progress(show_progress) as progress:
-            task = progress.add_task(description, total=len(inputs), completed=len(report.skipped) + len(report.failed))
+            task = progress.add_task(description, total=len(inputs), completed=len(report.skipped) + len(report.failed),
+                                     time_left=estimate)
 
             # in a log file (no terminal) the bar is drawn once, at the end: a line per input instead
             log_lines = show_progress and not progress.console.is_terminal
-            started = time.monotonic()
-
-            finished = 0  # inputs run in this batch (skipped ones took no time)
 
             def record(item: JobOutcome) -> None:
-                nonlocal finished
                 name, result, error, seconds, skipped = item
                 if skipped:
                     report.skipped.append(name)
@@ -280,15 +337,15 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                     report.seconds[name] = round(seconds, 3)
                 if on_update is not None:
                     on_update(report)
-                finished += 1
+                estimate.finished(name, succeeded=not skipped and error is None)
                 progress.advance(task)
                 if log_lines:
                     n = int(progress.tasks[0].completed)
-                    elapsed = time.monotonic() - started
-                    left = time_left(elapsed, finished, len(todo) - finished)
-                    progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: "
-                                           f"{'already done' if skipped else 'done' if error is None else 'failed'} ({elapsed:.0f} s"
-                                           f"{f', about {left:.0f} s left' if finished < len(todo) else ''})",
+                    what = "already done" if skipped else "done" if error is None else "failed"
+                    left = estimate.seconds_left()
+                    more = n < len(inputs) and left is not None
+                    progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: {what} "
+                                           f"({clock() - estimate.started:.0f} s{f', about {left:.0f} s left' if more else ''})",
                                            highlight=False, soft_wrap=True, markup=False, emoji=False)
 
             def say_wait(input_path: RasterPath | str, output_path: Path | str, lock: Path | str) -> None:
@@ -327,6 +384,14 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             finally:
                 cluster.close()
     return report
+
+
+def _weights(inputs: list[RasterPath], weigh: Callable[[RasterPath], float | None] | None) -> dict[str, float]:
+    """Each input's share of the work, by ``weigh`` (1 each without it); an input it cannot weigh
+    (None) weighs the median of the others, and with none weighed all weigh 1."""
+    known = {str(p): w for p in inputs if weigh is not None and (w := weigh(p)) is not None and w > 0}
+    median = sorted(known.values())[len(known) // 2] if known else 1.0
+    return {str(p): float(known.get(str(p), median)) for p in inputs}
 
 
 def _connect(scheduler: str | None, n_workers: int) -> tuple[Any, Any]:

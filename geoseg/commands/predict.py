@@ -324,7 +324,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
             report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
                                scheduler=scheduler, description="predict",
                                is_current=lambda p, folder: outputs_current(folder, p, options),
-                               on_update=summary.update)
+                               on_update=summary.update, weigh=_input_pixels)
         except KeyboardInterrupt as stop:
             summary.stop(TERMINATED_EXIT if isinstance(stop, Terminated) else 130)
             raise
@@ -354,6 +354,22 @@ def _folder_counts(folder: Path, result: Any) -> dict[str, Any]:
     report = json.loads((folder / "report.json").read_text())
     return {"buildings": report.get("counts", {}).get("buildings"),
             "warnings": list(dict.fromkeys(report.get("warnings", [])))}
+
+
+def _input_pixels(input_path: RasterPath) -> float | None:
+    """An input's pixels (from its header): the batch's measure of the work an input is, for its time
+    left, so that a batch of scenes of mixed sizes no longer takes a small first scene's time for
+    every later one. None for a virtual input (a URL: opening it costs a request) or one that cannot
+    be opened (its job says why it fails)."""
+    import rasterio
+
+    if is_virtual(input_path):
+        return None
+    try:
+        with rasterio.open(input_path) as src:
+            return float(src.width * src.height)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _scheduler(address: str | None) -> str | None:

@@ -1,0 +1,85 @@
+"""A batch's time left counts only the work of the inputs that succeeded (failed, skipped and copied
+inputs did none), each weighing its share of the work; tested on a clock moved by hand."""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from tiles.batch import BatchTimeLeft, _progress, _TimeLeftColumn, run_batch
+
+
+class _Clock:
+    """A clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_fast_failures_do_not_count_as_finished_scenes_in_the_time_left():
+    clock = _Clock()
+    left = BatchTimeLeft({"bad1": 1.0, "bad2": 1.0, "a": 1.0, "b": 1.0}, clock)
+    clock.now += 0.1
+    left.finished("bad1", succeeded=False)
+    clock.now += 0.1
+    left.finished("bad2", succeeded=False)
+    assert left.seconds_left() is None  # nothing succeeded: unknown, not '0:00:00'
+    clock.now += 60
+    left.finished("a", succeeded=True)
+    assert left.seconds_left() == pytest.approx(60.2)  # b, at a's pace (the failures' 0.2 s included)
+    clock.now += 20
+    assert left.seconds_left() == pytest.approx(40.2)  # counts down between inputs
+
+
+def test_the_time_left_weighs_inputs_by_their_work():
+    """A batch of mixed sizes: a small first scene's seconds are not every later scene's."""
+    clock = _Clock()
+    left = BatchTimeLeft({"small": 1e6, "big": 16e6}, clock)
+    clock.now += 10
+    left.finished("small", succeeded=True)
+    assert left.seconds_left() == pytest.approx(160)
+
+
+def _slow_unless_bad(clock: _Clock, input_path, output_path):
+    if str(input_path).startswith("bad"):
+        raise ValueError("unreadable")
+    clock.now += 60
+    Path(output_path).write_text("ok")
+
+
+def test_the_batch_log_estimates_from_the_scenes_that_succeeded(tmp_path: Path, capsys):
+    """Two unreadable files first, then scenes of a minute each: the log said 'about 0 s left'."""
+    clock = _Clock()
+    run_batch(["bad1", "bad2", "a", "b", "c"], lambda p: tmp_path / p, partial(_slow_unless_bad, clock),
+              scheduler="sync", description="predict", clock=clock)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "predict 1/5 bad1: failed (0 s)" and lines[1] == "predict 2/5 bad2: failed (0 s)"
+    assert lines[2] == "predict 3/5 a: done (60 s, about 120 s left)"
+    assert lines[3] == "predict 4/5 b: done (120 s, about 60 s left)"
+
+
+def test_the_batch_bar_shows_the_estimate_and_no_time_left_when_unknown():
+    clock = _Clock()
+    estimate = BatchTimeLeft({"bad": 1.0, "a": 1.0, "b": 1.0}, clock)
+    progress = _progress(True)
+    task = progress.add_task("predict", total=3, time_left=estimate)
+    (column,) = [c for c in progress.columns if isinstance(c, _TimeLeftColumn)]
+    estimate.finished("bad", succeeded=False)
+    progress.advance(task)
+    assert column.render(progress.tasks[0]).plain == "-:--:--"
+    clock.now += 90
+    estimate.finished("a", succeeded=True)
+    progress.advance(task)
+    assert column.render(progress.tasks[0]).plain == "0:01:30"
+
+
+def test_an_input_that_cannot_be_weighed_weighs_the_median_of_the_others():
+    from tiles.batch import _weights
+
+    sizes = {"a": 1e6, "b": None, "c": 4e6, "d": 9e6}
+    assert _weights(list(sizes), sizes.get) == {"a": 1e6, "b": 4e6, "c": 4e6, "d": 9e6}
+    assert _weights(["a", "b"], None) == {"a": 1.0, "b": 1.0}
