@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import zipfile
 from pathlib import Path
 
@@ -427,7 +428,7 @@ def test_a_batch_rerun_with_other_options_or_inputs_predicts_again(tmp_path):
     for name in ("s/a.tif", "s/b.tif", "t/a.tif"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         with rasterio.open(tmp_path / name, "w", **profile) as dst:
-            dst.write(pixels)
+            dst.write(pixels if name != "s/b.tif" else pixels[:, ::-1])  # another scene (a copy is copied)
     out = tmp_path / "out"
     runner = CliRunner()
 
@@ -553,14 +554,18 @@ def assert_stopped_after_the_first(result, out: Path, word: str, code: int) -> N
 
 
 def _crops(folder: Path, *names: str) -> None:
-    """128 px crops of a real scene, one per name, in ``folder``."""
+    """128 px crops of a real scene, one per name, in ``folder``: each name its own pixels (a batch
+    predicts copies of one scene once), a.tif the scene's, b.tif those upside down."""
+    import zlib
+
     folder.mkdir(parents=True, exist_ok=True)
     with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
         profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
         profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
     for name in names:
         with rasterio.open(folder / name, "w", **profile) as dst:
-            dst.write(pixels if name != "b.tif" else pixels[:, ::-1])
+            dst.write(pixels if name == "a.tif" else pixels[:, ::-1] if name == "b.tif"
+                      else np.roll(pixels, 1 + zlib.crc32(name.encode()) % 120, axis=2))
 
 
 def test_a_batch_leaves_a_summary_a_script_reads_instead_of_its_output(tmp_path):
@@ -669,7 +674,7 @@ def test_relative_paths_reach_dask_workers_running_elsewhere(tmp_path, monkeypat
         profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
     for name in ("a.tif", "b.tif"):
         with rasterio.open(tmp_path / "s" / name, "w", **profile) as dst:
-            dst.write(pixels)
+            dst.write(pixels if name == "a.tif" else pixels[:, ::-1])  # two scenes (a copy is copied)
     with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
         monkeypatch.chdir(tmp_path)  # after the workers started: they stay in the old folder
         result = CliRunner().invoke(app, ["predict", "s/a.tif", "s/b.tif", "--out", "o",
@@ -685,7 +690,7 @@ def test_a_scene_replaced_under_the_same_name_is_predicted_again(tmp_path):
     (tmp_path / "s").mkdir()
     for name in ("a.tif", "b.tif"):
         with rasterio.open(tmp_path / "s" / name, "w", **profile) as dst:
-            dst.write(pixels)
+            dst.write(pixels if name == "a.tif" else pixels[:, :, ::-1])  # two scenes (a copy is copied)
     runner = CliRunner()
     args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
     assert "2 predicted" in runner.invoke(app, args).stdout
@@ -1301,6 +1306,46 @@ def test_a_file_of_several_rasters_names_them_and_each_is_predicted_by_its_name(
     assert "two.gpkg:a" in result.output and "\N{NEGATIVE SQUARED LATIN CAPITAL LETTER A}" not in result.output
     result = runner.invoke(app, ["predict", f"GPKG:{container}:c", "--out", str(tmp_path / "c"), *FAST])
     assert_one_line_error(result, "predict", f"input not found: GPKG:{container}:c (GDAL found no such subdataset")
+
+
+def test_a_copy_or_a_link_of_an_input_is_predicted_once_and_given_its_outputs(tmp_path, monkeypatch):
+    """A folder holding a.tif, a byte-identical copy_of_a.tif (cp) and a link to a.tif under another
+    name ran the models on a and its copy, and left the link out without a word. Each name now gets
+    its folder, the models run once: the others get copies (not links), naming their own input."""
+    import geoseg.pipeline
+
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    s = tmp_path / "s"
+    (s / "copy_of_a.tif").write_bytes((s / "a.tif").read_bytes())
+    (s / "link.tif").symlink_to(s / "a.tif")
+    ran: list[str] = []
+    predict_scene = geoseg.pipeline.predict_scene
+    monkeypatch.setattr(geoseg.pipeline, "predict_scene",
+                        lambda p, *a, **k: ran.append(raster_name(p)) or predict_scene(p, *a, **k))
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["predict", str(s), "--out", str(out), "--profile", "fast", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "2 predicted, 2 copied (the same content as another input), 0 already done, 0 failed" in result.stdout
+    assert "copy_of_a.tif: the same content as a.tif, outputs copied" in result.stdout
+    assert ran == ["a.tif", "b.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "batch.json", "copy_of_a", "link"]
+    first = json.loads((out / "a" / "report.json").read_text())
+    for name in ("copy_of_a", "link"):
+        report = json.loads((out / name / "report.json").read_text())
+        assert report["input"] == str(s / f"{name}.tif") and report["same_content_as"] == str(s / "a.tif")
+        assert report["counts"] == first["counts"] and report["counts"]["buildings"] > 0
+        for f in report["outputs"]:
+            assert not (out / name / f).is_symlink() and not os.path.samefile(out / name / f, out / "a" / f)
+        assert (out / name / "classmap.tif").read_bytes() == (out / "a" / "classmap.tif").read_bytes()
+        geojson = json.loads((out / name / "buildings.geojson").read_text())
+        assert {f["properties"]["source"] for f in geojson["features"]} == {f"{name}.tif"}
+        assert gpd.read_file(out / name / "buildings.gpkg")["source"].unique().tolist() == [f"{name}.tif"]
+    entries = {Path(e["input"]).name: e for e in json.loads((out / "batch.json").read_text())["inputs"]}
+    assert entries["copy_of_a.tif"]["status"] == "done" and entries["copy_of_a.tif"]["same_content_as"] == str(s / "a.tif")
+    assert entries["b.tif"]["same_content_as"] is None
+    again = CliRunner().invoke(app, ["predict", str(s), "--out", str(out), "--profile", "fast", "--device", "cpu"])
+    assert "0 predicted, 4 already done, 0 failed" in again.stdout, again.output
+    assert ran == ["a.tif", "b.tif"]
 
 
 def test_inputs_failing_fast_are_not_finished_scenes_in_the_batch_time_left(tmp_path):

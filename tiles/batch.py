@@ -15,7 +15,9 @@ output is in place: a worker of an interrupted run still writing that output (Da
 running task) is waited for, then the output is looked at again (skipped if it is now current),
 and scratch left by dead runs is removed, never a live run's. Failures are
 collected, not raised, so one bad file does not stop the batch, nor does a Dask worker
-that dies on one (out of memory, a crash in native code): that input is a failure.
+that dies on one (out of memory, a crash in native code): that input is a failure. An input of the
+same content as an earlier one (``duplicates``: a copy, a link under another name) is not run:
+``copy_output`` gives it the earlier one's output once that is in place.
 
 Usage::
 
@@ -32,8 +34,9 @@ import shutil
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -84,6 +87,9 @@ class BatchReport:
     redone: list[str] = field(default_factory=list)
     #: seconds each job run by this batch took where it ran (absent when its worker died)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: inputs given the output of another input of the same content (``run_batch``'s ``duplicates``),
+    #: not run: input -> that other input (also in done)
+    copied: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -275,23 +281,42 @@ def _lost(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+#: ``copy_output(output of the first input, input, path to write)``: gives an input the output of an
+#: earlier input of the same content (``run_batch``'s ``duplicates``); returns the input's result
+CopyOutput = Callable[[Path, RasterPath, Path], Any]
+
+
+def copied_line(description: str, input_path: RasterPath | str, first: RasterPath | str) -> str:
+    """The line a batch prints for an input given the output of another of the same content."""
+    return (f"{description} {raster_name(input_path)}: the same content as {raster_name(first)}: "
+            f"its outputs copied, not run again")
+
+
 def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], Path], work: Work,
               scheduler: str | None = None, n_workers: int = 2, show_progress: bool = True,
               description: str = "files",
               is_current: Callable[[RasterPath, Path], bool] | None = None,
               on_update: Callable[[BatchReport], None] | None = None,
+              duplicates: Mapping[str, RasterPath] | None = None, copy_output: CopyOutput | None = None,
               weigh: Callable[[RasterPath], float | None] | None = None,
               clock: Callable[[], float] = time.monotonic) -> BatchReport:
     """Run ``work`` on every input without a current output (see module docstring); ``on_update``
     is called with the report once the skipped inputs are known and after each input finishes
     (``tiles.batch_summary`` writes it down).
 
-    ``weigh(input)``: its expected share of the work
+    ``duplicates``: str(input) -> an earlier input of the same content (``tiles.same_content``);
+    such an input is not run: once that input's output is in place (done or already current),
+    ``copy_output`` makes its own in this process (into its ``.part``, renamed, as a job), and a
+    line says so; if that input fails, so does it. ``weigh(input)``: its expected share of the work
     (e.g. its pixels; None: unknown, the median of the others; 1 each without), asked of the inputs
     to run only, for the time left (``BatchTimeLeft``, on ``clock``)."""
+    duplicates = {str(k): v for k, v in (duplicates or {}).items()}
+    if duplicates and copy_output is None:
+        raise ValueError("run_batch: duplicates need copy_output")
     report = BatchReport()
     run_id = new_run_id()  # names this run's scratch paths: a worker of an interrupted run keeps its own
     todo: list[tuple[RasterPath, Path]] = []
+    waiting: dict[str, list[tuple[RasterPath, Path]]] = {}  # str(first input) -> its copies to make
     for p in inputs:
         out = Path(output_for(p))
         if out.exists() and is_current is not None:
@@ -304,9 +329,12 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             current = out.exists()
         if current:
             report.skipped.append(str(p))
+            continue
+        if out.exists():
+            report.redone.append(str(p))
+        if str(p) in duplicates:
+            waiting.setdefault(str(duplicates[str(p)]), []).append((p, out))
         else:
-            if out.exists():
-                report.redone.append(str(p))
             todo.append((p, out))
     if on_update is not None:
         on_update(report)
@@ -323,7 +351,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             # in a log file (no terminal) the bar is drawn once, at the end: a line per input instead
             log_lines = show_progress and not progress.console.is_terminal
 
-            def record(item: JobOutcome) -> None:
+            def record(item: JobOutcome, copied_from: RasterPath | None = None) -> None:
                 name, result, error, seconds, skipped = item
                 if skipped:
                     report.skipped.append(name)
@@ -331,6 +359,8 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                         report.redone.remove(name)
                 elif error is None:
                     report.done[name] = result
+                    if copied_from is not None:
+                        report.copied[name] = str(copied_from)
                 else:
                     report.failed[name] = error
                 if seconds is not None:
@@ -339,20 +369,39 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                     on_update(report)
                 estimate.finished(name, succeeded=not skipped and error is None)
                 progress.advance(task)
+                if copied_from is not None and error is None and not skipped and show_progress and not log_lines:
+                    progress.console.print(copied_line(description, name, copied_from),  # above the bar
+                                           highlight=False, soft_wrap=True, markup=False, emoji=False)
                 if log_lines:
                     n = int(progress.tasks[0].completed)
-                    what = "already done" if skipped else "done" if error is None else "failed"
+                    what = ("already done" if skipped else "failed" if error is not None else
+                            f"the same content as {raster_name(copied_from)}, outputs copied" if copied_from is not None
+                            else "done")
                     left = estimate.seconds_left()
                     more = n < len(inputs) and left is not None
                     progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: {what} "
                                            f"({clock() - estimate.started:.0f} s{f', about {left:.0f} s left' if more else ''})",
                                            highlight=False, soft_wrap=True, markup=False, emoji=False)
+                make_copies(name, None if skipped else error)
+
+            def make_copies(first: str, error: str | None) -> None:
+                """The inputs waiting for ``first``: copied from its output, now in place (``error`` None),
+                or failed as it did."""
+                for copy, copy_out in waiting.pop(first, []):
+                    origin = duplicates[str(copy)]
+                    if error is None:
+                        job = partial(_copy_from, copy_output, Path(output_for(origin)))
+                        record(run_one(job, copy, copy_out, run_id, is_current, say_wait), origin)
+                    else:
+                        record(JobOutcome(str(copy), None, _failed_as(error, origin), None))
 
             def say_wait(input_path: RasterPath | str, output_path: Path | str, lock: Path | str) -> None:
                 if show_progress:  # above the bar, which stays where it is
                     progress.console.print(wait_line(description, input_path, output_path, lock),
                                            highlight=False, soft_wrap=True, markup=False, emoji=False)
 
+            for name in [*report.skipped, *report.failed]:  # already current, or refused: not run
+                make_copies(name, report.failed.get(name))
             if not todo:
                 return report
             if scheduler == "sync":
@@ -384,6 +433,18 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             finally:
                 cluster.close()
     return report
+
+
+def _copy_from(copy_output: CopyOutput, first_output: Path, input_path: RasterPath, output_path: Path) -> Any:
+    """``run_one``'s job for an input of the same content as another: that one's output, copied."""
+    return copy_output(first_output, input_path, output_path)
+
+
+def _failed_as(error: str, first: RasterPath) -> str:
+    """The error of an input of the same content as ``first``, which failed with ``error``: the same
+    first line, saying whose it is (not run again: it would fail alike)."""
+    line = error.splitlines()[0] if error else "failed"
+    return f"{line} (the same content as {raster_name(first)}, which failed: not run again)"
 
 
 def _weights(inputs: list[RasterPath], weigh: Callable[[RasterPath], float | None] | None) -> dict[str, float]:

@@ -37,6 +37,7 @@ from tiles.rasterpath import (
     raster_stem,
     vrt_sources,
 )
+from tiles.same_content import file_key
 
 OPTIONS_FILE = "options.json"
 SOURCES_FILE = "sources.json"
@@ -123,13 +124,7 @@ def _chips_of_other_options(index: Path, key: list) -> str | None:
 def _same_file(recorded: str, path: RasterPath) -> bool:
     """Whether a scene recorded by an earlier run (``sources.json``) is ``path``: the same path, or the
     same file reached another way (runs before links were kept recorded the link's target)."""
-    return recorded == str(path) or _file_key(recorded) == _file_key(path)
-
-
-def _file_key(path: RasterPath) -> str:
-    """What names one scene file: its real path; a virtual location (``/vsizip//a.zip/b.tif``, a
-    subdataset) as it is written (``os.path.realpath`` would take it for a relative path)."""
-    return str(path) if is_virtual(path) else os.path.realpath(path)
+    return recorded == str(path) or file_key(recorded) == file_key(path)
 
 
 def _scene_exists(path: str) -> bool:
@@ -213,13 +208,13 @@ class ChipSet:
         for part in (*siblings, self.part_dir):
             if (part / SOURCES_FILE).exists():
                 known |= json.loads((part / SOURCES_FILE).read_text())
-        cut_as = {_file_key(recorded): (key, recorded) for key, recorded in known.items()
+        cut_as = {file_key(recorded): (key, recorded) for key, recorded in known.items()
                   if not key.startswith("record:")}
         mine: dict[str, str] = {}
         moved: dict[RasterPath, str] = {}  # scene -> its gone namesake
         for path in scenes:
             name = prefix(path)
-            cut_name, recorded = cut_as.setdefault(_file_key(path), (name, str(path)))
+            cut_name, recorded = cut_as.setdefault(file_key(path), (name, str(path)))
             if cut_name != name and recorded != str(path):
                 raise ValueError(f"{path} and {recorded} are one file (a link counts as the file it leads to): its "
                                  f"chips would be listed twice, as {cut_name} and as {name}; give it under one name "

@@ -29,6 +29,7 @@ from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars,
                               vrts_over_inputs)
+from tiles.same_content import file_key, same_content
 
 #: without a terminal, a line each time the single-input progress passes another tenth
 LOG_STEP = 0.1
@@ -166,11 +167,13 @@ def _expand_folders(paths: list[RasterPath]) -> tuple[list[RasterPath], bool]:
 
 
 def _unique(paths: list[RasterPath]) -> list[RasterPath]:
-    """``paths`` without repeats of one file (a folder and a file in it, ``a/../a/x.tif``), in order."""
-    seen: set[str] = set()
+    """``paths`` without repeats of one file under one name (a folder and a file in it, ``a/../a/x.tif``,
+    a link of the same name elsewhere), in order. A link under another name stays: the user asked
+    for its folder, which gets a copy of the file's outputs (``tiles.same_content``)."""
+    seen: set[tuple[str, str]] = set()
     out: list[RasterPath] = []
     for p in paths:
-        key = str(p) if is_virtual(p) else os.path.realpath(p)
+        key = (file_key(p), raster_stem(p))
         if key not in seen:
             seen.add(key)
             out.append(p)
@@ -298,6 +301,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                   notes: list[str]) -> None:
     """The batch of ``inputs`` into ``out/<stem>/``; ``scheduler``: as ``_scheduler`` returns it;
     ``notes``: warnings of the batch known before it runs (printed before it, and in its summary)."""
+    from geoseg.prediction_copy import copy_prediction
     from geoseg.request_record import outputs_current
     from tiles.batch import run_batch
 
@@ -317,14 +321,18 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         raise ValueError(f"an input's stem is {SUMMARY_NAME!r}, the batch summary's name in {out}: rename it")
     summary = BatchSummary(out / SUMMARY_NAME, inputs, lambda p: out / raster_stem(p),
                            header={"command": "geoseg predict", "geoseg_version": __version__, "out": str(out)},
-                           details=_folder_counts, no_details={"buildings": None, "warnings": []})
+                           details=_folder_counts, no_details={"buildings": None, "warnings": [],
+                                                               "same_content_as": None})
+    same = same_content(inputs)  # copies and links under other names: predicted once, outputs copied
     echo_warnings(notes)  # before the batch's time is spent, not after it
     with recorded_warnings() as caught:  # the jobs return their notes; these are the batch's
         try:
             report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
                                scheduler=scheduler, description="predict",
                                is_current=lambda p, folder: outputs_current(folder, p, options),
-                               on_update=summary.update, weigh=_input_pixels)
+                               on_update=summary.update, duplicates={str(p): first for p, first in same.items()},
+                               copy_output=lambda first, p, folder: copy_prediction(first, p, folder, options),
+                               weigh=_input_pixels)
         except KeyboardInterrupt as stop:
             summary.stop(TERMINATED_EXIT if isinstance(stop, Terminated) else 130)
             raise
@@ -335,7 +343,9 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     echo_warnings(warning_lines(caught))
     for p in inputs:  # in the order given, each with its input's name
         echo_warnings(report.done.get(str(p)) or [], prefix=f"{raster_name(p)}: ")
-    typer.echo(f"{len(report.done)} predicted, {len(report.skipped)} already done, {len(report.failed)} failed")
+    copied = f", {len(report.copied)} copied (the same content as another input)" if report.copied else ""
+    typer.echo(f"{len(report.done) - len(report.copied)} predicted{copied}, {len(report.skipped)} already done, "
+               f"{len(report.failed)} failed")
     redone = [p for p in report.redone if p in report.done]  # a failed one keeps its old folder
     if redone:
         typer.echo(f"{len(redone)} of them predicted again: their folders in {out} held results of other "
@@ -350,10 +360,12 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
 
 def _folder_counts(folder: Path, result: Any) -> dict[str, Any]:
     """A predicted folder's entry in the batch summary, from its ``report.json`` (also for a folder
-    skipped as already done): ``buildings`` (None without the building model), ``warnings``."""
+    skipped as already done): ``buildings`` (None without the building model), ``warnings``,
+    ``same_content_as`` (the input whose outputs it holds, copied; None when predicted itself)."""
     report = json.loads((folder / "report.json").read_text())
     return {"buildings": report.get("counts", {}).get("buildings"),
-            "warnings": list(dict.fromkeys(report.get("warnings", [])))}
+            "warnings": list(dict.fromkeys(report.get("warnings", []))),
+            "same_content_as": report.get("same_content_as")}
 
 
 def _input_pixels(input_path: RasterPath) -> float | None:

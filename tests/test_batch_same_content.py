@@ -1,0 +1,99 @@
+"""A batch's inputs of the same content (copies, links under other names) run once: the others get
+copies of the first's output."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from dask.distributed import LocalCluster
+
+import tiles.same_content
+from tiles.batch import run_batch
+from tiles.same_content import same_content
+
+
+def test_copies_and_links_under_other_names_are_found_by_size_then_hash(tmp_path: Path, monkeypatch):
+    s = tmp_path / "s"
+    s.mkdir()
+    (s / "a.tif").write_bytes(b"A" * 1000)
+    (s / "copy_of_a.tif").write_bytes(b"A" * 1000)
+    os.symlink("a.tif", s / "link.tif")
+    (s / "same_size.tif").write_bytes(b"B" * 1000)  # hashed, and not a copy
+    (s / "b.tif").write_bytes(b"A" * 999)
+    (s / "other").mkdir()
+    (s / "other" / "a2.tif").write_bytes(b"A" * 1000)  # a copy elsewhere, with a world file a.tif lacks
+    (s / "other" / "a2.tfw").write_text("0.3\n0\n0\n-0.3\n0\n0\n")
+    (s / "other" / "a3.tif").write_bytes(b"A" * 1000)
+    (s / "other" / "a3.tfw").write_text("0.3\n0\n0\n-0.3\n0\n0\n")
+    (s / "zip.vrt").write_bytes(b"A" * 1000)  # a VRT's bytes say nothing of the files it reads
+    paths = [s / "a.tif", s / "b.tif", s / "copy_of_a.tif", s / "link.tif", s / "same_size.tif",
+             s / "other" / "a2.tif", s / "other" / "a3.tif", s / "zip.vrt", "/vsizip//x.zip/a.tif"]
+    hashed: list[str] = []
+    real_hash = tiles.same_content.file_sha256
+    monkeypatch.setattr(tiles.same_content, "file_sha256", lambda p: hashed.append(p.name) or real_hash(p))
+    assert same_content(paths) == {s / "copy_of_a.tif": s / "a.tif", s / "link.tif": s / "a.tif",
+                                   s / "other" / "a3.tif": s / "other" / "a2.tif"}
+    assert "b.tif" not in hashed and hashed.count("a.tif") == 1  # the link's file is hashed once
+    assert "same_size.tif" not in hashed  # told apart by its first bytes: not read through
+    hashed.clear()
+    assert same_content([s / "a.tif", s / "b.tif", s / "other"]) == {} and hashed == []  # distinct sizes: no reads
+
+
+def _write_ok(input_path, output_path):
+    """A batch job: fails for inputs named bad*, else writes its input's name."""
+    if Path(str(input_path)).name.startswith("bad"):
+        raise ValueError("no good")
+    Path(output_path).write_text(f"made from {Path(str(input_path)).name}")
+    return "ran"
+
+
+def _copy(first_output: Path, input_path, output_path: Path) -> str:
+    output_path.write_text(first_output.read_text() + f", copied for {Path(str(input_path)).name}")
+    return "copied"
+
+
+def test_an_input_of_the_same_content_gets_a_copy_of_the_first_output_not_a_run(tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "done").write_text("made from done")  # already current: its copy is made from it
+    inputs = ["a", "copy_a", "bad", "copy_bad", "done", "copy_done"]
+    report = run_batch(inputs, lambda p: out / p, _write_ok, scheduler="sync", description="predict",
+                       duplicates={"copy_a": "a", "copy_bad": "bad", "copy_done": "done"}, copy_output=_copy)
+    assert report.done == {"a": "ran", "copy_a": "copied", "copy_done": "copied"}
+    assert report.copied == {"copy_a": "a", "copy_done": "done"} and report.skipped == ["done"]
+    assert (out / "copy_a").read_text() == "made from a, copied for copy_a"
+    assert (out / "copy_done").read_text() == "made from done, copied for copy_done"
+    assert sorted(report.failed) == ["bad", "copy_bad"] and not (out / "copy_bad").exists()
+    assert report.failed["copy_bad"].startswith("ValueError: no good (the same content as bad, which failed")
+    lines = capsys.readouterr().out.splitlines()  # no terminal: one line per input
+    assert any(line.startswith("predict ") and "copy_a: the same content as a, outputs copied" in line
+               for line in lines), lines
+    again = run_batch(inputs, lambda p: out / p, _write_ok, scheduler="sync", show_progress=False,
+                      duplicates={"copy_a": "a", "copy_bad": "bad", "copy_done": "done"}, copy_output=_copy)
+    assert sorted(again.skipped) == ["a", "copy_a", "copy_done", "done"] and not again.done
+
+
+def test_copies_behave_the_same_on_a_dask_cluster(tmp_path: Path):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    with LocalCluster(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        report = run_batch(["a", "copy_a", "bad", "copy_bad"], lambda p: tmp_path / p, _write_ok,
+                           scheduler=cluster.scheduler_address, show_progress=False,
+                           duplicates={"copy_a": "a", "copy_bad": "bad"}, copy_output=_copy)
+    assert report.done == {"a": "ran", "copy_a": "copied"} and report.copied == {"copy_a": "a"}
+    assert (tmp_path / "copy_a").read_text() == "made from a, copied for copy_a"
+    assert sorted(report.failed) == ["bad", "copy_bad"]
+
+
+def test_files_of_one_size_that_differ_only_inside_are_not_the_same(tmp_path: Path):
+    """The ends of two files say they may be the same; only their whole bytes say they are."""
+    middle = 3 * tiles.same_content.ENDS
+    data = bytearray(b"x" * (2 * middle))
+    (tmp_path / "a.tif").write_bytes(bytes(data))
+    data[middle] = ord("y")
+    (tmp_path / "b.tif").write_bytes(bytes(data))
+    (tmp_path / "c.tif").write_bytes((tmp_path / "a.tif").read_bytes())
+    assert same_content([tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "c.tif"]) == {
+        tmp_path / "c.tif": tmp_path / "a.tif"}

@@ -1,0 +1,129 @@
+"""Which inputs of one run are the same scene under another name: the same file reached another
+way (a link), or a byte-identical copy (``cp a.tif copy_of_a.tif``), with the same sidecars.
+
+Why: a mapping team's folders hold copies (a delivery unpacked twice, a scene linked into two
+projects). ``geoseg predict`` ran the models on each copy, the same work again; ``geoseg tile`` cut
+each into chips, the same ground listed twice (it already refused two links to one file,
+``ChipSet.check_unique_names``, by ``file_key``). Content is compared cheaply: sizes first; only
+files whose size another input has are read, their first and last 64 KiB, and only those whose
+ends match are hashed through (SHA-256, streamed): a batch of distinct files pays one ``stat``
+each, and a grid of same-size uncompressed tiles two small reads each. A raster is its file and
+the sidecars GDAL reads beside its *name* (``x.tif.aux.xml``, ``x.tif.msk``, ``x.tif.ovr``, world
+files, ``x.prj``, ``x.hdr``): a copy without the original's world file or mask is another scene. Virtual inputs (``/vsizip/``, URLs,
+subdatasets) are not compared, nor VRTs (the same XML reads other files from another folder).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from tiles.rasterpath import (
+    SIDECAR_SUFFIXES,
+    STEM_SIDECAR_SUFFIXES,
+    RasterPath,
+    is_virtual,
+)
+from tiles.splits import file_sha256
+
+__all__ = ["file_key", "same_content"]
+
+#: bytes read at each end of a file before the whole of it is hashed
+ENDS = 2**16
+#: files beside ``x.tif`` named ``x`` + one of these that decide what GDAL reads, besides world files
+#: and the others of ``STEM_SIDECAR_SUFFIXES`` (an ENVI raster's header)
+_MORE_STEM_SIDECARS = (".hdr",)
+
+
+def file_key(path: RasterPath) -> str:
+    """What names one scene file: its real path (a link counts as the file it leads to); a virtual
+    location (``/vsizip//a.zip/b.tif``, a subdataset) as it is written (``os.path.realpath`` would
+    take it for a relative path)."""
+    return str(path) if is_virtual(path) else os.path.realpath(path)
+
+
+def _sidecars(path: str) -> dict[str, str]:
+    """The sidecars beside the raster ``path`` (by its name, as GDAL looks for them, case aside):
+    what each is (its name less the raster's stem: ``.tif.aux.xml``, ``.tfw``) -> its path."""
+    folder, name = os.path.split(path)
+    stem = os.path.splitext(name)[0]
+    wanted = {(name + s).lower(): name[len(stem):] + s for s in SIDECAR_SUFFIXES}
+    wanted |= {(stem + s).lower(): s for s in (*STEM_SIDECAR_SUFFIXES, *_MORE_STEM_SIDECARS)}
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return {}
+    return {wanted[n.lower()].lower(): os.path.join(folder, n) for n in names
+            if n.lower() in wanted and os.path.isfile(os.path.join(folder, n))}
+
+
+def _ends_digest(real: str, size: int) -> str:
+    """The SHA-256 of a file's first and last ``ENDS`` bytes (all of a file up to twice that): two
+    files of one size that differ there are told apart without reading them through (tiles of a grid
+    saved uncompressed all have one size)."""
+    with open(real, "rb") as file:
+        digest = hashlib.sha256(file.read(ENDS))
+        if size > ENDS:
+            file.seek(max(size - ENDS, ENDS))
+            digest.update(file.read())
+    return digest.hexdigest()
+
+
+def _content_keys(reals: list[str], size: int) -> dict[str, str]:
+    """A key per readable file of ``reals`` (distinct real paths of one ``size``), equal for two
+    files exactly when their bytes are: their ends first, the whole file's SHA-256 only where the
+    ends of two are the same."""
+    ends: dict[str, str] = {}
+    for real in reals:
+        try:
+            ends[real] = _ends_digest(real, size)
+        except OSError:
+            continue
+    shared = {e for e in ends.values() if list(ends.values()).count(e) > 1}
+    keys: dict[str, str] = {}
+    for real, end in ends.items():
+        try:
+            keys[real] = file_sha256(Path(real)) if end in shared else f"ends:{end}"
+        except OSError:
+            continue
+    return keys
+
+
+def same_content(paths: Sequence[RasterPath]) -> dict[RasterPath, RasterPath]:
+    """Each of ``paths`` that is the same scene as one before it -> the first such path.
+
+    Local files of equal size are compared by their bytes (each real file read once at most: links
+    to one file are not read, files that differ at their ends are read there only, the others
+    through, SHA-256) and then by their sidecars' (the same kinds, of the same bytes); a file that
+    cannot be read is no one's copy (its job says why it fails)."""
+    sizes: dict[int, list[tuple[RasterPath, str]]] = defaultdict(list)
+    for p in paths:
+        if is_virtual(p) or str(p).lower().endswith(".vrt"):
+            continue
+        try:
+            sizes[os.stat(p).st_size].append((p, os.path.realpath(p)))
+        except OSError:
+            continue
+    found: dict[RasterPath, RasterPath] = {}
+    for size, group in sizes.items():
+        reals = list(dict.fromkeys(real for _, real in group))
+        if len(group) < 2:
+            continue
+        content = _content_keys(reals, size) if len(reals) > 1 else {reals[0]: "one file"}
+        same = [(p, content[real]) for p, real in group if real in content]
+        keys = [key for _, key in same]
+        first_of: dict[tuple, RasterPath] = {}
+        for p, key in same:
+            if keys.count(key) < 2:
+                continue  # no other input holds these bytes: its sidecars are not read
+            try:
+                sidecars = tuple(sorted((kind, file_sha256(Path(os.path.realpath(f))))
+                                        for kind, f in _sidecars(os.path.abspath(p)).items()))
+            except OSError:
+                continue
+            first = first_of.setdefault((key, sidecars), p)
+            if first != p:
+                found[p] = first
+    return found
