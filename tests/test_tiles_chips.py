@@ -413,6 +413,7 @@ def test_runs_that_differ_only_by_split_share_an_out(buildings_dir: Path, tmp_pa
         for site in (site_a, site_b):  # byte for byte a shared Kampala scene, whose chips are test ground
             with rasterio.open(site, "w", **{**src.profile, "compress": "deflate", "photometric": "rgb"}) as dst:
                 dst.write(src.read())
+                dst.update_tags(site=site.stem)  # two scenes, not one scene's copy (refused)
     out = tmp_path / "chips"
     first = runner.invoke(app, ["tile", str(site_a), str(site_b), "--out", str(out), "--size", "128", *labels])
     assert first.exit_code == 0, first.output
@@ -1200,6 +1201,8 @@ def test_scenes_moved_into_train_and_val_folders_are_cut_again_from_there(buildi
     mine.mkdir()
     for name in ("north.tif", "south.tif"):
         shutil.copy(buildings_dir / "kampala/kampala_z19_2.tif", mine / name)
+        with rasterio.open(mine / name, "r+") as scene:
+            scene.update_tags(site=name)  # two scenes, not one scene's copy (refused)
     out = tmp_path / "chips"
     args = ["--out", str(out), "--size", "128", "--scheduler", "sync",
             "--labels", str(buildings_dir / "kampala/labels.geojson")]
@@ -1296,3 +1299,23 @@ def test_a_scene_given_twice_is_cut_and_listed_once(buildings_dir: Path, tmp_pat
     assert "waiting" not in result.output and "from 1 file(s)" in result.stdout, result.output
     chips = [f["properties"]["chip_id"] for f in index_of(tmp_path / "o")]
     assert len(chips) == len(set(chips)) == 4
+
+
+def test_a_copy_of_a_scene_under_another_name_is_refused_as_a_link_is(buildings_dir: Path, tmp_path: Path):
+    """Two links to one file were refused (its ground listed twice), but a ``cp`` copy beside the scene
+    was cut again under its own name: the index listed the same chips twice, train weighing them double."""
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    with rasterio.open(buildings_dir / "nairobi/nairobi_z19_2.tif") as src:
+        window = Window(0, 0, 256, 256)
+        profile = {**src.profile, "width": 256, "height": 256, "transform": src.window_transform(window)}
+        with rasterio.open(scenes / "a.tif", "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    (scenes / "copy_of_a.tif").write_bytes((scenes / "a.tif").read_bytes())
+    args = ["tile", str(scenes), "--labels", str(buildings_dir / "nairobi/labels.geojson"), "--size", "256",
+            "--scheduler", "sync"]
+    assert_one_line_error(runner.invoke(app, [*args, "--out", str(tmp_path / "chips")]), "tile",
+                          "copy_of_a.tif is a copy of", "a.tif (the same bytes)", "as a and as copy_of_a")
+    assert not (tmp_path / "chips" / "images").exists()
+    (scenes / "copy_of_a.tif").unlink()
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "chips")]).exit_code == 0

@@ -37,7 +37,7 @@ from tiles.rasterpath import (
     raster_stem,
     vrt_sources,
 )
-from tiles.same_content import file_key
+from tiles.same_content import file_key, same_content
 
 OPTIONS_FILE = "options.json"
 SOURCES_FILE = "sources.json"
@@ -192,18 +192,20 @@ class ChipSet:
         return siblings
 
     def check_unique_names(self, scenes: Iterable[RasterPath], prefix: Callable[[RasterPath], str],
-                           siblings: Iterable[Path] = ()) -> list[str]:
+                           siblings: Iterable[Path] = (), by_content: bool = True) -> list[str]:
         """Refuse two scene files whose chips (named ``prefix(scene)_rNNN_cNNN``) or finished-scene
         records would share names, in this run or against earlier runs into ``out`` (``siblings``):
         they would overwrite each other's files, or one would be skipped as already done. Refuse too one
         file under two names, in this run or against earlier runs (two links to it; a link and its
-        target, which runs before links were kept named it by): its ground would be listed twice.
+        target, which runs before links were kept named it by): its ground would be listed twice; and,
+        with ``by_content``, two files of this run holding the same scene (``tiles.same_content``: a
+        ``cp`` copy, the same bytes and sidecars), which listed it twice as well.
 
         A scene whose earlier namesake is gone was moved (``scenes/`` sorted into ``scenes/train/`` and
         ``scenes/val/``, as the README lays them out): the gone file's records are dropped, so the scene
         is cut again from where it is now, over the same chip files; returns a note per such scene.
         Why: each such re-run was refused, naming a file that no longer existed."""
-        siblings = list(siblings)
+        scenes, siblings = list(scenes), list(siblings)
         known: dict[str, str] = {}
         for part in (*siblings, self.part_dir):
             if (part / SOURCES_FILE).exists():
@@ -228,6 +230,10 @@ class ChipSet:
                                          f"rename one or tile them into different --out folders")
                     moved.setdefault(path, other)
                 mine[key] = str(path)
+        for copy, first in (same_content(scenes) if by_content else {}).items():
+            if file_key(copy) != file_key(first):  # one file under two names was refused above
+                raise ValueError(f"{copy} is a copy of {first} (the same bytes): its chips would be listed twice, "
+                                 f"as {prefix(first)} and as {prefix(copy)}; give the scene once")
         notes = []
         for path, gone in moved.items():
             for part in (*siblings, self.part_dir):

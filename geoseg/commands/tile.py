@@ -428,7 +428,9 @@ def tile(
                 check_one_gsd(job.out, inputs)
             chip_set = job.chip_set()
             siblings = chip_set.claim()
-            moved = chip_set.check_unique_names(inputs, partial(chip_prefix, target=job.target), siblings)
+            # image + mask pairs: one image of two masks is not one scene's labels twice
+            moved = chip_set.check_unique_names(inputs, partial(chip_prefix, target=job.target), siblings,
+                                                by_content=target is Target.buildings or bool(labels_class_field))
             moved += (chip_set.move_to_this_split(inputs, siblings) + chip_set.recut_changed(inputs, job.label_files)
                       + chip_set.recut_incomplete(inputs))
             if target is Target.landcover:
