@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 
 from geoseg import __version__
-from geoseg.card import code_version
+from geoseg.card import code_version, read_card
 from geoseg.classmap import write_classmap
 from geoseg.coarse_input import too_coarse
 from geoseg.ensemble_heads import head_models, run_mean_head
 from geoseg.footprints import landcover_cue, vectorise_buildings, write_buildings
-from geoseg.heads import bands_of_models, building_rules, load_heads, model_summary
+from geoseg.heads import bands_of_models, building_rules, load_heads, model_summary, task_card_path
 from geoseg.infer import TileModel, resolve_device
 from geoseg.options import PredictError, PredictOptions
 from geoseg.progress import StageProgress, StageWork, stage_weights, tracing_share
@@ -50,10 +50,10 @@ from geoseg.tiled_inference import HeadResult, gsd_scale, head_plan, run_head
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import has_lonlat
 from tiles.mosaic import input_at
-from tiles.rasterpath import RasterPath, as_raster_path, not_found, raster_exists, raster_name, sidecar_of
+from tiles.rasterpath import RasterPath, as_raster_path, is_virtual, not_found, raster_exists, raster_name, sidecar_of
 from tiles.source import Scene, cap_block_cache
 
-__all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "predict_scene"]
+__all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "expected_seconds", "predict_scene"]
 
 Progress = Callable[[float, str], None]
 OUTPUT_FILES = ("classmap.tif", "classmap.qml", "buildings.geojson", "buildings.gpkg", "report.json")
@@ -129,6 +129,41 @@ def _stage_work(input_path: RasterPath, heads: dict[str, tuple], options: Predic
         int8=options.runtime == "int8" and device == "cpu" and bool(heads.get("buildings", (None, {}))[1].get("int8_onnx")),
         regularize=options.regularize,
     )
+
+
+def expected_seconds(input_path: RasterPath, options: PredictOptions) -> float | None:
+    """What ``predict_scene`` should take on ``input_path`` by ``geoseg.progress``'s cost model (seconds on
+    its reference machine: a measure to compare inputs by, not a forecast), from the raster's header and
+    the model cards, no model loaded; None when it cannot be told (an input that cannot be opened: its
+    run says why; a GDAL virtual path or URL, not opened for this: a request each time).
+
+    Why: a batch's time left weighed each input by its pixels, but the heads run at their cards' GSD: a
+    0.075 m scene of the ground of a 0.3 m one has 16x its pixels and took less time than it, and the
+    batch said 58 s left where 3 were."""
+    if is_virtual(input_path):
+        return None
+    try:
+        device = resolve_device(options.device)
+        from_card = bands_of_models(options)
+        with Scene(input_path, bands=from_card[0] if from_card else options.bands) as scene:
+            grid = {"crs": scene.crs, "transform": scene.src_transform, "width": scene.src_width,
+                    "height": scene.src_height, "native_gsd": scene.native_gsd, "path": input_path,
+                    "bands": scene.bands}
+        input_gsd = options.gsd or grid["native_gsd"]
+        cards: dict[str, dict[str, Any]] = {}
+        if options.buildings:
+            cards["buildings"] = read_card(task_card_path("buildings", options))
+        cue = ("buildings" in cards and input_gsd is not None
+               and building_rules(cards["buildings"], options).landcover_threshold > 0)
+        if options.classmap or cue:  # as load_heads decides, from the cards alone
+            cards["landcover"] = read_card(task_card_path("landcover", options))
+            if options.refine == "gcn":
+                cards["gcn"] = {}
+        work = _stage_work(input_path, {task: (None, card) for task, card in cards.items()}, options, device,
+                           input_gsd, grid)
+    except Exception:  # noqa: BLE001 -- an estimate: its run says what is wrong with the input
+        return None
+    return sum(stage_weights(work, device, options.profile).values())
 
 
 def _tiles_report(result: HeadResult) -> dict[str, Any]:

@@ -51,3 +51,19 @@ def test_weights_follow_the_pixels_each_stage_handles():
         weights["vectorize"]
     assert tracing_share(StageWork(**{**work.__dict__, "regularize": True}), "cpu", "accurate") < \
         tracing_share(work, "cpu", "accurate") <= 1.0
+
+
+def test_a_batch_weighs_an_input_by_its_work_at_the_working_gsd_not_by_its_pixels(data_root, tmp_path):
+    """nairobi_z21_1 is nairobi_z19_1's ground at 4x the resolution: 16x the pixels, but the heads run
+    at their cards' GSD, and it took less time than z19_1 in a batch, whose time left, by pixels, said
+    58 s where 3 were."""
+    from geoseg.pipeline import PredictOptions, expected_seconds
+
+    nairobi = data_root / "buildings" / "nairobi"
+    for profile in ("accurate", "fast"):
+        options = PredictOptions(profile=profile, device="cpu")
+        z19, z21 = (expected_seconds(nairobi / f"nairobi_{z}_1.tif", options) for z in ("z19", "z21"))
+        assert 1 < z21 / z19 < 6, (profile, z19, z21)
+    (tmp_path / "broken.tif").write_bytes(b"not a raster")
+    assert expected_seconds(tmp_path / "broken.tif", PredictOptions()) is None
+    assert expected_seconds("/vsicurl/https://example.invalid/a.tif", PredictOptions()) is None

@@ -301,6 +301,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                   notes: list[str]) -> None:
     """The batch of ``inputs`` into ``out/<stem>/``; ``scheduler``: as ``_scheduler`` returns it;
     ``notes``: warnings of the batch known before it runs (printed before it, and in its summary)."""
+    from geoseg.pipeline import expected_seconds as _expected_seconds
     from geoseg.prediction_copy import copy_prediction
     from geoseg.request_record import outputs_current
     from tiles.batch import run_batch
@@ -332,7 +333,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                                is_current=lambda p, folder: outputs_current(folder, p, options),
                                on_update=summary.update, duplicates={str(p): first for p, first in same.items()},
                                copy_output=lambda first, p, folder: copy_prediction(first, p, folder, options),
-                               weigh=_input_pixels)
+                               weigh=functools.partial(_expected_seconds, options=options))
         except KeyboardInterrupt as stop:
             summary.stop(TERMINATED_EXIT if isinstance(stop, Terminated) else 130)
             raise
@@ -366,22 +367,6 @@ def _folder_counts(folder: Path, result: Any) -> dict[str, Any]:
     return {"buildings": report.get("counts", {}).get("buildings"),
             "warnings": list(dict.fromkeys(report.get("warnings", []))),
             "same_content_as": report.get("same_content_as")}
-
-
-def _input_pixels(input_path: RasterPath) -> float | None:
-    """An input's pixels (from its header): the batch's measure of the work an input is, for its time
-    left, so that a batch of scenes of mixed sizes no longer takes a small first scene's time for
-    every later one. None for a virtual input (a URL: opening it costs a request) or one that cannot
-    be opened (its job says why it fails)."""
-    import rasterio
-
-    if is_virtual(input_path):
-        return None
-    try:
-        with rasterio.open(input_path) as src:
-            return float(src.width * src.height)
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def _scheduler(address: str | None) -> str | None:
