@@ -137,9 +137,9 @@ def expected_seconds(input_path: RasterPath, options: PredictOptions) -> float |
     the model cards, no model loaded; None when it cannot be told (an input that cannot be opened: its
     run says why; a GDAL virtual path or URL, not opened for this: a request each time).
 
-    Why: a batch's time left weighed each input by its pixels, but the heads run at their cards' GSD: a
-    0.075 m scene of the ground of a 0.3 m one has 16x its pixels and took less time than it, and the
-    batch said 58 s left where 3 were."""
+    Why: a batch's time left counted inputs alike (a small first scene's time was every later one's),
+    and pixels mislead too, since the heads run at their cards' GSD: a 0.075 m scene of the ground of a
+    0.3 m one has 16x its pixels and took less time than it (by pixels: 58 s left where 3 were)."""
     if is_virtual(input_path):
         return None
     try:
