@@ -1317,5 +1317,10 @@ def test_a_copy_of_a_scene_under_another_name_is_refused_as_a_link_is(buildings_
     assert_one_line_error(runner.invoke(app, [*args, "--out", str(tmp_path / "chips")]), "tile",
                           "copy_of_a.tif is a copy of", "a.tif (the same bytes)", "as a and as copy_of_a")
     assert not (tmp_path / "chips" / "images").exists()
-    (scenes / "copy_of_a.tif").unlink()
+    copy = tmp_path / "copy_of_a.tif"
+    (scenes / "copy_of_a.tif").rename(copy)
     assert runner.invoke(app, [*args, "--out", str(tmp_path / "chips")]).exit_code == 0
+    # the copy given to a later run into the same --out: its ground is there already
+    later = runner.invoke(app, [*args[:1], str(copy), *args[2:], "--out", str(tmp_path / "chips")])
+    assert_one_line_error(later, "tile", "copy_of_a.tif is a copy of", "cut by an earlier run into this --out",
+                          "as a and as copy_of_a")

@@ -127,6 +127,27 @@ def _same_file(recorded: str, path: RasterPath) -> bool:
     return recorded == str(path) or file_key(recorded) == file_key(path)
 
 
+def _refuse_copies(scenes: list[RasterPath], known: dict[str, str], prefix: Callable[[RasterPath], str]) -> None:
+    """Refuse a scene of this run that is the same scene as another of this run or as one that an
+    earlier run cut into this chip set and that is still there (``known``: ``sources.json``'s chip
+    names -> scene paths), under another file (``tiles.same_content``: a ``cp`` copy, the same bytes
+    and sidecars; one file under two names is refused by name already). Sizes are compared first:
+    a run whose scenes' sizes no other has reads none of them."""
+    this_run = {file_key(p) for p in scenes}
+    earlier: dict[str, tuple[str, str]] = {}  # file key -> (its chips' name, its path)
+    for key, recorded in known.items():
+        if not key.startswith("record:") and file_key(recorded) not in this_run and _scene_exists(recorded):
+            earlier.setdefault(file_key(recorded), (key, recorded))
+    cut_before = {recorded: key for key, recorded in earlier.values()}
+    given = {str(p) for p in scenes}
+    for copy, first in same_content([*cut_before, *scenes]).items():
+        if str(copy) not in given or file_key(copy) == file_key(first):
+            continue
+        where = ", cut by an earlier run into this --out" if str(first) in cut_before else ""
+        raise ValueError(f"{copy} is a copy of {first} (the same bytes){where}: its chips would be listed twice, "
+                         f"as {cut_before.get(str(first)) or prefix(first)} and as {prefix(copy)}; give the scene once")
+
+
 def _scene_exists(path: str) -> bool:
     """Whether a scene recorded by an earlier run is still there (a link to nothing counts: it was not
     moved; a virtual location as GDAL finds it)."""
@@ -198,8 +219,8 @@ class ChipSet:
         they would overwrite each other's files, or one would be skipped as already done. Refuse too one
         file under two names, in this run or against earlier runs (two links to it; a link and its
         target, which runs before links were kept named it by): its ground would be listed twice; and,
-        with ``by_content``, two files of this run holding the same scene (``tiles.same_content``: a
-        ``cp`` copy, the same bytes and sidecars), which listed it twice as well.
+        with ``by_content``, a scene of this run that is a copy of another of it or of one an earlier run
+        cut into ``out`` (``_refuse_copies``), which listed it twice as well.
 
         A scene whose earlier namesake is gone was moved (``scenes/`` sorted into ``scenes/train/`` and
         ``scenes/val/``, as the README lays them out): the gone file's records are dropped, so the scene
@@ -230,10 +251,8 @@ class ChipSet:
                                          f"rename one or tile them into different --out folders")
                     moved.setdefault(path, other)
                 mine[key] = str(path)
-        for copy, first in (same_content(scenes) if by_content else {}).items():
-            if file_key(copy) != file_key(first):  # one file under two names was refused above
-                raise ValueError(f"{copy} is a copy of {first} (the same bytes): its chips would be listed twice, "
-                                 f"as {prefix(first)} and as {prefix(copy)}; give the scene once")
+        if by_content:
+            _refuse_copies(scenes, known, prefix)
         notes = []
         for path, gone in moved.items():
             for part in (*siblings, self.part_dir):
