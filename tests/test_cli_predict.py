@@ -1366,3 +1366,28 @@ def test_inputs_failing_fast_are_not_finished_scenes_in_the_batch_time_left(tmp_
     lines = result.stdout.splitlines()
     assert lines[0] == "predict 1/4 0_broken.tif: failed (0 s)" and lines[1] == "predict 2/4 1_broken.tif: failed (0 s)"
     assert lines[2].startswith("predict 3/4 2_real.tif: done (") and lines[2].endswith(" s left)")
+
+
+def test_a_copy_of_a_scene_an_earlier_batch_predicted_into_the_out_takes_its_outputs(tmp_path, monkeypatch):
+    """A delivery re-sent under new names, predicted into the same --out: each copy of a scene already
+    predicted there ran the models again."""
+    import geoseg.pipeline
+
+    _crops(tmp_path / "s", "a.tif")
+    _crops(tmp_path / "t", "b.tif")
+    (tmp_path / "t" / "a_resent.tif").write_bytes((tmp_path / "s" / "a.tif").read_bytes())
+    out = tmp_path / "o"
+    assert CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), *FAST]).exit_code == 0
+    ran: list[str] = []
+    predict_scene = geoseg.pipeline.predict_scene
+    monkeypatch.setattr(geoseg.pipeline, "predict_scene",
+                        lambda p, *a, **k: ran.append(raster_name(p)) or predict_scene(p, *a, **k))
+    later = CliRunner().invoke(app, ["predict", str(tmp_path / "t"), "--out", str(out), *FAST])
+    assert later.exit_code == 0, later.output
+    assert ran == ["b.tif"] and "1 predicted, 1 copied" in later.stdout
+    report = json.loads((out / "a_resent" / "report.json").read_text())
+    assert (report["input"], report["same_content_as"]) == (str(tmp_path / "t" / "a_resent.tif"),
+                                                            str(tmp_path / "s" / "a.tif"))
+    # out/a holds a's outputs of other options: nothing to copy, predicted
+    other = CliRunner().invoke(app, ["predict", str(tmp_path / "t"), "--out", str(out), *FAST, "--regularize"])
+    assert other.exit_code == 0 and ran == ["b.tif", "a_resent.tif", "b.tif"], other.output

@@ -305,7 +305,8 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
     (``tiles.batch_summary`` writes it down).
 
     ``duplicates``: str(input) -> an earlier input of the same content (``tiles.same_content``);
-    such an input is not run: once that input's output is in place (done or already current),
+    such an input is not run: once that input's output is in place (done or already current; one
+    not among ``inputs``, of an earlier batch, is taken as in place at ``output_for``),
     ``copy_output`` makes its own in this process (into its ``.part``, renamed, as a job), and a
     line says so; if that input fails, so does it. ``weigh(input)``: its expected share of the work
     (e.g. its pixels; None: unknown, the median of the others; 1 each without), asked of the inputs
@@ -400,8 +401,9 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                     progress.console.print(wait_line(description, input_path, output_path, lock),
                                            highlight=False, soft_wrap=True, markup=False, emoji=False)
 
-            for name in [*report.skipped, *report.failed]:  # already current, or refused: not run
-                make_copies(name, report.failed.get(name))
+            given = {str(p) for p in inputs}
+            for name in [*report.skipped, *report.failed, *(f for f in waiting if f not in given)]:
+                make_copies(name, report.failed.get(name))  # already current (an earlier batch's), or refused
             if not todo:
                 return report
             if scheduler == "sync":

@@ -324,7 +324,10 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                            header={"command": "geoseg predict", "geoseg_version": __version__, "out": str(out)},
                            details=_folder_counts, no_details={"buildings": None, "warnings": [],
                                                                "same_content_as": None})
-    same = same_content(inputs)  # copies and links under other names: predicted once, outputs copied
+    # copies and links under other names, in this batch or of an earlier one's input: predicted once
+    earlier = _earlier_inputs(out, inputs, options)
+    given = {str(p) for p in inputs}
+    same = {p: first for p, first in same_content([*earlier, *inputs]).items() if str(p) in given}
     echo_warnings(notes)  # before the batch's time is spent, not after it
     with recorded_warnings() as caught:  # the jobs return their notes; these are the batch's
         try:
@@ -357,6 +360,36 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
             if str(p) in report.failed:
                 typer.echo(failure_line(raster_name(p), report.failed[str(p)]), err=True)
         raise typer.Exit(1)
+
+
+def _earlier_inputs(out: Path, inputs: list[RasterPath], options: PredictOptions) -> list[str]:
+    """The inputs of earlier batches into ``out`` whose folders (named by their stems, none of this
+    batch's) hold current outputs with ``options``, of a local file still there whose size one of
+    ``inputs`` has: those a copy given to this batch takes its outputs from. Only the reports of
+    folders are read, and only those of a matching size are checked further."""
+    from geoseg.request_record import outputs_current
+
+    sizes = set()
+    for p in inputs:
+        if not is_virtual(p):
+            try:
+                sizes.add(os.stat(p).st_size)
+            except OSError:
+                continue
+    mine = {raster_stem(p) for p in inputs}
+    found = []
+    for folder in sorted(out.iterdir()) if sizes and out.is_dir() else ():
+        if folder.name in mine or folder.name.startswith(".") or not folder.is_dir():
+            continue
+        try:
+            report = json.loads((folder / "report.json").read_text())
+            name, size = report["input"], (report.get("input_file") or {}).get("bytes")
+            if (isinstance(name, str) and size in sizes and not is_virtual(name) and raster_stem(name) == folder.name
+                    and os.path.isfile(name) and outputs_current(folder, name, options)):
+                found.append(name)
+        except (OSError, ValueError, KeyError, TypeError):  # not a prediction of a file still there
+            continue
+    return found
 
 
 def _folder_counts(folder: Path, result: Any) -> dict[str, Any]:
