@@ -1391,3 +1391,13 @@ def test_a_copy_of_a_scene_an_earlier_batch_predicted_into_the_out_takes_its_out
     # out/a holds a's outputs of other options: nothing to copy, predicted
     other = CliRunner().invoke(app, ["predict", str(tmp_path / "t"), "--out", str(out), *FAST, "--regularize"])
     assert other.exit_code == 0 and ran == ["b.tif", "a_resent.tif", "b.tif"], other.output
+
+
+def test_a_copy_made_again_for_other_options_is_not_said_to_be_predicted_again(tmp_path):
+    _crops(tmp_path / "s", "a.tif")
+    (tmp_path / "s" / "copy_of_a.tif").write_bytes((tmp_path / "s" / "a.tif").read_bytes())
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    again = CliRunner().invoke(app, [*args, "--regularize"])
+    assert "1 predicted, 1 copied (the same content as another input), 0 already done" in again.stdout, again.output
+    assert "2 of them predicted or copied again: their folders" in again.stdout

@@ -352,7 +352,8 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                f"{len(report.failed)} failed")
     redone = [p for p in report.redone if p in report.done]  # a failed one keeps its old folder
     if redone:
-        typer.echo(f"{len(redone)} of them predicted again: their folders in {out} held results of other "
+        again = "predicted or copied again" if any(p in report.copied for p in redone) else "predicted again"
+        typer.echo(f"{len(redone)} of them {again}: their folders in {out} held results of other "
                    f"options, of another input or model, or of an earlier version of the file, or lacked one of its files "
                    f"({', '.join(raster_name(p) for p in redone[:5])}{', ...' if len(redone) > 5 else ''})")
     if report.failed:
