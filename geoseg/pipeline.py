@@ -131,6 +131,12 @@ def _stage_work(input_path: RasterPath, heads: dict[str, tuple], options: Predic
     )
 
 
+#: seconds a run takes whatever its size (preparing the heads' sessions, opening and writing files,
+#: report.json): a 64 px scene took 0.36 s and a 512 px one 0.45 s with the models loaded (session 23,
+#: --profile fast, CPU), where the stage costs give them 0.01 and 0.24 s
+PER_RUN_S = 0.3
+
+
 def expected_seconds(input_path: RasterPath, options: PredictOptions) -> float | None:
     """What ``predict_scene`` should take on ``input_path`` by ``geoseg.progress``'s cost model (seconds on
     its reference machine: a measure to compare inputs by, not a forecast), from the raster's header and
@@ -139,7 +145,9 @@ def expected_seconds(input_path: RasterPath, options: PredictOptions) -> float |
 
     Why: a batch's time left counted inputs alike (a small first scene's time was every later one's),
     and pixels mislead too, since the heads run at their cards' GSD: a 0.075 m scene of the ground of a
-    0.3 m one has 16x its pixels and took less time than it (by pixels: 58 s left where 3 were)."""
+    0.3 m one has 16x its pixels and took less time than it (by pixels: 58 s left where 3 were). The
+    fixed part of a run (``PER_RUN_S``) keeps a small first input (a 64 px preview) from standing for a
+    rate that made later scenes look 20x longer than they were."""
     if is_virtual(input_path):
         return None
     try:
@@ -163,7 +171,7 @@ def expected_seconds(input_path: RasterPath, options: PredictOptions) -> float |
                            input_gsd, grid)
     except Exception:  # noqa: BLE001 -- an estimate: its run says what is wrong with the input
         return None
-    return sum(stage_weights(work, device, options.profile).values())
+    return PER_RUN_S + sum(stage_weights(work, device, options.profile).values())
 
 
 def _tiles_report(result: HeadResult) -> dict[str, Any]:

@@ -57,6 +57,9 @@ def test_a_batch_weighs_an_input_by_its_work_at_the_working_gsd_not_by_its_pixel
     """nairobi_z21_1 is nairobi_z19_1's ground at 4x the resolution: 16x the pixels, but the heads run
     at their cards' GSD, and it took less time than z19_1 in a batch, whose time left, by pixels, said
     58 s where 3 were."""
+    import rasterio
+    from rasterio.windows import Window
+
     from geoseg.pipeline import PredictOptions, expected_seconds
 
     nairobi = data_root / "buildings" / "nairobi"
@@ -64,6 +67,13 @@ def test_a_batch_weighs_an_input_by_its_work_at_the_working_gsd_not_by_its_pixel
         options = PredictOptions(profile=profile, device="cpu")
         z19, z21 = (expected_seconds(nairobi / f"nairobi_{z}_1.tif", options) for z in ("z19", "z21"))
         assert 1 < z21 / z19 < 6, (profile, z19, z21)
+    with rasterio.open(nairobi / "nairobi_z19_1.tif") as src:  # a 64 px preview: mostly a run's fixed part
+        profile = {**src.profile, "width": 64, "height": 64, "transform": src.window_transform(Window(0, 0, 64, 64))}
+        with rasterio.open(tmp_path / "preview.tif", "w", **profile) as dst:
+            dst.write(src.read(window=Window(0, 0, 64, 64)))
+    options = PredictOptions(profile="fast", device="cpu")
+    preview, z19 = (expected_seconds(p, options) for p in (tmp_path / "preview.tif", nairobi / "nairobi_z19_1.tif"))
+    assert z19 / preview < 5, (preview, z19)  # measured: 0.36 s and 1.0 s with the models loaded
     (tmp_path / "broken.tif").write_bytes(b"not a raster")
     assert expected_seconds(tmp_path / "broken.tif", PredictOptions()) is None
     assert expected_seconds("/vsicurl/https://example.invalid/a.tif", PredictOptions()) is None
