@@ -46,9 +46,9 @@ from geoseg.options import PredictError, PredictOptions
 from geoseg.progress import StageProgress, StageWork, stage_weights, tracing_share
 from geoseg.request_record import request_record
 from geoseg.strict_json import json_safe
-from geoseg.tiled_inference import HeadResult, gsd_scale, head_plan, run_head
+from geoseg.tiled_inference import HeadResult, TilePlan, gsd_scale, head_plan, plan_tiles, run_head, scene_gsd
 from tiles.errors import UnsupportedRaster
-from tiles.gsd import has_lonlat
+from tiles.gsd import dataset_gsd_m, has_lonlat
 from tiles.mosaic import input_at
 from tiles.rasterpath import RasterPath, as_raster_path, is_virtual, not_found, raster_exists, raster_name, sidecar_of
 from tiles.source import Scene, cap_block_cache
@@ -119,14 +119,21 @@ def _stage_work(input_path: RasterPath, heads: dict[str, tuple], options: Predic
     """The pixels each stage of this run will handle (its progress weights), from the heads' tile plans."""
     plans = {task: head_plan(input_path, heads[task][1], options, input_gsd, grid)
              for task in ("landcover", "buildings") if task in heads}
+    return _work_of(plans, {task: head[1] for task, head in heads.items()}, options, device,
+                    grid["width"] * grid["height"])
+
+
+def _work_of(plans: dict[str, TilePlan], cards: dict[str, dict[str, Any]], options: PredictOptions, device: str,
+             input_px: int) -> StageWork:
+    """``StageWork`` of a run whose heads have these ``cards`` and tile ``plans``."""
     buildings = plans.get("buildings")
     return StageWork(
-        input_px=grid["width"] * grid["height"],
+        input_px=input_px,
         landcover_px=plans["landcover"].model_input_px if "landcover" in plans else None,
-        gcn="gcn" in heads, classmap=options.classmap and "landcover" in heads,
+        gcn="gcn" in cards, classmap=options.classmap and "landcover" in cards,
         buildings_px=buildings.model_input_px if buildings else None,
         building_grid_px=buildings.width * buildings.height if buildings else None,
-        int8=options.runtime == "int8" and device == "cpu" and bool(heads.get("buildings", (None, {}))[1].get("int8_onnx")),
+        int8=options.runtime == "int8" and device == "cpu" and bool(cards.get("buildings", {}).get("int8_onnx")),
         regularize=options.regularize,
     )
 
@@ -139,7 +146,8 @@ PER_RUN_S = 0.3
 
 def expected_seconds(input_path: RasterPath, options: PredictOptions) -> float | None:
     """What ``predict_scene`` should take on ``input_path`` by ``geoseg.progress``'s cost model (seconds on
-    its reference machine: a measure to compare inputs by, not a forecast), from the raster's header and
+    its reference machine: a measure to compare inputs by, not a forecast), from the raster's header (its
+    working grids sized from its GSD, as the Scene's warped grid within a pixel: no statistics read) and
     the model cards, no model loaded; None when it cannot be told (an input that cannot be opened: its
     run says why; a GDAL virtual path or URL, not opened for this: a request each time).
 
@@ -148,16 +156,15 @@ def expected_seconds(input_path: RasterPath, options: PredictOptions) -> float |
     0.3 m one has 16x its pixels and took less time than it (by pixels: 58 s left where 3 were). The
     fixed part of a run (``PER_RUN_S``) keeps a small first input (a 64 px preview) from standing for a
     rate that made later scenes look 20x longer than they were."""
+    import rasterio
+
     if is_virtual(input_path):
         return None
     try:
         device = resolve_device(options.device)
-        from_card = bands_of_models(options)
-        with Scene(input_path, bands=from_card[0] if from_card else options.bands) as scene:
-            grid = {"crs": scene.crs, "transform": scene.src_transform, "width": scene.src_width,
-                    "height": scene.src_height, "native_gsd": scene.native_gsd, "path": input_path,
-                    "bands": scene.bands}
-        input_gsd = options.gsd or grid["native_gsd"]
+        with rasterio.open(input_path) as src:
+            width, height, native_gsd = src.width, src.height, dataset_gsd_m(src)
+        input_gsd = options.gsd or native_gsd
         cards: dict[str, dict[str, Any]] = {}
         if options.buildings:
             cards["buildings"] = read_card(task_card_path("buildings", options))
@@ -167,8 +174,14 @@ def expected_seconds(input_path: RasterPath, options: PredictOptions) -> float |
             cards["landcover"] = read_card(task_card_path("landcover", options))
             if options.refine == "gcn":
                 cards["gcn"] = {}
-        work = _stage_work(input_path, {task: (None, card) for task, card in cards.items()}, options, device,
-                           input_gsd, grid)
+        plans = {}
+        for task in ("landcover", "buildings"):
+            if task in cards:
+                card = cards[task]
+                target = scene_gsd(float(card["gsd_m"]) if card.get("gsd_m") else None, native_gsd, input_gsd)
+                scale = native_gsd / target if target and native_gsd else 1.0
+                plans[task] = plan_tiles(max(1, round(width * scale)), max(1, round(height * scale)), card, options)
+        work = _work_of(plans, cards, options, device, width * height)
     except Exception:  # noqa: BLE001 -- an estimate: its run says what is wrong with the input
         return None
     return PER_RUN_S + sum(stage_weights(work, device, options.profile).values())
