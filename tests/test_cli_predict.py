@@ -458,14 +458,14 @@ def test_a_batch_rerun_with_other_options_or_inputs_predicts_again(tmp_path):
 
 def test_one_file_given_twice_is_predicted_once_and_a_stem_clash_names_both(tmp_path):
     """A folder and a file inside it (or two spellings of one path) are one input, not a 'stem clash';
-    two different files of one stem are refused naming both."""
+    two different files of one stem are refused naming both; two copies of one scene and name, one input."""
     with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
         profile, pixels = src.profile, src.read(window=Window(0, 0, 128, 128))
         profile.update(width=128, height=128, transform=src.window_transform(Window(0, 0, 128, 128)))
     for name in ("s/a.tif", "t/a.tif"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         with rasterio.open(tmp_path / name, "w", **profile) as dst:
-            dst.write(pixels)
+            dst.write(pixels if name == "s/a.tif" else pixels[:, ::-1])  # two scenes of one name
     runner = CliRunner()
     both = runner.invoke(app, ["predict", str(tmp_path / "s"), str(tmp_path / "s" / "a.tif"),
                                str(tmp_path / "t" / ".." / "s" / "a.tif"), "--out", str(tmp_path / "o"), *FAST])
@@ -475,6 +475,13 @@ def test_one_file_given_twice_is_predicted_once_and_a_stem_clash_names_both(tmp_
                                 "--out", str(tmp_path / "c"), *FAST])
     assert_one_line_error(clash, "predict", "share the stem 'a'", str(tmp_path / "s" / "a.tif"),
                           str(tmp_path / "t" / "a.tif"))
+    # the same scene of the same name in two folders (deliveries merged) is one input, said in a warning
+    (tmp_path / "t" / "a.tif").write_bytes((tmp_path / "s" / "a.tif").read_bytes())
+    twins = runner.invoke(app, ["predict", str(tmp_path / "s"), str(tmp_path / "t"), "--out", str(tmp_path / "d"),
+                                *FAST])
+    assert twins.exit_code == 0 and "1 predicted, 0 already done, 0 failed" in twins.stdout, twins.output
+    assert (f"warning: {tmp_path / 't' / 'a.tif'} is the same scene as {tmp_path / 's' / 'a.tif'} (the same name and "
+            f"content): predicted once, into {tmp_path / 'd' / 'a'}") in twins.stderr
 
 
 @pytest.mark.parametrize("batch", [False, True])

@@ -313,6 +313,12 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     options = dataclasses.replace(options, model_dirs={task: os.path.abspath(card)
                                                        for task, card in options.model_dirs.items()})
     stems = [raster_stem(p) for p in inputs]
+    if len(set(stems)) < len(stems):  # one scene of one name in two folders (deliveries merged): one input
+        twins = {p: first for p, first in same_content(inputs).items() if raster_stem(p) == raster_stem(first)}
+        notes += [f"{p} is the same scene as {first} (the same name and content): predicted once, into "
+                  f"{out / raster_stem(first)}" for p, first in twins.items()]
+        inputs = [p for p in inputs if p not in twins]
+        stems = [raster_stem(p) for p in inputs]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
         same = [str(p) for p, s in zip(inputs, stems) if s == duplicates[0]]
