@@ -62,6 +62,24 @@ def test_the_batch_log_estimates_from_the_scenes_that_succeeded(tmp_path: Path, 
     assert lines[3] == "predict 4/5 b: done (120 s, about 60 s left)"
 
 
+def test_in_one_process_the_first_inputs_start_up_is_left_out_once_a_second_succeeded():
+    """The first input of a batch run in this process loads the models: its 10 s more stood for every
+    later input's pace."""
+    clock = _Clock()
+    left = BatchTimeLeft({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}, clock, one_process=True)
+    clock.now += 12  # 10 s of start-up, 2 s of work
+    left.finished("a", succeeded=True)
+    assert left.seconds_left() == pytest.approx(36)  # nothing tells the start-up apart yet
+    clock.now += 2
+    left.finished("b", succeeded=True)
+    assert left.seconds_left() == pytest.approx(4)  # c and d at b's pace (all inputs' since the start: 14)
+    cluster = BatchTimeLeft({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}, _Clock())  # workers start side by side
+    cluster.clock.now += 12
+    cluster.finished("a", succeeded=True)
+    cluster.finished("b", succeeded=True)
+    assert cluster.seconds_left() == pytest.approx(12)
+
+
 def test_the_batch_bar_shows_the_estimate_and_no_time_left_when_unknown():
     clock = _Clock()
     estimate = BatchTimeLeft({"bad": 1.0, "a": 1.0, "b": 1.0}, clock)

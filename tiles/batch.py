@@ -224,26 +224,40 @@ class BatchTimeLeft:
     began over the inputs that succeeded, each weighing its ``weights`` entry (e.g. its pixels; 1
     each without), applied to the inputs still to run. ``clock``: seconds (``time.monotonic``).
 
+    ``one_process``: the inputs run one after the other in one process, whose first input carries the
+    process's start-up (models loaded, caches warmed): once a second input succeeded the rate is
+    taken from the time since the first succeeded. (Workers of a cluster start up side by side: the
+    time since the batch began is kept.)
+
     Why: the bar's estimate was rich's, one bar step per finished input, so inputs that failed in
     a second (unreadable, all nodata) or were copied counted as scenes done at that pace: after two
     broken files the bar said 0:00:00 left before scenes of minutes each. Failed, skipped and copied
     inputs now do no work; until an input succeeds the time left is unknown."""
 
-    def __init__(self, weights: dict[str, float], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, weights: dict[str, float], clock: Callable[[], float] = time.monotonic,
+                 one_process: bool = False) -> None:
         self.clock = clock
         self.started = clock()
         self.pending = dict(weights)
         self.done = 0.0
+        self.one_process = one_process
+        self._first: tuple[float, float] | None = None  # (when the first input succeeded, its weight)
         self._estimate: tuple[float, float] | None = None  # (when, seconds left then)
 
     def finished(self, name: str, succeeded: bool) -> None:
         """``name`` ended (``succeeded``: it ran and its output is in place); the estimate is taken again."""
         weight = self.pending.pop(name, 0.0)
         now = self.clock()
-        if succeeded:
+        if succeeded and weight > 0:
             self.done += weight
-        if self.done > 0:
-            self._estimate = (now, time_left(now - self.started, self.done, sum(self.pending.values())))
+            if self._first is None:
+                self._first = (now, weight)
+        if self.done <= 0:
+            return
+        since, work = self.started, self.done
+        if self.one_process and self._first is not None and self.done > self._first[1]:
+            since, work = self._first[0], self.done - self._first[1]  # the start-up left out
+        self._estimate = (now, time_left(now - since, work, sum(self.pending.values())))
 
     def seconds_left(self) -> float | None:
         """Seconds left now (the last estimate, less the time since), None before an input succeeded."""
@@ -343,7 +357,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
     # Dask's connect timeout, which it states), not under a bar left empty at 0/N
     client, cluster = _connect(scheduler, n_workers) if todo and scheduler != "sync" else (None, None)
     ran_to_end = False  # not `finished`, the count of inputs run that record() keeps
-    estimate = BatchTimeLeft(_weights([p for p, _ in todo], weigh), clock)
+    estimate = BatchTimeLeft(_weights([p for p, _ in todo], weigh), clock, one_process=scheduler == "sync")
     try:
         with _progress(show_progress) as progress:
             task = progress.add_task(description, total=len(inputs), completed=len(report.skipped) + len(report.failed),
