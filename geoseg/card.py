@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from geoseg.options import PredictOptions
+
 CREDITS_BUILDINGS = [
     "Imagery: OpenAerialMap / Open Imagery Network contributors, CC BY 4.0",
     "Building labels: (c) OpenStreetMap contributors, ODbL 1.0 (via HOT fAIr ramp data)",
@@ -362,6 +364,14 @@ def shipped_card_path(task: str, profile: str = "accurate") -> Path:
     that the GCN fits the land-cover model (``geoseg.heads``)."""
     fast = default_card_path(task, "fast")
     return fast if profile == "fast" and fast.is_file() else default_card_path(task)
+
+
+def task_card_path(task: str, options: PredictOptions) -> Path:
+    """The card a run with ``options`` loads for ``task``: ``--model``'s, else the shipped one of the
+    profile. Here, not in ``geoseg.heads`` (which imports torch): the service's upload check
+    (``geoseg.coarse_input``) reads cards in the server process, which must not load torch."""
+    model_dir = options.model_dirs.get(task)
+    return find_task_card(Path(model_dir), task) if model_dir else shipped_card_path(task, options.profile)
 
 
 def load_default(task: str, profile: str = "accurate", device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from geoseg import card as cards
-from geoseg.heads import task_card_path
+from geoseg.card import task_card_path
 from geoseg.options import PredictOptions
 
 __all__ = ["MAX_COARSER", "TooCoarse", "requested_cards", "too_coarse"]

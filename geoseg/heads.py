@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg import card as cards
+from geoseg.card import task_card_path
 from geoseg.infer import load_head, resolve_device
 from geoseg.notes import tell
 from geoseg.options import PredictError, PredictOptions
@@ -223,12 +224,6 @@ def model_summary(card: dict[str, Any]) -> dict[str, Any]:
     if card.get("card_path"):
         summary |= card_digests(Path(card["card_path"]))
     return summary
-
-
-def task_card_path(task: str, options: PredictOptions) -> Path:
-    """The card a run with ``options`` loads for ``task``: ``--model``'s, else the shipped one of the profile."""
-    model_dir = options.model_dirs.get(task)
-    return cards.find_task_card(Path(model_dir), task) if model_dir else cards.shipped_card_path(task, options.profile)
 
 
 #: file identity (path, mtime, size) -> SHA-256: each card and weight file hashed once per process

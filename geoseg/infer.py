@@ -27,6 +27,7 @@ from torch import nn
 
 from geoseg import card as cards
 from geoseg.notes import tell
+from geoseg.options import RUNTIMES
 
 TASKS = ("buildings", "landcover", "gcn")
 #: report.json's ``profile`` of a model given with ``--model`` whose card states none
@@ -199,9 +200,6 @@ def int8_graph(card: dict[str, Any], notes: list[str] | None = None) -> Path | N
         return None
     return path
 
-
-#: what ``TileModel`` (and ``--runtime``) accepts
-RUNTIMES = ("auto", "torch", "onnx", "int8")
 
 #: let ONNX Runtime's worker threads spin between runs (off: see TileModel)
 ORT_SPINNING = False

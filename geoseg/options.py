@@ -8,9 +8,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from geoseg.infer import RUNTIMES
+__all__ = ["RUNTIMES", "PredictError", "PredictOptions"]
 
-__all__ = ["PredictError", "PredictOptions"]
+#: what ``geoseg.infer.TileModel`` (and ``--runtime``) accepts. Here, not in ``geoseg.infer``: the
+#: service's server process reads ``PredictOptions`` to check uploads and must not import torch
+#: (~190 MiB of resident memory, and its import time) for a tuple of names
+RUNTIMES = ("auto", "torch", "onnx", "int8")
 
 
 class PredictError(ValueError):

@@ -646,3 +646,29 @@ def test_the_all_nodata_check_reads_the_bands_the_job_reads(client, tmp_path):
     r = post(client, "five.tif", five, bands="4,5,4")  # the bands with data
     assert r.status_code == 202, r.text
     assert client.delete(r.json()["links"]["self"]).status_code == 204
+
+
+def test_the_upload_checks_run_in_the_server_without_torch(tmp_path):
+    """An accepted upload passes every check (bands, GSD against the models' cards, data) in the
+    server process without importing torch: the server stays small (its workers load the models).
+    Why: the GSD check (``geoseg.coarse_input``) and ``PredictOptions`` imported ``geoseg.heads`` and
+    ``geoseg.infer``, so ``geoseg serve`` idled at ~420 MiB RSS instead of ~230 MiB."""
+    import os
+    import subprocess
+    import sys
+
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    code = ("import sys\n"
+            "from fastapi.testclient import TestClient\n"
+            "from api.app import create_app\n"
+            "from api.settings import Settings\n"
+            f"settings = Settings(data_dir={str(tmp_path / 'svc')!r}, standby=False)\n"
+            "with TestClient(create_app(settings, runner='test_api_fakes:footprint_runner')) as c:\n"
+            f"    with open({str(SCENE)!r}, 'rb') as f:\n"
+            "        r = c.post('/v1/jobs', files={'file': ('scene.tif', f, 'image/tiff')}, data={'profile': 'fast'})\n"
+            "    assert r.status_code == 202, r.text\n"
+            "assert 'torch' not in sys.modules, 'the server imported torch'\n")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                          timeout=120, cwd=tests.parent, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
