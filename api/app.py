@@ -32,6 +32,7 @@ from api.routes.common import problems
 from api.runners import Runner, check_runner_spec, runner_spec
 from api.security import ApiKeyGate, require_api_key
 from api.settings import Settings
+from api.shutdown import CutOffAtShutdown
 from api.validate import UploadRejected
 from api.worker import Supervisor, discard_scratch
 from geoseg import __version__
@@ -242,5 +243,6 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
         add_cors(app, list(settings.cors_origins))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK,
                        upload_limit=settings.max_upload_bytes)
-    app.add_middleware(NoStoreByDefault)  # outermost: the gates' own refusals get it too
+    app.add_middleware(NoStoreByDefault)  # the gates' own refusals get it too
+    app.add_middleware(CutOffAtShutdown)  # outermost: whatever layer a stopping server cancels
     return app

@@ -1,0 +1,55 @@
+"""The answer to a request the server cuts off as it stops: a JSON 503 with ``Retry-After``.
+
+uvicorn, stopping (SIGTERM: a restart, a deploy), waits ``timeout_graceful_shutdown`` (10 s in
+``geoseg serve``) for the requests in flight, then cancels them. One that had not answered yet
+(an upload still arriving, a ``/v1/segment`` waiting for its job) got uvicorn's own
+``500 Internal Server Error`` in text/plain: no ``detail`` (a client reading it, as the documented
+one does, failed decoding it) and a status that says "bug", where "come back" is the truth.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: seconds a cut-off client should wait: a restart of the server, roughly
+SHUTDOWN_RETRY_AFTER_S = 10
+
+CUT_OFF_DETAIL = ("the server is shutting down (a restart or a stop) and cut this request off before "
+                  "answering it: send it again after Retry-After seconds. A cut-off submission may "
+                  "still have been queued: submit with an Idempotency-Key to retry it safely")
+
+
+class CutOffAtShutdown:
+    """ASGI middleware (outermost): a request cancelled before its answer started gets a JSON 503
+    with ``Retry-After``; the cancellation then goes on as it came."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if not started:
+                body = json.dumps({"detail": CUT_OFF_DETAIL}).encode()
+                await send({"type": "http.response.start", "status": 503,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode()),
+                                        (b"retry-after", str(SHUTDOWN_RETRY_AFTER_S).encode()),
+                                        (b"cache-control", b"no-store"),
+                                        (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+            raise
