@@ -13,12 +13,26 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.asgi_paths import route_path
+
 #: seconds a cut-off client should wait: a restart of the server, roughly
 SHUTDOWN_RETRY_AFTER_S = 10
 
 CUT_OFF_DETAIL = ("the server is shutting down (a restart or a stop) and cut this request off before "
-                  "answering it: send it again after Retry-After seconds. A cut-off submission may "
-                  "still have been queued: submit with an Idempotency-Key to retry it safely")
+                  "answering it: send it again after Retry-After seconds")
+#: what became of a cut-off submission, by route: it may have been queued before the cut
+CUT_OFF_SUBMISSION = {
+    "/v1/jobs": ("; a submission cut off as it was queued may have been queued: send an Idempotency-Key "
+                 "to retry it safely"),
+    "/v1/segment": ("; its job may have been queued: it then runs once the server is back, listed by "
+                    "GET /v1/jobs (kind 'segment') until deleted"),
+}
+
+
+def cut_off_detail(scope: Scope) -> str:
+    """The 503's ``detail`` for the request of ``scope``."""
+    extra = CUT_OFF_SUBMISSION.get(route_path(scope), "") if scope.get("method") == "POST" else ""
+    return CUT_OFF_DETAIL + extra
 
 
 class CutOffAtShutdown:
@@ -44,7 +58,7 @@ class CutOffAtShutdown:
             await self.app(scope, receive, tracking_send)
         except asyncio.CancelledError:
             if not started:
-                body = json.dumps({"detail": CUT_OFF_DETAIL}).encode()
+                body = json.dumps({"detail": cut_off_detail(scope)}).encode()
                 await send({"type": "http.response.start", "status": 503,
                             "headers": [(b"content-type", b"application/json"),
                                         (b"content-length", str(len(body)).encode()),

@@ -172,3 +172,5 @@ def test_a_request_cut_off_by_the_server_stopping_gets_a_json_503_to_retry(tmp_p
     assert headers["content-type"] == "application/json" and int(headers["retry-after"]) > 0
     detail = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))["detail"]
     assert "shutting down" in detail and "Idempotency-Key" in detail
+    from api.shutdown import cut_off_detail  # /v1/segment takes no key: its job, if queued, is kept
+    assert "kind 'segment'" in cut_off_detail({"method": "POST", "path": "/geoseg/v1/segment", "root_path": "/geoseg"})
