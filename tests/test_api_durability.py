@@ -174,3 +174,53 @@ def test_a_request_cut_off_by_the_server_stopping_gets_a_json_503_to_retry(tmp_p
     assert "shutting down" in detail and "Idempotency-Key" in detail
     from api.shutdown import cut_off_detail  # /v1/segment takes no key: its job, if queued, is kept
     assert "kind 'segment'" in cut_off_detail({"method": "POST", "path": "/geoseg/v1/segment", "root_path": "/geoseg"})
+
+
+def test_geoseg_serve_stops_within_dockers_grace_giving_running_jobs_back(tmp_path):
+    """``docker stop`` sends SIGTERM, then SIGKILL 10 s later. With a request in flight (an upload
+    still arriving) ``geoseg serve`` waited 10 s for it before its supervisor gave the running jobs
+    back to the queue, so the SIGKILL came first: the job counted an interrupted attempt (three
+    such stops during one long job failed it). The server must be gone well before 10 s, its
+    running job queued again with no attempt counted."""
+    from api.jobs import JobStore
+
+    data_dir, log, port = tmp_path / "svc", tmp_path / "server.log", free_port()
+    env = dict(os.environ, GEOSEG_RUNNER="test_api_fakes:footprint_runner", **{SLEEP_ENV: "60"},
+               PYTHONPATH=os.pathsep.join([str(TESTS.parent), str(TESTS)]))
+    env.pop("GEOSEG_API_KEY", None)
+    server = subprocess.Popen([sys.executable, "-m", "geoseg.cli", "serve", "--port", str(port), "--data-dir",
+                               str(data_dir), "--log-level", "warning"], env=env, cwd=TESTS.parent,
+                              stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        with open(SCENE, "rb") as f:
+            job_id = httpx.post(f"{base}/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")}, timeout=30).json()["id"]
+        while httpx.get(f"{base}/v1/jobs/{job_id}").json()["stage"] != "inference":
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port)) as upload:  # in flight: 1 KiB of 10 MB sent
+            upload.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+                           b"Content-Type: multipart/form-data; boundary=b\r\n\r\n" + b"--b\r\n" + b"x" * 1024)
+            time.sleep(0.3)
+            stopped_at = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                pytest.fail("geoseg serve still ran 8 s after SIGTERM: docker stop's SIGKILL (at 10 s) would "
+                            "come before the running jobs are given back")
+        assert time.monotonic() - stopped_at < 8
+        job = JobStore(data_dir / "jobs.sqlite").get(job_id)
+        assert job.status == "queued" and job.attempts == 0, job  # given back, the attempt not counted
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)

@@ -18,6 +18,12 @@ from typing import Annotated
 import typer
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: seconds a stopping server waits for the requests in flight before cutting them off (they get a
+#: 503 to retry). Then the supervisor gives the running jobs back to the queue, their attempt not
+#: counted; that must happen before an orchestrator's SIGKILL: ``docker stop`` sends it 10 s after
+#: SIGTERM (Kubernetes 30 s). At 10 s here the SIGKILL came first whenever a request was in flight,
+#: and each running job counted an interrupted attempt (GEOSEG_MAX_ATTEMPTS of them failed it)
+GRACEFUL_SHUTDOWN_S = 5
 
 
 def _fail(message: str) -> None:
@@ -116,7 +122,7 @@ def serve(
         # the server's root path (FastAPI's own root_path is deprecated): requests' root_path, from
         # which the app writes its links, Location headers and OpenAPI servers
         uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level=log_level.lower(),
-                    timeout_graceful_shutdown=10, root_path=root_path)
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, root_path=root_path)
     except ValueError as exc:
         # the app factory reads the other GEOSEG_* variables (GEOSEG_STALE_AFTER_S=abc, ...): a bad
         # one came out as a 70-line traceback; requests never raise out of uvicorn.run
