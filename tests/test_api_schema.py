@@ -40,3 +40,24 @@ def test_every_operation_conforms_to_the_schema(tmp_path):
             case.call_and_validate(headers={"X-API-Key": KEY}, excluded_checks=excluded)
 
         conforms()
+
+
+def test_a_succeeded_jobs_result_files_conform_to_the_schema(tmp_path):
+    """Each result file of a succeeded job, as GET answers it (200), matches the OpenAPI schema of
+    its media type. The schema called every one a binary string, report.json and the GeoJSON too,
+    which are JSON objects: a validating client or proxy (schemathesis: 'Response violates schema')
+    refused them. The operation test above never reaches a succeeded job."""
+    from fastapi.testclient import TestClient
+
+    from test_api_contract import submit, wait
+
+    app = create_app(Settings(data_dir=tmp_path / "svc", standby=False, poll_s=0.05), runner=footprint_runner)
+    schema = schemathesis.openapi.from_dict(app.openapi())
+    operation = schema["/v1/jobs/{job_id}/{name}"]["GET"]
+    with TestClient(app) as client:
+        job = wait(client, submit(client)["id"])
+        assert job["status"] == "succeeded", job
+        for name in ("report.json", "buildings.geojson", "buildings.gpkg", "classmap.tif"):
+            r = client.get(f"/v1/jobs/{job['id']}/{name}")
+            assert r.status_code == 200, (name, r.text)
+            operation.Case(path_parameters={"job_id": job["id"], "name": name}).validate_response(r)

@@ -126,6 +126,15 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     return answers
 
 
+#: a GeoJSON body, declared: with no schema a generated client drops it (openapi-python-client's
+#: `segment` returned None, the GeoJSON only in the raw response)
+FEATURE_COLLECTION = {"type": "object", "required": ["type", "features"],
+                      "properties": {"type": {"const": "FeatureCollection"},
+                                     "features": {"type": "array", "items": {"type": "object"}}}}
+#: the schema of a whole result file of each media type (a 200): JSON ones are JSON objects, as a
+#: validating client parses them (declared binary, report.json and the GeoJSON failed validation);
+#: the others are bytes
+RESULT_SCHEMAS = {"application/geo+json": FEATURE_COLLECTION, "application/json": {"type": "object"}}
 LOCATION_HEADER = {"description": "The job's URL, to poll.", "schema": {"type": "string"}}
 RETRY_AFTER_HEADER = {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}
 POLL_AFTER_HEADER = {"description": "While the job is queued or running: suggested seconds before polling "

@@ -42,6 +42,7 @@ from api.routes.common import (
     OUTPUTS_PATTERN,
     POLL_AFTER_HEADER,
     RESULT_CACHE_CONTROL_HEADER,
+    RESULT_SCHEMAS,
     UPLOAD_SCHEMA,
     VALIDATOR_HEADERS,
     AllowCoarse,
@@ -337,7 +338,8 @@ def get_tile(
 
 
 @router.get("/{job_id}/{name}", response_class=FileResponse,
-            responses={200: {"content": {m.split(";")[0]: {"schema": _BINARY} for m in RESULT_FILES.values()},
+            responses={200: {"content": {m.split(";")[0]: {"schema": RESULT_SCHEMAS.get(m.split(";")[0], _BINARY)}
+                                         for m in RESULT_FILES.values()},
                              "description": "The result file",
                              "headers": {"Cache-Control": RESULT_CACHE_CONTROL_HEADER, **VALIDATOR_HEADERS,
                                          "Accept-Ranges": ACCEPT_RANGES_HEADER}},

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 
 from api.intake import accept_upload, parse_options
 from api.routes.common import (
+    FEATURE_COLLECTION,
     LOCATION_HEADER,
     POLL_AFTER_HEADER,
     UPLOAD_SCHEMA,
@@ -45,13 +46,6 @@ router = APIRouter(prefix="/v1", tags=["segment"])
 log = logging.getLogger("geoseg.api")
 
 SYNC_PRIORITY = 10
-
-#: the 200's body, declared: with no schema a generated client drops it (openapi-python-client's
-#: `segment` returned None, the GeoJSON only in the raw response)
-FEATURE_COLLECTION = {"type": "object", "required": ["type", "features"],
-                      "properties": {"type": {"const": "FeatureCollection"},
-                                     "features": {"type": "array", "items": {"type": "object"}}}}
-
 
 @router.post(
     "/segment",
