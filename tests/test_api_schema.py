@@ -61,3 +61,24 @@ def test_a_succeeded_jobs_result_files_conform_to_the_schema(tmp_path):
             r = client.get(f"/v1/jobs/{job['id']}/{name}")
             assert r.status_code == 200, (name, r.text)
             operation.Case(path_parameters={"job_id": job["id"], "name": name}).validate_response(r)
+
+
+def test_the_409_of_a_key_whose_job_was_deleted_meanwhile_is_declared(tmp_path, monkeypatch):
+    """Two submissions with one ``Idempotency-Key``: the one that loses the insert race reads the
+    winner's job, and if that job was deleted meanwhile answers 409 'submit again'. The schema did
+    not declare a 409 for ``submit_job``, so a generated client raised 'unexpected status' on it."""
+    from fastapi.testclient import TestClient
+
+    from api.jobs import JobStore, KeyTaken
+    from test_api_contract import SCENE
+
+    def lost_the_race(self, *args, **kwargs):
+        raise KeyTaken("00000000-0000-4000-8000-000000000000")  # and that job is gone already
+
+    monkeypatch.setattr(JobStore, "create", lost_the_race)
+    app = create_app(Settings(data_dir=tmp_path / "svc", standby=False), runner=footprint_runner)
+    operation = schemathesis.openapi.from_dict(app.openapi())["/v1/jobs"]["POST"]
+    with TestClient(app) as client, open(SCENE, "rb") as f:
+        r = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")}, headers={"Idempotency-Key": "k-1"})
+    assert r.status_code == 409 and "submit again" in r.json()["detail"], r.text
+    operation.Case(headers={"Idempotency-Key": "k-1"}).validate_response(r)

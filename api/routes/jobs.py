@@ -69,6 +69,7 @@ from api.schemas import (
     JobAccepted,
     JobPage,
     JobStatus,
+    Problem,
     TileJSON,
     job_status,
 )
@@ -117,7 +118,9 @@ def _get_job(store: JobStore, job_id: UUID) -> Job:
 @router.post("", status_code=202, response_model=JobAccepted,
              responses={202: {"description": "Accepted: poll the job at `Location` (its `links.self`)",
                               "headers": {"Location": LOCATION_HEADER, "Retry-After": POLL_AFTER_HEADER}},
-                        **problems(400, 413, 415, 422, 429, 503, 507)})
+                        **problems(400, 413, 415, 422, 429, 503, 507),
+                        409: {"model": Problem, "description": "The job the `Idempotency-Key` named was deleted "
+                                                               "while this submission was stored: submit again"}})
 async def submit_job(
     request: Request,
     file: Annotated[UploadFile, File(description="A georeferenced GeoTIFF (RGB).",
