@@ -1,7 +1,7 @@
 """The answer to a request the server cuts off as it stops: a JSON 503 with ``Retry-After``.
 
-uvicorn, stopping (SIGTERM: a restart, a deploy), waits ``timeout_graceful_shutdown`` (10 s in
-``geoseg serve``) for the requests in flight, then cancels them. One that had not answered yet
+uvicorn, stopping (SIGTERM: a restart, a deploy), waits ``timeout_graceful_shutdown`` (``GRACEFUL_SHUTDOWN_S`` in
+``geoseg.commands.serve``) for the requests in flight, then cancels them. One that had not answered yet
 (an upload still arriving, a ``/v1/segment`` waiting for its job) got uvicorn's own
 ``500 Internal Server Error`` in text/plain: no ``detail`` (a client reading it, as the documented
 one does, failed decoding it) and a status that says "bug", where "come back" is the truth.
@@ -59,11 +59,14 @@ class CutOffAtShutdown:
         except asyncio.CancelledError:
             if not started:
                 body = json.dumps({"detail": cut_off_detail(scope)}).encode()
-                await send({"type": "http.response.start", "status": 503,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode()),
-                                        (b"retry-after", str(SHUTDOWN_RETRY_AFTER_S).encode()),
-                                        (b"cache-control", b"no-store"),
-                                        (b"connection", b"close")]})
-                await send({"type": "http.response.body", "body": body})
+                try:
+                    await send({"type": "http.response.start", "status": 503,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode()),
+                                            (b"retry-after", str(SHUTDOWN_RETRY_AFTER_S).encode()),
+                                            (b"cache-control", b"no-store"),
+                                            (b"connection", b"close")]})
+                    await send({"type": "http.response.body", "body": body})
+                except Exception:  # noqa: BLE001 -- a client already gone: the cancellation still goes on
+                    pass
             raise
