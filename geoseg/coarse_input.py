@@ -25,8 +25,18 @@ __all__ = ["MAX_COARSER", "TooCoarse", "requested_cards", "too_coarse"]
 MAX_COARSER = 10.0
 
 
-def _length(metres: float) -> str:
-    return f"{metres / 1000:.3g} km" if metres >= 1000 else f"{metres:.3g} m"
+def _length(metres: float, digits: int = 3) -> str:
+    return f"{metres / 1000:.{digits}g} km" if metres >= 1000 else f"{metres:.{digits}g} m"
+
+
+def _digits_apart(value: float, limit: float) -> int:
+    """The fewest significant digits (3 at least) that tell ``value`` from ``limit``. Why: a 3.0003 m
+    input, just over a 3 m limit, read "input GSD 3 m is 10x ... (more than 10x ...): use imagery of
+    3 m or finer", which contradicts itself."""
+    digits = 3
+    while digits < 9 and f"{value:.{digits}g}" == f"{limit:.{digits}g}":
+        digits += 1
+    return digits
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,11 @@ class TooCoarse:
     def reason(self) -> str:
         """What is wrong, without naming options (the CLI and the service name theirs)."""
         what = "a house" if self.task == "buildings" else "a road or a house"
-        return (f"input GSD {_length(self.input_gsd)} is {self.ratio:,.0f}x the {self.model_gsd:.3g} m the "
+        ratio = f"{self.ratio:,.0f}"
+        if round(self.ratio) <= MAX_COARSER:  # just over the limit: as many digits as show it
+            ratio = f"{self.ratio:.{_digits_apart(self.ratio, MAX_COARSER)}g}"
+        digits = _digits_apart(self.input_gsd, MAX_COARSER * self.model_gsd)
+        return (f"input GSD {_length(self.input_gsd, digits)} is {ratio}x the {self.model_gsd:.3g} m the "
                 f"{self.model} model works at (more than {MAX_COARSER:g}x: {what} is at most a pixel or two "
                 f"across, and inputs are upsampled 2x at most)")
 

@@ -1286,6 +1286,17 @@ def test_a_raster_far_coarser_than_the_models_is_refused_in_one_line(tmp_path):
     assert report["options"]["allow_coarse"] is True and any("much coarser" in w for w in report["warnings"])
 
 
+def test_an_input_just_over_the_coarse_limit_is_not_said_to_be_at_it():
+    """rasterio's all-nodata.tif measures 3.00027 m: the refusal read 'input GSD 3 m is 10x ... (more
+    than 10x ...): use imagery of 3 m or finer', which contradicts itself. Enough digits show it."""
+    from geoseg.coarse_input import TooCoarse
+
+    just_over = TooCoarse(3.00027, "buildings", "buildings-u2net", 0.3).reason()
+    assert just_over.startswith("input GSD 3.0003 m is 10.001x the 0.3 m"), just_over
+    assert TooCoarse(4.98, "buildings", "buildings-u2net", 0.3).reason().startswith("input GSD 4.98 m is 17x")
+    assert TooCoarse(12.1, "landcover", "landcover-attresunet", 1.1).reason().startswith("input GSD 12.1 m is 11x")
+
+
 def test_a_file_of_several_rasters_names_them_and_each_is_predicted_by_its_name(tmp_path):
     """A GeoPackage with two raster tables (as a NetCDF or HDF5 file of several variables) opens as
     a dataset of 0 bands whose rasters are subdatasets: predict failed with Python's 'tuple index
