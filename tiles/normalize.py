@@ -2,8 +2,8 @@
 
 Why: models take 3-band uint8 RGB. uint8 imagery passes through untouched; uint16 and
 float imagery is stretched per band between low/high percentiles computed once per
-scene (from overviews or a decimated read, never the full-resolution scene), so every
-tile of a scene gets the same scaling and there are no brightness seams.
+scene (from a decimated read of the full-resolution pixels, never the whole scene at full
+resolution), so every tile of a scene gets the same scaling and there are no brightness seams.
 """
 from __future__ import annotations
 
@@ -156,7 +156,9 @@ SCAN_PIXELS = 2**20
 
 def scene_stats(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...], max_side: int = 1024,
                 percentiles: tuple[float, float] = (2.0, 98.0)) -> BandStats | None:
-    """Percentile stretch bounds from a decimated read (GDAL uses overviews if present).
+    """Percentile stretch bounds from a decimated read (GDAL uses overviews if ``dataset`` has
+    them: ``tiles.source.Scene`` passes one opened with ``OVERVIEW_LEVEL=NONE``, since averaged
+    overviews have a narrower histogram than the pixels the tiles are read from).
 
     Returns None for uint8 data (no stretch needed). Raises UnsupportedRaster when the
     raster holds no valid pixel. A decimated read samples every few pixels and can miss thin

@@ -208,7 +208,7 @@ class Scene:
         except RasterioIOError as exc:
             raise UnsupportedRaster(f"{self.path}: cannot be opened as a raster ({exc})") from exc
         self._vrt: WarpedVRT | None = None
-        self._full = None  # the file opened without overviews, for decimating reads
+        self._full = None  # the file opened without overviews, for decimating reads and the stretch
         self._warp: dict = {}  # the WarpedVRT's grid (crs, transform, width, height, add_alpha) when warped
         self._any_vrt: WarpedVRT | None = None  # the working grid by averaging, for ``read_any_valid``
         self._subset = None  # the chosen bands alone, warped instead of ``_src`` (``_other_bands_mask``)
@@ -228,7 +228,12 @@ class Scene:
             if is_expanded(src) and self.band_choice.source == "colour labels":  # the file's one band
                 self.band_choice = replace(self.band_choice, source="colour table", count=1)
             self.bands = self.band_choice.bands
-            self.stats: BandStats | None = scene_stats(src, self.bands)
+            if src.dtypes[self.bands[0] - 1] != "uint8":
+                # the stretch is read from the full-resolution pixels the tiles are: an averaged
+                # overview's narrower histogram moved it (a uint16 scene's 2 % bound 2566 with
+                # overviews, 2407 without), so the same pixels gave other classes with overviews
+                self._full = open_expanded(self.path, OVERVIEW_LEVEL="NONE")
+            self.stats: BandStats | None = scene_stats(self._full or src, self.bands)
         except UnsupportedRaster as exc:
             raise UnsupportedRaster(f"{self.name}: {exc}") from exc
         except RasterioIOError as exc:  # the first read: a VRT whose tile is gone, a corrupt overview
@@ -279,7 +284,8 @@ class Scene:
                     # the working grid starts at the raster's corner: working pixel (c, r) covers
                     # source columns [c * fx, (c + 1) * fx) and rows [r * fy, (r + 1) * fy)
                     self._scale = (transform.a / src.transform.a, transform.e / src.transform.e)
-                    self._full = open_expanded(self.path, OVERVIEW_LEVEL="NONE")  # overviews change pixels
+                    if self._full is None:  # overviews change pixels
+                        self._full = open_expanded(self.path, OVERVIEW_LEVEL="NONE")
         self._alpha = alpha_mask_band(self._ds, self._ds_bands)
         if (self._alpha is None and self._vrt is not None and self._warp["add_alpha"]
                 and MaskFlags.alpha not in self._vrt.mask_flag_enums[self._ds_bands[0] - 1]):
