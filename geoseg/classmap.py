@@ -24,7 +24,7 @@ from tiles.rasterpath import RasterPath
 from tiles.source import Scene
 from tiles.warp import axis_aligned, bilinear_window
 
-__all__ = ["BLOCKS_SHARE", "write_classmap"]
+__all__ = ["BLOCKS_SHARE", "band_description", "write_classmap"]
 
 #: the part of the class map's progress that its blocks take; the rest is the COG copy with its
 #: overviews, which says nothing while it runs (0.17-0.30 of the stage on zanzibar_z20_1,
@@ -50,6 +50,8 @@ def write_classmap(
     if not pixel_grid:
         profile["transform"] = grid["transform"]
     counts = np.zeros(len(classes), dtype=np.int64)
+    names = {str(c["index"]): c["name"] for c in classes}
+    names["0"] = "nodata"
     plain = work / "classmap_plain.tif"
     vrt = probs_ds = None
     # same CRS, both grids unrotated: resample straight from the accumulators, no GDAL warp
@@ -66,6 +68,7 @@ def write_classmap(
         with Scene(input_path, bands=grid.get("bands")) as native, rasterio.open(plain, "w", **profile) as dst:
             if pixel_grid:
                 _copy_ground_control(input_path, dst)
+            dst.set_band_description(1, band_description(names))
             for i, block in enumerate(blocks):
                 win = block.core
                 _, valid = native.read(win)
@@ -90,14 +93,20 @@ def write_classmap(
     colours = [c["colour"] for c in sorted(classes, key=lambda c: c["index"])]
     colormap = colormap_from_hex(colours, nodata=None)
     colormap[0] = (0, 0, 0, 0)  # 0 = no data / outside the valid mask
-    names = {str(c["index"]): c["name"] for c in classes}
-    names["0"] = "nodata"
     tags = {"classes": json.dumps(names), "model": card.get("name", ""), "nodata_class": "0"}
     write_cog(plain, out_path, colormap=colormap, tags=tags)
     # classmap.qml: QGIS's default style for classmap.tif, the classes by name (0 = no data left out)
     write_paletted_qml(out_path, [(i, names[str(i)], colormap[i]) for i in range(1, len(classes))])
     progress(1.0)
     return {names[str(i)]: int(n) for i, n in enumerate(counts)}
+
+
+def band_description(names: dict[str, str]) -> str:
+    """What the class map's band holds, for GIS tools' band lists (QGIS showed "Band 1"): its
+    values and their classes, e.g. "land-cover class: 1 building, 2 road, ...; 0 nodata"."""
+    classes = ", ".join(f"{i} {name}" for i, name in sorted(((int(k), v) for k, v in names.items()), key=lambda c: c[0])
+                        if i != 0)
+    return f"land-cover class: {classes}; 0 {names['0']}"
 
 
 def _copy_ground_control(input_path: RasterPath, dst: rasterio.io.DatasetWriter) -> None:

@@ -91,6 +91,15 @@ def test_classmap_has_a_qgis_style_naming_its_classes(scene_run):
     assert "classmap.qml" in report["outputs"]
 
 
+def test_classmap_band_says_what_it_holds(scene_run):
+    """GIS tools list the class map's band by its description: without one QGIS showed "Band 1"."""
+    out, _, _ = scene_run
+    with rasterio.open(out / "classmap.tif") as cm:
+        names = json.loads(cm.tags()["classes"])
+        assert cm.descriptions == ("land-cover class: 1 building, 2 road, 3 vegetation, 4 water, 5 land; 0 nodata",)
+    assert names["1"] == "building" and names["0"] == "nodata"
+
+
 def test_docs_predict_md_names_every_field_of_report_json(scene_run):
     """Its report.json row left out ``device``, ``options``, ``grid``, ``postprocess``, ``mpx_per_s`` and
     ``outputs``, and said nothing of ``input_file``."""
