@@ -396,7 +396,10 @@ def predict_scene(
         timings["total"] = time.perf_counter() - t_start
         report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         report["mpx_per_s"] = round(grid["width"] * grid["height"] / 1e6 / timings["total"], 4)
-        report["outputs"] = sorted(p.name for p in staging.iterdir() if p.is_file()) + ["report.json"]
+        written = [p.name for p in staging.iterdir() if p.is_file()]
+        if mosaic is not None and Path(input_path).parent.resolve() == Path(out_dir).resolve():
+            written.append(Path(input_path).name)  # --mosaic's VRT, kept in DIR beside what was made from it
+        report["outputs"] = sorted(written) + ["report.json"]
         (staging / "report.json").write_text(json.dumps(json_safe(report), indent=2, default=str, allow_nan=False)
                                              + "\n")
         # report.json says a folder is finished: an earlier run's goes first, this run's comes last,

@@ -53,6 +53,8 @@ def test_a_grid_of_tiles_as_a_mosaic_gives_the_whole_scenes_outputs(tmp_path):
 
     report = json.loads((m / "report.json").read_text())
     assert report["input"] == str(m / "mosaic.vrt")
+    # the VRT is kept in DIR (it opens the source mosaic in QGIS): the files a user keeps, listed
+    assert report["outputs"] == sorted(p.name for p in m.iterdir() if p.name != "report.json") + ["report.json"]
     assert report["mosaic"]["inputs"] == [str(p) for p in tiles]
     assert report["mosaic"]["covered_fraction"] == 1.0 and report["mosaic"]["overlapping"] == []
     with rasterio.open(m / "mosaic.vrt") as vrt:  # absolute paths: opens from anywhere (QGIS)
