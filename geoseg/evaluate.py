@@ -156,23 +156,26 @@ def _predicted_bands(report: dict[str, Any]) -> tuple[int, ...] | None:
     return tuple(int(b) for b in used) if used else None
 
 
-def evaluate_buildings(pred_dir: Path, labels_path: Path, where: str | None = None,
+def evaluate_buildings(pred_dir: Path, labels_path: RasterPath, where: str | None = None,
                        layer: str | None = None) -> dict[str, Any]:
     """Pixel and polygon scores of ``pred_dir/buildings.gpkg`` against vector labels.
 
     ``where`` (an OGR SQL condition, ``class = 'building'``) and ``layer`` (the building layer of a
     file of several) select the buildings as ``geoseg tile --labels-where/--labels-layer`` do: the
     file is checked and read by the same code (``tiles.labels``), so a team scores against the very
-    polygons it trained on. Why: only the first polygon layer and every feature could be scored."""
-    pred_dir, labels_path = Path(pred_dir), Path(labels_path)
+    polygons it trained on. Why: only the first polygon layer and every feature could be scored.
+    ``labels_path`` may be a GDAL virtual path (``/vsizip//d/labels.zip/labels.gpkg``), as geoseg
+    tile's ``--labels``: a ``Path`` made its ``//`` one ``/``, and eval said "labels not found"."""
+    pred_dir, labels_path = Path(pred_dir), as_raster_path(labels_path)
     report = _report(pred_dir)
     gpkg = pred_dir / "buildings.gpkg"
     if not gpkg.is_file():
         raise EvaluationError(f"no buildings.gpkg in {pred_dir} (predicted with --no-buildings?)")
-    if labels_path.is_dir() and not is_vector_folder(labels_path):  # an Esri x.gdb/ is read, as geoseg tile reads it
-        raise EvaluationError(f"--labels {labels_path} is a folder: give the labels file")
-    if not labels_path.exists():
-        raise EvaluationError(f"labels not found: {labels_path}")
+    if isinstance(labels_path, Path):  # a virtual path is checked by opening it, below
+        if labels_path.is_dir() and not is_vector_folder(labels_path):  # an Esri x.gdb/ is read, as geoseg tile reads it
+            raise EvaluationError(f"--labels {labels_path} is a folder: give the labels file")
+        if not labels_path.exists():
+            raise EvaluationError(f"labels not found: {labels_path}")
     try:  # before the scene's mask is read: not a vector file, points, a where it cannot answer or that matches nothing
         check_label_file(labels_path, where, layer)
     except ValueError as exc:

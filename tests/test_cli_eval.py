@@ -183,3 +183,25 @@ def test_labels_in_an_esri_file_geodatabase_are_scored_as_geoseg_tile_reads_them
     assert plain.exit_code == 0, plain.output
     gdb, geojson = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("gdb", "plain"))
     assert gdb["pixel"] == geojson["pixel"] and gdb["n_truth"] == geojson["n_truth"]
+
+
+def test_labels_in_a_zip_by_gdal_virtual_path_are_scored_as_geoseg_tile_reads_them(tmp_path):
+    """`geoseg tile --labels /vsizip//d/l.zip/labels.gpkg` reads labels in an archive; eval's --labels, a
+    Path, made the // one / and said 'labels not found'. A member the archive lacks is one line."""
+    import zipfile
+
+    pred_dir, labels = _kampala_prediction(tmp_path)
+    labels.to_crs(32636).to_file(tmp_path / "labels.gpkg", driver="GPKG", engine="pyogrio")
+    with zipfile.ZipFile(tmp_path / "delivery.zip", "w") as archive:
+        archive.write(tmp_path / "labels.gpkg", "survey/labels.gpkg")
+    runner = CliRunner()
+    zipped = runner.invoke(app, ["eval", str(pred_dir), "--labels", f"/vsizip/{tmp_path}/delivery.zip/survey/labels.gpkg",
+                                 "--json", str(tmp_path / "zip.json")])
+    assert zipped.exit_code == 0, zipped.output
+    plain = runner.invoke(app, ["eval", str(pred_dir), "--labels", str(tmp_path / "labels.gpkg"), "--json",
+                                str(tmp_path / "plain.json")])
+    assert plain.exit_code == 0, plain.output
+    got, want = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("zip", "plain"))
+    assert got["pixel"] == want["pixel"] and got["polygon"] == want["polygon"] and got["n_truth"] == want["n_truth"] > 0
+    missing = runner.invoke(app, ["eval", str(pred_dir), "--labels", f"/vsizip/{tmp_path}/delivery.zip/labels.gpkg"])
+    assert_one_line_error(missing, "eval", "delivery.zip/labels.gpkg", "cannot be read as vector labels")

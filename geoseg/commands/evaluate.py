@@ -17,7 +17,8 @@ _click_errors = sys.modules[typer.BadParameter.__module__]
 
 def evaluate(
     pred_dir: Path = typer.Argument(..., metavar="PRED_DIR", help="Output folder of `geoseg predict`."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Building polygons (any OGR format) to score against."),
+    # a string, not a Path: Path would collapse the // of a GDAL virtual path (/vsizip//a.zip/b.gpkg)
+    labels: str | None = typer.Option(None, "--labels", help="Building polygons to score against: any OGR vector file (or a folder GDAL reads as one, an Esri x.gdb; or a GDAL virtual path, /vsizip//path/l.zip/labels.geojson), any CRS."),
     labels_where: str | None = typer.Option(None, "--labels-where", help="Only the label features matching this OGR SQL condition are buildings, e.g. \"class = 'building'\" (default: every polygon); as geoseg tile's."),
     labels_layer: str | None = typer.Option(None, "--labels-layer", help="The building layer of a label file with several (a GeoPackage); default: the only polygon layer; as geoseg tile's."),
     # a string, not a Path: Path would collapse the // of a GDAL virtual path (/vsizip//a.zip/b.tif)
