@@ -242,14 +242,39 @@ def _rasterize(geoms: np.ndarray, transform, shape: tuple[int, int]) -> np.ndarr
 
 
 def _fraction_on_valid(geoms: np.ndarray, transform, shape, valid: np.ndarray, pixel_area: float) -> np.ndarray:
-    """Share of each polygon's area that falls on valid pixels of the grid."""
+    """Share of each polygon's area that falls on valid pixels of the grid.
+
+    Overlapping polygons are burnt in separate passes: burnt together, a pixel went to the last one
+    listed, so a label under a later one (a building part inside its outline, a duplicate) lost that
+    area, fell under half on valid pixels and was no ground truth: the scores changed with the
+    labels' order in the file."""
+    fractions = np.zeros(len(geoms))
+    area_px = np.maximum(shapely.area(geoms) / pixel_area, 1.0) if len(geoms) else fractions
+    for group in _disjoint_groups(geoms):
+        ids = features.rasterize(((geoms[i], k + 1) for k, i in enumerate(group)), out_shape=shape,
+                                 transform=transform, dtype="int32")
+        on_valid = np.bincount(ids[valid].ravel(), minlength=len(group) + 1)[1:]
+        fractions[group] = np.minimum(on_valid / area_px[group], 1.0)
+    return fractions
+
+
+def _disjoint_groups(geoms: np.ndarray) -> list[np.ndarray]:
+    """Indices of ``geoms`` in groups whose polygons do not overlap (touching is not overlapping):
+    greedily, each polygon into the first group holding none it overlaps. One group when none do."""
     if len(geoms) == 0:
-        return np.zeros(0)
-    ids = features.rasterize(((g, i + 1) for i, g in enumerate(geoms)), out_shape=shape, transform=transform,
-                             dtype="int32")
-    on_valid = np.bincount(ids[valid].ravel(), minlength=len(geoms) + 1)[1:]
-    area_px = np.maximum(shapely.area(geoms) / pixel_area, 1.0)
-    return np.minimum(on_valid / area_px, 1.0)
+        return []
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pairs = left < right
+    left, right = left[pairs], right[pairs]
+    overlap = shapely.area(shapely.intersection(geoms[left], geoms[right])) > 0
+    neighbours: dict[int, list[int]] = {}
+    for a, b in zip(left[overlap].tolist(), right[overlap].tolist()):
+        neighbours.setdefault(b, []).append(a)
+    group_of = np.zeros(len(geoms), dtype=np.int64)
+    for i in range(len(geoms)):
+        taken = {int(group_of[j]) for j in neighbours.get(i, ())}
+        group_of[i] = next(g for g in range(len(taken) + 1) if g not in taken)
+    return [np.flatnonzero(group_of == g) for g in range(int(group_of.max()) + 1)]
 
 
 def _class_indices(truth: np.ma.MaskedArray, truth_path: RasterPath) -> np.ndarray:

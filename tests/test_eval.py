@@ -6,6 +6,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 import shapely
@@ -327,3 +328,25 @@ def test_buildings_are_scored_on_the_valid_pixels_of_the_bands_predict_read(tmp_
     # a report without recorded bands (before --bands): the raster's own choice, bands 1-3, all valid
     (pred_dir / "report.json").write_text(json.dumps({"input": str(tmp_path / "scene.tif")}))
     assert evaluate_buildings(pred_dir, tmp_path / "labels.gpkg")["valid_pixels"] == 100
+
+
+def test_overlapping_labels_are_each_ground_truth_whatever_their_order(tmp_path):
+    """A building part inside its outline, or two surveys' outlines of one building: the labels were
+    burnt into one raster, where a pixel went to the last one listed, so a label under a later one
+    lost its area, fell under half on valid pixels and was no ground truth (by file order)."""
+    with rasterio.open(SCENE) as src:
+        crs, bounds = src.crs, src.bounds
+    labels = gpd.read_file(LABELS).to_crs(crs)
+    inside = labels[labels.within(shapely.box(*bounds).buffer(-5))]
+    outlines = inside.iloc[:8].copy()
+    outlines["geometry"] = outlines.geometry.buffer(1.0, join_style="mitre")  # each covers its label
+    pred = _fake_prediction(tmp_path, inside.geometry.tolist(), crs)
+    scores = []
+    for name, parts in (("parts_first", [labels, outlines]), ("outlines_first", [outlines, labels])):
+        path = tmp_path / f"{name}.gpkg"
+        gpd.GeoDataFrame(pd.concat(parts), crs=crs).to_file(path, driver="GPKG", engine="pyogrio")
+        scores.append(evaluate_buildings(pred, path))
+    alone = evaluate_buildings(pred, LABELS)
+    for s in scores:
+        assert s["n_truth"] == alone["n_truth"] + len(outlines)  # every outline counts, and every part
+        assert s["polygon"]["tp"] == len(inside) and s["pixel"] == scores[0]["pixel"]
