@@ -239,9 +239,10 @@ def test_mixed_gsd_chips_fail_in_one_line(tmp_path):
     assert result.output.strip() == "geoseg train: error: chips of mixed GSD (0.3-0.6 m): cut them at one --gsd"
 
 
-def buildings_pack(path, gsd: float = 0.3, empty: tuple[str, ...] = ()):
-    """A pack of three random 32 px building chips (train, val, test) at one GSD; the chips of the
-    splits in ``empty`` hold no building (labels all background)."""
+def buildings_pack(path, gsd: float = 0.3, empty: tuple[str, ...] = (), bands: list[int] | None = None):
+    """A pack of three random 32 px building chips (train, val, test) at one GSD (cut with ``bands``,
+    else the rasters' own red, green, blue); the chips of the splits in ``empty`` hold no building
+    (labels all background)."""
     import numpy as np
     from test_training_card_truth import building_chips
 
@@ -253,7 +254,7 @@ def buildings_pack(path, gsd: float = 0.3, empty: tuple[str, ...] = ()):
     np.savez_compressed(
         path, jpeg=np.frombuffer(b"".join(blobs), np.uint8), jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]),
         labels=data["labels"], split=data["split"], area=data["area"], chip_id=data["chip_id"], gsd=data["gsd"],
-        meta=np.array(json.dumps({"target": "buildings"})),
+        meta=np.array(json.dumps({"target": "buildings", **({"bands": bands} if bands else {})})),
     )
     return path
 
@@ -287,6 +288,32 @@ def test_init_fine_tunes_a_teacher_from_a_card(tmp_path):
             message = "is a landcover model, not buildings"
         result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "x"), "--init", str(init)])
         assert_one_line_error(result, "train", message)
+
+
+def test_init_of_another_gsd_or_bands_is_refused(tmp_path):
+    """A 0.3 m model of bands 4,3,2 given as --init fine-tuned on chips cut at 0.6 m, or with --bands
+    1,2,3, in silence: the run taught it another scale or other bands, and its card said the chips' GSD
+    and bands as if the start knew them. Both are refused in one line before training (as --teacher
+    is); chips within 5 % of the card's GSD and of its bands train."""
+    from test_training_card_truth import TINY_U2NET
+
+    from geoseg.card import BUILDING_CLASSES
+    from geoseg.models.u2net import U2Net
+
+    start = save_model(U2Net(**TINY_U2NET), {"name": "start", "task": "buildings", "architecture": "U2Net",
+                                            "arch_kwargs": TINY_U2NET, "classes": BUILDING_CLASSES, "gsd_m": 0.3,
+                                            "bands": [4, 3, 2], "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}},
+                       tmp_path / "start")
+    base = ["train", "buildings", "--epochs", "1", "--batch-size", "2", "--crop", "32", "--init", str(start)]
+    for pack, message in ((buildings_pack(tmp_path / "g.npz", gsd=0.6, bands=[4, 3, 2]), "the chips were cut at 0.6 m, --init "),
+                          (buildings_pack(tmp_path / "b.npz", bands=[1, 2, 3]),
+                           "the chips were cut with --bands 1,2,3, --init ")):
+        result = CliRunner().invoke(app, [*base, "--data", str(pack), "--out", str(tmp_path / "x")])
+        assert_one_line_error(result, "train", message)
+        assert not (tmp_path / "x").exists()
+    fits = CliRunner().invoke(app, [*base, "--data", str(buildings_pack(tmp_path / "ok.npz", gsd=0.3 * 1.04,
+                                                                        bands=[4, 3, 2])), "--out", str(tmp_path / "m")])
+    assert fits.exit_code == 0, fits.output
 
 
 def test_ctrl_c_keeps_the_weights_so_far(tmp_path, monkeypatch):

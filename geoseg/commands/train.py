@@ -60,7 +60,7 @@ def train(
     init: Optional[Path] = typer.Option(
         None, "--init",
         help="Fine-tune: start from this model dir or card (e.g. geoseg/weights/buildings-u2net.json) instead of "
-             "random weights; same task, architecture and classes, its normalisation is kept. With --teacher: "
+             "random weights; same task, architecture, classes, GSD and bands as the chips, its normalisation is kept. With --teacher: "
              "a student to continue distilling.",
     ),
     losses: Optional[str] = typer.Option(
@@ -330,7 +330,35 @@ def initial_teacher(task: str, init: Path, data: dict) -> dict:
         if [c["name"] for c in card["classes"]] != mine:
             raise ValueError(f"--init {init} predicts {[c['name'] for c in card['classes']]}, the chips hold "
                              f"{mine}")
+    check_init_fits_chips(init, card, data)
     return {"arch_kwargs": card["arch_kwargs"], "init_state": model.state_dict(), "norm": card["normalisation"]}
+
+
+def check_init_fits_chips(init: Path, card: dict, data: dict) -> None:
+    """Refuse an ``--init`` model whose card names other bands, or another GSD (beyond 5 %), than the
+    chips were cut with (ValueError, one line); chips or a card without bands (the rasters' own red,
+    green, blue) or without a GSD (the Dubai jpgs) are not compared.
+
+    Why: the weights know one band order and one scale. A 0.3 m model fine-tuned on chips cut at 0.6 m,
+    or on chips cut with ``--bands 3,2,1``, trained in silence, and its card then said the chips' GSD
+    and bands as if the start had been trained on them: ``--teacher`` is refused the same way."""
+    import numpy as np
+
+    from geoseg.card import card_bands
+    from geoseg.training.data import same_gsd
+
+    bands = data.get("bands")
+    if bands is not None and card_bands(card) not in (None, tuple(bands)):
+        raise ValueError(f"the chips were cut with --bands {','.join(map(str, bands))}, --init {init} was trained on "
+                         f"bands {','.join(map(str, card['bands']))}: cut the chips with geoseg tile ... --bands "
+                         f"{','.join(map(str, card['bands']))} (or train without --init)")
+    gsd = np.asarray(data.get("gsd", []), np.float64)
+    known = gsd[np.isfinite(gsd) & (gsd > 0)]
+    working = card.get("gsd_m")
+    if known.size and working and not same_gsd([float(known.min()), float(known.max()), float(working)]):
+        raise ValueError(f"the chips were cut at {float(np.median(known)):.3g} m, --init {init} works at {working:g} m: "
+                         f"fine-tuning would teach it another scale than its card says; cut the chips with "
+                         f"geoseg tile ... --gsd {working:g} (or train without --init)")
 
 
 def init_record(init: Path, task: str) -> dict:
