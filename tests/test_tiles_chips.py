@@ -436,6 +436,42 @@ def test_runs_that_differ_only_by_split_share_an_out(buildings_dir: Path, tmp_pa
     assert other.exit_code == 1 and "holds chips cut with other options" in other.output
 
 
+def test_scenes_of_one_chip_set_may_have_their_own_label_files(buildings_dir: Path, tmp_path: Path):
+    """A team's training scene came with one label file and its validation scene with another: the
+    second `geoseg tile ... --labels b.shp --split val` into the same OUT was refused as 'other options
+    (..., labels=a.gpkg)', though the chips were of one kind (and scenes with a labels.geojson beside
+    each were cut into one OUT all along). Runs that differ only by their labels now share an OUT; a
+    scene cut again with other labels is listed once, with those labels' chips."""
+    import geopandas as gpd
+
+    site_a, site_b = tmp_path / "site_a.tif", tmp_path / "site_b.tif"
+    for site, scene in ((site_a, "nairobi_z19_1"), (site_b, "nairobi_z19_2")):
+        with rasterio.open(buildings_dir / f"nairobi/{scene}.tif") as src:  # the team's own files
+            with rasterio.open(site, "w", **{**src.profile, "compress": "deflate", "photometric": "rgb"}) as dst:
+                dst.write(src.read())
+    frame = gpd.read_file(buildings_dir / "nairobi/labels.geojson").to_crs(32737)
+    frame.to_file(tmp_path / "a.gpkg", layer="footprints")
+    frame.to_file(tmp_path / "b.shp")
+    out = tmp_path / "chips"
+    first = runner.invoke(app, ["tile", str(site_a), "--out", str(out), "--size", "256", "--labels",
+                                str(tmp_path / "a.gpkg")])
+    assert first.exit_code == 0, first.output
+    val = runner.invoke(app, ["tile", str(site_b), "--out", str(out), "--size", "256", "--split", "val", "--labels",
+                              str(tmp_path / "b.shp")])
+    assert val.exit_code == 0, val.output
+    chips = index_of(out)
+    assert {(f["properties"]["scene"], f["properties"]["split"]) for f in chips} == {
+        ("site_a.tif", "train"), ("site_b.tif", "val")}
+    assert len(chips) == 24 and all(f["properties"]["status"] == "ok" for f in chips[-8:])
+    again = runner.invoke(app, ["tile", str(site_b), "--out", str(out), "--size", "256", "--split", "val",
+                                "--labels", str(tmp_path / "a.gpkg")])
+    assert again.exit_code == 0 and "site_b.tif: cut before with labels b.shp, now with labels a.gpkg" in again.output
+    assert len(index_of(out)) == 24
+    other = runner.invoke(app, ["tile", str(site_b), "--out", str(out), "--size", "128", "--labels",
+                                str(tmp_path / "b.shp")])
+    assert other.exit_code == 1 and "holds chips cut with other options" in other.output
+
+
 def test_landcover_pairs_take_a_geotiff_class_raster(buildings_dir: Path, tmp_path: Path):
     """Only X_label.png masks were found: a georeferenced scene with its class raster as a GeoTIFF
     (scene.tif + scene_label.tif) gave "no input rasters found"."""

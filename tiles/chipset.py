@@ -12,7 +12,9 @@ labels and its chip files unchanged) is a property of the chip folder, not of th
   VRT, and of its label files.
 
 The options key is a JSON list ``[chip options, target, labels, split]``; ``--split`` only labels
-records, so keys that differ by it alone name the same chip files (sibling part dirs).
+records and the labels only say which polygons a scene's chips are burnt from, so keys that differ by
+them alone name chip files of one kind (sibling part dirs: one team's scenes, each cut with its own
+label file, and its validation scenes under ``--split val``).
 """
 from __future__ import annotations
 
@@ -67,6 +69,15 @@ def describe_key(key: list) -> str:
         files = [raster_name(p) for p in labels if not p.startswith(said)]
         text += f", labels={','.join(files)}" + "".join(f" {p}" for p in labels if p.startswith(said))
     return text + (f", split={split}" if split else "")
+
+
+def _labels_text(labels: list[str]) -> str:
+    """An options key's labels as the user typed them (``labels a.gpkg where ...``), for a note."""
+    if not labels:
+        return "the labels beside each scene"
+    said = ("where ", "layer ", "class field ")
+    files = [raster_name(p) for p in labels if not p.startswith(said)]
+    return f"labels {','.join(files) or 'beside each scene'}" + "".join(f" {p}" for p in labels if p.startswith(said))
 
 
 def _file_state(path: RasterPath) -> list[int] | None:
@@ -178,14 +189,18 @@ class ChipSet:
 
     def claim(self) -> list[Path]:
         """Refuse an ``out`` that holds finished records cut with other options; return the part
-        dirs of the same chip set under another ``--split`` (their records stay valid beside ours).
+        dirs of the same chip set under another ``--split`` or other labels (their records stay valid
+        beside ours).
 
         Why: chip files are ``<stem>_rNNN_cNNN`` whatever the options, so a second option set
         overwrites them and the first set's records (kept for resuming) would then point at pixels
         cut otherwise. ``--split`` does not change a pixel, so runs differing only by it share an
         ``out``: that is how a user's own scenes (whose areas the built-in rules do not know, all
-        train) get a validation split. A part dir with no record yet (a run that failed everywhere)
-        is not a chip set and is dropped.
+        train) get a validation split. Nor does a label file: each scene's chips are burnt from the
+        labels of its own run, so a team whose areas each have their own file (``site_a.gpkg`` with
+        the training scenes, ``site_b.shp`` with the validation ones) cuts them into one ``out``, as
+        scenes with a ``labels.geojson`` beside each always could. A part dir with no record yet (a
+        run that failed everywhere) is not a chip set and is dropped.
         """
         mine = self.part_dir
         key = json.loads(self.key)
@@ -198,7 +213,7 @@ class ChipSet:
                 continue
             stamp = other / OPTIONS_FILE
             was = json.loads(stamp.read_text()) if stamp.exists() else None
-            if was is not None and was[:3] == key[:3]:  # all but the split
+            if was is not None and was[:2] == key[:2]:  # all but the labels and the split
                 siblings.append(other)
                 continue
             raise ValueError(f"{self.out} holds chips cut with other options "
@@ -262,18 +277,24 @@ class ChipSet:
         return notes
 
     def move_to_this_split(self, scenes: Iterable[RasterPath], siblings: Iterable[Path]) -> list[str]:
-        """Drop the finished records of ``scenes`` kept under another ``--split`` of this chip set,
-        so that they are cut again under this run's split (the index then lists each scene once, in
-        the split asked for last); returns a note per scene moved."""
+        """Drop the finished records of ``scenes`` kept under another ``--split`` or other labels of
+        this chip set, so that they are cut again with this run's (the index then lists each scene
+        once, as asked for last); returns a note per scene moved."""
         notes = []
         siblings = list(siblings)
+        key = json.loads(self.key)
         for path in scenes:
             for other in siblings:
                 record = record_path(other, path)
                 if record.exists():
                     record.unlink()
-                    was = json.loads((other / OPTIONS_FILE).read_text())[3] or "the split by area"
-                    notes.append(f"{raster_name(path)}: cut before under {was}, now under {self.split or 'the split by area'}")
+                    was = json.loads((other / OPTIONS_FILE).read_text())
+                    if was[3] != key[3]:
+                        notes.append(f"{raster_name(path)}: cut before under {was[3] or 'the split by area'}, "
+                                     f"now under {key[3] or 'the split by area'}")
+                    if was[2] != key[2]:
+                        notes.append(f"{raster_name(path)}: cut before with {_labels_text(was[2])}, now with "
+                                     f"{_labels_text(key[2])}")
         return notes
 
     def recut_changed(self, scenes: Iterable[RasterPath], label_files: Callable[[RasterPath], list[RasterPath]]) -> list[str]:
