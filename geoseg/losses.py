@@ -12,6 +12,16 @@ import torch
 import torch.nn.functional as F
 
 
+def labelled_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Cross-entropy over the labelled pixels; 0 (keeping the graph) when none is labelled.
+
+    Why: torch's mean over no pixel is NaN, and one batch of all-ignored chips (a scene's edge past
+    its labels, nodata) made a student's whole loss NaN, its weights then NaN for good."""
+    if not bool((target != ignore_index).any()):
+        return 0.0 * logits.sum()
+    return F.cross_entropy(logits, target, ignore_index=ignore_index)
+
+
 def soft_dice_loss(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int, classes: Sequence[int], eps: float = 1.0
 ) -> torch.Tensor:

@@ -94,6 +94,24 @@ def test_distillation_steps_on_real_building_chips_lower_the_loss():
     assert np.mean(seen[-3:]) < 0.9 * np.mean(seen[:3]), seen
 
 
+def test_a_batch_with_no_labelled_pixel_leaves_the_students_loss_and_weights_finite():
+    """torch's cross-entropy over no labelled pixel is NaN: one batch of all-ignored chips (a scene's
+    edge past its labels) made the CE label term, so the whole loss and then every weight, NaN."""
+    import dataclasses
+
+    from geoseg.distill_losses import IGNORE_INDEX
+
+    chips = building_chips("zanzibar_z19_1", 2)
+    unlabelled = dataclasses.replace(chips, labels=np.full_like(chips.labels, IGNORE_INDEX))
+    _, card = teacher_pair("buildings")
+    student = tiny_student("buildings", card)
+    seen: list[float] = []
+    distill(student, None, card, "buildings", unlabelled, "ce", "cpu", max_steps=3, batch_size=2, lr=1e-2,
+            progress=lambda step, loss: seen.append(loss))
+    assert len(seen) == 3 and all(loss == 0.0 for loss in seen), seen
+    assert all(torch.isfinite(p).all() for p in student.parameters())
+
+
 def test_distillation_uses_the_photometric_strengths_it_is_given(monkeypatch):
     """``augment`` reaches the student's photometric chain (a colour-invariance fine-tune sets it);
     without it the default strengths apply. With grey p=1 every student input is grey."""

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geoseg.augment import AugmentConfig
@@ -38,6 +37,7 @@ from geoseg.card import (
     utc_now,
 )
 from geoseg.distill_losses import IGNORE_INDEX, CSCLoss, adaptive_cross_entropy
+from geoseg.losses import labelled_cross_entropy
 from geoseg.models.lite_unet import LiteUNet
 from geoseg.models.students import FastSegNet, student_arch_kwargs, student_for
 from geoseg.training.chip_batches import TASKS, ChipArrays, batches, check_labels, load_chips, loss_targets
@@ -225,7 +225,7 @@ def _label_term(task: str, kind: str, n_classes: int = 6) -> Callable[[Tensor, T
     """The students' term against the labels; ``n_classes``: the card's (a land-cover data set's own
     class list, not always Dubai's six)."""
     if kind == "ce":
-        return lambda logits, y: F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+        return lambda logits, y: labelled_cross_entropy(logits, y, IGNORE_INDEX)
     if kind == "teacher":
         from geoseg.training.loop import label_loss
 
