@@ -280,7 +280,10 @@ def test_init_fine_tunes_a_teacher_from_a_card(tmp_path):
     assert card["arch_kwargs"] == TINY_U2NET and card["normalisation"] == norm
     assert card["training"]["init"] == str(start.resolve()) and card["metrics"]["command"].endswith(f"--init {start}")
     assert card["credits"][-1] == "Labels: the start's own"
+    labels = tmp_path / "a_labels.gpkg"  # an existing file that is not a card
+    labels.write_bytes(b"not a card")
     for init, message in ((tmp_path / "nowhere", "--init: no model directory or card at"),
+                          (labels, "--init: no model directory or card at"),
                           (tmp_path / "start", None)):
         if message is None:  # a card of another task
             card = json.loads(start.read_text()) | {"task": "landcover"}

@@ -131,8 +131,10 @@ def train(
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             elif not torch.cuda.is_available():
                 raise ValueError("--device cuda asked for but no CUDA device is available")
-        if init is not None and not init.exists():
-            raise ValueError(f"--init: no model directory or card at {init}")
+        if init is not None and not (init.is_dir() or (init.is_file() and init.suffix == ".json")):
+            # an existing file of another kind (a label file given by mistake) was refused later, by the
+            # card loader, without saying which option it came from
+            raise ValueError(f"--init: no model directory or card at {init} (a model folder, or its .json card)")
         budget = ["--minutes", f"{minutes:g}"] if minutes is not None else ["--epochs", str(epochs)]
         command = ["geoseg", "train", task, "--data", absolute(data), "--out", absolute(out), *budget, "--device",
                    device, "--batch-size", str(batch_size), "--crop", str(crop), "--seed", str(seed)]
