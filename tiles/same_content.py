@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,7 +81,7 @@ def _content_keys(reals: list[str], size: int) -> dict[str, str]:
             ends[real] = _ends_digest(real, size)
         except OSError:
             continue
-    shared = {e for e in ends.values() if list(ends.values()).count(e) > 1}
+    shared = {e for e, n in Counter(ends.values()).items() if n > 1}
     keys: dict[str, str] = {}
     for real, end in ends.items():
         try:
@@ -113,10 +113,10 @@ def same_content(paths: Sequence[RasterPath]) -> dict[RasterPath, RasterPath]:
             continue
         content = _content_keys(reals, size) if len(reals) > 1 else {reals[0]: "one file"}
         same = [(p, content[real]) for p, real in group if real in content]
-        keys = [key for _, key in same]
+        holders = Counter(key for _, key in same)
         first_of: dict[tuple, RasterPath] = {}
         for p, key in same:
-            if keys.count(key) < 2:
+            if holders[key] < 2:
                 continue  # no other input holds these bytes: its sidecars are not read
             try:
                 sidecars = tuple(sorted((kind, file_sha256(Path(os.path.realpath(f))))
