@@ -390,6 +390,18 @@ def test_a_crop_larger_than_the_chips_is_refused(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_without_crop_chips_smaller_than_the_default_train_at_their_own_side(tmp_path):
+    """`geoseg tile --size 128` then `geoseg train` without --crop was refused (the default 256 was
+    larger than the chips); the crop is now the chips' side there, and the card's command says so."""
+    pack = buildings_pack(tmp_path / "b.npz")
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(pack), "--out", str(tmp_path / "m"),
+                                      "--epochs", "1", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "m" / "buildings-u2net-custom.json").read_text())
+    assert card["training"]["crop"] == 32
+    assert card["metrics"]["command"].endswith("--batch-size 2 --crop 32 --seed 0")
+
+
 def test_sigterm_keeps_the_weights_so_far_as_ctrl_c_does(tmp_path, monkeypatch):
     """SIGTERM (timeout, systemctl stop, a cancelled CI job) ended `geoseg train` at once: Python's
     default action, nothing written, minutes or hours of training lost, while Ctrl-C kept them. Now

@@ -30,6 +30,8 @@ DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 #: U2-Net halves its input five times: a smaller crop leaves its deepest stage under a pixel
 MIN_CROP = 32
+#: --crop when not given: this, or the chips' side where they are smaller (``geoseg tile --size 128``)
+DEFAULT_CROP = 256
 #: a student's loss terms when --losses / --label-loss are left out (the shipped students')
 DEFAULT_LOSSES, DEFAULT_LABEL_LOSS = "ce+ace+csc", "ce"
 #: ``--student`` choices (``geoseg.training.distill.STUDENT_ARCHS``, named here so --help needs no torch)
@@ -55,7 +57,11 @@ def train(
              "model dir holding one card of the task.",
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Chips per step."),
-    crop: int = typer.Option(256, "--crop", help="Training crop size in pixels (32 up to the chips' side)."),
+    crop: Optional[int] = typer.Option(
+        None, "--crop", show_default=False,
+        help=f"Training crop size in pixels, 32 up to the chips' side (default: {DEFAULT_CROP}, or the chips' side "
+             f"where they are smaller).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed of torch and numpy (initial weights, crops, augmentation)."),
     init: Optional[Path] = typer.Option(
         None, "--init",
@@ -111,13 +117,12 @@ def train(
             raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
         if batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
-        if crop < MIN_CROP:
+        if crop is not None and crop < MIN_CROP:
             raise ValueError(f"--crop must be at least {MIN_CROP} px, got {crop}")
-        if (task == "buildings" or teacher is not None) and batch_size == 1 and crop < 2 * MIN_CROP:
-            # U2-Net and the students downsample 32x (AttResUNet 16x); this failed at the first step, below
-            # the bar: "Expected more than 1 value per channel when training"
-            raise ValueError(f"--batch-size 1 with --crop {crop} leaves one pixel in the network's deepest stage, "
-                             f"which batch norm cannot train on: use --crop {2 * MIN_CROP} or more, or --batch-size 2")
+        if teacher is not None and crop is None:
+            crop = DEFAULT_CROP  # a student crops only chips larger than it (geoseg.training.chip_batches)
+        if crop is not None:
+            _check_one_chip_batch(task, teacher is not None, batch_size, crop)
         if not data.exists():
             raise ValueError(f"no chip directory or pack at {data}")
         refuse_shipped_folder(out)
@@ -137,7 +142,8 @@ def train(
             raise ValueError(f"--init: no model directory or card at {init} (a model folder, or its .json card)")
         budget = ["--minutes", f"{minutes:g}"] if minutes is not None else ["--epochs", str(epochs)]
         command = ["geoseg", "train", task, "--data", absolute(data), "--out", absolute(out), *budget, "--device",
-                   device, "--batch-size", str(batch_size), "--crop", str(crop), "--seed", str(seed)]
+                   device, "--batch-size", str(batch_size), *(["--crop", str(crop)] if crop is not None else []),
+                   "--seed", str(seed)]
         if teacher is not None:
             from geoseg.card import find_task_card, read_card
             from geoseg.training.distill import (  # owned by the distillation module
@@ -171,7 +177,7 @@ def train(
         command += ["--name", name] if name is not None else []
         name = name or default_model_name(DEFAULT_NAMES[task])
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
-                                   command=shlex.join(command), init=init, name=name)
+                                   command=command, init=init, name=name)
         written = json.loads(card_path.read_text())
         _exit_if_stopped(written["training"].get("interrupted"),
                          f"the weights so far are in {card_path}" + _kept_beside(written))
@@ -378,9 +384,18 @@ def init_record(init: Path, task: str) -> dict:
             "weights_sha256": weights_sha256(card)}
 
 
+def _check_one_chip_batch(task: str, student: bool, batch_size: int, crop: int) -> None:
+    """Refuse one chip a step at a crop that leaves one pixel in the network's deepest stage."""
+    if (task == "buildings" or student) and batch_size == 1 and crop < 2 * MIN_CROP:
+        # U2-Net and the students downsample 32x (AttResUNet 16x); this failed at the first step, below
+        # the bar: "Expected more than 1 value per channel when training"
+        raise ValueError(f"--batch-size 1 with --crop {crop} leaves one pixel in the network's deepest stage, "
+                         f"which batch norm cannot train on: use --crop {2 * MIN_CROP} or more, or --batch-size 2")
+
+
 def _train_teacher(
     task: str, data_path: Path, out: Path, minutes: float | None, epochs: int | None, device: str,
-    batch_size: int, crop: int, seed: int, console: Console, command: str, init: Path | None = None,
+    batch_size: int, crop: int | None, seed: int, console: Console, command: list[str], init: Path | None = None,
     name: str | None = None,
 ) -> Path:
     """Train a teacher (from ``init``'s weights when given); its card's ``metrics.command`` is
@@ -412,6 +427,10 @@ def _train_teacher(
         raise ValueError(f"{data_path} needs chips of split 'train' and 'val' (got {n_train} train, {n_val} val): "
                          f"cut the scenes kept for validation into it with geoseg tile ... --split val")
     chip_side = min(data["images"].shape[-2:])
+    if crop is None:  # 128 px chips trained at the default 256 were refused below; the run says what it took
+        crop = min(DEFAULT_CROP, chip_side)
+        _check_one_chip_batch(task, False, batch_size, crop)
+        command = [*command[:command.index("--seed")], "--crop", str(crop), *command[command.index("--seed"):]]
     if crop > chip_side:  # augment.scale_crop clamps its window to the chip and resizes it up to --crop
         raise ValueError(f"--crop {crop} px is larger than the chips ({chip_side} px): every sample would be "
                          f"magnified about {crop / chip_side:.1f}x, a scale the card's GSD does not say; use "
@@ -453,7 +472,7 @@ def _train_teacher(
             card["training"]["init_model"] = started_from
             # the weights carry what the initial model learnt from its data: its credits stay
             card["credits"] = list(dict.fromkeys([*card["credits"], *read_card(init_card).get("credits", [])]))
-        card["metrics"]["command"] = command
+        card["metrics"]["command"] = shlex.join(command)
         if name is not None:
             card["name"] = name
         keep_finished_model(card, out)
