@@ -5,8 +5,9 @@ normalisation, same working GSD — and must know where every chip came from so 
 splits stay by area. Writes the chip directory format of docs/ARCHITECTURE.md:
 ``images/<id>.tif``, ``labels/<id>.tif`` and ``index.geojson``. Every grid window is
 recorded: ``status`` "ok" (has objects), "empty" (valid imagery, no labelled object:
-written, kept for negatives) or "skipped" (valid fraction below the threshold: not
-written, ``image``/``label`` null).
+written, kept for negatives) or "skipped" (valid fraction below the threshold, or with a
+mapped area (``--coverage``, ``tiles.mapped_area``) no valid pixel inside it: not written,
+``image``/``label`` null).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from tiles.errors import UnsupportedRaster
 from tiles.grid import Tile, tile_grid
 from tiles.labels import LabelIndex, window_labels
 from tiles.landcover_vectors import ClassPolygons
+from tiles.mapped_area import MappedArea
 from tiles.masks import valid_fraction
 from tiles.rasterpath import is_hidden
 from tiles.source import Scene
@@ -73,9 +75,15 @@ class ChipRecord:
     #: raster's own choice. Why: ``geoseg train`` writes them into the model card, which ``geoseg
     #: predict`` follows (a model trained on bands 4,3,2 was fed 1,2,3)
     bands: list[int] | None = None
+    #: with a mapped area (``--coverage``): the share of the window's pixels that are valid and inside
+    #: it (the rest is labelled 255 / 0, ignored); None (and not listed): no mapped area given, or a
+    #: window skipped below ``min_valid`` before it was looked at
+    mapped_fraction: float | None = None
 
     def to_feature(self) -> dict:
         props = asdict(self)
+        if props["mapped_fraction"] is None:  # chips cut without --coverage list what they always did
+            del props["mapped_fraction"]
         geometry = props.pop("geometry")
         return {"type": "Feature", "geometry": geometry, "properties": props}
 
@@ -107,7 +115,7 @@ def write_chip(path: Path, data: np.ndarray, crs: CRS | None, transform: Affine 
 
 
 def _record(chip_id: str, scene: Scene, scene_name: str, area: str, split: str, target: str, tile: Tile,
-            frac: float, n_objects: int, written: bool) -> ChipRecord:
+            frac: float, n_objects: int, written: bool, mapped: float | None = None) -> ChipRecord:
     win = tile.read
     status = "skipped" if not written else ("ok" if n_objects else "empty")
     w_transform = scene.window_transform(win)
@@ -120,6 +128,7 @@ def _record(chip_id: str, scene: Scene, scene_name: str, area: str, split: str, 
         window=[int(win.col_off), int(win.row_off), int(win.width), int(win.height)],
         geometry=footprint_lonlat(scene.crs, w_transform, int(win.width), int(win.height)),
         bands=list(scene.bands) if scene.band_choice.source == "requested" else None,
+        mapped_fraction=None if mapped is None else round(mapped, 4),
     )
 
 
@@ -138,16 +147,22 @@ def check_scene_options(scene: Scene, opts: ChipOptions) -> None:
 
 
 def building_chips(scene: Scene, labels: LabelIndex, out_dir: str | Path, opts: ChipOptions, scene_name: str,
-                   area: str, split: str, chip_prefix: str | None = None) -> Iterator[ChipRecord]:
+                   area: str, split: str, chip_prefix: str | None = None,
+                   mapped: MappedArea | None = None) -> Iterator[ChipRecord]:
     """Cut one scene into building chips (0/1/2 + 255 ignore), yielding a record per window, its
     files named ``<chip_prefix>_rNNN_cNNN`` (default: ``scene_name``'s stem; the subdatasets of one
     file, ``a.tif:1`` and ``a.tif:2``, need prefixes of their own).
 
+    ``mapped``: the area where the labels are complete (``--coverage``, in the scene's CRS): pixels
+    outside it are 255 (ignore) and windows without a valid pixel inside it are skipped.
     ``scene`` must be opened as ``opts`` say (``check_scene_options``)."""
     check_scene_options(scene, opts)
-    yield from _chip_windows(scene, lambda w, valid: window_labels(labels, scene.window_transform(w), valid.shape, valid),
-                             Path(out_dir), opts, scene_name, chip_prefix or Path(scene_name).stem, area, split,
-                             "buildings")
+
+    def label_of(w: Window, valid: np.ndarray, inside: np.ndarray | None) -> tuple[np.ndarray, int]:
+        return window_labels(labels, scene.window_transform(w), valid.shape, valid, mapped=inside)
+
+    yield from _chip_windows(scene, label_of, Path(out_dir), opts, scene_name, chip_prefix or Path(scene_name).stem,
+                             area, split, "buildings", mapped)
 
 
 def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, opts: ChipOptions, scene_name: str,
@@ -188,38 +203,44 @@ def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, o
 
 
 def vector_landcover_chips(scene: Scene, polygons: ClassPolygons, out_dir: str | Path, opts: ChipOptions,
-                           scene_name: str, chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
+                           scene_name: str, chip_prefix: str, area: str, split: str,
+                           mapped: MappedArea | None = None) -> Iterator[ChipRecord]:
     """Cut a georeferenced image into land-cover chips whose masks are rasterised from class polygons
     (``tiles.landcover_vectors``; ``geoseg tile --target landcover --labels-class-field``) on the
     scene's working grid: native, or resampled to ``opts.gsd`` when the scene was opened at it (the
-    polygons have no resolution of their own, unlike a class mask)."""
+    polygons have no resolution of their own, unlike a class mask). ``mapped`` (``--coverage``): 0,
+    unlabeled, outside it, as ``building_chips``."""
     if scene.crs is None:
         raise UnsupportedRaster(f"{scene.name} has no CRS: vector land-cover labels cannot be placed on it")
     check_scene_options(scene, opts)
     yield from _landcover_windows(scene, lambda w: polygons.mask(scene.window_transform(w), (int(w.height), int(w.width))),
-                                  Path(out_dir), opts, scene_name, chip_prefix, area, split)
+                                  Path(out_dir), opts, scene_name, chip_prefix, area, split, mapped)
 
 
 def _landcover_windows(scene: Scene, label_of: Callable[[Window], np.ndarray], out_dir: Path, opts: ChipOptions,
-                       scene_name: str, chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
+                       scene_name: str, chip_prefix: str, area: str, split: str,
+                       mapped: MappedArea | None = None) -> Iterator[ChipRecord]:
     """The land-cover chips of a scene's grid: ``label_of(window)`` gives each window's class indices
-    (a class mask read, or polygons rasterised); invalid image pixels become unlabeled, and a chip
-    counts the classes it holds."""
+    (a class mask read, or polygons rasterised); invalid image pixels (and those outside ``mapped``)
+    become unlabeled, and a chip counts the classes it holds."""
 
-    def classes(window: Window, valid: np.ndarray) -> tuple[np.ndarray, int]:
+    def classes(window: Window, valid: np.ndarray, inside: np.ndarray | None) -> tuple[np.ndarray, int]:
         label = label_of(window)
         label[~valid] = LANDCOVER_UNLABELED
+        if inside is not None:
+            label[~inside] = LANDCOVER_UNLABELED
         return label, int(np.unique(label[label != LANDCOVER_UNLABELED]).size)
 
-    yield from _chip_windows(scene, classes, out_dir, opts, scene_name, chip_prefix, area, split, "landcover")
+    yield from _chip_windows(scene, classes, out_dir, opts, scene_name, chip_prefix, area, split, "landcover", mapped)
 
 
-def _chip_windows(scene: Scene, label_of: Callable[[Window, np.ndarray], tuple[np.ndarray, int]], out_dir: Path,
-                  opts: ChipOptions, scene_name: str, chip_prefix: str, area: str, split: str,
-                  target: str) -> Iterator[ChipRecord]:
-    """Every grid window of a scene as a record; those valid enough written as image + label chips.
-    ``label_of(window, valid)`` gives the window's label raster and its count of objects (buildings)
-    or classes (land cover)."""
+def _chip_windows(scene: Scene, label_of: Callable[[Window, np.ndarray, np.ndarray | None], tuple[np.ndarray, int]],
+                  out_dir: Path, opts: ChipOptions, scene_name: str, chip_prefix: str, area: str, split: str,
+                  target: str, mapped: MappedArea | None = None) -> Iterator[ChipRecord]:
+    """Every grid window of a scene as a record; those valid enough (and, with ``mapped``, holding a
+    valid pixel inside the mapped area) written as image + label chips. ``label_of(window, valid,
+    inside)`` gives the window's label raster and its count of objects (buildings) or classes (land
+    cover); ``inside``: the window's pixels inside the mapped area, None without one."""
     for tile in tile_grid(scene.width, scene.height, opts.size, opts.overlap):
         chip_id = f"{chip_prefix}_r{tile.row:03d}_c{tile.col:03d}"  # is_chip_file knows chips by it
         rgb, valid = scene.read(tile.read)
@@ -227,12 +248,21 @@ def _chip_windows(scene: Scene, label_of: Callable[[Window, np.ndarray], tuple[n
         if frac < opts.min_valid:
             yield _record(chip_id, scene, scene_name, area, split, target, tile, frac, 0, False)
             continue
-        label, count = label_of(tile.read, valid)
+        inside, share = None, None
+        if mapped is not None:  # a window with no labelled pixel teaches nothing: not written
+            inside = mapped.mask(scene.window_transform(tile.read), valid.shape)
+            share = valid_fraction(inside & valid)
+            if share == 0:  # its files from a cut with another mapped area go: no chip lies about it
+                for folder in CHIP_FOLDERS:
+                    (out_dir / folder / f"{chip_id}.tif").unlink(missing_ok=True)
+                yield _record(chip_id, scene, scene_name, area, split, target, tile, frac, 0, False, share)
+                continue
+        label, count = label_of(tile.read, valid, inside)
         transform = scene.window_transform(tile.read) if scene.crs is not None else None
         image_dir, label_dir = CHIP_FOLDERS
         write_chip(out_dir / image_dir / f"{chip_id}.tif", rgb, scene.crs, transform)
         write_chip(out_dir / label_dir / f"{chip_id}.tif", label[None], scene.crs, transform)
-        yield _record(chip_id, scene, scene_name, area, split, target, tile, frac, count, True)
+        yield _record(chip_id, scene, scene_name, area, split, target, tile, frac, count, True, share)
 
 
 def _same_grid(mask_ds, scene: Scene) -> bool:

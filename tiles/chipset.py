@@ -12,8 +12,9 @@ labels and its chip files unchanged) is a property of the chip folder, not of th
   VRT, and of its label files.
 
 The options key is a JSON list ``[chip options, target, labels, split]``; ``--split`` only labels
-records and the labels only say which polygons a scene's chips are burnt from, so keys that differ by
-them alone name chip files of one kind (sibling part dirs: one team's scenes, each cut with its own
+records and the labels (with the mapped area, ``coverage <file>``, when ``--coverage`` names one) only
+say which polygons a scene's chips are burnt from, so keys that differ by them alone name chip files of
+one kind (sibling part dirs: one team's scenes, each cut with its own
 label file, and its validation scenes under ``--split val``).
 """
 from __future__ import annotations
@@ -65,9 +66,8 @@ def describe_key(key: list) -> str:
     opts, target, labels, split = key
     text = ", ".join(f"{k}={v}" for k, v in opts.items()) + f", target={target}"
     if labels:
-        said = ("where ", "layer ", "class field ")
-        files = [raster_name(p) for p in labels if not p.startswith(said)]
-        text += f", labels={','.join(files)}" + "".join(f" {p}" for p in labels if p.startswith(said))
+        files = [raster_name(p) for p in labels if not p.startswith(_SAID)]
+        text += f", labels={','.join(files)}" + "".join(f" {_said_text(p)}" for p in labels if p.startswith(_SAID))
     return text + (f", split={split}" if split else "")
 
 
@@ -75,9 +75,18 @@ def _labels_text(labels: list[str]) -> str:
     """An options key's labels as the user typed them (``labels a.gpkg where ...``), for a note."""
     if not labels:
         return "the labels beside each scene"
-    said = ("where ", "layer ", "class field ")
-    files = [raster_name(p) for p in labels if not p.startswith(said)]
-    return f"labels {','.join(files) or 'beside each scene'}" + "".join(f" {p}" for p in labels if p.startswith(said))
+    files = [raster_name(p) for p in labels if not p.startswith(_SAID)]
+    return (f"labels {','.join(files) or 'beside each scene'}"
+            + "".join(f" {_said_text(p)}" for p in labels if p.startswith(_SAID)))
+
+
+#: how an options key's labels say what is no label file (``tiles.scene_chips.SceneJob.chip_set``)
+_SAID = ("where ", "layer ", "class field ", "coverage ")
+
+
+def _said_text(said: str) -> str:
+    """One of those as the user typed it: ``--coverage`` and its file's name (the key holds its path)."""
+    return f"--coverage {raster_name(said[len('coverage '):])}" if said.startswith("coverage ") else said
 
 
 def _file_state(path: RasterPath) -> list[int] | None:

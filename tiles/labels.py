@@ -290,11 +290,14 @@ def grid_bounds(transform: Affine, width: int, height: int) -> tuple[float, floa
 
 
 def window_labels(index: LabelIndex, window_transform: Affine, shape: tuple[int, int],
-                  valid: np.ndarray, margin_px: int = OUTLINE_PX) -> tuple[np.ndarray, int]:
+                  valid: np.ndarray, margin_px: int = OUTLINE_PX,
+                  mapped: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Building label raster for a window and the number of buildings in it.
 
     The window is rasterised with a ``margin_px`` border so outlines at the chip edge
-    are the same as in the full scene; pixels where ``valid`` is False become 255.
+    are the same as in the full scene; pixels where ``valid`` is False become 255. ``mapped``
+    (``--coverage``, ``tiles.mapped_area``): pixels outside the mapped area become 255 too, and
+    only the buildings with a pixel inside it are counted.
     """
     h, w = shape
     big_transform = window_transform @ Affine.translation(-margin_px, -margin_px)
@@ -302,6 +305,9 @@ def window_labels(index: LabelIndex, window_transform: Affine, shape: tuple[int,
     inst = instance_raster(polys, big_transform, (h + 2 * margin_px, w + 2 * margin_px))
     classes = building_classes(inst)[margin_px:margin_px + h, margin_px:margin_px + w]
     core_ids = inst[margin_px:margin_px + h, margin_px:margin_px + w]
+    if mapped is not None:
+        core_ids = np.where(mapped, core_ids, 0)
+        classes[~mapped] = IGNORE
     n_objects = int(np.unique(core_ids[core_ids > 0]).size)
     classes[~valid] = IGNORE
     return classes, n_objects

@@ -1,7 +1,8 @@
 """One scene's training chips as a batch job (``SceneJob``, picklable for ``tiles.batch`` and Dask):
 the scene read at the chip options' GSD and bands, its labels (building polygons, land-cover class
 masks or class polygons) placed on it, its chips written and their index features returned, and
-the label files a re-run watches. ``geoseg tile`` builds the job and runs it over the scenes.
+the label files a re-run watches. ``geoseg tile`` builds the job and runs it over the scenes. With
+``coverage`` (``--coverage``, ``tiles.mapped_area``) only the mapped part of each scene is labelled.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tiles.chipset import ChipSet, options_key
 from tiles.classes import CLASSES_FILE, read_classes
 from tiles.labels import LabelIndex, grid_bounds
 from tiles.landcover_vectors import ClassPolygons
+from tiles.mapped_area import MappedArea
 from tiles.rasterpath import (
     RasterPath,
     beside,
@@ -50,6 +52,7 @@ class SceneJob:
     labels_where: str | None = None  # OGR SQL condition: the label features that are buildings
     labels_layer: str | None = None  # the building layer of label files with several
     labels_class_field: str | None = None  # land cover: the label polygons' class field
+    coverage: RasterPath | None = None  # polygons of the area where the labels are complete
 
     def __call__(self, scene_path: RasterPath, part: Path) -> int:
         if self.target == LANDCOVER:
@@ -78,8 +81,11 @@ class SceneJob:
                 why = (f"{index.in_files} polygons in {files}, their extent misses the scene" if index.in_files
                        else f"{files} holds no polygon")
                 raise ValueError(f"no label polygon overlaps {name} ({why})")
-            recs = building_chips(scene, index, self.out, self.opts, name, area,
-                                  self.split or scene_split(path, landcover=False), chip_prefix(path, self.target))
+            mapped = self.mapped_area(scene, name)
+            recs = list(building_chips(scene, index, self.out, self.opts, name, area,
+                                       self.split or scene_split(path, landcover=False), chip_prefix(path, self.target),
+                                       mapped))
+            check_mapped_pixels(recs, mapped, name)
             return [r.to_feature() for r in recs]
 
     def _landcover(self, image: RasterPath) -> list[dict]:
@@ -91,20 +97,43 @@ class SceneJob:
                 polygons = ClassPolygons.from_files(
                     list(self.labels or ()), scene.crs, self.labels_class_field, read_classes(self.out / CLASSES_FILE),
                     self.labels_where, self.labels_layer, near=scene_box(scene, self.opts.size))
-                recs = vector_landcover_chips(scene, polygons, self.out, self.opts, f"{tile_dir}/{raster_name(image)}",
-                                              prefix, tile_dir, self.split or scene_split(image, landcover=True))
+                mapped = self.mapped_area(scene, raster_name(image))
+                recs = list(vector_landcover_chips(scene, polygons, self.out, self.opts,
+                                                   f"{tile_dir}/{raster_name(image)}", prefix, tile_dir,
+                                                   self.split or scene_split(image, landcover=True), mapped))
+                check_mapped_pixels(recs, mapped, raster_name(image))
                 return [r.to_feature() for r in recs]
             recs = landcover_chips(scene, landcover_mask_path(Path(image)), self.out, self.opts,
                                    f"{tile_dir}/{raster_name(image)}",
                                    prefix, tile_dir, self.split or scene_split(image, landcover=True))
             return [r.to_feature() for r in recs]
 
+    def mapped_area(self, scene: Scene, name: str) -> MappedArea | None:
+        """The ``coverage`` polygons around ``scene`` in its CRS (None without ``coverage``); a
+        coverage that does not overlap the scene is an error: none of its pixels could be labelled."""
+        if self.coverage is None:
+            return None
+        if scene.crs is None:
+            raise ValueError(f"{name} has no CRS: the --coverage area cannot be placed")
+        mapped = MappedArea.read(self.coverage, scene.crs, near=scene_box(scene, self.opts.size))
+        if not mapped.meets(grid_bounds(scene.transform, scene.width, scene.height)):
+            raise ValueError(f"the --coverage area ({mapped.source}) does not overlap {name}: no pixel of it is "
+                             f"mapped (another place, or the wrong file)")
+        return mapped
+
     def chip_set(self) -> ChipSet:
-        """This run's chip set in OUT: its options key (all that decides the chip files and records)."""
+        """This run's chip set in OUT: its options key (all that decides the chip files and records).
+        The coverage goes with the labels (``coverage <file>``, only when given: keys of runs without
+        it are as they were), so a re-run with another one cuts its scenes again, with a note."""
         labels = ([str(p) for p in self.labels or ()] + ([f"layer {self.labels_layer}"] if self.labels_layer else [])
                   + ([f"where {self.labels_where}"] if self.labels_where else [])
-                  + ([f"class field {self.labels_class_field}"] if self.labels_class_field else []))
+                  + ([f"class field {self.labels_class_field}"] if self.labels_class_field else [])
+                  + ([f"coverage {self.coverage}"] if self.coverage is not None else []))
         return ChipSet(self.out, options_key(self.opts, self.target, labels, self.split))
+
+    def watched_files(self, scene: RasterPath) -> list[RasterPath]:
+        """The files whose change makes a re-run cut ``scene`` again: its label files and the coverage."""
+        return self.label_files(scene) + ([self.coverage] if self.coverage is not None else [])
 
     def label_files(self, scene: RasterPath) -> list[RasterPath]:
         """The files a scene's labels come from (a re-run cuts the scene again when one changes): without
@@ -112,6 +141,16 @@ class SceneJob:
         if self.target == LANDCOVER and not self.labels_class_field:
             return [landcover_mask_path(Path(scene))]
         return list(self.labels) if self.labels else [beside(scene, "labels.geojson")]
+
+
+def check_mapped_pixels(records: list, mapped: MappedArea | None, name: str) -> None:
+    """Refuse a scene whose windows valid enough all lie outside the mapped area (it meets the scene
+    only on nodata, or between pixel centres): no chip would be written and no note would say why."""
+    if mapped is None or any(r.status != "skipped" for r in records):
+        return
+    if any(r.mapped_fraction == 0 for r in records):
+        raise ValueError(f"the --coverage area ({mapped.source}) holds no valid pixel of {name}: no pixel of it is "
+                         f"mapped (it meets the scene only where the scene has no data)")
 
 
 def scene_box(scene: Scene, margin: int) -> tuple[float, float, float, float]:

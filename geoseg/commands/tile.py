@@ -43,6 +43,7 @@ from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
 from tiles.gsd import dataset_gsd_m
 from tiles.labels import check_label_file
 from tiles.landcover_vectors import check_vector_landcover
+from tiles.mapped_area import check_coverage_file
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (
     RasterPath,
@@ -379,6 +380,8 @@ def tile(
     labels_where: str = typer.Option(None, "--labels-where", help="Only the label features matching this OGR SQL condition are buildings, e.g. \"class = 'building'\" (default: every polygon)."),
     labels_layer: str = typer.Option(None, "--labels-layer", help="The building layer of label files with several (a GeoPackage); default: the only polygon layer."),
     labels_class_field: str = typer.Option(None, "--labels-class-field", help="--target landcover: the --labels polygons' class field, its values class names (or indices) of the classes.json beside the labels file (or one folder up); each image is rasterised from them instead of an X_label mask."),
+    # a string, not a Path: Path would collapse the // of a GDAL virtual path
+    coverage: str = typer.Option(None, "--coverage", help="Polygons of the area where the labels are complete (any OGR vector file, any CRS): pixels outside it are labelled 255, ignore (land cover from --labels-class-field polygons: 0, unlabeled), and windows without a valid pixel inside it are skipped, not written. Default: the labels are complete over every scene."),
     size: int = typer.Option(512, help="Chip size in working-grid pixels."),
     overlap: int = typer.Option(0, help="Overlap between neighbouring chips in pixels."),
     gsd: float = typer.Option(None, help="Resample to this ground sample distance in metres (buildings, and land cover from --labels-class-field polygons; refused for image + mask pairs)."),
@@ -400,6 +403,11 @@ def tile(
                 check_landcover_labels(label_files, labels_where, labels_layer, labels_class_field)
             elif labels_class_field is not None:
                 raise ValueError("--labels-class-field is for --target landcover (building labels are one class)")
+            if coverage is not None:
+                if target is Target.landcover and not labels_class_field:
+                    raise ValueError("--coverage with --target landcover needs --labels-class-field polygons (a class "
+                                     "mask marks its unlabeled pixels 0 itself)")
+                check_coverage_file(coverage)
             chosen = parse_scheduler(scheduler) if scheduler is not None else None
             opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
             # vector land cover: scene rasters, as for buildings (not image + mask pairs)
@@ -407,7 +415,8 @@ def tile(
             inputs, sidecars = without_sidecars(inputs)
             job = SceneJob(out=out.resolve(), opts=opts, target=target.value,
                            labels=distinct_label_files(label_files) if label_files else None, split=split,
-                           labels_where=labels_where, labels_layer=labels_layer, labels_class_field=labels_class_field)
+                           labels_where=labels_where, labels_layer=labels_layer, labels_class_field=labels_class_field,
+                           coverage=None if coverage is None else _absolute_label(as_raster_path(coverage)))
             # absolute, links kept: a scene linked into a store (git-annex, DVC, a share) keeps its own name,
             # folder and labels.geojson, not the target's
             inputs = once_each([absolute_raster_path(p) for p in inputs])
@@ -431,7 +440,7 @@ def tile(
             # image + mask pairs: one image of two masks is not one scene's labels twice
             moved = chip_set.check_unique_names(inputs, partial(chip_prefix, target=job.target), siblings,
                                                 by_content=target is Target.buildings or bool(labels_class_field))
-            moved += (chip_set.move_to_this_split(inputs, siblings) + chip_set.recut_changed(inputs, job.label_files)
+            moved += (chip_set.move_to_this_split(inputs, siblings) + chip_set.recut_changed(inputs, job.watched_files)
                       + chip_set.recut_incomplete(inputs))
             if target is Target.landcover:
                 record_landcover_classes(job.out, classes_file)
