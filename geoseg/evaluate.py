@@ -3,7 +3,10 @@
 Buildings (``buildings.gpkg`` vs vector labels): pixel IoU / precision / recall / F1
 inside the scene's valid area, and SpaceNet-style polygon F1 — a prediction and a
 label match when their IoU >= 0.5, one-to-one, greedily by decreasing IoU. Only
-labels lying mostly (>= 50 %) on valid pixels of the scene count as ground truth.
+labels lying mostly (>= 50 %) on valid pixels of the scene count as ground truth. With a
+mapped area (``--coverage``, ``tiles.mapped_area``: where the labels are complete) only the
+pixels inside it are scored, and only the labels and predicted buildings lying mostly (>= 50 %)
+on valid pixels inside it count: a building found where nobody mapped is no false positive.
 
 Class maps (``classmap.tif`` vs a class raster): confusion matrix streamed block by
 block, per-class IoU, mIoU over classes present in truth or prediction, overall
@@ -27,10 +30,11 @@ from rasterio.vrt import WarpedVRT
 from tiles.errors import UnsupportedRaster
 from tiles.grid import tile_grid
 from tiles.labels import LabelIndex, check_label_file, grid_bounds, is_vector_folder
+from tiles.mapped_area import MappedArea, check_coverage_file
 from tiles.masks import raster_valid_mask
 from tiles.normalize import dataset_bands
 from tiles.palette import open_expanded
-from tiles.rasterpath import RasterPath, as_raster_path, raster_exists
+from tiles.rasterpath import RasterPath, as_raster_path, raster_exists, raster_name
 from tiles.source import placed_crs
 
 IOU_MATCH = 0.5
@@ -157,7 +161,7 @@ def _predicted_bands(report: dict[str, Any]) -> tuple[int, ...] | None:
 
 
 def evaluate_buildings(pred_dir: Path, labels_path: RasterPath, where: str | None = None,
-                       layer: str | None = None) -> dict[str, Any]:
+                       layer: str | None = None, coverage: RasterPath | None = None) -> dict[str, Any]:
     """Pixel and polygon scores of ``pred_dir/buildings.gpkg`` against vector labels.
 
     ``where`` (an OGR SQL condition, ``class = 'building'``) and ``layer`` (the building layer of a
@@ -165,7 +169,10 @@ def evaluate_buildings(pred_dir: Path, labels_path: RasterPath, where: str | Non
     file is checked and read by the same code (``tiles.labels``), so a team scores against the very
     polygons it trained on. Why: only the first polygon layer and every feature could be scored.
     ``labels_path`` may be a GDAL virtual path (``/vsizip//d/labels.zip/labels.gpkg``), as geoseg
-    tile's ``--labels``: a ``Path`` made its ``//`` one ``/``, and eval said "labels not found"."""
+    tile's ``--labels``: a ``Path`` made its ``//`` one ``/``, and eval said "labels not found".
+    ``coverage``: a vector file of the area where the labels are complete (``geoseg tile --coverage``):
+    pixels outside it are left out as invalid ones are, and so are the labels and predicted buildings
+    that do not lie mostly (>= 50 % of their area) on the pixels scored."""
     pred_dir, labels_path = Path(pred_dir), as_raster_path(labels_path)
     report = _report(pred_dir)
     gpkg = pred_dir / "buildings.gpkg"
@@ -180,6 +187,11 @@ def evaluate_buildings(pred_dir: Path, labels_path: RasterPath, where: str | Non
         check_label_file(labels_path, where, layer)
     except ValueError as exc:
         raise EvaluationError(str(exc)) from exc
+    if coverage is not None:
+        try:
+            check_coverage_file(coverage)
+        except ValueError as exc:
+            raise EvaluationError(str(exc)) from exc
     input_path = as_raster_path(report["input"])  # a GDAL virtual path stays a string
     if not raster_exists(input_path):
         raise EvaluationError(f"the predicted input {input_path} is gone: its grid and valid mask are needed")
@@ -210,17 +222,40 @@ def evaluate_buildings(pred_dir: Path, labels_path: RasterPath, where: str | Non
         raise EvaluationError(f"none of the {index.in_files} label polygons lies on the prediction's valid "
                               f"pixels: the labels do not overlap the predicted scene")
     pred_mask = _rasterize(pred_geoms, transform, shape)
-    pixel = pixel_scores(pred_mask, truth_mask, valid)
-    # ground truth for polygon F1: labels mostly on valid pixels of this scene
+    scored, mapped = valid, {}
     pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
-    in_scene = _fraction_on_valid(label_geoms, transform, shape, valid, pixel_area) >= 0.5
+    if coverage is not None:  # pixels: those inside; polygons (below): those at least half inside
+        scored = _mapped_pixels(coverage, crs, transform, valid, input_path)
+        outside = _fraction_on_valid(pred_geoms, transform, shape, scored, pixel_area) < 0.5
+        mapped = {"coverage": str(coverage), "mapped_pixels": int(scored.sum()),
+                  "n_predicted_outside_coverage": int(outside.sum())}
+        pred_geoms = pred_geoms[~outside]
+    pixel = pixel_scores(pred_mask, truth_mask, scored)
+    # ground truth for polygon F1: labels mostly on valid pixels of this scene (inside the mapped area)
+    in_scene = _fraction_on_valid(label_geoms, transform, shape, scored, pixel_area) >= 0.5
     truth = list(label_geoms[in_scene])
     polygon = polygon_scores(list(pred_geoms), truth)
     return {"task": "buildings", "prediction": str(pred_dir), "labels": str(labels_path),
             **({"labels_layer": layer} if layer is not None else {}),
             **({"labels_where": where} if where is not None else {}),
             "pixel": pixel, "polygon": polygon, "n_predicted": len(pred_geoms), "n_truth": len(truth),
-            "valid_pixels": int(valid.sum())}
+            "valid_pixels": int(valid.sum()), **mapped}
+
+
+def _mapped_pixels(coverage: RasterPath, crs, transform, valid: np.ndarray, input_path: RasterPath) -> np.ndarray:
+    """The grid's valid pixels inside the ``--coverage`` area; one line when there is none (the area
+    does not overlap the scene, or only its nodata)."""
+    shape = valid.shape
+    bounds = grid_bounds(transform, shape[1], shape[0])
+    try:
+        area = MappedArea.read(coverage, crs, near=bounds)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from exc
+    inside = area.mask(transform, shape) & valid if area.meets(bounds) else np.zeros(shape, dtype=bool)
+    if not inside.any():
+        raise EvaluationError(f"the --coverage area ({area.source}) does not overlap the valid pixels of the "
+                              f"predicted scene {raster_name(input_path)}: nothing to score")
+    return inside
 
 
 def _polygons(geoms: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""`geoseg eval PRED_DIR --labels LABELS [--labels-layer NAME] [--labels-where SQL] | --truth CLASS_RASTER`: a printed table and a JSON file."""
+"""`geoseg eval PRED_DIR --labels LABELS [--labels-layer NAME] [--labels-where SQL] [--coverage AREA] | --truth CLASS_RASTER`: a printed table and a JSON file."""
 from __future__ import annotations
 
 import json
@@ -21,6 +21,7 @@ def evaluate(
     labels: str | None = typer.Option(None, "--labels", help="Building polygons to score against: any OGR vector file (or a folder GDAL reads as one, an Esri x.gdb; or a GDAL virtual path, /vsizip//path/l.zip/labels.geojson), any CRS."),
     labels_where: str | None = typer.Option(None, "--labels-where", help="Only the label features matching this OGR SQL condition are buildings, e.g. \"class = 'building'\" (default: every polygon); as geoseg tile's."),
     labels_layer: str | None = typer.Option(None, "--labels-layer", help="The building layer of a label file with several (a GeoPackage); default: the only polygon layer; as geoseg tile's."),
+    coverage: str | None = typer.Option(None, "--coverage", help="Polygons of the area where the --labels are complete (any OGR vector file, any CRS): only the pixels inside it are scored, and only the labels and predicted buildings lying at least half inside it count (a building found where nobody mapped is no false positive); as geoseg tile's."),
     # a string, not a Path: Path would collapse the // of a GDAL virtual path (/vsizip//a.zip/b.tif)
     truth: Optional[str] = typer.Option(None, "--truth", help="Class raster (0 = unlabeled; any GDAL raster or virtual path) to score the class map."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Where to write the scores (default PRED_DIR/eval_<task>.json)."),
@@ -31,13 +32,17 @@ def evaluate(
     if labels is None and (labels_where is not None or labels_layer is not None):  # not ignored with --truth
         given = "--labels-where" if labels_where is not None else "--labels-layer"
         raise _click_errors.UsageError(f"{given} selects building labels: it goes with --labels, not --truth")
+    if labels is None and coverage is not None:
+        raise _click_errors.UsageError("--coverage says where building labels are complete: it goes with --labels, "
+                                       "not --truth (a class raster marks its unlabeled pixels 0)")
     out = json_out or pred_dir / f"eval_{'buildings' if labels is not None else 'classmap'}.json"
     try:
         if json_out is not None:  # checked first: scoring a big scene must not end on a typo
             _check_writable(json_out)
         from geoseg.evaluate import evaluate_buildings, evaluate_classmap  # geopandas: load on use
 
-        scores = (evaluate_buildings(pred_dir, labels, where=labels_where, layer=labels_layer) if labels is not None
+        scores = (evaluate_buildings(pred_dir, labels, where=labels_where, layer=labels_layer,
+                                     coverage=coverage) if labels is not None
                   else evaluate_classmap(pred_dir, truth))
     except Exception as exc:  # one line for the user
         typer.echo(f"geoseg eval: error: {exc}", err=True)
@@ -61,7 +66,8 @@ def _check_writable(path: Path) -> None:
 
 def _table(scores: dict) -> Table:
     if scores["task"] == "buildings":
-        table = Table(title=f"buildings: {scores['n_predicted']} predicted, {scores['n_truth']} labelled")
+        inside = f" inside {Path(scores['coverage']).name}" if "coverage" in scores else ""
+        table = Table(title=f"buildings{inside}: {scores['n_predicted']} predicted, {scores['n_truth']} labelled")
         for col in ("level", "IoU", "precision", "recall", "F1"):
             table.add_column(col, justify="right")
         p, g = scores["pixel"], scores["polygon"]
