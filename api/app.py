@@ -191,8 +191,8 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # FastAPI answers any failure while parsing a form "400 There was an error parsing the
-        # body", a full temp dir included (multipart spools uploads over 1 MiB there): not the
-        # client's fault
+        # body", a full disk included (api.upload_parts writes each file part into the data dir
+        # as it is received): not the client's fault
         if exc.status_code == 400 and any(out_of_space(e) for e in exception_chain(exc)[1:]):
             log.error("no disk space to receive an upload: %s", exc.__cause__)
             return JSONResponse({"detail": NO_SPACE}, status_code=507)

@@ -26,6 +26,7 @@ from api.jobs import Job, JobStore, QueueFull
 from api.mask_upload import check_mask_file, sidecar_of, write_mask_sidecar
 from api.redact import redact_paths
 from api.settings import Settings
+from api.upload_parts import received_path
 from api.validate import (
     RasterLimits,
     UploadRejected,
@@ -179,7 +180,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 NO_SPACE = ("the server has no disk space left for this upload; nothing was kept: try again later, "
-            "or ask the operator to free space in the service's data dir and temp dir")
+            "or ask the operator to free space in the service's data dir")
 
 
 def out_of_space(exc: BaseException) -> bool:
@@ -189,14 +190,27 @@ def out_of_space(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
 
 
+def store_upload(upload: UploadFile, dest: Path, max_bytes: int) -> None:
+    """Put ``upload`` at ``dest``, synced. A file part the service received into its uploads folder
+    (``api.upload_parts``) is renamed there: written once, never through the system temp folder;
+    any other (an ``UploadFile`` of the caller's own) is copied, refused past ``max_bytes``."""
+    received = received_path(upload)
+    if received is None:
+        copy_upload(upload.file, dest, max_bytes)
+        return
+    os.fsync(upload.file.fileno())
+    os.replace(received, dest)
+    upload.file.close()  # its descriptor, now; the part's name is gone, so nothing is removed
+
+
 def _stage_and_inspect(upload: UploadFile, staged: Path, settings: Settings) -> dict[str, Any]:
-    copy_upload(upload.file, staged, settings.max_upload_bytes)
+    store_upload(upload, staged, settings.max_upload_bytes)
     return inspect_raster(staged, RasterLimits(settings.max_side, settings.max_pixels))
 
 
 def _stage_mask(mask: UploadFile, staged: Path, summary: dict[str, Any], settings: Settings) -> None:
     """Copy the ``mask`` part to ``staged`` and check it against the image (``summary``)."""
-    copy_upload(mask.file, staged, settings.max_upload_bytes)
+    store_upload(mask, staged, settings.max_upload_bytes)
     try:
         check_mask_file(staged, summary["width"], summary["height"],
                         RasterLimits(settings.max_side, settings.max_pixels))

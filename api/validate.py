@@ -67,6 +67,12 @@ class RasterLimits:
     max_images: int = 1000
 
 
+def too_large(max_bytes: int) -> UploadRejected:
+    """The 413 of an upload (a file part) past ``max_bytes``."""
+    return UploadRejected(413, f"upload larger than the limit of {max_bytes} bytes; split the scene "
+                               "or ask the operator to raise GEOSEG_MAX_UPLOAD_MB")
+
+
 def copy_upload(source: BinaryIO, dest: Path, max_bytes: int) -> int:
     """Stream an upload to ``dest`` in 1 MiB chunks, refusing it past ``max_bytes``; fsync'd."""
     written = 0
@@ -75,9 +81,7 @@ def copy_upload(source: BinaryIO, dest: Path, max_bytes: int) -> int:
             while chunk := source.read(_CHUNK):
                 written += len(chunk)
                 if written > max_bytes:
-                    raise UploadRejected(413, f"upload larger than the limit of {max_bytes} bytes; "
-                                              "split the scene or ask the operator to raise "
-                                              "GEOSEG_MAX_UPLOAD_MB")
+                    raise too_large(max_bytes)
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())

@@ -68,15 +68,16 @@ def test_an_upload_on_a_full_disk_is_refused_with_507_and_leaves_nothing(tmp_pat
     import errno
 
     import api.intake
-    from api.validate import copy_upload
 
-    def copy_until_full(source, dest, max_bytes):
-        copy_upload(source, dest, max_bytes)
+    store_upload = api.intake.store_upload
+
+    def store_until_full(upload, dest, max_bytes):  # e.g. its fsync, the disk filled meanwhile
+        store_upload(upload, dest, max_bytes)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with service(tmp_path) as client:
         svc = tmp_path / "svc"
-        monkeypatch.setattr(api.intake, "copy_upload", copy_until_full)
+        monkeypatch.setattr(api.intake, "store_upload", store_until_full)
         with open(SCENE, "rb") as f:
             r = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")})
         assert r.status_code == 507 and "disk space" in r.json()["detail"], r.text
@@ -244,23 +245,23 @@ def test_a_progress_write_that_fails_does_not_fail_the_job(tmp_path):
         assert job["status"] == "succeeded" and job["attempts"] == 1, job
 
 
-def test_an_upload_that_fills_the_temp_dir_while_parsed_gets_507_not_400(tmp_path, monkeypatch):
+def test_an_upload_that_fills_the_disk_while_parsed_gets_507_not_400(tmp_path, monkeypatch):
     import errno
-    import tempfile
 
-    import starlette.formparsers
+    from api.upload_parts import PartFile
 
-    # multipart spools a file field over 1 MiB to the system temp dir: with that dir full the
-    # answer was "400 There was an error parsing the body", as if the client had sent garbage
-    class FullSpool(tempfile.SpooledTemporaryFile):
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
+    # multipart parsing writes each file part to the uploads folder (api.upload_parts; before it,
+    # Starlette spooled it to the system temp dir): with that disk full the answer was "400 There
+    # was an error parsing the body", as if the client had sent garbage
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     with service(tmp_path) as client:
-        monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", FullSpool)
+        monkeypatch.setattr(PartFile, "write", full)
         with open(SCENE, "rb") as f:
             r = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")})
         assert r.status_code == 507 and "disk space" in r.json()["detail"], r.text
+        assert list((tmp_path / "svc" / "uploads").iterdir()) == []
         monkeypatch.undo()
         r = client.post("/v1/jobs", content=b"--x\r\nnot a form", headers={"content-type": "multipart/form-data; boundary=x"})
         assert r.status_code in (400, 422), r.text  # a malformed body is still the client's

@@ -80,12 +80,13 @@ from api.tile_urls import (
     tile_etag,
     tile_template,
 )
+from api.upload_parts import UploadsDirRoute
 from api.validate import display_name
 from api.worker import RESULT_DIR, job_dir
 from geoseg import __version__
 from tiles.xyz import MAX_ZOOM, check_tile, empty_tile_png, render_xyz_tile, tileset_of
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=UploadsDirRoute)  # uploads: api.upload_parts
 
 # Any name is routed, and one other than the four answers 404, not 422: GDAL (QGIS, gdalinfo, pyogrio)
 # opening a result by URL probes its sidecars (classmap.tif.aux.xml, .msk, buildings.gpkg.aux, ...)

@@ -40,9 +40,10 @@ from api.routes.common import (
     supervisor_of,
 )
 from api.schemas import JobAccepted
+from api.upload_parts import UploadsDirRoute
 from api.worker import RESULT_DIR, job_dir
 
-router = APIRouter(prefix="/v1", tags=["segment"])
+router = APIRouter(prefix="/v1", tags=["segment"], route_class=UploadsDirRoute)  # uploads: api.upload_parts
 log = logging.getLogger("geoseg.api")
 
 SYNC_PRIORITY = 10

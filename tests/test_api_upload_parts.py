@@ -1,0 +1,223 @@
+"""An upload's file parts are received straight into the service's uploads folder (``api.upload_parts``).
+
+Before, Starlette spooled each file part past 1 MiB to the system temp folder, then ``api.intake``
+copied it into the data dir: a scene needed as much room in /tmp as its size, was written twice, and
+one bigger than /tmp was refused (400 "There was an error parsing the body") though the data dir had room.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import tempfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+from test_api_contract import service, wait
+
+from api.upload_parts import PART_PREFIX, PartFile
+from geoseg.paths import data_root
+
+BIG = data_root() / "buildings" / "kampala" / "kampala_z21_1.tif"  # 2.4 MB: past Starlette's 1 MiB spool
+SMALLER = data_root() / "buildings" / "zanzibar" / "zanzibar_z20_2.tif"  # 1.35 MB, 3.7 Mpx: /v1/segment takes it
+
+
+def _no_temp_folder(tmp_path: Path, monkeypatch) -> Path:
+    """Point Python's temp folder at a folder that does not exist: anything spooled there fails."""
+    gone = tmp_path / "no-system-temp"
+    monkeypatch.setattr(tempfile, "tempdir", str(gone))
+    return gone
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _uncompressed_crop_and_mask(folder: Path, size: int = 1200) -> tuple[Path, Path]:
+    """An uncompressed crop of a real scene (4.3 MB, no mask of its own) and a 0/255 mask part for
+    it (1.4 MB, left half 0): both past 1 MiB."""
+    with rasterio.open(BIG) as src:
+        window = Window(600, 400, size, size)
+        pixels = np.maximum(src.read([1, 2, 3], window=window), 1)
+        profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
+                   "crs": src.crs, "transform": src.window_transform(window), "tiled": True,
+                   "blockxsize": 256, "blockysize": 256}
+    with rasterio.open(folder / "crop.tif", "w", **profile) as dst:
+        dst.write(pixels)
+    valid = np.full((size, size), 255, np.uint8)
+    valid[:, : size // 2] = 0
+    with rasterio.open(folder / "crop-mask.tif", "w", driver="GTiff", width=size, height=size, count=1,
+                       dtype="uint8") as dst:
+        dst.write(valid, 1)
+    return folder / "crop.tif", folder / "crop-mask.tif"
+
+
+def test_uploads_past_1_mib_are_accepted_with_no_system_temp_folder(tmp_path, monkeypatch):
+    gone = _no_temp_folder(tmp_path, monkeypatch)
+    crop, mask = _uncompressed_crop_and_mask(tmp_path)
+    with service(tmp_path) as client:
+        svc = tmp_path / "svc"
+        with open(BIG, "rb") as f:
+            r = client.post("/v1/jobs", files={"file": (BIG.name, f, "image/tiff")},
+                            data={"profile": "fast", "outputs": "buildings"},
+                            headers={"Idempotency-Key": "big-1"})
+        assert r.status_code == 202, r.text  # was 400: the spool could not roll over to the temp folder
+        job = r.json()
+        assert job["input"]["filename"] == BIG.name and job["input"]["bytes"] == BIG.stat().st_size
+        stored = svc / "jobs" / job["id"] / "input.tif"
+        assert _digest(stored) == _digest(BIG)  # moved in whole, byte for byte
+        done = wait(client, job["id"])
+        assert done["status"] == "succeeded" and done["options"]["profile"] == "fast", done
+        assert done["options"]["buildings"] and not done["options"]["classmap"]
+        with open(BIG, "rb") as f:  # a retry with its key: the first job's 202, this upload dropped
+            r = client.post("/v1/jobs", files={"file": (BIG.name, f, "image/tiff")},
+                            data={"profile": "fast", "outputs": "buildings"},
+                            headers={"Idempotency-Key": "big-1"})
+        assert r.status_code == 202 and r.json()["id"] == job["id"], r.text
+
+        with open(crop, "rb") as f, open(mask, "rb") as m:
+            r = client.post("/v1/jobs", files={"file": ("crop.tif", f, "image/tiff"),
+                                               "mask": ("crop.tif.msk", m, "image/tiff")})
+        assert r.status_code == 202, r.text
+        masked = r.json()
+        assert masked["input"]["mask"] == "crop.tif.msk"
+        with rasterio.open(svc / "jobs" / masked["id"] / "input.tif") as src:
+            assert not src.read_masks(1)[:, :600].any() and src.read_masks(1)[:, 600:].all()
+        assert _digest(svc / "jobs" / masked["id"] / "input.tif") == _digest(crop)
+
+        with open(SMALLER, "rb") as f:
+            r = client.post("/v1/segment", files={"file": (SMALLER.name, f, "image/tiff")})
+        assert r.status_code == 200 and r.json()["type"] == "FeatureCollection", r.text
+        assert list((svc / "uploads").iterdir()) == []  # nothing left behind by any of them
+    assert not gone.exists()
+
+
+def test_a_too_large_upload_is_413_and_leaves_nothing(tmp_path, monkeypatch):
+    gone = _no_temp_folder(tmp_path, monkeypatch)
+    limit = 1024 * 1024
+    with service(tmp_path, max_upload_bytes=limit) as client:
+        svc = tmp_path / "svc"
+        # 1.35 MB: the body is within the limit's 1 MiB of multipart room, so the file part is
+        # refused as it is received (was: a 400 once spooled past 1 MiB to the missing temp folder)
+        for scene in (SMALLER, BIG):  # BIG: refused by its Content-Length, before any byte is read
+            with open(scene, "rb") as f:
+                r = client.post("/v1/jobs", files={"file": (scene.name, f, "image/tiff")})
+            assert r.status_code == 413, r.text
+            assert r.json()["detail"].startswith(f"upload larger than the limit of {limit} bytes"), r.text
+            assert list((svc / "uploads").iterdir()) == [] and list((svc / "jobs").iterdir()) == []
+        assert client.get("/v1/jobs").json()["total"] == 0
+    assert not gone.exists()
+
+
+def _multipart(scene: Path) -> tuple[bytes, str]:
+    request = httpx.Request("POST", "http://testserver/v1/jobs", data={"profile": "fast"},
+                            files={"file": (scene.name, scene.read_bytes(), "image/tiff")})
+    return request.read(), request.headers["content-type"]
+
+
+def test_a_client_gone_mid_upload_leaves_nothing_and_its_part_was_in_the_uploads_folder(tmp_path):
+    body, content_type = _multipart(BIG)
+    half = len(body) // 2
+    seen: list[list[tuple[str, int]]] = []
+
+    with service(tmp_path) as client:
+        uploads = tmp_path / "svc" / "uploads"
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/jobs", "raw_path": b"/v1/jobs", "root_path": "",
+                 "query_string": b"", "client": ("testclient", 50000), "server": ("testserver", 80),
+                 "headers": [(b"host", b"testserver"), (b"content-type", content_type.encode()),
+                             (b"content-length", str(len(body)).encode())]}
+        chunks = [body[i:i + 65536] for i in range(0, half, 65536)]
+        delivered = sum(map(len, chunks))
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            if chunks:
+                return {"type": "http.request", "body": chunks.pop(0), "more_body": True}
+            seen.append([(p.name, p.stat().st_size) for p in uploads.iterdir()])
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        client.portal.call(client.app, scope, receive, send)
+        # while half of it had arrived, the file part lay in the uploads folder, that much written
+        (name, size), = seen[0]
+        assert name.startswith(PART_PREFIX) and delivered - 1024 < size < delivered, (seen, delivered)
+        assert list(uploads.iterdir()) == [] and list((tmp_path / "svc" / "jobs").iterdir()) == []
+        assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_an_upload_that_fills_the_data_dir_while_received_gets_507_and_leaves_nothing(tmp_path, monkeypatch):
+    written = {"bytes": 0}
+    real_write = PartFile.write
+
+    def write_until_full(self, data):  # the disk fills once 1 MiB of the part is written
+        room = 1024 * 1024 - written["bytes"]
+        written["bytes"] += real_write(self, data[:room]) if room > 0 else 0
+        if len(data) > room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return len(data)
+
+    with service(tmp_path) as client:
+        svc = tmp_path / "svc"
+        monkeypatch.setattr(PartFile, "write", write_until_full)
+        with open(BIG, "rb") as f:
+            r = client.post("/v1/jobs", files={"file": (BIG.name, f, "image/tiff")})
+        assert r.status_code == 507 and "disk space" in r.json()["detail"], r.text
+        assert written["bytes"] == 1024 * 1024  # it did write into the uploads folder first
+        assert list((svc / "uploads").iterdir()) == [] and list((svc / "jobs").iterdir()) == []
+        monkeypatch.undo()
+        with open(BIG, "rb") as f:  # space came back
+            r = client.post("/v1/jobs", files={"file": (BIG.name, f, "image/tiff")})
+        assert r.status_code == 202, r.text
+
+
+def test_the_part_parser_keeps_starlettes_limits_on_fields(tmp_path):
+    with service(tmp_path) as client:
+        r = client.post("/v1/jobs", files={"file": (BIG.name, BIG.read_bytes(), "image/tiff")},
+                        data={"model": "x" * (1024 * 1024 + 1)})
+        assert r.status_code == 400 and "exceeded maximum size" in r.json()["detail"], r.text
+        assert list((tmp_path / "svc" / "uploads").iterdir()) == []
+
+
+def test_cancelled_while_receiving_removes_the_part(tmp_path):
+    """A server stopping cancels a request still receiving (``api.shutdown``): its part goes."""
+    body, content_type = _multipart(BIG)
+    with service(tmp_path) as client:
+        uploads = tmp_path / "svc" / "uploads"
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/jobs", "raw_path": b"/v1/jobs", "root_path": "",
+                 "query_string": b"", "client": ("testclient", 50000), "server": ("testserver", 80),
+                 "headers": [(b"host", b"testserver"), (b"content-type", content_type.encode()),
+                             (b"content-length", str(len(body)).encode())]}
+
+        async def run() -> list[str]:
+            first = [{"type": "http.request", "body": body[:1_500_000], "more_body": True}]
+            never = asyncio.Event()
+
+            async def receive() -> dict:
+                if first:
+                    return first.pop()
+                await never.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict) -> None:
+                pass
+
+            task = asyncio.create_task(client.app(scope, receive, send))
+            await asyncio.sleep(0.5)
+            during = [p.name for p in uploads.iterdir()]
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            return during
+
+        during = client.portal.call(run)
+        assert len(during) == 1 and during[0].startswith(PART_PREFIX), during
+        assert list(uploads.iterdir()) == []
