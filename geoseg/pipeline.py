@@ -51,6 +51,7 @@ from tiles.errors import UnsupportedRaster
 from tiles.gsd import dataset_gsd_m, has_lonlat
 from tiles.mosaic import input_at
 from tiles.rasterpath import RasterPath, as_raster_path, is_virtual, not_found, raster_exists, raster_name, sidecar_of
+from tiles.same_content import content_record
 from tiles.source import Scene, cap_block_cache
 
 __all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "expected_seconds", "predict_scene"]
@@ -210,7 +211,7 @@ def building_sources(frame: Any, source: str, grid: dict[str, Any], mosaic: dict
 def predict_scene(
     input_path: RasterPath, out_dir: Path | str, options: PredictOptions | None = None,
     progress: Progress | None = None, name: str | None = None, warn_notes: bool = True,
-    mosaic: dict[str, Any] | None = None,
+    mosaic: dict[str, Any] | None = None, record_content: bool = False,
 ) -> dict[str, Any]:
     """Run the whole predict job for one raster (see module docstring); returns the report.
 
@@ -221,6 +222,9 @@ def predict_scene(
     worker thread does, passes False: ``geoseg.notes``).
     ``mosaic``: when the input is a mosaic of several rasters (``geoseg predict --mosaic``: a VRT over
     them), what ``tiles.mosaic.Mosaic.summary`` says of them; report.json keeps it as ``mosaic``.
+    ``record_content``: report.json keeps ``input_content`` (``tiles.same_content.content_record``: the
+    input's size and SHA-256s, read through once), by which a later batch into the same folder gives
+    these outputs to the scene moved or renamed (``geoseg predict`` batches ask for it).
     """
     options = options or PredictOptions()
     options.check()
@@ -232,6 +236,7 @@ def predict_scene(
         raise PredictError(f"{raster_name(input_path)} is {sidecar}, not a scene: predict "
                            f"{raster_name(input_path).rsplit('.', 1)[0]}")
     request = request_record(input_path, options)  # the input's size and time before it is read
+    content = content_record(input_path) if record_content else None  # of the bytes about to be read
     device = resolve_device(options.device)
     cap_block_cache()  # windowed reads must not fill a GDAL cache sized to the machine's RAM
     if options.batch_size is None:
@@ -313,6 +318,7 @@ def predict_scene(
         "geoseg": {"version": __version__, "code_version": _running_code_version()},  # what made these outputs
         "input": request["input"],
         "input_file": request["input_file"],
+        **({"input_content": content} if content is not None else {}),
         **({"mosaic": mosaic} if mosaic is not None else {}),
         "device": device,
         "options": request["options"] | {"batch_size": options.batch_size},

@@ -17,7 +17,7 @@ from geoseg.strict_json import json_safe
 from tiles.rasterpath import (RasterPath, absolute_raster_path, as_raster_path, is_virtual, local_file_of,
                               vrt_sources)
 
-__all__ = ["outputs_current", "request_record"]
+__all__ = ["outputs_current", "outputs_made_with", "request_record"]
 
 
 def _input_name(input_path: RasterPath) -> str:
@@ -29,11 +29,16 @@ def _input_name(input_path: RasterPath) -> str:
 def request_record(input_path: RasterPath, options: PredictOptions) -> dict[str, Any]:
     """What decides a scene's outputs, as report.json records it: the input and every option but the
     batch size (the local card paths given with --model made absolute)."""
+    input_path = as_raster_path(input_path)
+    return {"input": _input_name(input_path), "input_file": _input_file(input_path), "options": _options_record(options)}
+
+
+def _options_record(options: PredictOptions) -> dict[str, Any]:
+    """Every option but the batch size, the local card paths given with --model made absolute."""
     opts = asdict(options)
     opts.pop("batch_size")
     opts["model_dirs"] = {task: os.path.abspath(path) for task, path in sorted(options.model_dirs.items())}
-    input_path = as_raster_path(input_path)
-    return {"input": _input_name(input_path), "input_file": _input_file(input_path), "options": opts}
+    return opts
 
 
 def _input_file(input_path: RasterPath) -> dict[str, Any] | None:
@@ -70,26 +75,54 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
     """Whether ``out_dir`` holds a finished ``predict_scene`` output of this input with these options
     (a batch skips such a folder, and predicts the input again over another output of predict).
     Raises ``PredictError`` when ``out_dir`` exists but is no output of predict: it is not replaced."""
-    try:
-        report = json.loads((Path(out_dir) / "report.json").read_text())
-    except (OSError, ValueError):
-        report = None
-    if not isinstance(report, dict) or not isinstance(report.get("options"), dict):
+    report = _read_report(out_dir)
+    if report is None:
         raise PredictError(f"{out_dir} exists and is not an output of geoseg predict (no readable report.json): "
                            f"left as it is; move it or choose another --out")
     wanted = json.loads(json.dumps(json_safe(request_record(input_path, options)), default=str))
     if "input_file" not in report:  # reports before the input's size and time were recorded
         wanted.pop("input_file")
-    given = {"input": report.get("input"), "input_file": report.get("input_file"),
-             "options": {k: v for k, v in report["options"].items() if k != "batch_size"}}
+    given = {"input": report.get("input"), "input_file": report.get("input_file")}
     given = {k: v for k, v in given.items() if k in wanted}
     if isinstance(given["input"], str):  # older reports: the path as typed
         given["input"] = _input_name(given["input"])
-    given["options"].setdefault("model_dirs", {})  # reports before the cards were recorded: shipped ones
-    given["options"].setdefault("bands", None)  # reports before --bands: the raster's own choice
-    given["options"].setdefault("allow_coarse", False)  # reports before --allow-coarse
-    return (given == wanted and all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
+    return (given == {k: v for k, v in wanted.items() if k != "options"}
+            and _recorded_options(report) == wanted["options"] and _complete(out_dir, report)
             and _same_models(report, options))
+
+
+def outputs_made_with(out_dir: Path | str, options: PredictOptions) -> bool:
+    """Whether ``out_dir`` holds a finished ``predict_scene`` output made with these options and models,
+    whatever its input (which may be gone: a batch gives its outputs to a moved scene of the content
+    its report records). False for a folder that is no output of predict."""
+    report = _read_report(out_dir)
+    if report is None:
+        return False
+    wanted = json.loads(json.dumps(json_safe(_options_record(options)), default=str))
+    return _recorded_options(report) == wanted and _complete(out_dir, report) and _same_models(report, options)
+
+
+def _read_report(out_dir: Path | str) -> dict[str, Any] | None:
+    """``out_dir``'s report.json, None when it has none that reads as a predict report."""
+    try:
+        report = json.loads((Path(out_dir) / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and isinstance(report.get("options"), dict) else None
+
+
+def _recorded_options(report: dict[str, Any]) -> dict[str, Any]:
+    """A report's options as a run of today records them (fields older reports lack get their defaults)."""
+    options = {k: v for k, v in report["options"].items() if k != "batch_size"}
+    options.setdefault("model_dirs", {})  # reports before the cards were recorded: shipped ones
+    options.setdefault("bands", None)  # reports before --bands: the raster's own choice
+    options.setdefault("allow_coarse", False)  # reports before --allow-coarse
+    return options
+
+
+def _complete(out_dir: Path | str, report: dict[str, Any]) -> bool:
+    """Whether every file the report lists is there."""
+    return all((Path(out_dir) / name).is_file() for name in report.get("outputs", []))
 
 
 def _same_models(report: dict[str, Any], options: PredictOptions) -> bool:

@@ -97,3 +97,48 @@ def test_files_of_one_size_that_differ_only_inside_are_not_the_same(tmp_path: Pa
     (tmp_path / "c.tif").write_bytes((tmp_path / "a.tif").read_bytes())
     assert same_content([tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "c.tif"]) == {
         tmp_path / "c.tif": tmp_path / "a.tif"}
+
+
+def test_a_moved_scene_is_known_by_its_record_reading_only_what_a_recorded_size_needs(tmp_path: Path, monkeypatch):
+    """A scene re-delivered under another name or folder, the old file gone: nothing was left to
+    compare it with, so a batch predicted it again. What an output records of its input
+    (``content_record``) now finds it, reading through only the files whose size and ends match."""
+    import hashlib
+    import shutil
+
+    from tiles.same_content import content_record, same_as_recorded
+
+    from geoseg.paths import data_root
+
+    scene = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
+    old = tmp_path / "delivery1" / "a.tif"
+    old.parent.mkdir()
+    shutil.copyfile(scene, old)
+    record = content_record(old)
+    assert record == {"bytes": old.stat().st_size, "ends_sha256": record["ends_sha256"],
+                      "sha256": hashlib.sha256(scene.read_bytes()).hexdigest(), "sidecars": {}}
+    new = tmp_path / "delivery2" / "a_resent.tif"
+    new.parent.mkdir()
+    shutil.move(old, new)  # the old path is gone
+    data = bytearray(new.read_bytes())
+    same_size = tmp_path / "delivery2" / "same_size.tif"  # the scene's size, other last bytes
+    same_size.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 1]))
+    inside = tmp_path / "delivery2" / "inside.tif"  # the scene's size and ends, one byte changed inside
+    data[len(data) // 2] ^= 1
+    inside.write_bytes(bytes(data))
+    placed = tmp_path / "delivery3" / "a.tif"  # the same bytes with a world file the first had not
+    placed.parent.mkdir()
+    shutil.copyfile(new, placed)
+    placed.with_suffix(".tfw").write_text("0.3\n0\n0\n-0.3\n0\n0\n")
+    other = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
+    hashed: list[str] = []
+    real_hash = tiles.same_content.file_sha256
+    monkeypatch.setattr(tiles.same_content, "file_sha256", lambda p: hashed.append(p.name) or real_hash(p))
+    records = {str(tmp_path / "elsewhere" / "b.tif"): {"bytes": 1, "sha256": "0"}, str(old): record,
+               str(tmp_path / "broken.tif"): "no record"}
+    assert same_as_recorded([other, new, same_size, inside, placed], records) == {new: str(old)}
+    # through: the moved scene, the one differing inside, the one with a world file (and that file);
+    # not same_size, told apart at its end
+    assert sorted(hashed) == ["a.tfw", "a.tif", "a_resent.tif", "inside.tif"]
+    hashed.clear()
+    assert same_as_recorded([other, scene.with_name("kampala_z20_1.tif")], records) == {} and hashed == []

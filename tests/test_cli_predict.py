@@ -428,7 +428,8 @@ def test_a_batch_rerun_with_other_options_or_inputs_predicts_again(tmp_path):
     for name in ("s/a.tif", "s/b.tif", "t/a.tif"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         with rasterio.open(tmp_path / name, "w", **profile) as dst:
-            dst.write(pixels if name != "s/b.tif" else pixels[:, ::-1])  # another scene (a copy is copied)
+            # each another scene: a copy, under any name or in any folder, is copied, not predicted
+            dst.write({"s/a.tif": pixels, "s/b.tif": pixels[:, ::-1], "t/a.tif": pixels[:, :, ::-1]}[name])
     out = tmp_path / "out"
     runner = CliRunner()
 
@@ -1409,6 +1410,52 @@ def test_a_copy_of_a_scene_an_earlier_batch_predicted_into_the_out_takes_its_out
     # out/a holds a's outputs of other options: nothing to copy, predicted
     other = CliRunner().invoke(app, ["predict", str(tmp_path / "t"), "--out", str(out), *FAST, "--regularize"])
     assert other.exit_code == 0 and ran == ["b.tif", "a_resent.tif", "b.tif"], other.output
+
+
+def test_a_scene_moved_since_an_earlier_batch_takes_its_outputs_from_the_record(tmp_path, monkeypatch):
+    """A delivery re-sent under new names or into another folder, the old files gone: the earlier
+    folders' inputs were not there to compare with, so each scene ran the models again. Their
+    report.json now records the input's content (size, SHA-256s), which finds it."""
+    import shutil
+
+    import geoseg.pipeline
+
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    out = tmp_path / "o"
+    assert CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), *FAST]).exit_code == 0
+    counts = {name: json.loads((out / name / "report.json").read_text())["counts"] for name in ("a", "b")}
+    recorded = json.loads((out / "a" / "report.json").read_text())["input_content"]
+    assert recorded["sha256"] == hashlib.sha256((tmp_path / "s" / "a.tif").read_bytes()).hexdigest()
+    (tmp_path / "t").mkdir()
+    (tmp_path / "u").mkdir()
+    shutil.move(tmp_path / "s" / "a.tif", tmp_path / "t" / "a_resent.tif")  # renamed
+    shutil.move(tmp_path / "s" / "b.tif", tmp_path / "u" / "b.tif")  # the same name in another folder
+    ran: list[str] = []
+    predict_scene = geoseg.pipeline.predict_scene
+    monkeypatch.setattr(geoseg.pipeline, "predict_scene",
+                        lambda p, *a, **k: ran.append(raster_name(p)) or predict_scene(p, *a, **k))
+    args = ["predict", str(tmp_path / "t"), str(tmp_path / "u"), "--out", str(out), *FAST]
+    later = CliRunner().invoke(app, args)
+    assert later.exit_code == 0, later.output
+    assert ran == [] and "0 predicted, 2 copied (the same content as another input), 0 already done" in later.stdout
+    assert f"b.tif: the same content as {tmp_path / 's' / 'b.tif'}, outputs copied" in later.stdout  # not 'as b.tif'
+    for folder, now, was in (("a_resent", tmp_path / "t" / "a_resent.tif", tmp_path / "s" / "a.tif"),
+                             ("b", tmp_path / "u" / "b.tif", tmp_path / "s" / "b.tif")):
+        report = json.loads((out / folder / "report.json").read_text())
+        assert (report["input"], report["same_content_as"]) == (str(now), str(was))
+        assert report["counts"] == counts[was.stem] and report["input_content"]["sha256"] == hashlib.sha256(
+            now.read_bytes()).hexdigest()
+    again = CliRunner().invoke(app, args)
+    assert "0 predicted, 2 already done, 0 failed" in again.stdout and ran == [], again.output
+    # a report of an earlier version records no content: the moved scene is predicted, as before
+    for folder in ("a", "a_resent"):
+        report = json.loads((out / folder / "report.json").read_text())
+        del report["input_content"]
+        (out / folder / "report.json").write_text(json.dumps(report))
+    (tmp_path / "v").mkdir()
+    shutil.move(tmp_path / "t" / "a_resent.tif", tmp_path / "v" / "a_third.tif")
+    old = CliRunner().invoke(app, ["predict", str(tmp_path / "v"), str(tmp_path / "u"), "--out", str(out), *FAST])
+    assert old.exit_code == 0 and ran == ["a_third.tif"], old.output
 
 
 def test_a_copy_made_again_for_other_options_is_not_said_to_be_predicted_again(tmp_path):

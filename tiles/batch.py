@@ -302,8 +302,14 @@ CopyOutput = Callable[[Path, RasterPath, Path], Any]
 
 def copied_line(description: str, input_path: RasterPath | str, first: RasterPath | str) -> str:
     """The line a batch prints for an input given the output of another of the same content."""
-    return (f"{description} {raster_name(input_path)}: the same content as {raster_name(first)}: "
+    return (f"{description} {raster_name(input_path)}: the same content as {_origin(input_path, first)}: "
             f"its outputs copied, not run again")
+
+
+def _origin(input_path: RasterPath | str, first: RasterPath | str) -> str:
+    """How a copied input's line names the input whose outputs it got: by its file name, or its whole
+    path when that is the same name (a scene moved to another folder: 'a.tif ... as a.tif' said nothing)."""
+    return str(first) if raster_name(first) == raster_name(input_path) else raster_name(first)
 
 
 def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], Path], work: Work,
@@ -390,7 +396,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                 if log_lines:
                     n = int(progress.tasks[0].completed)
                     what = ("already done" if skipped else "failed" if error is not None else
-                            f"the same content as {raster_name(copied_from)}, outputs copied" if copied_from is not None
+                            f"the same content as {_origin(name, copied_from)}, outputs copied" if copied_from is not None
                             else "done")
                     left = estimate.seconds_left()
                     more = n < len(inputs) and left is not None

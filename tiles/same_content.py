@@ -11,14 +11,20 @@ each, and a grid of same-size uncompressed tiles two small reads each. A raster 
 the sidecars GDAL reads beside its *name* (``x.tif.aux.xml``, ``x.tif.msk``, ``x.tif.ovr``, world
 files, ``x.prj``, ``x.hdr``): a copy without the original's world file or mask is another scene. Virtual inputs (``/vsizip/``, URLs,
 subdatasets) are not compared, nor VRTs (the same XML reads other files from another folder).
+
+``content_record`` is what an output keeps of its input's content (size, SHA-256 of its ends and of the
+whole, its sidecars'), so that ``same_as_recorded`` knows the scene again when the file has moved (a
+delivery re-sent under another name or folder, the old path gone), by the same cheap-first steps:
+only inputs of a recorded size are read, at their ends, and through only where the ends match.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from tiles.rasterpath import (
     SIDECAR_SUFFIXES,
@@ -28,7 +34,7 @@ from tiles.rasterpath import (
 )
 from tiles.splits import file_sha256
 
-__all__ = ["file_key", "same_content"]
+__all__ = ["content_record", "file_key", "same_as_recorded", "same_content"]
 
 #: bytes read at each end of a file before the whole of it is hashed
 ENDS = 2**16
@@ -91,6 +97,77 @@ def _content_keys(reals: list[str], size: int) -> dict[str, str]:
     return keys
 
 
+def _sidecar_digests(path: RasterPath) -> tuple[tuple[str, str], ...]:
+    """The sidecars beside ``path`` (by its name) as (kind, SHA-256) pairs, sorted (OSError when one
+    cannot be read)."""
+    return tuple(sorted((kind, file_sha256(Path(os.path.realpath(f))))
+                        for kind, f in _sidecars(os.path.abspath(path)).items()))
+
+
+def _compared(path: RasterPath) -> bool:
+    """Whether ``path``'s content is compared at all: a local file, not a VRT (its XML reads other files)."""
+    return not is_virtual(path) and not str(path).lower().endswith(".vrt")
+
+
+def content_record(path: RasterPath) -> dict[str, Any] | None:
+    """What an output keeps of its input's content, for ``same_as_recorded``: ``bytes``, ``ends_sha256``
+    (its first and last 64 KiB), ``sha256`` (the whole file) and ``sidecars`` (kind -> SHA-256); None
+    for an input that is not compared (virtual, a VRT) or cannot be read.
+
+    Why the whole file's hash: once the file has moved, the old one is not there to be read again;
+    the ends let most files of one size be told apart without reading them through."""
+    if not _compared(path):
+        return None
+    real = os.path.realpath(path)
+    try:
+        size = os.stat(real).st_size
+        return {"bytes": size, "ends_sha256": _ends_digest(real, size), "sha256": file_sha256(Path(real)),
+                "sidecars": dict(_sidecar_digests(path))}
+    except OSError:
+        return None
+
+
+def same_as_recorded(paths: Sequence[RasterPath], records: Mapping[str, Any]) -> dict[RasterPath, str]:
+    """Each of ``paths`` whose content is that of one of ``records`` (a name -> its ``content_record``,
+    e.g. an earlier output's input, which may be gone) -> the first such name, in ``records``' order.
+
+    Cheap first, as ``same_content``: only inputs of a recorded size are read, at their ends; only
+    those whose ends a record of that size has are read through (SHA-256, each real file once), and
+    their sidecars then compared. A record that is not a dict of those fields matches nothing."""
+    by_size: dict[int, list[tuple[str, Mapping[str, Any]]]] = defaultdict(list)
+    for name, record in records.items():
+        if isinstance(record, Mapping) and isinstance(record.get("bytes"), int):
+            by_size[record["bytes"]].append((name, record))
+    ends: dict[str, str] = {}
+    whole: dict[str, str] = {}
+    found: dict[RasterPath, str] = {}
+    for p in paths if by_size else ():
+        if not _compared(p):
+            continue
+        try:
+            real = os.path.realpath(p)
+            size = os.stat(real).st_size
+            if size not in by_size:
+                continue
+            if real not in ends:
+                ends[real] = _ends_digest(real, size)
+            matching = [(name, r) for name, r in by_size[size] if r.get("ends_sha256") == ends[real]]
+            if not matching:
+                continue
+            if real not in whole:
+                whole[real] = file_sha256(Path(real))
+            matching = [(name, r) for name, r in matching if r.get("sha256") == whole[real]]
+            if not matching:
+                continue
+            sidecars = dict(_sidecar_digests(p))
+        except OSError:
+            continue
+        name = next((name for name, r in matching if r.get("sidecars") == sidecars), None)
+        if name is not None:
+            found[p] = name
+    return found
+
+
 def same_content(paths: Sequence[RasterPath]) -> dict[RasterPath, RasterPath]:
     """Each of ``paths`` that is the same scene as one before it -> the first such path.
 
@@ -100,7 +177,7 @@ def same_content(paths: Sequence[RasterPath]) -> dict[RasterPath, RasterPath]:
     cannot be read is no one's copy (its job says why it fails)."""
     sizes: dict[int, list[tuple[RasterPath, str]]] = defaultdict(list)
     for p in paths:
-        if is_virtual(p) or str(p).lower().endswith(".vrt"):
+        if not _compared(p):
             continue
         try:
             sizes[os.stat(p).st_size].append((p, os.path.realpath(p)))
@@ -119,8 +196,7 @@ def same_content(paths: Sequence[RasterPath]) -> dict[RasterPath, RasterPath]:
             if holders[key] < 2:
                 continue  # no other input holds these bytes: its sidecars are not read
             try:
-                sidecars = tuple(sorted((kind, file_sha256(Path(os.path.realpath(f))))
-                                        for kind, f in _sidecars(os.path.abspath(p)).items()))
+                sidecars = _sidecar_digests(p)
             except OSError:
                 continue
             first = first_of.setdefault((key, sidecars), p)

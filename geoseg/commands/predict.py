@@ -29,7 +29,7 @@ from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars,
                               vrts_over_inputs)
-from tiles.same_content import file_key, same_content
+from tiles.same_content import file_key, same_as_recorded, same_content
 
 #: without a terminal, a line each time the single-input progress passes another tenth
 LOG_STEP = 0.1
@@ -46,7 +46,8 @@ def _predict_into(options: PredictOptions, input_path: RasterPath, out_dir: Path
     threads runs several jobs at once (geoseg.notes)."""
     from geoseg.pipeline import predict_scene
 
-    report = predict_scene(input_path, out_dir, options, warn_notes=False)
+    # input_content: a later batch into this --out gives these outputs to the scene moved or renamed
+    report = predict_scene(input_path, out_dir, options, warn_notes=False, record_content=True)
     return list(dict.fromkeys(report["warnings"]))  # each once, in order
 
 
@@ -330,10 +331,15 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                            header={"command": "geoseg predict", "geoseg_version": __version__, "out": str(out)},
                            details=_folder_counts, no_details={"buildings": None, "warnings": [],
                                                                "same_content_as": None})
-    # copies and links under other names, in this batch or of an earlier one's input: predicted once
-    earlier = _earlier_inputs(out, inputs, options)
+    # copies and links under other names, in this batch or of an earlier one's input (moved since, too):
+    # predicted once
+    earlier, recorded = _earlier_inputs(out, inputs, options)
     given = {str(p) for p in inputs}
-    same = {p: first for p, first in same_content([*earlier, *inputs]).items() if str(p) in given}
+    # an input of this batch is compared by its file below (a record of its own would make it wait for itself)
+    recorded = {name: content for name, content in recorded.items() if name not in given}
+    same: dict[RasterPath, RasterPath] = dict(same_as_recorded(inputs, recorded))
+    rest = [p for p in inputs if p not in same]  # those known by a record are not read again
+    same |= {p: first for p, first in same_content([*earlier, *rest]).items() if str(p) in given}
     echo_warnings(notes)  # before the batch's time is spent, not after it
     with recorded_warnings() as caught:  # the jobs return their notes; these are the batch's
         try:
@@ -369,12 +375,17 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         raise typer.Exit(1)
 
 
-def _earlier_inputs(out: Path, inputs: list[RasterPath], options: PredictOptions) -> list[str]:
-    """The inputs of earlier batches into ``out`` whose folders (named by their stems, none of this
-    batch's) hold current outputs with ``options``, of a local file still there whose size one of
-    ``inputs`` has: those a copy given to this batch takes its outputs from. Only the reports of
-    folders are read, and only those of a matching size are checked further."""
-    from geoseg.request_record import outputs_current
+def _earlier_inputs(out: Path, inputs: list[RasterPath],
+                    options: PredictOptions) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """What earlier batches into ``out`` left that a copy given to this batch takes its outputs from:
+    folders (named by their input's stem) holding outputs made with ``options``, of an input of a size
+    one of ``inputs`` has. Returned as the inputs of those whose report records no content (earlier
+    versions), when the file is still there and the folder current for it, to compare with
+    ``same_content``; and the others' recorded input -> its ``input_content`` (the file may be gone:
+    moved or renamed), for ``same_as_recorded``. A folder of this batch's stems counts by its record
+    only (a scene moved to another folder under its name: its own folder's outputs). Only reports are
+    read, and only those of a matching size are checked further."""
+    from geoseg.request_record import outputs_current, outputs_made_with
 
     sizes = set()
     for p in inputs:
@@ -384,19 +395,26 @@ def _earlier_inputs(out: Path, inputs: list[RasterPath], options: PredictOptions
             except OSError:
                 continue
     mine = {raster_stem(p) for p in inputs}
-    found = []
+    files: list[str] = []
+    records: dict[str, dict[str, Any]] = {}
     for folder in sorted(out.iterdir()) if sizes and out.is_dir() else ():
-        if folder.name in mine or folder.name.startswith(".") or not folder.is_dir():
+        if folder.name.startswith(".") or not folder.is_dir():
             continue
         try:
             report = json.loads((folder / "report.json").read_text())
             name, size = report["input"], (report.get("input_file") or {}).get("bytes")
-            if (isinstance(name, str) and size in sizes and not is_virtual(name) and raster_stem(name) == folder.name
-                    and os.path.isfile(name) and outputs_current(folder, name, options)):
-                found.append(name)
-        except (OSError, ValueError, KeyError, TypeError):  # not a prediction of a file still there
+            content = report.get("input_content")
+            if not isinstance(name, str) or is_virtual(name) or raster_stem(name) != folder.name:
+                continue
+            if isinstance(content, dict):
+                if content.get("bytes") in sizes and outputs_made_with(folder, options):
+                    records[name] = content
+            elif (folder.name not in mine and size in sizes and os.path.isfile(name)
+                  and outputs_current(folder, name, options)):
+                files.append(name)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a prediction of a file
             continue
-    return found
+    return files, records
 
 
 def _folder_counts(folder: Path, result: Any) -> dict[str, Any]:
