@@ -101,3 +101,38 @@ def test_an_input_that_cannot_be_weighed_weighs_the_median_of_the_others():
     sizes = {"a": 1e6, "b": None, "c": 4e6, "d": 9e6}
     assert _weights(list(sizes), sizes.get) == {"a": 1e6, "b": 4e6, "c": 4e6, "d": 9e6}
     assert _weights(["a", "b"], None) == {"a": 1.0, "b": 1.0}
+
+
+def test_the_first_estimate_leaves_out_the_start_up_the_first_input_says_it_spent():
+    """The first input of a batch in one process loads the models: its 10 s of loading stood for every
+    later input's pace until a second input finished, and the first estimate was 36 s, not 6."""
+    clock = _Clock()
+    left = BatchTimeLeft({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}, clock, one_process=True)
+    clock.now += 12  # 10 s of loading, 2 s of work
+    left.finished("a", succeeded=True, startup_s=10.0)
+    assert left.seconds_left() == pytest.approx(6)
+    clock.now += 3
+    left.finished("b", succeeded=True, startup_s=0.0)  # the models were loaded already
+    assert left.seconds_left() == pytest.approx(5)  # c and d at the pace of a's and b's work (5 s for 2)
+    cluster = BatchTimeLeft({"a": 1.0, "b": 1.0}, _Clock())  # workers load side by side: kept
+    cluster.clock.now += 12
+    cluster.finished("a", succeeded=True, startup_s=10.0)
+    assert cluster.seconds_left() == pytest.approx(12)
+
+
+def _loads_once_then_works(clock: _Clock, input_path, output_path):
+    """A job whose first run in this process loads its models for 10 s; each run works 2 s and writes
+    the seconds it spent loading into its output, as predict's report.json does."""
+    loading = 10.0 if clock.now == 1000.0 else 0.0
+    clock.now += loading + 2
+    Path(output_path).write_text(str(loading))
+
+
+def test_the_batch_log_leaves_the_model_loading_out_of_its_first_estimate(tmp_path: Path, capsys):
+    clock = _Clock()
+    run_batch(["a", "b", "c", "d"], lambda p: tmp_path / p, partial(_loads_once_then_works, clock),
+              scheduler="sync", description="predict", clock=clock,
+              startup=lambda output: float(output.read_text()))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "predict 1/4 a: done (12 s, about 6 s left)"  # 36 s with the loading counted
+    assert lines[1] == "predict 2/4 b: done (14 s, about 4 s left)"

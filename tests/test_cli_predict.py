@@ -1387,6 +1387,29 @@ def test_inputs_failing_fast_are_not_finished_scenes_in_the_batch_time_left(tmp_
     assert lines[2].startswith("predict 3/4 2_real.tif: done (") and lines[2].endswith(" s left)")
 
 
+def test_the_first_time_left_of_a_batch_leaves_out_the_model_loading(tmp_path, monkeypatch):
+    """The first input's seconds included loading the models, so the first estimate was too high by
+    the load time: two inputs of one size, models that take 3 s more to load, and the first line said
+    about as many seconds left as the first input took."""
+    import re
+    import time
+
+    import geoseg.heads
+
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    load_head = geoseg.heads.load_head
+    monkeypatch.setattr(geoseg.heads, "load_head", lambda *a, **k: time.sleep(3.0) or load_head(*a, **k))
+    geoseg.heads.forget_heads()  # loaded by this batch's first input, as in a fresh process
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 0, result.output
+    first = re.fullmatch(r"predict 1/2 a\.tif: done \((\d+) s, about (\d+) s left\)", result.stdout.splitlines()[0])
+    assert first, result.stdout
+    loading = json.loads((tmp_path / "o" / "a" / "report.json").read_text())["timings_s"]["load_models"]
+    assert loading >= 3.0
+    took, left = int(first[1]), int(first[2])
+    assert left <= took - 2, (took, left, loading)
+
+
 def test_a_copy_of_a_scene_an_earlier_batch_predicted_into_the_out_takes_its_outputs(tmp_path, monkeypatch):
     """A delivery re-sent under new names, predicted into the same --out: each copy of a scene already
     predicted there ran the models again."""

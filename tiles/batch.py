@@ -225,9 +225,10 @@ class BatchTimeLeft:
     each without), applied to the inputs still to run. ``clock``: seconds (``time.monotonic``).
 
     ``one_process``: the inputs run one after the other in one process, whose first input carries the
-    process's start-up (models loaded, caches warmed): once a second input succeeded the rate is
-    taken from the time since the first succeeded. (Workers of a cluster start up side by side: the
-    time since the batch began is kept.)
+    process's start-up (models loaded, caches warmed). Where an input says how long its start-up took
+    (``finished``'s ``startup_s``, e.g. predict's model loading) that time is left out from the first
+    estimate on; else, once a second input succeeded, the rate is taken from the time since the first
+    succeeded. (Workers of a cluster start up side by side: the time since the batch began is kept.)
 
     Why: the bar's estimate was rich's, one bar step per finished input, so inputs that failed in
     a second (unreadable, all nodata) or were copied counted as scenes done at that pace: after two
@@ -242,22 +243,28 @@ class BatchTimeLeft:
         self.done = 0.0
         self.one_process = one_process
         self._first: tuple[float, float] | None = None  # (when the first input succeeded, its weight)
+        self._startup: float | None = None  # seconds of start-up the inputs said they spent (one_process)
         self._estimate: tuple[float, float] | None = None  # (when, seconds left then)
 
-    def finished(self, name: str, succeeded: bool) -> None:
-        """``name`` ended (``succeeded``: it ran and its output is in place); the estimate is taken again."""
+    def finished(self, name: str, succeeded: bool, startup_s: float | None = None) -> None:
+        """``name`` ended (``succeeded``: it ran and its output is in place); the estimate is taken again.
+        ``startup_s``: of its seconds, those it spent starting up (models loaded), not on its work."""
         weight = self.pending.pop(name, 0.0)
         now = self.clock()
         if succeeded and weight > 0:
             self.done += weight
             if self._first is None:
                 self._first = (now, weight)
+        if self.one_process and succeeded and startup_s is not None:
+            self._startup = (self._startup or 0.0) + max(startup_s, 0.0)
         if self.done <= 0:
             return
-        since, work = self.started, self.done
-        if self.one_process and self._first is not None and self.done > self._first[1]:
-            since, work = self._first[0], self.done - self._first[1]  # the start-up left out
-        self._estimate = (now, time_left(now - since, work, sum(self.pending.values())))
+        elapsed, work = now - self.started, self.done
+        if self.one_process and self._startup is not None:
+            elapsed = max(elapsed - self._startup, 0.0)  # the start-up measured: left out from the first on
+        elif self.one_process and self._first is not None and self.done > self._first[1]:
+            elapsed, work = now - self._first[0], self.done - self._first[1]  # the start-up left out
+        self._estimate = (now, time_left(elapsed, work, sum(self.pending.values())))
 
     def seconds_left(self) -> float | None:
         """Seconds left now (the last estimate, less the time since), None before an input succeeded."""
@@ -319,6 +326,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
               on_update: Callable[[BatchReport], None] | None = None,
               duplicates: Mapping[str, RasterPath] | None = None, copy_output: CopyOutput | None = None,
               weigh: Callable[[RasterPath], float | None] | None = None,
+              startup: Callable[[Path], float | None] | None = None,
               clock: Callable[[], float] = time.monotonic) -> BatchReport:
     """Run ``work`` on every input without a current output (see module docstring); ``on_update``
     is called with the report once the skipped inputs are known and after each input finishes
@@ -330,7 +338,9 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
     ``copy_output`` makes its own in this process (into its ``.part``, renamed, as a job), and a
     line says so; if that input fails, so does it. ``weigh(input)``: its expected share of the work
     (e.g. its pixels; None: unknown, the median of the others; 1 each without), asked of the inputs
-    to run only, for the time left (``BatchTimeLeft``, on ``clock``)."""
+    to run only, for the time left (``BatchTimeLeft``, on ``clock``). ``startup(output)``: of the
+    seconds of an input run in this process (``scheduler="sync"``), those its job spent starting up,
+    read from its output once in place (predict: its models' loading), left out of the time left."""
     duplicates = {str(k): v for k, v in (duplicates or {}).items()}
     if duplicates and copy_output is None:
         raise ValueError("run_batch: duplicates need copy_output")
@@ -364,6 +374,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
     client, cluster = _connect(scheduler, n_workers) if todo and scheduler != "sync" else (None, None)
     ran_to_end = False  # not `finished`, the count of inputs run that record() keeps
     estimate = BatchTimeLeft(_weights([p for p, _ in todo], weigh), clock, one_process=scheduler == "sync")
+    outputs = {str(p): out for p, out in todo}  # the inputs run (not copied): their outputs say their start-up
     try:
         with _progress(show_progress) as progress:
             task = progress.add_task(description, total=len(inputs), completed=len(report.skipped) + len(report.failed),
@@ -388,7 +399,10 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                     report.seconds[name] = round(seconds, 3)
                 if on_update is not None:
                     on_update(report)
-                estimate.finished(name, succeeded=not skipped and error is None)
+                succeeded = not skipped and error is None
+                startup_s = (_startup_of(startup, outputs[name]) if succeeded and name in outputs
+                             and estimate.one_process and startup is not None else None)
+                estimate.finished(name, succeeded=succeeded, startup_s=startup_s)
                 progress.advance(task)
                 if copied_from is not None and error is None and not skipped and show_progress and not log_lines:
                     progress.console.print(copied_line(description, name, copied_from),  # above the bar
@@ -460,6 +474,15 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
 def _copy_from(copy_output: CopyOutput, first_output: Path, input_path: RasterPath, output_path: Path) -> Any:
     """``run_one``'s job for an input of the same content as another: that one's output, copied."""
     return copy_output(first_output, input_path, output_path)
+
+
+def _startup_of(startup: Callable[[Path], float | None], output: Path) -> float | None:
+    """``run_batch``'s ``startup`` of one output; None (unknown) when it cannot say."""
+    try:
+        seconds = startup(output)
+    except Exception:  # noqa: BLE001 -- an estimate only: unknown, never a failed input
+        return None
+    return float(seconds) if isinstance(seconds, (int, float)) and seconds >= 0 else None
 
 
 def _failed_as(error: str, first: RasterPath) -> str:

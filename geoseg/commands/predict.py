@@ -348,7 +348,8 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                                is_current=lambda p, folder: outputs_current(folder, p, options),
                                on_update=summary.update, duplicates={str(p): first for p, first in same.items()},
                                copy_output=lambda first, p, folder: copy_prediction(first, p, folder, options),
-                               weigh=functools.partial(_expected_seconds, options=options))
+                               weigh=functools.partial(_expected_seconds, options=options),
+                               startup=_load_seconds)
         except KeyboardInterrupt as stop:
             summary.stop(TERMINATED_EXIT if isinstance(stop, Terminated) else 130)
             raise
@@ -415,6 +416,13 @@ def _earlier_inputs(out: Path, inputs: list[RasterPath],
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a prediction of a file
             continue
     return files, records
+
+
+def _load_seconds(folder: Path) -> float | None:
+    """How long a predicted folder's run spent loading its models (report.json's
+    ``timings_s.load_models``): the first input of a batch in this process loads them, the next ones
+    find them loaded, so the batch's time left leaves it out (``tiles.batch.BatchTimeLeft``)."""
+    return json.loads((folder / "report.json").read_text())["timings_s"]["load_models"]
 
 
 def _folder_counts(folder: Path, result: Any) -> dict[str, Any]:
