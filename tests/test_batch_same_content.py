@@ -13,6 +13,16 @@ from tiles.batch import run_batch
 from tiles.same_content import same_content
 
 
+def _reads_through(monkeypatch) -> list[str]:
+    """The names of the files ``tiles.same_content`` reads through (SHA-256), as it reads them."""
+    hashed: list[str] = []
+    sidecar_hash, whole_hash = tiles.same_content.file_sha256, tiles.same_content._read_through
+    monkeypatch.setattr(tiles.same_content, "file_sha256", lambda p: hashed.append(p.name) or sidecar_hash(p))
+    monkeypatch.setattr(tiles.same_content, "_read_through",
+                        lambda real, advance: hashed.append(Path(real).name) or whole_hash(real, advance))
+    return hashed
+
+
 def test_copies_and_links_under_other_names_are_found_by_size_then_hash(tmp_path: Path, monkeypatch):
     s = tmp_path / "s"
     s.mkdir()
@@ -29,9 +39,7 @@ def test_copies_and_links_under_other_names_are_found_by_size_then_hash(tmp_path
     (s / "zip.vrt").write_bytes(b"A" * 1000)  # a VRT's bytes say nothing of the files it reads
     paths = [s / "a.tif", s / "b.tif", s / "copy_of_a.tif", s / "link.tif", s / "same_size.tif",
              s / "other" / "a2.tif", s / "other" / "a3.tif", s / "zip.vrt", "/vsizip//x.zip/a.tif"]
-    hashed: list[str] = []
-    real_hash = tiles.same_content.file_sha256
-    monkeypatch.setattr(tiles.same_content, "file_sha256", lambda p: hashed.append(p.name) or real_hash(p))
+    hashed = _reads_through(monkeypatch)
     assert same_content(paths) == {s / "copy_of_a.tif": s / "a.tif", s / "link.tif": s / "a.tif",
                                    s / "other" / "a3.tif": s / "other" / "a2.tif"}
     assert "b.tif" not in hashed and hashed.count("a.tif") == 1  # the link's file is hashed once
@@ -131,9 +139,7 @@ def test_a_moved_scene_is_known_by_its_record_reading_only_what_a_recorded_size_
     shutil.copyfile(new, placed)
     placed.with_suffix(".tfw").write_text("0.3\n0\n0\n-0.3\n0\n0\n")
     other = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
-    hashed: list[str] = []
-    real_hash = tiles.same_content.file_sha256
-    monkeypatch.setattr(tiles.same_content, "file_sha256", lambda p: hashed.append(p.name) or real_hash(p))
+    hashed = _reads_through(monkeypatch)
     records = {str(tmp_path / "elsewhere" / "b.tif"): {"bytes": 1, "sha256": "0"}, str(old): record,
                str(tmp_path / "broken.tif"): "no record"}
     assert same_as_recorded([other, new, same_size, inside, placed], records) == {new: str(old)}
@@ -142,3 +148,67 @@ def test_a_moved_scene_is_known_by_its_record_reading_only_what_a_recorded_size_
     assert sorted(hashed) == ["a.tfw", "a.tif", "a_resent.tif", "inside.tif"]
     hashed.clear()
     assert same_as_recorded([other, scene.with_name("kampala_z20_1.tif")], records) == {} and hashed == []
+
+
+def test_reading_same_size_scenes_through_shows_progress_only_when_it_is_long(tmp_path: Path, monkeypatch):
+    """Two same-size multi-GB scenes were read through whole before the batch's bar with no word. A
+    comparison reading ``QUIET_BYTES`` or more now says so (a line in a log, a transient bar on a
+    terminal); below, nothing. Real scenes here, the threshold lowered to their size."""
+    import io
+    import shutil
+    from contextlib import contextmanager
+
+    from rich.console import Console
+
+    import tiles.hashing_progress
+    from geoseg.paths import data_root
+    from tiles.hashing_progress import hashing_progress
+    from tiles.same_content import content_record, same_as_recorded
+
+    scene = data_root() / "buildings" / "zanzibar" / "zanzibar_z21_1.tif"
+    size = scene.stat().st_size
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    shutil.copyfile(scene, a)
+    shutil.copyfile(scene, b)
+    told: list[tuple[int, int, int]] = []
+
+    @contextmanager
+    def recording(total: int, files: int):
+        read = [0]
+        yield lambda n: read.__setitem__(0, read[0] + n)
+        told.append((total, files, read[0]))
+
+    assert same_content([a, b], recording) == {b: a} and told == [(2 * size, 2, 2 * size)]
+    log = io.StringIO()
+    quiet = hashing_progress("predict", Console(file=log, force_terminal=False))
+    assert same_content([a, b], quiet) == {b: a} and log.getvalue() == ""  # 15 MB: below the threshold
+    monkeypatch.setattr(tiles.hashing_progress, "QUIET_BYTES", size)
+    assert same_content([a, b], quiet) == {b: a}
+    assert log.getvalue() == (f"predict: reading 2 inputs through ({2 * size / 1e6:.1f} MB, SHA-256) to find those "
+                              f"of the same content\n")
+    terminal = io.StringIO()
+    bar = hashing_progress("predict", Console(file=terminal, force_terminal=True, width=150))
+    assert same_content([a, b], bar) == {b: a}
+    assert "reading 2 inputs through" in terminal.getvalue()  # drawn while it reads, then erased
+    # a scene moved since an earlier batch, checked against that batch's record: read through too
+    told.clear()
+    moved = tmp_path / "moved.tif"
+    shutil.move(b, moved)
+    assert same_as_recorded([moved], {str(b): content_record(a)}, recording) == {moved: str(b)}
+    assert told == [(size, 1, size)]
+
+
+def test_distinct_sizes_read_nothing_through_and_say_nothing(tmp_path: Path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import tiles.hashing_progress
+    from geoseg.paths import data_root
+    from tiles.hashing_progress import hashing_progress
+
+    monkeypatch.setattr(tiles.hashing_progress, "QUIET_BYTES", 0)
+    log = io.StringIO()
+    scenes = sorted((data_root() / "buildings" / "kampala").glob("*.tif"))
+    assert same_content(scenes, hashing_progress("predict", Console(file=log, force_terminal=False))) == {}
+    assert log.getvalue() == ""

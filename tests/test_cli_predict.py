@@ -1481,6 +1481,23 @@ def test_a_scene_moved_since_an_earlier_batch_takes_its_outputs_from_the_record(
     assert old.exit_code == 0 and ran == ["a_third.tif"], old.output
 
 
+def test_a_batch_says_it_reads_same_size_inputs_through_before_its_bar_only_when_long(tmp_path, monkeypatch):
+    """Two same-size multi-GB scenes: minutes of reading (SHA-256) before the bar, with no word. Real
+    crops here (a band they lack fails each at once: no model runs), the threshold lowered."""
+    import tiles.hashing_progress
+
+    _crops(tmp_path / "s", "a.tif")
+    (tmp_path / "s" / "copy_of_a.tif").write_bytes((tmp_path / "s" / "a.tif").read_bytes())
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST, "--bands", "4,4,4"]
+    quiet = CliRunner().invoke(app, args)
+    assert quiet.exit_code == 1 and "reading" not in quiet.stdout, quiet.output  # small files: nothing more
+    monkeypatch.setattr(tiles.hashing_progress, "QUIET_BYTES", 1)
+    told = CliRunner().invoke(app, args)
+    size = 2 * (tmp_path / "s" / "a.tif").stat().st_size
+    assert told.stdout.splitlines()[0] == (f"predict: reading 2 inputs through ({size / 1e3:.1f} kB, SHA-256) to find "
+                                           f"those of the same content"), told.output
+
+
 def test_a_copy_made_again_for_other_options_is_not_said_to_be_predicted_again(tmp_path):
     _crops(tmp_path / "s", "a.tif")
     (tmp_path / "s" / "copy_of_a.tif").write_bytes((tmp_path / "s" / "a.tif").read_bytes())

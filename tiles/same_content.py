@@ -16,13 +16,16 @@ subdatasets) are not compared, nor VRTs (the same XML reads other files from ano
 whole, its sidecars'), so that ``same_as_recorded`` knows the scene again when the file has moved (a
 delivery re-sent under another name or folder, the old path gone), by the same cheap-first steps:
 only inputs of a recorded size are read, at their ends, and through only where the ends match.
+Reading through is told to ``progress`` (``HashProgress``; ``tiles.hashing_progress`` draws it): two
+same-size multi-GB scenes take a while before a batch's bar.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +37,19 @@ from tiles.rasterpath import (
 )
 from tiles.splits import file_sha256
 
-__all__ = ["content_record", "file_key", "same_as_recorded", "same_content"]
+__all__ = ["HashProgress", "content_record", "file_key", "same_as_recorded", "same_content"]
 
 #: bytes read at each end of a file before the whole of it is hashed
 ENDS = 2**16
 #: files beside ``x.tif`` named ``x`` + one of these that decide what GDAL reads, besides world files
 #: and the others of ``STEM_SIDECAR_SUFFIXES`` (an ENVI raster's header)
 _MORE_STEM_SIDECARS = (".hdr",)
+#: bytes read at a time when a file is read through
+_BLOCK = 2**20
+
+#: ``progress(total bytes, files)``: entered before files are read through (SHA-256), giving a function
+#: told the bytes of each block read; the caller decides whether that many bytes are worth a word
+HashProgress = Callable[[int, int], AbstractContextManager[Callable[[int], None]]]
 
 
 def file_key(path: RasterPath) -> str:
@@ -77,24 +86,55 @@ def _ends_digest(real: str, size: int) -> str:
     return digest.hexdigest()
 
 
-def _content_keys(reals: list[str], size: int) -> dict[str, str]:
-    """A key per readable file of ``reals`` (distinct real paths of one ``size``), equal for two
-    files exactly when their bytes are: their ends first, the whole file's SHA-256 only where the
-    ends of two are the same."""
+@contextmanager
+def _no_progress(total: int, files: int) -> Iterator[Callable[[int], None]]:
+    yield lambda n: None
+
+
+def _read_through(real: str, advance: Callable[[int], None]) -> str:
+    """The SHA-256 of the file ``real`` (hex), read by MiB, each block's bytes told to ``advance``."""
+    digest = hashlib.sha256()
+    with open(real, "rb") as file:
+        for block in iter(lambda: file.read(_BLOCK), b""):
+            digest.update(block)
+            advance(len(block))
+    return digest.hexdigest()
+
+
+def _sha256_through(files: Mapping[str, int], progress: HashProgress | None) -> dict[str, str]:
+    """The SHA-256 of each of ``files`` (real path -> size) that can be read, all under one
+    ``progress`` (a bar over the whole comparison, not one per file)."""
+    digests: dict[str, str] = {}
+    if not files:
+        return digests
+    with (progress or _no_progress)(sum(files.values()), len(files)) as advance:
+        for real in files:
+            try:
+                digests[real] = _read_through(real, advance)
+            except OSError:
+                continue
+    return digests
+
+
+def _content_keys(groups: Mapping[int, list[str]], progress: HashProgress | None) -> dict[str, str]:
+    """A key per readable file of ``groups`` (size -> distinct real paths of that size), equal for two
+    files of one size exactly when their bytes are: their ends first, the whole file's SHA-256 only
+    where the ends of two are the same (all such files read through under one ``progress``)."""
     ends: dict[str, str] = {}
-    for real in reals:
-        try:
-            ends[real] = _ends_digest(real, size)
-        except OSError:
-            continue
-    shared = {e for e, n in Counter(ends.values()).items() if n > 1}
-    keys: dict[str, str] = {}
-    for real, end in ends.items():
-        try:
-            keys[real] = file_sha256(Path(real)) if end in shared else f"ends:{end}"
-        except OSError:
-            continue
-    return keys
+    through: dict[str, int] = {}
+    for size, reals in groups.items():
+        of_size: dict[str, str] = {}
+        for real in reals:
+            try:
+                of_size[real] = _ends_digest(real, size)
+            except OSError:
+                continue
+        shared = {e for e, n in Counter(of_size.values()).items() if n > 1}
+        through.update({real: size for real, end in of_size.items() if end in shared})
+        ends.update(of_size)
+    whole = _sha256_through(through, progress)
+    return {real: whole.get(real, f"ends:{end}") for real, end in ends.items()
+            if real not in through or real in whole}
 
 
 def _sidecar_digests(path: RasterPath) -> tuple[tuple[str, str], ...]:
@@ -127,20 +167,22 @@ def content_record(path: RasterPath) -> dict[str, Any] | None:
         return None
 
 
-def same_as_recorded(paths: Sequence[RasterPath], records: Mapping[str, Any]) -> dict[RasterPath, str]:
+def same_as_recorded(paths: Sequence[RasterPath], records: Mapping[str, Any],
+                     progress: HashProgress | None = None) -> dict[RasterPath, str]:
     """Each of ``paths`` whose content is that of one of ``records`` (a name -> its ``content_record``,
     e.g. an earlier output's input, which may be gone) -> the first such name, in ``records``' order.
 
     Cheap first, as ``same_content``: only inputs of a recorded size are read, at their ends; only
-    those whose ends a record of that size has are read through (SHA-256, each real file once), and
-    their sidecars then compared. A record that is not a dict of those fields matches nothing."""
+    those whose ends a record of that size has are read through (SHA-256, each real file once, told
+    to ``progress``), and their sidecars then compared. A record that is not a dict of those fields
+    matches nothing."""
     by_size: dict[int, list[tuple[str, Mapping[str, Any]]]] = defaultdict(list)
     for name, record in records.items():
         if isinstance(record, Mapping) and isinstance(record.get("bytes"), int):
             by_size[record["bytes"]].append((name, record))
     ends: dict[str, str] = {}
-    whole: dict[str, str] = {}
-    found: dict[RasterPath, str] = {}
+    through: dict[str, int] = {}
+    candidates: list[tuple[RasterPath, str, list[tuple[str, Mapping[str, Any]]]]] = []
     for p in paths if by_size else ():
         if not _compared(p):
             continue
@@ -151,14 +193,19 @@ def same_as_recorded(paths: Sequence[RasterPath], records: Mapping[str, Any]) ->
                 continue
             if real not in ends:
                 ends[real] = _ends_digest(real, size)
-            matching = [(name, r) for name, r in by_size[size] if r.get("ends_sha256") == ends[real]]
-            if not matching:
-                continue
-            if real not in whole:
-                whole[real] = file_sha256(Path(real))
-            matching = [(name, r) for name, r in matching if r.get("sha256") == whole[real]]
-            if not matching:
-                continue
+        except OSError:
+            continue
+        matching = [(name, r) for name, r in by_size[size] if r.get("ends_sha256") == ends[real]]
+        if matching:
+            candidates.append((p, real, matching))
+            through[real] = size
+    whole = _sha256_through(through, progress)
+    found: dict[RasterPath, str] = {}
+    for p, real, matching in candidates:
+        matching = [(name, r) for name, r in matching if real in whole and r.get("sha256") == whole[real]]
+        if not matching:
+            continue
+        try:
             sidecars = dict(_sidecar_digests(p))
         except OSError:
             continue
@@ -168,13 +215,13 @@ def same_as_recorded(paths: Sequence[RasterPath], records: Mapping[str, Any]) ->
     return found
 
 
-def same_content(paths: Sequence[RasterPath]) -> dict[RasterPath, RasterPath]:
+def same_content(paths: Sequence[RasterPath], progress: HashProgress | None = None) -> dict[RasterPath, RasterPath]:
     """Each of ``paths`` that is the same scene as one before it -> the first such path.
 
     Local files of equal size are compared by their bytes (each real file read once at most: links
     to one file are not read, files that differ at their ends are read there only, the others
-    through, SHA-256) and then by their sidecars' (the same kinds, of the same bytes); a file that
-    cannot be read is no one's copy (its job says why it fails)."""
+    through, SHA-256, all of them under one ``progress``) and then by their sidecars' (the same
+    kinds, of the same bytes); a file that cannot be read is no one's copy (its job says why it fails)."""
     sizes: dict[int, list[tuple[RasterPath, str]]] = defaultdict(list)
     for p in paths:
         if not _compared(p):
@@ -183,13 +230,14 @@ def same_content(paths: Sequence[RasterPath]) -> dict[RasterPath, RasterPath]:
             sizes[os.stat(p).st_size].append((p, os.path.realpath(p)))
         except OSError:
             continue
+    sizes = {size: group for size, group in sizes.items() if len(group) > 1}
+    reals_of = {size: list(dict.fromkeys(real for _, real in group)) for size, group in sizes.items()}
+    # every size's files read through under one progress: one bar for the whole comparison
+    content = _content_keys({size: reals for size, reals in reals_of.items() if len(reals) > 1}, progress)
+    content |= {reals[0]: "one file" for reals in reals_of.values() if len(reals) == 1}
     found: dict[RasterPath, RasterPath] = {}
     for size, group in sizes.items():
-        reals = list(dict.fromkeys(real for _, real in group))
-        if len(group) < 2:
-            continue
-        content = _content_keys(reals, size) if len(reals) > 1 else {reals[0]: "one file"}
-        same = [(p, content[real]) for p, real in group if real in content]
+        same = [(p, (size, content[real])) for p, real in group if real in content]
         holders = Counter(key for _, key in same)
         first_of: dict[tuple, RasterPath] = {}
         for p, key in same:

@@ -25,6 +25,7 @@ from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_int
 from geoseg.commands.warning_lines import echo_warnings, recorded_warnings, warning_lines
 from tiles.batch import failure_line, parse_scheduler, time_left
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
+from tiles.hashing_progress import hashing_progress
 from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars,
@@ -314,8 +315,10 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     options = dataclasses.replace(options, model_dirs={task: os.path.abspath(card)
                                                        for task, card in options.model_dirs.items()})
     stems = [raster_stem(p) for p in inputs]
+    reading = hashing_progress("predict")  # same-size inputs read through: a bar (or a line) when it is long
     if len(set(stems)) < len(stems):  # one scene of one name in two folders (deliveries merged): one input
-        twins = {p: first for p, first in same_content(inputs).items() if raster_stem(p) == raster_stem(first)}
+        twins = {p: first for p, first in same_content(inputs, reading).items()
+                 if raster_stem(p) == raster_stem(first)}
         notes += [f"{p} is the same scene as {first} (the same name and content): predicted once, into "
                   f"{out / raster_stem(first)}" for p, first in twins.items()]
         inputs = [p for p in inputs if p not in twins]
@@ -337,9 +340,10 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     given = {str(p) for p in inputs}
     # an input of this batch is compared by its file below (a record of its own would make it wait for itself)
     recorded = {name: content for name, content in recorded.items() if name not in given}
-    same: dict[RasterPath, RasterPath] = dict(same_as_recorded(inputs, recorded))
+    same: dict[RasterPath, RasterPath] = dict(same_as_recorded(inputs, recorded, reading))
     rest = [p for p in inputs if p not in same]  # those known by a record are not read again
-    same |= {p: first for p, first in same_content([*earlier, *rest]).items() if str(p) in given}
+    same |= {p: first for p, first in same_content([*earlier, *rest], reading).items()
+             if str(p) in given}
     echo_warnings(notes)  # before the batch's time is spent, not after it
     with recorded_warnings() as caught:  # the jobs return their notes; these are the batch's
         try:
