@@ -547,18 +547,18 @@ def test_a_tile_batch_leaves_a_summary_and_ctrl_c_says_how_to_resume(buildings_d
                                                                     monkeypatch):
     """Ctrl-C ended a tile batch without a word (exit 130), and no file said which scenes were cut:
     OUT/batch.json now does, per scene (as for predict), and Ctrl-C says what is kept."""
-    import geoseg.commands.tile as command
+    from tiles.scene_chips import SceneJob  # the class geoseg tile runs each scene with
 
     scenes = [str(buildings_dir / "kampala" / name) for name in ("kampala_z19_2.tif", "kampala_z19_1.tif")]
     out = tmp_path / "chips"
-    real = command.SceneJob.__call__
+    real = SceneJob.__call__
 
     def interrupted(self, scene_path, part):
         if scene_path.name == "kampala_z19_1.tif":
             raise KeyboardInterrupt
         return real(self, scene_path, part)
 
-    monkeypatch.setattr(command.SceneJob, "__call__", interrupted)
+    monkeypatch.setattr(SceneJob, "__call__", interrupted)
     args = ["tile", *scenes, "--out", str(out), "--size", "128", "--scheduler", "sync"]
     stopped = runner.invoke(app, args)
     assert stopped.exit_code == 130, stopped.output
@@ -567,7 +567,7 @@ def test_a_tile_batch_leaves_a_summary_and_ctrl_c_says_how_to_resume(buildings_d
     summary = json.loads((out / "batch.json").read_text())
     assert (summary["command"], summary["state"], summary["exit_code"]) == ("geoseg tile", "interrupted", 130)
     assert [e["status"] for e in summary["inputs"]] == ["done", "pending"]
-    monkeypatch.setattr(command.SceneJob, "__call__", real)
+    monkeypatch.setattr(SceneJob, "__call__", real)
     resumed = runner.invoke(app, args)
     assert resumed.exit_code == 0, resumed.output
     summary = json.loads((out / "batch.json").read_text())

@@ -18,7 +18,6 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from geoseg import __version__
-from geoseg.card import parse_model_specs
 from geoseg.commands.outdir import check_not_another_commands_out, check_predict_layout
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
@@ -26,7 +25,6 @@ from geoseg.commands.warning_lines import echo_warnings, recorded_warnings, warn
 from tiles.batch import failure_line, parse_scheduler, time_left
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.hashing_progress import hashing_progress
-from tiles.normalize import parse_bands
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars,
                               vrts_over_inputs)
@@ -35,7 +33,9 @@ from tiles.same_content import file_key, same_as_recorded, same_content
 #: without a terminal, a line each time the single-input progress passes another tenth
 LOG_STEP = 0.1
 
-if TYPE_CHECKING:  # the pipeline imports torch: load it when a command runs, not for --help
+# the pipeline imports torch, geoseg.card numpy and tiles.normalize rasterio: they are loaded when the command
+# runs, not for `geoseg --help` or `geoseg serve`, which import this module too (tests/test_cli_imports.py)
+if TYPE_CHECKING:
     from geoseg.pipeline import PredictOptions
     from tiles.mosaic import Mosaic
 
@@ -106,7 +106,9 @@ def predict(
                                       "--no-buildings), whose outputs mean little."),
 ) -> None:
     """Predict land cover and building footprints for one or more rasters."""
+    from geoseg.card import parse_model_specs
     from geoseg.pipeline import PredictOptions
+    from tiles.normalize import parse_bands
 
     options = PredictOptions(tile_size=tile_size, overlap=overlap, refine=refine, buildings=not no_buildings,
                              classmap=not no_classmap, regularize=regularize, device=device, gsd=gsd,

@@ -19,7 +19,6 @@ from enum import Enum
 from functools import partial
 from pathlib import Path
 
-import rasterio
 import typer
 
 from geoseg import __version__
@@ -27,24 +26,9 @@ from geoseg.commands.outdir import check_not_another_commands_out
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from geoseg.commands.warning_lines import warnings_as_lines
-from geoseg.training.data import same_gsd
 from tiles.batch import failure_line, parse_scheduler, run_batch
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
-from tiles.chips import (
-    ChipOptions,
-    images_without_masks,
-    is_chip_file,
-    landcover_mask_path,
-    landcover_pairs,
-    write_index,
-)
-from tiles.chipset import INDEX_FILE, index_chips
 from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
-from tiles.gsd import dataset_gsd_m
-from tiles.labels import check_label_file
-from tiles.landcover_vectors import check_vector_landcover
-from tiles.mapped_area import check_coverage_file
-from tiles.normalize import parse_bands
 from tiles.rasterpath import (
     RasterPath,
     absolute_raster_path,
@@ -61,8 +45,11 @@ from tiles.rasterpath import (
     virtual_folder_files,
     vrts_over_inputs,
 )
-from tiles.scene_chips import SceneJob, chip_prefix
 from tiles.splits import name_split_note
+
+# rasterio, numpy, geopandas and scipy (tiles.chips, tiles.labels, tiles.scene_chips, ...) are imported
+# where they are used, when the command runs: `geoseg --help`, `geoseg serve` and the other commands
+# import this module to build the command line (tests/test_cli_imports.py)
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
@@ -84,6 +71,8 @@ def expand_inputs(paths: list[RasterPath], target: Target, chips_dir: Path | Non
     not scenes: a re-run of ``geoseg tile scenes/ --out scenes/chips`` took the chips for scenes and
     was refused ('... would both write chips named ...'). Its other files are: with ``--out scenes``
     (or a folder above it) every scene was dropped as a chip ('no input rasters found')."""
+    from tiles.chips import is_chip_file, landcover_pairs
+
     out: list[RasterPath] = []
     for p in paths:
         if is_virtual(p):
@@ -174,6 +163,8 @@ def pictures_in_folders(paths: list[RasterPath], chips_dir: Path | None = None) 
     aside), which a folder does not contribute as scenes (a folder's pictures are previews as often as
     scenes); they are named, not dropped unseen: a folder of georeferenced drone JPEGs (with their world
     files) was 'no input rasters found'."""
+    from tiles.chips import is_chip_file
+
     found: list[Path] = []
     for p in paths:
         if isinstance(p, Path) and p.is_dir():
@@ -185,6 +176,8 @@ def pictures_in_folders(paths: list[RasterPath], chips_dir: Path | None = None) 
 def unpaired_images(paths: list[RasterPath], chips_dir: Path | None = None) -> list[Path]:
     """The images in the land-cover folders among ``paths`` that have no ``X_label`` mask beside them
     (``tiles.chips.images_without_masks``), the chips in ``chips_dir`` aside: they are left out."""
+    from tiles.chips import images_without_masks, is_chip_file
+
     found: list[Path] = []
     for p in paths:
         if isinstance(p, Path) and p.is_dir():
@@ -207,6 +200,8 @@ def landcover_class_file(images: list[Path]) -> Path:
     without one is refused: its chips trained a model whose card named a team's own classes
     (1 trees, 2 fields) as Dubai's (1 building, 2 road), silently.
     """
+    from tiles.chips import landcover_mask_path
+
     lists: dict[str, Path] = {}
     for image in images:
         mask = landcover_mask_path(image)
@@ -273,6 +268,8 @@ def check_landcover_gsd(images: list[Path], gsd: float | None) -> None:
     """Refuse ``--gsd`` for land-cover image + mask pairs rather than ignore it: the Dubai images carry
     no georeferencing (no GSD to resample from), and the class masks are cut at native resolution.
     (Vector land cover, ``--labels-class-field``, is rasterised on the working grid: ``--gsd`` works.)"""
+    import rasterio
+
     if gsd is None:
         return
     for image in images:
@@ -305,6 +302,8 @@ def check_label_files(given: list[RasterPath] | None, inputs: list[RasterPath], 
     is one line at once. Why: each was found by every scene in turn, one failure line per scene,
     and left an OUT holding an empty index. A ``labels.geojson`` missing beside some scenes (no
     ``--labels``) still fails those scenes alone."""
+    from tiles.labels import check_label_file
+
     for path in given or []:
         if not location_exists(path):  # a folder may be one: an Esri File Geodatabase (x.gdb/), a folder of shapefiles
             raise ValueError(f"--labels {path}: no such file or folder")
@@ -321,6 +320,12 @@ def check_one_gsd(out: Path, inputs: list[RasterPath]) -> None:
     folder (0.15 m and 0.3 m scenes side by side, as drone and aerial blocks come) was cut in full
     and only then found unusable, and re-cutting it at one ``--gsd`` needs another ``--out``.
     """
+    import rasterio
+
+    from geoseg.training.data import same_gsd
+    from tiles.chipset import INDEX_FILE, index_chips
+    from tiles.gsd import dataset_gsd_m
+
     measured: dict[str, float] = {}
     for props in index_chips(out / INDEX_FILE):
         if props.get("image") and props.get("gsd"):
@@ -354,6 +359,10 @@ def check_upsampling(inputs: list[RasterPath], gsd: float | None, size: int, ove
     said nothing for 10 minutes while its memory grew past 5 GB, on its way to 8.6 million windows of
     pixels each repeated a million times; chips that upsampled say nothing a model can learn a
     building from."""
+    import rasterio
+
+    from tiles.gsd import dataset_gsd_m
+
     if gsd is None:
         return
     for path in inputs:
@@ -394,6 +403,12 @@ def tile(
     allow_coarse: bool = typer.Option(False, "--allow-coarse", help="Cut a scene whose GSD is more than 10x coarser than --gsd (refused otherwise: its chips are upsampled pixels)."),
 ) -> None:
     """Cut scenes into training chips with labels and an index (resumable; one option set per --out)."""
+    from tiles.chips import ChipOptions, write_index
+    from tiles.landcover_vectors import check_vector_landcover
+    from tiles.mapped_area import check_coverage_file
+    from tiles.normalize import parse_bands
+    from tiles.scene_chips import SceneJob, chip_prefix
+
     given = [as_raster_path(p) for p in scenes]
     label_files = [as_raster_path(p) for p in labels] if labels else None
     with ExitStack() as held:  # the lock on OUT, taken before OUT is read or changed

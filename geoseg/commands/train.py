@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, Task, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from geoseg.card import DEFAULT_NAMES
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 
@@ -92,6 +91,8 @@ def train(
     ),
 ) -> None:
     """Train the land-cover AttResUNet or the building U2-Net on a chip directory (--teacher: a fast student)."""
+    from geoseg.card import DEFAULT_NAMES  # numpy: loaded when the command runs, not for --help or serve
+
     console = Console(stderr=True)
     try:
         if task not in TASKS:
