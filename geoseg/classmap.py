@@ -16,6 +16,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
+from geoseg.classmap_confidence import ConfidenceTally
 from geoseg.tiled_inference import HeadResult
 from tiles.cog import colormap_from_hex, write_cog
 from tiles.grid import tile_grid
@@ -34,9 +35,11 @@ BLOCKS_SHARE = 0.8
 
 def write_classmap(
     input_path: RasterPath, head: HeadResult, grid: dict, card: dict, work: Path, out_path: Path,
-    progress: Callable[[float], None],
+    progress: Callable[[float], None], confidence: ConfidenceTally | None = None,
 ) -> dict[str, int]:
-    """Argmax land cover on the input's exact grid, 0 outside the valid mask; a COG with colours."""
+    """Argmax land cover on the input's exact grid, 0 outside the valid mask; a COG with colours.
+    Returns the pixels per class; ``confidence``, when given, tallies each block's maximum class
+    probability over the pixels the map labels (``geoseg.classmap_confidence``)."""
     classes = card["classes"]
     width, height = grid["width"], grid["height"]
     profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", nodata=0,
@@ -83,6 +86,8 @@ def write_classmap(
                     probs, covered = head.writer.read(win)
                 out = np.argmax(probs, axis=0).astype(np.uint8)
                 out[~(valid & covered)] = 0
+                if confidence is not None:
+                    confidence.add(probs, valid & covered)
                 counts += np.bincount(out.ravel(), minlength=len(classes))[: len(classes)]
                 dst.write(out, 1, window=win)
                 progress(BLOCKS_SHARE * (i + 1) / len(blocks))

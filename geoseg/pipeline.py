@@ -37,6 +37,7 @@ import numpy as np
 from geoseg import __version__
 from geoseg.card import code_version, read_card
 from geoseg.classmap import write_classmap
+from geoseg.classmap_confidence import ConfidenceTally, uncertain_note
 from geoseg.coarse_input import too_coarse
 from geoseg.ensemble_heads import head_models, run_mean_head
 from geoseg.footprints import landcover_cue, vectorise_buildings, write_buildings
@@ -356,10 +357,14 @@ def predict_scene(
                 t0 = time.perf_counter()
                 try:
                     return write_classmap(input_path, landcover_result, grid, landcover_card, work,
-                                           staging / "classmap.tif", lambda f: stages("classmap", f))
+                                           staging / "classmap.tif", lambda f: stages("classmap", f),
+                                           confidence)
                 finally:
                     timings["classmap"] = time.perf_counter() - t0
 
+            confidence = ConfidenceTally()
+            # the card whose probabilities the class map argmaxes holds the rule for an uncertain scene
+            confidence_card = gcn[1] if gcn is not None else landcover_card
             if options.classmap:  # else the head ran for the building rules' land-cover cue only
                 # resampling + argmax + deflate run beside the building model (numpy, GDAL and ONNX
                 # Runtime release the GIL); alone, it runs here
@@ -396,6 +401,10 @@ def predict_scene(
             report["counts"]["buildings"] = int(len(frame))
         if classmap_job is not None:
             report["counts"]["classmap_pixels"] = classmap_job.result()
+            report["classmap_confidence"] = confidence.as_dict()
+            note = uncertain_note(report["classmap_confidence"], confidence_card)
+            if note:
+                notes.append(note)
         if landcover_result is not None:
             landcover_result.writer.close()
         shutil.rmtree(work, ignore_errors=True)

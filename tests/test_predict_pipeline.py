@@ -1014,3 +1014,18 @@ def test_report_names_each_models_headline_metrics_not_its_tuning_history():
     assert set(card["metrics"]) > {"val", "test"}  # the card holds more than the report repeats
     assert summary["metrics"] == {"val": card["metrics"]["val"], "test": card["metrics"]["test"]}
     assert len(json.dumps(summary)) < 2000 and summary["card_sha256"]
+
+
+def test_report_says_how_sure_the_class_map_is_over_its_labelled_pixels(scene_run):
+    """report.json's ``classmap_confidence``: the mean of the per-pixel maximum class probability and
+    the share under the floor, over exactly the pixels the class map labels (streamed while it is
+    written), each a probability."""
+    out, report, _ = scene_run
+    conf = report["classmap_confidence"]
+    with rasterio.open(out / "classmap.tif") as cm:
+        labelled = int(np.count_nonzero(cm.read(1)))
+    assert conf["pixels"] == labelled == sum(n for c, n in report["counts"]["classmap_pixels"].items() if c != "nodata")
+    assert 0.2 <= conf["mean_max_probability"] <= 1  # the top of 5 classes' probabilities is at least 1/5
+    assert 0 <= conf["low_confidence_share"] <= 1 and conf["low_confidence_floor"] == 0.5
+    # Markov: the mean shortfall 1 - top is at least 0.5 x the share of pixels whose top is under 0.5
+    assert conf["low_confidence_share"] * 0.5 <= 1 - conf["mean_max_probability"] + 1e-4
