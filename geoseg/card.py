@@ -245,7 +245,19 @@ def read_card(path: Path) -> dict[str, Any]:
     if missing:
         raise ModelCardError(f"model card {path} lacks {missing}")
     _check_window(card.get("window"), path)
+    _check_uncertain_scene(card.get("uncertain_scene"), path)
     return card
+
+
+def _check_uncertain_scene(rule: Any, path: Path) -> None:
+    """A card's optional ``uncertain_scene`` rule (``geoseg.classmap_confidence``) must hold a
+    probability, or a run would fail at its end, after all its work, when the rule is applied."""
+    if rule is None:
+        return
+    below = rule.get("mean_max_probability_below") if isinstance(rule, dict) else None
+    if isinstance(below, bool) or not isinstance(below, (int, float)) or not 0 <= below <= 1:
+        raise ModelCardError(f"model card {path}: uncertain_scene must be {{\"mean_max_probability_below\": "
+                             f"a probability in [0, 1], ...}}, got {rule!r}")
 
 
 def _check_window(window: Any, path: Path) -> None:

@@ -62,7 +62,6 @@ def uncertain_note(confidence: dict[str, Any], card: dict[str, Any]) -> str | No
     below = float(rule["mean_max_probability_below"])
     if mean >= below:
         return None
-    return (f"the land-cover class map is uncertain for this scene (mean class probability {mean:.2f}, under "
-            f"{below:.2f}, the lowest of {card.get('name', 'the model')}'s validation scenes): the imagery is "
-            f"unlike the model's training data (Dubai satellite imagery); treat its classes with caution "
-            f"(docs/models.md, 'Class-map confidence')")
+    return (f"the land-cover class map is uncertain for this scene (mean class probability {mean:.3f}, under "
+            f"{card.get('name', 'the model')}'s {below:.3f}): the imagery looks unlike the model's training data "
+            f"(Dubai satellite imagery); treat its classes with caution (docs/models.md, 'Class-map confidence')")
