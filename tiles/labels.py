@@ -113,9 +113,12 @@ class LabelIndex:
         return self.polygons[np.sort(idx)]
 
 
-def polygon_layer(path: RasterPath, layer: str | None = None) -> str | int:
+def polygon_layer(path: RasterPath, layer: str | None = None, *, option: str = "", reads_as: str = "vector labels",
+                  advice: str = "save the building layer in a file of its own or name it with --labels-layer",
+                  ) -> str | int:
     """The layer of a vector file that holds the building polygons: ``layer`` when named (it must
-    be one of the file's), else the file's only layer or only polygon layer.
+    be one of the file's), else the file's only layer or only polygon layer. ``option``, ``reads_as``
+    and ``advice`` word its errors for another polygon file (``--coverage``: ``tiles.mapped_area``).
 
     Why: GDAL reads the first layer of a multi-layer file (a GeoPackage with roads, then
     buildings), so the buildings were ignored ("holds no polygon") or, worse, another polygon
@@ -126,7 +129,7 @@ def polygon_layer(path: RasterPath, layer: str | None = None) -> str | int:
         layers = pyogrio.list_layers(path)
     except pyogrio.errors.DataSourceError as exc:  # GDAL's own words, without its advice on driver prefixes
         reason = str(exc).split(".; ")[0].replace(f"'{path}' ", "").rstrip(".")
-        raise ValueError(f"{path}: cannot be read as vector labels ({reason})") from None
+        raise ValueError(f"{option}{path}: cannot be read as {reads_as} ({reason})") from None
     if layer is not None:
         names = [str(name) for name, _ in layers]
         if layer not in names:
@@ -138,8 +141,8 @@ def polygon_layer(path: RasterPath, layer: str | None = None) -> str | int:
     if len(polygonal) == 1:
         return polygonal[0]
     shown = ", ".join(f"{name} ({kind})" for name, kind in layers)
-    raise ValueError(f"{raster_name(path)} has {len(layers)} layers ({shown}) and {len(polygonal)} of them are "
-                     f"polygons: save the building layer in a file of its own or name it with --labels-layer")
+    raise ValueError(f"{option}{raster_name(path)} has {len(layers)} layers ({shown}) and {len(polygonal)} of them "
+                     f"are polygons: {advice}")
 
 
 def is_vector_folder(path: RasterPath) -> bool:

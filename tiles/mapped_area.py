@@ -19,7 +19,7 @@ from affine import Affine
 from rasterio import features
 from rasterio.crs import CRS
 
-from tiles.labels import bounds_in, grid_bounds, polygons_only
+from tiles.labels import bounds_in, grid_bounds, polygon_layer, polygons_only
 from tiles.rasterpath import RasterPath, as_raster_path, location_exists, raster_name
 
 __all__ = ["MappedArea", "check_coverage_file"]
@@ -28,19 +28,8 @@ __all__ = ["MappedArea", "check_coverage_file"]
 def _coverage_layer(path: RasterPath) -> str | int:
     """The polygon layer of a coverage file: its only layer, or its only polygon layer (one line
     otherwise: the file is unreadable, or holds several polygon layers)."""
-    try:
-        layers = pyogrio.list_layers(path)
-    except pyogrio.errors.DataSourceError as exc:  # GDAL's own words, without its advice on driver prefixes
-        reason = str(exc).split(".; ")[0].replace(f"'{path}' ", "").rstrip(".")
-        raise ValueError(f"--coverage {path}: cannot be read as a vector file ({reason})") from None
-    if len(layers) <= 1:
-        return 0
-    polygonal = [str(name) for name, kind in layers if kind and "polygon" in str(kind).lower()]
-    if len(polygonal) == 1:
-        return polygonal[0]
-    shown = ", ".join(f"{name} ({kind})" for name, kind in layers)
-    raise ValueError(f"--coverage {raster_name(path)} has {len(layers)} layers ({shown}) and {len(polygonal)} of "
-                     f"them are polygons: save the mapped area in a file of its own")
+    return polygon_layer(path, option="--coverage ", reads_as="a vector file",
+                         advice="save the mapped area in a file of its own")
 
 
 def _file_crs(info: dict) -> CRS:
