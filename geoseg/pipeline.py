@@ -44,13 +44,15 @@ from geoseg.footprints import landcover_cue, vectorise_buildings, write_building
 from geoseg.heads import bands_of_models, building_rules, load_heads, model_summary, task_card_path
 from geoseg.infer import TileModel, resolve_device
 from geoseg.options import PredictError, PredictOptions
-from geoseg.progress import StageProgress, StageWork, stage_weights, tracing_share
+from geoseg.progress import StageProgress, StageWork, run_seconds, stage_weights, tracing_share
 from geoseg.request_record import request_record
 from geoseg.strict_json import json_safe
 from geoseg.tiled_inference import HeadResult, TilePlan, gsd_scale, head_plan, plan_tiles, run_head, scene_gsd
+from geoseg.valid_area import all_valid
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import dataset_gsd_m, has_lonlat
 from tiles.mosaic import input_at
+from tiles.palette import open_expanded
 from tiles.rasterpath import RasterPath, as_raster_path, is_virtual, not_found, raster_exists, raster_name, sidecar_of
 from tiles.same_content import content_record
 from tiles.source import Scene, cap_block_cache
@@ -122,11 +124,24 @@ def _stage_work(input_path: RasterPath, heads: dict[str, tuple], options: Predic
     plans = {task: head_plan(input_path, heads[task][1], options, input_gsd, grid)
              for task in ("landcover", "buildings") if task in heads}
     return _work_of(plans, {task: head[1] for task, head in heads.items()}, options, device,
-                    grid["width"] * grid["height"])
+                    grid["width"] * grid["height"], _nodata_cut(input_path, grid.get("bands")))
+
+
+def _nodata_cut(input_path: RasterPath, bands: tuple[int, ...] | None) -> bool:
+    """Whether the polygons will be cut at the input's invalid pixels (``geoseg.valid_area``): not for
+    an all-valid integer raster, whose header says so (unknown: counted). ``bands``: those read (None:
+    every band). A GDAL virtual path or URL is not opened again for it (a request each time)."""
+    if is_virtual(input_path):
+        return True
+    try:
+        with open_expanded(input_path) as src:
+            return not all_valid(src, tuple(bands or range(1, src.count + 1)))
+    except Exception:  # noqa: BLE001 -- a weight: the run itself says what is wrong
+        return True
 
 
 def _work_of(plans: dict[str, TilePlan], cards: dict[str, dict[str, Any]], options: PredictOptions, device: str,
-             input_px: int) -> StageWork:
+             input_px: int, nodata_cut: bool = True) -> StageWork:
     """``StageWork`` of a run whose heads have these ``cards`` and tile ``plans``."""
     buildings = plans.get("buildings")
     return StageWork(
@@ -136,7 +151,7 @@ def _work_of(plans: dict[str, TilePlan], cards: dict[str, dict[str, Any]], optio
         buildings_px=buildings.model_input_px if buildings else None,
         building_grid_px=buildings.width * buildings.height if buildings else None,
         int8=options.runtime == "int8" and device == "cpu" and bool(cards.get("buildings", {}).get("int8_onnx")),
-        regularize=options.regularize,
+        regularize=options.regularize, nodata_cut=nodata_cut,
     )
 
 
@@ -147,7 +162,7 @@ PER_RUN_S = 0.3
 
 
 def expected_seconds(input_path: RasterPath, options: PredictOptions) -> float | None:
-    """What ``predict_scene`` should take on ``input_path`` by ``geoseg.progress``'s cost model (seconds on
+    """What ``predict_scene`` should take on ``input_path`` by ``geoseg.progress.run_seconds`` (seconds on
     its reference machine: a measure to compare inputs by, not a forecast), from the raster's header (its
     working grids sized from its GSD, as the Scene's warped grid within a pixel: no statistics read) and
     the model cards, no model loaded; None when it cannot be told (an input that cannot be opened: its
@@ -183,10 +198,10 @@ def expected_seconds(input_path: RasterPath, options: PredictOptions) -> float |
                 target = scene_gsd(float(card["gsd_m"]) if card.get("gsd_m") else None, native_gsd, input_gsd)
                 scale = native_gsd / target if target and native_gsd else 1.0
                 plans[task] = plan_tiles(max(1, round(width * scale)), max(1, round(height * scale)), card, options)
-        work = _work_of(plans, cards, options, device, width * height)
+        work = _work_of(plans, cards, options, device, width * height, _nodata_cut(input_path, None))
     except Exception:  # noqa: BLE001 -- an estimate: its run says what is wrong with the input
         return None
-    return PER_RUN_S + sum(stage_weights(work, device, options.profile).values())
+    return PER_RUN_S + run_seconds(work, device, options.profile, side_by_side=OVERLAP_CLASSMAP)
 
 
 def _tiles_report(result: HeadResult) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["STAGE_COSTS", "StageCosts", "StageProgress", "StageWork", "stage_weights", "tracing_share"]
+__all__ = ["STAGE_COSTS", "StageCosts", "StageProgress", "StageWork", "run_seconds", "stage_weights", "tracing_share"]
 
 Progress = Callable[[float, str], None]
 
@@ -29,9 +29,27 @@ class StageCosts:
     buildings: float  # per Mpx of building model input
     buildings_int8: float  # the same with --runtime int8 (the accurate card's int8 graph)
     classmap: float  # per input Mpx: resampling, argmax, COG
-    vectorize: float  # per Mpx of the building grid (tracing), plus ``read`` per input Mpx (the nodata cut)
+    vectorize: float  # per Mpx of the building grid (tracing), plus ``cut`` per input Mpx
     regularize: float  # added per Mpx of the building grid with --regularize (~7 ms a building)
     write: float  # per Mpx of the building grid: GeoPackage and GeoJSON
+    #: per input Mpx: the cut at the input's invalid pixels (``geoseg.valid_area``), which reads GDAL's
+    #: mask, not the bands, of the blocks holding a building, and nothing of an all-valid integer raster
+    #: (``StageWork.nodata_cut``): the vectorise stage of a 0.075 m scene took 0.0-0.14 s more than its
+    #: ground's at 0.3 m on a quiet box (nairobi_1, zanzibar_2: 15-16 Mpx more; up to 0.4 s loaded),
+    #: where a band read (``read``, as counted before) gave 0.5 s
+    cut: float = 0.005
+    #: the share of the shorter of the class map and the building branch (model, vectorising) that
+    #: running them side by side (a thread) hides from a run's time (``run_seconds``). Where one is much
+    #: the longer the other runs within it: the fast profile's 0.075 m scenes took the land cover plus
+    #: the class map (nairobi_z21_1: 0.48 + 2.05 of 2.59 s, 0.54 + 2.26 of 2.88 s), the building branch
+    #: inside; where they are alike they share the 2 cores (fast at 0.15 m: the building model 1.19 s
+    #: against 0.82 s at 0.3 m), and U2-Net's two threads leave the class map less room (accurate
+    #: nairobi_z21_1: the building head 2.2, 8.1 and 2.2 s longer than at 0.3 m beside class maps of
+    #: 4.5, 9.4 and 9.9 s). 0.75 for both CPU profiles: over 8 batches of session 24 the median
+    #: actual/expected of 0.075 m scenes came within 0.85-1.16x of the 0.3 m ones' on a quiet box
+    #: (0.63-0.77x where other work loaded it, which slows the models more), 0.5 and 1.0 moving that by
+    #: about 0.1 (docs/predict.md, the batch bar's time left)
+    beside: float = 0.0
 
 
 #: CPU: 2 threads, ONNX Runtime, models loaded, on an idle box: the stage timings of
@@ -44,9 +62,9 @@ class StageCosts:
 #: class map and vectorising; the other CPU-side stages as on the CPU.
 STAGE_COSTS: dict[tuple[str, str], StageCosts] = {
     ("cpu", "accurate"): StageCosts(read=0.03, landcover=4.0, gcn=2.0, buildings=3.3, buildings_int8=1.7,
-                                    classmap=0.16, vectorize=0.09, regularize=0.15, write=0.015),
+                                    classmap=0.16, vectorize=0.09, regularize=0.15, write=0.015, beside=0.75),
     ("cpu", "fast"): StageCosts(read=0.03, landcover=0.5, gcn=2.0, buildings=0.28, buildings_int8=0.28,
-                                classmap=0.16, vectorize=0.09, regularize=0.15, write=0.015),
+                                classmap=0.16, vectorize=0.09, regularize=0.15, write=0.015, beside=0.75),
     ("cuda", "accurate"): StageCosts(read=0.03, landcover=1.5, gcn=2.0, buildings=0.056, buildings_int8=0.056,
                                      classmap=0.16, vectorize=0.16, regularize=0.15, write=0.015),
     ("cuda", "fast"): StageCosts(read=0.03, landcover=1.5, gcn=2.0, buildings=0.03, buildings_int8=0.03,
@@ -66,6 +84,9 @@ class StageWork:
     building_grid_px: int | None = None
     int8: bool = False
     regularize: bool = False
+    #: the input may have invalid pixels (a nodata value, a mask or alpha band, floats), which the
+    #: polygons are cut at, reading its mask again; an all-valid integer raster is not read for it
+    nodata_cut: bool = True
 
 
 def _costs(device: str, profile: str) -> StageCosts:
@@ -77,6 +98,7 @@ def stage_weights(work: StageWork, device: str, profile: str) -> dict[str, float
     costs = _costs(device, profile)
     mpx = 1e-6
     read = costs.read * work.input_px * mpx
+    cut = costs.cut * work.input_px * mpx if work.nodata_cut else 0.0
     weights: dict[str, float] = {}
     if work.landcover_px is not None:
         weights["landcover"] = read + (costs.landcover + (costs.gcn if work.gcn else 0.0)) * work.landcover_px * mpx
@@ -86,19 +108,37 @@ def stage_weights(work: StageWork, device: str, profile: str) -> dict[str, float
     if work.buildings_px is not None:
         grid = (work.building_grid_px or 0) * mpx
         weights["buildings"] = read + (costs.buildings_int8 if work.int8 else costs.buildings) * work.buildings_px * mpx
-        weights["vectorize"] = (costs.vectorize + (costs.regularize if work.regularize else 0.0)) * grid + read
+        weights["vectorize"] = (costs.vectorize + (costs.regularize if work.regularize else 0.0)) * grid + cut
         write = costs.write * grid
     # report.json and the renames: a sliver, so that the bar's end is the outputs in place
     weights["write"] = write + 0.01 * sum(weights.values())
     return weights
 
 
+def run_seconds(work: StageWork, device: str, profile: str, side_by_side: bool = True) -> float:
+    """Expected seconds of the stages of one run together: ``stage_weights``' sum, less the part of the
+    class map that runs hidden beside the building branch (``StageCosts.beside``; ``side_by_side``:
+    the class map is written on a thread beside the building model, ``geoseg.pipeline.OVERLAP_CLASSMAP``).
+
+    Why: the sum counted a 0.075 m scene's class map, written at the input's resolution, on top of the
+    building model it runs beside, and a batch's time left weighed such scenes too heavy against their
+    ground at 0.3 m (fast: 3.85-4.13x the work expected, 1.4-3.6x measured; accurate 1.78 against
+    1.1-1.8; now 3.3-3.5 and 1.33-1.35)."""
+    weights = stage_weights(work, device, profile)
+    total = sum(weights.values())
+    if side_by_side and "classmap" in weights and "buildings" in weights:
+        branch = weights["buildings"] + weights["vectorize"]
+        total -= _costs(device, profile).beside * min(weights["classmap"], branch)
+    return total
+
+
 def tracing_share(work: StageWork, device: str, profile: str) -> float:
     """The share of the vectorize stage that tracing the outlines takes (the rest: squaring them
     with --regularize, then the cut at the input's nodata)."""
     costs = _costs(device, profile)
-    grid, read = (work.building_grid_px or 0) * 1e-6, costs.read * work.input_px * 1e-6
-    total = (costs.vectorize + (costs.regularize if work.regularize else 0.0)) * grid + read
+    grid = (work.building_grid_px or 0) * 1e-6
+    cut = costs.cut * work.input_px * 1e-6 if work.nodata_cut else 0.0
+    total = (costs.vectorize + (costs.regularize if work.regularize else 0.0)) * grid + cut
     return costs.vectorize * grid / total if total > 0 else 1.0
 
 

@@ -24,7 +24,15 @@ from tiles.masks import window_valid_mask
 from tiles.normalize import dataset_bands
 from tiles.palette import open_expanded
 
-__all__ = ["cut_nodata"]
+__all__ = ["all_valid", "cut_nodata"]
+
+
+def all_valid(src, bands: tuple[int, ...]) -> bool:
+    """Whether the header of ``src`` says its ``bands`` hold no invalid pixel (integers, and GDAL's mask
+    "all valid": no nodata value, mask or alpha band): ``cut_nodata`` reads nothing of such a raster,
+    and the cost model counts no cut (``geoseg.progress.StageWork.nodata_cut``)."""
+    floating = np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.floating)
+    return not floating and all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in bands)
 
 
 def cut_nodata(geoms: np.ndarray, path: Path | str, block: int = 1024,
@@ -40,9 +48,9 @@ def cut_nodata(geoms: np.ndarray, path: Path | str, block: int = 1024,
         return geoms
     with open_expanded(path) as src:  # a paletted raster's mask is its colour table's alpha
         bands = dataset_bands(src, bands).bands
-        floating = np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.floating)
-        if not floating and all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in bands):
+        if all_valid(src, bands):
             return geoms
+        floating = np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.floating)
         invalid = _invalid_polygons(src, bands, floating, geoms, block)
     if invalid.size == 0:
         return geoms

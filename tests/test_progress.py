@@ -77,3 +77,49 @@ def test_a_batch_weighs_an_input_by_its_work_at_the_working_gsd_not_by_its_pixel
     (tmp_path / "broken.tif").write_bytes(b"not a raster")
     assert expected_seconds(tmp_path / "broken.tif", PredictOptions()) is None
     assert expected_seconds("/vsicurl/https://example.invalid/a.tif", PredictOptions()) is None
+
+
+#: z21/z19 of the same ground, measured: report.json's timings_s (total less load_models) of
+#: nairobi_*_1 and zanzibar_*_2 in four batches of each profile in session 24 on the shared 2-core
+#: box (`geoseg predict DIR --profile P`; docs/predict.md, the batch bar's time left): the lowest and
+#: highest of those pairs. The cost model gave fast 3.85 / 3.98 and accurate 1.78 / 1.79 before.
+MEASURED_Z21_OVER_Z19 = {"fast": (1.36, 3.62), "accurate": (1.07, 1.66)}
+
+
+@pytest.mark.parametrize("profile", ["fast", "accurate"])
+def test_a_0075_m_scene_weighs_against_its_ground_at_03_m_as_measured(data_root, profile):
+    """A batch's time left weighed 0.075 m scenes 2x too heavy against 0.3 m ones: the class map,
+    written at the input's resolution on a thread beside the building model, was counted on top of
+    it, and the cut at nodata as a read of the bands (it reads the mask)."""
+    from geoseg.pipeline import PredictOptions, expected_seconds
+
+    options = PredictOptions(profile=profile, device="cpu")
+    low, high = MEASURED_Z21_OVER_Z19[profile]
+    buildings = data_root / "buildings"
+    for city, k in (("nairobi", 1), ("zanzibar", 2)):
+        z19, z21 = (expected_seconds(buildings / city / f"{city}_{z}_{k}.tif", options) for z in ("z19", "z21"))
+        assert low <= z21 / z19 <= high, (city, k, z19, z21)
+
+
+def test_an_all_valid_raster_is_not_weighed_for_the_cut_at_nodata(data_root, tmp_path):
+    """geoseg.valid_area reads nothing of an integer raster whose mask says all valid; one with a
+    nodata value has its mask read where buildings are. The weights follow the header."""
+    import numpy as np
+    import rasterio
+
+    from geoseg.pipeline import PredictOptions, expected_seconds
+
+    with rasterio.open(data_root / "buildings" / "nairobi" / "nairobi_z21_1.tif") as src:
+        profile = {**src.profile, "compress": "deflate", "photometric": None}
+        data = src.read()
+    profile.pop("photometric")
+    with rasterio.open(tmp_path / "plain.tif", "w", **profile) as dst:
+        dst.write(data)
+    with rasterio.open(tmp_path / "nodata.tif", "w", **{**profile, "nodata": 0}) as dst:
+        dst.write(np.where(data == 0, 1, data))
+    options = PredictOptions(profile="accurate", device="cpu")  # fast: the class map beside hides the cut
+    plain, nodata = expected_seconds(tmp_path / "plain.tif", options), expected_seconds(tmp_path / "nodata.tif", options)
+    assert nodata - plain == pytest.approx(0.005 * 16.78 * 1.01, rel=0.01)  # the mask read of 16.8 Mpx
+    from geoseg.pipeline import _nodata_cut  # what predict_scene's own weights are told
+
+    assert not _nodata_cut(tmp_path / "plain.tif", (1, 2, 3)) and _nodata_cut(tmp_path / "nodata.tif", (1, 2, 3))
