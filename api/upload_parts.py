@@ -18,6 +18,7 @@ import codecs
 import contextlib
 import io
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import aclosing
@@ -84,6 +85,7 @@ class UploadsDirParser:
         self._header_name = b""
         self._header_value = b""
         self._counts = {"files": 0, "fields": 0}
+        self._writing = threading.Lock()  # a write in a worker thread and ``close_all`` never overlap
 
     def callbacks(self) -> dict[str, Callable[..., None]]:
         return {"on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data,
@@ -143,13 +145,16 @@ class UploadsDirParser:
 
     def write_pending(self) -> None:
         """Write the file bytes parsed from one chunk of the body (in a worker thread)."""
-        for upload, data in self.pending:
-            upload.file.write(data)
-        self.pending.clear()
+        with self._writing:
+            for upload, data in self.pending:
+                if not upload.file.closed:  # a cancelled request closed it while this write waited
+                    upload.file.write(data)
+            self.pending.clear()
 
     def close_all(self) -> None:
-        for handle in self.files:
-            handle.close()
+        with self._writing:
+            for handle in self.files:
+                handle.close()
 
 
 async def receive_form(headers: Headers, stream: AsyncIterator[bytes], folder: Path, max_file_bytes: int, *,
@@ -177,7 +182,11 @@ async def receive_form(headers: Headers, stream: AsyncIterator[bytes], folder: P
         for handle in receiver.files:
             handle.seek(0)
     except BaseException as exc:
-        await run_in_threadpool(receiver.close_all)
+        if isinstance(exc, Exception):
+            await run_in_threadpool(receiver.close_all)
+        else:  # cancelled: a server stopping. At once, no await: uvicorn does not wait for a cancelled
+            # request, and the process ended during an awaited clean-up: the part stayed, no 503 was sent
+            receiver.close_all()
         if isinstance(exc, FormParserError):
             raise MultiPartException("Invalid multipart data.") from exc
         raise

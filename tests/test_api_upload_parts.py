@@ -9,7 +9,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -221,3 +228,55 @@ def test_cancelled_while_receiving_removes_the_part(tmp_path):
         during = client.portal.call(run)
         assert len(during) == 1 and during[0].startswith(PART_PREFIX), during
         assert list(uploads.iterdir()) == []
+
+
+def test_an_upload_still_arriving_when_geoseg_serve_stops_gets_a_json_503_and_leaves_no_part(tmp_path):
+    """SIGTERM cancels an upload still arriving once ``geoseg serve``'s grace is over (``api.shutdown``).
+    The part's clean-up awaited a worker thread, and uvicorn does not wait for a cancelled request: the
+    process ended first, so the client got no answer (the connection closed; it got the JSON 503 to
+    retry before parts were received into uploads/) and the part stayed in the uploads folder."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data_dir, log = tmp_path / "svc", tmp_path / "server.log"
+    uploads = data_dir / "uploads"
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, GEOSEG_RUNNER="test_api_fakes:footprint_runner",
+               PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
+    env.pop("GEOSEG_API_KEY", None)
+    server = subprocess.Popen([sys.executable, "-m", "geoseg.cli", "serve", "--port", str(port), "--data-dir",
+                               str(data_dir), "--log-level", "warning"], env=env, cwd=tests.parent,
+                              stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        body, content_type = _multipart(BIG)
+        with socket.create_connection(("127.0.0.1", port)) as upload:  # a third of the scene sent, the rest to come
+            upload.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                           f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 3])
+            while not [p for p in uploads.iterdir() if p.stat().st_size > 0]:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            server.send_signal(signal.SIGTERM)
+            upload.settimeout(30)
+            answer = b""
+            while chunk := upload.recv(65536):
+                answer += chunk
+        server.wait(timeout=30)
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        assert lines[0].startswith("HTTP/1.1 503"), (answer, log.read_text())  # was b'': no answer at all
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        assert headers["content-type"] == "application/json" and int(headers["retry-after"]) > 0
+        assert "shutting down" in json.loads(payload)["detail"]
+        assert list(uploads.iterdir()) == []  # the part is removed with the request, not left to the next start
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
