@@ -14,6 +14,7 @@ the OpenAPI schema are unchanged.
 """
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import io
@@ -47,6 +48,21 @@ class PartFile(io.FileIO):
             super().close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.name)
+
+
+class PartUpload(UploadFile):
+    """An ``UploadFile`` over a ``PartFile``: closed in a worker thread, as Starlette closes a file
+    on disk, but at once while its request is being cancelled (a server stopping, ``api.shutdown``).
+    uvicorn does not wait for a cancelled request: FastAPI's awaited close of the form's files (a
+    ``/v1/segment`` waiting for its job, an upload being checked) outlived the process, so the client
+    got no answer instead of the JSON 503."""
+
+    async def close(self) -> None:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            self.file.close()
+        else:
+            await super().close()
 
 
 def received_path(upload: UploadFile) -> Path | None:
@@ -122,7 +138,7 @@ class UploadsDirParser:
             path = self.folder / f"{PART_PREFIX}{uuid.uuid4()}"
             handle = PartFile(path, "x+")
             self.files.append(handle)
-            self._part.upload = UploadFile(file=handle, size=0,  # type: ignore[arg-type]
+            self._part.upload = PartUpload(file=handle, size=0,  # type: ignore[arg-type]
                                            filename=_decode(options[b"filename"], self.charset),
                                            headers=Headers(raw=self._part.headers))
 

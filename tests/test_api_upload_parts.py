@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,6 +26,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 from test_api_contract import service, wait
+from test_api_fakes import SLEEP_ENV
 
 from api.upload_parts import PART_PREFIX, PartFile
 from geoseg.paths import data_root
@@ -230,22 +233,20 @@ def test_cancelled_while_receiving_removes_the_part(tmp_path):
         assert list(uploads.iterdir()) == []
 
 
-def test_an_upload_still_arriving_when_geoseg_serve_stops_gets_a_json_503_and_leaves_no_part(tmp_path):
-    """SIGTERM cancels an upload still arriving once ``geoseg serve``'s grace is over (``api.shutdown``).
-    The part's clean-up awaited a worker thread, and uvicorn does not wait for a cancelled request: the
-    process ended first, so the client got no answer (the connection closed; it got the JSON 503 to
-    retry before parts were received into uploads/) and the part stayed in the uploads folder."""
+
+@contextmanager
+def _geoseg_serve(data_dir: Path, **env: str) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A real ``geoseg serve`` (its uvicorn, its 5 s grace at SIGTERM) with the fake runner."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    data_dir, log = tmp_path / "svc", tmp_path / "server.log"
-    uploads = data_dir / "uploads"
+    log = data_dir.parent / "server.log"
     tests = Path(__file__).resolve().parent
-    env = dict(os.environ, GEOSEG_RUNNER="test_api_fakes:footprint_runner",
-               PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
-    env.pop("GEOSEG_API_KEY", None)
+    environ = dict(os.environ, GEOSEG_RUNNER="test_api_fakes:footprint_runner",
+                   PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]), **env)
+    environ.pop("GEOSEG_API_KEY", None)
     server = subprocess.Popen([sys.executable, "-m", "geoseg.cli", "serve", "--port", str(port), "--data-dir",
-                               str(data_dir), "--log-level", "warning"], env=env, cwd=tests.parent,
+                               str(data_dir), "--log-level", "warning"], env=environ, cwd=tests.parent,
                               stdout=log.open("ab"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -256,27 +257,62 @@ def test_an_upload_still_arriving_when_geoseg_serve_stops_gets_a_json_503_and_le
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        body, content_type = _multipart(BIG)
-        with socket.create_connection(("127.0.0.1", port)) as upload:  # a third of the scene sent, the rest to come
-            upload.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
-                           f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 3])
-            while not [p for p in uploads.iterdir() if p.stat().st_size > 0]:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
-            server.send_signal(signal.SIGTERM)
-            upload.settimeout(30)
-            answer = b""
-            while chunk := upload.recv(65536):
-                answer += chunk
-        server.wait(timeout=30)
-        head, _, payload = answer.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        assert lines[0].startswith("HTTP/1.1 503"), (answer, log.read_text())  # was b'': no answer at all
-        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-        assert headers["content-type"] == "application/json" and int(headers["retry-after"]) > 0
-        assert "shutting down" in json.loads(payload)["detail"]
-        assert list(uploads.iterdir()) == []  # the part is removed with the request, not left to the next start
+        yield server, port
     finally:
         if server.poll() is None:
             server.kill()
             server.wait(timeout=10)
+
+
+def _answer_at_sigterm(server: subprocess.Popen, request: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """SIGTERM ``server`` and read what ``request`` is answered: status, headers, body."""
+    server.send_signal(signal.SIGTERM)
+    request.settimeout(30)
+    answer = b""
+    while chunk := request.recv(65536):
+        answer += chunk
+    server.wait(timeout=30)
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head, "no answer at all: the connection was closed"
+    status, *lines = head.decode("latin-1").split("\r\n")
+    return int(status.split()[1]), dict(line.lower().split(": ", 1) for line in lines), payload
+
+
+def test_an_upload_still_arriving_when_geoseg_serve_stops_gets_a_json_503_and_leaves_no_part(tmp_path):
+    """SIGTERM cancels an upload still arriving once ``geoseg serve``'s grace is over (``api.shutdown``).
+    The part's clean-up awaited a worker thread, and uvicorn does not wait for a cancelled request: the
+    process ended first, so the client got no answer (the connection closed; it got the JSON 503 to
+    retry before parts were received into uploads/) and the part stayed in the uploads folder."""
+    uploads = tmp_path / "svc" / "uploads"
+    with _geoseg_serve(tmp_path / "svc") as (server, port):
+        body, content_type = _multipart(BIG)
+        with socket.create_connection(("127.0.0.1", port)) as upload:  # a third of the scene sent, the rest to come
+            upload.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                           f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 3])
+            deadline = time.monotonic() + 30
+            while not [p for p in uploads.iterdir() if p.stat().st_size > 0]:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            status, headers, payload = _answer_at_sigterm(server, upload)
+    assert status == 503 and headers["content-type"] == "application/json", (status, payload)
+    assert int(headers["retry-after"]) > 0 and "shutting down" in json.loads(payload)["detail"]
+    assert list(uploads.iterdir()) == []  # the part is removed with the request, not left to the next start
+
+
+def test_a_segment_request_waiting_for_its_job_when_geoseg_serve_stops_gets_a_json_503(tmp_path):
+    """``/v1/segment`` waits for its job; SIGTERM cuts it off after the grace. FastAPI then closes the
+    form's files, and the file part's close, awaited in a worker thread, outlived the process: the
+    client got no answer (curl: 'Empty reply from server') instead of the documented 503."""
+    with _geoseg_serve(tmp_path / "svc", **{SLEEP_ENV: "60"}) as (server, port):
+        body, content_type = _multipart(SMALLER)
+        with socket.create_connection(("127.0.0.1", port)) as request:
+            request.sendall(f"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            deadline = time.monotonic() + 30
+            while httpx.get(f"http://127.0.0.1:{port}/healthz").json()["running"] == 0:  # its job runs
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            status, headers, payload = _answer_at_sigterm(server, request)
+    assert status == 503 and int(headers["retry-after"]) > 0, (status, payload)
+    assert "kind 'segment'" in json.loads(payload)["detail"]
+    assert list((tmp_path / "svc" / "uploads").iterdir()) == []
