@@ -59,7 +59,8 @@ class PartUpload(UploadFile):
 
     async def close(self) -> None:
         task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        cancelling = getattr(task, "cancelling", None)  # Python 3.11+; on 3.10 the awaited close, as before
+        if cancelling is not None and cancelling():
             self.file.close()
         else:
             await super().close()
