@@ -402,6 +402,27 @@ def test_without_crop_chips_smaller_than_the_default_train_at_their_own_side(tmp
     assert card["metrics"]["command"].endswith("--batch-size 2 --crop 32 --seed 0")
 
 
+def test_without_crop_chips_under_the_minimum_crop_are_refused(tmp_path):
+    """16 px chips (geoseg tile --size 16) took a default crop of 16, under the 32 px an explicit --crop
+    is refused below, and failed inside the network."""
+    import numpy as np
+    from test_training_card_truth import building_chips
+
+    from geoseg.training.pack import encode_jpeg
+
+    data = building_chips([0.3] * 3)
+    images, labels = data["images"][..., :16, :16].copy(), data["labels"][..., :16, :16].copy()
+    blobs = [encode_jpeg(a) for a in images]
+    np.savez_compressed(
+        tmp_path / "b.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8),
+        jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]), labels=labels, split=data["split"],
+        area=data["area"], chip_id=data["chip_id"], gsd=data["gsd"], meta=np.array(json.dumps({"target": "buildings"})))
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path / "b.npz"), "--out",
+                                      str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2"])
+    assert_one_line_error(result, "train", "the chips are 16 px, under the 32 px crop", "geoseg tile --size")
+    assert not (tmp_path / "m").exists()
+
+
 def test_sigterm_keeps_the_weights_so_far_as_ctrl_c_does(tmp_path, monkeypatch):
     """SIGTERM (timeout, systemctl stop, a cancelled CI job) ended `geoseg train` at once: Python's
     default action, nothing written, minutes or hours of training lost, while Ctrl-C kept them. Now

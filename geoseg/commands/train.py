@@ -430,6 +430,9 @@ def _train_teacher(
     chip_side = min(data["images"].shape[-2:])
     if crop is None:  # 128 px chips trained at the default 256 were refused below; the run says what it took
         crop = min(DEFAULT_CROP, chip_side)
+        if crop < MIN_CROP:  # geoseg tile --size 16: as an explicit --crop under it is refused
+            raise ValueError(f"the chips are {chip_side} px, under the {MIN_CROP} px crop the networks need: cut "
+                             f"chips of {MIN_CROP} px or more (geoseg tile --size)")
         _check_one_chip_batch(task, False, batch_size, crop)
         command = [*command[:command.index("--seed")], "--crop", str(crop), *command[command.index("--seed"):]]
     if crop > chip_side:  # augment.scale_crop clamps its window to the chip and resizes it up to --crop
