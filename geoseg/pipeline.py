@@ -252,7 +252,6 @@ def predict_scene(
         raise PredictError(f"{raster_name(input_path)} is {sidecar}, not a scene: predict "
                            f"{raster_name(input_path).rsplit('.', 1)[0]}")
     request = request_record(input_path, options)  # the input's size and time before it is read
-    content = content_record(input_path) if record_content else None  # of the bytes about to be read
     device = resolve_device(options.device)
     cap_block_cache()  # windowed reads must not fill a GDAL cache sized to the machine's RAM
     if options.batch_size is None:
@@ -319,6 +318,8 @@ def predict_scene(
     if coarse is not None:  # a continent in a few hundred pixels: no output would mean anything
         raise PredictError(coarse.advice("--no-buildings" if coarse.task == "buildings" else "--no-classmap",
                                          "--gsd METRES", "--allow-coarse"))
+    # of the bytes about to be read; after the checks above, so an input refused at once is not read through
+    content = content_record(input_path) if record_content else None
 
     t = time.perf_counter()
     heads = load_heads(options, device, notes, gsd_known=input_gsd is not None)
