@@ -63,5 +63,5 @@ def uncertain_note(confidence: dict[str, Any], card: dict[str, Any]) -> str | No
     if mean >= below:
         return None
     return (f"the land-cover class map is uncertain for this scene (mean class probability {mean:.3f}, under "
-            f"{card.get('name', 'the model')}'s {below:.3f}): the imagery looks unlike the model's training data "
-            f"(Dubai satellite imagery); treat its classes with caution (docs/models.md, 'Class-map confidence')")
+            f"{card.get('name', 'the model')}'s {below:.3f}): the imagery looks unlike the model's training data; "
+            f"treat its classes with caution (docs/models.md, 'Class-map confidence')")
