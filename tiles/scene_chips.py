@@ -149,8 +149,11 @@ def check_mapped_pixels(records: list, mapped: MappedArea | None, name: str) -> 
     if mapped is None or any(r.status != "skipped" for r in records):
         return
     if any(r.mapped_fraction == 0 for r in records):
-        raise ValueError(f"the --coverage area ({mapped.source}) holds no valid pixel of {name}: no pixel of it is "
-                         f"mapped (it meets the scene only where the scene has no data)")
+        # windows skipped for --min-valid are not scored against the area (mapped_fraction None)
+        where = ("where the scene has no data, or in windows under --min-valid"
+                 if any(r.mapped_fraction is None for r in records) else "where the scene has no data")
+        raise ValueError(f"the --coverage area ({mapped.source}) holds no valid pixel of {name} in a window cut: no "
+                         f"pixel of it is mapped (it meets the scene only {where})")
 
 
 def scene_box(scene: Scene, margin: int) -> tuple[float, float, float, float]:
