@@ -32,11 +32,11 @@ QUIET_BYTES = 256 * 2**20
 
 def _size(n: int) -> str:
     """Bytes as a person reads them (decimal units, as the bar's own columns)."""
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+    for unit in ("bytes", "kB", "MB"):
+        if n < 1000:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000
-    return f"{n:.1f} TB"
+    return f"{n:.1f} GB"
 
 
 def hashing_line(description: str, total: int, files: int) -> str:

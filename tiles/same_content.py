@@ -35,7 +35,7 @@ from tiles.rasterpath import (
     RasterPath,
     is_virtual,
 )
-from tiles.splits import file_sha256
+from tiles.splits import file_sha256, stream_sha256
 
 __all__ = ["HashProgress", "content_record", "file_key", "same_as_recorded", "same_content"]
 
@@ -44,8 +44,6 @@ ENDS = 2**16
 #: files beside ``x.tif`` named ``x`` + one of these that decide what GDAL reads, besides world files
 #: and the others of ``STEM_SIDECAR_SUFFIXES`` (an ENVI raster's header)
 _MORE_STEM_SIDECARS = (".hdr",)
-#: bytes read at a time when a file is read through
-_BLOCK = 2**20
 
 #: ``progress(total bytes, files)``: entered before files are read through (SHA-256), giving a function
 #: told the bytes of each block read; the caller decides whether that many bytes are worth a word
@@ -92,13 +90,9 @@ def _no_progress(total: int, files: int) -> Iterator[Callable[[int], None]]:
 
 
 def _read_through(real: str, advance: Callable[[int], None]) -> str:
-    """The SHA-256 of the file ``real`` (hex), read by MiB, each block's bytes told to ``advance``."""
-    digest = hashlib.sha256()
+    """The SHA-256 of the file ``real`` (hex), each block's bytes told to ``advance``."""
     with open(real, "rb") as file:
-        for block in iter(lambda: file.read(_BLOCK), b""):
-            digest.update(block)
-            advance(len(block))
-    return digest.hexdigest()
+        return stream_sha256(file, advance)
 
 
 def _sha256_through(files: Mapping[str, int], progress: HashProgress | None) -> dict[str, str]:

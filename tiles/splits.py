@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import IO
 
 from tiles.archived import ArchivedFile, archived_file
@@ -103,11 +104,14 @@ def file_sha256(path: Path) -> str:
         return stream_sha256(file)
 
 
-def stream_sha256(file: IO[bytes]) -> str:
-    """The SHA-256 of an open file's bytes from where it stands (hex), read by MiB."""
+def stream_sha256(file: IO[bytes], advance: Callable[[int], None] | None = None) -> str:
+    """The SHA-256 of an open file's bytes from where it stands (hex), read by MiB; each block's size
+    told to ``advance`` (a progress bar) when given."""
     digest = hashlib.sha256()
     for block in iter(lambda: file.read(2**20), b""):
         digest.update(block)
+        if advance is not None:
+            advance(len(block))
     return digest.hexdigest()
 
 
