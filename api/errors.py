@@ -50,6 +50,16 @@ _NOT_A_FILE = ("a text value, not a file: send the GeoTIFF as a file part with a
                "file=@scene.tif, not -F file=<scene.tif; httpx/requests files={'file': ('scene.tif', f)})")
 
 
+def header_text(value: str) -> str:
+    """A header value as its sender most likely wrote it. Why: HTTP headers arrive as bytes that
+    Starlette decodes as latin-1, so a UTF-8 ``clé`` reads ``clÃ©``; bytes that are not UTF-8 keep
+    their latin-1 reading (``repr`` then escapes any control character among them)."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def describe_invalid_request(errors: Sequence[Mapping[str, Any]], content_type: str | None = None) -> str:
     """FastAPI's request-validation errors as one line, e.g. ``form field 'profile': Input should be
     'accurate' or 'fast' (got 'x')``: the service's other refusals are one string too, so a client
@@ -57,7 +67,7 @@ def describe_invalid_request(errors: Sequence[Mapping[str, Any]], content_type: 
     ``content_type``: the request's; a body that is not a form (the GeoTIFF's bytes as the whole
     body, JSON) is said to be one, since "form field 'file': Field required" alone puzzles."""
     parts = []
-    media_type = (content_type or "").split(";")[0].strip().lower()
+    media_type = header_text(content_type or "").split(";")[0].strip().lower()
     if any(error.get("loc", ("",))[0] == "body" for error in errors) and media_type != "multipart/form-data":
         parts.append(f"the body is {media_type or 'not typed'}, not multipart/form-data: send the GeoTIFF "
                      "as a form part named 'file' (curl -F file=@scene.tif, httpx/requests files=...)")
@@ -72,7 +82,7 @@ def describe_invalid_request(errors: Sequence[Mapping[str, Any]], content_type: 
             parts.append(f"{label}: {_NOT_A_FILE}")
             continue
         if error.get("type") != "missing" and isinstance(value, (str, int, float, bool)):
-            shown = repr(value)
+            shown = repr(header_text(value) if where == "header" and isinstance(value, str) else value)
             message += f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"
         parts.append(f"{label}: {message}")
     return "invalid request: " + "; ".join(parts) + " (see /docs for the fields and their values)"

@@ -732,3 +732,18 @@ def test_a_retried_submission_with_an_idempotency_key_is_the_same_job(tmp_path):
                                                         "Access-Control-Request-Method": "POST",
                                                         "Access-Control-Request-Headers": "idempotency-key"})
         assert preflight.status_code == 200, preflight.text
+
+
+def test_a_refused_non_ascii_idempotency_key_is_echoed_as_the_client_wrote_it(tmp_path):
+    """Header bytes arrive decoded as latin-1: a UTF-8 key ``clé-1`` was echoed ``clÃ©-1`` in the
+    422. A key that is UTF-8 reads as such; bytes that are not keep their latin-1 reading."""
+    with service(tmp_path) as client:
+        for sent, shown in (("clé-1".encode(), "'clé-1'"), ("日本-2".encode(), "'日本-2'"),
+                            (b"cl\xe9-3", "'clé-3'")):
+            with open(SCENE, "rb") as f:
+                r = client.post("/v1/jobs", files={"file": (SCENE.name, f, "image/tiff")},
+                                headers={"Idempotency-Key": sent})
+            assert r.status_code == 422, r.text
+            detail = r.json()["detail"]
+            assert "Idempotency-Key" in detail and f"(got {shown})" in detail and "Ã" not in detail, detail
+        assert client.get("/v1/jobs").json()["total"] == 0
