@@ -12,13 +12,13 @@ job, for ``POST /v1/segment`` (high priority) only the queued segment requests. 
 """
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from typing import Any
 
 from api.asgi_paths import route_path
 from api.jobs import JobStore, QueueFull
+from api.json_answers import send_error
 from api.pacing import QUEUE_FULL_RETRY_AFTER_UNKNOWN_S, Workload, queue_full_retry_after
 
 log = logging.getLogger("geoseg.api")
@@ -62,12 +62,7 @@ class QueueGate:
                 waiting = 0
             if waiting >= self.max_queued:
                 detail, extra = queue_full_answer(QueueFull(waiting, self.max_queued, priority), store, self.workers)
-                body = json.dumps({"detail": detail}).encode()
-                headers = [(b"content-type", b"application/json"),
-                           (b"content-length", str(len(body)).encode()),
-                           *((k.lower().encode(), v.encode()) for k, v in extra.items()),
-                           (b"connection", b"close")]  # the unread upload is not drained
-                await send({"type": "http.response.start", "status": 429, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                # Connection: close: the unread upload is not drained
+                await send_error(send, 429, detail, {**extra, "Connection": "close"})
                 return
         await self.app(scope, receive, send)

@@ -5,8 +5,10 @@ temporary file before any handler can refuse it.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from api.json_answers import send_error
+from api.validate import too_large_detail
 
 Scope = dict[str, Any]
 
@@ -70,14 +72,9 @@ class BodySizeLimit:
                 await self._refuse(send, 413, self._message())
 
     def _message(self) -> str:
-        return (f"upload larger than the limit of {self.upload_limit} bytes; split the scene "
-                "or ask the operator to raise GEOSEG_MAX_UPLOAD_MB")
+        # the refusal of a file part cut while it is received (api.upload_parts), to the byte
+        return too_large_detail(self.upload_limit)
 
     @staticmethod
     async def _refuse(send: Any, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, status, detail, {"Connection": "close"})

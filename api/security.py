@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 from typing import Any
 from urllib.parse import parse_qs
@@ -15,6 +14,7 @@ from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
 from api.asgi_paths import route_path
+from api.json_answers import send_error
 
 UNAUTHORIZED = "missing or wrong API key: send the header 'X-API-Key: <key>'"
 
@@ -82,11 +82,6 @@ class ApiKeyGate:
             sent = dict(scope.get("headers") or []).get(b"x-api-key", b"")
             if not hmac.compare_digest(sent, self.expected) and not is_signed_tile_request(
                     scope["method"], route_path(scope), scope.get("query_string", b""), self.api_key):
-                body = json.dumps({"detail": UNAUTHORIZED}).encode()
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode()),
-                                        (b"www-authenticate", b"X-API-Key")]})
-                await send({"type": "http.response.body", "body": body})
+                await send_error(send, 401, UNAUTHORIZED, {"WWW-Authenticate": "X-API-Key"})
                 return
         await self.app(scope, receive, send)

@@ -9,11 +9,11 @@ one does, failed decoding it) and a status that says "bug", where "come back" is
 from __future__ import annotations
 
 import asyncio
-import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.asgi_paths import route_path
+from api.json_answers import send_error
 
 #: seconds a cut-off client should wait: a restart of the server, roughly
 SHUTDOWN_RETRY_AFTER_S = 10
@@ -58,15 +58,10 @@ class CutOffAtShutdown:
             await self.app(scope, receive, tracking_send)
         except asyncio.CancelledError:
             if not started:
-                body = json.dumps({"detail": cut_off_detail(scope)}).encode()
                 try:
-                    await send({"type": "http.response.start", "status": 503,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode()),
-                                            (b"retry-after", str(SHUTDOWN_RETRY_AFTER_S).encode()),
-                                            (b"cache-control", b"no-store"),
-                                            (b"connection", b"close")]})
-                    await send({"type": "http.response.body", "body": body})
+                    await send_error(send, 503, cut_off_detail(scope),
+                                     {"Retry-After": str(SHUTDOWN_RETRY_AFTER_S), "Cache-Control": "no-store",
+                                      "Connection": "close"})
                 except Exception:  # noqa: BLE001 -- a client already gone: the cancellation still goes on
                     pass
             raise

@@ -67,10 +67,15 @@ class RasterLimits:
     max_images: int = 1000
 
 
+def too_large_detail(max_bytes: int) -> str:
+    """What a 413 for an upload past ``max_bytes`` says, whichever layer refuses it."""
+    return (f"upload larger than the limit of {max_bytes} bytes; split the scene "
+            "or ask the operator to raise GEOSEG_MAX_UPLOAD_MB")
+
+
 def too_large(max_bytes: int) -> UploadRejected:
     """The 413 of an upload (a file part) past ``max_bytes``."""
-    return UploadRejected(413, f"upload larger than the limit of {max_bytes} bytes; split the scene "
-                               "or ask the operator to raise GEOSEG_MAX_UPLOAD_MB")
+    return UploadRejected(413, too_large_detail(max_bytes))
 
 
 def copy_upload(source: BinaryIO, dest: Path, max_bytes: int) -> int:

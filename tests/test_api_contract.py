@@ -16,6 +16,7 @@ import httpx
 import pyogrio
 import pytest
 import rasterio
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -309,6 +310,7 @@ def test_api_key_guards_every_v1_route_but_not_health(tmp_path):
             assert getattr(client, method)(path).status_code == 401, path
             r = getattr(client, method)(path, headers={"X-API-Key": "wrong"})
             assert r.status_code == 401 and "X-API-Key" in r.json()["detail"]
+            assert r.content == JSONResponse({"detail": r.json()["detail"]}).body  # FastAPI's form
         assert client.get("/v1/jobs", headers={"X-API-Key": "s3cret"}).status_code == 200
         assert client.get("/healthz").json()["open"] is False
         with open(SCENE, "rb") as f:  # refused before the upload is read or stored

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.responses import JSONResponse
 
 from api.jobs import JobStore, QueueFull
 from api.pacing import Workload, queue_full_retry_after
@@ -31,6 +32,7 @@ def assert_queue_full(r, limit: int) -> int:
     detail = r.json()["detail"]
     assert "queue is full" in detail and f"GEOSEG_MAX_QUEUED={limit}" in detail, detail
     assert f"submit again after {retry_after} s" in detail, detail
+    assert r.content == JSONResponse({"detail": detail}).body  # FastAPI's form, as every error body
     return retry_after
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import rasterio
+from fastapi.responses import JSONResponse
 from rasterio.windows import Window
 from test_api_contract import service, wait
 from test_api_fakes import SLEEP_ENV
@@ -296,6 +297,7 @@ def test_an_upload_still_arriving_when_geoseg_serve_stops_gets_a_json_503_and_le
             status, headers, payload = _answer_at_sigterm(server, upload)
     assert status == 503 and headers["content-type"] == "application/json", (status, payload)
     assert int(headers["retry-after"]) > 0 and "shutting down" in json.loads(payload)["detail"]
+    assert payload == JSONResponse(json.loads(payload)).body  # FastAPI's form, as every error body
     assert list(uploads.iterdir()) == []  # the part is removed with the request, not left to the next start
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from PIL import Image
 from rasterio.transform import from_origin
@@ -18,7 +19,7 @@ from rasterio.windows import Window
 
 from api.app import create_app
 from api.settings import Settings
-from api.validate import RasterLimits, UploadRejected, inspect_raster
+from api.validate import RasterLimits, UploadRejected, inspect_raster, too_large
 from geoseg.paths import data_root
 from test_api_fakes import footprint_runner
 from tiles.gsd import gsd_m
@@ -152,7 +153,7 @@ def test_a_tiff_of_thousands_of_images_is_refused_before_gdal_reads_it(tmp_path)
 
     many = tmp_path / "many.tif"
     many.write_bytes(_with_many_images(20_000))
-    check = ("import sys; from pathlib import Path; from api.validate import RasterLimits, UploadRejected, inspect_raster\n"
+    check = ("import sys; from pathlib import Path; from api.validate import RasterLimits, UploadRejected, inspect_raster, too_large\n"
              "try: inspect_raster(Path(sys.argv[1]), RasterLimits(100_000, 10**9))\n"
              "except UploadRejected as exc: print(exc.status_code, exc.detail)")
     try:
@@ -364,6 +365,28 @@ def test_streamed_upload_without_length_is_cut_at_the_limit(client):
     assert r.status_code == 413, r.text
     assert client.get("/healthz").status_code == 200
 
+
+def test_every_413_of_an_oversized_upload_is_the_same_bytes(client):
+    """An upload past GEOSEG_MAX_UPLOAD_MB is refused by the body cap (its Content-Length, or the
+    bytes received without one) or, when within the multipart slack, as its file part is written
+    (api.upload_parts). The cap wrote ``{"detail": "..."}`` with json.dumps' spaces, the other
+    FastAPI's compact ``{"detail":"..."}``: one refusal, two bodies. Now each is FastAPI's."""
+    limit = 8 * 1024**2
+    by_length = post(client, "big.tif", b"II*\x00" + b"\x00" * (10 * 1024**2))
+    cut_while_written = post(client, "big.tif", b"II*\x00" + b"\x00" * (limit + 10))
+
+    def streamed():
+        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.tif\"\r\n\r\nII*\x00"
+        for _ in range(12):
+            yield b"\x00" * 1024**2
+        yield b"\r\n--b--\r\n"
+
+    cut_while_received = client.post("/v1/jobs", content=streamed(),
+                                     headers={"content-type": "multipart/form-data; boundary=b"})
+    expected = JSONResponse({"detail": too_large(limit).detail}).body
+    for r in (by_length, cut_while_written, cut_while_received):
+        assert r.status_code == 413 and r.headers["content-type"] == "application/json", r.text
+        assert r.content == expected and int(r.headers["content-length"]) == len(expected), r.content
 
 def test_the_block_check_of_a_many_band_upload_reads_a_few_bands_at_a_time(tmp_path):
     """The truncation check read its first and last block of every band in one call, one array for all
