@@ -114,9 +114,30 @@ def test_without_a_terminal_each_input_gets_a_log_line(tmp_path: Path, capsys):
     (tmp_path / "a").write_text("done before")
     run_batch(["a", "b", "bad"], lambda p: tmp_path / p, _write_ok, scheduler="sync", description="predict")
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("predict 2/3 b: done (") and lines[1].startswith("predict 3/3 bad: failed (")
+    assert lines[0] == "predict 1/3 a: already done (0 s)"
+    assert lines[1].startswith("predict 2/3 b: done (") and lines[2].startswith("predict 3/3 bad: failed (")
     # the time left, at the rate of the inputs run so far (the skipped one took none), until the last
-    assert lines[0].endswith(" s left)") and lines[1].endswith(" s)")
+    assert lines[1].endswith(" s left)") and lines[2].endswith(" s)")
+
+
+def _refuse_c(input_path, output_path) -> bool:
+    if str(input_path) == "c":
+        raise ValueError("not an output of this command")
+    return True
+
+
+def test_without_a_terminal_a_batch_with_nothing_to_run_names_each_input(tmp_path: Path, capsys):
+    """A batch whose every input was settled before any ran (already done, or its output path refused)
+    printed no line for them in a log: only the command's counts, so a log reader could not tell
+    which inputs were skipped. Each gets the line an input run gets, in the inputs' order."""
+    for name in ("a", "b", "c", "d"):
+        (tmp_path / name).write_text("done before")
+    report = run_batch(["a", "b", "c", "d"], lambda p: tmp_path / p, _write_ok, scheduler="sync",
+                       description="predict", is_current=_refuse_c)
+    assert report.skipped == ["a", "b", "d"] and list(report.failed) == ["c"] and not report.done
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == ["predict 1/4 a: already done (0 s)", "predict 2/4 b: already done (0 s)",
+                         "predict 3/4 c: failed (0 s)", "predict 4/4 d: already done (0 s)"], lines
 
 
 def test_the_time_left_is_the_rate_so_far_times_what_remains():

@@ -383,6 +383,20 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             # in a log file (no terminal) the bar is drawn once, at the end: a line per input instead
             log_lines = show_progress and not progress.console.is_terminal
 
+            def log_line(n: int, name: str, what: str) -> None:
+                left = estimate.seconds_left()
+                more = n < len(inputs) and left is not None
+                progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: {what} "
+                                       f"({clock() - estimate.started:.0f} s{f', about {left:.0f} s left' if more else ''})",
+                                       highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+            if log_lines:
+                # the inputs settled before any ran (already done, or their output refused by is_current)
+                # get their lines too: a log of a batch with nothing to do said only its counts
+                settled = [str(p) for p in inputs if str(p) in report.failed or str(p) in report.skipped]
+                for n, name in enumerate(settled, 1):
+                    log_line(n, name, "failed" if name in report.failed else "already done")
+
             def record(item: JobOutcome, copied_from: RasterPath | None = None) -> None:
                 name, result, error, seconds, skipped = item
                 if skipped:
@@ -408,15 +422,10 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                     progress.console.print(copied_line(description, name, copied_from),  # above the bar
                                            highlight=False, soft_wrap=True, markup=False, emoji=False)
                 if log_lines:
-                    n = int(progress.tasks[0].completed)
-                    what = ("already done" if skipped else "failed" if error is not None else
-                            f"the same content as {_origin(name, copied_from)}, outputs copied" if copied_from is not None
-                            else "done")
-                    left = estimate.seconds_left()
-                    more = n < len(inputs) and left is not None
-                    progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: {what} "
-                                           f"({clock() - estimate.started:.0f} s{f', about {left:.0f} s left' if more else ''})",
-                                           highlight=False, soft_wrap=True, markup=False, emoji=False)
+                    log_line(int(progress.tasks[0].completed), name,
+                             "already done" if skipped else "failed" if error is not None else
+                             f"the same content as {_origin(name, copied_from)}, outputs copied"
+                             if copied_from is not None else "done")
                 make_copies(name, None if skipped else error)
 
             def make_copies(first: str, error: str | None) -> None:
