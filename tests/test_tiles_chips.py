@@ -1360,3 +1360,37 @@ def test_a_copy_of_a_scene_under_another_name_is_refused_as_a_link_is(buildings_
     later = runner.invoke(app, [*args[:1], str(copy), *args[2:], "--out", str(tmp_path / "chips")])
     assert_one_line_error(later, "tile", "copy_of_a.tif is a copy of", "cut by an earlier run into this --out",
                           "as a and as copy_of_a")
+
+
+def test_reading_same_size_scenes_through_shows_progress_in_tile_as_in_predict(buildings_dir: Path, tmp_path: Path,
+                                                                                monkeypatch):
+    """tile's check for copies reads same-size scenes through (SHA-256): multi-GB scenes took minutes
+    with no word before its bar, where predict shows ``tiles.hashing_progress`` (a line in a log).
+    Two distinct scenes of one size; the threshold lowered to them, then the default (quiet)."""
+    import tiles.hashing_progress
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    with rasterio.open(buildings_dir / "nairobi/nairobi_z19_2.tif") as src:
+        window = Window(0, 0, 512, 512)
+        pixels = src.read(window=window)
+        profile = {**src.profile, "width": 512, "height": 512, "transform": src.window_transform(window),
+                   "compress": None, "tiled": False}
+    profile.pop("photometric", None)
+    other = pixels.copy()
+    other[:, 200:300] = 255 - other[:, 200:300]  # uncompressed: the same size; other pixels in the middle only,
+    for name, data in (("a.tif", pixels), ("b.tif", other)):  # so the ends agree and both are read through
+        with rasterio.open(scenes / name, "w", **profile) as dst:
+            dst.write(data)
+    size = (scenes / "a.tif").stat().st_size
+    assert (scenes / "b.tif").stat().st_size == size
+    args = ["tile", str(scenes), "--labels", str(buildings_dir / "nairobi/labels.geojson"), "--size", "256",
+            "--scheduler", "sync"]
+    quiet = runner.invoke(app, [*args, "--out", str(tmp_path / "quiet")])
+    assert quiet.exit_code == 0 and "SHA-256" not in quiet.stdout, quiet.output
+    monkeypatch.setattr(tiles.hashing_progress, "QUIET_BYTES", size)
+    told = runner.invoke(app, [*args, "--out", str(tmp_path / "told")])
+    assert told.exit_code == 0, told.output
+    assert told.stdout.splitlines()[0] == (f"tile: reading 2 inputs through ({2 * size / 1e6:.1f} MB, SHA-256) "
+                                           "to find those of the same content"), told.stdout
+    assert "from 2 file(s)" in told.stdout and "copy" not in told.output

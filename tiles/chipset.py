@@ -40,7 +40,7 @@ from tiles.rasterpath import (
     raster_stem,
     vrt_sources,
 )
-from tiles.same_content import file_key, same_content
+from tiles.same_content import HashProgress, file_key, same_content
 
 OPTIONS_FILE = "options.json"
 SOURCES_FILE = "sources.json"
@@ -147,12 +147,14 @@ def _same_file(recorded: str, path: RasterPath) -> bool:
     return recorded == str(path) or file_key(recorded) == file_key(path)
 
 
-def _refuse_copies(scenes: list[RasterPath], known: dict[str, str], prefix: Callable[[RasterPath], str]) -> None:
+def _refuse_copies(scenes: list[RasterPath], known: dict[str, str], prefix: Callable[[RasterPath], str],
+                   progress: HashProgress | None = None) -> None:
     """Refuse a scene of this run that is the same scene as another of this run or as one that an
     earlier run cut into this chip set and that is still there (``known``: ``sources.json``'s chip
     names -> scene paths), under another file (``tiles.same_content``: a ``cp`` copy, the same bytes
     and sidecars; one file under two names is refused by name already). Sizes are compared first:
-    a run whose scenes' sizes no other has reads none of them."""
+    a run whose scenes' sizes no other has reads none of them; those read through are told to
+    ``progress`` (``tiles.hashing_progress``: multi-GB scenes take minutes)."""
     this_run = {file_key(p) for p in scenes}
     earlier: dict[str, tuple[str, str]] = {}  # file key -> (its chips' name, its path)
     for key, recorded in known.items():
@@ -160,7 +162,7 @@ def _refuse_copies(scenes: list[RasterPath], known: dict[str, str], prefix: Call
             earlier.setdefault(file_key(recorded), (key, recorded))
     cut_before = {recorded: key for key, recorded in earlier.values()}
     given = {str(p) for p in scenes}
-    for copy, first in same_content([*cut_before, *scenes]).items():
+    for copy, first in same_content([*cut_before, *scenes], progress).items():
         if str(copy) not in given or file_key(copy) == file_key(first):
             continue
         where = ", cut by an earlier run into this --out" if str(first) in cut_before else ""
@@ -237,14 +239,16 @@ class ChipSet:
         return siblings
 
     def check_unique_names(self, scenes: Iterable[RasterPath], prefix: Callable[[RasterPath], str],
-                           siblings: Iterable[Path] = (), by_content: bool = True) -> list[str]:
+                           siblings: Iterable[Path] = (), by_content: bool = True,
+                           progress: HashProgress | None = None) -> list[str]:
         """Refuse two scene files whose chips (named ``prefix(scene)_rNNN_cNNN``) or finished-scene
         records would share names, in this run or against earlier runs into ``out`` (``siblings``):
         they would overwrite each other's files, or one would be skipped as already done. Refuse too one
         file under two names, in this run or against earlier runs (two links to it; a link and its
         target, which runs before links were kept named it by): its ground would be listed twice; and,
         with ``by_content``, a scene of this run that is a copy of another of it or of one an earlier run
-        cut into ``out`` (``_refuse_copies``), which listed it twice as well.
+        cut into ``out`` (``_refuse_copies``), which listed it twice as well; ``progress`` is told of the
+        scenes that check reads through (``tiles.hashing_progress``).
 
         A scene whose earlier namesake is gone was moved (``scenes/`` sorted into ``scenes/train/`` and
         ``scenes/val/``, as the README lays them out): the gone file's records are dropped, so the scene
@@ -276,7 +280,7 @@ class ChipSet:
                     moved.setdefault(path, other)
                 mine[key] = str(path)
         if by_content:
-            _refuse_copies(scenes, known, prefix)
+            _refuse_copies(scenes, known, prefix, progress)
         notes = []
         for path, gone in moved.items():
             for part in (*siblings, self.part_dir):

@@ -29,6 +29,7 @@ from geoseg.commands.warning_lines import warnings_as_lines
 from tiles.batch import failure_line, parse_scheduler, run_batch
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
+from tiles.hashing_progress import hashing_progress
 from tiles.rasterpath import (
     RasterPath,
     absolute_raster_path,
@@ -453,8 +454,10 @@ def tile(
             chip_set = job.chip_set()
             siblings = chip_set.claim()
             # image + mask pairs: one image of two masks is not one scene's labels twice
+            # same-size scenes are read through to compare them: a bar (or a line) when it is long, as predict's
             moved = chip_set.check_unique_names(inputs, partial(chip_prefix, target=job.target), siblings,
-                                                by_content=target is Target.buildings or bool(labels_class_field))
+                                                by_content=target is Target.buildings or bool(labels_class_field),
+                                                progress=hashing_progress("tile"))
             moved += (chip_set.move_to_this_split(inputs, siblings) + chip_set.recut_changed(inputs, job.watched_files)
                       + chip_set.recut_incomplete(inputs))
             if target is Target.landcover:
