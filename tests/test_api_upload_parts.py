@@ -129,6 +129,16 @@ def _multipart(scene: Path) -> tuple[bytes, str]:
     return request.read(), request.headers["content-type"]
 
 
+def _upload_scope(body: bytes, content_type: str) -> dict:
+    """The ASGI scope of a POST /v1/jobs of ``body``, for driving the app by hand (a client that stops
+    sending, a request cancelled)."""
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": "/v1/jobs", "raw_path": b"/v1/jobs", "root_path": "",
+            "query_string": b"", "client": ("testclient", 50000), "server": ("testserver", 80),
+            "headers": [(b"host", b"testserver"), (b"content-type", content_type.encode()),
+                        (b"content-length", str(len(body)).encode())]}
+
+
 def test_a_client_gone_mid_upload_leaves_nothing_and_its_part_was_in_the_uploads_folder(tmp_path):
     body, content_type = _multipart(BIG)
     half = len(body) // 2
@@ -136,11 +146,7 @@ def test_a_client_gone_mid_upload_leaves_nothing_and_its_part_was_in_the_uploads
 
     with service(tmp_path) as client:
         uploads = tmp_path / "svc" / "uploads"
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/v1/jobs", "raw_path": b"/v1/jobs", "root_path": "",
-                 "query_string": b"", "client": ("testclient", 50000), "server": ("testserver", 80),
-                 "headers": [(b"host", b"testserver"), (b"content-type", content_type.encode()),
-                             (b"content-length", str(len(body)).encode())]}
+        scope = _upload_scope(body, content_type)
         chunks = [body[i:i + 65536] for i in range(0, half, 65536)]
         delivered = sum(map(len, chunks))
         sent: list[dict] = []
@@ -200,11 +206,7 @@ def test_cancelled_while_receiving_removes_the_part(tmp_path):
     body, content_type = _multipart(BIG)
     with service(tmp_path) as client:
         uploads = tmp_path / "svc" / "uploads"
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/v1/jobs", "raw_path": b"/v1/jobs", "root_path": "",
-                 "query_string": b"", "client": ("testclient", 50000), "server": ("testserver", 80),
-                 "headers": [(b"host", b"testserver"), (b"content-type", content_type.encode()),
-                             (b"content-length", str(len(body)).encode())]}
+        scope = _upload_scope(body, content_type)
 
         async def run() -> list[str]:
             first = [{"type": "http.request", "body": body[:1_500_000], "more_body": True}]
