@@ -393,7 +393,8 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             if log_lines:
                 # the inputs settled before any ran (already done, or their output refused by is_current)
                 # get their lines too: a log of a batch with nothing to do said only its counts
-                settled = [str(p) for p in inputs if str(p) in report.failed or str(p) in report.skipped]
+                skipped = set(report.skipped)  # a set: a list per input was quadratic in a 10,000-input batch
+                settled = [str(p) for p in inputs if str(p) in report.failed or str(p) in skipped]
                 for n, name in enumerate(settled, 1):
                     log_line(n, name, "failed" if name in report.failed else "already done")
 
