@@ -267,6 +267,7 @@ def test_train_student_saves_a_loadable_fast_card(tmp_path):
     assert card["training"]["augmentation"] == ("dihedral, colour/brightness/contrast/saturation jitter on the "
                                                 "student's input")
     assert card["training"]["steps"] == 2  # 4 chips, batch 4 on CPU
+    assert card["training"]["lr"] == 3e-3  # the default peak learning rate, recorded as a teacher's is
     assert 0.0 <= card["metrics"]["test"]["miou"] <= 1.0
     model, loaded = load_model(tmp_path / "fast" / "landcover-attresunet-fast.json")
     assert loaded["distillation"]["losses"] == "ce+ace+csc"

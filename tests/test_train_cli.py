@@ -55,7 +55,31 @@ def test_student_card_records_the_full_command(student_setup):
     card = run_student(root, chips, "cmd", "--batch-size", "2", "--crop", "64", "--seed", "3", "--losses", "ce")
     assert card["metrics"]["command"] == (
         f"geoseg train landcover --data {chips} --out {root / 'cmd'} --epochs 1 --device cpu --batch-size 2"
-        f" --crop 64 --seed 3 --teacher {root / 'teacher'} --losses ce --label-loss ce")
+        f" --crop 64 --seed 3 --lr 0.003 --teacher {root / 'teacher'} --losses ce --label-loss ce")
+
+
+def test_lr_sets_a_student_s_peak_learning_rate_and_its_card_records_it(student_setup, monkeypatch):
+    """The learning rate was fixed in code (a student 3e-3, a teacher 2e-3): a fine-tune that wanted
+    5e-4 (docs/models.md, session 24) could not be run from the command line."""
+    from geoseg.training import distill as distill_module
+
+    seen = []
+    real = distill_module.distill
+    monkeypatch.setattr(distill_module, "distill", lambda *a, **k: seen.append(k["lr"]) or real(*a, **k))
+    root, chips = student_setup
+    card = run_student(root, chips, "lr", "--batch-size", "2", "--crop", "64", "--losses", "ce", "--lr", "1e-4")
+    assert seen == [1e-4] and card["training"]["lr"] == 1e-4
+    assert "--seed 0 --lr 0.0001 --teacher" in card["metrics"]["command"]
+    default = run_student(root, chips, "lr-default", "--batch-size", "2", "--crop", "64", "--losses", "ce")
+    assert seen == [1e-4, 3e-3] and default["training"]["lr"] == 3e-3
+
+
+def test_the_default_learning_rates_named_for_help_are_the_trainers():
+    from geoseg.commands.train import STUDENT_LR, TEACHER_LR
+    from geoseg.training import distill as distill_module
+    from geoseg.training.loop import TrainConfig
+
+    assert TEACHER_LR == TrainConfig(steps=1).lr and STUDENT_LR == distill_module.STUDENT_LR
 
 
 def test_teacher_card_records_the_full_command(tmp_path):
@@ -80,9 +104,9 @@ def test_teacher_card_records_the_full_command(tmp_path):
     card = json.loads((tmp_path / "m" / "landcover-attresunet-custom.json").read_text())
     assert card["metrics"]["command"] == (
         f"geoseg train landcover --data {tmp_path / 'lc.npz'} --out {tmp_path / 'm'} --epochs 1 --device cpu"
-        " --batch-size 2 --crop 32 --seed 5")
+        " --batch-size 2 --crop 32 --seed 5 --lr 0.002")
     assert card["training"]["seed"] == 5 and card["training"]["batch_size"] == 2 and card["training"]["crop"] == 32
-    assert card["training"]["data"] == str(tmp_path / "lc.npz")
+    assert card["training"]["data"] == str(tmp_path / "lc.npz") and card["training"]["lr"] == 2e-3
     # a teacher named with --name: its own card and files beside the first, the command says how
     result = CliRunner().invoke(app, ["train", "landcover", "--data", str(tmp_path / "lc.npz"), "--out",
                                       str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2", "--crop", "32",
@@ -108,6 +132,12 @@ def test_a_budget_that_never_ends_is_refused(tmp_path, budget, message):
     (["--device", "gpu"], "--device must be auto, cpu or cuda, got 'gpu'"),
     (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["--crop", "0"], "--crop must be at least 32 px, got 0"),
+    # 0 never trained; nan made every weight nan; both ran to the end and wrote a card
+    (["--lr", "0"], "--lr must be a positive, finite number, got 0"),
+    (["--lr", "-1"], "--lr must be a positive, finite number, got -1"),
+    (["--lr", "nan"], "--lr must be a positive, finite number, got nan"),
+    (["--lr", "inf"], "--lr must be a positive, finite number, got inf"),
+    (["--lr", "0", "--teacher", "none"], "--lr must be a positive, finite number, got 0"),
     # trained to the first step, then failed below the bar: "Expected more than 1 value per channel"
     (["--batch-size", "1", "--crop", "32"], "--batch-size 1 with --crop 32 leaves one pixel in the network's deepest "
                                             "stage, which batch norm cannot train on: use --crop 64 or more, or "
@@ -259,6 +289,23 @@ def buildings_pack(path, gsd: float = 0.3, empty: tuple[str, ...] = (), bands: l
     return path
 
 
+def test_lr_sets_a_teacher_s_peak_learning_rate_and_its_card_records_it(tmp_path, monkeypatch):
+    """A fine-tune of the shipped U2-Net wanted lr 5e-4 (docs/models.md, session 24), set then by a
+    script patching ``TrainConfig.lr``: ``geoseg train`` had no --lr."""
+    import torch
+
+    peaks = []
+    real = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda *a, **k: peaks.append(k["lr"]) or real(*a, **k))
+    pack = buildings_pack(tmp_path / "b.npz")
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(pack), "--out", str(tmp_path / "m"),
+                                      "--epochs", "1", "--batch-size", "2", "--crop", "32", "--lr", "1e-4"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "m" / "buildings-u2net-custom.json").read_text())
+    assert peaks == [1e-4] and card["training"]["lr"] == 1e-4
+    assert card["metrics"]["command"].endswith("--crop 32 --seed 0 --lr 0.0001")
+
+
 def test_init_fine_tunes_a_teacher_from_a_card(tmp_path):
     """--init was read only with --teacher: `geoseg train buildings --init <card>` trained from random
     weights with the default architecture and said nothing, even for a path that did not exist."""
@@ -399,7 +446,7 @@ def test_without_crop_chips_smaller_than_the_default_train_at_their_own_side(tmp
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "m" / "buildings-u2net-custom.json").read_text())
     assert card["training"]["crop"] == 32
-    assert card["metrics"]["command"].endswith("--batch-size 2 --crop 32 --seed 0")
+    assert card["metrics"]["command"].endswith("--batch-size 2 --crop 32 --seed 0 --lr 0.002")
 
 
 def test_without_crop_chips_under_the_minimum_crop_are_refused(tmp_path):

