@@ -99,6 +99,12 @@ DEFAULT_NAMES = {
 }
 
 
+#: a profile's card where it is not ``DEFAULT_NAMES[task]`` (+ ``-fast``): since session 25 the accurate
+#: building head averages the U2-Net with a LiteUNet (``geoseg.ensemble_heads``; docs/models.md, "GPU run 9"),
+#: while ``buildings-u2net`` stays the teacher the students distil from and the name a trained U2-Net takes
+PROFILE_NAMES = {("buildings", "accurate"): "buildings-u2net-lite0"}
+
+
 #: the tasks a card can be for (``geoseg predict --model TASK=CARD``)
 MODEL_TASKS = tuple(DEFAULT_NAMES)
 
@@ -365,7 +371,7 @@ def default_card_path(task: str, profile: str = "accurate") -> Path:
     """Path of the shipped card for ``task`` (buildings | landcover | gcn); ``profile='fast'`` -> ``*-fast``."""
     if task not in DEFAULT_NAMES:
         raise ModelCardError(f"unknown task {task!r}; expected one of {sorted(DEFAULT_NAMES)}")
-    name = DEFAULT_NAMES[task] + ("-fast" if profile == "fast" else "")
+    name = PROFILE_NAMES.get((task, profile)) or DEFAULT_NAMES[task] + ("-fast" if profile == "fast" else "")
     return weights_dir() / f"{name}.json"
 
 

@@ -41,13 +41,23 @@ def member_cards(card: dict[str, Any]) -> list[dict[str, Any]] | None:
     members = card.get("arch_kwargs", {}).get("members") if card.get("architecture") == "ProbabilityMean" else None
     if not members or not all("tiling" in m for m in members):
         return None
+    records = card.get("ensemble", {}).get("members", [])
     out = []
     for i, member in enumerate(members):
         own = {k: v for k, v in card.items() if k not in TILING_KEYS + WHOLE_HEAD_KEYS}
         own |= {"name": f"{card['name']}.member{i}", "architecture": member["architecture"],
                 "arch_kwargs": member.get("arch_kwargs", {})} | dict(member["tiling"])
+        record = records[i] if i < len(records) else {}
+        if record.get("int8_onnx"):  # the member's own quantised graph, checked against the weights it came from
+            own |= {"int8_onnx": record["int8_onnx"], "int8_source_sha256": record.get("weights_sha256")}
         out.append(own)
     return out
+
+
+def has_int8_graph(card: dict[str, Any]) -> bool:
+    """Whether ``--runtime int8`` has a graph to run for this head (its own, or a member's)."""
+    return bool(card.get("int8_onnx")) or any(
+        m.get("int8_onnx") for m in card.get("ensemble", {}).get("members", []))
 
 
 def head_models(module: nn.Module, card: dict[str, Any], device: str, runtime: str,

@@ -187,12 +187,14 @@ def _process_scratch_dir() -> Path:
 
 def int8_graph(card: dict[str, Any], notes: list[str] | None = None) -> Path | None:
     """The card's int8 ONNX graph (``int8_onnx``) when it was made from the card's current weights
-    (a graph made from other weights is refused, and ``notes`` told: ``geoseg.notes.tell``)."""
+    (a graph made from other weights is refused, and ``notes`` told: ``geoseg.notes.tell``). An
+    ensemble's member (``geoseg.ensemble_heads.member_cards``) is checked against the SHA-256 of the
+    weights it was copied from (``int8_source_sha256``), since its own live in the ensemble's file."""
     entry, card_path = card.get("int8_onnx"), card.get("card_path")
     if not entry or not card_path:
         return None
     path = Path(card_path).parent / entry["file"]
-    digest = cards.weights_sha256(card)
+    digest = card.get("int8_source_sha256") or cards.weights_sha256(card)
     if not path.is_file() or digest is None:
         return None
     if digest != entry.get("weights_sha256"):

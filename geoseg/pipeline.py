@@ -39,7 +39,7 @@ from geoseg.card import code_version, read_card
 from geoseg.classmap import write_classmap
 from geoseg.classmap_confidence import ConfidenceTally, uncertain_note
 from geoseg.coarse_input import too_coarse
-from geoseg.ensemble_heads import head_models, run_mean_head
+from geoseg.ensemble_heads import has_int8_graph, head_models, run_mean_head
 from geoseg.footprints import landcover_cue, vectorise_buildings, write_buildings
 from geoseg.heads import bands_of_models, building_rules, load_heads, model_summary, task_card_path
 from geoseg.infer import TileModel, resolve_device
@@ -150,7 +150,7 @@ def _work_of(plans: dict[str, TilePlan], cards: dict[str, dict[str, Any]], optio
         gcn="gcn" in cards, classmap=options.classmap and "landcover" in cards,
         buildings_px=buildings.model_input_px if buildings else None,
         building_grid_px=buildings.width * buildings.height if buildings else None,
-        int8=options.runtime == "int8" and device == "cpu" and bool(cards.get("buildings", {}).get("int8_onnx")),
+        int8=options.runtime == "int8" and device == "cpu" and has_int8_graph(cards.get("buildings", {})),
         regularize=options.regularize, nodata_cut=nodata_cut,
     )
 

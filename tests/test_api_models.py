@@ -60,7 +60,7 @@ def test_a_job_runs_the_named_model_in_its_worker(tmp_path):
 
 
 @pytest.mark.parametrize("model, words", [
-    ("buildings=nobody", ["no model named 'nobody'", f"buildings models: buildings-u2net-fast, buildings-u2net, {NAME}"]),
+    ("buildings=nobody", ["no model named 'nobody'", f"buildings models: buildings-u2net-fast, buildings-u2net-lite0, buildings-u2net, {NAME}"]),
     (f"landcover={NAME}", [f"'{NAME}' is a buildings model, not a landcover one", "landcover models: landcover-attresunet"]),
     (f"buildings={NAME},buildings={NAME}", ["names a task twice"]),
     ("mybldg", ["model expects TASK=NAME with TASK buildings|landcover|gcn, got 'mybldg'"]),

@@ -553,7 +553,7 @@ def test_a_raster_far_coarser_than_the_models_is_refused_at_submit(client, tmp_p
     for endpoint in ("/v1/jobs", "/v1/segment"):
         r = post(client, "coarse.tif", content, endpoint)
         detail = r.json()["detail"]
-        assert r.status_code == 422 and detail.startswith("input GSD 4.98 m is 17x the 0.3 m the buildings-u2net model")
+        assert r.status_code == 422 and detail.startswith("input GSD 4.98 m is 17x the 0.3 m the buildings-u2net-lite0 model")
         assert "allow_coarse=true" in detail and "\n" not in detail
         assert ("outputs=classmap for the class map alone" in detail) == (endpoint == "/v1/jobs"), detail
     assert client.get("/v1/jobs").json()["total"] == jobs

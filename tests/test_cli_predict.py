@@ -329,7 +329,7 @@ def test_min_area_default_in_help_and_docs_is_the_shipped_cards():
     help_text = " ".join(CliRunner().invoke(app, ["predict", "--help"]).output.replace("│", " ").split())
     assert f"{areas['accurate']:g} accurate, {areas['fast']:g} fast" in help_text
     docs = " ".join((Path(__file__).parents[1] / "docs" / "predict.md").read_text().split())
-    assert f"{areas['accurate']:g} m² for the shipped teacher, {areas['fast']:g} m²" in docs
+    assert f"{areas['accurate']:g} m² for the shipped accurate head, {areas['fast']:g} m²" in docs
     assert "[--min-area 3]" not in docs
 
 

@@ -11,6 +11,7 @@ import pytest
 from rasterio.windows import Window
 
 from geoseg import card as cards
+from geoseg.ensemble_heads import has_int8_graph, head_models
 from geoseg.infer import TileModel, int8_graph, load_head
 from geoseg.pipeline import PredictError, PredictOptions
 from geoseg.training.quantize import calibration_tiles, quantize_head
@@ -34,9 +35,12 @@ def kampala_tile(buildings_dir: Path) -> np.ndarray:
     return rgb[None]
 
 
+U2NET_CARD = cards.weights_dir() / "buildings-u2net.json"
+
+
 def test_shipped_int8_graph_agrees_with_float32(kampala_tile: np.ndarray):
-    module, card = load_head("buildings", "accurate")
-    assert int8_graph(card) is not None, "the accurate building card ships an int8 graph made from its weights"
+    module, card = cards.load_model(U2NET_CARD)
+    assert int8_graph(card) is not None, "the U2-Net's card ships an int8 graph made from its weights"
     fp32 = TileModel(module, card, runtime="onnx")
     int8 = TileModel(module, card, runtime="int8")
     assert (fp32.runtime, int8.runtime) == ("onnx", "int8")
@@ -57,8 +61,27 @@ def test_int8_falls_back_to_float32_where_no_graph_fits():
         PredictOptions(runtime="int9").check()
 
 
+def test_the_accurate_ensemble_runs_its_u2net_member_through_that_graph_and_refuses_a_stale_one(tmp_path: Path):
+    """The accurate head averages the U2-Net with a LiteUNet; ``--runtime int8`` runs the U2-Net member
+    through the U2-Net's graph (its record's weights are the ones the graph was made from), the
+    student in float32; a record naming other source weights keeps the graph out."""
+    module, card = load_head("buildings", "accurate")
+    assert card["architecture"] == "ProbabilityMean" and has_int8_graph(card)
+    assert [m.runtime for m in head_models(module, card, "cpu", "int8")] == ["int8", "onnx"]
+    assert [m.runtime for m in head_models(module, card, "cpu", "auto")] == ["onnx", "onnx"]
+    source = Path(card["card_path"])
+    raw = json.loads(source.read_text())
+    raw["ensemble"]["members"][0]["weights_sha256"] = "0" * 64  # as if the U2-Net had been retrained since
+    for name in (raw["weights"], raw["ensemble"]["members"][0]["int8_onnx"]["file"]):
+        shutil.copy(source.parent / name, tmp_path / name)
+    (tmp_path / source.name).write_text(json.dumps(raw))
+    module, card = cards.load_model(tmp_path / source.name)
+    with pytest.warns(UserWarning, match="other weights"):
+        assert [m.runtime for m in head_models(module, card, "cpu", "int8")] == ["onnx", "onnx"]
+
+
 def test_a_graph_made_from_other_weights_is_not_used(tmp_path: Path):
-    source = cards.shipped_card_path("buildings", "accurate")
+    source = U2NET_CARD
     for name in (source.name, "buildings-u2net.pt", "buildings-u2net.int8.onnx"):
         shutil.copy(source.parent / name, tmp_path / name)
     card_path = tmp_path / source.name

@@ -126,9 +126,10 @@ def test_a_given_model_is_recorded_by_its_own_profile_not_the_runs(tmp_path):
 def test_fast_profile_falls_back_with_a_warning(monkeypatch, tmp_path):
     monkeypatch.setattr(cards, "weights_dir", lambda: tmp_path)
     paths = make_tiny_models(tmp_path / "m")
-    Path(paths["buildings"]).with_suffix(".pt").rename(tmp_path / "buildings-u2net.pt")
-    card = json.loads(Path(paths["buildings"]).read_text()) | {"name": "buildings-u2net", "weights": "buildings-u2net.pt"}
-    (tmp_path / "buildings-u2net.json").write_text(json.dumps(card))
+    accurate = cards.default_card_path("buildings").stem  # the accurate profile's card, no -fast beside it
+    Path(paths["buildings"]).with_suffix(".pt").rename(tmp_path / f"{accurate}.pt")
+    card = json.loads(Path(paths["buildings"]).read_text()) | {"name": accurate, "weights": f"{accurate}.pt"}
+    (tmp_path / f"{accurate}.json").write_text(json.dumps(card))
     with pytest.warns(UserWarning, match="no fast student"):
         _, used = load_head("buildings", profile="fast")
     assert used["profile"] == "accurate"

@@ -437,9 +437,10 @@ def test_a_cards_window_fixes_its_heads_tiles_whatever_the_tile_size(tmp_path):
 def test_accurate_profile_buildings_do_not_depend_on_the_tile_size(tmp_path):
     """The shipped teacher's prediction depends on the window that holds a pixel: on nairobi_z19_2
     its building masks at 256 and 1024 px tiles agreed at IoU 0.917 (sessions 7-17), under the
-    0.95 the predict issue asks. Its card's ``window`` runs it on 512 px tiles at any --tile-size;
-    what still follows the option (the land-cover head, whose building class is a cue) moves the
-    masks by less than 1 %."""
+    0.95 the predict issue asks. Its card's ``window`` runs it on 512 px tiles at any --tile-size.
+    Since session 25 the accurate head averages it with a LiteUNet that follows the option with
+    64 px of context, and the land-cover cue follows it too: 0.990 here (the U2-Net alone, 0.99+),
+    held at 0.975, well above the goal."""
     scene = data_root() / "buildings" / "nairobi" / "nairobi_z19_2.tif"
     with rasterio.open(scene) as src:
         transform, shape = src.transform, (src.height, src.width)
@@ -450,7 +451,7 @@ def test_accurate_profile_buildings_do_not_depend_on_the_tile_size(tmp_path):
         masks.append(building_mask(out / "buildings.gpkg", transform, shape))
     a, b = masks
     assert 0.02 < a.mean() < 0.9
-    assert (a & b).sum() / (a | b).sum() >= 0.99
+    assert (a & b).sum() / (a | b).sum() >= 0.975
     assert all(r["tiles"]["buildings"]["window_from_card"] for r in reports)
     assert [r["tiles"]["buildings"]["tile_px"] for r in reports][0] == reports[1]["tiles"]["buildings"]["tile_px"]
     assert reports[0]["tiles"]["landcover"]["tile_px"] != reports[1]["tiles"]["landcover"]["tile_px"]

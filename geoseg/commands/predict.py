@@ -84,11 +84,11 @@ def predict(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Batches: 'local' (a local Dask cluster), 'sync' (one input after another in this process, the default) or a Dask scheduler address such as tcp://host:8786."),
     profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students and their own GCN, ~5x faster on a CPU)."),
     context: Optional[int] = typer.Option(None, "--context", help="Context pixels read around each tile (default: enough for the model to see its card's tile size, and at least the card's min_context: 64 for --profile fast)."),
-    runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx | int8 (CPU: the U2-Net building head's "
-                                 "int8 graph, ~2x faster, see docs/predict.md; heads without one run onnx)."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx | int8 (CPU: the U2-Net's "
+                                 "int8 graph for the accurate building head's U2-Net member, ~2x faster, see docs/predict.md; heads without one run onnx)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Tiles per forward pass (default 1 on CPU, 8 on CUDA)."),
     min_area: Optional[float] = typer.Option(None, "--min-area", help="Smallest building kept, square metres (default: the building model card's tuned value: "
-                                                 "30 accurate, 40 fast; 3 for a card without one)."),
+                                                 "60 accurate, 40 fast; 3 for a card without one)."),
     simplify: float = typer.Option(0.3, "--simplify", help="Outline simplification tolerance, metres."),
     model: list[str] = typer.Option([], "--model", callback=_one_card_per_task, help="TASK=CARD to use your own model (buildings, landcover, gcn); CARD is a card .json or a "
                                     "model folder (its card of that task); repeatable."),

@@ -46,6 +46,8 @@ def _member_record(card: dict[str, Any]) -> dict[str, Any]:
                      if k in training},
         "code_version": card.get("code_version"),
         "date": card.get("date"),
+        # the member's int8 graph (found beside the ensemble's card; ``geoseg.infer.int8_graph``)
+        **({"int8_onnx": card["int8_onnx"]} if card.get("int8_onnx") else {}),
     }
 
 
