@@ -28,6 +28,7 @@ from torch import nn
 from geoseg import card as cards
 from geoseg.notes import tell
 from geoseg.options import RUNTIMES
+from tiles.splits import file_sha256
 
 TASKS = ("buildings", "landcover", "gcn")
 #: report.json's ``profile`` of a model given with ``--model`` whose card states none
@@ -188,17 +189,25 @@ def _process_scratch_dir() -> Path:
 def int8_graph(card: dict[str, Any], notes: list[str] | None = None) -> Path | None:
     """The card's int8 ONNX graph (``int8_onnx``) when it was made from the card's current weights
     (a graph made from other weights is refused, and ``notes`` told: ``geoseg.notes.tell``). An
-    ensemble's member (``geoseg.ensemble_heads.member_cards``) is checked against the SHA-256 of the
-    weights it was copied from (``int8_source_sha256``), since its own live in the ensemble's file."""
+    ensemble's member (``geoseg.ensemble_heads.member_cards``) keeps its weights in the ensemble's
+    file: it is checked against the SHA-256 of the weights it was copied from (``int8_source_sha256``)
+    and the graph file against the SHA-256 it had when the ensemble was built (``graph_sha256``), so a
+    graph re-quantised since from retrained weights is refused too."""
     entry, card_path = card.get("int8_onnx"), card.get("card_path")
     if not entry or not card_path:
         return None
-    path = Path(card_path).parent / entry["file"]
-    digest = card.get("int8_source_sha256") or cards.weights_sha256(card)
-    if not path.is_file() or digest is None:
+    if Path(entry["file"]).name != entry["file"]:  # beside the card, never elsewhere
+        tell(notes, f"int8 graph {entry['file']!r}: not a file name beside the card, not used")
         return None
-    if digest != entry.get("weights_sha256"):
-        tell(notes, f"{path.name} was made from other weights than {card['weights']}: not used")
+    path = Path(card_path).parent / entry["file"]
+    member = "int8_source_sha256" in card
+    digest = card["int8_source_sha256"] if member else cards.weights_sha256(card)
+    if not path.is_file() or digest is None:
+        if member:
+            tell(notes, f"{path.name}, the int8 graph of {card['name']}, not found: that member runs float32")
+        return None
+    if digest != entry.get("weights_sha256") or (member and file_sha256(path) != entry.get("graph_sha256")):
+        tell(notes, f"{path.name} was made from other weights than {card['name']}'s: not used")
         return None
     return path
 

@@ -390,7 +390,8 @@ def predict_scene(
             # one TileModel, or one per member of an ensemble that tiles member by member
             models = head_models(*heads["buildings"], device=device, runtime=options.runtime, notes=notes)
             timings["prepare_buildings"] = time.perf_counter() - t
-            report["models"]["buildings"]["runtime"] = models[0].runtime
+            # an ensemble's members may run differently (--runtime int8: the U2-Net's graph, the LiteUNet float32)
+            report["models"]["buildings"]["runtime"] = "+".join(dict.fromkeys(m.runtime for m in models))
             # no land-cover head ran ({}): load_heads dropped one without a 'building' class
             post = building_rules(heads["buildings"][1], options, gsd_known=input_gsd is not None,
                                   landcover_card=landcover_card or {})

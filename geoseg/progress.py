@@ -61,13 +61,14 @@ class StageCosts:
 #: CUDA: the H200 run of docs/predict.md (same scene, torch, bf16) for the model stages and the
 #: class map and vectorising; the other CPU-side stages as on the CPU.
 #: Since session 25 the accurate building head runs the U2-Net (3.3, int8 1.7) and a LiteUNet (as the fast
-#: student, 0.28) each on its own tiles: their sum (+5 to +25 % end to end in bench/predict.py --what speed).
+#: student, 0.28; on CUDA 0.056 + 0.03) each on its own tiles: their sum (+5 to +25 % end to end on the CPU in
+#: bench/predict.py --what speed; not timed on a GPU).
 STAGE_COSTS: dict[tuple[str, str], StageCosts] = {
     ("cpu", "accurate"): StageCosts(read=0.03, landcover=4.0, gcn=2.0, buildings=3.6, buildings_int8=2.0,
                                     classmap=0.16, vectorize=0.09, regularize=0.15, write=0.015, beside=0.75),
     ("cpu", "fast"): StageCosts(read=0.03, landcover=0.5, gcn=2.0, buildings=0.28, buildings_int8=0.28,
                                 classmap=0.16, vectorize=0.09, regularize=0.15, write=0.015, beside=0.75),
-    ("cuda", "accurate"): StageCosts(read=0.03, landcover=1.5, gcn=2.0, buildings=0.056, buildings_int8=0.056,
+    ("cuda", "accurate"): StageCosts(read=0.03, landcover=1.5, gcn=2.0, buildings=0.086, buildings_int8=0.086,
                                      classmap=0.16, vectorize=0.16, regularize=0.15, write=0.015),
     ("cuda", "fast"): StageCosts(read=0.03, landcover=1.5, gcn=2.0, buildings=0.03, buildings_int8=0.03,
                                  classmap=0.13, vectorize=0.13, regularize=0.15, write=0.015),

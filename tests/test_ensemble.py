@@ -131,8 +131,11 @@ def test_each_member_runs_on_its_own_tiles_and_the_stitched_maps_are_averaged(me
     graph.write_bytes(b"stand-in: never opened")
     whole = card | {"int8_onnx": {"file": graph.name, "weights_sha256": cards_sha(card)}}
     assert int8_graph(whole) == graph
-    assert all(int8_graph(c) is None for c in member_cards(whole))
-    assert [m.runtime for m in head_models(module, whole, "cpu", "int8")] == ["onnx", "onnx"]
+    # ... but the U2-Net member keeps the U2-Net's own graph, which the builder copied beside the card
+    u2net_graph = card_path.with_name(json.loads(U2NET.read_text())["int8_onnx"]["file"])
+    assert u2net_graph.is_file() and u2net_graph.read_bytes() == (U2NET.parent / u2net_graph.name).read_bytes()
+    assert [int8_graph(c) for c in member_cards(whole)] == [u2net_graph, None]
+    assert [m.runtime for m in head_models(module, whole, "cpu", "int8")] == ["int8", "onnx"]
     options = PredictOptions(device="cpu", batch_size=2)
     with Scene(scene_path) as s:
         grid = dict(crs=s.crs, transform=s.src_transform, width=s.src_width, height=s.src_height,

@@ -78,6 +78,32 @@ def test_the_accurate_ensemble_runs_its_u2net_member_through_that_graph_and_refu
     module, card = cards.load_model(tmp_path / source.name)
     with pytest.warns(UserWarning, match="other weights"):
         assert [m.runtime for m in head_models(module, card, "cpu", "int8")] == ["onnx", "onnx"]
+    # the record right, but the graph beside it re-quantised since (here: another file of that name)
+    raw = json.loads(source.read_text())
+    (tmp_path / source.name).write_text(json.dumps(raw))
+    graph = tmp_path / raw["ensemble"]["members"][0]["int8_onnx"]["file"]
+    graph.write_bytes(graph.read_bytes() + b"\0")
+    module, card = cards.load_model(tmp_path / source.name)
+    with pytest.warns(UserWarning, match="other weights"):
+        assert [m.runtime for m in head_models(module, card, "cpu", "int8")] == ["onnx", "onnx"]
+    graph.unlink()
+    with pytest.warns(UserWarning, match="not found: that member runs float32"):
+        assert [m.runtime for m in head_models(module, card, "cpu", "int8")] == ["onnx", "onnx"]
+
+
+def test_the_accurate_ensembles_u2net_member_is_the_shipped_u2net():
+    """What lets the member use the U2-Net's int8 graph: its weights are the U2-Net's (stored fp16)."""
+    ensemble, card = load_head("buildings", "accurate")
+    u2net, _ = cards.load_model(U2NET_CARD)
+    assert card["ensemble"]["members"][0]["weights_sha256"] == cards.weights_sha256(cards.read_card(U2NET_CARD)
+                                                                                   | {"card_path": str(U2NET_CARD)})
+    mine, theirs = ensemble.members[0].state_dict(), u2net.state_dict()
+    assert mine.keys() == theirs.keys()
+    for name, tensor in theirs.items():
+        if tensor.is_floating_point():  # fp16 storage: relative error under 2**-10
+            assert (mine[name] - tensor).abs().max() <= 1e-3 * tensor.abs().max() + 1e-6, name
+        else:
+            assert (mine[name] == tensor).all(), name
 
 
 def test_a_graph_made_from_other_weights_is_not_used(tmp_path: Path):

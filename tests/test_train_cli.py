@@ -179,7 +179,7 @@ def test_distillation_losses_without_a_teacher_are_refused(tmp_path, option):
 
 @pytest.mark.parametrize("teacher, message", [
     ("none.json", "model card not found"),
-    ("weights", "holds 2 buildings model cards"),  # the shipped folder: teacher and student
+    ("weights", "holds 3 buildings model cards"),  # the shipped folder: teacher, student and the accurate ensemble
 ])
 def test_a_teacher_that_cannot_be_found_fails_in_one_line_without_a_bar(tmp_path, teacher, message):
     """A missing teacher card was found only once the distilling bar was drawn: two lines on stderr."""

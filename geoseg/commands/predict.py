@@ -85,7 +85,7 @@ def predict(
     profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students and their own GCN, ~5x faster on a CPU)."),
     context: Optional[int] = typer.Option(None, "--context", help="Context pixels read around each tile (default: enough for the model to see its card's tile size, and at least the card's min_context: 64 for --profile fast)."),
     runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on CPU, torch on CUDA) | torch | onnx | int8 (CPU: the U2-Net's "
-                                 "int8 graph for the accurate building head's U2-Net member, ~2x faster, see docs/predict.md; heads without one run onnx)."),
+                                 "int8 graph for the accurate building head's U2-Net member, which ran ~2x faster alone, see docs/predict.md; heads without one run onnx)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Tiles per forward pass (default 1 on CPU, 8 on CUDA)."),
     min_area: Optional[float] = typer.Option(None, "--min-area", help="Smallest building kept, square metres (default: the building model card's tuned value: "
                                                  "60 accurate, 40 fast; 3 for a card without one)."),

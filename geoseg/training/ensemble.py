@@ -16,6 +16,7 @@ it on its own tiles (``geoseg.ensemble_heads``); the card's top-level tiling is 
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from torch import nn
 from geoseg import card as cards
 from geoseg.ensemble_heads import TILING_KEYS
 from geoseg.models.ensemble import ProbabilityMean
+from tiles.splits import file_sha256
 
 #: card keys every member must share (what the pipeline feeds the one head and reads from it)
 SHARED_KEYS = ("task", "classes", "bands", "normalisation", "gsd_m")
@@ -46,9 +48,15 @@ def _member_record(card: dict[str, Any]) -> dict[str, Any]:
                      if k in training},
         "code_version": card.get("code_version"),
         "date": card.get("date"),
-        # the member's int8 graph (found beside the ensemble's card; ``geoseg.infer.int8_graph``)
-        **({"int8_onnx": card["int8_onnx"]} if card.get("int8_onnx") else {}),
+        **({"int8_onnx": _member_graph(card)} if card.get("int8_onnx") else {}),
     }
+
+
+def _member_graph(card: dict[str, Any]) -> dict[str, Any]:
+    """A member's int8 graph entry, with the graph file's SHA-256: the graph is copied beside the
+    ensemble's card (``main``), and ``geoseg.infer.int8_graph`` refuses a file changed since."""
+    graph = Path(card["card_path"]).parent / card["int8_onnx"]["file"]
+    return card["int8_onnx"] | {"graph_sha256": file_sha256(graph) if graph.is_file() else None}
 
 
 def build_ensemble(card_paths: list[Path], name: str) -> tuple[nn.Module, dict[str, Any]]:
@@ -94,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         ap.error(str(exc))
     path = cards.save_model(model, card, args.out)
+    for source, record in zip(args.members, card["ensemble"]["members"], strict=True):
+        graph = cards.find_card(source).parent / record["int8_onnx"]["file"] if "int8_onnx" in record else None
+        if graph is not None and graph.is_file() and graph.parent.resolve() != args.out.resolve():
+            shutil.copy(graph, args.out / graph.name)  # beside the ensemble's card, where predict looks
     print(f"{path}: {len(args.members)} members, {sum(p.numel() for p in model.parameters()):,} parameters")
     return 0
 

@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--card", type=Path, default=None, help="building model card (default: the shipped one)")
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--profile", choices=("accurate", "fast"), default="accurate",
-                   help="which shipped heads (teacher or students) to cache")
+                   help="which shipped heads (the accurate ones or the students) to cache")
     s = sub.add_parser("sweep", help="score settings on the cached validation scenes; print the best")
     s.add_argument("--cache", type=Path, required=True)
     s.add_argument("--json", type=Path, default=None, help="write every scored setting here")
