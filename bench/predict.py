@@ -18,7 +18,7 @@ vector  : the same synthetic building mask (rectangles, touching rows of houses,
           through ``geoseg.vectorize`` (separating, simplifying, merging across strips) with 1
           and 2 threads; median and range of paired runs (``--vector-repeats``).
 pairs   : paired runs with a pipeline switch off and on (``--toggle classmap-thread``: the class
-          map after vs beside the building model; ``ort-spinning``: ONNX Runtime's busy-waiting;
+          map after vs beside the building model; ``ort-spinning``: ONNX Runtime's busy-waiting; ``ort-arena``: its CPU memory arena;
           ``int8``: ``--runtime onnx`` vs ``--runtime int8``).
 memory  : peak RSS of predict_scene in a fresh process, 1 Mpx scene vs zanzibar_z21_1 (33.5 Mpx).
 seams   : building masks of each --scene from 256 and 1024 px tiles (``--tile-sizes``: any, pairwise),
@@ -99,6 +99,7 @@ def bench_speed(scene: Path, device: str, profiles: list[str], threads: int, mod
 #: --what pairs --toggle NAME: a module switch measured off vs on in alternating runs
 TOGGLES = {"classmap-thread": ("geoseg.pipeline", "OVERLAP_CLASSMAP"),  # class map beside the building model
            "ort-spinning": ("geoseg.infer", "ORT_SPINNING"),  # ONNX Runtime workers busy-wait between runs
+           "ort-arena": ("geoseg.infer", "ORT_ARENA"),  # ONNX Runtime keeps the buffers it grew for reuse
            "int8": ("options", "runtime")}  # PredictOptions.runtime 'onnx' (off) vs 'int8' (on)
 
 

@@ -214,6 +214,8 @@ def int8_graph(card: dict[str, Any], notes: list[str] | None = None) -> Path | N
 
 #: let ONNX Runtime's worker threads spin between runs (off: see TileModel)
 ORT_SPINNING = False
+#: ONNX Runtime's CPU memory arena (off: see TileModel)
+ORT_ARENA = False
 
 
 class TileModel:
@@ -254,6 +256,12 @@ class TileModel:
             # reads and the class map running beside the model (fast profile, 2 cores: medians +1-7 %
             # in three paired sittings, accurate within noise; bench/predict.py --toggle ort-spinning)
             options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_SPINNING else "0")
+            # ORT's arena keeps every buffer it ever grew for reuse: the accurate profile (its building head two
+            # members since session 25) peaked at 2608 MiB on zanzibar_z21_1 with it, over the 2.5 GB goal, and
+            # 1551 MiB without; the fast one 1211 -> 1005 MiB. It costs speed: accurate 0.140 -> 0.119 Mpx/s,
+            # fast 0.752 -> 0.708 (bench/predict.py --what memory; --what pairs --toggle ort-arena). Without
+            # the building heads' arenas alone the accurate ratio to a 1 Mpx scene stayed over 1.3x (1.35x).
+            options.enable_cpu_mem_arena = ORT_ARENA
             graph = graph or export_onnx(self.head, card, with_features)
             self._session = ort.InferenceSession(str(graph), options,
                                                  providers=["CPUExecutionProvider"])
