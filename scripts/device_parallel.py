@@ -218,7 +218,8 @@ def work_student(args) -> None:
 
     teacher, tcard = load_model(args.teacher, device=args.device)
     data = load_pack(args.chips, args.task, args.dry, args.pack)
-    if args.task == "landcover" and "tiles 1-5" in str(tcard["training"].get("splits", {}).get("train", "")):
+    teacher_saw_val = "tiles 1-5" in str(tcard["training"].get("splits", {}).get("train", ""))
+    if args.task == "landcover" and teacher_saw_val and not args.hold_val:
         data = with_val_as_train(data)  # the student learns from the same chips as its teacher
     splits = split_packed(data)
     train: ChipArrays = splits["train"]
@@ -605,6 +606,9 @@ def main(argv: list[str] | None = None) -> int:
                          "jitter: colour jitter only, as run 3's students)")
     ap.add_argument("--student-arch", choices=["fastsegnet", "lite0"], default="fastsegnet",
                     help="student: the shipped separable U-Net from scratch, or EfficientNet-Lite0 from ImageNet")
+    ap.add_argument("--hold-val", action="store_true",
+                    help="student, land cover: keep tile 5 out of training (scored as the card's 'val'), so that a "
+                         "student can be chosen there; by default it trains on tiles 1-5 as its teacher did")
     ap.add_argument("--cudnn-benchmark", choices=["on", "off"], default="off",
                     help="teacher-buildings: cuDNN autotuning of each crop size. Run 6 (on, H200) made 12-14 steps in "
                          "its first 50-90 s; run 8 (off, H100) made 139 in its first 20 s and ~9 a second after")
