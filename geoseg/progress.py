@@ -62,7 +62,8 @@ class StageCosts:
 #: class map and vectorising; the other CPU-side stages as on the CPU.
 #: Since session 25 the accurate building head runs the U2-Net (3.3, int8 1.7) and a LiteUNet (as the fast
 #: student, 0.28; on CUDA 0.056 + 0.03) each on its own tiles: their sum (+5 to +25 % end to end on the CPU in
-#: bench/predict.py --what speed; not timed on a GPU).
+#: bench/predict.py --what speed; not timed on a GPU). Since session 26 the fast building head is a LiteUNet too:
+#: its stage took 2.07 s against the FastSegNet's 2.03 s on zanzibar_z19_1 in one run, so its cost stays.
 STAGE_COSTS: dict[tuple[str, str], StageCosts] = {
     ("cpu", "accurate"): StageCosts(read=0.03, landcover=4.0, gcn=2.0, buildings=3.6, buildings_int8=2.0,
                                     classmap=0.16, vectorize=0.09, regularize=0.15, write=0.015, beside=0.75),
