@@ -213,7 +213,7 @@ def work_student(args) -> None:
     from geoseg.card import load_model, save_model
     from geoseg.training.chip_batches import ChipArrays, split_packed
     from geoseg.training.chip_scores import evaluate
-    from geoseg.training.distill import distill, new_student, student_card
+    from geoseg.training.distill import PRETRAINED_CREDIT, distill, new_student, student_card
     from geoseg.training.teacher_maps import cache_teacher
 
     teacher, tcard = load_model(args.teacher, device=args.device)
@@ -237,16 +237,21 @@ def work_student(args) -> None:
                   augment=STUDENT_INPUTS.get(args.student_input))
     metrics = {s: evaluate(student, tcard, args.task, splits[s], args.device, 4 if args.dry else 32)
                for s in ("val", "test") if s in splits}
-    metrics["command"] = run_command(args) + f" (student {args.task} {args.losses})"
+    metrics["command"] = (f"python3 scripts/device_parallel.py student --task {args.task} --losses {args.losses} "
+                          f"--teacher {args.teacher} --student-arch {args.student_arch} --seed {args.seed} "
+                          f"--steps {args.steps}" + (" --hold-val" if args.hold_val else ""))
     training = {"data": f".chips/{args.pack or args.task}.npz", "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
                 "steps": run.steps, "step_cap": args.steps, "minutes": round(run.seconds / 60, 2),
                 "batch_size": 2 if args.dry else 32, "first_loss": round(run.first_loss, 4),
                 "last_loss": round(run.last_loss, 4), "teacher_cache_seconds": round(cache_s, 1),
                 "splits": {s: len(c) for s, c in splits.items()},
-                "schedule": "the three loss variants of this task trained at the same time on one GPU, "
-                            "same step cap and deadline",
+                "schedule": args.schedule,
                 "student_input": args.student_input or f"{args.task} default", "student_arch": args.student_arch}
+    if args.student_arch == "lite0":  # its encoder started from ImageNet weights: say so and credit them
+        training["pretrained"] = PRETRAINED_CREDIT
     card = student_card(tcard, student, args.losses, training, metrics)
+    if args.student_arch == "lite0":
+        card["credits"] = [*card["credits"], PRETRAINED_CREDIT]
     card["name"] = f"{tcard['name']}-fast-{args.losses.replace('+', '-')}" + ("-lite0" if args.student_arch == "lite0" else "")
     save_model(student, card, args.work)
 
@@ -606,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
                          "jitter: colour jitter only, as run 3's students)")
     ap.add_argument("--student-arch", choices=["fastsegnet", "lite0"], default="fastsegnet",
                     help="student: the shipped separable U-Net from scratch, or EfficientNet-Lite0 from ImageNet")
+    ap.add_argument("--schedule", default="the three loss variants of this task trained at the same time on one GPU, "
+                    "same step cap and deadline", help="student: how the run shared the GPU, for the card")
     ap.add_argument("--hold-val", action="store_true",
                     help="student, land cover: keep tile 5 out of training (scored as the card's 'val'), so that a "
                          "student can be chosen there; by default it trains on tiles 1-5 as its teacher did")

@@ -21,31 +21,36 @@ DRY=${DRY:-}
 T0=$(date +%s)
 W=${WORK:-/tmp/w10}/p$PART
 mkdir -p "$W/lc" "$W/b" "$OUT"
+OUT=$(cd "$OUT" && pwd)  # the tarball is written from inside $W
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 GEOSEG_PRETRAINED=${GEOSEG_PRETRAINED:-$PWD/.chips/efficientnet-lite0.pth}
 P="python3 scripts/device_parallel.py"
 deadline=$((T0 + END_S - 30))
+case "$PART" in 1|2) ;; *) echo "PART must be 1 or 2" >&2; exit 2;; esac
 if [ "$PART" = 1 ]; then
+  SCHEDULE="call 1 of GPU run 10: four land-cover and four LiteUNet building students at once on one GPU, each to its step cap"
   seeds="2 3"
   for seed in 0 1 2 3; do
     name=lc-hv-ce-ace-csc-s$seed
     $P student --task landcover --losses ce+ace+csc --hold-val --teacher geoseg/weights/landcover-attresunet.json \
-      --chips .chips --work "$W/lc/$name" --seed "$seed" --steps "${LC_STEPS:-2500}" --deadline "$deadline" \
+      --schedule "$SCHEDULE" --chips .chips --work "$W/lc/$name" --seed "$seed" --steps "${LC_STEPS:-2500}" --deadline "$deadline" \
       $DRY >"$W/lc/$name.log" 2>&1 &
   done
 else
+  SCHEDULE="call 2 of GPU run 10: four LiteUNet building students at once on one GPU, each to its step cap"
   seeds="4 5"
 fi
 for losses in ce+ace+csc ce; do
   for seed in $seeds; do
     name=b-lite0-${losses//+/-}-s$seed
     $P student --task buildings --losses "$losses" --teacher geoseg/weights/buildings-u2net.json \
-      --student-arch lite0 --chips .chips --work "$W/b/$name" --seed "$seed" --steps "${B_STEPS:-3000}" \
+      --student-arch lite0 --schedule "$SCHEDULE" --chips .chips --work "$W/b/$name" --seed "$seed" --steps "${B_STEPS:-3000}" \
       --deadline "$deadline" $DRY >"$W/b/$name.log" 2>&1 &
   done
 done
 wait
 echo "students done at $(($(date +%s) - T0)) s"
 for f in "$W"/*/*/*.json; do
+  [ -f "$f" ] || { echo "no card written: see $W/*/*.log"; continue; }
   python3 -c "import json,sys; c=json.load(open(sys.argv[1])); t=c['training']; m=c['metrics']
 k='miou' if c['task']=='landcover' else 'pixel_iou'
 print(sys.argv[1].split('/')[-2], t['steps'], t['minutes'], {s: round(m[s][k], 4) for s in ('val','test') if s in m and k in m[s]})" "$f"

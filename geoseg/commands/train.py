@@ -87,8 +87,9 @@ def train(
     ),
     student: Optional[str] = typer.Option(
         None, "--student",
-        help="With --teacher: the student's network: fastsegnet (the shipped students', from scratch; the default) "
-             "or lite0 (an EfficientNet-Lite0 encoder that starts from ImageNet weights).",
+        help="With --teacher: the student's network: fastsegnet (from scratch, the shipped land-cover student's; the "
+             "default) or lite0 (an EfficientNet-Lite0 encoder that starts from ImageNet weights, the shipped "
+             "building student's).",
     ),
     name: Optional[str] = typer.Option(
         None, "--name",
