@@ -219,8 +219,8 @@ def work_student(args) -> None:
     teacher, tcard = load_model(args.teacher, device=args.device)
     data = load_pack(args.chips, args.task, args.dry, args.pack)
     teacher_saw_val = "tiles 1-5" in str(tcard["training"].get("splits", {}).get("train", ""))
-    if args.task == "landcover" and teacher_saw_val and not args.hold_val:
-        data = with_val_as_train(data)  # the student learns from the same chips as its teacher
+    if args.train_on_val or (args.task == "landcover" and teacher_saw_val and not args.hold_val):
+        data = with_val_as_train(data)  # the teacher's chips, or a chosen recipe refitted on every labelled area
     splits = split_packed(data)
     train: ChipArrays = splits["train"]
     cache = None
@@ -239,7 +239,8 @@ def work_student(args) -> None:
                for s in ("val", "test") if s in splits}
     metrics["command"] = (f"python3 scripts/device_parallel.py student --task {args.task} --losses {args.losses} "
                           f"--teacher {args.teacher} --student-arch {args.student_arch} --seed {args.seed} "
-                          f"--steps {args.steps}" + (" --hold-val" if args.hold_val else ""))
+                          f"--steps {args.steps}" + (" --hold-val" if args.hold_val else "")
+                          + (" --train-on-val" if args.train_on_val else ""))
     training = {"data": f".chips/{args.pack or args.task}.npz", "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
                 "steps": run.steps, "step_cap": args.steps, "minutes": round(run.seconds / 60, 2),
                 "batch_size": 2 if args.dry else 32, "first_loss": round(run.first_loss, 4),
@@ -613,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="student: the shipped separable U-Net from scratch, or EfficientNet-Lite0 from ImageNet")
     ap.add_argument("--schedule", default="the three loss variants of this task trained at the same time on one GPU, "
                     "same step cap and deadline", help="student: how the run shared the GPU, for the card")
+    ap.add_argument("--train-on-val", action="store_true",
+                    help="student: train on the train and val chips, a final refit of a recipe chosen before: "
+                         "the card has no 'val' metrics, and no validation area is left to choose its rules on")
     ap.add_argument("--hold-val", action="store_true",
                     help="student, land cover: keep tile 5 out of training (scored as the card's 'val'), so that a "
                          "student can be chosen there; by default it trains on tiles 1-5 as its teacher did")
@@ -620,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="teacher-buildings: cuDNN autotuning of each crop size. Run 6 (on, H200) made 12-14 steps in "
                          "its first 50-90 s; run 8 (off, H100) made 139 in its first 20 s and ~9 a second after")
     args = ap.parse_args(argv)
+    if args.train_on_val and args.hold_val:
+        ap.error("--train-on-val trains on the validation chips that --hold-val keeps out: give one")
     if args.device == "cpu":
         torch.set_num_threads(1)
     else:

@@ -1,0 +1,39 @@
+#!/bin/bash
+# GPU run 11 (registered in session 26, docs/models.md "After run 10", committed before any lease call), one call:
+#   `bash scripts/device_run11.sh $OUT 400`
+# Four LiteUNet building students, CE+ACE+CSC from the shipped U2-Net, the recipe of the shipped fast head (GPU run 10:
+# ImageNet start, the whole photometric chain, 3000 steps of batch 32), refitted on every labelled building area
+# (--train-on-val: Zanzibar 1-2 and Nairobi 1-2, 366 chips; Kampala stays the test area), seeds 0-3 at once.
+# END_S (seconds after the start) is a deadline that should not bind; a card under its step cap is reported as such.
+# Carry: .chips/buildings.npz and .chips/efficientnet-lite0.pth (scripts/device_run9.sh's header says how to make them);
+# tree (37.9 MB in session 26) + carry (19.6 MB) = 55 MiB, under the 64 MiB limit: nothing needs moving aside.
+# Back in OUT (8 files at most come back): s0.pt .. s3.pt, cards.tgz (cards + logs) and students.log.
+# CPU check of the plumbing: PATH=$PWD/.venv/bin:$PATH DRY=--dry B_STEPS=2 bash scripts/device_run11.sh /tmp/dry11 300
+set -u
+OUT=${1:?usage: device_run11.sh OUT END_S}
+END_S=${2:-400}
+DRY=${DRY:-}
+T0=$(date +%s)
+W=${WORK:-/tmp/w11}
+mkdir -p "$W" "$OUT"
+OUT=$(cd "$OUT" && pwd)
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 GEOSEG_PRETRAINED=${GEOSEG_PRETRAINED:-$PWD/.chips/efficientnet-lite0.pth}
+deadline=$((T0 + END_S - 30))
+for seed in 0 1 2 3; do
+  python3 scripts/device_parallel.py student --task buildings --losses ce+ace+csc --train-on-val \
+    --teacher geoseg/weights/buildings-u2net.json --student-arch lite0 --chips .chips --work "$W/s$seed" \
+    --schedule "GPU run 11: four LiteUNet building students at once on one GPU, each to its step cap" \
+    --seed "$seed" --steps "${B_STEPS:-3000}" --deadline "$deadline" $DRY >"$W/s$seed.log" 2>&1 &
+done
+wait
+echo "students done at $(($(date +%s) - T0)) s"
+for seed in 0 1 2 3; do
+  f=$(ls "$W/s$seed"/*.json 2>/dev/null | head -1)
+  [ -n "$f" ] || { echo "s$seed: no card written (see $W/s$seed.log)"; continue; }
+  python3 -c "import json,sys; c=json.load(open(sys.argv[1])); t=c['training']
+print(sys.argv[2], t['steps'], 'of', t['step_cap'], t['minutes'], 'min', 'kampala chips', round(c['metrics']['test']['pixel_iou'], 4))" "$f" "s$seed"
+  cp "${f%.json}.pt" "$OUT/s$seed.pt"
+done | tee "$OUT/students.log"
+tail -n 3 "$W"/s*.log >>"$OUT/students.log"
+(cd "$W" && tar czf "$OUT/cards.tgz" s*/*.json s*.log)
+echo "all done at $(($(date +%s) - T0)) s"
