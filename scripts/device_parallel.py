@@ -251,8 +251,6 @@ def work_student(args) -> None:
     if args.student_arch == "lite0":  # its encoder started from ImageNet weights: say so and credit them
         training["pretrained"] = PRETRAINED_CREDIT
     card = student_card(tcard, student, args.losses, training, metrics)
-    if args.student_arch == "lite0":
-        card["credits"] = [*card["credits"], PRETRAINED_CREDIT]
     card["name"] = f"{tcard['name']}-fast-{args.losses.replace('+', '-')}" + ("-lite0" if args.student_arch == "lite0" else "")
     save_model(student, card, args.work)
 

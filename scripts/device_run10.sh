@@ -1,5 +1,5 @@
 #!/bin/bash
-# GPU run 10 (session 26; registered in docs/models.md "After run 9" and /work/stage26/pre/PREREG.md), in two lease
+# GPU run 10 (session 26; registered in docs/models.md "After run 9" and in a pre-registration outside the repo), in two lease
 # calls: `bash scripts/device_run10.sh OUT END_S 1`, then, if the lease leaves time, `... OUT END_S 2`.
 #   call 1: A. four land-cover students CE+ACE+CSC, seeds 0-3, 2500 steps, trained on Dubai tiles 1-4 only
 #              (--hold-val: tile 5 is each card's `val`, tile 6 its `test`);

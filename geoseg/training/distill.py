@@ -321,6 +321,9 @@ def student_card(
         code_version=code_version(),
         credits=teacher_card.get("credits") or (CREDITS_BUILDINGS if task == "buildings" else CREDITS_LANDCOVER),
     )
+    # an encoder that started from others' weights: their credit too
+    if training.get("pretrained") and training["pretrained"] not in card["credits"]:
+        card["credits"] = [*card["credits"], training["pretrained"]]
     return card
 
 
@@ -467,8 +470,6 @@ def train_student(
     # the student learnt from these chips and from its teacher: both sources' credits (the chips' say
     # when their licences were not recorded), as a fine-tuned teacher keeps its --init model's
     card["credits"] = list(dict.fromkeys([*data_credits(dataset, task), *card["credits"]]))
-    if "pretrained" in training:
-        card["credits"].append(PRETRAINED_CREDIT)
     if bands is not None:  # trained on these chips: predict must read the bands they were cut from
         card["bands"] = list(bands)
     card["tile_size"] = chip_window(dataset)  # scored on these chips, not at its teacher's window
