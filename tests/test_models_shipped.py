@@ -50,3 +50,19 @@ def test_buildings_found_in_kampala():
     pred = _predict(model, card, img) >= 1
     iou = (pred & truth).sum() / (pred | truth).sum()
     assert truth.mean() > 0.05 and iou > 0.25, iou
+
+
+def test_shipped_cards_credit_every_source_of_their_weights():
+    """A card whose network (or a member of it) started from ImageNet weights credits them, as the
+    licence of those weights asks; session 26's fast building card first shipped without it."""
+    from geoseg.paths import weights_dir
+    from geoseg.training.distill import PRETRAINED_CREDIT
+
+    cards = [read_card(p) for p in sorted(weights_dir().glob("*.json"))]
+    lite = [c for c in cards if c.get("architecture") == "LiteUNet"
+            or any(m.get("architecture") == "LiteUNet" for m in c.get("ensemble", {}).get("members", []))]
+    assert {c["name"] for c in lite} >= {"buildings-u2net-fast", "buildings-u2net-lite0"}
+    for card in lite:
+        assert any(credit.startswith(PRETRAINED_CREDIT) for credit in card["credits"]), card["name"]
+    for card in cards:
+        assert any("OpenStreetMap" in c or "Humans in the Loop" in c or "MBRSC" in c for c in card["credits"]), card["name"]
