@@ -21,18 +21,15 @@ mkdir -p "$W" "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 GEOSEG_PRETRAINED=${GEOSEG_PRETRAINED:-$PWD/.chips/efficientnet-lite0.pth}
 deadline=$((T0 + END_S - 30))
-for seed in 0 1 2 3; do
-  python3 scripts/device_parallel.py student --task buildings --losses ce+ace+csc --train-on-val \
-    --teacher geoseg/weights/buildings-u2net.json --student-arch lite0 --chips .chips --work "$W/s$seed" \
+student() {  # NAME SEED LOSSES [more device_parallel.py options]: one LiteUNet from the shipped U2-Net, in the background
+  local name=$1 seed=$2 losses=$3; shift 3
+  python3 scripts/device_parallel.py student --task buildings --losses "$losses" "$@" \
+    --teacher geoseg/weights/buildings-u2net.json --student-arch lite0 --chips .chips --work "$W/$name" \
     --schedule "GPU run 11: six LiteUNet building students at once on one GPU, each to its step cap" \
-    --seed "$seed" --steps "${B_STEPS:-3000}" --deadline "$deadline" $DRY >"$W/s$seed.log" 2>&1 &
-done
-for seed in 0 1; do
-  python3 scripts/device_parallel.py student --task buildings --losses ce+ace \
-    --teacher geoseg/weights/buildings-u2net.json --student-arch lite0 --chips .chips --work "$W/ace$seed" \
-    --schedule "GPU run 11: six LiteUNet building students at once on one GPU, each to its step cap" \
-    --seed "$seed" --steps "${B_STEPS:-3000}" --deadline "$deadline" $DRY >"$W/ace$seed.log" 2>&1 &
-done
+    --seed "$seed" --steps "${B_STEPS:-3000}" --deadline "$deadline" $DRY >"$W/$name.log" 2>&1 &
+}
+for seed in 0 1 2 3; do student "s$seed" "$seed" ce+ace+csc --train-on-val; done
+for seed in 0 1; do student "ace$seed" "$seed" ce+ace; done
 wait
 echo "students done at $(($(date +%s) - T0)) s"
 for name in s0 s1 s2 s3 ace0 ace1; do
