@@ -3,6 +3,7 @@
     .venv/bin/python bench/robustness.py                                   # validation: nairobi_z19_2, both profiles
     .venv/bin/python bench/robustness.py --scenes kampala_z19_1,kampala_z19_2   # the test area, for the record only
     .venv/bin/python bench/robustness.py --profiles fast --shifts gsd0.5,uint16 --keep /tmp/me/shifted
+    .venv/bin/python bench/robustness.py --profiles fast --shifts gsd1.0 --buildings-model CANDIDATE_DIR
 
 Each shift is a plain transform of a real scene (GDAL/rasterio/numpy, georeferencing kept correct),
 written as a new GeoTIFF under a temp dir (or ``--keep``):
@@ -256,6 +257,8 @@ def main() -> None:
     parser.add_argument("--profiles", default="accurate,fast")
     parser.add_argument("--shifts", default=",".join(SHIFTS))
     parser.add_argument("--keep", type=Path, default=None, help="write the shifted copies and predictions here")
+    parser.add_argument("--buildings-model", type=Path, default=None,
+                        help="a candidate building model (card or folder) instead of the profile's shipped one")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     shifts = args.shifts.split(",")
@@ -275,14 +278,15 @@ def main() -> None:
         copies = {name: make_shift(name, scene, work) for name in shifts}
         for profile in args.profiles.split(","):
             base = work / f"{stem}.base.{profile}"
-            report = predict_buildings(scene, base, profile)
+            report = predict_buildings(scene, base, profile, model=args.buildings_model)
             iou, f1 = score_buildings(base, labels)
             print(f"| {stem} | none | {profile} | {report['gsd']['input_m']:.3f} | {report['counts']['buildings']} "
                   f"| {_area(base):.0f} | {iou:.4f} | {f1:.4f} | | | |", flush=True)
             for name, path in copies.items():
                 out = work / f"{stem}.{name}.{profile}"
                 try:
-                    report = predict_buildings(path, out, profile, bands=SHIFT_BANDS.get(name))
+                    report = predict_buildings(path, out, profile, model=args.buildings_model,
+                                               bands=SHIFT_BANDS.get(name))
                 except Exception as exc:  # a crash is a finding: say it in the table and go on
                     print(f"| {stem} | {name} | {profile} | | | | FAILED: {type(exc).__name__}: "
                           f"{' '.join(str(exc).split())[:120]} | | | | |", flush=True)

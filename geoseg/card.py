@@ -252,7 +252,17 @@ def read_card(path: Path) -> dict[str, Any]:
         raise ModelCardError(f"model card {path} lacks {missing}")
     _check_window(card.get("window"), path)
     _check_uncertain_scene(card.get("uncertain_scene"), path)
+    _check_max_upsampling(card.get("max_upsampling"), path)
     return card
+
+
+def _check_max_upsampling(cap: Any, path: Path) -> None:
+    """A card's optional ``max_upsampling`` (``geoseg.tiled_inference.upsampling_cap``) must be a
+    number from 1 to 10: past ``geoseg.coarse_input.MAX_COARSER`` an input is refused anyway."""
+    if cap is None:
+        return
+    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 1 <= cap <= 10:
+        raise ModelCardError(f"model card {path}: max_upsampling must be a number from 1 to 10, got {cap!r}")
 
 
 def _check_uncertain_scene(rule: Any, path: Path) -> None:

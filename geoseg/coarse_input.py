@@ -1,7 +1,7 @@
 """Inputs far coarser than the models' working GSD: refused before any work, unless asked for.
 
 Why: each head runs at its card's GSD (buildings 0.3 m, land cover 1.1 m for the shipped models),
-and upsampling is capped at ``geoseg.tiled_inference.MAX_UPSAMPLING`` (2x). A raster of a
+and upsampling is capped (``geoseg.tiled_inference.upsampling_cap``: 2x unless a card says more). A raster of a
 continent in a few hundred pixels (world.rgb.tif: 78 km pixels, 260 000x the building model's
 0.3 m) ran with only the warning "upsampled 2x only, expect poor results" and wrote a class map
 and buildings of no meaning. Past ``MAX_COARSER`` times a head's working GSD what the head maps
@@ -18,6 +18,7 @@ from typing import Any
 from geoseg import card as cards
 from geoseg.card import task_card_path
 from geoseg.options import PredictOptions
+from geoseg.tiled_inference import MAX_UPSAMPLING, upsampling_cap
 
 __all__ = ["MAX_COARSER", "TooCoarse", "requested_cards", "too_coarse"]
 
@@ -49,6 +50,7 @@ class TooCoarse:
     model_gsd: float
     #: the other head asked for, when its model is within the limit: (task, model, its GSD)
     within: tuple[str, str, float] | None = None
+    max_upsampling: float = MAX_UPSAMPLING  # the head's cap (``upsampling_cap``), for the message
 
     @property
     def ratio(self) -> float:
@@ -63,7 +65,7 @@ class TooCoarse:
         digits = _digits_apart(self.input_gsd, MAX_COARSER * self.model_gsd)
         return (f"input GSD {_length(self.input_gsd, digits)} is {ratio}x the {self.model_gsd:.3g} m the "
                 f"{self.model} model works at (more than {MAX_COARSER:g}x: {what} is at most a pixel or two "
-                f"across, and inputs are upsampled 2x at most)")
+                f"across, and inputs are upsampled {self.max_upsampling:g}x at most)")
 
     def advice(self, only: str, georeferencing: str | None, anyway: str, verb: str = "give") -> str:
         """``reason`` and the ways past it: finer imagery, ``only`` (how to ask for the other output
@@ -102,11 +104,11 @@ def too_coarse(input_gsd: float | None, options: PredictOptions) -> TooCoarse | 
     (also with ``options.allow_coarse``)."""
     if input_gsd is None or options.allow_coarse:
         return None
-    gsds = {task: (str(card.get("name", task)), float(card["gsd_m"]))
-            for task, card in requested_cards(options).items() if card.get("gsd_m")}
+    found = requested_cards(options)
+    gsds = {task: (str(card.get("name", task)), float(card["gsd_m"])) for task, card in found.items() if card.get("gsd_m")}
     over = {task: input_gsd / gsd for task, (_, gsd) in gsds.items() if input_gsd / gsd > MAX_COARSER}
     if not over:
         return None
     task = max(over, key=over.get)
     within = next(((t, *gsds[t]) for t in gsds if t not in over), None)
-    return TooCoarse(input_gsd, task, *gsds[task], within=within)
+    return TooCoarse(input_gsd, task, *gsds[task], within=within, max_upsampling=upsampling_cap(found[task]))

@@ -47,7 +47,8 @@ from geoseg.options import PredictError, PredictOptions
 from geoseg.progress import StageProgress, StageWork, run_seconds, stage_weights, tracing_share
 from geoseg.request_record import request_record
 from geoseg.strict_json import json_safe
-from geoseg.tiled_inference import HeadResult, TilePlan, gsd_scale, head_plan, plan_tiles, run_head, scene_gsd
+from geoseg.tiled_inference import (HeadResult, TilePlan, gsd_scale, head_plan, plan_tiles, run_head, scene_gsd,
+                                   upsampling_cap)
 from geoseg.valid_area import all_valid
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import dataset_gsd_m, has_lonlat
@@ -195,7 +196,8 @@ def expected_seconds(input_path: RasterPath, options: PredictOptions) -> float |
         for task in ("landcover", "buildings"):
             if task in cards:
                 card = cards[task]
-                target = scene_gsd(float(card["gsd_m"]) if card.get("gsd_m") else None, native_gsd, input_gsd)
+                target = scene_gsd(float(card["gsd_m"]) if card.get("gsd_m") else None, native_gsd, input_gsd,
+                                   upsampling_cap(card))
                 scale = native_gsd / target if target and native_gsd else 1.0
                 plans[task] = plan_tiles(max(1, round(width * scale)), max(1, round(height * scale)), card, options)
         work = _work_of(plans, cards, options, device, width * height, _nodata_cut(input_path, None))

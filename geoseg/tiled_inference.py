@@ -27,7 +27,7 @@ from tiles.source import Scene
 from tiles.stitch import BlendingWriter
 
 __all__ = ["HeadResult", "MAX_UPSAMPLING", "TilePlan", "gsd_scale", "head_plan", "plan_tiles", "run_head",
-           "scene_gsd"]
+           "scene_gsd", "upsampling_cap"]
 
 
 @dataclass
@@ -50,8 +50,17 @@ class HeadResult:
     members: tuple["HeadResult", ...] = ()
 
 
-#: never upsample the input more than this per axis (a 30 m scene must not become a 0.3 m one)
+#: never upsample the input more than this per axis (a 30 m scene must not become a 0.3 m one),
+#: unless the head's card says otherwise (``upsampling_cap``)
 MAX_UPSAMPLING = 2.0
+
+
+def upsampling_cap(card: dict[str, Any]) -> float:
+    """How far the head of ``card`` upsamples a coarse input, per axis: the card's ``max_upsampling``,
+    else ``MAX_UPSAMPLING``. Why per card: a head that gives its polygons back when a 1 m scene
+    reaches it at its own 0.3 m (docs/predict.md, robustness) can say so without making every head
+    pay the 11x pixels."""
+    return float(card.get("max_upsampling") or MAX_UPSAMPLING)
 
 
 def gsd_scale(input_gsd: float | None, native_gsd: float | None) -> float:
@@ -60,16 +69,18 @@ def gsd_scale(input_gsd: float | None, native_gsd: float | None) -> float:
     return input_gsd / native_gsd if input_gsd and native_gsd else 1.0
 
 
-def scene_gsd(model_gsd: float | None, native_gsd: float | None, input_gsd: float | None) -> float | None:
+def scene_gsd(model_gsd: float | None, native_gsd: float | None, input_gsd: float | None,
+              max_upsampling: float = MAX_UPSAMPLING) -> float | None:
     """Target GSD to open the Scene at, in the file's own measure (None: no resampling).
 
     With ``--gsd`` the user says one pixel is really ``input_gsd`` metres; the Scene
     measures ``native_gsd``, so the model's ``model_gsd`` maps to ``model_gsd * native / input``.
-    Upsampling is capped at ``MAX_UPSAMPLING`` so memory and time stay bounded.
+    Upsampling is capped at ``max_upsampling`` (a head's ``upsampling_cap``) so memory and time stay
+    bounded.
     """
     if model_gsd is None or native_gsd is None or input_gsd is None:
         return None
-    return max(model_gsd / gsd_scale(input_gsd, native_gsd), native_gsd / MAX_UPSAMPLING)
+    return max(model_gsd / gsd_scale(input_gsd, native_gsd), native_gsd / max_upsampling)
 
 
 def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
@@ -152,7 +163,7 @@ def _open_working_grid(input_path: RasterPath, card: dict[str, Any], options: Pr
                        input_gsd: float | None, grid: dict) -> Scene:
     model_gsd = float(card["gsd_m"]) if card.get("gsd_m") else None
     return Scene(input_path, bands=grid.get("bands", options.bands),
-                 gsd=scene_gsd(model_gsd, grid["native_gsd"], input_gsd))
+                 gsd=scene_gsd(model_gsd, grid["native_gsd"], input_gsd, upsampling_cap(card)))
 
 
 def head_plan(input_path: RasterPath, card: dict[str, Any], options: PredictOptions, input_gsd: float | None,
@@ -173,10 +184,11 @@ def run_head(
     (land cover, whose class map must give every valid input pixel a class): such a head skips a
     tile only when no input pixel under it holds data, not when its working pixels read invalid,
     which a valid area under about one working pixel across does (``Scene.read_any_valid``)."""
-    target = scene_gsd(model.gsd_m, grid["native_gsd"], input_gsd)
-    if target is not None and model.gsd_m and input_gsd and input_gsd / MAX_UPSAMPLING > model.gsd_m * 1.01:
+    cap = upsampling_cap(model.card)
+    target = scene_gsd(model.gsd_m, grid["native_gsd"], input_gsd, cap)
+    if target is not None and model.gsd_m and input_gsd and input_gsd / cap > model.gsd_m * 1.01:
         notes.append(f"input GSD {input_gsd:.3g} m is much coarser than the {model.card.get('name')} model's "
-                     f"{model.gsd_m:.3g} m: upsampled {MAX_UPSAMPLING:g}x only, expect poor results")
+                     f"{model.gsd_m:.3g} m: upsampled {cap:g}x only, expect poor results")
     with _open_working_grid(input_path, model.card, options, input_gsd, grid) as scene:
         if min(scene.width, scene.height) < TILE_MULTIPLE:  # less than one cell of the networks' coarsest map
             notes.append(f"the scene is {scene.width} x {scene.height} px at the {model.card.get('name')} model's "

@@ -434,6 +434,45 @@ def test_a_cards_window_fixes_its_heads_tiles_whatever_the_tile_size(tmp_path):
             read_card(path)
 
 
+def test_a_cards_max_upsampling_lets_its_head_reach_its_own_gsd_from_a_coarse_scene(tiny_models, tmp_path):
+    """Inputs are upsampled 2x at most, so a 1 m scene reached a 0.3 m building head at 0.5 m, with a
+    warning. A card's ``max_upsampling`` (4) lets its head work at its own 0.3 m: a 64 px crop of
+    kampala_z19_1 said to be 1 m a pixel is 213 working px across instead of 128, with no warning. A
+    bad value is refused when the card is read."""
+    import shutil
+
+    from geoseg.card import ModelCardError, read_card
+
+    with rasterio.open(SCENE) as src:
+        window = Window(200, 200, 64, 64)
+        pixels, profile, corner = src.read(window=window), dict(src.profile), src.window_transform(window)
+    for key in ("blockxsize", "blockysize", "jpeg_quality"):
+        profile.pop(key, None)
+    metres = 1.0 / 1.0039  # EPSG:3857 units near the equator: about 1 ground metre a pixel
+    profile.update(width=64, height=64, tiled=False, compress="deflate", photometric="RGB",
+                   transform=rasterio.Affine(metres, 0, corner.c, 0, -metres, corner.f))
+    coarse = tmp_path / "one_metre.tif"
+    with rasterio.open(coarse, "w", **profile) as dst:
+        dst.write(pixels)
+    capped = tmp_path / "capped"
+    shutil.copytree(Path(tiny_models["buildings"]).parent, capped)
+    card_path = capped / Path(tiny_models["buildings"]).name
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps(card | {"max_upsampling": 4}))
+    reports = {}
+    for name, card_dir in (("default", tiny_models["buildings"]), ("capped", str(card_path))):
+        models = dict(tiny_models, buildings=card_dir)
+        reports[name] = predict_scene(coarse, tmp_path / name, options(models, classmap=False))
+    widths = {name: r["tiles"]["buildings"]["working_width"] for name, r in reports.items()}
+    assert widths["default"] in range(126, 131) and widths["capped"] in range(210, 216), widths
+    assert any("upsampled 2x only" in w for w in reports["default"]["warnings"]), reports["default"]["warnings"]
+    assert not any("upsampled" in w for w in reports["capped"]["warnings"]), reports["capped"]["warnings"]
+    for bad in (0.5, 20, "4", True):
+        card_path.write_text(json.dumps(card | {"max_upsampling": bad}))
+        with pytest.raises(ModelCardError, match="max_upsampling"):
+            read_card(card_path)
+
+
 def test_accurate_profile_buildings_do_not_depend_on_the_tile_size(tmp_path):
     """The shipped teacher's prediction depends on the window that holds a pixel: on nairobi_z19_2
     its building masks at 256 and 1024 px tiles agreed at IoU 0.917 (sessions 7-17), under the
