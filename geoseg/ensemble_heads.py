@@ -12,6 +12,7 @@ runs as one module (``geoseg.models.ensemble``), as any other head.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from rasterio.windows import Window
 from torch import nn
 
 from geoseg.infer import TileModel
+from geoseg.notes import tell
 from geoseg.options import PredictOptions
 from geoseg.tiled_inference import HeadResult, RasterPath, run_head
 
@@ -31,6 +33,10 @@ TILING_KEYS = ("window", "tile_size", "min_context")
 #: keys of the ensemble's card a member's must not inherit: an int8 graph quantised from the whole
 #: ensemble (``geoseg.training.quantize``) is the one-module ensemble, not the member
 WHOLE_HEAD_KEYS = ("int8_onnx",)
+
+
+#: a member card's name (``member_cards``): the ensemble's name + ".member<i>"
+MEMBER_NAME = re.compile(r"(\S+)\.member\d+\b")
 
 
 def member_cards(card: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -101,17 +107,21 @@ def run_mean_head(
     if len(models) == 1:
         return run_head(input_path, models[0], options, input_gsd, grid, work, progress, notes)
     results: list[HeadResult] = []
+    said: list[str] = []  # the members' notes, told once each under the head's own name
     try:
         for i, model in enumerate(models):
             share = i / len(models)
             results.append(run_head(input_path, model, options, input_gsd, grid, work,
-                                    lambda f, share=share: progress(share + f / len(models)), notes))
+                                    lambda f, share=share: progress(share + f / len(models)), said))
             if (results[-1].width, results[-1].height) != (results[0].width, results[0].height):
                 raise ValueError("ensemble members ran on different working grids: their cards' GSDs differ")
     except BaseException:
         for result in results:
             result.writer.close()
         raise
+    finally:
+        for note in dict.fromkeys(MEMBER_NAME.sub(r"\1", note) for note in said):
+            tell(notes, note)
     first = results[0]
     return replace(first, writer=MeanWriter([r.writer for r in results]), members=tuple(results),
                    tiles=sum(r.tiles for r in results), tiles_skipped=sum(r.tiles_skipped for r in results))

@@ -82,6 +82,14 @@ def test_members_that_read_or_predict_differently_are_refused(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_the_ensemble_upsamples_no_further_than_its_most_cautious_member():
+    """The members share one working grid, so the ensemble card carries the smallest ``max_upsampling``
+    of its members' cards (it was dropped: an ensemble of 4x members ran at 2x)."""
+    assert json.loads(STUDENT.read_text())["max_upsampling"] == 4
+    assert build_ensemble([STUDENT, STUDENT], "s2")[1]["max_upsampling"] == 4
+    assert "max_upsampling" not in build_ensemble([U2NET, STUDENT], "b-ens")[1]  # the U2-Net's 2x
+
+
 def test_a_malformed_ensemble_card_is_a_card_error():
     with pytest.raises(ModelCardError, match="arch_kwargs.members"):
         build_module("ProbabilityMean", {"members": "u2net"})
@@ -169,3 +177,28 @@ def test_predict_runs_a_member_tiled_ensemble_and_reports_it(member_tiled, tmp_p
     assert [m["window_from_card"] for m in tiles["members"]] == [True, False]
     assert tiles["tiles"] == sum(m["tiles"] for m in tiles["members"])
     assert (tmp_path / "out" / "buildings.geojson").is_file()
+
+
+def test_an_ensemble_tells_its_members_notes_once_under_its_own_name(member_tiled, tmp_path):
+    """On a 1 m input each member warned "upsampled 2x only" itself, twice, naming members
+    ("b-ens.member0") that no card holds: the run's notes now say it once, of the ensemble."""
+    from test_predict_pipeline import crop
+
+    from geoseg.ensemble_heads import head_models, run_mean_head
+    from geoseg.options import PredictOptions
+    from tiles.source import Scene
+
+    card_path, _ = member_tiled
+    small = crop(data_root() / "buildings" / "kampala" / "kampala_z19_1.tif", tmp_path / "s.tif",
+                 Window(128, 64, 160, 160))
+    module, card = load_model(card_path)
+    with Scene(small) as s:
+        grid = dict(crs=s.crs, transform=s.src_transform, width=s.src_width, height=s.src_height,
+                    native_gsd=s.native_gsd)
+    notes: list[str] = []
+    mean = run_mean_head(small, head_models(module, card, "cpu", "onnx"), PredictOptions(device="cpu", batch_size=1), 1.0, grid,
+                         tmp_path, lambda f: None, notes)
+    mean.writer.close()
+    coarse = [note for note in notes if "much coarser" in note]
+    assert len(coarse) == 1 and "the b-ens model's 0.3 m: upsampled 2x only" in coarse[0], notes
+    assert not any(".member" in note for note in notes), notes

@@ -25,6 +25,7 @@ from torch import nn
 from geoseg import card as cards
 from geoseg.ensemble_heads import TILING_KEYS
 from geoseg.models.ensemble import ProbabilityMean
+from geoseg.tiled_inference import MAX_UPSAMPLING, upsampling_cap
 from tiles.splits import file_sha256
 
 #: card keys every member must share (what the pipeline feeds the one head and reads from it)
@@ -88,6 +89,10 @@ def build_ensemble(card_paths: list[Path], name: str) -> tuple[nn.Module, dict[s
         },
         "credits": sorted({credit for _, c in loaded for credit in c.get("credits", [])}),
     }
+    # the members share one working grid: upsample no further than the most cautious member's card allows
+    cap = min(upsampling_cap(c) for _, c in loaded)
+    if cap != MAX_UPSAMPLING:
+        card["max_upsampling"] = cap
     return model, card
 
 
