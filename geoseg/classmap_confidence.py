@@ -62,6 +62,9 @@ def uncertain_note(confidence: dict[str, Any], card: dict[str, Any]) -> str | No
     below = float(rule["mean_max_probability_below"])
     if mean >= below:
         return None
-    return (f"the land-cover class map is uncertain for this scene (mean class probability {mean:.3f}, under "
-            f"{card.get('name', 'the model')}'s {below:.3f}): the imagery looks unlike the model's training data; "
+    digits = 3  # as many as tell the mean from the bar (0.8495 read "0.850, under 0.850")
+    while digits < 9 and f"{mean:.{digits}f}" == f"{below:.{digits}f}":
+        digits += 1
+    return (f"the land-cover class map is uncertain for this scene (mean class probability {mean:.{digits}f}, under "
+            f"{card.get('name', 'the model')}'s {below:.{digits}f}): the imagery looks unlike the model's training data; "
             f"treat its classes with caution (docs/models.md, 'Class-map confidence')")

@@ -6,7 +6,7 @@ continent in a few hundred pixels (world.rgb.tif: 78 km pixels, 260 000x the bui
 0.3 m) ran with only the warning "upsampled 2x only, expect poor results" and wrote a class map
 and buildings of no meaning. Past ``MAX_COARSER`` times a head's working GSD what the head maps
 (a house, a road) lies under one input pixel, so such a run is refused with one line naming both
-GSDs and what to do; between 2x and ``MAX_COARSER`` the warning stays. The CLI (one input or
+GSDs and what to do; between the head's cap and ``MAX_COARSER`` the warning stays. The CLI (one input or
 a batch: that input fails), ``predict_scene`` and the service's upload check
 (``api.intake``, 422 at submit) all ask ``too_coarse``.
 """

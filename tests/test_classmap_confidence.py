@@ -39,6 +39,9 @@ def test_the_note_follows_the_cards_rule():
     assert uncertain_note({"mean_max_probability": 0.86}, card) is None
     assert uncertain_note({"mean_max_probability": 0.5}, {"name": "no rule"}) is None
     assert uncertain_note({"mean_max_probability": None}, card) is None
+    # just under the bar: enough digits to show it (it read "0.850, under lc's 0.850")
+    assert "probability 0.8495, under lc's 0.8500" in uncertain_note({"mean_max_probability": 0.84953}, card)
+    assert "probability 0.840, under lc's 0.850" in uncertain_note({"mean_max_probability": 0.84}, card)
 
 
 def test_the_shipped_fast_class_map_warns_off_dubai_and_not_on_a_dubai_validation_image(tmp_path):

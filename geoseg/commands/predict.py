@@ -72,7 +72,7 @@ def predict(
                                        "GPKG:path/two.gpkg:a included), "
                                        "or folders: the rasters directly inside each."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per input when several, unless --mosaic)."),
-    tile_size: int = typer.Option(512, "--tile-size", help="Tile size in working-grid pixels (a head whose card fixes its window keeps it: the accurate building head runs on 512 px tiles at any --tile-size)."),
+    tile_size: int = typer.Option(512, "--tile-size", help="Tile size in working-grid pixels (a head whose card fixes its window keeps it: the accurate building head's U2-Net runs on 512 px tiles at any --tile-size, its LiteUNet on these)."),
     overlap: int = typer.Option(64, "--overlap", help="Overlap between tiles in pixels (blended; it may grow by up to 31 px to keep tiles of a multiple-of-32 size on a 32 px grid)."),
     refine: str = typer.Option("gcn", "--refine", help="Land-cover refinement: gcn | none."),
     no_buildings: bool = typer.Option(False, "--no-buildings", help="Skip building footprints."),
