@@ -251,14 +251,49 @@ def read_card(path: Path) -> dict[str, Any]:
     if missing:
         raise ModelCardError(f"model card {path} lacks {missing}")
     _check_window(card.get("window"), path)
+    _check_member_tiling(card, path)
     _check_uncertain_scene(card.get("uncertain_scene"), path)
     _check_max_upsampling(card.get("max_upsampling"), path)
     return card
 
 
+#: never upsample the input more than this per axis (a 30 m scene must not become a 0.3 m one),
+#: unless the head's card says otherwise (``upsampling_cap``)
+MAX_UPSAMPLING = 2.0
+
+
+def upsampling_cap(card: dict[str, Any]) -> float:
+    """How far the head of ``card`` upsamples a coarse input, per axis: the card's ``max_upsampling``,
+    else ``MAX_UPSAMPLING``. Why per card: a head that gives its polygons back when a 1 m scene
+    reaches it at its own 0.3 m (docs/predict.md, robustness) can say so without making every head
+    pay the 11x pixels. Here, not in ``geoseg.tiled_inference``: the service's upload check
+    (``geoseg.coarse_input``) reads it in a process that never imports torch."""
+    return float(card.get("max_upsampling") or MAX_UPSAMPLING)
+
+
+#: card keys that say how a head tiles (``geoseg.tiled_inference.plan_tiles``); an ensemble's members
+#: each keep their own (``arch_kwargs.members[i].tiling``, ``geoseg.ensemble_heads``)
+TILING_KEYS = ("window", "tile_size", "min_context")
+
+
+def _check_member_tiling(card: dict[str, Any], path: Path) -> None:
+    """An ensemble member's ``tiling`` holds tiling keys only: anything else there (a ``max_upsampling``
+    of one member) would put the members on different working grids, which failed only after a member
+    had run, blaming their GSDs."""
+    members = card.get("arch_kwargs", {}).get("members") if card.get("architecture") == "ProbabilityMean" else None
+    for i, member in enumerate(members or []):
+        tiling = member.get("tiling", {}) if isinstance(member, dict) else {}
+        other = sorted(set(tiling) - set(TILING_KEYS)) if isinstance(tiling, dict) else ["(not an object)"]
+        if other:
+            raise ModelCardError(f"model card {path}: member {i}'s tiling may hold only {', '.join(TILING_KEYS)}, "
+                                 f"not {', '.join(other)} (the members share one working grid: give such a key "
+                                 f"to the ensemble's card)")
+        _check_window(tiling.get("window"), path)
+
+
 def _check_max_upsampling(cap: Any, path: Path) -> None:
-    """A card's optional ``max_upsampling`` (``geoseg.tiled_inference.upsampling_cap``) must be a
-    number from 1 to 10: past ``geoseg.coarse_input.MAX_COARSER`` an input is refused anyway."""
+    """A card's optional ``max_upsampling`` (``upsampling_cap``) must be a number from 1 to 10:
+    past ``geoseg.coarse_input.MAX_COARSER`` an input is refused anyway."""
     if cap is None:
         return
     if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 1 <= cap <= 10:

@@ -1,7 +1,7 @@
 """Inputs far coarser than the models' working GSD: refused before any work, unless asked for.
 
 Why: each head runs at its card's GSD (buildings 0.3 m, land cover 1.1 m for the shipped models),
-and upsampling is capped (``geoseg.tiled_inference.upsampling_cap``: 2x unless a card says more). A raster of a
+and upsampling is capped (``geoseg.card.upsampling_cap``: 2x unless a card says more). A raster of a
 continent in a few hundred pixels (world.rgb.tif: 78 km pixels, 260 000x the building model's
 0.3 m) ran with only the warning "upsampled 2x only, expect poor results" and wrote a class map
 and buildings of no meaning. Past ``MAX_COARSER`` times a head's working GSD what the head maps
@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from geoseg import card as cards
-from geoseg.card import task_card_path
+from geoseg.card import MAX_UPSAMPLING, task_card_path, upsampling_cap
 from geoseg.options import PredictOptions
-from geoseg.tiled_inference import MAX_UPSAMPLING, upsampling_cap
 
 __all__ = ["MAX_COARSER", "TooCoarse", "requested_cards", "too_coarse"]
 

@@ -22,13 +22,12 @@ import numpy as np
 from rasterio.windows import Window
 from torch import nn
 
+from geoseg.card import TILING_KEYS
 from geoseg.infer import TileModel
 from geoseg.notes import tell
 from geoseg.options import PredictOptions
 from geoseg.tiled_inference import HeadResult, RasterPath, run_head
 
-#: card keys that say how a head tiles (``geoseg.tiled_inference.plan_tiles``)
-TILING_KEYS = ("window", "tile_size", "min_context")
 
 #: keys of the ensemble's card a member's must not inherit: an int8 graph quantised from the whole
 #: ensemble (``geoseg.training.quantize``) is the one-module ensemble, not the member
@@ -36,7 +35,21 @@ WHOLE_HEAD_KEYS = ("int8_onnx",)
 
 
 #: a member card's name (``member_cards``): the ensemble's name + ".member<i>"
-MEMBER_NAME = re.compile(r"(\S+)\.member\d+\b")
+MEMBER_NAME = re.compile(r"(\S+)\.member(\d+)\b")
+
+
+def members_notes(said: list[str], architectures: list[str]) -> list[str]:
+    """The notes of an ensemble's members as its user should read them: a note every member gave alike
+    once, of the ensemble ("b-ens", not "b-ens.member0": no card holds that name); a note of one member
+    only (a tile count of its own tiling), of that member by its architecture ("b-ens (LiteUNet member)")."""
+    plain = [MEMBER_NAME.sub(r"\1", note) for note in said]
+    out: list[str] = []
+    for note, alike in zip(said, plain, strict=True):
+        text = alike if plain.count(alike) > 1 else MEMBER_NAME.sub(
+            lambda m: f"{m[1]} ({architectures[int(m[2])]} member)", note)
+        if text not in out:
+            out.append(text)
+    return out
 
 
 def member_cards(card: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -52,7 +65,7 @@ def member_cards(card: dict[str, Any]) -> list[dict[str, Any]] | None:
     for i, member in enumerate(members):
         own = {k: v for k, v in card.items() if k not in TILING_KEYS + WHOLE_HEAD_KEYS}
         own |= {"name": f"{card['name']}.member{i}", "architecture": member["architecture"],
-                "arch_kwargs": member.get("arch_kwargs", {})} | dict(member["tiling"])
+                "arch_kwargs": member.get("arch_kwargs", {})} | dict(member["tiling"])  # TILING_KEYS only (read_card)
         record = records[i] if i < len(records) else {}
         if record.get("int8_onnx"):  # the member's own quantised graph, checked against the weights it came from
             own |= {"int8_onnx": record["int8_onnx"], "int8_source_sha256": record.get("weights_sha256")}
@@ -120,7 +133,7 @@ def run_mean_head(
             result.writer.close()
         raise
     finally:
-        for note in dict.fromkeys(MEMBER_NAME.sub(r"\1", note) for note in said):
+        for note in members_notes(said, [model.card["architecture"] for model in models]):
             tell(notes, note)
     first = results[0]
     return replace(first, writer=MeanWriter([r.writer for r in results]), members=tuple(results),

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
+from geoseg.card import MAX_UPSAMPLING, upsampling_cap
 from geoseg.infer import TileModel, refine_with_gcn
 from geoseg.options import PredictOptions
 from tiles.grid import (TILE_MULTIPLE, Tile, context_margins, context_window, fit_tiles, stretched_size,
@@ -48,19 +49,6 @@ class HeadResult:
     window_from_card: bool = False  # the card's ``window`` set the tiles, not --tile-size (``head_tiling``)
     #: an ensemble run member by member (``geoseg.ensemble_heads``): each member's own result
     members: tuple["HeadResult", ...] = ()
-
-
-#: never upsample the input more than this per axis (a 30 m scene must not become a 0.3 m one),
-#: unless the head's card says otherwise (``upsampling_cap``)
-MAX_UPSAMPLING = 2.0
-
-
-def upsampling_cap(card: dict[str, Any]) -> float:
-    """How far the head of ``card`` upsamples a coarse input, per axis: the card's ``max_upsampling``,
-    else ``MAX_UPSAMPLING``. Why per card: a head that gives its polygons back when a 1 m scene
-    reaches it at its own 0.3 m (docs/predict.md, robustness) can say so without making every head
-    pay the 11x pixels."""
-    return float(card.get("max_upsampling") or MAX_UPSAMPLING)
 
 
 def gsd_scale(input_gsd: float | None, native_gsd: float | None) -> float:

@@ -90,6 +90,33 @@ def test_the_ensemble_upsamples_no_further_than_its_most_cautious_member():
     assert "max_upsampling" not in build_ensemble([U2NET, STUDENT], "b-ens")[1]  # the U2-Net's 2x
 
 
+def test_a_members_tiling_holds_only_tiling_keys(tmp_path):
+    """A ``max_upsampling`` in one member's ``tiling`` put the members on different working grids: the
+    run failed after the first member, blaming their GSDs. The card is now refused when it is read."""
+    from geoseg.card import read_card
+
+    shipped = default_card_path("buildings", "accurate")
+    card = json.loads(shipped.read_text())
+    card["arch_kwargs"]["members"][1]["tiling"]["max_upsampling"] = 4
+    path = tmp_path / shipped.name
+    path.write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match="member 1's tiling may hold only window, tile_size, min_context, "
+                                             "not max_upsampling"):
+        read_card(path)
+    assert read_card(shipped)["architecture"] == "ProbabilityMean"
+
+
+def test_members_notes_are_told_once_of_the_ensemble_or_of_the_one_member_that_gave_them():
+    from geoseg.ensemble_heads import members_notes
+
+    said = ["input GSD 1 m is much coarser than the b-ens.member0 model's 0.3 m",
+            "3 of the b-ens.member1 model's tiles hold valid pixels only in areas",
+            "input GSD 1 m is much coarser than the b-ens.member1 model's 0.3 m"]
+    assert members_notes(said, ["U2Net", "LiteUNet"]) == [
+        "input GSD 1 m is much coarser than the b-ens model's 0.3 m",
+        "3 of the b-ens (LiteUNet member) model's tiles hold valid pixels only in areas"]
+
+
 def test_a_malformed_ensemble_card_is_a_card_error():
     with pytest.raises(ModelCardError, match="arch_kwargs.members"):
         build_module("ProbabilityMean", {"members": "u2net"})

@@ -23,9 +23,8 @@ from typing import Any
 from torch import nn
 
 from geoseg import card as cards
-from geoseg.ensemble_heads import TILING_KEYS
+from geoseg.card import MAX_UPSAMPLING, TILING_KEYS, upsampling_cap
 from geoseg.models.ensemble import ProbabilityMean
-from geoseg.tiled_inference import MAX_UPSAMPLING, upsampling_cap
 from tiles.splits import file_sha256
 
 #: card keys every member must share (what the pipeline feeds the one head and reads from it)
