@@ -280,8 +280,9 @@ def _check_member_tiling(card: dict[str, Any], path: Path) -> None:
     """An ensemble member's ``tiling`` holds tiling keys only: anything else there (a ``max_upsampling``
     of one member) would put the members on different working grids, which failed only after a member
     had run, blaming their GSDs."""
-    members = card.get("arch_kwargs", {}).get("members") if card.get("architecture") == "ProbabilityMean" else None
-    for i, member in enumerate(members or []):
+    kwargs = card.get("arch_kwargs")
+    members = kwargs.get("members") if card.get("architecture") == "ProbabilityMean" and isinstance(kwargs, dict) else None
+    for i, member in enumerate(members if isinstance(members, list) else []):
         tiling = member.get("tiling", {}) if isinstance(member, dict) else {}
         other = sorted(set(tiling) - set(TILING_KEYS)) if isinstance(tiling, dict) else ["(not an object)"]
         if other:

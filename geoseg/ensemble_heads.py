@@ -120,7 +120,7 @@ def run_mean_head(
     if len(models) == 1:
         return run_head(input_path, models[0], options, input_gsd, grid, work, progress, notes)
     results: list[HeadResult] = []
-    said: list[str] = []  # the members' notes, told once each under the head's own name
+    said: list[str] = []  # the members' notes, told as ``members_notes`` words them
     try:
         for i, model in enumerate(models):
             share = i / len(models)
