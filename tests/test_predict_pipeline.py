@@ -464,9 +464,24 @@ def test_a_cards_max_upsampling_lets_its_head_reach_its_own_gsd_from_a_coarse_sc
         models = dict(tiny_models, buildings=card_dir)
         reports[name] = predict_scene(coarse, tmp_path / name, options(models, classmap=False))
     widths = {name: r["tiles"]["buildings"]["working_width"] for name, r in reports.items()}
-    assert widths["default"] in range(126, 131) and widths["capped"] in range(210, 216), widths
+    expected = {"default": range(126, 131), "capped": range(210, 216)}  # 64 px at 1 m to 0.5 m / 0.3 m
+    assert all(widths[name] in expected[name] for name in widths), widths
     assert any("upsampled 2x only" in w for w in reports["default"]["warnings"]), reports["default"]["warnings"]
     assert not any("upsampled" in w for w in reports["capped"]["warnings"]), reports["capped"]["warnings"]
+    # the same through --gsd: a 0.3 m crop said to be 1 m a pixel
+    fine = crop(SCENE, tmp_path / "fine.tif", Window(200, 200, 64, 64))
+    for name, card_dir in (("default", tiny_models["buildings"]), ("capped", str(card_path))):
+        report = predict_scene(fine, tmp_path / f"gsd_{name}", options(dict(tiny_models, buildings=card_dir),
+                                                                       classmap=False, gsd=1.0))
+        assert report["tiles"]["buildings"]["working_width"] in expected[name], (name, report["tiles"])
+    # the time estimate and the refusal of a far coarser input count with the card's cap
+    from geoseg.coarse_input import too_coarse
+    from geoseg.pipeline import expected_seconds
+
+    capped_options = options(dict(tiny_models, buildings=str(card_path)), classmap=False)
+    assert expected_seconds(coarse, capped_options) > expected_seconds(coarse, options(tiny_models, classmap=False))
+    assert "upsampled 4x at most" in too_coarse(5.0, capped_options).reason()
+    assert "upsampled 2x at most" in too_coarse(5.0, options(tiny_models, classmap=False)).reason()
     for bad in (0.5, 20, "4", True):
         card_path.write_text(json.dumps(card | {"max_upsampling": bad}))
         with pytest.raises(ModelCardError, match="max_upsampling"):
