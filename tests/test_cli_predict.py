@@ -27,6 +27,7 @@ from tiles.rasterpath import as_raster_path, raster_name, raster_stem
 from tiles.source import Scene, working_grid
 
 from checks import assert_one_line_error, unlabelled_bgr
+from test_predict_pipeline import coarse_copy
 
 KAMPALA = data_root() / "buildings" / "kampala"
 SCENE = KAMPALA / "kampala_z19_1.tif"
@@ -1245,22 +1246,6 @@ def test_an_overview_or_mask_sidecar_given_alone_is_named_as_its_rasters(tmp_pat
         assert not (tmp_path / "o").exists()
 
 
-def _coarse_copy(path, metres: float, size: int = 64):
-    """A ``size`` px crop of kampala_z19_1 georeferenced as ``metres`` EPSG:3857 units a pixel (near
-    the equator: 0.4 % more than its ground metres on the ellipsoid)."""
-    with rasterio.open(SCENE) as src:
-        window = Window(200, 200, size, size)
-        pixels, profile = src.read(window=window), dict(src.profile)
-        corner = src.window_transform(window)
-    for key in ("blockxsize", "blockysize", "jpeg_quality"):
-        profile.pop(key, None)
-    profile.update(width=size, height=size, tiled=False, compress="deflate", photometric="RGB",
-                   transform=rasterio.Affine(metres, 0, corner.c, 0, -metres, corner.f))
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(pixels)
-    return path
-
-
 def test_a_raster_far_coarser_than_the_models_is_refused_in_one_line(tmp_path):
     """A continent in a few hundred pixels (world.rgb.tif, 78 km pixels) ran with only 'upsampled 2x
     only, expect poor results' and wrote outputs of no meaning. Past 10x a model's working GSD the
@@ -1273,7 +1258,7 @@ def test_a_raster_far_coarser_than_the_models_is_refused_in_one_line(tmp_path):
                           "use imagery of 3 m or finer", "--gsd METRES", "--allow-coarse")
     assert not (tmp_path / "w").exists()
 
-    coarse = _coarse_copy(tmp_path / "five_metres.tif", 5.0)  # 17x the buildings' 0.3 m, 4.5x land cover's 1.1 m
+    coarse = coarse_copy(tmp_path / "five_metres.tif", 5.0)  # 17x the buildings' 0.3 m, 4.5x land cover's 1.1 m
     fast = ["--profile", "fast", "--device", "cpu"]
     result = runner.invoke(app, ["predict", str(coarse), "--out", str(tmp_path / "c"), *fast])
     assert_one_line_error(result, "predict", "input GSD 4.98 m is 17x the 0.3 m",

@@ -147,12 +147,20 @@ def member_tiled(tmp_path_factory):
     return folder / "m" / "b-ens.json", scene
 
 
+def source_grid(path) -> dict:
+    """The input's own grid as ``run_head`` takes it (``predict_scene`` passes the same keys)."""
+    from tiles.source import Scene
+
+    with Scene(path) as s:
+        return dict(crs=s.crs, transform=s.src_transform, width=s.src_width, height=s.src_height,
+                    native_gsd=s.native_gsd)
+
+
 def test_each_member_runs_on_its_own_tiles_and_the_stitched_maps_are_averaged(member_tiled, tmp_path):
     from geoseg.ensemble_heads import head_models, member_cards, run_mean_head
     from geoseg.infer import TileModel
     from geoseg.options import PredictOptions
     from geoseg.tiled_inference import run_head
-    from tiles.source import Scene
 
     card_path, scene_path = member_tiled
     module, card = load_model(card_path)
@@ -172,9 +180,7 @@ def test_each_member_runs_on_its_own_tiles_and_the_stitched_maps_are_averaged(me
     assert [int8_graph(c) for c in member_cards(whole)] == [u2net_graph, None]
     assert [m.runtime for m in head_models(module, whole, "cpu", "int8")] == ["int8", "onnx"]
     options = PredictOptions(device="cpu", batch_size=2)
-    with Scene(scene_path) as s:
-        grid = dict(crs=s.crs, transform=s.src_transform, width=s.src_width, height=s.src_height,
-                    native_gsd=s.native_gsd)
+    grid = source_grid(scene_path)
     said: list[float] = []
     models = head_models(module, card, "cpu", "onnx")
     mean = run_mean_head(scene_path, models, options, None, grid, tmp_path, said.append, [])
@@ -213,18 +219,15 @@ def test_an_ensemble_tells_its_members_notes_once_under_its_own_name(member_tile
 
     from geoseg.ensemble_heads import head_models, run_mean_head
     from geoseg.options import PredictOptions
-    from tiles.source import Scene
 
     card_path, _ = member_tiled
     small = crop(data_root() / "buildings" / "kampala" / "kampala_z19_1.tif", tmp_path / "s.tif",
                  Window(128, 64, 160, 160))
     module, card = load_model(card_path)
-    with Scene(small) as s:
-        grid = dict(crs=s.crs, transform=s.src_transform, width=s.src_width, height=s.src_height,
-                    native_gsd=s.native_gsd)
+    grid = source_grid(small)
     notes: list[str] = []
-    mean = run_mean_head(small, head_models(module, card, "cpu", "onnx"), PredictOptions(device="cpu", batch_size=1), 1.0, grid,
-                         tmp_path, lambda f: None, notes)
+    mean = run_mean_head(small, head_models(module, card, "cpu", "onnx"), PredictOptions(device="cpu", batch_size=1),
+                         1.0, grid, tmp_path, lambda f: None, notes)
     mean.writer.close()
     coarse = [note for note in notes if "much coarser" in note]
     assert len(coarse) == 1 and "the b-ens model's 0.3 m: upsampled 2x only" in coarse[0], notes

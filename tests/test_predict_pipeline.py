@@ -169,6 +169,22 @@ def crop(src_path: Path, dst: Path, window: Window, external_mask: bool = False)
     return dst
 
 
+def coarse_copy(path, metres: float, size: int = 64):
+    """A ``size`` px crop of kampala_z19_1 georeferenced as ``metres`` EPSG:3857 units a pixel (near
+    the equator: 0.4 % more than its ground metres on the ellipsoid)."""
+    with rasterio.open(SCENE) as src:
+        window = Window(200, 200, size, size)
+        pixels, profile = src.read(window=window), dict(src.profile)
+        corner = src.window_transform(window)
+    for key in ("blockxsize", "blockysize", "jpeg_quality"):
+        profile.pop(key, None)
+    profile.update(width=size, height=size, tiled=False, compress="deflate", photometric="RGB",
+                   transform=rasterio.Affine(metres, 0, corner.c, 0, -metres, corner.f))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(pixels)
+    return path
+
+
 def float_with_nan(dst: Path) -> Path:
     with rasterio.open(RASTERS / "rasterio" / "cogeo.tif") as src:
         window = Window(300, 300, 200, 180)
@@ -443,17 +459,7 @@ def test_a_cards_max_upsampling_lets_its_head_reach_its_own_gsd_from_a_coarse_sc
 
     from geoseg.card import ModelCardError, read_card
 
-    with rasterio.open(SCENE) as src:
-        window = Window(200, 200, 64, 64)
-        pixels, profile, corner = src.read(window=window), dict(src.profile), src.window_transform(window)
-    for key in ("blockxsize", "blockysize", "jpeg_quality"):
-        profile.pop(key, None)
-    metres = 1.0 / 1.0039  # EPSG:3857 units near the equator: about 1 ground metre a pixel
-    profile.update(width=64, height=64, tiled=False, compress="deflate", photometric="RGB",
-                   transform=rasterio.Affine(metres, 0, corner.c, 0, -metres, corner.f))
-    coarse = tmp_path / "one_metre.tif"
-    with rasterio.open(coarse, "w", **profile) as dst:
-        dst.write(pixels)
+    coarse = coarse_copy(tmp_path / "one_metre.tif", 1.0)
     capped = tmp_path / "capped"
     shutil.copytree(Path(tiny_models["buildings"]).parent, capped)
     card_path = capped / Path(tiny_models["buildings"]).name
