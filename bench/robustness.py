@@ -15,6 +15,10 @@ written as a new GeoTIFF under a temp dir (or ``--keep``):
   z20             the z20 scene of the same block as delivered (0.15 m): a finer one
   uint16          uint16, values x 257 (0..65535), same mask
   12bit           uint16, values x 16 (0..4080), nodata=0 (masked pixels 0; no internal mask)
+  uint16+7        uint16, values x 257 + 7: no longer 8-bit values in a wider type, so stretched
+  linear12        uint16, a sensor's linear 12-bit values: round(4095 (x / 255)^2.2), the rendering's
+                  gamma undone; stretched (uint16, 12bit and float01 are 8-bit data the reader
+                  scales back exactly)
   jpeg40          uint8 JPEG-compressed GeoTIFF, quality 40 (YCbCr), same mask
   haze            uint8, 0.7 x + 40: darker contrast, lifted blacks (haze)
   bgr             bands stored blue, green, red without colour labels (grey, undefined, undefined),
@@ -138,15 +142,22 @@ def _tm_feet(src):
                                        "+x_0=600000 +y_0=0 +ellps=GRS80 +units=us-ft +no_defs")
 
 
-def as_uint16(factor: int, nodata_zero: bool) -> Callable:
+def as_uint16(factor: int, nodata_zero: bool, offset: int = 0) -> Callable:
     def make(src, path: Path) -> None:
         data, valid = _read(src)
-        data = data.astype(np.uint16) * factor
+        data = data.astype(np.uint16) * factor + offset
         if nodata_zero:  # no mask: nodata=0 says it, as many 12-bit deliveries do
             _write(path, _profile(src, dtype="uint16", nodata=0, photometric="RGB"), data * valid, None)
         else:
             _write(path, _profile(src, dtype="uint16", photometric="RGB"), data, valid)
     return make
+
+
+def linear12(src, path: Path) -> None:
+    """A sensor's linear 12-bit values: the 8-bit rendering's gamma undone (2.2), 0..4095."""
+    data, valid = _read(src)
+    linear = np.rint(4095.0 * (data.astype(np.float64) / 255.0) ** 2.2).astype(np.uint16)
+    _write(path, _profile(src, dtype="uint16", photometric="RGB"), linear, valid)
 
 
 def jpeg(quality: int) -> Callable:
@@ -212,6 +223,8 @@ SHIFTS: dict[str, tuple[str, Callable | None]] = {
     "z20": ("the z20 scene of the block, 0.15 m, as delivered", None),
     "uint16": ("uint16, x 257", as_uint16(257, nodata_zero=False)),
     "12bit": ("uint16, x 16, nodata=0", as_uint16(16, nodata_zero=True)),
+    "uint16+7": ("uint16, x 257 + 7", as_uint16(257, nodata_zero=False, offset=7)),
+    "linear12": ("uint16, linear 12-bit: 4095 (x / 255)^2.2", linear12),
     "jpeg40": ("JPEG quality 40", jpeg(40)),
     "haze": ("0.7 x + 40", haze),
     "bgr": ("bands in B, G, R order, not labelled", bgr),

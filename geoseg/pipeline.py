@@ -53,6 +53,7 @@ from geoseg.valid_area import all_valid
 from tiles.errors import UnsupportedRaster
 from tiles.gsd import dataset_gsd_m, has_lonlat
 from tiles.mosaic import input_at
+from tiles.normalize import scaling_record, stretch_note
 from tiles.palette import open_expanded
 from tiles.rasterpath import RasterPath, as_raster_path, is_virtual, not_found, raster_exists, raster_name, sidecar_of
 from tiles.same_content import content_record
@@ -270,6 +271,7 @@ def predict_scene(
                         bands=scene.bands)
             ground_control, unplaced_crs = scene.ground_control, scene.unplaced_crs
             band_choice = scene.band_choice
+            scaling, stretched = scaling_record(scene.dtype, scene.stats), stretch_note(scene.dtype, scene.stats)
     except UnsupportedRaster as exc:
         if from_card:  # e.g. bands 4,3,2 of a 3-band raster
             raise PredictError(f"{exc} (the bands model card {from_card[1]} was trained on)") from exc
@@ -278,6 +280,8 @@ def predict_scene(
         band_choice = replace(band_choice, source=f"model card {from_card[1]}")
     if band_choice.note:
         notes.append(band_choice.note)
+    if stretched:
+        notes.append(stretched)
     if not from_card and len(set(band_choice.bands)) == 1:
         notes.append(grey_input_note(band_choice.bands))
     georeferenced = grid["crs"] is not None
@@ -345,6 +349,7 @@ def predict_scene(
         "grid": {"width": grid["width"], "height": grid["height"],
                  "crs": grid["crs"].to_string() if georeferenced else None},
         "bands": band_choice.as_dict(),  # read as red, green, blue, and why (``geoseg eval`` reads them)
+        "scaling": scaling,  # how the input's values became the models' bytes (``tiles.normalize``)
         "gsd": {"input_m": grid["native_gsd"], "override_m": options.gsd, "used_m": input_gsd, "working_m": {}},
         "tiles": {"size": options.tile_size, "overlap": options.overlap},
         "counts": {},

@@ -268,6 +268,29 @@ def test_every_valid_pixel_gets_a_class_however_small_its_valid_area(tmp_path, i
                "working pixel" in w for w in report["warnings"]), report["warnings"]
 
 
+def test_8_bit_data_saved_as_uint16_predicts_as_the_8_bit_scene(tiny_models, tmp_path):
+    """x 257 (``gdal_translate -ot UInt16 -scale``) is scaled back, not stretched: same buildings
+    as the uint8 scene, report.json says how, and no stretch note; an offset copy is stretched."""
+    plain = coarse_copy(tmp_path / "plain.tif", 0.3, size=256)
+    with rasterio.open(plain) as src:
+        data, profile = src.read(), dict(src.profile)
+    copies = {}
+    for name, values in (("x257", data.astype(np.uint16) * 257), ("offset", data.astype(np.uint16) * 257 + 7)):
+        copies[name] = tmp_path / f"{name}.tif"
+        with rasterio.open(copies[name], "w", **(profile | {"dtype": "uint16"})) as dst:
+            dst.write(values)
+    reports = {name: predict_scene(path, tmp_path / name, options(tiny_models, refine="none", classmap=False))
+               for name, path in {"plain": plain, **copies}.items()}
+    assert reports["plain"]["scaling"] == {"dtype": "uint8", "method": "as stored"}
+    assert reports["x257"]["scaling"]["method"] == "8-bit values"
+    assert reports["offset"]["scaling"]["method"] == "2-98 % stretch"
+    assert not any("stretched" in w for name in ("plain", "x257") for w in reports[name]["warnings"])
+    assert any(w.startswith("uint16 input stretched to 0-255") for w in reports["offset"]["warnings"])
+    shapes = {name: gpd.read_file(tmp_path / name / "buildings.gpkg").geometry for name in reports}
+    assert len(shapes["plain"]) > 0
+    assert shapes["x257"].geom_equals(shapes["plain"]).all() and len(shapes["x257"]) == len(shapes["plain"])
+
+
 ODD = ["geographic", "uint16_rgba", "rgba_alpha", "float_nan", "external_mask", "no_georef_png"]
 
 

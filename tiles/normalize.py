@@ -1,9 +1,12 @@
 """Band selection and dtype -> uint8 scaling with per-scene statistics.
 
-Why: models take 3-band uint8 RGB. uint8 imagery passes through untouched; uint16 and
-float imagery is stretched per band between low/high percentiles computed once per
-scene (from a decimated read of the full-resolution pixels, never the whole scene at full
-resolution), so every tile of a scene gets the same scaling and there are no brightness seams.
+Why: models take 3-band uint8 RGB. uint8 imagery passes through untouched. 8-bit imagery kept in a
+wider type (uint16 values 0-255, or 0-255 x 257 after ``gdal_translate -ot UInt16 -scale``, x 16 or
+x 256; float 0-255 or 0-1 in steps of 1/255) is scaled back to the very bytes it was: a stretch would
+give it another contrast, and the models' rules were tuned on 8-bit renderings. Other uint16 and
+float imagery (a sensor's 11-12 bits, reflectance) is stretched per band between low/high percentiles
+computed once per scene (from a decimated read of the full-resolution pixels, never the whole scene
+at full resolution), so every tile of a scene gets the same scaling and there are no brightness seams.
 """
 from __future__ import annotations
 
@@ -22,12 +25,21 @@ from tiles.masks import bands_valid_mask, finite_only, window_valid_mask
 RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
 
 
+#: how ``BandStats`` were chosen: the scene's percentiles, or the scale of 8-bit data in a wider type
+STRETCH, EIGHT_BIT = "2-98 % stretch", "8-bit values"
+
+
 @dataclass(frozen=True)
 class BandStats:
-    """Per-band percentile bounds used to stretch to 0..255."""
+    """Per-band bounds mapped onto 0..255, and how they were chosen (``STRETCH`` or ``EIGHT_BIT``)."""
 
     low: tuple[float, ...]
     high: tuple[float, ...]
+    method: str = STRETCH
+
+    def as_dict(self) -> dict:
+        """What report.json records (``scaling``)."""
+        return {"method": self.method, "low": list(self.low), "high": list(self.high)}
 
 
 #: why a raster's bands were read as red, green, blue (report.json's ``bands.source``)
@@ -182,6 +194,10 @@ def scene_stats(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...], max_
         raise UnsupportedRaster("no valid pixels: the raster is entirely nodata/masked")
     if data is None:
         return None
+    scale = eight_bit_scale(values, dtype)
+    if scale is not None:  # 8-bit data in a wider type: back to its own bytes, no stretch
+        n = len(bands)
+        return BandStats((0.0,) * n, (255.0 * scale,) * n, EIGHT_BIT)
     low, high = [], []
     for band in values:
         lo, hi = np.percentile(band.astype(np.float64), percentiles)
@@ -190,6 +206,55 @@ def scene_stats(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...], max_
         low.append(float(lo))
         high.append(float(hi))
     return BandStats(tuple(low), tuple(high))
+
+
+def scaling_record(dtype: str, stats: BandStats | None) -> dict:
+    """report.json's ``scaling``: the input's data type and how it became the models' bytes."""
+    return {"dtype": dtype, **(stats.as_dict() if stats is not None else {"method": "as stored"})}
+
+
+def stretch_note(dtype: str, stats: BandStats | None) -> str | None:
+    """A word for the user when a scene was stretched (None otherwise): the models see other
+    contrast than in an 8-bit rendering of it, and the bounds say what they saw."""
+    if stats is None or stats.method != STRETCH:
+        return None
+    bounds = ", ".join(f"{lo:.6g}-{hi:.6g}" for lo, hi in zip(stats.low, stats.high))
+    return (f"{dtype} input stretched to 0-255 per band between its 2nd and 98th percentiles ({bounds}): "
+            "the models see other contrast than an 8-bit rendering of it has, which can cost accuracy "
+            "(docs/predict.md); to predict a rendering of your choice, convert it to 8 bits first")
+
+
+#: how far from a whole step a float value may be and still count as 8-bit data (float32 of v / 255)
+_STEP_TOLERANCE = 1e-3
+
+
+def eight_bit_scale(values: np.ndarray, dtype: str) -> float | None:
+    """The factor k such that ``values`` / k are whole numbers 0..255 — 8-bit data kept in a wider
+    type — or None (data of more than 8 bits: stretch it).
+
+    Integers: k = 1 when none exceeds 255, else their greatest common divisor when the largest
+    divided by it is a byte of 128-255 (x 257 from ``gdal_translate -ot UInt16 -scale``, x 256 from
+    a shift, x 16 from a 12-bit container). A sensor's 11-12 bit values share no such factor.
+    Floats: k = 1/255 for 0-1 in steps of 1/255, k = 1 for whole numbers 0-255. ``values`` are
+    the valid pixels' (bands, n) sample the stretch would be read from.
+    """
+    if values.size == 0:
+        return None
+    low, high = float(values.min()), float(values.max())
+    if low < 0:
+        return None
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        if high <= 255:
+            return 1.0
+        divisor = int(np.gcd.reduce(values.astype(np.int64).ravel()))
+        # the brightest byte of an 8-bit rendering is far above 127: a constant or two-level raster
+        # (one common divisor, the value itself) is not taken for 8-bit data
+        return float(divisor) if 128 <= high / divisor <= 255 else None
+    as_float = values.astype(np.float64)
+    for k, top in ((1.0 / 255.0, 1.0), (1.0, 255.0)):
+        if high <= top and np.abs(as_float / k - np.rint(as_float / k)).max() <= _STEP_TOLERANCE:
+            return k
+    return None
 
 
 def _scan_valid(dataset, bands: tuple[int, ...], collect: bool, max_values: int) -> np.ndarray | None:

@@ -228,7 +228,9 @@ class Scene:
             if is_expanded(src) and self.band_choice.source == "colour labels":  # the file's one band
                 self.band_choice = replace(self.band_choice, source="colour table", count=1)
             self.bands = self.band_choice.bands
-            if src.dtypes[self.bands[0] - 1] != "uint8":
+            #: the data type of the bands read (``stats`` says how it becomes uint8)
+            self.dtype: str = src.dtypes[self.bands[0] - 1]
+            if self.dtype != "uint8":
                 # the stretch is read from the full-resolution pixels the tiles are: an averaged
                 # overview's narrower histogram moved it (a uint16 scene's 2 % bound 2566 with
                 # overviews, 2407 without), so the same pixels gave other classes with overviews
