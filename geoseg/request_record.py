@@ -88,7 +88,21 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
         given["input"] = _input_name(given["input"])
     return (given == {k: v for k, v in wanted.items() if k != "options"}
             and _recorded_options(report) == wanted["options"] and _complete(out_dir, report)
-            and _same_models(report, options))
+            and _same_models(report, options) and not _stretched_before_scaling_was_recorded(report, input_path))
+
+
+def _stretched_before_scaling_was_recorded(report: dict[str, Any], input_path: RasterPath) -> bool:
+    """A report without ``scaling`` (before session 28) of an input that is not uint8: it was stretched
+    then, and 8-bit data kept in a wider type is now read as its own bytes, so it is predicted again."""
+    if "scaling" in report:
+        return False
+    import rasterio  # here: only old reports of a batch need it
+
+    try:
+        with rasterio.open(as_raster_path(input_path)) as src:
+            return src.dtypes[0] != "uint8"
+    except rasterio.errors.RasterioError:  # unreadable now: predicting it again says why
+        return True
 
 
 def outputs_made_with(out_dir: Path | str, options: PredictOptions) -> bool:

@@ -633,6 +633,29 @@ def test_a_folder_missing_one_of_its_files_is_predicted_again_and_the_line_says_
     assert "1 of them predicted again" in again.stdout and "lacked one of its files" in again.stdout, again.stdout
 
 
+def test_a_16_bit_scene_predicted_before_scaling_was_recorded_is_predicted_again(tmp_path):
+    """A report without ``scaling`` (before session 28) of a uint16 input holds a stretch of it, which
+    8-bit data in a wider type no longer gets: resuming predicts it again; a uint8 one stays done."""
+    _crops(tmp_path / "s", "a.tif")
+    with rasterio.open(tmp_path / "s" / "a.tif") as src:
+        profile, pixels = dict(src.profile), src.read()
+    profile = {k: v for k, v in profile.items() if k not in ("compress", "photometric", "jpeg_quality")}
+    with rasterio.open(tmp_path / "s" / "wide.tif", "w", **(profile | {"dtype": "uint16"})) as dst:
+        dst.write(pixels.astype(np.uint16) * 257)
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    for stem in ("a", "wide"):  # as an earlier geoseg wrote them
+        report_path = tmp_path / "o" / stem / "report.json"
+        report = json.loads(report_path.read_text())
+        assert report["scaling"]["method"] == {"a": "as stored", "wide": "8-bit values"}[stem]
+        del report["scaling"]
+        report_path.write_text(json.dumps(report))
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "1 predicted, 1 already done, 0 failed" in again.stdout, again.output
+    assert "1 of them predicted again" in again.stdout and "(wide.tif)" in again.stdout, again.stdout
+    assert "scaling" in json.loads((tmp_path / "o" / "wide" / "report.json").read_text())
+
+
 def test_predict_and_tile_do_not_share_an_out(tmp_path):
     """``geoseg predict`` into a chip set's folder (and ``geoseg tile`` into a batch's) ran, writing among
     the other's files and replacing its batch.json: a script reading the chip set's summary read predict's."""

@@ -269,7 +269,7 @@ def test_every_valid_pixel_gets_a_class_however_small_its_valid_area(tmp_path, i
 
 
 def test_8_bit_data_saved_as_uint16_predicts_as_the_8_bit_scene(tiny_models, tmp_path):
-    """x 257 (``gdal_translate -ot UInt16 -scale``) is scaled back, not stretched: same buildings
+    """x 257 (``gdal_translate -ot UInt16 -scale 0 255 0 65535``) is scaled back, not stretched: same buildings
     as the uint8 scene, report.json says how, and no stretch note; an offset copy is stretched."""
     plain = coarse_copy(tmp_path / "plain.tif", 0.3, size=256)
     with rasterio.open(plain) as src:

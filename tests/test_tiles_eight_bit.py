@@ -38,9 +38,11 @@ def _copy(src_path: Path, dst: Path, convert: Callable[[np.ndarray], np.ndarray]
 
 EIGHT_BIT_COPIES = {
     "uint16 as is": (lambda d: d, "uint16", False, 1.0),
-    "uint16 x 257 (gdal_translate -ot UInt16 -scale)": (lambda d: d.astype(np.uint16) * 257, "uint16", False, 257.0),
+    "uint16 x 257 (gdal_translate -ot UInt16 -scale 0 255 0 65535)": (lambda d: d.astype(np.uint16) * 257, "uint16", False, 257.0),
     "uint16 x 256 (a shift)": (lambda d: d.astype(np.uint16) << 8, "uint16", False, 256.0),
     "uint16 x 16, nodata 0": (lambda d: d.astype(np.uint16) * 16, "uint16", True, 16.0),
+    "uint16 0-4095 (gdal_translate -scale 0 255 0 4095)":
+        (lambda d: np.rint(d * (4095 / 255)), "uint16", False, 4095 / 255),
     "float32 / 255": (lambda d: d.astype(np.float32) / 255.0, "float32", False, 1.0 / 255.0),
     "float32 0-255": (lambda d: d.astype(np.float32), "float32", False, 1.0),
 }
@@ -94,9 +96,15 @@ def test_wider_data_that_is_not_8_bit_is_stretched(buildings_dir: Path, tmp_path
 
 @pytest.mark.parametrize("values, dtype, expected", [
     (np.array([[0, 17, 255]]), "uint16", 1.0),
+    (np.array([[0, 17, 127]]), "uint16", None),  # a dark tile of 11-bit data: no 8-bit rendering is this dark
+    (np.array([[0, 17, 127]]), "int8", None),
+    (np.array([[0.0, 17.0, 100.0]]), "float32", None),
+    (np.array([[0, 1, 2, 128, 255]]) * 4095 // 255, "uint16", None),  # floor, not rint: no full scale
+    (np.rint(np.array([[0, 1, 2, 128, 255]]) * (4095 / 255)), "uint16", 4095 / 255),
+    (np.rint(np.array([[0, 1, 2, 128, 200]]) * (32768 / 255)), "uint16", 32768 / 255),
     (np.array([[0, 257 * 3, 257 * 200]]), "uint16", 257.0),
     (np.array([[10000, 10000, 10000]]), "uint16", None),  # one level: its own divisor, not 8 bits
-    (np.array([[0, 2, 100]]) * 257, "uint16", None),  # brightest byte 100: too dark for 8-bit imagery
+    (np.arange(101)[None] * 16, "uint16", None),  # brightest byte 100: too dark for 8-bit imagery
     (np.array([[-3, 17, 255]]), "int16", None),
     (np.array([[0, 1800, 2047]]), "uint16", None),  # 11 bits
     (np.array([[0.0, 0.5, 1.0]]), "float32", None),  # 0.5 is no step of 1/255
@@ -107,6 +115,26 @@ def test_wider_data_that_is_not_8_bit_is_stretched(buildings_dir: Path, tmp_path
 def test_eight_bit_scale(values, dtype, expected):
     values = values.astype(dtype)
     assert eight_bit_scale(values, dtype) == (None if expected is None else pytest.approx(expected))
+
+
+def test_a_file_of_more_than_8_bits_is_never_8_bit_data():
+    values = np.array([[0, 17, 255]])
+    assert eight_bit_scale(values, "uint16", nbits=11) is None and eight_bit_scale(values, "uint16", nbits=8) == 1.0
+
+
+def test_nbits_of_the_file_is_read(buildings_dir: Path, tmp_path: Path):
+    original = buildings_dir / "kampala" / "kampala_z19_1.tif"
+    with rasterio.open(original) as src:
+        data, profile = src.read(), dict(src.profile)
+    for key in ("blockxsize", "blockysize", "jpeg_quality", "compress"):
+        profile.pop(key, None)
+    copy = tmp_path / "nbits.tif"
+    with rasterio.open(copy, "w", **(profile | {"dtype": "uint16", "nbits": 11, "photometric": "RGB"})) as ds:
+        ds.write(data.astype(np.uint16))  # 0-255 in an 11-bit file: a dark 11-bit scene, not 8-bit data
+    with rasterio.open(copy) as ds:
+        assert ds.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") == "11"
+    with Scene(copy) as scene:
+        assert scene.stats.method == STRETCH
 
 
 def test_float_steps_of_1_over_255_are_8_bit():

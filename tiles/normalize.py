@@ -1,8 +1,9 @@
 """Band selection and dtype -> uint8 scaling with per-scene statistics.
 
 Why: models take 3-band uint8 RGB. uint8 imagery passes through untouched. 8-bit imagery kept in a
-wider type (uint16 values 0-255, or 0-255 x 257 after ``gdal_translate -ot UInt16 -scale``, x 16 or
-x 256; float 0-255 or 0-1 in steps of 1/255) is scaled back to the very bytes it was: a stretch would
+wider type (uint16 values 0-255, x 257 after ``gdal_translate -ot UInt16 -scale 0 255 0 65535``, x 16,
+x 256, or onto a 10-16 bit full scale; float 0-255 or 0-1 in steps of 1/255) is scaled back to the
+very bytes it was: a stretch would
 give it another contrast, and the models' rules were tuned on 8-bit renderings. Other uint16 and
 float imagery (a sensor's 11-12 bits, reflectance) is stretched per band between low/high percentiles
 computed once per scene (from a decimated read of the full-resolution pixels, never the whole scene
@@ -11,6 +12,7 @@ at full resolution), so every tile of a scene gets the same scaling and there ar
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,11 +170,12 @@ SCAN_PIXELS = 2**20
 
 def scene_stats(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...], max_side: int = 1024,
                 percentiles: tuple[float, float] = (2.0, 98.0)) -> BandStats | None:
-    """Percentile stretch bounds from a decimated read (GDAL uses overviews if ``dataset`` has
+    """The bounds mapped onto 0..255, from a decimated read (GDAL uses overviews if ``dataset`` has
     them: ``tiles.source.Scene`` passes one opened with ``OVERVIEW_LEVEL=NONE``, since averaged
-    overviews have a narrower histogram than the pixels the tiles are read from).
+    overviews have a narrower histogram than the pixels the tiles are read from): 8-bit data in a
+    wider type scaled back to its bytes (``eight_bit_scale``), else the percentile stretch.
 
-    Returns None for uint8 data (no stretch needed). Raises UnsupportedRaster when the
+    Returns None for uint8 data (no scaling needed). Raises UnsupportedRaster when the
     raster holds no valid pixel. A decimated read samples every few pixels and can miss thin
     valid areas (a 2 px wide strip in a 4096 px raster), so when it finds none the raster is
     scanned at full resolution, strip by strip, before the raster is called empty.
@@ -194,7 +197,8 @@ def scene_stats(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...], max_
         raise UnsupportedRaster("no valid pixels: the raster is entirely nodata/masked")
     if data is None:
         return None
-    scale = eight_bit_scale(values, dtype)
+    nbits = dataset.tags(bands[0], ns="IMAGE_STRUCTURE").get("NBITS")  # GTiff's NBITS is a band's
+    scale = eight_bit_scale(values, dtype, int(nbits) if str(nbits).isdigit() else None)
     if scale is not None:  # 8-bit data in a wider type: back to its own bytes, no stretch
         n = len(bands)
         return BandStats((0.0,) * n, (255.0 * scale,) * n, EIGHT_BIT)
@@ -226,33 +230,54 @@ def stretch_note(dtype: str, stats: BandStats | None) -> str | None:
 
 #: how far from a whole step a float value may be and still count as 8-bit data (float32 of v / 255)
 _STEP_TOLERANCE = 1e-3
+#: full scales 8-bit data is widened to by ``gdal_translate -scale 0 255 0 F`` (10-16 bits, 32768 of
+#: 15-bit editors; 65535 is also x 257): values rint(byte x F / 255)
+FULL_SCALES = (1023, 2047, 4095, 16383, 32767, 32768, 65535)
+#: values checked before the whole sample, so data that is not 8-bit is told in one short pass
+_PREFIX = 4096
 
 
-def eight_bit_scale(values: np.ndarray, dtype: str) -> float | None:
-    """The factor k such that ``values`` / k are whole numbers 0..255 — 8-bit data kept in a wider
-    type — or None (data of more than 8 bits: stretch it).
+def _all(test: Callable[[np.ndarray], np.ndarray], values: np.ndarray) -> bool:
+    """``test`` holds for every value (a prefix first: wide data fails there, cheaply)."""
+    return bool(test(values[:_PREFIX]).all() and test(values).all())
 
-    Integers: k = 1 when none exceeds 255, else their greatest common divisor when the largest
-    divided by it is a byte of 128-255 (x 257 from ``gdal_translate -ot UInt16 -scale``, x 256 from
-    a shift, x 16 from a 12-bit container). A sensor's 11-12 bit values share no such factor.
-    Floats: k = 1/255 for 0-1 in steps of 1/255, k = 1 for whole numbers 0-255. ``values`` are
-    the valid pixels' (bands, n) sample the stretch would be read from.
+
+def eight_bit_scale(values: np.ndarray, dtype: str, nbits: int | None = None) -> float | None:
+    """The factor k such that ``values`` / k, rounded, are the bytes of 8-bit data kept in a wider
+    type, or None (data of more than 8 bits: stretch it).
+
+    The brightest byte must be 128-255, as in any 8-bit rendering of a scene: a dark 11-bit tile
+    whose values stay under 256, or a constant raster, is not taken for 8-bit data. Integers:
+    k = 1 for values 0-255; else their greatest common divisor (x 257 from ``gdal_translate -ot
+    UInt16 -scale 0 255 0 65535``, x 256 from a shift, x 16); else a full scale F of
+    ``FULL_SCALES`` when every value is rint(byte x F / 255) (``-scale 0 255 0 4095``), k = F / 255.
+    Floats: k = 1/255 for 0-1 in steps of 1/255, k = 1 for whole numbers 0-255. A sensor's values
+    share none of these; neither do 8-bit data widened and then resampled (stretched, as before).
+    ``values``: the valid pixels' (bands, n) sample the stretch would be read from; ``nbits``: the
+    file's ``NBITS`` (above 8: never 8-bit data).
     """
-    if values.size == 0:
-        return None
+    if values.size == 0 or (nbits is not None and nbits > 8) or np.dtype(dtype).itemsize == 1:
+        return None  # int8: no 8-bit rendering is signed
     low, high = float(values.min()), float(values.max())
     if low < 0:
         return None
+    flat = values.ravel()
     if np.issubdtype(np.dtype(dtype), np.integer):
         if high <= 255:
-            return 1.0
-        divisor = int(np.gcd.reduce(values.astype(np.int64).ravel()))
-        # the brightest byte of an 8-bit rendering is far above 127: a constant or two-level raster
-        # (one common divisor, the value itself) is not taken for 8-bit data
-        return float(divisor) if 128 <= high / divisor <= 255 else None
-    as_float = values.astype(np.float64)
+            return 1.0 if high >= 128 else None
+        ints = flat.astype(np.int64)
+        divisor = int(np.gcd.reduce(ints))
+        if 128 <= high / divisor <= 255:
+            return float(divisor)
+        for full in FULL_SCALES:
+            if full * 128 / 255 <= high <= full and _all(
+                    lambda v: np.rint(np.rint(v * (255 / full)) * (full / 255)) == v, ints):
+                return full / 255
+        return None
+    as_float = flat.astype(np.float64)
     for k, top in ((1.0 / 255.0, 1.0), (1.0, 255.0)):
-        if high <= top and np.abs(as_float / k - np.rint(as_float / k)).max() <= _STEP_TOLERANCE:
+        if top * 128 / 255 <= high <= top and _all(
+                lambda v: np.abs(v / k - np.rint(v / k)) <= _STEP_TOLERANCE, as_float):
             return k
     return None
 

@@ -373,7 +373,8 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     if redone:
         again = "predicted or copied again" if any(p in report.copied for p in redone) else "predicted again"
         typer.echo(f"{len(redone)} of them {again}: their folders in {out} held results of other "
-                   f"options, of another input or model, or of an earlier version of the file, or lacked one of its files "
+                   f"options, of another input or model, of an earlier version of the file or of an earlier geoseg's "
+                   f"stretch of its 16-bit or float values, or lacked one of its files "
                    f"({', '.join(raster_name(p) for p in redone[:5])}{', ...' if len(redone) > 5 else ''})")
     if report.failed:
         for p in inputs:  # in the order given, as batch.json lists them (not the order they failed in)
