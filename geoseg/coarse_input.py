@@ -19,10 +19,14 @@ from geoseg import card as cards
 from geoseg.card import MAX_UPSAMPLING, task_card_path, upsampling_cap
 from geoseg.options import PredictOptions
 
-__all__ = ["MAX_COARSER", "TooCoarse", "requested_cards", "too_coarse"]
+__all__ = ["GSD_SLACK", "MAX_COARSER", "TooCoarse", "requested_cards", "too_coarse"]
 
 #: an input more than this many times coarser than a head's working GSD is refused
 MAX_COARSER = 10.0
+#: how far over ``MAX_COARSER`` an input may measure and still count as at it: GSDs are measured on
+#: the ground, so a nominal 3 m UTM pixel measures 3.001 m near its zone's central meridian (scale
+#: 0.9996), and 3 m imagery (PlanetScope) was refused as "10.004x ... use imagery of 3 m or finer"
+GSD_SLACK = 0.01
 
 
 def _length(metres: float, digits: int = 3) -> str:
@@ -105,7 +109,8 @@ def too_coarse(input_gsd: float | None, options: PredictOptions) -> TooCoarse | 
         return None
     found = requested_cards(options)
     gsds = {task: (str(card.get("name", task)), float(card["gsd_m"])) for task, card in found.items() if card.get("gsd_m")}
-    over = {task: input_gsd / gsd for task, (_, gsd) in gsds.items() if input_gsd / gsd > MAX_COARSER}
+    over = {task: input_gsd / gsd for task, (_, gsd) in gsds.items()
+            if input_gsd / gsd > MAX_COARSER * (1 + GSD_SLACK)}
     if not over:
         return None
     task = max(over, key=over.get)

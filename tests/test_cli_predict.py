@@ -1306,6 +1306,26 @@ def test_an_input_just_over_the_coarse_limit_is_not_said_to_be_at_it():
     assert TooCoarse(12.1, "landcover", "landcover-attresunet", 1.1).reason().startswith("input GSD 12.1 m is 11x")
 
 
+def test_nominal_3_m_utm_imagery_is_not_refused_as_coarser_than_3_m(tmp_path):
+    """A 3 m UTM raster near its zone's central meridian measures 3.001 m on the ground (scale 0.9996)
+    and was refused as '10.004x ... use imagery of 3 m or finer' (PlanetScope-style deliveries); 1 %
+    over the limit counts as at it, and past that the refusal stays."""
+    from geoseg.coarse_input import too_coarse
+    from geoseg.pipeline import PredictOptions
+    from tiles.gsd import dataset_gsd_m
+
+    path = tmp_path / "utm3m.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:32636",
+                       transform=rasterio.Affine(3.0, 0, 500_000, 0, -3.0, 40_000)) as dst:  # 33E, on the equator
+        dst.write(np.full((3, 64, 64), 120, np.uint8))
+    with rasterio.open(path) as src:
+        measured = dataset_gsd_m(src)
+    assert 3.0 < measured < 3.003
+    options = PredictOptions(profile="fast")
+    assert too_coarse(measured, options) is None
+    assert too_coarse(3.05, options) is not None and too_coarse(3.05, options).task == "buildings"
+
+
 def test_a_file_of_several_rasters_names_them_and_each_is_predicted_by_its_name(tmp_path):
     """A GeoPackage with two raster tables (as a NetCDF or HDF5 file of several variables) opens as
     a dataset of 0 bands whose rasters are subdatasets: predict failed with Python's 'tuple index
