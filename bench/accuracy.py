@@ -3,7 +3,7 @@
     .venv/bin/python bench/accuracy.py --what buildings --profiles accurate,fast
     .venv/bin/python bench/accuracy.py --what landcover --profiles accurate
     .venv/bin/python bench/accuracy.py --what landcover --landcover-tile 5   # the validation tile
-    .venv/bin/python bench/accuracy.py --what trees          # land cover off Dubai: Lausanne's trees
+    .venv/bin/python bench/accuracy.py --what trees          # land cover off Dubai: Zürich's trees
     .venv/bin/python bench/accuracy.py --what buildings --profiles accurate --runtime int8
     .venv/bin/python bench/accuracy.py --what buildings --profiles fast --buildings-model CANDIDATE_DIR
 
@@ -15,7 +15,7 @@ landcover : ``predict_scene --gsd 1.1 --no-buildings`` on the 9 Dubai tile-6 ima
             ``--landcover-tile 5``: the validation tile's images instead), with
             ``--refine none`` and ``gcn``: confusion matrices pooled over the images (mIoU over
             the 5 classes) and the mean of the per-image mIoUs.
-trees     : land cover on another continent: the 4 SWISSIMAGE tiles of Lausanne (0.5 m, EPSG:2056)
+trees     : land cover on another continent: the 4 SWISSIMAGE tiles of Zürich (0.5 m, EPSG:2056)
             with detectree's tree / non-tree masks (``rasters/detectree_swissimage``), through
             ``predict_scene --no-buildings`` with ``--refine none`` and ``gcn``. The masks know
             trees only, the models "vegetation" (grass too), so the figures are the share of tree
@@ -105,7 +105,7 @@ def bench_landcover(profile: str, root: Path, tile: int = 6) -> None:
 
 
 def bench_trees(profile: str, root: Path) -> None:
-    """Land cover on Lausanne's tree masks (a check of generalisation, not a tuning set)."""
+    """Land cover on Zürich's tree masks (a check of generalisation, not a tuning set)."""
     import rasterio
 
     folder = root / "rasters" / "detectree_swissimage"

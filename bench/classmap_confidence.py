@@ -6,7 +6,7 @@
 ``predict_scene --no-buildings`` (default options otherwise: ``--refine gcn``; ``--refine none``
 with ``--refine none``) on the 9 Dubai tile-5 images (validation: where a threshold may be chosen),
 the 9 tile-6 images (test: report only) and the 18 building scenes of Zanzibar, Nairobi and
-Kampala (off domain), with two other unlabelled off-domain rasters (``other``: Lausanne's
+Kampala (off domain), with two other unlabelled off-domain rasters (``other``: Zürich's
 SWISSIMAGE tile and rasterio's winter valley in South Korea, docs/models.md "Other continents"),
 and prints report.json's ``classmap_confidence`` per scene, then per set the range of ``mean_max_probability``.
 Minutes on the 2-core CPU box; not part of the test suite.
