@@ -62,7 +62,10 @@ class PredictOptions:
         if self.tile_size < 32:
             raise PredictError(f"--tile-size must be >= 32, got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size // 2:
-            raise PredictError(f"--overlap must be in [0, tile_size/2), got {self.overlap}")
+            # a --tile-size of 64 alone failed on the default --overlap as if the user had given it
+            raise PredictError(f"--overlap must be in [0, tile_size/2), got {self.overlap} with --tile-size "
+                               f"{self.tile_size}: give an --overlap under {self.tile_size // 2} too"
+                               if self.overlap >= 0 else f"--overlap must be >= 0, got {self.overlap}")
         # checked here, not when the models load: a batch failed every input with the same error
         if self.device not in ("auto", "cpu", "cuda"):
             raise PredictError(f"--device must be auto, cpu or cuda, got {self.device!r}")

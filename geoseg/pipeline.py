@@ -230,7 +230,7 @@ def building_sources(frame: Any, source: str, grid: dict[str, Any], mosaic: dict
 def predict_scene(
     input_path: RasterPath, out_dir: Path | str, options: PredictOptions | None = None,
     progress: Progress | None = None, name: str | None = None, warn_notes: bool = True,
-    mosaic: dict[str, Any] | None = None, record_content: bool = False,
+    mosaic: dict[str, Any] | None = None, record_content: bool = False, said: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run the whole predict job for one raster (see module docstring); returns the report.
 
@@ -244,6 +244,8 @@ def predict_scene(
     ``record_content``: report.json keeps ``input_content`` (``tiles.same_content.content_record``: the
     input's size and SHA-256s, read through once), by which a later batch into the same folder gives
     these outputs to the scene moved or renamed (``geoseg predict`` batches ask for it).
+    ``said``: notes the caller told the user before the run (``--mosaic``'s gaps and overlaps): the
+    report's ``warnings`` start with them, and they are not raised again.
     """
     options = options or PredictOptions()
     options.check()
@@ -261,7 +263,7 @@ def predict_scene(
         options = replace(options, batch_size=8 if device == "cuda" else 1)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    notes: list[str] = []
+    notes: list[str] = list(said)
     from_card = bands_of_models(options)  # --bands, else the bands the run's own cards were trained on
     try:
         with Scene(input_path, bands=from_card[0] if from_card else options.bands) as scene:
@@ -456,6 +458,6 @@ def predict_scene(
             classmap_job.wait()  # never delete the staging folder under a running writer
         shutil.rmtree(staging, ignore_errors=True)
     if warn_notes:
-        for note in notes:
+        for note in notes[len(said):]:
             warnings.warn(note, stacklevel=2)
     return report

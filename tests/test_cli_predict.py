@@ -476,7 +476,7 @@ def test_one_file_given_twice_is_predicted_once_and_a_stem_clash_names_both(tmp_
     clash = runner.invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), str(tmp_path / "t" / "a.tif"),
                                 "--out", str(tmp_path / "c"), *FAST])
     assert_one_line_error(clash, "predict", "share the stem 'a'", str(tmp_path / "s" / "a.tif"),
-                          str(tmp_path / "t" / "a.tif"))
+                          str(tmp_path / "t" / "a.tif"), "both would write", "rename one")
     # the same scene of the same name in two folders (deliveries merged) is one input, said in a warning
     (tmp_path / "t" / "a.tif").write_bytes((tmp_path / "s" / "a.tif").read_bytes())
     twins = runner.invoke(app, ["predict", str(tmp_path / "s"), str(tmp_path / "t"), "--out", str(tmp_path / "d"),
@@ -1304,6 +1304,28 @@ def test_an_input_just_over_the_coarse_limit_is_not_said_to_be_at_it():
     assert just_over.startswith("input GSD 3.0003 m is 10.001x the 0.3 m"), just_over
     assert TooCoarse(4.98, "buildings", "buildings-u2net", 0.3).reason().startswith("input GSD 4.98 m is 17x")
     assert TooCoarse(12.1, "landcover", "landcover-attresunet", 1.1).reason().startswith("input GSD 12.1 m is 11x")
+
+
+def test_a_folder_batch_leaves_out_an_earlier_predict_s_outputs_in_it(tmp_path):
+    """``geoseg predict s/a.tif --out s`` wrote classmap.tif beside a.tif; a batch of ``s`` then predicted
+    the class map as a scene (read through its colour table as RGB). It is left out, with a word."""
+    _crops(tmp_path / "s", "a.tif")
+    runner = CliRunner()
+    assert runner.invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), "--out", str(tmp_path / "s"),
+                               "--profile", "fast", "--device", "cpu"]).exit_code == 0
+    assert (tmp_path / "s" / "classmap.tif").is_file()
+    result = runner.invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 0 and "1 predicted, 0 already done, 0 failed" in result.stdout, result.output
+    assert "classmap.tif: the output of an earlier geoseg predict into that folder" in result.stderr, result.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a", "batch.json"]
+
+
+def test_a_tile_size_alone_under_twice_the_default_overlap_says_to_lower_the_overlap(tmp_path):
+    """``--tile-size 64`` alone failed as '--overlap must be in [0, tile_size/2), got 64', naming an option
+    the user had not given; it now names both and what to give."""
+    result = CliRunner().invoke(app, ["predict", str(SCENE), "--out", str(tmp_path / "o"), "--tile-size", "64", *FAST])
+    assert_one_line_error(result, "predict", "got 64 with --tile-size 64", "give an --overlap under 32 too")
+    assert not (tmp_path / "o").exists()
 
 
 def test_nominal_3_m_utm_imagery_is_not_refused_as_coarser_than_3_m(tmp_path):

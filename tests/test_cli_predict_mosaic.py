@@ -67,6 +67,9 @@ def test_a_missing_tile_is_nodata_without_buildings_and_class_0(tmp_path):
     result = CliRunner().invoke(app, ["predict", *map(str, tiles), "--out", str(tmp_path / "m"), "--mosaic", *FAST])
     assert result.exit_code == 0, result.output
     assert "warning: --mosaic: the 3 rasters cover 75.0% of the mosaic's 768 x 512 px rectangle" in result.stderr
+    assert result.stderr.count("cover 75.0%") == 1  # told once, before the run
+    warned = json.loads((tmp_path / "m" / "report.json").read_text())["warnings"]  # and kept where scripts read
+    assert warned[0].startswith("--mosaic: the 3 rasters cover 75.0% of the mosaic's 768 x 512 px rectangle")
     with rasterio.open(tmp_path / "m" / "classmap.tif") as classmap:
         classes = classmap.read(1)
         assert classmap.shape == (512, 768)
@@ -95,6 +98,14 @@ def test_mosaic_with_a_scheduler_is_refused(tmp_path):
                                       "--scheduler", "local"])
     assert_one_line_error(result, "predict", "--mosaic", "--scheduler", "leave it out")
     assert not (tmp_path / "o").exists()
+
+
+def test_mosaic_with_the_default_scheduler_named_runs(tmp_path):
+    """``--scheduler sync`` is the default, yet naming it beside --mosaic was refused as a scheduler."""
+    result = CliRunner().invoke(app, ["predict", str(SCENE), "--out", str(tmp_path / "o"), "--mosaic",
+                                      "--scheduler", "sync", *FAST])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o" / "mosaic.vrt").is_file()
 
 
 def test_a_failed_mosaic_run_leaves_the_earlier_vrt_as_it_was(tmp_path, monkeypatch):

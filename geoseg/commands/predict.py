@@ -119,15 +119,15 @@ def predict(
         options.model_dirs = parse_model_specs(model)
         options.bands = parse_bands(bands) if bands is not None else None
         options.check()
-        if mosaic and scheduler is not None:  # one scene, predicted here: nothing to spread over a cluster
+        if mosaic and scheduler not in (None, "sync"):  # one scene, predicted here: nothing to spread over a cluster
             raise ValueError("--mosaic predicts its inputs as one scene in this process; --scheduler is for "
                              "batches of separate inputs: leave it out")
         # also for one input, which runs in this process: a mistyped address was silently ignored
         scheduler = _scheduler(scheduler)
-        paths, folders = _expand_folders([as_raster_path(p) for p in inputs])
+        paths, folders, outputs = _expand_folders([as_raster_path(p) for p in inputs])
         batch = not mosaic and (folders or len(paths) > 1)  # the layout follows what was given, repeats included
         paths, sidecars = split_sidecars(_unique(paths))
-        notes = [_sidecars_note(sidecars)] if sidecars else []
+        notes = ([_sidecars_note(sidecars)] if sidecars else []) + _outputs_note(outputs)
         check_not_another_commands_out(out, "geoseg predict")
         check_predict_layout(out, batch, None if mosaic or batch else raster_stem(paths[0]))
         if mosaic:
@@ -153,21 +153,49 @@ def predict(
         raise typer.Exit(1) from None
 
 
-def _expand_folders(paths: list[RasterPath]) -> tuple[list[RasterPath], bool]:
-    """Each local folder replaced by the rasters directly inside it; and whether there was one (a
-    folder is a batch, written into DIR/<stem>/, even when it holds a single raster)."""
+def _expand_folders(paths: list[RasterPath]) -> tuple[list[RasterPath], bool, list[Path]]:
+    """Each local folder replaced by the rasters directly inside it; whether there was one (a folder
+    is a batch, written into DIR/<stem>/, even when it holds a single raster); and the rasters left out
+    of the folders as outputs of an earlier ``geoseg predict`` into them (its classmap.tif was predicted
+    as a scene: a class map of a class map)."""
     out: list[RasterPath] = []
+    left_out: list[Path] = []
     folders = False
     for p in paths:
         if isinstance(p, Path) and p.is_dir():
-            found = rasters_in(p)
+            written = _predict_outputs_in(p)
+            found = [f for f in rasters_in(p) if f.name not in written]
+            left_out += [f for f in rasters_in(p) if f.name in written]
             if not found:
-                raise ValueError(f"no rasters in folder {p} (looked for {', '.join(RASTER_SUFFIXES)})")
+                raise ValueError(f"no rasters in folder {p} (looked for {', '.join(RASTER_SUFFIXES)})"
+                                 + (" but the outputs of an earlier geoseg predict (its report.json)" if written else ""))
             out.extend(found)
             folders = True
         else:
             out.append(p)
-    return out, folders
+    return out, folders, left_out
+
+
+def _predict_outputs_in(folder: Path) -> set[str]:
+    """The files a ``geoseg predict`` of one input wrote into ``folder`` (its report.json's ``outputs``)."""
+    try:
+        report = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    if not (isinstance(report, dict) and isinstance(report.get("options"), dict)
+            and isinstance(report.get("outputs"), list)):
+        return set()
+    return {name for name in report["outputs"] if isinstance(name, str)}
+
+
+def _outputs_note(left_out: list[Path]) -> list[str]:
+    """The warning for outputs of an earlier predict left out of a folder's rasters."""
+    if not left_out:
+        return []
+    names = ", ".join(str(p) for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+    return [f"left out {names}: the output{'s' if len(left_out) > 1 else ''} of an earlier geoseg predict "
+            f"into {'that folder' if len({p.parent for p in left_out}) == 1 else 'those folders'} "
+            f"(its report.json), not a scene"]
 
 
 def _unique(paths: list[RasterPath]) -> list[RasterPath]:
@@ -222,11 +250,12 @@ def _predict_mosaic(inputs: list[RasterPath], out: Path, options: PredictOptions
         raise ValueError(f"--mosaic: {exc}") from None
     # hold_out_folder makes --out, and removes it again if it made it and the run fails leaving it empty
     with hold_out_folder(out, "geoseg predict"):  # not while another run writes there
-        echo_warnings(notes + _mosaic_warnings(plan), prefix="--mosaic: ")  # once the folder is ours
+        said = notes + _mosaic_warnings(plan)
+        echo_warnings(said, prefix="--mosaic: ")  # once the folder is ours
         before = vrt.read_bytes() if vrt.is_file() else None
         try:
             write_vrt(plan, vrt)
-            _predict_one(vrt, out, options, mosaic=plan.summary(),
+            _predict_one(vrt, out, options, mosaic=plan.summary(), said=tuple(f"--mosaic: {n}" for n in said),
                          label=f"mosaic of {len(plan.tiles)} raster{'s' if len(plan.tiles) > 1 else ''}")
         except BaseException:  # the VRT an earlier run's outputs were made from stays theirs
             if before is None:
@@ -256,7 +285,7 @@ def _mosaic_warnings(plan: Mosaic) -> list[str]:
 
 
 def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions, mosaic: dict | None = None,
-                 label: str | None = None) -> None:
+                 label: str | None = None, said: tuple[str, ...] = ()) -> None:
     columns = (TextColumn("{task.description:<12}", markup=False), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"))
     from geoseg.pipeline import predict_scene  # before the block: its modules' import-time filters stay
@@ -280,7 +309,7 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions, mos
                                   highlight=False, soft_wrap=True, markup=False, emoji=False)
 
         try:
-            report = predict_scene(input_path, out, options, progress, mosaic=mosaic)
+            report = predict_scene(input_path, out, options, progress, mosaic=mosaic, said=said)
         except BaseException:
             _drop_bar(bar)  # the error is one line, without a bar stopped at 0 % above it
             raise
@@ -289,7 +318,7 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions, mos
     n = counts.get("buildings", 0)
     found = f"{n} building{'' if n == 1 else 's'}" if options.buildings else "no building model run"
     typer.echo(f"{label}: {found}, "
-               f"{report['timings_s']['total']:.1f} s ({report['mpx_per_s']:.2f} Mpx/s) -> {out}")
+               f"{report['timings_s']['total']:.1f} s ({report['mpx_per_s']:.3g} Mpx/s) -> {out}")
 
 
 def _drop_bar(bar: Progress) -> None:
@@ -328,8 +357,10 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
         same = [str(p) for p, s in zip(inputs, stems) if s == duplicates[0]]
-        raise ValueError(f"several inputs share the stem {duplicates[0]!r} ({', '.join(same)}): both would write "
-                         f"{out / duplicates[0]}; rename one or predict them into different --out folders")
+        raise ValueError(f"several inputs share the stem {duplicates[0]!r} ({', '.join(same)}): "
+                         f"{'both' if len(same) == 2 else f'all {len(same)}'} would write {out / duplicates[0]}; "
+                         f"rename {'one' if len(same) == 2 else 'all but one'} or predict them into different "
+                         "--out folders")
     if SUMMARY_NAME in stems:
         raise ValueError(f"an input's stem is {SUMMARY_NAME!r}, the batch summary's name in {out}: rename it")
     summary = BatchSummary(out / SUMMARY_NAME, inputs, lambda p: out / raster_stem(p),
