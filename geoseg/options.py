@@ -63,8 +63,9 @@ class PredictOptions:
             raise PredictError(f"--tile-size must be >= 32, got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size // 2:
             # a --tile-size of 64 alone failed on the default --overlap as if the user had given it
-            raise PredictError(f"--overlap must be in [0, tile_size/2), got {self.overlap} with --tile-size "
-                               f"{self.tile_size}: give an --overlap under {self.tile_size // 2} too"
+            raise PredictError(f"--overlap {self.overlap} must be under half the tile size ({self.tile_size} // 2 = "
+                               f"{self.tile_size // 2}; --overlap is 64 unless given): give a smaller --overlap or a "
+                               f"--tile-size over {2 * self.overlap}"
                                if self.overlap >= 0 else f"--overlap must be >= 0, got {self.overlap}")
         # checked here, not when the models load: a batch failed every input with the same error
         if self.device not in ("auto", "cpu", "cuda"):

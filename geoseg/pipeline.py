@@ -244,8 +244,9 @@ def predict_scene(
     ``record_content``: report.json keeps ``input_content`` (``tiles.same_content.content_record``: the
     input's size and SHA-256s, read through once), by which a later batch into the same folder gives
     these outputs to the scene moved or renamed (``geoseg predict`` batches ask for it).
-    ``said``: notes the caller told the user before the run (``--mosaic``'s gaps and overlaps): the
-    report's ``warnings`` start with them, and they are not raised again.
+    ``said``: notes the caller told the user before the run (``geoseg predict --mosaic``'s: the
+    mosaic's gaps and overlaps, sidecars and earlier outputs left out of its inputs): the report's
+    ``warnings`` start with them, and they are not raised again.
     """
     options = options or PredictOptions()
     options.check()

@@ -20,6 +20,7 @@ from rasterio.windows import Window
 from api.app import create_app
 from api.settings import Settings
 from api.validate import RasterLimits, UploadRejected, inspect_raster, too_large
+from geoseg.coarse_input import GSD_SLACK
 from geoseg.paths import data_root
 from test_api_fakes import footprint_runner
 from tiles.gsd import gsd_m
@@ -276,7 +277,7 @@ def test_odd_rasters_over_http(client, name):
     r = post(client, path.name, path.read_bytes())
     with rasterio.open(path) as src:
         gsd = gsd_m(src.crs, src.transform, src.width, src.height) if src.crs else None
-    if accepted and gsd and gsd > 3.0:  # over 10x the building model's 0.3 m (geoseg.coarse_input)
+    if accepted and gsd and gsd > 3.0 * (1 + GSD_SLACK):  # over 10x the building model's 0.3 m (geoseg.coarse_input)
         assert r.status_code == 422 and "allow_coarse=true" in r.json()["detail"], r.text
         r = post(client, path.name, path.read_bytes(), allow_coarse="true")
     if accepted:

@@ -1305,6 +1305,10 @@ def test_a_gsd_far_finer_than_a_scene_is_refused_before_any_work(rasters_dir: Pa
                                  str(tmp_path / "o"), "--size", "256", "--allow-coarse", "--scheduler", "sync"])
     assert result.exit_code == 0, result.output  # asked for
     assert len(index_of(tmp_path / "o")) == 4
+    # 10.07x: within predict's 1 % of slack (geoseg.coarse_input.GSD_SLACK), cut without --allow-coarse
+    result = runner.invoke(app, ["tile", str(small), "--labels", str(labels), "--gsd", "29.8", "--out",
+                                 str(tmp_path / "p"), "--size", "256", "--scheduler", "sync"])
+    assert result.exit_code == 0, result.output
 
 
 def test_a_table_without_geometry_given_as_labels_is_one_line(rasters_dir: Path, tmp_path: Path):

@@ -100,9 +100,9 @@ def predict(
     mosaic: bool = typer.Option(False, "--mosaic", help="Read all INPUTs (files, and the rasters in folders) as ONE scene: "
                                 "adjacent tiles of one image on one pixel grid (one CRS, pixel size, bands), mosaicked by a "
                                 "GDAL VRT kept as OUT/mosaic.vrt; outputs in OUT as for one input, seamless across the "
-                                "tile lines. Gaps are nodata; where tiles overlap the last listed wins where it has data. Not with --scheduler."),
+                                "tile lines. Gaps are nodata; where tiles overlap the last listed wins where it has data. Not with --scheduler local or an address."),
     allow_coarse: bool = typer.Option(False, "--allow-coarse", help="Predict an input more than 10x coarser than a model's "
-                                      "working GSD (buildings 0.3 m, land cover 1.1 m: refused above 3 m, or 11 m with "
+                                      "working GSD (buildings 0.3 m, land cover 1.1 m: refused above 3.03 m, or 11.1 m with "
                                       "--no-buildings), whose outputs mean little."),
 ) -> None:
     """Predict land cover and building footprints for one or more rasters."""

@@ -362,6 +362,7 @@ def check_upsampling(inputs: list[RasterPath], gsd: float | None, size: int, ove
     building from."""
     import rasterio
 
+    from geoseg.coarse_input import GSD_SLACK
     from tiles.gsd import dataset_gsd_m
 
     if gsd is None:
@@ -372,12 +373,14 @@ def check_upsampling(inputs: list[RasterPath], gsd: float | None, size: int, ove
                 value, width, height = dataset_gsd_m(src), src.width, src.height
         except rasterio.errors.RasterioError:  # the scene's own job says what is wrong with it
             continue
-        if value is not None and value > MAX_UPSAMPLING * gsd:
+        # with predict's slack: a nominal 3 m UTM pixel measures 3.001 m on the ground
+        if value is not None and value > MAX_UPSAMPLING * (1 + GSD_SLACK) * gsd:
             ratio, step = value / gsd, size - overlap
             windows = math.ceil(width * ratio / step) * math.ceil(height * ratio / step)
-            raise ValueError(f"{raster_name(path)}: its GSD {value:.3g} m is {ratio:,.0f}x the --gsd {gsd:g} m "
+            times = f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
+            raise ValueError(f"{raster_name(path)}: its GSD {value:.3g} m is {times}x the --gsd {gsd:g} m "
                              f"(more than {MAX_UPSAMPLING:g}x: about {windows:,} windows of upsampled pixels); give "
-                             f"--gsd {value / MAX_UPSAMPLING:.2g} or coarser, finer imagery, or --allow-coarse to "
+                             f"--gsd {value / MAX_UPSAMPLING:.3g} or coarser, finer imagery, or --allow-coarse to "
                              f"cut it anyway")
 
 
