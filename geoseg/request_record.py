@@ -16,7 +16,6 @@ from geoseg.options import PredictError, PredictOptions
 from geoseg.strict_json import json_safe
 from tiles.rasterpath import (RasterPath, absolute_raster_path, as_raster_path, is_virtual, local_file_of,
                               vrt_sources)
-from tiles.same_content import content_record
 
 __all__ = ["outputs_current", "outputs_made_with", "request_record"]
 
@@ -87,24 +86,9 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
     given = {k: v for k, v in given.items() if k in wanted}
     if isinstance(given["input"], str):  # older reports: the path as typed
         given["input"] = _input_name(given["input"])
-    same_input = given == {k: v for k, v in wanted.items() if k != "options"}
-    return ((same_input or _touched_only(report, given, wanted, input_path))
+    return (given == {k: v for k, v in wanted.items() if k != "options"}
             and _recorded_options(report) == wanted["options"] and _complete(out_dir, report)
             and _same_models(report, options) and not _stretched_before_scaling_was_recorded(report, input_path))
-
-
-def _touched_only(report: dict[str, Any], given: dict[str, Any], wanted: dict[str, Any], input_path: RasterPath) -> bool:
-    """Whether the input differs from the one ``report`` records only by its modification time, its
-    bytes (and sidecars) the same by SHA-256: a copy without ``-p`` or a ``touch`` made a batch predict
-    every scene again. Only a batch folder records the content (``input_content``); a VRT, whose
-    sources decide its pixels, is not compared."""
-    old, new, content = given.get("input_file"), wanted.get("input_file"), report.get("input_content")
-    if (given.get("input") != wanted.get("input") or not isinstance(old, dict) or not isinstance(new, dict)
-            or "sources" in old or "sources" in new or old.get("bytes") != new.get("bytes")
-            or not isinstance(content, dict) or content.get("bytes") != new.get("bytes")):
-        return False
-    now = content_record(input_path)
-    return now is not None and all(now.get(k) == content.get(k) for k in ("sha256", "sidecars"))
 
 
 def _stretched_before_scaling_was_recorded(report: dict[str, Any], input_path: RasterPath) -> bool:
