@@ -65,7 +65,7 @@ class PredictOptions:
             # a --tile-size of 64 alone failed on the default --overlap as if the user had given it
             raise PredictError(f"--overlap {self.overlap} must be under half the tile size ({self.tile_size} // 2 = "
                                f"{self.tile_size // 2}; --overlap is 64 unless given): give a smaller --overlap or a "
-                               f"--tile-size over {2 * self.overlap}"
+                               f"--tile-size of at least {2 * self.overlap + 2}"
                                if self.overlap >= 0 else f"--overlap must be >= 0, got {self.overlap}")
         # checked here, not when the models load: a batch failed every input with the same error
         if self.device not in ("auto", "cpu", "cuda"):

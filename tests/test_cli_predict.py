@@ -1326,7 +1326,7 @@ def test_a_tile_size_alone_under_twice_the_default_overlap_says_to_lower_the_ove
     the user had not given; it now names both and what to give."""
     result = CliRunner().invoke(app, ["predict", str(SCENE), "--out", str(tmp_path / "o"), "--tile-size", "64", *FAST])
     assert_one_line_error(result, "predict", "--overlap 64 must be under half the tile size (64 // 2 = 32; "
-                          "--overlap is 64 unless given)", "a smaller --overlap or a --tile-size over 128")
+                          "--overlap is 64 unless given)", "a smaller --overlap or a --tile-size of at least 130")
     assert not (tmp_path / "o").exists()
 
 
