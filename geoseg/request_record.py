@@ -45,7 +45,8 @@ def _input_file(input_path: RasterPath) -> dict[str, Any] | None:
     """Size and modification time of a local input (None for a URL, or when it is gone): a scene
     replaced under the same name is predicted again by a batch. A VRT's adds ``sources``, the same
     of each file it reads (``path``; ``bytes`` and ``modified_ns`` None for one missing): a tile of
-    the mosaic replaced changes the VRT's pixels but not the VRT. A virtual path into a local
+    the mosaic replaced changes the VRT's pixels but not the VRT. Another raster's adds
+    ``sidecars``, the same of each other file GDAL reads with it, when there is one. A virtual path into a local
     archive or a subdataset name (``/vsizip//a.zip/b.tif``, ``GPKG:a.gpkg:t``) has only ``sources``:
     the zip or container, which a new delivery replaces."""
     if is_virtual(input_path):
@@ -59,7 +60,26 @@ def _input_file(input_path: RasterPath) -> dict[str, Any] | None:
     sources = vrt_sources(input_path)
     if sources:
         record["sources"] = [_source_file(name) for name in sources]
+    else:
+        sidecars = _sidecar_files(input_path)
+        if sidecars:  # left out when there is none: the reports of such inputs stay as they were
+            record["sidecars"] = [_source_file(name) for name in sidecars]
     return record
+
+
+def _sidecar_files(input_path: Path) -> list[str]:
+    """The other files GDAL reads with ``input_path`` (a ``.msk``, ``.aux.xml``, ``.ovr``, world file,
+    ``.tab``...), sorted: georeferencing or a mask edited beside an untouched raster changes its
+    outputs, and a batch kept the folder."""
+    import rasterio  # here: this module is imported by commands that must not load GDAL
+
+    try:
+        with rasterio.open(input_path) as src:
+            files = src.files
+    except rasterio.errors.RasterioError:  # predicting it says why
+        return []
+    main = os.path.realpath(input_path)
+    return sorted(f for f in files if os.path.realpath(f) != main)
 
 
 def _source_file(name: str) -> dict[str, Any]:

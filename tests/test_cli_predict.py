@@ -1307,6 +1307,36 @@ def test_an_input_just_over_the_coarse_limit_is_not_said_to_be_at_it():
     assert TooCoarse(12.1, "landcover", "landcover-attresunet", 1.1).reason().startswith("input GSD 12.1 m is 11x")
 
 
+def test_a_mask_added_beside_an_untouched_scene_has_its_folder_predicted_again(tmp_path):
+    """A batch compared only the raster's size and time: a sidecar GDAL reads with it (an external
+    mask, an .aux.xml moving its georeferencing) added or edited later kept the old folder, whose
+    outputs no longer matched. The sidecars' sizes and times are recorded (when there are any)."""
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    report = json.loads((tmp_path / "o" / "a" / "report.json").read_text())
+    assert "sidecars" not in report["input_file"]  # none: the record is as before
+    raster_time = (tmp_path / "s" / "a.tif").stat().st_mtime_ns
+    half = np.zeros((128, 128), np.uint8)
+    half[:, :64] = 255
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=False), rasterio.open(tmp_path / "s" / "a.tif", "r+") as dst:
+        dst.write_mask(half)
+    os.utime(tmp_path / "s" / "a.tif", ns=(raster_time, raster_time))  # the raster itself as it was
+    assert (tmp_path / "s" / "a.tif.msk").is_file()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "1 predicted, 1 already done, 0 failed" in again.stdout, again.output
+    assert "1 of them predicted again" in again.stdout and "(a.tif)" in again.stdout, again.stdout
+    recorded = json.loads((tmp_path / "o" / "a" / "report.json").read_text())["input_file"]["sidecars"]
+    assert [Path(s["path"]).name for s in recorded] == ["a.tif.msk"]
+    with rasterio.open(tmp_path / "s" / "a.tif") as src:
+        edge_x = (src.transform * (64, 0))[0]  # the mask's edge, in the scene's CRS
+    buildings = gpd.read_file(tmp_path / "o" / "a" / "buildings.gpkg")
+    assert len(buildings) > 0 and buildings.total_bounds[2] <= edge_x + 1e-6  # none over the masked half
+    third = runner.invoke(app, args)
+    assert "0 predicted, 2 already done, 0 failed" in third.stdout, third.output
+
+
 def test_a_folder_batch_leaves_out_an_earlier_predict_s_outputs_in_it(tmp_path):
     """``geoseg predict s/a.tif --out s`` wrote classmap.tif beside a.tif; a batch of ``s`` then predicted
     the class map as a scene (read through its colour table as RGB). It is left out, with a word."""
