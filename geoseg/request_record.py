@@ -45,8 +45,8 @@ def _input_file(input_path: RasterPath) -> dict[str, Any] | None:
     """Size and modification time of a local input (None for a URL, or when it is gone): a scene
     replaced under the same name is predicted again by a batch. A VRT's adds ``sources``, the same
     of each file it reads (``path``; ``bytes`` and ``modified_ns`` None for one missing): a tile of
-    the mosaic replaced changes the VRT's pixels but not the VRT. Another raster's adds
-    ``sidecars``, the same of each other file GDAL reads with it, when there is one. A virtual path into a local
+    the mosaic replaced changes the VRT's pixels but not the VRT. Another raster's adds ``sidecars``,
+    the same of each other file GDAL reads with it, when there is one. A virtual path into a local
     archive or a subdataset name (``/vsizip//a.zip/b.tif``, ``GPKG:a.gpkg:t``) has only ``sources``:
     the zip or container, which a new delivery replaces."""
     if is_virtual(input_path):

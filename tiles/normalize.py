@@ -3,11 +3,11 @@
 Why: models take 3-band uint8 RGB. uint8 imagery passes through untouched. 8-bit imagery kept in a
 wider type (uint16 values 0-255, x 257 after ``gdal_translate -ot UInt16 -scale 0 255 0 65535``, x 16,
 x 256, or onto a 10-16 bit full scale; float 0-255 or 0-1 in steps of 1/255) is scaled back to the
-very bytes it was: a stretch would
-give it another contrast, and the models' rules were tuned on 8-bit renderings. Other uint16 and
-float imagery (a sensor's 11-12 bits, reflectance) is stretched per band between low/high percentiles
-computed once per scene (from a decimated read of the full-resolution pixels, never the whole scene
-at full resolution), so every tile of a scene gets the same scaling and there are no brightness seams.
+very bytes it was: a stretch would give it another contrast, and the models' rules were tuned on
+8-bit renderings. Other uint16 and float imagery (a sensor's 11-12 bits, reflectance) is stretched
+per band between low/high percentiles computed once per scene (from a decimated read of the
+full-resolution pixels, never the whole scene at full resolution), so every tile of a scene gets
+the same scaling and there are no brightness seams.
 """
 from __future__ import annotations
 

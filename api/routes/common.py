@@ -181,8 +181,8 @@ Model = Annotated[str | None, Form(max_length=500, json_schema_extra={"pattern":
     "Default: the shipped models of the profile."))]
 AllowCoarse = Annotated[bool, Form(description=(
     "Predict a raster more than 10x coarser than a model's working GSD (buildings 0.3 m, land cover 1.1 m for "
-    "the shipped models; 1 % of slack: 3 m UTM pixels pass), refused otherwise (422): a house or a road is then a pixel or two, and the outputs "
-    "mean little."))]
+    "the shipped models; 1 % of slack: 3 m UTM pixels pass), refused otherwise (422): a house or a road is "
+    "then a pixel or two, and the outputs mean little."))]
 Bands = Annotated[str | None, Form(max_length=64, json_schema_extra={"pattern": BANDS_PATTERN}, description=(
     "1-based bands read as red, green, blue, e.g. `3,2,1` for bands stored blue, green, red (BGR, "
     "BGRN), `5,3,2` for WorldView-3 or `1,1,1` for a one-band grey raster (the models were trained on colour: "

@@ -163,9 +163,9 @@ def _expand_folders(paths: list[RasterPath]) -> tuple[list[RasterPath], bool, li
     folders = False
     for p in paths:
         if isinstance(p, Path) and p.is_dir():
-            written = _predict_outputs_in(p)
-            found = [f for f in rasters_in(p) if f.name not in written]
-            left_out += [f for f in rasters_in(p) if f.name in written]
+            written, rasters = _predict_outputs_in(p), rasters_in(p)
+            found = [f for f in rasters if f.name not in written]
+            left_out += [f for f in rasters if f.name in written]
             if not found:
                 raise ValueError(f"no rasters in folder {p} (looked for {', '.join(RASTER_SUFFIXES)})"
                                  + (" but the outputs of an earlier geoseg predict (its report.json)" if written else ""))
@@ -404,7 +404,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     if redone:
         again = "predicted or copied again" if any(p in report.copied for p in redone) else "predicted again"
         typer.echo(f"{len(redone)} of them {again}: their folders in {out} held results of other "
-                   f"options, of another input or model, of an earlier version of the file or of an earlier geoseg's "
+                   f"options, of another input or model, of an earlier version of the file or its sidecars or of an earlier geoseg's "
                    f"stretch of its 16-bit or float values, or lacked one of its files "
                    f"({', '.join(raster_name(p) for p in redone[:5])}{', ...' if len(redone) > 5 else ''})")
     if report.failed:
