@@ -11,10 +11,11 @@ from typing import Callable
 import numpy as np
 import pytest
 import rasterio
-from rasterio.windows import Window
 
 from tiles.normalize import EIGHT_BIT, STRETCH, eight_bit_scale, scaling_record, stretch_note
 from tiles.source import Scene
+
+from test_tiles_source import full  # the whole scene read as one window
 
 
 def _copy(src_path: Path, dst: Path, convert: Callable[[np.ndarray], np.ndarray], dtype: str,
@@ -46,10 +47,6 @@ EIGHT_BIT_COPIES = {
     "float32 / 255": (lambda d: d.astype(np.float32) / 255.0, "float32", False, 1.0 / 255.0),
     "float32 0-255": (lambda d: d.astype(np.float32), "float32", False, 1.0),
 }
-
-
-def full(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
-    return scene.read(Window(0, 0, scene.width, scene.height))
 
 
 @pytest.mark.parametrize("kind", list(EIGHT_BIT_COPIES))

@@ -348,13 +348,10 @@ def check_one_gsd(out: Path, inputs: list[RasterPath]) -> None:
                          f"{measured[coarse]:.2g}) or tile them into different --out folders")
 
 
-#: a --gsd more than this many times finer than a scene's own GSD is refused (unless --allow-coarse), as
-#: ``geoseg predict`` refuses an input more than 10x coarser than a model's working GSD
-MAX_UPSAMPLING = 10.0
-
-
 def check_upsampling(inputs: list[RasterPath], gsd: float | None, size: int, overlap: int) -> None:
-    """Refuse a ``--gsd`` more than ``MAX_UPSAMPLING`` times finer than a scene's GSD, before any is cut.
+    """Refuse a ``--gsd`` more than ``MAX_COARSER`` times finer than a scene's GSD, before any is cut,
+    as ``geoseg predict`` refuses an input that much coarser than a model's working GSD (one limit,
+    one slack: ``geoseg.coarse_input``).
 
     Why: ``geoseg tile RGB.byte.tif --gsd 0.3`` (a 300 m Landsat scene: a typo, or the wrong scene)
     said nothing for 10 minutes while its memory grew past 5 GB, on its way to 8.6 million windows of
@@ -362,7 +359,7 @@ def check_upsampling(inputs: list[RasterPath], gsd: float | None, size: int, ove
     building from."""
     import rasterio
 
-    from geoseg.coarse_input import GSD_SLACK
+    from geoseg.coarse_input import GSD_SLACK, MAX_COARSER
     from tiles.gsd import dataset_gsd_m
 
     if gsd is None:
@@ -374,13 +371,13 @@ def check_upsampling(inputs: list[RasterPath], gsd: float | None, size: int, ove
         except rasterio.errors.RasterioError:  # the scene's own job says what is wrong with it
             continue
         # with predict's slack: a nominal 3 m UTM pixel measures 3.001 m on the ground
-        if value is not None and value > MAX_UPSAMPLING * (1 + GSD_SLACK) * gsd:
+        if value is not None and value > MAX_COARSER * (1 + GSD_SLACK) * gsd:
             ratio, step = value / gsd, size - overlap
             windows = math.ceil(width * ratio / step) * math.ceil(height * ratio / step)
             times = f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
             raise ValueError(f"{raster_name(path)}: its GSD {value:.3g} m is {times}x the --gsd {gsd:g} m "
-                             f"(more than {MAX_UPSAMPLING:g}x: about {windows:,} windows of upsampled pixels); give "
-                             f"--gsd {value / MAX_UPSAMPLING:.3g} or coarser, finer imagery, or --allow-coarse to "
+                             f"(more than {MAX_COARSER:g}x: about {windows:,} windows of upsampled pixels); give "
+                             f"--gsd {value / MAX_COARSER:.3g} or coarser, finer imagery, or --allow-coarse to "
                              f"cut it anyway")
 
 
