@@ -151,3 +151,45 @@ def test_report_record_and_note_say_how_the_input_became_bytes(buildings_dir: Pa
         assert stretch_note(a.dtype, a.stats) is None and stretch_note(b.dtype, b.stats) is None
         note = stretch_note(c.dtype, c.stats)
     assert note.startswith("uint16 input stretched to 0-255") and f"{c.stats.low[0]:.6g}-" in note
+
+
+def test_a_resumed_tile_cuts_a_scene_of_8_bit_data_in_a_wider_type_again(buildings_dir: Path, tmp_path: Path):
+    """Chips of such a scene cut by an earlier geoseg were stretched, and a resumed run said '1 already
+    done' and kept them, while predict reads the same file as its own bytes."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from geoseg.cli import app
+    from tiles.chipset import INPUTS_FILE
+
+    original = buildings_dir / "kampala" / "kampala_z19_1.tif"
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    _copy(original, scenes / "x257.tif", lambda d: d.astype(np.uint16) * 257, "uint16")
+    shutil.copy(original, scenes / "plain.tif")
+    out = tmp_path / "chips"
+    args = ["tile", str(scenes), "--out", str(out), "--labels", str(buildings_dir / "kampala" / "labels.geojson"),
+            "--size", "256", "--scheduler", "sync"]
+    runner = CliRunner()
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    chips = {p: p.read_bytes() for p in out.rglob("*x257*") if p.suffix in (".png", ".tif", ".npy")}
+    assert chips
+    # what an earlier geoseg left: other (stretched) chips, and an inputs.json that knew no reading
+    for path in chips:
+        path.write_bytes(b"stretched")
+    (states_path,) = out.glob(f"parts/*/{INPUTS_FILE}")
+    states = json.loads(states_path.read_text())
+    assert {Path(p).name: "reading" in s for p, s in states.items()} == {"x257.tif": True, "plain.tif": False}
+    for state in states.values():
+        state.pop("reading", None)
+    states_path.write_text(json.dumps(states))
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "1 already done" in again.output, again.output
+    assert ("x257.tif: cut by an earlier geoseg, which stretched 8-bit values kept in a wider type "
+            "(docs/tiling.md), cut again") in again.stderr
+    assert "plain.tif" not in again.stderr
+    assert {p: p.read_bytes() for p in chips} == chips
+    assert "2 already done" in runner.invoke(app, args).output

@@ -9,7 +9,8 @@ labels and its chip files unchanged) is a property of the chip folder, not of th
 - ``parts/<hash>/options.json``: the options key the records were cut with;
 - ``parts/<hash>/sources.json``: chip-name prefix -> the scene file it was cut from;
 - ``parts/<hash>/inputs.json``: scene path -> size and time of it, of the files it reads when it is a
-  VRT, and of its label files.
+  VRT, and of its label files; for a scene stored wider than 8 bits, how such values are read
+  (``WIDE_READING``).
 
 The options key is a JSON list ``[chip options, target, labels, split]``; ``--split`` only labels
 records and the labels (with the mapped area, ``coverage <file>``, when ``--coverage`` names one) only
@@ -26,6 +27,8 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
+
+import rasterio
 
 from tiles.chips import ChipOptions
 from tiles.rasterpath import (
@@ -48,6 +51,10 @@ INPUTS_FILE = "inputs.json"
 #: the chip folder's list of every chip (``tiles.chips.write_index``)
 INDEX_FILE = "index.geojson"
 _BOOKKEEPING = (OPTIONS_FILE, SOURCES_FILE, INPUTS_FILE)
+#: how values stored wider than 8 bits become chip bytes, raised when that changes so that a resumed
+#: run cuts such scenes again: absent (1), every such scene stretched; 2, 8-bit data kept in a wider
+#: type read as its own bytes (``tiles.normalize.eight_bit_scale``), whose stretched chips were kept
+WIDE_READING = 2
 
 
 def options_key(opts: ChipOptions, target: str, labels: list[str], split: str | None) -> str:
@@ -108,6 +115,16 @@ def _file_state(path: RasterPath) -> list[int] | None:
     except OSError:
         return None
     return [stat.st_size, stat.st_mtime_ns]
+
+
+def _stored_wider_than_bytes(path: RasterPath) -> bool:
+    """Whether a scene holds values other than uint8 (read through ``tiles.normalize``'s scaling);
+    False for a file that does not open, which the run itself reports."""
+    try:
+        with rasterio.open(str(path)) as src:
+            return any(dtype != "uint8" for dtype in src.dtypes)
+    except (rasterio.errors.RasterioError, OSError):
+        return False
 
 
 def index_chips(index: Path) -> list[dict]:
@@ -319,7 +336,9 @@ class ChipSet:
         labels (or replaced a scene) and re-ran the same command, the chips kept the old labels
         while the run said "1 already done". ``geoseg predict``'s batch re-predicts a replaced input
         the same way. A VRT scene is watched with the files it reads (``vrt_sources``): its own
-        bytes stay the same when a tile under it is replaced, and its old chips were kept.
+        bytes stay the same when a tile under it is replaced, and its old chips were kept. A scene
+        stored wider than 8 bits is cut again when such values are read another way (``WIDE_READING``):
+        the chips of 8-bit data in a uint16 file were stretched before, unlike its predictions since.
         """
         states_path = self.part_dir / INPUTS_FILE
         known = json.loads(states_path.read_text()) if states_path.is_file() else {}
@@ -329,6 +348,8 @@ class ChipSet:
             sources = {name: _file_state(Path(name)) for name in vrt_sources(path)}
             if sources:  # only for a VRT: the records of other scenes stay as earlier runs wrote them
                 now["sources"] = sources
+            if _stored_wider_than_bytes(path):  # only then: the records of uint8 scenes stay as they were
+                now["reading"] = WIDE_READING
             was = known.get(str(path))
             record = self.record(path)
             if was is not None and was != now and record.is_file():
@@ -337,7 +358,13 @@ class ChipSet:
                 changed += [Path(p).name for p, state in sources.items() if (was.get("sources") or {}).get(p) != state]
                 changed += [raster_name(p) for p, state in now["labels"].items()
                             if (was.get("labels") or {}).get(p) != state]
-                notes.append(f"{raster_name(path)}: {', '.join(changed)} changed since it was cut, cut again")
+                if changed:
+                    notes.append(f"{raster_name(path)}: {', '.join(changed)} changed since it was cut, cut again")
+                elif was.get("reading") != now.get("reading"):  # the same files, read another way
+                    notes.append(f"{raster_name(path)}: cut by an earlier geoseg, which stretched 8-bit values kept "
+                                 f"in a wider type (docs/tiling.md), cut again")
+                else:
+                    notes.append(f"{raster_name(path)}: its files changed since it was cut, cut again")
             known[str(path)] = now
         states_path.write_text(json.dumps(known, indent=0, sort_keys=True))
         return notes
