@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -458,7 +459,7 @@ def test_a_batch_rerun_with_other_options_or_inputs_predicts_again(tmp_path):
     assert (out / "c" / "mine.txt").read_text() == "not a prediction"
 
 
-def test_one_file_given_twice_is_predicted_once_and_a_stem_clash_names_both(tmp_path):
+def test_one_file_given_twice_is_predicted_once_and_a_stem_clash_names_the_files(tmp_path):
     """A folder and a file inside it (or two spellings of one path) are one input, not a 'stem clash';
     two different files of one stem are refused naming both; two copies of one scene and name, one input."""
     with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
@@ -473,10 +474,22 @@ def test_one_file_given_twice_is_predicted_once_and_a_stem_clash_names_both(tmp_
                                str(tmp_path / "t" / ".." / "s" / "a.tif"), "--out", str(tmp_path / "o"), *FAST])
     assert both.exit_code == 0 and "1 predicted, 0 already done, 0 failed" in both.stdout, both.output
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a", "batch.json"]  # the batch layout: several were given
+    one = runner.invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), "--out", str(tmp_path / "one"), *FAST])
+    speed = re.search(r"\((\S+) Mpx/s\)", one.stdout)  # to 2 decimals, a small scene's speed read 0.00
+    assert one.exit_code == 0 and speed, one.output
+    measured = json.loads((tmp_path / "one" / "report.json").read_text())["mpx_per_s"]
+    assert speed.group(1) == f"{measured:.3g}" and float(speed.group(1)) > 0
     clash = runner.invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), str(tmp_path / "t" / "a.tif"),
                                 "--out", str(tmp_path / "c"), *FAST])
     assert_one_line_error(clash, "predict", "share the stem 'a'", str(tmp_path / "s" / "a.tif"),
                           str(tmp_path / "t" / "a.tif"), "both would write", "rename one")
+    (tmp_path / "u").mkdir()
+    with rasterio.open(tmp_path / "u" / "a.tif", "w", **profile) as dst:
+        dst.write(pixels[:, :, ::-1])  # a third scene of that name
+    three = runner.invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), str(tmp_path / "t" / "a.tif"),
+                                str(tmp_path / "u" / "a.tif"), "--out", str(tmp_path / "c"), *FAST])
+    assert_one_line_error(three, "predict", "share the stem 'a'", str(tmp_path / "u" / "a.tif"),
+                          "all 3 would write", "rename all but one")
     # the same scene of the same name in two folders (deliveries merged) is one input, said in a warning
     (tmp_path / "t" / "a.tif").write_bytes((tmp_path / "s" / "a.tif").read_bytes())
     twins = runner.invoke(app, ["predict", str(tmp_path / "s"), str(tmp_path / "t"), "--out", str(tmp_path / "d"),
