@@ -16,8 +16,9 @@ from geoseg.options import PredictError, PredictOptions
 from geoseg.strict_json import json_safe
 from tiles.rasterpath import (RasterPath, absolute_raster_path, as_raster_path, is_virtual, local_file_of,
                               vrt_sources)
+from tiles.same_content import recorded_sidecars
 
-__all__ = ["outputs_current", "outputs_made_with", "request_record"]
+__all__ = ["outputs_current", "outputs_made_with", "refresh_input_file", "request_record", "touched_only"]
 
 
 def _input_name(input_path: RasterPath) -> str:
@@ -99,7 +100,7 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
     if report is None:
         raise PredictError(f"{out_dir} exists and is not an output of geoseg predict (no readable report.json): "
                            f"left as it is; move it or choose another --out")
-    wanted = json.loads(json.dumps(json_safe(request_record(input_path, options)), default=str))
+    wanted = _wanted(input_path, options)
     if "input_file" not in report:  # reports before the input's size and time were recorded
         wanted.pop("input_file")
     given = {"input": report.get("input"), "input_file": report.get("input_file")}
@@ -107,8 +108,63 @@ def outputs_current(out_dir: Path | str, input_path: RasterPath, options: Predic
     if isinstance(given["input"], str):  # older reports: the path as typed
         given["input"] = _input_name(given["input"])
     return (given == {k: v for k, v in wanted.items() if k != "options"}
-            and _recorded_options(report) == wanted["options"] and _complete(out_dir, report)
+            and _made_as_wanted(out_dir, report, wanted["options"], options, input_path))
+
+
+def _wanted(input_path: RasterPath, options: PredictOptions) -> dict[str, Any]:
+    """``request_record`` as report.json holds it once written (JSON types)."""
+    return json.loads(json.dumps(json_safe(request_record(input_path, options)), default=str))
+
+
+def _made_as_wanted(out_dir: Path | str, report: dict[str, Any], wanted_options: dict[str, Any],
+                    options: PredictOptions, input_path: RasterPath) -> bool:
+    """Whether ``report``'s folder is complete and was made with these options and models, as they
+    read the input today."""
+    return (_recorded_options(report) == wanted_options and _complete(out_dir, report)
             and _same_models(report, options) and not _stretched_before_scaling_was_recorded(report, input_path))
+
+
+def touched_only(out_dir: Path | str, input_path: RasterPath, options: PredictOptions) -> dict[str, Any] | None:
+    """The ``input_content`` that ``out_dir``'s report.json records when the folder would be current
+    for ``input_path`` (``outputs_current``) but for modification times: the input's own, and those of
+    the sidecars whose content that record keeps (``tiles.same_content.recorded_sidecars``; every other
+    file GDAL reads with it unchanged, and the same files). None otherwise, and for a VRT or a virtual
+    input. The caller compares the content (``same_as_recorded``), then ``refresh_input_file``.
+
+    Why: a delivery synced again (the same bytes under new times: ``cp`` without ``-p``, a bucket
+    sync, ``touch``) was predicted again, every scene of it, as if each had been replaced."""
+    report = _read_report(out_dir)
+    content = report.get("input_content") if report is not None else None
+    was = report.get("input_file") if report is not None else None
+    if not isinstance(content, dict) or not isinstance(was, dict) or not isinstance(content.get("sha256"), str):
+        return None
+    wanted = _wanted(input_path, options)
+    now = wanted["input_file"]
+    if (not isinstance(now, dict) or "sources" in now or "sources" in was or now == was
+            or report.get("input") != wanted["input"] or was.get("bytes") != now["bytes"]
+            or content.get("bytes") != now["bytes"]):
+        return None
+    before = {s.get("path"): s for s in was.get("sidecars", []) if isinstance(s, dict)}
+    after = {s["path"]: s for s in now.get("sidecars", [])}
+    hashed = set(recorded_sidecars(input_path))
+    if before.keys() != after.keys() or any(
+            state != before[path] and (state["bytes"] != before[path].get("bytes")
+                                       or os.path.realpath(path) not in hashed)
+            for path, state in after.items()):
+        return None
+    return content if _made_as_wanted(out_dir, report, wanted["options"], options, input_path) else None
+
+
+def refresh_input_file(out_dir: Path | str, input_path: RasterPath) -> None:
+    """Record in ``out_dir``'s report.json the input's size and times as they are now (``touched_only``
+    found its content unchanged), so that later runs find the folder current without reading the input
+    through again. Written beside and renamed over: an interrupted refresh leaves the old report."""
+    path = Path(out_dir) / "report.json"
+    report = json.loads(path.read_text())
+    report["input_file"] = _input_file(as_raster_path(input_path))
+    staged = path.with_name(".report.json.refresh")
+    staged.write_text(json.dumps(json_safe(report), indent=2, default=str, allow_nan=False) + "\n")
+    os.replace(staged, path)
 
 
 def _stretched_before_scaling_was_recorded(report: dict[str, Any], input_path: RasterPath) -> bool:

@@ -607,7 +607,8 @@ def test_a_batch_leaves_a_summary_a_script_reads_instead_of_its_output(tmp_path)
     assert a["buildings"] == len(gpd.read_file(tmp_path / "o" / "a" / "buildings.gpkg")) and a["seconds"] > 0
     assert (broken["status"], broken["output"], broken["buildings"]) == ("failed", None, None)
     assert broken["error"].startswith("PredictError: ") and "\n" not in broken["error"]
-    _crops(tmp_path / "s", "b.tif")  # a new delivery of b: predicted again
+    _crops(tmp_path / "new", "c.tif")  # a new delivery of b, of other pixels: predicted again
+    os.replace(tmp_path / "new" / "c.tif", tmp_path / "s" / "b.tif")
     (tmp_path / "s" / "broken.tif").unlink()
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
@@ -1601,3 +1602,78 @@ def test_a_copy_made_again_for_other_options_is_not_said_to_be_predicted_again(t
     again = CliRunner().invoke(app, [*args, "--regularize"])
     assert "1 predicted, 1 copied (the same content as another input), 0 already done" in again.stdout, again.output
     assert "2 of them predicted or copied again: their folders" in again.stdout
+
+
+def _scenes_of_one_size(folder: Path) -> dict:
+    """a.tif and b.tif, 128 px crops of a real scene saved uncompressed (new pixels keep a file's
+    length) in ``folder``; returns their profile and pixels."""
+    folder.mkdir()
+    with rasterio.open(KAMPALA / "kampala_z19_2.tif") as src:
+        window = Window(0, 0, 128, 128)
+        pixels = src.read(window=window)
+        profile = dict(driver="GTiff", width=128, height=128, count=3, dtype="uint8", crs=src.crs,
+                       transform=src.window_transform(window))
+    for name, data in (("a.tif", pixels), ("b.tif", pixels[:, ::-1])):
+        with rasterio.open(folder / name, "w", **profile) as dst:
+            dst.write(data)
+    return {"profile": profile, "pixels": pixels}
+
+
+def _touch(*paths: Path) -> None:
+    for path in paths:
+        os.utime(path, ns=(1_700_000_000_000_000_000,) * 2)
+
+
+def test_a_touched_scene_of_the_same_bytes_stays_done_and_a_changed_one_is_predicted_again(tmp_path):
+    """A copy without -p, a bucket sync or a touch gives every scene a new modification time: a batch
+    predicted them all again. A scene whose bytes are those its folder's report.json records (SHA-256)
+    stays done, said in a note, and its report takes the new time (a later run reads nothing through);
+    one of the same size with other bytes is predicted again."""
+    made = _scenes_of_one_size(tmp_path / "s")
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    before = (tmp_path / "s" / "b.tif").read_bytes()
+    with rasterio.open(tmp_path / "s" / "b.tif", "w", **made["profile"]) as dst:  # b's pixels changed in place
+        dst.write(made["pixels"][:, :, ::-1])
+    assert len((tmp_path / "s" / "b.tif").read_bytes()) == len(before) and (tmp_path / "s" / "b.tif").read_bytes() != before
+    _touch(tmp_path / "s" / "a.tif", tmp_path / "s" / "b.tif")
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "1 predicted, 1 already done, 0 failed" in again.stdout, again.output
+    assert "1 of them predicted again" in again.stdout and "(b.tif)" in again.stdout, again.stdout
+    assert ("warning: 1 input modified since predicted, of the same content (read through): kept as done (a.tif)"
+            in again.stderr), again.stderr
+    report = json.loads((tmp_path / "o" / "a" / "report.json").read_text())
+    assert report["input_file"]["modified_ns"] == 1_700_000_000_000_000_000
+    third = runner.invoke(app, args)
+    assert "0 predicted, 2 already done" in third.stdout and "modified since predicted" not in third.stderr
+
+
+def test_a_touched_sidecar_is_trusted_only_when_its_content_is_recorded(tmp_path, monkeypatch):
+    """A scene's .aux.xml (whose content report.json records) touched with it: kept; edited to other
+    bytes of the same length: predicted again. A sidecar GDAL reads whose content no record keeps (a
+    .tab or an RPC text beside a raster; here the .aux.xml passed for one) is trusted by its time only."""
+    import geoseg.request_record as request_record
+
+    _scenes_of_one_size(tmp_path / "s")
+    aux = tmp_path / "s" / "a.tif.aux.xml"
+    aux.write_text('<PAMDataset><Metadata><MDI key="delivery">1</MDI></Metadata></PAMDataset>')
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    recorded = json.loads((tmp_path / "o" / "a" / "report.json").read_text())["input_file"]
+    assert [Path(s["path"]).name for s in recorded["sidecars"]] == ["a.tif.aux.xml"]
+    _touch(tmp_path / "s" / "a.tif", aux)
+    kept = runner.invoke(app, args)
+    assert "0 predicted, 2 already done" in kept.stdout and "kept as done (a.tif)" in kept.stderr, kept.output
+    os.utime(aux, ns=(1_600_000_000_000_000_000,) * 2)
+    folder, scene, options = tmp_path / "o" / "a", tmp_path / "s" / "a.tif", PredictOptions(
+        profile="fast", classmap=False, device="cpu")  # FAST's
+    assert request_record.touched_only(folder, scene, options) is not None  # the .aux.xml's content is recorded
+    monkeypatch.setattr(request_record, "recorded_sidecars", lambda path: [])
+    assert request_record.touched_only(folder, scene, options) is None
+    monkeypatch.undo()
+    aux.write_text('<PAMDataset><Metadata><MDI key="delivery">2</MDI></Metadata></PAMDataset>')
+    os.utime(aux, ns=(1_650_000_000_000_000_000,) * 2)  # edited at another time than recorded
+    edited = runner.invoke(app, args)
+    assert "1 predicted, 1 already done" in edited.stdout and "kept as done" not in edited.stderr, edited.output

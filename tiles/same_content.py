@@ -37,7 +37,7 @@ from tiles.rasterpath import (
 )
 from tiles.splits import file_sha256, stream_sha256
 
-__all__ = ["HashProgress", "content_record", "file_key", "same_as_recorded", "same_content"]
+__all__ = ["HashProgress", "content_record", "file_key", "recorded_sidecars", "same_as_recorded", "same_content"]
 
 #: bytes read at each end of a file before the whole of it is hashed
 ENDS = 2**16
@@ -70,6 +70,13 @@ def _sidecars(path: str) -> dict[str, str]:
         return {}
     return {wanted[n.lower()].lower(): os.path.join(folder, n) for n in names
             if n.lower() in wanted and os.path.isfile(os.path.join(folder, n))}
+
+
+def recorded_sidecars(path: RasterPath) -> list[str]:
+    """The real paths of the sidecars ``content_record`` keeps the content of (those beside
+    ``path`` by its name): a file GDAL reads with the raster outside them (a ``.tab``, an RPC text)
+    is known to a record by its size and time only."""
+    return sorted(os.path.realpath(f) for f in _sidecars(os.path.abspath(path)).values())
 
 
 def _ends_digest(real: str, size: int) -> str:

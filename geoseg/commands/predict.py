@@ -28,7 +28,7 @@ from tiles.hashing_progress import hashing_progress
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars,
                               vrts_over_inputs)
-from tiles.same_content import file_key, same_as_recorded, same_content
+from tiles.same_content import HashProgress, file_key, same_as_recorded, same_content
 
 #: without a terminal, a line each time the single-input progress passes another tenth
 LOG_STEP = 0.1
@@ -367,6 +367,11 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                            header={"command": "geoseg predict", "geoseg_version": __version__, "out": str(out)},
                            details=_folder_counts, no_details={"buildings": None, "warnings": [],
                                                                "same_content_as": None})
+    kept = _touched_but_unchanged(out, inputs, options, reading)
+    if kept:
+        names = ", ".join(raster_name(p) for p in kept[:5]) + (", ..." if len(kept) > 5 else "")
+        notes.append(f"{len(kept)} input{'s' if len(kept) > 1 else ''} modified since predicted, of the same "
+                     f"content (read through): kept as done ({names})")
     # copies and links under other names, in this batch or of an earlier one's input (moved since, too):
     # predicted once
     earlier, recorded = _earlier_inputs(out, inputs, options)
@@ -412,6 +417,28 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
             if str(p) in report.failed:
                 typer.echo(failure_line(raster_name(p), report.failed[str(p)]), err=True)
         raise typer.Exit(1)
+
+
+def _touched_but_unchanged(out: Path, inputs: list[RasterPath], options: PredictOptions,
+                           reading: HashProgress) -> list[RasterPath]:
+    """The inputs whose folder in ``out`` would be current but for their files' modification times
+    (``geoseg.request_record.touched_only``) and whose content is the one its report records (read
+    through once, under ``reading``); their reports then record the new times (``refresh_input_file``),
+    so the batch, and later ones, skip them as done."""
+    from geoseg.request_record import refresh_input_file, touched_only
+
+    records: dict[str, dict[str, Any]] = {}
+    for p in inputs:
+        folder = out / raster_stem(p)
+        if folder.is_dir():
+            content = touched_only(folder, p, options)
+            if content is not None:
+                records[str(p)] = content
+    found = same_as_recorded([p for p in inputs if str(p) in records], records, reading)
+    kept = [p for p, name in found.items() if records[name] == records[str(p)]]  # its own record (or a twin's)
+    for p in kept:
+        refresh_input_file(out / raster_stem(p), p)
+    return kept
 
 
 def _earlier_inputs(out: Path, inputs: list[RasterPath],
