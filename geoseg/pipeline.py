@@ -329,6 +329,8 @@ def predict_scene(
                                          "--gsd METRES", "--allow-coarse"))
     # of the bytes about to be read; after the checks above, so an input refused at once is not read through
     content = content_record(input_path) if record_content else None
+    if content is not None and request_record(input_path, options)["input_file"] != request["input_file"]:
+        content = None  # changed since its size and time were taken: the bytes hashed may not be those
 
     t = time.perf_counter()
     heads = load_heads(options, device, notes, gsd_known=input_gsd is not None)

@@ -5,6 +5,7 @@ over a stale one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict
@@ -124,12 +125,14 @@ def _made_as_wanted(out_dir: Path | str, report: dict[str, Any], wanted_options:
             and _same_models(report, options) and not _stretched_before_scaling_was_recorded(report, input_path))
 
 
-def touched_only(out_dir: Path | str, input_path: RasterPath, options: PredictOptions) -> dict[str, Any] | None:
-    """The ``input_content`` that ``out_dir``'s report.json records when the folder would be current
-    for ``input_path`` (``outputs_current``) but for modification times: the input's own, and those of
-    the sidecars whose content that record keeps (``tiles.same_content.recorded_sidecars``; every other
-    file GDAL reads with it unchanged, and the same files). None otherwise, and for a VRT or a virtual
-    input. The caller compares the content (``same_as_recorded``), then ``refresh_input_file``.
+def touched_only(out_dir: Path | str, input_path: RasterPath,
+                 options: PredictOptions) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The ``input_content`` that ``out_dir``'s report.json records, and the input's ``input_file`` as
+    it is now, when the folder would be current for ``input_path`` (``outputs_current``) but for
+    modification times: the input's own, and those of the sidecars whose content that record keeps
+    (``tiles.same_content.recorded_sidecars``; every other file GDAL reads with it unchanged, and the
+    same files). None otherwise, and for a VRT or a virtual input. The caller compares the content
+    (``same_as_recorded``), then ``refresh_input_file`` with that state.
 
     Why: a delivery synced again (the same bytes under new times: ``cp`` without ``-p``, a bucket
     sync, ``touch``) was predicted again, every scene of it, as if each had been replaced."""
@@ -152,19 +155,31 @@ def touched_only(out_dir: Path | str, input_path: RasterPath, options: PredictOp
                                        or os.path.realpath(path) not in hashed)
             for path, state in after.items()):
         return None
-    return content if _made_as_wanted(out_dir, report, wanted["options"], options, input_path) else None
+    return (content, now) if _made_as_wanted(out_dir, report, wanted["options"], options, input_path) else None
 
 
-def refresh_input_file(out_dir: Path | str, input_path: RasterPath) -> None:
-    """Record in ``out_dir``'s report.json the input's size and times as they are now (``touched_only``
-    found its content unchanged), so that later runs find the folder current without reading the input
-    through again. Written beside and renamed over: an interrupted refresh leaves the old report."""
+def refresh_input_file(out_dir: Path | str, input_path: RasterPath, seen: dict[str, Any]) -> bool:
+    """Record ``seen`` (the input's ``input_file`` that ``touched_only`` returned, taken before its
+    content was found unchanged) in ``out_dir``'s report.json, so that later runs find the folder
+    current without reading the input through again; only while the input is still in that state (a
+    file rewritten while others were read through is predicted again). Best effort: False when it is
+    not written (the input moved on, or the report could not be: a full disk), and the batch then
+    predicts the input again. Written beside and renamed over: an interrupted refresh leaves the old
+    report."""
     path = Path(out_dir) / "report.json"
-    report = json.loads(path.read_text())
-    report["input_file"] = _input_file(as_raster_path(input_path))
     staged = path.with_name(".report.json.refresh")
-    staged.write_text(json.dumps(json_safe(report), indent=2, default=str, allow_nan=False) + "\n")
-    os.replace(staged, path)
+    try:
+        if json.loads(json.dumps(json_safe(_input_file(as_raster_path(input_path))), default=str)) != seen:
+            return False
+        report = json.loads(path.read_text())
+        report["input_file"] = seen
+        staged.write_text(json.dumps(json_safe(report), indent=2, default=str, allow_nan=False) + "\n")
+        os.replace(staged, path)
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _stretched_before_scaling_was_recorded(report: dict[str, Any], input_path: RasterPath) -> bool:

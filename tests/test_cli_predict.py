@@ -1647,6 +1647,22 @@ def test_a_touched_scene_of_the_same_bytes_stays_done_and_a_changed_one_is_predi
     assert report["input_file"]["modified_ns"] == 1_700_000_000_000_000_000
     third = runner.invoke(app, args)
     assert "0 predicted, 2 already done" in third.stdout and "modified since predicted" not in third.stderr
+    # a file rewritten while the others were read through: its state is not recorded as checked
+    from geoseg.request_record import refresh_input_file
+
+    seen, text = report["input_file"], (tmp_path / "o" / "a" / "report.json").read_text()
+    os.utime(tmp_path / "s" / "a.tif", ns=(1_800_000_000_000_000_000,) * 2)
+    assert not refresh_input_file(tmp_path / "o" / "a", tmp_path / "s" / "a.tif", seen)
+    assert (tmp_path / "o" / "a" / "report.json").read_text() == text
+    # nor when the report cannot be written (a full disk; here its staged copy's name is taken): False,
+    # and the batch goes on to predict it again
+    now = {**seen, "modified_ns": 1_800_000_000_000_000_000}
+    (tmp_path / "o" / "a" / ".report.json.refresh").mkdir()
+    assert not refresh_input_file(tmp_path / "o" / "a", tmp_path / "s" / "a.tif", now)
+    assert (tmp_path / "o" / "a" / "report.json").read_text() == text
+    (tmp_path / "o" / "a" / ".report.json.refresh").rmdir()
+    assert refresh_input_file(tmp_path / "o" / "a", tmp_path / "s" / "a.tif", now)
+    assert json.loads((tmp_path / "o" / "a" / "report.json").read_text())["input_file"] == now
 
 
 def test_a_touched_sidecar_is_trusted_only_when_its_content_is_recorded(tmp_path, monkeypatch):
@@ -1677,3 +1693,26 @@ def test_a_touched_sidecar_is_trusted_only_when_its_content_is_recorded(tmp_path
     os.utime(aux, ns=(1_650_000_000_000_000_000,) * 2)  # edited at another time than recorded
     edited = runner.invoke(app, args)
     assert "1 predicted, 1 already done" in edited.stdout and "kept as done" not in edited.stderr, edited.output
+
+
+def test_an_input_changed_while_it_was_hashed_keeps_no_content_record(tmp_path, monkeypatch):
+    """predict_scene takes the input's size and time, checks it, then hashes it: a file replaced in
+    between had the new bytes' digest recorded beside the old time, and a later touch-only check
+    would have trusted outputs of the old file."""
+    import geoseg.pipeline as pipeline
+
+    _scenes_of_one_size(tmp_path / "s")
+    scene = tmp_path / "s" / "a.tif"
+    hashed = pipeline.content_record
+
+    def hashed_then_replaced(path):
+        record = hashed(path)
+        os.utime(scene, ns=(1_700_000_000_000_000_000,) * 2)
+        return record
+
+    options = PredictOptions(profile="fast", classmap=False, device="cpu")
+    pipeline.predict_scene(scene, tmp_path / "kept", options, record_content=True)
+    assert "input_content" in json.loads((tmp_path / "kept" / "report.json").read_text())
+    monkeypatch.setattr(pipeline, "content_record", hashed_then_replaced)
+    pipeline.predict_scene(scene, tmp_path / "dropped", options, record_content=True)
+    assert "input_content" not in json.loads((tmp_path / "dropped" / "report.json").read_text())

@@ -188,8 +188,8 @@ def test_a_resumed_tile_cuts_a_scene_of_8_bit_data_in_a_wider_type_again(buildin
     states_path.write_text(json.dumps(states))
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "1 already done" in again.output, again.output
-    assert ("x257.tif: cut by an earlier geoseg, which stretched 8-bit values kept in a wider type "
-            "(docs/tiling.md), cut again") in again.stderr
+    assert ("x257.tif: cut by an earlier geoseg, before 8-bit values kept in a wider type were read as their "
+            "own bytes (docs/tiling.md), cut again") in again.stderr
     assert "plain.tif" not in again.stderr
     assert {p: p.read_bytes() for p in chips} == chips
     assert "2 already done" in runner.invoke(app, args).output

@@ -117,14 +117,15 @@ def _file_state(path: RasterPath) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _stored_wider_than_bytes(path: RasterPath) -> bool:
+def _stored_wider_than_bytes(path: RasterPath) -> bool | None:
     """Whether a scene holds values other than uint8 (read through ``tiles.normalize``'s scaling);
-    False for a file that does not open, which the run itself reports."""
+    None for a file that does not open now (a URL down for a moment; the run itself says why when it
+    is cut)."""
     try:
         with rasterio.open(str(path)) as src:
             return any(dtype != "uint8" for dtype in src.dtypes)
     except (rasterio.errors.RasterioError, OSError):
-        return False
+        return None
 
 
 def index_chips(index: Path) -> list[dict]:
@@ -348,9 +349,12 @@ class ChipSet:
             sources = {name: _file_state(Path(name)) for name in vrt_sources(path)}
             if sources:  # only for a VRT: the records of other scenes stay as earlier runs wrote them
                 now["sources"] = sources
-            if _stored_wider_than_bytes(path):  # only then: the records of uint8 scenes stay as they were
-                now["reading"] = WIDE_READING
             was = known.get(str(path))
+            wide = _stored_wider_than_bytes(path)
+            if wide is None and was is not None and "reading" in was:  # not opened now: as recorded
+                now["reading"] = was["reading"]
+            elif wide:  # only then: the records of uint8 scenes stay as they were
+                now["reading"] = WIDE_READING
             record = self.record(path)
             if was is not None and was != now and record.is_file():
                 record.unlink()
@@ -361,8 +365,8 @@ class ChipSet:
                 if changed:
                     notes.append(f"{raster_name(path)}: {', '.join(changed)} changed since it was cut, cut again")
                 elif was.get("reading") != now.get("reading"):  # the same files, read another way
-                    notes.append(f"{raster_name(path)}: cut by an earlier geoseg, which stretched 8-bit values kept "
-                                 f"in a wider type (docs/tiling.md), cut again")
+                    notes.append(f"{raster_name(path)}: cut by an earlier geoseg, before 8-bit values kept in a "
+                                 f"wider type were read as their own bytes (docs/tiling.md), cut again")
                 else:
                     notes.append(f"{raster_name(path)}: its files changed since it was cut, cut again")
             known[str(path)] = now

@@ -423,22 +423,22 @@ def _touched_but_unchanged(out: Path, inputs: list[RasterPath], options: Predict
                            reading: HashProgress) -> list[RasterPath]:
     """The inputs whose folder in ``out`` would be current but for their files' modification times
     (``geoseg.request_record.touched_only``) and whose content is the one its report records (read
-    through once, under ``reading``); their reports then record the new times (``refresh_input_file``),
-    so the batch, and later ones, skip them as done."""
+    through under ``reading``); their reports then record the new times (``refresh_input_file``, when
+    the files kept them while the others were read), so the batch, and later ones, skip them as done."""
     from geoseg.request_record import refresh_input_file, touched_only
 
     records: dict[str, dict[str, Any]] = {}
+    seen: dict[str, dict[str, Any]] = {}
     for p in inputs:
         folder = out / raster_stem(p)
         if folder.is_dir():
-            content = touched_only(folder, p, options)
-            if content is not None:
-                records[str(p)] = content
+            touched = touched_only(folder, p, options)
+            if touched is not None:
+                records[str(p)], seen[str(p)] = touched
     found = same_as_recorded([p for p in inputs if str(p) in records], records, reading)
-    kept = [p for p, name in found.items() if records[name] == records[str(p)]]  # its own record (or a twin's)
-    for p in kept:
-        refresh_input_file(out / raster_stem(p), p)
-    return kept
+    # its own record (or a twin's), and the file as it was before it was read through
+    return [p for p, name in found.items() if records[name] == records[str(p)]
+            and refresh_input_file(out / raster_stem(p), p, seen[str(p)])]
 
 
 def _earlier_inputs(out: Path, inputs: list[RasterPath],
