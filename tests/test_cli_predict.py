@@ -119,6 +119,24 @@ def test_subdataset_names_are_inputs_named_by_file_and_subdataset(location, name
     assert absolute_raster_path(location) == absolute.format(cwd=os.getcwd())
 
 
+def test_a_file_in_a_relative_archive_is_named_by_its_absolute_archive(tmp_path, monkeypatch):
+    """report.json named ``/vsizip/in/a.zip/b.tif`` as typed, and ``geoseg eval`` run from another
+    folder found the input gone (a subdataset name's file was already made absolute)."""
+    from tiles.rasterpath import absolute_raster_path
+
+    (tmp_path / "in").mkdir()
+    with zipfile.ZipFile(tmp_path / "in" / "a.zip", "w") as archive:
+        archive.writestr("sub/b.tif", b"not read here")
+    (tmp_path / "in" / "plain.tif.gz").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert absolute_raster_path("/vsizip/in/a.zip/sub/b.tif") == f"/vsizip/{tmp_path}/in/a.zip/sub/b.tif"
+    assert absolute_raster_path("/vsizip/{in/a.zip}/sub/b.tif") == f"/vsizip/{{{tmp_path}/in/a.zip}}/sub/b.tif"
+    assert absolute_raster_path("/vsigzip/in/plain.tif.gz") == f"/vsigzip/{tmp_path}/in/plain.tif.gz"
+    for unchanged in (f"/vsizip/{tmp_path}/in/a.zip/sub/b.tif", "/vsizip//vsicurl/https://h/a.zip/b.tif",
+                      "/vsizip/gone/a.zip/b.tif", "/vsicurl/https://h/b.tif", "/vsimem/b.tif"):
+        assert absolute_raster_path(unchanged) == unchanged
+
+
 def test_a_missing_input_is_one_failure_of_the_batch(tmp_path):
     scene = KAMPALA / "kampala_z19_2.tif"
     missing = tmp_path / "nope.tif"

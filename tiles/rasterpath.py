@@ -79,15 +79,40 @@ def as_raster_path(location: RasterPath) -> RasterPath:
 
 def absolute_raster_path(location: RasterPath) -> RasterPath:
     """A local file as an absolute ``Path`` (it means the same file from any folder: a Dask worker's,
-    ``geoseg eval``'s); a subdataset name with its local file made absolute; a virtual path or URL
-    unchanged, as a string."""
+    ``geoseg eval``'s); a subdataset name, or a file in a local archive (``/vsizip/in/a.zip/b.tif``),
+    with its local file made absolute; another virtual path or URL unchanged, as a string."""
     text = str(location)
     parts = _subdataset_parts(text)
     if parts is not None:
         start, end, _ = parts
         file = text[start:end]
         return text if is_virtual(file) else text[:start] + os.path.abspath(file) + text[end:]
+    match = _ARCHIVE_VSI.match(text)
+    if match is not None:
+        return _absolute_archive_path(text, match)
     return text if is_virtual(location) else Path(os.path.abspath(location))
+
+
+def _absolute_archive_path(text: str, match: re.Match) -> str:
+    """``/vsizip/`` (a tar, gzip, 7z or rar alike) of a relative local archive with the archive made
+    absolute: ``/vsizip/in/a.zip/b.tif`` run in ``/tmp`` -> ``/vsizip//tmp/in/a.zip/b.tif``; an
+    absolute, chained or missing one unchanged. Why: report.json names the input by it, and
+    ``geoseg eval`` run from another folder found it gone."""
+    prefix, rest = text[:match.start(2)], match.group(2)
+    if rest.startswith("{"):  # /vsizip/{in/a.zip}/b.tif
+        end = rest.find("}")
+        file = rest[1:end] if end > 0 else ""
+        if file and not file.startswith("/") and os.path.isfile(file):
+            return prefix + "{" + os.path.abspath(file) + rest[end:]
+        return text
+    if rest.startswith("/"):  # absolute, or chained (/vsizip//vsicurl/...)
+        return text
+    pieces = rest.split("/")
+    for n in range(1, len(pieces) + 1):  # the shortest prefix that is a file: the archive
+        candidate = "/".join(pieces[:n])
+        if candidate and os.path.isfile(candidate):
+            return prefix + "/".join([os.path.abspath(candidate), *pieces[n:]])
+    return text
 
 
 def raster_name(location: RasterPath) -> str:
