@@ -20,6 +20,7 @@ RESULT_FILES: dict[str, str] = {
     "buildings.geojson": "application/geo+json",
     "buildings.gpkg": "application/geopackage+sqlite3",
     "classmap.tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+    "classmap.qml": "application/xml",
     "report.json": "application/json",
 }
 
@@ -72,6 +73,8 @@ class JobLinks(BaseModel):
     buildings_geojson: str | None = Field(None, alias="buildings.geojson")
     buildings_gpkg: str | None = Field(None, alias="buildings.gpkg")
     classmap_tif: str | None = Field(None, alias="classmap.tif")
+    classmap_qml: str | None = Field(None, alias="classmap.qml", description="The class map's QGIS style "
+                                     "(class names and colours as a legend): save it beside classmap.tif.")
     report_json: str | None = Field(None, alias="report.json")
     tilejson: str | None = Field(None, description="TileJSON 3.0.0 of the class map's web-map tiles "
                                                    "(with a class map only).")
@@ -181,7 +184,7 @@ def _ts(value: float | None) -> datetime | None:
 #: The job option (``outputs`` form field) each result file depends on; None: always written.
 _PRODUCED_WITH: dict[str, str | None] = {
     "buildings.geojson": "buildings", "buildings.gpkg": "buildings", "classmap.tif": "classmap",
-    "report.json": None,
+    "classmap.qml": "classmap", "report.json": None,
 }
 
 

@@ -133,7 +133,7 @@ def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
     assert "Cache-Control" in result["responses"]["200"]["headers"]
     assert result["responses"]["200"]["content"]["image/tiff"]["schema"] == {"type": "string", "format": "binary"}
     names = next(p for p in result["parameters"] if p["name"] == "name")["schema"]["enum"]
-    assert names == ["buildings.geojson", "buildings.gpkg", "classmap.tif", "report.json"]
+    assert names == ["buildings.geojson", "buildings.gpkg", "classmap.tif", "classmap.qml", "report.json"]
     schemas = doc["components"]["schemas"]
     assert schemas["Problem"]["properties"]["detail"]["type"] == "string"
     form = schemas["Body_submit_job"]["properties"]
@@ -143,8 +143,8 @@ def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
         bands.search(v) for v in ("0,1,2", "1,2", "a,b,c"))
     assert all(outputs.search(v) for v in ("buildings", "buildings,classmap", "classmap")) and not outputs.search("x")
     links = schemas["JobLinks"]["properties"]  # typed fields of a generated client, not a bare dict
-    assert set(links) == {"self", "buildings.geojson", "buildings.gpkg", "classmap.tif", "report.json", "tilejson",
-                          "tiles"}
+    assert set(links) == {"self", "buildings.geojson", "buildings.gpkg", "classmap.tif", "classmap.qml", "report.json",
+                          "tilejson", "tiles"}
     # always sent (null when not applicable): required, else a generated client types them "maybe absent"
     assert {"expires_at", "eta_s", "previous_error", "progress", "links"} <= set(schemas["JobStatus"]["required"])
     for body in ("Body_submit_job", "Body_segment"):  # how generators know the part is a file, not a str

@@ -193,7 +193,7 @@ def test_outputs_option_limits_the_files(tmp_path):
 
 def test_links_list_only_the_requested_outputs(tmp_path):
     with service(tmp_path) as client:
-        for outputs, expected in [("classmap", {"classmap.tif", "tilejson", "tiles"}),
+        for outputs, expected in [("classmap", {"classmap.tif", "classmap.qml", "tilejson", "tiles"}),
                                   ("buildings", {"buildings.geojson", "buildings.gpkg"})]:
             job = wait(client, submit(client, outputs=outputs)["id"])
             assert job["status"] == "succeeded", job

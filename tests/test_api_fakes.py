@@ -18,6 +18,8 @@ import rasterio
 from rasterio.warp import transform_geom
 from shapely.geometry import box, shape
 
+from tiles.qml import write_paletted_qml
+
 SLEEP_ENV = "GEOSEG_TEST_RUNNER_SECONDS"
 
 
@@ -49,7 +51,8 @@ def footprint_runner(input_path: Path, out_dir: Path, options: dict[str, Any], p
         with rasterio.open(out_dir / "classmap.tif", "w", **profile) as dst:
             dst.write(np.ones((1, height, width), dtype="uint8"))
             dst.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 0, 0, 255)})
-        written.append("classmap.tif")
+        write_paletted_qml(out_dir / "classmap.tif", [(1, "building", (255, 0, 0, 255))])
+        written += ["classmap.tif", "classmap.qml"]
     report = {"input": input_path.name, "options": options, "outputs": written, "n_buildings": 1}
     (out_dir / "report.json").write_text(json.dumps(report))
     progress(1.0, "done")
@@ -151,7 +154,7 @@ def test_footprint_runner_writes_all_outputs(tmp_path):
     seen = []
     report = footprint_runner(scene, tmp_path, {"buildings": True, "classmap": True},
                               lambda f, s: seen.append((f, s)))
-    assert sorted(report["outputs"]) == ["buildings.geojson", "buildings.gpkg", "classmap.tif"]
+    assert sorted(report["outputs"]) == ["buildings.geojson", "buildings.gpkg", "classmap.qml", "classmap.tif"]
     fc = json.loads((tmp_path / "buildings.geojson").read_text())
     lon, lat = shape(fc["features"][0]["geometry"]).centroid.coords[0]
     assert 32 < lon < 33 and 0 < lat < 1  # Kampala, in lon/lat order

@@ -64,6 +64,10 @@ def test_real_pipeline_job_end_to_end(tmp_path):
 
         report = json.loads(client.get(f"{url}/report.json").content)
         assert report["options"]["refine"] == "none" and report["options"]["profile"] == "fast"
+        # every output report.json lists can be fetched: the QGIS style was listed and answered 404
+        assert all(client.get(f"{url}/{name}").status_code == 200 for name in report["outputs"])
+        style = client.get(job["links"]["classmap.qml"])
+        assert style.headers["content-type"].startswith("application/xml") and "vegetation" in style.text
         # named as the client named its upload (stored as input.tif): no server path, and a
         # FeatureCollection merged from several jobs still says which scene each building is from
         assert report["input"] == SCENE.name

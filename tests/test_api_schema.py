@@ -57,7 +57,7 @@ def test_a_succeeded_jobs_result_files_conform_to_the_schema(tmp_path):
     with TestClient(app) as client:
         job = wait(client, submit(client)["id"])
         assert job["status"] == "succeeded", job
-        for name in ("report.json", "buildings.geojson", "buildings.gpkg", "classmap.tif"):
+        for name in ("report.json", "buildings.geojson", "buildings.gpkg", "classmap.tif", "classmap.qml"):
             r = client.get(f"/v1/jobs/{job['id']}/{name}")
             assert r.status_code == 200, (name, r.text)
             operation.Case(path_parameters={"job_id": job["id"], "name": name}).validate_response(r)
