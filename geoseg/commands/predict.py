@@ -80,7 +80,8 @@ def predict(
     regularize: bool = typer.Option(False, "--regularize", help="Square building outlines."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     gsd: Optional[float] = typer.Option(None, "--gsd", help="What one input pixel really measures, metres (overrides the georeferencing's GSD: "
-                                           "resampling, areas, --min-area and --simplify use it)."),
+                                           "resampling, areas, --min-area and --simplify use it; an input without georeferencing is not resampled, "
+                                           "so there it sets areas and tolerances only)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Batches: 'local' (a local Dask cluster), 'sync' (one input after another in this process, the default) or a Dask scheduler address such as tcp://host:8786."),
     profile: str = typer.Option("accurate", "--profile", help="accurate | fast (distilled students and their own GCN, ~6x faster end to end on a CPU at 0.3 m; ~2-3x on a 1 m scene, which the fast building head upsamples to its 0.3 m)."),
     context: Optional[int] = typer.Option(None, "--context", help="Context pixels read around each tile (default: enough for the model to see its card's tile size, and at least the card's min_context: 64 for --profile fast)."),
