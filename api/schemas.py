@@ -51,7 +51,9 @@ class InputSummary(BaseModel):
     height: int
     bands: int
     dtype: str
-    crs: str
+    crs: str = Field(description="`EPSG:code` (or another authority's code), else the CRS's name, or `custom`.")
+    crs_wkt: str | None = Field(None, description="The CRS as WKT when it has no authority code (`crs` then "
+                                                  "names it only); null otherwise.")
     gsd_m: float = Field(description="Ground sample distance at the scene centre, metres.")
     bounds_wgs84: list[float] | None = Field(
         None, description="West, south, east, north (WGS84 degrees) as an RFC 7946 bbox: longitudes in "

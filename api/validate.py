@@ -125,6 +125,13 @@ def _crs_label(crs: rasterio.crs.CRS) -> str:
     return name.group(1) if name else "custom"
 
 
+def _crs_wkt(crs: rasterio.crs.CRS) -> str | None:
+    """The WKT of a CRS without an authority code (``_crs_label`` names it only by its name, which
+    may be ``unknown``: a custom transverse Mercator in US feet), so a client can tell what the
+    scene is in; None for one named by its code."""
+    return None if crs.to_epsg() or crs.to_authority() else crs.to_wkt()
+
+
 def ground_sample_distance(src: rasterio.io.DatasetReader) -> float:
     """Metres per pixel at the scene centre, via geodesic distances (any CRS, rotation)."""
     to_lonlat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
@@ -309,7 +316,7 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
             _check_readable(src)
             return {
                 "width": w, "height": h, "bands": bands, "dtype": src.dtypes[0],
-                "crs": _crs_label(src.crs), "gsd_m": round(gsd, 4),
+                "crs": _crs_label(src.crs), "crs_wkt": _crs_wkt(src.crs), "gsd_m": round(gsd, 4),
                 "bounds_wgs84": _bounds_wgs84(src), "bytes": path.stat().st_size,
             }
 

@@ -339,6 +339,7 @@ def test_gsd_is_in_metres_for_projected_and_geographic_scenes():
     limits = RasterLimits(max_side=50_000, max_pixels=200_000_000)
     swiss = inspect_raster(RASTERS / "detectree_swissimage/img/1091-322_00.tif", limits)
     assert swiss["gsd_m"] == pytest.approx(0.5, rel=0.01) and swiss["crs"] == "EPSG:2056"
+    assert swiss["crs_wkt"] is None  # named by its code
     world = inspect_raster(RASTERS / "rasterio/world.rgb.tif", limits)
     with rasterio.open(RASTERS / "rasterio/world.rgb.tif") as src:
         degrees = src.res[0]
@@ -696,3 +697,18 @@ def test_the_upload_checks_run_in_the_server_without_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                           timeout=120, cwd=tests.parent, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_crs_without_a_code_is_sent_as_wkt(tmp_path):
+    """A custom transverse Mercator in US feet was listed as ``crs: unknown`` alone: a client could not
+    tell what the scene was in."""
+    feet = ('+proj=tmerc +lat_0=0 +lon_0=32.6 +k=0.9996 +x_0=1640416.67 +y_0=0 +ellps=WGS84 '
+            '+units=us-ft +no_defs')
+    with rasterio.open(SCENE) as src:
+        pixels = src.read(window=Window(0, 0, 64, 64))
+    with rasterio.open(tmp_path / "feet.tif", "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+                       crs=rasterio.crs.CRS.from_proj4(feet), transform=from_origin(1_650_000, 1_000, 1, 1)) as dst:
+        dst.write(pixels)
+    summary = inspect_raster(tmp_path / "feet.tif", RasterLimits(max_side=50_000, max_pixels=200_000_000))
+    assert summary["crs"] in ("unknown", "custom") and "US survey foot" in summary["crs_wkt"]
+    assert rasterio.crs.CRS.from_wkt(summary["crs_wkt"]) == rasterio.crs.CRS.from_proj4(feet)
