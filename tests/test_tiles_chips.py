@@ -734,6 +734,28 @@ def test_vector_landcover_values_that_name_no_class_are_refused_in_one_line(buil
     assert_one_line_error(result, "tile", "--labels-class-field is for --target landcover")
 
 
+def test_vector_landcover_that_cannot_label_a_scene_is_its_error(buildings_dir: Path, tmp_path: Path):
+    """Polygons of another place were cut into chips that were all unlabeled, exit 0 and no word (building
+    labels are refused there); a scene without a CRS failed with geopandas' 'Must pass either crs or epsg'."""
+    _, labels = _class_polygons(buildings_dir, tmp_path, ["trees", "fields"])
+    elsewhere = tmp_path / "elsewhere.tif"
+    elsewhere.write_bytes((buildings_dir / "zanzibar/zanzibar_z19_1.tif").read_bytes())
+    with rasterio.open(buildings_dir / "kampala/kampala_z19_2.tif") as src:
+        pixels = src.read(window=Window(0, 0, 128, 128))
+    unplaced = tmp_path / "unplaced.tif"
+    with rasterio.open(unplaced, "w", driver="GTiff", width=128, height=128, count=3, dtype="uint8") as dst:
+        dst.write(pixels)
+    args = ["--target", "landcover", "--labels", str(labels), "--labels-class-field", "class", "--size", "128",
+            "--scheduler", "sync"]
+    for scene, words in ((elsewhere, "no land-cover polygon of landcover.gpkg overlaps elsewhere.tif: its chips "
+                                     "would all be unlabeled"),
+                         (unplaced, "unplaced.tif has no CRS: vector labels cannot be placed")):
+        result = runner.invoke(app, ["tile", str(scene), "--out", str(tmp_path / scene.stem), *args])
+        assert result.exit_code == 1 and words in result.stderr, result.output
+        assert "Traceback" not in result.output and "Must pass" not in result.output
+        assert not index_of(tmp_path / scene.stem)
+
+
 def test_scenes_of_different_gsd_without_gsd_are_refused_before_cutting(buildings_dir: Path, tmp_path: Path):
     """geoseg train refuses chips of mixed GSD; the folder used to be cut in full first, then found unusable."""
     z19, z20 = buildings_dir / "nairobi/nairobi_z19_2.tif", buildings_dir / "nairobi/nairobi_z20_2.tif"
@@ -1255,6 +1277,11 @@ def test_scenes_moved_into_train_and_val_folders_are_cut_again_from_there(buildi
     assert splits == {("north.tif", "train"), ("south.tif", "val")} and len(index_of(out)) == 8
     again = runner.invoke(app, ["tile", str(mine / "val"), *args, "--split", "val"])
     assert "1 already done" in again.output and "gone" not in again.stderr
+    # the parent folder without --split: the val scene was moved into train, with no more than a note
+    whole = runner.invoke(app, ["tile", str(mine), *args])
+    assert_one_line_error(whole, "tile", "south.tif is kept in a folder named val", "its chips would go to train",
+                          f"geoseg tile {mine / 'val'} --split val", "--split train")
+    assert {(f["properties"]["scene"], f["properties"]["split"]) for f in index_of(out)} == splits
 
 
 def test_sidecars_a_shell_pattern_sweeps_in_are_no_scenes(rasters_dir: Path, tmp_path: Path):

@@ -112,6 +112,11 @@ class ClassPolygons:
         return cls(np.concatenate(polygons) if polygons else np.empty(0, dtype=object),
                    np.concatenate(ids) if ids else np.empty(0, dtype=np.uint8))
 
+    def meets(self, bounds: tuple[float, float, float, float]) -> bool:
+        """Whether a polygon meets the box (left, bottom, right, top): a scene no polygon meets would be
+        cut into chips that are all unlabeled (another place, or the wrong file)."""
+        return bool(self.tree.query(shapely.box(*bounds), predicate="intersects").size)
+
     def mask(self, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
         """uint8 class indices of a window (0 = unlabeled where no polygon lies)."""
         h, w = shape

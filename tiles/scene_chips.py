@@ -94,9 +94,16 @@ class SceneJob:
         # vector land cover can be cut at --gsd (polygons have no resolution); class masks cannot
         with Scene(image, bands=self.opts.bands, gsd=self.opts.gsd if self.labels_class_field else None) as scene:
             if self.labels_class_field:  # vector land cover: polygons rasterised by tiles
+                if scene.crs is None:
+                    raise ValueError(f"{raster_name(image)} has no CRS: vector labels cannot be placed")
                 polygons = ClassPolygons.from_files(
                     list(self.labels or ()), scene.crs, self.labels_class_field, read_classes(self.out / CLASSES_FILE),
                     self.labels_where, self.labels_layer, near=scene_box(scene, self.opts.size))
+                if not polygons.meets(grid_bounds(scene.transform, scene.width, scene.height)):
+                    files = ", ".join(raster_name(p) for p in self.labels or ())
+                    raise ValueError(f"no land-cover polygon of {files}{f' where {self.labels_where}' if self.labels_where else ''} "
+                                     f"overlaps {raster_name(image)}: its chips would all be unlabeled (another place, "
+                                     f"or the wrong file)")
                 mapped = self.mapped_area(scene, raster_name(image))
                 recs = list(vector_landcover_chips(scene, polygons, self.out, self.opts,
                                                    f"{tile_dir}/{raster_name(image)}", prefix, tile_dir,

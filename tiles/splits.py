@@ -22,6 +22,7 @@ from tiles.rasterpath import (
     RasterPath,
     folder_name,
     is_virtual,
+    parent_of,
     raster_name,
     raster_stem,
     subdataset_file,
@@ -129,6 +130,26 @@ def scene_split(path: RasterPath, landcover: bool) -> str:
     if landcover:
         return landcover_split(shared.parent.name)
     return buildings_split(*scene_area(shared))
+
+
+#: folder names that hold a team's held-out scenes (``mine/val/``, ``mine/test/``: the README's layout)
+HELD_OUT_FOLDERS = {"val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def check_held_out_folders(paths: list[RasterPath]) -> None:
+    """Refuse, for a run without ``--split``, scenes kept in a folder named after a held-out split
+    (``HELD_OUT_FOLDERS``) that are none of the shared data's files: their chips would go to train.
+
+    Why: ``geoseg tile mine/`` over the README's ``mine/train/``, ``mine/val/``, ``mine/test/`` put the
+    test scenes into training with no word, and every figure measured on them was then inflated."""
+    held = [(path, HELD_OUT_FOLDERS[folder_name(path).lower()]) for path in paths
+            if folder_name(path).lower() in HELD_OUT_FOLDERS and shared_scene(path) is None]
+    if held:
+        path, split = held[0]
+        more = f" (and {len(held) - 1} more scene{'s' if len(held) > 2 else ''} in such folders)" if len(held) > 1 else ""
+        raise ValueError(f"{raster_name(path)} is kept in a folder named {folder_name(path)}{more}, but without "
+                         f"--split its chips would go to train: cut each such folder on its own with its split "
+                         f"(geoseg tile {parent_of(path)} --split {split} ...), or give --split train to train on it")
 
 
 def name_split_note(path: RasterPath, landcover: bool) -> str | None:

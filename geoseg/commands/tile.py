@@ -46,7 +46,7 @@ from tiles.rasterpath import (
     virtual_folder_files,
     vrts_over_inputs,
 )
-from tiles.splits import name_split_note
+from tiles.splits import check_held_out_folders, name_split_note
 
 # rasterio, numpy, geopandas and scipy (tiles.chips, tiles.labels, tiles.scene_chips, ...) are imported
 # where they are used, when the command runs: `geoseg --help`, `geoseg serve` and the other commands
@@ -447,6 +447,8 @@ def tile(
                 classes_file = (check_vector_landcover(list(job.labels or ()), labels_class_field, job.out, labels_where,
                                                        labels_layer) if labels_class_field
                                 else landcover_class_file(inputs))
+            if split is None:
+                check_held_out_folders(inputs)
             check_not_another_commands_out(job.out, "geoseg tile")
             held.enter_context(hold_out_folder(job.out, "geoseg tile"))  # one run at a time in OUT
             if (target is Target.buildings or labels_class_field) and gsd is None:
