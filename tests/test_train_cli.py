@@ -604,8 +604,28 @@ def test_the_shipped_models_folder_is_refused_as_out(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
                                       "--out", str(tmp_path / "." / "weights"), "--epochs", "1", "--crop", "32"])
     assert_one_line_error(result, "train", "is the folder of the shipped models")
+    # a folder inside it put a model's files into the package too
+    inside = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path / "b.npz"),
+                                      "--out", str(shipped / "sub"), "--epochs", "1", "--crop", "32"])
+    assert_one_line_error(inside, "train", "is in the folder of the shipped models")
     assert (shipped / "buildings-u2net.json").read_bytes() == before
     assert sorted(p.name for p in shipped.iterdir()) == ["buildings-u2net.json"]
+
+
+def test_a_model_of_another_task_is_not_replaced_under_its_name(tmp_path):
+    """``geoseg train buildings --name mine-lc`` replaced the land-cover model mine-lc in --out with a
+    building one, without a word."""
+    from geoseg.paths import weights_dir
+
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "mine-lc.json").write_bytes((weights_dir() / "landcover-attresunet-fast.json").read_bytes())
+    before = (out / "mine-lc.json").read_bytes()
+    result = CliRunner().invoke(app, ["train", "buildings", "--data", str(buildings_pack(tmp_path / "b.npz")),
+                                      "--out", str(out), "--epochs", "1", "--crop", "32", "--name", "mine-lc"])
+    assert_one_line_error(result, "train", "mine-lc.json is a landcover model", "a buildings model named mine-lc",
+                          "another --name")
+    assert (out / "mine-lc.json").read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["mine-lc.json"]
 
 
 def test_a_student_s_credits_name_its_chips_as_well_as_its_teacher(student_setup):

@@ -175,6 +175,7 @@ def train(
             command += ["--student", student] if student is not None else []
             command += ["--name", name] if name is not None else []
             name = name or default_model_name(f"{teacher_card['name']}-fast")
+            refuse_another_tasks_model(out, name, task)
             with hold_out_folder(out, f"geoseg train {task}", key=f"train-{task}"), _bar(console) as bar:
                 plan, show = _student_progress(bar, f"distilling {task}")
                 card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
@@ -189,6 +190,7 @@ def train(
         command += ["--init", absolute(init)] if init is not None else []
         command += ["--name", name] if name is not None else []
         name = name or default_model_name(DEFAULT_NAMES[task])
+        refuse_another_tasks_model(out, name, task)
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
                                    command=command, init=init, name=name, lr=lr)
         written = json.loads(card_path.read_text())
@@ -239,9 +241,25 @@ def refuse_shipped_folder(out: Path) -> None:
     new run's weights, without a word: every later ``geoseg predict`` ran them."""
     from geoseg.paths import weights_dir
 
-    if out.resolve() == weights_dir().resolve():
-        raise ValueError(f"--out {out} is the folder of the shipped models: a model trained there would replace "
-                         f"or sit among them; give a folder of your own (e.g. --out models/)")
+    if out.resolve().is_relative_to(weights_dir().resolve()):  # a folder in it too: files in the package
+        raise ValueError(f"--out {out} is {'in ' if out.resolve() != weights_dir().resolve() else ''}the folder of "
+                         f"the shipped models: a model trained there would replace or sit among them; give a folder "
+                         f"of your own (e.g. --out models/)")
+
+
+def refuse_another_tasks_model(out: Path, name: str, task: str) -> None:
+    """Refuse a model name whose card in ``out`` is a model of another task.
+
+    Why: ``geoseg train buildings --name mine-lc`` replaced the land-cover model ``mine-lc`` there with
+    a building one, without a word (a model of the same task is retrained in place, as documented)."""
+    card = out / f"{name}.json"
+    try:
+        other = json.loads(card.read_text()).get("task") if card.is_file() else None
+    except (OSError, ValueError, AttributeError):  # no card of a model: the run says so when it writes
+        return
+    if isinstance(other, str) and other != task:
+        raise ValueError(f"{card} is a {other} model: a {task} model named {name} would replace it; give "
+                         f"another --name (or another --out)")
 
 
 def _kept_beside(card: dict) -> str:
