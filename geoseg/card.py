@@ -250,6 +250,7 @@ def read_card(path: Path) -> dict[str, Any]:
     missing = [k for k in ("name", "task", "architecture", "arch_kwargs", "classes", "normalisation") if k not in card]
     if missing:
         raise ModelCardError(f"model card {path} lacks {missing}")
+    _check_shapes(card, path)
     _check_window(card.get("window"), path)
     _check_member_tiling(card, path)
     _check_uncertain_scene(card.get("uncertain_scene"), path)
@@ -290,6 +291,31 @@ def _check_member_tiling(card: dict[str, Any], path: Path) -> None:
                                  f"not {', '.join(other)} (the members share one working grid: give such a key "
                                  f"to the ensemble's card)")
         _check_window(tiling.get("window"), path)
+
+
+def _check_shapes(card: dict[str, Any], path: Path) -> None:
+    """The classes, the networks' ``n_classes`` (an ensemble's members' too), the normalisation and
+    the GSD of a card must agree: an edited card failed with torch's words (a multi-line state-dict
+    dump, 'the size of tensor a (3) must match ...') or only after inference had started."""
+    classes, kwargs = card["classes"], card["arch_kwargs"]
+    if not isinstance(classes, list) or not classes:
+        raise ModelCardError(f"model card {path}: classes must be a list of the classes, got {classes!r}")
+    nets = [kwargs] if isinstance(kwargs, dict) else []
+    if card["architecture"] == "ProbabilityMean" and isinstance(kwargs, dict):
+        nets = [m.get("arch_kwargs", {}) for m in kwargs.get("members", []) if isinstance(m, dict)]
+    for net in nets:
+        n = net.get("n_classes") if isinstance(net, dict) else None
+        if n is not None and n != len(classes):
+            raise ModelCardError(f"model card {path}: arch_kwargs.n_classes is {n} but classes lists {len(classes)}")
+    norm, channels = card["normalisation"], (kwargs.get("in_channels", 3) if isinstance(kwargs, dict) else 3)
+    stats = [norm.get(k) for k in ("mean", "std")] if isinstance(norm, dict) else [None, None]
+    if not all(isinstance(v, list) and len(v) == channels and all(isinstance(x, (int, float)) for x in v)
+               for v in stats) or not all(x > 0 for x in stats[1]):
+        raise ModelCardError(f"model card {path}: normalisation must be {{\"mean\": [{channels} numbers], \"std\": "
+                             f"[{channels} numbers > 0]}}, got {norm!r}")
+    gsd = card.get("gsd_m")
+    if gsd is not None and (isinstance(gsd, bool) or not isinstance(gsd, (int, float)) or not 0 < gsd < 1e6):
+        raise ModelCardError(f"model card {path}: gsd_m must be a positive number of metres, got {gsd!r}")
 
 
 def _check_max_upsampling(cap: Any, path: Path) -> None:
@@ -391,14 +417,23 @@ def load_model(model_dir_or_card: Path | str, device: str = "cpu",
     if wpath is None:
         tell(notes, f"model card {card_path.name} has no weights: untrained placeholder (seed 0)")
         torch.manual_seed(0)
-    model = build_module(card["architecture"], card["arch_kwargs"])
+    try:
+        model = build_module(card["architecture"], card["arch_kwargs"])
+    except ModelCardError:
+        raise
+    except (TypeError, ValueError) as exc:  # arch_kwargs another architecture's: one line, not torch's
+        raise ModelCardError(f"model card {card_path}: {card['architecture']} cannot be built from its arch_kwargs "
+                             f"({exc})") from exc
     if wpath is not None:
         state = torch.load(wpath, map_location="cpu", weights_only=True)
         state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
         try:
             model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ModelCardError(f"weights {wpath} do not match {card['architecture']}{card['arch_kwargs']}: {exc}") from exc
+        except RuntimeError as exc:  # torch's message is a line per parameter: its first mismatch
+            first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+            raise ModelCardError(f"weights {wpath} do not match the {card['architecture']} its card {card_path.name} "
+                                 f"describes (architecture or arch_kwargs edited, or another card's weights): "
+                                 f"{first}") from exc
     model.eval().to(device)
     card["card_path"] = str(card_path)
     return model, card

@@ -83,3 +83,32 @@ def test_a_card_is_strict_json_even_with_a_score_that_has_no_value(tmp_path):
 
     card = json_module.loads(path.read_text(), parse_constant=refuse)
     assert card["metrics"]["test"] == {"miou": None, "oa": None, "iou": [0.5, None]}
+
+
+def _edited(tmp_path, edit) -> "Path":
+    """The shipped U2-Net's card, edited by ``edit``, beside a link to its weights."""
+    import shutil
+
+    card = json.loads(default_card_path("buildings").with_name("buildings-u2net.json").read_text())
+    edit(card)
+    shutil.copy(default_card_path("buildings").with_name("buildings-u2net.pt"), tmp_path / "buildings-u2net.pt")
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(card))
+    return path
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c["arch_kwargs"].update(n_classes=2), "arch_kwargs.n_classes is 2 but classes lists 3"),
+    (lambda c: c.update(classes=c["classes"][:2]), "arch_kwargs.n_classes is 3 but classes lists 2"),
+    (lambda c: c["normalisation"].update(mean=[0.5, 0.5]), 'normalisation must be {"mean": [3 numbers]'),
+    (lambda c: c["normalisation"].update(std=[0.1, 0.0, 0.1]), "[3 numbers > 0]"),
+    (lambda c: c.update(gsd_m=0), "gsd_m must be a positive number of metres, got 0"),
+    (lambda c: c.update(architecture="AttResUNet"), "AttResUNet cannot be built from its arch_kwargs"),
+    (lambda c: c["arch_kwargs"].update(mid=16), "do not match the U2Net its card edited.json describes"),
+])
+def test_an_edited_card_fails_to_load_in_one_line(tmp_path, edit, words):
+    """Such cards failed with torch's multi-line state-dict dump, 'the size of tensor a (3) must match ...'
+    once inference ran, or loaded (a GSD of 0)."""
+    with pytest.raises(ModelCardError) as caught:
+        load_model(_edited(tmp_path, edit))
+    assert words in str(caught.value) and "\n" not in str(caught.value)
