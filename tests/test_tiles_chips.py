@@ -501,6 +501,20 @@ def test_landcover_pairs_take_a_geotiff_class_raster(buildings_dir: Path, tmp_pa
             with rasterio.open(out / f["properties"]["label"]) as lb:
                 np.testing.assert_array_equal(lb.read(1), mask[y:y + h, x:x + w])
         assert json.loads((out / "classes.json").read_text())[2]["name"] == "fields"
+    # a pair at another GSD beside it: refused before cutting, with what works for pairs (tile refuses
+    # --gsd for them, which is what geoseg train asked for once the mixed folder was cut)
+    south = tmp_path / "mine" / "south"
+    south.mkdir()
+    (south / "fine.tif").write_bytes((buildings_dir / "kampala/kampala_z20_2.tif").read_bytes())
+    with rasterio.open(south / "fine.tif") as src:
+        fine = {**profile, "width": src.width, "height": src.height, "transform": src.transform}
+    with rasterio.open(south / "fine_label.tif", "w", **fine) as dst:
+        dst.write(np.ones((1, fine["height"], fine["width"]), np.uint8))
+    mixed = runner.invoke(app, ["tile", str(tmp_path / "mine"), "--target", "landcover", "--out",
+                                str(tmp_path / "mixed"), "--size", "128"])
+    assert_one_line_error(mixed, "tile", "image + mask pairs of different GSD (fine.tif 0.149 m, scene.tif 0.298 m)",
+                          "different --out folders", "gdalwarp -tr 0.3 0.3")
+    assert not (tmp_path / "mixed" / "index.geojson").exists()
 
 
 def test_a_shapefile_without_its_prj_is_told_to_bring_its_crs(buildings_dir: Path, tmp_path: Path):

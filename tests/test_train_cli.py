@@ -94,8 +94,8 @@ def test_teacher_card_records_the_full_command(tmp_path):
     np.savez_compressed(
         tmp_path / "lc.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8),
         jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]), labels=labels, split=splits, area=splits,
-        chip_id=np.array([f"c{i}" for i in range(len(splits))]), gsd=np.full(len(splits), np.nan, np.float32),
-        meta=np.array(json.dumps({"target": "landcover"})),
+        chip_id=np.array([f"dubai_tile_1_part{i}_r000_c000" for i in range(len(splits))]),
+        gsd=np.full(len(splits), np.nan, np.float32), meta=np.array(json.dumps({"target": "landcover"})),
     )
     result = CliRunner().invoke(app, ["train", "landcover", "--data", str(tmp_path / "lc.npz"), "--out",
                                       str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2", "--crop", "32",
@@ -115,6 +115,37 @@ def test_teacher_card_records_the_full_command(tmp_path):
     named = json.loads((tmp_path / "m" / "dubai-lc.json").read_text())
     assert named["name"] == "dubai-lc" and (tmp_path / "m" / "dubai-lc.pt").is_file()
     assert named["metrics"]["command"].endswith("--name dubai-lc")
+
+
+def test_own_chips_without_a_gsd_need_gsd_and_the_card_says_it(tmp_path):
+    """A team's land-cover images without georeferencing were trained into a card that said Dubai's
+    estimated 1.1 m (and Dubai's note), so predict resampled the team's 0.3 m scenes to 1.1 m."""
+    from test_training_smoke import dubai_chips as dubai_arrays  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from geoseg.training.pack import encode_jpeg  # noqa: PLC0415
+
+    images, labels, splits = dubai_arrays(size=48, per_image=1)
+    blobs = [encode_jpeg(a) for a in images]
+    np.savez_compressed(
+        tmp_path / "own.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8),
+        jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]), labels=labels, split=splits, area=splits,
+        chip_id=np.array([f"site_{i}_r000_c000" for i in range(len(splits))]),
+        gsd=np.full(len(splits), np.nan, np.float32), meta=np.array(json.dumps({"target": "landcover"})),
+    )
+    args = ["train", "landcover", "--data", str(tmp_path / "own.npz"), "--out", str(tmp_path / "m"), "--epochs", "1",
+            "--batch-size", "2", "--crop", "32"]
+    assert_one_line_error(CliRunner().invoke(app, args), "train", "the chips carry no GSD", "give --gsd METRES")
+    assert not (tmp_path / "m").exists()
+    result = CliRunner().invoke(app, [*args, "--gsd", "0.3"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "m" / "landcover-attresunet-custom.json").read_text())
+    assert card["gsd_m"] == 0.3 and "gsd_note" not in card and card["metrics"]["command"].endswith("--gsd 0.3")
+    georeferenced = buildings_pack(tmp_path / "b.npz")  # chips that carry theirs
+    assert_one_line_error(CliRunner().invoke(app, ["train", "buildings", "--data", str(georeferenced), "--out",
+                                                   str(tmp_path / "b"), "--epochs", "1", "--crop", "32", "--gsd", "0.3"]),
+                          "train", "the chips carry their own GSD (0.3 m)")
 
 
 @pytest.mark.parametrize("budget, message", [
@@ -266,7 +297,7 @@ def test_mixed_gsd_chips_fail_in_one_line(tmp_path):
     result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path / "b.npz"), "--out",
                                       str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2", "--crop", "32"])
     assert result.exit_code == 1
-    assert result.output.strip() == "geoseg train: error: chips of mixed GSD (0.3-0.6 m): cut them at one --gsd"
+    assert result.output.strip().startswith("geoseg train: error: chips of mixed GSD (0.3-0.6 m): cut them at one --gsd")
 
 
 def buildings_pack(path, gsd: float = 0.3, empty: tuple[str, ...] = (), bands: list[int] | None = None):

@@ -313,9 +313,11 @@ def check_label_files(given: list[RasterPath] | None, inputs: list[RasterPath], 
             check_label_file(path, where, layer)
 
 
-def check_one_gsd(out: Path, inputs: list[RasterPath]) -> None:
-    """Refuse scenes (buildings, vector land cover) of different GSDs cut without ``--gsd`` (with each other or with the
-    chips already in ``out``), before any is cut.
+def check_one_gsd(out: Path, inputs: list[RasterPath], pairs: bool = False) -> None:
+    """Refuse scenes of different GSDs cut without ``--gsd`` (with each other or with the chips already
+    in ``out``), before any is cut; ``pairs``: land-cover image + mask pairs, which ``--gsd`` cannot
+    resample (georeferenced ones: a folder of 0.15 m and 0.3 m pairs was cut, and ``geoseg train``
+    then asked for the ``--gsd`` tile refuses for them).
 
     Why: a model has one working scale, so ``geoseg train`` refuses a chip set of mixed GSD; such a
     folder (0.15 m and 0.3 m scenes side by side, as drone and aerial blocks come) was cut in full
@@ -343,9 +345,14 @@ def check_one_gsd(out: Path, inputs: list[RasterPath]) -> None:
             measured[name] = value
     if not same_gsd(list(measured.values())):
         fine, coarse = min(measured, key=measured.get), max(measured, key=measured.get)
-        raise ValueError(f"scenes of different GSD without --gsd ({fine} {measured[fine]:.3g} m, {coarse} "
-                         f"{measured[coarse]:.3g} m): a model has one working scale; give --gsd (e.g. --gsd "
-                         f"{measured[coarse]:.2g}) or tile them into different --out folders")
+        found = f"{fine} {measured[fine]:.3g} m, {coarse} {measured[coarse]:.3g} m"
+        if pairs:
+            raise ValueError(f"image + mask pairs of different GSD ({found}): a model has one working scale; tile "
+                             f"them into different --out folders, or resample the images and their masks to one "
+                             f"GSD first (gdalwarp -tr {measured[coarse]:.2g} {measured[coarse]:.2g}, with -r near "
+                             f"for the masks)")
+        raise ValueError(f"scenes of different GSD without --gsd ({found}): a model has one working scale; give "
+                         f"--gsd (e.g. --gsd {measured[coarse]:.2g}) or tile them into different --out folders")
 
 
 def check_upsampling(inputs: list[RasterPath], gsd: float | None, size: int, overlap: int) -> None:
@@ -451,8 +458,8 @@ def tile(
                 check_held_out_folders(inputs)
             check_not_another_commands_out(job.out, "geoseg tile")
             held.enter_context(hold_out_folder(job.out, "geoseg tile"))  # one run at a time in OUT
-            if (target is Target.buildings or labels_class_field) and gsd is None:
-                check_one_gsd(job.out, inputs)
+            if gsd is None:
+                check_one_gsd(job.out, inputs, pairs=target is Target.landcover and not labels_class_field)
             chip_set = job.chip_set()
             siblings = chip_set.claim()
             # image + mask pairs: one image of two masks is not one scene's labels twice

@@ -91,6 +91,12 @@ def train(
              "default) or lite0 (an EfficientNet-Lite0 encoder that starts from ImageNet weights, the shipped "
              "building student's).",
     ),
+    gsd: Optional[float] = typer.Option(
+        None, "--gsd", show_default=False,
+        help="What one pixel of chips that carry no GSD measures, metres (chips cut from images without "
+             "georeferencing): the card's working GSD, the scale geoseg predict resamples scenes to. Such chips "
+             "are refused without it, but for the shared Dubai set's (its ~1.1 m estimate).",
+    ),
     name: Optional[str] = typer.Option(
         None, "--name",
         help="The model's name: its card's name, its files' stem and the class map's model tag (default: "
@@ -138,6 +144,10 @@ def train(
             _check_one_chip_batch(task, teacher is not None, batch_size, crop)
         if not data.exists():
             raise ValueError(f"no chip directory or pack at {data}")
+        if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
+            raise ValueError(f"--gsd must be a positive number of metres, got {gsd:g}")
+        if gsd is not None and teacher is not None:
+            raise ValueError("--gsd states a teacher's chips' scale: a student works at its teacher's GSD")
         refuse_shipped_folder(out)
         if name is not None and not MODEL_NAME.fullmatch(name):
             raise ValueError(f"--name must be letters, digits, '.', '_' or '-', not starting with '.' or '-' "
@@ -188,11 +198,12 @@ def train(
             console.print(f"student written to {out}: {card.get('name')}")
             return
         command += ["--init", absolute(init)] if init is not None else []
+        command += ["--gsd", f"{gsd:g}"] if gsd is not None else []
         command += ["--name", name] if name is not None else []
         name = name or default_model_name(DEFAULT_NAMES[task])
         refuse_another_tasks_model(out, name, task)
         card_path = _train_teacher(task, data, out, minutes, epochs, device, batch_size, crop, seed, console,
-                                   command=command, init=init, name=name, lr=lr)
+                                   command=command, init=init, name=name, lr=lr, gsd=gsd)
         written = json.loads(card_path.read_text())
         _exit_if_stopped(written["training"].get("interrupted"),
                          f"the weights so far are in {card_path}" + _kept_beside(written))
@@ -427,7 +438,7 @@ def _check_one_chip_batch(task: str, student: bool, batch_size: int, crop: int) 
 def _train_teacher(
     task: str, data_path: Path, out: Path, minutes: float | None, epochs: int | None, device: str,
     batch_size: int, crop: int | None, seed: int, console: Console, command: list[str], init: Path | None = None,
-    name: str | None = None, lr: float = TEACHER_LR,
+    name: str | None = None, lr: float = TEACHER_LR, gsd: float | None = None,
 ) -> Path:
     """Train a teacher (from ``init``'s weights when given); its card's ``metrics.command`` is
     ``command``, the full command line that reproduces the run (every option, defaults included, so
@@ -436,7 +447,7 @@ def _train_teacher(
 
     from geoseg.augment import AugmentConfig
     from geoseg.card import find_card, read_card, save_model
-    from geoseg.training.chip_provenance import DUBAI_GSD_M, working_gsd
+    from geoseg.training.chip_provenance import DUBAI_GSD_M, with_stated_gsd, working_gsd
     from geoseg.training.data import check_chips_have_labels, load_dataset, select
     from geoseg.training.loop import (
         TrainConfig,
@@ -470,6 +481,7 @@ def _train_teacher(
                          f"magnified about {crop / chip_side:.1f}x, a scale the card's GSD does not say; use "
                          f"--crop {chip_side} or less, or cut bigger chips")
     check_chips_have_labels(data, task, data_path)
+    data = with_stated_gsd(data, gsd, task)  # --gsd, or Dubai's estimate, for chips that carry none
     working_gsd(data, estimate=DUBAI_GSD_M if task == "landcover" else None)  # mixed GSDs fail before training
     steps = None if epochs is None else max(1, epochs * math.ceil(n_train / batch_size))
     cfg = TrainConfig(

@@ -39,8 +39,38 @@ def working_gsd(data: dict[str, Any], estimate: float | None = None) -> tuple[fl
         raise ValueError(f"{int((~known).sum())} of {len(gsd)} chips carry no GSD: cut all chips at one --gsd")
     lo, hi = float(gsd.min()), float(gsd.max())
     if not same_gsd([lo, hi]):
-        raise ValueError(f"chips of mixed GSD ({lo:.3g}-{hi:.3g} m): cut them at one --gsd")
+        raise ValueError(f"chips of mixed GSD ({lo:.3g}-{hi:.3g} m): cut them at one --gsd (land-cover image + mask "
+                         f"pairs, which --gsd cannot resample: into a chip folder per GSD, or resampled first)")
     return round(float(np.median(gsd)), 4), False
+
+
+def with_stated_gsd(data: dict[str, Any], gsd: float | None, task: str) -> dict[str, Any]:
+    """The chips, with ``gsd`` (``geoseg train --gsd``) as the GSD of chips that carry none; refused
+    when they carry one, and without it for chips that carry none and are not Dubai's (whose ~1.1 m
+    estimate the card records with its note).
+
+    Why: a team's own land-cover images without georeferencing were trained into a card that said
+    Dubai's estimated 1.1 m and its note, and ``geoseg predict`` then resampled its 0.3 m scenes to 1.1 m."""
+    have = np.asarray(data.get("gsd", np.full(len(data["split"]), np.nan)), np.float64)
+    known = np.isfinite(have) & (have > 0)
+    if gsd is not None:
+        if known.any():
+            raise ValueError(f"the chips carry their own GSD ({float(np.median(have[known])):.3g} m): --gsd is for "
+                             f"chips cut from images without georeferencing")
+        return {**data, "gsd": np.full(len(data["split"]), float(gsd), np.float32)}
+    if not known.any() and not (task == "landcover" and dubai_landcover(data)):
+        raise ValueError("the chips carry no GSD (cut from images without georeferencing): give --gsd METRES, what "
+                         "one of their pixels measures (the scale geoseg predict resamples scenes to for this model)")
+    return data
+
+
+def dubai_landcover(data: dict[str, Any]) -> bool:
+    """Whether land-cover chips are the shared Dubai set's: its classes, and every chip cut from it
+    (``dubai_tile_N`` chip names; a pack from before chip names were kept counts as it)."""
+    chip_ids = np.asarray(data.get("chip_id", [])).astype(str).tolist()
+    dubai_classes = [c["name"] for c in landcover_card_classes(data.get("classes"))] == [
+        c["name"] for c in LANDCOVER_CLASSES]
+    return dubai_classes and all(c.startswith("dubai_") for c in chip_ids)
 
 
 def chip_window(data: dict[str, Any]) -> int:
@@ -110,10 +140,7 @@ def data_credits(data: dict[str, Any], task: str) -> list[str]:
     areas = sorted(set(np.asarray(data["area"]).astype(str).tolist()))
     if task == "buildings" and set(areas) <= SHARED_BUILDING_AREAS and shared_scene_names(data):
         return list(CREDITS_BUILDINGS)
-    chip_ids = np.asarray(data.get("chip_id", [])).astype(str).tolist()
-    dubai_classes = [c["name"] for c in landcover_card_classes(data.get("classes"))] == [
-        c["name"] for c in LANDCOVER_CLASSES]
-    if task == "landcover" and dubai_classes and all(c.startswith("dubai_") for c in chip_ids):
+    if task == "landcover" and dubai_landcover(data):
         return list(CREDITS_LANDCOVER)
     places = sorted(set(chip_places(data).tolist()))
     return [f"Training data: {data_source(data)} (areas {', '.join(places)}); its licences were not recorded"]
