@@ -358,7 +358,7 @@ def find_card(model_dir_or_card: Path, task: str | None = None) -> Path:
     if not p.is_dir():
         raise ModelCardError(f"no model directory or card at {p}")
     cards = sorted(c for c in p.glob("*.json") if not c.name.startswith("."))
-    cards = [c for c in cards if _looks_like_card(c)]
+    cards = [c for c in cards if looks_like_card(c)]
     if task is not None and len(cards) > 1:
         of_task = [c for c in cards if json.loads(c.read_text()).get("task") == task]
         if not of_task:
@@ -392,7 +392,8 @@ def weights_path(card_path: Path, card: dict[str, Any]) -> Path | None:
     return path
 
 
-def _looks_like_card(path: Path) -> bool:
+def looks_like_card(path: Path) -> bool:
+    """Whether a JSON file reads as a model card (its architecture and arguments)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):

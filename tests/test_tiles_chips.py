@@ -1439,3 +1439,28 @@ def test_reading_same_size_scenes_through_shows_progress_in_tile_as_in_predict(b
     assert told.stdout.splitlines()[0] == (f"tile: reading 2 inputs through ({2 * size / 1e6:.1f} MB, SHA-256) "
                                            "to find those of the same content"), told.stdout
     assert "from 2 file(s)" in told.stdout and "copy" not in told.output
+
+
+def test_tile_refuses_a_predict_output_or_a_model_folder_as_out(buildings_dir: Path, tmp_path: Path):
+    """``geoseg tile ... --out r/`` where r/ held one scene's predict results (or a folder of models) wrote
+    chips among them; predict already refused a chip folder."""
+    from geoseg.paths import weights_dir
+
+    scene = tmp_path / "crop.tif"
+    with rasterio.open(buildings_dir / "kampala/kampala_z19_2.tif") as src:
+        window = Window(0, 0, 128, 128)
+        profile = {**src.profile, "width": 128, "height": 128, "transform": src.window_transform(window)}
+        pixels = src.read(window=window)
+    with rasterio.open(scene, "w", **profile) as dst:
+        dst.write(pixels)
+    predicted = runner.invoke(app, ["predict", str(scene), "--out", str(tmp_path / "r"), "--profile", "fast",
+                                    "--no-classmap"])
+    assert predicted.exit_code == 0, predicted.output
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine.json").write_bytes((weights_dir() / "buildings-u2net-fast.json").read_bytes())
+    labels = ["--labels", str(buildings_dir / "kampala/labels.geojson"), "--size", "128"]
+    for out, words in ((tmp_path / "r", "holds the results of a geoseg predict (report.json)"),
+                       (tmp_path / "models", "holds models (mine.json)")):
+        before = sorted(p.name for p in out.iterdir())
+        assert_one_line_error(runner.invoke(app, ["tile", str(scene), "--out", str(out), *labels]), "tile", words)
+        assert sorted(p.name for p in out.iterdir()) == before

@@ -56,3 +56,13 @@ def check_not_another_commands_out(out: Path, command: str) -> None:
     if owner is not None and owner != command:
         raise ValueError(f"{out} holds the output of {owner} (its {SUMMARY_NAME}): {command} would write among "
                          f"it and replace that summary; use another --out")
+    if command == "geoseg tile":  # one input's predict and a model folder leave no summary
+        if (out / ONE_INPUT_REPORT).is_file():
+            raise ValueError(f"{out} holds the results of a geoseg predict ({ONE_INPUT_REPORT}): chips would be "
+                             f"written among them; use another --out")
+        from geoseg.card import looks_like_card
+
+        cards = sorted(p.name for p in out.glob("*.json") if looks_like_card(p)) if out.is_dir() else []
+        if cards:
+            raise ValueError(f"{out} holds models ({', '.join(cards[:3])}): chips would be written among them; use "
+                             f"another --out")
