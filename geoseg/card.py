@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 from datetime import datetime, timezone
@@ -309,7 +310,8 @@ def _check_shapes(card: dict[str, Any], path: Path) -> None:
             raise ModelCardError(f"model card {path}: arch_kwargs.n_classes is {n} but classes lists {len(classes)}")
     norm, channels = card["normalisation"], (kwargs.get("in_channels", 3) if isinstance(kwargs, dict) else 3)
     stats = [norm.get(k) for k in ("mean", "std")] if isinstance(norm, dict) else [None, None]
-    if not all(isinstance(v, list) and len(v) == channels and all(isinstance(x, (int, float)) for x in v)
+    if not all(isinstance(v, list) and len(v) == channels
+               and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
                for v in stats) or not all(x > 0 for x in stats[1]):
         raise ModelCardError(f"model card {path}: normalisation must be {{\"mean\": [{channels} numbers], \"std\": "
                              f"[{channels} numbers > 0]}}, got {norm!r}")
@@ -396,7 +398,7 @@ def looks_like_card(path: Path) -> bool:
     """Whether a JSON file reads as a model card (its architecture and arguments)."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # not JSON, or not UTF-8 (a UTF-16 file from PowerShell)
         return False
     return isinstance(data, dict) and "architecture" in data and "arch_kwargs" in data
 
@@ -432,6 +434,7 @@ def load_model(model_dir_or_card: Path | str, device: str = "cpu",
             model.load_state_dict(state)
         except RuntimeError as exc:  # torch's message is a line per parameter: its first mismatch
             first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+            first = first if len(first) <= 300 else first[:300] + " ..."  # a list of every missing key
             raise ModelCardError(f"weights {wpath} do not match the {card['architecture']} its card {card_path.name} "
                                  f"describes (architecture or arch_kwargs edited, or another card's weights): "
                                  f"{first}") from exc

@@ -102,6 +102,8 @@ def _edited(tmp_path, edit) -> "Path":
     (lambda c: c.update(classes=c["classes"][:2]), "arch_kwargs.n_classes is 3 but classes lists 2"),
     (lambda c: c["normalisation"].update(mean=[0.5, 0.5]), 'normalisation must be {"mean": [3 numbers]'),
     (lambda c: c["normalisation"].update(std=[0.1, 0.0, 0.1]), "[3 numbers > 0]"),
+    (lambda c: c["normalisation"].update(std=[0.1, 0.1, True]), "[3 numbers > 0]"),
+    (lambda c: c["normalisation"].update(mean=[0.5, float("nan"), 0.5]), 'normalisation must be {"mean": [3 numbers]'),
     (lambda c: c.update(gsd_m=0), "gsd_m must be a positive number of metres, got 0"),
     (lambda c: c.update(architecture="AttResUNet"), "AttResUNet cannot be built from its arch_kwargs"),
     (lambda c: c["arch_kwargs"].update(mid=16), "do not match the U2Net its card edited.json describes"),
@@ -112,3 +114,12 @@ def test_an_edited_card_fails_to_load_in_one_line(tmp_path, edit, words):
     with pytest.raises(ModelCardError) as caught:
         load_model(_edited(tmp_path, edit))
     assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_file_that_is_not_utf8_is_no_card(tmp_path):
+    """``geoseg tile`` asks it of every JSON in its --out: a UTF-16 file from PowerShell ended the run with
+    "'utf-8' codec can't decode byte 0xff"."""
+    from geoseg.card import looks_like_card
+
+    (tmp_path / "data.json").write_bytes('{"architecture": "U2Net", "arch_kwargs": {}}'.encode("utf-16"))
+    assert not looks_like_card(tmp_path / "data.json")

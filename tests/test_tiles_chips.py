@@ -513,7 +513,7 @@ def test_landcover_pairs_take_a_geotiff_class_raster(buildings_dir: Path, tmp_pa
     mixed = runner.invoke(app, ["tile", str(tmp_path / "mine"), "--target", "landcover", "--out",
                                 str(tmp_path / "mixed"), "--size", "128"])
     assert_one_line_error(mixed, "tile", "image + mask pairs of different GSD (fine.tif 0.149 m, scene.tif 0.298 m)",
-                          "different --out folders", "gdalwarp -tr 0.3 0.3")
+                          "different --out folders", "gdalwarp -tr, with -r near for the masks")
     assert not (tmp_path / "mixed" / "index.geojson").exists()
 
 

@@ -142,6 +142,9 @@ def test_own_chips_without_a_gsd_need_gsd_and_the_card_says_it(tmp_path):
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "m" / "landcover-attresunet-custom.json").read_text())
     assert card["gsd_m"] == 0.3 and "gsd_note" not in card and card["metrics"]["command"].endswith("--gsd 0.3")
+    for bad, words in ((["--gsd", "nan"], "--gsd must be a positive number of metres"),
+                       (["--gsd", "0.3", "--teacher", str(tmp_path / "m")], "a student works at its teacher's GSD")):
+        assert_one_line_error(CliRunner().invoke(app, [*args, *bad]), "train", words)
     georeferenced = buildings_pack(tmp_path / "b.npz")  # chips that carry theirs
     assert_one_line_error(CliRunner().invoke(app, ["train", "buildings", "--data", str(georeferenced), "--out",
                                                    str(tmp_path / "b"), "--epochs", "1", "--crop", "32", "--gsd", "0.3"]),

@@ -156,8 +156,8 @@ def test_train_command_end_to_end_on_a_pack(tmp_path):
     np.savez_compressed(
         tmp_path / "lc.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8),
         jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]), labels=labels, split=splits, area=splits,
-        chip_id=np.array([f"c{i}" for i in range(len(splits))]), gsd=np.full(len(splits), np.nan, np.float32),
-        meta=np.array(json.dumps({"target": "landcover"})),
+        chip_id=np.array([f"dubai_tile_1_part{i}_r000_c000" for i in range(len(splits))]),
+        gsd=np.full(len(splits), np.nan, np.float32), meta=np.array(json.dumps({"target": "landcover"})),
     )
     runner = CliRunner()
     bad = runner.invoke(app, ["train", "buildings", "--data", str(tmp_path / "lc.npz"), "--out", str(tmp_path / "m"), "--epochs", "1"])

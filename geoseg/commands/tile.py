@@ -349,8 +349,7 @@ def check_one_gsd(out: Path, inputs: list[RasterPath], pairs: bool = False) -> N
         if pairs:
             raise ValueError(f"image + mask pairs of different GSD ({found}): a model has one working scale; tile "
                              f"them into different --out folders, or resample the images and their masks to one "
-                             f"GSD first (gdalwarp -tr {measured[coarse]:.2g} {measured[coarse]:.2g}, with -r near "
-                             f"for the masks)")
+                             f"GSD first (gdalwarp -tr, with -r near for the masks)")
         raise ValueError(f"scenes of different GSD without --gsd ({found}): a model has one working scale; give "
                          f"--gsd (e.g. --gsd {measured[coarse]:.2g}) or tile them into different --out folders")
 
@@ -405,7 +404,7 @@ def tile(
     target: Target = typer.Option(Target.buildings, help="buildings (0/1/2 + 255 ignore) or landcover (class-index masks)."),
     min_valid: float = typer.Option(0.5, help="Windows with a smaller valid-pixel fraction (0 to 1) are recorded as skipped, not written."),
     bands: str = typer.Option(None, help="1-based bands for R,G,B, e.g. 4,3,2, or 1,1,1 for one grey band (default: colour interpretation, else band descriptions red, green, blue, else 1,2,3); recorded per chip, and geoseg train writes them into the model card, which geoseg predict follows."),
-    split: str = typer.Option(None, help="Force this split (train, val or test) for all chips (default: by area, see docs/ARCHITECTURE.md); runs differing only by --split share an --out."),
+    split: str = typer.Option(None, help="Force this split (train, val or test) for all chips (default: by area, see docs/ARCHITECTURE.md; your own scenes go to train, and those kept in a folder named val, valid, validation or test are refused without it); runs differing only by --split share an --out."),
     scheduler: str = typer.Option(None, help="'local' (local worker processes), 'sync' (in this process) or a Dask scheduler address such as tcp://host:8786 (default: local, in-process for one input)."),
     workers: int = typer.Option(2, help="Local worker processes (at least 1)."),
     allow_coarse: bool = typer.Option(False, "--allow-coarse", help="Cut a scene whose GSD is more than 10x coarser than --gsd (refused otherwise: its chips are upsampled pixels)."),
