@@ -1,6 +1,7 @@
 """Model cards: save/load round trip, shipped weights, clear errors."""
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,8 +86,8 @@ def test_a_card_is_strict_json_even_with_a_score_that_has_no_value(tmp_path):
     assert card["metrics"]["test"] == {"miou": None, "oa": None, "iou": [0.5, None]}
 
 
-def _edited(tmp_path, edit) -> "Path":
-    """The shipped U2-Net's card, edited by ``edit``, beside a link to its weights."""
+def _edited(tmp_path: Path, edit) -> Path:
+    """The shipped U2-Net's card, edited by ``edit``, beside a copy of its weights."""
     import shutil
 
     card = json.loads(default_card_path("buildings").with_name("buildings-u2net.json").read_text())
