@@ -563,3 +563,30 @@ def test_overviews_do_not_change_what_a_scene_reads(buildings_dir: Path, tmp_pat
         assert bare.stats == overviews.stats
         (a, valid_a), (b, valid_b) = full(bare), full(overviews)
     assert np.array_equal(valid_a, valid_b) and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("flip", ["south-up", "east-left"])
+def test_rows_stored_south_up_reach_a_model_north_up_at_its_gsd(buildings_dir: Path, tmp_path: Path, flip: str):
+    """At the GSD a head works at, a south-up (or east-left) raster was read as stored: the building head
+    saw it upside down, and its footprints met those of the same scene stored north-up by 0.52 pixel
+    IoU, while the land-cover head (another GSD, warped) turned it north-up. It is now the same pixels
+    turned north-up, none resampled."""
+    with rasterio.open(buildings_dir / "kampala/kampala_z19_2.tif") as src:
+        data, mask, profile, t = src.read(), src.dataset_mask(), dict(src.profile), src.transform
+    for key in ("blockxsize", "blockysize", "jpeg_quality"):
+        profile.pop(key, None)
+    profile.update(tiled=False, compress="deflate", photometric="RGB")
+    if flip == "south-up":
+        stored = Affine(t.a, 0, t.c, 0, -t.e, t.f + t.e * profile["height"])
+        pixels, valid = data[:, ::-1], mask[::-1]
+    else:
+        stored = Affine(-t.a, 0, t.c + t.a * profile["width"], 0, t.e, t.f)
+        pixels, valid = data[:, :, ::-1], mask[:, ::-1]
+    for name, transform, bands, m in (("north.tif", t, data, mask), ("flipped.tif", stored, pixels, valid)):
+        with rasterio.open(tmp_path / name, "w", **{**profile, "transform": transform}) as dst:
+            dst.write(bands)
+            dst.write_mask(m)
+    with Scene(tmp_path / "north.tif", gsd=0.3) as north, Scene(tmp_path / "flipped.tif", gsd=0.3) as turned:
+        assert turned.transform == north.transform and (turned.width, turned.height) == (north.width, north.height)
+        (a, valid_a), (b, valid_b) = full(north), full(turned)
+    assert np.array_equal(a, b) and np.array_equal(valid_a, valid_b)

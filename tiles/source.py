@@ -107,6 +107,14 @@ def working_grid(crs: CRS, transform: Affine, width: int, height: int, target_gs
     return Affine(rx, 0.0, left, 0.0, -ry, top), out_w, out_h
 
 
+def north_up(transform: Affine, width: int, height: int) -> tuple[Affine, int, int]:
+    """The grid of a rectilinear raster's own pixels turned north-up (rows from the north, columns
+    from the west): a south-up or east-left raster's pixels, each where it lies, none resampled."""
+    left = min(transform.c, transform.c + transform.a * width)
+    top = max(transform.f, transform.f + transform.e * height)
+    return Affine(abs(transform.a), 0.0, left, 0.0, -abs(transform.e), top), width, height
+
+
 def _decimates(src, bands: tuple[int, ...]) -> bool:
     """Whether resampled windows of ``src`` may be decimating reads (module docstring): north-up,
     integer, and masked by nothing or by a per-dataset mask that is not an alpha band."""
@@ -264,9 +272,16 @@ class Scene:
             if self.native_gsd is None:
                 raise UnsupportedRaster(f"{self.name}: not georeferenced, cannot resample to {gsd} m")
             rotated = not src.transform.is_rectilinear
-            if rotated or abs(self.native_gsd - gsd) / gsd > gsd_tolerance:
+            # south-up or east-left rows at the working GSD: the same pixels turned north-up, as the
+            # warp of another GSD turns them (a model read them upside down: the building head's
+            # footprints of a south-up copy of a scene met those of the scene by 0.52 pixel IoU)
+            flipped = not rotated and (src.transform.a < 0 or src.transform.e > 0)
+            resampled = abs(self.native_gsd - gsd) / gsd > gsd_tolerance
+            if rotated or flipped or resampled:
                 try:
-                    transform, width, height = working_grid(self.crs, src.transform, src.width, src.height, gsd)
+                    transform, width, height = (working_grid(self.crs, src.transform, src.width, src.height, gsd)
+                                                if rotated or resampled else north_up(src.transform, src.width,
+                                                                                      src.height))
                 except UnsupportedRaster as exc:
                     raise UnsupportedRaster(f"{self.name}: {exc}") from exc
                 if _other_bands_mask(src, self.bands):
