@@ -835,3 +835,33 @@ def test_the_training_row_counts_down_the_time_the_loop_tells(tmp_path):
     bar.tasks[told].fields["deadline"] = time.monotonic() - 5  # passed: 0, never negative
     assert str(column.render(bar.tasks[told])) == "0:00:00"
     assert str(column.render(bar.tasks[guessed])) == "-:--:--"
+
+
+def test_train_warns_of_chips_cut_before_their_labels_changed(tmp_path):
+    """A team corrected its labels and re-ran the tile command of its training scenes: the validation
+    scene cut from the same file kept its chips of the old labels, and train chose the model on them
+    without a word."""
+    import geopandas as gpd
+
+    from geoseg.paths import data_root
+
+    kampala = data_root() / "buildings" / "kampala"
+    labels = tmp_path / "buildings.gpkg"
+    gpd.read_file(kampala / "labels.geojson").to_file(labels)
+    chips = tmp_path / "chips"
+    runs = {split: ["tile", str(kampala / f"kampala_z19_{n}.tif"), "--labels", str(labels), "--out", str(chips),
+                    "--size", "64", "--split", split, "--scheduler", "sync"] for split, n in (("train", 2), ("val", 1))}
+    for args in runs.values():
+        assert CliRunner().invoke(app, args).exit_code == 0
+    train = ["train", "buildings", "--data", str(chips), "--out", str(tmp_path / "m"), "--epochs", "1", "--crop", "32",
+             "--batch-size", "4"]
+    assert "warning" not in CliRunner().invoke(app, train).stderr
+    frame = gpd.read_file(labels)
+    frame.iloc[: len(frame) // 2].to_file(labels)  # half the buildings taken out: the labels corrected
+    stale = CliRunner().invoke(app, train)
+    assert stale.exit_code == 0, stale.output
+    assert (f"warning: the chips of 2 scenes in {chips} were cut before files they come from changed: "
+            "kampala_z19_1.tif (buildings.gpkg), kampala_z19_2.tif (buildings.gpkg)") in stale.stderr
+    assert CliRunner().invoke(app, runs["train"]).exit_code == 0  # the training scene cut again
+    assert "were cut before files they come from changed: kampala_z19_1.tif (buildings.gpkg);" in CliRunner().invoke(
+        app, train).stderr

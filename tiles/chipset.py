@@ -128,6 +128,31 @@ def _stored_wider_than_bytes(path: RasterPath) -> bool | None:
         return None
 
 
+def changed_since_cut(out: Path) -> list[str]:
+    """The finished scenes of the chip folder ``out`` whose scene, label or VRT source files changed
+    (size or time, as ``ChipSet.recut_changed`` compares them) since their chips were cut, each as
+    ``scene (the files)``; a file gone since (moved data) is not counted.
+
+    Why: after a team corrected its labels and re-ran the command of its training scenes, the
+    validation scenes cut from the same file kept their chips of the old labels, and ``geoseg train``
+    trained and chose the model on them without a word."""
+    found = []
+    for states_path in sorted(Path(out).glob(f"parts/*/{INPUTS_FILE}")):
+        try:
+            known = json.loads(states_path.read_text())
+        except (OSError, ValueError):
+            continue
+        for scene, was in sorted(known.items()) if isinstance(known, dict) else ():
+            if not isinstance(was, dict) or not record_path(states_path.parent, scene).is_file():
+                continue
+            files = {scene: was.get("scene"), **(was.get("labels") or {}), **(was.get("sources") or {})}
+            changed = [raster_name(path) for path, state in files.items()
+                       if (now := _file_state(path)) is not None and now != state]
+            if changed:
+                found.append(f"{raster_name(scene)} ({', '.join(changed)})")
+    return sorted(found)  # by name, not by the part folders' hashes
+
+
 def index_chips(index: Path) -> list[dict]:
     """The chips (their properties) a chip folder's ``index.geojson`` lists; [] without one; a
     one-line ValueError for a file that is no chip index (a folder of something else given as

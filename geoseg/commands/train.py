@@ -144,6 +144,7 @@ def train(
             _check_one_chip_batch(task, teacher is not None, batch_size, crop)
         if not data.exists():
             raise ValueError(f"no chip directory or pack at {data}")
+        _warn_of_stale_chips(data)
         if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
             raise ValueError(f"--gsd must be a positive number of metres, got {gsd:g}")
         if gsd is not None and teacher is not None:
@@ -242,6 +243,19 @@ def absolute(path: Path) -> str:
     Why: the card's ``metrics.command`` (and ``training.data``) said ``--data chips --out models``, which
     names nothing once the card is read from another folder or machine, or the model is moved."""
     return str(Path(path).resolve())
+
+
+def _warn_of_stale_chips(data: Path) -> None:
+    """A warning line when scenes of the chip folder ``data`` changed since they were cut
+    (``tiles.chipset.changed_since_cut``): their chips still hold the old pixels or labels."""
+    from tiles.chipset import changed_since_cut
+
+    stale = changed_since_cut(data) if data.is_dir() else []
+    if stale:
+        typer.echo(f"warning: the chips of {len(stale)} scene{'s' if len(stale) > 1 else ''} in {data} were cut before "
+                   f"files they come from changed: {', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}; they "
+                   f"still hold the old pixels or labels: run their geoseg tile command again to cut them anew",
+                   err=True)
 
 
 def refuse_shipped_folder(out: Path) -> None:
