@@ -2,6 +2,7 @@
 --batch-size and --crop, the card's command reproduces the run, bad options fail in one line."""
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,21 +83,26 @@ def test_the_default_learning_rates_named_for_help_are_the_trainers():
     assert TEACHER_LR == TrainConfig(steps=1).lr and STUDENT_LR == distill_module.STUDENT_LR
 
 
-def test_teacher_card_records_the_full_command(tmp_path):
-    from test_training_smoke import dubai_chips as dubai_arrays  # noqa: PLC0415
+def landcover_pack(path: Path, scene: str) -> Path:
+    """A pack of 48 px land-cover chips of Dubai's pixels and classes, without a GSD (as images without
+    georeferencing give), their chips named after ``scene`` (``dubai_tile_1``: the shared set's)."""
+    from test_training_smoke import dubai_chips as dubai_arrays
 
-    import numpy as np  # noqa: PLC0415
-
-    from geoseg.training.pack import encode_jpeg  # noqa: PLC0415
+    from geoseg.training.pack import encode_jpeg
 
     images, labels, splits = dubai_arrays(size=48, per_image=1)
     blobs = [encode_jpeg(a) for a in images]
     np.savez_compressed(
-        tmp_path / "lc.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8),
+        path, jpeg=np.frombuffer(b"".join(blobs), np.uint8),
         jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]), labels=labels, split=splits, area=splits,
-        chip_id=np.array([f"dubai_tile_1_part{i}_r000_c000" for i in range(len(splits))]),
+        chip_id=np.array([f"{scene}_part{i}_r000_c000" for i in range(len(splits))]),
         gsd=np.full(len(splits), np.nan, np.float32), meta=np.array(json.dumps({"target": "landcover"})),
     )
+    return path
+
+
+def test_teacher_card_records_the_full_command(tmp_path):
+    landcover_pack(tmp_path / "lc.npz", "dubai_tile_1")
     result = CliRunner().invoke(app, ["train", "landcover", "--data", str(tmp_path / "lc.npz"), "--out",
                                       str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2", "--crop", "32",
                                       "--seed", "5"])
@@ -120,20 +126,7 @@ def test_teacher_card_records_the_full_command(tmp_path):
 def test_own_chips_without_a_gsd_need_gsd_and_the_card_says_it(tmp_path):
     """A team's land-cover images without georeferencing were trained into a card that said Dubai's
     estimated 1.1 m (and Dubai's note), so predict resampled the team's 0.3 m scenes to 1.1 m."""
-    from test_training_smoke import dubai_chips as dubai_arrays  # noqa: PLC0415
-
-    import numpy as np  # noqa: PLC0415
-
-    from geoseg.training.pack import encode_jpeg  # noqa: PLC0415
-
-    images, labels, splits = dubai_arrays(size=48, per_image=1)
-    blobs = [encode_jpeg(a) for a in images]
-    np.savez_compressed(
-        tmp_path / "own.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8),
-        jpeg_offsets=np.cumsum([0] + [len(b) for b in blobs]), labels=labels, split=splits, area=splits,
-        chip_id=np.array([f"site_{i}_r000_c000" for i in range(len(splits))]),
-        gsd=np.full(len(splits), np.nan, np.float32), meta=np.array(json.dumps({"target": "landcover"})),
-    )
+    landcover_pack(tmp_path / "own.npz", "site")
     args = ["train", "landcover", "--data", str(tmp_path / "own.npz"), "--out", str(tmp_path / "m"), "--epochs", "1",
             "--batch-size", "2", "--crop", "32"]
     assert_one_line_error(CliRunner().invoke(app, args), "train", "the chips carry no GSD", "give --gsd METRES")
