@@ -149,6 +149,11 @@ def test_the_openapi_document_declares_what_each_route_answers(tmp_path):
     assert {"expires_at", "eta_s", "previous_error", "progress", "links"} <= set(schemas["JobStatus"]["required"])
     for body in ("Body_submit_job", "Body_segment"):  # how generators know the part is a file, not a str
         assert schemas[body]["properties"]["file"]["format"] == "binary"
+        # the optional mask: on its string branch (beside the anyOf, openapi-python-client typed it a str
+        # and sent it as a text part, answered 422 "a text value, not a file")
+        mask = schemas[body]["properties"]["mask"]
+        assert [b.get("format") for b in mask["anyOf"] if b.get("type") == "string"] == ["binary"]
+        assert "format" not in mask
 
 
 def docs_client_example() -> dict:

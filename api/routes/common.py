@@ -155,10 +155,16 @@ CONTENT_RANGE_HEADER = {"description": "`bytes FIRST-LAST/SIZE`, for a single ra
                                        "`multipart/byteranges` body, each part with its own).", "schema": _STRING}
 
 
-# OpenAPI 3.1 as FastAPI writes it marks an upload only with `contentMediaType`; client generators
-# (openapi-python-client, openapi-generator) recognise a file part by `format: binary`, and without
-# it typed `file` as a str: a generated client could not send a file
-UPLOAD_SCHEMA = {"format": "binary"}
+def binary_part(schema: dict[str, Any]) -> None:
+    """``format: binary`` on a file part's string type: OpenAPI 3.1 as FastAPI writes it marks an
+    upload only with ``contentMediaType``, and client generators (openapi-python-client,
+    openapi-generator) recognise a file part by ``format: binary``; without it they typed ``file`` as
+    a str, and a generated client could not send a file. On an optional part (``mask``) it goes on
+    the ``anyOf``'s string branch: written beside the ``anyOf`` it was not read, and a generated client
+    sent the mask as a text part (422 "a text value, not a file")."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "string":
+            branch["format"] = "binary"
 
 Refine = Annotated[bool, Form(description="Refine the class map with the superpixel GCN.")]
 Regularize = Annotated[bool, Form(description="Square building outlines.")]
@@ -188,7 +194,7 @@ Bands = Annotated[str | None, Form(max_length=64, json_schema_extra={"pattern": 
     "BGRN), `5,3,2` for WorldView-3 or `1,1,1` for a one-band grey raster (the models were trained on colour: "
     "lower accuracy). Default: bands labelled red, green, blue by colour interpretation or band description, "
     "else 1,2,3; a raster of fewer than 3 bands needs this field."))]
-MaskPart = Annotated[UploadFile | None, File(json_schema_extra=UPLOAD_SCHEMA, description=(
+MaskPart = Annotated[UploadFile | None, File(json_schema_extra=binary_part, description=(
     "The image's valid area, sent with it: a one-band integer GeoTIFF of the image's size (pixel for pixel; "
     "its georeferencing is not read), 0 where the image has no data, e.g. GDAL's external mask `scene.tif.msk` "
     "as it is (`curl -F file=@scene.tif -F mask=@scene.tif.msk`). Stored beside the upload as its `.msk`, so "
