@@ -190,6 +190,13 @@ _PRODUCED_WITH: dict[str, str | None] = {
 }
 
 
+def asked_for(job: Job, name: str) -> bool:
+    """Whether ``job`` was asked for the result file ``name`` (its ``outputs`` option): a file not
+    asked for never comes, whatever the job's status."""
+    option = _PRODUCED_WITH.get(name)
+    return option is None or bool(job.options.get(option, True))
+
+
 def job_links(job: Job, root_path: str = "", api_key: str | None = None) -> JobLinks:
     """``self``, and once succeeded the result files the job was asked for (a link to an output
     not requested would only answer 404). ``root_path``: the path a proxy serves the API under
@@ -198,8 +205,7 @@ def job_links(job: Job, root_path: str = "", api_key: str | None = None) -> JobL
     base = f"{root_path}/v1/jobs/{job.id}"
     links: dict[str, str] = {"self": base}
     if job.status == "succeeded":
-        links.update({name: f"{base}/{name}" for name, option in _PRODUCED_WITH.items()
-                      if option is None or job.options.get(option, True)})
+        links.update({name: f"{base}/{name}" for name in _PRODUCED_WITH if asked_for(job, name)})
         if job.options.get("classmap", True):
             links.update(tilejson=f"{base}/tilejson.json",
                          tiles=tile_template(f"{base}/tiles/{{z}}/{{x}}/{{y}}.png", job.id, api_key))

@@ -180,9 +180,17 @@ def test_cancel_running_job_removes_it_and_its_files(tmp_path, monkeypatch):
         assert client.get("/healthz").json()["running"] == 0
 
 
-def test_outputs_option_limits_the_files(tmp_path):
+def test_outputs_option_limits_the_files(tmp_path, monkeypatch):
+    monkeypatch.setenv(SLEEP_ENV, "2")
     with service(tmp_path) as client:
-        job = wait(client, submit(client, outputs="buildings")["id"])
+        job_id = submit(client, outputs="buildings")["id"]
+        # while it runs, a file it was not asked for is a 404 at once: a 409 with Retry-After told
+        # the client to poll for a file that never comes
+        for name in ("classmap.tif", "classmap.qml", "tilejson.json", "tiles/0/0/0.png"):
+            r = client.get(f"/v1/jobs/{job_id}/{name}")
+            assert r.status_code == 404 and "outputs" in r.json()["detail"], (name, r.status_code, r.text)
+        assert client.get(f"/v1/jobs/{job_id}/buildings.geojson").status_code == 409  # asked for: not yet
+        job = wait(client, job_id)
         assert client.get(f"/v1/jobs/{job['id']}/buildings.geojson").status_code == 200
         r = client.get(f"/v1/jobs/{job['id']}/classmap.tif")
         assert r.status_code == 404 and "outputs" in r.json()["detail"]

@@ -71,6 +71,7 @@ from api.schemas import (
     JobStatus,
     Problem,
     TileJSON,
+    asked_for,
     job_status,
 )
 from api.security import TILE_SIGNATURE_PARAM
@@ -244,9 +245,13 @@ def delete_job(request: Request, job_id: UUID) -> Response:
     return Response(status_code=204)
 
 
-def _succeeded(request: Request, job: Job) -> Path:
-    """The folder of ``job``'s results; 409 (with ``Retry-After`` while it may still succeed) before."""
+def _succeeded(request: Request, job: Job, name: str) -> Path:
+    """The folder of ``job``'s results; 409 (with ``Retry-After`` while it may still succeed) before,
+    but a 404 at once for a file ``name`` the job was not asked for (a client told to poll for it would
+    poll until the job ended, and then get the 404)."""
     settings, root = settings_of(request), root_path_of(request)
+    if name in RESULT_FILES and not asked_for(job, name):
+        raise _not_produced(store_of(request), job.id, name)
     if job.status == "failed":  # it told the client to poll a job that will never succeed
         raise HTTPException(409, f"job failed, so it has no results; its error is at {root}/v1/jobs/{job.id}")
     if job.status != "succeeded":
@@ -273,7 +278,7 @@ def get_tilejson(request: Request, job_id: UUID) -> TileJSON:
     """TileJSON 3.0.0 of the class map's web-map tiles: their URL template, bounds and zoom range."""
     store = store_of(request)
     job = _get_job(store, job_id)
-    path = _succeeded(request, job) / "classmap.tif"
+    path = _succeeded(request, job, "classmap.tif") / "classmap.tif"
     try:
         tileset = tileset_of(path)
     except RasterioIOError:
@@ -316,7 +321,7 @@ def get_tile(
     """A 256 px Web-Mercator (EPSG:3857) PNG tile of the class map in its colours, for web maps."""
     store = store_of(request)
     job = _get_job(store, job_id)
-    path = _succeeded(request, job) / "classmap.tif"
+    path = _succeeded(request, job, "classmap.tif") / "classmap.tif"
     try:
         check_tile(z, x, y)
     except ValueError as exc:
@@ -364,7 +369,7 @@ def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse
     job = _get_job(store, job_id)
     if name not in RESULT_FILES:
         raise HTTPException(404, f"a job has no file {name!r}: its files are {', '.join(RESULT_FILES)}")
-    path = _succeeded(request, job) / name
+    path = _succeeded(request, job, name) / name
     try:
         # opened here: from now on the job's removal (DELETE, retention) cannot cut the download
         return HeldFileResponse(path, media_type=RESULT_FILES[name], filename=f"{job.id}-{name}",
