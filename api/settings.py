@@ -50,6 +50,8 @@ class Settings:
     max_pixels: int = 1_000_000_000
     sync_max_pixels: int = 4_000_000
     sync_timeout_s: float = 300.0
+    #: seconds without a byte of an upload still coming before it is answered 408 and its part removed
+    upload_idle_s: float = 60.0
     max_attempts: int = 3
     heartbeat_s: float = 2.0
     stale_after_s: float = 120.0
@@ -83,12 +85,13 @@ class Settings:
         # NaN passes every comparison below (a NaN job timeout never fired, a negative sync timeout
         # answered every /v1/segment with a 202): each duration must be a finite number first
         for name, var in (("sync_timeout_s", "GEOSEG_SYNC_TIMEOUT_S"), ("heartbeat_s", "GEOSEG_HEARTBEAT_S"),
-                          ("stale_after_s", "GEOSEG_STALE_AFTER_S"), ("job_timeout_s", "GEOSEG_JOB_TIMEOUT_S")):
+                          ("stale_after_s", "GEOSEG_STALE_AFTER_S"), ("job_timeout_s", "GEOSEG_JOB_TIMEOUT_S"),
+                          ("upload_idle_s", "GEOSEG_UPLOAD_IDLE_S")):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} ({var}) must be a finite number of seconds")
-        if self.sync_timeout_s <= 0 or self.heartbeat_s <= 0:
-            raise ValueError("sync_timeout_s (GEOSEG_SYNC_TIMEOUT_S) and heartbeat_s (GEOSEG_HEARTBEAT_S) "
-                             "must be > 0")
+        if self.sync_timeout_s <= 0 or self.heartbeat_s <= 0 or self.upload_idle_s <= 0:
+            raise ValueError("sync_timeout_s (GEOSEG_SYNC_TIMEOUT_S), heartbeat_s (GEOSEG_HEARTBEAT_S) and "
+                             "upload_idle_s (GEOSEG_UPLOAD_IDLE_S) must be > 0")
         if self.job_timeout_s < 0:
             raise ValueError("job_timeout_s (GEOSEG_JOB_TIMEOUT_S) must be >= 0 (0: no limit)")
         if self.max_queued < 0:
@@ -114,6 +117,7 @@ class Settings:
             max_pixels=_env_int("GEOSEG_MAX_PIXELS", d.max_pixels),
             sync_max_pixels=_env_int("GEOSEG_SYNC_MAX_PIXELS", d.sync_max_pixels),
             sync_timeout_s=_env_float("GEOSEG_SYNC_TIMEOUT_S", d.sync_timeout_s),
+            upload_idle_s=_env_float("GEOSEG_UPLOAD_IDLE_S", d.upload_idle_s),
             max_attempts=_env_int("GEOSEG_MAX_ATTEMPTS", d.max_attempts),
             heartbeat_s=_env_float("GEOSEG_HEARTBEAT_S", d.heartbeat_s),
             stale_after_s=_env_float("GEOSEG_STALE_AFTER_S", d.stale_after_s),

@@ -320,3 +320,47 @@ def test_a_segment_request_waiting_for_its_job_when_geoseg_serve_stops_gets_a_js
     assert status == 503 and int(headers["retry-after"]) > 0, (status, payload)
     assert "kind 'segment'" in json.loads(payload)["detail"]
     assert list((tmp_path / "svc" / "uploads").iterdir()) == []
+
+
+def _read_answer(request: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """What ``request`` is answered, read until the server closes: status, headers, body."""
+    request.settimeout(30)
+    answer = b""
+    while chunk := request.recv(65536):
+        answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    return int(status.split()[1]), dict(line.lower().split(": ", 1) for line in lines), payload
+
+
+def test_an_upload_that_stops_arriving_is_answered_408_and_leaves_no_part(tmp_path):
+    """A client that sent half an upload and stopped was never answered, its part file held open (60
+    such requests held 60 parts). After GEOSEG_UPLOAD_IDLE_S without a byte it gets a JSON 408 and the
+    part goes; a slow upload that keeps sending, and the sync route's wait for its job, are not cut."""
+    uploads = tmp_path / "svc" / "uploads"
+    with _geoseg_serve(tmp_path / "svc", GEOSEG_UPLOAD_IDLE_S="2", **{SLEEP_ENV: "4"}) as (server, port):
+        body, content_type = _multipart(BIG)
+        head = (f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", port)) as upload:
+            upload.sendall(head + body[: len(body) // 3])
+            started = time.monotonic()
+            status, headers, payload = _read_answer(upload)
+        assert status == 408 and headers["content-type"] == "application/json", (status, payload)
+        assert "no byte of it arrived for 2 s" in json.loads(payload)["detail"]
+        assert time.monotonic() - started < 15
+        deadline = time.monotonic() + 10
+        while list(uploads.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(uploads.iterdir()) == []
+        with socket.create_connection(("127.0.0.1", port)) as slow:  # a byte gap under the limit each time
+            slow.sendall(head)
+            for start in range(0, len(body), len(body) // 3 + 1):
+                slow.sendall(body[start:start + len(body) // 3 + 1])
+                time.sleep(1.2)
+            status, _, payload = _read_answer(slow)
+        assert status == 202, payload
+        small, small_type = _multipart(SMALLER)  # its job runs 4 s, twice the idle limit: answered 200
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/segment", content=small,
+                            headers={"Content-Type": small_type}, timeout=60)
+        assert answer.status_code == 200, answer.text
