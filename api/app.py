@@ -242,7 +242,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     if settings.cors_origins:
         add_cors(app, list(settings.cors_origins))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK,
-                       upload_limit=settings.max_upload_bytes, idle_s=settings.upload_idle_s)
+                       upload_limit=settings.max_upload_bytes, idle_s=settings.upload_idle_s or None)
     app.add_middleware(NoStoreByDefault)  # the gates' own refusals get it too
     app.add_middleware(CutOffAtShutdown)  # outermost: whatever layer a stopping server cancels
     return app

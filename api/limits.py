@@ -27,7 +27,8 @@ class _Refused(Exception):
 async def _within(seconds: float, receive: Any) -> dict[str, Any]:
     """``await receive()``, or TimeoutError after ``seconds``. In this task (``asyncio.timeout``,
     Python 3.11): through ``asyncio.wait_for``'s task, the cancellation of a server stopping no longer
-    reached ``api.shutdown``'s 503 (the client got no answer); 3.10 has only ``wait_for``."""
+    reached ``api.shutdown``'s 503 (the client got no answer). Python 3.10 has only ``wait_for``, so
+    there an upload cut off by a stopping server may get no answer (untested: no 3.10 here)."""
     if hasattr(asyncio, "timeout"):
         async with asyncio.timeout(seconds):
             return await receive()

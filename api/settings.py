@@ -51,6 +51,7 @@ class Settings:
     sync_max_pixels: int = 4_000_000
     sync_timeout_s: float = 300.0
     #: seconds without a byte of an upload still coming before it is answered 408 and its part removed
+    #: (0: no limit)
     upload_idle_s: float = 60.0
     max_attempts: int = 3
     heartbeat_s: float = 2.0
@@ -89,9 +90,11 @@ class Settings:
                           ("upload_idle_s", "GEOSEG_UPLOAD_IDLE_S")):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} ({var}) must be a finite number of seconds")
-        if self.sync_timeout_s <= 0 or self.heartbeat_s <= 0 or self.upload_idle_s <= 0:
-            raise ValueError("sync_timeout_s (GEOSEG_SYNC_TIMEOUT_S), heartbeat_s (GEOSEG_HEARTBEAT_S) and "
-                             "upload_idle_s (GEOSEG_UPLOAD_IDLE_S) must be > 0")
+        if self.sync_timeout_s <= 0 or self.heartbeat_s <= 0:
+            raise ValueError("sync_timeout_s (GEOSEG_SYNC_TIMEOUT_S) and heartbeat_s (GEOSEG_HEARTBEAT_S) "
+                             "must be > 0")
+        if self.upload_idle_s < 0:
+            raise ValueError("upload_idle_s (GEOSEG_UPLOAD_IDLE_S) must be >= 0 (0: no limit)")
         if self.job_timeout_s < 0:
             raise ValueError("job_timeout_s (GEOSEG_JOB_TIMEOUT_S) must be >= 0 (0: no limit)")
         if self.max_queued < 0:

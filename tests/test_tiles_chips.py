@@ -1464,3 +1464,26 @@ def test_tile_refuses_a_predict_output_or_a_model_folder_as_out(buildings_dir: P
         before = sorted(p.name for p in out.iterdir())
         assert_one_line_error(runner.invoke(app, ["tile", str(scene), "--out", str(out), *labels]), "tile", words)
         assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_a_class_corrected_in_a_shapefile_s_dbf_cuts_the_scene_again(buildings_dir: Path, tmp_path: Path):
+    """A shapefile's attributes are in its .dbf: a class corrected there changed no byte of the .shp,
+    which alone was watched, and a re-run kept the chips of the old class ('1 already done')."""
+    import geopandas as gpd
+
+    labels = tmp_path / "survey.shp"
+    frame = gpd.read_file(buildings_dir / "kampala/labels.geojson")[["geometry"]]
+    frame["kind"] = "roof"
+    frame.to_file(labels)
+    args = ["tile", str(buildings_dir / "kampala/kampala_z19_2.tif"), "--labels", str(labels), "--labels-where",
+            "kind = 'roof'", "--out", str(tmp_path / "chips"), "--size", "128", "--split", "train", "--scheduler", "sync"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert "1 already done" in runner.invoke(app, args).output
+    dbf = labels.with_suffix(".dbf")
+    data = dbf.read_bytes()
+    at = data.rfind(b"roof")
+    dbf.write_bytes(data[:at] + b"shed" + data[at + 4:])  # the last feature's class, in place
+    assert gpd.read_file(labels)["kind"].tolist()[-1] == "shed"
+    again = runner.invoke(app, args)
+    assert "0 already done" in again.output, again.output
+    assert "kampala_z19_2.tif: survey.shp changed since it was cut, cut again" in again.stderr

@@ -565,7 +565,7 @@ def test_overviews_do_not_change_what_a_scene_reads(buildings_dir: Path, tmp_pat
     assert np.array_equal(valid_a, valid_b) and np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("flip", ["south-up", "east-left"])
+@pytest.mark.parametrize("flip", ["south-up", "east-left", "transposed"])
 def test_rows_stored_south_up_reach_a_model_north_up_at_its_gsd(buildings_dir: Path, tmp_path: Path, flip: str):
     """At the GSD a head works at, a south-up (or east-left) raster was read as stored: the building head
     saw it upside down, and its footprints met those of the same scene stored north-up by 0.52 pixel
@@ -579,9 +579,12 @@ def test_rows_stored_south_up_reach_a_model_north_up_at_its_gsd(buildings_dir: P
     if flip == "south-up":
         stored = Affine(t.a, 0, t.c, 0, -t.e, t.f + t.e * profile["height"])
         pixels, valid = data[:, ::-1], mask[::-1]
-    else:
+    elif flip == "east-left":
         stored = Affine(-t.a, 0, t.c + t.a * profile["width"], 0, t.e, t.f)
         pixels, valid = data[:, :, ::-1], mask[:, ::-1]
+    else:  # columns along the north-south axis: a 90 degree turn (Affine.is_rectilinear holds for it)
+        stored = Affine(0, t.a, t.c, t.e, 0, t.f)
+        pixels, valid = data.transpose(0, 2, 1), mask.T
     for name, transform, bands, m in (("north.tif", t, data, mask), ("flipped.tif", stored, pixels, valid)):
         with rasterio.open(tmp_path / name, "w", **{**profile, "transform": transform}) as dst:
             dst.write(bands)

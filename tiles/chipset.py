@@ -112,9 +112,20 @@ def _file_state(path: RasterPath) -> list[int] | None:
             stats = [p.stat() for p in path.rglob("*") if p.is_file()]
             return [sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
         stat = path.stat()
+        if path.suffix.lower() == ".shp":  # its attributes are in the .dbf, edited in place
+            stats = [stat, *(f.stat() for f in _shapefile_parts(path))]
+            return [sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)]
     except OSError:
         return None
     return [stat.st_size, stat.st_mtime_ns]
+
+
+def _shapefile_parts(shp: Path) -> list[Path]:
+    """The files of a shapefile beside its ``.shp`` (attributes, index, CRS, code page), by its stem
+    in any case: a class corrected in the ``.dbf`` changes no byte of the ``.shp``, and a re-run kept
+    the chips of the old class."""
+    wanted = {shp.stem.lower() + suffix for suffix in (".dbf", ".shx", ".prj", ".cpg")}
+    return sorted(f for f in shp.parent.iterdir() if f.name.lower() in wanted and f.is_file())
 
 
 def _stored_wider_than_bytes(path: RasterPath) -> bool | None:
@@ -137,6 +148,7 @@ def changed_since_cut(out: Path) -> list[str]:
     validation scenes cut from the same file kept their chips of the old labels, and ``geoseg train``
     trained and chose the model on them without a word."""
     found = []
+    states: dict[str, list[int] | None] = {}  # a label file or .gdb shared by many scenes: stat it once
     for states_path in sorted(Path(out).glob(f"parts/*/{INPUTS_FILE}")):
         try:
             known = json.loads(states_path.read_text())
@@ -146,8 +158,10 @@ def changed_since_cut(out: Path) -> list[str]:
             if not isinstance(was, dict) or not record_path(states_path.parent, scene).is_file():
                 continue
             files = {scene: was.get("scene"), **(was.get("labels") or {}), **(was.get("sources") or {})}
+            for path in files.keys() - states.keys():
+                states[path] = _file_state(path)
             changed = [raster_name(path) for path, state in files.items()
-                       if (now := _file_state(path)) is not None and now != state]
+                       if states[path] is not None and states[path] != state]
             if changed:
                 found.append(f"{raster_name(scene)} ({', '.join(changed)})")
     return sorted(found)  # by name, not by the part folders' hashes

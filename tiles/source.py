@@ -109,9 +109,12 @@ def working_grid(crs: CRS, transform: Affine, width: int, height: int, target_gs
 
 def north_up(transform: Affine, width: int, height: int) -> tuple[Affine, int, int]:
     """The grid of a rectilinear raster's own pixels turned north-up (rows from the north, columns
-    from the west): a south-up or east-left raster's pixels, each where it lies, none resampled."""
-    left = min(transform.c, transform.c + transform.a * width)
-    top = max(transform.f, transform.f + transform.e * height)
+    from the west): a south-up, east-left or axis-swapped (``a = e = 0``: turned 90 or 270 degrees)
+    raster's pixels, each where it lies, none resampled."""
+    corners = [transform @ (c, r) for c, r in ((0, 0), (width, height))]
+    left, top = min(x for x, _ in corners), max(y for _, y in corners)
+    if transform.a == 0 and transform.e == 0:  # columns run north-south: the grid's sides swap
+        return Affine(abs(transform.b), 0.0, left, 0.0, -abs(transform.d), top), height, width
     return Affine(abs(transform.a), 0.0, left, 0.0, -abs(transform.e), top), width, height
 
 
@@ -271,11 +274,16 @@ class Scene:
         if gsd is not None:
             if self.native_gsd is None:
                 raise UnsupportedRaster(f"{self.name}: not georeferenced, cannot resample to {gsd} m")
-            rotated = not src.transform.is_rectilinear
-            # south-up or east-left rows at the working GSD: the same pixels turned north-up, as the
-            # warp of another GSD turns them (a model read them upside down: the building head's
-            # footprints of a south-up copy of a scene met those of the scene by 0.52 pixel IoU)
-            flipped = not rotated and (src.transform.a < 0 or src.transform.e > 0)
+            t = src.transform
+            # rows along the north-south axis (a = e = 0: turned 90 or 270 degrees, or transposed), for
+            # which Affine.is_rectilinear holds too, turn exactly as a flip does; any other b or d rotates
+            swapped = t.a == 0 and t.e == 0 and t.b != 0 and t.d != 0
+            rotated = (t.b != 0 or t.d != 0) and not swapped
+            # south-up, east-left or swapped pixels at the working GSD: the same pixels turned north-up,
+            # as the warp of another GSD turns them (a model read them upside down or sideways: the
+            # building head's footprints of a south-up copy of a scene met those of the scene by 0.52
+            # pixel IoU, of a transposed copy by 0.40)
+            flipped = not rotated and (swapped or t.a < 0 or t.e > 0)
             resampled = abs(self.native_gsd - gsd) / gsd > gsd_tolerance
             if rotated or flipped or resampled:
                 try:
@@ -294,7 +302,11 @@ class Scene:
                 warped = self._subset or src
                 self._warp = {"crs": self.crs, "transform": transform, "width": width, "height": height,
                               "add_alpha": ColorInterp.alpha not in warped.colorinterp}
-                self._vrt = WarpedVRT(warped, resampling=resampling, **self._warp)
+                # a turn alone moves whole pixels: nearest keeps each one (bilinear blended neighbours of a
+                # transposed raster, GDAL's transformer being a hair off the pixel centres)
+                turn_only = not (rotated or resampled)
+                self._vrt = WarpedVRT(warped, resampling=Resampling.nearest if turn_only else resampling,
+                                      **self._warp)
                 self._ds = self._vrt
                 at_corner = (transform.c, transform.f) == (src.transform.c, src.transform.f)  # not centred
                 if _decimates(src, self.bands) and at_corner:

@@ -105,6 +105,7 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route can give."""
     text = {400: "Malformed upload (empty, damaged, truncated)", 401: "Missing or wrong API key",
             404: "No such job or file", 409: "Job not succeeded (yet: queued or running, with Retry-After)",
+            408: "The upload stalled: no byte of it arrived for GEOSEG_UPLOAD_IDLE_S seconds; send it again",
             412: "`If-Match` / `If-Unmodified-Since` rule out the file as it is",
             413: "Upload or raster too large",
             416: "The byte range starts past the end of the file (`Content-Range: bytes */SIZE` gives its size)",

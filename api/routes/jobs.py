@@ -120,7 +120,7 @@ def _get_job(store: JobStore, job_id: UUID) -> Job:
 @router.post("", status_code=202, response_model=JobAccepted,
              responses={202: {"description": "Accepted: poll the job at `Location` (its `links.self`)",
                               "headers": {"Location": LOCATION_HEADER, "Retry-After": POLL_AFTER_HEADER}},
-                        **problems(400, 413, 415, 422, 429, 503, 507),
+                        **problems(400, 408, 413, 415, 422, 429, 503, 507),
                         409: {"model": Problem, "description": "The job the `Idempotency-Key` named was deleted "
                                                                "while this submission was stored: submit again"}})
 async def submit_job(

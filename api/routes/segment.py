@@ -55,7 +55,7 @@ SYNC_PRIORITY = 10
                      "description": "Building footprints (RFC 7946 FeatureCollection, WGS84)"},
                202: {"model": JobAccepted, "description": "Not finished in time: poll the job",
                      "headers": {"Location": LOCATION_HEADER, "Retry-After": POLL_AFTER_HEADER}},
-               **problems(400, 404, 413, 415, 422, 429, 503, 507)},
+               **problems(400, 404, 408, 413, 415, 422, 429, 503, 507)},
 )
 async def segment(
     request: Request,
