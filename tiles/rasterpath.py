@@ -107,12 +107,11 @@ def _absolute_archive_path(text: str, match: re.Match) -> str:
         return text
     if rest.startswith("/"):  # absolute, or chained (/vsizip//vsicurl/...)
         return text
-    pieces = rest.split("/")
-    for n in range(1, len(pieces) + 1):  # the shortest prefix that is a file: the archive
-        candidate = "/".join(pieces[:n])
-        if candidate and os.path.isfile(candidate):
-            return prefix + "/".join([os.path.abspath(candidate), *pieces[n:]])
-    return text
+    split = _split_archive(rest)
+    if split is None:
+        return text
+    archive, member = split
+    return prefix + os.path.abspath(archive) + (f"/{member}" if member else "")
 
 
 def raster_name(location: RasterPath) -> str:
@@ -146,6 +145,18 @@ def raster_stem(location: RasterPath) -> str:
 _ARCHIVE_VSI = re.compile(r"^/vsi(zip|tar|gzip|7z|rar)/(.+)$")
 
 
+def _split_archive(rest: str) -> tuple[str, str] | None:
+    """The archive and the member of a plain archive path after its ``/vsiX/`` (``/tmp/a.zip`` and
+    ``sub/b.tif`` of ``/tmp/a.zip/sub/b.tif``; the member empty for a compressed file): the archive is
+    the shortest prefix that is a file. None when none is (the archive is gone)."""
+    pieces = rest.split("/")
+    for n in range(1, len(pieces) + 1):
+        candidate = "/".join(pieces[:n])
+        if candidate and os.path.isfile(candidate):
+            return candidate, "/".join(pieces[n:])
+    return None
+
+
 def local_file_of(location: RasterPath) -> str | None:
     """The local file GDAL reads a virtual location from: the zip of ``/vsizip//tmp/a.zip/b.tif``
     (a tar, gzip, 7z or rar alike), the GeoPackage of ``GPKG:/tmp/a.gpkg:table``, as an absolute
@@ -167,12 +178,8 @@ def local_file_of(location: RasterPath) -> str | None:
         return local_file_of(file) if is_virtual(file) else (os.path.abspath(file) if os.path.isfile(file) else None)
     if rest.startswith("/vsi"):  # /vsizip//vsicurl/https://...: chained
         return local_file_of(rest)
-    pieces = rest.split("/")
-    for n in range(1, len(pieces) + 1):  # the shortest prefix that is a file: the archive
-        candidate = "/".join(pieces[:n])
-        if candidate and os.path.isfile(candidate):
-            return os.path.abspath(candidate)
-    return None
+    split = _split_archive(rest)
+    return None if split is None else os.path.abspath(split[0])
 
 
 def subdataset_file(location: RasterPath) -> RasterPath | None:
@@ -191,15 +198,13 @@ def archive_member(location: RasterPath) -> tuple[str, Path, str | None] | None:
     match = _ARCHIVE_VSI.match(str(location))
     if match is None or match.group(1) not in ("zip", "tar", "gzip") or match.group(2).startswith(("{", "/vsi")):
         return None
-    pieces = match.group(2).split("/")
-    for n in range(1, len(pieces) + 1):  # the shortest prefix that is a file: the archive
-        candidate = "/".join(pieces[:n])
-        if candidate and os.path.isfile(candidate):
-            member = "/".join(pieces[n:]) or None
-            if (match.group(1) == "gzip") != (member is None):
-                return None
-            return match.group(1), Path(os.path.abspath(candidate)), member
-    return None
+    split = _split_archive(match.group(2))
+    if split is None:
+        return None
+    archive, member = split[0], split[1] or None
+    if (match.group(1) == "gzip") != (member is None):
+        return None
+    return match.group(1), Path(os.path.abspath(archive)), member
 
 
 def parent_of(location: RasterPath) -> RasterPath:
