@@ -143,7 +143,7 @@ def test_a_missing_input_is_one_failure_of_the_batch(tmp_path):
     result = CliRunner().invoke(app, ["predict", str(scene), str(missing), "--out", str(tmp_path / "b"), *FAST])
     assert result.exit_code == 1, result.output
     assert "1 predicted, 0 already done, 1 failed" in result.stdout
-    assert result.stderr.strip().splitlines() == [f"nope.tif: PredictError: input not found: {missing}"]
+    assert result.stderr.strip().splitlines() == [f"geoseg predict: error: nope.tif: input not found: {missing}"]
     assert (tmp_path / "b" / "kampala_z19_2" / "buildings.gpkg").is_file()
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["batch.json", "kampala_z19_2"]  # nothing for nope
     alone = CliRunner().invoke(app, ["predict", str(missing), "--out", str(tmp_path / "c"), *FAST])
@@ -473,7 +473,7 @@ def test_a_batch_rerun_with_other_options_or_inputs_predicts_again(tmp_path):
     (tmp_path / "s" / "c.tif").write_bytes((tmp_path / "s" / "a.tif").read_bytes())
     taken = run(str(tmp_path / "s"), "--regularize")
     assert taken.exit_code == 1 and "1 predicted, 1 already done, 1 failed" in taken.stdout, taken.output  # a: from s/
-    assert "c.tif: PredictError:" in taken.stderr and "not an output of geoseg predict" in taken.stderr
+    assert "geoseg predict: error: c.tif: " in taken.stderr and "not an output of geoseg predict" in taken.stderr
     assert (out / "c" / "mine.txt").read_text() == "not a prediction"
 
 
@@ -842,7 +842,7 @@ def test_a_vrt_whose_tile_is_missing_fails_naming_the_missing_file(tmp_path):
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
     assert result.exit_code == 1 and "1 predicted, 0 already done, 1 failed" in result.stdout, result.output
     assert result.stderr.splitlines() == [
-        f"city.vrt: PredictError: cannot read its pixels (a file it reads is missing): {tiles[1]}: "
+        f"geoseg predict: error: city.vrt: cannot read its pixels (a file it reads is missing): {tiles[1]}: "
         f"No such file or directory"], result.stderr
 
 
@@ -1017,7 +1017,7 @@ def test_a_band_beyond_one_inputs_count_fails_that_input_of_the_batch_only(tmp_p
     assert result.exit_code == 1, result.output
     assert "1 predicted, 0 already done, 1 failed" in result.stdout
     errors = [line for line in result.stderr.splitlines() if not line.startswith("warning:")]
-    assert errors == ["three.tif: PredictError: bands 4,3,2 were asked for red, green, blue, but the "
+    assert errors == ["geoseg predict: error: three.tif: bands 4,3,2 were asked for red, green, blue, but the "
                       "raster has 3 band(s): band(s) 4 do not exist"], result.stderr
     assert json.loads((tmp_path / "b" / four.stem / "report.json").read_text())["bands"]["used"] == [4, 3, 2]
 
@@ -1169,7 +1169,7 @@ def test_a_folders_link_to_a_missing_scene_is_a_failed_input_not_left_out(tmp_pa
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST])
     assert result.exit_code == 1 and "1 predicted, 0 already done, 1 failed" in result.stdout, result.output
     assert result.stderr.splitlines() == [
-        f"b.tif: PredictError: input not found: {tmp_path / 's' / 'b.tif'} (a link to "
+        f"geoseg predict: error: b.tif: input not found: {tmp_path / 's' / 'b.tif'} (a link to "
         f"{tmp_path / 'share' / 'b.tif'}, which does not exist: a share not mounted?)"], result.stderr
 
 

@@ -389,3 +389,19 @@ def test_an_input_waiting_for_another_run_writing_its_output_says_so_once(cluste
     out = "".join(printed) + capsys.readouterr().out
     assert report.ok and sorted(report.done) == ["a", "b"]
     assert out.count(line) == 1 and "predict a: waiting" not in out, out
+
+
+def test_a_failure_line_names_the_kind_only_of_a_fault():
+    """The engine's own messages read without a class name in front (the line then has the README's
+    ``geoseg COMMAND: error: a.tif: ...`` form); a fault such as a KeyError keeps it, since ``'x'``
+    alone says nothing."""
+    from tiles.batch import failure_line
+
+    trace = "\nTraceback (most recent call last):\n  ..."
+    assert failure_line("a.tif", "FileNotFoundError: a.tif: label file l.geojson not found" + trace) == \
+        "a.tif: label file l.geojson not found"
+    assert failure_line("a.tif", "UnsupportedRaster: complex data") == "a.tif: complex data"
+    assert failure_line("a.tif", "KeyError: 'x'" + trace) == "a.tif: KeyError: 'x'"
+    assert failure_line("a.tif", "MemoryError: ") == "a.tif: MemoryError"
+    assert failure_line("a.tif", "PredictError: no valid pixels") == "a.tif: PredictError: no valid pixels"
+    assert failure_line("a.tif", "PredictError: no valid pixels", {"PredictError"}) == "a.tif: no valid pixels"

@@ -229,14 +229,15 @@ def test_labels_that_cannot_meet_the_scene_are_errors(buildings_dir: Path, tmp_p
 
 def test_a_failed_scene_is_one_line_naming_it_once(buildings_dir: Path, tmp_path: Path):
     """A scene that fails in its job (here: no labels.geojson beside it) is one line, its name said once,
-    as geoseg predict says it; it was ``error: a.tif: FileNotFoundError: a.tif: label file ...``."""
+    in the README's ``geoseg COMMAND: error:`` form, as geoseg predict says it; it was ``error: a.tif:
+    FileNotFoundError: a.tif: label file ...``, and then ``error: a.tif: FileNotFoundError: label file ...``."""
     scene = tmp_path / "scenes" / "lone.tif"
     scene.parent.mkdir()
     scene.write_bytes((buildings_dir / "kampala/kampala_z19_2.tif").read_bytes())
     result = runner.invoke(app, ["tile", str(scene), "--out", str(tmp_path / "out"), "--size", "128"])
     assert result.exit_code == 1, result.output
-    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert line == (f"error: lone.tif: FileNotFoundError: label file {scene.parent / 'labels.geojson'} not found "
+    (line,) = [line for line in result.stderr.splitlines() if "error: " in line]
+    assert line == (f"geoseg tile: error: lone.tif: label file {scene.parent / 'labels.geojson'} not found "
                     f"(use --labels)"), line
 
 

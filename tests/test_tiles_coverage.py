@@ -129,7 +129,7 @@ def test_a_bad_coverage_is_one_line(buildings_dir, tmp_path):
     gpd.GeoDataFrame(geometry=[shapely.box(b.left, b.top + 1000, b.right, b.top + 1200)], crs=crs).to_file(far)
     result = _tile(buildings_dir, tmp_path / "far", "--coverage", str(far))
     assert result.exit_code == 1, result.output
-    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("geoseg tile: error: ")]
     assert "kampala_z19_1.tif" in line and "the --coverage area (far.gpkg) does not overlap kampala_z19_1.tif" in line
     assert not (tmp_path / "far/images").exists()
     masks = runner.invoke(app, ["tile", str(tmp_path), "--target", "landcover", "--out", str(tmp_path / "lc"),

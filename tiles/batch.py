@@ -34,7 +34,7 @@ import shutil
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -51,6 +51,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from tiles.errors import PLAIN_KINDS
 from tiles.output_lock import output_lock
 from tiles.rasterpath import RasterPath, raster_name
 
@@ -96,15 +97,20 @@ class BatchReport:
         return not self.failed
 
 
-def failure_line(name: str, error: str) -> str:
-    """A failed input's line for the user, ``name: Kind: message``, from its ``BatchReport.failed``
-    entry (``Kind: message`` and a traceback): its first line, the name said once. Why: a job's own
-    errors often start with the input's name too, and ``geoseg tile`` printed
-    ``kampala.tif: FileNotFoundError: kampala.tif: label file ...``."""
+def failure_line(name: str, error: str, plain: Collection[str] = PLAIN_KINDS) -> str:
+    """A failed input's line for the user, ``name: message``, from its ``BatchReport.failed`` entry
+    (``Kind: message`` and a traceback): its first line, the name said once, the kind named only when
+    it is not one of ``plain`` (``name: KeyError: 'x'``). Why: a job's own errors often start with the
+    input's name too, and ``geoseg tile`` printed ``kampala.tif: FileNotFoundError: kampala.tif: label
+    file ...``; a class name in front of a message written for the user told them nothing more."""
     kind, sep, message = error.splitlines()[0].partition(": ")
-    if sep and message.startswith(f"{name}: "):
+    if not sep or not message:
+        return f"{name}: {kind}"
+    if message.startswith(f"{name}: "):
         message = message[len(name) + 2:]
-    return f"{name}: {kind}{sep}{message}"
+    if kind in plain and message:
+        return f"{name}: {message}"
+    return f"{name}: {kind}: {message}"
 
 
 #: a run id: the hex digits that name one run_batch's scratch paths

@@ -22,8 +22,10 @@ from geoseg.commands.outdir import check_not_another_commands_out, check_predict
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from geoseg.commands.warning_lines import echo_warnings, recorded_warnings, warning_lines
+from geoseg.options import PredictError
 from tiles.batch import failure_line, parse_scheduler, time_left
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
+from tiles.errors import PLAIN_KINDS
 from tiles.hashing_progress import hashing_progress
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars,
@@ -32,6 +34,8 @@ from tiles.same_content import HashProgress, file_key, same_as_recorded, same_co
 
 #: without a terminal, a line each time the single-input progress passes another tenth
 LOG_STEP = 0.1
+#: a failed input's line names no kind for the pipeline's own errors, as for the engine's
+_PLAIN_KINDS = PLAIN_KINDS | {PredictError.__name__}
 
 # the pipeline imports torch, geoseg.card numpy and tiles.normalize rasterio: they are loaded when the command
 # runs, not for `geoseg --help` or `geoseg serve`, which import this module too (tests/test_cli_imports.py)
@@ -416,7 +420,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     if report.failed:
         for p in inputs:  # in the order given, as batch.json lists them (not the order they failed in)
             if str(p) in report.failed:
-                typer.echo(failure_line(raster_name(p), report.failed[str(p)]), err=True)
+                typer.echo(f"geoseg predict: error: {failure_line(raster_name(p), report.failed[str(p)], _PLAIN_KINDS)}", err=True)
         raise typer.Exit(1)
 
 

@@ -517,7 +517,7 @@ def tile(
         summary.finish(1 if report.failed else 0)
         for path in inputs:  # in the order given, as batch.json lists them (not the order they failed in)
             if str(path) in report.failed:
-                typer.echo(f"error: {failure_line(raster_name(path), report.failed[str(path)])}", err=True)
+                typer.echo(f"geoseg tile: error: {failure_line(raster_name(path), report.failed[str(path)])}", err=True)
         if report.failed:
             raise typer.Exit(1)
 
