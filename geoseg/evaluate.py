@@ -16,6 +16,7 @@ accuracy; truth 0 (unlabeled) and the truth's no-data pixels are ignored, predic
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from rasterio.vrt import WarpedVRT
 
 from tiles.errors import UnsupportedRaster
 from tiles.grid import tile_grid
-from tiles.labels import LabelIndex, check_label_file, grid_bounds, is_vector_folder
+from tiles.labels import LabelIndex, check_label_file, grid_bounds, is_vector_folder, points_and_lines_note
 from tiles.mapped_area import MappedArea, check_coverage_file
 from tiles.masks import raster_valid_mask
 from tiles.normalize import dataset_bands
@@ -187,6 +188,8 @@ def evaluate_buildings(pred_dir: Path, labels_path: RasterPath, where: str | Non
         check_label_file(labels_path, where, layer)
     except ValueError as exc:
         raise EvaluationError(str(exc)) from exc
+    if note := points_and_lines_note(labels_path, where, layer):
+        warnings.warn(note, stacklevel=2)
     if coverage is not None:
         try:
             check_coverage_file(coverage)

@@ -350,3 +350,28 @@ def test_overlapping_labels_are_each_ground_truth_whatever_their_order(tmp_path)
     for s in scores:
         assert s["n_truth"] == alone["n_truth"] + len(outlines)  # every outline counts, and every part
         assert s["polygon"]["tp"] == len(inside) and s["pixel"] == scores[0]["pixel"]
+
+
+def test_points_and_lines_among_the_footprints_are_named_when_scored(tmp_path):
+    """An OSM export mixes building nodes and ways with footprints: they were dropped without a word, so the
+    buildings they mark counted as none. The scores stay those of the footprints; a warning says how many."""
+    with rasterio.open(SCENE) as src:
+        crs, bounds = src.crs, src.bounds
+    labels = gpd.read_file(LABELS)
+    inside = labels.to_crs(crs)
+    inside = inside[inside.within(shapely.box(*bounds).buffer(-5))].geometry.tolist()
+    mixed = pd.concat([labels, gpd.GeoDataFrame(
+        {"building": ["yes"] * 3},
+        geometry=[labels.geometry.iloc[0].centroid, labels.geometry.iloc[1].centroid,
+                  shapely.LineString(labels.geometry.iloc[2].exterior.coords)], crs=labels.crs)], ignore_index=True)
+    mixed.to_file(tmp_path / "osm.geojson", driver="GeoJSON")
+    pred_dir = _fake_prediction(tmp_path, inside, crs)
+    result = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(tmp_path / "osm.geojson")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: osm.geojson: 3 of its features are points or lines, not footprints: they are left out, and the "
+        "buildings they mark count as no building (building labels are polygons)"], result.stderr
+    scores = json.loads((pred_dir / "eval_buildings.json").read_text())
+    assert scores["polygon"]["precision"] == pytest.approx(1.0)
+    plain = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(LABELS)])  # footprints alone: no warning
+    assert plain.exit_code == 0 and plain.stderr == "", plain.output

@@ -1488,3 +1488,24 @@ def test_a_class_corrected_in_a_shapefile_s_dbf_cuts_the_scene_again(buildings_d
     again = runner.invoke(app, args)
     assert "0 already done" in again.output, again.output
     assert "kampala_z19_2.tif: survey.shp changed since it was cut, cut again" in again.stderr
+
+
+def test_points_and_lines_in_a_label_file_are_named_before_cutting(buildings_dir: Path, tmp_path: Path):
+    """Building nodes and ways mixed into the footprints (an OSM export) were left out without a word, and
+    the buildings they mark were cut as background. The chips are the same; a note says how many."""
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    scene = tmp_path / "scenes" / "k.tif"
+    scene.parent.mkdir()
+    scene.write_bytes((buildings_dir / "kampala/kampala_z19_2.tif").read_bytes())
+    labels = gpd.read_file(buildings_dir / "kampala/labels.geojson")
+    extra = gpd.GeoDataFrame(geometry=[labels.geometry.iloc[0].centroid,
+                                       shapely.LineString(labels.geometry.iloc[1].exterior.coords)], crs=labels.crs)
+    pd.concat([labels, extra], ignore_index=True).to_file(scene.parent / "labels.geojson", driver="GeoJSON")
+    result = runner.invoke(app, ["tile", str(scene), "--out", str(tmp_path / "out"), "--size", "256"])
+    assert result.exit_code == 0, result.output
+    assert ("note: labels.geojson: 2 of its features are points or lines, not footprints: they are left out, and "
+            "the buildings they mark count as no building (building labels are polygons)") in result.stderr.splitlines()
+    assert any(f["properties"]["status"] == "ok" for f in index_of(tmp_path / "out"))

@@ -203,6 +203,27 @@ def check_label_file(path: RasterPath, where: str | None = None, layer: str | No
         raise ValueError(f"no feature of {raster_name(path)} matches where {where!r}: check the condition's values")
 
 
+def points_and_lines_note(path: RasterPath, where: str | None = None, layer: str | None = None) -> str | None:
+    """A note when the building layer of a file of mixed geometry types holds points or lines (which
+    ``polygons_only`` leaves out), else None. Why: an OSM export mixes building nodes and ways with
+    footprints, and those buildings became background without a word; a layer declared as points or
+    lines is refused instead (``check_label_file``)."""
+    chosen = polygon_layer(path, layer)
+    kind = str(pyogrio.read_info(path, layer=chosen).get("geometry_type") or "Unknown").lower()
+    if "polygon" in kind or "surface" in kind:  # a layer declared polygonal holds nothing else
+        return None
+    lone = "OGR_GEOMETRY IN ('POINT', 'MULTIPOINT', 'LINESTRING', 'MULTILINESTRING')"
+    try:
+        fids, _ = pyogrio.read_bounds(path, layer=chosen, where=lone if where is None else f"({where}) AND {lone}")
+    except (ValueError, pyogrio.errors.DataLayerError):  # a driver without OGR_GEOMETRY: no note
+        return None
+    if not len(fids):
+        return None
+    selected = f" matching {where!r}" if where is not None else ""
+    return (f"{raster_name(path)}: {len(fids)} of its features{selected} are points or lines, not footprints: they are "
+            f"left out, and the buildings they mark count as no building (building labels are polygons)")
+
+
 def _layer_extent(path: RasterPath, layer: str | None = None,
                   where: str | None = None) -> tuple[CRS | None, tuple[float, float, float, float] | None, int]:
     """CRS (None when the file has none), extent (None when empty) and feature count of the building

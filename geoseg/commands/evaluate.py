@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from geoseg.commands.warning_lines import warnings_as_lines
+
 # the exceptions module of the click typer runs on (newer typers vendor a copy): its UsageError is
 # what geoseg.cli turns into `geoseg eval: error: ... (see 'geoseg eval --help')`, exit 2
 _click_errors = sys.modules[typer.BadParameter.__module__]
@@ -41,9 +43,10 @@ def evaluate(
             _check_writable(json_out)
         from geoseg.evaluate import evaluate_buildings, evaluate_classmap  # geopandas: load on use
 
-        scores = (evaluate_buildings(pred_dir, labels, where=labels_where, layer=labels_layer,
-                                     coverage=coverage) if labels is not None
-                  else evaluate_classmap(pred_dir, truth))
+        with warnings_as_lines():  # e.g. points among the label footprints: one line each
+            scores = (evaluate_buildings(pred_dir, labels, where=labels_where, layer=labels_layer,
+                                         coverage=coverage) if labels is not None
+                      else evaluate_classmap(pred_dir, truth))
     except Exception as exc:  # one line for the user
         typer.echo(f"geoseg eval: error: {exc}", err=True)
         raise typer.Exit(1) from None

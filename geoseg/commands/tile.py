@@ -297,20 +297,25 @@ def check_landcover_labels(labels: list[RasterPath] | None, labels_where: str | 
 
 
 def check_label_files(given: list[RasterPath] | None, inputs: list[RasterPath], where: str | None,
-                      layer: str | None = None) -> None:
+                      layer: str | None = None) -> list[str]:
     """Check the label files before any scene is cut: a ``--labels`` file that is missing or not a
     vector file, coordinates that cannot be lon/lat, or a ``--labels-where`` the file cannot answer
     is one line at once. Why: each was found by every scene in turn, one failure line per scene,
     and left an OUT holding an empty index. A ``labels.geojson`` missing beside some scenes (no
-    ``--labels``) still fails those scenes alone."""
-    from tiles.labels import check_label_file
+    ``--labels``) still fails those scenes alone. Returns the notes of files mixing points or lines
+    with their footprints (``points_and_lines_note``)."""
+    from tiles.labels import check_label_file, points_and_lines_note
 
     for path in given or []:
         if not location_exists(path):  # a folder may be one: an Esri File Geodatabase (x.gdb/), a folder of shapefiles
             raise ValueError(f"--labels {path}: no such file or folder")
+    notes = []
     for path in given or dict.fromkeys(beside(p, "labels.geojson") for p in inputs):
         if location_exists(path):
             check_label_file(path, where, layer)
+            if note := points_and_lines_note(path, where, layer):
+                notes.append(note)
+    return notes
 
 
 def check_one_gsd(out: Path, inputs: list[RasterPath], pairs: bool = False) -> None:
@@ -445,8 +450,8 @@ def tile(
             check_no_vrt_over_scenes(inputs)
             if (target is Target.buildings or labels_class_field) and not allow_coarse:  # pairs: no --gsd
                 check_upsampling(inputs, gsd, size, overlap)
-            if target is Target.buildings:
-                check_label_files(list(job.labels or ()), inputs, labels_where, labels_layer)
+            label_notes = (check_label_files(list(job.labels or ()), inputs, labels_where, labels_layer)
+                           if target is Target.buildings else [])
             if target is Target.landcover:
                 if not labels_class_field:
                     check_landcover_gsd(inputs, gsd)
@@ -475,6 +480,7 @@ def tile(
             raise typer.Exit(1) from None
         if sidecars:
             moved.insert(0, _sidecars_note(sidecars))
+        moved += label_notes
         if split is None:
             moved += [note for path in inputs if (note := name_split_note(path, target is Target.landcover))]
         if target is Target.landcover and not labels_class_field and (unpaired := unpaired_images(given, job.out)):
