@@ -69,12 +69,19 @@ def parse_options(refine: bool, regularize: bool, outputs: str, profile: str | N
     return options
 
 
+#: form fields whose empty value has a meaning of its own (the raster's bands, the shipped models)
+EMPTY_MEANS_DEFAULT = frozenset({"bands", "model"})
+
+
 def check_form_fields(form: FormData, fields: Collection[str]) -> None:
-    """Refuse a form with a field the route does not take, or one sent twice (422, before the
-    upload is stored). FastAPI ignores unknown fields and keeps the last of repeated ones, so a
-    typo (``profil=fast``, ``regularise=true``) ran the job with the defaults, and a second
-    ``file`` part (a client sending a batch) was dropped while the 202 looked like success."""
-    problems = []
+    """Refuse a form with a field the route does not take, one sent twice, or one sent empty where
+    empty means nothing (422, before the upload is stored). FastAPI ignores unknown fields and keeps
+    the last of repeated ones, so a typo (``profil=fast``, ``regularise=true``) ran the job with the
+    defaults, and a second ``file`` part (a client sending a batch) was dropped while the 202 looked
+    like success. It also reads an empty text value as the field left out, so ``outputs=`` (a client's
+    unset variable) made both outputs and ``profile=`` the accurate one, as ``geoseg predict`` refuses
+    ``--out ""``; ``bands=`` and ``model=`` keep their documented empty meaning."""
+    problems, empty = [], []
     for name in dict.fromkeys(form.keys()):
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=1)
@@ -82,9 +89,14 @@ def check_form_fields(form: FormData, fields: Collection[str]) -> None:
         elif (count := len(form.getlist(name))) > 1:
             problems.append(f"form field {name!r} sent {count} times" + (
                 " (one GeoTIFF per job: submit each file as its own job)" if name == "file" else ""))
+        elif isinstance(value := form[name], str) and not value.strip() and name not in EMPTY_MEANS_DEFAULT:
+            empty.append(name)
     if problems:
         raise UploadRejected(422, f"{'; '.join(problems)}; this route takes each of {', '.join(fields)} "
                                   "at most once (see /docs)")
+    if empty:
+        raise UploadRejected(422, f"form field{'s' if len(empty) > 1 else ''} {', '.join(map(repr, empty))} sent "
+                                  "empty: give a value, or leave the field out for its default (see /docs)")
 
 
 def check_bands(options: dict[str, Any], summary: dict[str, Any],

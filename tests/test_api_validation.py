@@ -513,6 +513,26 @@ def test_unknown_and_repeated_form_fields_are_422(client):
     client.delete(f"/v1/jobs/{r.json()['id']}")
 
 
+def test_a_field_sent_empty_is_422_unless_empty_means_something(client):
+    """FastAPI reads an empty text value as the field left out: ``outputs=`` (a client's unset variable)
+    made both outputs, ``profile=`` the accurate profile, ``refine=`` the GCN, each with a 202. ``bands=``
+    and ``model=`` say what their empty value means (the raster's bands, the shipped models)."""
+    tif = SCENE.read_bytes()
+    jobs = client.get("/v1/jobs").json()["total"]
+    for endpoint, data, says in [
+            ("/v1/jobs", {"outputs": ""}, "form field 'outputs' sent empty"),
+            ("/v1/jobs", {"profile": "", "refine": ""}, "form fields 'profile', 'refine' sent empty"),
+            ("/v1/segment", {"regularize": ""}, "form field 'regularize' sent empty")]:
+        r = client.post(endpoint, files={"file": ("a.tif", tif, "image/tiff")}, data=data)
+        assert r.status_code == 422, (data, r.status_code, r.text)
+        assert r.json()["detail"] == f"{says}: give a value, or leave the field out for its default (see /docs)"
+    assert client.get("/v1/jobs").json()["total"] == jobs  # nothing stored
+    r = client.post("/v1/jobs", files={"file": ("a.tif", tif, "image/tiff")},
+                    data={"outputs": "buildings", "profile": "fast", "bands": "", "model": " "})
+    assert r.status_code == 202, r.text
+    client.delete(f"/v1/jobs/{r.json()['id']}")
+
+
 def test_the_job_row_and_its_fsyncs_are_written_off_the_event_loop(client, monkeypatch):
     # accept_upload moved the input in, fsync'd its folder and inserted the row (a synchronous=FULL
     # commit: 15-25 ms here) on the event loop: every poll and download waited, once per upload
