@@ -33,6 +33,10 @@ from tiles.warp import axis_aligned, bilinear_window
 __all__ = ["GPKG_VERSION", "building_frame", "landcover_cue", "vectorise_buildings", "write_buildings"]
 
 
+#: what the vectoriser keeps and simplifies by when no pixel size turns metres into pixels
+UNKNOWN_PIXEL_MIN_AREA_PX, UNKNOWN_PIXEL_SIMPLIFY_PX = 4.0, 0.5
+
+
 def landcover_cue(landcover: HeadResult | None, buildings: HeadResult,
                    card: dict[str, Any] | None) -> Callable[[int, int], np.ndarray]:
     """Rows [a, b) of the land-cover head's P(building), bilinear on the building grid (the cue
@@ -75,9 +79,14 @@ def vectorise_buildings(
         pixel_m = input_gsd  # not georeferenced: pixels as given by --gsd, else unknown
     scale = pixel_m if pixel_m else None
     vopts = vectorize.VectorizeOptions(
-        min_area_px=post.min_area_m2 / scale**2 if scale else 4.0,
-        simplify_px=options.simplify_m / scale if scale else 0.5,
+        min_area_px=post.min_area_m2 / scale**2 if scale else UNKNOWN_PIXEL_MIN_AREA_PX,
+        simplify_px=options.simplify_m / scale if scale else UNKNOWN_PIXEL_SIMPLIFY_PX,
     )
+    if scale is None and notes is not None:  # a JPEG or PNG without georeferencing, no --gsd
+        notes.append(f"the input's pixel size is unknown, so the minimum building area ({post.min_area_m2:g} m², "
+                     f"--min-area) and --simplify ({options.simplify_m:g} m) cannot be measured: buildings under "
+                     f"{UNKNOWN_PIXEL_MIN_AREA_PX:g} pixels are dropped, outlines simplified by "
+                     f"{UNKNOWN_PIXEL_SIMPLIFY_PX:g} px, and areas left empty; --gsd METRES gives the pixel size")
 
     margin = post.context_rows  # rows the morphology looks across
 

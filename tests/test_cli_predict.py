@@ -203,6 +203,10 @@ def test_warnings_are_the_pipelines_notes_once_per_input_and_named_in_a_batch(tm
     lines = alone.stderr.strip().splitlines()
     assert lines and all(line.startswith("warning: ") for line in lines), lines
     assert sum("input is not georeferenced" in line for line in lines) == 1
+    # --min-area and --simplify are metres: without a pixel size they fall back to pixels, which is said
+    assert sum("the input's pixel size is unknown, so the minimum building area (40 m², --min-area) and "
+               "--simplify (0.3 m) cannot be measured: buildings under 4 pixels are dropped" in line
+               for line in lines) == 1, lines
     assert not any("Affine.identity" in line or "'crs' was not provided" in line for line in lines), lines
     batch = runner.invoke(app, ["predict", str(a), str(b), "--out", str(tmp_path / "two"), "--profile", "fast"])
     assert batch.exit_code == 0, batch.output
@@ -211,6 +215,9 @@ def test_warnings_are_the_pipelines_notes_once_per_input_and_named_in_a_batch(tm
     for name in ("a.png", "b.png"):  # each input's own note, not one for the batch
         assert sum(line.startswith(f"warning: {name}: input is not georeferenced") for line in lines) == 1, lines
     assert all(line.startswith(("warning: a.png: ", "warning: b.png: ")) for line in lines), lines
+    measured = runner.invoke(app, ["predict", str(a), "--out", str(tmp_path / "gsd"), "--profile", "fast",
+                                   "--no-classmap", "--gsd", "0.3"])
+    assert measured.exit_code == 0 and "pixel size is unknown" not in measured.stderr, measured.output
 
 
 def test_a_world_file_without_a_crs_is_not_called_pixel_coordinates(tmp_path):

@@ -75,8 +75,9 @@ def _table(scores: dict) -> Table:
             table.add_column(col, justify="right")
         p, g = scores["pixel"], scores["polygon"]
         table.add_row("pixel", f"{p['iou']:.3f}", f"{p['precision']:.3f}", f"{p['recall']:.3f}", f"{p['f1']:.3f}")
-        table.add_row("polygon (IoU>=0.5)", f"{g['mean_iou_of_matches']:.3f}", f"{g['precision']:.3f}",
+        table.add_row("polygon (IoU>=0.5)", f"{g['mean_iou_of_matches']:.3f}*", f"{g['precision']:.3f}",
                       f"{g['recall']:.3f}", f"{g['f1']:.3f}")
+        table.caption = "* the mean IoU of the matched pairs (mean_iou_of_matches), not an IoU of all polygons"
         return table
     table = Table(title=f"class map: mIoU {scores['miou']:.3f}, overall accuracy {scores['overall_accuracy']:.3f}")
     for col in ("class", "IoU", "truth px", "predicted px"):

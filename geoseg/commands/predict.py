@@ -75,12 +75,12 @@ def predict(
                                        "GDAL virtual paths such as /vsizip//path/a.zip/b.tif, URLs and subdataset names such as "
                                        "GPKG:path/two.gpkg:a included), "
                                        "or folders: the rasters directly inside each."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per input when several, unless --mosaic)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder per input when several or given a folder, unless --mosaic)."),
     tile_size: int = typer.Option(512, "--tile-size", help="Tile size in working-grid pixels (a head whose card fixes its window keeps it: the accurate building head's U2-Net runs on 512 px tiles at any --tile-size, its LiteUNet on these)."),
     overlap: int = typer.Option(64, "--overlap", help="Overlap between tiles in pixels (blended; it may grow by up to 31 px to keep tiles of a multiple-of-32 size on a 32 px grid)."),
     refine: str = typer.Option("gcn", "--refine", help="Land-cover refinement: gcn | none."),
     no_buildings: bool = typer.Option(False, "--no-buildings", help="Skip building footprints."),
-    no_classmap: bool = typer.Option(False, "--no-classmap", help="Skip the land-cover class map."),
+    no_classmap: bool = typer.Option(False, "--no-classmap", help="Skip the land-cover class map (the accurate profile still runs the land-cover model for its building cue)."),
     regularize: bool = typer.Option(False, "--regularize", help="Square building outlines."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     gsd: Optional[float] = typer.Option(None, "--gsd", help="What one input pixel really measures, metres (overrides the georeferencing's GSD: "
