@@ -516,6 +516,25 @@ def test_landcover_pairs_take_a_geotiff_class_raster(buildings_dir: Path, tmp_pa
     assert_one_line_error(mixed, "tile", "image + mask pairs of different GSD (fine.tif 0.149 m, scene.tif 0.298 m)",
                           "different --out folders", "gdalwarp -tr, with -r near for the masks")
     assert not (tmp_path / "mixed" / "index.geojson").exists()
+    # a pair without georeferencing beside it: cut, it made chips with and without a GSD, which train refuses
+    import shutil
+
+    from PIL import Image
+
+    shutil.rmtree(south)
+    with rasterio.open(scene) as src:
+        Image.fromarray(np.moveaxis(src.read([1, 2, 3], window=Window(0, 0, 128, 128)), 0, -1)).save(
+            tmp_path / "mine" / "photo.png")
+    Image.fromarray(np.ones((128, 128), np.uint8)).save(tmp_path / "mine" / "photo_label.png")
+    plain = runner.invoke(app, ["tile", str(tmp_path / "mine"), "--target", "landcover", "--out",
+                                str(tmp_path / "plain"), "--size", "128"])
+    assert_one_line_error(plain, "tile", "image + mask pairs with and without georeferencing (photo.png has no GSD, "
+                          "scene.tif 0.298 m)", "different --out folders", "geoseg train --gsd METRES")
+    assert not (tmp_path / "plain" / "index.geojson").exists()
+    later = runner.invoke(app, ["tile", str(tmp_path / "mine" / "photo.png"), "--target", "landcover", "--out",
+                                str(tmp_path / "a"), "--size", "128"])  # into the folder of the georeferenced pair
+    assert_one_line_error(later, "tile", "image + mask pairs with and without georeferencing (photo.png has no GSD, "
+                          f"north/scene.tif (chips in {tmp_path / 'a'}) 0.298 m)")
 
 
 def test_a_shapefile_without_its_prj_is_told_to_bring_its_crs(buildings_dir: Path, tmp_path: Path):

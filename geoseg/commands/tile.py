@@ -322,7 +322,8 @@ def check_one_gsd(out: Path, inputs: list[RasterPath], pairs: bool = False) -> N
     """Refuse scenes of different GSDs cut without ``--gsd`` (with each other or with the chips already
     in ``out``), before any is cut; ``pairs``: land-cover image + mask pairs, which ``--gsd`` cannot
     resample (georeferenced ones: a folder of 0.15 m and 0.3 m pairs was cut, and ``geoseg train``
-    then asked for the ``--gsd`` tile refuses for them).
+    then asked for the ``--gsd`` tile refuses for them), nor pairs with and without georeferencing, which
+    ``geoseg train`` refuses as chips with and without a GSD.
 
     Why: a model has one working scale, so ``geoseg train`` refuses a chip set of mixed GSD; such a
     folder (0.15 m and 0.3 m scenes side by side, as drone and aerial blocks come) was cut in full
@@ -335,19 +336,31 @@ def check_one_gsd(out: Path, inputs: list[RasterPath], pairs: bool = False) -> N
     from tiles.gsd import dataset_gsd_m
 
     measured: dict[str, float] = {}
+    unmeasured: dict[str, None] = {}  # pairs without georeferencing (ordered, once each)
     for props in index_chips(out / INDEX_FILE):
         if props.get("image") and props.get("gsd"):
             measured[f"{props['scene']} (chips in {out})"] = float(props["gsd"])
+        elif props.get("image"):
+            unmeasured[f"{props['scene']} (chips in {out})"] = None
     for path in inputs:
         try:
             with rasterio.open(path) as src:
                 value = dataset_gsd_m(src)
         except rasterio.errors.RasterioError:  # the scene's own job says what is wrong with it
             continue
+        name = raster_name(path)
+        measured = {k: v for k, v in measured.items() if not k.startswith(f"{name} (")}
+        unmeasured = {k: v for k, v in unmeasured.items() if not k.startswith(f"{name} (")}
         if value is not None:
-            name = raster_name(path)
-            measured = {k: v for k, v in measured.items() if not k.startswith(f"{name} (")}
             measured[name] = value
+        else:
+            unmeasured[name] = None
+    if pairs and measured and unmeasured:
+        known, unknown = next(iter(measured)), next(iter(unmeasured))
+        raise ValueError(f"image + mask pairs with and without georeferencing ({unknown} has no GSD, {known} "
+                         f"{measured[known]:.3g} m): a model has one working scale, which geoseg train cannot tell "
+                         f"for the pairs without; tile them into different --out folders (train those with "
+                         f"geoseg train --gsd METRES)")
     if not same_gsd(list(measured.values())):
         fine, coarse = min(measured, key=measured.get), max(measured, key=measured.get)
         found = f"{fine} {measured[fine]:.3g} m, {coarse} {measured[coarse]:.3g} m"
