@@ -120,8 +120,9 @@ class JobStatus(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed"]
     progress: float = Field(ge=0, le=1)
     eta_s: float | None = Field(
-        None, description="Estimated seconds until this attempt ends, at its rate so far: seconds since "
-                          "its pipeline began (after the `starting` stage) x (1 - progress) / progress; "
+        None, description="Estimated seconds until this attempt ends, at its rate so far: at its last "
+                          "progress report, seconds since its pipeline began (after the `starting` stage) x "
+                          "(1 - progress) / progress, less the seconds since that report (0 at least); "
                           "null unless running with at least 5 % done.")
     stage: str | None
     error: str | None
@@ -225,14 +226,21 @@ ETA_MIN_PROGRESS = 0.05
 
 def eta_s(job: Job, now: float) -> float | None:
     """Seconds left of a running job at the rate of its pipeline so far (its progress moves with
-    time, ``geoseg.progress``); None when it is not running or under ``ETA_MIN_PROGRESS`` done.
+    time, ``geoseg.progress``), as of its last progress report, counted down since; None when it is
+    not running or under ``ETA_MIN_PROGRESS`` done.
+
     The rate is measured from the runner's first progress report, not from ``started_at``: the
     start-up before it (interpreter, imports, model load: 3-10 s) advances no progress, and
-    counted in, it made a small scene 3 s from done say 40 s (a ``Retry-After`` of 30)."""
+    counted in, it made a small scene 3 s from done say 40 s (a ``Retry-After`` of 30). It is taken
+    at the last report (``updated_at``), not now: between reports (a stage that reports its end
+    only) the rate measured now fell while the job ran on, and the estimate climbed, 21 s left
+    3.2 s before a job ended."""
     since = job.pipeline_started_at or job.started_at
     if job.status != "running" or since is None or job.progress < ETA_MIN_PROGRESS:
         return None
-    return round(max(0.0, now - since) * (1.0 - job.progress) / job.progress, 1)
+    reported = min(max(job.updated_at, since), now)
+    left = max(0.0, reported - since) * (1.0 - job.progress) / job.progress - (now - reported)
+    return round(max(0.0, left), 1)
 
 
 def job_status(job: Job, retention_hours: float, root_path: str = "", api_key: str | None = None) -> JobStatus:

@@ -1,6 +1,7 @@
 """The SQLite job store: claim order, exclusive claims, attempt guards, crash recovery."""
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -146,7 +147,11 @@ def test_a_running_job_estimates_its_time_left_from_its_rate_so_far(tmp_path):
     began = store.get(job_id).pipeline_started_at  # the rate is the pipeline's, from its first report
     assert eta_s(store.get(job_id), began + 10) is None  # too early to mean much
     store.set_progress(job_id, 1, 0.25, "buildings")
-    assert eta_s(store.get(job_id), began + 60) == 180.0
+    reported = dataclasses.replace(store.get(job_id), updated_at=began + 60)  # a quarter done in 60 s
+    assert eta_s(reported, began + 60) == 180.0
+    # no report since: counted down, where the rate measured at each poll climbed (210 s, then 240 s)
+    assert eta_s(reported, began + 70) == 170.0 and eta_s(reported, began + 80) == 160.0
+    assert eta_s(reported, began + 500) == 0.0  # overdue: 0, not negative
     assert job_status(store.get(job_id), 0).eta_s is not None
     store.mark_succeeded(job_id, 1, {})
     assert job_status(store.get(job_id), 0).eta_s is None
@@ -166,7 +171,8 @@ def test_the_time_left_is_measured_from_the_pipeline_start_not_the_process_start
     began = time.time()
     store.set_progress(job_id, 1, 0.0, "landcover")  # the pipeline begins now
     store.set_progress(job_id, 1, 0.25, "buildings")
-    assert eta_s(store.get(job_id), began + 1) == pytest.approx(3.0, abs=0.3)  # 1 s for a quarter (not 30)
+    reported = dataclasses.replace(store.get(job_id), updated_at=began + 1)
+    assert eta_s(reported, began + 1) == pytest.approx(3.0, abs=0.3)  # 1 s for a quarter (not 30)
     store.requeue(job_id, "crash")  # a new attempt measures its own pipeline
     store.claim_next()
     assert store.get(job_id).pipeline_started_at is None

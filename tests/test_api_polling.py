@@ -57,10 +57,11 @@ def test_the_poll_interval_is_the_estimated_time_left_within_bounds(tmp_path):
     def after(of, running, typical=None, workers=1):
         return poll_after(of, Workload(running=running, typical_run_s=typical, workers=workers, now=now))
 
-    half = replace(job, progress=0.5)  # 10 s for half: 10 s left
+    half = replace(job, progress=0.5, updated_at=now)  # 10 s for half, just reported: 10 s left
     assert after(half, (half,)) == 10 and after(queued, (half,)) == 10
-    assert after(replace(job, progress=0.1), ()) == 30  # 90 s left: polled at least every 30 s
-    assert after(replace(job, progress=0.98), ()) == 1
+    assert after(replace(job, progress=0.1, updated_at=now), ()) == 30  # 90 s left: polled at least every 30 s
+    assert after(replace(job, progress=0.98, updated_at=now), ()) == 1
+    assert after(replace(half, updated_at=now - 4), ()) == 2  # half done in 6 s, 4 s ago: 2 s left
     assert after(replace(job, progress=0.0), ()) == 2  # nothing known yet
     assert after(replace(job, progress=0.0), (), typical=14.0) == 4  # recent jobs ran 14 s
     assert after(queued, (half,), workers=2) == 1  # a worker is idle
@@ -80,7 +81,8 @@ def test_a_job_deep_in_the_queue_is_polled_less_often(tmp_path):
     waiting = [store.get(new(store)) for _ in range(4)]
     urgent = store.get(new(store, priority=10))  # claimed before them all
     assert [store.queued_before(j) for j in waiting] == [1, 2, 3, 4] and store.queued_before(urgent) == 0
-    workload = Workload(running=(replace(running, progress=0.5),), typical_run_s=6.0, workers=1,
+    workload = Workload(running=(replace(running, progress=0.5, updated_at=running.started_at + 4),),
+                        typical_run_s=6.0, workers=1,
                         now=running.started_at + 4)
     # 4 s left of the running job, then 6 s for each job ahead
     assert [poll_after(j, workload, store.queued_before(j)) for j in waiting] == [10, 16, 22, 28]

@@ -172,14 +172,14 @@ def test_retry_after_estimates_when_a_worker_frees_within_bounds(tmp_path):
     def workload(*running, typical=None, workers=1):
         return Workload(running=running, typical_run_s=typical, workers=workers, now=now)
 
-    at_half = replace(job, progress=0.5)  # 20 s for half: 20 s left
+    at_half = replace(job, progress=0.5, updated_at=now)  # 20 s for half, just reported: 20 s left
     starting = replace(job, progress=0.0)  # no eta yet
     assert queue_full_retry_after(workload(at_half)) == 20
     assert queue_full_retry_after(workload(starting, typical=65.0)) == 45  # recent jobs ran 65 s
     assert queue_full_retry_after(workload(starting)) == 30  # nothing known: the old figure
     assert queue_full_retry_after(workload(starting, at_half, workers=2)) == 20  # the first to end
     assert queue_full_retry_after(workload(starting, workers=2)) == 2  # a worker is idle
-    assert queue_full_retry_after(workload(replace(job, progress=0.01 + 0.05))) == 300  # capped
+    assert queue_full_retry_after(workload(replace(job, progress=0.01 + 0.05, updated_at=now))) == 300  # capped
     assert queue_full_retry_after(workload(replace(job, deleted=True))) == 2  # being cancelled
     assert store.recent_run_seconds(5) == []
     store.mark_succeeded(job.id, job.attempts, {})
