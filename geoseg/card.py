@@ -456,6 +456,8 @@ def default_card_path(task: str, profile: str = "accurate") -> Path:
     """Path of the shipped card for ``task`` (buildings | landcover | gcn); ``profile='fast'`` -> ``*-fast``."""
     if task not in DEFAULT_NAMES:
         raise ModelCardError(f"unknown task {task!r}; expected one of {sorted(DEFAULT_NAMES)}")
+    if profile not in ("accurate", "fast"):  # 'Accurate' or 'FAST' loaded the U2-Net, neither profile's head
+        raise ModelCardError(f"unknown profile {profile!r}; expected 'accurate' or 'fast'")
     name = PROFILE_NAMES.get((task, profile)) or DEFAULT_NAMES[task] + ("-fast" if profile == "fast" else "")
     return weights_dir() / f"{name}.json"
 
@@ -465,6 +467,7 @@ def shipped_card_path(task: str, profile: str = "accurate") -> Path:
 
     One rule for loading a head (``geoseg.infer.load_head``) and for checking, before loading,
     that the GCN fits the land-cover model (``geoseg.heads``)."""
+    default_card_path(task, profile)  # an unknown profile is refused, not read as the accurate one
     fast = default_card_path(task, "fast")
     return fast if profile == "fast" and fast.is_file() else default_card_path(task)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from geoseg.card import ModelCardError, default_card_path, load_default, load_model, normalise, save_model
+from geoseg.card import (ModelCardError, default_card_path, load_default, load_model, normalise, save_model,
+                         shipped_card_path)
 from geoseg.models.u2net import U2Net
 
 
@@ -46,6 +47,11 @@ def test_errors_are_clear(tmp_path):
         load_model(tmp_path / "noweights.json")
     with pytest.raises(ModelCardError, match="unknown task"):
         default_card_path("roads")
+    for typo in ("Accurate", "FAST", None):  # each loaded the U2-Net teacher, neither profile's building head
+        with pytest.raises(ModelCardError, match=f"unknown profile {typo!r}; expected 'accurate' or 'fast'"):
+            default_card_path("buildings", typo)
+        with pytest.raises(ModelCardError, match="unknown profile"):
+            shipped_card_path("buildings", typo)
 
 
 @pytest.mark.parametrize("task", ["buildings", "landcover", "gcn"])

@@ -567,6 +567,11 @@ def test_chip_functions_refuse_a_scene_opened_otherwise_than_the_options_say(bui
             next(building_chips(scene, labels, tmp_path, ChipOptions(bands=(3, 2, 1)), path.name, "kampala", "test"))
         with pytest.raises(ValueError, match="cut at native resolution"):
             next(landcover_chips(scene, path, tmp_path, opts, path.name, "x", "kampala", "test"))
+    with Scene(path, gsd=opts.gsd) as scene:  # labels of another city: all-background chips, before
+        elsewhere = LabelIndex.from_files([buildings_dir / "nairobi/labels.geojson"], scene.crs)
+        with pytest.raises(ValueError, match=r"no label polygon overlaps kampala_z20_2.tif \(\d+ polygons, their "
+                                             r"extent misses the scene"):
+            next(building_chips(scene, elsewhere, tmp_path, opts, path.name, "kampala", "test"))
     assert not list(tmp_path.iterdir())
     with Scene(path, gsd=opts.gsd, bands=opts.bands) as scene:
         records = list(building_chips(scene, labels, tmp_path, opts, path.name, "kampala", "test"))

@@ -31,7 +31,7 @@ from rasterio.windows import Window
 from tiles.classes import find_classes_file, read_classes
 from tiles.errors import UnsupportedRaster
 from tiles.grid import Tile, tile_grid
-from tiles.labels import LabelIndex, window_labels
+from tiles.labels import LabelIndex, grid_bounds, window_labels
 from tiles.landcover_vectors import ClassPolygons
 from tiles.mapped_area import MappedArea
 from tiles.masks import valid_fraction
@@ -155,8 +155,15 @@ def building_chips(scene: Scene, labels: LabelIndex, out_dir: str | Path, opts: 
 
     ``mapped``: the area where the labels are complete (``--coverage``, in the scene's CRS): pixels
     outside it are 255 (ignore) and windows without a valid pixel inside it are skipped.
-    ``scene`` must be opened as ``opts`` say (``check_scene_options``)."""
+    ``scene`` must be opened as ``opts`` say (``check_scene_options``), with a CRS, and ``labels`` must
+    meet it: from Python, labels of another place (or in the wrong CRS) cut a full set of all-background
+    chips without a word, where ``geoseg tile`` refuses the scene."""
     check_scene_options(scene, opts)
+    if scene.crs is None:
+        raise ValueError(f"{scene.name} has no CRS: vector labels cannot be placed")
+    if not labels.meets(grid_bounds(scene.transform, scene.width, scene.height)):
+        raise ValueError(f"no label polygon overlaps {scene.name} ({labels.in_files} polygons, their extent misses "
+                         f"the scene: another place, or labels read into another CRS than the scene's)")
 
     def label_of(w: Window, valid: np.ndarray, inside: np.ndarray | None) -> tuple[np.ndarray, int]:
         return window_labels(labels, scene.window_transform(w), valid.shape, valid, mapped=inside)
