@@ -125,6 +125,7 @@ def building_classes(probs: np.ndarray, valid: np.ndarray, post: BuildingPostpro
     """
     if probs.ndim != 3 or probs.shape[0] != 3:
         raise ValueError(f"expected (3, h, w) building probabilities, got shape {probs.shape}")
+    valid = np.asarray(valid, bool)  # a 0/1 uint8 mask failed in the opening's `mask &= valid`
     if valid.shape != probs.shape[1:]:
         raise ValueError(f"valid mask shape {valid.shape} != probability shape {probs.shape[1:]}")
     building = np.where(valid, 1.0 - probs[0], 0.0).astype(np.float32)

@@ -85,7 +85,7 @@ class BuildingPolygons:
 def classes_from_probabilities(probs: np.ndarray, building: np.ndarray) -> np.ndarray:
     """0/1/2 classes from (3, h, w) probabilities and a building mask: interior where it beats outline."""
     classes = np.where(probs[1] >= probs[2], INTERIOR, OUTLINE).astype(np.uint8)
-    classes[~building] = BACKGROUND
+    classes[~np.asarray(building, bool)] = BACKGROUND  # a 0/1 uint8 mask: ~1 is 254, an index error
     return classes
 
 
@@ -101,6 +101,11 @@ def components_of(classes: np.ndarray) -> Components:
     """The buildings' connected components (4-connected non-background pixels) of a class raster."""
     if classes.ndim != 2:
         raise ValueError(f"classes must be a 2-D array, got shape {classes.shape}")
+    low, high = (int(classes.min()), int(classes.max())) if classes.size else (BACKGROUND, BACKGROUND)
+    if low < BACKGROUND or high > OUTLINE:  # tiles.stitch.BlendingWriter's 255 (uncovered) became a building
+        raise ValueError(f"classes must be {BACKGROUND} (background), {INTERIOR} (interior) or {OUTLINE} (outline), "
+                         f"found {high if high > OUTLINE else low} (255: a BlendingWriter's uncovered pixels, set "
+                         f"them to {BACKGROUND} first)")
     return find_components(np.flatnonzero(classes != BACKGROUND), classes.shape[1])
 
 

@@ -593,3 +593,18 @@ def test_rows_stored_south_up_reach_a_model_north_up_at_its_gsd(buildings_dir: P
         assert turned.transform == north.transform and (turned.width, turned.height) == (north.width, north.height)
         (a, valid_a), (b, valid_b) = full(north), full(turned)
     assert np.array_equal(a, b) and np.array_equal(valid_a, valid_b)
+
+
+def test_a_closed_scene_or_a_grid_tile_is_named_as_the_mistake(buildings_dir: Path):
+    """Read after close, rasterio's "Dataset is closed" came out as 'cannot read its pixels (truncated or
+    corrupt file?)', blaming the file; a Tile given for its window failed with "no attribute 'col_off'"."""
+    from tiles.grid import tile_grid
+    from tiles.source import Scene
+
+    with Scene(buildings_dir / "kampala/kampala_z19_2.tif") as scene:
+        tile = next(iter(tile_grid(scene.width, scene.height, 64, 0)))
+        with pytest.raises(TypeError, match=r"got Tile \(a tile_grid Tile: pass tile.read\)"):
+            scene.read(tile)
+        assert scene.read(tile.read)[0].shape == (3, 64, 64)
+    with pytest.raises(ValueError, match="kampala_z19_2.tif: this Scene is closed"):
+        scene.read(tile.read)

@@ -342,3 +342,27 @@ def test_accumulators_bigger_than_the_free_space_fail_at_once_claiming_nothing(t
     assert str(err.value).endswith(f"No space left on device: the blending accumulators need 0.96 MB in "
                                    f"{tmp_path}, 0.1 MB are free")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_writer_dropped_without_close_removes_its_folder_and_a_closed_one_says_so(tmp_path):
+    """A notebook's writer used without `with` left 4 x (classes + 1) bytes a pixel in the temp folder
+    once dropped; used after close it failed with "no attribute '_sum'"; given a grid Tile it failed
+    with "no attribute 'col_off'"."""
+    import gc
+
+    bw = BlendingWriter(64, 64, 3, tmp_dir=tmp_path)
+    tile = next(iter(tile_grid(64, 64, 32, 0)))
+    with pytest.raises(TypeError, match=r"expected a rasterio Window, got Tile \(a tile_grid Tile: pass tile.read\)"):
+        bw.add(tile, np.full((3, 32, 32), 1 / 3, np.float32))
+    bw.add(tile.read, np.full((3, 32, 32), 1 / 3, np.float32))
+    assert len(list(tmp_path.iterdir())) == 1
+    del bw
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []
+    with BlendingWriter(64, 64, 3, tmp_dir=tmp_path) as closed:
+        pass
+    assert list(tmp_path.iterdir()) == []
+    for use in (lambda: closed.add(tile.read, np.full((3, 32, 32), 1 / 3, np.float32)),
+                lambda: closed.finalise(classes_path=tmp_path / "c.tif")):
+        with pytest.raises(ValueError, match="this BlendingWriter is closed"):
+            use()

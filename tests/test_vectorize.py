@@ -264,3 +264,28 @@ def test_simplified_neighbours_keep_their_shared_walls_on_a_real_scene():
             assert after[i, j][0] >= 0.7 * length
             pair = simplified[i].union(simplified[j])  # and no sliver gap opened along it
             assert len(pair.interiors) == len(exact.geometries[i].union(exact.geometries[j]).interiors)
+
+
+def test_masks_of_0_and_1_and_the_writers_255_are_read_as_a_library_user_passes_them():
+    """From Python: a 0/1 uint8 mask is a mask (``~1`` is 254: an IndexError, or a casting error in the
+    opening), and 255, what tiles.stitch.BlendingWriter writes where nothing was covered, is refused
+    instead of vectorised as one more building."""
+    from geoseg.postprocess import BuildingPostprocess
+    from geoseg.postprocess import building_classes as decide
+    from geoseg.vectorize import classes_from_probabilities
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=(64, 64)).transpose(2, 0, 1).astype(np.float32)
+    mask = rng.random((64, 64)) > 0.5
+    np.testing.assert_array_equal(classes_from_probabilities(probs, mask.astype(np.uint8)),
+                                  classes_from_probabilities(probs, mask))
+    post = BuildingPostprocess(threshold=0.4, opening_px=1)
+    for got, want in zip(decide(probs, mask.astype(np.uint8), post), decide(probs, mask, post)):
+        np.testing.assert_array_equal(got, want)
+    classes = np.zeros((64, 64), np.uint8)
+    classes[10:20, 10:20] = 1
+    assert len(vectorize_array(classes)) == 1
+    classes[:, 60:] = 255
+    with pytest.raises(ValueError, match=r"classes must be 0 \(background\), 1 \(interior\) or 2 \(outline\), "
+                                         r"found 255 \(255: a BlendingWriter's uncovered pixels"):
+        vectorize_array(classes)

@@ -198,3 +198,11 @@ def context_margins(tiles: list[Tile], width: int, height: int, min_window: int 
         return min(m, max(0, (round_up(length, TILE_MULTIPLE) - side) // 2))
 
     return margin(side_y, height), margin(side_x, width)
+
+
+def check_is_window(window: object) -> None:
+    """TypeError for what is not a rasterio ``Window``, naming the usual mix-up (a ``Tile``, whose
+    ``read`` window is the one to pass) instead of ``'Tile' object has no attribute 'col_off'``."""
+    if not isinstance(window, Window):
+        hint = " (a tile_grid Tile: pass tile.read)" if isinstance(window, Tile) else ""
+        raise TypeError(f"expected a rasterio Window, got {type(window).__name__}{hint}")

@@ -42,6 +42,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from tiles.errors import UnsupportedRaster
+from tiles.grid import check_is_window
 from tiles.gsd import gsd_m, has_lonlat, lonlat_in_projected_crs, metres_per_unit
 from tiles.masks import alpha_mask_band, finite_only, window_valid_mask
 from tiles.normalize import BandChoice, BandStats, dataset_bands, scene_stats, to_uint8
@@ -350,6 +351,9 @@ class Scene:
         """
         if pad not in ("zeros", "reflect"):
             raise ValueError(f"pad must be 'zeros' or 'reflect', got {pad!r}")
+        check_is_window(window)
+        if self._src.closed:  # rasterio's "Dataset is closed" came out as a truncated or corrupt file
+            raise ValueError(f"{self.name}: this Scene is closed (read inside its `with` block, or open it again)")
         parts = (window.col_off, window.row_off, window.width, window.height)
         if any(float(v) != int(v) for v in parts) or window.width <= 0 or window.height <= 0:
             # a fractional window (Window.from_bounds) was cut to whole pixels here, off by up to one

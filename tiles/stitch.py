@@ -30,6 +30,7 @@ import errno
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from tiles.grid import tile_grid
+from tiles.grid import check_is_window, tile_grid
 
 __all__ = ["PROBABILITY_TOLERANCE", "BlendingWriter", "hann_weights"]
 
@@ -99,6 +100,9 @@ class BlendingWriter:
         self.transform = transform if transform is not None else Affine.identity()
         self.crs = crs
         self._dir = Path(tempfile.mkdtemp(prefix="geoseg-blend-", dir=tmp_dir))
+        # a writer used without `with` and dropped (a notebook cell) left 4 x (classes + 1) bytes a pixel
+        # in /tmp; the folder now goes with the object, or at exit
+        self._remove_dir = weakref.finalize(self, shutil.rmtree, str(self._dir), True)
         try:  # a raster too big for the disk or the file system fails here: no folder may stay behind
             _check_free_space(self._dir, 4 * (n_classes + 1) * height * width)
             self._sum = _zeros_on_disk(self._dir / "sum.f32", (n_classes, height, width))
@@ -150,6 +154,8 @@ class BlendingWriter:
 
     def _check_window(self, window: Window, inside: bool) -> tuple[int, int]:
         """(height, width) of a window of whole pixels that overlaps the raster (``inside``: lies in it)."""
+        self._check_open()
+        check_is_window(window)
         parts = (window.col_off, window.row_off, window.width, window.height)
         if any(float(v) != int(v) for v in parts) or window.width <= 0 or window.height <= 0:
             raise ValueError(f"{_window_text(window)} is not whole pixels of positive size "
@@ -188,6 +194,7 @@ class BlendingWriter:
         Plain tiled GeoTIFFs; make COGs from them with ``tiles.cog.write_cog``. When writing fails,
         the files it began are removed (a half-written class map looks like a finished one).
         """
+        self._check_open()
         if probs_dtype not in ("uint8", "float32"):  # int16 wrote zeros; float16 failed after the class map began
             raise ValueError(f"probs_dtype must be 'uint8' or 'float32', got {probs_dtype!r}")
         if classes_path and not self.n_classes <= nodata <= 255:
@@ -227,11 +234,15 @@ class BlendingWriter:
             raise
 
     def close(self) -> None:
-        """Delete the temporary accumulators."""
+        """Delete the temporary accumulators; the writer cannot be used afterwards."""
         for name in ("_sum", "_weight"):
             if hasattr(self, name):
                 delattr(self, name)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._remove_dir()
+
+    def _check_open(self) -> None:
+        if not hasattr(self, "_sum"):  # was: AttributeError: 'BlendingWriter' object has no attribute '_sum'
+            raise ValueError("this BlendingWriter is closed (its accumulators were deleted): make a new one")
 
     def __enter__(self) -> "BlendingWriter":
         return self
