@@ -485,10 +485,17 @@ def load_default(task: str, profile: str = "accurate", device: str = "cpu") -> t
     return load_model(default_card_path(task, profile), device=device)
 
 
-def normalise(images: torch.Tensor, card: dict[str, Any]) -> torch.Tensor:
-    """uint8 (B,3,H,W) (or float 0..255) -> float input the model expects, per the card."""
+def normalise(images: torch.Tensor | np.ndarray, card: dict[str, Any]) -> torch.Tensor:
+    """uint8 (B,3,H,W) (or float 0..255) -> float input the model expects, per the card.
+
+    A NumPy array (what ``tiles.Scene.read`` gives) is taken as a tensor; one of floats no higher
+    than 1 is refused: the models read 0..255, and a [0, 1] image normalised as such found no building."""
     import torch
 
+    if isinstance(images, np.ndarray):  # was: 'numpy.ndarray' object has no attribute 'float'
+        if np.issubdtype(images.dtype, np.floating) and images.size and float(np.nanmax(images)) <= 1.0:
+            raise ValueError("float images in [0, 1]: the models read values of 0..255 (uint8, or floats x 255)")
+        images = torch.as_tensor(images)
     norm = card["normalisation"]
     mean = torch.tensor(norm["mean"], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(norm["std"], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)

@@ -6,6 +6,7 @@ options; none of them should import the others to get at them.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 __all__ = ["RUNTIMES", "PredictError", "PredictOptions"]
@@ -53,12 +54,29 @@ class PredictOptions:
     #: working GSD (refused otherwise: ``--allow-coarse``)
     allow_coarse: bool = False
 
+    #: the numeric fields: integers, numbers, and which may be None
+    _INTEGERS = {"tile_size": False, "overlap": False, "context": True, "batch_size": True}
+    _NUMBERS = {"gsd": True, "min_area_m2": True, "building_threshold": True, "simplify_m": False}
+
+    def _check_numbers(self) -> None:
+        """A library user's ``PredictOptions(tile_size="512")`` failed with Python's "'<' not supported
+        between 'str' and 'int'" (the command line and the service convert their values first)."""
+        for fields, kind, what in ((self._INTEGERS, numbers.Integral, "an integer"),
+                                   (self._NUMBERS, numbers.Real, "a number")):
+            for name, optional in fields.items():
+                value = getattr(self, name)
+                if (value is None and optional) or (isinstance(value, kind) and not isinstance(value, bool)):
+                    continue
+                raise PredictError(f"PredictOptions.{name} must be {what}{' or None' if optional else ''}, "
+                                   f"got {value!r}")
+
     def __post_init__(self) -> None:
         if isinstance(self.bands, list):  # a service job's options come back from JSON as lists
             self.bands = tuple(self.bands)
 
     def check(self) -> None:
         """Raise ``PredictError`` on inconsistent options."""
+        self._check_numbers()
         if self.tile_size < 32:
             raise PredictError(f"--tile-size must be >= 32, got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size // 2:

@@ -51,6 +51,19 @@ def test_zero_simplify_and_min_area_are_allowed():
         PredictOptions(simplify_m=-0.1).check()
 
 
+def test_options_of_the_wrong_type_from_python_name_the_field():
+    """From Python, ``PredictOptions(tile_size="512")`` failed with "'<' not supported between instances of
+    'str' and 'int'", and ``gsd="0.3"`` with "must be real number, not str"."""
+    import numpy as np
+
+    for options, says in [(dict(tile_size="512"), "PredictOptions.tile_size must be an integer, got '512'"),
+                          (dict(gsd="0.3"), "PredictOptions.gsd must be a number or None, got '0.3'"),
+                          (dict(batch_size=True), "PredictOptions.batch_size must be an integer or None, got True")]:
+        with pytest.raises(PredictError, match=re.escape(says)):
+            PredictOptions(**options).check()
+    PredictOptions(tile_size=np.int64(256), gsd=np.float32(0.3), min_area_m2=5).check()  # NumPy scalars, ints
+
+
 def test_report_values_are_strict_json():
     report = {"gsd": {"input_m": math.inf, "used_m": 0.3}, "tile_px": (512, float("nan")), "n": 3, "s": "x"}
     text = json.dumps(_json_safe(report), allow_nan=False)

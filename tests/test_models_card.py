@@ -71,6 +71,10 @@ def test_normalise_follows_the_card():
     img = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     out = normalise(img, _card())
     assert torch.allclose(out, torch.full_like(out, 2.0))
+    # what tiles.Scene.read gives a library user: an array (it failed on 'ndarray' has no 'float')
+    assert torch.allclose(normalise(img.numpy(), _card()), out)
+    with pytest.raises(ValueError, match=r"float images in \[0, 1\]: the models read values of 0..255"):
+        normalise(img.numpy() / 255.0, _card())  # it found no building, without a word
 
 
 def test_a_card_is_strict_json_even_with_a_score_that_has_no_value(tmp_path):
