@@ -566,7 +566,8 @@ def test_chip_functions_refuse_a_scene_opened_otherwise_than_the_options_say(bui
         with pytest.raises(ValueError, match=r"reads bands \(1, 2, 3\) but the chip options say bands=\(3, 2, 1\)"):
             next(building_chips(scene, labels, tmp_path, ChipOptions(bands=(3, 2, 1)), path.name, "kampala", "test"))
         with pytest.raises(ValueError, match="cut at native resolution"):
-            next(landcover_chips(scene, path, tmp_path, opts, path.name, "x", "kampala", "test"))
+            next(landcover_chips(scene, path, tmp_path, opts, path.name, chip_prefix="x", area="kampala",
+                                 split="test"))
     with Scene(path, gsd=opts.gsd) as scene:  # labels of another city: all-background chips, before
         elsewhere = LabelIndex.from_files([buildings_dir / "nairobi/labels.geojson"], scene.crs)
         with pytest.raises(ValueError, match=r"no label polygon overlaps kampala_z20_2.tif \(\d+ polygons, their "

@@ -173,9 +173,10 @@ def building_chips(scene: Scene, labels: LabelIndex, out_dir: str | Path, opts: 
 
 
 def landcover_chips(scene: Scene, label_path: str | Path, out_dir: str | Path, opts: ChipOptions, scene_name: str,
-                    chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
+                    *, chip_prefix: str, area: str, split: str) -> Iterator[ChipRecord]:
     """Cut an image + class-index mask pair into land-cover chips (0 = unlabeled/ignore), at native
-    resolution (``opts.gsd`` must be None)."""
+    resolution (``opts.gsd`` must be None). ``chip_prefix``, ``area`` and ``split`` are named: in
+    ``building_chips``'s order (area, split, then an optional prefix) they shifted silently."""
     if opts.gsd is not None:
         raise ValueError(f"{scene.name}: land-cover pairs are cut at native resolution: ChipOptions.gsd must be None")
     check_scene_options(scene, opts)

@@ -53,7 +53,10 @@ def write_cog(src_path: str | Path, dst_path: str | Path, colormap: dict | None 
               tags: dict[str, str] | None = None, resampling: str | None = None) -> Path:
     """Write ``src_path`` as a COG at ``dst_path`` (atomically: temp file then rename).
 
-    ``colormap`` is written into ``src_path`` first (band 1 becomes a palette band).
+    ``src_path`` is taken for a work file and changed: ``colormap`` is written into it first (band 1
+    becomes a palette band), and so are ``tags`` for a source without a geotransform. Give it a
+    scratch copy of a file you keep (a COG you made before cannot be the source: GDAL refuses to
+    break its layout).
 
     ``resampling`` for overviews defaults to "nearest" for integer data and
     "average" for float data. Overviews halve the raster until its longer side fits one

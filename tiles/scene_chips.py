@@ -112,7 +112,8 @@ class SceneJob:
                 return [r.to_feature() for r in recs]
             recs = landcover_chips(scene, landcover_mask_path(Path(image)), self.out, self.opts,
                                    f"{tile_dir}/{raster_name(image)}",
-                                   prefix, tile_dir, self.split or scene_split(image, landcover=True))
+                                   chip_prefix=prefix, area=tile_dir,
+                                   split=self.split or scene_split(image, landcover=True))
             return [r.to_feature() for r in recs]
 
     def mapped_area(self, scene: Scene, name: str) -> MappedArea | None:
