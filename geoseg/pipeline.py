@@ -338,6 +338,9 @@ def predict_scene(
     stage_work = _stage_work(input_path, heads, options, device, input_gsd, grid)
     stages = StageProgress(progress, stage_weights(stage_work, device, options.profile))
 
+    if out_dir.exists() and not out_dir.is_dir():  # was: FileExistsError from mkdir, from Python
+        raise PredictError(f"{out_dir} is a file: the outputs go into a folder")
+    made_out_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -460,6 +463,8 @@ def predict_scene(
         if classmap_job is not None:
             classmap_job.wait()  # never delete the staging folder under a running writer
         shutil.rmtree(staging, ignore_errors=True)
+        if made_out_dir and not any(out_dir.iterdir()):  # a failed or interrupted run leaves no empty folder
+            out_dir.rmdir()
     if warn_notes:
         for note in notes[len(said):]:
             warnings.warn(note, stacklevel=2)

@@ -1113,3 +1113,23 @@ def test_report_says_how_sure_the_class_map_is_over_its_labelled_pixels(scene_ru
     assert 0 <= conf["low_confidence_share"] <= 1 and conf["low_confidence_floor"] == 0.5
     # Markov: the mean shortfall 1 - top is at least 0.5 x the share of pixels whose top is under 0.5
     assert conf["low_confidence_share"] * 0.5 <= 1 - conf["mean_max_probability"] + 1e-4
+
+
+def test_a_failed_run_from_python_leaves_no_folder_and_a_file_for_out_dir_is_named(tmp_path):
+    """From Python, an interrupted or failed predict_scene left the out_dir it had made, empty; an out_dir
+    that is a file failed with FileExistsError from mkdir."""
+    def stop(fraction, stage):
+        if stage == "buildings":
+            raise KeyboardInterrupt
+
+    fast = PredictOptions(profile="fast", classmap=False, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(SCENE, tmp_path / "new" / "out", fast, progress=stop)
+    assert list(tmp_path.iterdir()) == [tmp_path / "new"] and list((tmp_path / "new").iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyboardInterrupt):  # a folder that was there stays
+        predict_scene(SCENE, tmp_path / "kept", fast, progress=stop)
+    assert (tmp_path / "kept").is_dir() and list((tmp_path / "kept").iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PredictError, match="file is a file: the outputs go into a folder"):
+        predict_scene(SCENE, tmp_path / "file", fast)
