@@ -153,7 +153,7 @@ def building_frame(geoms: np.ndarray, confidence: list, crs: Any, pixel_m: float
 def _footprint(grid: dict) -> shapely.Polygon:
     """The input raster's outline in its CRS (any geotransform, rotated ones included)."""
     t, w, h = grid["transform"], grid["width"], grid["height"]
-    return shapely.Polygon([t * (0, 0), t * (w, 0), t * (w, h), t * (0, h)])
+    return shapely.Polygon([t @ (0, 0), t @ (w, 0), t @ (w, h), t @ (0, h)])
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:

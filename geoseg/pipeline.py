@@ -223,7 +223,7 @@ def building_sources(frame: Any, source: str, grid: dict[str, Any], mosaic: dict
     if mosaic is None or frame.empty:
         return source
     points = frame.geometry.representative_point()
-    cols, rows = ~grid["transform"] * (points.x.to_numpy(), points.y.to_numpy())
+    cols, rows = ~grid["transform"] @ (points.x.to_numpy(), points.y.to_numpy())
     return [Path(p).name for p in input_at(mosaic, np.asarray(cols), np.asarray(rows), source)]
 
 

@@ -1534,3 +1534,17 @@ def test_points_and_lines_in_a_label_file_are_named_before_cutting(buildings_dir
     assert ("note: labels.geojson: 2 of its features are points or lines, not footprints: they are left out, and "
             "the buildings they mark count as no building (building labels are polygons)") in result.stderr.splitlines()
     assert any(f["properties"]["status"] == "ok" for f in index_of(tmp_path / "out"))
+
+
+def test_chip_options_out_of_range_are_refused_from_python():
+    """``ChipOptions(min_valid=2)`` skipped every window without a word; ``geoseg tile`` checked its
+    flags, but the options object itself took anything."""
+    from tiles import ChipOptions
+
+    for bad, says in [(dict(min_valid=2), r"min_valid is a fraction of a window, in \[0, 1\], got 2"),
+                      (dict(size=256, overlap=256), r"overlap must be in \[0, size\), got 256 for size 256"),
+                      (dict(gsd=-0.3), "gsd must be a positive number of metres or None, got -0.3"),
+                      (dict(size=0), "size must be at least 1 pixel, got 0")]:
+        with pytest.raises(ValueError, match=f"ChipOptions.{says}"):
+            ChipOptions(**bad)
+    assert ChipOptions(size=256, overlap=32, gsd=0.3, min_valid=0.0).min_valid == 0.0

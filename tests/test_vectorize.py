@@ -289,3 +289,10 @@ def test_masks_of_0_and_1_and_the_writers_255_are_read_as_a_library_user_passes_
     with pytest.raises(ValueError, match=r"classes must be 0 \(background\), 1 \(interior\) or 2 \(outline\), "
                                          r"found 255 \(255: a BlendingWriter's uncovered pixels"):
         vectorize_array(classes)
+
+
+def test_vectorize_options_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="min_area_px and simplify_px must be >= 0"):
+        VectorizeOptions(simplify_px=-1)
+    with pytest.raises(ValueError, match="strip_rows and workers must be >= 1"):
+        VectorizeOptions(workers=0)

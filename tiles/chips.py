@@ -12,6 +12,7 @@ mapped area (``--coverage``, ``tiles.mapped_area``) no valid pixel inside it: no
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -50,6 +51,18 @@ class ChipOptions:
     gsd: float | None = None
     min_valid: float = 0.5
     bands: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        """From Python, ``min_valid=2`` skipped every window and a negative overlap or GSD failed deep
+        in the grid or the warper; ``geoseg tile`` checks its options first, with their flags' names."""
+        if not self.size >= 1:
+            raise ValueError(f"ChipOptions.size must be at least 1 pixel, got {self.size}")
+        if not 0 <= self.overlap < self.size:
+            raise ValueError(f"ChipOptions.overlap must be in [0, size), got {self.overlap} for size {self.size}")
+        if self.gsd is not None and not (math.isfinite(self.gsd) and self.gsd > 0):
+            raise ValueError(f"ChipOptions.gsd must be a positive number of metres or None, got {self.gsd}")
+        if not 0.0 <= self.min_valid <= 1.0:
+            raise ValueError(f"ChipOptions.min_valid is a fraction of a window, in [0, 1], got {self.min_valid}")
 
 
 @dataclass
