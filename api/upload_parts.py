@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import errno
 import io
 import os
 import threading
@@ -48,6 +49,19 @@ class PartFile(io.FileIO):
             super().close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.name)
+
+    def write(self, data: bytes | memoryview) -> int:  # type: ignore[override]
+        """All of ``data``, or an ``OSError``. A raw file's ``write`` may write part of its bytes and
+        say how many: on a nearly full disk the rest was dropped without a word, and the client was
+        told its GeoTIFF was truncated (400) instead of the server's disk being full (507); the
+        write of the rest raises ``ENOSPC``."""
+        view = memoryview(data).cast("B")
+        while view:
+            written = super().write(view)
+            if not written:  # no progress and no error: the disk took nothing
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.name)
+            view = view[written:]
+        return len(data)
 
 
 class PartUpload(UploadFile):

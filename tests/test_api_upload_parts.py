@@ -364,3 +364,25 @@ def test_an_upload_that_stops_arriving_is_answered_408_and_leaves_no_part(tmp_pa
         answer = httpx.post(f"http://127.0.0.1:{port}/v1/segment", content=small,
                             headers={"Content-Type": small_type}, timeout=60)
         assert answer.status_code == 200, answer.text
+
+
+def test_a_part_written_short_by_the_kernel_raises_instead_of_dropping_bytes(tmp_path):
+    """A raw write near a full disk writes part of its bytes and says how many: the rest was dropped, and
+    the client was told its GeoTIFF was truncated (400) instead of 507. A file size limit makes the
+    kernel write short the same way (then EFBIG, where a full disk says ENOSPC)."""
+    code = (
+        "import resource, signal, sys\n"
+        "from api.upload_parts import PartFile\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (10000, 10000))\n"
+        "f = PartFile(sys.argv[1], 'x+')\n"
+        "try:\n"
+        "    f.write(b'x' * 8192); f.write(b'y' * 8192)\n"
+        "except OSError as exc:\n"
+        "    print('error', exc.errno)\n"
+        "else:\n"
+        "    print('wrote', f.tell())\n")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "part")], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert done.stdout.split() == ["error", str(errno.EFBIG)], (done.stdout, done.stderr)
