@@ -34,7 +34,7 @@ from api.security import ApiKeyGate, require_api_key
 from api.settings import Settings
 from api.shutdown import CutOffAtShutdown
 from api.validate import UploadRejected
-from api.worker import Supervisor, discard_scratch
+from api.worker import RESULT_DIR, Supervisor, discard_scratch
 from geoseg import __version__
 
 log = logging.getLogger("geoseg.api")
@@ -118,6 +118,22 @@ def declare_closed_forms(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _remove_unrecorded_uploads(settings: Settings, store: JobStore) -> None:
+    """Remove the job folders a crash left between moving an upload in and writing its row (never
+    answered 202), each with a log line. A folder holding results but no row is kept, with a warning:
+    all of them were removed without a word, so a job table restored from an older backup, or copied
+    while the server ran (its write-ahead log left behind), wiped the results of every newer job."""
+    for folder in settings.jobs_dir.iterdir():
+        if store.get(folder.name, include_deleted=True) is not None:
+            continue
+        if (folder / RESULT_DIR).exists():
+            log.warning("job folder %s has results but no row in %s (a job table restored from an older "
+                        "backup?): kept; remove it by hand if it is not wanted", folder.name, settings.db_path.name)
+            continue
+        log.info("removing job folder %s: an upload a crash cut off before its job was recorded", folder.name)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def create_app(settings: Settings | None = None, runner: Runner | str | None = None) -> FastAPI:
     """Build the service. ``runner`` (default: the real pipeline) runs one job in a worker process."""
     settings = settings or Settings.from_env()
@@ -133,9 +149,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         for leftover in settings.uploads_dir.iterdir():  # uploads cut off by a crash: never 202'd
             leftover.unlink(missing_ok=True)
-        for folder in settings.jobs_dir.iterdir():  # input moved in, then a crash before the row
-            if store.get(folder.name, include_deleted=True) is None:
-                shutil.rmtree(folder, ignore_errors=True)
+        _remove_unrecorded_uploads(settings, store)
         requeued, failed = store.recover_interrupted(settings.max_attempts)
         for job_id in [*requeued, *failed]:  # their processes died with the previous server
             discard_scratch(settings, job_id)

@@ -150,7 +150,9 @@ def job_process_main(db_path: str, job_id: str, attempt: int, jdir: str, options
         # The chained causes carry GDAL's reason; server paths are no business of the client.
         message = redact_paths(describe(exc), {root / INPUT_NAME: INPUT_NAME, root: "job"})
         message = name_upload(message, INPUT_NAME, options.get(INPUT_NAME_KEY) or INPUT_NAME)
-        traceback.print_exc(file=sys.stderr)
+        # each line names the job: several workers' tracebacks interleave in the server's log
+        sys.stderr.write("".join(f"job {job_id} attempt {attempt}: {line}\n"
+                                 for line in traceback.format_exc().splitlines()))
         store.note_error(job_id, attempt, message[:2000])
         shutil.rmtree(work, ignore_errors=True)
         stop.set()
@@ -299,9 +301,13 @@ class Supervisor:
 
     def _settle(self, job: Job, error: str, permanent: bool = False) -> None:
         """A running job whose process is gone: fail it, or requeue it while attempts are left."""
+        # a failure was logged only when retried: the server's log said nothing of failed jobs
+        summary = error.splitlines()[0][:300] if error else "no reason recorded"
         if permanent:
+            log.warning("job %s failed (attempt %d): %s", job.id, job.attempts, summary)
             self.store.mark_failed(job.id, error)
         elif job.attempts >= self.settings.max_attempts:
+            log.error("job %s failed, gave up after %d attempts: %s", job.id, job.attempts, summary)
             self.store.mark_failed(job.id, f"{error} (gave up after {job.attempts} attempts)")
         else:
             log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, error)
@@ -387,8 +393,11 @@ class Supervisor:
             log.info("job %s attempt %d started (pid %s)", job.id, job.attempts, process.pid)
 
     def _spawn(self, *args: str, stdin: int) -> subprocess.Popen:
+        """A worker process in a session of its own: a Ctrl-C or ``kill -- -PGID`` meant for the server
+        reached the workers too, each job ended as a crash and was retried with its attempt counted
+        (three restarts failed it), instead of being given back by the server's graceful stop."""
         return subprocess.Popen([sys.executable, "-m", "api.worker", *args], stdin=stdin,
-                                env=_child_env(self.settings.workers))
+                                env=_child_env(self.settings.workers), start_new_session=True)
 
     def _spawn_standby(self) -> subprocess.Popen:
         return self._spawn("--standby", self.runner, str(os.getpid()), stdin=subprocess.PIPE)
@@ -448,7 +457,17 @@ def _describe_exit(code: int | None) -> str:
     return f"worker exited with code {code}"
 
 
+def _ignore_stop_signals() -> None:
+    """A worker leaves stopping to its server, which gives its job back and then kills it (SIGKILL,
+    or ``PR_SET_PDEATHSIG`` when the server dies). systemd's default stop (``KillMode=control-group``)
+    sends SIGTERM to every process of the service at once: the worker died first, and its job was
+    counted as a crashed attempt."""
+    for name in ("SIGINT", "SIGTERM"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 if __name__ == "__main__":
+    _ignore_stop_signals()
     if sys.argv[1] == "--standby":
         standby_main(sys.argv[2], int(sys.argv[3]))
     else:

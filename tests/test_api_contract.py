@@ -6,6 +6,7 @@ is replaced (tests/test_api_fakes.py) so the suite stays fast.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -209,15 +210,24 @@ def test_links_list_only_the_requested_outputs(tmp_path):
             assert all(client.get(link.format(z=0, x=0, y=0)).status_code == 200 for link in job["links"].values())
 
 
-def test_input_error_fails_once_and_crashes_are_retried_then_failed(tmp_path):
-    with service(tmp_path / "a", runner=failing_runner) as client:
+def test_input_error_fails_once_and_crashes_are_retried_then_failed(tmp_path, caplog, capfd):
+    # the server's log said nothing of a failed job, and its worker's traceback named no job
+    with caplog.at_level("WARNING", logger="geoseg.api"), service(tmp_path / "a", runner=failing_runner) as client:
         job = wait(client, submit(client)["id"])
         assert job["status"] == "failed" and job["attempts"] == 1
         assert "no valid pixel" in job["error"]
-    with service(tmp_path / "b", runner=crashing_runner, max_attempts=2) as client:
+        said = [r.getMessage() for r in caplog.records]
+        assert any(line.startswith(f"job {job['id']} failed (attempt 1): ") and "no valid pixel" in line
+                   for line in said), said
+        traceback_lines = [line for line in capfd.readouterr().err.splitlines() if "Traceback" in line]
+        assert traceback_lines and all(line.startswith(f"job {job['id']} attempt 1: ") for line in traceback_lines)
+    with caplog.at_level("WARNING", logger="geoseg.api"), \
+            service(tmp_path / "b", runner=crashing_runner, max_attempts=2) as client:
         job = wait(client, submit(client)["id"])
         assert job["status"] == "failed" and job["attempts"] == 2
         assert "2 attempts" in job["error"] and "137" in job["error"]
+        assert any(r.getMessage().startswith(f"job {job['id']} failed, gave up after 2 attempts: ")
+                   for r in caplog.records), [r.getMessage() for r in caplog.records]
 
 
 def test_a_frozen_worker_is_killed_when_its_heartbeat_stops(tmp_path):
@@ -494,10 +504,17 @@ def test_startup_says_when_the_service_is_open_and_cleans_orphans(tmp_path, capl
     orphan = tmp_path / "svc" / "jobs" / str(uuid.uuid4())
     orphan.mkdir(parents=True)
     (orphan / "input.tif").write_bytes(b"II*\x00")
-    with caplog.at_level("WARNING", logger="geoseg.api"), service(tmp_path) as client:
+    # results without a row: a job table restored from an older backup; they were removed without a word
+    restored = tmp_path / "svc" / "jobs" / str(uuid.uuid4())
+    (restored / "result").mkdir(parents=True)
+    (restored / "result" / "buildings.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    with caplog.at_level("INFO", logger="geoseg.api"), service(tmp_path) as client:
         assert client.get("/healthz").json()["open"] is True
-    assert any("OPEN" in r.getMessage() for r in caplog.records)
-    assert not orphan.exists()
+    said = [r.getMessage() for r in caplog.records]
+    assert any("OPEN" in line for line in said)
+    assert not orphan.exists() and any(f"removing job folder {orphan.name}" in line for line in said), said
+    assert (restored / "result" / "buildings.geojson").is_file()
+    assert any(f"job folder {restored.name} has results but no row in jobs.sqlite" in line for line in said), said
 
 
 def test_segment_that_outlasts_its_timeout_becomes_a_job_to_poll(tmp_path, monkeypatch):
@@ -757,3 +774,27 @@ def test_a_refused_non_ascii_idempotency_key_is_echoed_as_the_client_wrote_it(tm
             detail = r.json()["detail"]
             assert "Idempotency-Key" in detail and f"(got {shown})" in detail and "Ã" not in detail, detail
         assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_a_stop_signal_meant_for_the_server_does_not_end_its_workers_jobs(tmp_path, monkeypatch):
+    """systemd's stop sends SIGTERM to every process of the service, and a terminal's Ctrl-C or
+    ``kill -- -PGID`` reached the workers too: each running job died as a crash, and was retried with its
+    attempt counted (three restarts failed it). Workers now run in a session of their own and leave
+    stopping to the server (which gives the job back and kills them)."""
+    import signal
+
+    monkeypatch.setenv(SLEEP_ENV, "6")
+    with service(tmp_path) as client:
+        job_id = submit(client)["id"]
+        wait(client, job_id, until=("running",))
+        supervisor = client.app.state.supervisor
+        deadline = time.monotonic() + 30
+        while job_id not in supervisor.running_pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = supervisor.running_pids()[job_id]
+        assert os.getpgid(pid) != os.getpgid(0)  # not in the server's process group
+        time.sleep(1.5)  # past the worker's start-up: its handlers are in place
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        done = wait(client, job_id)
+        assert done["status"] == "succeeded" and done["attempts"] == 1, done
