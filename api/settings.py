@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +38,9 @@ def _env_int(name: str, default: int) -> int:
 def _env_float(name: str, default: float) -> float:
     return _env_number(name, default, float, "a number")
 
+
+#: a web origin: scheme://host[:port], as a browser sends it in ``Origin``
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
 
 @dataclass(frozen=True)
 class Settings:
@@ -76,6 +80,16 @@ class Settings:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if self.models_dir is not None:
             object.__setattr__(self, "models_dir", Path(self.models_dir))
+        if self.api_key is not None and (self.api_key != self.api_key.strip() or not self.api_key.isprintable()):
+            # HTTP strips a header value's ends: "secret\n" (a secret file written with echo) refused every client
+            raise ValueError("api_key (GEOSEG_API_KEY) begins or ends with a space or line break, or holds a control "
+                             "character: no client can send it in a header (e.g. a secret file written with echo: "
+                             "use printf)")
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                # "https://a.example/" never matched: a browser sends its origin without a path
+                raise ValueError(f"cors_origins (GEOSEG_CORS_ORIGINS): {origin!r} is not an origin, "
+                                 f"scheme://host[:port] without a path or a trailing '/'")
         if self.workers < 1:
             raise ValueError("workers (GEOSEG_WORKERS) must be >= 1")
         if self.max_attempts < 1:

@@ -498,6 +498,12 @@ def test_settings_from_env_and_their_errors(monkeypatch, tmp_path):
         Settings.from_env()
     with pytest.raises(ValueError, match="workers"):
         Settings(workers=0)
+    # values no client could ever match: every request 401, every preflight 400, and nothing said
+    with pytest.raises(ValueError, match=r"GEOSEG_API_KEY\) begins or ends with a space or line break"):
+        Settings(api_key="secret\n")  # a secret file written with echo
+    with pytest.raises(ValueError, match="'https://a.example/' is not an origin, scheme://host"):
+        Settings(cors_origins=("https://a.example/",))
+    assert Settings(api_key="a b", cors_origins=("http://localhost:3000",)).api_key == "a b"
 
 
 def test_startup_says_when_the_service_is_open_and_cleans_orphans(tmp_path, caplog):
