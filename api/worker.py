@@ -22,6 +22,7 @@ import ctypes
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -436,10 +437,27 @@ def _child_env(workers: int) -> dict[str, str]:
     (unless the operator set the thread variables)."""
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    threads = str(max(1, usable_cpus() // workers))
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env.setdefault(name, threads)
     return env
+
+
+def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may use: its CPU affinity (``taskset``, a container's cpuset), bounded by
+    a cgroup v2 CPU quota (``docker --cpus``, a Kubernetes limit). ``os.cpu_count`` counts the host's:
+    on a big host each job took host cores / workers threads and was throttled to its quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 file, or one of another form
+        pass
+    return max(1, cores)
 
 
 def _describe_exit(code: int | None) -> str:

@@ -613,6 +613,15 @@ def test_serve_command_refuses_a_bad_log_level_or_data_dir_in_one_line(tmp_path,
     for data_dir, words in ((a_file, ("a-file", "not a folder")), (a_file / "sub", ("sub",))):
         result = CliRunner().invoke(cli, ["serve", "--data-dir", str(data_dir)])
         assert_one_line_error(result, "serve", "--data-dir", *words)  # was mkdir's traceback
+    # a read-only mount (or a host folder of another owner): the app's start-up said so in a 38-line
+    # traceback. As the suite may run as root, whom permissions do not stop, the OS's answer is stood in for
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == read_only and mode & os.W_OK
+                        else real_access(path, mode, **kw))
+    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(read_only)])
+    assert_one_line_error(result, "serve", f"--data-dir {read_only} cannot be written by this user (uid ")
 
 
 def test_serve_command_refuses_a_bad_service_variable_in_one_line(tmp_path, monkeypatch):
@@ -712,6 +721,12 @@ def test_links_and_location_carry_the_proxy_prefix(tmp_path):
         assert client.get(job["links"]["tilejson"].removeprefix("/geoseg")).json()["tiles"][0].startswith(
             "http://testserver/geoseg/v1/jobs/")
         assert client.get("/openapi.json").json()["servers"] == [{"url": "/geoseg"}]  # for /docs' requests
+        # a proxy that does not strip the prefix (Traefik's default): uvicorn puts its root path before the
+        # path it is sent, so the app sees the prefix twice; a 404 that says so
+        unstripped = client.get(f"/geoseg/geoseg/v1/jobs/{job_id}")
+        assert unstripped.status_code == 404 and "the reverse proxy must strip /geoseg before it forwards" in \
+            unstripped.json()["detail"], unstripped.json()
+        assert "strip" not in client.get("/v2/jobs").json()["detail"]  # another wrong URL: the plain 404
 
 
 def test_serve_root_path_reaches_uvicorn(tmp_path, monkeypatch):
@@ -804,3 +819,17 @@ def test_a_stop_signal_meant_for_the_server_does_not_end_its_workers_jobs(tmp_pa
         os.kill(pid, signal.SIGINT)
         done = wait(client, job_id)
         assert done["status"] == "succeeded" and done["attempts"] == 1, done
+
+
+def test_job_threads_follow_the_cores_the_server_may_use(tmp_path):
+    """``os.cpu_count`` counts the host's cores: under ``docker --cpus 2`` on a 64-core host each job took
+    64 threads and was throttled to its quota."""
+    from api.worker import usable_cpus
+
+    affinity = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    for text, want in (("max 100000\n", affinity), ("100000 100000\n", 1), ("150000 100000", min(affinity, 2)),
+                       ("garbled", affinity)):
+        quota.write_text(text)
+        assert usable_cpus(quota) == want, text
+    assert usable_cpus(tmp_path / "absent") == affinity

@@ -97,6 +97,9 @@ def serve(
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _fail(f"cannot use --data-dir {data_dir} as a folder: {exc.strerror or exc}")
+    if not os.access(data_dir, os.W_OK | os.X_OK):  # the app's start-up said so in a 38-line traceback
+        _fail(f"--data-dir {data_dir} cannot be written by this user (uid {os.getuid()}): a read-only mount, or a "
+              f"folder owned by another user (a host folder mounted into a container: chown it to uid {os.getuid()})")
     if _held_by_another_server(data_dir):
         _fail(f"another geoseg server is using --data-dir {data_dir}; stop it or give another folder")
     root_path = root_path.strip().rstrip("/")
