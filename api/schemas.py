@@ -169,6 +169,9 @@ class Health(BaseModel):
                                         "0: no limit.")
     retention_hours: float = Field(description="Hours an ended job is kept (GEOSEG_RETENTION_HOURS); "
                                                "0: until deleted.")
+    problem: str | None = Field(None, description="Why the status is degraded (the supervisor died, or the job "
+                                                  "runner does not import, which every job would fail on); "
+                                                  "null when ok.")
 
 
 class ModelCard(BaseModel):

@@ -201,6 +201,8 @@ class Supervisor:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        #: why the runner cannot be imported (``_probe_runner``), else None
+        self.runner_error: str | None = None
         self._lock = threading.Lock()
         self._standby: subprocess.Popen | None = None
         self._standby_deaths = 0
@@ -210,6 +212,25 @@ class Supervisor:
         self._replenish_standby()
         self._thread = threading.Thread(target=self._loop, name="geoseg-supervisor", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._probe_runner, name="geoseg-runner-probe", daemon=True).start()
+
+    def _probe_runner(self) -> None:
+        """Import the runner once in a child process, as each job's process does, and keep why it
+        failed in ``runner_error`` (``/healthz`` then says degraded). Why: a runner that cannot be
+        imported (torch without its libgomp, a broken install) failed every job three times while
+        ``/healthz`` said ok; the server itself never imports it (torch stays out of it)."""
+        probe = "import sys; from api.runners import resolve_runner; resolve_runner(sys.argv[1])"
+        try:
+            done = subprocess.run([sys.executable, "-c", probe, self.runner], env=_child_env(self.settings.workers),
+                                  capture_output=True, text=True, timeout=RUNNER_PROBE_TIMEOUT_S,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("could not check that the job runner %s imports: %s", self.runner, exc)
+            return
+        if done.returncode != 0 and not self._stop.is_set():
+            reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            self.runner_error = f"the job runner {self.runner} does not import, so every job would fail: {reason}"
+            log.error("%s", self.runner_error)
 
     def stop(self) -> None:
         """Graceful stop: kill running children and give their jobs back (attempt not counted)."""
@@ -441,6 +462,10 @@ def _child_env(workers: int) -> dict[str, str]:
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env.setdefault(name, threads)
     return env
+
+
+#: seconds the start-up probe of the runner's import may take (torch: 3-10 s, more on a cold disk)
+RUNNER_PROBE_TIMEOUT_S = 300
 
 
 def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

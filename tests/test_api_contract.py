@@ -833,3 +833,23 @@ def test_job_threads_follow_the_cores_the_server_may_use(tmp_path):
         quota.write_text(text)
         assert usable_cpus(quota) == want, text
     assert usable_cpus(tmp_path / "absent") == affinity
+
+
+def test_healthz_says_degraded_when_the_job_runner_does_not_import(tmp_path, monkeypatch):
+    """A runner whose import fails in the job processes (torch without its libgomp, a broken install)
+    failed every job three times while /healthz said ok: the server never imports it itself."""
+    (tmp_path / "broken_runner.py").write_text("raise ImportError('libgomp.so.1: cannot open shared object file')\n"
+                                               "def run(*args):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with service(tmp_path / "a", runner="broken_runner:run") as client:
+        deadline = time.monotonic() + 60
+        while (r := client.get("/healthz")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert r.status_code == 503 and r.json()["status"] == "degraded", r.json()
+        assert r.json()["problem"] == ("the job runner broken_runner:run does not import, so every job would fail: "
+                                       "ImportError: libgomp.so.1: cannot open shared object file")
+    with service(tmp_path / "b") as client:  # the fake runner imports: ok, and stays ok
+        time.sleep(2)
+        assert client.get("/healthz").json() | {"jobs": None} == {
+            "status": "ok", "open": True, "workers": 1, "running": 0, "jobs": None, "max_queued": 100,
+            "retention_hours": 0.0, "problem": None}

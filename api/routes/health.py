@@ -12,8 +12,9 @@ router = APIRouter(tags=["health"])
 
 # 503 has two bodies: the supervisor died (a Health, status degraded), or the job table cannot be
 # read (the app's handler answers a Problem with Retry-After, as on every route)
-_UNHEALTHY = {"description": "Degraded: the job supervisor died (a Health), or the job table is "
-                             "unavailable (a Problem, with Retry-After)",
+_UNHEALTHY = {"description": "Degraded: the job supervisor died or the job runner does not import (a "
+                             "Health, its `problem` says which), or the job table is unavailable (a Problem, "
+                             "with Retry-After)",
               "content": {"application/json": {"schema": {"anyOf": [
                   {"$ref": "#/components/schemas/Health"}, {"$ref": "#/components/schemas/Problem"}]}}},
               "headers": {"Retry-After": RETRY_AFTER_HEADER}}
@@ -23,7 +24,9 @@ _UNHEALTHY = {"description": "Degraded: the job supervisor died (a Health), or t
 def healthz(request: Request) -> JSONResponse:
     """200 while the job table answers and the supervisor runs; 503 otherwise."""
     supervisor, settings = supervisor_of(request), settings_of(request)
-    health = Health(status="ok" if supervisor.alive else "degraded", open=settings.api_key is None,
+    problem = None if supervisor.alive else "the job supervisor stopped: no job will run; restart the server"
+    problem = problem or supervisor.runner_error
+    health = Health(status="degraded" if problem else "ok", open=settings.api_key is None,
                     workers=settings.workers, running=supervisor.running_count, jobs=store_of(request).counts(),
-                    max_queued=settings.max_queued, retention_hours=settings.retention_hours)
+                    max_queued=settings.max_queued, retention_hours=settings.retention_hours, problem=problem)
     return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
