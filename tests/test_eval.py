@@ -375,3 +375,7 @@ def test_points_and_lines_among_the_footprints_are_named_when_scored(tmp_path):
     assert scores["polygon"]["precision"] == pytest.approx(1.0)
     plain = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(LABELS)])  # footprints alone: no warning
     assert plain.exit_code == 0 and plain.stderr == "", plain.output
+    mixed.to_file(tmp_path / "osm.gpkg", layer="buildings")  # SQLite's SQL has no OGR_GEOMETRY: said too
+    gpkg = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(tmp_path / "osm.gpkg")])
+    assert gpkg.exit_code == 0 and gpkg.stderr.startswith(
+        "warning: osm.gpkg: 3 of its features are points or lines"), gpkg.output

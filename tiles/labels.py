@@ -213,14 +213,17 @@ def points_and_lines_note(path: RasterPath, where: str | None = None, layer: str
     if "polygon" in kind or "surface" in kind:  # a layer declared polygonal holds nothing else
         return None
     lone = "OGR_GEOMETRY IN ('POINT', 'MULTIPOINT', 'LINESTRING', 'MULTILINESTRING')"
-    try:
-        fids, _ = pyogrio.read_bounds(path, layer=chosen, where=lone if where is None else f"({where}) AND {lone}")
-    except (ValueError, pyogrio.errors.DataLayerError):  # a driver without OGR_GEOMETRY: no note
-        return None
-    if not len(fids):
+    try:  # OGR's own SQL (GeoJSON, shapefiles): the envelopes of the matching features alone are read
+        matching = lone if where is None else f"({where}) AND {lone}"
+        count = len(pyogrio.read_bounds(path, layer=chosen, where=matching)[0])
+    except (ValueError, pyogrio.errors.DataLayerError):  # SQLite's (GeoPackage): no OGR_GEOMETRY, so the
+        # geometries are read and their types counted (points and lines: shapely type ids 0, 1, 4, 5)
+        frame = pyogrio.read_dataframe(path, layer=chosen, columns=[], where=where)
+        count = int(np.isin(shapely.get_type_id(np.asarray(frame.geometry.values, dtype=object)), (0, 1, 4, 5)).sum())
+    if not count:
         return None
     selected = f" matching {where!r}" if where is not None else ""
-    return (f"{raster_name(path)}: {len(fids)} of its features{selected} are points or lines, not footprints: they are "
+    return (f"{raster_name(path)}: {count} of its features{selected} are points or lines, not footprints: they are "
             f"left out, and the buildings they mark count as no building (building labels are polygons)")
 
 
