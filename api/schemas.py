@@ -122,7 +122,8 @@ class JobStatus(BaseModel):
     eta_s: float | None = Field(
         None, description="Estimated seconds until this attempt ends, at its rate so far: at its last "
                           "progress report, seconds since its pipeline began (after the `starting` stage) x "
-                          "(1 - progress) / progress, less the seconds since that report (0 at least); "
+                          "(1 - progress) / progress, less the seconds since that report (once that is spent: "
+                          "the same product with the seconds until now); "
                           "null unless running with at least 5 % done.")
     stage: str | None
     error: str | None
@@ -237,13 +238,16 @@ def eta_s(job: Job, now: float) -> float | None:
     counted in, it made a small scene 3 s from done say 40 s (a ``Retry-After`` of 30). It is taken
     at the last report (``updated_at``), not now: between reports (a stage that reports its end
     only) the rate measured now fell while the job ran on, and the estimate climbed, 21 s left
-    3.2 s before a job ended."""
+    3.2 s before a job ended. Once that countdown runs out, the rate measured now again."""
     since = job.pipeline_started_at or job.started_at
     if job.status != "running" or since is None or job.progress < ETA_MIN_PROGRESS:
         return None
     reported = min(max(job.updated_at, since), now)
-    left = max(0.0, reported - since) * (1.0 - job.progress) / job.progress - (now - reported)
-    return round(max(0.0, left), 1)
+    rate = (1.0 - job.progress) / job.progress
+    left = max(0.0, reported - since) * rate - (now - reported)
+    if left <= 0:  # overdue: the rate so far, as measured now (0 sent clients back every second)
+        left = max(0.0, now - since) * rate
+    return round(left, 1)
 
 
 def job_status(job: Job, retention_hours: float, root_path: str = "", api_key: str | None = None) -> JobStatus:

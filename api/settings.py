@@ -86,7 +86,7 @@ class Settings:
                              "character: no client can send it in a header (e.g. a secret file written with echo: "
                              "use printf)")
         for origin in self.cors_origins:
-            if origin != "*" and not _ORIGIN.fullmatch(origin):
+            if origin not in ("*", "null") and not _ORIGIN.fullmatch(origin):  # null: a page opened from a file
                 # "https://a.example/" never matched: a browser sends its origin without a path
                 raise ValueError(f"cors_origins (GEOSEG_CORS_ORIGINS): {origin!r} is not an origin, "
                                  f"scheme://host[:port] without a path or a trailing '/'")

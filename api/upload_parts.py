@@ -56,12 +56,13 @@ class PartFile(io.FileIO):
         told its GeoTIFF was truncated (400) instead of the server's disk being full (507); the
         write of the rest raises ``ENOSPC``."""
         view = memoryview(data).cast("B")
+        size = view.nbytes
         while view:
             written = super().write(view)
             if not written:  # no progress and no error: the disk took nothing
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.name)
             view = view[written:]
-        return len(data)
+        return size
 
 
 class PartUpload(UploadFile):

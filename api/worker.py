@@ -201,8 +201,10 @@ class Supervisor:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        #: why the runner cannot be imported (``_probe_runner``), else None
+        #: why the runner cannot be imported (``_probe_runner``), else None; set once it has been checked
         self.runner_error: str | None = None
+        self.runner_checked = threading.Event()
+        self._probe: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._standby: subprocess.Popen | None = None
         self._standby_deaths = 0
@@ -216,19 +218,28 @@ class Supervisor:
 
     def _probe_runner(self) -> None:
         """Import the runner once in a child process, as each job's process does, and keep why it
-        failed in ``runner_error`` (``/healthz`` then says degraded). Why: a runner that cannot be
-        imported (torch without its libgomp, a broken install) failed every job three times while
-        ``/healthz`` said ok; the server itself never imports it (torch stays out of it)."""
+        failed in ``runner_error`` (``/healthz`` then says degraded, until a job succeeds). Why: a
+        runner that cannot be imported (torch without its libgomp, a broken install) failed every job
+        three times while ``/healthz`` said ok; the server itself never imports it (torch stays out).
+        Only an exit with an error counts: a probe killed (the OOM killer, ``stop``) says nothing."""
         probe = "import sys; from api.runners import resolve_runner; resolve_runner(sys.argv[1])"
         try:
-            done = subprocess.run([sys.executable, "-c", probe, self.runner], env=_child_env(self.settings.workers),
-                                  capture_output=True, text=True, timeout=RUNNER_PROBE_TIMEOUT_S,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._probe = subprocess.Popen(
+                    [sys.executable, "-c", probe, self.runner], env=_child_env(self.settings.workers),
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+            _, stderr = self._probe.communicate(timeout=RUNNER_PROBE_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("could not check that the job runner %s imports: %s", self.runner, exc)
+            if self._probe is not None:
+                self._probe.kill()
             return
-        if done.returncode != 0 and not self._stop.is_set():
-            reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        finally:
+            self.runner_checked.set()
+        if self._probe.returncode > 0 and not self._stop.is_set():
+            reason = redact_paths((stderr.strip().splitlines() or [f"exit code {self._probe.returncode}"])[-1])
             self.runner_error = f"the job runner {self.runner} does not import, so every job would fail: {reason}"
             log.error("%s", self.runner_error)
 
@@ -239,6 +250,8 @@ class Supervisor:
         if self._thread is not None:
             self._thread.join(timeout=10)
         with self._lock:
+            if self._probe is not None and self._probe.poll() is None:  # it would outlive the server
+                self._probe.kill()
             for job_id, run in list(self._running.items()):
                 run.process.kill()
                 run.process.wait(timeout=5)
@@ -316,6 +329,7 @@ class Supervisor:
             if job is not None and not job.deleted:
                 if job.status == "succeeded":
                     log.info("job %s succeeded (attempt %d)", job_id, job.attempts)
+                    self.runner_error = None  # the runner imports after all (the probe was wrong)
                 elif job.status == "running":
                     self._settle(job, run.killed_because or job.last_error or _describe_exit(code),
                                  permanent=code == EXIT_PERMANENT or run.permanent)
@@ -418,7 +432,7 @@ class Supervisor:
         """A worker process in a session of its own: a Ctrl-C or ``kill -- -PGID`` meant for the server
         reached the workers too, each job ended as a crash and was retried with its attempt counted
         (three restarts failed it), instead of being given back by the server's graceful stop."""
-        return subprocess.Popen([sys.executable, "-m", "api.worker", *args], stdin=stdin,
+        return subprocess.Popen([sys.executable, "-c", _WORKER_STUB, *args], stdin=stdin,
                                 env=_child_env(self.settings.workers), start_new_session=True)
 
     def _spawn_standby(self) -> subprocess.Popen:
@@ -463,6 +477,11 @@ def _child_env(workers: int) -> dict[str, str]:
         env.setdefault(name, threads)
     return env
 
+
+#: what a worker process runs: ``python -m api.worker`` with SIGINT and SIGTERM ignored before its imports
+#: (about 0.5 s, in which a stop signal sent to the whole service still ended the job as a crash)
+_WORKER_STUB = ("import signal, runpy; [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]; "
+                "runpy.run_module('api.worker', run_name='__main__', alter_sys=True)")
 
 #: seconds the start-up probe of the runner's import may take (torch: 3-10 s, more on a cold disk)
 RUNNER_PROBE_TIMEOUT_S = 300

@@ -493,7 +493,7 @@ def normalise(images: torch.Tensor | np.ndarray, card: dict[str, Any]) -> torch.
     import torch
 
     if isinstance(images, np.ndarray):  # was: 'numpy.ndarray' object has no attribute 'float'
-        if np.issubdtype(images.dtype, np.floating) and images.size and float(np.nanmax(images)) <= 1.0:
+        if np.issubdtype(images.dtype, np.floating) and images.size and 0.0 < float(np.nanmax(images)) <= 1.0:
             raise ValueError("float images in [0, 1]: the models read values of 0..255 (uint8, or floats x 255)")
         images = torch.as_tensor(images)
     norm = card["normalisation"]

@@ -253,6 +253,8 @@ def predict_scene(
     input_path, out_dir = as_raster_path(input_path), Path(out_dir)  # /vsizip//a.zip/b.tif keeps its //
     if not raster_exists(input_path):
         raise PredictError(not_found(input_path))
+    if out_dir.exists() and not out_dir.is_dir():  # was: FileExistsError from mkdir, after the models ran
+        raise PredictError(f"{out_dir} is a file: the outputs go into a folder")
     sidecar = sidecar_of(input_path)
     if sidecar:
         raise PredictError(f"{raster_name(input_path)} is {sidecar}, not a scene: predict "
@@ -338,8 +340,6 @@ def predict_scene(
     stage_work = _stage_work(input_path, heads, options, device, input_gsd, grid)
     stages = StageProgress(progress, stage_weights(stage_work, device, options.profile))
 
-    if out_dir.exists() and not out_dir.is_dir():  # was: FileExistsError from mkdir, from Python
-        raise PredictError(f"{out_dir} is a file: the outputs go into a folder")
     made_out_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".partial-{uuid.uuid4().hex[:8]}"

@@ -68,9 +68,9 @@ class VectorizeOptions:
         if not (self.min_area_px >= 0 and self.simplify_px >= 0):
             raise ValueError(f"VectorizeOptions.min_area_px and simplify_px must be >= 0, got {self.min_area_px} "
                              f"and {self.simplify_px}")
-        if not (self.strip_rows >= 1 and self.halo_rows >= 0 and self.workers >= 1):
-            raise ValueError(f"VectorizeOptions.strip_rows and workers must be >= 1 and halo_rows >= 0, got "
-                             f"{self.strip_rows}, {self.workers} and {self.halo_rows}")
+        if not (self.strip_rows >= 1 and self.halo_rows >= 1 and self.workers >= 1):
+            raise ValueError(f"VectorizeOptions.strip_rows, halo_rows and workers must be >= 1, got "
+                             f"{self.strip_rows}, {self.halo_rows} and {self.workers}")
 
 
 @dataclass

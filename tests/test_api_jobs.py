@@ -151,7 +151,7 @@ def test_a_running_job_estimates_its_time_left_from_its_rate_so_far(tmp_path):
     assert eta_s(reported, began + 60) == 180.0
     # no report since: counted down, where the rate measured at each poll climbed (210 s, then 240 s)
     assert eta_s(reported, began + 70) == 170.0 and eta_s(reported, began + 80) == 160.0
-    assert eta_s(reported, began + 500) == 0.0  # overdue: 0, not negative
+    assert eta_s(reported, began + 500) == 1500.0  # overdue: the rate so far, not 0 (a poll every second)
     assert job_status(store.get(job_id), 0).eta_s is not None
     store.mark_succeeded(job_id, 1, {})
     assert job_status(store.get(job_id), 0).eta_s is None

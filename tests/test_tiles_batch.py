@@ -405,3 +405,22 @@ def test_a_failure_line_names_the_kind_only_of_a_fault():
     assert failure_line("a.tif", "MemoryError: ") == "a.tif: MemoryError"
     assert failure_line("a.tif", "PredictError: no valid pixels") == "a.tif: PredictError: no valid pixels"
     assert failure_line("a.tif", "PredictError: no valid pixels", {"PredictError"}) == "a.tif: no valid pixels"
+
+
+def test_the_plain_kinds_name_classes_that_exist():
+    """Names, not classes (a batch's failures are recorded as text): a renamed class would drift
+    silently back to 'a.tif: NewName: ...' lines."""
+    import builtins
+
+    import rasterio.errors
+
+    from geoseg.card import ModelCardError
+    from geoseg.commands.predict import _PLAIN_KINDS
+    from geoseg.options import PredictError
+    from tiles import errors, mosaic, tiff_pages
+
+    known = {cls.__name__: cls for cls in (errors.UnsupportedRaster, mosaic.MosaicError, tiff_pages.LoopedTiff,
+                                          rasterio.errors.RasterioIOError, PredictError, ModelCardError)}
+    for name in _PLAIN_KINDS:
+        cls = known.get(name) or getattr(builtins, name)
+        assert issubclass(cls, (ValueError, OSError)), name

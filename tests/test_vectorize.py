@@ -294,5 +294,7 @@ def test_masks_of_0_and_1_and_the_writers_255_are_read_as_a_library_user_passes_
 def test_vectorize_options_out_of_range_are_refused():
     with pytest.raises(ValueError, match="min_area_px and simplify_px must be >= 0"):
         VectorizeOptions(simplify_px=-1)
-    with pytest.raises(ValueError, match="strip_rows and workers must be >= 1"):
+    with pytest.raises(ValueError, match="strip_rows, halo_rows and workers must be >= 1"):
         VectorizeOptions(workers=0)
+    with pytest.raises(ValueError, match="strip_rows, halo_rows and workers must be >= 1"):
+        VectorizeOptions(halo_rows=0)  # vectorize_strips refused it later

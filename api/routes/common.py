@@ -51,7 +51,8 @@ def accepted_answer(request: Request, job: Job) -> JSONResponse:
 
 
 async def check_form(request: Request) -> None:
-    """422 for a form field the route does not declare or one sent twice (``check_form_fields``);
+    """422 for a form field the route does not declare, one sent twice, or one sent empty where empty
+    means nothing (``check_form_fields``);
     the fields are read from the route's own signature, so the check cannot drift from it."""
     declared = [field.alias for field in request.scope["route"].dependant.body_params]
     check_form_fields(await request.form(), declared)

@@ -22,7 +22,8 @@ _UNHEALTHY = {"description": "Degraded: the job supervisor died or the job runne
 
 @router.get("/healthz", response_model=Health, responses={503: _UNHEALTHY})
 def healthz(request: Request) -> JSONResponse:
-    """200 while the job table answers and the supervisor runs; 503 otherwise."""
+    """200 while the job table answers, the supervisor runs and the job runner imports (checked once at
+    start-up, ``Supervisor._probe_runner``); 503 otherwise, ``problem`` saying why."""
     supervisor, settings = supervisor_of(request), settings_of(request)
     problem = None if supervisor.alive else "the job supervisor stopped: no job will run; restart the server"
     problem = problem or supervisor.runner_error

@@ -35,7 +35,7 @@ from tiles.same_content import HashProgress, file_key, same_as_recorded, same_co
 #: without a terminal, a line each time the single-input progress passes another tenth
 LOG_STEP = 0.1
 #: a failed input's line names no kind for the pipeline's own errors, as for the engine's
-_PLAIN_KINDS = PLAIN_KINDS | {PredictError.__name__}
+_PLAIN_KINDS = PLAIN_KINDS | {PredictError.__name__, "ModelCardError"}  # geoseg.card's, named: it loads numpy
 
 # the pipeline imports torch, geoseg.card numpy and tiles.normalize rasterio: they are loaded when the command
 # runs, not for `geoseg --help` or `geoseg serve`, which import this module too (tests/test_cli_imports.py)
