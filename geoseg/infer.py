@@ -247,6 +247,9 @@ class TileModel:
         self.head = ProbabilityHead(module.eval(), card, with_features).eval()
         self._session = None
         if runtime in ("onnx", "int8"):
+            # ORT 1.2x+ writes a device id and a database under ~/.cache/Microsoft, and with a read-only
+            # HOME prints a coloured "Failed to persist telemetry" line into every run's stderr
+            os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
             import onnxruntime as ort
 
             options = ort.SessionOptions()

@@ -55,7 +55,8 @@ from tiles.gsd import dataset_gsd_m, has_lonlat
 from tiles.mosaic import input_at
 from tiles.normalize import scaling_record, stretch_note
 from tiles.palette import open_expanded
-from tiles.rasterpath import RasterPath, as_raster_path, is_virtual, not_found, raster_exists, raster_name, sidecar_of
+from tiles.rasterpath import (RasterPath, as_raster_path, check_utf8_name, is_virtual, not_found, raster_exists,
+                              raster_name, sidecar_of)
 from tiles.same_content import content_record
 from tiles.source import Scene, cap_block_cache
 
@@ -251,6 +252,10 @@ def predict_scene(
     options = options or PredictOptions()
     options.check()
     input_path, out_dir = as_raster_path(input_path), Path(out_dir)  # /vsizip//a.zip/b.tif keeps its //
+    try:
+        check_utf8_name(input_path)
+    except ValueError as exc:
+        raise PredictError(str(exc)) from None
     if not raster_exists(input_path):
         raise PredictError(not_found(input_path))
     if out_dir.exists() and not out_dir.is_dir():  # was: FileExistsError from mkdir, after the models ran

@@ -424,3 +424,21 @@ def test_the_plain_kinds_name_classes_that_exist():
     for name in _PLAIN_KINDS:
         cls = known.get(name) or getattr(builtins, name)
         assert issubclass(cls, (ValueError, OSError)), name
+
+
+def test_a_log_gets_progress_lines_whatever_force_color_or_a_dumb_terminal_say(monkeypatch):
+    """rich took FORCE_COLOR (set by many CI systems) for a terminal and drew live frames, ten a second
+    joined by carriage returns, into the job's log; on TERM=dumb it drew none and no line came either."""
+    import io
+
+    from rich.console import Console
+
+    from tiles.progress_console import logs_lines, progress_console
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setattr("sys.stdout", io.StringIO())  # a log file, not a terminal
+    assert Console().is_terminal  # what rich makes of FORCE_COLOR alone
+    console = progress_console()
+    assert not console.is_terminal and logs_lines(console)
+    monkeypatch.setenv("TERM", "dumb")
+    assert logs_lines(Console(force_terminal=True))  # a dumb terminal: rich draws no frame, so lines

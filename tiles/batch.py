@@ -53,6 +53,7 @@ from rich.text import Text
 
 from tiles.errors import PLAIN_KINDS
 from tiles.output_lock import output_lock
+from tiles.progress_console import logs_lines, progress_console
 from tiles.rasterpath import RasterPath, raster_name
 
 __all__ = ["BatchReport", "JobOutcome", "parse_scheduler", "part_path", "run_batch", "wait_line"]
@@ -297,7 +298,8 @@ class _TimeLeftColumn(ProgressColumn):
 def _progress(show: bool) -> Progress:
     # file names shown as written: not rich markup ('[1]') or emoji codes (':a:' of 'two.gpkg:a:...')
     return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("elapsed,"), _TimeLeftColumn(), TextColumn("left"), disable=not show)
+                    TextColumn("elapsed,"), _TimeLeftColumn(), TextColumn("left"), disable=not show,
+                    console=progress_console())
 
 
 def _lost(exc: Exception) -> str:
@@ -387,7 +389,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                                      time_left=estimate)
 
             # in a log file (no terminal) the bar is drawn once, at the end: a line per input instead
-            log_lines = show_progress and not progress.console.is_terminal
+            log_lines = show_progress and logs_lines(progress.console)
 
             def log_line(n: int, name: str, what: str) -> None:
                 left = estimate.seconds_left()

@@ -22,6 +22,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from tiles.progress_console import logs_lines, progress_console
 from tiles.same_content import HashProgress
 
 __all__ = ["QUIET_BYTES", "hashing_progress"]
@@ -54,8 +55,8 @@ def hashing_progress(description: str, console: Console | None = None) -> HashPr
         if total < QUIET_BYTES:
             yield lambda n: None
             return
-        out = console or Console()
-        if not out.is_terminal:  # a log: no bar frames, one line saying why the wait
+        out = console or progress_console()
+        if logs_lines(out):  # a log: no bar frames, one line saying why the wait
             out.print(hashing_line(description, total, files), highlight=False, soft_wrap=True, markup=False,
                       emoji=False)
             yield lambda n: None

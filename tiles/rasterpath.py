@@ -129,6 +129,21 @@ def raster_name(location: RasterPath) -> str:
     return PurePosixPath(text).name
 
 
+def check_utf8_name(location: RasterPath) -> None:
+    """ValueError for a path whose name is not UTF-8 (bytes a Windows share or an old zip wrote in
+    Latin-1, which Python holds as surrogates): GDAL takes names as UTF-8, and rasterio failed with
+    "'utf-8' codec can't encode character '\\udce9' ... surrogates not allowed", not naming the file."""
+    text = str(location)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        name = raster_name(location)
+        shown = str(os.fsencode(name))[2:-1]  # its bytes: caf\xe9.tif
+        raise ValueError(f"{name}: its file name is not UTF-8 (the bytes {shown}: Latin-1 from a Windows share or "
+                         f"an old zip?), which GDAL cannot open: rename it to UTF-8, e.g. convmv -f latin1 -t utf8 "
+                         f"--notest FILE") from None
+
+
 def raster_stem(location: RasterPath) -> str:
     """The file name without its last suffix (a batch's output folder); for a subdataset name, the
     file's and the subdataset's joined by ``_`` (``a_table`` for ``GPKG:a.gpkg:table``): the

@@ -47,7 +47,7 @@ from tiles.gsd import gsd_m, has_lonlat, lonlat_in_projected_crs, metres_per_uni
 from tiles.masks import alpha_mask_band, finite_only, window_valid_mask
 from tiles.normalize import BandChoice, BandStats, dataset_bands, scene_stats, to_uint8
 from tiles.palette import is_expanded, open_expanded
-from tiles.rasterpath import as_raster_path, raster_name
+from tiles.rasterpath import as_raster_path, check_utf8_name, raster_name
 
 __all__ = ["BLOCK_CACHE_BYTES", "Scene", "UnsupportedRaster", "cap_block_cache", "placed_crs", "working_grid"]
 
@@ -215,6 +215,7 @@ class Scene:
             raise ValueError(f"gsd must be a finite number of metres > 0 (or None: the file's own), got {gsd!r}")
         self.path = as_raster_path(path)  # GDAL virtual paths and URLs stay strings
         self.name = raster_name(path)
+        check_utf8_name(self.path)
         try:  # without georeferencing rasterio warns: tiles.georeferencing_warnings ignores it
             self._src = open_expanded(self.path)  # a paletted raster as the RGBA it stands for
         except RasterioIOError as exc:

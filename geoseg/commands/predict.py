@@ -27,6 +27,7 @@ from tiles.batch import failure_line, parse_scheduler, time_left
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary
 from tiles.errors import PLAIN_KINDS
 from tiles.hashing_progress import hashing_progress
+from tiles.progress_console import logs_lines, progress_console
 from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
                               not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars,
                               vrts_over_inputs)
@@ -297,11 +298,12 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions, mos
 
     # the time left from the rate over the whole run (geoseg.progress makes the bar move with time),
     # not over rich's default last 30 s, which a slow tile or stage would throw off
-    with recorded_warnings() as caught, Progress(*columns, speed_estimate_period=24 * 3600) as bar:
+    with recorded_warnings() as caught, Progress(*columns, speed_estimate_period=24 * 3600,
+                                                 console=progress_console()) as bar:
         label = label or raster_name(input_path)
         task = bar.add_task(label, total=1.0)
         # in a log file (no terminal) the bar is drawn once, at the end: a line every tenth instead
-        log_lines = not bar.console.is_terminal
+        log_lines = logs_lines(bar.console)
         next_line = [LOG_STEP]
 
         def progress(fraction: float, stage: str) -> None:
@@ -317,6 +319,9 @@ def _predict_one(input_path: RasterPath, out: Path, options: PredictOptions, mos
             report = predict_scene(input_path, out, options, progress, mosaic=mosaic, said=said)
         except BaseException:
             _drop_bar(bar)  # the error is one line, without a bar stopped at 0 % above it
+            # what was said before the failure may be its cause: "ONNX cache not writable" before a
+            # full /tmp's "No space left on device" was dropped with the run
+            echo_warnings(warning_lines(caught))
             raise
     echo_warnings(warning_lines(caught))
     counts = report.get("counts", {})

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
+from tiles.progress_console import progress_console
 
 TASKS = ("landcover", "buildings")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -108,7 +109,7 @@ def train(
     """Train the land-cover AttResUNet or the building U2-Net on a chip directory (--teacher: a fast student)."""
     from geoseg.card import DEFAULT_NAMES  # numpy: loaded when the command runs, not for --help or serve
 
-    console = Console(stderr=True)
+    console = progress_console(stderr=True)
     try:
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
