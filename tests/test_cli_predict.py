@@ -628,17 +628,20 @@ def _crops(folder: Path, *names: str) -> None:
                       else np.roll(pixels, 1 + zlib.crc32(name.encode()) % 120, axis=2))
 
 
-def test_a_batch_leaves_a_summary_a_script_reads_instead_of_its_output(tmp_path):
+def test_a_batch_leaves_a_summary_a_script_reads_instead_of_its_output(tmp_path, monkeypatch):
     """Scripts and cron jobs had only the human output (a bar, counts, warning and error lines on two
     streams) to tell which inputs were predicted, skipped, redone or failed; DIR/batch.json says it
-    per input, with the folder, seconds, buildings, warnings and a one-line error."""
+    per input, with the folder, seconds, buildings, warnings and a one-line error, and (since session 30)
+    the command line a scheduler's retry runs again."""
     _crops(tmp_path / "s", "a.tif", "b.tif")
     (tmp_path / "s" / "broken.tif").write_bytes(b"not a raster")
     args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
+    monkeypatch.setattr("sys.argv", ["/opt/venv/bin/geoseg", *args])  # as the process was started
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 1, first.output
     summary = json.loads((tmp_path / "o" / "batch.json").read_text())
     assert (summary["command"], summary["state"], summary["exit_code"]) == ("geoseg predict", "finished", 1)
+    assert summary["argv"] == ["geoseg", *args]
     assert summary["totals"] == {"inputs": 3, "done": 2, "redone": 0, "skipped": 0, "failed": 1, "pending": 0}
     a, _, broken = summary["inputs"]
     assert (a["input"], a["status"], a["output"]) == (str(tmp_path / "s" / "a.tif"), "done", str(tmp_path / "o" / "a"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,6 +52,13 @@ def summary_command(folder: Path) -> str | None:
         return None
     command = data.get("command") if isinstance(data, dict) else None
     return command if isinstance(command, str) else None
+
+
+def command_line() -> list[str]:
+    """The command line this process was started with, as a shell would repeat it: ``geoseg`` first (the
+    path of its script, or of ``python -m geoseg``'s ``__main__``, said nothing). Why: a retry by a
+    scheduler (cron, Airflow) read the batch's ``command`` and found only ``geoseg predict``."""
+    return ["geoseg", *sys.argv[1:]]
 
 
 def _now() -> str:

@@ -24,7 +24,7 @@ from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_int
 from geoseg.commands.warning_lines import echo_warnings, recorded_warnings, warning_lines
 from geoseg.options import PredictError
 from tiles.batch import failure_line, parse_scheduler, time_left
-from tiles.batch_summary import SUMMARY_NAME, BatchSummary
+from tiles.batch_summary import SUMMARY_NAME, BatchSummary, command_line
 from tiles.errors import PLAIN_KINDS
 from tiles.hashing_progress import hashing_progress
 from tiles.progress_console import logs_lines, progress_console
@@ -374,7 +374,8 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     if SUMMARY_NAME in stems:
         raise ValueError(f"an input's stem is {SUMMARY_NAME!r}, the batch summary's name in {out}: rename it")
     summary = BatchSummary(out / SUMMARY_NAME, inputs, lambda p: out / raster_stem(p),
-                           header={"command": "geoseg predict", "geoseg_version": __version__, "out": str(out)},
+                           header={"command": "geoseg predict", "argv": command_line(), "geoseg_version": __version__,
+                                   "out": str(out)},
                            details=_folder_counts, no_details={"buildings": None, "warnings": [],
                                                                "same_content_as": None})
     kept = _touched_but_unchanged(out, inputs, options, reading)

@@ -27,7 +27,7 @@ from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from geoseg.commands.warning_lines import warnings_as_lines
 from tiles.batch import failure_line, parse_scheduler, run_batch
-from tiles.batch_summary import SUMMARY_NAME, BatchSummary
+from tiles.batch_summary import SUMMARY_NAME, BatchSummary, command_line
 from tiles.classes import CLASSES_FILE, find_classes_file, read_classes
 from tiles.hashing_progress import hashing_progress
 from tiles.rasterpath import (
@@ -506,7 +506,8 @@ def tile(
             chosen = "sync"
         held.enter_context(warnings_as_lines())  # e.g. a batch.json that cannot be written: one line
         summary = BatchSummary(job.out / SUMMARY_NAME, inputs, chip_set.record,
-                               header={"command": "geoseg tile", "geoseg_version": __version__, "out": str(job.out)},
+                               header={"command": "geoseg tile", "argv": command_line(), "geoseg_version": __version__,
+                                       "out": str(job.out)},
                                details=_window_counts, no_details={"windows": None})
         try:
             report = run_batch(inputs, chip_set.record, job, scheduler=chosen,
