@@ -1165,7 +1165,8 @@ def test_the_failures_of_a_batch_are_listed_in_the_order_given(tmp_path):
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), str(tmp_path / "s" / "b.tif"),
                                       "--out", str(tmp_path / "o"), *FAST])
     assert result.exit_code == 1, result.output
-    assert [line.partition(":")[0] for line in result.stderr.splitlines()] == ["a.tif", "b.tif"], result.stderr
+    assert [line.removeprefix("geoseg predict: error: ").partition(":")[0]
+            for line in result.stderr.splitlines()] == ["a.tif", "b.tif"], result.stderr
 
 
 def test_a_vrt_given_with_the_rasters_it_reads_is_said_to_predict_them_twice(tmp_path):
