@@ -224,6 +224,8 @@ class Supervisor:
         Only an exit with an error counts: a probe killed (the OOM killer, ``stop``) says nothing."""
         probe = "import sys; from api.runners import resolve_runner; resolve_runner(sys.argv[1])"
         try:
+            if self._stop.wait(RUNNER_PROBE_DELAY_S):  # stopped first: a server run for seconds needs no check
+                return
             with self._lock:
                 if self._stop.is_set():
                     return
@@ -483,6 +485,9 @@ def _child_env(workers: int) -> dict[str, str]:
 _WORKER_STUB = ("import signal, runpy; [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]; "
                 "runpy.run_module('api.worker', run_name='__main__', alter_sys=True)")
 
+#: seconds after start-up before the runner's import is checked: the first jobs (those a restart requeued) start
+#: without it beside them, and a server started for a few seconds (a test) spends nothing on it
+RUNNER_PROBE_DELAY_S = 5.0
 #: seconds the start-up probe of the runner's import may take (torch: 3-10 s, more on a cold disk)
 RUNNER_PROBE_TIMEOUT_S = 300
 

@@ -1760,40 +1760,30 @@ def test_an_input_changed_while_it_was_hashed_keeps_no_content_record(tmp_path, 
     assert "input_content" not in json.loads((tmp_path / "dropped" / "report.json").read_text())
 
 
-def test_predict_writes_nothing_of_onnx_runtimes_own_into_home(tmp_path):
-    """ONNX Runtime 1.2x+ wrote a device id and a database under ~/.cache/Microsoft, and with a read-only
-    HOME printed a coloured 'Failed to persist telemetry' line into every run's stderr (a real process:
-    the variable is read when onnxruntime is imported)."""
+def test_an_unattended_batch_names_a_file_that_is_not_utf8_and_leaves_home_alone(tmp_path):
+    """A scene copied from a Windows share or an old zip (café.tif in Latin-1) failed with "'utf-8' codec
+    can't encode character '\\udce9' ... surrogates not allowed", alone without even naming the file; and
+    ONNX Runtime 1.2x+ wrote a device id and a database under ~/.cache/Microsoft (with a read-only HOME, a
+    coloured 'Failed to persist telemetry' line in every run's stderr). A real process: the variable is read
+    when onnxruntime is imported, and its streams carry the name's raw bytes."""
     import subprocess
     import sys
 
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "good.tif").write_bytes((KAMPALA / "kampala_z19_1.tif").read_bytes())  # not a copy of it
+    latin = Path(os.fsdecode(bytes(tmp_path / "s") + b"/caf\xe9.tif"))
+    latin.write_bytes((KAMPALA / "kampala_z19_2.tif").read_bytes())
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
     env |= {"HOME": str(home), "GEOSEG_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
             "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-m", "geoseg", "predict", str(KAMPALA / "kampala_z19_2.tif"), "--out",
-                           str(tmp_path / "o"), *FAST], env=env, capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr
-    assert list(home.rglob("*")) == [], list(home.rglob("*"))
-
-
-def test_a_file_name_that_is_not_utf8_is_named_with_the_fix(tmp_path):
-    """A scene copied from a Windows share or an old zip (café.tif in Latin-1) failed with "'utf-8' codec
-    can't encode character '\\udce9' ... surrogates not allowed", alone without even naming the file."""
-    (tmp_path / "s").mkdir()
-    latin = Path(os.fsdecode(bytes(tmp_path / "s") + b"/caf\xe9.tif"))
-    latin.write_bytes((KAMPALA / "kampala_z19_2.tif").read_bytes())
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-m", "geoseg", "predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"),
                            *FAST], capture_output=True, encoding="utf-8", errors="surrogateescape", timeout=300,
-                          stdin=subprocess.DEVNULL,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-    assert done.returncode == 1 and "0 predicted, 0 already done, 1 failed" in done.stdout, done.stderr
+                          stdin=subprocess.DEVNULL, env=env)
+    assert done.returncode == 1 and "1 predicted, 0 already done, 1 failed" in done.stdout, done.stderr
     (line,) = done.stderr.splitlines()
     assert line.startswith("geoseg predict: error: caf") and line.endswith(
         ".tif: its file name is not UTF-8 (the bytes caf\\xe9.tif: Latin-1 from a Windows share or an old zip?), "
         "which GDAL cannot open: rename it to UTF-8, e.g. convmv -f latin1 -t utf8 --notest FILE"), line
+    assert list(home.rglob("*")) == [], list(home.rglob("*"))
