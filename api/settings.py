@@ -42,6 +42,7 @@ def _env_float(name: str, default: float) -> float:
 #: a web origin: scheme://host[:port], as a browser sends it in ``Origin``
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
 
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service can be told; limits guard the machine against hostile uploads."""

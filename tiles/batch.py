@@ -109,9 +109,7 @@ def failure_line(name: str, error: str, plain: Collection[str] = PLAIN_KINDS) ->
         return f"{name}: {kind}"
     if message.startswith(f"{name}: "):
         message = message[len(name) + 2:]
-    if kind in plain and message:
-        return f"{name}: {message}"
-    return f"{name}: {kind}: {message}"
+    return f"{name}: {message}" if kind in plain else f"{name}: {kind}: {message}"
 
 
 #: a run id: the hex digits that name one run_batch's scratch paths
