@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, NoReturn
 
 import typer
@@ -12,9 +11,7 @@ from geoseg import __version__
 from geoseg.commands import evaluate, predict, serve, tile, train
 from geoseg.commands.gdal_stderr import gdal_stderr_off
 from geoseg.commands.help_format import FlagsShownAsFlags, GeosegCommand
-
-# the exceptions module of the click typer runs on: click's own, or the copy newer typers vendor
-_click_errors = sys.modules[typer.BadParameter.__module__]
+from geoseg.commands.usage import click_errors as _click_errors
 
 
 def usage_error_line(error: Any, command_path: str) -> str:

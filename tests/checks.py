@@ -40,6 +40,18 @@ def assert_one_line_error(result, command: str, *words: str) -> None:
         assert word in lines[0], lines[0]
 
 
+def assert_usage_error(result, command: str, *words: str) -> None:
+    """A CLI usage error (an option's value or combination refused before any input is read): exit 2,
+    one stderr line 'geoseg COMMAND: error: ... (see 'geoseg COMMAND --help')'."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not an escaped Python error
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"geoseg {command}: error:"), result.stderr
+    assert lines[0].endswith(f"(see 'geoseg {command} --help')"), lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
 def walls_between(polygons: list) -> dict[tuple[int, int], tuple[float, float]]:
     """(i, j) -> (length of the boundary the two polygons share, area of their overlap), touching pairs."""
     geoms = np.asarray(polygons, dtype=object)

@@ -600,14 +600,14 @@ def test_serve_command_refuses_a_bad_log_level_or_data_dir_in_one_line(tmp_path,
     import uvicorn
     from typer.testing import CliRunner
 
-    from checks import assert_one_line_error
+    from checks import assert_one_line_error, assert_usage_error
     from geoseg.cli import app as cli
 
     monkeypatch.setattr(uvicorn, "run", lambda target, **kw: pytest.fail("the server must not start"))
     for name in SERVE_VARIABLES:
         monkeypatch.setenv(name, "")
     result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d"), "--log-level", "bogus"])
-    assert_one_line_error(result, "serve", "--log-level", "bogus")  # was logging's ValueError traceback
+    assert_usage_error(result, "serve", "--log-level", "bogus")  # was logging's ValueError traceback
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     for data_dir, words in ((a_file, ("a-file", "not a folder")), (a_file / "sub", ("sub",))):
@@ -733,7 +733,7 @@ def test_serve_root_path_reaches_uvicorn(tmp_path, monkeypatch):
     """``geoseg serve --root-path`` (or ``GEOSEG_ROOT_PATH``) is the server's root path, as
     ``uvicorn --root-path``: there was no way to give it without starting uvicorn by hand."""
     import uvicorn
-    from checks import assert_one_line_error
+    from checks import assert_usage_error
     from typer.testing import CliRunner
 
     from geoseg.cli import app as cli
@@ -748,7 +748,7 @@ def test_serve_root_path_reaches_uvicorn(tmp_path, monkeypatch):
         result = CliRunner().invoke(cli, [*serve, *args])
         assert result.exit_code == 0 and calls["root_path"] == root, (args, env, result.output)
     monkeypatch.setenv("GEOSEG_ROOT_PATH", "geoseg")
-    assert_one_line_error(CliRunner().invoke(cli, serve), "serve", "GEOSEG_ROOT_PATH", "starting with '/'")
+    assert_usage_error(CliRunner().invoke(cli, serve), "serve", "GEOSEG_ROOT_PATH", "starting with '/'")
 
 
 def test_a_retried_submission_with_an_idempotency_key_is_the_same_job(tmp_path):

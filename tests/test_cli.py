@@ -87,6 +87,19 @@ USAGE_ERRORS = [
     (["eval", "pred", "--labels", "l.geojson", "--truth", "t.tif"], "geoseg eval", ("exactly one of",)),
     (["serve", "--port", "0"], "geoseg serve", ("--port", "'0'", "greater than or equal to 1")),
     (["serve", "--workers", "two"], "geoseg serve", ("--workers", "'two'")),
+    # the commands' own checks of a value's choices or range, or of options that do not go together: exit 1
+    # before session 31, as a run that failed
+    (["predict", "x.tif", "--out", "o", "--profile", "turbo"], "geoseg predict", ("--profile", "'turbo'")),
+    (["predict", "x.tif", "--out", "o", "--batch-size", "0"], "geoseg predict", ("--batch-size must be >= 1",)),
+    (["predict", "x.tif", "--out", "o", "--mosaic", "--scheduler", "local"], "geoseg predict", ("--mosaic",)),
+    (["tile", "x.tif", "--out", "o", "--split", "later"], "geoseg tile", ("--split", "'later'")),
+    (["tile", "x.tif", "--out", "o", "--size", "0"], "geoseg tile", ("--size must be > 0",)),
+    (["train", "buildings", "--data", "d", "--out", "o", "--epochs", "1", "--device", "gpu"], "geoseg train",
+     ("--device", "'gpu'")),
+    (["train", "buildings", "--data", "d", "--out", "o", "--epochs", "1", "--minutes", "5"], "geoseg train",
+     ("--minutes or --epochs, not both",)),
+    (["serve", "--log-level", "loud", "--data-dir", "d"], "geoseg serve", ("--log-level", "'loud'")),
+    (["serve", "--root-path", "geoseg", "--data-dir", "d"], "geoseg serve", ("--root-path", "'geoseg'")),
 ]
 
 

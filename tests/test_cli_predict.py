@@ -27,7 +27,7 @@ from geoseg.strict_json import json_safe as _json_safe
 from tiles.rasterpath import as_raster_path, raster_name, raster_stem
 from tiles.source import Scene, working_grid
 
-from checks import assert_one_line_error, unlabelled_bgr
+from checks import assert_one_line_error, assert_usage_error, unlabelled_bgr
 from test_predict_pipeline import coarse_copy
 
 KAMPALA = data_root() / "buildings" / "kampala"
@@ -41,7 +41,7 @@ SCENE = KAMPALA / "kampala_z19_1.tif"
 ])
 def test_float_options_must_be_finite(tmp_path, option, value, word):
     result = CliRunner().invoke(app, ["predict", str(SCENE), "--out", str(tmp_path / "o"), option, value])
-    assert_one_line_error(result, "predict", word, "finite")
+    assert_usage_error(result, "predict", word, "finite")
     assert not (tmp_path / "o").exists()
 
 
@@ -879,7 +879,7 @@ def test_a_bad_device_batch_size_or_context_is_one_line_before_any_input_runs(tm
     'ValueError: device must be ...' and a single input drew its progress bar first."""
     result = CliRunner().invoke(app, ["predict", str(SCENE), str(KAMPALA / "kampala_z19_2.tif"),
                                       "--out", str(tmp_path / "o"), *FAST, *option])
-    assert_one_line_error(result, "predict", says)
+    assert_usage_error(result, "predict", says)
     assert not (tmp_path / "o").exists()
 
 
@@ -905,7 +905,7 @@ def test_a_malformed_scheduler_address_is_one_line_before_any_work(tmp_path, add
     scenes = [str(SCENE), str(KAMPALA / "kampala_z19_2.tif")][:inputs]
     result = CliRunner().invoke(app, ["predict", *scenes, "--out", str(tmp_path / "o"), "--scheduler", address,
                                       *FAST])
-    assert_one_line_error(result, "predict", "--scheduler expects 'local', 'sync' or a Dask scheduler address", repr(address))
+    assert_usage_error(result, "predict", "--scheduler expects 'local', 'sync' or a Dask scheduler address", repr(address))
     assert not (tmp_path / "o").exists()
 
 
@@ -1018,9 +1018,11 @@ def test_an_unlabelled_four_band_scene_read_as_bands_1_to_3_says_so_and_names_ba
     ("3,2,5", ["bands 3,2,5 were asked for", "the raster has 3 band(s): band(s) 5 do not exist"]),
 ])
 def test_bad_bands_are_one_line_errors(tmp_path, value, words):
+    """A malformed --bands is a usage error (exit 2); a band the raster lacks, found once it is read,
+    fails the run (exit 1)."""
     bgr = unlabelled_bgr(SCENE, tmp_path / "bgr.tif", size=64)
     result = CliRunner().invoke(app, ["predict", str(bgr), "--out", str(tmp_path / "o"), *FAST, "--bands", value])
-    assert_one_line_error(result, "predict", *words)
+    (assert_one_line_error if "were asked for" in words[0] else assert_usage_error)(result, "predict", *words)
     assert not (tmp_path / "o").exists()  # neither a result nor an empty folder made by the failed run
 
 
@@ -1411,7 +1413,7 @@ def test_a_tile_size_alone_under_twice_the_default_overlap_says_to_lower_the_ove
     """``--tile-size 64`` alone failed as '--overlap must be in [0, tile_size/2), got 64', naming an option
     the user had not given; it now names both and what to give."""
     result = CliRunner().invoke(app, ["predict", str(SCENE), "--out", str(tmp_path / "o"), "--tile-size", "64", *FAST])
-    assert_one_line_error(result, "predict", "--overlap 64 must be under half the tile size (64 // 2 = 32; "
+    assert_usage_error(result, "predict", "--overlap 64 must be under half the tile size (64 // 2 = 32; "
                           "--overlap is 64 unless given)", "a smaller --overlap or a --tile-size of at least 130")
     assert not (tmp_path / "o").exists()
 

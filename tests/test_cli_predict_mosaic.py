@@ -7,7 +7,7 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 import shapely
-from checks import assert_one_line_error
+from checks import assert_one_line_error, assert_usage_error
 from mosaic_tiles import SCENE, cut_grid, quantized, write_paletted, write_tile
 from typer.testing import CliRunner
 
@@ -96,7 +96,7 @@ def test_tiles_that_cannot_share_one_grid_are_refused_before_out_is_made(tmp_pat
 def test_mosaic_with_a_scheduler_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["predict", str(SCENE), "--out", str(tmp_path / "o"), "--mosaic",
                                       "--scheduler", "local"])
-    assert_one_line_error(result, "predict", "--mosaic", "--scheduler", "leave it out")
+    assert_usage_error(result, "predict", "--mosaic", "--scheduler", "leave it out")
     assert not (tmp_path / "o").exists()
 
 

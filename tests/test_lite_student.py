@@ -22,7 +22,7 @@ from geoseg.models.efficientnet_lite import (
 from geoseg.models.lite_unet import LiteUNet
 from geoseg.models.u2net import U2Net
 from geoseg.training.distill import PRETRAINED_LR_SCALE, new_student, student_card, student_param_groups
-from checks import assert_one_line_error, one_thread_cpu_seconds
+from checks import assert_usage_error, one_thread_cpu_seconds
 
 torch.set_num_threads(2)
 TEACHER_CARD = json.loads((REPO_ROOT / "geoseg" / "weights" / "buildings-u2net.json").read_text())
@@ -121,7 +121,7 @@ def test_the_clis_student_choices_are_the_trainers():
 def test_bad_student_options_fail_in_one_line(tmp_path, options, words):
     result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path), "--out", str(tmp_path / "m"),
                                       "--epochs", "1", *options])
-    assert_one_line_error(result, "train", *words)
+    assert_usage_error(result, "train", *words)
     assert not (tmp_path / "m").exists()
 
 

@@ -14,7 +14,7 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 import shapely
-from checks import assert_one_line_error
+from checks import assert_one_line_error, assert_usage_error
 from typer.testing import CliRunner
 
 from geoseg.cli import app
@@ -134,7 +134,7 @@ def test_a_bad_coverage_is_one_line(buildings_dir, tmp_path):
     assert not (tmp_path / "far/images").exists()
     masks = runner.invoke(app, ["tile", str(tmp_path), "--target", "landcover", "--out", str(tmp_path / "lc"),
                                 "--coverage", str(far)])
-    assert_one_line_error(masks, "tile", "--coverage with --target landcover needs --labels-class-field")
+    assert_usage_error(masks, "tile", "--coverage with --target landcover needs --labels-class-field")
 
 
 def test_vector_landcover_is_unlabeled_outside_the_coverage(buildings_dir, tmp_path):

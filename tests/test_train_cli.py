@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from geoseg.card import save_model
 from geoseg.cli import app
-from checks import assert_one_line_error
+from checks import assert_one_line_error, assert_usage_error
 from test_distill_training import dubai_chips, teacher_pair, write_chip_dir
 
 
@@ -137,7 +137,7 @@ def test_own_chips_without_a_gsd_need_gsd_and_the_card_says_it(tmp_path):
     assert card["gsd_m"] == 0.3 and "gsd_note" not in card and card["metrics"]["command"].endswith("--gsd 0.3")
     for bad, words in ((["--gsd", "nan"], "--gsd must be a positive number of metres"),
                        (["--gsd", "0.3", "--teacher", str(tmp_path / "m")], "a student works at its teacher's GSD")):
-        assert_one_line_error(CliRunner().invoke(app, [*args, *bad]), "train", words)
+        assert_usage_error(CliRunner().invoke(app, [*args, *bad]), "train", words)
     georeferenced = buildings_pack(tmp_path / "b.npz")  # chips that carry theirs
     assert_one_line_error(CliRunner().invoke(app, ["train", "buildings", "--data", str(georeferenced), "--out",
                                                    str(tmp_path / "b"), "--epochs", "1", "--crop", "32", "--gsd", "0.3"]),
@@ -152,7 +152,7 @@ def test_own_chips_without_a_gsd_need_gsd_and_the_card_says_it(tmp_path):
 def test_a_budget_that_never_ends_is_refused(tmp_path, budget, message):
     result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path / "none"), "--out",
                                       str(tmp_path / "m"), *budget])
-    assert_one_line_error(result, "train", message)
+    assert_usage_error(result, "train", message)
 
 
 @pytest.mark.parametrize("option, message", [
@@ -171,11 +171,12 @@ def test_a_budget_that_never_ends_is_refused(tmp_path, budget, message):
                                             "--batch-size 2"),
 ])
 def test_bad_options_fail_in_one_line_before_training(tmp_path, option, message):
-    """Checked before the data is even looked at: the chip directory here does not exist."""
+    """Checked before the data is even looked at: the chip directory here does not exist. A usage error
+    (exit 2), as click's own for a value of the wrong type: it was exit 1, a failed run."""
     result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path / "none"), "--out",
                                       str(tmp_path / "m"), "--epochs", "1", *option])
-    assert result.exit_code == 1
-    assert result.output.strip() == f"geoseg train: error: {message}"
+    assert result.exit_code == 2
+    assert result.output.strip() == f"geoseg train: error: {message} (see 'geoseg train --help')"
     assert not (tmp_path / "m").exists()
 
 
@@ -188,8 +189,8 @@ def test_bad_distillation_losses_fail_in_one_line_before_the_teacher_loads(tmp_p
     teacher and chip directory here do not exist, so only the check itself can answer."""
     result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path), "--out", str(tmp_path / "m"),
                                       "--teacher", str(tmp_path / "none"), "--epochs", "1", *option])
-    assert result.exit_code == 1, result.output
-    assert result.stderr.strip() == f"geoseg train: error: {message}"
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"geoseg train: error: {message} (see 'geoseg train --help')"
     assert not (tmp_path / "m").exists()
 
 
@@ -199,7 +200,7 @@ def test_distillation_losses_without_a_teacher_are_refused(tmp_path, option):
     trained as if they had not been given. The chip directory here does not exist: refused first."""
     result = CliRunner().invoke(app, ["train", "buildings", "--data", str(tmp_path / "none"), "--out",
                                       str(tmp_path / "m"), "--epochs", "1", *option])
-    assert_one_line_error(result, "train", "--losses and --label-loss choose a distilled student's terms: "
+    assert_usage_error(result, "train", "--losses and --label-loss choose a distilled student's terms: "
                                            "give them with --teacher")
     assert not (tmp_path / "m").exists()
 
@@ -273,7 +274,7 @@ def test_name_gives_the_model_its_own_name(student_setup):
     for bad in ("../x", ".hidden", "a b"):  # an empty --name is a usage error (test_cli.py)
         result = CliRunner().invoke(app, ["train", "landcover", "--data", str(chips), "--out", str(root / "bad"),
                                           "--epochs", "1", "--name", bad])
-        assert_one_line_error(result, "train", "--name must be")
+        assert_usage_error(result, "train", "--name must be")
 
 
 def test_mixed_gsd_chips_fail_in_one_line(tmp_path):

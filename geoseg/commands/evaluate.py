@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -10,11 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from geoseg.commands.usage import UsageError
 from geoseg.commands.warning_lines import warnings_as_lines
 
-# the exceptions module of the click typer runs on (newer typers vendor a copy): its UsageError is
-# what geoseg.cli turns into `geoseg eval: error: ... (see 'geoseg eval --help')`, exit 2
-_click_errors = sys.modules[typer.BadParameter.__module__]
 
 
 def evaluate(
@@ -30,12 +27,12 @@ def evaluate(
 ) -> None:
     """Score a prediction: buildings (pixel IoU/F1, polygon F1 at IoU >= 0.5) or class map (IoU, mIoU, OA)."""
     if (labels is None) == (truth is None):  # a usage error, one line as click's (geoseg.cli)
-        raise _click_errors.UsageError("give exactly one of --labels or --truth")
+        raise UsageError("give exactly one of --labels or --truth")
     if labels is None and (labels_where is not None or labels_layer is not None):  # not ignored with --truth
         given = "--labels-where" if labels_where is not None else "--labels-layer"
-        raise _click_errors.UsageError(f"{given} selects building labels: it goes with --labels, not --truth")
+        raise UsageError(f"{given} selects building labels: it goes with --labels, not --truth")
     if labels is None and coverage is not None:
-        raise _click_errors.UsageError("--coverage says where building labels are complete: it goes with --labels, "
+        raise UsageError("--coverage says where building labels are complete: it goes with --labels, "
                                        "not --truth (a class raster marks its unlabeled pixels 0)")
     out = json_out or pred_dir / f"eval_{'buildings' if labels is not None else 'classmap'}.json"
     try:

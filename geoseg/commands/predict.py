@@ -21,6 +21,7 @@ from geoseg import __version__
 from geoseg.commands.outdir import check_not_another_commands_out, check_predict_layout
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
+from geoseg.commands.usage import UsageError, usage_errors
 from geoseg.commands.warning_lines import echo_warnings, recorded_warnings, warning_lines
 from geoseg.options import PredictError
 from tiles.batch import failure_line, parse_scheduler, time_left
@@ -122,14 +123,15 @@ def predict(
                              allow_coarse=allow_coarse)
     batch = False
     try:
-        options.model_dirs = parse_model_specs(model)
-        options.bands = parse_bands(bands) if bands is not None else None
-        options.check()
-        if mosaic and scheduler not in (None, "sync"):  # one scene, predicted here: nothing to spread over a cluster
-            raise ValueError("--mosaic predicts its inputs as one scene in this process; --scheduler is for "
-                             "batches of separate inputs: leave it out")
-        # also for one input, which runs in this process: a mistyped address was silently ignored
-        scheduler = _scheduler(scheduler)
+        with usage_errors(ValueError):  # the options alone, before any input or model is read
+            options.model_dirs = parse_model_specs(model)
+            options.bands = parse_bands(bands) if bands is not None else None
+            options.check()
+            if mosaic and scheduler not in (None, "sync"):  # one scene, predicted here: nothing to spread over a cluster
+                raise ValueError("--mosaic predicts its inputs as one scene in this process; --scheduler is for "
+                                 "batches of separate inputs: leave it out")
+            # also for one input, which runs in this process: a mistyped address was silently ignored
+            scheduler = _scheduler(scheduler)
         paths, folders, outputs = _expand_folders([as_raster_path(p) for p in inputs])
         batch = not mosaic and (folders or len(paths) > 1)  # the layout follows what was given, repeats included
         paths, sidecars = split_sidecars(_unique(paths))
@@ -147,7 +149,7 @@ def predict(
         else:  # a missing input is one failed input of the batch (predict_scene checks it): the others run
             with hold_out_folder(out, "geoseg predict"):  # one batch at a time in DIR
                 _predict_many(paths, out, options, scheduler, notes + _vrts_of_inputs(paths))
-    except typer.Exit:
+    except (typer.Exit, UsageError):
         raise
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: say what is kept (a batch's finished folders) and how to go on
         kept = "finished folders are kept, run the same command again to resume" if batch else "nothing written"

@@ -17,6 +17,8 @@ from typing import Annotated
 
 import typer
 
+from geoseg.commands.usage import UsageError
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: seconds a stopping server waits for the requests in flight before cutting them off (they get a
 #: 503 to retry). Then the supervisor gives the running jobs back to the queue, their attempt not
@@ -90,7 +92,11 @@ def serve(
     import uvicorn
 
     if log_level.lower() not in LOG_LEVELS:
-        _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        raise UsageError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    root_path = root_path.strip().rstrip("/")
+    if root_path and not root_path.startswith("/"):
+        raise UsageError(f"--root-path (GEOSEG_ROOT_PATH) must be a path starting with '/', e.g. /geoseg "
+                         f"(got {root_path!r})")
     if data_dir.exists() and not data_dir.is_dir():
         _fail(f"--data-dir {data_dir} is a file, not a folder")
     try:
@@ -102,9 +108,6 @@ def serve(
               f"folder owned by another user (a host folder mounted into a container: chown it to uid {os.getuid()})")
     if _held_by_another_server(data_dir):
         _fail(f"another geoseg server is using --data-dir {data_dir}; stop it or give another folder")
-    root_path = root_path.strip().rstrip("/")
-    if root_path and not root_path.startswith("/"):
-        _fail(f"--root-path (GEOSEG_ROOT_PATH) must be a path starting with '/', e.g. /geoseg (got {root_path!r})")
     if models is not None and not models.is_dir():
         what = "is a file, not a folder" if models.exists() else "no such folder"
         _fail(f"--models {models} (GEOSEG_MODELS_DIR): {what}; give the folder of the models jobs may name "

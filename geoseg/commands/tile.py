@@ -25,6 +25,7 @@ from geoseg import __version__
 from geoseg.commands.outdir import check_not_another_commands_out
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
+from geoseg.commands.usage import UsageError, usage_errors
 from geoseg.commands.warning_lines import warnings_as_lines
 from tiles.batch import failure_line, parse_scheduler, run_batch
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary, command_line
@@ -254,7 +255,7 @@ def check_options(size: int, overlap: int, gsd: float | None, min_valid: float, 
     """Refuse option values that would crash (--gsd 0), hang (--workers 0: a cluster with no
     worker), be ignored (--gsd -1) or silently skip every window (--min-valid 5)."""
     if size <= 0 or not 0 <= overlap < size:
-        raise ValueError(f"need size > 0 and 0 <= overlap < size (got {size}, {overlap})")
+        raise ValueError(f"--size must be > 0 and --overlap in [0, --size) (got --size {size}, --overlap {overlap})")
     if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
         raise ValueError(f"--gsd must be a positive number of metres, got {gsd}")
     if not 0 <= min_valid <= 1:
@@ -438,18 +439,20 @@ def tile(
     label_files = [as_raster_path(p) for p in labels] if labels else None
     with ExitStack() as held:  # the lock on OUT, taken before OUT is read or changed
         try:
-            check_options(size, overlap, gsd, min_valid, split, workers)
-            if target is Target.landcover:
-                check_landcover_labels(label_files, labels_where, labels_layer, labels_class_field)
-            elif labels_class_field is not None:
-                raise ValueError("--labels-class-field is for --target landcover (building labels are one class)")
-            if coverage is not None:
-                if target is Target.landcover and not labels_class_field:
+            with usage_errors(ValueError):  # the options alone, before any scene or label file is read
+                check_options(size, overlap, gsd, min_valid, split, workers)
+                if target is Target.landcover:
+                    check_landcover_labels(label_files, labels_where, labels_layer, labels_class_field)
+                elif labels_class_field is not None:
+                    raise ValueError("--labels-class-field is for --target landcover (building labels are one class)")
+                if coverage is not None and target is Target.landcover and not labels_class_field:
                     raise ValueError("--coverage with --target landcover needs --labels-class-field polygons (a class "
                                      "mask marks its unlabeled pixels 0 itself)")
+                chosen = parse_scheduler(scheduler) if scheduler is not None else None
+                opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid,
+                                   bands=parse_bands(bands) if bands is not None else None)
+            if coverage is not None:
                 check_coverage_file(coverage)
-            chosen = parse_scheduler(scheduler) if scheduler is not None else None
-            opts = ChipOptions(size=size, overlap=overlap, gsd=gsd, min_valid=min_valid, bands=parse_bands(bands) if bands is not None else None)
             # vector land cover: scene rasters, as for buildings (not image + mask pairs)
             inputs = expand_inputs(given, Target.buildings if labels_class_field else target, chips_dir=out.resolve())
             inputs, sidecars = without_sidecars(inputs)
@@ -488,6 +491,8 @@ def tile(
                       + chip_set.recut_incomplete(inputs))
             if target is Target.landcover:
                 record_landcover_classes(job.out, classes_file)
+        except UsageError:
+            raise
         except Exception as exc:  # one line for the user, non-zero exit
             typer.echo(f"geoseg tile: error: {exc}", err=True)
             raise typer.Exit(1) from None

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
+from geoseg.commands.usage import UsageError, usage_errors
 from tiles.progress_console import progress_console
 
 TASKS = ("landcover", "buildings")
@@ -111,49 +112,13 @@ def train(
 
     console = progress_console(stderr=True)
     try:
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-        if minutes is not None and epochs is not None:
-            raise ValueError("give --minutes or --epochs, not both")
-        if minutes is None and epochs is None:
-            raise ValueError("give a budget: --minutes N or --epochs N")
-        # nan and inf passed "> 0" and trained forever (the budget fraction stayed 0 or nan)
-        if (minutes is not None and not (math.isfinite(minutes) and minutes > 0)) or (epochs is not None and epochs <= 0):
-            raise ValueError("--minutes/--epochs must be positive")
-        if teacher is None and (losses is not None or label_loss is not None):
-            # they choose a student's loss terms; a teacher run ignored them and trained as if unasked
-            raise ValueError("--losses and --label-loss choose a distilled student's terms: give them with --teacher")
-        if student is not None and (teacher is None or init is not None):
-            raise ValueError("--student chooses a new distilled student's network: give it with --teacher and "
-                             "without --init (a fine-tuned student keeps its own)")
-        if student is not None and student not in STUDENT_NETWORKS:
-            raise ValueError(f"--student must be one of {', '.join(STUDENT_NETWORKS)}, got {student!r}")
-        losses = DEFAULT_LOSSES if losses is None else losses
-        label_loss = DEFAULT_LABEL_LOSS if label_loss is None else label_loss
-        if not DEVICE.fullmatch(device):
-            raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
-        if batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
-        if crop is not None and crop < MIN_CROP:
-            raise ValueError(f"--crop must be at least {MIN_CROP} px, got {crop}")
-        if lr is not None and not (math.isfinite(lr) and lr > 0):  # 0 never trains, nan made every weight nan
-            raise ValueError(f"--lr must be a positive, finite number, got {lr:g}")
-        lr = lr if lr is not None else (STUDENT_LR if teacher is not None else TEACHER_LR)
-        if teacher is not None and crop is None:
-            crop = DEFAULT_CROP  # a student crops only chips larger than it (geoseg.training.chip_batches)
-        if crop is not None:
-            _check_one_chip_batch(task, teacher is not None, batch_size, crop)
+        with usage_errors(ValueError):
+            losses, label_loss, lr, crop = _checked_options(task, minutes, epochs, teacher, init, student, losses,
+                                                            label_loss, device, batch_size, crop, lr, gsd, name)
         if not data.exists():
             raise ValueError(f"no chip directory or pack at {data}")
         _warn_of_stale_chips(data)
-        if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
-            raise ValueError(f"--gsd must be a positive number of metres, got {gsd:g}")
-        if gsd is not None and teacher is not None:
-            raise ValueError("--gsd states a teacher's chips' scale: a student works at its teacher's GSD")
         refuse_shipped_folder(out)
-        if name is not None and not MODEL_NAME.fullmatch(name):
-            raise ValueError(f"--name must be letters, digits, '.', '_' or '-', not starting with '.' or '-' "
-                             f"(it names the model's files), got {name!r}")
         if device != "cpu":
             import torch
 
@@ -177,7 +142,8 @@ def train(
                 train_student,
             )
 
-            check_loss_options(losses, label_loss)  # before --out is made and the bar drawn
+            with usage_errors(ValueError):
+                check_loss_options(losses, label_loss)  # before --out is made and the bar drawn
             # a missing, ambiguous or other-task teacher, or one of other bands, classes or GSD than the
             # chips': one line, no bar
             teacher_card = read_card(find_task_card(teacher, task))
@@ -210,7 +176,7 @@ def train(
         _exit_if_stopped(written["training"].get("interrupted"),
                          f"the weights so far are in {card_path}" + _kept_beside(written))
         console.print(f"[green]model card:[/green] {card_path}")
-    except typer.Exit:
+    except (typer.Exit, UsageError):
         raise
     except KeyboardInterrupt as stop:  # before the first step or after training: no weights to keep
         terminated = isinstance(stop, Terminated)
@@ -219,6 +185,54 @@ def train(
     except Exception as exc:  # one clear line for the user, non-zero exit
         typer.echo(f"geoseg train: error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _checked_options(task: str, minutes: float | None, epochs: int | None, teacher: Path | None, init: Path | None,
+                     student: str | None, losses: str | None, label_loss: str | None, device: str, batch_size: int,
+                     crop: int | None, lr: float | None, gsd: float | None, name: str | None,
+                     ) -> tuple[str, str, float, int | None]:
+    """The options alone, checked before the chips or a model is read (a ``ValueError`` is a usage
+    error); returns the defaults they imply: losses, label loss, learning rate and crop."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if minutes is not None and epochs is not None:
+        raise ValueError("give --minutes or --epochs, not both")
+    if minutes is None and epochs is None:
+        raise ValueError("give a budget: --minutes N or --epochs N")
+    # nan and inf passed "> 0" and trained forever (the budget fraction stayed 0 or nan)
+    if (minutes is not None and not (math.isfinite(minutes) and minutes > 0)) or (epochs is not None and epochs <= 0):
+        raise ValueError("--minutes/--epochs must be positive")
+    if teacher is None and (losses is not None or label_loss is not None):
+        # they choose a student's loss terms; a teacher run ignored them and trained as if unasked
+        raise ValueError("--losses and --label-loss choose a distilled student's terms: give them with --teacher")
+    if student is not None and (teacher is None or init is not None):
+        raise ValueError("--student chooses a new distilled student's network: give it with --teacher and "
+                         "without --init (a fine-tuned student keeps its own)")
+    if student is not None and student not in STUDENT_NETWORKS:
+        raise ValueError(f"--student must be one of {', '.join(STUDENT_NETWORKS)}, got {student!r}")
+    losses = DEFAULT_LOSSES if losses is None else losses
+    label_loss = DEFAULT_LABEL_LOSS if label_loss is None else label_loss
+    if not DEVICE.fullmatch(device):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    if crop is not None and crop < MIN_CROP:
+        raise ValueError(f"--crop must be at least {MIN_CROP} px, got {crop}")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):  # 0 never trains, nan made every weight nan
+        raise ValueError(f"--lr must be a positive, finite number, got {lr:g}")
+    lr = lr if lr is not None else (STUDENT_LR if teacher is not None else TEACHER_LR)
+    if teacher is not None and crop is None:
+        crop = DEFAULT_CROP  # a student crops only chips larger than it (geoseg.training.chip_batches)
+    if crop is not None:
+        _check_one_chip_batch(task, teacher is not None, batch_size, crop)
+    if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
+        raise ValueError(f"--gsd must be a positive number of metres, got {gsd:g}")
+    if gsd is not None and teacher is not None:
+        raise ValueError("--gsd states a teacher's chips' scale: a student works at its teacher's GSD")
+    if name is not None and not MODEL_NAME.fullmatch(name):
+        raise ValueError(f"--name must be letters, digits, '.', '_' or '-', not starting with '.' or '-' "
+                         f"(it names the model's files), got {name!r}")
+    return losses, label_loss, lr, crop
 
 
 #: what a default name gets when a shipped model has that name
