@@ -10,6 +10,8 @@ what to change.
 """
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -48,7 +50,20 @@ class CorsWithJsonRefusals(CORSMiddleware):
                             status_code=400, headers=kept)
 
 
+def subdomains_pattern(origins: list[str]) -> str | None:
+    """One regular expression for the ``scheme://*.host[:port]`` origins: ``*`` stands for one or more
+    leading labels of the host (``https://*.example.org`` allows ``https://a.b.example.org``, not
+    ``https://example.org`` nor ``https://evil-example.org``); None without such origins.
+
+    Why: Starlette compares origins literally, so a wildcard origin was accepted and never matched."""
+    patterns = [re.escape(scheme) + "://" + r"(?:[a-z0-9-]+\.)+" + re.escape(rest)
+                for scheme, _, host in (o.partition("://") for o in origins if "*" in o and o != "*")
+                for rest in [host.removeprefix("*.")]]
+    return "|".join(f"(?:{p})" for p in patterns) or None
+
+
 def add_cors(app: FastAPI, origins: list[str]) -> None:
     """Let pages on ``origins`` call the service (preflights included)."""
-    app.add_middleware(CorsWithJsonRefusals, allow_origins=origins, allow_methods=CORS_METHODS,
+    app.add_middleware(CorsWithJsonRefusals, allow_origins=[o for o in origins if "*" not in o or o == "*"],
+                       allow_origin_regex=subdomains_pattern(origins), allow_methods=CORS_METHODS,
                        allow_headers=CORS_REQUEST_HEADERS, expose_headers=CORS_EXPOSED_HEADERS)

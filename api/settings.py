@@ -41,6 +41,8 @@ def _env_float(name: str, default: float) -> float:
 
 #: a web origin: scheme://host[:port], as a browser sends it in ``Origin``
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
+#: an origin standing for a host's subdomains (preview deploys): scheme://*.host[:port]
+_SUBDOMAINS = re.compile(r"[a-z][a-z0-9+.-]*://\*\.[^/\s?#*]+")
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,14 @@ class Settings:
                              "character: no client can send it in a header (e.g. a secret file written with echo: "
                              "use printf)")
         for origin in self.cors_origins:
-            if origin not in ("*", "null") and not _ORIGIN.fullmatch(origin):  # null: a page opened from a file
-                # "https://a.example/" never matched: a browser sends its origin without a path
+            if origin in ("*", "null") or _ORIGIN.fullmatch(origin) and "*" not in origin:  # null: a page opened from a file
+                continue
+            if not _SUBDOMAINS.fullmatch(origin):
+                # "https://a.example/" never matched: a browser sends its origin without a path; nor did
+                # "https://app-*.example" (a wildcard stands only for the leading labels of a host)
                 raise ValueError(f"cors_origins (GEOSEG_CORS_ORIGINS): {origin!r} is not an origin, "
-                                 f"scheme://host[:port] without a path or a trailing '/'")
+                                 f"scheme://host[:port] without a path or a trailing '/', or scheme://*.host[:port] "
+                                 f"for its subdomains")
         if self.workers < 1:
             raise ValueError("workers (GEOSEG_WORKERS) must be >= 1")
         if self.max_attempts < 1:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -444,6 +445,37 @@ def test_cors_allows_only_configured_origins(tmp_path):
         other = client.get("/v1/jobs", headers={"Origin": "https://evil.example"})
     assert ok.headers["access-control-allow-origin"] == "https://map.example"
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_the_body_caps_refusal_carries_cors_headers(tmp_path):
+    """A web page's upload past GEOSEG_MAX_UPLOAD_MB (a browser's FormData always sends its length) got
+    the body cap's 413 without CORS headers: the page saw "Failed to fetch", never the detail. The cap
+    sat outside the CORS layer, as the shutdown cut-off's 503 did."""
+    origin = {"Origin": "https://map.example"}
+    with service(tmp_path, cors_origins=("https://map.example",), max_upload_bytes=1024**2) as client:
+        r = client.post("/v1/jobs", files={"file": ("big.tif", b"II*\x00" + b"\x00" * 3 * 1024**2, "image/tiff")},
+                        headers=origin)
+    assert r.status_code == 413 and "limit" in r.json()["detail"], r.text
+    assert r.headers["access-control-allow-origin"] == "https://map.example"
+    assert r.headers["cache-control"] == "no-store"
+
+
+def test_a_wildcard_origin_allows_the_subdomains_it_names_and_no_other(tmp_path):
+    """``https://*.example.org`` (a team's preview deploys) was accepted at start-up and then matched
+    no page: Starlette compares origins literally. A wildcard elsewhere in a host is refused."""
+    with service(tmp_path, cors_origins=("https://map.example", "https://*.example.org")) as client:
+        allowed = {origin: client.get("/v1/jobs", headers={"Origin": origin}).headers.get(
+            "access-control-allow-origin") for origin in ("https://a.example.org", "https://b.c.example.org",
+                                                          "https://example.org", "https://evil-example.org",
+                                                          "https://a.example.org.evil.test", "http://a.example.org",
+                                                          "https://map.example")}
+    assert allowed == {"https://a.example.org": "https://a.example.org",
+                       "https://b.c.example.org": "https://b.c.example.org", "https://example.org": None,
+                       "https://evil-example.org": None, "https://a.example.org.evil.test": None,
+                       "http://a.example.org": None, "https://map.example": "https://map.example"}
+    for pattern in ("https://app-*.example.org", "https://*example.org", "*.example.org"):
+        with pytest.raises(ValueError, match=re.escape("or scheme://*.host[:port] for its subdomains")):
+            Settings(cors_origins=(pattern,))
 
 
 def test_a_refused_cors_preflight_says_in_json_what_was_refused(tmp_path):
