@@ -24,7 +24,9 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
 
 #: the query parameter of a signed tile URL (a keyed server's TileJSON and job links carry it)
 TILE_SIGNATURE_PARAM = "sig"
-_TILE_PATH = re.compile(r"^/v1/jobs/(?P<job>[^/]+)/tiles/\d+/\d+/\d+\.png$")
+#: any z/x/y, so that a signed URL of a malformed tile hears the route's 422 naming it, not "wrong API key"
+#: (a web map's template mistake, e.g. TMS's {-y}); the signature still opens that job's tiles only
+_TILE_PATH = re.compile(r"/v1/jobs/(?P<job>[^/]+)/tiles/[^/]+/[^/]+/[^/]+\.png\Z")
 
 
 def tile_signature(api_key: str, job_id: str) -> str:

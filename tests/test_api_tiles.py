@@ -231,6 +231,13 @@ def test_a_keyed_servers_tile_urls_are_signed_for_maps_that_cannot_send_the_key(
                     f"{job['links']['self']}?sig={sig}"):
             assert client.get(url).status_code == 401, url
         assert client.delete(f"{job['links']['self']}?sig={sig}").status_code == 401
+        # a template mistake (TMS's {-y}, a fractional zoom) hears what is wrong, not "wrong API key"
+        prefix = path.rsplit("/", 3)[0]
+        for tile in (f"{ZOOM}/{x}/-{y}", f"{ZOOM}.5/{x}/{y}", f"{ZOOM}/x/{y}"):
+            bad = client.get(f"{prefix}/{tile}.png?sig={sig}")
+            assert bad.status_code == 422 and "API key" not in bad.json()["detail"], (tile, bad.text)
+        assert client.get(f"{prefix}/{ZOOM}/{x}/-{y}.png?sig={sig[:-2]}xx").status_code == 401
+        assert client.get(f"{path}%0A?sig={sig}").status_code == 401  # a path ending in a line break
 
 
 def test_an_open_servers_tile_urls_carry_no_signature(served):
