@@ -103,8 +103,9 @@ class TileJSON(BaseModel):
     tiles: list[str] = Field(description="The tile URL template, absolute: `{z}/{x}/{y}` to fill in; `v=` "
                                          "names the server's tile renderer (on a keyed server also signed: "
                                          "`sig=...` opens this job's tiles only).")
-    bounds: list[float] = Field(description="West, south, east, north of the scene (WGS84 degrees).")
-    center: list[float] = Field(description="Longitude, latitude and zoom a map may open at.")
+    bounds: list[float] = Field(description="West, south, east, north of the scene (WGS84 degrees); a scene "
+                                            "across the antimeridian spans -180..180 (TileJSON's bounds never wrap).")
+    center: tuple[float, float, int] = Field(description="Longitude, latitude and zoom (an integer) a map may open at.")
     minzoom: int = Field(description="The deepest zoom where the whole scene fits one tile.")
     maxzoom: int = Field(description="The scene's native zoom: its pixels as fine as the scene's GSD.")
     attribution: str

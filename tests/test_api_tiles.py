@@ -285,10 +285,13 @@ def test_the_tilejson_centre_of_a_scene_across_the_antimeridian_lies_on_the_scen
     job = wait(client, submit(client, scene, outputs="classmap")["id"])
     assert job["status"] == "succeeded", job
     doc = client.get(job["links"]["tilejson"]).json()
-    west, south, east, north = doc["bounds"]
+    west, south, east, north = job["input"]["bounds_wgs84"]
     assert west > 179.99 and east < -179.99  # RFC 7946's order across the antimeridian
+    # TileJSON's bounds MUST NOT wrap (MapLibre requested no tile of west > east): every longitude
+    assert doc["bounds"] == pytest.approx([-180, south, 180, north], abs=1e-6), doc["bounds"]
     lon, lat, zoom = doc["center"]
     assert abs(lon) > 179.99 and south < lat < north and zoom == doc["minzoom"], doc["center"]
+    assert isinstance(zoom, int), doc["center"]  # TileJSON: "the zoom level as an integer" (it was 17.0)
 
 
 def test_a_lonlat_scene_past_180_degrees_has_rfc_7946_bounds_and_its_own_zooms(served, tmp_path):
@@ -300,8 +303,9 @@ def test_a_lonlat_scene_past_180_degrees_has_rfc_7946_bounds_and_its_own_zooms(s
     job = wait(client, submit(client, scene, outputs="classmap")["id"])
     assert job["status"] == "succeeded", job
     doc = client.get(job["links"]["tilejson"]).json()
-    for west, south, east, north in (job["input"]["bounds_wgs84"], doc["bounds"]):
-        assert 179.99 < west <= 180 and -180 <= east < -179.99 and -90 <= south < north <= 90
+    west, south, east, north = job["input"]["bounds_wgs84"]
+    assert 179.99 < west <= 180 and -180 <= east < -179.99 and -90 <= south < north <= 90
+    assert doc["bounds"] == pytest.approx([-180, south, 180, north], abs=1e-6), doc["bounds"]
     assert doc["minzoom"] >= 17 and doc["maxzoom"] == 19, doc  # 77 m of 0.32 m pixels, as away from 180
     assert abs(doc["center"][0]) > 179.99
 

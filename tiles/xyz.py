@@ -89,6 +89,14 @@ class TileSet:
     maxzoom: int
 
     @property
+    def tilejson_bounds(self) -> tuple[float, float, float, float]:
+        """``bounds_wgs84`` as TileJSON 3.0.0 takes them: bounds MUST NOT wrap around the antimeridian, so a
+        scene across it spans every longitude. Why: MapLibre tests ``west <= x < east`` for each tile, and
+        with RFC 7946's west > east it requested none: the scene never drew."""
+        west, south, east, north = self.bounds_wgs84
+        return (-180.0, south, 180.0, north) if west > east else (west, south, east, north)
+
+    @property
     def centre_lonlat(self) -> tuple[float, float]:
         """The middle of ``bounds_wgs84`` (where a map opens), across the antimeridian too (west > east):
         the plain average of west and east put a scene over 180 degrees at 0 degrees, half a world away."""

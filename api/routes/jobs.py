@@ -285,11 +285,10 @@ def get_tilejson(request: Request, job_id: UUID) -> TileJSON:
         raise _not_produced(store, job_id, "classmap.tif") from None
     except ValueError as exc:
         raise HTTPException(422, f"the class map has no web-map tiles: {exc}") from None
-    west, south, east, north = tileset.bounds_wgs84
     template = str(request.url_for("get_tile", job_id=str(job.id), z="{z}", x="{x}", y="{y}"))
     # url_for quotes the braces of the template
     template = tile_template(template.replace("%7B", "{").replace("%7D", "}"), job.id, settings_of(request).api_key)
-    return TileJSON(name=f"geoseg land cover, job {job.id}", tiles=[template], bounds=[west, south, east, north],
+    return TileJSON(name=f"geoseg land cover, job {job.id}", tiles=[template], bounds=list(tileset.tilejson_bounds),
                     center=[*tileset.centre_lonlat, tileset.minzoom],
                     minzoom=tileset.minzoom, maxzoom=tileset.maxzoom,
                     attribution=f"Land cover: geoseg {__version__}")
