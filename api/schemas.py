@@ -106,7 +106,8 @@ class TileJSON(BaseModel):
     bounds: list[float] = Field(description="West, south, east, north of the scene (WGS84 degrees); a scene "
                                             "across the antimeridian spans -180..180 (TileJSON's bounds never wrap).")
     center: tuple[float, float, int] = Field(description="Longitude, latitude and zoom (an integer) a map may open at.")
-    minzoom: int = Field(description="The deepest zoom where the whole scene fits one tile.")
+    minzoom: int = Field(description="0: tiles are drawn at every zoom (the centre's zoom is the deepest where the "
+                                     "whole scene fits one tile).")
     maxzoom: int = Field(description="The scene's native zoom: its pixels as fine as the scene's GSD.")
     attribution: str
 

@@ -64,11 +64,11 @@ def test_the_scene_at_minzoom_has_the_class_map_shares_and_colours(utm_classmap)
     tileset = tileset_of(path)
     # 800 x 600 m: the whole scene fits one zoom-15 tile (1223 m); 0.5 m pixels: native at z19 (0.30 m),
     # since z18's 0.60 m pixels would lose detail
-    assert (tileset.minzoom, tileset.maxzoom) == (15, 19)
+    assert (tileset.fit_zoom, tileset.maxzoom) == (15, 19)
     west, south, east, north = tileset.bounds_wgs84
-    (x0, y0), (x1, y1) = lonlat_to_tile(west, north, tileset.minzoom), lonlat_to_tile(east, south, tileset.minzoom)
+    (x0, y0), (x1, y1) = lonlat_to_tile(west, north, tileset.fit_zoom), lonlat_to_tile(east, south, tileset.fit_zoom)
     assert x1 - x0 <= 1 and y1 - y0 <= 1  # the scene lies on at most 2 x 2 tiles (1 if it sits in one)
-    tiles = [render_xyz_tile(path, tileset.minzoom, x, y) for x in (x0, x1) for y in (y0, y1)]
+    tiles = [render_xyz_tile(path, tileset.fit_zoom, x, y) for x in (x0, x1) for y in (y0, y1)]
     pixels = np.concatenate([rgba(png) for png in tiles if png is not None])
     assert pixels.shape[1:] == (256, 4)
     opaque = pixels[pixels[..., 3] > 0]
@@ -108,7 +108,7 @@ def test_a_scene_across_the_antimeridian_keeps_its_zooms_and_draws_on_both_sides
     across, _ = classmap("across", 180.0)
     inland, _ = classmap("inland", 177.0)
     tiles, reference = tileset_of(across), tileset_of(inland)
-    assert (tiles.minzoom, tiles.maxzoom) == (reference.minzoom, reference.maxzoom) and tiles.minzoom >= 15
+    assert (tiles.fit_zoom, tiles.maxzoom) == (reference.fit_zoom, reference.maxzoom) and tiles.fit_zoom >= 15
     west, _, east, _ = tiles.bounds_wgs84
     assert west > 179.99 and east < -179.99  # RFC 7946's order for a box across the antimeridian
     z = tiles.maxzoom

@@ -83,8 +83,9 @@ class TileSet:
 
     #: west, south, east, north (WGS84 degrees)
     bounds_wgs84: tuple[float, float, float, float]
-    #: the deepest zoom whose whole scene still fits one tile (0 for a scene wider than the world's tile)
-    minzoom: int
+    #: the deepest zoom whose whole scene still fits one tile (0 for a scene wider than the world's tile):
+    #: where a map opens (tiles are drawn at every zoom)
+    fit_zoom: int
     #: the first zoom whose pixels are as fine as the scene's ground sample distance (its native zoom)
     maxzoom: int
 
@@ -150,8 +151,8 @@ def tileset_of(path: str | Path) -> TileSet:
     maxzoom = min(MAX_ZOOM, max(0, math.ceil(math.log2(metres_per_pixel_z0 / gsd) - ZOOM_SLACK)))
     extent = max(right - left, top - bottom, 1e-9)
     # 1e-9: a scene exactly one tile wide (cut on the tile grid) measures a few pm more through lon/lat
-    minzoom = min(maxzoom, max(0, math.floor(math.log2(2 * ORIGIN_M / extent) + 1e-9)))
-    return TileSet((west, south, east, north), minzoom, maxzoom)
+    fit_zoom = min(maxzoom, max(0, math.floor(math.log2(2 * ORIGIN_M / extent) + 1e-9)))
+    return TileSet((west, south, east, north), fit_zoom, maxzoom)
 
 
 def _rgba_lut(src: rasterio.io.DatasetReader) -> np.ndarray:

@@ -289,8 +289,10 @@ def get_tilejson(request: Request, job_id: UUID) -> TileJSON:
     # url_for quotes the braces of the template
     template = tile_template(template.replace("%7B", "{").replace("%7D", "}"), job.id, settings_of(request).api_key)
     return TileJSON(name=f"geoseg land cover, job {job.id}", tiles=[template], bounds=list(tileset.tilejson_bounds),
-                    center=[*tileset.centre_lonlat, tileset.minzoom],
-                    minzoom=tileset.minzoom, maxzoom=tileset.maxzoom,
+                    center=(*tileset.centre_lonlat, tileset.fit_zoom),
+                    # every zoom is drawn: MapLibre requests no tile below a source's minzoom, so with the
+                    # zoom the scene fits one tile the class map vanished as the map zoomed out a little
+                    minzoom=0, maxzoom=tileset.maxzoom,
                     attribution=f"Land cover: geoseg {__version__}")
 
 
