@@ -11,6 +11,7 @@ from geoseg import __version__
 from geoseg.commands import evaluate, predict, serve, tile, train
 from geoseg.commands.gdal_stderr import gdal_stderr_off
 from geoseg.commands.help_format import FlagsShownAsFlags, GeosegCommand
+from geoseg.commands.termination import TERMINATED_EXIT, Terminated
 from geoseg.commands.usage import click_errors as _click_errors
 
 
@@ -177,6 +178,14 @@ class OneLineErrorsGroup(FlagsShownAsFlags, TyperGroup):
             # being parsed, named once it is resolved
             sub = ctx.invoked_subcommand
             _exit_on_one_line(error, f"{ctx.command_path} {sub}" if sub else ctx.command_path)
+        except KeyboardInterrupt as stop:
+            # Ctrl-C or SIGTERM before a command's own handler runs (its imports take seconds): typer
+            # exited 130 without a word. The commands say what they keep; before they start, nothing.
+            sub = ctx.invoked_subcommand
+            terminated = isinstance(stop, Terminated)
+            typer.echo(f"{ctx.command_path}{f' {sub}' if sub else ''}: {'terminated' if terminated else 'interrupted'}"
+                       f" before it began: nothing written", err=True)
+            raise typer.Exit(TERMINATED_EXIT if terminated else 130) from None
 
 
 app = typer.Typer(

@@ -134,6 +134,24 @@ def test_an_empty_value_is_a_usage_error(args, command, words, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_an_interruption_before_a_command_begins_says_so(monkeypatch, tmp_path, stop):
+    """Ctrl-C in the seconds predict spends importing its models' libraries, before its own handler runs,
+    exited 130 without a word (typer's handler)."""
+    import geoseg.pipeline
+    from geoseg.commands.termination import Terminated
+
+    def interrupted(**_):
+        raise KeyboardInterrupt if stop == "ctrl-c" else Terminated("SIGTERM")
+
+    monkeypatch.setattr(geoseg.pipeline, "PredictOptions", interrupted)
+    result = CliRunner().invoke(app, ["predict", "x.tif", "--out", str(tmp_path / "o")])
+    assert result.exit_code == (130 if stop == "ctrl-c" else 143), result.output
+    word = "interrupted" if stop == "ctrl-c" else "terminated"
+    assert result.stderr == f"geoseg predict: {word} before it began: nothing written\n", result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_usage_error_from_the_environment_is_one_line():
     result = CliRunner().invoke(app, ["serve"], env={"GEOSEG_WORKERS": "abc"})
     _one_line_usage_error(result.exit_code, result.stdout, result.stderr, "geoseg serve", "GEOSEG_WORKERS", "'abc'")

@@ -442,3 +442,35 @@ def test_a_log_gets_progress_lines_whatever_force_color_or_a_dumb_terminal_say(m
     assert not console.is_terminal and logs_lines(console)
     monkeypatch.setenv("TERM", "dumb")
     assert logs_lines(Console(force_terminal=True))  # a dumb terminal: rich draws no frame, so lines
+
+
+
+def test_ctrl_c_while_a_local_clusters_workers_start_leaves_dask_nothing_to_close_at_exit(monkeypatch):
+    """Ctrl-C in the seconds a local cluster's workers take to start left a cluster whose workers never
+    ran; Dask's exit hook then failed to close it and printed 25 lines (``AssertionError: Status.init``)
+    under the one-line 'interrupted' (seen at 4-6 s into `geoseg predict a.tif b.tif --scheduler local`).
+    Here a stand-in cluster, registered as Dask registers one, is interrupted while it starts, and
+    closing it fails as that one did."""
+    import dask.distributed
+    from distributed.deploy.spec import SpecCluster
+
+    from tiles.batch import _connect
+
+    made = []
+
+    class HalfStarted:
+        shutdown_on_close = True
+        status = None
+
+        def __init__(self, **_):
+            SpecCluster._instances.add(self)
+            made.append(self)
+            raise KeyboardInterrupt  # while the workers start
+
+        def close(self, timeout=None):
+            raise AssertionError("Status.init")
+
+    monkeypatch.setattr(dask.distributed, "LocalCluster", HalfStarted)
+    with pytest.raises(KeyboardInterrupt):
+        _connect(None, 2)
+    assert made and made[0] not in SpecCluster._instances  # Dask's exit hook no longer sees it

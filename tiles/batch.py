@@ -27,6 +27,7 @@ Usage::
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -477,13 +478,17 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
     finally:
         if client is not None:
             client.close()
-        if cluster is not None:
+        # idle workers are given time to exit; after Ctrl-C busy ones are stopped at once, before the
+        # scheduler goes (a worker outliving it logged its failed heartbeats' tracebacks)
+        if cluster is not None and ran_to_end:
             try:
-                # idle workers are given time to exit; after Ctrl-C busy ones are stopped at once, before
-                # the scheduler goes (a worker outliving it logged its failed heartbeats' tracebacks)
-                _close_idle_workers(cluster, WORKER_EXIT_GRACE_S if ran_to_end else INTERRUPTED_WORKER_GRACE_S)
+                _close_idle_workers(cluster, WORKER_EXIT_GRACE_S)
             finally:
                 cluster.close()
+        elif cluster is not None:  # what stopped the batch is the error to see, not the closing's
+            with contextlib.suppress(Exception):
+                _close_idle_workers(cluster, INTERRUPTED_WORKER_GRACE_S)
+            _close_interrupted(cluster)
     return report
 
 
@@ -531,14 +536,41 @@ def _connect(scheduler: str | None, n_workers: int) -> tuple[Any, Any]:
     # killed, and a busy worker's next heartbeat to the closed scheduler an ERROR with its traceback
     # (1 run in 6 on a loaded 2-core box), above the one-line 'interrupted'; what fails is an input's
     # failure in the summary and on the terminal, with its error, whatever Dask logs
-    cluster = LocalCluster(processes=True, n_workers=n_workers, threads_per_worker=1, silence_logs=logging.CRITICAL,
-                           dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"})
+    from distributed.deploy.spec import SpecCluster
+
+    before = set(SpecCluster._instances)
+    try:
+        cluster = LocalCluster(processes=True, n_workers=n_workers, threads_per_worker=1,
+                               silence_logs=logging.CRITICAL, dashboard_address=None,
+                               scheduler_kwargs={"dashboard_address": ":0"})
+    except BaseException:  # Ctrl-C or SIGTERM while its workers start: the half-made cluster
+        for made in set(SpecCluster._instances) - before:
+            _close_interrupted(made)
+        raise
     try:
         return Client(cluster), cluster
     except BaseException:
-        cluster.close()
+        _close_interrupted(cluster)
         raise
 
+
+
+def _close_interrupted(cluster: Any) -> None:
+    """Close a local cluster that Ctrl-C or SIGTERM interrupted, whatever state its workers reached, and
+    drop it from Dask's list of clusters to close at exit.
+
+    Why: Ctrl-C while the cluster's workers started (seconds on 2 cores) left workers that never reached
+    "running"; closing them, then Dask's exit hook, failed with a 25-line traceback (``AssertionError:
+    Status.init``) under the one-line 'interrupted'. The workers are daemonic processes: they end with
+    this one."""
+    from distributed.deploy.spec import SpecCluster
+
+    # a worker that failed to start leaves its task's error to asyncio, which logged it, traceback and
+    # all, when the task was collected ("Task exception was never retrieved ... Nanny failed to start")
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    with contextlib.suppress(Exception):
+        cluster.close(timeout=2)
+    SpecCluster._instances.discard(cluster)
 
 
 class _NotAScheduler(Exception):
