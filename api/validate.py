@@ -65,6 +65,12 @@ class RasterLimits:
     #: images (IFDs: full resolution, overviews, masks) in the file; a GeoTIFF has a few dozen. GDAL's
     #: first read of a file scans its chain in quadratic time: 10,000 took 86 s, 50,000 half an hour
     max_images: int = 1000
+    #: strips or tiles of one image: a 1e9 px raster has ~15,000 tiles of 256 px, or ~95,000 one-row
+    #: strips of three planes; 3.9 million 16 px tiles (an 86 MB upload) took 11 s and 0.5 GB to list
+    max_blocks: int = 2**20
+    #: bands: the service reads three, hyperspectral imagery has a few hundred; 20,000 (a 720 KB upload)
+    #: took the upload check 100 s and 1.2 GB, and the worker's mask check an hour (TIFF allows 65,535)
+    max_bands: int = 1024
 
 
 def too_large_detail(max_bytes: int) -> str:
@@ -164,6 +170,7 @@ class _PageLayout:
     chunk_bytes: int  # one strip or tile, decoded
     tiled: bool
     data_end: int  # the largest offset + byte count of its strips/tiles
+    blocks: int  # strips or tiles, every plane's
 
 
 def _read_layout(path: Path, max_images: int) -> list[_PageLayout]:
@@ -191,7 +198,7 @@ def _read_layout(path: Path, max_images: int) -> list[_PageLayout]:
                     chunk_width=cols, chunk_height=rows,
                     chunk_bytes=int(np.prod(chunk, dtype=np.int64)) * max(1, -(-bits // 8)),
                     tiled=bool(page.is_tiled),
-                    data_end=int((offsets + counts).max()) if offsets.size else 0))
+                    data_end=int((offsets + counts).max()) if offsets.size else 0, blocks=int(offsets.size)))
         return layout
     except UploadRejected:
         raise
@@ -203,9 +210,16 @@ def _read_layout(path: Path, max_images: int) -> list[_PageLayout]:
                                   "file again") from exc
 
 
-def _check_blocks(layout: list[_PageLayout], max_block_bytes: int) -> None:
-    """Refuse a strip or tile (of any image, overviews included) too large to decode safely."""
+def _check_blocks(layout: list[_PageLayout], max_block_bytes: int, max_blocks: int) -> None:
+    """Refuse a strip or tile (of any image, overviews included) too large to decode safely, or an image
+    of more strips or tiles than can be checked in reasonable time."""
     for page in layout:
+        if page.blocks > max_blocks:
+            kind = "tiles" if page.tiled else "strips"
+            raise UploadRejected(422, f"the raster is stored in {page.blocks} {kind} of {page.chunk_width} x "
+                                      f"{page.chunk_height} pixels, more than the {max_blocks} the service "
+                                      "checks; retile it: `gdal_translate -co TILED=YES in.tif out.tif` (256 px "
+                                      "tiles)")
         if page.chunk_bytes > max_block_bytes:
             kind = "tiles" if page.tiled else "strips"
             raise UploadRejected(422, f"the raster is stored in {kind} of {page.chunk_width} x "
@@ -231,7 +245,7 @@ def check_tiff_layout(path: Path, limits: RasterLimits) -> None:
     """From the TIFF tags, before GDAL decodes a pixel: refuse too many images, a strip or tile too
     large to decode, or blocks past the end of the file (truncated)."""
     layout = _read_layout(path, limits.max_images)
-    _check_blocks(layout, limits.max_block_bytes)
+    _check_blocks(layout, limits.max_block_bytes, limits.max_blocks)
     _check_complete(layout, path.stat().st_size)
 
 
@@ -280,6 +294,10 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
                 raise UploadRejected(413, f"raster is {w} x {h} pixels; the limits are "
                                           f"{limits.max_side} pixels a side and {limits.max_pixels} "
                                           "pixels in all: cut it into smaller scenes")
+            if src.count > limits.max_bands:
+                raise UploadRejected(413, f"raster has {src.count} bands; the limit is {limits.max_bands} (the "
+                                          "models read three): send the bands they read, e.g. `gdal_translate "
+                                          "-b 3 -b 2 -b 1 in.tif out.tif`")
             # GCPs first: rasterio reports crs=None for a GCP-only file (the CRS is the GCPs'),
             # and assigning a CRS would not help it: it needs warping.
             if src.transform.is_identity and src.gcps[0]:

@@ -32,7 +32,8 @@ def all_valid(src, bands: tuple[int, ...]) -> bool:
     "all valid": no nodata value, mask or alpha band): ``cut_nodata`` reads nothing of such a raster,
     and the cost model counts no cut (``geoseg.progress.StageWork.nodata_cut``)."""
     floating = np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.floating)
-    return not floating and all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in bands)
+    every = src.mask_flag_enums  # one call: it builds every band's flags
+    return not floating and all(MaskFlags.all_valid in every[b - 1] for b in bands)
 
 
 def cut_nodata(geoms: np.ndarray, path: Path | str, block: int = 1024,

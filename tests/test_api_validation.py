@@ -411,6 +411,37 @@ def test_the_block_check_of_a_many_band_upload_reads_a_few_bands_at_a_time(tmp_p
     assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB"  # a few blocks, not one per band
 
 
+def test_too_many_bands_are_refused_from_the_header(tmp_path):
+    """A 720 KB sparse upload of 20,000 bands took the upload check 100 s and 1.2 GB (each band group's
+    read costs time with the band count), then the worker an hour in its mask check; TIFF allows 65,535."""
+    import time
+
+    path = tmp_path / "bands.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1100, dtype="uint8", crs="EPSG:3857",
+                       transform=from_origin(3627854, 38830, 0.3, 0.3), interleave="band", SPARSE_OK=True) as dst:
+        dst.write(np.full((3, 64, 64), 100, np.uint8), indexes=[1, 2, 3])
+    started = time.perf_counter()
+    with pytest.raises(UploadRejected) as err:
+        inspect_raster(path, RasterLimits(100_000, 10**9))
+    assert err.value.status_code == 413 and "1100 bands; the limit is 1024" in err.value.detail
+    assert time.perf_counter() - started < 5
+    assert inspect_raster(path, RasterLimits(100_000, 10**9, max_bands=1100))["bands"] == 1100
+
+
+def test_an_image_of_too_many_tiles_is_refused_from_its_tags(tmp_path):
+    """3.9 million 16 px tiles (an 86 MB upload of 1e9 px) took 11 s and 0.5 GB only to list them."""
+    path = tmp_path / "tiny_tiles.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=1024, height=1024, count=3, dtype="uint8", crs="EPSG:3857",
+                       transform=from_origin(3627854, 38830, 0.3, 0.3), tiled=True, blockxsize=16, blockysize=16,
+                       compress="deflate") as dst:
+        dst.write(np.full((3, 1024, 1024), 100, np.uint8))
+    with pytest.raises(UploadRejected) as err:
+        inspect_raster(path, RasterLimits(100_000, 10**9, max_blocks=4095))
+    assert err.value.status_code == 422 and "4096 tiles of 16 x 16 pixels" in err.value.detail
+    assert "TILED=YES" in err.value.detail
+    assert inspect_raster(path, RasterLimits(100_000, 10**9))["width"] == 1024  # 4,096 tiles: far under
+
+
 def test_huge_strips_are_refused_before_any_read(tmp_path):
     path = tmp_path / "one_strip.tif"
     with rasterio.open(path, "w", driver="GTiff", width=1024, height=1024, count=3, dtype="uint8",

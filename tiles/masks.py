@@ -36,7 +36,8 @@ def bands_valid_mask(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...] 
     decided what it read: a raster whose bands 1-3 are all nodata but whose band 5 has data was
     predicted as black ground, and an RGB + fourth band of fill refused as holding no valid pixel."""
     chosen = tuple(dict.fromkeys(bands or range(1, dataset.count + 1)))
-    flags = [dataset.mask_flag_enums[b - 1] for b in chosen]
+    every = dataset.mask_flag_enums  # one call: it builds every band's flags (TIFF allows 65,535 bands)
+    flags = [every[b - 1] for b in chosen]
     if out_shape is None:
         out_shape = ((int(window.height), int(window.width)) if window is not None
                      else (dataset.height, dataset.width))
@@ -77,7 +78,8 @@ def has_valid_pixel(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...],
     whatever its size; a decimated read can miss a thin valid strip, so only a full-resolution one
     refuses, and the chunks' keys make that a few reads for a fill-valued raster."""
     floating = np.issubdtype(np.dtype(dataset.dtypes[bands[0] - 1]), np.floating)
-    if not floating and all(MaskFlags.all_valid in dataset.mask_flag_enums[b - 1] for b in bands):
+    every = dataset.mask_flag_enums  # one call: it builds every band's flags
+    if not floating and all(MaskFlags.all_valid in every[b - 1] for b in bands):
         return True
     seen: set[bytes] = set()
     for window, key in chunks if chunks is not None else ((w, None) for w in block_windows(dataset, strip_pixels)):
@@ -118,7 +120,8 @@ def alpha_mask_band(dataset: DatasetReader | WarpedVRT, bands: tuple[int, ...]) 
     second time unless GDAL's block cache still holds every source block (zanzibar_z21_1 down
     to 1.1 m: half the time with a small cache).
     """
-    flags = [dataset.mask_flag_enums[b - 1] for b in bands]
+    every = dataset.mask_flag_enums  # one call: it builds every band's flags
+    flags = [every[b - 1] for b in bands]
     if not all(MaskFlags.per_dataset in f and MaskFlags.alpha in f for f in flags):
         return None
     alphas = [i + 1 for i, ci in enumerate(dataset.colorinterp) if ci == ColorInterp.alpha]

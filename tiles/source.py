@@ -127,7 +127,8 @@ def _decimates(src, bands: tuple[int, ...]) -> bool:
         return False
     if not np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.integer):
         return False
-    flags = [src.mask_flag_enums[b - 1] for b in bands]
+    every = src.mask_flag_enums  # one call: it builds every band's flags (TIFF allows 65,535 bands)
+    flags = [every[b - 1] for b in bands]
     return (all(MaskFlags.all_valid in f for f in flags)
             or all(MaskFlags.per_dataset in f and MaskFlags.alpha not in f for f in flags))
 
@@ -136,7 +137,11 @@ def _other_bands_mask(src, bands: tuple[int, ...]) -> bool:
     """Whether bands of ``src`` other than ``bands`` carry masks of their own (a nodata value) that
     GDAL's warper would merge into the warped mask: it calls a pixel valid where any band is."""
     others = set(range(1, src.count + 1)) - set(bands)
-    return bool(others) and any(MaskFlags.nodata in src.mask_flag_enums[b - 1] for b in range(1, src.count + 1))
+    if not others:
+        return False
+    # one call: it builds every band's flags, and read once per band it made 20,000 bands an hour's check
+    every = src.mask_flag_enums
+    return any(MaskFlags.nodata in every[b - 1] for b in others)
 
 
 def _band_subset(src, path, bands: tuple[int, ...]):

@@ -20,6 +20,10 @@ from tiles.tiff_pages import tiff_pages
 
 #: NewSubfileType bits: a reduced-resolution image (overview), a transparency mask
 _REDUCED, _MASK = 1, 4
+#: chunks smaller than this (pixels) are not keyed: one read per chunk costs ~0.3 ms of calls, as much as
+#: decoding ~15,000 pixels in a window of many chunks (16 px tiles of 4096 x 4096 px: 15 s keyed, 0.4 s
+#: read in windows)
+MIN_KEYED_CHUNK_PIXELS = 128 * 128
 
 
 @dataclass(frozen=True)
@@ -39,13 +43,18 @@ class _Chunking:
         return -(-self.width // self.chunk_width) * -(-self.height // self.chunk_height)
 
 
+def _chunk_shape(page: tifffile.TiffPage) -> tuple[int, int]:
+    """(height, width) of ``page``'s tiles or strips, from its tags alone."""
+    height, width = int(page.imagelength), int(page.imagewidth)
+    if page.is_tiled:
+        return int(page.tilelength), int(page.tilewidth)
+    return min(int(page.rowsperstrip or height), height), width
+
+
 def _chunking(page: tifffile.TiffPage) -> _Chunking | None:
     """``page``'s chunk grid, None when its chunk counts do not match one (a layout not followed)."""
     height, width = int(page.imagelength), int(page.imagewidth)
-    if page.is_tiled:
-        chunk_height, chunk_width = int(page.tilelength), int(page.tilewidth)
-    else:
-        chunk_height, chunk_width = min(int(page.rowsperstrip or height), height), width
+    chunk_height, chunk_width = _chunk_shape(page)
     planes = int(page.samplesperpixel) if page.planarconfig == 2 else 1
     chunking = _Chunking(width, height, chunk_width, chunk_height, planes,
                          tuple(int(o) for o in page.dataoffsets), tuple(int(c) for c in page.databytecounts))
@@ -112,12 +121,17 @@ def stored_chunks(path: Path | str) -> StoredChunks | None:
     ``path`` is no TIFF that tifffile reads, its layout is one this does not follow (a mask on
     another grid), it is stored uncompressed (reading is as cheap as hashing) or an external mask
     (``path.msk``, which GDAL reads as its mask) lies beside it (chunks of the same bytes may be
-    masked differently there), for the caller to read the raster as it would without keys."""
+    masked differently there), or its chunks are small (``MIN_KEYED_CHUNK_PIXELS``: reading them one by
+    one costs more than reading them in windows), for the caller to read the raster as it would without
+    keys."""
     if any(Path(f"{path}{suffix}").exists() for suffix in (".msk", ".MSK")):
         return None
     try:
         with tifffile.TiffFile(path) as tif:
             pages = list(tiff_pages(tif))
+            chunk_height, chunk_width = _chunk_shape(pages[0])
+            if chunk_height * chunk_width < MIN_KEYED_CHUNK_PIXELS:
+                return None
             image = _chunking(pages[0])
             uncompressed = pages[0].compression == 1  # hashing its bytes costs more than reading them
             masks = [p for p in pages[1:] if p.subfiletype & _MASK and not p.subfiletype & _REDUCED]
