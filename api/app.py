@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import IO, Any
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +25,7 @@ from api.compression import add_compression
 from api.cors import add_cors
 from api.errors import describe_invalid_request, exception_chain
 from api.head_requests import HeadAsGet
-from api.intake import NO_SPACE, out_of_space
+from api.intake import NO_SPACE, UPLOAD_CHECKS_AT_ONCE, out_of_space
 from api.jobs import JobStore
 from api.limits import BodySizeLimit
 from api.routes import health, jobs, models, segment
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
             log.warning("recovered interrupted jobs: %d requeued, %d failed", len(requeued), len(failed))
         supervisor = Supervisor(settings, store, spec, catalog)
         app.state.store, app.state.supervisor = store, supervisor
+        app.state.upload_checks = anyio.CapacityLimiter(UPLOAD_CHECKS_AT_ONCE)
         supervisor.start()
         if settings.api_key is None:
             log.warning("GEOSEG_API_KEY is not set: the service is OPEN, /v1 needs no key")

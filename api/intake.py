@@ -13,9 +13,11 @@ import shutil
 import sqlite3
 import uuid
 from collections.abc import Collection
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import rasterio
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -43,6 +45,11 @@ from tiles.masks import has_valid_pixel
 from tiles.normalize import dataset_bands, parse_bands
 from tiles.palette import is_paletted
 from tiles.tiff_chunks import stored_chunks
+
+#: upload checks run at once, on threads of their own rather than the pool that serves status, results and
+#: tiles: each may decode a 256 MiB block per band group or read a whole raster of nodata, and 40 at once
+#: (the pool's size) took 4 GB and held a job's status 22 s (session 31's security review)
+UPLOAD_CHECKS_AT_ONCE = 2
 
 OUTPUTS = ("buildings", "classmap")
 
@@ -253,10 +260,16 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
                         max_pixels: int | None = None,
                         model_bands: tuple[tuple[int, ...], str] | None = None,
                         model_cards: dict[str, str] | None = None,
-                        idempotency_key: str | None = None, mask: UploadFile | None = None) -> Job:
+                        idempotency_key: str | None = None, mask: UploadFile | None = None,
+                        checks: anyio.CapacityLimiter | None = None) -> Job:
     """Validate the upload (and its ``mask`` part, stored beside it as ``input.tif.msk``) and queue
     it; raises ``UploadRejected`` (nothing is kept) if unusable, ``api.jobs.KeyTaken`` (nothing is
-    kept) if a job already has ``idempotency_key``."""
+    kept) if a job already has ``idempotency_key``. The checks run in threads under ``checks`` (the
+    app's ``upload_checks``; None: the thread pool the routes share)."""
+
+    async def checked(check: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(partial(check, *args), limiter=checks)
+
     job_id = str(uuid.uuid4())
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     staged = settings.uploads_dir / f"{job_id}.tif"
@@ -264,19 +277,19 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
     target = job_dir(settings, job_id)
     publishing = False
     try:
-        summary = await run_in_threadpool(_stage_and_inspect, upload, staged, settings)
+        summary = await checked(_stage_and_inspect, upload, staged, settings)
         if mask is not None:
-            await run_in_threadpool(_stage_mask, mask, staged_mask, summary, settings)
+            await checked(_stage_mask, mask, staged_mask, summary, settings)
         check_bands(options, summary, model_bands)
-        await run_in_threadpool(check_gsd, staged, options, model_cards or {})
+        await checked(check_gsd, staged, options, model_cards or {})
         pixels = summary["width"] * summary["height"]
         if max_pixels is not None and pixels > max_pixels:
             raise UploadRejected(413, f"raster has {pixels} pixels; synchronous segmentation takes "
                                       f"at most {max_pixels}: submit it with POST /v1/jobs instead")
         if mask is not None:
-            await run_in_threadpool(store_mask, staged, staged_mask, options, model_bands)
+            await checked(store_mask, staged, staged_mask, options, model_bands)
             summary["mask"] = display_name(mask.filename or "mask.tif")
-        await run_in_threadpool(check_has_data, staged, options, model_bands)
+        await checked(check_has_data, staged, options, model_bands)
         summary["filename"] = display_name(upload.filename)
         publishing = True  # from here the thread owns the job's folder, and cleans it up if it fails
         return await run_in_threadpool(_publish, staged, target, job_id, options, summary, settings, store,

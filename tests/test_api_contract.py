@@ -892,3 +892,43 @@ def test_healthz_says_degraded_when_the_job_runner_does_not_import(tmp_path, mon
         assert client.get("/healthz").json() | {"jobs": None} == {
             "status": "ok", "open": True, "workers": 1, "running": 0, "jobs": None, "max_queued": 100,
             "retention_hours": 0.0, "problem": None}
+
+
+def test_upload_checks_run_two_at_a_time_beside_the_other_routes(tmp_path, monkeypatch):
+    """Each upload's checks ran on the thread pool every route shares: 40 crafted uploads at once (the
+    pool's size) took 4 GB and held a job's status 22 s. They now run two at a time on threads of their
+    own, and a status request is answered meanwhile."""
+    import threading
+
+    import api.intake
+
+    state = {"running": 0, "most": 0}
+    lock, release = threading.Lock(), threading.Event()
+    real = api.intake.check_has_data
+
+    def slow_check(*args, **kwargs):
+        with lock:
+            state["running"] += 1
+            state["most"] = max(state["most"], state["running"])
+        release.wait(30)
+        with lock:
+            state["running"] -= 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api.intake, "check_has_data", slow_check)
+    with service(tmp_path) as client:
+        uploads = [threading.Thread(target=submit, args=(client,)) for _ in range(4)]
+        for upload in uploads:
+            upload.start()
+        deadline = time.monotonic() + 30
+        while state["running"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # time for a third check to start, were it allowed to
+        started = time.monotonic()
+        assert client.get("/v1/jobs").status_code == 200 and time.monotonic() - started < 5
+        assert state["running"] == 2
+        release.set()
+        for upload in uploads:
+            upload.join(60)
+        assert client.get("/v1/jobs").json()["total"] == 4
+    assert state["most"] == 2

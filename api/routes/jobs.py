@@ -153,7 +153,7 @@ async def submit_job(
     try:
         job = await accept_upload(file, options, settings, store, model_bands=models_bands(request, options),
                                   model_cards=models_cards(request, options), idempotency_key=idempotency_key,
-                                  mask=mask)
+                                  mask=mask, checks=request.app.state.upload_checks)
     except KeyTaken as taken:  # a concurrent submission with the key was queued first
         made = store.get(taken.job_id)
         if made is None:

@@ -77,7 +77,7 @@ async def segment(
     job = await accept_upload(file, options, settings, store, kind="segment",
                               priority=SYNC_PRIORITY, max_pixels=settings.sync_max_pixels,
                               model_bands=models_bands(request, options), model_cards=models_cards(request, options),
-                              mask=mask)
+                              mask=mask, checks=request.app.state.upload_checks)
     supervisor = supervisor_of(request)
     supervisor.wake()
     deadline = time.monotonic() + settings.sync_timeout_s
