@@ -225,11 +225,21 @@ async def receive_form(headers: Headers, stream: AsyncIterator[bytes], folder: P
     return FormData(receiver.items)
 
 
+#: file parts a request may send: the routes take ``file`` and ``mask``, and two more are read so that a part sent
+#: twice or misnamed is a 422 naming it. Each part is a file held open while the request lasts, and Starlette's
+#: 1000 let one slow request of 1000 parts take a 1024-file limit: every other upload, the job table and
+#: /healthz failed until it ended
+MAX_FILE_PARTS = 4
+#: form fields a request may send: the routes take seven (``refine``, ``profile``, ...); an unknown one is a 422
+#: naming it, up to this many
+MAX_FIELDS = 32
+
+
 class UploadsDirRequest(Request):
     """A request whose multipart form is received by ``receive_form`` into the service's uploads
     folder (``Settings.uploads_dir``), never the system temp folder; other bodies as Starlette reads them."""
 
-    async def form(self, *, max_files: float = 1000, max_fields: float = 1000,  # type: ignore[override]
+    async def form(self, *, max_files: float = MAX_FILE_PARTS, max_fields: float = MAX_FIELDS,  # type: ignore[override]
                    max_part_size: int = 1024 * 1024) -> FormData:
         if self._form is None:
             content_type, _ = parse_options_header(self.headers.get("Content-Type", ""))

@@ -386,3 +386,21 @@ def test_a_part_written_short_by_the_kernel_raises_instead_of_dropping_bytes(tmp
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "part")], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "PYTHONPATH": str(repo)})
     assert done.stdout.split() == ["error", str(errno.EFBIG)], (done.stdout, done.stderr)
+
+
+def test_a_request_of_many_file_parts_is_refused_at_the_fifth(tmp_path):
+    """Each file part is a file held open while its request lasts: Starlette's limit of 1000 let one slow
+    request of 1000 parts exhaust a 1024-file limit, and every other upload, the job table and /healthz
+    failed until it ended. A fifth part is refused as it begins, and nothing is left behind."""
+    from api.upload_parts import MAX_FILE_PARTS
+
+    with service(tmp_path) as client:
+        settings = client.app.state.settings
+        parts = [("file", ("scene.tif", b"II*\x00", "image/tiff"))] + [
+            (f"extra{i}", (f"x{i}.tif", b"x", "image/tiff")) for i in range(MAX_FILE_PARTS)]
+        r = client.post("/v1/jobs", files=parts)
+        assert r.status_code == 400 and f"Maximum number of files is {MAX_FILE_PARTS}" in r.json()["detail"], r.text
+        r = client.post("/v1/jobs", files=parts[:MAX_FILE_PARTS])  # within the limit: the unknown parts named
+        assert r.status_code == 422 and "extra0" in r.json()["detail"], r.text
+    assert list(settings.uploads_dir.iterdir()) == []
+    assert MAX_FILE_PARTS <= 4
