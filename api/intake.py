@@ -234,7 +234,9 @@ def _stage_mask(mask: UploadFile, staged: Path, summary: dict[str, Any], setting
         check_mask_file(staged, summary["width"], summary["height"],
                         RasterLimits(settings.max_side, settings.max_pixels))
     except UploadRejected as exc:  # GDAL's reason names the file: never its place on the server
-        raise UploadRejected(exc.status_code, redact_paths(exc.detail, {staged: "mask.tif"})) from exc
+        # GDAL quotes the bare file name too (TIFFReadDirectory: <job id>.mask.tif: ...)
+        raise UploadRejected(exc.status_code, redact_paths(exc.detail, {staged: "mask.tif",
+                                                                        staged.name: "mask.tif"})) from exc
 
 
 def _publish(staged: Path, target: Path, job_id: str, options: dict[str, Any], summary: dict[str, Any],

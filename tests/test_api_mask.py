@@ -148,6 +148,8 @@ def test_a_mask_that_is_not_the_images_is_a_4xx_and_nothing_accepted_is_lost(tmp
         "empty": (b"", 400, "the mask part is empty"),
         "truncated": (other.read_bytes()[:300], 400, "the mask part: the GeoTIFF is truncated"),
         "masks everything": (nothing.read_bytes(), 422, "no valid pixel"),
+        # GDAL quotes the bare file name: it named the upload's stored name, the job id
+        "damaged directory": (b"II*\x00" + b"\x01" * 64, 400, "mask.tif"),
     }
     with TestClient(create_app(settings, runner=footprint_runner)) as client:
         r = _post(client, image, _gdal_msk(image, _left_masked()))
@@ -160,6 +162,7 @@ def test_a_mask_that_is_not_the_images_is_a_4xx_and_nothing_accepted_is_lost(tmp
             detail = r.json()["detail"]
             assert isinstance(detail, str) and "\n" not in detail and words in detail, (name, detail)
             assert str(settings.data_dir) not in detail and "/tmp" not in detail, detail
+            assert ".mask.tif" not in detail, detail  # the stored name, <job id>.mask.tif
             assert _stored(settings) == kept, name  # the refused upload left nothing; the job is whole
         r = client.post("/v1/jobs", files=[("file", ("scene.tif", image.read_bytes(), "image/tiff")),
                                            ("mask", ("a.msk", b"x", "image/tiff")),
