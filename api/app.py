@@ -28,6 +28,7 @@ from api.head_requests import HeadAsGet
 from api.intake import NO_SPACE, UPLOAD_CHECKS_AT_ONCE, out_of_space
 from api.jobs import JobStore
 from api.limits import BodySizeLimit
+from api.response_headers import NoSniffing
 from api.routes import health, jobs, models, segment
 from api.routes.common import problems
 from api.runners import Runner, check_runner_spec, runner_spec
@@ -263,6 +264,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK,
                        upload_limit=settings.max_upload_bytes, idle_s=settings.upload_idle_s or None)
     app.add_middleware(NoStoreByDefault)  # the gates' own refusals get it too
+    app.add_middleware(NoSniffing)
     app.add_middleware(CutOffAtShutdown)  # outside the routes and gates: whatever layer a stopping server cancels
     if settings.cors_origins:
         # outermost: a web page reads a refusal's detail only with CORS headers on it, the body cap's

@@ -31,3 +31,12 @@ class ResponseHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_edited)
+
+
+class NoSniffing(ResponseHeadersMiddleware):
+    """``X-Content-Type-Options: nosniff`` on every HTTP answer: a browser takes each file as the type the
+    service names (GeoJSON, GeoTIFF, QML, PNG), never as HTML or script it guessed from the bytes (a
+    GeoJSON's properties hold the client's file name)."""
+
+    def edit(self, headers: MutableHeaders) -> None:
+        headers["X-Content-Type-Options"] = "nosniff"

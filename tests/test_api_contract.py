@@ -932,3 +932,15 @@ def test_upload_checks_run_two_at_a_time_beside_the_other_routes(tmp_path, monke
             upload.join(60)
         assert client.get("/v1/jobs").json()["total"] == 4
     assert state["most"] == 2
+
+
+def test_every_answer_forbids_content_sniffing(tmp_path):
+    """No answer said ``X-Content-Type-Options: nosniff``: a browser could take a result whose bytes look
+    like HTML (a GeoJSON holds the client's file name) for a page of the service's origin."""
+    with service(tmp_path, api_key="k") as client:
+        client.headers["X-API-Key"] = "k"
+        job = wait(client, submit(client)["id"])
+        answers = [client.get(f"/v1/jobs/{job['id']}/buildings.geojson"), client.get("/v1/jobs"),
+                   client.get("/healthz"), client.get("/nowhere"), client.get("/v1/jobs", headers={"X-API-Key": "no"})]
+    for r in answers:
+        assert r.headers["x-content-type-options"] == "nosniff", (r.status_code, r.headers)
