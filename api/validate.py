@@ -250,17 +250,19 @@ def check_tiff_layout(path: Path, limits: RasterLimits) -> None:
 
 
 def _check_readable(src: rasterio.io.DatasetReader) -> None:
-    """Read the first and last block of every band: catches truncated files cheaply. The bands a group
-    at a time, up to ``_BLOCK_CHECK_BYTES``: a read of all bands at once took a block's memory per band
+    """Decode the first and last block of every band: catches truncated files cheaply. One pixel of each
+    is read (GDAL decodes its whole block into its cache): an array of the block was a second copy of it,
+    256 MiB for a 316-byte upload declaring one 16384 px tile per band. The bands a group at a time, up
+    to ``_BLOCK_CHECK_BYTES`` of their blocks: a read of all bands at once took a block's memory per band
     (2,000 bands of 512 px tiles, an 800 KB sparse upload: 0.5 GB; TIFF allows 65,535 bands)."""
     bh, bw = src.block_shapes[0]
-    windows = [Window(0, 0, min(bw, src.width), min(bh, src.height))]
+    block_pixels = min(bw, src.width) * min(bh, src.height)
     last_col = ((src.width - 1) // bw) * bw
     last_row = ((src.height - 1) // bh) * bh
-    windows.append(Window(last_col, last_row, src.width - last_col, src.height - last_row))
+    windows = [Window(0, 0, 1, 1), Window(last_col, last_row, 1, 1)]
     try:
         for window in windows:
-            band_bytes = int(window.width * window.height) * max(np.dtype(d).itemsize for d in src.dtypes)
+            band_bytes = block_pixels * max(np.dtype(d).itemsize for d in src.dtypes)
             group = max(1, _BLOCK_CHECK_BYTES // band_bytes)
             for first in range(0, src.count, group):
                 src.read(list(src.indexes[first:first + group]), window=window)
