@@ -1133,3 +1133,70 @@ def test_a_failed_run_from_python_leaves_no_folder_and_a_file_for_out_dir_is_nam
     (tmp_path / "file").write_text("x")
     with pytest.raises(PredictError, match="file is a file: the outputs go into a folder"):
         predict_scene(SCENE, tmp_path / "file", fast)
+
+
+def test_a_staging_folder_left_by_a_run_that_is_gone_is_removed_by_the_next(tiny_models, tmp_path):
+    """A second Ctrl-C while the class map was still written (or kill -9) left ``.partial-*`` with its
+    scratch in the output folder, and later runs there kept it for ever. The next run removes those of
+    this host's runs that are gone; a live run's, another host's and an unmarked one stay."""
+    import subprocess
+    import sys
+
+    from geoseg.staging import make_staging, remove_abandoned
+
+    out = tmp_path / "out"
+    out.mkdir()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    gone, live = make_staging(out), make_staging(out)
+    (gone / "classmap_plain.tif").write_bytes(b"x" * 1000)
+    mark = next(gone.glob(".run-*"))
+    mark.rename(gone / mark.name.replace(f".run-{os.getpid()}@", f".run-{ended.stdout.strip()}@"))
+    elsewhere = make_staging(out)
+    mark = next(elsewhere.glob(".run-*"))
+    mark.rename(elsewhere / f".run-{ended.stdout.strip()}@another-host")
+    unmarked = out / ".partial-0badf00d"
+    unmarked.mkdir()
+    assert remove_abandoned(out) == [gone]
+    assert not gone.exists() and live.is_dir() and elsewhere.is_dir() and unmarked.is_dir()
+    live.rename(gone)  # as if made by the run that ended: the next predict_scene into out removes it
+    mark = next(gone.glob(".run-*"))
+    mark.rename(gone / mark.name.replace(f".run-{os.getpid()}@", f".run-{ended.stdout.strip()}@"))
+    report = predict_scene(crop(SCENE, tmp_path / "s.tif", Window(0, 0, 128, 128)), out,
+                           options(tiny_models, buildings=False, refine="none"))
+    assert not gone.exists() and sorted(p.name for p in out.glob(".partial-*")) == sorted(
+        [elsewhere.name, unmarked.name])
+    assert ".run-" not in " ".join(report["outputs"]) and (out / "classmap.tif").is_file()
+
+
+def test_a_run_that_fails_stops_its_class_map_at_the_next_block(tiny_models, tmp_path, monkeypatch):
+    """The class map is written on a thread beside the building model; a run that failed or was
+    interrupted there waited for it to finish (15-19 s on a 12288 px scene after Ctrl-C), and a second
+    Ctrl-C during that wait left the staging folder behind."""
+    import geoseg.pipeline
+
+    blocks: list[float] = []
+    real_write = geoseg.pipeline.write_classmap
+
+    def slow_write(*args, **kwargs):
+        progress = args[6]
+
+        def counted(fraction):
+            blocks.append(fraction)
+            time.sleep(0.3)
+            progress(fraction)
+        return real_write(*args[:6], counted, *args[7:], **kwargs)
+
+    def failing_buildings(*args, **kwargs):
+        time.sleep(0.5)  # the class map has begun
+        raise RuntimeError("the building model failed")
+
+    monkeypatch.setattr(geoseg.pipeline, "write_classmap", slow_write)
+    monkeypatch.setattr(geoseg.pipeline, "run_mean_head", failing_buildings)
+    monkeypatch.setattr(geoseg.pipeline, "OVERLAP_CLASSMAP", True)
+    scene = crop(data_root() / "buildings" / "kampala" / "kampala_z21_1.tif", tmp_path / "s.tif",
+                 Window(0, 0, 2048, 2048))  # four 1024 px blocks of class map
+    with pytest.raises(RuntimeError, match="the building model failed"):
+        predict_scene(scene, tmp_path / "out", options(tiny_models, refine="none", tile_size=512))
+    assert 1 <= len(blocks) < 4, blocks  # 4 blocks of 1024 px: it stopped at the next one
+    assert not (tmp_path / "out").exists()
