@@ -339,9 +339,28 @@ def test_accumulators_bigger_than_the_free_space_fail_at_once_claiming_nothing(t
     with pytest.raises(OSError) as err:
         BlendingWriter(300, 200, n_classes=3, tmp_dir=tmp_path)
     assert err.value.errno == errno.ENOSPC and allocated == []
-    assert str(err.value).endswith(f"No space left on device: the blending accumulators need 0.96 MB in "
-                                   f"{tmp_path}, 0.1 MB are free")
+    assert str(err.value).startswith("[Errno 28] No space left on device: the blending accumulators need 0.96 MB "
+                                     "on the file system mounted at /")
+    assert str(err.value).endswith(f"({tmp_path}), 0.1 MB are free")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_reservation_the_system_refuses_names_the_file_system_and_the_size(tmp_path: Path, monkeypatch):
+    """Under a file-size limit (``ulimit -f``) the whole message was "[Errno 27] File too large"."""
+    import errno
+
+    from tiles import stitch
+
+    def refused(fd, offset, length):
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+
+    monkeypatch.setattr(stitch.os, "posix_fallocate", refused)
+    with pytest.raises(OSError) as err:
+        BlendingWriter(300, 200, n_classes=3, tmp_dir=tmp_path)
+    assert err.value.errno == errno.EFBIG
+    assert "File too large (a file-size limit: `ulimit -f`?): reserving 0.72 MB for a blending accumulator on the " \
+           "file system mounted at /" in str(err.value), str(err.value)
+    assert str(tmp_path) in str(err.value)
 
 
 def test_a_writer_dropped_without_close_removes_its_folder_and_a_closed_one_says_so(tmp_path):

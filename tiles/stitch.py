@@ -65,10 +65,24 @@ def _zeros_on_disk(path: Path, shape: tuple[int, ...]) -> np.memmap:
     nbytes = int(np.prod(shape)) * np.dtype(np.float32).itemsize
     with open(path, "wb") as f:
         if hasattr(os, "posix_fallocate"):
-            os.posix_fallocate(f.fileno(), 0, nbytes)  # glibc writes zeros where the file system lacks it
+            try:  # glibc writes zeros where the file system lacks it
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+            except OSError as exc:  # it names no file: "[Errno 27] File too large" was the whole message
+                limit = " (a file-size limit: `ulimit -f`?)" if exc.errno == errno.EFBIG else ""
+                raise OSError(exc.errno, f"{exc.strerror or exc}{limit}: reserving {_size(nbytes)} for a "
+                                         f"blending accumulator on {_file_system(path)}") from exc
         else:  # macOS, Windows: a sparse file, as before
             f.truncate(nbytes)
     return np.memmap(path, dtype=np.float32, mode="r+", shape=shape)
+
+
+def _file_system(path: Path) -> str:
+    """Which file system ``path`` is on, for a message: its mount point, then the folder (the
+    accumulators' own folder goes with the run, so its name alone says little)."""
+    mount = Path(os.path.abspath(path)).parent
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    return f"the file system mounted at {mount} ({Path(path).parent})"
 
 
 def _check_free_space(folder: Path, nbytes: int) -> None:
@@ -82,7 +96,7 @@ def _check_free_space(folder: Path, nbytes: int) -> None:
     free = shutil.disk_usage(folder).free
     if nbytes > free:
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the blending accumulators need "
-                      f"{_size(nbytes)} in {folder.parent}, {_size(free)} are free")
+                      f"{_size(nbytes)} on {_file_system(folder)}, {_size(free)} are free")
 
 
 def _size(nbytes: int) -> str:
