@@ -81,6 +81,7 @@ def vectorise_buildings(
     vopts = vectorize.VectorizeOptions(
         min_area_px=post.min_area_m2 / scale**2 if scale else UNKNOWN_PIXEL_MIN_AREA_PX,
         simplify_px=options.simplify_m / scale if scale else UNKNOWN_PIXEL_SIMPLIFY_PX,
+        strip_rows=vectorize.strip_rows_for(head.width),
     )
     if scale is None and notes is not None:  # a JPEG or PNG without georeferencing, no --gsd
         notes.append(f"the input's pixel size is unknown, so the minimum building area ({post.min_area_m2:g} m², "

@@ -52,6 +52,20 @@ BACKGROUND, INTERIOR, OUTLINE = 0, 1, 2
 StripReader = Callable[[int, int], tuple[np.ndarray, np.ndarray | None]]
 
 
+#: pixels of one strip (its core): 2048 rows of an 8192 px wide scene. A strip is as wide as the scene, so a
+#: fixed 2048 rows made memory grow with the width: 32768 x 2048 px peaked at 2.38 GB of process memory
+#: where 8192 x 8192 px took 1.24-1.34 GB (the same pixel count, session 31)
+STRIP_PIXELS = 2048 * 8192
+#: fewest rows of a strip, however wide the scene: the halo (128 rows, re-read) stays a fraction of it
+MIN_STRIP_ROWS = 256
+
+
+def strip_rows_for(width: int) -> int:
+    """Rows of a strip of a scene ``width`` pixels wide: 2048, fewer for scenes wider than 8192 px, so
+    a strip holds about ``STRIP_PIXELS`` (the result does not depend on it: module docstring)."""
+    return max(MIN_STRIP_ROWS, min(2048, STRIP_PIXELS // max(1, width)))
+
+
 @dataclass(frozen=True)
 class VectorizeOptions:
     """Knobs of the vectoriser, in pixels of the raster being vectorised."""

@@ -298,3 +298,49 @@ def test_vectorize_options_out_of_range_are_refused():
         VectorizeOptions(workers=0)
     with pytest.raises(ValueError, match="strip_rows, halo_rows and workers must be >= 1"):
         VectorizeOptions(halo_rows=0)  # vectorize_strips refused it later
+
+
+def test_a_wide_scenes_strips_hold_no_more_pixels_than_an_8192_px_wide_ones():
+    """A strip is as wide as the scene, and 2048 rows of a 32768 px wide one took the vectoriser to 2.38 GB
+    of process memory where an 8192 px square took 1.24-1.34 GB. The rows shrink with the width, down to
+    256; the polygons do not change (the strips test above)."""
+    from geoseg.vectorize import MIN_STRIP_ROWS, STRIP_PIXELS, strip_rows_for
+
+    assert [strip_rows_for(w) for w in (512, 8192, 16384, 32768, 10**6)] == [2048, 2048, 1024, 512, MIN_STRIP_ROWS]
+    shape = (1200, 4096)
+    classes = classes_of(random_buildings(shape, 400, seed=3), shape)
+    widest = []
+
+    def read(a, b):
+        widest.append((b - a) * shape[1])
+        return classes[a:b], None
+
+    options = VectorizeOptions(min_area_px=1, simplify_px=0, strip_rows=strip_rows_for(shape[1] * 8), halo_rows=16)
+    found = vectorize_strips(read, shape[0], options)
+    assert len(found) == len(vectorize_array(classes, None, NO_SIMPLIFY))
+    assert options.strip_rows == 512 and max(widest) <= (512 + 1 + 64) * shape[1], max(widest)
+    assert STRIP_PIXELS == 2048 * 8192
+
+
+def test_the_pipeline_gives_the_vectoriser_strips_for_the_scenes_width(monkeypatch):
+    """The rows come from the working grid's width (geoseg.footprints), not VectorizeOptions' default."""
+    import geoseg.footprints
+    from geoseg.postprocess import BuildingPostprocess
+
+    class Seen(Exception):
+        pass
+
+    def capture(read, height, options, progress):
+        raise Seen(options.strip_rows)
+
+    monkeypatch.setattr(geoseg.footprints.vectorize, "vectorize_strips", capture)
+
+    class Head:
+        width, height, gsd, writer = 32768, 100, 0.3, None
+
+    from geoseg.options import PredictOptions
+
+    with pytest.raises(Seen) as seen:
+        geoseg.footprints.vectorise_buildings(Head(), PredictOptions(), 0.3, {"native_gsd": 0.3, "crs": None},
+                                              lambda f: None, BuildingPostprocess())
+    assert seen.value.args == (512,)
