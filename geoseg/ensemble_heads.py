@@ -26,8 +26,8 @@ from geoseg.card import TILING_KEYS
 from geoseg.infer import TileModel
 from geoseg.notes import tell
 from geoseg.options import PredictOptions
+from geoseg.progress import member_shares
 from geoseg.tiled_inference import HeadResult, RasterPath, run_head
-
 
 #: keys of the ensemble's card a member's must not inherit: an int8 graph quantised from the whole
 #: ensemble (``geoseg.training.quantize``) is the one-module ensemble, not the member
@@ -121,11 +121,13 @@ def run_mean_head(
         return run_head(input_path, models[0], options, input_gsd, grid, work, progress, notes)
     results: list[HeadResult] = []
     said: list[str] = []  # the members' notes, told as ``members_notes`` words them
+    shares = member_shares([model.card["architecture"] + ("-int8" if model.runtime == "int8" else "")
+                            for model in models], models[0].device)
     try:
         for i, model in enumerate(models):
-            share = i / len(models)
+            start, share = sum(shares[:i]), shares[i]
             results.append(run_head(input_path, model, options, input_gsd, grid, work,
-                                    lambda f, share=share: progress(share + f / len(models)), said))
+                                    lambda f, start=start, share=share: progress(start + f * share), said))
             if (results[-1].width, results[-1].height) != (results[0].width, results[0].height):
                 raise ValueError("ensemble members ran on different working grids: their cards' GSDs differ")
     except BaseException:

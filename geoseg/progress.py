@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["STAGE_COSTS", "StageCosts", "StageProgress", "StageWork", "run_seconds", "stage_weights", "tracing_share"]
+__all__ = ["MEMBER_COSTS", "STAGE_COSTS", "StageCosts", "StageProgress", "StageWork", "member_shares", "run_seconds",
+           "stage_weights", "tracing_share"]
 
 Progress = Callable[[float, str], None]
 
@@ -63,17 +64,45 @@ class StageCosts:
 #: Since session 25 the accurate building head runs the U2-Net (3.3, int8 1.7) and a LiteUNet (as the fast
 #: student, 0.28; on CUDA 0.056 + 0.03) each on its own tiles: their sum (+5 to +25 % end to end on the CPU in
 #: bench/predict.py --what speed; not timed on a GPU). Since session 26 the fast building head is a LiteUNet too:
-#: its stage took 2.07 s against the FastSegNet's 2.03 s on zanzibar_z19_1 in one run, so its cost stays.
+#: its stage took 2.07 s against the FastSegNet's 2.03 s on zanzibar_z19_1 in one run, so its cost stayed.
+#: Session 31 (the building costs were stale: a QA pass found the time left half the truth midway through an
+#: 8192 px scene, fast profile, and 2.8x under on 12288 px), zanzibar_z19_1 on the idle box, 2 runs each: the
+#: accurate building stage 15.35-15.82 s (int8 12.36-12.91 s) over its 2.51 Mpx of U2-Net tiles, the fast
+#: one 2.40-2.55 s over its 3.78 Mpx; an 8192 px square scene's fast stage 84.6 s over 115.6 Mpx (0.73, the
+#: class map running beside it).
 STAGE_COSTS: dict[tuple[str, str], StageCosts] = {
-    ("cpu", "accurate"): StageCosts(read=0.03, landcover=4.0, gcn=2.0, buildings=3.6, buildings_int8=2.0,
+    ("cpu", "accurate"): StageCosts(read=0.03, landcover=4.0, gcn=2.0, buildings=6.2, buildings_int8=5.0,
                                     classmap=0.16, vectorize=0.09, regularize=0.15, write=0.015, beside=0.75),
-    ("cpu", "fast"): StageCosts(read=0.03, landcover=0.5, gcn=2.0, buildings=0.28, buildings_int8=0.28,
+    ("cpu", "fast"): StageCosts(read=0.03, landcover=0.5, gcn=2.0, buildings=0.65, buildings_int8=0.65,
                                 classmap=0.16, vectorize=0.09, regularize=0.15, write=0.015, beside=0.75),
     ("cuda", "accurate"): StageCosts(read=0.03, landcover=1.5, gcn=2.0, buildings=0.086, buildings_int8=0.086,
                                      classmap=0.16, vectorize=0.16, regularize=0.15, write=0.015),
     ("cuda", "fast"): StageCosts(read=0.03, landcover=1.5, gcn=2.0, buildings=0.03, buildings_int8=0.03,
                                  classmap=0.13, vectorize=0.13, regularize=0.15, write=0.015),
 }
+
+
+#: an ensemble member's time on one scene by its card's architecture (``-int8``: its int8 graph), per device:
+#: its share of the building stage's progress. The members had equal shares, so the accurate profile's
+#: U2-Net filled half the stage's bar in 86 % of its time (the time left at 31 %: 214 s said, 134 s true).
+#: CPU: zanzibar_z19_1 on the idle box, each member timed alone in the run, 2 runs (session 31): U2-Net
+#: 13.1-13.7 s (int8 10.0-10.4 s), LiteUNet 2.15-2.5 s. CUDA: the H200's 0.056 and 0.03 s/Mpx above.
+MEMBER_COSTS: dict[tuple[str, str], float] = {
+    ("cpu", "U2Net"): 13.4, ("cpu", "U2Net-int8"): 10.2, ("cpu", "LiteUNet"): 2.3,
+    ("cuda", "U2Net"): 0.056, ("cuda", "LiteUNet"): 0.03,
+}
+
+
+def member_shares(members: list[str], device: str) -> list[float]:
+    """Each ensemble member's share of the building stage (``members``: their ``MEMBER_COSTS`` names), by
+    its cost on ``device``; equal shares when one of them has no measured cost."""
+    if not members:
+        return []
+    costs = [MEMBER_COSTS.get((device, name)) for name in members]
+    if any(c is None for c in costs):
+        return [1.0 / len(members)] * len(members)
+    total = sum(costs)
+    return [c / total for c in costs]
 
 
 @dataclass(frozen=True)
