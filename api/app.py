@@ -264,11 +264,11 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK,
                        upload_limit=settings.max_upload_bytes, idle_s=settings.upload_idle_s or None)
     app.add_middleware(NoStoreByDefault)  # the gates' own refusals get it too
-    app.add_middleware(NoSniffing)
     app.add_middleware(CutOffAtShutdown)  # outside the routes and gates: whatever layer a stopping server cancels
     if settings.cors_origins:
-        # outermost: a web page reads a refusal's detail only with CORS headers on it, the body cap's
-        # 413 and 408 and the 503 of a request cut off at shutdown included (they had none: the
-        # browser said only "Failed to fetch")
+        # a web page reads a refusal's detail only with CORS headers on it, the body cap's 413 and 408
+        # and the 503 of a request cut off at shutdown included (they had none: the browser said only
+        # "Failed to fetch")
         add_cors(app, list(settings.cors_origins))
+    app.add_middleware(NoSniffing)  # outermost: preflights and the shutdown's 503 too
     return app

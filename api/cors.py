@@ -63,7 +63,9 @@ def subdomains_pattern(origins: list[str]) -> str | None:
 
 
 def add_cors(app: FastAPI, origins: list[str]) -> None:
-    """Let pages on ``origins`` call the service (preflights included)."""
+    """Let pages on ``origins`` call the service (preflights included); compared in lower case, as browsers
+    send them (``https://Map.example`` was accepted and matched no page)."""
+    origins = [origin.lower() for origin in origins]
     app.add_middleware(CorsWithJsonRefusals, allow_origins=[o for o in origins if "*" not in o or o == "*"],
                        allow_origin_regex=subdomains_pattern(origins), allow_methods=CORS_METHODS,
                        allow_headers=CORS_REQUEST_HEADERS, expose_headers=CORS_EXPOSED_HEADERS)

@@ -12,10 +12,9 @@ import os
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Collection
-from functools import partial
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import rasterio
@@ -50,6 +49,8 @@ from tiles.tiff_chunks import stored_chunks
 #: tiles: each may decode a 256 MiB block per band group or read a whole raster of nodata, and 40 at once
 #: (the pool's size) took 4 GB and held a job's status 22 s (session 31's security review)
 UPLOAD_CHECKS_AT_ONCE = 2
+
+T = TypeVar("T")
 
 OUTPUTS = ("buildings", "classmap")
 
@@ -269,8 +270,8 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
     kept) if a job already has ``idempotency_key``. The checks run in threads under ``checks`` (the
     app's ``upload_checks``; None: the thread pool the routes share)."""
 
-    async def checked(check: Any, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(partial(check, *args), limiter=checks)
+    async def checked(check: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(check, *args, limiter=checks)
 
     job_id = str(uuid.uuid4())
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)

@@ -210,16 +210,19 @@ def _read_layout(path: Path, max_images: int) -> list[_PageLayout]:
                                   "file again") from exc
 
 
+def _too_many_blocks(blocks: int, width: int, height: int, tiled: bool, max_blocks: int) -> str:
+    kind = "tiles" if tiled else "strips"
+    return (f"the raster is stored in {blocks} {kind} of {width} x {height} pixels, more than the {max_blocks} the "
+            "service checks; retile it: `gdal_translate -co TILED=YES in.tif out.tif` (256 px tiles)")
+
+
 def _check_blocks(layout: list[_PageLayout], max_block_bytes: int, max_blocks: int) -> None:
     """Refuse a strip or tile (of any image, overviews included) too large to decode safely, or an image
     of more strips or tiles than can be checked in reasonable time."""
     for page in layout:
         if page.blocks > max_blocks:
-            kind = "tiles" if page.tiled else "strips"
-            raise UploadRejected(422, f"the raster is stored in {page.blocks} {kind} of {page.chunk_width} x "
-                                      f"{page.chunk_height} pixels, more than the {max_blocks} the service "
-                                      "checks; retile it: `gdal_translate -co TILED=YES in.tif out.tif` (256 px "
-                                      "tiles)")
+            raise UploadRejected(422, _too_many_blocks(page.blocks, page.chunk_width, page.chunk_height, page.tiled,
+                                                       max_blocks))
         if page.chunk_bytes > max_block_bytes:
             kind = "tiles" if page.tiled else "strips"
             raise UploadRejected(422, f"the raster is stored in {kind} of {page.chunk_width} x "
@@ -296,6 +299,13 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
                 raise UploadRejected(413, f"raster is {w} x {h} pixels; the limits are "
                                           f"{limits.max_side} pixels a side and {limits.max_pixels} "
                                           "pixels in all: cut it into smaller scenes")
+            # the blocks GDAL's header gives (its strips may show as 1-row blocks: more, never fewer), before
+            # tifffile lists every block's offset (3.9 million 16 px tiles: 11 s and 0.5 GB to list)
+            bh, bw = src.block_shapes[0]
+            planes = src.count if src.interleaving is not None and src.interleaving.name == "BAND" else 1
+            declared = -(-w // max(1, bw)) * -(-h // max(1, bh)) * planes
+            if declared > limits.max_blocks and bh > 1:
+                raise UploadRejected(422, _too_many_blocks(declared, bw, bh, True, limits.max_blocks))
             if src.count > limits.max_bands:
                 raise UploadRejected(413, f"raster has {src.count} bands; the limit is {limits.max_bands} (the "
                                           "models read three): send the bands they read, e.g. `gdal_translate "

@@ -179,12 +179,12 @@ class OneLineErrorsGroup(FlagsShownAsFlags, TyperGroup):
             sub = ctx.invoked_subcommand
             _exit_on_one_line(error, f"{ctx.command_path} {sub}" if sub else ctx.command_path)
         except KeyboardInterrupt as stop:
-            # Ctrl-C or SIGTERM before a command's own handler runs (its imports take seconds): typer
-            # exited 130 without a word. The commands say what they keep; before they start, nothing.
+            # Ctrl-C or SIGTERM outside a command's own handler (predict's imports take seconds; eval has
+            # none): typer exited 130 without a word. The commands' handlers say what they keep.
             sub = ctx.invoked_subcommand
             terminated = isinstance(stop, Terminated)
-            typer.echo(f"{ctx.command_path}{f' {sub}' if sub else ''}: {'terminated' if terminated else 'interrupted'}"
-                       f" before it began: nothing written", err=True)
+            typer.echo(f"{ctx.command_path}{f' {sub}' if sub else ''}: {'terminated' if terminated else 'interrupted'}",
+                       err=True)
             raise typer.Exit(TERMINATED_EXIT if terminated else 130) from None
 
 

@@ -85,11 +85,12 @@ STAGE_COSTS: dict[tuple[str, str], StageCosts] = {
 #: an ensemble member's time on one scene by its card's architecture (``-int8``: its int8 graph), per device:
 #: its share of the building stage's progress. The members had equal shares, so the accurate profile's
 #: U2-Net filled half the stage's bar in 86 % of its time (the time left at 31 %: 214 s said, 134 s true).
-#: CPU: zanzibar_z19_1 on the idle box, each member timed alone in the run, 2 runs (session 31): U2-Net
-#: 13.1-13.7 s (int8 10.0-10.4 s), LiteUNet 2.15-2.5 s. CUDA: the H200's 0.056 and 0.03 s/Mpx above.
+#: Seconds on zanzibar_z19_1, each member on its own tiles (2.51 Mpx of the U2-Net's, 3.78 Mpx of the
+#: LiteUNet's). CPU: the idle box, each member timed alone in the run, 2 runs (session 31): U2-Net 13.1-13.7 s
+#: (int8 10.0-10.4 s), LiteUNet 2.15-2.5 s. CUDA: the H200's 0.056 and 0.03 s/Mpx above, times those Mpx.
 MEMBER_COSTS: dict[tuple[str, str], float] = {
     ("cpu", "U2Net"): 13.4, ("cpu", "U2Net-int8"): 10.2, ("cpu", "LiteUNet"): 2.3,
-    ("cuda", "U2Net"): 0.056, ("cuda", "LiteUNet"): 0.03,
+    ("cuda", "U2Net"): 0.056 * 2.51, ("cuda", "LiteUNet"): 0.03 * 3.78,
 }
 
 

@@ -3,8 +3,9 @@ place; and the removal of those a run left behind.
 
 Why: a run stopped where it could not clean up (``kill -9``, a second Ctrl-C while the class map was still
 being written, a power cut) left its ``.partial-*`` folder, up to ~19 bytes a pixel of accumulators (2.9 GB
-for a 12288 px scene), and later runs into that folder kept it for ever. Each staging folder now names its
-run (an empty ``.run-PID@HOST`` folder inside it), and a run removes those of its host whose process is gone.
+for a 12288 px scene), and later runs into that folder kept it for ever. Each staging folder's name now says
+whose it is (``.partial-HEX.PID@HOST``: a mark inside it could be removed while a writer refilled the folder),
+and a run removes those of its host whose process is gone.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import uuid
 from pathlib import Path
 
 PREFIX = ".partial-"
-_OWNER = re.compile(r"\.run-(?P<pid>\d+)@(?P<host>.+)")
+_OWNED = re.compile(re.escape(PREFIX) + r"[0-9a-f]+\.(?P<pid>\d{1,10})@(?P<host>[A-Za-z0-9.-]+)")
 
 
 def _host() -> str:
@@ -24,31 +25,36 @@ def _host() -> str:
 
 
 def make_staging(out_dir: Path) -> Path:
-    """A new staging folder in ``out_dir``, marked as this process's."""
-    staging = out_dir / f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    """A new staging folder in ``out_dir``, named as this process's."""
+    staging = out_dir / f"{PREFIX}{uuid.uuid4().hex[:8]}.{os.getpid()}@{_host()}"
     staging.mkdir()
-    (staging / f".run-{os.getpid()}@{_host()}").mkdir()
     return staging
 
 
-def _alive(pid: int) -> bool:
+def _gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs here (another user's, or a pid the system cannot take: not gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
         return True
-    return True
+    except (OSError, OverflowError):
+        return False
+    return False
 
 
 def remove_abandoned(out_dir: Path) -> list[Path]:
     """Remove the staging folders in ``out_dir`` of runs on this host whose process is gone; returns them.
-    A live run's folder, another host's (a shared disk) and one without a mark (made before session 31)
-    are left as they are."""
+    A live run's folder, another host's (a shared disk) and one named otherwise (made before session 31)
+    are left as they are; a folder that cannot be looked at is left too (this is housekeeping, never a
+    reason for the run to fail)."""
     removed = []
-    for staging in out_dir.glob(f"{PREFIX}*"):
-        marks = [m for m in (_OWNER.fullmatch(p.name) for p in staging.glob(".run-*")) if m] if staging.is_dir() else []
-        if len(marks) == 1 and marks[0]["host"] == _host() and not _alive(int(marks[0]["pid"])):
+    try:
+        candidates = list(out_dir.glob(f"{PREFIX}*"))
+    except OSError:
+        return removed
+    for staging in candidates:
+        owner = _OWNED.fullmatch(staging.name)
+        if owner and owner["host"] == _host() and _gone(int(owner["pid"])) and staging.is_dir():
             shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
     return removed

@@ -463,7 +463,7 @@ def test_the_body_caps_refusal_carries_cors_headers(tmp_path):
 def test_a_wildcard_origin_allows_the_subdomains_it_names_and_no_other(tmp_path):
     """``https://*.example.org`` (a team's preview deploys) was accepted at start-up and then matched
     no page: Starlette compares origins literally. A wildcard elsewhere in a host is refused."""
-    with service(tmp_path, cors_origins=("https://map.example", "https://*.example.org")) as client:
+    with service(tmp_path, cors_origins=("https://Map.example", "https://*.Example.org")) as client:  # as typed
         allowed = {origin: client.get("/v1/jobs", headers={"Origin": origin}).headers.get(
             "access-control-allow-origin") for origin in ("https://a.example.org", "https://b.c.example.org",
                                                           "https://example.org", "https://evil-example.org",
@@ -937,10 +937,14 @@ def test_upload_checks_run_two_at_a_time_beside_the_other_routes(tmp_path, monke
 def test_every_answer_forbids_content_sniffing(tmp_path):
     """No answer said ``X-Content-Type-Options: nosniff``: a browser could take a result whose bytes look
     like HTML (a GeoJSON holds the client's file name) for a page of the service's origin."""
-    with service(tmp_path, api_key="k") as client:
+    preflight = {"Origin": "https://map.example", "Access-Control-Request-Method": "GET"}
+    with service(tmp_path, api_key="k", cors_origins=("https://map.example",)) as client:
         client.headers["X-API-Key"] = "k"
         job = wait(client, submit(client)["id"])
         answers = [client.get(f"/v1/jobs/{job['id']}/buildings.geojson"), client.get("/v1/jobs"),
-                   client.get("/healthz"), client.get("/nowhere"), client.get("/v1/jobs", headers={"X-API-Key": "no"})]
+                   client.get("/healthz"), client.get("/nowhere"), client.get("/v1/jobs", headers={"X-API-Key": "no"}),
+                   client.options("/v1/jobs", headers=preflight),  # answered by the CORS layer itself
+                   client.options("/v1/jobs", headers={**preflight, "Origin": "https://evil.example"})]
+    assert [r.status_code for r in answers[-2:]] == [200, 400]
     for r in answers:
         assert r.headers["x-content-type-options"] == "nosniff", (r.status_code, r.headers)

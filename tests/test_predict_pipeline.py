@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -1138,7 +1139,7 @@ def test_a_failed_run_from_python_leaves_no_folder_and_a_file_for_out_dir_is_nam
 def test_a_staging_folder_left_by_a_run_that_is_gone_is_removed_by_the_next(tiny_models, tmp_path):
     """A second Ctrl-C while the class map was still written (or kill -9) left ``.partial-*`` with its
     scratch in the output folder, and later runs there kept it for ever. The next run removes those of
-    this host's runs that are gone; a live run's, another host's and an unmarked one stay."""
+    this host's runs that are gone; a live run's, another host's and an unnamed one stay."""
     import subprocess
     import sys
 
@@ -1147,26 +1148,27 @@ def test_a_staging_folder_left_by_a_run_that_is_gone_is_removed_by_the_next(tiny
     out = tmp_path / "out"
     out.mkdir()
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                           check=True)
-    gone, live = make_staging(out), make_staging(out)
+                           check=True).stdout.strip()
+
+    def owned_by(folder, owner):
+        return folder.rename(folder.with_name(folder.name.rsplit(".", 1)[0] + "." + owner))
+
+    live = make_staging(out)
+    assert re.fullmatch(rf"\.partial-[0-9a-f]{{8}}\.{os.getpid()}@[A-Za-z0-9.-]+", live.name), live.name
+    host = live.name.rsplit("@", 1)[1]
+    gone = owned_by(make_staging(out), f"{ended}@{host}")
     (gone / "classmap_plain.tif").write_bytes(b"x" * 1000)
-    mark = next(gone.glob(".run-*"))
-    mark.rename(gone / mark.name.replace(f".run-{os.getpid()}@", f".run-{ended.stdout.strip()}@"))
-    elsewhere = make_staging(out)
-    mark = next(elsewhere.glob(".run-*"))
-    mark.rename(elsewhere / f".run-{ended.stdout.strip()}@another-host")
-    unmarked = out / ".partial-0badf00d"
-    unmarked.mkdir()
+    elsewhere = owned_by(make_staging(out), f"{ended}@another-host")
+    odd = owned_by(make_staging(out), f"{'9' * 10}@{host}")  # no such pid: the system refuses to look
+    unnamed = out / ".partial-0badf00d"
+    unnamed.mkdir()
     assert remove_abandoned(out) == [gone]
-    assert not gone.exists() and live.is_dir() and elsewhere.is_dir() and unmarked.is_dir()
-    live.rename(gone)  # as if made by the run that ended: the next predict_scene into out removes it
-    mark = next(gone.glob(".run-*"))
-    mark.rename(gone / mark.name.replace(f".run-{os.getpid()}@", f".run-{ended.stdout.strip()}@"))
+    assert not gone.exists() and all(p.is_dir() for p in (live, elsewhere, odd, unnamed))
+    owned_by(live, f"{ended}@{host}")  # as if made by the run that ended: the next predict_scene removes it
     report = predict_scene(crop(SCENE, tmp_path / "s.tif", Window(0, 0, 128, 128)), out,
                            options(tiny_models, buildings=False, refine="none"))
-    assert not gone.exists() and sorted(p.name for p in out.glob(".partial-*")) == sorted(
-        [elsewhere.name, unmarked.name])
-    assert ".run-" not in " ".join(report["outputs"]) and (out / "classmap.tif").is_file()
+    assert sorted(p.name for p in out.glob(".partial-*")) == sorted([elsewhere.name, odd.name, unnamed.name])
+    assert (out / "classmap.tif").is_file() and "report.json" in report["outputs"]
 
 
 def test_a_run_that_fails_stops_its_class_map_at_the_next_block(tiny_models, tmp_path, monkeypatch):

@@ -474,3 +474,22 @@ def test_ctrl_c_while_a_local_clusters_workers_start_leaves_dask_nothing_to_clos
     with pytest.raises(KeyboardInterrupt):
         _connect(None, 2)
     assert made and made[0] not in SpecCluster._instances  # Dask's exit hook no longer sees it
+
+
+def test_only_asyncios_record_of_a_worker_kept_from_starting_is_dropped():
+    """After Ctrl-C during a local cluster's start-up asyncio logged 'Task exception was never retrieved ...
+    RuntimeError: Nanny failed to start' with its traceback under the 'interrupted' line. The filter drops
+    that record alone: the level of the asyncio logger stays as it was (a library caller keeps its errors)."""
+    import logging
+
+    from tiles.batch import _UnstartedNannyFilter
+
+    def record(message, error):
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None,
+                                 (type(error), error, None) if error else None)
+
+    drop = _UnstartedNannyFilter()
+    assert not drop.filter(record("Task exception was never retrieved\nfuture: <Task>", RuntimeError("Nanny failed "
+                                                                                                     "to start.")))
+    assert drop.filter(record("Task exception was never retrieved\nfuture: <Task>", ValueError("yours")))
+    assert drop.filter(record("Executing <Task> took 0.2 seconds", None))

@@ -554,6 +554,15 @@ def _connect(scheduler: str | None, n_workers: int) -> tuple[Any, Any]:
         raise
 
 
+class _UnstartedNannyFilter(logging.Filter):
+    """Drops asyncio's record of a Dask worker that an interruption kept from starting; every other record
+    of the ``asyncio`` logger passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage().startswith("Task exception was never retrieved")
+                    and "Nanny failed to start" in str(error))
+
 
 def _close_interrupted(cluster: Any) -> None:
     """Close a local cluster that Ctrl-C or SIGTERM interrupted, whatever state its workers reached, and
@@ -567,7 +576,9 @@ def _close_interrupted(cluster: Any) -> None:
 
     # a worker that failed to start leaves its task's error to asyncio, which logged it, traceback and
     # all, when the task was collected ("Task exception was never retrieved ... Nanny failed to start")
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _UnstartedNannyFilter) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_UnstartedNannyFilter())
     with contextlib.suppress(Exception):
         cluster.close(timeout=2)
     SpecCluster._instances.discard(cluster)

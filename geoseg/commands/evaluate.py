@@ -13,7 +13,6 @@ from geoseg.commands.usage import UsageError
 from geoseg.commands.warning_lines import warnings_as_lines
 
 
-
 def evaluate(
     pred_dir: Path = typer.Argument(..., metavar="PRED_DIR", help="Output folder of `geoseg predict`."),
     # a string, not a Path: Path would collapse the // of a GDAL virtual path (/vsizip//a.zip/b.gpkg)
@@ -33,7 +32,7 @@ def evaluate(
         raise UsageError(f"{given} selects building labels: it goes with --labels, not --truth")
     if labels is None and coverage is not None:
         raise UsageError("--coverage says where building labels are complete: it goes with --labels, "
-                                       "not --truth (a class raster marks its unlabeled pixels 0)")
+                         "not --truth (a class raster marks its unlabeled pixels 0)")
     out = json_out or pred_dir / f"eval_{'buildings' if labels is not None else 'classmap'}.json"
     try:
         if json_out is not None:  # checked first: scoring a big scene must not end on a typo
