@@ -89,7 +89,7 @@ class Settings:
                              "character: no client can send it in a header (e.g. a secret file written with echo: "
                              "use printf)")
         for origin in self.cors_origins:
-            if origin in ("*", "null") or _ORIGIN.fullmatch(origin) and "*" not in origin:  # null: a page opened from a file
+            if origin in ("*", "null") or (_ORIGIN.fullmatch(origin) and "*" not in origin):  # null: a page from a file
                 continue
             if not _SUBDOMAINS.fullmatch(origin):
                 # "https://a.example/" never matched: a browser sends its origin without a path; nor did

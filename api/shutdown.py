@@ -36,8 +36,8 @@ def cut_off_detail(scope: Scope) -> str:
 
 
 class CutOffAtShutdown:
-    """ASGI middleware (outside all but CORS and NoSniffing): a request cancelled before its answer started gets a JSON 503
-    with ``Retry-After``; the cancellation then goes on as it came."""
+    """ASGI middleware (outside all but CORS and NoSniffing): a request cancelled before its answer started
+    gets a JSON 503 with ``Retry-After``; the cancellation then goes on as it came."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

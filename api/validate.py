@@ -305,7 +305,8 @@ def _inspect(path: Path, limits: RasterLimits) -> dict[str, Any]:
             planes = src.count if src.interleaving is not None and src.interleaving.name == "BAND" else 1
             declared = -(-w // max(1, bw)) * -(-h // max(1, bh)) * planes
             if declared > limits.max_blocks and bh > 1:
-                raise UploadRejected(422, _too_many_blocks(declared, bw, bh, True, limits.max_blocks))
+                raise UploadRejected(422, _too_many_blocks(declared, bw, bh, bool(src.profile.get("tiled")),
+                                                           limits.max_blocks))
             if src.count > limits.max_bands:
                 raise UploadRejected(413, f"raster has {src.count} bands; the limit is {limits.max_bands} (the "
                                           "models read three): send the bands they read, e.g. `gdal_translate "
