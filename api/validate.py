@@ -263,10 +263,9 @@ def _check_readable(src: rasterio.io.DatasetReader) -> None:
     last_col = ((src.width - 1) // bw) * bw
     last_row = ((src.height - 1) // bh) * bh
     windows = [Window(0, 0, 1, 1), Window(last_col, last_row, 1, 1)]
+    group = max(1, _BLOCK_CHECK_BYTES // (block_pixels * max(np.dtype(d).itemsize for d in src.dtypes)))
     try:
         for window in windows:
-            band_bytes = block_pixels * max(np.dtype(d).itemsize for d in src.dtypes)
-            group = max(1, _BLOCK_CHECK_BYTES // band_bytes)
             for first in range(0, src.count, group):
                 src.read(list(src.indexes[first:first + group]), window=window)
     except RasterioError as exc:
