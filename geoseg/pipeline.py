@@ -38,7 +38,7 @@ from geoseg.card import code_version, read_card
 from geoseg.classmap import write_classmap
 from geoseg.classmap_confidence import ConfidenceTally, uncertain_note
 from geoseg.coarse_input import too_coarse
-from geoseg.ensemble_heads import has_int8_graph, head_models, run_mean_head
+from geoseg.ensemble_heads import has_int8_graph, head_models, member_cards, run_mean_head
 from geoseg.footprints import landcover_cue, vectorise_buildings, write_buildings
 from geoseg.heads import bands_of_models, building_rules, load_heads, model_summary, task_card_path
 from geoseg.infer import TileModel, resolve_device
@@ -59,6 +59,7 @@ from tiles.rasterpath import (RasterPath, as_raster_path, check_utf8_name, is_vi
                               raster_name, sidecar_of)
 from tiles.same_content import content_record
 from tiles.source import Scene, cap_block_cache
+from tiles.stitch import accumulator_bytes, check_free_space, size_words
 
 __all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "expected_seconds", "predict_scene"]
 
@@ -125,13 +126,34 @@ def _running_code_version() -> str:
     return code_version()
 
 
-def _stage_work(input_path: RasterPath, heads: dict[str, tuple], options: PredictOptions, device: str,
-                input_gsd: float | None, grid: dict) -> StageWork:
+def _head_plans(input_path: RasterPath, heads: dict[str, tuple], options: PredictOptions, input_gsd: float | None,
+                grid: dict) -> dict[str, TilePlan]:
+    """The tile plan of each model head of this run, before it runs."""
+    return {task: head_plan(input_path, heads[task][1], options, input_gsd, grid)
+            for task in ("landcover", "buildings") if task in heads}
+
+
+def _stage_work(input_path: RasterPath, heads: dict[str, tuple], plans: dict[str, TilePlan], options: PredictOptions,
+                device: str, grid: dict) -> StageWork:
     """The pixels each stage of this run will handle (its progress weights), from the heads' tile plans."""
-    plans = {task: head_plan(input_path, heads[task][1], options, input_gsd, grid)
-             for task in ("landcover", "buildings") if task in heads}
     return _work_of(plans, {task: head[1] for task, head in heads.items()}, options, device,
                     grid["width"] * grid["height"], _nodata_cut(input_path, grid.get("bands")))
+
+
+def _check_accumulator_space(staging: Path, heads: dict[str, tuple], plans: dict[str, TilePlan]) -> None:
+    """Raise ``OSError`` (ENOSPC) before any head runs when ``staging``'s file system cannot hold the
+    blending accumulators of every head at once (the land cover's stays open for the class map while
+    the building model's, one per ensemble member, are filled).
+
+    Why: each writer checked its own space as it was made, so a scene whose building accumulators did
+    not fit failed only after its land cover had run (minutes on a big scene). The writers still check
+    and reserve their own: another process may take the space meanwhile."""
+    parts = {task: accumulator_bytes(plan.width, plan.height, len(heads[task][1]["classes"]))
+             * len(member_cards(heads[task][1]) or [None])
+             for task, plan in plans.items()}
+    if parts:
+        words = ", ".join(f"{task.replace('landcover', 'land cover')} {size_words(n)}" for task, n in parts.items())
+        check_free_space(staging, sum(parts.values()), f"this run's blending accumulators ({words}) need")
 
 
 def _nodata_cut(input_path: RasterPath, bands: tuple[int, ...] | None) -> bool:
@@ -346,12 +368,13 @@ def predict_scene(
     t = time.perf_counter()
     heads = load_heads(options, device, notes, gsd_known=input_gsd is not None)
     timings["load_models"] = time.perf_counter() - t
-    stage_work = _stage_work(input_path, heads, options, device, input_gsd, grid)
+    plans = _head_plans(input_path, heads, options, input_gsd, grid)
+    stage_work = _stage_work(input_path, heads, plans, options, device, grid)
     stages = StageProgress(progress, stage_weights(stage_work, device, options.profile))
 
     made_out_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(out_dir)
+    remove_abandoned(out_dir)  # first: what they held is free space for this run
     staging = make_staging(out_dir)
     work = Path(tempfile.mkdtemp(prefix="geoseg-predict-", dir=staging))
     report: dict[str, Any] = {
@@ -385,6 +408,7 @@ def predict_scene(
     landcover_result: HeadResult | None = None
     landcover_card: dict[str, Any] | None = None
     try:
+        _check_accumulator_space(staging, heads, plans)  # named by its folder: DIR
         if "landcover" in heads:
             t = time.perf_counter()
             # a GCN reading only colours and CNN probabilities spares the feature maps (fast profile)

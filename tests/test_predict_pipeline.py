@@ -28,7 +28,7 @@ from geoseg.card import code_version
 from geoseg.cli import app
 from geoseg.heads import load_heads
 from geoseg.paths import data_root
-from geoseg.pipeline import PredictError, PredictOptions, _stage_work, predict_scene
+from geoseg.pipeline import PredictError, PredictOptions, _head_plans, _stage_work, predict_scene
 from geoseg.progress import stage_weights
 from geoseg.tiled_inference import head_plan
 from tiles.cog import is_valid_cog
@@ -672,6 +672,39 @@ def test_a_gcn_card_with_unknown_inputs_is_a_clear_error(tiny_models, tmp_path):
     assert not (tmp_path / "out" / "classmap.tif").exists()
 
 
+def test_a_disk_too_small_for_every_heads_accumulators_fails_before_any_head_runs(tiny_models, tmp_path,
+                                                                                  monkeypatch):
+    """Each blending writer checked its own space as it was made: a scene whose building
+    accumulators did not fit failed only after its land cover had run (minutes on a big scene).
+    The run now adds up every head's accumulators (the land cover's stays open for the class map
+    while the building model's are filled) before any head runs."""
+    import errno
+    import shutil
+
+    from geoseg import pipeline
+    from tiles import stitch
+
+    scene = crop(SCENE, tmp_path / "scene.tif", Window(0, 0, 700, 600))
+    heads = load_heads(options(tiny_models), "cpu", [])
+    with Scene(scene) as src:
+        grid = {"width": src.width, "height": src.height, "native_gsd": src.native_gsd, "bands": src.bands}
+    plans = _head_plans(scene, heads, options(tiny_models), grid["native_gsd"], grid)
+    need = {task: stitch.accumulator_bytes(plan.width, plan.height, len(heads[task][1]["classes"]))
+            for task, plan in plans.items()}
+    # room for the land cover's accumulators, not for the building model's as well
+    real = shutil.disk_usage
+    monkeypatch.setattr(stitch.shutil, "disk_usage", lambda p: real(p)._replace(free=need["landcover"] + 1000))
+    ran = []
+    real_run_head = pipeline.run_head
+    monkeypatch.setattr(pipeline, "run_head", lambda *a, **k: ran.append(a) or real_run_head(*a, **k))
+    with pytest.raises(OSError) as err:
+        predict_scene(scene, tmp_path / "out", options(tiny_models))
+    assert err.value.errno == errno.ENOSPC and ran == []
+    assert f"need {stitch.size_words(sum(need.values()))} on " in str(err.value)
+    assert f"(land cover {stitch.size_words(need['landcover'])}, buildings " in str(err.value)
+    assert str(tmp_path / "out") in str(err.value) and not (tmp_path / "out").exists()
+
+
 def test_class_map_written_beside_the_building_model_gives_the_same_outputs(tiny_models, tmp_path, monkeypatch):
     """The class map is written on a thread while the building model runs; the files must be what
     the one-stage-after-the-other order writes, and a failure there must surface, leaving nothing."""
@@ -816,7 +849,7 @@ def test_each_stage_has_the_share_of_the_bar_its_pixels_cost(scene_run, tiny_mod
     heads = load_heads(opts, "cpu", [])
     with Scene(SCENE) as scene:
         grid = {"width": scene.width, "height": scene.height, "native_gsd": scene.native_gsd, "bands": scene.bands}
-    work = _stage_work(SCENE, heads, opts, "cpu", grid["native_gsd"], grid)
+    work = _stage_work(SCENE, heads, _head_plans(SCENE, heads, opts, grid["native_gsd"], grid), opts, "cpu", grid)
     assert work.landcover_px == head_plan(SCENE, heads["landcover"][1], opts, grid["native_gsd"], grid).model_input_px
     weights = stage_weights(work, "cpu", opts.profile)
     total = sum(weights.values())

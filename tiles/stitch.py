@@ -69,7 +69,7 @@ def _zeros_on_disk(path: Path, shape: tuple[int, ...]) -> np.memmap:
                 os.posix_fallocate(f.fileno(), 0, nbytes)
             except OSError as exc:  # it names no file: "[Errno 27] File too large" was the whole message
                 limit = " (a file-size limit: `ulimit -f`?)" if exc.errno == errno.EFBIG else ""
-                raise OSError(exc.errno, f"{exc.strerror or exc}{limit}: reserving {_size(nbytes)} for a "
+                raise OSError(exc.errno, f"{exc.strerror or exc}{limit}: reserving {size_words(nbytes)} for a "
                                          f"blending accumulator on {_file_system(path)}") from exc
         else:  # macOS, Windows: a sparse file, as before
             f.truncate(nbytes)
@@ -85,7 +85,12 @@ def _file_system(path: Path) -> str:
     return f"the file system mounted at {mount} ({Path(path).parent})"
 
 
-def _check_free_space(folder: Path, nbytes: int) -> None:
+def accumulator_bytes(width: int, height: int, n_classes: int) -> int:
+    """Disk bytes a ``BlendingWriter`` of this shape reserves: float32 sums per class and a weight."""
+    return 4 * (n_classes + 1) * height * width
+
+
+def check_free_space(folder: Path, nbytes: int, what: str = "the blending accumulators need") -> None:
     """Raise ``OSError`` (ENOSPC) when ``folder``'s file system has less than ``nbytes`` free.
 
     Why: reserving more than the disk holds is not refused up front: glibc's ``posix_fallocate``
@@ -95,11 +100,11 @@ def _check_free_space(folder: Path, nbytes: int) -> None:
     Asked first, it fails at once and claims nothing."""
     free = shutil.disk_usage(folder).free
     if nbytes > free:
-        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the blending accumulators need "
-                      f"{_size(nbytes)} on {_file_system(folder)}, {_size(free)} are free")
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {what} "
+                      f"{size_words(nbytes)} on {_file_system(folder)}, {size_words(free)} are free")
 
 
-def _size(nbytes: int) -> str:
+def size_words(nbytes: int) -> str:
     return f"{nbytes / 1e9:.3g} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.3g} MB"
 
 
@@ -118,7 +123,7 @@ class BlendingWriter:
         # in /tmp; the folder now goes with the object, or at exit
         self._remove_dir = weakref.finalize(self, shutil.rmtree, str(self._dir), True)
         try:  # a raster too big for the disk or the file system fails here: no folder may stay behind
-            _check_free_space(self._dir, 4 * (n_classes + 1) * height * width)
+            check_free_space(self._dir, accumulator_bytes(width, height, n_classes))
             self._sum = _zeros_on_disk(self._dir / "sum.f32", (n_classes, height, width))
             self._weight = _zeros_on_disk(self._dir / "weight.f32", (height, width))
         except BaseException:
