@@ -161,10 +161,11 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
         app.state.store, app.state.supervisor = store, supervisor
         app.state.upload_checks = anyio.CapacityLimiter(UPLOAD_CHECKS_AT_ONCE)
         supervisor.start()
-        if settings.api_key is None:
+        if not settings.keyed:
             log.warning("GEOSEG_API_KEY is not set: the service is OPEN, /v1 needs no key")
         else:
-            log.info("API key required on /v1 (header X-API-Key)")
+            log.info("API key required on /v1 (header X-API-Key)%s", f"; {len(settings.client_keys)} client key(s), "
+                     "each seeing its own jobs" if settings.client_keys else "")
         log.info("geoseg service: data dir %s, %d worker(s), runner %s", settings.data_dir,
                  settings.workers, spec)
         if settings.models_dir is not None:
@@ -247,8 +248,8 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
 
     # Only a keyed service declares (and enforces) the X-API-Key scheme and its 401, so the schema
     # is honest: an open one never answers 401.
-    guarded = [Depends(require_api_key)] if settings.api_key else []
-    unauthorized = problems(401) if settings.api_key else {}
+    guarded = [Depends(require_api_key)] if settings.keyed else []
+    unauthorized = problems(401) if settings.keyed else {}
     app.include_router(health.router)
     app.include_router(jobs.router, dependencies=guarded, responses=unauthorized)
     app.include_router(segment.router, dependencies=guarded, responses=unauthorized)
@@ -259,8 +260,8 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     # inside the key gate: only a client with the key learns that the queue is full
     app.add_middleware(QueueGate, state=app.state, max_queued=settings.max_queued,
                        priorities={"/v1/jobs": 0, "/v1/segment": segment.SYNC_PRIORITY}, workers=settings.workers)
-    if settings.api_key:
-        app.add_middleware(ApiKeyGate, api_key=settings.api_key)  # inside CORS: preflights pass
+    if settings.keyed:
+        app.add_middleware(ApiKeyGate, settings=settings)  # inside CORS: preflights pass
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK,
                        upload_limit=settings.max_upload_bytes, idle_s=settings.upload_idle_s or None)
     app.add_middleware(NoStoreByDefault)  # the gates' own refusals get it too

@@ -241,7 +241,8 @@ def _stage_mask(mask: UploadFile, staged: Path, summary: dict[str, Any], setting
 
 
 def _publish(staged: Path, target: Path, job_id: str, options: dict[str, Any], summary: dict[str, Any],
-             settings: Settings, store: JobStore, kind: str, priority: int, idempotency_key: str | None) -> Job:
+             settings: Settings, store: JobStore, kind: str, priority: int, idempotency_key: str | None,
+             client: str | None = None) -> Job:
     """Move the checked upload into its job's folder, sync it, insert the row. In a worker thread:
     the two fsyncs (the folder's, and the row's ``synchronous=FULL`` commit: 15-25 ms here, more on
     a busy or network disk) stalled every request the event loop serves, once per upload."""
@@ -252,7 +253,7 @@ def _publish(staged: Path, target: Path, job_id: str, options: dict[str, Any], s
         os.replace(staged, target / INPUT_NAME)  # fails if the request gave up and discarded it
         _fsync_dir(target)
         return store.create(job_id, options, summary, kind=kind, priority=priority,
-                            max_queued=settings.max_queued, idempotency_key=idempotency_key)
+                            max_queued=settings.max_queued, idempotency_key=idempotency_key, client=client)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)  # no row, no job: its input goes now
         raise
@@ -264,9 +265,9 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
                         model_bands: tuple[tuple[int, ...], str] | None = None,
                         model_cards: dict[str, str] | None = None,
                         idempotency_key: str | None = None, mask: UploadFile | None = None,
-                        checks: anyio.CapacityLimiter | None = None) -> Job:
+                        checks: anyio.CapacityLimiter | None = None, client: str | None = None) -> Job:
     """Validate the upload (and its ``mask`` part, stored beside it as ``input.tif.msk``) and queue
-    it; raises ``UploadRejected`` (nothing is kept) if unusable, ``api.jobs.KeyTaken`` (nothing is
+    it as ``client``'s job; raises ``UploadRejected`` (nothing is kept) if unusable, ``api.jobs.KeyTaken`` (nothing is
     kept) if a job already has ``idempotency_key``. The checks run in threads under ``checks`` (the
     app's ``upload_checks``; None: the thread pool the routes share)."""
 
@@ -296,7 +297,7 @@ async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: S
         summary["filename"] = display_name(upload.filename)
         publishing = True  # from here the thread owns the job's folder, and cleans it up if it fails
         return await run_in_threadpool(_publish, staged, target, job_id, options, summary, settings, store,
-                                       kind, priority, idempotency_key)
+                                       kind, priority, idempotency_key, client)
     except BaseException as exc:
         # no row, no job: its input must not wait for the next start-up to be removed. Not while
         # publishing: a cancelled request (server shutdown) leaves the thread running, and the

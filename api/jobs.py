@@ -113,6 +113,9 @@ class Job:
     #: when the attempt's runner first reported progress, its start-up (interpreter, imports,
     #: models) behind it: the rate of ``progress`` is measured from here
     pipeline_started_at: float | None = None
+    #: the client whose key submitted it (``GEOSEG_API_KEYS_FILE``); None: the operator's key, or an
+    #: open server. A client sees only its own jobs
+    client: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -126,6 +129,7 @@ class Job:
             created_at=row["created_at"], updated_at=row["updated_at"],
             started_at=row["started_at"], finished_at=row["finished_at"],
             heartbeat_at=row["heartbeat_at"], pipeline_started_at=row["pipeline_started_at"],
+            client=row["client"],
         )
 
 
@@ -140,7 +144,7 @@ class JobStore:
             con.executescript(_SCHEMA)
             columns = {row["name"] for row in con.execute("PRAGMA table_info(jobs)")}
             for column, kind in (("previous_error", "TEXT"), ("pipeline_started_at", "REAL"),
-                                 ("idempotency_key", "TEXT")):
+                                 ("idempotency_key", "TEXT"), ("client", "TEXT")):
                 if column in columns:
                     continue
                 try:  # a data dir from before the column
@@ -165,7 +169,7 @@ class JobStore:
     # -- creation and reads -------------------------------------------------
     def create(self, job_id: str, options: dict[str, Any], input_summary: dict[str, Any],
                kind: str = "job", priority: int = 0, max_queued: int = 0,
-               idempotency_key: str | None = None) -> Job:
+               idempotency_key: str | None = None, client: str | None = None) -> Job:
         """Queue a job; ``QueueFull`` (nothing inserted) while ``max_queued`` (0: no limit) jobs
         wait ahead of it, counted in the inserting transaction so concurrent uploads cannot
         overshoot the limit; ``KeyTaken`` (nothing inserted) when a job not deleted already has
@@ -186,16 +190,16 @@ class JobStore:
                 now = time.time()
                 con.execute(
                     "INSERT INTO jobs (id, kind, status, stage, options, input, priority, created_at,"
-                    " updated_at, idempotency_key) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?, ?)",
+                    " updated_at, idempotency_key, client) VALUES (?, ?, 'queued', 'queued', ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, kind, json.dumps(options), json.dumps(input_summary), priority, now, now,
-                     idempotency_key),
+                     idempotency_key, client),
                 )
         # built here, not read back: once the row is in, nothing may fail and disown it
         return Job(id=job_id, kind=kind, status="queued", progress=0.0, stage="queued", error=None,
                    last_error=None, previous_error=None, options=json.loads(json.dumps(options)),
                    input=json.loads(json.dumps(input_summary)), report=None, attempts=0,
                    priority=priority, deleted=False, created_at=now, updated_at=now,
-                   started_at=None, finished_at=None, heartbeat_at=None)
+                   started_at=None, finished_at=None, heartbeat_at=None, client=client)
 
     def by_idempotency_key(self, key: str) -> Job | None:
         """The job (not deleted) a submission with ``Idempotency-Key: key`` made, if any."""
@@ -211,11 +215,15 @@ class JobStore:
         return Job.from_row(row)
 
     def list(self, limit: int, offset: int, status: str | None = None,
-             after: tuple[float, str] | None = None) -> tuple[list[Job], int]:
+             after: tuple[float, str] | None = None, client: str | None = None) -> tuple[list[Job], int]:
         """Newest first; ``after`` (created_at, id of the last job a client saw) starts the page
         right after that job, wherever jobs created or deleted since have moved it. ``total``
-        counts every job of ``status``; both come from one snapshot of the table."""
+        counts every job of ``status``; both come from one snapshot of the table. ``client``: that
+        client's jobs only (None: every job)."""
         where, args = "deleted = 0", []
+        if client is not None:
+            where += " AND client = ?"
+            args.append(client)
         if status is not None:
             where += " AND status = ?"
             args.append(status)

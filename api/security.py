@@ -1,12 +1,14 @@
-"""API-key check for every ``/v1`` route (header ``X-API-Key``, key from ``GEOSEG_API_KEY``), and the
-signed URLs of a job's web-map tiles, which map libraries load as ``<img>`` (no headers)."""
+"""API-key check for every ``/v1`` route (header ``X-API-Key``: the operator's key ``GEOSEG_API_KEY``, or
+a client's from ``GEOSEG_API_KEYS_FILE``), who the caller is, and the signed URLs of a job's web-map
+tiles, which map libraries load as ``<img>`` (no headers)."""
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 from uuid import UUID
 
@@ -16,10 +18,14 @@ from fastapi.security import APIKeyHeader
 from api.asgi_paths import route_path
 from api.json_answers import send_error
 
+if TYPE_CHECKING:
+    from api.jobs import Job
+    from api.settings import Settings
+
 UNAUTHORIZED = "missing or wrong API key: send the header 'X-API-Key: <key>'"
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="Required when the server sets GEOSEG_API_KEY.")
+                              description="Required when the server sets GEOSEG_API_KEY or GEOSEG_API_KEYS_FILE.")
 
 
 #: the query parameter of a signed tile URL (a keyed server's TileJSON and job links carry it)
@@ -40,30 +46,74 @@ def tile_signature(api_key: str, job_id: str) -> str:
     return base64.urlsafe_b64encode(mac[:18]).decode()
 
 
-def is_signed_tile_request(method: str, path: str, query_string: bytes, api_key: str) -> bool:
-    """Whether a GET/HEAD of a job's tile carries that job's signature (constant-time comparison)."""
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request. ``client`` None: the operator's key (``GEOSEG_API_KEY``) or an open server,
+    which see every job; else a client of ``GEOSEG_API_KEYS_FILE``, which sees the jobs it submitted."""
+
+    client: str | None = None
+
+    def sees(self, job: Job) -> bool:
+        return self.client is None or job.client == self.client
+
+
+OPERATOR = Caller()
+
+
+def _keys(settings: Settings) -> list[tuple[str | None, str]]:
+    return ([(None, settings.api_key)] if settings.api_key is not None else []) + list(settings.client_keys)
+
+
+def _signer_of_tile(method: str, path: str, query_string: bytes, settings: Settings) -> Caller | None:
+    """The caller whose key signed this GET/HEAD of a job's tile, if any (constant-time comparisons).
+    A signature opens tiles of its signer's jobs only: another client's made with its own key names
+    that client, whom the route does not show the job."""
     match = _TILE_PATH.match(path)
     if method not in ("GET", "HEAD") or match is None:
-        return False
-    sent = parse_qs(query_string.decode("latin-1")).get(TILE_SIGNATURE_PARAM, [""])[-1]
-    try:
-        expected = tile_signature(api_key, match["job"])
-    except ValueError:  # not a job id: the route answers 422 to a keyed client
-        return False
-    return hmac.compare_digest(sent.encode(), expected.encode())
+        return None
+    sent = parse_qs(query_string.decode("latin-1")).get(TILE_SIGNATURE_PARAM, [""])[-1].encode()
+    found = None
+    for client, key in _keys(settings):
+        try:
+            expected = tile_signature(key, match["job"])
+        except ValueError:  # not a job id: the route answers 422 to a keyed client
+            return None
+        if hmac.compare_digest(sent, expected.encode()):
+            found = Caller(client)
+    return found
+
+
+def identify(settings: Settings, sent_key: bytes, method: str, path: str, query_string: bytes) -> Caller | None:
+    """Who sends ``sent_key`` (the ``X-API-Key`` header's bytes; b"" if none), or signed the tile URL;
+    None: nobody the server knows (401). Every key is compared, in constant time."""
+    if not settings.keyed:
+        return OPERATOR
+    found = None
+    for client, key in _keys(settings):
+        if hmac.compare_digest(sent_key, key.encode()):
+            found = Caller(client)
+    return found or _signer_of_tile(method, path, query_string, settings)
+
+
+def _unauthorized() -> HTTPException:
+    return HTTPException(status_code=401, detail=UNAUTHORIZED, headers={"WWW-Authenticate": "X-API-Key"})
 
 
 def require_api_key(request: Request, key: str | None = Security(api_key_header)) -> None:
-    """401 unless the configured key is sent (or the request is a signed tile URL); constant-time comparison."""
-    expected = request.app.state.settings.api_key
-    if expected is None:
-        return
-    if is_signed_tile_request(request.method, route_path(request.scope), request.scope.get("query_string", b""),
-                              expected):
-        return
-    if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
-        raise HTTPException(status_code=401, detail=UNAUTHORIZED,
-                            headers={"WWW-Authenticate": "X-API-Key"})
+    """401 unless a known key is sent (or the request is a signed tile URL); who sent it is ``caller_of``."""
+    caller_of(request)
+
+
+def caller_of(request: Request) -> Caller:
+    """The request's caller (``identify``), kept on ``request.state``; 401 for an unknown key."""
+    caller = getattr(request.state, "caller", None)
+    if caller is None:
+        caller = identify(request.app.state.settings, (request.headers.get("x-api-key") or "").encode("latin-1"),
+                          request.method, route_path(request.scope), request.scope.get("query_string", b""))
+        if caller is None:
+            raise _unauthorized()
+        request.state.caller = caller
+    return caller
 
 
 class ApiKeyGate:
@@ -74,16 +124,16 @@ class ApiKeyGate:
     could make the server spool gigabytes to disk before hearing 401.
     """
 
-    def __init__(self, app: Any, api_key: str) -> None:
+    def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
-        self.api_key = api_key
-        self.expected = api_key.encode()
+        self.settings = settings
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and route_path(scope).startswith("/v1") and scope["method"] != "OPTIONS":
             sent = dict(scope.get("headers") or []).get(b"x-api-key", b"")
-            if not hmac.compare_digest(sent, self.expected) and not is_signed_tile_request(
-                    scope["method"], route_path(scope), scope.get("query_string", b""), self.api_key):
+            caller = identify(self.settings, sent, scope["method"], route_path(scope), scope.get("query_string", b""))
+            if caller is None:
                 await send_error(send, 401, UNAUTHORIZED, {"WWW-Authenticate": "X-API-Key"})
                 return
+            scope.setdefault("state", {})["caller"] = caller  # request.state.caller
         await self.app(scope, receive, send)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
+from api.client_keys import ClientKeys, read_client_keys
+
 DEFAULT_RUNNER = "api.pipeline_runner:run_pipeline"
 
 T = TypeVar("T", int, float)
@@ -50,7 +52,11 @@ class Settings:
     """Everything the service can be told; limits guard the machine against hostile uploads."""
 
     data_dir: Path = Path("geoseg-data")
+    #: the operator's key: it opens every job (``GEOSEG_API_KEY``)
     api_key: str | None = None
+    #: the clients' own keys, (name, key) pairs (``GEOSEG_API_KEYS_FILE``, ``api.client_keys``): each
+    #: client sees only the jobs its key submitted
+    client_keys: ClientKeys = ()
     workers: int = 1
     max_upload_bytes: int = 2 * 1024**3
     max_side: int = 100_000
@@ -88,6 +94,9 @@ class Settings:
             raise ValueError("api_key (GEOSEG_API_KEY) begins or ends with a space or line break, or holds a control "
                              "character: no client can send it in a header (e.g. a secret file written with echo: "
                              "use printf)")
+        if self.api_key is not None and any(key == self.api_key for _, key in self.client_keys):
+            raise ValueError("GEOSEG_API_KEY is a client's key too (GEOSEG_API_KEYS_FILE): the operator's key "
+                             "opens every job and must be its own")
         for origin in self.cors_origins:
             if origin in ("*", "null") or (_ORIGIN.fullmatch(origin) and "*" not in origin):  # null: a page from a file
                 continue
@@ -135,6 +144,8 @@ class Settings:
         settings = cls(
             data_dir=Path(os.environ.get("GEOSEG_SERVICE_DIR", str(d.data_dir))),
             api_key=os.environ.get("GEOSEG_API_KEY") or None,
+            client_keys=(read_client_keys(Path(os.environ["GEOSEG_API_KEYS_FILE"]))
+                         if os.environ.get("GEOSEG_API_KEYS_FILE") else ()),
             workers=_env_int("GEOSEG_WORKERS", d.workers),
             max_upload_bytes=_env_int("GEOSEG_MAX_UPLOAD_MB", d.max_upload_bytes // 1024**2) * 1024**2,
             max_side=_env_int("GEOSEG_MAX_SIDE", d.max_side),
@@ -154,6 +165,15 @@ class Settings:
             standby=os.environ.get("GEOSEG_STANDBY", "0").strip().lower() in ("1", "true", "yes"),
         )
         return replace(settings, **overrides) if overrides else settings
+
+    @property
+    def keyed(self) -> bool:
+        """Whether ``/v1`` needs a key (the operator's or a client's)."""
+        return self.api_key is not None or bool(self.client_keys)
+
+    def key_of(self, client: str | None) -> str | None:
+        """The key of ``client`` (None: the operator's), which signs its jobs' tile URLs."""
+        return self.api_key if client is None else dict(self.client_keys).get(client)
 
     @property
     def db_path(self) -> Path:

@@ -44,7 +44,7 @@ def accepted_answer(request: Request, job: Job) -> JSONResponse:
     """The 202 of a job to poll, one answer for ``POST /v1/jobs`` and a ``/v1/segment`` that ran
     past its wait: its links, ``Location`` and ``Retry-After``."""
     settings, store = settings_of(request), store_of(request)
-    links = job_links(job, root_path_of(request), settings.api_key)
+    links = job_links(job, root_path_of(request), settings.key_of(job.client))
     body = JobAccepted(id=job.id, status=job.status, links=links, input=InputSummary(**job.input))
     return JSONResponse(body.model_dump(mode="json"), status_code=202,
                         headers={"Location": links.self, **poll_headers(job, store, settings.workers)})

@@ -27,7 +27,7 @@ def healthz(request: Request) -> JSONResponse:
     supervisor, settings = supervisor_of(request), settings_of(request)
     problem = None if supervisor.alive else "the job supervisor stopped: no job will run; restart the server"
     problem = problem or supervisor.runner_error
-    health = Health(status="degraded" if problem else "ok", open=settings.api_key is None,
+    health = Health(status="degraded" if problem else "ok", open=not settings.keyed,
                     workers=settings.workers, running=supervisor.running_count, jobs=store_of(request).counts(),
                     max_queued=settings.max_queued, retention_hours=settings.retention_hours, problem=problem)
     return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)

@@ -74,7 +74,7 @@ from api.schemas import (
     asked_for,
     job_status,
 )
-from api.security import TILE_SIGNATURE_PARAM
+from api.security import TILE_SIGNATURE_PARAM, Caller, caller_of
 from api.tile_urls import (
     TILE_VERSION_PARAM,
     tile_cache_control,
@@ -110,11 +110,22 @@ def job_gone(store: JobStore, job_id: UUID) -> HTTPException:
     return HTTPException(404, f"no job {job_id}: it never existed or was deleted")
 
 
-def _get_job(store: JobStore, job_id: UUID) -> Job:
+def _get_job(request: Request, job_id: UUID) -> Job:
+    """The job, if the caller may see it; else the 404 of a job that is not there (another client's
+    job is not said to exist)."""
+    store = store_of(request)
     job = store.get(str(job_id))
     if job is None:
         raise job_gone(store, job_id)
+    if not caller_of(request).sees(job):
+        raise HTTPException(404, f"no job {job_id}: it never existed or was deleted")
     return job
+
+
+def scoped_idempotency_key(caller: Caller, key: str) -> str:
+    """The key as the table stores it: a client's own keys cannot name another client's jobs (a space,
+    which a header's key cannot hold, separates the client's name)."""
+    return key if caller.client is None else f"{caller.client} {key}"
 
 
 @router.post("", status_code=202, response_model=JobAccepted,
@@ -147,13 +158,14 @@ async def submit_job(
     """Queue a scene for prediction; poll the ``self`` link until it succeeds."""
     await check_form(request)
     options = parse_options(refine, regularize, outputs, profile, bands, allow_coarse) | model_options(request, model)
-    settings, store = settings_of(request), store_of(request)
-    if idempotency_key is not None and (made := store.by_idempotency_key(idempotency_key)) is not None:
+    settings, store, caller = settings_of(request), store_of(request), caller_of(request)
+    stored_key = scoped_idempotency_key(caller, idempotency_key) if idempotency_key is not None else None
+    if stored_key is not None and (made := store.by_idempotency_key(stored_key)) is not None:
         return _replayed(request, made, idempotency_key, options, file.filename, mask)
     try:
         job = await accept_upload(file, options, settings, store, model_bands=models_bands(request, options),
-                                  model_cards=models_cards(request, options), idempotency_key=idempotency_key,
-                                  mask=mask, checks=request.app.state.upload_checks)
+                                  model_cards=models_cards(request, options), idempotency_key=stored_key,
+                                  mask=mask, checks=request.app.state.upload_checks, client=caller.client)
     except KeyTaken as taken:  # a concurrent submission with the key was queued first
         made = store.get(taken.job_id)
         if made is None:
@@ -211,17 +223,18 @@ def list_jobs(
     check_query(request)
     status, root = status or None, root_path_of(request)
     cursor = _parse_cursor(after) if after else None
-    jobs, total = store_of(request).list(limit, offset, status, after=cursor)
+    client = caller_of(request).client
+    jobs, total = store_of(request).list(limit, offset, status, after=cursor, client=client)
     nxt = None
     # a full page may have more behind it: the next one starts after its last job (an offset
     # would repeat or skip jobs when jobs are submitted or deleted between the two requests)
     if len(jobs) == limit:
-        more, _ = store_of(request).list(1, 0, status, after=(jobs[-1].created_at, jobs[-1].id))
+        more, _ = store_of(request).list(1, 0, status, after=(jobs[-1].created_at, jobs[-1].id), client=client)
         if more:
             nxt = f"{root}/v1/jobs?limit={limit}&after={page_cursor(jobs[-1])}" + (f"&status={status}" if status else "")
-    hours = settings_of(request).retention_hours
-    key = settings_of(request).api_key
-    return JobPage(items=[job_status(j, hours, root, key) for j in jobs], total=total, limit=limit, offset=offset, next=nxt)
+    settings = settings_of(request)
+    return JobPage(items=[job_status(j, settings.retention_hours, root, settings.key_of(j.client)) for j in jobs],
+                   total=total, limit=limit, offset=offset, next=nxt)
 
 
 @router.get("/{job_id}", response_model=JobStatus,
@@ -231,14 +244,15 @@ def get_job(request: Request, response: Response, job_id: UUID) -> JobStatus:
     """Status, progress (0..1), current pipeline stage, error, timestamps and input summary;
     while the job is queued or running, ``Retry-After`` suggests when to poll again."""
     store, settings = store_of(request), settings_of(request)
-    job = _get_job(store, job_id)
+    job = _get_job(request, job_id)
     response.headers.update(poll_headers(job, store, settings.workers))
-    return job_status(job, settings.retention_hours, root_path_of(request), settings.api_key)
+    return job_status(job, settings.retention_hours, root_path_of(request), settings.key_of(job.client))
 
 
 @router.delete("/{job_id}", status_code=204, responses=problems(404, 422, 503))
 def delete_job(request: Request, job_id: UUID) -> Response:
     """Cancel the job if it runs, and remove it and all its files."""
+    _get_job(request, job_id)
     if store_of(request).mark_deleted(str(job_id)) is None:
         raise job_gone(store_of(request), job_id)
     supervisor_of(request).wake()
@@ -251,7 +265,7 @@ def _succeeded(request: Request, job: Job, name: str) -> Path:
     poll until the job ended, and then get the 404)."""
     settings, root = settings_of(request), root_path_of(request)
     if name in RESULT_FILES and not asked_for(job, name):
-        raise _not_produced(store_of(request), job.id, name)
+        raise _not_produced(request, UUID(job.id), name)
     if job.status == "failed":  # it told the client to poll a job that will never succeed
         raise HTTPException(409, f"job failed, so it has no results; its error is at {root}/v1/jobs/{job.id}")
     if job.status != "succeeded":
@@ -261,9 +275,9 @@ def _succeeded(request: Request, job: Job, name: str) -> Path:
     return job_dir(settings, job.id) / RESULT_DIR
 
 
-def _not_produced(store: JobStore, job_id: UUID, name: str) -> HTTPException:
+def _not_produced(request: Request, job_id: UUID, name: str) -> HTTPException:
     """The 404 of a result file absent: the job is gone (removed since it was read), or was not asked for it."""
-    _get_job(store, job_id)
+    _get_job(request, job_id)
     return HTTPException(404, f"this job did not produce {name} (check its 'outputs' option)")
 
 
@@ -276,18 +290,18 @@ _PNG = {"image/png": {"schema": _BINARY}}
 @router.get("/{job_id}/tilejson.json", response_model=TileJSON, responses=problems(404, 409, 422, 503))
 def get_tilejson(request: Request, job_id: UUID) -> TileJSON:
     """TileJSON 3.0.0 of the class map's web-map tiles: their URL template, bounds and zoom range."""
-    store = store_of(request)
-    job = _get_job(store, job_id)
+    job = _get_job(request, job_id)
     path = _succeeded(request, job, "classmap.tif") / "classmap.tif"
     try:
         tileset = tileset_of(path)
     except RasterioIOError:
-        raise _not_produced(store, job_id, "classmap.tif") from None
+        raise _not_produced(request, job_id, "classmap.tif") from None
     except ValueError as exc:
         raise HTTPException(422, f"the class map has no web-map tiles: {exc}") from None
     template = str(request.url_for("get_tile", job_id=str(job.id), z="{z}", x="{x}", y="{y}"))
     # url_for quotes the braces of the template
-    template = tile_template(template.replace("%7B", "{").replace("%7D", "}"), job.id, settings_of(request).api_key)
+    template = tile_template(template.replace("%7B", "{").replace("%7D", "}"), job.id,
+                             settings_of(request).key_of(job.client))
     return TileJSON(name=f"geoseg land cover, job {job.id}", tiles=[template], bounds=list(tileset.tilejson_bounds),
                     center=(*tileset.centre_lonlat, tileset.fit_zoom),
                     # every zoom is drawn: MapLibre requests no tile below a source's minzoom, so with the
@@ -320,8 +334,7 @@ def get_tile(
         "same but revalidated at each use, so an upgrade that draws tiles otherwise reaches the map."))] = None,
 ) -> Response:
     """A 256 px Web-Mercator (EPSG:3857) PNG tile of the class map in its colours, for web maps."""
-    store = store_of(request)
-    job = _get_job(store, job_id)
+    job = _get_job(request, job_id)
     path = _succeeded(request, job, "classmap.tif") / "classmap.tif"
     try:
         check_tile(z, x, y)
@@ -332,7 +345,7 @@ def get_tile(
         # a tile is a function of the class map (never rewritten once the job succeeded), z/x/y
         # and the renderer (api.tile_urls)
         etag = tile_etag(stat, z, x, y)
-        headers = {**result_cache_headers(settings_of(request).api_key is not None, "image/png"),
+        headers = {**result_cache_headers(settings_of(request).keyed, "image/png"),
                    "Cache-Control": tile_cache_control(version), "ETag": etag,
                    "Last-Modified": formatdate(stat.st_mtime, usegmt=True)}
         if (failed := precondition_failed(request.headers, etag, stat.st_mtime)) is not None:
@@ -341,7 +354,7 @@ def get_tile(
             return not_modified(tag, headers)
         png = render_xyz_tile(path, z, x, y)
     except (FileNotFoundError, RasterioIOError):
-        raise _not_produced(store, job_id, "classmap.tif") from None
+        raise _not_produced(request, job_id, "classmap.tif") from None
     except ValueError as exc:
         raise HTTPException(422, f"the class map has no web-map tiles: {exc}") from None
     return Response(png or EMPTY_TILE, media_type="image/png", headers=headers)
@@ -366,15 +379,14 @@ def get_tile(
                        **problems(404, 409, 412, 416, 422, 503)})
 def get_result(request: Request, job_id: UUID, name: ResultName) -> FileResponse:
     """One result file of a succeeded job."""
-    store = store_of(request)
-    job = _get_job(store, job_id)
+    job = _get_job(request, job_id)
     if name not in RESULT_FILES:
         raise HTTPException(404, f"a job has no file {name!r}: its files are {', '.join(RESULT_FILES)}")
     path = _succeeded(request, job, name) / name
     try:
         # opened here: from now on the job's removal (DELETE, retention) cannot cut the download
         return HeldFileResponse(path, media_type=RESULT_FILES[name], filename=f"{job.id}-{name}",
-                                headers=result_cache_headers(settings_of(request).api_key is not None,
+                                headers=result_cache_headers(settings_of(request).keyed,
                                                              RESULT_FILES[name]))
     except (FileNotFoundError, IsADirectoryError):
-        raise _not_produced(store, job_id, name) from None
+        raise _not_produced(request, job_id, name) from None

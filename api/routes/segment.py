@@ -40,6 +40,7 @@ from api.routes.common import (
     supervisor_of,
 )
 from api.schemas import JobAccepted
+from api.security import caller_of
 from api.upload_parts import UploadsDirRoute
 from api.worker import RESULT_DIR, job_dir
 
@@ -77,7 +78,7 @@ async def segment(
     job = await accept_upload(file, options, settings, store, kind="segment",
                               priority=SYNC_PRIORITY, max_pixels=settings.sync_max_pixels,
                               model_bands=models_bands(request, options), model_cards=models_cards(request, options),
-                              mask=mask, checks=request.app.state.upload_checks)
+                              mask=mask, checks=request.app.state.upload_checks, client=caller_of(request).client)
     supervisor = supervisor_of(request)
     supervisor.wake()
     deadline = time.monotonic() + settings.sync_timeout_s

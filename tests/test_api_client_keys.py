@@ -1,0 +1,125 @@
+"""Clients with keys of their own (``GEOSEG_API_KEYS_FILE``): each sees, reads and deletes only the jobs
+its key submitted; the operator's key (``GEOSEG_API_KEY``) sees them all. With one key for every
+partner, any key holder listed, read and deleted every job."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_api_contract import service, submit, wait
+from test_api_fakes import classes_runner
+
+from api.client_keys import parse_client_keys, read_client_keys
+from api.settings import Settings
+
+ALICE, BOB, OPERATOR = "alice-key-0123456789", "bob-key-0123456789ab", "operator-key-0123456"
+KEYS = (("alice", ALICE), ("bob", BOB))
+
+
+def as_(_client, key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+def test_a_client_sees_only_its_own_jobs_and_the_operator_sees_all(tmp_path: Path):
+    with service(tmp_path, runner=classes_runner, api_key=OPERATOR, client_keys=KEYS) as client:
+        client.headers["X-API-Key"] = ALICE
+        alices = wait(client, submit(client, outputs="classmap")["id"])
+        client.headers["X-API-Key"] = BOB
+        bobs = wait(client, submit(client, outputs="classmap")["id"])
+        del client.headers["X-API-Key"]
+        assert alices["status"] == bobs["status"] == "succeeded"
+
+        def ids(key: str) -> list[str]:
+            page = client.get("/v1/jobs", headers=as_(client, key)).json()
+            assert page["total"] == len(page["items"])
+            return sorted(j["id"] for j in page["items"])
+
+        assert ids(ALICE) == [alices["id"]] and ids(BOB) == [bobs["id"]]
+        assert ids(OPERATOR) == sorted([alices["id"], bobs["id"]])
+        assert client.get("/v1/jobs?status=succeeded", headers=as_(client, BOB)).json()["total"] == 1
+
+        # Bob learns nothing of Alice's job: the 404 of a job that is not there, on every route
+        links = alices["links"]
+        for url in (links["self"], links["classmap.tif"], links["report.json"], links["tilejson"],
+                    links["tiles"].split("?")[0].format(z=0, x=0, y=0)):
+            r = client.get(url, headers=as_(client, BOB))
+            assert r.status_code == 404 and "never existed or was deleted" in r.json()["detail"], (url, r.text)
+        assert client.delete(links["self"], headers=as_(client, BOB)).status_code == 404
+        assert client.get(links["self"], headers=as_(client, ALICE)).json()["status"] == "succeeded"
+        assert client.get(links["classmap.tif"], headers=as_(client, OPERATOR)).status_code == 200
+        assert client.get("/v1/jobs", headers={"X-API-Key": "carol-key-0123456789"}).status_code == 401
+
+        # signed tile URLs: Alice's own signature opens her tiles; Bob's key signs nothing of hers
+        template = client.get(links["tilejson"], headers=as_(client, ALICE)).json()["tiles"][0]
+        assert client.get(template.format(z=0, x=0, y=0)).status_code == 200
+        bobs_template = client.get(bobs["links"]["tilejson"], headers=as_(client, BOB)).json()["tiles"][0]
+        bobs_sig = bobs_template.split("&sig=")[1]
+        from api.security import tile_signature
+        forged = tile_signature(BOB, alices["id"])
+        assert forged != bobs_sig
+        alices_tile = template.split("&sig=")[0].format(z=0, x=0, y=0)
+        assert client.get(f"{alices_tile}&sig={forged}").status_code == 404
+
+        assert client.delete(links["self"], headers=as_(client, ALICE)).status_code == 204
+        assert ids(OPERATOR) == [bobs["id"]]
+
+
+def test_an_idempotency_key_is_the_clients_own(tmp_path: Path):
+    """The same Idempotency-Key from two clients made one job, the second client's 202 naming the
+    first's job (its links, and the job's own key being the first's)."""
+    with service(tmp_path, runner=classes_runner, client_keys=KEYS) as client:
+        client.headers["Idempotency-Key"] = "nightly-2026-11-29"
+        client.headers["X-API-Key"] = ALICE
+        first = submit(client, outputs="classmap")
+        again = submit(client, outputs="classmap")
+        client.headers["X-API-Key"] = BOB
+        bobs = submit(client, outputs="classmap")
+        assert again["id"] == first["id"] and bobs["id"] != first["id"]
+        del client.headers["Idempotency-Key"]
+        assert client.get(first["links"]["self"]).status_code == 404
+        assert client.get(bobs["links"]["self"]).status_code == 200
+
+
+def test_a_keys_file_is_checked_at_start_up_and_never_echoes_a_key(tmp_path: Path):
+    good = tmp_path / "keys"
+    good.write_text("# partners\nalice  alice-key-0123456789\n\nbob\tbob-key-0123456789ab\n")
+    assert read_client_keys(good) == KEYS
+    bad = {
+        "alice alice-key-0123456789 extra\n": "line 1: expected 'NAME KEY' (two words), found 3",
+        "alice short\n": "line 1: the key of 'alice' must be at least 16",
+        "al/ice alice-key-0123456789\n": "line 1: client name 'al/ice' is not",
+        "alice alice-key-0123456789\nalice bob-key-0123456789ab\n": "line 2: client 'alice' is named twice",
+        "alice alice-key-0123456789\nbob alice-key-0123456789\n": "line 2: the key of 'bob' is another client's",
+    }
+    for text, words in bad.items():
+        with pytest.raises(ValueError) as err:
+            parse_client_keys(text)
+        assert words in str(err.value) and "0123456789" not in str(err.value), str(err.value)
+    empty = tmp_path / "empty"
+    empty.write_text("# nobody yet\n")
+    with pytest.raises(ValueError, match="lists no client"):
+        read_client_keys(empty)
+    with pytest.raises(ValueError, match="cannot be read"):
+        read_client_keys(tmp_path / "missing")
+    with pytest.raises(ValueError, match="the operator's key opens every job and must be its own"):
+        Settings(api_key=ALICE, client_keys=KEYS)
+
+
+def test_geoseg_serve_stops_on_a_bad_keys_file_in_one_line(tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from geoseg.cli import app as cli
+
+    bad = tmp_path / "keys"
+    bad.write_text("alice short\n")
+    monkeypatch.setenv("GEOSEG_API_KEYS_FILE", str(bad))
+    import uvicorn
+
+    from api.app import create_app
+
+    # uvicorn starts the app factory: a bad file fails create_app's Settings.from_env there
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: create_app())
+    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "svc")])
+    assert result.exit_code == 1
+    assert "bad service configuration: GEOSEG_API_KEYS_FILE" in result.output and "line 1" in result.output
+    assert "Traceback" not in result.output
