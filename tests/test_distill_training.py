@@ -239,7 +239,8 @@ def test_device_phase_dry_run_writes_the_bundle_within_budget(tmp_path):
 
 
 def write_chip_dir(root: Path, chips_by_split: dict[str, ChipArrays], target: str) -> Path:
-    """A chip directory in the ARCHITECTURE.md format (non-georeferenced GeoTIFFs + index)."""
+    """A chip directory in the ARCHITECTURE.md format (non-georeferenced GeoTIFFs + index), its chips
+    recorded as cut at the test teachers' 0.3 m (``geoseg tile --gsd 0.3``)."""
     features = []
     for split, chips in chips_by_split.items():
         for i in range(len(chips)):
@@ -250,7 +251,7 @@ def write_chip_dir(root: Path, chips_by_split: dict[str, ChipArrays], target: st
                                    count=data.shape[0], dtype="uint8") as dst:
                     dst.write(data)
             features.append({"type": "Feature", "geometry": None, "properties": {
-                "chip_id": chip_id, "scene": "dubai", "area": "dubai", "split": split, "target": target,
+                "chip_id": chip_id, "scene": "dubai", "area": "dubai", "split": split, "target": target, "gsd": 0.3,
                 "status": "ok", "image": f"images/{chip_id}.tif", "label": f"labels/{chip_id}.tif"}})
     (root / "index.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return root

@@ -135,9 +135,19 @@ def test_own_chips_without_a_gsd_need_gsd_and_the_card_says_it(tmp_path):
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "m" / "landcover-attresunet-custom.json").read_text())
     assert card["gsd_m"] == 0.3 and "gsd_note" not in card and card["metrics"]["command"].endswith("--gsd 0.3")
-    for bad, words in ((["--gsd", "nan"], "--gsd must be a positive number of metres"),
-                       (["--gsd", "0.3", "--teacher", str(tmp_path / "m")], "a student works at its teacher's GSD")):
-        assert_usage_error(CliRunner().invoke(app, [*args, *bad]), "train", words)
+    assert_usage_error(CliRunner().invoke(app, [*args, "--gsd", "nan"]), "train",
+                       "--gsd must be a positive number of metres")
+    # a student took its teacher's GSD unchecked: chips of 0.6 m photos were labelled by this 0.3 m
+    # teacher at a scale it never saw, and the student's card said 0.3 m
+    student = [*args[:5], str(tmp_path / "s"), *args[6:], "--teacher", str(tmp_path / "m")]
+    assert_one_line_error(CliRunner().invoke(app, student), "train", "the chips carry no GSD",
+                          "give --gsd METRES", "the 0.3 m the teacher landcover-attresunet-custom works at")
+    assert_one_line_error(CliRunner().invoke(app, [*student, "--gsd", "0.6"]), "train",
+                          "--gsd 0.6: the chips measure 0.6 m a pixel, the teacher landcover-attresunet-custom "
+                          "works at 0.3 m")
+    assert not (tmp_path / "s").exists()
+    from geoseg.training.distill import check_teacher_fits
+    check_teacher_fits(card, tmp_path / "own.npz", "landcover", 0.3)  # what they measure, stated: it fits
     georeferenced = buildings_pack(tmp_path / "b.npz")  # chips that carry theirs
     assert_one_line_error(CliRunner().invoke(app, ["train", "buildings", "--data", str(georeferenced), "--out",
                                                    str(tmp_path / "b"), "--epochs", "1", "--crop", "32", "--gsd", "0.3"]),

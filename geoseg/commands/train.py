@@ -97,7 +97,8 @@ def train(
         None, "--gsd", show_default=False,
         help="What one pixel of chips that carry no GSD measures, metres (chips cut from images without "
              "georeferencing): the card's working GSD, the scale geoseg predict resamples scenes to. Such chips "
-             "are refused without it, but for the shared Dubai set's (its ~1.1 m estimate).",
+             "are refused without it, but for the shared Dubai set's (its ~1.1 m estimate). With --teacher: "
+             "checked against the teacher's GSD, which the student works at.",
     ),
     name: Optional[str] = typer.Option(
         None, "--name",
@@ -147,9 +148,10 @@ def train(
             # a missing, ambiguous or other-task teacher, or one of other bands, classes or GSD than the
             # chips': one line, no bar
             teacher_card = read_card(find_task_card(teacher, task))
-            check_teacher_fits(teacher_card, data, task)
+            check_teacher_fits(teacher_card, data, task, gsd)
             command += ["--teacher", absolute(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", absolute(init)] if init is not None else []
+            command += ["--gsd", f"{gsd:g}"] if gsd is not None else []
             command += ["--student", student] if student is not None else []
             command += ["--name", name] if name is not None else []
             name = name or default_model_name(f"{teacher_card['name']}-fast")
@@ -227,8 +229,6 @@ def _checked_options(task: str, minutes: float | None, epochs: int | None, teach
         _check_one_chip_batch(task, teacher is not None, batch_size, crop)
     if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
         raise ValueError(f"--gsd must be a positive number of metres, got {gsd:g}")
-    if gsd is not None and teacher is not None:
-        raise ValueError("--gsd states a teacher's chips' scale: a student works at its teacher's GSD")
     if name is not None and not MODEL_NAME.fullmatch(name):
         raise ValueError(f"--name must be letters, digits, '.', '_' or '-', not starting with '.' or '-' "
                          f"(it names the model's files), got {name!r}")

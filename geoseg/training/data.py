@@ -141,6 +141,17 @@ def chip_set_gsds(path: Path) -> np.ndarray:
     return np.array([float(p.get("gsd") or np.nan) for p in read_index(path)], np.float64)
 
 
+def chip_set_ids(path: Path) -> list[str]:
+    """The chips' names of a chip directory or pack, from its index or arrays without decoding a chip."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise ChipDataError(f"no pack at {path}")
+        with np.load(path, allow_pickle=False) as z:
+            return z["chip_id"].astype(str).tolist()
+    return [str(p["chip_id"]) for p in read_index(path)]
+
+
 def requested_bands(chips_dir: Path, props: list[dict[str, Any]]) -> list[int] | None:
     """The ``--bands`` the chips were cut with (their records' ``bands``), None when the rasters' own
     red, green, blue were read. Records written before ``bands`` was recorded say nothing: a chip

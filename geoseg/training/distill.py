@@ -263,19 +263,23 @@ def check_teacher_bands(teacher_card: dict[str, Any], bands: list[int] | None) -
                          f"it would see other bands")
 
 
-def check_teacher_fits(teacher_card: dict[str, Any], chips: Path, task: str) -> None:
+def check_teacher_fits(teacher_card: dict[str, Any], chips: Path, task: str, gsd: float | None = None) -> None:
     """Refuse a teacher that cannot label these chips (ValueError, one line), from the chips' index
     or pack metadata alone: other ``--bands`` (:func:`check_teacher_bands`), other land-cover
-    classes, or another GSD than the chips were cut at (chips without one are not compared).
+    classes, or another GSD than the chips were cut at; for chips without one (images without
+    georeferencing), another than ``gsd`` (``geoseg train --gsd``) says they measure, which they
+    then need, as a teacher's do, but for the shared Dubai set's (its teacher's estimate).
 
     Why: a student takes its teacher's classes and GSD into its card. The Dubai teacher distilled on a
     team's chips of classes built / natural trained 'built' as 'building' and 'natural' as 'road',
     and a card named Dubai's six; a 0.3 m teacher on chips cut at 0.6 m labelled them at a scale it
     never saw, and the student's card said 0.3 m, the scale predict then resampled scenes to."""
+    from geoseg.training.chip_provenance import dubai_landcover
     from geoseg.training.data import (
         chip_set_bands,
         chip_set_classes,
         chip_set_gsds,
+        chip_set_ids,
         same_gsd,
     )
 
@@ -291,6 +295,21 @@ def check_teacher_fits(teacher_card: dict[str, Any], chips: Path, task: str) -> 
     gsds = chip_set_gsds(chips)
     known = gsds[np.isfinite(gsds) & (gsds > 0)]
     working = teacher_card.get("gsd_m")
+    if known.size and gsd is not None:
+        raise ValueError(f"the chips carry their own GSD ({float(np.median(known)):.3g} m): --gsd is for chips cut "
+                         f"from images without georeferencing")
+    if not known.size and working:
+        # the student took its teacher's GSD unchecked: chips of 0.6 m photos were labelled by a 0.3 m teacher
+        # at a scale it never saw, and the student's card said 0.3 m
+        if gsd is None and not (task == "landcover" and dubai_landcover(
+                {"chip_id": np.asarray(chip_set_ids(chips)), "classes": chip_set_classes(chips)})):
+            raise ValueError(f"the chips carry no GSD (cut from images without georeferencing): give --gsd METRES, "
+                             f"what one of their pixels measures, to be checked against the {working:g} m the "
+                             f"teacher {name} works at")
+        if gsd is not None and not same_gsd([gsd, float(working)]):
+            raise ValueError(f"--gsd {gsd:g}: the chips measure {gsd:g} m a pixel, the teacher {name} works at "
+                             f"{working:g} m: it would label them at a scale it was not trained at; resample the "
+                             f"images to {working:g} m before cutting chips (or train a teacher on these chips)")
     if known.size and working and not same_gsd([float(known.min()), float(known.max()), float(working)]):
         cut = f"{known.min():.3g}" + (f"-{known.max():.3g}" if not same_gsd([known.min(), known.max()]) else "")
         raise ValueError(f"the chips were cut at {cut} m, the teacher {name} works at {working:g} m: it would label "
