@@ -849,9 +849,20 @@ def test_train_warns_of_chips_cut_before_their_labels_changed(tmp_path):
 
     from geoseg.paths import data_root
 
-    kampala = data_root() / "buildings" / "kampala"
+    import rasterio
+    from rasterio.windows import Window
+
+    shared = data_root() / "buildings" / "kampala"
+    kampala = tmp_path / "kampala"  # at most 256 px square of each scene: 16 chips each, not 96 for z19_1
+    kampala.mkdir()
+    for n in (1, 2):
+        with rasterio.open(shared / f"kampala_z19_{n}.tif") as src:
+            window = Window(0, 0, min(256, src.width), min(256, src.height))
+            profile = {**src.profile, "width": 256, "height": 256, "transform": src.window_transform(window)}
+            with rasterio.open(kampala / f"kampala_z19_{n}.tif", "w", **profile) as dst:
+                dst.write(src.read(window=window))
     labels = tmp_path / "buildings.gpkg"
-    gpd.read_file(kampala / "labels.geojson").to_file(labels)
+    gpd.read_file(shared / "labels.geojson").to_file(labels)
     chips = tmp_path / "chips"
     runs = {split: ["tile", str(kampala / f"kampala_z19_{n}.tif"), "--labels", str(labels), "--out", str(chips),
                     "--size", "64", "--split", split, "--scheduler", "sync"] for split, n in (("train", 2), ("val", 1))}
