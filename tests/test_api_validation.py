@@ -6,6 +6,7 @@ the server must stay healthy afterwards.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from geoseg.paths import data_root
 from test_api_fakes import footprint_runner
 from tiles.gsd import gsd_m
 from tiles.palette import is_paletted
+from tiles.source import Scene
 
 SCENE = data_root() / "buildings" / "kampala" / "kampala_z19_2.tif"
 RASTERS = data_root() / "rasters"
@@ -80,6 +82,21 @@ def _gcps_only() -> bytes:
         return mem.read()
 
 
+def _rpcs_only(crs: str | None = None) -> bytes:
+    """Placed by RPCs only (a raw satellite scene), with ``crs`` assigned as the service once advised:
+    it was then told to set its corners with ``gdal_edit.py -a_ullr``, which misplaces it."""
+    from rasterio.rpc import RPC
+
+    rpcs = RPC(height_off=0, height_scale=100, lat_off=-6.2, lat_scale=0.01, line_den_coeff=[1] + [0] * 19,
+               line_num_coeff=[0, 0, -1] + [0] * 17, line_off=32, line_scale=32, long_off=39.2, long_scale=0.01,
+               samp_den_coeff=[1] + [0] * 19, samp_num_coeff=[0, 1] + [0] * 18, samp_off=32, samp_scale=32)
+    with rasterio.MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs=crs) as dst:
+            dst.write(np.zeros((3, 64, 64), np.uint8))
+            dst.rpcs = rpcs
+        return mem.read()
+
+
 def _local_grid() -> bytes:
     """A site grid in metres (LOCAL_CS, as drone surveys may come): no longitude/latitude."""
     with rasterio.MemoryFile() as mem:
@@ -113,6 +130,8 @@ BAD_UPLOADS = {
     "tiff header only": (lambda tmp: b"II*\x00" + b"\x00" * 4, 400, "GDAL cannot open"),
     "no crs": (lambda tmp: _tiff_without_crs(), 422, "no CRS"),
     "gcps only": (lambda tmp: _gcps_only(), 422, "only GCPs: warp it first"),
+    "rpcs only": (lambda tmp: _rpcs_only(), 422, "only RPCs: warp it first, e.g. `gdalwarp -rpc -t_srs"),
+    "rpcs and a crs": (lambda tmp: _rpcs_only("EPSG:4326"), 422, "only RPCs: warp it first, e.g. `gdalwarp -rpc"),
     # accepted before, then every job failed with "Error creating Transformer from CRS."
     "local engineering crs": (lambda tmp: _local_grid(), 422, "no longitude/latitude"),
     "sparse 300000 x 300000": (_sparse_huge, 413, "300000 x 300000"),
@@ -344,6 +363,22 @@ def test_gsd_is_in_metres_for_projected_and_geographic_scenes():
     with rasterio.open(RASTERS / "rasterio/world.rgb.tif") as src:
         degrees = src.res[0]
     assert world["gsd_m"] == pytest.approx(degrees * 111_320, rel=0.02)  # centre on the equator
+
+
+
+def test_a_jobs_gsd_is_the_one_its_report_will_say_for_pixels_longer_than_wide(tmp_path):
+    """A lon/lat grid at 65 N has pixels 0.42 times as wide as tall: the job said their arithmetic mean
+    (0.385 m), its report.json the geometric one predict uses (0.352 m)."""
+    degrees = 6e-6
+    path = tmp_path / "n65.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:4326",
+                       transform=from_origin(10.0, 65.0, degrees, degrees)) as dst:
+        dst.write(np.full((3, 64, 64), 90, np.uint8))
+    summary = inspect_raster(path, RasterLimits(max_side=50_000, max_pixels=200_000_000))
+    with Scene(path) as scene:
+        assert summary["gsd_m"] == pytest.approx(scene.native_gsd, abs=1e-4)
+    east, north = 111_320 * degrees * math.cos(math.radians(65)), 111_320 * degrees
+    assert summary["gsd_m"] == pytest.approx(math.sqrt(east * north), rel=0.01)
 
 
 def test_upload_just_over_the_limit_is_cut_while_copying(client):
