@@ -40,9 +40,7 @@ def cut_at_antimeridian(lonlat: np.ndarray) -> np.ndarray:
     np.maximum.at(east, index, xy[:, 0])
     jumps = east - west > 180.0
     for i in np.flatnonzero(jumps | (west < -180.0) | (east > 180.0)):
-        geom = out[i]
-        if jumps[i]:  # continuous longitudes: the vertices west of the meridian one turn on
-            geom = shapely.transform(geom, lambda c: np.where(c[:, :1] < 0, c + (360.0, 0.0), c))
+        geom = _continuous(out[i]) if jumps[i] else out[i]
         lon = shapely.get_coordinates(geom)[:, 0]
         polygons = []
         for turn in range(math.floor((lon.min() + 180.0) / 360.0), math.floor((lon.max() + 180.0) / 360.0) + 1):
@@ -51,6 +49,40 @@ def cut_at_antimeridian(lonlat: np.ndarray) -> np.ndarray:
             polygons += [p for p in shapely.get_parts(piece) if isinstance(p, shapely.Polygon) and not p.is_empty]
         out[i] = shapely.MultiPolygon(polygons) if len(polygons) > 1 else polygons[0] if polygons else geom
     return out
+
+
+def _continuous(geom: Any) -> Any:
+    """``geom`` in continuous longitudes: each ring's steps under 180 degrees (a ring crossing the
+    antimeridian runs on past +-180), and a ring round a pole closed through it, along latitude +-90.
+
+    Why: moving every vertex west of 0 one turn on fits a ring that crosses 180 degrees, not one
+    that spans more than 180 degrees elsewhere (beside a pole) or round a pole: a building round
+    the North Pole ended the run (TopologyException), one round the South Pole came out as two
+    slivers without the pole."""
+    parts = []
+    for polygon in shapely.get_parts(geom):
+        shell = _continuous_ring(np.asarray(polygon.exterior.coords))
+        centre = (shell[:, 0].min() + shell[:, 0].max()) / 2.0
+        shape = shapely.Polygon(shell)
+        for hole in polygon.interiors:  # placed by whole turns about the shell's longitudes
+            ring = _continuous_ring(np.asarray(hole.coords))
+            ring[:, 0] += 360.0 * round((centre - ring[:, 0].mean()) / 360.0)
+            shape = shapely.difference(shape, shapely.Polygon(ring))
+        parts += [p for p in shapely.get_parts(shapely.make_valid(shape)) if isinstance(p, shapely.Polygon)]
+    return shapely.MultiPolygon(parts) if len(parts) > 1 else parts[0] if parts else geom
+
+
+def _continuous_ring(coords: np.ndarray) -> np.ndarray:
+    """A closed ring's (lon, lat) with each step's longitude change taken the short way (< 180 degrees);
+    a ring that so turns once round the Earth encloses a pole and is closed through it."""
+    coords = coords[:, :2].astype(float)
+    steps = (np.diff(coords[:, 0]) + 180.0) % 360.0 - 180.0
+    lon = coords[0, 0] + np.concatenate([[0.0], np.cumsum(steps)])
+    ring = np.column_stack([lon, coords[:, 1]])
+    if abs(lon[-1] - lon[0]) > 180.0:  # once round: the pole on the side of its latitudes
+        pole = 90.0 if coords[:, 1].mean() > 0 else -90.0
+        ring = np.vstack([ring, [[lon[-1], pole], [lon[0], pole]], ring[:1]])
+    return ring
 
 
 def rfc7946_geometries(lonlat: np.ndarray) -> np.ndarray:

@@ -63,6 +63,28 @@ def test_a_building_across_the_antimeridian_is_valid_parts_wound_the_rfc_7946_wa
     assert list(read["id"]) == [1, 2] and list(read["source"]) == ["fiji.tif"] * 2
 
 
+@pytest.mark.parametrize("epsg, box", [(3413, (-3.0, -6.0, 7.0, 4.0)), (3031, (-3.0, -6.0, 7.0, 4.0)),
+                                        (3413, (0.1, -5.0, 10.1, 5.0))])
+def test_a_building_round_or_beside_a_pole_keeps_its_ground(epsg, box, tmp_path):
+    """A ring round a pole spans every longitude without crossing 180 degrees as a cut expects: a
+    building round the North Pole ended the run (TopologyException), one round the South Pole came
+    out as two slivers without the pole. Written, each covers the building's ground again (in polar
+    stereographic metres), as one beside the pole does."""
+    crs = CRS.from_epsg(epsg)
+    building = shapely.box(*box).segmentize(0.3)  # a pixel outline: a vertex every 0.3 m
+    frame = building_frame(np.asarray([building], dtype=object), [0.9], crs, None, Affine.identity())
+    frame["source"] = "pole.tif"
+    write_buildings(frame, tmp_path, georeferenced=True)
+    geom = shape(json.loads((tmp_path / "buildings.geojson").read_text())["features"][0]["geometry"])
+    assert geom.is_valid and (np.abs(shapely.get_coordinates(geom)) <= (180, 90)).all()
+    assert all(p.exterior.is_ccw for p in shapely.get_parts(geom))
+    to_polar = pyproj.Transformer.from_crs(4326, epsg, always_xy=True)
+    back = shapely.make_valid(shapely.transform(geom, lambda xy: np.c_[to_polar.transform(xy[:, 0], xy[:, 1])]))
+    assert shapely.symmetric_difference(back, building).area / building.area < 0.01
+    assert geodesic_areas_m2(np.asarray(shapely.get_parts(geom), dtype=object)).sum() == pytest.approx(
+        frame["area_m2"].iloc[0], rel=0.01)
+
+
 def test_longitudes_past_180_are_written_in_range(tmp_path):
     """A raster in EPSG:4326 with 0..360 degree longitudes (GDAL allows a geotransform past 180):
     GeoJSON positions must lie in [-180, 180], and a building across 180 is cut there."""
