@@ -15,8 +15,8 @@ from typing import Any
 from geoseg.heads import card_digests, task_card_path
 from geoseg.options import PredictError, PredictOptions
 from geoseg.strict_json import json_safe
-from tiles.rasterpath import (RasterPath, absolute_raster_path, as_raster_path, is_virtual, local_file_of,
-                              vrt_sources)
+from tiles.rasterpath import (RasterPath, absolute_path, absolute_raster_path, as_raster_path, is_virtual,
+                              local_file_of, vrt_sources)
 from tiles.same_content import recorded_sidecars
 
 __all__ = ["outputs_current", "outputs_made_with", "refresh_input_file", "request_record", "touched_only"]
@@ -39,7 +39,7 @@ def _options_record(options: PredictOptions) -> dict[str, Any]:
     """Every option but the batch size, the local card paths given with --model made absolute."""
     opts = asdict(options)
     opts.pop("batch_size")
-    opts["model_dirs"] = {task: os.path.abspath(path) for task, path in sorted(options.model_dirs.items())}
+    opts["model_dirs"] = {task: absolute_path(path) for task, path in sorted(options.model_dirs.items())}
     return opts
 
 

@@ -150,6 +150,31 @@ def test_a_file_in_a_relative_archive_is_named_by_its_absolute_archive(tmp_path,
         assert absolute_raster_path(unchanged) == unchanged
 
 
+def test_dot_dot_after_a_linked_folder_means_what_the_shell_means(tmp_path, monkeypatch):
+    """``os.path.abspath`` dropped ``latest/..`` as text: with ``latest`` a link to ``nas/2026/latest``,
+    ``latest/../scene.tif`` (the shell's ``nas/2026/scene.tif``) read the ``scene.tif`` beside the link,
+    and ``--out latest/../results`` wrote beside it too, exit 0."""
+    import shutil
+
+    from tiles.rasterpath import absolute_path
+
+    nas, work = tmp_path / "nas" / "2026", tmp_path / "work"
+    (nas / "latest").mkdir(parents=True)
+    work.mkdir()
+    shutil.copy(KAMPALA / "kampala_z19_2.tif", nas / "scene.tif")
+    shutil.copy(KAMPALA / "kampala_z19_1.tif", work / "scene.tif")  # another scene where the text points
+    (work / "latest").symlink_to(nas / "latest")
+    monkeypatch.chdir(work)
+    assert absolute_path("latest/../scene.tif") == str(nas / "scene.tif")
+    assert absolute_path("latest/x/../../scene.tif") == str(nas / "scene.tif")
+    assert absolute_path("latest/other.tif") == str(work / "latest" / "other.tif")  # the link's own name kept
+    result = CliRunner().invoke(app, ["predict", "latest/../scene.tif", "--out", "latest/../results",
+                                      *FAST])
+    assert result.exit_code == 0, result.output
+    report = json.loads((nas / "results" / "report.json").read_text())
+    assert report["input"] == str(nas / "scene.tif") and not (work / "results").exists()
+
+
 def test_a_missing_input_is_one_failure_of_the_batch(tmp_path):
     scene = KAMPALA / "kampala_z19_2.tif"
     missing = tmp_path / "nope.tif"

@@ -38,6 +38,21 @@ STEM_SIDECAR_SUFFIXES = (".wld", ".tfw", ".tifw", ".tiffw", ".jgw", ".jpgw", ".p
 _SUBDATASET = re.compile(r"^([A-Za-z][A-Za-z0-9_]+):(.+)$")
 
 
+def absolute_path(path: str | os.PathLike) -> str:
+    """``path`` made absolute as the kernel reads it: the part up to its last ``..`` resolved, links
+    included, the rest as written (a link's own name kept: sidecars are found beside it).
+
+    Why: ``os.path.abspath`` drops ``x/..`` as text. With ``latest`` a link to ``nas/2026/latest``,
+    ``latest/../scene.tif`` (the shell's ``nas/2026/scene.tif``) read another ``scene.tif`` beside
+    the link, and ``--out latest/../results`` wrote the results beside it too, exit 0."""
+    text = os.fspath(path)
+    parts = Path(text).parts
+    if ".." not in parts:
+        return os.path.abspath(text)
+    last = len(parts) - 1 - parts[::-1].index("..")
+    return os.path.abspath(os.path.join(os.path.realpath(os.path.join(*parts[:last + 1])), *parts[last + 1:]))
+
+
 def _subdataset_parts(text: str) -> tuple[int, int, str] | None:
     """Where the file lies in a subdataset name (start and end in ``text``) and the subdataset's own
     name (``table`` of ``GPKG:a.gpkg:table``, ``path/var`` of ``HDF5:"a.h5"://path/var``); None for
@@ -86,11 +101,11 @@ def absolute_raster_path(location: RasterPath) -> RasterPath:
     if parts is not None:
         start, end, _ = parts
         file = text[start:end]
-        return text if is_virtual(file) else text[:start] + os.path.abspath(file) + text[end:]
+        return text if is_virtual(file) else text[:start] + absolute_path(file) + text[end:]
     match = _ARCHIVE_VSI.match(text)
     if match is not None:
         return _absolute_archive_path(text, match)
-    return text if is_virtual(location) else Path(os.path.abspath(location))
+    return text if is_virtual(location) else Path(absolute_path(location))
 
 
 def _absolute_archive_path(text: str, match: re.Match) -> str:
@@ -103,7 +118,7 @@ def _absolute_archive_path(text: str, match: re.Match) -> str:
         end = rest.find("}")
         file = rest[1:end] if end > 0 else ""
         if file and not file.startswith("/") and os.path.isfile(file):
-            return prefix + "{" + os.path.abspath(file) + rest[end:]
+            return prefix + "{" + absolute_path(file) + rest[end:]
         return text
     if rest.startswith("/"):  # absolute, or chained (/vsizip//vsicurl/...)
         return text
@@ -111,7 +126,7 @@ def _absolute_archive_path(text: str, match: re.Match) -> str:
     if split is None:
         return text
     archive, member = split
-    return prefix + os.path.abspath(archive) + (f"/{member}" if member else "")
+    return prefix + absolute_path(archive) + (f"/{member}" if member else "")
 
 
 def raster_name(location: RasterPath) -> str:
@@ -183,18 +198,18 @@ def local_file_of(location: RasterPath) -> str | None:
     parts = _subdataset_parts(text)
     if parts is not None:
         file = text[parts[0]:parts[1]]
-        return local_file_of(file) if is_virtual(file) else (os.path.abspath(file) if os.path.isfile(file) else None)
+        return local_file_of(file) if is_virtual(file) else (absolute_path(file) if os.path.isfile(file) else None)
     match = _ARCHIVE_VSI.match(text)
     if match is None:
         return None
     rest = match.group(2)
     if rest.startswith("{"):  # /vsizip/{/tmp/a.zip}/b.tif
         file = rest[1:rest.find("}")] if "}" in rest else ""
-        return local_file_of(file) if is_virtual(file) else (os.path.abspath(file) if os.path.isfile(file) else None)
+        return local_file_of(file) if is_virtual(file) else (absolute_path(file) if os.path.isfile(file) else None)
     if rest.startswith("/vsi"):  # /vsizip//vsicurl/https://...: chained
         return local_file_of(rest)
     split = _split_archive(rest)
-    return None if split is None else os.path.abspath(split[0])
+    return None if split is None else absolute_path(split[0])
 
 
 def subdataset_file(location: RasterPath) -> RasterPath | None:
@@ -219,7 +234,7 @@ def archive_member(location: RasterPath) -> tuple[str, Path, str | None] | None:
     archive, member = split[0], split[1] or None
     if (match.group(1) == "gzip") != (member is None):
         return None
-    return match.group(1), Path(os.path.abspath(archive)), member
+    return match.group(1), Path(absolute_path(archive)), member
 
 
 def parent_of(location: RasterPath) -> RasterPath:
@@ -330,7 +345,7 @@ def sidecar_of(location: RasterPath) -> str | None:
     coordinates) and ``x.tif.msk`` failed as '1 band(s)'."""
     if is_virtual(location):
         return None
-    name = os.path.abspath(location)
+    name = absolute_path(location)
     stem, suffix = os.path.splitext(name)
     kind = RASTER_SIDECARS.get(suffix.lower())
     if kind is None or Path(stem).suffix.lower() not in RASTER_SUFFIXES or not os.path.exists(stem):
@@ -371,13 +386,13 @@ def split_sidecars(paths: list[RasterPath]) -> tuple[list[RasterPath], list[Rast
     own. GDAL reads each with its raster. A sidecar given without its raster is left to be
     predicted (and fail) as given."""
     # by the names beside each other, as GDAL finds sidecars (not where links lead)
-    local = {os.path.abspath(p) for p in paths if not is_virtual(p)}
+    local = {absolute_path(p) for p in paths if not is_virtual(p)}
     stems = {os.path.splitext(p)[0] for p in local if Path(p).suffix.lower() in RASTER_SUFFIXES}
 
     def is_sidecar(path: RasterPath) -> bool:
         if is_virtual(path):
             return False
-        name = os.path.abspath(path)
+        name = absolute_path(path)
         others = local - {name}
         if any(name.lower().endswith(suffix) and name[:-len(suffix)] in others for suffix in SIDECAR_SUFFIXES):
             return True

@@ -33,6 +33,7 @@ from tiles.rasterpath import (
     SIDECAR_SUFFIXES,
     STEM_SIDECAR_SUFFIXES,
     RasterPath,
+    absolute_path,
     is_virtual,
 )
 from tiles.splits import file_sha256, stream_sha256
@@ -76,7 +77,7 @@ def recorded_sidecars(path: RasterPath) -> list[str]:
     """The real paths of the sidecars ``content_record`` keeps the content of (those beside
     ``path`` by its name): a file GDAL reads with the raster outside them (a ``.tab``, an RPC text)
     is known to a record by its size and time only."""
-    return sorted(os.path.realpath(f) for f in _sidecars(os.path.abspath(path)).values())
+    return sorted(os.path.realpath(f) for f in _sidecars(absolute_path(path)).values())
 
 
 def _ends_digest(real: str, size: int) -> str:
@@ -142,7 +143,7 @@ def _sidecar_digests(path: RasterPath) -> tuple[tuple[str, str], ...]:
     """The sidecars beside ``path`` (by its name) as (kind, SHA-256) pairs, sorted (OSError when one
     cannot be read)."""
     return tuple(sorted((kind, file_sha256(Path(os.path.realpath(f))))
-                        for kind, f in _sidecars(os.path.abspath(path)).items()))
+                        for kind, f in _sidecars(absolute_path(path)).items()))
 
 
 def _compared(path: RasterPath) -> bool:

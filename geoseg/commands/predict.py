@@ -29,8 +29,8 @@ from tiles.batch_summary import SUMMARY_NAME, BatchSummary, command_line
 from tiles.errors import PLAIN_KINDS
 from tiles.hashing_progress import hashing_progress
 from tiles.progress_console import logs_lines, progress_console
-from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_raster_path, as_raster_path, is_virtual,
-                              not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars,
+from tiles.rasterpath import (RASTER_SUFFIXES, RasterPath, absolute_path, absolute_raster_path, as_raster_path,
+                              is_virtual, not_found, raster_exists, raster_name, raster_stem, rasters_in, split_sidecars,
                               vrts_over_inputs)
 from tiles.same_content import HashProgress, file_key, same_as_recorded, same_content
 
@@ -354,8 +354,8 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     # absolute: a Dask worker runs in its own folder (--model cards are made absolute by the pipeline's
     # report only, so they are made absolute here too)
     inputs = [absolute_raster_path(p) for p in inputs]
-    out = Path(os.path.abspath(out))
-    options = dataclasses.replace(options, model_dirs={task: os.path.abspath(card)
+    out = Path(absolute_path(out))
+    options = dataclasses.replace(options, model_dirs={task: absolute_path(card)
                                                        for task, card in options.model_dirs.items()})
     stems = [raster_stem(p) for p in inputs]
     reading = hashing_progress("predict")  # same-size inputs read through: a bar (or a line) when it is long
