@@ -493,3 +493,17 @@ def test_only_asyncios_record_of_a_worker_kept_from_starting_is_dropped():
                                                                                                      "to start.")))
     assert drop.filter(record("Task exception was never retrieved\nfuture: <Task>", ValueError("yours")))
     assert drop.filter(record("Executing <Task> took 0.2 seconds", None))
+
+
+def test_a_name_too_long_for_the_scratch_names_fails_its_input_alone(tmp_path):
+    """A 250-byte scene name (legal: 255) makes scratch names over 255 bytes. Removing the scratch of
+    the failed input raised ENAMETOOLONG out of the input's handler and stopped the default batch,
+    the same input first on every re-run; the error named '.<name>.<run id>.part' and no fix."""
+    from tiles.batch import run_one
+
+    outcome = run_one(lambda src, dst: dst.mkdir(), "in.tif", tmp_path / ("x" * 250), "0123456789ab")
+    assert outcome.error.startswith("OSError: [Errno 36] File name too long: the output name xxxx")
+    assert "rename the input to a name of at most 236 bytes before its extension" in outcome.error
+    assert list(tmp_path.iterdir()) == []
+    done = run_one(lambda src, dst: dst.mkdir(), "in.tif", tmp_path / ("x" * 236), "0123456789ab")
+    assert done.error is None and (tmp_path / ("x" * 236)).is_dir()

@@ -28,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -53,7 +54,7 @@ from rich.progress import (
 from rich.text import Text
 
 from tiles.errors import PLAIN_KINDS
-from tiles.output_lock import output_lock
+from tiles.output_lock import lock_path, output_lock
 from tiles.progress_console import logs_lines, progress_console
 from tiles.rasterpath import RasterPath, raster_name
 
@@ -145,10 +146,31 @@ def _scratch_of(output: Path) -> list[Path]:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
+    try:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    except OSError:  # a name too long to exist (ENAMETOOLONG): raised here, it stopped the whole batch
+        pass
+
+
+#: bytes a file name may hold on Linux's and macOS's file systems (NAME_MAX)
+NAME_MAX = 255
+
+
+def check_name_fits(output: Path, run_id: str) -> None:
+    """``OSError`` (ENAMETOOLONG) naming the limit when ``output``'s scratch names (``part_path``, its
+    lock) would be longer than a file name may be. Why: a 254-byte scene name failed in the lock's
+    ``[Errno 36] File name too long: '.<name>.<run id>.part'``, which named no fix."""
+    longest = max(len(os.fsencode(part_path(output, run_id).name)), len(os.fsencode(lock_path(output).name)))
+    if longest > NAME_MAX:
+        spare = NAME_MAX - (longest - len(os.fsencode(output.name)))
+        raise OSError(errno.ENAMETOOLONG, f"{os.strerror(errno.ENAMETOOLONG)}: the output name {output.name[:40]}... "
+                                          f"is {len(os.fsencode(output.name))} bytes, and its scratch names take "
+                                          f"{longest - len(os.fsencode(output.name))} more of a file name's "
+                                          f"{NAME_MAX}: rename the input to a name of at most {spare} bytes "
+                                          f"before its extension")
 
 
 class JobOutcome(NamedTuple):
@@ -197,6 +219,7 @@ def run_one(work: Work, input_path: RasterPath, output_path: Path, run_id: str,
     tmp, old = part_path(output_path, run_id), _old_path(output_path)
     waiting = None if on_wait is None else (lambda lock: on_wait(input_path, output_path, lock))
     try:
+        check_name_fits(output_path, run_id)
         with output_lock(output_path, on_wait=waiting):
             for stale in _scratch_of(output_path):
                 _remove(stale)
