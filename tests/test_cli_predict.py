@@ -1814,3 +1814,30 @@ def test_an_unattended_batch_names_a_file_that_is_not_utf8_and_leaves_home_alone
         ".tif: its file name is not UTF-8 (the bytes caf\\xe9.tif: Latin-1 from a Windows share or an old zip?), "
         "which GDAL cannot open: rename it to UTF-8, e.g. convmv -f latin1 -t utf8 --notest FILE"), line
     assert list(home.rglob("*")) == [], list(home.rglob("*"))
+
+
+def test_a_reader_gone_from_stdout_or_a_full_log_disk_does_not_stop_the_run(tmp_path):
+    """rich ended the process on a broken pipe: ``geoseg predict ... | head -1`` exited 1 with nothing
+    written (a batch's batch.json stayed 'running'), and ``> /dev/full`` failed the scene with 'No
+    space left on device'. Progress is a view: the runs finish, exit 0, their outputs written."""
+    import subprocess
+    import sys
+
+    scene = KAMPALA / "kampala_z19_2.tif"
+    command = [sys.executable, "-m", "geoseg", "predict", str(scene), str(scene.with_name("kampala_z19_1.tif")),
+               "--out", str(tmp_path / "piped"), *FAST]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as run:
+        run.stdout.readline()
+        run.stdout.close()  # head -1
+        stderr = run.stderr.read().decode()
+        assert run.wait(timeout=300) == 0, stderr
+    assert "Error" not in stderr and "Traceback" not in stderr, stderr
+    summary = json.loads((tmp_path / "piped" / "batch.json").read_text())
+    assert (summary["state"], summary["exit_code"]) == ("finished", 0)
+    assert (tmp_path / "piped" / "kampala_z19_1" / "buildings.gpkg").is_file()
+    if Path("/dev/full").exists():
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([*command[:5], "--out", str(tmp_path / "full"), *FAST], stdout=full,
+                                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()
+        assert (tmp_path / "full" / "buildings.gpkg").is_file()
