@@ -1841,3 +1841,20 @@ def test_a_reader_gone_from_stdout_or_a_full_log_disk_does_not_stop_the_run(tmp_
                                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=300)
         assert done.returncode == 0, done.stderr.decode()
         assert (tmp_path / "full" / "buildings.gpkg").is_file()
+
+
+def test_a_carriage_return_from_windows_line_ends_is_named(tmp_path):
+    """A cron script or a list of scenes saved with Windows line ends: ``--out results\\r`` made that
+    folder, ran every model, then failed each input writing its GeoPackage (an SQLite error, the \\r
+    unseen); ``ok.tif\\r`` was 'input not found: .../ok.tif' with the \\r overwriting the line's start."""
+    scene = KAMPALA / "kampala_z19_2.tif"
+    out = tmp_path / "results\r"
+    result = CliRunner().invoke(app, ["predict", str(scene), "--out", str(out), *FAST])
+    assert_usage_error(result, "predict", f"--out {str(out)!r} holds a control character", "dos2unix")
+    assert not out.exists()
+    listed = f"{SCENE}\r"
+    result = CliRunner().invoke(app, ["predict", str(scene), listed, "--out", str(tmp_path / "b"), *FAST])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().split("\n") == [
+        f"geoseg predict: error: 'kampala_z19_1.tif\\r': input not found: {listed!r} (its name holds a control "
+        f"character: a list saved with Windows line ends? dos2unix it)"]

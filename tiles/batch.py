@@ -106,12 +106,13 @@ def failure_line(name: str, error: str, plain: Collection[str] = PLAIN_KINDS) ->
     it is not one of ``plain`` (``name: KeyError: 'x'``). Why: a job's own errors often start with the
     input's name too, and ``geoseg tile`` printed ``kampala.tif: FileNotFoundError: kampala.tif: label
     file ...``; a class name in front of a message written for the user told them nothing more."""
-    kind, sep, message = error.splitlines()[0].partition(": ")
+    kind, sep, message = error.split("\n")[0].partition(": ")  # not splitlines: a name may end in \r
+    shown = name if name.isprintable() else repr(name)
     if not sep or not message:
-        return f"{name}: {kind}"
+        return f"{shown}: {kind}"
     if message.startswith(f"{name}: "):
         message = message[len(name) + 2:]
-    return f"{name}: {message}" if kind in plain else f"{name}: {kind}: {message}"
+    return f"{shown}: {message}" if kind in plain else f"{shown}: {kind}: {message}"
 
 
 #: a run id: the hex digits that name one run_batch's scratch paths

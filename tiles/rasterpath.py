@@ -329,6 +329,9 @@ def not_found(location: RasterPath) -> str:
         file = str(location)[parts[0]:parts[1]]
         hint = (f" (no such file: {file})" if not is_virtual(file) and not os.path.exists(file)
                 else f" (GDAL found no such subdataset: gdalinfo {file} lists those it holds)")
+    if not str(location).isprintable():  # a list saved with Windows line ends: 'ok.tif\r', the \r unseen
+        cr = ": a list saved with Windows line ends? dos2unix it" if "\r" in str(location) else ""
+        return f"input not found: {str(location)!r} (its name holds a control character{cr})"
     return f"input not found: {location}{hint}"
 
 

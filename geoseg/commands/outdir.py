@@ -11,6 +11,16 @@ from pathlib import Path
 from tiles.batch_summary import SUMMARY_NAME, summary_command
 
 
+def check_printable_path(path: Path | str, option: str = "--out") -> None:
+    """``ValueError`` for a path holding a control character: a script saved with Windows line ends
+    passes ``results\\r``, which made a folder of that name, ran every model, then failed each input
+    writing its GeoPackage (SQLite: 'sqlite3_open(.../results/...) failed', the \\r unseen)."""
+    text = str(path)
+    if not text.isprintable():
+        cr = " (a carriage return: a script or list saved with Windows line ends? dos2unix it)" if "\r" in text else ""
+        raise ValueError(f"{option} {text!r} holds a control character{cr}")
+
+
 def make_out_folder(out: Path) -> None:
     """Create ``out`` and check a file can be written in it (ValueError, one line, if not)."""
     if out.exists() and not out.is_dir():

@@ -18,7 +18,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from geoseg import __version__
-from geoseg.commands.outdir import check_not_another_commands_out, check_predict_layout
+from geoseg.commands.outdir import check_not_another_commands_out, check_predict_layout, check_printable_path
 from geoseg.commands.outlock import hold_out_folder
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from geoseg.commands.usage import UsageError, usage_errors
@@ -132,6 +132,7 @@ def predict(
                                  "batches of separate inputs: leave it out")
             # also for one input, which runs in this process: a mistyped address was silently ignored
             scheduler = _scheduler(scheduler)
+            check_printable_path(out)
         paths, folders, outputs = _expand_folders([as_raster_path(p) for p in inputs])
         batch = not mosaic and (folders or len(paths) > 1)  # the layout follows what was given, repeats included
         paths, sidecars = split_sidecars(_unique(paths))
