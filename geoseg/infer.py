@@ -174,6 +174,26 @@ def _export_into(folder: Path, name: str, head: nn.Module, with_features: bool) 
     return path
 
 
+def _cached_graph_session(head: nn.Module, card: dict[str, Any], with_features: bool, options: Any) -> Any:
+    """An ONNX Runtime session of the head's cached graph (``export_onnx``); a cached graph that cannot
+    be loaded is exported again into this process's scratch folder, with a warning naming it.
+
+    Why: a cached file that was there was used as it was, so a graph left truncated (a full disk while
+    another process exported it) or unreadable (a colleague's mode-600 file in a shared GEOSEG_CACHE)
+    failed every run, for ever, with ONNX Runtime's 'INVALID_PROTOBUF' or 'system error number 13'."""
+    import onnxruntime as ort
+
+    graph = export_onnx(head, card, with_features)
+    try:
+        return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 -- ORT's own classes (Fail, InvalidProtobuf...) share no base
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        warnings.warn(f"the cached ONNX graph {graph} cannot be loaded ({reason}): exported again for this run; "
+                      f"remove it (or make it readable) to keep the cache working", stacklevel=2)
+        fresh = _export_into(_process_scratch_dir(), graph.name, head, with_features)
+        return ort.InferenceSession(str(fresh), options, providers=["CPUExecutionProvider"])
+
+
 _SCRATCH: Path | None = None
 
 
@@ -265,9 +285,10 @@ class TileModel:
             # fast 0.752 -> 0.708 (bench/predict.py --what memory; --what pairs --toggle ort-arena). Without
             # the building heads' arenas alone the accurate ratio to a 1 Mpx scene stayed over 1.3x (1.35x).
             options.enable_cpu_mem_arena = ORT_ARENA
-            graph = graph or export_onnx(self.head, card, with_features)
-            self._session = ort.InferenceSession(str(graph), options,
-                                                 providers=["CPUExecutionProvider"])
+            if graph is not None:  # the card's int8 graph: checked against its weights (int8_graph)
+                self._session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+            else:
+                self._session = _cached_graph_session(self.head, card, with_features, options)
         else:
             self.head.to(device)
 

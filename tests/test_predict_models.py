@@ -165,6 +165,20 @@ def test_onnx_runtime_runs_when_the_cache_cannot_be_written(tiny_models, tmp_pat
                        atol=1e-4)
 
 
+def test_a_cached_graph_that_cannot_be_loaded_is_exported_again_with_a_warning(tiny_models, tmp_path, monkeypatch):
+    """A cached graph left truncated (a full disk while another process exported it) failed every
+    run, for ever, with ONNX Runtime's INVALID_PROTOBUF and no word of the cache."""
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path))
+    module, card = load_head("buildings", model_dir=Path(tiny_models["buildings"]))
+    reference = TileModel(module, card, runtime="onnx")
+    (cached,) = tmp_path.glob("onnx/*.onnx")
+    cached.write_bytes(cached.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match=f"the cached ONNX graph {cached} cannot be loaded .*remove it"):
+        model = TileModel(module, card, runtime="onnx")
+    tiles = np.stack([real_tile(96)])
+    assert np.allclose(model.probabilities(tiles), reference.probabilities(tiles), atol=1e-6)
+
+
 def test_onnx_workers_do_not_busy_wait_between_runs(tiny_models, tmp_path, monkeypatch):
     """Reads and the class map run beside the model on the same cores: ORT's idle workers must
     not spin; the switch (for benchmarks) is honoured."""
