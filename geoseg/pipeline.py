@@ -65,6 +65,10 @@ __all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "expected_seconds",
 
 Progress = Callable[[float, str], None]
 OUTPUT_FILES = ("classmap.tif", "classmap.qml", "buildings.geojson", "buildings.gpkg", "report.json")
+#: what other programs keep beside an output, which they would read with (over) a new file of its name:
+#: SQLite's journal of a GeoPackage a GIS has open (its pending edits), GDAL's .aux.xml (statistics, a band
+#: description) and external overviews or mask of the class map
+OUTPUT_SIDECARS = {"buildings.gpkg": ("-wal", "-shm", "-journal"), "classmap.tif": (".aux.xml", ".ovr", ".msk")}
 
 
 #: write the class map while the building model runs (False: one stage after the other)
@@ -496,6 +500,11 @@ def predict_scene(
         for name in OUTPUT_FILES:  # stale outputs of an earlier run must not survive
             if (out_dir / name).exists() and not (staging / name).exists():
                 (out_dir / name).unlink()
+        # nor their sidecars: QGIS's pending edit in buildings.gpkg-wal was applied onto the new file (41 of
+        # its 60 buildings, the integrity check failed), an old classmap.tif.aux.xml's statistics read as the new
+        for name, suffixes in OUTPUT_SIDECARS.items():
+            for suffix in suffixes:
+                (out_dir / f"{name}{suffix}").unlink(missing_ok=True)
         for path in sorted(staging.iterdir(), key=lambda f: f.name == "report.json"):
             if path.is_file():
                 os.replace(path, out_dir / path.name)

@@ -705,6 +705,37 @@ def test_a_disk_too_small_for_every_heads_accumulators_fails_before_any_head_run
     assert str(tmp_path / "out") in str(err.value) and not (tmp_path / "out").exists()
 
 
+def test_a_rerun_leaves_no_sidecar_of_the_old_outputs_to_be_read_over_the_new(tiny_models, tmp_path):
+    """A GIS keeps an edited GeoPackage's pending changes in ``-wal`` beside it, and GDAL's statistics in
+    ``classmap.tif.aux.xml``. A re-run replaced the files but not those: the next reader applied the old
+    edit onto the new GeoPackage (41 of 60 buildings, integrity check failed) and read the old class
+    map's statistics as the new one's."""
+    import sqlite3
+
+    scene = crop(SCENE, tmp_path / "scene.tif", Window(0, 0, 512, 512))
+    out = tmp_path / "out"
+    predict_scene(scene, out, options(tiny_models))
+    editor = sqlite3.connect(out / "buildings.gpkg", isolation_level=None)  # QGIS, an edit not yet saved
+    for name in ("ST_IsEmpty", "ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY"):  # the GeoPackage's triggers call them
+        editor.create_function(name, 1, lambda blob: 0)
+    editor.execute("PRAGMA journal_mode=WAL")
+    editor.execute("PRAGMA wal_autocheckpoint=0")
+    editor.execute("DELETE FROM buildings WHERE id > 1")
+    (out / "classmap.tif.aux.xml").write_text('<PAMDataset><PAMRasterBand band="1"><Metadata><MDI '
+                                              'key="STATISTICS_MAXIMUM">5</MDI></Metadata></PAMRasterBand></PAMDataset>')
+    assert (out / "buildings.gpkg-wal").stat().st_size > 0
+    try:
+        report = predict_scene(scene, out, options(tiny_models, regularize=True))
+    finally:
+        editor.close()
+    assert not (out / "buildings.gpkg-wal").exists() and not (out / "classmap.tif.aux.xml").exists()
+    reader = sqlite3.connect(f"file:{out / 'buildings.gpkg'}?mode=ro", uri=True)
+    assert reader.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert reader.execute("SELECT COUNT(*) FROM buildings").fetchone()[0] == report["counts"]["buildings"] > 1
+    with rasterio.open(out / "classmap.tif") as src:
+        assert "STATISTICS_MAXIMUM" not in src.tags(1)
+
+
 def test_class_map_written_beside_the_building_model_gives_the_same_outputs(tiny_models, tmp_path, monkeypatch):
     """The class map is written on a thread while the building model runs; the files must be what
     the one-stage-after-the-other order writes, and a failure there must surface, leaving nothing."""
