@@ -245,7 +245,7 @@ def read_card(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelCardError(f"model card not found: {path}")
     try:
-        card = json.loads(path.read_text())
+        card = json.loads(path.read_text(encoding="utf-8-sig"))  # a card edited in Notepad starts with a BOM
     except json.JSONDecodeError as exc:
         raise ModelCardError(f"model card {path} is not valid JSON: {exc}") from exc
     missing = [k for k in ("name", "task", "architecture", "arch_kwargs", "classes", "normalisation") if k not in card]
@@ -397,7 +397,7 @@ def weights_path(card_path: Path, card: dict[str, Any]) -> Path | None:
 def looks_like_card(path: Path) -> bool:
     """Whether a JSON file reads as a model card (its architecture and arguments)."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError):  # not JSON, or not UTF-8 (a UTF-16 file from PowerShell)
         return False
     return isinstance(data, dict) and "architecture" in data and "arch_kwargs" in data

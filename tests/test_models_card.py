@@ -134,3 +134,19 @@ def test_a_file_that_is_not_utf8_is_no_card(tmp_path):
 
     (tmp_path / "data.json").write_bytes('{"architecture": "U2Net", "arch_kwargs": {}}'.encode("utf-16"))
     assert not looks_like_card(tmp_path / "data.json")
+
+
+def test_a_card_or_class_list_saved_with_a_bom_is_read(tmp_path):
+    """Notepad and PowerShell 5 save UTF-8 with a byte-order mark: a shipped card edited there, or a
+    team's classes.json, was refused as 'not valid JSON (Unexpected UTF-8 BOM)'."""
+    from geoseg.card import looks_like_card, read_card
+    from tiles.classes import read_classes
+
+    shipped = default_card_path("buildings")
+    card = tmp_path / shipped.name
+    card.write_bytes(b"\xef\xbb\xbf" + shipped.read_bytes().replace(b"\n", b"\r\n"))
+    assert read_card(card)["name"] == json.loads(shipped.read_text())["name"] and looks_like_card(card)
+    classes = tmp_path / "classes.json"
+    listed = [{"index": i, "name": name} for i, name in enumerate(("unlabeled", "built", "natural"))]
+    classes.write_text("\ufeff" + json.dumps(listed), encoding="utf-8")
+    assert [c["name"] for c in read_classes(classes)] == ["unlabeled", "built", "natural"]

@@ -53,7 +53,7 @@ def check_class_list(classes: Any, where: str) -> list[dict[str, Any]]:
 def read_classes(path: Path) -> list[dict[str, Any]]:
     """A checked class list from a ``classes.json``."""
     try:
-        classes = json.loads(Path(path).read_text())
+        classes = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # Notepad, PowerShell 5: a BOM
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
     return check_class_list(classes, str(path))
