@@ -43,6 +43,7 @@ from geoseg.footprints import landcover_cue, vectorise_buildings, write_building
 from geoseg.heads import bands_of_models, building_rules, load_heads, model_summary, task_card_path
 from geoseg.infer import TileModel, resolve_device
 from geoseg.options import PredictError, PredictOptions
+from geoseg.output_files import OUTPUT_FILES, OUTPUT_SIDECARS
 from geoseg.progress import StageProgress, StageWork, run_seconds, stage_weights, tracing_share
 from geoseg.request_record import request_record
 from geoseg.staging import make_staging, remove_abandoned
@@ -64,11 +65,6 @@ from tiles.stitch import accumulator_bytes, check_free_space, size_words
 __all__ = ["OUTPUT_FILES", "PredictError", "PredictOptions", "expected_seconds", "predict_scene"]
 
 Progress = Callable[[float, str], None]
-OUTPUT_FILES = ("classmap.tif", "classmap.qml", "buildings.geojson", "buildings.gpkg", "report.json")
-#: what other programs keep beside an output, which they would read with (over) a new file of its name:
-#: SQLite's journal of a GeoPackage a GIS has open (its pending edits), GDAL's .aux.xml (statistics, a band
-#: description) and external overviews or mask of the class map
-OUTPUT_SIDECARS = {"buildings.gpkg": ("-wal", "-shm", "-journal"), "classmap.tif": (".aux.xml", ".ovr", ".msk")}
 
 
 #: write the class map while the building model runs (False: one stage after the other)

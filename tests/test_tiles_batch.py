@@ -507,3 +507,26 @@ def test_a_name_too_long_for_the_scratch_names_fails_its_input_alone(tmp_path):
     assert list(tmp_path.iterdir()) == []
     done = run_one(lambda src, dst: dst.mkdir(), "in.tif", tmp_path / ("x" * 236), "0123456789ab")
     assert done.error is None and (tmp_path / ("x" * 236)).is_dir()
+
+
+def test_a_rerun_output_takes_over_the_users_own_files_of_the_old_one(tmp_path):
+    """A batch that re-predicted a scene (other options) removed its old folder whole, with the QGIS
+    style and notes the user kept there; a single input's re-run kept them."""
+    from geoseg.output_files import is_users_own
+    from tiles.batch import run_one
+
+    out = tmp_path / "scene"
+    out.mkdir()
+    for name, text in (("buildings.gpkg", "old"), ("buildings.gpkg-wal", "old edit"), ("buildings.qml", "style"),
+                       ("notes.txt", "mine")):
+        (out / name).write_text(text)
+
+    def work(src, dst):
+        dst.mkdir()
+        (dst / "buildings.gpkg").write_text("new")
+
+    done = run_one(work, "scene.tif", out, "0123456789ab", is_current=lambda p, o: False, keep_old=is_users_own)
+    assert done.error is None
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"buildings.gpkg": "new", "buildings.qml": "style",
+                                                              "notes.txt": "mine"}
+    assert [p.name for p in tmp_path.iterdir()] == ["scene"]  # no old folder left

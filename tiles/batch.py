@@ -56,7 +56,7 @@ from rich.text import Text
 from tiles.errors import PLAIN_KINDS
 from tiles.output_lock import lock_path, output_lock
 from tiles.progress_console import logs_lines, progress_console
-from tiles.rasterpath import RasterPath, raster_name
+from tiles.rasterpath import RasterPath, has_control_character, raster_name
 
 __all__ = ["BatchReport", "JobOutcome", "parse_scheduler", "part_path", "run_batch", "wait_line"]
 
@@ -107,7 +107,7 @@ def failure_line(name: str, error: str, plain: Collection[str] = PLAIN_KINDS) ->
     input's name too, and ``geoseg tile`` printed ``kampala.tif: FileNotFoundError: kampala.tif: label
     file ...``; a class name in front of a message written for the user told them nothing more."""
     kind, sep, message = error.split("\n")[0].partition(": ")  # not splitlines: a name may end in \r
-    shown = name if name.isprintable() else repr(name)
+    shown = repr(name) if has_control_character(name) else name
     if not sep or not message:
         return f"{shown}: {kind}"
     if message.startswith(f"{name}: "):
@@ -209,13 +209,16 @@ def tell_client_of_wait(input_path: RasterPath, output_path: Path, lock: Path) -
 
 def run_one(work: Work, input_path: RasterPath, output_path: Path, run_id: str,
             is_current: Callable[[RasterPath, Path], bool] | None = None,
-            on_wait: Callable[[RasterPath, Path, Path], None] | None = None) -> JobOutcome:
+            on_wait: Callable[[RasterPath, Path, Path], None] | None = None,
+            keep_old: Callable[[str], bool] | None = None) -> JobOutcome:
     """Run one job into this run's ``.part`` path and rename it, holding the output's lock.
 
     Once the lock is held no other run writes this output, so any scratch of it is a dead run's
     and is removed; an output there now (another run finished it while this one waited) is
     skipped when ``is_current`` says it is current (None: when it exists), as ``run_batch`` does.
-    ``on_wait(input_path, output_path, lock file)`` is called once if another run holds the lock."""
+    ``on_wait(input_path, output_path, lock file)`` is called once if another run holds the lock.
+    ``keep_old(name)``: whether a file of an out-of-date output folder is taken over by the new one
+    (the user's own, a style or notes kept beside the results; the new folder's files win)."""
     started = time.monotonic()
     tmp, old = part_path(output_path, run_id), _old_path(output_path)
     waiting = None if on_wait is None else (lambda lock: on_wait(input_path, output_path, lock))
@@ -232,6 +235,8 @@ def run_one(work: Work, input_path: RasterPath, output_path: Path, run_id: str,
             if output_path.exists():  # an out-of-date output (os.replace cannot replace a non-empty folder)
                 os.replace(output_path, old)
             os.replace(tmp, output_path)
+            if keep_old is not None and old.is_dir():
+                _take_over(old, output_path, keep_old)
             _remove(old)
         return JobOutcome(str(input_path), result, None, time.monotonic() - started)
     except Exception as exc:  # collect every failure; the batch goes on
@@ -241,6 +246,18 @@ def run_one(work: Work, input_path: RasterPath, output_path: Path, run_id: str,
     except BaseException:  # Ctrl-C: nothing half-written stays behind, and the batch stops
         _remove(tmp)
         raise
+
+
+def _take_over(old: Path, new: Path, keep: Callable[[str], bool]) -> None:
+    """Move the files of ``old`` that ``keep`` names, and ``new`` lacks, into ``new``. Why: a batch that
+    re-predicted a scene removed its old folder whole, with a QGIS style and notes the user kept there
+    (a single input's re-run keeps them)."""
+    for entry in old.iterdir():
+        if keep(entry.name) and not (new / entry.name).exists():
+            try:
+                os.replace(entry, new / entry.name)
+            except OSError:  # the new folder is complete: a file not taken over is not its failure
+                continue
 
 
 def time_left(elapsed_s: float, finished: float, remaining: float) -> float:
@@ -358,7 +375,8 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
               duplicates: Mapping[str, RasterPath] | None = None, copy_output: CopyOutput | None = None,
               weigh: Callable[[RasterPath], float | None] | None = None,
               startup: Callable[[Path], float | None] | None = None,
-              clock: Callable[[], float] = time.monotonic) -> BatchReport:
+              clock: Callable[[], float] = time.monotonic,
+              keep_old: Callable[[str], bool] | None = None) -> BatchReport:
     """Run ``work`` on every input without a current output (see module docstring); ``on_update``
     is called with the report once the skipped inputs are known and after each input finishes
     (``tiles.batch_summary`` writes it down).
@@ -371,7 +389,8 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
     (e.g. its pixels; None: unknown, the median of the others; 1 each without), asked of the inputs
     to run only, for the time left (``BatchTimeLeft``, on ``clock``). ``startup(output)``: of the
     seconds of an input run in this process (``scheduler="sync"``), those its job spent starting up,
-    read from its output once in place (predict: its models' loading), left out of the time left."""
+    read from its output once in place (predict: its models' loading), left out of the time left.
+    ``keep_old``: which files of an out-of-date output the new one takes over (``run_one``)."""
     duplicates = {str(k): v for k, v in (duplicates or {}).items()}
     if duplicates and copy_output is None:
         raise ValueError("run_batch: duplicates need copy_output")
@@ -467,7 +486,7 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                     origin = duplicates[str(copy)]
                     if error is None:
                         job = partial(_copy_from, copy_output, Path(output_for(origin)))
-                        record(run_one(job, copy, copy_out, run_id, is_current, say_wait), origin)
+                        record(run_one(job, copy, copy_out, run_id, is_current, say_wait, keep_old), origin)
                     else:
                         record(JobOutcome(str(copy), None, _failed_as(error, origin), None))
 
@@ -483,15 +502,15 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
                 return report
             if scheduler == "sync":
                 for p, out in todo:
-                    record(run_one(work, p, out, run_id, is_current, say_wait))
+                    record(run_one(work, p, out, run_id, is_current, say_wait, keep_old))
                 return report
             from dask.distributed import as_completed
 
             # a worker's wait comes back as an event (tell_client_of_wait), printed here
             client.subscribe_topic(WAIT_TOPIC, lambda event: say_wait(event[1]["input"], event[1]["output"],
                                                                       event[1]["lock"]))
-            futures = {client.submit(run_one, work, p, out, run_id, is_current, tell_client_of_wait, pure=False): p
-                       for p, out in todo}
+            futures = {client.submit(run_one, work, p, out, run_id, is_current, tell_client_of_wait, keep_old,
+                                     pure=False): p for p, out in todo}
             for fut in as_completed(futures):
                 try:
                     item = fut.result()

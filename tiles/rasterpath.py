@@ -38,6 +38,12 @@ STEM_SIDECAR_SUFFIXES = (".wld", ".tfw", ".tifw", ".tiffw", ".jgw", ".jpgw", ".p
 _SUBDATASET = re.compile(r"^([A-Za-z][A-Za-z0-9_]+):(.+)$")
 
 
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a control character (a line end's ``\r`` above all), which a terminal does
+    not show as written."""
+    return any(c < " " or c == "\x7f" for c in text)
+
+
 def absolute_path(path: str | os.PathLike) -> str:
     """``path`` made absolute as the kernel reads it: the part up to its last ``..`` resolved, links
     included, the rest as written (a link's own name kept: sidecars are found beside it).
@@ -329,7 +335,7 @@ def not_found(location: RasterPath) -> str:
         file = str(location)[parts[0]:parts[1]]
         hint = (f" (no such file: {file})" if not is_virtual(file) and not os.path.exists(file)
                 else f" (GDAL found no such subdataset: gdalinfo {file} lists those it holds)")
-    if not str(location).isprintable():  # a list saved with Windows line ends: 'ok.tif\r', the \r unseen
+    if has_control_character(str(location)):  # a list saved with Windows line ends: 'ok.tif\r', the \r unseen
         cr = ": a list saved with Windows line ends? dos2unix it" if "\r" in str(location) else ""
         return f"input not found: {str(location)!r} (its name holds a control character{cr})"
     return f"input not found: {location}{hint}"

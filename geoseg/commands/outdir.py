@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from tiles.batch_summary import SUMMARY_NAME, summary_command
+from tiles.rasterpath import has_control_character
 
 
 def check_printable_path(path: Path | str, option: str = "--out") -> None:
@@ -16,7 +17,7 @@ def check_printable_path(path: Path | str, option: str = "--out") -> None:
     passes ``results\\r``, which made a folder of that name, ran every model, then failed each input
     writing its GeoPackage (SQLite: 'sqlite3_open(.../results/...) failed', the \\r unseen)."""
     text = str(path)
-    if not text.isprintable():
+    if has_control_character(text):
         cr = " (a carriage return: a script or list saved with Windows line ends? dos2unix it)" if "\r" in text else ""
         raise ValueError(f"{option} {text!r} holds a control character{cr}")
 

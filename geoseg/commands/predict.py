@@ -24,6 +24,7 @@ from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_int
 from geoseg.commands.usage import UsageError, usage_errors
 from geoseg.commands.warning_lines import echo_warnings, recorded_warnings, warning_lines
 from geoseg.options import PredictError
+from geoseg.output_files import is_users_own
 from tiles.batch import failure_line, parse_scheduler, time_left
 from tiles.batch_summary import SUMMARY_NAME, BatchSummary, command_line
 from tiles.errors import PLAIN_KINDS
@@ -405,7 +406,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                                on_update=summary.update, duplicates={str(p): first for p, first in same.items()},
                                copy_output=lambda first, p, folder: copy_prediction(first, p, folder, options),
                                weigh=functools.partial(_expected_seconds, options=options),
-                               startup=_load_seconds)
+                               startup=_load_seconds, keep_old=is_users_own)
         except KeyboardInterrupt as stop:
             summary.stop(TERMINATED_EXIT if isinstance(stop, Terminated) else 130)
             raise
