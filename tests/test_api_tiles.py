@@ -329,3 +329,15 @@ def test_a_geostationary_full_disk_has_bounds_a_tilejson_and_tiles(served, raste
     x, y = lonlat_to_tile(-75.0, 0.1, doc["center"][2] + 1)  # the sub-satellite point: the disk's middle
     r = client.get(job["links"]["tiles"].format(z=doc["center"][2] + 1, x=x, y=y))
     assert r.status_code == 200 and rgba(r.content)[..., 3].any()
+
+
+def test_a_scene_beyond_the_tile_grid_has_no_tilejson_and_says_why(served, tmp_path):
+    """A scene at the South Pole (polar stereographic) lies beyond Web Mercator's 85.05 degrees: its
+    TileJSON was served and every tile was transparent, with no word of why."""
+    client, _ = served
+    scene = placed_copy(tmp_path / "pole.tif", "EPSG:3031", Affine(0.3, 0, -38.4, 0, -0.3, 38.4))
+    job = wait(client, submit(client, scene, outputs="classmap")["id"])
+    assert job["status"] == "succeeded", job
+    r = client.get(job["links"]["tilejson"])
+    assert r.status_code == 422 and "where the Web-Mercator tile grid ends" in r.json()["detail"], r.text
+    assert client.get(job["links"]["classmap.tif"]).status_code == 200

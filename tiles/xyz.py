@@ -143,6 +143,9 @@ def tileset_of(path: str | Path) -> TileSet:
         gsd = dataset_gsd_m(src)
     if gsd is None or gsd <= 0:
         raise ValueError(f"{Path(path).name}: its ground sample distance is unknown (no CRS in metres or degrees)")
+    if south >= MAX_LATITUDE or north <= -MAX_LATITUDE:  # every tile was transparent, nothing said why
+        raise ValueError(f"{Path(path).name} lies beyond {MAX_LATITUDE:.2f} degrees of latitude ({south:.2f} to "
+                         f"{north:.2f}), where the Web-Mercator tile grid ends: open classmap.tif in a GIS instead")
     latitude = math.radians((south + north) / 2)
     metres_per_pixel_z0 = 2 * ORIGIN_M / 256 * math.cos(latitude)  # on the ground, at the scene's latitude
     # a zoom up to ZOOM_SLACK (in log2: 7 %) coarser than the GSD counts as native: a scene made on a
