@@ -15,6 +15,7 @@ from typing import Any
 from geoseg.heads import card_digests, task_card_path
 from geoseg.options import PredictError, PredictOptions
 from geoseg.strict_json import json_safe
+from tiles.pam import statistics_only
 from tiles.rasterpath import (RasterPath, absolute_path, absolute_raster_path, as_raster_path, is_virtual,
                               local_file_of, vrt_sources)
 from tiles.same_content import recorded_sidecars
@@ -81,7 +82,9 @@ def _sidecar_files(input_path: Path) -> list[str]:
     except rasterio.errors.RasterioError:  # predicting it says why
         return []
     main = os.path.realpath(input_path)
-    return sorted(f for f in files if os.path.realpath(f) != main)
+    # statistics a GIS wrote while browsing change nothing predict reads (tiles.pam)
+    return sorted(f for f in files if os.path.realpath(f) != main
+                  and not (f.lower().endswith(".aux.xml") and statistics_only(f)))
 
 
 def _source_file(name: str) -> dict[str, Any]:

@@ -1390,6 +1390,32 @@ def test_an_input_just_over_the_coarse_limit_is_not_said_to_be_at_it():
     assert TooCoarse(12.1, "landcover", "landcover-attresunet", 1.1).reason().startswith("input GSD 12.1 m is 11x")
 
 
+def test_statistics_a_gis_wrote_beside_a_scene_do_not_make_it_predicted_again(tmp_path):
+    """QGIS, ArcGIS and ``gdalinfo -stats`` write ``scene.tif.aux.xml`` holding band statistics when a
+    colleague browses a delivery: the next batch predicted the scene again, every night. geoseg reads
+    no statistics of GDAL's; an .aux.xml that moves the georeferencing still counts."""
+    from tiles.pam import statistics_only
+
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    args = ["predict", str(tmp_path / "s"), "--out", str(tmp_path / "o"), *FAST]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    scene = tmp_path / "s" / "a.tif"
+    with rasterio.open(scene) as src:
+        src.stats(approx=False)  # GDAL keeps them in a.tif.aux.xml, as a GIS computing statistics does
+    aux = tmp_path / "s" / "a.tif.aux.xml"
+    assert statistics_only(aux) and "STATISTICS_MEAN" in aux.read_text()
+    again = runner.invoke(app, args)
+    assert "0 predicted, 2 already done, 0 failed" in again.stdout, again.output
+    with rasterio.open(scene) as src:
+        moved = src.transform * src.transform.translation(10, 0)
+    geotransform = f"<GeoTransform>{', '.join(map(str, moved.to_gdal()))}</GeoTransform>"
+    aux.write_text(aux.read_text().replace("<PAMDataset>", f"<PAMDataset>{geotransform}"))
+    assert not statistics_only(aux)
+    third = runner.invoke(app, args)
+    assert "1 predicted, 1 already done, 0 failed" in third.stdout, third.output
+
+
 def test_a_mask_added_beside_an_untouched_scene_has_its_folder_predicted_again(tmp_path):
     """A batch compared only the raster's size and time: a sidecar GDAL reads with it (an external
     mask, an .aux.xml moving its georeferencing) added or edited later kept the old folder, whose

@@ -29,6 +29,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from tiles.pam import statistics_only
 from tiles.rasterpath import (
     SIDECAR_SUFFIXES,
     STEM_SIDECAR_SUFFIXES,
@@ -69,8 +70,10 @@ def _sidecars(path: str) -> dict[str, str]:
         names = os.listdir(folder or ".")
     except OSError:
         return {}
-    return {wanted[n.lower()].lower(): os.path.join(folder, n) for n in names
-            if n.lower() in wanted and os.path.isfile(os.path.join(folder, n))}
+    found = {wanted[n.lower()].lower(): os.path.join(folder, n) for n in names
+             if n.lower() in wanted and os.path.isfile(os.path.join(folder, n))}
+    # statistics a GIS wrote while browsing are no part of the scene (tiles.pam)
+    return {kind: f for kind, f in found.items() if not (kind.endswith(".aux.xml") and statistics_only(f))}
 
 
 def recorded_sidecars(path: RasterPath) -> list[str]:
