@@ -9,7 +9,6 @@ server process never loads.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ def shipped_models(folder: Path | None = None) -> list[CatalogModel]:
     found = []
     for path in sorted((folder or weights_dir()).glob("*.json")):
         try:
-            card = json.loads(path.read_text())
+            card = cards.read_json(path)
         except (OSError, ValueError) as exc:
             log.warning("skipping unreadable model card %s: %s", path.name, exc)
             continue
@@ -65,7 +64,7 @@ def _names_a_model(path: Path) -> bool:
     ``architecture``); a class list, a log or a report beside the cards is not one. A file that is
     not JSON at all is taken for a broken card, so that ``read_card`` says so."""
     try:
-        data = json.loads(path.read_text())
+        data = cards.read_json(path)
     except (OSError, ValueError):
         return True
     return isinstance(data, dict) and ("task" in data or "architecture" in data)

@@ -239,13 +239,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file a person may have edited: Notepad and PowerShell 5 save UTF-8 with a byte-order mark,
+    which ``json`` refuses ('Unexpected UTF-8 BOM')."""
+    return json.loads(Path(path).read_text(encoding="utf-8-sig"))
+
+
 def read_card(path: Path) -> dict[str, Any]:
     """Read and check a card's required keys."""
     path = Path(path)
     if not path.is_file():
         raise ModelCardError(f"model card not found: {path}")
     try:
-        card = json.loads(path.read_text(encoding="utf-8-sig"))  # a card edited in Notepad starts with a BOM
+        card = read_json(path)
     except json.JSONDecodeError as exc:
         raise ModelCardError(f"model card {path} is not valid JSON: {exc}") from exc
     missing = [k for k in ("name", "task", "architecture", "arch_kwargs", "classes", "normalisation") if k not in card]
@@ -362,7 +368,7 @@ def find_card(model_dir_or_card: Path, task: str | None = None) -> Path:
     cards = sorted(c for c in p.glob("*.json") if not c.name.startswith("."))
     cards = [c for c in cards if looks_like_card(c)]
     if task is not None and len(cards) > 1:
-        of_task = [c for c in cards if json.loads(c.read_text()).get("task") == task]
+        of_task = [c for c in cards if read_json(c).get("task") == task]
         if not of_task:
             raise ModelCardError(f"{p} holds no {task} model card among {[c.name for c in cards]}")
         cards = of_task
@@ -397,7 +403,7 @@ def weights_path(card_path: Path, card: dict[str, Any]) -> Path | None:
 def looks_like_card(path: Path) -> bool:
     """Whether a JSON file reads as a model card (its architecture and arguments)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = read_json(path)
     except (OSError, ValueError):  # not JSON, or not UTF-8 (a UTF-16 file from PowerShell)
         return False
     return isinstance(data, dict) and "architecture" in data and "arch_kwargs" in data

@@ -292,9 +292,11 @@ def refuse_another_tasks_model(out: Path, name: str, task: str) -> None:
 
     Why: ``geoseg train buildings --name mine-lc`` replaced the land-cover model ``mine-lc`` there with
     a building one, without a word (a model of the same task is retrained in place, as documented)."""
+    from geoseg.card import read_json
+
     card = out / f"{name}.json"
     try:
-        other = json.loads(card.read_text()).get("task") if card.is_file() else None
+        other = read_json(card).get("task") if card.is_file() else None
     except (OSError, ValueError, AttributeError):  # no card of a model: the run says so when it writes
         return
     if isinstance(other, str) and other != task:
