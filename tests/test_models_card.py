@@ -139,13 +139,16 @@ def test_a_file_that_is_not_utf8_is_no_card(tmp_path):
 def test_a_card_or_class_list_saved_with_a_bom_is_read(tmp_path):
     """Notepad and PowerShell 5 save UTF-8 with a byte-order mark: a shipped card edited there, or a
     team's classes.json, was refused as 'not valid JSON (Unexpected UTF-8 BOM)'."""
-    from geoseg.card import looks_like_card, read_card
+    from geoseg.card import find_card, looks_like_card, read_card
     from tiles.classes import read_classes
 
     shipped = default_card_path("buildings")
     card = tmp_path / shipped.name
     card.write_bytes(b"\xef\xbb\xbf" + shipped.read_bytes().replace(b"\n", b"\r\n"))
     assert read_card(card)["name"] == json.loads(shipped.read_text())["name"] and looks_like_card(card)
+    other = tmp_path / "landcover.json"  # geoseg train's --out holds both tasks' cards: found by task
+    other.write_bytes(b"\xef\xbb\xbf" + default_card_path("landcover").read_bytes())
+    assert find_card(tmp_path, "buildings") == card and find_card(tmp_path, "landcover") == other
     classes = tmp_path / "classes.json"
     listed = [{"index": i, "name": name} for i, name in enumerate(("unlabeled", "built", "natural"))]
     classes.write_text("\ufeff" + json.dumps(listed), encoding="utf-8")
