@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-#: a client's name: what the job table and the server's log record for its jobs
+#: a client's name: what the job table and the server's log (``job ID queued for client NAME``) record
 CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 #: shortest key accepted: a guessable key is a shared one
 MIN_KEY_LENGTH = 16

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import errno
+import logging
 import os
 import shutil
 import sqlite3
@@ -53,6 +54,8 @@ UPLOAD_CHECKS_AT_ONCE = 2
 T = TypeVar("T")
 
 OUTPUTS = ("buildings", "classmap")
+
+log = logging.getLogger("geoseg.api")
 
 
 def parse_options(refine: bool, regularize: bool, outputs: str, profile: str | None,
@@ -252,11 +255,14 @@ def _publish(staged: Path, target: Path, job_id: str, options: dict[str, Any], s
             os.replace(sidecar_of(staged), sidecar_of(target / INPUT_NAME))
         os.replace(staged, target / INPUT_NAME)  # fails if the request gave up and discarded it
         _fsync_dir(target)
-        return store.create(job_id, options, summary, kind=kind, priority=priority,
-                            max_queued=settings.max_queued, idempotency_key=idempotency_key, client=client)
+        job = store.create(job_id, options, summary, kind=kind, priority=priority,
+                           max_queued=settings.max_queued, idempotency_key=idempotency_key, client=client)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)  # no row, no job: its input goes now
         raise
+    if client is not None:  # whose job it is, for the operator (the job's answers do not say)
+        log.info("job %s queued for client %s", job_id, client)
+    return job
 
 
 async def accept_upload(upload: UploadFile, options: dict[str, Any], settings: Settings,

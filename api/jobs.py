@@ -152,6 +152,13 @@ class JobStore:
                 except sqlite3.OperationalError as exc:  # another process added it meanwhile
                     if "duplicate column" not in str(exc):
                         raise
+            expired_columns = {row["name"] for row in con.execute("PRAGMA table_info(expired_jobs)")}
+            if "client" not in expired_columns:
+                try:  # whose job expired: another client's 404 says nothing of it
+                    con.execute("ALTER TABLE expired_jobs ADD COLUMN client TEXT")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
             # after the column: a data dir from before it gets the column first
             con.execute("CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (idempotency_key)"
                         " WHERE idempotency_key IS NOT NULL")
@@ -427,15 +434,18 @@ class JobStore:
                     cur = con.execute(f"UPDATE jobs SET deleted = 1, idempotency_key = NULL, updated_at = ?"
                                       f" WHERE id = ? AND {candidates}", (now, job_id, ended_before))
                     if cur.rowcount == 1:
-                        con.execute("INSERT OR REPLACE INTO expired_jobs (id, expired_at, retention_hours)"
-                                    " VALUES (?, ?, ?)", (job_id, now, retention_hours))
+                        con.execute("INSERT OR REPLACE INTO expired_jobs (id, expired_at, retention_hours, client)"
+                                    " SELECT id, ?, ?, client FROM jobs WHERE id = ?", (now, retention_hours, job_id))
                         expired.append(job_id)
                 con.execute("DELETE FROM expired_jobs WHERE expired_at < ?", (now - EXPIRY_NOTE_KEEP_S,))
         return expired
 
-    def expiry(self, job_id: str) -> tuple[float, float] | None:
-        """(expired_at, retention hours then) of a job retention removed, if still noted."""
+    def expiry(self, job_id: str, client: str | None = None) -> tuple[float, float] | None:
+        """(expired_at, retention hours then) of a job retention removed, if still noted; for a ``client``
+        (None: the operator, who sees every job), only of a job of its own."""
         with self._connect() as con:
-            row = con.execute("SELECT expired_at, retention_hours FROM expired_jobs WHERE id = ?",
+            row = con.execute("SELECT expired_at, retention_hours, client FROM expired_jobs WHERE id = ?",
                               (job_id,)).fetchone()
-        return None if row is None else (float(row[0]), float(row[1]))
+        if row is None or (client is not None and row[2] != client):
+            return None
+        return float(row[0]), float(row[1])

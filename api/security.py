@@ -54,6 +54,7 @@ class Caller:
     client: str | None = None
 
     def sees(self, job: Job) -> bool:
+        """Whether this caller may see (read, delete) ``job``: the operator every job, a client its own."""
         return self.client is None or job.client == self.client
 
 
@@ -61,6 +62,7 @@ OPERATOR = Caller()
 
 
 def _keys(settings: Settings) -> list[tuple[str | None, str]]:
+    """(client, key) of every key the server knows, the operator's as client None."""
     return ([(None, settings.api_key)] if settings.api_key is not None else []) + list(settings.client_keys)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
-from api.client_keys import ClientKeys, read_client_keys
+from api.client_keys import ClientKeys, parse_client_keys, read_client_keys
 
 DEFAULT_RUNNER = "api.pipeline_runner:run_pipeline"
 
@@ -53,10 +53,10 @@ class Settings:
 
     data_dir: Path = Path("geoseg-data")
     #: the operator's key: it opens every job (``GEOSEG_API_KEY``)
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     #: the clients' own keys, (name, key) pairs (``GEOSEG_API_KEYS_FILE``, ``api.client_keys``): each
     #: client sees only the jobs its key submitted
-    client_keys: ClientKeys = ()
+    client_keys: ClientKeys = field(default=(), repr=False)
     workers: int = 1
     max_upload_bytes: int = 2 * 1024**3
     max_side: int = 100_000
@@ -94,6 +94,11 @@ class Settings:
             raise ValueError("api_key (GEOSEG_API_KEY) begins or ends with a space or line break, or holds a control "
                              "character: no client can send it in a header (e.g. a secret file written with echo: "
                              "use printf)")
+        if self.api_key == "":  # a keyed server (the gate, 401s) that let a request without the header in
+            raise ValueError("api_key (GEOSEG_API_KEY) is empty: unset it for an open server, or give a key")
+        # settings made in code skip the file's reader: the same checks (duplicates gave a job a wrong owner)
+        object.__setattr__(self, "client_keys", parse_client_keys(
+            "\n".join(f"{name} {key}" for name, key in self.client_keys), "client_keys"))
         if self.api_key is not None and any(key == self.api_key for _, key in self.client_keys):
             raise ValueError("GEOSEG_API_KEY is a client's key too (GEOSEG_API_KEYS_FILE): the operator's key "
                              "opens every job and must be its own")

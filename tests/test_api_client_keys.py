@@ -20,7 +20,8 @@ def as_(_client, key: str) -> dict[str, str]:
     return {"X-API-Key": key}
 
 
-def test_a_client_sees_only_its_own_jobs_and_the_operator_sees_all(tmp_path: Path):
+def test_a_client_sees_only_its_own_jobs_and_the_operator_sees_all(tmp_path: Path, caplog):
+    caplog.set_level("INFO", logger="geoseg.api")
     with service(tmp_path, runner=classes_runner, api_key=OPERATOR, client_keys=KEYS) as client:
         client.headers["X-API-Key"] = ALICE
         alices = wait(client, submit(client, outputs="classmap")["id"])
@@ -28,6 +29,7 @@ def test_a_client_sees_only_its_own_jobs_and_the_operator_sees_all(tmp_path: Pat
         bobs = wait(client, submit(client, outputs="classmap")["id"])
         del client.headers["X-API-Key"]
         assert alices["status"] == bobs["status"] == "succeeded"
+        assert f"job {alices['id']} queued for client alice" in caplog.text  # for the operator: whose it is
 
         def ids(key: str) -> list[str]:
             page = client.get("/v1/jobs", headers=as_(client, key)).json()
@@ -103,6 +105,13 @@ def test_a_keys_file_is_checked_at_start_up_and_never_echoes_a_key(tmp_path: Pat
         read_client_keys(tmp_path / "missing")
     with pytest.raises(ValueError, match="the operator's key opens every job and must be its own"):
         Settings(api_key=ALICE, client_keys=KEYS)
+    # settings made in code: an empty key installed the gate and let a request without the header in,
+    # and two clients of one key gave a job the wrong owner
+    with pytest.raises(ValueError, match="is empty"):
+        Settings(api_key="")
+    with pytest.raises(ValueError, match="the key of 'bob' is another client's too"):
+        Settings(client_keys=(("alice", ALICE), ("bob", ALICE)))
+    assert ALICE not in repr(Settings(client_keys=KEYS)) and OPERATOR not in repr(Settings(api_key=OPERATOR))
 
 
 def test_geoseg_serve_stops_on_a_bad_keys_file_in_one_line(tmp_path: Path, monkeypatch):
@@ -123,3 +132,20 @@ def test_geoseg_serve_stops_on_a_bad_keys_file_in_one_line(tmp_path: Path, monke
     assert result.exit_code == 1
     assert "bad service configuration: GEOSEG_API_KEYS_FILE" in result.output and "line 1" in result.output
     assert "Traceback" not in result.output
+
+
+def test_another_clients_expired_job_is_not_said_to_have_existed(tmp_path: Path):
+    """The 404 of a job retention removed says it expired, and when: to any key, another client's
+    included, which so learnt that the job had existed."""
+    import time
+
+    with service(tmp_path, runner=classes_runner, api_key=OPERATOR, client_keys=KEYS) as client:
+        client.headers["X-API-Key"] = ALICE
+        job = wait(client, submit(client, outputs="classmap")["id"])
+        assert client.app.state.store.expire_ended(time.time() + 1, 0.01, 10) == [job["id"]]
+        own = client.get(job["links"]["self"])
+        bobs = client.get(job["links"]["self"], headers={"X-API-Key": BOB})
+        operators = client.get(job["links"]["self"], headers={"X-API-Key": OPERATOR})
+    assert own.status_code == bobs.status_code == operators.status_code == 404
+    assert "expired" in own.json()["detail"] and "expired" in operators.json()["detail"]
+    assert bobs.json()["detail"] == f"no job {job['id']}: it never existed or was deleted"

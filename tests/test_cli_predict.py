@@ -1884,3 +1884,20 @@ def test_a_carriage_return_from_windows_line_ends_is_named(tmp_path):
     assert result.stderr.strip().split("\n") == [
         f"geoseg predict: error: 'kampala_z19_1.tif\\r': input not found: {listed!r} (its name holds a control "
         f"character: a list saved with Windows line ends? dos2unix it)"]
+
+
+def test_a_bar_with_no_stdout_or_a_closed_one_draws_nowhere(monkeypatch):
+    """Started with stdout closed (``>&-``, pythonw) ``sys.stdout`` is None: rich drew nowhere; the
+    bar's stream must too, and one closed meanwhile must not stop the run either."""
+    import io
+    import sys
+
+    from tiles.progress_console import progress_console
+
+    monkeypatch.setattr(sys, "stdout", None)
+    progress_console().print("drawn nowhere")
+    closed = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", closed)
+    console = progress_console()
+    closed.close()
+    console.print("a line after the stream closed")

@@ -38,10 +38,12 @@ class _ProgressStream:
             pass
 
     def write(self, text: str) -> int:
+        """``text`` written, or dropped once the stream failed: its length either way (what a stream
+        answers), so rich draws on as if it were read."""
         if not self.lost:
             try:
                 self._stream.write(text)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a stream closed meanwhile
                 self._lose()
         return len(text)
 
@@ -49,7 +51,7 @@ class _ProgressStream:
         if not self.lost:
             try:
                 self._stream.flush()
-            except OSError:
+            except (OSError, ValueError):
                 self._lose()
 
     def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding...: the stream's
@@ -60,6 +62,8 @@ def progress_console(stderr: bool = False) -> Console:
     """rich's console for a bar on stdout (or ``stderr``), a terminal only where that stream is one;
     a stream that fails cannot stop the run (``_ProgressStream``)."""
     stream = sys.stderr if stderr else sys.stdout
+    if stream is None:  # started with the stream closed (`>&-`, pythonw): rich drew nowhere, as here
+        return Console(file=open(os.devnull, "w"), force_terminal=False)  # noqa: SIM115 -- the console's
     try:
         tty = stream.isatty()
     except (AttributeError, ValueError):  # a closed or replaced stream

@@ -99,26 +99,31 @@ ResultName = Annotated[str, PathParam(max_length=200, description="One of the jo
 _BINARY = {"type": "string", "format": "binary"}
 
 
-def job_gone(store: JobStore, job_id: UUID) -> HTTPException:
-    """The 404 of a job not in the table: it says so when retention removed it."""
-    expiry = store.expiry(str(job_id))
+def job_gone(store: JobStore, job_id: UUID, client: str | None = None) -> HTTPException:
+    """The 404 of a job not in the table: it says so when retention removed it (a ``client``'s own only:
+    another client learns nothing of a job, gone or not)."""
+    expiry = store.expiry(str(job_id), client)
     if expiry is not None:
         expired_at, hours = expiry
         when = datetime.fromtimestamp(expired_at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return HTTPException(404, f"job {job_id} expired: the server removes jobs and their files "
                                   f"{hours:g} h after they end (GEOSEG_RETENTION_HOURS); removed at {when}")
+    return _no_job(job_id)
+
+
+def _no_job(job_id: UUID) -> HTTPException:
     return HTTPException(404, f"no job {job_id}: it never existed or was deleted")
 
 
 def _get_job(request: Request, job_id: UUID) -> Job:
     """The job, if the caller may see it; else the 404 of a job that is not there (another client's
     job is not said to exist)."""
-    store = store_of(request)
+    store, caller = store_of(request), caller_of(request)
     job = store.get(str(job_id))
     if job is None:
-        raise job_gone(store, job_id)
-    if not caller_of(request).sees(job):
-        raise HTTPException(404, f"no job {job_id}: it never existed or was deleted")
+        raise job_gone(store, job_id, caller.client)
+    if not caller.sees(job):
+        raise _no_job(job_id)
     return job
 
 
@@ -254,7 +259,7 @@ def delete_job(request: Request, job_id: UUID) -> Response:
     """Cancel the job if it runs, and remove it and all its files."""
     _get_job(request, job_id)
     if store_of(request).mark_deleted(str(job_id)) is None:
-        raise job_gone(store_of(request), job_id)
+        raise job_gone(store_of(request), job_id, caller_of(request).client)
     supervisor_of(request).wake()
     return Response(status_code=204)
 
