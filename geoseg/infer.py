@@ -14,6 +14,7 @@ import atexit
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -174,6 +175,10 @@ def _export_into(folder: Path, name: str, head: nn.Module, with_features: bool) 
     return path
 
 
+#: ONNX Runtime's words for a graph file it cannot read or parse (truncated, unreadable, gone)
+_FILE_AT_FAULT = re.compile(r"INVALID_PROTOBUF|NO_SUCHFILE|system error number|[Pp]ermission denied|Protobuf parsing")
+
+
 def _cached_graph_session(head: nn.Module, card: dict[str, Any], with_features: bool, options: Any) -> Any:
     """An ONNX Runtime session of the head's cached graph (``export_onnx``); a cached graph that cannot
     be loaded is exported again into this process's scratch folder, with a warning naming it.
@@ -188,6 +193,8 @@ def _cached_graph_session(head: nn.Module, card: dict[str, Any], with_features: 
         return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 -- ORT's own classes (Fail, InvalidProtobuf...) share no base
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        if not (_FILE_AT_FAULT.search(str(exc)) or not os.access(graph, os.R_OK)):
+            raise  # not the file's fault (an operator, memory): exporting again would fail alike
         warnings.warn(f"the cached ONNX graph {graph} cannot be loaded ({reason}): exported again for this run; "
                       f"remove it (or make it readable) to keep the cache working", stacklevel=2)
         fresh = _export_into(_process_scratch_dir(), graph.name, head, with_features)

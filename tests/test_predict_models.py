@@ -7,6 +7,7 @@ random models saved through the real card format.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,18 @@ def test_a_cached_graph_that_cannot_be_loaded_is_exported_again_with_a_warning(t
         model = TileModel(module, card, runtime="onnx")
     tiles = np.stack([real_tile(96)])
     assert np.allclose(model.probabilities(tiles), reference.probabilities(tiles), atol=1e-6)
+    # a failure that is not the file's (an operator, memory) is not blamed on the cache: exporting again
+    # would fail alike, and the user was sent to delete a healthy cache
+    import onnxruntime as ort
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Could not find an implementation for SomeOp(99) node")
+
+    monkeypatch.setattr(ort, "InferenceSession", refuse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError, match="SomeOp"):
+            TileModel(module, card, runtime="onnx")
 
 
 def test_onnx_workers_do_not_busy_wait_between_runs(tiny_models, tmp_path, monkeypatch):

@@ -152,8 +152,9 @@ def _remove(path: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         elif path.exists():
             path.unlink()
-    except OSError:  # a name too long to exist (ENAMETOOLONG): raised here, it stopped the whole batch
-        pass
+    except OSError as exc:  # a name too long to exist: raised from a failed input's handler, it stopped the batch
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
 
 
 #: bytes a file name may hold on Linux's and macOS's file systems (NAME_MAX)
