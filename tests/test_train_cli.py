@@ -148,6 +148,13 @@ def test_own_chips_without_a_gsd_need_gsd_and_the_card_says_it(tmp_path):
     assert not (tmp_path / "s").exists()
     from geoseg.training.distill import check_teacher_fits
     check_teacher_fits(card, tmp_path / "own.npz", "landcover", 0.3)  # what they measure, stated: it fits
+    dubai = landcover_pack(tmp_path / "dubai.npz", "dubai_tile_1")  # the shared set's: its ~1.1 m estimate
+    check_teacher_fits(card | {"gsd_m": 1.1}, dubai, "landcover")
+    with pytest.raises(ValueError, match="the Dubai chips measure about 1.1 m a pixel, the teacher "
+                                         "landcover-attresunet-custom works at 0.3 m"):
+        check_teacher_fits(card, dubai, "landcover")
+    with pytest.raises(ValueError, match="card states no GSD to check it against"):  # a --gsd never dropped
+        check_teacher_fits({k: v for k, v in card.items() if k != "gsd_m"}, tmp_path / "own.npz", "landcover", 0.3)
     georeferenced = buildings_pack(tmp_path / "b.npz")  # chips that carry theirs
     assert_one_line_error(CliRunner().invoke(app, ["train", "buildings", "--data", str(georeferenced), "--out",
                                                    str(tmp_path / "b"), "--epochs", "1", "--crop", "32", "--gsd", "0.3"]),

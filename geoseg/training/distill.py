@@ -274,7 +274,7 @@ def check_teacher_fits(teacher_card: dict[str, Any], chips: Path, task: str, gsd
     team's chips of classes built / natural trained 'built' as 'building' and 'natural' as 'road',
     and a card named Dubai's six; a 0.3 m teacher on chips cut at 0.6 m labelled them at a scale it
     never saw, and the student's card said 0.3 m, the scale predict then resampled scenes to."""
-    from geoseg.training.chip_provenance import dubai_landcover
+    from geoseg.training.chip_provenance import DUBAI_GSD_M, dubai_landcover
     from geoseg.training.data import (
         chip_set_bands,
         chip_set_classes,
@@ -298,18 +298,24 @@ def check_teacher_fits(teacher_card: dict[str, Any], chips: Path, task: str, gsd
     if known.size and gsd is not None:
         raise ValueError(f"the chips carry their own GSD ({float(np.median(known)):.3g} m): --gsd is for chips cut "
                          f"from images without georeferencing")
+    if not known.size and gsd is not None and not working:
+        raise ValueError(f"--gsd {gsd:g}: the teacher {name}'s card states no GSD to check it against, and a student "
+                         f"works at its teacher's: train a teacher on these chips with --gsd {gsd:g} first")
     if not known.size and working:
         # the student took its teacher's GSD unchecked: chips of 0.6 m photos were labelled by a 0.3 m teacher
         # at a scale it never saw, and the student's card said 0.3 m
-        if gsd is None and not (task == "landcover" and dubai_landcover(
-                {"chip_id": np.asarray(chip_set_ids(chips)), "classes": chip_set_classes(chips)})):
+        stated, said = gsd, f"--gsd {gsd:g}: the chips measure" if gsd is not None else ""
+        if stated is None and task == "landcover" and dubai_landcover(
+                {"chip_id": np.asarray(chip_set_ids(chips)), "classes": chip_set_classes(chips)}):
+            stated, said = DUBAI_GSD_M, "the Dubai chips measure about"  # their documented estimate
+        if stated is None:
             raise ValueError(f"the chips carry no GSD (cut from images without georeferencing): give --gsd METRES, "
                              f"what one of their pixels measures, to be checked against the {working:g} m the "
                              f"teacher {name} works at")
-        if gsd is not None and not same_gsd([gsd, float(working)]):
-            raise ValueError(f"--gsd {gsd:g}: the chips measure {gsd:g} m a pixel, the teacher {name} works at "
-                             f"{working:g} m: it would label them at a scale it was not trained at; resample the "
-                             f"images to {working:g} m before cutting chips (or train a teacher on these chips)")
+        if not same_gsd([stated, float(working)]):
+            raise ValueError(f"{said} {stated:g} m a pixel, the teacher {name} works at {working:g} m: it would label "
+                             f"them at a scale it was not trained at; resample the images to {working:g} m before "
+                             f"cutting chips (or train a teacher on these chips)")
     if known.size and working and not same_gsd([float(known.min()), float(known.max()), float(working)]):
         cut = f"{known.min():.3g}" + (f"-{known.max():.3g}" if not same_gsd([known.min(), known.max()]) else "")
         raise ValueError(f"the chips were cut at {cut} m, the teacher {name} works at {working:g} m: it would label "
