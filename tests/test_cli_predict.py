@@ -1878,6 +1878,8 @@ def test_a_carriage_return_from_windows_line_ends_is_named(tmp_path):
     result = CliRunner().invoke(app, ["predict", str(scene), "--out", str(out), *FAST])
     assert_usage_error(result, "predict", f"--out {str(out)!r} holds a control character", "dos2unix")
     assert not out.exists()
+    from geoseg.commands.outdir import check_printable_path
+    check_printable_path("Résultats\u00a0juin \u65e5\u672c")  # a no-break space, CJK: printed as they are
     listed = f"{SCENE}\r"
     result = CliRunner().invoke(app, ["predict", str(scene), listed, "--out", str(tmp_path / "b"), *FAST])
     assert result.exit_code == 1, result.output
