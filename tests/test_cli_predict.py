@@ -409,7 +409,9 @@ def test_a_folder_is_a_batch_of_the_rasters_directly_inside_it(tmp_path):
     for name in ("a.tif", "B.TIF", "older-results/nested/c.tif"):
         with rasterio.open(scenes / name, "w", **profile) as dst:
             dst.write(pixels)
-    (scenes / "a.tif.aux.xml").write_text("<PAMDataset/>")
+    # a sidecar that is part of the scene (a band's description): a and B are then not the same content
+    (scenes / "a.tif.aux.xml").write_text('<PAMDataset><PAMRasterBand band="1"><Description>red</Description>'
+                                          '</PAMRasterBand></PAMDataset>')
     (scenes / "notes.txt").write_text("not a raster")
     result = CliRunner().invoke(app, ["predict", str(scenes), "--out", str(tmp_path / "out"), *FAST])
     assert result.exit_code == 0, result.output
@@ -1903,3 +1905,20 @@ def test_a_bar_with_no_stdout_or_a_closed_one_draws_nowhere(monkeypatch):
     console = progress_console()
     closed.close()
     console.print("a line after the stream closed")
+
+
+def test_a_link_loop_a_dangling_out_link_and_scenes_in_subfolders_are_named(tmp_path):
+    """A loop of links was 'a link to loop.tif, which does not exist: a share not mounted?'; an --out
+    that is a link to a share not mounted, 'cannot write into the --out folder: File exists'; a folder
+    whose scenes lie in its sub-folders, 'no rasters in folder' with no word of them."""
+    (tmp_path / "loopA.tif").symlink_to("loopB.tif")
+    (tmp_path / "loopB.tif").symlink_to("loopA.tif")
+    looped = CliRunner().invoke(app, ["predict", str(tmp_path / "loopA.tif"), "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(looped, "predict", "(a link to loopB.tif that leads back to itself: a loop of links)")
+    (tmp_path / "share").symlink_to(tmp_path / "not-mounted")
+    dangling = CliRunner().invoke(app, ["predict", str(SCENE), "--out", str(tmp_path / "share"), *FAST])
+    assert_one_line_error(dangling, "predict", f"is a link to {tmp_path / 'not-mounted'}, which does not exist")
+    for sub in ("2026-01", "2026-02"):
+        (tmp_path / "delivery" / sub).mkdir(parents=True)
+    nested = CliRunner().invoke(app, ["predict", str(tmp_path / "delivery"), "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(nested, "predict", "only directly in it, not in its folders (2026-01, 2026-02)")

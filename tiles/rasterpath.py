@@ -10,6 +10,7 @@ scene in its archive (``beside``).
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -330,7 +331,14 @@ def not_found(location: RasterPath) -> str:
     hint = " (a shell pattern that matched no file?)" if any(c in raster_name(location) for c in "*?[") else ""
     parts = _subdataset_parts(str(location))
     if not is_virtual(location) and Path(location).is_symlink():
-        hint = f" (a link to {os.readlink(location)}, which does not exist: a share not mounted?)"
+        target = os.readlink(location)
+        try:
+            Path(location).resolve(strict=True)
+        except RuntimeError:  # a loop of links (Python 3.11's resolve)
+            hint = f" (a link to {target} that leads back to itself: a loop of links)"
+        except OSError as exc:
+            hint = (f" (a link to {target} that leads back to itself: a loop of links)" if exc.errno == errno.ELOOP
+                    else f" (a link to {target}, which does not exist: a share not mounted?)")
     elif parts is not None:
         file = str(location)[parts[0]:parts[1]]
         hint = (f" (no such file: {file})" if not is_virtual(file) and not os.path.exists(file)

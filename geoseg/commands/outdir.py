@@ -5,6 +5,7 @@ finding that ``--out`` was a file or could not be written, and lost the result.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def make_out_folder(out: Path) -> None:
     """Create ``out`` and check a file can be written in it (ValueError, one line, if not)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
+    if out.is_symlink() and not out.exists():  # mkdir said 'File exists', naming nothing of the link
+        raise ValueError(f"--out {out} is a link to {os.readlink(out)}, which does not exist: a share not mounted?")
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()

@@ -177,8 +177,12 @@ def _expand_folders(paths: list[RasterPath]) -> tuple[list[RasterPath], bool, li
             found = [f for f in rasters if f.name not in written]
             left_out += [f for f in rasters if f.name in written]
             if not found:
+                below = sorted(d.name for d in Path(p).iterdir() if d.is_dir() and not d.name.startswith("."))
                 raise ValueError(f"no rasters in folder {p} (looked for {', '.join(RASTER_SUFFIXES)})"
-                                 + (" but the outputs of an earlier geoseg predict (its report.json)" if written else ""))
+                                 + (" but the outputs of an earlier geoseg predict (its report.json)" if written else "")
+                                 + (f"; only directly in it, not in its folders ({', '.join(below[:5])}"
+                                    f"{', ...' if len(below) > 5 else ''}): give those, e.g. {p}/*/"
+                                    if below and not written else ""))
             out.extend(found)
             folders = True
         else:
