@@ -7,11 +7,14 @@ echoed in an error (a line is named by its number and client).
 """
 from __future__ import annotations
 
+import logging
 import re
+import stat
 from pathlib import Path
 
-#: a client's name: what the job table and the server's log (``job ID queued for client NAME``) record
-CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+#: a client's name: what the job table and the server's log (``job ID queued for client NAME``) record; at most
+#: 32 characters, so that a key written first (``token_urlsafe()``: 43) is not taken for a name
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,31}")
 #: shortest key accepted: a guessable key is a shared one
 MIN_KEY_LENGTH = 16
 
@@ -19,24 +22,28 @@ ClientKeys = tuple[tuple[str, str], ...]
 
 
 def parse_client_keys(text: str, source: str = "GEOSEG_API_KEYS_FILE") -> ClientKeys:
-    """``(name, key)`` pairs of ``text``: ``NAME KEY`` a line, blank lines and ``#`` comments skipped;
-    ``ValueError`` naming ``source`` and the line for a malformed line, a name or key given twice,
-    or a key under ``MIN_KEY_LENGTH`` characters or outside visible ASCII (a header cannot carry it)."""
+    """``(name, key)`` pairs of ``text``: ``NAME KEY`` a line, blank lines and ``#`` comments skipped (a
+    third word starting with ``#`` too); ``ValueError`` naming ``source`` and the line for a malformed
+    line, a name or key given twice, or a key under ``MIN_KEY_LENGTH`` characters or outside visible
+    ASCII (a header cannot carry it). A malformed line's words are never quoted: written key first, its
+    first word is a key."""
     pairs: list[tuple[str, str]] = []
     for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
+        line = line.strip().lstrip("\ufeff")  # PowerShell 5's UTF-8 begins with a byte-order mark
         if not line or line.startswith("#"):
             continue
         where = f"{source}, line {number}"
         fields = line.split()
+        if len(fields) > 2 and fields[2].startswith("#"):  # alice KEY  # main office
+            fields = fields[:2]
         if len(fields) != 2:
             raise ValueError(f"{where}: expected 'NAME KEY' (two words), found {len(fields)} word(s)")
         name, key = fields
         if not CLIENT_NAME.fullmatch(name):
-            raise ValueError(f"{where}: client name {name!r} is not 1-64 letters, digits, '_', '.', '@' or '-' "
-                             f"(starting with a letter or digit)")
+            raise ValueError(f"{where}: the first word is no client name, 1-32 letters, digits, '_', '.', '@' or "
+                             f"'-' starting with a letter or digit (the name comes first: NAME KEY)")
         if len(key) < MIN_KEY_LENGTH or not all("\x21" <= c <= "\x7e" for c in key):
-            raise ValueError(f"{where}: the key of {name!r} must be at least {MIN_KEY_LENGTH} visible ASCII "
+            raise ValueError(f"{where}: the key (the second word) must be at least {MIN_KEY_LENGTH} visible ASCII "
                              f"characters (e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe())'`)")
         if any(name == other for other, _ in pairs):
             raise ValueError(f"{where}: client {name!r} is named twice")
@@ -56,4 +63,8 @@ def read_client_keys(path: Path) -> ClientKeys:
     pairs = parse_client_keys(text, f"GEOSEG_API_KEYS_FILE {path}")
     if not pairs:
         raise ValueError(f"GEOSEG_API_KEYS_FILE={str(path)!r} lists no client ('NAME KEY' a line)")
+    mode = Path(path).stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):  # the keys of every partner, readable by other users
+        logging.getLogger("geoseg.api").warning(
+            "GEOSEG_API_KEYS_FILE %s can be read by other users (mode %o): chmod 600 it", path, stat.S_IMODE(mode))
     return pairs

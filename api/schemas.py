@@ -140,6 +140,10 @@ class JobStatus(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None = Field(description="Last sign of life of the running worker.")
+    client: str | None = Field(
+        None, description="The client (GEOSEG_API_KEYS_FILE) whose key submitted the job; null: the operator's "
+                          "key, or an open server. A client sees only its own jobs: the operator reads here whose "
+                          "a job is.")
     expires_at: datetime | None = Field(
         None, description="When the server will remove this ended job and its files "
                           "(GEOSEG_RETENTION_HOURS after finished_at); null while it is queued or "
@@ -259,6 +263,6 @@ def job_status(job: Job, retention_hours: float, root_path: str = "", api_key: s
         error=job.error, previous_error=job.previous_error, attempts=job.attempts,
         options=job.options, input=InputSummary(**job.input),
         created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), started_at=_ts(job.started_at),
-        finished_at=_ts(job.finished_at), heartbeat_at=_ts(job.heartbeat_at),
+        finished_at=_ts(job.finished_at), heartbeat_at=_ts(job.heartbeat_at), client=job.client,
         expires_at=_ts(expires_at(job, retention_hours)), links=job_links(job, root_path, api_key),
     )

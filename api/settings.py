@@ -33,6 +33,17 @@ def _env_number(name: str, default: T, parse: Callable[[str], T], kind: str) -> 
         raise ValueError(f"{name}={raw!r} is not {kind}") from exc
 
 
+def _client_keys_from_env() -> ClientKeys:
+    """The clients' keys of ``GEOSEG_API_KEYS_FILE``; set but empty is an error, not an open server (a compose
+    file's unset ``${KEYS_FILE}`` started one over every partner's jobs)."""
+    path = os.environ.get("GEOSEG_API_KEYS_FILE")
+    if path is None:
+        return ()
+    if not path.strip():
+        raise ValueError("GEOSEG_API_KEYS_FILE is set but empty: name the clients' keys file, or unset it")
+    return read_client_keys(Path(path))
+
+
 def _env_int(name: str, default: int) -> int:
     return _env_number(name, default, int, "an integer")
 
@@ -149,8 +160,7 @@ class Settings:
         settings = cls(
             data_dir=Path(os.environ.get("GEOSEG_SERVICE_DIR", str(d.data_dir))),
             api_key=os.environ.get("GEOSEG_API_KEY") or None,
-            client_keys=(read_client_keys(Path(os.environ["GEOSEG_API_KEYS_FILE"]))
-                         if os.environ.get("GEOSEG_API_KEYS_FILE") else ()),
+            client_keys=_client_keys_from_env(),
             workers=_env_int("GEOSEG_WORKERS", d.workers),
             max_upload_bytes=_env_int("GEOSEG_MAX_UPLOAD_MB", d.max_upload_bytes // 1024**2) * 1024**2,
             max_side=_env_int("GEOSEG_MAX_SIDE", d.max_side),
@@ -177,8 +187,9 @@ class Settings:
         return self.api_key is not None or bool(self.client_keys)
 
     def key_of(self, client: str | None) -> str | None:
-        """The key of ``client`` (None: the operator's), which signs its jobs' tile URLs."""
-        return self.api_key if client is None else dict(self.client_keys).get(client)
+        """The key that signs ``client``'s jobs' tile URLs: its own, else the operator's (None: the operator;
+        a client removed from the file: its jobs stay the operator's, whose maps drew none of their tiles)."""
+        return dict(self.client_keys).get(client, self.api_key) if client is not None else self.api_key
 
     @property
     def db_path(self) -> Path:

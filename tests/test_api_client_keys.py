@@ -60,7 +60,7 @@ def test_a_client_sees_only_its_own_jobs_and_the_operator_sees_all(tmp_path: Pat
         forged = tile_signature(BOB, alices["id"])
         assert forged != bobs_sig
         alices_tile = template.split("&sig=")[0].format(z=0, x=0, y=0)
-        assert client.get(f"{alices_tile}&sig={forged}").status_code == 404
+        assert client.get(f"{alices_tile}&sig={forged}").status_code == 401  # only her key and the operator's are tried
 
         assert client.delete(links["self"], headers=as_(client, ALICE)).status_code == 204
         assert ids(OPERATOR) == [bobs["id"]]
@@ -82,14 +82,18 @@ def test_an_idempotency_key_is_the_clients_own(tmp_path: Path):
         assert client.get(bobs["links"]["self"]).status_code == 200
 
 
-def test_a_keys_file_is_checked_at_start_up_and_never_echoes_a_key(tmp_path: Path):
+def test_a_keys_file_is_checked_at_start_up_and_never_echoes_a_key(tmp_path: Path, caplog, monkeypatch):
     good = tmp_path / "keys"
     good.write_text("# partners\nalice  alice-key-0123456789\n\nbob\tbob-key-0123456789ab\n")
     assert read_client_keys(good) == KEYS
     bad = {
         "alice alice-key-0123456789 extra\n": "line 1: expected 'NAME KEY' (two words), found 3",
-        "alice short\n": "line 1: the key of 'alice' must be at least 16",
-        "al/ice alice-key-0123456789\n": "line 1: client name 'al/ice' is not",
+        "alice short\n": "line 1: the key (the second word) must be at least 16",
+        "al/ice alice-key-0123456789\n": "line 1: the first word is no client name",
+        # written key first: the key was echoed, or taken for a name (and logged with every job)
+        "HhVGvcew1YV7ZdiXMov_wTyGe2-ti8Cs814DVavJbIM partner-c-organisation\n": "line 1: the first word is no "
+                                                                              "client name",
+        "0123456789abcdefghij0123456789abcdefghij partnerC\n": "line 1: the first word is no client name",
         "alice alice-key-0123456789\nalice bob-key-0123456789ab\n": "line 2: client 'alice' is named twice",
         "alice alice-key-0123456789\nbob alice-key-0123456789\n": "line 2: the key of 'bob' is another client's",
     }
@@ -97,12 +101,22 @@ def test_a_keys_file_is_checked_at_start_up_and_never_echoes_a_key(tmp_path: Pat
         with pytest.raises(ValueError) as err:
             parse_client_keys(text)
         assert words in str(err.value) and "0123456789" not in str(err.value), str(err.value)
+        assert "HhVG" not in str(err.value) and "partner" not in str(err.value)
+    # PowerShell 5's byte-order mark, a comment after the key
+    assert parse_client_keys("\ufeffalice alice-key-0123456789  # main office\nbob bob-key-0123456789ab\n") == KEYS
     empty = tmp_path / "empty"
     empty.write_text("# nobody yet\n")
     with pytest.raises(ValueError, match="lists no client"):
         read_client_keys(empty)
     with pytest.raises(ValueError, match="cannot be read"):
         read_client_keys(tmp_path / "missing")
+    good.chmod(0o644)
+    with caplog.at_level("WARNING", logger="geoseg.api"):
+        read_client_keys(good)
+    assert "can be read by other users (mode 644): chmod 600 it" in caplog.text
+    monkeypatch.setenv("GEOSEG_API_KEYS_FILE", "")  # a compose file's unset ${KEYS_FILE}: not an open server
+    with pytest.raises(ValueError, match="GEOSEG_API_KEYS_FILE is set but empty"):
+        Settings.from_env()
     with pytest.raises(ValueError, match="the operator's key opens every job and must be its own"):
         Settings(api_key=ALICE, client_keys=KEYS)
     # settings made in code: an empty key installed the gate and let a request without the header in,
@@ -149,3 +163,18 @@ def test_another_clients_expired_job_is_not_said_to_have_existed(tmp_path: Path)
     assert own.status_code == bobs.status_code == operators.status_code == 404
     assert "expired" in own.json()["detail"] and "expired" in operators.json()["detail"]
     assert bobs.json()["detail"] == f"no job {job['id']}: it never existed or was deleted"
+
+
+def test_a_removed_clients_jobs_are_the_operators_and_their_tiles_still_draw(tmp_path: Path):
+    """Removed from the file, a client's jobs stay listed to the operator, but their tile URLs lost
+    their signature: the operator's map drew none of their tiles (401)."""
+    with service(tmp_path, runner=classes_runner, api_key=OPERATOR, client_keys=KEYS) as client:
+        client.headers["X-API-Key"] = ALICE
+        job = wait(client, submit(client, outputs="classmap")["id"])
+        assert job["client"] == "alice" and job["status"] == "succeeded"
+    with service(tmp_path, runner=classes_runner, api_key=OPERATOR, client_keys=KEYS[1:]) as client:
+        listed = client.get("/v1/jobs", headers={"X-API-Key": OPERATOR}).json()["items"]
+        assert [(j["id"], j["client"]) for j in listed] == [(job["id"], "alice")]
+        template = client.get(job["links"]["tilejson"], headers={"X-API-Key": OPERATOR}).json()["tiles"][0]
+        assert "&sig=" in template and client.get(template.format(z=0, x=0, y=0)).status_code == 200
+        assert client.get(job["links"]["self"], headers={"X-API-Key": ALICE}).status_code == 401

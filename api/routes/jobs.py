@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import datetime, timezone
 from email.utils import formatdate
@@ -95,6 +96,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=UploadsDirRoute
 ResultName = Annotated[str, PathParam(max_length=200, description="One of the job's result files.",
                                       json_schema_extra={"enum": list(RESULT_FILES)})]
 
+log = logging.getLogger("geoseg.api")
+
 
 _BINARY = {"type": "string", "format": "binary"}
 
@@ -123,6 +126,7 @@ def _get_job(request: Request, job_id: UUID) -> Job:
     if job is None:
         raise job_gone(store, job_id, caller.client)
     if not caller.sees(job):
+        store.expiry(str(job_id), caller.client)  # the query a job gone costs: its 404 is no faster to tell it exists
         raise _no_job(job_id)
     return job
 
@@ -257,7 +261,10 @@ def get_job(request: Request, response: Response, job_id: UUID) -> JobStatus:
 @router.delete("/{job_id}", status_code=204, responses=problems(404, 422, 503))
 def delete_job(request: Request, job_id: UUID) -> Response:
     """Cancel the job if it runs, and remove it and all its files."""
-    _get_job(request, job_id)
+    job = _get_job(request, job_id)
+    caller = caller_of(request).client
+    log.info("job %s%s deleted by %s", job_id, f" of client {job.client}" if job.client else "",
+             f"client {caller}" if caller else "the operator's key" if settings_of(request).keyed else "a request")
     if store_of(request).mark_deleted(str(job_id)) is None:
         raise job_gone(store_of(request), job_id, caller_of(request).client)
     supervisor_of(request).wake()

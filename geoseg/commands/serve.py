@@ -85,8 +85,9 @@ def serve(
 ) -> None:
     """Serve the REST API (jobs, synchronous segmentation, model cards; OpenAPI at /docs).
 
-    Set GEOSEG_API_KEY to require the header X-API-Key on every /v1 route; GEOSEG_API_KEYS_FILE (a file
-    of 'NAME KEY' lines) gives each client a key of its own, which sees only its own jobs.
+    Set GEOSEG_API_KEY to require the header X-API-Key on every /v1 route.
+
+    GEOSEG_API_KEYS_FILE ('NAME KEY' lines) gives each client a key of its own, seeing only its own jobs.
 
     Other settings are environment variables (GEOSEG_CORS_ORIGINS, GEOSEG_MAX_SIDE, timeouts): docs/service.md.
     """
