@@ -25,6 +25,7 @@ from api.compression import add_compression
 from api.cors import add_cors
 from api.errors import describe_invalid_request, exception_chain
 from api.head_requests import HeadAsGet
+from api.http_protocol import header_timeout_s
 from api.intake import NO_SPACE, UPLOAD_CHECKS_AT_ONCE, out_of_space
 from api.jobs import JobStore
 from api.limits import BodySizeLimit
@@ -248,6 +249,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
 
     # Only a keyed service declares (and enforces) the X-API-Key scheme and its 401, so the schema
     # is honest: an open one never answers 401.
+    header_timeout_s()  # a bad GEOSEG_HEADER_TIMEOUT_S stops the server at start-up, not each connection
     guarded = [Depends(require_api_key)] if settings.keyed else []
     unauthorized = problems(401) if settings.keyed else {}
     app.include_router(health.router)

@@ -3,7 +3,7 @@
 Why: with one key for every partner, any key holder listed, read and deleted every job. A client
 whose key is in this file sees only the jobs its key submitted; ``GEOSEG_API_KEY``, if set too, is
 the operator's key, which sees them all. Keys are compared in constant time and never logged or
-echoed in an error (a line is named by its number and client).
+echoed in an error (a line is named by its number).
 """
 from __future__ import annotations
 

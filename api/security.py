@@ -76,7 +76,7 @@ def _signer_of_tile(method: str, path: str, query_string: bytes, settings: Setti
                     owner_of: OwnerOf) -> Caller | None:
     """The caller whose key signed this GET/HEAD of a job's tile, if any: the operator's key, or that of
     the client the job belongs to (``owner_of``), the only two compared (constant time). Why only those:
-    with a key a client, each tile URL cost an HMAC per client, anonymous ones too (10 ms at 1,000)."""
+    with a key per client, each tile URL cost an HMAC per client, anonymous ones too (10 ms at 1,000)."""
     match = _TILE_PATH.match(path)
     if method not in ("GET", "HEAD") or match is None:
         return None

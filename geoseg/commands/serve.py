@@ -92,6 +92,7 @@ def serve(
     Other settings are environment variables (GEOSEG_CORS_ORIGINS, GEOSEG_MAX_SIDE, timeouts): docs/service.md.
     """
     import uvicorn
+    from uvicorn.importer import import_from_string
 
     if log_level.lower() not in LOG_LEVELS:
         raise UsageError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -129,8 +130,11 @@ def serve(
     try:
         # the server's root path (FastAPI's own root_path is deprecated): requests' root_path, from
         # which the app writes its links, Location headers and OpenAPI servers
+        # the protocol by its import string, as the app (geoseg imports nothing of api): a request's headers
+        # have a deadline (GEOSEG_HEADER_TIMEOUT_S), which uvicorn's own protocol has not
         uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level=log_level.lower(),
-                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, root_path=root_path)
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, root_path=root_path,
+                    http=import_from_string("api.http_protocol:HeaderDeadlineH11"))
     except ValueError as exc:
         # the app factory reads the other GEOSEG_* variables (GEOSEG_STALE_AFTER_S=abc, ...): a bad
         # one came out as a 70-line traceback; requests never raise out of uvicorn.run
