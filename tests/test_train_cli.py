@@ -83,14 +83,15 @@ def test_the_default_learning_rates_named_for_help_are_the_trainers():
     assert TEACHER_LR == TrainConfig(steps=1).lr and STUDENT_LR == distill_module.STUDENT_LR
 
 
-def landcover_pack(path: Path, scene: str) -> Path:
+def landcover_pack(path: Path, scene: str, per_split: int = 1) -> Path:
     """A pack of 48 px land-cover chips of Dubai's pixels and classes, without a GSD (as images without
-    georeferencing give), their chips named after ``scene`` (``dubai_tile_1``: the shared set's)."""
+    georeferencing give), their chips named after ``scene`` (``dubai_tile_1``: the shared set's),
+    ``per_split`` of them in each of train, val and test."""
     from test_training_smoke import dubai_chips as dubai_arrays
 
     from geoseg.training.pack import encode_jpeg
 
-    images, labels, splits = dubai_arrays(size=48, per_image=1)
+    images, labels, splits = dubai_arrays(size=48, per_image=per_split)
     blobs = [encode_jpeg(a) for a in images]
     np.savez_compressed(
         path, jpeg=np.frombuffer(b"".join(blobs), np.uint8),
@@ -146,6 +147,11 @@ def test_own_chips_without_a_gsd_need_gsd_and_the_card_says_it(tmp_path):
                           "--gsd 0.6: the chips measure 0.6 m a pixel, the teacher landcover-attresunet-custom "
                           "works at 0.3 m")
     assert not (tmp_path / "s").exists()
+    landcover_pack(tmp_path / "own.npz", "site", per_split=2)  # a student's batch norm needs 2 train chips
+    distilled = CliRunner().invoke(app, [*student, "--gsd", "0.3"])  # what they measure, stated: it fits
+    assert distilled.exit_code == 0, distilled.output
+    student_card = json.loads((tmp_path / "s" / "landcover-attresunet-custom-fast.json").read_text())
+    assert student_card["gsd_m"] == 0.3 and student_card["metrics"]["command"].endswith("--gsd 0.3")
     from geoseg.training.distill import check_teacher_fits
     check_teacher_fits(card, tmp_path / "own.npz", "landcover", 0.3)  # what they measure, stated: it fits
     dubai = landcover_pack(tmp_path / "dubai.npz", "dubai_tile_1")  # the shared set's: its ~1.1 m estimate

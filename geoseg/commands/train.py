@@ -161,7 +161,7 @@ def train(
                 card = train_student(task, data, out, teacher, minutes, epochs, device, losses=losses, seed=seed,
                                      init=init, label_loss=label_loss, batch_size=batch_size, crop=crop, lr=lr,
                                      command=shlex.join(command), progress=show, plan=plan, name=name,
-                                     scoring=_scoring_rows(bar), student_arch=student or "fastsegnet")
+                                     scoring=_scoring_rows(bar), student_arch=student or "fastsegnet", gsd=gsd)
             _exit_if_stopped(card["training"].get("interrupted"),
                              f"the student so far is in {out / (card['name'] + '.json')}"
                              + _kept_beside(card))

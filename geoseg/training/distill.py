@@ -408,6 +408,7 @@ def train_student(
     scoring: Callable[[str, int, int], None] | None = None,
     student_arch: str = "fastsegnet",
     lr: float = STUDENT_LR,
+    gsd: float | None = None,
 ) -> dict:
     """Distil a ``<teacher>-fast`` student (or ``name``) from ``teacher_dir`` on a chip dir; save it;
     return its card.
@@ -420,6 +421,7 @@ def train_student(
     caller knows the full command line). ``plan(max_steps, seconds)`` is told the budget
     before the first step, so that a caller can size a progress bar; ``scoring(split, done, total)``
     is told the chips scored of the val and test splits afterwards (``geoseg.training.loop.Scoring``).
+    ``gsd``: what one pixel of chips without a GSD measures (``--gsd``), checked against the teacher's.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: expected one of {TASKS}")
@@ -431,7 +433,7 @@ def train_student(
         raise ValueError(f"teacher {tcard['name']} is a {tcard['task']} model, not {task}")
     splits, dataset = load_chips(Path(data), task)
     bands = dataset.get("bands")
-    check_teacher_fits(tcard, Path(data), task)
+    check_teacher_fits(tcard, Path(data), task, gsd)
     if "train" not in splits:
         raise ValueError(f"{data} has no train chips for {task}")
     cuda = device.startswith("cuda")
