@@ -13,10 +13,10 @@ import stat
 from pathlib import Path
 
 #: a client's name: what the job table and the server's log (``job ID queued for client NAME``) record; at most
-#: 32 characters, so that a key written first (``token_urlsafe()``: 43) is not taken for a name
-CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,31}")
-#: shortest key accepted: a guessable key is a shared one
-MIN_KEY_LENGTH = 16
+#: 23 characters, under ``MIN_KEY_LENGTH``: a key written first is never taken for a name
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,22}")
+#: shortest key accepted: a guessable key is a shared one (``openssl rand -hex 12`` gives 24)
+MIN_KEY_LENGTH = 24
 
 ClientKeys = tuple[tuple[str, str], ...]
 
@@ -40,7 +40,7 @@ def parse_client_keys(text: str, source: str = "GEOSEG_API_KEYS_FILE") -> Client
             raise ValueError(f"{where}: expected 'NAME KEY' (two words), found {len(fields)} word(s)")
         name, key = fields
         if not CLIENT_NAME.fullmatch(name):
-            raise ValueError(f"{where}: the first word is no client name, 1-32 letters, digits, '_', '.', '@' or "
+            raise ValueError(f"{where}: the first word is no client name, 1-23 letters, digits, '_', '.', '@' or "
                              f"'-' starting with a letter or digit (the name comes first: NAME KEY)")
         if len(key) < MIN_KEY_LENGTH or not all("\x21" <= c <= "\x7e" for c in key):
             raise ValueError(f"{where}: the key (the second word) must be at least {MIN_KEY_LENGTH} visible ASCII "

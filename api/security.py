@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,8 @@ def _signer_of_tile(method: str, path: str, query_string: bytes, settings: Setti
     except ValueError:  # not a job id: the route answers 422 to a keyed client
         return None
     sent = parse_qs(query_string.decode("latin-1")).get(TILE_SIGNATURE_PARAM, [""])[-1].encode()
+    if not sent:  # no signature: nothing to look up (an anonymous request read the job table)
+        return None
     owner = owner_of(job_id)
     keys = [(None, settings.api_key)] if settings.api_key is not None else []
     if isinstance(owner, str) and owner in dict(settings.client_keys):
@@ -109,10 +112,16 @@ def identify(settings: Settings, sent_key: bytes, method: str, path: str, query_
     return found or _signer_of_tile(method, path, query_string, settings, owner_of)
 
 
-def owner_in(store: Any) -> OwnerOf:
-    """``OwnerOf`` reading the job table ``store`` (``api.jobs.JobStore``)."""
+def owner_in(state: Any) -> OwnerOf:
+    """``OwnerOf`` reading the job table of the app's ``state`` (``api.jobs.JobStore``). A table that
+    cannot be read (locked, a full disk), or none yet, owns nothing: only the operator's key is then
+    compared (the gate runs outside the routes' 503 for it: a locked table was a 500 there)."""
     def owner(job_id: str) -> str | None | object:
-        job = store.get(job_id)
+        store = getattr(state, "store", None)
+        try:
+            job = store.get(job_id) if store is not None else None
+        except sqlite3.Error:
+            return NO_JOB
         return NO_JOB if job is None else job.client
     return owner
 
@@ -132,7 +141,7 @@ def caller_of(request: Request) -> Caller:
     if caller is None:
         caller = identify(request.app.state.settings, (request.headers.get("x-api-key") or "").encode("latin-1"),
                           request.method, route_path(request.scope), request.scope.get("query_string", b""),
-                          owner_in(request.app.state.store))
+                          owner_in(request.app.state))
         if caller is None:
             raise _unauthorized()
         request.state.caller = caller
@@ -155,7 +164,7 @@ class ApiKeyGate:
         if scope["type"] == "http" and route_path(scope).startswith("/v1") and scope["method"] != "OPTIONS":
             sent = dict(scope.get("headers") or []).get(b"x-api-key", b"")
             caller = identify(self.settings, sent, scope["method"], route_path(scope), scope.get("query_string", b""),
-                              owner_in(scope["app"].state.store))
+                              owner_in(scope["app"].state))
             if caller is None:
                 await send_error(send, 401, UNAUTHORIZED, {"WWW-Authenticate": "X-API-Key"})
                 return

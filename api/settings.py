@@ -108,8 +108,10 @@ class Settings:
         if self.api_key == "":  # a keyed server (the gate, 401s) that let a request without the header in
             raise ValueError("api_key (GEOSEG_API_KEY) is empty: unset it for an open server, or give a key")
         # settings made in code skip the file's reader: the same checks (duplicates gave a job a wrong owner)
-        object.__setattr__(self, "client_keys", parse_client_keys(
-            "\n".join(f"{name} {key}" for name, key in self.client_keys), "client_keys"))
+        parsed = parse_client_keys("\n".join(f"{name} {key}" for name, key in self.client_keys), "client_keys")
+        if len(parsed) != len(self.client_keys):  # a name starting with '#' read as a comment: one server open
+            raise ValueError("client_keys: a client's name must start with a letter or digit")
+        object.__setattr__(self, "client_keys", parsed)
         if self.api_key is not None and any(key == self.api_key for _, key in self.client_keys):
             raise ValueError("GEOSEG_API_KEY is a client's key too (GEOSEG_API_KEYS_FILE): the operator's key "
                              "opens every job and must be its own")

@@ -12,7 +12,7 @@ from test_api_fakes import classes_runner
 from api.client_keys import parse_client_keys, read_client_keys
 from api.settings import Settings
 
-ALICE, BOB, OPERATOR = "alice-key-0123456789", "bob-key-0123456789ab", "operator-key-0123456"
+ALICE, BOB, OPERATOR = "alice-key-0123456789abcd", "bob-key-0123456789abcdef", "operator-key-0123456"
 KEYS = (("alice", ALICE), ("bob", BOB))
 
 
@@ -49,7 +49,7 @@ def test_a_client_sees_only_its_own_jobs_and_the_operator_sees_all(tmp_path: Pat
         assert client.delete(links["self"], headers=as_(client, BOB)).status_code == 404
         assert client.get(links["self"], headers=as_(client, ALICE)).json()["status"] == "succeeded"
         assert client.get(links["classmap.tif"], headers=as_(client, OPERATOR)).status_code == 200
-        assert client.get("/v1/jobs", headers={"X-API-Key": "carol-key-0123456789"}).status_code == 401
+        assert client.get("/v1/jobs", headers={"X-API-Key": "carol-key-0123456789abcd"}).status_code == 401
 
         # signed tile URLs: Alice's own signature opens her tiles; Bob's key signs nothing of hers
         template = client.get(links["tilejson"], headers=as_(client, ALICE)).json()["tiles"][0]
@@ -84,18 +84,20 @@ def test_an_idempotency_key_is_the_clients_own(tmp_path: Path):
 
 def test_a_keys_file_is_checked_at_start_up_and_never_echoes_a_key(tmp_path: Path, caplog, monkeypatch):
     good = tmp_path / "keys"
-    good.write_text("# partners\nalice  alice-key-0123456789\n\nbob\tbob-key-0123456789ab\n")
+    good.write_text("# partners\nalice  alice-key-0123456789abcd\n\nbob\tbob-key-0123456789abcdef\n")
     assert read_client_keys(good) == KEYS
     bad = {
-        "alice alice-key-0123456789 extra\n": "line 1: expected 'NAME KEY' (two words), found 3",
-        "alice short\n": "line 1: the key (the second word) must be at least 16",
-        "al/ice alice-key-0123456789\n": "line 1: the first word is no client name",
+        "alice alice-key-0123456789abcd extra\n": "line 1: expected 'NAME KEY' (two words), found 3",
+        "alice short\n": "line 1: the key (the second word) must be at least 24",
+        "alice 0123456789abcdef0123\n": "line 1: the key (the second word) must be at least 24",
+        "al/ice alice-key-0123456789abcd\n": "line 1: the first word is no client name",
         # written key first: the key was echoed, or taken for a name (and logged with every job)
         "HhVGvcew1YV7ZdiXMov_wTyGe2-ti8Cs814DVavJbIM partner-c-organisation\n": "line 1: the first word is no "
                                                                               "client name",
         "0123456789abcdefghij0123456789abcdefghij partnerC\n": "line 1: the first word is no client name",
-        "alice alice-key-0123456789\nalice bob-key-0123456789ab\n": "line 2: client 'alice' is named twice",
-        "alice alice-key-0123456789\nbob alice-key-0123456789\n": "line 2: the key of 'bob' is another client's",
+        "0123456789abcdef0123456789abcdef partner-c-organisation\n": "line 1: the first word is no client name",
+        "alice alice-key-0123456789abcd\nalice bob-key-0123456789abcdef\n": "line 2: client 'alice' is named twice",
+        "alice alice-key-0123456789abcd\nbob alice-key-0123456789abcd\n": "line 2: the key of 'bob' is another client's",
     }
     for text, words in bad.items():
         with pytest.raises(ValueError) as err:
@@ -103,7 +105,7 @@ def test_a_keys_file_is_checked_at_start_up_and_never_echoes_a_key(tmp_path: Pat
         assert words in str(err.value) and "0123456789" not in str(err.value), str(err.value)
         assert "HhVG" not in str(err.value) and "partner" not in str(err.value)
     # PowerShell 5's byte-order mark, a comment after the key
-    assert parse_client_keys("\ufeffalice alice-key-0123456789  # main office\nbob bob-key-0123456789ab\n") == KEYS
+    assert parse_client_keys("\ufeffalice alice-key-0123456789abcd  # main office\nbob bob-key-0123456789abcdef\n") == KEYS
     empty = tmp_path / "empty"
     empty.write_text("# nobody yet\n")
     with pytest.raises(ValueError, match="lists no client"):
@@ -178,3 +180,29 @@ def test_a_removed_clients_jobs_are_the_operators_and_their_tiles_still_draw(tmp
         template = client.get(job["links"]["tilejson"], headers={"X-API-Key": OPERATOR}).json()["tiles"][0]
         assert "&sig=" in template and client.get(template.format(z=0, x=0, y=0)).status_code == 200
         assert client.get(job["links"]["self"], headers={"X-API-Key": ALICE}).status_code == 401
+
+
+def test_the_gate_reads_the_job_table_only_for_a_signature_and_a_locked_one_is_no_500(tmp_path: Path, monkeypatch):
+    """The gate looks up whose a signed tile's job is. It did so for every tile URL, signed or not, and a
+    locked table (outside the routes' 503 for it) answered an anonymous request 500 with a traceback."""
+    import sqlite3
+    import sys
+
+    with service(tmp_path, runner=classes_runner, api_key=OPERATOR, client_keys=KEYS) as client:
+        client.headers["X-API-Key"] = ALICE
+        job = wait(client, submit(client, outputs="classmap")["id"])
+        template = client.get(job["links"]["tilejson"]).json()["tiles"][0]
+        del client.headers["X-API-Key"]
+        reads = []
+
+        def locked(job_id, include_deleted=False):
+            if sys._getframe(1).f_code.co_filename.endswith("security.py"):  # the gate's (the supervisor reads too)
+                reads.append(job_id)
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(client.app.state.store, "get", locked)
+        unsigned = template.split("?")[0].format(z=0, x=0, y=0)
+        assert client.get(unsigned).status_code == 401 and reads == []
+        assert client.get(template.format(z=0, x=0, y=0)).status_code == 401 and reads == [job["id"]]
+    with pytest.raises(ValueError, match="must start with a letter or digit"):  # read as a comment: no client
+        Settings(client_keys=(("#team", ALICE),))

@@ -530,3 +530,32 @@ def test_a_rerun_output_takes_over_the_users_own_files_of_the_old_one(tmp_path):
     assert {p.name: p.read_text() for p in out.iterdir()} == {"buildings.gpkg": "new", "buildings.qml": "style",
                                                               "notes.txt": "mine"}
     assert [p.name for p in tmp_path.iterdir()] == ["scene"]  # no old folder left
+
+
+def test_a_share_gone_while_an_input_failed_is_that_inputs_failure(tmp_path, monkeypatch):
+    """Removing a failed input's scratch on a share that went away (ENOTCONN) raised out of the input's
+    handler: the batch stopped with a traceback and the failure was never recorded. A file of the user's
+    that cannot be moved into the new folder (its old folder read-only) is copied there."""
+    import errno
+
+    from tiles import batch
+
+    def share_gone(path):
+        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+
+    def fails(src, dst):
+        raise RuntimeError("the share went away")
+
+    monkeypatch.setattr(batch, "_remove", share_gone)
+    outcome = batch.run_one(fails, "in.tif", tmp_path / "scene", "0123456789ab")
+    assert outcome.error.startswith("RuntimeError: the share went away")
+    monkeypatch.undo()
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    (old / "notes.txt").write_text("mine")
+    real_replace = os.replace
+    monkeypatch.setattr(batch.os, "replace", lambda a, b: (_ for _ in ()).throw(PermissionError(13, "read-only"))
+                        if Path(a).name == "notes.txt" else real_replace(a, b))
+    batch._take_over(old, new, lambda name: True)
+    assert (new / "notes.txt").read_text() == "mine"

@@ -241,11 +241,13 @@ def run_one(work: Work, input_path: RasterPath, output_path: Path, run_id: str,
             _remove(old)
         return JobOutcome(str(input_path), result, None, time.monotonic() - started)
     except Exception as exc:  # collect every failure; the batch goes on
-        _remove(tmp)
+        with contextlib.suppress(OSError):  # a share gone (ENOTCONN): its failure is the input's, said below
+            _remove(tmp)
         return JobOutcome(str(input_path), None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}",
                           time.monotonic() - started)
     except BaseException:  # Ctrl-C: nothing half-written stays behind, and the batch stops
-        _remove(tmp)
+        with contextlib.suppress(OSError):
+            _remove(tmp)
         raise
 
 
@@ -257,8 +259,10 @@ def _take_over(old: Path, new: Path, keep: Callable[[str], bool]) -> None:
         if keep(entry.name) and not (new / entry.name).exists():
             try:
                 os.replace(entry, new / entry.name)
-            except OSError:  # the new folder is complete: a file not taken over is not its failure
-                continue
+            except OSError:  # a folder the user made read-only cannot lose an entry: a copy is taken
+                with contextlib.suppress(OSError):
+                    copy = shutil.copytree if entry.is_dir() else shutil.copy2
+                    copy(entry, new / entry.name)
 
 
 def time_left(elapsed_s: float, finished: float, remaining: float) -> float:

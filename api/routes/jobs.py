@@ -263,10 +263,10 @@ def delete_job(request: Request, job_id: UUID) -> Response:
     """Cancel the job if it runs, and remove it and all its files."""
     job = _get_job(request, job_id)
     caller = caller_of(request).client
+    if store_of(request).mark_deleted(str(job_id)) is None:  # removed meanwhile (another DELETE, retention)
+        raise job_gone(store_of(request), job_id, caller)
     log.info("job %s%s deleted by %s", job_id, f" of client {job.client}" if job.client else "",
              f"client {caller}" if caller else "the operator's key" if settings_of(request).keyed else "a request")
-    if store_of(request).mark_deleted(str(job_id)) is None:
-        raise job_gone(store_of(request), job_id, caller_of(request).client)
     supervisor_of(request).wake()
     return Response(status_code=204)
 
