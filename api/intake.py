@@ -260,7 +260,7 @@ def _publish(staged: Path, target: Path, job_id: str, options: dict[str, Any], s
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)  # no row, no job: its input goes now
         raise
-    if client is not None:  # whose job it is, for the operator (the job's answers do not say)
+    if client is not None:  # whose job it is, for the operator's log (the job's 'client' says it too)
         log.info("job %s queued for client %s", job_id, client)
     return job
 
