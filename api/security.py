@@ -90,8 +90,9 @@ def _signer_of_tile(method: str, path: str, query_string: bytes, settings: Setti
         return None
     owner = owner_of(job_id)
     keys = [(None, settings.api_key)] if settings.api_key is not None else []
-    if isinstance(owner, str) and owner in dict(settings.client_keys):
-        keys.append((owner, dict(settings.client_keys)[owner]))
+    own = dict(settings.client_keys).get(owner) if isinstance(owner, str) else None
+    if own is not None:
+        keys.append((owner, own))
     found = None
     for client, key in keys:
         if hmac.compare_digest(sent, tile_signature(key, job_id).encode()):

@@ -45,6 +45,12 @@ def has_control_character(text: str) -> bool:
     return any(c < " " or c == "\x7f" for c in text)
 
 
+def line_end_hint(text: str, source: str) -> str:
+    """What a carriage return in ``text`` most likely means (``source``, e.g. "a list", saved with Windows
+    line ends), for a message; "" without one."""
+    return f"{source} saved with Windows line ends? dos2unix it" if "\r" in text else ""
+
+
 def absolute_path(path: str | os.PathLike) -> str:
     """``path`` made absolute as the kernel reads it: the part up to its last ``..`` resolved, links
     included, the rest as written (a link's own name kept: sidecars are found beside it).
@@ -331,21 +337,23 @@ def not_found(location: RasterPath) -> str:
     hint = " (a shell pattern that matched no file?)" if any(c in raster_name(location) for c in "*?[") else ""
     parts = _subdataset_parts(str(location))
     if not is_virtual(location) and Path(location).is_symlink():
-        target = os.readlink(location)
         try:
             Path(location).resolve(strict=True)
+            looped = False
         except RuntimeError:  # a loop of links (Python 3.11's resolve)
-            hint = f" (a link to {target} that leads back to itself: a loop of links)"
+            looped = True
         except OSError as exc:
-            hint = (f" (a link to {target} that leads back to itself: a loop of links)" if exc.errno == errno.ELOOP
-                    else f" (a link to {target}, which does not exist: a share not mounted?)")
+            looped = exc.errno == errno.ELOOP
+        hint = (f" (a link to {os.readlink(location)}"
+                + (" that leads back to itself: a loop of links)" if looped
+                   else ", which does not exist: a share not mounted?)"))
     elif parts is not None:
         file = str(location)[parts[0]:parts[1]]
         hint = (f" (no such file: {file})" if not is_virtual(file) and not os.path.exists(file)
                 else f" (GDAL found no such subdataset: gdalinfo {file} lists those it holds)")
     if has_control_character(str(location)):  # a list saved with Windows line ends: 'ok.tif\r', the \r unseen
-        cr = ": a list saved with Windows line ends? dos2unix it" if "\r" in str(location) else ""
-        return f"input not found: {str(location)!r} (its name holds a control character{cr})"
+        cr = line_end_hint(str(location), "a list")
+        return f"input not found: {str(location)!r} (its name holds a control character{': ' + cr if cr else ''})"
     return f"input not found: {location}{hint}"
 
 

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from tiles.batch_summary import SUMMARY_NAME, summary_command
-from tiles.rasterpath import has_control_character
+from tiles.rasterpath import has_control_character, line_end_hint
 
 
 def check_printable_path(path: Path | str, option: str = "--out") -> None:
@@ -19,8 +19,8 @@ def check_printable_path(path: Path | str, option: str = "--out") -> None:
     writing its GeoPackage (SQLite: 'sqlite3_open(.../results/...) failed', the \\r unseen)."""
     text = str(path)
     if has_control_character(text):
-        cr = " (a carriage return: a script or list saved with Windows line ends? dos2unix it)" if "\r" in text else ""
-        raise ValueError(f"{option} {text!r} holds a control character{cr}")
+        cr = line_end_hint(text, "a script or list")
+        raise ValueError(f"{option} {text!r} holds a control character{f' (a carriage return: {cr})' if cr else ''}")
 
 
 def make_out_folder(out: Path) -> None:
