@@ -148,6 +148,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lock = _lock_data_dir(settings)
         store = JobStore(settings.db_path)
+        store.keep_open()  # reads keep working on a full disk
         settings.jobs_dir.mkdir(parents=True, exist_ok=True)
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         for leftover in settings.uploads_dir.iterdir():  # uploads cut off by a crash: never 202'd
@@ -176,6 +177,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
             yield
         finally:
             supervisor.stop()
+            store.close()
             lock.close()
 
     app = FastAPI(

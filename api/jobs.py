@@ -139,6 +139,7 @@ class JobStore:
     def __init__(self, db_path: Path) -> None:
         self.db_path = Path(db_path)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._keeper: sqlite3.Connection | None = None
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
@@ -162,6 +163,24 @@ class JobStore:
             # after the column: a data dir from before it gets the column first
             con.execute("CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (idempotency_key)"
                         " WHERE idempotency_key IS NOT NULL")
+
+    def keep_open(self) -> None:
+        """Hold one idle connection until ``close``: the server's, for its lifetime.
+
+        Why: each call opens and closes its own connection, and the last one to close checkpoints
+        the WAL and removes ``jobs.sqlite-wal`` and ``-shm``; the next read must create the 32 KiB
+        ``-shm`` again, which fails on a full disk, so every poll, download and ``/healthz`` answered
+        503 on an idle server whose disk had filled. Held open, the files stay and reads work."""
+        if self._keeper is None:
+            keeper = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            keeper.execute("SELECT 1 FROM jobs LIMIT 1").fetchall()  # maps the WAL index, ends its read
+            self._keeper = keeper
+
+    def close(self) -> None:
+        """Release ``keep_open``'s connection (the files go with the last connection, as before)."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.close()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
