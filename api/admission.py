@@ -16,10 +16,16 @@ import logging
 import sqlite3
 from typing import Any
 
+import anyio
+
 from api.asgi_paths import route_path
 from api.jobs import JobStore, QueueFull
 from api.json_answers import send_error
-from api.pacing import QUEUE_FULL_RETRY_AFTER_UNKNOWN_S, Workload, queue_full_retry_after
+from api.pacing import (
+    QUEUE_FULL_RETRY_AFTER_UNKNOWN_S,
+    Workload,
+    queue_full_retry_after,
+)
 
 log = logging.getLogger("geoseg.api")
 
@@ -55,14 +61,23 @@ class QueueGate:
         priority = self.priorities.get(route_path(scope)) if scope["type"] == "http" else None
         store = getattr(self.state, "store", None)
         if priority is not None and scope["method"] == "POST" and self.max_queued and store is not None:
-            try:
-                waiting = store.queued_ahead(priority)
-            except sqlite3.OperationalError as exc:
-                log.warning("queue length unknown (%s); the submission goes on", exc)
-                waiting = 0
-            if waiting >= self.max_queued:
-                detail, extra = queue_full_answer(QueueFull(waiting, self.max_queued, priority), store, self.workers)
+            # on a thread: a locked table waits up to its 30 s timeout, which on the event loop held
+            # every other request (a list of the models took 29 s while one submission waited)
+            refusal = await anyio.to_thread.run_sync(self._refusal, store, priority)
+            if refusal is not None:
+                detail, extra = refusal
                 # Connection: close: the unread upload is not drained
                 await send_error(send, 429, detail, {**extra, "Connection": "close"})
                 return
         await self.app(scope, receive, send)
+
+    def _refusal(self, store: JobStore, priority: int) -> tuple[str, dict[str, str]] | None:
+        """The 429's detail and headers while the queue ahead of ``priority`` is full, else None."""
+        try:
+            waiting = store.queued_ahead(priority)
+        except sqlite3.OperationalError as exc:
+            log.warning("queue length unknown (%s); the submission goes on", exc)
+            return None
+        if waiting < self.max_queued:
+            return None
+        return queue_full_answer(QueueFull(waiting, self.max_queued, priority), store, self.workers)

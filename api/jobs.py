@@ -116,6 +116,10 @@ class Job:
     #: the client whose key submitted it (``GEOSEG_API_KEYS_FILE``); None: the operator's key, or an
     #: open server. A client sees only its own jobs
     client: str | None = None
+    #: of a failed job, whether the same submission may succeed later: True when it failed for the
+    #: server's reasons (its workers crashed or were killed until the attempts ran out), False when
+    #: its input, options or time limit are at fault; None unless failed (or failed before the column)
+    retryable: bool | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -129,7 +133,7 @@ class Job:
             created_at=row["created_at"], updated_at=row["updated_at"],
             started_at=row["started_at"], finished_at=row["finished_at"],
             heartbeat_at=row["heartbeat_at"], pipeline_started_at=row["pipeline_started_at"],
-            client=row["client"],
+            client=row["client"], retryable=None if row["retryable"] is None else bool(row["retryable"]),
         )
 
 
@@ -145,7 +149,8 @@ class JobStore:
             con.executescript(_SCHEMA)
             columns = {row["name"] for row in con.execute("PRAGMA table_info(jobs)")}
             for column, kind in (("previous_error", "TEXT"), ("pipeline_started_at", "REAL"),
-                                 ("idempotency_key", "TEXT"), ("client", "TEXT")):
+                                 ("idempotency_key", "TEXT"), ("client", "TEXT"),
+                                 ("retryable", "INTEGER")):
                 if column in columns:
                     continue
                 try:  # a data dir from before the column
@@ -370,13 +375,14 @@ class JobStore:
         return self._update_running(job_id, attempt, "last_error = ?, updated_at = ?",
                                     (error, time.time()))
 
-    def mark_failed(self, job_id: str, error: str) -> None:
+    def mark_failed(self, job_id: str, error: str, retryable: bool = False) -> None:
+        """``retryable``: the failure is the server's (see ``Job.retryable``), not the submission's."""
         now = time.time()
         with self._connect() as con:
             con.execute(
-                "UPDATE jobs SET status = 'failed', stage = 'failed', error = ?, finished_at = ?,"
+                "UPDATE jobs SET status = 'failed', stage = 'failed', error = ?, retryable = ?, finished_at = ?,"
                 " updated_at = ? WHERE id = ?",
-                (error, now, now, job_id),
+                (error, int(retryable), now, now, job_id),
             )
 
     def requeue(self, job_id: str, error: str) -> None:
@@ -405,7 +411,7 @@ class JobStore:
         for row in rows:
             if row["attempts"] >= max_attempts:
                 self.mark_failed(row["id"], f"interrupted {row['attempts']} times (server stopped"
-                                            " while running); giving up")
+                                            " while running); giving up", retryable=True)
                 failed.append(row["id"])
             else:
                 self.requeue(row["id"], "interrupted: the server stopped while this job ran")
@@ -414,15 +420,16 @@ class JobStore:
 
     # -- deletion ---------------------------------------------------------------
     def mark_deleted(self, job_id: str) -> Job | None:
-        """Tombstone a job (invisible at once); returns it as it was, or None if unknown."""
+        """Tombstone a job (invisible at once); returns it as it was, or None if unknown or already
+        tombstoned: of concurrent DELETEs (or a DELETE and retention) one alone removes it."""
         job = self.get(job_id)
         if job is None:
             return None
         with self._connect() as con:
             # its key is free again: a submission with it after the DELETE makes a new job
-            con.execute("UPDATE jobs SET deleted = 1, idempotency_key = NULL, updated_at = ? WHERE id = ?",
-                        (time.time(), job_id))
-        return job
+            done = con.execute("UPDATE jobs SET deleted = 1, idempotency_key = NULL, updated_at = ?"
+                               " WHERE id = ? AND deleted = 0", (time.time(), job_id))
+        return job if done.rowcount == 1 else None
 
     def deleted_ids(self) -> list[str]:
         with self._connect() as con:

@@ -132,6 +132,11 @@ class JobStatus(BaseModel):
     previous_error: str | None = Field(
         None, description="Why the previous attempt ended, once the job was retried (a crash, "
                           "a killed or silent worker, an interrupted server); null otherwise.")
+    retryable: bool | None = Field(
+        None, description="Of a failed job: true when the server is at fault (its workers crashed or were killed "
+                          "until GEOSEG_MAX_ATTEMPTS ran out, e.g. out of memory; the server stopped while it ran "
+                          "too often), so submitting it again later may succeed; false when the input, its options "
+                          "or the job's time limit are (fix them first); null unless failed.")
     attempts: int
     options: dict[str, Any]
     input: InputSummary
@@ -261,6 +266,7 @@ def job_status(job: Job, retention_hours: float, root_path: str = "", api_key: s
         id=job.id, kind=job.kind, status=job.status, progress=job.progress, eta_s=eta_s(job, time.time()),
         stage=job.stage,
         error=job.error, previous_error=job.previous_error, attempts=job.attempts,
+        retryable=job.retryable if job.status == "failed" else None,
         options=job.options, input=InputSummary(**job.input),
         created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), started_at=_ts(job.started_at),
         finished_at=_ts(job.finished_at), heartbeat_at=_ts(job.heartbeat_at), client=job.client,

@@ -237,6 +237,7 @@ class Supervisor:
             log.warning("could not check that the job runner %s imports: %s", self.runner, exc)
             if self._probe is not None:
                 self._probe.kill()
+                self._probe.communicate()  # reaped, its stderr pipe closed: no zombie for the server's life
             return
         finally:
             self.runner_checked.set()
@@ -254,10 +255,15 @@ class Supervisor:
         with self._lock:
             if self._probe is not None and self._probe.poll() is None:  # it would outlive the server
                 self._probe.kill()
+            try:  # a process that ended before the stop (a job failed by its input, say) is settled as
+                self._reap()  # such, not given back to the queue to fail again (or get a further try)
+            except Exception:  # noqa: BLE001 - the table unusable now: recovered at the next start-up
+                log.exception("could not record the end of jobs whose process had ended")
             for job_id, run in list(self._running.items()):
                 run.process.kill()
                 run.process.wait(timeout=5)
                 self.store.release(job_id)
+                discard_scratch(self.settings, job_id)  # its partial outputs go now, not when it next runs
             self._running.clear()
             if self._standby is not None:
                 self._standby.kill()
@@ -346,7 +352,7 @@ class Supervisor:
             self.store.mark_failed(job.id, error)
         elif job.attempts >= self.settings.max_attempts:
             log.error("job %s failed, gave up after %d attempts: %s", job.id, job.attempts, summary)
-            self.store.mark_failed(job.id, f"{error} (gave up after {job.attempts} attempts)")
+            self.store.mark_failed(job.id, f"{error} (gave up after {job.attempts} attempts)", retryable=True)
         else:
             log.warning("job %s attempt %d failed (%s); retrying", job.id, job.attempts, error)
             self.store.requeue(job.id, error)

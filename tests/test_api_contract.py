@@ -217,6 +217,7 @@ def test_input_error_fails_once_and_crashes_are_retried_then_failed(tmp_path, ca
         job = wait(client, submit(client)["id"])
         assert job["status"] == "failed" and job["attempts"] == 1
         assert "no valid pixel" in job["error"]
+        assert job["retryable"] is False  # the input is at fault: submitting it again cannot help
         said = [r.getMessage() for r in caplog.records]
         assert any(line.startswith(f"job {job['id']} failed (attempt 1): ") and "no valid pixel" in line
                    for line in said), said
@@ -227,6 +228,7 @@ def test_input_error_fails_once_and_crashes_are_retried_then_failed(tmp_path, ca
         job = wait(client, submit(client)["id"])
         assert job["status"] == "failed" and job["attempts"] == 2
         assert "2 attempts" in job["error"] and "137" in job["error"]
+        assert job["retryable"] is True  # the server's failure (an out-of-memory kill, say)
         assert any(r.getMessage().startswith(f"job {job['id']} failed, gave up after 2 attempts: ")
                    for r in caplog.records), [r.getMessage() for r in caplog.records]
 
@@ -311,6 +313,22 @@ def test_segment_answers_geojson_and_keeps_nothing(tmp_path):
         assert r.json()["type"] == "FeatureCollection" and len(r.json()["features"]) == 1
         time.sleep(0.3)
         assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_segment_answers_503_when_the_server_failed_and_422_when_the_input_did(tmp_path):
+    # a worker killed (out of memory) on every attempt was answered "422 segmentation failed", which
+    # a client reads as "fix your request, do not retry"
+    for name, runner, status in [("crash", crashing_runner, 503), ("input", failing_runner, 422)]:
+        with service(tmp_path / name, runner=runner, max_attempts=2) as client:
+            with open(SCENE, "rb") as f:
+                r = client.post("/v1/segment", files={"file": ("k.tif", f, "image/tiff")})
+            assert r.status_code == status, r.text
+            detail = r.json()["detail"]
+            if status == 503:
+                assert "on the server, not because of the input" in detail and "137" in detail, detail
+                assert int(r.headers["retry-after"]) > 0
+            else:
+                assert "no valid pixel" in detail and "retry-after" not in r.headers, detail
 
 
 def test_segment_refuses_scenes_over_its_pixel_limit(tmp_path):
@@ -430,13 +448,38 @@ def test_graceful_stop_gives_the_running_job_back_without_spending_an_attempt(tm
     with service(tmp_path) as client:
         job_id = submit(client)["id"]
         wait(client, job_id, until=("running",))
+        folder = tmp_path / "svc" / "jobs" / job_id
+        deadline = time.monotonic() + 20
+        while not list(folder.glob("attempt-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(folder.glob("attempt-*"))  # the attempt writes its partial outputs there
     from api.jobs import JobStore
 
     stopped = JobStore(tmp_path / "svc" / "jobs.sqlite").get(job_id)
     assert (stopped.status, stopped.attempts) == ("queued", 0)
+    # its partial outputs went with its process (they stayed while the job waited in the queue)
+    assert sorted(p.name for p in folder.iterdir()) == ["input.tif"]
     with service(tmp_path) as client:  # same data dir, new server
         job = wait(client, job_id)
     assert job["status"] == "succeeded" and job["attempts"] == 1
+
+
+def test_a_graceful_stop_settles_a_job_whose_process_had_already_ended(tmp_path):
+    # a job failed by its input, its process gone but not yet reaped when the server stopped, was
+    # given back to the queue as if interrupted, to run and fail again after the restart
+    from api.jobs import JobStore
+
+    settings = Settings(data_dir=tmp_path / "svc", poll_s=30)  # no supervisor pass of its own meanwhile
+    with TestClient(create_app(settings, runner=failing_runner)) as client:
+        job_id = submit(client)["id"]
+        supervisor = client.app.state.supervisor
+        deadline = time.monotonic() + 30
+        while job_id not in supervisor.running_pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        supervisor._running[job_id].process.wait(timeout=30)  # ended, unreaped by the supervisor
+    stopped = JobStore(settings.db_path).get(job_id)
+    assert (stopped.status, stopped.retryable) == ("failed", False), stopped
+    assert "no valid pixel" in stopped.error
 
 
 def test_cors_allows_only_configured_origins(tmp_path):

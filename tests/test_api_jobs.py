@@ -94,6 +94,25 @@ def test_deleted_jobs_are_hidden_and_never_claimed(tmp_path):
     assert store.get(job_id, include_deleted=True) is None
 
 
+def test_of_concurrent_deletes_one_alone_removes_the_job(tmp_path):
+    # each DELETE read the job, then tombstoned it: DELETEs at once all answered 204 and each logged
+    # "deleted by" (a DELETE racing retention answered 204, not the expired 404)
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job_id = new(store)
+    both_read_first = threading.Barrier(4)
+    real_get = store.get
+
+    def get(job_id, include_deleted=False):
+        job = real_get(job_id, include_deleted)
+        both_read_first.wait(timeout=10)  # every DELETE has read the job before any tombstones it
+        return job
+
+    store.get = get
+    results = []
+    _run_at_once(lambda: results.append(store.mark_deleted(job_id)), 4)
+    assert sum(r is not None for r in results) == 1, results
+
+
 def test_progress_reaches_one_only_when_the_job_succeeds(tmp_path):
     # the pipeline reports 1.0 at its 'write' stage, before the worker publishes the results:
     # a client that took progress == 1 for done fetched them and got 409

@@ -200,3 +200,31 @@ def test_behind_a_proxy_prefix_the_gates_still_act_before_the_upload_is_read(tmp
                                       {"X-API-Key": "k"}) == (429, 0)
         assert client.get("/v1/jobs").json()["total"] == 2
         client.delete(f"/v1/jobs/{running}")
+
+
+def test_a_submission_waiting_on_a_slow_job_table_does_not_hold_other_requests(tmp_path):
+    # the queue gate (and the idempotency lookup, /v1/segment's wait) asked the job table on the
+    # event loop: while the table was locked, one submission waited out the 30 s busy timeout there,
+    # and every other request with it (a list of the models took 29 s). A table call that takes
+    # its time (here 3 s) now holds only its own request
+    import threading
+
+    with service(tmp_path) as client:
+        store = client.app.state.store
+        real_queued_ahead = store.queued_ahead
+
+        def slow_queued_ahead(priority):
+            time.sleep(3)
+            return real_queued_ahead(priority)
+
+        store.queued_ahead = slow_queued_ahead
+        answers = []
+        submission = threading.Thread(target=lambda: answers.append(post(client)))
+        submission.start()
+        time.sleep(0.5)  # it waits on the table now
+        started = time.monotonic()
+        models = client.get("/v1/models")
+        took = time.monotonic() - started
+        submission.join(timeout=60)
+        assert models.status_code == 200 and took < 1.5, took
+        assert answers and answers[0].status_code == 202, answers

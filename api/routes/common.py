@@ -112,7 +112,8 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
             416: "The byte range starts past the end of the file (`Content-Range: bytes */SIZE` gives its size)",
             415: "Not a GeoTIFF", 422: "Unusable raster or invalid option",
             429: "The queue is full (GEOSEG_MAX_QUEUED): nothing was kept; retry after Retry-After seconds",
-            503: ("The job table is unavailable (disk full, database locked), or the server is stopping: "
+            503: ("The job table is unavailable (disk full, database locked), the server is stopping, or "
+                  "(`/v1/segment`) its run failed for the server's reasons (a worker out of memory): "
                   "retry after Retry-After seconds"),
             507: "No disk space left on the server for the upload"}
     answers: dict[int | str, dict[str, Any]] = {}

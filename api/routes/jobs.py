@@ -24,6 +24,7 @@ from fastapi import (
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from rasterio.errors import RasterioIOError
+from starlette.concurrency import run_in_threadpool
 
 from api.caching import result_cache_headers
 from api.downloads import (
@@ -169,20 +170,22 @@ async def submit_job(
     options = parse_options(refine, regularize, outputs, profile, bands, allow_coarse) | model_options(request, model)
     settings, store, caller = settings_of(request), store_of(request), caller_of(request)
     stored_key = scoped_idempotency_key(caller, idempotency_key) if idempotency_key is not None else None
-    if stored_key is not None and (made := store.by_idempotency_key(stored_key)) is not None:
-        return _replayed(request, made, idempotency_key, options, file.filename, mask)
+    # the job table on threads: a locked one waits up to its 30 s timeout, which on the event loop
+    # held every other request of the server
+    if stored_key is not None and (made := await run_in_threadpool(store.by_idempotency_key, stored_key)) is not None:
+        return await run_in_threadpool(_replayed, request, made, idempotency_key, options, file.filename, mask)
     try:
         job = await accept_upload(file, options, settings, store, model_bands=models_bands(request, options),
                                   model_cards=models_cards(request, options), idempotency_key=stored_key,
                                   mask=mask, checks=request.app.state.upload_checks, client=caller.client)
     except KeyTaken as taken:  # a concurrent submission with the key was queued first
-        made = store.get(taken.job_id)
+        made = await run_in_threadpool(store.get, taken.job_id)
         if made is None:
             raise HTTPException(409, f"Idempotency-Key {idempotency_key!r} named job {taken.job_id}, deleted "
                                      "meanwhile: submit again") from None
-        return _replayed(request, made, idempotency_key, options, file.filename, mask)
+        return await run_in_threadpool(_replayed, request, made, idempotency_key, options, file.filename, mask)
     supervisor_of(request).wake()
-    return accepted_answer(request, job)
+    return await run_in_threadpool(accepted_answer, request, job)
 
 
 def _replayed(request: Request, job: Job, key: str, options: dict, filename: str | None,

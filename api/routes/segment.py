@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from api.intake import accept_upload, parse_options
 from api.routes.common import (
@@ -48,6 +49,8 @@ router = APIRouter(prefix="/v1", tags=["segment"], route_class=UploadsDirRoute) 
 log = logging.getLogger("geoseg.api")
 
 SYNC_PRIORITY = 10
+#: Retry-After of a run that failed for the server's reasons (its workers crashed or were killed)
+SERVER_FAILURE_RETRY_AFTER_S = 30
 
 @router.post(
     "/segment",
@@ -86,17 +89,23 @@ async def segment(
         if await request.is_disconnected():  # checked first: never drop a result nobody received
             log.info("segment job %s: client disconnected; the job is kept", job.id)
             break
-        current = store.get(job.id)
+        # the job table on a thread: a locked one waits up to its 30 s timeout, which on the event
+        # loop held every other request of the server
+        current = await run_in_threadpool(store.get, job.id)
         if current is None:
             raise HTTPException(404, "the job was deleted while running")
         if current.status == "succeeded":
             body = (job_dir(settings, job.id) / RESULT_DIR / "buildings.geojson").read_bytes()
-            store.mark_deleted(job.id)
+            await run_in_threadpool(store.mark_deleted, job.id)
             supervisor.wake()
             return Response(body, media_type="application/geo+json")
         if current.status == "failed":
-            store.mark_deleted(job.id)
+            await run_in_threadpool(store.mark_deleted, job.id)
             supervisor.wake()
+            if current.retryable:  # the server's failure (out of memory, say): not "fix your input"
+                raise HTTPException(503, f"segmentation failed on the server, not because of the input: "
+                                         f"{current.error}; submit it again later",
+                                    headers={"Retry-After": str(SERVER_FAILURE_RETRY_AFTER_S)})
             raise HTTPException(422, f"segmentation failed: {current.error}")
         await asyncio.sleep(0.1)
-    return accepted_answer(request, store.get(job.id) or job)
+    return await run_in_threadpool(lambda: accepted_answer(request, store.get(job.id) or job))
