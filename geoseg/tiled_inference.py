@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,15 @@ from affine import Affine
 from geoseg.card import MAX_UPSAMPLING, upsampling_cap
 from geoseg.infer import TileModel, refine_with_gcn
 from geoseg.options import PredictOptions
-from tiles.grid import (TILE_MULTIPLE, Tile, context_margins, context_window, fit_tiles, stretched_size,
-                        tile_grid)
+from tiles.grid import (
+    TILE_MULTIPLE,
+    Tile,
+    context_margins,
+    context_window,
+    fit_tiles,
+    stretched_size,
+    tile_grid,
+)
 from tiles.rasterpath import RasterPath
 from tiles.source import Scene
 from tiles.stitch import BlendingWriter
@@ -71,31 +79,54 @@ def scene_gsd(model_gsd: float | None, native_gsd: float | None, input_gsd: floa
     return max(model_gsd / gsd_scale(input_gsd, native_gsd), native_gsd / max_upsampling)
 
 
-def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
-    """Iterate ``items`` produced by a background thread (GDAL reads release the GIL)."""
+@contextmanager
+def _prefetch(items: Iterator, depth: int = 2) -> Iterator[Iterator]:
+    """Iterate ``items`` produced by a background thread (GDAL reads release the GIL).
+
+    The thread has stopped when the block ends, however it ends. Why: the thread reads the scene,
+    which the caller closes right after; a model error or a SIGTERM ending the loop early left the
+    thread reading a closed GDAL dataset, and the process died of a segmentation fault (exit 139:
+    a batch's later inputs never ran, its batch.json left ``running``)."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
     failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for item in items:
-                q.put(item)
+                if not put(item):
+                    return
         except BaseException as exc:  # re-raised in the consumer
             failure.append(exc)
         finally:
-            q.put(done)
+            put(done)
+
+    def consume() -> Iterator:
+        while True:
+            item = q.get()
+            if item is done:
+                break
+            yield item
+        if failure:
+            raise failure[0]
 
     thread = threading.Thread(target=produce, daemon=True)
     thread.start()
-    while True:
-        item = q.get()
-        if item is done:
-            break
-        yield item
-    thread.join()
-    if failure:
-        raise failure[0]
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass
@@ -203,27 +234,28 @@ def run_head(
 
         skipped = 0
         progress(0.0)  # the stage has begun (a scene of one batch would say nothing until its end)
-        for done, chunk, reads, inners in _prefetch(batches()):
-            keep = [k for k, (_, valid) in enumerate(reads) if valid[inners[k]].any()]
-            skipped += len(chunk) - len(keep)
-            if keep:
-                images = np.stack([reads[k][0] for k in keep])
-                if gcn is not None and model.with_features:
-                    probs, feats = model.probabilities_and_features(images)
-                else:
-                    probs = model.probabilities(images)
-                    feats = np.zeros((len(images), 0, *images.shape[2:]), np.float32)
-                for j, k in enumerate(keep):
-                    inner = inners[k]
-                    p = probs[j][(slice(None), *inner)]
-                    valid = reads[k][1][inner]
-                    if gcn is not None:
-                        p = refine_with_gcn(images[j][(slice(None), *inner)], p, feats[j][(slice(None), *inner)],
-                                            valid, gcn[0], gcn[1])
-                    # land cover predicts the whole tile (the input's own mask is applied on its grid
-                    # later, so resampled edges keep a class); buildings only ever see valid pixels
-                    writer.add(chunk[k].read, p, valid if mask_tiles else None)
-            progress(done / len(tiles))
+        with _prefetch(batches()) as prefetched:
+            for done, chunk, reads, inners in prefetched:
+                keep = [k for k, (_, valid) in enumerate(reads) if valid[inners[k]].any()]
+                skipped += len(chunk) - len(keep)
+                if keep:
+                    images = np.stack([reads[k][0] for k in keep])
+                    if gcn is not None and model.with_features:
+                        probs, feats = model.probabilities_and_features(images)
+                    else:
+                        probs = model.probabilities(images)
+                        feats = np.zeros((len(images), 0, *images.shape[2:]), np.float32)
+                    for j, k in enumerate(keep):
+                        inner = inners[k]
+                        p = probs[j][(slice(None), *inner)]
+                        valid = reads[k][1][inner]
+                        if gcn is not None:
+                            p = refine_with_gcn(images[j][(slice(None), *inner)], p, feats[j][(slice(None), *inner)],
+                                                valid, gcn[0], gcn[1])
+                        # land cover predicts the whole tile (the input's own mask is applied on its grid
+                        # later, so resampled edges keep a class); buildings only ever see valid pixels
+                        writer.add(chunk[k].read, p, valid if mask_tiles else None)
+                progress(done / len(tiles))
         if thin:
             notes.append(f"{len(thin)} of the {model.card.get('name')} model's tiles hold valid pixels only in areas "
                          f"under about one {scene.gsd:.3g} m working pixel across (islands of data in nodata): "

@@ -629,6 +629,46 @@ def test_sigterm_stops_a_batch_as_ctrl_c_does(tmp_path, monkeypatch):
     assert_stopped_after_the_first(result, tmp_path / "o", "terminated", 143)
 
 
+MODEL_FAILS_MIDWAY = r'''
+import sys
+import geoseg.infer as infer
+calls = {"n": 0}
+real = infer.TileModel.probabilities_and_features, infer.TileModel.probabilities
+
+def failing(method):
+    def call(self, images):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second batch of tiles: the reading thread is at work meanwhile
+            raise MemoryError("out of memory in the model")
+        return method(self, images)
+    return call
+
+infer.TileModel.probabilities_and_features, infer.TileModel.probabilities = map(failing, real)
+from geoseg.cli import app
+sys.argv = ["geoseg", "predict", *sys.argv[1:]]
+sys.exit(app())
+'''
+
+
+def test_a_model_failing_midway_fails_its_input_and_the_batch_goes_on(tmp_path):
+    # the tile-reading thread was left reading while the scene it read was closed: the process died
+    # of a segmentation fault (exit 139), the batch's later inputs never ran and batch.json said
+    # 'running'. The same crash followed most SIGTERMs during a model stage
+    import subprocess
+    import sys
+
+    big = data_root() / "buildings" / "zanzibar" / "zanzibar_z21_1.tif"  # many batches of tiles
+    _crops(tmp_path / "s", "b.tif")
+    (tmp_path / "s" / "a.tif").symlink_to(big)
+    done = subprocess.run([sys.executable, "-c", MODEL_FAILS_MIDWAY, str(tmp_path / "s"), "--out",
+                           str(tmp_path / "o"), *FAST], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert "a.tif: MemoryError: out of memory in the model" in done.stderr, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "o" / "batch.json").read_text())
+    assert (summary["state"], summary["exit_code"]) == ("finished", 1)
+    assert [e["status"] for e in summary["inputs"]] == ["failed", "done"]
+
+
 def assert_stopped_after_the_first(result, out: Path, word: str, code: int) -> None:
     """A batch of a, b, c stopped while predicting b: one line saying how to resume, a's folder kept,
     no .b.part left, and batch.json saying so."""
