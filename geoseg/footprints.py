@@ -27,6 +27,7 @@ from geoseg.regularize import regularize_buildings
 from geoseg.rfc7946 import write_feature_collection
 from geoseg.tiled_inference import HeadResult, gsd_scale
 from geoseg.valid_area import cut_nodata
+from tiles.file_modes import follow_umask
 from tiles.gsd import has_lonlat
 from tiles.warp import axis_aligned, bilinear_window
 
@@ -204,6 +205,7 @@ def write_buildings(frame: gpd.GeoDataFrame, staging: Path, georeferenced: bool)
     with np.errstate(all="ignore"):  # not catch_warnings: the class map may be written beside this
         frame.to_file(staging / "buildings.gpkg", driver="GPKG", layer="buildings", engine="pyogrio",
                       geometry_type="Polygon", dataset_options={"VERSION": GPKG_VERSION})
+        follow_umask(staging / "buildings.gpkg")  # SQLite makes it 0644 whatever the umask: a group's folder
         if georeferenced:
             # not GDAL's GeoJSON driver: it cut buildings across the antimeridian into invalid parts
             # (geoseg.rfc7946); each Feature's "id" member too (RFC 7946 3.2), the key web maps

@@ -11,6 +11,7 @@ falling back from 'fast' to 'accurate' with a warning when no student ships.
 from __future__ import annotations
 
 import atexit
+import errno
 import hashlib
 import json
 import os
@@ -126,8 +127,15 @@ class ProbabilityHead(nn.Module):
 
 
 def cache_dir() -> Path:
-    """Where exported ONNX graphs are kept: ``$GEOSEG_CACHE`` or ``~/.cache/geoseg``."""
-    return Path(os.environ.get("GEOSEG_CACHE") or Path.home() / ".cache" / "geoseg")
+    """Where exported ONNX graphs are kept: ``$GEOSEG_CACHE`` or ``~/.cache/geoseg``; an ``OSError``
+    when neither is known (no ``HOME``, and a user id without a passwd entry: OpenShift's random ids,
+    ``env -i``), which a cache that cannot be written is to ``export_onnx``."""
+    if os.environ.get("GEOSEG_CACHE"):
+        return Path(os.environ["GEOSEG_CACHE"])
+    try:
+        return Path.home() / ".cache" / "geoseg"
+    except RuntimeError as exc:  # Path.home()'s "Could not determine home directory." had ended every run
+        raise OSError(errno.ENOENT, "no home folder (HOME is not set, and the user id has no passwd entry)") from exc
 
 
 def _model_fingerprint(card: dict[str, Any], with_features: bool) -> str:
@@ -149,12 +157,21 @@ def export_onnx(head: nn.Module, card: dict[str, Any], with_features: bool) -> P
     A cache that cannot be written (a read-only or missing home: containers, service accounts)
     costs an export per process into a private temp folder, with a warning, not the run."""
     name = f"{card.get('name', 'model')}-{_model_fingerprint(card, with_features)}.onnx"
+    cache = os.environ.get("GEOSEG_CACHE") or "~/.cache/geoseg"
     try:
         return _export_into(cache_dir() / "onnx", name, head, with_features)
     except OSError as exc:
-        warnings.warn(f"ONNX cache {cache_dir()} is not writable ({exc.strerror or exc}): the graph is exported "
+        warnings.warn(f"ONNX cache {cache} is not writable ({exc.strerror or exc}): the graph is exported "
                       "again in each process; set GEOSEG_CACHE to a writable folder to keep it", stacklevel=2)
-        return _export_into(_process_scratch_dir(), name, head, with_features)
+    scratch: Path | None = None
+    try:
+        scratch = _process_scratch_dir()
+        return _export_into(scratch, name, head, with_features)
+    except OSError as exc:  # e.g. a small TMPDIR: the bare "No space left on device" named no folder
+        where = scratch or Path(tempfile.gettempdir())
+        raise OSError(exc.errno, f"{exc.strerror or exc}: exporting the model's ONNX graph into {where} (the "
+                                 f"system temp folder, TMPDIR), as the cache {cache} could not take it; set "
+                                 "GEOSEG_CACHE (or TMPDIR) to a writable folder with room") from exc
 
 
 def _export_into(folder: Path, name: str, head: nn.Module, with_features: bool) -> Path:

@@ -22,7 +22,6 @@ import functools
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -376,7 +375,8 @@ def predict_scene(
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_abandoned(out_dir)  # first: what they held is free space for this run
     staging = make_staging(out_dir)
-    work = Path(tempfile.mkdtemp(prefix="geoseg-predict-", dir=staging))
+    work = staging / "work"  # the staging folder is this run's alone; mkdir, unlike mkdtemp, follows the umask
+    work.mkdir()
     report: dict[str, Any] = {
         "geoseg": {"version": __version__, "code_version": _running_code_version()},  # what made these outputs
         "input": request["input"],

@@ -156,3 +156,48 @@ def test_a_file_system_without_locks_runs_unlocked(tmp_path, monkeypatch):
     with hold_out_folder(tmp_path / "o", "geoseg predict"):
         assert list((tmp_path / "o").iterdir()) == []
     assert (tmp_path / "o").is_dir()
+
+
+def test_a_groups_shared_out_folder_stays_usable_by_every_member(tmp_path, monkeypatch):
+    """A team's shared --out (setgid, umask 002): the lock files were made 0644 whatever the umask, so
+    after a member's run was killed (kill -9, a scheduler's time limit) another member's run was
+    refused ('cannot write into the --out folder: Permission denied'), its inputs failing on the
+    outputs' lock files; buildings.gpkg was 0644 (SQLite's own mode), so colleagues could not edit it."""
+    import errno
+
+    from tiles import output_lock
+
+    old = os.umask(0o002)
+    try:
+        out = tmp_path / "o"
+        with hold_out_folder(out, "geoseg predict"):
+            assert lock_path(out).stat().st_mode & 0o777 == 0o664
+        with output_lock.output_lock(out / "a"):
+            assert output_lock.lock_path(out / "a").stat().st_mode & 0o777 == 0o664
+        _crops(tmp_path / "s", "a.tif")
+        done = CliRunner().invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), "--out", str(tmp_path / "p"),
+                                        *FAST])
+        assert done.exit_code == 0, done.output
+        assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "p").iterdir()
+                if p.name.startswith("buildings")} == {"buildings.gpkg": 0o664, "buildings.geojson": 0o664}
+    finally:
+        os.umask(old)
+
+    # a lock file another member's killed run left, which this user may read but not write
+    first = Holder(out, "geoseg predict")
+    first.kill()
+    real_open = os.open
+
+    def not_mine(path, flags, *args, **kwargs):
+        if Path(path).name.endswith(".lock") and flags & (os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", not_mine)
+    with hold_out_folder(out, "geoseg predict"):
+        with pytest.raises(OutFolderInUse):  # still a lock: a second run is refused
+            with hold_out_folder(out, "geoseg predict"):
+                pass
+    output_lock.lock_path(out / "a").write_text("")
+    with output_lock.output_lock(out / "a"):
+        pass

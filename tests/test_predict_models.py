@@ -166,6 +166,35 @@ def test_onnx_runtime_runs_when_the_cache_cannot_be_written(tiny_models, tmp_pat
                        atol=1e-4)
 
 
+def test_onnx_runtime_runs_without_a_home_folder_and_names_a_full_temp_folder(tiny_models, tmp_path, monkeypatch):
+    """No HOME and a user id without a passwd entry (OpenShift's random ids, ``env -i``) ended every run
+    with 'Could not determine home directory.'; it is a cache that cannot be written. And with the
+    temp folder full too, the error was a bare 'No space left on device', naming no folder."""
+    import errno
+
+    from geoseg import infer
+
+    monkeypatch.delenv("GEOSEG_CACHE", raising=False)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    module, card = load_head("buildings", model_dir=Path(tiny_models["buildings"]))
+    with pytest.warns(UserWarning, match="~/.cache/geoseg is not writable .*no home folder"):
+        model = TileModel(module, card, runtime="onnx")
+    assert model.probabilities(np.stack([real_tile(96)])).shape[0] == 1
+
+    def full(folder, name, head, with_features):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(infer, "_export_into", full)
+    with pytest.warns(UserWarning), pytest.raises(OSError, match="No space left on device: exporting the model's "
+                                                                 "ONNX graph into .*TMPDIR.*GEOSEG_CACHE") as raised:
+        TileModel(module, card, runtime="onnx")
+    assert raised.value.errno == errno.ENOSPC  # still told apart as a full disk
+
+
 def test_a_cached_graph_that_cannot_be_loaded_is_exported_again_with_a_warning(tiny_models, tmp_path, monkeypatch):
     """A cached graph left truncated (a full disk while another process exported it) failed every
     run, for ever, with ONNX Runtime's INVALID_PROTOBUF and no word of the cache."""

@@ -55,7 +55,10 @@ def _locked(path: Path, on_wait: Callable[[Path], None] | None = None) -> int | 
     """The open descriptor of ``path`` once this process holds its lock (waiting for it; ``on_wait``
     called once if it has to); None where the file system has no locks."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides: a group's shared folder
+        except PermissionError:  # another user's, left by a killed run: flock takes a read-only file
+            fd = os.open(path, os.O_RDONLY)
         try:
             if _lock(fd, path, on_wait):
                 on_wait = None  # said once: a lock file replaced meanwhile is waited for in silence

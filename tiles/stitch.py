@@ -39,6 +39,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from tiles.file_modes import follow_umask
 from tiles.grid import check_is_window, tile_grid
 
 __all__ = ["PROBABILITY_TOLERANCE", "BlendingWriter", "hann_weights"]
@@ -119,6 +120,8 @@ class BlendingWriter:
         self.transform = transform if transform is not None else Affine.identity()
         self.crs = crs
         self._dir = Path(tempfile.mkdtemp(prefix="geoseg-blend-", dir=tmp_dir))
+        if tmp_dir is not None:  # a caller's folder (a run's staging): as the umask asks, not 0700, so a
+            follow_umask(self._dir, 0o777)  # group member can clear what a killed run of a colleague left
         # a writer used without `with` and dropped (a notebook cell) left 4 x (classes + 1) bytes a pixel
         # in /tmp; the folder now goes with the object, or at exit
         self._remove_dir = weakref.finalize(self, shutil.rmtree, str(self._dir), True)

@@ -80,8 +80,16 @@ def _lock(path: Path, command: str) -> int | None:
     """The open, locked ``path`` with this run's record written in it; None (and no file) where the
     file system has no locks (some network file systems): the run goes on, as before locks."""
     while True:
+        writable = True
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides: a group's shared folder
+        except PermissionError:
+            # another user's lock file, left by a run killed with kill -9 (the folder itself is writable: a
+            # group's shared --out): locked read-only, as flock allows; its record is the old run's
+            try:
+                fd, writable = os.open(path, os.O_RDONLY), False
+            except OSError as exc:
+                raise ValueError(f"cannot write into the --out folder {path.parent}: {exc.strerror or exc}") from None
         except OSError as exc:
             raise ValueError(f"cannot write into the --out folder {path.parent}: {exc.strerror or exc}") from None
         try:
@@ -104,6 +112,8 @@ def _lock(path: Path, command: str) -> int | None:
         if not same:
             os.close(fd)
             continue
+        if not writable:
+            return fd
         record = {"pid": os.getpid(), "command": command,
                   "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
                   .replace("+00:00", "Z")}
