@@ -418,6 +418,30 @@ def test_serve_command_passes_its_options_to_the_app(tmp_path, monkeypatch):
     assert (settings.workers, settings.max_pixels) == (2, 1000)
 
 
+def test_serve_on_a_port_in_use_is_one_line_before_the_app_starts(tmp_path, monkeypatch):
+    # uvicorn ran the app's start-up (the job table, the supervisor), then printed its own
+    # "ERROR: [Errno 98] error while attempting to bind" and exited 3: `make run` typed twice
+    import socket
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from geoseg.cli import app as cli
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.append(target))
+    for name in SERVE_VARIABLES:
+        monkeypatch.setenv(name, "")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--port", str(port), "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 1 and calls == [], result.output
+    assert result.output.strip() == (f"geoseg serve: error: cannot listen on 127.0.0.1:{port}: Address already in "
+                                     "use; stop what uses it (another geoseg serve?) or give another --port")
+
+
 def test_serve_command_keeps_the_environment_unless_an_option_is_given(tmp_path, monkeypatch):
     import uvicorn
     from typer.testing import CliRunner

@@ -34,6 +34,27 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _port_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (address in use, not an address of this machine), as
+    uvicorn binds it (SO_REUSEADDR), or None. A check before the start-up: the moment between it and
+    uvicorn's own bind is left to uvicorn."""
+    import socket
+
+    if port == 0:
+        return None
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        return f"no such host ({exc.strerror})"
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def _held_by_another_server(data_dir: Path) -> bool:
     """Whether a running server holds ``data_dir`` (``api.app`` flocks ``DATA_DIR/server.lock`` for
     its lifetime). Asked here because the app's own refusal comes from its start-up, where uvicorn
@@ -111,6 +132,10 @@ def serve(
               f"folder owned by another user (a host folder mounted into a container: chown it to uid {os.getuid()})")
     if _held_by_another_server(data_dir):
         _fail(f"another geoseg server is using --data-dir {data_dir}; stop it or give another folder")
+    busy = _port_taken(host, port)
+    if busy:  # uvicorn ran the app's start-up, then printed its own ERROR line and exited 3
+        _fail(f"cannot listen on {host}:{port}: {busy}; stop what uses it (another geoseg serve?) or give "
+              f"another --port")
     if models is not None and not models.is_dir():
         what = "is a file, not a folder" if models.exists() else "no such folder"
         _fail(f"--models {models} (GEOSEG_MODELS_DIR): {what}; give the folder of the models jobs may name "
