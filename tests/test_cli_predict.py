@@ -439,7 +439,8 @@ def test_a_folder_copied_from_a_mac_is_not_failed_by_its_hidden_appledouble_file
 def test_sidecars_a_shell_pattern_sweeps_in_are_left_out_of_the_batch(tmp_path):
     """``geoseg predict scenes/* --out r/``: the shell passes the sidecars too. The .aux.xml and .msk
     each failed (exit 1, every scene done) and the .ovr, a GeoTIFF of overviews, was predicted as an
-    ungeoreferenced scene into r/a.tif/. A sidecar given without its raster is still an input."""
+    ungeoreferenced scene into r/a.tif/. A sidecar given without its raster fails as what it is (it was
+    predicted: overviews without georeferencing, or buildings found in a mask read as grey imagery)."""
     _crops(tmp_path / "s", "a.tif", "b.tif")
     _crops(tmp_path / "t", "lone.tif")
     s = tmp_path / "s"
@@ -462,7 +463,9 @@ def test_sidecars_a_shell_pattern_sweeps_in_are_left_out_of_the_batch(tmp_path):
     assert f"warning: {summary['warnings'][0]}" in result.stderr
     alone = CliRunner().invoke(app, ["predict", str(s / "b.tif"), str(tmp_path / "t" / "lone.tif.ovr"), "--out",
                                      str(tmp_path / "o2"), *FAST])
-    assert "2 predicted" in alone.stdout, alone.output  # its raster is not there: taken as given
+    assert alone.exit_code == 1 and "1 predicted, 0 already done, 1 failed" in alone.stdout, alone.output
+    assert ("lone.tif.ovr is the external overviews of lone.tif, which is not beside it, not a scene: predict "
+            "lone.tif") in alone.output
 
 
 def test_a_prediction_of_a_relative_path_is_scored_from_any_folder(tmp_path, monkeypatch):
@@ -1392,6 +1395,11 @@ def test_an_overview_or_mask_sidecar_given_alone_is_named_as_its_rasters(tmp_pat
         result = runner.invoke(app, ["predict", str(tmp_path / sidecar), "--out", str(tmp_path / "o"), *FAST])
         assert_one_line_error(result, "predict", f"{sidecar} is the {kind} of scene.tif", "predict scene.tif")
         assert not (tmp_path / "o").exists()
+    # its raster not beside it: the mask was read as one grey band, whose hint (--bands 1,1,1) then
+    # predicted buildings from the mask
+    scene.rename(tmp_path / "elsewhere.tif")
+    result = runner.invoke(app, ["predict", str(tmp_path / "scene.tif.msk"), "--out", str(tmp_path / "o"), *FAST])
+    assert_one_line_error(result, "predict", "scene.tif.msk is the external mask of scene.tif, which is not beside it")
 
 
 def test_a_raster_far_coarser_than_the_models_is_refused_in_one_line(tmp_path):

@@ -363,18 +363,21 @@ RASTER_SIDECARS = {".ovr": "external overviews", ".msk": "external mask"}
 
 def sidecar_of(location: RasterPath) -> str | None:
     """Why ``location`` is no scene: 'the external overviews of x.tif' for ``x.tif.ovr`` (or the
-    mask of ``x.tif.msk``) when ``x.tif`` lies beside it; else None.
+    mask of ``x.tif.msk``), ``x.tif`` beside it or not; else None.
 
     Why: GDAL opens such a file as a raster, so ``geoseg predict x.tif.ovr`` predicted the
     overviews as a scene of their own (half the resolution, no georeferencing: buildings in pixel
-    coordinates) and ``x.tif.msk`` failed as '1 band(s)'."""
+    coordinates) and ``x.tif.msk`` failed as '1 band(s)' (whose hint, ``--bands 1,1,1``, then
+    predicted buildings from the mask), its raster beside it or not."""
     if is_virtual(location):
         return None
     name = absolute_path(location)
     stem, suffix = os.path.splitext(name)
     kind = RASTER_SIDECARS.get(suffix.lower())
-    if kind is None or Path(stem).suffix.lower() not in RASTER_SUFFIXES or not os.path.exists(stem):
+    if kind is None or Path(stem).suffix.lower() not in RASTER_SUFFIXES:
         return None
+    if not os.path.exists(stem):
+        return f"the {kind} of {Path(stem).name}, which is not beside it"
     return f"the {kind} of {Path(stem).name}, which GDAL reads with it"
 
 
