@@ -1676,6 +1676,27 @@ def test_a_copy_of_a_scene_an_earlier_batch_predicted_into_the_out_takes_its_out
     assert other.exit_code == 0 and ran == ["b.tif", "a_resent.tif", "b.tif"], other.output
 
 
+def test_a_copy_added_under_a_name_sorting_first_takes_the_predicted_scenes_outputs(tmp_path, monkeypatch):
+    """The first given of inputs of one content runs, the others copy it: a copy added beside a scene
+    already predicted, its name sorting before it (a_copy.tif beside m.tif), was that first, and ran
+    the models again for outputs m's folder held."""
+    import geoseg.pipeline
+
+    _crops(tmp_path / "s", "m.tif")
+    out = tmp_path / "o"
+    assert CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), *FAST]).exit_code == 0
+    (tmp_path / "s" / "a_copy.tif").write_bytes((tmp_path / "s" / "m.tif").read_bytes())
+    ran: list[str] = []
+    predict_scene = geoseg.pipeline.predict_scene
+    monkeypatch.setattr(geoseg.pipeline, "predict_scene",
+                        lambda p, *a, **k: ran.append(raster_name(p)) or predict_scene(p, *a, **k))
+    later = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), *FAST])
+    assert later.exit_code == 0, later.output
+    assert ran == [] and "0 predicted, 1 copied (the same content as another input), 1 already done" in later.stdout
+    report = json.loads((out / "a_copy" / "report.json").read_text())
+    assert report["same_content_as"] == str(tmp_path / "s" / "m.tif")
+
+
 def test_a_scene_moved_since_an_earlier_batch_takes_its_outputs_from_the_record(tmp_path, monkeypatch):
     """A delivery re-sent under new names or into another folder, the old files gone: the earlier
     folders' inputs were not there to compare with, so each scene ran the models again. Their

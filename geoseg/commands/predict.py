@@ -399,6 +399,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     recorded = {name: content for name, content in recorded.items() if name not in given}
     same: dict[RasterPath, RasterPath] = dict(same_as_recorded(inputs, recorded, reading))
     rest = [p for p in inputs if p not in same]  # those known by a record are not read again
+    rest = _current_first(rest, out, options)
     same |= {p: first for p, first in same_content([*earlier, *rest], reading).items()
              if str(p) in given}
     echo_warnings(notes)  # before the batch's time is spent, not after it
@@ -458,6 +459,34 @@ def _touched_but_unchanged(out: Path, inputs: list[RasterPath], options: Predict
     # its own record (or a twin's), and the file as it was before it was read through
     return [p for p, name in found.items() if records[name] == records[str(p)]
             and refresh_input_file(out / raster_stem(p), p, seen[str(p)])]
+
+
+def _current_first(inputs: list[RasterPath], out: Path, options: PredictOptions) -> list[RasterPath]:
+    """``inputs`` with those whose folder in ``out`` is current first (in their order), the rest after.
+
+    Why: of inputs of one content, the first given runs and the others copy its outputs. A copy
+    added under a name sorting before a scene already predicted (``a_copy.tif`` beside ``m.tif``) was
+    that first: predicted again, the models run for outputs a folder already held. Only inputs of a
+    size another input has can be copies, so only their folders are asked."""
+    from geoseg.request_record import outputs_current
+
+    sizes: dict[RasterPath, int | None] = {}
+    for p in inputs:
+        try:
+            sizes[p] = None if is_virtual(p) else os.stat(p).st_size
+        except OSError:
+            sizes[p] = None
+    shared = [size for size in sizes.values() if size is not None]
+
+    def current(p: RasterPath) -> bool:
+        folder = out / raster_stem(p)
+        try:
+            return folder.is_dir() and outputs_current(folder, p, options)
+        except PredictError:  # a folder not of predict's: its job says so
+            return False
+
+    done = {p for p in inputs if sizes[p] is not None and shared.count(sizes[p]) > 1 and current(p)}
+    return [p for p in inputs if p in done] + [p for p in inputs if p not in done]
 
 
 def _earlier_inputs(out: Path, inputs: list[RasterPath],
