@@ -745,6 +745,23 @@ def test_one_input_and_a_batch_do_not_mix_their_layouts_in_one_out(tmp_path):
     assert not (tmp_path / "o" / "a" / "batch.json").exists() and not (tmp_path / "o" / "a" / "a").exists()
 
 
+def test_one_input_into_the_results_of_another_input_is_refused(tmp_path):
+    """Scheduler array jobs, each task ``geoseg predict scene_$ID.tif --out results``: each replaced
+    the last one's results without a word. The same input again (another version, moved) replaces them."""
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    out = tmp_path / "o"
+    assert CliRunner().invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), "--out", str(out), *FAST]).exit_code == 0
+    before = (out / "report.json").read_bytes()
+    other = CliRunner().invoke(app, ["predict", str(tmp_path / "s" / "b.tif"), "--out", str(out), *FAST])
+    assert_one_line_error(other, "predict", f"{out} holds the results of another input, a.tif (report.json): b.tif's "
+                                            f"would replace them", f"--out {tmp_path / 'b'}", f"remove {out} first")
+    assert (out / "report.json").read_bytes() == before
+    (tmp_path / "t").mkdir()
+    (tmp_path / "s" / "a.tif").rename(tmp_path / "t" / "a.tif")
+    again = CliRunner().invoke(app, ["predict", str(tmp_path / "t" / "a.tif"), "--out", str(out), *FAST])
+    assert again.exit_code == 0, again.output
+
+
 def test_a_folder_missing_one_of_its_files_is_predicted_again_and_the_line_says_why(tmp_path):
     """A batch folder that lost one of its outputs (buildings.gpkg deleted) was predicted again, as it must
     be, but the line said only 'held results of other options, of another input or model, or of an

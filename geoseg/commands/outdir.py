@@ -40,10 +40,11 @@ def make_out_folder(out: Path) -> None:
 ONE_INPUT_REPORT = "report.json"
 
 
-def check_predict_layout(out: Path, batch: bool, stem: str | None = None) -> None:
+def check_predict_layout(out: Path, batch: bool, stem: str | None = None, name: str | None = None) -> None:
     """Refuse a ``geoseg predict`` whose layout differs from the one ``out`` already holds, before
     anything is written: one input (or ``--mosaic``) writes its files into ``out`` itself, a batch a
-    folder per input and ``batch.json``. ``stem``: the one input's (for the hint).
+    folder per input and ``batch.json``. ``stem``: the one input's (for the hint); ``name``: its file
+    name, refused where ``out`` holds the results of one input of another name.
 
     Why: ``geoseg predict scenes/broken.tif --out results``, re-running the one input a batch into
     ``results`` had failed, wrote its buildings and ``report.json`` into ``results/`` among the batch's
@@ -55,9 +56,30 @@ def check_predict_layout(out: Path, batch: bool, stem: str | None = None) -> Non
                          f"its files into --out itself, among them; run the batch's command again (its finished "
                          f"inputs are skipped, failed ones predicted again){hint}")
     report = out / ONE_INPUT_REPORT
+    other = _one_inputs_name(report) if name is not None and not batch else None
+    if other is not None and other != name:
+        # scheduler array jobs, `geoseg predict scene_$ID.tif --out results`: each task replaced the
+        # last one's results, without a word
+        raise ValueError(f"{out} holds the results of another input, {other} ({ONE_INPUT_REPORT}): {name}'s would "
+                         f"replace them; give each scene an --out of its own (e.g. --out {out.parent / (stem or 'NAME')}; "
+                         f"several INPUTs in one command write a folder each), or remove {out} first")
     if batch and report.is_file():
         raise ValueError(f"{out} holds the results of one input ({ONE_INPUT_REPORT}, buildings and class map "
                          f"files): a batch writes a folder per input among them; give another --out")
+
+
+def _one_inputs_name(report: Path) -> str | None:
+    """The file name of the input whose results ``report`` (one input's report.json) holds; None when
+    there is none, or it cannot be read (the run replaces such a folder, as before)."""
+    import json
+
+    from tiles.rasterpath import raster_name
+
+    try:
+        recorded = json.loads(report.read_text()).get("input")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return raster_name(recorded) if isinstance(recorded, str) and recorded else None
 
 
 def check_not_another_commands_out(out: Path, command: str) -> None:
