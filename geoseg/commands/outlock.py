@@ -18,6 +18,7 @@ import datetime
 import errno
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,9 @@ def hold_out_folder(out: Path, command: str, key: str = "") -> Iterator[None]:
         path = lock_path(out, key)
         fd = _lock(path, command)
         if fd is None:  # a file system without locks: runs are not kept apart there
+            # said, not silent: two array tasks into one DIR there lost batch.json records and scratch
+            warnings.warn(f"the file system of {out} has no locks (flock): another run into it at the same time "
+                          "would not be refused; give each run an --out of its own there", stacklevel=3)
             yield
             return
         try:
