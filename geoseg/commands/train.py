@@ -149,6 +149,7 @@ def train(
             # chips': one line, no bar
             teacher_card = read_card(find_task_card(teacher, task))
             check_teacher_fits(teacher_card, data, task, gsd)
+            _warn_of_val_ground_in_train(data)  # the student's card is distill's: it is not recorded there yet
             command += ["--teacher", absolute(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", absolute(init)] if init is not None else []
             command += ["--gsd", f"{gsd:g}"] if gsd is not None else []
@@ -271,6 +272,35 @@ def _warn_of_stale_chips(data: Path) -> None:
                    f"files they come from changed: {', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}; they "
                    f"still hold the old pixels or labels: run their geoseg tile command again to cut them anew",
                    err=True)
+
+
+def _warn_of_val_ground_in_train(data: Path) -> float | None:
+    """A warning line when more than ``LEAK_SHARE`` of the ground of the chip folder ``data``'s val
+    chips lies inside its train chips' (``geoseg.training.split_overlap``); returns that share, None
+    where unknown (a pack, or chips without footprints: nothing is said).
+
+    Why: a validation scene of a training scene's ground (the same block at another zoom, or
+    re-encoded) cut with ``geoseg tile --split val`` gave ``metrics.val`` on ground the model was
+    trained on, 99.9 % of it, without a word."""
+    from geoseg.training.split_overlap import LEAK_SHARE, chip_dir_overlap
+
+    overlap = chip_dir_overlap(data) if data.is_dir() else None
+    if overlap is None:
+        return None
+    if overlap.share > LEAK_SHARE:
+        pairs = [f"{val} on {train} {share:.0%}" for val, train, share in overlap.scenes]
+        typer.echo(f"warning: {overlap.share:.0%} of the ground of the val chips in {data} lies inside the train "
+                   f"chips' ({', '.join(pairs[:5])}{', ...' if len(pairs) > 5 else ''}): the validation figures "
+                   f"and the weights chosen on them then measure memory, not generalisation; split by area, "
+                   f"validating on ground no training scene covers (at any zoom)", err=True)
+    return round(overlap.share, 4)
+
+
+def _with_val_ground_in_train(training: dict, share: float | None) -> dict:
+    """The card's ``training`` block with ``val_ground_in_train`` (``share``, None: unknown) after ``splits``."""
+    items = [(key, value) for key, value in training.items() if key != "val_ground_in_train"]
+    at = next((i + 1 for i, (key, _) in enumerate(items) if key == "splits"), len(items))
+    return dict([*items[:at], ("val_ground_in_train", share), *items[at:]])
 
 
 def refuse_shipped_folder(out: Path) -> None:
@@ -514,6 +544,7 @@ def _train_teacher(
     check_chips_have_labels(data, task, data_path)
     data = with_stated_gsd(data, gsd, task)  # --gsd, or Dubai's estimate, for chips that carry none
     working_gsd(data, estimate=DUBAI_GSD_M if task == "landcover" else None)  # mixed GSDs fail before training
+    val_ground_in_train = _warn_of_val_ground_in_train(data_path)  # the chips can train: is their val ground new?
     steps = None if epochs is None else max(1, epochs * math.ceil(n_train / batch_size))
     cfg = TrainConfig(
         budget_s=None if minutes is None else minutes * 60.0, steps=steps, batch_size=batch_size, device=device,
@@ -550,6 +581,7 @@ def _train_teacher(
             # the weights carry what the initial model learnt from its data: its credits stay
             card["credits"] = list(dict.fromkeys([*card["credits"], *read_card(init_card).get("credits", [])]))
         card["metrics"]["command"] = shlex.join(command)
+        card["training"] = _with_val_ground_in_train(card["training"], val_ground_in_train)
         if name is not None:
             card["name"] = name
         keep_finished_model(card, out)
