@@ -448,3 +448,96 @@ def test_sweep_scores_only_the_named_block_and_can_keep_a_pixel_iou_floor(tmp_pa
         with pytest.raises(SystemExit) as exit_:
             tb.main(["sweep", "--cache", str(tmp_path), *argv])
         assert exit_.value.code == 2 and says in capsys.readouterr().err
+
+
+OWN_SOURCE = data_root() / "buildings" / "kampala" / "kampala_z19_1.tif"
+PROG = "python -m geoseg.training.tune_buildings"
+
+
+@pytest.fixture
+def own_scene(tmp_path) -> tuple[Path, Path]:
+    """A team's own validation scene (``mine/val/myval.tif``, README layout) and its outlines elsewhere:
+    a 256 px crop of a Kampala scene, a contract check and no tuning (not a shared file: the guard
+    reads the shared data's names and bytes)."""
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+
+    scene = tmp_path / "mine" / "val" / "myval.tif"
+    scene.parent.mkdir(parents=True)
+    window = Window(256, 128, 256, 256)
+    with rasterio.open(OWN_SOURCE) as src:
+        profile = dict(src.profile, width=256, height=256, transform=window_transform(window, src.transform))
+        with rasterio.open(scene, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    labels = tmp_path / "mine" / "outlines.geojson"
+    shutil.copy(OWN_SOURCE.parent / "labels.geojson", labels)
+    return scene, labels
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str]:
+    """``tb.main``'s exit status (a usage error's too) and its stderr."""
+    capsys.readouterr()
+    try:
+        rc = tb.main(argv)
+    except SystemExit as exit_:
+        rc = exit_.code
+    return rc, capsys.readouterr().err
+
+
+def test_cache_runs_on_a_teams_own_scene_and_labels(own_scene, tiny_models, tmp_path, capsys):  # noqa: F811
+    """``cache --scene S --labels L``: exactly that scene is cached, scored later against L (the README
+    sends a team with its own building model here; the shared validation blocks were cached instead)."""
+    scene, labels = own_scene
+    out = tmp_path / "cache"
+    rc, err = run_main(["cache", "--out", str(out), "--card", tiny_models["buildings"], "--profile", "fast",
+                        "--threads", "1", "--scene", str(scene), "--labels", str(labels)], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["myval.json", "myval.npz"]
+    (cached,) = tb.load_cache(out)
+    assert (cached.name, cached.input_path, cached.labels_path) == ("myval", scene, labels)
+    assert cached.covered.all() and cached.landcover is not None
+    scores = tb.score(cached, BuildingPostprocess(), tmp_path)
+    assert scores["n_truth"] > 0  # the given outlines lie on the scene
+    assert list(tb.by_block({"scenes": [scores]})) == ["myval"]  # its own group, not a nameless block
+
+
+def test_cache_without_scenes_keeps_the_shared_validation_blocks():
+    plan = tb.cache_plan([], None)
+    assert [p for p, _ in plan] == tb.validation_scenes()
+    assert all(labels == p.parent / "labels.geojson" for p, labels in plan)
+
+
+def test_cache_errors_a_user_can_cause_are_one_line(own_scene, tmp_path, monkeypatch, capsys):
+    """A missing scene or labels, labels off the scene, a test scene, no validation scene under
+    $GEOSEG_DATA: one line on stderr and a non-zero exit, before any model runs (it was a traceback)."""
+    scene, labels = own_scene
+    monkeypatch.setattr(tb, "predict_probabilities", lambda *a, **k: pytest.fail("a model ran"))
+    held_out = tmp_path / "mine" / "test" / "mytest.tif"
+    held_out.parent.mkdir()
+    shutil.copy(scene, held_out)
+    other = data_root() / "buildings" / "nairobi" / "labels.geojson"
+    out = ["cache", "--out", str(tmp_path / "cache")]
+    for argv, says in (
+        (["--scene", str(tmp_path / "nowhere.tif"), "--labels", str(labels)], "no such scene"),
+        (["--scene", str(scene)], "no labels for"),
+        (["--scene", str(scene), "--labels", str(tmp_path / "nowhere.geojson")], "labels not found"),
+        (["--scene", str(scene), "--labels", str(other)], "do not overlap"),
+        (["--scene", str(TEST_SCENE)], "TEST scene"),
+        (["--scene", str(held_out), "--labels", str(labels)], "held-out test scenes"),
+        (["--scene", str(scene), "--scene", str(tmp_path / "gone" / "other.tif"), "--labels", str(labels)],
+         "no such scene"),
+    ):
+        rc, err = run_main(out + argv, capsys)
+        assert rc == 1 and err.startswith(f"{PROG} cache: error: ") and err.count("\n") == 1, (argv, err)
+        assert says in err, (argv, err)
+    shutil.copy(scene, tmp_path / "myval.tif")
+    rc, err = run_main(out + ["--scene", str(scene), "--scene", str(tmp_path / "myval.tif"), "--labels", str(labels)],
+                       capsys)
+    assert rc == 1 and "two scenes named myval" in err and err.count("\n") == 1
+    monkeypatch.setenv("GEOSEG_DATA", str(tmp_path / "mydata"))
+    rc, err = run_main(out, capsys)
+    assert rc == 1 and "no validation scene under" in err and "--scene" in err and err.count("\n") == 1
+    rc, err = run_main(out + ["--labels", str(labels)], capsys)
+    assert rc == 1 and "--labels goes with --scene" in err and err.count("\n") == 1
+    rc, err = run_main(["cache"], capsys)  # argparse's own usage errors: one line too, exit 2
+    assert rc == 2 and err.startswith(f"{PROG} cache: error: ") and err.count("\n") == 1
