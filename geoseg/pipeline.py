@@ -45,7 +45,7 @@ from geoseg.options import PredictError, PredictOptions
 from geoseg.output_files import OUTPUT_FILES, OUTPUT_SIDECARS
 from geoseg.progress import StageProgress, StageWork, run_seconds, stage_weights, tracing_share
 from geoseg.request_record import request_record
-from geoseg.staging import make_staging, remove_abandoned
+from geoseg.staging import make_staging, other_hosts_note, remove_abandoned
 from geoseg.strict_json import json_safe
 from geoseg.tiled_inference import (HeadResult, TilePlan, gsd_scale, head_plan, plan_tiles, run_head, scene_gsd,
                                    upsampling_cap)
@@ -374,6 +374,8 @@ def predict_scene(
     made_out_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_abandoned(out_dir)  # first: what they held is free space for this run
+    if (others := other_hosts_note(out_dir)) is not None:
+        notes.append(others)
     staging = make_staging(out_dir)
     work = staging / "work"  # the staging folder is this run's alone; mkdir, unlike mkdtemp, follows the umask
     work.mkdir()

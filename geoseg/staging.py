@@ -58,3 +58,22 @@ def remove_abandoned(out_dir: Path) -> list[Path]:
             shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
     return removed
+
+
+def other_hosts_note(out_dir: Path) -> str | None:
+    """A note naming the staging folders in ``out_dir`` of runs on other hosts, which ``remove_abandoned``
+    leaves (it cannot tell whether they still run); None when there are none.
+
+    Why: a cluster task killed on one node and re-run on another (a SLURM requeue, a new pod) left its
+    folder, up to ~19 bytes a pixel, for ever, and nothing said so."""
+    try:
+        others = sorted(p.name for p in out_dir.glob(f"{PREFIX}*")
+                        if (owner := _OWNED.fullmatch(p.name)) and owner["host"] != _host() and p.is_dir())
+    except OSError:
+        return None
+    if not others:
+        return None
+    shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+    return (f"{out_dir} holds {len(others)} staging folder{'s' if len(others) > 1 else ''} of runs on other hosts "
+            f"({shown}): this run cannot tell whether they still run; remove them once those runs are gone "
+            f"(each holds up to ~19 bytes a pixel of its scene)")
