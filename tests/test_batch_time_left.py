@@ -57,7 +57,7 @@ def test_the_batch_log_estimates_from_the_scenes_that_succeeded(tmp_path: Path, 
     run_batch(["bad1", "bad2", "a", "b", "c"], lambda p: tmp_path / p, partial(_slow_unless_bad, clock),
               scheduler="sync", description="predict", clock=clock)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "predict 1/5 bad1: failed (0 s)" and lines[1] == "predict 2/5 bad2: failed (0 s)"
+    assert lines[0] == "predict 1/5 bad1: failed (0 s): unreadable" and lines[1].startswith("predict 2/5 bad2: failed (0 s)")
     assert lines[2] == "predict 3/5 a: done (60 s, about 120 s left)"
     assert lines[3] == "predict 4/5 b: done (120 s, about 60 s left)"
 

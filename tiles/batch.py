@@ -106,13 +106,19 @@ def failure_line(name: str, error: str, plain: Collection[str] = PLAIN_KINDS) ->
     it is not one of ``plain`` (``name: KeyError: 'x'``). Why: a job's own errors often start with the
     input's name too, and ``geoseg tile`` printed ``kampala.tif: FileNotFoundError: kampala.tif: label
     file ...``; a class name in front of a message written for the user told them nothing more."""
-    kind, sep, message = error.split("\n")[0].partition(": ")  # not splitlines: a name may end in \r
     shown = repr(name) if has_control_character(name) else name
+    return f"{shown}: {failure_message(error, plain, name)}"
+
+
+def failure_message(error: str, plain: Collection[str] = PLAIN_KINDS, name: str | None = None) -> str:
+    """``failure_line``'s message alone: the error's first line, ``name: `` left off its start, its kind
+    only when not one of ``plain``."""
+    kind, sep, message = error.split("\n")[0].partition(": ")  # not splitlines: a name may end in \r
     if not sep or not message:
-        return f"{shown}: {kind}"
-    if message.startswith(f"{name}: "):
+        return kind
+    if name is not None and message.startswith(f"{name}: "):
         message = message[len(name) + 2:]
-    return f"{shown}: {message}" if kind in plain else f"{shown}: {kind}: {message}"
+    return message if kind in plain else f"{kind}: {message}"
 
 
 #: a run id: the hex digits that name one run_batch's scratch paths
@@ -381,7 +387,8 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
               weigh: Callable[[RasterPath], float | None] | None = None,
               startup: Callable[[Path], float | None] | None = None,
               clock: Callable[[], float] = time.monotonic,
-              keep_old: Callable[[str], bool] | None = None) -> BatchReport:
+              keep_old: Callable[[str], bool] | None = None,
+              plain_kinds: Collection[str] = PLAIN_KINDS) -> BatchReport:
     """Run ``work`` on every input without a current output (see module docstring); ``on_update``
     is called with the report once the skipped inputs are known and after each input finishes
     (``tiles.batch_summary`` writes it down).
@@ -395,7 +402,8 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
     to run only, for the time left (``BatchTimeLeft``, on ``clock``). ``startup(output)``: of the
     seconds of an input run in this process (``scheduler="sync"``), those its job spent starting up,
     read from its output once in place (predict: its models' loading), left out of the time left.
-    ``keep_old``: which files of an out-of-date output the new one takes over (``run_one``)."""
+    ``keep_old``: which files of an out-of-date output the new one takes over (``run_one``).
+    ``plain_kinds``: the error kinds a failed input's log line does not name (``failure_line``)."""
     duplicates = {str(k): v for k, v in (duplicates or {}).items()}
     if duplicates and copy_output is None:
         raise ValueError("run_batch: duplicates need copy_output")
@@ -441,9 +449,13 @@ def run_batch(inputs: Sequence[RasterPath], output_for: Callable[[RasterPath], P
             def log_line(n: int, name: str, what: str) -> None:
                 left = estimate.seconds_left()
                 more = n < len(inputs) and left is not None
+                # a failed input's reason at once: a run stopped (SIGTERM at a scheduler's time limit)
+                # never reached the reasons printed at the batch's end, and its log said only "failed"
+                why = (f": {failure_message(report.failed[name], plain_kinds, raster_name(name))}"
+                       if what == "failed" and name in report.failed else "")
                 progress.console.print(f"{description} {n}/{len(inputs)} {raster_name(name)}: {what} "
-                                       f"({clock() - estimate.started:.0f} s{f', about {left:.0f} s left' if more else ''})",
-                                       highlight=False, soft_wrap=True, markup=False, emoji=False)
+                                       f"({clock() - estimate.started:.0f} s{f', about {left:.0f} s left' if more else ''})"
+                                       f"{why}", highlight=False, soft_wrap=True, markup=False, emoji=False)
 
             if log_lines:
                 # the inputs settled before any ran (already done, or their output refused by is_current)

@@ -412,7 +412,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
                                on_update=summary.update, duplicates={str(p): first for p, first in same.items()},
                                copy_output=lambda first, p, folder: copy_prediction(first, p, folder, options),
                                weigh=functools.partial(_expected_seconds, options=options),
-                               startup=_load_seconds, keep_old=is_users_own)
+                               startup=_load_seconds, keep_old=is_users_own, plain_kinds=_PLAIN_KINDS)
         except KeyboardInterrupt as stop:
             summary.stop(TERMINATED_EXIT if isinstance(stop, Terminated) else 130)
             raise
