@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import socket
 import zipfile
 from pathlib import Path
 
@@ -712,6 +713,7 @@ def test_a_batch_leaves_a_summary_a_script_reads_instead_of_its_output(tmp_path,
     summary = json.loads((tmp_path / "o" / "batch.json").read_text())
     assert (summary["command"], summary["state"], summary["exit_code"]) == ("geoseg predict", "finished", 1)
     assert summary["argv"] == ["geoseg", *args]
+    assert (summary["pid"], summary["host"]) == (os.getpid(), socket.gethostname())  # a pid names a process on a host
     assert summary["totals"] == {"inputs": 3, "done": 2, "redone": 0, "skipped": 0, "failed": 1, "pending": 0}
     a, _, broken = summary["inputs"]
     assert (a["input"], a["status"], a["output"]) == (str(tmp_path / "s" / "a.tif"), "done", str(tmp_path / "o" / "a"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,8 @@ def test_a_second_predict_into_a_dir_in_use_is_refused_at_once(tmp_path):
         before = sorted(os.listdir(out))
         batch = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), *FAST])
         assert_one_line_error(batch, "predict", f"{out} is in use by another run (geoseg predict, pid {first.pid}, "
-                                                "started 20", "use another --out")
+                                                "started 20", f"Z, on host {socket.gethostname()}): wait",
+                              "use another --out")
         one = CliRunner().invoke(app, ["predict", str(tmp_path / "s" / "a.tif"), "--out", str(out), *FAST])
         assert_one_line_error(one, "predict", f"pid {first.pid}")
         mosaic = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), "--mosaic", *FAST])
@@ -85,6 +87,7 @@ def test_a_run_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
     with hold_out_folder(out, "geoseg predict"):
         record = json.loads(lock_path(out).read_text())
         assert record["pid"] == os.getpid() and record["command"] == "geoseg predict"
+        assert record["host"] == socket.gethostname()  # a pid alone names no process on a shared file system
     assert not lock_path(out).exists()
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import socket
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -139,7 +140,8 @@ class BatchSummary:
         entries = [self.entry(p) for p in self.inputs]
         totals = {"inputs": len(entries)} | {s: sum(e["status"] == s for e in entries) for s in STATUSES}
         return {"summary_version": SUMMARY_VERSION, **self.header, "state": state, "exit_code": exit_code,
-                "error": error, "pid": os.getpid(), "started": self.started, "updated": _now(),
+                "error": error, "pid": os.getpid(), "host": socket.gethostname(), "started": self.started,
+                "updated": _now(),
                 "totals": totals, "warnings": list(batch_warnings), "inputs": entries}
 
     def _write(self, state: str, exit_code: int | None, batch_warnings: Sequence[str] = (),

@@ -18,6 +18,7 @@ import datetime
 import errno
 import json
 import os
+import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,7 +119,7 @@ def _lock(path: Path, command: str) -> int | None:
             continue
         if not writable:
             return fd
-        record = {"pid": os.getpid(), "command": command,
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
                   "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
                   .replace("+00:00", "Z")}
         try:
@@ -135,6 +136,8 @@ def _holder(fd: int) -> str:
     """Who holds the lock, from its file: 'geoseg predict, pid 123, started 2026-...Z'."""
     try:
         record = json.loads(os.pread(fd, 4096, 0).decode())
-        return f"{record['command']}, pid {record['pid']}, started {record['started']}"
+        # the host too: on a shared file system the pid alone names no process (a cluster's other nodes)
+        host = f", on host {record['host']}" if record.get("host") else ""
+        return f"{record['command']}, pid {record['pid']}, started {record['started']}{host}"
     except (OSError, ValueError, KeyError, TypeError):  # it has only just taken the lock
         return "pid unknown, just started"
