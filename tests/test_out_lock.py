@@ -206,3 +206,20 @@ def test_a_groups_shared_out_folder_stays_usable_by_every_member(tmp_path, monke
     output_lock.lock_path(out / "a").write_text("")
     with output_lock.output_lock(out / "a"):
         pass
+
+
+def test_a_batch_says_a_folder_another_run_is_writing_is_in_use(tmp_path):
+    """A cluster's collecting batch started while an array task still wrote results/a (one INPUT's
+    predict into it) failed that input as 'not an output of geoseg predict ...: move it', advice to move
+    a folder in use."""
+    _crops(tmp_path / "s", "a.tif", "b.tif")
+    out = tmp_path / "o"
+    task = Holder(out / "a", "geoseg predict")  # as `geoseg predict s/a.tif --out o/a` holds it
+    try:
+        batch = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), *FAST])
+    finally:
+        task.release()
+    assert batch.exit_code == 1, batch.output
+    assert (f"a.tif: {out / 'a'} is being written by another run (geoseg predict, pid {task.pid}, started 20"
+            in batch.stderr), batch.stderr
+    assert "run this batch again once that run has ended" in batch.stderr and (out / "b" / "report.json").is_file()

@@ -31,7 +31,7 @@ try:
 except ImportError:  # Windows: no flock; runs are not kept apart there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["OutFolderInUse", "hold_out_folder", "lock_path"]
+__all__ = ["OutFolderInUse", "hold_out_folder", "in_use_by", "lock_path"]
 
 
 class OutFolderInUse(ValueError):
@@ -130,6 +130,26 @@ def _lock(path: Path, command: str) -> int | None:
             os.close(fd)
             raise ValueError(f"cannot write into the --out folder {path.parent}: {exc.strerror or exc}") from None
         return fd
+
+
+def in_use_by(out: Path) -> str | None:
+    """Who holds ``out``'s lock ('geoseg predict, pid 123, started ...'), or None when no run does (or
+    the file system has no locks). Nothing is created: a folder without a lock file is free."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(lock_path(out), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # a shared lock taken is dropped with it
+    return None
 
 
 def _holder(fd: int) -> str:

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from geoseg import __version__
 from geoseg.commands.outdir import check_not_another_commands_out, check_predict_layout, check_printable_path
-from geoseg.commands.outlock import hold_out_folder
+from geoseg.commands.outlock import hold_out_folder, in_use_by
 from geoseg.commands.termination import TERMINATED_EXIT, Terminated, sigterm_interrupts
 from geoseg.commands.usage import UsageError, usage_errors
 from geoseg.commands.warning_lines import echo_warnings, recorded_warnings, warning_lines
@@ -355,7 +355,6 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
     ``notes``: warnings of the batch known before it runs (printed before it, and in its summary)."""
     from geoseg.pipeline import expected_seconds as _expected_seconds
     from geoseg.prediction_copy import copy_prediction
-    from geoseg.request_record import outputs_current
     from tiles.batch import run_batch
 
     # absolute: a Dask worker runs in its own folder (--model cards are made absolute by the pipeline's
@@ -408,7 +407,7 @@ def _predict_many(inputs: list[RasterPath], out: Path, options: PredictOptions, 
         try:
             report = run_batch(inputs, lambda p: out / raster_stem(p), functools.partial(_predict_into, options),
                                scheduler=scheduler, description="predict",
-                               is_current=lambda p, folder: outputs_current(folder, p, options),
+                               is_current=lambda p, folder: _outputs_current(folder, p, options),
                                on_update=summary.update, duplicates={str(p): first for p, first in same.items()},
                                copy_output=lambda first, p, folder: copy_prediction(first, p, folder, options),
                                weigh=functools.partial(_expected_seconds, options=options),
@@ -460,6 +459,21 @@ def _touched_but_unchanged(out: Path, inputs: list[RasterPath], options: Predict
     # its own record (or a twin's), and the file as it was before it was read through
     return [p for p, name in found.items() if records[name] == records[str(p)]
             and refresh_input_file(out / raster_stem(p), p, seen[str(p)])]
+
+
+def _outputs_current(folder: Path, input_path: RasterPath, options: PredictOptions) -> bool:
+    """``outputs_current``, but a folder another run is writing (one INPUT's ``geoseg predict`` into it, a
+    cluster's array task) is said to be in use, not "not an output of geoseg predict: move it"."""
+    from geoseg.request_record import outputs_current
+
+    try:
+        return outputs_current(folder, input_path, options)
+    except PredictError:
+        holder = in_use_by(folder)
+        if holder is None:
+            raise
+        raise PredictError(f"{folder} is being written by another run ({holder}): left as it is; run this batch "
+                           f"again once that run has ended") from None
 
 
 def _current_first(inputs: list[RasterPath], out: Path, options: PredictOptions) -> list[RasterPath]:
