@@ -59,6 +59,10 @@ def test_buildings_card_gsd_splits_and_data_come_from_the_chips():
     assert card["training"]["splits"] == {"train": "nairobi-1", "val": "nairobi-2", "test": "kampala-2"}
     assert card["training"]["data"] == "/chips/nairobi-0.6"
     assert card["metrics"]["val"]["area"].startswith("nairobi-2 ")
+    # the kept weights' building pixel IoU beside the binary mIoU they were chosen by: a student's card gives
+    # pixel IoU, and the two cards' val figures had no figure in common
+    val = card["metrics"]["val"]
+    assert 0 <= val["pixel_iou"] <= 1 and val["binary_miou"] >= val["pixel_iou"] / 2 - 1e-4  # both rounded
 
 
 def test_the_card_names_the_bands_the_chips_were_cut_with():

@@ -433,8 +433,12 @@ def train_buildings(
     if init_state is not None:  # fine-tuning: continue from a trained checkpoint of the same architecture
         model.load_state_dict(init_state)
     loss_fn = label_loss("buildings", IGNORE_INDEX["buildings"])
-    score = lambda m: evaluate_buildings(m, val, norm, cfg.device, cfg.eval_batch,  # noqa: E731
-                                         progress=_val_progress(scoring, val))["binary_miou"]
+    scored: list[dict[str, Any]] = []  # every validation's figures: the card gives the kept weights' pixel IoU too
+
+    def score(m: nn.Module) -> float:
+        scored.append(evaluate_buildings(m, val, norm, cfg.device, cfg.eval_batch, progress=_val_progress(scoring, val)))
+        return scored[-1]["binary_miou"]
+
     log(f"buildings: {len(train['images'])} train chips, {len(val['images'])} val chips, device {cfg.device}")
     model, hist = train_segmenter(model, train, loss_fn, norm, score, cfg, log, progress, time_left,
                                   val_pixels=int(np.prod(val["labels"].shape)))
@@ -452,7 +456,7 @@ def train_buildings(
         "gsd_m": gsd_m,
         "tile_size": chip_window(data),
         "training": _training_block(data, splits, cfg, hist, "CE(weights 1,1,2)+Dice(1,2), deep supervision x7"),
-        "metrics": {"val": _val_metrics("binary_miou", hist, cfg, splits["val"])},
+        "metrics": {"val": _with_pixel_iou(_val_metrics("binary_miou", hist, cfg, splits["val"]), scored)},
         "credits": data_credits(data, "buildings"),
     }
     return model, card
@@ -539,6 +543,16 @@ def _val_metrics(metric: str, hist: dict, cfg: TrainConfig, area: str) -> dict[s
     best = cfg.keep == "best"
     return {metric: hist["best_val"] if best else hist["final_val"],
             "area": f"{area} " + ("(model selection)" if best else "(monitoring only: last weights kept)")}
+
+
+def _with_pixel_iou(val: dict[str, Any], scored: list[dict[str, Any]]) -> dict[str, Any]:
+    """A building teacher's ``metrics.val`` with the kept weights' building pixel IoU beside the binary mIoU
+    it was chosen by. Why: a student's card gives pixel IoU, and the two cards' ``val`` shared no figure."""
+    kept = next((s for s in reversed(scored) if round(s["binary_miou"], 4) == val["binary_miou"]), None)
+    if kept is None:
+        return val
+    return {"binary_miou": val["binary_miou"], "pixel_iou": round(kept["pixel_iou"], 4),
+            **{k: v for k, v in val.items() if k != "binary_miou"}}
 
 
 def _training_block(data: dict, splits: dict, cfg: TrainConfig, hist: dict, loss: str) -> dict[str, Any]:
