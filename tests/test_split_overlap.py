@@ -115,6 +115,13 @@ def test_train_warns_of_val_chips_on_the_training_ground_and_the_card_says_how_m
     assert "mine_b.tif on mine_a.tif" in warnings[0] and "memory, not generalisation" in warnings[0]
     assert "split by area" in warnings[0]
     assert card["metrics"]["val"]  # the run is not refused: the user may know what they do
+    student = CliRunner().invoke(app, ["train", "buildings", "--data", str(root / "chips-same"), "--out",
+                                       str(root / "student"), "--teacher", str(root / "chips-same-model"),
+                                       "--epochs", "1", "--crop", "32", "--batch-size", "2"])
+    assert student.exit_code == 0, student.output
+    assert "lies inside the train" in student.stderr  # a student's run says it, and its card records it
+    (student_card,) = [json.loads(p.read_text()) for p in (root / "student").glob("*.json")]
+    assert student_card["training"]["val_ground_in_train"] == share
 
 
 def test_val_chips_of_other_ground_give_no_warning_and_a_small_share(zanzibar_crops):

@@ -387,6 +387,15 @@ def _initial_student(init: Path, teacher_card: dict[str, Any]) -> tuple[Student,
     return model, card
 
 
+def _val_ground_in_train(data: Path) -> float | None:
+    """The share of the val chips' ground inside the train chips' (``geoseg.training.split_overlap``), as a
+    teacher's card records it; None for a pack or chips without footprints."""
+    from geoseg.training.split_overlap import chip_dir_overlap
+
+    overlap = chip_dir_overlap(data) if data.is_dir() else None
+    return None if overlap is None else round(overlap.share, 4)
+
+
 def train_student(
     task: str,
     data: Path,
@@ -478,7 +487,8 @@ def train_student(
         "data": data_source(dataset), "device": device, "steps": run.steps, "minutes": round(run.seconds / 60, 2),
         "batch_size": batch_size, "crop": crop, "lr": lr, "first_loss": run.first_loss, "last_loss": run.last_loss,
         # as a teacher's card: the areas of each split, and how many chips (the counts alone were here)
-        "splits": data_splits(dataset), "chips": {s: len(c) for s, c in splits.items()}, "label_loss": label_loss,
+        "splits": data_splits(dataset), "val_ground_in_train": _val_ground_in_train(Path(data)),
+        "chips": {s: len(c) for s, c in splits.items()}, "label_loss": label_loss,
         "augmentation": student_input_text(STUDENT_INPUT[task]),
     }
     if isinstance(student, LiteUNet) and init is None:
