@@ -16,6 +16,7 @@ accuracy; truth 0 (unlabeled) and the truth's no-data pixels are ignored, predic
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from tiles.mapped_area import MappedArea, check_coverage_file
 from tiles.masks import raster_valid_mask
 from tiles.normalize import dataset_bands
 from tiles.palette import open_expanded
-from tiles.rasterpath import RasterPath, as_raster_path, raster_exists, raster_name
+from tiles.rasterpath import RasterPath, as_raster_path, is_virtual, raster_exists, raster_name
 from tiles.source import placed_crs
 
 IOU_MATCH = 0.5
@@ -91,13 +92,47 @@ def match_polygons(pred: list, truth: list, threshold: float = IOU_MATCH) -> lis
     return matches
 
 
-def polygon_scores(pred: list, truth: list, threshold: float = IOU_MATCH) -> dict[str, float]:
-    """SpaceNet polygon precision / recall / F1 at IoU >= ``threshold``."""
+#: how ``evaluate_buildings`` counts, written into its output so a reader need not read this code
+SCORING_RULES = {
+    "polygon_match": f"one-to-one, greedy by IoU (highest first), IoU >= {IOU_MATCH}",
+    "truth": "label polygons (multi-parts and repaired rings split into single polygons) with >= 50 % of their "
+             "area on the scored pixels (valid, and inside --coverage when given)",
+    "labels_left_out_edge": "labels partly on the scored pixels but under 50 %: not truth; a predicted polygon "
+                            "matching no truth that lies >= 50 % on one is not counted (polygon n_ignored)",
+    "pixels": "rasterised at pixel centres on the input's grid; only valid (and --coverage) pixels scored",
+}
+
+
+def polygon_scores(pred: list, truth: list, threshold: float = IOU_MATCH, ignored: list | None = None) -> dict[str, float]:
+    """SpaceNet polygon precision / recall / F1 at IoU >= ``threshold``.
+
+    ``ignored``: labels left out of the truth (a building mostly off the scene); a predicted polygon
+    matching no truth that lies mostly (>= 50 % of its area) on one of them is neither a true nor a false
+    positive (``n_ignored``). Why: the edge rule dropped the label but kept the prediction of its visible
+    part, a false positive: a perfect prediction scored polygon F1 0.93-0.97."""
     matches = match_polygons(pred, truth, threshold)
     tp = len(matches)
-    scores = _prf(tp, len(pred) - tp, len(truth) - tp)
+    matched = {m[0] for m in matches}
+    unmatched = [g for i, g in enumerate(pred) if i not in matched]
+    n_ignored = int(_mostly_on(unmatched, ignored or []).sum())
+    scores = _prf(tp, len(pred) - tp - n_ignored, len(truth) - tp)
     scores["mean_iou_of_matches"] = float(np.mean([m[2] for m in matches])) if matches else 0.0
+    scores["n_ignored"] = n_ignored
     return scores
+
+
+def _mostly_on(geoms: list, others: list, share: float = 0.5) -> np.ndarray:
+    """For each of ``geoms``, whether at least ``share`` of its area lies on one of ``others``."""
+    found = np.zeros(len(geoms), dtype=bool)
+    if not geoms or not others:
+        return found
+    geoms_arr, others_arr = np.asarray(geoms, dtype=object), np.asarray(others, dtype=object)
+    gi, oi = shapely.STRtree(others_arr).query(geoms_arr, predicate="intersects")
+    if gi.size:
+        inter = shapely.area(shapely.intersection(geoms_arr[gi], others_arr[oi]))
+        area = shapely.area(geoms_arr[gi])
+        found[np.unique(gi[inter >= share * np.maximum(area, 1e-12)])] = True
+    return found
 
 
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -150,7 +185,30 @@ def _report(pred_dir: Path) -> dict[str, Any]:
             raise EvaluationError(f"{pred_dir} is a batch's output folder ({len(scenes)} predictions: {shown}): "
                                   f"score each one, e.g. geoseg eval {pred_dir / scenes[0]} ...")
         raise EvaluationError(f"{pred_dir} is not a geoseg predict output (no report.json)")
-    return json.loads(path.read_text())
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # a truncated file said only "Expecting value: line 2 column 1"
+        raise EvaluationError(f"{path} cannot be read as geoseg predict's report ({exc}): predict it again") from None
+    if not isinstance(report, dict) or not isinstance(report.get("input"), str):
+        raise EvaluationError(f"{path} is not geoseg predict's report (no input named in it): predict it again")
+    _check_input_unchanged(report)
+    return report
+
+
+def _check_input_unchanged(report: dict[str, Any]) -> None:
+    """Refuse an input whose size differs from the one predicted (report.json's ``input_file``), warn of one
+    only modified since. Why: eval reads the input's grid and valid pixels; a scene replaced since (another
+    crop of one size) was scored against the old prediction with exit 0: polygon F1 0.81 became 0.29."""
+    recorded, name = report.get("input_file"), report["input"]
+    if not isinstance(recorded, dict) or is_virtual(name) or not os.path.isfile(name):
+        return
+    stat = os.stat(name)
+    if recorded.get("bytes") is not None and recorded["bytes"] != stat.st_size:
+        raise EvaluationError(f"the predicted input {name} has changed since it was predicted ({stat.st_size} bytes, "
+                              f"{recorded['bytes']} then): predict it again, then score it")
+    if recorded.get("modified_ns") is not None and recorded["modified_ns"] != stat.st_mtime_ns:
+        warnings.warn(f"the predicted input {name} was modified since it was predicted (same size): if its "
+                      f"pixels changed, predict it again before scoring", stacklevel=3)
 
 
 def _predicted_bands(report: dict[str, Any]) -> tuple[int, ...] | None:
@@ -235,14 +293,17 @@ def evaluate_buildings(pred_dir: Path, labels_path: RasterPath, where: str | Non
         pred_geoms = pred_geoms[~outside]
     pixel = pixel_scores(pred_mask, truth_mask, scored)
     # ground truth for polygon F1: labels mostly on valid pixels of this scene (inside the mapped area)
-    in_scene = _fraction_on_valid(label_geoms, transform, shape, scored, pixel_area) >= 0.5
+    on_scored = _fraction_on_valid(label_geoms, transform, shape, scored, pixel_area)
+    in_scene = on_scored >= 0.5
     truth = list(label_geoms[in_scene])
-    polygon = polygon_scores(list(pred_geoms), truth)
+    edge = label_geoms[~in_scene & (on_scored > 0)]  # buildings mostly off the scene: neither to find nor to miss
+    polygon = polygon_scores(list(pred_geoms), truth, ignored=list(edge))
     return {"task": "buildings", "prediction": str(pred_dir), "labels": str(labels_path),
             **({"labels_layer": layer} if layer is not None else {}),
             **({"labels_where": where} if where is not None else {}),
             "pixel": pixel, "polygon": polygon, "n_predicted": len(pred_geoms), "n_truth": len(truth),
-            "valid_pixels": int(valid.sum()), **mapped}
+            "n_labels_left_out_edge": len(edge), "valid_pixels": int(valid.sum()), **mapped,
+            "rules": SCORING_RULES}
 
 
 def _mapped_pixels(coverage: RasterPath, crs, transform, valid: np.ndarray, input_path: RasterPath) -> np.ndarray:
@@ -315,7 +376,8 @@ def _disjoint_groups(geoms: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(group_of == g) for g in range(int(group_of.max()) + 1)]
 
 
-def _class_indices(truth: np.ma.MaskedArray, truth_path: RasterPath) -> np.ndarray:
+def _class_indices(truth: np.ma.MaskedArray, truth_path: RasterPath, n_classes: int | None = None,
+                   names: dict[int, str] | None = None) -> np.ndarray:
     """Truth class indices, 0 (ignored) where the truth raster has no data (its nodata value, mask or
     NaN), as the resampled path already does; a value that is no class index is an error."""
     data = np.ma.getdata(truth)
@@ -327,6 +389,12 @@ def _class_indices(truth: np.ma.MaskedArray, truth_path: RasterPath) -> np.ndarr
     if bad.size:
         raise EvaluationError(f"truth raster {truth_path} holds {bad.flat[0]:g}, not a class index (integers >= 0, "
                               f"0 unlabeled); mark no-data pixels with the raster's nodata value")
+    if n_classes is not None and values.size and values.max() >= n_classes:
+        # it said only "class index >= 6 found (truth max 255, ...)": a 255 of undeclared nodata, most often
+        shown = ", ".join(f"{k} {v}" for k, v in sorted((names or {}).items()))
+        raise EvaluationError(f"truth raster {truth_path} holds {values.max():g}, past the class map's classes "
+                              f"(0-{n_classes - 1}{': ' + shown if shown else ''}); if it marks no data, declare "
+                              f"it as the raster's nodata value (gdal_edit.py -a_nodata {values.max():g})")
     return np.where(ignored, 0, data).astype(np.int64)
 
 
@@ -357,7 +425,7 @@ def evaluate_classmap(pred_dir: Path, truth_path: RasterPath) -> dict[str, Any]:
         try:
             for tile in tile_grid(pred_ds.width, pred_ds.height, 1024, 0):
                 pred = pred_ds.read(1, window=tile.core)
-                truth = _class_indices(reader.read(1, window=tile.core, masked=True), truth_path)
+                truth = _class_indices(reader.read(1, window=tile.core, masked=True), truth_path, n_classes, names)
                 confusion += confusion_matrix(truth, pred, n_classes)
         finally:
             if reader is not truth_ds:

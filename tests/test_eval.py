@@ -107,6 +107,30 @@ def test_buildings_against_real_labels_known_answer(tmp_path):
     assert scores["pixel"]["recall"] < perfect["pixel"]["recall"]
 
 
+def test_a_perfect_prediction_scores_one_whatever_the_scene_edge_cuts(tmp_path):
+    """Labels mostly off the scene are no truth, but the prediction of their visible part counted as a
+    false positive: the labels clipped to the scene (all a perfect model sees) scored polygon F1 0.93-0.97.
+    Such a prediction now counts neither way (n_ignored); the output says which rules it counted by."""
+    with rasterio.open(SCENE) as src:
+        crs, bounds = src.crs, src.bounds
+    frame = shapely.box(*bounds)
+    labels = gpd.read_file(LABELS).to_crs(crs)
+    clipped = [g for g in shapely.intersection(shapely.make_valid(labels.geometry.values), frame)
+               if not g.is_empty and g.area > 0]
+    scores = evaluate_buildings(_fake_prediction(tmp_path, clipped, crs), LABELS)
+    assert scores["n_labels_left_out_edge"] > 0  # the scene's edge cuts buildings, mostly off it
+    assert scores["polygon"]["n_ignored"] == scores["n_labels_left_out_edge"]
+    assert (scores["polygon"]["fp"], scores["polygon"]["fn"], scores["polygon"]["f1"]) == (0, 0, pytest.approx(1.0))
+    assert scores["rules"]["polygon_match"].endswith("IoU >= 0.5")
+    # a prediction off every label is still a false positive, near the edge or not
+    corners = [shapely.box(x, y, x + 3, y + 3) for x in (bounds.left + 1, bounds.right - 4)
+               for y in (bounds.bottom + 1, bounds.top - 4)]
+    stray = next(c for c in corners if not labels.geometry.intersects(c).any())
+    (tmp_path / "b").mkdir()
+    with_stray = evaluate_buildings(_fake_prediction(tmp_path / "b", [*clipped, stray], crs), LABELS)
+    assert (with_stray["polygon"]["fp"], with_stray["polygon"]["n_ignored"]) == (1, scores["polygon"]["n_ignored"])
+
+
 def test_only_the_labels_near_the_scene_are_read_and_the_scores_are_the_same(tmp_path, monkeypatch):
     """A team scores each scene against its country-wide file: eval read every feature of it for
     every scene. It now reads the features near the scene (as ``geoseg tile`` does), with the
@@ -231,7 +255,9 @@ def test_classmap_truth_nodata_is_ignored_like_unlabeled(tmp_path, dtype, nodata
     truth[0, :] = -2 if dtype != "uint8" else 7
     with rasterio.open(tmp_path / "raw.tif", "w", dtype=dtype, **profile) as ds:  # no nodata declared
         ds.write(truth, 1)
-    with pytest.raises(EvaluationError, match="class index"):
+    with pytest.raises(EvaluationError, match="class index" if dtype != "uint8" else
+                       r"raw.tif holds 7, past the class map's classes \(0-5: 0 nodata, 1 building, .*declare it as "
+                       r"the raster's nodata value \(gdal_edit.py -a_nodata 7\)"):
         evaluate_classmap(pred_dir, tmp_path / "raw.tif")
 
 
@@ -379,3 +405,41 @@ def test_points_and_lines_among_the_footprints_are_named_when_scored(tmp_path):
     gpkg = CliRunner().invoke(app, ["eval", str(pred_dir), "--labels", str(tmp_path / "osm.gpkg")])
     assert gpkg.exit_code == 0 and gpkg.stderr.startswith(
         "warning: osm.gpkg: 3 of its features are points or lines"), gpkg.output
+
+
+def test_a_report_that_cannot_be_read_or_an_input_replaced_since_is_named(tmp_path):
+    """A truncated report.json said only 'Expecting value: line 2 column 1'; a scene replaced since it was
+    predicted (another crop of one size) was scored against the old prediction, exit 0."""
+    pred_dir, transform = _tiny_scene(tmp_path)
+    gpd.GeoDataFrame(geometry=[shapely.box(500002, 100002, 500005, 100005)], crs="EPSG:32636").to_file(
+        pred_dir / "buildings.gpkg", driver="GPKG", engine="pyogrio")
+    gpd.GeoDataFrame(geometry=[shapely.box(500002, 100002, 500005, 100005)], crs="EPSG:32636").to_file(
+        tmp_path / "labels.geojson", driver="GeoJSON", engine="pyogrio")
+    (pred_dir / "report.json").write_text('{"input": ')
+    with pytest.raises(EvaluationError, match=r"report.json cannot be read as geoseg predict's report .*predict it again"):
+        evaluate_buildings(pred_dir, tmp_path / "labels.geojson")
+    scene = tmp_path / "scene.tif"
+    stat = scene.stat()
+    record = {"input": str(scene), "input_file": {"bytes": stat.st_size + 1, "modified_ns": stat.st_mtime_ns}}
+    (pred_dir / "report.json").write_text(json.dumps(record))
+    with pytest.raises(EvaluationError, match="has changed since it was predicted"):
+        evaluate_buildings(pred_dir, tmp_path / "labels.geojson")
+    record["input_file"] = {"bytes": stat.st_size, "modified_ns": stat.st_mtime_ns - 10**9}
+    (pred_dir / "report.json").write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="was modified since it was predicted"):
+        assert evaluate_buildings(pred_dir, tmp_path / "labels.geojson")["polygon"]["f1"] == 1
+
+
+def test_labels_wrapped_in_collections_of_collections_are_read(tmp_path):
+    """A building wrapped twice (GeometryCollection in a GeometryCollection) was dropped without a word."""
+    pred_dir, _ = _tiny_scene(tmp_path)
+    a, b = shapely.box(500001, 100001, 500004, 100004), shapely.box(500006, 100006, 500009, 100009)
+    gpd.GeoDataFrame(geometry=[a, b], crs="EPSG:32636").to_file(pred_dir / "buildings.gpkg", driver="GPKG",
+                                                                engine="pyogrio")
+    nested = shapely.GeometryCollection([shapely.GeometryCollection([b])])
+    (tmp_path / "labels.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(g)}
+        for g in gpd.GeoSeries([a, nested], crs="EPSG:32636").to_crs(4326)]}))
+    scores = evaluate_buildings(pred_dir, tmp_path / "labels.geojson")
+    assert scores["n_truth"] == 2 and scores["polygon"]["f1"] == pytest.approx(1.0)
+

@@ -35,8 +35,12 @@ def polygons_only(geoms: np.ndarray) -> np.ndarray:
 def polygon_parts(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``polygons_only`` and, for each polygon, the index of the geometry it came from (what a
     land-cover polygon's class follows, ``tiles.landcover_vectors``)."""
-    repaired = shapely.make_valid(geoms)
-    parts, source = shapely.get_parts(repaired, return_index=True)
+    parts, source = shapely.get_parts(shapely.make_valid(geoms), return_index=True)
+    while (nested := shapely.get_type_id(parts) == 7).any():  # a collection in a collection: taken apart too
+        # (one level was: a building wrapped twice was dropped without a word)
+        inner_parts, inner = shapely.get_parts(parts[nested], return_index=True)
+        parts = np.concatenate([parts[~nested], inner_parts])
+        source = np.concatenate([source[~nested], source[nested][inner]])
     keep = np.isin(shapely.get_type_id(parts), (3, 6))  # Polygon, MultiPolygon
     polys, inner = shapely.get_parts(parts[keep], return_index=True)
     source = source[keep][inner]
