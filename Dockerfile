@@ -1,11 +1,16 @@
 # geoseg REST service: docker build -t geoseg . && docker run -p 8000:8000 -v geoseg-data:/data geoseg
 FROM python:3.11-slim
 
+# The data dir and the ONNX cache by environment (GEOSEG_SERVICE_DIR, not a --data-dir in CMD, which
+# would win over an operator's variable): mount the volume elsewhere and set GEOSEG_SERVICE_DIR to it.
+# The cache on the volume: an arbitrary uid without a home (OpenShift) keeps its exported graphs.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    GDAL_CACHEMAX=256
+    GDAL_CACHEMAX=256 \
+    GEOSEG_SERVICE_DIR=/data \
+    GEOSEG_CACHE=/data/cache
 
 WORKDIR /app
 
@@ -18,9 +23,10 @@ COPY pyproject.toml README.md LICENSE ./
 COPY tiles ./tiles
 COPY geoseg ./geoseg
 COPY api ./api
-RUN pip install . && useradd --create-home --uid 1000 geoseg && mkdir -p /data && chown geoseg /data
+RUN pip install . && useradd --create-home --uid 1000 --user-group geoseg && mkdir -p /data && chown 1000:1000 /data
 
-USER geoseg
+# by number: Kubernetes' runAsNonRoot cannot verify a user name
+USER 1000:1000
 VOLUME ["/data"]
 EXPOSE 8000
 
@@ -28,4 +34,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
 
-CMD ["geoseg", "serve", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/data"]
+CMD ["geoseg", "serve", "--host", "0.0.0.0", "--port", "8000"]

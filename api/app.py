@@ -227,10 +227,13 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
             root = request.scope.get("root_path", "").rstrip("/")
             # a proxy that does not strip its prefix (Traefik's default) sends /geoseg/v1/...: the path is
             # then the root path twice, and the bare 404 left the operator to guess
-            unstripped = (f"; its path begins with the root path {root} twice: the reverse proxy must strip "
-                          f"{root} before it forwards (nginx: proxy_pass with a trailing '/'; Traefik: a "
-                          f"StripPrefix middleware)" if root and request.url.path.startswith(f"{root}{root}/") else "")
-            return JSONResponse({"detail": f"no such URL: {request.url.path} is none of the service's "
+            doubled = bool(root) and request.url.path.startswith(f"{root}{root}/")
+            # the URL as the client sent it (the server's own view adds the root path once more)
+            sent = request.url.path[len(root):] if doubled else request.url.path
+            unstripped = (f"; it reached the server with the root path {root} still on it: the reverse proxy must "
+                          f"strip {root} before it forwards (nginx: proxy_pass with a trailing '/'; Traefik: a "
+                          f"StripPrefix middleware)" if doubled else "")
+            return JSONResponse({"detail": f"no such URL: {sent} is none of the service's "
                                            f"(they are listed at {root}/docs){unstripped}"}, status_code=404)
         return await http_exception_handler(request, exc)
 

@@ -8,6 +8,7 @@ echoed in an error (a line is named by its number).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import stat
 from pathlib import Path
@@ -63,8 +64,12 @@ def read_client_keys(path: Path) -> ClientKeys:
     pairs = parse_client_keys(text, f"GEOSEG_API_KEYS_FILE {path}")
     if not pairs:
         raise ValueError(f"GEOSEG_API_KEYS_FILE={str(path)!r} lists no client ('NAME KEY' a line)")
-    mode = Path(path).stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):  # the keys of every partner, readable by other users
+    info = Path(path).stat()
+    # the keys of every partner, readable by other users; not by a group of this process's own (a Kubernetes
+    # Secret mounted 0440 with the pod's fsGroup, which cannot be chmod'ed): its members run as this server
+    own_group = info.st_gid in {os.getgid(), *os.getgroups()}
+    if info.st_mode & stat.S_IRWXO or (info.st_mode & stat.S_IRWXG and not own_group):
         logging.getLogger("geoseg.api").warning(
-            "GEOSEG_API_KEYS_FILE %s can be read by other users (mode %o): chmod 600 it", path, stat.S_IMODE(mode))
+            "GEOSEG_API_KEYS_FILE %s can be read by other users (mode %o): chmod 600 it", path,
+            stat.S_IMODE(info.st_mode))
     return pairs

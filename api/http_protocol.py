@@ -22,7 +22,10 @@ DEFAULT_HEADER_TIMEOUT_S = 30.0
 def header_timeout_s() -> float:
     """``GEOSEG_HEADER_TIMEOUT_S``, else ``DEFAULT_HEADER_TIMEOUT_S``; 0 turns the deadline off."""
     raw = os.environ.get("GEOSEG_HEADER_TIMEOUT_S", "").strip()
-    value = float(raw) if raw else DEFAULT_HEADER_TIMEOUT_S
+    try:
+        value = float(raw) if raw else DEFAULT_HEADER_TIMEOUT_S
+    except ValueError:  # "could not convert string to float: 'abc'" named no variable
+        value = float("nan")
     if not value >= 0:  # NaN too
         raise ValueError(f"GEOSEG_HEADER_TIMEOUT_S={raw!r} must be a number of seconds >= 0 (0: no deadline)")
     return value

@@ -52,6 +52,19 @@ def _env_float(name: str, default: float) -> float:
     return _env_number(name, default, float, "a number")
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    """A yes/no variable: 1, true, yes, on or 0, false, no, off (any case); ``default`` when unset or blank.
+    Why: ``GEOSEG_STANDBY=on`` (or a typo) was taken for off without a word."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={os.environ[name]!r} is not a yes/no value (1, true, yes, on / 0, false, no, off)")
+
+
 #: a web origin: scheme://host[:port], as a browser sends it in ``Origin``
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
 #: an origin standing for a host's subdomains (preview deploys): scheme://*.host[:port]
@@ -179,7 +192,7 @@ class Settings:
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()),
             runner=os.environ.get("GEOSEG_RUNNER", d.runner),
             models_dir=Path(os.environ["GEOSEG_MODELS_DIR"]) if os.environ.get("GEOSEG_MODELS_DIR") else None,
-            standby=os.environ.get("GEOSEG_STANDBY", "0").strip().lower() in ("1", "true", "yes"),
+            standby=_env_flag("GEOSEG_STANDBY", d.standby),
         )
         return replace(settings, **overrides) if overrides else settings
 

@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -208,6 +209,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._standby: subprocess.Popen | None = None
         self._standby_deaths = 0
+        self._tmp_dir = job_tmp_dir(settings)
 
     # lifecycle
     def start(self) -> None:
@@ -230,7 +232,7 @@ class Supervisor:
                 if self._stop.is_set():
                     return
                 self._probe = subprocess.Popen(
-                    [sys.executable, "-c", probe, self.runner], env=_child_env(self.settings.workers),
+                    [sys.executable, "-c", probe, self.runner], env=_child_env(self.settings.workers, self._tmp_dir),
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
             _, stderr = self._probe.communicate(timeout=RUNNER_PROBE_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -441,7 +443,7 @@ class Supervisor:
         reached the workers too, each job ended as a crash and was retried with its attempt counted
         (three restarts failed it), instead of being given back by the server's graceful stop."""
         return subprocess.Popen([sys.executable, "-c", _WORKER_STUB, *args], stdin=stdin,
-                                env=_child_env(self.settings.workers), start_new_session=True)
+                                env=_child_env(self.settings.workers, self._tmp_dir), start_new_session=True)
 
     def _spawn_standby(self) -> subprocess.Popen:
         return self._spawn("--standby", self.runner, str(os.getpid()), stdin=subprocess.PIPE)
@@ -474,16 +476,39 @@ class Supervisor:
             self._standby = self._spawn_standby()
 
 
-def _child_env(workers: int) -> dict[str, str]:
+def _child_env(workers: int, tmp_dir: Path | None = None) -> dict[str, str]:
     """The server's environment plus its import path (so injected runners import in the child),
     and a share of the CPU cores per job so concurrent jobs do not oversubscribe the machine
-    (unless the operator set the thread variables)."""
+    (unless the operator set the thread variables); ``tmp_dir`` (``job_tmp_dir``) as ``TMPDIR``."""
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    if tmp_dir is not None:
+        env["TMPDIR"] = str(tmp_dir)
     threads = str(max(1, usable_cpus() // workers))
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env.setdefault(name, threads)
     return env
+
+
+def job_tmp_dir(settings: Settings) -> Path | None:
+    """The temp folder of job processes: None (the system's) unless the operator set none (``TMPDIR``) and
+    no system temp folder can be written (a read-only root file system without a ``/tmp`` volume, a
+    Kubernetes default): then ``tmp/`` in the data dir, emptied here (what a killed job left).
+
+    Why: there every job failed ("No usable temporary directory found": torch's imports need one),
+    blamed on the client's input, while ``/healthz`` said ok."""
+    if os.environ.get("TMPDIR"):
+        return None
+    try:
+        with tempfile.TemporaryFile():
+            return None
+    except OSError:
+        pass
+    folder = settings.data_dir / "tmp"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    log.warning("no system temp folder can be written: job processes use %s (TMPDIR)", folder)
+    return folder
 
 
 #: what a worker process runs: ``python -m api.worker`` with SIGINT and SIGTERM ignored before its imports
@@ -498,19 +523,28 @@ RUNNER_PROBE_DELAY_S = 5.0
 RUNNER_PROBE_TIMEOUT_S = 300
 
 
-def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max"),
+                cgroup_v1_cpu: Path = Path("/sys/fs/cgroup/cpu")) -> int:
     """The cores this process may use: its CPU affinity (``taskset``, a container's cpuset), bounded by
-    a cgroup v2 CPU quota (``docker --cpus``, a Kubernetes limit). ``os.cpu_count`` counts the host's:
-    on a big host each job took host cores / workers threads and was throttled to its quota."""
+    a CPU quota (``docker --cpus``, a Kubernetes limit): cgroup v2's ``cpu.max``, else cgroup v1's
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (older nodes: it was ignored there). ``os.cpu_count``
+    counts the host's: on a big host each job took host cores / workers threads and was throttled."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cores = os.cpu_count() or 1
     try:
         quota, period = cgroup_cpu_max.read_text().split()[:2]
-        if quota != "max":
+    except (OSError, ValueError):  # no cgroup v2 file, or one of another form: cgroup v1's, if any
+        try:
+            quota = (cgroup_v1_cpu / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup_v1_cpu / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return max(1, cores)
+    try:
+        if quota not in ("max", "-1"):  # no limit
             cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):  # no cgroup v2 file, or one of another form
+    except (ValueError, ZeroDivisionError):
         pass
     return max(1, cores)
 

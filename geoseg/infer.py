@@ -168,7 +168,10 @@ def export_onnx(head: nn.Module, card: dict[str, Any], with_features: bool) -> P
         scratch = _process_scratch_dir()
         return _export_into(scratch, name, head, with_features)
     except OSError as exc:  # e.g. a small TMPDIR: the bare "No space left on device" named no folder
-        where = scratch or Path(tempfile.gettempdir())
+        try:
+            where: Path | str = scratch or Path(tempfile.gettempdir())
+        except OSError:  # none can be written at all (a read-only root file system)
+            where = "no folder: none of the system temp folders can be written"
         raise OSError(exc.errno, f"{exc.strerror or exc}: exporting the model's ONNX graph into {where} (the "
                                  f"system temp folder, TMPDIR), as the cache {cache} could not take it; set "
                                  "GEOSEG_CACHE (or TMPDIR) to a writable folder with room") from exc

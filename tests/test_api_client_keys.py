@@ -3,6 +3,8 @@ its key submitted; the operator's key (``GEOSEG_API_KEY``) sees them all. With o
 partner, any key holder listed, read and deleted every job."""
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,19 @@ def test_a_keys_file_is_checked_at_start_up_and_never_echoes_a_key(tmp_path: Pat
     with caplog.at_level("WARNING", logger="geoseg.api"):
         read_client_keys(good)
     assert "can be read by other users (mode 644): chmod 600 it" in caplog.text
+    # group-readable by a group of this process's own (a Kubernetes Secret mounted 0440 with the pod's fsGroup,
+    # which cannot be chmod'ed): no warning; by another group, the warning
+    good.chmod(0o640)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="geoseg.api"):
+        read_client_keys(good)
+    assert "can be read by other users" not in caplog.text
+    other_group = next((g for g in range(1, 70000) if g not in {os.getgid(), *os.getgroups()}), None)
+    if os.geteuid() == 0 and other_group is not None:  # only root may give a file to another group
+        os.chown(good, -1, other_group)
+        with caplog.at_level("WARNING", logger="geoseg.api"):
+            read_client_keys(good)
+        assert "can be read by other users (mode 640)" in caplog.text
     monkeypatch.setenv("GEOSEG_API_KEYS_FILE", "")  # a compose file's unset ${KEYS_FILE}: not an open server
     with pytest.raises(ValueError, match="GEOSEG_API_KEYS_FILE is set but empty"):
         Settings.from_env()

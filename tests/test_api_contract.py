@@ -825,6 +825,8 @@ def test_links_and_location_carry_the_proxy_prefix(tmp_path):
         unstripped = client.get(f"/geoseg/geoseg/v1/jobs/{job_id}")
         assert unstripped.status_code == 404 and "the reverse proxy must strip /geoseg before it forwards" in \
             unstripped.json()["detail"], unstripped.json()
+        # the URL as the client sent it, the prefix once (it named the server's view, the prefix twice)
+        assert unstripped.json()["detail"].startswith(f"no such URL: /geoseg/v1/jobs/{job_id} is none"), unstripped.json()
         assert "strip" not in client.get("/v2/jobs").json()["detail"]  # another wrong URL: the plain 404
 
 
@@ -938,7 +940,38 @@ def test_job_threads_follow_the_cores_the_server_may_use(tmp_path):
                        ("garbled", affinity)):
         quota.write_text(text)
         assert usable_cpus(quota) == want, text
-    assert usable_cpus(tmp_path / "absent") == affinity
+    assert usable_cpus(tmp_path / "absent", tmp_path / "absent") == affinity
+    # cgroup v1 (older nodes): its quota was ignored
+    v1 = tmp_path / "cpu"
+    v1.mkdir()
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    for text, want in (("-1\n", affinity), ("100000\n", 1), ("150000\n", min(affinity, 2))):
+        (v1 / "cpu.cfs_quota_us").write_text(text)
+        assert usable_cpus(tmp_path / "absent", v1) == want, text
+
+
+def test_job_processes_get_a_temp_folder_in_the_data_dir_when_the_system_has_none(tmp_path, monkeypatch):
+    """A read-only root file system without a /tmp volume: every job failed ("No usable temporary
+    directory found", torch's imports need one), blamed on the client's input."""
+    import tempfile
+
+    from api.worker import _child_env, job_tmp_dir
+
+    settings = Settings(data_dir=tmp_path / "svc")
+    monkeypatch.delenv("TMPDIR", raising=False)
+    assert job_tmp_dir(settings) is None and "TMPDIR" not in _child_env(1, None)  # the system's, as before
+
+    def none_usable(*args, **kwargs):
+        raise FileNotFoundError(2, "No usable temporary directory found in ['/tmp', '/var/tmp', '/usr/tmp']")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", none_usable)
+    (tmp_path / "svc" / "tmp").mkdir(parents=True)
+    (tmp_path / "svc" / "tmp" / "left-by-a-killed-job").write_text("x")
+    folder = job_tmp_dir(settings)
+    assert folder == tmp_path / "svc" / "tmp" and list(folder.iterdir()) == []
+    assert _child_env(1, folder)["TMPDIR"] == str(folder)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the operator's is kept
+    assert job_tmp_dir(settings) is None
 
 
 def test_healthz_says_degraded_when_the_job_runner_does_not_import(tmp_path, monkeypatch):
@@ -1015,3 +1048,13 @@ def test_every_answer_forbids_content_sniffing(tmp_path):
     assert [r.status_code for r in answers[-2:]] == [200, 400]
     for r in answers:
         assert r.headers["x-content-type-options"] == "nosniff", (r.status_code, r.headers)
+
+
+def test_the_standby_setting_takes_yes_and_no_words_and_refuses_others(monkeypatch):
+    """GEOSEG_STANDBY=on (or a typo) was taken for off, without a word."""
+    for word, want in (("on", True), ("TRUE", True), ("1", True), ("off", False), ("no", False), ("", False)):
+        monkeypatch.setenv("GEOSEG_STANDBY", word)
+        assert Settings.from_env().standby is want, word
+    monkeypatch.setenv("GEOSEG_STANDBY", "ture")
+    with pytest.raises(ValueError, match="GEOSEG_STANDBY='ture' is not a yes/no value"):
+        Settings.from_env()

@@ -72,7 +72,7 @@ def test_the_deadline_is_a_setting(monkeypatch):
     assert header_timeout_s() == 30.0
     monkeypatch.setenv("GEOSEG_HEADER_TIMEOUT_S", "0")
     assert header_timeout_s() == 0.0
-    for bad in ("nan", "-1"):
+    for bad in ("nan", "-1", "abc"):  # "abc" said "could not convert string to float", naming no variable
         monkeypatch.setenv("GEOSEG_HEADER_TIMEOUT_S", bad)
         with pytest.raises(ValueError, match="GEOSEG_HEADER_TIMEOUT_S"):
             header_timeout_s()
