@@ -138,7 +138,7 @@ def test_without_a_terminal_a_batch_with_nothing_to_run_names_each_input(tmp_pat
     assert report.skipped == ["a", "b", "d"] and list(report.failed) == ["c"] and not report.done
     lines = capsys.readouterr().out.splitlines()
     assert lines[:4] == ["predict 1/4 a: already done (0 s)", "predict 2/4 b: already done (0 s)",
-                         "predict 3/4 c: failed (0 s)", "predict 4/4 d: already done (0 s)"], lines
+                         "predict 3/4 c: failed (0 s): not an output of this command", "predict 4/4 d: already done (0 s)"], lines
 
 
 def test_the_time_left_is_the_rate_so_far_times_what_remains():
