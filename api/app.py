@@ -35,7 +35,7 @@ from api.routes.common import problems
 from api.runners import Runner, check_runner_spec, runner_spec
 from api.security import ApiKeyGate, require_api_key
 from api.settings import Settings
-from api.shutdown import CutOffAtShutdown
+from api.shutdown import CutOffAtShutdown, quiet_cut_off_requests
 from api.validate import UploadRejected
 from api.worker import RESULT_DIR, Supervisor, discard_scratch
 from geoseg import __version__
@@ -272,6 +272,7 @@ def create_app(settings: Settings | None = None, runner: Runner | str | None = N
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK,
                        upload_limit=settings.max_upload_bytes, idle_s=settings.upload_idle_s or None)
     app.add_middleware(NoStoreByDefault)  # the gates' own refusals get it too
+    quiet_cut_off_requests()  # uvicorn's traceback of each request cut off at a stop: one line
     app.add_middleware(CutOffAtShutdown)  # outside the routes and gates: whatever layer a stopping server cancels
     if settings.cors_origins:
         # a web page reads a refusal's detail only with CORS headers on it, the body cap's 413 and 408

@@ -320,6 +320,11 @@ def test_a_segment_request_waiting_for_its_job_when_geoseg_serve_stops_gets_a_js
     assert status == 503 and int(headers["retry-after"]) > 0, (status, payload)
     assert "kind 'segment'" in json.loads(payload)["detail"]
     assert list((tmp_path / "svc" / "uploads").iterdir()) == []
+    # the log says so in one line: uvicorn logged "Exception in ASGI application" and the cancellation's
+    # traceback (a stop with two requests in flight: 164 lines, read as a crash)
+    log = (tmp_path / "server.log").read_text()
+    assert "a request in flight was cut off by the server's stop: answered 503 to retry" in log, log
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log
 
 
 def _read_answer(request: socket.socket) -> tuple[int, dict[str, str], bytes]:
