@@ -1591,16 +1591,12 @@ def test_a_copy_or_a_link_of_an_input_is_predicted_once_and_given_its_outputs(tm
     """A folder holding a.tif, a byte-identical copy_of_a.tif (cp) and a link to a.tif under another
     name ran the models on a and its copy, and left the link out without a word. Each name now gets
     its folder, the models run once: the others get copies (not links), naming their own input."""
-    import geoseg.pipeline
 
     _crops(tmp_path / "s", "a.tif", "b.tif")
     s = tmp_path / "s"
     (s / "copy_of_a.tif").write_bytes((s / "a.tif").read_bytes())
     (s / "link.tif").symlink_to(s / "a.tif")
-    ran: list[str] = []
-    predict_scene = geoseg.pipeline.predict_scene
-    monkeypatch.setattr(geoseg.pipeline, "predict_scene",
-                        lambda p, *a, **k: ran.append(raster_name(p)) or predict_scene(p, *a, **k))
+    ran = _record_runs(monkeypatch)
     out = tmp_path / "o"
     result = CliRunner().invoke(app, ["predict", str(s), "--out", str(out), "--profile", "fast", "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -1671,20 +1667,27 @@ def test_the_first_time_left_of_a_batch_leaves_out_the_model_loading(tmp_path, m
     assert left <= took - 2, (took, left, loading)
 
 
+def _record_runs(monkeypatch) -> list[str]:
+    """The names of the inputs ``predict_scene`` runs from now on (the models run), in order."""
+    import geoseg.pipeline
+
+    ran: list[str] = []
+    predict_scene = geoseg.pipeline.predict_scene
+    monkeypatch.setattr(geoseg.pipeline, "predict_scene",
+                        lambda p, *a, **k: ran.append(raster_name(p)) or predict_scene(p, *a, **k))
+    return ran
+
+
 def test_a_copy_of_a_scene_an_earlier_batch_predicted_into_the_out_takes_its_outputs(tmp_path, monkeypatch):
     """A delivery re-sent under new names, predicted into the same --out: each copy of a scene already
     predicted there ran the models again."""
-    import geoseg.pipeline
 
     _crops(tmp_path / "s", "a.tif")
     _crops(tmp_path / "t", "b.tif")
     (tmp_path / "t" / "a_resent.tif").write_bytes((tmp_path / "s" / "a.tif").read_bytes())
     out = tmp_path / "o"
     assert CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), *FAST]).exit_code == 0
-    ran: list[str] = []
-    predict_scene = geoseg.pipeline.predict_scene
-    monkeypatch.setattr(geoseg.pipeline, "predict_scene",
-                        lambda p, *a, **k: ran.append(raster_name(p)) or predict_scene(p, *a, **k))
+    ran = _record_runs(monkeypatch)
     later = CliRunner().invoke(app, ["predict", str(tmp_path / "t"), "--out", str(out), *FAST])
     assert later.exit_code == 0, later.output
     assert ran == ["b.tif"] and "1 predicted, 1 copied" in later.stdout
@@ -1700,16 +1703,12 @@ def test_a_copy_added_under_a_name_sorting_first_takes_the_predicted_scenes_outp
     """The first given of inputs of one content runs, the others copy it: a copy added beside a scene
     already predicted, its name sorting before it (a_copy.tif beside m.tif), was that first, and ran
     the models again for outputs m's folder held."""
-    import geoseg.pipeline
 
     _crops(tmp_path / "s", "m.tif")
     out = tmp_path / "o"
     assert CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), *FAST]).exit_code == 0
     (tmp_path / "s" / "a_copy.tif").write_bytes((tmp_path / "s" / "m.tif").read_bytes())
-    ran: list[str] = []
-    predict_scene = geoseg.pipeline.predict_scene
-    monkeypatch.setattr(geoseg.pipeline, "predict_scene",
-                        lambda p, *a, **k: ran.append(raster_name(p)) or predict_scene(p, *a, **k))
+    ran = _record_runs(monkeypatch)
     later = CliRunner().invoke(app, ["predict", str(tmp_path / "s"), "--out", str(out), *FAST])
     assert later.exit_code == 0, later.output
     assert ran == [] and "0 predicted, 1 copied (the same content as another input), 1 already done" in later.stdout
@@ -1723,7 +1722,6 @@ def test_a_scene_moved_since_an_earlier_batch_takes_its_outputs_from_the_record(
     report.json now records the input's content (size, SHA-256s), which finds it."""
     import shutil
 
-    import geoseg.pipeline
 
     _crops(tmp_path / "s", "a.tif", "b.tif")
     out = tmp_path / "o"
@@ -1735,10 +1733,7 @@ def test_a_scene_moved_since_an_earlier_batch_takes_its_outputs_from_the_record(
     (tmp_path / "u").mkdir()
     shutil.move(tmp_path / "s" / "a.tif", tmp_path / "t" / "a_resent.tif")  # renamed
     shutil.move(tmp_path / "s" / "b.tif", tmp_path / "u" / "b.tif")  # the same name in another folder
-    ran: list[str] = []
-    predict_scene = geoseg.pipeline.predict_scene
-    monkeypatch.setattr(geoseg.pipeline, "predict_scene",
-                        lambda p, *a, **k: ran.append(raster_name(p)) or predict_scene(p, *a, **k))
+    ran = _record_runs(monkeypatch)
     args = ["predict", str(tmp_path / "t"), str(tmp_path / "u"), "--out", str(out), *FAST]
     later = CliRunner().invoke(app, args)
     assert later.exit_code == 0, later.output
