@@ -2,7 +2,8 @@
 FROM python:3.11-slim
 
 # The data dir and the ONNX cache by environment (GEOSEG_SERVICE_DIR, not a --data-dir in CMD, which
-# would win over an operator's variable): mount the volume elsewhere and set GEOSEG_SERVICE_DIR to it.
+# would win over an operator's variable): mount the volume elsewhere and set GEOSEG_SERVICE_DIR to it
+# (and GEOSEG_CACHE to a folder on it).
 # The cache on the volume: an arbitrary uid without a home (OpenShift) keeps its exported graphs.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -188,24 +188,36 @@ def test_a_groups_shared_out_folder_stays_usable_by_every_member(tmp_path, monke
     finally:
         os.umask(old)
 
-    # a lock file another member's killed run left, which this user may read but not write
+    # lock files another member's killed runs left, which this user may read but not write: removed, and
+    # this run's own made (locked read-only, NFS would refuse the lock, and its record named the dead run)
     first = Holder(out, "geoseg predict")
     first.kill()
+    output_lock.lock_path(out / "a").write_text("")
+    stale = {lock_path(out).stat().st_ino, output_lock.lock_path(out / "a").stat().st_ino}
     real_open = os.open
 
     def not_mine(path, flags, *args, **kwargs):
-        if Path(path).name.endswith(".lock") and flags & (os.O_RDWR | os.O_WRONLY):
+        if flags & (os.O_RDWR | os.O_WRONLY) and os.path.exists(path) and os.stat(path).st_ino in stale:
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", not_mine)
     with hold_out_folder(out, "geoseg predict"):
-        with pytest.raises(OutFolderInUse):  # still a lock: a second run is refused
+        assert json.loads(lock_path(out).read_text())["pid"] == os.getpid()  # its own file and record
+        with pytest.raises(OutFolderInUse, match=f"pid {os.getpid()}, "):  # still a lock: a second run is refused
             with hold_out_folder(out, "geoseg predict"):
                 pass
-    output_lock.lock_path(out / "a").write_text("")
     with output_lock.output_lock(out / "a"):
         pass
+    # another member's live run: this one is refused, naming it
+    second = Holder(out, "geoseg predict")
+    try:
+        stale.add(lock_path(out).stat().st_ino)
+        with pytest.raises(OutFolderInUse, match=f"pid {second.pid}, "):
+            with hold_out_folder(out, "geoseg predict"):
+                pass
+    finally:
+        second.release()
 
 
 def test_a_batch_says_a_folder_another_run_is_writing_is_in_use(tmp_path):

@@ -159,3 +159,16 @@ def test_a_card_names_the_scenes_of_folders_named_after_their_split():
     assert data_splits(data) == {"train": "ortho_north", "val": "ortho_south", "test": "kampala-2"}
     assert data_credits(data, "buildings") == [
         "Training data: /chips/nairobi-0.6 (areas kampala-2, ortho_north, ortho_south); its licences were not recorded"]
+
+
+def test_the_card_gives_the_pixel_iou_of_the_weights_it_kept():
+    """Two validations of one rounded score: the kept (best: the first of the highest) weights' pixel IoU,
+    not the later, worse checkpoint's (a reviewer's case)."""
+    from geoseg.training.loop import _with_pixel_iou
+
+    scored = [{"binary_miou": 0.5, "pixel_iou": 0.2}, {"binary_miou": 0.61234, "pixel_iou": 0.45},
+              {"binary_miou": 0.61226, "pixel_iou": 0.39}]
+    best = _with_pixel_iou({"binary_miou": 0.6123, "area": "a (model selection)"}, scored, best=True)
+    assert best == {"binary_miou": 0.6123, "pixel_iou": 0.45, "area": "a (model selection)"}
+    last = _with_pixel_iou({"binary_miou": 0.6123, "area": "a (monitoring only)"}, scored, best=False)
+    assert last["pixel_iou"] == 0.39

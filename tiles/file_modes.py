@@ -34,5 +34,9 @@ def current_umask() -> int:
 
 def follow_umask(path: Path, mode: int = 0o666) -> None:
     """Give ``path`` ``mode`` less the umask (0o666 for a file, 0o777 for a folder), as a plain
-    ``open`` or ``mkdir`` would have."""
-    os.chmod(path, mode & ~current_umask())
+    ``open`` or ``mkdir`` would have; where the file system keeps no modes (a FAT or exFAT disk refuses
+    the chmod) the file stays as made: a mode must never fail a run after its model work."""
+    try:
+        os.chmod(path, mode & ~current_umask())
+    except OSError:
+        pass

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["lock_path", "output_lock"]
+__all__ = ["lock_path", "output_lock", "remove_if_unheld"]
 
 #: what flock raises on a file system that has no locks (some network ones)
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
@@ -33,6 +33,33 @@ _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 def lock_path(output: Path) -> Path:
     """The lock file of ``output``: a hidden sibling."""
     return output.with_name(f".{output.name}.writing.lock")
+
+
+def remove_if_unheld(path: Path, wait: bool = False) -> bool:
+    """Remove ``path``, a lock file this user cannot open for writing (another user's, left by a killed
+    run in a group's shared folder), when no process holds its lock; False when one does (``wait``: once
+    it has let go, the file left as its holder leaves it). An unlink refused (a sticky folder) raises.
+
+    Why not lock it read-only: NFS grants an exclusive lock on a file open for writing only, and the
+    file's record would go on naming the dead run."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # gone meanwhile: the caller makes its own
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                raise
+        if wait:
+            return True  # its holder let go (and removed it, or the next pass removes it)
+        path.unlink(missing_ok=True)  # while locked shared: one who opened it finds another file, and retries
+        return True
+    finally:
+        os.close(fd)
 
 
 def _lock(fd: int, path: Path, on_wait: Callable[[Path], None] | None) -> bool:
@@ -57,8 +84,13 @@ def _locked(path: Path, on_wait: Callable[[Path], None] | None = None) -> int | 
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides: a group's shared folder
-        except PermissionError:  # another user's, left by a killed run: flock takes a read-only file
-            fd = os.open(path, os.O_RDONLY)
+        except PermissionError:  # another user's: removed if no run holds it (a killed run's), else waited for
+            if not remove_if_unheld(path):
+                if on_wait is not None:
+                    on_wait(path)
+                    on_wait = None
+                remove_if_unheld(path, wait=True)
+            continue
         try:
             if _lock(fd, path, on_wait):
                 on_wait = None  # said once: a lock file replaced meanwhile is waited for in silence

@@ -5,12 +5,13 @@ finding that ``--out`` was a file or could not be written, and lost the result.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 from tiles.batch_summary import SUMMARY_NAME, summary_command
-from tiles.rasterpath import has_control_character, line_end_hint
+from tiles.rasterpath import has_control_character, line_end_hint, raster_name
 
 
 def check_printable_path(path: Path | str, option: str = "--out") -> None:
@@ -71,10 +72,6 @@ def check_predict_layout(out: Path, batch: bool, stem: str | None = None, name: 
 def _one_inputs_name(report: Path) -> str | None:
     """The file name of the input whose results ``report`` (one input's report.json) holds; None when
     there is none, or it cannot be read (the run replaces such a folder, as before)."""
-    import json
-
-    from tiles.rasterpath import raster_name
-
     try:
         recorded = json.loads(report.read_text()).get("input")
     except (OSError, ValueError, AttributeError):

@@ -42,14 +42,13 @@ def _port_taken(host: str, port: int) -> str | None:
 
     if port == 0:
         return None
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except socket.gaierror as exc:
-        return f"no such host ({exc.strerror})"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn picks it (Config.bind_socket)
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except socket.gaierror as exc:
+            return f"no such host ({exc.strerror})"
         except OSError as exc:
             return exc.strerror or str(exc)
     return None

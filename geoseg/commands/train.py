@@ -149,7 +149,7 @@ def train(
             # chips': one line, no bar
             teacher_card = read_card(find_task_card(teacher, task))
             check_teacher_fits(teacher_card, data, task, gsd)
-            _warn_of_val_ground_in_train(data)  # the student's card is distill's: it is not recorded there yet
+            _warn_of_val_ground_in_train(data)  # the student's card (distill's) records the share itself
             command += ["--teacher", absolute(teacher), "--losses", losses, "--label-loss", label_loss]
             command += ["--init", absolute(init)] if init is not None else []
             command += ["--gsd", f"{gsd:g}"] if gsd is not None else []
@@ -282,9 +282,9 @@ def _warn_of_val_ground_in_train(data: Path) -> float | None:
     Why: a validation scene of a training scene's ground (the same block at another zoom, or
     re-encoded) cut with ``geoseg tile --split val`` gave ``metrics.val`` on ground the model was
     trained on, 99.9 % of it, without a word."""
-    from geoseg.training.split_overlap import LEAK_SHARE, chip_dir_overlap
+    from geoseg.training.split_overlap import LEAK_SHARE, card_share, chip_dir_overlap
 
-    overlap = chip_dir_overlap(data) if data.is_dir() else None
+    overlap = chip_dir_overlap(data)
     if overlap is None:
         return None
     if overlap.share > LEAK_SHARE:
@@ -293,7 +293,7 @@ def _warn_of_val_ground_in_train(data: Path) -> float | None:
                    f"chips' ({', '.join(pairs[:5])}{', ...' if len(pairs) > 5 else ''}): the validation figures "
                    f"and the weights chosen on them then measure memory, not generalisation; split by area, "
                    f"validating on ground no training scene covers (at any zoom)", err=True)
-    return round(overlap.share, 4)
+    return card_share(overlap)
 
 
 def _with_val_ground_in_train(training: dict, share: float | None) -> dict:

@@ -390,10 +390,9 @@ def _initial_student(init: Path, teacher_card: dict[str, Any]) -> tuple[Student,
 def _val_ground_in_train(data: Path) -> float | None:
     """The share of the val chips' ground inside the train chips' (``geoseg.training.split_overlap``), as a
     teacher's card records it; None for a pack or chips without footprints."""
-    from geoseg.training.split_overlap import chip_dir_overlap
+    from geoseg.training.split_overlap import card_share, chip_dir_overlap
 
-    overlap = chip_dir_overlap(data) if data.is_dir() else None
-    return None if overlap is None else round(overlap.share, 4)
+    return card_share(chip_dir_overlap(data))
 
 
 def train_student(

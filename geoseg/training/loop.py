@@ -456,7 +456,8 @@ def train_buildings(
         "gsd_m": gsd_m,
         "tile_size": chip_window(data),
         "training": _training_block(data, splits, cfg, hist, "CE(weights 1,1,2)+Dice(1,2), deep supervision x7"),
-        "metrics": {"val": _with_pixel_iou(_val_metrics("binary_miou", hist, cfg, splits["val"]), scored)},
+        "metrics": {"val": _with_pixel_iou(_val_metrics("binary_miou", hist, cfg, splits["val"]), scored,
+                                           cfg.keep == "best")},
         "credits": data_credits(data, "buildings"),
     }
     return model, card
@@ -545,11 +546,14 @@ def _val_metrics(metric: str, hist: dict, cfg: TrainConfig, area: str) -> dict[s
             "area": f"{area} " + ("(model selection)" if best else "(monitoring only: last weights kept)")}
 
 
-def _with_pixel_iou(val: dict[str, Any], scored: list[dict[str, Any]]) -> dict[str, Any]:
+def _with_pixel_iou(val: dict[str, Any], scored: list[dict[str, Any]], best: bool) -> dict[str, Any]:
     """A building teacher's ``metrics.val`` with the kept weights' building pixel IoU beside the binary mIoU
-    it was chosen by. Why: a student's card gives pixel IoU, and the two cards' ``val`` shared no figure."""
-    kept = next((s for s in reversed(scored) if round(s["binary_miou"], 4) == val["binary_miou"]), None)
-    if kept is None:
+    it was chosen by (``best``: the first validation of the highest score was kept, else the last one).
+    Why: a student's card gives pixel IoU, and the two cards' ``val`` shared no figure."""
+    if not scored:
+        return val
+    kept = max(scored, key=lambda s: s["binary_miou"]) if best else scored[-1]  # max: the first of equals
+    if round(kept["binary_miou"], 4) != val["binary_miou"]:
         return val
     return {"binary_miou": val["binary_miou"], "pixel_iou": round(kept["pixel_iou"], 4),
             **{k: v for k, v in val.items() if k != "binary_miou"}}

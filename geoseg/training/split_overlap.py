@@ -32,7 +32,8 @@ from shapely.errors import GEOSException
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-__all__ = ["LEAK_SHARE", "Footprint", "GroundOverlap", "chip_footprints", "chip_dir_overlap", "val_ground_in_train"]
+__all__ = ["LEAK_SHARE", "Footprint", "GroundOverlap", "card_share", "chip_footprints", "chip_dir_overlap",
+           "val_ground_in_train"]
 
 #: above this share of the validation chips' ground inside the training chips', ``geoseg train`` warns.
 #: Why 5 %: neighbouring blocks cut with ``--overlap`` or a few border chips touch a little; a validation
@@ -162,3 +163,9 @@ def chip_dir_overlap(path: Path) -> GroundOverlap | None:
         return val_ground_in_train(chip_footprints(path))
     except (OSError, ValueError, AttributeError, TypeError, ProjError, GEOSException):
         return None
+
+
+def card_share(overlap: GroundOverlap | None) -> float | None:
+    """The share as a card records it (``training.val_ground_in_train``): 4 decimals, None when unknown."""
+    return None if overlap is None else round(overlap.share, 4)
+
