@@ -1,4 +1,8 @@
-"""CPU cost of the shipped model architectures on one 512 x 512 tile (eager torch, fp32).
+"""CPU cost of the accurate profile's first architectures on one 512 x 512 tile (eager torch, fp32, random weights).
+
+Not the shipped pipeline's cost: the fast heads (LiteUNet, FastSegNet) and the accurate building head's
+LiteUNet member are not timed, and predict runs ONNX Runtime, not eager torch (`bench/predict.py` times
+the pipeline).
 
     .venv/bin/python bench/models_cpu_speed.py [--threads 2] [--repeats 3]
 

@@ -20,7 +20,8 @@ vector  : the same synthetic building mask (rectangles, touching rows of houses,
 pairs   : paired runs with a pipeline switch off and on (``--toggle classmap-thread``: the class
           map after vs beside the building model; ``ort-spinning``: ONNX Runtime's busy-waiting; ``ort-arena``: its CPU memory arena;
           ``int8``: ``--runtime onnx`` vs ``--runtime int8``).
-memory  : peak RSS of predict_scene in a fresh process, 1 Mpx scene vs zanzibar_z21_1 (33.5 Mpx).
+memory  : peak RSS of predict_scene in a fresh process, 1 Mpx scene vs zanzibar_z21_1 (33.5 Mpx at 0.075 m: 2.1 Mpx of work at
+          0.3 m, so how memory follows a finer input, not a larger area).
 seams   : building masks of each --scene from 256 and 1024 px tiles (``--tile-sizes``: any, pairwise),
           per profile: IoU (goal >= 0.95 for 256 vs 1024);
           ``--buildings-model`` checks a candidate card or folder instead of the shipped model.
@@ -236,7 +237,7 @@ def bench_memory(device: str, profiles: list[str]) -> None:
     for profile in profiles:
         a = peak_rss_mb(small, device, profile)
         b = peak_rss_mb(big, device, profile)
-        print(f"{profile:9s}: {small.name} (1.0 Mpx) {a:.0f} MB; {big.name} (33.5 Mpx) {b:.0f} MB -> ratio {b / a:.2f}x")
+        print(f"{profile:9s}: {small.name} (1.0 Mpx) {a:.0f} MB; {big.name} (33.5 Mpx, 2.1 at 0.3 m) {b:.0f} MB -> ratio {b / a:.2f}x")
 
 
 def bench_seams(scene: Path, device: str, profiles: list[str], model: Path | None = None,
