@@ -523,8 +523,22 @@ RUNNER_PROBE_DELAY_S = 5.0
 RUNNER_PROBE_TIMEOUT_S = 300
 
 
+def _own_cgroup_v1_cpu(root: Path = Path("/sys/fs/cgroup/cpu"), proc: Path = Path("/proc/self/cgroup")) -> Path:
+    """This process's folder of cgroup v1's cpu controller: ``root`` plus the path ``/proc/self/cgroup`` names
+    for it (a systemd slice, a container's cgroup on a bare v1 node), where that folder exists; else ``root``
+    (inside a container it is mounted there)."""
+    try:
+        for line in proc.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "cpu" in controllers.split(",") and (root / path.lstrip("/")).is_dir():
+                return root / path.lstrip("/")
+    except (OSError, ValueError):
+        pass
+    return root
+
+
 def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max"),
-                cgroup_v1_cpu: Path = Path("/sys/fs/cgroup/cpu")) -> int:
+                cgroup_v1_cpu: Path | None = None) -> int:
     """The cores this process may use: its CPU affinity (``taskset``, a container's cpuset), bounded by
     a CPU quota (``docker --cpus``, a Kubernetes limit): cgroup v2's ``cpu.max``, else cgroup v1's
     ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (older nodes: it was ignored there). ``os.cpu_count``
@@ -536,9 +550,10 @@ def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max"),
     try:
         quota, period = cgroup_cpu_max.read_text().split()[:2]
     except (OSError, ValueError):  # no cgroup v2 file, or one of another form: cgroup v1's, if any
+        v1 = cgroup_v1_cpu if cgroup_v1_cpu is not None else _own_cgroup_v1_cpu()
         try:
-            quota = (cgroup_v1_cpu / "cpu.cfs_quota_us").read_text().strip()
-            period = (cgroup_v1_cpu / "cpu.cfs_period_us").read_text().strip()
+            quota = (v1 / "cpu.cfs_quota_us").read_text().strip()
+            period = (v1 / "cpu.cfs_period_us").read_text().strip()
         except OSError:
             return max(1, cores)
     try:

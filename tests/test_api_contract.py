@@ -440,6 +440,11 @@ def test_serve_on_a_port_in_use_is_one_line_before_the_app_starts(tmp_path, monk
     assert result.exit_code == 1 and calls == [], result.output
     assert result.output.strip() == (f"geoseg serve: error: cannot listen on 127.0.0.1:{port}: Address already in "
                                      "use; stop what uses it (another geoseg serve?) or give another --port")
+    # an address not of this machine: not "stop what uses it"
+    result = CliRunner().invoke(cli, ["serve", "--host", "192.0.2.1", "--port", str(port), "--data-dir",
+                                      str(tmp_path / "d")])
+    assert result.exit_code == 1 and calls == [], result.output
+    assert "give a --host that is an address of this machine" in result.output and "stop what" not in result.output
 
 
 def test_serve_command_keeps_the_environment_unless_an_option_is_given(tmp_path, monkeypatch):
@@ -948,6 +953,15 @@ def test_job_threads_follow_the_cores_the_server_may_use(tmp_path):
     for text, want in (("-1\n", affinity), ("100000\n", 1), ("150000\n", min(affinity, 2))):
         (v1 / "cpu.cfs_quota_us").write_text(text)
         assert usable_cpus(tmp_path / "absent", v1) == want, text
+    # the process's own cgroup, as /proc/self/cgroup names it (a slice on a bare v1 node): its quota, not the root's
+    from api.worker import _own_cgroup_v1_cpu
+
+    (v1 / "system.slice" / "job.scope").mkdir(parents=True)
+    proc = tmp_path / "cgroup"
+    proc.write_text("12:memory:/system.slice/job.scope\n4:cpu,cpuacct:/system.slice/job.scope\n")
+    assert _own_cgroup_v1_cpu(v1, proc) == v1 / "system.slice" / "job.scope"
+    proc.write_text("4:cpu,cpuacct:/not/here\n")
+    assert _own_cgroup_v1_cpu(v1, proc) == v1  # inside a container: its cgroup is mounted at the root
 
 
 def test_job_processes_get_a_temp_folder_in_the_data_dir_when_the_system_has_none(tmp_path, monkeypatch):

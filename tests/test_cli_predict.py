@@ -762,6 +762,16 @@ def test_one_input_into_the_results_of_another_input_is_refused(tmp_path):
     (tmp_path / "s" / "a.tif").rename(tmp_path / "t" / "a.tif")
     again = CliRunner().invoke(app, ["predict", str(tmp_path / "t" / "a.tif"), "--out", str(out), *FAST])
     assert again.exit_code == 0, again.output
+    # another scene of the same name elsewhere (y2023/ortho.tif, y2024/ortho.tif): refused too
+    (tmp_path / "u").mkdir()
+    with rasterio.open(tmp_path / "t" / "a.tif") as src:
+        profile, pixels = src.profile, src.read(window=Window(0, 0, 96, 96))
+        profile.update(width=96, height=96, transform=src.window_transform(Window(0, 0, 96, 96)))
+    with rasterio.open(tmp_path / "u" / "a.tif", "w", **profile) as dst:
+        dst.write(pixels)
+    other_scene = CliRunner().invoke(app, ["predict", str(tmp_path / "u" / "a.tif"), "--out", str(out), *FAST])
+    assert_one_line_error(other_scene, "predict", f"{out} holds the results of another scene of the same name, "
+                                                  f"{tmp_path / 't' / 'a.tif'}")
 
 
 def test_a_folder_missing_one_of_its_files_is_predicted_again_and_the_line_says_why(tmp_path):

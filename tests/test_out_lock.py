@@ -146,7 +146,7 @@ def test_an_out_folder_on_a_full_disk_is_one_line_before_any_work(tmp_path, monk
     assert list((tmp_path / "o").iterdir()) == []
 
 
-def test_a_file_system_without_locks_runs_unlocked(tmp_path, monkeypatch):
+def test_a_file_system_without_locks_runs_unlocked(tmp_path, monkeypatch, capfd):
     """Some network file systems refuse flock (ENOLCK): a run there goes on, as before the locks."""
     import errno
 
@@ -156,10 +156,13 @@ def test_a_file_system_without_locks_runs_unlocked(tmp_path, monkeypatch):
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
     monkeypatch.setattr(outlock.fcntl, "flock", no_locks)
-    # said (two array tasks into one DIR there lost batch.json records and each other's scratch, silently)
-    with pytest.warns(UserWarning, match="has no locks .flock.: another run into it at the same time would not "
-                                         "be refused"), hold_out_folder(tmp_path / "o", "geoseg predict"):
+    # said (two array tasks into one DIR there lost batch.json records and each other's scratch, silently),
+    # in one `warning:` line as every warning of the commands (not Python's two-line form)
+    with hold_out_folder(tmp_path / "o", "geoseg predict"):
         assert list((tmp_path / "o").iterdir()) == []
+    said = capfd.readouterr().err.strip().splitlines()
+    assert said == [f"warning: the file system of {tmp_path / 'o'} has no locks (flock): another run into it at the "
+                    "same time would not be refused; give each run an --out of its own there"], said
     assert (tmp_path / "o").is_dir()
 
 

@@ -36,6 +36,7 @@ import shutil
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -156,6 +157,9 @@ def _remove(path: Path) -> None:
     try:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
+            if path.exists():  # another user's (a colleague's killed run in a group's folder): said, not kept silently
+                warnings.warn(f"{path} could not be removed (another user's scratch?): remove it by hand",
+                              stacklevel=2)
         elif path.exists():
             path.unlink()
     except OSError as exc:  # a name too long to exist: raised from a failed input's handler, it stopped the batch

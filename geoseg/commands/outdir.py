@@ -41,11 +41,14 @@ def make_out_folder(out: Path) -> None:
 ONE_INPUT_REPORT = "report.json"
 
 
-def check_predict_layout(out: Path, batch: bool, stem: str | None = None, name: str | None = None) -> None:
+def check_predict_layout(out: Path, batch: bool, stem: str | None = None, name: str | None = None,
+                         input_path: str | None = None) -> None:
     """Refuse a ``geoseg predict`` whose layout differs from the one ``out`` already holds, before
     anything is written: one input (or ``--mosaic``) writes its files into ``out`` itself, a batch a
     folder per input and ``batch.json``. ``stem``: the one input's (for the hint); ``name``: its file
-    name, refused where ``out`` holds the results of one input of another name.
+    name, refused where ``out`` holds the results of one input of another name; ``input_path`` (its
+    absolute path), refused where they are of a file of that name elsewhere and of another size (another
+    scene: ``y2023/ortho.tif`` and ``y2024/ortho.tif``), not of the same file moved.
 
     Why: ``geoseg predict scenes/broken.tif --out results``, re-running the one input a batch into
     ``results`` had failed, wrote its buildings and ``report.json`` into ``results/`` among the batch's
@@ -57,7 +60,14 @@ def check_predict_layout(out: Path, batch: bool, stem: str | None = None, name: 
                          f"its files into --out itself, among them; run the batch's command again (its finished "
                          f"inputs are skipped, failed ones predicted again){hint}")
     report = out / ONE_INPUT_REPORT
-    other = _one_inputs_name(report) if name is not None and not batch else None
+    recorded = _one_inputs_record(report) if name is not None and not batch else None
+    other = raster_name(recorded[0]) if recorded is not None else None
+    if recorded is not None and other == name and input_path is not None and recorded[0] != input_path:
+        size = _size(input_path)
+        if recorded[1] is not None and size is not None and recorded[1] != size:
+            raise ValueError(f"{out} holds the results of another scene of the same name, {recorded[0]} ({recorded[1]} "
+                             f"bytes, this one {size}; {ONE_INPUT_REPORT}): they would be replaced; give each scene an "
+                             f"--out of its own, or remove {out} first")
     if other is not None and other != name:
         # scheduler array jobs, `geoseg predict scene_$ID.tif --out results`: each task replaced the
         # last one's results, without a word
@@ -69,14 +79,24 @@ def check_predict_layout(out: Path, batch: bool, stem: str | None = None, name: 
                          f"files): a batch writes a folder per input among them; give another --out")
 
 
-def _one_inputs_name(report: Path) -> str | None:
-    """The file name of the input whose results ``report`` (one input's report.json) holds; None when
-    there is none, or it cannot be read (the run replaces such a folder, as before)."""
+def _one_inputs_record(report: Path) -> tuple[str, int | None] | None:
+    """The input (as report.json names it) whose results ``report`` (one input's) holds, and its size then;
+    None when there is none, or it cannot be read (the run replaces such a folder, as before)."""
     try:
-        recorded = json.loads(report.read_text()).get("input")
+        record = json.loads(report.read_text())
+        recorded, size = record.get("input"), (record.get("input_file") or {}).get("bytes")
     except (OSError, ValueError, AttributeError):
         return None
-    return raster_name(recorded) if isinstance(recorded, str) and recorded else None
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    return recorded, size if isinstance(size, int) else None
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except (OSError, ValueError):
+        return None
 
 
 def check_not_another_commands_out(out: Path, command: str) -> None:

@@ -20,12 +20,12 @@ import json
 import os
 import socket
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from geoseg.commands.outdir import make_out_folder
+from geoseg.commands.warning_lines import echo_warnings
 from tiles.output_lock import remove_if_unheld
 
 try:
@@ -62,8 +62,8 @@ def hold_out_folder(out: Path, command: str, key: str = "") -> Iterator[None]:
         fd = _lock(path, command)
         if fd is None:  # a file system without locks: runs are not kept apart there
             # said, not silent: two array tasks into one DIR there lost batch.json records and scratch
-            warnings.warn(f"the file system of {out} has no locks (flock): another run into it at the same time "
-                          "would not be refused; give each run an --out of its own there", stacklevel=3)
+            echo_warnings([f"the file system of {out} has no locks (flock): another run into it at the same "
+                           "time would not be refused; give each run an --out of its own there"])
             yield
             return
         try:

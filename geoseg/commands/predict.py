@@ -139,8 +139,9 @@ def predict(
         paths, sidecars = split_sidecars(_unique(paths))
         notes = ([_sidecars_note(sidecars)] if sidecars else []) + _outputs_note(outputs)
         check_not_another_commands_out(out, "geoseg predict")
-        check_predict_layout(out, batch, None if mosaic or batch else raster_stem(paths[0]),
-                             None if mosaic or batch else raster_name(paths[0]))
+        one = not (mosaic or batch)
+        check_predict_layout(out, batch, raster_stem(paths[0]) if one else None, raster_name(paths[0]) if one else None,
+                             str(absolute_raster_path(paths[0])) if one and not is_virtual(paths[0]) else None)
         if mosaic:
             _predict_mosaic(paths, out, options, notes)
         elif not batch:

@@ -133,8 +133,9 @@ def serve(
         _fail(f"another geoseg server is using --data-dir {data_dir}; stop it or give another folder")
     busy = _port_taken(host, port)
     if busy:  # uvicorn ran the app's start-up, then printed its own ERROR line and exited 3
-        _fail(f"cannot listen on {host}:{port}: {busy}; stop what uses it (another geoseg serve?) or give "
-              f"another --port")
+        advice = ("stop what uses it (another geoseg serve?) or give another --port" if "in use" in busy
+                  else "give a --host that is an address of this machine (0.0.0.0: every one)")
+        _fail(f"cannot listen on {host}:{port}: {busy}; {advice}")
     if models is not None and not models.is_dir():
         what = "is a file, not a folder" if models.exists() else "no such folder"
         _fail(f"--models {models} (GEOSEG_MODELS_DIR): {what}; give the folder of the models jobs may name "
