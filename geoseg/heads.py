@@ -174,9 +174,11 @@ def gcn_card_mismatch(landcover: tuple, model_dir: str | Path | None, profile: s
         gcn_card = cards.read_card(path)
     except (ValueError, OSError) as exc:
         raise PredictError(f"cannot load the gcn model: {exc}") from exc
-    # not in the try: an error of the machine's (no temp folder for torch's imports) is no PredictError, which
-    # the service takes for the input's fault and fails the job for at once
-    reads_features = reads_cnn_features(gcn_card.get("arch_kwargs", {}).get("inputs", "all"))
+    try:  # a card's inputs it cannot read; an OSError here is the machine's (no temp folder for torch's imports),
+        # no PredictError, which the service takes for the input's fault and fails the job for at once
+        reads_features = reads_cnn_features(gcn_card.get("arch_kwargs", {}).get("inputs", "all"))
+    except ValueError as exc:
+        raise PredictError(f"cannot load the gcn model: {exc}") from exc
     module, card = landcover
     if model_dir is None and not _shipped_weights(card, profile):
         # the shipped GCN learnt corrections to one CNN's features/probabilities: a user's own

@@ -157,7 +157,10 @@ def export_onnx(head: nn.Module, card: dict[str, Any], with_features: bool) -> P
     A cache that cannot be written (a read-only or missing home: containers, service accounts)
     costs an export per process into a private temp folder, with a warning, not the run."""
     name = f"{card.get('name', 'model')}-{_model_fingerprint(card, with_features)}.onnx"
-    cache = os.environ.get("GEOSEG_CACHE") or "~/.cache/geoseg"
+    try:  # the folder itself in the messages (a literal ~ hid which home was meant)
+        cache = str(cache_dir())
+    except OSError:
+        cache = "~/.cache/geoseg (no home folder)"
     try:
         return _export_into(cache_dir() / "onnx", name, head, with_features)
     except OSError as exc:

@@ -181,7 +181,7 @@ def test_onnx_runtime_runs_without_a_home_folder_and_names_a_full_temp_folder(ti
 
     monkeypatch.setattr(Path, "home", staticmethod(no_home))
     module, card = load_head("buildings", model_dir=Path(tiny_models["buildings"]))
-    with pytest.warns(UserWarning, match="~/.cache/geoseg is not writable .*no home folder"):
+    with pytest.warns(UserWarning, match=r"~/.cache/geoseg \(no home folder\) is not writable .*no home folder"):
         model = TileModel(module, card, runtime="onnx")
     assert model.probabilities(np.stack([real_tile(96)])).shape[0] == 1
 
