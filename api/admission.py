@@ -21,11 +21,7 @@ import anyio
 from api.asgi_paths import route_path
 from api.jobs import JobStore, QueueFull
 from api.json_answers import send_error
-from api.pacing import (
-    QUEUE_FULL_RETRY_AFTER_UNKNOWN_S,
-    Workload,
-    queue_full_retry_after,
-)
+from api.pacing import QUEUE_FULL_RETRY_AFTER_UNKNOWN_S, Workload, queue_full_retry_after
 
 log = logging.getLogger("geoseg.api")
 

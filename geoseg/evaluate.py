@@ -75,9 +75,7 @@ def match_polygons(pred: list, truth: list, threshold: float = IOU_MATCH) -> lis
     pi, ti = tree.query(pred_arr, predicate="intersects")
     if pi.size == 0:
         return []
-    inter = shapely.area(shapely.intersection(pred_arr[pi], truth_arr[ti]))
-    union = shapely.area(pred_arr[pi]) + shapely.area(truth_arr[ti]) - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    iou = _pairwise_iou(pred_arr[pi], truth_arr[ti])
     order = np.argsort(-iou, kind="stable")
     used_p, used_t, matches = set(), set(), []
     for k in order:
@@ -130,10 +128,14 @@ def _overlapping_pairs(polygons: list, threshold: float = IOU_MATCH) -> int:
     arr = np.asarray(polygons, dtype=object)
     a, b = shapely.STRtree(arr).query(arr, predicate="intersects")
     pairs = a < b
-    a, b = a[pairs], b[pairs]
-    inter = shapely.area(shapely.intersection(arr[a], arr[b]))
-    union = shapely.area(arr[a]) + shapely.area(arr[b]) - inter
-    return int((inter >= threshold * np.maximum(union, 1e-12)).sum())
+    return int((_pairwise_iou(arr[a[pairs]], arr[b[pairs]]) >= threshold).sum())
+
+
+def _pairwise_iou(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """IoU of ``left[i]`` and ``right[i]`` for each i (0 where both are empty)."""
+    inter = shapely.area(shapely.intersection(left, right))
+    union = shapely.area(left) + shapely.area(right) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _mostly_on(geoms: list, others: list, share: float = 0.5) -> np.ndarray:
